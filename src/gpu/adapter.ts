@@ -1,0 +1,127 @@
+/**
+ * Dawn instances and adapter choice. Dawn's node bindings take backend and adapter selection as
+ * instance options, so each distinct option set gets one instance, kept alive for the life of the
+ * process: if the object `create()` returns is garbage collected, Dawn hangs or crashes.
+ */
+import { create, globals } from 'webgpu';
+import { NoAdapterError } from './errors.js';
+
+Object.assign(globalThis, globals);
+
+export interface AdapterOptions {
+  /** Dawn backend: vulkan, metal, d3d12, d3d11, opengl, opengles, null. Default: `WEBTRON_BACKEND` or Dawn's choice. */
+  backend?: string | undefined;
+  /** Adapter name as Dawn reports it (e.g. "llvmpipe"). Default: `WEBTRON_ADAPTER` or the best adapter. */
+  adapter?: string | undefined;
+  /** Default 'high-performance', so a discrete GPU wins over an integrated one and a CPU renderer comes last. */
+  powerPreference?: GPUPowerPreference | undefined;
+  /** Extra Dawn toggles, e.g. `disable-dawn-features=timestamp_quantization`. */
+  dawnFlags?: string[] | undefined;
+}
+
+export interface FoundAdapter {
+  adapter: GPUAdapter;
+  info: GPUAdapterInfo;
+  backend: string;
+  /** One line for people: "llvmpipe (LLVM 19.1.7, 256 bits) — vulkan, cpu". */
+  description: string;
+}
+
+// The one deliberate piece of module-level state: Dawn instances must outlive every use of them.
+const dawnInstances = new Map<string, GPU>();
+
+function dawn(flags: string[]): GPU {
+  const key = flags.join('\n');
+  let gpu = dawnInstances.get(key);
+  if (!gpu) {
+    gpu = create(flags);
+    dawnInstances.set(key, gpu);
+  }
+  return gpu;
+}
+
+const KNOWN_BACKENDS = ['vulkan', 'metal', 'd3d12', 'd3d11', 'opengl', 'opengles', 'null'];
+
+/** The backends worth trying on this platform, best first. */
+export function platformBackends(): string[] {
+  switch (process.platform) {
+    case 'darwin':
+      return ['metal'];
+    case 'win32':
+      return ['d3d12', 'vulkan', 'd3d11'];
+    default:
+      return ['vulkan', 'opengles', 'opengl'];
+  }
+}
+
+function resolveOptions(options: AdapterOptions): Required<Omit<AdapterOptions, 'backend' | 'adapter'>> & {
+  backend: string | undefined;
+  adapter: string | undefined;
+} {
+  const backend = options.backend ?? (process.env.WEBTRON_BACKEND || undefined);
+  if (backend !== undefined && !KNOWN_BACKENDS.includes(backend)) {
+    throw new NoAdapterError(
+      `unknown backend '${backend}' (from ${options.backend ? '--backend' : 'WEBTRON_BACKEND'}); use one of ${KNOWN_BACKENDS.join(', ')}`,
+    );
+  }
+  return {
+    backend,
+    adapter: options.adapter ?? (process.env.WEBTRON_ADAPTER || undefined),
+    powerPreference: options.powerPreference ?? 'high-performance',
+    dawnFlags: options.dawnFlags ?? [],
+  };
+}
+
+function backendOf(info: GPUAdapterInfo, requested: string | undefined): string {
+  // Dawn's adapter info carries no standard backend field; fall back to what was asked for, or the
+  // platform's first backend (what Dawn itself prefers).
+  const extra = info as unknown as { backendType?: string; backend?: string };
+  return (extra.backendType ?? extra.backend ?? requested ?? platformBackends()[0] ?? 'unknown').toLowerCase();
+}
+
+export function describeAdapter(info: GPUAdapterInfo, backend: string): string {
+  const name = info.description || info.device || info.vendor || 'unknown adapter';
+  const software = info.isFallbackAdapter || info.architecture === 'software';
+  return `${name} — ${backend}${software ? ' (software)' : ''}`;
+}
+
+/** Find the adapter these options choose, or null when none matches. Never throws for "none found". */
+export async function findAdapter(options: AdapterOptions): Promise<FoundAdapter | null> {
+  const opts = resolveOptions(options);
+  const flags = [...opts.dawnFlags];
+  if (opts.backend) flags.push(`backend=${opts.backend}`);
+  if (opts.adapter) flags.push(`adapter=${opts.adapter}`);
+  const adapter = await dawn(flags).requestAdapter({ powerPreference: opts.powerPreference });
+  if (!adapter) return null;
+  const info = adapter.info;
+  const backend = backendOf(info, opts.backend);
+  return { adapter, info, backend, description: describeAdapter(info, backend) };
+}
+
+/** Every adapter Dawn offers on this platform's backends (for `webtron info --list`). */
+export async function listAdapters(dawnFlags: string[] = []): Promise<FoundAdapter[]> {
+  const seen = new Map<string, FoundAdapter>();
+  for (const backend of platformBackends()) {
+    for (const powerPreference of ['high-performance', 'low-power'] as const) {
+      const found = await findAdapter({ backend, powerPreference, dawnFlags, adapter: undefined }).catch(() => null);
+      if (found && !seen.has(found.description)) seen.set(found.description, found);
+    }
+  }
+  return [...seen.values()];
+}
+
+/** Like `findAdapter`, but a missing adapter is an error that says what to do. */
+export async function requireAdapter(options: AdapterOptions): Promise<FoundAdapter> {
+  const found = await findAdapter(options);
+  if (found) return found;
+  const opts = resolveOptions(options);
+  const wanted = [opts.backend && `backend '${opts.backend}'`, opts.adapter && `adapter '${opts.adapter}'`]
+    .filter(Boolean)
+    .join(' and ');
+  const available = wanted ? (await listAdapters(opts.dawnFlags)).map((a) => a.description) : [];
+  throw new NoAdapterError(
+    wanted
+      ? `no WebGPU adapter matches ${wanted}; available: ${available.join('; ') || 'none'} — pick one with --backend/--adapter`
+      : 'no WebGPU adapter found — run `npm run setup` (installs Mesa lavapipe on Linux) or install your GPU driver',
+  );
+}

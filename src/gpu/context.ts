@@ -1,0 +1,214 @@
+/**
+ * The GPU context: one adapter and device per process, the adapter's own limits, optional features,
+ * allocation accounting, kernels, transfers, and uncaptured errors turned into thrown ones.
+ */
+import { requireAdapter, type AdapterOptions, type FoundAdapter } from './adapter.js';
+import { GpuDeviceError, GpuError } from './errors.js';
+import { MemoryAccounting, type MemoryCategory, type MemoryReport } from './memory.js';
+import { Kernels } from './kernels.js';
+import { Transfers } from './transfers.js';
+
+/** Limits webtron asks for at the adapter's own value (device defaults are far lower). */
+const REQUESTED_LIMITS = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxStorageBuffersPerShaderStage',
+  'maxUniformBufferBindingSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxBindGroups',
+  'maxBindingsPerBindGroup',
+  // Alignments are "better" when smaller: shards and windows can then start closer together.
+  'minStorageBufferOffsetAlignment',
+  'minUniformBufferOffsetAlignment',
+] as const;
+
+type RequestedLimit = (typeof REQUESTED_LIMITS)[number];
+
+/** Optional features used when present. */
+const OPTIONAL_FEATURES: GPUFeatureName[] = ['shader-f16', 'timestamp-query'];
+
+export interface GpuOptions extends AdapterOptions {
+  /** Ask for less than the adapter offers (values above the adapter's are an error). For tests. */
+  limits?: Partial<Record<RequestedLimit, number>>;
+  /** Leave these optional features off even when the adapter has them. */
+  disableFeatures?: GPUFeatureName[];
+}
+
+/** A GPU buffer with its accounting category. Destroy it through `destroy()` so the count falls. */
+export class DeviceBuffer {
+  private alive = true;
+
+  constructor(
+    readonly gpu: GPUBuffer,
+    readonly size: number,
+    readonly category: MemoryCategory,
+    private readonly onDestroy: (buffer: DeviceBuffer) => void,
+  ) {}
+
+  get label(): string {
+    return this.gpu.label;
+  }
+
+  get destroyed(): boolean {
+    return !this.alive;
+  }
+
+  /** Idempotent. */
+  destroy(): void {
+    if (!this.alive) return;
+    this.alive = false;
+    this.gpu.destroy();
+    this.onDestroy(this);
+  }
+}
+
+export interface BufferRequest {
+  label: string;
+  /** Bytes; rounded up to a multiple of 4 (what WebGPU copies and writes need). */
+  size: number;
+  usage: GPUBufferUsageFlags;
+  category: MemoryCategory;
+}
+
+export class GpuContext {
+  readonly memory = new MemoryAccounting();
+  readonly kernels: Kernels;
+  readonly transfers: Transfers;
+  private readonly pendingErrors: GPUError[] = [];
+  private lostInfo: GPUDeviceLostInfo | null = null;
+
+  private constructor(
+    readonly found: FoundAdapter,
+    readonly device: GPUDevice,
+  ) {
+    device.onuncapturederror = (event) => {
+      this.pendingErrors.push(event.error);
+    };
+    void device.lost.then((info) => {
+      this.lostInfo = info;
+    });
+    this.kernels = new Kernels(this);
+    this.transfers = new Transfers(this);
+  }
+
+  static async create(options: GpuOptions = {}): Promise<GpuContext> {
+    const found = await requireAdapter(options);
+    const { adapter } = found;
+    const requiredLimits: Record<string, number> = {};
+    for (const name of REQUESTED_LIMITS) {
+      const offered = adapter.limits[name];
+      const asked = options.limits?.[name];
+      const better = name.startsWith('min') ? asked !== undefined && asked < offered : asked !== undefined && asked > offered;
+      if (better) {
+        throw new GpuError(`limit ${name}=${asked} exceeds what adapter '${found.description}' offers (${offered})`);
+      }
+      requiredLimits[name] = asked ?? offered;
+    }
+    const disabled = new Set(options.disableFeatures ?? []);
+    const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f));
+    const device = await adapter.requestDevice({
+      label: 'webtron',
+      requiredLimits,
+      requiredFeatures,
+    });
+    return new GpuContext(found, device);
+  }
+
+  get adapterName(): string {
+    return this.found.info.description || this.found.info.device || this.found.info.vendor;
+  }
+
+  get backend(): string {
+    return this.found.backend;
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  get hasF16(): boolean {
+    return this.device.features.has('shader-f16');
+  }
+
+  get hasTimestamps(): boolean {
+    return this.device.features.has('timestamp-query');
+  }
+
+  /** Allocate a buffer counted under `category`. */
+  createBuffer(request: BufferRequest): DeviceBuffer {
+    this.throwIfLost();
+    const size = Math.max(4, Math.ceil(request.size / 4) * 4);
+    if (size > this.limits.maxBufferSize) {
+      throw new GpuError(
+        `buffer '${request.label}' needs ${size} B but this device's maxBufferSize is ${this.limits.maxBufferSize} B; split it`,
+      );
+    }
+    const gpu = this.device.createBuffer({ label: request.label, size, usage: request.usage });
+    this.memory.allocated(request.category, size);
+    return new DeviceBuffer(gpu, size, request.category, (b) => this.memory.freed(b.category, b.size));
+  }
+
+  /** Live and peak bytes by category. */
+  memoryReport(): MemoryReport {
+    return this.memory.report();
+  }
+
+  submit(commands: GPUCommandBuffer[]): void {
+    this.throwIfLost();
+    this.device.queue.submit(commands);
+  }
+
+  /**
+   * Wait for the queue to drain, then throw any error the device reported since the last sync
+   * point. Every readback goes through here, so a failed dispatch never reads back as zeros.
+   */
+  async sync(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+    // Dawn delivers uncaptured-error events as tasks; let them land before looking.
+    await new Promise((resolve) => setImmediate(resolve));
+    this.throwIfErrors();
+  }
+
+  /** Throw (and clear) the errors reported so far, without waiting for the queue. */
+  throwIfErrors(): void {
+    this.throwIfLost();
+    if (this.pendingErrors.length === 0) return;
+    const errors = this.pendingErrors.splice(0);
+    const kind = errorKind(errors[0]!);
+    throw new GpuDeviceError(
+      kind,
+      errors.map((e) => e.message),
+    );
+  }
+
+  private throwIfLost(): void {
+    if (this.lostInfo && this.lostInfo.reason !== 'destroyed') {
+      throw new GpuDeviceError('device-lost', [`${this.lostInfo.reason}: ${this.lostInfo.message}`]);
+    }
+  }
+
+  destroy(): void {
+    this.device.destroy();
+  }
+}
+
+function errorKind(error: GPUError): 'validation' | 'out-of-memory' | 'internal' {
+  const name = error.constructor?.name ?? '';
+  if (name.includes('OutOfMemory')) return 'out-of-memory';
+  if (name.includes('Internal')) return 'internal';
+  return 'validation';
+}
+
+// The one GPU context per process (see ARCHITECTURE.md). Created on first use with the options given then.
+let processContext: Promise<GpuContext> | null = null;
+
+/** The process's GPU context, created on first call. Later calls must not ask for a different adapter. */
+export function gpuContext(options: GpuOptions = {}): Promise<GpuContext> {
+  processContext ??= GpuContext.create(options);
+  return processContext;
+}

@@ -1,0 +1,117 @@
+/**
+ * WGSL kernels: sources from `shaders/*.wgsl`, named constants as WGSL `override`s, one pipeline per
+ * (shader, entry point, constants), bind groups from buffers or windows of them, and 1-D dispatch of
+ * any length (a 2-D grid past the per-dimension workgroup limit).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { DeviceBuffer, GpuContext } from './context.js';
+import { GpuError } from './errors.js';
+import { gridFor } from './grid.js';
+
+/** Named WGSL `override` constants for a pipeline. */
+export type ShaderConstants = Record<string, number>;
+
+/** A buffer, or a byte range of one, to bind at the next binding index. */
+export type Binding = DeviceBuffer | { buffer: DeviceBuffer; offset: number; size: number };
+
+function findShaderDir(): string {
+  // src/gpu (vitest) and dist/src/gpu (compiled) both reach the package root by walking up.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'shaders')) && existsSync(join(dir, 'package.json'))) return join(dir, 'shaders');
+    dir = dirname(dir);
+  }
+  throw new GpuError(`cannot find webtron's shaders/ folder above ${fileURLToPath(import.meta.url)}`);
+}
+
+export class Kernels {
+  private readonly shaderDir = findShaderDir();
+  private readonly modules = new Map<string, GPUShaderModule>();
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+
+  constructor(private readonly ctx: GpuContext) {}
+
+  /** WGSL source of `shaders/<name>.wgsl`. */
+  source(name: string): string {
+    const path = join(this.shaderDir, `${name}.wgsl`);
+    if (!existsSync(path)) throw new GpuError(`no shader '${name}': ${path} does not exist`);
+    return readFileSync(path, 'utf8');
+  }
+
+  private module(name: string): GPUShaderModule {
+    let module = this.modules.get(name);
+    if (!module) {
+      module = this.ctx.device.createShaderModule({ label: name, code: this.source(name) });
+      this.modules.set(name, module);
+    }
+    return module;
+  }
+
+  /** The compute pipeline for `shader`'s `entryPoint` with these override constants (cached). */
+  pipeline(shader: string, entryPoint: string, constants: ShaderConstants = {}): GPUComputePipeline {
+    const key = `${shader}:${entryPoint}:${JSON.stringify(Object.entries(constants).sort())}`;
+    let pipeline = this.pipelines.get(key);
+    if (!pipeline) {
+      pipeline = this.ctx.device.createComputePipeline({
+        label: `${shader}.${entryPoint}`,
+        layout: 'auto',
+        compute: { module: this.module(shader), entryPoint, constants },
+      });
+      this.pipelines.set(key, pipeline);
+    }
+    return pipeline;
+  }
+
+  get pipelineCount(): number {
+    return this.pipelines.size;
+  }
+
+  /** A bind group for group `group` of `pipeline` with `bindings` at indices 0, 1, 2, … */
+  bindGroup(pipeline: GPUComputePipeline, bindings: Binding[], group = 0): GPUBindGroup {
+    return this.ctx.device.createBindGroup({
+      label: `${pipeline.label}#${group}`,
+      layout: pipeline.getBindGroupLayout(group),
+      entries: bindings.map((b, binding) =>
+        'gpu' in b
+          ? { binding, resource: { buffer: b.gpu } }
+          : { binding, resource: { buffer: b.buffer.gpu, offset: b.offset, size: b.size } },
+      ),
+    });
+  }
+
+  /** Record `workgroups` workgroups (any count; a 2-D grid past the per-dimension limit) into `pass`. */
+  dispatchInPass(
+    pass: GPUComputePassEncoder,
+    pipeline: GPUComputePipeline,
+    bindGroups: GPUBindGroup[],
+    workgroups: number,
+  ): void {
+    if (workgroups === 0) return;
+    const grid = gridFor(workgroups, this.ctx.limits.maxComputeWorkgroupsPerDimension);
+    pass.setPipeline(pipeline);
+    bindGroups.forEach((g, i) => pass.setBindGroup(i, g));
+    pass.dispatchWorkgroups(grid.x, grid.y, grid.z);
+  }
+
+  /** Encode one compute pass running `workgroups` workgroups. */
+  encodeDispatch(
+    encoder: GPUCommandEncoder,
+    pipeline: GPUComputePipeline,
+    bindGroups: GPUBindGroup[],
+    workgroups: number,
+    timestampWrites?: GPUComputePassTimestampWrites,
+  ): void {
+    const pass = encoder.beginComputePass(timestampWrites ? { timestampWrites } : {});
+    this.dispatchInPass(pass, pipeline, bindGroups, workgroups);
+    pass.end();
+  }
+
+  /** Encode, submit and return; use `ctx.sync()` to wait and surface errors. */
+  dispatch(pipeline: GPUComputePipeline, bindGroups: GPUBindGroup[], workgroups: number): void {
+    const encoder = this.ctx.device.createCommandEncoder({ label: pipeline.label });
+    this.encodeDispatch(encoder, pipeline, bindGroups, workgroups);
+    this.ctx.submit([encoder.finish()]);
+  }
+}
