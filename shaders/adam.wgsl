@@ -1,0 +1,81 @@
+// Adam / AdamW step with torch.optim.Adam / AdamW semantics, fp32 params, grads and moments.
+//
+//   g  = maximize ? -grad : grad
+//   Adam (L2):          g = g + weight_decay * p
+//   AdamW (decoupled):  p = p * (1 - lr * weight_decay)
+//   m  = beta1 * m + (1 - beta1) * g
+//   v  = beta2 * v + (1 - beta2) * g * g
+//   p  = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),  step_size = lr / (1 - beta1^t)
+//
+// Scalars that depend on the step (step_size, bc2_sqrt, 1 - lr*wd) are computed on the host in
+// double precision, as PyTorch computes them in Python floats. `adam_vec4` covers whole vec4s of a
+// window; `adam_tail` the last (length mod 4) elements of the last window.
+
+override WG: u32 = 256;
+// vec4s per invocation: fewer, fatter workgroups run faster on CPU Vulkan and cost nothing on GPUs.
+override ITEMS: u32 = 4;
+
+struct AdamUniforms {
+  n4: u32,             // vec4 count in this window
+  tail_start: u32,     // first element of the scalar tail, relative to the window
+  tail_count: u32,     // 0..3
+  decoupled: u32,      // 1: AdamW, 0: Adam with L2
+  step_size: f32,
+  bc2_sqrt: f32,
+  beta1: f32,
+  one_minus_beta1: f32,
+  beta2: f32,
+  one_minus_beta2: f32,
+  eps: f32,
+  weight_decay: f32,   // Adam's L2 coefficient (0 for AdamW)
+  decay_factor: f32,   // AdamW's 1 - lr * weight_decay (1 for Adam)
+  grad_sign: f32,      // -1 when maximizing
+}
+
+@group(0) @binding(0) var<uniform> u: AdamUniforms;
+@group(0) @binding(1) var<storage, read_write> param4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> exp_avg4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> exp_avg_sq4: array<vec4<f32>>;
+
+fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}
+
+@compute @workgroup_size(WG)
+fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  let first = linear_workgroup(wid, nwg) * WG * ITEMS + lid;
+  for (var k = 0u; k < ITEMS; k++) {
+    let i = first + k * WG;
+    if (i >= u.n4) { return; }
+    let g = u.grad_sign * grad4[i] + u.weight_decay * param4[i];
+    let p = param4[i] * u.decay_factor;
+    let m = u.beta1 * exp_avg4[i] + u.one_minus_beta1 * g;
+    let v = u.beta2 * exp_avg_sq4[i] + u.one_minus_beta2 * g * g;
+    exp_avg4[i] = m;
+    exp_avg_sq4[i] = v;
+    param4[i] = p - u.step_size * (m / (sqrt(v) / u.bc2_sqrt + u.eps));
+  }
+}
+
+// The same buffers seen as scalars, for the last (length mod 4) elements. Only `adam_tail` uses
+// these, so sharing binding numbers with the vec4 views is allowed.
+@group(0) @binding(1) var<storage, read_write> param1: array<f32>;
+@group(0) @binding(2) var<storage, read> grad1: array<f32>;
+@group(0) @binding(3) var<storage, read_write> exp_avg1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> exp_avg_sq1: array<f32>;
+
+@compute @workgroup_size(4)
+fn adam_tail(@builtin(local_invocation_index) lid: u32) {
+  if (lid >= u.tail_count) { return; }
+  let i = u.tail_start + lid;
+  let g = u.grad_sign * grad1[i] + u.weight_decay * param1[i];
+  let p = param1[i] * u.decay_factor;
+  let m = u.beta1 * exp_avg1[i] + u.one_minus_beta1 * g;
+  let v = u.beta2 * exp_avg_sq1[i] + u.one_minus_beta2 * g * g;
+  exp_avg1[i] = m;
+  exp_avg_sq1[i] = v;
+  param1[i] = p - u.step_size * (m / (sqrt(v) / u.bc2_sqrt + u.eps));
+}

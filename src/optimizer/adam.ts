@@ -1,0 +1,144 @@
+/**
+ * Host side of the WGSL Adam / AdamW kernel (shaders/adam.wgsl): fp32 params, grads and moments of
+ * any length, in windows no larger than one storage binding, vec4s with a scalar tail.
+ */
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { GpuError } from '../gpu/errors.js';
+import { windowsFor, type Window } from '../gpu/grid.js';
+import { adamStepScalars, checkHyperParams, type AdamHyperParams } from './adam-math.js';
+
+/** A float32 array on the GPU: a buffer and the element where the array starts. */
+export interface Float32Operand {
+  buffer: DeviceBuffer;
+  /** First element (default 0). Its byte offset must meet the device's storage offset alignment. */
+  offset?: number;
+}
+
+export interface AdamOperands {
+  param: Float32Operand;
+  grad: Float32Operand;
+  expAvg: Float32Operand;
+  expAvgSq: Float32Operand;
+  /** Elements to update. */
+  length: number;
+}
+
+export interface AdamKernelOptions {
+  /** Invocations per workgroup (default 256). */
+  workgroupSize?: number;
+  /** vec4s per invocation (default 4). */
+  itemsPerThread?: number;
+  /** Largest binding in bytes (default and maximum: the device's maxStorageBufferBindingSize). */
+  maxBindingBytes?: number;
+}
+
+const UNIFORM_BYTES = 56;
+const OPERANDS = ['param', 'grad', 'expAvg', 'expAvgSq'] as const;
+
+export class AdamKernel {
+  readonly windows: Window[];
+  private readonly uniforms: DeviceBuffer;
+  private readonly slotBytes: number;
+  private readonly vec4Pipeline: GPUComputePipeline;
+  private readonly tailPipeline: GPUComputePipeline;
+  private readonly vec4Groups: (GPUBindGroup | null)[];
+  private readonly tailGroup: GPUBindGroup | null;
+  private readonly vec4sPerWorkgroup: number;
+
+  constructor(
+    private readonly ctx: GpuContext,
+    readonly operands: AdamOperands,
+    options: AdamKernelOptions = {},
+  ) {
+    const { length } = operands;
+    const limits = ctx.limits;
+    const align = limits.minStorageBufferOffsetAlignment;
+    for (const name of OPERANDS) {
+      const { buffer, offset = 0 } = operands[name];
+      if ((offset * 4) % align !== 0) {
+        throw new GpuError(`Adam operand '${name}': element offset ${offset} is not a multiple of ${align / 4} (storage offset alignment ${align} B)`);
+      }
+      if ((offset + length) * 4 > buffer.size) {
+        throw new GpuError(`Adam operand '${name}': ${length} elements at offset ${offset} overflow buffer '${buffer.label}' of ${buffer.size} B`);
+      }
+    }
+    const maxBinding = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize);
+    this.windows = windowsFor(length, 4, maxBinding, align);
+
+    const wg = options.workgroupSize ?? 256;
+    const items = options.itemsPerThread ?? 4;
+    this.vec4sPerWorkgroup = wg * items;
+    this.vec4Pipeline = ctx.kernels.pipeline('adam', 'adam_vec4', { WG: wg, ITEMS: items });
+    this.tailPipeline = ctx.kernels.pipeline('adam', 'adam_tail');
+
+    this.slotBytes = Math.max(256, limits.minUniformBufferOffsetAlignment);
+    this.uniforms = ctx.createBuffer({
+      label: 'adam.uniforms',
+      size: this.slotBytes * this.windows.length,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      category: 'other',
+    });
+
+    const bindingsFor = (w: number, window: Window, elements: number) => [
+      { buffer: this.uniforms, offset: w * this.slotBytes, size: UNIFORM_BYTES },
+      ...OPERANDS.map((name) => ({
+        buffer: operands[name].buffer,
+        offset: ((operands[name].offset ?? 0) + window.start) * 4,
+        size: elements * 4,
+      })),
+    ];
+    this.vec4Groups = this.windows.map((window, w) => {
+      const whole = window.count - (window.count % 4);
+      return whole === 0 ? null : ctx.kernels.bindGroup(this.vec4Pipeline, bindingsFor(w, window, whole));
+    });
+    const last = this.windows.length - 1;
+    const lastWindow = this.windows[last]!;
+    this.tailGroup =
+      lastWindow.count % 4 === 0 ? null : ctx.kernels.bindGroup(this.tailPipeline, bindingsFor(last, lastWindow, lastWindow.count));
+  }
+
+  /**
+   * Queue this step's scalars and record the kernel into `encoder` as one compute pass. The scalars
+   * are written to the queue now, so submit this encoder before encoding the next step.
+   */
+  encode(encoder: GPUCommandEncoder, hyper: AdamHyperParams, step: number, timestampWrites?: GPUComputePassTimestampWrites): void {
+    checkHyperParams(hyper);
+    this.writeUniforms(hyper, step);
+    const pass = encoder.beginComputePass(timestampWrites ? { label: 'adam', timestampWrites } : { label: 'adam' });
+    this.windows.forEach((window, w) => {
+      const group = this.vec4Groups[w];
+      if (group) {
+        const n4 = Math.floor(window.count / 4);
+        this.ctx.kernels.dispatchInPass(pass, this.vec4Pipeline, [group], Math.ceil(n4 / this.vec4sPerWorkgroup));
+      }
+    });
+    if (this.tailGroup) this.ctx.kernels.dispatchInPass(pass, this.tailPipeline, [this.tailGroup], 1);
+    pass.end();
+  }
+
+  /** Encode and submit one step. Call `ctx.sync()` (or read back) to wait and surface errors. */
+  step(hyper: AdamHyperParams, step: number): void {
+    const encoder = this.ctx.device.createCommandEncoder({ label: 'adam.step' });
+    this.encode(encoder, hyper, step);
+    this.ctx.submit([encoder.finish()]);
+  }
+
+  private writeUniforms(hyper: AdamHyperParams, step: number): void {
+    const s = adamStepScalars(hyper, step);
+    const data = new ArrayBuffer(this.slotBytes * this.windows.length);
+    this.windows.forEach((window, w) => {
+      const u32 = new Uint32Array(data, w * this.slotBytes, UNIFORM_BYTES / 4);
+      const f32 = new Float32Array(data, w * this.slotBytes, UNIFORM_BYTES / 4);
+      u32[0] = Math.floor(window.count / 4);
+      u32[1] = window.count - (window.count % 4);
+      u32[2] = window.count % 4;
+      u32[3] = hyper.decoupled ? 1 : 0;
+      f32.set([s.stepSize, s.bc2Sqrt, s.beta1, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.eps, s.l2, s.decayFactor, s.gradSign], 4);
+    });
+    this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
+  }
+
+  destroy(): void {
+    this.uniforms.destroy();
+  }
+}
