@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { FlagError, parseFlags, type FlagSpec } from '../../src/train/flags.js';
+
+const specs: Record<string, FlagSpec> = {
+  backend: { kind: 'string', env: 'WEBTRON_BACKEND', help: 'backend' },
+  steps: { kind: 'int', default: 10, help: 'steps' },
+  lr: { kind: 'number', help: 'learning rate' },
+  json: { kind: 'boolean', help: 'json' },
+  sizes: { kind: 'list', help: 'sizes' },
+};
+
+describe('parseFlags', () => {
+  it('reads --name value, --name=value, booleans, lists and positionals', () => {
+    const { values, positional } = parseFlags(['adam', '--steps', '5', '--lr=3e-4', '--json', '--sizes', '1K, 2M', 'x'], specs, {});
+    expect(values).toEqual({ steps: 5, lr: 3e-4, json: true, sizes: ['1K', '2M'] });
+    expect(positional).toEqual(['adam', 'x']);
+  });
+  it('falls back to the environment, then to the default', () => {
+    expect(parseFlags([], specs, { WEBTRON_BACKEND: 'vulkan' }).values).toEqual({ backend: 'vulkan', steps: 10 });
+    expect(parseFlags(['--backend', 'metal'], specs, { WEBTRON_BACKEND: 'vulkan' }).values.backend).toBe('metal');
+  });
+  it('gives one-line errors that name the flag', () => {
+    expect(() => parseFlags(['--stepz', '1'], specs, {})).toThrow(/^unknown flag --stepz; known flags: --backend/);
+    expect(() => parseFlags(['--steps', 'ten'], specs, {})).toThrow(new FlagError("--steps: expected an integer, got 'ten'"));
+    expect(() => parseFlags(['--lr'], specs, {})).toThrow(/--lr needs a value/);
+    expect(() => parseFlags(['--json=maybe'], specs, {})).toThrow(/--json: expected true or false/);
+    expect(() => parseFlags([], { n: { kind: 'int', env: 'N', help: '' } }, { N: '1.5' })).toThrow(/^N \(for --n\): expected an integer/);
+  });
+});
