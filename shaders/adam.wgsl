@@ -11,9 +11,9 @@
 // double precision, as PyTorch computes them in Python floats. `adam_vec4` covers whole vec4s of a
 // window; `adam_tail` the last (length mod 4) elements of the last window.
 
-override WG: u32 = 256;
+override WG: u32 = 64;
 // vec4s per invocation: fewer, fatter workgroups run faster on CPU Vulkan and cost nothing on GPUs.
-override ITEMS: u32 = 4;
+override ITEMS: u32 = 16;
 
 struct AdamUniforms {
   n4: u32,             // vec4 count in this window

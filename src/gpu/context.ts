@@ -204,11 +204,19 @@ function errorKind(error: GPUError): 'validation' | 'out-of-memory' | 'internal'
   return 'validation';
 }
 
-// The one GPU context per process (see ARCHITECTURE.md). Created on first use with the options given then.
-let processContext: Promise<GpuContext> | null = null;
+// The one GPU context per process (see ARCHITECTURE.md), created on first use.
+let processContext: { key: string; context: Promise<GpuContext> } | null = null;
 
-/** The process's GPU context, created on first call. Later calls must not ask for a different adapter. */
+/**
+ * The process's GPU context, created on the first call. A later call with different options is an
+ * error rather than a silently different adapter.
+ */
 export function gpuContext(options: GpuOptions = {}): Promise<GpuContext> {
-  processContext ??= GpuContext.create(options);
-  return processContext;
+  const key = JSON.stringify(options);
+  if (!processContext) {
+    processContext = { key, context: GpuContext.create(options) };
+  } else if (processContext.key !== key) {
+    throw new GpuError(`the GPU context was already created with ${processContext.key}; cannot switch to ${key} in the same process`);
+  }
+  return processContext.context;
 }

@@ -24,9 +24,9 @@ export interface AdamOperands {
 }
 
 export interface AdamKernelOptions {
-  /** Invocations per workgroup (default 256). */
+  /** Invocations per workgroup (default 64). */
   workgroupSize?: number;
-  /** vec4s per invocation (default 4). */
+  /** vec4s per invocation (default 16). */
   itemsPerThread?: number;
   /** Largest binding in bytes (default and maximum: the device's maxStorageBufferBindingSize). */
   maxBindingBytes?: number;
@@ -65,8 +65,8 @@ export class AdamKernel {
     const maxBinding = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize);
     this.windows = windowsFor(length, 4, maxBinding, align);
 
-    const wg = options.workgroupSize ?? 256;
-    const items = options.itemsPerThread ?? 4;
+    const wg = options.workgroupSize ?? 64;
+    const items = options.itemsPerThread ?? 16;
     this.vec4sPerWorkgroup = wg * items;
     this.vec4Pipeline = ctx.kernels.pipeline('adam', 'adam_vec4', { WG: wg, ITEMS: items });
     this.tailPipeline = ctx.kernels.pipeline('adam', 'adam_tail');

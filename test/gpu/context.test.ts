@@ -96,3 +96,13 @@ describe('GpuContext', () => {
     expect(() => ctx.createBuffer({ label: 'huge', size, usage: GPUBufferUsage.STORAGE, category: 'params' })).toThrow(GpuError);
   });
 });
+
+describe('gpuContext (one per process)', () => {
+  it('returns the same context and refuses different options later', async () => {
+    const { gpuContext } = await import('../../src/gpu/context.js');
+    const first = await gpuContext({ backend: 'vulkan' });
+    expect(await gpuContext({ backend: 'vulkan' })).toBe(first);
+    expect(() => gpuContext({ backend: 'null' })).toThrow(/already created with \{"backend":"vulkan"\}/);
+    first.destroy();
+  });
+});

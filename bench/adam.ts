@@ -1,0 +1,89 @@
+/**
+ * `npm run bench -- adam`: the WGSL Adam step against the same device's buffer-to-buffer copy,
+ * measured in the same run. Adam moves 28 bytes per param (reads p, g, m, v; writes p, m, v); the
+ * copy moves 8 bytes per float (one read, one write), so ratio_to_copy says how close Adam gets to
+ * the memory bandwidth the device actually delivers.
+ */
+import type { GpuContext } from '../src/gpu/context.js';
+import { AdamKernel } from '../src/optimizer/adam.js';
+import { ADAMW_DEFAULTS } from '../src/optimizer/adam-math.js';
+import type { Bench } from './bench.js';
+import { progress } from './report.js';
+import { timeGpuInterleaved } from './timing.js';
+
+const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+function filled(ctx: GpuContext, label: string, n: number, category: 'main-params' | 'grads' | 'optimizer-state' | 'other', value: (i: number) => number) {
+  const buffer = ctx.createBuffer({ label, size: n * 4, usage: STORAGE, category });
+  const chunk = new Float32Array(Math.min(n, 1 << 22));
+  for (let at = 0; at < n; at += chunk.length) {
+    const len = Math.min(chunk.length, n - at);
+    for (let i = 0; i < len; i++) chunk[i] = value(at + i);
+    ctx.transfers.upload(buffer, chunk.subarray(0, len), at * 4);
+  }
+  return buffer;
+}
+
+export const adamBench: Bench = {
+  name: 'adam',
+  summary: 'WGSL AdamW step vs buffer copy bandwidth',
+  columns: ['n', 'ms', 'gparams_per_s', 'gb_per_s', 'copy_gb_per_s', 'ratio_to_copy', 'timing'],
+  flags: {
+    n: { kind: 'list', default: ['16M'], help: 'param counts (K, M, G are powers of 1024)' },
+    runs: { kind: 'int', default: 20, help: 'timed runs per measurement (median reported)' },
+    warmup: { kind: 'int', default: 3, help: 'untimed runs first' },
+    wg: { kind: 'int', default: 64, help: 'Adam workgroup size' },
+    items: { kind: 'int', default: 16, help: 'vec4s per Adam invocation' },
+  },
+  async run(env, flags) {
+    const ctx = await env.gpu();
+    const rows = [];
+    for (const n of (flags.n as string[]).map(parseCount)) {
+      progress(`adam n=${n}: allocating ${((5 * n * 4) / 2 ** 20).toFixed(0)} MiB`);
+      const p = filled(ctx, 'bench.p', n, 'main-params', (i) => Math.sin(i));
+      const g = filled(ctx, 'bench.g', n, 'grads', (i) => Math.cos(i) * 1e-2);
+      const m = filled(ctx, 'bench.m', n, 'optimizer-state', () => 0);
+      const v = filled(ctx, 'bench.v', n, 'optimizer-state', () => 0);
+      const copyDst = ctx.createBuffer({ label: 'bench.copy', size: n * 4, usage: STORAGE, category: 'other' });
+      const kernel = new AdamKernel(
+        ctx,
+        { param: { buffer: p }, grad: { buffer: g }, expAvg: { buffer: m }, expAvgSq: { buffer: v }, length: n },
+        { workgroupSize: flags.wg as number, itemsPerThread: flags.items as number },
+      );
+      const timing = { runs: flags.runs as number, warmup: flags.warmup as number };
+      progress(`adam n=${n}: ${timing.warmup}+${timing.runs} Adam steps and copies, interleaved`);
+      const [adam, copy] = await timeGpuInterleaved(ctx, [
+        (encoder, run) => kernel.encode(encoder, ADAMW_DEFAULTS, run + 1),
+        (encoder) => encoder.copyBufferToBuffer(g.gpu, 0, copyDst.gpu, 0, n * 4),
+      ], timing);
+      if (!adam || !copy) throw new Error('adam bench: missing timings');
+      kernel.destroy();
+      for (const b of [p, g, m, v, copyDst]) b.destroy();
+      const gbPerS = (28 * n) / adam.ms / 1e6;
+      const copyGbPerS = (8 * n) / copy.ms / 1e6;
+      rows.push({
+        bench: 'adam',
+        backend: ctx.backend,
+        adapter: ctx.adapterName,
+        n,
+        ms: adam.ms,
+        gparams_per_s: n / adam.ms / 1e6,
+        gb_per_s: gbPerS,
+        copy_gb_per_s: copyGbPerS,
+        ratio_to_copy: gbPerS / copyGbPerS,
+        timing: adam.method,
+      });
+    }
+    return rows;
+  },
+};
+
+/** "16M" → 16777216, "1000" → 1000, "1.5K" → 1536. */
+export function parseCount(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(text.trim());
+  if (!match) throw new Error(`--n: '${text}' is not a count; use e.g. 1000, 64K, 16M`);
+  const scale = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30 }[match[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
+  const value = Math.round(Number(match[1]) * scale);
+  if (value < 1) throw new Error(`--n: '${text}' must be at least 1`);
+  return value;
+}

@@ -1,0 +1,84 @@
+/**
+ * `npm run bench -- [name ...] [--json] [flags]`. With names: run those benchmarks and print a table
+ * (and JSON lines with --json). With no name: run every benchmark and also write the JSON lines and
+ * a Markdown summary to bench/results/<adapter>.jsonl and .md.
+ */
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GpuContext } from '../src/gpu/context.js';
+import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../src/train/flags.js';
+import { adamBench } from './adam.js';
+import type { Bench } from './bench.js';
+import { slug, table, type Row } from './report.js';
+
+const BENCHES: Bench[] = [adamBench];
+
+const COMMON: Record<string, FlagSpec> = {
+  ...GPU_FLAGS,
+  json: { kind: 'boolean', help: 'also print one JSON object per result line' },
+};
+
+function resultsDir(): string {
+  // dist/bench/run.js → <root>/bench/results
+  return join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
+}
+
+function writeAtomic(path: string, text: string): void {
+  writeFileSync(`${path}.tmp`, text);
+  renameSync(`${path}.tmp`, path);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const names = argv.filter((a, i) => !a.startsWith('--') && (i === 0 || !argv[i - 1]!.startsWith('--') || argv[i - 1]!.includes('=') || isBooleanFlag(argv[i - 1]!)));
+  const unknown = names.filter((n) => !BENCHES.some((b) => b.name === n));
+  if (argv.includes('--help') || unknown.length > 0) {
+    if (unknown.length > 0) console.error(`bench: unknown benchmark '${unknown[0]}'; benchmarks: ${BENCHES.map((b) => b.name).join(', ')}`);
+    for (const b of BENCHES) console.error(`\n${b.name}: ${b.summary}\n${flagHelp(b.flags)}`);
+    console.error(`\ncommon:\n${flagHelp(COMMON)}`);
+    return unknown.length > 0 ? 2 : 0;
+  }
+  const chosen = names.length > 0 ? BENCHES.filter((b) => names.includes(b.name)) : BENCHES;
+  const specs = Object.assign({}, COMMON, ...chosen.map((b) => b.flags)) as Record<string, FlagSpec>;
+  const { values } = parseFlags(argv, specs);
+
+  const dawnFlags = ['disable-dawn-features=timestamp_quantization', ...(process.env.XDAWN ? [process.env.XDAWN] : [])];
+  let gpu: Promise<GpuContext> | null = null;
+  const env = { gpu: () => (gpu ??= GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, dawnFlags })) };
+
+  const all: Row[] = [];
+  const sections: string[] = [];
+  for (const bench of chosen) {
+    console.error(`bench ${bench.name}: ${bench.summary}`);
+    const rows = await bench.run(env, values);
+    const text = table(rows, bench.columns);
+    console.log(`\n${bench.name}\n${text}`);
+    sections.push(`## ${bench.name}: ${bench.summary}\n\n${text}\n`);
+    all.push(...rows);
+  }
+  if (values.json) for (const row of all) console.log(JSON.stringify(row));
+
+  if (names.length === 0) {
+    const adapter = gpu === null ? 'no-gpu' : (await (gpu as Promise<GpuContext>)).adapterName;
+    const base = join(resultsDir(), slug(adapter));
+    mkdirSync(dirname(base), { recursive: true });
+    writeAtomic(`${base}.jsonl`, all.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    writeAtomic(`${base}.md`, `# webtron benchmarks on ${adapter}\n\nRun ${new Date().toISOString()} with \`npm run bench\`.\n\n${sections.join('\n')}`);
+    console.error(`bench: wrote ${base}.jsonl and ${base}.md`);
+  }
+  return 0;
+}
+
+function isBooleanFlag(arg: string): boolean {
+  const name = arg.replace(/^--/, '').split('=')[0]!;
+  const spec = [COMMON, ...BENCHES.map((b) => b.flags)].map((s) => s[name]).find(Boolean);
+  return spec?.kind === 'boolean';
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error instanceof FlagError ? `bench: ${error.message}` : error instanceof Error ? (error.stack ?? error.message) : String(error));
+    process.exit(error instanceof FlagError ? 2 : 1);
+  },
+);
