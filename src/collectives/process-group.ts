@@ -1,0 +1,484 @@
+/**
+ * The ProcessGroup API: reduceScatter, allGather, allReduce, broadcast and barrier over the
+ * transport, each returning a Promise. Ops run one after another in issue order; each carries a
+ * sequence number in every frame, so data of another op is an error rather than mixed in. The
+ * first failure (a dead peer, a timeout, a mismatched op) rejects the op in flight and every later
+ * one, and closes the group.
+ *
+ * Contracts (like torch.distributed's *_tensor variants, in place):
+ * - `reduceScatter(data)`: data.length must be a multiple of the world size s; afterwards this
+ *   rank's shard data[r·len/s, (r+1)·len/s) holds the reduction and is returned as a view; the rest
+ *   of `data` is scratch.
+ * - `allGather(data)`: data.length a multiple of s; this rank's shard is the input; afterwards every
+ *   shard holds its rank's input.
+ * - `allReduce(data)`: any length. `broadcast(data, root)`: any length.
+ * - Float32Array data, or Uint16Array of fp16 / bf16 words ({ dtype }), reduced in fp32: partial
+ *   sums travel as fp32 and are rounded to 16 bits once, at the end.
+ */
+import { CollectiveError, CollectiveOpError } from './errors.js';
+import type { FrameHeader, OpName, WireDtype } from './frame.js';
+import { float32ToWords, reduceInto, scale, wordsToFloat32, type HalfDtype, type ReduceOp } from './reduce.js';
+import { allGatherStep, barrierRounds, chunkRange, mod, reduceScatterStep, segments, type Range } from './ring.js';
+import type { FrameSink, Transport } from './transport.js';
+
+export type CollectiveData = Float32Array | Uint16Array;
+
+export interface DataOptions {
+  /** Required for Uint16Array data in reductions. */
+  dtype?: HalfDtype;
+}
+
+export interface ProcessGroupOptions {
+  /** Per-op timeout (default 30 s). */
+  timeoutMs?: number;
+  /** Pipelining segment (default 1 MiB). */
+  segmentBytes?: number;
+}
+
+interface OpContext {
+  expect(peer: number, chunk: number, sink: FrameSink): void;
+  send(peer: number, chunk: number, body?: Uint8Array): void;
+}
+
+interface OpState {
+  seq: number;
+  op: OpName;
+  /** Bytes of the user's data (for errors and benchmarks). */
+  bytes: number;
+  wireDtype: WireDtype;
+  /** Bytes the op moves per rank on the wire, the same on every rank (checked on every frame). */
+  wireBytes: number;
+  sinks: Map<string, FrameSink>;
+  remaining: number;
+  sends: Promise<void>[];
+  waitingOn: number | undefined;
+  finish: () => void;
+  fail: (error: Error) => void;
+}
+
+interface BufferedFrame {
+  peer: number;
+  header: FrameHeader;
+  body: Buffer;
+}
+
+function bytesOf(data: ArrayBufferView): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** Reduces a frame body into dst[range] as its pieces arrive, at any byte alignment. */
+class ReduceSink implements FrameSink {
+  private readonly carry = new Uint8Array(4);
+  private carried = 0;
+
+  constructor(
+    private readonly dst: Float32Array,
+    private readonly range: Range,
+    private readonly op: ReduceOp,
+    private readonly scratch: () => Float32Array,
+    private readonly onEnd: () => void,
+  ) {}
+
+  piece(bytes: Uint8Array, offset: number): void {
+    let at = 0;
+    let element = this.range.start + Math.floor(offset / 4);
+    if (this.carried > 0) {
+      const take = Math.min(4 - this.carried, bytes.byteLength);
+      this.carry.set(bytes.subarray(0, take), this.carried);
+      this.carried += take;
+      at = take;
+      if (this.carried < 4) return;
+      reduceInto(this.dst.subarray(element, element + 1), new Float32Array(this.carry.buffer, 0, 1), this.op);
+      this.carried = 0;
+      element += 1;
+    }
+    const whole = Math.floor((bytes.byteLength - at) / 4);
+    if (whole > 0) {
+      const start = bytes.byteOffset + at;
+      let src: Float32Array;
+      if (start % 4 === 0) {
+        src = new Float32Array(bytes.buffer, start, whole);
+      } else {
+        src = this.scratch().subarray(0, whole);
+        bytesOf(src).set(bytes.subarray(at, at + whole * 4));
+      }
+      reduceInto(this.dst.subarray(element, element + whole), src, this.op);
+      at += whole * 4;
+    }
+    if (at < bytes.byteLength) {
+      this.carry.set(bytes.subarray(at), 0);
+      this.carried = bytes.byteLength - at;
+    }
+  }
+
+  end(): void {
+    this.onEnd();
+  }
+}
+
+/** Copies a frame body into dst at `start` bytes. */
+function copySink(dst: Uint8Array, start: number, onEnd: () => void): FrameSink {
+  return { piece: (bytes, offset) => dst.set(bytes, start + offset), end: onEnd };
+}
+
+export class ProcessGroup {
+  readonly timeoutMs: number;
+  readonly segmentBytes: number;
+  private nextSeq = 1;
+  private completedSeq = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+  private current: OpState | null = null;
+  private readonly buffered = new Map<number, BufferedFrame[]>();
+  private failure: { peer: number | undefined; reason: string } | null = null;
+  /** Peers whose connection ended; an error only for an op that still needs them. */
+  private readonly gone = new Map<number, string>();
+  private scratchBuffer = new Float32Array(1 << 14);
+
+  constructor(
+    readonly rank: number,
+    readonly worldSize: number,
+    private readonly transport: Transport | null,
+    options: ProcessGroupOptions = {},
+  ) {
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.segmentBytes = Math.max(64, Math.floor((options.segmentBytes ?? 1 << 20) / 4) * 4);
+    if (transport) {
+      transport.router = {
+        route: (peer, header) => this.route(peer, header),
+        failed: (peer, reason, fatal) => this.peerGone(peer, reason, fatal),
+      };
+    }
+  }
+
+  /** Why the group is unusable, or null while it is healthy. */
+  get failed(): string | null {
+    return this.failure?.reason ?? null;
+  }
+
+  // ---------------------------------------------------------------- public ops
+
+  allReduce(data: CollectiveData, op: ReduceOp = 'sum', options: DataOptions = {}): Promise<void> {
+    return this.reduction('allReduce', data, op, options, (values) => this.ringAllReduce(values, op));
+  }
+
+  /** Returns this rank's reduced shard, a view into `data`. */
+  reduceScatter<T extends CollectiveData>(data: T, op: ReduceOp = 'sum', options: DataOptions = {}): Promise<T> {
+    const s = this.worldSize;
+    if (data.length % s !== 0) return this.contract('reduceScatter', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
+    const shard = data.length / s;
+    const view = data.subarray(this.rank * shard, (this.rank + 1) * shard) as T;
+    return this.reduction('reduceScatter', data, op, options, (values) => this.ringReduceScatter(values, op)).then(() => view);
+  }
+
+  allGather(data: CollectiveData): Promise<void> {
+    const s = this.worldSize;
+    if (data.length % s !== 0) return this.contract('allGather', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
+    return this.run('allGather', data.byteLength, 'bytes', data.byteLength, (ctx) => {
+      this.ringAllGather(ctx, bytesOf(data), (c) => this.byteChunk(data, c), 0, data.BYTES_PER_ELEMENT);
+    });
+  }
+
+  broadcast(data: CollectiveData, root = 0): Promise<void> {
+    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) {
+      return this.contract('broadcast', data, `root ${root} is not a rank of this world of ${this.worldSize}`);
+    }
+    return this.run('broadcast', data.byteLength, 'bytes', data.byteLength, (ctx) => this.ringBroadcast(ctx, bytesOf(data), root));
+  }
+
+  barrier(): Promise<void> {
+    return this.run('barrier', 0, 'bytes', 0, (ctx) => {
+      const rounds = barrierRounds(this.rank, this.worldSize);
+      rounds.forEach(({ from }, i) => {
+        ctx.expect(from, i, { piece: () => undefined, end: () => i + 1 < rounds.length && ctx.send(rounds[i + 1]!.to, i + 1) });
+      });
+      if (rounds.length > 0) ctx.send(rounds[0]!.to, 0);
+    });
+  }
+
+  /** Close the group (after the ops in flight). Peers see the connections close. */
+  async close(): Promise<void> {
+    await this.queue.catch(() => undefined);
+    this.failure ??= { peer: undefined, reason: 'process group closed' };
+    await this.transport?.close();
+  }
+
+  // ---------------------------------------------------------------- algorithms
+
+  private reduction(op: OpName, data: CollectiveData, reduceOp: ReduceOp, options: DataOptions, ring: (values: Float32Array) => (ctx: OpContext) => void): Promise<void> {
+    let values: Float32Array;
+    if (data instanceof Float32Array) {
+      values = data;
+    } else if (data instanceof Uint16Array && (options.dtype === 'float16' || options.dtype === 'bfloat16')) {
+      values = wordsToFloat32(data, options.dtype);
+    } else {
+      return this.contract(op, data, 'Uint16Array data needs { dtype: "float16" | "bfloat16" }; other arrays are not supported');
+    }
+    const finish = () => {
+      if (reduceOp === 'avg' && this.worldSize > 1 && op === 'reduceScatter') {
+        const shard = values.length / this.worldSize;
+        scale(values.subarray(this.rank * shard, (this.rank + 1) * shard), 1 / this.worldSize);
+      }
+      if (data instanceof Uint16Array) float32ToWords(values, options.dtype!, data);
+    };
+    return this.run(op, data.byteLength, 'float32', values.byteLength, ring(values)).then(finish);
+  }
+
+  private segmentElements(bytesPerElement: number): number {
+    return Math.max(1, Math.floor(this.segmentBytes / bytesPerElement));
+  }
+
+  private byteChunk(data: CollectiveData, c: number): Range {
+    const r = chunkRange(data.length, this.worldSize, c);
+    return { start: r.start * data.BYTES_PER_ELEMENT, end: r.end * data.BYTES_PER_ELEMENT };
+  }
+
+  /** Chunk ids per ring step: the most segments any chunk has, the same on every rank. */
+  private segmentsPerStep(length: number, bytesPerElement: number): number {
+    return Math.max(1, Math.ceil(Math.ceil(length / this.worldSize) / this.segmentElements(bytesPerElement)));
+  }
+
+  private ringReduceScatter(values: Float32Array, op: ReduceOp, onShardSegment?: (seg: Range, j: number) => void) {
+    return (ctx: OpContext) => {
+      const n = this.worldSize;
+      const r = this.rank;
+      const right = mod(r + 1, n);
+      const left = mod(r - 1, n);
+      const segElems = this.segmentElements(4);
+      const S = this.segmentsPerStep(values.length, 4);
+      const segs = (c: number) => segments(chunkRange(values.length, n, c), segElems);
+      for (let k = 0; k < n - 1; k++) {
+        segs(reduceScatterStep(r, n, k).recv).forEach((seg, j) => {
+          const onEnd = () => {
+            if (k < n - 2) ctx.send(right, (k + 1) * S + j, bytesOf(values.subarray(seg.start, seg.end)));
+            else onShardSegment?.(seg, j);
+          };
+          ctx.expect(left, k * S + j, new ReduceSink(values, seg, op, () => this.scratch(), onEnd));
+        });
+      }
+      segs(reduceScatterStep(r, n, 0).send).forEach((seg, j) => ctx.send(right, j, bytesOf(values.subarray(seg.start, seg.end))));
+    };
+  }
+
+  /**
+   * All-gather ring over bytes. `firstChunkId` offsets the frame chunk ids (all-reduce runs this
+   * after its reduce-scatter within one op). With `deferFirst`, the caller sends step 0 itself.
+   */
+  private ringAllGather(ctx: OpContext, bytes: Uint8Array, chunkOf: (c: number) => Range, firstChunkId: number, bytesPerElement: number, deferFirst = false): (j: number) => void {
+    const n = this.worldSize;
+    const r = this.rank;
+    const right = mod(r + 1, n);
+    const left = mod(r - 1, n);
+    const segBytes = this.segmentElements(bytesPerElement) * bytesPerElement;
+    const elements = bytes.byteLength / bytesPerElement;
+    const S = this.segmentsPerStep(elements, bytesPerElement);
+    const segs = (c: number) => segments(chunkOf(c), segBytes);
+    for (let k = 0; k < n - 1; k++) {
+      segs(allGatherStep(r, n, k).recv).forEach((seg, j) => {
+        const onEnd = () => k < n - 2 && ctx.send(right, firstChunkId + (k + 1) * S + j, bytes.subarray(seg.start, seg.end));
+        ctx.expect(left, firstChunkId + k * S + j, copySink(bytes, seg.start, onEnd));
+      });
+    }
+    const own = segs(allGatherStep(r, n, 0).send);
+    const sendFirst = (j: number) => ctx.send(right, firstChunkId + j, bytes.subarray(own[j]!.start, own[j]!.end));
+    if (!deferFirst) own.forEach((_, j) => sendFirst(j));
+    return sendFirst;
+  }
+
+  private ringAllReduce(values: Float32Array, op: ReduceOp) {
+    return (ctx: OpContext) => {
+      const n = this.worldSize;
+      const S = this.segmentsPerStep(values.length, 4);
+      const bytes = bytesOf(values);
+      const chunkOf = (c: number) => {
+        const e = chunkRange(values.length, n, c);
+        return { start: e.start * 4, end: e.end * 4 };
+      };
+      // Each fully reduced segment of this rank's chunk goes straight into the all-gather.
+      const sendGathered = this.ringAllGather(ctx, bytes, chunkOf, (n - 1) * S, 4, true);
+      this.ringReduceScatter(values, op, (seg, j) => {
+        if (op === 'avg') scale(values.subarray(seg.start, seg.end), 1 / n);
+        sendGathered(j);
+      })(ctx);
+    };
+  }
+
+  private ringBroadcast(ctx: OpContext, bytes: Uint8Array, root: number): void {
+    const n = this.worldSize;
+    const right = mod(this.rank + 1, n);
+    const left = mod(this.rank - 1, n);
+    const segs = segments({ start: 0, end: bytes.byteLength }, this.segmentBytes);
+    if (this.rank === root) {
+      segs.forEach((seg, j) => ctx.send(right, j, bytes.subarray(seg.start, seg.end)));
+      return;
+    }
+    segs.forEach((seg, j) => {
+      const forward = () => right !== root && ctx.send(right, j, bytes.subarray(seg.start, seg.end));
+      ctx.expect(left, j, copySink(bytes, seg.start, forward));
+    });
+  }
+
+  private scratch(): Float32Array {
+    return this.scratchBuffer;
+  }
+
+  // ---------------------------------------------------------------- op machinery
+
+  private contract<T>(op: OpName, data: CollectiveData, what: string): Promise<T> {
+    return Promise.reject(new CollectiveError(`${op} of ${data.byteLength} B on rank ${this.rank}: ${what}`));
+  }
+
+  /** Queue an op; it runs after every op issued before it. */
+  private run(op: OpName, bytes: number, wireDtype: WireDtype, wireBytes: number, setup: (ctx: OpContext) => void): Promise<void> {
+    const seq = this.nextSeq++;
+    const result = this.queue.then(() => {
+      if (this.worldSize > 1) return this.execute(seq, op, bytes, wireDtype, wireBytes, setup);
+      if (this.failure) throw this.opError(op, bytes, this.failure.peer, this.failure.reason);
+      this.completedSeq = seq; // a world of one: nothing to exchange
+      return undefined;
+    });
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private opError(op: OpName, bytes: number, peer: number | undefined, reason: string): CollectiveOpError {
+    return new CollectiveOpError(op, bytes, this.rank, peer, reason);
+  }
+
+  private async execute(seq: number, op: OpName, bytes: number, wireDtype: WireDtype, wireBytes: number, setup: (ctx: OpContext) => void): Promise<void> {
+    if (this.failure) {
+      throw this.opError(op, bytes, this.failure.peer, `process group is closed after an earlier failure: ${this.failure.reason}`);
+    }
+    let finish!: () => void;
+    let fail!: (e: Error) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      finish = resolve;
+      fail = reject;
+    });
+    const state: OpState = { seq, op, bytes, wireDtype, wireBytes, sinks: new Map(), remaining: 0, sends: [], waitingOn: undefined, finish, fail };
+    this.current = state;
+    const timer = setTimeout(() => {
+      const peer = state.waitingOn;
+      this.fail(peer, `timed out after ${this.timeoutMs} ms${peer === undefined ? '' : ` waiting for rank ${peer}`}`);
+    }, this.timeoutMs);
+    try {
+      const ctx: OpContext = {
+        expect: (peer, chunk, sink) => {
+          const gone = this.gone.get(peer);
+          if (gone !== undefined) this.fail(peer, gone);
+          state.remaining += 1;
+          state.waitingOn ??= peer;
+          state.sinks.set(`${peer}/${chunk}`, {
+            piece: (b, o) => sink.piece(b, o),
+            end: () => {
+              state.sinks.delete(`${peer}/${chunk}`);
+              state.remaining -= 1;
+              sink.end();
+              this.checkDone(state);
+            },
+          });
+          // Also wait for the connection itself, so a peer that never connects times out by name.
+          this.transport!.peer(peer).catch(() => undefined);
+        },
+        send: (peer, chunk, body) => {
+          const gone = this.gone.get(peer);
+          if (gone !== undefined) this.fail(peer, gone);
+          const header: FrameHeader = { op, dtype: wireDtype, seq, chunk, length: body?.byteLength ?? 0, totalBytes: wireBytes };
+          const sent = this.transport!.peer(peer).then((c) => c.send(header, body));
+          sent.catch((e: Error) => this.fail(peer, e.message));
+          state.sends.push(sent);
+        },
+      };
+      setup(ctx);
+      for (const frame of this.buffered.get(seq) ?? []) {
+        try {
+          this.deliver(state, frame);
+        } catch (error) {
+          this.fail(frame.peer, (error as Error).message);
+        }
+      }
+      this.buffered.delete(seq);
+      this.checkDone(state);
+      await done;
+      // The op is done only when its sends have left: the caller may overwrite the data next.
+      await Promise.all(state.sends).catch((error: Error & { peer?: number }) => {
+        throw this.opError(op, bytes, error.peer, error.message);
+      });
+      this.completedSeq = seq;
+    } finally {
+      clearTimeout(timer);
+      this.current = null;
+    }
+  }
+
+  private checkDone(state: OpState): void {
+    if (state.remaining === 0) state.finish();
+    else state.waitingOn = Number(state.sinks.keys().next().value?.split('/')[0] ?? state.waitingOn);
+  }
+
+  private deliver(state: OpState, frame: BufferedFrame): void {
+    const sink = this.sinkFor(state, frame.peer, frame.header);
+    sink.piece(frame.body, 0);
+    sink.end();
+  }
+
+  private sinkFor(state: OpState, peer: number, header: FrameHeader): FrameSink {
+    if (header.op !== state.op || header.totalBytes !== state.wireBytes % 2 ** 32 || header.dtype !== state.wireDtype) {
+      throw new Error(`collective mismatch at op #${state.seq}: rank ${peer} runs ${header.op} of ${header.totalBytes} B (${header.dtype}), this rank ${state.op} of ${state.wireBytes} B (${state.wireDtype})`);
+    }
+    const sink = state.sinks.get(`${peer}/${header.chunk}`);
+    if (!sink) throw new Error(`unexpected chunk ${header.chunk} of op #${state.seq} (${state.op}) from rank ${peer}`);
+    return sink;
+  }
+
+  /** Transport callback: where the body of this frame goes. Throwing drops the peer. */
+  private route(peer: number, header: FrameHeader): FrameSink {
+    if (this.failure) throw new Error(`process group is closed: ${this.failure.reason}`);
+    if (header.seq <= this.completedSeq) {
+      throw new Error(`frame of op #${header.seq} (${header.op}) from rank ${peer} arrived after this rank finished that op`);
+    }
+    if (this.current && header.seq === this.current.seq) return this.sinkFor(this.current, peer, header);
+    // A peer running ahead: keep the frame until this rank reaches that op.
+    const body = Buffer.allocUnsafe(header.length);
+    return {
+      piece: (bytes, offset) => body.set(bytes, offset),
+      end: () => {
+        const frame = { peer, header, body };
+        const state = this.current;
+        if (state && state.seq === header.seq) {
+          // This rank started the op while the frame was still arriving: its buffer was drained already.
+          try {
+            this.deliver(state, frame);
+          } catch (error) {
+            this.fail(peer, (error as Error).message);
+          }
+          return;
+        }
+        const list = this.buffered.get(header.seq) ?? [];
+        list.push(frame);
+        this.buffered.set(header.seq, list);
+      },
+    };
+  }
+
+  /**
+   * A connection ended. Garbage on the wire fails the group at once; an ended connection fails the
+   * op in flight only if it still waits for that peer, and any later op that needs it.
+   */
+  private peerGone(peer: number, reason: string, fatal: boolean): void {
+    const described = `connection to rank ${peer} lost: ${reason}`;
+    this.gone.set(peer, described);
+    const state = this.current;
+    const needed = state !== null && [...state.sinks.keys()].some((key) => key.startsWith(`${peer}/`));
+    if (fatal || needed) this.fail(peer, described);
+  }
+
+  /** The first failure rejects the op in flight and closes the group; later ops reject at once. */
+  private fail(peer: number | undefined, reason: string): void {
+    if (this.failure) return;
+    this.failure = { peer, reason };
+    const state = this.current;
+    if (state) state.fail(this.opError(state.op, state.bytes, peer, reason));
+    // Dropping every connection tells the other ranks at once, instead of at their timeouts.
+    void this.transport?.close(false);
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * Host reductions on typed arrays, and 16-bit float conversions (fp16 and bf16 words are
+ * accumulated in fp32). Pure.
+ */
+
+export type ReduceOp = 'sum' | 'avg' | 'max';
+
+/** dst[i] = dst[i] (op) src[i]; 'avg' sums here and is divided once at the end. */
+export function reduceInto(dst: Float32Array, src: Float32Array, op: ReduceOp): void {
+  const n = src.length;
+  if (op === 'max') {
+    for (let i = 0; i < n; i++) {
+      const a = dst[i]!;
+      const b = src[i]!;
+      // NaN wins, as torch.max propagates it.
+      dst[i] = a > b || a !== a ? a : b;
+    }
+  } else {
+    for (let i = 0; i < n; i++) dst[i]! += src[i]!;
+  }
+}
+
+export function scale(data: Float32Array, factor: number): void {
+  for (let i = 0; i < data.length; i++) data[i]! *= factor;
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** IEEE half (as a u16 word) → number. */
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/** number → IEEE half word, round to nearest even; overflow → ±Inf. */
+export function floatToHalf(value: number): number {
+  f32[0] = value;
+  const x = u32[0]!;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let h = mant >> shift;
+    const rest = mant & ((1 << shift) - 1);
+    if (rest > half || (rest === half && h & 1)) h += 1;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h += 1; // a carry into the exponent is still right
+  return sign | h;
+}
+
+/** bf16 word → number. */
+export function bf16ToFloat(b: number): number {
+  u32[0] = b << 16;
+  return f32[0]!;
+}
+
+/** number → bf16 word, round to nearest even (NaN stays NaN). */
+export function floatToBf16(value: number): number {
+  f32[0] = value;
+  const x = u32[0]!;
+  if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) return (x >>> 16) | 0x40;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+export type HalfDtype = 'float16' | 'bfloat16';
+
+export function wordsToFloat32(words: Uint16Array, dtype: HalfDtype): Float32Array {
+  const out = new Float32Array(words.length);
+  if (dtype === 'bfloat16') {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < words.length; i++) bits[i] = words[i]! << 16;
+  } else {
+    for (let i = 0; i < words.length; i++) out[i] = halfToFloat(words[i]!);
+  }
+  return out;
+}
+
+export function float32ToWords(values: Float32Array, dtype: HalfDtype, out: Uint16Array): void {
+  const convert = dtype === 'bfloat16' ? floatToBf16 : floatToHalf;
+  for (let i = 0; i < values.length; i++) out[i] = convert(values[i]!);
+}

@@ -1,0 +1,123 @@
+import { describe, expect, it } from 'vitest';
+import { decodeHeader, encodeHeader, FrameParser, HEADER_BYTES, type FrameHeader } from '../../src/collectives/frame.js';
+import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, reduceInto } from '../../src/collectives/reduce.js';
+import { allGatherStep, barrierRounds, chunkRange, reduceScatterStep, segments } from '../../src/collectives/ring.js';
+
+describe('frames', () => {
+  const header: FrameHeader = { op: 'allReduce', dtype: 'float32', seq: 7, chunk: 3, length: 10, totalBytes: 4096 };
+
+  it('round-trip and reject garbage with a reason', () => {
+    expect(decodeHeader(encodeHeader(header))).toEqual(header);
+    const bad = encodeHeader(header);
+    bad[0] = 0x47;
+    expect(() => decodeHeader(bad)).toThrow(/bad frame magic/);
+    const version = encodeHeader(header);
+    version[4] = 9;
+    expect(() => decodeHeader(version)).toThrow(/frame version 9, this webtron speaks 1/);
+  });
+
+  it('the parser streams bodies in pieces across arbitrary chunk boundaries', () => {
+    const body = Uint8Array.from({ length: 10 }, (_, i) => i + 1);
+    const second: FrameHeader = { ...header, chunk: 4, length: 0 };
+    const wire = Buffer.concat([encodeHeader(header), body, encodeHeader(second)]);
+    for (let cut = 1; cut < wire.byteLength; cut++) {
+      const got: number[] = [];
+      const ends: number[] = [];
+      const parser = new FrameParser(
+        () => undefined,
+        (h, piece, offset) => piece.forEach((b, i) => (got[offset + i] = b)),
+        (h) => ends.push(h.chunk),
+      );
+      parser.push(wire.subarray(0, cut));
+      parser.push(wire.subarray(cut));
+      expect(got).toEqual([...body]);
+      expect(ends).toEqual([3, 4]);
+    }
+    expect(HEADER_BYTES).toBe(24);
+  });
+});
+
+describe('ring schedules', () => {
+  it('chunks tile any length', () => {
+    for (const [len, n] of [[0, 3], [1, 4], [10, 3], [1001, 4]] as const) {
+      let next = 0;
+      for (let c = 0; c < n; c++) {
+        const r = chunkRange(len, n, c);
+        expect(r.start).toBe(next);
+        next = r.end;
+      }
+      expect(next).toBe(len);
+    }
+  });
+
+  it('reduce-scatter: each chunk is reduced by every rank and lands on its owner', () => {
+    for (const n of [2, 3, 4, 7]) {
+      // Simulate the schedule with sets of contributing ranks.
+      const holds = Array.from({ length: n }, (_, r) => Array.from({ length: n }, () => new Set([r])));
+      for (let k = 0; k < n - 1; k++) {
+        const sent = holds.map((h, r) => new Set(h[reduceScatterStep(r, n, k).send]));
+        for (let r = 0; r < n; r++) {
+          const left = (r - 1 + n) % n;
+          const { recv } = reduceScatterStep(r, n, k);
+          expect(recv).toBe(reduceScatterStep(left, n, k).send);
+          for (const x of sent[left]!) holds[r]![recv]!.add(x);
+          if (k + 1 < n - 1) expect(reduceScatterStep(r, n, k + 1).send).toBe(recv);
+        }
+      }
+      for (let r = 0; r < n; r++) expect(holds[r]![r]!.size).toBe(n);
+    }
+  });
+
+  it('all-gather: every rank ends with every chunk', () => {
+    for (const n of [2, 3, 5]) {
+      const has = Array.from({ length: n }, (_, r) => new Set([r]));
+      for (let k = 0; k < n - 1; k++) {
+        for (let r = 0; r < n; r++) {
+          const left = (r - 1 + n) % n;
+          expect(allGatherStep(r, n, k).recv).toBe(allGatherStep(left, n, k).send);
+          expect(has[left]!.has(allGatherStep(left, n, k).send)).toBe(true);
+        }
+        for (let r = 0; r < n; r++) has[r]!.add(allGatherStep(r, n, k).recv);
+      }
+      for (const h of has) expect(h.size).toBe(n);
+    }
+  });
+
+  it('segments and barrier rounds', () => {
+    expect(segments({ start: 10, end: 35 }, 10)).toEqual([{ start: 10, end: 20 }, { start: 20, end: 30 }, { start: 30, end: 35 }]);
+    expect(segments({ start: 5, end: 5 }, 10)).toEqual([]);
+    expect(barrierRounds(0, 5)).toEqual([{ to: 1, from: 4 }, { to: 2, from: 3 }, { to: 4, from: 1 }]);
+    expect(barrierRounds(0, 1)).toEqual([]);
+  });
+});
+
+describe('16-bit floats and reductions', () => {
+  it('every fp16 and bf16 word round-trips through float', () => {
+    for (let w = 0; w < 65536; w++) {
+      const h = halfToFloat(w);
+      if (Number.isNaN(h)) expect(Number.isNaN(halfToFloat(floatToHalf(h)))).toBe(true);
+      else expect(floatToHalf(h)).toBe(w);
+      const b = bf16ToFloat(w);
+      if (Number.isNaN(b)) expect(Number.isNaN(bf16ToFloat(floatToBf16(b)))).toBe(true);
+      else expect(floatToBf16(b)).toBe(w);
+    }
+  });
+
+  it('rounds to nearest even and overflows to infinity', () => {
+    expect(halfToFloat(floatToHalf(1 + 2 ** -11))).toBe(1); // tie → even
+    expect(halfToFloat(floatToHalf(1 + 3 * 2 ** -11))).toBe(1 + 2 ** -9);
+    expect(halfToFloat(floatToHalf(65520))).toBe(Infinity);
+    expect(halfToFloat(floatToHalf(2 ** -25))).toBe(0);
+    expect(halfToFloat(floatToHalf(3 * 2 ** -26))).toBe(2 ** -24);
+    expect(bf16ToFloat(floatToBf16(1 + 2 ** -8))).toBe(1);
+    expect(bf16ToFloat(floatToBf16(1 + 3 * 2 ** -8))).toBe(1 + 2 ** -6);
+  });
+
+  it('sum and max (NaN propagates)', () => {
+    const a = new Float32Array([1, 5, NaN, -2]);
+    reduceInto(a, new Float32Array([2, -1, 3, NaN]), 'max');
+    expect(Array.from(a)).toEqual([2, 5, NaN, NaN]);
+    reduceInto(a, new Float32Array([1, 1, 1, 1]), 'sum');
+    expect(Array.from(a)).toEqual([3, 6, NaN, NaN]);
+  });
+});

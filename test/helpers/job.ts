@@ -1,0 +1,93 @@
+/** Runs a collectives test job: one real process per rank on loopback. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const WORKER = fileURLToPath(new URL('../../dist/test/workers/collective-worker.js', import.meta.url));
+
+export interface RankResult {
+  rank: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  lines: Record<string, unknown>[];
+  stderr: string;
+  /** Milliseconds from spawn to exit. */
+  ms: number;
+}
+
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface JobOptions {
+  world: number;
+  scenario: string;
+  params?: Record<string, unknown>;
+  env?: Record<string, string>;
+  /** Ranks to start (default all); the others never join. */
+  ranks?: number[];
+  token?: string;
+  /** Called for each stdout JSON line as it arrives. */
+  onLine?: (rank: number, line: Record<string, unknown>, child: ChildProcess) => void;
+}
+
+export interface Job {
+  port: number;
+  token: string;
+  children: ChildProcess[];
+  done: Promise<RankResult[]>;
+}
+
+export async function startJob(options: JobOptions): Promise<Job> {
+  const port = await freePort();
+  const token = options.token ?? `token-${Math.random().toString(36).slice(2)}`;
+  const ranks = options.ranks ?? Array.from({ length: options.world }, (_, r) => r);
+  const children: ChildProcess[] = [];
+  const results = ranks.map((rank) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, [WORKER, options.scenario, JSON.stringify(options.params ?? {})], {
+      env: {
+        ...process.env,
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+        RANK: String(rank),
+        WORLD_SIZE: String(options.world),
+        WEBTRON_JOB_TOKEN: token,
+        ...options.env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    const lines: Record<string, unknown>[] = [];
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = stdout.indexOf('\n')) >= 0) {
+        const text = stdout.slice(0, nl);
+        stdout = stdout.slice(nl + 1);
+        try {
+          const line = JSON.parse(text) as Record<string, unknown>;
+          lines.push(line);
+          options.onLine?.(rank, line, child);
+        } catch {
+          lines.push({ text });
+        }
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    return new Promise<RankResult>((resolve) => {
+      child.on('exit', (code, signal) => resolve({ rank, code, signal, lines, stderr, ms: Date.now() - started }));
+    });
+  });
+  return { port, token, children, done: Promise.all(results) };
+}
+
+export async function runJob(options: JobOptions): Promise<RankResult[]> {
+  return (await startJob(options)).done;
+}
