@@ -9,10 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { GpuContext } from '../src/gpu/context.js';
 import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../src/train/flags.js';
 import { adamBench } from './adam.js';
+import { collectivesBench } from './collectives.js';
 import type { Bench } from './bench.js';
 import { slug, table, type Row } from './report.js';
 
-const BENCHES: Bench[] = [adamBench];
+const BENCHES: Bench[] = [adamBench, collectivesBench];
 
 const COMMON: Record<string, FlagSpec> = {
   ...GPU_FLAGS,

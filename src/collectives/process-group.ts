@@ -18,6 +18,7 @@
 import { CollectiveError, CollectiveOpError } from './errors.js';
 import type { FrameHeader, OpName, WireDtype } from './frame.js';
 import { float32ToWords, reduceInto, scale, wordsToFloat32, type HalfDtype, type ReduceOp } from './reduce.js';
+import { hostFloat32, reduceBytesInto } from './simd.js';
 import { allGatherStep, barrierRounds, chunkRange, mod, reduceScatterStep, segments, type Range } from './ring.js';
 import type { FrameSink, Transport } from './transport.js';
 
@@ -94,15 +95,7 @@ class ReduceSink implements FrameSink {
     }
     const whole = Math.floor((bytes.byteLength - at) / 4);
     if (whole > 0) {
-      const start = bytes.byteOffset + at;
-      let src: Float32Array;
-      if (start % 4 === 0) {
-        src = new Float32Array(bytes.buffer, start, whole);
-      } else {
-        src = this.scratch().subarray(0, whole);
-        bytesOf(src).set(bytes.subarray(at, at + whole * 4));
-      }
-      reduceInto(this.dst.subarray(element, element + whole), src, this.op);
+      reduceBytesInto(this.dst.subarray(element, element + whole), bytes.subarray(at, at + whole * 4), this.op, this.scratch);
       at += whole * 4;
     }
     if (at < bytes.byteLength) {
@@ -209,7 +202,7 @@ export class ProcessGroup {
     if (data instanceof Float32Array) {
       values = data;
     } else if (data instanceof Uint16Array && (options.dtype === 'float16' || options.dtype === 'bfloat16')) {
-      values = wordsToFloat32(data, options.dtype);
+      values = wordsToFloat32(data, options.dtype, hostFloat32(data.length));
     } else {
       return this.contract(op, data, 'Uint16Array data needs { dtype: "float16" | "bfloat16" }; other arrays are not supported');
     }

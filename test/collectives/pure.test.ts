@@ -121,3 +121,25 @@ describe('16-bit floats and reductions', () => {
     expect(Array.from(a)).toEqual([3, 6, NaN, NaN]);
   });
 });
+
+describe('WASM SIMD reductions on host buffers', () => {
+  it('match the plain reduction for odd lengths, unaligned pieces, sum and max', async () => {
+    const { hostFloat32, isHostBuffer, reduceBytesInto } = await import('../../src/collectives/simd.js');
+    for (const length of [1, 3, 4, 17, 70_001]) {
+      for (const op of ['sum', 'max'] as const) {
+        const host = hostFloat32(length);
+        expect(isHostBuffer(host)).toBe(true);
+        const plain = new Float32Array(length);
+        for (let i = 0; i < length; i++) host[i] = plain[i] = ((i * 7919) % 201) - 100 + (i % 13 === 0 ? NaN : 0);
+        const src = Float32Array.from({ length }, (_, i) => ((i * 104729) % 301) - 150.5);
+        // Deliver the source at a byte offset of 1, as socket chunks may be.
+        const shifted = new Uint8Array(length * 4 + 1).subarray(1);
+        shifted.set(new Uint8Array(src.buffer));
+        reduceBytesInto(host, shifted, op, () => new Float32Array(1 << 14));
+        reduceInto(plain, src, op);
+        expect(Array.from(host)).toEqual(Array.from(plain));
+      }
+    }
+    expect(isHostBuffer(new Float32Array(4))).toBe(false);
+  });
+});

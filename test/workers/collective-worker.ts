@@ -6,6 +6,7 @@
  */
 import { initProcessGroup, type Distributed } from '../../src/collectives/init.js';
 import type { CollectiveData } from '../../src/collectives/process-group.js';
+import { hostFloat32 } from '../../src/collectives/simd.js';
 import { float32ToWords, wordsToFloat32, type HalfDtype, type ReduceOp } from '../../src/collectives/reduce.js';
 
 const scenario = process.argv[2] ?? 'matrix';
@@ -63,6 +64,16 @@ async function matrix(d: Distributed): Promise<void> {
       const s = salt++;
       await check(`allReduce float32 ${op} n=${length}`, async () => {
         const data = input(rank, s, length, 1000);
+        await group.allReduce(data, op);
+        return firstMismatch(data, expectedReduction(n, s, length, 1000, op));
+      });
+    }
+    for (const op of ['sum', 'max'] as const) {
+      const s = salt++;
+      await check(`allReduce host-buffer ${op} n=${length}`, async () => {
+        // A WASM-memory host buffer (as DDP allocates): reductions take the SIMD path.
+        const data = hostFloat32(length);
+        data.set(input(rank, s, length, 1000));
         await group.allReduce(data, op);
         return firstMismatch(data, expectedReduction(n, s, length, 1000, op));
       });

@@ -1,0 +1,100 @@
+/**
+ * `npm run bench -- collectives [--world N] [--json]`: webtron's ring all_reduce, reduce_scatter and
+ * all_gather from 1 KiB to 256 MiB with real worker processes on this machine, and in the same run
+ * the wire's limits between two processes over plain sockets with large writes (one-way, and both
+ * directions at once as every ring step does). Bandwidths follow nccl-tests: `bytes` is the whole
+ * buffer, algbw = bytes / time, busbw = algbw·2(n−1)/n for all_reduce and algbw·(n−1)/n for
+ * reduce_scatter and all_gather.
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Bench } from './bench.js';
+import { progress, type Row } from './report.js';
+
+const WORKER = fileURLToPath(new URL('./collectives-worker.js', import.meta.url));
+
+interface Spawned {
+  lines: Record<string, unknown>[];
+  done: Promise<void>;
+  onLine: (fn: (line: Record<string, unknown>) => void) => void;
+}
+
+function run(args: string[], env: Record<string, string> = {}): Spawned {
+  const child = spawn(process.execPath, [WORKER, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: Record<string, unknown>[] = [];
+  const listeners: ((line: Record<string, unknown>) => void)[] = [];
+  let buffer = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = JSON.parse(buffer.slice(0, nl)) as Record<string, unknown>;
+      buffer = buffer.slice(nl + 1);
+      lines.push(line);
+      listeners.forEach((fn) => fn(line));
+    }
+  });
+  const done = new Promise<void>((resolve, reject) =>
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`collectives worker ${args[0]} exited with ${code}`)))),
+  );
+  return { lines, done, onLine: (fn) => listeners.push(fn) };
+}
+
+export function sizesBetween(min: number, max: number): number[] {
+  const sizes: number[] = [];
+  for (let s = min; s <= max; s *= 4) sizes.push(s);
+  return sizes;
+}
+
+async function wire(bytes: number, mode: 'oneway' | 'exchange'): Promise<number> {
+  const listener = run(['p2p-listen', String(bytes), mode]);
+  const port = await new Promise<number>((resolve) => listener.onLine((l) => l.port && resolve(l.port as number)));
+  const dialer = run(['p2p-dial', String(bytes), mode, String(port)]);
+  await Promise.all([listener.done, dialer.done]);
+  return dialer.lines[0]!.ms as number;
+}
+
+export const collectivesBench: Bench = {
+  name: 'collectives',
+  summary: 'ring all_reduce / reduce_scatter / all_gather over TCP vs the wire (plain sockets)',
+  columns: ['op', 'world', 'bytes', 'ms', 'algbw_gbps', 'busbw_gbps', 'gbps'],
+  flags: {
+    world: { kind: 'int', default: 2, help: 'worker processes (ranks)' },
+    'min-bytes': { kind: 'int', default: 1024, help: 'smallest buffer' },
+    'max-bytes': { kind: 'int', default: 256 << 20, help: 'largest buffer' },
+  },
+  async run(_env, flags) {
+    const world = flags.world as number;
+    const sizes = sizesBetween(flags['min-bytes'] as number, flags['max-bytes'] as number);
+    const rows: Row[] = [];
+    progress(`collectives: ${world} ranks, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`);
+    const port = String(20000 + Math.floor(Math.random() * 20000));
+    const token = Math.random().toString(36).slice(2);
+    const ranks = Array.from({ length: world }, (_, rank) =>
+      run(['ring', JSON.stringify({ sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'] })], {
+        RANK: String(rank),
+        WORLD_SIZE: String(world),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: port,
+        WEBTRON_JOB_TOKEN: token,
+      }),
+    );
+    ranks[0]!.onLine((l) => progress(`${l.op as string} ${l.bytes as number} B: ${(l.ms as number).toFixed(2)} ms`));
+    await Promise.all(ranks.map((r) => r.done));
+    for (const l of ranks[0]!.lines) {
+      const bytes = l.bytes as number;
+      const ms = l.ms as number;
+      const algbw = bytes / ms / 1e6;
+      const factor = l.op === 'all_reduce' ? (2 * (world - 1)) / world : (world - 1) / world;
+      rows.push({ bench: 'collectives', op: l.op, world, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor });
+    }
+    for (const bytes of sizes.filter((s) => s >= 1 << 20)) {
+      for (const mode of ['oneway', 'exchange'] as const) {
+        const ms = await wire(bytes, mode);
+        progress(`p2p_${mode} ${bytes} B: ${ms.toFixed(2)} ms`);
+        rows.push({ bench: 'collectives', op: `p2p_${mode}`, world: 2, bytes, ms, gbps: bytes / ms / 1e6 });
+      }
+    }
+    return rows;
+  },
+};
