@@ -3,6 +3,7 @@
 export type Row = Record<string, unknown>;
 
 function cell(value: unknown): string {
+  if (value === undefined || value === null) return '';
   if (typeof value === 'number') {
     if (Number.isInteger(value)) return String(value);
     return Math.abs(value) >= 100 ? value.toFixed(1) : Math.abs(value) >= 1 ? value.toFixed(3) : value.toPrecision(3);

@@ -3,6 +3,8 @@ import { listAdapters } from './gpu/adapter.js';
 import { GpuContext } from './gpu/context.js';
 import { GpuError } from './gpu/errors.js';
 import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from './train/flags.js';
+import { launch } from './train/launcher.js';
+import { CollectiveError } from './collectives/errors.js';
 
 interface Command {
   summary: string;
@@ -57,7 +59,37 @@ const info: Command = {
   },
 };
 
-const COMMANDS: Record<string, Command> = { info };
+const launchCommand: Command = {
+  summary: 'start this node\'s worker processes (torchrun style): webtron launch [flags] -- program.js [args]',
+  flags: {
+    'nproc-per-node': { kind: 'int', default: 1, help: 'workers on this node' },
+    nnodes: { kind: 'int', default: 1, env: 'WEBTRON_NNODES', help: 'nodes in the job' },
+    'node-rank': { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: 'this node\'s index; node 0 serves the store' },
+    'master-addr': { kind: 'string', default: '127.0.0.1', env: 'MASTER_ADDR', help: 'address of node 0 (the store)' },
+    'master-port': { kind: 'int', default: 29500, env: 'MASTER_PORT', help: 'store port on node 0' },
+  },
+  async run(values, positional) {
+    const code = await launch({
+      nprocPerNode: values['nproc-per-node'] as number,
+      nnodes: values.nnodes as number,
+      nodeRank: values['node-rank'] as number,
+      masterAddr: values['master-addr'] as string,
+      masterPort: values['master-port'] as number,
+      token: process.env.WEBTRON_JOB_TOKEN,
+      command: positional,
+    });
+    if (code !== 0) throw new ExitCode(code);
+  },
+};
+
+/** A command finished and wants this exit code, with nothing more to say. */
+class ExitCode extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
+
+const COMMANDS: Record<string, Command> = { info, launch: launchCommand };
 
 function usage(): string {
   const lines = ['usage: webtron <command> [flags]', '', 'commands:'];
@@ -77,7 +109,8 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`webtron: unknown command '${name}'; commands: ${Object.keys(COMMANDS).join(', ')}`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  const own = rest.indexOf('--') >= 0 ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (own.includes('--help') || own.includes('-h')) {
     console.log(`usage: webtron ${name} [flags]\n${command.summary}\n\n${flagHelp(command.flags)}`);
     return 0;
   }
@@ -86,7 +119,8 @@ export async function main(argv: string[]): Promise<number> {
     await command.run(values, positional);
     return 0;
   } catch (e) {
-    if (e instanceof FlagError || e instanceof GpuError) {
+    if (e instanceof ExitCode) return e.code;
+    if (e instanceof FlagError || e instanceof GpuError || e instanceof CollectiveError) {
       console.error(`webtron ${name}: ${e.message}`);
       return 2;
     }
