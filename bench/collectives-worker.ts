@@ -1,14 +1,13 @@
 /**
- * One rank of `npm run bench -- collectives` (spawned by bench/collectives.ts), or one end of the
- * plain-socket wire measurement. Prints JSON lines on stdout.
- *
- *   collectives-worker.js ring '{"sizes":[...],"ops":[...]}'     (RANK, WORLD_SIZE, MASTER_* set)
- *   collectives-worker.js p2p-listen BYTES MODE                   prints {"port"} then measures
- *   collectives-worker.js p2p-dial BYTES MODE PORT
+ * One rank of `npm run bench -- collectives` (spawned by bench/collectives.ts with RANK, WORLD_SIZE,
+ * MASTER_* set). Ranks 0 and 1 also hold a plain TCP socket between them; every timed round runs
+ * each ring op and then the plain one-way and two-way transfers of the same bytes, so the ring and
+ * the wire are measured under the same conditions. Rank 0 prints one JSON line per (op, size).
  */
 import net from 'node:net';
 import { initProcessGroup } from '../src/collectives/init.js';
 import { hostFloat32 } from '../src/collectives/simd.js';
+import type { StoreClient } from '../src/collectives/store.js';
 
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
@@ -23,30 +22,57 @@ function median(values: number[]): number {
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-async function ring(config: { sizes: number[]; ops: string[] }): Promise<void> {
+async function ring(config: { sizes: number[]; ops: string[]; wireMin: number }): Promise<void> {
   const d = await initProcessGroup({ timeoutMs: 300_000 });
-  const { group } = d;
-  const n = d.info.worldSize;
+  const { group, store } = d;
+  const { rank, worldSize: n } = d.info;
+  const wire = rank <= 1 ? await wireSocket(rank, store!) : null;
   for (const bytes of config.sizes) {
     const elements = Math.max(n, Math.floor(bytes / 4 / n) * n);
     // Host buffers as DDP allocates them: in WASM memory, where reductions run as SIMD.
     const data = hostFloat32(elements).fill(1);
-    for (const op of config.ops) {
-      const { warmup, runs } = runsFor(bytes);
-      const samples: number[] = [];
-      for (let i = 0; i < warmup + runs; i++) {
+    const { warmup, runs } = runsFor(bytes);
+    const samples = new Map<string, number[]>();
+    const record = (op: string, i: number, ms: number) => i >= warmup && samples.set(op, [...(samples.get(op) ?? []), ms]);
+    for (let i = 0; i < warmup + runs; i++) {
+      for (const op of config.ops) {
         await group.barrier();
         const t0 = performance.now();
         if (op === 'all_reduce') await group.allReduce(data);
         else if (op === 'reduce_scatter') await group.reduceScatter(data);
         else await group.allGather(data);
-        if (i >= warmup) samples.push(performance.now() - t0);
+        record(op, i, performance.now() - t0);
       }
-      if (d.info.rank === 0) say({ op, bytes: elements * 4, ms: median(samples) });
+      if (wire && bytes >= config.wireMin) {
+        for (const mode of ['oneway', 'exchange'] as const) {
+          await group.barrier();
+          record(`p2p_${mode}`, i, await p2pRound(wire.socket, wire.counter, wire.expected, elements * 4, mode, rank === 0));
+        }
+      }
     }
+    if (rank === 0) for (const [op, ms] of samples) say({ op, bytes: elements * 4, ms: median(ms) });
   }
   await group.barrier();
+  wire?.socket.end();
   await d.close();
+}
+
+/** Ranks 0 and 1: a plain socket between them, with large writes and no framing. */
+async function wireSocket(rank: number, store: StoreClient): Promise<{ socket: net.Socket; counter: ByteCounter; expected: { total: number } }> {
+  let socket: net.Socket;
+  if (rank === 1) {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    await store.set('bench/wire-port', String((server.address() as net.AddressInfo).port));
+    socket = await new Promise<net.Socket>((r) => server.once('connection', r));
+    server.close();
+  } else {
+    const port = Number((await store.get('bench/wire-port')).toString());
+    socket = net.connect({ host: '127.0.0.1', port });
+    await new Promise((r) => socket.once('connect', r));
+  }
+  socket.setNoDelay(true);
+  return { socket, counter: new ByteCounter(socket), expected: { total: 0 } };
 }
 
 /** Stream `bytes` over `socket` with large writes, honouring backpressure. */
@@ -106,34 +132,7 @@ async function p2pRound(socket: net.Socket, counter: ByteCounter, expected: { to
   return performance.now() - t0;
 }
 
-async function p2p(role: string, bytes: number, mode: string, port?: number): Promise<void> {
-  let socket: net.Socket;
-  if (role === 'p2p-listen') {
-    const server = net.createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    say({ port: (server.address() as net.AddressInfo).port });
-    socket = await new Promise<net.Socket>((r) => server.once('connection', r));
-    server.close();
-  } else {
-    socket = net.connect({ host: '127.0.0.1', port: port! });
-    await new Promise((r) => socket.once('connect', r));
-  }
-  socket.setNoDelay(true);
-  const { warmup, runs } = runsFor(bytes);
-  const samples: number[] = [];
-  const counter = new ByteCounter(socket);
-  const expected = { total: 0 };
-  for (let i = 0; i < warmup + runs; i++) {
-    const ms = await p2pRound(socket, counter, expected, bytes, mode, role === 'p2p-dial');
-    if (i >= warmup) samples.push(ms);
-  }
-  if (role === 'p2p-dial') say({ mode, bytes, ms: median(samples) });
-  socket.end();
-}
-
-const [role, arg1, arg2, arg3] = process.argv.slice(2);
-const main = role === 'ring' ? ring(JSON.parse(arg1!)) : p2p(role!, Number(arg1), arg2!, arg3 ? Number(arg3) : undefined);
-main.then(
+ring(JSON.parse(process.argv[2]!) as { sizes: number[]; ops: string[]; wireMin: number }).then(
   () => process.exit(0),
   (error: Error) => {
     process.stderr.write(`${error.stack ?? error.message}\n`);

@@ -20,7 +20,7 @@ interface Spawned {
 }
 
 function run(args: string[], env: Record<string, string> = {}): Spawned {
-  const child = spawn(process.execPath, [WORKER, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [WORKER, ...args.slice(1)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines: Record<string, unknown>[] = [];
   const listeners: ((line: Record<string, unknown>) => void)[] = [];
   let buffer = '';
@@ -46,14 +46,6 @@ export function sizesBetween(min: number, max: number): number[] {
   return sizes;
 }
 
-async function wire(bytes: number, mode: 'oneway' | 'exchange'): Promise<number> {
-  const listener = run(['p2p-listen', String(bytes), mode]);
-  const port = await new Promise<number>((resolve) => listener.onLine((l) => l.port && resolve(l.port as number)));
-  const dialer = run(['p2p-dial', String(bytes), mode, String(port)]);
-  await Promise.all([listener.done, dialer.done]);
-  return dialer.lines[0]!.ms as number;
-}
-
 export const collectivesBench: Bench = {
   name: 'collectives',
   summary: 'ring all_reduce / reduce_scatter / all_gather over TCP vs the wire (plain sockets)',
@@ -71,7 +63,7 @@ export const collectivesBench: Bench = {
     const port = String(20000 + Math.floor(Math.random() * 20000));
     const token = Math.random().toString(36).slice(2);
     const ranks = Array.from({ length: world }, (_, rank) =>
-      run(['ring', JSON.stringify({ sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'] })], {
+      run(['ring', JSON.stringify({ sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 })], {
         RANK: String(rank),
         WORLD_SIZE: String(world),
         MASTER_ADDR: '127.0.0.1',
@@ -84,16 +76,14 @@ export const collectivesBench: Bench = {
     for (const l of ranks[0]!.lines) {
       const bytes = l.bytes as number;
       const ms = l.ms as number;
-      const algbw = bytes / ms / 1e6;
-      const factor = l.op === 'all_reduce' ? (2 * (world - 1)) / world : (world - 1) / world;
-      rows.push({ bench: 'collectives', op: l.op, world, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor });
-    }
-    for (const bytes of sizes.filter((s) => s >= 1 << 20)) {
-      for (const mode of ['oneway', 'exchange'] as const) {
-        const ms = await wire(bytes, mode);
-        progress(`p2p_${mode} ${bytes} B: ${ms.toFixed(2)} ms`);
-        rows.push({ bench: 'collectives', op: `p2p_${mode}`, world: 2, bytes, ms, gbps: bytes / ms / 1e6 });
+      const op = l.op as string;
+      if (op.startsWith('p2p_')) {
+        rows.push({ bench: 'collectives', op, world: 2, bytes, ms, gbps: bytes / ms / 1e6 });
+        continue;
       }
+      const algbw = bytes / ms / 1e6;
+      const factor = op === 'all_reduce' ? (2 * (world - 1)) / world : (world - 1) / world;
+      rows.push({ bench: 'collectives', op, world, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor });
     }
     return rows;
   },

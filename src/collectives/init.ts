@@ -147,7 +147,8 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
       const missing = keys.map((_, r) => r).filter((r) => !present[r]);
       throw new JoinError(`join timed out after ${joinTimeoutMs} ms: ${info.worldSize - missing.length}/${info.worldSize} workers joined; missing ranks: ${missing.join(', ')} (${(error as Error).message})`);
     }
-    const group = new ProcessGroup(info.rank, info.worldSize, transport, { timeoutMs, ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}) });
+    const segmentBytes = options.segmentBytes ?? intFrom('WEBTRON_SEGMENT_BYTES', env.WEBTRON_SEGMENT_BYTES);
+    const group = new ProcessGroup(info.rank, info.worldSize, transport, { timeoutMs, ...(segmentBytes ? { segmentBytes } : {}) });
     const client = store;
     return {
       info,
