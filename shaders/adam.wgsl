@@ -42,6 +42,21 @@ fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wid.x + wid.y * nwg.x;
 }
 
+struct AdamState {
+  p: vec4<f32>,
+  m: vec4<f32>,
+  v: vec4<f32>,
+}
+
+// The update for four elements; the scalar tail runs it on one lane.
+fn adam_update(p0: vec4<f32>, grad: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>) -> AdamState {
+  let g = u.grad_sign * grad + u.weight_decay * p0;
+  let p = p0 * u.decay_factor;
+  let m = u.beta1 * m0 + u.one_minus_beta1 * g;
+  let v = u.beta2 * v0 + u.one_minus_beta2 * g * g;
+  return AdamState(p - u.step_size * (m / (sqrt(v) / u.bc2_sqrt + u.eps)), m, v);
+}
+
 @compute @workgroup_size(WG)
 fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
@@ -50,13 +65,10 @@ fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
   for (var k = 0u; k < ITEMS; k++) {
     let i = first + k * WG;
     if (i >= u.n4) { return; }
-    let g = u.grad_sign * grad4[i] + u.weight_decay * param4[i];
-    let p = param4[i] * u.decay_factor;
-    let m = u.beta1 * exp_avg4[i] + u.one_minus_beta1 * g;
-    let v = u.beta2 * exp_avg_sq4[i] + u.one_minus_beta2 * g * g;
-    exp_avg4[i] = m;
-    exp_avg_sq4[i] = v;
-    param4[i] = p - u.step_size * (m / (sqrt(v) / u.bc2_sqrt + u.eps));
+    let s = adam_update(param4[i], grad4[i], exp_avg4[i], exp_avg_sq4[i]);
+    exp_avg4[i] = s.m;
+    exp_avg_sq4[i] = s.v;
+    param4[i] = s.p;
   }
 }
 
@@ -71,11 +83,8 @@ fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 fn adam_tail(@builtin(local_invocation_index) lid: u32) {
   if (lid >= u.tail_count) { return; }
   let i = u.tail_start + lid;
-  let g = u.grad_sign * grad1[i] + u.weight_decay * param1[i];
-  let p = param1[i] * u.decay_factor;
-  let m = u.beta1 * exp_avg1[i] + u.one_minus_beta1 * g;
-  let v = u.beta2 * exp_avg_sq1[i] + u.one_minus_beta2 * g * g;
-  exp_avg1[i] = m;
-  exp_avg_sq1[i] = v;
-  param1[i] = p - u.step_size * (m / (sqrt(v) / u.bc2_sqrt + u.eps));
+  let s = adam_update(vec4(param1[i]), vec4(grad1[i]), vec4(exp_avg1[i]), vec4(exp_avg_sq1[i]));
+  exp_avg1[i] = s.m.x;
+  exp_avg_sq1[i] = s.v.x;
+  param1[i] = s.p.x;
 }

@@ -133,6 +133,15 @@ export async function acceptHandshake(socket: Socket, token: string, timeoutMs: 
   }
 }
 
+/** Wait for a freshly created client socket to connect, then authenticate as the dialer. */
+export async function connectAndAuthenticate(socket: Socket, token: string, hello: Hello, timeoutMs: number): Promise<Buffer> {
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return dialHandshake(socket, token, hello, timeoutMs);
+}
+
 /** Dialer side. Rejects if the acceptor does not prove it holds the same token. */
 export async function dialHandshake(socket: Socket, token: string, hello: Hello, timeoutMs: number): Promise<Buffer> {
   const deadline = Date.now() + timeoutMs;

@@ -5,7 +5,7 @@
  * timeout passes; a timeout names the keys it waited for.
  */
 import net from 'node:net';
-import { acceptHandshake, dialHandshake } from './auth.js';
+import { acceptHandshake, connectAndAuthenticate } from './auth.js';
 import { StoreError, TransportError } from './errors.js';
 
 type Request =
@@ -255,11 +255,7 @@ export class StoreClient {
       const socket = net.connect({ host: options.host, port: options.port });
       socket.setNoDelay(true);
       try {
-        await new Promise<void>((resolve, reject) => {
-          socket.once('connect', resolve);
-          socket.once('error', reject);
-        });
-        const leftover = await dialHandshake(socket, options.token, { kind: 'store' }, Math.max(1000, deadline - Date.now()));
+        const leftover = await connectAndAuthenticate(socket, options.token, { kind: 'store' }, Math.max(1000, deadline - Date.now()));
         // Created before the channel so that its handlers can reach it.
         const holder: { client?: StoreClient } = {};
         const channel = new MessageChannel(

@@ -5,7 +5,7 @@
  * streams the body to the sink the router returns. Any broken connection is reported once.
  */
 import net from 'node:net';
-import { acceptHandshake, dialHandshake } from './auth.js';
+import { acceptHandshake, connectAndAuthenticate } from './auth.js';
 import { TransportError } from './errors.js';
 import { encodeHeader, FrameParser, type FrameHeader } from './frame.js';
 import { listen, type StoreClient } from './store.js';
@@ -185,11 +185,7 @@ export class Transport {
     const socket = net.connect({ host: address.host, port: address.port });
     this.track(socket);
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('error', reject);
-      });
-      const leftover = await dialHandshake(socket, token, { kind: 'peer', rank, worldSize }, connectTimeoutMs);
+      const leftover = await connectAndAuthenticate(socket, token, { kind: 'peer', rank, worldSize }, connectTimeoutMs);
       return new PeerConnection(peer, socket, leftover, this);
     } catch (error) {
       socket.destroy();
