@@ -17,9 +17,9 @@
  */
 import { CollectiveError, CollectiveOpError } from './errors.js';
 import type { FrameHeader, OpName, WireDtype } from './frame.js';
-import { float32ToWords, reduceInto, scale, wordsToFloat32, type HalfDtype, type ReduceOp } from './reduce.js';
-import { hostFloat32, reduceBytesInto } from './simd.js';
-import { allGatherStep, barrierRounds, chunkRange, mod, reduceScatterStep, segments, type Range } from './ring.js';
+import { bytesOf, Ring, type OpContext } from './algorithms.js';
+import { float32ToWords, scale, wordsToFloat32, type HalfDtype, type ReduceOp } from './reduce.js';
+import { hostFloat32 } from './simd.js';
 import type { FrameSink, Transport } from './transport.js';
 
 export type CollectiveData = Float32Array | Uint16Array;
@@ -34,11 +34,6 @@ export interface ProcessGroupOptions {
   timeoutMs?: number;
   /** Pipelining segment (default 1 MiB). */
   segmentBytes?: number;
-}
-
-interface OpContext {
-  expect(peer: number, chunk: number, sink: FrameSink): void;
-  send(peer: number, chunk: number, body?: Uint8Array): void;
 }
 
 interface OpState {
@@ -63,57 +58,6 @@ interface BufferedFrame {
   body: Buffer;
 }
 
-function bytesOf(data: ArrayBufferView): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-}
-
-/** Reduces a frame body into dst[range] as its pieces arrive, at any byte alignment. */
-class ReduceSink implements FrameSink {
-  private readonly carry = new Uint8Array(4);
-  private carried = 0;
-
-  constructor(
-    private readonly dst: Float32Array,
-    private readonly range: Range,
-    private readonly op: ReduceOp,
-    private readonly scratch: () => Float32Array,
-    private readonly onEnd: () => void,
-  ) {}
-
-  piece(bytes: Uint8Array, offset: number): void {
-    let at = 0;
-    let element = this.range.start + Math.floor(offset / 4);
-    if (this.carried > 0) {
-      const take = Math.min(4 - this.carried, bytes.byteLength);
-      this.carry.set(bytes.subarray(0, take), this.carried);
-      this.carried += take;
-      at = take;
-      if (this.carried < 4) return;
-      reduceInto(this.dst.subarray(element, element + 1), new Float32Array(this.carry.buffer, 0, 1), this.op);
-      this.carried = 0;
-      element += 1;
-    }
-    const whole = Math.floor((bytes.byteLength - at) / 4);
-    if (whole > 0) {
-      reduceBytesInto(this.dst.subarray(element, element + whole), bytes.subarray(at, at + whole * 4), this.op, this.scratch);
-      at += whole * 4;
-    }
-    if (at < bytes.byteLength) {
-      this.carry.set(bytes.subarray(at), 0);
-      this.carried = bytes.byteLength - at;
-    }
-  }
-
-  end(): void {
-    this.onEnd();
-  }
-}
-
-/** Copies a frame body into dst at `start` bytes. */
-function copySink(dst: Uint8Array, start: number, onEnd: () => void): FrameSink {
-  return { piece: (bytes, offset) => dst.set(bytes, start + offset), end: onEnd };
-}
-
 export class ProcessGroup {
   readonly timeoutMs: number;
   readonly segmentBytes: number;
@@ -125,7 +69,7 @@ export class ProcessGroup {
   private failure: { peer: number | undefined; reason: string } | null = null;
   /** Peers whose connection ended; an error only for an op that still needs them. */
   private readonly gone = new Map<number, string>();
-  private scratchBuffer = new Float32Array(1 << 14);
+  private readonly ring: Ring;
 
   constructor(
     readonly rank: number,
@@ -135,6 +79,8 @@ export class ProcessGroup {
   ) {
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.segmentBytes = Math.max(64, Math.floor((options.segmentBytes ?? 1 << 20) / 4) * 4);
+    const scratch = new Float32Array(1 << 14);
+    this.ring = new Ring(rank, worldSize, this.segmentBytes, () => scratch);
     if (transport) {
       transport.router = {
         route: (peer, header) => this.route(peer, header),
@@ -151,7 +97,7 @@ export class ProcessGroup {
   // ---------------------------------------------------------------- public ops
 
   allReduce(data: CollectiveData, op: ReduceOp = 'sum', options: DataOptions = {}): Promise<void> {
-    return this.reduction('allReduce', data, op, options, (values) => this.ringAllReduce(values, op));
+    return this.reduction('allReduce', data, op, options, (values) => this.ring.allReduce(values, op));
   }
 
   /** Returns this rank's reduced shard, a view into `data`. */
@@ -160,14 +106,14 @@ export class ProcessGroup {
     if (data.length % s !== 0) return this.contract('reduceScatter', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
     const shard = data.length / s;
     const view = data.subarray(this.rank * shard, (this.rank + 1) * shard) as T;
-    return this.reduction('reduceScatter', data, op, options, (values) => this.ringReduceScatter(values, op)).then(() => view);
+    return this.reduction('reduceScatter', data, op, options, (values) => this.ring.reduceScatter(values, op)).then(() => view);
   }
 
   allGather(data: CollectiveData): Promise<void> {
     const s = this.worldSize;
     if (data.length % s !== 0) return this.contract('allGather', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
     return this.run('allGather', data.byteLength, 'bytes', data.byteLength, (ctx) => {
-      this.ringAllGather(ctx, bytesOf(data), (c) => this.byteChunk(data, c), 0, data.BYTES_PER_ELEMENT);
+      this.ring.allGather(ctx, bytesOf(data), (c) => this.ring.byteChunk(data, c), 0, data.BYTES_PER_ELEMENT);
     });
   }
 
@@ -175,17 +121,11 @@ export class ProcessGroup {
     if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) {
       return this.contract('broadcast', data, `root ${root} is not a rank of this world of ${this.worldSize}`);
     }
-    return this.run('broadcast', data.byteLength, 'bytes', data.byteLength, (ctx) => this.ringBroadcast(ctx, bytesOf(data), root));
+    return this.run('broadcast', data.byteLength, 'bytes', data.byteLength, (ctx) => this.ring.broadcast(ctx, bytesOf(data), root));
   }
 
   barrier(): Promise<void> {
-    return this.run('barrier', 0, 'bytes', 0, (ctx) => {
-      const rounds = barrierRounds(this.rank, this.worldSize);
-      rounds.forEach(({ from }, i) => {
-        ctx.expect(from, i, { piece: () => undefined, end: () => i + 1 < rounds.length && ctx.send(rounds[i + 1]!.to, i + 1) });
-      });
-      if (rounds.length > 0) ctx.send(rounds[0]!.to, 0);
-    });
+    return this.run('barrier', 0, 'bytes', 0, (ctx) => this.ring.barrier(ctx));
   }
 
   /** Close the group (after the ops in flight). Peers see the connections close. */
@@ -214,104 +154,6 @@ export class ProcessGroup {
       if (data instanceof Uint16Array) float32ToWords(values, options.dtype!, data);
     };
     return this.run(op, data.byteLength, 'float32', values.byteLength, ring(values)).then(finish);
-  }
-
-  private segmentElements(bytesPerElement: number): number {
-    return Math.max(1, Math.floor(this.segmentBytes / bytesPerElement));
-  }
-
-  private byteChunk(data: CollectiveData, c: number): Range {
-    const r = chunkRange(data.length, this.worldSize, c);
-    return { start: r.start * data.BYTES_PER_ELEMENT, end: r.end * data.BYTES_PER_ELEMENT };
-  }
-
-  /** Chunk ids per ring step: the most segments any chunk has, the same on every rank. */
-  private segmentsPerStep(length: number, bytesPerElement: number): number {
-    return Math.max(1, Math.ceil(Math.ceil(length / this.worldSize) / this.segmentElements(bytesPerElement)));
-  }
-
-  private ringReduceScatter(values: Float32Array, op: ReduceOp, onShardSegment?: (seg: Range, j: number) => void) {
-    return (ctx: OpContext) => {
-      const n = this.worldSize;
-      const r = this.rank;
-      const right = mod(r + 1, n);
-      const left = mod(r - 1, n);
-      const segElems = this.segmentElements(4);
-      const S = this.segmentsPerStep(values.length, 4);
-      const segs = (c: number) => segments(chunkRange(values.length, n, c), segElems);
-      for (let k = 0; k < n - 1; k++) {
-        segs(reduceScatterStep(r, n, k).recv).forEach((seg, j) => {
-          const onEnd = () => {
-            if (k < n - 2) ctx.send(right, (k + 1) * S + j, bytesOf(values.subarray(seg.start, seg.end)));
-            else onShardSegment?.(seg, j);
-          };
-          ctx.expect(left, k * S + j, new ReduceSink(values, seg, op, () => this.scratch(), onEnd));
-        });
-      }
-      segs(reduceScatterStep(r, n, 0).send).forEach((seg, j) => ctx.send(right, j, bytesOf(values.subarray(seg.start, seg.end))));
-    };
-  }
-
-  /**
-   * All-gather ring over bytes. `firstChunkId` offsets the frame chunk ids (all-reduce runs this
-   * after its reduce-scatter within one op). With `deferFirst`, the caller sends step 0 itself.
-   */
-  private ringAllGather(ctx: OpContext, bytes: Uint8Array, chunkOf: (c: number) => Range, firstChunkId: number, bytesPerElement: number, deferFirst = false): (j: number) => void {
-    const n = this.worldSize;
-    const r = this.rank;
-    const right = mod(r + 1, n);
-    const left = mod(r - 1, n);
-    const segBytes = this.segmentElements(bytesPerElement) * bytesPerElement;
-    const elements = bytes.byteLength / bytesPerElement;
-    const S = this.segmentsPerStep(elements, bytesPerElement);
-    const segs = (c: number) => segments(chunkOf(c), segBytes);
-    for (let k = 0; k < n - 1; k++) {
-      segs(allGatherStep(r, n, k).recv).forEach((seg, j) => {
-        const onEnd = () => k < n - 2 && ctx.send(right, firstChunkId + (k + 1) * S + j, bytes.subarray(seg.start, seg.end));
-        ctx.expect(left, firstChunkId + k * S + j, copySink(bytes, seg.start, onEnd));
-      });
-    }
-    const own = segs(allGatherStep(r, n, 0).send);
-    const sendFirst = (j: number) => ctx.send(right, firstChunkId + j, bytes.subarray(own[j]!.start, own[j]!.end));
-    if (!deferFirst) own.forEach((_, j) => sendFirst(j));
-    return sendFirst;
-  }
-
-  private ringAllReduce(values: Float32Array, op: ReduceOp) {
-    return (ctx: OpContext) => {
-      const n = this.worldSize;
-      const S = this.segmentsPerStep(values.length, 4);
-      const bytes = bytesOf(values);
-      const chunkOf = (c: number) => {
-        const e = chunkRange(values.length, n, c);
-        return { start: e.start * 4, end: e.end * 4 };
-      };
-      // Each fully reduced segment of this rank's chunk goes straight into the all-gather.
-      const sendGathered = this.ringAllGather(ctx, bytes, chunkOf, (n - 1) * S, 4, true);
-      this.ringReduceScatter(values, op, (seg, j) => {
-        if (op === 'avg') scale(values.subarray(seg.start, seg.end), 1 / n);
-        sendGathered(j);
-      })(ctx);
-    };
-  }
-
-  private ringBroadcast(ctx: OpContext, bytes: Uint8Array, root: number): void {
-    const n = this.worldSize;
-    const right = mod(this.rank + 1, n);
-    const left = mod(this.rank - 1, n);
-    const segs = segments({ start: 0, end: bytes.byteLength }, this.segmentBytes);
-    if (this.rank === root) {
-      segs.forEach((seg, j) => ctx.send(right, j, bytes.subarray(seg.start, seg.end)));
-      return;
-    }
-    segs.forEach((seg, j) => {
-      const forward = () => right !== root && ctx.send(right, j, bytes.subarray(seg.start, seg.end));
-      ctx.expect(left, j, copySink(bytes, seg.start, forward));
-    });
-  }
-
-  private scratch(): Float32Array {
-    return this.scratchBuffer;
   }
 
   // ---------------------------------------------------------------- op machinery

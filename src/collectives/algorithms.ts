@@ -1,0 +1,182 @@
+/**
+ * The ring algorithms, as frame expectations and sends on one op's context: pipelined
+ * reduce-scatter, all-gather and all-reduce (reduce-scatter whose finished segments feed the
+ * all-gather at once), a pipelined broadcast along the ring, and a dissemination barrier. The
+ * process group owns the op machinery (sequence numbers, routing, timeouts, failures).
+ */
+import type { CollectiveData } from './process-group.js';
+import { reduceInto, scale, type ReduceOp } from './reduce.js';
+import { allGatherStep, barrierRounds, chunkRange, mod, reduceScatterStep, segments, type Range } from './ring.js';
+import { reduceBytesInto } from './simd.js';
+import type { FrameSink } from './transport.js';
+
+/** What an algorithm may do within one op. */
+export interface OpContext {
+  /** Expect frame `chunk` from `peer`; its body goes to `sink`. */
+  expect(peer: number, chunk: number, sink: FrameSink): void;
+  send(peer: number, chunk: number, body?: Uint8Array): void;
+}
+
+export function bytesOf(data: ArrayBufferView): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** Reduces a frame body into dst[range] as its pieces arrive, at any byte alignment. */
+class ReduceSink implements FrameSink {
+  private readonly carry = new Uint8Array(4);
+  private carried = 0;
+
+  constructor(
+    private readonly dst: Float32Array,
+    private readonly range: Range,
+    private readonly op: ReduceOp,
+    private readonly scratch: () => Float32Array,
+    private readonly onEnd: () => void,
+  ) {}
+
+  piece(bytes: Uint8Array, offset: number): void {
+    let at = 0;
+    let element = this.range.start + Math.floor(offset / 4);
+    if (this.carried > 0) {
+      const take = Math.min(4 - this.carried, bytes.byteLength);
+      this.carry.set(bytes.subarray(0, take), this.carried);
+      this.carried += take;
+      at = take;
+      if (this.carried < 4) return;
+      reduceInto(this.dst.subarray(element, element + 1), new Float32Array(this.carry.buffer, 0, 1), this.op);
+      this.carried = 0;
+      element += 1;
+    }
+    const whole = Math.floor((bytes.byteLength - at) / 4);
+    if (whole > 0) {
+      reduceBytesInto(this.dst.subarray(element, element + whole), bytes.subarray(at, at + whole * 4), this.op, this.scratch);
+      at += whole * 4;
+    }
+    if (at < bytes.byteLength) {
+      this.carry.set(bytes.subarray(at), 0);
+      this.carried = bytes.byteLength - at;
+    }
+  }
+
+  end(): void {
+    this.onEnd();
+  }
+}
+
+/** Copies a frame body into dst at `start` bytes. */
+function copySink(dst: Uint8Array, start: number, onEnd: () => void): FrameSink {
+  return { piece: (bytes, offset) => dst.set(bytes, start + offset), end: onEnd };
+}
+
+
+/** A rank's view of the ring: who it is, how many there are, how data is segmented. */
+export class Ring {
+  constructor(
+    readonly rank: number,
+    readonly worldSize: number,
+    readonly segmentBytes: number,
+    private readonly scratch: () => Float32Array,
+  ) {}
+
+  segmentElements(bytesPerElement: number): number {
+    return Math.max(1, Math.floor(this.segmentBytes / bytesPerElement));
+  }
+
+  byteChunk(data: CollectiveData, c: number): Range {
+    const r = chunkRange(data.length, this.worldSize, c);
+    return { start: r.start * data.BYTES_PER_ELEMENT, end: r.end * data.BYTES_PER_ELEMENT };
+  }
+
+  /** Chunk ids per ring step: the most segments any chunk has, the same on every rank. */
+  segmentsPerStep(length: number, bytesPerElement: number): number {
+    return Math.max(1, Math.ceil(Math.ceil(length / this.worldSize) / this.segmentElements(bytesPerElement)));
+  }
+
+  reduceScatter(values: Float32Array, op: ReduceOp, onShardSegment?: (seg: Range, j: number) => void) {
+    return (ctx: OpContext) => {
+      const n = this.worldSize;
+      const r = this.rank;
+      const right = mod(r + 1, n);
+      const left = mod(r - 1, n);
+      const segElems = this.segmentElements(4);
+      const S = this.segmentsPerStep(values.length, 4);
+      const segs = (c: number) => segments(chunkRange(values.length, n, c), segElems);
+      for (let k = 0; k < n - 1; k++) {
+        segs(reduceScatterStep(r, n, k).recv).forEach((seg, j) => {
+          const onEnd = () => {
+            if (k < n - 2) ctx.send(right, (k + 1) * S + j, bytesOf(values.subarray(seg.start, seg.end)));
+            else onShardSegment?.(seg, j);
+          };
+          ctx.expect(left, k * S + j, new ReduceSink(values, seg, op, this.scratch, onEnd));
+        });
+      }
+      segs(reduceScatterStep(r, n, 0).send).forEach((seg, j) => ctx.send(right, j, bytesOf(values.subarray(seg.start, seg.end))));
+    };
+  }
+
+  /**
+   * All-gather ring over bytes. `firstChunkId` offsets the frame chunk ids (all-reduce runs this
+   * after its reduce-scatter within one op). With `deferFirst`, the caller sends step 0 itself.
+   */
+  allGather(ctx: OpContext, bytes: Uint8Array, chunkOf: (c: number) => Range, firstChunkId: number, bytesPerElement: number, deferFirst = false): (j: number) => void {
+    const n = this.worldSize;
+    const r = this.rank;
+    const right = mod(r + 1, n);
+    const left = mod(r - 1, n);
+    const segBytes = this.segmentElements(bytesPerElement) * bytesPerElement;
+    const elements = bytes.byteLength / bytesPerElement;
+    const S = this.segmentsPerStep(elements, bytesPerElement);
+    const segs = (c: number) => segments(chunkOf(c), segBytes);
+    for (let k = 0; k < n - 1; k++) {
+      segs(allGatherStep(r, n, k).recv).forEach((seg, j) => {
+        const onEnd = () => k < n - 2 && ctx.send(right, firstChunkId + (k + 1) * S + j, bytes.subarray(seg.start, seg.end));
+        ctx.expect(left, firstChunkId + k * S + j, copySink(bytes, seg.start, onEnd));
+      });
+    }
+    const own = segs(allGatherStep(r, n, 0).send);
+    const sendFirst = (j: number) => ctx.send(right, firstChunkId + j, bytes.subarray(own[j]!.start, own[j]!.end));
+    if (!deferFirst) own.forEach((_, j) => sendFirst(j));
+    return sendFirst;
+  }
+
+  allReduce(values: Float32Array, op: ReduceOp) {
+    return (ctx: OpContext) => {
+      const n = this.worldSize;
+      const S = this.segmentsPerStep(values.length, 4);
+      const bytes = bytesOf(values);
+      const chunkOf = (c: number) => {
+        const e = chunkRange(values.length, n, c);
+        return { start: e.start * 4, end: e.end * 4 };
+      };
+      // Each fully reduced segment of this rank's chunk goes straight into the all-gather.
+      const sendGathered = this.allGather(ctx, bytes, chunkOf, (n - 1) * S, 4, true);
+      this.reduceScatter(values, op, (seg, j) => {
+        if (op === 'avg') scale(values.subarray(seg.start, seg.end), 1 / n);
+        sendGathered(j);
+      })(ctx);
+    };
+  }
+
+  broadcast(ctx: OpContext, bytes: Uint8Array, root: number): void {
+    const n = this.worldSize;
+    const right = mod(this.rank + 1, n);
+    const left = mod(this.rank - 1, n);
+    const segs = segments({ start: 0, end: bytes.byteLength }, this.segmentBytes);
+    if (this.rank === root) {
+      segs.forEach((seg, j) => ctx.send(right, j, bytes.subarray(seg.start, seg.end)));
+      return;
+    }
+    segs.forEach((seg, j) => {
+      const forward = () => right !== root && ctx.send(right, j, bytes.subarray(seg.start, seg.end));
+      ctx.expect(left, j, copySink(bytes, seg.start, forward));
+    });
+  }
+
+  barrier(ctx: OpContext): void {
+    const rounds = barrierRounds(this.rank, this.worldSize);
+    rounds.forEach(({ from }, i) => {
+      ctx.expect(from, i, { piece: () => undefined, end: () => i + 1 < rounds.length && ctx.send(rounds[i + 1]!.to, i + 1) });
+    });
+    if (rounds.length > 0) ctx.send(rounds[0]!.to, 0);
+  }
+}
