@@ -5,9 +5,9 @@
  * process group owns the op machinery (sequence numbers, routing, timeouts, failures).
  */
 import type { CollectiveData } from './process-group.js';
-import { reduceInto, scale, type ReduceOp } from './reduce.js';
+import { scale, type ReduceOp } from './reduce.js';
 import { allGatherStep, barrierRounds, chunkRange, mod, reduceScatterStep, segments, type Range } from './ring.js';
-import { reduceBytesInto } from './simd.js';
+import { reduceBytesInto, scratchFor } from './simd.js';
 import type { FrameSink } from './transport.js';
 
 /** What an algorithm may do within one op. */
@@ -21,10 +21,15 @@ export function bytesOf(data: ArrayBufferView): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
-/** Reduces a frame body into dst[range] as its pieces arrive, at any byte alignment. */
+/**
+ * Reduces a frame body into dst[range] as it arrives. The socket reads straight into a scratch (the
+ * WASM scratch beside a host buffer, so the SIMD kernel needs no copy). Bytes of a partial element
+ * wait at the scratch's start and the next read lands right after them, so the scratch always holds
+ * whole elements from its first byte on.
+ */
 class ReduceSink implements FrameSink {
-  private readonly carry = new Uint8Array(4);
   private carried = 0;
+  private readonly scratchBytes: Uint8Array;
 
   constructor(
     private readonly dst: Float32Array,
@@ -32,30 +37,35 @@ class ReduceSink implements FrameSink {
     private readonly op: ReduceOp,
     private readonly scratch: () => Float32Array,
     private readonly onEnd: () => void,
-  ) {}
+  ) {
+    this.scratchBytes = scratchFor(dst) ?? bytesOf(scratch());
+  }
+
+  target(_offset: number, max: number): Uint8Array {
+    const s = this.scratchBytes;
+    return s.subarray(this.carried, this.carried + Math.min(max, s.byteLength - this.carried));
+  }
 
   piece(bytes: Uint8Array, offset: number): void {
-    let at = 0;
-    let element = this.range.start + Math.floor(offset / 4);
-    if (this.carried > 0) {
-      const take = Math.min(4 - this.carried, bytes.byteLength);
-      this.carry.set(bytes.subarray(0, take), this.carried);
-      this.carried += take;
-      at = take;
-      if (this.carried < 4) return;
-      reduceInto(this.dst.subarray(element, element + 1), new Float32Array(this.carry.buffer, 0, 1), this.op);
-      this.carried = 0;
-      element += 1;
+    const s = this.scratchBytes;
+    if (bytes.buffer !== s.buffer || bytes.byteOffset !== s.byteOffset + this.carried) {
+      // Bytes that arrived elsewhere (a frame buffered early): pass them through the scratch.
+      for (let at = 0; at < bytes.byteLength; ) {
+        const t = this.target(offset + at, bytes.byteLength - at);
+        t.set(bytes.subarray(at, at + t.byteLength));
+        this.piece(t, offset + at);
+        at += t.byteLength;
+      }
+      return;
     }
-    const whole = Math.floor((bytes.byteLength - at) / 4);
+    const total = this.carried + bytes.byteLength;
+    const whole = total >> 2;
     if (whole > 0) {
-      reduceBytesInto(this.dst.subarray(element, element + whole), bytes.subarray(at, at + whole * 4), this.op, this.scratch);
-      at += whole * 4;
+      const element = this.range.start + (offset - this.carried) / 4;
+      reduceBytesInto(this.dst.subarray(element, element + whole), s.subarray(0, whole * 4), this.op, this.scratch);
     }
-    if (at < bytes.byteLength) {
-      this.carry.set(bytes.subarray(at), 0);
-      this.carried = bytes.byteLength - at;
-    }
+    this.carried = total - whole * 4;
+    if (this.carried > 0) s.copyWithin(0, whole * 4, total);
   }
 
   end(): void {
@@ -63,11 +73,16 @@ class ReduceSink implements FrameSink {
   }
 }
 
-/** Copies a frame body into dst at `start` bytes. */
+/** Writes a frame body into dst at `start` bytes: the socket reads it straight into place. */
 function copySink(dst: Uint8Array, start: number, onEnd: () => void): FrameSink {
-  return { piece: (bytes, offset) => dst.set(bytes, start + offset), end: onEnd };
+  return {
+    target: (offset, max) => dst.subarray(start + offset, start + offset + max),
+    piece: (bytes, offset) => {
+      if (bytes.buffer !== dst.buffer || bytes.byteOffset !== dst.byteOffset + start + offset) dst.set(bytes, start + offset);
+    },
+    end: onEnd,
+  };
 }
-
 
 /** A rank's view of the ring: who it is, how many there are, how data is segmented. */
 export class Ring {

@@ -27,8 +27,12 @@ export interface Hello {
   [key: string]: unknown;
 }
 
-/** Reads exact byte counts from a socket during the handshake; keeps whatever arrives after. */
-class HandshakeReader {
+/**
+ * Reads exact byte counts from a socket during the handshake; keeps whatever arrives after. With
+ * `external`, bytes are not taken from 'data' events but fed through `push` (for sockets that read
+ * with `onread`).
+ */
+export class HandshakeReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private wake: (() => void) | null = null;
@@ -47,11 +51,19 @@ class HandshakeReader {
     this.wake?.();
   };
 
-  constructor(private readonly socket: Socket) {
-    socket.on('data', this.onData);
+  constructor(
+    private readonly socket: Socket,
+    private readonly external = false,
+  ) {
+    if (!external) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
+  }
+
+  /** Bytes that arrived through `onread` (copied: the read buffer is reused). */
+  push(bytes: Uint8Array): void {
+    this.onData(Buffer.from(bytes));
   }
 
   async read(n: number, deadline: number): Promise<Buffer> {
@@ -76,7 +88,7 @@ class HandshakeReader {
 
   /** Stop listening; return bytes that arrived beyond the handshake. */
   detach(): Buffer {
-    this.socket.off('data', this.onData);
+    if (!this.external) this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
     this.socket.off('error', this.onError);
@@ -134,18 +146,17 @@ export async function acceptHandshake(socket: Socket, token: string, timeoutMs: 
 }
 
 /** Wait for a freshly created client socket to connect, then authenticate as the dialer. */
-export async function connectAndAuthenticate(socket: Socket, token: string, hello: Hello, timeoutMs: number): Promise<Buffer> {
+export async function connectAndAuthenticate(socket: Socket, token: string, hello: Hello, timeoutMs: number, reader?: HandshakeReader): Promise<Buffer> {
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', reject);
   });
-  return dialHandshake(socket, token, hello, timeoutMs);
+  return dialHandshake(socket, token, hello, timeoutMs, reader);
 }
 
 /** Dialer side. Rejects if the acceptor does not prove it holds the same token. */
-export async function dialHandshake(socket: Socket, token: string, hello: Hello, timeoutMs: number): Promise<Buffer> {
+export async function dialHandshake(socket: Socket, token: string, hello: Hello, timeoutMs: number, reader = new HandshakeReader(socket)): Promise<Buffer> {
   const deadline = Date.now() + timeoutMs;
-  const reader = new HandshakeReader(socket);
   try {
     const preamble = await reader.read(4 + 2 + NONCE, deadline);
     checkPreamble(preamble);

@@ -65,55 +65,80 @@ export function decodeHeader(buf: Uint8Array): FrameHeader {
   };
 }
 
+/** Where a frame's body goes (the router's answer to a header). */
+export interface BodySink {
+  /**
+   * Optional: where the next at most `max` body bytes, starting at body `offset`, should be read to,
+   * so that the socket writes them straight into place. Without it the reader uses its own scratch.
+   */
+  target?(offset: number, max: number): Uint8Array;
+  /** `bytes` of the body arrived at `offset` (possibly already in the place `target` gave). */
+  piece(bytes: Uint8Array, offset: number): void;
+  end(): void;
+}
+
 /**
- * Incremental frame parser: feed it socket chunks; it calls `onHeader` once per header (which
- * returns where the body goes) and `onBody` with each piece of the body as it arrives, so large
- * bodies are consumed in place without being reassembled.
+ * Incremental frame reader, pull style: `target()` says where the next bytes should land (the rest
+ * of a header, or a body region the sink chose), `advance(n)` reports that n bytes landed there. A
+ * read never crosses a header/body boundary, so bodies can be read in place. `push(bytes)` feeds
+ * bytes that arrived elsewhere (e.g. after the handshake).
  */
-export class FrameParser {
+export class FrameReader {
   private readonly header = Buffer.alloc(HEADER_BYTES);
+  private readonly scratch: Uint8Array;
   private headerFill = 0;
-  private bodyLeft = 0;
-  private bodyOffset = 0;
-  private current: FrameHeader | null = null;
+  private current: { header: FrameHeader; sink: BodySink; offset: number; left: number } | null = null;
+  private lastTarget: Uint8Array | null = null;
 
   constructor(
-    private readonly onHeader: (header: FrameHeader) => void,
-    private readonly onBody: (header: FrameHeader, piece: Uint8Array, offset: number) => void,
-    private readonly onFrameEnd: (header: FrameHeader) => void,
-  ) {}
+    private readonly onHeader: (header: FrameHeader) => BodySink,
+    scratchBytes = 1 << 16,
+  ) {
+    this.scratch = new Uint8Array(scratchBytes);
+  }
 
-  /** Throws on a malformed header; the caller drops the connection. */
-  push(chunk: Uint8Array): void {
+  /** Where the next bytes should go; never longer than what the current part still needs. */
+  target(): Uint8Array {
+    const c = this.current;
+    if (c === null) this.lastTarget = this.header.subarray(this.headerFill);
+    else this.lastTarget = c.sink.target?.(c.offset, c.left) ?? this.scratch.subarray(0, Math.min(this.scratch.byteLength, c.left));
+    return this.lastTarget;
+  }
+
+  /** `n` bytes landed in the last target. Throws on a malformed header (drop the connection). */
+  advance(n: number): void {
+    const target = this.lastTarget!;
+    const c = this.current;
+    if (c === null) {
+      this.headerFill += n;
+      if (this.headerFill < HEADER_BYTES) return;
+      this.headerFill = 0;
+      const header = decodeHeader(this.header);
+      this.current = { header, sink: this.onHeader(header), offset: 0, left: header.length };
+      if (header.length === 0) this.finish();
+      return;
+    }
+    c.sink.piece(target.subarray(0, n), c.offset);
+    c.offset += n;
+    c.left -= n;
+    if (c.left === 0) this.finish();
+  }
+
+  /** Feed bytes that did not arrive through `target()`. */
+  push(bytes: Uint8Array): void {
     let at = 0;
-    while (at < chunk.byteLength) {
-      if (this.current === null) {
-        const take = Math.min(HEADER_BYTES - this.headerFill, chunk.byteLength - at);
-        this.header.set(chunk.subarray(at, at + take), this.headerFill);
-        this.headerFill += take;
-        at += take;
-        if (this.headerFill < HEADER_BYTES) return;
-        this.headerFill = 0;
-        const header = decodeHeader(this.header);
-        this.current = header;
-        this.bodyLeft = header.length;
-        this.bodyOffset = 0;
-        this.onHeader(header);
-        if (this.bodyLeft === 0) this.finish();
-        continue;
-      }
-      const take = Math.min(this.bodyLeft, chunk.byteLength - at);
-      this.onBody(this.current, chunk.subarray(at, at + take), this.bodyOffset);
-      this.bodyOffset += take;
-      this.bodyLeft -= take;
-      at += take;
-      if (this.bodyLeft === 0) this.finish();
+    while (at < bytes.byteLength) {
+      const t = this.target();
+      const n = Math.min(t.byteLength, bytes.byteLength - at);
+      t.set(bytes.subarray(at, at + n));
+      at += n;
+      this.advance(n);
     }
   }
 
   private finish(): void {
-    const header = this.current!;
+    const sink = this.current!.sink;
     this.current = null;
-    this.onFrameEnd(header);
+    sink.end();
   }
 }

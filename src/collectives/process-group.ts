@@ -203,6 +203,7 @@ export class ProcessGroup {
           state.remaining += 1;
           state.waitingOn ??= peer;
           state.sinks.set(`${peer}/${chunk}`, {
+            ...(sink.target ? { target: (o: number, max: number) => sink.target!(o, max) } : {}),
             piece: (b, o) => sink.piece(b, o),
             end: () => {
               state.sinks.delete(`${peer}/${chunk}`);
@@ -211,14 +212,14 @@ export class ProcessGroup {
               this.checkDone(state);
             },
           });
-          // Also wait for the connection itself, so a peer that never connects times out by name.
-          this.transport!.peer(peer).catch(() => undefined);
+          // Dial the peer now: it sends on this connection, and a peer that never answers times out by name.
+          this.transport!.receiveFrom(peer).catch((e: Error) => this.fail(peer, e.message));
         },
         send: (peer, chunk, body) => {
           const gone = this.gone.get(peer);
           if (gone !== undefined) this.fail(peer, gone);
           const header: FrameHeader = { op, dtype: wireDtype, seq, chunk, length: body?.byteLength ?? 0, totalBytes: wireBytes };
-          const sent = this.transport!.peer(peer).then((c) => c.send(header, body));
+          const sent = this.transport!.sendTo(peer).then((link) => link.send(header, body));
           sent.catch((e: Error) => this.fail(peer, e.message));
           state.sends.push(sent);
         },
@@ -275,7 +276,10 @@ export class ProcessGroup {
     // A peer running ahead: keep the frame until this rank reaches that op.
     const body = Buffer.allocUnsafe(header.length);
     return {
-      piece: (bytes, offset) => body.set(bytes, offset),
+      target: (offset, max) => body.subarray(offset, offset + max),
+      piece: (bytes, offset) => {
+        if (bytes.buffer !== body.buffer || bytes.byteOffset !== body.byteOffset + offset) body.set(bytes, offset);
+      },
       end: () => {
         const frame = { peer, header, body };
         const state = this.current;

@@ -87,6 +87,12 @@ export function isHostBuffer(data: Float32Array): boolean {
   return kernelsOf.has(data.buffer);
 }
 
+/** The SIMD scratch next to a host buffer (sockets read into it; reductions then skip a copy). */
+export function scratchFor(data: Float32Array): Uint8Array | null {
+  const kernels = kernelsOf.get(data.buffer);
+  return kernels ? kernels.bytes.subarray(kernels.scratch, kernels.scratch + SCRATCH_BYTES) : null;
+}
+
 /** dst[i] = dst[i] (op) src[i] for src given as raw bytes (any alignment); 'avg' sums. */
 export function reduceBytesInto(dst: Float32Array, src: Uint8Array, op: ReduceOp, scratch: () => Float32Array): void {
   const kernels = kernelsOf.get(dst.buffer);
@@ -97,6 +103,13 @@ export function reduceBytesInto(dst: Float32Array, src: Uint8Array, op: ReduceOp
     return;
   }
   const run = op === 'max' ? kernels.max : kernels.sum;
+  if (src.buffer === kernels.bytes.buffer && src.byteOffset === kernels.scratch) {
+    // Already in the scratch (read there by the socket).
+    const whole = count & ~3;
+    run(dst.byteOffset, kernels.scratch, whole);
+    if (whole < count) reduceInto(dst.subarray(whole, count), new Float32Array(kernels.bytes.buffer, kernels.scratch + whole * 4, count - whole), op);
+    return;
+  }
   for (let done = 0; done < count; done += SCRATCH_BYTES / 4) {
     const n = Math.min(SCRATCH_BYTES / 4, count - done);
     kernels.bytes.set(src.subarray(done * 4, (done + n) * 4), kernels.scratch);

@@ -1,20 +1,18 @@
 /**
  * Authenticated, framed TCP connections between ranks. Each rank listens on one port (chosen by
- * the OS unless given) and publishes its address through the store; for each pair the lower rank
- * dials. The transport knows nothing of reductions: it hands every frame's header to a router and
- * streams the body to the sink the router returns. Any broken connection is reported once.
+ * the OS unless given) and publishes its address through the store. A rank dials every peer it
+ * receives from and reads that socket with `onread`, into the places the receiving op names (the
+ * destination itself for copies, the SIMD scratch for reductions): received bytes are never copied
+ * again. It sends on the connections its peers dialed. The transport knows nothing of reductions:
+ * it hands every frame's header to a router and reads the body where the router's sink says.
  */
 import net from 'node:net';
-import { acceptHandshake, connectAndAuthenticate } from './auth.js';
+import { acceptHandshake, connectAndAuthenticate, HandshakeReader } from './auth.js';
 import { TransportError } from './errors.js';
-import { encodeHeader, FrameParser, type FrameHeader } from './frame.js';
+import { encodeHeader, FrameReader, type BodySink, type FrameHeader } from './frame.js';
 import { listen, type StoreClient } from './store.js';
 
-/** Where a frame's body goes. */
-export interface FrameSink {
-  piece(bytes: Uint8Array, offset: number): void;
-  end(): void;
-}
+export type FrameSink = BodySink;
 
 export interface FrameRouter {
   /** Called for each header; throw to reject the frame (the transport then fails that peer). */
@@ -39,40 +37,74 @@ export interface TransportOptions {
 
 export const peerAddressKey = (rank: number) => `webtron/peer/${rank}`;
 
-export class PeerConnection {
-  private readonly parser: FrameParser;
-  private sink: FrameSink | null = null;
+/** A connection this rank dialed to `peer` to receive its frames; read with `onread`. */
+class ReceiveLink {
+  readonly socket: net.Socket;
+  private readonly handshake: HandshakeReader;
+  private readonly handshakeBuffer = new Uint8Array(1 << 12);
+  private frames: FrameReader | null = null;
+  private lastTarget: Uint8Array | null = null;
 
   constructor(
     readonly peer: number,
-    readonly socket: net.Socket,
-    leftover: Buffer,
+    host: string,
+    port: number,
     private readonly transport: Transport,
   ) {
-    this.parser = new FrameParser(
-      (header) => {
-        this.sink = transport.router.route(peer, header);
-      },
-      (_header, piece, offset) => this.sink!.piece(piece, offset),
-      () => {
-        const sink = this.sink!;
-        this.sink = null;
-        sink.end();
-      },
-    );
-    socket.on('data', (chunk: Buffer) => this.receive(chunk));
-    socket.on('close', () => transport.peerFailed(peer, 'connection closed by peer or network', false));
-    socket.on('error', (error) => transport.peerFailed(peer, `socket error: ${error.message}`, false));
-    if (leftover.byteLength > 0) this.receive(leftover);
+    this.socket = net.connect({
+      host,
+      port,
+      onread: { buffer: () => this.target(), callback: (n: number) => this.received(n) },
+    });
+    this.handshake = new HandshakeReader(this.socket, true);
   }
 
-  private receive(chunk: Uint8Array): void {
+  private target(): Uint8Array {
+    this.lastTarget = this.frames ? this.frames.target() : this.handshakeBuffer;
+    return this.lastTarget;
+  }
+
+  private received(n: number): boolean {
     try {
-      this.parser.push(chunk);
+      // Node asks for the next buffer right after each read, so a read may still land in the
+      // handshake buffer after the handshake: judge by where the bytes went, not by the state now.
+      const landed = this.lastTarget!;
+      if (landed !== this.handshakeBuffer) this.frames!.advance(n);
+      else if (this.frames) this.frames.push(landed.subarray(0, n));
+      else this.handshake.push(landed.subarray(0, n));
     } catch (error) {
       this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
       this.socket.destroy();
     }
+    return true;
+  }
+
+  async open(hello: Record<string, unknown>, token: string, timeoutMs: number): Promise<void> {
+    const leftover = await connectAndAuthenticate(this.socket, token, { kind: 'peer', ...hello }, timeoutMs, this.handshake);
+    this.frames = new FrameReader((header) => this.transport.router.route(this.peer, header));
+    this.socket.on('close', () => this.transport.peerFailed(this.peer, 'connection closed by peer or network', false));
+    this.socket.on('error', (error) => this.transport.peerFailed(this.peer, `socket error: ${error.message}`, false));
+    try {
+      this.frames.push(leftover);
+    } catch (error) {
+      this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
+    }
+  }
+}
+
+/** A connection `peer` dialed to this rank; this rank only sends frames on it. */
+export class SendLink {
+  constructor(
+    readonly peer: number,
+    readonly socket: net.Socket,
+    transport: Transport,
+  ) {
+    socket.on('data', () => {
+      transport.peerFailed(peer, `rank ${peer} sent data on a connection it only receives on`, true);
+      socket.destroy();
+    });
+    socket.on('close', () => transport.peerFailed(peer, 'connection closed by peer or network', false));
+    socket.on('error', (error) => transport.peerFailed(peer, `socket error: ${error.message}`, false));
   }
 
   /** Send one frame; resolves once Node has handed the bytes to the kernel (the body may then change). */
@@ -98,8 +130,9 @@ export class Transport {
     },
     failed: () => undefined,
   };
-  private readonly connections = new Map<number, Promise<PeerConnection>>();
-  private readonly awaitingDial = new Map<number, { resolve: (c: PeerConnection) => void; reject: (e: Error) => void }>();
+  private readonly receiveLinks = new Map<number, Promise<ReceiveLink>>();
+  private readonly sendLinks = new Map<number, Promise<SendLink>>();
+  private readonly awaitingDial = new Map<number, { resolve: (link: SendLink) => void; reject: (e: Error) => void }>();
   private readonly sockets = new Set<net.Socket>();
   private readonly failedPeers = new Set<number>();
   private closed = false;
@@ -150,15 +183,16 @@ export class Transport {
           throw new TransportError(`expected a peer hello, got ${JSON.stringify(hello)}`);
         }
         if (hello.worldSize !== worldSize) throw new TransportError(`rank ${peer} thinks the world size is ${String(hello.worldSize)}, this rank ${worldSize}`);
-        if (peer < 0 || peer >= rank) throw new TransportError(`rank ${peer} may not dial rank ${rank} (the lower rank dials)`);
+        if (peer < 0 || peer >= worldSize || peer === rank) throw new TransportError(`rank ${peer} is not another rank of this world of ${worldSize}`);
+        if (leftover.byteLength > 0) throw new TransportError(`rank ${peer} sent data before this rank sent any`);
         const waiting = this.awaitingDial.get(peer);
-        if (this.connections.has(peer) && !waiting) throw new TransportError(`rank ${peer} is already connected`);
-        const connection = new PeerConnection(peer, socket, leftover, this);
+        if (this.sendLinks.has(peer) && !waiting) throw new TransportError(`rank ${peer} is already connected`);
+        const link = new SendLink(peer, socket, this);
         if (waiting) {
           this.awaitingDial.delete(peer);
-          waiting.resolve(connection);
+          waiting.resolve(link);
         } else {
-          this.connections.set(peer, Promise.resolve(connection));
+          this.sendLinks.set(peer, Promise.resolve(link));
         }
       })
       .catch((error: Error) => {
@@ -167,28 +201,37 @@ export class Transport {
       });
   }
 
-  /** The connection to `peer`, made on first use. */
-  peer(peer: number): Promise<PeerConnection> {
-    if (this.closed) return Promise.reject(new TransportError(`transport of rank ${this.rank} is closed`, peer));
-    let connection = this.connections.get(peer);
-    if (!connection) {
-      connection = peer > this.rank ? this.dial(peer) : new Promise((resolve, reject) => this.awaitingDial.set(peer, { resolve, reject }));
-      connection.catch(() => undefined); // failures surface through the op that asked
-      this.connections.set(peer, connection);
-    }
-    return connection;
+  /** The link this rank receives `peer`'s frames on: dialed on first use. */
+  receiveFrom(peer: number): Promise<unknown> {
+    return this.link(this.receiveLinks, peer, () => this.dial(peer));
   }
 
-  private async dial(peer: number): Promise<PeerConnection> {
+  /** The link this rank sends to `peer` on: `peer` dials it when it first expects our frames. */
+  sendTo(peer: number): Promise<SendLink> {
+    return this.link(this.sendLinks, peer, () => new Promise((resolve, reject) => this.awaitingDial.set(peer, { resolve, reject })));
+  }
+
+  private link<T>(links: Map<number, Promise<T>>, peer: number, make: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new TransportError(`transport of rank ${this.rank} is closed`, peer));
+    let link = links.get(peer);
+    if (!link) {
+      link = make();
+      link.catch(() => undefined); // failures surface through the op that asked
+      links.set(peer, link);
+    }
+    return link;
+  }
+
+  private async dial(peer: number): Promise<ReceiveLink> {
     const { store, token, connectTimeoutMs, rank, worldSize } = this.options;
     const address = JSON.parse((await store.get(peerAddressKey(peer), connectTimeoutMs)).toString('utf8')) as { host: string; port: number };
-    const socket = net.connect({ host: address.host, port: address.port });
-    this.track(socket);
+    const link = new ReceiveLink(peer, address.host, address.port, this);
+    this.track(link.socket);
     try {
-      const leftover = await connectAndAuthenticate(socket, token, { kind: 'peer', rank, worldSize }, connectTimeoutMs);
-      return new PeerConnection(peer, socket, leftover, this);
+      await link.open({ rank, worldSize }, token, connectTimeoutMs);
+      return link;
     } catch (error) {
-      socket.destroy();
+      link.socket.destroy();
       throw new TransportError(`cannot connect to rank ${peer} at ${address.host}:${address.port}: ${(error as Error).message}`, peer);
     }
   }
@@ -197,7 +240,9 @@ export class Transport {
   peerFailed(peer: number, reason: string, fatal: boolean): void {
     if (this.failedPeers.has(peer) || this.closed) return;
     this.failedPeers.add(peer);
-    void this.connections.get(peer)?.then((c) => c.socket.destroy(), () => undefined);
+    for (const links of [this.receiveLinks, this.sendLinks] as Map<number, Promise<{ socket: net.Socket }>>[]) {
+      void links.get(peer)?.then((l) => l.socket.destroy(), () => undefined);
+    }
     this.awaitingDial.get(peer)?.reject(new TransportError(reason, peer));
     this.router.failed(peer, reason, fatal);
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeHeader, encodeHeader, FrameParser, HEADER_BYTES, type FrameHeader } from '../../src/collectives/frame.js';
+import { decodeHeader, encodeHeader, FrameReader, HEADER_BYTES, type FrameHeader } from '../../src/collectives/frame.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, reduceInto } from '../../src/collectives/reduce.js';
 import { allGatherStep, barrierRounds, chunkRange, reduceScatterStep, segments } from '../../src/collectives/ring.js';
 
@@ -16,24 +16,50 @@ describe('frames', () => {
     expect(() => decodeHeader(version)).toThrow(/frame version 9, this webtron speaks 1/);
   });
 
-  it('the parser streams bodies in pieces across arbitrary chunk boundaries', () => {
+  it('the reader takes frames split at every byte (push)', () => {
     const body = Uint8Array.from({ length: 10 }, (_, i) => i + 1);
     const second: FrameHeader = { ...header, chunk: 4, length: 0 };
     const wire = Buffer.concat([encodeHeader(header), body, encodeHeader(second)]);
     for (let cut = 1; cut < wire.byteLength; cut++) {
       const got: number[] = [];
       const ends: number[] = [];
-      const parser = new FrameParser(
-        () => undefined,
-        (h, piece, offset) => piece.forEach((b, i) => (got[offset + i] = b)),
-        (h) => ends.push(h.chunk),
-      );
-      parser.push(wire.subarray(0, cut));
-      parser.push(wire.subarray(cut));
+      const reader = new FrameReader((h) => ({
+        piece: (piece, offset) => piece.forEach((b, i) => (got[offset + i] = b)),
+        end: () => ends.push(h.chunk),
+      }));
+      reader.push(wire.subarray(0, cut));
+      reader.push(wire.subarray(cut));
       expect(got).toEqual([...body]);
       expect(ends).toEqual([3, 4]);
     }
     expect(HEADER_BYTES).toBe(24);
+  });
+
+  it('socket-style reads land in the sink\'s own memory and never cross a frame boundary', () => {
+    // Three frames; the middle one goes to a sink that names its target (read in place).
+    const bodies = [Uint8Array.from({ length: 1000 }, (_, i) => i % 251), Uint8Array.from({ length: 3000 }, (_, i) => (i * 7) % 253), new Uint8Array([9, 9, 9])];
+    const wire = Buffer.concat(bodies.flatMap((b, chunk) => [encodeHeader({ ...header, chunk, length: b.byteLength }), b]));
+    const inPlace = new Uint8Array(3000);
+    const copied: number[][] = [[], [], []];
+    let seed = 7;
+    let pos = 0;
+    const reader = new FrameReader((h) =>
+      h.chunk === 1
+        ? { target: (offset, max) => inPlace.subarray(offset, offset + max), piece: (bytes, offset) => expect(bytes.byteOffset).toBe(offset), end: () => undefined }
+        : { piece: (bytes, offset) => bytes.forEach((b, i) => (copied[h.chunk]![offset + i] = b)), end: () => undefined },
+      64,
+    );
+    while (pos < wire.byteLength) {
+      const target = reader.target();
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      const n = Math.min(target.byteLength, wire.byteLength - pos, 1 + (seed % 700)); // a short read
+      target.set(wire.subarray(pos, pos + n));
+      pos += n;
+      reader.advance(n);
+    }
+    expect(Array.from(inPlace)).toEqual(Array.from(bodies[1]!));
+    expect(copied[0]).toEqual(Array.from(bodies[0]!));
+    expect(copied[2]).toEqual([9, 9, 9]);
   });
 });
 
