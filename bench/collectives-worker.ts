@@ -26,7 +26,7 @@ async function ring(config: { sizes: number[]; ops: string[]; wireMin: number })
   const d = await initProcessGroup({ timeoutMs: 300_000 });
   const { group, store } = d;
   const { rank, worldSize: n } = d.info;
-  const wire = rank <= 1 ? await wireSocket(rank, store!) : null;
+  const wires = rank <= 1 ? { plain: await wireBetween(rank, store!, 'plain'), inplace: await wireBetween(rank, store!, 'inplace') } : null;
   for (const bytes of config.sizes) {
     const elements = Math.max(n, Math.floor(bytes / 4 / n) * n);
     // Host buffers as DDP allocates them: in WASM memory, where reductions run as SIMD.
@@ -43,36 +43,71 @@ async function ring(config: { sizes: number[]; ops: string[]; wireMin: number })
         else await group.allGather(data);
         record(op, i, performance.now() - t0);
       }
-      if (wire && bytes >= config.wireMin) {
-        for (const mode of ['oneway', 'exchange'] as const) {
-          await group.barrier();
-          record(`p2p_${mode}`, i, await p2pRound(wire.socket, wire.counter, wire.expected, elements * 4, mode, rank === 0));
+      if (wires && bytes >= config.wireMin) {
+        for (const [kind, wire] of Object.entries(wires)) {
+          for (const mode of ['oneway', 'exchange'] as const) {
+            await group.barrier();
+            const ms = await p2pRound(wire, elements * 4, mode, rank === 0);
+            record(kind === 'plain' ? `p2p_${mode}` : `p2p_${mode}_inplace`, i, ms);
+          }
         }
       }
     }
     if (rank === 0) for (const [op, ms] of samples) say({ op, bytes: elements * 4, ms: median(ms) });
   }
   await group.barrier();
-  wire?.socket.end();
+  if (wires) for (const wire of Object.values(wires)) wire.close();
   await d.close();
 }
 
-/** Ranks 0 and 1: a plain socket between them, with large writes and no framing. */
-async function wireSocket(rank: number, store: StoreClient): Promise<{ socket: net.Socket; counter: ByteCounter; expected: { total: number } }> {
-  let socket: net.Socket;
-  if (rank === 1) {
+interface Wire {
+  /** Where this rank writes. */
+  send: net.Socket;
+  /** What this rank has received in all. */
+  counter: ByteCounter;
+  expected: { total: number };
+  close(): void;
+}
+
+/**
+ * Ranks 0 and 1: plain sockets between them, large writes, no framing. 'plain': one socket, read
+ * with Node's default 'data' events (the issue's baseline). 'inplace': each side dials the other
+ * and reads with onread into one reused buffer, the cheapest way Node can receive.
+ */
+async function wireBetween(rank: number, store: StoreClient, kind: 'plain' | 'inplace'): Promise<Wire> {
+  const listenOnce = async (key: string) => {
     const server = net.createServer();
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    await store.set('bench/wire-port', String((server.address() as net.AddressInfo).port));
-    socket = await new Promise<net.Socket>((r) => server.once('connection', r));
+    await store.set(key, String((server.address() as net.AddressInfo).port));
+    const socket = await new Promise<net.Socket>((r) => server.once('connection', r));
     server.close();
-  } else {
-    const port = Number((await store.get('bench/wire-port')).toString());
-    socket = net.connect({ host: '127.0.0.1', port });
-    await new Promise((r) => socket.once('connect', r));
+    return socket;
+  };
+  const portOf = async (key: string) => Number((await store.get(key)).toString());
+  if (kind === 'plain') {
+    let socket: net.Socket;
+    if (rank === 1) socket = await listenOnce('bench/wire-plain');
+    else {
+      socket = net.connect({ host: '127.0.0.1', port: await portOf('bench/wire-plain') });
+      await new Promise((r) => socket.once('connect', r));
+    }
+    socket.setNoDelay(true);
+    const counter = new ByteCounter();
+    socket.on('data', (chunk: Buffer) => counter.count(chunk.byteLength));
+    return { send: socket, counter, expected: { total: 0 }, close: () => socket.end() };
   }
-  socket.setNoDelay(true);
-  return { socket, counter: new ByteCounter(socket), expected: { total: 0 } };
+  const counter = new ByteCounter();
+  const accepted = listenOnce(`bench/wire-inplace/${rank}`);
+  const readBuffer = Buffer.alloc(4 << 20);
+  const dialed = net.connect({
+    host: '127.0.0.1',
+    port: await portOf(`bench/wire-inplace/${1 - rank}`),
+    onread: { buffer: readBuffer, callback: (n: number) => (counter.count(n), true) },
+  });
+  await new Promise((r) => dialed.once('connect', r));
+  const send = await accepted;
+  send.setNoDelay(true);
+  return { send, counter, expected: { total: 0 }, close: () => (send.end(), dialed.end()) };
 }
 
 /** Stream `bytes` over `socket` with large writes, honouring backpressure. */
@@ -91,15 +126,9 @@ class ByteCounter {
   private got = 0;
   private waiters: { total: number; resolve: () => void }[] = [];
 
-  constructor(socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.got += chunk.byteLength;
-      this.waiters = this.waiters.filter((w) => (this.got >= w.total ? (w.resolve(), false) : true));
-    });
-  }
-
-  get total(): number {
-    return this.got;
+  count(n: number): void {
+    this.got += n;
+    this.waiters = this.waiters.filter((w) => (this.got >= w.total ? (w.resolve(), false) : true));
   }
 
   until(total: number): Promise<void> {
@@ -111,7 +140,8 @@ class ByteCounter {
  * One timed transfer: 'oneway' (dialer sends, listener receives and acks with one byte) or
  * 'exchange' (both send at once). Byte totals are cumulative over rounds.
  */
-async function p2pRound(socket: net.Socket, counter: ByteCounter, expected: { total: number }, bytes: number, mode: string, sender: boolean): Promise<number> {
+async function p2pRound(wire: Wire, bytes: number, mode: string, sender: boolean): Promise<number> {
+  const { send: socket, counter, expected } = wire;
   // Line up: each side sends one byte and waits for the other's.
   socket.write(Buffer.from([1]));
   expected.total += 1;

@@ -78,6 +78,7 @@ export const collectivesBench: Bench = {
       const ms = l.ms as number;
       const op = l.op as string;
       if (op.startsWith('p2p_')) {
+        // One-way: bytes moved one way. Exchange: bytes moved each way (GB/s per direction).
         rows.push({ bench: 'collectives', op, world: 2, bytes, ms, gbps: bytes / ms / 1e6 });
         continue;
       }

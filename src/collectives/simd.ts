@@ -6,7 +6,8 @@
  */
 import { reduceInto, type ReduceOp } from './reduce.js';
 
-const SCRATCH_BYTES = 1 << 16;
+// One pipelining segment: the socket reads a whole segment into it at once.
+const SCRATCH_BYTES = 1 << 20;
 const PAGE = 1 << 16;
 
 // ---- a tiny assembler for the one module we need -------------------------------------------------
