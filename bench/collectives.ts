@@ -19,8 +19,8 @@ interface Spawned {
   onLine: (fn: (line: Record<string, unknown>) => void) => void;
 }
 
-function run(args: string[], env: Record<string, string> = {}): Spawned {
-  const child = spawn(process.execPath, [WORKER, ...args.slice(1)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+function run(config: Record<string, unknown>, env: Record<string, string>): Spawned {
+  const child = spawn(process.execPath, [WORKER, JSON.stringify(config)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines: Record<string, unknown>[] = [];
   const listeners: ((line: Record<string, unknown>) => void)[] = [];
   let buffer = '';
@@ -35,7 +35,7 @@ function run(args: string[], env: Record<string, string> = {}): Spawned {
     }
   });
   const done = new Promise<void>((resolve, reject) =>
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`collectives worker ${args[0]} exited with ${code}`)))),
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`collectives worker (rank ${env.RANK}) exited with ${code}`)))),
   );
   return { lines, done, onLine: (fn) => listeners.push(fn) };
 }
@@ -63,7 +63,7 @@ export const collectivesBench: Bench = {
     const port = String(20000 + Math.floor(Math.random() * 20000));
     const token = Math.random().toString(36).slice(2);
     const ranks = Array.from({ length: world }, (_, rank) =>
-      run(['ring', JSON.stringify({ sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 })], {
+      run({ sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 }, {
         RANK: String(rank),
         WORLD_SIZE: String(world),
         MASTER_ADDR: '127.0.0.1',
