@@ -32,15 +32,19 @@ export class Transfers {
     }
   }
 
-  /** Copy `size` bytes of `buffer` from `offset` back to the host (defaults: the whole buffer). */
-  async readback(buffer: DeviceBuffer, offset = 0, size = buffer.size - offset): Promise<Uint8Array> {
+  /**
+   * Copy `size` bytes of `buffer` from `offset` back to the host (defaults: the whole buffer), into
+   * `into` when given (it must hold `size` bytes), else into a new array.
+   */
+  async readback(buffer: DeviceBuffer, offset = 0, size = buffer.size - offset, into?: Uint8Array): Promise<Uint8Array> {
     if (offset % 4 !== 0 || size % 4 !== 0) {
       throw new GpuError(`readback of '${buffer.label}': offset ${offset} and size ${size} must be multiples of 4`);
     }
     if (offset + size > buffer.size) {
       throw new GpuError(`readback of '${buffer.label}': ${size} B at offset ${offset} overflows its ${buffer.size} B`);
     }
-    const out = new Uint8Array(size);
+    if (into && into.byteLength < size) throw new GpuError(`readback of '${buffer.label}': ${size} B do not fit the ${into.byteLength} B given`);
+    const out = into ?? new Uint8Array(size);
     if (size === 0) {
       await this.ctx.sync();
       return out;

@@ -1,0 +1,163 @@
+/**
+ * DistributedDataParallel: the model's params and grads in contiguous GPU buffers (one per dtype
+ * pair, laid out by `computeLayout`), grads accumulated across micro-batches, and per-bucket grad
+ * sync over the process group, averaged over the d data-parallel ranks:
+ *
+ * - without the distributed optimizer: all-reduce of whole buckets;
+ * - with it: reduce-scatter, and only this rank's shard of each bucket comes back to the GPU.
+ *
+ * With `overlapGradReduce`, a bucket's sync starts as soon as its last param registers its grad as
+ * ready (`registerGradReady`, last micro-batch only); otherwise every bucket syncs in
+ * `finishGradSync`. Syncs are issued in the same order on every rank (bucket readiness follows the
+ * backward pass, which is the same everywhere), one after another.
+ */
+import type { ProcessGroup } from '../collectives/process-group.js';
+import { hostFloat32 } from '../collectives/simd.js';
+import type { GpuContext } from '../gpu/context.js';
+import { ParamAndGradBuffer, type BufferView } from './buffers.js';
+import type { BucketLayout, ModelLayout } from './layout.js';
+
+export interface DdpOptions {
+  overlapGradReduce?: boolean;
+}
+
+interface BucketState {
+  buffer: ParamAndGradBuffer;
+  layout: BucketLayout;
+  /** Host staging in WASM memory, where the reductions run as SIMD. */
+  host: Float32Array;
+  /** Params whose grads are not yet registered ready (overlap mode). */
+  pending: Set<string>;
+  sync: Promise<void> | null;
+}
+
+export class DdpError extends Error {
+  override name = 'DdpError';
+}
+
+export class DistributedDataParallel {
+  readonly buffers: ParamAndGradBuffer[];
+  readonly overlapGradReduce: boolean;
+  private readonly buckets: BucketState[];
+  private readonly bucketOf = new Map<string, BucketState>();
+  /** Serializes bucket syncs so that every rank issues its collectives in the same order. */
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly ctx: GpuContext,
+    private readonly group: ProcessGroup,
+    readonly layout: ModelLayout,
+    options: DdpOptions = {},
+  ) {
+    if (layout.dataParallelSize !== group.worldSize) {
+      throw new DdpError(`the layout is for ${layout.dataParallelSize} data-parallel ranks but the process group has ${group.worldSize}`);
+    }
+    for (const b of layout.buffers) {
+      if (b.paramDtype !== 'float32' || b.gradDtype !== 'float32') {
+        throw new DdpError(`params ${b.paramDtype} with grads ${b.gradDtype}: this DistributedDataParallel handles float32 params and grads so far`);
+      }
+    }
+    this.overlapGradReduce = options.overlapGradReduce ?? false;
+    this.buffers = layout.buffers.map((b, i) => new ParamAndGradBuffer(ctx, b, i));
+    this.buckets = this.buffers.flatMap((buffer) =>
+      buffer.layout.buckets.map((bucket) => ({
+        buffer,
+        layout: bucket,
+        host: hostFloat32(bucket.end - bucket.start),
+        pending: new Set(bucket.params),
+        sync: null,
+      })),
+    );
+    for (const b of this.buckets) for (const name of b.layout.params) this.bucketOf.set(name, b);
+  }
+
+  private bufferOf(name: string): ParamAndGradBuffer {
+    const b = this.bucketOf.get(name);
+    if (!b) throw new DdpError(`no param named '${name}' in this model`);
+    return b.buffer;
+  }
+
+  paramView(name: string): BufferView {
+    return this.bufferOf(name).paramView(name);
+  }
+
+  gradView(name: string): BufferView {
+    return this.bufferOf(name).gradView(name);
+  }
+
+  get bucketCount(): number {
+    return this.buckets.length;
+  }
+
+  /** Zero every grad buffer and forget readiness: the start of a new global batch. */
+  zeroGradBuffer(): void {
+    const encoder = this.ctx.device.createCommandEncoder({ label: 'ddp.zeroGradBuffer' });
+    for (const b of this.buffers) b.zeroGrads(encoder);
+    this.ctx.submit([encoder.finish()]);
+    for (const b of this.buckets) {
+      b.pending = new Set(b.layout.params);
+      b.sync = null;
+    }
+  }
+
+  /** Make every rank's params equal rank 0's (before the first step). */
+  async broadcastParams(): Promise<void> {
+    for (const b of this.buckets) {
+      const range = b.buffer.paramBytes(b.layout);
+      const bytes = new Uint8Array(b.host.buffer, b.host.byteOffset, range.size);
+      await this.ctx.transfers.readback(b.buffer.params, range.offset, range.size, bytes);
+      await this.group.broadcast(b.host, 0);
+      this.ctx.transfers.upload(b.buffer.params, bytes, range.offset);
+    }
+    await this.ctx.sync();
+  }
+
+  /**
+   * The grad of `name` is final for this batch (call on the last micro-batch only). With overlap,
+   * the bucket's sync starts once all its params are ready.
+   */
+  registerGradReady(name: string): void {
+    const b = this.bucketOf.get(name);
+    if (!b) throw new DdpError(`registerGradReady: no param named '${name}' in this model`);
+    if (!this.overlapGradReduce) return;
+    b.pending.delete(name);
+    if (b.pending.size === 0 && b.sync === null) this.startBucketSync(b);
+  }
+
+  /** Sync every bucket not yet started and wait for all of them. */
+  async finishGradSync(): Promise<void> {
+    for (const b of this.buckets) {
+      if (b.sync !== null) continue;
+      if (this.overlapGradReduce && b.pending.size > 0) {
+        const names = [...b.pending].map((n) => `'${n}'`).join(', ');
+        throw new DdpError(`bucket ${b.layout.index} of buffer ${b.buffer.index} cannot sync: param(s) ${names} never received a grad (registerGradReady) in this batch`);
+      }
+      this.startBucketSync(b);
+    }
+    await Promise.all(this.buckets.map((b) => b.sync));
+    await this.ctx.sync();
+  }
+
+  private startBucketSync(b: BucketState): void {
+    b.sync = this.chain.then(() => this.syncBucket(b));
+    this.chain = b.sync.catch(() => undefined);
+  }
+
+  private async syncBucket(b: BucketState): Promise<void> {
+    const range = b.buffer.gradBytes(b.layout);
+    const bytes = new Uint8Array(b.host.buffer, b.host.byteOffset, range.size);
+    await this.ctx.transfers.readback(b.buffer.grads, range.offset, range.size, bytes);
+    if (this.layout.distributedOptimizer) {
+      const shard = await this.group.reduceScatter(b.host, 'avg');
+      const start = b.layout.start + this.group.rank * shard.length;
+      this.ctx.transfers.upload(b.buffer.grads, shard, start * 4);
+    } else {
+      await this.group.allReduce(b.host, 'avg');
+      this.ctx.transfers.upload(b.buffer.grads, bytes, range.offset);
+    }
+  }
+
+  destroy(): void {
+    for (const b of this.buffers) b.destroy();
+  }
+}

@@ -1,0 +1,51 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { lcm } from '../../src/ddp/layout.js';
+import { freePort } from '../helpers/job.js';
+
+const WORKER = fileURLToPath(new URL('../../dist/test/workers/ddp-worker.js', import.meta.url));
+
+async function job(world: number, config: Record<string, unknown>): Promise<Record<string, unknown>[][]> {
+  const port = await freePort();
+  return Promise.all(
+    Array.from({ length: world }, (_, rank) => new Promise<Record<string, unknown>[]>((resolve) => {
+      const child = spawn(process.execPath, [WORKER, JSON.stringify(config)], {
+        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), WEBTRON_JOB_TOKEN: 'ddp-test', WEBTRON_TIMEOUT_MS: '20000' },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.on('exit', () => resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)));
+    })),
+  );
+}
+
+describe('DistributedDataParallel on real processes', () => {
+  it.each([
+    [1, true, true],
+    [2, true, true],
+    [3, true, false],
+    [3, false, true],
+    [2, false, false],
+  ])('world %i, distributed optimizer %s, overlap %s: params broadcast, grads averaged', async (world, distributed, overlap) => {
+    const ranks = await job(world, { distributed, overlap, bucketSize: 100 });
+    for (const [rank, lines] of ranks.entries()) {
+      const failed = lines.filter((l) => 'check' in l && l.ok !== true);
+      expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
+      expect(lines.filter((l) => 'check' in l)).toHaveLength(3);
+      expect(lines.at(-1)).toEqual({ done: true });
+    }
+    // Several buckets, and with the distributed optimizer each one splits into equal shards.
+    const buckets = (ranks[0]![0]!.layout as { buckets: [number, number][] }).buckets;
+    expect(buckets.length).toBeGreaterThan(2);
+    if (distributed) for (const [s, e] of buckets) expect((e - s) % lcm(world, 128)).toBe(0);
+  });
+
+  it('a param that never received a grad stops the sync with its name', async () => {
+    const ranks = await job(2, { distributed: true, overlap: true, bucketSize: 200, skipReady: 'b1' });
+    for (const lines of ranks) {
+      expect(lines.find((l) => l.check === 'finishGradSync')).toMatchObject({ ok: false, error: expect.stringMatching(/param\(s\) 'b1' never received a grad/) as unknown });
+    }
+  });
+});
