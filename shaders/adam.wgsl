@@ -1,6 +1,6 @@
 // Adam / AdamW step with torch.optim.Adam / AdamW semantics, fp32 params, grads and moments.
 //
-//   g  = maximize ? -grad : grad
+//   g  = (maximize ? -1 : 1) * clip_coefficient * grad
 //   Adam (L2):          g = g + weight_decay * p
 //   AdamW (decoupled):  p = p * (1 - lr * weight_decay)
 //   m  = beta1 * m + (1 - beta1) * g
@@ -29,7 +29,7 @@ struct AdamUniforms {
   eps: f32,
   weight_decay: f32,   // Adam's L2 coefficient (0 for AdamW)
   decay_factor: f32,   // AdamW's 1 - lr * weight_decay (1 for Adam)
-  grad_sign: f32,      // -1 when maximizing
+  grad_scale: f32,     // clipping coefficient, negated when maximizing
 }
 
 @group(0) @binding(0) var<uniform> u: AdamUniforms;
@@ -50,7 +50,7 @@ struct AdamState {
 
 // The update for four elements; the scalar tail runs it on one lane.
 fn adam_update(p0: vec4<f32>, grad: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>) -> AdamState {
-  let g = u.grad_sign * grad + u.weight_decay * p0;
+  let g = u.grad_scale * grad + u.weight_decay * p0;
   let p = p0 * u.decay_factor;
   let m = u.beta1 * m0 + u.one_minus_beta1 * g;
   let v = u.beta2 * v0 + u.one_minus_beta2 * g * g;

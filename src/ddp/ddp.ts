@@ -85,6 +85,16 @@ export class DistributedDataParallel {
     return this.bufferOf(name).gradView(name);
   }
 
+  /**
+   * The host staging of bucket `bucket` of buffer `buffer` (WASM memory). Free between grad syncs:
+   * the distributed optimizer gathers params through it.
+   */
+  hostBucket(buffer: number, bucket: number): Float32Array {
+    const b = this.buckets.find((x) => x.buffer.index === buffer && x.layout.index === bucket);
+    if (!b) throw new DdpError(`no bucket ${bucket} in buffer ${buffer}`);
+    return b.host;
+  }
+
   get bucketCount(): number {
     return this.buckets.length;
   }

@@ -73,7 +73,10 @@ export function adamStepScalars(h: AdamHyperParams, step: number): AdamStepScala
   };
 }
 
-/** One Adam step on host arrays, in float32 like the kernel. Updates param, expAvg, expAvgSq in place. */
+/**
+ * One Adam step on host arrays, in float32 like the kernel. Updates param, expAvg, expAvgSq in place.
+ * Grads are multiplied by `gradScale` first (a clipping coefficient).
+ */
 export function adamReferenceStep(
   h: AdamHyperParams,
   step: number,
@@ -81,11 +84,12 @@ export function adamReferenceStep(
   grad: Float32Array,
   expAvg: Float32Array,
   expAvgSq: Float32Array,
+  gradScale = 1,
 ): void {
   const f = Math.fround;
   const s = adamStepScalars(h, step);
   const [stepSize, bc2Sqrt, b1, omb1, b2, omb2, eps, l2, decay, sign] = [
-    s.stepSize, s.bc2Sqrt, s.beta1, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.eps, s.l2, s.decayFactor, s.gradSign,
+    s.stepSize, s.bc2Sqrt, s.beta1, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.eps, s.l2, s.decayFactor, f(gradScale) * s.gradSign,
   ].map(f) as number[] as [number, number, number, number, number, number, number, number, number, number];
   for (let i = 0; i < param.length; i++) {
     const p0 = param[i]!;

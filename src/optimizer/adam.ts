@@ -101,9 +101,9 @@ export class AdamKernel {
    * Queue this step's scalars and record the kernel into `encoder` as one compute pass. The scalars
    * are written to the queue now, so submit this encoder before encoding the next step.
    */
-  encode(encoder: GPUCommandEncoder, hyper: AdamHyperParams, step: number, timestampWrites?: GPUComputePassTimestampWrites): void {
+  encode(encoder: GPUCommandEncoder, hyper: AdamHyperParams, step: number, timestampWrites?: GPUComputePassTimestampWrites, gradScale = 1): void {
     checkHyperParams(hyper);
-    this.writeUniforms(hyper, step);
+    this.writeUniforms(hyper, step, gradScale);
     const pass = encoder.beginComputePass(timestampWrites ? { label: 'adam', timestampWrites } : { label: 'adam' });
     this.windows.forEach((window, w) => {
       const group = this.vec4Groups[w];
@@ -116,14 +116,18 @@ export class AdamKernel {
     pass.end();
   }
 
-  /** Encode and submit one step. Call `ctx.sync()` (or read back) to wait and surface errors. */
-  step(hyper: AdamHyperParams, step: number): void {
+  /**
+   * Encode and submit one step; grads are multiplied by `gradScale` first (the grad-norm clipping
+   * coefficient, as torch's clip_grad_norm_ scales grads in place before the step). Call
+   * `ctx.sync()` (or read back) to wait and surface errors.
+   */
+  step(hyper: AdamHyperParams, step: number, gradScale = 1): void {
     const encoder = this.ctx.device.createCommandEncoder({ label: 'adam.step' });
-    this.encode(encoder, hyper, step);
+    this.encode(encoder, hyper, step, undefined, gradScale);
     this.ctx.submit([encoder.finish()]);
   }
 
-  private writeUniforms(hyper: AdamHyperParams, step: number): void {
+  private writeUniforms(hyper: AdamHyperParams, step: number, gradScale: number): void {
     const s = adamStepScalars(hyper, step);
     const data = new ArrayBuffer(this.slotBytes * this.windows.length);
     this.windows.forEach((window, w) => {
@@ -133,7 +137,7 @@ export class AdamKernel {
       u32[1] = window.count - (window.count % 4);
       u32[2] = window.count % 4;
       u32[3] = hyper.decoupled ? 1 : 0;
-      f32.set([s.stepSize, s.bc2Sqrt, s.beta1, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.eps, s.l2, s.decayFactor, s.gradSign], 4);
+      f32.set([s.stepSize, s.bc2Sqrt, s.beta1, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.eps, s.l2, s.decayFactor, Math.fround(gradScale) * s.gradSign], 4);
     });
     this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
   }

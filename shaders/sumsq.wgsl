@@ -1,0 +1,38 @@
+// Sum of squares of a float32 range, for the global grad norm. Each workgroup folds a grid-stride
+// slice into one partial sum; the host adds the partials in float64.
+
+override WG: u32 = 256;
+
+struct SumSqUniforms {
+  n: u32,
+}
+
+@group(0) @binding(0) var<uniform> u: SumSqUniforms;
+@group(0) @binding(1) var<storage, read> values: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partials: array<f32>;
+
+var<workgroup> acc: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn sumsq(@builtin(workgroup_id) wid: vec3<u32>,
+         @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let w = wid.x + wid.y * nwg.x;
+  let stride = nwg.x * nwg.y * WG;
+  var s = 0.0;
+  for (var i = w * WG + lid; i < u.n; i += stride) {
+    let v = values[i];
+    s += v * v;
+  }
+  acc[lid] = s;
+  workgroupBarrier();
+  for (var half = WG / 2u; half > 0u; half /= 2u) {
+    if (lid < half) {
+      acc[lid] += acc[lid + half];
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    partials[w] = acc[0];
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * Adam over the DDP buffers, in two forms behind one interface so that the CLI flag only swaps them:
+ *
+ * - `DistributedOptimizer` (ZeRO-1, Megatron's --use-distributed-optimizer): after the grads are
+ *   reduce-scattered, each rank runs Adam on its own shard of every bucket only (moments for 1/d of
+ *   the model; with fp32 params the main params are the param buffer itself), then all-gathers the
+ *   updated params bucket by bucket.
+ * - `NonDistributedOptimizer`: grads all-reduced, Adam on the whole buffer on every rank, full moments.
+ *
+ * A step: global grad norm (sum of squares in WGSL over the grads this rank owns, one all-reduce of
+ * a scalar) → clip (coeff = max_norm / (norm + 1e-6) when below 1, folded into Adam's grad scale) →
+ * Adam → (distributed) param all-gather.
+ */
+import type { ProcessGroup } from '../collectives/process-group.js';
+import type { DistributedDataParallel } from '../ddp/ddp.js';
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { AdamKernel } from './adam.js';
+import { checkHyperParams, type AdamHyperParams } from './adam-math.js';
+import { shardRanges } from './ranges.js';
+import { SumOfSquares } from './sumsq.js';
+
+export interface OptimizerConfig {
+  hyper: AdamHyperParams;
+  /** Clip the global grad norm to this value; 0 or absent: no clipping. */
+  clipGrad?: number;
+}
+
+export interface StepResult {
+  step: number;
+  gradNorm: number;
+  /** The factor grads were multiplied by (1 when not clipped). */
+  clipCoeff: number;
+}
+
+export interface Optimizer {
+  readonly distributed: boolean;
+  step(): Promise<StepResult>;
+  destroy(): void;
+}
+
+const STORAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+abstract class AdamOverBuffers implements Optimizer {
+  abstract readonly distributed: boolean;
+  protected steps = 0;
+  protected readonly owned: DeviceBuffer[] = [];
+  protected kernels: AdamKernel[] = [];
+  protected norm!: SumOfSquares;
+
+  constructor(
+    protected readonly ctx: GpuContext,
+    protected readonly group: ProcessGroup,
+    protected readonly ddp: DistributedDataParallel,
+    protected readonly config: OptimizerConfig,
+  ) {
+    checkHyperParams(config.hyper);
+    if (config.clipGrad !== undefined && !(config.clipGrad >= 0)) throw new RangeError(`--clip-grad must be >= 0, got ${config.clipGrad}`);
+  }
+
+  protected moments(label: string, elements: number): DeviceBuffer {
+    const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: STORAGE(), category: 'optimizer-state' });
+    this.ctx.device.queue.writeBuffer(buffer.gpu, 0, new Float32Array(Math.ceil(buffer.size / 4)));
+    this.owned.push(buffer);
+    return buffer;
+  }
+
+  /** Sum of squares of the grads this rank owns, added over the ranks that share the work. */
+  protected abstract globalSumOfSquares(local: number): Promise<number>;
+
+  /** After Adam: make every rank's params whole again. */
+  protected abstract afterUpdate(): Promise<void>;
+
+  async step(): Promise<StepResult> {
+    this.steps += 1;
+    const gradNorm = Math.sqrt(await this.globalSumOfSquares(await this.norm.run()));
+    const clip = this.config.clipGrad ?? 0;
+    const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
+    for (const kernel of this.kernels) kernel.step(this.config.hyper, this.steps, clipCoeff);
+    await this.afterUpdate();
+    await this.ctx.sync();
+    return { step: this.steps, gradNorm, clipCoeff };
+  }
+
+  destroy(): void {
+    for (const k of this.kernels) k.destroy();
+    this.norm.destroy();
+    for (const b of this.owned) b.destroy();
+  }
+}
+
+export class DistributedOptimizer extends AdamOverBuffers {
+  readonly distributed = true;
+  private readonly ranges;
+
+  constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
+    super(ctx, group, ddp, config);
+    if (!ddp.layout.distributedOptimizer) throw new Error('DistributedOptimizer needs a layout made for the distributed optimizer');
+    this.ranges = shardRanges(ddp.layout, group.rank);
+    const shardElements = this.ranges.reduce((n, r) => n + (r.gbufLocal.end - r.gbufLocal.start), 0);
+    const expAvg = this.moments('exp_avg (shard)', shardElements);
+    const expAvgSq = this.moments('exp_avg_sq (shard)', shardElements);
+    let at = 0;
+    for (const r of this.ranges) {
+      const buffer = ddp.buffers[r.buffer]!;
+      const length = r.gbufLocal.end - r.gbufLocal.start;
+      this.kernels.push(
+        new AdamKernel(ctx, {
+          // fp32 params: the main params are this shard of the param buffer itself.
+          param: { buffer: buffer.params, offset: r.gbufWorld.start },
+          grad: { buffer: buffer.grads, offset: r.gbufWorld.start },
+          expAvg: { buffer: expAvg, offset: at },
+          expAvgSq: { buffer: expAvgSq, offset: at },
+          length,
+        }),
+      );
+      at += length;
+    }
+    this.norm = new SumOfSquares(ctx, this.ranges.map((r) => ({ operand: { buffer: ddp.buffers[r.buffer]!.grads, offset: r.gbufWorld.start }, length: r.gbufLocal.end - r.gbufLocal.start })));
+  }
+
+  protected async globalSumOfSquares(local: number): Promise<number> {
+    const total = new Float32Array([local]);
+    await this.group.allReduce(total, 'sum');
+    return total[0]!;
+  }
+
+  protected async afterUpdate(): Promise<void> {
+    for (const r of this.ranges) {
+      const buffer = this.ddp.buffers[r.buffer]!;
+      const bucket = buffer.layout.buckets[r.bucket]!;
+      const host = this.ddp.hostBucket(r.buffer, r.bucket);
+      const s = r.gbufLocal.end;
+      const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
+      await this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
+      await this.group.allGather(host);
+      this.ctx.transfers.upload(buffer.params, host, bucket.start * 4);
+    }
+  }
+}
+
+export class NonDistributedOptimizer extends AdamOverBuffers {
+  readonly distributed = false;
+
+  constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
+    super(ctx, group, ddp, config);
+    for (const buffer of ddp.buffers) {
+      const n = buffer.layout.numel;
+      this.kernels.push(
+        new AdamKernel(ctx, {
+          param: { buffer: buffer.params },
+          grad: { buffer: buffer.grads },
+          expAvg: { buffer: this.moments(`exp_avg #${buffer.index}`, n) },
+          expAvgSq: { buffer: this.moments(`exp_avg_sq #${buffer.index}`, n) },
+          length: n,
+        }),
+      );
+    }
+    this.norm = new SumOfSquares(ctx, ddp.buffers.map((b) => ({ operand: { buffer: b.grads }, length: b.layout.numel })));
+  }
+
+  /** The grads were all-reduced: every rank already holds all of them. */
+  protected async globalSumOfSquares(local: number): Promise<number> {
+    return local;
+  }
+
+  protected async afterUpdate(): Promise<void> {}
+}
+
+/** The optimizer the CLI flag chooses. */
+export function createOptimizer(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig): Optimizer {
+  return ddp.layout.distributedOptimizer ? new DistributedOptimizer(ctx, group, ddp, config) : new NonDistributedOptimizer(ctx, group, ddp, config);
+}

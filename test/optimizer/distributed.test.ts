@@ -1,0 +1,40 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/job.js';
+
+const WORKER = fileURLToPath(new URL('../../dist/test/workers/optimizer-worker.js', import.meta.url));
+
+async function job(world: number, config: Record<string, unknown>): Promise<Record<string, unknown>[][]> {
+  const port = await freePort();
+  return Promise.all(
+    Array.from({ length: world }, (_, rank) => new Promise<Record<string, unknown>[]>((resolve) => {
+      const child = spawn(process.execPath, [WORKER, JSON.stringify(config)], {
+        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), WEBTRON_JOB_TOKEN: 'opt-test', WEBTRON_TIMEOUT_MS: '30000' },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.on('exit', () => resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)));
+    })),
+  );
+}
+
+describe('DistributedOptimizer and its non-distributed twin (fp32 params and grads)', () => {
+  it.each([
+    [1, true, 0],
+    [2, true, 1.0],
+    [3, true, 1.0],
+    [4, true, 0],
+    [2, false, 1.0],
+  ])('world %i, distributed %s, clip %s: k steps equal single-process Adam on the averaged grads; memory matches the table', async (world, distributed, clip) => {
+    const ranks = await job(world, { distributed, clip, steps: 4 });
+    for (const [rank, lines] of ranks.entries()) {
+      const failed = lines.filter((l) => 'check' in l && l.ok !== true);
+      expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
+      expect(lines.filter((l) => 'check' in l), JSON.stringify(lines)).toHaveLength(4);
+      const accuracy = lines.find((l) => String(l.check).startsWith('params equal'))!.detail as { clippedSteps: number };
+      expect(accuracy.clippedSteps).toBe(clip > 0 ? 4 : 0);
+    }
+  });
+});

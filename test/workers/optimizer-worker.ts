@@ -1,0 +1,76 @@
+/**
+ * One rank of an optimizer test job (spawned by test/optimizer/distributed.test.ts). Grads are a
+ * deterministic function of (rank, step, element); after k steps every rank's params must equal a
+ * single-process Adam on the averaged grads (with the same clipping), and the GPU's live bytes must
+ * match Megatron's table for fp32 params and grads: 16 B per param, or 8 + 8/d distributed.
+ */
+import { initProcessGroup } from '../../src/collectives/init.js';
+import { DistributedDataParallel } from '../../src/ddp/ddp.js';
+import { computeLayout, type ParamSpec } from '../../src/ddp/layout.js';
+import { GpuContext } from '../../src/gpu/context.js';
+import { ADAMW_DEFAULTS, adamReferenceStep } from '../../src/optimizer/adam-math.js';
+import { createOptimizer } from '../../src/optimizer/optimizer.js';
+import { relativeError } from '../helpers/hash.js';
+
+const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number };
+const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype: 'float32', gradDtype: 'float32' });
+const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 16, 5), f32('b2', 5), f32('odd', 101)];
+const hyper = { ...ADAMW_DEFAULTS, lr: 1e-2, weightDecay: 0.1 };
+
+const param0 = (rank: number, i: number) => (((i * 13 + rank * 5) % 101) - 50) / 50;
+const grad = (rank: number, t: number, i: number) => ((((i * 31 + rank * 17 + t * 7) % 23) - 11) * 0.5);
+
+async function main(): Promise<void> {
+  const ctx = await GpuContext.create();
+  const dist = await initProcessGroup();
+  const { rank, worldSize: d } = dist.info;
+  const layout = computeLayout(MODEL, { dataParallelSize: d, distributedOptimizer: config.distributed, bucketSize: 100 });
+  const ddp = new DistributedDataParallel(ctx, dist.group, layout, { overlapGradReduce: true });
+  const buffer = ddp.buffers[0]!;
+  const n = buffer.layout.numel;
+  ctx.transfers.upload(buffer.params, Float32Array.from({ length: n }, (_, i) => param0(rank, i)));
+  await ddp.broadcastParams();
+  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip });
+
+  const ref = { p: Float32Array.from({ length: n }, (_, i) => param0(0, i)), m: new Float32Array(n), v: new Float32Array(n) };
+  let worstNorm = 0;
+  let clipped = 0;
+  for (let t = 1; t <= config.steps; t++) {
+    ddp.zeroGradBuffer();
+    ctx.transfers.upload(buffer.grads, Float32Array.from({ length: n }, (_, i) => grad(rank, t, i)));
+    for (const p of buffer.layout.params) ddp.registerGradReady(p.name);
+    await ddp.finishGradSync();
+    const result = await optimizer.step();
+    const avg = Float32Array.from({ length: n }, (_, i) => {
+      let sum = 0;
+      for (let r = 0; r < d; r++) sum += grad(r, t, i);
+      return Math.fround(sum * (1 / d));
+    });
+    const norm = Math.sqrt(avg.reduce((s, x) => s + x * x, 0));
+    const coeff = config.clip > 0 && config.clip / (norm + 1e-6) < 1 ? config.clip / (norm + 1e-6) : 1;
+    if (coeff < 1) clipped += 1;
+    worstNorm = Math.max(worstNorm, Math.abs(result.gradNorm - norm) / norm);
+    adamReferenceStep(hyper, t, ref.p, avg, ref.m, ref.v, coeff);
+  }
+  const params = await ctx.transfers.readFloat32(buffer.params, 0, n);
+  const err = relativeError(params, ref.p);
+  say({ check: 'params equal single-process Adam on averaged grads', ok: err <= 1e-6, detail: { relativeError: err, clippedSteps: clipped } });
+  say({ check: 'grad norm', ok: worstNorm <= 1e-5, detail: worstNorm });
+  say({ check: 'params moved', ok: relativeError(params, Float32Array.from({ length: n }, (_, i) => param0(0, i))) > 1e-3, detail: null });
+
+  const live = ctx.memoryReport().live;
+  const want = { params: n * 4, grads: n * 4, 'main-params': 0, 'optimizer-state': config.distributed ? (n / d) * 8 : n * 8 };
+  const got = { params: live.params, grads: live.grads, 'main-params': live['main-params'], 'optimizer-state': live['optimizer-state'] };
+  say({ check: 'memory by category', ok: JSON.stringify(got) === JSON.stringify(want), detail: { got, want, bytesPerParam: (got.params + got.grads + got['optimizer-state']) / n } });
+
+  await dist.group.barrier();
+  await dist.close();
+  say({ done: true });
+  process.exit(0);
+}
+
+main().catch((error: Error) => {
+  say({ error: error.stack ?? error.message });
+  process.exit(1);
+});
