@@ -16,9 +16,12 @@ import { hostFloat32 } from '../collectives/simd.js';
 import type { GpuContext } from '../gpu/context.js';
 import { ParamAndGradBuffer, type BufferView } from './buffers.js';
 import type { BucketLayout, ModelLayout } from './layout.js';
+import { PhaseTimes } from './phases.js';
 
 export interface DdpOptions {
   overlapGradReduce?: boolean;
+  /** Where to add the time of each grad-sync phase (readback, reduce-scatter / all-reduce, upload). */
+  phases?: PhaseTimes;
 }
 
 interface BucketState {
@@ -38,6 +41,7 @@ export class DdpError extends Error {
 export class DistributedDataParallel {
   readonly buffers: ParamAndGradBuffer[];
   readonly overlapGradReduce: boolean;
+  readonly phases: PhaseTimes;
   private readonly buckets: BucketState[];
   private readonly bucketOf = new Map<string, BucketState>();
   /** Serializes bucket syncs so that every rank issues its collectives in the same order. */
@@ -58,6 +62,7 @@ export class DistributedDataParallel {
       }
     }
     this.overlapGradReduce = options.overlapGradReduce ?? false;
+    this.phases = options.phases ?? new PhaseTimes();
     this.buffers = layout.buffers.map((b, i) => new ParamAndGradBuffer(ctx, b, i));
     this.buckets = this.buffers.flatMap((buffer) =>
       buffer.layout.buckets.map((bucket) => ({
@@ -156,14 +161,15 @@ export class DistributedDataParallel {
   private async syncBucket(b: BucketState): Promise<void> {
     const range = b.buffer.gradBytes(b.layout);
     const bytes = new Uint8Array(b.host.buffer, b.host.byteOffset, range.size);
-    await this.ctx.transfers.readback(b.buffer.grads, range.offset, range.size, bytes);
+    const { phases } = this;
+    await phases.time('grad readback', () => this.ctx.transfers.readback(b.buffer.grads, range.offset, range.size, bytes));
     if (this.layout.distributedOptimizer) {
-      const shard = await this.group.reduceScatter(b.host, 'avg');
+      const shard = await phases.time('reduce-scatter', () => this.group.reduceScatter(b.host, 'avg'));
       const start = b.layout.start + this.group.rank * shard.length;
-      this.ctx.transfers.upload(b.buffer.grads, shard, start * 4);
+      await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, shard, start * 4));
     } else {
-      await this.group.allReduce(b.host, 'avg');
-      this.ctx.transfers.upload(b.buffer.grads, bytes, range.offset);
+      await phases.time('all-reduce', () => this.group.allReduce(b.host, 'avg'));
+      await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, bytes, range.offset));
     }
   }
 

@@ -72,10 +72,15 @@ abstract class AdamOverBuffers implements Optimizer {
 
   async step(): Promise<StepResult> {
     this.steps += 1;
-    const gradNorm = Math.sqrt(await this.globalSumOfSquares(await this.norm.run()));
+    const phases = this.ddp.phases;
+    const local = await phases.time('grad norm', () => this.norm.run());
+    const gradNorm = Math.sqrt(await phases.time('grad norm', () => this.globalSumOfSquares(local)));
     const clip = this.config.clipGrad ?? 0;
     const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
-    for (const kernel of this.kernels) kernel.step(this.config.hyper, this.steps, clipCoeff);
+    await phases.time('adam', async () => {
+      for (const kernel of this.kernels) kernel.step(this.config.hyper, this.steps, clipCoeff);
+      await this.ctx.sync();
+    });
     await this.afterUpdate();
     await this.ctx.sync();
     return { step: this.steps, gradNorm, clipCoeff };
@@ -131,9 +136,13 @@ export class DistributedOptimizer extends AdamOverBuffers {
       const host = this.ddp.hostBucket(r.buffer, r.bucket);
       const s = r.gbufLocal.end;
       const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
-      await this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
-      await this.group.allGather(host);
-      this.ctx.transfers.upload(buffer.params, host, bucket.start * 4);
+      const phases = this.ddp.phases;
+      await phases.time('param readback', () => this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4)));
+      await phases.time('all-gather', () => this.group.allGather(host));
+      await phases.time('param upload', async () => {
+        this.ctx.transfers.upload(buffer.params, host, bucket.start * 4);
+        await this.ctx.sync();
+      });
     }
   }
 }
