@@ -1,25 +1,11 @@
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { lcm } from '../../src/ddp/layout.js';
-import { freePort } from '../helpers/job.js';
+import { runWorkers } from '../helpers/job.js';
 
 const WORKER = fileURLToPath(new URL('../../dist/test/workers/ddp-worker.js', import.meta.url));
 
-async function job(world: number, config: Record<string, unknown>): Promise<Record<string, unknown>[][]> {
-  const port = await freePort();
-  return Promise.all(
-    Array.from({ length: world }, (_, rank) => new Promise<Record<string, unknown>[]>((resolve) => {
-      const child = spawn(process.execPath, [WORKER, JSON.stringify(config)], {
-        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), WEBTRON_JOB_TOKEN: 'ddp-test', WEBTRON_TIMEOUT_MS: '20000' },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      let out = '';
-      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-      child.on('exit', () => resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)));
-    })),
-  );
-}
+const job = (world: number, config: Record<string, unknown>) => runWorkers(WORKER, world, config);
 
 describe('DistributedDataParallel on real processes', () => {
   it.each([

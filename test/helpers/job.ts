@@ -91,3 +91,22 @@ export async function startJob(options: JobOptions): Promise<Job> {
 export async function runJob(options: JobOptions): Promise<RankResult[]> {
   return (await startJob(options)).done;
 }
+
+/**
+ * Run `worker` (a compiled test worker) as `world` ranks with `config` as its argument; resolves with
+ * each rank's stdout JSON lines.
+ */
+export async function runWorkers(worker: string, world: number, config: Record<string, unknown>, env: Record<string, string> = {}): Promise<Record<string, unknown>[][]> {
+  const port = await freePort();
+  return Promise.all(
+    Array.from({ length: world }, (_, rank) => new Promise<Record<string, unknown>[]>((resolve) => {
+      const child = spawn(process.execPath, [worker, JSON.stringify(config)], {
+        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), WEBTRON_JOB_TOKEN: `workers-${port}`, WEBTRON_TIMEOUT_MS: '30000', ...env },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+      child.on('exit', () => resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)));
+    })),
+  );
+}
