@@ -127,6 +127,29 @@ export class DistributedDataParallel {
     await this.ctx.sync();
   }
 
+  /** Every param's values, compact (no padding), read back from the param buffers. */
+  async exportParams(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const buffer of this.buffers) {
+      const all = await this.ctx.transfers.readFloat32(buffer.params, 0, buffer.layout.numel);
+      for (const p of buffer.layout.params) out.set(p.name, all.slice(p.start, p.end));
+    }
+    return out;
+  }
+
+  /** Set every param from compact values (padding becomes zero). */
+  importParams(values: Map<string, Float32Array>): void {
+    for (const buffer of this.buffers) {
+      const all = new Float32Array(buffer.layout.numel);
+      for (const p of buffer.layout.params) {
+        const v = values.get(p.name);
+        if (!v || v.length !== p.numel) throw new DdpError(`importParams: '${p.name}' needs ${p.numel} values, got ${v ? v.length : 'none'}`);
+        all.set(v, p.start);
+      }
+      this.ctx.transfers.upload(buffer.params, all);
+    }
+  }
+
   /**
    * The grad of `name` is final for this batch (call on the last micro-batch only). With overlap,
    * the bucket's sync starts once all its params are ready.

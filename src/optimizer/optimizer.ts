@@ -32,10 +32,27 @@ export interface StepResult {
   clipCoeff: number;
 }
 
+/** Adam's moments per param, compact (no padding): what a checkpoint stores. */
+export interface OptimizerState {
+  expAvg: Map<string, Float32Array>;
+  expAvgSq: Map<string, Float32Array>;
+}
+
 export interface Optimizer {
   readonly distributed: boolean;
+  readonly stepCount: number;
   step(): Promise<StepResult>;
+  /** Collective with the distributed optimizer: every rank must call it. */
+  exportState(): Promise<OptimizerState>;
+  /** Load moments saved at any data-parallel size, and the step count. */
+  importState(state: OptimizerState, step: number): void;
   destroy(): void;
+}
+
+function stateTensor(state: Map<string, Float32Array>, name: string, numel: number, which: string): Float32Array {
+  const t = state.get(name);
+  if (!t || t.length !== numel) throw new Error(`optimizer state: ${which} of '${name}' needs ${numel} values, got ${t ? t.length : 'none'}`);
+  return t;
 }
 
 const STORAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -86,6 +103,18 @@ abstract class AdamOverBuffers implements Optimizer {
     return { step: this.steps, gradNorm, clipCoeff };
   }
 
+  get stepCount(): number {
+    return this.steps;
+  }
+
+  abstract exportState(): Promise<OptimizerState>;
+  abstract importState(state: OptimizerState, step: number): void;
+
+  protected setStep(step: number): void {
+    if (!Number.isInteger(step) || step < 0) throw new RangeError(`optimizer step must be a non-negative integer, got ${step}`);
+    this.steps = step;
+  }
+
   destroy(): void {
     for (const k of this.kernels) k.destroy();
     this.norm.destroy();
@@ -96,6 +125,8 @@ abstract class AdamOverBuffers implements Optimizer {
 export class DistributedOptimizer extends AdamOverBuffers {
   readonly distributed = true;
   private readonly ranges;
+  private readonly expAvg: DeviceBuffer;
+  private readonly expAvgSq: DeviceBuffer;
 
   constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
@@ -104,6 +135,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
     const shardElements = this.ranges.reduce((n, r) => n + (r.gbufLocal.end - r.gbufLocal.start), 0);
     const expAvg = this.moments('exp_avg (shard)', shardElements);
     const expAvgSq = this.moments('exp_avg_sq (shard)', shardElements);
+    this.expAvg = expAvg;
+    this.expAvgSq = expAvgSq;
     let at = 0;
     for (const r of this.ranges) {
       const buffer = ddp.buffers[r.buffer]!;
@@ -121,6 +154,44 @@ export class DistributedOptimizer extends AdamOverBuffers {
       at += length;
     }
     this.norm = new SumOfSquares(ctx, this.ranges.map((r) => ({ operand: { buffer: ddp.buffers[r.buffer]!.grads, offset: r.gbufWorld.start }, length: r.gbufLocal.end - r.gbufLocal.start })));
+  }
+
+  /** Gathers every bucket's moments through its host staging: every rank must call it. */
+  async exportState(): Promise<OptimizerState> {
+    const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map() };
+    for (const [which, moments] of [['expAvg', this.expAvg], ['expAvgSq', this.expAvgSq]] as const) {
+      let at = 0;
+      for (const r of this.ranges) {
+        const bucket = this.ddp.buffers[r.buffer]!.layout.buckets[r.bucket]!;
+        const host = this.ddp.hostBucket(r.buffer, r.bucket);
+        const s = r.gbufLocal.end;
+        const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
+        await this.ctx.transfers.readback(moments, at * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
+        await this.group.allGather(host);
+        for (const p of this.ddp.buffers[r.buffer]!.layout.params) {
+          if (p.bucket === r.bucket) state[which].set(p.name, host.slice(p.start - bucket.start, p.end - bucket.start));
+        }
+        at += s;
+      }
+    }
+    return state;
+  }
+
+  /** Each rank takes its own slices of every param's moments: works whatever d the state was saved at. */
+  importState(state: OptimizerState, step: number): void {
+    for (const [which, moments] of [['expAvg', this.expAvg], ['expAvgSq', this.expAvgSq]] as const) {
+      let at = 0;
+      for (const r of this.ranges) {
+        const shard = new Float32Array(r.gbufLocal.end);
+        for (const p of r.params) {
+          const numel = this.ddp.buffers[r.buffer]!.layout.params.find((x) => x.name === p.name)!.numel;
+          shard.set(stateTensor(state[which], p.name, numel, which).subarray(p.param.start, p.param.end), p.paramLocal.start);
+        }
+        this.ctx.transfers.upload(moments, shard, at * 4);
+        at += shard.length;
+      }
+    }
+    this.setStep(step);
   }
 
   protected async globalSumOfSquares(local: number): Promise<number> {
@@ -149,22 +220,47 @@ export class DistributedOptimizer extends AdamOverBuffers {
 
 export class NonDistributedOptimizer extends AdamOverBuffers {
   readonly distributed = false;
+  private readonly state: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer }[] = [];
 
   constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
     for (const buffer of ddp.buffers) {
       const n = buffer.layout.numel;
+      const moments = { expAvg: this.moments(`exp_avg #${buffer.index}`, n), expAvgSq: this.moments(`exp_avg_sq #${buffer.index}`, n) };
+      this.state.push(moments);
       this.kernels.push(
         new AdamKernel(ctx, {
           param: { buffer: buffer.params },
           grad: { buffer: buffer.grads },
-          expAvg: { buffer: this.moments(`exp_avg #${buffer.index}`, n) },
-          expAvgSq: { buffer: this.moments(`exp_avg_sq #${buffer.index}`, n) },
+          expAvg: { buffer: moments.expAvg },
+          expAvgSq: { buffer: moments.expAvgSq },
           length: n,
         }),
       );
     }
     this.norm = new SumOfSquares(ctx, ddp.buffers.map((b) => ({ operand: { buffer: b.grads }, length: b.layout.numel })));
+  }
+
+  async exportState(): Promise<OptimizerState> {
+    const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map() };
+    for (const [i, buffer] of this.ddp.buffers.entries()) {
+      for (const which of ['expAvg', 'expAvgSq'] as const) {
+        const all = await this.ctx.transfers.readFloat32(this.state[i]![which], 0, buffer.layout.numel);
+        for (const p of buffer.layout.params) state[which].set(p.name, all.slice(p.start, p.end));
+      }
+    }
+    return state;
+  }
+
+  importState(state: OptimizerState, step: number): void {
+    for (const [i, buffer] of this.ddp.buffers.entries()) {
+      for (const which of ['expAvg', 'expAvgSq'] as const) {
+        const all = new Float32Array(buffer.layout.numel);
+        for (const p of buffer.layout.params) all.set(stateTensor(state[which], p.name, p.numel, which), p.start);
+        this.ctx.transfers.upload(this.state[i]![which], all);
+      }
+    }
+    this.setStep(step);
   }
 
   /** The grads were all-reduced: every rank already holds all of them. */

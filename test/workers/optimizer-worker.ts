@@ -11,8 +11,9 @@ import { GpuContext } from '../../src/gpu/context.js';
 import { ADAMW_DEFAULTS, adamReferenceStep } from '../../src/optimizer/adam-math.js';
 import { createOptimizer } from '../../src/optimizer/optimizer.js';
 import { relativeError } from '../helpers/hash.js';
+import { loadCheckpoint, saveCheckpoint } from '../../src/optimizer/checkpoint.js';
 
-const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number };
+const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; checkpoint?: { save?: string; saveAfter?: number; load?: string } };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype: 'float32', gradDtype: 'float32' });
 const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 16, 5), f32('b2', 5), f32('odd', 101)];
@@ -21,7 +22,57 @@ const hyper = { ...ADAMW_DEFAULTS, lr: 1e-2, weightDecay: 0.1 };
 const param0 = (rank: number, i: number) => (((i * 13 + rank * 5) % 101) - 50) / 50;
 const grad = (rank: number, t: number, i: number) => ((((i * 31 + rank * 17 + t * 7) % 23) - 11) * 0.5);
 
+/**
+ * Checkpoint scenario: grads the same on every rank (so the averaged grads do not depend on d); save
+ * after `saveAfter` steps, or load, then step on to `steps` and print the final params.
+ */
+async function checkpointScenario(): Promise<void> {
+  const ctx = await GpuContext.create();
+  const dist = await initProcessGroup();
+  const { rank, worldSize: d } = dist.info;
+  const layout = computeLayout(MODEL, { dataParallelSize: d, distributedOptimizer: config.distributed, bucketSize: 100 });
+  const ddp = new DistributedDataParallel(ctx, dist.group, layout);
+  const buffer = ddp.buffers[0]!;
+  const n = buffer.layout.numel;
+  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip });
+  const c = config.checkpoint!;
+  let first = 1;
+  if (c.load) {
+    try {
+      first = (await loadCheckpoint(c.load, { group: dist.group, ddp, optimizer })).step + 1;
+    } catch (error) {
+      say({ loadError: (error as Error).message });
+      await dist.close();
+      process.exit(0);
+    }
+  } else {
+    ctx.transfers.upload(buffer.params, Float32Array.from({ length: n }, (_, i) => param0(0, i)));
+  }
+  // Grads as a function of (param, element, step): the same whatever the layout; padding stays zero.
+  const gradsAt = (t: number) => {
+    const g = new Float32Array(n);
+    buffer.layout.params.forEach((p, k) => {
+      for (let e = 0; e < p.numel; e++) g[p.start + e] = grad(k, t, e);
+    });
+    return g;
+  };
+  for (let t = first; t <= config.steps; t++) {
+    ddp.zeroGradBuffer();
+    ctx.transfers.upload(buffer.grads, gradsAt(t));
+    await ddp.finishGradSync();
+    await optimizer.step();
+    if (c.save && t === c.saveAfter) await saveCheckpoint(c.save, { group: dist.group, ddp, optimizer, hyper, clipGrad: config.clip });
+  }
+  const params = await ddp.exportParams();
+  if (rank === 0) say({ params: Object.fromEntries([...params].map(([k, v]) => [k, Array.from(v)])), step: optimizer.stepCount });
+  await dist.group.barrier();
+  await dist.close();
+  say({ done: true });
+  process.exit(0);
+}
+
 async function main(): Promise<void> {
+  if (config.checkpoint) return checkpointScenario();
   const ctx = await GpuContext.create();
   const dist = await initProcessGroup();
   const { rank, worldSize: d } = dist.info;
