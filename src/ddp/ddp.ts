@@ -26,6 +26,8 @@ export interface DdpOptions {
 
 interface BucketState {
   buffer: ParamAndGradBuffer;
+  /** The distributed optimizer's param all-gather into this bucket, while it runs (overlap mode). */
+  gather: Promise<void> | null;
   layout: BucketLayout;
   /** Host staging in WASM memory, where the reductions run as SIMD. */
   host: Float32Array;
@@ -71,6 +73,7 @@ export class DistributedDataParallel {
         host: hostFloat32(bucket.end - bucket.start),
         pending: new Set(bucket.params),
         sync: null,
+        gather: null,
       })),
     );
     for (const b of this.buckets) for (const name of b.layout.params) this.bucketOf.set(name, b);
@@ -104,6 +107,26 @@ export class DistributedDataParallel {
     return this.buckets.length;
   }
 
+  /** Record the param all-gather running into a bucket (`--overlap-param-gather`). */
+  setParamGather(buffer: number, bucket: number, gather: Promise<void>): void {
+    const b = this.buckets.find((x) => x.buffer.index === buffer && x.layout.index === bucket)!;
+    b.gather = gather;
+    gather.catch(() => undefined); // surfaced by paramsReady / finishParamSync
+  }
+
+  /** Wait until the bucket holding `name` has its updated params (the forward calls this first). */
+  async paramsReady(name: string): Promise<void> {
+    const b = this.bucketOf.get(name);
+    if (!b) throw new DdpError(`paramsReady: no param named '${name}' in this model`);
+    await b.gather;
+  }
+
+  /** Wait for every param all-gather still running. */
+  async finishParamSync(): Promise<void> {
+    await Promise.all(this.buckets.map((b) => b.gather));
+    for (const b of this.buckets) b.gather = null;
+  }
+
   /** Zero every grad buffer and forget readiness: the start of a new global batch. */
   zeroGradBuffer(): void {
     const encoder = this.ctx.device.createCommandEncoder({ label: 'ddp.zeroGradBuffer' });
@@ -117,6 +140,7 @@ export class DistributedDataParallel {
 
   /** Make every rank's params equal rank 0's (before the first step). */
   async broadcastParams(): Promise<void> {
+    await this.finishParamSync();
     for (const b of this.buckets) {
       const range = b.buffer.paramBytes(b.layout);
       const bytes = new Uint8Array(b.host.buffer, b.host.byteOffset, range.size);
@@ -129,6 +153,7 @@ export class DistributedDataParallel {
 
   /** Every param's values, compact (no padding), read back from the param buffers. */
   async exportParams(): Promise<Map<string, Float32Array>> {
+    await this.finishParamSync();
     const out = new Map<string, Float32Array>();
     for (const buffer of this.buffers) {
       const all = await this.ctx.transfers.readFloat32(buffer.params, 0, buffer.layout.numel);
@@ -177,7 +202,9 @@ export class DistributedDataParallel {
   }
 
   private startBucketSync(b: BucketState): void {
-    b.sync = this.chain.then(() => this.syncBucket(b));
+    // A param all-gather still running uses the same host staging: let every gather finish first.
+    const gathers = Promise.all(this.buckets.map((x) => x.gather));
+    b.sync = this.chain.then(() => gathers).then(() => this.syncBucket(b));
     this.chain = b.sync.catch(() => undefined);
   }
 

@@ -16,13 +16,18 @@ import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { AdamKernel } from './adam.js';
 import { checkHyperParams, type AdamHyperParams } from './adam-math.js';
-import { shardRanges } from './ranges.js';
+import { shardRanges, type ShardRange } from './ranges.js';
 import { SumOfSquares } from './sumsq.js';
 
 export interface OptimizerConfig {
   hyper: AdamHyperParams;
   /** Clip the global grad norm to this value; 0 or absent: no clipping. */
   clipGrad?: number;
+  /**
+   * Distributed optimizer: return from `step()` with the param all-gathers still running, in the
+   * order the next forward needs the buckets; the forward awaits `ddp.paramsReady(name)`.
+   */
+  overlapParamGather?: boolean;
 }
 
 export interface StepResult {
@@ -124,7 +129,7 @@ abstract class AdamOverBuffers implements Optimizer {
 
 export class DistributedOptimizer extends AdamOverBuffers {
   readonly distributed = true;
-  private readonly ranges;
+  private readonly ranges: ShardRange[];
   private readonly expAvg: DeviceBuffer;
   private readonly expAvgSq: DeviceBuffer;
 
@@ -158,6 +163,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
 
   /** Gathers every bucket's moments through its host staging: every rank must call it. */
   async exportState(): Promise<OptimizerState> {
+    await this.ddp.finishParamSync(); // the gathers use the same host staging
     const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map() };
     for (const [which, moments] of [['expAvg', this.expAvg], ['expAvgSq', this.expAvgSq]] as const) {
       let at = 0;
@@ -201,20 +207,31 @@ export class DistributedOptimizer extends AdamOverBuffers {
   }
 
   protected async afterUpdate(): Promise<void> {
-    for (const r of this.ranges) {
-      const buffer = this.ddp.buffers[r.buffer]!;
-      const bucket = buffer.layout.buckets[r.bucket]!;
-      const host = this.ddp.hostBucket(r.buffer, r.bucket);
-      const s = r.gbufLocal.end;
-      const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
-      const phases = this.ddp.phases;
-      await phases.time('param readback', () => this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4)));
-      await phases.time('all-gather', () => this.group.allGather(host));
-      await phases.time('param upload', async () => {
-        this.ctx.transfers.upload(buffer.params, host, bucket.start * 4);
-        await this.ctx.sync();
-      });
+    if (!this.config.overlapParamGather) {
+      for (const r of this.ranges) await this.gatherBucket(r);
+      return;
     }
+    // The next forward reads the last bucket first (bucket 0 holds the model's end): gather in that order.
+    let chain: Promise<void> = Promise.resolve();
+    for (const r of [...this.ranges].reverse()) {
+      chain = chain.then(() => this.gatherBucket(r));
+      this.ddp.setParamGather(r.buffer, r.bucket, chain);
+    }
+  }
+
+  private async gatherBucket(r: ShardRange): Promise<void> {
+    const buffer = this.ddp.buffers[r.buffer]!;
+    const bucket = buffer.layout.buckets[r.bucket]!;
+    const host = this.ddp.hostBucket(r.buffer, r.bucket);
+    const s = r.gbufLocal.end;
+    const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
+    const phases = this.ddp.phases;
+    await phases.time('param readback', () => this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4)));
+    await phases.time('all-gather', () => this.group.allGather(host));
+    await phases.time('param upload', async () => {
+      this.ctx.transfers.upload(buffer.params, host, bucket.start * 4);
+      await this.ctx.sync();
+    });
   }
 }
 

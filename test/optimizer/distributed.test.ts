@@ -13,8 +13,9 @@ describe('DistributedOptimizer and its non-distributed twin (fp32 params and gra
     [3, true, 1.0],
     [4, true, 0],
     [2, false, 1.0],
-  ])('world %i, distributed %s, clip %s: k steps equal single-process Adam on the averaged grads; memory matches the table', async (world, distributed, clip) => {
-    const ranks = await job(world, { distributed, clip, steps: 4 });
+    [3, true, 1.0, true],
+  ])('world %i, distributed %s, clip %s, overlapped param gather %s: k steps equal single-process Adam on the averaged grads; memory matches the table', async (world, distributed, clip, overlapParamGather = false) => {
+    const ranks = await job(world, { distributed, clip, steps: 4, overlapParamGather });
     for (const [rank, lines] of ranks.entries()) {
       const failed = lines.filter((l) => 'check' in l && l.ok !== true);
       expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
