@@ -12,6 +12,7 @@
  * backward pass, which is the same everywhere), one after another.
  */
 import type { ProcessGroup } from '../collectives/process-group.js';
+import { float32ToWords, wordsToFloat32 } from '../collectives/reduce.js';
 import { hostFloat32 } from '../collectives/simd.js';
 import type { GpuContext } from '../gpu/context.js';
 import { ParamAndGradBuffer, type BufferView } from './buffers.js';
@@ -59,8 +60,8 @@ export class DistributedDataParallel {
       throw new DdpError(`the layout is for ${layout.dataParallelSize} data-parallel ranks but the process group has ${group.worldSize}`);
     }
     for (const b of layout.buffers) {
-      if (b.paramDtype !== 'float32' || b.gradDtype !== 'float32') {
-        throw new DdpError(`params ${b.paramDtype} with grads ${b.gradDtype}: this DistributedDataParallel handles float32 params and grads so far`);
+      if (b.gradDtype !== 'float32' || b.paramDtype === 'float16') {
+        throw new DdpError(`params ${b.paramDtype} with grads ${b.gradDtype}: supported so far are float32 or bfloat16 params with float32 grads`);
       }
     }
     this.overlapGradReduce = options.overlapGradReduce ?? false;
@@ -138,14 +139,24 @@ export class DistributedDataParallel {
     }
   }
 
+  /**
+   * The host staging of a bucket seen as its params: float32 values, or bf16 words in the first
+   * half of the same memory.
+   */
+  hostParams(buffer: number, bucket: number): Float32Array | Uint16Array {
+    const host = this.hostBucket(buffer, bucket);
+    return this.buffers[buffer]!.layout.paramDtype === 'float32' ? host : new Uint16Array(host.buffer, host.byteOffset, host.length);
+  }
+
   /** Make every rank's params equal rank 0's (before the first step). */
   async broadcastParams(): Promise<void> {
     await this.finishParamSync();
     for (const b of this.buckets) {
       const range = b.buffer.paramBytes(b.layout);
-      const bytes = new Uint8Array(b.host.buffer, b.host.byteOffset, range.size);
+      const params = this.hostParams(b.buffer.index, b.layout.index);
+      const bytes = new Uint8Array(params.buffer, params.byteOffset, range.size);
       await this.ctx.transfers.readback(b.buffer.params, range.offset, range.size, bytes);
-      await this.group.broadcast(b.host, 0);
+      await this.group.broadcast(params, 0);
       this.ctx.transfers.upload(b.buffer.params, bytes, range.offset);
     }
     await this.ctx.sync();
@@ -156,13 +167,20 @@ export class DistributedDataParallel {
     await this.finishParamSync();
     const out = new Map<string, Float32Array>();
     for (const buffer of this.buffers) {
-      const all = await this.ctx.transfers.readFloat32(buffer.params, 0, buffer.layout.numel);
+      const n = buffer.layout.numel;
+      let all: Float32Array;
+      if (buffer.layout.paramDtype === 'bfloat16') {
+        const bytes = await this.ctx.transfers.readback(buffer.params, 0, Math.ceil(n / 2) * 4);
+        all = wordsToFloat32(new Uint16Array(bytes.buffer, bytes.byteOffset, n), 'bfloat16');
+      } else {
+        all = await this.ctx.transfers.readFloat32(buffer.params, 0, n);
+      }
       for (const p of buffer.layout.params) out.set(p.name, all.slice(p.start, p.end));
     }
     return out;
   }
 
-  /** Set every param from compact values (padding becomes zero). */
+  /** Set every param from compact values (padding becomes zero; bf16 params round to nearest even). */
   importParams(values: Map<string, Float32Array>): void {
     for (const buffer of this.buffers) {
       const all = new Float32Array(buffer.layout.numel);
@@ -171,7 +189,13 @@ export class DistributedDataParallel {
         if (!v || v.length !== p.numel) throw new DdpError(`importParams: '${p.name}' needs ${p.numel} values, got ${v ? v.length : 'none'}`);
         all.set(v, p.start);
       }
-      this.ctx.transfers.upload(buffer.params, all);
+      if (buffer.layout.paramDtype === 'bfloat16') {
+        const words = new Uint16Array(all.length);
+        float32ToWords(all, 'bfloat16', words);
+        this.ctx.transfers.upload(buffer.params, words);
+      } else {
+        this.ctx.transfers.upload(buffer.params, all);
+      }
     }
   }
 

@@ -7,7 +7,9 @@
  *   bucket 0 holds the end of the model and is ready first);
  * - with the distributed optimizer each param starts at a multiple of 64 elements and each bucket
  *   ends at a multiple of lcm(d, 128), so that every bucket splits into d equal shards;
- * - a bucket closes as soon as it holds at least the bucket size (default max(40M, 1M·d) elements).
+ * - a bucket closes as soon as it holds at least the bucket size (default max(40M, 1M·d) elements);
+ * - one webtron addition: 16-bit params start and buckets end at even elements without the
+ *   distributed optimizer too, because WebGPU copies whole 4-byte words.
  *
  * The result is a frozen record; buffers and the optimizer's shard ranges are built from it.
  */
@@ -124,8 +126,11 @@ function check(params: ParamSpec[], o: LayoutOptions): void {
 
 function layoutBuffer(params: ParamSpec[], o: Required<LayoutOptions>): BufferLayout {
   const distributed = o.distributedOptimizer;
-  const bucketEndAlign = distributed ? lcm(o.dataParallelSize, BUCKET_END_ALIGN) : 1;
-  const paramStartAlign = distributed ? PARAM_START_ALIGN : 1;
+  // WebGPU copies and writes whole 4-byte words: 16-bit params start and buckets end at even
+  // elements even without the distributed optimizer (at most one element of padding each).
+  const minimum = BYTES[params[0]!.dtype] < 4 ? 2 : 1;
+  const bucketEndAlign = distributed ? lcm(o.dataParallelSize, BUCKET_END_ALIGN) : minimum;
+  const paramStartAlign = distributed ? PARAM_START_ALIGN : minimum;
   const placements: ParamPlacement[] = [];
   const buckets: BucketLayout[] = [];
   let bucketStart = 0;

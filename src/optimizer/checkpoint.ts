@@ -7,6 +7,7 @@
  *   DIR/params.safetensors      model params (fp32: also the optimizer's main params)
  *   DIR/exp_avg.safetensors     Adam's first moments
  *   DIR/exp_avg_sq.safetensors  Adam's second moments
+ *   DIR/main_params.safetensors fp32 main params (only when the model params are 16-bit)
  *
  * Rank 0 writes everything into a temporary folder and renames it over DIR (the previous checkpoint
  * is moved aside first and deleted last), so a crash leaves the previous checkpoint whole.
@@ -22,7 +23,7 @@ import type { Optimizer, OptimizerState } from './optimizer.js';
 import { CheckpointError, decodeSafetensors, encodeSafetensors, type Tensor } from './safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'webtron-optimizer-checkpoint/1';
-const FILES = { params: 'params.safetensors', expAvg: 'exp_avg.safetensors', expAvgSq: 'exp_avg_sq.safetensors' } as const;
+const FILES = { params: 'params.safetensors', expAvg: 'exp_avg.safetensors', expAvgSq: 'exp_avg_sq.safetensors', main: 'main_params.safetensors' } as const;
 
 export interface CheckpointIndex {
   format: string;
@@ -69,6 +70,7 @@ export async function saveCheckpoint(dir: string, parts: CheckpointParts): Promi
       [FILES.params]: encodeSafetensors(tensors(layout, params), { kind: 'params' }),
       [FILES.expAvg]: encodeSafetensors(tensors(layout, state.expAvg), { kind: 'exp_avg' }),
       [FILES.expAvgSq]: encodeSafetensors(tensors(layout, state.expAvgSq), { kind: 'exp_avg_sq' }),
+      ...(state.main ? { [FILES.main]: encodeSafetensors(tensors(layout, state.main), { kind: 'main_params' }) } : {}),
     };
     const index: CheckpointIndex = {
       format: CHECKPOINT_FORMAT,
@@ -129,7 +131,8 @@ export function readCheckpoint(dir: string, layout: ModelLayout): { index: Check
     }
     return out;
   };
-  return { index, params: read(FILES.params), state: { expAvg: read(FILES.expAvg), expAvgSq: read(FILES.expAvgSq) } };
+  const main = index.files?.[FILES.main] ? { main: read(FILES.main) } : {};
+  return { index, params: read(FILES.params), state: { expAvg: read(FILES.expAvg), expAvgSq: read(FILES.expAvgSq), ...main } };
 }
 
 /** Load into this job's buffers and optimizer, whatever d the checkpoint was saved at. */

@@ -15,6 +15,7 @@ import type { ProcessGroup } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { AdamKernel } from './adam.js';
+import { Bf16Cast } from './cast.js';
 import { checkHyperParams, type AdamHyperParams } from './adam-math.js';
 import { shardRanges, type ShardRange } from './ranges.js';
 import { SumOfSquares } from './sumsq.js';
@@ -41,6 +42,8 @@ export interface StepResult {
 export interface OptimizerState {
   expAvg: Map<string, Float32Array>;
   expAvgSq: Map<string, Float32Array>;
+  /** fp32 main params, when the model params are 16-bit. */
+  main?: Map<string, Float32Array>;
 }
 
 export interface Optimizer {
@@ -68,6 +71,8 @@ abstract class AdamOverBuffers implements Optimizer {
   protected readonly owned: DeviceBuffer[] = [];
   protected kernels: AdamKernel[] = [];
   protected norm!: SumOfSquares;
+  /** bf16 params: fp32 main params are cast into the model params after each update. */
+  protected casts: Bf16Cast[] = [];
 
   constructor(
     protected readonly ctx: GpuContext,
@@ -79,8 +84,8 @@ abstract class AdamOverBuffers implements Optimizer {
     if (config.clipGrad !== undefined && !(config.clipGrad >= 0)) throw new RangeError(`--clip-grad must be >= 0, got ${config.clipGrad}`);
   }
 
-  protected moments(label: string, elements: number): DeviceBuffer {
-    const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: STORAGE(), category: 'optimizer-state' });
+  protected moments(label: string, elements: number, category: 'optimizer-state' | 'main-params' = 'optimizer-state'): DeviceBuffer {
+    const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: STORAGE(), category });
     this.ctx.device.queue.writeBuffer(buffer.gpu, 0, new Float32Array(Math.ceil(buffer.size / 4)));
     this.owned.push(buffer);
     return buffer;
@@ -101,6 +106,7 @@ abstract class AdamOverBuffers implements Optimizer {
     const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
     await phases.time('adam', async () => {
       for (const kernel of this.kernels) kernel.step(this.config.hyper, this.steps, clipCoeff);
+      for (const cast of this.casts) cast.toModel();
       await this.ctx.sync();
     });
     await this.afterUpdate();
@@ -121,6 +127,7 @@ abstract class AdamOverBuffers implements Optimizer {
   }
 
   destroy(): void {
+    for (const c of this.casts) c.destroy();
     for (const k of this.kernels) k.destroy();
     this.norm.destroy();
     for (const b of this.owned) b.destroy();
@@ -132,6 +139,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
   private readonly ranges: ShardRange[];
   private readonly expAvg: DeviceBuffer;
   private readonly expAvgSq: DeviceBuffer;
+  private readonly main: DeviceBuffer | null;
 
   constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
@@ -142,14 +150,20 @@ export class DistributedOptimizer extends AdamOverBuffers {
     const expAvgSq = this.moments('exp_avg_sq (shard)', shardElements);
     this.expAvg = expAvg;
     this.expAvgSq = expAvgSq;
+    const bf16 = ddp.buffers.some((b) => b.layout.paramDtype === 'bfloat16');
+    // fp32 params: the main params are the param buffer's shard itself; bf16: an fp32 copy of it.
+    const main = bf16 ? this.moments('main params (shard)', shardElements, 'main-params') : null;
+    this.main = main;
     let at = 0;
+    const castRanges = [];
     for (const r of this.ranges) {
       const buffer = ddp.buffers[r.buffer]!;
       const length = r.gbufLocal.end - r.gbufLocal.start;
+      const param = buffer.layout.paramDtype === 'bfloat16' ? { buffer: main!, offset: at } : { buffer: buffer.params, offset: r.gbufWorld.start };
+      if (buffer.layout.paramDtype === 'bfloat16') castRanges.push({ wide: { buffer: main!, offset: at }, narrow: { buffer: buffer.params, offset: r.gbufWorld.start }, length });
       this.kernels.push(
         new AdamKernel(ctx, {
-          // fp32 params: the main params are this shard of the param buffer itself.
-          param: { buffer: buffer.params, offset: r.gbufWorld.start },
+          param,
           grad: { buffer: buffer.grads, offset: r.gbufWorld.start },
           expAvg: { buffer: expAvg, offset: at },
           expAvgSq: { buffer: expAvgSq, offset: at },
@@ -158,14 +172,19 @@ export class DistributedOptimizer extends AdamOverBuffers {
       );
       at += length;
     }
+    if (castRanges.length > 0) {
+      const cast = new Bf16Cast(ctx, castRanges);
+      cast.toMain(); // queued before any step: the main params start as the model params
+      this.casts.push(cast);
+    }
     this.norm = new SumOfSquares(ctx, this.ranges.map((r) => ({ operand: { buffer: ddp.buffers[r.buffer]!.grads, offset: r.gbufWorld.start }, length: r.gbufLocal.end - r.gbufLocal.start })));
   }
 
   /** Gathers every bucket's moments through its host staging: every rank must call it. */
   async exportState(): Promise<OptimizerState> {
     await this.ddp.finishParamSync(); // the gathers use the same host staging
-    const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map() };
-    for (const [which, moments] of [['expAvg', this.expAvg], ['expAvgSq', this.expAvgSq]] as const) {
+    const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map(), ...(this.main ? { main: new Map() } : {}) };
+    for (const [which, moments] of this.stateBuffers()) {
       let at = 0;
       for (const r of this.ranges) {
         const bucket = this.ddp.buffers[r.buffer]!.layout.buckets[r.bucket]!;
@@ -175,7 +194,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
         await this.ctx.transfers.readback(moments, at * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
         await this.group.allGather(host);
         for (const p of this.ddp.buffers[r.buffer]!.layout.params) {
-          if (p.bucket === r.bucket) state[which].set(p.name, host.slice(p.start - bucket.start, p.end - bucket.start));
+          if (p.bucket === r.bucket) state[which]!.set(p.name, host.slice(p.start - bucket.start, p.end - bucket.start));
         }
         at += s;
       }
@@ -184,14 +203,25 @@ export class DistributedOptimizer extends AdamOverBuffers {
   }
 
   /** Each rank takes its own slices of every param's moments: works whatever d the state was saved at. */
+  private stateBuffers(): ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] {
+    const buffers: ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] = [['expAvg', this.expAvg], ['expAvgSq', this.expAvgSq]];
+    if (this.main) buffers.push(['main', this.main]);
+    return buffers;
+  }
+
   importState(state: OptimizerState, step: number): void {
-    for (const [which, moments] of [['expAvg', this.expAvg], ['expAvgSq', this.expAvgSq]] as const) {
+    for (const [which, moments] of this.stateBuffers()) {
+      // A checkpoint without main params (saved from fp32 params): start them from the model params.
+      if (which === 'main' && !state.main) {
+        for (const cast of this.casts) cast.toMain();
+        continue;
+      }
       let at = 0;
       for (const r of this.ranges) {
         const shard = new Float32Array(r.gbufLocal.end);
         for (const p of r.params) {
           const numel = this.ddp.buffers[r.buffer]!.layout.params.find((x) => x.name === p.name)!.numel;
-          shard.set(stateTensor(state[which], p.name, numel, which).subarray(p.param.start, p.param.end), p.paramLocal.start);
+          shard.set(stateTensor(state[which]!, p.name, numel, which).subarray(p.param.start, p.param.end), p.paramLocal.start);
         }
         this.ctx.transfers.upload(moments, shard, at * 4);
         at += shard.length;
@@ -222,14 +252,15 @@ export class DistributedOptimizer extends AdamOverBuffers {
   private async gatherBucket(r: ShardRange): Promise<void> {
     const buffer = this.ddp.buffers[r.buffer]!;
     const bucket = buffer.layout.buckets[r.bucket]!;
-    const host = this.ddp.hostBucket(r.buffer, r.bucket);
+    const params = this.ddp.hostParams(r.buffer, r.bucket).subarray(0, bucket.end - bucket.start);
+    const bytes = params.BYTES_PER_ELEMENT;
     const s = r.gbufLocal.end;
-    const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
+    const mine = params.subarray(this.group.rank * s, (this.group.rank + 1) * s);
     const phases = this.ddp.phases;
-    await phases.time('param readback', () => this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4)));
-    await phases.time('all-gather', () => this.group.allGather(host));
+    await phases.time('param readback', () => this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * bytes, s * bytes, new Uint8Array(mine.buffer, mine.byteOffset, s * bytes)));
+    await phases.time('all-gather', () => this.group.allGather(params));
     await phases.time('param upload', async () => {
-      this.ctx.transfers.upload(buffer.params, host, bucket.start * 4);
+      this.ctx.transfers.upload(buffer.params, params, bucket.start * bytes);
       await this.ctx.sync();
     });
   }
@@ -237,17 +268,26 @@ export class DistributedOptimizer extends AdamOverBuffers {
 
 export class NonDistributedOptimizer extends AdamOverBuffers {
   readonly distributed = false;
-  private readonly state: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer }[] = [];
+  private readonly state: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer }[] = [];
 
   constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
     for (const buffer of ddp.buffers) {
       const n = buffer.layout.numel;
-      const moments = { expAvg: this.moments(`exp_avg #${buffer.index}`, n), expAvgSq: this.moments(`exp_avg_sq #${buffer.index}`, n) };
+      const moments: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer } = { expAvg: this.moments(`exp_avg #${buffer.index}`, n), expAvgSq: this.moments(`exp_avg_sq #${buffer.index}`, n) };
       this.state.push(moments);
+      let param = { buffer: buffer.params, offset: 0 };
+      if (buffer.layout.paramDtype === 'bfloat16') {
+        const main = this.moments(`main params #${buffer.index}`, n + (n % 2), 'main-params');
+        const cast = new Bf16Cast(ctx, [{ wide: { buffer: main, offset: 0 }, narrow: { buffer: buffer.params, offset: 0 }, length: n + (n % 2) }]);
+        cast.toMain();
+        this.casts.push(cast);
+        moments.main = main;
+        param = { buffer: main, offset: 0 };
+      }
       this.kernels.push(
         new AdamKernel(ctx, {
-          param: { buffer: buffer.params },
+          param,
           grad: { buffer: buffer.grads },
           expAvg: { buffer: moments.expAvg },
           expAvgSq: { buffer: moments.expAvgSq },
@@ -261,9 +301,12 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
   async exportState(): Promise<OptimizerState> {
     const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map() };
     for (const [i, buffer] of this.ddp.buffers.entries()) {
-      for (const which of ['expAvg', 'expAvgSq'] as const) {
-        const all = await this.ctx.transfers.readFloat32(this.state[i]![which], 0, buffer.layout.numel);
-        for (const p of buffer.layout.params) state[which].set(p.name, all.slice(p.start, p.end));
+      for (const which of ['expAvg', 'expAvgSq', 'main'] as const) {
+        const source = this.state[i]![which];
+        if (!source) continue;
+        const all = await this.ctx.transfers.readFloat32(source, 0, buffer.layout.numel);
+        const into = (state[which] ??= new Map());
+        for (const p of buffer.layout.params) into.set(p.name, all.slice(p.start, p.end));
       }
     }
     return state;
@@ -271,10 +314,18 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
 
   importState(state: OptimizerState, step: number): void {
     for (const [i, buffer] of this.ddp.buffers.entries()) {
-      for (const which of ['expAvg', 'expAvgSq'] as const) {
-        const all = new Float32Array(buffer.layout.numel);
-        for (const p of buffer.layout.params) all.set(stateTensor(state[which], p.name, p.numel, which), p.start);
-        this.ctx.transfers.upload(this.state[i]![which], all);
+      for (const which of ['expAvg', 'expAvgSq', 'main'] as const) {
+        const target = this.state[i]![which];
+        if (!target) continue;
+        const values = state[which];
+        if (!values) {
+          // No main params in the checkpoint (saved from fp32 params): start them from the model params.
+          this.casts.forEach((c) => c.toMain());
+          continue;
+        }
+        const all = new Float32Array(Math.ceil(target.size / 4));
+        for (const p of buffer.layout.params) all.set(stateTensor(values, p.name, p.numel, which), p.start);
+        this.ctx.transfers.upload(target, all);
       }
     }
     this.setStep(step);

@@ -36,6 +36,14 @@ describe('layout (Megatron rules)', () => {
     expect(buffer.numel).toBe(1112);
   });
 
+  it('16-bit params without the distributed optimizer: even starts and ends, nothing more', () => {
+    const bf = (name: string, n: number): ParamSpec => ({ name, shape: [n], dtype: 'bfloat16', gradDtype: 'float32' });
+    const layout = computeLayout([bf('a', 3), bf('b', 5), bf('c', 4)], { dataParallelSize: 2, distributedOptimizer: false, bucketSize: 6 });
+    const buffer = layout.buffers[0]!;
+    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([['c', 0, 4], ['b', 4, 9], ['a', 10, 13]]);
+    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([[0, 10], [10, 14]]);
+  });
+
   it('one buffer per (param dtype, grad dtype), in order of first appearance', () => {
     const layout = computeLayout(
       [

@@ -11,11 +11,14 @@ import { GpuContext } from '../../src/gpu/context.js';
 import { ADAMW_DEFAULTS, adamReferenceStep } from '../../src/optimizer/adam-math.js';
 import { createOptimizer } from '../../src/optimizer/optimizer.js';
 import { relativeError } from '../helpers/hash.js';
+import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { loadCheckpoint, saveCheckpoint } from '../../src/optimizer/checkpoint.js';
 
-const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; checkpoint?: { save?: string; saveAfter?: number; load?: string } };
+const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; dtype?: 'float32' | 'bfloat16'; checkpoint?: { save?: string; saveAfter?: number; load?: string } };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
-const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype: 'float32', gradDtype: 'float32' });
+const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype: config.dtype ?? 'float32', gradDtype: 'float32' });
+const bf16 = config.dtype === 'bfloat16';
+const roundBf16 = (x: number) => bf16ToFloat(floatToBf16(x));
 const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 16, 5), f32('b2', 5), f32('odd', 101)];
 const hyper = { ...ADAMW_DEFAULTS, lr: 1e-2, weightDecay: 0.1 };
 
@@ -80,11 +83,12 @@ async function main(): Promise<void> {
   const ddp = new DistributedDataParallel(ctx, dist.group, layout, { overlapGradReduce: true });
   const buffer = ddp.buffers[0]!;
   const n = buffer.layout.numel;
-  ctx.transfers.upload(buffer.params, Float32Array.from({ length: n }, (_, i) => param0(rank, i)));
+  const initial = (r: number) => Float32Array.from({ length: n }, (_, i) => (bf16 ? roundBf16(param0(r, i)) : param0(r, i)));
+  ctx.transfers.upload(buffer.params, bf16 ? Uint16Array.from(initial(rank), floatToBf16) : initial(rank));
   await ddp.broadcastParams();
   const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, overlapParamGather: config.overlapParamGather ?? false });
 
-  const ref = { p: Float32Array.from({ length: n }, (_, i) => param0(0, i)), m: new Float32Array(n), v: new Float32Array(n) };
+  const ref = { p: initial(0), m: new Float32Array(n), v: new Float32Array(n) };
   let worstNorm = 0;
   let clipped = 0;
   for (let t = 1; t <= config.steps; t++) {
@@ -107,16 +111,36 @@ async function main(): Promise<void> {
     adamReferenceStep(hyper, t, ref.p, avg, ref.m, ref.v, coeff);
   }
   await ddp.finishParamSync(); // the last step's gathers may still run
-  const params = await ctx.transfers.readFloat32(buffer.params, 0, n);
-  const err = relativeError(params, ref.p);
+  // Model params and (bf16) the fp32 main params, both laid out as the buffer is (padding zero).
+  const asBuffer = (values: Map<string, Float32Array>) => {
+    const out = new Float32Array(n);
+    for (const p of buffer.layout.params) out.set(values.get(p.name)!, p.start);
+    return out;
+  };
+  const params = asBuffer(await ddp.exportParams());
+  const main = bf16 ? asBuffer((await optimizer.exportState()).main!) : params;
+  const padding = new Set<number>();
+  let at = 0;
+  for (const p of buffer.layout.params) {
+    for (; at < p.start; at++) padding.add(at);
+    at = p.end;
+  }
+  for (; at < n; at++) padding.add(at);
+  const refOfParams = Float32Array.from(ref.p, (x, i) => (padding.has(i) ? 0 : x));
+  const err = relativeError(main, refOfParams);
   say({ check: 'params equal single-process Adam on averaged grads', ok: err <= 1e-6, detail: { relativeError: err, clippedSteps: clipped } });
   say({ check: 'grad norm', ok: worstNorm <= 1e-5, detail: worstNorm });
-  say({ check: 'params moved', ok: relativeError(params, Float32Array.from({ length: n }, (_, i) => param0(0, i))) > 1e-3, detail: null });
+  say({ check: 'params moved', ok: relativeError(params, Float32Array.from(initial(0), (x, i) => (padding.has(i) ? 0 : x))) > 1e-3, detail: null });
+  if (bf16) {
+    const mismatch = params.findIndex((x, i) => !Object.is(x, roundBf16(main[i]!)));
+    say({ check: 'bf16 model params are the main params rounded', ok: mismatch < 0, detail: mismatch < 0 ? null : `element ${mismatch}: ${params[mismatch]} vs main ${main[mismatch]}` });
+  }
 
   const live = ctx.memoryReport().live;
-  const want = { params: n * 4, grads: n * 4, 'main-params': 0, 'optimizer-state': config.distributed ? (n / d) * 8 : n * 8 };
+  const shardOrAll = config.distributed ? n / d : n;
+  const want = { params: bf16 ? Math.ceil((n * 2) / 4) * 4 : n * 4, grads: n * 4, 'main-params': bf16 ? shardOrAll * 4 : 0, 'optimizer-state': shardOrAll * 8 };
   const got = { params: live.params, grads: live.grads, 'main-params': live['main-params'], 'optimizer-state': live['optimizer-state'] };
-  say({ check: 'memory by category', ok: JSON.stringify(got) === JSON.stringify(want), detail: { got, want, bytesPerParam: (got.params + got.grads + got['optimizer-state']) / n } });
+  say({ check: 'memory by category', ok: JSON.stringify(got) === JSON.stringify(want), detail: { got, want, bytesPerParam: (got.params + got.grads + got['main-params'] + got['optimizer-state']) / n } });
 
   await dist.group.barrier();
   await dist.close();

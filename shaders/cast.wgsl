@@ -1,0 +1,40 @@
+// fp32 main params -> 16-bit model params (bf16 words, two per u32), round to nearest even; and back.
+// Lengths are even and ranges start at even elements (the layout's shards always do).
+
+override WG: u32 = 256;
+
+struct CastUniforms {
+  pairs: u32,   // element pairs in this window
+}
+
+@group(0) @binding(0) var<uniform> u: CastUniforms;
+@group(0) @binding(1) var<storage, read_write> wide: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> narrow: array<u32>;
+
+fn to_bf16(x: f32) -> u32 {
+  let bits = bitcast<u32>(x);
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u) {
+    return (bits >> 16u) | 0x40u; // NaN stays NaN
+  }
+  return (bits + 0x7fffu + ((bits >> 16u) & 1u)) >> 16u;
+}
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+  return (wid.x + wid.y * nwg.x) * WG + lid;
+}
+
+@compute @workgroup_size(WG)
+fn f32_to_bf16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  if (i >= u.pairs) { return; }
+  let v = wide[i];
+  narrow[i] = (to_bf16(v.x) & 0xffffu) | (to_bf16(v.y) << 16u);
+}
+
+@compute @workgroup_size(WG)
+fn bf16_to_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  if (i >= u.pairs) { return; }
+  let w = narrow[i];
+  wide[i] = vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
+}

@@ -1,0 +1,82 @@
+/**
+ * Casts between fp32 main params and 16-bit (bf16) model params on the GPU (shaders/cast.wgsl),
+ * in windows no larger than one binding.
+ */
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { GpuError } from '../gpu/errors.js';
+import { windowsFor } from '../gpu/grid.js';
+
+const WG = 256;
+
+export interface CastRange {
+  /** fp32 buffer and first element. */
+  wide: { buffer: DeviceBuffer; offset: number };
+  /** 16-bit buffer and first element. */
+  narrow: { buffer: DeviceBuffer; offset: number };
+  length: number;
+}
+
+export class Bf16Cast {
+  private readonly toNarrow: GPUComputePipeline;
+  private readonly toWide: GPUComputePipeline;
+  private readonly dispatches: { narrowGroup: GPUBindGroup; wideGroup: GPUBindGroup; pairs: number }[] = [];
+  private readonly uniforms: DeviceBuffer;
+
+  constructor(
+    private readonly ctx: GpuContext,
+    ranges: CastRange[],
+  ) {
+    this.toNarrow = ctx.kernels.pipeline('cast', 'f32_to_bf16', { WG });
+    this.toWide = ctx.kernels.pipeline('cast', 'bf16_to_f32', { WG });
+    const align = ctx.limits.minStorageBufferOffsetAlignment;
+    const windows = ranges.flatMap((r) => {
+      if (r.length % 2 !== 0 || r.wide.offset % 2 !== 0 || r.narrow.offset % 2 !== 0) {
+        throw new GpuError(`bf16 cast: ranges must start at even elements and have even lengths (got ${r.length} at ${r.narrow.offset})`);
+      }
+      if ((r.wide.offset * 4) % align !== 0 || (r.narrow.offset * 2) % align !== 0) {
+        throw new GpuError(`bf16 cast: offsets ${r.wide.offset} / ${r.narrow.offset} do not meet the storage offset alignment of ${align} B`);
+      }
+      return windowsFor(r.length, 4, ctx.limits.maxStorageBufferBindingSize, align * 2)
+        .filter((w) => w.count > 0)
+        .map((w) => ({ r, start: w.start, count: w.count }));
+    });
+    const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
+    this.uniforms = ctx.createBuffer({ label: 'cast.uniforms', size: Math.max(1, windows.length) * slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
+    const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
+    windows.forEach(({ r, start, count }, i) => {
+      data[(i * slot) / 4] = count / 2;
+      const bindings = (pipeline: GPUComputePipeline) =>
+        ctx.kernels.bindGroup(pipeline, [
+          { buffer: this.uniforms, offset: i * slot, size: 4 },
+          { buffer: r.wide.buffer, offset: (r.wide.offset + start) * 4, size: count * 4 },
+          { buffer: r.narrow.buffer, offset: (r.narrow.offset + start) * 2, size: count * 2 },
+        ]);
+      this.dispatches.push({ narrowGroup: bindings(this.toNarrow), wideGroup: bindings(this.toWide), pairs: count / 2 });
+    });
+    ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
+  }
+
+  private run(toNarrow: boolean): void {
+    const encoder = this.ctx.device.createCommandEncoder({ label: toNarrow ? 'cast f32->bf16' : 'cast bf16->f32' });
+    const pass = encoder.beginComputePass();
+    for (const d of this.dispatches) {
+      this.ctx.kernels.dispatchInPass(pass, toNarrow ? this.toNarrow : this.toWide, [toNarrow ? d.narrowGroup : d.wideGroup], Math.ceil(d.pairs / WG));
+    }
+    pass.end();
+    this.ctx.submit([encoder.finish()]);
+  }
+
+  /** Main params (fp32) into the model params (bf16). */
+  toModel(): void {
+    this.run(true);
+  }
+
+  /** Model params (bf16) into the main params (fp32): exact. */
+  toMain(): void {
+    this.run(false);
+  }
+
+  destroy(): void {
+    this.uniforms.destroy();
+  }
+}
