@@ -60,8 +60,9 @@ export class DistributedDataParallel {
       throw new DdpError(`the layout is for ${layout.dataParallelSize} data-parallel ranks but the process group has ${group.worldSize}`);
     }
     for (const b of layout.buffers) {
-      if (b.gradDtype !== 'float32' || b.paramDtype === 'float16') {
-        throw new DdpError(`params ${b.paramDtype} with grads ${b.gradDtype}: supported so far are float32 or bfloat16 params with float32 grads`);
+      const row = `${b.paramDtype}/${b.gradDtype}`;
+      if (!['float32/float32', 'bfloat16/float32', 'float16/float16'].includes(row)) {
+        throw new DdpError(`params ${b.paramDtype} with grads ${b.gradDtype}: use fp32/fp32, bf16/fp32 or fp16/fp16 (Megatron's three rows)`);
       }
     }
     this.overlapGradReduce = options.overlapGradReduce ?? false;
@@ -169,9 +170,10 @@ export class DistributedDataParallel {
     for (const buffer of this.buffers) {
       const n = buffer.layout.numel;
       let all: Float32Array;
-      if (buffer.layout.paramDtype === 'bfloat16') {
+      const dtype = buffer.layout.paramDtype;
+      if (dtype !== 'float32') {
         const bytes = await this.ctx.transfers.readback(buffer.params, 0, Math.ceil(n / 2) * 4);
-        all = wordsToFloat32(new Uint16Array(bytes.buffer, bytes.byteOffset, n), 'bfloat16');
+        all = wordsToFloat32(new Uint16Array(bytes.buffer, bytes.byteOffset, n), dtype);
       } else {
         all = await this.ctx.transfers.readFloat32(buffer.params, 0, n);
       }
@@ -180,7 +182,7 @@ export class DistributedDataParallel {
     return out;
   }
 
-  /** Set every param from compact values (padding becomes zero; bf16 params round to nearest even). */
+  /** Set every param from compact values (padding becomes zero; 16-bit params round to nearest even). */
   importParams(values: Map<string, Float32Array>): void {
     for (const buffer of this.buffers) {
       const all = new Float32Array(buffer.layout.numel);
@@ -189,9 +191,10 @@ export class DistributedDataParallel {
         if (!v || v.length !== p.numel) throw new DdpError(`importParams: '${p.name}' needs ${p.numel} values, got ${v ? v.length : 'none'}`);
         all.set(v, p.start);
       }
-      if (buffer.layout.paramDtype === 'bfloat16') {
+      const dtype = buffer.layout.paramDtype;
+      if (dtype !== 'float32') {
         const words = new Uint16Array(all.length);
-        float32ToWords(all, 'bfloat16', words);
+        float32ToWords(all, dtype, words);
         this.ctx.transfers.upload(buffer.params, words);
       } else {
         this.ctx.transfers.upload(buffer.params, all);
@@ -234,15 +237,19 @@ export class DistributedDataParallel {
 
   private async syncBucket(b: BucketState): Promise<void> {
     const range = b.buffer.gradBytes(b.layout);
-    const bytes = new Uint8Array(b.host.buffer, b.host.byteOffset, range.size);
+    const fp16 = b.buffer.layout.gradDtype === 'float16';
+    // fp16 grads travel as fp16 words and are summed in fp32 by the collectives.
+    const grads = fp16 ? new Uint16Array(b.host.buffer, b.host.byteOffset, b.layout.end - b.layout.start) : b.host;
+    const options = fp16 ? { dtype: 'float16' as const } : {};
+    const bytes = new Uint8Array(grads.buffer, grads.byteOffset, range.size);
     const { phases } = this;
     await phases.time('grad readback', () => this.ctx.transfers.readback(b.buffer.grads, range.offset, range.size, bytes));
     if (this.layout.distributedOptimizer) {
-      const shard = await phases.time('reduce-scatter', () => this.group.reduceScatter(b.host, 'avg'));
+      const shard = await phases.time('reduce-scatter', () => this.group.reduceScatter(grads, 'avg', options));
       const start = b.layout.start + this.group.rank * shard.length;
-      await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, shard, start * 4));
+      await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, shard, start * grads.BYTES_PER_ELEMENT));
     } else {
-      await phases.time('all-reduce', () => this.group.allReduce(b.host, 'avg'));
+      await phases.time('all-reduce', () => this.group.allReduce(grads, 'avg', options));
       await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, bytes, range.offset));
     }
   }

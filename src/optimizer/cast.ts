@@ -1,6 +1,6 @@
 /**
- * Casts between fp32 main params and 16-bit (bf16) model params on the GPU (shaders/cast.wgsl),
- * in windows no larger than one binding.
+ * Casts between fp32 main params and 16-bit (bf16 or fp16) model params on the GPU
+ * (shaders/cast.wgsl), in windows no larger than one binding.
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { GpuError } from '../gpu/errors.js';
@@ -16,7 +16,7 @@ export interface CastRange {
   length: number;
 }
 
-export class Bf16Cast {
+export class HalfCast {
   private readonly toNarrow: GPUComputePipeline;
   private readonly toWide: GPUComputePipeline;
   private readonly dispatches: { narrowGroup: GPUBindGroup; wideGroup: GPUBindGroup; pairs: number }[] = [];
@@ -25,16 +25,18 @@ export class Bf16Cast {
   constructor(
     private readonly ctx: GpuContext,
     ranges: CastRange[],
+    dtype: 'bfloat16' | 'float16',
   ) {
-    this.toNarrow = ctx.kernels.pipeline('cast', 'f32_to_bf16', { WG });
-    this.toWide = ctx.kernels.pipeline('cast', 'bf16_to_f32', { WG });
+    const name = dtype === 'bfloat16' ? 'bf16' : 'f16';
+    this.toNarrow = ctx.kernels.pipeline('cast', `f32_to_${name}`, { WG });
+    this.toWide = ctx.kernels.pipeline('cast', `${name}_to_f32`, { WG });
     const align = ctx.limits.minStorageBufferOffsetAlignment;
     const windows = ranges.flatMap((r) => {
       if (r.length % 2 !== 0 || r.wide.offset % 2 !== 0 || r.narrow.offset % 2 !== 0) {
-        throw new GpuError(`bf16 cast: ranges must start at even elements and have even lengths (got ${r.length} at ${r.narrow.offset})`);
+        throw new GpuError(`16-bit cast: ranges must start at even elements and have even lengths (got ${r.length} at ${r.narrow.offset})`);
       }
       if ((r.wide.offset * 4) % align !== 0 || (r.narrow.offset * 2) % align !== 0) {
-        throw new GpuError(`bf16 cast: offsets ${r.wide.offset} / ${r.narrow.offset} do not meet the storage offset alignment of ${align} B`);
+        throw new GpuError(`16-bit cast: offsets ${r.wide.offset} / ${r.narrow.offset} do not meet the storage offset alignment of ${align} B`);
       }
       return windowsFor(r.length, 4, ctx.limits.maxStorageBufferBindingSize, align * 2)
         .filter((w) => w.count > 0)
@@ -57,7 +59,7 @@ export class Bf16Cast {
   }
 
   private run(toNarrow: boolean): void {
-    const encoder = this.ctx.device.createCommandEncoder({ label: toNarrow ? 'cast f32->bf16' : 'cast bf16->f32' });
+    const encoder = this.ctx.device.createCommandEncoder({ label: toNarrow ? 'cast to 16-bit' : 'cast to fp32' });
     const pass = encoder.beginComputePass();
     for (const d of this.dispatches) {
       this.ctx.kernels.dispatchInPass(pass, toNarrow ? this.toNarrow : this.toWide, [toNarrow ? d.narrowGroup : d.wideGroup], Math.ceil(d.pairs / WG));
@@ -66,12 +68,12 @@ export class Bf16Cast {
     this.ctx.submit([encoder.finish()]);
   }
 
-  /** Main params (fp32) into the model params (bf16). */
+  /** Main params (fp32) into the model params (16-bit, rounded to nearest even). */
   toModel(): void {
     this.run(true);
   }
 
-  /** Model params (bf16) into the main params (fp32): exact. */
+  /** Model params (16-bit) into the main params (fp32): exact. */
   toMain(): void {
     this.run(false);
   }

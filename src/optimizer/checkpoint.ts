@@ -19,6 +19,7 @@ import type { ProcessGroup } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { ModelLayout } from '../ddp/layout.js';
 import type { AdamHyperParams } from './adam-math.js';
+import type { LossScalerState } from './loss-scaler.js';
 import type { Optimizer, OptimizerState } from './optimizer.js';
 import { CheckpointError, decodeSafetensors, encodeSafetensors, type Tensor } from './safetensors.js';
 
@@ -77,7 +78,7 @@ export async function saveCheckpoint(dir: string, parts: CheckpointParts): Promi
       step: optimizer.stepCount,
       hyper: parts.hyper,
       clipGrad: parts.clipGrad ?? 0,
-      scaler: null,
+      scaler: optimizer.scalerState() as Record<string, number> | null,
       savedAtDataParallelSize: group.worldSize,
       layoutHash: layoutHash(layout),
       params: layout.buffers.flatMap((b) => b.params.map((p) => ({ name: p.name, shape: [...p.shape], dtype: b.paramDtype }))),
@@ -140,6 +141,13 @@ export async function loadCheckpoint(dir: string, parts: Omit<CheckpointParts, '
   const { index, params, state } = readCheckpoint(dir, parts.ddp.layout);
   parts.ddp.importParams(params);
   parts.optimizer.importState(state, index.step);
+  if (parts.optimizer.scaler && index.scaler) {
+    try {
+      parts.optimizer.scaler.loadStateDict(index.scaler as unknown as LossScalerState);
+    } catch (error) {
+      throw new CheckpointError(`${join(dir, 'index.json')}: field 'scaler': ${(error as Error).message}`);
+    }
+  }
   await parts.group.barrier();
   return index;
 }

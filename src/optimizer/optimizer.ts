@@ -14,8 +14,11 @@
 import type { ProcessGroup } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import type { Float32Operand } from './adam.js';
 import { AdamKernel } from './adam.js';
-import { Bf16Cast } from './cast.js';
+import { HalfCast, type CastRange } from './cast.js';
+import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
+import { Unscale, type UnscaleRange } from './unscale.js';
 import { checkHyperParams, type AdamHyperParams } from './adam-math.js';
 import { shardRanges, type ShardRange } from './ranges.js';
 import { SumOfSquares } from './sumsq.js';
@@ -29,13 +32,20 @@ export interface OptimizerConfig {
    * order the next forward needs the buckets; the forward awaits `ddp.paramsReady(name)`.
    */
   overlapParamGather?: boolean;
+  /** fp16 grads: the dynamic loss scaler's settings (Megatron's defaults otherwise). */
+  lossScaler?: Partial<LossScalerConfig>;
 }
 
 export interface StepResult {
+  /** Adam's step count (skipped steps do not count). */
   step: number;
   gradNorm: number;
   /** The factor grads were multiplied by (1 when not clipped). */
   clipCoeff: number;
+  /** fp16: an inf or NaN grad on some rank skipped this step. */
+  skipped: boolean;
+  /** fp16: the loss scale for the next backward pass (null without fp16 grads). */
+  lossScale: number | null;
 }
 
 /** Adam's moments per param, compact (no padding): what a checkpoint stores. */
@@ -49,11 +59,15 @@ export interface OptimizerState {
 export interface Optimizer {
   readonly distributed: boolean;
   readonly stepCount: number;
+  /** fp16 grads: the loss scaler (multiply the loss by its scale before backward); null otherwise. */
+  readonly scaler: DynamicLossScaler | null;
   step(): Promise<StepResult>;
   /** Collective with the distributed optimizer: every rank must call it. */
   exportState(): Promise<OptimizerState>;
   /** Load moments saved at any data-parallel size, and the step count. */
   importState(state: OptimizerState, step: number): void;
+  /** fp16: the loss scaler's state for a checkpoint; null without one. */
+  scalerState(): LossScalerState | null;
   destroy(): void;
 }
 
@@ -71,8 +85,11 @@ abstract class AdamOverBuffers implements Optimizer {
   protected readonly owned: DeviceBuffer[] = [];
   protected kernels: AdamKernel[] = [];
   protected norm!: SumOfSquares;
-  /** bf16 params: fp32 main params are cast into the model params after each update. */
-  protected casts: Bf16Cast[] = [];
+  /** 16-bit params: fp32 main params are cast into the model params after each update. */
+  protected casts: HalfCast[] = [];
+  /** fp16 grads: unscaled into fp32 main grads, checked for inf/NaN. */
+  protected unscale: Unscale | null = null;
+  scaler: DynamicLossScaler | null = null;
 
   constructor(
     protected readonly ctx: GpuContext,
@@ -84,7 +101,7 @@ abstract class AdamOverBuffers implements Optimizer {
     if (config.clipGrad !== undefined && !(config.clipGrad >= 0)) throw new RangeError(`--clip-grad must be >= 0, got ${config.clipGrad}`);
   }
 
-  protected moments(label: string, elements: number, category: 'optimizer-state' | 'main-params' = 'optimizer-state'): DeviceBuffer {
+  protected moments(label: string, elements: number, category: 'optimizer-state' | 'main-params' | 'grads' = 'optimizer-state'): DeviceBuffer {
     const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: STORAGE(), category });
     this.ctx.device.queue.writeBuffer(buffer.gpu, 0, new Float32Array(Math.ceil(buffer.size / 4)));
     this.owned.push(buffer);
@@ -97,9 +114,33 @@ abstract class AdamOverBuffers implements Optimizer {
   /** After Adam: make every rank's params whole again. */
   protected abstract afterUpdate(): Promise<void>;
 
+  /** Whether any rank found an inf or NaN grad. */
+  protected abstract anyRank(foundInf: boolean): Promise<boolean>;
+
+  /** Casts for 16-bit params (main params start as the model params) and unscaling for fp16 grads. */
+  protected setUpHalves(casts: Record<'bfloat16' | 'float16', CastRange[]>, unscaleRanges: UnscaleRange[]): void {
+    for (const dtype of ['bfloat16', 'float16'] as const) {
+      if (casts[dtype].length === 0) continue;
+      const cast = new HalfCast(this.ctx, casts[dtype], dtype);
+      cast.toMain(); // queued before any step
+      this.casts.push(cast);
+    }
+    if (unscaleRanges.length > 0) {
+      this.unscale = new Unscale(this.ctx, unscaleRanges);
+      this.scaler = new DynamicLossScaler(this.config.lossScaler);
+    }
+  }
+
   async step(): Promise<StepResult> {
-    this.steps += 1;
     const phases = this.ddp.phases;
+    if (this.unscale && this.scaler) {
+      const scaler = this.scaler;
+      const local = await phases.time('unscale', () => this.unscale!.run(scaler.scale));
+      const foundInf = await phases.time('unscale', () => this.anyRank(local));
+      scaler.update(foundInf);
+      if (foundInf) return { step: this.steps, gradNorm: NaN, clipCoeff: 1, skipped: true, lossScale: scaler.scale };
+    }
+    this.steps += 1;
     const local = await phases.time('grad norm', () => this.norm.run());
     const gradNorm = Math.sqrt(await phases.time('grad norm', () => this.globalSumOfSquares(local)));
     const clip = this.config.clipGrad ?? 0;
@@ -111,7 +152,11 @@ abstract class AdamOverBuffers implements Optimizer {
     });
     await this.afterUpdate();
     await this.ctx.sync();
-    return { step: this.steps, gradNorm, clipCoeff };
+    return { step: this.steps, gradNorm, clipCoeff, skipped: false, lossScale: this.scaler?.scale ?? null };
+  }
+
+  scalerState(): LossScalerState | null {
+    return this.scaler?.stateDict() ?? null;
   }
 
   get stepCount(): number {
@@ -127,6 +172,7 @@ abstract class AdamOverBuffers implements Optimizer {
   }
 
   destroy(): void {
+    this.unscale?.destroy();
     for (const c of this.casts) c.destroy();
     for (const k of this.kernels) k.destroy();
     this.norm.destroy();
@@ -150,34 +196,37 @@ export class DistributedOptimizer extends AdamOverBuffers {
     const expAvgSq = this.moments('exp_avg_sq (shard)', shardElements);
     this.expAvg = expAvg;
     this.expAvgSq = expAvgSq;
-    const bf16 = ddp.buffers.some((b) => b.layout.paramDtype === 'bfloat16');
-    // fp32 params: the main params are the param buffer's shard itself; bf16: an fp32 copy of it.
-    const main = bf16 ? this.moments('main params (shard)', shardElements, 'main-params') : null;
+    const layoutOf = (r: ShardRange) => ddp.buffers[r.buffer]!.layout;
+    // fp32 params: the main params are the param buffer's shard itself; 16-bit: an fp32 copy.
+    const main = this.ranges.some((r) => layoutOf(r).paramDtype !== 'float32') ? this.moments('main params (shard)', shardElements, 'main-params') : null;
+    // fp16 grads: Adam reads fp32 main grads, unscaled from the shard (counted as grads).
+    const mainGrads = this.ranges.some((r) => layoutOf(r).gradDtype === 'float16') ? this.moments('main grads (shard)', shardElements, 'grads') : null;
     this.main = main;
+    const casts: Record<'bfloat16' | 'float16', CastRange[]> = { bfloat16: [], float16: [] };
+    const unscaleRanges: UnscaleRange[] = [];
+    const normRanges: { operand: Float32Operand; length: number }[] = [];
     let at = 0;
-    const castRanges = [];
     for (const r of this.ranges) {
       const buffer = ddp.buffers[r.buffer]!;
+      const { paramDtype, gradDtype } = buffer.layout;
       const length = r.gbufLocal.end - r.gbufLocal.start;
-      const param = buffer.layout.paramDtype === 'bfloat16' ? { buffer: main!, offset: at } : { buffer: buffer.params, offset: r.gbufWorld.start };
-      if (buffer.layout.paramDtype === 'bfloat16') castRanges.push({ wide: { buffer: main!, offset: at }, narrow: { buffer: buffer.params, offset: r.gbufWorld.start }, length });
-      this.kernels.push(
-        new AdamKernel(ctx, {
-          param,
-          grad: { buffer: buffer.grads, offset: r.gbufWorld.start },
-          expAvg: { buffer: expAvg, offset: at },
-          expAvgSq: { buffer: expAvgSq, offset: at },
-          length,
-        }),
-      );
+      const shardOf = (b: DeviceBuffer) => ({ buffer: b, offset: r.gbufWorld.start });
+      const param = paramDtype === 'float32' ? shardOf(buffer.params) : { buffer: main!, offset: at };
+      if (paramDtype !== 'float32') casts[paramDtype].push({ wide: param, narrow: shardOf(buffer.params), length });
+      const grad = gradDtype === 'float16' ? { buffer: mainGrads!, offset: at } : shardOf(buffer.grads);
+      if (gradDtype === 'float16') unscaleRanges.push({ grads: shardOf(buffer.grads), main: grad, length });
+      normRanges.push({ operand: grad, length });
+      this.kernels.push(new AdamKernel(ctx, { param, grad, expAvg: { buffer: expAvg, offset: at }, expAvgSq: { buffer: expAvgSq, offset: at }, length }));
       at += length;
     }
-    if (castRanges.length > 0) {
-      const cast = new Bf16Cast(ctx, castRanges);
-      cast.toMain(); // queued before any step: the main params start as the model params
-      this.casts.push(cast);
-    }
-    this.norm = new SumOfSquares(ctx, this.ranges.map((r) => ({ operand: { buffer: ddp.buffers[r.buffer]!.grads, offset: r.gbufWorld.start }, length: r.gbufLocal.end - r.gbufLocal.start })));
+    this.setUpHalves(casts, unscaleRanges);
+    this.norm = new SumOfSquares(ctx, normRanges);
+  }
+
+  protected async anyRank(foundInf: boolean): Promise<boolean> {
+    const flag = new Float32Array([foundInf ? 1 : 0]);
+    await this.group.allReduce(flag, 'max');
+    return flag[0]! > 0;
   }
 
   /** Gathers every bucket's moments through its host staging: every rank must call it. */
@@ -272,30 +321,34 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
 
   constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
+    const casts: Record<'bfloat16' | 'float16', CastRange[]> = { bfloat16: [], float16: [] };
+    const unscaleRanges: UnscaleRange[] = [];
+    const normRanges: { operand: Float32Operand; length: number }[] = [];
     for (const buffer of ddp.buffers) {
-      const n = buffer.layout.numel;
+      const { numel: n, paramDtype, gradDtype } = buffer.layout;
       const moments: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer } = { expAvg: this.moments(`exp_avg #${buffer.index}`, n), expAvgSq: this.moments(`exp_avg_sq #${buffer.index}`, n) };
       this.state.push(moments);
       let param = { buffer: buffer.params, offset: 0 };
-      if (buffer.layout.paramDtype === 'bfloat16') {
-        const main = this.moments(`main params #${buffer.index}`, n + (n % 2), 'main-params');
-        const cast = new Bf16Cast(ctx, [{ wide: { buffer: main, offset: 0 }, narrow: { buffer: buffer.params, offset: 0 }, length: n + (n % 2) }]);
-        cast.toMain();
-        this.casts.push(cast);
-        moments.main = main;
-        param = { buffer: main, offset: 0 };
+      if (paramDtype !== 'float32') {
+        moments.main = this.moments(`main params #${buffer.index}`, n, 'main-params');
+        param = { buffer: moments.main, offset: 0 };
+        casts[paramDtype].push({ wide: param, narrow: { buffer: buffer.params, offset: 0 }, length: n });
       }
-      this.kernels.push(
-        new AdamKernel(ctx, {
-          param,
-          grad: { buffer: buffer.grads },
-          expAvg: { buffer: moments.expAvg },
-          expAvgSq: { buffer: moments.expAvgSq },
-          length: n,
-        }),
-      );
+      let grad = { buffer: buffer.grads, offset: 0 };
+      if (gradDtype === 'float16') {
+        grad = { buffer: this.moments(`main grads #${buffer.index}`, n, 'grads'), offset: 0 };
+        unscaleRanges.push({ grads: { buffer: buffer.grads, offset: 0 }, main: grad, length: n });
+      }
+      normRanges.push({ operand: grad, length: n });
+      this.kernels.push(new AdamKernel(ctx, { param, grad, expAvg: { buffer: moments.expAvg }, expAvgSq: { buffer: moments.expAvgSq }, length: n }));
     }
-    this.norm = new SumOfSquares(ctx, ddp.buffers.map((b) => ({ operand: { buffer: b.grads }, length: b.layout.numel })));
+    this.setUpHalves(casts, unscaleRanges);
+    this.norm = new SumOfSquares(ctx, normRanges);
+  }
+
+  /** The grads were all-reduced: every rank holds the same ones and finds the same. */
+  protected async anyRank(foundInf: boolean): Promise<boolean> {
+    return foundInf;
   }
 
   async exportState(): Promise<OptimizerState> {

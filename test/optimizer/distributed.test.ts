@@ -6,7 +6,7 @@ const WORKER = fileURLToPath(new URL('../../dist/test/workers/optimizer-worker.j
 
 const job = (world: number, config: Record<string, unknown>) => runWorkers(WORKER, world, config);
 
-describe('DistributedOptimizer and its non-distributed twin (fp32 or bf16 params, fp32 grads)', () => {
+describe('DistributedOptimizer and its non-distributed twin: Megatron\'s three precision rows', () => {
   it.each([
     [1, true, 0],
     [2, true, 1.0],
@@ -18,14 +18,19 @@ describe('DistributedOptimizer and its non-distributed twin (fp32 or bf16 params
     [2, true, 1.0, false, 'bfloat16'],
     [4, true, 0, true, 'bfloat16'],
     [2, false, 1.0, false, 'bfloat16'],
-  ])('world %i, distributed %s, clip %s, overlapped param gather %s, params %s: k steps equal single-process Adam on the averaged grads; memory matches the table', async (world, distributed, clip, overlapParamGather = false, dtype = 'float32') => {
-    const ranks = await job(world, { distributed, clip, steps: 4, overlapParamGather, dtype });
+    [1, true, 1.0, false, 'float16'],
+    [2, true, 1.0, false, 'float16', 2],
+    [3, true, 0, true, 'float16', 3],
+    [2, false, 1.0, false, 'float16', 2],
+  ])('world %i, distributed %s, clip %s, overlapped param gather %s, params %s, inf at step %s: k steps equal single-process Adam on the averaged grads; memory matches the table', async (world, distributed, clip, overlapParamGather = false, dtype = 'float32', infAt?: number) => {
+    const ranks = await job(world, { distributed, clip, steps: 4, overlapParamGather, dtype, ...(infAt ? { infAt } : {}) });
     for (const [rank, lines] of ranks.entries()) {
       const failed = lines.filter((l) => 'check' in l && l.ok !== true);
       expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
-      expect(lines.filter((l) => 'check' in l), JSON.stringify(lines)).toHaveLength(dtype === 'bfloat16' ? 5 : 4);
+      const checks = 4 + (dtype === 'float32' ? 0 : 1) + (dtype === 'float16' ? 1 : 0) + (infAt ? 1 : 0);
+      expect(lines.filter((l) => 'check' in l), JSON.stringify(lines)).toHaveLength(checks);
       const accuracy = lines.find((l) => String(l.check).startsWith('params equal'))!.detail as { clippedSteps: number };
-      expect(accuracy.clippedSteps).toBe(clip > 0 ? 4 : 0);
+      expect(accuracy.clippedSteps).toBe(clip > 0 ? (infAt ? 3 : 4) : 0);
     }
   });
 });

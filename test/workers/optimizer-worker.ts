@@ -11,14 +11,19 @@ import { GpuContext } from '../../src/gpu/context.js';
 import { ADAMW_DEFAULTS, adamReferenceStep } from '../../src/optimizer/adam-math.js';
 import { createOptimizer } from '../../src/optimizer/optimizer.js';
 import { relativeError } from '../helpers/hash.js';
-import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
+import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { loadCheckpoint, saveCheckpoint } from '../../src/optimizer/checkpoint.js';
 
-const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; dtype?: 'float32' | 'bfloat16'; checkpoint?: { save?: string; saveAfter?: number; load?: string } };
+const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; dtype?: 'float32' | 'bfloat16' | 'float16'; infAt?: number; checkpoint?: { save?: string; saveAfter?: number; load?: string } };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
-const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype: config.dtype ?? 'float32', gradDtype: 'float32' });
-const bf16 = config.dtype === 'bfloat16';
-const roundBf16 = (x: number) => bf16ToFloat(floatToBf16(x));
+const dtype = config.dtype ?? 'float32';
+const fp16 = dtype === 'float16';
+const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype: fp16 ? 'float16' : 'float32' });
+const half = dtype !== 'float32';
+const toWord = fp16 ? floatToHalf : floatToBf16;
+const fromWord = fp16 ? halfToFloat : bf16ToFloat;
+const roundHalf = (x: number) => fromWord(toWord(x));
+const LOSS_SCALE = 2 ** 10;
 const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 16, 5), f32('b2', 5), f32('odd', 101)];
 const hyper = { ...ADAMW_DEFAULTS, lr: 1e-2, weightDecay: 0.1 };
 
@@ -83,33 +88,53 @@ async function main(): Promise<void> {
   const ddp = new DistributedDataParallel(ctx, dist.group, layout, { overlapGradReduce: true });
   const buffer = ddp.buffers[0]!;
   const n = buffer.layout.numel;
-  const initial = (r: number) => Float32Array.from({ length: n }, (_, i) => (bf16 ? roundBf16(param0(r, i)) : param0(r, i)));
-  ctx.transfers.upload(buffer.params, bf16 ? Uint16Array.from(initial(rank), floatToBf16) : initial(rank));
+  const initial = (r: number) => Float32Array.from({ length: n }, (_, i) => (half ? roundHalf(param0(r, i)) : param0(r, i)));
+  ctx.transfers.upload(buffer.params, half ? Uint16Array.from(initial(rank), toWord) : initial(rank));
   await ddp.broadcastParams();
-  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, overlapParamGather: config.overlapParamGather ?? false });
+  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, overlapParamGather: config.overlapParamGather ?? false, lossScaler: { initialScale: LOSS_SCALE } });
 
   const ref = { p: initial(0), m: new Float32Array(n), v: new Float32Array(n) };
   let worstNorm = 0;
   let clipped = 0;
+  let adamSteps = 0;
+  const scales: number[] = [];
   for (let t = 1; t <= config.steps; t++) {
     // A forward reads the params first layers first; with overlapped gathers it waits per bucket.
     for (const p of [...buffer.layout.params].reverse()) await ddp.paramsReady(p.name);
     ddp.zeroGradBuffer();
-    ctx.transfers.upload(buffer.grads, Float32Array.from({ length: n }, (_, i) => grad(rank, t, i)));
+    const scale = optimizer.scaler?.scale ?? 1;
+    // fp16: the backward of a loss multiplied by the scale gives fp16 grads times the scale.
+    const wordOf = (r: number, i: number) => floatToHalf(grad(r, t, i) * scale);
+    if (fp16) {
+      const words = Uint16Array.from({ length: n }, (_, i) => wordOf(rank, i));
+      if (config.infAt === t && rank === d - 1) words[7] = 0x7c00; // +inf on one rank only
+      ctx.transfers.upload(buffer.grads, words);
+    } else {
+      ctx.transfers.upload(buffer.grads, Float32Array.from({ length: n }, (_, i) => grad(rank, t, i)));
+    }
     for (const p of buffer.layout.params) ddp.registerGradReady(p.name);
     await ddp.finishGradSync();
     const result = await optimizer.step();
+    scales.push(result.lossScale ?? 0);
+    if (config.infAt === t) {
+      say({ check: 'an inf on one rank skips the step on every rank', ok: result.skipped && result.step === adamSteps, detail: result });
+      continue;
+    }
+    adamSteps += 1;
     const avg = Float32Array.from({ length: n }, (_, i) => {
       let sum = 0;
-      for (let r = 0; r < d; r++) sum += grad(r, t, i);
-      return Math.fround(sum * (1 / d));
+      for (let r = 0; r < d; r++) sum += fp16 ? halfToFloat(wordOf(r, i)) : grad(r, t, i);
+      const mean = Math.fround(sum * (1 / d));
+      // fp16: the collective rounds the mean to fp16; the optimizer unscales it in fp32.
+      return fp16 ? Math.fround(halfToFloat(floatToHalf(mean)) * Math.fround(1 / scale)) : mean;
     });
     const norm = Math.sqrt(avg.reduce((s, x) => s + x * x, 0));
     const coeff = config.clip > 0 && config.clip / (norm + 1e-6) < 1 ? config.clip / (norm + 1e-6) : 1;
     if (coeff < 1) clipped += 1;
     worstNorm = Math.max(worstNorm, Math.abs(result.gradNorm - norm) / norm);
-    adamReferenceStep(hyper, t, ref.p, avg, ref.m, ref.v, coeff);
+    adamReferenceStep(hyper, adamSteps, ref.p, avg, ref.m, ref.v, coeff);
   }
+  if (fp16) say({ check: 'loss scale after the steps (one overflow: hysteresis, no backoff)', ok: scales.every((x) => x === LOSS_SCALE) && optimizer.scaler!.skippedSteps === (config.infAt ? 1 : 0), detail: { scales, skipped: optimizer.scaler!.skippedSteps } });
   await ddp.finishParamSync(); // the last step's gathers may still run
   // Model params and (bf16) the fp32 main params, both laid out as the buffer is (padding zero).
   const asBuffer = (values: Map<string, Float32Array>) => {
@@ -118,7 +143,7 @@ async function main(): Promise<void> {
     return out;
   };
   const params = asBuffer(await ddp.exportParams());
-  const main = bf16 ? asBuffer((await optimizer.exportState()).main!) : params;
+  const main = half ? asBuffer((await optimizer.exportState()).main!) : params;
   const padding = new Set<number>();
   let at = 0;
   for (const p of buffer.layout.params) {
@@ -131,14 +156,20 @@ async function main(): Promise<void> {
   say({ check: 'params equal single-process Adam on averaged grads', ok: err <= 1e-6, detail: { relativeError: err, clippedSteps: clipped } });
   say({ check: 'grad norm', ok: worstNorm <= 1e-5, detail: worstNorm });
   say({ check: 'params moved', ok: relativeError(params, Float32Array.from(initial(0), (x, i) => (padding.has(i) ? 0 : x))) > 1e-3, detail: null });
-  if (bf16) {
-    const mismatch = params.findIndex((x, i) => !Object.is(x, roundBf16(main[i]!)));
-    say({ check: 'bf16 model params are the main params rounded', ok: mismatch < 0, detail: mismatch < 0 ? null : `element ${mismatch}: ${params[mismatch]} vs main ${main[mismatch]}` });
+  if (half) {
+    const mismatch = params.findIndex((x, i) => !Object.is(x, roundHalf(main[i]!)));
+    say({ check: `${dtype} model params are the main params rounded`, ok: mismatch < 0, detail: mismatch < 0 ? null : `element ${mismatch}: ${params[mismatch]} vs main ${main[mismatch]}` });
   }
 
   const live = ctx.memoryReport().live;
   const shardOrAll = config.distributed ? n / d : n;
-  const want = { params: bf16 ? Math.ceil((n * 2) / 4) * 4 : n * 4, grads: n * 4, 'main-params': bf16 ? shardOrAll * 4 : 0, 'optimizer-state': shardOrAll * 8 };
+  // Megatron's rows: fp32 16 | 8 + 8/d; bf16 18 | 6 + 12/d; fp16 20 | 4 + 16/d (fp32 main grads counted as grads).
+  const want = {
+    params: half ? n * 2 : n * 4,
+    grads: fp16 ? n * 2 + shardOrAll * 4 : n * 4,
+    'main-params': half ? shardOrAll * 4 : 0,
+    'optimizer-state': shardOrAll * 8,
+  };
   const got = { params: live.params, grads: live.grads, 'main-params': live['main-params'], 'optimizer-state': live['optimizer-state'] };
   say({ check: 'memory by category', ok: JSON.stringify(got) === JSON.stringify(want), detail: { got, want, bytesPerParam: (got.params + got.grads + got['main-params'] + got['optimizer-state']) / n } });
 
