@@ -1,5 +1,8 @@
 // fp16 grads -> fp32 main grads times 1/loss_scale, and a flag raised if any grad is inf or NaN
 // (checked on the fp16 bits: WGSL may assume floats are finite, so no float comparison is trusted).
+// Needs the shader-f16 feature; widening f16 to f32 is exact.
+
+enable f16;
 
 override WG: u32 = 256;
 
@@ -9,7 +12,7 @@ struct UnscaleUniforms {
 }
 
 @group(0) @binding(0) var<uniform> u: UnscaleUniforms;
-@group(0) @binding(1) var<storage, read> grads: array<u32>;
+@group(0) @binding(1) var<storage, read> grads: array<vec2<f16>>;
 @group(0) @binding(2) var<storage, read_write> main_grads: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> found_inf: array<atomic<u32>>;
 
@@ -17,9 +20,10 @@ struct UnscaleUniforms {
 fn unscale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = (wid.x + wid.y * nwg.x) * WG + lid;
   if (i >= u.pairs) { return; }
-  let w = grads[i];
+  let g = grads[i];
+  let w = bitcast<u32>(g);
   if ((w & 0x7c00u) == 0x7c00u || ((w >> 16u) & 0x7c00u) == 0x7c00u) {
     atomicMax(&found_inf[0], 1u);
   }
-  main_grads[i] = unpack2x16float(w) * u.inv_scale;
+  main_grads[i] = vec2<f32>(g) * u.inv_scale;
 }

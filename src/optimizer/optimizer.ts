@@ -98,6 +98,9 @@ abstract class AdamOverBuffers implements Optimizer {
     protected readonly config: OptimizerConfig,
   ) {
     checkHyperParams(config.hyper);
+    if (ddp.layout.buffers.some((b) => b.paramDtype === 'float16') && !ctx.hasF16) {
+      throw new Error(`fp16 params need the shader-f16 feature, which adapter '${ctx.adapterName}' does not offer; use bf16 (--bf16) or fp32 instead`);
+    }
     if (config.clipGrad !== undefined && !(config.clipGrad >= 0)) throw new RangeError(`--clip-grad must be >= 0, got ${config.clipGrad}`);
   }
 

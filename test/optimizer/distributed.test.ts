@@ -1,5 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { initProcessGroup } from '../../src/collectives/init.js';
+import { DistributedDataParallel } from '../../src/ddp/ddp.js';
+import { computeLayout } from '../../src/ddp/layout.js';
+import { GpuContext } from '../../src/gpu/context.js';
+import { ADAMW_DEFAULTS } from '../../src/optimizer/adam-math.js';
+import { createOptimizer } from '../../src/optimizer/optimizer.js';
 import { runWorkers } from '../helpers/job.js';
 
 const WORKER = fileURLToPath(new URL('../../dist/test/workers/optimizer-worker.js', import.meta.url));
@@ -17,10 +23,12 @@ describe('DistributedOptimizer and its non-distributed twin: Megatron\'s three p
     [1, true, 1.0, false, 'bfloat16'],
     [2, true, 1.0, false, 'bfloat16'],
     [4, true, 0, true, 'bfloat16'],
+    [3, true, 1.0, false, 'bfloat16'],
     [2, false, 1.0, false, 'bfloat16'],
     [1, true, 1.0, false, 'float16'],
     [2, true, 1.0, false, 'float16', 2],
     [3, true, 0, true, 'float16', 3],
+    [4, true, 1.0, false, 'float16'],
     [2, false, 1.0, false, 'float16', 2],
   ])('world %i, distributed %s, clip %s, overlapped param gather %s, params %s, inf at step %s: k steps equal single-process Adam on the averaged grads; memory matches the table', async (world, distributed, clip, overlapParamGather = false, dtype = 'float32', infAt?: number) => {
     const ranks = await job(world, { distributed, clip, steps: 4, overlapParamGather, dtype, ...(infAt ? { infAt } : {}) });
@@ -32,5 +40,15 @@ describe('DistributedOptimizer and its non-distributed twin: Megatron\'s three p
       const accuracy = lines.find((l) => String(l.check).startsWith('params equal'))!.detail as { clippedSteps: number };
       expect(accuracy.clippedSteps).toBe(clip > 0 ? (infAt ? 3 : 4) : 0);
     }
+  });
+
+  it('fp16 without the shader-f16 feature fails at start-up with what to do', async () => {
+    const ctx = await GpuContext.create({ disableFeatures: ['shader-f16'] });
+    const dist = await initProcessGroup({ rank: 0, worldSize: 1 });
+    const layout = computeLayout([{ name: 'w', shape: [64], dtype: 'float16', gradDtype: 'float16' }], { dataParallelSize: 1, distributedOptimizer: true });
+    const ddp = new DistributedDataParallel(ctx, dist.group, layout);
+    expect(() => createOptimizer(ctx, dist.group, ddp, { hyper: ADAMW_DEFAULTS })).toThrow(/^fp16 params need the shader-f16 feature, which adapter '.+' does not offer; use bf16 \(--bf16\) or fp32 instead$/);
+    ddp.destroy();
+    ctx.destroy();
   });
 });
