@@ -1,0 +1,70 @@
+/**
+ * Model-state bytes per rank from the layout, pure: Megatron's bytes per parameter times the param
+ * count, and the layout's padding reported on its own. The GPU runtime's live bytes per category
+ * must equal `byCategory` exactly (tests check it), and the memory calculator builds on this.
+ *
+ *   fp32 params, fp32 grads: params 4, grads 4, optimizer state 8 (main params are the params)
+ *   bf16 params, fp32 grads: params 2, grads 4, main params 4, optimizer state 8
+ *   fp16 params, fp16 grads: params 2, grads 2 + 4 (fp32 main grads), main params 4, optimizer state 8
+ *
+ * With the distributed optimizer the optimizer-side bytes (main params, main grads, moments) are for
+ * one rank's shard only: 1/d of every (padded) bucket. How much of a shard is padding depends on the
+ * rank (the last shard of a bucket holds its end padding), so padding is computed for a given rank.
+ */
+import { BYTES, type BufferLayout, type ModelLayout } from '../ddp/layout.js';
+import type { MemoryCategory } from '../gpu/memory.js';
+import { shardRanges } from '../optimizer/ranges.js';
+
+export type ModelStateCategory = Extract<MemoryCategory, 'params' | 'grads' | 'main-params' | 'optimizer-state'>;
+
+export interface ModelStateBytes {
+  /** Bytes per category on each rank, padding included (what the GPU holds). */
+  byCategory: Record<ModelStateCategory, number>;
+  /** The part of `byCategory` that is padding, per category. */
+  paddingByCategory: Record<ModelStateCategory, number>;
+  /** Megatron's bytes per parameter for this precision and d (no padding). */
+  bytesPerParam: number;
+  /** Params in the model (no padding). */
+  paramCount: number;
+  /** Total bytes, padding included. */
+  total: number;
+}
+
+/** Bytes per element of each category for one buffer's precision: [model side, optimizer side]. */
+function perElement(b: BufferLayout): { model: Record<ModelStateCategory, number>; optimizer: Record<ModelStateCategory, number> } {
+  const fp16Grads = b.gradDtype === 'float16';
+  return {
+    model: { params: BYTES[b.paramDtype], grads: BYTES[b.gradDtype], 'main-params': 0, 'optimizer-state': 0 },
+    optimizer: { params: 0, grads: fp16Grads ? 4 : 0, 'main-params': b.paramDtype === 'float32' ? 0 : 4, 'optimizer-state': 8 },
+  };
+}
+
+const CATEGORIES: ModelStateCategory[] = ['params', 'grads', 'main-params', 'optimizer-state'];
+const zero = (): Record<ModelStateCategory, number> => ({ params: 0, grads: 0, 'main-params': 0, 'optimizer-state': 0 });
+
+/** Model-state bytes on `rank` (default 0) for this layout. */
+export function modelStateBytes(layout: ModelLayout, rank = 0): ModelStateBytes {
+  const d = layout.distributedOptimizer ? layout.dataParallelSize : 1;
+  // Param elements in this rank's optimizer shards, per buffer (all of them without sharding).
+  const ownedParams = layout.buffers.map((b) => b.paramNumel);
+  if (layout.distributedOptimizer) {
+    ownedParams.fill(0);
+    for (const r of shardRanges(layout, rank)) for (const p of r.params) ownedParams[r.buffer]! += p.param.end - p.param.start;
+  }
+  const byCategory = zero();
+  const paddingByCategory = zero();
+  let perParamTotal = 0;
+  layout.buffers.forEach((b, i) => {
+    const { model, optimizer } = perElement(b);
+    for (const c of CATEGORIES) {
+      // 16-bit buffers are allocated in whole 4-byte words.
+      const modelBytes = Math.ceil((b.numel * model[c]) / 4) * 4;
+      const optimizerBytes = (b.numel / d) * optimizer[c];
+      byCategory[c] += modelBytes + optimizerBytes;
+      paddingByCategory[c] += modelBytes - b.paramNumel * model[c] + optimizerBytes - ownedParams[i]! * optimizer[c];
+    }
+    perParamTotal += b.paramNumel * CATEGORIES.reduce((s, c) => s + model[c] + optimizer[c] / d, 0);
+  });
+  const total = CATEGORIES.reduce((s, c) => s + byCategory[c], 0);
+  return { byCategory, paddingByCategory, bytesPerParam: layout.paramCount ? perParamTotal / layout.paramCount : 0, paramCount: layout.paramCount, total };
+}
