@@ -8,12 +8,32 @@ import { windowsFor } from '../gpu/grid.js';
 
 const WG = 256;
 
+/** An fp32 range and the 16-bit range it pairs with, element for element. */
 export interface CastRange {
   /** fp32 buffer and first element. */
   wide: { buffer: DeviceBuffer; offset: number };
   /** 16-bit buffer and first element. */
   narrow: { buffer: DeviceBuffer; offset: number };
   length: number;
+}
+
+/**
+ * Windows over paired ranges that fit one binding, with both sides' offsets aligned; 16-bit data
+ * is processed in pairs of elements, so ranges must start at even elements and be of even length.
+ */
+export function pairedWindows(ctx: GpuContext, ranges: CastRange[], what: string): { range: CastRange; start: number; count: number }[] {
+  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  return ranges.flatMap((range) => {
+    if (range.length % 2 !== 0 || range.wide.offset % 2 !== 0 || range.narrow.offset % 2 !== 0) {
+      throw new GpuError(`${what}: ranges must start at even elements and have even lengths (got ${range.length} at ${range.narrow.offset})`);
+    }
+    if ((range.wide.offset * 4) % align !== 0 || (range.narrow.offset * 2) % align !== 0) {
+      throw new GpuError(`${what}: offsets ${range.wide.offset} / ${range.narrow.offset} do not meet the storage offset alignment of ${align} B`);
+    }
+    return windowsFor(range.length, 4, ctx.limits.maxStorageBufferBindingSize, align * 2)
+      .filter((w) => w.count > 0)
+      .map((w) => ({ range, start: w.start, count: w.count }));
+  });
 }
 
 export class HalfCast {
@@ -30,22 +50,11 @@ export class HalfCast {
     const name = dtype === 'bfloat16' ? 'bf16' : 'f16';
     this.toNarrow = ctx.kernels.pipeline('cast', `f32_to_${name}`, { WG });
     this.toWide = ctx.kernels.pipeline('cast', `${name}_to_f32`, { WG });
-    const align = ctx.limits.minStorageBufferOffsetAlignment;
-    const windows = ranges.flatMap((r) => {
-      if (r.length % 2 !== 0 || r.wide.offset % 2 !== 0 || r.narrow.offset % 2 !== 0) {
-        throw new GpuError(`16-bit cast: ranges must start at even elements and have even lengths (got ${r.length} at ${r.narrow.offset})`);
-      }
-      if ((r.wide.offset * 4) % align !== 0 || (r.narrow.offset * 2) % align !== 0) {
-        throw new GpuError(`16-bit cast: offsets ${r.wide.offset} / ${r.narrow.offset} do not meet the storage offset alignment of ${align} B`);
-      }
-      return windowsFor(r.length, 4, ctx.limits.maxStorageBufferBindingSize, align * 2)
-        .filter((w) => w.count > 0)
-        .map((w) => ({ r, start: w.start, count: w.count }));
-    });
+    const windows = pairedWindows(ctx, ranges, '16-bit cast');
     const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.uniforms = ctx.createBuffer({ label: 'cast.uniforms', size: Math.max(1, windows.length) * slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
     const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
-    windows.forEach(({ r, start, count }, i) => {
+    windows.forEach(({ range: r, start, count }, i) => {
       data[(i * slot) / 4] = count / 2;
       const bindings = (pipeline: GPUComputePipeline) =>
         ctx.kernels.bindGroup(pipeline, [

@@ -217,7 +217,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
       const param = paramDtype === 'float32' ? shardOf(buffer.params) : { buffer: main!, offset: at };
       if (paramDtype !== 'float32') casts[paramDtype].push({ wide: param, narrow: shardOf(buffer.params), length });
       const grad = gradDtype === 'float16' ? { buffer: mainGrads!, offset: at } : shardOf(buffer.grads);
-      if (gradDtype === 'float16') unscaleRanges.push({ grads: shardOf(buffer.grads), main: grad, length });
+      if (gradDtype === 'float16') unscaleRanges.push({ narrow: shardOf(buffer.grads), wide: grad, length });
       normRanges.push({ operand: grad, length });
       this.kernels.push(new AdamKernel(ctx, { param, grad, expAvg: { buffer: expAvg, offset: at }, expAvgSq: { buffer: expAvgSq, offset: at }, length }));
       at += length;
@@ -340,7 +340,7 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
       let grad = { buffer: buffer.grads, offset: 0 };
       if (gradDtype === 'float16') {
         grad = { buffer: this.moments(`main grads #${buffer.index}`, n, 'grads'), offset: 0 };
-        unscaleRanges.push({ grads: { buffer: buffer.grads, offset: 0 }, main: grad, length: n });
+        unscaleRanges.push({ narrow: { buffer: buffer.grads, offset: 0 }, wide: grad, length: n });
       }
       normRanges.push({ operand: grad, length: n });
       this.kernels.push(new AdamKernel(ctx, { param, grad, expAvg: { buffer: moments.expAvg }, expAvgSq: { buffer: moments.expAvgSq }, length: n }));

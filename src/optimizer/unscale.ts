@@ -3,18 +3,12 @@
  * (shaders/unscale.wgsl), over ranges of the grad buffer.
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
-import { GpuError } from '../gpu/errors.js';
-import { windowsFor } from '../gpu/grid.js';
+import { pairedWindows, type CastRange } from './cast.js';
 
 const WG = 256;
 
-export interface UnscaleRange {
-  /** fp16 grads: buffer and first element. */
-  grads: { buffer: DeviceBuffer; offset: number };
-  /** fp32 main grads: buffer and first element. */
-  main: { buffer: DeviceBuffer; offset: number };
-  length: number;
-}
+/** fp16 grads (`narrow`) and the fp32 main grads they unscale into (`wide`). */
+export type UnscaleRange = CastRange;
 
 export class Unscale {
   private readonly pipeline: GPUComputePipeline;
@@ -28,24 +22,17 @@ export class Unscale {
     ranges: UnscaleRange[],
   ) {
     this.pipeline = ctx.kernels.pipeline('unscale', 'unscale', { WG });
-    const align = ctx.limits.minStorageBufferOffsetAlignment;
-    const windows = ranges.flatMap((r) => {
-      if (r.length % 2 !== 0 || r.grads.offset % 2 !== 0) throw new GpuError(`unscale: ranges must start at even elements and have even lengths (got ${r.length} at ${r.grads.offset})`);
-      if ((r.grads.offset * 2) % align !== 0 || (r.main.offset * 4) % align !== 0) throw new GpuError(`unscale: offsets ${r.grads.offset} / ${r.main.offset} do not meet the storage offset alignment of ${align} B`);
-      return windowsFor(r.length, 4, ctx.limits.maxStorageBufferBindingSize, align * 2)
-        .filter((w) => w.count > 0)
-        .map((w) => ({ r, start: w.start, count: w.count }));
-    });
+    const windows = pairedWindows(ctx, ranges, 'unscale');
     this.slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.uniforms = ctx.createBuffer({ label: 'unscale.uniforms', size: Math.max(1, windows.length) * this.slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
     this.found = ctx.createBuffer({ label: 'unscale.found_inf', size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, category: 'other' });
-    windows.forEach(({ r, start, count }, i) => {
+    windows.forEach(({ range: r, start, count }, i) => {
       this.groups.push({
         pairs: count / 2,
         group: ctx.kernels.bindGroup(this.pipeline, [
           { buffer: this.uniforms, offset: i * this.slot, size: 8 },
-          { buffer: r.grads.buffer, offset: (r.grads.offset + start) * 2, size: count * 2 },
-          { buffer: r.main.buffer, offset: (r.main.offset + start) * 4, size: count * 4 },
+          { buffer: r.narrow.buffer, offset: (r.narrow.offset + start) * 2, size: count * 2 },
+          { buffer: r.wide.buffer, offset: (r.wide.offset + start) * 4, size: count * 4 },
           this.found,
         ]),
       });
