@@ -24,7 +24,7 @@ export class ParamAndGradBuffer {
   private readonly placements: Map<string, ParamPlacement>;
 
   constructor(
-    private readonly ctx: GpuContext,
+    ctx: GpuContext,
     readonly layout: BufferLayout,
     readonly index: number,
   ) {

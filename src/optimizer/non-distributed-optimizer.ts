@@ -1,0 +1,88 @@
+/** The non-distributed twin: grads all-reduced, Adam on the whole buffer on every rank, full moments. */
+import type { ProcessGroup } from '../collectives/process-group.js';
+import type { DistributedDataParallel } from '../ddp/ddp.js';
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import type { Float32Operand } from './adam.js';
+import { AdamKernel } from './adam.js';
+import type { CastRange } from './cast.js';
+import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState } from './optimizer-base.js';
+import { SumOfSquares } from './sumsq.js';
+import type { UnscaleRange } from './unscale.js';
+
+export class NonDistributedOptimizer extends AdamOverBuffers {
+  readonly distributed = false;
+  private readonly state: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer }[] = [];
+
+  constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
+    super(ctx, group, ddp, config);
+    const casts: Record<'bfloat16' | 'float16', CastRange[]> = { bfloat16: [], float16: [] };
+    const unscaleRanges: UnscaleRange[] = [];
+    const normRanges: { operand: Float32Operand; length: number }[] = [];
+    for (const buffer of ddp.buffers) {
+      const { numel: n, paramDtype, gradDtype } = buffer.layout;
+      const moments: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer } = { expAvg: this.fp32Buffer(`exp_avg #${buffer.index}`, n), expAvgSq: this.fp32Buffer(`exp_avg_sq #${buffer.index}`, n) };
+      this.state.push(moments);
+      let param = { buffer: buffer.params, offset: 0 };
+      if (paramDtype !== 'float32') {
+        moments.main = this.fp32Buffer(`main params #${buffer.index}`, n, 'main-params');
+        param = { buffer: moments.main, offset: 0 };
+        casts[paramDtype].push({ wide: param, narrow: { buffer: buffer.params, offset: 0 }, length: n });
+      }
+      let grad = { buffer: buffer.grads, offset: 0 };
+      if (gradDtype === 'float16') {
+        grad = { buffer: this.fp32Buffer(`main grads #${buffer.index}`, n, 'grads'), offset: 0 };
+        unscaleRanges.push({ narrow: { buffer: buffer.grads, offset: 0 }, wide: grad, length: n });
+      }
+      normRanges.push({ operand: grad, length: n });
+      this.kernels.push(new AdamKernel(ctx, { param, grad, expAvg: { buffer: moments.expAvg }, expAvgSq: { buffer: moments.expAvgSq }, length: n }));
+    }
+    this.setUpHalves(casts, unscaleRanges);
+    this.norm = new SumOfSquares(ctx, normRanges);
+  }
+
+  /** The grads were all-reduced: every rank holds the same ones and finds the same. */
+  protected async anyRank(foundInf: boolean): Promise<boolean> {
+    return foundInf;
+  }
+
+  async exportState(): Promise<OptimizerState> {
+    const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map() };
+    for (const [i, buffer] of this.ddp.buffers.entries()) {
+      for (const which of ['expAvg', 'expAvgSq', 'main'] as const) {
+        const source = this.state[i]![which];
+        if (!source) continue;
+        const all = await this.ctx.transfers.readFloat32(source, 0, buffer.layout.numel);
+        const into = (state[which] ??= new Map());
+        for (const p of buffer.layout.params) into.set(p.name, all.slice(p.start, p.end));
+      }
+    }
+    return state;
+  }
+
+  importState(state: OptimizerState, step: number): void {
+    for (const [i, buffer] of this.ddp.buffers.entries()) {
+      for (const which of ['expAvg', 'expAvgSq', 'main'] as const) {
+        const target = this.state[i]![which];
+        if (!target) continue;
+        const values = state[which];
+        if (!values) {
+          // No main params in the checkpoint (saved from fp32 params): start them from the model params.
+          this.casts.forEach((c) => c.toMain());
+          continue;
+        }
+        const all = new Float32Array(Math.ceil(target.size / 4));
+        for (const p of buffer.layout.params) all.set(stateTensor(values, p.name, p.numel, which), p.start);
+        this.ctx.transfers.upload(target, all);
+      }
+    }
+    this.setStep(step);
+  }
+
+  /** The grads were all-reduced: every rank already holds all of them. */
+  protected async globalSumOfSquares(local: number): Promise<number> {
+    return local;
+  }
+
+  protected async afterUpdate(): Promise<void> {}
+}
+

@@ -1,0 +1,172 @@
+/** What both optimizers share: the interface, the step sequence, grad norm and clipping, 16-bit set-up. */
+import type { ProcessGroup } from '../collectives/process-group.js';
+import type { DistributedDataParallel } from '../ddp/ddp.js';
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { AdamKernel } from './adam.js';
+import { HalfCast, type CastRange } from './cast.js';
+import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
+import { Unscale, type UnscaleRange } from './unscale.js';
+import { checkHyperParams, type AdamHyperParams } from './adam-math.js';
+import type { SumOfSquares } from './sumsq.js';
+
+export interface OptimizerConfig {
+  hyper: AdamHyperParams;
+  /** Clip the global grad norm to this value; 0 or absent: no clipping. */
+  clipGrad?: number;
+  /**
+   * Distributed optimizer: return from `step()` with the param all-gathers still running, in the
+   * order the next forward needs the buckets; the forward awaits `ddp.paramsReady(name)`.
+   */
+  overlapParamGather?: boolean;
+  /** fp16 grads: the dynamic loss scaler's settings (Megatron's defaults otherwise). */
+  lossScaler?: Partial<LossScalerConfig>;
+}
+
+export interface StepResult {
+  /** Adam's step count (skipped steps do not count). */
+  step: number;
+  gradNorm: number;
+  /** The factor grads were multiplied by (1 when not clipped). */
+  clipCoeff: number;
+  /** fp16: an inf or NaN grad on some rank skipped this step. */
+  skipped: boolean;
+  /** fp16: the loss scale for the next backward pass (null without fp16 grads). */
+  lossScale: number | null;
+}
+
+/** Adam's moments per param, compact (no padding): what a checkpoint stores. */
+export interface OptimizerState {
+  expAvg: Map<string, Float32Array>;
+  expAvgSq: Map<string, Float32Array>;
+  /** fp32 main params, when the model params are 16-bit. */
+  main?: Map<string, Float32Array>;
+}
+
+export interface Optimizer {
+  readonly distributed: boolean;
+  readonly stepCount: number;
+  /** fp16 grads: the loss scaler (multiply the loss by its scale before backward); null otherwise. */
+  readonly scaler: DynamicLossScaler | null;
+  step(): Promise<StepResult>;
+  /** Collective with the distributed optimizer: every rank must call it. */
+  exportState(): Promise<OptimizerState>;
+  /** Load moments saved at any data-parallel size, and the step count. */
+  importState(state: OptimizerState, step: number): void;
+  /** fp16: the loss scaler's state for a checkpoint; null without one. */
+  scalerState(): LossScalerState | null;
+  destroy(): void;
+}
+
+export function stateTensor(state: Map<string, Float32Array>, name: string, numel: number, which: string): Float32Array {
+  const t = state.get(name);
+  if (!t || t.length !== numel) throw new Error(`optimizer state: ${which} of '${name}' needs ${numel} values, got ${t ? t.length : 'none'}`);
+  return t;
+}
+
+export const STORAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+export abstract class AdamOverBuffers implements Optimizer {
+  abstract readonly distributed: boolean;
+  protected steps = 0;
+  protected readonly owned: DeviceBuffer[] = [];
+  protected kernels: AdamKernel[] = [];
+  protected norm!: SumOfSquares;
+  /** 16-bit params: fp32 main params are cast into the model params after each update. */
+  protected casts: HalfCast[] = [];
+  /** fp16 grads: unscaled into fp32 main grads, checked for inf/NaN. */
+  protected unscale: Unscale | null = null;
+  scaler: DynamicLossScaler | null = null;
+
+  constructor(
+    protected readonly ctx: GpuContext,
+    protected readonly group: ProcessGroup,
+    protected readonly ddp: DistributedDataParallel,
+    protected readonly config: OptimizerConfig,
+  ) {
+    checkHyperParams(config.hyper);
+    if (ddp.layout.buffers.some((b) => b.paramDtype === 'float16') && !ctx.hasF16) {
+      throw new Error(`fp16 params need the shader-f16 feature, which adapter '${ctx.adapterName}' does not offer; use bf16 (--bf16) or fp32 instead`);
+    }
+    if (config.clipGrad !== undefined && !(config.clipGrad >= 0)) throw new RangeError(`--clip-grad must be >= 0, got ${config.clipGrad}`);
+  }
+
+  /** A zeroed fp32 buffer the optimizer owns (moments, main params, main grads). */
+  protected fp32Buffer(label: string, elements: number, category: 'optimizer-state' | 'main-params' | 'grads' = 'optimizer-state'): DeviceBuffer {
+    const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: STORAGE(), category });
+    this.ctx.device.queue.writeBuffer(buffer.gpu, 0, new Float32Array(Math.ceil(buffer.size / 4)));
+    this.owned.push(buffer);
+    return buffer;
+  }
+
+  /** Sum of squares of the grads this rank owns, added over the ranks that share the work. */
+  protected abstract globalSumOfSquares(local: number): Promise<number>;
+
+  /** After Adam: make every rank's params whole again. */
+  protected abstract afterUpdate(): Promise<void>;
+
+  /** Whether any rank found an inf or NaN grad. */
+  protected abstract anyRank(foundInf: boolean): Promise<boolean>;
+
+  /** Casts for 16-bit params (main params start as the model params) and unscaling for fp16 grads. */
+  protected setUpHalves(casts: Record<'bfloat16' | 'float16', CastRange[]>, unscaleRanges: UnscaleRange[]): void {
+    for (const dtype of ['bfloat16', 'float16'] as const) {
+      if (casts[dtype].length === 0) continue;
+      const cast = new HalfCast(this.ctx, casts[dtype], dtype);
+      cast.toMain(); // queued before any step
+      this.casts.push(cast);
+    }
+    if (unscaleRanges.length > 0) {
+      this.unscale = new Unscale(this.ctx, unscaleRanges);
+      this.scaler = new DynamicLossScaler(this.config.lossScaler);
+    }
+  }
+
+  async step(): Promise<StepResult> {
+    const phases = this.ddp.phases;
+    if (this.unscale && this.scaler) {
+      const scaler = this.scaler;
+      const local = await phases.time('unscale', () => this.unscale!.run(scaler.scale));
+      const foundInf = await phases.time('unscale', () => this.anyRank(local));
+      scaler.update(foundInf);
+      if (foundInf) return { step: this.steps, gradNorm: NaN, clipCoeff: 1, skipped: true, lossScale: scaler.scale };
+    }
+    this.steps += 1;
+    const local = await phases.time('grad norm', () => this.norm.run());
+    const gradNorm = Math.sqrt(await phases.time('grad norm', () => this.globalSumOfSquares(local)));
+    const clip = this.config.clipGrad ?? 0;
+    const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
+    await phases.time('adam', async () => {
+      for (const kernel of this.kernels) kernel.step(this.config.hyper, this.steps, clipCoeff);
+      for (const cast of this.casts) cast.toModel();
+      await this.ctx.sync();
+    });
+    await this.afterUpdate();
+    await this.ctx.sync();
+    return { step: this.steps, gradNorm, clipCoeff, skipped: false, lossScale: this.scaler?.scale ?? null };
+  }
+
+  scalerState(): LossScalerState | null {
+    return this.scaler?.stateDict() ?? null;
+  }
+
+  get stepCount(): number {
+    return this.steps;
+  }
+
+  abstract exportState(): Promise<OptimizerState>;
+  abstract importState(state: OptimizerState, step: number): void;
+
+  protected setStep(step: number): void {
+    if (!Number.isInteger(step) || step < 0) throw new RangeError(`optimizer step must be a non-negative integer, got ${step}`);
+    this.steps = step;
+  }
+
+  destroy(): void {
+    this.unscale?.destroy();
+    for (const c of this.casts) c.destroy();
+    for (const k of this.kernels) k.destroy();
+    this.norm.destroy();
+    for (const b of this.owned) b.destroy();
+  }
+}
+
