@@ -40,6 +40,18 @@ describe('optimizer checkpoint', () => {
     }
   });
 
+  it('fp16: the loss scaler\'s state and the fp32 main params survive a change of d', async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'webtron-ckpt-')), 'ckpt');
+    const base = { distributed: true, clip: 1.0, steps: 5, dtype: 'float16' };
+    const saved = await job(2, { ...base, checkpoint: { save: dir, saveAfter: 3 } });
+    const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { scaler: Record<string, number>; files: Record<string, unknown> };
+    expect(index.scaler).toEqual({ scale: 1024, growthTracker: 3, hysteresisTracker: 2, skippedSteps: 0 });
+    expect(Object.keys(index.files)).toContain('main_params.safetensors');
+    const resumed = await job(1, { ...base, checkpoint: { load: dir } });
+    expect(relativeError(flat(paramsOf(resumed)), flat(paramsOf(saved)))).toBeLessThanOrEqual(1e-6);
+    expect(resumed[0]!.find((l) => 'scaler' in l)!.scaler).toEqual(saved[0]!.find((l) => 'scaler' in l)!.scaler);
+  });
+
   it('a corrupt file or another model is an error naming the file and the field', async () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'webtron-ckpt-')), 'ckpt');
     await job(2, { distributed: true, clip: 0, steps: 1, checkpoint: { save: dir, saveAfter: 1 } });

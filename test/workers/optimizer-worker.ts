@@ -43,7 +43,7 @@ async function checkpointScenario(): Promise<void> {
   const ddp = new DistributedDataParallel(ctx, dist.group, layout);
   const buffer = ddp.buffers[0]!;
   const n = buffer.layout.numel;
-  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip });
+  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, lossScaler: { initialScale: LOSS_SCALE } });
   const c = config.checkpoint!;
   let first = 1;
   if (c.load) {
@@ -55,7 +55,8 @@ async function checkpointScenario(): Promise<void> {
       process.exit(0);
     }
   } else {
-    ctx.transfers.upload(buffer.params, Float32Array.from({ length: n }, (_, i) => param0(0, i)));
+    const values = Float32Array.from({ length: n }, (_, i) => param0(0, i));
+    ctx.transfers.upload(buffer.params, half ? Uint16Array.from(values, toWord) : values);
   }
   // Grads as a function of (param, element, step): the same whatever the layout; padding stays zero.
   const gradsAt = (t: number) => {
@@ -67,13 +68,15 @@ async function checkpointScenario(): Promise<void> {
   };
   for (let t = first; t <= config.steps; t++) {
     ddp.zeroGradBuffer();
-    ctx.transfers.upload(buffer.grads, gradsAt(t));
+    const scale = optimizer.scaler?.scale ?? 1;
+    ctx.transfers.upload(buffer.grads, fp16 ? Uint16Array.from(gradsAt(t), (x) => floatToHalf(x * scale)) : gradsAt(t));
     await ddp.finishGradSync();
     await optimizer.step();
     if (c.save && t === c.saveAfter) await saveCheckpoint(c.save, { group: dist.group, ddp, optimizer, hyper, clipGrad: config.clip });
   }
-  const params = await ddp.exportParams();
-  if (rank === 0) say({ params: Object.fromEntries([...params].map(([k, v]) => [k, Array.from(v)])), step: optimizer.stepCount });
+  // 16-bit models: compare the fp32 main params (the model params are their rounding).
+  const params = half ? (await optimizer.exportState()).main! : await ddp.exportParams();
+  if (rank === 0) say({ params: Object.fromEntries([...params].map(([k, v]) => [k, Array.from(v)])), step: optimizer.stepCount, scaler: optimizer.scaler?.stateDict() ?? null });
   await dist.group.barrier();
   await dist.close();
   say({ done: true });
