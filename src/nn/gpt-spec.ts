@@ -1,0 +1,64 @@
+/**
+ * The parameter list of a GPT in nanoGPT's shape, pure: token and position embeddings, pre-LN blocks
+ * of attention (fused qkv) and MLP (4h), a final layernorm, and an output head tied to the token
+ * embedding or not. Registration order is forward order; names like `blocks.0.attn.qkv.weight`.
+ */
+import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
+
+export interface GptShape {
+  numLayers: number;
+  hiddenSize: number;
+  numAttentionHeads: number;
+  seqLength: number;
+  vocabSize: number;
+  /** Output head shares the token embedding (default true, as GPT-2). */
+  tiedHead?: boolean;
+}
+
+export class ShapeError extends Error {
+  override name = 'ShapeError';
+}
+
+export function checkGptShape(s: GptShape): void {
+  const flags: [keyof GptShape, string][] = [
+    ['numLayers', '--num-layers'],
+    ['hiddenSize', '--hidden-size'],
+    ['numAttentionHeads', '--num-attention-heads'],
+    ['seqLength', '--seq-length'],
+    ['vocabSize', '--vocab-size'],
+  ];
+  for (const [key, flag] of flags) {
+    const v = s[key];
+    if (!Number.isInteger(v) || (v as number) < 1) throw new ShapeError(`${flag} must be a positive integer, got ${String(v)}`);
+  }
+  if (s.hiddenSize % s.numAttentionHeads !== 0) {
+    throw new ShapeError(`--hidden-size ${s.hiddenSize} is not divisible by --num-attention-heads ${s.numAttentionHeads}; pick sizes where it is`);
+  }
+}
+
+export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32'): ParamSpec[] {
+  checkGptShape(s);
+  const h = s.hiddenSize;
+  const p = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype });
+  const params = [p('wte.weight', s.vocabSize, h), p('wpe.weight', s.seqLength, h)];
+  for (let l = 0; l < s.numLayers; l++) {
+    const b = `blocks.${l}`;
+    params.push(
+      p(`${b}.ln_1.weight`, h), p(`${b}.ln_1.bias`, h),
+      p(`${b}.attn.qkv.weight`, h, 3 * h), p(`${b}.attn.qkv.bias`, 3 * h),
+      p(`${b}.attn.proj.weight`, h, h), p(`${b}.attn.proj.bias`, h),
+      p(`${b}.ln_2.weight`, h), p(`${b}.ln_2.bias`, h),
+      p(`${b}.mlp.fc.weight`, h, 4 * h), p(`${b}.mlp.fc.bias`, 4 * h),
+      p(`${b}.mlp.proj.weight`, 4 * h, h), p(`${b}.mlp.proj.bias`, h),
+    );
+  }
+  params.push(p('ln_f.weight', h), p('ln_f.bias', h));
+  if (s.tiedHead === false) params.push(p('lm_head.weight', s.vocabSize, h));
+  return params;
+}
+
+/** Closed form of the param count, as a check on `gptParams`: V·h + S·h + L·(12h² + 13h) + 2h (+ V·h untied). */
+export function gptParamCount(s: GptShape): number {
+  const h = s.hiddenSize;
+  return s.vocabSize * h + s.seqLength * h + s.numLayers * (12 * h * h + 13 * h) + 2 * h + (s.tiedHead === false ? s.vocabSize * h : 0);
+}

@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import { numelOf } from '../../src/ddp/layout.js';
+import { gptParamCount, gptParams } from '../../src/nn/gpt-spec.js';
+
+const gpt2Small = { numLayers: 12, hiddenSize: 768, numAttentionHeads: 12, seqLength: 1024, vocabSize: 50257 };
+
+describe('GPT parameter list', () => {
+  it('GPT-2 small has 124,439,808 params with the head tied', () => {
+    const params = gptParams(gpt2Small);
+    expect(params.reduce((s, p) => s + numelOf(p.shape), 0)).toBe(124_439_808);
+    expect(gptParamCount(gpt2Small)).toBe(124_439_808);
+    expect(params[0]!.name).toBe('wte.weight');
+    expect(params.map((p) => p.name)).toContain('blocks.11.attn.qkv.weight');
+    expect(params.at(-1)!.name).toBe('ln_f.bias');
+  });
+
+  it('an untied head adds V·h; the closed form agrees for other shapes', () => {
+    for (const s of [{ ...gpt2Small, tiedHead: false }, { numLayers: 4, hiddenSize: 128, numAttentionHeads: 4, seqLength: 64, vocabSize: 81 }]) {
+      expect(gptParams(s).reduce((n, p) => n + numelOf(p.shape), 0)).toBe(gptParamCount(s));
+    }
+  });
+
+  it('bad shapes are one-line errors naming the flag', () => {
+    expect(() => gptParams({ ...gpt2Small, numLayers: -1 })).toThrow('--num-layers must be a positive integer, got -1');
+    expect(() => gptParams({ ...gpt2Small, numAttentionHeads: 7 })).toThrow('--hidden-size 768 is not divisible by --num-attention-heads 7; pick sizes where it is');
+  });
+});
