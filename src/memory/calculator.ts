@@ -1,0 +1,164 @@
+/**
+ * The memory calculator, pure: for a model (a GPT shape, a param count, or a list of param shapes),
+ * each data-parallel size, precision and optimizer, the bytes one rank holds on the GPU by category,
+ * the saving of the distributed optimizer, and under a budget the largest model that fits.
+ *
+ * Model state comes from the real layout (`computeLayout`) and `modelStateBytes`, so it is exact and
+ * the padding is its own category. Activations are an estimate (Megatron's per-layer formula for a
+ * GPT, s·b·h·(34 + 5·a·s/h) bytes with 16-bit activations, doubled for webtron's fp32 activations,
+ * plus the fp32 logits and their softmax); staging is the readback buffer a grad sync uses.
+ */
+import { computeLayout, type GradDtype, type ModelLayout, type ParamDtype, type ParamSpec } from '../ddp/layout.js';
+import { gptParamCount, gptParams, type GptShape } from '../nn/gpt-spec.js';
+import { modelStateBytes } from './model-state.js';
+
+export type Precision = 'fp32' | 'bf16' | 'fp16';
+
+export const PRECISION_DTYPES: Record<Precision, [ParamDtype, GradDtype]> = {
+  fp32: ['float32', 'float32'],
+  bf16: ['bfloat16', 'float32'],
+  fp16: ['float16', 'float16'],
+};
+
+export type ModelSource =
+  | { kind: 'gpt'; shape: GptShape }
+  | { kind: 'params'; count: number }
+  | { kind: 'shapes'; params: { name: string; shape: number[] }[]; origin: string };
+
+export interface CalculatorOptions {
+  dataParallelSizes: number[];
+  precisions: Precision[];
+  /** Which optimizers to show: [false, true] for both side by side. */
+  distributed: boolean[];
+  microBatchSize: number;
+  bucketSize?: number;
+  /** Bytes a rank may use; rows then say whether the model fits and what the largest that fits is. */
+  gpuMemory?: number;
+}
+
+export interface ByCategory {
+  params: number;
+  grads: number;
+  main_params: number;
+  optimizer_state: number;
+  padding: number;
+  activations: number;
+  staging: number;
+}
+
+export interface MemoryRow {
+  data_parallel_size: number;
+  precision: Precision;
+  distributed: boolean;
+  params: number;
+  bytes_per_param: number;
+  model_state_bytes_per_rank: number;
+  by_category: ByCategory;
+  total_bytes_per_rank: number;
+  /** Against the non-distributed optimizer at the same d and precision. */
+  saving_bytes: number;
+  saving_percent: number;
+  fits: boolean | null;
+  /** Under --gpu-memory: the largest model of the same family that fits (GPT: more or fewer layers). */
+  largest_fitting: { num_layers?: number; params: number } | null;
+}
+
+/** The readback staging a grad sync allocates at once (transfers go in chunks of at most 64 MiB). */
+const STAGING_CHUNK = 64 << 20;
+
+function specs(source: ModelSource, precision: Precision): ParamSpec[] {
+  const [dtype, gradDtype] = PRECISION_DTYPES[precision];
+  switch (source.kind) {
+    case 'gpt':
+      return gptParams(source.shape, dtype, gradDtype);
+    case 'params':
+      return [{ name: 'params', shape: [source.count], dtype, gradDtype }];
+    case 'shapes':
+      return source.params.map((p) => ({ name: p.name, shape: p.shape, dtype, gradDtype }));
+  }
+}
+
+/** Activation bytes of one micro-batch of a GPT (an estimate; 0 for other sources). */
+export function activationBytes(source: ModelSource, microBatchSize: number): number {
+  if (source.kind !== 'gpt') return 0;
+  const { numLayers: L, hiddenSize: h, numAttentionHeads: a, seqLength: s, vocabSize: V } = source.shape;
+  const b = microBatchSize;
+  const perLayer16 = s * b * h * (34 + (5 * a * s) / h);
+  return 2 * L * perLayer16 + 8 * s * b * V;
+}
+
+function stagingBytes(layout: ModelLayout): number {
+  let largest = 0;
+  for (const buffer of layout.buffers) {
+    const bytes = buffer.gradDtype === 'float16' ? 2 : 4;
+    for (const bucket of buffer.buckets) largest = Math.max(largest, (bucket.end - bucket.start) * bytes);
+  }
+  return Math.min(largest, STAGING_CHUNK);
+}
+
+function row(source: ModelSource, d: number, precision: Precision, distributed: boolean, o: CalculatorOptions): Omit<MemoryRow, 'saving_bytes' | 'saving_percent' | 'fits' | 'largest_fitting'> {
+  const layout = computeLayout(specs(source, precision), { dataParallelSize: d, distributedOptimizer: distributed, ...(o.bucketSize ? { bucketSize: o.bucketSize } : {}) });
+  const m = modelStateBytes(layout, 0);
+  const by_category: ByCategory = {
+    params: m.byCategory.params - m.paddingByCategory.params,
+    grads: m.byCategory.grads - m.paddingByCategory.grads,
+    main_params: m.byCategory['main-params'] - m.paddingByCategory['main-params'],
+    optimizer_state: m.byCategory['optimizer-state'] - m.paddingByCategory['optimizer-state'],
+    padding: Object.values(m.paddingByCategory).reduce((s, x) => s + x, 0),
+    activations: activationBytes(source, o.microBatchSize),
+    staging: stagingBytes(layout),
+  };
+  return {
+    data_parallel_size: d,
+    precision,
+    distributed,
+    params: m.paramCount,
+    bytes_per_param: m.bytesPerParam,
+    model_state_bytes_per_rank: m.total,
+    by_category,
+    total_bytes_per_rank: m.total + by_category.activations + by_category.staging,
+  };
+}
+
+function largestFitting(source: ModelSource, d: number, precision: Precision, distributed: boolean, o: CalculatorOptions): MemoryRow['largest_fitting'] {
+  const budget = o.gpuMemory!;
+  if (source.kind === 'gpt') {
+    const total = (L: number) => row({ kind: 'gpt', shape: { ...source.shape, numLayers: L } }, d, precision, distributed, o).total_bytes_per_rank;
+    if (total(1) > budget) return null;
+    let lo = 1;
+    let hi = 2;
+    while (total(hi) <= budget && hi < 1 << 16) hi *= 2;
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (total(mid) <= budget) lo = mid;
+      else hi = mid;
+    }
+    return { num_layers: lo, params: gptParamCount({ ...source.shape, numLayers: lo }) };
+  }
+  // One tensor of N params: bytes grow by bytes_per_param per param (plus at most a bucket's padding).
+  const perParam = row({ kind: 'params', count: 1 << 20 }, d, precision, distributed, o).bytes_per_param;
+  const fixed = STAGING_CHUNK;
+  const n = Math.floor((budget - fixed) / perParam);
+  return n > 0 ? { params: n } : null;
+}
+
+export function memoryRows(source: ModelSource, o: CalculatorOptions): MemoryRow[] {
+  const rows: MemoryRow[] = [];
+  for (const precision of o.precisions) {
+    for (const d of o.dataParallelSizes) {
+      const plain = row(source, d, precision, false, o);
+      for (const distributed of o.distributed) {
+        const r = distributed ? row(source, d, precision, true, o) : plain;
+        const saving = plain.total_bytes_per_rank - r.total_bytes_per_rank;
+        rows.push({
+          ...r,
+          saving_bytes: saving,
+          saving_percent: (100 * saving) / plain.total_bytes_per_rank,
+          fits: o.gpuMemory === undefined ? null : r.total_bytes_per_rank <= o.gpuMemory,
+          largest_fitting: o.gpuMemory === undefined ? null : largestFitting(source, d, precision, distributed, o),
+        });
+      }
+    }
+  }
+  return rows;
+}
