@@ -2,14 +2,17 @@
 import { listAdapters } from './gpu/adapter.js';
 import { GpuContext } from './gpu/context.js';
 import { GpuError } from './gpu/errors.js';
-import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from './train/flags.js';
+import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagValues } from './train/flags.js';
 import { launch } from './train/launcher.js';
 import { CollectiveError } from './collectives/errors.js';
+import { LayoutError } from './ddp/layout.js';
+import { measure, MEMORY_FLAGS, modelSource, renderTable, rowsFor } from './memory/command.js';
+import { ShapeError } from './nn/gpt-spec.js';
 
 interface Command {
   summary: string;
   flags: Record<string, FlagSpec>;
-  run(values: Record<string, unknown>, positional: string[]): Promise<void>;
+  run(values: FlagValues, positional: string[]): Promise<void>;
 }
 
 const LIMITS_SHOWN: (keyof GPUSupportedLimits)[] = [
@@ -89,7 +92,40 @@ class ExitCode extends Error {
   }
 }
 
-const COMMANDS: Record<string, Command> = { info, launch: launchCommand };
+const memoryCommand: Command = {
+  summary: 'GPU memory per rank with and without the distributed optimizer (Megatron\'s table, exact model state)',
+  flags: { ...GPU_FLAGS, ...MEMORY_FLAGS },
+  async run(values) {
+    const rows = rowsFor(values);
+    const measured: Record<string, number>[] = [];
+    if (values.measure) {
+      const ctx = await GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined });
+      const source = modelSource(values);
+      for (const [i, r] of rows.entries()) {
+        process.stderr.write(`  … measuring ${i + 1}/${rows.length}: d=${r.data_parallel_size}, ${r.distributed ? 'distributed' : 'non-distributed'}, ${r.precision}\n`);
+        const m = await measure(ctx, source, r, values['ddp-bucket-size'] as number | undefined);
+        measured.push(m.measured);
+        Object.assign(r, { measured: m.measured, predicted: m.predicted, measured_equals_predicted: JSON.stringify(m.measured) === JSON.stringify(m.predicted) });
+      }
+    }
+    if (values.json) {
+      for (const r of rows) console.log(JSON.stringify(r));
+      return;
+    }
+    const first = rows[0]!;
+    console.log(`${first.params.toLocaleString('en-US')} params, ${first.precision}, GPU bytes per rank (model state exact; activations an estimate):\n`);
+    console.log(renderTable(rows));
+    if (values.measure) {
+      console.log('\nmeasured on this GPU (rank 0\'s shard) vs predicted, model state:');
+      rows.forEach((r, i) => {
+        const ok = JSON.stringify(measured[i]) === JSON.stringify((r as unknown as { predicted: unknown }).predicted);
+        console.log(`  d=${r.data_parallel_size} ${r.distributed ? 'distributed    ' : 'non-distributed'} ${ok ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(measured[i])}`);
+      });
+    }
+  },
+};
+
+const COMMANDS: Record<string, Command> = { info, launch: launchCommand, memory: memoryCommand };
 
 function usage(): string {
   const lines = ['usage: webtron <command> [flags]', '', 'commands:'];
@@ -120,7 +156,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof ExitCode) return e.code;
-    if (e instanceof FlagError || e instanceof GpuError || e instanceof CollectiveError) {
+    if (e instanceof FlagError || e instanceof GpuError || e instanceof CollectiveError || e instanceof ShapeError || e instanceof LayoutError) {
       console.error(`webtron ${name}: ${e.message}`);
       return 2;
     }

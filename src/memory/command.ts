@@ -1,0 +1,157 @@
+/** `webtron memory`: the memory-savings calculator on the command line. */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ProcessGroup } from '../collectives/process-group.js';
+import { DistributedDataParallel } from '../ddp/ddp.js';
+import { computeLayout } from '../ddp/layout.js';
+import { GpuContext } from '../gpu/context.js';
+import { formatBytes } from '../gpu/memory.js';
+import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
+import { createOptimizer } from '../optimizer/optimizer.js';
+import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
+import { memoryRows, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
+import { modelStateBytes } from './model-state.js';
+
+export const MEMORY_FLAGS: Record<string, FlagSpec> = {
+  'num-layers': { kind: 'int', help: 'GPT layers' },
+  'hidden-size': { kind: 'int', help: 'GPT hidden size' },
+  'num-attention-heads': { kind: 'int', help: 'GPT attention heads' },
+  'seq-length': { kind: 'int', help: 'GPT sequence length' },
+  'vocab-size': { kind: 'int', help: 'GPT vocabulary size' },
+  'untied-head': { kind: 'boolean', help: 'the output head does not share the token embedding' },
+  params: { kind: 'string', help: 'a parameter count instead of a GPT shape (e.g. 124M, 7B)' },
+  checkpoint: { kind: 'string', help: 'a webtron optimizer checkpoint directory (its params)' },
+  'data-parallel-size': { kind: 'list', default: ['1', '2', '4', '8'], help: 'one or more data-parallel sizes' },
+  fp16: { kind: 'boolean', help: 'fp16 params and grads' },
+  bf16: { kind: 'boolean', help: 'bf16 params, fp32 grads' },
+  'use-distributed-optimizer': { kind: 'boolean', help: 'only the distributed optimizer (default: both side by side)' },
+  'micro-batch-size': { kind: 'int', default: 1, help: 'micro-batch for the activation estimate' },
+  'gpu-memory': { kind: 'string', help: 'bytes per GPU (e.g. 80GiB, 24GB, 17179869184): says what fits' },
+  'ddp-bucket-size': { kind: 'int', help: 'elements per bucket (default max(40M, 1M·d))' },
+  measure: { kind: 'boolean', help: 'also build rank 0\'s buffers and optimizer on this GPU and print measured bytes' },
+  json: { kind: 'boolean', help: 'one JSON object per (d, precision, optimizer)' },
+};
+
+const SUFFIXES: Record<string, number> = { '': 1, K: 1e3, M: 1e6, B: 1e9, G: 1e9, T: 1e12 };
+const BYTE_SUFFIXES: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40 };
+
+export function parseParamCount(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMBGT]?)$/i.exec(text.trim());
+  const value = m ? Math.round(Number(m[1]) * SUFFIXES[m[2]!.toUpperCase()]!) : NaN;
+  if (!Number.isSafeInteger(value) || value < 1) throw new FlagError(`--params: '${text}' is not a positive count; use e.g. 124000000, 124M or 7B`);
+  return value;
+}
+
+export function parseBytes(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)$/i.exec(text.trim());
+  const unit = m ? BYTE_SUFFIXES[m[2]!.toUpperCase()] : undefined;
+  if (!m || unit === undefined || !(Number(m[1]) > 0)) throw new FlagError(`--gpu-memory: '${text}' is not a size; use e.g. 80GiB, 24GB or a number of bytes`);
+  return Math.floor(Number(m[1]) * unit);
+}
+
+/** What model the flags describe; one-line errors for anything missing or contradictory. */
+export function modelSource(v: FlagValues): ModelSource {
+  const gptKeys = ['num-layers', 'hidden-size', 'num-attention-heads', 'seq-length', 'vocab-size'];
+  const given = [v.params !== undefined && '--params', v.checkpoint !== undefined && '--checkpoint', gptKeys.some((k) => v[k] !== undefined) && 'a GPT shape'].filter(Boolean);
+  if (given.length !== 1) {
+    throw new FlagError(given.length === 0 ? 'no model: give a GPT shape (--num-layers --hidden-size --num-attention-heads --seq-length --vocab-size), --params N or --checkpoint DIR' : `give one model, not ${given.join(' and ')}`);
+  }
+  if (v.params !== undefined) return { kind: 'params', count: parseParamCount(v.params as string) };
+  if (v.checkpoint !== undefined) {
+    const index = join(v.checkpoint as string, 'index.json');
+    if (!existsSync(index)) throw new FlagError(`--checkpoint: ${index} does not exist; give a webtron optimizer checkpoint directory`);
+    let parsed: { params?: { name: string; shape: number[] }[] };
+    try {
+      parsed = JSON.parse(readFileSync(index, 'utf8')) as typeof parsed;
+    } catch {
+      throw new FlagError(`--checkpoint: ${index} is not valid JSON`);
+    }
+    if (!Array.isArray(parsed.params) || parsed.params.length === 0) throw new FlagError(`--checkpoint: ${index} has no 'params' list`);
+    return { kind: 'shapes', params: parsed.params.map((p) => ({ name: p.name, shape: p.shape })), origin: index };
+  }
+  const missing = gptKeys.filter((k) => v[k] === undefined);
+  if (missing.length > 0) throw new FlagError(`a GPT shape needs ${missing.map((k) => `--${k}`).join(', ')} too`);
+  return {
+    kind: 'gpt',
+    shape: {
+      numLayers: v['num-layers'] as number,
+      hiddenSize: v['hidden-size'] as number,
+      numAttentionHeads: v['num-attention-heads'] as number,
+      seqLength: v['seq-length'] as number,
+      vocabSize: v['vocab-size'] as number,
+      tiedHead: !v['untied-head'],
+    },
+  };
+}
+
+export function rowsFor(v: FlagValues): MemoryRow[] {
+  if (v.fp16 && v.bf16) throw new FlagError('--fp16 and --bf16 exclude each other; give one (or neither for fp32)');
+  const precision: Precision = v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32';
+  const dataParallelSizes = (v['data-parallel-size'] as string[]).map((x) => {
+    const d = Number(x);
+    if (!Number.isInteger(d) || d < 1) throw new FlagError(`--data-parallel-size: '${x}' is not a positive integer`);
+    return d;
+  });
+  const micro = v['micro-batch-size'] as number;
+  if (micro < 1) throw new FlagError(`--micro-batch-size must be a positive integer, got ${micro}`);
+  return memoryRows(modelSource(v), {
+    dataParallelSizes,
+    precisions: [precision],
+    distributed: v['use-distributed-optimizer'] ? [true] : [false, true],
+    microBatchSize: micro,
+    ...(v['ddp-bucket-size'] !== undefined ? { bucketSize: v['ddp-bucket-size'] as number } : {}),
+    ...(v['gpu-memory'] !== undefined ? { gpuMemory: parseBytes(v['gpu-memory'] as string) } : {}),
+  });
+}
+
+/**
+ * Build rank 0's param/grad buffers and optimizer state for this configuration on the GPU and read
+ * the runtime's accounting: model-state categories measured beside the prediction.
+ */
+export async function measure(ctx: GpuContext, source: ModelSource, r: MemoryRow, bucketSize?: number): Promise<{ measured: Record<string, number>; predicted: Record<string, number> }> {
+  const [dtype, gradDtype] = PRECISION_DTYPES[r.precision];
+  const params = source.kind === 'gpt' ? (await import('../nn/gpt-spec.js')).gptParams(source.shape, dtype, gradDtype)
+    : source.kind === 'params' ? [{ name: 'params', shape: [source.count], dtype, gradDtype }]
+    : source.params.map((p) => ({ name: p.name, shape: p.shape, dtype, gradDtype }));
+  const layout = computeLayout(params, { dataParallelSize: r.data_parallel_size, distributedOptimizer: r.distributed, ...(bucketSize ? { bucketSize } : {}) });
+  const before = ctx.memoryReport().live;
+  // A group of d ranks seen from rank 0; nothing is exchanged while buffers are allocated.
+  const group = new ProcessGroup(0, r.data_parallel_size, null);
+  const ddp = new DistributedDataParallel(ctx, group, layout);
+  const optimizer = createOptimizer(ctx, group, ddp, { hyper: ADAMW_DEFAULTS });
+  await ctx.sync();
+  const after = ctx.memoryReport().live;
+  optimizer.destroy();
+  ddp.destroy();
+  const categories = ['params', 'grads', 'main-params', 'optimizer-state'] as const;
+  const predicted = modelStateBytes(layout, 0).byCategory;
+  return {
+    measured: Object.fromEntries(categories.map((c) => [c, after[c] - before[c]])),
+    predicted: Object.fromEntries(categories.map((c) => [c, predicted[c]])),
+  };
+}
+
+const human = (n: number) => formatBytes(n);
+
+export function renderTable(rows: MemoryRow[]): string {
+  const header = ['d', 'optimizer', 'B/param', 'params', 'grads', 'main params', 'optimizer state', 'padding', 'activations', 'staging', 'total/rank', 'saving', 'fits', 'largest that fits'];
+  const cells = rows.map((r) => [
+    String(r.data_parallel_size),
+    r.distributed ? 'distributed' : 'non-distributed',
+    Number.isInteger(r.bytes_per_param) ? String(r.bytes_per_param) : r.bytes_per_param.toFixed(2),
+    human(r.by_category.params),
+    human(r.by_category.grads),
+    human(r.by_category.main_params),
+    human(r.by_category.optimizer_state),
+    human(r.by_category.padding),
+    human(r.by_category.activations),
+    human(r.by_category.staging),
+    human(r.total_bytes_per_rank),
+    r.distributed ? `${human(r.saving_bytes)} (${r.saving_percent.toFixed(1)}%)` : '',
+    r.fits === null ? '' : r.fits ? 'yes' : 'no',
+    r.largest_fitting === null ? '' : r.largest_fitting.num_layers !== undefined ? `${r.largest_fitting.num_layers} layers (${(r.largest_fitting.params / 1e6).toFixed(0)}M)` : `${(r.largest_fitting.params / 1e6).toFixed(0)}M params`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (values: string[]) => `| ${values.map((v, i) => v.padStart(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 1) + ':').join('|')}|`, ...cells.map(line)].join('\n');
+}

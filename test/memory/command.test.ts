@@ -1,0 +1,43 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
+const small = ['--num-layers', '2', '--hidden-size', '64', '--num-attention-heads', '4', '--seq-length', '32', '--vocab-size', '81'];
+const run = (...args: string[]) => spawnSync('node', [bin, 'memory', ...args], { encoding: 'utf8' });
+
+describe('webtron memory', () => {
+  it.each([[[]], [['--bf16']], [['--fp16']]])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', (precision) => {
+    const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,5,6,7,8', '--ddp-bucket-size', '20000', '--measure', '--json');
+    expect(out.status, out.stderr).toBe(0);
+    const rows = out.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(rows).toHaveLength(16);
+    for (const r of rows) {
+      expect(Object.keys(r)).toEqual(expect.arrayContaining(['data_parallel_size', 'precision', 'distributed', 'bytes_per_param', 'model_state_bytes_per_rank', 'by_category']));
+      expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
+      expect(r.measured_equals_predicted).toBe(true);
+    }
+  });
+
+  it('prints a table with human units', () => {
+    const out = run(...small, '--data-parallel-size', '2');
+    expect(out.status, out.stderr).toBe(0);
+    expect(out.stdout).toMatch(/\| d \| +optimizer \| B\/param \|/);
+    expect(out.stdout).toMatch(/\| 2 \| +distributed \| +12 \|/);
+    expect(out.stdout).toMatch(/KiB|MiB/);
+  });
+
+  it.each([
+    [['--params', '-5'], /^webtron memory: --params: '-5' is not a positive count/],
+    [['--num-layers', '-2', '--hidden-size', '64', '--num-attention-heads', '4', '--seq-length', '32', '--vocab-size', '81'], /^webtron memory: --num-layers must be a positive integer, got -2/],
+    [['--params', '1M', '--fp8'], /^webtron memory: unknown flag --fp8; known flags:/],
+    [['--checkpoint', '/does/not/exist'], /^webtron memory: --checkpoint: \/does\/not\/exist\/index\.json does not exist/],
+    [['--params', '1M', '--gpu-memory', 'lots'], /^webtron memory: --gpu-memory: 'lots' is not a size/],
+    [[], /^webtron memory: no model: give a GPT shape/],
+  ])('bad input %j is a one-line error', (args, message) => {
+    const out = run(...args);
+    expect(out.status).toBe(2);
+    expect(out.stderr.trim().split('\n').filter((l) => !l.startsWith('Warning')).join('\n')).toMatch(message);
+    expect(out.stderr.trim().split('\n').filter((l) => l.startsWith('webtron memory:'))).toHaveLength(1);
+  });
+});
