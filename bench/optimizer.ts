@@ -10,7 +10,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Bench } from './bench.js';
 import { parseCount } from './adam.js';
-import { lineChartSvg } from './chart.js';
+import { lineChartSvg } from '../src/plot/svg.js';
 import { progress, type Row } from './report.js';
 
 const WORKER = fileURLToPath(new URL('./optimizer-worker.js', import.meta.url));

@@ -6,7 +6,7 @@ import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagVal
 import { launch } from './train/launcher.js';
 import { CollectiveError } from './collectives/errors.js';
 import { LayoutError } from './ddp/layout.js';
-import { measure, MEMORY_FLAGS, modelSource, renderTable, rowsFor } from './memory/command.js';
+import { measure, MEMORY_FLAGS, modelSource, renderTable, rowsFor, writePlot } from './memory/command.js';
 import { ShapeError } from './nn/gpt-spec.js';
 
 interface Command {
@@ -108,6 +108,7 @@ const memoryCommand: Command = {
         Object.assign(r, { measured: m.measured, predicted: m.predicted, measured_equals_predicted: JSON.stringify(m.measured) === JSON.stringify(m.predicted) });
       }
     }
+    if (values.plot) writePlot(values.plot as string, rows);
     if (values.json) {
       for (const r of rows) console.log(JSON.stringify(r));
       return;

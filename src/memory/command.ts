@@ -1,5 +1,5 @@
 /** `webtron memory`: the memory-savings calculator on the command line. */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProcessGroup } from '../collectives/process-group.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
@@ -8,6 +8,7 @@ import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
+import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
 import { memoryRows, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
 import { modelStateBytes } from './model-state.js';
@@ -29,6 +30,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'gpu-memory': { kind: 'string', help: 'bytes per GPU (e.g. 80GiB, 24GB, 17179869184): says what fits' },
   'ddp-bucket-size': { kind: 'int', help: 'elements per bucket (default max(40M, 1M·d))' },
   measure: { kind: 'boolean', help: 'also build rank 0\'s buffers and optimizer on this GPU and print measured bytes' },
+  plot: { kind: 'string', help: 'write an SVG of bytes per rank against d for both optimizers, stacked by category' },
   json: { kind: 'boolean', help: 'one JSON object per (d, precision, optimizer)' },
 };
 
@@ -154,4 +156,32 @@ export function renderTable(rows: MemoryRow[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (values: string[]) => `| ${values.map((v, i) => v.padStart(widths[i]!)).join(' | ')} |`;
   return [line(header), `|${widths.map((w) => '-'.repeat(w + 1) + ':').join('|')}|`, ...cells.map(line)].join('\n');
+}
+
+const SEGMENTS: { key: keyof MemoryRow['by_category']; name: string; color: string }[] = [
+  { key: 'params', name: 'params', color: '#1f77b4' },
+  { key: 'grads', name: 'grads', color: '#ff7f0e' },
+  { key: 'main_params', name: 'main params', color: '#2ca02c' },
+  { key: 'optimizer_state', name: 'optimizer state', color: '#d62728' },
+  { key: 'padding', name: 'padding', color: '#9467bd' },
+  { key: 'activations', name: 'activations (est.)', color: '#8c8c8c' },
+  { key: 'staging', name: 'staging', color: '#bcbd22' },
+];
+
+/** Bytes per rank, one bar per (d, optimizer), stacked by category; written atomically. */
+export function writePlot(path: string, rows: MemoryRow[]): void {
+  if (!path.endsWith('.svg')) throw new FlagError(`--plot: '${path}' must name an .svg file`);
+  const first = rows[0]!;
+  const svg = stackedBarSvg(
+    rows.map((r) => ({ label: `d=${r.data_parallel_size}\n${r.distributed ? 'dist.' : 'plain'}`, values: SEGMENTS.map((s) => r.by_category[s.key]) })),
+    SEGMENTS,
+    {
+      title: `${(first.params / 1e6).toFixed(0)}M params, ${first.precision}: GPU bytes per rank`,
+      xLabel: 'data-parallel size, optimizer (plain = non-distributed)',
+      yLabel: 'bytes per rank',
+      yFormat: (y) => formatBytes(Math.round(y)),
+    },
+  );
+  writeFileSync(`${path}.tmp`, svg);
+  renameSync(`${path}.tmp`, path);
 }

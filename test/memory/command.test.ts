@@ -1,4 +1,7 @@
 import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -17,6 +20,17 @@ describe('webtron memory', () => {
       expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
       expect(r.measured_equals_predicted).toBe(true);
     }
+  });
+
+  it('--plot writes an SVG with one stacked bar per configuration', () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'webtron-plot-')), 'memory.svg');
+    const out = run(...small, '--data-parallel-size', '1,2,4', '--plot', path);
+    expect(out.status, out.stderr).toBe(0);
+    const svg = readFileSync(path, 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    for (const d of [1, 2, 4]) for (const which of ['plain', 'dist.']) expect(svg).toContain(`<title>d=${d}\n${which}, params:`);
+    expect(existsSync(`${path}.tmp`)).toBe(false);
+    expect(run(...small, '--plot', join(tmpdir(), 'x.png')).stderr).toMatch(/--plot: '.*x\.png' must name an \.svg file/);
   });
 
   it('prints a table with human units', () => {

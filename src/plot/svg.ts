@@ -1,0 +1,96 @@
+/** Small SVG charts (no dependencies): a line chart for benchmarks, stacked bars for `webtron memory --plot`. */
+
+export interface Series {
+  name: string;
+  color: string;
+  points: { x: number; y: number }[];
+}
+
+export interface ChartOptions {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  /** Format a y value for tick labels. */
+  yFormat?: (y: number) => string;
+}
+
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+const W = 640, H = 400, L = 90, R = 170, T = 50, B = 60;
+
+/** Title, axes, y grid with labels, axis labels; `py` maps a y value to pixels. */
+function frame(o: ChartOptions, y1: number, xTicks: { x: number; label: string }[]): { out: string[]; py: (y: number) => number } {
+  const py = (y: number) => H - B - (y / y1) * (H - T - B);
+  const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2 - R / 2 + L / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
+    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`,
+  ];
+  for (let i = 0; i <= 5; i++) {
+    const y = (y1 / 5) * i;
+    out.push(`<line x1="${L - 4}" y1="${py(y)}" x2="${W - R}" y2="${py(y)}" stroke="#ddd"/>`, `<text x="${L - 8}" y="${py(y) + 4}" text-anchor="end">${esc(fmt(y))}</text>`);
+  }
+  for (const t of xTicks) {
+    // A label may have several lines.
+    const lines = t.label.split('\n').map((line, k) => `<tspan x="${t.x}" dy="${k === 0 ? 0 : 14}">${esc(line)}</tspan>`);
+    out.push(`<text x="${t.x}" y="${H - B + 18}" text-anchor="middle">${lines.join('')}</text>`);
+  }
+  out.push(`<text x="${(L + W - R) / 2}" y="${H - 10}" text-anchor="middle">${esc(o.xLabel)}</text>`);
+  out.push(`<text transform="translate(22 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
+  return { out, py };
+}
+
+function legend(out: string[], items: { name: string; color: string }[]): void {
+  items.forEach((item, i) => {
+    out.push(`<rect x="${W - R + 16}" y="${T + i * 22}" width="14" height="10" fill="${item.color}"/>`, `<text x="${W - R + 36}" y="${T + i * 22 + 9}">${esc(item.name)}</text>`);
+  });
+}
+
+export function lineChartSvg(series: Series[], o: ChartOptions): string {
+  const xs = series.flatMap((s) => s.points.map((p) => p.x));
+  const ys = series.flatMap((s) => s.points.map((p) => p.y));
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const y1 = Math.max(...ys) * 1.1;
+  const px = (x: number) => L + ((x - x0) / Math.max(1e-9, x1 - x0)) * (W - L - R);
+  const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
+  const { out, py } = frame(o, y1, [...new Set(xs)].sort((a, b) => a - b).map((x) => ({ x: px(x), label: String(x) })));
+  for (const s of series) {
+    const pts = [...s.points].sort((a, b) => a.x - b.x);
+    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map((p) => `${px(p.x)},${py(p.y)}`).join(' ')}"/>`);
+    for (const p of pts) out.push(`<circle cx="${px(p.x)}" cy="${py(p.y)}" r="4" fill="${s.color}"><title>${esc(`${s.name}, ${p.x}: ${fmt(p.y)}`)}</title></circle>`);
+  }
+  legend(out, series);
+  out.push('</svg>');
+  return out.join('\n');
+}
+
+export interface StackedBar {
+  label: string;
+  /** One value per segment, in the order of `segments`. */
+  values: number[];
+}
+
+/** Bars of stacked segments (bottom first), e.g. bytes per rank by category for each configuration. */
+export function stackedBarSvg(bars: StackedBar[], segments: { name: string; color: string }[], o: ChartOptions): string {
+  const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
+  const y1 = Math.max(...bars.map((b) => b.values.reduce((a, v) => a + v, 0))) * 1.1 || 1;
+  const slot = (W - L - R) / bars.length;
+  const barWidth = Math.min(48, slot * 0.7);
+  const cx = (i: number) => L + slot * (i + 0.5);
+  const { out, py } = frame(o, y1, bars.map((b, i) => ({ x: cx(i), label: b.label })));
+  bars.forEach((bar, i) => {
+    let base = 0;
+    bar.values.forEach((v, k) => {
+      if (v <= 0) return;
+      const seg = segments[k]!;
+      out.push(`<rect x="${cx(i) - barWidth / 2}" y="${py(base + v)}" width="${barWidth}" height="${py(base) - py(base + v)}" fill="${seg.color}"><title>${esc(`${bar.label}, ${seg.name}: ${fmt(v)}`)}</title></rect>`);
+      base += v;
+    });
+  });
+  legend(out, segments);
+  out.push('</svg>');
+  return out.join('\n');
+}
