@@ -8,6 +8,7 @@ import { CollectiveError } from './collectives/errors.js';
 import { LayoutError } from './ddp/layout.js';
 import { measure, MEMORY_FLAGS, modelSource, renderTable, rowsFor, writePlot } from './memory/command.js';
 import { ShapeError } from './nn/gpt-spec.js';
+import { OnnxError } from './onnx/initializers.js';
 
 interface Command {
   summary: string;
@@ -157,7 +158,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof ExitCode) return e.code;
-    if (e instanceof FlagError || e instanceof GpuError || e instanceof CollectiveError || e instanceof ShapeError || e instanceof LayoutError) {
+    if (e instanceof FlagError || e instanceof GpuError || e instanceof CollectiveError || e instanceof ShapeError || e instanceof LayoutError || e instanceof OnnxError) {
       console.error(`webtron ${name}: ${e.message}`);
       return 2;
     }

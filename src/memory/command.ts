@@ -8,6 +8,7 @@ import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
+import { readOnnxInitializers } from '../onnx/initializers.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
 import { memoryRows, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
@@ -22,6 +23,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'untied-head': { kind: 'boolean', help: 'the output head does not share the token embedding' },
   params: { kind: 'string', help: 'a parameter count instead of a GPT shape (e.g. 124M, 7B)' },
   checkpoint: { kind: 'string', help: 'a webtron optimizer checkpoint directory (its params)' },
+  onnx: { kind: 'string', help: 'an .onnx model (its initializers are the params)' },
   'data-parallel-size': { kind: 'list', default: ['1', '2', '4', '8'], help: 'one or more data-parallel sizes' },
   fp16: { kind: 'boolean', help: 'fp16 params and grads' },
   bf16: { kind: 'boolean', help: 'bf16 params, fp32 grads' },
@@ -54,11 +56,12 @@ export function parseBytes(text: string): number {
 /** What model the flags describe; one-line errors for anything missing or contradictory. */
 export function modelSource(v: FlagValues): ModelSource {
   const gptKeys = ['num-layers', 'hidden-size', 'num-attention-heads', 'seq-length', 'vocab-size'];
-  const given = [v.params !== undefined && '--params', v.checkpoint !== undefined && '--checkpoint', gptKeys.some((k) => v[k] !== undefined) && 'a GPT shape'].filter(Boolean);
+  const given = [v.params !== undefined && '--params', v.checkpoint !== undefined && '--checkpoint', v.onnx !== undefined && '--onnx', gptKeys.some((k) => v[k] !== undefined) && 'a GPT shape'].filter(Boolean);
   if (given.length !== 1) {
-    throw new FlagError(given.length === 0 ? 'no model: give a GPT shape (--num-layers --hidden-size --num-attention-heads --seq-length --vocab-size), --params N or --checkpoint DIR' : `give one model, not ${given.join(' and ')}`);
+    throw new FlagError(given.length === 0 ? 'no model: give a GPT shape (--num-layers --hidden-size --num-attention-heads --seq-length --vocab-size), --params N, --checkpoint DIR or --onnx FILE' : `give one model, not ${given.join(' and ')}`);
   }
   if (v.params !== undefined) return { kind: 'params', count: parseParamCount(v.params as string) };
+  if (v.onnx !== undefined) return { kind: 'shapes', params: readOnnxInitializers(v.onnx as string), origin: v.onnx as string };
   if (v.checkpoint !== undefined) {
     const index = join(v.checkpoint as string, 'index.json');
     if (!existsSync(index)) throw new FlagError(`--checkpoint: ${index} does not exist; give a webtron optimizer checkpoint directory`);

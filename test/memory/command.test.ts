@@ -33,6 +33,14 @@ describe('webtron memory', () => {
     expect(run(...small, '--plot', join(tmpdir(), 'x.png')).stderr).toMatch(/--plot: '.*x\.png' must name an \.svg file/);
   });
 
+  it('counts the params of an .onnx model from its initializers', () => {
+    const model = fileURLToPath(new URL('../fixtures/tiny.onnx', import.meta.url));
+    const torch = JSON.parse(readFileSync(`${model}.json`, 'utf8')) as { params: number };
+    const out = run('--onnx', model, '--data-parallel-size', '1', '--json');
+    expect(out.status, out.stderr).toBe(0);
+    expect((JSON.parse(out.stdout.trim().split('\n')[0]!) as { params: number }).params).toBe(torch.params);
+  });
+
   it('prints a table with human units', () => {
     const out = run(...small, '--data-parallel-size', '2');
     expect(out.status, out.stderr).toBe(0);
@@ -48,6 +56,7 @@ describe('webtron memory', () => {
     [['--checkpoint', '/does/not/exist'], /^webtron memory: --checkpoint: \/does\/not\/exist\/index\.json does not exist/],
     [['--params', '1M', '--gpu-memory', 'lots'], /^webtron memory: --gpu-memory: 'lots' is not a size/],
     [[], /^webtron memory: no model: give a GPT shape/],
+    [['--onnx', '/no/model.onnx'], /^webtron memory: \/no\/model\.onnx: no such file/],
   ])('bad input %j is a one-line error', (args, message) => {
     const out = run(...args);
     expect(out.status).toBe(2);
