@@ -27,6 +27,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'data-parallel-size': { kind: 'list', default: ['1', '2', '4', '8'], help: 'one or more data-parallel sizes' },
   fp16: { kind: 'boolean', help: 'fp16 params and grads' },
   bf16: { kind: 'boolean', help: 'bf16 params, fp32 grads' },
+  precision: { kind: 'string', help: 'fp32, bf16 or fp16 (instead of --fp16 / --bf16)' },
   'use-distributed-optimizer': { kind: 'boolean', help: 'only the distributed optimizer (default: both side by side)' },
   'micro-batch-size': { kind: 'int', default: 1, help: 'micro-batch for the activation estimate' },
   'gpu-memory': { kind: 'string', help: 'bytes per GPU (e.g. 80GiB, 24GB, 17179869184): says what fits' },
@@ -90,8 +91,13 @@ export function modelSource(v: FlagValues): ModelSource {
 }
 
 export function rowsFor(v: FlagValues): MemoryRow[] {
-  if (v.fp16 && v.bf16) throw new FlagError('--fp16 and --bf16 exclude each other; give one (or neither for fp32)');
-  const precision: Precision = v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32';
+  if ([v.fp16, v.bf16, v.precision !== undefined].filter(Boolean).length > 1) {
+    throw new FlagError('--fp16, --bf16 and --precision exclude each other; give one (or none for fp32)');
+  }
+  if (v.precision !== undefined && !(v.precision as string in PRECISION_DTYPES)) {
+    throw new FlagError(`--precision: unknown dtype '${v.precision as string}'; use fp32, bf16 or fp16`);
+  }
+  const precision: Precision = v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : ((v.precision as Precision | undefined) ?? 'fp32');
   const dataParallelSizes = (v['data-parallel-size'] as string[]).map((x) => {
     const d = Number(x);
     if (!Number.isInteger(d) || d < 1) throw new FlagError(`--data-parallel-size: '${x}' is not a positive integer`);

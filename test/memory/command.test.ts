@@ -10,7 +10,7 @@ const small = ['--num-layers', '2', '--hidden-size', '64', '--num-attention-head
 const run = (...args: string[]) => spawnSync('node', [bin, 'memory', ...args], { encoding: 'utf8' });
 
 describe('webtron memory', () => {
-  it.each([[[]], [['--bf16']], [['--fp16']]])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', (precision) => {
+  it.each([[[]], [['--bf16']], [['--precision', 'fp16']]])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', (precision) => {
     const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,5,6,7,8', '--ddp-bucket-size', '20000', '--measure', '--json');
     expect(out.status, out.stderr).toBe(0);
     const rows = out.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -53,6 +53,7 @@ describe('webtron memory', () => {
     [['--params', '-5'], /^webtron memory: --params: '-5' is not a positive count/],
     [['--num-layers', '-2', '--hidden-size', '64', '--num-attention-heads', '4', '--seq-length', '32', '--vocab-size', '81'], /^webtron memory: --num-layers must be a positive integer, got -2/],
     [['--params', '1M', '--fp8'], /^webtron memory: unknown flag --fp8; known flags:/],
+    [['--params', '1M', '--precision', 'fp8'], /^webtron memory: --precision: unknown dtype 'fp8'; use fp32, bf16 or fp16$/m],
     [['--checkpoint', '/does/not/exist'], /^webtron memory: --checkpoint: \/does\/not\/exist\/index\.json does not exist/],
     [['--params', '1M', '--gpu-memory', 'lots'], /^webtron memory: --gpu-memory: 'lots' is not a size/],
     [[], /^webtron memory: no model: give a GPT shape/],
