@@ -30,6 +30,11 @@ struct AdamUniforms {
   weight_decay: f32,   // Adam's L2 coefficient (0 for AdamW)
   decay_factor: f32,   // AdamW's 1 - lr * weight_decay (1 for Adam)
   grad_scale: f32,     // clipping coefficient, negated when maximizing
+  // Elements from each binding's (aligned) start to its data: p, g, m, v. Multiples of 4.
+  shift_p: u32,
+  shift_g: u32,
+  shift_m: u32,
+  shift_v: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: AdamUniforms;
@@ -65,10 +70,13 @@ fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
   for (var k = 0u; k < ITEMS; k++) {
     let i = first + k * WG;
     if (i >= u.n4) { return; }
-    let s = adam_update(param4[i], grad4[i], exp_avg4[i], exp_avg_sq4[i]);
-    exp_avg4[i] = s.m;
-    exp_avg_sq4[i] = s.v;
-    param4[i] = s.p;
+    let ip = i + u.shift_p / 4u;
+    let im = i + u.shift_m / 4u;
+    let iv = i + u.shift_v / 4u;
+    let s = adam_update(param4[ip], grad4[i + u.shift_g / 4u], exp_avg4[im], exp_avg_sq4[iv]);
+    exp_avg4[im] = s.m;
+    exp_avg_sq4[iv] = s.v;
+    param4[ip] = s.p;
   }
 }
 
@@ -83,8 +91,11 @@ fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 fn adam_tail(@builtin(local_invocation_index) lid: u32) {
   if (lid >= u.tail_count) { return; }
   let i = u.tail_start + lid;
-  let s = adam_update(vec4(param1[i]), vec4(grad1[i]), vec4(exp_avg1[i]), vec4(exp_avg_sq1[i]));
-  exp_avg1[i] = s.m.x;
-  exp_avg_sq1[i] = s.v.x;
-  param1[i] = s.p.x;
+  let ip = i + u.shift_p;
+  let im = i + u.shift_m;
+  let iv = i + u.shift_v;
+  let s = adam_update(vec4(param1[ip]), vec4(grad1[i + u.shift_g]), vec4(exp_avg1[im]), vec4(exp_avg_sq1[iv]));
+  exp_avg1[im] = s.m.x;
+  exp_avg_sq1[iv] = s.v.x;
+  param1[ip] = s.p.x;
 }

@@ -71,3 +71,12 @@ function gcd(a: number, b: number): number {
 export function lcm(a: number, b: number): number {
   return (a / gcd(a, b)) * b;
 }
+
+/**
+ * Where to bind data that starts at byte `offset` when bindings must start at multiples of `align`:
+ * the binding starts at `start` (aligned down) and the data `shift` bytes into it.
+ */
+export function alignDown(offset: number, align: number): { start: number; shift: number } {
+  const start = Math.floor(offset / align) * align;
+  return { start, shift: offset - start };
+}

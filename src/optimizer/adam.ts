@@ -4,7 +4,7 @@
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { GpuError } from '../gpu/errors.js';
-import { windowsFor, type Window } from '../gpu/grid.js';
+import { alignDown, windowsFor, type Window } from '../gpu/grid.js';
 import { adamStepScalars, checkHyperParams, type AdamHyperParams } from './adam-math.js';
 
 /** A float32 array on the GPU: a buffer and the element where the array starts. */
@@ -32,7 +32,7 @@ export interface AdamKernelOptions {
   maxBindingBytes?: number;
 }
 
-const UNIFORM_BYTES = 56;
+const UNIFORM_BYTES = 72;
 const OPERANDS = ['param', 'grad', 'expAvg', 'expAvgSq'] as const;
 
 export class AdamKernel {
@@ -44,6 +44,8 @@ export class AdamKernel {
   private readonly vec4Groups: (GPUBindGroup | null)[];
   private readonly tailGroup: GPUBindGroup | null;
   private readonly vec4sPerWorkgroup: number;
+  /** Per operand: elements from its aligned binding start to its data. */
+  private readonly shifts: number[];
 
   constructor(
     private readonly ctx: GpuContext,
@@ -55,15 +57,17 @@ export class AdamKernel {
     const align = limits.minStorageBufferOffsetAlignment;
     for (const name of OPERANDS) {
       const { buffer, offset = 0 } = operands[name];
-      if ((offset * 4) % align !== 0) {
-        throw new GpuError(`Adam operand '${name}': element offset ${offset} is not a multiple of ${align / 4} (storage offset alignment ${align} B)`);
-      }
+      // Bindings start at the aligned byte at or below the data; the shader adds the shift. vec4
+      // loads need the data itself 16-byte aligned.
+      if (offset % 4 !== 0) throw new GpuError(`Adam operand '${name}': element offset ${offset} is not a multiple of 4 (vec4 loads)`);
       if ((offset + length) * 4 > buffer.size) {
         throw new GpuError(`Adam operand '${name}': ${length} elements at offset ${offset} overflow buffer '${buffer.label}' of ${buffer.size} B`);
       }
     }
-    const maxBinding = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize);
+    // Leave room in each binding for the shift from the aligned start to the data.
+    const maxBinding = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize) - align;
     this.windows = windowsFor(length, 4, maxBinding, align);
+    this.shifts = OPERANDS.map((name) => alignDown((operands[name].offset ?? 0) * 4, align).shift / 4);
 
     const wg = options.workgroupSize ?? 64;
     const items = options.itemsPerThread ?? 16;
@@ -81,10 +85,10 @@ export class AdamKernel {
 
     const bindingsFor = (w: number, window: Window, elements: number) => [
       { buffer: this.uniforms, offset: w * this.slotBytes, size: UNIFORM_BYTES },
-      ...OPERANDS.map((name) => ({
+      ...OPERANDS.map((name, k) => ({
         buffer: operands[name].buffer,
-        offset: ((operands[name].offset ?? 0) + window.start) * 4,
-        size: elements * 4,
+        offset: ((operands[name].offset ?? 0) + window.start) * 4 - this.shifts[k]! * 4,
+        size: (elements + this.shifts[k]!) * 4,
       })),
     ];
     this.vec4Groups = this.windows.map((window, w) => {
@@ -138,6 +142,7 @@ export class AdamKernel {
       u32[2] = window.count % 4;
       u32[3] = hyper.decoupled ? 1 : 0;
       f32.set([s.stepSize, s.bc2Sqrt, s.beta1, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.eps, s.l2, s.decayFactor, Math.fround(gradScale) * s.gradSign], 4);
+      u32.set(this.shifts, 14);
     });
     this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
   }

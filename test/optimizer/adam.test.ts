@@ -92,6 +92,48 @@ describe('Adam kernel against the TypeScript reference', () => {
     expect(relativeError(wide.out.v, wide.ref.v)).toBeLessThanOrEqual(TOLERANCE);
   });
 
+  it('operands at offsets that are not storage-aligned (a device demanding 256 B, as most GPUs do)', async () => {
+    const strict = await GpuContext.create({ limits: { minStorageBufferOffsetAlignment: 256 } });
+    expect(strict.limits.minStorageBufferOffsetAlignment).toBe(256);
+    const length = 4097;
+    const offsets = { param: 32, grad: 100, expAvg: 4, expAvgSq: 260 }; // 128, 400, 16, 1040 B
+    const param0 = hashedUniform(21, 1000, length, 1);
+    const ref = { p: param0.slice(), m: new Float32Array(length), v: new Float32Array(length) };
+    const place = (name: keyof typeof offsets, data: Float32Array) => {
+      const all = new Float32Array(offsets[name] + length + 8).fill(7); // the neighbours must stay 7
+      all.set(data, offsets[name]);
+      return float32Buffer(strict, name, all);
+    };
+    const buffers = { param: place('param', param0), grad: place('grad', new Float32Array(length)), expAvg: place('expAvg', new Float32Array(length)), expAvgSq: place('expAvgSq', new Float32Array(length)) };
+    const kernel = new AdamKernel(strict, {
+      param: { buffer: buffers.param, offset: offsets.param },
+      grad: { buffer: buffers.grad, offset: offsets.grad },
+      expAvg: { buffer: buffers.expAvg, offset: offsets.expAvg },
+      expAvgSq: { buffer: buffers.expAvgSq, offset: offsets.expAvgSq },
+      length,
+    }, { maxBindingBytes: 4096 });
+    expect(kernel.windows.length).toBeGreaterThan(4);
+    for (let t = 1; t <= 3; t++) {
+      const grad = hashedUniform(21, t, length, 0.5);
+      const all = new Float32Array(offsets.grad + length + 8).fill(7);
+      all.set(grad, offsets.grad);
+      strict.transfers.upload(buffers.grad, all);
+      kernel.step(ADAMW_DEFAULTS, t);
+      adamReferenceStep(ADAMW_DEFAULTS, t, ref.p, grad, ref.m, ref.v);
+    }
+    const read = async (name: keyof typeof offsets) => strict.transfers.readFloat32(buffers[name]);
+    const [p, m, v] = [await read('param'), await read('expAvg'), await read('expAvgSq')];
+    expect(relativeError(p.subarray(offsets.param, offsets.param + length), ref.p)).toBeLessThanOrEqual(TOLERANCE);
+    expect(relativeError(m.subarray(offsets.expAvg, offsets.expAvg + length), ref.m)).toBeLessThanOrEqual(TOLERANCE);
+    expect(relativeError(v.subarray(offsets.expAvgSq, offsets.expAvgSq + length), ref.v)).toBeLessThanOrEqual(TOLERANCE);
+    for (const [data, offset] of [[p, offsets.param], [m, offsets.expAvg], [v, offsets.expAvgSq]] as const) {
+      expect(Array.from(data.subarray(0, offset)).every((x) => x === 7)).toBe(true);
+      expect(Array.from(data.subarray(offset + length)).every((x) => x === 7)).toBe(true);
+    }
+    kernel.destroy();
+    strict.destroy();
+  });
+
   it('one element past the device storage binding limit', async () => {
     const length = ctx.limits.maxStorageBufferBindingSize / 4 + 1;
     const { out, ref, windows } = await runBoth(length, ADAMW_DEFAULTS, 2, 13);
