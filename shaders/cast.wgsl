@@ -4,7 +4,9 @@
 override WG: u32 = 256;
 
 struct CastUniforms {
-  pairs: u32,   // element pairs in this window
+  pairs: u32,          // element pairs in this window
+  shift_wide: u32,     // pairs from each binding's (aligned) start to its data
+  shift_narrow: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: CastUniforms;
@@ -27,16 +29,16 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 fn f32_to_bf16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
   if (i >= u.pairs) { return; }
-  let v = wide[i];
-  narrow[i] = (to_bf16(v.x) & 0xffffu) | (to_bf16(v.y) << 16u);
+  let v = wide[i + u.shift_wide];
+  narrow[i + u.shift_narrow] = (to_bf16(v.x) & 0xffffu) | (to_bf16(v.y) << 16u);
 }
 
 @compute @workgroup_size(WG)
 fn bf16_to_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
   if (i >= u.pairs) { return; }
-  let w = narrow[i];
-  wide[i] = vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
+  let w = narrow[i + u.shift_narrow];
+  wide[i + u.shift_wide] = vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
 }
 
 // fp16 words, converted with integer operations: WGSL leaves the rounding direction of f32 -> f16
@@ -79,13 +81,13 @@ fn to_f16(x: f32) -> u32 {
 fn f32_to_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
   if (i >= u.pairs) { return; }
-  let v = wide[i];
-  narrow[i] = to_f16(v.x) | (to_f16(v.y) << 16u);
+  let v = wide[i + u.shift_wide];
+  narrow[i + u.shift_narrow] = to_f16(v.x) | (to_f16(v.y) << 16u);
 }
 
 @compute @workgroup_size(WG)
 fn f16_to_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
   if (i >= u.pairs) { return; }
-  wide[i] = unpack2x16float(narrow[i]);
+  wide[i + u.shift_wide] = unpack2x16float(narrow[i + u.shift_narrow]);
 }

@@ -5,6 +5,7 @@ override WG: u32 = 256;
 
 struct SumSqUniforms {
   n: u32,
+  shift: u32,   // elements from the binding's (aligned) start to the data
 }
 
 @group(0) @binding(0) var<uniform> u: SumSqUniforms;
@@ -21,7 +22,7 @@ fn sumsq(@builtin(workgroup_id) wid: vec3<u32>,
   let stride = nwg.x * nwg.y * WG;
   var s = 0.0;
   for (var i = w * WG + lid; i < u.n; i += stride) {
-    let v = values[i];
+    let v = values[i + u.shift];
     s += v * v;
   }
   acc[lid] = s;

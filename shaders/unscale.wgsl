@@ -9,6 +9,8 @@ override WG: u32 = 256;
 struct UnscaleUniforms {
   pairs: u32,
   inv_scale: f32,
+  shift_main: u32,    // pairs from each binding's (aligned) start to its data
+  shift_grads: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: UnscaleUniforms;
@@ -20,10 +22,10 @@ struct UnscaleUniforms {
 fn unscale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = (wid.x + wid.y * nwg.x) * WG + lid;
   if (i >= u.pairs) { return; }
-  let g = grads[i];
+  let g = grads[i + u.shift_grads];
   let w = bitcast<u32>(g);
   if ((w & 0x7c00u) == 0x7c00u || ((w >> 16u) & 0x7c00u) == 0x7c00u) {
     atomicMax(&found_inf[0], 1u);
   }
-  main_grads[i] = vec2<f32>(g) * u.inv_scale;
+  main_grads[i + u.shift_main] = vec2<f32>(g) * u.inv_scale;
 }

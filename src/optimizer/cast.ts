@@ -4,7 +4,7 @@
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { GpuError } from '../gpu/errors.js';
-import { windowsFor } from '../gpu/grid.js';
+import { alignDown, windowsFor } from '../gpu/grid.js';
 
 const WG = 256;
 
@@ -17,22 +17,43 @@ export interface CastRange {
   length: number;
 }
 
+/** One window of a paired range: both bindings (aligned down) and the shifts to the data. */
+export interface PairedWindow {
+  /** Elements (even). */
+  count: number;
+  wide: { buffer: DeviceBuffer; offset: number; size: number };
+  narrow: { buffer: DeviceBuffer; offset: number; size: number };
+  /** From the wide binding's start to the data, in element pairs (8 bytes). */
+  wideShift: number;
+  /** From the narrow binding's start to the data, in element pairs (4 bytes). */
+  narrowShift: number;
+}
+
 /**
- * Windows over paired ranges that fit one binding, with both sides' offsets aligned; 16-bit data
- * is processed in pairs of elements, so ranges must start at even elements and be of even length.
+ * Windows over paired ranges that fit one binding. Bindings start at the aligned byte at or below
+ * the data and the shaders add the shifts. 16-bit data is processed in pairs of elements, so ranges
+ * must start at even elements and be of even length.
  */
-export function pairedWindows(ctx: GpuContext, ranges: CastRange[], what: string): { range: CastRange; start: number; count: number }[] {
+export function pairedWindows(ctx: GpuContext, ranges: CastRange[], what: string): PairedWindow[] {
   const align = ctx.limits.minStorageBufferOffsetAlignment;
   return ranges.flatMap((range) => {
     if (range.length % 2 !== 0 || range.wide.offset % 2 !== 0 || range.narrow.offset % 2 !== 0) {
       throw new GpuError(`${what}: ranges must start at even elements and have even lengths (got ${range.length} at ${range.narrow.offset})`);
     }
-    if ((range.wide.offset * 4) % align !== 0 || (range.narrow.offset * 2) % align !== 0) {
-      throw new GpuError(`${what}: offsets ${range.wide.offset} / ${range.narrow.offset} do not meet the storage offset alignment of ${align} B`);
-    }
-    return windowsFor(range.length, 4, ctx.limits.maxStorageBufferBindingSize, align * 2)
+    // Window starts on multiples of `align` in both buffers, so the shifts are the same in every window.
+    return windowsFor(range.length, 4, ctx.limits.maxStorageBufferBindingSize - align, align * 2)
       .filter((w) => w.count > 0)
-      .map((w) => ({ range, start: w.start, count: w.count }));
+      .map((w) => {
+        const wide = alignDown((range.wide.offset + w.start) * 4, align);
+        const narrow = alignDown((range.narrow.offset + w.start) * 2, align);
+        return {
+          count: w.count,
+          wide: { buffer: range.wide.buffer, offset: wide.start, size: wide.shift + w.count * 4 },
+          narrow: { buffer: range.narrow.buffer, offset: narrow.start, size: narrow.shift + w.count * 2 },
+          wideShift: wide.shift / 8,
+          narrowShift: narrow.shift / 4,
+        };
+      });
   });
 }
 
@@ -54,15 +75,10 @@ export class HalfCast {
     const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.uniforms = ctx.createBuffer({ label: 'cast.uniforms', size: Math.max(1, windows.length) * slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
     const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
-    windows.forEach(({ range: r, start, count }, i) => {
-      data[(i * slot) / 4] = count / 2;
-      const bindings = (pipeline: GPUComputePipeline) =>
-        ctx.kernels.bindGroup(pipeline, [
-          { buffer: this.uniforms, offset: i * slot, size: 4 },
-          { buffer: r.wide.buffer, offset: (r.wide.offset + start) * 4, size: count * 4 },
-          { buffer: r.narrow.buffer, offset: (r.narrow.offset + start) * 2, size: count * 2 },
-        ]);
-      this.dispatches.push({ narrowGroup: bindings(this.toNarrow), wideGroup: bindings(this.toWide), pairs: count / 2 });
+    windows.forEach((w, i) => {
+      data.set([w.count / 2, w.wideShift, w.narrowShift], (i * slot) / 4);
+      const bindings = (pipeline: GPUComputePipeline) => ctx.kernels.bindGroup(pipeline, [{ buffer: this.uniforms, offset: i * slot, size: 12 }, w.wide, w.narrow]);
+      this.dispatches.push({ narrowGroup: bindings(this.toNarrow), wideGroup: bindings(this.toWide), pairs: w.count / 2 });
     });
     ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
   }

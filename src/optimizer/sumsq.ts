@@ -3,8 +3,7 @@
  * fixed number of workgroups per window writes partial sums that the host adds in float64.
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
-import { GpuError } from '../gpu/errors.js';
-import { windowsFor } from '../gpu/grid.js';
+import { alignDown, windowsFor } from '../gpu/grid.js';
 import type { Float32Operand } from './adam.js';
 
 const WORKGROUPS = 256;
@@ -22,12 +21,12 @@ export class SumOfSquares {
   ) {
     this.pipeline = ctx.kernels.pipeline('sumsq', 'sumsq', { WG });
     const align = ctx.limits.minStorageBufferOffsetAlignment;
+    // Bindings start at the aligned byte at or below the data; the shader adds the shift.
     const windows = ranges.flatMap(({ operand, length }) => {
       const offset = operand.offset ?? 0;
-      if ((offset * 4) % align !== 0) throw new GpuError(`sum of squares: element offset ${offset} of '${operand.buffer.label}' is not a multiple of ${align / 4}`);
-      return windowsFor(length, 4, ctx.limits.maxStorageBufferBindingSize, align)
+      return windowsFor(length, 4, ctx.limits.maxStorageBufferBindingSize - align, align)
         .filter((w) => w.count > 0)
-        .map((w) => ({ buffer: operand.buffer, start: offset + w.start, count: w.count }));
+        .map((w) => ({ buffer: operand.buffer, count: w.count, ...alignDown((offset + w.start) * 4, align) }));
     });
     const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.partials = ctx.createBuffer({ label: 'sumsq.partials', size: Math.max(1, windows.length) * WORKGROUPS * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, category: 'other' });
@@ -35,10 +34,11 @@ export class SumOfSquares {
     const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
     windows.forEach((w, i) => {
       data[(i * slot) / 4] = w.count;
+      data[(i * slot) / 4 + 1] = w.shift / 4;
       this.groups.push(
         ctx.kernels.bindGroup(this.pipeline, [
-          { buffer: this.uniforms, offset: i * slot, size: 4 },
-          { buffer: w.buffer, offset: w.start * 4, size: w.count * 4 },
+          { buffer: this.uniforms, offset: i * slot, size: 8 },
+          { buffer: w.buffer, offset: w.start, size: w.shift + w.count * 4 },
           { buffer: this.partials, offset: i * WORKGROUPS * 4, size: WORKGROUPS * 4 },
         ]),
       );

@@ -12,7 +12,7 @@ export type UnscaleRange = CastRange;
 
 export class Unscale {
   private readonly pipeline: GPUComputePipeline;
-  private readonly groups: { group: GPUBindGroup; pairs: number }[] = [];
+  private readonly groups: { group: GPUBindGroup; pairs: number; shifts: [number, number] }[] = [];
   private readonly uniforms: DeviceBuffer;
   private readonly found: DeviceBuffer;
   private readonly slot: number;
@@ -26,15 +26,11 @@ export class Unscale {
     this.slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.uniforms = ctx.createBuffer({ label: 'unscale.uniforms', size: Math.max(1, windows.length) * this.slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
     this.found = ctx.createBuffer({ label: 'unscale.found_inf', size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, category: 'other' });
-    windows.forEach(({ range: r, start, count }, i) => {
+    windows.forEach((w, i) => {
       this.groups.push({
-        pairs: count / 2,
-        group: ctx.kernels.bindGroup(this.pipeline, [
-          { buffer: this.uniforms, offset: i * this.slot, size: 8 },
-          { buffer: r.narrow.buffer, offset: (r.narrow.offset + start) * 2, size: count * 2 },
-          { buffer: r.wide.buffer, offset: (r.wide.offset + start) * 4, size: count * 4 },
-          this.found,
-        ]),
+        pairs: w.count / 2,
+        shifts: [w.wideShift, w.narrowShift],
+        group: ctx.kernels.bindGroup(this.pipeline, [{ buffer: this.uniforms, offset: i * this.slot, size: 16 }, w.narrow, w.wide, this.found]),
       });
     });
   }
@@ -43,7 +39,7 @@ export class Unscale {
   async run(scale: number): Promise<boolean> {
     const data = new ArrayBuffer(Math.max(1, this.groups.length) * this.slot);
     this.groups.forEach((g, i) => {
-      new Uint32Array(data, i * this.slot, 1)[0] = g.pairs;
+      new Uint32Array(data, i * this.slot, 4).set([g.pairs, 0, g.shifts[0], g.shifts[1]]);
       new Float32Array(data, i * this.slot + 4, 1)[0] = 1 / scale;
     });
     this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);

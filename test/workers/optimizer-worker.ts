@@ -15,7 +15,7 @@ import { relativeError } from '../helpers/hash.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { loadCheckpoint, saveCheckpoint } from '../../src/optimizer/checkpoint.js';
 
-const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; dtype?: 'float32' | 'bfloat16' | 'float16'; infAt?: number; checkpoint?: { save?: string; saveAfter?: number; load?: string } };
+const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; dtype?: 'float32' | 'bfloat16' | 'float16'; infAt?: number; alignment?: number; checkpoint?: { save?: string; saveAfter?: number; load?: string } };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const dtype = config.dtype ?? 'float32';
 const fp16 = dtype === 'float16';
@@ -85,7 +85,8 @@ async function checkpointScenario(): Promise<void> {
 
 async function main(): Promise<void> {
   if (config.checkpoint) return checkpointScenario();
-  const ctx = await GpuContext.create();
+  // A device that demands this storage offset alignment (most GPUs: 256 B), to test unaligned shards.
+  const ctx = await GpuContext.create(config.alignment ? { limits: { minStorageBufferOffsetAlignment: config.alignment } } : {});
   const dist = await initProcessGroup();
   const { rank, worldSize: d } = dist.info;
   const layout = computeLayout(MODEL, { dataParallelSize: d, distributedOptimizer: config.distributed, bucketSize: 100 });
