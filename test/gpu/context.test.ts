@@ -49,7 +49,7 @@ describe('GpuContext', () => {
     // A storage binding of a buffer created without STORAGE usage is invalid.
     const pipeline = ctx.kernels.pipeline('adam', 'adam_tail');
     const notStorage = ctx.createBuffer({ label: 'not-storage', size: 64, usage: GPUBufferUsage.COPY_DST, category: 'other' });
-    const uniform = ctx.createBuffer({ label: 'u', size: 64, usage: GPUBufferUsage.UNIFORM, category: 'other' });
+    const uniform = ctx.createBuffer({ label: 'u', size: 256, usage: GPUBufferUsage.UNIFORM, category: 'other' });
     const group = ctx.kernels.bindGroup(pipeline, [uniform, notStorage, notStorage, notStorage, notStorage]);
     ctx.kernels.dispatch(pipeline, [group], 1);
     const error = await ctx.sync().catch((e: unknown) => e);
