@@ -6,7 +6,8 @@ import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagVal
 import { launch } from './train/launcher.js';
 import { CollectiveError } from './collectives/errors.js';
 import { LayoutError } from './ddp/layout.js';
-import { measure, MEMORY_FLAGS, modelSource, renderTable, rowsFor, writePlot } from './memory/command.js';
+import type { MemoryRow } from './memory/calculator.js';
+import { measure, MEMORY_FLAGS, renderTable, rowsFor, writePlot } from './memory/command.js';
 import { ShapeError } from './nn/gpt-spec.js';
 import { OnnxError } from './onnx/initializers.js';
 
@@ -97,15 +98,12 @@ const memoryCommand: Command = {
   summary: 'GPU memory per rank with and without the distributed optimizer (Megatron\'s table, exact model state)',
   flags: { ...GPU_FLAGS, ...MEMORY_FLAGS },
   async run(values) {
-    const rows = rowsFor(values);
-    const measured: Record<string, number>[] = [];
+    const { source, rows } = rowsFor(values);
     if (values.measure) {
       const ctx = await GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined });
-      const source = modelSource(values);
       for (const [i, r] of rows.entries()) {
         process.stderr.write(`  … measuring ${i + 1}/${rows.length}: d=${r.data_parallel_size}, ${r.distributed ? 'distributed' : 'non-distributed'}, ${r.precision}\n`);
         const m = await measure(ctx, source, r, values['ddp-bucket-size'] as number | undefined);
-        measured.push(m.measured);
         Object.assign(r, { measured: m.measured, predicted: m.predicted, measured_equals_predicted: JSON.stringify(m.measured) === JSON.stringify(m.predicted) });
       }
     }
@@ -119,10 +117,9 @@ const memoryCommand: Command = {
     console.log(renderTable(rows));
     if (values.measure) {
       console.log('\nmeasured on this GPU (rank 0\'s shard) vs predicted, model state:');
-      rows.forEach((r, i) => {
-        const ok = JSON.stringify(measured[i]) === JSON.stringify((r as unknown as { predicted: unknown }).predicted);
-        console.log(`  d=${r.data_parallel_size} ${r.distributed ? 'distributed    ' : 'non-distributed'} ${ok ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(measured[i])}`);
-      });
+      for (const r of rows as (MemoryRow & { measured: Record<string, number>; measured_equals_predicted: boolean })[]) {
+        console.log(`  d=${r.data_parallel_size} ${r.distributed ? 'distributed    ' : 'non-distributed'} ${r.measured_equals_predicted ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(r.measured)}`);
+      }
     }
   },
 };

@@ -66,7 +66,8 @@ export interface MemoryRow {
 /** The readback staging a grad sync allocates at once (transfers go in chunks of at most 64 MiB). */
 const STAGING_CHUNK = 64 << 20;
 
-function specs(source: ModelSource, precision: Precision): ParamSpec[] {
+/** The model's params with the dtypes of `precision`. */
+export function paramSpecs(source: ModelSource, precision: Precision): ParamSpec[] {
   const [dtype, gradDtype] = PRECISION_DTYPES[precision];
   switch (source.kind) {
     case 'gpt':
@@ -97,7 +98,7 @@ function stagingBytes(layout: ModelLayout): number {
 }
 
 function row(source: ModelSource, d: number, precision: Precision, distributed: boolean, o: CalculatorOptions): Omit<MemoryRow, 'saving_bytes' | 'saving_percent' | 'fits' | 'largest_fitting'> {
-  const layout = computeLayout(specs(source, precision), { dataParallelSize: d, distributedOptimizer: distributed, ...(o.bucketSize ? { bucketSize: o.bucketSize } : {}) });
+  const layout = computeLayout(paramSpecs(source, precision), { dataParallelSize: d, distributedOptimizer: distributed, ...(o.bucketSize ? { bucketSize: o.bucketSize } : {}) });
   const m = modelStateBytes(layout, 0);
   const by_category: ByCategory = {
     params: m.byCategory.params - m.paddingByCategory.params,

@@ -11,7 +11,7 @@ import { createOptimizer } from '../optimizer/optimizer.js';
 import { readOnnxInitializers } from '../onnx/initializers.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
-import { memoryRows, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
+import { memoryRows, paramSpecs, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
 import { modelStateBytes } from './model-state.js';
 
 export const MEMORY_FLAGS: Record<string, FlagSpec> = {
@@ -90,7 +90,8 @@ export function modelSource(v: FlagValues): ModelSource {
   };
 }
 
-export function rowsFor(v: FlagValues): MemoryRow[] {
+/** The model the flags describe and its rows (the model is read once: it may be a file). */
+export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[] } {
   if ([v.fp16, v.bf16, v.precision !== undefined].filter(Boolean).length > 1) {
     throw new FlagError('--fp16, --bf16 and --precision exclude each other; give one (or none for fp32)');
   }
@@ -105,7 +106,8 @@ export function rowsFor(v: FlagValues): MemoryRow[] {
   });
   const micro = v['micro-batch-size'] as number;
   if (micro < 1) throw new FlagError(`--micro-batch-size must be a positive integer, got ${micro}`);
-  return memoryRows(modelSource(v), {
+  const source = modelSource(v);
+  const rows = memoryRows(source, {
     dataParallelSizes,
     precisions: [precision],
     distributed: v['use-distributed-optimizer'] ? [true] : [false, true],
@@ -113,6 +115,7 @@ export function rowsFor(v: FlagValues): MemoryRow[] {
     ...(v['ddp-bucket-size'] !== undefined ? { bucketSize: v['ddp-bucket-size'] as number } : {}),
     ...(v['gpu-memory'] !== undefined ? { gpuMemory: parseBytes(v['gpu-memory'] as string) } : {}),
   });
+  return { source, rows };
 }
 
 /**
@@ -120,11 +123,7 @@ export function rowsFor(v: FlagValues): MemoryRow[] {
  * the runtime's accounting: model-state categories measured beside the prediction.
  */
 export async function measure(ctx: GpuContext, source: ModelSource, r: MemoryRow, bucketSize?: number): Promise<{ measured: Record<string, number>; predicted: Record<string, number> }> {
-  const [dtype, gradDtype] = PRECISION_DTYPES[r.precision];
-  const params = source.kind === 'gpt' ? (await import('../nn/gpt-spec.js')).gptParams(source.shape, dtype, gradDtype)
-    : source.kind === 'params' ? [{ name: 'params', shape: [source.count], dtype, gradDtype }]
-    : source.params.map((p) => ({ name: p.name, shape: p.shape, dtype, gradDtype }));
-  const layout = computeLayout(params, { dataParallelSize: r.data_parallel_size, distributedOptimizer: r.distributed, ...(bucketSize ? { bucketSize } : {}) });
+  const layout = computeLayout(paramSpecs(source, r.precision), { dataParallelSize: r.data_parallel_size, distributedOptimizer: r.distributed, ...(bucketSize ? { bucketSize } : {}) });
   const before = ctx.memoryReport().live;
   // A group of d ranks seen from rank 0; nothing is exchanged while buffers are allocated.
   const group = new ProcessGroup(0, r.data_parallel_size, null);
