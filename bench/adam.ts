@@ -4,17 +4,16 @@
  * copy moves 8 bytes per float (one read, one write), so ratio_to_copy says how close Adam gets to
  * the memory bandwidth the device actually delivers.
  */
-import type { GpuContext } from '../src/gpu/context.js';
+import { storageUsage, type GpuContext } from '../src/gpu/context.js';
 import { AdamKernel } from '../src/optimizer/adam.js';
 import { ADAMW_DEFAULTS } from '../src/optimizer/adam-math.js';
 import type { Bench } from './bench.js';
 import { progress } from './report.js';
 import { timeGpuInterleaved } from './timing.js';
 
-const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 function filled(ctx: GpuContext, label: string, n: number, category: 'main-params' | 'grads' | 'optimizer-state' | 'other', value: (i: number) => number) {
-  const buffer = ctx.createBuffer({ label, size: n * 4, usage: STORAGE, category });
+  const buffer = ctx.createBuffer({ label, size: n * 4, usage: storageUsage(), category });
   const chunk = new Float32Array(Math.min(n, 1 << 22));
   for (let at = 0; at < n; at += chunk.length) {
     const len = Math.min(chunk.length, n - at);
@@ -44,7 +43,7 @@ export const adamBench: Bench = {
       const g = filled(ctx, 'bench.g', n, 'grads', (i) => Math.cos(i) * 1e-2);
       const m = filled(ctx, 'bench.m', n, 'optimizer-state', () => 0);
       const v = filled(ctx, 'bench.v', n, 'optimizer-state', () => 0);
-      const copyDst = ctx.createBuffer({ label: 'bench.copy', size: n * 4, usage: STORAGE, category: 'other' });
+      const copyDst = ctx.createBuffer({ label: 'bench.copy', size: n * 4, usage: storageUsage(), category: 'other' });
       const kernel = new AdamKernel(
         ctx,
         { param: { buffer: p }, grad: { buffer: g }, expAvg: { buffer: m }, expAvgSq: { buffer: v }, length: n },

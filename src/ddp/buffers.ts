@@ -3,11 +3,9 @@
  * by `computeLayout`. Every model param is a view (buffer + element offset) into them; grads are
  * written or accumulated straight into the grad buffer, never into per-param copies.
  */
-import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { BYTES, type BufferLayout, type IndexRange, type ParamPlacement } from './layout.js';
 
-// A function: GPUBufferUsage exists only once the GPU runtime has loaded Dawn's globals.
-const storage = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /** A param's (or its grad's) place: a buffer and an element range in it. */
 export interface BufferView {
@@ -29,8 +27,8 @@ export class ParamAndGradBuffer {
     readonly index: number,
   ) {
     const label = `${layout.paramDtype}/${layout.gradDtype}#${index}`;
-    this.params = ctx.createBuffer({ label: `params ${label}`, size: layout.numel * BYTES[layout.paramDtype], usage: storage(), category: 'params' });
-    this.grads = ctx.createBuffer({ label: `grads ${label}`, size: layout.numel * BYTES[layout.gradDtype], usage: storage(), category: 'grads' });
+    this.params = ctx.createBuffer({ label: `params ${label}`, size: layout.numel * BYTES[layout.paramDtype], usage: storageUsage(), category: 'params' });
+    this.grads = ctx.createBuffer({ label: `grads ${label}`, size: layout.numel * BYTES[layout.gradDtype], usage: storageUsage(), category: 'grads' });
     this.placements = new Map(layout.params.map((p) => [p.name, p]));
   }
 

@@ -39,6 +39,11 @@ export interface GpuOptions extends AdapterOptions {
   disableFeatures?: GPUFeatureName[];
 }
 
+/** Usage of a storage buffer that can also be copied to and from (what webtron's data buffers need). */
+export function storageUsage(): GPUBufferUsageFlags {
+  return GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+}
+
 /** A GPU buffer with its accounting category. Destroy it through `destroy()` so the count falls. */
 export class DeviceBuffer {
   private alive = true;

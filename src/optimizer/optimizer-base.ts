@@ -1,7 +1,7 @@
 /** What both optimizers share: the interface, the step sequence, grad norm and clipping, 16-bit set-up. */
 import type { ProcessGroup } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
-import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { AdamKernel } from './adam.js';
 import { HalfCast, type CastRange } from './cast.js';
 import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
@@ -63,7 +63,6 @@ export function stateTensor(state: Map<string, Float32Array>, name: string, nume
   return t;
 }
 
-export const STORAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 export abstract class AdamOverBuffers implements Optimizer {
   abstract readonly distributed: boolean;
@@ -92,7 +91,7 @@ export abstract class AdamOverBuffers implements Optimizer {
 
   /** A zeroed fp32 buffer the optimizer owns (moments, main params, main grads). */
   protected fp32Buffer(label: string, elements: number, category: 'optimizer-state' | 'main-params' | 'grads' = 'optimizer-state'): DeviceBuffer {
-    const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: STORAGE(), category });
+    const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: storageUsage(), category });
     this.ctx.device.queue.writeBuffer(buffer.gpu, 0, new Float32Array(Math.ceil(buffer.size / 4)));
     this.owned.push(buffer);
     return buffer;

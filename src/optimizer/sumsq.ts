@@ -2,7 +2,7 @@
  * Sum of squares of float32 ranges on the GPU (shaders/sumsq.wgsl), for grad-norm clipping: a
  * fixed number of workgroups per window writes partial sums that the host adds in float64.
  */
-import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { alignDown, windowsFor } from '../gpu/grid.js';
 import type { Float32Operand } from './adam.js';
 
@@ -29,7 +29,7 @@ export class SumOfSquares {
         .map((w) => ({ buffer: operand.buffer, count: w.count, ...alignDown((offset + w.start) * 4, align) }));
     });
     const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.partials = ctx.createBuffer({ label: 'sumsq.partials', size: Math.max(1, windows.length) * WORKGROUPS * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, category: 'other' });
+    this.partials = ctx.createBuffer({ label: 'sumsq.partials', size: Math.max(1, windows.length) * WORKGROUPS * 4, usage: storageUsage(), category: 'other' });
     this.uniforms = ctx.createBuffer({ label: 'sumsq.uniforms', size: Math.max(1, windows.length) * slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
     const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
     windows.forEach((w, i) => {

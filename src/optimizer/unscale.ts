@@ -2,7 +2,7 @@
  * fp16 grads -> fp32 main grads divided by the loss scale, with an inf/NaN check
  * (shaders/unscale.wgsl), over ranges of the grad buffer.
  */
-import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { pairedWindows, type CastRange } from './cast.js';
 
 const WG = 256;
@@ -25,7 +25,7 @@ export class Unscale {
     const windows = pairedWindows(ctx, ranges, 'unscale');
     this.slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.uniforms = ctx.createBuffer({ label: 'unscale.uniforms', size: Math.max(1, windows.length) * this.slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
-    this.found = ctx.createBuffer({ label: 'unscale.found_inf', size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, category: 'other' });
+    this.found = ctx.createBuffer({ label: 'unscale.found_inf', size: 4, usage: storageUsage(), category: 'other' });
     windows.forEach((w, i) => {
       this.groups.push({
         pairs: w.count / 2,
