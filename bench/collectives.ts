@@ -6,39 +6,12 @@
  * buffer, algbw = bytes / time, busbw = algbw·2(n−1)/n for all_reduce and algbw·(n−1)/n for
  * reduce_scatter and all_gather.
  */
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Bench } from './bench.js';
+import { startRanks } from './ranks.js';
 import { progress, type Row } from './report.js';
 
 const WORKER = fileURLToPath(new URL('./collectives-worker.js', import.meta.url));
-
-interface Spawned {
-  lines: Record<string, unknown>[];
-  done: Promise<void>;
-  onLine: (fn: (line: Record<string, unknown>) => void) => void;
-}
-
-function run(config: Record<string, unknown>, env: Record<string, string>): Spawned {
-  const child = spawn(process.execPath, [WORKER, JSON.stringify(config)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines: Record<string, unknown>[] = [];
-  const listeners: ((line: Record<string, unknown>) => void)[] = [];
-  let buffer = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    buffer += chunk.toString('utf8');
-    let nl: number;
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = JSON.parse(buffer.slice(0, nl)) as Record<string, unknown>;
-      buffer = buffer.slice(nl + 1);
-      lines.push(line);
-      listeners.forEach((fn) => fn(line));
-    }
-  });
-  const done = new Promise<void>((resolve, reject) =>
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`collectives worker (rank ${env.RANK}) exited with ${code}`)))),
-  );
-  return { lines, done, onLine: (fn) => listeners.push(fn) };
-}
 
 export function sizesBetween(min: number, max: number): number[] {
   const sizes: number[] = [];
@@ -60,17 +33,7 @@ export const collectivesBench: Bench = {
     const sizes = sizesBetween(flags['min-bytes'] as number, flags['max-bytes'] as number);
     const rows: Row[] = [];
     progress(`collectives: ${world} ranks, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`);
-    const port = String(20000 + Math.floor(Math.random() * 20000));
-    const token = Math.random().toString(36).slice(2);
-    const ranks = Array.from({ length: world }, (_, rank) =>
-      run({ sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 }, {
-        RANK: String(rank),
-        WORLD_SIZE: String(world),
-        MASTER_ADDR: '127.0.0.1',
-        MASTER_PORT: port,
-        WEBTRON_JOB_TOKEN: token,
-      }),
-    );
+    const ranks = startRanks(WORKER, world, { sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 });
     ranks[0]!.onLine((l) => progress(`${l.op as string} ${l.bytes as number} B: ${(l.ms as number).toFixed(2)} ms`));
     await Promise.all(ranks.map((r) => r.done));
     for (const l of ranks[0]!.lines) {

@@ -5,37 +5,22 @@
  * grad norm, Adam, param readback, all-gather, param upload), with the model-state bytes each rank
  * holds on the GPU.
  */
-import { spawn } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Bench } from './bench.js';
 import { parseCount } from './adam.js';
 import { lineChartSvg } from '../src/plot/svg.js';
+import { startRanks } from './ranks.js';
 import { progress, type Row } from './report.js';
 
 const WORKER = fileURLToPath(new URL('./optimizer-worker.js', import.meta.url));
 
-function runJob(world: number, config: Record<string, unknown>): Promise<Row> {
-  const port = String(20000 + Math.floor(Math.random() * 20000));
-  const token = Math.random().toString(36).slice(2);
-  let row: Row | null = null;
-  const exits = Array.from({ length: world }, (_, rank) => new Promise<void>((resolve, reject) => {
-    const child = spawn(process.execPath, [WORKER, JSON.stringify(config)], {
-      env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, WEBTRON_JOB_TOKEN: token },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => {
-      if (rank === 0 && out.trim()) row = JSON.parse(out.trim()) as Row;
-      if (code === 0) resolve();
-      else reject(new Error(`optimizer bench worker (rank ${rank}) exited with ${code}`));
-    });
-  }));
-  return Promise.all(exits).then(() => {
-    if (!row) throw new Error('optimizer bench: rank 0 reported nothing');
-    return row;
-  });
+async function runJob(world: number, config: Record<string, unknown>): Promise<Row> {
+  const ranks = startRanks(WORKER, world, config);
+  await Promise.all(ranks.map((r) => r.done));
+  const row = ranks[0]!.lines[0];
+  if (!row) throw new Error('optimizer bench: rank 0 reported nothing');
+  return row;
 }
 
 export const optimizerBench: Bench = {

@@ -1,0 +1,38 @@
+/** The worker processes of a benchmark job: one per rank on this machine, JSON lines on stdout. */
+import { spawn } from 'node:child_process';
+import { basename } from 'node:path';
+
+export interface RankProcess {
+  /** Every JSON line the rank printed so far. */
+  lines: Record<string, unknown>[];
+  /** Resolves when the rank exits with 0. */
+  done: Promise<void>;
+  onLine(listener: (line: Record<string, unknown>) => void): void;
+}
+
+/** Start `world` ranks of `worker` with `config` as their argument and torchrun's variables set. */
+export function startRanks(worker: string, world: number, config: Record<string, unknown>): RankProcess[] {
+  const port = String(20000 + Math.floor(Math.random() * 20000));
+  const token = Math.random().toString(36).slice(2);
+  return Array.from({ length: world }, (_, rank) => {
+    const env = { RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, WEBTRON_JOB_TOKEN: token };
+    const child = spawn(process.execPath, [worker, JSON.stringify(config)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const lines: Record<string, unknown>[] = [];
+    const listeners: ((line: Record<string, unknown>) => void)[] = [];
+    let buffer = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buffer.slice(0, nl)) as Record<string, unknown>;
+        buffer = buffer.slice(nl + 1);
+        lines.push(line);
+        listeners.forEach((fn) => fn(line));
+      }
+    });
+    const done = new Promise<void>((resolve, reject) =>
+      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`benchmark worker ${basename(worker)} (rank ${rank}) exited with ${code}`)))),
+    );
+    return { lines, done, onLine: (fn) => listeners.push(fn) };
+  });
+}
