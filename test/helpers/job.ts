@@ -25,7 +25,10 @@ export async function freePort(): Promise<number> {
 
 export interface JobOptions {
   world: number;
-  scenario: string;
+  /** The collectives worker's scenario (with `params`), or `worker` and `argv` for another worker. */
+  scenario?: string;
+  worker?: string;
+  argv?: string[];
   params?: Record<string, unknown>;
   env?: Record<string, string>;
   /** Ranks to start (default all); the others never join. */
@@ -49,7 +52,8 @@ export async function startJob(options: JobOptions): Promise<Job> {
   const children: ChildProcess[] = [];
   const results = ranks.map((rank) => {
     const started = Date.now();
-    const child = spawn(process.execPath, [WORKER, options.scenario, JSON.stringify(options.params ?? {})], {
+    const args = options.argv ?? [options.scenario ?? 'matrix', JSON.stringify(options.params ?? {})];
+    const child = spawn(process.execPath, [options.worker ?? WORKER, ...args], {
       env: {
         ...process.env,
         MASTER_ADDR: '127.0.0.1',
@@ -97,16 +101,6 @@ export async function runJob(options: JobOptions): Promise<RankResult[]> {
  * each rank's stdout JSON lines.
  */
 export async function runWorkers(worker: string, world: number, config: Record<string, unknown>, env: Record<string, string> = {}): Promise<Record<string, unknown>[][]> {
-  const port = await freePort();
-  return Promise.all(
-    Array.from({ length: world }, (_, rank) => new Promise<Record<string, unknown>[]>((resolve) => {
-      const child = spawn(process.execPath, [worker, JSON.stringify(config)], {
-        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), WEBTRON_JOB_TOKEN: `workers-${port}`, WEBTRON_TIMEOUT_MS: '30000', ...env },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      let out = '';
-      child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-      child.on('exit', () => resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)));
-    })),
-  );
+  const results = await runJob({ world, worker, argv: [JSON.stringify(config)], env: { WEBTRON_TIMEOUT_MS: '30000', ...env } });
+  return results.map((r) => r.lines);
 }
