@@ -33,11 +33,17 @@ export class Kernels {
 
   constructor(private readonly ctx: GpuContext) {}
 
-  /** WGSL source of `shaders/<name>.wgsl`. */
-  source(name: string): string {
+  /**
+   * WGSL source of `shaders/<name>.wgsl`, with each line `//!include other` replaced by the source
+   * of `shaders/other.wgsl` (once per shader: helpers shared by several kernels live in one file).
+   */
+  source(name: string, included = new Set<string>()): string {
     const path = join(this.shaderDir, `${name}.wgsl`);
     if (!existsSync(path)) throw new GpuError(`no shader '${name}': ${path} does not exist`);
-    return readFileSync(path, 'utf8');
+    included.add(name);
+    return readFileSync(path, 'utf8').replace(/^\/\/!include ([\w-]+)\s*$/gm, (_line, other: string) =>
+      included.has(other) ? '' : this.source(other, included),
+    );
   }
 
   private module(name: string): GPUShaderModule {

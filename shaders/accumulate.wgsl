@@ -1,0 +1,33 @@
+// Gradient accumulation: dst += src (fp32), and fp16 grads += fp32 partial grads rounded once
+// (pairs of elements per invocation: two fp16 grads share a u32 word).
+
+//!include grid
+//!include half
+
+struct AccumulateUniforms {
+  n: u32,         // elements (add_f32) or element pairs (add_to_f16)
+  dst_shift: u32, // elements (add_f32) or words (add_to_f16) from the binding start to the data
+  src_shift: u32, // elements
+  scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> u: AccumulateUniforms;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst16: array<u32>;
+
+@compute @workgroup_size(WG)
+fn add_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= u.n) { return; }
+  dst[u.dst_shift + i] = dst[u.dst_shift + i] + u.scale * src[u.src_shift + i];
+}
+
+@compute @workgroup_size(WG)
+fn add_to_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= u.n) { return; }
+  let old = unpack2x16float(dst16[u.dst_shift + i]);
+  let s = u.src_shift + 2u * i;
+  dst16[u.dst_shift + i] = to_f16(old.x + u.scale * src[s]) | (to_f16(old.y + u.scale * src[s + 1u]) << 16u);
+}

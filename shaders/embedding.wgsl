@@ -1,0 +1,62 @@
+// Token + position embedding: y[r, c] = wte[ids[r], c] + wpe[r % T, c] (params in P_DTYPE).
+// Backward scatter-adds into the embedding grads without atomics: one invocation per column walks
+// the tokens in order, so duplicate ids add up deterministically.
+
+//!include grid
+//!include half
+
+override P_DTYPE: u32 = 0u;
+
+struct EmbeddingUniforms {
+  rows: u32, c: u32, t: u32, vocab: u32,
+  wte_off: u32, wpe_off: u32,   // elements from each binding's start (wte in `table`, wpe in `table2`)
+  dwte_off: u32, dwpe_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> u: EmbeddingUniforms;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> table: array<u32>;
+@group(0) @binding(3) var<storage, read> table2: array<u32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+fn load_p(e: u32, second: bool) -> f32 {
+  if (P_DTYPE == DTYPE_F32) {
+    return bitcast<f32>(select(table[e], table2[e], second));
+  }
+  return half_of(select(table[e >> 1u], table2[e >> 1u], second), e, P_DTYPE);
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= u.rows * u.c) { return; }
+  let r = i / u.c;
+  let col = i % u.c;
+  let id = min(ids[r], u.vocab - 1u); // ids are checked on the host; never read out of the table
+  y[i] = load_p(u.wte_off + id * u.c + col, false) + load_p(u.wpe_off + (r % u.t) * u.c + col, true);
+}
+
+// Backward bindings: dy at 1, grads at 2.
+@group(0) @binding(5) var<storage, read> dy: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad: array<f32>;
+
+@compute @workgroup_size(WG)
+fn backward_tokens(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let col = flat_index(wid, nwg, lid);
+  if (col >= u.c) { return; }
+  for (var r = 0u; r < u.rows; r++) {
+    let at = u.dwte_off + min(ids[r], u.vocab - 1u) * u.c + col;
+    grad[at] = grad[at] + dy[r * u.c + col];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn backward_positions(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= u.t * u.c) { return; }
+  var sum = 0.0;
+  for (var r = i / u.c; r < u.rows; r += u.t) {
+    sum += dy[r * u.c + i % u.c];
+  }
+  grad[u.dwpe_off + i] = grad[u.dwpe_off + i] + sum;
+}

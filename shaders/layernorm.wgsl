@@ -1,0 +1,83 @@
+// LayerNorm over the last dimension (eps inside the sqrt, biased variance, as torch):
+// y = (x - mean) * rstd * w + b. Forward saves mean and rstd per row for the backward.
+
+//!include grid
+//!include half
+
+override P_DTYPE: u32 = 0u;
+
+struct LayerNormUniforms { rows: u32, c: u32, w_off: u32, b_off: u32, eps: f32, dw_off: u32, db_off: u32, which: u32 }
+
+@group(0) @binding(0) var<uniform> u: LayerNormUniforms;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;      // forward: y; backward dx: dx (accumulated)
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>;  // mean, rstd per row
+
+fn load_w(e: u32) -> f32 {
+  if (P_DTYPE == DTYPE_F32) {
+    return bitcast<f32>(w[e]);
+  }
+  return half_of(w[e >> 1u], e, P_DTYPE);
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = flat_index(wid, nwg, lid);
+  if (r >= u.rows) { return; }
+  let base = r * u.c;
+  var sum = 0.0;
+  for (var i = 0u; i < u.c; i++) { sum += x[base + i]; }
+  let mean = sum / f32(u.c);
+  var sq = 0.0;
+  for (var i = 0u; i < u.c; i++) { let d = x[base + i] - mean; sq += d * d; }
+  let rstd = 1.0 / sqrt(sq / f32(u.c) + u.eps);
+  for (var i = 0u; i < u.c; i++) {
+    y[base + i] = (x[base + i] - mean) * rstd * load_w(u.w_off + i) + load_w(u.b_off + i);
+  }
+  stats[2u * r] = mean;
+  stats[2u * r + 1u] = rstd;
+}
+
+@group(0) @binding(5) var<storage, read> dy: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad: array<f32>;  // dw and/or db (u.which: 1 dw, 2 db)
+
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w.
+@compute @workgroup_size(WG)
+fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = flat_index(wid, nwg, lid);
+  if (r >= u.rows) { return; }
+  let base = r * u.c;
+  let mean = stats[2u * r];
+  let rstd = stats[2u * r + 1u];
+  var s1 = 0.0;
+  var s2 = 0.0;
+  for (var i = 0u; i < u.c; i++) {
+    let g = dy[base + i] * load_w(u.w_off + i);
+    s1 += g;
+    s2 += g * (x[base + i] - mean) * rstd;
+  }
+  s1 = s1 / f32(u.c);
+  s2 = s2 / f32(u.c);
+  for (var i = 0u; i < u.c; i++) {
+    let xhat = (x[base + i] - mean) * rstd;
+    let g = dy[base + i] * load_w(u.w_off + i);
+    y[base + i] = y[base + i] + rstd * (g - s1 - xhat * s2);
+  }
+}
+
+// dw[i] += sum_r dy * xhat, db[i] += sum_r dy: one invocation per column.
+@compute @workgroup_size(WG)
+fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= u.c) { return; }
+  var dw = 0.0;
+  var db = 0.0;
+  for (var r = 0u; r < u.rows; r++) {
+    let g = dy[r * u.c + i];
+    dw += g * (x[r * u.c + i] - stats[2u * r]) * stats[2u * r + 1u];
+    db += g;
+  }
+  if ((u.which & 1u) != 0u) { grad[u.dw_off + i] = grad[u.dw_off + i] + dw; }
+  if ((u.which & 2u) != 0u) { grad[u.db_off + i] = grad[u.db_off + i] + db; }
+}

@@ -1,0 +1,161 @@
+/**
+ * Tape autograd. Ops record a backward closure as they run forward; `backward(loss)` runs them in
+ * reverse. Every backward kernel accumulates (+=) into its inputs' grads, so fan-out (residuals,
+ * a tied embedding) needs nothing special: activation grads are fresh zeroed buffers made on first
+ * use, and param grads go straight into their views of the grad buffer. Params with fp16 grads
+ * accumulate in an fp32 buffer first and are added to the fp16 grad once, rounded once.
+ *
+ * A graph owns its activation buffers until `release()`; one graph per step (or micro-batch).
+ */
+import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
+import { numel, Tensor } from './tensor.js';
+import { Runner, f32bits } from './runner.js';
+
+interface TapeEntry {
+  op: string;
+  params: Tensor[];
+  backward: () => void;
+}
+
+export interface BackwardOptions {
+  /** Called (after the work is submitted) once a param's grad is final for this graph. */
+  onParamGrad?: (name: string) => void;
+}
+
+export class GraphError extends Error {
+  override name = 'GraphError';
+}
+
+export class Graph {
+  readonly runner: Runner;
+  private readonly tape: TapeEntry[] = [];
+  private readonly owned: DeviceBuffer[] = [];
+  private readonly grads = new Map<Tensor | DeviceBuffer, Tensor>();
+  private readonly wideGrads = new Map<string, { param: Tensor; wide: Tensor }>();
+  private readonly ownsRunner: boolean;
+  /** Dropout calls so far: each gets its own RNG stream. */
+  dropoutCalls = 0;
+
+  constructor(
+    readonly ctx: GpuContext,
+    options: { runner?: Runner; training?: boolean; seed?: number } = {},
+  ) {
+    this.ownsRunner = !options.runner;
+    this.runner = options.runner ?? new Runner(ctx);
+    this.training = options.training ?? true;
+    this.seed = options.seed ?? 0;
+  }
+
+  /** Dropout is active (and the tape recorded) only while training. */
+  readonly training: boolean;
+  readonly seed: number;
+
+  /** A new fp32 activation (zeroed). */
+  tensor(shape: readonly number[], label: string, requiresGrad = false): Tensor {
+    const buffer = this.ctx.createBuffer({ label, size: Math.max(1, numel(shape)) * 4, usage: storageUsage(), category: 'activations' });
+    this.owned.push(buffer);
+    return new Tensor(buffer, 0, shape, 'float32', null, requiresGrad);
+  }
+
+  /** Upload host data as an activation (fp32) or integer input (uint32). */
+  input(data: Float32Array | Uint32Array, shape: readonly number[], label = 'input', requiresGrad = false): Tensor {
+    if (data.length !== numel(shape)) throw new GraphError(`input '${label}' has ${data.length} values but shape [${shape.join(', ')}] needs ${numel(shape)}`);
+    const buffer = this.ctx.createBuffer({ label, size: Math.max(4, data.byteLength), usage: storageUsage(), category: 'activations' });
+    this.owned.push(buffer);
+    this.ctx.transfers.upload(buffer, data);
+    return new Tensor(buffer, 0, shape, data instanceof Uint32Array ? 'uint32' : 'float32', null, requiresGrad);
+  }
+
+  record(op: string, inputs: Tensor[], backward: () => void): void {
+    if (!inputs.some((t) => t.requiresGrad)) return;
+    this.tape.push({ op, params: inputs.filter((t) => t.isParam), backward });
+  }
+
+  /**
+   * The fp32 grad that backward kernels accumulate into for `t`: its view of the grad buffer for an
+   * fp32-grad param, an fp32 scratch for an fp16-grad param, a zeroed buffer for an activation.
+   */
+  gradOf(t: Tensor): Tensor {
+    if (t.param) {
+      if (t.param.gradDtype === 'float32') return t.param.grad;
+      let entry = this.wideGrads.get(t.param.name);
+      if (!entry) {
+        // One spare element: the fp16 add works on element pairs and must add zero past an odd end.
+        const wide = this.tensor([t.numel + 1], `grad32(${t.param.name})`);
+        entry = { param: t, wide: new Tensor(wide.buffer, 0, t.shape, 'float32') };
+        this.wideGrads.set(t.param.name, entry);
+      }
+      return entry.wide;
+    }
+    const key = t.buffer;
+    let g = this.grads.get(key);
+    if (!g) {
+      g = this.tensor(t.shape, `grad(${t.buffer.label})`);
+      this.grads.set(key, g);
+    }
+    return t.offset === 0 && t.numel === g.numel ? g.reshape(t.shape) : new Tensor(g.buffer, t.offset, t.shape, 'float32');
+  }
+
+  /** Run the tape backward from a scalar `loss` (d loss = 1). Grads accumulate into what they held. */
+  backward(loss: Tensor, options: BackwardOptions = {}): void {
+    if (loss.numel !== 1) throw new GraphError(`backward needs a scalar loss, got shape [${loss.shape.join(', ')}]`);
+    this.backwardFrom(loss, new Float32Array([1]), options);
+  }
+
+  /** Run the tape backward from `output` with the given grad of it (a vector-Jacobian product). */
+  backwardFrom(output: Tensor, grad: Float32Array, options: BackwardOptions = {}): void {
+    if (grad.length !== output.numel) throw new GraphError(`backward: grad has ${grad.length} values for an output of ${output.numel}`);
+    const g = this.gradOf(output);
+    this.ctx.transfers.upload(g.buffer, grad, g.offset * 4);
+    const uses = new Map<string, number>();
+    for (const e of this.tape) for (const p of e.params) uses.set(p.param!.name, (uses.get(p.param!.name) ?? 0) + 1);
+    for (let i = this.tape.length - 1; i >= 0; i--) {
+      const entry = this.tape[i]!;
+      entry.backward();
+      const done: string[] = [];
+      for (const p of entry.params) {
+        const name = p.param!.name;
+        const left = uses.get(name)! - 1;
+        uses.set(name, left);
+        if (left === 0) {
+          this.finishParamGrad(p);
+          done.push(name);
+        }
+      }
+      if (done.length > 0 && options.onParamGrad) {
+        this.runner.flush();
+        for (const name of done) options.onParamGrad(name);
+      }
+    }
+    this.runner.flush();
+  }
+
+  private finishParamGrad(p: Tensor): void {
+    const entry = this.wideGrads.get(p.param!.name);
+    if (!entry) return;
+    const grad = p.param!.grad;
+    const dst = grad.binding(this.ctx);
+    if (grad.offset % 2 !== 0) throw new GraphError(`fp16 grad of '${p.param!.name}' starts at odd element ${grad.offset}; the layout places 16-bit params at even elements`);
+    const src = entry.wide.binding(this.ctx);
+    const pairs = Math.ceil(p.numel / 2);
+    this.runner.dispatch('accumulate', 'add_to_f16', { WG: 256 }, [pairs, dst.shift / 2, src.shift, f32bits(1)], { 1: src.binding, 3: dst.binding }, Math.ceil(pairs / 256));
+  }
+
+  /** Host copy of a tensor (fp32 or uint32 activations). */
+  async read(t: Tensor): Promise<Float32Array> {
+    this.runner.flush();
+    if (t.dtype !== 'float32') throw new GraphError(`read: tensor is ${t.dtype}; read params through their model`);
+    return this.ctx.transfers.readFloat32(t.buffer, t.offset, t.numel);
+  }
+
+  /** Free every activation buffer of this graph. Tensors made by it are invalid afterwards. */
+  release(): void {
+    this.runner.flush();
+    for (const b of this.owned) b.destroy();
+    this.owned.length = 0;
+    this.tape.length = 0;
+    this.grads.clear();
+    this.wideGrads.clear();
+    if (this.ownsRunner) this.runner.destroy();
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * Ops: each runs its WGSL forward now and records a backward that accumulates into its inputs'
+ * grads. Activations are fp32; params (weights, biases, embeddings, norms) may be fp32, bf16 or
+ * fp16 and are read in their own dtype by the kernels.
+ */
+import type { ParamDtype } from '../ddp/layout.js';
+import type { Graph } from './graph.js';
+import { f32bits } from './runner.js';
+import { DTYPE_CODE, ShapeMismatch, type Tensor } from './tensor.js';
+
+const WG = 256;
+
+function groups(n: number): number {
+  return Math.ceil(n / WG);
+}
+
+function shapeOf(t: Tensor): string {
+  return `[${t.shape.join(', ')}]`;
+}
+
+function paramCode(t: Tensor, what: string): number {
+  if (t.dtype === 'uint32') throw new ShapeMismatch(`${what}: expected a float tensor, got uint32`);
+  return DTYPE_CODE[t.dtype as ParamDtype];
+}
+
+function requireF32(t: Tensor, what: string): void {
+  if (t.dtype !== 'float32') throw new ShapeMismatch(`${what}: expected an fp32 activation, got ${t.dtype}`);
+}
+
+/** One operand of a strided batched matmul: element (z0, z1, row, col) at off + z0·b0 + z1·b1 + row·rs + col·cs. */
+export interface Operand {
+  t: Tensor;
+  off?: number;
+  rs: number;
+  cs: number;
+  b0?: number;
+  b1?: number;
+}
+
+export interface MatmulShape {
+  m: number;
+  n: number;
+  k: number;
+  /** Batch as two levels (z0 < nb0, z1 < nb1), e.g. (batch, head). */
+  nb0?: number;
+  nb1?: number;
+}
+
+/**
+ * C = alpha · A @ B (+ bias[n]) (+ C when `accumulate`). A and C are fp32; B and the bias may be
+ * params of any dtype (the same one). C's column stride is 1.
+ */
+export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: { bias?: Tensor; accumulate?: boolean; alpha?: number } = {}): void {
+  requireF32(a.t, 'matmul A');
+  requireF32(c.t, 'matmul C');
+  if (c.cs !== 1) throw new ShapeMismatch('matmul: C must have column stride 1');
+  const nb0 = s.nb0 ?? 1;
+  const nb1 = s.nb1 ?? 1;
+  if (s.m === 0 || s.n === 0 || nb0 * nb1 === 0) return;
+  const ctx = g.ctx;
+  const A = a.t.binding(ctx);
+  const B = b.t.binding(ctx);
+  const C = c.t.binding(ctx);
+  const bias = options.bias?.binding(ctx);
+  if (options.bias && options.bias.dtype !== b.t.dtype) throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
+  const lanes = Math.ceil(s.n / 4);
+  const wg = lanes >= 64 ? 64 : lanes >= 32 ? 32 : lanes >= 16 ? 16 : 8;
+  const flags = (options.bias ? 1 : 0) | (options.accumulate ? 2 : 0);
+  g.runner.dispatch(
+    'matmul',
+    'main',
+    { WG: wg, B_DTYPE: paramCode(b.t, 'matmul B') },
+    [
+      s.m, s.n, s.k, nb1,
+      A.shift + (a.off ?? 0), a.rs, a.cs, a.b0 ?? 0, a.b1 ?? 0,
+      B.shift + (b.off ?? 0), b.rs, b.cs, b.b0 ?? 0, b.b1 ?? 0,
+      C.shift + (c.off ?? 0), c.rs, c.b0 ?? 0, c.b1 ?? 0,
+      bias ? bias.shift : 0, flags, f32bits(options.alpha ?? 1),
+    ],
+    { 1: A.binding, 2: B.binding, 3: C.binding, 4: (bias ?? B).binding },
+    [Math.ceil(lanes / wg), Math.ceil(s.m / 4), nb0 * nb1],
+  );
+}
+
+/** out[n] += sum over rows of dy[row, n]. */
+function columnSumsInto(g: Graph, dy: Tensor, rows: number, cols: number, out: Tensor): void {
+  const D = dy.binding(g.ctx);
+  const O = out.binding(g.ctx);
+  if (D.shift !== 0) throw new ShapeMismatch('column sums: dy must start its buffer');
+  g.runner.dispatch('colsum', 'main', { WG: 64 }, [rows, cols, O.shift], { 1: D.binding, 2: O.binding }, Math.ceil(cols / 64));
+}
+
+/** dst += scale · src (fp32, same element count). */
+export function addInto(g: Graph, dst: Tensor, src: Tensor, scale = 1): void {
+  if (dst.numel !== src.numel) throw new ShapeMismatch(`add: ${shapeOf(dst)} and ${shapeOf(src)} differ`);
+  const D = dst.binding(g.ctx);
+  const S = src.binding(g.ctx);
+  g.runner.dispatch('accumulate', 'add_f32', { WG }, [dst.numel, D.shift, S.shift, f32bits(scale)], { 1: S.binding, 2: D.binding }, groups(dst.numel));
+}
+
+/**
+ * y = x @ W + b over the last dimension of x. W is [in, out], or [out, in] with `transposed`
+ * (torch's Linear layout; a tied output head reads the [vocab, hidden] embedding this way).
+ */
+export function linear(g: Graph, x: Tensor, w: Tensor, b?: Tensor, options: { transposed?: boolean } = {}): Tensor {
+  requireF32(x, 'linear input');
+  if (w.shape.length !== 2) throw new ShapeMismatch(`linear: weight must be 2-D, got ${shapeOf(w)}`);
+  const [inF, outF] = options.transposed ? [w.shape[1]!, w.shape[0]!] : [w.shape[0]!, w.shape[1]!];
+  if (x.shape[x.shape.length - 1] !== inF) throw new ShapeMismatch(`linear: input ${shapeOf(x)} does not end in ${inF} (weight ${shapeOf(w)})`);
+  if (b && (b.numel !== outF)) throw new ShapeMismatch(`linear: bias ${shapeOf(b)} does not match ${outF} outputs`);
+  const rows = x.numel / inF;
+  const y = g.tensor([...x.shape.slice(0, -1), outF], 'linear', x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false));
+  // W[k, n] (k < in, n < out) sits at k·out + n, or at n·in + k when transposed.
+  const wk = options.transposed ? 1 : outF;
+  const wn = options.transposed ? inF : 1;
+  matmulInto(g, { m: rows, n: outF, k: inF }, { t: x, rs: inF, cs: 1 }, { t: w, rs: wk, cs: wn }, { t: y, rs: outF, cs: 1 }, b ? { bias: b } : {});
+  g.record('linear', b ? [x, w, b] : [x, w], () => {
+    const dy = g.gradOf(y);
+    if (x.requiresGrad) {
+      // dx[r, k] += sum_n dy[r, n] W[k, n]
+      matmulInto(g, { m: rows, n: inF, k: outF }, { t: dy, rs: outF, cs: 1 }, { t: w, rs: wn, cs: wk }, { t: g.gradOf(x), rs: inF, cs: 1 }, { accumulate: true });
+    }
+    if (w.requiresGrad) {
+      const dw = g.gradOf(w);
+      if (options.transposed) {
+        // dW[n, k] += sum_r dy[r, n] x[r, k]
+        matmulInto(g, { m: outF, n: inF, k: rows }, { t: dy, rs: 1, cs: outF }, { t: x, rs: inF, cs: 1 }, { t: dw, rs: inF, cs: 1 }, { accumulate: true });
+      } else {
+        // dW[k, n] += sum_r x[r, k] dy[r, n]
+        matmulInto(g, { m: inF, n: outF, k: rows }, { t: x, rs: 1, cs: inF }, { t: dy, rs: outF, cs: 1 }, { t: dw, rs: outF, cs: 1 }, { accumulate: true });
+      }
+    }
+    if (b?.requiresGrad) columnSumsInto(g, dy, rows, outF, g.gradOf(b));
+  });
+  return y;
+}
+
+/** y[b, t] = wte[ids[b, t]] + wpe[t] for ids of shape [B, T]. */
+export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor): Tensor {
+  if (ids.dtype !== 'uint32' || ids.shape.length !== 2) throw new ShapeMismatch(`embedding: ids must be uint32 [batch, time], got ${ids.dtype} ${shapeOf(ids)}`);
+  const [batch, t] = ids.shape as [number, number];
+  const [vocab, c] = wte.shape as [number, number];
+  if (wpe.shape[1] !== c || wpe.shape[0]! < t) throw new ShapeMismatch(`embedding: positions ${shapeOf(wpe)} cannot cover ${t} steps of width ${c}`);
+  if (wte.dtype !== wpe.dtype) throw new ShapeMismatch(`embedding: token table is ${wte.dtype} but position table is ${wpe.dtype}`);
+  const rows = batch * t;
+  const y = g.tensor([batch, t, c], 'embedding', wte.requiresGrad || wpe.requiresGrad);
+  const I = ids.binding(g.ctx);
+  const E = wte.binding(g.ctx);
+  const P = wpe.binding(g.ctx);
+  const code = { WG, P_DTYPE: paramCode(wte, 'embedding') };
+  g.runner.dispatch('embedding', 'forward', code, [rows, c, t, vocab, E.shift, P.shift, 0, 0], { 1: I.binding, 2: E.binding, 3: P.binding, 4: y.binding(g.ctx).binding }, groups(rows * c));
+  g.record('embedding', [wte, wpe], () => {
+    const dy = g.gradOf(y).binding(g.ctx).binding;
+    if (wte.requiresGrad) {
+      const G = g.gradOf(wte).binding(g.ctx);
+      g.runner.dispatch('embedding', 'backward_tokens', code, [rows, c, t, vocab, 0, 0, G.shift, 0], { 1: I.binding, 5: dy, 6: G.binding }, groups(c));
+    }
+    if (wpe.requiresGrad) {
+      const G = g.gradOf(wpe).binding(g.ctx);
+      g.runner.dispatch('embedding', 'backward_positions', code, [rows, c, t, vocab, 0, 0, 0, G.shift], { 5: dy, 6: G.binding }, groups(t * c));
+    }
+  });
+  return y;
+}
+
+export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
+  requireF32(x, 'layernorm input');
+  const c = x.shape[x.shape.length - 1]!;
+  if (w.numel !== c || b.numel !== c) throw new ShapeMismatch(`layernorm: weight ${shapeOf(w)} / bias ${shapeOf(b)} do not match width ${c}`);
+  if (w.buffer !== b.buffer || w.dtype !== b.dtype) throw new ShapeMismatch('layernorm: weight and bias must live in the same param buffer');
+  const rows = x.numel / c;
+  const y = g.tensor(x.shape, 'layernorm', true);
+  const stats = g.tensor([rows, 2], 'layernorm.stats');
+  // One binding covers both params; their offsets are relative to its start.
+  const lo = Math.min(w.offset, b.offset);
+  const span = Math.max(w.offset, b.offset) + c - lo;
+  const W = bindingOfRange(g, { buffer: w.buffer, offset: lo, numel: span, dtype: w.dtype });
+  const wOff = W.shift + w.offset - lo;
+  const bOff = W.shift + b.offset - lo;
+  const code = { WG: 64, P_DTYPE: paramCode(w, 'layernorm') };
+  const X = x.binding(g.ctx).binding;
+  const S = stats.binding(g.ctx).binding;
+  g.runner.dispatch('layernorm', 'forward', code, [rows, c, wOff, bOff, f32bits(eps), 0, 0, 0], { 1: X, 2: W.binding, 3: y.binding(g.ctx).binding, 4: S }, Math.ceil(rows / 64));
+  g.record('layernorm', [x, w, b], () => {
+    const dy = g.gradOf(y).binding(g.ctx).binding;
+    if (x.requiresGrad) {
+      g.runner.dispatch('layernorm', 'backward_input', code, [rows, c, wOff, bOff, f32bits(eps), 0, 0, 0], { 1: X, 2: W.binding, 3: g.gradOf(x).binding(g.ctx).binding, 4: S, 5: dy }, Math.ceil(rows / 64));
+    }
+    if (w.requiresGrad || b.requiresGrad) {
+      const dw = g.gradOf(w);
+      const db = g.gradOf(b);
+      // Writable bindings may not overlap: one binding over both grads when they share a buffer.
+      const run = (which: number, G: ReturnType<typeof bindingOfRange>, dwOff: number, dbOff: number) =>
+        g.runner.dispatch('layernorm', 'backward_params', code, [rows, c, 0, 0, 0, dwOff, dbOff, which], { 1: X, 4: S, 5: dy, 6: G.binding }, Math.ceil(c / 64));
+      if (dw.buffer === db.buffer) {
+        const lo = Math.min(dw.offset, db.offset);
+        const G = bindingOfRange(g, { buffer: dw.buffer, offset: lo, numel: Math.max(dw.offset, db.offset) + c - lo, dtype: 'float32' });
+        run(3, G, G.shift + dw.offset - lo, G.shift + db.offset - lo);
+      } else {
+        const W = dw.binding(g.ctx);
+        const B = db.binding(g.ctx);
+        run(1, W, W.shift, 0);
+        run(2, B, 0, B.shift);
+      }
+    }
+  });
+  return y;
+}
+
+/** Binding + shift for an element range described by a tensor-like (buffer, offset, numel, dtype). */
+function bindingOfRange(g: Graph, t: Pick<Tensor, 'buffer' | 'offset' | 'numel' | 'dtype'>): { binding: { buffer: Tensor['buffer']; offset: number; size: number }; shift: number } {
+  const bytes = t.dtype === 'float32' || t.dtype === 'uint32' ? 4 : 2;
+  const align = g.ctx.limits.minStorageBufferOffsetAlignment;
+  const start = t.offset * bytes;
+  const alignedStart = Math.floor(start / align) * align;
+  const end = Math.min(t.buffer.size, Math.ceil((start + t.numel * bytes) / 4) * 4);
+  return { binding: { buffer: t.buffer, offset: alignedStart, size: end - alignedStart }, shift: (start - alignedStart) / bytes };
+}
+
+export function gelu(g: Graph, x: Tensor): Tensor {
+  requireF32(x, 'gelu input');
+  const y = g.tensor(x.shape, 'gelu', x.requiresGrad);
+  const X = x.binding(g.ctx).binding;
+  g.runner.dispatch('gelu', 'forward', { WG }, [x.numel], { 1: X, 2: y.binding(g.ctx).binding }, groups(x.numel));
+  g.record('gelu', [x], () => {
+    g.runner.dispatch('gelu', 'backward', { WG }, [x.numel], { 1: X, 2: g.gradOf(x).binding(g.ctx).binding, 3: g.gradOf(y).binding(g.ctx).binding }, groups(x.numel));
+  });
+  return y;
+}
+
+/** Residual add. */
+export function add(g: Graph, a: Tensor, b: Tensor): Tensor {
+  if (a.numel !== b.numel) throw new ShapeMismatch(`add: ${shapeOf(a)} and ${shapeOf(b)} differ`);
+  const y = g.tensor(a.shape, 'add', a.requiresGrad || b.requiresGrad);
+  addInto(g, y, a);
+  addInto(g, y, b);
+  g.record('add', [a, b], () => {
+    const dy = g.gradOf(y);
+    if (a.requiresGrad) addInto(g, g.gradOf(a), dy);
+    if (b.requiresGrad) addInto(g, g.gradOf(b), dy);
+  });
+  return y;
+}
+
+/** The seed of the `call`-th dropout of a graph seeded `seed` (host twin of the shader's stream). */
+export function dropoutSeed(seed: number, call: number): number {
+  return (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(call + 1, 0x85ebca6b)) >>> 0;
+}
+
+/** Inverted dropout: kept elements scaled by 1/(1-p); identity when not training or p = 0. */
+export function dropout(g: Graph, x: Tensor, p: number): Tensor {
+  if (!(p >= 0 && p < 1)) throw new ShapeMismatch(`dropout: p must be in [0, 1), got ${p}`);
+  if (!g.training || p === 0) return x;
+  const seed = dropoutSeed(g.seed, g.dropoutCalls++);
+  const y = g.tensor(x.shape, 'dropout', x.requiresGrad);
+  const uniforms = [x.numel, seed, f32bits(p), f32bits(1 / (1 - p))];
+  g.runner.dispatch('dropout', 'forward', { WG }, uniforms, { 1: x.binding(g.ctx).binding, 2: y.binding(g.ctx).binding }, groups(x.numel));
+  g.record('dropout', [x], () => {
+    g.runner.dispatch('dropout', 'backward', { WG }, uniforms, { 1: g.gradOf(y).binding(g.ctx).binding, 2: g.gradOf(x).binding(g.ctx).binding }, groups(x.numel));
+  });
+  return y;
+}
+
+/**
+ * Causal multi-head self-attention core on a fused qkv [B, T, 3C] (q, k, v each [B, T, H, C/H]):
+ * y[B, T, C] = softmax(q kᵀ / sqrt(C/H), causal) v, heads read from qkv in place.
+ */
+export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP = 0): Tensor {
+  requireF32(qkv, 'attention input');
+  const [batch, t, c3] = qkv.shape as [number, number, number];
+  const c = c3 / 3;
+  if (qkv.shape.length !== 3 || c3 % 3 !== 0 || c % heads !== 0) throw new ShapeMismatch(`attention: qkv ${shapeOf(qkv)} must be [B, T, 3C] with C divisible by ${heads} heads`);
+  const hd = c / heads;
+  const scale = 1 / Math.sqrt(hd);
+  const probs = g.tensor([batch, heads, t, t], 'attention.probs', qkv.requiresGrad);
+  const bh = { nb0: batch, nb1: heads };
+  // Per (b, h): q[i, d] at b·T·3C + i·3C + h·hd + d; k at +C; v at +2C.
+  const q = (off: number, rowIsTime: boolean): Operand => (rowIsTime ? { t: qkv, off, rs: c3, cs: 1, b0: t * c3, b1: hd } : { t: qkv, off, rs: 1, cs: c3, b0: t * c3, b1: hd });
+  const p = (transposed: boolean, tensor: Tensor): Operand => (transposed ? { t: tensor, rs: 1, cs: t, b0: heads * t * t, b1: t * t } : { t: tensor, rs: t, cs: 1, b0: heads * t * t, b1: t * t });
+  // S = q kᵀ (scaled inside the softmax)
+  matmulInto(g, { m: t, n: t, k: hd, ...bh }, q(0, true), q(c, false), p(false, probs));
+  const P = probs.binding(g.ctx).binding;
+  g.runner.dispatch('softmax', 'forward', { WG: 64 }, [batch * heads * t, t, f32bits(scale)], { 1: P }, Math.ceil((batch * heads * t) / 64));
+  // Recorded first so that it runs last: after the values' (and any dropout's) backward filled dP.
+  g.record('attention.scores', [qkv], () => {
+    const dqkv = g.gradOf(qkv);
+    const ds = g.gradOf(probs); // dP, turned into dS in place
+    g.runner.dispatch('softmax', 'backward', { WG: 64 }, [batch * heads * t, t, f32bits(scale)], { 1: ds.binding(g.ctx).binding, 2: P }, Math.ceil((batch * heads * t) / 64));
+    // dq += dS k ; dk += dSᵀ q
+    matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(false, ds), q(c, true), { ...q(0, true), t: dqkv }, { accumulate: true });
+    matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(true, ds), q(0, true), { ...q(c, true), t: dqkv }, { accumulate: true });
+  });
+  let attn = probs;
+  if (g.training && dropoutP > 0) attn = dropout(g, probs, dropoutP);
+  const y = g.tensor([batch, t, c], 'attention', qkv.requiresGrad);
+  const yOp = (tensor: Tensor): Operand => ({ t: tensor, rs: c, cs: 1, b0: t * c, b1: hd });
+  matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(false, attn), q(2 * c, true), yOp(y));
+  // Backward through y = attn v (attention dropout, when present, records its own backward).
+  g.record('attention.values', [qkv], () => {
+    const dy = g.gradOf(y);
+    const dqkv = g.gradOf(qkv);
+    // dattn = dy vᵀ
+    matmulInto(g, { m: t, n: t, k: hd, ...bh }, yOp(dy), q(2 * c, false), p(false, g.gradOf(attn)), { accumulate: true });
+    // dv += attnᵀ dy
+    matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(true, attn), yOp(dy), { ...q(2 * c, true), t: dqkv }, { accumulate: true });
+  });
+  return y;
+}
+
+/** Mean cross-entropy of logits [N, V] against uint32 targets [N] (fused log-softmax). A scalar. */
+export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor {
+  requireF32(logits, 'cross-entropy logits');
+  const v = logits.shape[logits.shape.length - 1]!;
+  const rows = logits.numel / v;
+  if (targets.dtype !== 'uint32' || targets.numel !== rows) throw new ShapeMismatch(`cross-entropy: targets must be ${rows} uint32 values, got ${targets.dtype} ${shapeOf(targets)}`);
+  const lse = g.tensor([rows, 2], 'cross-entropy.rows');
+  const loss = g.tensor([1], 'loss', logits.requiresGrad);
+  const L = logits.binding(g.ctx).binding;
+  const T = targets.binding(g.ctx).binding;
+  const R = lse.binding(g.ctx).binding;
+  g.runner.dispatch('cross-entropy', 'rows', { WG: 64 }, [rows, v], { 1: L, 2: T, 3: R }, Math.ceil(rows / 64));
+  g.runner.dispatch('cross-entropy', 'mean', { WG: 64 }, [rows, v], { 3: R, 4: loss.binding(g.ctx).binding }, [1, 1, 1]);
+  g.record('cross-entropy', [logits], () => {
+    g.runner.dispatch('cross-entropy', 'backward', { WG }, [rows, v], { 1: L, 2: T, 3: R, 4: g.gradOf(logits).binding(g.ctx).binding, 5: g.gradOf(loss).binding(g.ctx).binding }, groups(rows * v));
+  });
+  return loss;
+}

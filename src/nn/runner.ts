@@ -1,0 +1,111 @@
+/**
+ * Records kernel dispatches into one compute pass and submits them together. Each dispatch's
+ * uniforms take a 256-byte slot of one uniform buffer, written once per submit; slots are reused
+ * only after the submit that read them, so a later write can never change an earlier dispatch.
+ */
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import type { ShaderConstants } from '../gpu/kernels.js';
+
+const SLOT_BYTES = 256;
+const SLOTS = 2048;
+
+/** A binding by index: a buffer range. */
+export type IndexedBindings = Record<number, { buffer: DeviceBuffer; offset: number; size: number } | DeviceBuffer>;
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+/** The bits of `x` as an f32, for a u32 uniform slot. */
+export function f32bits(x: number): number {
+  f32[0] = x;
+  return u32[0]!;
+}
+
+export class Runner {
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private readonly uniforms: DeviceBuffer;
+  private readonly staging = new Uint32Array((SLOTS * SLOT_BYTES) / 4);
+  private slots = 0;
+  /** Dispatches recorded since the runner was made (for tests and benchmarks). */
+  dispatches = 0;
+
+  constructor(private readonly ctx: GpuContext) {
+    this.uniforms = ctx.createBuffer({ label: 'nn.uniforms', size: SLOTS * SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
+  }
+
+  /**
+   * Record `shader.entry` over `workgroups` (a count laid out as a 1-D/2-D grid, or an explicit
+   * [x, y, z]), with `uniforms` (u32 words; use f32bits for floats) at binding 0 and `bindings`.
+   */
+  dispatch(
+    shader: string,
+    entry: string,
+    constants: ShaderConstants,
+    uniforms: number[],
+    bindings: IndexedBindings,
+    workgroups: number | [number, number, number],
+  ): void {
+    if (this.slots === SLOTS) this.flush();
+    const slot = this.slots++;
+    this.staging.set(uniforms, (slot * SLOT_BYTES) / 4);
+    const pipeline = this.ctx.kernels.pipeline(shader, entry, constants);
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniforms.gpu, offset: slot * SLOT_BYTES, size: Math.max(16, Math.ceil((uniforms.length * 4) / 16) * 16) } }];
+    for (const [index, b] of Object.entries(bindings)) {
+      entries.push({ binding: Number(index), resource: 'gpu' in b ? { buffer: b.gpu } : { buffer: b.buffer.gpu, offset: b.offset, size: b.size } });
+    }
+    const group = this.ctx.device.createBindGroup({ label: `${shader}.${entry}`, layout: pipeline.getBindGroupLayout(0), entries });
+    const pass = this.beginPass();
+    if (typeof workgroups === 'number') {
+      this.ctx.kernels.dispatchInPass(pass, pipeline, [group], workgroups);
+    } else {
+      const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
+      if (workgroups.some((w) => w > max)) throw new Error(`${shader}.${entry}: grid [${workgroups.join(', ')}] exceeds ${max} workgroups per dimension`);
+      if (workgroups.some((w) => w === 0)) return;
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(...workgroups);
+    }
+    this.dispatches++;
+  }
+
+  /** Record a buffer copy (ends the current compute pass). */
+  copy(src: DeviceBuffer, srcOffset: number, dst: DeviceBuffer, dstOffset: number, size: number): void {
+    this.endPass();
+    this.encoderNow().copyBufferToBuffer(src.gpu, srcOffset, dst.gpu, dstOffset, size);
+  }
+
+  private encoderNow(): GPUCommandEncoder {
+    this.encoder ??= this.ctx.device.createCommandEncoder({ label: 'nn' });
+    return this.encoder;
+  }
+
+  private beginPass(): GPUComputePassEncoder {
+    this.pass ??= this.encoderNow().beginComputePass({ label: 'nn' });
+    return this.pass;
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
+  }
+
+  /** Submit what was recorded. */
+  flush(): void {
+    if (!this.encoder) return;
+    this.endPass();
+    if (this.slots > 0) this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, this.staging, 0, (this.slots * SLOT_BYTES) / 4);
+    this.ctx.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.slots = 0;
+  }
+
+  /** Submit and wait; device errors surface here. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.ctx.sync();
+  }
+
+  destroy(): void {
+    this.uniforms.destroy();
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * GPU tensors: a shape and a dtype over a view of a buffer (buffer + first element). Activations own
+ * their buffers (fp32); parameters are views into the model's contiguous param buffer and their
+ * grads are views into the grad buffer, so backward writes straight into what DDP reduces.
+ */
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { alignDown } from '../gpu/grid.js';
+import type { BufferView } from '../ddp/buffers.js';
+import type { GradDtype, ParamDtype } from '../ddp/layout.js';
+
+export type Dtype = ParamDtype | 'uint32';
+
+export const DTYPE_BYTES: Record<Dtype, number> = { float32: 4, float16: 2, bfloat16: 2, uint32: 4 };
+
+/** The dtype codes the shaders' P_DTYPE/B_DTYPE constants use (shaders/half.wgsl). */
+export const DTYPE_CODE: Record<ParamDtype, number> = { float32: 0, bfloat16: 1, float16: 2 };
+
+export class ShapeMismatch extends Error {
+  override name = 'ShapeMismatch';
+}
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export class Tensor {
+  readonly numel: number;
+
+  constructor(
+    readonly buffer: DeviceBuffer,
+    /** First element in `buffer`. */
+    readonly offset: number,
+    readonly shape: readonly number[],
+    readonly dtype: Dtype,
+    /** Set for parameters: its name and where its grad goes. */
+    readonly param: { name: string; grad: Tensor; gradDtype: GradDtype } | null = null,
+    /** Backward reaches this tensor (a param, or computed from one). */
+    readonly requiresGrad = param !== null,
+  ) {
+    this.numel = numel(shape);
+    if (offset + this.numel > (buffer.size / DTYPE_BYTES[dtype]) + 1e-9) {
+      throw new ShapeMismatch(`tensor [${shape.join(', ')}] at element ${offset} overruns buffer '${buffer.label}' (${buffer.size} B)`);
+    }
+  }
+
+  /** A parameter tensor over its param and grad views. */
+  static param(name: string, view: BufferView, dtype: ParamDtype, grad: BufferView, gradDtype: GradDtype): Tensor {
+    const g = new Tensor(grad.buffer, grad.offset, grad.shape, gradDtype);
+    return new Tensor(view.buffer, view.offset, view.shape, dtype, { name, grad: g, gradDtype });
+  }
+
+  get isParam(): boolean {
+    return this.param !== null;
+  }
+
+  /** The same data with another shape of as many elements. */
+  reshape(shape: readonly number[]): Tensor {
+    if (numel(shape) !== this.numel) throw new ShapeMismatch(`cannot reshape [${this.shape.join(', ')}] to [${shape.join(', ')}]`);
+    return new Tensor(this.buffer, this.offset, shape, this.dtype, this.param, this.requiresGrad);
+  }
+
+  /** The binding covering this tensor (starting at the aligned byte at or below it) and the shift to its first element. */
+  binding(ctx: GpuContext): { binding: { buffer: DeviceBuffer; offset: number; size: number }; shift: number } {
+    const bytes = DTYPE_BYTES[this.dtype];
+    const start = this.offset * bytes;
+    const aligned = alignDown(start, ctx.limits.minStorageBufferOffsetAlignment);
+    const end = Math.min(this.buffer.size, Math.ceil((start + Math.max(1, this.numel) * bytes) / 4) * 4);
+    const size = end - aligned.start;
+    if (size > ctx.limits.maxStorageBufferBindingSize) {
+      throw new ShapeMismatch(`tensor [${this.shape.join(', ')}] of '${this.buffer.label}' spans ${size} B, over this device's storage binding limit (${ctx.limits.maxStorageBufferBindingSize} B)`);
+    }
+    return { binding: { buffer: this.buffer, offset: aligned.start, size }, shift: aligned.shift / bytes };
+  }
+}

@@ -1,0 +1,230 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GpuContext } from '../../src/gpu/context.js';
+import type { ParamDtype, ParamSpec } from '../../src/ddp/layout.js';
+import { Graph } from '../../src/nn/graph.js';
+import { LocalParams } from '../../src/nn/params.js';
+import { add, causalAttention, crossEntropy, dropout, dropoutSeed, embedding, gelu, layerNorm, linear } from '../../src/nn/ops.js';
+import { floatToBf16, bf16ToFloat, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
+import { hashedUniform } from '../helpers/hash.js';
+import * as ref from './reference.js';
+
+const TOL = 1e-5;
+// Fresh inputs on every run; the seed is in every failure message.
+const SEED = (Math.random() * 2 ** 31) | 0;
+let stream = 0;
+const rand = (n: number, scale = 1) => hashedUniform(SEED, ++stream, n, scale);
+const msg = (what: string) => `${what} (seed ${SEED})`;
+
+let ctx: GpuContext;
+beforeAll(async () => {
+  ctx = await GpuContext.create();
+});
+afterAll(() => ctx?.destroy());
+
+function params(specs: [string, number[]][], dtype: ParamDtype = 'float32', gradDtype: 'float32' | 'float16' = 'float32') {
+  const list: ParamSpec[] = specs.map(([name, shape]) => ({ name, shape, dtype, gradDtype }));
+  return new LocalParams(ctx, list);
+}
+
+function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string, tol = TOL) {
+  expect(got.length, msg(what)).toBe(want.length);
+  expect(ref.relError(got, want), msg(what)).toBeLessThanOrEqual(tol);
+}
+
+/** Values as the GPU sees a param of `dtype` (rounded to nearest even for 16-bit). */
+function rounded(v: Float32Array, dtype: ParamDtype): Float32Array {
+  if (dtype === 'bfloat16') return v.map((x) => bf16ToFloat(floatToBf16(x)));
+  if (dtype === 'float16') return v.map((x) => halfToFloat(floatToHalf(x)));
+  return v;
+}
+
+describe('linear', () => {
+  for (const [rows, inF, outF, transposed] of [[7, 5, 9, false], [13, 33, 17, true], [64, 48, 130, false], [3, 1, 1, false]] as const) {
+    it(`rows ${rows}, ${inF} -> ${outF}${transposed ? ', weight [out, in]' : ''}`, async () => {
+      const p = params([['w', transposed ? [outF, inF] : [inF, outF]], ['b', [outF]]]);
+      const w = rand(inF * outF), b = rand(outF), x = rand(rows * inF), dy = rand(rows * outF);
+      p.set(new Map([['w', w], ['b', b]]));
+      const g = new Graph(ctx);
+      const xt = g.input(x, [rows, inF], 'x', true);
+      const y = linear(g, xt, p.get('w'), p.get('b'), { transposed });
+      g.backwardFrom(y, dy);
+      const wIO = transposed ? ref.transpose(w, outF, inF) : w;
+      const want = ref.linear(x, wIO, b, rows, inF, outF, dy);
+      expectClose(await g.read(y), want.y, 'y');
+      expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
+      const dw = await p.read('w', true);
+      expectClose(dw, transposed ? ref.transpose(want.dw, inF, outF) : want.dw, 'dw');
+      expectClose(await p.read('b', true), want.db, 'db');
+      g.release();
+      p.destroy();
+    });
+  }
+
+  it('accumulates into the grad buffer across two backward passes', async () => {
+    const [rows, inF, outF] = [5, 6, 7];
+    const p = params([['w', [inF, outF]]]);
+    const w = rand(inF * outF), x1 = rand(rows * inF), x2 = rand(rows * inF), dy = rand(rows * outF);
+    p.set(new Map([['w', w]]));
+    for (const x of [x1, x2]) {
+      const g = new Graph(ctx);
+      g.backwardFrom(linear(g, g.input(x, [rows, inF]), p.get('w')), dy);
+      g.release();
+    }
+    const want = ref.linear(x1, w, null, rows, inF, outF, dy).dw.map((v, i) => v + ref.linear(x2, w, null, rows, inF, outF, dy).dw[i]!);
+    expectClose(await p.read('w', true), want, 'accumulated dw');
+    p.destroy();
+  });
+
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    it(`reads ${dtype} params and writes ${dtype === 'float16' ? 'fp16' : 'fp32'} grads`, async () => {
+      const gradDtype = dtype === 'float16' ? 'float16' : 'float32';
+      const [rows, inF, outF] = [9, 10, 11];
+      const p = params([['w', [inF, outF]], ['b', [outF]]], dtype, gradDtype);
+      const w = rand(inF * outF), b = rand(outF), x = rand(rows * inF), dy = rand(rows * outF);
+      p.set(new Map([['w', w], ['b', b]]));
+      const g = new Graph(ctx);
+      const y = linear(g, g.input(x, [rows, inF]), p.get('w'), p.get('b'));
+      g.backwardFrom(y, dy);
+      const want = ref.linear(x, rounded(w, dtype), rounded(b, dtype), rows, inF, outF, dy);
+      expectClose(await g.read(y), want.y, `y from ${dtype} params`);
+      // fp16 grads are the fp32 grads rounded once.
+      const tol = gradDtype === 'float16' ? 1e-3 : TOL;
+      expectClose(await p.read('w', true), want.dw, `dw (${gradDtype})`, tol);
+      expectClose(await p.read('b', true), want.db, `db (${gradDtype})`, tol);
+      if (gradDtype === 'float16') {
+        const dw = await p.read('w', true);
+        expect([...dw].every((v, i) => v === halfToFloat(floatToHalf(want.dw[i]!)) || Math.abs(v - want.dw[i]!) <= 2 ** -10 * Math.abs(want.dw[i]!) * 1.01 + 1e-7), msg('fp16 grads within half an ulp of fp32')).toBe(true);
+      }
+      g.release();
+      p.destroy();
+    });
+  }
+});
+
+describe('embedding', () => {
+  it('token + position lookup, scatter-add backward with repeated ids', async () => {
+    const [batch, t, c, vocab] = [3, 5, 7, 11];
+    const p = params([['wte', [vocab, c]], ['wpe', [t + 2, c]]]);
+    const wte = rand(vocab * c), wpe = rand((t + 2) * c), dy = rand(batch * t * c);
+    const ids = Uint32Array.from({ length: batch * t }, (_, i) => (i * 7 + SEED) % 4); // few distinct ids: many repeats
+    p.set(new Map([['wte', wte], ['wpe', wpe]]));
+    const g = new Graph(ctx);
+    const y = embedding(g, g.input(ids, [batch, t], 'ids'), p.get('wte'), p.get('wpe'));
+    g.backwardFrom(y, dy);
+    const want = ref.embedding(ids, wte, wpe, batch, t, c, dy, vocab);
+    expectClose(await g.read(y), want.y, 'y');
+    expectClose(await p.read('wte', true), want.dwte, 'dwte');
+    expectClose(await p.read('wpe', true), want.dwpe, 'dwpe');
+    g.release();
+    p.destroy();
+  });
+});
+
+describe('layernorm', () => {
+  for (const [rows, c] of [[1, 1], [5, 3], [17, 65], [40, 128]] as const) {
+    it(`${rows} rows of ${c}`, async () => {
+      const p = params([['w', [c]], ['b', [c]]]);
+      const w = rand(c, 2), b = rand(c), dy = rand(rows * c);
+      const x = rand(rows * c, 3).map((v, i) => v + (i % 3)); // non-zero means
+      p.set(new Map([['w', w], ['b', b]]));
+      const g = new Graph(ctx);
+      const xt = g.input(x, [rows, c], 'x', true);
+      const y = layerNorm(g, xt, p.get('w'), p.get('b'));
+      g.backwardFrom(y, dy);
+      const want = ref.layerNorm(x, w, b, rows, c, dy);
+      expectClose(await g.read(y), want.y, 'y');
+      if (c > 1) expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
+      expectClose(await p.read('w', true), want.dw, 'dw');
+      expectClose(await p.read('b', true), want.db, 'db');
+      g.release();
+      p.destroy();
+    });
+  }
+});
+
+describe('elementwise', () => {
+  it('GELU (tanh form) forward and backward, including large |x|', async () => {
+    const n = 1001;
+    const x = rand(n, 6);
+    x[0] = 40; x[1] = -40; x[2] = 0;
+    const dy = rand(n);
+    const g = new Graph(ctx);
+    const xt = g.input(x, [n], 'x', true);
+    const y = gelu(g, xt);
+    g.backwardFrom(y, dy);
+    const want = ref.gelu(x, dy);
+    expectClose(await g.read(y), want.y, 'y');
+    expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
+    g.release();
+  });
+
+  it('residual add sends the grad to both inputs, and to one input used twice', async () => {
+    const n = 37;
+    const a = rand(n), b = rand(n), dy = rand(n);
+    const g = new Graph(ctx);
+    const at = g.input(a, [n], 'a', true);
+    const bt = g.input(b, [n], 'b', true);
+    const y = add(g, add(g, at, bt), at);
+    g.backwardFrom(y, dy);
+    expectClose(await g.read(y), a.map((v, i) => 2 * v + b[i]!), 'y');
+    expectClose(await g.read(g.gradOf(at)), dy.map((v) => 2 * v), 'da');
+    expectClose(await g.read(g.gradOf(bt)), dy, 'db');
+    g.release();
+  });
+
+  it('dropout keeps elements by the counter-based hash, scales by 1/(1-p), and is the identity in eval', async () => {
+    const n = 4099;
+    const p = 0.3;
+    const x = rand(n), dy = rand(n);
+    const g = new Graph(ctx, { seed: SEED });
+    const xt = g.input(x, [n], 'x', true);
+    const y = dropout(g, xt, p);
+    g.backwardFrom(y, dy);
+    const seed = dropoutSeed(SEED, 0);
+    const keep = Array.from({ length: n }, (_, i) => (ref.pcg((ref.pcg(seed) ^ i) >>> 0) >>> 8) / 2 ** 24 >= p);
+    const yWant = x.map((v, i) => (keep[i] ? v / (1 - p) : 0));
+    expectClose(await g.read(y), yWant, 'y');
+    expectClose(await g.read(g.gradOf(xt)), dy.map((v, i) => (keep[i] ? v / (1 - p) : 0)), 'dx');
+    const kept = keep.filter(Boolean).length / n;
+    expect(Math.abs(kept - (1 - p)), msg('kept fraction')).toBeLessThan(0.03);
+    g.release();
+    const e = new Graph(ctx, { training: false });
+    const xe = e.input(x, [n], 'x');
+    expect(dropout(e, xe, p)).toBe(xe);
+    e.release();
+  });
+});
+
+describe('causal self-attention', () => {
+  for (const [batch, t, c, heads] of [[1, 1, 4, 1], [2, 5, 12, 3], [3, 17, 16, 2], [2, 64, 32, 4]] as const) {
+    it(`B ${batch}, T ${t}, C ${c}, ${heads} heads`, async () => {
+      const qkv = rand(batch * t * 3 * c, 2), dy = rand(batch * t * c);
+      const g = new Graph(ctx);
+      const qt = g.input(qkv, [batch, t, 3 * c], 'qkv', true);
+      const y = causalAttention(g, qt, heads);
+      g.backwardFrom(y, dy);
+      const want = ref.attention(qkv, batch, t, c, heads, dy);
+      expectClose(await g.read(y), want.y, 'y');
+      expectClose(await g.read(g.gradOf(qt)), want.dqkv, 'dqkv');
+      g.release();
+    });
+  }
+});
+
+describe('cross-entropy', () => {
+  for (const [rows, v] of [[1, 2], [13, 81], [64, 257]] as const) {
+    it(`${rows} rows over ${v} classes`, async () => {
+      const logits = rand(rows * v, 8);
+      logits[0] = 60; // large logits stay finite
+      const targets = Uint32Array.from({ length: rows }, (_, i) => (i * 31 + SEED) % v);
+      const g = new Graph(ctx);
+      const lt = g.input(logits, [rows, v], 'logits', true);
+      const loss = crossEntropy(g, lt, g.input(targets, [rows], 'targets'));
+      g.backward(loss);
+      const want = ref.crossEntropy(logits, targets, rows, v);
+      expectClose(await g.read(loss), [want.loss], 'loss');
+      expectClose(await g.read(g.gradOf(lt)), want.dlogits, 'dlogits');
+      g.release();
+    });
+  }
+});

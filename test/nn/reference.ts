@@ -1,0 +1,174 @@
+/**
+ * Plain TypeScript references for the nn ops, in float64, written from the math (not from the
+ * shaders): forward values and vector-Jacobian products for a given output grad.
+ */
+export type Vec = Float64Array;
+
+export function relError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2;
+    den += want[i]! ** 2;
+  }
+  return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
+}
+
+/** C[m, n] = sum_k A[m, k] B[k, n], row-major. */
+export function matmul(a: ArrayLike<number>, b: ArrayLike<number>, m: number, k: number, n: number): Vec {
+  const c = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) {
+    const av = a[i * k + p]!;
+    for (let j = 0; j < n; j++) c[i * n + j] += av * b[p * n + j]!;
+  }
+  return c;
+}
+
+export function transpose(a: ArrayLike<number>, rows: number, cols: number): Vec {
+  const t = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j]!;
+  return t;
+}
+
+/** y = x W + b with W [in, out]; grads for dy. */
+export function linear(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number> | null, rows: number, inF: number, outF: number, dy: ArrayLike<number>) {
+  const y = matmul(x, w, rows, inF, outF);
+  if (b) for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) y[r * outF + j] += b[j]!;
+  const dx = matmul(dy, transpose(w, inF, outF), rows, outF, inF);
+  const dw = matmul(transpose(x, rows, inF), dy, inF, rows, outF);
+  const db = new Float64Array(outF);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) db[j] += dy[r * outF + j]!;
+  return { y, dx, dw, db };
+}
+
+export function embedding(ids: ArrayLike<number>, wte: ArrayLike<number>, wpe: ArrayLike<number>, batch: number, t: number, c: number, dy: ArrayLike<number>, vocab: number) {
+  const y = new Float64Array(batch * t * c);
+  const dwte = new Float64Array(vocab * c);
+  const dwpe = new Float64Array(wpe.length);
+  for (let r = 0; r < batch * t; r++) {
+    const id = ids[r]!;
+    for (let j = 0; j < c; j++) {
+      y[r * c + j] = wte[id * c + j]! + wpe[(r % t) * c + j]!;
+      dwte[id * c + j] += dy[r * c + j]!;
+      dwpe[(r % t) * c + j] += dy[r * c + j]!;
+    }
+  }
+  return { y, dwte, dwpe };
+}
+
+export function layerNorm(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number>, rows: number, c: number, dy: ArrayLike<number>, eps = 1e-5) {
+  const y = new Float64Array(rows * c);
+  const dx = new Float64Array(rows * c);
+  const dw = new Float64Array(c);
+  const db = new Float64Array(c);
+  for (let r = 0; r < rows; r++) {
+    let mean = 0;
+    for (let j = 0; j < c; j++) mean += x[r * c + j]!;
+    mean /= c;
+    let v = 0;
+    for (let j = 0; j < c; j++) v += (x[r * c + j]! - mean) ** 2;
+    v /= c;
+    const rstd = 1 / Math.sqrt(v + eps);
+    const xhat = new Float64Array(c);
+    for (let j = 0; j < c; j++) {
+      xhat[j] = (x[r * c + j]! - mean) * rstd;
+      y[r * c + j] = xhat[j]! * w[j]! + b[j]!;
+      dw[j] += dy[r * c + j]! * xhat[j]!;
+      db[j] += dy[r * c + j]!;
+    }
+    // Full Jacobian of xhat w.r.t. x: d xhat_j / d x_i = rstd (δij - 1/c - xhat_i xhat_j / c).
+    for (let i = 0; i < c; i++) {
+      let s = 0;
+      for (let j = 0; j < c; j++) s += dy[r * c + j]! * w[j]! * rstd * ((i === j ? 1 : 0) - 1 / c - (xhat[i]! * xhat[j]!) / c);
+      dx[r * c + i] = s;
+    }
+  }
+  return { y, dx, dw, db };
+}
+
+export function gelu(x: ArrayLike<number>, dy: ArrayLike<number>) {
+  const k = Math.sqrt(2 / Math.PI);
+  const y = new Float64Array(x.length);
+  const dx = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    const f = (z: number) => 0.5 * z * (1 + Math.tanh(k * (z + 0.044715 * z ** 3)));
+    y[i] = f(v);
+    const h = 1e-4; // central difference of the float64 function: an independent check of the closed form
+    dx[i] = (dy[i]! * (f(v + h) - f(v - h))) / (2 * h);
+  }
+  return { y, dx };
+}
+
+/** Causal attention on qkv [B, T, 3C] with H heads; grads for dy [B, T, C]. */
+export function attention(qkv: ArrayLike<number>, batch: number, t: number, c: number, heads: number, dy: ArrayLike<number>) {
+  const hd = c / heads;
+  const scale = 1 / Math.sqrt(hd);
+  const y = new Float64Array(batch * t * c);
+  const dqkv = new Float64Array(qkv.length);
+  const at = (b: number, i: number, part: number, h: number, d: number) => b * t * 3 * c + i * 3 * c + part * c + h * hd + d;
+  for (let b = 0; b < batch; b++) for (let h = 0; h < heads; h++) {
+    const p = new Float64Array(t * t);
+    for (let i = 0; i < t; i++) {
+      let m = -Infinity;
+      const s = new Float64Array(i + 1);
+      for (let j = 0; j <= i; j++) {
+        let dot = 0;
+        for (let d = 0; d < hd; d++) dot += qkv[at(b, i, 0, h, d)]! * qkv[at(b, j, 1, h, d)]!;
+        s[j] = dot * scale;
+        m = Math.max(m, s[j]!);
+      }
+      let sum = 0;
+      for (let j = 0; j <= i; j++) sum += Math.exp(s[j]! - m);
+      for (let j = 0; j <= i; j++) p[i * t + j] = Math.exp(s[j]! - m) / sum;
+      for (let d = 0; d < hd; d++) {
+        let acc = 0;
+        for (let j = 0; j <= i; j++) acc += p[i * t + j]! * qkv[at(b, j, 2, h, d)]!;
+        y[b * t * c + i * c + h * hd + d] = acc;
+      }
+    }
+    for (let i = 0; i < t; i++) {
+      const dyi = (d: number) => dy[b * t * c + i * c + h * hd + d]!;
+      const dp = new Float64Array(i + 1);
+      for (let j = 0; j <= i; j++) {
+        for (let d = 0; d < hd; d++) {
+          dp[j] += dyi(d) * qkv[at(b, j, 2, h, d)]!;
+          dqkv[at(b, j, 2, h, d)] += p[i * t + j]! * dyi(d);
+        }
+      }
+      let dot = 0;
+      for (let j = 0; j <= i; j++) dot += p[i * t + j]! * dp[j]!;
+      for (let j = 0; j <= i; j++) {
+        const ds = p[i * t + j]! * (dp[j]! - dot) * scale;
+        for (let d = 0; d < hd; d++) {
+          dqkv[at(b, i, 0, h, d)] += ds * qkv[at(b, j, 1, h, d)]!;
+          dqkv[at(b, j, 1, h, d)] += ds * qkv[at(b, i, 0, h, d)]!;
+        }
+      }
+    }
+  }
+  return { y, dqkv };
+}
+
+/** Mean cross-entropy; dlogits for d loss = dloss. */
+export function crossEntropy(logits: ArrayLike<number>, targets: ArrayLike<number>, rows: number, v: number, dloss = 1) {
+  let loss = 0;
+  const dlogits = new Float64Array(rows * v);
+  for (let r = 0; r < rows; r++) {
+    let m = -Infinity;
+    for (let j = 0; j < v; j++) m = Math.max(m, logits[r * v + j]!);
+    let sum = 0;
+    for (let j = 0; j < v; j++) sum += Math.exp(logits[r * v + j]! - m);
+    const lse = m + Math.log(sum);
+    loss += lse - logits[r * v + targets[r]!]!;
+    for (let j = 0; j < v; j++) dlogits[r * v + j] = ((Math.exp(logits[r * v + j]! - lse) - (j === targets[r] ? 1 : 0)) * dloss) / rows;
+  }
+  return { loss: loss / rows, dlogits };
+}
+
+/** PCG hash (the dropout mask's generator, written from its published constants). */
+export function pcg(v: number): number {
+  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
+  return ((word >>> 22) ^ word) >>> 0;
+}
