@@ -1,0 +1,145 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GpuContext } from '../../src/gpu/context.js';
+import type { GradDtype, ParamDtype } from '../../src/ddp/layout.js';
+import { Graph } from '../../src/nn/graph.js';
+import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
+import { Mlp } from '../../src/nn/mlp.js';
+import { LocalParams } from '../../src/nn/params.js';
+import { normals } from '../../src/nn/init.js';
+import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
+import * as ref from './reference.js';
+
+const SEED = (Math.random() * 2 ** 31) | 0;
+const msg = (what: string) => `${what} (seed ${SEED})`;
+
+let ctx: GpuContext;
+beforeAll(async () => {
+  ctx = await GpuContext.create();
+});
+afterAll(() => ctx?.destroy());
+
+function batchOf(config: GptConfig, batch: number, seed: number) {
+  const n = batch * config.seqLength;
+  const ids = Uint32Array.from({ length: n }, (_, i) => (Math.imul(i + 1, 2654435761) ^ seed) % config.vocabSize >>> 0);
+  const targets = Uint32Array.from({ length: n }, (_, i) => (Math.imul(i + 7, 40503) ^ seed) % config.vocabSize >>> 0);
+  return { ids, targets };
+}
+
+function model(config: GptConfig, values: Map<string, Float32Array>, dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32') {
+  const params = new LocalParams(ctx, Gpt.specs(config, dtype, gradDtype));
+  params.set(values);
+  return { params, gpt: new Gpt(config, params.tensors) };
+}
+
+async function lossOf(gpt: Gpt, config: GptConfig, batch: number, data: ReturnType<typeof batchOf>, backward = false): Promise<number> {
+  const g = new Graph(ctx);
+  const { loss } = gpt.forward(g, g.input(data.ids, [batch, config.seqLength], 'ids'), g.input(data.targets, [batch * config.seqLength], 'targets'));
+  if (backward) g.backward(loss!);
+  const value = (await g.read(loss!))[0]!;
+  g.release();
+  return value;
+}
+
+describe('GPT', () => {
+  it('initial loss on random tokens is about ln(vocab)', async () => {
+    const config: GptConfig = { numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, seqLength: 16, vocabSize: 81 };
+    const { params, gpt } = model(config, Gpt.init(config, SEED));
+    const loss = await lossOf(gpt, config, 4, batchOf(config, 4, SEED));
+    expect(Math.abs(loss - Math.log(81)), msg(`loss ${loss} vs ln 81 = ${Math.log(81)}`)).toBeLessThan(0.05);
+    params.destroy();
+  });
+
+  for (const tiedHead of [true, false]) {
+    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head)`, async () => {
+      const config: GptConfig = { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead };
+      const batch = 2;
+      // Larger than GPT-2's init so that every layer's grads are well above fp32 noise.
+      const values = new Map([...Gpt.init(config, SEED)].map(([name, v]) => [name, name.includes('ln') && name.endsWith('weight') ? v.map((x, i) => x + normals(SEED, i, 1, 0.2)[0]!) : normals(SEED, name.length * 31 + v.length, v.length, 0.4)]));
+      const { params, gpt } = model(config, values);
+      const data = batchOf(config, batch, SEED);
+      params.zeroGrads();
+      await lossOf(gpt, config, batch, data, true);
+      for (const [name, v] of values) {
+        const grad = await params.read(name, true);
+        // Direction: this param's own grad plus a random part, so the check has a strong signal and still
+        // catches a grad that is wrong in any component.
+        const noise = normals(SEED + 1, name.length, v.length, 1);
+        const norm = Math.hypot(...grad) || 1;
+        const dir = grad.map((x, i) => x / norm + noise[i]! / Math.sqrt(v.length));
+        const eps = 2e-3;
+        params.set(new Map([[name, v.map((x, i) => x + eps * dir[i]!)]]));
+        const up = await lossOf(gpt, config, batch, data);
+        params.set(new Map([[name, v.map((x, i) => x - eps * dir[i]!)]]));
+        const down = await lossOf(gpt, config, batch, data);
+        params.set(new Map([[name, v]]));
+        const fd = (up - down) / (2 * eps);
+        const ad = grad.reduce((s, x, i) => s + x * dir[i]!, 0);
+        expect(Math.abs(fd - ad), msg(`${name}: finite difference ${fd} vs autograd ${ad}`)).toBeLessThanOrEqual(0.02 * Math.abs(ad) + 2e-3);
+      }
+      params.destroy();
+    });
+  }
+
+  it('bf16 params give the loss of fp32 params rounded to bf16; fp16 grads are reported once each', async () => {
+    const config: GptConfig = { numLayers: 1, hiddenSize: 16, numAttentionHeads: 2, seqLength: 8, vocabSize: 13 };
+    const values = Gpt.init(config, SEED);
+    const rounded = new Map([...values].map(([n, v]) => [n, v.map((x) => bf16ToFloat(floatToBf16(x)))]));
+    const data = batchOf(config, 3, SEED);
+    const a = model(config, values, 'bfloat16', 'float32');
+    const b = model(config, rounded, 'float32', 'float32');
+    const la = await lossOf(a.gpt, config, 3, data);
+    const lb = await lossOf(b.gpt, config, 3, data);
+    expect(Math.abs(la - lb), msg(`bf16 ${la} vs fp32(rounded) ${lb}`)).toBeLessThanOrEqual(1e-5 * Math.abs(lb));
+    a.params.destroy();
+    b.params.destroy();
+
+    const c = model(config, values, 'float16', 'float16');
+    const fp32 = model(config, values);
+    const g = new Graph(ctx);
+    const seen: string[] = [];
+    const { loss } = c.gpt.forward(g, g.input(data.ids, [3, 8]), g.input(data.targets, [24]));
+    g.backward(loss!, { onParamGrad: (name) => seen.push(name) });
+    expect([...seen].sort()).toEqual(Gpt.specs(config).map((s) => s.name).sort());
+    // The first grads final in backward are the last layer's (the head is tied, so wte comes last).
+    expect(seen[0]).toBe('ln_f.weight');
+    expect(seen.slice(-2).sort()).toEqual(['wpe.weight', 'wte.weight']);
+    g.release();
+    await lossOf(fp32.gpt, config, 3, data, true);
+    const g16 = await c.params.read('blocks.0.mlp.fc.weight', true);
+    const g32 = await fp32.params.read('blocks.0.mlp.fc.weight', true);
+    expect(ref.relError(g16, g32), msg('fp16 grads vs fp32 grads')).toBeLessThan(5e-3);
+    c.params.destroy();
+    fp32.params.destroy();
+  });
+});
+
+describe('MLP', () => {
+  it('forward and backward match the reference (linear, GELU, linear, cross-entropy)', async () => {
+    const sizes = [6, 10, 4];
+    const values = Mlp.init(sizes, SEED, 0.5);
+    const params = new LocalParams(ctx, Mlp.specs(sizes));
+    params.set(values);
+    const mlp = new Mlp(sizes, params.tensors);
+    const n = 9;
+    const x = normals(SEED, 99, n * 6, 1);
+    const targets = Uint32Array.from({ length: n }, (_, i) => i % 4);
+    const g = new Graph(ctx);
+    const { loss } = mlp.forward(g, g.input(x, [n, 6]), g.input(targets, [n]));
+    g.backward(loss!);
+    // Reference: chain the float64 ops by hand.
+    const w0 = values.get('layers.0.weight')!, b0 = values.get('layers.0.bias')!, w1 = values.get('layers.1.weight')!, b1 = values.get('layers.1.bias')!;
+    const h = ref.linear(x, w0, b0, n, 6, 10, new Float64Array(n * 10)).y;
+    const a = ref.gelu(h, new Float64Array(n * 10)).y;
+    const logits = ref.linear(a, w1, b1, n, 10, 4, new Float64Array(n * 4)).y;
+    const ce = ref.crossEntropy(logits, targets, n, 4);
+    const l1 = ref.linear(a, w1, b1, n, 10, 4, ce.dlogits);
+    const da = ref.gelu(h, l1.dx).dx;
+    const l0 = ref.linear(x, w0, b0, n, 6, 10, da);
+    expect(ref.relError(await g.read(loss!), [ce.loss])).toBeLessThanOrEqual(1e-5);
+    expect(ref.relError(await params.read('layers.1.weight', true), l1.dw), msg('dw1')).toBeLessThanOrEqual(1e-5);
+    expect(ref.relError(await params.read('layers.0.weight', true), l0.dw), msg('dw0')).toBeLessThanOrEqual(1e-5);
+    expect(ref.relError(await params.read('layers.0.bias', true), l0.db), msg('db0')).toBeLessThanOrEqual(1e-5);
+    g.release();
+    params.destroy();
+  });
+});
