@@ -3,14 +3,17 @@
 // head-interleaved layouts (q, k, v inside one qkv tensor) are read in place, never copied.
 // A is fp32; B and the bias may be params in fp32, bf16 or fp16 (B_DTYPE), held as u32 words.
 //
-// Each invocation computes TM rows x 4 columns; a workgroup covers TM rows x 4*WG columns, so the
-// rows' A values are shared by the whole workgroup (one load feeds 4*WG products).
+// Each invocation computes TM = 4 rows x 4 columns, stepping k four at a time. Operands that are
+// contiguous in the right direction are read as vec4s (A_VEC: A along k; B_MODE 1: B along n;
+// B_MODE 2: B along k), the rest element by element: on CPU Vulkan drivers a vec4 load per
+// invocation costs about what a scalar one does, so this is where the time goes.
 
 //!include half
 
 override WG: u32 = 64;
 override B_DTYPE: u32 = 0u;
-const TM: u32 = 4u;
+override A_VEC: bool = false;
+override B_MODE: u32 = 0u;
 
 struct MatmulUniforms {
   m: u32, n: u32, k: u32, nb1: u32,           // sizes; batch z = z0 * nb1 + z1
@@ -27,6 +30,9 @@ struct MatmulUniforms {
 @group(0) @binding(2) var<storage, read> B: array<u32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<u32>;
+// The same data as vec4s (bound to a dummy when the operand is read element by element).
+@group(0) @binding(5) var<storage, read> A4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> B4: array<vec4<f32>>;
 
 fn load_b(e: u32) -> f32 {
   if (B_DTYPE == DTYPE_F32) {
@@ -42,14 +48,31 @@ fn load_bias(e: u32) -> f32 {
   return half_of(bias[e >> 1u], e, B_DTYPE);
 }
 
+// A[row at a, k .. k+3]
+fn a_quad(a: u32) -> vec4<f32> {
+  if (A_VEC) {
+    return A4[a >> 2u];
+  }
+  return vec4<f32>(A[a], A[a + u.a_cs], A[a + 2u * u.a_cs], A[a + 3u * u.a_cs]);
+}
+
+// B[k, n .. n+3] for B_MODE 0 and 1 (b: element of B[k, n]).
+fn b_row(b: u32, n_last: u32, n0: u32) -> vec4<f32> {
+  if (B_MODE == 1u) {
+    return B4[b >> 2u];
+  }
+  let cs = u.b_cs;
+  return vec4<f32>(load_b(b), load_b(b + min(1u, n_last - n0) * cs), load_b(b + min(2u, n_last - n0) * cs), load_b(b + min(3u, n_last - n0) * cs));
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let n0 = (wid.x * WG + lid) * 4u;
-  let m0 = wid.y * TM;
+  let m0 = wid.y * 4u;
   let z0 = wid.z / u.nb1;
   let z1 = wid.z % u.nb1;
   if (n0 >= u.n) { return; }
-  // Rows and columns past the edge load from the last valid one and are not stored.
+  // Rows and columns past the edge read the last valid one and are not stored.
   let last_m = u.m - 1u;
   let last_n = u.n - 1u;
   let a_base = u.a_off + z0 * u.a_b0 + z1 * u.a_b1;
@@ -58,22 +81,63 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var a2 = a_base + min(m0 + 2u, last_m) * u.a_rs;
   var a3 = a_base + min(m0 + 3u, last_m) * u.a_rs;
   let b_base = u.b_off + z0 * u.b_b0 + z1 * u.b_b1;
-  var b0 = b_base + n0 * u.b_cs;
-  var b1 = b_base + min(n0 + 1u, last_n) * u.b_cs;
-  var b2 = b_base + min(n0 + 2u, last_n) * u.b_cs;
-  var b3 = b_base + min(n0 + 3u, last_n) * u.b_cs;
+  // B_MODE 2: the four columns' starts (each read along k).
+  var c0 = b_base + n0 * u.b_cs;
+  var c1 = b_base + min(n0 + 1u, last_n) * u.b_cs;
+  var c2 = b_base + min(n0 + 2u, last_n) * u.b_cs;
+  var c3 = b_base + min(n0 + 3u, last_n) * u.b_cs;
   var acc0 = vec4<f32>(0.0);
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
-  for (var kk = 0u; kk < u.k; kk++) {
-    let b = vec4<f32>(load_b(b0), load_b(b1), load_b(b2), load_b(b3));
-    acc0 = fma(vec4<f32>(A[a0]), b, acc0);
-    acc1 = fma(vec4<f32>(A[a1]), b, acc1);
-    acc2 = fma(vec4<f32>(A[a2]), b, acc2);
-    acc3 = fma(vec4<f32>(A[a3]), b, acc3);
+  let ak = 4u * u.a_cs;
+  let bk = 4u * u.b_rs;
+  var kk = 0u;
+  for (; kk + 4u <= u.k; kk += 4u) {
+    var r0: vec4<f32>;
+    var r1: vec4<f32>;
+    var r2: vec4<f32>;
+    var r3: vec4<f32>;
+    if (B_MODE == 2u) {
+      // Columns along k, turned into rows (free: vec4 components are separate registers on CPUs).
+      let t0 = B4[c0 >> 2u];
+      let t1 = B4[c1 >> 2u];
+      let t2 = B4[c2 >> 2u];
+      let t3 = B4[c3 >> 2u];
+      r0 = vec4<f32>(t0.x, t1.x, t2.x, t3.x);
+      r1 = vec4<f32>(t0.y, t1.y, t2.y, t3.y);
+      r2 = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
+      r3 = vec4<f32>(t0.w, t1.w, t2.w, t3.w);
+    } else {
+      r0 = b_row(c0, last_n, n0);
+      r1 = b_row(c0 + u.b_rs, last_n, n0);
+      r2 = b_row(c0 + 2u * u.b_rs, last_n, n0);
+      r3 = b_row(c0 + 3u * u.b_rs, last_n, n0);
+    }
+    var a = a_quad(a0);
+    acc0 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc0))));
+    a = a_quad(a1);
+    acc1 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc1))));
+    a = a_quad(a2);
+    acc2 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc2))));
+    a = a_quad(a3);
+    acc3 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc3))));
+    a0 += ak; a1 += ak; a2 += ak; a3 += ak;
+    if (B_MODE == 2u) {
+      c0 += 4u; c1 += 4u; c2 += 4u; c3 += 4u;
+    } else {
+      c0 += bk;
+    }
+  }
+  // The last k % 4 steps (only when no operand is read as vec4s along k).
+  for (; kk < u.k; kk++) {
+    let r = b_row(c0, last_n, n0);
+    acc0 = fma(vec4<f32>(A[a0]), r, acc0);
+    acc1 = fma(vec4<f32>(A[a1]), r, acc1);
+    acc2 = fma(vec4<f32>(A[a2]), r, acc2);
+    acc3 = fma(vec4<f32>(A[a3]), r, acc3);
     a0 += u.a_cs; a1 += u.a_cs; a2 += u.a_cs; a3 += u.a_cs;
-    b0 += u.b_rs; b1 += u.b_rs; b2 += u.b_rs; b3 += u.b_rs;
+    c0 += u.b_rs;
   }
   var add = vec4<f32>(0.0);
   if ((u.flags & 1u) != 0u) {

@@ -52,7 +52,8 @@ export class Graph {
 
   /** A new fp32 activation (zeroed). */
   tensor(shape: readonly number[], label: string, requiresGrad = false): Tensor {
-    const buffer = this.ctx.createBuffer({ label, size: Math.max(1, numel(shape)) * 4, usage: storageUsage(), category: 'activations' });
+    // Sizes rounded up to 16 bytes so that kernels may read any activation as vec4s.
+    const buffer = this.ctx.createBuffer({ label, size: Math.ceil(Math.max(1, numel(shape)) / 4) * 16, usage: storageUsage(), category: 'activations' });
     this.owned.push(buffer);
     return new Tensor(buffer, 0, shape, 'float32', null, requiresGrad);
   }
@@ -60,7 +61,7 @@ export class Graph {
   /** Upload host data as an activation (fp32) or integer input (uint32). */
   input(data: Float32Array | Uint32Array, shape: readonly number[], label = 'input', requiresGrad = false): Tensor {
     if (data.length !== numel(shape)) throw new GraphError(`input '${label}' has ${data.length} values but shape [${shape.join(', ')}] needs ${numel(shape)}`);
-    const buffer = this.ctx.createBuffer({ label, size: Math.max(4, data.byteLength), usage: storageUsage(), category: 'activations' });
+    const buffer = this.ctx.createBuffer({ label, size: Math.ceil(Math.max(4, data.byteLength) / 16) * 16, usage: storageUsage(), category: 'activations' });
     this.owned.push(buffer);
     this.ctx.transfers.upload(buffer, data);
     return new Tensor(buffer, 0, shape, data instanceof Uint32Array ? 'uint32' : 'float32', null, requiresGrad);

@@ -66,20 +66,43 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   const lanes = Math.ceil(s.n / 4);
   const wg = lanes >= 64 ? 64 : lanes >= 32 ? 32 : lanes >= 16 ? 16 : 8;
   const flags = (options.bias ? 1 : 0) | (options.accumulate ? 2 : 0);
+  const aStart = A.shift + (a.off ?? 0);
+  const bStart = B.shift + (b.off ?? 0);
+  // vec4 reads where an operand is contiguous in the direction read and 4-element aligned.
+  const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
+  const aVec = a.cs === 1 && aligned4(s.k, aStart, a.rs, a.b0, a.b1) ? quadBinding(g, a.t) : null;
+  const bF32 = b.t.dtype === 'float32';
+  let bMode = 0;
+  if (bF32 && b.cs === 1 && aligned4(s.n, bStart, b.rs, b.b0, b.b1)) bMode = 1;
+  else if (bF32 && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
+  const bVec = bMode > 0 ? quadBinding(g, b.t) : null;
+  if (!bVec) bMode = 0;
   g.runner.dispatch(
     'matmul',
     'main',
-    { WG: wg, B_DTYPE: paramCode(b.t, 'matmul B') },
+    { WG: wg, B_DTYPE: paramCode(b.t, 'matmul B'), A_VEC: aVec ? 1 : 0, B_MODE: bMode },
     [
       s.m, s.n, s.k, nb1,
-      A.shift + (a.off ?? 0), a.rs, a.cs, a.b0 ?? 0, a.b1 ?? 0,
-      B.shift + (b.off ?? 0), b.rs, b.cs, b.b0 ?? 0, b.b1 ?? 0,
+      aStart, a.rs, a.cs, a.b0 ?? 0, a.b1 ?? 0,
+      bStart, b.rs, b.cs, b.b0 ?? 0, b.b1 ?? 0,
       C.shift + (c.off ?? 0), c.rs, c.b0 ?? 0, c.b1 ?? 0,
       bias ? bias.shift : 0, flags, f32bits(options.alpha ?? 1),
     ],
-    { 1: A.binding, 2: B.binding, 3: C.binding, 4: (bias ?? B).binding },
+    { 1: A.binding, 2: B.binding, 3: C.binding, 4: (bias ?? B).binding, 5: aVec ?? g.runner.dummy, 6: bVec ?? g.runner.dummy },
     [Math.ceil(lanes / wg), Math.ceil(s.m / 4), nb0 * nb1],
   );
+}
+
+/**
+ * The binding of an fp32 tensor as vec4s: the same aligned start, the size rounded up to 16 bytes.
+ * Null when that would run past the buffer (the operand is then read element by element).
+ */
+function quadBinding(g: Graph, t: Tensor): { buffer: Tensor['buffer']; offset: number; size: number } | null {
+  if (t.dtype !== 'float32') return null;
+  const { binding } = t.binding(g.ctx);
+  const size = Math.ceil(binding.size / 16) * 16;
+  if (binding.offset % 16 !== 0 || binding.offset + size > t.buffer.size || size > g.ctx.limits.maxStorageBufferBindingSize) return null;
+  return { ...binding, size };
 }
 
 /** out[n] += sum over rows of dy[row, n]. */

@@ -29,7 +29,11 @@ export class Runner {
   /** Dispatches recorded since the runner was made (for tests and benchmarks). */
   dispatches = 0;
 
+  /** A 16-byte storage buffer for bindings a kernel variant declares but does not read. */
+  readonly dummy: DeviceBuffer;
+
   constructor(private readonly ctx: GpuContext) {
+    this.dummy = ctx.createBuffer({ label: 'nn.unused-binding', size: 16, usage: GPUBufferUsage.STORAGE, category: 'other' });
     this.uniforms = ctx.createBuffer({ label: 'nn.uniforms', size: SLOTS * SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
   }
 
@@ -89,8 +93,30 @@ export class Runner {
     this.pass = null;
   }
 
+  /**
+   * Record the dispatches `fn` makes into `encoder` (the caller submits it, before recording
+   * anything else with this runner): how benchmarks bracket kernels with timestamp passes.
+   */
+  recordInto(encoder: GPUCommandEncoder, fn: () => void): void {
+    this.flush();
+    this.encoder = encoder;
+    this.external = true;
+    try {
+      fn();
+      this.endPass();
+      if (this.slots > 0) this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, this.staging, 0, (this.slots * SLOT_BYTES) / 4);
+    } finally {
+      this.encoder = null;
+      this.external = false;
+      this.slots = 0;
+    }
+  }
+
+  private external = false;
+
   /** Submit what was recorded. */
   flush(): void {
+    if (this.external) throw new Error(`runner: more than ${SLOTS} dispatches inside recordInto; record fewer at a time`);
     if (!this.encoder) return;
     this.endPass();
     if (this.slots > 0) this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, this.staging, 0, (this.slots * SLOT_BYTES) / 4);
@@ -107,5 +133,6 @@ export class Runner {
 
   destroy(): void {
     this.uniforms.destroy();
+    this.dummy.destroy();
   }
 }

@@ -3,7 +3,7 @@ import { GpuContext } from '../../src/gpu/context.js';
 import type { ParamDtype, ParamSpec } from '../../src/ddp/layout.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
-import { add, causalAttention, crossEntropy, dropout, dropoutSeed, embedding, gelu, layerNorm, linear } from '../../src/nn/ops.js';
+import { add, causalAttention, crossEntropy, dropout, dropoutSeed, embedding, gelu, layerNorm, linear, matmulInto } from '../../src/nn/ops.js';
 import { floatToBf16, bf16ToFloat, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { hashedUniform } from '../helpers/hash.js';
 import * as ref from './reference.js';
@@ -224,6 +224,44 @@ describe('cross-entropy', () => {
       const want = ref.crossEntropy(logits, targets, rows, v);
       expectClose(await g.read(loss), [want.loss], 'loss');
       expectClose(await g.read(g.gradOf(lt)), want.dlogits, 'dlogits');
+      g.release();
+    });
+  }
+});
+
+describe('matmul read paths', () => {
+  // Every combination of A along k (vec4 or element-wise) and B along n / along k / strided, with
+  // two-level batches, offsets and odd edges, against the float64 reference.
+  const cases: { name: string; m: number; n: number; k: number; transA: boolean; transB: boolean; off: number }[] = [
+    { name: 'A rows, B rows (vec4 both)', m: 9, n: 12, k: 8, transA: false, transB: false, off: 0 },
+    { name: 'A rows, B columns (vec4 along k)', m: 6, n: 7, k: 12, transA: false, transB: true, off: 0 },
+    { name: 'A columns, B rows', m: 5, n: 16, k: 9, transA: true, transB: false, off: 0 },
+    { name: 'A columns, B columns', m: 7, n: 5, k: 4, transA: true, transB: true, off: 0 },
+    { name: 'odd sizes and an odd offset (element-wise)', m: 3, n: 11, k: 13, transA: false, transB: false, off: 1 },
+    { name: 'offset 4, vec4 paths', m: 8, n: 8, k: 8, transA: false, transB: true, off: 4 },
+  ];
+  for (const c of cases) {
+    it(c.name, async () => {
+      const [nb0, nb1] = [2, 3];
+      const z = nb0 * nb1;
+      const aData = rand(c.off + z * c.m * c.k), bData = rand(c.off + z * c.k * c.n), acc = rand(z * c.m * c.n);
+      const g = new Graph(ctx);
+      const at = g.input(aData, [aData.length]);
+      const bt = g.input(bData, [bData.length]);
+      const ct = g.input(acc, [acc.length]);
+      // Batch (z0, z1) of A is the z0·nb1 + z1-th block; inside it A is [m, k] or stored transposed [k, m].
+      const blockA = c.m * c.k, blockB = c.k * c.n;
+      const aOp = c.transA ? { t: at, off: c.off, rs: 1, cs: c.m, b0: nb1 * blockA, b1: blockA } : { t: at, off: c.off, rs: c.k, cs: 1, b0: nb1 * blockA, b1: blockA };
+      const bOp = c.transB ? { t: bt, off: c.off, rs: 1, cs: c.k, b0: nb1 * blockB, b1: blockB } : { t: bt, off: c.off, rs: c.n, cs: 1, b0: nb1 * blockB, b1: blockB };
+      matmulInto(g, { m: c.m, n: c.n, k: c.k, nb0, nb1 }, aOp, bOp, { t: ct, rs: c.n, cs: 1, b0: nb1 * c.m * c.n, b1: c.m * c.n }, { accumulate: true, alpha: 0.5 });
+      const want = new Float64Array(acc.length);
+      for (let b = 0; b < z; b++) {
+        const A = aData.subarray(c.off + b * blockA, c.off + (b + 1) * blockA);
+        const B = bData.subarray(c.off + b * blockB, c.off + (b + 1) * blockB);
+        const prod = ref.matmul(c.transA ? ref.transpose(A, c.k, c.m) : A, c.transB ? ref.transpose(B, c.n, c.k) : B, c.m, c.k, c.n);
+        for (let i = 0; i < prod.length; i++) want[b * c.m * c.n + i] = acc[b * c.m * c.n + i]! + 0.5 * prod[i]!;
+      }
+      expectClose(await g.read(ct), want, c.name);
       g.release();
     });
   }
