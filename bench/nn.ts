@@ -1,0 +1,176 @@
+/**
+ * `npm run bench -- nn`: webtron's WGSL matmul beside onnxruntime-node running the same MatMul on
+ * its WebGPU execution provider (same adapter) and its CPU provider, in the same run; and GPT
+ * forward+backward tokens/s beside torch's CPU forward+backward on the identical config
+ * (bench/reference/gpt_torch.py, when Debian's python3-torch is installed).
+ *
+ * Timing: webtron's matmul from GPU timestamps when present (`gflops`), and also wall clock with
+ * the same host uploads and readback onnxruntime does per run (`gflops_with_io`); onnxruntime's
+ * figures are wall clock around session.run with host tensors. GPT steps are wall clock per
+ * forward+backward (graph building and dispatch overhead included, as torch's are).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ort from 'onnxruntime-node';
+import { storageUsage, type GpuContext } from '../src/gpu/context.js';
+import { Graph } from '../src/nn/graph.js';
+import { Gpt, type GptConfig } from '../src/nn/gpt.js';
+import { matmulInto } from '../src/nn/ops.js';
+import { LocalParams } from '../src/nn/params.js';
+import { Runner } from '../src/nn/runner.js';
+import { Tensor } from '../src/nn/tensor.js';
+import { matmulModel } from '../src/onnx/proto-writer.js';
+import type { Bench } from './bench.js';
+import { progress, type Row } from './report.js';
+import { median, timeGpu } from './timing.js';
+
+/** Named GPT configs (the issue's: a character-level model on a small vocabulary). */
+export const GPT_CONFIGS: Record<string, GptConfig & { batch: number }> = {
+  'char-4x128': { numLayers: 4, numAttentionHeads: 4, hiddenSize: 128, seqLength: 64, vocabSize: 81, batch: 12 },
+  'tiny': { numLayers: 2, numAttentionHeads: 2, hiddenSize: 32, seqLength: 16, vocabSize: 81, batch: 4 },
+};
+
+function matmulShapes(spec: string, config: GptConfig & { batch: number }): [string, number, number, number][] {
+  if (spec === 'gpt') {
+    const n = config.batch * config.seqLength;
+    const h = config.hiddenSize;
+    return [['qkv', n, h, 3 * h], ['attn.proj', n, h, h], ['mlp.fc', n, h, 4 * h], ['mlp.proj', n, 4 * h, h], ['head', n, h, config.vocabSize]];
+  }
+  const s = Number(spec);
+  if (!Number.isInteger(s) || s < 1) throw new Error(`--matmul: '${spec}' is neither a square size nor 'gpt'`);
+  return [[`${s}³`, s, s, s]];
+}
+
+async function ortSession(model: Uint8Array, ep: 'webgpu' | 'cpu'): Promise<ort.InferenceSession | null> {
+  try {
+    return await ort.InferenceSession.create(model, { executionProviders: [ep] });
+  } catch (e) {
+    progress(`onnxruntime ${ep} provider unavailable: ${(e as Error).message.split('\n')[0]}`);
+    return null;
+  }
+}
+
+async function matmulRows(ctx: GpuContext, spec: string[], config: GptConfig & { batch: number }, warmup: number, runs: number): Promise<Row[]> {
+  const rows: Row[] = [];
+  const runner = new Runner(ctx);
+  const g = new Graph(ctx, { runner });
+  for (const [name, m, k, n] of spec.flatMap((s) => matmulShapes(s, config))) {
+    progress(`matmul ${name} (${m}x${k} @ ${k}x${n}): webtron, onnxruntime webgpu, onnxruntime cpu`);
+    const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
+    const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));
+    const buf = (label: string, len: number) => new Tensor(ctx.createBuffer({ label, size: len * 4, usage: storageUsage(), category: 'other' }), 0, [len], 'float32');
+    const [A, B, C] = [buf('bench.a', m * k), buf('bench.b', k * n), buf('bench.c', m * n)];
+    ctx.transfers.upload(A.buffer, a);
+    ctx.transfers.upload(B.buffer, b);
+    const record = () => matmulInto(g, { m, n, k }, { t: A, rs: k, cs: 1 }, { t: B, rs: n, cs: 1 }, { t: C, rs: n, cs: 1 });
+    const gpu = await timeGpu(ctx, (encoder) => runner.recordInto(encoder, record), { warmup, runs });
+    // With host I/O, as onnxruntime runs with host tensors (upload a and b, multiply, read c back),
+    // interleaved run by run with onnxruntime's two providers so all three see the same machine.
+    const model = matmulModel(m, k, n);
+    const sessions = [await ortSession(model, 'webgpu'), await ortSession(model, 'cpu')];
+    const feeds = { a: new ort.Tensor('float32', a, [m, k]), b: new ort.Tensor('float32', b, [k, n]) };
+    const samples: number[][] = [[], [], []];
+    for (let i = 0; i < warmup + runs; i++) {
+      let t0 = performance.now();
+      ctx.transfers.upload(A.buffer, a);
+      ctx.transfers.upload(B.buffer, b);
+      record();
+      runner.flush();
+      await ctx.transfers.readFloat32(C.buffer, 0, m * n);
+      if (i >= warmup) samples[0]!.push(performance.now() - t0);
+      for (const [j, session] of sessions.entries()) {
+        if (!session) continue;
+        t0 = performance.now();
+        await session.run(feeds);
+        if (i >= warmup) samples[j + 1]!.push(performance.now() - t0);
+      }
+    }
+    const [io, webgpu, cpu] = samples.map((s) => (s.length > 0 ? median(s) : null));
+    const check = await ctx.transfers.readFloat32(C.buffer, 0, m * n);
+    let want = 0;
+    for (let p = 0; p < k; p++) want += a[(m - 1) * k + p]! * b[p * n + n - 1]!;
+    if (Math.abs(check[m * n - 1]! - want) > 1e-3 * Math.max(1, Math.abs(want))) throw new Error(`matmul ${name}: C[m-1, n-1] = ${check[m * n - 1]} but the host sum is ${want}`);
+    const gf = (ms: number | null) => (ms === null ? null : (2 * m * n * k) / (ms * 1e6));
+    rows.push({
+      bench: 'matmul', shape: name, m, n, k, ms: gpu.ms, gflops: gf(gpu.ms), gflops_with_io: gf(io ?? null),
+      ort_webgpu_gflops: gf(webgpu ?? null), ort_cpu_gflops: gf(cpu ?? null), timing: gpu.method, backend: ctx.backend, adapter: ctx.adapterName,
+    });
+    for (const t of [A, B, C]) t.buffer.destroy();
+  }
+  runner.destroy();
+  return rows;
+}
+
+function torchReference(python: string, config: GptConfig & { batch: number }, runs: number, warmup: number): { tokens_per_s: number; threads: number } | null {
+  const script = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'reference', 'gpt_torch.py');
+  if (!existsSync(python)) {
+    progress(`torch reference skipped: ${python} not found (install Debian's python3-torch)`);
+    return null;
+  }
+  try {
+    const args = [script, '--layers', config.numLayers, '--heads', config.numAttentionHeads, '--hidden', config.hiddenSize, '--block', config.seqLength, '--batch', config.batch, '--vocab', config.vocabSize, '--runs', runs, '--warmup', warmup].map(String);
+    const out = execFileSync(python, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
+    return JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; threads: number };
+  } catch (e) {
+    progress(`torch reference skipped: ${(e as Error).message.split('\n')[0]}`);
+    return null;
+  }
+}
+
+async function gptRow(ctx: GpuContext, name: string, python: string, warmup: number, runs: number): Promise<Row> {
+  const config = GPT_CONFIGS[name];
+  if (!config) throw new Error(`--config: unknown GPT config '${name}'; known: ${Object.keys(GPT_CONFIGS).join(', ')}`);
+  const params = new LocalParams(ctx, Gpt.specs(config));
+  params.set(Gpt.init(config, 1));
+  const gpt = new Gpt(config, params.tensors);
+  const tokens = config.batch * config.seqLength;
+  const ids = Uint32Array.from({ length: tokens }, (_, i) => (i * 7919) % config.vocabSize);
+  const targets = Uint32Array.from({ length: tokens }, (_, i) => (i * 104729 + 3) % config.vocabSize);
+  const samples: number[] = [];
+  let loss = NaN;
+  for (let i = 0; i < warmup + runs; i++) {
+    progress(`gpt ${name}: forward+backward ${i + 1}/${warmup + runs}${i < warmup ? ' (warm-up)' : ''}`);
+    const t0 = performance.now();
+    const g = new Graph(ctx);
+    const out = gpt.forward(g, g.input(ids, [config.batch, config.seqLength], 'ids'), g.input(targets, [tokens], 'targets'));
+    g.backward(out.loss!);
+    loss = (await g.read(out.loss!))[0]!;
+    g.release();
+    if (i >= warmup) samples.push(performance.now() - t0);
+  }
+  params.destroy();
+  const ms = median(samples);
+  progress(`gpt ${name}: torch CPU on the same config`);
+  const torch = torchReference(python, config, runs, warmup);
+  const tokensPerS = tokens / (ms / 1000);
+  return {
+    bench: 'gpt', config: name, tokens, ms, tokens_per_s: tokensPerS, torch_cpu_tokens_per_s: torch?.tokens_per_s ?? null,
+    ratio_to_torch: torch ? tokensPerS / torch.tokens_per_s : null, torch_threads: torch?.threads ?? null, loss, backend: ctx.backend, adapter: ctx.adapterName,
+  };
+}
+
+export const nnBench: Bench = {
+  name: 'nn',
+  summary: 'WGSL matmul vs onnxruntime (WebGPU and CPU); GPT forward+backward vs torch CPU',
+  columns: ['bench', 'shape', 'config', 'ms', 'gflops', 'gflops_with_io', 'ort_webgpu_gflops', 'ort_cpu_gflops', 'tokens_per_s', 'torch_cpu_tokens_per_s', 'ratio_to_torch'],
+  flags: {
+    matmul: { kind: 'list', default: ['1024', '512', 'gpt'], help: "matmul sizes: squares, or 'gpt' for the GPT config's shapes" },
+    config: { kind: 'string', default: 'char-4x128', help: `GPT config: ${Object.keys(GPT_CONFIGS).join(', ')}, or none for matmul only` },
+    python: { kind: 'string', default: '/usr/bin/python3', help: 'python with torch for the CPU reference' },
+    runs: { kind: 'int', default: 10, help: 'timed runs (median reported)' },
+    warmup: { kind: 'int', default: 2, help: 'untimed runs first' },
+  },
+  async run(env, flags) {
+    const ctx = await env.gpu();
+    const name = flags.config as string;
+    const config = GPT_CONFIGS[name === 'none' ? 'char-4x128' : name];
+    if (!config) throw new Error(`--config: unknown GPT config '${name}'; known: ${Object.keys(GPT_CONFIGS).join(', ')}`);
+    const runs = flags.runs as number;
+    const warmup = flags.warmup as number;
+    const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs);
+    if (name !== 'none') rows.push(await gptRow(ctx, name, flags.python as string, warmup, runs));
+    return rows;
+  },
+};
