@@ -26,6 +26,9 @@ import type { Bench } from './bench.js';
 import { progress, type Row } from './report.js';
 import { median, timeGpu } from './timing.js';
 
+/** Multiplies in the chained runs that separate kernel time from transfers (square shapes). */
+const CHAIN = 4;
+
 /** Named GPT configs (the issue's: a character-level model on a small vocabulary). */
 export const GPT_CONFIGS: Record<string, GptConfig & { batch: number }> = {
   'char-4x128': { numLayers: 4, numAttentionHeads: 4, hiddenSize: 128, seqLength: 64, vocabSize: 81, batch: 12 },
@@ -45,7 +48,9 @@ function matmulShapes(spec: string, config: GptConfig & { batch: number }): [str
 
 async function ortSession(model: Uint8Array, ep: 'webgpu' | 'cpu'): Promise<ort.InferenceSession | null> {
   try {
-    return await ort.InferenceSession.create(model, { executionProviders: [ep] });
+    // No spinning threads after a run: they would take the CPU from whatever is timed next
+    // (lavapipe runs on the same cores).
+    return await ort.InferenceSession.create(model, { executionProviders: [ep], extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } });
   } catch (e) {
     progress(`onnxruntime ${ep} provider unavailable: ${(e as Error).message.split('\n')[0]}`);
     return null;
@@ -61,43 +66,64 @@ async function matmulRows(ctx: GpuContext, spec: string[], config: GptConfig & {
     const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
     const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));
     const buf = (label: string, len: number) => new Tensor(ctx.createBuffer({ label, size: len * 4, usage: storageUsage(), category: 'other' }), 0, [len], 'float32');
-    const [A, B, C] = [buf('bench.a', m * k), buf('bench.b', k * n), buf('bench.c', m * n)];
+    const [A, B, C, D] = [buf('bench.a', m * k), buf('bench.b', k * n), buf('bench.c', m * n), buf('bench.d', m * n)];
     ctx.transfers.upload(A.buffer, a);
     ctx.transfers.upload(B.buffer, b);
-    const record = () => matmulInto(g, { m, n, k }, { t: A, rs: k, cs: 1 }, { t: B, rs: n, cs: 1 }, { t: C, rs: n, cs: 1 });
-    const gpu = await timeGpu(ctx, (encoder) => runner.recordInto(encoder, record), { warmup, runs });
-    // With host I/O, as onnxruntime runs with host tensors (upload a and b, multiply, read c back),
-    // interleaved run by run with onnxruntime's two providers so all three see the same machine.
-    const model = matmulModel(m, k, n);
-    const sessions = [await ortSession(model, 'webgpu'), await ortSession(model, 'cpu')];
-    const feeds = { a: new ort.Tensor('float32', a, [m, k]), b: new ort.Tensor('float32', b, [k, n]) };
-    const samples: number[][] = [[], [], []];
-    for (let i = 0; i < warmup + runs; i++) {
-      let t0 = performance.now();
-      ctx.transfers.upload(A.buffer, a);
-      ctx.transfers.upload(B.buffer, b);
-      record();
-      runner.flush();
-      await ctx.transfers.readFloat32(C.buffer, 0, m * n);
-      if (i >= warmup) samples[0]!.push(performance.now() - t0);
-      for (const [j, session] of sessions.entries()) {
-        if (!session) continue;
-        t0 = performance.now();
-        await session.run(feeds);
-        if (i >= warmup) samples[j + 1]!.push(performance.now() - t0);
-      }
-    }
-    const [io, webgpu, cpu] = samples.map((s) => (s.length > 0 ? median(s) : null));
+    const mul = (x: Tensor, y: Tensor) => matmulInto(g, { m, n, k }, { t: x, rs: k, cs: 1 }, { t: B, rs: n, cs: 1 }, { t: y, rs: n, cs: 1 });
+    const gpu = await timeGpu(ctx, (encoder) => runner.recordInto(encoder, () => mul(A, C)), { warmup, runs });
     const check = await ctx.transfers.readFloat32(C.buffer, 0, m * n);
     let want = 0;
     for (let p = 0; p < k; p++) want += a[(m - 1) * k + p]! * b[p * n + n - 1]!;
     if (Math.abs(check[m * n - 1]! - want) > 1e-3 * Math.max(1, Math.abs(want))) throw new Error(`matmul ${name}: C[m-1, n-1] = ${check[m * n - 1]} but the host sum is ${want}`);
-    const gf = (ms: number | null) => (ms === null ? null : (2 * m * n * k) / (ms * 1e6));
+    // With host I/O, as onnxruntime runs with host tensors: upload a and b, multiply, read c back.
+    // For square shapes also a chain of CHAIN multiplies by b (ping-pong on the GPU, one MatMul model
+    // of CHAIN nodes for onnxruntime): the difference between the two is CHAIN - 1 multiplies without
+    // transfers, the kernels' own rate measured the same way for everyone. All interleaved run by run.
+    const chain = k === n ? CHAIN : 1;
+    const ours = async (length: number) => {
+      ctx.transfers.upload(A.buffer, a);
+      ctx.transfers.upload(B.buffer, b);
+      let x = A;
+      for (let i = 0; i < length; i++) {
+        const y = i % 2 === 0 ? C : D;
+        mul(x, y);
+        x = y;
+      }
+      runner.flush();
+      await ctx.transfers.readFloat32(x.buffer, 0, m * n);
+    };
+    const feeds = { a: new ort.Tensor('float32', a, [m, k]), b: new ort.Tensor('float32', b, [k, n]) };
+    const workloads: { key: string; run: () => Promise<unknown> }[] = [{ key: 'ours', run: () => ours(1) }];
+    for (const ep of ['webgpu', 'cpu'] as const) {
+      for (const length of chain > 1 ? [1, chain] : [1]) {
+        const session = await ortSession(matmulModel(m, k, n, length), ep);
+        if (session) workloads.push({ key: `${ep}${length}`, run: () => session.run(feeds) });
+      }
+    }
+    if (chain > 1) workloads.push({ key: `ours${chain}`, run: () => ours(chain) });
+    const samples = new Map(workloads.map((w) => [w.key, [] as number[]]));
+    for (let i = 0; i < warmup + runs; i++) {
+      for (const w of workloads) {
+        const t0 = performance.now();
+        await w.run();
+        if (i >= warmup) samples.get(w.key)!.push(performance.now() - t0);
+      }
+    }
+    const ms = (key: string) => (samples.get(key)?.length ? median(samples.get(key)!) : null);
+    const gf = (t: number | null) => (t === null ? null : (2 * m * n * k) / (t * 1e6));
+    // Per-multiply time from the chain; null when the difference is lost in the noise.
+    const slope = (key: string) => {
+      const one = ms(`${key}1`) ?? ms(key);
+      const many = ms(`${key}${chain}`);
+      return one === null || many === null || many <= one ? null : (many - one) / (chain - 1);
+    };
     rows.push({
-      bench: 'matmul', shape: name, m, n, k, ms: gpu.ms, gflops: gf(gpu.ms), gflops_with_io: gf(io ?? null),
-      ort_webgpu_gflops: gf(webgpu ?? null), ort_cpu_gflops: gf(cpu ?? null), timing: gpu.method, backend: ctx.backend, adapter: ctx.adapterName,
+      bench: 'matmul', shape: name, m, n, k, ms: gpu.ms, gflops: gf(gpu.ms), gflops_with_io: gf(ms('ours')),
+      ort_webgpu_gflops: gf(ms('webgpu1')), ort_cpu_gflops: gf(ms('cpu1')),
+      ...(chain > 1 ? { chain, kernel_gflops: gf(slope('ours')), ort_webgpu_kernel_gflops: gf(slope('webgpu')), ort_cpu_kernel_gflops: gf(slope('cpu')) } : {}),
+      timing: gpu.method, backend: ctx.backend, adapter: ctx.adapterName,
     });
-    for (const t of [A, B, C]) t.buffer.destroy();
+    for (const t of [A, B, C, D]) t.buffer.destroy();
   }
   runner.destroy();
   return rows;
@@ -154,7 +180,7 @@ async function gptRow(ctx: GpuContext, name: string, python: string, warmup: num
 export const nnBench: Bench = {
   name: 'nn',
   summary: 'WGSL matmul vs onnxruntime (WebGPU and CPU); GPT forward+backward vs torch CPU',
-  columns: ['bench', 'shape', 'config', 'ms', 'gflops', 'gflops_with_io', 'ort_webgpu_gflops', 'ort_cpu_gflops', 'tokens_per_s', 'torch_cpu_tokens_per_s', 'ratio_to_torch'],
+  columns: ['bench', 'shape', 'config', 'ms', 'gflops', 'kernel_gflops', 'ort_webgpu_kernel_gflops', 'gflops_with_io', 'ort_webgpu_gflops', 'ort_cpu_gflops', 'tokens_per_s', 'torch_cpu_tokens_per_s', 'ratio_to_torch'],
   flags: {
     matmul: { kind: 'list', default: ['1024', '512', 'gpt'], help: "matmul sizes: squares, or 'gpt' for the GPT config's shapes" },
     config: { kind: 'string', default: 'char-4x128', help: `GPT config: ${Object.keys(GPT_CONFIGS).join(', ')}, or none for matmul only` },

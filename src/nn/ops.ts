@@ -9,6 +9,8 @@ import { f32bits } from './runner.js';
 import { DTYPE_CODE, ShapeMismatch, type Tensor } from './tensor.js';
 
 const WG = 256;
+/** Rows of C per matmul invocation (shaders/matmul.wgsl). */
+const ROWS = 8;
 
 function groups(n: number): number {
   return Math.ceil(n / WG);
@@ -89,7 +91,7 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
       bias ? bias.shift : 0, flags, f32bits(options.alpha ?? 1),
     ],
     { 1: A.binding, 2: B.binding, 3: C.binding, 4: (bias ?? B).binding, 5: aVec ?? g.runner.dummy, 6: bVec ?? g.runner.dummy },
-    [Math.ceil(lanes / wg), Math.ceil(s.m / 4), nb0 * nb1],
+    [Math.ceil(lanes / wg), Math.ceil(s.m / ROWS), nb0 * nb1],
   );
 }
 

@@ -58,11 +58,20 @@ function tensorValue(name: string, dims: number[]): ProtoWriter {
   return new ProtoWriter().bytes(1, name).bytes(2, new ProtoWriter().bytes(1, tensorType));
 }
 
-/** An ONNX model (opset 13) computing c = a @ b for a [m, k] and b [k, n], fp32. */
-export function matmulModel(m: number, k: number, n: number): Uint8Array {
-  const node = new ProtoWriter().bytes(1, 'a').bytes(1, 'b').bytes(2, 'c').bytes(3, 'matmul').bytes(4, 'MatMul');
-  const graph = new ProtoWriter()
-    .bytes(1, node)
+/**
+ * An ONNX model (opset 13) computing c = a @ b for a [m, k] and b [k, n], fp32; with `chain` > 1
+ * (square b only) it multiplies by b that many times: c = ((a @ b) @ b) ..., so that timing two
+ * chain lengths separates the per-MatMul time from the per-run input and output transfers.
+ */
+export function matmulModel(m: number, k: number, n: number, chain = 1): Uint8Array {
+  if (chain > 1 && k !== n) throw new Error(`matmulModel: a chain of ${chain} needs a square b, got ${k}x${n}`);
+  const graph = new ProtoWriter();
+  for (let i = 0; i < chain; i++) {
+    const input = i === 0 ? 'a' : `c${i}`;
+    const output = i === chain - 1 ? 'c' : `c${i + 1}`;
+    graph.bytes(1, new ProtoWriter().bytes(1, input).bytes(1, 'b').bytes(2, output).bytes(3, `matmul${i}`).bytes(4, 'MatMul'));
+  }
+  graph
     .bytes(2, 'matmul')
     .bytes(11, tensorValue('a', [m, k]))
     .bytes(11, tensorValue('b', [k, n]))
