@@ -126,21 +126,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       r3 = b_row(c0 + 3u * u.b_rs, last_n, nl);
     }
     var a = a_quad(a0);
-    acc0 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc0))));
+    acc0 = acc0 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a = a_quad(a1);
-    acc1 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc1))));
+    acc1 = acc1 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a = a_quad(a2);
-    acc2 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc2))));
+    acc2 = acc2 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a = a_quad(a3);
-    acc3 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc3))));
+    acc3 = acc3 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a = a_quad(a4);
-    acc4 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc4))));
+    acc4 = acc4 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a = a_quad(a5);
-    acc5 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc5))));
+    acc5 = acc5 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a = a_quad(a6);
-    acc6 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc6))));
+    acc6 = acc6 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a = a_quad(a7);
-    acc7 = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc7))));
+    acc7 = acc7 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a0 += ak; a1 += ak; a2 += ak; a3 += ak; a4 += ak; a5 += ak; a6 += ak; a7 += ak;
     if (B_MODE == 2u) {
       c0 += 4u; c1 += 4u; c2 += 4u; c3 += 4u;
@@ -151,14 +151,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // The last k % 4 steps (only when no operand is read as vec4s along k).
   for (; kk < u.k; kk++) {
     let r = b_row(c0, last_n, nl);
-    acc0 = fma(vec4<f32>(A[a0]), r, acc0);
-    acc1 = fma(vec4<f32>(A[a1]), r, acc1);
-    acc2 = fma(vec4<f32>(A[a2]), r, acc2);
-    acc3 = fma(vec4<f32>(A[a3]), r, acc3);
-    acc4 = fma(vec4<f32>(A[a4]), r, acc4);
-    acc5 = fma(vec4<f32>(A[a5]), r, acc5);
-    acc6 = fma(vec4<f32>(A[a6]), r, acc6);
-    acc7 = fma(vec4<f32>(A[a7]), r, acc7);
+    acc0 = acc0 + A[a0] * r;
+    acc1 = acc1 + A[a1] * r;
+    acc2 = acc2 + A[a2] * r;
+    acc3 = acc3 + A[a3] * r;
+    acc4 = acc4 + A[a4] * r;
+    acc5 = acc5 + A[a5] * r;
+    acc6 = acc6 + A[a6] * r;
+    acc7 = acc7 + A[a7] * r;
     a0 += u.a_cs; a1 += u.a_cs; a2 += u.a_cs; a3 += u.a_cs; a4 += u.a_cs; a5 += u.a_cs; a6 += u.a_cs; a7 += u.a_cs;
     c0 += u.b_rs;
   }
