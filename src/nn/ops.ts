@@ -66,7 +66,8 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   const bias = options.bias?.binding(ctx);
   if (options.bias && options.bias.dtype !== b.t.dtype) throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
   const lanes = Math.ceil(s.n / 4);
-  const wg = lanes >= 64 ? 64 : lanes >= 32 ? 32 : lanes >= 16 ? 16 : 8;
+  // The widest workgroup that leaves the fewest idle invocations in the last column block.
+  const wg = [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
   const flags = (options.bias ? 1 : 0) | (options.accumulate ? 2 : 0);
   const aStart = A.shift + (a.off ?? 0);
   const bStart = B.shift + (b.off ?? 0);
