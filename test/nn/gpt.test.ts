@@ -32,7 +32,7 @@ function model(config: GptConfig, values: Map<string, Float32Array>, dtype: Para
 }
 
 async function lossOf(gpt: Gpt, config: GptConfig, batch: number, data: ReturnType<typeof batchOf>, backward = false): Promise<number> {
-  const g = new Graph(ctx);
+  const g = new Graph(ctx, { seed: SEED });
   const { loss } = gpt.forward(g, g.input(data.ids, [batch, config.seqLength], 'ids'), g.input(data.targets, [batch * config.seqLength], 'targets'));
   if (backward) g.backward(loss!);
   const value = (await g.read(loss!))[0]!;
@@ -49,9 +49,10 @@ describe('GPT', () => {
     params.destroy();
   });
 
-  for (const tiedHead of [true, false]) {
-    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head)`, async () => {
-      const config: GptConfig = { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead };
+  for (const [tiedHead, dropout] of [[true, 0], [false, 0], [true, 0.2]] as const) {
+    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''})`, async () => {
+      // With dropout every forward of a graph with the same seed draws the same masks.
+      const config: GptConfig = { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead, dropout };
       const batch = 2;
       // Larger than GPT-2's init so that every layer's grads are well above fp32 noise.
       const values = new Map([...Gpt.init(config, SEED)].map(([name, v]) => [name, name.includes('ln') && name.endsWith('weight') ? v.map((x, i) => x + normals(SEED, i, 1, 0.2)[0]!) : normals(SEED, name.length * 31 + v.length, v.length, 0.4)]));
