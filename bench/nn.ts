@@ -13,7 +13,7 @@
  * per forward+backward (graph building and dispatch included, as torch's are).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
@@ -26,6 +26,7 @@ import { Runner } from '../src/nn/runner.js';
 import { Tensor } from '../src/nn/tensor.js';
 import { matmulModel } from '../src/onnx/proto-writer.js';
 import type { Bench } from './bench.js';
+import { groupedBarSvg } from '../src/plot/svg.js';
 import { progress, type Row } from './report.js';
 import { median, timeGpu } from './timing.js';
 
@@ -190,6 +191,19 @@ async function gptRow(ctx: GpuContext, name: string, python: string, warmup: num
   };
 }
 
+function writeChart(path: string, rows: Row[], adapter: string): void {
+  const groups = rows.map((r) => ({ label: String(r.shape), values: [Number(r.gflops ?? 0), Number(r.ort_webgpu_gflops ?? 0)] }));
+  const svg = groupedBarSvg(groups, [{ name: 'webtron WGSL', color: '#1f77b4' }, { name: 'onnxruntime WebGPU', color: '#ff7f0e' }], {
+    title: `matmul GFLOP/s, host to host (${adapter.split(':')[0]})`,
+    xLabel: 'shape',
+    yLabel: 'GFLOP/s',
+    yFormat: (y) => y.toFixed(1),
+  });
+  writeFileSync(`${path}.tmp`, svg);
+  renameSync(`${path}.tmp`, path);
+  progress(`wrote ${path}`);
+}
+
 export const nnBench: Bench = {
   name: 'nn',
   summary: 'WGSL matmul vs onnxruntime (WebGPU and CPU); GPT forward+backward vs torch CPU',
@@ -200,6 +214,7 @@ export const nnBench: Bench = {
     python: { kind: 'string', default: '/usr/bin/python3', help: 'python with torch for the CPU reference' },
     runs: { kind: 'int', default: 10, help: 'timed runs (median reported)' },
     warmup: { kind: 'int', default: 2, help: 'untimed runs first' },
+    chart: { kind: 'string', help: 'write an SVG chart of matmul GFLOP/s (webtron vs onnxruntime WebGPU) to this file' },
   },
   async run(env, flags) {
     const ctx = await env.gpu();
@@ -209,6 +224,7 @@ export const nnBench: Bench = {
     const runs = flags.runs as number;
     const warmup = flags.warmup as number;
     const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs);
+    if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
     if (name !== 'none') rows.push(await gptRow(ctx, name, flags.python as string, warmup, runs));
     return rows;
   },

@@ -94,3 +94,23 @@ export function stackedBarSvg(bars: StackedBar[], segments: { name: string; colo
   out.push('</svg>');
   return out.join('\n');
 }
+
+/** Bars side by side per group (one per series, in the order of `series`), e.g. GFLOP/s per shape per implementation. */
+export function groupedBarSvg(groups: StackedBar[], series: { name: string; color: string }[], o: ChartOptions): string {
+  const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
+  const y1 = Math.max(...groups.flatMap((g) => g.values)) * 1.1 || 1;
+  const slot = (W - L - R) / groups.length;
+  const barWidth = Math.min(24, (slot * 0.8) / series.length);
+  const cx = (i: number) => L + slot * (i + 0.5);
+  const { out, py } = frame(o, y1, groups.map((g, i) => ({ x: cx(i), label: g.label })));
+  groups.forEach((group, i) => {
+    group.values.forEach((v, k) => {
+      const s = series[k]!;
+      const x = cx(i) - (barWidth * series.length) / 2 + k * barWidth;
+      out.push(`<rect x="${x}" y="${py(v)}" width="${barWidth}" height="${py(0) - py(v)}" fill="${s.color}"><title>${esc(`${group.label}, ${s.name}: ${fmt(v)}`)}</title></rect>`);
+    });
+  });
+  legend(out, series);
+  out.push('</svg>');
+  return out.join('\n');
+}
