@@ -30,10 +30,12 @@ export class Graph {
   readonly runner: Runner;
   private readonly tape: TapeEntry[] = [];
   private readonly owned: DeviceBuffer[] = [];
-  private readonly grads = new Map<Tensor | DeviceBuffer, Tensor>();
-  private readonly wideGrads = new Map<string, { param: Tensor; wide: Tensor }>();
+  /** Activation grads by the activation's buffer. */
+  private readonly grads = new Map<DeviceBuffer, Tensor>();
+  /** fp32 accumulators of fp16-grad params, by param name. */
+  private readonly wideGrads = new Map<string, Tensor>();
   private readonly ownsRunner: boolean;
-  /** Dropout calls so far: each gets its own RNG stream. */
+  /** Dropout calls made on this graph so far: each gets its own RNG stream (see ops.dropoutSeed). */
   dropoutCalls = 0;
 
   constructor(
@@ -46,8 +48,9 @@ export class Graph {
     this.seed = options.seed ?? 0;
   }
 
-  /** Dropout is active (and the tape recorded) only while training. */
+  /** Dropout is active only while training. */
   readonly training: boolean;
+  /** Seed of this graph's dropout masks. */
   readonly seed: number;
 
   /** A new fp32 activation (zeroed). */
@@ -79,14 +82,13 @@ export class Graph {
   gradOf(t: Tensor): Tensor {
     if (t.param) {
       if (t.param.gradDtype === 'float32') return t.param.grad;
-      let entry = this.wideGrads.get(t.param.name);
-      if (!entry) {
+      let wide = this.wideGrads.get(t.param.name);
+      if (!wide) {
         // One spare element: the fp16 add works on element pairs and must add zero past an odd end.
-        const wide = this.tensor([t.numel + 1], `grad32(${t.param.name})`);
-        entry = { param: t, wide: new Tensor(wide.buffer, 0, t.shape, 'float32') };
-        this.wideGrads.set(t.param.name, entry);
+        wide = new Tensor(this.tensor([t.numel + 1], `grad32(${t.param.name})`).buffer, 0, t.shape, 'float32');
+        this.wideGrads.set(t.param.name, wide);
       }
-      return entry.wide;
+      return wide;
     }
     const key = t.buffer;
     let g = this.grads.get(key);
@@ -132,12 +134,12 @@ export class Graph {
   }
 
   private finishParamGrad(p: Tensor): void {
-    const entry = this.wideGrads.get(p.param!.name);
-    if (!entry) return;
+    const wide = this.wideGrads.get(p.param!.name);
+    if (!wide) return;
     const grad = p.param!.grad;
     const dst = grad.binding(this.ctx);
     if (grad.offset % 2 !== 0) throw new GraphError(`fp16 grad of '${p.param!.name}' starts at odd element ${grad.offset}; the layout places 16-bit params at even elements`);
-    const src = entry.wide.binding(this.ctx);
+    const src = wide.binding(this.ctx);
     const pairs = Math.ceil(p.numel / 2);
     this.runner.dispatch('accumulate', 'add_to_f16', { WG: 256 }, [pairs, dst.shift / 2, src.shift, f32bits(1)], { 1: src.binding, 3: dst.binding }, Math.ceil(pairs / 256));
   }

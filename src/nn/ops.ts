@@ -6,7 +6,7 @@
 import type { ParamDtype } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
 import { f32bits } from './runner.js';
-import { DTYPE_CODE, ShapeMismatch, type Tensor } from './tensor.js';
+import { DTYPE_CODE, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
 
 const WG = 256;
 /** Rows of C per matmul invocation (shaders/matmul.wgsl). */
@@ -200,7 +200,7 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
   // One binding covers both params; their offsets are relative to its start.
   const lo = Math.min(w.offset, b.offset);
   const span = Math.max(w.offset, b.offset) + c - lo;
-  const W = bindingOfRange(g, { buffer: w.buffer, offset: lo, numel: span, dtype: w.dtype });
+  const W = rangeBinding(g.ctx, w.buffer, lo, span, w.dtype, 'layernorm params');
   const wOff = W.shift + w.offset - lo;
   const bOff = W.shift + b.offset - lo;
   const code = { WG: 64, P_DTYPE: paramCode(w, 'layernorm') };
@@ -216,11 +216,11 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
       const dw = g.gradOf(w);
       const db = g.gradOf(b);
       // Writable bindings may not overlap: one binding over both grads when they share a buffer.
-      const run = (which: number, G: ReturnType<typeof bindingOfRange>, dwOff: number, dbOff: number) =>
+      const run = (which: number, G: RangeBinding, dwOff: number, dbOff: number) =>
         g.runner.dispatch('layernorm', 'backward_params', code, [rows, c, 0, 0, 0, dwOff, dbOff, which], { 1: X, 4: S, 5: dy, 6: G.binding }, Math.ceil(c / 64));
       if (dw.buffer === db.buffer) {
         const lo = Math.min(dw.offset, db.offset);
-        const G = bindingOfRange(g, { buffer: dw.buffer, offset: lo, numel: Math.max(dw.offset, db.offset) + c - lo, dtype: 'float32' });
+        const G = rangeBinding(g.ctx, dw.buffer, lo, Math.max(dw.offset, db.offset) + c - lo, 'float32', 'layernorm grads');
         run(3, G, G.shift + dw.offset - lo, G.shift + db.offset - lo);
       } else {
         const W = dw.binding(g.ctx);
@@ -231,16 +231,6 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
     }
   });
   return y;
-}
-
-/** Binding + shift for an element range described by a tensor-like (buffer, offset, numel, dtype). */
-function bindingOfRange(g: Graph, t: Pick<Tensor, 'buffer' | 'offset' | 'numel' | 'dtype'>): { binding: { buffer: Tensor['buffer']; offset: number; size: number }; shift: number } {
-  const bytes = t.dtype === 'float32' || t.dtype === 'uint32' ? 4 : 2;
-  const align = g.ctx.limits.minStorageBufferOffsetAlignment;
-  const start = t.offset * bytes;
-  const alignedStart = Math.floor(start / align) * align;
-  const end = Math.min(t.buffer.size, Math.ceil((start + t.numel * bytes) / 4) * 4);
-  return { binding: { buffer: t.buffer, offset: alignedStart, size: end - alignedStart }, shift: (start - alignedStart) / bytes };
 }
 
 export function gelu(g: Graph, x: Tensor): Tensor {

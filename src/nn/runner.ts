@@ -26,8 +26,8 @@ export class Runner {
   private readonly uniforms: DeviceBuffer;
   private readonly staging = new Uint32Array((SLOTS * SLOT_BYTES) / 4);
   private slots = 0;
-  /** Dispatches recorded since the runner was made (for tests and benchmarks). */
-  dispatches = 0;
+  /** Recording into a caller's encoder (recordInto): flushing is not ours to do. */
+  private external = false;
 
   /** A 16-byte storage buffer for bindings a kernel variant declares but does not read. */
   readonly dummy: DeviceBuffer;
@@ -69,13 +69,6 @@ export class Runner {
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(...workgroups);
     }
-    this.dispatches++;
-  }
-
-  /** Record a buffer copy (ends the current compute pass). */
-  copy(src: DeviceBuffer, srcOffset: number, dst: DeviceBuffer, dstOffset: number, size: number): void {
-    this.endPass();
-    this.encoderNow().copyBufferToBuffer(src.gpu, srcOffset, dst.gpu, dstOffset, size);
   }
 
   private encoderNow(): GPUCommandEncoder {
@@ -111,8 +104,6 @@ export class Runner {
       this.slots = 0;
     }
   }
-
-  private external = false;
 
   /** Submit what was recorded. */
   flush(): void {

@@ -60,15 +60,29 @@ export class Tensor {
   }
 
   /** The binding covering this tensor (starting at the aligned byte at or below it) and the shift to its first element. */
-  binding(ctx: GpuContext): { binding: { buffer: DeviceBuffer; offset: number; size: number }; shift: number } {
-    const bytes = DTYPE_BYTES[this.dtype];
-    const start = this.offset * bytes;
-    const aligned = alignDown(start, ctx.limits.minStorageBufferOffsetAlignment);
-    const end = Math.min(this.buffer.size, Math.ceil((start + Math.max(1, this.numel) * bytes) / 4) * 4);
-    const size = end - aligned.start;
-    if (size > ctx.limits.maxStorageBufferBindingSize) {
-      throw new ShapeMismatch(`tensor [${this.shape.join(', ')}] of '${this.buffer.label}' spans ${size} B, over this device's storage binding limit (${ctx.limits.maxStorageBufferBindingSize} B)`);
-    }
-    return { binding: { buffer: this.buffer, offset: aligned.start, size }, shift: aligned.shift / bytes };
+  binding(ctx: GpuContext): RangeBinding {
+    return rangeBinding(ctx, this.buffer, this.offset, this.numel, this.dtype, `tensor [${this.shape.join(', ')}]`);
   }
+}
+
+export interface RangeBinding {
+  binding: { buffer: DeviceBuffer; offset: number; size: number };
+  /** Elements from the binding's start to the range's first element. */
+  shift: number;
+}
+
+/**
+ * The binding of `numel` elements of `dtype` from element `offset` of `buffer`: it starts at the
+ * device's storage offset alignment at or below the data and ends at the next whole word.
+ */
+export function rangeBinding(ctx: GpuContext, buffer: DeviceBuffer, offset: number, numel: number, dtype: Dtype, what: string): RangeBinding {
+  const bytes = DTYPE_BYTES[dtype];
+  const start = offset * bytes;
+  const aligned = alignDown(start, ctx.limits.minStorageBufferOffsetAlignment);
+  const end = Math.min(buffer.size, Math.ceil((start + Math.max(1, numel) * bytes) / 4) * 4);
+  const size = end - aligned.start;
+  if (size > ctx.limits.maxStorageBufferBindingSize) {
+    throw new ShapeMismatch(`${what} of '${buffer.label}' spans ${size} B, over this device's storage binding limit (${ctx.limits.maxStorageBufferBindingSize} B)`);
+  }
+  return { binding: { buffer, offset: aligned.start, size }, shift: aligned.shift / bytes };
 }
