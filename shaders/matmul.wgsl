@@ -16,13 +16,30 @@ override B_DTYPE: u32 = 0u;
 override A_VEC: bool = false;
 override B_MODE: u32 = 0u;
 
+// Sizes and strides are pipeline constants (one pipeline per shape: a model has a handful), so the
+// driver compiles the address arithmetic down; offsets and alpha change per call and stay uniforms.
+override M: u32 = 1u;
+override N: u32 = 1u;
+override K: u32 = 1u;
+override NB1: u32 = 1u;
+override A_RS: u32 = 1u;
+override A_CS: u32 = 1u;
+override A_B0: u32 = 1u;
+override A_B1: u32 = 1u;
+override B_RS: u32 = 1u;
+override B_CS: u32 = 1u;
+override B_B0: u32 = 1u;
+override B_B1: u32 = 1u;
+override C_RS: u32 = 1u;
+override C_B0: u32 = 1u;
+override C_B1: u32 = 1u;
+override FLAGS: u32 = 1u;
+
 struct MatmulUniforms {
-  m: u32, n: u32, k: u32, nb1: u32,           // sizes; batch z = z0 * nb1 + z1
-  a_off: u32, a_rs: u32, a_cs: u32, a_b0: u32, a_b1: u32,
-  b_off: u32, b_rs: u32, b_cs: u32, b_b0: u32, b_b1: u32,
-  c_off: u32, c_rs: u32, c_b0: u32, c_b1: u32, // C's column stride is 1
+  a_off: u32,
+  b_off: u32,
+  c_off: u32,
   bias_off: u32,
-  flags: u32,                                  // 1: add bias[n]; 2: accumulate into C
   alpha: f32,
 }
 
@@ -54,45 +71,51 @@ fn a_quad(a: u32) -> vec4<f32> {
   if (A_VEC) {
     return A4[a >> 2u];
   }
-  return vec4<f32>(A[a], A[a + u.a_cs], A[a + 2u * u.a_cs], A[a + 3u * u.a_cs]);
+  return vec4<f32>(A[a], A[a + A_CS], A[a + 2u * A_CS], A[a + 3u * A_CS]);
 }
 
-// B[k, n .. n+3] for B_MODE 0 and 1 (b: element of B[k, n]).
-fn b_row(b: u32, n_last: u32, n0: u32) -> vec4<f32> {
+// B[k, n .. n+3] for B_MODE 0 and 1, given the four columns' elements in row k.
+fn b_row(b0: u32, b1: u32, b2: u32, b3: u32) -> vec4<f32> {
   if (B_MODE == 1u) {
-    return B4[b >> 2u];
+    return B4[b0 >> 2u];
   }
-  let cs = u.b_cs;
-  return vec4<f32>(load_b(b), load_b(b + min(1u, n_last - n0) * cs), load_b(b + min(2u, n_last - n0) * cs), load_b(b + min(3u, n_last - n0) * cs));
+  return vec4<f32>(load_b(b0), load_b(b1), load_b(b2), load_b(b3));
+}
+
+fn block_row(mb: u32, r: u32) -> u32 {
+  return select(mb + r, min(mb + r, M - 1u), M < 8u);
+}
+
+fn block_col(nb: u32, j: u32) -> u32 {
+  return select(nb + j, min(nb + j, N - 1u), N < 4u);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let n0 = (wid.x * WG + lid) * 4u;
   let m0 = wid.y * 8u;
-  let z0 = wid.z / u.nb1;
-  let z1 = wid.z % u.nb1;
-  // Rows and columns past the edge read the last valid ones and are not stored. No invocation
-  // returns early: A's addresses then stay the same across the workgroup, which CPU drivers turn into
-  // one load for all invocations instead of one per invocation.
-  let last_m = u.m - 1u;
-  let last_n = u.n - 1u;
-  let nl = min(n0, last_n & ~3u);
-  let a_base = u.a_off + z0 * u.a_b0 + z1 * u.a_b1;
-  var a0 = a_base + min(m0, last_m) * u.a_rs;
-  var a1 = a_base + min(m0 + 1u, last_m) * u.a_rs;
-  var a2 = a_base + min(m0 + 2u, last_m) * u.a_rs;
-  var a3 = a_base + min(m0 + 3u, last_m) * u.a_rs;
-  var a4 = a_base + min(m0 + 4u, last_m) * u.a_rs;
-  var a5 = a_base + min(m0 + 5u, last_m) * u.a_rs;
-  var a6 = a_base + min(m0 + 6u, last_m) * u.a_rs;
-  var a7 = a_base + min(m0 + 7u, last_m) * u.a_rs;
-  let b_base = u.b_off + z0 * u.b_b0 + z1 * u.b_b1;
-  // B_MODE 2: the four columns' starts (each read along k).
-  var c0 = b_base + nl * u.b_cs;
-  var c1 = b_base + min(nl + 1u, last_n) * u.b_cs;
-  var c2 = b_base + min(nl + 2u, last_n) * u.b_cs;
-  var c3 = b_base + min(nl + 3u, last_n) * u.b_cs;
+  let z0 = wid.z / NB1;
+  let z1 = wid.z % NB1;
+  // Blocks past the edge move back inside (and store only what the previous block did not). No
+  // invocation returns early: A's addresses then stay the same across the workgroup, which CPU
+  // drivers turn into one load for all invocations.
+  let mb = select(m0, M - 8u, M >= 8u && m0 + 8u > M);
+  let nb = select(min(n0, N - 4u), 0u, N < 4u);
+  let a_base = u.a_off + z0 * A_B0 + z1 * A_B1;
+  var a0 = a_base + block_row(mb, 0u) * A_RS;
+  var a1 = a_base + block_row(mb, 1u) * A_RS;
+  var a2 = a_base + block_row(mb, 2u) * A_RS;
+  var a3 = a_base + block_row(mb, 3u) * A_RS;
+  var a4 = a_base + block_row(mb, 4u) * A_RS;
+  var a5 = a_base + block_row(mb, 5u) * A_RS;
+  var a6 = a_base + block_row(mb, 6u) * A_RS;
+  var a7 = a_base + block_row(mb, 7u) * A_RS;
+  let b_base = u.b_off + z0 * B_B0 + z1 * B_B1;
+  // The four columns' starts in B (B_MODE 2 reads each along k; otherwise c0 walks B's rows).
+  var c0 = b_base + block_col(nb, 0u) * B_CS;
+  var c1 = b_base + block_col(nb, 1u) * B_CS;
+  var c2 = b_base + block_col(nb, 2u) * B_CS;
+  var c3 = b_base + block_col(nb, 3u) * B_CS;
   var acc0 = vec4<f32>(0.0);
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
@@ -101,56 +124,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc5 = vec4<f32>(0.0);
   var acc6 = vec4<f32>(0.0);
   var acc7 = vec4<f32>(0.0);
-  let ak = 4u * u.a_cs;
-  let bk = 4u * u.b_rs;
+  let ak = 4u * A_CS;
+  let bk = 4u * B_RS;
   var kk = 0u;
-  for (; kk + 4u <= u.k; kk += 4u) {
-    var r0: vec4<f32>;
-    var r1: vec4<f32>;
-    var r2: vec4<f32>;
-    var r3: vec4<f32>;
-    if (B_MODE == 2u) {
-      // Columns along k, turned into rows (free: vec4 components are separate registers on CPUs).
-      let t0 = B4[c0 >> 2u];
-      let t1 = B4[c1 >> 2u];
-      let t2 = B4[c2 >> 2u];
-      let t3 = B4[c3 >> 2u];
-      r0 = vec4<f32>(t0.x, t1.x, t2.x, t3.x);
-      r1 = vec4<f32>(t0.y, t1.y, t2.y, t3.y);
-      r2 = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
-      r3 = vec4<f32>(t0.w, t1.w, t2.w, t3.w);
-    } else {
-      r0 = b_row(c0, last_n, nl);
-      r1 = b_row(c0 + u.b_rs, last_n, nl);
-      r2 = b_row(c0 + 2u * u.b_rs, last_n, nl);
-      r3 = b_row(c0 + 3u * u.b_rs, last_n, nl);
+  for (; kk + 4u <= K; kk += 4u) {
+    // A's 8 x 4 block first (the same in every invocation), then B one row of 4 columns at a time:
+    // few values live per invocation, which on CPU drivers is what keeps this fast.
+    let q0 = a_quad(a0);
+    let q1 = a_quad(a1);
+    let q2 = a_quad(a2);
+    let q3 = a_quad(a3);
+    let q4 = a_quad(a4);
+    let q5 = a_quad(a5);
+    let q6 = a_quad(a6);
+    let q7 = a_quad(a7);
+    for (var j = 0u; j < 4u; j++) {
+      var r: vec4<f32>;
+      if (B_MODE == 2u) {
+        r = vec4<f32>(B4[c0 >> 2u][j], B4[c1 >> 2u][j], B4[c2 >> 2u][j], B4[c3 >> 2u][j]);
+      } else {
+        r = b_row(c0 + j * B_RS, c1 + j * B_RS, c2 + j * B_RS, c3 + j * B_RS);
+      }
+      acc0 += q0[j] * r; acc1 += q1[j] * r; acc2 += q2[j] * r; acc3 += q3[j] * r;
+      acc4 += q4[j] * r; acc5 += q5[j] * r; acc6 += q6[j] * r; acc7 += q7[j] * r;
     }
-    var a = a_quad(a0);
-    acc0 = acc0 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
-    a = a_quad(a1);
-    acc1 = acc1 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
-    a = a_quad(a2);
-    acc2 = acc2 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
-    a = a_quad(a3);
-    acc3 = acc3 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
-    a = a_quad(a4);
-    acc4 = acc4 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
-    a = a_quad(a5);
-    acc5 = acc5 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
-    a = a_quad(a6);
-    acc6 = acc6 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
-    a = a_quad(a7);
-    acc7 = acc7 + a.x * r0 + a.y * r1 + a.z * r2 + a.w * r3;
     a0 += ak; a1 += ak; a2 += ak; a3 += ak; a4 += ak; a5 += ak; a6 += ak; a7 += ak;
     if (B_MODE == 2u) {
       c0 += 4u; c1 += 4u; c2 += 4u; c3 += 4u;
     } else {
-      c0 += bk;
+      c0 += bk; c1 += bk; c2 += bk; c3 += bk;
     }
   }
   // The last k % 4 steps (only when no operand is read as vec4s along k).
-  for (; kk < u.k; kk++) {
-    let r = b_row(c0, last_n, nl);
+  for (; kk < K; kk++) {
+    let r = b_row(c0, c1, c2, c3);
     acc0 = acc0 + A[a0] * r;
     acc1 = acc1 + A[a1] * r;
     acc2 = acc2 + A[a2] * r;
@@ -159,32 +166,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     acc5 = acc5 + A[a5] * r;
     acc6 = acc6 + A[a6] * r;
     acc7 = acc7 + A[a7] * r;
-    a0 += u.a_cs; a1 += u.a_cs; a2 += u.a_cs; a3 += u.a_cs; a4 += u.a_cs; a5 += u.a_cs; a6 += u.a_cs; a7 += u.a_cs;
-    c0 += u.b_rs;
+    a0 += A_CS; a1 += A_CS; a2 += A_CS; a3 += A_CS; a4 += A_CS; a5 += A_CS; a6 += A_CS; a7 += A_CS;
+    c0 += B_RS; c1 += B_RS; c2 += B_RS; c3 += B_RS;
   }
   var add = vec4<f32>(0.0);
-  if ((u.flags & 1u) != 0u) {
-    add = vec4<f32>(load_bias(u.bias_off + nl), load_bias(u.bias_off + min(nl + 1u, last_n)),
-                    load_bias(u.bias_off + min(nl + 2u, last_n)), load_bias(u.bias_off + min(nl + 3u, last_n)));
+  if ((FLAGS & 1u) != 0u) {
+    add = vec4<f32>(load_bias(u.bias_off + block_col(nb, 0u)), load_bias(u.bias_off + block_col(nb, 1u)),
+                    load_bias(u.bias_off + block_col(nb, 2u)), load_bias(u.bias_off + block_col(nb, 3u)));
   }
-  let c_base = u.c_off + z0 * u.c_b0 + z1 * u.c_b1;
-  store_row(c_base, m0, n0, acc0 * u.alpha + add);
-  store_row(c_base, m0 + 1u, n0, acc1 * u.alpha + add);
-  store_row(c_base, m0 + 2u, n0, acc2 * u.alpha + add);
-  store_row(c_base, m0 + 3u, n0, acc3 * u.alpha + add);
-  store_row(c_base, m0 + 4u, n0, acc4 * u.alpha + add);
-  store_row(c_base, m0 + 5u, n0, acc5 * u.alpha + add);
-  store_row(c_base, m0 + 6u, n0, acc6 * u.alpha + add);
-  store_row(c_base, m0 + 7u, n0, acc7 * u.alpha + add);
+  let c_base = u.c_off + z0 * C_B0 + z1 * C_B1;
+  store_row(c_base, mb + 0u, m0, nb, n0, acc0 * u.alpha + add);
+  store_row(c_base, mb + 1u, m0, nb, n0, acc1 * u.alpha + add);
+  store_row(c_base, mb + 2u, m0, nb, n0, acc2 * u.alpha + add);
+  store_row(c_base, mb + 3u, m0, nb, n0, acc3 * u.alpha + add);
+  store_row(c_base, mb + 4u, m0, nb, n0, acc4 * u.alpha + add);
+  store_row(c_base, mb + 5u, m0, nb, n0, acc5 * u.alpha + add);
+  store_row(c_base, mb + 6u, m0, nb, n0, acc6 * u.alpha + add);
+  store_row(c_base, mb + 7u, m0, nb, n0, acc7 * u.alpha + add);
 }
 
-fn store_row(c_base: u32, m: u32, n0: u32, v: vec4<f32>) {
-  if (m >= u.m || n0 >= u.n) { return; }
-  let at = c_base + m * u.c_rs + n0;
-  let accumulate = (u.flags & 2u) != 0u;
+fn store_row(c_base: u32, m: u32, m0: u32, nb: u32, n0: u32, v: vec4<f32>) {
+  // Rows and columns a moved-back block shares with the previous one were stored there.
+  if (m < m0 || m >= M) { return; }
+  let at = c_base + m * C_RS;
+  let accumulate = (FLAGS & 2u) != 0u;
   for (var j = 0u; j < 4u; j++) {
-    if (n0 + j < u.n) {
-      C[at + j] = select(v[j], v[j] + C[at + j], accumulate);
+    let col = nb + j;
+    if (col >= n0 && col < N) {
+      C[at + col] = select(v[j], v[j] + C[at + col], accumulate);
     }
   }
 }

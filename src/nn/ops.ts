@@ -83,14 +83,14 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   g.runner.dispatch(
     'matmul',
     'main',
-    { WG: wg, B_DTYPE: paramCode(b.t, 'matmul B'), A_VEC: aVec ? 1 : 0, B_MODE: bMode },
-    [
-      s.m, s.n, s.k, nb1,
-      aStart, a.rs, a.cs, a.b0 ?? 0, a.b1 ?? 0,
-      bStart, b.rs, b.cs, b.b0 ?? 0, b.b1 ?? 0,
-      C.shift + (c.off ?? 0), c.rs, c.b0 ?? 0, c.b1 ?? 0,
-      bias ? bias.shift : 0, flags, f32bits(options.alpha ?? 1),
-    ],
+    {
+      WG: wg, B_DTYPE: paramCode(b.t, 'matmul B'), A_VEC: aVec ? 1 : 0, B_MODE: bMode,
+      M: s.m, N: s.n, K: s.k, NB1: nb1,
+      A_RS: a.rs, A_CS: a.cs, A_B0: a.b0 ?? 0, A_B1: a.b1 ?? 0,
+      B_RS: b.rs, B_CS: b.cs, B_B0: b.b0 ?? 0, B_B1: b.b1 ?? 0,
+      C_RS: c.rs, C_B0: c.b0 ?? 0, C_B1: c.b1 ?? 0, FLAGS: flags,
+    },
+    [aStart, bStart, C.shift + (c.off ?? 0), bias ? bias.shift : 0, f32bits(options.alpha ?? 1)],
     { 1: A.binding, 2: B.binding, 3: C.binding, 4: (bias ?? B).binding, 5: aVec ?? g.runner.dummy, 6: bVec ?? g.runner.dummy },
     [Math.ceil(lanes / wg), Math.ceil(s.m / ROWS), nb0 * nb1],
   );
