@@ -96,11 +96,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m0 = wid.y * 8u;
   let z0 = wid.z / NB1;
   let z1 = wid.z % NB1;
-  // Blocks past the edge move back inside (and store only what the previous block did not). No
+  // Blocks past the edge move back inside (and store only what the previous block did not; max()
+  // keeps these pipeline-constant expressions from wrapping when M < 8 or N < 4). No
   // invocation returns early: A's addresses then stay the same across the workgroup, which CPU
   // drivers turn into one load for all invocations.
-  let mb = select(m0, M - 8u, M >= 8u && m0 + 8u > M);
-  let nb = select(min(n0, N - 4u), 0u, N < 4u);
+  let mb = select(m0, max(M, 8u) - 8u, M >= 8u && m0 + 8u > M);
+  let nb = select(min(n0, max(N, 4u) - 4u), 0u, N < 4u);
   let a_base = u.a_off + z0 * A_B0 + z1 * A_B1;
   var a0 = a_base + block_row(mb, 0u) * A_RS;
   var a1 = a_base + block_row(mb, 1u) * A_RS;
