@@ -13,10 +13,11 @@
  * per forward+backward (graph building and dispatch included, as torch's are).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
+import { writeFileAtomic } from '../src/files.js';
 import { storageUsage, type GpuContext } from '../src/gpu/context.js';
 import { Graph } from '../src/nn/graph.js';
 import { Gpt, type GptConfig } from '../src/nn/gpt.js';
@@ -199,8 +200,7 @@ function writeChart(path: string, rows: Row[], adapter: string): void {
     yLabel: 'GFLOP/s',
     yFormat: (y) => y.toFixed(1),
   });
-  writeFileSync(`${path}.tmp`, svg);
-  renameSync(`${path}.tmp`, path);
+  writeFileAtomic(path, svg);
   progress(`wrote ${path}`);
 }
 

@@ -5,7 +5,7 @@
  * grad norm, Adam, param readback, all-gather, param upload), with the model-state bytes each rank
  * holds on the GPU.
  */
-import { renameSync, writeFileSync } from 'node:fs';
+import { writeFileAtomic } from '../src/files.js';
 import { fileURLToPath } from 'node:url';
 import type { Bench } from './bench.js';
 import { parseCount } from './adam.js';
@@ -59,8 +59,7 @@ export const optimizerBench: Bench = {
         yLabel: 'GPU bytes per rank (params + grads + optimizer state)',
         yFormat: (y) => `${(y / 1e6).toFixed(0)} MB`,
       });
-      writeFileSync(`${flags.chart as string}.tmp`, svg);
-      renameSync(`${flags.chart as string}.tmp`, flags.chart as string);
+      writeFileAtomic(flags.chart as string, svg);
       progress(`wrote ${flags.chart as string}`);
     }
     return rows;

@@ -3,9 +3,10 @@
  * (and JSON lines with --json). With no name: run every benchmark and also write the JSON lines and
  * a Markdown summary to bench/results/<adapter>.jsonl and .md.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../src/files.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../src/train/flags.js';
 import { adamBench } from './adam.js';
@@ -28,10 +29,6 @@ function resultsDir(): string {
   return join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
 }
 
-function writeAtomic(path: string, text: string): void {
-  writeFileSync(`${path}.tmp`, text);
-  renameSync(`${path}.tmp`, path);
-}
 
 async function main(argv: string[]): Promise<number> {
   const names = argv.filter((a, i) => !a.startsWith('--') && (i === 0 || !argv[i - 1]!.startsWith('--') || argv[i - 1]!.includes('=') || isBooleanFlag(argv[i - 1]!)));
@@ -66,8 +63,8 @@ async function main(argv: string[]): Promise<number> {
     const adapter = gpu === null ? 'no-gpu' : (await (gpu as Promise<GpuContext>)).adapterName;
     const base = join(resultsDir(), slug(adapter));
     mkdirSync(dirname(base), { recursive: true });
-    writeAtomic(`${base}.jsonl`, all.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    writeAtomic(`${base}.md`, `# webtron benchmarks on ${adapter}\n\nRun ${new Date().toISOString()} with \`npm run bench\`.\n\n${sections.join('\n')}`);
+    writeFileAtomic(`${base}.jsonl`, all.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    writeFileAtomic(`${base}.md`, `# webtron benchmarks on ${adapter}\n\nRun ${new Date().toISOString()} with \`npm run bench\`.\n\n${sections.join('\n')}`);
     console.error(`bench: wrote ${base}.jsonl and ${base}.md`);
   }
   return 0;

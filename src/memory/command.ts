@@ -1,5 +1,6 @@
 /** `webtron memory`: the memory-savings calculator on the command line. */
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../files.js';
 import { join } from 'node:path';
 import { ProcessGroup } from '../collectives/process-group.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
@@ -190,6 +191,5 @@ export function writePlot(path: string, rows: MemoryRow[]): void {
       yFormat: (y) => formatBytes(Math.round(y)),
     },
   );
-  writeFileSync(`${path}.tmp`, svg);
-  renameSync(`${path}.tmp`, path);
+  writeFileAtomic(path, svg);
 }
