@@ -160,9 +160,7 @@ function torchReference(python: string, config: GptConfig & { batch: number }, r
   }
 }
 
-async function gptRow(ctx: GpuContext, name: string, python: string, warmup: number, runs: number): Promise<Row> {
-  const config = GPT_CONFIGS[name];
-  if (!config) throw new Error(`--config: unknown GPT config '${name}'; known: ${Object.keys(GPT_CONFIGS).join(', ')}`);
+async function gptRow(ctx: GpuContext, name: string, config: GptConfig & { batch: number }, python: string, warmup: number, runs: number): Promise<Row> {
   const params = new LocalParams(ctx, Gpt.specs(config));
   params.set(Gpt.init(config, 1));
   const gpt = new Gpt(config, params.tensors);
@@ -225,7 +223,7 @@ export const nnBench: Bench = {
     const warmup = flags.warmup as number;
     const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
-    if (name !== 'none') rows.push(await gptRow(ctx, name, flags.python as string, warmup, runs));
+    if (name !== 'none') rows.push(await gptRow(ctx, name, config, flags.python as string, warmup, runs));
     return rows;
   },
 };

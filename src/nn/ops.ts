@@ -73,12 +73,12 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   const bStart = B.shift + (b.off ?? 0);
   // vec4 reads where an operand is contiguous in the direction read and 4-element aligned.
   const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
-  const aVec = a.cs === 1 && aligned4(s.k, aStart, a.rs, a.b0, a.b1) ? quadBinding(g, a.t) : null;
+  const aVec = a.cs === 1 && aligned4(s.k, aStart, a.rs, a.b0, a.b1) ? quadBinding(g, a.t, A) : null;
   const bF32 = b.t.dtype === 'float32';
   let bMode = 0;
   if (bF32 && b.cs === 1 && aligned4(s.n, bStart, b.rs, b.b0, b.b1)) bMode = 1;
   else if (bF32 && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
-  const bVec = bMode > 0 ? quadBinding(g, b.t) : null;
+  const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
   if (!bVec) bMode = 0;
   g.runner.dispatch(
     'matmul',
@@ -97,12 +97,11 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
 }
 
 /**
- * The binding of an fp32 tensor as vec4s: the same aligned start, the size rounded up to 16 bytes.
+ * `binding` (of fp32 tensor `t`) as vec4s: the same aligned start, the size rounded up to 16 bytes.
  * Null when that would run past the buffer (the operand is then read element by element).
  */
-function quadBinding(g: Graph, t: Tensor): { buffer: Tensor['buffer']; offset: number; size: number } | null {
+function quadBinding(g: Graph, t: Tensor, { binding }: RangeBinding): RangeBinding['binding'] | null {
   if (t.dtype !== 'float32') return null;
-  const { binding } = t.binding(g.ctx);
   const size = Math.ceil(binding.size / 16) * 16;
   if (binding.offset % 16 !== 0 || binding.offset + size > t.buffer.size || size > g.ctx.limits.maxStorageBufferBindingSize) return null;
   return { ...binding, size };
