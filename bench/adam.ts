@@ -7,6 +7,7 @@
 import { storageUsage, type GpuContext } from '../src/gpu/context.js';
 import { AdamKernel } from '../src/optimizer/adam.js';
 import { ADAMW_DEFAULTS } from '../src/optimizer/adam-math.js';
+import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
 import { progress } from './report.js';
 import { timeGpuInterleaved } from './timing.js';
@@ -80,9 +81,9 @@ export const adamBench: Bench = {
 /** "16M" → 16777216, "1000" → 1000, "1.5K" → 1536. */
 export function parseCount(text: string): number {
   const match = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(text.trim());
-  if (!match) throw new Error(`--n: '${text}' is not a count; use e.g. 1000, 64K, 16M`);
+  if (!match) throw new FlagError(`--n: '${text}' is not a count; use e.g. 1000, 64K, 16M`);
   const scale = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30 }[match[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
   const value = Math.round(Number(match[1]) * scale);
-  if (value < 1) throw new Error(`--n: '${text}' must be at least 1`);
+  if (value < 1) throw new FlagError(`--n: '${text}' must be at least 1`);
   return value;
 }

@@ -26,6 +26,7 @@ import { LocalParams } from '../src/nn/params.js';
 import { Runner } from '../src/nn/runner.js';
 import { Tensor } from '../src/nn/tensor.js';
 import { matmulModel } from '../src/onnx/proto-writer.js';
+import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
 import { groupedBarSvg } from '../src/plot/svg.js';
 import { progress, type Row } from './report.js';
@@ -47,7 +48,7 @@ function matmulShapes(spec: string, config: GptConfig & { batch: number }): [str
     return [['qkv', n, h, 3 * h], ['attn.proj', n, h, h], ['mlp.fc', n, h, 4 * h], ['mlp.proj', n, 4 * h, h], ['head', n, h, config.vocabSize]];
   }
   const s = Number(spec);
-  if (!Number.isInteger(s) || s < 1) throw new Error(`--matmul: '${spec}' is neither a square size nor 'gpt'`);
+  if (!Number.isInteger(s) || s < 1) throw new FlagError(`--matmul: '${spec}' is neither a square size nor 'gpt'`);
   return [[`${s}³`, s, s, s]];
 }
 
@@ -218,7 +219,7 @@ export const nnBench: Bench = {
     const ctx = await env.gpu();
     const name = flags.config as string;
     const config = GPT_CONFIGS[name === 'none' ? 'char-4x128' : name];
-    if (!config) throw new Error(`--config: unknown GPT config '${name}'; known: ${Object.keys(GPT_CONFIGS).join(', ')}`);
+    if (!config) throw new FlagError(`--config: unknown GPT config '${name}'; known: ${Object.keys(GPT_CONFIGS).join(', ')}`);
     const runs = flags.runs as number;
     const warmup = flags.warmup as number;
     const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs);
