@@ -53,19 +53,22 @@ export class Graph {
   /** Seed of this graph's dropout masks. */
   readonly seed: number;
 
+  /** A buffer of this graph for `elements` 4-byte values, rounded up to 16 bytes so that kernels may read it as vec4s. */
+  private buffer(label: string, elements: number): DeviceBuffer {
+    const buffer = this.ctx.createBuffer({ label, size: Math.ceil(Math.max(1, elements) / 4) * 16, usage: storageUsage(), category: 'activations' });
+    this.owned.push(buffer);
+    return buffer;
+  }
+
   /** A new fp32 activation (zeroed). */
   tensor(shape: readonly number[], label: string, requiresGrad = false): Tensor {
-    // Sizes rounded up to 16 bytes so that kernels may read any activation as vec4s.
-    const buffer = this.ctx.createBuffer({ label, size: Math.ceil(Math.max(1, numel(shape)) / 4) * 16, usage: storageUsage(), category: 'activations' });
-    this.owned.push(buffer);
-    return new Tensor(buffer, 0, shape, 'float32', null, requiresGrad);
+    return new Tensor(this.buffer(label, numel(shape)), 0, shape, 'float32', null, requiresGrad);
   }
 
   /** Upload host data as an activation (fp32) or integer input (uint32). */
   input(data: Float32Array | Uint32Array, shape: readonly number[], label = 'input', requiresGrad = false): Tensor {
     if (data.length !== numel(shape)) throw new GraphError(`input '${label}' has ${data.length} values but shape [${shape.join(', ')}] needs ${numel(shape)}`);
-    const buffer = this.ctx.createBuffer({ label, size: Math.ceil(Math.max(4, data.byteLength) / 16) * 16, usage: storageUsage(), category: 'activations' });
-    this.owned.push(buffer);
+    const buffer = this.buffer(label, data.length);
     this.ctx.transfers.upload(buffer, data);
     return new Tensor(buffer, 0, shape, data instanceof Uint32Array ? 'uint32' : 'float32', null, requiresGrad);
   }
@@ -85,7 +88,7 @@ export class Graph {
       let wide = this.wideGrads.get(t.param.name);
       if (!wide) {
         // One spare element: the fp16 add works on element pairs and must add zero past an odd end.
-        wide = new Tensor(this.tensor([t.numel + 1], `grad32(${t.param.name})`).buffer, 0, t.shape, 'float32');
+        wide = new Tensor(this.buffer(`grad32(${t.param.name})`, t.numel + 1), 0, t.shape, 'float32');
         this.wideGrads.set(t.param.name, wide);
       }
       return wide;
