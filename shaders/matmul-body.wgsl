@@ -3,11 +3,20 @@
 // head-interleaved layouts (q, k, v inside one qkv tensor) are read in place, never copied.
 // A is fp32; B and the bias may be params in fp32, bf16 or fp16 (B_DTYPE), held as u32 words.
 //
-// Each invocation computes 8 rows x 4 columns, stepping k four at a time. The rows belong to the
-// workgroup, so A's addresses are the same in every invocation (CPU Vulkan drivers load such a value
-// once for all of them); no invocation returns early, which would make them look different. Operands
-// contiguous in the direction read are read as vec4s (A_VEC: A along k; B_MODE 1: B along n;
-// B_MODE 2: B along k), the rest element by element.
+// Each invocation computes 16 rows x 4 columns, stepping k four at a time. The 16 rows belong to the
+// workgroup, so every invocation needs the same A values. How it gets them is the including
+// module's: `matmul-subgroup` has lane i of each subgroup load row (i mod 8) of each group of 8 and
+// hands the values round with subgroupShuffle (CPU Vulkan drivers execute a storage-buffer load
+// lane by lane, so this divides A's loads by 8 and nearly halves the kernel's time there);
+// `matmul` loads them in every invocation. No invocation returns early (shuffles need all lanes).
+// Operands contiguous in the direction read are read as vec4s (A_VEC: A along k; B_MODE 1: B along
+// n; B_MODE 2: B along k), the rest element by element.
+//
+// The including module provides
+//   fn row_quad(r: u32, mine: vec4<f32>, a_at: u32, mb: u32) -> vec4<f32>   // A[row r, k .. k+3]
+//   fn row_value(r: u32, mine: f32, a_at: u32, mb: u32) -> f32               // A[row r, k]
+// where `mine` is what this invocation loaded for its own row of r's group (row 8 * (r / 8) +
+// lane mod 8), a_at is A's offset of (row 0, k) and mb the block's first row.
 
 //!include half
 
@@ -83,34 +92,35 @@ fn b_row(b0: u32, b1: u32, b2: u32, b3: u32) -> vec4<f32> {
 }
 
 fn block_row(mb: u32, r: u32) -> u32 {
-  return select(mb + r, min(mb + r, M - 1u), M < 8u);
+  return select(mb + r, min(mb + r, M - 1u), M < 16u);
 }
 
 fn block_col(nb: u32, j: u32) -> u32 {
   return select(nb + j, min(nb + j, N - 1u), N < 4u);
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+// B[k + j, the four columns] for B_MODE 2 (columns read along k) or else (c* walk B's rows).
+fn b_step(c0: u32, c1: u32, c2: u32, c3: u32, j: u32) -> vec4<f32> {
+  if (B_MODE == 2u) {
+    return vec4<f32>(B4[c0 >> 2u][j], B4[c1 >> 2u][j], B4[c2 >> 2u][j], B4[c3 >> 2u][j]);
+  }
+  return b_row(c0 + j * B_RS, c1 + j * B_RS, c2 + j * B_RS, c3 + j * B_RS);
+}
+
+// The kernel; the including module's entry point passes the subgroup lane (0 without subgroups).
+fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
   let n0 = (wid.x * WG + lid) * 4u;
-  let m0 = wid.y * 8u;
+  let m0 = wid.y * 16u;
   let z0 = wid.z / NB1;
   let z1 = wid.z % NB1;
   // Blocks past the edge move back inside (and store only what the previous block did not; max()
-  // keeps these pipeline-constant expressions from wrapping when M < 8 or N < 4). No
-  // invocation returns early: A's addresses then stay the same across the workgroup, which CPU
-  // drivers turn into one load for all invocations.
-  let mb = select(m0, max(M, 8u) - 8u, M >= 8u && m0 + 8u > M);
+  // keeps these pipeline-constant expressions from wrapping when M < 16 or N < 4).
+  let mb = select(m0, max(M, 16u) - 16u, M >= 16u && m0 + 16u > M);
   let nb = select(min(n0, max(N, 4u) - 4u), 0u, N < 4u);
-  let a_base = u.a_off + z0 * A_B0 + z1 * A_B1;
-  var a0 = a_base + block_row(mb, 0u) * A_RS;
-  var a1 = a_base + block_row(mb, 1u) * A_RS;
-  var a2 = a_base + block_row(mb, 2u) * A_RS;
-  var a3 = a_base + block_row(mb, 3u) * A_RS;
-  var a4 = a_base + block_row(mb, 4u) * A_RS;
-  var a5 = a_base + block_row(mb, 5u) * A_RS;
-  var a6 = a_base + block_row(mb, 6u) * A_RS;
-  var a7 = a_base + block_row(mb, 7u) * A_RS;
+  var a_at = u.a_off + z0 * A_B0 + z1 * A_B1;
+  // This invocation's own rows, one in each group of 8, for the module to share.
+  let own0 = block_row(mb, lane % 8u) * A_RS;
+  let own1 = block_row(mb, 8u + lane % 8u) * A_RS;
   let b_base = u.b_off + z0 * B_B0 + z1 * B_B1;
   // The four columns' starts in B (B_MODE 2 reads each along k; otherwise c0 walks B's rows).
   var c0 = b_base + block_col(nb, 0u) * B_CS;
@@ -125,49 +135,68 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc5 = vec4<f32>(0.0);
   var acc6 = vec4<f32>(0.0);
   var acc7 = vec4<f32>(0.0);
+  var acc8 = vec4<f32>(0.0);
+  var acc9 = vec4<f32>(0.0);
+  var acc10 = vec4<f32>(0.0);
+  var acc11 = vec4<f32>(0.0);
+  var acc12 = vec4<f32>(0.0);
+  var acc13 = vec4<f32>(0.0);
+  var acc14 = vec4<f32>(0.0);
+  var acc15 = vec4<f32>(0.0);
   let ak = 4u * A_CS;
-  let bk = 4u * B_RS;
+  let bk = select(4u * B_RS, 4u, B_MODE == 2u);
   var kk = 0u;
   for (; kk + 4u <= K; kk += 4u) {
-    // A's 8 x 4 block first (the same in every invocation), then B one row of 4 columns at a time:
-    // few values live per invocation, which on CPU drivers is what keeps this fast.
-    let q0 = a_quad(a0);
-    let q1 = a_quad(a1);
-    let q2 = a_quad(a2);
-    let q3 = a_quad(a3);
-    let q4 = a_quad(a4);
-    let q5 = a_quad(a5);
-    let q6 = a_quad(a6);
-    let q7 = a_quad(a7);
+    let mine0 = a_quad(a_at + own0);
+    let mine1 = a_quad(a_at + own1);
+    let q0 = row_quad(0u, mine0, a_at, mb);
+    let q1 = row_quad(1u, mine0, a_at, mb);
+    let q2 = row_quad(2u, mine0, a_at, mb);
+    let q3 = row_quad(3u, mine0, a_at, mb);
+    let q4 = row_quad(4u, mine0, a_at, mb);
+    let q5 = row_quad(5u, mine0, a_at, mb);
+    let q6 = row_quad(6u, mine0, a_at, mb);
+    let q7 = row_quad(7u, mine0, a_at, mb);
+    let q8 = row_quad(8u, mine1, a_at, mb);
+    let q9 = row_quad(9u, mine1, a_at, mb);
+    let q10 = row_quad(10u, mine1, a_at, mb);
+    let q11 = row_quad(11u, mine1, a_at, mb);
+    let q12 = row_quad(12u, mine1, a_at, mb);
+    let q13 = row_quad(13u, mine1, a_at, mb);
+    let q14 = row_quad(14u, mine1, a_at, mb);
+    let q15 = row_quad(15u, mine1, a_at, mb);
     for (var j = 0u; j < 4u; j++) {
-      var r: vec4<f32>;
-      if (B_MODE == 2u) {
-        r = vec4<f32>(B4[c0 >> 2u][j], B4[c1 >> 2u][j], B4[c2 >> 2u][j], B4[c3 >> 2u][j]);
-      } else {
-        r = b_row(c0 + j * B_RS, c1 + j * B_RS, c2 + j * B_RS, c3 + j * B_RS);
-      }
-      acc0 += q0[j] * r; acc1 += q1[j] * r; acc2 += q2[j] * r; acc3 += q3[j] * r;
-      acc4 += q4[j] * r; acc5 += q5[j] * r; acc6 += q6[j] * r; acc7 += q7[j] * r;
+      let v = b_step(c0, c1, c2, c3, j);
+      acc0 += q0[j] * v; acc1 += q1[j] * v; acc2 += q2[j] * v; acc3 += q3[j] * v;
+      acc4 += q4[j] * v; acc5 += q5[j] * v; acc6 += q6[j] * v; acc7 += q7[j] * v;
+      acc8 += q8[j] * v; acc9 += q9[j] * v; acc10 += q10[j] * v; acc11 += q11[j] * v;
+      acc12 += q12[j] * v; acc13 += q13[j] * v; acc14 += q14[j] * v; acc15 += q15[j] * v;
     }
-    a0 += ak; a1 += ak; a2 += ak; a3 += ak; a4 += ak; a5 += ak; a6 += ak; a7 += ak;
-    if (B_MODE == 2u) {
-      c0 += 4u; c1 += 4u; c2 += 4u; c3 += 4u;
-    } else {
-      c0 += bk; c1 += bk; c2 += bk; c3 += bk;
-    }
+    a_at += ak;
+    c0 += bk; c1 += bk; c2 += bk; c3 += bk;
   }
   // The last k % 4 steps (only when no operand is read as vec4s along k).
   for (; kk < K; kk++) {
-    let r = b_row(c0, c1, c2, c3);
-    acc0 = acc0 + A[a0] * r;
-    acc1 = acc1 + A[a1] * r;
-    acc2 = acc2 + A[a2] * r;
-    acc3 = acc3 + A[a3] * r;
-    acc4 = acc4 + A[a4] * r;
-    acc5 = acc5 + A[a5] * r;
-    acc6 = acc6 + A[a6] * r;
-    acc7 = acc7 + A[a7] * r;
-    a0 += A_CS; a1 += A_CS; a2 += A_CS; a3 += A_CS; a4 += A_CS; a5 += A_CS; a6 += A_CS; a7 += A_CS;
+    let mine0 = A[a_at + own0];
+    let mine1 = A[a_at + own1];
+    let v = b_row(c0, c1, c2, c3);
+    acc0 += row_value(0u, mine0, a_at, mb) * v;
+    acc1 += row_value(1u, mine0, a_at, mb) * v;
+    acc2 += row_value(2u, mine0, a_at, mb) * v;
+    acc3 += row_value(3u, mine0, a_at, mb) * v;
+    acc4 += row_value(4u, mine0, a_at, mb) * v;
+    acc5 += row_value(5u, mine0, a_at, mb) * v;
+    acc6 += row_value(6u, mine0, a_at, mb) * v;
+    acc7 += row_value(7u, mine0, a_at, mb) * v;
+    acc8 += row_value(8u, mine1, a_at, mb) * v;
+    acc9 += row_value(9u, mine1, a_at, mb) * v;
+    acc10 += row_value(10u, mine1, a_at, mb) * v;
+    acc11 += row_value(11u, mine1, a_at, mb) * v;
+    acc12 += row_value(12u, mine1, a_at, mb) * v;
+    acc13 += row_value(13u, mine1, a_at, mb) * v;
+    acc14 += row_value(14u, mine1, a_at, mb) * v;
+    acc15 += row_value(15u, mine1, a_at, mb) * v;
+    a_at += A_CS;
     c0 += B_RS; c1 += B_RS; c2 += B_RS; c3 += B_RS;
   }
   var add = vec4<f32>(0.0);
@@ -184,6 +213,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   store_row(c_base, mb + 5u, m0, nb, n0, acc5 * u.alpha + add);
   store_row(c_base, mb + 6u, m0, nb, n0, acc6 * u.alpha + add);
   store_row(c_base, mb + 7u, m0, nb, n0, acc7 * u.alpha + add);
+  store_row(c_base, mb + 8u, m0, nb, n0, acc8 * u.alpha + add);
+  store_row(c_base, mb + 9u, m0, nb, n0, acc9 * u.alpha + add);
+  store_row(c_base, mb + 10u, m0, nb, n0, acc10 * u.alpha + add);
+  store_row(c_base, mb + 11u, m0, nb, n0, acc11 * u.alpha + add);
+  store_row(c_base, mb + 12u, m0, nb, n0, acc12 * u.alpha + add);
+  store_row(c_base, mb + 13u, m0, nb, n0, acc13 * u.alpha + add);
+  store_row(c_base, mb + 14u, m0, nb, n0, acc14 * u.alpha + add);
+  store_row(c_base, mb + 15u, m0, nb, n0, acc15 * u.alpha + add);
 }
 
 fn store_row(c_base: u32, m: u32, m0: u32, nb: u32, n0: u32, v: vec4<f32>) {

@@ -29,8 +29,8 @@ const REQUESTED_LIMITS = [
 
 type RequestedLimit = (typeof REQUESTED_LIMITS)[number];
 
-/** Optional features used when present. */
-const OPTIONAL_FEATURES: GPUFeatureName[] = ['shader-f16', 'timestamp-query'];
+/** Optional features used when present ('subgroups' is newer than @webgpu/types' feature list). */
+const OPTIONAL_FEATURES: GPUFeatureName[] = ['shader-f16', 'timestamp-query', 'subgroups' as GPUFeatureName];
 
 export interface GpuOptions extends AdapterOptions {
   /** Ask for less than the adapter offers (values above the adapter's are an error). For tests. */
@@ -142,6 +142,11 @@ export class GpuContext {
 
   get hasTimestamps(): boolean {
     return this.device.features.has('timestamp-query');
+  }
+
+  /** Subgroup operations in subgroups of at least 8 lanes (the matmul kernel shares A's rows that way). */
+  get hasSubgroupsOf8(): boolean {
+    return this.device.features.has('subgroups') && (this.found.info.subgroupMinSize ?? 0) >= 8;
   }
 
   /** Allocate a buffer counted under `category`. */

@@ -9,8 +9,8 @@ import { f32bits } from './runner.js';
 import { DTYPE_CODE, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
 
 const WG = 256;
-/** Rows of C per matmul invocation (shaders/matmul.wgsl). */
-const ROWS = 8;
+/** Rows of C per matmul invocation (shaders/matmul-body.wgsl). */
+const ROWS = 16;
 
 function groups(n: number): number {
   return Math.ceil(n / WG);
@@ -81,7 +81,7 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
   if (!bVec) bMode = 0;
   g.runner.dispatch(
-    'matmul',
+    ctx.hasSubgroupsOf8 ? 'matmul-subgroup' : 'matmul',
     'main',
     {
       WG: wg, B_DTYPE: paramCode(b.t, 'matmul B'), A_VEC: aVec ? 1 : 0, B_MODE: bMode,

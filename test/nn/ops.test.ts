@@ -229,9 +229,10 @@ describe('cross-entropy', () => {
   }
 });
 
-describe('matmul read paths', () => {
-  // Every combination of A along k (vec4 or element-wise) and B along n / along k / strided, with
-  // two-level batches, offsets and odd edges, against the float64 reference.
+// Every combination of A along k (vec4 or element-wise) and B along n / along k / strided, with
+// two-level batches, offsets and odd edges, against the float64 reference; run with A's rows shared
+// through subgroups (where the adapter has them) and loaded by every invocation.
+function matmulReadPaths(device: () => GpuContext) {
   const cases: { name: string; m: number; n: number; k: number; transA: boolean; transB: boolean; off: number }[] = [
     { name: 'A rows, B rows (vec4 both)', m: 9, n: 12, k: 8, transA: false, transB: false, off: 0 },
     { name: 'A rows, B columns (vec4 along k)', m: 6, n: 7, k: 12, transA: false, transB: true, off: 0 },
@@ -239,13 +240,14 @@ describe('matmul read paths', () => {
     { name: 'A columns, B columns', m: 7, n: 5, k: 4, transA: true, transB: true, off: 0 },
     { name: 'odd sizes and an odd offset (element-wise)', m: 3, n: 11, k: 13, transA: false, transB: false, off: 1 },
     { name: 'offset 4, vec4 paths', m: 8, n: 8, k: 8, transA: false, transB: true, off: 4 },
+    { name: 'three row blocks, the last moved back, k tail', m: 37, n: 10, k: 7, transA: true, transB: false, off: 0 },
   ];
   for (const c of cases) {
     it(c.name, async () => {
       const [nb0, nb1] = [2, 3];
       const z = nb0 * nb1;
       const aData = rand(c.off + z * c.m * c.k), bData = rand(c.off + z * c.k * c.n), acc = rand(z * c.m * c.n);
-      const g = new Graph(ctx);
+      const g = new Graph(device());
       const at = g.input(aData, [aData.length]);
       const bt = g.input(bData, [bData.length]);
       const ct = g.input(acc, [acc.length]);
@@ -265,4 +267,23 @@ describe('matmul read paths', () => {
       g.release();
     });
   }
+}
+
+describe('matmul read paths', () => {
+  it('shares A through subgroups where the adapter has them', () => {
+    expect(ctx.hasSubgroupsOf8).toBe(ctx.device.features.has('subgroups') && (ctx.found.info.subgroupMinSize ?? 0) >= 8);
+  });
+  matmulReadPaths(() => ctx);
+});
+
+describe('matmul read paths without subgroups', () => {
+  let plain: GpuContext;
+  beforeAll(async () => {
+    plain = await GpuContext.create({ disableFeatures: ['subgroups' as GPUFeatureName] });
+  });
+  afterAll(() => plain?.destroy());
+  it('runs the kernel that loads A in every invocation', () => {
+    expect(plain.hasSubgroupsOf8).toBe(false);
+  });
+  matmulReadPaths(() => plain);
 });
