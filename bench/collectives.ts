@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- collectives [--world N] [--json]`: webtron's ring all_reduce, reduce_scatter and
+ * `npm run bench -- collectives [--world N[,N...]] [--json]`: webtron's ring all_reduce, reduce_scatter and
  * all_gather from 1 KiB to 256 MiB with real worker processes on this machine, and in the same run
  * the wire's limits between two processes over plain sockets with large writes (one-way, and both
  * directions at once as every ring step does). Bandwidths follow nccl-tests: `bytes` is the whole
@@ -7,6 +7,7 @@
  * reduce_scatter and all_gather.
  */
 import { fileURLToPath } from 'node:url';
+import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
 import { startRanks } from './ranks.js';
 import { progress, type Row } from './report.js';
@@ -24,31 +25,42 @@ export const collectivesBench: Bench = {
   summary: 'ring all_reduce / reduce_scatter / all_gather over TCP vs the wire (plain sockets)',
   columns: ['op', 'world', 'bytes', 'ms', 'algbw_gbps', 'busbw_gbps', 'gbps'],
   flags: {
-    world: { kind: 'int', default: 2, help: 'worker processes (ranks)' },
+    // A list, like the optimizer benchmark's --world: `npm run bench` parses one set of flags for all.
+    world: { kind: 'list', default: ['2'], help: 'worker processes (ranks), one or a list' },
     'min-bytes': { kind: 'int', default: 1024, help: 'smallest buffer' },
     'max-bytes': { kind: 'int', default: 256 << 20, help: 'largest buffer' },
   },
   async run(_env, flags) {
-    const world = flags.world as number;
     const sizes = sizesBetween(flags['min-bytes'] as number, flags['max-bytes'] as number);
     const rows: Row[] = [];
-    progress(`collectives: ${world} ranks, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`);
-    const ranks = startRanks(WORKER, world, { sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 });
-    ranks[0]!.onLine((l) => progress(`${l.op as string} ${l.bytes as number} B: ${(l.ms as number).toFixed(2)} ms`));
-    await Promise.all(ranks.map((r) => r.done));
-    for (const l of ranks[0]!.lines) {
-      const bytes = l.bytes as number;
-      const ms = l.ms as number;
-      const op = l.op as string;
-      if (op.startsWith('p2p_')) {
-        // One-way: bytes moved one way. Exchange: bytes moved each way (GB/s per direction).
-        rows.push({ bench: 'collectives', op, world: 2, bytes, ms, gbps: bytes / ms / 1e6 });
-        continue;
-      }
-      const algbw = bytes / ms / 1e6;
-      const factor = op === 'all_reduce' ? (2 * (world - 1)) / world : (world - 1) / world;
-      rows.push({ bench: 'collectives', op, world, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor });
+    for (const text of flags.world as string[]) {
+      const world = Number(text);
+      if (!Number.isInteger(world) || world < 2) throw new FlagError(`--world: '${text}' is not a rank count of 2 or more`);
+      rows.push(...(await runWorld(world, sizes)));
     }
     return rows;
   },
 };
+
+/** One world size: its ring ops and, between ranks 0 and 1, the wire. */
+async function runWorld(world: number, sizes: number[]): Promise<Row[]> {
+  const rows: Row[] = [];
+  progress(`collectives: ${world} ranks, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`);
+  const ranks = startRanks(WORKER, world, { sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 });
+  ranks[0]!.onLine((l) => progress(`${l.op as string} ${l.bytes as number} B: ${(l.ms as number).toFixed(2)} ms`));
+  await Promise.all(ranks.map((r) => r.done));
+  for (const l of ranks[0]!.lines) {
+    const bytes = l.bytes as number;
+    const ms = l.ms as number;
+    const op = l.op as string;
+    if (op.startsWith('p2p_')) {
+      // One-way: bytes moved one way. Exchange: bytes moved each way (GB/s per direction).
+      rows.push({ bench: 'collectives', op, world: 2, bytes, ms, gbps: bytes / ms / 1e6 });
+      continue;
+    }
+    const algbw = bytes / ms / 1e6;
+    const factor = op === 'all_reduce' ? (2 * (world - 1)) / world : (world - 1) / world;
+    rows.push({ bench: 'collectives', op, world, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor });
+  }
+  return rows;
+}
