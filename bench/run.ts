@@ -43,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
   const specs = Object.assign({}, COMMON, ...chosen.map((b) => b.flags)) as Record<string, FlagSpec>;
   const { values } = parseFlags(argv, specs);
 
-  const dawnFlags = ['disable-dawn-features=timestamp_quantization', ...(process.env.XDAWN ? [process.env.XDAWN] : [])];
+  const dawnFlags = ['disable-dawn-features=timestamp_quantization'];
   let gpu: Promise<GpuContext> | null = null;
   const env = { gpu: () => (gpu ??= GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, dawnFlags })) };
 
