@@ -56,7 +56,8 @@ const info: Command = {
       ['device', i.device || '?'],
       ['software renderer', i.isFallbackAdapter ? 'yes' : 'no'],
       ...LIMITS_SHOWN.map((k): [string, string] => [k, String(ctx.limits[k])]),
-      ['features used', enabled.filter((f) => f === 'shader-f16' || f === 'timestamp-query').join(', ') || 'none'],
+      ['features used', enabled.filter((f) => ['shader-f16', 'timestamp-query', 'subgroups'].includes(f)).join(', ') || 'none'],
+      ['subgroup lanes', i.subgroupMinSize ? `${i.subgroupMinSize}–${i.subgroupMaxSize}` : '?'],
       ['adapter features', adapterFeatures.join(', ')],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));
