@@ -1,5 +1,5 @@
-// The matmul kernel (matmul-body.wgsl) for devices without subgroups: every invocation loads the
-// block's A values itself.
+// The matmul kernel (matmul-body.wgsl) for devices without subgroups of 8 or more lanes: every
+// invocation loads the block's A values itself.
 
 //!include matmul-body
 
