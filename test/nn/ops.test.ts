@@ -271,9 +271,23 @@ function matmulReadPaths(device: () => GpuContext) {
 
 describe('matmul read paths', () => {
   it('shares A through subgroups where the adapter has them', () => {
-    expect(ctx.hasSubgroupsOf8).toBe(ctx.device.features.has('subgroups') && (ctx.found.info.subgroupMinSize ?? 0) >= 8);
+    const subgroups = ctx.device.features.has('subgroups');
+    expect(ctx.subgroupMinLanes).toBe(subgroups ? (ctx.found.info.subgroupMinSize ?? 0) : 0);
   });
   matmulReadPaths(() => ctx);
+});
+
+describe('matmul read paths, A shared in groups of 4 lanes', () => {
+  let four: GpuContext;
+  beforeAll(async () => {
+    four = await GpuContext.create({ subgroupLanesCap: 4 });
+  });
+  afterAll(() => four?.destroy());
+  it('runs the kernel for subgroups of 4 lanes', (t) => {
+    if (!ctx.device.features.has('subgroups')) t.skip();
+    expect(four.subgroupMinLanes).toBe(4);
+  });
+  matmulReadPaths(() => four);
 });
 
 describe('matmul read paths without subgroups', () => {
@@ -283,7 +297,7 @@ describe('matmul read paths without subgroups', () => {
   });
   afterAll(() => plain?.destroy());
   it('runs the kernel that loads A in every invocation', () => {
-    expect(plain.hasSubgroupsOf8).toBe(false);
+    expect(plain.subgroupMinLanes).toBe(0);
   });
   matmulReadPaths(() => plain);
 });
