@@ -5,25 +5,22 @@
 //
 // Each invocation computes 16 rows x 4 columns, stepping k four at a time. The 16 rows belong to the
 // workgroup, so every invocation needs the same A values. How it gets them is the including
-// module's: `matmul-subgroup` has lane i of each subgroup load row (i mod GROUP) of each group of
-// GROUP rows (GROUP = 8, or 4 for subgroups of 4 lanes) and hands the values round with
-// subgroupShuffle (CPU Vulkan drivers execute a storage-buffer load lane by lane, so this divides
-// A's loads by GROUP and about doubles the kernel's speed there); `matmul` loads them in every
-// invocation. No invocation returns early (shuffles need all lanes). Operands contiguous in the
-// direction read are read as vec4s (A_VEC: A along k; B_MODE 1: B along n; B_MODE 2: B along k),
-// the rest element by element.
+// module's: `matmul-subgroup` has lane i of each subgroup load row (i mod 8) of each group of 8 and
+// hands the values round with subgroupShuffle (CPU Vulkan drivers execute a storage-buffer load
+// lane by lane, so this divides A's loads by 8 and nearly halves the kernel's time there);
+// `matmul` loads them in every invocation. No invocation returns early (shuffles need all lanes).
+// Operands contiguous in the direction read are read as vec4s (A_VEC: A along k; B_MODE 1: B along
+// n; B_MODE 2: B along k), the rest element by element.
 //
 // The including module provides
 //   fn row_quad(r: u32, mine: vec4<f32>, a_at: u32, mb: u32) -> vec4<f32>   // A[row r, k .. k+3]
 //   fn row_value(r: u32, mine: f32, a_at: u32, mb: u32) -> f32               // A[row r, k]
-// where `mine` is what this invocation loaded for its own row of r's group (row GROUP * (r / GROUP)
-// + lane mod GROUP), a_at is A's offset of (row 0, k) and mb the block's first row.
+// where `mine` is what this invocation loaded for its own row of r's group (row 8 * (r / 8) +
+// lane mod 8), a_at is A's offset of (row 0, k) and mb the block's first row.
 
 //!include half
 
 override WG: u32 = 64;
-// Rows shared by one subgroup load (matmul-subgroup: 8, or 4; the plain kernel ignores it).
-override GROUP: u32 = 8u;
 override B_DTYPE: u32 = 0u;
 override A_VEC: bool = false;
 override B_MODE: u32 = 0u;
@@ -110,23 +107,6 @@ fn b_step(c0: u32, c1: u32, c2: u32, c3: u32, j: u32) -> vec4<f32> {
   return b_row(c0 + j * B_RS, c1 + j * B_RS, c2 + j * B_RS, c3 + j * B_RS);
 }
 
-// Of this invocation's four loads, the one in row r's group (groups of GROUP rows; with GROUP = 8
-// only the first two are used, and the compiler drops the others).
-fn share4(r: u32, m0: vec4<f32>, m1: vec4<f32>, m2: vec4<f32>, m3: vec4<f32>) -> vec4<f32> {
-  let g = r / GROUP;
-  return select(select(m0, m1, g == 1u), select(m2, m3, g == 3u), g >= 2u);
-}
-
-fn share1(r: u32, m0: f32, m1: f32, m2: f32, m3: f32) -> f32 {
-  let g = r / GROUP;
-  return select(select(m0, m1, g == 1u), select(m2, m3, g == 3u), g >= 2u);
-}
-
-// This invocation's own row in group g.
-fn own_row(mb: u32, g: u32, lane: u32) -> u32 {
-  return block_row(mb, min(g * GROUP + lane % GROUP, 15u)) * A_RS;
-}
-
 // The kernel; the including module's entry point passes the subgroup lane (0 without subgroups).
 fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
   let n0 = (wid.x * WG + lid) * 4u;
@@ -138,11 +118,9 @@ fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
   let mb = select(m0, max(M, 16u) - 16u, M >= 16u && m0 + 16u > M);
   let nb = select(min(n0, max(N, 4u) - 4u), 0u, N < 4u);
   var a_at = u.a_off + z0 * A_B0 + z1 * A_B1;
-  // This invocation's own rows, one in each group, for the module to share.
-  let own0 = own_row(mb, 0u, lane);
-  let own1 = own_row(mb, 1u, lane);
-  let own2 = own_row(mb, 2u, lane);
-  let own3 = own_row(mb, 3u, lane);
+  // This invocation's own rows, one in each group of 8, for the module to share.
+  let own0 = block_row(mb, lane % 8u) * A_RS;
+  let own1 = block_row(mb, 8u + lane % 8u) * A_RS;
   let b_base = u.b_off + z0 * B_B0 + z1 * B_B1;
   // The four columns' starts in B (B_MODE 2 reads each along k; otherwise c0 walks B's rows).
   var c0 = b_base + block_col(nb, 0u) * B_CS;
@@ -171,24 +149,22 @@ fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
   for (; kk + 4u <= K; kk += 4u) {
     let mine0 = a_quad(a_at + own0);
     let mine1 = a_quad(a_at + own1);
-    let mine2 = a_quad(a_at + own2);
-    let mine3 = a_quad(a_at + own3);
-    let q0 = row_quad(0u, share4(0u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q1 = row_quad(1u, share4(1u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q2 = row_quad(2u, share4(2u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q3 = row_quad(3u, share4(3u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q4 = row_quad(4u, share4(4u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q5 = row_quad(5u, share4(5u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q6 = row_quad(6u, share4(6u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q7 = row_quad(7u, share4(7u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q8 = row_quad(8u, share4(8u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q9 = row_quad(9u, share4(9u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q10 = row_quad(10u, share4(10u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q11 = row_quad(11u, share4(11u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q12 = row_quad(12u, share4(12u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q13 = row_quad(13u, share4(13u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q14 = row_quad(14u, share4(14u, mine0, mine1, mine2, mine3), a_at, mb);
-    let q15 = row_quad(15u, share4(15u, mine0, mine1, mine2, mine3), a_at, mb);
+    let q0 = row_quad(0u, mine0, a_at, mb);
+    let q1 = row_quad(1u, mine0, a_at, mb);
+    let q2 = row_quad(2u, mine0, a_at, mb);
+    let q3 = row_quad(3u, mine0, a_at, mb);
+    let q4 = row_quad(4u, mine0, a_at, mb);
+    let q5 = row_quad(5u, mine0, a_at, mb);
+    let q6 = row_quad(6u, mine0, a_at, mb);
+    let q7 = row_quad(7u, mine0, a_at, mb);
+    let q8 = row_quad(8u, mine1, a_at, mb);
+    let q9 = row_quad(9u, mine1, a_at, mb);
+    let q10 = row_quad(10u, mine1, a_at, mb);
+    let q11 = row_quad(11u, mine1, a_at, mb);
+    let q12 = row_quad(12u, mine1, a_at, mb);
+    let q13 = row_quad(13u, mine1, a_at, mb);
+    let q14 = row_quad(14u, mine1, a_at, mb);
+    let q15 = row_quad(15u, mine1, a_at, mb);
     for (var j = 0u; j < 4u; j++) {
       let v = b_step(c0, c1, c2, c3, j);
       acc0 += q0[j] * v; acc1 += q1[j] * v; acc2 += q2[j] * v; acc3 += q3[j] * v;
@@ -203,25 +179,23 @@ fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
   for (; kk < K; kk++) {
     let mine0 = A[a_at + own0];
     let mine1 = A[a_at + own1];
-    let mine2 = A[a_at + own2];
-    let mine3 = A[a_at + own3];
     let v = b_row(c0, c1, c2, c3);
-    acc0 += row_value(0u, share1(0u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc1 += row_value(1u, share1(1u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc2 += row_value(2u, share1(2u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc3 += row_value(3u, share1(3u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc4 += row_value(4u, share1(4u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc5 += row_value(5u, share1(5u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc6 += row_value(6u, share1(6u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc7 += row_value(7u, share1(7u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc8 += row_value(8u, share1(8u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc9 += row_value(9u, share1(9u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc10 += row_value(10u, share1(10u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc11 += row_value(11u, share1(11u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc12 += row_value(12u, share1(12u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc13 += row_value(13u, share1(13u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc14 += row_value(14u, share1(14u, mine0, mine1, mine2, mine3), a_at, mb) * v;
-    acc15 += row_value(15u, share1(15u, mine0, mine1, mine2, mine3), a_at, mb) * v;
+    acc0 += row_value(0u, mine0, a_at, mb) * v;
+    acc1 += row_value(1u, mine0, a_at, mb) * v;
+    acc2 += row_value(2u, mine0, a_at, mb) * v;
+    acc3 += row_value(3u, mine0, a_at, mb) * v;
+    acc4 += row_value(4u, mine0, a_at, mb) * v;
+    acc5 += row_value(5u, mine0, a_at, mb) * v;
+    acc6 += row_value(6u, mine0, a_at, mb) * v;
+    acc7 += row_value(7u, mine0, a_at, mb) * v;
+    acc8 += row_value(8u, mine1, a_at, mb) * v;
+    acc9 += row_value(9u, mine1, a_at, mb) * v;
+    acc10 += row_value(10u, mine1, a_at, mb) * v;
+    acc11 += row_value(11u, mine1, a_at, mb) * v;
+    acc12 += row_value(12u, mine1, a_at, mb) * v;
+    acc13 += row_value(13u, mine1, a_at, mb) * v;
+    acc14 += row_value(14u, mine1, a_at, mb) * v;
+    acc15 += row_value(15u, mine1, a_at, mb) * v;
     a_at += A_CS;
     c0 += B_RS; c1 += B_RS; c2 += B_RS; c3 += B_RS;
   }

@@ -1,17 +1,16 @@
 enable subgroups;
 
-// The matmul kernel (matmul-body.wgsl) with A shared through subgroups of at least GROUP lanes:
-// lane i loads row (i mod GROUP) of each group of GROUP rows, and row r comes from lane
-// (r mod GROUP).
+// The matmul kernel (matmul-body.wgsl) with A shared through subgroups of at least 8 lanes: lane i
+// loads row (i mod 8) of each group of 8 rows, and row r comes from lane (r mod 8).
 
 //!include matmul-body
 
 fn row_quad(r: u32, mine: vec4<f32>, a_at: u32, mb: u32) -> vec4<f32> {
-  return subgroupShuffle(mine, r % GROUP);
+  return subgroupShuffle(mine, r % 8u);
 }
 
 fn row_value(r: u32, mine: f32, a_at: u32, mb: u32) -> f32 {
-  return subgroupShuffle(mine, r % GROUP);
+  return subgroupShuffle(mine, r % 8u);
 }
 
 @compute @workgroup_size(WG)

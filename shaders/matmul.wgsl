@@ -1,4 +1,4 @@
-// The matmul kernel (matmul-body.wgsl) for devices without subgroups of 4 or more lanes: every
+// The matmul kernel (matmul-body.wgsl) for devices without subgroups of 8 or more lanes: every
 // invocation loads the block's A values itself.
 
 //!include matmul-body

@@ -37,8 +37,6 @@ export interface GpuOptions extends AdapterOptions {
   limits?: Partial<Record<RequestedLimit, number>>;
   /** Leave these optional features off even when the adapter has them. */
   disableFeatures?: GPUFeatureName[];
-  /** Treat subgroups as at most this many lanes (tests reach the kernels for smaller subgroups). */
-  subgroupLanesCap?: number;
 }
 
 /** Usage of a storage buffer that can also be copied to and from (what webtron's data buffers need). */
@@ -92,7 +90,6 @@ export class GpuContext {
   private constructor(
     readonly found: FoundAdapter,
     readonly device: GPUDevice,
-    private readonly subgroupLanesCap: number,
   ) {
     device.onuncapturederror = (event) => {
       this.pendingErrors.push(event.error);
@@ -124,7 +121,7 @@ export class GpuContext {
       requiredLimits,
       requiredFeatures,
     });
-    return new GpuContext(found, device, options.subgroupLanesCap ?? Infinity);
+    return new GpuContext(found, device);
   }
 
   get adapterName(): string {
@@ -147,13 +144,9 @@ export class GpuContext {
     return this.device.features.has('timestamp-query');
   }
 
-  /**
-   * Lanes every subgroup has at least (0 without the `subgroups` feature). The matmul kernel shares
-   * A's rows across that many lanes, up to 8.
-   */
-  get subgroupMinLanes(): number {
-    if (!this.device.features.has('subgroups')) return 0;
-    return Math.min(this.found.info.subgroupMinSize ?? 0, this.subgroupLanesCap);
+  /** Subgroup operations in subgroups of at least 8 lanes (the matmul kernel shares A's rows that way). */
+  get hasSubgroupsOf8(): boolean {
+    return this.device.features.has('subgroups') && (this.found.info.subgroupMinSize ?? 0) >= 8;
   }
 
   /** Allocate a buffer counted under `category`. */

@@ -80,14 +80,10 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   else if (bF32 && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
   const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
   if (!bVec) bMode = 0;
-  // A's rows shared across 8 subgroup lanes, or 4; without subgroups each invocation loads them.
-  const subgroup = ctx.subgroupMinLanes;
-  const share = subgroup >= 8 ? 8 : subgroup >= 4 ? 4 : 0;
   g.runner.dispatch(
-    share > 0 ? 'matmul-subgroup' : 'matmul',
+    ctx.hasSubgroupsOf8 ? 'matmul-subgroup' : 'matmul',
     'main',
     {
-      ...(share > 0 ? { GROUP: share } : {}),
       WG: wg, B_DTYPE: paramCode(b.t, 'matmul B'), A_VEC: aVec ? 1 : 0, B_MODE: bMode,
       M: s.m, N: s.n, K: s.k, NB1: nb1,
       A_RS: a.rs, A_CS: a.cs, A_B0: a.b0 ?? 0, A_B1: a.b1 ?? 0,
