@@ -1,6 +1,6 @@
 /** `webtron <command>`: the command-line entry point. */
 import { listAdapters } from './gpu/adapter.js';
-import { GpuContext } from './gpu/context.js';
+import { GpuContext, OPTIONAL_FEATURES } from './gpu/context.js';
 import { GpuError } from './gpu/errors.js';
 import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagValues } from './train/flags.js';
 import { launch } from './train/launcher.js';
@@ -56,7 +56,7 @@ const info: Command = {
       ['device', i.device || '?'],
       ['software renderer', i.isFallbackAdapter ? 'yes' : 'no'],
       ...LIMITS_SHOWN.map((k): [string, string] => [k, String(ctx.limits[k])]),
-      ['features used', enabled.filter((f) => ['shader-f16', 'timestamp-query', 'subgroups'].includes(f)).join(', ') || 'none'],
+      ['features used', enabled.filter((f) => (OPTIONAL_FEATURES as readonly string[]).includes(f)).join(', ') || 'none'],
       ['subgroup lanes', i.subgroupMinSize ? `${i.subgroupMinSize}–${i.subgroupMaxSize}` : '?'],
       ['adapter features', adapterFeatures.join(', ')],
     ];

@@ -30,7 +30,7 @@ const REQUESTED_LIMITS = [
 type RequestedLimit = (typeof REQUESTED_LIMITS)[number];
 
 /** Optional features used when present ('subgroups' is newer than @webgpu/types' feature list). */
-const OPTIONAL_FEATURES: GPUFeatureName[] = ['shader-f16', 'timestamp-query', 'subgroups' as GPUFeatureName];
+export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ['shader-f16', 'timestamp-query', 'subgroups' as GPUFeatureName];
 
 export interface GpuOptions extends AdapterOptions {
   /** Ask for less than the adapter offers (values above the adapter's are an error). For tests. */
