@@ -97,7 +97,7 @@ export class Runner {
     try {
       fn();
       this.endPass();
-      if (this.slots > 0) this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, this.staging, 0, (this.slots * SLOT_BYTES) / 4);
+      this.writeUniforms();
     } finally {
       this.encoder = null;
       this.external = false;
@@ -105,12 +105,17 @@ export class Runner {
     }
   }
 
+  /** The recorded dispatches' uniform slots, in one write. */
+  private writeUniforms(): void {
+    if (this.slots > 0) this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, this.staging, 0, (this.slots * SLOT_BYTES) / 4);
+  }
+
   /** Submit what was recorded. */
   flush(): void {
     if (this.external) throw new Error(`runner: more than ${SLOTS} dispatches inside recordInto; record fewer at a time`);
     if (!this.encoder) return;
     this.endPass();
-    if (this.slots > 0) this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, this.staging, 0, (this.slots * SLOT_BYTES) / 4);
+    this.writeUniforms();
     this.ctx.submit([this.encoder.finish()]);
     this.encoder = null;
     this.slots = 0;
