@@ -1,5 +1,6 @@
 // The matmul kernel (matmul-body.wgsl) for devices without subgroups of 8 or more lanes: every
-// invocation loads the block's A values itself.
+// invocation loads the block's A values itself (the body's own-row loads, `mine`, go unused here
+// and are compiled away).
 
 //!include matmul-body
 
