@@ -39,6 +39,8 @@ const CHAIN = 4;
 export const GPT_CONFIGS: Record<string, GptConfig & { batch: number }> = {
   'char-4x128': { numLayers: 4, numAttentionHeads: 4, hiddenSize: 128, seqLength: 64, vocabSize: 81, batch: 12 },
   'tiny': { numLayers: 2, numAttentionHeads: 2, hiddenSize: 32, seqLength: 16, vocabSize: 81, batch: 4 },
+  // GPT-2 small's shape (vocab padded to a multiple of 128), for hardware GPUs only.
+  'gpt2-small': { numLayers: 12, numAttentionHeads: 12, hiddenSize: 768, seqLength: 1024, vocabSize: 50304, batch: 8 },
 };
 
 function matmulShapes(spec: string, config: GptConfig & { batch: number }): [string, number, number, number][] {
@@ -145,23 +147,23 @@ async function matmulRows(ctx: GpuContext, spec: string[], config: GptConfig & {
   return rows;
 }
 
-function torchReference(python: string, config: GptConfig & { batch: number }, runs: number, warmup: number): { tokens_per_s: number; threads: number } | null {
+function torchReference(python: string, device: string, config: GptConfig & { batch: number }, runs: number, warmup: number): { tokens_per_s: number; threads: number; device: string } | null {
   const script = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'reference', 'gpt_torch.py');
   if (!existsSync(python)) {
     progress(`torch reference skipped: ${python} not found (install Debian's python3-torch)`);
     return null;
   }
   try {
-    const args = [script, '--layers', config.numLayers, '--heads', config.numAttentionHeads, '--hidden', config.hiddenSize, '--block', config.seqLength, '--batch', config.batch, '--vocab', config.vocabSize, '--runs', runs, '--warmup', warmup].map(String);
+    const args = [script, '--layers', config.numLayers, '--heads', config.numAttentionHeads, '--hidden', config.hiddenSize, '--block', config.seqLength, '--batch', config.batch, '--vocab', config.vocabSize, '--runs', runs, '--warmup', warmup, '--device', device].map(String);
     const out = execFileSync(python, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
-    return JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; threads: number };
+    return JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; threads: number; device: string };
   } catch (e) {
     progress(`torch reference skipped: ${(e as Error).message.split('\n')[0]}`);
     return null;
   }
 }
 
-async function gptRow(ctx: GpuContext, name: string, config: GptConfig & { batch: number }, python: string, warmup: number, runs: number): Promise<Row> {
+async function gptRow(ctx: GpuContext, name: string, config: GptConfig & { batch: number }, torchAt: { python: string; device: string }, warmup: number, runs: number): Promise<Row> {
   const params = new LocalParams(ctx, Gpt.specs(config));
   params.set(Gpt.init(config, 1));
   const gpt = new Gpt(config, params.tensors);
@@ -182,12 +184,12 @@ async function gptRow(ctx: GpuContext, name: string, config: GptConfig & { batch
   }
   params.destroy();
   const ms = median(samples);
-  progress(`gpt ${name}: torch CPU on the same config`);
-  const torch = torchReference(python, config, runs, warmup);
+  progress(`gpt ${name}: torch (${torchAt.device}) on the same config`);
+  const torch = torchReference(torchAt.python, torchAt.device, config, runs, warmup);
   const tokensPerS = tokens / (ms / 1000);
   return {
-    bench: 'gpt', config: name, tokens, ms, tokens_per_s: tokensPerS, torch_cpu_tokens_per_s: torch?.tokens_per_s ?? null,
-    ratio_to_torch: torch ? tokensPerS / torch.tokens_per_s : null, torch_threads: torch?.threads ?? null, loss, backend: ctx.backend, adapter: ctx.adapterName,
+    bench: 'gpt', config: name, tokens, ms, tokens_per_s: tokensPerS, torch_tokens_per_s: torch?.tokens_per_s ?? null,
+    ratio_to_torch: torch ? tokensPerS / torch.tokens_per_s : null, torch_device: torch?.device ?? null, torch_threads: torch?.threads ?? null, loss, backend: ctx.backend, adapter: ctx.adapterName,
   };
 }
 
@@ -205,12 +207,13 @@ function writeChart(path: string, rows: Row[], adapter: string): void {
 
 export const nnBench: Bench = {
   name: 'nn',
-  summary: 'WGSL matmul vs onnxruntime (WebGPU and CPU); GPT forward+backward vs torch CPU',
-  columns: ['bench', 'shape', 'config', 'ms', 'gflops', 'ort_webgpu_gflops', 'ort_cpu_gflops', 'vs_ort_webgpu', 'kernel_gflops', 'ort_webgpu_kernel_gflops', 'kernel_vs_ort_webgpu', 'gpu_timestamp_gflops', 'tokens_per_s', 'torch_cpu_tokens_per_s', 'ratio_to_torch'],
+  summary: 'WGSL matmul vs onnxruntime (WebGPU and CPU); GPT forward+backward vs torch (CPU, or CUDA)',
+  columns: ['bench', 'shape', 'config', 'ms', 'gflops', 'ort_webgpu_gflops', 'ort_cpu_gflops', 'vs_ort_webgpu', 'kernel_gflops', 'ort_webgpu_kernel_gflops', 'kernel_vs_ort_webgpu', 'gpu_timestamp_gflops', 'tokens_per_s', 'torch_tokens_per_s', 'torch_device', 'ratio_to_torch'],
   flags: {
     matmul: { kind: 'list', default: ['1024', '512', 'gpt'], help: "matmul sizes: squares, or 'gpt' for the GPT config's shapes" },
     config: { kind: 'string', default: 'char-4x128', help: `GPT config: ${Object.keys(GPT_CONFIGS).join(', ')}, or none for matmul only` },
-    python: { kind: 'string', default: '/usr/bin/python3', help: 'python with torch for the CPU reference' },
+    python: { kind: 'string', default: '/usr/bin/python3', help: 'python with torch for the reference' },
+    'torch-device': { kind: 'string', default: 'cpu', help: "where torch runs the GPT reference: cpu, or cuda on an NVIDIA GPU" },
     runs: { kind: 'int', default: 10, help: 'timed runs (median reported)' },
     warmup: { kind: 'int', default: 2, help: 'untimed runs first' },
     chart: { kind: 'string', help: 'write an SVG chart of matmul GFLOP/s (webtron vs onnxruntime WebGPU) to this file' },
@@ -224,7 +227,7 @@ export const nnBench: Bench = {
     const warmup = flags.warmup as number;
     const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
-    if (name !== 'none') rows.push(await gptRow(ctx, name, config, flags.python as string, warmup, runs));
+    if (name !== 'none') rows.push(await gptRow(ctx, name, config, { python: flags.python as string, device: flags['torch-device'] as string }, warmup, runs));
     return rows;
   },
 };

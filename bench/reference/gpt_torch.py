@@ -1,9 +1,11 @@
 #!/usr/bin/python3
-"""torch CPU forward+backward of the GPT `npm run bench -- nn` times, on the identical config.
+"""torch forward+backward of the GPT `npm run bench -- nn` times, on the identical config.
 
 The same nanoGPT shape as src/nn/gpt.ts (tied head, pre-LN blocks, fused qkv, 4h GELU-tanh MLP,
 no dropout), GPT-2 init, random tokens. Prints one JSON object: tokens/s (median of the runs).
 Run with Debian's python3-torch: /usr/bin/python3 bench/reference/gpt_torch.py --layers 4 ...
+`--device cuda` runs it on an NVIDIA GPU (fp32, TF32 off, as webtron computes), timed with a
+device synchronize after each step.
 """
 import argparse
 import json
@@ -31,7 +33,7 @@ class Block(torch.nn.Module):
         shape = (b, t, self.heads, c // self.heads)
         q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))
         att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
-        mask = torch.ones(t, t, dtype=torch.bool).tril()
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         att = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).contiguous().view(b, t, c)
         x = x + self.proj(y)
@@ -56,7 +58,7 @@ class Gpt(torch.nn.Module):
 
     def forward(self, ids, targets):
         t = ids.size(1)
-        x = self.wte(ids) + self.wpe(torch.arange(t))
+        x = self.wte(ids) + self.wpe(torch.arange(t, device=ids.device))
         for block in self.blocks:
             x = block(x)
         logits = self.ln_f(x) @ self.wte.weight.t()
@@ -67,24 +69,33 @@ def main():
     ap = argparse.ArgumentParser()
     for name, default in [('layers', 4), ('heads', 4), ('hidden', 128), ('block', 64), ('batch', 12), ('vocab', 81), ('runs', 10), ('warmup', 3)]:
         ap.add_argument(f'--{name}', type=int, default=default)
+    ap.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     a = ap.parse_args()
     torch.manual_seed(0)
-    model = Gpt(a.layers, a.heads, a.hidden, a.block, a.vocab)
-    ids = torch.randint(0, a.vocab, (a.batch, a.block))
-    targets = torch.randint(0, a.vocab, (a.batch, a.block))
+    device = torch.device(a.device)
+    if a.device == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    sync = torch.cuda.synchronize if a.device == 'cuda' else (lambda: None)
+    model = Gpt(a.layers, a.heads, a.hidden, a.block, a.vocab).to(device)
+    ids = torch.randint(0, a.vocab, (a.batch, a.block), device=device)
+    targets = torch.randint(0, a.vocab, (a.batch, a.block), device=device)
     times = []
     for i in range(a.warmup + a.runs):
         model.zero_grad(set_to_none=True)
+        sync()
         t0 = time.perf_counter()
         loss = model(ids, targets)
         loss.backward()
+        sync()
         dt = time.perf_counter() - t0
         if i >= a.warmup:
             times.append(dt)
     times.sort()
     ms = 1000 * times[len(times) // 2]
     print(json.dumps({'ms': ms, 'tokens_per_s': a.batch * a.block / (ms / 1000), 'loss': float(loss),
-                      'threads': torch.get_num_threads(), 'torch_version': torch.__version__}))
+                      'threads': torch.get_num_threads(), 'torch_version': torch.__version__,
+                      'device': torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu'}))
 
 
 if __name__ == '__main__':
