@@ -30,6 +30,7 @@ export function bytesOf(data: ArrayBufferView): Uint8Array {
 class ReduceSink implements FrameSink {
   private carried = 0;
   private readonly scratchBytes: Uint8Array;
+  readonly bytes: number;
 
   constructor(
     private readonly dst: Float32Array,
@@ -39,6 +40,7 @@ class ReduceSink implements FrameSink {
     private readonly onEnd: () => void,
   ) {
     this.scratchBytes = scratchFor(dst) ?? bytesOf(scratch());
+    this.bytes = (range.end - range.start) * 4;
   }
 
   target(_offset: number, max: number): Uint8Array {
@@ -74,8 +76,9 @@ class ReduceSink implements FrameSink {
 }
 
 /** Writes a frame body into dst at `start` bytes: the socket reads it straight into place. */
-function copySink(dst: Uint8Array, start: number, onEnd: () => void): FrameSink {
+function copySink(dst: Uint8Array, start: number, end: number, onEnd: () => void): FrameSink {
   return {
+    bytes: end - start,
     target: (offset, max) => dst.subarray(start + offset, start + offset + max),
     piece: (bytes, offset) => {
       if (bytes.buffer !== dst.buffer || bytes.byteOffset !== dst.byteOffset + start + offset) dst.set(bytes, start + offset);
@@ -145,7 +148,7 @@ export class Ring {
     for (let k = 0; k < n - 1; k++) {
       segs(allGatherStep(r, n, k).recv).forEach((seg, j) => {
         const onEnd = () => k < n - 2 && ctx.send(right, firstChunkId + (k + 1) * S + j, bytes.subarray(seg.start, seg.end));
-        ctx.expect(left, firstChunkId + k * S + j, copySink(bytes, seg.start, onEnd));
+        ctx.expect(left, firstChunkId + k * S + j, copySink(bytes, seg.start, seg.end, onEnd));
       });
     }
     const own = segs(allGatherStep(r, n, 0).send);
@@ -183,14 +186,14 @@ export class Ring {
     }
     segs.forEach((seg, j) => {
       const forward = () => right !== root && ctx.send(right, j, bytes.subarray(seg.start, seg.end));
-      ctx.expect(left, j, copySink(bytes, seg.start, forward));
+      ctx.expect(left, j, copySink(bytes, seg.start, seg.end, forward));
     });
   }
 
   barrier(ctx: OpContext): void {
     const rounds = barrierRounds(this.rank, this.worldSize);
     rounds.forEach(({ from }, i) => {
-      ctx.expect(from, i, { piece: () => undefined, end: () => i + 1 < rounds.length && ctx.send(rounds[i + 1]!.to, i + 1) });
+      ctx.expect(from, i, { bytes: 0, piece: () => undefined, end: () => i + 1 < rounds.length && ctx.send(rounds[i + 1]!.to, i + 1) });
     });
     if (rounds.length > 0) ctx.send(rounds[0]!.to, 0);
   }

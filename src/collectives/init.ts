@@ -8,9 +8,27 @@ import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import os from 'node:os';
 import { CollectiveError, JoinError } from './errors.js';
-import { ProcessGroup } from './process-group.js';
+import { FRAME_VERSION } from './frame.js';
+import { effectiveSegmentBytes, ProcessGroup } from './process-group.js';
 import { StoreClient, StoreServer } from './store.js';
-import { peerAddressKey, Transport } from './transport.js';
+import { peerAddressKey, settingsMismatch, Transport } from './transport.js';
+
+/** Where each shared setting comes from, for error messages. */
+const SETTING_SOURCES: Record<string, string> = { segmentBytes: 'WEBTRON_SEGMENT_BYTES', protocol: 'the webtron version' };
+
+/**
+ * Every rank's published settings against this rank's: the first difference as one error that
+ * names the setting, where it comes from, and the ranks' values. Pure.
+ */
+export function checkSharedSettings(mine: Record<string, number | string>, published: { rank: number; settings: unknown }[]): void {
+  for (const { rank, settings } of published) {
+    const mismatch = settingsMismatch(mine, settings, `rank ${rank}`);
+    if (!mismatch) continue;
+    const key = /^setting (\S+)/.exec(mismatch)![1]!;
+    const values = published.map((p) => `rank ${p.rank}: ${String((p.settings as Record<string, unknown> | undefined)?.[key])}`).join(', ');
+    throw new CollectiveError(`ranks disagree on ${key} (${SETTING_SOURCES[key] ?? 'a shared setting'}): ${values}; give every rank the same value`);
+  }
+}
 
 /** How long a store host that failed to join keeps serving the others' last questions. */
 const STORE_GRACE_MS = 2000;
@@ -130,6 +148,8 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
     throw new CollectiveError('WEBTRON_JOB_TOKEN is not set: give every worker the same secret (the `webtron` launcher generates one), or pass { token }');
   }
   const storeExternal = options.storeExternal ?? env.WEBTRON_STORE_EXTERNAL === '1';
+  const segmentBytes = effectiveSegmentBytes(options.segmentBytes ?? intFrom('WEBTRON_SEGMENT_BYTES', env.WEBTRON_SEGMENT_BYTES));
+  const settings = { segmentBytes, protocol: FRAME_VERSION };
   const masterIp = (await lookup(info.masterAddr)).address;
   const storeServer = info.rank === 0 && !storeExternal ? await StoreServer.start({ host: masterIp, port: info.masterPort, token, log }) : null;
   let store: StoreClient | null = null;
@@ -137,7 +157,7 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
   try {
     store = await StoreClient.connect({ host: masterIp, port: info.masterPort, token, connectTimeoutMs: joinTimeoutMs });
     const host = await bindAddress(options, env, info.masterAddr);
-    transport = await Transport.start({ rank: info.rank, worldSize: info.worldSize, token, host, port: options.port ?? 0, store, connectTimeoutMs: Math.min(joinTimeoutMs, 60_000), log });
+    transport = await Transport.start({ rank: info.rank, worldSize: info.worldSize, token, host, port: options.port ?? 0, store, connectTimeoutMs: Math.min(joinTimeoutMs, 60_000), settings, log });
     await store.add('webtron/joined', 1);
     const keys = Array.from({ length: info.worldSize }, (_, r) => peerAddressKey(r));
     try {
@@ -147,8 +167,10 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
       const missing = keys.map((_, r) => r).filter((r) => !present[r]);
       throw new JoinError(`join timed out after ${joinTimeoutMs} ms: ${info.worldSize - missing.length}/${info.worldSize} workers joined; missing ranks: ${missing.join(', ')} (${(error as Error).message})`);
     }
-    const segmentBytes = options.segmentBytes ?? intFrom('WEBTRON_SEGMENT_BYTES', env.WEBTRON_SEGMENT_BYTES);
-    const group = new ProcessGroup(info.rank, info.worldSize, transport, { timeoutMs, ...(segmentBytes ? { segmentBytes } : {}) });
+    // Settings that must match (the segment size decides every frame's length): the same error on every rank.
+    const published = (await store.getMany(keys, joinTimeoutMs)).map((v, rank) => ({ rank, settings: (JSON.parse(v.toString('utf8')) as { settings?: unknown }).settings }));
+    checkSharedSettings(settings, published);
+    const group = new ProcessGroup(info.rank, info.worldSize, transport, { timeoutMs, segmentBytes });
     const client = store;
     return {
       info,
@@ -165,7 +187,7 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
     await transport?.close();
     store?.close();
     // The other ranks time out at about the same moment and still ask the store who is missing.
-    if (storeServer && error instanceof JoinError) await new Promise((r) => setTimeout(r, STORE_GRACE_MS));
+    if (storeServer && error instanceof CollectiveError) await new Promise((r) => setTimeout(r, STORE_GRACE_MS));
     await storeServer?.close();
     throw error;
   }

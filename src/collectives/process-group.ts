@@ -16,7 +16,7 @@
  *   sums travel as fp32 and are rounded to 16 bits once, at the end.
  */
 import { CollectiveError, CollectiveOpError } from './errors.js';
-import type { FrameHeader, OpName, WireDtype } from './frame.js';
+import type { FrameHeader, OpName, WireDtype, WireReduceOp } from './frame.js';
 import { bytesOf, Ring, type OpContext } from './algorithms.js';
 import { float32ToWords, scale, wordsToFloat32, type HalfDtype, type ReduceOp } from './reduce.js';
 import { hostFloat32 } from './simd.js';
@@ -24,16 +24,40 @@ import type { FrameSink, Transport } from './transport.js';
 
 export type CollectiveData = Float32Array | Uint16Array;
 
-export interface DataOptions {
+export interface OpOptions {
+  /** This op's timeout instead of the group's (e.g. a checkpoint save's generous deadline). */
+  timeoutMs?: number;
+}
+
+export interface DataOptions extends OpOptions {
   /** Required for Uint16Array data in reductions. */
   dtype?: HalfDtype;
+}
+
+/**
+ * What DDP and the optimizers need of a process group: `ProcessGroup` over TCP, or a simulation of
+ * d ranks inside one process (tests).
+ */
+export interface Collectives {
+  readonly rank: number;
+  readonly worldSize: number;
+  allReduce(data: CollectiveData, op?: ReduceOp, options?: DataOptions): Promise<void>;
+  reduceScatter<T extends CollectiveData>(data: T, op?: ReduceOp, options?: DataOptions): Promise<T>;
+  allGather(data: CollectiveData, options?: OpOptions): Promise<void>;
+  broadcast(data: CollectiveData, root?: number, options?: OpOptions): Promise<void>;
+  barrier(options?: OpOptions): Promise<void>;
 }
 
 export interface ProcessGroupOptions {
   /** Per-op timeout (default 30 s). */
   timeoutMs?: number;
-  /** Pipelining segment (default 1 MiB). */
+  /** Pipelining segment (default 1 MiB); every rank must use the same (init checks it). */
   segmentBytes?: number;
+}
+
+/** The segment size a group really uses for a requested one: a multiple of 4 bytes, at least 64. */
+export function effectiveSegmentBytes(requested = 1 << 20): number {
+  return Math.max(64, Math.floor(requested / 4) * 4);
 }
 
 interface OpState {
@@ -42,6 +66,7 @@ interface OpState {
   /** Bytes of the user's data (for errors and benchmarks). */
   bytes: number;
   wireDtype: WireDtype;
+  reduce: WireReduceOp;
   /** Bytes the op moves per rank on the wire, the same on every rank (checked on every frame). */
   wireBytes: number;
   sinks: Map<string, FrameSink>;
@@ -52,20 +77,17 @@ interface OpState {
   fail: (error: Error) => void;
 }
 
-interface BufferedFrame {
-  peer: number;
-  header: FrameHeader;
-  body: Buffer;
+interface RunOptions extends OpOptions {
+  reduce?: WireReduceOp;
 }
 
-export class ProcessGroup {
+export class ProcessGroup implements Collectives {
   readonly timeoutMs: number;
   readonly segmentBytes: number;
   private nextSeq = 1;
   private completedSeq = 0;
   private queue: Promise<unknown> = Promise.resolve();
   private current: OpState | null = null;
-  private readonly buffered = new Map<number, BufferedFrame[]>();
   private failure: { peer: number | undefined; reason: string } | null = null;
   /** Peers whose connection ended; an error only for an op that still needs them. */
   private readonly gone = new Map<number, string>();
@@ -78,7 +100,7 @@ export class ProcessGroup {
     options: ProcessGroupOptions = {},
   ) {
     this.timeoutMs = options.timeoutMs ?? 30_000;
-    this.segmentBytes = Math.max(64, Math.floor((options.segmentBytes ?? 1 << 20) / 4) * 4);
+    this.segmentBytes = effectiveSegmentBytes(options.segmentBytes);
     const scratch = new Float32Array(1 << 14);
     this.ring = new Ring(rank, worldSize, this.segmentBytes, () => scratch);
     if (transport) {
@@ -109,23 +131,23 @@ export class ProcessGroup {
     return this.reduction('reduceScatter', data, op, options, (values) => this.ring.reduceScatter(values, op)).then(() => view);
   }
 
-  allGather(data: CollectiveData): Promise<void> {
+  allGather(data: CollectiveData, options: OpOptions = {}): Promise<void> {
     const s = this.worldSize;
     if (data.length % s !== 0) return this.contract('allGather', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
     return this.run('allGather', data.byteLength, 'bytes', data.byteLength, (ctx) => {
       this.ring.allGather(ctx, bytesOf(data), (c) => this.ring.byteChunk(data, c), 0, data.BYTES_PER_ELEMENT);
-    });
+    }, options);
   }
 
-  broadcast(data: CollectiveData, root = 0): Promise<void> {
+  broadcast(data: CollectiveData, root = 0, options: OpOptions = {}): Promise<void> {
     if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) {
       return this.contract('broadcast', data, `root ${root} is not a rank of this world of ${this.worldSize}`);
     }
-    return this.run('broadcast', data.byteLength, 'bytes', data.byteLength, (ctx) => this.ring.broadcast(ctx, bytesOf(data), root));
+    return this.run('broadcast', data.byteLength, 'bytes', data.byteLength, (ctx) => this.ring.broadcast(ctx, bytesOf(data), root), options);
   }
 
-  barrier(): Promise<void> {
-    return this.run('barrier', 0, 'bytes', 0, (ctx) => this.ring.barrier(ctx));
+  barrier(options: OpOptions = {}): Promise<void> {
+    return this.run('barrier', 0, 'bytes', 0, (ctx) => this.ring.barrier(ctx), options);
   }
 
   /** Close the group (after the ops in flight). Peers see the connections close. */
@@ -153,7 +175,7 @@ export class ProcessGroup {
       }
       if (data instanceof Uint16Array) float32ToWords(values, options.dtype!, data);
     };
-    return this.run(op, data.byteLength, 'float32', values.byteLength, ring(values)).then(finish);
+    return this.run(op, data.byteLength, 'float32', values.byteLength, ring(values), { reduce: reduceOp, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) }).then(finish);
   }
 
   // ---------------------------------------------------------------- op machinery
@@ -163,10 +185,12 @@ export class ProcessGroup {
   }
 
   /** Queue an op; it runs after every op issued before it. */
-  private run(op: OpName, bytes: number, wireDtype: WireDtype, wireBytes: number, setup: (ctx: OpContext) => void): Promise<void> {
+  private run(op: OpName, bytes: number, wireDtype: WireDtype, wireBytes: number, setup: (ctx: OpContext) => void, options: RunOptions = {}): Promise<void> {
     const seq = this.nextSeq++;
+    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    if (!(timeoutMs > 0)) return Promise.reject(new CollectiveError(`${op} on rank ${this.rank}: timeoutMs must be positive, got ${timeoutMs}`));
     const result = this.queue.then(() => {
-      if (this.worldSize > 1) return this.execute(seq, op, bytes, wireDtype, wireBytes, setup);
+      if (this.worldSize > 1) return this.execute(seq, op, bytes, wireDtype, wireBytes, setup, options.reduce ?? 'none', timeoutMs);
       if (this.failure) throw this.opError(op, bytes, this.failure.peer, this.failure.reason);
       this.completedSeq = seq; // a world of one: nothing to exchange
       return undefined;
@@ -179,7 +203,7 @@ export class ProcessGroup {
     return new CollectiveOpError(op, bytes, this.rank, peer, reason);
   }
 
-  private async execute(seq: number, op: OpName, bytes: number, wireDtype: WireDtype, wireBytes: number, setup: (ctx: OpContext) => void): Promise<void> {
+  private async execute(seq: number, op: OpName, bytes: number, wireDtype: WireDtype, wireBytes: number, setup: (ctx: OpContext) => void, reduce: WireReduceOp, timeoutMs: number): Promise<void> {
     if (this.failure) {
       throw this.opError(op, bytes, this.failure.peer, `process group is closed after an earlier failure: ${this.failure.reason}`);
     }
@@ -189,12 +213,12 @@ export class ProcessGroup {
       finish = resolve;
       fail = reject;
     });
-    const state: OpState = { seq, op, bytes, wireDtype, wireBytes, sinks: new Map(), remaining: 0, sends: [], waitingOn: undefined, finish, fail };
+    const state: OpState = { seq, op, bytes, wireDtype, reduce, wireBytes, sinks: new Map(), remaining: 0, sends: [], waitingOn: undefined, finish, fail };
     this.current = state;
     const timer = setTimeout(() => {
       const peer = state.waitingOn;
-      this.fail(peer, `timed out after ${this.timeoutMs} ms${peer === undefined ? '' : ` waiting for rank ${peer}`}`);
-    }, this.timeoutMs);
+      this.fail(peer, `timed out after ${timeoutMs} ms${peer === undefined ? '' : ` waiting for rank ${peer}`}`);
+    }, timeoutMs);
     try {
       const ctx: OpContext = {
         expect: (peer, chunk, sink) => {
@@ -203,6 +227,7 @@ export class ProcessGroup {
           state.remaining += 1;
           state.waitingOn ??= peer;
           state.sinks.set(`${peer}/${chunk}`, {
+            bytes: sink.bytes,
             ...(sink.target ? { target: (o: number, max: number) => sink.target!(o, max) } : {}),
             piece: (b, o) => sink.piece(b, o),
             end: () => {
@@ -218,21 +243,15 @@ export class ProcessGroup {
         send: (peer, chunk, body) => {
           const gone = this.gone.get(peer);
           if (gone !== undefined) this.fail(peer, gone);
-          const header: FrameHeader = { op, dtype: wireDtype, seq, chunk, length: body?.byteLength ?? 0, totalBytes: wireBytes };
+          const header: FrameHeader = { op, dtype: wireDtype, reduce, seq, chunk, length: body?.byteLength ?? 0, totalBytes: wireBytes };
           const sent = this.transport!.sendTo(peer).then((link) => link.send(header, body));
           sent.catch((e: Error) => this.fail(peer, e.message));
           state.sends.push(sent);
         },
       };
       setup(ctx);
-      for (const frame of this.buffered.get(seq) ?? []) {
-        try {
-          this.deliver(state, frame);
-        } catch (error) {
-          this.fail(frame.peer, (error as Error).message);
-        }
-      }
-      this.buffered.delete(seq);
+      // Frames of this op that arrived before it started wait in their connections: read them now.
+      this.transport!.retryHeld();
       this.checkDone(state);
       await done;
       // The op is done only when its sends have left: the caller may overwrite the data next.
@@ -251,52 +270,30 @@ export class ProcessGroup {
     else state.waitingOn = Number(state.sinks.keys().next().value?.split('/')[0] ?? state.waitingOn);
   }
 
-  private deliver(state: OpState, frame: BufferedFrame): void {
-    const sink = this.sinkFor(state, frame.peer, frame.header);
-    sink.piece(frame.body, 0);
-    sink.end();
-  }
-
   private sinkFor(state: OpState, peer: number, header: FrameHeader): FrameSink {
-    if (header.op !== state.op || header.totalBytes !== state.wireBytes % 2 ** 32 || header.dtype !== state.wireDtype) {
-      throw new Error(`collective mismatch at op #${state.seq}: rank ${peer} runs ${header.op} of ${header.totalBytes} B (${header.dtype}), this rank ${state.op} of ${state.wireBytes} B (${state.wireDtype})`);
+    if (header.op !== state.op || header.totalBytes !== state.wireBytes % 2 ** 32 || header.dtype !== state.wireDtype || header.reduce !== state.reduce) {
+      const reduce = (r: WireReduceOp) => (r === 'none' ? '' : `, ${r}`);
+      throw new Error(`collective mismatch at op #${state.seq}: rank ${peer} runs ${header.op} of ${header.totalBytes} B (${header.dtype}${reduce(header.reduce)}), this rank ${state.op} of ${state.wireBytes} B (${state.wireDtype}${reduce(state.reduce)})`);
     }
     const sink = state.sinks.get(`${peer}/${header.chunk}`);
     if (!sink) throw new Error(`unexpected chunk ${header.chunk} of op #${state.seq} (${state.op}) from rank ${peer}`);
+    if (header.length !== sink.bytes) {
+      throw new Error(`frame ${header.chunk} of op #${state.seq} (${state.op}) from rank ${peer} carries ${header.length} B where this rank expects ${sink.bytes} B; do both ranks use the same WEBTRON_SEGMENT_BYTES?`);
+    }
     return sink;
   }
 
-  /** Transport callback: where the body of this frame goes. Throwing drops the peer. */
-  private route(peer: number, header: FrameHeader): FrameSink {
+  /**
+   * Transport callback: where the body of this frame goes. Throwing drops the peer; null holds the
+   * frame in its connection (a peer running ahead) until this rank starts that op.
+   */
+  private route(peer: number, header: FrameHeader): FrameSink | null {
     if (this.failure) throw new Error(`process group is closed: ${this.failure.reason}`);
     if (header.seq <= this.completedSeq) {
       throw new Error(`frame of op #${header.seq} (${header.op}) from rank ${peer} arrived after this rank finished that op`);
     }
     if (this.current && header.seq === this.current.seq) return this.sinkFor(this.current, peer, header);
-    // A peer running ahead: keep the frame until this rank reaches that op.
-    const body = Buffer.allocUnsafe(header.length);
-    return {
-      target: (offset, max) => body.subarray(offset, offset + max),
-      piece: (bytes, offset) => {
-        if (bytes.buffer !== body.buffer || bytes.byteOffset !== body.byteOffset + offset) body.set(bytes, offset);
-      },
-      end: () => {
-        const frame = { peer, header, body };
-        const state = this.current;
-        if (state && state.seq === header.seq) {
-          // This rank started the op while the frame was still arriving: its buffer was drained already.
-          try {
-            this.deliver(state, frame);
-          } catch (error) {
-            this.fail(peer, (error as Error).message);
-          }
-          return;
-        }
-        const list = this.buffered.get(header.seq) ?? [];
-        list.push(frame);
-        this.buffered.set(header.seq, list);
-      },
-    };
+    return null;
   }
 
   /**

@@ -7,6 +7,10 @@
 import net from 'node:net';
 import { acceptHandshake, connectAndAuthenticate } from './auth.js';
 import { StoreError, TransportError } from './errors.js';
+import { rateLimitedLog } from './log-limit.js';
+
+/** Bounds on what a client may store or ask, so that no request can exhaust the store host. */
+export const STORE_LIMITS = { keyBytes: 1024, valueBytes: 16 << 20, keysPerRequest: 4096, messageBytes: 64 << 20, timeoutMs: 24 * 3600_000 } as const;
 
 type Request =
   | { id: number; cmd: 'set'; key: string; value: string }
@@ -21,6 +25,67 @@ type Request =
 type Response = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
 
 type RequestBody = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+/**
+ * A request as received, checked field by field (a token holder can still send anything): the
+ * request, or a one-line reason. Pure.
+ */
+export function validateRequest(message: unknown): { request: Request } | { id: number | null; error: string } {
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) return { id: null, error: 'a store request must be a JSON object' };
+  const m = message as Record<string, unknown>;
+  const id = typeof m.id === 'number' && Number.isSafeInteger(m.id) ? m.id : null;
+  if (id === null) return { id: null, error: `field 'id' must be an integer, got ${JSON.stringify(m.id)?.slice(0, 40)}` };
+  const bad = (error: string) => ({ id, error });
+  const key = (name: string, v: unknown): string | null => {
+    if (typeof v !== 'string') return `field '${name}' must be a string`;
+    if (Buffer.byteLength(v) > STORE_LIMITS.keyBytes) return `field '${name}' is longer than ${STORE_LIMITS.keyBytes} B`;
+    return null;
+  };
+  const value = (name: string, v: unknown): string | null => {
+    if (typeof v !== 'string') return `field '${name}' must be a base64 string`;
+    if ((v.length * 3) / 4 > STORE_LIMITS.valueBytes) return `field '${name}' is larger than ${STORE_LIMITS.valueBytes} B`;
+    return null;
+  };
+  const keys = (v: unknown): string | null => {
+    if (!Array.isArray(v) || v.length === 0) return "field 'keys' must be a non-empty array of strings";
+    if (v.length > STORE_LIMITS.keysPerRequest) return `field 'keys' holds more than ${STORE_LIMITS.keysPerRequest} keys`;
+    for (const k of v) {
+      const e = key('keys', k);
+      if (e) return e;
+    }
+    return null;
+  };
+  const timeout = (v: unknown): string | null =>
+    typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= STORE_LIMITS.timeoutMs ? null : `field 'timeoutMs' must be a number of milliseconds in 0..${STORE_LIMITS.timeoutMs}`;
+  let error: string | null;
+  switch (m.cmd) {
+    case 'set':
+      error = key('key', m.key) ?? value('value', m.value);
+      break;
+    case 'get':
+    case 'wait':
+      error = keys(m.keys) ?? timeout(m.timeoutMs);
+      break;
+    case 'add':
+      error = key('key', m.key) ?? (typeof m.delta === 'number' && Number.isSafeInteger(m.delta) ? null : "field 'delta' must be an integer");
+      break;
+    case 'compareSet':
+      error = key('key', m.key) ?? (m.expected === null ? null : value('expected', m.expected)) ?? value('desired', m.desired);
+      break;
+    case 'delete':
+      error = key('key', m.key);
+      break;
+    case 'check':
+      error = keys(m.keys);
+      break;
+    case 'numKeys':
+      error = null;
+      break;
+    default:
+      error = `unknown store command ${JSON.stringify(m.cmd)?.slice(0, 40)}`;
+  }
+  return error ? bad(error) : { request: m as unknown as Request };
+}
 
 /** Length-prefixed JSON messages over a socket. */
 class MessageChannel {
@@ -49,7 +114,7 @@ class MessageChannel {
     this.pending = this.pending.byteLength ? Buffer.concat([this.pending, chunk]) : chunk;
     while (this.pending.byteLength >= 4) {
       const length = this.pending.readUInt32LE(0);
-      if (length > 64 << 20) {
+      if (length > STORE_LIMITS.messageBytes) {
         this.onBroken(`store message of ${length} B is too large`);
         this.socket.destroy();
         return;
@@ -77,7 +142,9 @@ export interface StoreServerOptions {
   token: string;
   /** Handshake deadline for a new connection (default 10 s). */
   authTimeoutMs?: number;
-  /** Where refused connections are reported (default: stderr). */
+  /** Connections still authenticating at once; more are closed at once (default 256). */
+  maxPendingConnections?: number;
+  /** Where refused connections are reported (default: stderr), at most 10 lines a minute. */
   log?: (line: string) => void;
 }
 
@@ -98,21 +165,39 @@ export class StoreServer {
   ) {}
 
   static async start(options: StoreServerOptions): Promise<StoreServer> {
-    const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+    const log = rateLimitedLog(options.log ?? ((line: string) => process.stderr.write(`${line}\n`)), { what: 'refused store connections' });
     const authTimeout = options.authTimeoutMs ?? 10_000;
+    const cap = options.maxPendingConnections ?? 256;
     const server = net.createServer();
     let store: StoreServer | null = null;
+    let pending = 0;
     server.on('connection', (socket) => {
+      const from = `${socket.remoteAddress}:${socket.remotePort}`;
+      if (pending >= cap) {
+        log(`webtron store: refused connection from ${from}: ${cap} connections are already authenticating`);
+        socket.destroy();
+        return;
+      }
+      pending += 1;
+      let authenticating = true;
+      const settled = () => {
+        if (authenticating) pending -= 1;
+        authenticating = false;
+      };
       socket.setNoDelay(true);
       store?.sockets.add(socket);
-      socket.on('close', () => store?.sockets.delete(socket));
-      const from = `${socket.remoteAddress}:${socket.remotePort}`;
+      socket.on('close', () => {
+        settled();
+        store?.sockets.delete(socket);
+      });
       acceptHandshake(socket, options.token, authTimeout).then(
         ({ hello, leftover }) => {
-          if (hello.kind !== 'store') throw new TransportError(`expected a store client, got '${hello.kind}'`);
+          settled();
+          if (hello.kind !== 'store') throw new TransportError(`expected a store client, got '${String(hello.kind).slice(0, 40)}'`);
           store?.serve(socket, leftover);
         },
       ).catch((error: Error) => {
+        settled();
         log(`webtron store: refused connection from ${from}: ${error.message}`);
         socket.destroy();
       });
@@ -126,7 +211,16 @@ export class StoreServer {
   private serve(socket: net.Socket, leftover: Buffer): void {
     const channel = new MessageChannel(
       socket,
-      (message) => this.handle(channel, message as Request),
+      (message) => {
+        const checked = validateRequest(message);
+        if (!('request' in checked)) return channel.send({ id: checked.id ?? -1, ok: false, error: `bad request: ${checked.error}` });
+        try {
+          this.handle(channel, checked.request);
+        } catch (error) {
+          // Never let one request take the store host down.
+          channel.send({ id: checked.request.id, ok: false, error: `request failed: ${(error as Error).message}` });
+        }
+      },
       () => undefined,
       leftover,
     );

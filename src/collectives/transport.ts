@@ -9,14 +9,18 @@
 import net from 'node:net';
 import { acceptHandshake, connectAndAuthenticate, HandshakeReader } from './auth.js';
 import { TransportError } from './errors.js';
+import { rateLimitedLog } from './log-limit.js';
 import { encodeHeader, FrameReader, type BodySink, type FrameHeader } from './frame.js';
 import { listen, type StoreClient } from './store.js';
 
 export type FrameSink = BodySink;
 
 export interface FrameRouter {
-  /** Called for each header; throw to reject the frame (the transport then fails that peer). */
-  route(peer: number, header: FrameHeader): FrameSink;
+  /**
+   * Called for each header; throw to reject the frame (the transport then fails that peer). Null:
+   * the frame belongs to an op not started yet; the connection stops reading until `retryHeld()`.
+   */
+  route(peer: number, header: FrameHeader): FrameSink | null;
   /** A connection to `peer` ended (`fatal`: it spoke garbage); called once per peer. */
   failed(peer: number, reason: string, fatal: boolean): void;
 }
@@ -30,9 +34,27 @@ export interface TransportOptions {
   /** 0: chosen by the OS. */
   port: number;
   store: StoreClient;
-  /** Deadline for handshakes and for finding a peer's address. */
+  /** Deadline for handshakes this rank dials and for finding a peer's address. */
   connectTimeoutMs: number;
+  /** Deadline for a connection to this rank to authenticate (default 10 s). */
+  acceptTimeoutMs?: number;
+  /** Connections not yet authenticated that this rank's port holds at once (default max(64, 2·world)). */
+  maxPendingConnections?: number;
+  /**
+   * Settings every rank must share (segment size, protocol version): sent in the hello and
+   * published with the address; a peer with other values is refused, naming the setting.
+   */
+  settings: Record<string, number | string>;
   log: (line: string) => void;
+}
+
+/** The first setting whose value differs, as "name: this rank has a, rank p has b", or null. */
+export function settingsMismatch(mine: Record<string, unknown>, theirs: unknown, peer: string): string | null {
+  const other = (theirs ?? {}) as Record<string, unknown>;
+  for (const key of new Set([...Object.keys(mine), ...Object.keys(other)])) {
+    if (mine[key] !== other[key]) return `setting ${key} differs: this rank has ${String(mine[key])}, ${peer} has ${String(other[key])}`;
+  }
+  return null;
 }
 
 export const peerAddressKey = (rank: number) => `webtron/peer/${rank}`;
@@ -44,6 +66,7 @@ class ReceiveLink {
   private readonly handshakeBuffer = new Uint8Array(1 << 12);
   private frames: FrameReader | null = null;
   private lastTarget: Uint8Array | null = null;
+  private targetEpoch = -1;
 
   constructor(
     readonly peer: number,
@@ -61,17 +84,20 @@ class ReceiveLink {
 
   private target(): Uint8Array {
     this.lastTarget = this.frames ? this.frames.target() : this.handshakeBuffer;
+    this.targetEpoch = this.frames?.epoch ?? -1;
     return this.lastTarget;
   }
 
   private received(n: number): boolean {
     try {
-      // Node asks for the next buffer right after each read, so a read may still land in the
-      // handshake buffer after the handshake: judge by where the bytes went, not by the state now.
+      // Node asks for the next buffer right after each read, and the reader may move on by itself
+      // before the read lands (the handshake ends, a held frame finds its op): judge by where the
+      // bytes went and by whether the reader is still where it was when it handed that buffer out.
       const landed = this.lastTarget!;
-      if (landed !== this.handshakeBuffer) this.frames!.advance(n);
-      else if (this.frames) this.frames.push(landed.subarray(0, n));
-      else this.handshake.push(landed.subarray(0, n));
+      if (!this.frames) this.handshake.push(landed.subarray(0, n));
+      else if (landed !== this.handshakeBuffer && this.frames.epoch === this.targetEpoch) this.frames.advance(n);
+      else this.frames.push(landed.slice(0, n));
+      if (this.frames?.held) this.socket.pause();
     } catch (error) {
       this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
       this.socket.destroy();
@@ -86,8 +112,20 @@ class ReceiveLink {
     this.socket.on('error', (error) => this.transport.peerFailed(this.peer, `socket error: ${error.message}`, false));
     try {
       this.frames.push(leftover);
+      if (this.frames.held) this.socket.pause();
     } catch (error) {
       this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
+    }
+  }
+
+  /** Give a held frame another chance (its op may have started); reading resumes once it has a place. */
+  retry(): void {
+    if (!this.frames?.held) return;
+    try {
+      if (this.frames.retry()) this.socket.resume();
+    } catch (error) {
+      this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
+      this.socket.destroy();
     }
   }
 }
@@ -131,6 +169,10 @@ export class Transport {
     failed: () => undefined,
   };
   private readonly receiveLinks = new Map<number, Promise<ReceiveLink>>();
+  /** Receive links once open (for `retryHeld`, which must not wait). */
+  private readonly openLinks = new Set<ReceiveLink>();
+  private pendingConnections = 0;
+  private readonly refusal: (line: string) => void;
   private readonly sendLinks = new Map<number, Promise<SendLink>>();
   private readonly awaitingDial = new Map<number, { resolve: (link: SendLink) => void; reject: (e: Error) => void }>();
   private readonly sockets = new Set<net.Socket>();
@@ -141,7 +183,9 @@ export class Transport {
     readonly options: TransportOptions,
     private readonly server: net.Server,
     readonly port: number,
-  ) {}
+  ) {
+    this.refusal = rateLimitedLog(options.log, { what: `refused connections to rank ${options.rank}` });
+  }
 
   static async start(options: TransportOptions): Promise<Transport> {
     const server = net.createServer();
@@ -153,7 +197,7 @@ export class Transport {
     await listen(server, options.host, options.port, `rank ${options.rank} transport`);
     const { port } = server.address() as net.AddressInfo;
     holder.transport = new Transport(options, server, port);
-    await options.store.set(peerAddressKey(options.rank), JSON.stringify({ host: options.host, port }));
+    await options.store.set(peerAddressKey(options.rank), JSON.stringify({ host: options.host, port, settings: options.settings }));
     return holder.transport;
   }
 
@@ -169,20 +213,31 @@ export class Transport {
   }
 
   private accept(socket: net.Socket): void {
-    if (this.closed) {
+    const { token, rank, worldSize, settings } = this.options;
+    const from = `${socket.remoteAddress}:${socket.remotePort}`;
+    const cap = this.options.maxPendingConnections ?? Math.max(64, 2 * worldSize);
+    if (this.closed || this.pendingConnections >= cap) {
+      if (!this.closed) this.refusal(`webtron rank ${rank}: refused connection from ${from}: ${cap} connections are already authenticating`);
       socket.destroy();
       return;
     }
     this.track(socket);
-    const from = `${socket.remoteAddress}:${socket.remotePort}`;
-    const { token, connectTimeoutMs, rank, worldSize, log } = this.options;
-    acceptHandshake(socket, token, connectTimeoutMs)
+    this.pendingConnections += 1;
+    let pending = true;
+    const settled = () => {
+      if (pending) this.pendingConnections -= 1;
+      pending = false;
+    };
+    acceptHandshake(socket, token, this.options.acceptTimeoutMs ?? 10_000)
       .then(({ hello, leftover }) => {
+        settled();
         const peer = hello.rank;
         if (hello.kind !== 'peer' || typeof peer !== 'number' || !Number.isInteger(peer)) {
-          throw new TransportError(`expected a peer hello, got ${JSON.stringify(hello)}`);
+          throw new TransportError(`expected a peer hello, got ${JSON.stringify(hello).slice(0, 200)}`);
         }
         if (hello.worldSize !== worldSize) throw new TransportError(`rank ${peer} thinks the world size is ${String(hello.worldSize)}, this rank ${worldSize}`);
+        const mismatch = settingsMismatch(settings, hello.settings, `rank ${peer}`);
+        if (mismatch) throw new TransportError(mismatch);
         if (peer < 0 || peer >= worldSize || peer === rank) throw new TransportError(`rank ${peer} is not another rank of this world of ${worldSize}`);
         if (leftover.byteLength > 0) throw new TransportError(`rank ${peer} sent data before this rank sent any`);
         const waiting = this.awaitingDial.get(peer);
@@ -196,9 +251,15 @@ export class Transport {
         }
       })
       .catch((error: Error) => {
-        log(`webtron rank ${rank}: refused connection from ${from}: ${error.message}`);
+        settled();
+        this.refusal(`webtron rank ${rank}: refused connection from ${from}: ${error.message}`);
         socket.destroy();
       });
+  }
+
+  /** Frames held for ops not started yet: try them again (the process group started an op). */
+  retryHeld(): void {
+    for (const link of this.openLinks) link.retry();
   }
 
   /** The link this rank receives `peer`'s frames on: dialed on first use. */
@@ -223,12 +284,14 @@ export class Transport {
   }
 
   private async dial(peer: number): Promise<ReceiveLink> {
-    const { store, token, connectTimeoutMs, rank, worldSize } = this.options;
+    const { store, token, connectTimeoutMs, rank, worldSize, settings } = this.options;
     const address = JSON.parse((await store.get(peerAddressKey(peer), connectTimeoutMs)).toString('utf8')) as { host: string; port: number };
     const link = new ReceiveLink(peer, address.host, address.port, this);
     this.track(link.socket);
     try {
-      await link.open({ rank, worldSize }, token, connectTimeoutMs);
+      await link.open({ rank, worldSize, settings }, token, connectTimeoutMs);
+      this.openLinks.add(link);
+      link.socket.on('close', () => this.openLinks.delete(link));
       return link;
     } catch (error) {
       link.socket.destroy();

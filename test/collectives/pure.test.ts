@@ -4,7 +4,7 @@ import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, reduceInto } from '
 import { allGatherStep, barrierRounds, chunkRange, reduceScatterStep, segments } from '../../src/collectives/ring.js';
 
 describe('frames', () => {
-  const header: FrameHeader = { op: 'allReduce', dtype: 'float32', seq: 7, chunk: 3, length: 10, totalBytes: 4096 };
+  const header: FrameHeader = { op: 'allReduce', dtype: 'float32', reduce: 'sum', seq: 7, chunk: 3, length: 10, totalBytes: 4096 };
 
   it('round-trip and reject garbage with a reason', () => {
     expect(decodeHeader(encodeHeader(header))).toEqual(header);
@@ -13,7 +13,11 @@ describe('frames', () => {
     expect(() => decodeHeader(bad)).toThrow(/bad frame magic/);
     const version = encodeHeader(header);
     version[4] = 9;
-    expect(() => decodeHeader(version)).toThrow(/frame version 9, this webtron speaks 1/);
+    expect(() => decodeHeader(version)).toThrow(/frame version 9, this webtron speaks 2/);
+    const reduce = encodeHeader(header);
+    reduce[7] = 9;
+    expect(() => decodeHeader(reduce)).toThrow(/unknown reduce op code 9/);
+    for (const op of ['none', 'sum', 'avg', 'max'] as const) expect(decodeHeader(encodeHeader({ ...header, reduce: op })).reduce).toBe(op);
   });
 
   it('the reader takes frames split at every byte (push)', () => {
@@ -24,6 +28,7 @@ describe('frames', () => {
       const got: number[] = [];
       const ends: number[] = [];
       const reader = new FrameReader((h) => ({
+        bytes: h.length,
         piece: (piece, offset) => piece.forEach((b, i) => (got[offset + i] = b)),
         end: () => ends.push(h.chunk),
       }));
@@ -45,8 +50,8 @@ describe('frames', () => {
     let pos = 0;
     const reader = new FrameReader((h) =>
       h.chunk === 1
-        ? { target: (offset, max) => inPlace.subarray(offset, offset + max), piece: (bytes, offset) => expect(bytes.byteOffset).toBe(offset), end: () => undefined }
-        : { piece: (bytes, offset) => bytes.forEach((b, i) => (copied[h.chunk]![offset + i] = b)), end: () => undefined },
+        ? { bytes: 3000, target: (offset, max) => inPlace.subarray(offset, offset + max), piece: (bytes, offset) => expect(bytes.byteOffset).toBe(offset), end: () => undefined }
+        : { bytes: h.length, piece: (bytes, offset) => bytes.forEach((b, i) => (copied[h.chunk]![offset + i] = b)), end: () => undefined },
       64,
     );
     while (pos < wire.byteLength) {
@@ -60,6 +65,47 @@ describe('frames', () => {
     expect(Array.from(inPlace)).toEqual(Array.from(bodies[1]!));
     expect(copied[0]).toEqual(Array.from(bodies[0]!));
     expect(copied[2]).toEqual([9, 9, 9]);
+  });
+
+  it('a body longer or shorter than its place is an error before any byte of it is taken', () => {
+    for (const length of [12, 8]) {
+      const taken: number[] = [];
+      const reader = new FrameReader(() => ({ bytes: 10, piece: (b) => taken.push(b.byteLength), end: () => undefined }));
+      const wire = Buffer.concat([encodeHeader({ ...header, length }), new Uint8Array(length)]);
+      expect(() => reader.push(wire)).toThrow(`allReduce frame #7/3 carries ${length} B where this rank expects 10 B`);
+      expect(taken).toEqual([]);
+    }
+  });
+
+  it('a place that offers no room for bytes still due is an error, never a loop', () => {
+    // Before: a copy target clipped to zero length made push() spin forever on the event loop.
+    const reader = new FrameReader(() => ({ bytes: 10, target: () => new Uint8Array(0), piece: () => undefined, end: () => undefined }));
+    expect(() => reader.push(Buffer.concat([encodeHeader(header), new Uint8Array(10)]))).toThrow(/offered 0 B for 10 B still due/);
+  });
+
+  it('a frame of an op not started yet is held, with the bytes behind it, until retry finds its place', () => {
+    let started = false;
+    const got: number[] = [];
+    const ends: number[] = [];
+    const reader = new FrameReader((h) =>
+      started ? { bytes: h.length, piece: (b, o) => b.forEach((x, i) => (got[o + i] = x)), end: () => ends.push(h.chunk) } : null,
+    );
+    const body = Uint8Array.from({ length: 10 }, (_, i) => 100 + i);
+    const wire = Buffer.concat([encodeHeader(header), body, encodeHeader({ ...header, chunk: 4, length: 0 })]);
+    reader.push(wire.subarray(0, 30)); // the header and 6 body bytes
+    expect(reader.held).toBe(true);
+    const t = reader.target(); // a socket read while held lands in the reader's scratch
+    t.set(wire.subarray(30, 33));
+    reader.advance(3);
+    reader.push(wire.subarray(33));
+    expect(got).toEqual([]);
+    expect(reader.retry()).toBe(false); // still not started
+    started = true;
+    const epoch = reader.epoch;
+    expect(reader.retry()).toBe(true);
+    expect(reader.epoch).not.toBe(epoch);
+    expect(got).toEqual([...body]);
+    expect(ends).toEqual([3, 4]);
   });
 });
 

@@ -31,6 +31,8 @@ export interface JobOptions {
   argv?: string[];
   params?: Record<string, unknown>;
   env?: Record<string, string>;
+  /** Extra environment of one rank (after `env`). */
+  rankEnv?: (rank: number) => Record<string, string>;
   /** Ranks to start (default all); the others never join. */
   ranks?: number[];
   token?: string;
@@ -62,6 +64,7 @@ export async function startJob(options: JobOptions): Promise<Job> {
         WORLD_SIZE: String(options.world),
         WEBTRON_JOB_TOKEN: token,
         ...options.env,
+        ...options.rankEnv?.(rank),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

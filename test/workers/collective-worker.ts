@@ -187,6 +187,11 @@ async function mismatch(d: Distributed): Promise<void> {
   else await d.group.broadcast(data, 0);
 }
 
+/** The same op and size with another reduction: 'sum' on rank 0, 'max' elsewhere. */
+async function reduceMismatch(d: Distributed): Promise<void> {
+  await d.group.allReduce(new Float32Array(1000), d.info.rank === 0 ? 'sum' : 'max');
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   let d: Distributed;
@@ -200,6 +205,7 @@ async function main(): Promise<void> {
     if (scenario === 'matrix') await matrix(d);
     else if (scenario === 'loop') await loop(d);
     else if (scenario === 'mismatch') await mismatch(d);
+    else if (scenario === 'reduceMismatch') await reduceMismatch(d);
     else throw new Error(`unknown scenario ${scenario}`);
     await d.group.barrier();
     say({ done: true, ms: Date.now() - started });
