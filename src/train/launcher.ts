@@ -2,11 +2,14 @@
  * `webtron launch`: start this node's worker processes, torchrun style. Each worker gets RANK,
  * WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT and WEBTRON_JOB_TOKEN; node 0's
  * launcher serves the rendezvous store itself (workers get WEBTRON_STORE_EXTERNAL=1). When one
- * worker fails, the launcher stops the others and exits with that worker's code.
+ * worker fails, the launcher stops the others and exits with that worker's code; when the launcher
+ * dies, its workers stop too (src/train/lifeline.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
+import { constants as osConstants } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { StoreServer } from '../collectives/store.js';
 import { FlagError } from './flags.js';
 
@@ -22,6 +25,10 @@ export interface LaunchOptions {
   command: string[];
   env?: NodeJS.ProcessEnv;
   log?: (line: string) => void;
+  /** After SIGTERM, how long workers get before SIGKILL (default 10 s). */
+  graceMs?: number;
+  /** Lines of a failed worker's stderr to repeat (default 20). */
+  tailLines?: number;
 }
 
 /** Environment of each local worker, pure. */
@@ -55,40 +62,106 @@ export function checkLaunchOptions(o: LaunchOptions): void {
   }
 }
 
-/** Run the job's local workers; resolves with the exit code to use. */
+/** How a worker ended, as people read it, and the exit code that stands for it (128 + signal number). */
+export function describeExit(code: number | null, signal: NodeJS.Signals | null): { text: string; code: number } {
+  if (signal) {
+    const number = osConstants.signals[signal] ?? 0;
+    return { text: `was killed by ${signal} (exit code ${128 + number})`, code: 128 + number };
+  }
+  return { text: `exited with code ${code ?? 1}`, code: code ?? 1 };
+}
+
+/** The last `count` lines a worker wrote to stderr (a ring; lines longer than 500 characters are cut). */
+class TailLines {
+  private readonly lines: string[] = [];
+  private partial = '';
+
+  constructor(private readonly count: number) {}
+
+  push(chunk: string): void {
+    const parts = (this.partial + chunk).split(/\r?\n|\r/);
+    this.partial = parts.pop()!.slice(-500);
+    for (const line of parts) {
+      if (line.trim() === '') continue;
+      this.lines.push(line.slice(0, 500));
+      if (this.lines.length > this.count) this.lines.shift();
+    }
+  }
+
+  get last(): string[] {
+    return this.partial.trim() ? [...this.lines, this.partial].slice(-this.count) : [...this.lines];
+  }
+}
+
+const LIFELINE = fileURLToPath(new URL('./lifeline.js', import.meta.url));
+
+/**
+ * Run the job's local workers; resolves with the exit code to use. Each worker is preloaded with
+ * the lifeline (it stops when this launcher dies, even by SIGKILL). A worker that fails stops the
+ * others (SIGTERM, then SIGKILL after the grace period) and is reported with its code or signal and
+ * the last lines of its stderr. SIGINT or SIGTERM to the launcher goes to every worker and
+ * escalates to SIGKILL after the grace period; a second one kills at once.
+ */
 export async function launch(o: LaunchOptions): Promise<number> {
   checkLaunchOptions(o);
   const log = o.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const graceMs = o.graceMs ?? 10_000;
   const token = o.token || randomBytes(32).toString('hex');
   const store = o.nodeRank === 0
     ? await StoreServer.start({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token, log })
     : null;
   const children: ChildProcess[] = [];
+  const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
   let firstFailure: { rank: string; code: number } | null = null;
-  const stopOthers = () => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
-    setTimeout(() => children.forEach((c) => c.exitCode === null && c.signalCode === null && c.kill('SIGKILL')), 5000).unref();
+  let stopping: { code: number } | null = null;
+  let killTimer: NodeJS.Timeout | null = null;
+  const stopAll = (signal: NodeJS.Signals) => {
+    for (const c of children) if (alive(c)) c.kill(signal);
+    killTimer ??= setTimeout(() => children.forEach((c) => alive(c) && c.kill('SIGKILL')), graceMs);
+    killTimer.unref();
   };
-  const forward = (signal: NodeJS.Signals) => () => children.forEach((c) => c.kill(signal));
-  process.on('SIGINT', forward('SIGINT'));
-  process.on('SIGTERM', forward('SIGTERM'));
+  const onSignal = (signal: NodeJS.Signals) => () => {
+    if (stopping) {
+      log(`webtron launch: ${signal} again: killing every worker now`);
+      children.forEach((c) => alive(c) && c.kill('SIGKILL'));
+      return;
+    }
+    stopping = { code: 128 + (osConstants.signals[signal] ?? 15) };
+    log(`webtron launch: ${signal}: stopping ${children.filter(alive).length} worker(s) (SIGKILL after ${graceMs / 1000} s)`);
+    stopAll(signal);
+  };
+  const handlers = { SIGINT: onSignal('SIGINT'), SIGTERM: onSignal('SIGTERM'), SIGHUP: onSignal('SIGHUP') };
+  for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler);
+  const stderrIsTty = process.stderr.isTTY === true;
   const exits = workerEnvironments(o, token).map(
     (env) =>
       new Promise<void>((resolve) => {
-        const child = spawn(process.execPath, o.command, { env: { ...(o.env ?? process.env), ...env }, stdio: 'inherit' });
+        const tail = new TailLines(o.tailLines ?? 20);
+        const child = spawn(process.execPath, ['--import', LIFELINE, ...o.command], {
+          env: { ...(o.env ?? process.env), ...env, WEBTRON_LIFELINE_FD: '3', ...(stderrIsTty ? { WEBTRON_STDERR_TTY: '1' } : {}) },
+          stdio: ['inherit', 'inherit', 'pipe', 'pipe'],
+        });
         children.push(child);
-        child.on('exit', (code, signal) => {
-          const failed = code !== 0;
-          if (failed && !firstFailure) {
-            firstFailure = { rank: env.RANK!, code: code ?? 128 + (signal === 'SIGKILL' ? 9 : 15) };
-            log(`webtron launch: rank ${env.RANK} exited with ${code ?? signal}; stopping the other workers`);
-            stopOthers();
+        child.stderr!.on('data', (chunk: Buffer) => {
+          process.stderr.write(chunk);
+          tail.push(chunk.toString('utf8'));
+        });
+        child.on('error', (error) => log(`webtron launch: cannot start rank ${env.RANK}: ${error.message}`));
+        child.on('close', (code, signal) => {
+          const exit = describeExit(code, signal);
+          if (exit.code !== 0 && !firstFailure && !stopping) {
+            firstFailure = { rank: env.RANK!, code: exit.code };
+            const last = tail.last;
+            log(`webtron launch: rank ${env.RANK} ${exit.text}; stopping the other workers${last.length ? `. Its last stderr lines:\n${last.map((l) => `  [rank ${env.RANK}] ${l}`).join('\n')}` : ''}`);
+            stopAll('SIGTERM');
           }
           resolve();
         });
       }),
   );
   await Promise.all(exits);
+  if (killTimer) clearTimeout(killTimer);
+  for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler);
   await store?.close();
-  return (firstFailure as { code: number } | null)?.code ?? 0;
+  return (stopping as { code: number } | null)?.code ?? (firstFailure as { code: number } | null)?.code ?? 0;
 }

@@ -175,7 +175,7 @@ async function loop(d: Distributed): Promise<void> {
     await group.allReduce(data);
     const mismatch = firstMismatch(data, expectedReduction(d.info.worldSize, salt, elements, 1000, 'sum'));
     if (mismatch) throw new Error(`allReduce iteration ${iterations} wrong: ${mismatch}`);
-    if (iterations === 0) say({ started: true, rank: d.info.rank });
+    if (iterations === 0) say({ started: true, rank: d.info.rank, pid: process.pid });
     iterations += 1;
   }
   say({ iterations });
