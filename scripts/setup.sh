@@ -46,11 +46,9 @@ say "no WebGPU adapter found: installing Mesa's lavapipe (software Vulkan) with 
 export DEBIAN_FRONTEND=noninteractive
 target=()
 if [[ $codename == bookworm ]]; then
-  # Debian 12's Mesa 22 lavapipe gives Dawn no adapter; backports carries Mesa 25.
-  src=/etc/apt/sources.list.d/webtron-bookworm-backports.list
-  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    echo 'deb http://deb.debian.org/debian bookworm-backports main' > "$src"
-  fi
+  # Debian 12's Mesa 22 lavapipe gives Dawn no adapter; backports carries Mesa 25. The backports
+  # source takes the mirror and key of the machine's own Debian source (and says what it added).
+  node dist/scripts/backports-source.js bookworm || exit 1
   target=(-t bookworm-backports)
 fi
 apt-get update -qq >&2
