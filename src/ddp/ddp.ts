@@ -7,11 +7,19 @@
  * - with it: reduce-scatter, and only this rank's shard of each bucket comes back to the GPU.
  *
  * With `overlapGradReduce`, a bucket's sync starts as soon as its last param registers its grad as
- * ready (`registerGradReady`, last micro-batch only); otherwise every bucket syncs in
- * `finishGradSync`. Syncs are issued in the same order on every rank (bucket readiness follows the
- * backward pass, which is the same everywhere), one after another.
+ * ready (`registerGradReady`); otherwise every bucket syncs in `finishGradSync`. Syncs are issued in
+ * the same order on every rank (bucket readiness follows the backward pass, which is the same
+ * everywhere), one after another.
+ *
+ * Grad accumulation is safe by construction (Megatron's `no_sync`): run every micro-batch but the
+ * last inside `noSync(...)`, where `registerGradReady` does nothing and `finishGradSync` refuses, so
+ * a partial grad can never be synced; `zeroGradBuffer` refuses while a sync is still in flight.
+ *
+ * Every write to the model params through this class (`importParams`, `broadcastParams`) bumps
+ * `paramsVersion`, so that an optimizer keeping fp32 main params refreshes them before its next step;
+ * code that writes the param buffers directly calls `paramsWritten()`.
  */
-import type { ProcessGroup } from '../collectives/process-group.js';
+import type { Collectives } from '../collectives/process-group.js';
 import { float32ToWords, wordsToFloat32 } from '../collectives/reduce.js';
 import { hostFloat32 } from '../collectives/simd.js';
 import type { GpuContext } from '../gpu/context.js';
@@ -35,6 +43,8 @@ interface BucketState {
   /** Params whose grads are not yet registered ready (overlap mode). */
   pending: Set<string>;
   sync: Promise<void> | null;
+  /** The sync has started and not yet settled. */
+  syncing: boolean;
 }
 
 export class DdpError extends Error {
@@ -49,10 +59,12 @@ export class DistributedDataParallel {
   private readonly bucketOf = new Map<string, BucketState>();
   /** Serializes bucket syncs so that every rank issues its collectives in the same order. */
   private chain: Promise<void> = Promise.resolve();
+  private lastMicroBatch = true;
+  private version = 0;
 
   constructor(
-    private readonly ctx: GpuContext,
-    private readonly group: ProcessGroup,
+    readonly ctx: GpuContext,
+    private readonly group: Collectives,
     readonly layout: ModelLayout,
     options: DdpOptions = {},
   ) {
@@ -75,6 +87,7 @@ export class DistributedDataParallel {
         host: hostFloat32(bucket.end - bucket.start),
         pending: new Set(bucket.params),
         sync: null,
+        syncing: false,
         gather: null,
       })),
     );
@@ -129,8 +142,50 @@ export class DistributedDataParallel {
     for (const b of this.buckets) b.gather = null;
   }
 
+  /** Counts writes to the model params made through this class or reported by `paramsWritten()`. */
+  get paramsVersion(): number {
+    return this.version;
+  }
+
+  /** Say that the param buffers were written directly (not through `importParams`). */
+  paramsWritten(): void {
+    this.version += 1;
+  }
+
+  /** False inside `noSync`: the grads of this micro-batch are not final. */
+  get isLastMicroBatch(): boolean {
+    return this.lastMicroBatch;
+  }
+
+  /**
+   * Run `work` (a micro-batch's forward and backward, sync or async) with grad sync off, as
+   * Megatron's `no_sync()`: grads accumulate, `registerGradReady` does nothing, `finishGradSync` refuses.
+   */
+  noSync<T>(work: () => T): T {
+    if (!this.lastMicroBatch) throw new DdpError('noSync: already inside noSync');
+    this.lastMicroBatch = false;
+    let result: T;
+    try {
+      result = work();
+    } catch (error) {
+      this.lastMicroBatch = true;
+      throw error;
+    }
+    if (result instanceof Promise) {
+      return result.finally(() => {
+        this.lastMicroBatch = true;
+      }) as T;
+    }
+    this.lastMicroBatch = true;
+    return result;
+  }
+
   /** Zero every grad buffer and forget readiness: the start of a new global batch. */
   zeroGradBuffer(): void {
+    const busy = this.buckets.find((b) => b.syncing);
+    if (busy) {
+      throw new DdpError(`zeroGradBuffer while the grad sync of bucket ${busy.layout.index} of buffer ${busy.buffer.index} is still running: await finishGradSync() first`);
+    }
     const encoder = this.ctx.device.createCommandEncoder({ label: 'ddp.zeroGradBuffer' });
     for (const b of this.buffers) b.zeroGrads(encoder);
     this.ctx.submit([encoder.finish()]);
@@ -152,6 +207,7 @@ export class DistributedDataParallel {
   /** Make every rank's params equal rank 0's (before the first step). */
   async broadcastParams(): Promise<void> {
     await this.finishParamSync();
+    this.version += 1;
     for (const b of this.buckets) {
       const range = b.buffer.paramBytes(b.layout);
       const params = this.hostParams(b.buffer.index, b.layout.index);
@@ -184,6 +240,7 @@ export class DistributedDataParallel {
 
   /** Set every param from compact values (padding becomes zero; 16-bit params round to nearest even). */
   importParams(values: Map<string, Float32Array>): void {
+    this.version += 1;
     for (const buffer of this.buffers) {
       const all = new Float32Array(buffer.layout.numel);
       for (const p of buffer.layout.params) {
@@ -203,19 +260,20 @@ export class DistributedDataParallel {
   }
 
   /**
-   * The grad of `name` is final for this batch (call on the last micro-batch only). With overlap,
-   * the bucket's sync starts once all its params are ready.
+   * The grad of `name` is final for this batch. With overlap, the bucket's sync starts once all its
+   * params are ready. Inside `noSync` (not the last micro-batch) it does nothing.
    */
   registerGradReady(name: string): void {
     const b = this.bucketOf.get(name);
     if (!b) throw new DdpError(`registerGradReady: no param named '${name}' in this model`);
-    if (!this.overlapGradReduce) return;
+    if (!this.overlapGradReduce || !this.lastMicroBatch) return;
     b.pending.delete(name);
     if (b.pending.size === 0 && b.sync === null) this.startBucketSync(b);
   }
 
   /** Sync every bucket not yet started and wait for all of them. */
   async finishGradSync(): Promise<void> {
+    if (!this.lastMicroBatch) throw new DdpError('finishGradSync inside noSync: the grads of this micro-batch are not final; call it after the last micro-batch');
     for (const b of this.buckets) {
       if (b.sync !== null) continue;
       if (this.overlapGradReduce && b.pending.size > 0) {
@@ -231,7 +289,10 @@ export class DistributedDataParallel {
   private startBucketSync(b: BucketState): void {
     // A param all-gather still running uses the same host staging: let every gather finish first.
     const gathers = Promise.all(this.buckets.map((x) => x.gather));
-    b.sync = this.chain.then(() => gathers).then(() => this.syncBucket(b));
+    b.syncing = true;
+    b.sync = this.chain.then(() => gathers).then(() => this.syncBucket(b)).finally(() => {
+      b.syncing = false;
+    });
     this.chain = b.sync.catch(() => undefined);
   }
 

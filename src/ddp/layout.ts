@@ -6,7 +6,10 @@
  * - inside a buffer, params are placed in reverse registration order (roughly backward order, so
  *   bucket 0 holds the end of the model and is ready first);
  * - with the distributed optimizer each param starts at a multiple of 64 elements and each bucket
- *   ends at a multiple of lcm(d, 128), so that every bucket splits into d equal shards;
+ *   ends at a multiple of lcm(d, 128), so that every bucket splits into d equal shards; webtron
+ *   makes that lcm(4·d, 128), so that every shard starts at a multiple of 4 elements (the optimizer
+ *   kernels read vec4s and 16-bit element pairs). The two differ only when 64 divides d (d = 64:
+ *   256 instead of 128), and the extra elements are reported as padding like Megatron's;
  * - a bucket closes as soon as it holds at least the bucket size (default max(40M, 1M·d) elements);
  * - one webtron addition: 16-bit params start and buckets end at even elements without the
  *   distributed optimizer too, because WebGPU copies whole 4-byte words.
@@ -79,6 +82,11 @@ export interface ModelLayout {
 export const PARAM_START_ALIGN = 64;
 export const BUCKET_END_ALIGN = 128;
 
+/** Where a bucket ends with the distributed optimizer: Megatron's lcm(d, 128), and every shard a multiple of 4 elements. */
+export function bucketEndAlignment(d: number): number {
+  return lcm(4 * d, BUCKET_END_ALIGN);
+}
+
 export function defaultBucketSize(d: number): number {
   return Math.max(40_000_000, 1_000_000 * d);
 }
@@ -129,7 +137,7 @@ function layoutBuffer(params: ParamSpec[], o: Required<LayoutOptions>): BufferLa
   // WebGPU copies and writes whole 4-byte words: 16-bit params start and buckets end at even
   // elements even without the distributed optimizer (at most one element of padding each).
   const minimum = BYTES[params[0]!.dtype] < 4 ? 2 : 1;
-  const bucketEndAlign = distributed ? lcm(o.dataParallelSize, BUCKET_END_ALIGN) : minimum;
+  const bucketEndAlign = distributed ? bucketEndAlignment(o.dataParallelSize) : minimum;
   const paramStartAlign = distributed ? PARAM_START_ALIGN : minimum;
   const placements: ParamPlacement[] = [];
   const buckets: BucketLayout[] = [];

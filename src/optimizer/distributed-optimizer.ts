@@ -3,13 +3,13 @@
  * runs Adam on its own shard of every bucket only, then all-gathers the updated params bucket by
  * bucket (in the background with `overlapParamGather`).
  */
-import type { ProcessGroup } from '../collectives/process-group.js';
+import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
 import { AdamKernel } from './adam.js';
 import type { CastRange } from './cast.js';
-import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState } from './optimizer-base.js';
+import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
 import { shardRanges, type ShardRange } from './ranges.js';
 import { SumOfSquares } from './sumsq.js';
 import type { UnscaleRange } from './unscale.js';
@@ -21,7 +21,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
   private readonly expAvgSq: DeviceBuffer;
   private readonly main: DeviceBuffer | null;
 
-  constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
+  constructor(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
     if (!ddp.layout.distributedOptimizer) throw new Error('DistributedOptimizer needs a layout made for the distributed optimizer');
     this.ranges = shardRanges(ddp.layout, group.rank);
@@ -63,21 +63,46 @@ export class DistributedOptimizer extends AdamOverBuffers {
     return flag[0]! > 0;
   }
 
+  /** Whether the params of a shard range are 16-bit (so that it has fp32 main params of its own). */
+  private isHalf(r: ShardRange): boolean {
+    return this.ddp.buffers[r.buffer]!.layout.paramDtype !== 'float32';
+  }
+
+  /** This rank's shards of every param, as pieces of its moment (and 16-bit params' main) buffers. */
+  statePieces(): StatePiece[] {
+    this.refreshMainParams();
+    const pieces: StatePiece[] = [];
+    let at = 0;
+    for (const r of this.ranges) {
+      for (const p of r.params) {
+        const place = { name: p.name, range: p.param, offset: at + p.paramLocal.start };
+        pieces.push({ kind: 'exp_avg', buffer: this.expAvg, ...place }, { kind: 'exp_avg_sq', buffer: this.expAvgSq, ...place });
+        if (this.isHalf(r)) pieces.push({ kind: 'main_params', buffer: this.main!, ...place });
+      }
+      at += r.gbufLocal.end;
+    }
+    return pieces;
+  }
+
   /** Gathers every bucket's moments through its host staging: every rank must call it. */
   async exportState(): Promise<OptimizerState> {
     await this.ddp.finishParamSync(); // the gathers use the same host staging
+    this.refreshMainParams();
     const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map(), ...(this.main ? { main: new Map() } : {}) };
     for (const [which, moments] of this.stateBuffers()) {
       let at = 0;
       for (const r of this.ranges) {
-        const bucket = this.ddp.buffers[r.buffer]!.layout.buckets[r.bucket]!;
-        const host = this.ddp.hostBucket(r.buffer, r.bucket);
         const s = r.gbufLocal.end;
-        const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
-        await this.ctx.transfers.readback(moments, at * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
-        await this.group.allGather(host);
-        for (const p of this.ddp.buffers[r.buffer]!.layout.params) {
-          if (p.bucket === r.bucket) state[which]!.set(p.name, host.slice(p.start - bucket.start, p.end - bucket.start));
+        // fp32 params are their own main params: only 16-bit ones have main params to export.
+        if (which !== 'main' || this.isHalf(r)) {
+          const bucket = this.ddp.buffers[r.buffer]!.layout.buckets[r.bucket]!;
+          const host = this.ddp.hostBucket(r.buffer, r.bucket);
+          const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
+          await this.ctx.transfers.readback(moments, at * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
+          await this.group.allGather(host);
+          for (const p of this.ddp.buffers[r.buffer]!.layout.params) {
+            if (p.bucket === r.bucket) state[which]!.set(p.name, host.slice(p.start - bucket.start, p.end - bucket.start));
+          }
         }
         at += s;
       }
@@ -93,14 +118,17 @@ export class DistributedOptimizer extends AdamOverBuffers {
   }
 
   importState(state: OptimizerState, step: number): void {
+    const halfParams = this.ranges.filter((r) => this.isHalf(r)).flatMap((r) => r.params.map((p) => p.name));
+    // Without main params for every 16-bit param (a checkpoint of another precision): take them from the model params.
+    const mainFromModel = halfParams.some((name) => !state.main?.has(name));
     for (const [which, moments] of this.stateBuffers()) {
-      // A checkpoint without main params (saved from fp32 params): start them from the model params.
-      if (which === 'main' && !state.main) {
-        for (const cast of this.casts) cast.toMain();
-        continue;
-      }
+      if (which === 'main' && mainFromModel) continue;
       let at = 0;
       for (const r of this.ranges) {
+        if (which === 'main' && !this.isHalf(r)) {
+          at += r.gbufLocal.end;
+          continue;
+        }
         const shard = new Float32Array(r.gbufLocal.end);
         for (const p of r.params) {
           const numel = this.ddp.buffers[r.buffer]!.layout.params.find((x) => x.name === p.name)!.numel;
@@ -111,6 +139,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
       }
     }
     this.setStep(step);
+    if (mainFromModel) this.refreshMainParamsNow();
+    else this.mainParamsLoaded();
   }
 
   protected async globalSumOfSquares(local: number): Promise<number> {

@@ -1,11 +1,11 @@
 /** The non-distributed twin: grads all-reduced, Adam on the whole buffer on every rank, full moments. */
-import type { ProcessGroup } from '../collectives/process-group.js';
+import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
 import { AdamKernel } from './adam.js';
 import type { CastRange } from './cast.js';
-import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState } from './optimizer-base.js';
+import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
 import { SumOfSquares } from './sumsq.js';
 import type { UnscaleRange } from './unscale.js';
 
@@ -13,7 +13,7 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
   readonly distributed = false;
   private readonly state: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer }[] = [];
 
-  constructor(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig) {
+  constructor(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
     const casts: Record<'bfloat16' | 'float16', CastRange[]> = { bfloat16: [], float16: [] };
     const unscaleRanges: UnscaleRange[] = [];
@@ -45,12 +45,28 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
     return foundInf;
   }
 
+  /** Every param's state (every rank holds all of it), as pieces of the moment and main-param buffers. */
+  statePieces(): StatePiece[] {
+    this.refreshMainParams();
+    const pieces: StatePiece[] = [];
+    for (const [i, buffer] of this.ddp.buffers.entries()) {
+      const { expAvg, expAvgSq, main } = this.state[i]!;
+      for (const p of buffer.layout.params) {
+        const place = { name: p.name, range: { start: 0, end: p.numel }, offset: p.start };
+        pieces.push({ kind: 'exp_avg', buffer: expAvg, ...place }, { kind: 'exp_avg_sq', buffer: expAvgSq, ...place });
+        if (main) pieces.push({ kind: 'main_params', buffer: main, ...place });
+      }
+    }
+    return pieces;
+  }
+
   async exportState(): Promise<OptimizerState> {
+    this.refreshMainParams();
     const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map() };
     for (const [i, buffer] of this.ddp.buffers.entries()) {
       for (const which of ['expAvg', 'expAvgSq', 'main'] as const) {
         const source = this.state[i]![which];
-        if (!source) continue;
+        if (!source) continue; // fp32 params are their own main params
         const all = await this.ctx.transfers.readFloat32(source, 0, buffer.layout.numel);
         const into = (state[which] ??= new Map());
         for (const p of buffer.layout.params) into.set(p.name, all.slice(p.start, p.end));
@@ -60,22 +76,25 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
   }
 
   importState(state: OptimizerState, step: number): void {
+    let mainFromModel = false;
     for (const [i, buffer] of this.ddp.buffers.entries()) {
       for (const which of ['expAvg', 'expAvgSq', 'main'] as const) {
         const target = this.state[i]![which];
         if (!target) continue;
         const values = state[which];
-        if (!values) {
-          // No main params in the checkpoint (saved from fp32 params): start them from the model params.
-          this.casts.forEach((c) => c.toMain());
+        if (which === 'main' && !buffer.layout.params.every((p) => values?.has(p.name))) {
+          // No main params for these 16-bit params (a checkpoint of another precision): from the model params.
+          mainFromModel = true;
           continue;
         }
         const all = new Float32Array(Math.ceil(target.size / 4));
-        for (const p of buffer.layout.params) all.set(stateTensor(values, p.name, p.numel, which), p.start);
+        for (const p of buffer.layout.params) all.set(stateTensor(values!, p.name, p.numel, which), p.start);
         this.ctx.transfers.upload(target, all);
       }
     }
     this.setStep(step);
+    if (mainFromModel) this.refreshMainParamsNow();
+    else this.mainParamsLoaded();
   }
 
   /** The grads were all-reduced: every rank already holds all of them. */

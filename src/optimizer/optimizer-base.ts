@@ -1,5 +1,5 @@
 /** What both optimizers share: the interface, the step sequence, grad norm and clipping, 16-bit set-up. */
-import type { ProcessGroup } from '../collectives/process-group.js';
+import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { AdamKernel } from './adam.js';
@@ -34,12 +34,27 @@ export interface StepResult {
   lossScale: number | null;
 }
 
-/** Adam's moments per param, compact (no padding): what a checkpoint stores. */
+/** Adam's moments per param, compact (no padding), on the host. */
 export interface OptimizerState {
   expAvg: Map<string, Float32Array>;
   expAvgSq: Map<string, Float32Array>;
-  /** fp32 main params, when the model params are 16-bit. */
+  /** fp32 main params of the 16-bit params (fp32 params are their own main params). */
   main?: Map<string, Float32Array>;
+}
+
+export type StateKind = 'exp_avg' | 'exp_avg_sq' | 'main_params';
+
+/**
+ * A contiguous piece of one param's fp32 optimizer state on this rank's GPU: elements
+ * [range.start, range.end) of the flattened param, at element `offset` of `buffer`. What a
+ * checkpoint streams to disk and back, rank by rank.
+ */
+export interface StatePiece {
+  kind: StateKind;
+  name: string;
+  range: { start: number; end: number };
+  buffer: DeviceBuffer;
+  offset: number;
 }
 
 export interface Optimizer {
@@ -52,6 +67,13 @@ export interface Optimizer {
   exportState(): Promise<OptimizerState>;
   /** Load moments saved at any data-parallel size, and the step count. */
   importState(state: OptimizerState, step: number): void;
+  /**
+   * The state this rank holds, as pieces: its shards with the distributed optimizer, every param's
+   * otherwise. Main params are fresh (they follow any write to the model params).
+   */
+  statePieces(): StatePiece[];
+  /** After writing `statePieces()` buffers directly (a checkpoint load): the step count, and the main params are current. */
+  stateLoaded(step: number): void;
   /** fp16: the loss scaler's state for a checkpoint; null without one. */
   scalerState(): LossScalerState | null;
   destroy(): void;
@@ -75,10 +97,12 @@ export abstract class AdamOverBuffers implements Optimizer {
   /** fp16 grads: unscaled into fp32 main grads, checked for inf/NaN. */
   protected unscale: Unscale | null = null;
   scaler: DynamicLossScaler | null = null;
+  /** The DDP params version the fp32 main params were last taken from (or written for). */
+  private mainVersion = -1;
 
   constructor(
     protected readonly ctx: GpuContext,
-    protected readonly group: ProcessGroup,
+    protected readonly group: Collectives,
     protected readonly ddp: DistributedDataParallel,
     protected readonly config: OptimizerConfig,
   ) {
@@ -110,18 +134,46 @@ export abstract class AdamOverBuffers implements Optimizer {
   protected setUpHalves(casts: Record<'bfloat16' | 'float16', CastRange[]>, unscaleRanges: UnscaleRange[]): void {
     for (const dtype of ['bfloat16', 'float16'] as const) {
       if (casts[dtype].length === 0) continue;
-      const cast = new HalfCast(this.ctx, casts[dtype], dtype);
-      cast.toMain(); // queued before any step
-      this.casts.push(cast);
+      this.casts.push(new HalfCast(this.ctx, casts[dtype], dtype));
     }
+    this.refreshMainParams();
     if (unscaleRanges.length > 0) {
       this.unscale = new Unscale(this.ctx, unscaleRanges);
       this.scaler = new DynamicLossScaler(this.config.lossScaler);
     }
   }
 
+  /**
+   * 16-bit params: take the fp32 main params from the model params when those were written since
+   * (importParams, broadcastParams, paramsWritten), so that the order of set-up calls does not matter.
+   */
+  protected refreshMainParams(): void {
+    if (this.mainVersion === this.ddp.paramsVersion) return;
+    for (const cast of this.casts) cast.toMain(); // queued before anything that reads them
+    this.mainVersion = this.ddp.paramsVersion;
+  }
+
+  /** Take the main params from the model params now, whether or not those changed. */
+  protected refreshMainParamsNow(): void {
+    this.mainVersion = -1;
+    this.refreshMainParams();
+  }
+
+  /** The main params were just written from a checkpoint: they are current. */
+  protected mainParamsLoaded(): void {
+    this.mainVersion = this.ddp.paramsVersion;
+  }
+
+  abstract statePieces(): StatePiece[];
+
+  stateLoaded(step: number): void {
+    this.setStep(step);
+    this.mainParamsLoaded();
+  }
+
   async step(): Promise<StepResult> {
     const phases = this.ddp.phases;
+    this.refreshMainParams();
     if (this.unscale && this.scaler) {
       const scaler = this.scaler;
       const local = await phases.time('unscale', () => this.unscale!.run(scaler.scale));

@@ -11,7 +11,7 @@
  * a scalar) → clip (coeff = max_norm / (norm + 1e-6) when below 1, folded into Adam's grad scale) →
  * Adam → (distributed) param all-gather.
  */
-import type { ProcessGroup } from '../collectives/process-group.js';
+import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GpuContext } from '../gpu/context.js';
 import { DistributedOptimizer } from './distributed-optimizer.js';
@@ -22,6 +22,6 @@ export type { Optimizer, OptimizerConfig, OptimizerState, StepResult } from './o
 export { DistributedOptimizer, NonDistributedOptimizer };
 
 /** The optimizer the CLI flag chooses. */
-export function createOptimizer(ctx: GpuContext, group: ProcessGroup, ddp: DistributedDataParallel, config: OptimizerConfig): Optimizer {
+export function createOptimizer(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig): Optimizer {
   return ddp.layout.distributedOptimizer ? new DistributedOptimizer(ctx, group, ddp, config) : new NonDistributedOptimizer(ctx, group, ddp, config);
 }
