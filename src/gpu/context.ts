@@ -78,6 +78,8 @@ export interface BufferRequest {
   size: number;
   usage: GPUBufferUsageFlags;
   category: MemoryCategory;
+  /** Mapped for writing from the start (upload staging). */
+  mappedAtCreation?: boolean;
 }
 
 export class GpuContext {
@@ -158,7 +160,7 @@ export class GpuContext {
         `buffer '${request.label}' needs ${size} B but this device's maxBufferSize is ${this.limits.maxBufferSize} B; split it`,
       );
     }
-    const gpu = this.device.createBuffer({ label: request.label, size, usage: request.usage });
+    const gpu = this.device.createBuffer({ label: request.label, size, usage: request.usage, mappedAtCreation: request.mappedAtCreation ?? false });
     this.memory.allocated(request.category, size);
     return new DeviceBuffer(gpu, size, request.category, (b) => this.memory.freed(b.category, b.size));
   }
@@ -203,6 +205,7 @@ export class GpuContext {
   }
 
   destroy(): void {
+    this.transfers.destroy();
     this.device.destroy();
   }
 }

@@ -1,16 +1,81 @@
 /**
- * Uploads and readbacks. Large transfers go in chunks so that no single staging buffer or queue
- * write gets near the device's limits; every readback passes the context's sync point first, so a
- * device error is thrown instead of returning stale or zero data.
+ * Uploads and readbacks. Large transfers go in chunks through staging buffers that are kept for
+ * reuse: a fresh staging buffer per transfer costs the page faults of fresh memory on every call
+ * (measured on lavapipe: 1.2 GB/s readbacks with a new 16 MiB staging buffer per chunk, 5 GB/s
+ * reusing two). Readbacks of several chunks copy chunk k+1 while chunk k is read out; uploads of a
+ * MiB or more write into a mapped staging buffer and copy from it (writeBuffer measured 0.6 to 14
+ * GB/s run to run on lavapipe, mapped staging a steady 5 to 6). Every readback passes the
+ * context's error check first, so a device error is thrown instead of returning stale or zero data.
+ * Staging buffers are counted under 'staging'.
  */
 import type { DeviceBuffer, GpuContext } from './context.js';
 import { GpuError } from './errors.js';
 
 /** Bytes per staging chunk: large enough to stream, small enough to never hit a limit. */
 const CHUNK_BYTES = 64 << 20;
+/** Uploads from this size on go through mapped staging; smaller ones through writeBuffer. */
+const STAGED_UPLOAD_BYTES = 1 << 20;
+/** Free staging bytes kept per direction; more is destroyed after use. */
+const POOL_BYTES = 2 * CHUNK_BYTES;
+
+type Direction = 'read' | 'write';
+
+/** Staging buffers by direction, reused; write buffers in the pool are mapped and ready. */
+class StagingPool {
+  private readonly free: Record<Direction, DeviceBuffer[]> = { read: [], write: [] };
+  /** Bytes of staging in use (acquired, not yet released). */
+  private readonly busy: Record<Direction, number> = { read: 0, write: 0 };
+
+  constructor(private readonly ctx: GpuContext) {}
+
+  /** A free buffer of at least `bytes`, or null when there is none and `create` is false. */
+  acquire(direction: Direction, bytes: number, create = true): DeviceBuffer | null {
+    const list = this.free[direction];
+    let best = -1;
+    for (let i = 0; i < list.length; i++) if (list[i]!.size >= bytes && (best < 0 || list[i]!.size < list[best]!.size)) best = i;
+    if (best >= 0) {
+      const buffer = list.splice(best, 1)[0]!;
+      this.busy[direction] += buffer.size;
+      return buffer;
+    }
+    if (!create) return null;
+    // Sizes in powers of two from 1 MiB, so that buffers of similar transfers are shared.
+    const size = Math.min(Math.max(1 << 20, 2 ** Math.ceil(Math.log2(bytes))), Math.max(bytes, CHUNK_BYTES));
+    this.busy[direction] += size;
+    return this.ctx.createBuffer({
+      label: `staging (${direction})`,
+      size,
+      usage: direction === 'read' ? GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST : GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+      category: 'staging',
+      mappedAtCreation: direction === 'write',
+    });
+  }
+
+  /** Whether staging of `direction` in use and free together stays within the pool's bytes. */
+  roomFor(direction: Direction, bytes: number): boolean {
+    return this.busy[direction] + this.free[direction].reduce((s, b) => s + b.size, 0) + bytes <= POOL_BYTES;
+  }
+
+  release(direction: Direction, buffer: DeviceBuffer): void {
+    this.busy[direction] -= buffer.size;
+    if (buffer.destroyed) return;
+    const list = this.free[direction];
+    const kept = list.reduce((s, b) => s + b.size, 0);
+    if (kept + buffer.size > POOL_BYTES) buffer.destroy();
+    else list.push(buffer);
+  }
+
+  destroy(): void {
+    for (const list of Object.values(this.free)) list.splice(0).forEach((b) => b.destroy());
+  }
+}
 
 export class Transfers {
-  constructor(private readonly ctx: GpuContext) {}
+  private readonly pool: StagingPool;
+
+  constructor(private readonly ctx: GpuContext) {
+    this.pool = new StagingPool(ctx);
+  }
 
   /** Write `data` into `buffer` at `offset` bytes. A trailing partial word is zero-padded. */
   upload(buffer: DeviceBuffer, data: ArrayBufferView, offset = 0): void {
@@ -28,7 +93,25 @@ export class Transfers {
     }
     for (let at = 0; at < bytes.byteLength; at += CHUNK_BYTES) {
       const chunk = bytes.subarray(at, Math.min(at + CHUNK_BYTES, bytes.byteLength));
-      this.ctx.device.queue.writeBuffer(buffer.gpu, offset + at, chunk);
+      // Small uploads, and large ones while every staging buffer is still on its way back: writeBuffer.
+      const staging = chunk.byteLength < STAGED_UPLOAD_BYTES ? null : this.pool.acquire('write', chunk.byteLength, this.pool.roomFor('write', chunk.byteLength));
+      if (!staging) {
+        this.ctx.device.queue.writeBuffer(buffer.gpu, offset + at, chunk);
+        continue;
+      }
+      new Uint8Array(staging.gpu.getMappedRange(0, chunk.byteLength)).set(chunk);
+      staging.gpu.unmap();
+      const encoder = this.ctx.device.createCommandEncoder({ label: `upload(${buffer.label})` });
+      encoder.copyBufferToBuffer(staging.gpu, 0, buffer.gpu, offset + at, chunk.byteLength);
+      this.ctx.submit([encoder.finish()]);
+      // Back in the pool once the copy is done and it is mapped again.
+      staging.gpu.mapAsync(GPUMapMode.WRITE).then(
+        () => this.pool.release('write', staging),
+        () => {
+          staging.destroy();
+          this.pool.release('write', staging);
+        },
+      );
     }
   }
 
@@ -49,26 +132,40 @@ export class Transfers {
       await this.ctx.sync();
       return out;
     }
-    const staging = this.ctx.createBuffer({
-      label: `readback(${buffer.label})`,
-      size: Math.min(size, CHUNK_BYTES),
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      category: 'staging',
-    });
+    const chunks = Math.ceil(size / CHUNK_BYTES);
+    const staging = Array.from({ length: Math.min(2, chunks) }, () => this.pool.acquire('read', Math.min(size, CHUNK_BYTES))!);
+    const length = (k: number) => Math.min(CHUNK_BYTES, size - k * CHUNK_BYTES);
+    const issue = (k: number): Promise<void> => {
+      const s = staging[k % 2]!;
+      const encoder = this.ctx.device.createCommandEncoder({ label: `readback(${buffer.label})` });
+      encoder.copyBufferToBuffer(buffer.gpu, offset + k * CHUNK_BYTES, s.gpu, 0, length(k));
+      this.ctx.submit([encoder.finish()]);
+      return s.gpu.mapAsync(GPUMapMode.READ, 0, length(k));
+    };
+    let failed = false;
     try {
-      for (let at = 0; at < size; at += CHUNK_BYTES) {
-        const n = Math.min(CHUNK_BYTES, size - at);
-        const encoder = this.ctx.device.createCommandEncoder({ label: staging.label });
-        encoder.copyBufferToBuffer(buffer.gpu, offset + at, staging.gpu, 0, n);
-        this.ctx.submit([encoder.finish()]);
-        await this.ctx.sync();
-        await staging.gpu.mapAsync(GPUMapMode.READ, 0, n);
+      let next = issue(0);
+      for (let k = 0; k < chunks; k++) {
+        await next;
+        if (k + 1 < chunks) next = issue(k + 1);
+        if (k === 0) {
+          // Errors of the work before this readback surface here (Dawn delivers them as tasks).
+          await new Promise((resolve) => setImmediate(resolve));
+          this.ctx.throwIfErrors();
+        }
+        const s = staging[k % 2]!;
         // Copy the mapped range before unmap(): the ArrayBuffer is detached afterwards.
-        out.set(new Uint8Array(staging.gpu.getMappedRange(0, n)), at);
-        staging.gpu.unmap();
+        out.set(new Uint8Array(s.gpu.getMappedRange(0, length(k))), k * CHUNK_BYTES);
+        s.gpu.unmap();
       }
+    } catch (error) {
+      failed = true;
+      throw error;
     } finally {
-      staging.destroy();
+      for (const s of staging) {
+        if (failed) s.destroy();
+        this.pool.release('read', s);
+      }
     }
     return out;
   }
@@ -76,5 +173,10 @@ export class Transfers {
   async readFloat32(buffer: DeviceBuffer, offsetElements = 0, count = buffer.size / 4 - offsetElements): Promise<Float32Array> {
     const bytes = await this.readback(buffer, offsetElements * 4, count * 4);
     return new Float32Array(bytes.buffer, bytes.byteOffset, count);
+  }
+
+  /** Free the staging buffers kept for reuse. */
+  destroy(): void {
+    this.pool.destroy();
   }
 }
