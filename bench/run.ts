@@ -11,13 +11,14 @@ import { GpuContext } from '../src/gpu/context.js';
 import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../src/train/flags.js';
 import { adamBench } from './adam.js';
 import { nnBench } from './nn.js';
+import { checkpointBench } from './checkpoint.js';
 import { collectivesBench } from './collectives.js';
 import { optimizerBench } from './optimizer.js';
 import { reduceBench } from './reduce.js';
 import type { Bench } from './bench.js';
 import { slug, table, type Row } from './report.js';
 
-const BENCHES: Bench[] = [adamBench, collectivesBench, reduceBench, optimizerBench, nnBench];
+const BENCHES: Bench[] = [adamBench, collectivesBench, reduceBench, optimizerBench, nnBench, checkpointBench];
 
 const COMMON: Record<string, FlagSpec> = {
   ...GPU_FLAGS,

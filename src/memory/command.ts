@@ -1,5 +1,5 @@
 /** `webtron memory`: the memory-savings calculator on the command line. */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../files.js';
 import { join } from 'node:path';
 import { ProcessGroup } from '../collectives/process-group.js';
@@ -12,6 +12,7 @@ import { createOptimizer } from '../optimizer/optimizer.js';
 import { readOnnxInitializers } from '../onnx/initializers.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
+import { resolveCheckpoint } from '../checkpoint/dir.js';
 import { memoryRows, paramSpecs, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
 import { modelStateBytes } from './model-state.js';
 
@@ -23,7 +24,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'vocab-size': { kind: 'int', help: 'GPT vocabulary size' },
   'untied-head': { kind: 'boolean', help: 'the output head does not share the token embedding' },
   params: { kind: 'string', help: 'a parameter count instead of a GPT shape (e.g. 124M, 7B)' },
-  checkpoint: { kind: 'string', help: 'a webtron optimizer checkpoint directory (its params)' },
+  checkpoint: { kind: 'string', help: 'a webtron checkpoint: the --save folder or one of its iter_NNNNNNN folders (its params)' },
   onnx: { kind: 'string', help: 'an .onnx model (its initializers are the params)' },
   'data-parallel-size': { kind: 'list', default: ['1', '2', '4', '8'], help: 'one or more data-parallel sizes' },
   fp16: { kind: 'boolean', help: 'fp16 params and grads' },
@@ -65,8 +66,12 @@ export function modelSource(v: FlagValues): ModelSource {
   if (v.params !== undefined) return { kind: 'params', count: parseParamCount(v.params as string) };
   if (v.onnx !== undefined) return { kind: 'shapes', params: readOnnxInitializers(v.onnx as string), origin: v.onnx as string };
   if (v.checkpoint !== undefined) {
-    const index = join(v.checkpoint as string, 'index.json');
-    if (!existsSync(index)) throw new FlagError(`--checkpoint: ${index} does not exist; give a webtron optimizer checkpoint directory`);
+    let index: string;
+    try {
+      index = join(resolveCheckpoint(v.checkpoint as string).dir, 'index.json');
+    } catch (error) {
+      throw new FlagError(`--checkpoint: ${(error as Error).message}`);
+    }
     let parsed: { params?: { name: string; shape: number[] }[] };
     try {
       parsed = JSON.parse(readFileSync(index, 'utf8')) as typeof parsed;

@@ -30,6 +30,13 @@ describe('ranks that disagree', () => {
     expect(results.map(errorOf).join('\n')).toMatch(/collective mismatch at op #1: rank \d runs allReduce of 4000 B \(float32, (sum|max)\), this rank allReduce of 4000 B \(float32, (max|sum)\)/);
   });
 
+  it('an op with its own timeout waits past the group\'s (a checkpoint save\'s deadline), and without it does not', async () => {
+    const patient = await runJob({ world: 2, scenario: 'lateJoiner', params: { loopMs: 1500, iterations: 10_000 }, env: { WEBTRON_TIMEOUT_MS: '300' } });
+    for (const r of patient) expect(r.code, JSON.stringify(r.lines)).toBe(0);
+    const impatient = await runJob({ world: 2, scenario: 'lateJoiner', params: { loopMs: 1500 }, env: { WEBTRON_TIMEOUT_MS: '300' } });
+    expect(errorOf(impatient[0]!)).toMatch(/^allGather of 32 B failed on rank 0 \(peer rank 1\): timed out after 300 ms/);
+  });
+
   it('checkSharedSettings names the first differing setting with every rank\'s value', () => {
     const mine = { segmentBytes: 1024, protocol: 2 };
     expect(() => checkSharedSettings(mine, [{ rank: 0, settings: mine }, { rank: 1, settings: mine }])).not.toThrow();

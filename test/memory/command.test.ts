@@ -54,7 +54,7 @@ describe('webtron memory', () => {
     [['--num-layers', '-2', '--hidden-size', '64', '--num-attention-heads', '4', '--seq-length', '32', '--vocab-size', '81'], /^webtron memory: --num-layers must be a positive integer, got -2/],
     [['--params', '1M', '--fp8'], /^webtron memory: unknown flag --fp8; known flags:/],
     [['--params', '1M', '--precision', 'fp8'], /^webtron memory: --precision: unknown dtype 'fp8'; use fp32, bf16 or fp16$/m],
-    [['--checkpoint', '/does/not/exist'], /^webtron memory: --checkpoint: \/does\/not\/exist\/index\.json does not exist/],
+    [['--checkpoint', '/does/not/exist'], /^webtron memory: --checkpoint: \/does\/not\/exist: neither a checkpoint folder \(no index\.json\) nor a save folder/],
     [['--params', '1M', '--gpu-memory', 'lots'], /^webtron memory: --gpu-memory: 'lots' is not a size/],
     [[], /^webtron memory: no model: give a GPT shape/],
     [['--onnx', '/no/model.onnx'], /^webtron memory: \/no\/model\.onnx: no such file/],

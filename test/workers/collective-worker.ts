@@ -187,6 +187,12 @@ async function mismatch(d: Distributed): Promise<void> {
   else await d.group.broadcast(data, 0);
 }
 
+/** Rank 1 joins an all-gather late; the op's own timeout (not the group's) decides whether rank 0 waits. */
+async function lateJoiner(d: Distributed): Promise<void> {
+  if (d.info.rank === 1) await new Promise((r) => setTimeout(r, params.loopMs ?? 1500));
+  await d.group.allGather(new Float32Array(4 * d.info.worldSize), params.iterations ? { timeoutMs: params.iterations } : {});
+}
+
 /** The same op and size with another reduction: 'sum' on rank 0, 'max' elsewhere. */
 async function reduceMismatch(d: Distributed): Promise<void> {
   await d.group.allReduce(new Float32Array(1000), d.info.rank === 0 ? 'sum' : 'max');
@@ -206,6 +212,7 @@ async function main(): Promise<void> {
     else if (scenario === 'loop') await loop(d);
     else if (scenario === 'mismatch') await mismatch(d);
     else if (scenario === 'reduceMismatch') await reduceMismatch(d);
+    else if (scenario === 'lateJoiner') await lateJoiner(d);
     else throw new Error(`unknown scenario ${scenario}`);
     await d.group.barrier();
     say({ done: true, ms: Date.now() - started });

@@ -13,9 +13,22 @@ import { createOptimizer } from '../../src/optimizer/optimizer.js';
 import { modelStateBytes } from '../../src/memory/model-state.js';
 import { relativeError } from '../helpers/hash.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
-import { loadCheckpoint, saveCheckpoint } from '../../src/optimizer/checkpoint.js';
+import { loadCheckpoint, saveCheckpoint } from '../../src/checkpoint/checkpoint.js';
 
-const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; dtype?: 'float32' | 'bfloat16' | 'float16'; infAt?: number; alignment?: number; checkpoint?: { save?: string; saveAfter?: number; load?: string } };
+interface CheckpointConfig {
+  save?: string;
+  /** Save after these steps (or the one step `saveAfter`). */
+  saveAfter?: number | number[];
+  load?: string;
+  retain?: number;
+  maxFileBytes?: number;
+  /** A bigger model (elements of one extra param), so that a save takes long enough to be interrupted. */
+  extraElements?: number;
+  /** Biases in fp32 beside 16-bit weights (two buffers: Megatron keeps such params in fp32). */
+  mixed?: boolean;
+}
+
+const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; dtype?: 'float32' | 'bfloat16' | 'float16'; infAt?: number; alignment?: number; checkpoint?: CheckpointConfig };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const dtype = config.dtype ?? 'float32';
 const fp16 = dtype === 'float16';
@@ -39,44 +52,53 @@ async function checkpointScenario(): Promise<void> {
   const ctx = await GpuContext.create();
   const dist = await initProcessGroup();
   const { rank, worldSize: d } = dist.info;
-  const layout = computeLayout(MODEL, { dataParallelSize: d, distributedOptimizer: config.distributed, bucketSize: 100 });
-  const ddp = new DistributedDataParallel(ctx, dist.group, layout);
-  const buffer = ddp.buffers[0]!;
-  const n = buffer.layout.numel;
-  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, lossScaler: { initialScale: LOSS_SCALE } });
   const c = config.checkpoint!;
+  const fp32 = (p: ParamSpec): ParamSpec => ({ ...p, dtype: 'float32', gradDtype: 'float32' });
+  let model = c.extraElements ? [...MODEL, f32('big', c.extraElements)] : MODEL;
+  if (c.mixed) model = model.map((p) => (/^b\d/.test(p.name) ? fp32(p) : p));
+  const layout = computeLayout(model, { dataParallelSize: d, distributedOptimizer: config.distributed, bucketSize: c.extraElements ? 1 << 22 : 100 });
+  const ddp = new DistributedDataParallel(ctx, dist.group, layout);
+  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, lossScaler: { initialScale: LOSS_SCALE } });
+  const parts = { group: dist.group, ddp, optimizer };
+  const names = model.map((p) => p.name);
   let first = 1;
   if (c.load) {
     try {
-      first = (await loadCheckpoint(c.load, { group: dist.group, ddp, optimizer })).step + 1;
+      first = (await loadCheckpoint(c.load, parts)).index.iteration + 1;
     } catch (error) {
       say({ loadError: (error as Error).message });
       await dist.close();
       process.exit(0);
     }
   } else {
-    const values = Float32Array.from({ length: n }, (_, i) => param0(0, i));
-    ctx.transfers.upload(buffer.params, half ? Uint16Array.from(values, toWord) : values);
+    // Written after the optimizer exists: its fp32 main params must follow (16-bit rows).
+    const numel = (p: ParamSpec) => p.shape.reduce((a, b) => a * b, 1);
+    ddp.importParams(new Map(model.map((p, k) => [p.name, Float32Array.from({ length: numel(p) }, (_, e) => param0(k, e))])));
   }
-  // Grads as a function of (param, element, step): the same whatever the layout; padding stays zero.
-  const gradsAt = (t: number) => {
-    const g = new Float32Array(n);
-    buffer.layout.params.forEach((p, k) => {
-      for (let e = 0; e < p.numel; e++) g[p.start + e] = grad(k, t, e);
-    });
-    return g;
-  };
   for (let t = first; t <= config.steps; t++) {
     ddp.zeroGradBuffer();
     const scale = optimizer.scaler?.scale ?? 1;
-    ctx.transfers.upload(buffer.grads, fp16 ? Uint16Array.from(gradsAt(t), (x) => floatToHalf(x * scale)) : gradsAt(t));
+    // Grads as a function of (param, element, step): the same whatever the layout; padding stays zero.
+    for (const buffer of ddp.buffers) {
+      const g = new Float32Array(buffer.layout.numel);
+      for (const p of buffer.layout.params) for (let e = 0; e < p.numel; e++) g[p.start + e] = grad(names.indexOf(p.name), t, e);
+      ctx.transfers.upload(buffer.grads, buffer.layout.gradDtype === 'float16' ? Uint16Array.from(g, (x) => floatToHalf(x * scale)) : g);
+    }
     await ddp.finishGradSync();
     await optimizer.step();
-    if (c.save && t === c.saveAfter) await saveCheckpoint(c.save, { group: dist.group, ddp, optimizer, hyper, clipGrad: config.clip });
+    if (c.save && new Set([c.saveAfter ?? []].flat()).has(t)) {
+      say({ saving: t });
+      const saved = await saveCheckpoint(c.save, parts, { iteration: t, ...(c.retain ? { retain: c.retain } : {}), ...(c.maxFileBytes ? { maxFileBytes: c.maxFileBytes } : {}) });
+      say({ saved: t, bytesWritten: saved.bytesWritten, totalBytes: saved.totalBytes });
+    }
   }
-  // 16-bit models: compare the fp32 main params (the model params are their rounding).
-  const params = half ? (await optimizer.exportState()).main! : await ddp.exportParams();
-  if (rank === 0) say({ params: Object.fromEntries([...params].map(([k, v]) => [k, Array.from(v)])), step: optimizer.stepCount, scaler: optimizer.scaler?.stateDict() ?? null });
+  // 16-bit params: compare the fp32 main params (the model params are their rounding).
+  const modelParams = await ddp.exportParams();
+  const main = (await optimizer.exportState()).main;
+  if (rank === 0) {
+    const shown = names.filter((k) => k !== 'big').map((k) => [k, Array.from(main?.get(k) ?? modelParams.get(k)!)]);
+    say({ params: Object.fromEntries(shown), step: optimizer.stepCount, scaler: optimizer.scaler?.stateDict() ?? null });
+  }
   await dist.group.barrier();
   await dist.close();
   say({ done: true });

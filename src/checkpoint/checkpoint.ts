@@ -1,0 +1,379 @@
+/**
+ * Saving and loading a training state (model params, Adam's moments, fp32 main params of 16-bit
+ * params, step, loss scaler, and whatever the trainer adds) in Megatron's folder layout (dir.ts),
+ * by every rank at once:
+ *
+ *   SAVE/iter_NNNNNNN/index.json                    format, iteration, step, layout, scaler, extra,
+ *                                                   every file's size and block checksums, and where
+ *                                                   each param's values and state ranges are
+ *   SAVE/iter_NNNNNNN/model-rRRRRR-KKK.safetensors   whole params in their own dtype, by name
+ *   SAVE/iter_NNNNNNN/model.safetensors.index.json  Hugging Face's weight map of those files
+ *   SAVE/iter_NNNNNNN/optim-rRRRRR-KKK.safetensors   fp32 state pieces named kind/param/start-end
+ *   SAVE/iter_NNNNNNN/rank-RRRRR.json               what each rank wrote (index.json merges them)
+ *
+ * Each rank streams what it owns (its shards with the distributed optimizer; its share of the params
+ * by size otherwise, and its share of the model params either way) into files of bounded size. A
+ * load at any d reads only the ranges each rank needs. The ranks agree at three points (prepared,
+ * written, committed) with an all-gather of their status under the save's own deadline, so a slow
+ * disk is not an op timeout and an error on one rank reaches every rank with its message.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Collectives } from '../collectives/process-group.js';
+import type { DistributedDataParallel } from '../ddp/ddp.js';
+import { BYTES, type ModelLayout, type ParamDtype } from '../ddp/layout.js';
+import { writeFileAtomic } from '../files.js';
+import type { LossScalerState } from '../optimizer/loss-scaler.js';
+import type { Optimizer, StateKind, StatePiece } from '../optimizer/optimizer-base.js';
+import { cleanLeftovers, commitCheckpoint, INDEX, iterName, pruneCheckpoints, resolveCheckpoint } from './dir.js';
+import { CheckpointError } from './errors.js';
+import { checkIndex, layoutHash, type CheckpointIndex, type FileMeta, type PieceRef } from './index-file.js';
+import { readHeader, type SafetensorsDtype } from './safetensors.js';
+import { CheckedFile, UploadStream, writeTensorFile, type GpuTensor } from './stream.js';
+import { openSync, closeSync } from 'node:fs';
+
+export { CheckpointError, layoutHash, type CheckpointIndex };
+
+export const CHECKPOINT_FORMAT = 'webtron-checkpoint/2';
+const STATE_KINDS: readonly StateKind[] = ['exp_avg', 'exp_avg_sq', 'main_params'];
+const SAFETENSORS_DTYPE: Record<ParamDtype, SafetensorsDtype> = { float32: 'F32', bfloat16: 'BF16', float16: 'F16' };
+
+export interface CheckpointParts {
+  group: Collectives;
+  ddp: DistributedDataParallel;
+  optimizer: Optimizer;
+}
+
+export interface SaveOptions {
+  iteration: number;
+  /** JSON the trainer keeps with the checkpoint (arguments, schedule, data position, RNG, tokenizer). */
+  extra?: Record<string, unknown>;
+  /** Keep only the newest N iteration folders (default 0: keep all). */
+  retain?: number;
+  /** Bytes per file before a rank starts its next one (default 2 GiB; a param larger than that gets a file of its own). */
+  maxFileBytes?: number;
+  /** The whole save's deadline on every rank (default 2 h): not the collectives' op timeout. */
+  timeoutMs?: number;
+}
+
+export interface SavedCheckpoint {
+  dir: string;
+  iteration: number;
+  /** Bytes this rank wrote. */
+  bytesWritten: number;
+  /** Bytes of the whole checkpoint (every rank's files). */
+  totalBytes: number;
+}
+
+/** Params split over `d` ranks for writing, largest first onto the least-loaded rank. Pure. */
+export function assignParams(layout: ModelLayout, d: number): Map<string, number> {
+  const params = layout.buffers.flatMap((b) => b.params.map((p) => ({ name: p.name, bytes: p.numel * BYTES[b.paramDtype] })));
+  params.sort((a, b) => b.bytes - a.bytes || (a.name < b.name ? -1 : 1));
+  const load = new Array<number>(d).fill(0);
+  const owner = new Map<string, number>();
+  for (const p of params) {
+    let best = 0;
+    for (let r = 1; r < d; r++) if (load[r]! < load[best]!) best = r;
+    owner.set(p.name, best);
+    load[best]! += p.bytes;
+  }
+  return owner;
+}
+
+/** Statuses of every rank ('' for fine): one all-gather of a fixed-size message per rank. */
+async function agree(group: Collectives, status: string, timeoutMs: number, what: string): Promise<void> {
+  const width = 512; // UTF-16 code units per rank
+  const all = new Uint16Array(width * group.worldSize);
+  const mine = status.slice(0, width - 1);
+  for (let i = 0; i < mine.length; i++) all[group.rank * width + i] = mine.charCodeAt(i);
+  await group.allGather(all, { timeoutMs });
+  const failures: string[] = [];
+  for (let r = 0; r < group.worldSize; r++) {
+    const text = String.fromCharCode(...all.subarray(r * width, (r + 1) * width)).replace(/\0+$/, '');
+    if (text) failures.push(`rank ${r}: ${text}`);
+  }
+  if (failures.length > 0) throw new CheckpointError(`${what} failed on ${failures.join('; ')}`);
+}
+
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ');
+
+interface RankManifest {
+  rank: number;
+  files: Record<string, FileMeta>;
+  model: Record<string, { file: string; tensor: string }>;
+  state: Record<string, Record<string, PieceRef[]>>;
+}
+
+/** Split files once they pass `maxFileBytes` (a single tensor may exceed it). */
+function packFiles<T extends { bytes: number }>(items: T[], maxFileBytes: number): T[][] {
+  const files: T[][] = [];
+  let current: T[] = [];
+  let size = 0;
+  for (const item of items) {
+    if (current.length > 0 && size + item.bytes > maxFileBytes) {
+      files.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(item);
+    size += item.bytes;
+  }
+  if (current.length > 0) files.push(current);
+  return files;
+}
+
+/** This rank's files: its model params (whole) and its state pieces (split to fit the file bound). */
+async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes: number): Promise<RankManifest> {
+  const { group, ddp, optimizer } = parts;
+  const ctx = ddp.ctx;
+  const layout = ddp.layout;
+  const owner = assignParams(layout, group.worldSize);
+  const manifest: RankManifest = { rank: group.rank, files: {}, model: {}, state: {} };
+  const rank = String(group.rank).padStart(5, '0');
+
+  const model: (GpuTensor & { bytes: number })[] = [];
+  for (const [i, b] of layout.buffers.entries()) {
+    const width = BYTES[b.paramDtype];
+    for (const p of b.params) {
+      if (owner.get(p.name) !== group.rank) continue;
+      model.push({ name: p.name, dtype: SAFETENSORS_DTYPE[b.paramDtype], shape: p.shape, buffer: ddp.buffers[i]!.params, byteOffset: p.start * width, bytes: p.numel * width });
+    }
+  }
+  for (const [k, tensors] of packFiles(model, maxFileBytes).entries()) {
+    const file = `model-r${rank}-${String(k).padStart(3, '0')}.safetensors`;
+    const written = await writeTensorFile(ctx, join(tmp, file), tensors, { format: 'pt' });
+    manifest.files[file] = { bytes: written.bytes, crc32: written.crc32 };
+    for (const t of tensors) manifest.model[t.name] = { file, tensor: t.name };
+  }
+
+  // With the non-distributed optimizer every rank holds all state: each writes its params' share.
+  const pieces = optimizer.statePieces().filter((p) => optimizer.distributed || owner.get(p.name) === group.rank);
+  const elementsPerFile = Math.max(1, Math.floor(maxFileBytes / 4));
+  const split: (StatePiece & { bytes: number })[] = [];
+  for (const p of pieces) {
+    for (let s = p.range.start; s < p.range.end; s += elementsPerFile) {
+      const e = Math.min(p.range.end, s + elementsPerFile);
+      split.push({ ...p, range: { start: s, end: e }, offset: p.offset + (s - p.range.start), bytes: (e - s) * 4 });
+    }
+  }
+  for (const [k, group_] of packFiles(split, maxFileBytes).entries()) {
+    const file = `optim-r${rank}-${String(k).padStart(3, '0')}.safetensors`;
+    const tensors = group_.map((p) => ({ name: `${p.kind}/${p.name}/${p.range.start}-${p.range.end}`, dtype: 'F32' as const, shape: [p.range.end - p.range.start], buffer: p.buffer, byteOffset: p.offset * 4 }));
+    const written = await writeTensorFile(ctx, join(tmp, file), tensors);
+    manifest.files[file] = { bytes: written.bytes, crc32: written.crc32 };
+    group_.forEach((p, j) => {
+      const byKind = (manifest.state[p.kind] ??= {});
+      (byKind[p.name] ??= []).push({ start: p.range.start, end: p.range.end, file, tensor: tensors[j]!.name });
+    });
+  }
+  return manifest;
+}
+
+/**
+ * Save (a collective: every rank calls it) into SAVE/iter_NNNNNNN and point the tracker at it.
+ * Throws a CheckpointError on every rank if any rank failed; the previous checkpoint stays.
+ */
+export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, options: SaveOptions): Promise<SavedCheckpoint> {
+  const { group, ddp, optimizer } = parts;
+  const { iteration } = options;
+  if (!Number.isSafeInteger(iteration) || iteration < 0) throw new CheckpointError(`save: iteration must be a non-negative integer, got ${iteration}`);
+  const timeoutMs = options.timeoutMs ?? 2 * 3600_000;
+  const maxFileBytes = options.maxFileBytes ?? 2 ** 31;
+  const what = `saving iteration ${iteration} to ${saveDir}`;
+  const tmp = join(saveDir, `${iterName(iteration)}.tmp`);
+  await ddp.finishParamSync();
+
+  let status = '';
+  if (group.rank === 0) {
+    try {
+      mkdirSync(saveDir, { recursive: true });
+      cleanLeftovers(saveDir);
+      mkdirSync(tmp);
+    } catch (error) {
+      status = message(error);
+    }
+  }
+  await agree(group, status, timeoutMs, what);
+
+  let manifest: RankManifest | null = null;
+  try {
+    manifest = await writeRankFiles(tmp, parts, maxFileBytes);
+    writeFileAtomic(join(tmp, `rank-${String(group.rank).padStart(5, '0')}.json`), JSON.stringify(manifest));
+  } catch (error) {
+    status = message(error);
+  }
+  try {
+    await agree(group, status, timeoutMs, what);
+  } catch (error) {
+    if (group.rank === 0) rmSync(tmp, { recursive: true, force: true });
+    throw error;
+  }
+
+  let dir = join(saveDir, iterName(iteration));
+  let totalBytes = 0;
+  if (group.rank === 0) {
+    try {
+      const manifests = Array.from({ length: group.worldSize }, (_, r) => JSON.parse(readFileSync(join(tmp, `rank-${String(r).padStart(5, '0')}.json`), 'utf8')) as RankManifest);
+      const index: CheckpointIndex = {
+        format: CHECKPOINT_FORMAT,
+        iteration,
+        step: optimizer.stepCount,
+        savedAtDataParallelSize: group.worldSize,
+        distributedOptimizer: optimizer.distributed,
+        layoutHash: layoutHash(ddp.layout),
+        params: ddp.layout.buffers.flatMap((b) => b.params.map((p) => ({ name: p.name, shape: [...p.shape], dtype: b.paramDtype }))),
+        scaler: optimizer.scalerState() as Record<string, number> | null,
+        extra: options.extra ?? {},
+        files: Object.assign({}, ...manifests.map((m) => m.files)) as Record<string, FileMeta>,
+        model: Object.assign({}, ...manifests.map((m) => m.model)) as CheckpointIndex['model'],
+        state: {},
+      };
+      for (const kind of STATE_KINDS) {
+        for (const m of manifests) {
+          for (const [name, refs] of Object.entries(m.state[kind] ?? {})) ((index.state[kind] ??= {})[name] ??= []).push(...refs);
+        }
+      }
+      totalBytes = Object.values(index.files).reduce((s, f) => s + f.bytes, 0);
+      writeFileAtomic(join(tmp, INDEX), `${JSON.stringify(index)}\n`);
+      const weightMap = Object.fromEntries(Object.entries(index.model).map(([name, ref]) => [name, ref.file]));
+      writeFileAtomic(join(tmp, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: ddp.layout.buffers.reduce((s, b) => s + b.paramNumel * BYTES[b.paramDtype], 0), format: CHECKPOINT_FORMAT }, weight_map: weightMap }, null, 1)}\n`);
+      dir = commitCheckpoint(saveDir, tmp, iteration);
+      pruneCheckpoints(saveDir, options.retain ?? 0);
+    } catch (error) {
+      status = message(error);
+    }
+  }
+  await agree(group, status, timeoutMs, what);
+  const bytesWritten = Object.values(manifest!.files).reduce((s, f) => s + f.bytes, 0);
+  return { dir, iteration, bytesWritten, totalBytes };
+}
+
+/** Read and check index.json (and the safetensors headers it points into) against this model's layout. */
+export function readIndex(path: string, layout: ModelLayout): { dir: string; index: CheckpointIndex } {
+  const { dir } = resolveCheckpoint(path);
+  const indexPath = join(dir, INDEX);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(indexPath, 'utf8'));
+  } catch {
+    throw new CheckpointError(`${indexPath}: not valid JSON`);
+  }
+  const index = checkIndex(raw, indexPath, CHECKPOINT_FORMAT);
+  const want = layoutHash(layout);
+  if (index.layoutHash !== want) {
+    throw new CheckpointError(`${indexPath}: field 'layoutHash' is ${index.layoutHash} but this model's is ${want}: the params (names, shapes, dtypes) differ`);
+  }
+  for (const file of Object.keys(index.files)) {
+    const p = join(dir, file);
+    if (!existsSync(p)) throw new CheckpointError(`${p}: missing (index.json lists it)`);
+  }
+  return { dir, index };
+}
+
+export interface LoadedCheckpoint {
+  dir: string;
+  index: CheckpointIndex;
+  /** Bytes this rank read. */
+  bytesRead: number;
+}
+
+/** Where each tensor's bytes are in a file: from its safetensors header, checked against the index. */
+function tensorLocator(dir: string, index: CheckpointIndex) {
+  const headers = new Map<string, ReturnType<typeof readHeader>>();
+  return (file: string, tensor: string, dtype: SafetensorsDtype, numel: number): { start: number; end: number } => {
+    let header = headers.get(file);
+    if (!header) {
+      const path = join(dir, file);
+      const fd = openSync(path, 'r');
+      try {
+        header = readHeader(fd, path);
+      } finally {
+        closeSync(fd);
+      }
+      headers.set(file, header);
+    }
+    const e = header.entries.get(tensor);
+    if (!e) throw new CheckpointError(`${header.file}: no tensor '${tensor}' (index.json points to it)`);
+    const width = dtype === 'F32' ? 4 : 2;
+    if (e.dtype !== dtype || e.end - e.begin !== numel * width) {
+      throw new CheckpointError(`${header.file}: tensor '${tensor}' is ${e.dtype} [${e.shape.join(', ')}], expected ${dtype} of ${numel} elements`);
+    }
+    if (header.dataStart + e.end > index.files[file]!.bytes) throw new CheckpointError(`${header.file}: tensor '${tensor}' runs past the file's size in index.json`);
+    return { start: header.dataStart + e.begin, end: header.dataStart + e.end };
+  };
+}
+
+/** This rank's part of a load: every model param, and the state pieces it holds. */
+async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedCheckpoint> {
+  const { ddp, optimizer } = parts;
+  const ctx = ddp.ctx;
+  const { dir, index } = readIndex(path, ddp.layout);
+  const files = new Map<string, CheckedFile>();
+  const fileOf = (name: string) => {
+    let f = files.get(name);
+    if (!f) files.set(name, (f = new CheckedFile(join(dir, name), index.files[name]!)));
+    return f;
+  };
+  const locate = tensorLocator(dir, index);
+  let bytesRead = 0;
+  try {
+    await ddp.finishParamSync();
+    for (const [i, b] of ddp.layout.buffers.entries()) {
+      const width = BYTES[b.paramDtype];
+      for (const p of b.params) {
+        const ref = index.model[p.name];
+        if (!ref) throw new CheckpointError(`${join(dir, INDEX)}: field 'model' has no entry for '${p.name}'`);
+        const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[b.paramDtype], p.numel);
+        const upload = new UploadStream(ctx, ddp.buffers[i]!.params, p.start * width);
+        await fileOf(ref.file).read(at.start, at.end, (bytes) => upload.write(bytes));
+        bytesRead += upload.end();
+      }
+    }
+    ddp.paramsWritten();
+    for (const piece of optimizer.statePieces()) {
+      const refs = index.state[piece.kind]?.[piece.name] ?? [];
+      let covered = 0;
+      for (const ref of refs) {
+        const start = Math.max(ref.start, piece.range.start);
+        const end = Math.min(ref.end, piece.range.end);
+        if (start >= end) continue;
+        const at = locate(ref.file, ref.tensor, 'F32', ref.end - ref.start);
+        const upload = new UploadStream(ctx, piece.buffer, (piece.offset + start - piece.range.start) * 4);
+        await fileOf(ref.file).read(at.start + (start - ref.start) * 4, at.start + (end - ref.start) * 4, (bytes) => upload.write(bytes));
+        bytesRead += upload.end();
+        covered += end - start;
+      }
+      if (covered !== piece.range.end - piece.range.start) {
+        throw new CheckpointError(`${join(dir, INDEX)}: ${piece.kind} of '${piece.name}' covers ${covered} of elements ${piece.range.start}..${piece.range.end} this rank needs`);
+      }
+    }
+    optimizer.stateLoaded(index.step);
+    if (optimizer.scaler && index.scaler) {
+      try {
+        optimizer.scaler.loadStateDict(index.scaler as unknown as LossScalerState);
+      } catch (error) {
+        throw new CheckpointError(`${join(dir, INDEX)}: field 'scaler': ${(error as Error).message}`);
+      }
+    }
+    await ctx.sync();
+  } finally {
+    await Promise.all([...files.values()].map((f) => f.close()));
+  }
+  return { dir, index, bytesRead };
+}
+
+/**
+ * Load SAVE (the tracker's iteration) or SAVE/iter_NNNNNNN into this job's buffers and optimizer,
+ * whatever d it was saved at (a collective: every rank calls it; an error on one is an error on all).
+ */
+export async function loadCheckpoint(path: string, parts: CheckpointParts, options: { timeoutMs?: number } = {}): Promise<LoadedCheckpoint> {
+  let status = '';
+  let loaded: LoadedCheckpoint | null = null;
+  try {
+    loaded = await loadRank(path, parts);
+  } catch (error) {
+    status = message(error);
+  }
+  await agree(parts.group, status, options.timeoutMs ?? 2 * 3600_000, `loading ${path}`);
+  return loaded!;
+}
