@@ -56,9 +56,11 @@ export async function writeTensorFile(ctx: GpuContext, path: string, tensors: re
     let position = header.byteLength;
     const buffers = [0, 1, 2].slice(0, Math.min(3, chunks.length)).map(() => new Uint8Array(CHUNK_BYTES + 4));
     // GPU copies move whole words: a 16-bit tensor of odd length reads one padding element more.
+    // Both kinds of promise are awaited later; until then a rejection (a full disk) must not count as unhandled.
+    const quiet = <T>(p: Promise<T>) => (p.catch(() => undefined), p);
     const readback = (i: number) => {
       const c = chunks[i]!;
-      return ctx.transfers.readback(c.tensor.buffer, c.tensor.byteOffset + c.at, Math.ceil(c.n / 4) * 4, buffers[i % 3]!);
+      return quiet(ctx.transfers.readback(c.tensor.buffer, c.tensor.byteOffset + c.at, Math.ceil(c.n / 4) * 4, buffers[i % 3]!));
     };
     reading = chunks.length > 0 ? readback(0) : null;
     let writing: Promise<void> | null = null;
@@ -69,14 +71,14 @@ export async function writeTensorFile(ctx: GpuContext, path: string, tensors: re
       const piece = buffers[i % 3]!.subarray(0, chunks[i]!.n);
       sums.push(piece);
       if (writing) await writing;
-      writing = writeAll(fh, piece, position);
+      writing = quiet(writeAll(fh, piece, position));
       position += piece.byteLength;
     }
     if (writing) await writing;
     await fh.sync();
     return { bytes: position, crc32: sums.finish(), tensors: entries, dataStart: header.byteLength };
   } catch (error) {
-    await reading?.catch(() => undefined); // a readback still running must not be left unhandled
+    await reading?.catch(() => undefined); // let a readback still running finish before the file closes
     throw error;
   } finally {
     await fh.close();
