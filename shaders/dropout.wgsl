@@ -1,10 +1,13 @@
-// Dropout with a counter-based RNG: element i of a call with seed s is kept when
-// hash(s, i) / 2^24 >= p, so the backward pass regenerates the mask instead of storing it, and the
-// same (seed, index) gives the same mask on every adapter (src/nn/rng.ts is the host twin).
+// Dropout with a counter-based RNG: element i of a call with seed s belongs to sample
+// sample0 + i / per_sample (a global sample index) at offset i % per_sample, and is kept when
+// hash(hash(s ^ hash(sample)) ^ offset) / 2^24 >= p. So the backward pass regenerates the mask
+// instead of storing it, the same (seed, sample, offset) gives the same mask on every adapter, and a
+// sample's mask does not depend on which micro-batch, rank or data-parallel size processes it
+// (test/nn/reference.ts has the host twin).
 
 //!include grid
 
-struct DropoutUniforms { n: u32, seed: u32, p: f32, scale: f32 }
+struct DropoutUniforms { n: u32, seed: u32, p: f32, scale: f32, per_sample: u32, sample0: u32 }
 
 @group(0) @binding(0) var<uniform> u: DropoutUniforms;
 @group(0) @binding(1) var<storage, read> x: array<f32>;         // forward: x; backward: dy
@@ -17,7 +20,8 @@ fn pcg(v: u32) -> u32 {
 }
 
 fn kept(i: u32) -> bool {
-  let h = pcg(pcg(u.seed) ^ i);
+  let key = pcg(u.seed ^ pcg(u.sample0 + i / u.per_sample));
+  let h = pcg(key ^ (i % u.per_sample));
   return f32(h >> 8u) * (1.0 / 16777216.0) >= u.p;
 }
 

@@ -1,10 +1,12 @@
-// Causal softmax over attention scores, in place: rows of length T, row r is query r % T and sees
-// keys 0..=r % T; p = exp(scale * s - max) / sum, zero above the diagonal.
+// Causal softmax over attention scores, in place: rows of length T (keys), Q query rows per block;
+// row r is query (r % Q) + qoff and sees keys 0..=(r % Q) + qoff; p = exp(scale * s - max) / sum,
+// zero above the diagonal. Training: Q = T, qoff = 0. Decoding one token at position n - 1 against
+// n cached keys: Q = 1, qoff = n - 1.
 // Backward (in place on dP): dS = scale * P * (dP - sum_j P dP).
 
 //!include grid
 
-struct SoftmaxUniforms { rows: u32, t: u32, scale: f32 }
+struct SoftmaxUniforms { rows: u32, t: u32, scale: f32, q: u32, qoff: u32 }
 
 @group(0) @binding(0) var<uniform> u: SoftmaxUniforms;
 @group(0) @binding(1) var<storage, read_write> s: array<f32>;   // scores -> probabilities; dP -> dS
@@ -15,7 +17,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let r = flat_index(wid, nwg, lid);
   if (r >= u.rows) { return; }
   let base = r * u.t;
-  let last = r % u.t;
+  let last = min(r % u.q + u.qoff, u.t - 1u);
   var m = -3.4e38;
   for (var j = 0u; j <= last; j++) { m = max(m, u.scale * s[base + j]); }
   var sum = 0.0;
@@ -33,7 +35,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   let r = flat_index(wid, nwg, lid);
   if (r >= u.rows) { return; }
   let base = r * u.t;
-  let last = r % u.t;
+  let last = min(r % u.q + u.qoff, u.t - 1u);
   var dot = 0.0;
   for (var j = 0u; j <= last; j++) { dot += p[base + j] * s[base + j]; }
   for (var j = 0u; j < u.t; j++) {

@@ -11,6 +11,8 @@ export interface GptShape {
   numAttentionHeads: number;
   seqLength: number;
   vocabSize: number;
+  /** Rows of the position embedding (Megatron's --max-position-embeddings; default seqLength). */
+  maxPositionEmbeddings?: number;
   /** Output head shares the token embedding (default true, as GPT-2). */
   tiedHead?: boolean;
 }
@@ -31,6 +33,9 @@ export function checkGptShape(s: GptShape): void {
     const v = s[key];
     if (!Number.isInteger(v) || (v as number) < 1) throw new ShapeError(`${flag} must be a positive integer, got ${String(v)}`);
   }
+  if (s.maxPositionEmbeddings !== undefined && (!Number.isInteger(s.maxPositionEmbeddings) || s.maxPositionEmbeddings < s.seqLength)) {
+    throw new ShapeError(`--max-position-embeddings ${s.maxPositionEmbeddings} must be an integer of at least --seq-length ${s.seqLength}`);
+  }
   if (s.hiddenSize % s.numAttentionHeads !== 0) {
     throw new ShapeError(`--hidden-size ${s.hiddenSize} is not divisible by --num-attention-heads ${s.numAttentionHeads}; pick sizes where it is`);
   }
@@ -40,7 +45,7 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
   checkGptShape(s);
   const h = s.hiddenSize;
   const p = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype });
-  const params = [p('wte.weight', s.vocabSize, h), p('wpe.weight', s.seqLength, h)];
+  const params = [p('wte.weight', s.vocabSize, h), p('wpe.weight', s.maxPositionEmbeddings ?? s.seqLength, h)];
   for (let l = 0; l < s.numLayers; l++) {
     const b = `blocks.${l}`;
     params.push(
@@ -57,8 +62,8 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
   return params;
 }
 
-/** Closed form of the param count, as a check on `gptParams`: V·h + S·h + L·(12h² + 13h) + 2h (+ V·h untied). */
+/** Closed form of the param count, as a check on `gptParams`: V·h + P·h + L·(12h² + 13h) + 2h (+ V·h untied), P the positions. */
 export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
-  return s.vocabSize * h + s.seqLength * h + s.numLayers * (12 * h * h + 13 * h) + 2 * h + (s.tiedHead === false ? s.vocabSize * h : 0);
+  return s.vocabSize * h + (s.maxPositionEmbeddings ?? s.seqLength) * h + s.numLayers * (12 * h * h + 13 * h) + 2 * h + (s.tiedHead === false ? s.vocabSize * h : 0);
 }

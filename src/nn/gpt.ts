@@ -3,6 +3,10 @@
  * with a fused qkv projection, then a 4h GELU MLP, each added back to the residual stream), a final
  * layernorm and an output head tied to the token embedding (or its own `lm_head.weight`).
  * Params come from a name → tensor map (views into the param buffer; see params.ts).
+ *
+ * The forward runs in sections (embeddings, each block, the head). `forwardAwaiting` waits before
+ * each section for its params (the distributed optimizer's overlapped param all-gather) and
+ * submits the section's work before waiting for the next, so the GPU computes while the gather runs.
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
@@ -12,9 +16,14 @@ import { add, causalAttention, crossEntropy, dropout, embedding, gelu, layerNorm
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
 export interface GptConfig extends GptShape {
-  /** Dropout on embeddings, attention probabilities and residual branches (nanoGPT's one knob). */
-  dropout?: number;
+  /** Dropout on the embeddings and on both residual branches (Megatron's --hidden-dropout). */
+  hiddenDropout?: number;
+  /** Dropout on the attention probabilities (Megatron's --attention-dropout). */
+  attentionDropout?: number;
 }
+
+/** Waits until the named params hold their values for this step. */
+export type ParamsReady = (names: string[]) => Promise<void>;
 
 export class Gpt {
   constructor(
@@ -32,9 +41,17 @@ export class Gpt {
     return gptParams(config, dtype, gradDtype);
   }
 
-  /** GPT-2's initialization from `seed`. */
-  static init(config: GptConfig, seed: number): Map<string, Float32Array> {
-    return initParams(gptParams(config), { seed, numLayers: config.numLayers });
+  /** GPT-2's initialization from `seed` (Megatron's --init-method-std, default 0.02). */
+  static init(config: GptConfig, seed: number, std = 0.02): Map<string, Float32Array> {
+    return initParams(gptParams(config), { seed, numLayers: config.numLayers, std });
+  }
+
+  /** The params of each forward section, in the order the forward reads them. */
+  sections(): string[][] {
+    const blocks = Array.from({ length: this.config.numLayers }, (_, l) =>
+      ['ln_1.weight', 'ln_1.bias', 'attn.qkv.weight', 'attn.qkv.bias', 'attn.proj.weight', 'attn.proj.bias', 'ln_2.weight', 'ln_2.bias', 'mlp.fc.weight', 'mlp.fc.bias', 'mlp.proj.weight', 'mlp.proj.bias'].map((n) => `blocks.${l}.${n}`),
+    );
+    return [['wte.weight', 'wpe.weight'], ...blocks, ['ln_f.weight', 'ln_f.bias', ...(this.config.tiedHead === false ? ['lm_head.weight'] : ['wte.weight'])]];
   }
 
   private p(name: string): Tensor {
@@ -43,27 +60,61 @@ export class Gpt {
 
   /** Logits [B, T, V] for ids [B, T] (uint32), and the mean cross-entropy when targets [B, T] are given. */
   forward(g: Graph, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
-    const c = this.config;
-    const [batch, t] = ids.shape as [number, number];
-    if (t > c.seqLength) throw new ShapeMismatch(`sequence of ${t} tokens is longer than the model's --seq-length ${c.seqLength}`);
-    const p = c.dropout ?? 0;
-    let x = dropout(g, embedding(g, ids, this.p('wte.weight'), this.p('wpe.weight')), p);
-    for (let l = 0; l < c.numLayers; l++) {
-      const b = `blocks.${l}`;
-      let h = layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`));
-      h = linear(g, h, this.p(`${b}.attn.qkv.weight`), this.p(`${b}.attn.qkv.bias`));
-      h = causalAttention(g, h, c.numAttentionHeads, p);
-      h = dropout(g, linear(g, h, this.p(`${b}.attn.proj.weight`), this.p(`${b}.attn.proj.bias`)), p);
-      x = add(g, x, h);
-      h = layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`));
-      h = gelu(g, linear(g, h, this.p(`${b}.mlp.fc.weight`), this.p(`${b}.mlp.fc.bias`)));
-      h = dropout(g, linear(g, h, this.p(`${b}.mlp.proj.weight`), this.p(`${b}.mlp.proj.bias`)), p);
-      x = add(g, x, h);
+    let x = this.embed(g, ids);
+    for (let l = 0; l < this.config.numLayers; l++) x = this.block(g, x, l);
+    return this.head(g, x, ids, targets);
+  }
+
+  /** The same forward, waiting before each section until its params are ready. */
+  async forwardAwaiting(g: Graph, ids: Tensor, targets: Tensor | undefined, ready: ParamsReady): Promise<{ logits: Tensor; loss?: Tensor }> {
+    const sections = this.sections();
+    await ready(sections[0]!);
+    let x = this.embed(g, ids);
+    for (let l = 0; l < this.config.numLayers; l++) {
+      g.runner.flush(); // the GPU works on what is recorded while the next section's params arrive
+      await ready(sections[l + 1]!);
+      x = this.block(g, x, l);
     }
+    g.runner.flush();
+    await ready(sections.at(-1)!);
+    return this.head(g, x, ids, targets);
+  }
+
+  private embed(g: Graph, ids: Tensor): Tensor {
+    const t = ids.shape[1]!;
+    if (ids.shape.length !== 2) throw new ShapeMismatch(`GPT input must be ids [batch, time], got [${ids.shape.join(', ')}]`);
+    if (t > this.config.seqLength) throw new ShapeMismatch(`sequence of ${t} tokens is longer than the model's --seq-length ${this.config.seqLength}`);
+    return dropout(g, embedding(g, ids, this.p('wte.weight'), this.p('wpe.weight')), this.config.hiddenDropout ?? 0);
+  }
+
+  private block(g: Graph, x: Tensor, l: number): Tensor {
+    const c = this.config;
+    const b = `blocks.${l}`;
+    const hidden = c.hiddenDropout ?? 0;
+    let h = layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`));
+    h = linear(g, h, this.p(`${b}.attn.qkv.weight`), this.p(`${b}.attn.qkv.bias`));
+    h = causalAttention(g, h, c.numAttentionHeads, c.attentionDropout ?? 0);
+    h = dropout(g, linear(g, h, this.p(`${b}.attn.proj.weight`), this.p(`${b}.attn.proj.bias`)), hidden);
+    x = add(g, x, h);
+    h = layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`));
+    h = gelu(g, linear(g, h, this.p(`${b}.mlp.fc.weight`), this.p(`${b}.mlp.fc.bias`)));
+    h = dropout(g, linear(g, h, this.p(`${b}.mlp.proj.weight`), this.p(`${b}.mlp.proj.bias`)), hidden);
+    return add(g, x, h);
+  }
+
+  private head(g: Graph, x: Tensor, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
+    const [batch, t] = ids.shape as [number, number];
     x = layerNorm(g, x, this.p('ln_f.weight'), this.p('ln_f.bias'));
-    const head = c.tiedHead === false ? this.p('lm_head.weight') : this.p('wte.weight');
+    const head = this.config.tiedHead === false ? this.p('lm_head.weight') : this.p('wte.weight');
     const logits = linear(g, x, head, undefined, { transposed: true });
     if (!targets) return { logits };
-    return { logits, loss: crossEntropy(g, logits.reshape([batch * t, c.vocabSize]), targets) };
+    return { logits, loss: crossEntropy(g, logits.reshape([batch * t, this.config.vocabSize]), targets) };
+  }
+
+  /** For decoding (decode.ts): the param tensor of `name`. */
+  param(name: string): Tensor {
+    const t = this.params.get(name);
+    if (!t) throw new ShapeMismatch(`GPT has no param '${name}'`);
+    return t;
   }
 }

@@ -40,13 +40,23 @@ export class Graph {
 
   constructor(
     readonly ctx: GpuContext,
-    options: { runner?: Runner; training?: boolean; seed?: number } = {},
+    options: { runner?: Runner; training?: boolean; seed?: number; samples?: { first: number; count: number } } = {},
   ) {
     this.ownsRunner = !options.runner;
     this.runner = options.runner ?? new Runner(ctx);
     this.training = options.training ?? true;
     this.seed = options.seed ?? 0;
+    this.samples = options.samples ?? { first: 0, count: 1 };
+    if (!Number.isInteger(this.samples.first) || this.samples.first < 0 || !Number.isInteger(this.samples.count) || this.samples.count < 1) {
+      throw new GraphError(`graph samples must be a non-negative first index and a positive count, got ${JSON.stringify(this.samples)}`);
+    }
   }
+
+  /**
+   * The global indices of the samples this graph computes (first, first + 1, …): dropout masks
+   * are keyed by them, so a sample's masks are the same in any micro-batch, on any rank.
+   */
+  readonly samples: { first: number; count: number };
 
   /** Dropout is active only while training. */
   readonly training: boolean;

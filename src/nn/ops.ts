@@ -160,12 +160,12 @@ export function linear(g: Graph, x: Tensor, w: Tensor, b?: Tensor, options: { tr
   return y;
 }
 
-/** y[b, t] = wte[ids[b, t]] + wpe[t] for ids of shape [B, T]. */
-export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor): Tensor {
+/** y[b, t] = wte[ids[b, t]] + wpe[position + t] for ids of shape [B, T] (position: where the sequence starts). */
+export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, position = 0): Tensor {
   if (ids.dtype !== 'uint32' || ids.shape.length !== 2) throw new ShapeMismatch(`embedding: ids must be uint32 [batch, time], got ${ids.dtype} ${shapeOf(ids)}`);
   const [batch, t] = ids.shape as [number, number];
   const [vocab, c] = wte.shape as [number, number];
-  if (wpe.shape[1] !== c || wpe.shape[0]! < t) throw new ShapeMismatch(`embedding: positions ${shapeOf(wpe)} cannot cover ${t} steps of width ${c}`);
+  if (wpe.shape[1] !== c || wpe.shape[0]! < position + t) throw new ShapeMismatch(`embedding: positions ${shapeOf(wpe)} cannot cover ${position + t} steps of width ${c}`);
   if (wte.dtype !== wpe.dtype) throw new ShapeMismatch(`embedding: token table is ${wte.dtype} but position table is ${wpe.dtype}`);
   const rows = batch * t;
   const y = g.tensor([batch, t, c], 'embedding', wte.requiresGrad || wpe.requiresGrad);
@@ -173,8 +173,9 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor): Tens
   const E = wte.binding(g.ctx);
   const P = wpe.binding(g.ctx);
   const code = { WG, P_DTYPE: paramCode(wte, 'embedding') };
-  g.runner.dispatch('embedding', 'forward', code, [rows, c, t, vocab, E.shift, P.shift, 0, 0], { 1: I.binding, 2: E.binding, 3: P.binding, 4: y.binding(g.ctx).binding }, groups(rows * c));
+  g.runner.dispatch('embedding', 'forward', code, [rows, c, t, vocab, E.shift, P.shift + position * c, 0, 0], { 1: I.binding, 2: E.binding, 3: P.binding, 4: y.binding(g.ctx).binding }, groups(rows * c));
   g.record('embedding', [wte, wpe], () => {
+    if (position !== 0) throw new ShapeMismatch('embedding: backward of an offset position is not supported (decoding runs without grads)');
     const dy = g.gradOf(y).binding(g.ctx).binding;
     if (wte.requiresGrad) {
       const G = g.gradOf(wte).binding(g.ctx);
@@ -262,13 +263,20 @@ export function dropoutSeed(seed: number, call: number): number {
   return (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(call + 1, 0x85ebca6b)) >>> 0;
 }
 
-/** Inverted dropout: kept elements scaled by 1/(1-p); identity when not training or p = 0. */
+/**
+ * Inverted dropout: kept elements scaled by 1/(1-p); identity when not training or p = 0. The
+ * tensor holds the graph's samples back to back (its first dimension, when it is the batch), and
+ * each element's mask is a function of the graph's seed, this call, the element's global sample
+ * index and its offset in the sample (shaders/dropout.wgsl).
+ */
 export function dropout(g: Graph, x: Tensor, p: number): Tensor {
   if (!(p >= 0 && p < 1)) throw new ShapeMismatch(`dropout: p must be in [0, 1), got ${p}`);
   if (!g.training || p === 0) return x;
   const seed = dropoutSeed(g.seed, g.dropoutCalls++);
+  const { first, count } = g.samples;
+  if (x.numel % count !== 0) throw new ShapeMismatch(`dropout: ${x.numel} elements do not split into the graph's ${count} samples`);
   const y = g.tensor(x.shape, 'dropout', x.requiresGrad);
-  const uniforms = [x.numel, seed, f32bits(p), f32bits(1 / (1 - p))];
+  const uniforms = [x.numel, seed, f32bits(p), f32bits(1 / (1 - p)), x.numel / count, first];
   g.runner.dispatch('dropout', 'forward', { WG }, uniforms, { 1: x.binding(g.ctx).binding, 2: y.binding(g.ctx).binding }, groups(x.numel));
   g.record('dropout', [x], () => {
     g.runner.dispatch('dropout', 'backward', { WG }, uniforms, { 1: g.gradOf(y).binding(g.ctx).binding, 2: g.gradOf(x).binding(g.ctx).binding }, groups(x.numel));
@@ -295,12 +303,12 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   // S = q kᵀ (scaled inside the softmax)
   matmulInto(g, { m: t, n: t, k: hd, ...bh }, q(0, true), q(c, false), p(false, probs));
   const P = probs.binding(g.ctx).binding;
-  g.runner.dispatch('softmax', 'forward', { WG: 64 }, [batch * heads * t, t, f32bits(scale)], { 1: P }, Math.ceil((batch * heads * t) / 64));
+  g.runner.dispatch('softmax', 'forward', { WG: 64 }, [batch * heads * t, t, f32bits(scale), t, 0], { 1: P }, Math.ceil((batch * heads * t) / 64));
   // Recorded first so that it runs last: after the values' (and any dropout's) backward filled dP.
   g.record('attention.scores', [qkv], () => {
     const dqkv = g.gradOf(qkv);
     const ds = g.gradOf(probs); // dP, turned into dS in place
-    g.runner.dispatch('softmax', 'backward', { WG: 64 }, [batch * heads * t, t, f32bits(scale)], { 1: ds.binding(g.ctx).binding, 2: P }, Math.ceil((batch * heads * t) / 64));
+    g.runner.dispatch('softmax', 'backward', { WG: 64 }, [batch * heads * t, t, f32bits(scale), t, 0], { 1: ds.binding(g.ctx).binding, 2: P }, Math.ceil((batch * heads * t) / 64));
     // dq += dS k ; dk += dSᵀ q
     matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(false, ds), q(c, true), { ...q(0, true), t: dqkv }, { accumulate: true });
     matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(true, ds), q(0, true), { ...q(c, true), t: dqkv }, { accumulate: true });

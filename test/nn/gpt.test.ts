@@ -52,7 +52,7 @@ describe('GPT', () => {
   for (const [tiedHead, dropout] of [[true, 0], [false, 0], [true, 0.2]] as const) {
     it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''})`, async () => {
       // With dropout every forward of a graph with the same seed draws the same masks.
-      const config: GptConfig = { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead, dropout };
+      const config: GptConfig = { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead, hiddenDropout: dropout, attentionDropout: dropout };
       const batch = 2;
       // Larger than GPT-2's init so that every layer's grads are well above fp32 noise.
       const values = new Map([...Gpt.init(config, SEED)].map(([name, v]) => [name, name.includes('ln') && name.endsWith('weight') ? v.map((x, i) => x + normals(SEED, i, 1, 0.2)[0]!) : normals(SEED, name.length * 31 + v.length, v.length, 0.4)]));

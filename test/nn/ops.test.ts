@@ -181,7 +181,9 @@ describe('elementwise', () => {
     const y = dropout(g, xt, p);
     g.backwardFrom(y, dy);
     const seed = dropoutSeed(SEED, 0);
-    const keep = Array.from({ length: n }, (_, i) => (ref.pcg((ref.pcg(seed) ^ i) >>> 0) >>> 8) / 2 ** 24 >= p);
+    // One sample (the graph's default): key = pcg(seed ^ pcg(0)), element i at offset i.
+    const key = ref.pcg((seed ^ ref.pcg(0)) >>> 0);
+    const keep = Array.from({ length: n }, (_, i) => (ref.pcg((key ^ i) >>> 0) >>> 8) / 2 ** 24 >= p);
     const yWant = x.map((v, i) => (keep[i] ? v / (1 - p) : 0));
     expectClose(await g.read(y), yWant, 'y');
     expectClose(await g.read(g.gradOf(xt)), dy.map((v, i) => (keep[i] ? v / (1 - p) : 0)), 'dx');
@@ -192,6 +194,21 @@ describe('elementwise', () => {
     const xe = e.input(x, [n], 'x');
     expect(dropout(e, xe, p)).toBe(xe);
     e.release();
+  });
+
+  it('a sample\'s dropout mask is the same in a micro-batch of two and on its own (it is keyed by the global sample index)', async () => {
+    const m = 1001;
+    const p = 0.5;
+    const x = rand(2 * m);
+    const pair = new Graph(ctx, { seed: SEED, samples: { first: 10, count: 2 } });
+    const both = await pair.read(dropout(pair, pair.input(x, [2, m], 'x'), p));
+    pair.release();
+    const single = new Graph(ctx, { seed: SEED, samples: { first: 11, count: 1 } });
+    const second = await single.read(dropout(single, single.input(x.slice(m), [1, m], 'x'), p));
+    single.release();
+    expect(Array.from(second)).toEqual(Array.from(both.subarray(m)));
+    // And another sample's mask differs.
+    expect(Array.from(both.subarray(0, m)).map((v) => v === 0)).not.toEqual(Array.from(second).map((v) => v === 0));
   });
 });
 
