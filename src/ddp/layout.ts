@@ -11,8 +11,10 @@
  *   kernels read vec4s and 16-bit element pairs). The two differ only when 64 divides d (d = 64:
  *   256 instead of 128), and the extra elements are reported as padding like Megatron's;
  * - a bucket closes as soon as it holds at least the bucket size (default max(40M, 1M·d) elements);
- * - one webtron addition: 16-bit params start and buckets end at even elements without the
- *   distributed optimizer too, because WebGPU copies whole 4-byte words.
+ * - webtron additions without the distributed optimizer: params start at multiples of 4 elements
+ *   (so that the optimizer's kernels, which read vec4s, can split the buffer where a param group
+ *   ends: no weight decay on biases and norms), and 16-bit buckets end at even elements, because
+ *   WebGPU copies whole 4-byte words. At most 3 elements of padding per param.
  *
  * The result is a frozen record; buffers and the optimizer's shard ranges are built from it.
  */
@@ -134,11 +136,10 @@ function check(params: ParamSpec[], o: LayoutOptions): void {
 
 function layoutBuffer(params: ParamSpec[], o: Required<LayoutOptions>): BufferLayout {
   const distributed = o.distributedOptimizer;
-  // WebGPU copies and writes whole 4-byte words: 16-bit params start and buckets end at even
-  // elements even without the distributed optimizer (at most one element of padding each).
-  const minimum = BYTES[params[0]!.dtype] < 4 ? 2 : 1;
-  const bucketEndAlign = distributed ? bucketEndAlignment(o.dataParallelSize) : minimum;
-  const paramStartAlign = distributed ? PARAM_START_ALIGN : minimum;
+  // WebGPU copies and writes whole 4-byte words: 16-bit buckets end at even elements; the
+  // optimizer's vec4 kernels split the buffer at param starts (param groups): multiples of 4.
+  const bucketEndAlign = distributed ? bucketEndAlignment(o.dataParallelSize) : BYTES[params[0]!.dtype] < 4 ? 2 : 1;
+  const paramStartAlign = distributed ? PARAM_START_ALIGN : 4;
   const placements: ParamPlacement[] = [];
   const buckets: BucketLayout[] = [];
   let bucketStart = 0;

@@ -7,7 +7,6 @@ import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
-import { AdamKernel } from './adam.js';
 import type { CastRange } from './cast.js';
 import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
 import { shardRanges, type ShardRange } from './ranges.js';
@@ -50,7 +49,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
       const grad = gradDtype === 'float16' ? { buffer: mainGrads!, offset: at } : shardOf(buffer.grads);
       if (gradDtype === 'float16') unscaleRanges.push({ narrow: shardOf(buffer.grads), wide: grad, length });
       normRanges.push({ operand: grad, length });
-      this.kernels.push(new AdamKernel(ctx, { param, grad, expAvg: { buffer: expAvg, offset: at }, expAvgSq: { buffer: expAvgSq, offset: at }, length }));
+      const shapeOf = (name: string) => buffer.layout.params.find((x) => x.name === name)!.shape;
+      this.addKernels({ param, grad, expAvg: { buffer: expAvg, offset: at }, expAvgSq: { buffer: expAvgSq, offset: at } }, length, r.params.map((p) => ({ name: p.name, shape: shapeOf(p.name), start: p.paramLocal.start })));
       at += length;
     }
     this.setUpHalves(casts, unscaleRanges);

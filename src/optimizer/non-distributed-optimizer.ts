@@ -3,7 +3,6 @@ import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
-import { AdamKernel } from './adam.js';
 import type { CastRange } from './cast.js';
 import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
 import { SumOfSquares } from './sumsq.js';
@@ -34,7 +33,8 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
         unscaleRanges.push({ narrow: { buffer: buffer.grads, offset: 0 }, wide: grad, length: n });
       }
       normRanges.push({ operand: grad, length: n });
-      this.kernels.push(new AdamKernel(ctx, { param, grad, expAvg: { buffer: moments.expAvg }, expAvgSq: { buffer: moments.expAvgSq }, length: n }));
+      const params = [...buffer.layout.params].sort((a, b) => a.start - b.start);
+      this.addKernels({ param, grad, expAvg: { buffer: moments.expAvg }, expAvgSq: { buffer: moments.expAvgSq } }, n, params);
     }
     this.setUpHalves(casts, unscaleRanges);
     this.norm = new SumOfSquares(ctx, normRanges);

@@ -2,7 +2,7 @@
 import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
-import { AdamKernel } from './adam.js';
+import { AdamKernel, type AdamOperands, type Float32Operand } from './adam.js';
 import { HalfCast, type CastRange } from './cast.js';
 import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
 import { Unscale, type UnscaleRange } from './unscale.js';
@@ -11,6 +11,11 @@ import type { SumOfSquares } from './sumsq.js';
 
 export interface OptimizerConfig {
   hyper: AdamHyperParams;
+  /**
+   * Param groups: whether a param gets weight decay (default: every param). Megatron's default
+   * leaves biases and 1-D params (norms) out: `megatronWeightDecay`.
+   */
+  weightDecayFor?: (name: string, shape: readonly number[]) => boolean;
   /** Clip the global grad norm to this value; 0 or absent: no clipping. */
   clipGrad?: number;
   /**
@@ -60,6 +65,8 @@ export interface StatePiece {
 export interface Optimizer {
   readonly distributed: boolean;
   readonly stepCount: number;
+  /** The learning rate of the next step (a schedule sets it before each step). */
+  learningRate: number;
   /** fp16 grads: the loss scaler (multiply the loss by its scale before backward); null otherwise. */
   readonly scaler: DynamicLossScaler | null;
   step(): Promise<StepResult>;
@@ -79,6 +86,29 @@ export interface Optimizer {
   destroy(): void;
 }
 
+/** Megatron's default param groups: weight decay on every param of two or more dims that is not a bias. */
+export function megatronWeightDecay(name: string, shape: readonly number[]): boolean {
+  return shape.length > 1 && !name.endsWith('.bias');
+}
+
+/**
+ * Where one optimizer range splits into runs of params of the same group, pure: `params` are the
+ * params' starts in the range's coordinates (ascending), the range is [0, length). A run starts
+ * where a param of the other group starts (padding before it goes with it), so every boundary is a
+ * param start, a multiple of 4 in both layouts.
+ */
+export function groupRuns(params: readonly { start: number; decay: boolean }[], length: number): { start: number; end: number; decay: boolean }[] {
+  const runs: { start: number; end: number; decay: boolean }[] = [];
+  for (const p of params) {
+    const last = runs.at(-1);
+    if (last && last.decay === p.decay) continue;
+    if (last) last.end = Math.max(last.start, p.start);
+    runs.push({ start: last ? Math.max(last.start, p.start) : 0, end: length, decay: p.decay });
+  }
+  if (runs.length === 0) runs.push({ start: 0, end: length, decay: true });
+  return runs.filter((r) => r.end > r.start);
+}
+
 export function stateTensor(state: Map<string, Float32Array>, name: string, numel: number, which: string): Float32Array {
   const t = state.get(name);
   if (!t || t.length !== numel) throw new Error(`optimizer state: ${which} of '${name}' needs ${numel} values, got ${t ? t.length : 'none'}`);
@@ -90,7 +120,10 @@ export abstract class AdamOverBuffers implements Optimizer {
   abstract readonly distributed: boolean;
   protected steps = 0;
   protected readonly owned: DeviceBuffer[] = [];
-  protected kernels: AdamKernel[] = [];
+  /** Adam over runs of params of one group each (`decay`: the group with weight decay). */
+  protected kernels: { kernel: AdamKernel; decay: boolean }[] = [];
+  /** A copy of the config's hyper-parameters: the learning rate changes step by step. */
+  protected readonly hyper: AdamHyperParams;
   protected norm!: SumOfSquares;
   /** 16-bit params: fp32 main params are cast into the model params after each update. */
   protected casts: HalfCast[] = [];
@@ -107,10 +140,40 @@ export abstract class AdamOverBuffers implements Optimizer {
     protected readonly config: OptimizerConfig,
   ) {
     checkHyperParams(config.hyper);
+    this.hyper = { ...config.hyper };
     if (ddp.layout.buffers.some((b) => b.paramDtype === 'float16') && !ctx.hasF16) {
       throw new Error(`fp16 params need the shader-f16 feature, which adapter '${ctx.adapterName}' does not offer; use bf16 (--bf16) or fp32 instead`);
     }
     if (config.clipGrad !== undefined && !(config.clipGrad >= 0)) throw new RangeError(`--clip-grad must be >= 0, got ${config.clipGrad}`);
+  }
+
+  get learningRate(): number {
+    return this.hyper.lr;
+  }
+
+  set learningRate(lr: number) {
+    if (!(lr >= 0) || !Number.isFinite(lr)) throw new RangeError(`learning rate must be a finite number >= 0, got ${lr}`);
+    this.hyper.lr = lr;
+  }
+
+  /** Whether param `name` (of `shape`) gets weight decay. */
+  protected decays(name: string, shape: readonly number[]): boolean {
+    return this.config.weightDecayFor?.(name, shape) ?? true;
+  }
+
+  /** Adam kernels over a range of the buffers, one per run of params of one group. */
+  protected addKernels(operands: Omit<AdamOperands, 'length'>, length: number, params: readonly { name: string; shape: readonly number[]; start: number }[]): void {
+    const at = (o: Float32Operand, k: number) => ({ buffer: o.buffer, offset: (o.offset ?? 0) + k });
+    for (const run of groupRuns(params.map((p) => ({ start: p.start, decay: this.decays(p.name, p.shape) })), length)) {
+      const kernel = new AdamKernel(this.ctx, {
+        param: at(operands.param, run.start),
+        grad: at(operands.grad, run.start),
+        expAvg: at(operands.expAvg, run.start),
+        expAvgSq: at(operands.expAvgSq, run.start),
+        length: run.end - run.start,
+      });
+      this.kernels.push({ kernel, decay: run.decay });
+    }
   }
 
   /** A zeroed fp32 buffer the optimizer owns (moments, main params, main grads). */
@@ -187,7 +250,8 @@ export abstract class AdamOverBuffers implements Optimizer {
     const clip = this.config.clipGrad ?? 0;
     const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
     await phases.time('adam', async () => {
-      for (const kernel of this.kernels) kernel.step(this.config.hyper, this.steps, clipCoeff);
+      const noDecay = { ...this.hyper, weightDecay: 0 };
+      for (const { kernel, decay } of this.kernels) kernel.step(decay ? this.hyper : noDecay, this.steps, clipCoeff);
       for (const cast of this.casts) cast.toModel();
       await this.ctx.sync();
     });
@@ -215,7 +279,7 @@ export abstract class AdamOverBuffers implements Optimizer {
   destroy(): void {
     this.unscale?.destroy();
     for (const c of this.casts) c.destroy();
-    for (const k of this.kernels) k.destroy();
+    for (const { kernel } of this.kernels) kernel.destroy();
     this.norm.destroy();
     for (const b of this.owned) b.destroy();
   }

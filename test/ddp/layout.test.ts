@@ -28,20 +28,20 @@ describe('layout (Megatron rules)', () => {
     expect(findParam(layout, 'c').placement.start).toBe(64);
   });
 
-  it('without the distributed optimizer: no padding at all', () => {
+  it('without the distributed optimizer: params start at multiples of 4, no other padding', () => {
     const layout = computeLayout(model, { dataParallelSize: 2, distributedOptimizer: false, bucketSize: 1000 });
     const buffer = layout.buffers[0]!;
-    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([['d', 0, 5], ['c', 5, 712], ['b', 712, 1012], ['a', 1012, 1112]]);
-    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([[0, 1012], [1012, 1112]]);
-    expect(buffer.numel).toBe(1112);
+    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([['d', 0, 5], ['c', 8, 715], ['b', 716, 1016], ['a', 1016, 1116]]);
+    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([[0, 1016], [1016, 1116]]);
+    expect(buffer.numel).toBe(1116);
   });
 
-  it('16-bit params without the distributed optimizer: even starts and ends, nothing more', () => {
+  it('16-bit params without the distributed optimizer: starts at multiples of 4, buckets end at even elements', () => {
     const bf = (name: string, n: number): ParamSpec => ({ name, shape: [n], dtype: 'bfloat16', gradDtype: 'float32' });
     const layout = computeLayout([bf('a', 3), bf('b', 5), bf('c', 4)], { dataParallelSize: 2, distributedOptimizer: false, bucketSize: 6 });
     const buffer = layout.buffers[0]!;
-    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([['c', 0, 4], ['b', 4, 9], ['a', 10, 13]]);
-    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([[0, 10], [10, 14]]);
+    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([['c', 0, 4], ['b', 4, 9], ['a', 12, 15]]);
+    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([[0, 10], [10, 16]]);
   });
 
   it('one buffer per (param dtype, grad dtype), in order of first appearance', () => {
