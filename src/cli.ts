@@ -10,11 +10,20 @@ import type { MemoryRow } from './memory/calculator.js';
 import { measure, MEMORY_FLAGS, renderTable, rowsFor, writePlot } from './memory/command.js';
 import { ShapeError } from './nn/gpt-spec.js';
 import { OnnxError } from './onnx/initializers.js';
+import { CheckpointError } from './checkpoint/errors.js';
+import { DdpError } from './ddp/ddp.js';
+import { ShapeMismatch } from './nn/tensor.js';
+import { TRAIN_FLAGS, trainHelp } from './train/args.js';
+import { trainCommand } from './train/command.js';
+import { SAMPLE_FLAGS, sampleCommand } from './train/sample.js';
+import { TrainingError } from './train/trainer.js';
 
 interface Command {
   summary: string;
   flags: Record<string, FlagSpec>;
-  run(values: FlagValues, positional: string[]): Promise<void>;
+  /** `--help` text instead of one line per flag. */
+  help?: () => string;
+  run(values: FlagValues, positional: string[], argv: string[]): Promise<void>;
 }
 
 const LIMITS_SHOWN: (keyof GPUSupportedLimits)[] = [
@@ -127,7 +136,23 @@ const memoryCommand: Command = {
   },
 };
 
-const COMMANDS: Record<string, Command> = { info, launch: launchCommand, memory: memoryCommand };
+const train: Command = {
+  summary: 'train a GPT with Megatron-LM\'s flags, on one process or --nproc-per-node workers (--use-distributed-optimizer for ZeRO-1)',
+  flags: TRAIN_FLAGS,
+  help: trainHelp,
+  async run(values, _positional, argv) {
+    const code = await trainCommand(values, argv);
+    if (code !== 0) throw new ExitCode(code);
+  },
+};
+
+const sample: Command = {
+  summary: 'generate text from a checkpoint of webtron train: webtron sample --load DIR --prompt TEXT --tokens N',
+  flags: { ...GPU_FLAGS, ...SAMPLE_FLAGS },
+  run: (values) => sampleCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
+};
+
+const COMMANDS: Record<string, Command> = { train, sample, memory: memoryCommand, launch: launchCommand, info };
 
 function usage(): string {
   const lines = ['usage: webtron <command> [flags]', '', 'commands:'];
@@ -149,18 +174,22 @@ export async function main(argv: string[]): Promise<number> {
   }
   const own = rest.indexOf('--') >= 0 ? rest.slice(0, rest.indexOf('--')) : rest;
   if (own.includes('--help') || own.includes('-h')) {
-    console.log(`usage: webtron ${name} [flags]\n${command.summary}\n\n${flagHelp(command.flags)}`);
+    console.log(`usage: webtron ${name} [flags]\n${command.summary}\n\n${command.help ? command.help() : flagHelp(command.flags)}`);
     return 0;
   }
   try {
     const { values, positional } = parseFlags(rest, command.flags);
-    await command.run(values, positional);
+    await command.run(values, positional, rest);
     return 0;
   } catch (e) {
     if (e instanceof ExitCode) return e.code;
-    if (e instanceof FlagError || e instanceof GpuError || e instanceof CollectiveError || e instanceof ShapeError || e instanceof LayoutError || e instanceof OnnxError) {
+    if (e instanceof FlagError || e instanceof GpuError || e instanceof CollectiveError || e instanceof ShapeError || e instanceof LayoutError || e instanceof OnnxError || e instanceof CheckpointError) {
       console.error(`webtron ${name}: ${e.message}`);
       return 2;
+    }
+    if (e instanceof TrainingError || e instanceof ShapeMismatch || e instanceof DdpError) {
+      console.error(`webtron ${name}: ${e.message}`);
+      return 1;
     }
     throw e;
   }

@@ -20,6 +20,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Collectives } from '../collectives/process-group.js';
+import type { ParamAndGradBuffer } from '../ddp/buffers.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { BYTES, type ModelLayout, type ParamDtype } from '../ddp/layout.js';
 import { writeFileAtomic } from '../files.js';
@@ -303,6 +304,52 @@ function tensorLocator(dir: string, index: CheckpointIndex) {
   };
 }
 
+/** Every param of `buffers` from the checkpoint's model files (whole tensors in the buffers' dtypes); bytes read. */
+async function readModelParams(dir: string, index: CheckpointIndex, buffers: readonly ParamAndGradBuffer[], fileOf: (name: string) => CheckedFile, locate: ReturnType<typeof tensorLocator>): Promise<number> {
+  let bytesRead = 0;
+  for (const b of buffers) {
+    const width = BYTES[b.layout.paramDtype];
+    for (const p of b.layout.params) {
+      const ref = index.model[p.name];
+      if (!ref) throw new CheckpointError(`${join(dir, INDEX)}: field 'model' has no entry for '${p.name}'`);
+      const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[b.layout.paramDtype], p.numel);
+      const upload = new UploadStream(b.ctx, b.params, p.start * width);
+      await fileOf(ref.file).read(at.start, at.end, (bytes) => upload.write(bytes));
+      bytesRead += upload.end();
+    }
+  }
+  return bytesRead;
+}
+
+/**
+ * Model params only (inference: `webtron sample`, `webtron export`) into `buffers` (a LocalParams'),
+ * whose params must have the checkpoint's names, shapes and dtypes.
+ */
+export async function loadModelParams(path: string, buffers: readonly ParamAndGradBuffer[]): Promise<{ dir: string; index: CheckpointIndex }> {
+  const { dir } = resolveCheckpoint(path);
+  const indexPath = join(dir, INDEX);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(indexPath, 'utf8'));
+  } catch {
+    throw new CheckpointError(`${indexPath}: not valid JSON`);
+  }
+  const index = checkIndex(raw, indexPath, CHECKPOINT_FORMAT);
+  const files = new Map<string, CheckedFile>();
+  const fileOf = (name: string) => {
+    let f = files.get(name);
+    if (!f) files.set(name, (f = new CheckedFile(join(dir, name), index.files[name]!)));
+    return f;
+  };
+  try {
+    await readModelParams(dir, index, buffers, fileOf, tensorLocator(dir, index));
+    await buffers[0]?.ctx.sync();
+  } finally {
+    await Promise.all([...files.values()].map((f) => f.close()));
+  }
+  return { dir, index };
+}
+
 /** This rank's part of a load: every model param, and the state pieces it holds. */
 async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedCheckpoint> {
   const { ddp, optimizer } = parts;
@@ -318,17 +365,7 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
   let bytesRead = 0;
   try {
     await ddp.finishParamSync();
-    for (const [i, b] of ddp.layout.buffers.entries()) {
-      const width = BYTES[b.paramDtype];
-      for (const p of b.params) {
-        const ref = index.model[p.name];
-        if (!ref) throw new CheckpointError(`${join(dir, INDEX)}: field 'model' has no entry for '${p.name}'`);
-        const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[b.paramDtype], p.numel);
-        const upload = new UploadStream(ctx, ddp.buffers[i]!.params, p.start * width);
-        await fileOf(ref.file).read(at.start, at.end, (bytes) => upload.write(bytes));
-        bytesRead += upload.end();
-      }
-    }
+    bytesRead += await readModelParams(dir, index, ddp.buffers, fileOf, locate);
     ddp.paramsWritten();
     for (const piece of optimizer.statePieces()) {
       const refs = index.state[piece.kind]?.[piece.name] ?? [];

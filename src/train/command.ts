@@ -1,0 +1,55 @@
+/**
+ * `webtron train`: one command for one node or many. Without RANK/WORLD_SIZE in the environment
+ * it checks the flags, then runs one process (--nproc-per-node 1 on one node) or starts this node's
+ * workers through `webtron launch`'s launcher with the same flags; with them set (the launcher,
+ * torchrun, Slurm, a Kubernetes operator) it is that one worker.
+ */
+import { fileURLToPath } from 'node:url';
+import type { FlagValues } from './flags.js';
+import { launch } from './launcher.js';
+import { resolveTrainConfig } from './args.js';
+import { runTraining } from './trainer.js';
+
+const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
+
+/** runs/2026-11-30T20-15-03: the default run folder of a run started now. */
+export function defaultRunDir(now = new Date()): string {
+  return `runs/${now.toISOString().slice(0, 19).replace(/:/g, '-')}`;
+}
+
+/** The worker's own environment says it is one rank of a job (RANK and WORLD_SIZE, or Slurm's). */
+function workerWorld(env: NodeJS.ProcessEnv): number | null {
+  const world = env.WORLD_SIZE ?? env.SLURM_NTASKS;
+  const rank = env.RANK ?? env.SLURM_PROCID;
+  return world !== undefined && rank !== undefined ? Number(world) : null;
+}
+
+export async function trainCommand(values: FlagValues, argv: string[]): Promise<number> {
+  const progress = process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1';
+  const gpu = { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, progress };
+  const world = workerWorld(process.env);
+  if (world !== null) {
+    const cfg = resolveTrainConfig(values, world);
+    await runTraining({ ...cfg, runDir: cfg.runDir ?? defaultRunDir() }, gpu);
+    return 0;
+  }
+  const nproc = values['nproc-per-node'] as number;
+  const nnodes = values.nnodes as number;
+  const cfg = resolveTrainConfig(values, nproc * nnodes); // every flag error before any worker starts
+  const runDir = cfg.runDir ?? defaultRunDir();
+  if (nproc * nnodes === 1) {
+    await runTraining({ ...cfg, runDir }, gpu);
+    return 0;
+  }
+  const own = argv.filter((a) => a !== '--');
+  return launch({
+    nprocPerNode: nproc,
+    nnodes,
+    nodeRank: values['node-rank'] as number,
+    masterAddr: values['master-addr'] as string,
+    masterPort: values['master-port'] as number,
+    token: process.env.WEBTRON_JOB_TOKEN,
+    graceMs: values['stop-grace-ms'] as number,
+    command: [CLI, 'train', ...own, ...(cfg.runDir ? [] : ['--run-dir', runDir])],
+  });
+}

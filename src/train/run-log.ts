@@ -1,0 +1,133 @@
+/**
+ * What a training run shows and keeps (rank 0): Megatron's log line every --log-interval
+ * iterations, a progress bar on a terminal, and the run folder: config.json (every resolved flag),
+ * metrics.jsonl (one object per logged iteration), summary.json and loss.svg at the end.
+ */
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../files.js';
+import { formatBytes } from '../gpu/memory.js';
+import { curveChartSvg } from '../plot/svg.js';
+
+export interface MetricsLine {
+  iteration: number;
+  consumed_samples: number;
+  loss?: number;
+  lr?: number;
+  grad_norm?: number | null;
+  loss_scale?: number | null;
+  skipped?: number;
+  nan_iterations?: number;
+  tokens_per_s?: number;
+  step_ms?: number;
+  val_loss?: number;
+  phases?: Record<string, number>;
+}
+
+const pad = (n: number, width: number) => String(n).padStart(width);
+
+/** Python's '{:.6E}': 1.234568E-04 (at least two exponent digits). */
+export function sci(x: number): string {
+  if (!Number.isFinite(x)) return String(x).toUpperCase().replace('INFINITY', 'INF');
+  const [mantissa, exponent] = x.toExponential(6).split('e') as [string, string];
+  const sign = exponent.startsWith('-') ? '-' : '+';
+  return `${mantissa}E${sign}${exponent.replace(/^[+-]/, '').padStart(2, '0')}`;
+}
+
+/** Megatron's log line (its training_log, with webtron's tokens/s appended). */
+export function megatronLine(o: { time: Date; iteration: number; trainIters: number; consumedSamples: number; msPerIteration: number; lr: number; globalBatchSize: number; loss: number | null; lossScale: number; gradNorm: number | null; skipped: number; nan: number; tokensPerS: number }): string {
+  const t = o.time;
+  const two = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${t.getFullYear()}-${two(t.getMonth() + 1)}-${two(t.getDate())} ${two(t.getHours())}:${two(t.getMinutes())}:${two(t.getSeconds())}`;
+  const parts = [
+    ` [${stamp}] iteration ${pad(o.iteration, 8)}/${pad(o.trainIters, 8)} |`,
+    ` consumed samples: ${pad(o.consumedSamples, 12)} |`,
+    ` elapsed time per iteration (ms): ${o.msPerIteration.toFixed(1)} |`,
+    ` learning rate: ${sci(o.lr)} |`,
+    ` global batch size: ${pad(o.globalBatchSize, 5)} |`,
+    o.loss === null ? '' : ` lm loss: ${sci(o.loss)} |`,
+    ` loss scale: ${o.lossScale.toFixed(1)} |`,
+    o.gradNorm === null ? '' : ` grad norm: ${o.gradNorm.toFixed(3)} |`,
+    ` number of skipped iterations: ${pad(o.skipped, 3)} |`,
+    ` number of nan iterations: ${pad(o.nan, 3)} |`,
+    ` tokens/s: ${o.tokensPerS.toFixed(1)} |`,
+  ];
+  return parts.join('');
+}
+
+/** A one-line progress bar for a terminal: redrawn in place, cleared before other output. */
+export class ProgressBar {
+  private shown = false;
+  private readonly started = Date.now();
+
+  constructor(
+    private readonly total: number,
+    private readonly out: NodeJS.WriteStream | { write(s: string): boolean },
+    private readonly enabled: boolean,
+  ) {}
+
+  update(done: number, note: string): void {
+    if (!this.enabled) return;
+    const width = 24;
+    const filled = Math.round((done / this.total) * width);
+    const elapsed = (Date.now() - this.started) / 1000;
+    const eta = done > 0 ? (elapsed / done) * (this.total - done) : NaN;
+    const time = (s: number) => (Number.isFinite(s) ? `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}` : '?');
+    this.out.write(`\r\u001b[K[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${this.total} ${note} | ${time(elapsed)} elapsed, ${time(eta)} left`);
+    this.shown = true;
+  }
+
+  /** Clear the bar (before printing a line). */
+  clear(): void {
+    if (this.shown) this.out.write('\r\u001b[K');
+    this.shown = false;
+  }
+
+  finish(): void {
+    if (this.enabled && this.shown) this.out.write('\n');
+    this.shown = false;
+  }
+}
+
+/** The run folder (rank 0 only). */
+export class RunFolder {
+  readonly metricsPath: string;
+
+  constructor(readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+    this.metricsPath = join(dir, 'metrics.jsonl');
+  }
+
+  writeConfig(config: Record<string, unknown>): void {
+    writeFileAtomic(join(this.dir, 'config.json'), `${JSON.stringify(config, null, 1)}\n`);
+  }
+
+  metric(line: MetricsLine): void {
+    appendFileSync(this.metricsPath, `${JSON.stringify(line)}\n`);
+  }
+
+  writeSummary(summary: Record<string, unknown>): void {
+    writeFileAtomic(join(this.dir, 'summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
+  }
+
+  /** loss.svg: train and validation loss against iteration, with the corpus's entropies as reference lines. */
+  writeChart(train: { x: number; y: number }[], valid: { x: number; y: number }[], reference: { unigram: number; bigram: number }, title: string): void {
+    const svg = curveChartSvg(
+      [
+        { name: 'train loss', color: '#1f77b4', points: train },
+        { name: 'validation loss', color: '#d62728', points: valid, markers: true },
+        { name: `unigram entropy ${reference.unigram.toFixed(2)}`, color: '#7f7f7f', points: [{ x: 0, y: reference.unigram }], reference: true },
+        { name: `bigram entropy ${reference.bigram.toFixed(2)}`, color: '#2ca02c', points: [{ x: 0, y: reference.bigram }], reference: true },
+      ],
+      { title, xLabel: 'iteration', yLabel: 'loss (nats per token)', yMin: 0, yFormat: (v) => v.toFixed(1) },
+    );
+    writeFileAtomic(join(this.dir, 'loss.svg'), svg);
+  }
+}
+
+/** One line of this rank's GPU bytes by category beside what `webtron memory` predicts. */
+export function memoryLine(rank: number, iterations: number, measured: Record<string, number>, peak: Record<string, number>, predicted: Record<string, number>, activationEstimate: number): string {
+  const cells = ['params', 'grads', 'main-params', 'optimizer-state'].map((c) => `${c} ${formatBytes(measured[c] ?? 0)} (predicted ${formatBytes(predicted[c] ?? 0)}${measured[c] === predicted[c] ? ', equal' : ''})`);
+  cells.push(`activations peak ${formatBytes(peak.activations ?? 0)} (estimate ${formatBytes(activationEstimate)})`, `staging ${formatBytes(measured.staging ?? 0)}`);
+  return `[Rank ${rank}] (after ${iterations} iteration${iterations === 1 ? '' : 's'}) GPU memory: ${cells.join(' | ')}`;
+}
