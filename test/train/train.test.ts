@@ -1,0 +1,188 @@
+/**
+ * `webtron train` and `webtron sample` as a user runs them: real worker processes, one tiny GPT
+ * (every run has the same shapes, so the shader cache compiles them once for the whole file).
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/job.js';
+
+const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
+const TINY = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '2', '--seq-length', '16', '--micro-batch-size', '2', '--make-vocab-size-divisible-by', '8', '--split', '90,10', '--lr', '3e-3', '--lr-warmup-iters', '2', '--log-interval', '1', '--eval-interval', '1000', '--eval-iters', '1'];
+const dir = () => mkdtempSync(join(tmpdir(), 'webtron-train-'));
+
+async function train(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const port = await freePort();
+  return new Promise((resolve) => {
+    const child = spawn('node', [BIN, 'train', '--master-port', String(port), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const losses = (runDir: string) =>
+  new Map(readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { iteration: number; loss: number }).map((m) => [m.iteration, m.loss]));
+
+function expectSameLosses(a: Map<number, number>, b: Map<number, number>, tolerance: number, what: string): void {
+  expect([...b.keys()], what).toEqual([...a.keys()]);
+  for (const [it, loss] of a) {
+    const other = b.get(it)!;
+    expect(Math.abs(other - loss) / Math.abs(loss), `${what}, iteration ${it}: ${loss} vs ${other}`).toBeLessThanOrEqual(tolerance);
+  }
+}
+
+const children = (pid: number) => {
+  const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout;
+  return out.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
+};
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('webtron train', () => {
+  it('d = 1 without and d = 2 with the distributed optimizer give the same losses for 20 iterations, with grad accumulation, dropout and overlap too', async () => {
+    const base = dir();
+    const run = async (name: string, extra: string[]) => {
+      const r = await train([...TINY, '--train-iters', '20', '--run-dir', join(base, name), ...extra]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      return losses(join(base, name));
+    };
+    const noDropout = ['--hidden-dropout', '0', '--attention-dropout', '0'];
+    // Global batch 4: d = 1 accumulates 2 micro-batches, d = 2 runs one each.
+    const single = await run('d1', ['--global-batch-size', '4', ...noDropout]);
+    const double = await run('d2', ['--nproc-per-node', '2', '--use-distributed-optimizer', '--global-batch-size', '4', ...noDropout]);
+    expectSameLosses(single, double, 1e-4, 'd = 1 vs d = 2');
+    expect(single.get(20)!).toBeLessThan(single.get(1)! - 0.5); // it learns
+    // Global batch 8 with dropout: 4 micro-batches at d = 1, 2 at d = 2 (with both overlaps on).
+    const single8 = await run('d1-dropout', ['--global-batch-size', '8', '--hidden-dropout', '0.1', '--attention-dropout', '0.1']);
+    const double8 = await run('d2-dropout', ['--nproc-per-node', '2', '--use-distributed-optimizer', '--overlap-grad-reduce', '--overlap-param-gather', '--global-batch-size', '8', '--hidden-dropout', '0.1', '--attention-dropout', '0.1']);
+    expectSameLosses(single8, double8, 1e-4, 'd = 1 vs d = 2, accumulation, dropout, overlap');
+    // The run folder: config, metrics, summary, chart.
+    const runDir = join(base, 'd2');
+    expect(readdirSync(runDir).sort()).toEqual(['config.json', 'loss.svg', 'metrics.jsonl', 'summary.json']);
+    const config = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(config).toMatchObject({ useDistributedOptimizer: true, globalBatchSize: 4, gradAccumulation: 1, dataParallelSize: 2, lr: 3e-3 });
+    const first = JSON.parse(readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').split('\n')[0]!) as Record<string, unknown>;
+    expect(Object.keys(first)).toEqual(expect.arrayContaining(['iteration', 'consumed_samples', 'loss', 'lr', 'grad_norm', 'loss_scale', 'skipped', 'tokens_per_s', 'step_ms']));
+    const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as { iterations: number; final_val_loss: number };
+    expect(summary.iterations).toBe(20);
+    expect(summary.final_val_loss).toBeGreaterThan(0);
+  });
+
+  it('a resumed run repeats the uninterrupted run\'s losses bit for bit; at another d it continues within float rounding', async () => {
+    const base = dir();
+    const common = [...TINY, '--train-iters', '10', '--global-batch-size', '8'];
+    const whole = await train([...common, '--nproc-per-node', '2', '--use-distributed-optimizer', '--save', join(base, 'ckpt'), '--save-interval', '5', '--run-dir', join(base, 'whole')]);
+    expect(whole.code, whole.stderr).toBe(0);
+    expect(readdirSync(join(base, 'ckpt')).sort()).toEqual(['iter_0000005', 'iter_0000010', 'latest_checkpointed_iteration.txt']);
+    const resumed = await train([...common, '--nproc-per-node', '2', '--use-distributed-optimizer', '--load', join(base, 'ckpt', 'iter_0000005'), '--run-dir', join(base, 'resumed')]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toMatch(/loaded .*iter_0000005: iteration 5, 40 samples consumed/);
+    const a = losses(join(base, 'whole'));
+    const b = losses(join(base, 'resumed'));
+    expect([...b.keys()]).toEqual([6, 7, 8, 9, 10]);
+    for (const [it, loss] of b) expect(loss, `iteration ${it}`).toBe(a.get(it));
+    // Saved at d = 2 with the distributed optimizer, loaded at d = 1 without it.
+    const other = await train([...common, '--load', join(base, 'ckpt', 'iter_0000005'), '--run-dir', join(base, 'other')]);
+    expect(other.code, other.stderr).toBe(0);
+    const c = losses(join(base, 'other'));
+    for (const [it, loss] of c) expect(Math.abs(loss - a.get(it)!) / loss, `iteration ${it}`).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('a killed worker stops the job within seconds, named by the launcher', async () => {
+    const port = await freePort();
+    const launcher = spawn('node', [BIN, 'train', '--master-port', String(port), ...TINY, '--nproc-per-node', '2', '--use-distributed-optimizer', '--train-iters', '100000', '--global-batch-size', '4', '--run-dir', join(dir(), 'run')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    launcher.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
+    await new Promise<void>((resolve) => launcher.stdout.on('data', (c: Buffer) => / iteration {8}2\//.test(c.toString()) && resolve()));
+    const workers = children(launcher.pid!);
+    expect(workers).toHaveLength(2);
+    const killedAt = Date.now();
+    // RANK of each worker from its environment: kill rank 1.
+    const rank1 = workers.find((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('RANK=1'))!;
+    process.kill(rank1, 'SIGKILL');
+    expect(await exit).toBe(137);
+    expect(Date.now() - killedAt).toBeLessThan(20_000);
+    expect(stderr).toMatch(/webtron launch: rank 1 was killed by SIGKILL \(exit code 137\); stopping the other workers/);
+    expect(workers.filter(alive)).toEqual([]);
+  });
+
+  it('Ctrl-C stops every worker and leaves only complete checkpoints', async () => {
+    const base = dir();
+    const port = await freePort();
+    // Its own process group, as a shell gives a foreground job: Ctrl-C signals the whole group.
+    const launcher = spawn('node', [BIN, 'train', '--master-port', String(port), ...TINY, '--nproc-per-node', '2', '--use-distributed-optimizer', '--train-iters', '100000', '--global-batch-size', '4', '--save', join(base, 'ckpt'), '--save-interval', '3', '--run-dir', join(base, 'run')], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
+    await new Promise<void>((resolve) => launcher.stdout.on('data', (c: Buffer) => / iteration {7}10\//.test(c.toString()) && resolve()));
+    const workers = children(launcher.pid!);
+    process.kill(-launcher.pid!, 'SIGINT');
+    expect(await exit).toBe(130);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(workers.filter(alive)).toEqual([]);
+    const tracker = readFileSync(join(base, 'ckpt', 'latest_checkpointed_iteration.txt'), 'utf8').trim();
+    expect(existsSync(join(base, 'ckpt', `iter_${tracker.padStart(7, '0')}`, 'index.json'))).toBe(true);
+    const leftovers = readdirSync(join(base, 'ckpt')).filter((f) => !/^iter_\d{7}$/.test(f) && f !== 'latest_checkpointed_iteration.txt' && !f.endsWith('.tmp'));
+    expect(leftovers).toEqual([]);
+  });
+
+  it.each([
+    [['--fp16', '--bf16'], /^webtron train: --fp16 and --bf16 exclude each other/],
+    [['--overlap-param-gather', '--overlap-grad-reduce'], /^webtron train: --overlap-param-gather only works with --use-distributed-optimizer/],
+    [['--nproc-per-node', '2', '--global-batch-size', '6', '--micro-batch-size', '2'], /^webtron train: --global-batch-size 6 is not divisible by --micro-batch-size 2 × data-parallel size 2 = 4/],
+    [['--num-attention-heads', '3'], /^webtron train: --num-attention-heads 3 must divide --hidden-size 32/],
+    [['--lr-decay-style', 'step'], /^webtron train: --lr-decay-style must be constant, linear or cosine, got 'step'/],
+    [['--hidden-dropout', '1.5'], /^webtron train: --hidden-dropout must be in \[0, 1\), got 1.5/],
+    [['--tokenizer-type', 'GPT2BPETokenizer'], /^webtron train: --tokenizer-type must be CharTokenizer or ByteTokenizer/],
+    [['--train-iters', 'ten'], /^webtron train: --train-iters: expected an integer, got 'ten'/],
+    [['--no-such-flag'], /^webtron train: unknown flag --no-such-flag/],
+    [['--data-path', '/does/not/exist.txt'], /^webtron train: --data-path: cannot read \/does\/not\/exist.txt: ENOENT/],
+    [['--load', '/does/not/exist'], /^webtron train: \/does\/not\/exist: neither a checkpoint folder/],
+  ])('%j is one line naming the flag, exit code 2, nothing written', async (extra, message) => {
+    const runDir = join(dir(), 'run');
+    const r = await train([...TINY, '--train-iters', '5', '--run-dir', runDir, ...extra]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'))).toHaveLength(1);
+    expect(r.stderr.split('\n').find((l) => l.startsWith('webtron train'))).toMatch(message);
+    expect(existsSync(runDir) && readdirSync(runDir).some((f) => f !== 'config.json')).toBe(false);
+  });
+
+  it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {
+    const r = await train([...TINY, '--train-iters', '20', '--lr', '1e30', '--lr-warmup-iters', '0', '--clip-grad', '0', '--global-batch-size', '2', '--run-dir', join(dir(), 'run')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^webtron train: iteration \d+: lm loss (NaN|Infinity), grad norm \S+: the grad of '[\w.]+' holds a NaN or infinity; stopping \(--no-check-for-nan-in-loss-and-grad trains on\)$/m);
+    const onward = await train([...TINY, '--train-iters', '4', '--lr', '1e30', '--lr-warmup-iters', '0', '--clip-grad', '0', '--global-batch-size', '2', '--no-check-for-nan-in-loss-and-grad', '--run-dir', join(dir(), 'run')]);
+    expect(onward.code, onward.stderr).toBe(0);
+    expect(onward.stdout).toMatch(/number of nan iterations: {3}1 \|/);
+  });
+});
+
+describe('webtron sample', () => {
+  it('continues a prompt from a checkpoint; the same seed gives the same text', async () => {
+    const base = dir();
+    const r = await train([...TINY, '--train-iters', '30', '--global-batch-size', '4', '--save', join(base, 'ckpt'), '--run-dir', join(base, 'run')]);
+    expect(r.code, r.stderr).toBe(0);
+    const sample = (seed: number, extra: string[] = []) => execFileSync('node', [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', 'Call me ', '--tokens', '40', '--seed', String(seed), ...extra], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const a = sample(1);
+    expect(a.startsWith('Call me ')).toBe(true);
+    expect(Array.from(a.trimEnd()).length).toBeGreaterThanOrEqual('Call me '.length + 30); // 40 characters (a newline may end it)
+    expect(sample(1)).toBe(a);
+    expect(sample(2)).not.toBe(a);
+    // Greedy decoding is deterministic whatever the seed; 40 tokens run past the 16-position context.
+    expect(sample(3, ['--temperature', '0'])).toBe(sample(4, ['--temperature', '0']));
+    const bad = spawnSync('node', [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', '日本'], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/webtron sample: CharTokenizer: character "日" \(U\+65E5\) is not in the vocabulary/);
+  });
+});
