@@ -17,8 +17,9 @@ import { optimizerBench } from './optimizer.js';
 import { reduceBench } from './reduce.js';
 import type { Bench } from './bench.js';
 import { slug, table, type Row } from './report.js';
+import { trainBench } from './train.js';
 
-const BENCHES: Bench[] = [adamBench, collectivesBench, reduceBench, optimizerBench, nnBench, checkpointBench];
+const BENCHES: Bench[] = [adamBench, collectivesBench, reduceBench, optimizerBench, nnBench, checkpointBench, trainBench];
 
 const COMMON: Record<string, FlagSpec> = {
   ...GPU_FLAGS,

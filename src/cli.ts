@@ -7,7 +7,7 @@ import { launch } from './train/launcher.js';
 import { CollectiveError } from './collectives/errors.js';
 import { LayoutError } from './ddp/layout.js';
 import type { MemoryRow } from './memory/calculator.js';
-import { measure, MEMORY_FLAGS, renderTable, rowsFor, writePlot } from './memory/command.js';
+import { measure, measureActivations, MEMORY_FLAGS, renderTable, rowsFor, writePlot } from './memory/command.js';
 import { ShapeError } from './nn/gpt-spec.js';
 import { OnnxError } from './onnx/initializers.js';
 import { CheckpointError } from './checkpoint/errors.js';
@@ -111,6 +111,7 @@ const memoryCommand: Command = {
   flags: { ...GPU_FLAGS, ...MEMORY_FLAGS },
   async run(values) {
     const { source, rows } = rowsFor(values);
+    let activations: { measured: number; predicted: number } | null = null;
     if (values.measure) {
       const ctx = await GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined });
       for (const [i, r] of rows.entries()) {
@@ -118,6 +119,9 @@ const memoryCommand: Command = {
         const m = await measure(ctx, source, r, values['ddp-bucket-size'] as number | undefined);
         Object.assign(r, { measured: m.measured, predicted: m.predicted, measured_equals_predicted: JSON.stringify(m.measured) === JSON.stringify(m.predicted) });
       }
+      process.stderr.write(`  … measuring activations: one forward and backward of micro-batch ${values['micro-batch-size'] as number}\n`);
+      activations = await measureActivations(ctx, source, values['micro-batch-size'] as number, rows[0]!.precision, !values['no-dropout']);
+      if (activations) for (const r of rows) Object.assign(r, { measured_activations: activations.measured });
     }
     if (values.plot) writePlot(values.plot as string, rows);
     if (values.json) {
@@ -125,12 +129,15 @@ const memoryCommand: Command = {
       return;
     }
     const first = rows[0]!;
-    console.log(`${first.params.toLocaleString('en-US')} params, ${first.precision}, GPU bytes per rank (model state exact; activations an estimate):\n`);
+    console.log(`${first.params.toLocaleString('en-US')} params, ${first.precision}, GPU bytes per rank (model state and activations of micro-batch ${values['micro-batch-size'] as number} exact):\n`);
     console.log(renderTable(rows));
     if (values.measure) {
       console.log('\nmeasured on this GPU (rank 0\'s shard) vs predicted, model state:');
       for (const r of rows as (MemoryRow & { measured: Record<string, number>; measured_equals_predicted: boolean })[]) {
         console.log(`  d=${r.data_parallel_size} ${r.distributed ? 'distributed    ' : 'non-distributed'} ${r.measured_equals_predicted ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(r.measured)}`);
+      }
+      if (activations) {
+        console.log(`\nactivations of one forward and backward, micro-batch ${values['micro-batch-size'] as number}, measured on this GPU: ${activations.measured.toLocaleString('en-US')} B, predicted ${activations.predicted.toLocaleString('en-US')} B (${activations.measured === activations.predicted ? 'equal to the byte' : 'DIFFERENT'})`);
       }
     }
   },

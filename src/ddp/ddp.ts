@@ -61,6 +61,8 @@ export class DistributedDataParallel {
   private chain: Promise<void> = Promise.resolve();
   private lastMicroBatch = true;
   private version = 0;
+  /** Param all-gathers not yet settled (they use the host staging too). */
+  private gathersRunning = 0;
 
   constructor(
     readonly ctx: GpuContext,
@@ -126,7 +128,8 @@ export class DistributedDataParallel {
   setParamGather(buffer: number, bucket: number, gather: Promise<void>): void {
     const b = this.buckets.find((x) => x.buffer.index === buffer && x.layout.index === bucket)!;
     b.gather = gather;
-    gather.catch(() => undefined); // surfaced by paramsReady / finishParamSync
+    this.gathersRunning += 1;
+    gather.catch(() => undefined).finally(() => (this.gathersRunning -= 1)); // errors surface in paramsReady / finishParamSync
   }
 
   /** Wait until the bucket holding `name` has its updated params (the forward calls this first). */
@@ -286,25 +289,38 @@ export class DistributedDataParallel {
     await this.ctx.sync();
   }
 
+  /** The bucket's grads as the collectives take them (fp16 words or floats) over its host staging. */
+  private hostGrads(b: BucketState): { grads: Float32Array | Uint16Array; bytes: Uint8Array } {
+    const range = b.buffer.gradBytes(b.layout);
+    // fp16 grads travel as fp16 words and are summed in fp32 by the collectives.
+    const grads = b.buffer.layout.gradDtype === 'float16' ? new Uint16Array(b.host.buffer, b.host.byteOffset, b.layout.end - b.layout.start) : b.host;
+    return { grads, bytes: new Uint8Array(grads.buffer, grads.byteOffset, range.size) };
+  }
+
+  private readGrads(b: BucketState): Promise<Uint8Array> {
+    const range = b.buffer.gradBytes(b.layout);
+    return this.ctx.transfers.readback(b.buffer.grads, range.offset, range.size, this.hostGrads(b).bytes);
+  }
+
   private startBucketSync(b: BucketState): void {
-    // A param all-gather still running uses the same host staging: let every gather finish first.
+    // The readback's copy is queued now, right behind the work that made these grads (the rest of
+    // the backward pass queues after it), unless a param all-gather still uses the host staging.
+    const early = this.gathersRunning === 0 ? this.readGrads(b) : null;
+    early?.catch(() => undefined); // awaited in syncBucket
     const gathers = Promise.all(this.buckets.map((x) => x.gather));
     b.syncing = true;
-    b.sync = this.chain.then(() => gathers).then(() => this.syncBucket(b)).finally(() => {
+    b.sync = this.chain.then(() => gathers).then(() => this.syncBucket(b, early)).finally(() => {
       b.syncing = false;
     });
     this.chain = b.sync.catch(() => undefined);
   }
 
-  private async syncBucket(b: BucketState): Promise<void> {
+  private async syncBucket(b: BucketState, early: Promise<Uint8Array> | null): Promise<void> {
     const range = b.buffer.gradBytes(b.layout);
-    const fp16 = b.buffer.layout.gradDtype === 'float16';
-    // fp16 grads travel as fp16 words and are summed in fp32 by the collectives.
-    const grads = fp16 ? new Uint16Array(b.host.buffer, b.host.byteOffset, b.layout.end - b.layout.start) : b.host;
-    const options = fp16 ? { dtype: 'float16' as const } : {};
-    const bytes = new Uint8Array(grads.buffer, grads.byteOffset, range.size);
+    const { grads, bytes } = this.hostGrads(b);
+    const options = b.buffer.layout.gradDtype === 'float16' ? { dtype: 'float16' as const } : {};
     const { phases } = this;
-    await phases.time('grad readback', () => this.ctx.transfers.readback(b.buffer.grads, range.offset, range.size, bytes));
+    await phases.time('grad readback', () => early ?? this.readGrads(b));
     if (this.layout.distributedOptimizer) {
       const shard = await phases.time('reduce-scatter', () => this.group.reduceScatter(grads, 'avg', options));
       const start = b.layout.start + this.group.rank * shard.length;

@@ -4,12 +4,13 @@
  * the saving of the distributed optimizer, and under a budget the largest model that fits.
  *
  * Model state comes from the real layout (`computeLayout`) and `modelStateBytes`, so it is exact and
- * the padding is its own category. Activations are an estimate (Megatron's per-layer formula for a
- * GPT, s·b·h·(34 + 5·a·s/h) bytes with 16-bit activations, doubled for webtron's fp32 activations,
- * plus the fp32 logits and their softmax); staging is the readback buffer a grad sync uses.
+ * the padding is its own category. Activations of a GPT are counted from the buffers webtron's graph
+ * allocates for one micro-batch's forward and backward (src/memory/activations.ts), so they are exact
+ * too; staging is the readback buffer a grad sync uses.
  */
 import { computeLayout, type GradDtype, type ModelLayout, type ParamDtype, type ParamSpec } from '../ddp/layout.js';
 import { gptParamCount, gptParams, type GptShape } from '../nn/gpt-spec.js';
+import { gptActivationBytes } from './activations.js';
 import { modelStateBytes } from './model-state.js';
 
 export type Precision = 'fp32' | 'bf16' | 'fp16';
@@ -31,6 +32,8 @@ export interface CalculatorOptions {
   /** Which optimizers to show: [false, true] for both side by side. */
   distributed: boolean[];
   microBatchSize: number;
+  /** Dropout during training (Megatron's default 0.1: on): its outputs are buffers of their own. */
+  dropout?: boolean;
   bucketSize?: number;
   /** Bytes a rank may use; rows then say whether the model fits and what the largest that fits is. */
   gpuMemory?: number;
@@ -79,13 +82,13 @@ export function paramSpecs(source: ModelSource, precision: Precision): ParamSpec
   }
 }
 
-/** Activation bytes of one micro-batch of a GPT (an estimate; 0 for other sources). */
-export function activationBytes(source: ModelSource, microBatchSize: number): number {
+/**
+ * Activation bytes of one micro-batch's forward and backward of a GPT, counted from webtron's
+ * graph (src/memory/activations.ts: equal to the allocator's peak); 0 for other sources.
+ */
+export function activationBytes(source: ModelSource, microBatchSize: number, precision: Precision = 'fp32', dropout = true): number {
   if (source.kind !== 'gpt') return 0;
-  const { numLayers: L, hiddenSize: h, numAttentionHeads: a, seqLength: s, vocabSize: V } = source.shape;
-  const b = microBatchSize;
-  const perLayer16 = s * b * h * (34 + (5 * a * s) / h);
-  return 2 * L * perLayer16 + 8 * s * b * V;
+  return gptActivationBytes(source.shape, { microBatchSize, hiddenDropout: dropout, attentionDropout: dropout, fp16Grads: precision === 'fp16' });
 }
 
 function stagingBytes(layout: ModelLayout): number {
@@ -106,7 +109,7 @@ function row(source: ModelSource, d: number, precision: Precision, distributed: 
     main_params: m.byCategory['main-params'] - m.paddingByCategory['main-params'],
     optimizer_state: m.byCategory['optimizer-state'] - m.paddingByCategory['optimizer-state'],
     padding: Object.values(m.paddingByCategory).reduce((s, x) => s + x, 0),
-    activations: activationBytes(source, o.microBatchSize),
+    activations: activationBytes(source, o.microBatchSize, precision, o.dropout ?? true),
     staging: stagingBytes(layout),
   };
   return {

@@ -13,7 +13,10 @@ import { readOnnxInitializers } from '../onnx/initializers.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
 import { resolveCheckpoint } from '../checkpoint/dir.js';
-import { memoryRows, paramSpecs, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
+import { activationBytes, memoryRows, paramSpecs, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
+import { Gpt } from '../nn/gpt.js';
+import { Graph } from '../nn/graph.js';
+import { LocalParams } from '../nn/params.js';
 import { modelStateBytes } from './model-state.js';
 
 export const MEMORY_FLAGS: Record<string, FlagSpec> = {
@@ -31,7 +34,8 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   bf16: { kind: 'boolean', help: 'bf16 params, fp32 grads' },
   precision: { kind: 'string', help: 'fp32, bf16 or fp16 (instead of --fp16 / --bf16)' },
   'use-distributed-optimizer': { kind: 'boolean', help: 'only the distributed optimizer (default: both side by side)' },
-  'micro-batch-size': { kind: 'int', default: 1, help: 'micro-batch for the activation estimate' },
+  'micro-batch-size': { kind: 'int', default: 1, help: 'micro-batch of the activations' },
+  'no-dropout': { kind: 'boolean', help: 'activations of training without dropout (--hidden-dropout 0 --attention-dropout 0)' },
   'gpu-memory': { kind: 'string', help: 'bytes per GPU (e.g. 80GiB, 24GB, 17179869184): says what fits' },
   'ddp-bucket-size': { kind: 'int', help: 'elements per bucket (default max(40M, 1M·d))' },
   measure: { kind: 'boolean', help: 'also build rank 0\'s buffers and optimizer on this GPU and print measured bytes' },
@@ -118,6 +122,7 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
     precisions: [precision],
     distributed: v['use-distributed-optimizer'] ? [true] : [false, true],
     microBatchSize: micro,
+    dropout: !v['no-dropout'],
     ...(v['ddp-bucket-size'] !== undefined ? { bucketSize: v['ddp-bucket-size'] as number } : {}),
     ...(v['gpu-memory'] !== undefined ? { gpuMemory: parseBytes(v['gpu-memory'] as string) } : {}),
   });
@@ -145,6 +150,30 @@ export async function measure(ctx: GpuContext, source: ModelSource, r: MemoryRow
     measured: Object.fromEntries(categories.map((c) => [c, after[c] - before[c]])),
     predicted: Object.fromEntries(categories.map((c) => [c, predicted[c]])),
   };
+}
+
+/**
+ * One real forward and backward of the GPT of `source` with micro-batch `micro` on this GPU: the
+ * allocator's activation bytes beside the prediction (null for sources that are not a GPT).
+ */
+export async function measureActivations(ctx: GpuContext, source: ModelSource, micro: number, precision: Precision, dropout: boolean): Promise<{ measured: number; predicted: number } | null> {
+  if (source.kind !== 'gpt') return null;
+  const [dtype, gradDtype] = PRECISION_DTYPES[precision];
+  const p = dropout ? 0.1 : 0;
+  const config = { ...source.shape, hiddenDropout: p, attentionDropout: p };
+  const params = new LocalParams(ctx, Gpt.specs(config, dtype, gradDtype));
+  params.set(Gpt.init(config, 1));
+  const before = ctx.memoryReport().live.activations;
+  const g = new Graph(ctx, { samples: { first: 0, count: micro } });
+  const n = micro * config.seqLength;
+  const ids = Uint32Array.from({ length: n }, (_, i) => (i * 7919) % config.vocabSize);
+  const { loss } = new Gpt(config, params.tensors).forward(g, g.input(ids, [micro, config.seqLength], 'ids'), g.input(ids, [n], 'targets'));
+  g.backward(loss!);
+  await g.read(loss!);
+  const measured = ctx.memoryReport().live.activations - before;
+  g.release();
+  params.destroy();
+  return { measured, predicted: activationBytes(source, micro, precision, dropout) };
 }
 
 const human = (n: number) => formatBytes(n);
@@ -178,7 +207,7 @@ const SEGMENTS: { key: keyof MemoryRow['by_category']; name: string; color: stri
   { key: 'main_params', name: 'main params', color: '#2ca02c' },
   { key: 'optimizer_state', name: 'optimizer state', color: '#d62728' },
   { key: 'padding', name: 'padding', color: '#9467bd' },
-  { key: 'activations', name: 'activations (est.)', color: '#8c8c8c' },
+  { key: 'activations', name: 'activations', color: '#8c8c8c' },
   { key: 'staging', name: 'staging', color: '#bcbd22' },
 ];
 

@@ -172,10 +172,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
     const phases = this.ddp.phases;
     await phases.time('param readback', () => this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * bytes, s * bytes, new Uint8Array(mine.buffer, mine.byteOffset, s * bytes)));
     await phases.time('all-gather', () => this.group.allGather(params));
-    await phases.time('param upload', async () => {
-      this.ctx.transfers.upload(buffer.params, params, bucket.start * bytes);
-      await this.ctx.sync();
-    });
+    // The queue runs the upload before anything submitted after it (the next forward): no wait.
+    await phases.time('param upload', async () => this.ctx.transfers.upload(buffer.params, params, bucket.start * bytes));
   }
 }
 

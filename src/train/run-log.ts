@@ -126,8 +126,8 @@ export class RunFolder {
 }
 
 /** One line of this rank's GPU bytes by category beside what `webtron memory` predicts. */
-export function memoryLine(rank: number, iterations: number, measured: Record<string, number>, peak: Record<string, number>, predicted: Record<string, number>, activationEstimate: number): string {
+export function memoryLine(rank: number, iterations: number, measured: Record<string, number>, peak: Record<string, number>, predicted: Record<string, number>, activations: number): string {
   const cells = ['params', 'grads', 'main-params', 'optimizer-state'].map((c) => `${c} ${formatBytes(measured[c] ?? 0)} (predicted ${formatBytes(predicted[c] ?? 0)}${measured[c] === predicted[c] ? ', equal' : ''})`);
-  cells.push(`activations peak ${formatBytes(peak.activations ?? 0)} (estimate ${formatBytes(activationEstimate)})`, `staging ${formatBytes(measured.staging ?? 0)}`);
+  cells.push(`activations peak ${formatBytes(peak.activations ?? 0)} (predicted for one micro-batch ${formatBytes(activations)}${peak.activations === activations ? ', equal' : ''})`, `staging ${formatBytes(measured.staging ?? 0)}`);
   return `[Rank ${rank}] (after ${iterations} iteration${iterations === 1 ? '' : 's'}) GPU memory: ${cells.join(' | ')}`;
 }

@@ -22,7 +22,7 @@ import { CharTokenizer, ByteTokenizer, paddedVocabSize, tokenizerFrom, type Toke
 import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout } from '../ddp/layout.js';
 import { GpuContext } from '../gpu/context.js';
-import { activationBytes } from '../memory/calculator.js';
+import { gptActivationBytes } from '../memory/activations.js';
 import { modelStateBytes } from '../memory/model-state.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
 import { Graph } from '../nn/graph.js';
@@ -64,6 +64,10 @@ export interface TrainSummary {
   bigram_entropy: number;
   run_dir: string | null;
   checkpoint: string | null;
+  /** Rank 0's GPU bytes of params, grads, main params and optimizer state after the first iteration, and what webtron memory predicts. */
+  model_state_bytes_per_rank: number | null;
+  predicted_model_state_bytes_per_rank: number | null;
+  activations_peak_bytes: number | null;
 }
 
 export interface TrainOptions {
@@ -230,6 +234,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     const trainCurve: { x: number; y: number }[] = [];
     const validCurve: { x: number; y: number }[] = [];
     let trainedTokens = 0;
+    let memory: { measured: number; predicted: number; activationsPeak: number } | null = null;
 
     while (iteration < cfg.trainIters) {
       iteration += 1;
@@ -241,7 +246,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       const batchStart = consumedSamples;
       for (let m = 0; m < cfg.gradAccumulation; m++) {
         const first = batchStart + rank * perRank + m * cfg.microBatchSize;
-        const { ids, targets } = trainSamples.batch(first, cfg.microBatchSize);
+        const { ids, targets } = await ddp.phases.time('data', async () => trainSamples.batch(first, cfg.microBatchSize));
         const last = m === cfg.gradAccumulation - 1;
         const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize } });
         const micro = async () => {
@@ -252,12 +257,14 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
           g.backwardFrom(loss!, new Float32Array([scale / cfg.gradAccumulation]), last && cfg.overlapGradReduce ? { onParamGrad: (name) => ddp.registerGradReady(name) } : {});
           return loss!;
         };
-        const loss = last ? await micro() : await ddp.noSync(micro);
-        localLoss += (await g.read(loss))[0]!;
+        await ddp.phases.time('forward+backward', async () => {
+          const loss = last ? await micro() : await ddp.noSync(micro);
+          localLoss += (await g.read(loss))[0]!;
+        });
         g.release();
       }
-      await ddp.finishGradSync();
-      const result = await optimizer.step();
+      await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
+      const result = await ddp.phases.time('optimizer step', () => optimizer.step());
       const lossSum = new Float32Array([localLoss]);
       await group.allReduce(lossSum, 'sum');
       const loss = lossSum[0]! / (cfg.gradAccumulation * d);
@@ -292,10 +299,12 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       const stepMs = performance.now() - stepStart;
       progress.update(iteration, `lm loss ${Number.isFinite(loss) ? loss.toFixed(3) : loss} | ${(tokens / (stepMs / 1000)).toFixed(0)} tokens/s`);
 
-      if (iteration === 1 && isRank0) {
+      if (memory === null) {
         const live = ctx.memoryReport();
-        const predicted = modelStateBytes(layout, rank).byCategory as unknown as Record<string, number>;
-        sayClean(memoryLine(rank, 1, live.live, live.peak, predicted, activationBytes({ kind: 'gpt', shape: model }, cfg.microBatchSize)));
+        const predicted = modelStateBytes(layout, rank);
+        const modelState = (r: Record<string, number>) => ['params', 'grads', 'main-params', 'optimizer-state'].reduce((sum, c) => sum + (r[c] ?? 0), 0);
+        memory = { measured: modelState(live.live), predicted: predicted.total, activationsPeak: live.peak.activations };
+        if (isRank0) sayClean(memoryLine(rank, iteration, live.live, live.peak, predicted.byCategory as unknown as Record<string, number>, gptActivationBytes(model, { microBatchSize: cfg.microBatchSize, hiddenDropout: cfg.hiddenDropout > 0, attentionDropout: cfg.attentionDropout > 0, fp16Grads: cfg.precision === 'fp16' })));
       }
       const metrics: MetricsLine | null = iteration % cfg.logInterval === 0 || iteration === cfg.trainIters ? (() => {
         const elapsed = performance.now() - interval.t0;
@@ -304,7 +313,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
         const tokensPerS = interval.tokens / (elapsed / 1000);
         sayClean(megatronLine({ time: new Date(), iteration, trainIters: cfg.trainIters, consumedSamples, msPerIteration: elapsed / interval.iterations, lr, globalBatchSize: cfg.globalBatchSize, loss: avg, lossScale: optimizer.scaler?.scale ?? 1, gradNorm: lastGradNorm, skipped: interval.skipped, nan: interval.nan, tokensPerS }));
         if (avg !== null) trainCurve.push({ x: iteration, y: avg });
-        const line: MetricsLine = { iteration, consumed_samples: consumedSamples, loss: avg ?? NaN, lr, grad_norm: lastGradNorm, loss_scale: optimizer.scaler?.scale ?? null, skipped: interval.skipped, nan_iterations: interval.nan, tokens_per_s: tokensPerS, step_ms: elapsed / interval.iterations, phases: { ...ddp.phases.ms } };
+        const line: MetricsLine = { iteration, consumed_samples: consumedSamples, loss: avg ?? NaN, lr, grad_norm: lastGradNorm, loss_scale: optimizer.scaler?.scale ?? null, skipped: interval.skipped, nan_iterations: interval.nan, tokens_per_s: tokensPerS, step_ms: elapsed / interval.iterations, phases: Object.fromEntries(Object.entries(ddp.phases.ms).map(([k, v]) => [k, v / interval.iterations])) };
         ddp.phases.reset();
         interval = { t0: performance.now(), iterations: 0, lossSum: 0, lossCount: 0, skipped: 0, nan: 0, tokens: 0 };
         return line;
@@ -345,6 +354,9 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       bigram_entropy: reference.bigram,
       run_dir: cfg.runDir,
       checkpoint: lastCheckpoint,
+      model_state_bytes_per_rank: memory?.measured ?? null,
+      predicted_model_state_bytes_per_rank: memory?.predicted ?? null,
+      activations_peak_bytes: memory?.activationsPeak ?? null,
     };
     if (run) {
       run.writeSummary(summary as unknown as Record<string, unknown>);

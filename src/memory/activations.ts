@@ -1,0 +1,46 @@
+/**
+ * The activation bytes of one GPT forward and backward, counted from webtron's own graph: every
+ * buffer the ops allocate (shape, batch, sequence; fp32, each rounded up to 16 bytes as the graph
+ * allocates them) and the activation grads the backward creates, all alive until the graph is
+ * released. So the prediction equals the allocator's peak (test/memory/activations.test.ts checks
+ * it on real forward and backward passes). Pure.
+ */
+import type { GptShape } from '../nn/gpt-spec.js';
+import { gptParams } from '../nn/gpt-spec.js';
+
+/** Bytes the graph allocates for `elements` 4-byte values. */
+const alloc = (elements: number) => Math.ceil(Math.max(1, elements) / 4) * 16;
+
+export interface ActivationOptions {
+  microBatchSize: number;
+  /** Dropout on (training with p > 0): its outputs are buffers of their own. */
+  hiddenDropout?: boolean;
+  attentionDropout?: boolean;
+  /** fp16 grads: each param's grad is accumulated in an fp32 buffer first. */
+  fp16Grads?: boolean;
+  /** Forward only (evaluation): no grads. */
+  forwardOnly?: boolean;
+}
+
+export function gptActivationBytes(shape: GptShape, o: ActivationOptions): number {
+  const B = o.microBatchSize;
+  const { numLayers: L, hiddenSize: C, numAttentionHeads: H, seqLength: T, vocabSize: V } = shape;
+  const rows = B * T;
+  // [elements, has a grad] of every buffer the forward allocates.
+  const buffers: [number, boolean][] = [[rows, false], [rows, false], [rows * C, true]]; // ids, targets, embedding
+  if (o.hiddenDropout) buffers.push([rows * C, true]);
+  for (let l = 0; l < L; l++) {
+    buffers.push([rows * C, true], [rows * 2, false], [rows * 3 * C, true], [B * H * T * T, true]); // ln_1 (+ stats), qkv, probabilities
+    if (o.attentionDropout) buffers.push([B * H * T * T, true]);
+    buffers.push([rows * C, true], [rows * C, true]); // attention output, projection
+    if (o.hiddenDropout) buffers.push([rows * C, true]);
+    buffers.push([rows * C, true], [rows * C, true], [rows * 2, false], [rows * 4 * C, true], [rows * 4 * C, true], [rows * C, true]); // add, ln_2 (+ stats), fc, gelu, projection
+    if (o.hiddenDropout) buffers.push([rows * C, true]);
+    buffers.push([rows * C, true]); // add
+  }
+  buffers.push([rows * C, true], [rows * 2, false], [rows * V, true], [rows * 2, false], [1, true]); // ln_f (+ stats), logits, log-sum-exp rows, loss
+  let bytes = 0;
+  for (const [n, grad] of buffers) bytes += alloc(n) + (grad && !o.forwardOnly ? alloc(n) : 0);
+  if (o.fp16Grads && !o.forwardOnly) for (const p of gptParams(shape)) bytes += alloc(p.shape.reduce((a, b) => a * b, 1) + 1);
+  return bytes;
+}

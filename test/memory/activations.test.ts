@@ -1,0 +1,44 @@
+/** The activation prediction equals what the allocator counts on a real forward and backward. */
+import { afterAll, describe, expect, it } from 'vitest';
+import type { GradDtype, ParamDtype } from '../../src/ddp/layout.js';
+import { GpuContext } from '../../src/gpu/context.js';
+import { gptActivationBytes } from '../../src/memory/activations.js';
+import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
+import { Graph } from '../../src/nn/graph.js';
+import { LocalParams } from '../../src/nn/params.js';
+
+const ctx = await GpuContext.create();
+afterAll(() => ctx.destroy());
+
+async function measured(config: GptConfig, batch: number, dtype: ParamDtype, gradDtype: GradDtype, training: boolean): Promise<number> {
+  const params = new LocalParams(ctx, Gpt.specs(config, dtype, gradDtype));
+  params.set(Gpt.init(config, 3));
+  const gpt = new Gpt(config, params.tensors);
+  const before = ctx.memoryReport().live.activations;
+  const g = new Graph(ctx, { training, samples: { first: 0, count: batch } });
+  const n = batch * config.seqLength;
+  const ids = Uint32Array.from({ length: n }, (_, i) => (i * 7) % config.vocabSize);
+  const { loss } = gpt.forward(g, g.input(ids, [batch, config.seqLength], 'ids'), g.input(ids, [n], 'targets'));
+  if (training) g.backward(loss!);
+  await g.read(loss!);
+  const used = ctx.memoryReport().live.activations - before;
+  g.release();
+  params.destroy();
+  return used;
+}
+
+describe('GPT activation bytes', () => {
+  it.each([
+    [{ numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, seqLength: 8, vocabSize: 13 }, 3, 'float32', 'float32', 0, 0],
+    [{ numLayers: 1, hiddenSize: 12, numAttentionHeads: 3, seqLength: 5, vocabSize: 7, tiedHead: false }, 2, 'float32', 'float32', 0.1, 0.2],
+    [{ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 7, vocabSize: 11 }, 1, 'bfloat16', 'float32', 0.1, 0],
+    [{ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 7, vocabSize: 11 }, 2, 'float16', 'float16', 0, 0.1],
+  ] as const)('%j, micro-batch %i, %s params: predicted = measured', async (shape, batch, dtype, gradDtype, hidden, attention) => {
+    if (dtype === 'float16' && !ctx.hasF16) return;
+    const config: GptConfig = { ...shape, hiddenDropout: hidden, attentionDropout: attention };
+    const got = await measured(config, batch, dtype, gradDtype, true);
+    expect(got).toBe(gptActivationBytes(config, { microBatchSize: batch, hiddenDropout: hidden > 0, attentionDropout: attention > 0, fp16Grads: gradDtype === 'float16' }));
+    // Evaluation: forward only, dropout off.
+    expect(await measured(config, batch, dtype, gradDtype, false)).toBe(gptActivationBytes(config, { microBatchSize: batch, forwardOnly: true }));
+  });
+});
