@@ -46,6 +46,7 @@ export const trainBench: Bench = {
     window: { kind: 'int', default: 20, help: 'iterations measured at the end of each run' },
     'bucket-size': { kind: 'int', default: 100_000, help: 'elements per grad bucket (several buckets: the overlap has something to overlap)' },
     worlds: { kind: 'list', default: ['1', '2'], help: 'data-parallel sizes' },
+    repeat: { kind: 'int', default: 1, help: 'runs of every configuration, round-robin; the median is reported' },
   },
   async run(_env, flags) {
     const name = flags.config as string;
@@ -54,15 +55,18 @@ export const trainBench: Bench = {
     const iters = flags.iters as number;
     const window = flags.window as number;
     if (!(window >= 1 && window < iters)) throw new FlagError(`--window must be at least 1 and below --iters (${iters}), got ${window}`);
+    const repeat = flags.repeat as number;
+    if (!(repeat >= 1)) throw new FlagError(`--repeat must be at least 1, got ${repeat}`);
     const base = mkdtempSync(join(tmpdir(), 'webtron-bench-train-'));
-    const rows: Row[] = [];
+    const runs = new Map<string, Row[]>();
     try {
+      for (let k = 0; k < repeat; k++) {
       for (const world of (flags.worlds as string[]).map(Number)) {
         for (const distributed of [false, true]) {
           for (const overlap of [false, true]) {
             const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}`;
-            progress(`train ${name}: ${label}, ${iters} iterations`);
-            const runDir = join(base, `${world}-${distributed}-${overlap}`);
+            progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
+            const runDir = join(base, `${world}-${distributed}-${overlap}-${k}`);
             const micro = Number(model[model.indexOf('--micro-batch-size') + 1]);
             const args = [
               ...model, '--global-batch-size', String(micro * world), '--train-iters', String(iters), '--log-interval', String(window), '--eval-interval', String(iters * 10), '--eval-iters', '0',
@@ -75,18 +79,24 @@ export const trainBench: Bench = {
             const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
             const last = metrics.filter((m) => m.tokens_per_s !== undefined).at(-1)!;
             const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Record<string, number>;
-            rows.push({
+            const key = `${world}-${distributed}-${overlap}`;
+            runs.set(key, [...(runs.get(key) ?? []), {
               bench: 'train', world, distributed, overlap, config: name, tokens_per_s: last.tokens_per_s, step_ms: last.step_ms,
               phases: Object.fromEntries(Object.entries(last.phases as Record<string, number>).map(([k, v]) => [k, Math.round(v * 100) / 100])),
               params: summary.params, model_state_bytes_per_rank: summary.model_state_bytes_per_rank, predicted_bytes_per_rank: summary.predicted_model_state_bytes_per_rank,
               final_loss: summary.final_loss,
-            });
+            }]);
           }
         }
+      }
       }
     } finally {
       rmSync(base, { recursive: true, force: true });
     }
-    return rows;
+    // The run of median tokens/s of each configuration, with every run's figure beside it.
+    return [...runs.values()].map((list) => {
+      const sorted = [...list].sort((a, b) => (a.tokens_per_s as number) - (b.tokens_per_s as number));
+      return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, runs: list.length, tokens_per_s_runs: list.map((r) => Math.round(r.tokens_per_s as number)) };
+    });
   },
 };

@@ -47,6 +47,9 @@ interface BucketState {
   syncing: boolean;
 }
 
+/** Grad readbacks queued ahead of their bucket's sync, at most this many bytes at once. */
+const EARLY_READBACK_BYTES = 256 << 20;
+
 export class DdpError extends Error {
   override name = 'DdpError';
 }
@@ -63,6 +66,8 @@ export class DistributedDataParallel {
   private version = 0;
   /** Param all-gathers not yet settled (they use the host staging too). */
   private gathersRunning = 0;
+  /** Bytes of grad readbacks queued ahead of their sync (they hold staging buffers): bounded. */
+  private earlyBytes = 0;
 
   constructor(
     readonly ctx: GpuContext,
@@ -305,8 +310,12 @@ export class DistributedDataParallel {
   private startBucketSync(b: BucketState): void {
     // The readback's copy is queued now, right behind the work that made these grads (the rest of
     // the backward pass queues after it), unless a param all-gather still uses the host staging.
-    const early = this.gathersRunning === 0 ? this.readGrads(b) : null;
-    early?.catch(() => undefined); // awaited in syncBucket
+    const size = b.buffer.gradBytes(b.layout).size;
+    const early = this.gathersRunning === 0 && this.earlyBytes + size <= EARLY_READBACK_BYTES ? this.readGrads(b) : null;
+    if (early) {
+      this.earlyBytes += size;
+      early.catch(() => undefined).finally(() => (this.earlyBytes -= size)); // awaited in syncBucket
+    }
     const gathers = Promise.all(this.buckets.map((x) => x.gather));
     b.syncing = true;
     b.sync = this.chain.then(() => gathers).then(() => this.syncBucket(b, early)).finally(() => {

@@ -67,12 +67,15 @@ export class GptDecoder {
         // This position's k and v into row `at` of the caches (zero there since the last reset).
         addInto(g, new Tensor(this.keys[l]!, at * h, [h], 'float32'), new Tensor(qkv.buffer, qkv.offset + h, [h], 'float32'));
         addInto(g, new Tensor(this.values[l]!, at * h, [h], 'float32'), new Tensor(qkv.buffer, qkv.offset + 2 * h, [h], 'float32'));
-        // Scores [heads, n]: q_h · K_h[j] for j ≤ at, then the causal softmax of the last query row.
-        const scores = g.tensor([heads, n], 'decode.scores');
-        matmulInto(g, { m: 1, n, k: hd, nb1: heads }, { t: qkv, rs: 3 * h, cs: 1, b1: hd }, { t: keys, rs: 1, cs: h, b1: hd }, { t: scores, rs: n, cs: 1, b1: n });
-        g.runner.dispatch('softmax', 'forward', { WG: 64 }, [heads, n, f32bits(1 / Math.sqrt(hd)), 1, n - 1], { 1: scores.binding(g.ctx).binding }, Math.ceil(heads / 64));
+        // Scores [heads, capacity]: q_h · K_h[j], then the causal softmax of a query at position `at`,
+        // which zeroes every j > at. Over the whole cache (its unused rows are zeros) rather than
+        // n = at + 1 positions: the same kernels at every step, compiled once.
+        const all = this.capacity;
+        const scores = g.tensor([heads, all], 'decode.scores');
+        matmulInto(g, { m: 1, n: all, k: hd, nb1: heads }, { t: qkv, rs: 3 * h, cs: 1, b1: hd }, { t: keys, rs: 1, cs: h, b1: hd }, { t: scores, rs: all, cs: 1, b1: all });
+        g.runner.dispatch('softmax', 'forward', { WG: 64 }, [heads, all, f32bits(1 / Math.sqrt(hd)), 1, at], { 1: scores.binding(g.ctx).binding }, Math.ceil(heads / 64));
         const y = g.tensor([1, 1, h], 'decode.attention');
-        matmulInto(g, { m: 1, n: hd, k: n, nb1: heads }, { t: scores, rs: n, cs: 1, b1: n }, { t: values, rs: h, cs: 1, b1: hd }, { t: y, rs: h, cs: 1, b1: hd });
+        matmulInto(g, { m: 1, n: hd, k: all, nb1: heads }, { t: scores, rs: all, cs: 1, b1: all }, { t: values, rs: h, cs: 1, b1: hd }, { t: y, rs: h, cs: 1, b1: hd });
         x = add(g, x, linear(g, y, p(`${b}.attn.proj.weight`), p(`${b}.attn.proj.bias`)));
         const m = gelu(g, linear(g, layerNorm(g, x, p(`${b}.ln_2.weight`), p(`${b}.ln_2.bias`)), p(`${b}.mlp.fc.weight`), p(`${b}.mlp.fc.bias`)));
         x = add(g, x, linear(g, m, p(`${b}.mlp.proj.weight`), p(`${b}.mlp.proj.bias`)));

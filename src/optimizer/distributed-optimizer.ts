@@ -13,6 +13,9 @@ import { shardRanges, type ShardRange } from './ranges.js';
 import { SumOfSquares } from './sumsq.js';
 import type { UnscaleRange } from './unscale.js';
 
+/** Shard readbacks queued at once after Adam, at most this many bytes (the rest when their gather runs). */
+const EARLY_READBACK_BYTES = 256 << 20;
+
 export class DistributedOptimizer extends AdamOverBuffers {
   readonly distributed = true;
   private readonly ranges: ShardRange[];
@@ -150,30 +153,55 @@ export class DistributedOptimizer extends AdamOverBuffers {
   }
 
   protected async afterUpdate(): Promise<void> {
+    // The next forward reads the last bucket first (bucket 0 holds the model's end): gather in that
+    // order. Every shard's readback is queued now, right behind Adam, so that none waits behind the
+    // next forward's work while the gathers run beside it.
+    const order = this.config.overlapParamGather ? [...this.ranges].reverse() : this.ranges;
+    // Early readbacks hold staging buffers until their gather runs: at most EARLY_READBACK_BYTES.
+    let early = 0;
+    const reads = order.map((r) => {
+      const bytes = this.hostShard(r).mine.byteLength;
+      early += bytes;
+      const read = early <= EARLY_READBACK_BYTES ? this.readShard(r) : null;
+      read?.catch(() => undefined); // awaited in gatherBucket
+      return { r, read };
+    });
     if (!this.config.overlapParamGather) {
-      for (const r of this.ranges) await this.gatherBucket(r);
+      for (const { r, read } of reads) await this.gatherBucket(r, read);
       return;
     }
-    // The next forward reads the last bucket first (bucket 0 holds the model's end): gather in that order.
     let chain: Promise<void> = Promise.resolve();
-    for (const r of [...this.ranges].reverse()) {
-      chain = chain.then(() => this.gatherBucket(r));
+    for (const { r, read } of reads) {
+      chain = chain.then(() => this.gatherBucket(r, read));
       this.ddp.setParamGather(r.buffer, r.bucket, chain);
     }
   }
 
-  private async gatherBucket(r: ShardRange): Promise<void> {
+  /** The bucket's params in its host staging: this rank's updated shard in place, the rest to gather. */
+  private hostShard(r: ShardRange): { params: Float32Array | Uint16Array; mine: Uint8Array } {
+    const bucket = this.ddp.buffers[r.buffer]!.layout.buckets[r.bucket]!;
+    const params = this.ddp.hostParams(r.buffer, r.bucket).subarray(0, bucket.end - bucket.start);
+    const s = r.gbufLocal.end;
+    const bytes = params.BYTES_PER_ELEMENT;
+    return { params, mine: new Uint8Array(params.buffer, params.byteOffset + this.group.rank * s * bytes, s * bytes) };
+  }
+
+  /** Queue the copy of this rank's updated shard to the host (the copy is submitted at the call). */
+  private readShard(r: ShardRange): Promise<Uint8Array> {
+    const buffer = this.ddp.buffers[r.buffer]!;
+    const { params, mine } = this.hostShard(r);
+    return this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * params.BYTES_PER_ELEMENT, mine.byteLength, mine);
+  }
+
+  private async gatherBucket(r: ShardRange, read: Promise<Uint8Array> | null): Promise<void> {
     const buffer = this.ddp.buffers[r.buffer]!;
     const bucket = buffer.layout.buckets[r.bucket]!;
-    const params = this.ddp.hostParams(r.buffer, r.bucket).subarray(0, bucket.end - bucket.start);
-    const bytes = params.BYTES_PER_ELEMENT;
-    const s = r.gbufLocal.end;
-    const mine = params.subarray(this.group.rank * s, (this.group.rank + 1) * s);
+    const { params } = this.hostShard(r);
     const phases = this.ddp.phases;
-    await phases.time('param readback', () => this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * bytes, s * bytes, new Uint8Array(mine.buffer, mine.byteOffset, s * bytes)));
+    await phases.time('param readback', () => read ?? this.readShard(r));
     await phases.time('all-gather', () => this.group.allGather(params));
     // The queue runs the upload before anything submitted after it (the next forward): no wait.
-    await phases.time('param upload', async () => this.ctx.transfers.upload(buffer.params, params, bucket.start * bytes));
+    await phases.time('param upload', async () => this.ctx.transfers.upload(buffer.params, params, bucket.start * params.BYTES_PER_ELEMENT));
   }
 }
 

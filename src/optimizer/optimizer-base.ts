@@ -20,7 +20,9 @@ export interface OptimizerConfig {
   clipGrad?: number;
   /**
    * Distributed optimizer: return from `step()` with the param all-gathers still running, in the
-   * order the next forward needs the buckets; the forward awaits `ddp.paramsReady(name)`.
+   * order the next forward needs the buckets; the forward awaits `ddp.paramsReady(name)`. Until
+   * `ddp.finishParamSync()` (or the last `paramsReady`) resolves, issue no other collective on the
+   * group: the gathers are issued in the background, and every rank must issue the same order.
    */
   overlapParamGather?: boolean;
   /** fp16 grads: the dynamic loss scaler's settings (Megatron's defaults otherwise). */

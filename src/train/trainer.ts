@@ -264,16 +264,19 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
         g.release();
       }
       await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
-      const result = await ddp.phases.time('optimizer step', () => optimizer.step());
+      // Before the step: with --overlap-param-gather the step returns with all-gathers still being
+      // issued, and every rank must issue its collectives in the same order.
       const lossSum = new Float32Array([localLoss]);
       await group.allReduce(lossSum, 'sum');
       const loss = lossSum[0]! / (cfg.gradAccumulation * d);
+      const result = await ddp.phases.time('optimizer step', () => optimizer.step());
       consumedSamples += cfg.globalBatchSize;
       const tokens = cfg.globalBatchSize * cfg.seqLength;
       trainedTokens += tokens;
       const nan = !Number.isFinite(loss) || (!result.skipped && !Number.isFinite(result.gradNorm));
       if (nan && cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
-        // The earliest param over all ranks: max of (count - index).
+        // The earliest param over all ranks: max of (count - index). After the gathers, for the order of collectives.
+        await ddp.finishParamSync();
         const found = new Float32Array([order.length - (await firstBadGrad(ddp, order))]);
         await group.allReduce(found, 'max');
         const k = order.length - found[0]!;
