@@ -25,6 +25,8 @@ export const TRAIN_CONFIGS: Record<string, string[]> = {
   // The README's main job.
   'char-2x128': ['--num-layers', '2', '--hidden-size', '128', '--num-attention-heads', '4', '--seq-length', '64', '--micro-batch-size', '8'],
   tiny: ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '2', '--seq-length', '16', '--micro-batch-size', '2'],
+  // For hardware GPUs: 19M params, 4,096 tokens per rank per iteration.
+  'gpu-medium': ['--num-layers', '6', '--hidden-size', '512', '--num-attention-heads', '8', '--seq-length', '256', '--micro-batch-size', '16'],
 };
 
 function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
