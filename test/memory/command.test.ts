@@ -19,6 +19,8 @@ describe('webtron memory', () => {
       expect(Object.keys(r)).toEqual(expect.arrayContaining(['data_parallel_size', 'precision', 'distributed', 'bytes_per_param', 'model_state_bytes_per_rank', 'by_category']));
       expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
       expect(r.measured_equals_predicted).toBe(true);
+      // One real forward and backward: the allocator's activation bytes equal the table's.
+      expect(r.measured_activations).toBe((r.by_category as { activations: number }).activations);
     }
   });
 
