@@ -249,8 +249,8 @@ export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, op
   return { dir, iteration, bytesWritten, totalBytes };
 }
 
-/** Read and check index.json (and the safetensors headers it points into) against this model's layout. */
-export function readIndex(path: string, layout: ModelLayout): { dir: string; index: CheckpointIndex } {
+/** The iteration folder `path` means and its index.json, checked field by field. */
+function indexOf(path: string): { dir: string; index: CheckpointIndex } {
   const { dir } = resolveCheckpoint(path);
   const indexPath = join(dir, INDEX);
   let raw: unknown;
@@ -259,16 +259,36 @@ export function readIndex(path: string, layout: ModelLayout): { dir: string; ind
   } catch {
     throw new CheckpointError(`${indexPath}: not valid JSON`);
   }
-  const index = checkIndex(raw, indexPath, CHECKPOINT_FORMAT);
+  return { dir, index: checkIndex(raw, indexPath, CHECKPOINT_FORMAT) };
+}
+
+/** Read and check index.json (and that every file it lists is there) against this model's layout. */
+export function readIndex(path: string, layout: ModelLayout): { dir: string; index: CheckpointIndex } {
+  const { dir, index } = indexOf(path);
   const want = layoutHash(layout);
   if (index.layoutHash !== want) {
-    throw new CheckpointError(`${indexPath}: field 'layoutHash' is ${index.layoutHash} but this model's is ${want}: the params (names, shapes, dtypes) differ`);
+    throw new CheckpointError(`${join(dir, INDEX)}: field 'layoutHash' is ${index.layoutHash} but this model's is ${want}: the params (names, shapes, dtypes) differ`);
   }
   for (const file of Object.keys(index.files)) {
     const p = join(dir, file);
     if (!existsSync(p)) throw new CheckpointError(`${p}: missing (index.json lists it)`);
   }
   return { dir, index };
+}
+
+/** Each file of a checkpoint opened once, on first use; `close` closes them all. */
+function checkedFiles(dir: string, index: CheckpointIndex): { fileOf: (name: string) => CheckedFile; close: () => Promise<void> } {
+  const files = new Map<string, CheckedFile>();
+  return {
+    fileOf: (name) => {
+      let f = files.get(name);
+      if (!f) files.set(name, (f = new CheckedFile(join(dir, name), index.files[name]!)));
+      return f;
+    },
+    close: async () => {
+      await Promise.all([...files.values()].map((f) => f.close()));
+    },
+  };
 }
 
 export interface LoadedCheckpoint {
@@ -326,26 +346,13 @@ async function readModelParams(dir: string, index: CheckpointIndex, buffers: rea
  * whose params must have the checkpoint's names, shapes and dtypes.
  */
 export async function loadModelParams(path: string, buffers: readonly ParamAndGradBuffer[]): Promise<{ dir: string; index: CheckpointIndex }> {
-  const { dir } = resolveCheckpoint(path);
-  const indexPath = join(dir, INDEX);
-  let raw: unknown;
+  const { dir, index } = indexOf(path);
+  const files = checkedFiles(dir, index);
   try {
-    raw = JSON.parse(readFileSync(indexPath, 'utf8'));
-  } catch {
-    throw new CheckpointError(`${indexPath}: not valid JSON`);
-  }
-  const index = checkIndex(raw, indexPath, CHECKPOINT_FORMAT);
-  const files = new Map<string, CheckedFile>();
-  const fileOf = (name: string) => {
-    let f = files.get(name);
-    if (!f) files.set(name, (f = new CheckedFile(join(dir, name), index.files[name]!)));
-    return f;
-  };
-  try {
-    await readModelParams(dir, index, buffers, fileOf, tensorLocator(dir, index));
+    await readModelParams(dir, index, buffers, files.fileOf, tensorLocator(dir, index));
     await buffers[0]?.ctx.sync();
   } finally {
-    await Promise.all([...files.values()].map((f) => f.close()));
+    await files.close();
   }
   return { dir, index };
 }
@@ -355,12 +362,7 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
   const { ddp, optimizer } = parts;
   const ctx = ddp.ctx;
   const { dir, index } = readIndex(path, ddp.layout);
-  const files = new Map<string, CheckedFile>();
-  const fileOf = (name: string) => {
-    let f = files.get(name);
-    if (!f) files.set(name, (f = new CheckedFile(join(dir, name), index.files[name]!)));
-    return f;
-  };
+  const { fileOf, close } = checkedFiles(dir, index);
   const locate = tensorLocator(dir, index);
   let bytesRead = 0;
   try {
@@ -394,7 +396,7 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
     }
     await ctx.sync();
   } finally {
-    await Promise.all([...files.values()].map((f) => f.close()));
+    await close();
   }
   return { dir, index, bytesRead };
 }

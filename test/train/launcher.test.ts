@@ -2,18 +2,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { checkLaunchOptions, describeExit, workerEnvironments, type LaunchOptions } from '../../src/train/launcher.js';
-import { freePort, WORKER } from '../helpers/job.js';
+import { freePort, isAlive, WORKER } from '../helpers/job.js';
 
 const STUBBORN = fileURLToPath(new URL('../../dist/test/workers/stubborn-worker.js', import.meta.url));
-
-const isAlive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Start `webtron launch` and resolve with it and its workers' pids once every worker said it started. */
 async function launchAndWait(args: string[], workers: number, env: NodeJS.ProcessEnv = process.env): Promise<{ launcher: ChildProcess; pids: number[]; stdout: () => string; stderr: () => string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { freePort } from '../helpers/job.js';
+import { freePort, isAlive } from '../helpers/job.js';
 
 const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 const TINY = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '2', '--seq-length', '16', '--micro-batch-size', '2', '--make-vocab-size-divisible-by', '8', '--split', '90,10', '--lr', '3e-3', '--lr-warmup-iters', '2', '--log-interval', '1', '--eval-interval', '1000', '--eval-iters', '1'];
@@ -40,14 +40,6 @@ function expectSameLosses(a: Map<number, number>, b: Map<number, number>, tolera
 const children = (pid: number) => {
   const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout;
   return out.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
-};
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 };
 
 describe('webtron train', () => {
@@ -116,7 +108,7 @@ describe('webtron train', () => {
     expect(await exit).toBe(137);
     expect(Date.now() - killedAt).toBeLessThan(20_000);
     expect(stderr).toMatch(/webtron launch: rank 1 was killed by SIGKILL \(exit code 137\); stopping the other workers/);
-    expect(workers.filter(alive)).toEqual([]);
+    expect(workers.filter(isAlive)).toEqual([]);
   });
 
   it('Ctrl-C stops every worker and leaves only complete checkpoints', async () => {
@@ -130,7 +122,7 @@ describe('webtron train', () => {
     process.kill(-launcher.pid!, 'SIGINT');
     expect(await exit).toBe(130);
     await new Promise((r) => setTimeout(r, 500));
-    expect(workers.filter(alive)).toEqual([]);
+    expect(workers.filter(isAlive)).toEqual([]);
     const tracker = readFileSync(join(base, 'ckpt', 'latest_checkpointed_iteration.txt'), 'utf8').trim();
     expect(existsSync(join(base, 'ckpt', `iter_${tracker.padStart(7, '0')}`, 'index.json'))).toBe(true);
     const leftovers = readdirSync(join(base, 'ckpt')).filter((f) => !/^iter_\d{7}$/.test(f) && f !== 'latest_checkpointed_iteration.txt' && !f.endsWith('.tmp'));
@@ -156,6 +148,23 @@ describe('webtron train', () => {
     expect(r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'))).toHaveLength(1);
     expect(r.stderr.split('\n').find((l) => l.startsWith('webtron train'))).toMatch(message);
     expect(existsSync(runDir) && readdirSync(runDir).some((f) => f !== 'config.json')).toBe(false);
+  });
+
+  it('bf16 on a text file of one\'s own (--data-path) trains, and its checkpoint samples', async () => {
+    const base = dir();
+    const text = Array.from({ length: 400 }, (_, i) => `The whale ${i % 7} swam in the sea; the ship ${(i * 3) % 11} sailed on.\n\nCall me Ishmael, said the sailor.`).join('\n\n');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(join(base, 'corpus.txt'), text);
+    // Its characters padded to 96, the vocabulary of the other runs, so the same kernels serve.
+    const r = await train([...TINY, '--make-vocab-size-divisible-by', '96', '--data-path', join(base, 'corpus.txt'), '--bf16', '--train-iters', '12', '--global-batch-size', '4', '--save', join(base, 'ckpt'), '--run-dir', join(base, 'run')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/, bf16, 1 rank,.*corpus\.txt: \d[\d,]* train tokens/);
+    const l = losses(join(base, 'run'));
+    expect(l.get(12)!).toBeLessThan(l.get(1)!);
+    const index = JSON.parse(readFileSync(join(base, 'ckpt', 'iter_0000012', 'index.json'), 'utf8')) as { params: { dtype: string }[] };
+    expect(new Set(index.params.map((p) => p.dtype))).toEqual(new Set(['bfloat16']));
+    const out = execFileSync('node', [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', 'The whale', '--tokens', '10', '--temperature', '0'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(out.startsWith('The whale')).toBe(true);
   });
 
   it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {
