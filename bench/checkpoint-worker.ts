@@ -5,20 +5,19 @@
  * JSON line.
  */
 import { loadCheckpoint, saveCheckpoint } from '../src/checkpoint/checkpoint.js';
-import { initProcessGroup } from '../src/collectives/init.js';
 import { DistributedDataParallel } from '../src/ddp/ddp.js';
 import { computeLayout } from '../src/ddp/layout.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { ADAMW_DEFAULTS } from '../src/optimizer/adam-math.js';
 import { createOptimizer } from '../src/optimizer/optimizer.js';
 import { dropCaches } from './page-cache.js';
+import { runRank } from './rank-main.js';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as { params: number; dir: string; tensors: number };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
-async function main(): Promise<void> {
+runRank(600_000, async (dist) => {
   const ctx = await GpuContext.create();
-  const dist = await initProcessGroup({ timeoutMs: 600_000 });
   const { rank, worldSize } = dist.info;
   const per = Math.floor(config.params / config.tensors);
   const model = Array.from({ length: config.tensors }, (_, i) => ({ name: `layers.${i}.weight`, shape: [i === config.tensors - 1 ? config.params - per * (config.tensors - 1) : per], dtype: 'float32' as const, gradDtype: 'float32' as const }));
@@ -52,12 +51,4 @@ async function main(): Promise<void> {
   const mib = new Float32Array([loaded.bytesRead / 2 ** 20]);
   await dist.group.allReduce(mib, 'sum');
   if (rank === 0) say({ save_ms: saveMs, load_ms: loadMs, checkpoint_bytes: saved.totalBytes, bytes_read_mib: mib[0], cold_load: cold });
-  await dist.group.barrier();
-  await dist.close();
-  process.exit(0);
-}
-
-main().catch((error: Error) => {
-  process.stderr.write(`${error.stack ?? error.message}\n`);
-  process.exit(1);
 });

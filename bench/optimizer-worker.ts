@@ -3,19 +3,18 @@
  * MASTER_* set): a model of `params` fp32 elements, grad sync plus optimizer step, timed per phase.
  * Rank 0 prints one JSON line.
  */
-import { initProcessGroup } from '../src/collectives/init.js';
 import { DistributedDataParallel } from '../src/ddp/ddp.js';
 import { computeLayout } from '../src/ddp/layout.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { ADAMW_DEFAULTS } from '../src/optimizer/adam-math.js';
 import { createOptimizer } from '../src/optimizer/optimizer.js';
 import { median } from './timing.js';
+import { runRank } from './rank-main.js';
 
 const config = JSON.parse(process.argv[2]!) as { params: number; distributed: boolean; steps: number; bucketSize?: number };
 
-async function main(): Promise<void> {
+runRank(300_000, async (dist) => {
   const ctx = await GpuContext.create();
-  const dist = await initProcessGroup({ timeoutMs: 300_000 });
   const { rank, worldSize } = dist.info;
   const quarter = Math.floor(config.params / 4);
   const model = [0, 1, 2, 3].map((i) => ({ name: `w${i}`, shape: [i === 3 ? config.params - 3 * quarter : quarter], dtype: 'float32' as const, gradDtype: 'float32' as const }));
@@ -50,12 +49,4 @@ async function main(): Promise<void> {
       model_state_bytes_per_rank: live.params + live.grads + live['main-params'] + live['optimizer-state'],
     })}\n`);
   }
-  await dist.group.barrier();
-  await dist.close();
-  process.exit(0);
-}
-
-main().catch((error: Error) => {
-  process.stderr.write(`${error.stack ?? error.message}\n`);
-  process.exit(1);
 });
