@@ -145,6 +145,25 @@ export async function acceptHandshake(socket: Socket, token: string, timeoutMs: 
   }
 }
 
+/**
+ * At most `cap` connections authenticating at once on one listening port, so that a flood of
+ * half-open connections cannot hold every socket of a store host or a rank.
+ */
+export class HandshakeGate {
+  private pending = 0;
+
+  constructor(readonly cap: number) {}
+
+  /** `acceptHandshake` counted against the cap, or null when `cap` connections are already authenticating (refuse this one). */
+  accept(socket: Socket, token: string, timeoutMs: number): Promise<Authenticated> | null {
+    if (this.pending >= this.cap) return null;
+    this.pending += 1;
+    return acceptHandshake(socket, token, timeoutMs).finally(() => {
+      this.pending -= 1;
+    });
+  }
+}
+
 /** Wait for a freshly created client socket to connect, then authenticate as the dialer. */
 export async function connectAndAuthenticate(socket: Socket, token: string, hello: Hello, timeoutMs: number, reader?: HandshakeReader): Promise<Buffer> {
   await new Promise<void>((resolve, reject) => {

@@ -277,9 +277,6 @@ export class ProcessGroup implements Collectives {
     }
     const sink = state.sinks.get(`${peer}/${header.chunk}`);
     if (!sink) throw new Error(`unexpected chunk ${header.chunk} of op #${state.seq} (${state.op}) from rank ${peer}`);
-    if (header.length !== sink.bytes) {
-      throw new Error(`frame ${header.chunk} of op #${state.seq} (${state.op}) from rank ${peer} carries ${header.length} B where this rank expects ${sink.bytes} B; do both ranks use the same WEBTRON_SEGMENT_BYTES?`);
-    }
     return sink;
   }
 

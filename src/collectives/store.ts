@@ -5,7 +5,7 @@
  * timeout passes; a timeout names the keys it waited for.
  */
 import net from 'node:net';
-import { acceptHandshake, connectAndAuthenticate } from './auth.js';
+import { connectAndAuthenticate, HandshakeGate } from './auth.js';
 import { StoreError, TransportError } from './errors.js';
 import { rateLimitedLog } from './log-limit.js';
 
@@ -167,37 +167,26 @@ export class StoreServer {
   static async start(options: StoreServerOptions): Promise<StoreServer> {
     const log = rateLimitedLog(options.log ?? ((line: string) => process.stderr.write(`${line}\n`)), { what: 'refused store connections' });
     const authTimeout = options.authTimeoutMs ?? 10_000;
-    const cap = options.maxPendingConnections ?? 256;
+    const gate = new HandshakeGate(options.maxPendingConnections ?? 256);
     const server = net.createServer();
     let store: StoreServer | null = null;
-    let pending = 0;
     server.on('connection', (socket) => {
       const from = `${socket.remoteAddress}:${socket.remotePort}`;
-      if (pending >= cap) {
-        log(`webtron store: refused connection from ${from}: ${cap} connections are already authenticating`);
+      const handshake = gate.accept(socket, options.token, authTimeout);
+      if (!handshake) {
+        log(`webtron store: refused connection from ${from}: ${gate.cap} connections are already authenticating`);
         socket.destroy();
         return;
       }
-      pending += 1;
-      let authenticating = true;
-      const settled = () => {
-        if (authenticating) pending -= 1;
-        authenticating = false;
-      };
       socket.setNoDelay(true);
       store?.sockets.add(socket);
-      socket.on('close', () => {
-        settled();
-        store?.sockets.delete(socket);
-      });
-      acceptHandshake(socket, options.token, authTimeout).then(
+      socket.on('close', () => store?.sockets.delete(socket));
+      handshake.then(
         ({ hello, leftover }) => {
-          settled();
           if (hello.kind !== 'store') throw new TransportError(`expected a store client, got '${String(hello.kind).slice(0, 40)}'`);
           store?.serve(socket, leftover);
         },
       ).catch((error: Error) => {
-        settled();
         log(`webtron store: refused connection from ${from}: ${error.message}`);
         socket.destroy();
       });

@@ -7,7 +7,7 @@
  * it hands every frame's header to a router and reads the body where the router's sink says.
  */
 import net from 'node:net';
-import { acceptHandshake, connectAndAuthenticate, HandshakeReader } from './auth.js';
+import { connectAndAuthenticate, HandshakeGate, HandshakeReader } from './auth.js';
 import { TransportError } from './errors.js';
 import { rateLimitedLog } from './log-limit.js';
 import { encodeHeader, FrameReader, type BodySink, type FrameHeader } from './frame.js';
@@ -171,7 +171,7 @@ export class Transport {
   private readonly receiveLinks = new Map<number, Promise<ReceiveLink>>();
   /** Receive links once open (for `retryHeld`, which must not wait). */
   private readonly openLinks = new Set<ReceiveLink>();
-  private pendingConnections = 0;
+  private readonly gate: HandshakeGate;
   private readonly refusal: (line: string) => void;
   private readonly sendLinks = new Map<number, Promise<SendLink>>();
   private readonly awaitingDial = new Map<number, { resolve: (link: SendLink) => void; reject: (e: Error) => void }>();
@@ -185,6 +185,7 @@ export class Transport {
     readonly port: number,
   ) {
     this.refusal = rateLimitedLog(options.log, { what: `refused connections to rank ${options.rank}` });
+    this.gate = new HandshakeGate(options.maxPendingConnections ?? Math.max(64, 2 * options.worldSize));
   }
 
   static async start(options: TransportOptions): Promise<Transport> {
@@ -215,22 +216,15 @@ export class Transport {
   private accept(socket: net.Socket): void {
     const { token, rank, worldSize, settings } = this.options;
     const from = `${socket.remoteAddress}:${socket.remotePort}`;
-    const cap = this.options.maxPendingConnections ?? Math.max(64, 2 * worldSize);
-    if (this.closed || this.pendingConnections >= cap) {
-      if (!this.closed) this.refusal(`webtron rank ${rank}: refused connection from ${from}: ${cap} connections are already authenticating`);
+    const handshake = this.closed ? null : this.gate.accept(socket, token, this.options.acceptTimeoutMs ?? 10_000);
+    if (!handshake) {
+      if (!this.closed) this.refusal(`webtron rank ${rank}: refused connection from ${from}: ${this.gate.cap} connections are already authenticating`);
       socket.destroy();
       return;
     }
     this.track(socket);
-    this.pendingConnections += 1;
-    let pending = true;
-    const settled = () => {
-      if (pending) this.pendingConnections -= 1;
-      pending = false;
-    };
-    acceptHandshake(socket, token, this.options.acceptTimeoutMs ?? 10_000)
+    handshake
       .then(({ hello, leftover }) => {
-        settled();
         const peer = hello.rank;
         if (hello.kind !== 'peer' || typeof peer !== 'number' || !Number.isInteger(peer)) {
           throw new TransportError(`expected a peer hello, got ${JSON.stringify(hello).slice(0, 200)}`);
@@ -251,7 +245,6 @@ export class Transport {
         }
       })
       .catch((error: Error) => {
-        settled();
         this.refusal(`webtron rank ${rank}: refused connection from ${from}: ${error.message}`);
         socket.destroy();
       });
