@@ -8,7 +8,7 @@ import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
 import type { CastRange } from './cast.js';
-import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
+import { AdamOverBuffers, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
 import { shardRanges, type ShardRange } from './ranges.js';
 import { SumOfSquares } from './sumsq.js';
 import type { UnscaleRange } from './unscale.js';
@@ -113,37 +113,11 @@ export class DistributedOptimizer extends AdamOverBuffers {
     return state;
   }
 
-  /** Each rank takes its own slices of every param's moments: works whatever d the state was saved at. */
+  /** The fp32 state buffers of this rank's shards, by the name `OptimizerState` gives them. */
   private stateBuffers(): ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] {
     const buffers: ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] = [['expAvg', this.expAvg], ['expAvgSq', this.expAvgSq]];
     if (this.main) buffers.push(['main', this.main]);
     return buffers;
-  }
-
-  importState(state: OptimizerState, step: number): void {
-    const halfParams = this.ranges.filter((r) => this.isHalf(r)).flatMap((r) => r.params.map((p) => p.name));
-    // Without main params for every 16-bit param (a checkpoint of another precision): take them from the model params.
-    const mainFromModel = halfParams.some((name) => !state.main?.has(name));
-    for (const [which, moments] of this.stateBuffers()) {
-      if (which === 'main' && mainFromModel) continue;
-      let at = 0;
-      for (const r of this.ranges) {
-        if (which === 'main' && !this.isHalf(r)) {
-          at += r.gbufLocal.end;
-          continue;
-        }
-        const shard = new Float32Array(r.gbufLocal.end);
-        for (const p of r.params) {
-          const numel = this.ddp.buffers[r.buffer]!.layout.params.find((x) => x.name === p.name)!.numel;
-          shard.set(stateTensor(state[which]!, p.name, numel, which).subarray(p.param.start, p.param.end), p.paramLocal.start);
-        }
-        this.ctx.transfers.upload(moments, shard, at * 4);
-        at += shard.length;
-      }
-    }
-    this.setStep(step);
-    if (mainFromModel) this.refreshMainParamsNow();
-    else this.mainParamsLoaded();
   }
 
   protected async globalSumOfSquares(local: number): Promise<number> {

@@ -4,7 +4,7 @@ import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
 import type { CastRange } from './cast.js';
-import { AdamOverBuffers, stateTensor, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
+import { AdamOverBuffers, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
 import { SumOfSquares } from './sumsq.js';
 import type { UnscaleRange } from './unscale.js';
 
@@ -73,28 +73,6 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
       }
     }
     return state;
-  }
-
-  importState(state: OptimizerState, step: number): void {
-    let mainFromModel = false;
-    for (const [i, buffer] of this.ddp.buffers.entries()) {
-      for (const which of ['expAvg', 'expAvgSq', 'main'] as const) {
-        const target = this.state[i]![which];
-        if (!target) continue;
-        const values = state[which];
-        if (which === 'main' && !buffer.layout.params.every((p) => values?.has(p.name))) {
-          // No main params for these 16-bit params (a checkpoint of another precision): from the model params.
-          mainFromModel = true;
-          continue;
-        }
-        const all = new Float32Array(Math.ceil(target.size / 4));
-        for (const p of buffer.layout.params) all.set(stateTensor(values!, p.name, p.numel, which), p.start);
-        this.ctx.transfers.upload(target, all);
-      }
-    }
-    this.setStep(step);
-    if (mainFromModel) this.refreshMainParamsNow();
-    else this.mainParamsLoaded();
   }
 
   /** The grads were all-reduced: every rank already holds all of them. */

@@ -74,8 +74,6 @@ export interface Optimizer {
   step(): Promise<StepResult>;
   /** Collective with the distributed optimizer: every rank must call it. */
   exportState(): Promise<OptimizerState>;
-  /** Load moments saved at any data-parallel size, and the step count. */
-  importState(state: OptimizerState, step: number): void;
   /**
    * The state this rank holds, as pieces: its shards with the distributed optimizer, every param's
    * otherwise. Main params are fresh (they follow any write to the model params).
@@ -109,12 +107,6 @@ export function groupRuns(params: readonly { start: number; decay: boolean }[], 
   }
   if (runs.length === 0) runs.push({ start: 0, end: length, decay: true });
   return runs.filter((r) => r.end > r.start);
-}
-
-export function stateTensor(state: Map<string, Float32Array>, name: string, numel: number, which: string): Float32Array {
-  const t = state.get(name);
-  if (!t || t.length !== numel) throw new Error(`optimizer state: ${which} of '${name}' needs ${numel} values, got ${t ? t.length : 'none'}`);
-  return t;
 }
 
 
@@ -218,22 +210,11 @@ export abstract class AdamOverBuffers implements Optimizer {
     this.mainVersion = this.ddp.paramsVersion;
   }
 
-  /** Take the main params from the model params now, whether or not those changed. */
-  protected refreshMainParamsNow(): void {
-    this.mainVersion = -1;
-    this.refreshMainParams();
-  }
-
-  /** The main params were just written from a checkpoint: they are current. */
-  protected mainParamsLoaded(): void {
-    this.mainVersion = this.ddp.paramsVersion;
-  }
-
   abstract statePieces(): StatePiece[];
 
   stateLoaded(step: number): void {
     this.setStep(step);
-    this.mainParamsLoaded();
+    this.mainVersion = this.ddp.paramsVersion; // the main params were just written from a checkpoint
   }
 
   async step(): Promise<StepResult> {
@@ -271,7 +252,6 @@ export abstract class AdamOverBuffers implements Optimizer {
   }
 
   abstract exportState(): Promise<OptimizerState>;
-  abstract importState(state: OptimizerState, step: number): void;
 
   protected setStep(step: number): void {
     if (!Number.isInteger(step) || step < 0) throw new RangeError(`optimizer step must be a non-negative integer, got ${step}`);
