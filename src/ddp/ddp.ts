@@ -47,8 +47,11 @@ interface BucketState {
   syncing: boolean;
 }
 
-/** Grad readbacks queued ahead of their bucket's sync, at most this many bytes at once. */
-const EARLY_READBACK_BYTES = 256 << 20;
+/**
+ * Readbacks queued ahead of the collective that consumes them hold staging buffers until it runs:
+ * at most this many bytes at once (DDP's grad readbacks; the distributed optimizer's shard readbacks).
+ */
+export const EARLY_READBACK_BYTES = 256 << 20;
 
 export class DdpError extends Error {
   override name = 'DdpError';

@@ -4,7 +4,7 @@
  * bucket (in the background with `overlapParamGather`).
  */
 import type { Collectives } from '../collectives/process-group.js';
-import type { DistributedDataParallel } from '../ddp/ddp.js';
+import { EARLY_READBACK_BYTES, type DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
 import type { CastRange } from './cast.js';
@@ -12,9 +12,6 @@ import { AdamOverBuffers, type OptimizerConfig, type OptimizerState, type StateP
 import { shardRanges, type ShardRange } from './ranges.js';
 import { SumOfSquares } from './sumsq.js';
 import type { UnscaleRange } from './unscale.js';
-
-/** Shard readbacks queued at once after Adam, at most this many bytes (the rest when their gather runs). */
-const EARLY_READBACK_BYTES = 256 << 20;
 
 export class DistributedOptimizer extends AdamOverBuffers {
   readonly distributed = true;
