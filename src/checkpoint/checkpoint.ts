@@ -17,7 +17,7 @@
  * written, committed) with an all-gather of their status under the save's own deadline, so a slow
  * disk is not an op timeout and an error on one rank reaches every rank with its message.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Collectives } from '../collectives/process-group.js';
 import type { ParamAndGradBuffer } from '../ddp/buffers.js';
@@ -31,7 +31,6 @@ import { CheckpointError } from './errors.js';
 import { checkIndex, layoutHash, type CheckpointIndex, type FileMeta, type PieceRef } from './index-file.js';
 import { readHeader, type SafetensorsDtype } from './safetensors.js';
 import { CheckedFile, UploadStream, writeTensorFile, type GpuTensor } from './stream.js';
-import { openSync, closeSync } from 'node:fs';
 
 export { CheckpointError, layoutHash, type CheckpointIndex };
 
@@ -249,8 +248,8 @@ export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, op
   return { dir, iteration, bytesWritten, totalBytes };
 }
 
-/** The iteration folder `path` means and its index.json, checked field by field. */
-function indexOf(path: string): { dir: string; index: CheckpointIndex } {
+/** The iteration folder `path` means (a --save folder or one iter_NNNNNNN folder) and its index.json, checked field by field. */
+export function readCheckpointIndex(path: string): { dir: string; index: CheckpointIndex } {
   const { dir } = resolveCheckpoint(path);
   const indexPath = join(dir, INDEX);
   let raw: unknown;
@@ -264,7 +263,7 @@ function indexOf(path: string): { dir: string; index: CheckpointIndex } {
 
 /** Read and check index.json (and that every file it lists is there) against this model's layout. */
 export function readIndex(path: string, layout: ModelLayout): { dir: string; index: CheckpointIndex } {
-  const { dir, index } = indexOf(path);
+  const { dir, index } = readCheckpointIndex(path);
   const want = layoutHash(layout);
   if (index.layoutHash !== want) {
     throw new CheckpointError(`${join(dir, INDEX)}: field 'layoutHash' is ${index.layoutHash} but this model's is ${want}: the params (names, shapes, dtypes) differ`);
@@ -346,7 +345,7 @@ async function readModelParams(dir: string, index: CheckpointIndex, buffers: rea
  * whose params must have the checkpoint's names, shapes and dtypes.
  */
 export async function loadModelParams(path: string, buffers: readonly ParamAndGradBuffer[]): Promise<{ dir: string; index: CheckpointIndex }> {
-  const { dir, index } = indexOf(path);
+  const { dir, index } = readCheckpointIndex(path);
   const files = checkedFiles(dir, index);
   try {
     await readModelParams(dir, index, buffers, files.fileOf, tensorLocator(dir, index));

@@ -1,5 +1,4 @@
 /** `webtron memory`: the memory-savings calculator on the command line. */
-import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../files.js';
 import { join } from 'node:path';
 import { ProcessGroup } from '../collectives/process-group.js';
@@ -12,7 +11,7 @@ import { createOptimizer } from '../optimizer/optimizer.js';
 import { readOnnxInitializers } from '../onnx/initializers.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
-import { resolveCheckpoint } from '../checkpoint/dir.js';
+import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import { activationBytes, memoryRows, paramSpecs, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
 import { Gpt } from '../nn/gpt.js';
 import { Graph } from '../nn/graph.js';
@@ -70,20 +69,15 @@ export function modelSource(v: FlagValues): ModelSource {
   if (v.params !== undefined) return { kind: 'params', count: parseParamCount(v.params as string) };
   if (v.onnx !== undefined) return { kind: 'shapes', params: readOnnxInitializers(v.onnx as string), origin: v.onnx as string };
   if (v.checkpoint !== undefined) {
-    let index: string;
+    let checkpoint: ReturnType<typeof readCheckpointIndex>;
     try {
-      index = join(resolveCheckpoint(v.checkpoint as string).dir, 'index.json');
+      checkpoint = readCheckpointIndex(v.checkpoint as string);
     } catch (error) {
       throw new FlagError(`--checkpoint: ${(error as Error).message}`);
     }
-    let parsed: { params?: { name: string; shape: number[] }[] };
-    try {
-      parsed = JSON.parse(readFileSync(index, 'utf8')) as typeof parsed;
-    } catch {
-      throw new FlagError(`--checkpoint: ${index} is not valid JSON`);
-    }
-    if (!Array.isArray(parsed.params) || parsed.params.length === 0) throw new FlagError(`--checkpoint: ${index} has no 'params' list`);
-    return { kind: 'shapes', params: parsed.params.map((p) => ({ name: p.name, shape: p.shape })), origin: index };
+    const origin = join(checkpoint.dir, 'index.json');
+    if (checkpoint.index.params.length === 0) throw new FlagError(`--checkpoint: ${origin} has no params`);
+    return { kind: 'shapes', params: checkpoint.index.params.map((p) => ({ name: p.name, shape: p.shape })), origin };
   }
   const missing = gptKeys.filter((k) => v[k] === undefined);
   if (missing.length > 0) throw new FlagError(`a GPT shape needs ${missing.map((k) => `--${k}`).join(', ')} too`);

@@ -5,10 +5,7 @@
  * is rebuilt from the newest half of it. Sampling: temperature, top-k, a seeded generator, so the
  * same seed gives the same text.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { loadModelParams } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/dir.js';
+import { loadModelParams, readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import { CheckpointError } from '../checkpoint/errors.js';
 import { splitmix32 } from '../data/samples.js';
 import { tokenizerFrom, type TokenizerState } from '../data/tokenizer.js';
@@ -53,12 +50,12 @@ export async function sampleCommand(values: FlagValues, gpu: { backend?: string 
   if (!(temperature >= 0)) throw new FlagError(`--temperature must be >= 0, got ${temperature}`);
   const topK = values['top-k'] as number;
   if (!Number.isInteger(topK) || topK < 0) throw new FlagError(`--top-k must be a non-negative integer, got ${topK}`);
-  const { dir } = resolveCheckpoint(path);
-  const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { params: { dtype: string }[]; extra?: { model?: GptConfig; tokenizer?: TokenizerState } };
-  if (!index.extra?.model || !index.extra.tokenizer) throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
-  const tokenizer = tokenizerFrom(index.extra.tokenizer);
+  const { dir, index } = readCheckpointIndex(path);
+  const extra = index.extra as { model?: GptConfig; tokenizer?: TokenizerState };
+  if (!extra.model || !extra.tokenizer) throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
+  const tokenizer = tokenizerFrom(extra.tokenizer);
   const prompt = tokenizer.encode(values.prompt as string);
-  const model: GptConfig = { ...index.extra.model, hiddenDropout: 0, attentionDropout: 0 };
+  const model: GptConfig = { ...extra.model, hiddenDropout: 0, attentionDropout: 0 };
   const ctx = await GpuContext.create(gpu);
   const params = new LocalParams(ctx, Gpt.specs(model, (index.params[0]?.dtype ?? 'float32') as ParamDtype));
   await loadModelParams(dir, params.buffers);

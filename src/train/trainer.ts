@@ -10,10 +10,7 @@
  * keyed by the global sample index; every micro-batch's mean loss is scaled by 1/(micro-batches) and
  * DDP averages over ranks, so the grads are the mean over the global batch whatever d is.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { loadCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
-import { resolveCheckpoint } from '../checkpoint/dir.js';
+import { loadCheckpoint, readCheckpointIndex, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { CheckpointError } from '../checkpoint/errors.js';
 import { initProcessGroup, type Distributed } from '../collectives/init.js';
 import { mobyDick, entropies, splitTexts, textFile } from '../data/corpus.js';
@@ -23,6 +20,7 @@ import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout } from '../ddp/layout.js';
 import { GpuContext } from '../gpu/context.js';
 import { gptActivationBytes } from '../memory/activations.js';
+import { PRECISION_DTYPES } from '../memory/calculator.js';
 import { modelStateBytes } from '../memory/model-state.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
 import { Graph } from '../nn/graph.js';
@@ -37,8 +35,6 @@ import { megatronLine, memoryLine, ProgressBar, RunFolder, sci, type MetricsLine
 export class TrainingError extends Error {
   override name = 'TrainingError';
 }
-
-export const DTYPES = { fp32: ['float32', 'float32'], bf16: ['bfloat16', 'float32'], fp16: ['float16', 'float16'] } as const;
 
 /** What a checkpoint keeps for the trainer (index.json's `extra`). */
 interface TrainerState {
@@ -82,9 +78,9 @@ export interface TrainOptions {
 /** The tokenizer a run uses: from the checkpoint it resumes, else built from the corpus. */
 function tokenizerFor(cfg: TrainConfig, text: string): Tokenizer {
   if (cfg.load) {
-    const { dir } = resolveCheckpoint(cfg.load);
-    const extra = (JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { extra?: Partial<TrainerState> }).extra;
-    if (!extra?.tokenizer) throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no tokenizer); --load needs one`);
+    const { dir, index } = readCheckpointIndex(cfg.load);
+    const extra = index.extra as Partial<TrainerState>;
+    if (!extra.tokenizer) throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no tokenizer); --load needs one`);
     if (extra.tokenizer.type !== cfg.tokenizerType) throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
     return tokenizerFrom(extra.tokenizer);
   }
@@ -144,7 +140,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       hiddenDropout: cfg.hiddenDropout,
       attentionDropout: cfg.attentionDropout,
     };
-    const [dtype, gradDtype] = DTYPES[cfg.precision];
+    const [dtype, gradDtype] = PRECISION_DTYPES[cfg.precision];
     const specs = Gpt.specs(model, dtype, gradDtype);
     const layout = computeLayout(specs, { dataParallelSize: d, distributedOptimizer: cfg.useDistributedOptimizer, ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}) });
     const ddp = new DistributedDataParallel(ctx, group, layout, { overlapGradReduce: cfg.overlapGradReduce });
