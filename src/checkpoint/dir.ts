@@ -34,6 +34,18 @@ export function savedIterations(saveDir: string): number[] {
     .sort((a, b) => a - b);
 }
 
+/** The iteration an index.json records (for a checkpoint folder renamed from iter_NNNNNNN). */
+function iterationOf(indexPath: string): number {
+  let index: { iteration?: unknown };
+  try {
+    index = JSON.parse(readFileSync(indexPath, 'utf8')) as typeof index;
+  } catch {
+    throw new CheckpointError(`${indexPath}: not valid JSON`);
+  }
+  if (!Number.isSafeInteger(index.iteration)) throw new CheckpointError(`${indexPath}: field 'iteration' is ${JSON.stringify(index.iteration)}, expected a non-negative integer`);
+  return index.iteration as number;
+}
+
 /**
  * The iteration folder `path` means: SAVE (read the tracker) or SAVE/iter_NNNNNNN itself. A tracker
  * naming a folder that an interrupted re-save moved aside finds it at `.old`.
@@ -41,8 +53,7 @@ export function savedIterations(saveDir: string): number[] {
 export function resolveCheckpoint(path: string): { dir: string; iteration: number } {
   if (existsSync(join(path, INDEX))) {
     const m = ITER.exec(path.replace(/\/+$/, '').split('/').pop() ?? '');
-    const index = JSON.parse(readFileSync(join(path, INDEX), 'utf8')) as { iteration?: unknown };
-    return { dir: path, iteration: m ? Number(m[1]) : Number(index.iteration) };
+    return { dir: path, iteration: m ? Number(m[1]) : iterationOf(join(path, INDEX)) };
   }
   const tracker = join(path, TRACKER);
   if (!existsSync(tracker)) {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { readIndex } from '../../src/checkpoint/checkpoint.js';
+import { CheckpointError, readCheckpointIndex, readIndex } from '../../src/checkpoint/checkpoint.js';
 import { resolveCheckpoint, TRACKER } from '../../src/checkpoint/dir.js';
 import { computeLayout, type ParamSpec } from '../../src/ddp/layout.js';
 import { relativeError } from '../helpers/hash.js';
@@ -206,6 +206,21 @@ print(json.dumps(out))
     await job(1, { distributed: true, clip: 0, steps: 2, checkpoint: { load: dir, save: dir, saveAfter: 2 } });
     expect(readdirSync(dir).sort()).toEqual(['iter_0000001', 'iter_0000002', TRACKER]);
     expect(resolveCheckpoint(join(dir, 'iter_0000001')).iteration).toBe(1);
+  });
+});
+
+describe('a checkpoint path that is not one', () => {
+  it('a broken index.json is one CheckpointError naming the file, whether the folder is named iter_NNNNNNN or not', () => {
+    const save = saveDir();
+    for (const name of ['iter_0000001', 'renamed']) {
+      mkdirSync(join(save, name), { recursive: true });
+      writeFileSync(join(save, name, 'index.json'), '{bad');
+      expect(() => readCheckpointIndex(join(save, name))).toThrow(new CheckpointError(`${join(save, name, 'index.json')}: not valid JSON`));
+    }
+    writeFileSync(join(save, TRACKER), '1\n');
+    expect(() => readCheckpointIndex(save)).toThrow(new CheckpointError(`${join(save, 'iter_0000001', 'index.json')}: not valid JSON`));
+    writeFileSync(join(save, 'renamed', 'index.json'), '{"iteration": "seven"}');
+    expect(() => resolveCheckpoint(join(save, 'renamed'))).toThrow(/field 'iteration' is "seven", expected a non-negative integer/);
   });
 });
 
