@@ -4,7 +4,7 @@
  * flag and what it accepts, and the combinations Megatron rejects are rejected here, before any
  * worker starts.
  */
-import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
+import { FlagError, flagLine, type FlagSpec, type FlagValues } from './flags.js';
 import type { DecayStyle } from './schedule.js';
 
 type Group = 'network size' | 'regularization' | 'training' | 'initialization' | 'learning rate' | 'checkpointing' | 'mixed precision' | 'distributed' | 'validation' | 'data and dataloader' | 'logging' | 'launch';
@@ -83,12 +83,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
 /** `--help`: the flags under Megatron's group headings. */
 export function trainHelp(): string {
   const groups = new Map<string, string[]>();
-  for (const [name, s] of Object.entries(TRAIN_FLAGS)) {
-    const value = s.kind === 'boolean' ? '' : ` <${s.kind === 'int' ? 'int' : s.kind === 'number' ? 'float' : 'str'}>`;
-    const extra = [s.env && `env ${s.env}`, s.default !== undefined && `default ${String(s.default)}`].filter(Boolean).join(', ');
-    const line = `  --${name}${value}`.padEnd(44) + s.help + (extra ? ` (${extra})` : '');
-    groups.set(s.group, [...(groups.get(s.group) ?? []), line]);
-  }
+  for (const [name, s] of Object.entries(TRAIN_FLAGS)) groups.set(s.group, [...(groups.get(s.group) ?? []), flagLine(name, s, 44)]);
   return [...groups].map(([group, lines]) => `${group}:\n${lines.join('\n')}`).join('\n\n');
 }
 
@@ -174,6 +169,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     if (typeof value !== 'number' || !ok(value)) throw new FlagError(`--${name} must be ${what}, got ${String(value)}`);
     return value;
   };
+  // Dropout probabilities and Adam's betas.
   const probability = (name: string) => num(name, (x) => x >= 0 && x < 1, 'in [0, 1)');
   const nonNegative = (name: string) => num(name, (x) => x >= 0, 'a number >= 0');
 
@@ -198,7 +194,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   if (overlapParamGather && !overlapGradReduce) throw new FlagError('--overlap-param-gather needs --overlap-grad-reduce too (as in Megatron-LM)');
   const style = v['lr-decay-style'] as string;
   if (!['constant', 'linear', 'cosine'].includes(style)) throw new FlagError(`--lr-decay-style must be constant, linear or cosine, got '${style}'`);
-  const lr = num('lr', (x) => x >= 0, 'a number >= 0');
+  const lr = nonNegative('lr');
   const minLr = nonNegative('min-lr');
   if (minLr > lr) throw new FlagError(`--min-lr ${minLr} must not exceed --lr ${lr}`);
   const lrWarmupIters = int('lr-warmup-iters', 0);
@@ -209,7 +205,6 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const save = (v.save as string | undefined) ?? null;
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
-  const beta = (name: string) => num(name, (x) => x >= 0 && x < 1, 'in [0, 1)');
   const positiveNumber = (name: string) => num(name, (x) => x > 0, 'a number > 0');
   return {
     numLayers,
@@ -223,8 +218,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     attentionDropout: probability('attention-dropout'),
     weightDecay: nonNegative('weight-decay'),
     clipGrad: nonNegative('clip-grad'),
-    adamBeta1: beta('adam-beta1'),
-    adamBeta2: beta('adam-beta2'),
+    adamBeta1: probability('adam-beta1'),
+    adamBeta2: probability('adam-beta2'),
     adamEps: nonNegative('adam-eps'),
     microBatchSize,
     globalBatchSize,

@@ -95,13 +95,16 @@ export function parseFlags(
 }
 
 /** Help text: one line per flag. */
+/** One flag's help line: its name and value, then its help from column `width`, its env variable and default. */
+export function flagLine(name: string, s: FlagSpec, width = 34): string {
+  const value = s.kind === 'boolean' ? '' : ` <${s.kind}>`;
+  const extra = [s.env && `env ${s.env}`, s.default !== undefined && `default ${String(s.default)}`].filter(Boolean).join(', ');
+  return `  --${name}${value}`.padEnd(width) + s.help + (extra ? ` (${extra})` : '');
+}
+
 export function flagHelp(specs: Record<string, FlagSpec>): string {
   return Object.entries(specs)
-    .map(([name, s]) => {
-      const value = s.kind === 'boolean' ? '' : ` <${s.kind}>`;
-      const extra = [s.env && `env ${s.env}`, s.default !== undefined && `default ${String(s.default)}`].filter(Boolean).join(', ');
-      return `  --${name}${value}`.padEnd(34) + s.help + (extra ? ` (${extra})` : '');
-    })
+    .map(([name, s]) => flagLine(name, s))
     .join('\n');
 }
 
