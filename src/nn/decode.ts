@@ -7,7 +7,7 @@
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import type { Gpt } from './gpt.js';
 import { Graph } from './graph.js';
-import { add, addInto, embedding, gelu, layerNorm, linear, matmulInto } from './ops.js';
+import { add, addInto, embedding, matmulInto } from './ops.js';
 import { f32bits } from './runner.js';
 import { ShapeMismatch, Tensor } from './tensor.js';
 
@@ -57,13 +57,11 @@ export class GptDecoder {
     const at = this.length;
     const g = new Graph(this.ctx, { training: false });
     try {
-      const p = (name: string) => this.gpt.param(name);
-      let x = embedding(g, g.input(Uint32Array.of(token), [1, 1], 'token'), p('wte.weight'), p('wpe.weight'), at);
+      let x = embedding(g, g.input(Uint32Array.of(token), [1, 1], 'token'), this.gpt.param('wte.weight'), this.gpt.param('wpe.weight'), at);
       for (let l = 0; l < c.numLayers; l++) {
-        const b = `blocks.${l}`;
         const keys = new Tensor(this.keys[l]!, 0, [this.capacity * h], 'float32');
         const values = new Tensor(this.values[l]!, 0, [this.capacity * h], 'float32');
-        const qkv = linear(g, layerNorm(g, x, p(`${b}.ln_1.weight`), p(`${b}.ln_1.bias`)), p(`${b}.attn.qkv.weight`), p(`${b}.attn.qkv.bias`));
+        const qkv = this.gpt.qkv(g, x, l);
         // This position's k and v into row `at` of the caches (zero there since the last reset).
         addInto(g, new Tensor(this.keys[l]!, at * h, [h], 'float32'), new Tensor(qkv.buffer, qkv.offset + h, [h], 'float32'));
         addInto(g, new Tensor(this.values[l]!, at * h, [h], 'float32'), new Tensor(qkv.buffer, qkv.offset + 2 * h, [h], 'float32'));
@@ -76,12 +74,10 @@ export class GptDecoder {
         g.runner.dispatch('softmax', 'forward', { WG: 64 }, [heads, all, f32bits(1 / Math.sqrt(hd)), 1, at], { 1: scores.binding(g.ctx).binding }, Math.ceil(heads / 64));
         const y = g.tensor([1, 1, h], 'decode.attention');
         matmulInto(g, { m: 1, n: hd, k: all, nb1: heads }, { t: scores, rs: all, cs: 1, b1: all }, { t: values, rs: h, cs: 1, b1: hd }, { t: y, rs: h, cs: 1, b1: hd });
-        x = add(g, x, linear(g, y, p(`${b}.attn.proj.weight`), p(`${b}.attn.proj.bias`)));
-        const m = gelu(g, linear(g, layerNorm(g, x, p(`${b}.ln_2.weight`), p(`${b}.ln_2.bias`)), p(`${b}.mlp.fc.weight`), p(`${b}.mlp.fc.bias`)));
-        x = add(g, x, linear(g, m, p(`${b}.mlp.proj.weight`), p(`${b}.mlp.proj.bias`)));
+        x = add(g, x, this.gpt.projection(g, y, l));
+        x = add(g, x, this.gpt.mlp(g, x, l));
       }
-      x = layerNorm(g, x, p('ln_f.weight'), p('ln_f.bias'));
-      const logits = linear(g, x, c.tiedHead === false ? p('lm_head.weight') : p('wte.weight'), undefined, { transposed: true });
+      const logits = this.gpt.logits(g, x);
       const out = await g.read(logits);
       this.length = n;
       return Float32Array.from(out);

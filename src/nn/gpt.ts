@@ -88,25 +88,41 @@ export class Gpt {
   }
 
   private block(g: Graph, x: Tensor, l: number): Tensor {
-    const c = this.config;
+    const hidden = this.config.hiddenDropout ?? 0;
+    const y = causalAttention(g, this.qkv(g, x, l), this.config.numAttentionHeads, this.config.attentionDropout ?? 0);
+    x = add(g, x, dropout(g, this.projection(g, y, l), hidden));
+    return add(g, x, dropout(g, this.mlp(g, x, l), hidden));
+  }
+
+  // The pieces of a block around the attention itself, shared with the KV-cache decoder (decode.ts).
+
+  /** Block `l`'s fused q, k, v [.., 3C] of the residual stream `x`. */
+  qkv(g: Graph, x: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
-    const hidden = c.hiddenDropout ?? 0;
-    let h = layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`));
-    h = linear(g, h, this.p(`${b}.attn.qkv.weight`), this.p(`${b}.attn.qkv.bias`));
-    h = causalAttention(g, h, c.numAttentionHeads, c.attentionDropout ?? 0);
-    h = dropout(g, linear(g, h, this.p(`${b}.attn.proj.weight`), this.p(`${b}.attn.proj.bias`)), hidden);
-    x = add(g, x, h);
-    h = layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`));
-    h = gelu(g, linear(g, h, this.p(`${b}.mlp.fc.weight`), this.p(`${b}.mlp.fc.bias`)));
-    h = dropout(g, linear(g, h, this.p(`${b}.mlp.proj.weight`), this.p(`${b}.mlp.proj.bias`)), hidden);
-    return add(g, x, h);
+    return linear(g, layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`)), this.p(`${b}.attn.qkv.weight`), this.p(`${b}.attn.qkv.bias`));
+  }
+
+  /** Block `l`'s output projection of the attention `y` (before dropout). */
+  projection(g: Graph, y: Tensor, l: number): Tensor {
+    return linear(g, y, this.p(`blocks.${l}.attn.proj.weight`), this.p(`blocks.${l}.attn.proj.bias`));
+  }
+
+  /** Block `l`'s MLP branch of the residual stream `x` (before dropout). */
+  mlp(g: Graph, x: Tensor, l: number): Tensor {
+    const b = `blocks.${l}`;
+    const h = gelu(g, linear(g, layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`)), this.p(`${b}.mlp.fc.weight`), this.p(`${b}.mlp.fc.bias`)));
+    return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.p(`${b}.mlp.proj.bias`));
+  }
+
+  /** The final layernorm and the output head: logits [.., V]. */
+  logits(g: Graph, x: Tensor): Tensor {
+    const head = this.config.tiedHead === false ? this.p('lm_head.weight') : this.p('wte.weight');
+    return linear(g, layerNorm(g, x, this.p('ln_f.weight'), this.p('ln_f.bias')), head, undefined, { transposed: true });
   }
 
   private head(g: Graph, x: Tensor, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
     const [batch, t] = ids.shape as [number, number];
-    x = layerNorm(g, x, this.p('ln_f.weight'), this.p('ln_f.bias'));
-    const head = this.config.tiedHead === false ? this.p('lm_head.weight') : this.p('wte.weight');
-    const logits = linear(g, x, head, undefined, { transposed: true });
+    const logits = this.logits(g, x);
     if (!targets) return { logits };
     return { logits, loss: crossEntropy(g, logits.reshape([batch * t, this.config.vocabSize]), targets) };
   }
