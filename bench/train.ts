@@ -61,36 +61,33 @@ export const trainBench: Bench = {
     if (!(repeat >= 1)) throw new FlagError(`--repeat must be at least 1, got ${repeat}`);
     const base = mkdtempSync(join(tmpdir(), 'webtron-bench-train-'));
     const runs = new Map<string, Row[]>();
+    const configurations = (flags.worlds as string[]).map(Number).flatMap((world) => [false, true].flatMap((distributed) => [false, true].map((overlap) => ({ world, distributed, overlap }))));
+    const micro = Number(model[model.indexOf('--micro-batch-size') + 1]);
     try {
       for (let k = 0; k < repeat; k++) {
-      for (const world of (flags.worlds as string[]).map(Number)) {
-        for (const distributed of [false, true]) {
-          for (const overlap of [false, true]) {
-            const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}`;
-            progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
-            const runDir = join(base, `${world}-${distributed}-${overlap}-${k}`);
-            const micro = Number(model[model.indexOf('--micro-batch-size') + 1]);
-            const args = [
-              ...model, '--global-batch-size', String(micro * world), '--train-iters', String(iters), '--log-interval', String(window), '--eval-interval', String(iters * 10), '--eval-iters', '0',
-              '--lr', '1e-3', '--hidden-dropout', '0', '--attention-dropout', '0', '--make-vocab-size-divisible-by', '8', '--split', '90,10', '--ddp-bucket-size', String(flags['bucket-size']),
-              '--nproc-per-node', String(world), '--master-port', String(20000 + Math.floor(Math.random() * 20000)), '--run-dir', runDir,
-              ...(distributed ? ['--use-distributed-optimizer'] : []), ...(overlap ? ['--overlap-grad-reduce', ...(distributed ? ['--overlap-param-gather'] : [])] : []),
-            ];
-            const r = await run(args);
-            if (r.code !== 0) throw new Error(`bench train (${label}) exited with ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-            const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-            const last = metrics.filter((m) => m.tokens_per_s !== undefined).at(-1)!;
-            const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Record<string, number>;
-            const key = `${world}-${distributed}-${overlap}`;
-            runs.set(key, [...(runs.get(key) ?? []), {
-              bench: 'train', world, distributed, overlap, config: name, tokens_per_s: last.tokens_per_s, step_ms: last.step_ms,
-              phases: Object.fromEntries(Object.entries(last.phases as Record<string, number>).map(([k, v]) => [k, Math.round(v * 100) / 100])),
-              params: summary.params, model_state_bytes_per_rank: summary.model_state_bytes_per_rank, predicted_bytes_per_rank: summary.predicted_model_state_bytes_per_rank,
-              final_loss: summary.final_loss,
-            }]);
-          }
+        for (const { world, distributed, overlap } of configurations) {
+          const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}`;
+          progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
+          const runDir = join(base, `${world}-${distributed}-${overlap}-${k}`);
+          const args = [
+            ...model, '--global-batch-size', String(micro * world), '--train-iters', String(iters), '--log-interval', String(window), '--eval-interval', String(iters * 10), '--eval-iters', '0',
+            '--lr', '1e-3', '--hidden-dropout', '0', '--attention-dropout', '0', '--make-vocab-size-divisible-by', '8', '--split', '90,10', '--ddp-bucket-size', String(flags['bucket-size']),
+            '--nproc-per-node', String(world), '--master-port', String(20000 + Math.floor(Math.random() * 20000)), '--run-dir', runDir,
+            ...(distributed ? ['--use-distributed-optimizer'] : []), ...(overlap ? ['--overlap-grad-reduce', ...(distributed ? ['--overlap-param-gather'] : [])] : []),
+          ];
+          const r = await run(args);
+          if (r.code !== 0) throw new Error(`bench train (${label}) exited with ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+          const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+          const last = metrics.filter((m) => m.tokens_per_s !== undefined).at(-1)!;
+          const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Record<string, number>;
+          const key = `${world}-${distributed}-${overlap}`;
+          runs.set(key, [...(runs.get(key) ?? []), {
+            bench: 'train', world, distributed, overlap, config: name, tokens_per_s: last.tokens_per_s, step_ms: last.step_ms,
+            phases: Object.fromEntries(Object.entries(last.phases as Record<string, number>).map(([k, v]) => [k, Math.round(v * 100) / 100])),
+            params: summary.params, model_state_bytes_per_rank: summary.model_state_bytes_per_rank, predicted_bytes_per_rank: summary.predicted_model_state_bytes_per_rank,
+            final_loss: summary.final_loss,
+          }]);
         }
-      }
       }
     } finally {
       rmSync(base, { recursive: true, force: true });
