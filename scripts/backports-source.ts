@@ -4,8 +4,9 @@
  * `node dist/scripts/backports-source.js CODENAME` writes it (scripts/setup.sh calls it as root)
  * and says what it added; the parsing is pure and tested (test/setup/backports-source.test.ts).
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../src/files.js';
 
 export interface SourceFile {
   path: string;
@@ -123,7 +124,7 @@ function main(): number {
     process.stderr.write(`webtron setup: no enabled Debian ${codename} source with component main in /etc/apt; add ${codename}-backports for your mirror yourself, then rerun\n`);
     return 1;
   }
-  writeFileSync(source.path, source.text);
+  writeFileAtomic(source.path, source.text);
   process.stderr.write(`webtron setup: added ${source.path} (${codename}-backports from ${source.uri}, the mirror of ${source.from})\n`);
   return 0;
 }
