@@ -15,8 +15,13 @@ import type { Bench } from './bench.js';
 import { progress } from './report.js';
 import { timeGpuInterleaved } from './timing.js';
 
-
-function filled(ctx: GpuContext, label: string, n: number, category: 'main-params' | 'grads' | 'optimizer-state' | 'other', value: (i: number) => number) {
+function filled(
+  ctx: GpuContext,
+  label: string,
+  n: number,
+  category: 'main-params' | 'grads' | 'optimizer-state' | 'other',
+  value: (i: number) => number,
+) {
   const buffer = ctx.createBuffer({ label, size: n * 4, usage: storageUsage(), category });
   const chunk = new Float32Array(Math.min(n, 1 << 22));
   for (let at = 0; at < n; at += chunk.length) {
@@ -33,7 +38,10 @@ function filled(ctx: GpuContext, label: string, n: number, category: 'main-param
  * Returns the encode function and the bytes one run moves (read plus written).
  */
 export function shaderCopy(
-  ctx: GpuContext, src: DeviceBuffer, dst: DeviceBuffer, n: number,
+  ctx: GpuContext,
+  src: DeviceBuffer,
+  dst: DeviceBuffer,
+  n: number,
   options: { workgroupSize: number; itemsPerThread: number; maxBindingBytes?: number },
 ) {
   const limits = ctx.limits;
@@ -45,7 +53,13 @@ export function shaderCopy(
   const windows = windowsFor(whole, 4, maxBinding, limits.minStorageBufferOffsetAlignment).filter((w) => w.count > 0);
   const groups = windows.map((w) => {
     const range = { offset: w.start * 4, size: w.count * 4 };
-    return { w, group: ctx.kernels.bindGroup(pipeline, [{ buffer: src, ...range }, { buffer: dst, ...range }]) };
+    return {
+      w,
+      group: ctx.kernels.bindGroup(pipeline, [
+        { buffer: src, ...range },
+        { buffer: dst, ...range },
+      ]),
+    };
   });
   const encode = (encoder: GPUCommandEncoder) => {
     const pass = encoder.beginComputePass({ label: 'stream-copy' });
@@ -58,7 +72,17 @@ export function shaderCopy(
 export const adamBench: Bench = {
   name: 'adam',
   summary: 'WGSL AdamW step vs buffer copy bandwidth',
-  columns: ['n', 'ms', 'gparams_per_s', 'gb_per_s', 'copy_gb_per_s', 'ratio_to_copy', 'shader_copy_gb_per_s', 'ratio_to_shader_copy', 'timing'],
+  columns: [
+    'n',
+    'ms',
+    'gparams_per_s',
+    'gb_per_s',
+    'copy_gb_per_s',
+    'ratio_to_copy',
+    'shader_copy_gb_per_s',
+    'ratio_to_shader_copy',
+    'timing',
+  ],
   flags: {
     n: { kind: 'list', default: ['16M'], help: 'param counts (K, M, G are powers of 1024)' },
     runs: { kind: 'int', default: 20, help: 'timed runs per measurement (median reported)' },
@@ -84,11 +108,15 @@ export const adamBench: Bench = {
       const streamCopy = shaderCopy(ctx, g, copyDst, n, { workgroupSize: flags.wg as number, itemsPerThread: flags.items as number });
       const timing = { runs: flags.runs as number, warmup: flags.warmup as number };
       progress(`adam n=${n}: ${timing.warmup}+${timing.runs} Adam steps, copies and shader copies, interleaved`);
-      const [adam, copy, shader] = await timeGpuInterleaved(ctx, [
-        (encoder, run) => kernel.encode(encoder, ADAMW_DEFAULTS, run + 1),
-        (encoder) => encoder.copyBufferToBuffer(g.gpu, 0, copyDst.gpu, 0, n * 4),
-        streamCopy.encode,
-      ], timing);
+      const [adam, copy, shader] = await timeGpuInterleaved(
+        ctx,
+        [
+          (encoder, run) => kernel.encode(encoder, ADAMW_DEFAULTS, run + 1),
+          (encoder) => encoder.copyBufferToBuffer(g.gpu, 0, copyDst.gpu, 0, n * 4),
+          streamCopy.encode,
+        ],
+        timing,
+      );
       if (!adam || !copy || !shader) throw new Error('adam bench: missing timings');
       kernel.destroy();
       for (const b of [p, g, m, v, copyDst]) b.destroy();

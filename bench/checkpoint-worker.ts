@@ -20,7 +20,12 @@ runRank(600_000, async (dist) => {
   const ctx = await GpuContext.create();
   const { rank, worldSize } = dist.info;
   const per = Math.floor(config.params / config.tensors);
-  const model = Array.from({ length: config.tensors }, (_, i) => ({ name: `layers.${i}.weight`, shape: [i === config.tensors - 1 ? config.params - per * (config.tensors - 1) : per], dtype: 'float32' as const, gradDtype: 'float32' as const }));
+  const model = Array.from({ length: config.tensors }, (_, i) => ({
+    name: `layers.${i}.weight`,
+    shape: [i === config.tensors - 1 ? config.params - per * (config.tensors - 1) : per],
+    dtype: 'float32' as const,
+    gradDtype: 'float32' as const,
+  }));
   const layout = computeLayout(model, { dataParallelSize: worldSize, distributedOptimizer: true });
   const ddp = new DistributedDataParallel(ctx, dist.group, layout);
   const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper: ADAMW_DEFAULTS });

@@ -40,8 +40,19 @@ async function diskSpeed(dir: string, bytes: number): Promise<{ write: number; r
 
 export const checkpointBench: Bench = {
   name: 'checkpoint',
-  summary: 'checkpoint save and load (every rank at once) vs the disk\'s sequential write and read',
-  columns: ['params', 'world', 'checkpoint_bytes', 'save_gb_per_s', 'load_gb_per_s', 'disk_write_gb_per_s', 'disk_read_gb_per_s', 'save_vs_disk', 'load_vs_disk', 'cold_reads'],
+  summary: "checkpoint save and load (every rank at once) vs the disk's sequential write and read",
+  columns: [
+    'params',
+    'world',
+    'checkpoint_bytes',
+    'save_gb_per_s',
+    'load_gb_per_s',
+    'disk_write_gb_per_s',
+    'disk_read_gb_per_s',
+    'save_vs_disk',
+    'load_vs_disk',
+    'cold_reads',
+  ],
   flags: {
     params: { kind: 'string', default: '400M', help: 'fp32 params (K, M, G are powers of 1024; plain numbers exact)' },
     world: { kind: 'list', default: ['2'], help: 'ranks writing at once (worker processes), one or a list' },
@@ -66,9 +77,20 @@ export const checkpointBench: Bench = {
         const save = bytes / 1e9 / ((r.save_ms as number) / 1000);
         const load = bytes / 1e9 / ((r.load_ms as number) / 1000);
         rows.push({
-          bench: 'checkpoint', params, world, checkpoint_bytes: bytes, bytes_read_mib: r.bytes_read_mib, save_ms: r.save_ms, load_ms: r.load_ms,
-          save_gb_per_s: save, load_gb_per_s: load, disk_write_gb_per_s: disk.write, disk_read_gb_per_s: disk.read,
-          save_vs_disk: save / disk.write, load_vs_disk: load / disk.read, cold_reads: disk.cold && (r.cold_load as boolean),
+          bench: 'checkpoint',
+          params,
+          world,
+          checkpoint_bytes: bytes,
+          bytes_read_mib: r.bytes_read_mib,
+          save_ms: r.save_ms,
+          load_ms: r.load_ms,
+          save_gb_per_s: save,
+          load_gb_per_s: load,
+          disk_write_gb_per_s: disk.write,
+          disk_read_gb_per_s: disk.read,
+          save_vs_disk: save / disk.write,
+          load_vs_disk: load / disk.read,
+          cold_reads: disk.cold && (r.cold_load as boolean),
         });
       } finally {
         if (!process.env.WEBTRON_BENCH_KEEP) rmSync(base, { recursive: true, force: true });

@@ -38,7 +38,7 @@ const CHAIN = 4;
 /** Named GPT configs (the issue's: a character-level model on a small vocabulary). */
 export const GPT_CONFIGS: Record<string, GptConfig & { batch: number }> = {
   'char-4x128': { numLayers: 4, numAttentionHeads: 4, hiddenSize: 128, seqLength: 64, vocabSize: 81, batch: 12 },
-  'tiny': { numLayers: 2, numAttentionHeads: 2, hiddenSize: 32, seqLength: 16, vocabSize: 81, batch: 4 },
+  tiny: { numLayers: 2, numAttentionHeads: 2, hiddenSize: 32, seqLength: 16, vocabSize: 81, batch: 4 },
   // GPT-2 small's shape (vocab padded to a multiple of 128), for hardware GPUs only.
   'gpt2-small': { numLayers: 12, numAttentionHeads: 12, hiddenSize: 768, seqLength: 1024, vocabSize: 50304, batch: 8 },
 };
@@ -47,7 +47,13 @@ function matmulShapes(spec: string, config: GptConfig & { batch: number }): [str
   if (spec === 'gpt') {
     const n = config.batch * config.seqLength;
     const h = config.hiddenSize;
-    return [['qkv', n, h, 3 * h], ['attn.proj', n, h, h], ['mlp.fc', n, h, 4 * h], ['mlp.proj', n, 4 * h, h], ['head', n, h, config.vocabSize]];
+    return [
+      ['qkv', n, h, 3 * h],
+      ['attn.proj', n, h, h],
+      ['mlp.fc', n, h, 4 * h],
+      ['mlp.proj', n, 4 * h, h],
+      ['head', n, h, config.vocabSize],
+    ];
   }
   const s = Number(spec);
   if (!Number.isInteger(s) || s < 1) throw new FlagError(`--matmul: '${spec}' is neither a square size nor 'gpt'`);
@@ -58,14 +64,23 @@ async function ortSession(model: Uint8Array, ep: 'webgpu' | 'cpu'): Promise<ort.
   try {
     // No spinning threads after a run: they would take the CPU from whatever is timed next
     // (lavapipe runs on the same cores).
-    return await ort.InferenceSession.create(model, { executionProviders: [ep], extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } });
+    return await ort.InferenceSession.create(model, {
+      executionProviders: [ep],
+      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+    });
   } catch (e) {
     progress(`onnxruntime ${ep} provider unavailable: ${(e as Error).message.split('\n')[0]}`);
     return null;
   }
 }
 
-async function matmulRows(ctx: GpuContext, spec: string[], config: GptConfig & { batch: number }, warmup: number, runs: number): Promise<Row[]> {
+async function matmulRows(
+  ctx: GpuContext,
+  spec: string[],
+  config: GptConfig & { batch: number },
+  warmup: number,
+  runs: number,
+): Promise<Row[]> {
   const rows: Row[] = [];
   const runner = new Runner(ctx);
   const g = new Graph(ctx, { runner });
@@ -73,16 +88,19 @@ async function matmulRows(ctx: GpuContext, spec: string[], config: GptConfig & {
     progress(`matmul ${name} (${m}x${k} @ ${k}x${n}): webtron, onnxruntime webgpu, onnxruntime cpu`);
     const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
     const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));
-    const buf = (label: string, len: number) => new Tensor(ctx.createBuffer({ label, size: len * 4, usage: storageUsage(), category: 'other' }), 0, [len], 'float32');
+    const buf = (label: string, len: number) =>
+      new Tensor(ctx.createBuffer({ label, size: len * 4, usage: storageUsage(), category: 'other' }), 0, [len], 'float32');
     const [A, B, C, D] = [buf('bench.a', m * k), buf('bench.b', k * n), buf('bench.c', m * n), buf('bench.d', m * n)];
     ctx.transfers.upload(A.buffer, a);
     ctx.transfers.upload(B.buffer, b);
-    const mul = (x: Tensor, y: Tensor) => matmulInto(g, { m, n, k }, { t: x, rs: k, cs: 1 }, { t: B, rs: n, cs: 1 }, { t: y, rs: n, cs: 1 });
+    const mul = (x: Tensor, y: Tensor) =>
+      matmulInto(g, { m, n, k }, { t: x, rs: k, cs: 1 }, { t: B, rs: n, cs: 1 }, { t: y, rs: n, cs: 1 });
     const gpu = await timeGpu(ctx, (encoder) => runner.recordInto(encoder, () => mul(A, C)), { warmup, runs });
     const check = await ctx.transfers.readFloat32(C.buffer, 0, m * n);
     let want = 0;
     for (let p = 0; p < k; p++) want += a[(m - 1) * k + p]! * b[p * n + n - 1]!;
-    if (Math.abs(check[m * n - 1]! - want) > 1e-3 * Math.max(1, Math.abs(want))) throw new Error(`matmul ${name}: C[m-1, n-1] = ${check[m * n - 1]} but the host sum is ${want}`);
+    if (Math.abs(check[m * n - 1]! - want) > 1e-3 * Math.max(1, Math.abs(want)))
+      throw new Error(`matmul ${name}: C[m-1, n-1] = ${check[m * n - 1]} but the host sum is ${want}`);
     // With host I/O, as onnxruntime runs with host tensors: upload a and b, multiply, read c back.
     // For square shapes also a chain of CHAIN multiplies by b (ping-pong on the GPU, one MatMul model
     // of CHAIN nodes for onnxruntime): the difference between the two is CHAIN - 1 multiplies without
@@ -128,18 +146,41 @@ async function matmulRows(ctx: GpuContext, spec: string[], config: GptConfig & {
     // Per-iteration ratios (the workloads of one iteration ran back to back, so slow spells of a
     // shared machine cancel out), then their median.
     const ratio = (num: (i: number) => number | null) => {
-      const values = (samples.get('ours') ?? []).map((_, i) => num(i)).filter((v): v is number => v !== null && Number.isFinite(v) && v > 0);
+      const values = (samples.get('ours') ?? [])
+        .map((_, i) => num(i))
+        .filter((v): v is number => v !== null && Number.isFinite(v) && v > 0);
       return values.length > 0 ? median(values) : null;
     };
     const at = (key: string, i: number) => samples.get(key)?.[i] ?? null;
     const speedup = ratio((i) => (at('webgpu1', i) ?? NaN) / at('ours', i)!);
-    const kernelSpeedup = chain > 1 ? ratio((i) => ((at(`webgpu${chain}`, i) ?? NaN) - (at('webgpu1', i) ?? NaN)) / (at(`ours${chain}`, i)! - at('ours', i)!)) : null;
+    const kernelSpeedup =
+      chain > 1
+        ? ratio((i) => ((at(`webgpu${chain}`, i) ?? NaN) - (at('webgpu1', i) ?? NaN)) / (at(`ours${chain}`, i)! - at('ours', i)!))
+        : null;
     rows.push({
-      bench: 'matmul', shape: name, m, n, k, ms: ms('ours'), gflops: gf(ms('ours')), gpu_timestamp_gflops: gf(gpu.ms),
-      vs_ort_webgpu: speedup, kernel_vs_ort_webgpu: kernelSpeedup,
-      ort_webgpu_gflops: gf(ms('webgpu1')), ort_cpu_gflops: gf(ms('cpu1')),
-      ...(chain > 1 ? { chain, kernel_gflops: gf(slope('ours')), ort_webgpu_kernel_gflops: gf(slope('webgpu')), ort_cpu_kernel_gflops: gf(slope('cpu')) } : {}),
-      timing: gpu.method, backend: ctx.backend, adapter: ctx.adapterName,
+      bench: 'matmul',
+      shape: name,
+      m,
+      n,
+      k,
+      ms: ms('ours'),
+      gflops: gf(ms('ours')),
+      gpu_timestamp_gflops: gf(gpu.ms),
+      vs_ort_webgpu: speedup,
+      kernel_vs_ort_webgpu: kernelSpeedup,
+      ort_webgpu_gflops: gf(ms('webgpu1')),
+      ort_cpu_gflops: gf(ms('cpu1')),
+      ...(chain > 1
+        ? {
+            chain,
+            kernel_gflops: gf(slope('ours')),
+            ort_webgpu_kernel_gflops: gf(slope('webgpu')),
+            ort_cpu_kernel_gflops: gf(slope('cpu')),
+          }
+        : {}),
+      timing: gpu.method,
+      backend: ctx.backend,
+      adapter: ctx.adapterName,
     });
     for (const t of [A, B, C, D]) t.buffer.destroy();
   }
@@ -147,14 +188,40 @@ async function matmulRows(ctx: GpuContext, spec: string[], config: GptConfig & {
   return rows;
 }
 
-function torchReference(python: string, device: string, config: GptConfig & { batch: number }, runs: number, warmup: number): { tokens_per_s: number; threads: number; device: string } | null {
+function torchReference(
+  python: string,
+  device: string,
+  config: GptConfig & { batch: number },
+  runs: number,
+  warmup: number,
+): { tokens_per_s: number; threads: number; device: string } | null {
   const script = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'reference', 'gpt_torch.py');
   if (!existsSync(python)) {
     progress(`torch reference skipped: ${python} not found (install Debian's python3-torch)`);
     return null;
   }
   try {
-    const args = [script, '--layers', config.numLayers, '--heads', config.numAttentionHeads, '--hidden', config.hiddenSize, '--block', config.seqLength, '--batch', config.batch, '--vocab', config.vocabSize, '--runs', runs, '--warmup', warmup, '--device', device].map(String);
+    const args = [
+      script,
+      '--layers',
+      config.numLayers,
+      '--heads',
+      config.numAttentionHeads,
+      '--hidden',
+      config.hiddenSize,
+      '--block',
+      config.seqLength,
+      '--batch',
+      config.batch,
+      '--vocab',
+      config.vocabSize,
+      '--runs',
+      runs,
+      '--warmup',
+      warmup,
+      '--device',
+      device,
+    ].map(String);
     const out = execFileSync(python, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
     return JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; threads: number; device: string };
   } catch (e) {
@@ -163,7 +230,14 @@ function torchReference(python: string, device: string, config: GptConfig & { ba
   }
 }
 
-async function gptRow(ctx: GpuContext, name: string, config: GptConfig & { batch: number }, torchAt: { python: string; device: string }, warmup: number, runs: number): Promise<Row> {
+async function gptRow(
+  ctx: GpuContext,
+  name: string,
+  config: GptConfig & { batch: number },
+  torchAt: { python: string; device: string },
+  warmup: number,
+  runs: number,
+): Promise<Row> {
   const params = new LocalParams(ctx, Gpt.specs(config));
   params.set(Gpt.init(config, 1));
   const gpt = new Gpt(config, params.tensors);
@@ -188,19 +262,36 @@ async function gptRow(ctx: GpuContext, name: string, config: GptConfig & { batch
   const torch = torchReference(torchAt.python, torchAt.device, config, runs, warmup);
   const tokensPerS = tokens / (ms / 1000);
   return {
-    bench: 'gpt', config: name, tokens, ms, tokens_per_s: tokensPerS, torch_tokens_per_s: torch?.tokens_per_s ?? null,
-    ratio_to_torch: torch ? tokensPerS / torch.tokens_per_s : null, torch_device: torch?.device ?? null, torch_threads: torch?.threads ?? null, loss, backend: ctx.backend, adapter: ctx.adapterName,
+    bench: 'gpt',
+    config: name,
+    tokens,
+    ms,
+    tokens_per_s: tokensPerS,
+    torch_tokens_per_s: torch?.tokens_per_s ?? null,
+    ratio_to_torch: torch ? tokensPerS / torch.tokens_per_s : null,
+    torch_device: torch?.device ?? null,
+    torch_threads: torch?.threads ?? null,
+    loss,
+    backend: ctx.backend,
+    adapter: ctx.adapterName,
   };
 }
 
 function writeChart(path: string, rows: Row[], adapter: string): void {
   const groups = rows.map((r) => ({ label: String(r.shape), values: [Number(r.gflops ?? 0), Number(r.ort_webgpu_gflops ?? 0)] }));
-  const svg = groupedBarSvg(groups, [{ name: 'webtron WGSL', color: '#1f77b4' }, { name: 'onnxruntime WebGPU', color: '#ff7f0e' }], {
-    title: `matmul GFLOP/s, host to host (${adapter.split(':')[0]})`,
-    xLabel: 'shape',
-    yLabel: 'GFLOP/s',
-    yFormat: (y) => y.toFixed(1),
-  });
+  const svg = groupedBarSvg(
+    groups,
+    [
+      { name: 'webtron WGSL', color: '#1f77b4' },
+      { name: 'onnxruntime WebGPU', color: '#ff7f0e' },
+    ],
+    {
+      title: `matmul GFLOP/s, host to host (${adapter.split(':')[0]})`,
+      xLabel: 'shape',
+      yLabel: 'GFLOP/s',
+      yFormat: (y) => y.toFixed(1),
+    },
+  );
   writeFileAtomic(path, svg);
   progress(`wrote ${path}`);
 }
@@ -208,12 +299,29 @@ function writeChart(path: string, rows: Row[], adapter: string): void {
 export const nnBench: Bench = {
   name: 'nn',
   summary: 'WGSL matmul vs onnxruntime (WebGPU and CPU); GPT forward+backward vs torch (CPU, or CUDA)',
-  columns: ['bench', 'shape', 'config', 'ms', 'gflops', 'ort_webgpu_gflops', 'ort_cpu_gflops', 'vs_ort_webgpu', 'kernel_gflops', 'ort_webgpu_kernel_gflops', 'kernel_vs_ort_webgpu', 'gpu_timestamp_gflops', 'tokens_per_s', 'torch_tokens_per_s', 'torch_device', 'ratio_to_torch'],
+  columns: [
+    'bench',
+    'shape',
+    'config',
+    'ms',
+    'gflops',
+    'ort_webgpu_gflops',
+    'ort_cpu_gflops',
+    'vs_ort_webgpu',
+    'kernel_gflops',
+    'ort_webgpu_kernel_gflops',
+    'kernel_vs_ort_webgpu',
+    'gpu_timestamp_gflops',
+    'tokens_per_s',
+    'torch_tokens_per_s',
+    'torch_device',
+    'ratio_to_torch',
+  ],
   flags: {
     matmul: { kind: 'list', default: ['1024', '512', 'gpt'], help: "matmul sizes: squares, or 'gpt' for the GPT config's shapes" },
     config: { kind: 'string', default: 'char-4x128', help: `GPT config: ${Object.keys(GPT_CONFIGS).join(', ')}, or none for matmul only` },
     python: { kind: 'string', default: '/usr/bin/python3', help: 'python with torch for the reference' },
-    'torch-device': { kind: 'string', default: 'cpu', help: "where torch runs the GPT reference: cpu, or cuda on an NVIDIA GPU" },
+    'torch-device': { kind: 'string', default: 'cpu', help: 'where torch runs the GPT reference: cpu, or cuda on an NVIDIA GPU' },
     runs: { kind: 'int', default: 10, help: 'timed runs (median reported)' },
     warmup: { kind: 'int', default: 2, help: 'untimed runs first' },
     chart: { kind: 'string', help: 'write an SVG chart of matmul GFLOP/s (webtron vs onnxruntime WebGPU) to this file' },
@@ -227,7 +335,8 @@ export const nnBench: Bench = {
     const warmup = flags.warmup as number;
     const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
-    if (name !== 'none') rows.push(await gptRow(ctx, name, config, { python: flags.python as string, device: flags['torch-device'] as string }, warmup, runs));
+    if (name !== 'none')
+      rows.push(await gptRow(ctx, name, config, { python: flags.python as string, device: flags['torch-device'] as string }, warmup, runs));
     return rows;
   },
 };

@@ -17,8 +17,17 @@ runRank(300_000, async (dist) => {
   const ctx = await GpuContext.create();
   const { rank, worldSize } = dist.info;
   const quarter = Math.floor(config.params / 4);
-  const model = [0, 1, 2, 3].map((i) => ({ name: `w${i}`, shape: [i === 3 ? config.params - 3 * quarter : quarter], dtype: 'float32' as const, gradDtype: 'float32' as const }));
-  const layout = computeLayout(model, { dataParallelSize: worldSize, distributedOptimizer: config.distributed, ...(config.bucketSize ? { bucketSize: config.bucketSize } : {}) });
+  const model = [0, 1, 2, 3].map((i) => ({
+    name: `w${i}`,
+    shape: [i === 3 ? config.params - 3 * quarter : quarter],
+    dtype: 'float32' as const,
+    gradDtype: 'float32' as const,
+  }));
+  const layout = computeLayout(model, {
+    dataParallelSize: worldSize,
+    distributedOptimizer: config.distributed,
+    ...(config.bucketSize ? { bucketSize: config.bucketSize } : {}),
+  });
   const ddp = new DistributedDataParallel(ctx, dist.group, layout);
   const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper: ADAMW_DEFAULTS, clipGrad: 1 });
   const grads = new Float32Array(layout.buffers[0]!.numel).fill(0.01 * (rank + 1));
@@ -39,14 +48,16 @@ runRank(300_000, async (dist) => {
   }
   const live = ctx.memoryReport().live;
   if (rank === 0) {
-    process.stdout.write(`${JSON.stringify({
-      bench: 'optimizer',
-      world: worldSize,
-      distributed: config.distributed,
-      params: config.params,
-      step_ms: median(steps),
-      phases: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, median(v)])),
-      model_state_bytes_per_rank: live.params + live.grads + live['main-params'] + live['optimizer-state'],
-    })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({
+        bench: 'optimizer',
+        world: worldSize,
+        distributed: config.distributed,
+        params: config.params,
+        step_ms: median(steps),
+        phases: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, median(v)])),
+        model_state_bytes_per_rank: live.params + live.grads + live['main-params'] + live['optimizer-state'],
+      })}\n`,
+    );
   }
 });

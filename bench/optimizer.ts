@@ -51,7 +51,9 @@ export const optimizerBench: Bench = {
       const series = [false, true].map((distributed) => ({
         name: distributed ? 'distributed optimizer' : 'non-distributed',
         color: distributed ? '#d62728' : '#1f77b4',
-        points: rows.filter((r) => r.distributed === distributed).map((r) => ({ x: r.world as number, y: r.model_state_bytes_per_rank as number })),
+        points: rows
+          .filter((r) => r.distributed === distributed)
+          .map((r) => ({ x: r.world as number, y: r.model_state_bytes_per_rank as number })),
       }));
       const svg = lineChartSvg(series, {
         title: `fp32 model state per rank, ${params.toLocaleString('en-US')} params (measured)`,

@@ -16,7 +16,10 @@ export function startRanks(worker: string, world: number, config: Record<string,
   const token = Math.random().toString(36).slice(2);
   return Array.from({ length: world }, (_, rank) => {
     const env = { RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, WEBTRON_JOB_TOKEN: token };
-    const child = spawn(process.execPath, [worker, JSON.stringify(config)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [worker, JSON.stringify(config)], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const lines: Record<string, unknown>[] = [];
     const listeners: ((line: Record<string, unknown>) => void)[] = [];
     let buffer = '';
@@ -31,7 +34,9 @@ export function startRanks(worker: string, world: number, config: Record<string,
       }
     });
     const done = new Promise<void>((resolve, reject) =>
-      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`benchmark worker ${basename(worker)} (rank ${rank}) exited with ${code}`)))),
+      child.on('exit', (code) =>
+        code === 0 ? resolve() : reject(new Error(`benchmark worker ${basename(worker)} (rank ${rank}) exited with ${code}`)),
+      ),
     );
     return { lines, done, onLine: (fn) => listeners.push(fn) };
   });

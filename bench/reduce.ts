@@ -39,15 +39,24 @@ export const reduceBench: Bench = {
       for (let at = 0; at < n; at += segment) reduceInto(plain.subarray(at, at + segment), source.subarray(at, at + segment), 'sum');
     });
     const inScratch = time(10, () => {
-      for (let at = 0; at < n; at += segment) reduceBytesInto(host.subarray(at, at + segment), scratch.subarray(0, Math.min(segment, n - at) * 4), 'sum', spare);
+      for (let at = 0; at < n; at += segment)
+        reduceBytesInto(host.subarray(at, at + segment), scratch.subarray(0, Math.min(segment, n - at) * 4), 'sum', spare);
     });
     const copiedIn = time(10, () => {
-      for (let at = 0; at < n; at += segment) reduceBytesInto(host.subarray(at, at + segment), sourceBytes.subarray(at * 4, Math.min(at + segment, n) * 4), 'sum', spare);
+      for (let at = 0; at < n; at += segment)
+        reduceBytesInto(host.subarray(at, at + segment), sourceBytes.subarray(at * 4, Math.min(at + segment, n) * 4), 'sum', spare);
     });
     return [
       ['js-loop', js],
       ['wasm-simd (source in scratch)', inScratch],
       ['wasm-simd (source copied in)', copiedIn],
-    ].map(([method, ms]) => ({ bench: 'reduce', method, elements: n, ms, gelems_per_s: n / (ms as number) / 1e6, speedup_vs_js: js / (ms as number) }));
+    ].map(([method, ms]) => ({
+      bench: 'reduce',
+      method,
+      elements: n,
+      ms,
+      gelems_per_s: n / (ms as number) / 1e6,
+      speedup_vs_js: js / (ms as number),
+    }));
   },
 };

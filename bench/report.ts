@@ -22,7 +22,13 @@ export function table(rows: Row[], columns: string[]): string {
 
 /** A slug for file names: "mesa-llvmpipe-llvm-15-0-6-256-bits". */
 export function slug(text: string): string {
-  return text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 80) || 'unknown';
+  return (
+    text
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 80) || 'unknown'
+  );
 }
 
 /** Progress for long runs goes to stderr so stdout stays tables and JSON. */

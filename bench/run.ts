@@ -31,9 +31,11 @@ function resultsDir(): string {
   return join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
 }
 
-
 async function main(argv: string[]): Promise<number> {
-  const names = argv.filter((a, i) => !a.startsWith('--') && (i === 0 || !argv[i - 1]!.startsWith('--') || argv[i - 1]!.includes('=') || isBooleanFlag(argv[i - 1]!)));
+  const names = argv.filter(
+    (a, i) =>
+      !a.startsWith('--') && (i === 0 || !argv[i - 1]!.startsWith('--') || argv[i - 1]!.includes('=') || isBooleanFlag(argv[i - 1]!)),
+  );
   const unknown = names.filter((n) => !BENCHES.some((b) => b.name === n));
   if (argv.includes('--help') || unknown.length > 0) {
     if (unknown.length > 0) console.error(`bench: unknown benchmark '${unknown[0]}'; benchmarks: ${BENCHES.map((b) => b.name).join(', ')}`);
@@ -47,7 +49,14 @@ async function main(argv: string[]): Promise<number> {
 
   const dawnFlags = ['disable-dawn-features=timestamp_quantization'];
   let gpu: Promise<GpuContext> | null = null;
-  const env = { gpu: () => (gpu ??= GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, dawnFlags })) };
+  const env = {
+    gpu: () =>
+      (gpu ??= GpuContext.create({
+        backend: values.backend as string | undefined,
+        adapter: values.adapter as string | undefined,
+        dawnFlags,
+      })),
+  };
 
   const all: Row[] = [];
   const sections: string[] = [];
@@ -66,7 +75,10 @@ async function main(argv: string[]): Promise<number> {
     const base = join(resultsDir(), slug(adapter));
     mkdirSync(dirname(base), { recursive: true });
     writeFileAtomic(`${base}.jsonl`, all.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    writeFileAtomic(`${base}.md`, `# webtron benchmarks on ${adapter}\n\nRun ${new Date().toISOString()} with \`npm run bench\`.\n\n${sections.join('\n')}`);
+    writeFileAtomic(
+      `${base}.md`,
+      `# webtron benchmarks on ${adapter}\n\nRun ${new Date().toISOString()} with \`npm run bench\`.\n\n${sections.join('\n')}`,
+    );
     console.error(`bench: wrote ${base}.jsonl and ${base}.md`);
   }
   return 0;
@@ -81,7 +93,9 @@ function isBooleanFlag(arg: string): boolean {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    console.error(error instanceof FlagError ? `bench: ${error.message}` : error instanceof Error ? (error.stack ?? error.message) : String(error));
+    console.error(
+      error instanceof FlagError ? `bench: ${error.message}` : error instanceof Error ? (error.stack ?? error.message) : String(error),
+    );
     process.exit(error instanceof FlagError ? 2 : 1);
   },
 );

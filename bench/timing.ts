@@ -55,7 +55,12 @@ export async function timeGpuInterleaved(
   }
   const count = 2 * total * workloads.length;
   const querySet = ctx.device.createQuerySet({ type: 'timestamp', count });
-  const resolve = ctx.createBuffer({ label: 'timestamps', size: 8 * count, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, category: 'staging' });
+  const resolve = ctx.createBuffer({
+    label: 'timestamps',
+    size: 8 * count,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    category: 'staging',
+  });
   try {
     let slot = 0;
     for (let run = 0; run < total; run++) {
@@ -88,7 +93,11 @@ export async function timeGpuInterleaved(
 }
 
 /** Time one workload (see `timeGpuInterleaved`). */
-export async function timeGpu(ctx: GpuContext, encode: (encoder: GPUCommandEncoder, run: number) => void, options: TimingOptions): Promise<Timing> {
+export async function timeGpu(
+  ctx: GpuContext,
+  encode: (encoder: GPUCommandEncoder, run: number) => void,
+  options: TimingOptions,
+): Promise<Timing> {
   const [timing] = await timeGpuInterleaved(ctx, [encode], options);
   return timing!;
 }

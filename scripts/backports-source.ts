@@ -59,11 +59,22 @@ export function backportsSource(files: SourceFile[], codename: string, dir = '/e
   for (const f of files.filter((x) => x.path.endsWith('.sources'))) {
     for (const s of stanzas(f.text)) {
       if (/^(no|false)$/i.test(s.get('enabled') ?? 'yes')) continue;
-      if (!words(s.get('types')).includes('deb') || !words(s.get('suites')).includes(codename) || !words(s.get('components')).includes('main')) continue;
+      if (
+        !words(s.get('types')).includes('deb') ||
+        !words(s.get('suites')).includes(codename) ||
+        !words(s.get('components')).includes('main')
+      )
+        continue;
       const uri = words(s.get('uris'))[0];
       if (!uri) continue;
       const signedBy = s.get('signed-by');
-      const lines = ['Types: deb', `URIs: ${uri}`, `Suites: ${codename}-backports`, 'Components: main', ...(signedBy ? [`Signed-By: ${signedBy}`] : [])];
+      const lines = [
+        'Types: deb',
+        `URIs: ${uri}`,
+        `Suites: ${codename}-backports`,
+        'Components: main',
+        ...(signedBy ? [`Signed-By: ${signedBy}`] : []),
+      ];
       return { path: join(dir, `webtron-${codename}-backports.sources`), text: `${lines.join('\n')}\n`, uri, from: f.path };
     }
   }
@@ -73,7 +84,12 @@ export function backportsSource(files: SourceFile[], codename: string, dir = '/e
       const m = /^deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+(.*)$/.exec(line);
       if (!m || m[3] !== codename || !words(m[4]).includes('main')) continue;
       const options = m[1] ? `${m[1].trim()} ` : '';
-      return { path: join(dir, `webtron-${codename}-backports.list`), text: `deb ${options}${m[2]} ${codename}-backports main\n`, uri: m[2]!, from: f.path };
+      return {
+        path: join(dir, `webtron-${codename}-backports.list`),
+        text: `deb ${options}${m[2]} ${codename}-backports main\n`,
+        uri: m[2]!,
+        from: f.path,
+      };
     }
   }
   return null;
@@ -121,7 +137,9 @@ function main(): number {
   }
   const source = backportsSource(files, codename, join(root, 'etc/apt/sources.list.d'));
   if (!source) {
-    process.stderr.write(`webtron setup: no enabled Debian ${codename} source with component main in /etc/apt; add ${codename}-backports for your mirror yourself, then rerun\n`);
+    process.stderr.write(
+      `webtron setup: no enabled Debian ${codename} source with component main in /etc/apt; add ${codename}-backports for your mirror yourself, then rerun\n`,
+    );
     return 1;
   }
   writeFileAtomic(source.path, source.text);

@@ -55,7 +55,19 @@ const info: Command = {
     const adapterFeatures = [...ctx.found.adapter.features].sort();
     const enabled = [...ctx.device.features].sort();
     if (values.json) {
-      console.log(JSON.stringify({ adapter: ctx.adapterName, backend: ctx.backend, vendor: i.vendor, architecture: i.architecture, device: i.device, fallback: i.isFallbackAdapter, limits, features: enabled, adapterFeatures }));
+      console.log(
+        JSON.stringify({
+          adapter: ctx.adapterName,
+          backend: ctx.backend,
+          vendor: i.vendor,
+          architecture: i.architecture,
+          device: i.device,
+          fallback: i.isFallbackAdapter,
+          limits,
+          features: enabled,
+          adapterFeatures,
+        }),
+      );
       return;
     }
     const rows: [string, string][] = [
@@ -75,14 +87,19 @@ const info: Command = {
 };
 
 const launchCommand: Command = {
-  summary: 'start this node\'s worker processes (torchrun style): webtron launch [flags] -- program.js [args]',
+  summary: "start this node's worker processes (torchrun style): webtron launch [flags] -- program.js [args]",
   flags: {
     'nproc-per-node': { kind: 'int', default: 1, help: 'workers on this node' },
     nnodes: { kind: 'int', default: 1, env: 'WEBTRON_NNODES', help: 'nodes in the job' },
-    'node-rank': { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: 'this node\'s index; node 0 serves the store' },
+    'node-rank': { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: "this node's index; node 0 serves the store" },
     'master-addr': { kind: 'string', default: '127.0.0.1', env: 'MASTER_ADDR', help: 'address of node 0 (the store)' },
     'master-port': { kind: 'int', default: 29500, env: 'MASTER_PORT', help: 'store port on node 0' },
-    'stop-grace-ms': { kind: 'int', default: 10_000, env: 'WEBTRON_STOP_GRACE_MS', help: 'after Ctrl-C, SIGTERM or a failed worker, how long workers get before SIGKILL' },
+    'stop-grace-ms': {
+      kind: 'int',
+      default: 10_000,
+      env: 'WEBTRON_STOP_GRACE_MS',
+      help: 'after Ctrl-C, SIGTERM or a failed worker, how long workers get before SIGKILL',
+    },
   },
   async run(values, positional) {
     const code = await launch({
@@ -107,7 +124,7 @@ class ExitCode extends Error {
 }
 
 const memoryCommand: Command = {
-  summary: 'GPU memory per rank with and without the distributed optimizer (Megatron\'s table, exact model state)',
+  summary: "GPU memory per rank with and without the distributed optimizer (Megatron's table, exact model state)",
   flags: { ...GPU_FLAGS, ...MEMORY_FLAGS },
   async run(values) {
     const { source, rows } = rowsFor(values);
@@ -115,9 +132,15 @@ const memoryCommand: Command = {
     if (values.measure) {
       const ctx = await GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined });
       for (const [i, r] of rows.entries()) {
-        process.stderr.write(`  … measuring ${i + 1}/${rows.length}: d=${r.data_parallel_size}, ${r.distributed ? 'distributed' : 'non-distributed'}, ${r.precision}\n`);
+        process.stderr.write(
+          `  … measuring ${i + 1}/${rows.length}: d=${r.data_parallel_size}, ${r.distributed ? 'distributed' : 'non-distributed'}, ${r.precision}\n`,
+        );
         const m = await measure(ctx, source, r, values['ddp-bucket-size'] as number | undefined);
-        Object.assign(r, { measured: m.measured, predicted: m.predicted, measured_equals_predicted: JSON.stringify(m.measured) === JSON.stringify(m.predicted) });
+        Object.assign(r, {
+          measured: m.measured,
+          predicted: m.predicted,
+          measured_equals_predicted: JSON.stringify(m.measured) === JSON.stringify(m.predicted),
+        });
       }
       process.stderr.write(`  … measuring activations: one forward and backward of micro-batch ${values['micro-batch-size'] as number}\n`);
       activations = await measureActivations(ctx, source, values['micro-batch-size'] as number, rows[0]!.precision, !values['no-dropout']);
@@ -129,22 +152,28 @@ const memoryCommand: Command = {
       return;
     }
     const first = rows[0]!;
-    console.log(`${first.params.toLocaleString('en-US')} params, ${first.precision}, GPU bytes per rank (model state and activations of micro-batch ${values['micro-batch-size'] as number} exact):\n`);
+    console.log(
+      `${first.params.toLocaleString('en-US')} params, ${first.precision}, GPU bytes per rank (model state and activations of micro-batch ${values['micro-batch-size'] as number} exact):\n`,
+    );
     console.log(renderTable(rows));
     if (values.measure) {
-      console.log('\nmeasured on this GPU (rank 0\'s shard) vs predicted, model state:');
+      console.log("\nmeasured on this GPU (rank 0's shard) vs predicted, model state:");
       for (const r of rows as (MemoryRow & { measured: Record<string, number>; measured_equals_predicted: boolean })[]) {
-        console.log(`  d=${r.data_parallel_size} ${r.distributed ? 'distributed    ' : 'non-distributed'} ${r.measured_equals_predicted ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(r.measured)}`);
+        console.log(
+          `  d=${r.data_parallel_size} ${r.distributed ? 'distributed    ' : 'non-distributed'} ${r.measured_equals_predicted ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(r.measured)}`,
+        );
       }
       if (activations) {
-        console.log(`\nactivations of one forward and backward, micro-batch ${values['micro-batch-size'] as number}, measured on this GPU: ${activations.measured.toLocaleString('en-US')} B, predicted ${activations.predicted.toLocaleString('en-US')} B (${activations.measured === activations.predicted ? 'equal to the byte' : 'DIFFERENT'})`);
+        console.log(
+          `\nactivations of one forward and backward, micro-batch ${values['micro-batch-size'] as number}, measured on this GPU: ${activations.measured.toLocaleString('en-US')} B, predicted ${activations.predicted.toLocaleString('en-US')} B (${activations.measured === activations.predicted ? 'equal to the byte' : 'DIFFERENT'})`,
+        );
       }
     }
   },
 };
 
 const train: Command = {
-  summary: 'train a GPT with Megatron-LM\'s flags, on one process or --nproc-per-node workers (--use-distributed-optimizer for ZeRO-1)',
+  summary: "train a GPT with Megatron-LM's flags, on one process or --nproc-per-node workers (--use-distributed-optimizer for ZeRO-1)",
   flags: TRAIN_FLAGS,
   help: trainHelp,
   async run(values, _positional, argv) {
@@ -190,7 +219,15 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof ExitCode) return e.code;
-    if (e instanceof FlagError || e instanceof GpuError || e instanceof CollectiveError || e instanceof ShapeError || e instanceof LayoutError || e instanceof OnnxError || e instanceof CheckpointError) {
+    if (
+      e instanceof FlagError ||
+      e instanceof GpuError ||
+      e instanceof CollectiveError ||
+      e instanceof ShapeError ||
+      e instanceof LayoutError ||
+      e instanceof OnnxError ||
+      e instanceof CheckpointError
+    ) {
       console.error(`webtron ${name}: ${e.message}`);
       return 2;
     }

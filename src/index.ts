@@ -21,4 +21,10 @@ export { initParams } from './nn/init.js';
 export * as ops from './nn/ops.js';
 export { computeLayout, type ModelLayout, type ParamSpec, type ParamDtype, type GradDtype } from './ddp/layout.js';
 export { DistributedDataParallel, DdpError, type DdpOptions } from './ddp/ddp.js';
-export { createOptimizer, DistributedOptimizer, NonDistributedOptimizer, type Optimizer, type OptimizerConfig } from './optimizer/optimizer.js';
+export {
+  createOptimizer,
+  DistributedOptimizer,
+  NonDistributedOptimizer,
+  type Optimizer,
+  type OptimizerConfig,
+} from './optimizer/optimizer.js';

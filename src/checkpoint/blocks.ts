@@ -43,7 +43,9 @@ export function verifyBlocks(bytes: Uint8Array, first: number, checksums: readon
     const block = bytes.subarray(b * BLOCK_BYTES, Math.min((b + 1) * BLOCK_BYTES, bytes.byteLength));
     const want = checksums[first + b];
     if (want === undefined || crc32(block) !== want) {
-      throw new CheckpointError(`${file}: bytes ${(first + b) * BLOCK_BYTES}..${(first + b) * BLOCK_BYTES + block.byteLength} do not match their checksum in index.json (corrupt or replaced); restore the file or load an earlier checkpoint`);
+      throw new CheckpointError(
+        `${file}: bytes ${(first + b) * BLOCK_BYTES}..${(first + b) * BLOCK_BYTES + block.byteLength} do not match their checksum in index.json (corrupt or replaced); restore the file or load an earlier checkpoint`,
+      );
     }
   }
 }

@@ -136,7 +136,14 @@ async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes:
     const width = BYTES[b.paramDtype];
     for (const p of b.params) {
       if (owner.get(p.name) !== group.rank) continue;
-      model.push({ name: p.name, dtype: SAFETENSORS_DTYPE[b.paramDtype], shape: p.shape, buffer: ddp.buffers[i]!.params, byteOffset: p.start * width, bytes: p.numel * width });
+      model.push({
+        name: p.name,
+        dtype: SAFETENSORS_DTYPE[b.paramDtype],
+        shape: p.shape,
+        buffer: ddp.buffers[i]!.params,
+        byteOffset: p.start * width,
+        bytes: p.numel * width,
+      });
     }
   }
   for (const [k, tensors] of packFiles(model, maxFileBytes).entries()) {
@@ -158,7 +165,13 @@ async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes:
   }
   for (const [k, group_] of packFiles(split, maxFileBytes).entries()) {
     const file = `optim-r${rank}-${String(k).padStart(3, '0')}.safetensors`;
-    const tensors = group_.map((p) => ({ name: `${p.kind}/${p.name}/${p.range.start}-${p.range.end}`, dtype: 'F32' as const, shape: [p.range.end - p.range.start], buffer: p.buffer, byteOffset: p.offset * 4 }));
+    const tensors = group_.map((p) => ({
+      name: `${p.kind}/${p.name}/${p.range.start}-${p.range.end}`,
+      dtype: 'F32' as const,
+      shape: [p.range.end - p.range.start],
+      buffer: p.buffer,
+      byteOffset: p.offset * 4,
+    }));
     const written = await writeTensorFile(ctx, join(tmp, file), tensors);
     manifest.files[file] = { bytes: written.bytes, crc32: written.crc32 };
     group_.forEach((p, j) => {
@@ -176,7 +189,8 @@ async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes:
 export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, options: SaveOptions): Promise<SavedCheckpoint> {
   const { group, ddp, optimizer } = parts;
   const { iteration } = options;
-  if (!Number.isSafeInteger(iteration) || iteration < 0) throw new CheckpointError(`save: iteration must be a non-negative integer, got ${iteration}`);
+  if (!Number.isSafeInteger(iteration) || iteration < 0)
+    throw new CheckpointError(`save: iteration must be a non-negative integer, got ${iteration}`);
   const timeoutMs = options.timeoutMs ?? 2 * 3600_000;
   const maxFileBytes = options.maxFileBytes ?? 2 ** 31;
   const what = `saving iteration ${iteration} to ${saveDir}`;
@@ -213,7 +227,10 @@ export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, op
   let totalBytes = 0;
   if (group.rank === 0) {
     try {
-      const manifests = Array.from({ length: group.worldSize }, (_, r) => JSON.parse(readFileSync(join(tmp, `rank-${String(r).padStart(5, '0')}.json`), 'utf8')) as RankManifest);
+      const manifests = Array.from(
+        { length: group.worldSize },
+        (_, r) => JSON.parse(readFileSync(join(tmp, `rank-${String(r).padStart(5, '0')}.json`), 'utf8')) as RankManifest,
+      );
       const index: CheckpointIndex = {
         format: CHECKPOINT_FORMAT,
         iteration,
@@ -236,7 +253,10 @@ export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, op
       totalBytes = Object.values(index.files).reduce((s, f) => s + f.bytes, 0);
       writeFileAtomic(join(tmp, INDEX), `${JSON.stringify(index)}\n`);
       const weightMap = Object.fromEntries(Object.entries(index.model).map(([name, ref]) => [name, ref.file]));
-      writeFileAtomic(join(tmp, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: ddp.layout.buffers.reduce((s, b) => s + b.paramNumel * BYTES[b.paramDtype], 0), format: CHECKPOINT_FORMAT }, weight_map: weightMap }, null, 1)}\n`);
+      writeFileAtomic(
+        join(tmp, 'model.safetensors.index.json'),
+        `${JSON.stringify({ metadata: { total_size: ddp.layout.buffers.reduce((s, b) => s + b.paramNumel * BYTES[b.paramDtype], 0), format: CHECKPOINT_FORMAT }, weight_map: weightMap }, null, 1)}\n`,
+      );
       dir = commitCheckpoint(saveDir, tmp, iteration);
       pruneCheckpoints(saveDir, options.retain ?? 0);
     } catch (error) {
@@ -266,7 +286,9 @@ export function readIndex(path: string, layout: ModelLayout): { dir: string; ind
   const { dir, index } = readCheckpointIndex(path);
   const want = layoutHash(layout);
   if (index.layoutHash !== want) {
-    throw new CheckpointError(`${join(dir, INDEX)}: field 'layoutHash' is ${index.layoutHash} but this model's is ${want}: the params (names, shapes, dtypes) differ`);
+    throw new CheckpointError(
+      `${join(dir, INDEX)}: field 'layoutHash' is ${index.layoutHash} but this model's is ${want}: the params (names, shapes, dtypes) differ`,
+    );
   }
   for (const file of Object.keys(index.files)) {
     const p = join(dir, file);
@@ -316,15 +338,24 @@ function tensorLocator(dir: string, index: CheckpointIndex) {
     if (!e) throw new CheckpointError(`${header.file}: no tensor '${tensor}' (index.json points to it)`);
     const width = dtype === 'F32' ? 4 : 2;
     if (e.dtype !== dtype || e.end - e.begin !== numel * width) {
-      throw new CheckpointError(`${header.file}: tensor '${tensor}' is ${e.dtype} [${e.shape.join(', ')}], expected ${dtype} of ${numel} elements`);
+      throw new CheckpointError(
+        `${header.file}: tensor '${tensor}' is ${e.dtype} [${e.shape.join(', ')}], expected ${dtype} of ${numel} elements`,
+      );
     }
-    if (header.dataStart + e.end > index.files[file]!.bytes) throw new CheckpointError(`${header.file}: tensor '${tensor}' runs past the file's size in index.json`);
+    if (header.dataStart + e.end > index.files[file]!.bytes)
+      throw new CheckpointError(`${header.file}: tensor '${tensor}' runs past the file's size in index.json`);
     return { start: header.dataStart + e.begin, end: header.dataStart + e.end };
   };
 }
 
 /** Every param of `buffers` from the checkpoint's model files (whole tensors in the buffers' dtypes); bytes read. */
-async function readModelParams(dir: string, index: CheckpointIndex, buffers: readonly ParamAndGradBuffer[], fileOf: (name: string) => CheckedFile, locate: ReturnType<typeof tensorLocator>): Promise<number> {
+async function readModelParams(
+  dir: string,
+  index: CheckpointIndex,
+  buffers: readonly ParamAndGradBuffer[],
+  fileOf: (name: string) => CheckedFile,
+  locate: ReturnType<typeof tensorLocator>,
+): Promise<number> {
   let bytesRead = 0;
   for (const b of buffers) {
     const width = BYTES[b.layout.paramDtype];
@@ -344,7 +375,10 @@ async function readModelParams(dir: string, index: CheckpointIndex, buffers: rea
  * Model params only (inference: `webtron sample`, `webtron export`) into `buffers` (a LocalParams'),
  * whose params must have the checkpoint's names, shapes and dtypes.
  */
-export async function loadModelParams(path: string, buffers: readonly ParamAndGradBuffer[]): Promise<{ dir: string; index: CheckpointIndex }> {
+export async function loadModelParams(
+  path: string,
+  buffers: readonly ParamAndGradBuffer[],
+): Promise<{ dir: string; index: CheckpointIndex }> {
   const { dir, index } = readCheckpointIndex(path);
   const files = checkedFiles(dir, index);
   try {
@@ -382,7 +416,9 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
         covered += end - start;
       }
       if (covered !== piece.range.end - piece.range.start) {
-        throw new CheckpointError(`${join(dir, INDEX)}: ${piece.kind} of '${piece.name}' covers ${covered} of elements ${piece.range.start}..${piece.range.end} this rank needs`);
+        throw new CheckpointError(
+          `${join(dir, INDEX)}: ${piece.kind} of '${piece.name}' covers ${covered} of elements ${piece.range.start}..${piece.range.end} this rank needs`,
+        );
       }
     }
     optimizer.stateLoaded(index.step);
@@ -404,7 +440,11 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
  * Load SAVE (the tracker's iteration) or SAVE/iter_NNNNNNN into this job's buffers and optimizer,
  * whatever d it was saved at (a collective: every rank calls it; an error on one is an error on all).
  */
-export async function loadCheckpoint(path: string, parts: CheckpointParts, options: { timeoutMs?: number } = {}): Promise<LoadedCheckpoint> {
+export async function loadCheckpoint(
+  path: string,
+  parts: CheckpointParts,
+  options: { timeoutMs?: number } = {},
+): Promise<LoadedCheckpoint> {
   let status = '';
   let loaded: LoadedCheckpoint | null = null;
   try {

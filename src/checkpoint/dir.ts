@@ -42,7 +42,8 @@ function iterationOf(indexPath: string): number {
   } catch {
     throw new CheckpointError(`${indexPath}: not valid JSON`);
   }
-  if (!Number.isSafeInteger(index.iteration)) throw new CheckpointError(`${indexPath}: field 'iteration' is ${JSON.stringify(index.iteration)}, expected a non-negative integer`);
+  if (!Number.isSafeInteger(index.iteration))
+    throw new CheckpointError(`${indexPath}: field 'iteration' is ${JSON.stringify(index.iteration)}, expected a non-negative integer`);
   return index.iteration as number;
 }
 
@@ -57,7 +58,9 @@ export function resolveCheckpoint(path: string): { dir: string; iteration: numbe
   }
   const tracker = join(path, TRACKER);
   if (!existsSync(tracker)) {
-    throw new CheckpointError(`${path}: neither a checkpoint folder (no ${INDEX}) nor a save folder (no ${TRACKER}); give --load the folder --save wrote to, or one of its iter_NNNNNNN folders`);
+    throw new CheckpointError(
+      `${path}: neither a checkpoint folder (no ${INDEX}) nor a save folder (no ${TRACKER}); give --load the folder --save wrote to, or one of its iter_NNNNNNN folders`,
+    );
   }
   const text = readFileSync(tracker, 'utf8').trim();
   if (!/^\d+$/.test(text)) throw new CheckpointError(`${tracker}: expected an iteration number, got '${text.slice(0, 40)}'`);

@@ -54,21 +54,30 @@ const isFileName = (v: unknown): v is string => typeof v === 'string' && /^[A-Za
 export function checkIndex(raw: unknown, path: string, format: string): CheckpointIndex {
   const bad = (field: string, what: string) => new CheckpointError(`${path}: field '${field}' ${what}`);
   if (!isObject(raw)) throw new CheckpointError(`${path}: not a JSON object`);
-  if (raw.format !== format) throw bad('format', `is '${String(raw.format).slice(0, 60)}', expected '${format}' (a checkpoint of another webtron version?)`);
-  for (const f of ['iteration', 'step', 'savedAtDataParallelSize'] as const) if (!isCount(raw[f])) throw bad(f, `is ${JSON.stringify(raw[f])}, expected a non-negative integer`);
+  if (raw.format !== format)
+    throw bad('format', `is '${String(raw.format).slice(0, 60)}', expected '${format}' (a checkpoint of another webtron version?)`);
+  for (const f of ['iteration', 'step', 'savedAtDataParallelSize'] as const)
+    if (!isCount(raw[f])) throw bad(f, `is ${JSON.stringify(raw[f])}, expected a non-negative integer`);
   if (typeof raw.layoutHash !== 'string') throw bad('layoutHash', 'is missing');
   if (!Array.isArray(raw.params)) throw bad('params', 'is not a list');
   if (!isObject(raw.files)) throw bad('files', 'is not an object');
   for (const [name, meta] of Object.entries(raw.files)) {
     if (!isFileName(name)) throw bad('files', `names '${String(name).slice(0, 60)}', which is not a plain file name`);
-    if (!isObject(meta) || !isCount(meta.bytes) || !Array.isArray(meta.crc32) || !meta.crc32.every(isCount) || meta.crc32.length !== Math.ceil(meta.bytes / BLOCK_BYTES)) {
+    if (
+      !isObject(meta) ||
+      !isCount(meta.bytes) ||
+      !Array.isArray(meta.crc32) ||
+      !meta.crc32.every(isCount) ||
+      meta.crc32.length !== Math.ceil(meta.bytes / BLOCK_BYTES)
+    ) {
       throw bad(`files.${name}`, `needs 'bytes' and one 'crc32' per ${BLOCK_BYTES} B block`);
     }
   }
   const files = raw.files as Record<string, FileMeta>;
   if (!isObject(raw.model)) throw bad('model', 'is not an object');
   for (const [name, ref] of Object.entries(raw.model)) {
-    if (!isObject(ref) || typeof ref.file !== 'string' || !(ref.file in files) || typeof ref.tensor !== 'string') throw bad(`model.${name}`, 'does not name a listed file and a tensor');
+    if (!isObject(ref) || typeof ref.file !== 'string' || !(ref.file in files) || typeof ref.tensor !== 'string')
+      throw bad(`model.${name}`, 'does not name a listed file and a tensor');
   }
   if (!isObject(raw.state)) throw bad('state', 'is not an object');
   for (const [kind, byParam] of Object.entries(raw.state)) {
@@ -76,7 +85,15 @@ export function checkIndex(raw: unknown, path: string, format: string): Checkpoi
     for (const [name, refs] of Object.entries(byParam)) {
       if (!Array.isArray(refs)) throw bad(`state.${kind}.${name}`, 'is not a list');
       for (const r of refs) {
-        if (!isObject(r) || !isCount(r.start) || !isCount(r.end) || r.start >= r.end || typeof r.file !== 'string' || !(r.file in files) || typeof r.tensor !== 'string') {
+        if (
+          !isObject(r) ||
+          !isCount(r.start) ||
+          !isCount(r.end) ||
+          r.start >= r.end ||
+          typeof r.file !== 'string' ||
+          !(r.file in files) ||
+          typeof r.tensor !== 'string'
+        ) {
           throw bad(`state.${kind}.${name}`, 'holds a piece without a range, a listed file and a tensor');
         }
       }

@@ -9,7 +9,21 @@ import { fstatSync, readSync } from 'node:fs';
 import { CheckpointError } from './errors.js';
 
 export const SAFETENSORS_DTYPES = {
-  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2, I32: 4, U32: 4, F32: 4, I64: 8, U64: 8, F64: 8,
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E5M2: 1,
+  F8_E4M3: 1,
+  I16: 2,
+  U16: 2,
+  F16: 2,
+  BF16: 2,
+  I32: 4,
+  U32: 4,
+  F32: 4,
+  I64: 8,
+  U64: 8,
+  F64: 8,
 } as const;
 export type SafetensorsDtype = keyof typeof SAFETENSORS_DTYPES;
 
@@ -42,12 +56,16 @@ export interface TensorSpec {
 const numelOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** The header bytes for `tensors` laid out back to back in this order, and their entries. */
-export function encodeHeader(tensors: readonly TensorSpec[], metadata: Record<string, string> = {}): { bytes: Buffer; entries: TensorEntry[] } {
+export function encodeHeader(
+  tensors: readonly TensorSpec[],
+  metadata: Record<string, string> = {},
+): { bytes: Buffer; entries: TensorEntry[] } {
   const json: Record<string, unknown> = Object.keys(metadata).length > 0 ? { __metadata__: metadata } : {};
   const entries: TensorEntry[] = [];
   let offset = 0;
   for (const t of tensors) {
-    if (t.name === '__metadata__' || t.name in json) throw new CheckpointError(`safetensors: tensor name '${t.name}' is reserved or repeated`);
+    if (t.name === '__metadata__' || t.name in json)
+      throw new CheckpointError(`safetensors: tensor name '${t.name}' is reserved or repeated`);
     const bytes = numelOf(t.shape) * SAFETENSORS_DTYPES[t.dtype];
     entries.push({ name: t.name, dtype: t.dtype, shape: [...t.shape], begin: offset, end: offset + bytes });
     json[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
@@ -81,7 +99,8 @@ export function parseHeaderJson(text: string, file: string, dataStart: number, d
   } catch {
     throw new CheckpointError(`${file}: the safetensors header is not JSON`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new CheckpointError(`${file}: the safetensors header is not a JSON object`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new CheckpointError(`${file}: the safetensors header is not a JSON object`);
   const entries = new Map<string, TensorEntry>();
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
@@ -95,9 +114,12 @@ export function parseHeaderJson(text: string, file: string, dataStart: number, d
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad('entry is not an object');
     const { dtype, shape, data_offsets: offsets } = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof dtype !== 'string' || !(dtype in SAFETENSORS_DTYPES)) throw bad(`unknown dtype ${JSON.stringify(dtype)?.slice(0, 40)}; known: ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`);
-    if (!Array.isArray(shape) || !shape.every(isSafeCount)) throw bad(`shape ${JSON.stringify(shape)?.slice(0, 80)} is not a list of non-negative integers`);
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isSafeCount)) throw bad(`data_offsets ${JSON.stringify(offsets)?.slice(0, 80)} are not two non-negative integers`);
+    if (typeof dtype !== 'string' || !(dtype in SAFETENSORS_DTYPES))
+      throw bad(`unknown dtype ${JSON.stringify(dtype)?.slice(0, 40)}; known: ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`);
+    if (!Array.isArray(shape) || !shape.every(isSafeCount))
+      throw bad(`shape ${JSON.stringify(shape)?.slice(0, 80)} is not a list of non-negative integers`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isSafeCount))
+      throw bad(`data_offsets ${JSON.stringify(offsets)?.slice(0, 80)} are not two non-negative integers`);
     const [begin, end] = offsets as [number, number];
     if (begin > end || end > dataBytes) throw bad(`data_offsets [${begin}, ${end}] lie outside the file's ${dataBytes} data bytes`);
     // The product can overflow doubles for crafted shapes: compare without forming it past the range.
@@ -108,7 +130,10 @@ export function parseHeaderJson(text: string, file: string, dataStart: number, d
       if (expected > end - begin) break;
     }
     if ((shape as number[]).includes(0)) expected = 0;
-    if (expected !== end - begin) throw bad(`shape [${(shape as number[]).join(', ')}] of ${dtype} needs ${expected > end - begin ? 'more than ' : ''}${expected} B but data_offsets [${begin}, ${end}] hold ${end - begin}`);
+    if (expected !== end - begin)
+      throw bad(
+        `shape [${(shape as number[]).join(', ')}] of ${dtype} needs ${expected > end - begin ? 'more than ' : ''}${expected} B but data_offsets [${begin}, ${end}] hold ${end - begin}`,
+      );
     entries.set(name, { name, dtype: dtype as SafetensorsDtype, shape: shape as number[], begin, end });
   }
   return { file, dataStart, entries, metadata };
@@ -122,7 +147,9 @@ export function readHeader(fd: number, file: string): SafetensorsHeader {
   readSync(fd, prefix, 0, 8, 0);
   const length = prefix.readBigUInt64LE(0);
   if (length > BigInt(Math.min(size - 8, MAX_HEADER_BYTES))) {
-    throw new CheckpointError(`${file}: header length ${length} runs past the end of the file (${size} B) or the format's ${MAX_HEADER_BYTES} B limit`);
+    throw new CheckpointError(
+      `${file}: header length ${length} runs past the end of the file (${size} B) or the format's ${MAX_HEADER_BYTES} B limit`,
+    );
   }
   const n = Number(length);
   const text = Buffer.alloc(n);

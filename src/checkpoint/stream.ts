@@ -40,7 +40,12 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Pr
  * of three chunk buffers: the readback of chunk k+1 runs while chunk k is checksummed and chunk
  * k-1 is still being written.
  */
-export async function writeTensorFile(ctx: GpuContext, path: string, tensors: readonly GpuTensor[], metadata: Record<string, string> = {}): Promise<WrittenFile> {
+export async function writeTensorFile(
+  ctx: GpuContext,
+  path: string,
+  tensors: readonly GpuTensor[],
+  metadata: Record<string, string> = {},
+): Promise<WrittenFile> {
   const { bytes: header, entries } = encodeHeader(tensors, metadata);
   const chunks: { tensor: GpuTensor; at: number; n: number }[] = [];
   tensors.forEach((tensor, k) => {
@@ -134,7 +139,10 @@ export class CheckedFile {
     for (const [start, span] of this.spans) {
       if (start === keep || start === keep + CheckedFile.SPAN) continue;
       this.spans.delete(start);
-      void span.then((b) => this.spare.length < 2 && this.spare.push(new Uint8Array(b.buffer)), () => undefined);
+      void span.then(
+        (b) => this.spare.length < 2 && this.spare.push(new Uint8Array(b.buffer)),
+        () => undefined,
+      );
     }
   }
 

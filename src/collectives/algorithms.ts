@@ -136,7 +136,14 @@ export class Ring {
    * All-gather ring over bytes. `firstChunkId` offsets the frame chunk ids (all-reduce runs this
    * after its reduce-scatter within one op). With `deferFirst`, the caller sends step 0 itself.
    */
-  allGather(ctx: OpContext, bytes: Uint8Array, chunkOf: (c: number) => Range, firstChunkId: number, bytesPerElement: number, deferFirst = false): (j: number) => void {
+  allGather(
+    ctx: OpContext,
+    bytes: Uint8Array,
+    chunkOf: (c: number) => Range,
+    firstChunkId: number,
+    bytesPerElement: number,
+    deferFirst = false,
+  ): (j: number) => void {
     const n = this.worldSize;
     const r = this.rank;
     const right = mod(r + 1, n);

@@ -165,7 +165,13 @@ export class HandshakeGate {
 }
 
 /** Wait for a freshly created client socket to connect, then authenticate as the dialer. */
-export async function connectAndAuthenticate(socket: Socket, token: string, hello: Hello, timeoutMs: number, reader?: HandshakeReader): Promise<Buffer> {
+export async function connectAndAuthenticate(
+  socket: Socket,
+  token: string,
+  hello: Hello,
+  timeoutMs: number,
+  reader?: HandshakeReader,
+): Promise<Buffer> {
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', reject);
@@ -174,7 +180,13 @@ export async function connectAndAuthenticate(socket: Socket, token: string, hell
 }
 
 /** Dialer side. Rejects if the acceptor does not prove it holds the same token. */
-export async function dialHandshake(socket: Socket, token: string, hello: Hello, timeoutMs: number, reader = new HandshakeReader(socket)): Promise<Buffer> {
+export async function dialHandshake(
+  socket: Socket,
+  token: string,
+  hello: Hello,
+  timeoutMs: number,
+  reader = new HandshakeReader(socket),
+): Promise<Buffer> {
   const deadline = Date.now() + timeoutMs;
   try {
     const preamble = await reader.read(4 + 2 + NONCE, deadline);

@@ -137,7 +137,8 @@ export class FrameReader {
     else if (c === null) this.lastTarget = this.header.subarray(this.headerFill);
     else {
       const t = c.sink.target?.(c.offset, c.left) ?? this.scratch.subarray(0, Math.min(this.scratch.byteLength, c.left));
-      if (t.byteLength === 0 || t.byteLength > c.left) throw new Error(`the receiving place of a ${c.header.op} frame offered ${t.byteLength} B for ${c.left} B still due`);
+      if (t.byteLength === 0 || t.byteLength > c.left)
+        throw new Error(`the receiving place of a ${c.header.op} frame offered ${t.byteLength} B for ${c.left} B still due`);
       this.lastTarget = t;
     }
     return this.lastTarget;
@@ -185,7 +186,9 @@ export class FrameReader {
       return;
     }
     if (sink.bytes !== header.length) {
-      throw new Error(`${header.op} frame #${header.seq}/${header.chunk} carries ${header.length} B where this rank expects ${sink.bytes} B`);
+      throw new Error(
+        `${header.op} frame #${header.seq}/${header.chunk} carries ${header.length} B where this rank expects ${sink.bytes} B`,
+      );
     }
     this.current = { header, sink, offset: 0, left: header.length };
     if (header.length === 0) this.finish();

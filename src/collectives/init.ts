@@ -26,7 +26,9 @@ export function checkSharedSettings(mine: Record<string, number | string>, publi
     if (!mismatch) continue;
     const key = /^setting (\S+)/.exec(mismatch)![1]!;
     const values = published.map((p) => `rank ${p.rank}: ${String((p.settings as Record<string, unknown> | undefined)?.[key])}`).join(', ');
-    throw new CollectiveError(`ranks disagree on ${key} (${SETTING_SOURCES[key] ?? 'a shared setting'}): ${values}; give every rank the same value`);
+    throw new CollectiveError(
+      `ranks disagree on ${key} (${SETTING_SOURCES[key] ?? 'a shared setting'}): ${values}; give every rank the same value`,
+    );
   }
 }
 
@@ -81,7 +83,8 @@ export interface Distributed {
 function intFrom(name: string, value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new CollectiveError(`${name}='${value}' is not a non-negative integer; fix the environment or pass the option`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new CollectiveError(`${name}='${value}' is not a non-negative integer; fix the environment or pass the option`);
   return n;
 }
 
@@ -90,12 +93,17 @@ export function resolveInfo(options: InitOptions, env: NodeJS.ProcessEnv): Distr
   const rank = options.rank ?? intFrom('RANK', env.RANK) ?? intFrom('SLURM_PROCID', env.SLURM_PROCID) ?? 0;
   const worldSize = options.worldSize ?? intFrom('WORLD_SIZE', env.WORLD_SIZE) ?? intFrom('SLURM_NTASKS', env.SLURM_NTASKS) ?? 1;
   const localRank = options.localRank ?? intFrom('LOCAL_RANK', env.LOCAL_RANK) ?? intFrom('SLURM_LOCALID', env.SLURM_LOCALID) ?? rank;
-  const localWorldSize = options.localWorldSize ?? intFrom('LOCAL_WORLD_SIZE', env.LOCAL_WORLD_SIZE) ?? intFrom('SLURM_NTASKS_PER_NODE', env.SLURM_NTASKS_PER_NODE) ?? worldSize;
+  const localWorldSize =
+    options.localWorldSize ??
+    intFrom('LOCAL_WORLD_SIZE', env.LOCAL_WORLD_SIZE) ??
+    intFrom('SLURM_NTASKS_PER_NODE', env.SLURM_NTASKS_PER_NODE) ??
+    worldSize;
   const masterAddr = options.masterAddr ?? (env.MASTER_ADDR || '127.0.0.1');
   const masterPort = options.masterPort ?? intFrom('MASTER_PORT', env.MASTER_PORT) ?? 29500;
   if (worldSize < 1) throw new CollectiveError(`world size must be at least 1, got ${worldSize} (WORLD_SIZE)`);
   if (rank >= worldSize) throw new CollectiveError(`rank ${rank} is not below the world size ${worldSize} (RANK, WORLD_SIZE)`);
-  if (localRank >= localWorldSize) throw new CollectiveError(`local rank ${localRank} is not below the local world size ${localWorldSize} (LOCAL_RANK, LOCAL_WORLD_SIZE)`);
+  if (localRank >= localWorldSize)
+    throw new CollectiveError(`local rank ${localRank} is not below the local world size ${localWorldSize} (LOCAL_RANK, LOCAL_WORLD_SIZE)`);
   if (masterPort > 65535) throw new CollectiveError(`MASTER_PORT ${masterPort} is not a TCP port`);
   return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort };
 }
@@ -145,19 +153,32 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
   }
   const token = options.token ?? env.WEBTRON_JOB_TOKEN;
   if (!token) {
-    throw new CollectiveError('WEBTRON_JOB_TOKEN is not set: give every worker the same secret (the `webtron` launcher generates one), or pass { token }');
+    throw new CollectiveError(
+      'WEBTRON_JOB_TOKEN is not set: give every worker the same secret (the `webtron` launcher generates one), or pass { token }',
+    );
   }
   const storeExternal = options.storeExternal ?? env.WEBTRON_STORE_EXTERNAL === '1';
   const segmentBytes = effectiveSegmentBytes(options.segmentBytes ?? intFrom('WEBTRON_SEGMENT_BYTES', env.WEBTRON_SEGMENT_BYTES));
   const settings = { segmentBytes, protocol: FRAME_VERSION };
   const masterIp = (await lookup(info.masterAddr)).address;
-  const storeServer = info.rank === 0 && !storeExternal ? await StoreServer.start({ host: masterIp, port: info.masterPort, token, log }) : null;
+  const storeServer =
+    info.rank === 0 && !storeExternal ? await StoreServer.start({ host: masterIp, port: info.masterPort, token, log }) : null;
   let store: StoreClient | null = null;
   let transport: Transport | null = null;
   try {
     store = await StoreClient.connect({ host: masterIp, port: info.masterPort, token, connectTimeoutMs: joinTimeoutMs });
     const host = await bindAddress(options, env, info.masterAddr);
-    transport = await Transport.start({ rank: info.rank, worldSize: info.worldSize, token, host, port: options.port ?? 0, store, connectTimeoutMs: Math.min(joinTimeoutMs, 60_000), settings, log });
+    transport = await Transport.start({
+      rank: info.rank,
+      worldSize: info.worldSize,
+      token,
+      host,
+      port: options.port ?? 0,
+      store,
+      connectTimeoutMs: Math.min(joinTimeoutMs, 60_000),
+      settings,
+      log,
+    });
     await store.add('webtron/joined', 1);
     const keys = Array.from({ length: info.worldSize }, (_, r) => peerAddressKey(r));
     try {
@@ -165,10 +186,15 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
     } catch (error) {
       const present = await store.check(keys).catch(() => keys.map(() => false));
       const missing = keys.map((_, r) => r).filter((r) => !present[r]);
-      throw new JoinError(`join timed out after ${joinTimeoutMs} ms: ${info.worldSize - missing.length}/${info.worldSize} workers joined; missing ranks: ${missing.join(', ')} (${(error as Error).message})`);
+      throw new JoinError(
+        `join timed out after ${joinTimeoutMs} ms: ${info.worldSize - missing.length}/${info.worldSize} workers joined; missing ranks: ${missing.join(', ')} (${(error as Error).message})`,
+      );
     }
     // Settings that must match (the segment size decides every frame's length): the same error on every rank.
-    const published = (await store.getMany(keys, joinTimeoutMs)).map((v, rank) => ({ rank, settings: (JSON.parse(v.toString('utf8')) as { settings?: unknown }).settings }));
+    const published = (await store.getMany(keys, joinTimeoutMs)).map((v, rank) => ({
+      rank,
+      settings: (JSON.parse(v.toString('utf8')) as { settings?: unknown }).settings,
+    }));
     checkSharedSettings(settings, published);
     const group = new ProcessGroup(info.rank, info.worldSize, transport, { timeoutMs, segmentBytes });
     const client = store;

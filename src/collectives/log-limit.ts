@@ -2,7 +2,10 @@
  * A log that cannot flood: at most `lines` lines per `windowMs`; what it drops is counted and said
  * in one line when the next window opens. For lines a stranger can cause (refused connections).
  */
-export function rateLimitedLog(log: (line: string) => void, options: { lines?: number; windowMs?: number; what?: string } = {}): (line: string) => void {
+export function rateLimitedLog(
+  log: (line: string) => void,
+  options: { lines?: number; windowMs?: number; what?: string } = {},
+): (line: string) => void {
   const lines = options.lines ?? 10;
   const windowMs = options.windowMs ?? 60_000;
   const what = options.what ?? 'lines';

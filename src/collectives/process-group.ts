@@ -125,7 +125,8 @@ export class ProcessGroup implements Collectives {
   /** Returns this rank's reduced shard, a view into `data`. */
   reduceScatter<T extends CollectiveData>(data: T, op: ReduceOp = 'sum', options: DataOptions = {}): Promise<T> {
     const s = this.worldSize;
-    if (data.length % s !== 0) return this.contract('reduceScatter', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
+    if (data.length % s !== 0)
+      return this.contract('reduceScatter', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
     const shard = data.length / s;
     const view = data.subarray(this.rank * shard, (this.rank + 1) * shard) as T;
     return this.reduction('reduceScatter', data, op, options, (values) => this.ring.reduceScatter(values, op)).then(() => view);
@@ -133,17 +134,32 @@ export class ProcessGroup implements Collectives {
 
   allGather(data: CollectiveData, options: OpOptions = {}): Promise<void> {
     const s = this.worldSize;
-    if (data.length % s !== 0) return this.contract('allGather', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
-    return this.run('allGather', data.byteLength, 'bytes', data.byteLength, (ctx) => {
-      this.ring.allGather(ctx, bytesOf(data), (c) => this.ring.byteChunk(data, c), 0, data.BYTES_PER_ELEMENT);
-    }, options);
+    if (data.length % s !== 0)
+      return this.contract('allGather', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
+    return this.run(
+      'allGather',
+      data.byteLength,
+      'bytes',
+      data.byteLength,
+      (ctx) => {
+        this.ring.allGather(ctx, bytesOf(data), (c) => this.ring.byteChunk(data, c), 0, data.BYTES_PER_ELEMENT);
+      },
+      options,
+    );
   }
 
   broadcast(data: CollectiveData, root = 0, options: OpOptions = {}): Promise<void> {
     if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) {
       return this.contract('broadcast', data, `root ${root} is not a rank of this world of ${this.worldSize}`);
     }
-    return this.run('broadcast', data.byteLength, 'bytes', data.byteLength, (ctx) => this.ring.broadcast(ctx, bytesOf(data), root), options);
+    return this.run(
+      'broadcast',
+      data.byteLength,
+      'bytes',
+      data.byteLength,
+      (ctx) => this.ring.broadcast(ctx, bytesOf(data), root),
+      options,
+    );
   }
 
   barrier(options: OpOptions = {}): Promise<void> {
@@ -159,7 +175,13 @@ export class ProcessGroup implements Collectives {
 
   // ---------------------------------------------------------------- algorithms
 
-  private reduction(op: OpName, data: CollectiveData, reduceOp: ReduceOp, options: DataOptions, ring: (values: Float32Array) => (ctx: OpContext) => void): Promise<void> {
+  private reduction(
+    op: OpName,
+    data: CollectiveData,
+    reduceOp: ReduceOp,
+    options: DataOptions,
+    ring: (values: Float32Array) => (ctx: OpContext) => void,
+  ): Promise<void> {
     let values: Float32Array;
     if (data instanceof Float32Array) {
       values = data;
@@ -175,7 +197,10 @@ export class ProcessGroup implements Collectives {
       }
       if (data instanceof Uint16Array) float32ToWords(values, options.dtype!, data);
     };
-    return this.run(op, data.byteLength, 'float32', values.byteLength, ring(values), { reduce: reduceOp, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) }).then(finish);
+    return this.run(op, data.byteLength, 'float32', values.byteLength, ring(values), {
+      reduce: reduceOp,
+      ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
+    }).then(finish);
   }
 
   // ---------------------------------------------------------------- op machinery
@@ -185,10 +210,18 @@ export class ProcessGroup implements Collectives {
   }
 
   /** Queue an op; it runs after every op issued before it. */
-  private run(op: OpName, bytes: number, wireDtype: WireDtype, wireBytes: number, setup: (ctx: OpContext) => void, options: RunOptions = {}): Promise<void> {
+  private run(
+    op: OpName,
+    bytes: number,
+    wireDtype: WireDtype,
+    wireBytes: number,
+    setup: (ctx: OpContext) => void,
+    options: RunOptions = {},
+  ): Promise<void> {
     const seq = this.nextSeq++;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
-    if (!(timeoutMs > 0)) return Promise.reject(new CollectiveError(`${op} on rank ${this.rank}: timeoutMs must be positive, got ${timeoutMs}`));
+    if (!(timeoutMs > 0))
+      return Promise.reject(new CollectiveError(`${op} on rank ${this.rank}: timeoutMs must be positive, got ${timeoutMs}`));
     const result = this.queue.then(() => {
       if (this.worldSize > 1) return this.execute(seq, op, bytes, wireDtype, wireBytes, setup, options.reduce ?? 'none', timeoutMs);
       if (this.failure) throw this.opError(op, bytes, this.failure.peer, this.failure.reason);
@@ -203,7 +236,16 @@ export class ProcessGroup implements Collectives {
     return new CollectiveOpError(op, bytes, this.rank, peer, reason);
   }
 
-  private async execute(seq: number, op: OpName, bytes: number, wireDtype: WireDtype, wireBytes: number, setup: (ctx: OpContext) => void, reduce: WireReduceOp, timeoutMs: number): Promise<void> {
+  private async execute(
+    seq: number,
+    op: OpName,
+    bytes: number,
+    wireDtype: WireDtype,
+    wireBytes: number,
+    setup: (ctx: OpContext) => void,
+    reduce: WireReduceOp,
+    timeoutMs: number,
+  ): Promise<void> {
     if (this.failure) {
       throw this.opError(op, bytes, this.failure.peer, `process group is closed after an earlier failure: ${this.failure.reason}`);
     }
@@ -213,7 +255,20 @@ export class ProcessGroup implements Collectives {
       finish = resolve;
       fail = reject;
     });
-    const state: OpState = { seq, op, bytes, wireDtype, reduce, wireBytes, sinks: new Map(), remaining: 0, sends: [], waitingOn: undefined, finish, fail };
+    const state: OpState = {
+      seq,
+      op,
+      bytes,
+      wireDtype,
+      reduce,
+      wireBytes,
+      sinks: new Map(),
+      remaining: 0,
+      sends: [],
+      waitingOn: undefined,
+      finish,
+      fail,
+    };
     this.current = state;
     const timer = setTimeout(() => {
       const peer = state.waitingOn;
@@ -271,9 +326,16 @@ export class ProcessGroup implements Collectives {
   }
 
   private sinkFor(state: OpState, peer: number, header: FrameHeader): FrameSink {
-    if (header.op !== state.op || header.totalBytes !== state.wireBytes % 2 ** 32 || header.dtype !== state.wireDtype || header.reduce !== state.reduce) {
+    if (
+      header.op !== state.op ||
+      header.totalBytes !== state.wireBytes % 2 ** 32 ||
+      header.dtype !== state.wireDtype ||
+      header.reduce !== state.reduce
+    ) {
       const reduce = (r: WireReduceOp) => (r === 'none' ? '' : `, ${r}`);
-      throw new Error(`collective mismatch at op #${state.seq}: rank ${peer} runs ${header.op} of ${header.totalBytes} B (${header.dtype}${reduce(header.reduce)}), this rank ${state.op} of ${state.wireBytes} B (${state.wireDtype}${reduce(state.reduce)})`);
+      throw new Error(
+        `collective mismatch at op #${state.seq}: rank ${peer} runs ${header.op} of ${header.totalBytes} B (${header.dtype}${reduce(header.reduce)}), this rank ${state.op} of ${state.wireBytes} B (${state.wireDtype}${reduce(state.reduce)})`,
+      );
     }
     const sink = state.sinks.get(`${peer}/${header.chunk}`);
     if (!sink) throw new Error(`unexpected chunk ${header.chunk} of op #${state.seq} (${state.op}) from rank ${peer}`);

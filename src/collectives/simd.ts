@@ -36,13 +36,57 @@ function binaryLoop(simdOp: number): number[] {
   const load = [SIMD, ...leb(0x00), 4, 0]; // v128.load align=16 offset=0
   const store = [SIMD, ...leb(0x0b), 4, 0]; // v128.store
   const code = [
-    GET, 0, GET, 2, CONST, 2, I32_SHL, I32_ADD, SET, 3, // end = dst + n*4
-    BLOCK, VOID, LOOP, VOID,
-    GET, 0, GET, 3, I32_GE_U, BR_IF, 1, // while dst < end
-    GET, 0, GET, 0, ...load, GET, 1, ...load, SIMD, ...leb(simdOp), ...store,
-    GET, 0, CONST, 16, I32_ADD, SET, 0,
-    GET, 1, CONST, 16, I32_ADD, SET, 1,
-    BR, 0, END, END, END,
+    GET,
+    0,
+    GET,
+    2,
+    CONST,
+    2,
+    I32_SHL,
+    I32_ADD,
+    SET,
+    3, // end = dst + n*4
+    BLOCK,
+    VOID,
+    LOOP,
+    VOID,
+    GET,
+    0,
+    GET,
+    3,
+    I32_GE_U,
+    BR_IF,
+    1, // while dst < end
+    GET,
+    0,
+    GET,
+    0,
+    ...load,
+    GET,
+    1,
+    ...load,
+    SIMD,
+    ...leb(simdOp),
+    ...store,
+    GET,
+    0,
+    CONST,
+    16,
+    I32_ADD,
+    SET,
+    0,
+    GET,
+    1,
+    CONST,
+    16,
+    I32_ADD,
+    SET,
+    1,
+    BR,
+    0,
+    END,
+    END,
+    END,
   ];
   const body = [1, 1, 0x7f, ...code]; // one i32 local
   return [...leb(body.length), ...body];
@@ -51,7 +95,14 @@ function binaryLoop(simdOp: number): number[] {
 function moduleBytes(): Uint8Array {
   const I32 = 0x7f;
   return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
     ...section(1, [1, 0x60, 3, I32, I32, I32, 0]), // type 0: (i32 i32 i32) -> ()
     ...section(2, [1, ...name('env'), ...name('memory'), 0x02, 0x00, 0x00]), // import memory (min 0)
     ...section(3, [2, 0, 0]),
@@ -108,7 +159,8 @@ export function reduceBytesInto(dst: Float32Array, src: Uint8Array, op: ReduceOp
     // Already in the scratch (read there by the socket).
     const whole = count & ~3;
     run(dst.byteOffset, kernels.scratch, whole);
-    if (whole < count) reduceInto(dst.subarray(whole, count), new Float32Array(kernels.bytes.buffer, kernels.scratch + whole * 4, count - whole), op);
+    if (whole < count)
+      reduceInto(dst.subarray(whole, count), new Float32Array(kernels.bytes.buffer, kernels.scratch + whole * 4, count - whole), op);
     return;
   }
   for (let done = 0; done < count; done += SCRATCH_BYTES / 4) {

@@ -10,7 +10,13 @@ import { StoreError, TransportError } from './errors.js';
 import { rateLimitedLog } from './log-limit.js';
 
 /** Bounds on what a client may store or ask, so that no request can exhaust the store host. */
-export const STORE_LIMITS = { keyBytes: 1024, valueBytes: 16 << 20, keysPerRequest: 4096, messageBytes: 64 << 20, timeoutMs: 24 * 3600_000 } as const;
+export const STORE_LIMITS = {
+  keyBytes: 1024,
+  valueBytes: 16 << 20,
+  keysPerRequest: 4096,
+  messageBytes: 64 << 20,
+  timeoutMs: 24 * 3600_000,
+} as const;
 
 type Request =
   | { id: number; cmd: 'set'; key: string; value: string }
@@ -31,7 +37,8 @@ type RequestBody = Request extends infer R ? (R extends { id: number } ? Omit<R,
  * request, or a one-line reason. Pure.
  */
 export function validateRequest(message: unknown): { request: Request } | { id: number | null; error: string } {
-  if (typeof message !== 'object' || message === null || Array.isArray(message)) return { id: null, error: 'a store request must be a JSON object' };
+  if (typeof message !== 'object' || message === null || Array.isArray(message))
+    return { id: null, error: 'a store request must be a JSON object' };
   const m = message as Record<string, unknown>;
   const id = typeof m.id === 'number' && Number.isSafeInteger(m.id) ? m.id : null;
   if (id === null) return { id: null, error: `field 'id' must be an integer, got ${JSON.stringify(m.id)?.slice(0, 40)}` };
@@ -56,7 +63,9 @@ export function validateRequest(message: unknown): { request: Request } | { id: 
     return null;
   };
   const timeout = (v: unknown): string | null =>
-    typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= STORE_LIMITS.timeoutMs ? null : `field 'timeoutMs' must be a number of milliseconds in 0..${STORE_LIMITS.timeoutMs}`;
+    typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= STORE_LIMITS.timeoutMs
+      ? null
+      : `field 'timeoutMs' must be a number of milliseconds in 0..${STORE_LIMITS.timeoutMs}`;
   let error: string | null;
   switch (m.cmd) {
     case 'set':
@@ -67,7 +76,8 @@ export function validateRequest(message: unknown): { request: Request } | { id: 
       error = keys(m.keys) ?? timeout(m.timeoutMs);
       break;
     case 'add':
-      error = key('key', m.key) ?? (typeof m.delta === 'number' && Number.isSafeInteger(m.delta) ? null : "field 'delta' must be an integer");
+      error =
+        key('key', m.key) ?? (typeof m.delta === 'number' && Number.isSafeInteger(m.delta) ? null : "field 'delta' must be an integer");
       break;
     case 'compareSet':
       error = key('key', m.key) ?? (m.expected === null ? null : value('expected', m.expected)) ?? value('desired', m.desired);
@@ -181,15 +191,15 @@ export class StoreServer {
       socket.setNoDelay(true);
       store?.sockets.add(socket);
       socket.on('close', () => store?.sockets.delete(socket));
-      handshake.then(
-        ({ hello, leftover }) => {
+      handshake
+        .then(({ hello, leftover }) => {
           if (hello.kind !== 'store') throw new TransportError(`expected a store client, got '${String(hello.kind).slice(0, 40)}'`);
           store?.serve(socket, leftover);
-        },
-      ).catch((error: Error) => {
-        log(`webtron store: refused connection from ${from}: ${error.message}`);
-        socket.destroy();
-      });
+        })
+        .catch((error: Error) => {
+          log(`webtron store: refused connection from ${from}: ${error.message}`);
+          socket.destroy();
+        });
     });
     await listen(server, options.host, options.port, 'store');
     const address = server.address() as net.AddressInfo;
@@ -225,9 +235,14 @@ export class StoreServer {
         return reply(null);
       case 'get':
       case 'wait':
-        return this.whenPresent(request.keys, request.timeoutMs, () => {
-          reply(request.cmd === 'get' ? request.keys.map((k) => this.data.get(k)!.toString('base64')) : null);
-        }, (missing) => fail(`timed out after ${request.timeoutMs} ms waiting for keys: ${missing.join(', ')}`));
+        return this.whenPresent(
+          request.keys,
+          request.timeoutMs,
+          () => {
+            reply(request.cmd === 'get' ? request.keys.map((k) => this.data.get(k)!.toString('base64')) : null);
+          },
+          (missing) => fail(`timed out after ${request.timeoutMs} ms waiting for keys: ${missing.join(', ')}`),
+        );
       case 'add': {
         const current = this.data.get(request.key);
         const value = (current === undefined ? 0 : Number(current.toString('utf8'))) + request.delta;
@@ -353,13 +368,18 @@ export class StoreClient {
         socket.destroy();
         lastError = (error as Error).message;
         // A store that sent its challenge and then hung up refused our token: retrying cannot help.
-        if (error instanceof TransportError && (/^refused after the challenge/.test(lastError) || !/closed during authentication/.test(lastError))) {
+        if (
+          error instanceof TransportError &&
+          (/^refused after the challenge/.test(lastError) || !/closed during authentication/.test(lastError))
+        ) {
           throw new StoreError(`store at ${address} refused this client: ${lastError}`);
         }
         await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, deadline - Date.now()))));
       }
     }
-    throw new StoreError(`cannot reach the store at ${address} within ${options.connectTimeoutMs ?? 60_000} ms (${lastError}); is MASTER_ADDR/MASTER_PORT right and rank 0 or the launcher running?`);
+    throw new StoreError(
+      `cannot reach the store at ${address} within ${options.connectTimeoutMs ?? 60_000} ms (${lastError}); is MASTER_ADDR/MASTER_PORT right and rank 0 or the launcher running?`,
+    );
   }
 
   private onResponse(response: Response): void {
@@ -461,5 +481,7 @@ export class StoreClient {
 }
 
 function toB64(value: string | Uint8Array): string {
-  return (typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value.buffer, value.byteOffset, value.byteLength)).toString('base64');
+  return (typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value.buffer, value.byteOffset, value.byteLength)).toString(
+    'base64',
+  );
 }

@@ -148,7 +148,8 @@ export class SendLink {
   /** Send one frame; resolves once Node has handed the bytes to the kernel (the body may then change). */
   send(header: FrameHeader, body?: Uint8Array): Promise<void> {
     return new Promise((resolve, reject) => {
-      const done = (error?: Error | null) => (error ? reject(new TransportError(`send to rank ${this.peer} failed: ${error.message}`, this.peer)) : resolve());
+      const done = (error?: Error | null) =>
+        error ? reject(new TransportError(`send to rank ${this.peer} failed: ${error.message}`, this.peer)) : resolve();
       this.socket.cork();
       if (body && body.byteLength > 0) {
         this.socket.write(encodeHeader(header));
@@ -218,7 +219,8 @@ export class Transport {
     const from = `${socket.remoteAddress}:${socket.remotePort}`;
     const handshake = this.closed ? null : this.gate.accept(socket, token, this.options.acceptTimeoutMs ?? 10_000);
     if (!handshake) {
-      if (!this.closed) this.refusal(`webtron rank ${rank}: refused connection from ${from}: ${this.gate.cap} connections are already authenticating`);
+      if (!this.closed)
+        this.refusal(`webtron rank ${rank}: refused connection from ${from}: ${this.gate.cap} connections are already authenticating`);
       socket.destroy();
       return;
     }
@@ -229,10 +231,12 @@ export class Transport {
         if (hello.kind !== 'peer' || typeof peer !== 'number' || !Number.isInteger(peer)) {
           throw new TransportError(`expected a peer hello, got ${JSON.stringify(hello).slice(0, 200)}`);
         }
-        if (hello.worldSize !== worldSize) throw new TransportError(`rank ${peer} thinks the world size is ${String(hello.worldSize)}, this rank ${worldSize}`);
+        if (hello.worldSize !== worldSize)
+          throw new TransportError(`rank ${peer} thinks the world size is ${String(hello.worldSize)}, this rank ${worldSize}`);
         const mismatch = settingsMismatch(settings, hello.settings, `rank ${peer}`);
         if (mismatch) throw new TransportError(mismatch);
-        if (peer < 0 || peer >= worldSize || peer === rank) throw new TransportError(`rank ${peer} is not another rank of this world of ${worldSize}`);
+        if (peer < 0 || peer >= worldSize || peer === rank)
+          throw new TransportError(`rank ${peer} is not another rank of this world of ${worldSize}`);
         if (leftover.byteLength > 0) throw new TransportError(`rank ${peer} sent data before this rank sent any`);
         const waiting = this.awaitingDial.get(peer);
         if (this.sendLinks.has(peer) && !waiting) throw new TransportError(`rank ${peer} is already connected`);
@@ -278,7 +282,10 @@ export class Transport {
 
   private async dial(peer: number): Promise<ReceiveLink> {
     const { store, token, connectTimeoutMs, rank, worldSize, settings } = this.options;
-    const address = JSON.parse((await store.get(peerAddressKey(peer), connectTimeoutMs)).toString('utf8')) as { host: string; port: number };
+    const address = JSON.parse((await store.get(peerAddressKey(peer), connectTimeoutMs)).toString('utf8')) as {
+      host: string;
+      port: number;
+    };
     const link = new ReceiveLink(peer, address.host, address.port, this);
     this.track(link.socket);
     try {
@@ -297,7 +304,10 @@ export class Transport {
     if (this.failedPeers.has(peer) || this.closed) return;
     this.failedPeers.add(peer);
     for (const links of [this.receiveLinks, this.sendLinks] as Map<number, Promise<{ socket: net.Socket }>>[]) {
-      void links.get(peer)?.then((l) => l.socket.destroy(), () => undefined);
+      void links.get(peer)?.then(
+        (l) => l.socket.destroy(),
+        () => undefined,
+      );
     }
     this.awaitingDial.get(peer)?.reject(new TransportError(reason, peer));
     this.router.failed(peer, reason, fatal);

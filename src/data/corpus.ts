@@ -24,7 +24,9 @@ export function textFile(path: string): Corpus {
   try {
     bytes = readFileSync(path);
   } catch (error) {
-    throw new FlagError(`--data-path: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; give a UTF-8 text file`);
+    throw new FlagError(
+      `--data-path: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; give a UTF-8 text file`,
+    );
   }
   let text: string;
   try {
@@ -32,7 +34,10 @@ export function textFile(path: string): Corpus {
   } catch {
     throw new FlagError(`--data-path: ${path} is not UTF-8 text; give a UTF-8 text file`);
   }
-  const documents = text.split(/\r?\n[ \t]*\r?\n/).map((d) => d.trim()).filter((d) => d.length > 0);
+  const documents = text
+    .split(/\r?\n[ \t]*\r?\n/)
+    .map((d) => d.trim())
+    .filter((d) => d.length > 0);
   if (documents.length === 0) throw new FlagError(`--data-path: ${path} holds no text`);
   return { name: path, documents };
 }

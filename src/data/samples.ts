@@ -45,7 +45,10 @@ export class GptSamples {
     private readonly shuffle = true,
   ) {
     this.count = Math.floor((tokens.length - 1) / seqLength);
-    if (this.count < 1) throw new RangeError(`a text of ${tokens.length} tokens has no sample of ${seqLength + 1} tokens; use a shorter --seq-length or more text`);
+    if (this.count < 1)
+      throw new RangeError(
+        `a text of ${tokens.length} tokens has no sample of ${seqLength + 1} tokens; use a shorter --seq-length or more text`,
+      );
   }
 
   /** The window the sample with global index `g` reads. */

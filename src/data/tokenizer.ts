@@ -39,7 +39,10 @@ export class CharTokenizer implements Tokenizer {
     const out = new Uint32Array(chars.length);
     chars.forEach((c, i) => {
       const id = this.index.get(c);
-      if (id === undefined) throw new FlagError(`CharTokenizer: character ${JSON.stringify(c)} (U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}) is not in the vocabulary of the training text; use characters it has, or ByteTokenizer`);
+      if (id === undefined)
+        throw new FlagError(
+          `CharTokenizer: character ${JSON.stringify(c)} (U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}) is not in the vocabulary of the training text; use characters it has, or ByteTokenizer`,
+        );
       out[i] = id;
     });
     return out;

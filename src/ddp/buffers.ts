@@ -6,7 +6,6 @@
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { BYTES, type BufferLayout, type IndexRange, type ParamPlacement } from './layout.js';
 
-
 /** A param's (or its grad's) place: a buffer and an element range in it. */
 export interface BufferView {
   buffer: DeviceBuffer;
@@ -27,8 +26,18 @@ export class ParamAndGradBuffer {
     readonly index: number,
   ) {
     const label = `${layout.paramDtype}/${layout.gradDtype}#${index}`;
-    this.params = ctx.createBuffer({ label: `params ${label}`, size: layout.numel * BYTES[layout.paramDtype], usage: storageUsage(), category: 'params' });
-    this.grads = ctx.createBuffer({ label: `grads ${label}`, size: layout.numel * BYTES[layout.gradDtype], usage: storageUsage(), category: 'grads' });
+    this.params = ctx.createBuffer({
+      label: `params ${label}`,
+      size: layout.numel * BYTES[layout.paramDtype],
+      usage: storageUsage(),
+      category: 'params',
+    });
+    this.grads = ctx.createBuffer({
+      label: `grads ${label}`,
+      size: layout.numel * BYTES[layout.gradDtype],
+      usage: storageUsage(),
+      category: 'grads',
+    });
     this.placements = new Map(layout.params.map((p) => [p.name, p]));
   }
 

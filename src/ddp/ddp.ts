@@ -84,7 +84,9 @@ export class DistributedDataParallel {
     for (const b of layout.buffers) {
       const row = `${b.paramDtype}/${b.gradDtype}`;
       if (!['float32/float32', 'bfloat16/float32', 'float16/float16'].includes(row)) {
-        throw new DdpError(`params ${b.paramDtype} with grads ${b.gradDtype}: use fp32/fp32, bf16/fp32 or fp16/fp16 (Megatron's three rows)`);
+        throw new DdpError(
+          `params ${b.paramDtype} with grads ${b.gradDtype}: use fp32/fp32, bf16/fp32 or fp16/fp16 (Megatron's three rows)`,
+        );
       }
     }
     this.overlapGradReduce = options.overlapGradReduce ?? false;
@@ -195,7 +197,9 @@ export class DistributedDataParallel {
   zeroGradBuffer(): void {
     const busy = this.buckets.find((b) => b.syncing);
     if (busy) {
-      throw new DdpError(`zeroGradBuffer while the grad sync of bucket ${busy.layout.index} of buffer ${busy.buffer.index} is still running: await finishGradSync() first`);
+      throw new DdpError(
+        `zeroGradBuffer while the grad sync of bucket ${busy.layout.index} of buffer ${busy.buffer.index} is still running: await finishGradSync() first`,
+      );
     }
     const encoder = this.ctx.device.createCommandEncoder({ label: 'ddp.zeroGradBuffer' });
     for (const b of this.buffers) b.zeroGrads(encoder);
@@ -256,7 +260,8 @@ export class DistributedDataParallel {
       const all = new Float32Array(buffer.layout.numel);
       for (const p of buffer.layout.params) {
         const v = values.get(p.name);
-        if (!v || v.length !== p.numel) throw new DdpError(`importParams: '${p.name}' needs ${p.numel} values, got ${v ? v.length : 'none'}`);
+        if (!v || v.length !== p.numel)
+          throw new DdpError(`importParams: '${p.name}' needs ${p.numel} values, got ${v ? v.length : 'none'}`);
         all.set(v, p.start);
       }
       const dtype = buffer.layout.paramDtype;
@@ -284,12 +289,15 @@ export class DistributedDataParallel {
 
   /** Sync every bucket not yet started and wait for all of them. */
   async finishGradSync(): Promise<void> {
-    if (!this.lastMicroBatch) throw new DdpError('finishGradSync inside noSync: the grads of this micro-batch are not final; call it after the last micro-batch');
+    if (!this.lastMicroBatch)
+      throw new DdpError('finishGradSync inside noSync: the grads of this micro-batch are not final; call it after the last micro-batch');
     for (const b of this.buckets) {
       if (b.sync !== null) continue;
       if (this.overlapGradReduce && b.pending.size > 0) {
         const names = [...b.pending].map((n) => `'${n}'`).join(', ');
-        throw new DdpError(`bucket ${b.layout.index} of buffer ${b.buffer.index} cannot sync: param(s) ${names} never received a grad (registerGradReady) in this batch`);
+        throw new DdpError(
+          `bucket ${b.layout.index} of buffer ${b.buffer.index} cannot sync: param(s) ${names} never received a grad (registerGradReady) in this batch`,
+        );
       }
       this.startBucketSync(b);
     }
@@ -301,7 +309,8 @@ export class DistributedDataParallel {
   private hostGrads(b: BucketState): { grads: Float32Array | Uint16Array; bytes: Uint8Array } {
     const range = b.buffer.gradBytes(b.layout);
     // fp16 grads travel as fp16 words and are summed in fp32 by the collectives.
-    const grads = b.buffer.layout.gradDtype === 'float16' ? new Uint16Array(b.host.buffer, b.host.byteOffset, b.layout.end - b.layout.start) : b.host;
+    const grads =
+      b.buffer.layout.gradDtype === 'float16' ? new Uint16Array(b.host.buffer, b.host.byteOffset, b.layout.end - b.layout.start) : b.host;
     return { grads, bytes: new Uint8Array(grads.buffer, grads.byteOffset, range.size) };
   }
 
@@ -321,9 +330,12 @@ export class DistributedDataParallel {
     }
     const gathers = Promise.all(this.buckets.map((x) => x.gather));
     b.syncing = true;
-    b.sync = this.chain.then(() => gathers).then(() => this.syncBucket(b, early)).finally(() => {
-      b.syncing = false;
-    });
+    b.sync = this.chain
+      .then(() => gathers)
+      .then(() => this.syncBucket(b, early))
+      .finally(() => {
+        b.syncing = false;
+      });
     this.chain = b.sync.catch(() => undefined);
   }
 

@@ -148,7 +148,15 @@ function layoutBuffer(params: ParamSpec[], o: Required<LayoutOptions>): BufferLa
 
   const closeBucket = (end: number): number => {
     const padded = padTo(end, bucketEndAlign);
-    buckets.push(Object.freeze({ index: buckets.length, start: bucketStart, end: padded, numelUnpadded: end - bucketStart, params: Object.freeze(bucketParams) }));
+    buckets.push(
+      Object.freeze({
+        index: buckets.length,
+        start: bucketStart,
+        end: padded,
+        numelUnpadded: end - bucketStart,
+        params: Object.freeze(bucketParams),
+      }),
+    );
     bucketStart = padded;
     bucketParams = [];
     return padded;

@@ -115,9 +115,7 @@ export async function requireAdapter(options: AdapterOptions): Promise<FoundAdap
   const found = await findAdapter(options);
   if (found) return found;
   const opts = resolveOptions(options);
-  const wanted = [opts.backend && `backend '${opts.backend}'`, opts.adapter && `adapter '${opts.adapter}'`]
-    .filter(Boolean)
-    .join(' and ');
+  const wanted = [opts.backend && `backend '${opts.backend}'`, opts.adapter && `adapter '${opts.adapter}'`].filter(Boolean).join(' and ');
   const available = wanted ? (await listAdapters(opts.dawnFlags)).map((a) => a.description) : [];
   throw new NoAdapterError(
     wanted

@@ -160,7 +160,12 @@ export class GpuContext {
         `buffer '${request.label}' needs ${size} B but this device's maxBufferSize is ${this.limits.maxBufferSize} B; split it`,
       );
     }
-    const gpu = this.device.createBuffer({ label: request.label, size, usage: request.usage, mappedAtCreation: request.mappedAtCreation ?? false });
+    const gpu = this.device.createBuffer({
+      label: request.label,
+      size,
+      usage: request.usage,
+      mappedAtCreation: request.mappedAtCreation ?? false,
+    });
     this.memory.allocated(request.category, size);
     return new DeviceBuffer(gpu, size, request.category, (b) => this.memory.freed(b.category, b.size));
   }

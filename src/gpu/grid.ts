@@ -20,9 +20,7 @@ export function gridFor(workgroups: number, maxPerDimension = 65535): Grid {
   if (workgroups <= maxPerDimension) return { x: workgroups, y: 1, z: 1 };
   const y = Math.ceil(workgroups / maxPerDimension);
   if (y > maxPerDimension) {
-    throw new RangeError(
-      `gridFor: ${workgroups} workgroups exceed ${maxPerDimension}² — split the work into windows first`,
-    );
+    throw new RangeError(`gridFor: ${workgroups} workgroups exceed ${maxPerDimension}² — split the work into windows first`);
   }
   return { x: Math.ceil(workgroups / y), y, z: 1 };
 }
@@ -40,12 +38,7 @@ export interface Window {
  * most `maxBindingBytes`, with every window start at a multiple of `offsetAlignment` bytes (and of 16
  * bytes, so vec4 views stay aligned). Always returns at least one window (possibly empty).
  */
-export function windowsFor(
-  length: number,
-  bytesPerElement: number,
-  maxBindingBytes: number,
-  offsetAlignment = 256,
-): Window[] {
+export function windowsFor(length: number, bytesPerElement: number, maxBindingBytes: number, offsetAlignment = 256): Window[] {
   if (!Number.isInteger(length) || length < 0) {
     throw new RangeError(`windowsFor: length must be a non-negative integer, got ${length}`);
   }

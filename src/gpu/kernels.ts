@@ -88,12 +88,7 @@ export class Kernels {
   }
 
   /** Record `workgroups` workgroups (any count; a 2-D grid past the per-dimension limit) into `pass`. */
-  dispatchInPass(
-    pass: GPUComputePassEncoder,
-    pipeline: GPUComputePipeline,
-    bindGroups: GPUBindGroup[],
-    workgroups: number,
-  ): void {
+  dispatchInPass(pass: GPUComputePassEncoder, pipeline: GPUComputePipeline, bindGroups: GPUBindGroup[], workgroups: number): void {
     if (workgroups === 0) return;
     const grid = gridFor(workgroups, this.ctx.limits.maxComputeWorkgroupsPerDimension);
     pass.setPipeline(pipeline);

@@ -3,15 +3,7 @@
  * calculator (src/memory) predicts the model-state categories and is checked against these counts.
  */
 
-export const MEMORY_CATEGORIES = [
-  'params',
-  'grads',
-  'main-params',
-  'optimizer-state',
-  'activations',
-  'staging',
-  'other',
-] as const;
+export const MEMORY_CATEGORIES = ['params', 'grads', 'main-params', 'optimizer-state', 'activations', 'staging', 'other'] as const;
 
 export type MemoryCategory = (typeof MEMORY_CATEGORIES)[number];
 

@@ -87,14 +87,15 @@ export class Transfers {
       bytes = padded;
     }
     if (offset + bytes.byteLength > buffer.size) {
-      throw new GpuError(
-        `upload to '${buffer.label}': ${bytes.byteLength} B at offset ${offset} overflows its ${buffer.size} B`,
-      );
+      throw new GpuError(`upload to '${buffer.label}': ${bytes.byteLength} B at offset ${offset} overflows its ${buffer.size} B`);
     }
     for (let at = 0; at < bytes.byteLength; at += CHUNK_BYTES) {
       const chunk = bytes.subarray(at, Math.min(at + CHUNK_BYTES, bytes.byteLength));
       // Small uploads, and large ones while every staging buffer is still on its way back: writeBuffer.
-      const staging = chunk.byteLength < STAGED_UPLOAD_BYTES ? null : this.pool.acquire('write', chunk.byteLength, this.pool.roomFor('write', chunk.byteLength));
+      const staging =
+        chunk.byteLength < STAGED_UPLOAD_BYTES
+          ? null
+          : this.pool.acquire('write', chunk.byteLength, this.pool.roomFor('write', chunk.byteLength));
       if (!staging) {
         this.ctx.device.queue.writeBuffer(buffer.gpu, offset + at, chunk);
         continue;
@@ -126,7 +127,8 @@ export class Transfers {
     if (offset + size > buffer.size) {
       throw new GpuError(`readback of '${buffer.label}': ${size} B at offset ${offset} overflows its ${buffer.size} B`);
     }
-    if (into && into.byteLength < size) throw new GpuError(`readback of '${buffer.label}': ${size} B do not fit the ${into.byteLength} B given`);
+    if (into && into.byteLength < size)
+      throw new GpuError(`readback of '${buffer.label}': ${size} B do not fit the ${into.byteLength} B given`);
     const out = into ?? new Uint8Array(size);
     if (size === 0) {
       await this.ctx.sync();

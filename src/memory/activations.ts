@@ -27,7 +27,11 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   const { numLayers: L, hiddenSize: C, numAttentionHeads: H, seqLength: T, vocabSize: V } = shape;
   const rows = B * T;
   // [elements, has a grad] of every buffer the forward allocates.
-  const buffers: [number, boolean][] = [[rows, false], [rows, false], [rows * C, true]]; // ids, targets, embedding
+  const buffers: [number, boolean][] = [
+    [rows, false],
+    [rows, false],
+    [rows * C, true],
+  ]; // ids, targets, embedding
   if (o.hiddenDropout) buffers.push([rows * C, true]);
   for (let l = 0; l < L; l++) {
     buffers.push([rows * C, true], [rows * 2, false], [rows * 3 * C, true], [B * H * T * T, true]); // ln_1 (+ stats), qkv, probabilities

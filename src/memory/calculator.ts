@@ -88,7 +88,12 @@ export function paramSpecs(source: ModelSource, precision: Precision): ParamSpec
  */
 export function activationBytes(source: ModelSource, microBatchSize: number, precision: Precision = 'fp32', dropout = true): number {
   if (source.kind !== 'gpt') return 0;
-  return gptActivationBytes(source.shape, { microBatchSize, hiddenDropout: dropout, attentionDropout: dropout, fp16Grads: precision === 'fp16' });
+  return gptActivationBytes(source.shape, {
+    microBatchSize,
+    hiddenDropout: dropout,
+    attentionDropout: dropout,
+    fp16Grads: precision === 'fp16',
+  });
 }
 
 function stagingBytes(layout: ModelLayout): number {
@@ -100,8 +105,18 @@ function stagingBytes(layout: ModelLayout): number {
   return Math.min(largest, STAGING_CHUNK);
 }
 
-function row(source: ModelSource, d: number, precision: Precision, distributed: boolean, o: CalculatorOptions): Omit<MemoryRow, 'saving_bytes' | 'saving_percent' | 'fits' | 'largest_fitting'> {
-  const layout = computeLayout(paramSpecs(source, precision), { dataParallelSize: d, distributedOptimizer: distributed, ...(o.bucketSize ? { bucketSize: o.bucketSize } : {}) });
+function row(
+  source: ModelSource,
+  d: number,
+  precision: Precision,
+  distributed: boolean,
+  o: CalculatorOptions,
+): Omit<MemoryRow, 'saving_bytes' | 'saving_percent' | 'fits' | 'largest_fitting'> {
+  const layout = computeLayout(paramSpecs(source, precision), {
+    dataParallelSize: d,
+    distributedOptimizer: distributed,
+    ...(o.bucketSize ? { bucketSize: o.bucketSize } : {}),
+  });
   const m = modelStateBytes(layout, 0);
   const by_category: ByCategory = {
     params: m.byCategory.params - m.paddingByCategory.params,
@@ -124,10 +139,17 @@ function row(source: ModelSource, d: number, precision: Precision, distributed: 
   };
 }
 
-function largestFitting(source: ModelSource, d: number, precision: Precision, distributed: boolean, o: CalculatorOptions): MemoryRow['largest_fitting'] {
+function largestFitting(
+  source: ModelSource,
+  d: number,
+  precision: Precision,
+  distributed: boolean,
+  o: CalculatorOptions,
+): MemoryRow['largest_fitting'] {
   const budget = o.gpuMemory!;
   if (source.kind === 'gpt') {
-    const total = (L: number) => row({ kind: 'gpt', shape: { ...source.shape, numLayers: L } }, d, precision, distributed, o).total_bytes_per_rank;
+    const total = (L: number) =>
+      row({ kind: 'gpt', shape: { ...source.shape, numLayers: L } }, d, precision, distributed, o).total_bytes_per_rank;
     if (total(1) > budget) return null;
     let lo = 1;
     let hi = 2;

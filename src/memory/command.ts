@@ -12,7 +12,15 @@ import { readOnnxInitializers } from '../onnx/initializers.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
-import { activationBytes, memoryRows, paramSpecs, PRECISION_DTYPES, type MemoryRow, type ModelSource, type Precision } from './calculator.js';
+import {
+  activationBytes,
+  memoryRows,
+  paramSpecs,
+  PRECISION_DTYPES,
+  type MemoryRow,
+  type ModelSource,
+  type Precision,
+} from './calculator.js';
 import { Gpt } from '../nn/gpt.js';
 import { Graph } from '../nn/graph.js';
 import { LocalParams } from '../nn/params.js';
@@ -37,34 +45,56 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'no-dropout': { kind: 'boolean', help: 'activations of training without dropout (--hidden-dropout 0 --attention-dropout 0)' },
   'gpu-memory': { kind: 'string', help: 'bytes per GPU (e.g. 80GiB, 24GB, 17179869184): says what fits' },
   'ddp-bucket-size': { kind: 'int', help: 'elements per bucket (default max(40M, 1M·d))' },
-  measure: { kind: 'boolean', help: 'also build rank 0\'s buffers and optimizer on this GPU and print measured bytes' },
+  measure: { kind: 'boolean', help: "also build rank 0's buffers and optimizer on this GPU and print measured bytes" },
   plot: { kind: 'string', help: 'write an SVG of bytes per rank against d for both optimizers, stacked by category' },
   json: { kind: 'boolean', help: 'one JSON object per (d, precision, optimizer)' },
 };
 
 const SUFFIXES: Record<string, number> = { '': 1, K: 1e3, M: 1e6, B: 1e9, G: 1e9, T: 1e12 };
-const BYTE_SUFFIXES: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40 };
+const BYTE_SUFFIXES: Record<string, number> = {
+  '': 1,
+  B: 1,
+  KB: 1e3,
+  MB: 1e6,
+  GB: 1e9,
+  TB: 1e12,
+  KIB: 2 ** 10,
+  MIB: 2 ** 20,
+  GIB: 2 ** 30,
+  TIB: 2 ** 40,
+};
 
 export function parseParamCount(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([KMBGT]?)$/i.exec(text.trim());
   const value = m ? Math.round(Number(m[1]) * SUFFIXES[m[2]!.toUpperCase()]!) : NaN;
-  if (!Number.isSafeInteger(value) || value < 1) throw new FlagError(`--params: '${text}' is not a positive count; use e.g. 124000000, 124M or 7B`);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new FlagError(`--params: '${text}' is not a positive count; use e.g. 124000000, 124M or 7B`);
   return value;
 }
 
 export function parseBytes(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)$/i.exec(text.trim());
   const unit = m ? BYTE_SUFFIXES[m[2]!.toUpperCase()] : undefined;
-  if (!m || unit === undefined || !(Number(m[1]) > 0)) throw new FlagError(`--gpu-memory: '${text}' is not a size; use e.g. 80GiB, 24GB or a number of bytes`);
+  if (!m || unit === undefined || !(Number(m[1]) > 0))
+    throw new FlagError(`--gpu-memory: '${text}' is not a size; use e.g. 80GiB, 24GB or a number of bytes`);
   return Math.floor(Number(m[1]) * unit);
 }
 
 /** What model the flags describe; one-line errors for anything missing or contradictory. */
 export function modelSource(v: FlagValues): ModelSource {
   const gptKeys = ['num-layers', 'hidden-size', 'num-attention-heads', 'seq-length', 'vocab-size'];
-  const given = [v.params !== undefined && '--params', v.checkpoint !== undefined && '--checkpoint', v.onnx !== undefined && '--onnx', gptKeys.some((k) => v[k] !== undefined) && 'a GPT shape'].filter(Boolean);
+  const given = [
+    v.params !== undefined && '--params',
+    v.checkpoint !== undefined && '--checkpoint',
+    v.onnx !== undefined && '--onnx',
+    gptKeys.some((k) => v[k] !== undefined) && 'a GPT shape',
+  ].filter(Boolean);
   if (given.length !== 1) {
-    throw new FlagError(given.length === 0 ? 'no model: give a GPT shape (--num-layers --hidden-size --num-attention-heads --seq-length --vocab-size), --params N, --checkpoint DIR or --onnx FILE' : `give one model, not ${given.join(' and ')}`);
+    throw new FlagError(
+      given.length === 0
+        ? 'no model: give a GPT shape (--num-layers --hidden-size --num-attention-heads --seq-length --vocab-size), --params N, --checkpoint DIR or --onnx FILE'
+        : `give one model, not ${given.join(' and ')}`,
+    );
   }
   if (v.params !== undefined) return { kind: 'params', count: parseParamCount(v.params as string) };
   if (v.onnx !== undefined) return { kind: 'shapes', params: readOnnxInitializers(v.onnx as string), origin: v.onnx as string };
@@ -99,7 +129,7 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
   if ([v.fp16, v.bf16, v.precision !== undefined].filter(Boolean).length > 1) {
     throw new FlagError('--fp16, --bf16 and --precision exclude each other; give one (or none for fp32)');
   }
-  if (v.precision !== undefined && !(v.precision as string in PRECISION_DTYPES)) {
+  if (v.precision !== undefined && !((v.precision as string) in PRECISION_DTYPES)) {
     throw new FlagError(`--precision: unknown dtype '${v.precision as string}'; use fp32, bf16 or fp16`);
   }
   const precision: Precision = v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : ((v.precision as Precision | undefined) ?? 'fp32');
@@ -127,8 +157,17 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
  * Build rank 0's param/grad buffers and optimizer state for this configuration on the GPU and read
  * the runtime's accounting: model-state categories measured beside the prediction.
  */
-export async function measure(ctx: GpuContext, source: ModelSource, r: MemoryRow, bucketSize?: number): Promise<{ measured: Record<string, number>; predicted: Record<string, number> }> {
-  const layout = computeLayout(paramSpecs(source, r.precision), { dataParallelSize: r.data_parallel_size, distributedOptimizer: r.distributed, ...(bucketSize ? { bucketSize } : {}) });
+export async function measure(
+  ctx: GpuContext,
+  source: ModelSource,
+  r: MemoryRow,
+  bucketSize?: number,
+): Promise<{ measured: Record<string, number>; predicted: Record<string, number> }> {
+  const layout = computeLayout(paramSpecs(source, r.precision), {
+    dataParallelSize: r.data_parallel_size,
+    distributedOptimizer: r.distributed,
+    ...(bucketSize ? { bucketSize } : {}),
+  });
   const before = ctx.memoryReport().live;
   // A group of d ranks seen from rank 0; nothing is exchanged while buffers are allocated.
   const group = new ProcessGroup(0, r.data_parallel_size, null);
@@ -150,7 +189,13 @@ export async function measure(ctx: GpuContext, source: ModelSource, r: MemoryRow
  * One real forward and backward of the GPT of `source` with micro-batch `micro` on this GPU: the
  * allocator's activation bytes beside the prediction (null for sources that are not a GPT).
  */
-export async function measureActivations(ctx: GpuContext, source: ModelSource, micro: number, precision: Precision, dropout: boolean): Promise<{ measured: number; predicted: number } | null> {
+export async function measureActivations(
+  ctx: GpuContext,
+  source: ModelSource,
+  micro: number,
+  precision: Precision,
+  dropout: boolean,
+): Promise<{ measured: number; predicted: number } | null> {
   if (source.kind !== 'gpt') return null;
   const [dtype, gradDtype] = PRECISION_DTYPES[precision];
   const p = dropout ? 0.1 : 0;
@@ -173,7 +218,22 @@ export async function measureActivations(ctx: GpuContext, source: ModelSource, m
 const human = (n: number) => formatBytes(n);
 
 export function renderTable(rows: MemoryRow[]): string {
-  const header = ['d', 'optimizer', 'B/param', 'params', 'grads', 'main params', 'optimizer state', 'padding', 'activations', 'staging', 'total/rank', 'saving', 'fits', 'largest that fits'];
+  const header = [
+    'd',
+    'optimizer',
+    'B/param',
+    'params',
+    'grads',
+    'main params',
+    'optimizer state',
+    'padding',
+    'activations',
+    'staging',
+    'total/rank',
+    'saving',
+    'fits',
+    'largest that fits',
+  ];
   const cells = rows.map((r) => [
     String(r.data_parallel_size),
     r.distributed ? 'distributed' : 'non-distributed',
@@ -188,7 +248,11 @@ export function renderTable(rows: MemoryRow[]): string {
     human(r.total_bytes_per_rank),
     r.distributed ? `${human(r.saving_bytes)} (${r.saving_percent.toFixed(1)}%)` : '',
     r.fits === null ? '' : r.fits ? 'yes' : 'no',
-    r.largest_fitting === null ? '' : r.largest_fitting.num_layers !== undefined ? `${r.largest_fitting.num_layers} layers (${(r.largest_fitting.params / 1e6).toFixed(0)}M)` : `${(r.largest_fitting.params / 1e6).toFixed(0)}M params`,
+    r.largest_fitting === null
+      ? ''
+      : r.largest_fitting.num_layers !== undefined
+        ? `${r.largest_fitting.num_layers} layers (${(r.largest_fitting.params / 1e6).toFixed(0)}M)`
+        : `${(r.largest_fitting.params / 1e6).toFixed(0)}M params`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (values: string[]) => `| ${values.map((v, i) => v.padStart(widths[i]!)).join(' | ')} |`;
@@ -210,7 +274,10 @@ export function writePlot(path: string, rows: MemoryRow[]): void {
   if (!path.endsWith('.svg')) throw new FlagError(`--plot: '${path}' must name an .svg file`);
   const first = rows[0]!;
   const svg = stackedBarSvg(
-    rows.map((r) => ({ label: `d=${r.data_parallel_size}\n${r.distributed ? 'dist.' : 'plain'}`, values: SEGMENTS.map((s) => r.by_category[s.key]) })),
+    rows.map((r) => ({
+      label: `d=${r.data_parallel_size}\n${r.distributed ? 'dist.' : 'plain'}`,
+      values: SEGMENTS.map((s) => r.by_category[s.key]),
+    })),
     SEGMENTS,
     {
       title: `${(first.params / 1e6).toFixed(0)}M params, ${first.precision}: GPU bytes per rank`,

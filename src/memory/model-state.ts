@@ -66,5 +66,11 @@ export function modelStateBytes(layout: ModelLayout, rank = 0): ModelStateBytes 
     perParamTotal += b.paramNumel * CATEGORIES.reduce((s, c) => s + model[c] + optimizer[c] / d, 0);
   });
   const total = CATEGORIES.reduce((s, c) => s + byCategory[c], 0);
-  return { byCategory, paddingByCategory, bytesPerParam: layout.paramCount ? perParamTotal / layout.paramCount : 0, paramCount: layout.paramCount, total };
+  return {
+    byCategory,
+    paddingByCategory,
+    bytesPerParam: layout.paramCount ? perParamTotal / layout.paramCount : 0,
+    paramCount: layout.paramCount,
+    total,
+  };
 }

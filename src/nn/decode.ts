@@ -26,7 +26,14 @@ export class GptDecoder {
     this.capacity = c.maxPositionEmbeddings ?? c.seqLength;
     for (let l = 0; l < c.numLayers; l++) {
       for (const list of [this.keys, this.values]) {
-        list.push(ctx.createBuffer({ label: `kv cache ${l}`, size: this.capacity * c.hiddenSize * 4, usage: storageUsage(), category: 'activations' }));
+        list.push(
+          ctx.createBuffer({
+            label: `kv cache ${l}`,
+            size: this.capacity * c.hiddenSize * 4,
+            usage: storageUsage(),
+            category: 'activations',
+          }),
+        );
       }
     }
     this.reset();
@@ -48,8 +55,12 @@ export class GptDecoder {
   /** Append `token` at the next position; the logits for the position after it. */
   async step(token: number): Promise<Float32Array> {
     const c = this.gpt.config;
-    if (this.length >= this.capacity) throw new ShapeMismatch(`the KV cache holds ${this.capacity} positions (--max-position-embeddings); reset it or keep a shorter context`);
-    if (!Number.isInteger(token) || token < 0 || token >= c.vocabSize) throw new ShapeMismatch(`token ${token} is not in the vocabulary of ${c.vocabSize}`);
+    if (this.length >= this.capacity)
+      throw new ShapeMismatch(
+        `the KV cache holds ${this.capacity} positions (--max-position-embeddings); reset it or keep a shorter context`,
+      );
+    if (!Number.isInteger(token) || token < 0 || token >= c.vocabSize)
+      throw new ShapeMismatch(`token ${token} is not in the vocabulary of ${c.vocabSize}`);
     const h = c.hiddenSize;
     const heads = c.numAttentionHeads;
     const hd = h / heads;
@@ -70,10 +81,29 @@ export class GptDecoder {
         // n = at + 1 positions: the same kernels at every step, compiled once.
         const all = this.capacity;
         const scores = g.tensor([heads, all], 'decode.scores');
-        matmulInto(g, { m: 1, n: all, k: hd, nb1: heads }, { t: qkv, rs: 3 * h, cs: 1, b1: hd }, { t: keys, rs: 1, cs: h, b1: hd }, { t: scores, rs: all, cs: 1, b1: all });
-        g.runner.dispatch('softmax', 'forward', { WG: 64 }, [heads, all, f32bits(1 / Math.sqrt(hd)), 1, at], { 1: scores.binding(g.ctx).binding }, Math.ceil(heads / 64));
+        matmulInto(
+          g,
+          { m: 1, n: all, k: hd, nb1: heads },
+          { t: qkv, rs: 3 * h, cs: 1, b1: hd },
+          { t: keys, rs: 1, cs: h, b1: hd },
+          { t: scores, rs: all, cs: 1, b1: all },
+        );
+        g.runner.dispatch(
+          'softmax',
+          'forward',
+          { WG: 64 },
+          [heads, all, f32bits(1 / Math.sqrt(hd)), 1, at],
+          { 1: scores.binding(g.ctx).binding },
+          Math.ceil(heads / 64),
+        );
         const y = g.tensor([1, 1, h], 'decode.attention');
-        matmulInto(g, { m: 1, n: hd, k: all, nb1: heads }, { t: scores, rs: all, cs: 1, b1: all }, { t: values, rs: h, cs: 1, b1: hd }, { t: y, rs: h, cs: 1, b1: hd });
+        matmulInto(
+          g,
+          { m: 1, n: hd, k: all, nb1: heads },
+          { t: scores, rs: all, cs: 1, b1: all },
+          { t: values, rs: h, cs: 1, b1: hd },
+          { t: y, rs: h, cs: 1, b1: hd },
+        );
         x = add(g, x, this.gpt.projection(g, y, l));
         x = add(g, x, this.gpt.mlp(g, x, l));
       }

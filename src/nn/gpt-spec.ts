@@ -37,7 +37,9 @@ export function checkGptShape(s: GptShape): void {
     throw new ShapeError(`--max-position-embeddings ${s.maxPositionEmbeddings} must be an integer of at least --seq-length ${s.seqLength}`);
   }
   if (s.hiddenSize % s.numAttentionHeads !== 0) {
-    throw new ShapeError(`--hidden-size ${s.hiddenSize} is not divisible by --num-attention-heads ${s.numAttentionHeads}; pick sizes where it is`);
+    throw new ShapeError(
+      `--hidden-size ${s.hiddenSize} is not divisible by --num-attention-heads ${s.numAttentionHeads}; pick sizes where it is`,
+    );
   }
 }
 
@@ -49,12 +51,18 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
   for (let l = 0; l < s.numLayers; l++) {
     const b = `blocks.${l}`;
     params.push(
-      p(`${b}.ln_1.weight`, h), p(`${b}.ln_1.bias`, h),
-      p(`${b}.attn.qkv.weight`, h, 3 * h), p(`${b}.attn.qkv.bias`, 3 * h),
-      p(`${b}.attn.proj.weight`, h, h), p(`${b}.attn.proj.bias`, h),
-      p(`${b}.ln_2.weight`, h), p(`${b}.ln_2.bias`, h),
-      p(`${b}.mlp.fc.weight`, h, 4 * h), p(`${b}.mlp.fc.bias`, 4 * h),
-      p(`${b}.mlp.proj.weight`, 4 * h, h), p(`${b}.mlp.proj.bias`, h),
+      p(`${b}.ln_1.weight`, h),
+      p(`${b}.ln_1.bias`, h),
+      p(`${b}.attn.qkv.weight`, h, 3 * h),
+      p(`${b}.attn.qkv.bias`, 3 * h),
+      p(`${b}.attn.proj.weight`, h, h),
+      p(`${b}.attn.proj.bias`, h),
+      p(`${b}.ln_2.weight`, h),
+      p(`${b}.ln_2.bias`, h),
+      p(`${b}.mlp.fc.weight`, h, 4 * h),
+      p(`${b}.mlp.fc.bias`, 4 * h),
+      p(`${b}.mlp.proj.weight`, 4 * h, h),
+      p(`${b}.mlp.proj.bias`, h),
     );
   }
   params.push(p('ln_f.weight', h), p('ln_f.bias', h));
@@ -65,5 +73,11 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
 /** Closed form of the param count, as a check on `gptParams`: V·h + P·h + L·(12h² + 13h) + 2h (+ V·h untied), P the positions. */
 export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
-  return s.vocabSize * h + (s.maxPositionEmbeddings ?? s.seqLength) * h + s.numLayers * (12 * h * h + 13 * h) + 2 * h + (s.tiedHead === false ? s.vocabSize * h : 0);
+  return (
+    s.vocabSize * h +
+    (s.maxPositionEmbeddings ?? s.seqLength) * h +
+    s.numLayers * (12 * h * h + 13 * h) +
+    2 * h +
+    (s.tiedHead === false ? s.vocabSize * h : 0)
+  );
 }

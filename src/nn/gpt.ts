@@ -33,7 +33,8 @@ export class Gpt {
     for (const spec of gptParams(config)) {
       const t = params.get(spec.name);
       if (!t) throw new ShapeMismatch(`GPT param '${spec.name}' is missing`);
-      if (t.shape.join(',') !== spec.shape.join(',')) throw new ShapeMismatch(`GPT param '${spec.name}' is [${t.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
+      if (t.shape.join(',') !== spec.shape.join(','))
+        throw new ShapeMismatch(`GPT param '${spec.name}' is [${t.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
     }
   }
 
@@ -49,9 +50,26 @@ export class Gpt {
   /** The params of each forward section, in the order the forward reads them. */
   sections(): string[][] {
     const blocks = Array.from({ length: this.config.numLayers }, (_, l) =>
-      ['ln_1.weight', 'ln_1.bias', 'attn.qkv.weight', 'attn.qkv.bias', 'attn.proj.weight', 'attn.proj.bias', 'ln_2.weight', 'ln_2.bias', 'mlp.fc.weight', 'mlp.fc.bias', 'mlp.proj.weight', 'mlp.proj.bias'].map((n) => `blocks.${l}.${n}`),
+      [
+        'ln_1.weight',
+        'ln_1.bias',
+        'attn.qkv.weight',
+        'attn.qkv.bias',
+        'attn.proj.weight',
+        'attn.proj.bias',
+        'ln_2.weight',
+        'ln_2.bias',
+        'mlp.fc.weight',
+        'mlp.fc.bias',
+        'mlp.proj.weight',
+        'mlp.proj.bias',
+      ].map((n) => `blocks.${l}.${n}`),
     );
-    return [['wte.weight', 'wpe.weight'], ...blocks, ['ln_f.weight', 'ln_f.bias', ...(this.config.tiedHead === false ? ['lm_head.weight'] : ['wte.weight'])]];
+    return [
+      ['wte.weight', 'wpe.weight'],
+      ...blocks,
+      ['ln_f.weight', 'ln_f.bias', ...(this.config.tiedHead === false ? ['lm_head.weight'] : ['wte.weight'])],
+    ];
   }
 
   private p(name: string): Tensor {
@@ -66,7 +84,12 @@ export class Gpt {
   }
 
   /** The same forward, waiting before each section until its params are ready. */
-  async forwardAwaiting(g: Graph, ids: Tensor, targets: Tensor | undefined, ready: ParamsReady): Promise<{ logits: Tensor; loss?: Tensor }> {
+  async forwardAwaiting(
+    g: Graph,
+    ids: Tensor,
+    targets: Tensor | undefined,
+    ready: ParamsReady,
+  ): Promise<{ logits: Tensor; loss?: Tensor }> {
     const sections = this.sections();
     await ready(sections[0]!);
     let x = this.embed(g, ids);
@@ -83,7 +106,8 @@ export class Gpt {
   private embed(g: Graph, ids: Tensor): Tensor {
     const t = ids.shape[1]!;
     if (ids.shape.length !== 2) throw new ShapeMismatch(`GPT input must be ids [batch, time], got [${ids.shape.join(', ')}]`);
-    if (t > this.config.seqLength) throw new ShapeMismatch(`sequence of ${t} tokens is longer than the model's --seq-length ${this.config.seqLength}`);
+    if (t > this.config.seqLength)
+      throw new ShapeMismatch(`sequence of ${t} tokens is longer than the model's --seq-length ${this.config.seqLength}`);
     return dropout(g, embedding(g, ids, this.p('wte.weight'), this.p('wpe.weight')), this.config.hiddenDropout ?? 0);
   }
 
@@ -99,7 +123,12 @@ export class Gpt {
   /** Block `l`'s fused q, k, v [.., 3C] of the residual stream `x`. */
   qkv(g: Graph, x: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
-    return linear(g, layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`)), this.p(`${b}.attn.qkv.weight`), this.p(`${b}.attn.qkv.bias`));
+    return linear(
+      g,
+      layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`)),
+      this.p(`${b}.attn.qkv.weight`),
+      this.p(`${b}.attn.qkv.bias`),
+    );
   }
 
   /** Block `l`'s output projection of the attention `y` (before dropout). */
@@ -110,7 +139,15 @@ export class Gpt {
   /** Block `l`'s MLP branch of the residual stream `x` (before dropout). */
   mlp(g: Graph, x: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
-    const h = gelu(g, linear(g, layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`)), this.p(`${b}.mlp.fc.weight`), this.p(`${b}.mlp.fc.bias`)));
+    const h = gelu(
+      g,
+      linear(
+        g,
+        layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`)),
+        this.p(`${b}.mlp.fc.weight`),
+        this.p(`${b}.mlp.fc.bias`),
+      ),
+    );
     return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.p(`${b}.mlp.proj.bias`));
   }
 

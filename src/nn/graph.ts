@@ -47,7 +47,12 @@ export class Graph {
     this.training = options.training ?? true;
     this.seed = options.seed ?? 0;
     this.samples = options.samples ?? { first: 0, count: 1 };
-    if (!Number.isInteger(this.samples.first) || this.samples.first < 0 || !Number.isInteger(this.samples.count) || this.samples.count < 1) {
+    if (
+      !Number.isInteger(this.samples.first) ||
+      this.samples.first < 0 ||
+      !Number.isInteger(this.samples.count) ||
+      this.samples.count < 1
+    ) {
       throw new GraphError(`graph samples must be a non-negative first index and a positive count, got ${JSON.stringify(this.samples)}`);
     }
   }
@@ -65,7 +70,12 @@ export class Graph {
 
   /** A buffer of this graph for `elements` 4-byte values, rounded up to 16 bytes so that kernels may read it as vec4s. */
   private buffer(label: string, elements: number): DeviceBuffer {
-    const buffer = this.ctx.createBuffer({ label, size: Math.ceil(Math.max(1, elements) / 4) * 16, usage: storageUsage(), category: 'activations' });
+    const buffer = this.ctx.createBuffer({
+      label,
+      size: Math.ceil(Math.max(1, elements) / 4) * 16,
+      usage: storageUsage(),
+      category: 'activations',
+    });
     this.owned.push(buffer);
     return buffer;
   }
@@ -77,7 +87,8 @@ export class Graph {
 
   /** Upload host data as an activation (fp32) or integer input (uint32). */
   input(data: Float32Array | Uint32Array, shape: readonly number[], label = 'input', requiresGrad = false): Tensor {
-    if (data.length !== numel(shape)) throw new GraphError(`input '${label}' has ${data.length} values but shape [${shape.join(', ')}] needs ${numel(shape)}`);
+    if (data.length !== numel(shape))
+      throw new GraphError(`input '${label}' has ${data.length} values but shape [${shape.join(', ')}] needs ${numel(shape)}`);
     const buffer = this.buffer(label, data.length);
     this.ctx.transfers.upload(buffer, data);
     return new Tensor(buffer, 0, shape, data instanceof Uint32Array ? 'uint32' : 'float32', null, requiresGrad);
@@ -151,10 +162,20 @@ export class Graph {
     if (!wide) return;
     const grad = p.param!.grad;
     const dst = grad.binding(this.ctx);
-    if (grad.offset % 2 !== 0) throw new GraphError(`fp16 grad of '${p.param!.name}' starts at odd element ${grad.offset}; the layout places 16-bit params at even elements`);
+    if (grad.offset % 2 !== 0)
+      throw new GraphError(
+        `fp16 grad of '${p.param!.name}' starts at odd element ${grad.offset}; the layout places 16-bit params at even elements`,
+      );
     const src = wide.binding(this.ctx);
     const pairs = Math.ceil(p.numel / 2);
-    this.runner.dispatch('accumulate', 'add_to_f16', { WG: 256 }, [pairs, dst.shift / 2, src.shift, f32bits(1)], { 1: src.binding, 3: dst.binding }, Math.ceil(pairs / 256));
+    this.runner.dispatch(
+      'accumulate',
+      'add_to_f16',
+      { WG: 256 },
+      [pairs, dst.shift / 2, src.shift, f32bits(1)],
+      { 1: src.binding, 3: dst.binding },
+      Math.ceil(pairs / 256),
+    );
   }
 
   /** Host copy of a tensor (fp32 or uint32 activations). */

@@ -49,7 +49,8 @@ export function initParams(specs: readonly ParamSpec[], options: InitOptions): M
     let v: Float32Array;
     if (s.name.endsWith('.bias')) v = new Float32Array(n);
     else if (/(^|\.)ln_\w+\.weight$/.test(s.name)) v = new Float32Array(n).fill(1);
-    else if (s.name.endsWith('proj.weight') && options.numLayers) v = normals(options.seed, nameHash(s.name), n, std / Math.sqrt(2 * options.numLayers));
+    else if (s.name.endsWith('proj.weight') && options.numLayers)
+      v = normals(options.seed, nameHash(s.name), n, std / Math.sqrt(2 * options.numLayers));
     else v = normals(options.seed, nameHash(s.name), n, std);
     out.set(s.name, v);
   }

@@ -15,7 +15,8 @@ export class Mlp {
   ) {}
 
   static specs(sizes: readonly number[], dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32'): ParamSpec[] {
-    if (sizes.length < 2 || sizes.some((s) => !Number.isInteger(s) || s < 1)) throw new Error(`MLP sizes must be two or more positive integers, got [${sizes.join(', ')}]`);
+    if (sizes.length < 2 || sizes.some((s) => !Number.isInteger(s) || s < 1))
+      throw new Error(`MLP sizes must be two or more positive integers, got [${sizes.join(', ')}]`);
     return sizes.slice(1).flatMap((out, i) => [
       { name: `layers.${i}.weight`, shape: [sizes[i]!, out], dtype, gradDtype },
       { name: `layers.${i}.bias`, shape: [out], dtype, gradDtype },

@@ -52,7 +52,14 @@ export interface MatmulShape {
  * C = alpha · A @ B (+ bias[n]) (+ C when `accumulate`). A and C are fp32; B and the bias may be
  * params of any dtype (the same one). C's column stride is 1.
  */
-export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: { bias?: Tensor; accumulate?: boolean; alpha?: number } = {}): void {
+export function matmulInto(
+  g: Graph,
+  s: MatmulShape,
+  a: Operand,
+  b: Operand,
+  c: Operand,
+  options: { bias?: Tensor; accumulate?: boolean; alpha?: number } = {},
+): void {
   requireF32(a.t, 'matmul A');
   requireF32(c.t, 'matmul C');
   if (c.cs !== 1) throw new ShapeMismatch('matmul: C must have column stride 1');
@@ -64,7 +71,8 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   const B = b.t.binding(ctx);
   const C = c.t.binding(ctx);
   const bias = options.bias?.binding(ctx);
-  if (options.bias && options.bias.dtype !== b.t.dtype) throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
+  if (options.bias && options.bias.dtype !== b.t.dtype)
+    throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
   const lanes = Math.ceil(s.n / 4);
   // The widest workgroup that leaves the fewest idle invocations in the last column block.
   const wg = [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
@@ -84,11 +92,26 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
     ctx.hasSubgroupsOf8 ? 'matmul-subgroup' : 'matmul',
     'main',
     {
-      WG: wg, B_DTYPE: paramCode(b.t, 'matmul B'), A_VEC: aVec ? 1 : 0, B_MODE: bMode,
-      M: s.m, N: s.n, K: s.k, NB1: nb1,
-      A_RS: a.rs, A_CS: a.cs, A_B0: a.b0 ?? 0, A_B1: a.b1 ?? 0,
-      B_RS: b.rs, B_CS: b.cs, B_B0: b.b0 ?? 0, B_B1: b.b1 ?? 0,
-      C_RS: c.rs, C_B0: c.b0 ?? 0, C_B1: c.b1 ?? 0, FLAGS: flags,
+      WG: wg,
+      B_DTYPE: paramCode(b.t, 'matmul B'),
+      A_VEC: aVec ? 1 : 0,
+      B_MODE: bMode,
+      M: s.m,
+      N: s.n,
+      K: s.k,
+      NB1: nb1,
+      A_RS: a.rs,
+      A_CS: a.cs,
+      A_B0: a.b0 ?? 0,
+      A_B1: a.b1 ?? 0,
+      B_RS: b.rs,
+      B_CS: b.cs,
+      B_B0: b.b0 ?? 0,
+      B_B1: b.b1 ?? 0,
+      C_RS: c.rs,
+      C_B0: c.b0 ?? 0,
+      C_B1: c.b1 ?? 0,
+      FLAGS: flags,
     },
     [aStart, bStart, C.shift + (c.off ?? 0), bias ? bias.shift : 0, f32bits(options.alpha ?? 1)],
     { 1: A.binding, 2: B.binding, 3: C.binding, 4: (bias ?? B).binding, 5: aVec ?? g.runner.dummy, 6: bVec ?? g.runner.dummy },
@@ -120,7 +143,14 @@ export function addInto(g: Graph, dst: Tensor, src: Tensor, scale = 1): void {
   if (dst.numel !== src.numel) throw new ShapeMismatch(`add: ${shapeOf(dst)} and ${shapeOf(src)} differ`);
   const D = dst.binding(g.ctx);
   const S = src.binding(g.ctx);
-  g.runner.dispatch('accumulate', 'add_f32', { WG }, [dst.numel, D.shift, S.shift, f32bits(scale)], { 1: S.binding, 2: D.binding }, groups(dst.numel));
+  g.runner.dispatch(
+    'accumulate',
+    'add_f32',
+    { WG },
+    [dst.numel, D.shift, S.shift, f32bits(scale)],
+    { 1: S.binding, 2: D.binding },
+    groups(dst.numel),
+  );
 }
 
 /**
@@ -131,28 +161,57 @@ export function linear(g: Graph, x: Tensor, w: Tensor, b?: Tensor, options: { tr
   requireF32(x, 'linear input');
   if (w.shape.length !== 2) throw new ShapeMismatch(`linear: weight must be 2-D, got ${shapeOf(w)}`);
   const [inF, outF] = options.transposed ? [w.shape[1]!, w.shape[0]!] : [w.shape[0]!, w.shape[1]!];
-  if (x.shape[x.shape.length - 1] !== inF) throw new ShapeMismatch(`linear: input ${shapeOf(x)} does not end in ${inF} (weight ${shapeOf(w)})`);
-  if (b && (b.numel !== outF)) throw new ShapeMismatch(`linear: bias ${shapeOf(b)} does not match ${outF} outputs`);
+  if (x.shape[x.shape.length - 1] !== inF)
+    throw new ShapeMismatch(`linear: input ${shapeOf(x)} does not end in ${inF} (weight ${shapeOf(w)})`);
+  if (b && b.numel !== outF) throw new ShapeMismatch(`linear: bias ${shapeOf(b)} does not match ${outF} outputs`);
   const rows = x.numel / inF;
   const y = g.tensor([...x.shape.slice(0, -1), outF], 'linear', x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false));
   // W[k, n] (k < in, n < out) sits at k·out + n, or at n·in + k when transposed.
   const wk = options.transposed ? 1 : outF;
   const wn = options.transposed ? inF : 1;
-  matmulInto(g, { m: rows, n: outF, k: inF }, { t: x, rs: inF, cs: 1 }, { t: w, rs: wk, cs: wn }, { t: y, rs: outF, cs: 1 }, b ? { bias: b } : {});
+  matmulInto(
+    g,
+    { m: rows, n: outF, k: inF },
+    { t: x, rs: inF, cs: 1 },
+    { t: w, rs: wk, cs: wn },
+    { t: y, rs: outF, cs: 1 },
+    b ? { bias: b } : {},
+  );
   g.record('linear', b ? [x, w, b] : [x, w], () => {
     const dy = g.gradOf(y);
     if (x.requiresGrad) {
       // dx[r, k] += sum_n dy[r, n] W[k, n]
-      matmulInto(g, { m: rows, n: inF, k: outF }, { t: dy, rs: outF, cs: 1 }, { t: w, rs: wn, cs: wk }, { t: g.gradOf(x), rs: inF, cs: 1 }, { accumulate: true });
+      matmulInto(
+        g,
+        { m: rows, n: inF, k: outF },
+        { t: dy, rs: outF, cs: 1 },
+        { t: w, rs: wn, cs: wk },
+        { t: g.gradOf(x), rs: inF, cs: 1 },
+        { accumulate: true },
+      );
     }
     if (w.requiresGrad) {
       const dw = g.gradOf(w);
       if (options.transposed) {
         // dW[n, k] += sum_r dy[r, n] x[r, k]
-        matmulInto(g, { m: outF, n: inF, k: rows }, { t: dy, rs: 1, cs: outF }, { t: x, rs: inF, cs: 1 }, { t: dw, rs: inF, cs: 1 }, { accumulate: true });
+        matmulInto(
+          g,
+          { m: outF, n: inF, k: rows },
+          { t: dy, rs: 1, cs: outF },
+          { t: x, rs: inF, cs: 1 },
+          { t: dw, rs: inF, cs: 1 },
+          { accumulate: true },
+        );
       } else {
         // dW[k, n] += sum_r x[r, k] dy[r, n]
-        matmulInto(g, { m: inF, n: outF, k: rows }, { t: x, rs: 1, cs: inF }, { t: dy, rs: outF, cs: 1 }, { t: dw, rs: outF, cs: 1 }, { accumulate: true });
+        matmulInto(
+          g,
+          { m: inF, n: outF, k: rows },
+          { t: x, rs: 1, cs: inF },
+          { t: dy, rs: outF, cs: 1 },
+          { t: dw, rs: outF, cs: 1 },
+          { accumulate: true },
+        );
       }
     }
     if (b?.requiresGrad) columnSumsInto(g, dy, rows, outF, g.gradOf(b));
@@ -162,10 +221,12 @@ export function linear(g: Graph, x: Tensor, w: Tensor, b?: Tensor, options: { tr
 
 /** y[b, t] = wte[ids[b, t]] + wpe[position + t] for ids of shape [B, T] (position: where the sequence starts). */
 export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, position = 0): Tensor {
-  if (ids.dtype !== 'uint32' || ids.shape.length !== 2) throw new ShapeMismatch(`embedding: ids must be uint32 [batch, time], got ${ids.dtype} ${shapeOf(ids)}`);
+  if (ids.dtype !== 'uint32' || ids.shape.length !== 2)
+    throw new ShapeMismatch(`embedding: ids must be uint32 [batch, time], got ${ids.dtype} ${shapeOf(ids)}`);
   const [batch, t] = ids.shape as [number, number];
   const [vocab, c] = wte.shape as [number, number];
-  if (wpe.shape[1] !== c || wpe.shape[0]! < position + t) throw new ShapeMismatch(`embedding: positions ${shapeOf(wpe)} cannot cover ${position + t} steps of width ${c}`);
+  if (wpe.shape[1] !== c || wpe.shape[0]! < position + t)
+    throw new ShapeMismatch(`embedding: positions ${shapeOf(wpe)} cannot cover ${position + t} steps of width ${c}`);
   if (wte.dtype !== wpe.dtype) throw new ShapeMismatch(`embedding: token table is ${wte.dtype} but position table is ${wpe.dtype}`);
   const rows = batch * t;
   const y = g.tensor([batch, t, c], 'embedding', wte.requiresGrad || wpe.requiresGrad);
@@ -173,17 +234,38 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
   const E = wte.binding(g.ctx);
   const P = wpe.binding(g.ctx);
   const code = { WG, P_DTYPE: paramCode(wte, 'embedding') };
-  g.runner.dispatch('embedding', 'forward', code, [rows, c, t, vocab, E.shift, P.shift + position * c, 0, 0], { 1: I.binding, 2: E.binding, 3: P.binding, 4: y.binding(g.ctx).binding }, groups(rows * c));
+  g.runner.dispatch(
+    'embedding',
+    'forward',
+    code,
+    [rows, c, t, vocab, E.shift, P.shift + position * c, 0, 0],
+    { 1: I.binding, 2: E.binding, 3: P.binding, 4: y.binding(g.ctx).binding },
+    groups(rows * c),
+  );
   g.record('embedding', [wte, wpe], () => {
     if (position !== 0) throw new ShapeMismatch('embedding: backward of an offset position is not supported (decoding runs without grads)');
     const dy = g.gradOf(y).binding(g.ctx).binding;
     if (wte.requiresGrad) {
       const G = g.gradOf(wte).binding(g.ctx);
-      g.runner.dispatch('embedding', 'backward_tokens', code, [rows, c, t, vocab, 0, 0, G.shift, 0], { 1: I.binding, 5: dy, 6: G.binding }, groups(c));
+      g.runner.dispatch(
+        'embedding',
+        'backward_tokens',
+        code,
+        [rows, c, t, vocab, 0, 0, G.shift, 0],
+        { 1: I.binding, 5: dy, 6: G.binding },
+        groups(c),
+      );
     }
     if (wpe.requiresGrad) {
       const G = g.gradOf(wpe).binding(g.ctx);
-      g.runner.dispatch('embedding', 'backward_positions', code, [rows, c, t, vocab, 0, 0, 0, G.shift], { 5: dy, 6: G.binding }, groups(t * c));
+      g.runner.dispatch(
+        'embedding',
+        'backward_positions',
+        code,
+        [rows, c, t, vocab, 0, 0, 0, G.shift],
+        { 5: dy, 6: G.binding },
+        groups(t * c),
+      );
     }
   });
   return y;
@@ -192,8 +274,10 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
 export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
   requireF32(x, 'layernorm input');
   const c = x.shape[x.shape.length - 1]!;
-  if (w.numel !== c || b.numel !== c) throw new ShapeMismatch(`layernorm: weight ${shapeOf(w)} / bias ${shapeOf(b)} do not match width ${c}`);
-  if (w.buffer !== b.buffer || w.dtype !== b.dtype) throw new ShapeMismatch('layernorm: weight and bias must live in the same param buffer');
+  if (w.numel !== c || b.numel !== c)
+    throw new ShapeMismatch(`layernorm: weight ${shapeOf(w)} / bias ${shapeOf(b)} do not match width ${c}`);
+  if (w.buffer !== b.buffer || w.dtype !== b.dtype)
+    throw new ShapeMismatch('layernorm: weight and bias must live in the same param buffer');
   const rows = x.numel / c;
   const y = g.tensor(x.shape, 'layernorm', true);
   const stats = g.tensor([rows, 2], 'layernorm.stats');
@@ -206,18 +290,39 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
   const code = { WG: 64, P_DTYPE: paramCode(w, 'layernorm') };
   const X = x.binding(g.ctx).binding;
   const S = stats.binding(g.ctx).binding;
-  g.runner.dispatch('layernorm', 'forward', code, [rows, c, wOff, bOff, f32bits(eps), 0, 0, 0], { 1: X, 2: W.binding, 3: y.binding(g.ctx).binding, 4: S }, Math.ceil(rows / 64));
+  g.runner.dispatch(
+    'layernorm',
+    'forward',
+    code,
+    [rows, c, wOff, bOff, f32bits(eps), 0, 0, 0],
+    { 1: X, 2: W.binding, 3: y.binding(g.ctx).binding, 4: S },
+    Math.ceil(rows / 64),
+  );
   g.record('layernorm', [x, w, b], () => {
     const dy = g.gradOf(y).binding(g.ctx).binding;
     if (x.requiresGrad) {
-      g.runner.dispatch('layernorm', 'backward_input', code, [rows, c, wOff, bOff, f32bits(eps), 0, 0, 0], { 1: X, 2: W.binding, 3: g.gradOf(x).binding(g.ctx).binding, 4: S, 5: dy }, Math.ceil(rows / 64));
+      g.runner.dispatch(
+        'layernorm',
+        'backward_input',
+        code,
+        [rows, c, wOff, bOff, f32bits(eps), 0, 0, 0],
+        { 1: X, 2: W.binding, 3: g.gradOf(x).binding(g.ctx).binding, 4: S, 5: dy },
+        Math.ceil(rows / 64),
+      );
     }
     if (w.requiresGrad || b.requiresGrad) {
       const dw = g.gradOf(w);
       const db = g.gradOf(b);
       // Writable bindings may not overlap: one binding over both grads when they share a buffer.
       const run = (which: number, G: RangeBinding, dwOff: number, dbOff: number) =>
-        g.runner.dispatch('layernorm', 'backward_params', code, [rows, c, 0, 0, 0, dwOff, dbOff, which], { 1: X, 4: S, 5: dy, 6: G.binding }, Math.ceil(c / 64));
+        g.runner.dispatch(
+          'layernorm',
+          'backward_params',
+          code,
+          [rows, c, 0, 0, 0, dwOff, dbOff, which],
+          { 1: X, 4: S, 5: dy, 6: G.binding },
+          Math.ceil(c / 64),
+        );
       if (dw.buffer === db.buffer) {
         const lo = Math.min(dw.offset, db.offset);
         const G = rangeBinding(g.ctx, dw.buffer, lo, Math.max(dw.offset, db.offset) + c - lo, 'float32', 'layernorm grads');
@@ -239,7 +344,14 @@ export function gelu(g: Graph, x: Tensor): Tensor {
   const X = x.binding(g.ctx).binding;
   g.runner.dispatch('gelu', 'forward', { WG }, [x.numel], { 1: X, 2: y.binding(g.ctx).binding }, groups(x.numel));
   g.record('gelu', [x], () => {
-    g.runner.dispatch('gelu', 'backward', { WG }, [x.numel], { 1: X, 2: g.gradOf(x).binding(g.ctx).binding, 3: g.gradOf(y).binding(g.ctx).binding }, groups(x.numel));
+    g.runner.dispatch(
+      'gelu',
+      'backward',
+      { WG },
+      [x.numel],
+      { 1: X, 2: g.gradOf(x).binding(g.ctx).binding, 3: g.gradOf(y).binding(g.ctx).binding },
+      groups(x.numel),
+    );
   });
   return y;
 }
@@ -279,7 +391,14 @@ export function dropout(g: Graph, x: Tensor, p: number): Tensor {
   const uniforms = [x.numel, seed, f32bits(p), f32bits(1 / (1 - p)), x.numel / count, first];
   g.runner.dispatch('dropout', 'forward', { WG }, uniforms, { 1: x.binding(g.ctx).binding, 2: y.binding(g.ctx).binding }, groups(x.numel));
   g.record('dropout', [x], () => {
-    g.runner.dispatch('dropout', 'backward', { WG }, uniforms, { 1: g.gradOf(y).binding(g.ctx).binding, 2: g.gradOf(x).binding(g.ctx).binding }, groups(x.numel));
+    g.runner.dispatch(
+      'dropout',
+      'backward',
+      { WG },
+      uniforms,
+      { 1: g.gradOf(y).binding(g.ctx).binding, 2: g.gradOf(x).binding(g.ctx).binding },
+      groups(x.numel),
+    );
   });
   return y;
 }
@@ -292,23 +411,40 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   requireF32(qkv, 'attention input');
   const [batch, t, c3] = qkv.shape as [number, number, number];
   const c = c3 / 3;
-  if (qkv.shape.length !== 3 || c3 % 3 !== 0 || c % heads !== 0) throw new ShapeMismatch(`attention: qkv ${shapeOf(qkv)} must be [B, T, 3C] with C divisible by ${heads} heads`);
+  if (qkv.shape.length !== 3 || c3 % 3 !== 0 || c % heads !== 0)
+    throw new ShapeMismatch(`attention: qkv ${shapeOf(qkv)} must be [B, T, 3C] with C divisible by ${heads} heads`);
   const hd = c / heads;
   const scale = 1 / Math.sqrt(hd);
   const probs = g.tensor([batch, heads, t, t], 'attention.probs', qkv.requiresGrad);
   const bh = { nb0: batch, nb1: heads };
   // Per (b, h): q[i, d] at b·T·3C + i·3C + h·hd + d; k at +C; v at +2C.
-  const q = (off: number, rowIsTime: boolean): Operand => (rowIsTime ? { t: qkv, off, rs: c3, cs: 1, b0: t * c3, b1: hd } : { t: qkv, off, rs: 1, cs: c3, b0: t * c3, b1: hd });
-  const p = (transposed: boolean, tensor: Tensor): Operand => (transposed ? { t: tensor, rs: 1, cs: t, b0: heads * t * t, b1: t * t } : { t: tensor, rs: t, cs: 1, b0: heads * t * t, b1: t * t });
+  const q = (off: number, rowIsTime: boolean): Operand =>
+    rowIsTime ? { t: qkv, off, rs: c3, cs: 1, b0: t * c3, b1: hd } : { t: qkv, off, rs: 1, cs: c3, b0: t * c3, b1: hd };
+  const p = (transposed: boolean, tensor: Tensor): Operand =>
+    transposed ? { t: tensor, rs: 1, cs: t, b0: heads * t * t, b1: t * t } : { t: tensor, rs: t, cs: 1, b0: heads * t * t, b1: t * t };
   // S = q kᵀ (scaled inside the softmax)
   matmulInto(g, { m: t, n: t, k: hd, ...bh }, q(0, true), q(c, false), p(false, probs));
   const P = probs.binding(g.ctx).binding;
-  g.runner.dispatch('softmax', 'forward', { WG: 64 }, [batch * heads * t, t, f32bits(scale), t, 0], { 1: P }, Math.ceil((batch * heads * t) / 64));
+  g.runner.dispatch(
+    'softmax',
+    'forward',
+    { WG: 64 },
+    [batch * heads * t, t, f32bits(scale), t, 0],
+    { 1: P },
+    Math.ceil((batch * heads * t) / 64),
+  );
   // Recorded first so that it runs last: after the values' (and any dropout's) backward filled dP.
   g.record('attention.scores', [qkv], () => {
     const dqkv = g.gradOf(qkv);
     const ds = g.gradOf(probs); // dP, turned into dS in place
-    g.runner.dispatch('softmax', 'backward', { WG: 64 }, [batch * heads * t, t, f32bits(scale), t, 0], { 1: ds.binding(g.ctx).binding, 2: P }, Math.ceil((batch * heads * t) / 64));
+    g.runner.dispatch(
+      'softmax',
+      'backward',
+      { WG: 64 },
+      [batch * heads * t, t, f32bits(scale), t, 0],
+      { 1: ds.binding(g.ctx).binding, 2: P },
+      Math.ceil((batch * heads * t) / 64),
+    );
     // dq += dS k ; dk += dSᵀ q
     matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(false, ds), q(c, true), { ...q(0, true), t: dqkv }, { accumulate: true });
     matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(true, ds), q(0, true), { ...q(c, true), t: dqkv }, { accumulate: true });
@@ -335,7 +471,8 @@ export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor 
   requireF32(logits, 'cross-entropy logits');
   const v = logits.shape[logits.shape.length - 1]!;
   const rows = logits.numel / v;
-  if (targets.dtype !== 'uint32' || targets.numel !== rows) throw new ShapeMismatch(`cross-entropy: targets must be ${rows} uint32 values, got ${targets.dtype} ${shapeOf(targets)}`);
+  if (targets.dtype !== 'uint32' || targets.numel !== rows)
+    throw new ShapeMismatch(`cross-entropy: targets must be ${rows} uint32 values, got ${targets.dtype} ${shapeOf(targets)}`);
   const lse = g.tensor([rows, 2], 'cross-entropy.rows');
   const loss = g.tensor([1], 'loss', logits.requiresGrad);
   const L = logits.binding(g.ctx).binding;
@@ -344,7 +481,14 @@ export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor 
   g.runner.dispatch('cross-entropy', 'rows', { WG: 64 }, [rows, v], { 1: L, 2: T, 3: R }, Math.ceil(rows / 64));
   g.runner.dispatch('cross-entropy', 'mean', { WG: 64 }, [rows, v], { 3: R, 4: loss.binding(g.ctx).binding }, [1, 1, 1]);
   g.record('cross-entropy', [logits], () => {
-    g.runner.dispatch('cross-entropy', 'backward', { WG }, [rows, v], { 1: L, 2: T, 3: R, 4: g.gradOf(logits).binding(g.ctx).binding, 5: g.gradOf(loss).binding(g.ctx).binding }, groups(rows * v));
+    g.runner.dispatch(
+      'cross-entropy',
+      'backward',
+      { WG },
+      [rows, v],
+      { 1: L, 2: T, 3: R, 4: g.gradOf(logits).binding(g.ctx).binding, 5: g.gradOf(loss).binding(g.ctx).binding },
+      groups(rows * v),
+    );
   });
   return loss;
 }

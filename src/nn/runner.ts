@@ -34,7 +34,12 @@ export class Runner {
 
   constructor(private readonly ctx: GpuContext) {
     this.dummy = ctx.createBuffer({ label: 'nn.unused-binding', size: 16, usage: GPUBufferUsage.STORAGE, category: 'other' });
-    this.uniforms = ctx.createBuffer({ label: 'nn.uniforms', size: SLOTS * SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
+    this.uniforms = ctx.createBuffer({
+      label: 'nn.uniforms',
+      size: SLOTS * SLOT_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      category: 'other',
+    });
   }
 
   /**
@@ -53,9 +58,17 @@ export class Runner {
     const slot = this.slots++;
     this.staging.set(uniforms, (slot * SLOT_BYTES) / 4);
     const pipeline = this.ctx.kernels.pipeline(shader, entry, constants);
-    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniforms.gpu, offset: slot * SLOT_BYTES, size: Math.max(16, Math.ceil((uniforms.length * 4) / 16) * 16) } }];
+    const entries: GPUBindGroupEntry[] = [
+      {
+        binding: 0,
+        resource: { buffer: this.uniforms.gpu, offset: slot * SLOT_BYTES, size: Math.max(16, Math.ceil((uniforms.length * 4) / 16) * 16) },
+      },
+    ];
     for (const [index, b] of Object.entries(bindings)) {
-      entries.push({ binding: Number(index), resource: 'gpu' in b ? { buffer: b.gpu } : { buffer: b.buffer.gpu, offset: b.offset, size: b.size } });
+      entries.push({
+        binding: Number(index),
+        resource: 'gpu' in b ? { buffer: b.gpu } : { buffer: b.buffer.gpu, offset: b.offset, size: b.size },
+      });
     }
     const group = this.ctx.device.createBindGroup({ label: `${shader}.${entry}`, layout: pipeline.getBindGroupLayout(0), entries });
     const pass = this.beginPass();
@@ -63,7 +76,8 @@ export class Runner {
       this.ctx.kernels.dispatchInPass(pass, pipeline, [group], workgroups);
     } else {
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
-      if (workgroups.some((w) => w > max)) throw new Error(`${shader}.${entry}: grid [${workgroups.join(', ')}] exceeds ${max} workgroups per dimension`);
+      if (workgroups.some((w) => w > max))
+        throw new Error(`${shader}.${entry}: grid [${workgroups.join(', ')}] exceeds ${max} workgroups per dimension`);
       if (workgroups.some((w) => w === 0)) return;
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);

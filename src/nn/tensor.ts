@@ -38,7 +38,7 @@ export class Tensor {
     readonly requiresGrad = param !== null,
   ) {
     this.numel = numel(shape);
-    if (offset + this.numel > (buffer.size / DTYPE_BYTES[dtype]) + 1e-9) {
+    if (offset + this.numel > buffer.size / DTYPE_BYTES[dtype] + 1e-9) {
       throw new ShapeMismatch(`tensor [${shape.join(', ')}] at element ${offset} overruns buffer '${buffer.label}' (${buffer.size} B)`);
     }
   }
@@ -75,14 +75,23 @@ export interface RangeBinding {
  * The binding of `numel` elements of `dtype` from element `offset` of `buffer`: it starts at the
  * device's storage offset alignment at or below the data and ends at the next whole word.
  */
-export function rangeBinding(ctx: GpuContext, buffer: DeviceBuffer, offset: number, numel: number, dtype: Dtype, what: string): RangeBinding {
+export function rangeBinding(
+  ctx: GpuContext,
+  buffer: DeviceBuffer,
+  offset: number,
+  numel: number,
+  dtype: Dtype,
+  what: string,
+): RangeBinding {
   const bytes = DTYPE_BYTES[dtype];
   const start = offset * bytes;
   const aligned = alignDown(start, ctx.limits.minStorageBufferOffsetAlignment);
   const end = Math.min(buffer.size, Math.ceil((start + Math.max(1, numel) * bytes) / 4) * 4);
   const size = end - aligned.start;
   if (size > ctx.limits.maxStorageBufferBindingSize) {
-    throw new ShapeMismatch(`${what} of '${buffer.label}' spans ${size} B, over this device's storage binding limit (${ctx.limits.maxStorageBufferBindingSize} B)`);
+    throw new ShapeMismatch(
+      `${what} of '${buffer.label}' spans ${size} B, over this device's storage binding limit (${ctx.limits.maxStorageBufferBindingSize} B)`,
+    );
   }
   return { binding: { buffer, offset: aligned.start, size }, shift: aligned.shift / bytes };
 }

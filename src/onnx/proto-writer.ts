@@ -35,7 +35,9 @@ export class ProtoWriter {
   /** Length-delimited field (wire type 2): bytes, a string, or a nested message. */
   bytes(field: number, value: Uint8Array | string | ProtoWriter): this {
     const data = typeof value === 'string' ? new TextEncoder().encode(value) : value instanceof ProtoWriter ? value.finish() : value;
-    return this.varint(field * 8 + 2).varint(data.byteLength).push(data);
+    return this.varint(field * 8 + 2)
+      .varint(data.byteLength)
+      .push(data);
   }
 
   finish(): Uint8Array {

@@ -89,7 +89,16 @@ export function adamReferenceStep(
   const f = Math.fround;
   const s = adamStepScalars(h, step);
   const [stepSize, bc2Sqrt, b1, omb1, b2, omb2, eps, l2, decay, sign] = [
-    s.stepSize, s.bc2Sqrt, s.beta1, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.eps, s.l2, s.decayFactor, f(gradScale) * s.gradSign,
+    s.stepSize,
+    s.bc2Sqrt,
+    s.beta1,
+    s.oneMinusBeta1,
+    s.beta2,
+    s.oneMinusBeta2,
+    s.eps,
+    s.l2,
+    s.decayFactor,
+    f(gradScale) * s.gradSign,
   ].map(f) as number[] as [number, number, number, number, number, number, number, number, number, number];
   for (let i = 0; i < param.length; i++) {
     const p0 = param[i]!;

@@ -61,7 +61,9 @@ export class AdamKernel {
       // loads need the data itself 16-byte aligned.
       if (offset % 4 !== 0) throw new GpuError(`Adam operand '${name}': element offset ${offset} is not a multiple of 4 (vec4 loads)`);
       if ((offset + length) * 4 > buffer.size) {
-        throw new GpuError(`Adam operand '${name}': ${length} elements at offset ${offset} overflow buffer '${buffer.label}' of ${buffer.size} B`);
+        throw new GpuError(
+          `Adam operand '${name}': ${length} elements at offset ${offset} overflow buffer '${buffer.label}' of ${buffer.size} B`,
+        );
       }
     }
     // Leave room in each binding for the shift from the aligned start to the data.
@@ -105,7 +107,13 @@ export class AdamKernel {
    * Queue this step's scalars and record the kernel into `encoder` as one compute pass. The scalars
    * are written to the queue now, so submit this encoder before encoding the next step.
    */
-  encode(encoder: GPUCommandEncoder, hyper: AdamHyperParams, step: number, timestampWrites?: GPUComputePassTimestampWrites, gradScale = 1): void {
+  encode(
+    encoder: GPUCommandEncoder,
+    hyper: AdamHyperParams,
+    step: number,
+    timestampWrites?: GPUComputePassTimestampWrites,
+    gradScale = 1,
+  ): void {
     checkHyperParams(hyper);
     this.writeUniforms(hyper, step, gradScale);
     const pass = encoder.beginComputePass(timestampWrites ? { label: 'adam', timestampWrites } : { label: 'adam' });
@@ -141,7 +149,21 @@ export class AdamKernel {
       u32[1] = window.count - (window.count % 4);
       u32[2] = window.count % 4;
       u32[3] = hyper.decoupled ? 1 : 0;
-      f32.set([s.stepSize, s.bc2Sqrt, s.beta1, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.eps, s.l2, s.decayFactor, Math.fround(gradScale) * s.gradSign], 4);
+      f32.set(
+        [
+          s.stepSize,
+          s.bc2Sqrt,
+          s.beta1,
+          s.oneMinusBeta1,
+          s.beta2,
+          s.oneMinusBeta2,
+          s.eps,
+          s.l2,
+          s.decayFactor,
+          Math.fround(gradScale) * s.gradSign,
+        ],
+        4,
+      );
       u32.set(this.shifts, 14);
     });
     this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);

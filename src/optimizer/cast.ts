@@ -38,7 +38,9 @@ export function pairedWindows(ctx: GpuContext, ranges: CastRange[], what: string
   const align = ctx.limits.minStorageBufferOffsetAlignment;
   return ranges.flatMap((range) => {
     if (range.length % 2 !== 0 || range.wide.offset % 2 !== 0 || range.narrow.offset % 2 !== 0) {
-      throw new GpuError(`${what}: ranges must start at even elements and have even lengths (got ${range.length} at ${range.narrow.offset})`);
+      throw new GpuError(
+        `${what}: ranges must start at even elements and have even lengths (got ${range.length} at ${range.narrow.offset})`,
+      );
     }
     // Window starts on multiples of `align` in both buffers, so the shifts are the same in every window.
     return windowsFor(range.length, 4, ctx.limits.maxStorageBufferBindingSize - align, align * 2)
@@ -73,11 +75,17 @@ export class HalfCast {
     this.toWide = ctx.kernels.pipeline('cast', `${name}_to_f32`, { WG });
     const windows = pairedWindows(ctx, ranges, '16-bit cast');
     const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.uniforms = ctx.createBuffer({ label: 'cast.uniforms', size: Math.max(1, windows.length) * slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
+    this.uniforms = ctx.createBuffer({
+      label: 'cast.uniforms',
+      size: Math.max(1, windows.length) * slot,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      category: 'other',
+    });
     const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
     windows.forEach((w, i) => {
       data.set([w.count / 2, w.wideShift, w.narrowShift], (i * slot) / 4);
-      const bindings = (pipeline: GPUComputePipeline) => ctx.kernels.bindGroup(pipeline, [{ buffer: this.uniforms, offset: i * slot, size: 12 }, w.wide, w.narrow]);
+      const bindings = (pipeline: GPUComputePipeline) =>
+        ctx.kernels.bindGroup(pipeline, [{ buffer: this.uniforms, offset: i * slot, size: 12 }, w.wide, w.narrow]);
       this.dispatches.push({ narrowGroup: bindings(this.toNarrow), wideGroup: bindings(this.toWide), pairs: w.count / 2 });
     });
     ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
@@ -87,7 +95,12 @@ export class HalfCast {
     const encoder = this.ctx.device.createCommandEncoder({ label: toNarrow ? 'cast to 16-bit' : 'cast to fp32' });
     const pass = encoder.beginComputePass();
     for (const d of this.dispatches) {
-      this.ctx.kernels.dispatchInPass(pass, toNarrow ? this.toNarrow : this.toWide, [toNarrow ? d.narrowGroup : d.wideGroup], Math.ceil(d.pairs / WG));
+      this.ctx.kernels.dispatchInPass(
+        pass,
+        toNarrow ? this.toNarrow : this.toWide,
+        [toNarrow ? d.narrowGroup : d.wideGroup],
+        Math.ceil(d.pairs / WG),
+      );
     }
     pass.end();
     this.ctx.submit([encoder.finish()]);

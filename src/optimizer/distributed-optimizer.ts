@@ -31,9 +31,13 @@ export class DistributedOptimizer extends AdamOverBuffers {
     this.expAvgSq = expAvgSq;
     const layoutOf = (r: ShardRange) => ddp.buffers[r.buffer]!.layout;
     // fp32 params: the main params are the param buffer's shard itself; 16-bit: an fp32 copy.
-    const main = this.ranges.some((r) => layoutOf(r).paramDtype !== 'float32') ? this.fp32Buffer('main params (shard)', shardElements, 'main-params') : null;
+    const main = this.ranges.some((r) => layoutOf(r).paramDtype !== 'float32')
+      ? this.fp32Buffer('main params (shard)', shardElements, 'main-params')
+      : null;
     // fp16 grads: Adam reads fp32 main grads, unscaled from the shard (counted as grads).
-    const mainGrads = this.ranges.some((r) => layoutOf(r).gradDtype === 'float16') ? this.fp32Buffer('main grads (shard)', shardElements, 'grads') : null;
+    const mainGrads = this.ranges.some((r) => layoutOf(r).gradDtype === 'float16')
+      ? this.fp32Buffer('main grads (shard)', shardElements, 'grads')
+      : null;
     this.main = main;
     const casts: Record<'bfloat16' | 'float16', CastRange[]> = { bfloat16: [], float16: [] };
     const unscaleRanges: UnscaleRange[] = [];
@@ -50,7 +54,11 @@ export class DistributedOptimizer extends AdamOverBuffers {
       if (gradDtype === 'float16') unscaleRanges.push({ narrow: shardOf(buffer.grads), wide: grad, length });
       normRanges.push({ operand: grad, length });
       const shapeOf = (name: string) => buffer.layout.params.find((x) => x.name === name)!.shape;
-      this.addKernels({ param, grad, expAvg: { buffer: expAvg, offset: at }, expAvgSq: { buffer: expAvgSq, offset: at } }, length, r.params.map((p) => ({ name: p.name, shape: shapeOf(p.name), start: p.paramLocal.start })));
+      this.addKernels(
+        { param, grad, expAvg: { buffer: expAvg, offset: at }, expAvgSq: { buffer: expAvgSq, offset: at } },
+        length,
+        r.params.map((p) => ({ name: p.name, shape: shapeOf(p.name), start: p.paramLocal.start })),
+      );
       at += length;
     }
     this.setUpHalves(casts, unscaleRanges);
@@ -112,7 +120,10 @@ export class DistributedOptimizer extends AdamOverBuffers {
 
   /** The fp32 state buffers of this rank's shards, by the name `OptimizerState` gives them. */
   private stateBuffers(): ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] {
-    const buffers: ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] = [['expAvg', this.expAvg], ['expAvgSq', this.expAvgSq]];
+    const buffers: ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] = [
+      ['expAvg', this.expAvg],
+      ['expAvgSq', this.expAvgSq],
+    ];
     if (this.main) buffers.push(['main', this.main]);
     return buffers;
   }
@@ -172,7 +183,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
     await phases.time('param readback', () => read ?? this.readShard(r));
     await phases.time('all-gather', () => this.group.allGather(params));
     // The queue runs the upload before anything submitted after it (the next forward): no wait.
-    await phases.time('param upload', async () => this.ctx.transfers.upload(buffer.params, params, bucket.start * params.BYTES_PER_ELEMENT));
+    await phases.time('param upload', async () =>
+      this.ctx.transfers.upload(buffer.params, params, bucket.start * params.BYTES_PER_ELEMENT),
+    );
   }
 }
-

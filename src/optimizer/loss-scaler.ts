@@ -43,7 +43,9 @@ export class DynamicLossScaler {
       throw new RangeError(`loss scaler: need scale > 0, min scale > 0, growth > 1 and 0 < backoff < 1, got ${JSON.stringify(c)}`);
     }
     if (!Number.isInteger(c.growthInterval) || c.growthInterval < 1 || !Number.isInteger(c.hysteresis) || c.hysteresis < 1) {
-      throw new RangeError(`loss scaler: growth interval and hysteresis must be positive integers, got ${c.growthInterval} and ${c.hysteresis}`);
+      throw new RangeError(
+        `loss scaler: growth interval and hysteresis must be positive integers, got ${c.growthInterval} and ${c.hysteresis}`,
+      );
     }
     this.state = { scale: c.initialScale, growthTracker: 0, hysteresisTracker: c.hysteresis, skippedSteps: 0 };
   }
@@ -81,7 +83,8 @@ export class DynamicLossScaler {
 
   loadStateDict(state: LossScalerState): void {
     for (const key of ['scale', 'growthTracker', 'hysteresisTracker', 'skippedSteps'] as const) {
-      if (typeof state[key] !== 'number' || !Number.isFinite(state[key])) throw new RangeError(`loss scaler state: field '${key}' is ${String(state[key])}`);
+      if (typeof state[key] !== 'number' || !Number.isFinite(state[key]))
+        throw new RangeError(`loss scaler state: field '${key}' is ${String(state[key])}`);
     }
     this.state = { ...state };
   }

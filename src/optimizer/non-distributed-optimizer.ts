@@ -19,7 +19,10 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
     const normRanges: { operand: Float32Operand; length: number }[] = [];
     for (const buffer of ddp.buffers) {
       const { numel: n, paramDtype, gradDtype } = buffer.layout;
-      const moments: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer } = { expAvg: this.fp32Buffer(`exp_avg #${buffer.index}`, n), expAvgSq: this.fp32Buffer(`exp_avg_sq #${buffer.index}`, n) };
+      const moments: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer } = {
+        expAvg: this.fp32Buffer(`exp_avg #${buffer.index}`, n),
+        expAvgSq: this.fp32Buffer(`exp_avg_sq #${buffer.index}`, n),
+      };
       this.state.push(moments);
       let param = { buffer: buffer.params, offset: 0 };
       if (paramDtype !== 'float32') {
@@ -82,4 +85,3 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
 
   protected async afterUpdate(): Promise<void> {}
 }
-

@@ -97,7 +97,10 @@ export function megatronWeightDecay(name: string, shape: readonly number[]): boo
  * where a param of the other group starts (padding before it goes with it), so every boundary is a
  * param start, a multiple of 4 in both layouts.
  */
-export function groupRuns(params: readonly { start: number; decay: boolean }[], length: number): { start: number; end: number; decay: boolean }[] {
+export function groupRuns(
+  params: readonly { start: number; decay: boolean }[],
+  length: number,
+): { start: number; end: number; decay: boolean }[] {
   const runs: { start: number; end: number; decay: boolean }[] = [];
   for (const p of params) {
     const last = runs.at(-1);
@@ -108,7 +111,6 @@ export function groupRuns(params: readonly { start: number; decay: boolean }[], 
   if (runs.length === 0) runs.push({ start: 0, end: length, decay: true });
   return runs.filter((r) => r.end > r.start);
 }
-
 
 export abstract class AdamOverBuffers implements Optimizer {
   abstract readonly distributed: boolean;
@@ -136,7 +138,9 @@ export abstract class AdamOverBuffers implements Optimizer {
     checkHyperParams(config.hyper);
     this.hyper = { ...config.hyper };
     if (ddp.layout.buffers.some((b) => b.paramDtype === 'float16') && !ctx.hasF16) {
-      throw new Error(`fp16 params need the shader-f16 feature, which adapter '${ctx.adapterName}' does not offer; use bf16 (--bf16) or fp32 instead`);
+      throw new Error(
+        `fp16 params need the shader-f16 feature, which adapter '${ctx.adapterName}' does not offer; use bf16 (--bf16) or fp32 instead`,
+      );
     }
     if (config.clipGrad !== undefined && !(config.clipGrad >= 0)) throw new RangeError(`--clip-grad must be >= 0, got ${config.clipGrad}`);
   }
@@ -156,9 +160,16 @@ export abstract class AdamOverBuffers implements Optimizer {
   }
 
   /** Adam kernels over a range of the buffers, one per run of params of one group. */
-  protected addKernels(operands: Omit<AdamOperands, 'length'>, length: number, params: readonly { name: string; shape: readonly number[]; start: number }[]): void {
+  protected addKernels(
+    operands: Omit<AdamOperands, 'length'>,
+    length: number,
+    params: readonly { name: string; shape: readonly number[]; start: number }[],
+  ): void {
     const at = (o: Float32Operand, k: number) => ({ buffer: o.buffer, offset: (o.offset ?? 0) + k });
-    for (const run of groupRuns(params.map((p) => ({ start: p.start, decay: this.decays(p.name, p.shape) })), length)) {
+    for (const run of groupRuns(
+      params.map((p) => ({ start: p.start, decay: this.decays(p.name, p.shape) })),
+      length,
+    )) {
       const kernel = new AdamKernel(this.ctx, {
         param: at(operands.param, run.start),
         grad: at(operands.grad, run.start),
@@ -171,7 +182,11 @@ export abstract class AdamOverBuffers implements Optimizer {
   }
 
   /** A zeroed fp32 buffer the optimizer owns (moments, main params, main grads). */
-  protected fp32Buffer(label: string, elements: number, category: 'optimizer-state' | 'main-params' | 'grads' = 'optimizer-state'): DeviceBuffer {
+  protected fp32Buffer(
+    label: string,
+    elements: number,
+    category: 'optimizer-state' | 'main-params' | 'grads' = 'optimizer-state',
+  ): DeviceBuffer {
     const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: storageUsage(), category });
     this.ctx.device.queue.writeBuffer(buffer.gpu, 0, new Float32Array(Math.ceil(buffer.size / 4)));
     this.owned.push(buffer);
@@ -266,4 +281,3 @@ export abstract class AdamOverBuffers implements Optimizer {
     for (const b of this.owned) b.destroy();
   }
 }
-

@@ -23,5 +23,7 @@ export { DistributedOptimizer, NonDistributedOptimizer };
 
 /** The optimizer the CLI flag chooses. */
 export function createOptimizer(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig): Optimizer {
-  return ddp.layout.distributedOptimizer ? new DistributedOptimizer(ctx, group, ddp, config) : new NonDistributedOptimizer(ctx, group, ddp, config);
+  return ddp.layout.distributedOptimizer
+    ? new DistributedOptimizer(ctx, group, ddp, config)
+    : new NonDistributedOptimizer(ctx, group, ddp, config);
 }

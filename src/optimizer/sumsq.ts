@@ -32,8 +32,18 @@ export class SumOfSquares {
         .map((w) => ({ buffer: operand.buffer, count: w.count, ...alignDown((offset + w.start) * 4, align) }));
     });
     const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.partials = ctx.createBuffer({ label: 'sumsq.partials', size: Math.max(1, windows.length) * WORKGROUPS * 4, usage: storageUsage(), category: 'other' });
-    this.uniforms = ctx.createBuffer({ label: 'sumsq.uniforms', size: Math.max(1, windows.length) * slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
+    this.partials = ctx.createBuffer({
+      label: 'sumsq.partials',
+      size: Math.max(1, windows.length) * WORKGROUPS * 4,
+      usage: storageUsage(),
+      category: 'other',
+    });
+    this.uniforms = ctx.createBuffer({
+      label: 'sumsq.uniforms',
+      size: Math.max(1, windows.length) * slot,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      category: 'other',
+    });
     const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
     windows.forEach((w, i) => {
       data[(i * slot) / 4] = w.count;

@@ -24,13 +24,23 @@ export class Unscale {
     this.pipeline = ctx.kernels.pipeline('unscale', 'unscale', { WG });
     const windows = pairedWindows(ctx, ranges, 'unscale');
     this.slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.uniforms = ctx.createBuffer({ label: 'unscale.uniforms', size: Math.max(1, windows.length) * this.slot, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, category: 'other' });
+    this.uniforms = ctx.createBuffer({
+      label: 'unscale.uniforms',
+      size: Math.max(1, windows.length) * this.slot,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      category: 'other',
+    });
     this.found = ctx.createBuffer({ label: 'unscale.found_inf', size: 4, usage: storageUsage(), category: 'other' });
     windows.forEach((w, i) => {
       this.groups.push({
         pairs: w.count / 2,
         shifts: [w.wideShift, w.narrowShift],
-        group: ctx.kernels.bindGroup(this.pipeline, [{ buffer: this.uniforms, offset: i * this.slot, size: 16 }, w.narrow, w.wide, this.found]),
+        group: ctx.kernels.bindGroup(this.pipeline, [
+          { buffer: this.uniforms, offset: i * this.slot, size: 16 },
+          w.narrow,
+          w.wide,
+          this.found,
+        ]),
       });
     });
   }

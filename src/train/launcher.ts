@@ -55,10 +55,14 @@ export function checkLaunchOptions(o: LaunchOptions): void {
   if (!Number.isInteger(o.nodeRank) || o.nodeRank < 0 || o.nodeRank >= o.nnodes) {
     throw new FlagError(`--node-rank must be in 0..${o.nnodes - 1}, got ${o.nodeRank}`);
   }
-  if (!Number.isInteger(o.masterPort) || o.masterPort < 1 || o.masterPort > 65535) throw new FlagError(`--master-port must be a TCP port, got ${o.masterPort}`);
-  if (o.command.length === 0) throw new FlagError('no program to launch: put it after `--`, e.g. webtron launch --nproc-per-node 2 -- train.js');
+  if (!Number.isInteger(o.masterPort) || o.masterPort < 1 || o.masterPort > 65535)
+    throw new FlagError(`--master-port must be a TCP port, got ${o.masterPort}`);
+  if (o.command.length === 0)
+    throw new FlagError('no program to launch: put it after `--`, e.g. webtron launch --nproc-per-node 2 -- train.js');
   if (o.nnodes > 1 && !o.token) {
-    throw new FlagError('a multi-node job needs the same WEBTRON_JOB_TOKEN on every node; create one (e.g. `openssl rand -hex 32`) and export it on each node');
+    throw new FlagError(
+      'a multi-node job needs the same WEBTRON_JOB_TOKEN on every node; create one (e.g. `openssl rand -hex 32`) and export it on each node',
+    );
   }
 }
 
@@ -107,9 +111,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const log = o.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const graceMs = o.graceMs ?? 10_000;
   const token = o.token || randomBytes(32).toString('hex');
-  const store = o.nodeRank === 0
-    ? await StoreServer.start({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token, log })
-    : null;
+  const store =
+    o.nodeRank === 0 ? await StoreServer.start({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token, log }) : null;
   const children: ChildProcess[] = [];
   const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
   let firstFailure: { rank: string; code: number } | null = null;
@@ -152,7 +155,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
           if (exit.code !== 0 && !firstFailure && !stopping) {
             firstFailure = { rank: env.RANK!, code: exit.code };
             const last = tail.last;
-            log(`webtron launch: rank ${env.RANK} ${exit.text}; stopping the other workers${last.length ? `. Its last stderr lines:\n${last.map((l) => `  [rank ${env.RANK}] ${l}`).join('\n')}` : ''}`);
+            log(
+              `webtron launch: rank ${env.RANK} ${exit.text}; stopping the other workers${last.length ? `. Its last stderr lines:\n${last.map((l) => `  [rank ${env.RANK}] ${l}`).join('\n')}` : ''}`,
+            );
             stopAll('SIGTERM');
           }
           resolve();

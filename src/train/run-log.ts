@@ -35,7 +35,21 @@ export function sci(x: number): string {
 }
 
 /** Megatron's log line (its training_log, with webtron's tokens/s appended). */
-export function megatronLine(o: { time: Date; iteration: number; trainIters: number; consumedSamples: number; msPerIteration: number; lr: number; globalBatchSize: number; loss: number | null; lossScale: number; gradNorm: number | null; skipped: number; nan: number; tokensPerS: number }): string {
+export function megatronLine(o: {
+  time: Date;
+  iteration: number;
+  trainIters: number;
+  consumedSamples: number;
+  msPerIteration: number;
+  lr: number;
+  globalBatchSize: number;
+  loss: number | null;
+  lossScale: number;
+  gradNorm: number | null;
+  skipped: number;
+  nan: number;
+  tokensPerS: number;
+}): string {
   const t = o.time;
   const two = (n: number) => String(n).padStart(2, '0');
   const stamp = `${t.getFullYear()}-${two(t.getMonth() + 1)}-${two(t.getDate())} ${two(t.getHours())}:${two(t.getMinutes())}:${two(t.getSeconds())}`;
@@ -73,7 +87,9 @@ export class ProgressBar {
     const elapsed = (Date.now() - this.started) / 1000;
     const eta = done > 0 ? (elapsed / done) * (this.total - done) : NaN;
     const time = (s: number) => (Number.isFinite(s) ? `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}` : '?');
-    this.out.write(`\r\u001b[K[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${this.total} ${note} | ${time(elapsed)} elapsed, ${time(eta)} left`);
+    this.out.write(
+      `\r\u001b[K[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${this.total} ${note} | ${time(elapsed)} elapsed, ${time(eta)} left`,
+    );
     this.shown = true;
   }
 
@@ -111,13 +127,28 @@ export class RunFolder {
   }
 
   /** loss.svg: train and validation loss against iteration, with the corpus's entropies as reference lines. */
-  writeChart(train: { x: number; y: number }[], valid: { x: number; y: number }[], reference: { unigram: number; bigram: number }, title: string): void {
+  writeChart(
+    train: { x: number; y: number }[],
+    valid: { x: number; y: number }[],
+    reference: { unigram: number; bigram: number },
+    title: string,
+  ): void {
     const svg = curveChartSvg(
       [
         { name: 'train loss', color: '#1f77b4', points: train },
         { name: 'validation loss', color: '#d62728', points: valid, markers: true },
-        { name: `unigram entropy ${reference.unigram.toFixed(2)}`, color: '#7f7f7f', points: [{ x: 0, y: reference.unigram }], reference: true },
-        { name: `bigram entropy ${reference.bigram.toFixed(2)}`, color: '#2ca02c', points: [{ x: 0, y: reference.bigram }], reference: true },
+        {
+          name: `unigram entropy ${reference.unigram.toFixed(2)}`,
+          color: '#7f7f7f',
+          points: [{ x: 0, y: reference.unigram }],
+          reference: true,
+        },
+        {
+          name: `bigram entropy ${reference.bigram.toFixed(2)}`,
+          color: '#2ca02c',
+          points: [{ x: 0, y: reference.bigram }],
+          reference: true,
+        },
       ],
       { title, xLabel: 'iteration', yLabel: 'loss (nats per token)', yMin: 0, yFormat: (v) => v.toFixed(1) },
     );
@@ -126,8 +157,21 @@ export class RunFolder {
 }
 
 /** One line of this rank's GPU bytes by category beside what `webtron memory` predicts. */
-export function memoryLine(rank: number, iterations: number, measured: Record<string, number>, peak: Record<string, number>, predicted: Record<string, number>, activations: number): string {
-  const cells = ['params', 'grads', 'main-params', 'optimizer-state'].map((c) => `${c} ${formatBytes(measured[c] ?? 0)} (predicted ${formatBytes(predicted[c] ?? 0)}${measured[c] === predicted[c] ? ', equal' : ''})`);
-  cells.push(`activations peak ${formatBytes(peak.activations ?? 0)} (predicted for one micro-batch ${formatBytes(activations)}${peak.activations === activations ? ', equal' : ''})`, `staging ${formatBytes(measured.staging ?? 0)}`);
+export function memoryLine(
+  rank: number,
+  iterations: number,
+  measured: Record<string, number>,
+  peak: Record<string, number>,
+  predicted: Record<string, number>,
+  activations: number,
+): string {
+  const cells = ['params', 'grads', 'main-params', 'optimizer-state'].map(
+    (c) =>
+      `${c} ${formatBytes(measured[c] ?? 0)} (predicted ${formatBytes(predicted[c] ?? 0)}${measured[c] === predicted[c] ? ', equal' : ''})`,
+  );
+  cells.push(
+    `activations peak ${formatBytes(peak.activations ?? 0)} (predicted for one micro-batch ${formatBytes(activations)}${peak.activations === activations ? ', equal' : ''})`,
+    `staging ${formatBytes(measured.staging ?? 0)}`,
+  );
   return `[Rank ${rank}] (after ${iterations} iteration${iterations === 1 ? '' : 's'}) GPU memory: ${cells.join(' | ')}`;
 }

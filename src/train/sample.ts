@@ -18,7 +18,7 @@ import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
 
 export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
   load: { kind: 'string', help: 'a checkpoint of webtron train: its --save folder (the newest) or one iter_NNNNNNN folder' },
-  prompt: { kind: 'string', default: '', help: 'text to continue (in the checkpoint\'s vocabulary)' },
+  prompt: { kind: 'string', default: '', help: "text to continue (in the checkpoint's vocabulary)" },
   tokens: { kind: 'int', default: 200, help: 'tokens to generate' },
   temperature: { kind: 'number', default: 1.0, help: 'divide the logits by this (0: always the most likely token)' },
   'top-k': { kind: 'int', default: 0, help: 'sample among the k most likely tokens (0: all)' },
@@ -41,7 +41,10 @@ export function pickToken(logits: Float32Array, vocab: number, temperature: numb
   return kept.at(-1)!;
 }
 
-export async function sampleCommand(values: FlagValues, gpu: { backend?: string | undefined; adapter?: string | undefined }): Promise<void> {
+export async function sampleCommand(
+  values: FlagValues,
+  gpu: { backend?: string | undefined; adapter?: string | undefined },
+): Promise<void> {
   const path = values.load as string | undefined;
   if (!path) throw new FlagError('--load is required: the checkpoint to sample from (a --save folder of webtron train)');
   const tokens = values.tokens as number;
@@ -52,7 +55,8 @@ export async function sampleCommand(values: FlagValues, gpu: { backend?: string 
   if (!Number.isInteger(topK) || topK < 0) throw new FlagError(`--top-k must be a non-negative integer, got ${topK}`);
   const { dir, index } = readCheckpointIndex(path);
   const extra = index.extra as { model?: GptConfig; tokenizer?: TokenizerState };
-  if (!extra.model || !extra.tokenizer) throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
+  if (!extra.model || !extra.tokenizer)
+    throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
   const tokenizer = tokenizerFrom(extra.tokenizer);
   const prompt = tokenizer.encode(values.prompt as string);
   const model: GptConfig = { ...extra.model, hiddenDropout: 0, attentionDropout: 0 };

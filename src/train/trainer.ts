@@ -80,8 +80,10 @@ function tokenizerFor(cfg: TrainConfig, text: string): Tokenizer {
   if (cfg.load) {
     const { dir, index } = readCheckpointIndex(cfg.load);
     const extra = index.extra as Partial<TrainerState>;
-    if (!extra.tokenizer) throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no tokenizer); --load needs one`);
-    if (extra.tokenizer.type !== cfg.tokenizerType) throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
+    if (!extra.tokenizer)
+      throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no tokenizer); --load needs one`);
+    if (extra.tokenizer.type !== cfg.tokenizerType)
+      throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
     return tokenizerFrom(extra.tokenizer);
   }
   return cfg.tokenizerType === 'CharTokenizer' ? CharTokenizer.fromText(text) : new ByteTokenizer();
@@ -121,12 +123,16 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     // Data: the same on every rank (a pure function of the corpus, the split and the seed).
     const corpus = cfg.dataPath ? textFile(cfg.dataPath) : mobyDick();
     const texts = splitTexts(corpus, cfg.split);
-    if (!texts.train) throw new TrainingError(`the train split of ${corpus.name} is empty: --split ${cfg.split.join(',')} over ${corpus.documents.length} documents`);
+    if (!texts.train)
+      throw new TrainingError(
+        `the train split of ${corpus.name} is empty: --split ${cfg.split.join(',')} over ${corpus.documents.length} documents`,
+      );
     const tokenizer = tokenizerFor(cfg, `${texts.train}${texts.valid}${texts.test}`);
     const trainTokens = tokenizer.encode(texts.train);
     const validTokens = texts.valid ? tokenizer.encode(texts.valid) : null;
     const trainSamples = new GptSamples(trainTokens, cfg.seqLength, cfg.seed, true);
-    const validSamples = validTokens && validTokens.length > cfg.seqLength ? new GptSamples(validTokens, cfg.seqLength, cfg.seed, false) : null;
+    const validSamples =
+      validTokens && validTokens.length > cfg.seqLength ? new GptSamples(validTokens, cfg.seqLength, cfg.seed, false) : null;
     const reference = entropies(trainTokens);
 
     const model: GptConfig = {
@@ -142,15 +148,32 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     };
     const [dtype, gradDtype] = PRECISION_DTYPES[cfg.precision];
     const specs = Gpt.specs(model, dtype, gradDtype);
-    const layout = computeLayout(specs, { dataParallelSize: d, distributedOptimizer: cfg.useDistributedOptimizer, ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}) });
+    const layout = computeLayout(specs, {
+      dataParallelSize: d,
+      distributedOptimizer: cfg.useDistributedOptimizer,
+      ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}),
+    });
     const ddp = new DistributedDataParallel(ctx, group, layout, { overlapGradReduce: cfg.overlapGradReduce });
-    const hyper = { lr: cfg.lr, beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps, weightDecay: cfg.weightDecay, decoupled: true, maximize: false };
+    const hyper = {
+      lr: cfg.lr,
+      beta1: cfg.adamBeta1,
+      beta2: cfg.adamBeta2,
+      eps: cfg.adamEps,
+      weightDecay: cfg.weightDecay,
+      decoupled: true,
+      maximize: false,
+    };
     const optimizer = createOptimizer(ctx, group, ddp, {
       hyper,
       clipGrad: cfg.clipGrad,
       overlapParamGather: cfg.overlapParamGather,
       weightDecayFor: megatronWeightDecay,
-      lossScaler: { initialScale: cfg.initialLossScale, minScale: cfg.minLossScale, growthInterval: cfg.lossScaleWindow, hysteresis: cfg.hysteresis },
+      lossScaler: {
+        initialScale: cfg.initialLossScale,
+        minScale: cfg.minLossScale,
+        growthInterval: cfg.lossScaleWindow,
+        hysteresis: cfg.hysteresis,
+      },
     });
     // Every rank initializes the same params from the seed.
     ddp.importParams(Gpt.init(model, cfg.seed, cfg.initMethodStd));
@@ -171,18 +194,44 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       nanTotal = extra.nanIterations;
       say(`loaded ${loaded.dir}: iteration ${iteration}, ${consumedSamples} samples consumed`);
     }
-    const state = (): TrainerState => ({ iteration, consumedSamples, skippedIterations: skippedTotal, nanIterations: nanTotal, tokenizer: tokenizer.state(), model, args: cfg });
+    const state = (): TrainerState => ({
+      iteration,
+      consumedSamples,
+      skippedIterations: skippedTotal,
+      nanIterations: nanTotal,
+      tokenizer: tokenizer.state(),
+      model,
+      args: cfg,
+    });
 
     let run: RunFolder | null = null;
     if (isRank0 && cfg.runDir) {
       run = new RunFolder(cfg.runDir);
-      run.writeConfig({ ...cfg, params: paramCount, vocab_size: tokenizer.vocabSize, padded_vocab_size: model.vocabSize, corpus: corpus.name, world_size: d, unigram_entropy: reference.unigram, bigram_entropy: reference.bigram });
+      run.writeConfig({
+        ...cfg,
+        params: paramCount,
+        vocab_size: tokenizer.vocabSize,
+        padded_vocab_size: model.vocabSize,
+        corpus: corpus.name,
+        world_size: d,
+        unigram_entropy: reference.unigram,
+        bigram_entropy: reference.bigram,
+      });
     }
-    say(`webtron train: ${paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads, vocab ${tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
-      `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}, global batch ${cfg.globalBatchSize} = ${cfg.microBatchSize} × ${d} × ${cfg.gradAccumulation} micro-batches; ` +
-      `${corpus.name}: ${trainTokens.length.toLocaleString('en-US')} train tokens (${trainSamples.count} samples of ${cfg.seqLength}), ${validTokens?.length.toLocaleString('en-US') ?? 0} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}, bigram ${reference.bigram.toFixed(3)} nats`);
+    say(
+      `webtron train: ${paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads, vocab ${tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
+        `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}, global batch ${cfg.globalBatchSize} = ${cfg.microBatchSize} × ${d} × ${cfg.gradAccumulation} micro-batches; ` +
+        `${corpus.name}: ${trainTokens.length.toLocaleString('en-US')} train tokens (${trainSamples.count} samples of ${cfg.seqLength}), ${validTokens?.length.toLocaleString('en-US') ?? 0} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}, bigram ${reference.bigram.toFixed(3)} nats`,
+    );
 
-    const schedule = { lr: cfg.lr, minLr: cfg.minLr, decayStyle: cfg.lrDecayStyle, warmupIters: cfg.lrWarmupIters, decayIters: cfg.lrDecayIters, warmupInit: cfg.lrWarmupInit };
+    const schedule = {
+      lr: cfg.lr,
+      minLr: cfg.minLr,
+      decayStyle: cfg.lrDecayStyle,
+      warmupIters: cfg.lrWarmupIters,
+      decayIters: cfg.lrDecayIters,
+      warmupInit: cfg.lrWarmupInit,
+    };
     const perRank = cfg.globalBatchSize / d;
     const order = specs.map((s) => s.name);
     const ready = (names: string[]) => Promise.all(names.map((n) => ddp.paramsReady(n))).then(() => undefined);
@@ -202,7 +251,11 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
           const first = b * cfg.globalBatchSize + rank * perRank + m * cfg.microBatchSize;
           const { ids, targets } = validSamples.batch(first, cfg.microBatchSize);
           const g = new Graph(ctx, { training: false, samples: { first, count: cfg.microBatchSize } });
-          const { loss } = gpt.forward(g, g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids'), g.input(targets, [targets.length], 'targets'));
+          const { loss } = gpt.forward(
+            g,
+            g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids'),
+            g.input(targets, [targets.length], 'targets'),
+          );
           sum += (await g.read(loss!))[0]!;
           g.release();
         }
@@ -215,8 +268,14 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     const save = async () => {
       if (!cfg.save) return;
       const t0 = performance.now();
-      const saved = await saveCheckpoint(cfg.save, parts, { iteration, extra: state() as unknown as Record<string, unknown>, retain: cfg.saveRetain });
-      sayClean(`saved checkpoint ${saved.dir} (${(saved.totalBytes / 2 ** 20).toFixed(1)} MiB) in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+      const saved = await saveCheckpoint(cfg.save, parts, {
+        iteration,
+        extra: state() as unknown as Record<string, unknown>,
+        retain: cfg.saveRetain,
+      });
+      sayClean(
+        `saved checkpoint ${saved.dir} (${(saved.totalBytes / 2 ** 20).toFixed(1)} MiB) in ${((performance.now() - t0) / 1000).toFixed(2)} s`,
+      );
       return saved.dir;
     };
 
@@ -250,7 +309,11 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
           const targetsT = g.input(targets, [targets.length], 'targets');
           const { loss } = cfg.overlapParamGather ? await gpt.forwardAwaiting(g, idsT, targetsT, ready) : gpt.forward(g, idsT, targetsT);
           // The mean over the micro-batches (and, through DDP's average, over the ranks); fp16: times the loss scale.
-          g.backwardFrom(loss!, new Float32Array([scale / cfg.gradAccumulation]), last && cfg.overlapGradReduce ? { onParamGrad: (name) => ddp.registerGradReady(name) } : {});
+          g.backwardFrom(
+            loss!,
+            new Float32Array([scale / cfg.gradAccumulation]),
+            last && cfg.overlapGradReduce ? { onParamGrad: (name) => ddp.registerGradReady(name) } : {},
+          );
           return loss!;
         };
         await ddp.phases.time('forward+backward', async () => {
@@ -277,7 +340,9 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
         await group.allReduce(found, 'max');
         const k = order.length - found[0]!;
         const where = k < order.length ? `the grad of '${order[k]}' holds a NaN or infinity` : 'no grad holds a NaN or infinity';
-        throw new TrainingError(`iteration ${iteration}: lm loss ${loss}, grad norm ${result.gradNorm}: ${where}; stopping (--no-check-for-nan-in-loss-and-grad trains on)`);
+        throw new TrainingError(
+          `iteration ${iteration}: lm loss ${loss}, grad norm ${result.gradNorm}: ${where}; stopping (--no-check-for-nan-in-loss-and-grad trains on)`,
+        );
       }
       if (result.skipped) {
         skippedTotal += 1;
@@ -296,27 +361,77 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       interval.tokens += tokens;
       lastLoss = loss;
       const stepMs = performance.now() - stepStart;
-      progress.update(iteration, `lm loss ${Number.isFinite(loss) ? loss.toFixed(3) : loss} | ${(tokens / (stepMs / 1000)).toFixed(0)} tokens/s`);
+      progress.update(
+        iteration,
+        `lm loss ${Number.isFinite(loss) ? loss.toFixed(3) : loss} | ${(tokens / (stepMs / 1000)).toFixed(0)} tokens/s`,
+      );
 
       if (memory === null) {
         const live = ctx.memoryReport();
         const predicted = modelStateBytes(layout, rank);
-        const modelState = (r: Record<string, number>) => ['params', 'grads', 'main-params', 'optimizer-state'].reduce((sum, c) => sum + (r[c] ?? 0), 0);
+        const modelState = (r: Record<string, number>) =>
+          ['params', 'grads', 'main-params', 'optimizer-state'].reduce((sum, c) => sum + (r[c] ?? 0), 0);
         memory = { measured: modelState(live.live), predicted: predicted.total, activationsPeak: live.peak.activations };
-        if (isRank0) sayClean(memoryLine(rank, iteration, live.live, live.peak, predicted.byCategory as unknown as Record<string, number>, gptActivationBytes(model, { microBatchSize: cfg.microBatchSize, hiddenDropout: cfg.hiddenDropout > 0, attentionDropout: cfg.attentionDropout > 0, fp16Grads: cfg.precision === 'fp16' })));
+        if (isRank0)
+          sayClean(
+            memoryLine(
+              rank,
+              iteration,
+              live.live,
+              live.peak,
+              predicted.byCategory as unknown as Record<string, number>,
+              gptActivationBytes(model, {
+                microBatchSize: cfg.microBatchSize,
+                hiddenDropout: cfg.hiddenDropout > 0,
+                attentionDropout: cfg.attentionDropout > 0,
+                fp16Grads: cfg.precision === 'fp16',
+              }),
+            ),
+          );
       }
-      const metrics: MetricsLine | null = iteration % cfg.logInterval === 0 || iteration === cfg.trainIters ? (() => {
-        const elapsed = performance.now() - interval.t0;
-        const avg = interval.lossCount > 0 ? interval.lossSum / interval.lossCount : null;
-        const lr = learningRate(schedule, optimizer.stepCount);
-        const tokensPerS = interval.tokens / (elapsed / 1000);
-        sayClean(megatronLine({ time: new Date(), iteration, trainIters: cfg.trainIters, consumedSamples, msPerIteration: elapsed / interval.iterations, lr, globalBatchSize: cfg.globalBatchSize, loss: avg, lossScale: optimizer.scaler?.scale ?? 1, gradNorm: lastGradNorm, skipped: interval.skipped, nan: interval.nan, tokensPerS }));
-        if (avg !== null) trainCurve.push({ x: iteration, y: avg });
-        const line: MetricsLine = { iteration, consumed_samples: consumedSamples, loss: avg ?? NaN, lr, grad_norm: lastGradNorm, loss_scale: optimizer.scaler?.scale ?? null, skipped: interval.skipped, nan_iterations: interval.nan, tokens_per_s: tokensPerS, step_ms: elapsed / interval.iterations, phases: Object.fromEntries(Object.entries(ddp.phases.ms).map(([k, v]) => [k, v / interval.iterations])) };
-        ddp.phases.reset();
-        interval = { t0: performance.now(), iterations: 0, lossSum: 0, lossCount: 0, skipped: 0, nan: 0, tokens: 0 };
-        return line;
-      })() : null;
+      const metrics: MetricsLine | null =
+        iteration % cfg.logInterval === 0 || iteration === cfg.trainIters
+          ? (() => {
+              const elapsed = performance.now() - interval.t0;
+              const avg = interval.lossCount > 0 ? interval.lossSum / interval.lossCount : null;
+              const lr = learningRate(schedule, optimizer.stepCount);
+              const tokensPerS = interval.tokens / (elapsed / 1000);
+              sayClean(
+                megatronLine({
+                  time: new Date(),
+                  iteration,
+                  trainIters: cfg.trainIters,
+                  consumedSamples,
+                  msPerIteration: elapsed / interval.iterations,
+                  lr,
+                  globalBatchSize: cfg.globalBatchSize,
+                  loss: avg,
+                  lossScale: optimizer.scaler?.scale ?? 1,
+                  gradNorm: lastGradNorm,
+                  skipped: interval.skipped,
+                  nan: interval.nan,
+                  tokensPerS,
+                }),
+              );
+              if (avg !== null) trainCurve.push({ x: iteration, y: avg });
+              const line: MetricsLine = {
+                iteration,
+                consumed_samples: consumedSamples,
+                loss: avg ?? NaN,
+                lr,
+                grad_norm: lastGradNorm,
+                loss_scale: optimizer.scaler?.scale ?? null,
+                skipped: interval.skipped,
+                nan_iterations: interval.nan,
+                tokens_per_s: tokensPerS,
+                step_ms: elapsed / interval.iterations,
+                phases: Object.fromEntries(Object.entries(ddp.phases.ms).map(([k, v]) => [k, v / interval.iterations])),
+              };
+              ddp.phases.reset();
+              interval = { t0: performance.now(), iterations: 0, lossSum: 0, lossCount: 0, skipped: 0, nan: 0, tokens: 0 };
+              return line;
+            })()
+          : null;
       let evalLine: MetricsLine | null = null;
       if (iteration % cfg.evalInterval === 0 || iteration === cfg.trainIters) {
         const t0 = performance.now();
@@ -325,12 +440,18 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
           lastVal = val;
           bestVal = bestVal === null ? val : Math.min(bestVal, val);
           validCurve.push({ x: iteration, y: val });
-          sayClean(`${'-'.repeat(100)}\n validation loss at iteration ${iteration} | lm loss value: ${sci(val)} | lm loss PPL: ${sci(Math.exp(val))} | (${((performance.now() - t0) / 1000).toFixed(1)} s)\n${'-'.repeat(100)}`);
+          sayClean(
+            `${'-'.repeat(100)}\n validation loss at iteration ${iteration} | lm loss value: ${sci(val)} | lm loss PPL: ${sci(Math.exp(val))} | (${((performance.now() - t0) / 1000).toFixed(1)} s)\n${'-'.repeat(100)}`,
+          );
           evalLine = { iteration, consumed_samples: consumedSamples, val_loss: val };
         }
         interval.t0 += performance.now() - t0; // evaluation time is not training time
       }
-      if (run && (metrics || evalLine)) run.metric({ ...(metrics ?? { iteration, consumed_samples: consumedSamples }), ...(evalLine ? { val_loss: evalLine.val_loss } : {}) } as MetricsLine);
+      if (run && (metrics || evalLine))
+        run.metric({
+          ...(metrics ?? { iteration, consumed_samples: consumedSamples }),
+          ...(evalLine ? { val_loss: evalLine.val_loss } : {}),
+        } as MetricsLine);
       if (cfg.save && ((cfg.saveInterval && iteration % cfg.saveInterval === 0) || iteration === cfg.trainIters)) {
         const t0 = performance.now();
         lastCheckpoint = (await save()) ?? lastCheckpoint;
@@ -359,8 +480,16 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     };
     if (run) {
       run.writeSummary(summary as unknown as Record<string, unknown>);
-      if (trainCurve.length > 0) run.writeChart(trainCurve, validCurve, reference, `${paramCount.toLocaleString('en-US')}-param GPT on ${corpus.name.replace(/ \(.*\)$/, '')}, ${d} rank${d === 1 ? '' : 's'}`);
-      say(`webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${lastLoss?.toFixed(4)}, validation ${lastVal?.toFixed(4) ?? '-'} (bigram entropy ${reference.bigram.toFixed(4)}); ${cfg.runDir}/loss.svg`);
+      if (trainCurve.length > 0)
+        run.writeChart(
+          trainCurve,
+          validCurve,
+          reference,
+          `${paramCount.toLocaleString('en-US')}-param GPT on ${corpus.name.replace(/ \(.*\)$/, '')}, ${d} rank${d === 1 ? '' : 's'}`,
+        );
+      say(
+        `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${lastLoss?.toFixed(4)}, validation ${lastVal?.toFixed(4) ?? '-'} (bigram entropy ${reference.bigram.toFixed(4)}); ${cfg.runDir}/loss.svg`,
+      );
     }
     optimizer.destroy();
     ddp.destroy();

@@ -17,12 +17,15 @@ const paramsOf = (ranks: Record<string, unknown>[][]) => {
   if (!line) throw new Error(`no params line: ${JSON.stringify(ranks)}`);
   return line.params as Record<string, number[]>;
 };
-const flat = (p: Record<string, number[]>) => Object.keys(p).sort().flatMap((k) => p[k]!);
+const flat = (p: Record<string, number[]>) =>
+  Object.keys(p)
+    .sort()
+    .flatMap((k) => p[k]!);
 const saveDir = () => join(mkdtempSync(join(tmpdir(), 'webtron-ckpt-')), 'save');
 const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype: 'float32', gradDtype: 'float32' });
 const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 16, 5), f32('b2', 5), f32('odd', 101)];
 
-describe('checkpoints in Megatron\'s layout', () => {
+describe("checkpoints in Megatron's layout", () => {
   it('saved at d = 4, it loads at d = 2 and d = 1, with either optimizer, and the next steps are the same', async () => {
     const dir = saveDir();
     const base = { distributed: true, clip: 1.0, steps: 5 };
@@ -31,13 +34,31 @@ describe('checkpoints in Megatron\'s layout', () => {
     expect(readFileSync(join(dir, TRACKER), 'utf8')).toBe('3\n');
     expect(readdirSync(dir).sort()).toEqual(['iter_0000003', TRACKER]);
     const files = readdirSync(join(dir, 'iter_0000003')).sort();
-    expect(files).toEqual(expect.arrayContaining(['index.json', 'model.safetensors.index.json', 'rank-00000.json', 'rank-00003.json', 'optim-r00000-000.safetensors', 'optim-r00003-000.safetensors']));
+    expect(files).toEqual(
+      expect.arrayContaining([
+        'index.json',
+        'model.safetensors.index.json',
+        'rank-00000.json',
+        'rank-00003.json',
+        'optim-r00000-000.safetensors',
+        'optim-r00003-000.safetensors',
+      ]),
+    );
     // Every rank wrote its own shards (and its share of the params).
     expect(files.filter((f) => f.startsWith('model-r')).length).toBeGreaterThanOrEqual(2);
-    const index = JSON.parse(readFileSync(join(dir, 'iter_0000003', 'index.json'), 'utf8')) as { iteration: number; step: number; savedAtDataParallelSize: number };
+    const index = JSON.parse(readFileSync(join(dir, 'iter_0000003', 'index.json'), 'utf8')) as {
+      iteration: number;
+      step: number;
+      savedAtDataParallelSize: number;
+    };
     expect(index).toMatchObject({ iteration: 3, step: 3, savedAtDataParallelSize: 4 });
     const reference = flat(paramsOf(saved));
-    for (const [world, distributed] of [[2, true], [1, true], [2, false], [3, true]] as const) {
+    for (const [world, distributed] of [
+      [2, true],
+      [1, true],
+      [2, false],
+      [3, true],
+    ] as const) {
       const resumed = await job(world, { ...base, distributed, checkpoint: { load: dir } });
       const got = flat(paramsOf(resumed));
       expect(relativeError(got, reference), `d = ${world}, distributed ${distributed}`).toBeLessThanOrEqual(1e-6);
@@ -55,11 +76,14 @@ describe('checkpoints in Megatron\'s layout', () => {
     expect(relativeError(flat(paramsOf(resumed)), flat(paramsOf(saved)))).toBeLessThanOrEqual(1e-6);
   });
 
-  it('fp16: the loss scaler\'s state and the fp32 main params survive a change of d', async () => {
+  it("fp16: the loss scaler's state and the fp32 main params survive a change of d", async () => {
     const dir = saveDir();
     const base = { distributed: true, clip: 1.0, steps: 5, dtype: 'float16' };
     const saved = await job(2, { ...base, checkpoint: { save: dir, saveAfter: 3 } });
-    const index = JSON.parse(readFileSync(join(dir, 'iter_0000003', 'index.json'), 'utf8')) as { scaler: Record<string, number>; state: Record<string, unknown> };
+    const index = JSON.parse(readFileSync(join(dir, 'iter_0000003', 'index.json'), 'utf8')) as {
+      scaler: Record<string, number>;
+      state: Record<string, unknown>;
+    };
     expect(index.scaler).toEqual({ scale: 1024, growthTracker: 3, hysteresisTracker: 2, skippedSteps: 0 });
     expect(Object.keys(index.state).sort()).toEqual(['exp_avg', 'exp_avg_sq', 'main_params']);
     const resumed = await job(1, { ...base, checkpoint: { load: dir } });
@@ -74,8 +98,16 @@ describe('checkpoints in Megatron\'s layout', () => {
     const base = { distributed, clip: 1.0, steps: 4, dtype: 'bfloat16' };
     const straight = await job(2, { ...base, checkpoint: { mixed: true } });
     await job(2, { ...base, steps: 2, checkpoint: { mixed: true, save: dir, saveAfter: 2 } });
-    const index = JSON.parse(readFileSync(join(dir, 'iter_0000002', 'index.json'), 'utf8')) as { params: { name: string; dtype: string }[]; state: Record<string, Record<string, unknown>> };
-    expect(index.params.filter((p) => p.dtype === 'float32').map((p) => p.name).sort()).toEqual(['b1', 'b2']);
+    const index = JSON.parse(readFileSync(join(dir, 'iter_0000002', 'index.json'), 'utf8')) as {
+      params: { name: string; dtype: string }[];
+      state: Record<string, Record<string, unknown>>;
+    };
+    expect(
+      index.params
+        .filter((p) => p.dtype === 'float32')
+        .map((p) => p.name)
+        .sort(),
+    ).toEqual(['b1', 'b2']);
     expect(Object.keys(index.state.main_params!).sort()).toEqual(['embed', 'odd', 'w1', 'w2']);
     const resumed = await job(2, { ...base, checkpoint: { mixed: true, load: dir } });
     expect(flat(paramsOf(resumed))).toEqual(flat(paramsOf(straight)));
@@ -154,7 +186,9 @@ print(json.dumps(out))
     writeFileSync(join(iter, file), bytes);
     const loaded = await job(2, { distributed: true, clip: 0, steps: 2, checkpoint: { load: dir } });
     for (const lines of loaded) {
-      expect(lines.find((l) => 'loadError' in l)!.loadError).toMatch(new RegExp(`^loading .+ failed on rank \\d: .*${file}: bytes 0\\.\\.\\d+ do not match their checksum in index\\.json`));
+      expect(lines.find((l) => 'loadError' in l)!.loadError).toMatch(
+        new RegExp(`^loading .+ failed on rank \\d: .*${file}: bytes 0\\.\\.\\d+ do not match their checksum in index\\.json`),
+      );
     }
     const index = JSON.parse(readFileSync(join(iter, 'index.json'), 'utf8')) as Record<string, unknown>;
     writeFileSync(join(iter, 'index.json'), JSON.stringify({ ...index, step: -1 }));
@@ -240,7 +274,12 @@ describe('saves under pressure', () => {
       const dir = join(root, 'save');
       // A small model's iteration 1 fits; a bigger model's iteration 2 cannot: its 64 MB param does not.
       await runWorkers(WORKER, 2, { distributed: true, clip: 0, steps: 1, checkpoint: { save: dir, saveAfter: 1 } });
-      const ranks = await runWorkers(WORKER, 2, { distributed: true, clip: 0, steps: 2, checkpoint: { save: dir, saveAfter: 2, extraElements: 16_000_000 } });
+      const ranks = await runWorkers(WORKER, 2, {
+        distributed: true,
+        clip: 0,
+        steps: 2,
+        checkpoint: { save: dir, saveAfter: 2, extraElements: 16_000_000 },
+      });
       for (const lines of ranks) {
         const error = lines.find((l) => 'error' in l)?.error as string | undefined;
         expect(error, JSON.stringify(lines)).toMatch(/saving iteration 2 to .+ failed on rank \d: .*ENOSPC/);

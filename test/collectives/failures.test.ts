@@ -78,18 +78,24 @@ describe('collective failures', () => {
       params: { elements: 1 << 18, loopMs: 8000 },
       onLine: (rank, line) => {
         if (rank !== 0 || !line.started) return;
-        rogue.push((async () => {
-          await sendGarbage(port);
-          await expect(StoreClient.connect({ host: '127.0.0.1', port, token: 'wrong', connectTimeoutMs: 5000 })).rejects.toThrow(/refused this client: refused after the challenge/);
-          const client = await StoreClient.connect({ host: '127.0.0.1', port, token });
-          const address = JSON.parse((await client.get(peerAddressKey(1))).toString()) as { host: string; port: number };
-          client.close();
-          await sendGarbage(address.port);
-          const socket = net.connect(address);
-          await new Promise<void>((resolve) => socket.once('connect', resolve));
-          await expect(dialHandshake(socket, 'wrong', { kind: 'peer', rank: 0, worldSize: 2 }, 5000)).rejects.toThrow(/refused after the challenge/);
-          socket.destroy();
-        })());
+        rogue.push(
+          (async () => {
+            await sendGarbage(port);
+            await expect(StoreClient.connect({ host: '127.0.0.1', port, token: 'wrong', connectTimeoutMs: 5000 })).rejects.toThrow(
+              /refused this client: refused after the challenge/,
+            );
+            const client = await StoreClient.connect({ host: '127.0.0.1', port, token });
+            const address = JSON.parse((await client.get(peerAddressKey(1))).toString()) as { host: string; port: number };
+            client.close();
+            await sendGarbage(address.port);
+            const socket = net.connect(address);
+            await new Promise<void>((resolve) => socket.once('connect', resolve));
+            await expect(dialHandshake(socket, 'wrong', { kind: 'peer', rank: 0, worldSize: 2 }, 5000)).rejects.toThrow(
+              /refused after the challenge/,
+            );
+            socket.destroy();
+          })(),
+        );
       },
     });
     port = job.port;

@@ -16,10 +16,16 @@ describe('ranks that disagree', () => {
   it('a different WEBTRON_SEGMENT_BYTES stops every rank at start-up, naming the setting and both values', async () => {
     // Before: the frames' lengths disagreed and the receiver spun at 98% CPU forever.
     const started = Date.now();
-    const results = await runJob({ world: 2, scenario: 'matrix', rankEnv: (rank) => ({ WEBTRON_SEGMENT_BYTES: rank === 0 ? '2400' : '2000' }) });
+    const results = await runJob({
+      world: 2,
+      scenario: 'matrix',
+      rankEnv: (rank) => ({ WEBTRON_SEGMENT_BYTES: rank === 0 ? '2400' : '2000' }),
+    });
     for (const r of results) {
       expect(r.code, r.stderr).toBe(3);
-      expect(errorOf(r)).toBe('ranks disagree on segmentBytes (WEBTRON_SEGMENT_BYTES): rank 0: 2400, rank 1: 2000; give every rank the same value');
+      expect(errorOf(r)).toBe(
+        'ranks disagree on segmentBytes (WEBTRON_SEGMENT_BYTES): rank 0: 2400, rank 1: 2000; give every rank the same value',
+      );
     }
     expect(Date.now() - started).toBeLessThan(30_000);
   });
@@ -27,23 +33,43 @@ describe('ranks that disagree', () => {
   it('the same op with another reduction is a mismatch naming both', async () => {
     const results = await runJob({ world: 2, scenario: 'reduceMismatch', env: { WEBTRON_TIMEOUT_MS: '5000' } });
     for (const r of results) expect(r.code).toBe(1);
-    expect(results.map(errorOf).join('\n')).toMatch(/collective mismatch at op #1: rank \d runs allReduce of 4000 B \(float32, (sum|max)\), this rank allReduce of 4000 B \(float32, (max|sum)\)/);
+    expect(results.map(errorOf).join('\n')).toMatch(
+      /collective mismatch at op #1: rank \d runs allReduce of 4000 B \(float32, (sum|max)\), this rank allReduce of 4000 B \(float32, (max|sum)\)/,
+    );
   });
 
-  it('an op with its own timeout waits past the group\'s (a checkpoint save\'s deadline), and without it does not', async () => {
-    const patient = await runJob({ world: 2, scenario: 'lateJoiner', params: { loopMs: 1500, iterations: 10_000 }, env: { WEBTRON_TIMEOUT_MS: '300' } });
+  it("an op with its own timeout waits past the group's (a checkpoint save's deadline), and without it does not", async () => {
+    const patient = await runJob({
+      world: 2,
+      scenario: 'lateJoiner',
+      params: { loopMs: 1500, iterations: 10_000 },
+      env: { WEBTRON_TIMEOUT_MS: '300' },
+    });
     for (const r of patient) expect(r.code, JSON.stringify(r.lines)).toBe(0);
     const impatient = await runJob({ world: 2, scenario: 'lateJoiner', params: { loopMs: 1500 }, env: { WEBTRON_TIMEOUT_MS: '300' } });
     expect(errorOf(impatient[0]!)).toMatch(/^allGather of 32 B failed on rank 0 \(peer rank 1\): timed out after 300 ms/);
   });
 
-  it('checkSharedSettings names the first differing setting with every rank\'s value', () => {
+  it("checkSharedSettings names the first differing setting with every rank's value", () => {
     const mine = { segmentBytes: 1024, protocol: 2 };
-    expect(() => checkSharedSettings(mine, [{ rank: 0, settings: mine }, { rank: 1, settings: mine }])).not.toThrow();
-    expect(() => checkSharedSettings(mine, [{ rank: 0, settings: mine }, { rank: 1, settings: { segmentBytes: 1024, protocol: 1 } }])).toThrow(
-      'ranks disagree on protocol (the webtron version): rank 0: 2, rank 1: 1; give every rank the same value',
-    );
-    expect(() => checkSharedSettings(mine, [{ rank: 0, settings: mine }, { rank: 1, settings: undefined }])).toThrow(/rank 1: undefined/);
+    expect(() =>
+      checkSharedSettings(mine, [
+        { rank: 0, settings: mine },
+        { rank: 1, settings: mine },
+      ]),
+    ).not.toThrow();
+    expect(() =>
+      checkSharedSettings(mine, [
+        { rank: 0, settings: mine },
+        { rank: 1, settings: { segmentBytes: 1024, protocol: 1 } },
+      ]),
+    ).toThrow('ranks disagree on protocol (the webtron version): rank 0: 2, rank 1: 1; give every rank the same value');
+    expect(() =>
+      checkSharedSettings(mine, [
+        { rank: 0, settings: mine },
+        { rank: 1, settings: undefined },
+      ]),
+    ).toThrow(/rank 1: undefined/);
   });
 });
 
@@ -82,8 +108,16 @@ describe('the store under abuse', () => {
     try {
       const raw = await rawStoreClient(server.port, token);
       // Before: this threw inside the socket handler and killed the store's process.
-      expect(await raw.send({ id: 1, cmd: 'get', keys: 5 })).toEqual({ id: 1, ok: false, error: "bad request: field 'keys' must be a non-empty array of strings" });
-      expect(await raw.send({ id: 2, cmd: 'set', key: 'k'.repeat(STORE_LIMITS.keyBytes + 1), value: '' })).toMatchObject({ id: 2, ok: false, error: expect.stringMatching(/field 'key' is longer than 1024 B/) as unknown });
+      expect(await raw.send({ id: 1, cmd: 'get', keys: 5 })).toEqual({
+        id: 1,
+        ok: false,
+        error: "bad request: field 'keys' must be a non-empty array of strings",
+      });
+      expect(await raw.send({ id: 2, cmd: 'set', key: 'k'.repeat(STORE_LIMITS.keyBytes + 1), value: '' })).toMatchObject({
+        id: 2,
+        ok: false,
+        error: expect.stringMatching(/field 'key' is longer than 1024 B/) as unknown,
+      });
       expect(await raw.send({ id: 3, cmd: 'wait', keys: ['a'], timeoutMs: -1 })).toMatchObject({ ok: false });
       expect(await raw.send({ id: 4, cmd: 'nope' })).toMatchObject({ ok: false, error: 'bad request: unknown store command "nope"' });
       expect(await raw.send([1, 2])).toMatchObject({ id: -1, ok: false });
@@ -103,15 +137,27 @@ describe('the store under abuse', () => {
     expect(validateRequest({ id: 1, cmd: 'get', keys: ['a', 'b'], timeoutMs: 1000 })).toHaveProperty('request');
     expect(validateRequest({ id: 1, cmd: 'compareSet', key: 'a', expected: null, desired: 'AA==' })).toHaveProperty('request');
     expect(validateRequest({ id: 1, cmd: 'numKeys' })).toHaveProperty('request');
-    expect(validateRequest({ id: 1, cmd: 'set', key: 'a', value: 'A'.repeat(((STORE_LIMITS.valueBytes + 8) * 4) / 3) })).toEqual({ id: 1, error: `field 'value' is larger than ${STORE_LIMITS.valueBytes} B` });
-    expect(validateRequest({ id: 1, cmd: 'check', keys: Array.from({ length: STORE_LIMITS.keysPerRequest + 1 }, () => 'k') })).toHaveProperty('error');
+    expect(validateRequest({ id: 1, cmd: 'set', key: 'a', value: 'A'.repeat(((STORE_LIMITS.valueBytes + 8) * 4) / 3) })).toEqual({
+      id: 1,
+      error: `field 'value' is larger than ${STORE_LIMITS.valueBytes} B`,
+    });
+    expect(
+      validateRequest({ id: 1, cmd: 'check', keys: Array.from({ length: STORE_LIMITS.keysPerRequest + 1 }, () => 'k') }),
+    ).toHaveProperty('error');
     expect(validateRequest({ id: 1.5, cmd: 'numKeys' })).toHaveProperty('error');
     expect(validateRequest(null)).toEqual({ id: null, error: 'a store request must be a JSON object' });
   });
 
   it('connections that never authenticate are capped and closed at the deadline; the refusal log cannot flood', async () => {
     const logged: string[] = [];
-    const server = await StoreServer.start({ host: '127.0.0.1', port: 0, token, authTimeoutMs: 800, maxPendingConnections: 8, log: (l) => logged.push(l) });
+    const server = await StoreServer.start({
+      host: '127.0.0.1',
+      port: 0,
+      token,
+      authTimeoutMs: 800,
+      maxPendingConnections: 8,
+      log: (l) => logged.push(l),
+    });
     const sockets: net.Socket[] = [];
     try {
       const closed: boolean[] = [];

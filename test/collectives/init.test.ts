@@ -4,10 +4,23 @@ import { bindAddress, interfaceAddress, resolveInfo, routeAddress } from '../../
 
 describe('init: environment conventions and the bind address', () => {
   it('reads torchrun variables, falls back to Slurm, and prefers explicit options', () => {
-    expect(resolveInfo({}, { RANK: '3', WORLD_SIZE: '8', LOCAL_RANK: '1', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: 'head', MASTER_PORT: '1234' })).toEqual({
-      rank: 3, worldSize: 8, localRank: 1, localWorldSize: 2, masterAddr: 'head', masterPort: 1234,
+    expect(
+      resolveInfo({}, { RANK: '3', WORLD_SIZE: '8', LOCAL_RANK: '1', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: 'head', MASTER_PORT: '1234' }),
+    ).toEqual({
+      rank: 3,
+      worldSize: 8,
+      localRank: 1,
+      localWorldSize: 2,
+      masterAddr: 'head',
+      masterPort: 1234,
     });
-    expect(resolveInfo({}, { SLURM_PROCID: '5', SLURM_NTASKS: '6', SLURM_LOCALID: '1', SLURM_NTASKS_PER_NODE: '3' })).toMatchObject({ rank: 5, worldSize: 6, localRank: 1, localWorldSize: 3, masterPort: 29500 });
+    expect(resolveInfo({}, { SLURM_PROCID: '5', SLURM_NTASKS: '6', SLURM_LOCALID: '1', SLURM_NTASKS_PER_NODE: '3' })).toMatchObject({
+      rank: 5,
+      worldSize: 6,
+      localRank: 1,
+      localWorldSize: 3,
+      masterPort: 29500,
+    });
     expect(resolveInfo({ rank: 0, worldSize: 1 }, { RANK: '3', WORLD_SIZE: '8' })).toMatchObject({ rank: 0, worldSize: 1 });
     expect(() => resolveInfo({}, { RANK: '4', WORLD_SIZE: '4' })).toThrow('rank 4 is not below the world size 4 (RANK, WORLD_SIZE)');
     expect(() => resolveInfo({}, { RANK: 'x' })).toThrow("RANK='x' is not a non-negative integer");

@@ -40,18 +40,32 @@ describe('frames', () => {
     expect(HEADER_BYTES).toBe(24);
   });
 
-  it('socket-style reads land in the sink\'s own memory and never cross a frame boundary', () => {
+  it("socket-style reads land in the sink's own memory and never cross a frame boundary", () => {
     // Three frames; the middle one goes to a sink that names its target (read in place).
-    const bodies = [Uint8Array.from({ length: 1000 }, (_, i) => i % 251), Uint8Array.from({ length: 3000 }, (_, i) => (i * 7) % 253), new Uint8Array([9, 9, 9])];
+    const bodies = [
+      Uint8Array.from({ length: 1000 }, (_, i) => i % 251),
+      Uint8Array.from({ length: 3000 }, (_, i) => (i * 7) % 253),
+      new Uint8Array([9, 9, 9]),
+    ];
     const wire = Buffer.concat(bodies.flatMap((b, chunk) => [encodeHeader({ ...header, chunk, length: b.byteLength }), b]));
     const inPlace = new Uint8Array(3000);
     const copied: number[][] = [[], [], []];
     let seed = 7;
     let pos = 0;
-    const reader = new FrameReader((h) =>
-      h.chunk === 1
-        ? { bytes: 3000, target: (offset, max) => inPlace.subarray(offset, offset + max), piece: (bytes, offset) => expect(bytes.byteOffset).toBe(offset), end: () => undefined }
-        : { bytes: h.length, piece: (bytes, offset) => bytes.forEach((b, i) => (copied[h.chunk]![offset + i] = b)), end: () => undefined },
+    const reader = new FrameReader(
+      (h) =>
+        h.chunk === 1
+          ? {
+              bytes: 3000,
+              target: (offset, max) => inPlace.subarray(offset, offset + max),
+              piece: (bytes, offset) => expect(bytes.byteOffset).toBe(offset),
+              end: () => undefined,
+            }
+          : {
+              bytes: h.length,
+              piece: (bytes, offset) => bytes.forEach((b, i) => (copied[h.chunk]![offset + i] = b)),
+              end: () => undefined,
+            },
       64,
     );
     while (pos < wire.byteLength) {
@@ -111,7 +125,12 @@ describe('frames', () => {
 
 describe('ring schedules', () => {
   it('chunks tile any length', () => {
-    for (const [len, n] of [[0, 3], [1, 4], [10, 3], [1001, 4]] as const) {
+    for (const [len, n] of [
+      [0, 3],
+      [1, 4],
+      [10, 3],
+      [1001, 4],
+    ] as const) {
       let next = 0;
       for (let c = 0; c < n; c++) {
         const r = chunkRange(len, n, c);
@@ -156,9 +175,17 @@ describe('ring schedules', () => {
   });
 
   it('segments and barrier rounds', () => {
-    expect(segments({ start: 10, end: 35 }, 10)).toEqual([{ start: 10, end: 20 }, { start: 20, end: 30 }, { start: 30, end: 35 }]);
+    expect(segments({ start: 10, end: 35 }, 10)).toEqual([
+      { start: 10, end: 20 },
+      { start: 20, end: 30 },
+      { start: 30, end: 35 },
+    ]);
     expect(segments({ start: 5, end: 5 }, 10)).toEqual([]);
-    expect(barrierRounds(0, 5)).toEqual([{ to: 1, from: 4 }, { to: 2, from: 3 }, { to: 4, from: 1 }]);
+    expect(barrierRounds(0, 5)).toEqual([
+      { to: 1, from: 4 },
+      { to: 2, from: 3 },
+      { to: 4, from: 1 },
+    ]);
     expect(barrierRounds(0, 1)).toEqual([]);
   });
 });

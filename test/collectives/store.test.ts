@@ -55,13 +55,17 @@ describe('rendezvous store', () => {
   it('a timeout names the keys it waited for', async () => {
     const a = await connect();
     await a.set('present', '1');
-    await expect(a.wait(['present', 'missing/a', 'missing/b'], 200)).rejects.toThrow(new StoreError('store wait(present, missing/a, missing/b): timed out after 200 ms waiting for keys: missing/a, missing/b'));
+    await expect(a.wait(['present', 'missing/a', 'missing/b'], 200)).rejects.toThrow(
+      new StoreError('store wait(present, missing/a, missing/b): timed out after 200 ms waiting for keys: missing/a, missing/b'),
+    );
     await expect(a.get('never', 100)).rejects.toThrow(/waiting for keys: never$/);
     a.close();
   });
 
   it('refuses a wrong token and garbage, logs them, and keeps serving', async () => {
-    await expect(StoreClient.connect({ host: '127.0.0.1', port: server.port, token: 'nope', connectTimeoutMs: 3000 })).rejects.toThrow(/refused this client/);
+    await expect(StoreClient.connect({ host: '127.0.0.1', port: server.port, token: 'nope', connectTimeoutMs: 3000 })).rejects.toThrow(
+      /refused this client/,
+    );
     const rogue = net.connect({ host: '127.0.0.1', port: server.port });
     rogue.resume();
     await new Promise<void>((resolve) => rogue.once('connect', resolve));
@@ -82,6 +86,8 @@ describe('rendezvous store', () => {
   });
 
   it('an unreachable store is reported with what to check', async () => {
-    await expect(StoreClient.connect({ host: '127.0.0.1', port: 1, token, connectTimeoutMs: 300 })).rejects.toThrow(/cannot reach the store at 127\.0\.0\.1:1 within 300 ms .*MASTER_ADDR\/MASTER_PORT/);
+    await expect(StoreClient.connect({ host: '127.0.0.1', port: 1, token, connectTimeoutMs: 300 })).rejects.toThrow(
+      /cannot reach the store at 127\.0\.0\.1:1 within 300 ms .*MASTER_ADDR\/MASTER_PORT/,
+    );
   });
 });

@@ -124,7 +124,9 @@ describe('samples', () => {
       const seen = Array.from({ length: windows }, (_, k) => samples.window(epoch * windows + k)).sort((a, b) => a - b);
       expect(seen).toEqual(Array.from({ length: windows }, (_, k) => k));
     }
-    expect(Array.from({ length: windows }, (_, k) => samples.window(k))).not.toEqual(Array.from({ length: windows }, (_, k) => samples.window(windows + k)));
+    expect(Array.from({ length: windows }, (_, k) => samples.window(k))).not.toEqual(
+      Array.from({ length: windows }, (_, k) => samples.window(windows + k)),
+    );
     // Reading global indices 0..99 as one batch, or in micro-batches out of order from a second object, gives the same samples.
     const whole = samples.batch(0, 100);
     const other = new GptSamples(tokens, t, 7);
@@ -139,7 +141,11 @@ describe('samples', () => {
     }
     expect(Array.from(new GptSamples(tokens, t, 8).batch(0, 100).ids)).not.toEqual(Array.from(whole.ids));
     const validation = new GptSamples(tokens, t, 7, false);
-    expect(Array.from({ length: windows + 2 }, (_, k) => validation.window(k))).toEqual([...Array.from({ length: windows }, (_, k) => k), 0, 1]);
+    expect(Array.from({ length: windows + 2 }, (_, k) => validation.window(k))).toEqual([
+      ...Array.from({ length: windows }, (_, k) => k),
+      0,
+      1,
+    ]);
   });
 
   it('permutation is a permutation', () => {

@@ -69,20 +69,24 @@ describe('grad accumulation', () => {
 
   it('finishGradSync inside noSync, and noSync inside noSync, are errors', async () => {
     const [{ ddp }] = ranks(true);
-    await expect(ddp.noSync(() => ddp.finishGradSync())).rejects.toThrow('finishGradSync inside noSync: the grads of this micro-batch are not final; call it after the last micro-batch');
+    await expect(ddp.noSync(() => ddp.finishGradSync())).rejects.toThrow(
+      'finishGradSync inside noSync: the grads of this micro-batch are not final; call it after the last micro-batch',
+    );
     expect(() => ddp.noSync(() => ddp.noSync(() => 1))).toThrow('noSync: already inside noSync');
     expect(ddp.isLastMicroBatch).toBe(true);
     ddp.destroy();
   });
 
-  it('zeroGradBuffer refuses while a bucket\'s sync is still running', async () => {
+  it("zeroGradBuffer refuses while a bucket's sync is still running", async () => {
     const rs = ranks(true);
     // Both ranks register every grad: with overlap the syncs start now and run in the background.
     for (const { ddp } of rs) {
       ddp.zeroGradBuffer();
       for (const p of MODEL) ddp.registerGradReady(p.name);
     }
-    expect(() => rs[0]!.ddp.zeroGradBuffer()).toThrow(/^zeroGradBuffer while the grad sync of bucket \d+ of buffer 0 is still running: await finishGradSync\(\) first$/);
+    expect(() => rs[0]!.ddp.zeroGradBuffer()).toThrow(
+      /^zeroGradBuffer while the grad sync of bucket \d+ of buffer 0 is still running: await finishGradSync\(\) first$/,
+    );
     await Promise.all(rs.map((r) => r.ddp.finishGradSync()));
     for (const { ddp } of rs) {
       expect(() => ddp.zeroGradBuffer()).not.toThrow();

@@ -31,7 +31,10 @@ describe('DistributedDataParallel on real processes', () => {
   it('a param that never received a grad stops the sync with its name', async () => {
     const ranks = await job(2, { distributed: true, overlap: true, bucketSize: 200, skipReady: 'b1' });
     for (const lines of ranks) {
-      expect(lines.find((l) => l.check === 'finishGradSync')).toMatchObject({ ok: false, error: expect.stringMatching(/param\(s\) 'b1' never received a grad/) as unknown });
+      expect(lines.find((l) => l.check === 'finishGradSync')).toMatchObject({
+        ok: false,
+        error: expect.stringMatching(/param\(s\) 'b1' never received a grad/) as unknown,
+      });
     }
   });
 });

@@ -31,8 +31,16 @@ describe('layout (Megatron rules)', () => {
   it('without the distributed optimizer: params start at multiples of 4, no other padding', () => {
     const layout = computeLayout(model, { dataParallelSize: 2, distributedOptimizer: false, bucketSize: 1000 });
     const buffer = layout.buffers[0]!;
-    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([['d', 0, 5], ['c', 8, 715], ['b', 716, 1016], ['a', 1016, 1116]]);
-    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([[0, 1016], [1016, 1116]]);
+    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([
+      ['d', 0, 5],
+      ['c', 8, 715],
+      ['b', 716, 1016],
+      ['a', 1016, 1116],
+    ]);
+    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([
+      [0, 1016],
+      [1016, 1116],
+    ]);
     expect(buffer.numel).toBe(1116);
   });
 
@@ -40,8 +48,15 @@ describe('layout (Megatron rules)', () => {
     const bf = (name: string, n: number): ParamSpec => ({ name, shape: [n], dtype: 'bfloat16', gradDtype: 'float32' });
     const layout = computeLayout([bf('a', 3), bf('b', 5), bf('c', 4)], { dataParallelSize: 2, distributedOptimizer: false, bucketSize: 6 });
     const buffer = layout.buffers[0]!;
-    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([['c', 0, 4], ['b', 4, 9], ['a', 12, 15]]);
-    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([[0, 10], [10, 16]]);
+    expect(buffer.params.map((p) => [p.name, p.start, p.end])).toEqual([
+      ['c', 0, 4],
+      ['b', 4, 9],
+      ['a', 12, 15],
+    ]);
+    expect(buffer.buckets.map((b) => [b.start, b.end])).toEqual([
+      [0, 10],
+      [10, 16],
+    ]);
   });
 
   it('one buffer per (param dtype, grad dtype), in order of first appearance', () => {
@@ -68,10 +83,18 @@ describe('layout (Megatron rules)', () => {
   });
 
   it('bad input is a one-line error naming it', () => {
-    expect(() => computeLayout([f32('a', 2), f32('a', 3)], { dataParallelSize: 1, distributedOptimizer: false })).toThrow("param 'a' is registered twice");
-    expect(() => computeLayout([f32('a', 2, 0)], { dataParallelSize: 1, distributedOptimizer: false })).toThrow("param 'a' has shape [2, 0]; every dimension must be a positive integer");
-    expect(() => computeLayout(model, { dataParallelSize: 0, distributedOptimizer: true })).toThrow('data-parallel size must be a positive integer, got 0');
-    expect(() => computeLayout(model, { dataParallelSize: 2, distributedOptimizer: true, bucketSize: -5 })).toThrow('--ddp-bucket-size must be a positive integer, got -5');
+    expect(() => computeLayout([f32('a', 2), f32('a', 3)], { dataParallelSize: 1, distributedOptimizer: false })).toThrow(
+      "param 'a' is registered twice",
+    );
+    expect(() => computeLayout([f32('a', 2, 0)], { dataParallelSize: 1, distributedOptimizer: false })).toThrow(
+      "param 'a' has shape [2, 0]; every dimension must be a positive integer",
+    );
+    expect(() => computeLayout(model, { dataParallelSize: 0, distributedOptimizer: true })).toThrow(
+      'data-parallel size must be a positive integer, got 0',
+    );
+    expect(() => computeLayout(model, { dataParallelSize: 2, distributedOptimizer: true, bucketSize: -5 })).toThrow(
+      '--ddp-bucket-size must be a positive integer, got -5',
+    );
   });
 });
 
@@ -86,11 +109,27 @@ describe('shard ranges', () => {
         params: s.params.map((p) => [p.name, p.paramLocal.start, p.paramLocal.end, p.param.start, p.param.end, p.paramWorldInBucket.start]),
       }));
     expect(flat(0)).toEqual([
-      { bucket: 0, world: [0, 576], inBucket: [0, 576], params: [['d', 0, 5, 0, 5, 0], ['c', 64, 576, 0, 512, 64]] },
+      {
+        bucket: 0,
+        world: [0, 576],
+        inBucket: [0, 576],
+        params: [
+          ['d', 0, 5, 0, 5, 0],
+          ['c', 64, 576, 0, 512, 64],
+        ],
+      },
       { bucket: 1, world: [1152, 1216], inBucket: [0, 64], params: [['a', 0, 64, 0, 64, 0]] },
     ]);
     expect(flat(1)).toEqual([
-      { bucket: 0, world: [576, 1152], inBucket: [576, 1152], params: [['c', 0, 195, 512, 707, 576], ['b', 256, 556, 0, 300, 832]] },
+      {
+        bucket: 0,
+        world: [576, 1152],
+        inBucket: [576, 1152],
+        params: [
+          ['c', 0, 195, 512, 707, 576],
+          ['b', 256, 556, 0, 300, 832],
+        ],
+      },
       { bucket: 1, world: [1216, 1280], inBucket: [64, 128], params: [['a', 0, 36, 64, 100, 64]] },
     ]);
   });
@@ -120,7 +159,11 @@ describe('shard ranges', () => {
           }
         }
       }
-      for (const [name, counts] of covered) expect(counts.every((c) => c === 1), `${name} at d=${d}`).toBe(true);
+      for (const [name, counts] of covered)
+        expect(
+          counts.every((c) => c === 1),
+          `${name} at d=${d}`,
+        ).toBe(true);
     }
   });
 });

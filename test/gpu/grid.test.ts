@@ -30,7 +30,10 @@ describe('windowsFor', () => {
   it('tiles exactly, with aligned starts, one element past the limit', () => {
     const limit = 128 << 20;
     const ws = windowsFor(limit / 4 + 1, 4, limit);
-    expect(ws).toEqual([{ start: 0, count: limit / 4 }, { start: limit / 4, count: 1 }]);
+    expect(ws).toEqual([
+      { start: 0, count: limit / 4 },
+      { start: limit / 4, count: 1 },
+    ]);
   });
   it('rounds the window down to the offset alignment', () => {
     const ws = windowsFor(1000, 4, 1000, 256); // 1000 B -> 768 B windows of 192 floats
@@ -39,7 +42,10 @@ describe('windowsFor', () => {
     expect(ws.reduce((s, w) => s + w.count, 0)).toBe(1000);
   });
   it('handles 2-byte elements and refuses windows smaller than the alignment', () => {
-    expect(windowsFor(300, 2, 512, 256)).toEqual([{ start: 0, count: 256 }, { start: 256, count: 44 }]);
+    expect(windowsFor(300, 2, 512, 256)).toEqual([
+      { start: 0, count: 256 },
+      { start: 256, count: 44 },
+    ]);
     expect(() => windowsFor(10, 4, 100, 256)).toThrow(/cannot window/);
   });
 });

@@ -113,7 +113,12 @@ export async function runJob(options: JobOptions): Promise<RankResult[]> {
  * Run `worker` (a compiled test worker) as `world` ranks with `config` as its argument; resolves with
  * each rank's stdout JSON lines.
  */
-export async function runWorkers(worker: string, world: number, config: Record<string, unknown>, env: Record<string, string> = {}): Promise<Record<string, unknown>[][]> {
+export async function runWorkers(
+  worker: string,
+  world: number,
+  config: Record<string, unknown>,
+  env: Record<string, string> = {},
+): Promise<Record<string, unknown>[][]> {
   const results = await runJob({ world, worker, argv: [JSON.stringify(config)], env: { WEBTRON_TIMEOUT_MS: '30000', ...env } });
   return results.map((r) => r.lines);
 }

@@ -35,7 +35,10 @@ export function localGroups(world: number): Collectives[] {
   const run = (ops: Posted[]) => {
     const first = ops[0]!;
     const mismatch = ops.find((p) => p.op !== first.op || p.data.length !== first.data.length || p.reduce !== first.reduce);
-    if (mismatch) throw new Error(`local collective mismatch at op #${completed + 1}: ${ops.map((p, r) => `rank ${r} ${p.op}(${p.data.length})`).join(', ')}`);
+    if (mismatch)
+      throw new Error(
+        `local collective mismatch at op #${completed + 1}: ${ops.map((p, r) => `rank ${r} ${p.op}(${p.data.length})`).join(', ')}`,
+      );
     const n = first.data.length;
     if (first.op === 'allReduce' || first.op === 'reduceScatter') {
       const total = widen(ops[0]!);
@@ -72,7 +75,8 @@ export function localGroups(world: number): Collectives[] {
   return Array.from({ length: world }, (_, rank) => ({
     rank,
     worldSize: world,
-    allReduce: (data: CollectiveData, op: ReduceOp = 'sum', options: DataOptions = {}) => post(rank, { op: 'allReduce', data, reduce: op, options }),
+    allReduce: (data: CollectiveData, op: ReduceOp = 'sum', options: DataOptions = {}) =>
+      post(rank, { op: 'allReduce', data, reduce: op, options }),
     reduceScatter: <T extends CollectiveData>(data: T, op: ReduceOp = 'sum', options: DataOptions = {}) => {
       if (data.length % world !== 0) return Promise.reject(new Error(`reduceScatter of ${data.length} elements on ${world} ranks`));
       const s = data.length / world;

@@ -38,8 +38,17 @@ describe('GPT activation bytes', () => {
     if (dtype === 'float16' && !ctx.hasF16) return;
     const config: GptConfig = { ...shape, hiddenDropout: hidden, attentionDropout: attention };
     const got = await measured(config, batch, dtype, gradDtype, true);
-    expect(got).toBe(gptActivationBytes(config, { microBatchSize: batch, hiddenDropout: hidden > 0, attentionDropout: attention > 0, fp16Grads: gradDtype === 'float16' }));
+    expect(got).toBe(
+      gptActivationBytes(config, {
+        microBatchSize: batch,
+        hiddenDropout: hidden > 0,
+        attentionDropout: attention > 0,
+        fp16Grads: gradDtype === 'float16',
+      }),
+    );
     // Evaluation: forward only, dropout off.
-    expect(await measured(config, batch, dtype, gradDtype, false)).toBe(gptActivationBytes(config, { microBatchSize: batch, forwardOnly: true }));
+    expect(await measured(config, batch, dtype, gradDtype, false)).toBe(
+      gptActivationBytes(config, { microBatchSize: batch, forwardOnly: true }),
+    );
   });
 });

@@ -10,19 +10,43 @@ const small = ['--num-layers', '2', '--hidden-size', '64', '--num-attention-head
 const run = (...args: string[]) => spawnSync('node', [bin, 'memory', ...args], { encoding: 'utf8' });
 
 describe('webtron memory', () => {
-  it.each([[[]], [['--bf16']], [['--precision', 'fp16']]])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', (precision) => {
-    const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,5,6,7,8', '--ddp-bucket-size', '20000', '--measure', '--json');
-    expect(out.status, out.stderr).toBe(0);
-    const rows = out.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(rows).toHaveLength(16);
-    for (const r of rows) {
-      expect(Object.keys(r)).toEqual(expect.arrayContaining(['data_parallel_size', 'precision', 'distributed', 'bytes_per_param', 'model_state_bytes_per_rank', 'by_category']));
-      expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
-      expect(r.measured_equals_predicted).toBe(true);
-      // One real forward and backward: the allocator's activation bytes equal the table's.
-      expect(r.measured_activations).toBe((r.by_category as { activations: number }).activations);
-    }
-  });
+  it.each([[[]], [['--bf16']], [['--precision', 'fp16']]])(
+    '%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers',
+    (precision) => {
+      const out = run(
+        ...small,
+        ...precision,
+        '--data-parallel-size',
+        '1,2,3,4,5,6,7,8',
+        '--ddp-bucket-size',
+        '20000',
+        '--measure',
+        '--json',
+      );
+      expect(out.status, out.stderr).toBe(0);
+      const rows = out.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(rows).toHaveLength(16);
+      for (const r of rows) {
+        expect(Object.keys(r)).toEqual(
+          expect.arrayContaining([
+            'data_parallel_size',
+            'precision',
+            'distributed',
+            'bytes_per_param',
+            'model_state_bytes_per_rank',
+            'by_category',
+          ]),
+        );
+        expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
+        expect(r.measured_equals_predicted).toBe(true);
+        // One real forward and backward: the allocator's activation bytes equal the table's.
+        expect(r.measured_activations).toBe((r.by_category as { activations: number }).activations);
+      }
+    },
+  );
 
   it('--plot writes an SVG with one stacked bar per configuration', () => {
     const path = join(mkdtempSync(join(tmpdir(), 'webtron-plot-')), 'memory.svg');
@@ -53,17 +77,34 @@ describe('webtron memory', () => {
 
   it.each([
     [['--params', '-5'], /^webtron memory: --params: '-5' is not a positive count/],
-    [['--num-layers', '-2', '--hidden-size', '64', '--num-attention-heads', '4', '--seq-length', '32', '--vocab-size', '81'], /^webtron memory: --num-layers must be a positive integer, got -2/],
+    [
+      ['--num-layers', '-2', '--hidden-size', '64', '--num-attention-heads', '4', '--seq-length', '32', '--vocab-size', '81'],
+      /^webtron memory: --num-layers must be a positive integer, got -2/,
+    ],
     [['--params', '1M', '--fp8'], /^webtron memory: unknown flag --fp8; known flags:/],
     [['--params', '1M', '--precision', 'fp8'], /^webtron memory: --precision: unknown dtype 'fp8'; use fp32, bf16 or fp16$/m],
-    [['--checkpoint', '/does/not/exist'], /^webtron memory: --checkpoint: \/does\/not\/exist: neither a checkpoint folder \(no index\.json\) nor a save folder/],
+    [
+      ['--checkpoint', '/does/not/exist'],
+      /^webtron memory: --checkpoint: \/does\/not\/exist: neither a checkpoint folder \(no index\.json\) nor a save folder/,
+    ],
     [['--params', '1M', '--gpu-memory', 'lots'], /^webtron memory: --gpu-memory: 'lots' is not a size/],
     [[], /^webtron memory: no model: give a GPT shape/],
     [['--onnx', '/no/model.onnx'], /^webtron memory: \/no\/model\.onnx: no such file/],
   ])('bad input %j is a one-line error', (args, message) => {
     const out = run(...args);
     expect(out.status).toBe(2);
-    expect(out.stderr.trim().split('\n').filter((l) => !l.startsWith('Warning')).join('\n')).toMatch(message);
-    expect(out.stderr.trim().split('\n').filter((l) => l.startsWith('webtron memory:'))).toHaveLength(1);
+    expect(
+      out.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => !l.startsWith('Warning'))
+        .join('\n'),
+    ).toMatch(message);
+    expect(
+      out.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('webtron memory:')),
+    ).toHaveLength(1);
   });
 });

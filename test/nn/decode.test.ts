@@ -12,9 +12,20 @@ const ctx = await GpuContext.create();
 afterAll(() => ctx.destroy());
 
 describe('GPT decoding with a KV cache', () => {
-  for (const [dtype, tiedHead] of [['float32', true], ['bfloat16', false]] as const) {
+  for (const [dtype, tiedHead] of [
+    ['float32', true],
+    ['bfloat16', false],
+  ] as const) {
     it(`${dtype} params, ${tiedHead ? 'tied' : 'untied'} head: each step's logits equal the full forward's at that position`, async () => {
-      const config: GptConfig = { numLayers: 2, hiddenSize: 16, numAttentionHeads: 4, seqLength: 8, maxPositionEmbeddings: 10, vocabSize: 13, tiedHead };
+      const config: GptConfig = {
+        numLayers: 2,
+        hiddenSize: 16,
+        numAttentionHeads: 4,
+        seqLength: 8,
+        maxPositionEmbeddings: 10,
+        vocabSize: 13,
+        tiedHead,
+      };
       const params = new LocalParams(ctx, Gpt.specs(config, dtype as ParamDtype));
       // Larger than GPT-2's init so that attention is far from uniform.
       params.set(Gpt.init(config, 5, 0.3));
@@ -45,7 +56,9 @@ describe('GPT decoding with a KV cache', () => {
     const decoder = new GptDecoder(ctx, new Gpt(config, params.tensors));
     await decoder.step(1);
     await decoder.step(2);
-    await expect(decoder.step(3)).rejects.toThrow(/the KV cache holds 2 positions \(--max-position-embeddings\); reset it or keep a shorter context/);
+    await expect(decoder.step(3)).rejects.toThrow(
+      /the KV cache holds 2 positions \(--max-position-embeddings\); reset it or keep a shorter context/,
+    );
     decoder.reset();
     await expect(decoder.step(9)).rejects.toThrow(/token 9 is not in the vocabulary of 5/);
     decoder.destroy();

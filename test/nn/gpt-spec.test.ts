@@ -15,13 +15,18 @@ describe('GPT parameter list', () => {
   });
 
   it('an untied head adds V·h; the closed form agrees for other shapes', () => {
-    for (const s of [{ ...gpt2Small, tiedHead: false }, { numLayers: 4, hiddenSize: 128, numAttentionHeads: 4, seqLength: 64, vocabSize: 81 }]) {
+    for (const s of [
+      { ...gpt2Small, tiedHead: false },
+      { numLayers: 4, hiddenSize: 128, numAttentionHeads: 4, seqLength: 64, vocabSize: 81 },
+    ]) {
       expect(gptParams(s).reduce((n, p) => n + numelOf(p.shape), 0)).toBe(gptParamCount(s));
     }
   });
 
   it('bad shapes are one-line errors naming the flag', () => {
     expect(() => gptParams({ ...gpt2Small, numLayers: -1 })).toThrow('--num-layers must be a positive integer, got -1');
-    expect(() => gptParams({ ...gpt2Small, numAttentionHeads: 7 })).toThrow('--hidden-size 768 is not divisible by --num-attention-heads 7; pick sizes where it is');
+    expect(() => gptParams({ ...gpt2Small, numAttentionHeads: 7 })).toThrow(
+      '--hidden-size 768 is not divisible by --num-attention-heads 7; pick sizes where it is',
+    );
   });
 });

@@ -20,8 +20,8 @@ afterAll(() => ctx?.destroy());
 
 function batchOf(config: GptConfig, batch: number, seed: number) {
   const n = batch * config.seqLength;
-  const ids = Uint32Array.from({ length: n }, (_, i) => (Math.imul(i + 1, 2654435761) ^ seed) % config.vocabSize >>> 0);
-  const targets = Uint32Array.from({ length: n }, (_, i) => (Math.imul(i + 7, 40503) ^ seed) % config.vocabSize >>> 0);
+  const ids = Uint32Array.from({ length: n }, (_, i) => ((Math.imul(i + 1, 2654435761) ^ seed) % config.vocabSize) >>> 0);
+  const targets = Uint32Array.from({ length: n }, (_, i) => ((Math.imul(i + 7, 40503) ^ seed) % config.vocabSize) >>> 0);
   return { ids, targets };
 }
 
@@ -33,7 +33,11 @@ function model(config: GptConfig, values: Map<string, Float32Array>, dtype: Para
 
 async function lossOf(gpt: Gpt, config: GptConfig, batch: number, data: ReturnType<typeof batchOf>, backward = false): Promise<number> {
   const g = new Graph(ctx, { seed: SEED });
-  const { loss } = gpt.forward(g, g.input(data.ids, [batch, config.seqLength], 'ids'), g.input(data.targets, [batch * config.seqLength], 'targets'));
+  const { loss } = gpt.forward(
+    g,
+    g.input(data.ids, [batch, config.seqLength], 'ids'),
+    g.input(data.targets, [batch * config.seqLength], 'targets'),
+  );
   if (backward) g.backward(loss!);
   const value = (await g.read(loss!))[0]!;
   g.release();
@@ -49,13 +53,33 @@ describe('GPT', () => {
     params.destroy();
   });
 
-  for (const [tiedHead, dropout] of [[true, 0], [false, 0], [true, 0.2]] as const) {
+  for (const [tiedHead, dropout] of [
+    [true, 0],
+    [false, 0],
+    [true, 0.2],
+  ] as const) {
     it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''})`, async () => {
       // With dropout every forward of a graph with the same seed draws the same masks.
-      const config: GptConfig = { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead, hiddenDropout: dropout, attentionDropout: dropout };
+      const config: GptConfig = {
+        numLayers: 2,
+        hiddenSize: 8,
+        numAttentionHeads: 2,
+        seqLength: 5,
+        vocabSize: 11,
+        tiedHead,
+        hiddenDropout: dropout,
+        attentionDropout: dropout,
+      };
       const batch = 2;
       // Larger than GPT-2's init so that every layer's grads are well above fp32 noise.
-      const values = new Map([...Gpt.init(config, SEED)].map(([name, v]) => [name, name.includes('ln') && name.endsWith('weight') ? v.map((x, i) => x + normals(SEED, i, 1, 0.2)[0]!) : normals(SEED, name.length * 31 + v.length, v.length, 0.4)]));
+      const values = new Map(
+        [...Gpt.init(config, SEED)].map(([name, v]) => [
+          name,
+          name.includes('ln') && name.endsWith('weight')
+            ? v.map((x, i) => x + normals(SEED, i, 1, 0.2)[0]!)
+            : normals(SEED, name.length * 31 + v.length, v.length, 0.4),
+        ]),
+      );
       const { params, gpt } = model(config, values);
       const data = batchOf(config, batch, SEED);
       params.zeroGrads();
@@ -75,7 +99,9 @@ describe('GPT', () => {
         params.set(new Map([[name, v]]));
         const fd = (up - down) / (2 * eps);
         const ad = grad.reduce((s, x, i) => s + x * dir[i]!, 0);
-        expect(Math.abs(fd - ad), msg(`${name}: finite difference ${fd} vs autograd ${ad}`)).toBeLessThanOrEqual(0.02 * Math.abs(ad) + 2e-3);
+        expect(Math.abs(fd - ad), msg(`${name}: finite difference ${fd} vs autograd ${ad}`)).toBeLessThanOrEqual(
+          0.02 * Math.abs(ad) + 2e-3,
+        );
       }
       params.destroy();
     });
@@ -100,7 +126,11 @@ describe('GPT', () => {
     const seen: string[] = [];
     const { loss } = c.gpt.forward(g, g.input(data.ids, [3, 8]), g.input(data.targets, [24]));
     g.backward(loss!, { onParamGrad: (name) => seen.push(name) });
-    expect([...seen].sort()).toEqual(Gpt.specs(config).map((s) => s.name).sort());
+    expect([...seen].sort()).toEqual(
+      Gpt.specs(config)
+        .map((s) => s.name)
+        .sort(),
+    );
     // The first grads final in backward are the last layer's (the head is tied, so wte comes last).
     expect(seen[0]).toBe('ln_f.weight');
     expect(seen.slice(-2).sort()).toEqual(['wpe.weight', 'wte.weight']);
@@ -128,7 +158,10 @@ describe('MLP', () => {
     const { loss } = mlp.forward(g, g.input(x, [n, 6]), g.input(targets, [n]));
     g.backward(loss!);
     // Reference: chain the float64 ops by hand.
-    const w0 = values.get('layers.0.weight')!, b0 = values.get('layers.0.bias')!, w1 = values.get('layers.1.weight')!, b1 = values.get('layers.1.bias')!;
+    const w0 = values.get('layers.0.weight')!,
+      b0 = values.get('layers.0.bias')!,
+      w1 = values.get('layers.1.weight')!,
+      b1 = values.get('layers.1.bias')!;
     const h = ref.linear(x, w0, b0, n, 6, 10, new Float64Array(n * 10)).y;
     const a = ref.gelu(h, new Float64Array(n * 10)).y;
     const logits = ref.linear(a, w1, b1, n, 10, 4, new Float64Array(n * 4)).y;

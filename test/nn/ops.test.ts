@@ -3,7 +3,18 @@ import { GpuContext } from '../../src/gpu/context.js';
 import type { ParamDtype, ParamSpec } from '../../src/ddp/layout.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
-import { add, causalAttention, crossEntropy, dropout, dropoutSeed, embedding, gelu, layerNorm, linear, matmulInto } from '../../src/nn/ops.js';
+import {
+  add,
+  causalAttention,
+  crossEntropy,
+  dropout,
+  dropoutSeed,
+  embedding,
+  gelu,
+  layerNorm,
+  linear,
+  matmulInto,
+} from '../../src/nn/ops.js';
 import { floatToBf16, bf16ToFloat, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { hashedUniform } from '../helpers/hash.js';
 import * as ref from './reference.js';
@@ -39,11 +50,27 @@ function rounded(v: Float32Array, dtype: ParamDtype): Float32Array {
 }
 
 describe('linear', () => {
-  for (const [rows, inF, outF, transposed] of [[7, 5, 9, false], [13, 33, 17, true], [64, 48, 130, false], [3, 1, 1, false]] as const) {
+  for (const [rows, inF, outF, transposed] of [
+    [7, 5, 9, false],
+    [13, 33, 17, true],
+    [64, 48, 130, false],
+    [3, 1, 1, false],
+  ] as const) {
     it(`rows ${rows}, ${inF} -> ${outF}${transposed ? ', weight [out, in]' : ''}`, async () => {
-      const p = params([['w', transposed ? [outF, inF] : [inF, outF]], ['b', [outF]]]);
-      const w = rand(inF * outF), b = rand(outF), x = rand(rows * inF), dy = rand(rows * outF);
-      p.set(new Map([['w', w], ['b', b]]));
+      const p = params([
+        ['w', transposed ? [outF, inF] : [inF, outF]],
+        ['b', [outF]],
+      ]);
+      const w = rand(inF * outF),
+        b = rand(outF),
+        x = rand(rows * inF),
+        dy = rand(rows * outF);
+      p.set(
+        new Map([
+          ['w', w],
+          ['b', b],
+        ]),
+      );
       const g = new Graph(ctx);
       const xt = g.input(x, [rows, inF], 'x', true);
       const y = linear(g, xt, p.get('w'), p.get('b'), { transposed });
@@ -63,7 +90,10 @@ describe('linear', () => {
   it('accumulates into the grad buffer across two backward passes', async () => {
     const [rows, inF, outF] = [5, 6, 7];
     const p = params([['w', [inF, outF]]]);
-    const w = rand(inF * outF), x1 = rand(rows * inF), x2 = rand(rows * inF), dy = rand(rows * outF);
+    const w = rand(inF * outF),
+      x1 = rand(rows * inF),
+      x2 = rand(rows * inF),
+      dy = rand(rows * outF);
     p.set(new Map([['w', w]]));
     for (const x of [x1, x2]) {
       const g = new Graph(ctx);
@@ -79,9 +109,24 @@ describe('linear', () => {
     it(`reads ${dtype} params and writes ${dtype === 'float16' ? 'fp16' : 'fp32'} grads`, async () => {
       const gradDtype = dtype === 'float16' ? 'float16' : 'float32';
       const [rows, inF, outF] = [9, 10, 11];
-      const p = params([['w', [inF, outF]], ['b', [outF]]], dtype, gradDtype);
-      const w = rand(inF * outF), b = rand(outF), x = rand(rows * inF), dy = rand(rows * outF);
-      p.set(new Map([['w', w], ['b', b]]));
+      const p = params(
+        [
+          ['w', [inF, outF]],
+          ['b', [outF]],
+        ],
+        dtype,
+        gradDtype,
+      );
+      const w = rand(inF * outF),
+        b = rand(outF),
+        x = rand(rows * inF),
+        dy = rand(rows * outF);
+      p.set(
+        new Map([
+          ['w', w],
+          ['b', b],
+        ]),
+      );
       const g = new Graph(ctx);
       const y = linear(g, g.input(x, [rows, inF]), p.get('w'), p.get('b'));
       g.backwardFrom(y, dy);
@@ -93,7 +138,13 @@ describe('linear', () => {
       expectClose(await p.read('b', true), want.db, `db (${gradDtype})`, tol);
       if (gradDtype === 'float16') {
         const dw = await p.read('w', true);
-        expect([...dw].every((v, i) => v === halfToFloat(floatToHalf(want.dw[i]!)) || Math.abs(v - want.dw[i]!) <= 2 ** -10 * Math.abs(want.dw[i]!) * 1.01 + 1e-7), msg('fp16 grads within half an ulp of fp32')).toBe(true);
+        expect(
+          [...dw].every(
+            (v, i) =>
+              v === halfToFloat(floatToHalf(want.dw[i]!)) || Math.abs(v - want.dw[i]!) <= 2 ** -10 * Math.abs(want.dw[i]!) * 1.01 + 1e-7,
+          ),
+          msg('fp16 grads within half an ulp of fp32'),
+        ).toBe(true);
       }
       g.release();
       p.destroy();
@@ -104,10 +155,20 @@ describe('linear', () => {
 describe('embedding', () => {
   it('token + position lookup, scatter-add backward with repeated ids', async () => {
     const [batch, t, c, vocab] = [3, 5, 7, 11];
-    const p = params([['wte', [vocab, c]], ['wpe', [t + 2, c]]]);
-    const wte = rand(vocab * c), wpe = rand((t + 2) * c), dy = rand(batch * t * c);
+    const p = params([
+      ['wte', [vocab, c]],
+      ['wpe', [t + 2, c]],
+    ]);
+    const wte = rand(vocab * c),
+      wpe = rand((t + 2) * c),
+      dy = rand(batch * t * c);
     const ids = Uint32Array.from({ length: batch * t }, (_, i) => (i * 7 + SEED) % 4); // few distinct ids: many repeats
-    p.set(new Map([['wte', wte], ['wpe', wpe]]));
+    p.set(
+      new Map([
+        ['wte', wte],
+        ['wpe', wpe],
+      ]),
+    );
     const g = new Graph(ctx);
     const y = embedding(g, g.input(ids, [batch, t], 'ids'), p.get('wte'), p.get('wpe'));
     g.backwardFrom(y, dy);
@@ -121,12 +182,27 @@ describe('embedding', () => {
 });
 
 describe('layernorm', () => {
-  for (const [rows, c] of [[1, 1], [5, 3], [17, 65], [40, 128]] as const) {
+  for (const [rows, c] of [
+    [1, 1],
+    [5, 3],
+    [17, 65],
+    [40, 128],
+  ] as const) {
     it(`${rows} rows of ${c}`, async () => {
-      const p = params([['w', [c]], ['b', [c]]]);
-      const w = rand(c, 2), b = rand(c), dy = rand(rows * c);
+      const p = params([
+        ['w', [c]],
+        ['b', [c]],
+      ]);
+      const w = rand(c, 2),
+        b = rand(c),
+        dy = rand(rows * c);
       const x = rand(rows * c, 3).map((v, i) => v + (i % 3)); // non-zero means
-      p.set(new Map([['w', w], ['b', b]]));
+      p.set(
+        new Map([
+          ['w', w],
+          ['b', b],
+        ]),
+      );
       const g = new Graph(ctx);
       const xt = g.input(x, [rows, c], 'x', true);
       const y = layerNorm(g, xt, p.get('w'), p.get('b'));
@@ -146,7 +222,9 @@ describe('elementwise', () => {
   it('GELU (tanh form) forward and backward, including large |x|', async () => {
     const n = 1001;
     const x = rand(n, 6);
-    x[0] = 40; x[1] = -40; x[2] = 0;
+    x[0] = 40;
+    x[1] = -40;
+    x[2] = 0;
     const dy = rand(n);
     const g = new Graph(ctx);
     const xt = g.input(x, [n], 'x', true);
@@ -160,14 +238,24 @@ describe('elementwise', () => {
 
   it('residual add sends the grad to both inputs, and to one input used twice', async () => {
     const n = 37;
-    const a = rand(n), b = rand(n), dy = rand(n);
+    const a = rand(n),
+      b = rand(n),
+      dy = rand(n);
     const g = new Graph(ctx);
     const at = g.input(a, [n], 'a', true);
     const bt = g.input(b, [n], 'b', true);
     const y = add(g, add(g, at, bt), at);
     g.backwardFrom(y, dy);
-    expectClose(await g.read(y), a.map((v, i) => 2 * v + b[i]!), 'y');
-    expectClose(await g.read(g.gradOf(at)), dy.map((v) => 2 * v), 'da');
+    expectClose(
+      await g.read(y),
+      a.map((v, i) => 2 * v + b[i]!),
+      'y',
+    );
+    expectClose(
+      await g.read(g.gradOf(at)),
+      dy.map((v) => 2 * v),
+      'da',
+    );
     expectClose(await g.read(g.gradOf(bt)), dy, 'db');
     g.release();
   });
@@ -175,7 +263,8 @@ describe('elementwise', () => {
   it('dropout keeps elements by the counter-based hash, scales by 1/(1-p), and is the identity in eval', async () => {
     const n = 4099;
     const p = 0.3;
-    const x = rand(n), dy = rand(n);
+    const x = rand(n),
+      dy = rand(n);
     const g = new Graph(ctx, { seed: SEED });
     const xt = g.input(x, [n], 'x', true);
     const y = dropout(g, xt, p);
@@ -186,7 +275,11 @@ describe('elementwise', () => {
     const keep = Array.from({ length: n }, (_, i) => (ref.pcg((key ^ i) >>> 0) >>> 8) / 2 ** 24 >= p);
     const yWant = x.map((v, i) => (keep[i] ? v / (1 - p) : 0));
     expectClose(await g.read(y), yWant, 'y');
-    expectClose(await g.read(g.gradOf(xt)), dy.map((v, i) => (keep[i] ? v / (1 - p) : 0)), 'dx');
+    expectClose(
+      await g.read(g.gradOf(xt)),
+      dy.map((v, i) => (keep[i] ? v / (1 - p) : 0)),
+      'dx',
+    );
     const kept = keep.filter(Boolean).length / n;
     expect(Math.abs(kept - (1 - p)), msg('kept fraction')).toBeLessThan(0.03);
     g.release();
@@ -196,7 +289,7 @@ describe('elementwise', () => {
     e.release();
   });
 
-  it('a sample\'s dropout mask is the same in a micro-batch of two and on its own (it is keyed by the global sample index)', async () => {
+  it("a sample's dropout mask is the same in a micro-batch of two and on its own (it is keyed by the global sample index)", async () => {
     const m = 1001;
     const p = 0.5;
     const x = rand(2 * m);
@@ -213,9 +306,15 @@ describe('elementwise', () => {
 });
 
 describe('causal self-attention', () => {
-  for (const [batch, t, c, heads] of [[1, 1, 4, 1], [2, 5, 12, 3], [3, 17, 16, 2], [2, 64, 32, 4]] as const) {
+  for (const [batch, t, c, heads] of [
+    [1, 1, 4, 1],
+    [2, 5, 12, 3],
+    [3, 17, 16, 2],
+    [2, 64, 32, 4],
+  ] as const) {
     it(`B ${batch}, T ${t}, C ${c}, ${heads} heads`, async () => {
-      const qkv = rand(batch * t * 3 * c, 2), dy = rand(batch * t * c);
+      const qkv = rand(batch * t * 3 * c, 2),
+        dy = rand(batch * t * c);
       const g = new Graph(ctx);
       const qt = g.input(qkv, [batch, t, 3 * c], 'qkv', true);
       const y = causalAttention(g, qt, heads);
@@ -229,7 +328,11 @@ describe('causal self-attention', () => {
 });
 
 describe('cross-entropy', () => {
-  for (const [rows, v] of [[1, 2], [13, 81], [64, 257]] as const) {
+  for (const [rows, v] of [
+    [1, 2],
+    [13, 81],
+    [64, 257],
+  ] as const) {
     it(`${rows} rows over ${v} classes`, async () => {
       const logits = rand(rows * v, 8);
       logits[0] = 60; // large logits stay finite
@@ -263,16 +366,30 @@ function matmulReadPaths(device: () => GpuContext) {
     it(c.name, async () => {
       const [nb0, nb1] = [2, 3];
       const z = nb0 * nb1;
-      const aData = rand(c.off + z * c.m * c.k), bData = rand(c.off + z * c.k * c.n), acc = rand(z * c.m * c.n);
+      const aData = rand(c.off + z * c.m * c.k),
+        bData = rand(c.off + z * c.k * c.n),
+        acc = rand(z * c.m * c.n);
       const g = new Graph(device());
       const at = g.input(aData, [aData.length]);
       const bt = g.input(bData, [bData.length]);
       const ct = g.input(acc, [acc.length]);
       // Batch (z0, z1) of A is the z0·nb1 + z1-th block; inside it A is [m, k] or stored transposed [k, m].
-      const blockA = c.m * c.k, blockB = c.k * c.n;
-      const aOp = c.transA ? { t: at, off: c.off, rs: 1, cs: c.m, b0: nb1 * blockA, b1: blockA } : { t: at, off: c.off, rs: c.k, cs: 1, b0: nb1 * blockA, b1: blockA };
-      const bOp = c.transB ? { t: bt, off: c.off, rs: 1, cs: c.k, b0: nb1 * blockB, b1: blockB } : { t: bt, off: c.off, rs: c.n, cs: 1, b0: nb1 * blockB, b1: blockB };
-      matmulInto(g, { m: c.m, n: c.n, k: c.k, nb0, nb1 }, aOp, bOp, { t: ct, rs: c.n, cs: 1, b0: nb1 * c.m * c.n, b1: c.m * c.n }, { accumulate: true, alpha: 0.5 });
+      const blockA = c.m * c.k,
+        blockB = c.k * c.n;
+      const aOp = c.transA
+        ? { t: at, off: c.off, rs: 1, cs: c.m, b0: nb1 * blockA, b1: blockA }
+        : { t: at, off: c.off, rs: c.k, cs: 1, b0: nb1 * blockA, b1: blockA };
+      const bOp = c.transB
+        ? { t: bt, off: c.off, rs: 1, cs: c.k, b0: nb1 * blockB, b1: blockB }
+        : { t: bt, off: c.off, rs: c.n, cs: 1, b0: nb1 * blockB, b1: blockB };
+      matmulInto(
+        g,
+        { m: c.m, n: c.n, k: c.k, nb0, nb1 },
+        aOp,
+        bOp,
+        { t: ct, rs: c.n, cs: 1, b0: nb1 * c.m * c.n, b1: c.m * c.n },
+        { accumulate: true, alpha: 0.5 },
+      );
       const want = new Float64Array(acc.length);
       for (let b = 0; b < z; b++) {
         const A = aData.subarray(c.off + b * blockA, c.off + (b + 1) * blockA);

@@ -17,10 +17,11 @@ export function relError(got: ArrayLike<number>, want: ArrayLike<number>): numbe
 /** C[m, n] = sum_k A[m, k] B[k, n], row-major. */
 export function matmul(a: ArrayLike<number>, b: ArrayLike<number>, m: number, k: number, n: number): Vec {
   const c = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) {
-    const av = a[i * k + p]!;
-    for (let j = 0; j < n; j++) c[i * n + j] += av * b[p * n + j]!;
-  }
+  for (let i = 0; i < m; i++)
+    for (let p = 0; p < k; p++) {
+      const av = a[i * k + p]!;
+      for (let j = 0; j < n; j++) c[i * n + j] += av * b[p * n + j]!;
+    }
   return c;
 }
 
@@ -31,7 +32,15 @@ export function transpose(a: ArrayLike<number>, rows: number, cols: number): Vec
 }
 
 /** y = x W + b with W [in, out]; grads for dy. */
-export function linear(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number> | null, rows: number, inF: number, outF: number, dy: ArrayLike<number>) {
+export function linear(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  b: ArrayLike<number> | null,
+  rows: number,
+  inF: number,
+  outF: number,
+  dy: ArrayLike<number>,
+) {
   const y = matmul(x, w, rows, inF, outF);
   if (b) for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) y[r * outF + j] += b[j]!;
   const dx = matmul(dy, transpose(w, inF, outF), rows, outF, inF);
@@ -41,7 +50,16 @@ export function linear(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<
   return { y, dx, dw, db };
 }
 
-export function embedding(ids: ArrayLike<number>, wte: ArrayLike<number>, wpe: ArrayLike<number>, batch: number, t: number, c: number, dy: ArrayLike<number>, vocab: number) {
+export function embedding(
+  ids: ArrayLike<number>,
+  wte: ArrayLike<number>,
+  wpe: ArrayLike<number>,
+  batch: number,
+  t: number,
+  c: number,
+  dy: ArrayLike<number>,
+  vocab: number,
+) {
   const y = new Float64Array(batch * t * c);
   const dwte = new Float64Array(vocab * c);
   const dwpe = new Float64Array(wpe.length);
@@ -56,7 +74,15 @@ export function embedding(ids: ArrayLike<number>, wte: ArrayLike<number>, wpe: A
   return { y, dwte, dwpe };
 }
 
-export function layerNorm(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number>, rows: number, c: number, dy: ArrayLike<number>, eps = 1e-5) {
+export function layerNorm(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  b: ArrayLike<number>,
+  rows: number,
+  c: number,
+  dy: ArrayLike<number>,
+  eps = 1e-5,
+) {
   const y = new Float64Array(rows * c);
   const dx = new Float64Array(rows * c);
   const dw = new Float64Array(c);
@@ -107,46 +133,47 @@ export function attention(qkv: ArrayLike<number>, batch: number, t: number, c: n
   const y = new Float64Array(batch * t * c);
   const dqkv = new Float64Array(qkv.length);
   const at = (b: number, i: number, part: number, h: number, d: number) => b * t * 3 * c + i * 3 * c + part * c + h * hd + d;
-  for (let b = 0; b < batch; b++) for (let h = 0; h < heads; h++) {
-    const p = new Float64Array(t * t);
-    for (let i = 0; i < t; i++) {
-      let m = -Infinity;
-      const s = new Float64Array(i + 1);
-      for (let j = 0; j <= i; j++) {
+  for (let b = 0; b < batch; b++)
+    for (let h = 0; h < heads; h++) {
+      const p = new Float64Array(t * t);
+      for (let i = 0; i < t; i++) {
+        let m = -Infinity;
+        const s = new Float64Array(i + 1);
+        for (let j = 0; j <= i; j++) {
+          let dot = 0;
+          for (let d = 0; d < hd; d++) dot += qkv[at(b, i, 0, h, d)]! * qkv[at(b, j, 1, h, d)]!;
+          s[j] = dot * scale;
+          m = Math.max(m, s[j]!);
+        }
+        let sum = 0;
+        for (let j = 0; j <= i; j++) sum += Math.exp(s[j]! - m);
+        for (let j = 0; j <= i; j++) p[i * t + j] = Math.exp(s[j]! - m) / sum;
+        for (let d = 0; d < hd; d++) {
+          let acc = 0;
+          for (let j = 0; j <= i; j++) acc += p[i * t + j]! * qkv[at(b, j, 2, h, d)]!;
+          y[b * t * c + i * c + h * hd + d] = acc;
+        }
+      }
+      for (let i = 0; i < t; i++) {
+        const dyi = (d: number) => dy[b * t * c + i * c + h * hd + d]!;
+        const dp = new Float64Array(i + 1);
+        for (let j = 0; j <= i; j++) {
+          for (let d = 0; d < hd; d++) {
+            dp[j] += dyi(d) * qkv[at(b, j, 2, h, d)]!;
+            dqkv[at(b, j, 2, h, d)] += p[i * t + j]! * dyi(d);
+          }
+        }
         let dot = 0;
-        for (let d = 0; d < hd; d++) dot += qkv[at(b, i, 0, h, d)]! * qkv[at(b, j, 1, h, d)]!;
-        s[j] = dot * scale;
-        m = Math.max(m, s[j]!);
-      }
-      let sum = 0;
-      for (let j = 0; j <= i; j++) sum += Math.exp(s[j]! - m);
-      for (let j = 0; j <= i; j++) p[i * t + j] = Math.exp(s[j]! - m) / sum;
-      for (let d = 0; d < hd; d++) {
-        let acc = 0;
-        for (let j = 0; j <= i; j++) acc += p[i * t + j]! * qkv[at(b, j, 2, h, d)]!;
-        y[b * t * c + i * c + h * hd + d] = acc;
-      }
-    }
-    for (let i = 0; i < t; i++) {
-      const dyi = (d: number) => dy[b * t * c + i * c + h * hd + d]!;
-      const dp = new Float64Array(i + 1);
-      for (let j = 0; j <= i; j++) {
-        for (let d = 0; d < hd; d++) {
-          dp[j] += dyi(d) * qkv[at(b, j, 2, h, d)]!;
-          dqkv[at(b, j, 2, h, d)] += p[i * t + j]! * dyi(d);
-        }
-      }
-      let dot = 0;
-      for (let j = 0; j <= i; j++) dot += p[i * t + j]! * dp[j]!;
-      for (let j = 0; j <= i; j++) {
-        const ds = p[i * t + j]! * (dp[j]! - dot) * scale;
-        for (let d = 0; d < hd; d++) {
-          dqkv[at(b, i, 0, h, d)] += ds * qkv[at(b, j, 1, h, d)]!;
-          dqkv[at(b, j, 1, h, d)] += ds * qkv[at(b, i, 0, h, d)]!;
+        for (let j = 0; j <= i; j++) dot += p[i * t + j]! * dp[j]!;
+        for (let j = 0; j <= i; j++) {
+          const ds = p[i * t + j]! * (dp[j]! - dot) * scale;
+          for (let d = 0; d < hd; d++) {
+            dqkv[at(b, i, 0, h, d)] += ds * qkv[at(b, j, 1, h, d)]!;
+            dqkv[at(b, j, 1, h, d)] += ds * qkv[at(b, i, 0, h, d)]!;
+          }
         }
       }
     }
-  }
   return { y, dqkv };
 }
 

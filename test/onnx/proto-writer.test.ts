@@ -17,11 +17,12 @@ describe('ONNX protobuf writer', () => {
     const b = Float32Array.from({ length: k * n }, (_, i) => (i % 3) - 1);
     const out = await session.run({ a: new ort.Tensor('float32', a, [m, k]), b: new ort.Tensor('float32', b, [k, n]) });
     const want: number[] = [];
-    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let p = 0; p < k; p++) s += a[i * k + p]! * b[p * n + j]!;
-      want.push(s);
-    }
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let p = 0; p < k; p++) s += a[i * k + p]! * b[p * n + j]!;
+        want.push(s);
+      }
     expect([...(out.c!.data as Float32Array)]).toEqual(want);
     expect(out.c!.dims).toEqual([m, n]);
   });

@@ -6,13 +6,29 @@ import { ADAM_DEFAULTS, ADAMW_DEFAULTS, adamReferenceStep, type AdamHyperParams 
 import { hashedUniform, relativeError } from '../helpers/hash.js';
 import { float32Buffer } from '../helpers/gpu.js';
 
-interface TorchState { step: number; param: string; exp_avg: string; exp_avg_sq: string }
+interface TorchState {
+  step: number;
+  param: string;
+  exp_avg: string;
+  exp_avg_sq: string;
+}
 interface TorchCase {
-  name: string; optimizer: 'Adam' | 'AdamW'; lr: number; betas: [number, number]; eps: number;
-  weight_decay: number; maximize: boolean; grad_scale: number; seed: number; states: TorchState[];
+  name: string;
+  optimizer: 'Adam' | 'AdamW';
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weight_decay: number;
+  maximize: boolean;
+  grad_scale: number;
+  seed: number;
+  states: TorchState[];
 }
 const fixture = JSON.parse(readFileSync(new URL('../fixtures/adam-torch.json', import.meta.url), 'utf8')) as {
-  torch_version: string; length: number; steps: number; cases: TorchCase[];
+  torch_version: string;
+  length: number;
+  steps: number;
+  cases: TorchCase[];
 };
 
 function decode(b64: string): Float32Array {
@@ -22,8 +38,13 @@ function decode(b64: string): Float32Array {
 
 function hyperOf(c: TorchCase): AdamHyperParams {
   return {
-    lr: c.lr, beta1: c.betas[0], beta2: c.betas[1], eps: c.eps, weightDecay: c.weight_decay,
-    decoupled: c.optimizer === 'AdamW', maximize: c.maximize,
+    lr: c.lr,
+    beta1: c.betas[0],
+    beta2: c.betas[1],
+    eps: c.eps,
+    weightDecay: c.weight_decay,
+    decoupled: c.optimizer === 'AdamW',
+    maximize: c.maximize,
   };
 }
 
@@ -36,14 +57,24 @@ beforeAll(async () => {
 afterAll(() => ctx?.destroy());
 
 /** Run `steps` GPU Adam steps with per-step grads from `gradOf` and the TS reference beside it. */
-async function runBoth(length: number, hyper: AdamHyperParams, steps: number, seed: number, opts: { maxBindingBytes?: number; workgroupSize?: number; itemsPerThread?: number } = {}) {
+async function runBoth(
+  length: number,
+  hyper: AdamHyperParams,
+  steps: number,
+  seed: number,
+  opts: { maxBindingBytes?: number; workgroupSize?: number; itemsPerThread?: number } = {},
+) {
   const param0 = hashedUniform(seed, 1000, length, 1);
   const ref = { p: param0.slice(), m: new Float32Array(length), v: new Float32Array(length) };
   const p = float32Buffer(ctx, 'p', param0, 'main-params');
   const g = float32Buffer(ctx, 'g', new Float32Array(length), 'grads');
   const m = float32Buffer(ctx, 'm', new Float32Array(length), 'optimizer-state');
   const v = float32Buffer(ctx, 'v', new Float32Array(length), 'optimizer-state');
-  const kernel = new AdamKernel(ctx, { param: { buffer: p }, grad: { buffer: g }, expAvg: { buffer: m }, expAvgSq: { buffer: v }, length }, opts);
+  const kernel = new AdamKernel(
+    ctx,
+    { param: { buffer: p }, grad: { buffer: g }, expAvg: { buffer: m }, expAvgSq: { buffer: v }, length },
+    opts,
+  );
   for (let t = 1; t <= steps; t++) {
     const grad = hashedUniform(seed, t, length, 0.5);
     ctx.transfers.upload(g, grad);
@@ -104,14 +135,23 @@ describe('Adam kernel against the TypeScript reference', () => {
       all.set(data, offsets[name]);
       return float32Buffer(strict, name, all);
     };
-    const buffers = { param: place('param', param0), grad: place('grad', new Float32Array(length)), expAvg: place('expAvg', new Float32Array(length)), expAvgSq: place('expAvgSq', new Float32Array(length)) };
-    const kernel = new AdamKernel(strict, {
-      param: { buffer: buffers.param, offset: offsets.param },
-      grad: { buffer: buffers.grad, offset: offsets.grad },
-      expAvg: { buffer: buffers.expAvg, offset: offsets.expAvg },
-      expAvgSq: { buffer: buffers.expAvgSq, offset: offsets.expAvgSq },
-      length,
-    }, { maxBindingBytes: 4096 });
+    const buffers = {
+      param: place('param', param0),
+      grad: place('grad', new Float32Array(length)),
+      expAvg: place('expAvg', new Float32Array(length)),
+      expAvgSq: place('expAvgSq', new Float32Array(length)),
+    };
+    const kernel = new AdamKernel(
+      strict,
+      {
+        param: { buffer: buffers.param, offset: offsets.param },
+        grad: { buffer: buffers.grad, offset: offsets.grad },
+        expAvg: { buffer: buffers.expAvg, offset: offsets.expAvg },
+        expAvgSq: { buffer: buffers.expAvgSq, offset: offsets.expAvgSq },
+        length,
+      },
+      { maxBindingBytes: 4096 },
+    );
     expect(kernel.windows.length).toBeGreaterThan(4);
     for (let t = 1; t <= 3; t++) {
       const grad = hashedUniform(21, t, length, 0.5);
@@ -126,7 +166,11 @@ describe('Adam kernel against the TypeScript reference', () => {
     expect(relativeError(p.subarray(offsets.param, offsets.param + length), ref.p)).toBeLessThanOrEqual(TOLERANCE);
     expect(relativeError(m.subarray(offsets.expAvg, offsets.expAvg + length), ref.m)).toBeLessThanOrEqual(TOLERANCE);
     expect(relativeError(v.subarray(offsets.expAvgSq, offsets.expAvgSq + length), ref.v)).toBeLessThanOrEqual(TOLERANCE);
-    for (const [data, offset] of [[p, offsets.param], [m, offsets.expAvg], [v, offsets.expAvgSq]] as const) {
+    for (const [data, offset] of [
+      [p, offsets.param],
+      [m, offsets.expAvg],
+      [v, offsets.expAvgSq],
+    ] as const) {
       expect(Array.from(data.subarray(0, offset)).every((x) => x === 7)).toBe(true);
       expect(Array.from(data.subarray(offset + length)).every((x) => x === 7)).toBe(true);
     }
@@ -161,7 +205,13 @@ describe(`Adam kernel against torch ${fixture.torch_version} fixtures`, () => {
       const m = float32Buffer(ctx, 'm', new Float32Array(length));
       const v = float32Buffer(ctx, 'v', new Float32Array(length));
       const host = { p: hashedUniform(c.seed, 0, length, 1), m: new Float32Array(length), v: new Float32Array(length) };
-      const kernel = new AdamKernel(ctx, { param: { buffer: p }, grad: { buffer: g }, expAvg: { buffer: m }, expAvgSq: { buffer: v }, length });
+      const kernel = new AdamKernel(ctx, {
+        param: { buffer: p },
+        grad: { buffer: g },
+        expAvg: { buffer: m },
+        expAvgSq: { buffer: v },
+        length,
+      });
       const states = new Map(c.states.map((s) => [s.step, s]));
       for (let t = 1; t <= fixture.steps; t++) {
         const grad = hashedUniform(c.seed, t, length, c.grad_scale);
@@ -170,7 +220,11 @@ describe(`Adam kernel against torch ${fixture.torch_version} fixtures`, () => {
         adamReferenceStep(hyper, t, host.p, grad, host.m, host.v);
         const torch = states.get(t);
         if (!torch) continue;
-        const ours = { p: await ctx.transfers.readFloat32(p), m: await ctx.transfers.readFloat32(m), v: await ctx.transfers.readFloat32(v) };
+        const ours = {
+          p: await ctx.transfers.readFloat32(p),
+          m: await ctx.transfers.readFloat32(m),
+          v: await ctx.transfers.readFloat32(v),
+        };
         const want = { p: decode(torch.param), m: decode(torch.exp_avg), v: decode(torch.exp_avg_sq) };
         for (const key of ['p', 'm', 'v'] as const) {
           expect(relativeError(ours[key], want[key]), `GPU ${key} at step ${t}`).toBeLessThanOrEqual(TOLERANCE);

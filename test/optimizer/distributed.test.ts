@@ -12,7 +12,7 @@ const WORKER = fileURLToPath(new URL('../../dist/test/workers/optimizer-worker.j
 
 const job = (world: number, config: Record<string, unknown>) => runWorkers(WORKER, world, config);
 
-describe('DistributedOptimizer and its non-distributed twin: Megatron\'s three precision rows', () => {
+describe("DistributedOptimizer and its non-distributed twin: Megatron's three precision rows", () => {
   it.each([
     [1, true, 0],
     [2, true, 1.0],
@@ -34,24 +34,43 @@ describe('DistributedOptimizer and its non-distributed twin: Megatron\'s three p
     [4, true, 1.0, false, 'float32', undefined, 256],
     [4, true, 1.0, false, 'bfloat16', undefined, 256],
     [4, true, 1.0, false, 'float16', 3, 256],
-  ])('world %i, distributed %s, clip %s, overlapped param gather %s, params %s, inf at step %s, alignment %s: k steps equal single-process Adam on the averaged grads; memory matches the table', async (world, distributed, clip, overlapParamGather = false, dtype = 'float32', infAt?: number, alignment?: number) => {
-    const ranks = await job(world, { distributed, clip, steps: 4, overlapParamGather, dtype, ...(infAt ? { infAt } : {}), ...(alignment ? { alignment } : {}) });
-    for (const [rank, lines] of ranks.entries()) {
-      const failed = lines.filter((l) => 'check' in l && l.ok !== true);
-      expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
-      const checks = 4 + (dtype === 'float32' ? 0 : 1) + (dtype === 'float16' ? 1 : 0) + (infAt ? 1 : 0);
-      expect(lines.filter((l) => 'check' in l), JSON.stringify(lines)).toHaveLength(checks);
-      const accuracy = lines.find((l) => String(l.check).startsWith('params equal'))!.detail as { clippedSteps: number };
-      expect(accuracy.clippedSteps).toBe(clip > 0 ? (infAt ? 3 : 4) : 0);
-    }
-  });
+  ])(
+    'world %i, distributed %s, clip %s, overlapped param gather %s, params %s, inf at step %s, alignment %s: k steps equal single-process Adam on the averaged grads; memory matches the table',
+    async (world, distributed, clip, overlapParamGather = false, dtype = 'float32', infAt?: number, alignment?: number) => {
+      const ranks = await job(world, {
+        distributed,
+        clip,
+        steps: 4,
+        overlapParamGather,
+        dtype,
+        ...(infAt ? { infAt } : {}),
+        ...(alignment ? { alignment } : {}),
+      });
+      for (const [rank, lines] of ranks.entries()) {
+        const failed = lines.filter((l) => 'check' in l && l.ok !== true);
+        expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
+        const checks = 4 + (dtype === 'float32' ? 0 : 1) + (dtype === 'float16' ? 1 : 0) + (infAt ? 1 : 0);
+        expect(
+          lines.filter((l) => 'check' in l),
+          JSON.stringify(lines),
+        ).toHaveLength(checks);
+        const accuracy = lines.find((l) => String(l.check).startsWith('params equal'))!.detail as { clippedSteps: number };
+        expect(accuracy.clippedSteps).toBe(clip > 0 ? (infAt ? 3 : 4) : 0);
+      }
+    },
+  );
 
   it('fp16 without the shader-f16 feature fails at start-up with what to do', async () => {
     const ctx = await GpuContext.create({ disableFeatures: ['shader-f16'] });
     const dist = await initProcessGroup({ rank: 0, worldSize: 1 });
-    const layout = computeLayout([{ name: 'w', shape: [64], dtype: 'float16', gradDtype: 'float16' }], { dataParallelSize: 1, distributedOptimizer: true });
+    const layout = computeLayout([{ name: 'w', shape: [64], dtype: 'float16', gradDtype: 'float16' }], {
+      dataParallelSize: 1,
+      distributedOptimizer: true,
+    });
     const ddp = new DistributedDataParallel(ctx, dist.group, layout);
-    expect(() => createOptimizer(ctx, dist.group, ddp, { hyper: ADAMW_DEFAULTS })).toThrow(/^fp16 params need the shader-f16 feature, which adapter '.+' does not offer; use bf16 \(--bf16\) or fp32 instead$/);
+    expect(() => createOptimizer(ctx, dist.group, ddp, { hyper: ADAMW_DEFAULTS })).toThrow(
+      /^fp16 params need the shader-f16 feature, which adapter '.+' does not offer; use bf16 \(--bf16\) or fp32 instead$/,
+    );
     ddp.destroy();
     ctx.destroy();
   });

@@ -2,8 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { DynamicLossScaler, LOSS_SCALER_DEFAULTS } from '../../src/optimizer/loss-scaler.js';
 
 describe('dynamic loss scaler (Megatron semantics)', () => {
-  it('has Megatron\'s defaults', () => {
-    expect(LOSS_SCALER_DEFAULTS).toEqual({ initialScale: 2 ** 32, minScale: 1, growth: 2, backoff: 0.5, growthInterval: 1000, hysteresis: 2 });
+  it("has Megatron's defaults", () => {
+    expect(LOSS_SCALER_DEFAULTS).toEqual({
+      initialScale: 2 ** 32,
+      minScale: 1,
+      growth: 2,
+      backoff: 0.5,
+      growthInterval: 1000,
+      hysteresis: 2,
+    });
   });
 
   it('backs off only once the hysteresis is used up, then on every overflow, never below the minimum', () => {

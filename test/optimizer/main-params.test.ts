@@ -17,7 +17,10 @@ const dtypes = (['bfloat16', 'float16'] as const).filter((d) => d !== 'float16' 
 
 function model(dtype: 'bfloat16' | 'float16'): ParamSpec[] {
   const g = dtype === 'float16' ? 'float16' : 'float32';
-  return [{ name: 'w', shape: [7, 5], dtype, gradDtype: g }, { name: 'b', shape: [5], dtype, gradDtype: g }];
+  return [
+    { name: 'w', shape: [7, 5], dtype, gradDtype: g },
+    { name: 'b', shape: [5], dtype, gradDtype: g },
+  ];
 }
 
 function setUp(dtype: 'bfloat16' | 'float16', distributed: boolean, world = 1) {
@@ -38,7 +41,10 @@ async function zeroStep(r: ReturnType<typeof setUp>[number]): Promise<void> {
 }
 
 const filled = (value: number | ((i: number) => number)) =>
-  new Map([['w', Float32Array.from({ length: 35 }, (_, i) => (typeof value === 'number' ? value : value(i)))], ['b', Float32Array.from({ length: 5 }, (_, i) => (typeof value === 'number' ? value : value(100 + i)))]]);
+  new Map([
+    ['w', Float32Array.from({ length: 35 }, (_, i) => (typeof value === 'number' ? value : value(i)))],
+    ['b', Float32Array.from({ length: 5 }, (_, i) => (typeof value === 'number' ? value : value(100 + i)))],
+  ]);
 
 describe('16-bit params written after the optimizer was built', () => {
   for (const dtype of dtypes) {

@@ -32,7 +32,7 @@ const decode = (b64: string) => new Float32Array(new Uint8Array(Buffer.from(b64,
 const ctx = await GpuContext.create();
 afterAll(() => ctx.destroy());
 
-describe('learning-rate schedule (Megatron\'s OptimizerParamScheduler)', () => {
+describe("learning-rate schedule (Megatron's OptimizerParamScheduler)", () => {
   const base: LrSchedule = { lr: 1e-3, minLr: 1e-5, decayStyle: 'cosine', warmupIters: 10, decayIters: 110 };
   it('linear warmup from warmupInit, then cosine, linear or constant, then minLr', () => {
     expect(learningRate(base, 0)).toBe(0);
@@ -42,14 +42,17 @@ describe('learning-rate schedule (Megatron\'s OptimizerParamScheduler)', () => {
     // Half-way through the decay: cosine gives the midpoint, linear too.
     expect(learningRate(base, 60)).toBeCloseTo(1e-5 + 0.5 * (1e-3 - 1e-5), 15);
     expect(learningRate({ ...base, decayStyle: 'linear' }, 35)).toBeCloseTo(1e-5 + 0.75 * (1e-3 - 1e-5), 15);
-    expect(learningRate({ ...base, decayStyle: 'cosine' }, 35)).toBeCloseTo(1e-5 + 0.5 * (Math.cos(Math.PI * 0.25) + 1) * (1e-3 - 1e-5), 15);
+    expect(learningRate({ ...base, decayStyle: 'cosine' }, 35)).toBeCloseTo(
+      1e-5 + 0.5 * (Math.cos(Math.PI * 0.25) + 1) * (1e-3 - 1e-5),
+      15,
+    );
     expect(learningRate(base, 110)).toBeCloseTo(1e-5, 15);
     expect(learningRate(base, 111)).toBe(1e-5);
     expect(learningRate({ ...base, decayStyle: 'constant' }, 1000)).toBe(1e-3);
     expect(learningRate({ ...base, warmupIters: 0 }, 0)).toBe(1e-3);
   });
 
-  it('the fixture\'s per-step rates, which torch used, are the same formula', () => {
+  it("the fixture's per-step rates, which torch used, are the same formula", () => {
     const s = fixture.schedule;
     const sched: LrSchedule = { lr: s.lr, minLr: s.min_lr, decayStyle: 'cosine', warmupIters: s.warmup_iters, decayIters: s.decay_iters };
     fixture.rates.forEach((r, k) => expect(learningRate(sched, k)).toBeCloseTo(r, 15));
@@ -57,7 +60,7 @@ describe('learning-rate schedule (Megatron\'s OptimizerParamScheduler)', () => {
 });
 
 describe('param groups', () => {
-  it('Megatron\'s default: decay on 2-D weights and embeddings, none on biases and norms', () => {
+  it("Megatron's default: decay on 2-D weights and embeddings, none on biases and norms", () => {
     expect(megatronWeightDecay('blocks.0.attn.qkv.weight', [4, 12])).toBe(true);
     expect(megatronWeightDecay('wte.weight', [81, 4])).toBe(true);
     expect(megatronWeightDecay('blocks.0.attn.qkv.bias', [12])).toBe(false);
@@ -67,20 +70,40 @@ describe('param groups', () => {
 
   it('groupRuns splits a range at the params where the group changes', () => {
     const p = (start: number, decay: boolean) => ({ start, decay });
-    expect(groupRuns([p(0, true), p(64, false), p(128, false), p(192, true)], 256)).toEqual([{ start: 0, end: 64, decay: true }, { start: 64, end: 192, decay: false }, { start: 192, end: 256, decay: true }]);
+    expect(groupRuns([p(0, true), p(64, false), p(128, false), p(192, true)], 256)).toEqual([
+      { start: 0, end: 64, decay: true },
+      { start: 64, end: 192, decay: false },
+      { start: 192, end: 256, decay: true },
+    ]);
     expect(groupRuns([p(8, false)], 20)).toEqual([{ start: 0, end: 20, decay: false }]);
     expect(groupRuns([], 12)).toEqual([{ start: 0, end: 12, decay: true }]);
   });
 
-  for (const [world, distributed] of [[1, false], [1, true], [2, true], [2, false]] as const) {
+  for (const [world, distributed] of [
+    [1, false],
+    [1, true],
+    [2, true],
+    [2, false],
+  ] as const) {
     it(`d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}: ${fixture.steps} steps equal torch.optim.AdamW with two param groups and the schedule`, async () => {
       const specs: ParamSpec[] = fixture.params.map((p) => ({ name: p.name, shape: p.shape, dtype: 'float32', gradDtype: 'float32' }));
       const s = fixture.schedule;
       const sched: LrSchedule = { lr: s.lr, minLr: s.min_lr, decayStyle: 'cosine', warmupIters: s.warmup_iters, decayIters: s.decay_iters };
-      const hyper = { ...ADAMW_DEFAULTS, lr: s.lr, beta1: fixture.betas[0], beta2: fixture.betas[1], eps: fixture.eps, weightDecay: fixture.weight_decay };
+      const hyper = {
+        ...ADAMW_DEFAULTS,
+        lr: s.lr,
+        beta1: fixture.betas[0],
+        beta2: fixture.betas[1],
+        eps: fixture.eps,
+        weightDecay: fixture.weight_decay,
+      };
       const ranks = localGroups(world).map((group) => {
         // Buckets of 40 elements: several per rank, so runs of either group fall in several shards.
-        const ddp = new DistributedDataParallel(ctx, group, computeLayout(specs, { dataParallelSize: world, distributedOptimizer: distributed, bucketSize: 40 }));
+        const ddp = new DistributedDataParallel(
+          ctx,
+          group,
+          computeLayout(specs, { dataParallelSize: world, distributedOptimizer: distributed, bucketSize: 40 }),
+        );
         const optimizer = createOptimizer(ctx, group, ddp, { hyper, clipGrad: fixture.clip_grad, weightDecayFor: megatronWeightDecay });
         return { ddp, optimizer };
       });
@@ -92,7 +115,16 @@ describe('param groups', () => {
             ddp.zeroGradBuffer();
             const buffer = ddp.buffers[0]!;
             const g = new Float32Array(buffer.layout.numel);
-            for (const p of buffer.layout.params) g.set(hashedUniform(1000 + t, specs.findIndex((x) => x.name === p.name), p.numel, 0.5), p.start);
+            for (const p of buffer.layout.params)
+              g.set(
+                hashedUniform(
+                  1000 + t,
+                  specs.findIndex((x) => x.name === p.name),
+                  p.numel,
+                  0.5,
+                ),
+                p.start,
+              );
             ctx.transfers.upload(buffer.grads, g);
             await ddp.finishGradSync();
             optimizer.learningRate = learningRate(sched, optimizer.stepCount);
@@ -110,7 +142,7 @@ describe('param groups', () => {
     });
   }
 
-  it('without groups every param decays: the no-decay params then differ from torch\'s', async () => {
+  it("without groups every param decays: the no-decay params then differ from torch's", async () => {
     const specs: ParamSpec[] = fixture.params.map((p) => ({ name: p.name, shape: p.shape, dtype: 'float32', gradDtype: 'float32' }));
     const [group] = localGroups(1);
     const ddp = new DistributedDataParallel(ctx, group!, computeLayout(specs, { dataParallelSize: 1, distributedOptimizer: true }));

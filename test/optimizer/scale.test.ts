@@ -25,7 +25,7 @@ function model(dtype: 'float32' | 'bfloat16'): ParamSpec[] {
 }
 
 const value = (k: number, e: number) => ((((k * 7919 + e * 31) % 997) - 498) / 498) * 0.5;
-const gradOf = (rank: number, k: number, e: number) => ((((k * 13 + e * 7 + rank * 29) % 23) - 11) * 0.25);
+const gradOf = (rank: number, k: number, e: number) => (((k * 13 + e * 7 + rank * 29) % 23) - 11) * 0.25;
 
 describe('data-parallel sizes up to 512', () => {
   it.each(SIZES)('d = %i: every bucket splits into d shards of a multiple of 4 elements', (d) => {
@@ -33,7 +33,7 @@ describe('data-parallel sizes up to 512', () => {
     expect(layout.buffers[0]!.buckets.length).toBeGreaterThan(1);
     for (const bucket of layout.buffers[0]!.buckets) {
       const size = bucket.end - bucket.start;
-      expect(size % lcm(d, 128), 'Megatron\'s rule still holds').toBe(0);
+      expect(size % lcm(d, 128), "Megatron's rule still holds").toBe(0);
       expect((size / d) % 4).toBe(0);
     }
     for (const rank of [0, d - 1, Math.floor(d / 2)]) for (const r of shardRanges(layout, rank)) expect(r.gbufWorld.start % 4).toBe(0);
@@ -81,7 +81,18 @@ describe('data-parallel sizes up to 512', () => {
       const expected = new Map<string, Float32Array>();
       for (const [k, p] of specs.entries()) {
         const n = numel(p);
-        const param = Float32Array.from(initial.get(p.name)!, (x) => (dtype === 'bfloat16' ? new Float32Array(new Uint32Array([(new Uint32Array(new Float32Array([x]).buffer)[0]! + 0x7fff + ((new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16) & 1)) & 0xffff0000]).buffer)[0]! : x));
+        const param = Float32Array.from(initial.get(p.name)!, (x) =>
+          dtype === 'bfloat16'
+            ? new Float32Array(
+                new Uint32Array([
+                  (new Uint32Array(new Float32Array([x]).buffer)[0]! +
+                    0x7fff +
+                    ((new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16) & 1)) &
+                    0xffff0000,
+                ]).buffer,
+              )[0]!
+            : x,
+        );
         const grad = Float32Array.from({ length: n }, (_, e) => {
           let sum = 0;
           for (let r = 0; r < d; r++) sum = Math.fround(sum + gradOf(r, k, e));
@@ -92,7 +103,10 @@ describe('data-parallel sizes up to 512', () => {
       }
       const flat = (m: Map<string, Float32Array>) => specs.flatMap((p) => [...m.get(p.name)!]);
       // fp32: the params themselves; bf16: the fp32 main params (exportState is a collective).
-      const states = dtype === 'float32' ? await Promise.all(ranks.map((r) => r.ddp.exportParams())) : (await Promise.all(ranks.map((r) => r.optimizer.exportState()))).map((s) => s.main!);
+      const states =
+        dtype === 'float32'
+          ? await Promise.all(ranks.map((r) => r.ddp.exportParams()))
+          : (await Promise.all(ranks.map((r) => r.optimizer.exportState()))).map((s) => s.main!);
       for (const rank of [0, 1, d - 1].filter((r) => r < d)) {
         expect(relativeError(flat(states[rank]!), flat(expected)), `rank ${rank}`).toBeLessThanOrEqual(1e-6);
       }

@@ -22,7 +22,7 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `;
 
-describe('the backports source follows the machine\'s own Debian source', () => {
+describe("the backports source follows the machine's own Debian source", () => {
   it('deb822: same mirror and key, in the same format', () => {
     expect(backportsSource([{ path: '/etc/apt/sources.list.d/debian.sources', text: deb822 }], 'bookworm')).toEqual({
       path: '/etc/apt/sources.list.d/webtron-bookworm-backports.sources',
@@ -33,7 +33,8 @@ describe('the backports source follows the machine\'s own Debian source', () => 
   });
 
   it('one-line sources: options (signed-by) kept; comments, deb-src and other suites skipped', () => {
-    const list = '# deb http://old.example/debian bookworm main\ndeb-src http://src.example/debian bookworm main\ndeb http://x.example/debian bullseye main\ndeb [arch=amd64 signed-by=/etc/apt/keyrings/k.gpg] https://proxy.example:3142/debian bookworm main non-free\n';
+    const list =
+      '# deb http://old.example/debian bookworm main\ndeb-src http://src.example/debian bookworm main\ndeb http://x.example/debian bullseye main\ndeb [arch=amd64 signed-by=/etc/apt/keyrings/k.gpg] https://proxy.example:3142/debian bookworm main non-free\n';
     expect(backportsSource([{ path: '/etc/apt/sources.list', text: list }], 'bookworm')).toEqual({
       path: '/etc/apt/sources.list.d/webtron-bookworm-backports.list',
       text: 'deb [arch=amd64 signed-by=/etc/apt/keyrings/k.gpg] https://proxy.example:3142/debian bookworm-backports main\n',
@@ -43,7 +44,9 @@ describe('the backports source follows the machine\'s own Debian source', () => 
   });
 
   it('a disabled stanza, another codename or no main component gives nothing to copy', () => {
-    expect(backportsSource([{ path: 'a.sources', text: deb822.replace('Types: deb\n#', 'Enabled: no\nTypes: deb\n#') }], 'bookworm')).toBeNull();
+    expect(
+      backportsSource([{ path: 'a.sources', text: deb822.replace('Types: deb\n#', 'Enabled: no\nTypes: deb\n#') }], 'bookworm'),
+    ).toBeNull();
     expect(backportsSource([{ path: 'a.sources', text: deb822 }], 'trixie')).toBeNull();
     expect(backportsSource([{ path: 'a.list', text: 'deb http://m.example/debian bookworm contrib\n' }], 'bookworm')).toBeNull();
     expect(hasBackports([{ path: 'a.list', text: '# deb http://m/debian bookworm-backports main\n' }], 'bookworm')).toBe(false);
@@ -58,12 +61,16 @@ describe('the backports source follows the machine\'s own Debian source', () => 
     expect(run.status, run.stderr).toBe(0);
     const written = join(root, 'etc/apt/sources.list.d/webtron-bookworm-backports.sources');
     expect(readFileSync(written, 'utf8')).toContain('URIs: http://mirror.internal.example/debian\nSuites: bookworm-backports');
-    expect(run.stderr).toBe(`webtron setup: added ${written} (bookworm-backports from http://mirror.internal.example/debian, the mirror of ${join(root, 'etc/apt/sources.list.d/debian.sources')})\n`);
+    expect(run.stderr).toBe(
+      `webtron setup: added ${written} (bookworm-backports from http://mirror.internal.example/debian, the mirror of ${join(root, 'etc/apt/sources.list.d/debian.sources')})\n`,
+    );
     const again = spawnSync('node', [SCRIPT, 'bookworm'], { encoding: 'utf8', env: { ...process.env, WEBTRON_APT_ROOT: root } });
     expect(again.stderr).toMatch(/bookworm-backports is already an apt source/);
     const empty = mkdtempSync(join(tmpdir(), 'webtron-apt-'));
     const none = spawnSync('node', [SCRIPT, 'bookworm'], { encoding: 'utf8', env: { ...process.env, WEBTRON_APT_ROOT: empty } });
     expect(none.status).toBe(1);
-    expect(none.stderr).toMatch(/no enabled Debian bookworm source with component main in \/etc\/apt; add bookworm-backports for your mirror yourself/);
+    expect(none.stderr).toMatch(
+      /no enabled Debian bookworm source with component main in \/etc\/apt; add bookworm-backports for your mirror yourself/,
+    );
   });
 });

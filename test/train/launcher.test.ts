@@ -7,12 +7,24 @@ import { freePort, isAlive, WORKER } from '../helpers/job.js';
 const STUBBORN = fileURLToPath(new URL('../../dist/test/workers/stubborn-worker.js', import.meta.url));
 
 /** Start `webtron launch` and resolve with it and its workers' pids once every worker said it started. */
-async function launchAndWait(args: string[], workers: number, env: NodeJS.ProcessEnv = process.env): Promise<{ launcher: ChildProcess; pids: number[]; stdout: () => string; stderr: () => string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> {
+async function launchAndWait(
+  args: string[],
+  workers: number,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{
+  launcher: ChildProcess;
+  pids: number[];
+  stdout: () => string;
+  stderr: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}> {
   const launcher = spawn('node', [bin, 'launch', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   const pids = new Set<number>();
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => launcher.on('exit', (code, signal) => resolve({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    launcher.on('exit', (code, signal) => resolve({ code, signal })),
+  );
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`workers did not start: ${out} ${err}`)), 60_000);
     launcher.stdout!.on('data', (chunk: Buffer) => {
@@ -39,18 +51,46 @@ async function allGone(pids: number[], withinMs: number): Promise<boolean> {
 }
 
 const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
-const base: LaunchOptions = { nprocPerNode: 2, nnodes: 2, nodeRank: 1, masterAddr: '10.0.0.1', masterPort: 29500, token: 't', command: ['x.js'] };
+const base: LaunchOptions = {
+  nprocPerNode: 2,
+  nnodes: 2,
+  nodeRank: 1,
+  masterAddr: '10.0.0.1',
+  masterPort: 29500,
+  token: 't',
+  command: ['x.js'],
+};
 
 describe('webtron launch', () => {
-  it('gives each local worker torchrun\'s variables', () => {
+  it("gives each local worker torchrun's variables", () => {
     expect(workerEnvironments(base, 't')).toEqual([
-      { RANK: '2', WORLD_SIZE: '4', LOCAL_RANK: '0', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500', WEBTRON_JOB_TOKEN: 't', WEBTRON_STORE_EXTERNAL: '1' },
-      { RANK: '3', WORLD_SIZE: '4', LOCAL_RANK: '1', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500', WEBTRON_JOB_TOKEN: 't', WEBTRON_STORE_EXTERNAL: '1' },
+      {
+        RANK: '2',
+        WORLD_SIZE: '4',
+        LOCAL_RANK: '0',
+        LOCAL_WORLD_SIZE: '2',
+        MASTER_ADDR: '10.0.0.1',
+        MASTER_PORT: '29500',
+        WEBTRON_JOB_TOKEN: 't',
+        WEBTRON_STORE_EXTERNAL: '1',
+      },
+      {
+        RANK: '3',
+        WORLD_SIZE: '4',
+        LOCAL_RANK: '1',
+        LOCAL_WORLD_SIZE: '2',
+        MASTER_ADDR: '10.0.0.1',
+        MASTER_PORT: '29500',
+        WEBTRON_JOB_TOKEN: 't',
+        WEBTRON_STORE_EXTERNAL: '1',
+      },
     ]);
   });
 
   it('refuses bad options with what to do', () => {
-    expect(() => checkLaunchOptions({ ...base, token: undefined })).toThrow(/multi-node job needs the same WEBTRON_JOB_TOKEN on every node/);
+    expect(() => checkLaunchOptions({ ...base, token: undefined })).toThrow(
+      /multi-node job needs the same WEBTRON_JOB_TOKEN on every node/,
+    );
     expect(() => checkLaunchOptions({ ...base, nodeRank: 2 })).toThrow('--node-rank must be in 0..1, got 2');
     expect(() => checkLaunchOptions({ ...base, command: [] })).toThrow(/no program to launch: put it after `--`/);
     expect(() => checkLaunchOptions({ ...base, nprocPerNode: 0 })).toThrow('--nproc-per-node must be a positive integer, got 0');
@@ -59,14 +99,21 @@ describe('webtron launch', () => {
   it('runs a 3-worker job with a generated token and serves the store itself', async () => {
     const port = await freePort();
     const env = { ...process.env, WEBTRON_JOB_TOKEN: '' };
-    const run = spawnSync('node', [bin, 'launch', '--nproc-per-node', '3', '--master-port', String(port), '--', WORKER, 'loop', '{"iterations":3,"elements":1001}'], { encoding: 'utf8', env });
+    const run = spawnSync(
+      'node',
+      [bin, 'launch', '--nproc-per-node', '3', '--master-port', String(port), '--', WORKER, 'loop', '{"iterations":3,"elements":1001}'],
+      { encoding: 'utf8', env },
+    );
     expect(run.status, run.stderr).toBe(0);
-    const lines = run.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = run.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.filter((l) => l.iterations === 3)).toHaveLength(3);
     expect(lines.filter((l) => l.done)).toHaveLength(3);
   });
 
-  it('stops the others and exits with the failing worker\'s code', async () => {
+  it("stops the others and exits with the failing worker's code", async () => {
     const port = await freePort();
     // The 'mismatch' scenario runs different ops on the two ranks, so both fail with exit code 1.
     const run = spawnSync('node', [bin, 'launch', '--nproc-per-node', '2', '--master-port', String(port), '--', WORKER, 'mismatch'], {
@@ -80,7 +127,10 @@ describe('webtron launch', () => {
   it.each(['SIGKILL', 'SIGSEGV'] as const)('workers all-reducing with each other stop when their launcher dies by %s', async (signal) => {
     // Before: workers of a killed launcher ran on, all-reducing with each other, for good.
     const port = await freePort();
-    const job = await launchAndWait(['--nproc-per-node', '3', '--master-port', String(port), '--', WORKER, 'loop', '{"iterations":100000000,"elements":1000}'], 3);
+    const job = await launchAndWait(
+      ['--nproc-per-node', '3', '--master-port', String(port), '--', WORKER, 'loop', '{"iterations":100000000,"elements":1000}'],
+      3,
+    );
     job.launcher.kill(signal);
     expect((await job.exit).signal).toBe(signal);
     expect(await allGone(job.pids, 10_000), `workers ${job.pids.join(', ')} outlived their launcher`).toBe(true);
@@ -101,10 +151,15 @@ describe('webtron launch', () => {
 
   it('a worker killed by a signal is reported by its name, code 128 + its number, and its last stderr lines', async () => {
     const port = await freePort();
-    const job = await launchAndWait(['--nproc-per-node', '2', '--master-port', String(port), '--stop-grace-ms', '500', '--', STUBBORN, 'segv'], 2);
+    const job = await launchAndWait(
+      ['--nproc-per-node', '2', '--master-port', String(port), '--stop-grace-ms', '500', '--', STUBBORN, 'segv'],
+      2,
+    );
     const exit = await job.exit;
     expect(exit.code).toBe(139);
-    expect(job.stderr()).toMatch(/webtron launch: rank 1 was killed by SIGSEGV \(exit code 139\); stopping the other workers\. Its last stderr lines:\n {2}\[rank 1\] rank 1 about to crash/);
+    expect(job.stderr()).toMatch(
+      /webtron launch: rank 1 was killed by SIGSEGV \(exit code 139\); stopping the other workers\. Its last stderr lines:\n {2}\[rank 1\] rank 1 about to crash/,
+    );
     expect(await allGone(job.pids, 2000)).toBe(true);
   });
 

@@ -11,13 +11,41 @@ import { describe, expect, it } from 'vitest';
 import { freePort, isAlive } from '../helpers/job.js';
 
 const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
-const TINY = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '2', '--seq-length', '16', '--micro-batch-size', '2', '--make-vocab-size-divisible-by', '8', '--split', '90,10', '--lr', '3e-3', '--lr-warmup-iters', '2', '--log-interval', '1', '--eval-interval', '1000', '--eval-iters', '1'];
+const TINY = [
+  '--num-layers',
+  '2',
+  '--hidden-size',
+  '32',
+  '--num-attention-heads',
+  '2',
+  '--seq-length',
+  '16',
+  '--micro-batch-size',
+  '2',
+  '--make-vocab-size-divisible-by',
+  '8',
+  '--split',
+  '90,10',
+  '--lr',
+  '3e-3',
+  '--lr-warmup-iters',
+  '2',
+  '--log-interval',
+  '1',
+  '--eval-interval',
+  '1000',
+  '--eval-iters',
+  '1',
+];
 const dir = () => mkdtempSync(join(tmpdir(), 'webtron-train-'));
 
 async function train(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const port = await freePort();
   return new Promise((resolve) => {
-    const child = spawn('node', [BIN, 'train', '--master-port', String(port), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('node', [BIN, 'train', '--master-port', String(port), ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -27,7 +55,13 @@ async function train(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ cod
 }
 
 const losses = (runDir: string) =>
-  new Map(readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { iteration: number; loss: number }).map((m) => [m.iteration, m.loss]));
+  new Map(
+    readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { iteration: number; loss: number })
+      .map((m) => [m.iteration, m.loss]),
+  );
 
 function expectSameLosses(a: Map<number, number>, b: Map<number, number>, tolerance: number, what: string): void {
   expect([...b.keys()], what).toEqual([...a.keys()]);
@@ -39,7 +73,10 @@ function expectSameLosses(a: Map<number, number>, b: Map<number, number>, tolera
 
 const children = (pid: number) => {
   const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout;
-  return out.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
+  return out
+    .split('\n')
+    .map((s) => Number(s.trim()))
+    .filter((n) => n > 0);
 };
 
 describe('webtron train', () => {
@@ -58,7 +95,19 @@ describe('webtron train', () => {
     expect(single.get(20)!).toBeLessThan(single.get(1)! - 0.5); // it learns
     // Global batch 8 with dropout: 4 micro-batches at d = 1, 2 at d = 2 (with both overlaps on).
     const single8 = await run('d1-dropout', ['--global-batch-size', '8', '--hidden-dropout', '0.1', '--attention-dropout', '0.1']);
-    const double8 = await run('d2-dropout', ['--nproc-per-node', '2', '--use-distributed-optimizer', '--overlap-grad-reduce', '--overlap-param-gather', '--global-batch-size', '8', '--hidden-dropout', '0.1', '--attention-dropout', '0.1']);
+    const double8 = await run('d2-dropout', [
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--overlap-grad-reduce',
+      '--overlap-param-gather',
+      '--global-batch-size',
+      '8',
+      '--hidden-dropout',
+      '0.1',
+      '--attention-dropout',
+      '0.1',
+    ]);
     expectSameLosses(single8, double8, 1e-4, 'd = 1 vs d = 2, accumulation, dropout, overlap');
     // The run folder: config, metrics, summary, chart.
     const runDir = join(base, 'd2');
@@ -66,19 +115,51 @@ describe('webtron train', () => {
     const config = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(config).toMatchObject({ useDistributedOptimizer: true, globalBatchSize: 4, gradAccumulation: 1, dataParallelSize: 2, lr: 3e-3 });
     const first = JSON.parse(readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').split('\n')[0]!) as Record<string, unknown>;
-    expect(Object.keys(first)).toEqual(expect.arrayContaining(['iteration', 'consumed_samples', 'loss', 'lr', 'grad_norm', 'loss_scale', 'skipped', 'tokens_per_s', 'step_ms']));
+    expect(Object.keys(first)).toEqual(
+      expect.arrayContaining([
+        'iteration',
+        'consumed_samples',
+        'loss',
+        'lr',
+        'grad_norm',
+        'loss_scale',
+        'skipped',
+        'tokens_per_s',
+        'step_ms',
+      ]),
+    );
     const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as { iterations: number; final_val_loss: number };
     expect(summary.iterations).toBe(20);
     expect(summary.final_val_loss).toBeGreaterThan(0);
   });
 
-  it('a resumed run repeats the uninterrupted run\'s losses bit for bit; at another d it continues within float rounding', async () => {
+  it("a resumed run repeats the uninterrupted run's losses bit for bit; at another d it continues within float rounding", async () => {
     const base = dir();
     const common = [...TINY, '--train-iters', '10', '--global-batch-size', '8'];
-    const whole = await train([...common, '--nproc-per-node', '2', '--use-distributed-optimizer', '--save', join(base, 'ckpt'), '--save-interval', '5', '--run-dir', join(base, 'whole')]);
+    const whole = await train([
+      ...common,
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--save',
+      join(base, 'ckpt'),
+      '--save-interval',
+      '5',
+      '--run-dir',
+      join(base, 'whole'),
+    ]);
     expect(whole.code, whole.stderr).toBe(0);
     expect(readdirSync(join(base, 'ckpt')).sort()).toEqual(['iter_0000005', 'iter_0000010', 'latest_checkpointed_iteration.txt']);
-    const resumed = await train([...common, '--nproc-per-node', '2', '--use-distributed-optimizer', '--load', join(base, 'ckpt', 'iter_0000005'), '--run-dir', join(base, 'resumed')]);
+    const resumed = await train([
+      ...common,
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--load',
+      join(base, 'ckpt', 'iter_0000005'),
+      '--run-dir',
+      join(base, 'resumed'),
+    ]);
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(resumed.stdout).toMatch(/loaded .*iter_0000005: iteration 5, 40 samples consumed/);
     const a = losses(join(base, 'whole'));
@@ -94,7 +175,26 @@ describe('webtron train', () => {
 
   it('a killed worker stops the job within seconds, named by the launcher', async () => {
     const port = await freePort();
-    const launcher = spawn('node', [BIN, 'train', '--master-port', String(port), ...TINY, '--nproc-per-node', '2', '--use-distributed-optimizer', '--train-iters', '100000', '--global-batch-size', '4', '--run-dir', join(dir(), 'run')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const launcher = spawn(
+      'node',
+      [
+        BIN,
+        'train',
+        '--master-port',
+        String(port),
+        ...TINY,
+        '--nproc-per-node',
+        '2',
+        '--use-distributed-optimizer',
+        '--train-iters',
+        '100000',
+        '--global-batch-size',
+        '4',
+        '--run-dir',
+        join(dir(), 'run'),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let stderr = '';
     launcher.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
@@ -115,7 +215,30 @@ describe('webtron train', () => {
     const base = dir();
     const port = await freePort();
     // Its own process group, as a shell gives a foreground job: Ctrl-C signals the whole group.
-    const launcher = spawn('node', [BIN, 'train', '--master-port', String(port), ...TINY, '--nproc-per-node', '2', '--use-distributed-optimizer', '--train-iters', '100000', '--global-batch-size', '4', '--save', join(base, 'ckpt'), '--save-interval', '3', '--run-dir', join(base, 'run')], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const launcher = spawn(
+      'node',
+      [
+        BIN,
+        'train',
+        '--master-port',
+        String(port),
+        ...TINY,
+        '--nproc-per-node',
+        '2',
+        '--use-distributed-optimizer',
+        '--train-iters',
+        '100000',
+        '--global-batch-size',
+        '4',
+        '--save',
+        join(base, 'ckpt'),
+        '--save-interval',
+        '3',
+        '--run-dir',
+        join(base, 'run'),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    );
     const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
     await new Promise<void>((resolve) => launcher.stdout.on('data', (c: Buffer) => / iteration {7}10\//.test(c.toString()) && resolve()));
     const workers = children(launcher.pid!);
@@ -125,14 +248,22 @@ describe('webtron train', () => {
     expect(workers.filter(isAlive)).toEqual([]);
     const tracker = readFileSync(join(base, 'ckpt', 'latest_checkpointed_iteration.txt'), 'utf8').trim();
     expect(existsSync(join(base, 'ckpt', `iter_${tracker.padStart(7, '0')}`, 'index.json'))).toBe(true);
-    const leftovers = readdirSync(join(base, 'ckpt')).filter((f) => !/^iter_\d{7}$/.test(f) && f !== 'latest_checkpointed_iteration.txt' && !f.endsWith('.tmp'));
+    const leftovers = readdirSync(join(base, 'ckpt')).filter(
+      (f) => !/^iter_\d{7}$/.test(f) && f !== 'latest_checkpointed_iteration.txt' && !f.endsWith('.tmp'),
+    );
     expect(leftovers).toEqual([]);
   });
 
   it.each([
     [['--fp16', '--bf16'], /^webtron train: --fp16 and --bf16 exclude each other/],
-    [['--overlap-param-gather', '--overlap-grad-reduce'], /^webtron train: --overlap-param-gather only works with --use-distributed-optimizer/],
-    [['--nproc-per-node', '2', '--global-batch-size', '6', '--micro-batch-size', '2'], /^webtron train: --global-batch-size 6 is not divisible by --micro-batch-size 2 × data-parallel size 2 = 4/],
+    [
+      ['--overlap-param-gather', '--overlap-grad-reduce'],
+      /^webtron train: --overlap-param-gather only works with --use-distributed-optimizer/,
+    ],
+    [
+      ['--nproc-per-node', '2', '--global-batch-size', '6', '--micro-batch-size', '2'],
+      /^webtron train: --global-batch-size 6 is not divisible by --micro-batch-size 2 × data-parallel size 2 = 4/,
+    ],
     [['--num-attention-heads', '3'], /^webtron train: --num-attention-heads 3 must divide --hidden-size 32/],
     [['--lr-decay-style', 'step'], /^webtron train: --lr-decay-style must be constant, linear or cosine, got 'step'/],
     [['--hidden-dropout', '1.5'], /^webtron train: --hidden-dropout must be in \[0, 1\), got 1.5/],
@@ -150,28 +281,81 @@ describe('webtron train', () => {
     expect(existsSync(runDir) && readdirSync(runDir).some((f) => f !== 'config.json')).toBe(false);
   });
 
-  it('bf16 on a text file of one\'s own (--data-path) trains, and its checkpoint samples', async () => {
+  it("bf16 on a text file of one's own (--data-path) trains, and its checkpoint samples", async () => {
     const base = dir();
-    const text = Array.from({ length: 400 }, (_, i) => `The whale ${i % 7} swam in the sea; the ship ${(i * 3) % 11} sailed on.\n\nCall me Ishmael, said the sailor.`).join('\n\n');
+    const text = Array.from(
+      { length: 400 },
+      (_, i) => `The whale ${i % 7} swam in the sea; the ship ${(i * 3) % 11} sailed on.\n\nCall me Ishmael, said the sailor.`,
+    ).join('\n\n');
     const { writeFileSync } = await import('node:fs');
     writeFileSync(join(base, 'corpus.txt'), text);
     // Its characters padded to 96, the vocabulary of the other runs, so the same kernels serve.
-    const r = await train([...TINY, '--make-vocab-size-divisible-by', '96', '--data-path', join(base, 'corpus.txt'), '--bf16', '--train-iters', '12', '--global-batch-size', '4', '--save', join(base, 'ckpt'), '--run-dir', join(base, 'run')]);
+    const r = await train([
+      ...TINY,
+      '--make-vocab-size-divisible-by',
+      '96',
+      '--data-path',
+      join(base, 'corpus.txt'),
+      '--bf16',
+      '--train-iters',
+      '12',
+      '--global-batch-size',
+      '4',
+      '--save',
+      join(base, 'ckpt'),
+      '--run-dir',
+      join(base, 'run'),
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/, bf16, 1 rank,.*corpus\.txt: \d[\d,]* train tokens/);
     const l = losses(join(base, 'run'));
     expect(l.get(12)!).toBeLessThan(l.get(1)!);
     const index = JSON.parse(readFileSync(join(base, 'ckpt', 'iter_0000012', 'index.json'), 'utf8')) as { params: { dtype: string }[] };
     expect(new Set(index.params.map((p) => p.dtype))).toEqual(new Set(['bfloat16']));
-    const out = execFileSync('node', [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', 'The whale', '--tokens', '10', '--temperature', '0'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync(
+      'node',
+      [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', 'The whale', '--tokens', '10', '--temperature', '0'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     expect(out.startsWith('The whale')).toBe(true);
   });
 
   it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {
-    const r = await train([...TINY, '--train-iters', '20', '--lr', '1e30', '--lr-warmup-iters', '0', '--clip-grad', '0', '--global-batch-size', '2', '--run-dir', join(dir(), 'run')]);
+    const r = await train([
+      ...TINY,
+      '--train-iters',
+      '20',
+      '--lr',
+      '1e30',
+      '--lr-warmup-iters',
+      '0',
+      '--clip-grad',
+      '0',
+      '--global-batch-size',
+      '2',
+      '--run-dir',
+      join(dir(), 'run'),
+    ]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^webtron train: iteration \d+: lm loss (NaN|Infinity), grad norm \S+: the grad of '[\w.]+' holds a NaN or infinity; stopping \(--no-check-for-nan-in-loss-and-grad trains on\)$/m);
-    const onward = await train([...TINY, '--train-iters', '4', '--lr', '1e30', '--lr-warmup-iters', '0', '--clip-grad', '0', '--global-batch-size', '2', '--no-check-for-nan-in-loss-and-grad', '--run-dir', join(dir(), 'run')]);
+    expect(r.stderr).toMatch(
+      /^webtron train: iteration \d+: lm loss (NaN|Infinity), grad norm \S+: the grad of '[\w.]+' holds a NaN or infinity; stopping \(--no-check-for-nan-in-loss-and-grad trains on\)$/m,
+    );
+    const onward = await train([
+      ...TINY,
+      '--train-iters',
+      '4',
+      '--lr',
+      '1e30',
+      '--lr-warmup-iters',
+      '0',
+      '--clip-grad',
+      '0',
+      '--global-batch-size',
+      '2',
+      '--no-check-for-nan-in-loss-and-grad',
+      '--run-dir',
+      join(dir(), 'run'),
+    ]);
     expect(onward.code, onward.stderr).toBe(0);
     expect(onward.stdout).toMatch(/number of nan iterations: {3}1 \|/);
   });
@@ -180,9 +364,24 @@ describe('webtron train', () => {
 describe('webtron sample', () => {
   it('continues a prompt from a checkpoint; the same seed gives the same text', async () => {
     const base = dir();
-    const r = await train([...TINY, '--train-iters', '30', '--global-batch-size', '4', '--save', join(base, 'ckpt'), '--run-dir', join(base, 'run')]);
+    const r = await train([
+      ...TINY,
+      '--train-iters',
+      '30',
+      '--global-batch-size',
+      '4',
+      '--save',
+      join(base, 'ckpt'),
+      '--run-dir',
+      join(base, 'run'),
+    ]);
     expect(r.code, r.stderr).toBe(0);
-    const sample = (seed: number, extra: string[] = []) => execFileSync('node', [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', 'Call me ', '--tokens', '40', '--seed', String(seed), ...extra], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const sample = (seed: number, extra: string[] = []) =>
+      execFileSync(
+        'node',
+        [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', 'Call me ', '--tokens', '40', '--seed', String(seed), ...extra],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+      );
     const a = sample(1);
     expect(a.startsWith('Call me ')).toBe(true);
     expect(Array.from(a.trimEnd()).length).toBeGreaterThanOrEqual('Call me '.length + 30); // 40 characters (a newline may end it)

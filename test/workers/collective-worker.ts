@@ -20,7 +20,8 @@ function say(obj: Record<string, unknown>): void {
 function input(rank: number, salt: number, length: number, half: number): Float32Array {
   const out = new Float32Array(length);
   const span = 2 * half + 1;
-  for (let i = 0; i < length; i++) out[i] = (((Math.imul(i, 2654435761) + Math.imul(rank + 1, 40503) + Math.imul(salt, 977)) >>> 0) % span) - half;
+  for (let i = 0; i < length; i++)
+    out[i] = (((Math.imul(i, 2654435761) + Math.imul(rank + 1, 40503) + Math.imul(salt, 977)) >>> 0) % span) - half;
   return out;
 }
 
@@ -94,7 +95,8 @@ async function matrix(d: Distributed): Promise<void> {
       await check(`reduceScatter float32 ${op} shard=${shard}`, async () => {
         const data = input(rank, s, whole, 1000);
         const view = await group.reduceScatter(data, op);
-        if (view.buffer !== data.buffer || view.byteOffset !== data.byteOffset + rank * shard * 4) return 'the result is not this rank\'s shard of the input';
+        if (view.buffer !== data.buffer || view.byteOffset !== data.byteOffset + rank * shard * 4)
+          return "the result is not this rank's shard of the input";
         return firstMismatch(view, expectedReduction(n, s, whole, 1000, op).subarray(rank * shard, (rank + 1) * shard));
       });
     }
@@ -104,7 +106,10 @@ async function matrix(d: Distributed): Promise<void> {
         if (whole > 100_000) return null;
         const words = asWords(input(rank, s, whole, 30), 'float16');
         const view = await group.reduceScatter(words, 'sum', { dtype: 'float16' });
-        return firstMismatch(wordsToFloat32(view, 'float16'), expectedReduction(n, s, whole, 30, 'sum').subarray(rank * shard, (rank + 1) * shard));
+        return firstMismatch(
+          wordsToFloat32(view, 'float16'),
+          expectedReduction(n, s, whole, 30, 'sum').subarray(rank * shard, (rank + 1) * shard),
+        );
       });
     }
     for (const kind of ['float32', 'uint16'] as const) {
@@ -115,7 +120,11 @@ async function matrix(d: Distributed): Promise<void> {
         const data: CollectiveData = kind === 'float32' ? new Float32Array(whole).fill(NaN) : new Uint16Array(whole).fill(0xffff);
         const mine = input(rank, s, shard, 1000);
         if (data instanceof Float32Array) data.set(mine, rank * shard);
-        else data.set(Uint16Array.from(mine, (x) => x + 1000), rank * shard);
+        else
+          data.set(
+            Uint16Array.from(mine, (x) => x + 1000),
+            rank * shard,
+          );
         await group.allGather(data);
         return firstMismatch(data, kind === 'float32' ? want : Uint16Array.from(want, (x) => x + 1000));
       });
@@ -150,7 +159,10 @@ async function matrix(d: Distributed): Promise<void> {
   });
   await check('uneven reduceScatter is a clear error', async () => {
     if (n === 1) return null;
-    const error = await group.reduceScatter(new Float32Array(n * 3 + 1)).then(() => null, (e: Error) => e.message);
+    const error = await group.reduceScatter(new Float32Array(n * 3 + 1)).then(
+      () => null,
+      (e: Error) => e.message,
+    );
     return error && /do not split into \d+ equal shards; pad to a multiple of/.test(error) ? null : `got ${error}`;
   });
 }

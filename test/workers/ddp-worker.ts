@@ -27,7 +27,10 @@ async function main(): Promise<void> {
   say({ layout: { numel, buckets: buffer.layout.buckets.map((b) => [b.start, b.end]) } });
 
   // Params: rank 0's everywhere after the broadcast.
-  ctx.transfers.upload(buffer.params, Float32Array.from({ length: numel }, (_, i) => paramValue(rank, i)));
+  ctx.transfers.upload(
+    buffer.params,
+    Float32Array.from({ length: numel }, (_, i) => paramValue(rank, i)),
+  );
   await ddp.broadcastParams();
   const params = await ctx.transfers.readFloat32(buffer.params, 0, numel);
   const badParam = params.findIndex((v, i) => v !== paramValue(0, i));
@@ -54,7 +57,8 @@ async function main(): Promise<void> {
       for (let r = 0; r < n; r++) sum += gradValue(r, i);
       const mine = !config.distributed || (i >= bucket.start + rank * s && i < bucket.start + (rank + 1) * s);
       const want = mine ? Math.fround(sum * (1 / n)) : local[i]!;
-      if (grads[i] !== want) bad = `element ${i} (bucket ${bucket.index}, ${mine ? 'own shard' : 'other shard'}): got ${grads[i]}, want ${want}`;
+      if (grads[i] !== want)
+        bad = `element ${i} (bucket ${bucket.index}, ${mine ? 'own shard' : 'other shard'}): got ${grads[i]}, want ${want}`;
     }
   }
   say({ check: 'grad sync', ok: bad === null, detail: bad });

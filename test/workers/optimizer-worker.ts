@@ -28,7 +28,16 @@ interface CheckpointConfig {
   mixed?: boolean;
 }
 
-const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; clip: number; steps: number; overlapParamGather?: boolean; dtype?: 'float32' | 'bfloat16' | 'float16'; infAt?: number; alignment?: number; checkpoint?: CheckpointConfig };
+const config = JSON.parse(process.argv[2] ?? '{}') as {
+  distributed: boolean;
+  clip: number;
+  steps: number;
+  overlapParamGather?: boolean;
+  dtype?: 'float32' | 'bfloat16' | 'float16';
+  infAt?: number;
+  alignment?: number;
+  checkpoint?: CheckpointConfig;
+};
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const dtype = config.dtype ?? 'float32';
 const fp16 = dtype === 'float16';
@@ -42,7 +51,7 @@ const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 1
 const hyper = { ...ADAMW_DEFAULTS, lr: 1e-2, weightDecay: 0.1 };
 
 const param0 = (rank: number, i: number) => (((i * 13 + rank * 5) % 101) - 50) / 50;
-const grad = (rank: number, t: number, i: number) => ((((i * 31 + rank * 17 + t * 7) % 23) - 11) * 0.5);
+const grad = (rank: number, t: number, i: number) => (((i * 31 + rank * 17 + t * 7) % 23) - 11) * 0.5;
 
 /**
  * Checkpoint scenario: grads the same on every rank (so the averaged grads do not depend on d); save
@@ -56,7 +65,11 @@ async function checkpointScenario(): Promise<void> {
   const fp32 = (p: ParamSpec): ParamSpec => ({ ...p, dtype: 'float32', gradDtype: 'float32' });
   let model = c.extraElements ? [...MODEL, f32('big', c.extraElements)] : MODEL;
   if (c.mixed) model = model.map((p) => (/^b\d/.test(p.name) ? fp32(p) : p));
-  const layout = computeLayout(model, { dataParallelSize: d, distributedOptimizer: config.distributed, bucketSize: c.extraElements ? 1 << 22 : 100 });
+  const layout = computeLayout(model, {
+    dataParallelSize: d,
+    distributedOptimizer: config.distributed,
+    bucketSize: c.extraElements ? 1 << 22 : 100,
+  });
   const ddp = new DistributedDataParallel(ctx, dist.group, layout);
   const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, lossScaler: { initialScale: LOSS_SCALE } });
   const parts = { group: dist.group, ddp, optimizer };
@@ -88,7 +101,11 @@ async function checkpointScenario(): Promise<void> {
     await optimizer.step();
     if (c.save && new Set([c.saveAfter ?? []].flat()).has(t)) {
       say({ saving: t });
-      const saved = await saveCheckpoint(c.save, parts, { iteration: t, ...(c.retain ? { retain: c.retain } : {}), ...(c.maxFileBytes ? { maxFileBytes: c.maxFileBytes } : {}) });
+      const saved = await saveCheckpoint(c.save, parts, {
+        iteration: t,
+        ...(c.retain ? { retain: c.retain } : {}),
+        ...(c.maxFileBytes ? { maxFileBytes: c.maxFileBytes } : {}),
+      });
       say({ saved: t, bytesWritten: saved.bytesWritten, totalBytes: saved.totalBytes });
     }
   }
@@ -118,7 +135,12 @@ async function main(): Promise<void> {
   const initial = (r: number) => Float32Array.from({ length: n }, (_, i) => (half ? roundHalf(param0(r, i)) : param0(r, i)));
   ctx.transfers.upload(buffer.params, half ? Uint16Array.from(initial(rank), toWord) : initial(rank));
   await ddp.broadcastParams();
-  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, overlapParamGather: config.overlapParamGather ?? false, lossScaler: { initialScale: LOSS_SCALE } });
+  const optimizer = createOptimizer(ctx, dist.group, ddp, {
+    hyper,
+    clipGrad: config.clip,
+    overlapParamGather: config.overlapParamGather ?? false,
+    lossScaler: { initialScale: LOSS_SCALE },
+  });
 
   const ref = { p: initial(0), m: new Float32Array(n), v: new Float32Array(n) };
   let worstNorm = 0;
@@ -137,7 +159,10 @@ async function main(): Promise<void> {
       if (config.infAt === t && rank === d - 1) words[7] = 0x7c00; // +inf on one rank only
       ctx.transfers.upload(buffer.grads, words);
     } else {
-      ctx.transfers.upload(buffer.grads, Float32Array.from({ length: n }, (_, i) => grad(rank, t, i)));
+      ctx.transfers.upload(
+        buffer.grads,
+        Float32Array.from({ length: n }, (_, i) => grad(rank, t, i)),
+      );
     }
     for (const p of buffer.layout.params) ddp.registerGradReady(p.name);
     await ddp.finishGradSync();
@@ -161,7 +186,12 @@ async function main(): Promise<void> {
     worstNorm = Math.max(worstNorm, Math.abs(result.gradNorm - norm) / norm);
     adamReferenceStep(hyper, adamSteps, ref.p, avg, ref.m, ref.v, coeff);
   }
-  if (fp16) say({ check: 'loss scale after the steps (one overflow: hysteresis, no backoff)', ok: scales.every((x) => x === LOSS_SCALE) && optimizer.scaler!.skippedSteps === (config.infAt ? 1 : 0), detail: { scales, skipped: optimizer.scaler!.skippedSteps } });
+  if (fp16)
+    say({
+      check: 'loss scale after the steps (one overflow: hysteresis, no backoff)',
+      ok: scales.every((x) => x === LOSS_SCALE) && optimizer.scaler!.skippedSteps === (config.infAt ? 1 : 0),
+      detail: { scales, skipped: optimizer.scaler!.skippedSteps },
+    });
   await ddp.finishParamSync(); // the last step's gathers may still run
   // Model params and (bf16) the fp32 main params, both laid out as the buffer is (padding zero).
   const asBuffer = (values: Map<string, Float32Array>) => {
@@ -180,12 +210,28 @@ async function main(): Promise<void> {
   for (; at < n; at++) padding.add(at);
   const refOfParams = Float32Array.from(ref.p, (x, i) => (padding.has(i) ? 0 : x));
   const err = relativeError(main, refOfParams);
-  say({ check: 'params equal single-process Adam on averaged grads', ok: err <= 1e-6, detail: { relativeError: err, clippedSteps: clipped } });
+  say({
+    check: 'params equal single-process Adam on averaged grads',
+    ok: err <= 1e-6,
+    detail: { relativeError: err, clippedSteps: clipped },
+  });
   say({ check: 'grad norm', ok: worstNorm <= 1e-5, detail: worstNorm });
-  say({ check: 'params moved', ok: relativeError(params, Float32Array.from(initial(0), (x, i) => (padding.has(i) ? 0 : x))) > 1e-3, detail: null });
+  say({
+    check: 'params moved',
+    ok:
+      relativeError(
+        params,
+        Float32Array.from(initial(0), (x, i) => (padding.has(i) ? 0 : x)),
+      ) > 1e-3,
+    detail: null,
+  });
   if (half) {
     const mismatch = params.findIndex((x, i) => !Object.is(x, roundHalf(main[i]!)));
-    say({ check: `${dtype} model params are the main params rounded`, ok: mismatch < 0, detail: mismatch < 0 ? null : `element ${mismatch}: ${params[mismatch]} vs main ${main[mismatch]}` });
+    say({
+      check: `${dtype} model params are the main params rounded`,
+      ok: mismatch < 0,
+      detail: mismatch < 0 ? null : `element ${mismatch}: ${params[mismatch]} vs main ${main[mismatch]}`,
+    });
   }
 
   const live = ctx.memoryReport().live;
@@ -194,7 +240,11 @@ async function main(): Promise<void> {
   const expected = modelStateBytes(layout, rank);
   const want = expected.byCategory;
   const got = { params: live.params, grads: live.grads, 'main-params': live['main-params'], 'optimizer-state': live['optimizer-state'] };
-  say({ check: 'memory by category', ok: JSON.stringify(got) === JSON.stringify(want), detail: { got, want, padding: expected.paddingByCategory, tableBytesPerParam: expected.bytesPerParam } });
+  say({
+    check: 'memory by category',
+    ok: JSON.stringify(got) === JSON.stringify(want),
+    detail: { got, want, padding: expected.paddingByCategory, tableBytesPerParam: expected.bytesPerParam },
+  });
 
   await dist.group.barrier();
   await dist.close();
