@@ -102,12 +102,26 @@ async function wireBetween(rank: number, store: StoreClient, kind: 'plain' | 'in
   const dialed = net.connect({
     host: '127.0.0.1',
     port: await portOf(`bench/wire-inplace/${1 - rank}`),
-    onread: { buffer: readBuffer, callback: (n: number) => (counter.count(n), true) },
+    onread: {
+      buffer: readBuffer,
+      callback: (n: number) => {
+        counter.count(n);
+        return true;
+      },
+    },
   });
   await new Promise((r) => dialed.once('connect', r));
   const send = await accepted;
   send.setNoDelay(true);
-  return { send, counter, expected: { total: 0 }, close: () => (send.end(), dialed.end()) };
+  return {
+    send,
+    counter,
+    expected: { total: 0 },
+    close: () => {
+      send.end();
+      dialed.end();
+    },
+  };
 }
 
 /** Stream `bytes` over `socket` with large writes, honouring backpressure. */
@@ -128,7 +142,9 @@ class ByteCounter {
 
   count(n: number): void {
     this.got += n;
-    this.waiters = this.waiters.filter((w) => (this.got >= w.total ? (w.resolve(), false) : true));
+    const ready = this.waiters.filter((w) => this.got >= w.total);
+    this.waiters = this.waiters.filter((w) => this.got < w.total);
+    for (const w of ready) w.resolve();
   }
 
   until(total: number): Promise<void> {

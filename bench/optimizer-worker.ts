@@ -44,7 +44,10 @@ runRank(300_000, async (dist) => {
     await optimizer.step();
     if (i === 0) continue; // warm-up: pipelines, connections
     steps.push(performance.now() - t0);
-    for (const [name, ms] of Object.entries(ddp.phases.ms)) (phases[name] ??= []).push(ms);
+    for (const [name, ms] of Object.entries(ddp.phases.ms)) {
+      phases[name] ??= [];
+      phases[name].push(ms);
+    }
   }
   const live = ctx.memoryReport().live;
   if (rank === 0) {

@@ -25,12 +25,11 @@ export function startRanks(worker: string, world: number, config: Record<string,
     let buffer = '';
     child.stdout.on('data', (chunk: Buffer) => {
       buffer += chunk.toString('utf8');
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
+      for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
         const line = JSON.parse(buffer.slice(0, nl)) as Record<string, unknown>;
         buffer = buffer.slice(nl + 1);
         lines.push(line);
-        listeners.forEach((fn) => fn(line));
+        for (const fn of listeners) fn(line);
       }
     });
     const done = new Promise<void>((resolve, reject) =>

@@ -74,7 +74,7 @@ async function main(argv: string[]): Promise<number> {
     const adapter = gpu === null ? 'no-gpu' : (await (gpu as Promise<GpuContext>)).adapterName;
     const base = join(resultsDir(), slug(adapter));
     mkdirSync(dirname(base), { recursive: true });
-    writeFileAtomic(`${base}.jsonl`, all.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    writeFileAtomic(`${base}.jsonl`, `${all.map((r) => JSON.stringify(r)).join('\n')}\n`);
     writeFileAtomic(
       `${base}.md`,
       `# webtron benchmarks on ${adapter}\n\nRun ${new Date().toISOString()} with \`npm run bench\`.\n\n${sections.join('\n')}`,

@@ -175,8 +175,11 @@ async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes:
     const written = await writeTensorFile(ctx, join(tmp, file), tensors);
     manifest.files[file] = { bytes: written.bytes, crc32: written.crc32 };
     group_.forEach((p, j) => {
-      const byKind = (manifest.state[p.kind] ??= {});
-      (byKind[p.name] ??= []).push({ start: p.range.start, end: p.range.end, file, tensor: tensors[j]!.name });
+      const byKind = manifest.state[p.kind] ?? {};
+      manifest.state[p.kind] = byKind;
+      const refs = byKind[p.name] ?? [];
+      byKind[p.name] = refs;
+      refs.push({ start: p.range.start, end: p.range.end, file, tensor: tensors[j]!.name });
     });
   }
   return manifest;
@@ -247,7 +250,11 @@ export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, op
       };
       for (const kind of STATE_KINDS) {
         for (const m of manifests) {
-          for (const [name, refs] of Object.entries(m.state[kind] ?? {})) ((index.state[kind] ??= {})[name] ??= []).push(...refs);
+          for (const [name, refs] of Object.entries(m.state[kind] ?? {})) {
+            index.state[kind] ??= {};
+            index.state[kind][name] ??= [];
+            index.state[kind][name].push(...refs);
+          }
         }
       }
       totalBytes = Object.values(index.files).reduce((s, f) => s + f.bytes, 0);
@@ -303,7 +310,10 @@ function checkedFiles(dir: string, index: CheckpointIndex): { fileOf: (name: str
   return {
     fileOf: (name) => {
       let f = files.get(name);
-      if (!f) files.set(name, (f = new CheckedFile(join(dir, name), index.files[name]!)));
+      if (!f) {
+        f = new CheckedFile(join(dir, name), index.files[name]!);
+        files.set(name, f);
+      }
       return f;
     },
     close: async () => {

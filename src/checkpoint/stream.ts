@@ -62,7 +62,10 @@ export async function writeTensorFile(
     const buffers = [0, 1, 2].slice(0, Math.min(3, chunks.length)).map(() => new Uint8Array(CHUNK_BYTES + 4));
     // GPU copies move whole words: a 16-bit tensor of odd length reads one padding element more.
     // Both kinds of promise are awaited later; until then a rejection (a full disk) must not count as unhandled.
-    const quiet = <T>(p: Promise<T>) => (p.catch(() => undefined), p);
+    const quiet = <T>(p: Promise<T>) => {
+      p.catch(() => undefined);
+      return p;
+    };
     const readback = (i: number) => {
       const c = chunks[i]!;
       return quiet(ctx.transfers.readback(c.tensor.buffer, c.tensor.byteOffset + c.at, Math.ceil(c.n / 4) * 4, buffers[i % 3]!));

@@ -128,7 +128,8 @@ export class Ring {
           ctx.expect(left, k * S + j, new ReduceSink(values, seg, op, this.scratch, onEnd));
         });
       }
-      segs(reduceScatterStep(r, n, 0).send).forEach((seg, j) => ctx.send(right, j, bytesOf(values.subarray(seg.start, seg.end))));
+      for (const [j, seg] of segs(reduceScatterStep(r, n, 0).send).entries())
+        ctx.send(right, j, bytesOf(values.subarray(seg.start, seg.end)));
     };
   }
 
@@ -160,7 +161,7 @@ export class Ring {
     }
     const own = segs(allGatherStep(r, n, 0).send);
     const sendFirst = (j: number) => ctx.send(right, firstChunkId + j, bytes.subarray(own[j]!.start, own[j]!.end));
-    if (!deferFirst) own.forEach((_, j) => sendFirst(j));
+    if (!deferFirst) for (let j = 0; j < own.length; j++) sendFirst(j);
     return sendFirst;
   }
 
@@ -188,7 +189,7 @@ export class Ring {
     const left = mod(this.rank - 1, n);
     const segs = segments({ start: 0, end: bytes.byteLength }, this.segmentBytes);
     if (this.rank === root) {
-      segs.forEach((seg, j) => ctx.send(right, j, bytes.subarray(seg.start, seg.end)));
+      for (const [j, seg] of segs.entries()) ctx.send(right, j, bytes.subarray(seg.start, seg.end));
       return;
     }
     segs.forEach((seg, j) => {

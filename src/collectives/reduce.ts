@@ -13,7 +13,7 @@ export function reduceInto(dst: Float32Array, src: Float32Array, op: ReduceOp): 
       const a = dst[i]!;
       const b = src[i]!;
       // NaN wins, as torch.max propagates it.
-      dst[i] = a > b || a !== a ? a : b;
+      dst[i] = a > b || Number.isNaN(a) ? a : b;
     }
   } else {
     // Unrolled by four: about 1.4x the plain loop in V8 here.

@@ -232,10 +232,11 @@ export class StoreServer {
       case 'set':
         this.data.set(request.key, Buffer.from(request.value, 'base64'));
         this.wakeWaiters();
-        return reply(null);
+        reply(null);
+        return;
       case 'get':
       case 'wait':
-        return this.whenPresent(
+        this.whenPresent(
           request.keys,
           request.timeoutMs,
           () => {
@@ -243,12 +244,14 @@ export class StoreServer {
           },
           (missing) => fail(`timed out after ${request.timeoutMs} ms waiting for keys: ${missing.join(', ')}`),
         );
+        return;
       case 'add': {
         const current = this.data.get(request.key);
         const value = (current === undefined ? 0 : Number(current.toString('utf8'))) + request.delta;
         this.data.set(request.key, Buffer.from(String(value), 'utf8'));
         this.wakeWaiters();
-        return reply(value);
+        reply(value);
+        return;
       }
       case 'compareSet': {
         const current = this.data.get(request.key);
@@ -256,23 +259,32 @@ export class StoreServer {
         if (currentB64 === request.expected) {
           this.data.set(request.key, Buffer.from(request.desired, 'base64'));
           this.wakeWaiters();
-          return reply(request.desired);
+          reply(request.desired);
+          return;
         }
-        return reply(currentB64);
+        reply(currentB64);
+        return;
       }
       case 'delete':
-        return reply(this.data.delete(request.key));
+        reply(this.data.delete(request.key));
+        return;
       case 'check':
-        return reply(request.keys.map((k) => this.data.has(k)));
+        reply(request.keys.map((k) => this.data.has(k)));
+        return;
       case 'numKeys':
-        return reply(this.data.size);
+        reply(this.data.size);
+        return;
       default:
-        return fail(`unknown store command '${(request as { cmd: string }).cmd}'`);
+        fail(`unknown store command '${(request as { cmd: string }).cmd}'`);
+        return;
     }
   }
 
   private whenPresent(keys: string[], timeoutMs: number, done: () => void, timedOut: (missing: string[]) => void): void {
-    if (keys.every((k) => this.data.has(k))) return done();
+    if (keys.every((k) => this.data.has(k))) {
+      done();
+      return;
+    }
     const waiter: Waiter = {
       keys,
       done: () => {

@@ -92,7 +92,7 @@ export class Kernels {
     if (workgroups === 0) return;
     const grid = gridFor(workgroups, this.ctx.limits.maxComputeWorkgroupsPerDimension);
     pass.setPipeline(pipeline);
-    bindGroups.forEach((g, i) => pass.setBindGroup(i, g));
+    for (const [i, g] of bindGroups.entries()) pass.setBindGroup(i, g);
     pass.dispatchWorkgroups(grid.x, grid.y, grid.z);
   }
 

@@ -66,7 +66,7 @@ class StagingPool {
   }
 
   destroy(): void {
-    for (const list of Object.values(this.free)) list.splice(0).forEach((b) => b.destroy());
+    for (const list of Object.values(this.free)) for (const b of list.splice(0)) b.destroy();
   }
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ProcessGroup } from '../collectives/process-group.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout } from '../ddp/layout.js';
-import { GpuContext } from '../gpu/context.js';
+import type { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
@@ -256,7 +256,7 @@ export function renderTable(rows: MemoryRow[]): string {
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (values: string[]) => `| ${values.map((v, i) => v.padStart(widths[i]!)).join(' | ')} |`;
-  return [line(header), `|${widths.map((w) => '-'.repeat(w + 1) + ':').join('|')}|`, ...cells.map(line)].join('\n');
+  return [line(header), `|${widths.map((w) => `${'-'.repeat(w + 1)}:`).join('|')}|`, ...cells.map(line)].join('\n');
 }
 
 const SEGMENTS: { key: keyof MemoryRow['by_category']; name: string; color: string }[] = [

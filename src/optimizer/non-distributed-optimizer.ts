@@ -71,7 +71,8 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
         const source = this.state[i]![which];
         if (!source) continue; // fp32 params are their own main params
         const all = await this.ctx.transfers.readFloat32(source, 0, buffer.layout.numel);
-        const into = (state[which] ??= new Map());
+        state[which] ??= new Map();
+        const into = state[which];
         for (const p of buffer.layout.params) into.set(p.name, all.slice(p.start, p.end));
       }
     }

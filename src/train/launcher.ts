@@ -120,13 +120,15 @@ export async function launch(o: LaunchOptions): Promise<number> {
   let killTimer: NodeJS.Timeout | null = null;
   const stopAll = (signal: NodeJS.Signals) => {
     for (const c of children) if (alive(c)) c.kill(signal);
-    killTimer ??= setTimeout(() => children.forEach((c) => alive(c) && c.kill('SIGKILL')), graceMs);
+    killTimer ??= setTimeout(() => {
+      for (const c of children) if (alive(c)) c.kill('SIGKILL');
+    }, graceMs);
     killTimer.unref();
   };
   const onSignal = (signal: NodeJS.Signals) => () => {
     if (stopping) {
       log(`webtron launch: ${signal} again: killing every worker now`);
-      children.forEach((c) => alive(c) && c.kill('SIGKILL'));
+      for (const c of children) if (alive(c)) c.kill('SIGKILL');
       return;
     }
     stopping = { code: 128 + (osConstants.signals[signal] ?? 15) };

@@ -182,7 +182,7 @@ print(json.dumps(out))
     const iter = join(dir, 'iter_0000001');
     const file = readdirSync(iter).find((f) => f.startsWith('optim-r00001'))!;
     const bytes = readFileSync(join(iter, file));
-    bytes[bytes.byteLength - 3] ^= 0xff;
+    bytes[bytes.byteLength - 3]! ^= 0xff;
     writeFileSync(join(iter, file), bytes);
     const loaded = await job(2, { distributed: true, clip: 0, steps: 2, checkpoint: { load: dir } });
     for (const lines of loaded) {

@@ -111,7 +111,7 @@ describe('safetensors', () => {
     expect(whole.finish()).toHaveLength(3);
     verifyBlocks(data.subarray(BLOCK_BYTES), 1, whole.finish(), 'f');
     const bad = data.slice();
-    bad[BLOCK_BYTES + 7] ^= 1;
+    bad[BLOCK_BYTES + 7]! ^= 1;
     expect(() => verifyBlocks(bad, 0, whole.finish(), 'f')).toThrow(
       `f: bytes ${BLOCK_BYTES}..${2 * BLOCK_BYTES} do not match their checksum in index.json`,
     );

@@ -6,14 +6,16 @@ import { peerAddressKey } from '../../src/collectives/transport.js';
 import { runJob, startJob, type RankResult } from '../helpers/job.js';
 
 const errorOf = (r: RankResult) => r.lines.find((l) => 'error' in l)?.error as string | undefined;
-const noUnhandled = (rs: RankResult[]) => rs.forEach((r) => expect(r.lines.filter((l) => 'unhandledRejection' in l)).toEqual([]));
+const noUnhandled = (rs: RankResult[]) => {
+  for (const r of rs) expect(r.lines.filter((l) => 'unhandledRejection' in l)).toEqual([]);
+};
 
 async function sendGarbage(port: number): Promise<void> {
   const socket = net.connect({ host: '127.0.0.1', port });
   socket.on('error', () => undefined);
   socket.resume(); // read (and drop) the challenge, so that 'close' is emitted
   await new Promise<void>((resolve) => socket.once('connect', resolve));
-  socket.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n' + 'garbage'.repeat(100)));
+  socket.write(Buffer.from(`GET / HTTP/1.1\r\nHost: x\r\n\r\n${'garbage'.repeat(100)}`));
   await new Promise<void>((resolve) => {
     socket.once('close', () => resolve());
     setTimeout(() => {

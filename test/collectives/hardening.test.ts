@@ -183,7 +183,7 @@ describe('the store under abuse', () => {
       expect(await client.add('ok', 1)).toBe(1);
       client.close();
     } finally {
-      sockets.forEach((s) => s.destroy());
+      for (const s of sockets) s.destroy();
       await server.close();
     }
   });

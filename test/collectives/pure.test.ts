@@ -29,7 +29,9 @@ describe('frames', () => {
       const ends: number[] = [];
       const reader = new FrameReader((h) => ({
         bytes: h.length,
-        piece: (piece, offset) => piece.forEach((b, i) => (got[offset + i] = b)),
+        piece: (piece, offset) => {
+          for (const [i, b] of piece.entries()) got[offset + i] = b;
+        },
         end: () => ends.push(h.chunk),
       }));
       reader.push(wire.subarray(0, cut));
@@ -63,7 +65,9 @@ describe('frames', () => {
             }
           : {
               bytes: h.length,
-              piece: (bytes, offset) => bytes.forEach((b, i) => (copied[h.chunk]![offset + i] = b)),
+              piece: (bytes, offset) => {
+                for (const [i, b] of bytes.entries()) copied[h.chunk]![offset + i] = b;
+              },
               end: () => undefined,
             },
       64,
@@ -102,7 +106,15 @@ describe('frames', () => {
     const got: number[] = [];
     const ends: number[] = [];
     const reader = new FrameReader((h) =>
-      started ? { bytes: h.length, piece: (b, o) => b.forEach((x, i) => (got[o + i] = x)), end: () => ends.push(h.chunk) } : null,
+      started
+        ? {
+            bytes: h.length,
+            piece: (b, o) => {
+              for (const [i, x] of b.entries()) got[o + i] = x;
+            },
+            end: () => ends.push(h.chunk),
+          }
+        : null,
     );
     const body = Uint8Array.from({ length: 10 }, (_, i) => 100 + i);
     const wire = Buffer.concat([encodeHeader(header), body, encodeHeader({ ...header, chunk: 4, length: 0 })]);

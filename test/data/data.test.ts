@@ -83,7 +83,8 @@ print(json.dumps(out))`;
     const python = spawnSync('/usr/bin/python3', ['-c', script], { input: JSON.stringify(cases), encoding: 'utf8' });
     expect(python.status, python.stderr).toBe(0);
     const expected = JSON.parse(python.stdout) as number[][][];
-    cases.forEach((c, i) => expect(splitRanges(c.count, c.split as [number, number, number]), JSON.stringify(c)).toEqual(expected[i]));
+    for (const [i, c] of cases.entries())
+      expect(splitRanges(c.count, c.split as [number, number, number]), JSON.stringify(c)).toEqual(expected[i]);
   });
 
   it('entropies equal a direct count', () => {

@@ -68,7 +68,7 @@ describe('grad accumulation', () => {
   });
 
   it('finishGradSync inside noSync, and noSync inside noSync, are errors', async () => {
-    const [{ ddp }] = ranks(true);
+    const { ddp } = ranks(true)[0]!;
     await expect(ddp.noSync(() => ddp.finishGradSync())).rejects.toThrow(
       'finishGradSync inside noSync: the grads of this micro-batch are not final; call it after the last micro-batch',
     );

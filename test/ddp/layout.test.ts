@@ -136,7 +136,10 @@ describe('shard ranges', () => {
 
   it('for random models and d = 1..8 the shards tile every param exactly once', () => {
     let seed = 12345;
-    const rand = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n) + 1;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed % n) + 1;
+    };
     for (let trial = 0; trial < 40; trial++) {
       const params = Array.from({ length: rand(12) }, (_, i) => f32(`p${i}`, rand(300), rand(3)));
       const d = (trial % 8) + 1;

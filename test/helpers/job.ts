@@ -84,8 +84,7 @@ export async function startJob(options: JobOptions): Promise<Job> {
     let stderr = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       stdout += chunk.toString('utf8');
-      let nl: number;
-      while ((nl = stdout.indexOf('\n')) >= 0) {
+      for (let nl = stdout.indexOf('\n'); nl >= 0; nl = stdout.indexOf('\n')) {
         const text = stdout.slice(0, nl);
         stdout = stdout.slice(nl + 1);
         try {

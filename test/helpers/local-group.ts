@@ -45,13 +45,16 @@ export function localGroups(world: number): Collectives[] {
       for (let r = 1; r < world; r++) reduceInto(total, widen(ops[r]!), first.reduce === 'avg' ? 'sum' : first.reduce!);
       if (first.reduce === 'avg') scale(total, 1 / world);
       const s = n / world;
-      ops.forEach((p, r) => (first.op === 'allReduce' ? store(p, total, 0, n) : store(p, total, r * s, (r + 1) * s)));
+      for (const [r, p] of ops.entries()) {
+        if (first.op === 'allReduce') store(p, total, 0, n);
+        else store(p, total, r * s, (r + 1) * s);
+      }
     } else if (first.op === 'allGather') {
       const s = n / world;
-      ops.forEach((p) => ops.forEach((q, r) => p.data.set(q.data.subarray(r * s, (r + 1) * s), r * s)));
+      for (const p of ops) for (const [r, q] of ops.entries()) p.data.set(q.data.subarray(r * s, (r + 1) * s), r * s);
     } else if (first.op === 'broadcast') {
       const root = ops[first.root!]!.data;
-      ops.forEach((p) => p.data !== root && p.data.set(root));
+      for (const p of ops) if (p.data !== root) p.data.set(root);
     }
   };
 
@@ -65,9 +68,9 @@ export function localGroups(world: number): Collectives[] {
         completed += 1;
         try {
           run(ops);
-          ops.forEach((o) => o.done());
+          for (const o of ops) o.done();
         } catch (error) {
-          ops.forEach((o) => o.done(error as Error));
+          for (const o of ops) o.done(error as Error);
         }
       }
     });

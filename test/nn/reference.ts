@@ -20,7 +20,7 @@ export function matmul(a: ArrayLike<number>, b: ArrayLike<number>, m: number, k:
   for (let i = 0; i < m; i++)
     for (let p = 0; p < k; p++) {
       const av = a[i * k + p]!;
-      for (let j = 0; j < n; j++) c[i * n + j] += av * b[p * n + j]!;
+      for (let j = 0; j < n; j++) c[i * n + j]! += av * b[p * n + j]!;
     }
   return c;
 }
@@ -42,11 +42,11 @@ export function linear(
   dy: ArrayLike<number>,
 ) {
   const y = matmul(x, w, rows, inF, outF);
-  if (b) for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) y[r * outF + j] += b[j]!;
+  if (b) for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) y[r * outF + j]! += b[j]!;
   const dx = matmul(dy, transpose(w, inF, outF), rows, outF, inF);
   const dw = matmul(transpose(x, rows, inF), dy, inF, rows, outF);
   const db = new Float64Array(outF);
-  for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) db[j] += dy[r * outF + j]!;
+  for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) db[j]! += dy[r * outF + j]!;
   return { y, dx, dw, db };
 }
 
@@ -67,8 +67,8 @@ export function embedding(
     const id = ids[r]!;
     for (let j = 0; j < c; j++) {
       y[r * c + j] = wte[id * c + j]! + wpe[(r % t) * c + j]!;
-      dwte[id * c + j] += dy[r * c + j]!;
-      dwpe[(r % t) * c + j] += dy[r * c + j]!;
+      dwte[id * c + j]! += dy[r * c + j]!;
+      dwpe[(r % t) * c + j]! += dy[r * c + j]!;
     }
   }
   return { y, dwte, dwpe };
@@ -99,8 +99,8 @@ export function layerNorm(
     for (let j = 0; j < c; j++) {
       xhat[j] = (x[r * c + j]! - mean) * rstd;
       y[r * c + j] = xhat[j]! * w[j]! + b[j]!;
-      dw[j] += dy[r * c + j]! * xhat[j]!;
-      db[j] += dy[r * c + j]!;
+      dw[j]! += dy[r * c + j]! * xhat[j]!;
+      db[j]! += dy[r * c + j]!;
     }
     // Full Jacobian of xhat w.r.t. x: d xhat_j / d x_i = rstd (δij - 1/c - xhat_i xhat_j / c).
     for (let i = 0; i < c; i++) {
@@ -159,8 +159,8 @@ export function attention(qkv: ArrayLike<number>, batch: number, t: number, c: n
         const dp = new Float64Array(i + 1);
         for (let j = 0; j <= i; j++) {
           for (let d = 0; d < hd; d++) {
-            dp[j] += dyi(d) * qkv[at(b, j, 2, h, d)]!;
-            dqkv[at(b, j, 2, h, d)] += p[i * t + j]! * dyi(d);
+            dp[j]! += dyi(d) * qkv[at(b, j, 2, h, d)]!;
+            dqkv[at(b, j, 2, h, d)]! += p[i * t + j]! * dyi(d);
           }
         }
         let dot = 0;
@@ -168,8 +168,8 @@ export function attention(qkv: ArrayLike<number>, batch: number, t: number, c: n
         for (let j = 0; j <= i; j++) {
           const ds = p[i * t + j]! * (dp[j]! - dot) * scale;
           for (let d = 0; d < hd; d++) {
-            dqkv[at(b, i, 0, h, d)] += ds * qkv[at(b, j, 1, h, d)]!;
-            dqkv[at(b, j, 1, h, d)] += ds * qkv[at(b, i, 0, h, d)]!;
+            dqkv[at(b, i, 0, h, d)]! += ds * qkv[at(b, j, 1, h, d)]!;
+            dqkv[at(b, j, 1, h, d)]! += ds * qkv[at(b, i, 0, h, d)]!;
           }
         }
       }

@@ -63,7 +63,7 @@ describe('16-bit params written after the optimizer was built', () => {
       it(`${dtype}, ${distributed ? 'distributed' : 'non-distributed'}: after broadcastParams every rank steps from rank 0's params`, async () => {
         const ranks = setUp(dtype, distributed, 2);
         // Values exact in both 16-bit formats, different on each rank.
-        ranks.forEach((r, rank) => r.ddp.importParams(filled((i) => (rank + 1) * ((i % 8) - 4) * 0.25)));
+        for (const [rank, r] of ranks.entries()) r.ddp.importParams(filled((i) => (rank + 1) * ((i % 8) - 4) * 0.25));
         await Promise.all(ranks.map((r) => r.ddp.broadcastParams()));
         await Promise.all(ranks.map((r) => zeroStep(r)));
         const want = [...filled((i) => ((i % 8) - 4) * 0.25).values()].flatMap((v) => [...v]);
@@ -71,7 +71,10 @@ describe('16-bit params written after the optimizer was built', () => {
           const p = await r.ddp.exportParams();
           expect([...p.get('w')!, ...p.get('b')!], `rank ${rank}`).toEqual(want);
         }
-        ranks.forEach((r) => (r.optimizer.destroy(), r.ddp.destroy()));
+        for (const r of ranks) {
+          r.optimizer.destroy();
+          r.ddp.destroy();
+        }
       });
     }
   }

@@ -55,7 +55,7 @@ describe("learning-rate schedule (Megatron's OptimizerParamScheduler)", () => {
   it("the fixture's per-step rates, which torch used, are the same formula", () => {
     const s = fixture.schedule;
     const sched: LrSchedule = { lr: s.lr, minLr: s.min_lr, decayStyle: 'cosine', warmupIters: s.warmup_iters, decayIters: s.decay_iters };
-    fixture.rates.forEach((r, k) => expect(learningRate(sched, k)).toBeCloseTo(r, 15));
+    for (const [k, r] of fixture.rates.entries()) expect(learningRate(sched, k)).toBeCloseTo(r, 15);
   });
 });
 
@@ -138,7 +138,10 @@ describe('param groups', () => {
           expect(relativeError(got.get(p.name)!, decode(fixture.final[p.name]!)), `rank ${rank}, ${p.name}`).toBeLessThanOrEqual(1e-6);
         }
       }
-      ranks.forEach((r) => (r.optimizer.destroy(), r.ddp.destroy()));
+      for (const r of ranks) {
+        r.optimizer.destroy();
+        r.ddp.destroy();
+      }
     });
   }
 

@@ -110,7 +110,10 @@ describe('data-parallel sizes up to 512', () => {
       for (const rank of [0, 1, d - 1].filter((r) => r < d)) {
         expect(relativeError(flat(states[rank]!), flat(expected)), `rank ${rank}`).toBeLessThanOrEqual(1e-6);
       }
-      ranks.forEach((r) => (r.optimizer.destroy(), r.ddp.destroy()));
+      for (const r of ranks) {
+        r.optimizer.destroy();
+        r.ddp.destroy();
+      }
     });
   }
 });

@@ -46,7 +46,7 @@ async function allGone(pids: number[], withinMs: number): Promise<boolean> {
     if (pids.every((p) => !isAlive(p))) return true;
     await new Promise((r) => setTimeout(r, 100));
   }
-  pids.forEach((p) => isAlive(p) && process.kill(p, 'SIGKILL')); // leave nothing behind
+  for (const p of pids) if (isAlive(p)) process.kill(p, 'SIGKILL'); // leave nothing behind
   return false;
 }
 
