@@ -14,6 +14,8 @@ stamp=node_modules/.webtron-install-stamp
 lock_hash=$(sha256sum package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-16)
 if [[ ! -f $stamp || $(cat "$stamp") != "$lock_hash" ]]; then
   say "installing npm dependencies"
+  # npm 11 honours package.json's allowScripts; older npm skips onnxruntime-node's CUDA download by this.
+  export ONNXRUNTIME_NODE_INSTALL=skip
   if [[ -f package-lock.json ]]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
   echo "$lock_hash" > "$stamp"
 fi
