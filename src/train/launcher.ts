@@ -137,7 +137,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   };
   const handlers = { SIGINT: onSignal('SIGINT'), SIGTERM: onSignal('SIGTERM'), SIGHUP: onSignal('SIGHUP') };
   for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler);
-  const stderrIsTty = process.stderr.isTTY === true;
+  const stderrIsTty = process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1';
   const exits = workerEnvironments(o, token).map(
     (env) =>
       new Promise<void>((resolve) => {
