@@ -25,7 +25,9 @@ if (process.env.WEBTRON_CLI_CHILD === '1') {
   try {
     process.exit(await main(process.argv.slice(2)));
   } catch (error) {
-    console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+    // webtron's own errors were printed as one line by main(); anything else is a bug in webtron.
+    const trace = error instanceof Error ? (error.stack ?? error.message) : String(error);
+    console.error(`webtron: internal error — a bug in webtron, not in what you gave it; please report it with this trace:\n${trace}`);
     process.exit(1);
   }
 } else {

@@ -1,22 +1,14 @@
 /** `webtron <command>`: the command-line entry point. */
 import { listAdapters } from './gpu/adapter.js';
 import { GpuContext, OPTIONAL_FEATURES } from './gpu/context.js';
-import { GpuError } from './gpu/errors.js';
-import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagValues } from './train/flags.js';
+import { ConfigError, WebtronError } from './errors.js';
+import { flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagValues } from './train/flags.js';
 import { launch } from './train/launcher.js';
-import { CollectiveError } from './collectives/errors.js';
-import { LayoutError } from './ddp/layout.js';
 import type { MemoryRow } from './memory/calculator.js';
 import { measure, measureActivations, MEMORY_FLAGS, renderTable, rowsFor, writePlot } from './memory/command.js';
-import { ShapeError } from './nn/gpt-spec.js';
-import { OnnxError } from './onnx/initializers.js';
-import { CheckpointError } from './checkpoint/errors.js';
-import { DdpError } from './ddp/ddp.js';
-import { ShapeMismatch } from './nn/tensor.js';
 import { TRAIN_FLAGS, trainHelp } from './train/args.js';
 import { trainCommand } from './train/command.js';
 import { SAMPLE_FLAGS, sampleCommand } from './train/sample.js';
-import { TrainingError } from './train/trainer.js';
 
 interface Command {
   summary: string;
@@ -197,6 +189,16 @@ function usage(): string {
   return lines.join('\n');
 }
 
+/** Library option names that are spelled differently as flags. */
+const FLAG_OF_OPTION: Record<string, string> = { beta1: 'adam-beta1', beta2: 'adam-beta2', eps: 'adam-eps' };
+
+/** The one line for a webtron error: a ConfigError names the command's flag where the library's API names its option. */
+export function oneLine(e: WebtronError, flags: Record<string, FlagSpec>): string {
+  if (!(e instanceof ConfigError) || !e.option) return e.message;
+  const flag = FLAG_OF_OPTION[e.option] ?? e.option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  return flag in flags ? e.message.replace(new RegExp(`\\b${e.option}\\b`), `--${flag}`) : e.message;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h') {
@@ -219,22 +221,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof ExitCode) return e.code;
-    if (
-      e instanceof FlagError ||
-      e instanceof GpuError ||
-      e instanceof CollectiveError ||
-      e instanceof ShapeError ||
-      e instanceof LayoutError ||
-      e instanceof OnnxError ||
-      e instanceof CheckpointError
-    ) {
-      console.error(`webtron ${name}: ${e.message}`);
-      return 2;
-    }
-    if (e instanceof TrainingError || e instanceof ShapeMismatch || e instanceof DdpError) {
-      console.error(`webtron ${name}: ${e.message}`);
-      return 1;
-    }
-    throw e;
+    if (!(e instanceof WebtronError)) throw e; // a bug: bin/webtron.js prints the trace and says so
+    console.error(`webtron ${name}: ${oneLine(e, command.flags)}`);
+    return e.exitCode;
   }
 }

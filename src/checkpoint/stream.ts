@@ -4,6 +4,7 @@
  * block on the way; a byte range is read back in whole checked blocks and uploaded in aligned
  * chunks. Memory stays at a few chunks whatever the model's size; no file is read whole.
  */
+import { CheckpointError } from './errors.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { BLOCK_BYTES, BlockChecksums, verifyBlocks } from './blocks.js';
@@ -125,7 +126,7 @@ export class CheckedFile {
         this.fh ??= await open(this.path, 'r');
         for (let got = 0; got < bytes.byteLength; ) {
           const { bytesRead } = await this.fh.read(bytes, got, bytes.byteLength - got, from + got);
-          if (bytesRead === 0) throw new Error(`${this.path}: ends at ${from + got} B, index.json says ${this.meta.bytes} B`);
+          if (bytesRead === 0) throw new CheckpointError(`${this.path}: ends at ${from + got} B, index.json says ${this.meta.bytes} B`);
           got += bytesRead;
         }
         verifyBlocks(bytes, from / BLOCK_BYTES, this.meta.crc32, this.path);

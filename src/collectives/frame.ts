@@ -1,3 +1,4 @@
+import { TransportError } from './errors.js';
 /**
  * The wire format of webtron's TCP collectives, pure. Every frame starts with a 24-byte header so
  * that data of a mismatched or out-of-order collective is an error, never silently mixed in:
@@ -52,18 +53,18 @@ export function encodeHeader(h: FrameHeader, out: Buffer = Buffer.allocUnsafe(HE
 
 /** Decode a header, or throw a one-line reason (bad magic, version, op or dtype). */
 export function decodeHeader(buf: Uint8Array): FrameHeader {
-  if (buf.byteLength < HEADER_BYTES) throw new Error(`frame header needs ${HEADER_BYTES} bytes, got ${buf.byteLength}`);
+  if (buf.byteLength < HEADER_BYTES) throw new TransportError(`frame header needs ${HEADER_BYTES} bytes, got ${buf.byteLength}`);
   const view = new DataView(buf.buffer, buf.byteOffset, HEADER_BYTES);
   const magic = view.getUint32(0, true);
-  if (magic !== FRAME_MAGIC) throw new Error(`bad frame magic 0x${magic.toString(16).padStart(8, '0')} (not a webtron peer?)`);
+  if (magic !== FRAME_MAGIC) throw new TransportError(`bad frame magic 0x${magic.toString(16).padStart(8, '0')} (not a webtron peer?)`);
   const version = view.getUint8(4);
-  if (version !== FRAME_VERSION) throw new Error(`frame version ${version}, this webtron speaks ${FRAME_VERSION}`);
+  if (version !== FRAME_VERSION) throw new TransportError(`frame version ${version}, this webtron speaks ${FRAME_VERSION}`);
   const op = OPS[view.getUint8(5)];
   const dtype = DTYPES[view.getUint8(6)];
   const reduce = REDUCE_OPS[view.getUint8(7)];
-  if (!op) throw new Error(`unknown op code ${view.getUint8(5)}`);
-  if (!dtype) throw new Error(`unknown dtype code ${view.getUint8(6)}`);
-  if (!reduce) throw new Error(`unknown reduce op code ${view.getUint8(7)}`);
+  if (!op) throw new TransportError(`unknown op code ${view.getUint8(5)}`);
+  if (!dtype) throw new TransportError(`unknown dtype code ${view.getUint8(6)}`);
+  if (!reduce) throw new TransportError(`unknown reduce op code ${view.getUint8(7)}`);
   return {
     op,
     dtype,
@@ -138,7 +139,7 @@ export class FrameReader {
     else {
       const t = c.sink.target?.(c.offset, c.left) ?? this.scratch.subarray(0, Math.min(this.scratch.byteLength, c.left));
       if (t.byteLength === 0 || t.byteLength > c.left)
-        throw new Error(`the receiving place of a ${c.header.op} frame offered ${t.byteLength} B for ${c.left} B still due`);
+        throw new TransportError(`the receiving place of a ${c.header.op} frame offered ${t.byteLength} B for ${c.left} B still due`);
       this.lastTarget = t;
     }
     return this.lastTarget;
@@ -186,7 +187,7 @@ export class FrameReader {
       return;
     }
     if (sink.bytes !== header.length) {
-      throw new Error(
+      throw new TransportError(
         `${header.op} frame #${header.seq}/${header.chunk} carries ${header.length} B where this rank expects ${sink.bytes} B`,
       );
     }

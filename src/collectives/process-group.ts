@@ -333,12 +333,12 @@ export class ProcessGroup implements Collectives {
       header.reduce !== state.reduce
     ) {
       const reduce = (r: WireReduceOp) => (r === 'none' ? '' : `, ${r}`);
-      throw new Error(
+      throw new CollectiveError(
         `collective mismatch at op #${state.seq}: rank ${peer} runs ${header.op} of ${header.totalBytes} B (${header.dtype}${reduce(header.reduce)}), this rank ${state.op} of ${state.wireBytes} B (${state.wireDtype}${reduce(state.reduce)})`,
       );
     }
     const sink = state.sinks.get(`${peer}/${header.chunk}`);
-    if (!sink) throw new Error(`unexpected chunk ${header.chunk} of op #${state.seq} (${state.op}) from rank ${peer}`);
+    if (!sink) throw new CollectiveError(`unexpected chunk ${header.chunk} of op #${state.seq} (${state.op}) from rank ${peer}`);
     return sink;
   }
 
@@ -347,9 +347,9 @@ export class ProcessGroup implements Collectives {
    * frame in its connection (a peer running ahead) until this rank starts that op.
    */
   private route(peer: number, header: FrameHeader): FrameSink | null {
-    if (this.failure) throw new Error(`process group is closed: ${this.failure.reason}`);
+    if (this.failure) throw new CollectiveError(`process group is closed: ${this.failure.reason}`);
     if (header.seq <= this.completedSeq) {
-      throw new Error(`frame of op #${header.seq} (${header.op}) from rank ${peer} arrived after this rank finished that op`);
+      throw new CollectiveError(`frame of op #${header.seq} (${header.op}) from rank ${peer} arrived after this rank finished that op`);
     }
     if (this.current && header.seq === this.current.seq) return this.sinkFor(this.current, peer, header);
     return null;

@@ -1,3 +1,4 @@
+import { ConfigError } from '../errors.js';
 /**
  * GPT training samples from a token stream, pure: sample k of an epoch is the window of
  * seqLength + 1 tokens starting at k · seqLength (inputs and targets shifted by one), and each epoch
@@ -46,7 +47,7 @@ export class GptSamples {
   ) {
     this.count = Math.floor((tokens.length - 1) / seqLength);
     if (this.count < 1)
-      throw new RangeError(
+      throw new ConfigError(
         `a text of ${tokens.length} tokens has no sample of ${seqLength + 1} tokens; use a shorter --seq-length or more text`,
       );
   }

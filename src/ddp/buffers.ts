@@ -3,6 +3,7 @@
  * by `computeLayout`. Every model param is a view (buffer + element offset) into them; grads are
  * written or accumulated straight into the grad buffer, never into per-param copies.
  */
+import { DdpError } from './ddp.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { BYTES, type BufferLayout, type IndexRange, type ParamPlacement } from './layout.js';
 
@@ -43,7 +44,7 @@ export class ParamAndGradBuffer {
 
   private placement(name: string): ParamPlacement {
     const p = this.placements.get(name);
-    if (!p) throw new Error(`param '${name}' is not in buffer ${this.index} (${this.layout.paramDtype}/${this.layout.gradDtype})`);
+    if (!p) throw new DdpError(`param '${name}' is not in buffer ${this.index} (${this.layout.paramDtype}/${this.layout.gradDtype})`);
     return p;
   }
 

@@ -19,6 +19,7 @@
  * `paramsVersion`, so that an optimizer keeping fp32 main params refreshes them before its next step;
  * code that writes the param buffers directly calls `paramsWritten()`.
  */
+import { WebtronError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import { float32ToWords, wordsToFloat32 } from '../collectives/reduce.js';
 import { hostFloat32 } from '../collectives/simd.js';
@@ -53,8 +54,10 @@ interface BucketState {
  */
 export const EARLY_READBACK_BYTES = 256 << 20;
 
-export class DdpError extends Error {
+export class DdpError extends WebtronError {
   override name = 'DdpError';
+  override readonly code: string = 'ERR_DDP';
+  override readonly exitCode: 1 | 2 = 1;
 }
 
 export class DistributedDataParallel {

@@ -18,6 +18,7 @@
  *
  * The result is a frozen record; buffers and the optimizer's shard ranges are built from it.
  */
+import { WebtronError } from '../errors.js';
 
 export type ParamDtype = 'float32' | 'float16' | 'bfloat16';
 export type GradDtype = 'float32' | 'float16';
@@ -109,8 +110,9 @@ export function numelOf(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-export class LayoutError extends Error {
+export class LayoutError extends WebtronError {
   override name = 'LayoutError';
+  override readonly code: string = 'ERR_LAYOUT';
 }
 
 function check(params: ParamSpec[], o: LayoutOptions): void {

@@ -1,12 +1,15 @@
 /** Errors raised by the GPU runtime. Each says what happened, where, and what to do. */
+import { WebtronError } from '../errors.js';
 
-export class GpuError extends Error {
+export class GpuError extends WebtronError {
   override name = 'GpuError';
+  override readonly code: string = 'ERR_GPU';
 }
 
 /** No adapter matched the request (or none exists at all). */
 export class NoAdapterError extends GpuError {
   override name = 'NoAdapterError';
+  override readonly code: string = 'ERR_NO_ADAPTER';
 }
 
 /**
@@ -15,6 +18,8 @@ export class NoAdapterError extends GpuError {
  */
 export class GpuDeviceError extends GpuError {
   override name = 'GpuDeviceError';
+  override readonly code: string = 'ERR_GPU_DEVICE';
+  override readonly exitCode: 1 | 2 = 1;
   constructor(
     readonly kind: 'validation' | 'out-of-memory' | 'internal' | 'device-lost',
     readonly messages: string[],

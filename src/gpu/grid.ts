@@ -1,3 +1,4 @@
+import { GpuError } from './errors.js';
 /**
  * Pure planning for 1-D work: workgroup grids past the 65535-per-dimension limit, and windows over
  * buffers larger than one storage binding. No GPU in here; the context and the kernels use these.
@@ -20,7 +21,7 @@ export function gridFor(workgroups: number, maxPerDimension = 65535): Grid {
   if (workgroups <= maxPerDimension) return { x: workgroups, y: 1, z: 1 };
   const y = Math.ceil(workgroups / maxPerDimension);
   if (y > maxPerDimension) {
-    throw new RangeError(`gridFor: ${workgroups} workgroups exceed ${maxPerDimension}² — split the work into windows first`);
+    throw new GpuError(`gridFor: ${workgroups} workgroups exceed ${maxPerDimension}² — split the work into windows first`);
   }
   return { x: Math.ceil(workgroups / y), y, z: 1 };
 }

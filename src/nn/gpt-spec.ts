@@ -3,6 +3,7 @@
  * of attention (fused qkv) and MLP (4h), a final layernorm, and an output head tied to the token
  * embedding or not. Registration order is forward order; names like `blocks.0.attn.qkv.weight`.
  */
+import { WebtronError } from '../errors.js';
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 
 export interface GptShape {
@@ -17,8 +18,9 @@ export interface GptShape {
   tiedHead?: boolean;
 }
 
-export class ShapeError extends Error {
+export class ShapeError extends WebtronError {
   override name = 'ShapeError';
+  override readonly code: string = 'ERR_SHAPE';
 }
 
 export function checkGptShape(s: GptShape): void {

@@ -7,6 +7,7 @@
  *
  * A graph owns its activation buffers until `release()`; one graph per step (or micro-batch).
  */
+import { WebtronError } from '../errors.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { numel, Tensor } from './tensor.js';
 import { Runner, f32bits } from './runner.js';
@@ -22,8 +23,9 @@ export interface BackwardOptions {
   onParamGrad?: (name: string) => void;
 }
 
-export class GraphError extends Error {
+export class GraphError extends WebtronError {
   override name = 'GraphError';
+  override readonly code: string = 'ERR_GRAPH';
 }
 
 export class Graph {

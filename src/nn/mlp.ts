@@ -2,6 +2,7 @@
  * A small MLP classifier for quick tests: linear layers with GELU between them and a mean
  * cross-entropy over the classes. Params `layers.<i>.weight` [in, out] and `layers.<i>.bias`.
  */
+import { ConfigError } from '../errors.js';
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
 import { initParams } from './init.js';
@@ -16,7 +17,7 @@ export class Mlp {
 
   static specs(sizes: readonly number[], dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32'): ParamSpec[] {
     if (sizes.length < 2 || sizes.some((s) => !Number.isInteger(s) || s < 1))
-      throw new Error(`MLP sizes must be two or more positive integers, got [${sizes.join(', ')}]`);
+      throw new ConfigError(`sizes must be two or more positive integers, got [${sizes.join(', ')}]`, 'sizes');
     return sizes.slice(1).flatMap((out, i) => [
       { name: `layers.${i}.weight`, shape: [sizes[i]!, out], dtype, gradDtype },
       { name: `layers.${i}.bias`, shape: [out], dtype, gradDtype },

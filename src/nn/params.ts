@@ -3,6 +3,7 @@
  * buffers in training, or from `LocalParams` (one process, no process group) in tests, benchmarks
  * and inference. Either way a param is a view and its grad is a view: nothing is copied.
  */
+import { ConfigError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { ParamAndGradBuffer } from '../ddp/buffers.js';
 import { computeLayout, type ModelLayout, type ParamSpec } from '../ddp/layout.js';
@@ -37,7 +38,7 @@ export class LocalParams {
 
   get(name: string): Tensor {
     const t = this.tensors.get(name);
-    if (!t) throw new Error(`no param named '${name}'; the model has ${[...this.tensors.keys()].join(', ')}`);
+    if (!t) throw new ConfigError(`no param named '${name}'; the model has ${[...this.tensors.keys()].join(', ')}`);
     return t;
   }
 
@@ -45,7 +46,7 @@ export class LocalParams {
   set(values: Map<string, Float32Array>): void {
     for (const [name, v] of values) {
       const t = this.get(name);
-      if (v.length !== t.numel) throw new Error(`param '${name}' needs ${t.numel} values, got ${v.length}`);
+      if (v.length !== t.numel) throw new ConfigError(`param '${name}' needs ${t.numel} values, got ${v.length}`);
       if (t.dtype === 'float32') {
         this.ctx.transfers.upload(t.buffer, v, t.offset * 4);
       } else {

@@ -3,6 +3,7 @@
  * uniforms take a 256-byte slot of one uniform buffer, written once per submit; slots are reused
  * only after the submit that read them, so a later write can never change an earlier dispatch.
  */
+import { GpuError } from '../gpu/errors.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { ShaderConstants } from '../gpu/kernels.js';
 
@@ -77,7 +78,7 @@ export class Runner {
     } else {
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
       if (workgroups.some((w) => w > max))
-        throw new Error(`${shader}.${entry}: grid [${workgroups.join(', ')}] exceeds ${max} workgroups per dimension`);
+        throw new GpuError(`${shader}.${entry}: grid [${workgroups.join(', ')}] exceeds ${max} workgroups per dimension`);
       if (workgroups.some((w) => w === 0)) return;
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);

@@ -3,6 +3,7 @@
  * their buffers (fp32); parameters are views into the model's contiguous param buffer and their
  * grads are views into the grad buffer, so backward writes straight into what DDP reduces.
  */
+import { WebtronError } from '../errors.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { alignDown } from '../gpu/grid.js';
 import type { BufferView } from '../ddp/buffers.js';
@@ -15,8 +16,9 @@ export const DTYPE_BYTES: Record<Dtype, number> = { float32: 4, float16: 2, bflo
 /** The dtype codes the shaders' P_DTYPE/B_DTYPE constants use (shaders/half.wgsl). */
 export const DTYPE_CODE: Record<ParamDtype, number> = { float32: 0, bfloat16: 1, float16: 2 };
 
-export class ShapeMismatch extends Error {
+export class ShapeMismatch extends WebtronError {
   override name = 'ShapeMismatch';
+  override readonly code: string = 'ERR_SHAPE_MISMATCH';
 }
 
 export function numel(shape: readonly number[]): number {

@@ -3,10 +3,12 @@
  * field 7 is the graph, GraphProto field 5 its initializers, TensorProto field 1 the dims and field 8
  * the name. Enough for the memory calculator's parameter count; no ONNX runtime needed.
  */
+import { WebtronError } from '../errors.js';
 import { existsSync, readFileSync } from 'node:fs';
 
-export class OnnxError extends Error {
+export class OnnxError extends WebtronError {
   override name = 'OnnxError';
+  override readonly code: string = 'ERR_ONNX';
 }
 
 interface Field {

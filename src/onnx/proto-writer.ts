@@ -1,3 +1,4 @@
+import { OnnxError } from './initializers.js';
 /**
  * A minimal protobuf writer for ONNX models: varints, length-delimited fields and nested messages,
  * enough to build ModelProto/GraphProto/NodeProto by field number (onnx.proto) without a runtime
@@ -28,7 +29,7 @@ export class ProtoWriter {
 
   /** Varint field (wire type 0). */
   int(field: number, value: number): this {
-    if (!Number.isInteger(value) || value < 0) throw new Error(`protobuf int field ${field}: ${value} is not a non-negative integer`);
+    if (!Number.isInteger(value) || value < 0) throw new OnnxError(`protobuf int field ${field}: ${value} is not a non-negative integer`);
     return this.varint(field * 8).varint(value);
   }
 
@@ -66,7 +67,7 @@ function tensorValue(name: string, dims: number[]): ProtoWriter {
  * chain lengths separates the per-MatMul time from the per-run input and output transfers.
  */
 export function matmulModel(m: number, k: number, n: number, chain = 1): Uint8Array {
-  if (chain > 1 && k !== n) throw new Error(`matmulModel: a chain of ${chain} needs a square b, got ${k}x${n}`);
+  if (chain > 1 && k !== n) throw new OnnxError(`matmulModel: a chain of ${chain} needs a square b, got ${k}x${n}`);
   const graph = new ProtoWriter();
   for (let i = 0; i < chain; i++) {
     const input = i === 0 ? 'a' : `c${i}`;

@@ -1,3 +1,4 @@
+import { ConfigError } from '../errors.js';
 /**
  * Adam / AdamW hyper-parameters and the per-step scalars, computed in double precision as PyTorch
  * computes them in Python floats; plus a plain TypeScript reference of the whole step that mirrors
@@ -31,14 +32,14 @@ export const ADAMW_DEFAULTS: AdamHyperParams = {
 export const ADAM_DEFAULTS: AdamHyperParams = { ...ADAMW_DEFAULTS, weightDecay: 0, decoupled: false };
 
 export function checkHyperParams(h: AdamHyperParams): void {
-  const fail = (what: string) => {
-    throw new RangeError(`Adam hyper-parameters: ${what}`);
+  const fail = (option: keyof AdamHyperParams, what: string) => {
+    throw new ConfigError(`Adam's ${option} ${what}, got ${h[option]}`, option);
   };
-  if (!(h.lr >= 0)) fail(`lr must be >= 0, got ${h.lr}`);
-  if (!(h.beta1 >= 0 && h.beta1 < 1)) fail(`beta1 must be in [0, 1), got ${h.beta1}`);
-  if (!(h.beta2 >= 0 && h.beta2 < 1)) fail(`beta2 must be in [0, 1), got ${h.beta2}`);
-  if (!(h.eps >= 0)) fail(`eps must be >= 0, got ${h.eps}`);
-  if (!(h.weightDecay >= 0)) fail(`weight decay must be >= 0, got ${h.weightDecay}`);
+  if (!(h.lr >= 0)) fail('lr', 'must be >= 0');
+  if (!(h.beta1 >= 0 && h.beta1 < 1)) fail('beta1', 'must be in [0, 1)');
+  if (!(h.beta2 >= 0 && h.beta2 < 1)) fail('beta2', 'must be in [0, 1)');
+  if (!(h.eps >= 0)) fail('eps', 'must be >= 0');
+  if (!(h.weightDecay >= 0)) fail('weightDecay', 'must be >= 0');
 }
 
 /** The scalars the kernel needs for step `step` (1-based), as float64; the kernel rounds them to f32. */
@@ -56,7 +57,7 @@ export interface AdamStepScalars {
 }
 
 export function adamStepScalars(h: AdamHyperParams, step: number): AdamStepScalars {
-  if (!Number.isInteger(step) || step < 1) throw new RangeError(`Adam step must be an integer >= 1, got ${step}`);
+  if (!Number.isInteger(step) || step < 1) throw new ConfigError(`Adam step must be an integer >= 1, got ${step}`);
   const bc1 = 1 - h.beta1 ** step;
   const bc2 = 1 - h.beta2 ** step;
   return {

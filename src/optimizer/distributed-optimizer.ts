@@ -3,6 +3,7 @@
  * runs Adam on its own shard of every bucket only, then all-gathers the updated params bucket by
  * bucket (in the background with `overlapParamGather`).
  */
+import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import { EARLY_READBACK_BYTES, type DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
@@ -22,7 +23,11 @@ export class DistributedOptimizer extends AdamOverBuffers {
 
   constructor(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
-    if (!ddp.layout.distributedOptimizer) throw new Error('DistributedOptimizer needs a layout made for the distributed optimizer');
+    if (!ddp.layout.distributedOptimizer)
+      throw new ConfigError(
+        'DistributedOptimizer needs a DistributedDataParallel made with distributedOptimizer: true',
+        'distributedOptimizer',
+      );
     this.ranges = shardRanges(ddp.layout, group.rank);
     const shardElements = this.ranges.reduce((n, r) => n + (r.gbufLocal.end - r.gbufLocal.start), 0);
     const expAvg = this.fp32Buffer('exp_avg (shard)', shardElements);

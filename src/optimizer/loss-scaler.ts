@@ -1,3 +1,4 @@
+import { ConfigError } from '../errors.js';
 /**
  * Megatron-LM's dynamic loss scaler for fp16, pure. The loss is multiplied by `scale` before the
  * backward pass; after it, grads with an inf or NaN on any rank skip the step. Every non-finite
@@ -40,10 +41,10 @@ export class DynamicLossScaler {
     this.config = { ...LOSS_SCALER_DEFAULTS, ...config };
     const c = this.config;
     if (!(c.initialScale > 0 && c.minScale > 0 && c.growth > 1 && c.backoff > 0 && c.backoff < 1)) {
-      throw new RangeError(`loss scaler: need scale > 0, min scale > 0, growth > 1 and 0 < backoff < 1, got ${JSON.stringify(c)}`);
+      throw new ConfigError(`loss scaler: need scale > 0, min scale > 0, growth > 1 and 0 < backoff < 1, got ${JSON.stringify(c)}`);
     }
     if (!Number.isInteger(c.growthInterval) || c.growthInterval < 1 || !Number.isInteger(c.hysteresis) || c.hysteresis < 1) {
-      throw new RangeError(
+      throw new ConfigError(
         `loss scaler: growth interval and hysteresis must be positive integers, got ${c.growthInterval} and ${c.hysteresis}`,
       );
     }
@@ -84,7 +85,7 @@ export class DynamicLossScaler {
   loadStateDict(state: LossScalerState): void {
     for (const key of ['scale', 'growthTracker', 'hysteresisTracker', 'skippedSteps'] as const) {
       if (typeof state[key] !== 'number' || !Number.isFinite(state[key]))
-        throw new RangeError(`loss scaler state: field '${key}' is ${String(state[key])}`);
+        throw new ConfigError(`loss scaler state: field '${key}' is ${String(state[key])}`);
     }
     this.state = { ...state };
   }

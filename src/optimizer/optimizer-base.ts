@@ -1,4 +1,6 @@
 /** What both optimizers share: the interface, the step sequence, grad norm and clipping, 16-bit set-up. */
+import { GpuError } from '../gpu/errors.js';
+import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
@@ -138,11 +140,12 @@ export abstract class AdamOverBuffers implements Optimizer {
     checkHyperParams(config.hyper);
     this.hyper = { ...config.hyper };
     if (ddp.layout.buffers.some((b) => b.paramDtype === 'float16') && !ctx.hasF16) {
-      throw new Error(
+      throw new GpuError(
         `fp16 params need the shader-f16 feature, which adapter '${ctx.adapterName}' does not offer; use bf16 (--bf16) or fp32 instead`,
       );
     }
-    if (config.clipGrad !== undefined && !(config.clipGrad >= 0)) throw new RangeError(`--clip-grad must be >= 0, got ${config.clipGrad}`);
+    if (config.clipGrad !== undefined && !(config.clipGrad >= 0))
+      throw new ConfigError(`clipGrad must be >= 0, got ${config.clipGrad}`, 'clipGrad');
   }
 
   get learningRate(): number {
@@ -150,7 +153,7 @@ export abstract class AdamOverBuffers implements Optimizer {
   }
 
   set learningRate(lr: number) {
-    if (!(lr >= 0) || !Number.isFinite(lr)) throw new RangeError(`learning rate must be a finite number >= 0, got ${lr}`);
+    if (!(lr >= 0) || !Number.isFinite(lr)) throw new ConfigError(`lr must be a finite number >= 0, got ${lr}`, 'lr');
     this.hyper.lr = lr;
   }
 
@@ -269,7 +272,7 @@ export abstract class AdamOverBuffers implements Optimizer {
   abstract exportState(): Promise<OptimizerState>;
 
   protected setStep(step: number): void {
-    if (!Number.isInteger(step) || step < 0) throw new RangeError(`optimizer step must be a non-negative integer, got ${step}`);
+    if (!Number.isInteger(step) || step < 0) throw new ConfigError(`optimizer step must be a non-negative integer, got ${step}`);
     this.steps = step;
   }
 

@@ -51,5 +51,7 @@ export async function trainCommand(values: FlagValues, argv: string[]): Promise<
     token: process.env.WEBTRON_JOB_TOKEN,
     graceMs: values['stop-grace-ms'] as number,
     command: [CLI, 'train', ...own, ...(cfg.runDir ? [] : ['--run-dir', runDir])],
+    // Workers run the CLI in place: this process's stderr already passes through bin/webtron.js's filter.
+    env: { ...process.env, WEBTRON_CLI_CHILD: '1' },
   });
 }

@@ -2,9 +2,11 @@
  * Command-line flags, pure: a spec per command, `--name value`, `--name=value` and boolean
  * `--name`; every mistake is a one-line `FlagError` that names the flag and what to do.
  */
+import { WebtronError } from '../errors.js';
 
-export class FlagError extends Error {
+export class FlagError extends WebtronError {
   override name = 'FlagError';
+  override readonly code: string = 'ERR_FLAG';
 }
 
 export type FlagKind = 'string' | 'int' | 'number' | 'boolean' | 'list';

@@ -10,6 +10,7 @@
  * keyed by the global sample index; every micro-batch's mean loss is scaled by 1/(micro-batches) and
  * DDP averages over ranks, so the grads are the mean over the global batch whatever d is.
  */
+import { WebtronError } from '../errors.js';
 import { loadCheckpoint, readCheckpointIndex, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { CheckpointError } from '../checkpoint/errors.js';
 import { initProcessGroup, type Distributed } from '../collectives/init.js';
@@ -32,8 +33,10 @@ import { learningRate } from './schedule.js';
 import { megatronLine, memoryLine, ProgressBar, RunFolder, sci, type MetricsLine } from './run-log.js';
 
 /** The run stopped for a reason of the run itself (NaN, bad data): one line, exit code 1. */
-export class TrainingError extends Error {
+export class TrainingError extends WebtronError {
   override name = 'TrainingError';
+  override readonly code: string = 'ERR_TRAINING';
+  override readonly exitCode: 1 | 2 = 1;
 }
 
 /** What a checkpoint keeps for the trainer (index.json's `extra`). */

@@ -1,0 +1,33 @@
+/**
+ * webtron's one error family. A `WebtronError` is something a user can cause or meet: a wrong
+ * option, a missing or corrupt file, a shape that cannot work, a peer that died, a run that
+ * diverged. Anything else that escapes webtron is a bug in webtron. Each area's subclass lives
+ * with its code (`CheckpointError` in src/checkpoint, `CollectiveError` in src/collectives, …).
+ */
+
+export class WebtronError extends Error {
+  override name = 'WebtronError';
+  /**
+   * A stable identifier for programs to branch on ("ERR_CHECKPOINT"): the message's wording may
+   * change between versions, the code does not.
+   */
+  readonly code: string = 'ERR_WEBTRON';
+  /** What `webtron` exits with: 2 when what it was given is wrong, 1 when a run failed. */
+  readonly exitCode: 1 | 2 = 2;
+}
+
+/**
+ * An option of the library's API has a value it cannot use. `option` is the name as the API spells
+ * it (`clipGrad`, `beta1`); the CLI says which flag that is.
+ */
+export class ConfigError extends WebtronError {
+  override name = 'ConfigError';
+  override readonly code = 'ERR_CONFIG';
+  constructor(
+    message: string,
+    /** The option at fault, as the API spells it, when there is one. */
+    readonly option?: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * Every command against a corpus of bad input: unknown flags, bad numbers, missing and corrupt
+ * files, impossible shapes. Each must end in exactly one line on stderr that names the input, the
+ * exit code for bad input (2), nothing on stdout, and nothing written.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/errors.js';
+import { oneLine } from '../../src/cli.js';
+import { TRAIN_FLAGS } from '../../src/train/args.js';
+
+const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
+const root = mkdtempSync(join(tmpdir(), 'webtron-bad-input-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const GPT = ['--num-layers', '1', '--hidden-size', '16', '--num-attention-heads', '2', '--seq-length', '8'];
+const TRAIN = [
+  ...GPT,
+  '--micro-batch-size',
+  '2',
+  '--global-batch-size',
+  '4',
+  '--train-iters',
+  '1',
+  '--lr',
+  '1e-3',
+  '--save',
+  'ck',
+  '--run-dir',
+  'run',
+];
+
+/** Inputs placed in each case's empty folder: what the case may read, nothing it may write. */
+function fixtures(dir: string): void {
+  mkdirSync(join(dir, 'corrupt', 'iter_0000001'), { recursive: true });
+  writeFileSync(join(dir, 'corrupt', 'latest_checkpointed_iteration.txt'), '1\n');
+  writeFileSync(join(dir, 'corrupt', 'iter_0000001', 'index.json'), '{"format": "webtron-checkpoint", "files": ');
+  writeFileSync(join(dir, 'empty.txt'), '');
+  writeFileSync(join(dir, 'model.onnx'), 'not a protobuf');
+}
+
+interface Case {
+  args: string[];
+  /** What the one line must say. */
+  says: RegExp;
+}
+
+const CASES: Case[] = [
+  { args: ['frobnicate'], says: /unknown command 'frobnicate'/ },
+  { args: ['train', '--bogus', ...TRAIN], says: /unknown flag --bogus/ },
+  { args: ['train', ...TRAIN, '--num-layers', 'two'], says: /--num-layers.*two/ },
+  { args: ['train', ...TRAIN, '--lr', '-1'], says: /--lr.*-1/ },
+  { args: ['train', ...TRAIN, '--clip-grad', '-0.5'], says: /--clip-grad.*-0\.5/ },
+  { args: ['train', ...TRAIN, '--adam-beta1', '1.5'], says: /--adam-beta1.*1\.5/ },
+  { args: ['train', ...TRAIN, '--seq-length', '0'], says: /--seq-length.*0/ },
+  {
+    args: ['train', ...TRAIN, '--num-attention-heads', '3'],
+    says: /--hidden-size.*--num-attention-heads|--num-attention-heads.*--hidden-size/,
+  },
+  { args: ['train', ...TRAIN, '--global-batch-size', '5'], says: /--global-batch-size.*5/ },
+  { args: ['train', ...TRAIN, '--fp16', '--bf16'], says: /--fp16.*--bf16|--bf16.*--fp16/ },
+  { args: ['train', ...TRAIN, '--data-path', 'missing.txt'], says: /missing\.txt/ },
+  { args: ['train', ...TRAIN, '--data-path', 'empty.txt'], says: /empty\.txt|no sample|tokens/ },
+  { args: ['train', ...TRAIN, '--load', 'corrupt'], says: /corrupt.*index\.json/ },
+  { args: ['train', ...TRAIN, '--load', 'nowhere'], says: /nowhere/ },
+  { args: ['sample', '--load', 'nowhere'], says: /nowhere/ },
+  { args: ['sample', '--load', 'corrupt'], says: /corrupt.*index\.json/ },
+  { args: ['sample', '--load', 'corrupt', '--tokens', '-5'], says: /--tokens.*-5/ },
+  { args: ['memory', ...GPT, '--vocab-size', '0'], says: /--vocab-size.*0/ },
+  { args: ['memory', ...GPT, '--vocab-size', '64', '--precision', 'fp8'], says: /fp8/ },
+  { args: ['memory', '--checkpoint', 'corrupt'], says: /corrupt.*index\.json/ },
+  { args: ['memory', '--onnx', 'model.onnx'], says: /model\.onnx/ },
+  { args: ['memory', '--params', 'lots'], says: /--params.*lots|lots/ },
+  { args: ['launch', '--nproc-per-node', '0', '--', 'x.js'], says: /--nproc-per-node.*0/ },
+  { args: ['launch', '--nproc-per-node', '1'], says: /program/ },
+  { args: ['info', '--backend', 'glide'], says: /unknown backend 'glide'/ },
+];
+
+function run(args: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString('utf8');
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString('utf8');
+    });
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('bad input to every command', () => {
+  it.each(CASES.map((c) => [c.args.join(' '), c] as const))('webtron %s: one line, exit 2, nothing written', async (_name, c) => {
+    const dir = mkdtempSync(join(root, 'case-'));
+    fixtures(dir);
+    const before = readdirSync(dir, { recursive: true }).sort();
+    const r = await run(c.args, dir);
+    const lines = r.stderr.split('\n').filter((l) => l !== '');
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(/^webtron( [a-z]+)?: /);
+    expect(lines[0]).toMatch(c.says);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(readdirSync(dir, { recursive: true }).sort()).toEqual(before);
+  });
+
+  it("a library option's name becomes the command's flag in the one line", () => {
+    expect(oneLine(new ConfigError('clipGrad must be >= 0, got -1', 'clipGrad'), TRAIN_FLAGS)).toBe('--clip-grad must be >= 0, got -1');
+    expect(oneLine(new ConfigError("Adam's beta2 must be in [0, 1), got 2", 'beta2'), TRAIN_FLAGS)).toBe(
+      "Adam's --adam-beta2 must be in [0, 1), got 2",
+    );
+    // an option the command has no flag for keeps the API's name
+    expect(oneLine(new ConfigError('sizes must be two or more positive integers', 'sizes'), TRAIN_FLAGS)).toBe(
+      'sizes must be two or more positive integers',
+    );
+  });
+});
