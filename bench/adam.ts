@@ -55,10 +55,7 @@ export function shaderCopy(
     const range = { offset: w.start * 4, size: w.count * 4 };
     return {
       w,
-      group: ctx.kernels.bindGroup(pipeline, [
-        { buffer: src, ...range },
-        { buffer: dst, ...range },
-      ]),
+      group: ctx.kernels.bindGroup(pipeline, { src: { buffer: src, ...range }, dst: { buffer: dst, ...range } }),
     };
   });
   const encode = (encoder: GPUCommandEncoder) => {

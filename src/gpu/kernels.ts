@@ -7,13 +7,22 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DeviceBuffer, GpuContext } from './context.js';
+import {
+  entryLayout,
+  type EntryLayout,
+  packUniforms,
+  reflectShader,
+  type ShaderLayout,
+  storageBindings,
+  type UniformValues,
+} from './bindings.js';
 import { GpuError } from './errors.js';
 import { gridFor } from './grid.js';
 
 /** Named WGSL `override` constants for a pipeline. */
 export type ShaderConstants = Record<string, number>;
 
-/** A buffer, or a byte range of one, to bind at the next binding index. */
+/** A buffer, or a byte range of one, to bind to a shader variable. */
 export type Binding = DeviceBuffer | { buffer: DeviceBuffer; offset: number; size: number };
 
 function findShaderDir(): string {
@@ -30,6 +39,8 @@ export class Kernels {
   private readonly shaderDir = findShaderDir();
   private readonly modules = new Map<string, GPUShaderModule>();
   private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly layouts = new Map<string, ShaderLayout>();
+  private readonly entryOf = new WeakMap<GPUComputePipeline, { where: string; layout: EntryLayout }>();
 
   constructor(private readonly ctx: GpuContext) {}
 
@@ -66,25 +77,68 @@ export class Kernels {
         compute: { module: this.module(shader), entryPoint, constants },
       });
       this.pipelines.set(key, pipeline);
+      this.entryOf.set(pipeline, { where: `${shader}.${entryPoint}`, layout: this.entry(shader, entryPoint) });
     }
     return pipeline;
+  }
+
+  /** Every compute entry point of `shader` with its uniform struct and storage buffers, read from the WGSL (cached). */
+  layout(shader: string): ShaderLayout {
+    let layout = this.layouts.get(shader);
+    if (!layout) {
+      layout = reflectShader(shader, this.source(shader));
+      this.layouts.set(shader, layout);
+    }
+    return layout;
+  }
+
+  /** The uniform struct and storage buffers `shader.entryPoint` uses. */
+  entry(shader: string, entryPoint: string): EntryLayout {
+    return entryLayout(this.layout(shader), entryPoint);
+  }
+
+  private described(pipeline: GPUComputePipeline): { where: string; layout: EntryLayout } {
+    const d = this.entryOf.get(pipeline);
+    if (!d) throw new GpuError(`pipeline '${pipeline.label}' was not made by Kernels.pipeline`);
+    return d;
+  }
+
+  /** Bytes of `pipeline`'s uniform struct (0 when it reads none). */
+  uniformBytes(pipeline: GPUComputePipeline): number {
+    return this.described(pipeline).layout.uniform?.size ?? 0;
+  }
+
+  /** Write `values` as `pipeline`'s uniform struct into `view` at `byteOffset` (fields not named are 0). */
+  packUniforms(pipeline: GPUComputePipeline, values: UniformValues, view: DataView, byteOffset = 0): void {
+    const { where, layout } = this.described(pipeline);
+    if (!layout.uniform) throw new GpuError(`${where} reads no uniform struct, but uniforms were given`);
+    packUniforms(where, layout.uniform, values, view, byteOffset);
   }
 
   get pipelineCount(): number {
     return this.pipelines.size;
   }
 
-  /** A bind group for group `group` of `pipeline` with `bindings` at indices 0, 1, 2, … */
-  bindGroup(pipeline: GPUComputePipeline, bindings: Binding[], group = 0): GPUBindGroup {
+  /**
+   * A bind group for `pipeline`: its storage buffers by variable name (exactly those its entry
+   * point uses) and, when it reads one, its uniform struct from `uniform`.
+   */
+  bindGroup(pipeline: GPUComputePipeline, storage: Record<string, Binding>, uniform?: Binding): GPUBindGroup {
     return this.ctx.device.createBindGroup({
-      label: `${pipeline.label}#${group}`,
-      layout: pipeline.getBindGroupLayout(group),
-      entries: bindings.map((b, binding) =>
-        'gpu' in b
-          ? { binding, resource: { buffer: b.gpu } }
-          : { binding, resource: { buffer: b.buffer.gpu, offset: b.offset, size: b.size } },
-      ),
+      label: pipeline.label,
+      layout: pipeline.getBindGroupLayout(0),
+      entries: this.bindGroupEntries(pipeline, storage, uniform),
     });
+  }
+
+  /** The bind group entries `bindGroup` makes, for callers that create the group themselves. */
+  bindGroupEntries(pipeline: GPUComputePipeline, storage: Record<string, Binding>, uniform?: Binding): GPUBindGroupEntry[] {
+    const { where, layout } = this.described(pipeline);
+    if (layout.uniform && !uniform) throw new GpuError(`${where} reads uniform struct ${layout.uniform.struct}, but none was bound`);
+    if (!layout.uniform && uniform) throw new GpuError(`${where} reads no uniform struct, but one was bound`);
+    const entries = storageBindings(where, layout, storage).map(([binding, b]) => ({ binding, resource: resourceOf(b) }));
+    if (layout.uniform && uniform) entries.unshift({ binding: layout.uniform.binding, resource: resourceOf(uniform) });
+    return entries;
   }
 
   /** Record `workgroups` workgroups (any count; a 2-D grid past the per-dimension limit) into `pass`. */
@@ -115,4 +169,8 @@ export class Kernels {
     this.encodeDispatch(encoder, pipeline, bindGroups, workgroups);
     this.ctx.submit([encoder.finish()]);
   }
+}
+
+function resourceOf(b: Binding): GPUBufferBinding {
+  return 'gpu' in b ? { buffer: b.gpu } : { buffer: b.buffer.gpu, offset: b.offset, size: b.size };
 }

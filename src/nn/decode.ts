@@ -8,7 +8,6 @@ import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context
 import type { Gpt } from './gpt.js';
 import { Graph } from './graph.js';
 import { add, addInto, embedding, matmulInto } from './ops.js';
-import { f32bits } from './runner.js';
 import { ShapeMismatch, Tensor } from './tensor.js';
 
 export class GptDecoder {
@@ -92,8 +91,8 @@ export class GptDecoder {
           'softmax',
           'forward',
           { WG: 64 },
-          [heads, all, f32bits(1 / Math.sqrt(hd)), 1, at],
-          { 1: scores.binding(g.ctx).binding },
+          { rows: heads, t: all, scale: 1 / Math.sqrt(hd), q: 1, qoff: at },
+          { s: scores.binding(g.ctx).binding },
           Math.ceil(heads / 64),
         );
         const y = g.tensor([1, 1, h], 'decode.attention');

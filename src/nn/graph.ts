@@ -10,7 +10,7 @@
 import { WebtronError } from '../errors.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { numel, Tensor } from './tensor.js';
-import { Runner, f32bits } from './runner.js';
+import { Runner } from './runner.js';
 
 interface TapeEntry {
   op: string;
@@ -174,8 +174,8 @@ export class Graph {
       'accumulate',
       'add_to_f16',
       { WG: 256 },
-      [pairs, dst.shift / 2, src.shift, f32bits(1)],
-      { 1: src.binding, 3: dst.binding },
+      { n: pairs, dst_shift: dst.shift / 2, src_shift: src.shift, scale: 1 },
+      { src: src.binding, dst16: dst.binding },
       Math.ceil(pairs / 256),
     );
   }

@@ -5,7 +5,6 @@
  */
 import type { ParamDtype } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
-import { f32bits } from './runner.js';
 import { DTYPE_CODE, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
 
 const WG = 256;
@@ -113,8 +112,8 @@ export function matmulInto(
       C_B1: c.b1 ?? 0,
       FLAGS: flags,
     },
-    [aStart, bStart, C.shift + (c.off ?? 0), bias ? bias.shift : 0, f32bits(options.alpha ?? 1)],
-    { 1: A.binding, 2: B.binding, 3: C.binding, 4: (bias ?? B).binding, 5: aVec ?? g.runner.dummy, 6: bVec ?? g.runner.dummy },
+    { a_off: aStart, b_off: bStart, c_off: C.shift + (c.off ?? 0), bias_off: bias ? bias.shift : 0, alpha: options.alpha ?? 1 },
+    { A: A.binding, B: B.binding, C: C.binding, bias: (bias ?? B).binding, A4: aVec ?? g.runner.dummy, B4: bVec ?? g.runner.dummy },
     [Math.ceil(lanes / wg), Math.ceil(s.m / ROWS), nb0 * nb1],
   );
 }
@@ -135,7 +134,7 @@ function columnSumsInto(g: Graph, dy: Tensor, rows: number, cols: number, out: T
   const D = dy.binding(g.ctx);
   const O = out.binding(g.ctx);
   if (D.shift !== 0) throw new ShapeMismatch('column sums: dy must start its buffer');
-  g.runner.dispatch('colsum', 'main', { WG: 64 }, [rows, cols, O.shift], { 1: D.binding, 2: O.binding }, Math.ceil(cols / 64));
+  g.runner.dispatch('colsum', 'main', { WG: 64 }, { rows, cols, g_off: O.shift }, { dy: D.binding, g: O.binding }, Math.ceil(cols / 64));
 }
 
 /** dst += scale · src (fp32, same element count). */
@@ -147,8 +146,8 @@ export function addInto(g: Graph, dst: Tensor, src: Tensor, scale = 1): void {
     'accumulate',
     'add_f32',
     { WG },
-    [dst.numel, D.shift, S.shift, f32bits(scale)],
-    { 1: S.binding, 2: D.binding },
+    { n: dst.numel, dst_shift: D.shift, src_shift: S.shift, scale },
+    { src: S.binding, dst: D.binding },
     groups(dst.numel),
   );
 }
@@ -238,8 +237,8 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
     'embedding',
     'forward',
     code,
-    [rows, c, t, vocab, E.shift, P.shift + position * c, 0, 0],
-    { 1: I.binding, 2: E.binding, 3: P.binding, 4: y.binding(g.ctx).binding },
+    { rows, c, t, vocab, wte_off: E.shift, wpe_off: P.shift + position * c },
+    { ids: I.binding, table: E.binding, table2: P.binding, y: y.binding(g.ctx).binding },
     groups(rows * c),
   );
   g.record('embedding', [wte, wpe], () => {
@@ -251,8 +250,8 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
         'embedding',
         'backward_tokens',
         code,
-        [rows, c, t, vocab, 0, 0, G.shift, 0],
-        { 1: I.binding, 5: dy, 6: G.binding },
+        { rows, c, t, vocab, dwte_off: G.shift },
+        { ids: I.binding, dy, grad: G.binding },
         groups(c),
       );
     }
@@ -262,8 +261,8 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
         'embedding',
         'backward_positions',
         code,
-        [rows, c, t, vocab, 0, 0, 0, G.shift],
-        { 5: dy, 6: G.binding },
+        { rows, c, t, vocab, dwpe_off: G.shift },
+        { dy, grad: G.binding },
         groups(t * c),
       );
     }
@@ -294,8 +293,8 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
     'layernorm',
     'forward',
     code,
-    [rows, c, wOff, bOff, f32bits(eps), 0, 0, 0],
-    { 1: X, 2: W.binding, 3: y.binding(g.ctx).binding, 4: S },
+    { rows, c, w_off: wOff, b_off: bOff, eps },
+    { x: X, w: W.binding, y: y.binding(g.ctx).binding, stats: S },
     Math.ceil(rows / 64),
   );
   g.record('layernorm', [x, w, b], () => {
@@ -305,8 +304,8 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
         'layernorm',
         'backward_input',
         code,
-        [rows, c, wOff, bOff, f32bits(eps), 0, 0, 0],
-        { 1: X, 2: W.binding, 3: g.gradOf(x).binding(g.ctx).binding, 4: S, 5: dy },
+        { rows, c, w_off: wOff, b_off: bOff, eps },
+        { x: X, w: W.binding, y: g.gradOf(x).binding(g.ctx).binding, stats: S, dy },
         Math.ceil(rows / 64),
       );
     }
@@ -319,8 +318,8 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
           'layernorm',
           'backward_params',
           code,
-          [rows, c, 0, 0, 0, dwOff, dbOff, which],
-          { 1: X, 4: S, 5: dy, 6: G.binding },
+          { rows, c, dw_off: dwOff, db_off: dbOff, which },
+          { x: X, stats: S, dy, grad: G.binding },
           Math.ceil(c / 64),
         );
       if (dw.buffer === db.buffer) {
@@ -342,14 +341,14 @@ export function gelu(g: Graph, x: Tensor): Tensor {
   requireF32(x, 'gelu input');
   const y = g.tensor(x.shape, 'gelu', x.requiresGrad);
   const X = x.binding(g.ctx).binding;
-  g.runner.dispatch('gelu', 'forward', { WG }, [x.numel], { 1: X, 2: y.binding(g.ctx).binding }, groups(x.numel));
+  g.runner.dispatch('gelu', 'forward', { WG }, { n: x.numel }, { x: X, y: y.binding(g.ctx).binding }, groups(x.numel));
   g.record('gelu', [x], () => {
     g.runner.dispatch(
       'gelu',
       'backward',
       { WG },
-      [x.numel],
-      { 1: X, 2: g.gradOf(x).binding(g.ctx).binding, 3: g.gradOf(y).binding(g.ctx).binding },
+      { n: x.numel },
+      { x: X, y: g.gradOf(x).binding(g.ctx).binding, dy: g.gradOf(y).binding(g.ctx).binding },
       groups(x.numel),
     );
   });
@@ -388,15 +387,15 @@ export function dropout(g: Graph, x: Tensor, p: number): Tensor {
   const { first, count } = g.samples;
   if (x.numel % count !== 0) throw new ShapeMismatch(`dropout: ${x.numel} elements do not split into the graph's ${count} samples`);
   const y = g.tensor(x.shape, 'dropout', x.requiresGrad);
-  const uniforms = [x.numel, seed, f32bits(p), f32bits(1 / (1 - p)), x.numel / count, first];
-  g.runner.dispatch('dropout', 'forward', { WG }, uniforms, { 1: x.binding(g.ctx).binding, 2: y.binding(g.ctx).binding }, groups(x.numel));
+  const uniforms = { n: x.numel, seed, p, scale: 1 / (1 - p), per_sample: x.numel / count, sample0: first };
+  g.runner.dispatch('dropout', 'forward', { WG }, uniforms, { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding }, groups(x.numel));
   g.record('dropout', [x], () => {
     g.runner.dispatch(
       'dropout',
       'backward',
       { WG },
       uniforms,
-      { 1: g.gradOf(y).binding(g.ctx).binding, 2: g.gradOf(x).binding(g.ctx).binding },
+      { x: g.gradOf(y).binding(g.ctx).binding, y: g.gradOf(x).binding(g.ctx).binding },
       groups(x.numel),
     );
   });
@@ -429,8 +428,8 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
     'softmax',
     'forward',
     { WG: 64 },
-    [batch * heads * t, t, f32bits(scale), t, 0],
-    { 1: P },
+    { rows: batch * heads * t, t, scale, q: t },
+    { s: P },
     Math.ceil((batch * heads * t) / 64),
   );
   // Recorded first so that it runs last: after the values' (and any dropout's) backward filled dP.
@@ -441,8 +440,8 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
       'softmax',
       'backward',
       { WG: 64 },
-      [batch * heads * t, t, f32bits(scale), t, 0],
-      { 1: ds.binding(g.ctx).binding, 2: P },
+      { rows: batch * heads * t, t, scale, q: t },
+      { s: ds.binding(g.ctx).binding, p: P },
       Math.ceil((batch * heads * t) / 64),
     );
     // dq += dS k ; dk += dSᵀ q
@@ -478,15 +477,15 @@ export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor 
   const L = logits.binding(g.ctx).binding;
   const T = targets.binding(g.ctx).binding;
   const R = lse.binding(g.ctx).binding;
-  g.runner.dispatch('cross-entropy', 'rows', { WG: 64 }, [rows, v], { 1: L, 2: T, 3: R }, Math.ceil(rows / 64));
-  g.runner.dispatch('cross-entropy', 'mean', { WG: 64 }, [rows, v], { 3: R, 4: loss.binding(g.ctx).binding }, [1, 1, 1]);
+  g.runner.dispatch('cross-entropy', 'rows', { WG: 64 }, { rows, v }, { logits: L, targets: T, lse: R }, Math.ceil(rows / 64));
+  g.runner.dispatch('cross-entropy', 'mean', { WG: 64 }, { rows, v }, { lse: R, out: loss.binding(g.ctx).binding }, [1, 1, 1]);
   g.record('cross-entropy', [logits], () => {
     g.runner.dispatch(
       'cross-entropy',
       'backward',
       { WG },
-      [rows, v],
-      { 1: L, 2: T, 3: R, 4: g.gradOf(logits).binding(g.ctx).binding, 5: g.gradOf(loss).binding(g.ctx).binding },
+      { rows, v },
+      { logits: L, targets: T, lse: R, out: g.gradOf(logits).binding(g.ctx).binding, dloss: g.gradOf(loss).binding(g.ctx).binding },
       groups(rows * v),
     );
   });

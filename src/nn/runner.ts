@@ -5,27 +5,18 @@
  */
 import { GpuError } from '../gpu/errors.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
-import type { ShaderConstants } from '../gpu/kernels.js';
+import type { UniformValues } from '../gpu/bindings.js';
+import type { Binding, ShaderConstants } from '../gpu/kernels.js';
 
 const SLOT_BYTES = 256;
 const SLOTS = 2048;
-
-/** A binding by index: a buffer range. */
-export type IndexedBindings = Record<number, { buffer: DeviceBuffer; offset: number; size: number } | DeviceBuffer>;
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-/** The bits of `x` as an f32, for a u32 uniform slot. */
-export function f32bits(x: number): number {
-  f32[0] = x;
-  return u32[0]!;
-}
 
 export class Runner {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private readonly uniforms: DeviceBuffer;
   private readonly staging = new Uint32Array((SLOTS * SLOT_BYTES) / 4);
+  private readonly stagingView = new DataView(this.staging.buffer);
   private slots = 0;
   /** Recording into a caller's encoder (recordInto): flushing is not ours to do. */
   private external = false;
@@ -45,33 +36,25 @@ export class Runner {
 
   /**
    * Record `shader.entry` over `workgroups` (a count laid out as a 1-D/2-D grid, or an explicit
-   * [x, y, z]), with `uniforms` (u32 words; use f32bits for floats) at binding 0 and `bindings`.
+   * [x, y, z]), with its uniform struct's fields by name (fields not named are 0) and its storage
+   * buffers by the names the WGSL gives them: exactly those the entry point uses.
    */
   dispatch(
     shader: string,
     entry: string,
     constants: ShaderConstants,
-    uniforms: number[],
-    bindings: IndexedBindings,
+    uniforms: UniformValues,
+    bindings: Record<string, Binding>,
     workgroups: number | [number, number, number],
   ): void {
+    const pipeline = this.ctx.kernels.pipeline(shader, entry, constants);
+    const size = this.ctx.kernels.uniformBytes(pipeline);
+    if (size > SLOT_BYTES) throw new GpuError(`${shader}.${entry}: a uniform struct of ${size} B does not fit a ${SLOT_BYTES}-byte slot`);
     if (this.slots === SLOTS) this.flush();
     const slot = this.slots++;
-    this.staging.set(uniforms, (slot * SLOT_BYTES) / 4);
-    const pipeline = this.ctx.kernels.pipeline(shader, entry, constants);
-    const entries: GPUBindGroupEntry[] = [
-      {
-        binding: 0,
-        resource: { buffer: this.uniforms.gpu, offset: slot * SLOT_BYTES, size: Math.max(16, Math.ceil((uniforms.length * 4) / 16) * 16) },
-      },
-    ];
-    for (const [index, b] of Object.entries(bindings)) {
-      entries.push({
-        binding: Number(index),
-        resource: 'gpu' in b ? { buffer: b.gpu } : { buffer: b.buffer.gpu, offset: b.offset, size: b.size },
-      });
-    }
-    const group = this.ctx.device.createBindGroup({ label: `${shader}.${entry}`, layout: pipeline.getBindGroupLayout(0), entries });
+    if (size > 0) this.ctx.kernels.packUniforms(pipeline, uniforms, this.stagingView, slot * SLOT_BYTES);
+    const uniform = size > 0 ? { buffer: this.uniforms, offset: slot * SLOT_BYTES, size } : undefined;
+    const group = this.ctx.kernels.bindGroup(pipeline, bindings, uniform);
     const pass = this.beginPass();
     if (typeof workgroups === 'number') {
       this.ctx.kernels.dispatchInPass(pass, pipeline, [group], workgroups);

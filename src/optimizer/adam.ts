@@ -32,13 +32,14 @@ export interface AdamKernelOptions {
   maxBindingBytes?: number;
 }
 
-const UNIFORM_BYTES = 72;
 const OPERANDS = ['param', 'grad', 'expAvg', 'expAvgSq'] as const;
+const SHADER_NAMES = { param: 'param', grad: 'grad', expAvg: 'exp_avg', expAvgSq: 'exp_avg_sq' } as const;
 
 export class AdamKernel {
   readonly windows: Window[];
   private readonly uniforms: DeviceBuffer;
   private readonly slotBytes: number;
+  private readonly uniformBytes: number;
   private readonly vec4Pipeline: GPUComputePipeline;
   private readonly tailPipeline: GPUComputePipeline;
   private readonly vec4Groups: (GPUBindGroup | null)[];
@@ -85,22 +86,30 @@ export class AdamKernel {
       category: 'other',
     });
 
-    const bindingsFor = (w: number, window: Window, elements: number) => [
-      { buffer: this.uniforms, offset: w * this.slotBytes, size: UNIFORM_BYTES },
-      ...OPERANDS.map((name, k) => ({
-        buffer: operands[name].buffer,
-        offset: ((operands[name].offset ?? 0) + window.start) * 4 - this.shifts[k]! * 4,
-        size: (elements + this.shifts[k]!) * 4,
-      })),
-    ];
+    this.uniformBytes = ctx.kernels.uniformBytes(this.vec4Pipeline);
+    // The shader's names of the four operands: param4, grad4, … in adam_vec4; param1, … in adam_tail.
+    const bindGroup = (pipeline: GPUComputePipeline, suffix: string, w: number, window: Window, elements: number) =>
+      ctx.kernels.bindGroup(
+        pipeline,
+        Object.fromEntries(
+          OPERANDS.map((name, k) => [
+            `${SHADER_NAMES[name]}${suffix}`,
+            {
+              buffer: operands[name].buffer,
+              offset: ((operands[name].offset ?? 0) + window.start) * 4 - this.shifts[k]! * 4,
+              size: (elements + this.shifts[k]!) * 4,
+            },
+          ]),
+        ),
+        { buffer: this.uniforms, offset: w * this.slotBytes, size: this.uniformBytes },
+      );
     this.vec4Groups = this.windows.map((window, w) => {
       const whole = window.count - (window.count % 4);
-      return whole === 0 ? null : ctx.kernels.bindGroup(this.vec4Pipeline, bindingsFor(w, window, whole));
+      return whole === 0 ? null : bindGroup(this.vec4Pipeline, '4', w, window, whole);
     });
     const last = this.windows.length - 1;
     const lastWindow = this.windows[last]!;
-    this.tailGroup =
-      lastWindow.count % 4 === 0 ? null : ctx.kernels.bindGroup(this.tailPipeline, bindingsFor(last, lastWindow, lastWindow.count));
+    this.tailGroup = lastWindow.count % 4 === 0 ? null : bindGroup(this.tailPipeline, '1', last, lastWindow, lastWindow.count);
   }
 
   /**
@@ -142,30 +151,35 @@ export class AdamKernel {
   private writeUniforms(hyper: AdamHyperParams, step: number, gradScale: number): void {
     const s = adamStepScalars(hyper, step);
     const data = new ArrayBuffer(this.slotBytes * this.windows.length);
-    this.windows.forEach((window, w) => {
-      const u32 = new Uint32Array(data, w * this.slotBytes, UNIFORM_BYTES / 4);
-      const f32 = new Float32Array(data, w * this.slotBytes, UNIFORM_BYTES / 4);
-      u32[0] = Math.floor(window.count / 4);
-      u32[1] = window.count - (window.count % 4);
-      u32[2] = window.count % 4;
-      u32[3] = hyper.decoupled ? 1 : 0;
-      f32.set(
-        [
-          s.stepSize,
-          s.bc2Sqrt,
-          s.beta1,
-          s.oneMinusBeta1,
-          s.beta2,
-          s.oneMinusBeta2,
-          s.eps,
-          s.l2,
-          s.decayFactor,
-          Math.fround(gradScale) * s.gradSign,
-        ],
-        4,
+    const view = new DataView(data);
+    const [shiftP, shiftG, shiftM, shiftV] = this.shifts;
+    for (const [w, window] of this.windows.entries()) {
+      this.ctx.kernels.packUniforms(
+        this.vec4Pipeline,
+        {
+          n4: Math.floor(window.count / 4),
+          tail_start: window.count - (window.count % 4),
+          tail_count: window.count % 4,
+          decoupled: hyper.decoupled,
+          step_size: s.stepSize,
+          bc2_sqrt: s.bc2Sqrt,
+          beta1: s.beta1,
+          one_minus_beta1: s.oneMinusBeta1,
+          beta2: s.beta2,
+          one_minus_beta2: s.oneMinusBeta2,
+          eps: s.eps,
+          weight_decay: s.l2,
+          decay_factor: s.decayFactor,
+          grad_scale: Math.fround(gradScale) * s.gradSign,
+          shift_p: shiftP!,
+          shift_g: shiftG!,
+          shift_m: shiftM!,
+          shift_v: shiftV!,
+        },
+        view,
+        w * this.slotBytes,
       );
-      u32.set(this.shifts, 14);
-    });
+    }
     this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
   }
 

@@ -81,14 +81,15 @@ export class HalfCast {
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
       category: 'other',
     });
-    const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
-    windows.forEach((w, i) => {
-      data.set([w.count / 2, w.wideShift, w.narrowShift], (i * slot) / 4);
+    const data = new DataView(new ArrayBuffer(Math.max(1, windows.length) * slot));
+    const size = ctx.kernels.uniformBytes(this.toNarrow);
+    for (const [i, w] of windows.entries()) {
+      ctx.kernels.packUniforms(this.toNarrow, { pairs: w.count / 2, shift_wide: w.wideShift, shift_narrow: w.narrowShift }, data, i * slot);
       const bindings = (pipeline: GPUComputePipeline) =>
-        ctx.kernels.bindGroup(pipeline, [{ buffer: this.uniforms, offset: i * slot, size: 12 }, w.wide, w.narrow]);
+        ctx.kernels.bindGroup(pipeline, { wide: w.wide, narrow: w.narrow }, { buffer: this.uniforms, offset: i * slot, size });
       this.dispatches.push({ narrowGroup: bindings(this.toNarrow), wideGroup: bindings(this.toWide), pairs: w.count / 2 });
-    });
-    ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
+    }
+    ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data.buffer);
   }
 
   private run(toNarrow: boolean): void {

@@ -44,20 +44,22 @@ export class SumOfSquares {
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
       category: 'other',
     });
-    const data = new Uint32Array((Math.max(1, windows.length) * slot) / 4);
+    const data = new DataView(new ArrayBuffer(Math.max(1, windows.length) * slot));
     windows.forEach((w, i) => {
-      data[(i * slot) / 4] = w.count;
-      data[(i * slot) / 4 + 1] = w.shift / 4;
+      ctx.kernels.packUniforms(this.pipeline, { n: w.count, shift: w.shift / 4 }, data, i * slot);
       // Partials of workgroups not dispatched stay zero (buffers start zeroed).
       const workgroups = Math.min(WORKGROUPS, Math.ceil(w.count / (WG * MIN_PER_INVOCATION)));
-      const group = ctx.kernels.bindGroup(this.pipeline, [
-        { buffer: this.uniforms, offset: i * slot, size: 8 },
-        { buffer: w.buffer, offset: w.start, size: w.shift + w.count * 4 },
-        { buffer: this.partials, offset: i * WORKGROUPS * 4, size: WORKGROUPS * 4 },
-      ]);
+      const group = ctx.kernels.bindGroup(
+        this.pipeline,
+        {
+          values: { buffer: w.buffer, offset: w.start, size: w.shift + w.count * 4 },
+          partials: { buffer: this.partials, offset: i * WORKGROUPS * 4, size: WORKGROUPS * 4 },
+        },
+        { buffer: this.uniforms, offset: i * slot, size: ctx.kernels.uniformBytes(this.pipeline) },
+      );
       this.groups.push({ group, workgroups });
     });
-    ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
+    ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data.buffer);
   }
 
   /** The sum of squares of every range, in float64. */

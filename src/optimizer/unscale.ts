@@ -35,12 +35,11 @@ export class Unscale {
       this.groups.push({
         pairs: w.count / 2,
         shifts: [w.wideShift, w.narrowShift],
-        group: ctx.kernels.bindGroup(this.pipeline, [
-          { buffer: this.uniforms, offset: i * this.slot, size: 16 },
-          w.narrow,
-          w.wide,
-          this.found,
-        ]),
+        group: ctx.kernels.bindGroup(
+          this.pipeline,
+          { grads: w.narrow, main_grads: w.wide, found_inf: this.found },
+          { buffer: this.uniforms, offset: i * this.slot, size: ctx.kernels.uniformBytes(this.pipeline) },
+        ),
       });
     });
   }
@@ -48,10 +47,16 @@ export class Unscale {
   /** Unscale every range by 1/`scale`; true when any grad is inf or NaN. */
   async run(scale: number): Promise<boolean> {
     const data = new ArrayBuffer(Math.max(1, this.groups.length) * this.slot);
-    this.groups.forEach((g, i) => {
-      new Uint32Array(data, i * this.slot, 4).set([g.pairs, 0, g.shifts[0], g.shifts[1]]);
-      new Float32Array(data, i * this.slot + 4, 1)[0] = 1 / scale;
-    });
+    const view = new DataView(data);
+    for (const [i, g] of this.groups.entries()) {
+      const [shiftMain, shiftGrads] = g.shifts;
+      this.ctx.kernels.packUniforms(
+        this.pipeline,
+        { pairs: g.pairs, inv_scale: 1 / scale, shift_main: shiftMain, shift_grads: shiftGrads },
+        view,
+        i * this.slot,
+      );
+    }
     this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
     const encoder = this.ctx.device.createCommandEncoder({ label: 'unscale' });
     encoder.clearBuffer(this.found.gpu);

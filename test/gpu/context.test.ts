@@ -50,7 +50,11 @@ describe('GpuContext', () => {
     const pipeline = ctx.kernels.pipeline('adam', 'adam_tail');
     const notStorage = ctx.createBuffer({ label: 'not-storage', size: 64, usage: GPUBufferUsage.COPY_DST, category: 'other' });
     const uniform = ctx.createBuffer({ label: 'u', size: 256, usage: GPUBufferUsage.UNIFORM, category: 'other' });
-    const group = ctx.kernels.bindGroup(pipeline, [uniform, notStorage, notStorage, notStorage, notStorage]);
+    const group = ctx.kernels.bindGroup(
+      pipeline,
+      { param1: notStorage, grad1: notStorage, exp_avg1: notStorage, exp_avg_sq1: notStorage },
+      uniform,
+    );
     ctx.kernels.dispatch(pipeline, [group], 1);
     const error = await ctx.sync().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(GpuDeviceError);
@@ -65,7 +69,7 @@ describe('GpuContext', () => {
   it('a readback after a failed dispatch throws instead of returning zeros', async () => {
     const good = float32Buffer(ctx, 'good', new Float32Array([42]));
     const pipeline = ctx.kernels.pipeline('adam', 'adam_tail');
-    const group = ctx.kernels.bindGroup(pipeline, [good, good, good, good, good]); // uniform usage missing
+    const group = ctx.kernels.bindGroup(pipeline, { param1: good, grad1: good, exp_avg1: good, exp_avg_sq1: good }, good); // uniform usage missing
     ctx.kernels.dispatch(pipeline, [group], 1);
     await expect(ctx.transfers.readFloat32(good)).rejects.toBeInstanceOf(GpuDeviceError);
     good.destroy();
