@@ -1,30 +1,55 @@
-/** webtron's public API. */
-export { GpuContext, gpuContext, DeviceBuffer, type GpuOptions } from './gpu/context.js';
-export { findAdapter, listAdapters, type AdapterOptions } from './gpu/adapter.js';
+/// <reference types="@webgpu/types" />
+/**
+ * webtron's public API: what a program needs to train its own model with data parallelism and the
+ * distributed optimizer. docs/api.md lists and explains every name; the lower layers have their own
+ * entry points (`webtron/gpu`, `webtron/collectives`, `webtron/checkpoint`).
+ */
+
+// Errors
+export { WebtronError, ConfigError } from './errors.js';
 export { GpuError, GpuDeviceError, NoAdapterError } from './gpu/errors.js';
-export { MEMORY_CATEGORIES, formatBytes, type MemoryCategory, type MemoryReport } from './gpu/memory.js';
-export { AdamKernel, type AdamOperands } from './optimizer/adam.js';
-export { ADAM_DEFAULTS, ADAMW_DEFAULTS, adamReferenceStep, type AdamHyperParams } from './optimizer/adam-math.js';
-export { initProcessGroup, resolveInfo, type InitOptions, type Distributed } from './collectives/init.js';
-export { ProcessGroup, type CollectiveData } from './collectives/process-group.js';
-export { StoreClient, StoreServer } from './collectives/store.js';
-export { hostFloat32 } from './collectives/simd.js';
 export { CollectiveError, CollectiveOpError, JoinError, StoreError, TransportError } from './collectives/errors.js';
+export { LayoutError } from './ddp/layout.js';
+export { DdpError } from './ddp/ddp.js';
+export { GraphError } from './nn/graph.js';
+export { ShapeMismatch } from './nn/tensor.js';
+export { ShapeError } from './nn/gpt-spec.js';
+export { CheckpointError } from './checkpoint/errors.js';
+export { TrainingError } from './train/trainer.js';
+
+// GPU
+export { GpuContext, DeviceBuffer, type GpuOptions } from './gpu/context.js';
+export { listAdapters, type AdapterOptions } from './gpu/adapter.js';
+export { formatBytes, type MemoryCategory, type MemoryReport } from './gpu/memory.js';
+
+// Processes and collectives
+export { initProcessGroup, type InitOptions, type Distributed } from './collectives/init.js';
+export type { Collectives } from './collectives/process-group.js';
 export { launch, type LaunchOptions } from './train/launcher.js';
+
+// Models and autograd
 export { Tensor, type Dtype } from './nn/tensor.js';
-export { Graph, GraphError, type BackwardOptions } from './nn/graph.js';
-export { LocalParams, paramTensors } from './nn/params.js';
-export { Gpt, type GptConfig } from './nn/gpt.js';
-export { Mlp } from './nn/mlp.js';
-export { gptParams, gptParamCount, type GptShape } from './nn/gpt-spec.js';
-export { initParams } from './nn/init.js';
+export { Graph, type BackwardOptions } from './nn/graph.js';
 export * as ops from './nn/ops.js';
+export { LocalParams, paramTensors } from './nn/params.js';
+export { initParams } from './nn/init.js';
+export { Mlp } from './nn/mlp.js';
+export { Gpt, type GptConfig } from './nn/gpt.js';
+export { gptParamCount, type GptShape } from './nn/gpt-spec.js';
+
+// Data parallelism and optimizers
 export { computeLayout, type ModelLayout, type ParamSpec, type ParamDtype, type GradDtype } from './ddp/layout.js';
-export { DistributedDataParallel, DdpError, type DdpOptions } from './ddp/ddp.js';
+export { DistributedDataParallel, type DdpOptions } from './ddp/ddp.js';
 export {
   createOptimizer,
   DistributedOptimizer,
   NonDistributedOptimizer,
   type Optimizer,
   type OptimizerConfig,
+  type StepResult,
 } from './optimizer/optimizer.js';
+export { ADAM_DEFAULTS, ADAMW_DEFAULTS, type AdamHyperParams } from './optimizer/adam-math.js';
+
+// Training
+export { runTraining, type TrainOptions, type TrainSummary } from './train/trainer.js';
+export { saveCheckpoint, loadCheckpoint } from './checkpoint/checkpoint.js';
