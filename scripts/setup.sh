@@ -21,7 +21,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$lock_hash" ]]; then
 fi
 
 # --- 2. build ------------------------------------------------------------------------------------
-if [[ ! -f dist/.build-stamp ]] || [[ -n $(find src bench test scripts tsconfig.json package.json -newer dist/.build-stamp \( -name '*.ts' -o -name '*.json' \) -print -quit) ]]; then
+if [[ ! -f dist/.build-stamp ]] || [[ -n $(find src bench test scripts examples tsconfig.json package.json -newer dist/.build-stamp \( -name '*.ts' -o -name '*.json' \) -print -quit) ]]; then
   say "building TypeScript"
   npx tsc -p tsconfig.json
   touch dist/.build-stamp
