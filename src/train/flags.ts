@@ -1,7 +1,9 @@
 /**
  * Command-line flags, pure: a spec per command, `--name value`, `--name=value` and boolean
- * `--name`; every mistake is a one-line `FlagError` that names the flag and what to do.
+ * `--name`, tokenized by Node's util.parseArgs; values are converted and checked here, and every
+ * mistake is a one-line `FlagError` that names the flag and what to do.
  */
+import { parseArgs } from 'node:util';
 import { WebtronError } from '../errors.js';
 
 export class FlagError extends WebtronError {
@@ -47,44 +49,74 @@ function convert(name: string, spec: FlagSpec, raw: string): string | number | b
   }
 }
 
-/** Parse `argv` against `specs`; returns the values and the positional arguments. */
+/**
+ * A negative number after a flag that takes a value is that value (`--lr -1`, as argparse reads
+ * it): written `--lr=-1` for util.parseArgs, which otherwise calls it ambiguous.
+ */
+function joinNegativeValues(argv: string[], specs: Record<string, FlagSpec>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return out.concat(argv.slice(i));
+    const spec = arg.startsWith('--') && !arg.includes('=') ? specs[arg.slice(2)] : undefined;
+    const next = argv[i + 1];
+    if (spec && spec.kind !== 'boolean' && next !== undefined && /^-(\d|\.\d|Infinity|NaN)/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i += 1;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
+/** util.parseArgs' errors in webtron's words: the flag, what was wrong, what to do. */
+function flagErrorOf(error: unknown, specs: Record<string, FlagSpec>): FlagError {
+  const { code, message } = error as { code?: string; message: string };
+  const flag = /'(--?[\w-]+)/.exec(message)?.[1] ?? '?';
+  const name = flag.replace(/^--?/, '');
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const known = Object.keys(specs)
+      .map((k) => `--${k}`)
+      .join(', ');
+    return new FlagError(`unknown flag ${flag}; known flags: ${known || 'none'}`);
+  }
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    if (message.includes('does not take an argument')) return new FlagError(`${flag} is a switch: give it without a value`);
+    const help = specs[name]?.help;
+    return new FlagError(`${flag} needs a value${help ? ` (${help})` : ''}; a value starting with '-' is written ${flag}=VALUE`);
+  }
+  return new FlagError(message.split('\n')[0]!);
+}
+
+function tokenize(argv: string[], specs: Record<string, FlagSpec>) {
+  try {
+    return parseArgs({
+      args: joinNegativeValues(argv, specs),
+      options: Object.fromEntries(
+        Object.entries(specs).map(([name, s]) => [name, { type: s.kind === 'boolean' ? ('boolean' as const) : ('string' as const) }]),
+      ),
+      strict: true,
+      allowPositionals: true,
+      tokens: true,
+    });
+  } catch (error) {
+    throw flagErrorOf(error, specs);
+  }
+}
+
+/** Parse `argv` against `specs` (util.parseArgs, then each value converted and checked); returns the values and the positional arguments. */
 export function parseFlags(
   argv: string[],
   specs: Record<string, FlagSpec>,
   env: Record<string, string | undefined> = process.env,
 ): { values: FlagValues; positional: string[] } {
+  const parsed = tokenize(argv, specs);
   const values: FlagValues = {};
-  const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') {
-      positional.push(...argv.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith('--')) {
-      positional.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const name = arg.slice(2, eq < 0 ? undefined : eq);
-    const spec = specs[name];
-    if (!spec) {
-      const known = Object.keys(specs)
-        .map((k) => `--${k}`)
-        .join(', ');
-      throw new FlagError(`unknown flag --${name}; known flags: ${known || 'none'}`);
-    }
-    let raw: string;
-    if (eq >= 0) raw = arg.slice(eq + 1);
-    else if (spec.kind === 'boolean') raw = 'true';
-    else {
-      const next = argv[i + 1];
-      if (next === undefined || next.startsWith('--')) throw new FlagError(`--${name} needs a value (${spec.help})`);
-      raw = next;
-      i += 1;
-    }
-    values[name] = convert(name, spec, raw);
+  for (const t of parsed.tokens) {
+    if (t.kind === 'option') values[t.name] = t.value === undefined ? true : convert(t.name, specs[t.name]!, t.value);
   }
+  const positional = parsed.positionals;
   for (const [name, spec] of Object.entries(specs)) {
     if (values[name] !== undefined) continue;
     const fromEnv = spec.env ? env[spec.env] : undefined;

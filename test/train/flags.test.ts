@@ -23,7 +23,9 @@ describe('parseFlags', () => {
     expect(() => parseFlags(['--stepz', '1'], specs, {})).toThrow(/^unknown flag --stepz; known flags: --backend/);
     expect(() => parseFlags(['--steps', 'ten'], specs, {})).toThrow(new FlagError("--steps: expected an integer, got 'ten'"));
     expect(() => parseFlags(['--lr'], specs, {})).toThrow(/--lr needs a value/);
-    expect(() => parseFlags(['--json=maybe'], specs, {})).toThrow(/--json: expected true or false/);
+    expect(() => parseFlags(['--json=maybe'], specs, {})).toThrow(/^--json is a switch: give it without a value$/);
+    expect(parseFlags(['--lr', '-1e-3', '--', '--json'], specs, {})).toMatchObject({ values: { lr: -1e-3 }, positional: ['--json'] });
+    expect(() => parseFlags(['--lr', '--json'], specs, {})).toThrow(/^--lr needs a value/);
     expect(() => parseFlags([], { n: { kind: 'int', env: 'N', help: '' } }, { N: '1.5' })).toThrow(/^N \(for --n\): expected an integer/);
   });
 });
