@@ -284,6 +284,7 @@ export function writePlot(path: string, rows: MemoryRow[]): void {
       xLabel: 'data-parallel size, optimizer (plain = non-distributed)',
       yLabel: 'bytes per rank',
       yFormat: (y) => formatBytes(Math.round(y)),
+      yBinary: true,
     },
   );
   writeFileAtomic(path, svg);

@@ -1,4 +1,4 @@
-/** Small SVG charts: a line chart for benchmarks, stacked bars for `webtron memory --plot`, curves (a loss against iteration) with round ticks from d3-scale. */
+/** Small SVG charts: a line chart for benchmarks, stacked bars for `webtron memory --plot`, curves (a loss against iteration); every value axis has round ticks from d3-scale. */
 import { scaleLinear } from 'd3-scale';
 
 export interface Series {
@@ -13,6 +13,8 @@ export interface ChartOptions {
   yLabel: string;
   /** Format a y value for tick labels. */
   yFormat?: (y: number) => string;
+  /** Bytes: ticks at round multiples of the binary unit the values need (KiB, MiB, GiB, …). */
+  yBinary?: boolean;
 }
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -24,8 +26,26 @@ const W = 640,
   T = 50,
   B = 60;
 
-/** Title, axes, y grid with labels, axis labels; `py` maps a y value to pixels. */
-function frame(o: ChartOptions, y1: number, xTicks: { x: number; label: string }[]): { out: string[]; py: (y: number) => number } {
+/**
+ * Round y ticks from 0 to at least `yMax` (d3-scale's nice() and ticks()); for bytes, round in the
+ * binary unit the largest value needs.
+ */
+export function yTicks(yMax: number, binary = false, count = 5): { top: number; ticks: number[]; label: (y: number) => string | null } {
+  const max = yMax > 0 && Number.isFinite(yMax) ? yMax : 1;
+  const power = binary ? Math.min(BINARY_UNITS.length - 1, Math.max(0, Math.floor(Math.log(max) / Math.log(1024)))) : 0;
+  const unit = 1024 ** power;
+  const scale = scaleLinear()
+    .domain([0, max / unit])
+    .nice(count);
+  const label = (y: number) => (binary ? `${Number((y / unit).toPrecision(6))} ${BINARY_UNITS[power]}` : null);
+  return { top: scale.domain()[1]! * unit, ticks: scale.ticks(count).map((t) => t * unit), label };
+}
+
+const BINARY_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** Title, axes, y grid with round ticks up to at least `yMax`, axis labels; `py` maps a y value to pixels. */
+function frame(o: ChartOptions, yMax: number, xTicks: { x: number; label: string }[]): { out: string[]; py: (y: number) => number } {
+  const { top: y1, ticks, label } = yTicks(yMax, o.yBinary);
   const py = (y: number) => H - B - (y / y1) * (H - T - B);
   const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
   const out: string[] = [
@@ -35,11 +55,10 @@ function frame(o: ChartOptions, y1: number, xTicks: { x: number; label: string }
     `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
     `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`,
   ];
-  for (let i = 0; i <= 5; i++) {
-    const y = (y1 / 5) * i;
+  for (const y of ticks) {
     out.push(
       `<line x1="${L - 4}" y1="${py(y)}" x2="${W - R}" y2="${py(y)}" stroke="#ddd"/>`,
-      `<text x="${L - 8}" y="${py(y) + 4}" text-anchor="end">${esc(fmt(y))}</text>`,
+      `<text x="${L - 8}" y="${py(y) + 4}" text-anchor="end">${esc(label(y) ?? fmt(y))}</text>`,
     );
   }
   for (const t of xTicks) {
@@ -65,7 +84,7 @@ export function lineChartSvg(series: Series[], o: ChartOptions): string {
   const xs = series.flatMap((s) => s.points.map((p) => p.x));
   const ys = series.flatMap((s) => s.points.map((p) => p.y));
   const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
-  const y1 = Math.max(...ys) * 1.1;
+  const y1 = Math.max(...ys);
   const px = (x: number) => L + ((x - x0) / Math.max(1e-9, x1 - x0)) * (W - L - R);
   const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
   const { out, py } = frame(
@@ -95,7 +114,7 @@ export interface StackedBar {
 /** Bars of stacked segments (bottom first), e.g. bytes per rank by category for each configuration. */
 export function stackedBarSvg(bars: StackedBar[], segments: { name: string; color: string }[], o: ChartOptions): string {
   const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
-  const y1 = Math.max(...bars.map((b) => b.values.reduce((a, v) => a + v, 0))) * 1.1 || 1;
+  const y1 = Math.max(...bars.map((b) => b.values.reduce((a, v) => a + v, 0)));
   const slot = (W - L - R) / bars.length;
   const barWidth = Math.min(48, slot * 0.7);
   const cx = (i: number) => L + slot * (i + 0.5);
@@ -123,7 +142,7 @@ export function stackedBarSvg(bars: StackedBar[], segments: { name: string; colo
 /** Bars side by side per group (one per series, in the order of `series`), e.g. GFLOP/s per shape per implementation. */
 export function groupedBarSvg(groups: StackedBar[], series: { name: string; color: string }[], o: ChartOptions): string {
   const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
-  const y1 = Math.max(...groups.flatMap((g) => g.values)) * 1.1 || 1;
+  const y1 = Math.max(...groups.flatMap((g) => g.values));
   const slot = (W - L - R) / groups.length;
   const barWidth = Math.min(24, (slot * 0.8) / series.length);
   const cx = (i: number) => L + slot * (i + 0.5);
