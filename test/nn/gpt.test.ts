@@ -7,10 +7,11 @@ import { Mlp } from '../../src/nn/mlp.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { normals } from '../../src/nn/init.js';
 import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
+import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
 
-const SEED = (Math.random() * 2 ** 31) | 0;
-const msg = (what: string) => `${what} (seed ${SEED})`;
+const SEED = seeded('nn/gpt.test.ts').seed;
+const msg = (what: string) => `${what} (seed ${SEED}: replay with WEBTRON_TEST_SEED=${SEED})`;
 
 let ctx: GpuContext;
 beforeAll(async () => {

@@ -17,14 +17,15 @@ import {
 } from '../../src/nn/ops.js';
 import { floatToBf16, bf16ToFloat, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { hashedUniform } from '../helpers/hash.js';
+import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
 
 const TOL = 1e-5;
 // Fresh inputs on every run; the seed is in every failure message.
-const SEED = (Math.random() * 2 ** 31) | 0;
+const SEED = seeded('nn/ops.test.ts').seed;
 let stream = 0;
 const rand = (n: number, scale = 1) => hashedUniform(SEED, ++stream, n, scale);
-const msg = (what: string) => `${what} (seed ${SEED})`;
+const msg = (what: string) => `${what} (seed ${SEED}: replay with WEBTRON_TEST_SEED=${SEED})`;
 
 let ctx: GpuContext;
 beforeAll(async () => {
