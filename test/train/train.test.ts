@@ -79,6 +79,18 @@ const children = (pid: number) => {
     .filter((n) => n > 0);
 };
 
+/** The worker processes below `pid` (bin/webtron.js runs the CLI in a child, which starts them): those with RANK set. */
+const workersOf = (pid: number): number[] =>
+  children(pid).flatMap((c) => {
+    let environ = '';
+    try {
+      environ = readFileSync(`/proc/${c}/environ`, 'utf8');
+    } catch {
+      return []; // already gone
+    }
+    return environ.split('\0').some((v) => v.startsWith('RANK=')) ? [c] : workersOf(c);
+  });
+
 describe('webtron train', () => {
   it('d = 1 without and d = 2 with the distributed optimizer give the same losses for 20 iterations, with grad accumulation, dropout and overlap too', async () => {
     const base = dir();
@@ -199,7 +211,7 @@ describe('webtron train', () => {
     launcher.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
     await new Promise<void>((resolve) => launcher.stdout.on('data', (c: Buffer) => / iteration {8}2\//.test(c.toString()) && resolve()));
-    const workers = children(launcher.pid!);
+    const workers = workersOf(launcher.pid!);
     expect(workers).toHaveLength(2);
     const killedAt = Date.now();
     // RANK of each worker from its environment: kill rank 1.
@@ -241,7 +253,7 @@ describe('webtron train', () => {
     );
     const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
     await new Promise<void>((resolve) => launcher.stdout.on('data', (c: Buffer) => / iteration {7}10\//.test(c.toString()) && resolve()));
-    const workers = children(launcher.pid!);
+    const workers = workersOf(launcher.pid!);
     process.kill(-launcher.pid!, 'SIGINT');
     expect(await exit).toBe(130);
     await new Promise((r) => setTimeout(r, 500));
