@@ -28,7 +28,8 @@ if [[ ! -f dist/.build-stamp ]] || [[ -n $(find src bench test scripts examples 
 fi
 
 # --- 3. a WebGPU adapter ---------------------------------------------------------------------------
-probe() { node dist/scripts/probe-adapter.js >&2; }
+# Dawn's two start-up notices about limits it lowers are not news (bin/webtron.js drops them too).
+probe() { node dist/scripts/probe-adapter.js 2>&1 | { grep -Ev '^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout artificially reduced' || true; } >&2; }
 
 if probe; then exit 0; fi
 
