@@ -21,8 +21,8 @@ afterAll(() => ctx?.destroy());
 
 function batchOf(config: GptConfig, batch: number, seed: number) {
   const n = batch * config.seqLength;
-  const ids = Uint32Array.from({ length: n }, (_, i) => ((Math.imul(i + 1, 2654435761) ^ seed) % config.vocabSize) >>> 0);
-  const targets = Uint32Array.from({ length: n }, (_, i) => ((Math.imul(i + 7, 40503) ^ seed) % config.vocabSize) >>> 0);
+  const ids = Uint32Array.from({ length: n }, (_, i) => ((Math.imul(i + 1, 2654435761) ^ seed) >>> 0) % config.vocabSize);
+  const targets = Uint32Array.from({ length: n }, (_, i) => ((Math.imul(i + 7, 40503) ^ seed) >>> 0) % config.vocabSize);
   return { ids, targets };
 }
 
