@@ -1,7 +1,7 @@
 /** `webtron <command>`: the command-line entry point. */
 import { listAdapters } from './gpu/adapter.js';
 import { GpuContext, OPTIONAL_FEATURES } from './gpu/context.js';
-import { ConfigError, WebtronError } from './errors.js';
+import { WebtronError } from './errors.js';
 import { flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagValues } from './train/flags.js';
 import { launch } from './train/launcher.js';
 import type { MemoryRow } from './memory/calculator.js';
@@ -190,13 +190,16 @@ function usage(): string {
 }
 
 /** Library option names that are spelled differently as flags. */
-const FLAG_OF_OPTION: Record<string, string> = { beta1: 'adam-beta1', beta2: 'adam-beta2', eps: 'adam-eps' };
+const FLAG_OF_OPTION: Record<string, string> = { beta1: 'adam-beta1', beta2: 'adam-beta2', eps: 'adam-eps', bucketSize: 'ddp-bucket-size' };
 
-/** The one line for a webtron error: a ConfigError names the command's flag where the library's API names its option. */
+/** The one line for a webtron error: where the library's API names an option, the command's flag for it. */
 export function oneLine(e: WebtronError, flags: Record<string, FlagSpec>): string {
-  if (!(e instanceof ConfigError) || !e.option) return e.message;
-  const flag = FLAG_OF_OPTION[e.option] ?? e.option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-  return flag in flags ? e.message.replace(new RegExp(`\\b${e.option}\\b`), `--${flag}`) : e.message;
+  let message = e.message;
+  for (const option of e.options) {
+    const flag = FLAG_OF_OPTION[option] ?? option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    if (flag in flags) message = message.replace(new RegExp(`\\b${option}\\b`), `--${flag}`); // its first mention
+  }
+  return message;
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -14,6 +14,17 @@ export class WebtronError extends Error {
   readonly code: string = 'ERR_WEBTRON';
   /** What `webtron` exits with: 2 when what it was given is wrong, 1 when a run failed. */
   readonly exitCode: 1 | 2 = 2;
+
+  constructor(
+    message: string,
+    /**
+     * The API options the message names, spelled as the API spells them (`clipGrad`,
+     * `hiddenSize`); a command line says its flag for each instead.
+     */
+    readonly options: readonly string[] = [],
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -28,6 +39,6 @@ export class ConfigError extends WebtronError {
     /** The option at fault, as the API spells it, when there is one. */
     readonly option?: string,
   ) {
-    super(message);
+    super(message, option ? [option] : []);
   }
 }

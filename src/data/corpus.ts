@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { FlagError } from '../train/flags.js';
+import { ConfigError } from '../errors.js';
 
 export interface Corpus {
   name: string;
@@ -24,21 +24,22 @@ export function textFile(path: string): Corpus {
   try {
     bytes = readFileSync(path);
   } catch (error) {
-    throw new FlagError(
-      `--data-path: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; give a UTF-8 text file`,
+    throw new ConfigError(
+      `dataPath: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; give a UTF-8 text file`,
+      'dataPath',
     );
   }
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new FlagError(`--data-path: ${path} is not UTF-8 text; give a UTF-8 text file`);
+    throw new ConfigError(`dataPath: ${path} is not UTF-8 text; give a UTF-8 text file`, 'dataPath');
   }
   const documents = text
     .split(/\r?\n[ \t]*\r?\n/)
     .map((d) => d.trim())
     .filter((d) => d.length > 0);
-  if (documents.length === 0) throw new FlagError(`--data-path: ${path} holds no text`);
+  if (documents.length === 0) throw new ConfigError(`dataPath: ${path} holds no text`, 'dataPath');
   return { name: path, documents };
 }
 

@@ -120,7 +120,7 @@ function check(params: ParamSpec[], o: LayoutOptions): void {
     throw new LayoutError(`data-parallel size must be a positive integer, got ${o.dataParallelSize}`);
   }
   if (o.bucketSize !== undefined && (!Number.isInteger(o.bucketSize) || o.bucketSize < 1)) {
-    throw new LayoutError(`--ddp-bucket-size must be a positive integer, got ${o.bucketSize}`);
+    throw new LayoutError(`bucketSize must be a positive integer, got ${o.bucketSize}`, ['bucketSize']);
   }
   const seen = new Set<string>();
   for (const p of params) {

@@ -61,7 +61,8 @@ function resolveOptions(options: AdapterOptions): Required<Omit<AdapterOptions, 
   const backend = options.backend ?? (process.env.WEBTRON_BACKEND || undefined);
   if (backend !== undefined && !KNOWN_BACKENDS.includes(backend)) {
     throw new NoAdapterError(
-      `unknown backend '${backend}' (from ${options.backend ? '--backend' : 'WEBTRON_BACKEND'}); use one of ${KNOWN_BACKENDS.join(', ')}`,
+      `${options.backend ? 'backend' : 'WEBTRON_BACKEND'} '${backend}' is not a backend Dawn knows; use one of ${KNOWN_BACKENDS.join(', ')}`,
+      options.backend ? ['backend'] : [],
     );
   }
   return {

@@ -24,23 +24,20 @@ export class ShapeError extends WebtronError {
 }
 
 export function checkGptShape(s: GptShape): void {
-  const flags: [keyof GptShape, string][] = [
-    ['numLayers', '--num-layers'],
-    ['hiddenSize', '--hidden-size'],
-    ['numAttentionHeads', '--num-attention-heads'],
-    ['seqLength', '--seq-length'],
-    ['vocabSize', '--vocab-size'],
-  ];
-  for (const [key, flag] of flags) {
+  for (const key of ['numLayers', 'hiddenSize', 'numAttentionHeads', 'seqLength', 'vocabSize'] as const) {
     const v = s[key];
-    if (!Number.isInteger(v) || (v as number) < 1) throw new ShapeError(`${flag} must be a positive integer, got ${String(v)}`);
+    if (!Number.isInteger(v) || v < 1) throw new ShapeError(`${key} must be a positive integer, got ${String(v)}`, [key]);
   }
   if (s.maxPositionEmbeddings !== undefined && (!Number.isInteger(s.maxPositionEmbeddings) || s.maxPositionEmbeddings < s.seqLength)) {
-    throw new ShapeError(`--max-position-embeddings ${s.maxPositionEmbeddings} must be an integer of at least --seq-length ${s.seqLength}`);
+    throw new ShapeError(`maxPositionEmbeddings ${s.maxPositionEmbeddings} must be an integer of at least seqLength ${s.seqLength}`, [
+      'maxPositionEmbeddings',
+      'seqLength',
+    ]);
   }
   if (s.hiddenSize % s.numAttentionHeads !== 0) {
     throw new ShapeError(
-      `--hidden-size ${s.hiddenSize} is not divisible by --num-attention-heads ${s.numAttentionHeads}; pick sizes where it is`,
+      `hiddenSize ${s.hiddenSize} is not divisible by numAttentionHeads ${s.numAttentionHeads}; pick sizes where it is`,
+      ['hiddenSize', 'numAttentionHeads'],
     );
   }
 }

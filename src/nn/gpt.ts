@@ -107,7 +107,7 @@ export class Gpt {
     const t = ids.shape[1]!;
     if (ids.shape.length !== 2) throw new ShapeMismatch(`GPT input must be ids [batch, time], got [${ids.shape.join(', ')}]`);
     if (t > this.config.seqLength)
-      throw new ShapeMismatch(`sequence of ${t} tokens is longer than the model's --seq-length ${this.config.seqLength}`);
+      throw new ShapeMismatch(`sequence of ${t} tokens is longer than the model's seqLength ${this.config.seqLength}`, ['seqLength']);
     return dropout(g, embedding(g, ids, this.p('wte.weight'), this.p('wpe.weight')), this.config.hiddenDropout ?? 0);
   }
 

@@ -5,13 +5,13 @@
  * worker fails, the launcher stops the others and exits with that worker's code; when the launcher
  * dies, its workers stop too (src/train/lifeline.ts).
  */
+import { ConfigError } from '../errors.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { StoreServer } from '../collectives/store.js';
-import { FlagError } from './flags.js';
 
 export interface LaunchOptions {
   nprocPerNode: number;
@@ -47,20 +47,20 @@ export function workerEnvironments(o: LaunchOptions, token: string): Record<stri
 }
 
 export function checkLaunchOptions(o: LaunchOptions): void {
-  const positive = (name: string, v: number) => {
-    if (!Number.isInteger(v) || v < 1) throw new FlagError(`--${name} must be a positive integer, got ${v}`);
+  const positive = (name: 'nprocPerNode' | 'nnodes', v: number) => {
+    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${name} must be a positive integer, got ${v}`, name);
   };
-  positive('nproc-per-node', o.nprocPerNode);
+  positive('nprocPerNode', o.nprocPerNode);
   positive('nnodes', o.nnodes);
   if (!Number.isInteger(o.nodeRank) || o.nodeRank < 0 || o.nodeRank >= o.nnodes) {
-    throw new FlagError(`--node-rank must be in 0..${o.nnodes - 1}, got ${o.nodeRank}`);
+    throw new ConfigError(`nodeRank must be in 0..${o.nnodes - 1}, got ${o.nodeRank}`, 'nodeRank');
   }
   if (!Number.isInteger(o.masterPort) || o.masterPort < 1 || o.masterPort > 65535)
-    throw new FlagError(`--master-port must be a TCP port, got ${o.masterPort}`);
+    throw new ConfigError(`masterPort must be a TCP port, got ${o.masterPort}`, 'masterPort');
   if (o.command.length === 0)
-    throw new FlagError('no program to launch: put it after `--`, e.g. webtron launch --nproc-per-node 2 -- train.js');
+    throw new ConfigError('no program to launch: put it after `--`, e.g. webtron launch --nproc-per-node 2 -- train.js');
   if (o.nnodes > 1 && !o.token) {
-    throw new FlagError(
+    throw new ConfigError(
       'a multi-node job needs the same WEBTRON_JOB_TOKEN on every node; create one (e.g. `openssl rand -hex 32`) and export it on each node',
     );
   }

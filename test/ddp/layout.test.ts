@@ -93,7 +93,7 @@ describe('layout (Megatron rules)', () => {
       'data-parallel size must be a positive integer, got 0',
     );
     expect(() => computeLayout(model, { dataParallelSize: 2, distributedOptimizer: true, bucketSize: -5 })).toThrow(
-      '--ddp-bucket-size must be a positive integer, got -5',
+      'bucketSize must be a positive integer, got -5',
     );
   });
 });

@@ -24,9 +24,9 @@ describe('GPT parameter list', () => {
   });
 
   it('bad shapes are one-line errors naming the flag', () => {
-    expect(() => gptParams({ ...gpt2Small, numLayers: -1 })).toThrow('--num-layers must be a positive integer, got -1');
+    expect(() => gptParams({ ...gpt2Small, numLayers: -1 })).toThrow('numLayers must be a positive integer, got -1');
     expect(() => gptParams({ ...gpt2Small, numAttentionHeads: 7 })).toThrow(
-      '--hidden-size 768 is not divisible by --num-attention-heads 7; pick sizes where it is',
+      'hiddenSize 768 is not divisible by numAttentionHeads 7; pick sizes where it is',
     );
   });
 });

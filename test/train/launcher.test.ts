@@ -91,9 +91,9 @@ describe('webtron launch', () => {
     expect(() => checkLaunchOptions({ ...base, token: undefined })).toThrow(
       /multi-node job needs the same WEBTRON_JOB_TOKEN on every node/,
     );
-    expect(() => checkLaunchOptions({ ...base, nodeRank: 2 })).toThrow('--node-rank must be in 0..1, got 2');
+    expect(() => checkLaunchOptions({ ...base, nodeRank: 2 })).toThrow('nodeRank must be in 0..1, got 2');
     expect(() => checkLaunchOptions({ ...base, command: [] })).toThrow(/no program to launch: put it after `--`/);
-    expect(() => checkLaunchOptions({ ...base, nprocPerNode: 0 })).toThrow('--nproc-per-node must be a positive integer, got 0');
+    expect(() => checkLaunchOptions({ ...base, nprocPerNode: 0 })).toThrow('nprocPerNode must be a positive integer, got 0');
   });
 
   it('runs a 3-worker job with a generated token and serves the store itself', async () => {
