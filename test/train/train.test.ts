@@ -91,6 +91,18 @@ const workersOf = (pid: number): number[] =>
     return environ.split('\0').some((v) => v.startsWith('RANK=')) ? [c] : workersOf(c);
   });
 
+/** `webtron train` on two workers with the distributed optimizer, too many iterations to finish: for stopping it. */
+async function endlessJob(extra: string[], detached = false) {
+  const port = await freePort();
+  const args = ['train', '--master-port', String(port), ...TINY, '--nproc-per-node', '2', '--use-distributed-optimizer'];
+  const launcher = spawn('node', [BIN, ...args, '--train-iters', '100000', '--global-batch-size', '4', ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached,
+  });
+  const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
+  return { launcher, exit };
+}
+
 describe('webtron train', () => {
   it('d = 1 without and d = 2 with the distributed optimizer give the same losses for 20 iterations, with grad accumulation, dropout and overlap too', async () => {
     const base = dir();
@@ -186,30 +198,9 @@ describe('webtron train', () => {
   });
 
   it('a killed worker stops the job within seconds, named by the launcher', async () => {
-    const port = await freePort();
-    const launcher = spawn(
-      'node',
-      [
-        BIN,
-        'train',
-        '--master-port',
-        String(port),
-        ...TINY,
-        '--nproc-per-node',
-        '2',
-        '--use-distributed-optimizer',
-        '--train-iters',
-        '100000',
-        '--global-batch-size',
-        '4',
-        '--run-dir',
-        join(dir(), 'run'),
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const { launcher, exit } = await endlessJob(['--run-dir', join(dir(), 'run')]);
     let stderr = '';
     launcher.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
     await new Promise<void>((resolve) => launcher.stdout.on('data', (c: Buffer) => / iteration {8}2\//.test(c.toString()) && resolve()));
     const workers = workersOf(launcher.pid!);
     expect(workers).toHaveLength(2);
@@ -225,33 +216,11 @@ describe('webtron train', () => {
 
   it('Ctrl-C stops every worker and leaves only complete checkpoints', async () => {
     const base = dir();
-    const port = await freePort();
     // Its own process group, as a shell gives a foreground job: Ctrl-C signals the whole group.
-    const launcher = spawn(
-      'node',
-      [
-        BIN,
-        'train',
-        '--master-port',
-        String(port),
-        ...TINY,
-        '--nproc-per-node',
-        '2',
-        '--use-distributed-optimizer',
-        '--train-iters',
-        '100000',
-        '--global-batch-size',
-        '4',
-        '--save',
-        join(base, 'ckpt'),
-        '--save-interval',
-        '3',
-        '--run-dir',
-        join(base, 'run'),
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    const { launcher, exit } = await endlessJob(
+      ['--save', join(base, 'ckpt'), '--save-interval', '3', '--run-dir', join(base, 'run')],
+      true,
     );
-    const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
     await new Promise<void>((resolve) => launcher.stdout.on('data', (c: Buffer) => / iteration {7}10\//.test(c.toString()) && resolve()));
     const workers = workersOf(launcher.pid!);
     process.kill(-launcher.pid!, 'SIGINT');
