@@ -25,7 +25,7 @@ import { matmulInto } from '../src/nn/ops.js';
 import { LocalParams } from '../src/nn/params.js';
 import { Runner } from '../src/nn/runner.js';
 import { Tensor } from '../src/nn/tensor.js';
-import { matmulModel } from '../src/onnx/proto-writer.js';
+import { matmulModel } from '../src/onnx/proto.js';
 import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
 import { groupedBarSvg } from '../src/plot/svg.js';

@@ -8,7 +8,7 @@ import type { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
-import { readOnnxInitializers } from '../onnx/initializers.js';
+import { readOnnxInitializers } from '../onnx/proto.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
