@@ -1,0 +1,121 @@
+/**
+ * webtron's GPT as a standard ONNX graph (opset 17): input `input_ids` int64 [batch, sequence],
+ * output `logits` float [batch, sequence, vocab], both axes dynamic, the params as initializers.
+ * The graph computes what src/nn/gpt.ts computes: Gather embeddings, pre-LN blocks with
+ * LayerNormalization, a fused qkv MatMul split into heads, a causal mask from Range and Greater,
+ * Softmax, GELU in its tanh form (GPT-2's, written out: opset 17 has no Gelu), and the head through
+ * the (transposed) token embedding or its own lm_head.
+ */
+import type { GptConfig } from '../nn/gpt.js';
+import { gptParams } from '../nn/gpt-spec.js';
+import {
+  type Attributes,
+  encodeModel,
+  floatTensor,
+  int64Tensor,
+  type NodeProto,
+  node,
+  OnnxError,
+  onnx,
+  type TensorProto,
+  valueInfo,
+} from './proto.js';
+
+const { DataType } = onnx.TensorProto;
+
+export interface GptOnnxOptions {
+  /** Initializers as IEEE half (the graph then computes in float16). Default float32. */
+  float16?: boolean;
+  /** Key/value pairs stored in the model's metadata_props (config, tokenizer). */
+  metadata?: Record<string, string>;
+}
+
+/** The ONNX model of a GPT with these float32 param values (by webtron's param names). */
+export function gptToOnnx(config: GptConfig, params: Map<string, Float32Array>, options: GptOnnxOptions = {}): Uint8Array {
+  const float16 = options.float16 ?? false;
+  const elem = float16 ? DataType.FLOAT16 : DataType.FLOAT;
+  const c = config.hiddenSize;
+  const heads = config.numAttentionHeads;
+  const hd = c / heads;
+  const nodes: NodeProto[] = [];
+  const initializers: TensorProto[] = [];
+  for (const spec of gptParams(config)) {
+    const values = params.get(spec.name);
+    const numel = spec.shape.reduce((a, b) => a * b, 1);
+    if (!values || values.length !== numel) {
+      throw new OnnxError(
+        `param '${spec.name}' needs ${numel} values (shape [${spec.shape.join(', ')}]), got ${values ? values.length : 'none'}`,
+      );
+    }
+    initializers.push(floatTensor(spec.name, spec.shape, values, float16));
+  }
+  let count = 0;
+  /** Add a node with `outputs` outputs; returns their names. */
+  const opN = (type: string, inputs: string[], attributes: Attributes, outputs: number): string[] => {
+    const name = `${type.toLowerCase()}_${count++}`;
+    const outs = Array.from({ length: outputs }, (_, i) => (outputs === 1 ? name : `${name}_${i}`));
+    nodes.push(node(type, inputs, outs, name, attributes));
+    return outs;
+  };
+  /** Add a node; returns its output's name. */
+  const op = (type: string, inputs: string[], attributes: Attributes = {}): string => opN(type, inputs, attributes, 1)[0]!;
+  const constant = (name: string, dims: number[], values: number[], int = false): string => {
+    initializers.push(int ? int64Tensor(name, dims, values) : floatTensor(name, dims, Float32Array.from(values), float16));
+    return name;
+  };
+  const linear = (x: string, w: string, b?: string) => (b ? op('Add', [op('MatMul', [x, w]), b]) : op('MatMul', [x, w]));
+  const layerNorm = (x: string, prefix: string) =>
+    op('LayerNormalization', [x, `${prefix}.weight`, `${prefix}.bias`], { axis: -1, epsilon: { float: 1e-5 } });
+
+  // Embeddings: tokens plus positions 0..T-1.
+  const zero = constant('const.zero', [], [0], true);
+  const one = constant('const.one', [], [1], true);
+  const seqLen = op('Gather', [op('Shape', ['input_ids']), one], { axis: 0 });
+  const positions = op('Range', [zero, seqLen, one]);
+  let x = op('Add', [op('Gather', ['wte.weight', 'input_ids'], { axis: 0 }), op('Gather', ['wpe.weight', positions], { axis: 0 })]);
+
+  // The causal mask: position j > i is the future of i.
+  const axis0 = constant('const.axis0', [1], [0], true);
+  const axis1 = constant('const.axis1', [1], [1], true);
+  const future = op('Greater', [op('Unsqueeze', [positions, axis0]), op('Unsqueeze', [positions, axis1])]);
+  const minusInf = constant('const.minus_inf', [], [Number.NEGATIVE_INFINITY]);
+  const scale = constant('const.scale', [], [1 / Math.sqrt(hd)]);
+  const split = constant('const.qkv_split', [3], [c, c, c], true);
+  const toHeads = constant('const.to_heads', [4], [0, 0, heads, hd], true);
+  const fromHeads = constant('const.from_heads', [3], [0, 0, c], true);
+  const half = constant('const.half', [], [0.5]);
+  const unit = constant('const.one_f', [], [1]);
+  const geluK = constant('const.gelu_k', [], [Math.sqrt(2 / Math.PI)]);
+  const geluC = constant('const.gelu_c', [], [0.044715]);
+
+  for (let l = 0; l < config.numLayers; l++) {
+    const b = `blocks.${l}`;
+    const qkv = linear(layerNorm(x, `${b}.ln_1`), `${b}.attn.qkv.weight`, `${b}.attn.qkv.bias`);
+    const [qs, ks, vs] = opN('Split', [qkv, split], { axis: -1 }, 3) as [string, string, string];
+    const heads4 = (t: string, perm: number[]) => op('Transpose', [op('Reshape', [t, toHeads])], { perm });
+    const scores = op('Mul', [op('MatMul', [heads4(qs, [0, 2, 1, 3]), heads4(ks, [0, 2, 3, 1])]), scale]);
+    const probs = op('Softmax', [op('Where', [future, minusInf, scores])], { axis: -1 });
+    const y = op('Reshape', [op('Transpose', [op('MatMul', [probs, heads4(vs, [0, 2, 1, 3])])], { perm: [0, 2, 1, 3] }), fromHeads]);
+    x = op('Add', [x, linear(y, `${b}.attn.proj.weight`, `${b}.attn.proj.bias`)]);
+    const f = linear(layerNorm(x, `${b}.ln_2`), `${b}.mlp.fc.weight`, `${b}.mlp.fc.bias`);
+    // GELU, tanh form: 0.5 f (1 + tanh(sqrt(2/pi) (f + 0.044715 f³)))
+    const cube = op('Mul', [f, op('Mul', [f, f])]);
+    const inner = op('Mul', [geluK, op('Add', [f, op('Mul', [geluC, cube])])]);
+    const g = op('Mul', [op('Mul', [half, f]), op('Add', [unit, op('Tanh', [inner])])]);
+    x = op('Add', [x, linear(g, `${b}.mlp.proj.weight`, `${b}.mlp.proj.bias`)]);
+  }
+  const head = config.tiedHead === false ? 'lm_head.weight' : 'wte.weight';
+  const final = layerNorm(x, 'ln_f');
+  nodes.push(node('MatMul', [final, op('Transpose', [head], { perm: [1, 0] })], ['logits'], 'head'));
+
+  return encodeModel(
+    {
+      name: 'webtron-gpt',
+      nodes,
+      inputs: [valueInfo('input_ids', DataType.INT64, ['batch', 'sequence'])],
+      outputs: [valueInfo('logits', elem, ['batch', 'sequence', config.vocabSize])],
+      initializers,
+    },
+    options.metadata ?? {},
+  );
+}

@@ -1,0 +1,95 @@
+/**
+ * The GPT exported to ONNX, run by onnxruntime-node (the independent referee), against webtron's own
+ * forward on the same tokens; and checked by ONNX's own checker where Debian's python3-onnx is installed.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GpuContext } from '../../src/gpu/context.js';
+import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
+import { Graph } from '../../src/nn/graph.js';
+import { LocalParams } from '../../src/nn/params.js';
+import { gptToOnnx } from '../../src/onnx/gpt.js';
+import { onnx } from '../../src/onnx/proto.js';
+import { seeded } from '../helpers/seed.js';
+
+let ctx: GpuContext;
+const dir = mkdtempSync(join(tmpdir(), 'webtron-onnx-export-'));
+beforeAll(async () => {
+  ctx = await GpuContext.create();
+});
+afterAll(() => {
+  ctx?.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const BASE: GptConfig = { numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, seqLength: 16, vocabSize: 40, tiedHead: true };
+
+/** webtron's logits [batch, t, vocab] for `ids`. */
+async function webtronLogits(config: GptConfig, values: Map<string, Float32Array>, ids: Uint32Array, batch: number): Promise<Float32Array> {
+  const params = new LocalParams(ctx, Gpt.specs(config));
+  params.set(values);
+  const g = new Graph(ctx, { training: false });
+  const logits = await g.read(new Gpt(config, params.tensors).forward(g, g.input(ids, [batch, ids.length / batch])).logits);
+  g.release();
+  params.destroy();
+  return logits;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+  return worst;
+}
+
+describe('GPT export to ONNX', () => {
+  it.each([
+    ['tied head', BASE],
+    ['untied head', { ...BASE, tiedHead: false }],
+  ] as const)('%s: onnxruntime (CPU) gives webtron’s logits within 1e-4, at any batch and length', async (_name, config) => {
+    const { seed, random } = seeded(`onnx export ${_name}`);
+    const values = Gpt.init(config, seed, 0.2); // larger than GPT-2's 0.02, so that the logits differ
+    const bytes = gptToOnnx(config, values, { metadata: { config: JSON.stringify(config) } });
+    const session = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'] });
+    expect(session.inputNames).toEqual(['input_ids']);
+    expect(session.outputNames).toEqual(['logits']);
+    for (const [batch, t] of [
+      [2, 11],
+      [1, 16],
+      [3, 1],
+    ] as const) {
+      const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * config.vocabSize));
+      const out = await session.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [batch, t]) });
+      expect(out.logits!.dims).toEqual([batch, t, config.vocabSize]);
+      const diff = maxAbsDiff(out.logits!.data as Float32Array, await webtronLogits(config, values, ids, batch));
+      console.log(`${_name}: batch ${batch}, length ${t}: max abs difference ${diff.toExponential(2)}`);
+      expect(diff, `batch ${batch}, length ${t}, seed ${seed}`).toBeLessThanOrEqual(1e-4);
+    }
+    const model = onnx.ModelProto.decode(bytes);
+    expect(Number(model.opsetImport[0]!.version)).toBe(17);
+    expect(Object.fromEntries(model.metadataProps.map((p) => [p.key, p.value]))).toEqual({ config: JSON.stringify(config) });
+  });
+
+  it("passes ONNX's own checker (Debian's python3-onnx), where it is installed", (context) => {
+    const probe = spawnSync('/usr/bin/python3', ['-c', 'import onnx'], { encoding: 'utf8' });
+    if (probe.status !== 0) {
+      console.log('skipped: /usr/bin/python3 has no onnx module (apt-get install python3-onnx)');
+      context.skip();
+    }
+    const path = join(dir, 'gpt.onnx');
+    writeFileSync(path, gptToOnnx(BASE, Gpt.init(BASE, 1)));
+    const check = spawnSync(
+      '/usr/bin/python3',
+      ['-c', 'import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True); print("ok")', path],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(check.stderr).toBe('');
+    expect(check.stdout.trim()).toBe('ok');
+  });
+});
