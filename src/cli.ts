@@ -8,6 +8,7 @@ import type { MemoryRow } from './memory/calculator.js';
 import { measure, measureActivations, MEMORY_FLAGS, renderTable, rowsFor, writePlot } from './memory/command.js';
 import { TRAIN_FLAGS, trainHelp } from './train/args.js';
 import { trainCommand } from './train/command.js';
+import { EXPORT_FLAGS, exportCommand } from './train/export.js';
 import { SAMPLE_FLAGS, sampleCommand } from './train/sample.js';
 
 interface Command {
@@ -180,7 +181,13 @@ const sample: Command = {
   run: (values) => sampleCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
 };
 
-const COMMANDS: Record<string, Command> = { train, sample, memory: memoryCommand, launch: launchCommand, info };
+const exportCmd: Command = {
+  summary: 'write a checkpoint of webtron train as an ONNX model: webtron export --load DIR --output model.onnx',
+  flags: { ...GPU_FLAGS, ...EXPORT_FLAGS },
+  run: (values) => exportCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
+};
+
+const COMMANDS: Record<string, Command> = { train, sample, export: exportCmd, memory: memoryCommand, launch: launchCommand, info };
 
 function usage(): string {
   const lines = ['usage: webtron <command> [flags]', '', 'commands:'];

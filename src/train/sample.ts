@@ -5,15 +5,11 @@
  * is rebuilt from the newest half of it. Sampling: temperature, top-k, a seeded generator, so the
  * same seed gives the same text.
  */
-import { loadModelParams, readCheckpointIndex } from '../checkpoint/checkpoint.js';
-import { CheckpointError } from '../checkpoint/errors.js';
 import { splitmix32 } from '../data/samples.js';
-import { tokenizerFrom, type TokenizerState } from '../data/tokenizer.js';
-import type { ParamDtype } from '../ddp/layout.js';
+import { tokenizerFrom } from '../data/tokenizer.js';
 import { GpuContext } from '../gpu/context.js';
 import { GptDecoder } from '../nn/decode.js';
-import { Gpt, type GptConfig } from '../nn/gpt.js';
-import { LocalParams } from '../nn/params.js';
+import { loadCheckpointModel } from './checkpoint-model.js';
 import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
 
 export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
@@ -53,17 +49,11 @@ export async function sampleCommand(
   if (!(temperature >= 0)) throw new FlagError(`--temperature must be >= 0, got ${temperature}`);
   const topK = values['top-k'] as number;
   if (!Number.isInteger(topK) || topK < 0) throw new FlagError(`--top-k must be a non-negative integer, got ${topK}`);
-  const { dir, index } = readCheckpointIndex(path);
-  const extra = index.extra as { model?: GptConfig; tokenizer?: TokenizerState };
-  if (!extra.model || !extra.tokenizer)
-    throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
-  const tokenizer = tokenizerFrom(extra.tokenizer);
-  const prompt = tokenizer.encode(values.prompt as string);
-  const model: GptConfig = { ...extra.model, hiddenDropout: 0, attentionDropout: 0 };
   const ctx = await GpuContext.create(gpu);
-  const params = new LocalParams(ctx, Gpt.specs(model, (index.params[0]?.dtype ?? 'float32') as ParamDtype));
-  await loadModelParams(dir, params.buffers);
-  const decoder = new GptDecoder(ctx, new Gpt(model, params.tensors));
+  const { config: model, tokenizer: tokenizerState, gpt, params } = await loadCheckpointModel(ctx, path);
+  const tokenizer = tokenizerFrom(tokenizerState);
+  const prompt = tokenizer.encode(values.prompt as string);
+  const decoder = new GptDecoder(ctx, gpt);
   const random = splitmix32(values.seed as number);
   const context: number[] = [...prompt];
   process.stdout.write(values.prompt as string);

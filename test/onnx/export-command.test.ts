@@ -1,0 +1,83 @@
+/**
+ * `webtron export` end to end: a checkpoint written by `webtron train`, exported, and run by
+ * onnxruntime-node against webtron's forward of the same checkpoint on the same tokens.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GpuContext } from '../../src/gpu/context.js';
+import { Graph } from '../../src/nn/graph.js';
+import { onnx } from '../../src/onnx/proto.js';
+import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
+import { seeded } from '../helpers/seed.js';
+
+const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'webtron-export-'));
+let ctx: GpuContext;
+
+beforeAll(async () => {
+  ctx = await GpuContext.create();
+  const shape = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16'];
+  const batches = ['--micro-batch-size', '2', '--global-batch-size', '2', '--train-iters', '3', '--lr', '1e-2'];
+  const train = spawnSync(
+    process.execPath,
+    [BIN, 'train', ...shape, ...batches, '--save', join(dir, 'ck'), '--run-dir', join(dir, 'run')],
+    {
+      encoding: 'utf8',
+    },
+  );
+  if (train.status !== 0) throw new Error(`webtron train failed: ${train.stderr}`);
+}, 300_000);
+afterAll(() => {
+  ctx?.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('webtron export', () => {
+  it("writes a model whose logits onnxruntime computes as webtron's forward of the checkpoint does, within 1e-4", async () => {
+    const output = join(dir, 'model.onnx');
+    const run = spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck'), '--output', output], { encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toMatch(/^wrote .*model\.onnx: [\d,]+ params \(float32 checkpoint at iteration 3\) as float32, opset 17/);
+
+    const model = await loadCheckpointModel(ctx, join(dir, 'ck'));
+    const meta = Object.fromEntries(onnx.ModelProto.decode(readFileSync(output)).metadataProps.map((p) => [p.key, p.value]));
+    expect(JSON.parse(meta['webtron.config']!)).toEqual(model.config);
+    expect(JSON.parse(meta['webtron.tokenizer']!)).toEqual(model.tokenizer);
+
+    const { random } = seeded('webtron export');
+    const [batch, t] = [2, 12];
+    const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
+    const g = new Graph(ctx, { training: false });
+    const want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
+    g.release();
+    model.params.destroy();
+    const session = await ort.InferenceSession.create(output, { executionProviders: ['cpu'] });
+    const got = (await session.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [batch, t]) })).logits!;
+    expect(got.dims).toEqual([batch, t, model.config.vocabSize]);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs((got.data as Float32Array)[i]! - want[i]!));
+    console.log(`webtron export: max abs difference of the logits ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('bad input: one line, exit 2, no file', () => {
+    const output = join(dir, 'never.onnx');
+    for (const [args, says] of [
+      [['--load', join(dir, 'nowhere'), '--output', output], /nowhere/],
+      [['--load', join(dir, 'ck')], /--output is required/],
+      [['--load', join(dir, 'ck'), '--output', output, '--dtype', 'int8'], /--dtype must be float32 or float16, got 'int8'/],
+    ] as const) {
+      const run = spawnSync(process.execPath, [BIN, 'export', ...args], { encoding: 'utf8' });
+      expect(run.status, run.stderr).toBe(2);
+      expect(run.stderr.trim().split('\n')).toHaveLength(1);
+      expect(run.stderr).toMatch(says);
+      expect(existsSync(output)).toBe(false);
+    }
+  });
+});
