@@ -4,16 +4,24 @@
  * one position against the key/value cache (src/nn/decode.ts); once the context is full, the cache
  * is rebuilt from the newest half of it. Sampling: temperature, top-k, a seeded generator, so the
  * same seed gives the same text.
+ *
+ * `--onnx MODEL` instead runs a model `webtron export` wrote through onnxruntime-node (CPU), the
+ * whole window each token, with the same context policy and sampling: when the logits agree, the
+ * same seed gives the same text through both paths.
  */
 import { splitmix32 } from '../data/samples.js';
-import { tokenizerFrom } from '../data/tokenizer.js';
+import { wordsToFloat32 } from '../collectives/reduce.js';
+import { tokenizerFrom, type TokenizerState } from '../data/tokenizer.js';
 import { GpuContext } from '../gpu/context.js';
 import { GptDecoder } from '../nn/decode.js';
+import type { GptConfig } from '../nn/gpt.js';
+import { OnnxError, readOnnxModel } from '../onnx/proto.js';
 import { loadCheckpointModel } from './checkpoint-model.js';
 import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
 
 export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
   load: { kind: 'string', help: 'a checkpoint of webtron train: its --save folder (the newest) or one iter_NNNNNNN folder' },
+  onnx: { kind: 'string', help: 'instead of --load: a model webtron export wrote, run by onnxruntime-node' },
   prompt: { kind: 'string', default: '', help: "text to continue (in the checkpoint's vocabulary)" },
   tokens: { kind: 'int', default: 200, help: 'tokens to generate' },
   temperature: { kind: 'number', default: 1.0, help: 'divide the logits by this (0: always the most likely token)' },
@@ -37,30 +45,107 @@ export function pickToken(logits: Float32Array, vocab: number, temperature: numb
   return kept.at(-1)!;
 }
 
+/** What the sampling loop needs of a model: the logits after each token, within a window of `capacity`. */
+interface Decoder {
+  readonly capacity: number;
+  readonly position: number;
+  reset(): void;
+  step(token: number): Promise<Float32Array>;
+  destroy(): void;
+}
+
+/** A model `webtron export` wrote, run by onnxruntime-node over the whole window each step. */
+class OnnxDecoder implements Decoder {
+  private window: number[] = [];
+
+  private constructor(
+    private readonly ort: typeof import('onnxruntime-node'),
+    private readonly session: import('onnxruntime-node').InferenceSession,
+    readonly capacity: number,
+    private readonly vocab: number,
+  ) {}
+
+  static async open(path: string): Promise<{ decoder: OnnxDecoder; config: GptConfig; tokenizer: TokenizerState }> {
+    const model = readOnnxModel(path);
+    const meta = Object.fromEntries((model.metadataProps ?? []).map((p) => [p.key, p.value]));
+    if (!meta['webtron.config'] || !meta['webtron.tokenizer'])
+      throw new OnnxError(`${path}: not a model of webtron export (no webtron.config and webtron.tokenizer in its metadata)`);
+    const config = JSON.parse(meta['webtron.config']) as GptConfig;
+    const tokenizer = JSON.parse(meta['webtron.tokenizer']) as TokenizerState;
+    let ort: typeof import('onnxruntime-node');
+    try {
+      ort = (await import('onnxruntime-node')).default as unknown as typeof import('onnxruntime-node');
+    } catch {
+      throw new OnnxError('webtron sample --onnx runs models with onnxruntime-node, which is not installed: npm install onnxruntime-node');
+    }
+    const session = await ort.InferenceSession.create(path, { executionProviders: ['cpu'] });
+    return {
+      decoder: new OnnxDecoder(ort, session, config.maxPositionEmbeddings ?? config.seqLength, config.vocabSize),
+      config,
+      tokenizer,
+    };
+  }
+
+  get position(): number {
+    return this.window.length;
+  }
+
+  reset(): void {
+    this.window = [];
+  }
+
+  async step(token: number): Promise<Float32Array> {
+    this.window.push(token);
+    const n = this.window.length;
+    const ids = new this.ort.Tensor('int64', BigInt64Array.from(this.window, BigInt), [1, n]);
+    const logits = (await this.session.run({ input_ids: ids })).logits!;
+    const data = logits.data as Float32Array | Uint16Array;
+    const last = data.subarray((n - 1) * this.vocab, n * this.vocab);
+    return last instanceof Float32Array ? Float32Array.from(last) : wordsToFloat32(last, 'float16');
+  }
+
+  destroy(): void {
+    void this.session.release();
+  }
+}
+
 export async function sampleCommand(
   values: FlagValues,
   gpu: { backend?: string | undefined; adapter?: string | undefined },
 ): Promise<void> {
   const path = values.load as string | undefined;
-  if (!path) throw new FlagError('--load is required: the checkpoint to sample from (a --save folder of webtron train)');
+  const onnxPath = values.onnx as string | undefined;
+  if (!path === !onnxPath)
+    throw new FlagError(
+      'give one of --load (a --save folder of webtron train) or --onnx (a model webtron export wrote): what to sample from',
+    );
   const tokens = values.tokens as number;
   if (!Number.isInteger(tokens) || tokens < 0) throw new FlagError(`--tokens must be a non-negative integer, got ${tokens}`);
   const temperature = values.temperature as number;
   if (!(temperature >= 0)) throw new FlagError(`--temperature must be >= 0, got ${temperature}`);
   const topK = values['top-k'] as number;
   if (!Number.isInteger(topK) || topK < 0) throw new FlagError(`--top-k must be a non-negative integer, got ${topK}`);
-  const ctx = await GpuContext.create(gpu);
-  const { config: model, tokenizer: tokenizerState, gpt, params } = await loadCheckpointModel(ctx, path);
+  let decoder: Decoder;
+  let tokenizerState: TokenizerState;
+  let release = () => {};
+  if (onnxPath) {
+    ({ decoder, tokenizer: tokenizerState } = await OnnxDecoder.open(onnxPath));
+  } else {
+    const ctx = await GpuContext.create(gpu);
+    const loaded = await loadCheckpointModel(ctx, path!);
+    decoder = new GptDecoder(ctx, loaded.gpt);
+    tokenizerState = loaded.tokenizer;
+    release = () => loaded.params.destroy();
+  }
   const tokenizer = tokenizerFrom(tokenizerState);
   const prompt = tokenizer.encode(values.prompt as string);
-  const decoder = new GptDecoder(ctx, gpt);
   const random = splitmix32(values.seed as number);
   const context: number[] = [...prompt];
   process.stdout.write(values.prompt as string);
   // The newest tokens, re-run into an empty cache when it is full.
   const refill = async (keep: number): Promise<Float32Array> => {
     decoder.reset();
-    let logits: Float32Array = new Float32Array(model.vocabSize);
+    let logits: Float32Array = new Float32Array(0);
     for (const t of context.slice(-keep)) logits = await decoder.step(t);
     return logits;
   };
@@ -74,5 +159,5 @@ export async function sampleCommand(
   }
   process.stdout.write('\n');
   decoder.destroy();
-  params.destroy();
+  release();
 }

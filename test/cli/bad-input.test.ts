@@ -70,6 +70,8 @@ const CASES: Case[] = [
   { args: ['train', ...TRAIN, '--load', 'corrupt'], says: /corrupt.*index\.json/ },
   { args: ['train', ...TRAIN, '--load', 'nowhere'], says: /nowhere/ },
   { args: ['sample', '--load', 'nowhere'], says: /nowhere/ },
+  { args: ['sample', '--load', 'corrupt', '--onnx', 'model.onnx'], says: /give one of --load .* or --onnx/ },
+  { args: ['sample', '--onnx', 'model.onnx'], says: /model\.onnx: not an ONNX model/ },
   { args: ['sample', '--load', 'corrupt'], says: /corrupt.*index\.json/ },
   { args: ['sample', '--load', 'corrupt', '--tokens', '-5'], says: /--tokens.*-5/ },
   { args: ['export', '--load', 'nowhere', '--output', 'm.onnx'], says: /nowhere/ },

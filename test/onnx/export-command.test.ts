@@ -66,6 +66,29 @@ describe('webtron export', () => {
     expect(worst).toBeLessThanOrEqual(1e-4);
   });
 
+  it('webtron sample --onnx gives the text webtron sample --load gives with the same seed, across context refills', () => {
+    const output = join(dir, 'sample.onnx');
+    expect(spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck'), '--output', output]).status).toBe(0);
+    const sample = (from: string[], temperature: string) => {
+      const run = spawnSync(
+        process.execPath,
+        [BIN, 'sample', ...from, '--prompt', 'Call me', '--tokens', '40', '--seed', '11', '--temperature', temperature],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stderr).toBe('');
+      return run.stdout;
+    };
+    for (const temperature of ['1', '0']) {
+      const gpu = sample(['--load', join(dir, 'ck')], temperature);
+      expect(gpu.startsWith('Call me')).toBe(true);
+      expect(gpu.length).toBeGreaterThan('Call me'.length + 30); // 40 tokens past a 16-token context: two refills
+      expect(sample(['--onnx', output], temperature)).toBe(gpu);
+    }
+  });
+
   it('bad input: one line, exit 2, no file', () => {
     const output = join(dir, 'never.onnx');
     for (const [args, says] of [
