@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
-import { floatToHalf } from '../collectives/reduce.js';
+import { floatToHalf, wordsToFloat32 } from '../collectives/reduce.js';
 import { WebtronError } from '../errors.js';
 
 export const { onnx } = onnxProto;
@@ -131,6 +131,35 @@ export function readOnnxInitializers(path: string): { name: string; shape: numbe
   });
   if (out.length === 0) throw new OnnxError(`${path}: the graph has no initializers, so no parameters to count`);
   return out;
+}
+
+/**
+ * The float values of the initializers `specs` name, from the model at `path`, checked against the
+ * specs' shapes: float32 or float16 raw data, or float_data. A name missing or a shape that differs
+ * is one OnnxError listing every such param.
+ */
+export function readOnnxParams(path: string, specs: readonly { name: string; shape: readonly number[] }[]): Map<string, Float32Array> {
+  const model = readOnnxModel(path);
+  const byName = new Map((model.graph?.initializer ?? []).map((t) => [t.name ?? '', t]));
+  const problems: string[] = [];
+  const out = new Map<string, Float32Array>();
+  for (const spec of specs) {
+    const t = byName.get(spec.name);
+    const dims = (t?.dims ?? []).map((d) => Number(d));
+    if (!t) problems.push(`'${spec.name}' [${spec.shape.join(', ')}] is missing`);
+    else if (dims.join(',') !== spec.shape.join(','))
+      problems.push(`'${spec.name}' is [${dims.join(', ')}], the model needs [${spec.shape.join(', ')}]`);
+    else out.set(spec.name, tensorValues(path, t));
+  }
+  if (problems.length > 0) throw new OnnxError(`${path}: its initializers do not fit this model: ${problems.join('; ')}`);
+  return out;
+}
+
+function tensorValues(path: string, t: onnxProto.onnx.ITensorProto): Float32Array {
+  const raw = t.rawData && t.rawData.byteLength > 0 ? Uint8Array.from(t.rawData) : null; // a copy: aligned
+  if (t.dataType === DataType.FLOAT) return raw ? new Float32Array(raw.buffer) : Float32Array.from(t.floatData ?? []);
+  if (t.dataType === DataType.FLOAT16 && raw) return wordsToFloat32(new Uint16Array(raw.buffer), 'float16');
+  throw new OnnxError(`${path}: initializer '${t.name}' is of ONNX data type ${t.dataType}; webtron reads float32 and float16`);
 }
 
 /**

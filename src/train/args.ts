@@ -77,6 +77,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'string',
     help: 'checkpoint to resume from: a --save folder (its newest) or one iter_NNNNNNN folder',
   }),
+  'init-from': flag('checkpointing', {
+    kind: 'string',
+    help: 'initialize the params from an ONNX model (webtron export, or any with the same param names and shapes)',
+  }),
   'save-interval': flag('checkpointing', { kind: 'int', help: 'save every this many iterations (and at the end)' }),
   'save-retain': flag('checkpointing', { kind: 'int', default: 0, help: 'keep only the newest N checkpoints (0: all)' }),
 
@@ -172,6 +176,8 @@ export interface TrainConfig {
   lrWarmupInit: number;
   save: string | null;
   load: string | null;
+  /** An ONNX model whose initializers are the starting params (names matched). */
+  initFrom: string | null;
   saveInterval: number | null;
   saveRetain: number;
   precision: 'fp32' | 'bf16' | 'fp16';
@@ -302,6 +308,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     lrWarmupInit: nonNegative('lr-warmup-init'),
     save,
     load: (v.load as string | undefined) ?? null,
+    initFrom: (v['init-from'] as string | undefined) ?? null,
     saveInterval,
     saveRetain: int('save-retain', 0),
     precision: v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32',

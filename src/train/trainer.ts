@@ -10,6 +10,7 @@
  * keyed by the global sample index; every micro-batch's mean loss is scaled by 1/(micro-batches) and
  * DDP averages over ranks, so the grads are the mean over the global batch whatever d is.
  */
+import { readOnnxParams } from '../onnx/proto.js';
 import { WebtronError } from '../errors.js';
 import { loadCheckpoint, readCheckpointIndex, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { CheckpointError } from '../checkpoint/errors.js';
@@ -179,7 +180,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       },
     });
     // Every rank initializes the same params from the seed.
-    ddp.importParams(Gpt.init(model, cfg.seed, cfg.initMethodStd));
+    ddp.importParams(cfg.initFrom ? readOnnxParams(cfg.initFrom, specs) : Gpt.init(model, cfg.seed, cfg.initMethodStd));
     const gpt = new Gpt(model, paramTensors(ddp.buffers));
     const parts = { group, ddp, optimizer };
     const paramCount = layout.paramCount;

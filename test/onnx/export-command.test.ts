@@ -18,14 +18,14 @@ import { seeded } from '../helpers/seed.js';
 const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-export-'));
 let ctx: GpuContext;
+const SHAPE = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16'];
+const BATCHES = ['--micro-batch-size', '2', '--global-batch-size', '2', '--train-iters', '3', '--lr', '1e-2'];
 
 beforeAll(async () => {
   ctx = await GpuContext.create();
-  const shape = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16'];
-  const batches = ['--micro-batch-size', '2', '--global-batch-size', '2', '--train-iters', '3', '--lr', '1e-2'];
   const train = spawnSync(
     process.execPath,
-    [BIN, 'train', ...shape, ...batches, '--save', join(dir, 'ck'), '--run-dir', join(dir, 'run')],
+    [BIN, 'train', ...SHAPE, ...BATCHES, '--save', join(dir, 'ck'), '--run-dir', join(dir, 'run')],
     {
       encoding: 'utf8',
     },
@@ -87,6 +87,55 @@ describe('webtron export', () => {
       expect(gpu.length).toBeGreaterThan('Call me'.length + 30); // 40 tokens past a 16-token context: two refills
       expect(sample(['--onnx', output], temperature)).toBe(gpu);
     }
+  });
+
+  it('webtron train --init-from starts from the model: with lr 0 its checkpoint exports to the same initializers', () => {
+    const first = join(dir, 'first.onnx');
+    expect(spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck'), '--output', first]).status).toBe(0);
+    const train = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        'train',
+        ...SHAPE,
+        ...BATCHES.slice(0, -2),
+        '--lr',
+        '0',
+        '--init-from',
+        first,
+        '--save',
+        join(dir, 'ck2'),
+        '--run-dir',
+        join(dir, 'run2'),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(train.status, train.stderr).toBe(0);
+    const second = join(dir, 'second.onnx');
+    expect(spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck2'), '--output', second]).status).toBe(0);
+    const inits = (path: string) =>
+      new Map(
+        (onnx.ModelProto.decode(readFileSync(path)).graph!.initializer ?? []).map((t) => [t.name, Buffer.from(t.rawData!).toString('hex')]),
+      );
+    const [a, b] = [inits(first), inits(second)];
+    expect(a.size).toBeGreaterThan(10);
+    expect(b).toEqual(a);
+  });
+
+  it('webtron train --init-from a model of another shape names every param that differs, in one line', () => {
+    const model = join(dir, 'other.onnx');
+    expect(spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck'), '--output', model]).status).toBe(0);
+    const wider = SHAPE.map((a, i) => (SHAPE[i - 1] === '--hidden-size' ? '48' : a));
+    const run = spawnSync(process.execPath, [BIN, 'train', ...wider, ...BATCHES, '--init-from', model, '--run-dir', join(dir, 'run3')], {
+      encoding: 'utf8',
+    });
+    expect(run.status).toBe(2);
+    const lines = run.stderr.trim().split('\n');
+    expect(lines, run.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      /other\.onnx: its initializers do not fit this model: 'wte\.weight' is \[\d+, 32\], the model needs \[\d+, 48\];/,
+    );
+    expect(lines[0]).toMatch(/'blocks\.1\.mlp\.proj\.bias' is \[32\], the model needs \[48\]/);
   });
 
   it('bad input: one line, exit 2, no file', () => {
