@@ -60,7 +60,7 @@ function matmulShapes(spec: string, config: GptConfig & { batch: number }): [str
   return [[`${s}³`, s, s, s]];
 }
 
-async function ortSession(model: Uint8Array, ep: 'webgpu' | 'cpu'): Promise<ort.InferenceSession | null> {
+export async function ortSession(model: Uint8Array, ep: 'webgpu' | 'cpu'): Promise<ort.InferenceSession | null> {
   try {
     // No spinning threads after a run: they would take the CPU from whatever is timed next
     // (lavapipe runs on the same cores).

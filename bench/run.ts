@@ -11,6 +11,7 @@ import { GpuContext } from '../src/gpu/context.js';
 import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../src/train/flags.js';
 import { adamBench } from './adam.js';
 import { nnBench } from './nn.js';
+import { onnxBench } from './onnx.js';
 import { checkpointBench } from './checkpoint.js';
 import { collectivesBench } from './collectives.js';
 import { optimizerBench } from './optimizer.js';
@@ -19,7 +20,7 @@ import type { Bench } from './bench.js';
 import { slug, table, type Row } from './report.js';
 import { trainBench } from './train.js';
 
-const BENCHES: Bench[] = [adamBench, collectivesBench, reduceBench, optimizerBench, nnBench, checkpointBench, trainBench];
+const BENCHES: Bench[] = [adamBench, collectivesBench, reduceBench, optimizerBench, nnBench, onnxBench, checkpointBench, trainBench];
 
 const COMMON: Record<string, FlagSpec> = {
   ...GPU_FLAGS,
