@@ -12,6 +12,7 @@ import { GpuContext } from '../../src/gpu/context.js';
 import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
+import { wordsToFloat32 } from '../../src/collectives/reduce.js';
 import { gptToOnnx } from '../../src/onnx/gpt.js';
 import { onnx } from '../../src/onnx/proto.js';
 import { seeded } from '../helpers/seed.js';
@@ -72,6 +73,64 @@ describe('GPT export to ONNX', () => {
     const model = onnx.ModelProto.decode(bytes);
     expect(Number(model.opsetImport[0]!.version)).toBe(17);
     expect(Object.fromEntries(model.metadataProps.map((p) => [p.key, p.value]))).toEqual({ config: JSON.stringify(config) });
+  });
+
+  it("onnxruntime's WebGPU provider, where it loads, gives the same logits within 1e-4", async (context) => {
+    const { seed, random } = seeded('onnx export webgpu');
+    const values = Gpt.init(BASE, seed, 0.2);
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(gptToOnnx(BASE, values), { executionProviders: ['webgpu'] });
+    } catch (error) {
+      console.log(`skipped: onnxruntime's WebGPU provider does not load here (${(error as Error).message.split('\n')[0]})`);
+      return context.skip();
+    }
+    const ids = Uint32Array.from({ length: 2 * 9 }, () => Math.floor(random() * BASE.vocabSize));
+    const out = await session.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [2, 9]) });
+    const diff = maxAbsDiff(out.logits!.data as Float32Array, await webtronLogits(BASE, values, ids, 2));
+    console.log(`webgpu provider: max abs difference ${diff.toExponential(2)}`);
+    expect(diff, `seed ${seed}`).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('a bf16 model exports as float32 holding its rounded values, and onnxruntime gives its logits within 1e-4', async () => {
+    const { seed, random } = seeded('onnx export bf16');
+    const params = new LocalParams(ctx, Gpt.specs(BASE, 'bfloat16'));
+    params.set(Gpt.init(BASE, seed, 0.2)); // rounded to bf16 on the way in
+    const rounded = new Map<string, Float32Array>();
+    for (const p of Gpt.specs(BASE)) rounded.set(p.name, await params.read(p.name));
+    const ids = Uint32Array.from({ length: 2 * 10 }, () => Math.floor(random() * BASE.vocabSize));
+    const g = new Graph(ctx, { training: false });
+    const want = await g.read(new Gpt(BASE, params.tensors).forward(g, g.input(ids, [2, 10])).logits);
+    g.release();
+    params.destroy();
+    const session = await ort.InferenceSession.create(gptToOnnx(BASE, rounded), { executionProviders: ['cpu'] });
+    const got = await session.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [2, 10]) });
+    const diff = maxAbsDiff(got.logits!.data as Float32Array, want);
+    console.log(`bf16 model as float32 ONNX: max abs difference ${diff.toExponential(2)}`);
+    expect(diff, `seed ${seed}`).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('exported as float16, the logits are the float32 model’s within float16 rounding, and the same tokens win', async () => {
+    const { seed, random } = seeded('onnx export float16');
+    const values = Gpt.init(BASE, seed, 0.2);
+    const session = await ort.InferenceSession.create(gptToOnnx(BASE, values, { float16: true }), { executionProviders: ['cpu'] });
+    const ids = Uint32Array.from({ length: 2 * 10 }, () => Math.floor(random() * BASE.vocabSize));
+    const out = await session.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [2, 10]) });
+    expect(out.logits!.type).toBe('float16');
+    const got = wordsToFloat32(out.logits!.data as Uint16Array, 'float16');
+    const want = await webtronLogits(BASE, values, ids, 2);
+    // float16 keeps 11 significant bits: relative error per operation 2^-11; a few dozen roundings in a row.
+    const scale = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const diff = maxAbsDiff(got, want);
+    console.log(`float16 ONNX: max abs difference ${diff.toExponential(2)} on logits up to ${scale.toFixed(2)}`);
+    expect(diff / scale, `seed ${seed}`).toBeLessThanOrEqual(2 ** -11 * 32);
+    const argmax = (a: Float32Array, r: number) => {
+      const row = a.subarray(r * BASE.vocabSize, (r + 1) * BASE.vocabSize);
+      return row.indexOf(Math.max(...row));
+    };
+    let same = 0;
+    for (let r = 0; r < 20; r++) if (argmax(got, r) === argmax(want, r)) same++;
+    expect(same, `seed ${seed}`).toBeGreaterThanOrEqual(18);
   });
 
   it("passes ONNX's own checker (Debian's python3-onnx), where it is installed", (context) => {
