@@ -30,8 +30,35 @@ export interface GptOnnxOptions {
   metadata?: Record<string, string>;
 }
 
-/** The ONNX model of a GPT with these float32 param values (by webtron's param names). */
+/** protobuf's limit on one message: a model past it keeps its weights in ONNX's external data. */
+export const PROTOBUF_LIMIT = 2 ** 31 - 1;
+/** External data offsets are multiples of this (a page: the weights can be memory-mapped). */
+const EXTERNAL_ALIGN = 4096;
+
+/** The ONNX model of a GPT with these float32 param values (by webtron's param names), weights inline. */
 export function gptToOnnx(config: GptConfig, params: Map<string, Float32Array>, options: GptOnnxOptions = {}): Uint8Array {
+  return buildGptOnnx(config, params, options, null).model;
+}
+
+/**
+ * The same model with every weight of 1 KiB or more in ONNX's external data: `data` (chunks, in
+ * order) is the file `location` names, relative to the model's folder. For models past 2 GiB.
+ */
+export function gptToOnnxExternal(
+  config: GptConfig,
+  params: Map<string, Float32Array>,
+  location: string,
+  options: GptOnnxOptions = {},
+): { model: Uint8Array; data: Uint8Array[] } {
+  return buildGptOnnx(config, params, options, location);
+}
+
+function buildGptOnnx(
+  config: GptConfig,
+  params: Map<string, Float32Array>,
+  options: GptOnnxOptions,
+  location: string | null,
+): { model: Uint8Array; data: Uint8Array[] } {
   const float16 = options.float16 ?? false;
   const elem = float16 ? DataType.FLOAT16 : DataType.FLOAT;
   const c = config.hiddenSize;
@@ -108,7 +135,34 @@ export function gptToOnnx(config: GptConfig, params: Map<string, Float32Array>, 
   const final = layerNorm(x, 'ln_f');
   nodes.push(node('MatMul', [final, op('Transpose', [head], { perm: [1, 0] })], ['logits'], 'head'));
 
-  return encodeModel(
+  const data: Uint8Array[] = [];
+  if (location !== null) {
+    let offset = 0;
+    for (const t of initializers) {
+      const bytes = t.rawData;
+      if (!bytes || bytes.byteLength < 1024) continue;
+      const pad = (EXTERNAL_ALIGN - (offset % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
+      if (pad > 0) data.push(new Uint8Array(pad));
+      offset += pad;
+      data.push(bytes);
+      t.rawData = new Uint8Array(0);
+      t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+      t.externalData = [
+        { key: 'location', value: location },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(bytes.byteLength) },
+      ];
+      offset += bytes.byteLength;
+    }
+  } else {
+    const inline = initializers.reduce((sum, t) => sum + (t.rawData?.byteLength ?? 0), 0);
+    if (inline > PROTOBUF_LIMIT) {
+      throw new OnnxError(
+        `${inline} bytes of weights exceed protobuf's 2 GiB in one file; write them as external data (gptToOnnxExternal)`,
+      );
+    }
+  }
+  const model = encodeModel(
     {
       name: 'webtron-gpt',
       nodes,
@@ -118,4 +172,5 @@ export function gptToOnnx(config: GptConfig, params: Map<string, Float32Array>, 
     },
     options.metadata ?? {},
   );
+  return { model, data };
 }

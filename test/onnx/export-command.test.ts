@@ -66,6 +66,43 @@ describe('webtron export', () => {
     expect(worst).toBeLessThanOrEqual(1e-4);
   });
 
+  it('--external-data puts the weights in MODEL.data (page-aligned); onnxruntime and onnx.checker read it, logits unchanged', async () => {
+    const inline = join(dir, 'inline.onnx');
+    const outside = join(dir, 'outside.onnx');
+    expect(spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck'), '--output', inline]).status).toBe(0);
+    const run = spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck'), '--output', outside, '--external-data'], {
+      encoding: 'utf8',
+    });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/\+ outside\.onnx\.data \([\d.]+ KiB of external data\)/);
+    const model = onnx.ModelProto.decode(readFileSync(outside));
+    const external = (model.graph!.initializer ?? []).filter((t) => t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL);
+    const big = (onnx.ModelProto.decode(readFileSync(inline)).graph!.initializer ?? []).filter((t) => (t.rawData?.byteLength ?? 0) >= 1024);
+    expect(external.map((t) => t.name)).toEqual(big.map((t) => t.name)); // every weight of 1 KiB or more
+    expect(external.length).toBeGreaterThan(5);
+    for (const t of external) {
+      const entry = Object.fromEntries((t.externalData ?? []).map((e) => [e.key, e.value]));
+      expect(entry.location).toBe('outside.onnx.data');
+      expect(Number(entry.offset) % 4096).toBe(0);
+    }
+    expect(readFileSync(outside).byteLength).toBeLessThan(readFileSync(inline).byteLength / 10);
+    const ids = { input_ids: new ort.Tensor('int64', BigInt64Array.from([3, 1, 4, 1, 5, 9, 2, 6], BigInt), [2, 4]) };
+    const logits = async (path: string) => [
+      ...((await (await ort.InferenceSession.create(path, { executionProviders: ['cpu'] })).run(ids)).logits!.data as Float32Array),
+    ];
+    expect(await logits(outside)).toEqual(await logits(inline));
+    if (spawnSync('/usr/bin/python3', ['-c', 'import onnx']).status === 0) {
+      const check = spawnSync(
+        '/usr/bin/python3',
+        ['-c', 'import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True)', outside],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(check.status, check.stderr).toBe(0);
+    }
+  });
+
   it('webtron sample --onnx gives the text webtron sample --load gives with the same seed, across context refills', () => {
     const output = join(dir, 'sample.onnx');
     expect(spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck'), '--output', output]).status).toBe(0);
