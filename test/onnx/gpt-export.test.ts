@@ -92,23 +92,30 @@ describe('GPT export to ONNX', () => {
     expect(diff, `seed ${seed}`).toBeLessThanOrEqual(1e-4);
   });
 
-  it('a bf16 model exports as float32 holding its rounded values, and onnxruntime gives its logits within 1e-4', async () => {
-    const { seed, random } = seeded('onnx export bf16');
-    const params = new LocalParams(ctx, Gpt.specs(BASE, 'bfloat16'));
-    params.set(Gpt.init(BASE, seed, 0.2)); // rounded to bf16 on the way in
-    const rounded = new Map<string, Float32Array>();
-    for (const p of Gpt.specs(BASE)) rounded.set(p.name, await params.read(p.name));
-    const ids = Uint32Array.from({ length: 2 * 10 }, () => Math.floor(random() * BASE.vocabSize));
-    const g = new Graph(ctx, { training: false });
-    const want = await g.read(new Gpt(BASE, params.tensors).forward(g, g.input(ids, [2, 10])).logits);
-    g.release();
-    params.destroy();
-    const session = await ort.InferenceSession.create(gptToOnnx(BASE, rounded), { executionProviders: ['cpu'] });
-    const got = await session.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [2, 10]) });
-    const diff = maxAbsDiff(got.logits!.data as Float32Array, want);
-    console.log(`bf16 model as float32 ONNX: max abs difference ${diff.toExponential(2)}`);
-    expect(diff, `seed ${seed}`).toBeLessThanOrEqual(1e-4);
-  });
+  it.each(['bfloat16', 'float16'] as const)(
+    'a %s model exports as float32 holding its rounded values, and onnxruntime gives its logits within 1e-4',
+    async (dtype) => {
+      if (dtype === 'float16' && !ctx.hasF16) {
+        console.log(`not run: fp16 params need the shader-f16 feature, which ${ctx.adapterName} does not offer`);
+        return;
+      }
+      const { seed, random } = seeded(`onnx export ${dtype}`);
+      const params = new LocalParams(ctx, Gpt.specs(BASE, dtype));
+      params.set(Gpt.init(BASE, seed, 0.2)); // rounded to bf16 on the way in
+      const rounded = new Map<string, Float32Array>();
+      for (const p of Gpt.specs(BASE)) rounded.set(p.name, await params.read(p.name));
+      const ids = Uint32Array.from({ length: 2 * 10 }, () => Math.floor(random() * BASE.vocabSize));
+      const g = new Graph(ctx, { training: false });
+      const want = await g.read(new Gpt(BASE, params.tensors).forward(g, g.input(ids, [2, 10])).logits);
+      g.release();
+      params.destroy();
+      const session = await ort.InferenceSession.create(gptToOnnx(BASE, rounded), { executionProviders: ['cpu'] });
+      const got = await session.run({ input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [2, 10]) });
+      const diff = maxAbsDiff(got.logits!.data as Float32Array, want);
+      console.log(`${dtype} model as float32 ONNX: max abs difference ${diff.toExponential(2)}`);
+      expect(diff, `seed ${seed}`).toBeLessThanOrEqual(1e-4);
+    },
+  );
 
   it('exported as float16, the logits are the float32 model’s within float16 rounding, and the same tokens win', async () => {
     const { seed, random } = seeded('onnx export float16');
