@@ -78,7 +78,12 @@ class OnnxDecoder implements Decoder {
     } catch {
       throw new OnnxError('webtron sample --onnx runs models with onnxruntime-node, which is not installed: npm install onnxruntime-node');
     }
-    const session = await ort.InferenceSession.create(path, { executionProviders: ['cpu'] });
+    let session: import('onnxruntime-node').InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(path, { executionProviders: ['cpu'] });
+    } catch (error) {
+      throw new OnnxError(`${path}: onnxruntime cannot load it: ${(error as Error).message.split('\n')[0]}`);
+    }
     return {
       decoder: new OnnxDecoder(ort, session, config.maxPositionEmbeddings ?? config.seqLength, config.vocabSize),
       config,
