@@ -174,3 +174,50 @@ export class Kernels {
 function resourceOf(b: Binding): GPUBufferBinding {
   return 'gpu' in b ? { buffer: b.gpu } : { buffer: b.buffer.gpu, offset: b.offset, size: b.size };
 }
+
+/**
+ * One uniform struct of `pipeline` per window of a kernel: slots at the device's uniform offset
+ * alignment (256 B at least) in one buffer, filled by field name in a host copy that is kept and
+ * uploaded in one write.
+ */
+export class UniformSlots {
+  readonly buffer: DeviceBuffer;
+  private readonly slotBytes: number;
+  private readonly structBytes: number;
+  private readonly staging: DataView;
+
+  constructor(
+    private readonly ctx: GpuContext,
+    private readonly pipeline: GPUComputePipeline,
+    slots: number,
+    label: string,
+  ) {
+    this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
+    this.structBytes = ctx.kernels.uniformBytes(pipeline);
+    this.buffer = ctx.createBuffer({
+      label,
+      size: slots * this.slotBytes,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      category: 'other',
+    });
+    this.staging = new DataView(new ArrayBuffer(slots * this.slotBytes));
+  }
+
+  /** Slot `i`, to bind as the uniform struct. */
+  binding(i: number): Binding {
+    return { buffer: this.buffer, offset: i * this.slotBytes, size: this.structBytes };
+  }
+
+  /** Fill slot `i` (fields not named are 0); `upload` sends every slot. */
+  set(i: number, values: UniformValues): void {
+    this.ctx.kernels.packUniforms(this.pipeline, values, this.staging, i * this.slotBytes);
+  }
+
+  upload(): void {
+    this.ctx.device.queue.writeBuffer(this.buffer.gpu, 0, this.staging.buffer);
+  }
+
+  destroy(): void {
+    this.buffer.destroy();
+  }
+}

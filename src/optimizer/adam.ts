@@ -3,6 +3,7 @@
  * any length, in windows no larger than one storage binding, vec4s with a scalar tail.
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { UniformSlots } from '../gpu/kernels.js';
 import { GpuError } from '../gpu/errors.js';
 import { alignDown, windowsFor, type Window } from '../gpu/grid.js';
 import { adamStepScalars, checkHyperParams, type AdamHyperParams } from './adam-math.js';
@@ -37,9 +38,7 @@ const SHADER_NAMES = { param: 'param', grad: 'grad', expAvg: 'exp_avg', expAvgSq
 
 export class AdamKernel {
   readonly windows: Window[];
-  private readonly uniforms: DeviceBuffer;
-  private readonly slotBytes: number;
-  private readonly uniformBytes: number;
+  private readonly uniforms: UniformSlots;
   private readonly vec4Pipeline: GPUComputePipeline;
   private readonly tailPipeline: GPUComputePipeline;
   private readonly vec4Groups: (GPUBindGroup | null)[];
@@ -78,15 +77,7 @@ export class AdamKernel {
     this.vec4Pipeline = ctx.kernels.pipeline('adam', 'adam_vec4', { WG: wg, ITEMS: items });
     this.tailPipeline = ctx.kernels.pipeline('adam', 'adam_tail');
 
-    this.slotBytes = Math.max(256, limits.minUniformBufferOffsetAlignment);
-    this.uniforms = ctx.createBuffer({
-      label: 'adam.uniforms',
-      size: this.slotBytes * this.windows.length,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-      category: 'other',
-    });
-
-    this.uniformBytes = ctx.kernels.uniformBytes(this.vec4Pipeline);
+    this.uniforms = new UniformSlots(ctx, this.vec4Pipeline, this.windows.length, 'adam.uniforms');
     // The shader's names of the four operands: param4, grad4, … in adam_vec4; param1, … in adam_tail.
     const bindGroup = (pipeline: GPUComputePipeline, suffix: string, w: number, window: Window, elements: number) =>
       ctx.kernels.bindGroup(
@@ -101,7 +92,7 @@ export class AdamKernel {
             },
           ]),
         ),
-        { buffer: this.uniforms, offset: w * this.slotBytes, size: this.uniformBytes },
+        this.uniforms.binding(w),
       );
     this.vec4Groups = this.windows.map((window, w) => {
       const whole = window.count - (window.count % 4);
@@ -150,37 +141,30 @@ export class AdamKernel {
 
   private writeUniforms(hyper: AdamHyperParams, step: number, gradScale: number): void {
     const s = adamStepScalars(hyper, step);
-    const data = new ArrayBuffer(this.slotBytes * this.windows.length);
-    const view = new DataView(data);
     const [shiftP, shiftG, shiftM, shiftV] = this.shifts;
     for (const [w, window] of this.windows.entries()) {
-      this.ctx.kernels.packUniforms(
-        this.vec4Pipeline,
-        {
-          n4: Math.floor(window.count / 4),
-          tail_start: window.count - (window.count % 4),
-          tail_count: window.count % 4,
-          decoupled: hyper.decoupled,
-          step_size: s.stepSize,
-          bc2_sqrt: s.bc2Sqrt,
-          beta1: s.beta1,
-          one_minus_beta1: s.oneMinusBeta1,
-          beta2: s.beta2,
-          one_minus_beta2: s.oneMinusBeta2,
-          eps: s.eps,
-          weight_decay: s.l2,
-          decay_factor: s.decayFactor,
-          grad_scale: Math.fround(gradScale) * s.gradSign,
-          shift_p: shiftP!,
-          shift_g: shiftG!,
-          shift_m: shiftM!,
-          shift_v: shiftV!,
-        },
-        view,
-        w * this.slotBytes,
-      );
+      this.uniforms.set(w, {
+        n4: Math.floor(window.count / 4),
+        tail_start: window.count - (window.count % 4),
+        tail_count: window.count % 4,
+        decoupled: hyper.decoupled,
+        step_size: s.stepSize,
+        bc2_sqrt: s.bc2Sqrt,
+        beta1: s.beta1,
+        one_minus_beta1: s.oneMinusBeta1,
+        beta2: s.beta2,
+        one_minus_beta2: s.oneMinusBeta2,
+        eps: s.eps,
+        weight_decay: s.l2,
+        decay_factor: s.decayFactor,
+        grad_scale: Math.fround(gradScale) * s.gradSign,
+        shift_p: shiftP!,
+        shift_g: shiftG!,
+        shift_m: shiftM!,
+        shift_v: shiftV!,
+      });
     }
-    this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
+    this.uniforms.upload();
   }
 
   destroy(): void {

@@ -3,6 +3,7 @@
  * (shaders/cast.wgsl), in windows no larger than one binding.
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import { UniformSlots } from '../gpu/kernels.js';
 import { GpuError } from '../gpu/errors.js';
 import { alignDown, windowsFor } from '../gpu/grid.js';
 
@@ -63,7 +64,7 @@ export class HalfCast {
   private readonly toNarrow: GPUComputePipeline;
   private readonly toWide: GPUComputePipeline;
   private readonly dispatches: { narrowGroup: GPUBindGroup; wideGroup: GPUBindGroup; pairs: number }[] = [];
-  private readonly uniforms: DeviceBuffer;
+  private readonly uniforms: UniformSlots;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -74,22 +75,14 @@ export class HalfCast {
     this.toNarrow = ctx.kernels.pipeline('cast', `f32_to_${name}`, { WG });
     this.toWide = ctx.kernels.pipeline('cast', `${name}_to_f32`, { WG });
     const windows = pairedWindows(ctx, ranges, '16-bit cast');
-    const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.uniforms = ctx.createBuffer({
-      label: 'cast.uniforms',
-      size: Math.max(1, windows.length) * slot,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-      category: 'other',
-    });
-    const data = new DataView(new ArrayBuffer(Math.max(1, windows.length) * slot));
-    const size = ctx.kernels.uniformBytes(this.toNarrow);
+    this.uniforms = new UniformSlots(ctx, this.toNarrow, Math.max(1, windows.length), 'cast.uniforms');
     for (const [i, w] of windows.entries()) {
-      ctx.kernels.packUniforms(this.toNarrow, { pairs: w.count / 2, shift_wide: w.wideShift, shift_narrow: w.narrowShift }, data, i * slot);
+      this.uniforms.set(i, { pairs: w.count / 2, shift_wide: w.wideShift, shift_narrow: w.narrowShift });
       const bindings = (pipeline: GPUComputePipeline) =>
-        ctx.kernels.bindGroup(pipeline, { wide: w.wide, narrow: w.narrow }, { buffer: this.uniforms, offset: i * slot, size });
+        ctx.kernels.bindGroup(pipeline, { wide: w.wide, narrow: w.narrow }, this.uniforms.binding(i));
       this.dispatches.push({ narrowGroup: bindings(this.toNarrow), wideGroup: bindings(this.toWide), pairs: w.count / 2 });
     }
-    ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data.buffer);
+    this.uniforms.upload();
   }
 
   private run(toNarrow: boolean): void {

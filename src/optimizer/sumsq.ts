@@ -5,6 +5,7 @@
  * window cost the distributed optimizer 45 ms a step on lavapipe for 9 small buckets.
  */
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
+import { UniformSlots } from '../gpu/kernels.js';
 import { alignDown, windowsFor } from '../gpu/grid.js';
 import type { Float32Operand } from './adam.js';
 
@@ -16,7 +17,7 @@ export class SumOfSquares {
   private readonly pipeline: GPUComputePipeline;
   private readonly partials: DeviceBuffer;
   private readonly groups: { group: GPUBindGroup; workgroups: number }[] = [];
-  private readonly uniforms: DeviceBuffer;
+  private readonly uniforms: UniformSlots;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -31,22 +32,15 @@ export class SumOfSquares {
         .filter((w) => w.count > 0)
         .map((w) => ({ buffer: operand.buffer, count: w.count, ...alignDown((offset + w.start) * 4, align) }));
     });
-    const slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.partials = ctx.createBuffer({
       label: 'sumsq.partials',
       size: Math.max(1, windows.length) * WORKGROUPS * 4,
       usage: storageUsage(),
       category: 'other',
     });
-    this.uniforms = ctx.createBuffer({
-      label: 'sumsq.uniforms',
-      size: Math.max(1, windows.length) * slot,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-      category: 'other',
-    });
-    const data = new DataView(new ArrayBuffer(Math.max(1, windows.length) * slot));
+    this.uniforms = new UniformSlots(ctx, this.pipeline, Math.max(1, windows.length), 'sumsq.uniforms');
     windows.forEach((w, i) => {
-      ctx.kernels.packUniforms(this.pipeline, { n: w.count, shift: w.shift / 4 }, data, i * slot);
+      this.uniforms.set(i, { n: w.count, shift: w.shift / 4 });
       // Partials of workgroups not dispatched stay zero (buffers start zeroed).
       const workgroups = Math.min(WORKGROUPS, Math.ceil(w.count / (WG * MIN_PER_INVOCATION)));
       const group = ctx.kernels.bindGroup(
@@ -55,11 +49,11 @@ export class SumOfSquares {
           values: { buffer: w.buffer, offset: w.start, size: w.shift + w.count * 4 },
           partials: { buffer: this.partials, offset: i * WORKGROUPS * 4, size: WORKGROUPS * 4 },
         },
-        { buffer: this.uniforms, offset: i * slot, size: ctx.kernels.uniformBytes(this.pipeline) },
+        this.uniforms.binding(i),
       );
       this.groups.push({ group, workgroups });
     });
-    ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data.buffer);
+    this.uniforms.upload();
   }
 
   /** The sum of squares of every range, in float64. */

@@ -3,6 +3,7 @@
  * (shaders/unscale.wgsl), over ranges of the grad buffer.
  */
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
+import { UniformSlots } from '../gpu/kernels.js';
 import { pairedWindows, type CastRange } from './cast.js';
 
 const WG = 256;
@@ -13,9 +14,8 @@ export type UnscaleRange = CastRange;
 export class Unscale {
   private readonly pipeline: GPUComputePipeline;
   private readonly groups: { group: GPUBindGroup; pairs: number; shifts: [number, number] }[] = [];
-  private readonly uniforms: DeviceBuffer;
+  private readonly uniforms: UniformSlots;
   private readonly found: DeviceBuffer;
-  private readonly slot: number;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -23,13 +23,7 @@ export class Unscale {
   ) {
     this.pipeline = ctx.kernels.pipeline('unscale', 'unscale', { WG });
     const windows = pairedWindows(ctx, ranges, 'unscale');
-    this.slot = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.uniforms = ctx.createBuffer({
-      label: 'unscale.uniforms',
-      size: Math.max(1, windows.length) * this.slot,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-      category: 'other',
-    });
+    this.uniforms = new UniformSlots(ctx, this.pipeline, Math.max(1, windows.length), 'unscale.uniforms');
     this.found = ctx.createBuffer({ label: 'unscale.found_inf', size: 4, usage: storageUsage(), category: 'other' });
     windows.forEach((w, i) => {
       this.groups.push({
@@ -38,7 +32,7 @@ export class Unscale {
         group: ctx.kernels.bindGroup(
           this.pipeline,
           { grads: w.narrow, main_grads: w.wide, found_inf: this.found },
-          { buffer: this.uniforms, offset: i * this.slot, size: ctx.kernels.uniformBytes(this.pipeline) },
+          this.uniforms.binding(i),
         ),
       });
     });
@@ -46,18 +40,11 @@ export class Unscale {
 
   /** Unscale every range by 1/`scale`; true when any grad is inf or NaN. */
   async run(scale: number): Promise<boolean> {
-    const data = new ArrayBuffer(Math.max(1, this.groups.length) * this.slot);
-    const view = new DataView(data);
     for (const [i, g] of this.groups.entries()) {
       const [shiftMain, shiftGrads] = g.shifts;
-      this.ctx.kernels.packUniforms(
-        this.pipeline,
-        { pairs: g.pairs, inv_scale: 1 / scale, shift_main: shiftMain, shift_grads: shiftGrads },
-        view,
-        i * this.slot,
-      );
+      this.uniforms.set(i, { pairs: g.pairs, inv_scale: 1 / scale, shift_main: shiftMain, shift_grads: shiftGrads });
     }
-    this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, data);
+    this.uniforms.upload();
     const encoder = this.ctx.device.createCommandEncoder({ label: 'unscale' });
     encoder.clearBuffer(this.found.gpu);
     const pass = encoder.beginComputePass();
