@@ -26,11 +26,11 @@ const HEADER_BYTES = 9 + 8 + 1 + 8 + 8;
 
 /** Megatron's dtype codes of token types webtron reads and writes. */
 const TOKEN_DTYPES = {
-  1: { name: 'uint8', bytes: 1 },
-  3: { name: 'int16', bytes: 2 },
-  4: { name: 'int32', bytes: 4 },
-  5: { name: 'int64', bytes: 8 },
-  8: { name: 'uint16', bytes: 2 },
+  1: { name: 'uint8', bytes: 1, read: (v: DataView, at: number) => v.getUint8(at) },
+  3: { name: 'int16', bytes: 2, read: (v: DataView, at: number) => v.getInt16(at, true) },
+  4: { name: 'int32', bytes: 4, read: (v: DataView, at: number) => v.getInt32(at, true) },
+  5: { name: 'int64', bytes: 8, read: (v: DataView, at: number) => Number(v.getBigInt64(at, true)) },
+  8: { name: 'uint16', bytes: 2, read: (v: DataView, at: number) => v.getUint16(at, true) },
 } as const;
 type DtypeCode = keyof typeof TOKEN_DTYPES;
 
@@ -45,6 +45,8 @@ export class IndexedDataset {
     private readonly fd: number,
     readonly dtype: string,
     private readonly itemBytes: number,
+    /** One token from .bin bytes, as this file's dtype stores it. */
+    private readonly readToken: (view: DataView, at: number) => number,
     /** Tokens per sequence. */
     readonly sizes: Int32Array,
     /** Byte offset of each sequence in .bin. */
@@ -105,7 +107,7 @@ export class IndexedDataset {
       closeSync(fd);
       throw error;
     }
-    return new IndexedDataset(prefix, fd, dtype.name, dtype.bytes, sizes, pointers, documentIndex);
+    return new IndexedDataset(prefix, fd, dtype.name, dtype.bytes, dtype.read, sizes, pointers, documentIndex);
   }
 
   get sequenceCount(): number {
@@ -133,17 +135,7 @@ export class IndexedDataset {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const out = new Uint32Array(n);
     for (let k = 0; k < n; k++) {
-      const at = k * this.itemBytes;
-      const v =
-        this.dtype === 'uint16'
-          ? view.getUint16(at, true)
-          : this.dtype === 'int32'
-            ? view.getInt32(at, true)
-            : this.dtype === 'uint8'
-              ? view.getUint8(at)
-              : this.dtype === 'int16'
-                ? view.getInt16(at, true)
-                : Number(view.getBigInt64(at, true));
+      const v = this.readToken(view, k * this.itemBytes);
       if (v < 0) throw new DataError(`${this.prefix}.bin: sequence ${i} holds the negative token id ${v}`);
       out[k] = v;
     }
