@@ -9,6 +9,7 @@ import { measure, measureActivations, MEMORY_FLAGS, renderTable, rowsFor, writeP
 import { TRAIN_FLAGS, trainHelp } from './train/args.js';
 import { trainCommand } from './train/command.js';
 import { EXPORT_FLAGS, exportCommand } from './train/export.js';
+import { PREPROCESS_FLAGS, preprocessCommand } from './data/preprocess.js';
 import { SAMPLE_FLAGS, sampleCommand } from './train/sample.js';
 
 interface Command {
@@ -169,8 +170,8 @@ const train: Command = {
   summary: "train a GPT with Megatron-LM's flags, on one process or --nproc-per-node workers (--use-distributed-optimizer for ZeRO-1)",
   flags: TRAIN_FLAGS,
   help: trainHelp,
-  async run(values, _positional, argv) {
-    const code = await trainCommand(values, argv);
+  async run(values, positional, argv) {
+    const code = await trainCommand(values, argv, positional);
     if (code !== 0) throw new ExitCode(code);
   },
 };
@@ -187,11 +188,25 @@ const exportCmd: Command = {
   run: (values) => exportCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
 };
 
-const COMMANDS: Record<string, Command> = { train, sample, export: exportCmd, memory: memoryCommand, launch: launchCommand, info };
+const preprocessData: Command = {
+  summary: "tokenize a JSON lines or text corpus into Megatron's indexed dataset (PREFIX_text_document.bin/.idx) for train --data-path",
+  flags: PREPROCESS_FLAGS,
+  run: (values) => preprocessCommand(values),
+};
+
+const COMMANDS: Record<string, Command> = {
+  train,
+  'preprocess-data': preprocessData,
+  sample,
+  export: exportCmd,
+  memory: memoryCommand,
+  launch: launchCommand,
+  info,
+};
 
 function usage(): string {
   const lines = ['usage: webtron <command> [flags]', '', 'commands:'];
-  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(10)}${c.summary}`);
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(16)}${c.summary}`);
   lines.push('', 'run `webtron <command> --help` for its flags');
   return lines.join('\n');
 }

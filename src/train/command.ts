@@ -5,10 +5,10 @@
  * torchrun, Slurm, a Kubernetes operator) it is that one worker.
  */
 import { fileURLToPath } from 'node:url';
-import type { FlagValues } from './flags.js';
+import { FlagError, type FlagValues } from './flags.js';
 import { launch } from './launcher.js';
 import { resolveTrainConfig } from './args.js';
-import { runTraining } from './trainer.js';
+import { checkDataPath, runTraining } from './trainer.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
 
@@ -24,7 +24,11 @@ function workerWorld(env: NodeJS.ProcessEnv): number | null {
   return world !== undefined && rank !== undefined ? Number(world) : null;
 }
 
-export async function trainCommand(values: FlagValues, argv: string[]): Promise<number> {
+export async function trainCommand(values: FlagValues, argv: string[], positional: string[] = []): Promise<number> {
+  if (positional.length > 0)
+    throw new FlagError(
+      `unexpected argument '${positional[0]}': webtron train takes flags only (a blend is --data-path 0.7 PREFIX1 0.3 PREFIX2)`,
+    );
   const progress = process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1';
   const gpu = { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, progress };
   const world = workerWorld(process.env);
@@ -36,6 +40,7 @@ export async function trainCommand(values: FlagValues, argv: string[]): Promise<
   const nproc = values['nproc-per-node'] as number;
   const nnodes = values.nnodes as number;
   const cfg = resolveTrainConfig(values, nproc * nnodes); // every flag error before any worker starts
+  checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();
   if (nproc * nnodes === 1) {
     await runTraining({ ...cfg, runDir }, gpu);

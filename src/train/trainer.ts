@@ -17,6 +17,7 @@ import { CheckpointError } from '../checkpoint/errors.js';
 import { initProcessGroup, type Distributed } from '../collectives/init.js';
 import { mobyDick, entropies, splitTexts, textFile } from '../data/corpus.js';
 import { dataKind, openIndexedGptData, type GptSampleSource } from '../data/gpt-dataset.js';
+import { IndexedDataset } from '../data/indexed.js';
 import { GptSamples } from '../data/samples.js';
 import {
   ByteTokenizer,
@@ -115,18 +116,44 @@ async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Toke
 }
 
 /** The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or Moby-Dick). */
-async function openData(cfg: TrainConfig) {
+/**
+ * What --data-path names, checked without reading the data: indexed datasets (each index read and
+ * checked), or one text file. The launcher runs it before any worker starts, so a bad path is one
+ * line, not one per rank.
+ */
+export function checkDataPath(cfg: TrainConfig): 'indexed' | 'text' | 'moby-dick' {
   const blend = cfg.dataBlend;
-  const kinds = blend?.map((e) => dataKind(e.path)) ?? [];
+  if (!blend) return 'moby-dick';
+  const kinds = blend.map((e) => dataKind(e.path));
   const missing = kinds.indexOf(null);
-  if (blend && missing >= 0)
+  if (missing >= 0)
     throw new ConfigError(
       `dataPath: ${blend[missing]!.path} is neither a text file nor the prefix of an indexed dataset (${blend[missing]!.path}.bin and .idx)`,
       'dataPath',
     );
-  if (blend && kinds[0] === 'indexed') {
-    const text = kinds.indexOf('text');
-    if (text >= 0) throw new ConfigError(`dataPath: ${blend[text]!.path} is a text file; a blend takes indexed datasets only`, 'dataPath');
+  if (kinds[0] === 'text') {
+    if (blend.length > 1)
+      throw new ConfigError(
+        `dataPath: ${blend[0]!.path} is a text file; a blend takes indexed datasets only (make them with webtron preprocess-data)`,
+        'dataPath',
+      );
+    return 'text';
+  }
+  const text = kinds.indexOf('text');
+  if (text >= 0) throw new ConfigError(`dataPath: ${blend[text]!.path} is a text file; a blend takes indexed datasets only`, 'dataPath');
+  for (const e of blend) IndexedDataset.open(e.path).close();
+  if (cfg.tokenizerType === 'CharTokenizer' && !cfg.load)
+    throw new ConfigError(
+      'tokenizerType: CharTokenizer builds its vocabulary from a text corpus, and --data-path names an indexed dataset; give the --tokenizer-type it was made with',
+      'tokenizerType',
+    );
+  if (cfg.tokenizerType === 'GPT2BPETokenizer' || cfg.tokenizerType === 'HuggingFaceTokenizer') readTokenizerFiles(cfg.tokenizerType, cfg);
+  return 'indexed';
+}
+
+async function openData(cfg: TrainConfig) {
+  const blend = cfg.dataBlend;
+  if (blend && checkDataPath(cfg) === 'indexed') {
     const tokenizer = await tokenizerFor(cfg, null);
     const data = openIndexedGptData(blend, { split: cfg.split, seqLength: cfg.seqLength, seed: cfg.seed, vocabSize: tokenizer.vocabSize });
     return {
@@ -142,11 +169,6 @@ async function openData(cfg: TrainConfig) {
       },
     };
   }
-  if (blend && blend.length > 1)
-    throw new ConfigError(
-      `dataPath: ${blend[0]!.path} is a text file; a blend takes indexed datasets only (make them with webtron preprocess-data)`,
-      'dataPath',
-    );
   const corpus = blend ? textFile(blend[0]!.path) : mobyDick();
   const texts = splitTexts(corpus, cfg.split);
   if (!texts.train)

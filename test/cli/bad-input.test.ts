@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { IndexedDatasetBuilder } from '../../src/data/indexed.js';
 import { ConfigError } from '../../src/errors.js';
 import { ShapeError } from '../../src/nn/gpt-spec.js';
 import { oneLine } from '../../src/cli.js';
@@ -42,6 +43,13 @@ function fixtures(dir: string): void {
   writeFileSync(join(dir, 'corrupt', 'iter_0000001', 'index.json'), '{"format": "webtron-checkpoint", "files": ');
   writeFileSync(join(dir, 'empty.txt'), '');
   writeFileSync(join(dir, 'model.onnx'), 'not a protobuf');
+  writeFileSync(join(dir, 'corrupt-ds.idx'), 'MMIDIDY\0\0 is not an index of a dataset, just text');
+  writeFileSync(join(dir, 'corrupt-ds.bin'), '');
+  const bytes = new IndexedDatasetBuilder(join(dir, 'bytes'), 'uint16');
+  bytes.addDocument([Array.from({ length: 64 }, (_, i) => i)]);
+  bytes.finish();
+  writeFileSync(join(dir, 'corpus.jsonl'), '{"text": "fine"}\n');
+  writeFileSync(join(dir, 'vocab.json'), '{"a": 0}');
 }
 
 interface Case {
@@ -68,6 +76,54 @@ const CASES: Case[] = [
   { args: ['train', ...TRAIN, '--data-path', 'missing.txt'], says: /missing\.txt/ },
   { args: ['train', ...TRAIN, '--data-path', 'empty.txt'], says: /empty\.txt|no sample|tokens/ },
   { args: ['train', ...TRAIN, '--load', 'corrupt'], says: /corrupt.*index\.json/ },
+  { args: ['train', ...TRAIN, '--data-path', '0.7', 'bytes', '0.3'], says: /--data-path: 3 words: weights and prefixes must pair up/ },
+  {
+    args: ['train', ...TRAIN, '--data-path', '0.5', 'bytes', '0.5', 'nothing'],
+    says: /--data-path: nothing is neither a text file nor the prefix/,
+  },
+  { args: ['train', ...TRAIN, '--data-path', 'corrupt-ds'], says: /corrupt-ds\.idx: bad magic/ },
+  { args: ['train', ...TRAIN, '--data-path', 'bytes'], says: /--tokenizer-type: CharTokenizer builds its vocabulary from a text corpus/ },
+  { args: ['train', ...TRAIN, '--data-path', 'bytes', 'stray', '--nproc-per-node', '2'], says: /--data-path: .*bytes stray|stray/ },
+  { args: ['train', ...TRAIN, '--tokenizer-type', 'SentencePiece'], says: /--tokenizer-type must be one of .*SentencePiece/ },
+  {
+    args: ['train', ...TRAIN, '--tokenizer-type', 'GPT2BPETokenizer', '--vocab-file', 'vocab.json'],
+    says: /--vocab-file and --merge-file go together/,
+  },
+  { args: ['train', ...TRAIN, '--tokenizer-type', 'HuggingFaceTokenizer'], says: /needs --tokenizer-model/ },
+  { args: ['train', ...TRAIN, 'extra'], says: /unexpected argument 'extra'/ },
+  { args: ['preprocess-data', '--output-prefix', 'out', '--tokenizer-type', 'ByteTokenizer'], says: /--input is required/ },
+  {
+    args: ['preprocess-data', '--input', 'corpus.jsonl', '--output-prefix', 'out', '--tokenizer-type', 'CharTokenizer'],
+    says: /CharTokenizer builds its vocabulary/,
+  },
+  {
+    args: ['preprocess-data', '--input', 'corpus.jsonl', '--output-prefix', 'out', '--tokenizer-type', 'ByteTokenizer', '--workers', '0'],
+    says: /--workers must be an integer of at least 1, got 0/,
+  },
+  {
+    args: ['preprocess-data', '--input', 'empty.txt', '--output-prefix', 'out', '--tokenizer-type', 'ByteTokenizer'],
+    says: /--input: empty\.txt is empty/,
+  },
+  {
+    args: ['preprocess-data', '--input', 'corpus.jsonl', '--output-prefix', 'out', '--tokenizer-type', 'ByteTokenizer', '--append-eod'],
+    says: /--append-eod: ByteTokenizer has no end-of-document token/,
+  },
+  {
+    args: [
+      'preprocess-data',
+      '--input',
+      'corpus.jsonl',
+      '--output-prefix',
+      'out',
+      '--tokenizer-type',
+      'GPT2BPETokenizer',
+      '--vocab-file',
+      'vocab.json',
+      '--merge-file',
+      'none.txt',
+    ],
+    says: /--merge-file: cannot read none\.txt: ENOENT/,
+  },
   { args: ['train', ...TRAIN, '--load', 'nowhere'], says: /nowhere/ },
   { args: ['sample', '--load', 'nowhere'], says: /nowhere/ },
   { args: ['sample', '--load', 'corrupt', '--onnx', 'model.onnx'], says: /give one of --load .* or --onnx/ },
@@ -110,7 +166,7 @@ describe('bad input to every command', () => {
     const r = await run(c.args, dir);
     const lines = r.stderr.split('\n').filter((l) => l !== '');
     expect(lines, r.stderr).toHaveLength(1);
-    expect(lines[0]).toMatch(/^webtron( [a-z]+)?: /);
+    expect(lines[0]).toMatch(/^webtron( [a-z-]+)?: /);
     expect(lines[0]).toMatch(c.says);
     expect(r.code, r.stderr).toBe(2);
     expect(r.stdout).toBe('');
