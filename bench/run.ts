@@ -12,6 +12,7 @@ import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../sr
 import { adamBench } from './adam.js';
 import { nnBench } from './nn.js';
 import { onnxBench } from './onnx.js';
+import { dataBench } from './data.js';
 import { checkpointBench } from './checkpoint.js';
 import { collectivesBench } from './collectives.js';
 import { optimizerBench } from './optimizer.js';
@@ -20,7 +21,17 @@ import type { Bench } from './bench.js';
 import { slug, table, type Row } from './report.js';
 import { trainBench } from './train.js';
 
-const BENCHES: Bench[] = [adamBench, collectivesBench, reduceBench, optimizerBench, nnBench, onnxBench, checkpointBench, trainBench];
+const BENCHES: Bench[] = [
+  adamBench,
+  collectivesBench,
+  reduceBench,
+  optimizerBench,
+  nnBench,
+  onnxBench,
+  checkpointBench,
+  trainBench,
+  dataBench,
+];
 
 const COMMON: Record<string, FlagSpec> = {
   ...GPU_FLAGS,

@@ -202,7 +202,7 @@ export class IndexedDatasetBuilder {
   private bytes = 0;
   private readonly code: 4 | 8;
   /** Tokens not yet written to .bin (written in blocks of 4 MiB, not a write per sequence). */
-  private pending = Buffer.allocUnsafe(4 << 20);
+  private pending = new Uint8Array(4 << 20);
   private used = 0;
 
   constructor(
@@ -219,14 +219,18 @@ export class IndexedDatasetBuilder {
     const item = this.dtype === 'uint16' ? 2 : 4;
     const max = this.dtype === 'uint16' ? 0xffff : 0x7fffffff;
     for (const tokens of sequences) {
-      if (this.pending.byteLength - this.used < tokens.length * item) this.flush(tokens.length * item);
       for (let k = 0; k < tokens.length; k++) {
         const t = tokens[k]!;
-        if (!Number.isInteger(t) || t < 0 || t > max) throw new DataError(`${this.prefix}: token id ${t} does not fit ${this.dtype}`);
-        if (item === 2) this.pending.writeUInt16LE(t, this.used);
-        else this.pending.writeInt32LE(t, this.used);
-        this.used += item;
+        if (!(t >= 0 && t <= max && Number.isInteger(t))) throw new DataError(`${this.prefix}: token id ${t} does not fit ${this.dtype}`);
       }
+      if (this.pending.byteLength - this.used < tokens.length * item) this.flush(tokens.length * item);
+      // Little-endian typed-array views (every platform Node runs on): one converting copy per sequence.
+      const view =
+        item === 2
+          ? new Uint16Array(this.pending.buffer, this.used, tokens.length)
+          : new Int32Array(this.pending.buffer, this.used, tokens.length);
+      view.set(tokens);
+      this.used += tokens.length * item;
       this.sizes.push(tokens.length);
       this.bytes += tokens.length * item;
     }
@@ -237,7 +241,7 @@ export class IndexedDatasetBuilder {
   private flush(need = 0): void {
     for (let at = 0; at < this.used; ) at += writeSync(this.fd, this.pending, at, this.used - at);
     this.used = 0;
-    if (need > this.pending.byteLength) this.pending = Buffer.allocUnsafe(need);
+    if (need > this.pending.byteLength) this.pending = new Uint8Array(need);
   }
 
   /** Write the index and put both files in place (.bin first, .idx last). */

@@ -171,7 +171,14 @@ describe('webtron preprocess-data', () => {
     ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/\(int32\)/);
-    expect(readAll(`${prefix}_text_document`)).toEqual({ dtype: 'int32', docs: texts.map((t) => [...wordPiece(t), 70_001]) });
+    // A document of no tokens is dropped, end-of-document token and all (as Megatron's).
+    expect(readAll(`${prefix}_text_document`)).toEqual({
+      dtype: 'int32',
+      docs: texts
+        .map(wordPiece)
+        .filter((ids) => ids.length > 0)
+        .map((ids) => [...ids, 70_001]),
+    });
   });
 
   it('malformed lines: stop at the first with its line number, nothing replaced; or --on-bad-line skip reports each and goes on', () => {
