@@ -211,7 +211,13 @@ export class IndexedDatasetBuilder {
   ) {
     this.code = dtype === 'uint16' ? 8 : 4;
     this.binTmp = `${prefix}.bin.tmp-${process.pid}`;
-    this.fd = openSync(this.binTmp, 'w');
+    try {
+      this.fd = openSync(this.binTmp, 'w');
+    } catch (error) {
+      throw new DataError(
+        `${prefix}: cannot write ${this.binTmp}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; give an output prefix in a folder you can write`,
+      );
+    }
   }
 
   /** One document of one or more sequences (Megatron's sentences). */

@@ -7,7 +7,8 @@
  * order to one builder per key: OUTPUT_PREFIX_KEY_document.bin/.idx, uint16 tokens when the
  * vocabulary fits, else int32. Outputs appear only when complete (src/data/indexed.ts).
  */
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, mkdirSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from '../errors.js';
@@ -187,6 +188,14 @@ export async function preprocess(options: PreprocessOptions): Promise<Preprocess
       'appendEod',
     );
   const dtype = tokenDtypeFor(tokenizer.vocabSize);
+  try {
+    mkdirSync(dirname(options.outputPrefix), { recursive: true });
+  } catch (error) {
+    throw new ConfigError(
+      `outputPrefix: cannot make the folder ${dirname(options.outputPrefix)}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; give a prefix in a folder you can write`,
+      'outputPrefix',
+    );
+  }
   const outputs = options.jsonKeys.map((key) => `${options.outputPrefix}_${key}_document`);
   const total = statSync(options.input).size;
   const warn = options.warn ?? ((line: string) => process.stderr.write(`${line}\n`));

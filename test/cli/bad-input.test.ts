@@ -93,6 +93,10 @@ const CASES: Case[] = [
   { args: ['train', ...TRAIN, 'extra'], says: /unexpected argument 'extra'/ },
   { args: ['preprocess-data', '--output-prefix', 'out', '--tokenizer-type', 'ByteTokenizer'], says: /--input is required/ },
   {
+    args: ['preprocess-data', '--input', 'corpus.jsonl', '--output-prefix', 'corpus.jsonl/out/x', '--tokenizer-type', 'ByteTokenizer'],
+    says: /--output-prefix: cannot make the folder corpus\.jsonl\/out: ENOTDIR/,
+  },
+  {
     args: ['preprocess-data', '--input', 'corpus.jsonl', '--output-prefix', 'out', '--tokenizer-type', 'CharTokenizer'],
     says: /CharTokenizer builds its vocabulary/,
   },
