@@ -2,7 +2,7 @@
 /**
  * webtron's public API: what a program needs to train its own model with data parallelism and the
  * distributed optimizer. docs/api.md lists and explains every name; the lower layers have their own
- * entry points (`webtron/gpu`, `webtron/collectives`, `webtron/checkpoint`).
+ * entry points (`webtron/gpu`, `webtron/collectives`, `webtron/checkpoint`, `webtron/data`).
  */
 
 // Errors
@@ -16,6 +16,7 @@ export { ShapeMismatch } from './nn/tensor.js';
 export { ShapeError } from './nn/gpt-spec.js';
 export { CheckpointError } from './checkpoint/errors.js';
 export { TrainingError } from './train/trainer.js';
+export { DataError } from './data/indexed.js';
 
 // GPU
 export { GpuContext, DeviceBuffer, type GpuOptions } from './gpu/context.js';

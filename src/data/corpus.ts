@@ -63,8 +63,13 @@ export function splitTexts(corpus: Corpus, split: readonly [number, number, numb
   return { train: train!, valid: valid!, test: test! };
 }
 
-/** Unigram entropy and bigram conditional entropy (nats per token) of a token stream. */
-export function entropies(tokens: ArrayLike<number>): { unigram: number; bigram: number } {
+/**
+ * Unigram entropy and bigram conditional entropy (nats per token) of a token stream. The bigram
+ * figure is a plug-in estimate, biased low when most pairs are seen once or twice (a 50k BPE
+ * vocabulary over a book): it is null when the stream has more than one distinct pair per five
+ * tokens, where it would mislead as a reference line.
+ */
+export function entropies(tokens: ArrayLike<number>): { unigram: number; bigram: number | null } {
   const n = tokens.length;
   const counts = new Map<number, number>();
   const pairs = new Map<number, number>();
@@ -82,5 +87,5 @@ export function entropies(tokens: ArrayLike<number>): { unigram: number; bigram:
   for (let i = 0; i + 1 < n; i++) previous.set(tokens[i]!, (previous.get(tokens[i]!) ?? 0) + 1);
   let bigram = 0;
   for (const [key, c] of pairs) bigram -= (c / (n - 1)) * Math.log(c / previous.get(Math.floor(key / 2 ** 21))!);
-  return { unigram, bigram };
+  return { unigram, bigram: pairs.size > n / 5 ? null : bigram };
 }

@@ -130,7 +130,7 @@ export class RunFolder {
   writeChart(
     train: { x: number; y: number }[],
     valid: { x: number; y: number }[],
-    reference: { unigram: number; bigram: number },
+    reference: { unigram: number; bigram: number | null },
     title: string,
   ): void {
     const svg = curveChartSvg(
@@ -143,12 +143,16 @@ export class RunFolder {
           points: [{ x: 0, y: reference.unigram }],
           reference: true,
         },
-        {
-          name: `bigram entropy ${reference.bigram.toFixed(2)}`,
-          color: '#2ca02c',
-          points: [{ x: 0, y: reference.bigram }],
-          reference: true,
-        },
+        ...(reference.bigram === null
+          ? []
+          : [
+              {
+                name: `bigram entropy ${reference.bigram.toFixed(2)}`,
+                color: '#2ca02c',
+                points: [{ x: 0, y: reference.bigram }],
+                reference: true,
+              },
+            ]),
       ],
       { title, xLabel: 'iteration', yLabel: 'loss (nats per token)', yMin: 0, yFormat: (v) => v.toFixed(1) },
     );

@@ -71,7 +71,8 @@ export interface TrainSummary {
   elapsed_s: number;
   params: number;
   unigram_entropy: number;
-  bigram_entropy: number;
+  /** Null where the corpus is too small for the estimate (src/data/corpus.ts). */
+  bigram_entropy: number | null;
   run_dir: string | null;
   checkpoint: string | null;
   /** Rank 0's GPU bytes of params, grads, main params and optimizer state after the first iteration, and what webtron memory predicts. */
@@ -317,7 +318,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     say(
       `webtron train: ${paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads, vocab ${tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
         `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}, global batch ${cfg.globalBatchSize} = ${cfg.microBatchSize} × ${d} × ${cfg.gradAccumulation} micro-batches; ` +
-        `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${trainSamples.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}, bigram ${reference.bigram.toFixed(3)} nats`,
+        `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${trainSamples.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}, bigram ${reference.bigram?.toFixed(3) ?? 'n/a (too few tokens per pair)'} nats`,
     );
 
     const schedule = {
@@ -584,7 +585,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
           `${paramCount.toLocaleString('en-US')}-param GPT on ${data.name.replace(/ \(.*\)$/, '')}, ${d} rank${d === 1 ? '' : 's'}`,
         );
       say(
-        `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${lastLoss?.toFixed(4)}, validation ${lastVal?.toFixed(4) ?? '-'} (bigram entropy ${reference.bigram.toFixed(4)}); ${cfg.runDir}/loss.svg`,
+        `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${lastLoss?.toFixed(4)}, validation ${lastVal?.toFixed(4) ?? '-'} (${reference.bigram === null ? `unigram entropy ${reference.unigram.toFixed(4)}` : `bigram entropy ${reference.bigram.toFixed(4)}`}); ${cfg.runDir}/loss.svg`,
       );
     }
     optimizer.destroy();

@@ -110,6 +110,9 @@ print(json.dumps(out))`;
     const got = entropies(tokens);
     expect(got.unigram).toBeCloseTo(unigram, 12);
     expect(got.bigram).toBeCloseTo(bigram, 12);
+    // Pairs of a 5000-token vocabulary over 5000 tokens: nearly every pair seen once, no bigram figure.
+    const sparse = Uint32Array.from({ length: 5000 }, () => Math.floor(random() * 5000));
+    expect(entropies(sparse).bigram).toBeNull();
   });
 });
 

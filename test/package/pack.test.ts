@@ -16,7 +16,7 @@ const app = join(work, 'app');
 let tarball: string;
 let files: string[];
 
-const ENTRY_POINTS = ['webtron', 'webtron/gpu', 'webtron/collectives', 'webtron/checkpoint'];
+const ENTRY_POINTS = ['webtron', 'webtron/gpu', 'webtron/collectives', 'webtron/checkpoint', 'webtron/data'];
 
 /** docs/api.md: the names listed under each entry point's heading. */
 function documented(): Map<string, string[]> {
