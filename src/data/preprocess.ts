@@ -45,8 +45,8 @@ export interface PreprocessOptions {
   workers: number;
   skipBadLines: boolean;
   logInterval: number;
-  /** Progress bar and skipped-line reports (stderr). */
-  progress?: boolean;
+  /** 'bar': a progress bar on stderr (a terminal); 'lines': a progress line on stderr every 10 s (piped); none by default. */
+  progress?: 'bar' | 'lines' | 'none';
   warn?: (line: string) => void;
 }
 
@@ -199,7 +199,8 @@ export async function preprocess(options: PreprocessOptions): Promise<Preprocess
   const outputs = options.jsonKeys.map((key) => `${options.outputPrefix}_${key}_document`);
   const total = statSync(options.input).size;
   const warn = options.warn ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const progress = new ProgressBar(Math.max(1, Math.round(total / 1e5) / 10), process.stderr, options.progress ?? false);
+  const progress = new ProgressBar(Math.max(1, Math.round(total / 1e5) / 10), process.stderr, options.progress === 'bar');
+  let lastLine = performance.now();
   const workerInput: WorkerInput = {
     tokenizer: options.tokenizer,
     keys: options.jsonKeys,
@@ -272,11 +273,16 @@ export async function preprocess(options: PreprocessOptions): Promise<Preprocess
           tokens += n;
         });
         documents += 1;
-        if (documents % options.logInterval === 0)
-          progress.update(
-            Math.round(bytesRead / 1e5) / 10,
-            `MB | ${documents.toLocaleString('en-US')} documents | ${(bytesRead / 1e6 / ((performance.now() - started) / 1000)).toFixed(2)} MB/s`,
-          );
+        if (documents % options.logInterval === 0) {
+          const rate = `${(bytesRead / 1e6 / ((performance.now() - started) / 1000)).toFixed(2)} MB/s`;
+          progress.update(Math.round(bytesRead / 1e5) / 10, `MB | ${documents.toLocaleString('en-US')} documents | ${rate}`);
+          if (options.progress === 'lines' && performance.now() - lastLine >= 10_000) {
+            lastLine = performance.now();
+            warn(
+              `webtron preprocess-data: ${documents.toLocaleString('en-US')} documents, ${(bytesRead / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB, ${rate}`,
+            );
+          }
+        }
       }
       written += 1;
     }
@@ -336,7 +342,10 @@ export async function preprocess(options: PreprocessOptions): Promise<Preprocess
 
 export async function preprocessCommand(values: FlagValues): Promise<void> {
   const options = preprocessOptions(values);
-  const summary = await preprocess({ ...options, progress: process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1' });
+  const summary = await preprocess({
+    ...options,
+    progress: process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1' ? 'bar' : 'lines',
+  });
   console.log(
     `webtron preprocess-data: ${summary.documents.toLocaleString('en-US')} documents, ${summary.tokens.toLocaleString('en-US')} tokens (${summary.dtype}) from ${(summary.bytes / 1e6).toFixed(2)} MB in ${summary.seconds.toFixed(2)} s (${summary.mbPerS.toFixed(2)} MB/s, ${options.workers} worker${options.workers === 1 ? '' : 's'})` +
       `${summary.skipped ? `; ${summary.skipped} malformed line${summary.skipped === 1 ? '' : 's'} skipped` : ''} -> ${summary.outputs.map((o) => `${o}.bin/.idx`).join(', ')}`,

@@ -318,7 +318,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     say(
       `webtron train: ${paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads, vocab ${tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
         `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}, global batch ${cfg.globalBatchSize} = ${cfg.microBatchSize} × ${d} × ${cfg.gradAccumulation} micro-batches; ` +
-        `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${trainSamples.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}, bigram ${reference.bigram?.toFixed(3) ?? 'n/a (too few tokens per pair)'} nats`,
+        `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${trainSamples.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`,
     );
 
     const schedule = {

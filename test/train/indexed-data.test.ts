@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { BIN, dir, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
 
@@ -69,7 +70,15 @@ describe('webtron train on indexed datasets', () => {
   it('GPT-2 BPE: trains, and its checkpoint samples and exports with the GPT-2 tokenizer', async () => {
     const base = dir();
     const gpt2 = ['--tokenizer-type', 'GPT2BPETokenizer'];
-    const data = corpus(base, 'moby', 1, 20, [...gpt2, '--append-eod']);
+    // As the README does it: the whole book as JSON lines by scripts/moby-dick-jsonl.mjs, then preprocess-data.
+    const jsonl = join(base, 'moby-dick.jsonl');
+    execFileSync('node', [fileURLToPath(new URL('../../scripts/moby-dick-jsonl.mjs', import.meta.url)), jsonl], { stdio: 'ignore' });
+    const prefix = join(base, 'moby-dick');
+    const made = execFileSync('node', [BIN, 'preprocess-data', '--input', jsonl, '--output-prefix', prefix, ...gpt2, '--append-eod'], {
+      encoding: 'utf8',
+    });
+    expect(made).toMatch(/139 documents, [\d,]+ tokens \(uint16\)/);
+    const data = `${prefix}_text_document`;
     const r = await train([
       ...TINY,
       ...gpt2,
