@@ -34,6 +34,17 @@ const TOKEN_DTYPES = {
 } as const;
 type DtypeCode = keyof typeof TOKEN_DTYPES;
 
+/** Token arrays end to end. */
+export function concatTokens(parts: readonly Uint32Array[]): Uint32Array {
+  const out = new Uint32Array(parts.reduce((s, p) => s + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** What Megatron picks: uint16 when every token id fits, else int32. */
 export function tokenDtypeFor(vocabSize: number): 'uint16' | 'int32' {
   return vocabSize <= 65536 ? 'uint16' : 'int32';
@@ -178,14 +189,7 @@ export class IndexedDataset {
   /** The tokens of document `d`: its sequences, in order. */
   document(d: number): Uint32Array {
     const [first, end] = [Number(this.documentIndex[d]!), Number(this.documentIndex[d + 1]!)];
-    const parts = Array.from({ length: end - first }, (_, k) => this.sequence(first + k));
-    const out = new Uint32Array(parts.reduce((s, p) => s + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
+    return concatTokens(Array.from({ length: end - first }, (_, k) => this.sequence(first + k)));
   }
 
   close(): void {

@@ -4,6 +4,7 @@
  * was wrong with the line. One tokenizer per thread, built from the state the main thread passes.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { concatTokens } from './indexed.js';
 import { loadTokenizer, type TokenizerState } from './tokenizer.js';
 
 export interface WorkerInput {
@@ -65,24 +66,16 @@ parentPort!.on('message', (chunk: Chunk) => {
     got.forEach((text, k) => {
       let ids = tokenizer.encode(text);
       if (input.appendEod && ids.length > 0) {
-        const with_ = new Uint32Array(ids.length + 1);
-        with_.set(ids);
-        with_[ids.length] = tokenizer.eod!;
-        ids = with_;
+        const withEod = new Uint32Array(ids.length + 1);
+        withEod.set(ids);
+        withEod[ids.length] = tokenizer.eod!;
+        ids = withEod;
       }
       perKey[k]!.parts.push(ids);
       perKey[k]!.lengths[r] = ids.length;
     });
   });
-  const tokens = perKey.map(({ parts }) => {
-    const out = new Uint32Array(parts.reduce((s, p) => s + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
-  });
+  const tokens = perKey.map(({ parts }) => concatTokens(parts));
   const result: ChunkResult = { id: chunk.id, tokens, lengths: perKey.map((k) => k.lengths), bad };
   parentPort!.postMessage(result, [...tokens.map((t) => t.buffer as ArrayBuffer), ...result.lengths.map((l) => l.buffer as ArrayBuffer)]);
 });

@@ -186,10 +186,16 @@ describe('webtron train', () => {
     [['--num-attention-heads', '3'], /^webtron train: --num-attention-heads 3 must divide --hidden-size 32/],
     [['--lr-decay-style', 'step'], /^webtron train: --lr-decay-style must be constant, linear or cosine, got 'step'/],
     [['--hidden-dropout', '1.5'], /^webtron train: --hidden-dropout must be in \[0, 1\), got 1.5/],
-    [['--tokenizer-type', 'GPT2BPETokenizer'], /^webtron train: --tokenizer-type must be CharTokenizer or ByteTokenizer/],
+    [
+      ['--tokenizer-type', 'SentencePiece'],
+      /^webtron train: --tokenizer-type must be one of CharTokenizer, ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer, got 'SentencePiece'/,
+    ],
     [['--train-iters', 'ten'], /^webtron train: --train-iters: expected an integer, got 'ten'/],
     [['--no-such-flag'], /^webtron train: unknown flag --no-such-flag/],
-    [['--data-path', '/does/not/exist.txt'], /^webtron train: --data-path: cannot read \/does\/not\/exist.txt: ENOENT/],
+    [
+      ['--data-path', '/does/not/exist.txt'],
+      /^webtron train: --data-path: \/does\/not\/exist.txt is neither a text file nor the prefix of an indexed dataset/,
+    ],
     [['--load', '/does/not/exist'], /^webtron train: \/does\/not\/exist: neither a checkpoint folder/],
   ])('%j is one line naming the flag, exit code 2, nothing written', async (extra, message) => {
     const runDir = join(dir(), 'run');
