@@ -1,7 +1,8 @@
 /**
  * Process-group initialisation with the conventions of torchrun, Slurm and Kubernetes training
  * operators: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE (Slurm's
- * SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID as fallbacks), or explicit options. Rank 0 serves the
+ * SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID as fallbacks, and the first host of SLURM_JOB_NODELIST
+ * as the master), or explicit options. Rank 0 serves the
  * store at MASTER_ADDR:MASTER_PORT unless a launcher already does (WEBTRON_STORE_EXTERNAL=1).
  */
 import dgram from 'node:dgram';
@@ -10,6 +11,7 @@ import os from 'node:os';
 import { CollectiveError, JoinError } from './errors.js';
 import { FRAME_VERSION } from './frame.js';
 import { effectiveSegmentBytes, ProcessGroup } from './process-group.js';
+import { jobToken, slurmMaster } from './slurm.js';
 import { StoreClient, StoreServer } from './store.js';
 import { peerAddressKey, settingsMismatch, Transport } from './transport.js';
 
@@ -98,8 +100,10 @@ export function resolveInfo(options: InitOptions, env: NodeJS.ProcessEnv): Distr
     intFrom('LOCAL_WORLD_SIZE', env.LOCAL_WORLD_SIZE) ??
     intFrom('SLURM_NTASKS_PER_NODE', env.SLURM_NTASKS_PER_NODE) ??
     worldSize;
-  const masterAddr = options.masterAddr ?? (env.MASTER_ADDR || '127.0.0.1');
-  const masterPort = options.masterPort ?? intFrom('MASTER_PORT', env.MASTER_PORT) ?? 29500;
+  // Inside a Slurm job without MASTER_ADDR/MASTER_PORT: the first host of its node list and a port from its job id.
+  const slurm = env.MASTER_ADDR && env.MASTER_PORT ? null : slurmMaster(env);
+  const masterAddr = options.masterAddr ?? (env.MASTER_ADDR || slurm?.addr || '127.0.0.1');
+  const masterPort = options.masterPort ?? intFrom('MASTER_PORT', env.MASTER_PORT) ?? slurm?.port ?? 29500;
   if (worldSize < 1) throw new CollectiveError(`world size must be at least 1, got ${worldSize} (WORLD_SIZE)`);
   if (rank >= worldSize) throw new CollectiveError(`rank ${rank} is not below the world size ${worldSize} (RANK, WORLD_SIZE)`);
   if (localRank >= localWorldSize)
@@ -151,10 +155,10 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
     const group = new ProcessGroup(0, 1, null, { timeoutMs });
     return { info, group, store: null, storeServer: null, close: () => group.close() };
   }
-  const token = options.token ?? env.WEBTRON_JOB_TOKEN;
+  const token = options.token ?? jobToken(env);
   if (!token) {
     throw new CollectiveError(
-      'WEBTRON_JOB_TOKEN is not set: give every worker the same secret (the `webtron` launcher generates one), or pass { token }',
+      'WEBTRON_JOB_TOKEN is not set: give every worker the same secret (the `webtron` launcher generates one; in a Slurm job every task derives one from WEBTRON_JOB_TOKEN_FILE, default ~/.webtron/job-token), or pass { token }',
     );
   }
   const storeExternal = options.storeExternal ?? env.WEBTRON_STORE_EXTERNAL === '1';
