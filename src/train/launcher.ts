@@ -75,6 +75,9 @@ export function describeExit(code: number | null, signal: NodeJS.Signals | null)
   return { text: `exited with code ${code ?? 1}`, code: code ?? 1 };
 }
 
+/** Dawn's two start-up notices (bin/webtron.js drops them from the CLI's stderr): no help in a failed worker's last lines. */
+const DAWN_NOTICE = /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+/;
+
 /** The last `count` lines a worker wrote to stderr (a ring; lines longer than 500 characters are cut). */
 class TailLines {
   private readonly lines: string[] = [];
@@ -86,7 +89,7 @@ class TailLines {
     const parts = (this.partial + chunk).split(/\r?\n|\r/);
     this.partial = parts.pop()!.slice(-500);
     for (const line of parts) {
-      if (line.trim() === '') continue;
+      if (line.trim() === '' || DAWN_NOTICE.test(line)) continue;
       this.lines.push(line.slice(0, 500));
       if (this.lines.length > this.count) this.lines.shift();
     }

@@ -91,6 +91,22 @@ export class TestHosts {
       });
   }
 
+  /** Pids of every process in host `i`'s namespace. */
+  pids(i: number): number[] {
+    return spawnSync('ip', ['netns', 'pids', this.hosts[i]!.ns], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
+  }
+
+  /** Send `signal` to every process in host `i`. */
+  signalAll(i: number, signal: NodeJS.Signals): void {
+    for (const pid of this.pids(i)) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
   /** Kill what was started (and whatever else runs in the namespaces), then delete the namespaces. */
   teardown(): void {
     for (const c of this.children) if (c.exitCode === null && c.signalCode === null && c.pid) process.kill(c.pid, 'SIGKILL');

@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finished, hostsUnavailable, TestHosts } from '../helpers/hosts.js';
 import { BIN, dir, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const unavailable = hostsUnavailable();
@@ -91,4 +92,95 @@ describe.skipIf(unavailable !== null)('webtron train on two hosts (network names
     expect(node0!.code).not.toBe(0);
     expect(node0!.stderr).toMatch(/refused connection from 192\.0\.2\.2:\d+: wrong or missing job token/);
   });
+});
+
+/** Wait until `path` exists (polling), or fail after `ms`. */
+async function waitFor(what: string, ok: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe.skipIf(unavailable !== null)('links that fail mid-training', () => {
+  it.each([
+    ['the link set down', (h: TestHosts) => h.run(1, 'ip', ['link', 'set', h.hosts[1]!.ifname, 'down'])],
+    ['node 1 frozen (SIGSTOP)', (h: TestHosts) => h.signalAll(1, 'SIGSTOP')],
+    ['node 1 killed', (h: TestHosts) => h.signalAll(1, 'SIGKILL')],
+  ] as const)(
+    '%s: every surviving rank stops within the op timeout naming op, bytes, itself and the peer; the last checkpoint resumes',
+    async (name, fault) => {
+      const h = hosts!;
+      h.run(1, 'ip', ['link', 'set', h.hosts[1]!.ifname, 'up']);
+      const base = dir();
+      const save = join(base, 'ckpt');
+      const env = { WEBTRON_JOB_TOKEN: 'token-of-the-failing-job', WEBTRON_TIMEOUT_MS: '4000', WEBTRON_STOP_GRACE_MS: '2000' };
+      const nodes = [0, 1].map((i) =>
+        h.spawn(
+          i,
+          'node',
+          [
+            BIN,
+            'train',
+            ...TINY,
+            '--train-iters',
+            '100000',
+            '--global-batch-size',
+            '4',
+            '--use-distributed-optimizer',
+            '--nnodes',
+            '2',
+            '--node-rank',
+            String(i),
+            '--master-addr',
+            '192.0.2.1',
+            '--save',
+            save,
+            '--save-interval',
+            '4',
+            '--run-dir',
+            join(base, 'run'),
+          ],
+          env,
+        ),
+      );
+      const ends = nodes.map(finished);
+      await waitFor('the first checkpoint', () => existsSync(join(save, 'iter_0000004', 'index.json')), 60_000);
+      const t0 = Date.now();
+      fault(h);
+      const node0 = await ends[0]!;
+      const stoppedMs = Date.now() - t0;
+      h.signalAll(1, 'SIGCONT'); // a frozen node wakes to a job that is gone
+      const node1 = await ends[1]!;
+      expect(node0.code).not.toBe(0);
+      expect(node1.code).not.toBe(0);
+      expect(stoppedMs).toBeLessThan(4000 + 2000 + 5000); // op timeout + grace + start of the stop
+      const failed = (rank: number, peer: number) =>
+        new RegExp(`(allReduce|reduceScatter|allGather|broadcast|barrier) of \\d+ B failed on rank ${rank} \\(peer rank ${peer}\\)`);
+      expect(node0.stderr).toMatch(failed(0, 1));
+      if (name === 'the link set down') expect(node1.stderr).toMatch(failed(1, 0)); // the other side of the link survives too
+      console.log(`${name}: stopped in ${stoppedMs} ms\nnode 0:\n${node0.stderr.trim()}\nnode 1:\n${node1.stderr.trim()}`);
+      for (const i of [0, 1]) expect(h.pids(i), `processes left in host ${i}`).toEqual([]);
+      // The last complete checkpoint loads, and training goes on from it.
+      const last = Number(readFileSync(join(save, 'latest_checkpointed_iteration.txt'), 'utf8'));
+      const resumed = await train([
+        ...TINY,
+        '--global-batch-size',
+        '4',
+        '--use-distributed-optimizer',
+        '--nproc-per-node',
+        '2',
+        '--load',
+        save,
+        '--train-iters',
+        String(last + 2),
+        '--run-dir',
+        join(base, 'resumed'),
+      ]);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expect(resumed.stdout).toContain(`: iteration ${last}, ${last * 4} samples consumed`);
+      expect([...losses(join(base, 'resumed')).keys()]).toEqual([last + 1, last + 2]);
+    },
+  );
 });
