@@ -1,0 +1,82 @@
+/**
+ * webtron under a real Slurm (a one-host cluster from Debian's slurm-wlm and munge, started and
+ * stopped by the test; test/helpers/slurm.ts): `srun -n 2 webtron train` and `sbatch` of
+ * examples/slurm/train.sbatch, whose tasks take rank, size, master and token from Slurm's
+ * environment alone, train with the losses of a single-node run of the same global batch. Root only.
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OneHostSlurm, slurmUnavailable } from '../helpers/slurm.js';
+import { BIN, dir, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
+
+const unavailable = slurmUnavailable();
+if (unavailable) console.log(`skipped: the Slurm tests need a one-host Slurm: ${unavailable}`);
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const JOB = [...TINY, '--train-iters', '6', '--global-batch-size', '4', '--hidden-dropout', '0', '--attention-dropout', '0'];
+let slurm: OneHostSlurm | null = null;
+let base = '';
+let tokenFile = '';
+
+beforeAll(async () => {
+  if (unavailable) return;
+  slurm = await OneHostSlurm.start();
+  base = dir();
+  tokenFile = join(base, 'job-token');
+  writeFileSync(tokenFile, 'a-secret-only-root-can-read-0123456789\n');
+  chmodSync(tokenFile, 0o600);
+}, 120_000);
+afterAll(async () => {
+  await slurm?.stop();
+});
+
+describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
+  it('srun -n 2 and sbatch examples/slurm/train.sbatch: the losses of a single-node run, the token derived from a file', async () => {
+    const single = await train([...JOB, '--nproc-per-node', '2', '--use-distributed-optimizer', '--run-dir', join(base, 'single')]);
+    expect(single.code, single.stderr).toBe(0);
+    // No MASTER_ADDR, no WEBTRON_JOB_TOKEN: Slurm's environment and the token file only.
+    const env: NodeJS.ProcessEnv = { ...slurm!.env, WEBTRON_JOB_TOKEN_FILE: tokenFile };
+    delete env.MASTER_ADDR;
+    delete env.MASTER_PORT;
+    delete env.WEBTRON_JOB_TOKEN;
+    const srun = spawnSync(
+      'srun',
+      ['-n', '2', '-N', '1', 'node', BIN, 'train', ...JOB, '--use-distributed-optimizer', '--run-dir', join(base, 'srun')],
+      { env, encoding: 'utf8', cwd: ROOT, timeout: 120_000 },
+    );
+    expect(srun.status, srun.stderr).toBe(0);
+    expectSameLosses(losses(join(base, 'single')), losses(join(base, 'srun')), 1e-6, 'srun -n 2 vs one node');
+    const sbatch = spawnSync(
+      'sbatch',
+      [
+        '--wait',
+        `--chdir=${ROOT}`,
+        `--output=${join(base, 'sbatch-%j.out')}`,
+        join(ROOT, 'examples/slurm/train.sbatch'),
+        ...JOB,
+        '--run-dir',
+        join(base, 'sbatch'),
+      ],
+      { env, encoding: 'utf8', timeout: 180_000 },
+    );
+    const out = readdirSync(base).find((f) => f.startsWith('sbatch-'));
+    expect(sbatch.status, `${sbatch.stderr}\n${out ? spawnSync('cat', [join(base, out)], { encoding: 'utf8' }).stdout : ''}`).toBe(0);
+    // The script's own flags that JOB does not override: a cosine decay to 3e-4.
+    const cosine = await train([
+      ...JOB,
+      '--min-lr',
+      '3e-4',
+      '--lr-decay-style',
+      'cosine',
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--run-dir',
+      join(base, 'single-cosine'),
+    ]);
+    expect(cosine.code, cosine.stderr).toBe(0);
+    expectSameLosses(losses(join(base, 'single-cosine')), losses(join(base, 'sbatch')), 1e-6, 'sbatch vs one node');
+  });
+});
