@@ -69,7 +69,7 @@ describe.skipIf(unavailable !== null)('webtron train on two hosts (network names
       ['ifname', (i: number) => ({ ...token, WEBTRON_SOCKET_IFNAME: hosts!.hosts[i]!.ifname })],
     ] as const) {
       const { results, seen } = await twoNodes(join(base, name), envOf);
-      results.forEach((r, i) => expect(r.code, `${name}: node ${i}: ${r.stderr}`).toBe(0));
+      for (const [i, r] of results.entries()) expect(r.code, `${name}: node ${i}: ${r.stderr}`).toBe(0);
       expectSameLosses(losses(join(base, 'single')), losses(join(base, name)), 1e-6, `two hosts (${name}) vs one`);
       for (const i of [0, 1]) {
         const own = hosts!.hosts[i]!.address;
