@@ -75,20 +75,25 @@ interface Wire {
  * and reads with onread into one reused buffer, the cheapest way Node can receive.
  */
 async function wireBetween(rank: number, store: StoreClient, kind: 'plain' | 'inplace'): Promise<Wire> {
+  // This rank's address (WEBTRON_BENCH_ADDR on hosts of their own, `--hosts`), published with the port.
+  const own = process.env.WEBTRON_BENCH_ADDR || '127.0.0.1';
   const listenOnce = async (key: string) => {
     const server = net.createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    await store.set(key, String((server.address() as net.AddressInfo).port));
+    await new Promise<void>((r) => server.listen(0, own, r));
+    await store.set(key, `${own} ${(server.address() as net.AddressInfo).port}`);
     const socket = await new Promise<net.Socket>((r) => server.once('connection', r));
     server.close();
     return socket;
   };
-  const portOf = async (key: string) => Number((await store.get(key)).toString());
+  const peerOf = async (key: string) => {
+    const [host, port] = (await store.get(key)).toString().split(' ');
+    return { host: host!, port: Number(port) };
+  };
   if (kind === 'plain') {
     let socket: net.Socket;
     if (rank === 1) socket = await listenOnce('bench/wire-plain');
     else {
-      socket = net.connect({ host: '127.0.0.1', port: await portOf('bench/wire-plain') });
+      socket = net.connect(await peerOf('bench/wire-plain'));
       await new Promise((r) => socket.once('connect', r));
     }
     socket.setNoDelay(true);
@@ -100,8 +105,7 @@ async function wireBetween(rank: number, store: StoreClient, kind: 'plain' | 'in
   const accepted = listenOnce(`bench/wire-inplace/${rank}`);
   const readBuffer = Buffer.alloc(4 << 20);
   const dialed = net.connect({
-    host: '127.0.0.1',
-    port: await portOf(`bench/wire-inplace/${1 - rank}`),
+    ...(await peerOf(`bench/wire-inplace/${1 - rank}`)),
     onread: {
       buffer: readBuffer,
       callback: (n: number) => {

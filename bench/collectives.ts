@@ -4,11 +4,14 @@
  * the wire's limits between two processes over plain sockets with large writes (one-way, and both
  * directions at once as every ring step does). Bandwidths follow nccl-tests: `bytes` is the whole
  * buffer, algbw = bytes / time, busbw = algbw·2(n−1)/n for all_reduce and algbw·(n−1)/n for
- * reduce_scatter and all_gather.
+ * reduce_scatter and all_gather. `--hosts` runs each rank in a network namespace of its own on a
+ * bridge (test/helpers/hosts.ts, root only) and the wire between the same namespaces, so the
+ * ratio holds across a real network stack (veth) and not only loopback.
  */
 import { fileURLToPath } from 'node:url';
 import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
+import { hostsUnavailable, TestHosts } from '../test/helpers/hosts.js';
 import { startRanks } from './ranks.js';
 import { progress, type Row } from './report.js';
 
@@ -23,12 +26,16 @@ export function sizesBetween(min: number, max: number): number[] {
 export const collectivesBench: Bench = {
   name: 'collectives',
   summary: 'ring all_reduce / reduce_scatter / all_gather over TCP vs the wire (plain sockets)',
-  columns: ['op', 'world', 'bytes', 'ms', 'algbw_gbps', 'busbw_gbps', 'gbps'],
+  columns: ['op', 'world', 'link', 'bytes', 'ms', 'algbw_gbps', 'busbw_gbps', 'gbps'],
   flags: {
     // A list, like the optimizer benchmark's --world: `npm run bench` parses one set of flags for all.
     world: { kind: 'list', default: ['2'], help: 'worker processes (ranks), one or a list' },
     'min-bytes': { kind: 'int', default: 1024, help: 'smallest buffer' },
     'max-bytes': { kind: 'int', default: 256 << 20, help: 'largest buffer' },
+    hosts: {
+      kind: 'boolean',
+      help: 'one rank per network namespace on a bridge (veth; root only), the wire measured between the same namespaces',
+    },
   },
   async run(_env, flags) {
     const sizes = sizesBetween(flags['min-bytes'] as number, flags['max-bytes'] as number);
@@ -36,17 +43,32 @@ export const collectivesBench: Bench = {
     for (const text of flags.world as string[]) {
       const world = Number(text);
       if (!Number.isInteger(world) || world < 2) throw new FlagError(`--world: '${text}' is not a rank count of 2 or more`);
-      rows.push(...(await runWorld(world, sizes)));
+      if (!flags.hosts) {
+        rows.push(...(await runWorld(world, sizes)));
+        continue;
+      }
+      const why = hostsUnavailable();
+      if (why) throw new FlagError(`--hosts: ${why}`);
+      const hosts = TestHosts.make(world);
+      try {
+        rows.push(...(await runWorld(world, sizes, hosts)));
+      } finally {
+        hosts.teardown();
+      }
     }
     return rows;
   },
 };
 
-/** One world size: its ring ops and, between ranks 0 and 1, the wire. */
-async function runWorld(world: number, sizes: number[]): Promise<Row[]> {
+/** One world size: its ring ops and, between ranks 0 and 1, the wire; on `hosts`, one rank per namespace. */
+async function runWorld(world: number, sizes: number[], hosts?: TestHosts): Promise<Row[]> {
   const rows: Row[] = [];
-  progress(`collectives: ${world} ranks, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`);
-  const ranks = startRanks(WORKER, world, { sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 });
+  progress(
+    `collectives: ${world} ranks${hosts ? ' on hosts of their own (veth)' : ''}, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`,
+  );
+  const placement = hosts ? { namespaces: hosts.hosts.map((h) => h.ns), addresses: hosts.hosts.map((h) => h.address) } : undefined;
+  const ranks = startRanks(WORKER, world, { sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 }, placement);
+  const link = hosts ? 'veth' : 'loopback';
   ranks[0]!.onLine((l) => progress(`${l.op as string} ${l.bytes as number} B: ${(l.ms as number).toFixed(2)} ms`));
   await Promise.all(ranks.map((r) => r.done));
   for (const l of ranks[0]!.lines) {
@@ -55,12 +77,12 @@ async function runWorld(world: number, sizes: number[]): Promise<Row[]> {
     const op = l.op as string;
     if (op.startsWith('p2p_')) {
       // One-way: bytes moved one way. Exchange: bytes moved each way (GB/s per direction).
-      rows.push({ bench: 'collectives', op, world: 2, bytes, ms, gbps: bytes / ms / 1e6 });
+      rows.push({ bench: 'collectives', op, world: 2, link, bytes, ms, gbps: bytes / ms / 1e6 });
       continue;
     }
     const algbw = bytes / ms / 1e6;
     const factor = op === 'all_reduce' ? (2 * (world - 1)) / world : (world - 1) / world;
-    rows.push({ bench: 'collectives', op, world, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor });
+    rows.push({ bench: 'collectives', op, world, link, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor });
   }
   return rows;
 }

@@ -10,13 +10,29 @@ export interface RankProcess {
   onLine(listener: (line: Record<string, unknown>) => void): void;
 }
 
+/** Where ranks run: by default on this machine; `--hosts` puts rank i in network namespace `namespaces[i]` with its own address. */
+export interface RankPlacement {
+  namespaces: string[];
+  addresses: string[];
+}
+
 /** Start `world` ranks of `worker` with `config` as their argument and torchrun's variables set. */
-export function startRanks(worker: string, world: number, config: Record<string, unknown>): RankProcess[] {
+export function startRanks(worker: string, world: number, config: Record<string, unknown>, placement?: RankPlacement): RankProcess[] {
   const port = String(20000 + Math.floor(Math.random() * 20000));
   const token = Math.random().toString(36).slice(2);
   return Array.from({ length: world }, (_, rank) => {
-    const env = { RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, WEBTRON_JOB_TOKEN: token };
-    const child = spawn(process.execPath, [worker, JSON.stringify(config)], {
+    const env = {
+      RANK: String(rank),
+      WORLD_SIZE: String(world),
+      MASTER_ADDR: placement ? placement.addresses[0]! : '127.0.0.1',
+      MASTER_PORT: port,
+      WEBTRON_JOB_TOKEN: token,
+      ...(placement ? { WEBTRON_BENCH_ADDR: placement.addresses[rank]! } : {}),
+    };
+    const [command, args] = placement
+      ? ['ip', ['netns', 'exec', placement.namespaces[rank]!, process.execPath, worker, JSON.stringify(config)]]
+      : [process.execPath, [worker, JSON.stringify(config)]];
+    const child = spawn(command as string, args as string[], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
