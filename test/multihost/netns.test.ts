@@ -91,6 +91,8 @@ describe.skipIf(unavailable !== null)('webtron train on two hosts (network names
     expect(node1!.stderr).toMatch(/store at 192\.0\.2\.1:29500 refused this client: .*wrong WEBTRON_JOB_TOKEN/);
     expect(node0!.code).not.toBe(0);
     expect(node0!.stderr).toMatch(/refused connection from 192\.0\.2\.2:\d+: wrong or missing job token/);
+    expect(node0!.stderr).toMatch(/join timed out after 8000 ms: 1\/2 workers joined; missing ranks: 1/);
+    console.log(`node 0:\n${node0!.stderr.trim()}\nnode 1:\n${node1!.stderr.trim()}`);
   });
 });
 
