@@ -1,16 +1,15 @@
 /**
  * Slurm's environment contract (src/collectives/slurm.ts): hostlists expanded as Slurm's
- * documentation specifies (and as `scontrol show hostnames` does, where Slurm is installed), the
+ * documentation specifies (test/multihost/slurm.test.ts also checks them against `scontrol show
+ * hostnames` of a real Slurm), the
  * master a job's tasks agree on, and the job token derived from a file only its owner can read.
  */
-import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { resolveInfo } from '../../src/collectives/init.js';
 import { expandHostlist, jobToken, slurmMaster } from '../../src/collectives/slurm.js';
-import { seeded } from '../helpers/seed.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'webtron-slurm-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -23,35 +22,12 @@ describe('Slurm hostlists', () => {
     expect(expandHostlist('n[08-10]')).toEqual(['n08', 'n09', 'n10']);
     expect(expandHostlist('head,gpu[1-2],login')).toEqual(['head', 'gpu1', 'gpu2', 'login']);
     expect(expandHostlist('rack[1-2]-gpu[1,3]')).toEqual(['rack1-gpu1', 'rack1-gpu3', 'rack2-gpu1', 'rack2-gpu3']);
+    // Text after the last bracket: Debian's Slurm 22.05 refuses such a list; webtron expands it (node lists Slurm makes have none).
     expect(expandHostlist('node[1-2].cluster')).toEqual(['node1.cluster', 'node2.cluster']);
     expect(expandHostlist('single')).toEqual(['single']);
     expect(() => expandHostlist('node[1-2')).toThrow(/a bracket is not closed/);
     expect(() => expandHostlist('node[4-2]')).toThrow(/range 4-2 runs backwards/);
     expect(() => expandHostlist('node[a-b]')).toThrow(/'a-b' is not a number or a range/);
-  });
-
-  it('equals scontrol show hostnames on random hostlists', (ctx) => {
-    if (spawnSync('scontrol', ['--version']).status !== 0) {
-      console.log('skipped: scontrol (Slurm) is not installed here, so it cannot give the reference expansion');
-      ctx.skip();
-    }
-    const { random } = seeded('hostlists');
-    const pick = (n: number) => Math.floor(random() * n);
-    for (let trial = 0; trial < 30; trial++) {
-      const items = Array.from({ length: 1 + pick(3) }, () => {
-        const width = 1 + pick(3);
-        const lo = pick(20);
-        const ranges = Array.from({ length: 1 + pick(3) }, (_, k) => {
-          const a = lo + 30 * k + pick(5);
-          const b = a + pick(4);
-          return a === b ? String(a).padStart(width, '0') : `${String(a).padStart(width, '0')}-${String(b).padStart(width, '0')}`;
-        });
-        return `${['gpu', 'node', 'x'][pick(3)]}[${ranges.join(',')}]${pick(2) ? '-ib' : ''}`;
-      });
-      const list = items.join(',');
-      const reference = spawnSync('scontrol', ['show', 'hostnames', list], { encoding: 'utf8' }).stdout.trim().split('\n');
-      expect(expandHostlist(list), list).toEqual(reference);
-    }
   });
 });
 

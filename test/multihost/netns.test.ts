@@ -94,9 +94,22 @@ describe.skipIf(unavailable !== null)('webtron train on two hosts (network names
     expect(node0!.stderr).toMatch(/join timed out after 8000 ms: 1\/2 workers joined; missing ranks: 1/);
     console.log(`node 0:\n${node0!.stderr.trim()}\nnode 1:\n${node1!.stderr.trim()}`);
   });
+
+  it('a node started without the job token is refused before it starts, and node 0 times out the join naming it', async () => {
+    const base = dir();
+    const { results } = await twoNodes(join(base, 'no-token'), (i) => ({
+      WEBTRON_JOIN_TIMEOUT_MS: '5000',
+      WEBTRON_JOB_TOKEN: i === 0 ? 'the-job-token-of-node-zero' : '',
+    }));
+    const [node0, node1] = results;
+    expect(node1!.code).toBe(2);
+    expect(node1!.stderr.trim()).toMatch(/^webtron train: .*a multi-node job needs the same WEBTRON_JOB_TOKEN on every node/);
+    expect(node0!.code).not.toBe(0);
+    expect(node0!.stderr).toMatch(/join timed out after 5000 ms: 1\/2 workers joined; missing ranks: 1/);
+  });
 });
 
-/** Wait until `path` exists (polling), or fail after `ms`. */
+/** Wait until `ok()` holds (polling every 100 ms), or fail after `ms`. */
 async function waitFor(what: string, ok: () => boolean, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   while (!ok()) {

@@ -9,6 +9,8 @@ import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expandHostlist } from '../../src/collectives/slurm.js';
+import { seeded } from '../helpers/seed.js';
 import { OneHostSlurm, slurmUnavailable } from '../helpers/slurm.js';
 import { BIN, dir, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
 
@@ -78,5 +80,26 @@ describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
     ]);
     expect(cosine.code, cosine.stderr).toBe(0);
     expectSameLosses(losses(join(base, 'single-cosine')), losses(join(base, 'sbatch')), 1e-6, 'sbatch vs one node');
+  });
+
+  it('hostlists expand as scontrol show hostnames expands them, on random lists', () => {
+    const { random } = seeded('hostlists');
+    const pick = (n: number) => Math.floor(random() * n);
+    for (let trial = 0; trial < 30; trial++) {
+      const items = Array.from({ length: 1 + pick(3) }, () => {
+        const width = 1 + pick(3);
+        const lo = pick(20);
+        const ranges = Array.from({ length: 1 + pick(3) }, (_, k) => {
+          const a = lo + 30 * k + pick(5);
+          const b = a + pick(4);
+          return a === b ? String(a).padStart(width, '0') : `${String(a).padStart(width, '0')}-${String(b).padStart(width, '0')}`;
+        });
+        // One or two bracket groups (rack[1-2]-gpu[01-04]); Slurm 22.05 refuses text after the last bracket.
+        return `${pick(2) ? `rack[${1 + pick(3)}-${4 + pick(3)}]-` : ''}${['gpu', 'node', 'x'][pick(3)]}[${ranges.join(',')}]`;
+      });
+      const list = items.join(',');
+      const reference = spawnSync('scontrol', ['show', 'hostnames', list], { env: slurm!.env, encoding: 'utf8' }).stdout.trim().split('\n');
+      expect(expandHostlist(list), list).toEqual(reference);
+    }
   });
 });
