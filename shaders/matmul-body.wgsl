@@ -25,24 +25,9 @@ override B_DTYPE: u32 = 0u;
 override A_VEC: bool = false;
 override B_MODE: u32 = 0u;
 
-// Sizes and strides are pipeline constants (one pipeline per shape: a model has a handful), so the
-// driver compiles the address arithmetic down; offsets and alpha change per call and stay uniforms.
-override M: u32 = 1u;
-override N: u32 = 1u;
-override K: u32 = 1u;
-override NB1: u32 = 1u;
-override A_RS: u32 = 1u;
-override A_CS: u32 = 1u;
-override A_B0: u32 = 1u;
-override A_B1: u32 = 1u;
-override B_RS: u32 = 1u;
-override B_CS: u32 = 1u;
-override B_B0: u32 = 1u;
-override B_B1: u32 = 1u;
-override C_RS: u32 = 1u;
-override C_B0: u32 = 1u;
-override C_B1: u32 = 1u;
-override FLAGS: u32 = 1u;
+// Sizes, strides and flags are uniforms, not pipeline constants: one pipeline serves every shape.
+// On lavapipe a pipeline per shape cost ~2 s of LLVM compile each (a cold GPT step 59 s, against
+// 10 s this way, equal step time warm); only what changes the code's form is a constant.
 
 struct MatmulUniforms {
   a_off: u32,
@@ -50,6 +35,22 @@ struct MatmulUniforms {
   c_off: u32,
   bias_off: u32,
   alpha: f32,
+  M: u32,
+  N: u32,
+  K: u32,
+  NB1: u32,
+  A_RS: u32,
+  A_CS: u32,
+  A_B0: u32,
+  A_B1: u32,
+  B_RS: u32,
+  B_CS: u32,
+  B_B0: u32,
+  B_B1: u32,
+  C_RS: u32,
+  C_B0: u32,
+  C_B1: u32,
+  FLAGS: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: MatmulUniforms;
@@ -80,7 +81,7 @@ fn a_quad(a: u32) -> vec4<f32> {
   if (A_VEC) {
     return A4[a >> 2u];
   }
-  return vec4<f32>(A[a], A[a + A_CS], A[a + 2u * A_CS], A[a + 3u * A_CS]);
+  return vec4<f32>(A[a], A[a + u.A_CS], A[a + 2u * u.A_CS], A[a + 3u * u.A_CS]);
 }
 
 // B[k, n .. n+3] for B_MODE 0 and 1, given the four columns' elements in row k.
@@ -92,11 +93,11 @@ fn b_row(b0: u32, b1: u32, b2: u32, b3: u32) -> vec4<f32> {
 }
 
 fn block_row(mb: u32, r: u32) -> u32 {
-  return select(mb + r, min(mb + r, M - 1u), M < 16u);
+  return select(mb + r, min(mb + r, u.M - 1u), u.M < 16u);
 }
 
 fn block_col(nb: u32, j: u32) -> u32 {
-  return select(nb + j, min(nb + j, N - 1u), N < 4u);
+  return select(nb + j, min(nb + j, u.N - 1u), u.N < 4u);
 }
 
 // B[k + j, the four columns] for B_MODE 2 (columns read along k) or else (c* walk B's rows).
@@ -104,29 +105,29 @@ fn b_step(c0: u32, c1: u32, c2: u32, c3: u32, j: u32) -> vec4<f32> {
   if (B_MODE == 2u) {
     return vec4<f32>(B4[c0 >> 2u][j], B4[c1 >> 2u][j], B4[c2 >> 2u][j], B4[c3 >> 2u][j]);
   }
-  return b_row(c0 + j * B_RS, c1 + j * B_RS, c2 + j * B_RS, c3 + j * B_RS);
+  return b_row(c0 + j * u.B_RS, c1 + j * u.B_RS, c2 + j * u.B_RS, c3 + j * u.B_RS);
 }
 
 // The kernel; the including module's entry point passes the subgroup lane (0 without subgroups).
 fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
   let n0 = (wid.x * WG + lid) * 4u;
   let m0 = wid.y * 16u;
-  let z0 = wid.z / NB1;
-  let z1 = wid.z % NB1;
+  let z0 = wid.z / u.NB1;
+  let z1 = wid.z % u.NB1;
   // Blocks past the edge move back inside (and store only what the previous block did not; max()
   // keeps these pipeline-constant expressions from wrapping when M < 16 or N < 4).
-  let mb = select(m0, max(M, 16u) - 16u, M >= 16u && m0 + 16u > M);
-  let nb = select(min(n0, max(N, 4u) - 4u), 0u, N < 4u);
-  var a_at = u.a_off + z0 * A_B0 + z1 * A_B1;
+  let mb = select(m0, max(u.M, 16u) - 16u, u.M >= 16u && m0 + 16u > u.M);
+  let nb = select(min(n0, max(u.N, 4u) - 4u), 0u, u.N < 4u);
+  var a_at = u.a_off + z0 * u.A_B0 + z1 * u.A_B1;
   // This invocation's own rows, one in each group of 8, for the module to share.
-  let own0 = block_row(mb, lane % 8u) * A_RS;
-  let own1 = block_row(mb, 8u + lane % 8u) * A_RS;
-  let b_base = u.b_off + z0 * B_B0 + z1 * B_B1;
+  let own0 = block_row(mb, lane % 8u) * u.A_RS;
+  let own1 = block_row(mb, 8u + lane % 8u) * u.A_RS;
+  let b_base = u.b_off + z0 * u.B_B0 + z1 * u.B_B1;
   // The four columns' starts in B (B_MODE 2 reads each along k; otherwise c0 walks B's rows).
-  var c0 = b_base + block_col(nb, 0u) * B_CS;
-  var c1 = b_base + block_col(nb, 1u) * B_CS;
-  var c2 = b_base + block_col(nb, 2u) * B_CS;
-  var c3 = b_base + block_col(nb, 3u) * B_CS;
+  var c0 = b_base + block_col(nb, 0u) * u.B_CS;
+  var c1 = b_base + block_col(nb, 1u) * u.B_CS;
+  var c2 = b_base + block_col(nb, 2u) * u.B_CS;
+  var c3 = b_base + block_col(nb, 3u) * u.B_CS;
   var acc0 = vec4<f32>(0.0);
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
@@ -143,10 +144,10 @@ fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
   var acc13 = vec4<f32>(0.0);
   var acc14 = vec4<f32>(0.0);
   var acc15 = vec4<f32>(0.0);
-  let ak = 4u * A_CS;
-  let bk = select(4u * B_RS, 4u, B_MODE == 2u);
+  let ak = 4u * u.A_CS;
+  let bk = select(4u * u.B_RS, 4u, B_MODE == 2u);
   var kk = 0u;
-  for (; kk + 4u <= K; kk += 4u) {
+  for (; kk + 4u <= u.K; kk += 4u) {
     let mine0 = a_quad(a_at + own0);
     let mine1 = a_quad(a_at + own1);
     let q0 = row_quad(0u, mine0, a_at, mb);
@@ -176,7 +177,7 @@ fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
     c0 += bk; c1 += bk; c2 += bk; c3 += bk;
   }
   // The last k % 4 steps (only when no operand is read as vec4s along k).
-  for (; kk < K; kk++) {
+  for (; kk < u.K; kk++) {
     let mine0 = A[a_at + own0];
     let mine1 = A[a_at + own1];
     let v = b_row(c0, c1, c2, c3);
@@ -196,15 +197,15 @@ fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
     acc13 += row_value(13u, mine1, a_at, mb) * v;
     acc14 += row_value(14u, mine1, a_at, mb) * v;
     acc15 += row_value(15u, mine1, a_at, mb) * v;
-    a_at += A_CS;
-    c0 += B_RS; c1 += B_RS; c2 += B_RS; c3 += B_RS;
+    a_at += u.A_CS;
+    c0 += u.B_RS; c1 += u.B_RS; c2 += u.B_RS; c3 += u.B_RS;
   }
   var add = vec4<f32>(0.0);
-  if ((FLAGS & 1u) != 0u) {
+  if ((u.FLAGS & 1u) != 0u) {
     add = vec4<f32>(load_bias(u.bias_off + block_col(nb, 0u)), load_bias(u.bias_off + block_col(nb, 1u)),
                     load_bias(u.bias_off + block_col(nb, 2u)), load_bias(u.bias_off + block_col(nb, 3u)));
   }
-  let c_base = u.c_off + z0 * C_B0 + z1 * C_B1;
+  let c_base = u.c_off + z0 * u.C_B0 + z1 * u.C_B1;
   store_row(c_base, mb + 0u, m0, nb, n0, acc0 * u.alpha + add);
   store_row(c_base, mb + 1u, m0, nb, n0, acc1 * u.alpha + add);
   store_row(c_base, mb + 2u, m0, nb, n0, acc2 * u.alpha + add);
@@ -225,12 +226,12 @@ fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
 
 fn store_row(c_base: u32, m: u32, m0: u32, nb: u32, n0: u32, v: vec4<f32>) {
   // Rows and columns a moved-back block shares with the previous one were stored there.
-  if (m < m0 || m >= M) { return; }
-  let at = c_base + m * C_RS;
-  let accumulate = (FLAGS & 2u) != 0u;
+  if (m < m0 || m >= u.M) { return; }
+  let at = c_base + m * u.C_RS;
+  let accumulate = (u.FLAGS & 2u) != 0u;
   for (var j = 0u; j < 4u; j++) {
     let col = nb + j;
-    if (col >= n0 && col < N) {
+    if (col >= n0 && col < u.N) {
       C[at + col] = select(v[j], v[j] + C[at + col], accumulate);
     }
   }

@@ -5,11 +5,11 @@
 //!include matmul-body
 
 fn row_quad(r: u32, mine: vec4<f32>, a_at: u32, mb: u32) -> vec4<f32> {
-  return a_quad(a_at + block_row(mb, r) * A_RS);
+  return a_quad(a_at + block_row(mb, r) * u.A_RS);
 }
 
 fn row_value(r: u32, mine: f32, a_at: u32, mb: u32) -> f32 {
-  return A[a_at + block_row(mb, r) * A_RS];
+  return A[a_at + block_row(mb, r) * u.A_RS];
 }
 
 @compute @workgroup_size(WG)

@@ -80,10 +80,14 @@ function backendOf(info: GPUAdapterInfo, requested: string | undefined): string 
   return (extra.backendType ?? extra.backend ?? requested ?? platformBackends()[0] ?? 'unknown').toLowerCase();
 }
 
+/** A driver that runs shaders on the CPU (lavapipe, SwiftShader). */
+export function isSoftwareAdapter(info: GPUAdapterInfo): boolean {
+  return info.isFallbackAdapter || info.architecture === 'software';
+}
+
 export function describeAdapter(info: GPUAdapterInfo, backend: string): string {
   const name = info.description || info.device || info.vendor || 'unknown adapter';
-  const software = info.isFallbackAdapter || info.architecture === 'software';
-  return `${name} — ${backend}${software ? ' (software)' : ''}`;
+  return `${name} — ${backend}${isSoftwareAdapter(info) ? ' (software)' : ''}`;
 }
 
 /** Find the adapter these options choose, or null when none matches. Never throws for "none found". */

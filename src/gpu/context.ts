@@ -2,7 +2,7 @@
  * The GPU context: one adapter and device per process, the adapter's own limits, optional features,
  * allocation accounting, kernels, transfers, and uncaptured errors turned into thrown ones.
  */
-import { requireAdapter, type AdapterOptions, type FoundAdapter } from './adapter.js';
+import { isSoftwareAdapter, requireAdapter, type AdapterOptions, type FoundAdapter } from './adapter.js';
 import { GpuDeviceError, GpuError } from './errors.js';
 import { MemoryAccounting, type MemoryCategory, type MemoryReport } from './memory.js';
 import { Kernels } from './kernels.js';
@@ -144,6 +144,16 @@ export class GpuContext {
 
   get hasTimestamps(): boolean {
     return this.device.features.has('timestamp-query');
+  }
+
+  /** Shaders run on the CPU (lavapipe): a workgroup executes a SIMD batch at a time, and compiles are slow. */
+  get software(): boolean {
+    return isSoftwareAdapter(this.found.info);
+  }
+
+  /** The widest subgroup the adapter runs (its SIMD width on a CPU driver); 0 when it does not say. */
+  get subgroupMaxSize(): number {
+    return this.found.info.subgroupMaxSize ?? 0;
   }
 
   /** Subgroup operations in subgroups of at least 8 lanes (the matmul kernel shares A's rows that way). */

@@ -73,8 +73,11 @@ export function matmulInto(
   if (options.bias && options.bias.dtype !== b.t.dtype)
     throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
   const lanes = Math.ceil(s.n / 4);
-  // The widest workgroup that leaves the fewest idle invocations in the last column block.
-  const wg = [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
+  // The widest workgroup that leaves the fewest idle invocations in the last column block; on a CPU
+  // driver its SIMD width (wider workgroups only loop, and each width is another compile).
+  const wg = ctx.software
+    ? Math.max(8, ctx.subgroupMaxSize)
+    : [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
   const flags = (options.bias ? 1 : 0) | (options.accumulate ? 2 : 0);
   const aStart = A.shift + (a.off ?? 0);
   const bStart = B.shift + (b.off ?? 0);
@@ -95,6 +98,9 @@ export function matmulInto(
       B_DTYPE: paramCode(b.t, 'matmul B'),
       A_VEC: aVec ? 1 : 0,
       B_MODE: bMode,
+    },
+    {
+      FLAGS: flags,
       M: s.m,
       N: s.n,
       K: s.k,
@@ -110,9 +116,12 @@ export function matmulInto(
       C_RS: c.rs,
       C_B0: c.b0 ?? 0,
       C_B1: c.b1 ?? 0,
-      FLAGS: flags,
+      a_off: aStart,
+      b_off: bStart,
+      c_off: C.shift + (c.off ?? 0),
+      bias_off: bias ? bias.shift : 0,
+      alpha: options.alpha ?? 1,
     },
-    { a_off: aStart, b_off: bStart, c_off: C.shift + (c.off ?? 0), bias_off: bias ? bias.shift : 0, alpha: options.alpha ?? 1 },
     { A: A.binding, B: B.binding, C: C.binding, bias: (bias ?? B).binding, A4: aVec ?? g.runner.dummy, B4: bVec ?? g.runner.dummy },
     [Math.ceil(lanes / wg), Math.ceil(s.m / ROWS), nb0 * nb1],
   );
