@@ -6,17 +6,25 @@
  * kernels and warm up; the figures are the last --log-interval of iterations (metrics.jsonl), and
  * the model-state bytes per rank are what the run measured after its first iteration (beside what
  * `webtron memory` predicts).
+ *
+ * Beside them, interleaved run by run at every world size, PyTorch's DistributedDataParallel with
+ * ZeroRedundancyOptimizer(AdamW) over gloo on the same GPT shape, init, batch per rank and Adam
+ * settings (bench/reference/train_torch_ddp.py, Debian's python3-torch): `impl` is webtron or
+ * torch-ddp-zero, and each webtron row's `vs_torch` is the median over repeats of its tokens/s over
+ * torch's in the same repeat at the same world size (above 1: webtron faster).
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
 import { progress, type Row } from './report.js';
+import { median } from './timing.js';
 
 const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
+const TORCH_SCRIPT = fileURLToPath(new URL('../../bench/reference/train_torch_ddp.py', import.meta.url));
 
 /** Named model configs (GPT shape and batch per rank). */
 export const TRAIN_CONFIGS: Record<string, string[]> = {
@@ -71,10 +79,45 @@ function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
   });
 }
 
+/** The value of `name` in a config's flag list. */
+function flagOf(model: string[], name: string): number {
+  return Number(model[model.indexOf(name) + 1]);
+}
+
+/** The padded vocabulary webtron trained with, from its parameter count (GPT: V·h + T·h + L·(12h² + 13h) + 2h). */
+function vocabOf(model: string[], params: number): number {
+  const h = flagOf(model, '--hidden-size');
+  const rest = params - flagOf(model, '--seq-length') * h - flagOf(model, '--num-layers') * (12 * h * h + 13 * h) - 2 * h;
+  if (rest % h !== 0) throw new Error(`bench train: ${params} params do not fit the GPT formula for this config`);
+  return rest / h;
+}
+
+/** PyTorch DDP + ZeRO on the same model, or the reason it could not run. */
+function torchRun(
+  python: string,
+  model: string[],
+  vocab: number,
+  world: number,
+  iters: number,
+  window: number,
+): { tokens_per_s: number; step_ms: number; loss: number; threads: number; torch_version: string } | string {
+  if (!existsSync(python)) return `${python} not found (install Debian's python3-torch)`;
+  const args = [
+    TORCH_SCRIPT,
+    ...['--world', world, '--layers', flagOf(model, '--num-layers'), '--heads', flagOf(model, '--num-attention-heads')],
+    ...['--hidden', flagOf(model, '--hidden-size'), '--block', flagOf(model, '--seq-length')],
+    ...['--batch', flagOf(model, '--micro-batch-size'), '--vocab', vocab, '--iters', iters, '--window', window],
+  ].map(String);
+  const r = spawnSync(python, args, { encoding: 'utf8', timeout: 1_800_000 });
+  if (r.status !== 0) return `exit ${r.status}: ${(r.stderr ?? '').trim().split('\n').at(-1)}`;
+  return JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+}
+
 export const trainBench: Bench = {
   name: 'train',
   summary: 'webtron train tokens/s: d = 1 and 2, distributed optimizer or not, overlap or not',
   columns: [
+    'impl',
     'world',
     'distributed',
     'overlap',
@@ -84,6 +127,7 @@ export const trainBench: Bench = {
     'params',
     'model_state_bytes_per_rank',
     'predicted_bytes_per_rank',
+    'vs_torch',
   ],
   flags: {
     config: { kind: 'string', default: 'char-4x128', help: `model: ${Object.keys(TRAIN_CONFIGS).join(', ')}` },
@@ -96,6 +140,13 @@ export const trainBench: Bench = {
     },
     worlds: { kind: 'list', default: ['1', '2'], help: 'data-parallel sizes' },
     repeat: { kind: 'int', default: 1, help: 'runs of every configuration, round-robin; the median is reported' },
+    python: { kind: 'string', default: '/usr/bin/python3', help: 'python with torch for the DDP + ZeRO baseline' },
+    'no-torch': { kind: 'boolean', help: 'leave out the PyTorch baseline' },
+    variants: {
+      kind: 'list',
+      default: ['plain', 'overlap', 'distributed', 'distributed-overlap'],
+      help: 'webtron configurations: plain, overlap, distributed, distributed-overlap',
+    },
   },
   async run(_env, flags) {
     const name = flags.config as string;
@@ -108,13 +159,21 @@ export const trainBench: Bench = {
     if (!(repeat >= 1)) throw new FlagError(`--repeat must be at least 1, got ${repeat}`);
     const base = mkdtempSync(join(tmpdir(), 'webtron-bench-train-'));
     const runs = new Map<string, Row[]>();
-    const configurations = (flags.worlds as string[])
-      .map(Number)
-      .flatMap((world) => [false, true].flatMap((distributed) => [false, true].map((overlap) => ({ world, distributed, overlap }))));
-    const micro = Number(model[model.indexOf('--micro-batch-size') + 1]);
+    const known = ['plain', 'overlap', 'distributed', 'distributed-overlap'];
+    const variants = flags.variants as string[];
+    for (const v of variants) if (!known.includes(v)) throw new FlagError(`--variants: unknown '${v}'; known: ${known.join(', ')}`);
+    const worlds = (flags.worlds as string[]).map(Number);
+    const configurations = worlds.flatMap((world) =>
+      variants.map((v) => ({ world, distributed: v.startsWith('distributed'), overlap: v.endsWith('overlap') })),
+    );
+    const micro = flagOf(model, '--micro-batch-size');
+    const withTorch = !flags['no-torch'];
+    // torch's tokens/s per world size, one entry per repeat (null: it could not run).
+    const torch = new Map<number, (number | null)[]>();
+    let vocab: number | null = null;
     try {
       for (let k = 0; k < repeat; k++) {
-        for (const { world, distributed, overlap } of configurations) {
+        for (const [i, { world, distributed, overlap }] of configurations.entries()) {
           const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}`;
           progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
           const runDir = join(base, `${world}-${distributed}-${overlap}-${k}`);
@@ -165,6 +224,7 @@ export const trainBench: Bench = {
             ...(runs.get(key) ?? []),
             {
               bench: 'train',
+              impl: 'webtron',
               world,
               distributed,
               overlap,
@@ -178,21 +238,58 @@ export const trainBench: Bench = {
               model_state_bytes_per_rank: summary.model_state_bytes_per_rank,
               predicted_bytes_per_rank: summary.predicted_model_state_bytes_per_rank,
               final_loss: summary.final_loss,
+              repeat: k,
             },
           ]);
+          vocab ??= vocabOf(model, summary.params!);
+          // After the last webtron run of this world size in this repeat: torch at the same size.
+          if (withTorch && configurations[i + 1]?.world !== world) {
+            progress(`train ${name}: d = ${world}, torch DDP + ZeroRedundancyOptimizer (gloo), ${iters} iterations`);
+            const t = torchRun(flags.python as string, model, vocab, world, iters, window);
+            if (typeof t === 'string') progress(`torch baseline skipped at d = ${world}: ${t}`);
+            torch.set(world, [...(torch.get(world) ?? []), typeof t === 'string' ? null : t.tokens_per_s]);
+            if (typeof t !== 'string')
+              runs.set(`torch-${world}`, [
+                ...(runs.get(`torch-${world}`) ?? []),
+                {
+                  bench: 'train',
+                  impl: 'torch-ddp-zero',
+                  world,
+                  distributed: true,
+                  overlap: true,
+                  config: name,
+                  tokens_per_s: t.tokens_per_s,
+                  step_ms: t.step_ms,
+                  final_loss: t.loss,
+                  threads_per_rank: t.threads,
+                  torch_version: t.torch_version,
+                  repeat: k,
+                },
+              ]);
+          }
         }
       }
     } finally {
       rmSync(base, { recursive: true, force: true });
     }
-    // The run of median tokens/s of each configuration, with every run's figure beside it.
+    // The run of median tokens/s of each configuration, with every run's figure beside it, and
+    // webtron's ratio to torch in the same repeat (median over repeats).
     return [...runs.values()].map((list) => {
       const sorted = [...list].sort((a, b) => (a.tokens_per_s as number) - (b.tokens_per_s as number));
-      return {
+      const row: Row = {
         ...sorted[Math.floor((sorted.length - 1) / 2)]!,
         runs: list.length,
         tokens_per_s_runs: list.map((r) => Math.round(r.tokens_per_s as number)),
       };
+      delete row.repeat;
+      if (row.impl === 'webtron') {
+        const ratios = list.flatMap((r) => {
+          const t = torch.get(r.world as number)?.[r.repeat as number];
+          return t ? [(r.tokens_per_s as number) / t] : [];
+        });
+        if (ratios.length > 0) row.vs_torch = median(ratios);
+      }
+      return row;
     });
   },
 };
