@@ -7,6 +7,7 @@ import { GpuError } from '../gpu/errors.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { UniformValues } from '../gpu/bindings.js';
 import type { Binding, ShaderConstants } from '../gpu/kernels.js';
+import type { GpuTimer } from '../gpu/timer.js';
 
 const SLOT_BYTES = 256;
 const SLOTS = 2048;
@@ -23,6 +24,8 @@ export class Runner {
 
   /** A 16-byte storage buffer for bindings a kernel variant declares but does not read. */
   readonly dummy: DeviceBuffer;
+  /** When set, every compute pass this runner begins is timed on the GPU under the timer's current label. */
+  timer: GpuTimer | null = null;
 
   constructor(private readonly ctx: GpuContext) {
     this.dummy = ctx.createBuffer({ label: 'nn.unused-binding', size: 16, usage: GPUBufferUsage.STORAGE, category: 'other' });
@@ -75,7 +78,7 @@ export class Runner {
   }
 
   private beginPass(): GPUComputePassEncoder {
-    this.pass ??= this.encoderNow().beginComputePass({ label: 'nn' });
+    this.pass ??= this.encoderNow().beginComputePass({ label: 'nn', timestampWrites: this.timer?.next() });
     return this.pass;
   }
 

@@ -233,3 +233,77 @@ export function curveChartSvg(series: CurveSeries[], o: ChartOptions & { yMin?: 
   out.push('</svg>');
   return out.join('\n');
 }
+
+export interface TimelineLane {
+  label: string;
+  spans: { phase: string; start: number; end: number }[];
+}
+
+/** Greedy rows: each span goes to the first row whose last span ended by its start (nested or overlapping spans stack). */
+export function packRows<S extends { start: number; end: number }>(spans: readonly S[]): S[][] {
+  const rows: S[][] = [];
+  for (const s of [...spans].sort((a, b) => a.start - b.start || b.end - a.end)) {
+    const row = rows.find((r) => r.at(-1)!.end <= s.start);
+    if (row) row.push(s);
+    else rows.push([s]);
+  }
+  return rows;
+}
+
+/**
+ * A timeline: one lane per rank, each phase call a bar from its start to its end on a shared time
+ * axis (round ticks from d3-scale); calls that overlap (a phase inside another, communication
+ * during the backward pass) stack in rows within the lane.
+ */
+export function timelineSvg(lanes: TimelineLane[], colors: Record<string, string>, o: { title: string; xLabel: string }): string {
+  const rowH = 14;
+  const gap = 12;
+  const packed = lanes.map((lane) => packRows(lane.spans));
+  const phases = [...new Set(lanes.flatMap((l) => l.spans.map((s) => s.phase)))];
+  const color = (p: string) => colors[p] ?? '#999';
+  const width = 900;
+  const right = 200;
+  const left = 70;
+  const top = 50;
+  const laneH = packed.map((rows) => Math.max(1, rows.length) * rowH + gap);
+  const legendH = phases.length * 20 + top;
+  const height = Math.max(top + laneH.reduce((a, b) => a + b, 0) + 50, legendH + 20);
+  const ends = lanes.flatMap((l) => l.spans.map((s) => s.end));
+  const x = scaleLinear()
+    .domain([0, Math.max(1, ...ends)])
+    .range([left, width - right])
+    .nice();
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${(left + width - right) / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
+  ];
+  const bottom = top + laneH.reduce((a, b) => a + b, 0);
+  for (const t of x.ticks(10))
+    out.push(
+      `<line x1="${x(t)}" y1="${top}" x2="${x(t)}" y2="${bottom}" stroke="#eee"/>`,
+      `<text x="${x(t)}" y="${bottom + 16}" text-anchor="middle">${esc(String(t))}</text>`,
+    );
+  out.push(`<text x="${(left + width - right) / 2}" y="${bottom + 36}" text-anchor="middle">${esc(o.xLabel)}</text>`);
+  let y = top;
+  packed.forEach((rows, i) => {
+    out.push(`<text x="${left - 8}" y="${y + rowH}" text-anchor="end">${esc(lanes[i]!.label)}</text>`);
+    rows.forEach((row, k) => {
+      for (const s of row) {
+        const w = Math.max(0.5, x(s.end) - x(s.start));
+        out.push(
+          `<rect x="${x(s.start).toFixed(2)}" y="${y + k * rowH + 1}" width="${w.toFixed(2)}" height="${rowH - 2}" fill="${color(s.phase)}"><title>${esc(`${lanes[i]!.label}, ${s.phase}: ${s.start.toFixed(1)} – ${s.end.toFixed(1)} ms (${(s.end - s.start).toFixed(1)} ms)`)}</title></rect>`,
+        );
+      }
+    });
+    y += laneH[i]!;
+  });
+  phases.forEach((p, i) => {
+    out.push(
+      `<rect x="${width - right + 16}" y="${top + i * 20}" width="14" height="10" fill="${color(p)}"/>`,
+      `<text x="${width - right + 36}" y="${top + i * 20 + 9}">${esc(p)}</text>`,
+    );
+  });
+  out.push('</svg>');
+  return out.join('\n');
+}

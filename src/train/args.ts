@@ -129,6 +129,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   }),
 
   'log-interval': flag('logging', { kind: 'int', default: 100, help: "print Megatron's log line every this many iterations" }),
+  timing: flag('logging', {
+    kind: 'boolean',
+    help: 'time every phase of every iteration on every rank (GPU timestamps where the adapter has them): a line per iteration, timing-rank<r>.jsonl and timeline.svg in the run folder',
+  }),
   'run-dir': flag('logging', {
     kind: 'string',
     help: 'where metrics.jsonl, config.json, summary.json and loss.svg go (default runs/<timestamp>)',
@@ -210,6 +214,8 @@ export interface TrainConfig {
   mergeFile: string | null;
   tokenizerModel: string | null;
   logInterval: number;
+  /** --timing: every phase of every iteration, printed, logged per rank and drawn as a timeline. */
+  timing: boolean;
   runDir: string | null;
   /** The data-parallel size the config was resolved for. */
   dataParallelSize: number;
@@ -359,6 +365,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     mergeFile,
     tokenizerModel,
     logInterval: int('log-interval', 1),
+    timing: Boolean(v.timing),
     runDir: (v['run-dir'] as string | undefined) ?? null,
     dataParallelSize: d,
     gradAccumulation: globalBatchSize / (microBatchSize * d),

@@ -41,6 +41,7 @@ import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
 import type { TrainConfig } from './args.js';
 import { learningRate } from './schedule.js';
+import { StepTimer, timingLine, writeTimeline } from './timing.js';
 import { megatronLine, memoryLine, ProgressBar, RunFolder, sci, type MetricsLine } from './run-log.js';
 
 /** The run stopped for a reason of the run itself (NaN, bad data): one line, exit code 1. */
@@ -388,9 +389,12 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     let trainedTokens = 0;
     let memory: { measured: number; predicted: number; activationsPeak: number } | null = null;
 
+    const stepTimer = cfg.timing ? new StepTimer(ctx, rank, cfg.runDir) : null;
+    let lastTimed = 0;
     while (iteration < cfg.trainIters) {
       iteration += 1;
       const stepStart = performance.now();
+      stepTimer?.begin(ddp.phases);
       optimizer.learningRate = learningRate(schedule, optimizer.stepCount);
       ddp.zeroGradBuffer();
       const scale = optimizer.scaler?.scale ?? 1;
@@ -401,22 +405,38 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
         const { ids, targets } = await ddp.phases.time('data', async () => trainSamples.batch(first, cfg.microBatchSize));
         const last = m === cfg.gradAccumulation - 1;
         const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize } });
+        if (stepTimer) g.runner.timer = stepTimer.gpu;
+        // With --timing, forward and backward are phases of their own, each run to completion on the GPU.
+        const phase = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+          if (!stepTimer) return work();
+          stepTimer.label(name);
+          return ddp.phases.time(name, async () => {
+            const out = await work();
+            await g.runner.sync();
+            return out;
+          });
+        };
         const micro = async () => {
           const idsT = g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids');
           const targetsT = g.input(targets, [targets.length], 'targets');
-          const { loss } = cfg.overlapParamGather ? await gpt.forwardAwaiting(g, idsT, targetsT, ready) : gpt.forward(g, idsT, targetsT);
+          const { loss } = await phase('forward', async () =>
+            cfg.overlapParamGather ? gpt.forwardAwaiting(g, idsT, targetsT, ready) : gpt.forward(g, idsT, targetsT),
+          );
           // The mean over the micro-batches (and, through DDP's average, over the ranks); fp16: times the loss scale.
-          g.backwardFrom(
-            loss!,
-            new Float32Array([scale / cfg.gradAccumulation]),
-            last && cfg.overlapGradReduce ? { onParamGrad: (name) => ddp.registerGradReady(name) } : {},
+          await phase('backward', async () =>
+            g.backwardFrom(
+              loss!,
+              new Float32Array([scale / cfg.gradAccumulation]),
+              last && cfg.overlapGradReduce ? { onParamGrad: (name) => ddp.registerGradReady(name) } : {},
+            ),
           );
           return loss!;
         };
-        await ddp.phases.time('forward+backward', async () => {
+        const forwardBackward = async () => {
           const loss = last ? await micro() : await ddp.noSync(micro);
           localLoss += (await g.read(loss))[0]!;
-        });
+        };
+        await (stepTimer ? forwardBackward() : ddp.phases.time('forward+backward', forwardBackward));
         g.release();
       }
       await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
@@ -457,6 +477,12 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       interval.iterations += 1;
       interval.tokens += tokens;
       lastLoss = loss;
+      if (stepTimer) {
+        const t = await stepTimer.end(iteration, ddp.phases);
+        lastTimed = iteration;
+        if (isRank0) sayClean(timingLine(t));
+        run?.metric({ iteration, consumed_samples: consumedSamples, timing: t } as unknown as MetricsLine);
+      }
       const stepMs = performance.now() - stepStart;
       progress.update(
         iteration,
@@ -587,6 +613,15 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       say(
         `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${lastLoss?.toFixed(4)}, validation ${lastVal?.toFixed(4) ?? '-'} (${reference.bigram === null ? `unigram entropy ${reference.unigram.toFixed(4)}` : `bigram entropy ${reference.bigram.toFixed(4)}`}); ${cfg.runDir}/loss.svg`,
       );
+    }
+    if (stepTimer) {
+      // Every rank has written its file: rank 0 draws the last timed iteration of the ranks on its node.
+      await group.barrier();
+      if (isRank0 && lastTimed > 0 && stepTimer.dir) {
+        const svg = writeTimeline(stepTimer.dir, d, lastTimed, `${paramCount.toLocaleString('en-US')}-param GPT`);
+        say(`webtron train: timeline of iteration ${lastTimed} on ${svg}`);
+      }
+      stepTimer.destroy();
     }
     optimizer.destroy();
     ddp.destroy();
