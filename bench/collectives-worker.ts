@@ -12,7 +12,7 @@ import type { StoreClient } from '../src/collectives/store.js';
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
 function runsFor(bytes: number): { warmup: number; runs: number } {
-  if (bytes >= 64 << 20) return { warmup: 1, runs: 5 };
+  if (bytes >= 64 << 20) return { warmup: 2, runs: 15 };
   if (bytes >= 4 << 20) return { warmup: 2, runs: 10 };
   return { warmup: 5, runs: 30 };
 }
@@ -53,7 +53,8 @@ async function ring(config: { sizes: number[]; ops: string[]; wireMin: number })
         }
       }
     }
-    if (rank === 0) for (const [op, ms] of samples) say({ op, bytes: elements * 4, ms: median(ms) });
+    // Every round's time too: the bench compares each op with the wire round by round.
+    if (rank === 0) for (const [op, ms] of samples) say({ op, bytes: elements * 4, ms: median(ms), samples_ms: ms });
   }
   await group.barrier();
   if (wires) for (const wire of Object.values(wires)) wire.close();

@@ -7,7 +7,12 @@
  * reduce_scatter and all_gather. `--hosts` runs each rank in a network namespace of its own on a
  * bridge (test/helpers/hosts.ts, root only) and the wire between the same namespaces, so the
  * ratio holds across a real network stack (veth) and not only loopback.
+ *
+ * `vs_wire`: each op's busbw over the faster of p2p_exchange and p2p_exchange_inplace (GB/s each
+ * way) in the same round, the median over rounds — every round runs the ops and then the wire, so a
+ * slow second on a shared machine slows both sides of a ratio.
  */
+import { median } from './timing.js';
 import { fileURLToPath } from 'node:url';
 import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
@@ -26,7 +31,7 @@ export function sizesBetween(min: number, max: number): number[] {
 export const collectivesBench: Bench = {
   name: 'collectives',
   summary: 'ring all_reduce / reduce_scatter / all_gather over TCP vs the wire (plain sockets)',
-  columns: ['op', 'world', 'link', 'bytes', 'ms', 'algbw_gbps', 'busbw_gbps', 'gbps'],
+  columns: ['op', 'world', 'link', 'bytes', 'ms', 'algbw_gbps', 'busbw_gbps', 'gbps', 'vs_wire'],
   flags: {
     // A list, like the optimizer benchmark's --world: `npm run bench` parses one set of flags for all.
     world: { kind: 'list', default: ['2'], help: 'worker processes (ranks), one or a list' },
@@ -71,7 +76,9 @@ async function runWorld(world: number, sizes: number[], hosts?: TestHosts): Prom
   const link = hosts ? 'veth' : 'loopback';
   ranks[0]!.onLine((l) => progress(`${l.op as string} ${l.bytes as number} B: ${(l.ms as number).toFixed(2)} ms`));
   await Promise.all(ranks.map((r) => r.done));
-  for (const l of ranks[0]!.lines) {
+  const lines = ranks[0]!.lines;
+  const samplesOf = (op: string, bytes: number) => lines.find((l) => l.op === op && l.bytes === bytes)?.samples_ms as number[] | undefined;
+  for (const l of lines) {
     const bytes = l.bytes as number;
     const ms = l.ms as number;
     const op = l.op as string;
@@ -82,7 +89,12 @@ async function runWorld(world: number, sizes: number[], hosts?: TestHosts): Prom
     }
     const algbw = bytes / ms / 1e6;
     const factor = op === 'all_reduce' ? (2 * (world - 1)) / world : (world - 1) / world;
-    rows.push({ bench: 'collectives', op, world, link, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor });
+    const row: Row = { bench: 'collectives', op, world, link, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor };
+    const own = l.samples_ms as number[];
+    const [plain, inplace] = [samplesOf('p2p_exchange', bytes), samplesOf('p2p_exchange_inplace', bytes)];
+    if (plain && inplace && plain.length === own.length && inplace.length === own.length)
+      row.vs_wire = median(own.map((t, i) => (bytes * factor) / t / (bytes / Math.min(plain[i]!, inplace[i]!))));
+    rows.push(row);
   }
   return rows;
 }
