@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../files.js';
 import { formatBytes } from '../gpu/memory.js';
 import { curveChartSvg } from '../plot/svg.js';
+import type { IterationTiming } from './timing.js';
 
 export interface MetricsLine {
   iteration: number;
@@ -22,6 +23,8 @@ export interface MetricsLine {
   step_ms?: number;
   val_loss?: number;
   phases?: Record<string, number>;
+  /** --timing: this iteration on rank 0, phase by phase. */
+  timing?: IterationTiming;
 }
 
 const pad = (n: number, width: number) => String(n).padStart(width);

@@ -477,11 +477,10 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       interval.iterations += 1;
       interval.tokens += tokens;
       lastLoss = loss;
-      if (stepTimer) {
-        const t = await stepTimer.end(iteration, ddp.phases);
+      const timing = stepTimer ? await stepTimer.end(iteration, ddp.phases) : null;
+      if (timing) {
         lastTimed = iteration;
-        if (isRank0) sayClean(timingLine(t));
-        run?.metric({ iteration, consumed_samples: consumedSamples, timing: t } as unknown as MetricsLine);
+        if (isRank0) sayClean(timingLine(timing));
       }
       const stepMs = performance.now() - stepStart;
       progress.update(
@@ -570,10 +569,11 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
         }
         interval.t0 += performance.now() - t0; // evaluation time is not training time
       }
-      if (run && (metrics || evalLine))
+      if (run && (metrics || evalLine || timing))
         run.metric({
           ...(metrics ?? { iteration, consumed_samples: consumedSamples }),
           ...(evalLine ? { val_loss: evalLine.val_loss } : {}),
+          ...(timing ? { timing } : {}),
         } as MetricsLine);
       if (cfg.save && ((cfg.saveInterval && iteration % cfg.saveInterval === 0) || iteration === cfg.trainIters)) {
         const t0 = performance.now();
