@@ -18,6 +18,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gptParamCount } from '../src/nn/gpt-spec.js';
 import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
 import { progress, type Row } from './report.js';
@@ -84,10 +85,18 @@ function flagOf(model: string[], name: string): number {
   return Number(model[model.indexOf(name) + 1]);
 }
 
-/** The padded vocabulary webtron trained with, from its parameter count (GPT: V·h + T·h + L·(12h² + 13h) + 2h). */
+/** The padded vocabulary webtron trained with: its parameter count less the GPT's without a vocabulary, per hidden unit. */
 function vocabOf(model: string[], params: number): number {
   const h = flagOf(model, '--hidden-size');
-  const rest = params - flagOf(model, '--seq-length') * h - flagOf(model, '--num-layers') * (12 * h * h + 13 * h) - 2 * h;
+  const rest =
+    params -
+    gptParamCount({
+      numLayers: flagOf(model, '--num-layers'),
+      hiddenSize: h,
+      numAttentionHeads: flagOf(model, '--num-attention-heads'),
+      seqLength: flagOf(model, '--seq-length'),
+      vocabSize: 0,
+    });
   if (rest % h !== 0) throw new Error(`bench train: ${params} params do not fit the GPT formula for this config`);
   return rest / h;
 }

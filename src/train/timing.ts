@@ -73,7 +73,7 @@ export class StepTimer {
       step_ms: end - this.start,
       phases: round(summed),
       gpu_ms: gpu && round(gpu),
-      idle_ms: round({ idle: uncovered(spans, this.start, end) }).idle!,
+      idle_ms: r3(uncovered(spans, this.start, end)),
       spans: spans.map((s) => ({ phase: s.phase, start: r3(s.start - this.start), end: r3(s.end - this.start) })),
     };
     if (this.file) appendFileSync(this.file, `${JSON.stringify(record)}\n`);

@@ -14,6 +14,7 @@ import { get_encoding } from 'tiktoken';
 import { afterAll, describe, expect, it } from 'vitest';
 import { IndexedDataset } from '../../src/data/indexed.js';
 import { seeded } from '../helpers/seed.js';
+import { trickyText } from '../helpers/tricky-text.js';
 
 const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-preprocess-'));
@@ -33,36 +34,10 @@ function readAll(prefix: string): { dtype: string; docs: number[][] } {
   }
 }
 
-const PIECES = [
-  ' ',
-  '  ',
-  '\n',
-  '\t',
-  "'s",
-  "n't",
-  'whale',
-  'Ahab',
-  '42',
-  '3.14',
-  'é',
-  '日本',
-  '😀',
-  '👍🏽',
-  '—',
-  '.',
-  '"',
-  '\\',
-  '<|endoftext|>',
-];
-
-function randomText(random: () => number, words: number): string {
-  return Array.from({ length: words }, () => PIECES[Math.floor(random() * PIECES.length)]!).join('');
-}
-
 describe('webtron preprocess-data', () => {
   it("JSON lines with GPT-2 BPE and --append-eod: each document is tiktoken's ids and <|endoftext|>; 1 and 2 workers write the same bytes", () => {
     const { random } = seeded('preprocess GPT-2');
-    const texts = Array.from({ length: 300 }, (_, i) => (i % 37 === 5 ? '' : randomText(random, 1 + Math.floor(random() * 60))));
+    const texts = Array.from({ length: 300 }, (_, i) => (i % 37 === 5 ? '' : trickyText(random, 1 + Math.floor(random() * 60))));
     const input = join(dir, 'corpus.jsonl');
     writeFileSync(input, `${texts.map((text, i) => JSON.stringify({ id: i, text, title: `T${i}` })).join('\n')}\n`);
     const outputs = [1, 2].map((workers) => {
@@ -100,7 +75,7 @@ describe('webtron preprocess-data', () => {
 
   it('a text file with ByteTokenizer: one document per paragraph, its UTF-8 bytes', () => {
     const { random } = seeded('preprocess text');
-    const paragraphs = Array.from({ length: 50 }, () => randomText(random, 1 + Math.floor(random() * 30)).trim() || 'x');
+    const paragraphs = Array.from({ length: 50 }, () => trickyText(random, 1 + Math.floor(random() * 30)).trim() || 'x');
     const input = join(dir, 'book.txt');
     writeFileSync(input, `\n\n${paragraphs.join('\n\n\n')}\n`);
     const r = preprocess(['--input', input, '--output-prefix', join(dir, 'book'), '--tokenizer-type', 'ByteTokenizer', '--workers', '2']);

@@ -21,6 +21,7 @@ import {
   type TokenizerState,
 } from '../../src/data/tokenizer.js';
 import { seeded } from '../helpers/seed.js';
+import { trickyText } from '../helpers/tricky-text.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'webtron-tokenizers-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,33 +50,9 @@ const TRICKY = [
   '\n\n\n    \n',
   'x'.repeat(300),
 ];
-const PIECES = [
-  ' ',
-  '  ',
-  '\n',
-  '\t',
-  "'s",
-  "'ll",
-  'a',
-  'Z',
-  '9',
-  '42',
-  'é',
-  '日',
-  '😀',
-  '👍🏽',
-  '\u200d',
-  '.',
-  '—',
-  'the',
-  ' the',
-  '<|endoftext|>',
-];
 
 function randomStrings(random: () => number, count: number): string[] {
-  return Array.from({ length: count }, () =>
-    Array.from({ length: 1 + Math.floor(random() * 30) }, () => PIECES[Math.floor(random() * PIECES.length)]!).join(''),
-  );
+  return Array.from({ length: count }, () => trickyText(random, 1 + Math.floor(random() * 30)));
 }
 
 function checkOrdinary(tokenizer: Tokenizer, texts: string[]): void {

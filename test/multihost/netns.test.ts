@@ -21,32 +21,13 @@ beforeAll(() => {
 afterAll(() => hosts?.teardown());
 
 const JOB = [...TINY, '--train-iters', '6', '--global-batch-size', '4', '--hidden-dropout', '0', '--attention-dropout', '0'];
+/** Node i of the two-node job with the distributed optimizer, as a user starts it. */
+const nodeFlags = (i: number) => ['--use-distributed-optimizer', '--nnodes', '2', '--node-rank', String(i), '--master-addr', '192.0.2.1'];
 
 /** One node per host; returns both nodes' results and every listening socket seen in each host while the job ran. */
 async function twoNodes(runDir: string, envOf: (i: number) => NodeJS.ProcessEnv, extra: string[] = []) {
   const h = hosts!;
-  const nodes = [0, 1].map((i) =>
-    h.spawn(
-      i,
-      'node',
-      [
-        BIN,
-        'train',
-        ...JOB,
-        '--use-distributed-optimizer',
-        '--nnodes',
-        '2',
-        '--node-rank',
-        String(i),
-        '--master-addr',
-        '192.0.2.1',
-        '--run-dir',
-        runDir,
-        ...extra,
-      ],
-      envOf(i),
-    ),
-  );
+  const nodes = [0, 1].map((i) => h.spawn(i, 'node', [BIN, 'train', ...JOB, ...nodeFlags(i), '--run-dir', runDir, ...extra], envOf(i)));
   const ends = nodes.map(finished);
   const seen = [new Set<string>(), new Set<string>()];
   let done = false;
@@ -143,13 +124,7 @@ describe.skipIf(unavailable !== null)('links that fail mid-training', () => {
             '100000',
             '--global-batch-size',
             '4',
-            '--use-distributed-optimizer',
-            '--nnodes',
-            '2',
-            '--node-rank',
-            String(i),
-            '--master-addr',
-            '192.0.2.1',
+            ...nodeFlags(i),
             '--save',
             save,
             '--save-interval',
