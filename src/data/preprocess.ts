@@ -16,7 +16,7 @@ import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
 import { ProgressBar } from '../train/run-log.js';
 import { DataError, IndexedDatasetBuilder, tokenDtypeFor } from './indexed.js';
 import type { Chunk, ChunkResult, WorkerInput } from './preprocess-worker.js';
-import { checkTokenizerType, loadTokenizer, readTokenizerFiles, type TokenizerState } from './tokenizer.js';
+import { checkTokenizerType, loadTokenizer, readTokenizerFiles, tokenizerFilesProblem, type TokenizerState } from './tokenizer.js';
 
 export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
   input: { kind: 'string', help: 'the corpus: JSON lines (.json, .jsonl) or a UTF-8 text file (documents split at blank lines)' },
@@ -74,10 +74,13 @@ export function preprocessOptions(values: FlagValues): PreprocessOptions {
     throw new FlagError(
       '--tokenizer-type CharTokenizer builds its vocabulary from the training text, so a preprocessed dataset cannot carry it; use ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer',
     );
-  if ((values['vocab-file'] || values['merge-file']) && tokenizerType !== 'GPT2BPETokenizer')
-    throw new FlagError(`--vocab-file and --merge-file are for --tokenizer-type GPT2BPETokenizer, not ${tokenizerType}`);
-  if (values['tokenizer-model'] && tokenizerType !== 'HuggingFaceTokenizer')
-    throw new FlagError(`--tokenizer-model is for --tokenizer-type HuggingFaceTokenizer, not ${tokenizerType}`);
+  const files = {
+    vocabFile: (values['vocab-file'] as string | undefined) ?? null,
+    mergeFile: (values['merge-file'] as string | undefined) ?? null,
+    tokenizerModel: (values['tokenizer-model'] as string | undefined) ?? null,
+  };
+  const tokenizerProblem = tokenizerFilesProblem(tokenizerType, files);
+  if (tokenizerProblem) throw new FlagError(tokenizerProblem);
   const format = values['input-format'] as string;
   if (!['auto', 'jsonl', 'text'].includes(format)) throw new FlagError(`--input-format must be auto, jsonl or text, got '${format}'`);
   const workers = (values.workers as number | undefined) ?? availableParallelism();
@@ -106,13 +109,7 @@ export function preprocessOptions(values: FlagValues): PreprocessOptions {
       `--json-keys is for JSON lines input, and ${input} is read as text (--input-format jsonl to read it as JSON lines)`,
     );
   const tokenizer: TokenizerState =
-    tokenizerType === 'ByteTokenizer'
-      ? { type: 'ByteTokenizer' }
-      : readTokenizerFiles(tokenizerType, {
-          vocabFile: (values['vocab-file'] as string | undefined) ?? null,
-          mergeFile: (values['merge-file'] as string | undefined) ?? null,
-          tokenizerModel: (values['tokenizer-model'] as string | undefined) ?? null,
-        });
+    tokenizerType === 'ByteTokenizer' ? { type: 'ByteTokenizer' } : readTokenizerFiles(tokenizerType, files);
   return {
     input,
     format: resolved,

@@ -265,6 +265,23 @@ export interface TokenizerFiles {
   tokenizerModel?: string | null;
 }
 
+/**
+ * What is wrong with the tokenizer files given for `type`, in the flags' words (the file flags of
+ * another tokenizer, a Hugging Face tokenizer without its model, half of GPT-2's pair), or null.
+ * `webtron train` and `webtron preprocess-data` check their flags with it before reading anything.
+ */
+export function tokenizerFilesProblem(type: TokenizerType, { vocabFile, mergeFile, tokenizerModel }: TokenizerFiles): string | null {
+  if ((vocabFile || mergeFile) && type !== 'GPT2BPETokenizer')
+    return `--${vocabFile ? 'vocab-file' : 'merge-file'} is for --tokenizer-type GPT2BPETokenizer, not ${type}`;
+  if (tokenizerModel && type !== 'HuggingFaceTokenizer')
+    return `--tokenizer-model is for --tokenizer-type HuggingFaceTokenizer, not ${type}`;
+  if (type === 'HuggingFaceTokenizer' && !tokenizerModel)
+    return '--tokenizer-type HuggingFaceTokenizer needs --tokenizer-model (a tokenizer.json, or a folder holding one)';
+  if (Boolean(vocabFile) !== Boolean(mergeFile))
+    return `--vocab-file and --merge-file go together (or neither, for GPT-2's built-in files); got only --${vocabFile ? 'vocab-file' : 'merge-file'}`;
+  return null;
+}
+
 function readJson(path: string, option: string, what: string): unknown {
   let text: string;
   try {

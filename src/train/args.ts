@@ -6,7 +6,7 @@
  */
 import { FlagError, flagLine, type FlagSpec, type FlagValues } from './flags.js';
 import type { DecayStyle } from './schedule.js';
-import { TOKENIZER_TYPES, type TokenizerType } from '../data/tokenizer.js';
+import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath, type DataPathEntry } from '../data/blend.js';
 
 type Group =
@@ -299,16 +299,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const vocabFile = (v['vocab-file'] as string | undefined) ?? null;
   const mergeFile = (v['merge-file'] as string | undefined) ?? null;
   const tokenizerModel = (v['tokenizer-model'] as string | undefined) ?? null;
-  if ((vocabFile || mergeFile) && tokenizerType !== 'GPT2BPETokenizer')
-    throw new FlagError(`--${vocabFile ? 'vocab-file' : 'merge-file'} is for --tokenizer-type GPT2BPETokenizer, not ${tokenizerType}`);
-  if (tokenizerModel && tokenizerType !== 'HuggingFaceTokenizer')
-    throw new FlagError(`--tokenizer-model is for --tokenizer-type HuggingFaceTokenizer, not ${tokenizerType}`);
-  if (tokenizerType === 'HuggingFaceTokenizer' && !tokenizerModel)
-    throw new FlagError('--tokenizer-type HuggingFaceTokenizer needs --tokenizer-model (a tokenizer.json, or a folder holding one)');
-  if (Boolean(vocabFile) !== Boolean(mergeFile))
-    throw new FlagError(
-      `--vocab-file and --merge-file go together (or neither, for GPT-2's built-in files); got only --${vocabFile ? 'vocab-file' : 'merge-file'}`,
-    );
+  const tokenizerProblem = tokenizerFilesProblem(tokenizerType, { vocabFile, mergeFile, tokenizerModel });
+  if (tokenizerProblem) throw new FlagError(tokenizerProblem);
   const dataPath = (v['data-path'] as string[] | undefined) ?? null;
   const save = (v.save as string | undefined) ?? null;
   const saveInterval = optionalInt('save-interval', 1);
