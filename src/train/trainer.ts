@@ -91,6 +91,9 @@ export interface TrainOptions {
   progress?: boolean;
 }
 
+const CHAR_NEEDS_TEXT =
+  'tokenizerType: CharTokenizer builds its vocabulary from a text corpus, and --data-path names an indexed dataset; give the --tokenizer-type it was made with';
+
 /** The tokenizer a run uses: from the checkpoint it resumes, else from the flags (CharTokenizer: built from the corpus text). */
 async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Tokenizer> {
   if (cfg.load) {
@@ -104,11 +107,7 @@ async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Toke
   }
   switch (cfg.tokenizerType) {
     case 'CharTokenizer':
-      if (text === null)
-        throw new ConfigError(
-          'tokenizerType: CharTokenizer builds its vocabulary from a text corpus, and --data-path names an indexed dataset; give the --tokenizer-type it was made with',
-          'tokenizerType',
-        );
+      if (text === null) throw new ConfigError(CHAR_NEEDS_TEXT, 'tokenizerType');
       return CharTokenizer.fromText(text);
     case 'ByteTokenizer':
       return new ByteTokenizer();
@@ -117,7 +116,6 @@ async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Toke
   }
 }
 
-/** The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or Moby-Dick). */
 /**
  * What --data-path names, checked without reading the data: indexed datasets (each index read and
  * checked), or one text file. The launcher runs it before any worker starts, so a bad path is one
@@ -144,15 +142,12 @@ export function checkDataPath(cfg: TrainConfig): 'indexed' | 'text' | 'moby-dick
   const text = kinds.indexOf('text');
   if (text >= 0) throw new ConfigError(`dataPath: ${blend[text]!.path} is a text file; a blend takes indexed datasets only`, 'dataPath');
   for (const e of blend) IndexedDataset.open(e.path).close();
-  if (cfg.tokenizerType === 'CharTokenizer' && !cfg.load)
-    throw new ConfigError(
-      'tokenizerType: CharTokenizer builds its vocabulary from a text corpus, and --data-path names an indexed dataset; give the --tokenizer-type it was made with',
-      'tokenizerType',
-    );
+  if (cfg.tokenizerType === 'CharTokenizer' && !cfg.load) throw new ConfigError(CHAR_NEEDS_TEXT, 'tokenizerType');
   if (cfg.tokenizerType === 'GPT2BPETokenizer' || cfg.tokenizerType === 'HuggingFaceTokenizer') readTokenizerFiles(cfg.tokenizerType, cfg);
   return 'indexed';
 }
 
+/** The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or Moby-Dick). */
 async function openData(cfg: TrainConfig) {
   const blend = cfg.dataBlend;
   if (blend && checkDataPath(cfg) === 'indexed') {
