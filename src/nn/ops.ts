@@ -8,8 +8,6 @@ import type { Graph } from './graph.js';
 import { DTYPE_CODE, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
 
 const WG = 256;
-/** Rows of C per matmul invocation (shaders/matmul-body.wgsl). */
-const ROWS = 16;
 
 function groups(n: number): number {
   return Math.ceil(n / WG);
@@ -78,6 +76,7 @@ export function matmulInto(
   const wg = ctx.software
     ? Math.max(8, ctx.subgroupMaxSize)
     : [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
+  const rows = ctx.matmulRows;
   const flags = (options.bias ? 1 : 0) | (options.accumulate ? 2 : 0);
   const aStart = A.shift + (a.off ?? 0);
   const bStart = B.shift + (b.off ?? 0);
@@ -95,6 +94,7 @@ export function matmulInto(
     'main',
     {
       WG: wg,
+      ROWS: rows,
       B_DTYPE: paramCode(b.t, 'matmul B'),
       A_VEC: aVec ? 1 : 0,
       B_MODE: bMode,
@@ -123,7 +123,7 @@ export function matmulInto(
       alpha: options.alpha ?? 1,
     },
     { A: A.binding, B: B.binding, C: C.binding, bias: (bias ?? B).binding, A4: aVec ?? g.runner.dummy, B4: bVec ?? g.runner.dummy },
-    [Math.ceil(lanes / wg), Math.ceil(s.m / ROWS), nb0 * nb1],
+    [Math.ceil(lanes / wg), Math.ceil(s.m / rows), nb0 * nb1],
   );
 }
 

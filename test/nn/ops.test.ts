@@ -361,7 +361,8 @@ function matmulReadPaths(device: () => GpuContext) {
     { name: 'A columns, B columns', m: 7, n: 5, k: 4, transA: true, transB: true, off: 0 },
     { name: 'odd sizes and an odd offset (element-wise)', m: 3, n: 11, k: 13, transA: false, transB: false, off: 1 },
     { name: 'offset 4, vec4 paths', m: 8, n: 8, k: 8, transA: false, transB: true, off: 4 },
-    { name: 'three row blocks, the last moved back, k tail', m: 37, n: 10, k: 7, transA: true, transB: false, off: 0 },
+    { name: 'row blocks of 16 or 32, the last moved back, k tail', m: 37, n: 10, k: 7, transA: true, transB: false, off: 0 },
+    { name: 'fewer rows than a block, columns past the edge', m: 20, n: 6, k: 5, transA: false, transB: false, off: 0 },
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -404,8 +405,21 @@ function matmulReadPaths(device: () => GpuContext) {
   }
 }
 
-describe('matmul read paths', () => {
+describe("matmul read paths (the adapter's rows per invocation)", () => {
   matmulReadPaths(() => ctx);
+});
+
+// The other block height than the adapter's default (16 on hardware, 32 on a CPU driver).
+describe('matmul read paths with the other rows per invocation', () => {
+  let other: GpuContext;
+  beforeAll(async () => {
+    other = await GpuContext.create({ matmulRows: ctx.matmulRows === 32 ? 16 : 32 });
+  });
+  afterAll(() => other?.destroy());
+  it('uses the other block height', () => {
+    expect(other.matmulRows).not.toBe(ctx.matmulRows);
+  });
+  matmulReadPaths(() => other);
 });
 
 describe('matmul read paths without subgroups', () => {
