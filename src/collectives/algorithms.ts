@@ -5,7 +5,7 @@
  * process group owns the op machinery (sequence numbers, routing, timeouts, failures).
  */
 import type { CollectiveData } from './process-group.js';
-import { scale, type ReduceOp } from './reduce.js';
+import { float32ToWords, reduceBf16Into, scale, wordsToFloat32, type ReduceOp } from './reduce.js';
 import { allGatherStep, barrierRounds, chunkRange, mod, reduceScatterStep, segments, type Range } from './ring.js';
 import { reduceBytesInto, scratchFor } from './simd.js';
 import type { FrameSink } from './transport.js';
@@ -21,6 +21,19 @@ export function bytesOf(data: ArrayBufferView): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
+/** How reductions travel: fp32, or bf16 words (summed in fp32 on arrival, rounded when sent on). */
+export type WireFormat = 'float32' | 'bfloat16';
+
+const WIRE_BYTES: Record<WireFormat, number> = { float32: 4, bfloat16: 2 };
+
+/** Values as they go on the wire: their own bytes in fp32, new bf16 words (round to nearest even) otherwise. */
+function onWire(values: Float32Array, wire: WireFormat): Uint8Array {
+  if (wire === 'float32') return bytesOf(values);
+  const words = new Uint16Array(values.length);
+  float32ToWords(values, 'bfloat16', words);
+  return bytesOf(words);
+}
+
 /**
  * Reduces a frame body into dst[range] as it arrives. The socket reads straight into a scratch (the
  * WASM scratch beside a host buffer, so the SIMD kernel needs no copy). Bytes of a partial element
@@ -30,6 +43,7 @@ export function bytesOf(data: ArrayBufferView): Uint8Array {
 class ReduceSink implements FrameSink {
   private carried = 0;
   private readonly scratchBytes: Uint8Array;
+  private readonly elementBytes: number;
   readonly bytes: number;
 
   constructor(
@@ -38,9 +52,11 @@ class ReduceSink implements FrameSink {
     private readonly op: ReduceOp,
     private readonly scratch: () => Float32Array,
     private readonly onEnd: () => void,
+    private readonly wire: WireFormat,
   ) {
     this.scratchBytes = scratchFor(dst) ?? bytesOf(scratch());
-    this.bytes = (range.end - range.start) * 4;
+    this.elementBytes = WIRE_BYTES[wire];
+    this.bytes = (range.end - range.start) * this.elementBytes;
   }
 
   target(_offset: number, max: number): Uint8Array {
@@ -60,14 +76,17 @@ class ReduceSink implements FrameSink {
       }
       return;
     }
+    const e = this.elementBytes;
     const total = this.carried + bytes.byteLength;
-    const whole = total >> 2;
+    const whole = Math.floor(total / e);
     if (whole > 0) {
-      const element = this.range.start + (offset - this.carried) / 4;
-      reduceBytesInto(this.dst.subarray(element, element + whole), s.subarray(0, whole * 4), this.op, this.scratch);
+      const element = this.range.start + (offset - this.carried) / e;
+      const dst = this.dst.subarray(element, element + whole);
+      if (this.wire === 'float32') reduceBytesInto(dst, s.subarray(0, whole * 4), this.op, this.scratch);
+      else reduceBf16Into(dst, new Uint16Array(s.buffer, s.byteOffset, whole), this.op);
     }
-    this.carried = total - whole * 4;
-    if (this.carried > 0) s.copyWithin(0, whole * 4, total);
+    this.carried = total - whole * e;
+    if (this.carried > 0) s.copyWithin(0, whole * e, total);
   }
 
   end(): void {
@@ -110,7 +129,11 @@ export class Ring {
     return Math.max(1, Math.ceil(Math.ceil(length / this.worldSize) / this.segmentElements(bytesPerElement)));
   }
 
-  reduceScatter(values: Float32Array, op: ReduceOp, onShardSegment?: (seg: Range, j: number) => void) {
+  /**
+   * Ring reduce-scatter of `values`; with the bf16 wire, what a rank sends on is its fp32 partial sum
+   * rounded to bf16, and its own shard ends as an fp32 sum of bf16 words and its own fp32 values.
+   */
+  reduceScatter(values: Float32Array, op: ReduceOp, wire: WireFormat = 'float32', onShardSegment?: (seg: Range, j: number) => void) {
     return (ctx: OpContext) => {
       const n = this.worldSize;
       const r = this.rank;
@@ -122,20 +145,22 @@ export class Ring {
       for (let k = 0; k < n - 1; k++) {
         segs(reduceScatterStep(r, n, k).recv).forEach((seg, j) => {
           const onEnd = () => {
-            if (k < n - 2) ctx.send(right, (k + 1) * S + j, bytesOf(values.subarray(seg.start, seg.end)));
+            if (k < n - 2) ctx.send(right, (k + 1) * S + j, onWire(values.subarray(seg.start, seg.end), wire));
             else onShardSegment?.(seg, j);
           };
-          ctx.expect(left, k * S + j, new ReduceSink(values, seg, op, this.scratch, onEnd));
+          ctx.expect(left, k * S + j, new ReduceSink(values, seg, op, this.scratch, onEnd, wire));
         });
       }
       for (const [j, seg] of segs(reduceScatterStep(r, n, 0).send).entries())
-        ctx.send(right, j, bytesOf(values.subarray(seg.start, seg.end)));
+        ctx.send(right, j, onWire(values.subarray(seg.start, seg.end), wire));
     };
   }
 
   /**
    * All-gather ring over bytes. `firstChunkId` offsets the frame chunk ids (all-reduce runs this
    * after its reduce-scatter within one op). With `deferFirst`, the caller sends step 0 itself.
+   * `segmentOf` sets the elements per segment (all-reduce's reduce-scatter's, whatever the wire
+   * format); `onReceived` sees each received segment's byte range once it is in place.
    */
   allGather(
     ctx: OpContext,
@@ -143,41 +168,63 @@ export class Ring {
     chunkOf: (c: number) => Range,
     firstChunkId: number,
     bytesPerElement: number,
-    deferFirst = false,
+    options: { deferFirst?: boolean; segmentOf?: number; onReceived?: (seg: Range) => void } = {},
   ): (j: number) => void {
     const n = this.worldSize;
     const r = this.rank;
     const right = mod(r + 1, n);
     const left = mod(r - 1, n);
-    const segBytes = this.segmentElements(bytesPerElement) * bytesPerElement;
+    const segmentOf = options.segmentOf ?? bytesPerElement;
+    const segBytes = this.segmentElements(segmentOf) * bytesPerElement;
     const elements = bytes.byteLength / bytesPerElement;
-    const S = this.segmentsPerStep(elements, bytesPerElement);
+    const S = this.segmentsPerStep(elements, segmentOf);
     const segs = (c: number) => segments(chunkOf(c), segBytes);
     for (let k = 0; k < n - 1; k++) {
       segs(allGatherStep(r, n, k).recv).forEach((seg, j) => {
-        const onEnd = () => k < n - 2 && ctx.send(right, firstChunkId + (k + 1) * S + j, bytes.subarray(seg.start, seg.end));
+        const onEnd = () => {
+          options.onReceived?.(seg);
+          if (k < n - 2) ctx.send(right, firstChunkId + (k + 1) * S + j, bytes.subarray(seg.start, seg.end));
+        };
         ctx.expect(left, firstChunkId + k * S + j, copySink(bytes, seg.start, seg.end, onEnd));
       });
     }
     const own = segs(allGatherStep(r, n, 0).send);
     const sendFirst = (j: number) => ctx.send(right, firstChunkId + j, bytes.subarray(own[j]!.start, own[j]!.end));
-    if (!deferFirst) for (let j = 0; j < own.length; j++) sendFirst(j);
+    if (!options.deferFirst) for (let j = 0; j < own.length; j++) sendFirst(j);
     return sendFirst;
   }
 
-  allReduce(values: Float32Array, op: ReduceOp) {
+  /**
+   * Ring all-reduce: reduce-scatter, then all-gather of the reduced chunks. With the bf16 wire the
+   * chunks are gathered as bf16 words, and every rank (the chunk's owner too) ends with the same
+   * bf16-rounded result: data-parallel replicas stay identical.
+   */
+  allReduce(values: Float32Array, op: ReduceOp, wire: WireFormat = 'float32') {
     return (ctx: OpContext) => {
       const n = this.worldSize;
       const S = this.segmentsPerStep(values.length, 4);
-      const bytes = bytesOf(values);
+      const e = WIRE_BYTES[wire];
+      const words = wire === 'float32' ? null : new Uint16Array(values.length);
+      const bytes = words ? bytesOf(words) : bytesOf(values);
       const chunkOf = (c: number) => {
-        const e = chunkRange(values.length, n, c);
-        return { start: e.start * 4, end: e.end * 4 };
+        const r = chunkRange(values.length, n, c);
+        return { start: r.start * e, end: r.end * e };
+      };
+      const widen = (from: number, to: number) => {
+        if (words) wordsToFloat32(words.subarray(from, to), 'bfloat16', values.subarray(from, to));
       };
       // Each fully reduced segment of this rank's chunk goes straight into the all-gather.
-      const sendGathered = this.allGather(ctx, bytes, chunkOf, (n - 1) * S, 4, true);
-      this.reduceScatter(values, op, (seg, j) => {
+      const sendGathered = this.allGather(ctx, bytes, chunkOf, (n - 1) * S, e, {
+        deferFirst: true,
+        segmentOf: 4,
+        onReceived: (seg) => widen(seg.start / e, seg.end / e),
+      });
+      this.reduceScatter(values, op, wire, (seg, j) => {
         if (op === 'avg') scale(values.subarray(seg.start, seg.end), 1 / n);
+        if (words) {
+          float32ToWords(values.subarray(seg.start, seg.end), 'bfloat16', words.subarray(seg.start, seg.end));
+          widen(seg.start, seg.end);
+        }
         sendGathered(j);
       })(ctx);
     };

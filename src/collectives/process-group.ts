@@ -14,10 +14,14 @@
  * - `allReduce(data)`: any length. `broadcast(data, root)`: any length.
  * - Float32Array data, or Uint16Array of fp16 / bf16 words ({ dtype }), reduced in fp32: partial
  *   sums travel as fp32 and are rounded to 16 bits once, at the end.
+ * - `{ wire: 'bfloat16' }` (Float32Array reductions): values travel as bf16 words, half the bytes,
+ *   and are summed in fp32 where they arrive (Megatron-LM's --grad-reduce-in-bf16, fp32 accumulation).
+ *   A reduce-scatter's shard is an fp32 sum of bf16-rounded partials; an all-reduce's result is
+ *   rounded to bf16 on every rank alike.
  */
 import { CollectiveError, CollectiveOpError } from './errors.js';
 import type { FrameHeader, OpName, WireDtype, WireReduceOp } from './frame.js';
-import { bytesOf, Ring, type OpContext } from './algorithms.js';
+import { bytesOf, Ring, type OpContext, type WireFormat } from './algorithms.js';
 import { float32ToWords, scale, wordsToFloat32, type HalfDtype, type ReduceOp } from './reduce.js';
 import { hostFloat32 } from './simd.js';
 import type { FrameSink, Transport } from './transport.js';
@@ -32,6 +36,8 @@ export interface OpOptions {
 export interface DataOptions extends OpOptions {
   /** Required for Uint16Array data in reductions. */
   dtype?: HalfDtype;
+  /** How Float32Array reductions travel: fp32 (default) or bf16 words summed in fp32. */
+  wire?: WireFormat;
 }
 
 /**
@@ -119,7 +125,7 @@ export class ProcessGroup implements Collectives {
   // ---------------------------------------------------------------- public ops
 
   allReduce(data: CollectiveData, op: ReduceOp = 'sum', options: DataOptions = {}): Promise<void> {
-    return this.reduction('allReduce', data, op, options, (values) => this.ring.allReduce(values, op));
+    return this.reduction('allReduce', data, op, options, (values, wire) => this.ring.allReduce(values, op, wire));
   }
 
   /** Returns this rank's reduced shard, a view into `data`. */
@@ -129,7 +135,7 @@ export class ProcessGroup implements Collectives {
       return this.contract('reduceScatter', data, `${data.length} elements do not split into ${s} equal shards; pad to a multiple of ${s}`);
     const shard = data.length / s;
     const view = data.subarray(this.rank * shard, (this.rank + 1) * shard) as T;
-    return this.reduction('reduceScatter', data, op, options, (values) => this.ring.reduceScatter(values, op)).then(() => view);
+    return this.reduction('reduceScatter', data, op, options, (values, wire) => this.ring.reduceScatter(values, op, wire)).then(() => view);
   }
 
   allGather(data: CollectiveData, options: OpOptions = {}): Promise<void> {
@@ -180,8 +186,13 @@ export class ProcessGroup implements Collectives {
     data: CollectiveData,
     reduceOp: ReduceOp,
     options: DataOptions,
-    ring: (values: Float32Array) => (ctx: OpContext) => void,
+    ring: (values: Float32Array, wire: WireFormat) => (ctx: OpContext) => void,
   ): Promise<void> {
+    const wire = options.wire ?? 'float32';
+    if (wire !== 'float32' && wire !== 'bfloat16')
+      return this.contract(op, data, `unknown wire format '${String(wire)}'; use float32 or bfloat16`);
+    if (wire !== 'float32' && !(data instanceof Float32Array))
+      return this.contract(op, data, `{ wire: '${wire}' } needs Float32Array data; 16-bit words are reduced in fp32 on the wire`);
     let values: Float32Array;
     if (data instanceof Float32Array) {
       values = data;
@@ -197,7 +208,8 @@ export class ProcessGroup implements Collectives {
       }
       if (data instanceof Uint16Array) float32ToWords(values, options.dtype!, data);
     };
-    return this.run(op, data.byteLength, 'float32', values.byteLength, ring(values), {
+    const wireBytes = wire === 'bfloat16' ? values.length * 2 : values.byteLength;
+    return this.run(op, data.byteLength, wire, wireBytes, ring(values, wire), {
       reduce: reduceOp,
       ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
     }).then(finish);

@@ -89,7 +89,7 @@ export type HalfDtype = 'float16' | 'bfloat16';
 
 export function wordsToFloat32(words: Uint16Array, dtype: HalfDtype, out: Float32Array = new Float32Array(words.length)): Float32Array {
   if (dtype === 'bfloat16') {
-    const bits = new Uint32Array(out.buffer);
+    const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
     for (let i = 0; i < words.length; i++) bits[i] = words[i]! << 16;
   } else {
     for (let i = 0; i < words.length; i++) out[i] = halfToFloat(words[i]!);
@@ -98,6 +98,27 @@ export function wordsToFloat32(words: Uint16Array, dtype: HalfDtype, out: Float3
 }
 
 export function float32ToWords(values: Float32Array, dtype: HalfDtype, out: Uint16Array): void {
-  const convert = dtype === 'bfloat16' ? floatToBf16 : floatToHalf;
-  for (let i = 0; i < values.length; i++) out[i] = convert(values[i]!);
+  if (dtype === 'bfloat16') {
+    // floatToBf16 on the bits directly: no call and no scratch per element.
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < values.length; i++) {
+      const x = bits[i]!;
+      out[i] = (x & 0x7f800000) === 0x7f800000 && x & 0x7fffff ? (x >>> 16) | 0x40 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+    }
+    return;
+  }
+  for (let i = 0; i < values.length; i++) out[i] = floatToHalf(values[i]!);
+}
+
+/** Widened bf16 words, a block at a time (reduceBf16Into). */
+const widened = new Uint32Array(1 << 14);
+const widenedFloats = new Float32Array(widened.buffer);
+
+/** dst[i] = dst[i] (op) the bf16 word src[i], in fp32 ('avg' sums). */
+export function reduceBf16Into(dst: Float32Array, src: Uint16Array, op: ReduceOp): void {
+  for (let at = 0; at < src.length; at += widened.length) {
+    const m = Math.min(widened.length, src.length - at);
+    for (let i = 0; i < m; i++) widened[i] = src[at + i]! << 16;
+    reduceInto(dst.subarray(at, at + m), widenedFloats.subarray(0, m), op);
+  }
 }

@@ -30,6 +30,11 @@ import { PhaseTimes } from './phases.js';
 
 export interface DdpOptions {
   overlapGradReduce?: boolean;
+  /**
+   * fp32 grads travel as bf16 words and are summed in fp32 (Megatron-LM's --grad-reduce-in-bf16):
+   * half the bytes on the wire, each rank's contribution rounded to bf16 on its way.
+   */
+  gradReduceInBf16?: boolean;
   /** Where to add the time of each grad-sync phase (readback, reduce-scatter / all-reduce, upload). */
   phases?: PhaseTimes;
 }
@@ -63,6 +68,7 @@ export class DdpError extends WebtronError {
 export class DistributedDataParallel {
   readonly buffers: ParamAndGradBuffer[];
   readonly overlapGradReduce: boolean;
+  readonly gradReduceInBf16: boolean;
   readonly phases: PhaseTimes;
   private readonly buckets: BucketState[];
   private readonly bucketOf = new Map<string, BucketState>();
@@ -93,6 +99,7 @@ export class DistributedDataParallel {
       }
     }
     this.overlapGradReduce = options.overlapGradReduce ?? false;
+    this.gradReduceInBf16 = options.gradReduceInBf16 ?? false;
     this.phases = options.phases ?? new PhaseTimes();
     this.buffers = layout.buffers.map((b, i) => new ParamAndGradBuffer(ctx, b, i));
     this.buckets = this.buffers.flatMap((buffer) =>
@@ -345,7 +352,8 @@ export class DistributedDataParallel {
   private async syncBucket(b: BucketState, early: Promise<Uint8Array> | null): Promise<void> {
     const range = b.buffer.gradBytes(b.layout);
     const { grads, bytes } = this.hostGrads(b);
-    const options = b.buffer.layout.gradDtype === 'float16' ? { dtype: 'float16' as const } : {};
+    const options =
+      b.buffer.layout.gradDtype === 'float16' ? { dtype: 'float16' as const } : this.gradReduceInBf16 ? { wire: 'bfloat16' as const } : {};
     const { phases } = this;
     await phases.time('grad readback', () => early ?? this.readGrads(b));
     if (this.layout.distributedOptimizer) {

@@ -102,6 +102,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: 'run the param all-gather while the next forward starts (needs --use-distributed-optimizer and --overlap-grad-reduce)',
   }),
+  'grad-reduce-in-bf16': flag('distributed', {
+    kind: 'boolean',
+    help: 'send grads as bf16 in their sync (half the bytes), summed in fp32 (fp32 grads: fp32 or --bf16 training)',
+  }),
   'ddp-bucket-size': flag('distributed', { kind: 'int', help: 'elements per grad bucket (default max(40M, 1M·d))' }),
 
   'eval-interval': flag('validation', {
@@ -200,6 +204,8 @@ export interface TrainConfig {
   lossScaleWindow: number;
   hysteresis: number;
   overlapGradReduce: boolean;
+  /** Grad sync sends bf16 words, summed in fp32 (Megatron-LM's --grad-reduce-in-bf16). */
+  gradReduceInBf16: boolean;
   overlapParamGather: boolean;
   ddpBucketSize: number | null;
   evalInterval: number;
@@ -279,6 +285,9 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const useDistributedOptimizer = Boolean(v['use-distributed-optimizer']);
   const overlapGradReduce = Boolean(v['overlap-grad-reduce']);
   const overlapParamGather = Boolean(v['overlap-param-gather']);
+  const gradReduceInBf16 = Boolean(v['grad-reduce-in-bf16']);
+  if (gradReduceInBf16 && v.fp16)
+    throw new FlagError('--grad-reduce-in-bf16 needs fp32 grads, but --fp16 keeps fp16 grads; use it with --bf16 or fp32 training');
   if (overlapParamGather && !useDistributedOptimizer)
     throw new FlagError('--overlap-param-gather only works with --use-distributed-optimizer (without it there is no param all-gather)');
   if (overlapParamGather && !overlapGradReduce)
@@ -345,6 +354,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     lossScaleWindow: int('loss-scale-window', 1),
     hysteresis: int('hysteresis', 1),
     overlapGradReduce,
+    gradReduceInBf16,
     overlapParamGather,
     ddpBucketSize: optionalInt('ddp-bucket-size', 1),
     evalInterval: int('eval-interval', 1),

@@ -246,7 +246,10 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       distributedOptimizer: cfg.useDistributedOptimizer,
       ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}),
     });
-    const ddp = new DistributedDataParallel(ctx, group, layout, { overlapGradReduce: cfg.overlapGradReduce });
+    const ddp = new DistributedDataParallel(ctx, group, layout, {
+      overlapGradReduce: cfg.overlapGradReduce,
+      gradReduceInBf16: cfg.gradReduceInBf16,
+    });
     const hyper = {
       lr: cfg.lr,
       beta1: cfg.adamBeta1,

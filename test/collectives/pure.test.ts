@@ -1,6 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { decodeHeader, encodeHeader, FrameReader, HEADER_BYTES, type FrameHeader } from '../../src/collectives/frame.js';
-import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, reduceInto } from '../../src/collectives/reduce.js';
+import {
+  bf16ToFloat,
+  float32ToWords,
+  floatToBf16,
+  floatToHalf,
+  halfToFloat,
+  reduceBf16Into,
+  reduceInto,
+} from '../../src/collectives/reduce.js';
+import { bf16Reference } from '../helpers/bf16.js';
+import { seeded } from '../helpers/seed.js';
 import { allGatherStep, barrierRounds, chunkRange, reduceScatterStep, segments } from '../../src/collectives/ring.js';
 
 describe('frames', () => {
@@ -222,6 +232,39 @@ describe('16-bit floats and reductions', () => {
     expect(halfToFloat(floatToHalf(3 * 2 ** -26))).toBe(2 ** -24);
     expect(bf16ToFloat(floatToBf16(1 + 2 ** -8))).toBe(1);
     expect(bf16ToFloat(floatToBf16(1 + 3 * 2 ** -8))).toBe(1 + 2 ** -6);
+  });
+
+  it('bf16 words of whole arrays: the per-element conversion and the float64 reference, NaN, infinities and ties included', () => {
+    const { random, seed } = seeded('bf16 arrays');
+    const special = [0, -0, 1, -1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 2 ** -130, 3.4e38, Infinity, -Infinity, NaN, 65504.5, -1e-20];
+    const values = Float32Array.from([
+      ...special,
+      ...Array.from({ length: 5000 }, () => (random() - 0.5) * 2 ** Math.floor(random() * 40 - 20)),
+    ]);
+    const words = new Uint16Array(values.length);
+    float32ToWords(values, 'bfloat16', words);
+    for (const [i, x] of values.entries()) {
+      const w = words[i]!;
+      const at = `seed ${seed}, value ${x} (index ${i})`;
+      if (Number.isNaN(x)) expect(Number.isNaN(bf16ToFloat(w)), at).toBe(true);
+      else expect(w, at).toBe(floatToBf16(x));
+      // The float64 reference (normal finite numbers), written apart from the bit tricks.
+      const normal = Number.isFinite(x) && x !== 0 && Math.abs(x) >= 2 ** -126 && Math.abs(bf16Reference(x)) < 2 ** 128;
+      if (normal) expect(bf16ToFloat(w), at).toBe(bf16Reference(x));
+    }
+  });
+
+  it('bf16 words add into fp32 (sum and max), block after block', () => {
+    const n = 40_000; // more than one widening block
+    const words = Uint16Array.from({ length: n }, (_, i) => floatToBf16((i % 301) / 7 - 20));
+    const sum = Float32Array.from({ length: n }, (_, i) => i / 1000);
+    const max = Float32Array.from({ length: n }, (_, i) => (i % 3) - 1);
+    reduceBf16Into(sum, words, 'sum');
+    reduceBf16Into(max, words, 'max');
+    for (let i = 0; i < n; i++) {
+      expect(sum[i]).toBe(Math.fround(Math.fround(i / 1000) + bf16ToFloat(words[i]!)));
+      expect(max[i]).toBe(Math.max((i % 3) - 1, bf16ToFloat(words[i]!)));
+    }
   });
 
   it('sum and max (NaN propagates)', () => {

@@ -28,6 +28,25 @@ describe('DistributedDataParallel on real processes', () => {
     if (distributed) for (const [s, e] of buckets) expect((e - s) % lcm(world, 128)).toBe(0);
   });
 
+  // --grad-reduce-in-bf16: fractional grads that bf16 rounds, each element checked against what
+  // the ring at world 2 must give (the other rank's value rounded to bf16, summed in fp32).
+  it.each([
+    [true, false],
+    [false, true],
+  ])(
+    'world 2, bf16 on the wire, distributed optimizer %s, overlap %s: grads averaged as the ring rounds them',
+    async (distributed, overlap) => {
+      const ranks = await job(2, { distributed, overlap, bucketSize: 100, bf16: true });
+      for (const [rank, lines] of ranks.entries()) {
+        expect(
+          lines.filter((l) => 'check' in l && l.ok !== true),
+          `rank ${rank}: ${JSON.stringify(lines)}`,
+        ).toEqual([]);
+        expect(lines.at(-1)).toEqual({ done: true });
+      }
+    },
+  );
+
   it('a param that never received a grad stops the sync with its name', async () => {
     const ranks = await job(2, { distributed: true, overlap: true, bucketSize: 200, skipReady: 'b1' });
     for (const lines of ranks) {

@@ -175,6 +175,7 @@ describe('webtron train', () => {
 
   it.each([
     [['--fp16', '--bf16'], /^webtron train: --fp16 and --bf16 exclude each other/],
+    [['--fp16', '--grad-reduce-in-bf16'], /^webtron train: --grad-reduce-in-bf16 needs fp32 grads, but --fp16 keeps fp16 grads/],
     [
       ['--overlap-param-gather', '--overlap-grad-reduce'],
       /^webtron train: --overlap-param-gather only works with --use-distributed-optimizer/,

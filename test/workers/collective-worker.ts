@@ -8,6 +8,7 @@ import { initProcessGroup, type Distributed } from '../../src/collectives/init.j
 import type { CollectiveData } from '../../src/collectives/process-group.js';
 import { hostFloat32 } from '../../src/collectives/simd.js';
 import { float32ToWords, wordsToFloat32, type HalfDtype, type ReduceOp } from '../../src/collectives/reduce.js';
+import { bf16Reference, bf16WireAtTwo } from '../helpers/bf16.js';
 
 const scenario = process.argv[2] ?? 'matrix';
 const params = JSON.parse(process.argv[3] ?? '{}') as { big?: number; loopMs?: number; elements?: number; iterations?: number };
@@ -41,6 +42,15 @@ function firstMismatch(got: ArrayLike<number>, want: ArrayLike<number>): string 
     if (!Object.is(got[i], want[i])) return `at ${i}: got ${got[i]}, want ${want[i]}`;
   }
   return null;
+}
+
+/** The world-2 result of a bf16-wire reduction over whole buffers (chunk 0 owned by rank 0). */
+function bf16WireAtTwoOf(inputs: Float32Array[], op: 'reduceScatter' | 'allReduce', scale: number): Float32Array {
+  const length = inputs[0]!.length;
+  return Float32Array.from({ length }, (_, i) => {
+    const owner = i < Math.floor(length / 2) ? 0 : 1;
+    return bf16WireAtTwo(inputs[owner]![i]!, inputs[1 - owner]![i]!, scale, op);
+  });
 }
 
 function asWords(values: Float32Array, dtype: HalfDtype): Uint16Array {
@@ -112,6 +122,32 @@ async function matrix(d: Distributed): Promise<void> {
         );
       });
     }
+    // bf16 on the wire, summed in fp32. At world 2 the result is predictable exactly from both
+    // inputs (fractions that bf16 must round); at 3 and 4, integers whose partial sums bf16 holds.
+    // (At most ~700k elements: several segments per chunk, at a fraction of the big case's time.)
+    const bfShard = Math.min(shard, Math.floor(700_000 / n));
+    for (const op of ['reduceScatter', 'allReduce'] as const) {
+      const s = salt++;
+      const whole = bfShard * n;
+      const shard = bfShard;
+      for (const reduce of ['sum', 'avg'] as const) {
+        await check(`${op} bf16 wire ${reduce} n=${whole}`, async () => {
+          const of = (r: number) => (n === 2 ? input(r, s, whole, 1000).map((x) => x / 7 + 0.1) : input(r, s, whole, 30));
+          const data = hostFloat32(whole);
+          data.set(of(rank));
+          const want =
+            n === 2
+              ? bf16WireAtTwoOf([of(0), of(1)], op, reduce === 'avg' ? 0.5 : 1)
+              : expectedReduction(n, s, whole, 30, reduce).map((x) => (op === 'allReduce' ? bf16Reference(x) : x));
+          if (op === 'allReduce') {
+            await group.allReduce(data, reduce, { wire: 'bfloat16' });
+            return firstMismatch(data, n === 1 ? of(0) : want);
+          }
+          const view = await group.reduceScatter(data, reduce, { wire: 'bfloat16' });
+          return firstMismatch(view, n === 1 ? of(0) : want.subarray(rank * shard, (rank + 1) * shard));
+        });
+      }
+    }
     for (const kind of ['float32', 'uint16'] as const) {
       const s = salt++;
       await check(`allGather ${kind} shard=${shard}`, async () => {
@@ -156,6 +192,13 @@ async function matrix(d: Distributed): Promise<void> {
       group.allReduce(c, 'max').then(() => order.push(4)),
     ]);
     return firstMismatch(order, [1, 2, 3, 4]) ?? firstMismatch(b, expectedReduction(n, 901, 7, 10, 'sum'));
+  });
+  await check('a bf16 wire for 16-bit words is a clear error', async () => {
+    const error = await group.allReduce(new Uint16Array(8), 'sum', { dtype: 'float16', wire: 'bfloat16' }).then(
+      () => null,
+      (e: Error) => e.message,
+    );
+    return error && /needs Float32Array data/.test(error) ? null : `got ${error}`;
   });
   await check('uneven reduceScatter is a clear error', async () => {
     if (n === 1) return null;

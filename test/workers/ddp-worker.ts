@@ -7,21 +7,33 @@ import { initProcessGroup } from '../../src/collectives/init.js';
 import { DistributedDataParallel } from '../../src/ddp/ddp.js';
 import { computeLayout, type ParamSpec } from '../../src/ddp/layout.js';
 import { GpuContext } from '../../src/gpu/context.js';
+import { bf16WireAtTwo } from '../helpers/bf16.js';
 
-const config = JSON.parse(process.argv[2] ?? '{}') as { distributed: boolean; overlap: boolean; bucketSize: number; skipReady?: string };
+const config = JSON.parse(process.argv[2] ?? '{}') as {
+  distributed: boolean;
+  overlap: boolean;
+  bucketSize: number;
+  skipReady?: string;
+  /** --grad-reduce-in-bf16 (world 2): grads that bf16 must round, checked against the world-2 model. */
+  bf16?: boolean;
+};
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype: 'float32', gradDtype: 'float32' });
 export const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 16, 5), f32('b2', 5), f32('odd', 101)];
 
 const paramValue = (rank: number, i: number) => rank * 1000 + (i % 997);
-const gradValue = (rank: number, i: number) => ((i * 7 + rank * 13) % 17) - 8;
+const gradValue = (rank: number, i: number) => {
+  const whole = ((i * 7 + rank * 13) % 17) - 8;
+  return config.bf16 ? Math.fround(whole / 3 + 0.01) : whole;
+};
 
 async function main(): Promise<void> {
   const ctx = await GpuContext.create();
   const d = await initProcessGroup();
   const { rank, worldSize: n } = d.info;
   const layout = computeLayout(MODEL, { dataParallelSize: n, distributedOptimizer: config.distributed, bucketSize: config.bucketSize });
-  const ddp = new DistributedDataParallel(ctx, d.group, layout, { overlapGradReduce: config.overlap });
+  if (config.bf16 && n !== 2) throw new Error('the bf16 check models world 2 only');
+  const ddp = new DistributedDataParallel(ctx, d.group, layout, { overlapGradReduce: config.overlap, gradReduceInBf16: config.bf16 });
   const buffer = ddp.buffers[0]!;
   const numel = buffer.layout.numel;
   say({ layout: { numel, buckets: buffer.layout.buckets.map((b) => [b.start, b.end]) } });
@@ -56,7 +68,12 @@ async function main(): Promise<void> {
       let sum = 0;
       for (let r = 0; r < n; r++) sum += gradValue(r, i);
       const mine = !config.distributed || (i >= bucket.start + rank * s && i < bucket.start + (rank + 1) * s);
-      const want = mine ? Math.fround(sum * (1 / n)) : local[i]!;
+      // With bf16 on the wire, the element's owner (its chunk of the bucket) adds the other's rounded value.
+      const owner = i - bucket.start < Math.floor((bucket.end - bucket.start) / 2) ? 0 : 1;
+      const average = config.bf16
+        ? bf16WireAtTwo(gradValue(owner, i), gradValue(1 - owner, i), 0.5, config.distributed ? 'reduceScatter' : 'allReduce')
+        : Math.fround(sum * (1 / n));
+      const want = mine ? average : local[i]!;
       if (grads[i] !== want)
         bad = `element ${i} (bucket ${bucket.index}, ${mine ? 'own shard' : 'other shard'}): got ${grads[i]}, want ${want}`;
     }
