@@ -1,11 +1,12 @@
 /**
  * `npm run bench -- train`: tokens/s of `webtron train` itself (real worker processes through its
- * launcher, Moby-Dick, the same GPT), for d = 1 and 2, with and without the distributed optimizer,
- * with and without overlap (--overlap-grad-reduce, plus --overlap-param-gather with the distributed
- * optimizer) over several buckets, all in the same run. Each run's first iterations compile the
- * kernels and warm up; the figures are the last --log-interval of iterations (metrics.jsonl), and
- * the model-state bytes per rank are what the run measured after its first iteration (beside what
- * `webtron memory` predicts).
+ * launcher, Moby-Dick, the same GPT), for d = 1 and 2 (or --worlds), with and without the
+ * distributed optimizer, with and without overlap (--overlap-grad-reduce, plus
+ * --overlap-param-gather with the distributed optimizer) over several buckets, and with grads
+ * reduced in bf16 (--grad-reduce-in-bf16), all in the same run. Each run's first iterations compile
+ * the kernels and warm up; the figures are the last --log-interval of iterations (metrics.jsonl):
+ * tokens/s, step time, `comm_fraction` (the collectives' phases over the step), and the model-state
+ * bytes per rank measured after the first iteration (beside what `webtron memory` predicts).
  *
  * Beside them, interleaved run by run at every world size, PyTorch's DistributedDataParallel with
  * ZeroRedundancyOptimizer(AdamW) over gloo on the same GPT shape, init, batch per rank and Adam
@@ -55,6 +56,8 @@ export const TRAIN_CONFIGS: Record<string, string[]> = {
     '--micro-batch-size',
     '8',
   ],
+  // A 10M-parameter GPT (10.7M with the char vocabulary) for the scaling table.
+  'gpt-10m': ['--num-layers', '6', '--hidden-size', '384', '--num-attention-heads', '6', '--seq-length', '64', '--micro-batch-size', '8'],
   tiny: ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '2', '--seq-length', '16', '--micro-batch-size', '2'],
   // For hardware GPUs: 19M params, 4,096 tokens per rank per iteration.
   'gpu-medium': [
@@ -78,6 +81,15 @@ function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
     child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
     child.on('close', (code) => resolve({ code, stderr }));
   });
+}
+
+/** Phases of a step that are collectives (grad sync and the distributed optimizer's param gather). */
+const COMM_PHASES = ['reduce-scatter', 'all-reduce', 'all-gather'];
+
+/** The collectives' time per iteration over the step time (their phases, as metrics.jsonl averages them). */
+export function commFraction(phases: Record<string, number>, stepMs: number): number {
+  const comm = COMM_PHASES.reduce((sum, name) => sum + (phases[name] ?? 0), 0);
+  return Math.round((comm / stepMs) * 1000) / 1000;
 }
 
 /** The value of `name` in a config's flag list. */
@@ -124,15 +136,17 @@ function torchRun(
 
 export const trainBench: Bench = {
   name: 'train',
-  summary: 'webtron train tokens/s: d = 1 and 2, distributed optimizer or not, overlap or not',
+  summary: 'webtron train tokens/s vs PyTorch DDP + ZeRO: data-parallel sizes, distributed optimizer, overlap, bf16 grad reduce',
   columns: [
     'impl',
     'world',
     'distributed',
     'overlap',
+    'grad_reduce_in_bf16',
     'config',
     'tokens_per_s',
     'step_ms',
+    'comm_fraction',
     'params',
     'model_state_bytes_per_rank',
     'predicted_bytes_per_rank',
@@ -154,7 +168,7 @@ export const trainBench: Bench = {
     variants: {
       kind: 'list',
       default: ['plain', 'overlap', 'distributed', 'distributed-overlap'],
-      help: 'webtron configurations: plain, overlap, distributed, distributed-overlap',
+      help: 'webtron configurations: plain, overlap, distributed, distributed-overlap, distributed-bf16 (--grad-reduce-in-bf16)',
     },
   },
   async run(_env, flags) {
@@ -168,12 +182,12 @@ export const trainBench: Bench = {
     if (!(repeat >= 1)) throw new FlagError(`--repeat must be at least 1, got ${repeat}`);
     const base = mkdtempSync(join(tmpdir(), 'webtron-bench-train-'));
     const runs = new Map<string, Row[]>();
-    const known = ['plain', 'overlap', 'distributed', 'distributed-overlap'];
+    const known = ['plain', 'overlap', 'distributed', 'distributed-overlap', 'distributed-bf16'];
     const variants = flags.variants as string[];
     for (const v of variants) if (!known.includes(v)) throw new FlagError(`--variants: unknown '${v}'; known: ${known.join(', ')}`);
     const worlds = (flags.worlds as string[]).map(Number);
     const configurations = worlds.flatMap((world) =>
-      variants.map((v) => ({ world, distributed: v.startsWith('distributed'), overlap: v.endsWith('overlap') })),
+      variants.map((v) => ({ world, distributed: v.startsWith('distributed'), overlap: v.endsWith('overlap'), bf16: v.endsWith('bf16') })),
     );
     const micro = flagOf(model, '--micro-batch-size');
     const withTorch = !flags['no-torch'];
@@ -182,10 +196,10 @@ export const trainBench: Bench = {
     let vocab: number | null = null;
     try {
       for (let k = 0; k < repeat; k++) {
-        for (const [i, { world, distributed, overlap }] of configurations.entries()) {
-          const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}`;
+        for (const [i, { world, distributed, overlap, bf16 }] of configurations.entries()) {
+          const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}`;
           progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
-          const runDir = join(base, `${world}-${distributed}-${overlap}-${k}`);
+          const runDir = join(base, `${world}-${distributed}-${overlap}-${bf16}-${k}`);
           const args = [
             ...model,
             '--global-batch-size',
@@ -218,6 +232,7 @@ export const trainBench: Bench = {
             runDir,
             ...(distributed ? ['--use-distributed-optimizer'] : []),
             ...(overlap ? ['--overlap-grad-reduce', ...(distributed ? ['--overlap-param-gather'] : [])] : []),
+            ...(bf16 ? ['--grad-reduce-in-bf16'] : []),
           ];
           const r = await run(args);
           if (r.code !== 0)
@@ -228,7 +243,7 @@ export const trainBench: Bench = {
             .map((l) => JSON.parse(l) as Record<string, unknown>);
           const last = metrics.filter((m) => m.tokens_per_s !== undefined).at(-1)!;
           const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Record<string, number>;
-          const key = `${world}-${distributed}-${overlap}`;
+          const key = `${world}-${distributed}-${overlap}-${bf16}`;
           runs.set(key, [
             ...(runs.get(key) ?? []),
             {
@@ -237,12 +252,15 @@ export const trainBench: Bench = {
               world,
               distributed,
               overlap,
+              grad_reduce_in_bf16: bf16,
               config: name,
               tokens_per_s: last.tokens_per_s,
               step_ms: last.step_ms,
               phases: Object.fromEntries(
                 Object.entries(last.phases as Record<string, number>).map(([k, v]) => [k, Math.round(v * 100) / 100]),
               ),
+              // The collectives' share of the step: with overlap they run beside the backward pass.
+              comm_fraction: commFraction(last.phases as Record<string, number>, last.step_ms as number),
               params: summary.params,
               model_state_bytes_per_rank: summary.model_state_bytes_per_rank,
               predicted_bytes_per_rank: summary.predicted_model_state_bytes_per_rank,
