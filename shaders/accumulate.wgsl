@@ -31,3 +31,15 @@ fn add_to_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
   let s = u.src_shift + 2u * i;
   dst16[u.dst_shift + i] = to_f16(old.x + u.scale * src[s]) | (to_f16(old.y + u.scale * src[s + 1u]) << 16u);
 }
+
+// add_f32 four elements at a time, for aligned data (n, both shifts multiples of 4; bindings of vec4s).
+@group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn add_f32_4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= u.n / 4u) { return; }
+  let d = u.dst_shift / 4u + i;
+  dst4[d] = dst4[d] + u.scale * src4[u.src_shift / 4u + i];
+}

@@ -151,6 +151,19 @@ export function addInto(g: Graph, dst: Tensor, src: Tensor, scale = 1): void {
   if (dst.numel !== src.numel) throw new ShapeMismatch(`add: ${shapeOf(dst)} and ${shapeOf(src)} differ`);
   const D = dst.binding(g.ctx);
   const S = src.binding(g.ctx);
+  const D4 = dst.numel % 4 === 0 && D.shift % 4 === 0 && S.shift % 4 === 0 ? quadBinding(g, dst, D) : null;
+  const S4 = D4 ? quadBinding(g, src, S) : null;
+  if (D4 && S4) {
+    g.runner.dispatch(
+      'accumulate',
+      'add_f32_4',
+      { WG },
+      { n: dst.numel, dst_shift: D.shift, src_shift: S.shift, scale },
+      { src4: S4, dst4: D4 },
+      groups(dst.numel / 4),
+    );
+    return;
+  }
   g.runner.dispatch(
     'accumulate',
     'add_f32',
@@ -349,17 +362,33 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
 export function gelu(g: Graph, x: Tensor): Tensor {
   requireF32(x, 'gelu input');
   const y = g.tensor(x.shape, 'gelu', x.requiresGrad);
-  const X = x.binding(g.ctx).binding;
-  g.runner.dispatch('gelu', 'forward', { WG }, { n: x.numel }, { x: X, y: y.binding(g.ctx).binding }, groups(x.numel));
+  const X = x.binding(g.ctx);
+  const Y = y.binding(g.ctx);
+  // Four elements per invocation where every operand starts its binding and lines up with vec4s.
+  const quads = (...ops: [Tensor, RangeBinding][]) =>
+    x.numel % 4 === 0 && ops.every(([, b]) => b.shift === 0) ? ops.map(([t, b]) => quadBinding(g, t, b)) : null;
+  const forward4 = quads([x, X], [y, Y]);
+  if (forward4?.every((b) => b !== null)) {
+    g.runner.dispatch('gelu', 'forward4', { WG }, { n: x.numel }, { x4: forward4[0]!, y4: forward4[1]! }, groups(x.numel / 4));
+  } else {
+    g.runner.dispatch('gelu', 'forward', { WG }, { n: x.numel }, { x: X.binding, y: Y.binding }, groups(x.numel));
+  }
   g.record('gelu', [x], () => {
-    g.runner.dispatch(
-      'gelu',
-      'backward',
-      { WG },
-      { n: x.numel },
-      { x: X, y: g.gradOf(x).binding(g.ctx).binding, dy: g.gradOf(y).binding(g.ctx).binding },
-      groups(x.numel),
-    );
+    const DX = g.gradOf(x).binding(g.ctx);
+    const DY = g.gradOf(y).binding(g.ctx);
+    const backward4 = quads([x, X], [g.gradOf(x), DX], [g.gradOf(y), DY]);
+    if (backward4?.every((b) => b !== null)) {
+      g.runner.dispatch(
+        'gelu',
+        'backward4',
+        { WG },
+        { n: x.numel },
+        { x4: backward4[0]!, y4: backward4[1]!, dy4: backward4[2]! },
+        groups(x.numel / 4),
+      );
+      return;
+    }
+    g.runner.dispatch('gelu', 'backward', { WG }, { n: x.numel }, { x: X.binding, y: DX.binding, dy: DY.binding }, groups(x.numel));
   });
   return y;
 }

@@ -219,30 +219,49 @@ describe('layernorm', () => {
   }
 });
 
+/** The entry points of `shader` that `g` dispatches from now on, in order. */
+function entriesOf(g: Graph, shader: string): string[] {
+  const used: string[] = [];
+  const dispatch = g.runner.dispatch.bind(g.runner);
+  g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
+    if (args[0] === shader) used.push(args[1]);
+    return dispatch(...args);
+  };
+  return used;
+}
+
 describe('elementwise', () => {
-  it('GELU (tanh form) forward and backward, including large |x|', async () => {
-    const n = 1001;
+  // Lengths that are a multiple of 4 take the vec4 kernels, others the element-wise ones.
+  it.each([
+    [1001, ['forward', 'backward']],
+    [1024, ['forward4', 'backward4']],
+  ])('GELU (tanh form) forward and backward, including large |x| (n = %i: %j)', async (n, entries) => {
     const x = rand(n, 6);
     x[0] = 40;
     x[1] = -40;
     x[2] = 0;
     const dy = rand(n);
     const g = new Graph(ctx);
+    const used = entriesOf(g, 'gelu');
     const xt = g.input(x, [n], 'x', true);
     const y = gelu(g, xt);
     g.backwardFrom(y, dy);
     const want = ref.gelu(x, dy);
     expectClose(await g.read(y), want.y, 'y');
     expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
+    expect(used).toEqual(entries);
     g.release();
   });
 
-  it('residual add sends the grad to both inputs, and to one input used twice', async () => {
-    const n = 37;
+  it.each([
+    [37, 'add_f32'],
+    [36, 'add_f32_4'],
+  ])('residual add sends the grad to both inputs, and to one input used twice (n = %i: %s)', async (n, entry) => {
     const a = rand(n),
       b = rand(n),
       dy = rand(n);
     const g = new Graph(ctx);
+    const used = entriesOf(g, 'accumulate');
     const at = g.input(a, [n], 'a', true);
     const bt = g.input(b, [n], 'b', true);
     const y = add(g, add(g, at, bt), at);
@@ -258,6 +277,7 @@ describe('elementwise', () => {
       'da',
     );
     expectClose(await g.read(g.gradOf(bt)), dy, 'db');
+    expect(new Set(used)).toEqual(new Set([entry]));
     g.release();
   });
 
