@@ -8,6 +8,7 @@ import net from 'node:net';
 import { initProcessGroup } from '../src/collectives/init.js';
 import { hostFloat32 } from '../src/collectives/simd.js';
 import type { StoreClient } from '../src/collectives/store.js';
+import { median } from './timing.js';
 
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
@@ -15,11 +16,6 @@ function runsFor(bytes: number): { warmup: number; runs: number } {
   if (bytes >= 64 << 20) return { warmup: 2, runs: 15 };
   if (bytes >= 4 << 20) return { warmup: 2, runs: 10 };
   return { warmup: 5, runs: 30 };
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 async function ring(config: { sizes: number[]; ops: string[]; wireMin: number }): Promise<void> {

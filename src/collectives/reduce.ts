@@ -80,7 +80,11 @@ export function bf16ToFloat(b: number): number {
 /** number → bf16 word, round to nearest even (NaN stays NaN). */
 export function floatToBf16(value: number): number {
   f32[0] = value;
-  const x = u32[0]!;
+  return bf16OfBits(u32[0]!);
+}
+
+/** The bf16 word of an fp32 value given by its bits (round to nearest even; NaN stays NaN). */
+function bf16OfBits(x: number): number {
   if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) return (x >>> 16) | 0x40;
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
 }
@@ -99,12 +103,9 @@ export function wordsToFloat32(words: Uint16Array, dtype: HalfDtype, out: Float3
 
 export function float32ToWords(values: Float32Array, dtype: HalfDtype, out: Uint16Array): void {
   if (dtype === 'bfloat16') {
-    // floatToBf16 on the bits directly: no call and no scratch per element.
+    // On the bits directly: no trip through the one-float scratch per element.
     const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-    for (let i = 0; i < values.length; i++) {
-      const x = bits[i]!;
-      out[i] = (x & 0x7f800000) === 0x7f800000 && x & 0x7fffff ? (x >>> 16) | 0x40 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-    }
+    for (let i = 0; i < values.length; i++) out[i] = bf16OfBits(bits[i]!);
     return;
   }
   for (let i = 0; i < values.length; i++) out[i] = floatToHalf(values[i]!);

@@ -128,6 +128,17 @@ export function matmulInto(
 }
 
 /**
+ * Element-wise operands of `numel` elements as vec4 bindings, in order, for a kernel that does four
+ * elements per invocation: null unless `numel` and every shift are multiples of 4 and every binding
+ * can be read as vec4s (then the element-wise kernel runs).
+ */
+function quadBindings(g: Graph, numel: number, ...ops: [Tensor, RangeBinding][]): RangeBinding['binding'][] | null {
+  if (numel % 4 !== 0 || ops.some(([, b]) => b.shift % 4 !== 0)) return null;
+  const quads = ops.map(([t, b]) => quadBinding(g, t, b));
+  return quads.every((q) => q !== null) ? (quads as RangeBinding['binding'][]) : null;
+}
+
+/**
  * `binding` (of fp32 tensor `t`) as vec4s: the same aligned start, the size rounded up to 16 bytes.
  * Null when that would run past the buffer (the operand is then read element by element).
  */
@@ -151,15 +162,14 @@ export function addInto(g: Graph, dst: Tensor, src: Tensor, scale = 1): void {
   if (dst.numel !== src.numel) throw new ShapeMismatch(`add: ${shapeOf(dst)} and ${shapeOf(src)} differ`);
   const D = dst.binding(g.ctx);
   const S = src.binding(g.ctx);
-  const D4 = dst.numel % 4 === 0 && D.shift % 4 === 0 && S.shift % 4 === 0 ? quadBinding(g, dst, D) : null;
-  const S4 = D4 ? quadBinding(g, src, S) : null;
-  if (D4 && S4) {
+  const quads = quadBindings(g, dst.numel, [dst, D], [src, S]);
+  if (quads) {
     g.runner.dispatch(
       'accumulate',
       'add_f32_4',
       { WG },
       { n: dst.numel, dst_shift: D.shift, src_shift: S.shift, scale },
-      { src4: S4, dst4: D4 },
+      { dst4: quads[0]!, src4: quads[1]! },
       groups(dst.numel / 4),
     );
     return;
@@ -364,11 +374,10 @@ export function gelu(g: Graph, x: Tensor): Tensor {
   const y = g.tensor(x.shape, 'gelu', x.requiresGrad);
   const X = x.binding(g.ctx);
   const Y = y.binding(g.ctx);
-  // Four elements per invocation where every operand starts its binding and lines up with vec4s.
-  const quads = (...ops: [Tensor, RangeBinding][]) =>
-    x.numel % 4 === 0 && ops.every(([, b]) => b.shift === 0) ? ops.map(([t, b]) => quadBinding(g, t, b)) : null;
+  // The gelu kernels read every operand from its binding's start (shift 0).
+  const quads = (...ops: [Tensor, RangeBinding][]) => (ops.every(([, b]) => b.shift === 0) ? quadBindings(g, x.numel, ...ops) : null);
   const forward4 = quads([x, X], [y, Y]);
-  if (forward4?.every((b) => b !== null)) {
+  if (forward4) {
     g.runner.dispatch('gelu', 'forward4', { WG }, { n: x.numel }, { x4: forward4[0]!, y4: forward4[1]! }, groups(x.numel / 4));
   } else {
     g.runner.dispatch('gelu', 'forward', { WG }, { n: x.numel }, { x: X.binding, y: Y.binding }, groups(x.numel));
@@ -377,7 +386,7 @@ export function gelu(g: Graph, x: Tensor): Tensor {
     const DX = g.gradOf(x).binding(g.ctx);
     const DY = g.gradOf(y).binding(g.ctx);
     const backward4 = quads([x, X], [g.gradOf(x), DX], [g.gradOf(y), DY]);
-    if (backward4?.every((b) => b !== null)) {
+    if (backward4) {
       g.runner.dispatch(
         'gelu',
         'backward4',

@@ -266,8 +266,9 @@ export function timelineSvg(lanes: TimelineLane[], colors: Record<string, string
   const left = 70;
   const top = 50;
   const laneH = packed.map((rows) => Math.max(1, rows.length) * rowH + gap);
+  const bottom = top + laneH.reduce((a, b) => a + b, 0);
   const legendH = phases.length * 20 + top;
-  const height = Math.max(top + laneH.reduce((a, b) => a + b, 0) + 50, legendH + 20);
+  const height = Math.max(bottom + 50, legendH + 20);
   const ends = lanes.flatMap((l) => l.spans.map((s) => s.end));
   const x = scaleLinear()
     .domain([0, Math.max(1, ...ends)])
@@ -278,7 +279,6 @@ export function timelineSvg(lanes: TimelineLane[], colors: Record<string, string
     `<rect width="${width}" height="${height}" fill="white"/>`,
     `<text x="${(left + width - right) / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
   ];
-  const bottom = top + laneH.reduce((a, b) => a + b, 0);
   for (const t of x.ticks(10))
     out.push(
       `<line x1="${x(t)}" y1="${top}" x2="${x(t)}" y2="${bottom}" stroke="#eee"/>`,
