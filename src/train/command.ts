@@ -39,6 +39,11 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   }
   const nproc = values['nproc-per-node'] as number;
   const nnodes = values.nnodes as number;
+  for (const [flag, value] of [
+    ['nproc-per-node', nproc],
+    ['nnodes', nnodes],
+  ] as const)
+    if (!(value >= 1)) throw new FlagError(`--${flag} must be at least 1, got ${value}`);
   const cfg = resolveTrainConfig(values, nproc * nnodes); // every flag error before any worker starts
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();

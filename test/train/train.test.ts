@@ -185,6 +185,7 @@ describe('webtron train', () => {
       /^webtron train: --global-batch-size 6 is not divisible by --micro-batch-size 2 × data-parallel size 2 = 4/,
     ],
     [['--num-attention-heads', '3'], /^webtron train: --num-attention-heads 3 must divide --hidden-size 32/],
+    [['--nproc-per-node', '0'], /^webtron train: --nproc-per-node must be at least 1, got 0/],
     [['--lr-decay-style', 'step'], /^webtron train: --lr-decay-style must be constant, linear or cosine, got 'step'/],
     [['--hidden-dropout', '1.5'], /^webtron train: --hidden-dropout must be in \[0, 1\), got 1.5/],
     [
