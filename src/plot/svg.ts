@@ -19,6 +19,15 @@ export interface ChartOptions {
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
+/** A chart's first lines: the svg element, a white background, and the title centred at x. */
+function svgOpen(width: number, height: number, titleX: number, title: string): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${titleX}" y="24" text-anchor="middle" font-size="15">${esc(title)}</text>`,
+  ];
+}
+
 const W = 640,
   H = 400,
   L = 90,
@@ -49,9 +58,7 @@ function frame(o: ChartOptions, yMax: number, xTicks: { x: number; label: string
   const py = (y: number) => H - B - (y / y1) * (H - T - B);
   const fmt = o.yFormat ?? ((y: number) => y.toPrecision(3));
   const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2 - R / 2 + L / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
+    ...svgOpen(W, H, W / 2 - R / 2 + L / 2, o.title),
     `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/>`,
     `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`,
   ];
@@ -189,11 +196,7 @@ export function curveChartSvg(series: CurveSeries[], o: ChartOptions & { yMin?: 
     .range([H - B, T])
     .nice();
   const fmt = o.yFormat ?? ((v: number) => String(v));
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2 - R / 2 + L / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
-  ];
+  const out: string[] = [...svgOpen(W, H, W / 2 - R / 2 + L / 2, o.title)];
   for (const t of y.ticks(6))
     out.push(
       `<line x1="${L - 4}" y1="${y(t)}" x2="${W - R}" y2="${y(t)}" stroke="#ddd"/>`,
@@ -274,11 +277,7 @@ export function timelineSvg(lanes: TimelineLane[], colors: Record<string, string
     .domain([0, Math.max(1, ...ends)])
     .range([left, width - right])
     .nice();
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${(left + width - right) / 2}" y="24" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
-  ];
+  const out: string[] = [...svgOpen(width, height, (left + width - right) / 2, o.title)];
   for (const t of x.ticks(10))
     out.push(
       `<line x1="${x(t)}" y1="${top}" x2="${x(t)}" y2="${bottom}" stroke="#eee"/>`,
