@@ -318,42 +318,84 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
   const W = rangeBinding(g.ctx, w.buffer, lo, span, w.dtype, 'layernorm params');
   const wOff = W.shift + w.offset - lo;
   const bOff = W.shift + b.offset - lo;
-  const code = { WG: 64, P_DTYPE: paramCode(w, 'layernorm') };
+  // The vec4 entry points where the width allows and every activation starts its binding.
+  const wide = c % 4 === 0;
+  const quad = (t: Tensor) => {
+    const r = t.binding(g.ctx);
+    return wide && r.shift === 0 ? quadBinding(g, t, r) : null;
+  };
+  const W4 = wOff % 4 === 0 && bOff % 4 === 0 ? quadBinding(g, w, W) : null;
+  const code = { WG: 64, P_DTYPE: paramCode(w, 'layernorm'), W_VEC: W4 ? 1 : 0 };
   const X = x.binding(g.ctx).binding;
   const S = stats.binding(g.ctx).binding;
-  g.runner.dispatch(
-    'layernorm',
-    'forward',
-    code,
-    { rows, c, w_off: wOff, b_off: bOff, eps },
-    { x: X, w: W.binding, y: y.binding(g.ctx).binding, stats: S },
-    Math.ceil(rows / 64),
-  );
+  const uniforms = { rows, c, w_off: wOff, b_off: bOff, eps };
+  const X4 = quad(x);
+  const Y4 = X4 && quad(y);
+  if (X4 && Y4) {
+    g.runner.dispatch(
+      'layernorm',
+      'forward4',
+      code,
+      uniforms,
+      { x4: X4, w: W.binding, w4: W4 ?? g.runner.dummy, y4: Y4, stats: S },
+      Math.ceil(rows / 64),
+    );
+  } else {
+    g.runner.dispatch(
+      'layernorm',
+      'forward',
+      code,
+      uniforms,
+      { x: X, w: W.binding, y: y.binding(g.ctx).binding, stats: S },
+      Math.ceil(rows / 64),
+    );
+  }
   g.record('layernorm', [x, w, b], () => {
+    const DY4 = X4 && quad(g.gradOf(y));
     const dy = g.gradOf(y).binding(g.ctx).binding;
     if (x.requiresGrad) {
-      g.runner.dispatch(
-        'layernorm',
-        'backward_input',
-        code,
-        { rows, c, w_off: wOff, b_off: bOff, eps },
-        { x: X, w: W.binding, y: g.gradOf(x).binding(g.ctx).binding, stats: S, dy },
-        Math.ceil(rows / 64),
-      );
+      const dx = g.gradOf(x);
+      const DX4 = DY4 && quad(dx);
+      if (X4 && DY4 && DX4) {
+        g.runner.dispatch(
+          'layernorm',
+          'backward_input4',
+          code,
+          uniforms,
+          { x4: X4, w: W.binding, w4: W4 ?? g.runner.dummy, y4: DX4, stats: S, dy4: DY4 },
+          Math.ceil(rows / 64),
+        );
+      } else {
+        g.runner.dispatch(
+          'layernorm',
+          'backward_input',
+          code,
+          uniforms,
+          { x: X, w: W.binding, y: dx.binding(g.ctx).binding, stats: S, dy },
+          Math.ceil(rows / 64),
+        );
+      }
     }
     if (w.requiresGrad || b.requiresGrad) {
       const dw = g.gradOf(w);
       const db = g.gradOf(b);
       // Writable bindings may not overlap: one binding over both grads when they share a buffer.
-      const run = (which: number, G: RangeBinding, dwOff: number, dbOff: number) =>
-        g.runner.dispatch(
-          'layernorm',
-          'backward_params',
-          code,
-          { rows, c, dw_off: dwOff, db_off: dbOff, which },
-          { x: X, stats: S, dy, grad: G.binding },
-          Math.ceil(c / 64),
-        );
+      // Four columns per invocation on vec4s, in workgroups of 16 so that a narrow layer still spreads over threads.
+      const run = (which: number, G: RangeBinding, dwOff: number, dbOff: number) => {
+        const grads = { rows, c, dw_off: dwOff, db_off: dbOff, which };
+        if (X4 && DY4) {
+          g.runner.dispatch(
+            'layernorm',
+            'backward_params4',
+            { ...code, WG: 16 },
+            grads,
+            { x4: X4, stats: S, dy4: DY4, grad: G.binding },
+            Math.ceil(c / 4 / 16),
+          );
+        } else {
+          g.runner.dispatch('layernorm', 'backward_params', code, grads, { x: X, stats: S, dy, grad: G.binding }, Math.ceil(c / 64));
+        }
+      };
       if (dw.buffer === db.buffer) {
         const lo = Math.min(dw.offset, db.offset);
         const G = rangeBinding(g.ctx, dw.buffer, lo, Math.max(dw.offset, db.offset) + c - lo, 'float32', 'layernorm grads');

@@ -183,17 +183,24 @@ describe('embedding', () => {
 });
 
 describe('layernorm', () => {
-  for (const [rows, c] of [
-    [1, 1],
-    [5, 3],
-    [17, 65],
-    [40, 128],
+  // Widths that are a multiple of 4 take the vec4 entry points (params as vec4s when fp32), others
+  // the element-wise ones; 16-bit params are read element by element either way.
+  for (const [rows, c, dtype] of [
+    [1, 1, 'float32'],
+    [5, 3, 'float32'],
+    [17, 65, 'float32'],
+    [9, 12, 'float32'],
+    [40, 128, 'float32'],
+    [7, 20, 'bfloat16'],
   ] as const) {
-    it(`${rows} rows of ${c}`, async () => {
-      const p = params([
-        ['w', [c]],
-        ['b', [c]],
-      ]);
+    it(`${rows} rows of ${c}, ${dtype} params`, async () => {
+      const p = params(
+        [
+          ['w', [c]],
+          ['b', [c]],
+        ],
+        dtype,
+      );
       const w = rand(c, 2),
         b = rand(c),
         dy = rand(rows * c);
@@ -205,14 +212,17 @@ describe('layernorm', () => {
         ]),
       );
       const g = new Graph(ctx);
+      const used = entriesOf(g, 'layernorm');
       const xt = g.input(x, [rows, c], 'x', true);
       const y = layerNorm(g, xt, p.get('w'), p.get('b'));
       g.backwardFrom(y, dy);
-      const want = ref.layerNorm(x, w, b, rows, c, dy);
+      const want = ref.layerNorm(x, rounded(w, dtype), rounded(b, dtype), rows, c, dy);
       expectClose(await g.read(y), want.y, 'y');
       if (c > 1) expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
       expectClose(await p.read('w', true), want.dw, 'dw');
       expectClose(await p.read('b', true), want.db, 'db');
+      const suffix = c % 4 === 0 ? '4' : '';
+      expect(used).toEqual(['forward', 'backward_input', 'backward_params'].map((e) => e + suffix));
       g.release();
       p.destroy();
     });
