@@ -9,6 +9,7 @@ struct AccumulateUniforms {
   dst_shift: u32, // elements (add_f32) or words (add_to_f16) from the binding start to the data
   src_shift: u32, // elements
   scale: f32,
+  a_shift: u32,   // elements (sum_f32_4's first operand)
 }
 
 @group(0) @binding(0) var<uniform> u: AccumulateUniforms;
@@ -42,4 +43,15 @@ fn add_f32_4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   if (i >= u.n / 4u) { return; }
   let d = u.dst_shift / 4u + i;
   dst4[d] = dst4[d] + u.scale * src4[u.src_shift / 4u + i];
+}
+
+// dst = a + scale · src, four elements at a time, without reading dst (a new output: the residual
+// add's forward, one pass instead of two adds into zeros).
+@group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn sum_f32_4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= u.n / 4u) { return; }
+  dst4[u.dst_shift / 4u + i] = a4[u.a_shift / 4u + i] + u.scale * src4[u.src_shift / 4u + i];
 }

@@ -2,7 +2,9 @@
  * Tape autograd. Ops record a backward closure as they run forward; `backward(loss)` runs them in
  * reverse. Every backward kernel accumulates (+=) into its inputs' grads, so fan-out (residuals,
  * a tied embedding) needs nothing special: activation grads are fresh zeroed buffers made on first
- * use, and param grads go straight into their views of the grad buffer. Params with fp16 grads
+ * use (or, through `shareGrad`, the buffer of a grad that is no longer needed: a residual add passes
+ * its output's grad on to its input), and param grads go straight into their views of the grad buffer.
+ * So after backward only the grads of a graph's inputs and params are certain to be theirs. Params with fp16 grads
  * accumulate in an fp32 buffer first and are added to the fp16 grad once, rounded once.
  *
  * A graph owns its activation buffers until `release()`; one graph per step (or micro-batch).
@@ -123,6 +125,24 @@ export class Graph {
       this.grads.set(key, g);
     }
     return t.offset === 0 && t.numel === g.numel ? g.reshape(t.shape) : new Tensor(g.buffer, t.offset, t.shape, 'float32');
+  }
+
+  /**
+   * Give `t` the grad buffer of `from` as its own, instead of a zeroed one that `from`'s grad is then
+   * added to (what a residual add's backward would do): the two share one buffer from then on, so
+   * whatever later accumulates into t's grad changes from's. Call it only where from's grad is final
+   * and read for the last time: in the backward of the op that made `from` (every consumer of `from`
+   * ran before it), before any other op's backward. Only for whole activation buffers of one size,
+   * `t` without a grad yet. Returns whether it shared; if not, accumulate as usual.
+   */
+  shareGrad(t: Tensor, from: Tensor): boolean {
+    const wholeActivation = (x: Tensor) => !x.param && x.offset === 0 && x.dtype === 'float32';
+    if (!wholeActivation(t) || !wholeActivation(from) || t.numel !== from.numel) return false;
+    if (t.buffer === from.buffer || t.buffer.size !== from.buffer.size || this.grads.has(t.buffer)) return false;
+    const grad = this.grads.get(from.buffer);
+    if (!grad) return false;
+    this.grads.set(t.buffer, grad);
+    return true;
   }
 
   /** Run the tape backward from a scalar `loss` (d loss = 1). Grads accumulate into what they held. */

@@ -444,15 +444,34 @@ export function gelu(g: Graph, x: Tensor): Tensor {
   return y;
 }
 
-/** Residual add. */
+/**
+ * Residual add. Forward, one pass writes y = a + b where the data allows vec4s. Backward, y's grad
+ * becomes a's (Graph.shareGrad: nothing to add or copy) and is added to b's.
+ */
 export function add(g: Graph, a: Tensor, b: Tensor): Tensor {
   if (a.numel !== b.numel) throw new ShapeMismatch(`add: ${shapeOf(a)} and ${shapeOf(b)} differ`);
   const y = g.tensor(a.shape, 'add', a.requiresGrad || b.requiresGrad);
-  addInto(g, y, a);
-  addInto(g, y, b);
+  const Y = y.binding(g.ctx);
+  const A = a.binding(g.ctx);
+  const B = b.binding(g.ctx);
+  const quads = quadBindings(g, y.numel, [y, Y], [a, A], [b, B]);
+  if (quads) {
+    g.runner.dispatch(
+      'accumulate',
+      'sum_f32_4',
+      { WG },
+      { n: y.numel, dst_shift: Y.shift, a_shift: A.shift, src_shift: B.shift, scale: 1 },
+      { dst4: quads[0]!, a4: quads[1]!, src4: quads[2]! },
+      groups(y.numel / 4),
+    );
+  } else {
+    addInto(g, y, a);
+    addInto(g, y, b);
+  }
   g.record('add', [a, b], () => {
     const dy = g.gradOf(y);
-    if (a.requiresGrad) addInto(g, g.gradOf(a), dy);
+    const shared = a.requiresGrad && a.buffer !== b.buffer && g.shareGrad(a, y);
+    if (a.requiresGrad && !shared) addInto(g, g.gradOf(a), dy);
     if (b.requiresGrad) addInto(g, g.gradOf(b), dy);
   });
   return y;
