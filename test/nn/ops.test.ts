@@ -56,6 +56,7 @@ describe('linear', () => {
     [13, 33, 17, true],
     [64, 48, 130, false],
     [3, 1, 1, false],
+    [6, 8, 12, false],
   ] as const) {
     it(`rows ${rows}, ${inF} -> ${outF}${transposed ? ', weight [out, in]' : ''}`, async () => {
       const p = params([
@@ -73,6 +74,7 @@ describe('linear', () => {
         ]),
       );
       const g = new Graph(ctx);
+      const used = entriesOf(g, 'colsum');
       const xt = g.input(x, [rows, inF], 'x', true);
       const y = linear(g, xt, p.get('w'), p.get('b'), { transposed });
       g.backwardFrom(y, dy);
@@ -83,6 +85,8 @@ describe('linear', () => {
       const dw = await p.read('w', true);
       expectClose(dw, transposed ? ref.transpose(want.dw, inF, outF) : want.dw, 'dw');
       expectClose(await p.read('b', true), want.db, 'db');
+      // The bias grad's column sums: four columns per invocation where the width is a multiple of 4.
+      expect(used).toEqual([outF % 4 === 0 ? 'main4' : 'main']);
       g.release();
       p.destroy();
     });
