@@ -3,6 +3,8 @@
 // zero above the diagonal. Training: Q = T, qoff = 0. Decoding one token at position n - 1 against
 // n cached keys: Q = 1, qoff = n - 1.
 // Backward (in place on dP): dS = scale * P * (dP - sum_j P dP).
+// forward4 and backward4 do the same on vec4s (T a multiple of 4, rows at their binding's start):
+// CPU drivers load storage buffers lane by lane, so a quarter of the loads.
 
 //!include grid
 
@@ -41,4 +43,51 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   for (var j = 0u; j < u.t; j++) {
     s[base + j] = select(0.0, u.scale * p[base + j] * (s[base + j] - dot), j <= last);
   }
+}
+
+@group(0) @binding(3) var<storage, read_write> s4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> p4: array<vec4<f32>>;
+
+// Which of keys 4j .. 4j+3 a query that sees keys 0..=last sees.
+fn seen4(j: u32, last: u32) -> vec4<bool> {
+  return vec4<u32>(4u * j) + vec4<u32>(0u, 1u, 2u, 3u) <= vec4<u32>(last);
+}
+
+@compute @workgroup_size(WG)
+fn forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = flat_index(wid, nwg, lid);
+  if (r >= u.rows) { return; }
+  let quads = u.t / 4u;
+  let base = r * quads;
+  let last = min(r % u.q + u.qoff, u.t - 1u);
+  let seen = last / 4u + 1u; // quads holding a key this query sees
+  var m = vec4<f32>(-3.4e38);
+  for (var j = 0u; j < seen; j++) { m = max(m, select(vec4<f32>(-3.4e38), u.scale * s4[base + j], seen4(j, last))); }
+  let top = max(max(m.x, m.y), max(m.z, m.w));
+  var sum = vec4<f32>(0.0);
+  for (var j = 0u; j < seen; j++) {
+    let e = select(vec4<f32>(0.0), exp(u.scale * s4[base + j] - top), seen4(j, last));
+    s4[base + j] = e;
+    sum += e;
+  }
+  let inv = 1.0 / ((sum.x + sum.y) + (sum.z + sum.w));
+  for (var j = 0u; j < seen; j++) { s4[base + j] = s4[base + j] * inv; }
+  for (var j = seen; j < quads; j++) { s4[base + j] = vec4<f32>(0.0); }
+}
+
+@compute @workgroup_size(WG)
+fn backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = flat_index(wid, nwg, lid);
+  if (r >= u.rows) { return; }
+  let quads = u.t / 4u;
+  let base = r * quads;
+  let last = min(r % u.q + u.qoff, u.t - 1u);
+  let seen = last / 4u + 1u;
+  var dot = vec4<f32>(0.0);
+  for (var j = 0u; j < seen; j++) { dot += select(vec4<f32>(0.0), p4[base + j] * s4[base + j], seen4(j, last)); }
+  let total = (dot.x + dot.y) + (dot.z + dot.w);
+  for (var j = 0u; j < seen; j++) {
+    s4[base + j] = select(vec4<f32>(0.0), u.scale * p4[base + j] * (s4[base + j] - total), seen4(j, last));
+  }
+  for (var j = seen; j < quads; j++) { s4[base + j] = vec4<f32>(0.0); }
 }

@@ -539,26 +539,20 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   // S = q kᵀ (scaled inside the softmax)
   matmulInto(g, { m: t, n: t, k: hd, ...bh }, q(0, true), q(c, false), p(false, probs));
   const P = probs.binding(g.ctx).binding;
-  g.runner.dispatch(
-    'softmax',
-    'forward',
-    { WG: 64 },
-    { rows: batch * heads * t, t, scale, q: t },
-    { s: P },
-    Math.ceil((batch * heads * t) / 64),
-  );
+  // vec4 entry points when whole rows are quads (every tensor here is a fresh one, at its binding's start).
+  const quad = (tensor: Tensor) => (t % 4 === 0 ? quadBinding(g, tensor, tensor.binding(g.ctx)) : null);
+  const P4 = quad(probs);
+  const softmaxSizes = { rows: batch * heads * t, t, scale, q: t };
+  const softmaxGroups = Math.ceil((batch * heads * t) / 64);
+  if (P4) g.runner.dispatch('softmax', 'forward4', { WG: 64 }, softmaxSizes, { s4: P4 }, softmaxGroups);
+  else g.runner.dispatch('softmax', 'forward', { WG: 64 }, softmaxSizes, { s: P }, softmaxGroups);
   // Recorded first so that it runs last: after the values' (and any dropout's) backward filled dP.
   g.record('attention.scores', [qkv], () => {
     const dqkv = g.gradOf(qkv);
     const ds = g.gradOf(probs); // dP, turned into dS in place
-    g.runner.dispatch(
-      'softmax',
-      'backward',
-      { WG: 64 },
-      { rows: batch * heads * t, t, scale, q: t },
-      { s: ds.binding(g.ctx).binding, p: P },
-      Math.ceil((batch * heads * t) / 64),
-    );
+    const DS4 = P4 && quad(ds);
+    if (P4 && DS4) g.runner.dispatch('softmax', 'backward4', { WG: 64 }, softmaxSizes, { s4: DS4, p4: P4 }, softmaxGroups);
+    else g.runner.dispatch('softmax', 'backward', { WG: 64 }, softmaxSizes, { s: ds.binding(g.ctx).binding, p: P }, softmaxGroups);
     // dq += dS k ; dk += dSᵀ q
     matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(false, ds), q(c, true), { ...q(0, true), t: dqkv }, { accumulate: true });
     matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(true, ds), q(0, true), { ...q(c, true), t: dqkv }, { accumulate: true });
