@@ -16,7 +16,9 @@
 // The rows live in arrays indexed by loops of constant trip count, which compilers unroll: the same
 // speed as 16 or 32 named variables on lavapipe, and a quarter of the compile time.
 // Operands contiguous in the direction read are read as vec4s (A_VEC: A along k; B_MODE 1: B along
-// n; B_MODE 2: B along k), the rest element by element.
+// n; B_MODE 2: B along k), the rest element by element; C is stored as vec4s where it lines up
+// (C_VEC), which matters most for the attention's short k loops (one store or read-modify-write per
+// four columns instead of four lane-by-lane ones).
 //
 // The including module provides
 //   fn row_quad(r: u32, mine: vec4<f32>, a_at: u32, mb: u32) -> vec4<f32>   // A[row r, k .. k+3]
@@ -31,6 +33,7 @@ override ROWS: u32 = 16u;
 override B_DTYPE: u32 = 0u;
 override A_VEC: bool = false;
 override B_MODE: u32 = 0u;
+override C_VEC: bool = false;
 
 // Sizes, strides and flags are uniforms, not pipeline constants: one pipeline serves every shape.
 // On lavapipe a pipeline per shape cost ~2 s of LLVM compile each (a cold GPT step 59 s, against
@@ -68,6 +71,8 @@ struct MatmulUniforms {
 // The same data as vec4s (bound to a dummy when the operand is read element by element).
 @group(0) @binding(5) var<storage, read> A4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> B4: array<vec4<f32>>;
+// C as vec4s (C_VEC: N, C's start and strides multiples of 4); C or C4, the other bound to a dummy.
+@group(0) @binding(7) var<storage, read_write> C4: array<vec4<f32>>;
 
 fn load_b(e: u32) -> f32 {
   if (B_DTYPE == DTYPE_F32) {
@@ -192,6 +197,18 @@ fn store_row(c_base: u32, m: u32, m0: u32, nb: u32, n0: u32, v: vec4<f32>) {
   if (m < m0 || m >= u.M) { return; }
   let at = c_base + m * u.C_RS;
   let accumulate = (u.FLAGS & 2u) != 0u;
+  if (C_VEC) {
+    // With N a multiple of 4 a block moves back only past the edge, onto another invocation's quad.
+    if (nb == n0) {
+      let q = (at + nb) >> 2u;
+      if (accumulate) {
+        C4[q] = C4[q] + v;
+      } else {
+        C4[q] = v;
+      }
+    }
+    return;
+  }
   for (var j = 0u; j < 4u; j++) {
     let col = nb + j;
     if (col >= n0 && col < u.N) {

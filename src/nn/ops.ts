@@ -89,6 +89,8 @@ export function matmulInto(
   else if (bF32 && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
   const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
   if (!bVec) bMode = 0;
+  const cStart = C.shift + (c.off ?? 0);
+  const cVec = aligned4(s.n, cStart, c.rs, c.b0, c.b1) ? quadBinding(g, c.t, C) : null;
   g.runner.dispatch(
     ctx.hasSubgroupsOf8 ? 'matmul-subgroup' : 'matmul',
     'main',
@@ -98,6 +100,7 @@ export function matmulInto(
       B_DTYPE: paramCode(b.t, 'matmul B'),
       A_VEC: aVec ? 1 : 0,
       B_MODE: bMode,
+      C_VEC: cVec ? 1 : 0,
     },
     {
       FLAGS: flags,
@@ -118,11 +121,19 @@ export function matmulInto(
       C_B1: c.b1 ?? 0,
       a_off: aStart,
       b_off: bStart,
-      c_off: C.shift + (c.off ?? 0),
+      c_off: cStart,
       bias_off: bias ? bias.shift : 0,
       alpha: options.alpha ?? 1,
     },
-    { A: A.binding, B: B.binding, C: C.binding, bias: (bias ?? B).binding, A4: aVec ?? g.runner.dummy, B4: bVec ?? g.runner.dummy },
+    {
+      A: A.binding,
+      B: B.binding,
+      C: cVec ? g.runner.writableDummy : C.binding,
+      C4: cVec ?? g.runner.writableDummy,
+      bias: (bias ?? B).binding,
+      A4: aVec ?? g.runner.dummy,
+      B4: bVec ?? g.runner.dummy,
+    },
     [Math.ceil(lanes / wg), Math.ceil(s.m / rows), nb0 * nb1],
   );
 }

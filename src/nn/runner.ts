@@ -24,11 +24,22 @@ export class Runner {
 
   /** A 16-byte storage buffer for bindings a kernel variant declares but does not read. */
   readonly dummy: DeviceBuffer;
+  /**
+   * Another, for writable bindings a variant declares but does not write: a writable binding may not
+   * share a buffer with any other binding of the dispatch, `dummy` included.
+   */
+  readonly writableDummy: DeviceBuffer;
   /** When set, every compute pass this runner begins is timed on the GPU under the timer's current label. */
   timer: GpuTimer | null = null;
 
   constructor(private readonly ctx: GpuContext) {
     this.dummy = ctx.createBuffer({ label: 'nn.unused-binding', size: 16, usage: GPUBufferUsage.STORAGE, category: 'other' });
+    this.writableDummy = ctx.createBuffer({
+      label: 'nn.unused-writable-binding',
+      size: 16,
+      usage: GPUBufferUsage.STORAGE,
+      category: 'other',
+    });
     this.uniforms = ctx.createBuffer({
       label: 'nn.uniforms',
       size: SLOTS * SLOT_BYTES,
@@ -131,5 +142,6 @@ export class Runner {
   destroy(): void {
     this.uniforms.destroy();
     this.dummy.destroy();
+    this.writableDummy.destroy();
   }
 }

@@ -417,19 +417,23 @@ describe('cross-entropy', () => {
   }
 });
 
-// Every combination of A along k (vec4 or element-wise) and B along n / along k / strided, with
-// two-level batches, offsets and odd edges, against the float64 reference; run with A's rows shared
-// through subgroups (where the adapter has them) and loaded by every invocation.
+// Every combination of A along k (vec4 or element-wise) and B along n / along k / strided, C stored
+// as vec4s (n a multiple of 4) or element-wise, accumulated into or overwritten, with two-level
+// batches, offsets and odd edges, against the float64 reference; run with A's rows shared through
+// subgroups (where the adapter has them) and loaded by every invocation.
 function matmulReadPaths(device: () => GpuContext) {
-  const cases: { name: string; m: number; n: number; k: number; transA: boolean; transB: boolean; off: number }[] = [
-    { name: 'A rows, B rows (vec4 both)', m: 9, n: 12, k: 8, transA: false, transB: false, off: 0 },
-    { name: 'A rows, B columns (vec4 along k)', m: 6, n: 7, k: 12, transA: false, transB: true, off: 0 },
-    { name: 'A columns, B rows', m: 5, n: 16, k: 9, transA: true, transB: false, off: 0 },
-    { name: 'A columns, B columns', m: 7, n: 5, k: 4, transA: true, transB: true, off: 0 },
-    { name: 'odd sizes and an odd offset (element-wise)', m: 3, n: 11, k: 13, transA: false, transB: false, off: 1 },
-    { name: 'offset 4, vec4 paths', m: 8, n: 8, k: 8, transA: false, transB: true, off: 4 },
-    { name: 'row blocks of 16 or 32, the last moved back, k tail', m: 37, n: 10, k: 7, transA: true, transB: false, off: 0 },
-    { name: 'fewer rows than a block, columns past the edge', m: 20, n: 6, k: 5, transA: false, transB: false, off: 0 },
+  const cases: { name: string; m: number; n: number; k: number; transA: boolean; transB: boolean; off: number; acc: boolean }[] = [
+    { name: 'A rows, B rows (vec4 all)', m: 9, n: 12, k: 8, transA: false, transB: false, off: 0, acc: true },
+    { name: 'A rows, B rows, C overwritten as vec4s', m: 9, n: 12, k: 8, transA: false, transB: false, off: 0, acc: false },
+    { name: 'A rows, B columns (vec4 along k)', m: 6, n: 7, k: 12, transA: false, transB: true, off: 0, acc: true },
+    { name: 'A columns, B rows', m: 5, n: 16, k: 9, transA: true, transB: false, off: 0, acc: true },
+    { name: 'A columns, B columns', m: 7, n: 5, k: 4, transA: true, transB: true, off: 0, acc: true },
+    { name: 'odd sizes and an odd offset (element-wise)', m: 3, n: 11, k: 13, transA: false, transB: false, off: 1, acc: true },
+    { name: 'odd sizes, C overwritten element-wise', m: 3, n: 11, k: 13, transA: false, transB: false, off: 1, acc: false },
+    { name: 'offset 4, vec4 paths', m: 8, n: 8, k: 8, transA: false, transB: true, off: 4, acc: true },
+    { name: 'row blocks of 16 or 32, the last moved back, k tail', m: 37, n: 10, k: 7, transA: true, transB: false, off: 0, acc: true },
+    { name: 'fewer rows than a block, columns past the edge', m: 20, n: 6, k: 5, transA: false, transB: false, off: 0, acc: true },
+    { name: 'columns past the edge, C as vec4s', m: 4, n: 36, k: 5, transA: false, transB: false, off: 0, acc: true },
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -439,6 +443,12 @@ function matmulReadPaths(device: () => GpuContext) {
         bData = rand(c.off + z * c.k * c.n),
         acc = rand(z * c.m * c.n);
       const g = new Graph(device());
+      const cVec: unknown[] = [];
+      const dispatch = g.runner.dispatch.bind(g.runner);
+      g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
+        cVec.push(args[2].C_VEC);
+        return dispatch(...args);
+      };
       const at = g.input(aData, [aData.length]);
       const bt = g.input(bData, [bData.length]);
       const ct = g.input(acc, [acc.length]);
@@ -457,14 +467,15 @@ function matmulReadPaths(device: () => GpuContext) {
         aOp,
         bOp,
         { t: ct, rs: c.n, cs: 1, b0: nb1 * c.m * c.n, b1: c.m * c.n },
-        { accumulate: true, alpha: 0.5 },
+        { accumulate: c.acc, alpha: 0.5 },
       );
+      expect(cVec).toEqual([c.n % 4 === 0 ? 1 : 0]);
       const want = new Float64Array(acc.length);
       for (let b = 0; b < z; b++) {
         const A = aData.subarray(c.off + b * blockA, c.off + (b + 1) * blockA);
         const B = bData.subarray(c.off + b * blockB, c.off + (b + 1) * blockB);
         const prod = ref.matmul(c.transA ? ref.transpose(A, c.k, c.m) : A, c.transB ? ref.transpose(B, c.n, c.k) : B, c.m, c.k, c.n);
-        for (let i = 0; i < prod.length; i++) want[b * c.m * c.n + i] = acc[b * c.m * c.n + i]! + 0.5 * prod[i]!;
+        for (let i = 0; i < prod.length; i++) want[b * c.m * c.n + i] = (c.acc ? acc[b * c.m * c.n + i]! : 0) + 0.5 * prod[i]!;
       }
       expectClose(await g.read(ct), want, c.name);
       g.release();
