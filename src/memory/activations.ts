@@ -2,7 +2,9 @@
  * The activation bytes of one GPT forward and backward, counted from webtron's own graph: every
  * buffer the ops allocate (shape, batch, sequence; fp32, each rounded up to 16 bytes as the graph
  * allocates them) and the activation grads the backward creates, all alive until the graph is
- * released. So the prediction equals the allocator's peak (test/memory/activations.test.ts checks
+ * released. The residual stream has one grad buffer in all: the final layernorm's backward makes it
+ * for the last block's output, and each residual add hands its output's grad on to its input
+ * (Graph.shareGrad), back to the embedding (or its dropout). So the prediction equals the allocator's peak (test/memory/activations.test.ts checks
  * it on real forward and backward passes). Pure.
  */
 import type { GptShape } from '../nn/gpt-spec.js';
@@ -27,20 +29,21 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   const { numLayers: L, hiddenSize: C, numAttentionHeads: H, seqLength: T, vocabSize: V } = shape;
   const rows = B * T;
   // [elements, has a grad] of every buffer the forward allocates.
+  // The embedding, or its dropout, is the first residual add's input: its grad is the shared one.
   const buffers: [number, boolean][] = [
     [rows, false],
     [rows, false],
-    [rows * C, true],
+    [rows * C, !!o.hiddenDropout],
   ]; // ids, targets, embedding
-  if (o.hiddenDropout) buffers.push([rows * C, true]);
+  if (o.hiddenDropout) buffers.push([rows * C, false]);
   for (let l = 0; l < L; l++) {
     buffers.push([rows * C, true], [rows * 2, false], [rows * 3 * C, true], [B * H * T * T, true]); // ln_1 (+ stats), qkv, probabilities
     if (o.attentionDropout) buffers.push([B * H * T * T, true]);
     buffers.push([rows * C, true], [rows * C, true]); // attention output, projection
     if (o.hiddenDropout) buffers.push([rows * C, true]);
-    buffers.push([rows * C, true], [rows * C, true], [rows * 2, false], [rows * 4 * C, true], [rows * 4 * C, true], [rows * C, true]); // add, ln_2 (+ stats), fc, gelu, projection
+    buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * 4 * C, true], [rows * 4 * C, true], [rows * C, true]); // add, ln_2 (+ stats), fc, gelu, projection
     if (o.hiddenDropout) buffers.push([rows * C, true]);
-    buffers.push([rows * C, true]); // add
+    buffers.push([rows * C, l === L - 1]); // add: the last block's makes the residual stream's grad
   }
   buffers.push([rows * C, true], [rows * 2, false], [rows * V, true], [rows * 2, false], [1, true]); // ln_f (+ stats), logits, log-sum-exp rows, loss
   let bytes = 0;

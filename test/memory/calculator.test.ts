@@ -68,17 +68,20 @@ describe('memory calculator', () => {
 
   it("activations are webtron's graph buffers (test/memory/activations.test.ts measures them), linear in the micro-batch", () => {
     const a1 = activationBytes(gpt2Small, 1);
-    // fp32, each buffer with a grad of the same size. Per layer: 20 of s·h (ln_1 1, qkv 3, attention 1,
-    // projection and its dropout 2, add 1, ln_2 1, fc and gelu 8, projection and its dropout 2, add 1)
-    // and the probabilities and their dropout, 2·a·s², plus two layernorms' stats (2s each, no grad).
-    // Outside: ids and targets (s each), embedding and its dropout, ln_f (3 of s·h) and its stats, the
-    // logits s·V, the log-sum-exp rows (2s) and the loss (one 16-byte buffer and its grad).
+    // fp32, each buffer with a grad of the same size, but for the residual stream: its tensors share
+    // one grad (each residual add hands its output's grad on to its input). Per layer: 20 of s·h
+    // (ln_1 1, qkv 3, attention 1, projection and its dropout 2, add 1, ln_2 1, fc and gelu 8,
+    // projection and its dropout 2, add 1), all but the two adds with a grad, and the probabilities
+    // and their dropout, 2·a·s², plus two layernorms' stats (2s each, no grad). Outside: ids and targets
+    // (s each), the embedding (with a grad) and its dropout (the stream's first tensor), the one grad
+    // of the stream, ln_f and its stats, the logits s·V, the log-sum-exp rows (2s) and the loss (one
+    // 16-byte buffer and its grad).
     const s = 1024,
       h = 768,
       a = 12,
       V = 50257;
-    const perLayer = 8 * (20 * s * h + 2 * a * s * s) + 4 * (2 * s + 2 * s);
-    const outside = 8 * (3 * s * h + s * V) + 4 * (s + s + 2 * s + 2 * s) + 2 * 16;
+    const perLayer = 8 * (18 * s * h + 2 * a * s * s) + 4 * (2 * s * h) + 4 * (2 * s + 2 * s);
+    const outside = 8 * (2 * s * h + s * V) + 4 * (s * h) + 4 * (s * h) + 4 * (s + s + 2 * s + 2 * s) + 2 * 16;
     expect(a1).toBe(12 * perLayer + outside);
     expect(activationBytes(gpt2Small, 4)).toBeGreaterThan(3.99 * a1);
     expect(activationBytes(gpt2Small, 4, 'fp32', false)).toBeLessThan(activationBytes(gpt2Small, 4));
