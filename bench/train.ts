@@ -74,14 +74,30 @@ export const TRAIN_CONFIGS: Record<string, string[]> = {
   ],
 };
 
-function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, 'train', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'train', ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
     child.on('close', (code) => resolve({ code, stderr }));
   });
 }
+
+/**
+ * webtron configurations by name. `busyPoll`: Dawn's own busy wait for the GPU (WEBTRON_GPU_POLL_MS=0)
+ * instead of the 1 ms poll webtron uses on software adapters, to measure what that poll is worth.
+ */
+const VARIANTS: Record<string, { distributed: boolean; overlap: boolean; bf16: boolean; busyPoll: boolean }> = {
+  plain: { distributed: false, overlap: false, bf16: false, busyPoll: false },
+  overlap: { distributed: false, overlap: true, bf16: false, busyPoll: false },
+  distributed: { distributed: true, overlap: false, bf16: false, busyPoll: false },
+  'distributed-overlap': { distributed: true, overlap: true, bf16: false, busyPoll: false },
+  'distributed-bf16': { distributed: true, overlap: false, bf16: true, busyPoll: false },
+  'distributed-overlap-busy-poll': { distributed: true, overlap: true, bf16: false, busyPoll: true },
+};
 
 /** Phases of a step that are collectives (grad sync and the distributed optimizer's param gather). */
 const COMM_PHASES = ['reduce-scatter', 'all-reduce', 'all-gather'];
@@ -143,6 +159,7 @@ export const trainBench: Bench = {
     'distributed',
     'overlap',
     'grad_reduce_in_bf16',
+    'busy_poll',
     'config',
     'tokens_per_s',
     'step_ms',
@@ -168,7 +185,7 @@ export const trainBench: Bench = {
     variants: {
       kind: 'list',
       default: ['plain', 'overlap', 'distributed', 'distributed-overlap'],
-      help: 'webtron configurations: plain, overlap, distributed, distributed-overlap, distributed-bf16 (--grad-reduce-in-bf16)',
+      help: `webtron configurations: ${Object.keys(VARIANTS).join(', ')} (bf16: --grad-reduce-in-bf16; busy-poll: WEBTRON_GPU_POLL_MS=0)`,
     },
   },
   async run(_env, flags) {
@@ -182,13 +199,11 @@ export const trainBench: Bench = {
     if (!(repeat >= 1)) throw new FlagError(`--repeat must be at least 1, got ${repeat}`);
     const base = mkdtempSync(join(tmpdir(), 'webtron-bench-train-'));
     const runs = new Map<string, Row[]>();
-    const known = ['plain', 'overlap', 'distributed', 'distributed-overlap', 'distributed-bf16'];
     const variants = flags.variants as string[];
-    for (const v of variants) if (!known.includes(v)) throw new FlagError(`--variants: unknown '${v}'; known: ${known.join(', ')}`);
+    for (const v of variants)
+      if (!VARIANTS[v]) throw new FlagError(`--variants: unknown '${v}'; known: ${Object.keys(VARIANTS).join(', ')}`);
     const worlds = (flags.worlds as string[]).map(Number);
-    const configurations = worlds.flatMap((world) =>
-      variants.map((v) => ({ world, distributed: v.startsWith('distributed'), overlap: v.endsWith('overlap'), bf16: v.endsWith('bf16') })),
-    );
+    const configurations = worlds.flatMap((world) => variants.map((v) => ({ world, ...VARIANTS[v]! })));
     const micro = flagOf(model, '--micro-batch-size');
     const withTorch = !flags['no-torch'];
     // torch's tokens/s per world size, one entry per repeat (null: it could not run).
@@ -196,10 +211,11 @@ export const trainBench: Bench = {
     let vocab: number | null = null;
     try {
       for (let k = 0; k < repeat; k++) {
-        for (const [i, { world, distributed, overlap, bf16 }] of configurations.entries()) {
-          const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}`;
+        for (const [i, { world, distributed, overlap, bf16, busyPoll }] of configurations.entries()) {
+          const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}${busyPoll ? ", Dawn's busy GPU wait" : ''}`;
           progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
-          const runDir = join(base, `${world}-${distributed}-${overlap}-${bf16}-${k}`);
+          const key = `${world}-${distributed}-${overlap}-${bf16}-${busyPoll}`;
+          const runDir = join(base, `${key}-${k}`);
           const args = [
             ...model,
             '--global-batch-size',
@@ -234,7 +250,7 @@ export const trainBench: Bench = {
             ...(overlap ? ['--overlap-grad-reduce', ...(distributed ? ['--overlap-param-gather'] : [])] : []),
             ...(bf16 ? ['--grad-reduce-in-bf16'] : []),
           ];
-          const r = await run(args);
+          const r = await run(args, busyPoll ? { WEBTRON_GPU_POLL_MS: '0' } : {});
           if (r.code !== 0)
             throw new Error(`bench train (${label}) exited with ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
           const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
@@ -243,7 +259,6 @@ export const trainBench: Bench = {
             .map((l) => JSON.parse(l) as Record<string, unknown>);
           const last = metrics.filter((m) => m.tokens_per_s !== undefined).at(-1)!;
           const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Record<string, number>;
-          const key = `${world}-${distributed}-${overlap}-${bf16}`;
           runs.set(key, [
             ...(runs.get(key) ?? []),
             {
@@ -253,6 +268,7 @@ export const trainBench: Bench = {
               distributed,
               overlap,
               grad_reduce_in_bf16: bf16,
+              busy_poll: busyPoll,
               config: name,
               tokens_per_s: last.tokens_per_s,
               step_ms: last.step_ms,

@@ -1,6 +1,7 @@
 /** `webtron <command>`: the command-line entry point. */
 import { listAdapters } from './gpu/adapter.js';
 import { GpuContext, OPTIONAL_FEATURES } from './gpu/context.js';
+import { gpuPollMs } from './gpu/poll.js';
 import { WebtronError } from './errors.js';
 import { flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagValues } from './train/flags.js';
 import { launch } from './train/launcher.js';
@@ -60,6 +61,7 @@ const info: Command = {
           limits,
           features: enabled,
           adapterFeatures,
+          gpuPollMs: gpuPollMs(),
         }),
       );
       return;
@@ -73,6 +75,10 @@ const info: Command = {
       ...LIMITS_SHOWN.map((k): [string, string] => [k, String(ctx.limits[k])]),
       ['features used', enabled.filter((f) => (OPTIONAL_FEATURES as readonly string[]).includes(f)).join(', ') || 'none'],
       ['subgroup lanes', i.subgroupMinSize ? `${i.subgroupMinSize}–${i.subgroupMaxSize}` : '?'],
+      [
+        'waits for the GPU',
+        gpuPollMs() > 0 ? `polling every ${gpuPollMs()} ms (WEBTRON_GPU_POLL_MS)` : "Dawn's busy loop (WEBTRON_GPU_POLL_MS)",
+      ],
       ['adapter features', adapterFeatures.join(', ')],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));

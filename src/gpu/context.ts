@@ -6,6 +6,7 @@ import { isSoftwareAdapter, requireAdapter, type AdapterOptions, type FoundAdapt
 import { GpuDeviceError, GpuError } from './errors.js';
 import { MemoryAccounting, type MemoryCategory, type MemoryReport } from './memory.js';
 import { Kernels } from './kernels.js';
+import { gpuPollFor, pollGpuEvery } from './poll.js';
 import { Transfers } from './transfers.js';
 
 /** Limits webtron asks for at the adapter's own value (device defaults are far lower). */
@@ -109,6 +110,8 @@ export class GpuContext {
   static async create(options: GpuOptions = {}): Promise<GpuContext> {
     const found = await requireAdapter(options);
     const { adapter } = found;
+    // On a CPU driver, waiting for the GPU must not spin on a core the driver's threads need (poll.ts).
+    pollGpuEvery(gpuPollFor(isSoftwareAdapter(found.info)));
     const requiredLimits: Record<string, number> = {};
     for (const name of REQUESTED_LIMITS) {
       const offered = adapter.limits[name];

@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { findAdapter } from '../../src/gpu/adapter.js';
+import { findAdapter, isSoftwareAdapter } from '../../src/gpu/adapter.js';
 
 const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 
@@ -9,10 +9,17 @@ describe('webtron info', () => {
   it('prints the adapter Dawn chooses, its backend and limits', async () => {
     const found = await findAdapter({});
     const out = execFileSync('node', [bin, 'info', '--json'], { encoding: 'utf8' });
-    const info = JSON.parse(out.trim().split('\n').pop()!) as { adapter: string; backend: string; limits: Record<string, number> };
+    const info = JSON.parse(out.trim().split('\n').pop()!) as {
+      adapter: string;
+      backend: string;
+      limits: Record<string, number>;
+      gpuPollMs: number;
+    };
     expect(info.adapter).toBe(found!.info.description);
     expect(info.backend).toBe(found!.backend);
     expect(info.limits.maxStorageBufferBindingSize).toBe(found!.adapter.limits.maxStorageBufferBindingSize);
+    // How it waits for the GPU: a 1 ms poll on a software adapter, Dawn's busy loop on hardware.
+    expect(info.gpuPollMs).toBe(isSoftwareAdapter(found!.info) ? 1 : 0);
   });
   it('a bad flag is a one-line error and exit code 2', () => {
     const run = spawnSync('node', [bin, 'info', '--backend', 'glide'], { encoding: 'utf8' });
