@@ -349,50 +349,21 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
   const uniforms = { rows, c, w_off: wOff, b_off: bOff, eps };
   const X4 = quad(x);
   const Y4 = X4 && quad(y);
-  if (X4 && Y4) {
-    g.runner.dispatch(
-      'layernorm',
-      'forward4',
-      code,
-      uniforms,
-      { x4: X4, w: W.binding, w4: W4 ?? g.runner.dummy, y4: Y4, stats: S },
-      Math.ceil(rows / 64),
-    );
-  } else {
-    g.runner.dispatch(
-      'layernorm',
-      'forward',
-      code,
-      uniforms,
-      { x: X, w: W.binding, y: y.binding(g.ctx).binding, stats: S },
-      Math.ceil(rows / 64),
-    );
-  }
+  const rowGroups = Math.ceil(rows / 64);
+  const [forward, ends] =
+    X4 && Y4 ? ['forward4', { x4: X4, w4: W4 ?? g.runner.dummy, y4: Y4 }] : ['forward', { x: X, y: y.binding(g.ctx).binding }];
+  g.runner.dispatch('layernorm', forward, code, uniforms, { ...ends, w: W.binding, stats: S }, rowGroups);
   g.record('layernorm', [x, w, b], () => {
     const DY4 = X4 && quad(g.gradOf(y));
     const dy = g.gradOf(y).binding(g.ctx).binding;
     if (x.requiresGrad) {
       const dx = g.gradOf(x);
       const DX4 = DY4 && quad(dx);
-      if (X4 && DY4 && DX4) {
-        g.runner.dispatch(
-          'layernorm',
-          'backward_input4',
-          code,
-          uniforms,
-          { x4: X4, w: W.binding, w4: W4 ?? g.runner.dummy, y4: DX4, stats: S, dy4: DY4 },
-          Math.ceil(rows / 64),
-        );
-      } else {
-        g.runner.dispatch(
-          'layernorm',
-          'backward_input',
-          code,
-          uniforms,
-          { x: X, w: W.binding, y: dx.binding(g.ctx).binding, stats: S, dy },
-          Math.ceil(rows / 64),
-        );
-      }
+      const [entry, bindings] =
+        X4 && DY4 && DX4
+          ? ['backward_input4', { x4: X4, w4: W4 ?? g.runner.dummy, y4: DX4, dy4: DY4 }]
+          : ['backward_input', { x: X, y: dx.binding(g.ctx).binding, dy }];
+      g.runner.dispatch('layernorm', entry, code, uniforms, { ...bindings, w: W.binding, stats: S }, rowGroups);
     }
     if (w.requiresGrad || b.requiresGrad) {
       const dw = g.gradOf(w);
