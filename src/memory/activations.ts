@@ -4,8 +4,9 @@
  * allocates them) and the activation grads the backward creates, all alive until the graph is
  * released. The residual stream has one grad buffer in all: the final layernorm's backward makes it
  * for the last block's output, and each residual add hands its output's grad on to its input
- * (Graph.shareGrad), back to the embedding (or its dropout). So the prediction equals the allocator's peak (test/memory/activations.test.ts checks
- * it on real forward and backward passes). Pure.
+ * (Graph.shareGrad), back to the embedding (or its dropout). So the prediction equals the
+ * allocator's peak (test/memory/activations.test.ts checks it on real forward and backward passes).
+ * Pure.
  */
 import type { GptShape } from '../nn/gpt-spec.js';
 import { gptParams } from '../nn/gpt-spec.js';

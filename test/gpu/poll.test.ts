@@ -1,8 +1,9 @@
 /**
- * How the main thread waits for the GPU (src/gpu/poll.ts): native functions given to the global
- * setImmediate (Dawn's ticks) go to a timer on a software adapter, JavaScript callbacks stay
- * immediates, 0 restores Dawn's busy loop, and GPU waits still complete through the timer.
+ * How the main thread waits for the GPU (src/gpu/poll.ts): Dawn's ticks given to the global
+ * setImmediate go to a timer on a software adapter, every other callback stays an immediate, 0
+ * restores Dawn's busy loop, and GPU waits still complete through the timer.
  */
+import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GpuContext } from '../../src/gpu/context.js';
 import { GpuError } from '../../src/gpu/errors.js';
@@ -31,23 +32,34 @@ describe('GPU wait polling', () => {
     expect(() => pollGpuEvery(-2)).toThrow(GpuError);
   });
 
-  it('native callbacks go to a timer and run after the immediates queued with them; JavaScript callbacks stay immediates', async () => {
+  it('Dawn-like ticks go to a timer and run after the immediates queued with them; other callbacks stay immediates', async () => {
     pollGpuEvery(5);
     const order: string[] = [];
-    // A bound function is native to V8, as Dawn's tick is.
-    const nativeTick = function (this: string[]) {
-      this.push('native');
-    }.bind(order);
-    expect(scheduledAsTimer(nativeTick)).toBe(true);
+    // A proxy of an unnamed function without parameters reads as native code with no name and no
+    // parameters, as the N-API function Dawn queues does.
+    const dawnLikeTick = new Proxy(() => void order.push('tick'), {});
+    expect(scheduledAsTimer(dawnLikeTick)).toBe(true);
     expect(scheduledAsTimer(() => order.push('js'))).toBe(false);
+    // Native, but not Dawn's: a promise's resolve function (one parameter) and a bound function (a name).
+    let resolve: (v?: unknown) => void = () => undefined;
+    void new Promise((r) => {
+      resolve = r;
+    });
+    expect(scheduledAsTimer(resolve)).toBe(false);
+    expect(scheduledAsTimer(Math.max.bind(null))).toBe(false);
     await new Promise<void>((done) => {
-      setImmediate(nativeTick);
+      setImmediate(dawnLikeTick);
       setImmediate(() => order.push('js'));
       setTimeout(done, 50);
     });
-    expect(order).toEqual(['js', 'native']);
+    expect(order).toEqual(['js', 'tick']);
     pollGpuEvery(0);
-    expect(scheduledAsTimer(nativeTick)).toBe(false);
+    expect(scheduledAsTimer(dawnLikeTick)).toBe(false);
+  });
+
+  it('util.promisify(setImmediate) still resolves with its value', async () => {
+    pollGpuEvery(1);
+    await expect(promisify(setImmediate)('value')).resolves.toBe('value');
   });
 
   it('a software adapter polls every 1 ms by default, and GPU waits complete through it', async () => {
