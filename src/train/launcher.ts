@@ -102,6 +102,9 @@ class TailLines {
 
 const LIFELINE = fileURLToPath(new URL('./lifeline.js', import.meta.url));
 
+/** How long after a worker fails the launcher waits for others that failed with it before naming one. */
+const SETTLE_MS = 100;
+
 /**
  * Run the job's local workers; resolves with the exit code to use. Each worker is preloaded with
  * the lifeline (it stops when this launcher dies, even by SIGKILL). A worker that fails stops the
@@ -140,6 +143,20 @@ export async function launch(o: LaunchOptions): Promise<number> {
   };
   const handlers = { SIGINT: onSignal('SIGINT'), SIGTERM: onSignal('SIGTERM'), SIGHUP: onSignal('SIGHUP') };
   for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler);
+  // Failed workers seen within SETTLE_MS of the first: one killed by a signal is the root cause of
+  // the others (they exit with code 1 once their connection to it is gone), whichever the launcher
+  // happened to reap first; without one, the first seen.
+  const failures: { rank: string; code: number; text: string; signalled: boolean; last: string[] }[] = [];
+  let settling: Promise<void> | null = null;
+  const reportRootCause = () => {
+    if (stopping || failures.length === 0) return;
+    const root = failures.find((f) => f.signalled) ?? failures[0]!;
+    firstFailure = { rank: root.rank, code: root.code };
+    log(
+      `webtron launch: rank ${root.rank} ${root.text}; stopping the other workers${root.last.length ? `. Its last stderr lines:\n${root.last.map((l) => `  [rank ${root.rank}] ${l}`).join('\n')}` : ''}`,
+    );
+    stopAll('SIGTERM');
+  };
   const stderrIsTty = process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1';
   const exits = workerEnvironments(o, token).map(
     (env) =>
@@ -158,18 +175,15 @@ export async function launch(o: LaunchOptions): Promise<number> {
         child.on('close', (code, signal) => {
           const exit = describeExit(code, signal);
           if (exit.code !== 0 && !firstFailure && !stopping) {
-            firstFailure = { rank: env.RANK!, code: exit.code };
-            const last = tail.last;
-            log(
-              `webtron launch: rank ${env.RANK} ${exit.text}; stopping the other workers${last.length ? `. Its last stderr lines:\n${last.map((l) => `  [rank ${env.RANK}] ${l}`).join('\n')}` : ''}`,
-            );
-            stopAll('SIGTERM');
+            failures.push({ rank: env.RANK!, code: exit.code, text: exit.text, signalled: signal !== null, last: tail.last });
+            settling ??= new Promise((done) => setTimeout(() => done(reportRootCause()), SETTLE_MS));
           }
           resolve();
         });
       }),
   );
   await Promise.all(exits);
+  await settling;
   if (killTimer) clearTimeout(killTimer);
   for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler);
   await store?.close();

@@ -163,6 +163,19 @@ describe('webtron launch', () => {
     expect(await allGone(job.pids, 2000)).toBe(true);
   });
 
+  it('of workers failing within 100 ms of each other, the one killed by a signal is named, not the one that exited on losing it', async () => {
+    const port = await freePort();
+    const job = await launchAndWait(
+      ['--nproc-per-node', '2', '--master-port', String(port), '--stop-grace-ms', '500', '--', STUBBORN, 'peer-dies'],
+      2,
+    );
+    const exit = await job.exit;
+    expect(exit.code).toBe(137);
+    expect(job.stderr()).toMatch(/webtron launch: rank 1 was killed by SIGKILL \(exit code 137\); stopping the other workers/);
+    expect(job.stderr()).not.toMatch(/webtron launch: rank 0 exited/);
+    expect(await allGone(job.pids, 2000)).toBe(true);
+  });
+
   it('describeExit: codes as they are, signals as 128 + their number', () => {
     expect(describeExit(0, null)).toEqual({ text: 'exited with code 0', code: 0 });
     expect(describeExit(3, null)).toEqual({ text: 'exited with code 3', code: 3 });
