@@ -3,9 +3,10 @@
  * reverse. Every backward kernel accumulates (+=) into its inputs' grads, so fan-out (residuals,
  * a tied embedding) needs nothing special: activation grads are fresh zeroed buffers made on first
  * use (or, through `shareGrad`, the buffer of a grad that is no longer needed: a residual add passes
- * its output's grad on to its input), and param grads go straight into their views of the grad buffer.
- * So after backward only the grads of a graph's inputs and params are certain to be theirs. Params with fp16 grads
- * accumulate in an fp32 buffer first and are added to the fp16 grad once, rounded once.
+ * its output's grad on to its input), and param grads go straight into their views of the grad
+ * buffer. So after backward only the grads of a graph's inputs and params are certain to be theirs.
+ * Params with fp16 grads accumulate in an fp32 buffer first and are added to the fp16 grad once,
+ * rounded once.
  *
  * A graph owns its activation buffers until `release()`; one graph per step (or micro-batch).
  */

@@ -160,6 +160,15 @@ function quadBinding(g: Graph, t: Tensor, { binding }: RangeBinding): RangeBindi
   return { ...binding, size };
 }
 
+/**
+ * `t` as vec4s for a kernel that reads it from its binding's start (layer norm, softmax, gelu): null
+ * unless `t` starts its binding (shift 0) and can be read as vec4s.
+ */
+function quadAtStart(g: Graph, t: Tensor): RangeBinding['binding'] | null {
+  const r = t.binding(g.ctx);
+  return r.shift === 0 ? quadBinding(g, t, r) : null;
+}
+
 /** out[n] += sum over rows of dy[row, n]. */
 function columnSumsInto(g: Graph, dy: Tensor, rows: number, cols: number, out: Tensor): void {
   const D = dy.binding(g.ctx);
@@ -337,11 +346,7 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
   const wOff = W.shift + w.offset - lo;
   const bOff = W.shift + b.offset - lo;
   // The vec4 entry points where the width allows and every activation starts its binding.
-  const wide = c % 4 === 0;
-  const quad = (t: Tensor) => {
-    const r = t.binding(g.ctx);
-    return wide && r.shift === 0 ? quadBinding(g, t, r) : null;
-  };
+  const quad = (t: Tensor) => (c % 4 === 0 ? quadAtStart(g, t) : null);
   const W4 = wOff % 4 === 0 && bOff % 4 === 0 ? quadBinding(g, w, W) : null;
   const code = { WG: 64, P_DTYPE: paramCode(w, 'layernorm'), W_VEC: W4 ? 1 : 0 };
   const X = x.binding(g.ctx).binding;
@@ -403,32 +408,27 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
 export function gelu(g: Graph, x: Tensor): Tensor {
   requireF32(x, 'gelu input');
   const y = g.tensor(x.shape, 'gelu', x.requiresGrad);
-  const X = x.binding(g.ctx);
-  const Y = y.binding(g.ctx);
-  // The gelu kernels read every operand from its binding's start (shift 0).
-  const quads = (...ops: [Tensor, RangeBinding][]) => (ops.every(([, b]) => b.shift === 0) ? quadBindings(g, x.numel, ...ops) : null);
-  const forward4 = quads([x, X], [y, Y]);
-  if (forward4) {
-    g.runner.dispatch('gelu', 'forward4', { WG }, { n: x.numel }, { x4: forward4[0]!, y4: forward4[1]! }, groups(x.numel / 4));
+  // The vec4 entry points where the length allows and every operand starts its binding.
+  const quad = (t: Tensor) => (x.numel % 4 === 0 ? quadAtStart(g, t) : null);
+  const X4 = quad(x);
+  const Y4 = X4 && quad(y);
+  if (X4 && Y4) {
+    g.runner.dispatch('gelu', 'forward4', { WG }, { n: x.numel }, { x4: X4, y4: Y4 }, groups(x.numel / 4));
   } else {
-    g.runner.dispatch('gelu', 'forward', { WG }, { n: x.numel }, { x: X.binding, y: Y.binding }, groups(x.numel));
+    const bindings = { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding };
+    g.runner.dispatch('gelu', 'forward', { WG }, { n: x.numel }, bindings, groups(x.numel));
   }
   g.record('gelu', [x], () => {
-    const DX = g.gradOf(x).binding(g.ctx);
-    const DY = g.gradOf(y).binding(g.ctx);
-    const backward4 = quads([x, X], [g.gradOf(x), DX], [g.gradOf(y), DY]);
-    if (backward4) {
-      g.runner.dispatch(
-        'gelu',
-        'backward4',
-        { WG },
-        { n: x.numel },
-        { x4: backward4[0]!, y4: backward4[1]!, dy4: backward4[2]! },
-        groups(x.numel / 4),
-      );
+    const dx = g.gradOf(x);
+    const dy = g.gradOf(y);
+    const DX4 = X4 && quad(dx);
+    const DY4 = DX4 && quad(dy);
+    if (X4 && DX4 && DY4) {
+      g.runner.dispatch('gelu', 'backward4', { WG }, { n: x.numel }, { x4: X4, y4: DX4, dy4: DY4 }, groups(x.numel / 4));
       return;
     }
-    g.runner.dispatch('gelu', 'backward', { WG }, { n: x.numel }, { x: X.binding, y: DX.binding, dy: DY.binding }, groups(x.numel));
+    const bindings = { x: x.binding(g.ctx).binding, y: dx.binding(g.ctx).binding, dy: dy.binding(g.ctx).binding };
+    g.runner.dispatch('gelu', 'backward', { WG }, { n: x.numel }, bindings, groups(x.numel));
   });
   return y;
 }
@@ -522,7 +522,7 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   matmulInto(g, { m: t, n: t, k: hd, ...bh }, q(0, true), q(c, false), p(false, probs));
   const P = probs.binding(g.ctx).binding;
   // vec4 entry points when whole rows are quads (every tensor here is a fresh one, at its binding's start).
-  const quad = (tensor: Tensor) => (t % 4 === 0 ? quadBinding(g, tensor, tensor.binding(g.ctx)) : null);
+  const quad = (tensor: Tensor) => (t % 4 === 0 ? quadAtStart(g, tensor) : null);
   const P4 = quad(probs);
   const softmaxSizes = { rows: batch * heads * t, t, scale, q: t };
   const softmaxGroups = Math.ceil((batch * heads * t) / 64);
