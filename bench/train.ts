@@ -58,6 +58,19 @@ export const TRAIN_CONFIGS: Record<string, string[]> = {
   ],
   // A 10M-parameter GPT (10.7M with the char vocabulary) for the scaling table.
   'gpt-10m': ['--num-layers', '6', '--hidden-size', '384', '--num-attention-heads', '6', '--seq-length', '64', '--micro-batch-size', '8'],
+  // The second baseline: 6 layers of 384, 6 heads, T 256, micro-batch 4 per rank (10.8M params).
+  'gpt-6x384-t256': [
+    '--num-layers',
+    '6',
+    '--hidden-size',
+    '384',
+    '--num-attention-heads',
+    '6',
+    '--seq-length',
+    '256',
+    '--micro-batch-size',
+    '4',
+  ],
   tiny: ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '2', '--seq-length', '16', '--micro-batch-size', '2'],
   // For hardware GPUs: 19M params, 4,096 tokens per rank per iteration.
   'gpu-medium': [
