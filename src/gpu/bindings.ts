@@ -27,7 +27,7 @@ export interface UniformLayout {
 export interface EntryLayout {
   /** The uniform struct, when the entry point reads one. */
   uniform: UniformLayout | null;
-  /** Storage buffers the entry point reads or writes: name → binding. */
+  /** Storage buffers and storage textures the entry point reads or writes: name → binding. */
   storage: Map<string, number>;
 }
 
@@ -66,10 +66,10 @@ export function reflectShader(shader: string, source: string): ShaderLayout {
       if (r.resourceType === ResourceType.Uniform) {
         if (uniform) throw new GpuError(`${shader}.${fn.name}: more than one uniform ('${uniform.name}', '${r.name}')`);
         uniform = uniformLayout(shader, r);
-      } else if (r.resourceType === ResourceType.Storage) {
+      } else if (r.resourceType === ResourceType.Storage || r.resourceType === ResourceType.StorageTexture) {
         storage.set(r.name, r.binding);
       } else {
-        throw new GpuError(`${shader}.${fn.name}: '${r.name}' is neither a uniform nor a storage buffer`);
+        throw new GpuError(`${shader}.${fn.name}: '${r.name}' is neither a uniform nor a storage buffer or texture`);
       }
     }
     entries.set(fn.name, { uniform, storage });
@@ -110,8 +110,8 @@ export function packUniforms(where: string, u: UniformLayout, values: UniformVal
 }
 
 /**
- * The binding index of each named storage buffer, checked against what `entry` uses: every name
- * given must be one of its storage buffers and every storage buffer it uses must be given.
+ * The binding index of each named storage buffer or texture, checked against what `entry` uses: every
+ * name given must be one of its storage resources and every storage resource it uses must be given.
  */
 export function storageBindings<T>(where: string, e: EntryLayout, named: Record<string, T>): [number, T][] {
   const given = Object.keys(named);

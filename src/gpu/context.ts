@@ -7,10 +7,12 @@ import { GpuDeviceError, GpuError } from './errors.js';
 import { MemoryAccounting, type MemoryCategory, type MemoryReport } from './memory.js';
 import { Kernels } from './kernels.js';
 import { gpuPollFor, pollGpuEvery } from './poll.js';
+import { ScratchTextures } from './scratch.js';
 import { Transfers } from './transfers.js';
 
 /** Limits webtron asks for at the adapter's own value (device defaults are far lower). */
 const REQUESTED_LIMITS = [
+  'maxTextureDimension2D',
   'maxBufferSize',
   'maxStorageBufferBindingSize',
   'maxStorageBuffersPerShaderStage',
@@ -40,7 +42,16 @@ export interface GpuOptions extends AdapterOptions {
   disableFeatures?: GPUFeatureName[];
   /** Rows of C per matmul invocation instead of the adapter's default (`matmulRows`). For tests. */
   matmulRows?: 16 | 32;
+  /** The matmul kernel family instead of the adapter's choice (`matmulKernel`). For tests and benchmarks. */
+  matmulKernel?: MatmulKernel;
 }
+
+/**
+ * Matmul kernel families: `buffer` reads its operands from storage buffers in place, any layout
+ * (shaders/matmul-body.wgsl); `texture` reads copies of them in storage textures, for CPU drivers
+ * (shaders/matmul-texture-body.wgsl).
+ */
+export type MatmulKernel = 'buffer' | 'texture';
 
 /** Usage of a storage buffer that can also be copied to and from (what webtron's data buffers need). */
 export function storageUsage(): GPUBufferUsageFlags {
@@ -75,6 +86,57 @@ export class DeviceBuffer {
   }
 }
 
+/** Bytes per texel of the texture formats webtron allocates. */
+const TEXEL_BYTES: Partial<Record<GPUTextureFormat, number>> = { rgba32float: 16, rgba16float: 8, rgba16uint: 8 };
+
+/** A 2-D GPU texture with its accounting category (kernels' scratch copies of operands). */
+export class DeviceTexture {
+  private alive = true;
+  readonly view: GPUTextureView;
+
+  constructor(
+    readonly gpu: GPUTexture,
+    readonly size: number,
+    readonly category: MemoryCategory,
+    private readonly onDestroy: (texture: DeviceTexture) => void,
+  ) {
+    this.view = gpu.createView();
+  }
+
+  get width(): number {
+    return this.gpu.width;
+  }
+
+  get height(): number {
+    return this.gpu.height;
+  }
+
+  get format(): GPUTextureFormat {
+    return this.gpu.format;
+  }
+
+  get destroyed(): boolean {
+    return !this.alive;
+  }
+
+  /** Idempotent. */
+  destroy(): void {
+    if (!this.alive) return;
+    this.alive = false;
+    this.gpu.destroy();
+    this.onDestroy(this);
+  }
+}
+
+export interface TextureRequest {
+  label: string;
+  width: number;
+  height: number;
+  format: 'rgba32float' | 'rgba16float' | 'rgba16uint';
+  usage: GPUTextureUsageFlags;
+  category: MemoryCategory;
+}
+
 export interface BufferRequest {
   label: string;
   /** Bytes; rounded up to a multiple of 4 (what WebGPU copies and writes need). */
@@ -89,6 +151,7 @@ export class GpuContext {
   readonly memory = new MemoryAccounting();
   readonly kernels: Kernels;
   readonly transfers: Transfers;
+  readonly scratch: ScratchTextures;
   private readonly pendingErrors: GPUError[] = [];
   private lostInfo: GPUDeviceLostInfo | null = null;
 
@@ -96,6 +159,7 @@ export class GpuContext {
     readonly found: FoundAdapter,
     readonly device: GPUDevice,
     private readonly matmulRowsOption?: 16 | 32,
+    private readonly matmulKernelOption?: MatmulKernel,
   ) {
     device.onuncapturederror = (event) => {
       this.pendingErrors.push(event.error);
@@ -105,6 +169,7 @@ export class GpuContext {
     });
     this.kernels = new Kernels(this);
     this.transfers = new Transfers(this);
+    this.scratch = new ScratchTextures(this);
   }
 
   static async create(options: GpuOptions = {}): Promise<GpuContext> {
@@ -129,7 +194,7 @@ export class GpuContext {
       requiredLimits,
       requiredFeatures,
     });
-    return new GpuContext(found, device, options.matmulRows);
+    return new GpuContext(found, device, options.matmulRows, options.matmulKernel);
   }
 
   get adapterName(): string {
@@ -175,6 +240,17 @@ export class GpuContext {
     return this.matmulRowsOption ?? (this.software ? 32 : 16);
   }
 
+  /**
+   * The matmul kernel family: `texture` on a CPU driver running subgroups of exactly 8 lanes (its
+   * storage-image loads are branch-free gathers, its buffer loads lane by lane; 1.8-2x on GPT shapes
+   * on lavapipe), `buffer` elsewhere. Shapes the texture kernel cannot take run on `buffer`.
+   */
+  get matmulKernel(): MatmulKernel {
+    if (this.matmulKernelOption) return this.matmulKernelOption;
+    const eightLanes = this.hasSubgroupsOf8 && this.subgroupMaxSize === 8;
+    return this.software && eightLanes ? 'texture' : 'buffer';
+  }
+
   /** Allocate a buffer counted under `category`. */
   createBuffer(request: BufferRequest): DeviceBuffer {
     this.throwIfLost();
@@ -192,6 +268,26 @@ export class GpuContext {
     });
     this.memory.allocated(request.category, size);
     return new DeviceBuffer(gpu, size, request.category, (b) => this.memory.freed(b.category, b.size));
+  }
+
+  /** Allocate a 2-D texture counted under `category` (its texels' bytes). */
+  createTexture(request: TextureRequest): DeviceTexture {
+    this.throwIfLost();
+    const max = this.limits.maxTextureDimension2D;
+    if (request.width > max || request.height > max) {
+      throw new GpuError(
+        `texture '${request.label}' of ${request.width} x ${request.height} texels exceeds this device's ${max} per dimension`,
+      );
+    }
+    const size = request.width * request.height * TEXEL_BYTES[request.format]!;
+    const gpu = this.device.createTexture({
+      label: request.label,
+      size: [request.width, request.height],
+      format: request.format,
+      usage: request.usage,
+    });
+    this.memory.allocated(request.category, size);
+    return new DeviceTexture(gpu, size, request.category, (t) => this.memory.freed(t.category, t.size));
   }
 
   /** Live and peak bytes by category. */
@@ -234,6 +330,7 @@ export class GpuContext {
   }
 
   destroy(): void {
+    this.scratch.destroy();
     this.transfers.destroy();
     this.device.destroy();
   }

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { DeviceBuffer, GpuContext } from './context.js';
+import { DeviceTexture, type DeviceBuffer, type GpuContext } from './context.js';
 import {
   entryLayout,
   type EntryLayout,
@@ -22,8 +22,8 @@ import { gridFor } from './grid.js';
 /** Named WGSL `override` constants for a pipeline. */
 export type ShaderConstants = Record<string, number>;
 
-/** A buffer, or a byte range of one, to bind to a shader variable. */
-export type Binding = DeviceBuffer | { buffer: DeviceBuffer; offset: number; size: number };
+/** A buffer, a byte range of one, or a storage texture, to bind to a shader variable. */
+export type Binding = DeviceBuffer | { buffer: DeviceBuffer; offset: number; size: number } | DeviceTexture;
 
 function findShaderDir(): string {
   // src/gpu (vitest) and dist/src/gpu (compiled) both reach the package root by walking up.
@@ -171,7 +171,8 @@ export class Kernels {
   }
 }
 
-function resourceOf(b: Binding): GPUBufferBinding {
+function resourceOf(b: Binding): GPUBufferBinding | GPUTextureView {
+  if (b instanceof DeviceTexture) return b.view;
   return 'gpu' in b ? { buffer: b.gpu } : { buffer: b.buffer.gpu, offset: b.offset, size: b.size };
 }
 

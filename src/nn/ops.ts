@@ -3,9 +3,12 @@
  * grads. Activations are fp32; params (weights, biases, embeddings, norms) may be fp32, bf16 or
  * fp16 and are read in their own dtype by the kernels.
  */
-import type { ParamDtype } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
-import { DTYPE_CODE, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
+import { matmulInto, type Operand } from './matmul.js';
+import { quadAtStart, quadBinding, quadBindings } from './quads.js';
+import { paramCode, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
+
+export { matmulInto, type MatmulShape, type Operand } from './matmul.js';
 
 const WG = 256;
 
@@ -17,156 +20,8 @@ function shapeOf(t: Tensor): string {
   return `[${t.shape.join(', ')}]`;
 }
 
-function paramCode(t: Tensor, what: string): number {
-  if (t.dtype === 'uint32') throw new ShapeMismatch(`${what}: expected a float tensor, got uint32`);
-  return DTYPE_CODE[t.dtype as ParamDtype];
-}
-
 function requireF32(t: Tensor, what: string): void {
   if (t.dtype !== 'float32') throw new ShapeMismatch(`${what}: expected an fp32 activation, got ${t.dtype}`);
-}
-
-/** One operand of a strided batched matmul: element (z0, z1, row, col) at off + z0·b0 + z1·b1 + row·rs + col·cs. */
-export interface Operand {
-  t: Tensor;
-  off?: number;
-  rs: number;
-  cs: number;
-  b0?: number;
-  b1?: number;
-}
-
-export interface MatmulShape {
-  m: number;
-  n: number;
-  k: number;
-  /** Batch as two levels (z0 < nb0, z1 < nb1), e.g. (batch, head). */
-  nb0?: number;
-  nb1?: number;
-}
-
-/**
- * C = alpha · A @ B (+ bias[n]) (+ C when `accumulate`). A and C are fp32; B and the bias may be
- * params of any dtype (the same one). C's column stride is 1.
- */
-export function matmulInto(
-  g: Graph,
-  s: MatmulShape,
-  a: Operand,
-  b: Operand,
-  c: Operand,
-  options: { bias?: Tensor; accumulate?: boolean; alpha?: number } = {},
-): void {
-  requireF32(a.t, 'matmul A');
-  requireF32(c.t, 'matmul C');
-  if (c.cs !== 1) throw new ShapeMismatch('matmul: C must have column stride 1');
-  const nb0 = s.nb0 ?? 1;
-  const nb1 = s.nb1 ?? 1;
-  if (s.m === 0 || s.n === 0 || nb0 * nb1 === 0) return;
-  const ctx = g.ctx;
-  const A = a.t.binding(ctx);
-  const B = b.t.binding(ctx);
-  const C = c.t.binding(ctx);
-  const bias = options.bias?.binding(ctx);
-  if (options.bias && options.bias.dtype !== b.t.dtype)
-    throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
-  const lanes = Math.ceil(s.n / 4);
-  // The widest workgroup that leaves the fewest idle invocations in the last column block; on a CPU
-  // driver its SIMD width (wider workgroups only loop, and each width is another compile).
-  const wg = ctx.software
-    ? Math.max(8, ctx.subgroupMaxSize)
-    : [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
-  const rows = ctx.matmulRows;
-  const flags = (options.bias ? 1 : 0) | (options.accumulate ? 2 : 0);
-  const aStart = A.shift + (a.off ?? 0);
-  const bStart = B.shift + (b.off ?? 0);
-  // vec4 reads where an operand is contiguous in the direction read and 4-element aligned.
-  const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
-  const aVec = a.cs === 1 && aligned4(s.k, aStart, a.rs, a.b0, a.b1) ? quadBinding(g, a.t, A) : null;
-  const bF32 = b.t.dtype === 'float32';
-  let bMode = 0;
-  if (bF32 && b.cs === 1 && aligned4(s.n, bStart, b.rs, b.b0, b.b1)) bMode = 1;
-  else if (bF32 && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
-  const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
-  if (!bVec) bMode = 0;
-  const cStart = C.shift + (c.off ?? 0);
-  const cVec = aligned4(s.n, cStart, c.rs, c.b0, c.b1) ? quadBinding(g, c.t, C) : null;
-  g.runner.dispatch(
-    ctx.hasSubgroupsOf8 ? 'matmul-subgroup' : 'matmul',
-    'main',
-    {
-      WG: wg,
-      ROWS: rows,
-      B_DTYPE: paramCode(b.t, 'matmul B'),
-      A_VEC: aVec ? 1 : 0,
-      B_MODE: bMode,
-      C_VEC: cVec ? 1 : 0,
-    },
-    {
-      FLAGS: flags,
-      M: s.m,
-      N: s.n,
-      K: s.k,
-      NB1: nb1,
-      A_RS: a.rs,
-      A_CS: a.cs,
-      A_B0: a.b0 ?? 0,
-      A_B1: a.b1 ?? 0,
-      B_RS: b.rs,
-      B_CS: b.cs,
-      B_B0: b.b0 ?? 0,
-      B_B1: b.b1 ?? 0,
-      C_RS: c.rs,
-      C_B0: c.b0 ?? 0,
-      C_B1: c.b1 ?? 0,
-      a_off: aStart,
-      b_off: bStart,
-      c_off: cStart,
-      bias_off: bias ? bias.shift : 0,
-      alpha: options.alpha ?? 1,
-    },
-    {
-      A: A.binding,
-      B: B.binding,
-      C: cVec ? g.runner.writableDummy : C.binding,
-      C4: cVec ?? g.runner.writableDummy,
-      bias: (bias ?? B).binding,
-      A4: aVec ?? g.runner.dummy,
-      B4: bVec ?? g.runner.dummy,
-    },
-    [Math.ceil(lanes / wg), Math.ceil(s.m / rows), nb0 * nb1],
-  );
-}
-
-/**
- * Element-wise operands of `numel` elements as vec4 bindings, in order, for a kernel that does four
- * elements per invocation: null unless `numel` and every shift are multiples of 4 and every binding
- * can be read as vec4s (then the element-wise kernel runs).
- */
-function quadBindings(g: Graph, numel: number, ...ops: [Tensor, RangeBinding][]): RangeBinding['binding'][] | null {
-  if (numel % 4 !== 0 || ops.some(([, b]) => b.shift % 4 !== 0)) return null;
-  const quads = ops.map(([t, b]) => quadBinding(g, t, b));
-  return quads.every((q) => q !== null) ? (quads as RangeBinding['binding'][]) : null;
-}
-
-/**
- * `binding` (of fp32 tensor `t`) as vec4s: the same aligned start, the size rounded up to 16 bytes.
- * Null when that would run past the buffer (the operand is then read element by element).
- */
-function quadBinding(g: Graph, t: Tensor, { binding }: RangeBinding): RangeBinding['binding'] | null {
-  if (t.dtype !== 'float32') return null;
-  const size = Math.ceil(binding.size / 16) * 16;
-  if (binding.offset % 16 !== 0 || binding.offset + size > t.buffer.size || size > g.ctx.limits.maxStorageBufferBindingSize) return null;
-  return { ...binding, size };
-}
-
-/**
- * `t` as vec4s for a kernel that reads it from its binding's start (layer norm, softmax, gelu): null
- * unless `t` starts its binding (shift 0) and can be read as vec4s.
- */
-function quadAtStart(g: Graph, t: Tensor): RangeBinding['binding'] | null {
-  const r = t.binding(g.ctx);
-  return r.shift === 0 ? quadBinding(g, t, r) : null;
 }
 
 /** out[n] += sum over rows of dy[row, n]. */

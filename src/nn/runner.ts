@@ -4,7 +4,7 @@
  * only after the submit that read them, so a later write can never change an earlier dispatch.
  */
 import { GpuError } from '../gpu/errors.js';
-import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
+import type { DeviceBuffer, DeviceTexture, GpuContext } from '../gpu/context.js';
 import type { UniformValues } from '../gpu/bindings.js';
 import type { Binding, ShaderConstants } from '../gpu/kernels.js';
 import type { GpuTimer } from '../gpu/timer.js';
@@ -81,6 +81,24 @@ export class Runner {
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(...workgroups);
     }
+  }
+
+  /**
+   * Record a copy of rows of `source` into the top-left `width` x `height` texels of `texture` (between
+   * compute passes: the pass in progress ends, and the next dispatch begins another).
+   */
+  copyBufferToTexture(
+    source: { buffer: DeviceBuffer; offset: number; bytesPerRow: number },
+    texture: DeviceTexture,
+    width: number,
+    height: number,
+  ): void {
+    this.endPass();
+    this.encoderNow().copyBufferToTexture(
+      { buffer: source.buffer.gpu, offset: source.offset, bytesPerRow: source.bytesPerRow },
+      { texture: texture.gpu },
+      [width, height],
+    );
   }
 
   private encoderNow(): GPUCommandEncoder {

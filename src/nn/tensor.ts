@@ -16,6 +16,12 @@ export const DTYPE_BYTES: Record<Dtype, number> = { float32: 4, float16: 2, bflo
 /** The dtype codes the shaders' P_DTYPE/B_DTYPE constants use (shaders/half.wgsl). */
 export const DTYPE_CODE: Record<ParamDtype, number> = { float32: 0, bfloat16: 1, float16: 2 };
 
+/** The kernels' code (B_DTYPE, P_DTYPE) of a param tensor's dtype. */
+export function paramCode(t: Tensor, what: string): number {
+  if (t.dtype === 'uint32') throw new ShapeMismatch(`${what}: expected a float tensor, got uint32`);
+  return DTYPE_CODE[t.dtype as ParamDtype];
+}
+
 export class ShapeMismatch extends WebtronError {
   override name = 'ShapeMismatch';
   override readonly code: string = 'ERR_SHAPE_MISMATCH';

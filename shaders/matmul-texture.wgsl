@@ -1,0 +1,11 @@
+enable subgroups;
+
+// The texture matmul (matmul-texture-body.wgsl) with B in fp32: an rgba32float texture.
+
+//!include matmul-texture-body
+
+@group(0) @binding(2) var Bt: texture_storage_2d<rgba32float, read>;
+
+fn b_texel(x: u32, y: u32) -> vec4<f32> {
+  return textureLoad(Bt, vec2<u32>(x, y));
+}

@@ -1,0 +1,131 @@
+/**
+ * The strided batched matmul every linear layer and attention product runs through, and the buffer
+ * kernel that takes any operand layout.
+ */
+import type { Graph } from './graph.js';
+import { textureMatmul } from './matmul-texture.js';
+import { quadBinding } from './quads.js';
+import { paramCode, ShapeMismatch, type Tensor } from './tensor.js';
+
+function requireF32(t: Tensor, what: string): void {
+  if (t.dtype !== 'float32') throw new ShapeMismatch(`${what}: expected an fp32 activation, got ${t.dtype}`);
+}
+
+/** One operand of a strided batched matmul: element (z0, z1, row, col) at off + z0·b0 + z1·b1 + row·rs + col·cs. */
+export interface Operand {
+  t: Tensor;
+  off?: number;
+  rs: number;
+  cs: number;
+  b0?: number;
+  b1?: number;
+}
+
+export interface MatmulShape {
+  m: number;
+  n: number;
+  k: number;
+  /** Batch as two levels (z0 < nb0, z1 < nb1), e.g. (batch, head). */
+  nb0?: number;
+  nb1?: number;
+}
+
+export interface MatmulOptions {
+  bias?: Tensor;
+  accumulate?: boolean;
+  alpha?: number;
+}
+
+/**
+ * C = alpha · A @ B (+ bias[n]) (+ C when `accumulate`). A and C are fp32; B and the bias may be
+ * params of any dtype (the same one). C's column stride is 1. On a CPU driver the texture kernel
+ * runs where the operands can be copied into textures (matmul-texture.ts); everything else, and
+ * every other adapter, runs the buffer kernel below.
+ */
+export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions = {}): void {
+  requireF32(a.t, 'matmul A');
+  requireF32(c.t, 'matmul C');
+  if (c.cs !== 1) throw new ShapeMismatch('matmul: C must have column stride 1');
+  if (options.bias && options.bias.dtype !== b.t.dtype)
+    throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
+  if (s.m === 0 || s.n === 0 || (s.nb0 ?? 1) * (s.nb1 ?? 1) === 0) return;
+  if (g.ctx.matmulKernel === 'texture' && textureMatmul(g, s, a, b, c, options)) return;
+  bufferMatmul(g, s, a, b, c, options);
+}
+
+/** The buffer kernel (shaders/matmul-body.wgsl): operands read in place, any strides, batched. */
+function bufferMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions): void {
+  const nb0 = s.nb0 ?? 1;
+  const nb1 = s.nb1 ?? 1;
+  const ctx = g.ctx;
+  const A = a.t.binding(ctx);
+  const B = b.t.binding(ctx);
+  const C = c.t.binding(ctx);
+  const bias = options.bias?.binding(ctx);
+  const lanes = Math.ceil(s.n / 4);
+  // The widest workgroup that leaves the fewest idle invocations in the last column block; on a CPU
+  // driver its SIMD width (wider workgroups only loop, and each width is another compile).
+  const wg = ctx.software
+    ? Math.max(8, ctx.subgroupMaxSize)
+    : [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
+  const rows = ctx.matmulRows;
+  const flags = (options.bias ? 1 : 0) | (options.accumulate ? 2 : 0);
+  const aStart = A.shift + (a.off ?? 0);
+  const bStart = B.shift + (b.off ?? 0);
+  // vec4 reads where an operand is contiguous in the direction read and 4-element aligned.
+  const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
+  const aVec = a.cs === 1 && aligned4(s.k, aStart, a.rs, a.b0, a.b1) ? quadBinding(g, a.t, A) : null;
+  const bF32 = b.t.dtype === 'float32';
+  let bMode = 0;
+  if (bF32 && b.cs === 1 && aligned4(s.n, bStart, b.rs, b.b0, b.b1)) bMode = 1;
+  else if (bF32 && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
+  const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
+  if (!bVec) bMode = 0;
+  const cStart = C.shift + (c.off ?? 0);
+  const cVec = aligned4(s.n, cStart, c.rs, c.b0, c.b1) ? quadBinding(g, c.t, C) : null;
+  g.runner.dispatch(
+    ctx.hasSubgroupsOf8 ? 'matmul-subgroup' : 'matmul',
+    'main',
+    {
+      WG: wg,
+      ROWS: rows,
+      B_DTYPE: paramCode(b.t, 'matmul B'),
+      A_VEC: aVec ? 1 : 0,
+      B_MODE: bMode,
+      C_VEC: cVec ? 1 : 0,
+    },
+    {
+      FLAGS: flags,
+      M: s.m,
+      N: s.n,
+      K: s.k,
+      NB1: nb1,
+      A_RS: a.rs,
+      A_CS: a.cs,
+      A_B0: a.b0 ?? 0,
+      A_B1: a.b1 ?? 0,
+      B_RS: b.rs,
+      B_CS: b.cs,
+      B_B0: b.b0 ?? 0,
+      B_B1: b.b1 ?? 0,
+      C_RS: c.rs,
+      C_B0: c.b0 ?? 0,
+      C_B1: c.b1 ?? 0,
+      a_off: aStart,
+      b_off: bStart,
+      c_off: cStart,
+      bias_off: bias ? bias.shift : 0,
+      alpha: options.alpha ?? 1,
+    },
+    {
+      A: A.binding,
+      B: B.binding,
+      C: cVec ? g.runner.writableDummy : C.binding,
+      C4: cVec ?? g.runner.writableDummy,
+      bias: (bias ?? B).binding,
+      A4: aVec ?? g.runner.dummy,
+      B4: bVec ?? g.runner.dummy,
+    },
+    [Math.ceil(lanes / wg), Math.ceil(s.m / rows), nb0 * nb1],
+  );
+}
