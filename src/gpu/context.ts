@@ -7,6 +7,7 @@ import { GpuDeviceError, GpuError } from './errors.js';
 import { MemoryAccounting, type MemoryCategory, type MemoryReport } from './memory.js';
 import { Kernels } from './kernels.js';
 import { gpuPollFor, pollGpuEvery } from './poll.js';
+import { BufferPool } from './pool.js';
 import { ScratchTextures } from './scratch.js';
 import { Transfers } from './transfers.js';
 
@@ -65,9 +66,19 @@ export class DeviceBuffer {
   constructor(
     readonly gpu: GPUBuffer,
     readonly size: number,
-    readonly category: MemoryCategory,
-    private readonly onDestroy: (buffer: DeviceBuffer) => void,
+    private counted: MemoryCategory,
+    private readonly accounting: MemoryAccounting,
   ) {}
+
+  get category(): MemoryCategory {
+    return this.counted;
+  }
+
+  /** Count this buffer's bytes under `category` from now on. */
+  recount(category: MemoryCategory): void {
+    this.accounting.moved(this.counted, category, this.size);
+    this.counted = category;
+  }
 
   get label(): string {
     return this.gpu.label;
@@ -82,7 +93,7 @@ export class DeviceBuffer {
     if (!this.alive) return;
     this.alive = false;
     this.gpu.destroy();
-    this.onDestroy(this);
+    this.accounting.freed(this.counted, this.size);
   }
 }
 
@@ -152,6 +163,7 @@ export class GpuContext {
   readonly kernels: Kernels;
   readonly transfers: Transfers;
   readonly scratch: ScratchTextures;
+  readonly pool: BufferPool;
   private readonly pendingErrors: GPUError[] = [];
   private lostInfo: GPUDeviceLostInfo | null = null;
 
@@ -170,6 +182,7 @@ export class GpuContext {
     this.kernels = new Kernels(this);
     this.transfers = new Transfers(this);
     this.scratch = new ScratchTextures(this);
+    this.pool = new BufferPool(this);
   }
 
   static async create(options: GpuOptions = {}): Promise<GpuContext> {
@@ -267,7 +280,7 @@ export class GpuContext {
       mappedAtCreation: request.mappedAtCreation ?? false,
     });
     this.memory.allocated(request.category, size);
-    return new DeviceBuffer(gpu, size, request.category, (b) => this.memory.freed(b.category, b.size));
+    return new DeviceBuffer(gpu, size, request.category, this.memory);
   }
 
   /** Allocate a 2-D texture counted under `category` (its texels' bytes). */
@@ -330,6 +343,7 @@ export class GpuContext {
   }
 
   destroy(): void {
+    this.pool.destroy();
     this.scratch.destroy();
     this.transfers.destroy();
     this.device.destroy();

@@ -3,7 +3,17 @@
  * calculator (src/memory) predicts the model-state categories and is checked against these counts.
  */
 
-export const MEMORY_CATEGORIES = ['params', 'grads', 'main-params', 'optimizer-state', 'activations', 'staging', 'other'] as const;
+export const MEMORY_CATEGORIES = [
+  'params',
+  'grads',
+  'main-params',
+  'optimizer-state',
+  'activations',
+  'staging',
+  'other',
+  // Activation buffers no graph holds, kept for the next graph to reuse (src/gpu/pool.ts).
+  'pooled',
+] as const;
 
 export type MemoryCategory = (typeof MEMORY_CATEGORIES)[number];
 
@@ -42,6 +52,16 @@ export class MemoryAccounting {
     this.total += bytes;
     this.peakTotal = Math.max(this.peakTotal, this.total);
     this.count += 1;
+  }
+
+  /** Bytes that stay allocated but now count under another category. */
+  moved(from: MemoryCategory, to: MemoryCategory, bytes: number): void {
+    if (this.live[from] < bytes) {
+      throw new Error(`memory accounting: moving ${bytes} B out of '${from}' but only ${this.live[from]} B are live`);
+    }
+    this.live[from] -= bytes;
+    this.live[to] += bytes;
+    this.peak[to] = Math.max(this.peak[to], this.live[to]);
   }
 
   freed(category: MemoryCategory, bytes: number): void {

@@ -11,7 +11,7 @@
  * A graph owns its activation buffers until `release()`; one graph per step (or micro-batch).
  */
 import { WebtronError } from '../errors.js';
-import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { numel, Tensor } from './tensor.js';
 import { Runner } from './runner.js';
 
@@ -73,28 +73,31 @@ export class Graph {
   /** Seed of this graph's dropout masks. */
   readonly seed: number;
 
-  /** A buffer of this graph for `elements` 4-byte values, rounded up to 16 bytes so that kernels may read it as vec4s. */
-  private buffer(label: string, elements: number): DeviceBuffer {
-    const buffer = this.ctx.createBuffer({
-      label,
-      size: Math.ceil(Math.max(1, elements) / 4) * 16,
-      usage: storageUsage(),
-      category: 'activations',
-    });
+  /**
+   * A buffer of this graph for `elements` 4-byte values, rounded up to 16 bytes so that kernels may
+   * read it as vec4s: from the context's pool (src/gpu/pool.ts), zeroed when `zeroed` (a pooled
+   * buffer holds what its last graph left).
+   */
+  private buffer(label: string, elements: number, zeroed: boolean): DeviceBuffer {
+    const { buffer, reused } = this.ctx.pool.acquire(label, Math.ceil(Math.max(1, elements) / 4) * 16);
+    if (reused && zeroed) this.runner.clearBuffer(buffer);
     this.owned.push(buffer);
     return buffer;
   }
 
   /** A new fp32 activation (zeroed). */
   tensor(shape: readonly number[], label: string, requiresGrad = false): Tensor {
-    return new Tensor(this.buffer(label, numel(shape)), 0, shape, 'float32', null, requiresGrad);
+    return new Tensor(this.buffer(label, numel(shape), true), 0, shape, 'float32', null, requiresGrad);
   }
 
   /** Upload host data as an activation (fp32) or integer input (uint32). */
   input(data: Float32Array | Uint32Array, shape: readonly number[], label = 'input', requiresGrad = false): Tensor {
     if (data.length !== numel(shape))
       throw new GraphError(`input '${label}' has ${data.length} values but shape [${shape.join(', ')}] needs ${numel(shape)}`);
-    const buffer = this.buffer(label, data.length);
+    // Written whole by the upload, which the queue runs before anything recorded since: whatever
+    // this graph recorded so far is submitted first.
+    const buffer = this.buffer(label, data.length, false);
+    this.runner.flush();
     this.ctx.transfers.upload(buffer, data);
     return new Tensor(buffer, 0, shape, data instanceof Uint32Array ? 'uint32' : 'float32', null, requiresGrad);
   }
@@ -114,7 +117,7 @@ export class Graph {
       let wide = this.wideGrads.get(t.param.name);
       if (!wide) {
         // One spare element: the fp16 add works on element pairs and must add zero past an odd end.
-        wide = new Tensor(this.buffer(`grad32(${t.param.name})`, t.numel + 1), 0, t.shape, 'float32');
+        wide = new Tensor(this.buffer(`grad32(${t.param.name})`, t.numel + 1, true), 0, t.shape, 'float32');
         this.wideGrads.set(t.param.name, wide);
       }
       return wide;
@@ -156,6 +159,7 @@ export class Graph {
   backwardFrom(output: Tensor, grad: Float32Array, options: BackwardOptions = {}): void {
     if (grad.length !== output.numel) throw new GraphError(`backward: grad has ${grad.length} values for an output of ${output.numel}`);
     const g = this.gradOf(output);
+    this.runner.flush(); // the zeroing of a pooled grad buffer goes before the upload
     this.ctx.transfers.upload(g.buffer, grad, g.offset * 4);
     const uses = new Map<string, number>();
     for (const e of this.tape) for (const p of e.params) uses.set(p.param!.name, (uses.get(p.param!.name) ?? 0) + 1);
@@ -208,10 +212,10 @@ export class Graph {
     return this.ctx.transfers.readFloat32(t.buffer, t.offset, t.numel);
   }
 
-  /** Free every activation buffer of this graph. Tensors made by it are invalid afterwards. */
+  /** Give every activation buffer of this graph back to the pool. Tensors made by it are invalid afterwards. */
   release(): void {
     this.runner.flush();
-    for (const b of this.owned) b.destroy();
+    this.ctx.pool.release(this.owned);
     this.owned.length = 0;
     this.tape.length = 0;
     this.grads.clear();

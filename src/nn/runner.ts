@@ -101,6 +101,12 @@ export class Runner {
     );
   }
 
+  /** Record zeroing `buffer` (between compute passes, like a copy). */
+  clearBuffer(buffer: DeviceBuffer): void {
+    this.endPass();
+    this.encoderNow().clearBuffer(buffer.gpu);
+  }
+
   private encoderNow(): GPUCommandEncoder {
     this.encoder ??= this.ctx.device.createCommandEncoder({ label: 'nn' });
     return this.encoder;
