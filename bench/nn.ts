@@ -29,6 +29,16 @@ import { matmulModel } from '../src/onnx/proto.js';
 import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
 import { groupedBarSvg } from '../src/plot/svg.js';
+import {
+  cpuGemmLimit,
+  fractionOf,
+  gpuPeak,
+  gptTrainFlopsPerToken,
+  requireOptimizedBlas,
+  torchEnvFields,
+  torchGemm,
+  type TorchEnv,
+} from './limits.js';
 import { progress, type Row } from './report.js';
 import { median, timeGpu } from './timing.js';
 
@@ -80,6 +90,7 @@ async function matmulRows(
   config: GptConfig & { batch: number },
   warmup: number,
   runs: number,
+  torchAt: { python: string; device: string } | null,
 ): Promise<Row[]> {
   const rows: Row[] = [];
   const runner = new Runner(ctx);
@@ -170,6 +181,7 @@ async function matmulRows(
       kernel_vs_ort_webgpu: kernelSpeedup,
       ort_webgpu_gflops: gf(ms('webgpu1')),
       ort_cpu_gflops: gf(ms('cpu1')),
+      ...torchGemmFields(torchAt, m, k, n, gf(gpu.ms)),
       ...(chain > 1
         ? {
             chain,
@@ -188,13 +200,22 @@ async function matmulRows(
   return rows;
 }
 
+/** torch's GEMM of the same shape in the same run, and webtron's kernel over it. */
+function torchGemmFields(torchAt: { python: string; device: string } | null, m: number, k: number, n: number, ours: number | null): Row {
+  if (!torchAt) return {};
+  progress(`matmul ${m}x${k} @ ${k}x${n}: torch (${torchAt.device})`);
+  const t = torchGemm(torchAt.python, torchAt.device, m, k, n);
+  if (!t) return {};
+  return { torch_gflops: t.gemm_shape_gflops, vs_torch_gemm: ours === null ? null : ours / t.gemm_shape_gflops, torch_blas: t.blas.kind };
+}
+
 function torchReference(
   python: string,
   device: string,
   config: GptConfig & { batch: number },
   runs: number,
   warmup: number,
-): { tokens_per_s: number; threads: number; device: string } | null {
+): { tokens_per_s: number; threads: number; device: string; env: TorchEnv } | null {
   const script = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'reference', 'gpt_torch.py');
   if (!existsSync(python)) {
     progress(`torch reference skipped: ${python} not found (install Debian's python3-torch)`);
@@ -223,8 +244,11 @@ function torchReference(
       device,
     ].map(String);
     const out = execFileSync(python, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
-    return JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; threads: number; device: string };
+    const result = JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; threads: number; device: string; env: TorchEnv };
+    requireOptimizedBlas(result.env);
+    return result;
   } catch (e) {
+    if (e instanceof Error && e.name === 'BaselineError') throw e;
     progress(`torch reference skipped: ${(e as Error).message.split('\n')[0]}`);
     return null;
   }
@@ -234,7 +258,7 @@ async function gptRow(
   ctx: GpuContext,
   name: string,
   config: GptConfig & { batch: number },
-  torchAt: { python: string; device: string },
+  torchAt: { python: string; device: string } | null,
   warmup: number,
   runs: number,
 ): Promise<Row> {
@@ -258,8 +282,8 @@ async function gptRow(
   }
   params.destroy();
   const ms = median(samples);
-  progress(`gpt ${name}: torch (${torchAt.device}) on the same config`);
-  const torch = torchReference(torchAt.python, torchAt.device, config, runs, warmup);
+  if (torchAt) progress(`gpt ${name}: torch (${torchAt.device}) on the same config`);
+  const torch = torchAt ? torchReference(torchAt.python, torchAt.device, config, runs, warmup) : null;
   const tokensPerS = tokens / (ms / 1000);
   return {
     bench: 'gpt',
@@ -271,6 +295,8 @@ async function gptRow(
     ratio_to_torch: torch ? tokensPerS / torch.tokens_per_s : null,
     torch_device: torch?.device ?? null,
     torch_threads: torch?.threads ?? null,
+    ...(torch ? torchEnvFields(torch.env) : {}),
+    gflops: (tokensPerS * gptTrainFlopsPerToken(config)) / 1e9,
     loss,
     backend: ctx.backend,
     adapter: ctx.adapterName,
@@ -312,10 +338,13 @@ export const nnBench: Bench = {
     'ort_webgpu_kernel_gflops',
     'kernel_vs_ort_webgpu',
     'gpu_timestamp_gflops',
+    'torch_gflops',
+    'vs_torch_gemm',
     'tokens_per_s',
     'torch_tokens_per_s',
     'torch_device',
     'ratio_to_torch',
+    'fraction_of_limit',
   ],
   flags: {
     matmul: { kind: 'list', default: ['1024', '512', 'gpt'], help: "matmul sizes: squares, or 'gpt' for the GPT config's shapes" },
@@ -325,6 +354,7 @@ export const nnBench: Bench = {
     runs: { kind: 'int', default: 10, help: 'timed runs (median reported)' },
     warmup: { kind: 'int', default: 2, help: 'untimed runs first' },
     chart: { kind: 'string', help: 'write an SVG chart of matmul GFLOP/s (webtron vs onnxruntime WebGPU) to this file' },
+    'no-torch': { kind: 'boolean', help: 'leave out torch (its GEMMs, the GPT reference and the CPU limit)' },
   },
   async run(env, flags) {
     const ctx = await env.gpu();
@@ -333,10 +363,30 @@ export const nnBench: Bench = {
     if (!config) throw new FlagError(`--config: unknown GPT config '${name}'; known: ${Object.keys(GPT_CONFIGS).join(', ')}`);
     const runs = flags.runs as number;
     const warmup = flags.warmup as number;
-    const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs);
+    const torchAt = flags['no-torch'] ? null : { python: flags.python as string, device: flags['torch-device'] as string };
+    // The limit every row is a fraction of (a reference BLAS is refused here, before anything runs):
+    // torch's GEMM on every core for a CPU driver, the vendor's peak for a known GPU.
+    const cpuLimit = ctx.software && torchAt ? cpuGemmLimit(torchAt.python) : null;
+    const peak = ctx.software ? null : gpuPeak(ctx.adapterName);
+    const limit = cpuLimit?.gemm_gflops ?? (peak ? peak.fp32 / 1e9 : null);
+    const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs, torchAt);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
-    if (name !== 'none')
-      rows.push(await gptRow(ctx, name, config, { python: flags.python as string, device: flags['torch-device'] as string }, warmup, runs));
+    if (name !== 'none') rows.push(await gptRow(ctx, name, config, torchAt, warmup, runs));
+    // webtron's best kernel at the largest square of this run: on a GPU, a second limit measured here.
+    const squares = rows.filter((r) => r.bench === 'matmul' && r.m === r.n && r.n === r.k);
+    const largest = squares.sort((a, b) => (b.m as number) - (a.m as number))[0];
+    const best = (largest?.gpu_timestamp_gflops as number | undefined) ?? null;
+    for (const row of rows) {
+      const achieved = (row.gpu_timestamp_gflops ?? row.gflops) as number | null;
+      if (achieved === null || achieved === undefined) continue;
+      row.fraction_of_limit = fractionOf(achieved, limit);
+      if (!ctx.software) row.fraction_of_best_kernel = fractionOf(achieved, best);
+      row.limit = cpuLimit
+        ? `${cpuLimit.gemm_gflops} GFLOP/s (torch fp32 GEMM ${cpuLimit.gemm_size}^3, ${cpuLimit.threads} threads, ${cpuLimit.blas.kind})`
+        : peak
+          ? `${peak.fp32 / 1e9} GFLOP/s (${peak.name} fp32 peak)`
+          : null;
+    }
     return rows;
   },
 };

@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { gptParamCount } from '../src/nn/gpt-spec.js';
 import { FlagError } from '../src/train/flags.js';
 import type { Bench } from './bench.js';
+import { cpuGemmLimit, fractionOf, gpuPeak, gptTrainFlopsPerToken, requireOptimizedBlas, torchEnvFields, type TorchEnv } from './limits.js';
 import { progress, type Row } from './report.js';
 import { median } from './timing.js';
 
@@ -150,8 +151,8 @@ function torchRun(
   world: number,
   iters: number,
   window: number,
-): { tokens_per_s: number; step_ms: number; loss: number; threads: number; torch_version: string } | string {
-  if (!existsSync(python)) return `${python} not found (install Debian's python3-torch)`;
+): { tokens_per_s: number; step_ms: number; loss: number; threads: number; env: TorchEnv } | string {
+  if (!existsSync(python)) return `${python} not found (install Debian's python3-torch and libopenblas0-pthread)`;
   const args = [
     TORCH_SCRIPT,
     ...['--world', world, '--layers', flagOf(model, '--num-layers'), '--heads', flagOf(model, '--num-attention-heads')],
@@ -160,7 +161,15 @@ function torchRun(
   ].map(String);
   const r = spawnSync(python, args, { encoding: 'utf8', timeout: 1_800_000 });
   if (r.status !== 0) return `exit ${r.status}: ${(r.stderr ?? '').trim().split('\n').at(-1)}`;
-  return JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+  const result = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as {
+    tokens_per_s: number;
+    step_ms: number;
+    loss: number;
+    threads: number;
+    env: TorchEnv;
+  };
+  requireOptimizedBlas(result.env);
+  return result;
 }
 
 export const trainBench: Bench = {
@@ -180,6 +189,8 @@ export const trainBench: Bench = {
     'params',
     'model_state_bytes_per_rank',
     'predicted_bytes_per_rank',
+    'gflops',
+    'fraction_of_limit',
     'vs_torch',
   ],
   flags: {
@@ -201,7 +212,7 @@ export const trainBench: Bench = {
       help: `webtron configurations: ${Object.keys(VARIANTS).join(', ')} (bf16: --grad-reduce-in-bf16; busy-poll: WEBTRON_GPU_POLL_MS=0)`,
     },
   },
-  async run(_env, flags) {
+  async run(env, flags) {
     const name = flags.config as string;
     const model = TRAIN_CONFIGS[name];
     if (!model) throw new FlagError(`--config: unknown config '${name}'; known: ${Object.keys(TRAIN_CONFIGS).join(', ')}`);
@@ -219,6 +230,19 @@ export const trainBench: Bench = {
     const configurations = worlds.flatMap((world) => variants.map((v) => ({ world, ...VARIANTS[v]! })));
     const micro = flagOf(model, '--micro-batch-size');
     const withTorch = !flags['no-torch'];
+    // The device's limit every row is a fraction of: torch's GEMM on every core for a CPU driver (it
+    // also refuses a reference BLAS before anything runs), the vendor's fp32 peak for a known GPU.
+    const ctx = await env.gpu();
+    const cpuLimit = ctx.software && withTorch ? cpuGemmLimit(flags.python as string) : null;
+    const peak = ctx.software ? null : gpuPeak(ctx.adapterName);
+    const limit = cpuLimit
+      ? {
+          gflops: cpuLimit.gemm_gflops,
+          what: `torch fp32 GEMM ${cpuLimit.gemm_size}^3 on ${cpuLimit.threads} threads, ${cpuLimit.blas.kind}`,
+        }
+      : peak
+        ? { gflops: peak.fp32 / 1e9, what: `${peak.name} fp32 peak` }
+        : null;
     // torch's tokens/s per world size, one entry per repeat (null: it could not run).
     const torch = new Map<number, (number | null)[]>();
     let vocab: number | null = null;
@@ -318,7 +342,7 @@ export const trainBench: Bench = {
                   step_ms: t.step_ms,
                   final_loss: t.loss,
                   threads_per_rank: t.threads,
-                  torch_version: t.torch_version,
+                  ...torchEnvFields(t.env),
                   repeat: k,
                 },
               ]);
@@ -338,6 +362,18 @@ export const trainBench: Bench = {
         tokens_per_s_runs: list.map((r) => Math.round(r.tokens_per_s as number)),
       };
       delete row.repeat;
+      if (vocab !== null) {
+        const flops = gptTrainFlopsPerToken({
+          numLayers: flagOf(model, '--num-layers'),
+          hiddenSize: flagOf(model, '--hidden-size'),
+          seqLength: flagOf(model, '--seq-length'),
+          vocabSize: vocab,
+        });
+        const gflops = Math.round(((row.tokens_per_s as number) * flops) / 1e7) / 100;
+        row.gflops = gflops;
+        row.fraction_of_limit = fractionOf(gflops, limit?.gflops);
+        if (limit) row.limit = `${Math.round(limit.gflops)} GFLOP/s (${limit.what})`;
+      }
       if (row.impl === 'webtron') {
         const ratios = list.flatMap((r) => {
           const t = torch.get(r.world as number)?.[r.repeat as number];

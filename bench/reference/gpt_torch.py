@@ -4,6 +4,8 @@
 The same nanoGPT shape as src/nn/gpt.ts (tied head, pre-LN blocks, fused qkv, 4h GELU-tanh MLP,
 no dropout), GPT-2 init, random tokens. Prints one JSON object: tokens/s (median of the runs).
 Run with Debian's python3-torch: /usr/bin/python3 bench/reference/gpt_torch.py --layers 4 ...
+Its line records torch's threads and the BLAS it runs on, with a GEMM figure (torch_env.py). On a
+2-vCPU machine torch's default of 1 intra-op thread measured 3-5x faster than 2.
 `--device cuda` runs it on an NVIDIA GPU (fp32, TF32 off, as webtron computes), timed with a
 device synchronize after each step.
 """
@@ -14,6 +16,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from torch_env import torch_env
 
 
 class Block(torch.nn.Module):
@@ -70,7 +74,10 @@ def main():
     for name, default in [('layers', 4), ('heads', 4), ('hidden', 128), ('block', 64), ('batch', 12), ('vocab', 81), ('runs', 10), ('warmup', 3)]:
         ap.add_argument(f'--{name}', type=int, default=default)
     ap.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    ap.add_argument('--threads', type=int, default=0, help="intra-op threads (default: torch's own choice)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     device = torch.device(a.device)
     if a.device == 'cuda':
@@ -95,7 +102,8 @@ def main():
     ms = 1000 * times[len(times) // 2]
     print(json.dumps({'ms': ms, 'tokens_per_s': a.batch * a.block / (ms / 1000), 'loss': float(loss),
                       'threads': torch.get_num_threads(), 'torch_version': torch.__version__,
-                      'device': torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu'}))
+                      'device': torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu',
+                      'env': torch_env(a.device)}))
 
 
 if __name__ == '__main__':

@@ -11,7 +11,8 @@ Run with Debian's python3-torch (never a webtron dependency):
     /usr/bin/python3 bench/reference/train_torch_ddp.py --world 2 --iters 40 --window 20
 Each process gets cores / world intra-op threads, as torchrun's OMP_NUM_THREADS=1 default intends
 on a machine this small (--threads overrides). Prints one JSON line: global tokens/s over the last
---window iterations, step milliseconds, the final loss.
+--window iterations, step milliseconds, the final loss, and the BLAS torch ran on with a GEMM figure
+(torch_env.py).
 """
 import argparse
 import json
@@ -26,6 +27,7 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt_torch import Gpt
+from torch_env import torch_env
 
 
 def free_port():
@@ -85,7 +87,9 @@ def main():
     queue = ctx.SimpleQueue()
     mp.spawn(worker, args=(a, free_port(), queue), nprocs=a.world, join=True)
     result = queue.get()
-    print(json.dumps({**result, "world": a.world, "threads": a.threads, "torch_version": torch.__version__}))
+    # The BLAS and a GEMM at the ranks' thread count, measured after the ranks finished.
+    env = torch_env("cpu", a.threads)
+    print(json.dumps({**result, "world": a.world, "threads": a.threads, "torch_version": torch.__version__, "env": env}))
 
 
 if __name__ == "__main__":
