@@ -1,6 +1,7 @@
 /** `webtron <command>`: the command-line entry point. */
 import { listAdapters } from './gpu/adapter.js';
 import { GpuContext, OPTIONAL_FEATURES } from './gpu/context.js';
+import { describeTile, SHAPE_CLASSES } from './gpu/matmul-tuner.js';
 import { gpuPollMs } from './gpu/poll.js';
 import { WebtronError } from './errors.js';
 import { flagHelp, GPU_FLAGS, parseFlags, type FlagSpec, type FlagValues } from './train/flags.js';
@@ -32,6 +33,25 @@ const LIMITS_SHOWN: (keyof GPUSupportedLimits)[] = [
   'minStorageBufferOffsetAlignment',
 ];
 
+/** The matmul kernel family and, for the tiled kernel, its tiles by shape class and where they came from. */
+function matmulChoice(ctx: GpuContext): Record<string, unknown> {
+  const kernel = ctx.matmulKernel;
+  if (kernel !== 'tiled') return { kernel };
+  const t = ctx.matmulTuning;
+  return { kernel, tiles: t.tiles, gflops: t.gflops, source: t.source, cachePath: t.cachePath, tunedAt: t.tunedAt ?? null };
+}
+
+function matmulLine(ctx: GpuContext): string {
+  const kernel = ctx.matmulKernel;
+  if (kernel === 'texture') return 'texture (operands copied into storage textures: a CPU driver)';
+  if (kernel === 'buffer') return 'buffer (operands read in place)';
+  const t = ctx.matmulTuning;
+  const tiles = SHAPE_CLASSES.map((c) => `${c} ${describeTile(t.tiles[c])}${t.gflops[c] ? ` (${t.gflops[c]} GFLOP/s)` : ''}`).join('; ');
+  const source =
+    t.source === 'default' ? 'default tiles, not tuned' : `${t.source} ${t.cachePath ?? ''}${t.tunedAt ? `, tuned ${t.tunedAt}` : ''}`;
+  return `tiled: ${tiles}; ${source}`;
+}
+
 const info: Command = {
   summary: 'print the WebGPU adapter, backend, limits and features webtron will use',
   flags: {
@@ -62,6 +82,7 @@ const info: Command = {
           features: enabled,
           adapterFeatures,
           gpuPollMs: gpuPollMs(),
+          matmul: matmulChoice(ctx),
         }),
       );
       return;
@@ -79,6 +100,7 @@ const info: Command = {
         'waits for the GPU',
         gpuPollMs() > 0 ? `polling every ${gpuPollMs()} ms (WEBTRON_GPU_POLL_MS)` : "Dawn's busy loop (WEBTRON_GPU_POLL_MS)",
       ],
+      ['matmul kernel', matmulLine(ctx)],
       ['adapter features', adapterFeatures.join(', ')],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));

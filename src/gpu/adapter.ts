@@ -90,14 +90,28 @@ export function describeAdapter(info: GPUAdapterInfo, backend: string): string {
   return `${name} — ${backend}${isSoftwareAdapter(info) ? ' (software)' : ''}`;
 }
 
+/**
+ * Dawn toggles for hardware adapters, as onnxruntime's WebGPU provider sets them: experimental
+ * features such as chromium-experimental-subgroup-matrix (tensor cores from WGSL) are offered only
+ * with allow_unsafe_apis; Dawn keeps f16 off on NVIDIA's Vulkan driver without
+ * vulkan_enable_f16_on_nvidia; subgroup matrices need the Vulkan memory model. Software adapters
+ * run without them.
+ */
+const HARDWARE_TOGGLES = 'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,use_vulkan_memory_model';
+
 /** Find the adapter these options choose, or null when none matches. Never throws for "none found". */
 export async function findAdapter(options: AdapterOptions): Promise<FoundAdapter | null> {
   const opts = resolveOptions(options);
   const flags = [...opts.dawnFlags];
   if (opts.backend) flags.push(`backend=${opts.backend}`);
   if (opts.adapter) flags.push(`adapter=${opts.adapter}`);
-  const adapter = await dawn(flags).requestAdapter({ powerPreference: opts.powerPreference });
+  let adapter = await dawn(flags).requestAdapter({ powerPreference: opts.powerPreference });
   if (!adapter) return null;
+  if (!isSoftwareAdapter(adapter.info) && !flags.some((f) => f.startsWith('enable-dawn-features='))) {
+    // The same choice again from an instance with the hardware toggles (kept if Dawn still offers it).
+    const toggled = await dawn([...flags, HARDWARE_TOGGLES]).requestAdapter({ powerPreference: opts.powerPreference });
+    if (toggled && toggled.info.description === adapter.info.description) adapter = toggled;
+  }
   const info = adapter.info;
   const backend = backendOf(info, opts.backend);
   return { adapter, info, backend, description: describeAdapter(info, backend) };

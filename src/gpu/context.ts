@@ -7,6 +7,7 @@ import { GpuDeviceError, GpuError } from './errors.js';
 import { MemoryAccounting, type MemoryCategory, type MemoryReport } from './memory.js';
 import { Kernels } from './kernels.js';
 import { gpuPollFor, pollGpuEvery } from './poll.js';
+import { DEFAULT_TILES, tuneMatmul, type MatmulTuning } from './matmul-tuner.js';
 import { BufferPool } from './pool.js';
 import { ScratchTextures } from './scratch.js';
 import { Transfers } from './transfers.js';
@@ -34,7 +35,27 @@ const REQUESTED_LIMITS = [
 type RequestedLimit = (typeof REQUESTED_LIMITS)[number];
 
 /** Optional features used when present ('subgroups' is newer than @webgpu/types' feature list). */
-export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ['shader-f16', 'timestamp-query', 'subgroups' as GPUFeatureName];
+export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = [
+  'shader-f16',
+  'timestamp-query',
+  'subgroups' as GPUFeatureName,
+  'chromium-experimental-subgroup-matrix' as GPUFeatureName,
+];
+
+interface SubgroupMatrixConfig {
+  componentType: unknown;
+  resultComponentType: unknown;
+  M: unknown;
+  N: unknown;
+  K: unknown;
+}
+
+/** The f16 x f16 -> f32 subgroup-matrix shape (M x N x K) the adapter offers, the tensor cores' shape. */
+export interface SubgroupMatrixShape {
+  m: number;
+  n: number;
+  k: number;
+}
 
 export interface GpuOptions extends AdapterOptions {
   /** Ask for less than the adapter offers (values above the adapter's are an error). For tests. */
@@ -45,14 +66,31 @@ export interface GpuOptions extends AdapterOptions {
   matmulRows?: 16 | 32;
   /** The matmul kernel family instead of the adapter's choice (`matmulKernel`). For tests and benchmarks. */
   matmulKernel?: MatmulKernel;
+  /**
+   * Tune the tiled matmul's tile shapes at creation (from the cache when it has this adapter): the
+   * default for hardware adapters. `false` keeps the default tiles.
+   */
+  tuneMatmul?: boolean;
 }
 
 /**
  * Matmul kernel families: `buffer` reads its operands from storage buffers in place, any layout
  * (shaders/matmul-body.wgsl); `texture` reads copies of them in storage textures, for CPU drivers
- * (shaders/matmul-texture-body.wgsl).
+ * (shaders/matmul-texture-body.wgsl); `tiled` stages tiles in workgroup memory, for hardware GPUs
+ * (shaders/matmul-tiled-body.wgsl).
  */
-export type MatmulKernel = 'buffer' | 'texture';
+export type MatmulKernel = 'buffer' | 'texture' | 'tiled';
+
+const MATMUL_KERNELS: readonly MatmulKernel[] = ['buffer', 'texture', 'tiled'];
+
+/** `WEBTRON_MATMUL` when set: the matmul kernel family to use instead of the adapter's choice. */
+export function matmulKernelFromEnv(env: NodeJS.ProcessEnv = process.env): MatmulKernel | undefined {
+  const text = env.WEBTRON_MATMUL;
+  if (text === undefined || text === '') return undefined;
+  if (!(MATMUL_KERNELS as readonly string[]).includes(text))
+    throw new GpuError(`WEBTRON_MATMUL must be one of ${MATMUL_KERNELS.join(', ')}, got '${text}'`);
+  return text as MatmulKernel;
+}
 
 /** Usage of a storage buffer that can also be copied to and from (what webtron's data buffers need). */
 export function storageUsage(): GPUBufferUsageFlags {
@@ -164,6 +202,8 @@ export class GpuContext {
   readonly transfers: Transfers;
   readonly scratch: ScratchTextures;
   readonly pool: BufferPool;
+  /** The tiled matmul's tile shapes by shape class, and where they came from. */
+  matmulTuning: MatmulTuning = { tiles: { ...DEFAULT_TILES }, gflops: {}, source: 'default', cachePath: null };
   private readonly pendingErrors: GPUError[] = [];
   private lostInfo: GPUDeviceLostInfo | null = null;
 
@@ -207,7 +247,11 @@ export class GpuContext {
       requiredLimits,
       requiredFeatures,
     });
-    return new GpuContext(found, device, options.matmulRows, options.matmulKernel);
+    const ctx = new GpuContext(found, device, options.matmulRows, options.matmulKernel ?? matmulKernelFromEnv());
+    if (ctx.matmulKernel === 'tiled' && (options.tuneMatmul ?? !ctx.software) && ctx.hasTimestamps) {
+      ctx.matmulTuning = await tuneMatmul(ctx);
+    }
+    return ctx;
   }
 
   get adapterName(): string {
@@ -240,6 +284,23 @@ export class GpuContext {
     return this.found.info.subgroupMaxSize ?? 0;
   }
 
+  /**
+   * The subgroup-matrix shape for f16 inputs and f32 results when the device has the feature (null
+   * otherwise, as on lavapipe): the tensor-core matmul for 16-bit params uses it.
+   */
+  get subgroupMatrix(): SubgroupMatrixShape | null {
+    if (!this.device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName)) return null;
+    const configs = (this.found.info as unknown as { subgroupMatrixConfigs?: SubgroupMatrixConfig[] }).subgroupMatrixConfigs ?? [];
+    // Dawn's config objects stringify as {}: read each field by name.
+    const f16 = configs.find((c) => String(c.componentType) === 'f16' && String(c.resultComponentType) === 'f32');
+    return f16 ? { m: Number(f16.M), n: Number(f16.N), k: Number(f16.K) } : null;
+  }
+
+  /** Subgroups of exactly 8 lanes (the texture matmul's workgroup is one subgroup of 8). */
+  get subgroupsOfExactly8(): boolean {
+    return this.hasSubgroupsOf8 && this.subgroupMaxSize === 8;
+  }
+
   /** Subgroup operations in subgroups of at least 8 lanes (the matmul kernel shares A's rows that way). */
   get hasSubgroupsOf8(): boolean {
     return this.device.features.has('subgroups') && (this.found.info.subgroupMinSize ?? 0) >= 8;
@@ -254,14 +315,15 @@ export class GpuContext {
   }
 
   /**
-   * The matmul kernel family: `texture` on a CPU driver running subgroups of exactly 8 lanes (its
-   * storage-image loads are branch-free gathers, its buffer loads lane by lane; 1.8-2x on GPT shapes
-   * on lavapipe), `buffer` elsewhere. Shapes the texture kernel cannot take run on `buffer`.
+   * The matmul kernel family: `tiled` on hardware; on a CPU driver running subgroups of exactly 8
+   * lanes `texture` (its storage-image loads are branch-free gathers, its buffer loads lane by lane;
+   * 1.8-2x on GPT shapes on lavapipe), else `buffer`. Shapes the texture kernel cannot take run on
+   * `buffer`.
    */
   get matmulKernel(): MatmulKernel {
     if (this.matmulKernelOption) return this.matmulKernelOption;
-    const eightLanes = this.hasSubgroupsOf8 && this.subgroupMaxSize === 8;
-    return this.software && eightLanes ? 'texture' : 'buffer';
+    if (!this.software) return 'tiled';
+    return this.subgroupsOfExactly8 ? 'texture' : 'buffer';
   }
 
   /** Allocate a buffer counted under `category`. */

@@ -22,6 +22,9 @@ import { gridFor } from './grid.js';
 /** Named WGSL `override` constants for a pipeline. */
 export type ShaderConstants = Record<string, number>;
 
+/** Named module-scope `const`s (u32) added to a shader's source. */
+export type ShaderDefines = Record<string, number>;
+
 /** A buffer, a byte range of one, or a storage texture, to bind to a shader variable. */
 export type Binding = DeviceBuffer | { buffer: DeviceBuffer; offset: number; size: number } | DeviceTexture;
 
@@ -57,24 +60,33 @@ export class Kernels {
     );
   }
 
-  private module(name: string): GPUShaderModule {
-    let module = this.modules.get(name);
+  /**
+   * The module of `name`, with `defines` as module-scope `const`s after its `enable` directives:
+   * for values WGSL needs as const-expressions (a subgroup matrix's shape), which overrides are not.
+   */
+  private module(name: string, defines: ShaderDefines = {}): GPUShaderModule {
+    const key = `${name}:${JSON.stringify(Object.entries(defines).sort())}`;
+    let module = this.modules.get(key);
     if (!module) {
-      module = this.ctx.device.createShaderModule({ label: name, code: this.source(name) });
-      this.modules.set(name, module);
+      const consts = Object.entries(defines)
+        .map(([k, v]) => `const ${k}: u32 = ${v}u;\n`)
+        .join('');
+      const source = this.source(name).replace(/^((?:\s*(?:\/\/[^\n]*)?\n|\s*enable [^;]+;)*)/, (head) => head + consts);
+      module = this.ctx.device.createShaderModule({ label: name, code: source });
+      this.modules.set(key, module);
     }
     return module;
   }
 
-  /** The compute pipeline for `shader`'s `entryPoint` with these override constants (cached). */
-  pipeline(shader: string, entryPoint: string, constants: ShaderConstants = {}): GPUComputePipeline {
-    const key = `${shader}:${entryPoint}:${JSON.stringify(Object.entries(constants).sort())}`;
+  /** The compute pipeline for `shader`'s `entryPoint` with these override constants and defines (cached). */
+  pipeline(shader: string, entryPoint: string, constants: ShaderConstants = {}, defines: ShaderDefines = {}): GPUComputePipeline {
+    const key = `${shader}:${entryPoint}:${JSON.stringify(Object.entries(constants).sort())}:${JSON.stringify(Object.entries(defines).sort())}`;
     let pipeline = this.pipelines.get(key);
     if (!pipeline) {
       pipeline = this.ctx.device.createComputePipeline({
         label: `${shader}.${entryPoint}`,
         layout: 'auto',
-        compute: { module: this.module(shader), entryPoint, constants },
+        compute: { module: this.module(shader, defines), entryPoint, constants },
       });
       this.pipelines.set(key, pipeline);
       this.entryOf.set(pipeline, { where: `${shader}.${entryPoint}`, layout: this.entry(shader, entryPoint) });
@@ -82,11 +94,17 @@ export class Kernels {
     return pipeline;
   }
 
-  /** Every compute entry point of `shader` with its uniform struct and storage buffers, read from the WGSL (cached). */
+  /**
+   * Every compute entry point of `shader` with its uniform struct and storage buffers, read from the
+   * WGSL (cached). A shader whose syntax the reflection library does not know names, in a line
+   * `//!reflect other`, a twin with the same interface to read instead.
+   */
   layout(shader: string): ShaderLayout {
     let layout = this.layouts.get(shader);
     if (!layout) {
-      layout = reflectShader(shader, this.source(shader));
+      const source = this.source(shader);
+      const twin = /^\/\/!reflect ([\w-]+)\s*$/m.exec(source)?.[1];
+      layout = twin ? { ...this.layout(twin), shader } : reflectShader(shader, source);
       this.layouts.set(shader, layout);
     }
     return layout;

@@ -66,7 +66,7 @@ function copyIn(g: Graph, t: Tensor, copy: TextureCopy, role: string): DeviceTex
 
 /** Run C = alpha · A @ B (+ bias) (+ C) on the texture kernel; false (nothing recorded) when it cannot take the operands. */
 export function textureMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions): boolean {
-  if ((s.nb0 ?? 1) * (s.nb1 ?? 1) !== 1 || s.k % 4 !== 0 || !FORMATS[b.t.dtype]) return false;
+  if (!g.ctx.subgroupsOfExactly8 || (s.nb0 ?? 1) * (s.nb1 ?? 1) !== 1 || s.k % 4 !== 0 || !FORMATS[b.t.dtype]) return false;
   const aCopy = copyOf(g, a, s.m, s.k);
   const bCopy = copyOf(g, b, s.k, s.n);
   if (!aCopy || !bCopy) return false;

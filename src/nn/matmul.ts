@@ -3,7 +3,9 @@
  * kernel that takes any operand layout.
  */
 import type { Graph } from './graph.js';
+import { stridedOperands } from './matmul-operands.js';
 import { textureMatmul } from './matmul-texture.js';
+import { tiledMatmul } from './matmul-tiled.js';
 import { quadBinding } from './quads.js';
 import { paramCode, ShapeMismatch, type Tensor } from './tensor.js';
 
@@ -38,9 +40,10 @@ export interface MatmulOptions {
 
 /**
  * C = alpha · A @ B (+ bias[n]) (+ C when `accumulate`). A and C are fp32; B and the bias may be
- * params of any dtype (the same one). C's column stride is 1. On a CPU driver the texture kernel
- * runs where the operands can be copied into textures (matmul-texture.ts); everything else, and
- * every other adapter, runs the buffer kernel below.
+ * params of any dtype (the same one). C's column stride is 1. The adapter's kernel family runs it
+ * (GpuContext.matmulKernel): the tiled kernel on hardware (matmul-tiled.ts), on a CPU driver the
+ * texture kernel where the operands can be copied into textures (matmul-texture.ts), and the buffer
+ * kernel below for the rest.
  */
 export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions = {}): void {
   requireF32(a.t, 'matmul A');
@@ -49,7 +52,9 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   if (options.bias && options.bias.dtype !== b.t.dtype)
     throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
   if (s.m === 0 || s.n === 0 || (s.nb0 ?? 1) * (s.nb1 ?? 1) === 0) return;
-  if (g.ctx.matmulKernel === 'texture' && textureMatmul(g, s, a, b, c, options)) return;
+  const kernel = g.ctx.matmulKernel;
+  if (kernel === 'tiled') return tiledMatmul(g, s, a, b, c, options);
+  if (kernel === 'texture' && textureMatmul(g, s, a, b, c, options)) return;
   bufferMatmul(g, s, a, b, c, options);
 }
 
@@ -61,7 +66,7 @@ function bufferMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Opera
   const A = a.t.binding(ctx);
   const B = b.t.binding(ctx);
   const C = c.t.binding(ctx);
-  const bias = options.bias?.binding(ctx);
+  const operands = stridedOperands(g, s, a, b, c, options);
   const lanes = Math.ceil(s.n / 4);
   // The widest workgroup that leaves the fewest idle invocations in the last column block; on a CPU
   // driver its SIMD width (wider workgroups only loop, and each width is another compile).
@@ -69,7 +74,6 @@ function bufferMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Opera
     ? Math.max(8, ctx.subgroupMaxSize)
     : [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
   const rows = ctx.matmulRows;
-  const flags = (options.bias ? 1 : 0) | (options.accumulate ? 2 : 0);
   const aStart = A.shift + (a.off ?? 0);
   const bStart = B.shift + (b.off ?? 0);
   // vec4 reads where an operand is contiguous in the direction read and 4-element aligned.
@@ -94,35 +98,11 @@ function bufferMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Opera
       B_MODE: bMode,
       C_VEC: cVec ? 1 : 0,
     },
+    operands.uniforms,
     {
-      FLAGS: flags,
-      M: s.m,
-      N: s.n,
-      K: s.k,
-      NB1: nb1,
-      A_RS: a.rs,
-      A_CS: a.cs,
-      A_B0: a.b0 ?? 0,
-      A_B1: a.b1 ?? 0,
-      B_RS: b.rs,
-      B_CS: b.cs,
-      B_B0: b.b0 ?? 0,
-      B_B1: b.b1 ?? 0,
-      C_RS: c.rs,
-      C_B0: c.b0 ?? 0,
-      C_B1: c.b1 ?? 0,
-      a_off: aStart,
-      b_off: bStart,
-      c_off: cStart,
-      bias_off: bias ? bias.shift : 0,
-      alpha: options.alpha ?? 1,
-    },
-    {
-      A: A.binding,
-      B: B.binding,
+      ...operands.bindings,
       C: cVec ? g.runner.writableDummy : C.binding,
       C4: cVec ?? g.runner.writableDummy,
-      bias: (bias ?? B).binding,
       A4: aVec ?? g.runner.dummy,
       B4: bVec ?? g.runner.dummy,
     },

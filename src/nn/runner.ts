@@ -6,7 +6,7 @@
 import { GpuError } from '../gpu/errors.js';
 import type { DeviceBuffer, DeviceTexture, GpuContext } from '../gpu/context.js';
 import type { UniformValues } from '../gpu/bindings.js';
-import type { Binding, ShaderConstants } from '../gpu/kernels.js';
+import type { Binding, ShaderConstants, ShaderDefines } from '../gpu/kernels.js';
 import type { GpuTimer } from '../gpu/timer.js';
 
 const SLOT_BYTES = 256;
@@ -60,8 +60,9 @@ export class Runner {
     uniforms: UniformValues,
     bindings: Record<string, Binding>,
     workgroups: number | [number, number, number],
+    defines: ShaderDefines = {},
   ): void {
-    const pipeline = this.ctx.kernels.pipeline(shader, entry, constants);
+    const pipeline = this.ctx.kernels.pipeline(shader, entry, constants, defines);
     const size = this.ctx.kernels.uniformBytes(pipeline);
     if (size > SLOT_BYTES) throw new GpuError(`${shader}.${entry}: a uniform struct of ${size} B does not fit a ${SLOT_BYTES}-byte slot`);
     if (this.slots === SLOTS) this.flush();

@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { findAdapter, isSoftwareAdapter } from '../../src/gpu/adapter.js';
+import { GpuContext } from '../../src/gpu/context.js';
 
 const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 
@@ -14,12 +15,25 @@ describe('webtron info', () => {
       backend: string;
       limits: Record<string, number>;
       gpuPollMs: number;
+      matmul: { kernel: string };
     };
     expect(info.adapter).toBe(found!.info.description);
     expect(info.backend).toBe(found!.backend);
     expect(info.limits.maxStorageBufferBindingSize).toBe(found!.adapter.limits.maxStorageBufferBindingSize);
     // How it waits for the GPU: a 1 ms poll on a software adapter, Dawn's busy loop on hardware.
     expect(info.gpuPollMs).toBe(isSoftwareAdapter(found!.info) ? 1 : 0);
+    // The matmul kernel the context chooses, and WEBTRON_MATMUL overriding it.
+    const ctx = await GpuContext.create({ tuneMatmul: false });
+    try {
+      expect(info.matmul.kernel).toBe(ctx.matmulKernel);
+    } finally {
+      ctx.destroy();
+    }
+    const forced = execFileSync('node', [bin, 'info', '--json'], { encoding: 'utf8', env: { ...process.env, WEBTRON_MATMUL: 'buffer' } });
+    expect(JSON.parse(forced.trim().split('\n').pop()!).matmul).toEqual({ kernel: 'buffer' });
+    const bad = spawnSync('node', [bin, 'info'], { encoding: 'utf8', env: { ...process.env, WEBTRON_MATMUL: 'fast' } });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/WEBTRON_MATMUL must be one of buffer, texture, tiled, got 'fast'/);
   });
   it('a bad flag is a one-line error and exit code 2', () => {
     const run = spawnSync('node', [bin, 'info', '--backend', 'glide'], { encoding: 'utf8' });

@@ -5,7 +5,7 @@
  * kernel ran, including the operands it must leave to the buffer kernel.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GpuContext } from '../../src/gpu/context.js';
+import { GpuContext, matmulKernelFromEnv } from '../../src/gpu/context.js';
 import type { ParamDtype } from '../../src/ddp/layout.js';
 import { Graph } from '../../src/nn/graph.js';
 import { matmulInto, type Operand } from '../../src/nn/matmul.js';
@@ -222,7 +222,12 @@ describe('scratch textures', () => {
   it('lavapipe chooses the texture kernel, and the choice can be overridden', async () => {
     const chosen = await GpuContext.create();
     try {
-      expect(chosen.matmulKernel).toBe(chosen.software && chosen.subgroupMaxSize === 8 && chosen.hasSubgroupsOf8 ? 'texture' : 'buffer');
+      expect(chosen.matmulKernel).toBe(!chosen.software ? 'tiled' : chosen.subgroupsOfExactly8 ? 'texture' : 'buffer');
+      expect(matmulKernelFromEnv({ WEBTRON_MATMUL: 'tiled' })).toBe('tiled');
+      expect(matmulKernelFromEnv({})).toBeUndefined();
+      expect(() => matmulKernelFromEnv({ WEBTRON_MATMUL: 'fast' })).toThrow(
+        /^WEBTRON_MATMUL must be one of buffer, texture, tiled, got 'fast'$/,
+      );
     } finally {
       chosen.destroy();
     }

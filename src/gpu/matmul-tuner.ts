@@ -1,0 +1,216 @@
+/**
+ * Tile shapes for the tiled matmul (shaders/matmul-tiled-body.wgsl), chosen per adapter and shape
+ * class by timing every candidate on one representative product of each class, and cached on disk
+ * keyed by the adapter, its driver and the kernel's source, so each machine tunes once.
+ *
+ * Shape classes: `small` (C has at most 256 x 256 elements: few tiles, so small ones keep every
+ * core busy), `narrow` (C is at most 64 wide or tall: attention heads, narrow projections) and
+ * `large` (everything else).
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../files.js';
+import type { GpuContext } from './context.js';
+import { GpuError } from './errors.js';
+import { storageUsage } from './context.js';
+
+export interface TileShape {
+  /** Rows and columns of C per workgroup, k per staged step, rows and columns per invocation. */
+  bm: number;
+  bn: number;
+  bk: number;
+  tm: number;
+  tn: number;
+}
+
+export const SHAPE_CLASSES = ['small', 'narrow', 'large'] as const;
+export type ShapeClass = (typeof SHAPE_CLASSES)[number];
+
+/** The candidates the tuner times (those the device's limits allow). */
+export const TILE_CANDIDATES: readonly TileShape[] = [
+  { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 },
+  { bm: 64, bn: 64, bk: 8, tm: 4, tn: 4 },
+  { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
+  { bm: 128, bn: 64, bk: 8, tm: 8, tn: 4 },
+  { bm: 64, bn: 128, bk: 8, tm: 4, tn: 8 },
+  { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
+  { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8 },
+];
+
+/** Untuned choices: what the tuner picks most often on the GPUs it has run on. */
+export const DEFAULT_TILES: Record<ShapeClass, TileShape> = {
+  small: { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 },
+  narrow: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
+  large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
+};
+
+/** The representative product [m, k] @ [k, n] each class is timed on. */
+const TUNING_SHAPES: Record<ShapeClass, [number, number, number]> = {
+  small: [256, 256, 256],
+  narrow: [4096, 64, 1024],
+  large: [2048, 2048, 1024],
+};
+
+export function shapeClass(m: number, n: number, _k: number): ShapeClass {
+  if (m * n <= 256 * 256) return 'small';
+  if (Math.min(m, n) <= 64) return 'narrow';
+  return 'large';
+}
+
+/** Why `tile` cannot run on this device, or null. */
+export function tileProblem(ctx: GpuContext, t: TileShape): string | null {
+  const threads = (t.bm / t.tm) * (t.bn / t.tn);
+  if (t.bm % t.tm !== 0 || t.bn % t.tn !== 0) return 'BM and BN must be multiples of TM and TN';
+  if (t.tm > 8 || t.tn > 8) return 'TM and TN are at most 8';
+  if (threads > ctx.limits.maxComputeInvocationsPerWorkgroup) return `${threads} invocations per workgroup`;
+  if (t.bn / t.tn > ctx.limits.maxComputeWorkgroupSizeX || t.bm / t.tm > ctx.limits.maxComputeWorkgroupSizeY) return 'workgroup too wide';
+  if ((t.bm + t.bn) * t.bk * 4 > ctx.limits.maxComputeWorkgroupStorageSize) return 'tiles exceed workgroup memory';
+  return null;
+}
+
+export interface MatmulTuning {
+  tiles: Record<ShapeClass, TileShape>;
+  /** GFLOP/s of each class's choice on its tuning shape (empty when not tuned). */
+  gflops: Partial<Record<ShapeClass, number>>;
+  /** 'tuned' now, 'cache' (read from `cachePath`), or 'default' (not tuned). */
+  source: 'tuned' | 'cache' | 'default';
+  cachePath: string | null;
+  tunedAt?: string;
+}
+
+/** The folder of webtron's on-disk caches: WEBTRON_CACHE_DIR, else XDG_CACHE_HOME/webtron, else ~/.cache/webtron. */
+export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.WEBTRON_CACHE_DIR) return env.WEBTRON_CACHE_DIR;
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'webtron');
+}
+
+/** The adapter, its driver (Dawn's description carries the driver version), the backend, and the kernel's source. */
+export function tuningKey(ctx: GpuContext): string {
+  const info = ctx.found.info;
+  const kernel = createHash('sha256').update(ctx.kernels.source('matmul-tiled')).digest('hex').slice(0, 16);
+  return [ctx.backend, info.vendor, info.architecture, info.device, info.description, kernel].join('|');
+}
+
+interface CacheFile {
+  version: 1;
+  entries: Record<string, { tiles: Record<ShapeClass, TileShape>; gflops: Partial<Record<ShapeClass, number>>; tunedAt: string }>;
+}
+
+function readCache(path: string): CacheFile {
+  if (!existsSync(path)) return { version: 1, entries: {} };
+  try {
+    const parsed = JSON.parse(readFileSync(path, 'utf8')) as CacheFile;
+    return parsed.version === 1 && typeof parsed.entries === 'object' ? parsed : { version: 1, entries: {} };
+  } catch {
+    return { version: 1, entries: {} }; // a damaged cache is rebuilt, never trusted
+  }
+}
+
+/** The tile shape the adapter's tuning chose for a product of this shape. */
+export function tileFor(ctx: GpuContext, m: number, n: number, k: number): TileShape {
+  return ctx.matmulTuning.tiles[shapeClass(m, n, k)];
+}
+
+/** GFLOP/s of `tile` on [m, k] @ [k, n] with fp32 operands: the median of `runs` timed dispatches. */
+export async function timeTile(ctx: GpuContext, tile: TileShape, [m, k, n]: [number, number, number], runs = 5): Promise<number> {
+  const buffer = (label: string, floats: number) => ctx.createBuffer({ label, size: floats * 4, usage: storageUsage(), category: 'other' });
+  const A = buffer('tune.a', m * k);
+  const B = buffer('tune.b', k * n);
+  const C = buffer('tune.c', m * n);
+  const pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', { BM: tile.bm, BN: tile.bn, BK: tile.bk, TM: tile.tm, TN: tile.tn });
+  const uniforms = ctx.createBuffer({
+    label: 'tune.uniforms',
+    size: 256,
+    usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    category: 'other',
+  });
+  const view = new DataView(new ArrayBuffer(256));
+  ctx.kernels.packUniforms(pipeline, { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 }, view);
+  ctx.device.queue.writeBuffer(uniforms.gpu, 0, view.buffer);
+  const group = ctx.kernels.bindGroup(
+    pipeline,
+    { A, B, C, bias: B },
+    { buffer: uniforms, offset: 0, size: ctx.kernels.uniformBytes(pipeline) },
+  );
+  const grid = [Math.ceil(n / tile.bn), Math.ceil(m / tile.bm), 1] as const;
+  const querySet = ctx.device.createQuerySet({ type: 'timestamp', count: 2 * (runs + 1) });
+  const resolve = ctx.createBuffer({
+    label: 'tune.resolve',
+    size: 16 * (runs + 1),
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    category: 'staging',
+  });
+  try {
+    const encoder = ctx.device.createCommandEncoder({ label: 'tune' });
+    for (let r = 0; r <= runs; r++) {
+      const pass = encoder.beginComputePass({
+        timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * r, endOfPassWriteIndex: 2 * r + 1 },
+      });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(...grid);
+      pass.end();
+    }
+    encoder.resolveQuerySet(querySet, 0, 2 * (runs + 1), resolve.gpu, 0);
+    ctx.submit([encoder.finish()]);
+    const bytes = await ctx.transfers.readback(resolve, 0, 16 * (runs + 1));
+    const ns = new BigUint64Array(bytes.buffer, bytes.byteOffset, 2 * (runs + 1));
+    // The first run warms up; the median of the rest.
+    const ms = Array.from({ length: runs }, (_, r) => Number(ns[2 * r + 3]! - ns[2 * r + 2]!) / 1e6).sort((x, y) => x - y);
+    return (2 * m * n * k) / (ms[runs >> 1]! * 1e6);
+  } finally {
+    querySet.destroy();
+    for (const b of [A, B, C, uniforms, resolve]) b.destroy();
+  }
+}
+
+export interface TuneOptions {
+  /** Where the cache file lives (default `cacheDir()`); null: neither read nor write one. */
+  cacheDir?: string | null;
+  /** Time the candidates even when the cache has an entry. */
+  force?: boolean;
+  candidates?: readonly TileShape[];
+  /** Tuning shapes by class (tests use small ones). */
+  shapes?: Partial<Record<ShapeClass, [number, number, number]>>;
+  /** Called with a line per class as it is tuned. */
+  progress?: (line: string) => void;
+}
+
+/** The adapter's tile shapes: from the cache when it has them, else timed now and cached. Needs timestamp queries. */
+export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Promise<MatmulTuning> {
+  const dir = options.cacheDir === undefined ? cacheDir() : options.cacheDir;
+  const path = dir === null ? null : join(dir, 'matmul-tiles.json');
+  const key = tuningKey(ctx);
+  const cache = path ? readCache(path) : { version: 1 as const, entries: {} };
+  const hit = cache.entries[key];
+  if (hit && !options.force) return { tiles: hit.tiles, gflops: hit.gflops, source: 'cache', cachePath: path, tunedAt: hit.tunedAt };
+  if (!ctx.hasTimestamps) throw new GpuError(`adapter '${ctx.adapterName}' has no timestamp queries: the matmul tiles cannot be tuned`);
+  const candidates = (options.candidates ?? TILE_CANDIDATES).filter((t) => tileProblem(ctx, t) === null);
+  if (candidates.length === 0) throw new GpuError(`no matmul tile candidate fits adapter '${ctx.adapterName}'`);
+  const tiles = { ...DEFAULT_TILES };
+  const gflops: Partial<Record<ShapeClass, number>> = {};
+  for (const cls of SHAPE_CLASSES) {
+    const shape = options.shapes?.[cls] ?? TUNING_SHAPES[cls];
+    let best: { tile: TileShape; gflops: number } | null = null;
+    for (const tile of candidates) {
+      const rate = await timeTile(ctx, tile, shape);
+      if (!best || rate > best.gflops) best = { tile, gflops: rate };
+    }
+    tiles[cls] = best!.tile;
+    gflops[cls] = Math.round(best!.gflops * 10) / 10;
+    options.progress?.(`matmul tiles, ${cls} (${shape.join(' x ')}): ${describeTile(best!.tile)} at ${gflops[cls]} GFLOP/s`);
+  }
+  const tunedAt = new Date().toISOString();
+  if (path && dir) {
+    mkdirSync(dir, { recursive: true });
+    cache.entries[key] = { tiles, gflops, tunedAt };
+    writeFileAtomic(path, `${JSON.stringify(cache, null, 2)}\n`);
+  }
+  return { tiles, gflops, source: 'tuned', cachePath: path, tunedAt };
+}
+
+export function describeTile(t: TileShape): string {
+  return `${t.bm}x${t.bn}x${t.bk}, ${t.tm}x${t.tn} per invocation`;
+}

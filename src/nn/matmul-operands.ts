@@ -1,0 +1,48 @@
+/**
+ * The operand description every strided matmul kernel reads (the buffer, tiled and tensor-core
+ * kernels share one uniform struct): sizes, each operand's strides and offset in its binding, flags.
+ */
+import type { Binding } from '../gpu/kernels.js';
+import type { UniformValues } from '../gpu/bindings.js';
+import type { Graph } from './graph.js';
+import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
+
+export interface StridedOperands {
+  uniforms: UniformValues;
+  /** A, B, C and the bias (B again when there is none: the kernel does not read it then). */
+  bindings: Record<'A' | 'B' | 'C' | 'bias', Binding>;
+}
+
+export function stridedOperands(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions): StridedOperands {
+  const ctx = g.ctx;
+  const A = a.t.binding(ctx);
+  const B = b.t.binding(ctx);
+  const C = c.t.binding(ctx);
+  const bias = options.bias?.binding(ctx);
+  return {
+    uniforms: {
+      FLAGS: (bias ? 1 : 0) | (options.accumulate ? 2 : 0),
+      M: s.m,
+      N: s.n,
+      K: s.k,
+      NB1: s.nb1 ?? 1,
+      A_RS: a.rs,
+      A_CS: a.cs,
+      A_B0: a.b0 ?? 0,
+      A_B1: a.b1 ?? 0,
+      B_RS: b.rs,
+      B_CS: b.cs,
+      B_B0: b.b0 ?? 0,
+      B_B1: b.b1 ?? 0,
+      C_RS: c.rs,
+      C_B0: c.b0 ?? 0,
+      C_B1: c.b1 ?? 0,
+      a_off: A.shift + (a.off ?? 0),
+      b_off: B.shift + (b.off ?? 0),
+      c_off: C.shift + (c.off ?? 0),
+      bias_off: bias ? bias.shift : 0,
+      alpha: options.alpha ?? 1,
+    },
+    bindings: { A: A.binding, B: B.binding, C: C.binding, bias: (bias ?? B).binding },
+  };
+}

@@ -1,0 +1,238 @@
+/**
+ * The tiled matmul for hardware GPUs, run here on lavapipe: every tile candidate the tuner may pick,
+ * operands in every layout (rows or columns contiguous, two-level batches, offsets), odd edges, bias,
+ * alpha and accumulation, fp32 and 16-bit weights, staged in f32 and in f16, against the float64
+ * reference; and the tuner's choice, cache and shape classes.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
+import type { ParamDtype } from '../../src/ddp/layout.js';
+import { GpuContext, type SubgroupMatrixShape } from '../../src/gpu/context.js';
+import { shapeClass, TILE_CANDIDATES, tileProblem, tuneMatmul, tuningKey, type TileShape } from '../../src/gpu/matmul-tuner.js';
+import { Graph } from '../../src/nn/graph.js';
+import type { Operand } from '../../src/nn/matmul.js';
+import { mmaMatmul, tiledMatmul } from '../../src/nn/matmul-tiled.js';
+import { LocalParams } from '../../src/nn/params.js';
+import { hashedUniform } from '../helpers/hash.js';
+import { seeded } from '../helpers/seed.js';
+import * as ref from './reference.js';
+
+const SEED = seeded('nn/matmul-tiled.test.ts').seed;
+let stream = 0;
+const rand = (n: number, scale = 1) => hashedUniform(SEED, ++stream, n, scale);
+const msg = (what: string) => `${what} (seed ${SEED}: replay with WEBTRON_TEST_SEED=${SEED})`;
+
+let ctx: GpuContext;
+let noF16: GpuContext;
+beforeAll(async () => {
+  ctx = await GpuContext.create({ matmulKernel: 'tiled' });
+  noF16 = await GpuContext.create({ matmulKernel: 'tiled', disableFeatures: ['shader-f16'] });
+});
+afterAll(() => {
+  ctx?.destroy();
+  noF16?.destroy();
+});
+
+/** x as the f16 staging sees it: saturated at ±65504, rounded to nearest even. */
+const toF16 = (x: number) => halfToFloat(floatToHalf(Math.max(-65504, Math.min(65504, x))));
+
+function asParam(v: Float32Array, dtype: ParamDtype): Float32Array {
+  if (dtype === 'bfloat16') return v.map((x) => bf16ToFloat(floatToBf16(x)));
+  if (dtype === 'float16') return v.map((x) => halfToFloat(floatToHalf(x)));
+  return v;
+}
+
+interface Case {
+  m: number;
+  n: number;
+  k: number;
+  transA: boolean;
+  transB: boolean;
+  nb0: number;
+  nb1: number;
+  off: number;
+}
+
+type Kernel = { tile: TileShape } | { mma: 'matmul-mma' | 'matmul-mma-twin'; shape: SubgroupMatrixShape };
+
+/** C = 0.5 A @ B (+ bias) (+ C) with `kernel`, checked element by element against float64. */
+async function check(device: GpuContext, c: Case, kernel: Kernel, dtype: ParamDtype, options: { bias: boolean; accumulate: boolean }) {
+  const z = c.nb0 * c.nb1;
+  const blockA = c.m * c.k;
+  const blockB = c.k * c.n;
+  // Values past f16's range in A check the saturation of the f16 staging.
+  const aData = rand(c.off + z * blockA, 2);
+  aData[c.off] = 70000;
+  const bValues = rand(c.off + z * blockB);
+  const biasValues = rand(c.n);
+  const cInit = rand(z * c.m * c.n);
+  const params = new LocalParams(device, [
+    { name: 'b', shape: [bValues.length], dtype, gradDtype: 'float32' },
+    { name: 'bias', shape: [c.n], dtype, gradDtype: 'float32' },
+  ]);
+  params.set(
+    new Map([
+      ['b', bValues],
+      ['bias', biasValues],
+    ]),
+  );
+  const g = new Graph(device);
+  const used: string[] = [];
+  const dispatch = g.runner.dispatch.bind(g.runner);
+  g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
+    used.push(args[0]);
+    return dispatch(...args);
+  };
+  const at = g.input(aData, [aData.length]);
+  const ct = g.input(cInit, [cInit.length]);
+  const aOp: Operand = c.transA
+    ? { t: at, off: c.off, rs: 1, cs: c.m, b0: c.nb1 * blockA, b1: blockA }
+    : { t: at, off: c.off, rs: c.k, cs: 1, b0: c.nb1 * blockA, b1: blockA };
+  const bOp: Operand = c.transB
+    ? { t: params.get('b'), off: c.off, rs: 1, cs: c.k, b0: c.nb1 * blockB, b1: blockB }
+    : { t: params.get('b'), off: c.off, rs: c.n, cs: 1, b0: c.nb1 * blockB, b1: blockB };
+  const shape = { m: c.m, n: c.n, k: c.k, nb0: c.nb0, nb1: c.nb1 };
+  const cOp = { t: ct, rs: c.n, cs: 1, b0: c.nb1 * c.m * c.n, b1: c.m * c.n };
+  const opts = { alpha: 0.5, accumulate: options.accumulate, ...(options.bias ? { bias: params.get('bias') } : {}) };
+  if ('tile' in kernel) tiledMatmul(g, shape, aOp, bOp, cOp, opts, kernel.tile);
+  else mmaMatmul(g, shape, aOp, bOp, cOp, opts, kernel.mma, kernel.shape, device.subgroupMaxSize);
+  const got = await g.read(ct);
+  // The tensor-core kernel and its twin always stage f16; the tiled one for 16-bit params with shader-f16.
+  const f16 = 'mma' in kernel || (dtype !== 'float32' && device.hasF16);
+  expect(used).toEqual(['mma' in kernel ? kernel.mma : f16 ? 'matmul-tiled-f16' : 'matmul-tiled']);
+  // The reference sees what the kernel stages: f16 values in the f16 path, the params' own values otherwise.
+  const stageA = (x: number) => (f16 ? toF16(x) : x);
+  const stageB = (x: number) => (f16 ? toF16(x) : x);
+  const bSeen = asParam(bValues, dtype);
+  const biasSeen = asParam(biasValues, dtype);
+  const want = new Float64Array(cInit.length);
+  for (let b = 0; b < z; b++) {
+    const A = Float64Array.from(aData.subarray(c.off + b * blockA, c.off + (b + 1) * blockA), stageA);
+    const B = Float64Array.from(bSeen.subarray(c.off + b * blockB, c.off + (b + 1) * blockB), stageB);
+    const prod = ref.matmul(c.transA ? ref.transpose(A, c.k, c.m) : A, c.transB ? ref.transpose(B, c.n, c.k) : B, c.m, c.k, c.n);
+    for (let i = 0; i < prod.length; i++) {
+      const e = b * c.m * c.n + i;
+      want[e] = (options.accumulate ? cInit[e]! : 0) + 0.5 * prod[i]! + (options.bias ? biasSeen[i % c.n]! : 0);
+    }
+  }
+  expect(ref.relError(got, want), msg(`${JSON.stringify(c)} ${JSON.stringify(kernel)} ${dtype}`)).toBeLessThanOrEqual(1e-6);
+  g.release();
+  params.destroy();
+}
+
+const plain: Case = { m: 37, n: 45, k: 29, transA: false, transB: false, nb0: 1, nb1: 1, off: 0 };
+
+describe('tiled matmul: every tile candidate', () => {
+  for (const tile of TILE_CANDIDATES) {
+    it(`${tile.bm}x${tile.bn}x${tile.bk}, ${tile.tm}x${tile.tn} per invocation, edges in every direction`, async () => {
+      if (tileProblem(ctx, tile)) {
+        console.log(`skipped: tile ${JSON.stringify(tile)} does not fit lavapipe (${tileProblem(ctx, tile)})`);
+        return;
+      }
+      await check(ctx, { ...plain, m: tile.bm + 5, n: tile.bn + 3, k: 2 * tile.bk + 1 }, { tile }, 'float32', {
+        bias: true,
+        accumulate: false,
+      });
+    });
+  }
+});
+
+describe('tiled matmul: layouts, batches, dtypes', () => {
+  const tile: TileShape = { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 };
+  const layouts: [string, Partial<Case>][] = [
+    ['A and B along their rows', {}],
+    ['A stored k-major', { transA: true }],
+    ['B stored n-major', { transB: true }],
+    ['both transposed, batched 2 x 3, at an offset', { transA: true, transB: true, nb0: 2, nb1: 3, off: 5 }],
+    ['one row, one column', { m: 1, n: 1, k: 7 }],
+  ];
+  for (const [name, over] of layouts) {
+    it(`${name}, accumulate`, async () => {
+      await check(ctx, { ...plain, ...over }, { tile }, 'float32', { bias: false, accumulate: true });
+    });
+  }
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    it(`${dtype} weights and bias, staged in f16 (A saturated at 65504)`, async () => {
+      await check(ctx, { ...plain, transB: true }, { tile }, dtype, { bias: true, accumulate: true });
+    });
+    it(`${dtype} weights and bias without shader-f16: staged in f32`, async () => {
+      await check(noF16, plain, { tile }, dtype, { bias: true, accumulate: false });
+    });
+  }
+});
+
+// The tensor-core kernel for 16-bit params: its staging and epilogue through the plain twin here,
+// the subgroup-matrix kernel itself where the adapter offers subgroup matrices.
+describe('tensor-core matmul', () => {
+  const cases: [string, Partial<Case>, ParamDtype][] = [
+    ['bf16 weights, edges past a 64 x 64 tile, k past a step', { m: 70, n: 67, k: 40 }, 'bfloat16'],
+    ['fp16 weights stored n-major, A k-major, batched, at an offset', { transA: true, transB: true, nb0: 2, nb1: 2, off: 3 }, 'float16'],
+  ];
+  for (const [name, over, dtype] of cases) {
+    it(`twin: ${name}`, async () => {
+      await check(ctx, { ...plain, ...over }, { mma: 'matmul-mma-twin', shape: { m: 16, n: 16, k: 16 } }, dtype, {
+        bias: true,
+        accumulate: true,
+      });
+    });
+    it(`subgroup matrices: ${name}`, async () => {
+      const shape = ctx.subgroupMatrix;
+      if (!shape) {
+        console.log(`skipped: adapter '${ctx.adapterName}' offers no f16 subgroup matrices; the twin above runs its staging and epilogue`);
+        return;
+      }
+      await check(ctx, { ...plain, ...over }, { mma: 'matmul-mma', shape }, dtype, { bias: true, accumulate: true });
+    });
+  }
+});
+
+describe('matmul tuner', () => {
+  it('classes shapes by the size and narrowness of C', () => {
+    expect(shapeClass(256, 256, 4096)).toBe('small');
+    expect(shapeClass(4096, 64, 64)).toBe('narrow');
+    expect(shapeClass(64, 4096, 64)).toBe('narrow');
+    expect(shapeClass(1024, 1024, 64)).toBe('large');
+  });
+
+  it('times the candidates once, keeps the fastest per class in the cache, and reads it back', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'webtron-tune-'));
+    try {
+      const candidates = TILE_CANDIDATES.slice(0, 2);
+      const shapes: Record<'small' | 'narrow' | 'large', [number, number, number]> = {
+        small: [64, 64, 64],
+        narrow: [128, 32, 64],
+        large: [128, 128, 64],
+      };
+      const lines: string[] = [];
+      const tuned = await tuneMatmul(ctx, { cacheDir: dir, candidates, shapes: { ...shapes }, progress: (l) => lines.push(l) });
+      expect(tuned.source).toBe('tuned');
+      expect(lines).toHaveLength(3);
+      for (const cls of ['small', 'narrow', 'large'] as const) {
+        expect(candidates).toContainEqual(tuned.tiles[cls]);
+        expect(tuned.gflops[cls]).toBeGreaterThan(0);
+      }
+      const file = JSON.parse(readFileSync(join(dir, 'matmul-tiles.json'), 'utf8'));
+      expect(Object.keys(file.entries)).toEqual([tuningKey(ctx)]);
+      // The second call reads the cache without timing anything.
+      const again = await tuneMatmul(ctx, { cacheDir: dir, candidates: [], progress: (l) => lines.push(l) });
+      expect(again.source).toBe('cache');
+      expect(again.tiles).toEqual(tuned.tiles);
+      expect(lines).toHaveLength(3);
+      // A damaged cache is timed again and rewritten, not trusted.
+      writeFileSync(join(dir, 'matmul-tiles.json'), '{ not json');
+      const redone = await tuneMatmul(ctx, { cacheDir: dir, candidates, shapes: { ...shapes } });
+      expect(redone.source).toBe('tuned');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keys the cache by the adapter, its driver and the kernel source', () => {
+    const key = tuningKey(ctx);
+    expect(key).toContain(ctx.found.info.description);
+    expect(key.split('|').at(-1)).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
