@@ -285,10 +285,16 @@ export class GpuContext {
   }
 
   /**
-   * The subgroup-matrix shape for f16 inputs and f32 results when the device has the feature (null
-   * otherwise, as on lavapipe): the tensor-core matmul for 16-bit params uses it.
+   * The subgroup-matrix shape the tensor-core matmul for 16-bit params runs with: the adapter's
+   * offer, once the tuner's probe saw the kernel compute a right product here (null otherwise, as
+   * on lavapipe, which has no subgroup matrices).
    */
   get subgroupMatrix(): SubgroupMatrixShape | null {
+    return this.matmulTuning.mma ? this.subgroupMatrixOffered : null;
+  }
+
+  /** The f16 -> f32 subgroup-matrix shape the device offers (feature enabled), whether or not it was probed. */
+  get subgroupMatrixOffered(): SubgroupMatrixShape | null {
     if (!this.device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName)) return null;
     const configs = (this.found.info as unknown as { subgroupMatrixConfigs?: SubgroupMatrixConfig[] }).subgroupMatrixConfigs ?? [];
     // Dawn's config objects stringify as {}: read each field by name.

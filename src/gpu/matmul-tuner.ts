@@ -72,6 +72,11 @@ export function tileProblem(ctx: GpuContext, t: TileShape): string | null {
 
 export interface MatmulTuning {
   tiles: Record<ShapeClass, TileShape>;
+  /**
+   * Whether the tensor-core kernel computed a product right on this adapter (null: the adapter has
+   * no subgroup matrices, or it was not probed). The kernel is used only after it has.
+   */
+  mma?: boolean | null;
   /** GFLOP/s of each class's choice on its tuning shape (empty when not tuned). */
   gflops: Partial<Record<ShapeClass, number>>;
   /** 'tuned' now, 'cache' (read from `cachePath`), or 'default' (not tuned). */
@@ -86,16 +91,20 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'webtron');
 }
 
-/** The adapter, its driver (Dawn's description carries the driver version), the backend, and the kernel's source. */
+/** The adapter, its driver (Dawn's description carries the driver version), the backend, and the kernels' source. */
 export function tuningKey(ctx: GpuContext): string {
   const info = ctx.found.info;
-  const kernel = createHash('sha256').update(ctx.kernels.source('matmul-tiled')).digest('hex').slice(0, 16);
+  const sources = ['matmul-tiled', 'matmul-mma'].map((name) => ctx.kernels.source(name)).join('\n');
+  const kernel = createHash('sha256').update(sources).digest('hex').slice(0, 16);
   return [ctx.backend, info.vendor, info.architecture, info.device, info.description, kernel].join('|');
 }
 
 interface CacheFile {
   version: 1;
-  entries: Record<string, { tiles: Record<ShapeClass, TileShape>; gflops: Partial<Record<ShapeClass, number>>; tunedAt: string }>;
+  entries: Record<
+    string,
+    { tiles: Record<ShapeClass, TileShape>; gflops: Partial<Record<ShapeClass, number>>; tunedAt: string; mma?: boolean | null }
+  >;
 }
 
 function readCache(path: string): CacheFile {
@@ -185,7 +194,8 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   const key = tuningKey(ctx);
   const cache = path ? readCache(path) : { version: 1 as const, entries: {} };
   const hit = cache.entries[key];
-  if (hit && !options.force) return { tiles: hit.tiles, gflops: hit.gflops, source: 'cache', cachePath: path, tunedAt: hit.tunedAt };
+  if (hit && !options.force)
+    return { tiles: hit.tiles, gflops: hit.gflops, source: 'cache', cachePath: path, tunedAt: hit.tunedAt, mma: hit.mma ?? null };
   if (!ctx.hasTimestamps) throw new GpuError(`adapter '${ctx.adapterName}' has no timestamp queries: the matmul tiles cannot be tuned`);
   const candidates = (options.candidates ?? TILE_CANDIDATES).filter((t) => tileProblem(ctx, t) === null);
   if (candidates.length === 0) throw new GpuError(`no matmul tile candidate fits adapter '${ctx.adapterName}'`);
@@ -202,13 +212,87 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     gflops[cls] = Math.round(best!.gflops * 10) / 10;
     options.progress?.(`matmul tiles, ${cls} (${shape.join(' x ')}): ${describeTile(best!.tile)} at ${gflops[cls]} GFLOP/s`);
   }
+  const mma = ctx.subgroupMatrixOffered ? await probeSubgroupMatrix(ctx) : null;
+  if (mma === false)
+    options.progress?.('subgroup matrices: the tensor-core kernel computed a wrong product here; 16-bit matmuls use the tiled kernel');
   const tunedAt = new Date().toISOString();
   if (path && dir) {
     mkdirSync(dir, { recursive: true });
-    cache.entries[key] = { tiles, gflops, tunedAt };
+    cache.entries[key] = { tiles, gflops, tunedAt, mma };
     writeFileAtomic(path, `${JSON.stringify(cache, null, 2)}\n`);
   }
-  return { tiles, gflops, source: 'tuned', cachePath: path, tunedAt };
+  return { tiles, gflops, source: 'tuned', cachePath: path, tunedAt, mma };
+}
+
+/**
+ * Run the tensor-core kernel once on a product whose f16 inputs and f32 sums are exact ([96, 80] @
+ * [80, 72] of small multiples of 1/8, past the edges of its tiles) and compare every element with
+ * the host's: an experimental feature is used only where it computed the right answer.
+ */
+export async function probeSubgroupMatrix(ctx: GpuContext): Promise<boolean> {
+  const shape = ctx.subgroupMatrixOffered;
+  if (!shape) return false;
+  const [m, k, n] = [96, 80, 72];
+  const a = Float32Array.from({ length: m * k }, (_, i) => ((i * 7) % 17) / 8 - 1);
+  const bHalf = Float32Array.from({ length: k * n }, (_, i) => ((i * 5) % 13) / 8 - 0.75);
+  const words = new Uint16Array(k * n);
+  for (let i = 0; i < words.length; i++) words[i] = halfBits(bHalf[i]!);
+  const buffer = (label: string, bytes: number) => ctx.createBuffer({ label, size: bytes, usage: storageUsage(), category: 'other' });
+  const A = buffer('probe.a', a.byteLength);
+  const B = buffer('probe.b', words.byteLength);
+  const C = buffer('probe.c', m * n * 4);
+  ctx.transfers.upload(A, a);
+  ctx.transfers.upload(B, words);
+  const uniforms = ctx.createBuffer({
+    label: 'probe.uniforms',
+    size: 256,
+    usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    category: 'other',
+  });
+  try {
+    const pipeline = ctx.kernels.pipeline(
+      'matmul-mma',
+      'main',
+      { B_DTYPE: 2, A_KFAST: 1, B_NFAST: 1, SG: ctx.subgroupMaxSize },
+      { FM: shape.m, FN: shape.n, FK: shape.k },
+    );
+    const view = new DataView(new ArrayBuffer(256));
+    ctx.kernels.packUniforms(pipeline, { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 }, view);
+    ctx.device.queue.writeBuffer(uniforms.gpu, 0, view.buffer);
+    const group = ctx.kernels.bindGroup(
+      pipeline,
+      { A, B, C, bias: B },
+      { buffer: uniforms, offset: 0, size: ctx.kernels.uniformBytes(pipeline) },
+    );
+    const encoder = ctx.device.createCommandEncoder({ label: 'probe' });
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(Math.ceil(n / (4 * shape.n)), Math.ceil(m / (4 * shape.m)), 1);
+    pass.end();
+    ctx.submit([encoder.finish()]);
+    const got = await ctx.transfers.readFloat32(C, 0, m * n);
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let want = 0;
+        for (let p = 0; p < k; p++) want += a[i * k + p]! * bHalf[p * n + j]!;
+        if (got[i * n + j] !== want) return false;
+      }
+    return true;
+  } catch {
+    return false; // a shader or device error: the kernel does not run here
+  } finally {
+    for (const b of [A, B, C, uniforms]) b.destroy();
+  }
+}
+
+/** fp16 bits of a value that fp16 holds exactly. */
+function halfBits(x: number): number {
+  if (x === 0) return 0;
+  const sign = x < 0 ? 0x8000 : 0;
+  const exponent = Math.floor(Math.log2(Math.abs(x)));
+  const mantissa = Math.round((Math.abs(x) / 2 ** exponent - 1) * 1024);
+  return sign | ((exponent + 15) << 10) | mantissa;
 }
 
 export function describeTile(t: TileShape): string {

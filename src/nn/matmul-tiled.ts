@@ -18,7 +18,10 @@ import { paramCode } from './tensor.js';
 export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions, tile?: TileShape): void {
   const ctx = g.ctx;
   const shape = ctx.subgroupMatrix;
-  if (b.t.dtype !== 'float32' && shape && !tile) return mmaMatmul(g, s, a, b, c, options, 'matmul-mma', shape, ctx.subgroupMaxSize);
+  if (b.t.dtype !== 'float32' && shape && !tile) {
+    mmaMatmul(g, s, a, b, c, options, 'matmul-mma', shape, ctx.subgroupMaxSize);
+    return;
+  }
   const nb0 = s.nb0 ?? 1;
   const nb1 = s.nb1 ?? 1;
   const t = tile ?? tileFor(ctx, s.m, s.n, s.k);

@@ -53,9 +53,8 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
     throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
   if (s.m === 0 || s.n === 0 || (s.nb0 ?? 1) * (s.nb1 ?? 1) === 0) return;
   const kernel = g.ctx.matmulKernel;
-  if (kernel === 'tiled') return tiledMatmul(g, s, a, b, c, options);
-  if (kernel === 'texture' && textureMatmul(g, s, a, b, c, options)) return;
-  bufferMatmul(g, s, a, b, c, options);
+  if (kernel === 'tiled') tiledMatmul(g, s, a, b, c, options);
+  else if (kernel !== 'texture' || !textureMatmul(g, s, a, b, c, options)) bufferMatmul(g, s, a, b, c, options);
 }
 
 /** The buffer kernel (shaders/matmul-body.wgsl): operands read in place, any strides, batched. */
