@@ -152,7 +152,12 @@ const memoryCommand: Command = {
     const { source, rows } = rowsFor(values);
     let activations: { measured: number; predicted: number } | null = null;
     if (values.measure) {
-      const ctx = await GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined });
+      // The graph runs the attention the activations were counted for.
+      const ctx = await GpuContext.create({
+        backend: values.backend as string | undefined,
+        adapter: values.adapter as string | undefined,
+        attentionKernel: values.attention as 'fused' | 'unfused',
+      });
       for (const [i, r] of rows.entries()) {
         process.stderr.write(
           `  … measuring ${i + 1}/${rows.length}: d=${r.data_parallel_size}, ${r.distributed ? 'distributed' : 'non-distributed'}, ${r.precision}\n`,

@@ -23,6 +23,12 @@ export interface ActivationOptions {
   fp16Grads?: boolean;
   /** Forward only (evaluation): no grads. */
   forwardOnly?: boolean;
+  /**
+   * The attention kernel (GpuContext.attentionKernel): `unfused` stores the [B, H, T, T]
+   * probabilities (and their dropout) with grads; `fused` only the output and a log-sum-exp per row,
+   * plus a row sum in the backward. Default unfused.
+   */
+  attention?: 'fused' | 'unfused';
 }
 
 export function gptActivationBytes(shape: GptShape, o: ActivationOptions): number {
@@ -38,8 +44,14 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   ]; // ids, targets, embedding
   if (o.hiddenDropout) buffers.push([rows * C, false]);
   for (let l = 0; l < L; l++) {
-    buffers.push([rows * C, true], [rows * 2, false], [rows * 3 * C, true], [B * H * T * T, true]); // ln_1 (+ stats), qkv, probabilities
-    if (o.attentionDropout) buffers.push([B * H * T * T, true]);
+    buffers.push([rows * C, true], [rows * 2, false], [rows * 3 * C, true]); // ln_1 (+ stats), qkv
+    if (o.attention === 'fused') {
+      buffers.push([B * H * T, false]); // log-sum-exp per row
+      if (!o.forwardOnly) buffers.push([B * H * T, false]); // the backward's rowsum(dy ∘ y)
+    } else {
+      buffers.push([B * H * T * T, true]); // probabilities
+      if (o.attentionDropout) buffers.push([B * H * T * T, true]);
+    }
     buffers.push([rows * C, true], [rows * C, true]); // attention output, projection
     if (o.hiddenDropout) buffers.push([rows * C, true]);
     buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * 4 * C, true], [rows * 4 * C, true], [rows * C, true]); // add, ln_2 (+ stats), fc, gelu, projection

@@ -34,6 +34,8 @@ export interface CalculatorOptions {
   microBatchSize: number;
   /** Dropout during training (Megatron's default 0.1: on): its outputs are buffers of their own. */
   dropout?: boolean;
+  /** The attention kernel the activations are counted for (default fused, as hardware GPUs run). */
+  attention?: 'fused' | 'unfused';
   bucketSize?: number;
   /** Bytes a rank may use; rows then say whether the model fits and what the largest that fits is. */
   gpuMemory?: number;
@@ -86,13 +88,20 @@ export function paramSpecs(source: ModelSource, precision: Precision): ParamSpec
  * Activation bytes of one micro-batch's forward and backward of a GPT, counted from webtron's
  * graph (src/memory/activations.ts: equal to the allocator's peak); 0 for other sources.
  */
-export function activationBytes(source: ModelSource, microBatchSize: number, precision: Precision = 'fp32', dropout = true): number {
+export function activationBytes(
+  source: ModelSource,
+  microBatchSize: number,
+  precision: Precision = 'fp32',
+  dropout = true,
+  attention: 'fused' | 'unfused' = 'fused',
+): number {
   if (source.kind !== 'gpt') return 0;
   return gptActivationBytes(source.shape, {
     microBatchSize,
     hiddenDropout: dropout,
     attentionDropout: dropout,
     fp16Grads: precision === 'fp16',
+    attention,
   });
 }
 
@@ -124,7 +133,7 @@ function row(
     main_params: m.byCategory['main-params'] - m.paddingByCategory['main-params'],
     optimizer_state: m.byCategory['optimizer-state'] - m.paddingByCategory['optimizer-state'],
     padding: Object.values(m.paddingByCategory).reduce((s, x) => s + x, 0),
-    activations: activationBytes(source, o.microBatchSize, precision, o.dropout ?? true),
+    activations: activationBytes(source, o.microBatchSize, precision, o.dropout ?? true, o.attention ?? 'fused'),
     staging: stagingBytes(layout),
   };
   return {

@@ -43,6 +43,11 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'use-distributed-optimizer': { kind: 'boolean', help: 'only the distributed optimizer (default: both side by side)' },
   'micro-batch-size': { kind: 'int', default: 1, help: 'micro-batch of the activations' },
   'no-dropout': { kind: 'boolean', help: 'activations of training without dropout (--hidden-dropout 0 --attention-dropout 0)' },
+  attention: {
+    kind: 'string',
+    default: 'fused',
+    help: 'the attention the activations are counted for: fused (flash-style, hardware GPUs) or unfused (T x T probabilities stored, CPU drivers)',
+  },
   'gpu-memory': { kind: 'string', help: 'bytes per GPU (e.g. 80GiB, 24GB, 17179869184): says what fits' },
   'ddp-bucket-size': { kind: 'int', help: 'elements per bucket (default max(40M, 1M·d))' },
   measure: { kind: 'boolean', help: "also build rank 0's buffers and optimizer on this GPU and print measured bytes" },
@@ -140,8 +145,11 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
   });
   const micro = v['micro-batch-size'] as number;
   if (micro < 1) throw new FlagError(`--micro-batch-size must be a positive integer, got ${micro}`);
+  const attention = (v.attention as string | undefined) ?? 'fused';
+  if (attention !== 'fused' && attention !== 'unfused') throw new FlagError(`--attention: '${attention}' is neither fused nor unfused`);
   const source = modelSource(v);
   const rows = memoryRows(source, {
+    attention,
     dataParallelSizes,
     precisions: [precision],
     distributed: v['use-distributed-optimizer'] ? [true] : [false, true],
@@ -196,6 +204,7 @@ export async function measureActivations(
   precision: Precision,
   dropout: boolean,
 ): Promise<{ measured: number; predicted: number } | null> {
+  // Measured with the context's attention kernel, predicted for the same.
   if (source.kind !== 'gpt') return null;
   const [dtype, gradDtype] = PRECISION_DTYPES[precision];
   const p = dropout ? 0.1 : 0;
@@ -212,7 +221,7 @@ export async function measureActivations(
   const measured = ctx.memoryReport().live.activations - before;
   g.release();
   params.destroy();
-  return { measured, predicted: activationBytes(source, micro, precision, dropout) };
+  return { measured, predicted: activationBytes(source, micro, precision, dropout, ctx.attentionKernel) };
 }
 
 const human = (n: number) => formatBytes(n);

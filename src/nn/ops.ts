@@ -4,11 +4,14 @@
  * fp16 and are read in their own dtype by the kernels.
  */
 import type { Graph } from './graph.js';
+import { fusedCausalAttention } from './attention.js';
+import { dropoutSeed } from './dropout-seed.js';
 import { matmulInto, type Operand } from './matmul.js';
 import { quadAtStart, quadBinding, quadBindings } from './quads.js';
 import { paramCode, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
 
 export { matmulInto, type MatmulShape, type Operand } from './matmul.js';
+export { dropoutSeed } from './dropout-seed.js';
 
 const WG = 256;
 
@@ -321,11 +324,6 @@ export function add(g: Graph, a: Tensor, b: Tensor): Tensor {
   return y;
 }
 
-/** The seed of the `call`-th dropout of a graph seeded `seed` (host twin of the shader's stream). */
-export function dropoutSeed(seed: number, call: number): number {
-  return (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(call + 1, 0x85ebca6b)) >>> 0;
-}
-
 /**
  * Inverted dropout: kept elements scaled by 1/(1-p); identity when not training or p = 0. The
  * tensor holds the graph's samples back to back (its first dimension, when it is the batch), and
@@ -364,6 +362,7 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   const c = c3 / 3;
   if (qkv.shape.length !== 3 || c3 % 3 !== 0 || c % heads !== 0)
     throw new ShapeMismatch(`attention: qkv ${shapeOf(qkv)} must be [B, T, 3C] with C divisible by ${heads} heads`);
+  if (g.ctx.attentionKernel === 'fused') return fusedCausalAttention(g, qkv, heads, dropoutP);
   const hd = c / heads;
   const scale = 1 / Math.sqrt(hd);
   const probs = g.tensor([batch, heads, t, t], 'attention.probs', qkv.requiresGrad);

@@ -505,6 +505,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
                 hiddenDropout: cfg.hiddenDropout > 0,
                 attentionDropout: cfg.attentionDropout > 0,
                 fp16Grads: cfg.precision === 'fp16',
+                attention: ctx.attentionKernel,
               }),
             ),
           );

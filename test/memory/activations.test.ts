@@ -7,10 +7,22 @@ import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
 
-const ctx = await GpuContext.create();
-afterAll(() => ctx.destroy());
+const contexts = {
+  fused: await GpuContext.create({ attentionKernel: 'fused' }),
+  unfused: await GpuContext.create({ attentionKernel: 'unfused' }),
+};
+afterAll(() => {
+  for (const c of Object.values(contexts)) c.destroy();
+});
 
-async function measured(config: GptConfig, batch: number, dtype: ParamDtype, gradDtype: GradDtype, training: boolean): Promise<number> {
+async function measured(
+  ctx: GpuContext,
+  config: GptConfig,
+  batch: number,
+  dtype: ParamDtype,
+  gradDtype: GradDtype,
+  training: boolean,
+): Promise<number> {
   const params = new LocalParams(ctx, Gpt.specs(config, dtype, gradDtype));
   params.set(Gpt.init(config, 3));
   const gpt = new Gpt(config, params.tensors);
@@ -34,21 +46,27 @@ describe('GPT activation bytes', () => {
     [{ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead: false }, 2, 'float32', 'float32', 0, 0.1],
     [{ numLayers: 1, hiddenSize: 16, numAttentionHeads: 2, seqLength: 8, vocabSize: 13 }, 3, 'bfloat16', 'float32', 0.1, 0],
     [{ numLayers: 1, hiddenSize: 16, numAttentionHeads: 2, seqLength: 8, vocabSize: 13 }, 3, 'float16', 'float16', 0, 0],
-  ] as const)('%j, micro-batch %i, %s params: predicted = measured', async (shape, batch, dtype, gradDtype, hidden, attention) => {
-    if (dtype === 'float16' && !ctx.hasF16) return;
-    const config: GptConfig = { ...shape, hiddenDropout: hidden, attentionDropout: attention };
-    const got = await measured(config, batch, dtype, gradDtype, true);
-    expect(got).toBe(
-      gptActivationBytes(config, {
-        microBatchSize: batch,
-        hiddenDropout: hidden > 0,
-        attentionDropout: attention > 0,
-        fp16Grads: gradDtype === 'float16',
-      }),
-    );
-    // Evaluation: forward only, dropout off.
-    expect(await measured(config, batch, dtype, gradDtype, false)).toBe(
-      gptActivationBytes(config, { microBatchSize: batch, forwardOnly: true }),
-    );
-  });
+  ] as const)(
+    '%j, micro-batch %i, %s params: predicted = measured, both attention kernels',
+    async (shape, batch, dtype, gradDtype, hidden, attention) => {
+      for (const [kernel, ctx] of Object.entries(contexts) as ['fused' | 'unfused', GpuContext][]) {
+        if (dtype === 'float16' && !ctx.hasF16) return;
+        const config: GptConfig = { ...shape, hiddenDropout: hidden, attentionDropout: attention };
+        const got = await measured(ctx, config, batch, dtype, gradDtype, true);
+        expect(got, kernel).toBe(
+          gptActivationBytes(config, {
+            microBatchSize: batch,
+            hiddenDropout: hidden > 0,
+            attentionDropout: attention > 0,
+            fp16Grads: gradDtype === 'float16',
+            attention: kernel,
+          }),
+        );
+        // Evaluation: forward only, dropout off.
+        expect(await measured(ctx, config, batch, dtype, gradDtype, false), kernel).toBe(
+          gptActivationBytes(config, { microBatchSize: batch, forwardOnly: true, attention: kernel }),
+        );
+      }
+    },
+  );
 });

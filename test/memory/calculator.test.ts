@@ -67,7 +67,7 @@ describe('memory calculator', () => {
   });
 
   it("activations are webtron's graph buffers (test/memory/activations.test.ts measures them), linear in the micro-batch", () => {
-    const a1 = activationBytes(gpt2Small, 1);
+    const a1 = activationBytes(gpt2Small, 1, 'fp32', true, 'unfused');
     // fp32, each buffer with a grad of the same size, but for the residual stream: its tensors share
     // one grad (each residual add hands its output's grad on to its input). Per layer: 20 of s·h
     // (ln_1 1, qkv 3, attention 1, projection and its dropout 2, add 1, ln_2 1, fc and gelu 8,
@@ -83,7 +83,10 @@ describe('memory calculator', () => {
     const perLayer = 8 * (18 * s * h + 2 * a * s * s) + 4 * (2 * s * h) + 4 * (2 * s + 2 * s);
     const outside = 8 * (2 * s * h + s * V) + 4 * (s * h) + 4 * (s * h) + 4 * (s + s + 2 * s + 2 * s) + 2 * 16;
     expect(a1).toBe(12 * perLayer + outside);
-    expect(activationBytes(gpt2Small, 4)).toBeGreaterThan(3.99 * a1);
+    // Fused attention keeps no probabilities: instead a log-sum-exp per row and head, and in the
+    // backward a row sum (4·a·s each, no grad).
+    expect(activationBytes(gpt2Small, 1)).toBe(a1 - 12 * (8 * 2 * a * s * s - 4 * 2 * a * s));
+    expect(activationBytes(gpt2Small, 4)).toBeGreaterThan(3.99 * activationBytes(gpt2Small, 1));
     expect(activationBytes(gpt2Small, 4, 'fp32', false)).toBeLessThan(activationBytes(gpt2Small, 4));
     expect(activationBytes({ kind: 'params', count: 10 }, 4)).toBe(0);
   });

@@ -370,29 +370,72 @@ describe('elementwise', () => {
 });
 
 describe('causal self-attention', () => {
+  let fusedCtx: GpuContext;
+  let unfused: GpuContext;
+  beforeAll(async () => {
+    fusedCtx = await GpuContext.create({ attentionKernel: 'fused' });
+    unfused = await GpuContext.create({ attentionKernel: 'unfused' });
+  });
+  afterAll(() => {
+    fusedCtx?.destroy();
+    unfused?.destroy();
+  });
   for (const [batch, t, c, heads] of [
     [1, 1, 4, 1],
     [2, 5, 12, 3],
     [3, 17, 16, 2],
     [2, 12, 8, 2],
     [2, 64, 32, 4],
+    [1, 70, 128, 2],
   ] as const) {
-    it(`B ${batch}, T ${t}, C ${c}, ${heads} heads`, async () => {
-      const qkv = rand(batch * t * 3 * c, 2),
-        dy = rand(batch * t * c);
-      const g = new Graph(ctx);
-      const used = entriesOf(g, 'softmax');
-      const qt = g.input(qkv, [batch, t, 3 * c], 'qkv', true);
-      const y = causalAttention(g, qt, heads);
-      g.backwardFrom(y, dy);
-      const want = ref.attention(qkv, batch, t, c, heads, dy);
-      expectClose(await g.read(y), want.y, 'y');
-      expectClose(await g.read(g.gradOf(qt)), want.dqkv, 'dqkv');
-      // Rows of whole quads take the vec4 softmax.
-      expect(used).toEqual(t % 4 === 0 ? ['forward4', 'backward4'] : ['forward', 'backward']);
-      g.release();
-    });
+    for (const kernel of ['fused', 'unfused'] as const) {
+      it(`${kernel}: B ${batch}, T ${t}, C ${c}, ${heads} heads`, async () => {
+        const qkv = rand(batch * t * 3 * c, 2),
+          dy = rand(batch * t * c);
+        const device = kernel === 'fused' ? fusedCtx : unfused;
+        expect(device.attentionKernel).toBe(kernel);
+        const g = new Graph(device);
+        const used = entriesOf(g, kernel === 'fused' ? 'attention' : 'softmax');
+        const qt = g.input(qkv, [batch, t, 3 * c], 'qkv', true);
+        const y = causalAttention(g, qt, heads);
+        g.backwardFrom(y, dy);
+        const want = ref.attention(qkv, batch, t, c, heads, dy);
+        expectClose(await g.read(y), want.y, 'y');
+        expectClose(await g.read(g.gradOf(qt)), want.dqkv, 'dqkv');
+        if (kernel === 'fused') expect(used).toEqual(['forward', 'backward_d', 'backward_dq', 'backward_dkv']);
+        // Rows of whole quads take the vec4 softmax.
+        else expect(used).toEqual(t % 4 === 0 ? ['forward4', 'backward4'] : ['forward', 'backward']);
+        g.release();
+      });
+    }
   }
+
+  // The fused kernel draws its dropout masks as the dropout op does on the unfused path's
+  // probabilities: with the same graph seed and samples the two agree, forward and backward.
+  it('with attention dropout, fused and unfused drop the same probabilities', async () => {
+    const [batch, t, c, heads, p] = [2, 19, 16, 2, 0.3];
+    const qkv = rand(batch * t * 3 * c, 2);
+    const dy = rand(batch * t * c);
+    const run = async (device: GpuContext) => {
+      const g = new Graph(device, { seed: SEED, samples: { first: 5, count: batch } });
+      const qt = g.input(qkv, [batch, t, 3 * c], 'qkv', true);
+      // A dropout call before the attention's, as the embedding's: the attention takes the next seed.
+      dropout(g, g.input(rand(4), [4], 'x'), 0.5);
+      const y = causalAttention(g, qt, heads, p);
+      g.backwardFrom(y, dy);
+      const out = { y: await g.read(y), dqkv: await g.read(g.gradOf(qt)), calls: g.dropoutCalls };
+      g.release();
+      return out;
+    };
+    const fused = await run(fusedCtx);
+    const plain = await run(unfused);
+    expect(fused.calls).toBe(plain.calls);
+    expectClose(fused.y, plain.y, 'y with dropout');
+    expectClose(fused.dqkv, plain.dqkv, 'dqkv with dropout');
+    // Dropout did something: the output differs from attention without it.
+    const none = ref.attention(qkv, batch, t, c, heads, dy);
+    expect(ref.relError(fused.y, none.y)).toBeGreaterThan(0.05);
+  });
 });
 
 describe('cross-entropy', () => {

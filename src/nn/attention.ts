@@ -1,0 +1,73 @@
+/**
+ * Fused causal attention (shaders/attention.wgsl): the forward keeps only y and each row's
+ * log-sum-exp, never the [B, H, T, T] probabilities; the backward recomputes them block by block.
+ * Its dropout masks are the unfused path's (the same dropout call of the graph, the same element
+ * keys), so the two paths agree to rounding and either may run.
+ */
+import { dropoutSeed } from './dropout-seed.js';
+import type { Graph } from './graph.js';
+import { ShapeMismatch, type Tensor } from './tensor.js';
+
+/** Query rows per workgroup, key rows per staged block, given the head dimension. */
+export function attentionBlocks(headDim: number, software: boolean): { br: number; bc: number } {
+  // Two staged blocks of BC x HD floats must fit 16 KiB of workgroup memory everywhere.
+  const bc = Math.max(4, Math.min(32, 2048 / headDim));
+  return { br: software ? 8 : 64, bc };
+}
+
+export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP: number): Tensor {
+  const [batch, t, c3] = qkv.shape as [number, number, number];
+  const c = c3 / 3;
+  const hd = c / heads;
+  const scale = 1 / Math.sqrt(hd);
+  const dropout = g.training && dropoutP > 0;
+  const samples = g.samples;
+  if (dropout && samples.count !== batch)
+    throw new ShapeMismatch(`attention: dropout needs one sample per batch row, got ${samples.count} samples for a batch of ${batch}`);
+  // One dropout call, as the unfused path's dropout of the probabilities takes.
+  const seed = dropout ? dropoutSeed(g.seed, g.dropoutCalls++) : 0;
+  const { br, bc } = attentionBlocks(hd, g.ctx.software);
+  const defines = { HD: hd, BR: br, BC: bc };
+  const uniforms = {
+    B: batch,
+    T: t,
+    H: heads,
+    C: c,
+    scale,
+    seed,
+    p: dropout ? dropoutP : 0,
+    dropout: dropout ? 1 : 0,
+    sample0: samples.first,
+  };
+  const y = g.tensor([batch, t, c], 'attention', qkv.requiresGrad);
+  const lse = g.tensor([batch * heads * t], 'attention.lse');
+  const Q = qkv.binding(g.ctx).binding;
+  const rowBlocks: [number, number, number] = [Math.ceil(t / br), batch * heads, 1];
+  g.runner.dispatch(
+    'attention',
+    'forward',
+    {},
+    uniforms,
+    { qkv: Q, y: y.binding(g.ctx).binding, lse: lse.binding(g.ctx).binding },
+    rowBlocks,
+    defines,
+  );
+  g.record('attention', [qkv], () => {
+    const dy = g.gradOf(y).binding(g.ctx).binding;
+    const d = g.tensor([batch * heads * t], 'attention.d');
+    const D = d.binding(g.ctx).binding;
+    g.runner.dispatch(
+      'attention',
+      'backward_d',
+      {},
+      uniforms,
+      { dy, yd: y.binding(g.ctx).binding, dsum: D },
+      Math.ceil((batch * heads * t) / br),
+      defines,
+    );
+    const grads = { qkv: Q, dy, dqkv: g.gradOf(qkv).binding(g.ctx).binding, lse_in: lse.binding(g.ctx).binding, dsum_in: D };
+    g.runner.dispatch('attention', 'backward_dq', {}, uniforms, grads, rowBlocks, defines);
+    g.runner.dispatch('attention', 'backward_dkv', {}, uniforms, grads, rowBlocks, defines);
+  });
+  return y;
+}
