@@ -20,14 +20,17 @@
 // unrelated code in the shader (a store's index), and when not, every row went through memory (3x
 // slower).
 //
-// Textures (t = texel of 4 elements along the texture's rows):
-//   A_T false: At[row m][t = k / 4]          A row-major along k (an activation x)
-//   A_T true:  At[row k][t = m / 4]          A stored k-major (x read as xᵀ: dW = xᵀ dy)
-//   B_T false: B texture [row k][t = n / 4]  (a weight [in, out])
-//   B_T true:  B texture [row n][t = k / 4]  (a weight read transposed: dx = dy Wᵀ, a tied head)
+// A texture holds a whole tensor as it lies in its buffer, one buffer row per texture row (x counts
+// texels of 4 elements). An operand is a block of it: for batch (z0, z1) its origin is
+// (x0 + z0 bx0 + z1 bx1, y0 + z0 by0 + z1 by1), so one copy of qkv serves q, k and v of every head,
+// and one copy of dy serves both products that read it. Within the block (t = texel of 4):
+//   A_T false: row m, texel k / 4      A contiguous along k (an activation x)
+//   A_T true:  row k, texel m / 4      A contiguous along m (x read as xᵀ: dW = xᵀ dy)
+//   B_T false: row k, texel n / 4      (a weight [in, out])
+//   B_T true:  row n, texel k / 4      (a weight read transposed: dx = dy Wᵀ, a tied head)
 // K must be a multiple of 4; rows past M and columns past N are computed from whatever the
-// textures hold there and not stored. C is stored as vec4s (N, C's start and row stride multiples of
-// 4).
+// textures hold there and not stored. C is stored as vec4s (N, C's start, row and batch strides
+// multiples of 4).
 //
 // The including module declares the B texture in its format and provides
 //   fn b_texel(x: u32, y: u32) -> vec4<f32>
@@ -42,8 +45,23 @@ struct MatmulUniforms {
   M: u32,
   N: u32,
   K: u32,
+  NB1: u32,
+  a_x0: u32,
+  a_y0: u32,
+  a_bx0: u32,
+  a_by0: u32,
+  a_bx1: u32,
+  a_by1: u32,
+  b_x0: u32,
+  b_y0: u32,
+  b_bx0: u32,
+  b_by0: u32,
+  b_bx1: u32,
+  b_by1: u32,
   c_off: u32,
   C_RS: u32,
+  C_B0: u32,
+  C_B1: u32,
   bias_off: u32,
   alpha: f32,
   FLAGS: u32,
@@ -54,21 +72,21 @@ struct MatmulUniforms {
 @group(0) @binding(3) var<storage, read_write> C4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> bias: array<u32>;
 
-// Rows k .. k+3 of B at the column quad q4: element [j][c] is B[k + j, 4 q4 + c].
-fn b_rows(q4: u32, k: u32) -> array<vec4<f32>, 4> {
+// Rows k .. k+3 of B at the column quad q4 of the block at `o`: element [j][c] is B[k + j, 4 q4 + c].
+fn b_rows(o: vec2<u32>, q4: u32, k: u32) -> array<vec4<f32>, 4> {
   var b: array<vec4<f32>, 4>;
   if (B_T) {
     // Four columns' texels along k, read as rows by swapping the indices (free in SIMD registers).
     var t: array<vec4<f32>, 4>;
     for (var c = 0u; c < 4u; c++) {
-      t[c] = b_texel(k / 4u, 4u * q4 + c);
+      t[c] = b_texel(o.x + k / 4u, o.y + 4u * q4 + c);
     }
     for (var j = 0u; j < 4u; j++) {
       b[j] = vec4<f32>(t[0][j], t[1][j], t[2][j], t[3][j]);
     }
   } else {
     for (var j = 0u; j < 4u; j++) {
-      b[j] = b_texel(q4, k + j);
+      b[j] = b_texel(o.x + q4, o.y + k + j);
     }
   }
   return b;
@@ -114,14 +132,14 @@ fn bias_quad(q4: u32) -> vec4<f32> {
   return add;
 }
 
-// Rows m0 .. m0 + 7 of the column quad q4 into C.
-fn store8(m0: u32, q4: u32, acc: array<vec4<f32>, 8>) {
+// Rows m0 .. m0 + 7 of the column quad q4 into C at c_base.
+fn store8(c_base: u32, m0: u32, q4: u32, acc: array<vec4<f32>, 8>) {
   let add = bias_quad(q4);
   let accumulate = (u.FLAGS & 2u) != 0u;
   for (var l = 0u; l < 8u; l++) {
     let m = m0 + l;
     if (m < u.M && 4u * q4 < u.N) {
-      let q = (u.c_off + m * u.C_RS) / 4u + q4;
+      let q = (c_base + m * u.C_RS) / 4u + q4;
       let v = acc[l] * u.alpha + add;
       if (accumulate) {
         C4[q] = C4[q] + v;
@@ -139,6 +157,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let q0 = wid.x * 16u + lid;
   let q1 = q0 + 8u;
   let m0 = wid.y * 32u;
+  let z0 = wid.z / u.NB1;
+  let z1 = wid.z % u.NB1;
+  let ao = vec2<u32>(u.a_x0 + z0 * u.a_bx0 + z1 * u.a_bx1, u.a_y0 + z0 * u.a_by0 + z1 * u.a_by1);
+  let bo = vec2<u32>(u.b_x0 + z0 * u.b_bx0 + z1 * u.b_bx1, u.b_y0 + z0 * u.b_by0 + z1 * u.b_by1);
+  let c_base = u.c_off + z0 * u.C_B0 + z1 * u.C_B1;
   var acc00: array<vec4<f32>, 8>;
   var acc01: array<vec4<f32>, 8>;
   var acc10: array<vec4<f32>, 8>;
@@ -151,26 +174,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     var a: array<vec4<f32>, 4>;
     if (A_T) {
       for (var j = 0u; j < 4u; j++) {
-        a[j] = textureLoad(At, vec2<u32>(m0 / 4u + lane, k + j));
+        a[j] = textureLoad(At, ao + vec2<u32>(m0 / 4u + lane, k + j));
       }
     } else {
       for (var g = 0u; g < 4u; g++) {
-        a[g] = textureLoad(At, vec2<u32>(k / 4u, m0 + 8u * g + lane));
+        a[g] = textureLoad(At, ao + vec2<u32>(k / 4u, m0 + 8u * g + lane));
       }
     }
-    let b0 = b_rows(q0, k);
-    let b1 = b_rows(q1, k);
+    let b0 = b_rows(bo, q0, k);
+    let b1 = b_rows(bo, q1, k);
     rows8(0u, a, b0, b1, &acc00, &acc01);
     rows8(1u, a, b0, b1, &acc10, &acc11);
     rows8(2u, a, b0, b1, &acc20, &acc21);
     rows8(3u, a, b0, b1, &acc30, &acc31);
   }
-  store8(m0, q0, acc00);
-  store8(m0, q1, acc01);
-  store8(m0 + 8u, q0, acc10);
-  store8(m0 + 8u, q1, acc11);
-  store8(m0 + 16u, q0, acc20);
-  store8(m0 + 16u, q1, acc21);
-  store8(m0 + 24u, q0, acc30);
-  store8(m0 + 24u, q1, acc31);
+  store8(c_base, m0, q0, acc00);
+  store8(c_base, m0, q1, acc01);
+  store8(c_base, m0 + 8u, q0, acc10);
+  store8(c_base, m0 + 8u, q1, acc11);
+  store8(c_base, m0 + 16u, q0, acc20);
+  store8(c_base, m0 + 16u, q1, acc21);
+  store8(c_base, m0 + 24u, q0, acc30);
+  store8(c_base, m0 + 24u, q1, acc31);
 }

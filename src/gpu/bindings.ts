@@ -29,6 +29,8 @@ export interface EntryLayout {
   uniform: UniformLayout | null;
   /** Storage buffers and storage textures the entry point reads or writes: name → binding. */
   storage: Map<string, number>;
+  /** The names among them it may write (read_write access). */
+  writable: Set<string>;
 }
 
 export interface ShaderLayout {
@@ -61,6 +63,7 @@ export function reflectShader(shader: string, source: string): ShaderLayout {
   for (const fn of reflected.entry.compute) {
     let uniform: UniformLayout | null = null;
     const storage = new Map<string, number>();
+    const writable = new Set<string>();
     for (const r of fn.resources) {
       if (r.group !== 0) throw new GpuError(`${shader}.${fn.name}: '${r.name}' is in group ${r.group}; webtron binds group 0 only`);
       if (r.resourceType === ResourceType.Uniform) {
@@ -68,11 +71,12 @@ export function reflectShader(shader: string, source: string): ShaderLayout {
         uniform = uniformLayout(shader, r);
       } else if (r.resourceType === ResourceType.Storage || r.resourceType === ResourceType.StorageTexture) {
         storage.set(r.name, r.binding);
+        if (r.access !== 'read') writable.add(r.name);
       } else {
         throw new GpuError(`${shader}.${fn.name}: '${r.name}' is neither a uniform nor a storage buffer or texture`);
       }
     }
-    entries.set(fn.name, { uniform, storage });
+    entries.set(fn.name, { uniform, storage, writable });
   }
   return { shader, entries };
 }

@@ -121,6 +121,11 @@ export class Kernels {
     return d;
   }
 
+  /** The storage variables `pipeline` may write. */
+  writable(pipeline: GPUComputePipeline): Set<string> {
+    return this.described(pipeline).layout.writable;
+  }
+
   /** Bytes of `pipeline`'s uniform struct (0 when it reads none). */
   uniformBytes(pipeline: GPUComputePipeline): number {
     return this.described(pipeline).layout.uniform?.size ?? 0;

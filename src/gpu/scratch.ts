@@ -1,42 +1,65 @@
 /**
- * Scratch textures: one per role and format, reused by every kernel call that copies an operand into
- * a texture (the texture matmul on CPU drivers). A request larger than the texture in hand replaces
- * it with one covering both sizes, so a model's shapes settle on one texture per role after the first
- * step. The texture given up is dropped, not destroyed: commands already recorded may still read it,
- * and Dawn frees it once they are done and nothing refers to it. Its bytes leave the count at once.
+ * Scratch textures for kernels that read copies of their operands (the texture matmul on CPU
+ * drivers). A runner leases one per copy it keeps and returns them when it submits: a texture is
+ * never shared by two runners' unsubmitted work. Returned textures wait for the next lease of their
+ * format; a lease larger than every idle texture takes the largest and replaces it with one covering
+ * both sizes, so a model's shapes settle on a few textures after the first step. A replaced texture
+ * is dropped, not destroyed (submitted work may still read it; Dawn frees it once that is done and
+ * nothing refers to it), and its bytes leave the count at once.
  */
 import type { DeviceTexture, GpuContext, TextureRequest } from './context.js';
 
 export class ScratchTextures {
-  private readonly textures = new Map<string, DeviceTexture>();
+  private readonly idle: DeviceTexture[] = [];
+  private readonly leased = new Set<DeviceTexture>();
 
   constructor(private readonly ctx: GpuContext) {}
 
-  /** A texture of `format` at least `width` x `height` texels for `role` (contents undefined). */
-  texture(role: string, format: TextureRequest['format'], width: number, height: number): DeviceTexture {
-    const key = `${role}:${format}`;
-    const held = this.textures.get(key);
-    if (held && held.width >= width && held.height >= height) return held;
-    const texture = this.ctx.createTexture({
-      label: `scratch.${key}`,
-      width: Math.max(width, held?.width ?? 0),
-      height: Math.max(height, held?.height ?? 0),
-      format,
-      usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
-      category: 'other',
-    });
-    if (held) this.ctx.memory.freed(held.category, held.size);
-    this.textures.set(key, texture);
+  /** A texture of `format` of at least `width` x `height` texels (contents undefined), until `release`. */
+  lease(format: TextureRequest['format'], width: number, height: number): DeviceTexture {
+    const same = this.idle.filter((t) => t.format === format);
+    // The smallest idle texture that fits, else the largest to grow (or none).
+    const fits = same.filter((t) => t.width >= width && t.height >= height).sort((a, b) => a.size - b.size)[0];
+    let texture = fits;
+    if (!texture) {
+      const grow = same.sort((a, b) => b.size - a.size)[0];
+      texture = this.ctx.createTexture({
+        label: `scratch.${format}`,
+        width: Math.max(width, grow?.width ?? 0),
+        height: Math.max(height, grow?.height ?? 0),
+        format,
+        usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
+        category: 'other',
+      });
+      if (grow) {
+        this.idle.splice(this.idle.indexOf(grow), 1);
+        this.ctx.memory.freed(grow.category, grow.size);
+      }
+    } else {
+      this.idle.splice(this.idle.indexOf(texture), 1);
+    }
+    this.leased.add(texture);
     return texture;
   }
 
-  /** Bytes held now. */
+  /** Take leased textures back (the work that reads them is submitted). */
+  release(textures: Iterable<DeviceTexture>): void {
+    for (const t of textures) {
+      if (!this.leased.delete(t)) continue;
+      this.idle.push(t);
+    }
+  }
+
+  /** Bytes held now, leased or idle. */
   get bytes(): number {
-    return [...this.textures.values()].reduce((sum, t) => sum + t.size, 0);
+    let sum = 0;
+    for (const t of [...this.idle, ...this.leased]) sum += t.size;
+    return sum;
   }
 
   destroy(): void {
-    for (const t of this.textures.values()) t.destroy();
-    this.textures.clear();
+    for (const t of [...this.idle, ...this.leased]) t.destroy();
+    this.idle.length = 0;
+    this.leased.clear();
   }
 }

@@ -4,10 +4,11 @@
  * only after the submit that read them, so a later write can never change an earlier dispatch.
  */
 import { GpuError } from '../gpu/errors.js';
-import type { DeviceBuffer, DeviceTexture, GpuContext } from '../gpu/context.js';
+import { DeviceTexture, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import type { UniformValues } from '../gpu/bindings.js';
 import type { Binding, ShaderConstants, ShaderDefines } from '../gpu/kernels.js';
 import type { GpuTimer } from '../gpu/timer.js';
+import { TextureCopies, type TextureRegion } from './texture-copies.js';
 
 const SLOT_BYTES = 256;
 const SLOTS = 2048;
@@ -31,8 +32,11 @@ export class Runner {
   readonly writableDummy: DeviceBuffer;
   /** When set, every compute pass this runner begins is timed on the GPU under the timer's current label. */
   timer: GpuTimer | null = null;
+  /** Tensors copied into textures since the last submit (texture-copies.ts). */
+  readonly copies: TextureCopies;
 
   constructor(private readonly ctx: GpuContext) {
+    this.copies = new TextureCopies(ctx);
     this.dummy = ctx.createBuffer({ label: 'nn.unused-binding', size: 16, usage: GPUBufferUsage.STORAGE, category: 'other' });
     this.writableDummy = ctx.createBuffer({
       label: 'nn.unused-writable-binding',
@@ -70,6 +74,10 @@ export class Runner {
     if (size > 0) this.ctx.kernels.packUniforms(pipeline, uniforms, this.stagingView, slot * SLOT_BYTES);
     const uniform = size > 0 ? { buffer: this.uniforms, offset: slot * SLOT_BYTES, size } : undefined;
     const group = this.ctx.kernels.bindGroup(pipeline, bindings, uniform);
+    for (const name of this.ctx.kernels.writable(pipeline)) {
+      const b = bindings[name];
+      if (b && !(b instanceof DeviceTexture)) this.copies.written('gpu' in b ? b : b.buffer);
+    }
     const pass = this.beginPass();
     if (typeof workgroups === 'number') {
       this.ctx.kernels.dispatchInPass(pass, pipeline, [group], workgroups);
@@ -85,20 +93,25 @@ export class Runner {
   }
 
   /**
-   * Record a copy of rows of `source` into the top-left `width` x `height` texels of `texture` (between
-   * compute passes: the pass in progress ends, and the next dispatch begins another).
+   * A texture holding `region` of a buffer: a copy this runner made since its last submit and
+   * nothing it recorded has overwritten, or a new copy recorded now (between compute passes: the
+   * pass in progress ends, and the next dispatch begins another). `keep`: textures the caller reads
+   * in the same dispatch, which the new copy must not take the place of.
    */
+  textureOf(region: TextureRegion, keep: readonly DeviceTexture[] = []): DeviceTexture {
+    return this.copies.texture(region, keep, (texture) => this.copyBufferToTexture(region, texture));
+  }
+
+  /** Record a copy of rows of `source` into the top-left `width` x `height` texels of `texture`. */
   copyBufferToTexture(
-    source: { buffer: DeviceBuffer; offset: number; bytesPerRow: number },
+    source: { buffer: DeviceBuffer; offset: number; bytesPerRow: number; width: number; height: number },
     texture: DeviceTexture,
-    width: number,
-    height: number,
   ): void {
     this.endPass();
     this.encoderNow().copyBufferToTexture(
       { buffer: source.buffer.gpu, offset: source.offset, bytesPerRow: source.bytesPerRow },
       { texture: texture.gpu },
-      [width, height],
+      [source.width, source.height],
     );
   }
 
@@ -106,6 +119,7 @@ export class Runner {
   clearBuffer(buffer: DeviceBuffer): void {
     this.endPass();
     this.encoderNow().clearBuffer(buffer.gpu);
+    this.copies.written(buffer);
   }
 
   private encoderNow(): GPUCommandEncoder {
@@ -139,6 +153,7 @@ export class Runner {
       this.encoder = null;
       this.external = false;
       this.slots = 0;
+      this.copies.submitted(); // the caller submits the encoder next
     }
   }
 
@@ -156,6 +171,7 @@ export class Runner {
     this.ctx.submit([this.encoder.finish()]);
     this.encoder = null;
     this.slots = 0;
+    this.copies.submitted();
   }
 
   /** Submit and wait; device errors surface here. */
@@ -165,6 +181,7 @@ export class Runner {
   }
 
   destroy(): void {
+    this.copies.submitted();
     this.uniforms.destroy();
     this.dummy.destroy();
     this.writableDummy.destroy();

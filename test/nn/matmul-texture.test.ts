@@ -9,6 +9,7 @@ import { GpuContext, matmulKernelFromEnv } from '../../src/gpu/context.js';
 import type { ParamDtype } from '../../src/ddp/layout.js';
 import { Graph } from '../../src/nn/graph.js';
 import { matmulInto, type Operand } from '../../src/nn/matmul.js';
+import type { Tensor } from '../../src/nn/tensor.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { hashedUniform } from '../helpers/hash.js';
@@ -168,57 +169,119 @@ describe('operands the texture kernel cannot copy run on the buffer kernel', () 
       g.release();
     });
   }
-
-  it('batched products (attention) stay on the buffer kernel', async () => {
-    const [m, n, k] = [8, 64, 64];
-    const g = new Graph(ctx);
-    const used = shadersOf(g);
-    const at = g.input(rand(2 * m * k), [2 * m * k]);
-    const bt = g.input(rand(2 * k * n), [2 * k * n]);
-    const ct = g.tensor([2 * m * n], 'c');
-    matmulInto(
-      g,
-      { m, n, k, nb0: 2 },
-      { t: at, rs: k, cs: 1, b0: m * k },
-      { t: bt, rs: n, cs: 1, b0: k * n },
-      { t: ct, rs: n, cs: 1, b0: m * n },
-    );
-    await g.read(ct);
-    expect(used.some((s) => s.startsWith('matmul-texture'))).toBe(false);
-    g.release();
-  });
 });
 
-describe('scratch textures', () => {
-  it('a larger product after a smaller one in the same submission: both right, the scratch grown once', async () => {
-    const fresh = await GpuContext.create({ matmulKernel: 'texture' });
-    const g = new Graph(fresh);
-    const shapes = [
-      [8, 64, 16],
-      [70, 128, 96],
-    ] as const;
-    const outs = shapes.map(([m, n, k]) => {
-      const a = rand(m * 64 * Math.ceil(k / 64));
-      const b = rand(k * n);
-      const at = g.input(a, [a.length]);
-      const bt = g.input(b, [b.length]);
-      const ct = g.tensor([m * n], 'c');
-      matmulInto(g, { m, n, k }, { t: at, rs: 64 * Math.ceil(k / 64), cs: 1 }, { t: bt, rs: n, cs: 1 }, { t: ct, rs: n, cs: 1 });
-      return { a, b, ct, m, n, k };
-    });
-    for (const { a, b, ct, m, n, k } of outs) {
-      const stride = 64 * Math.ceil(k / 64);
-      const A = new Float64Array(m * k);
-      for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) A[i * k + p] = a[i * stride + p]!;
-      expect(ref.relError(await g.read(ct), ref.matmul(A, b, m, k, n)), msg(`${m}x${n}x${k}`)).toBeLessThanOrEqual(1e-6);
-    }
-    // One texture per role and format, each as large as the largest request.
-    expect(fresh.scratch.bytes).toBe((96 / 4) * 70 * 16 + (128 / 4) * 96 * 16);
-    expect(fresh.memoryReport().live.other).toBeGreaterThanOrEqual(fresh.scratch.bytes);
+// The attention's products: q, k and v of every head are blocks of one copy of qkv [B, T, 3C], the
+// probabilities [B, H, T, T] one copy read straight and transposed.
+describe('batched products: blocks of one copy per tensor', () => {
+  const [batch, t, c, heads] = [2, 64, 128, 2];
+  const hd = c / heads;
+  const qkvOp = (tensor: Tensor, part: number, rowIsTime: boolean): Operand =>
+    rowIsTime
+      ? { t: tensor, off: part * c, rs: 3 * c, cs: 1, b0: t * 3 * c, b1: hd }
+      : { t: tensor, off: part * c, rs: 1, cs: 3 * c, b0: t * 3 * c, b1: hd };
+  const ref3 = (data: Float32Array, b: number, h: number, part: number) => {
+    const out = new Float64Array(t * hd);
+    for (let i = 0; i < t; i++) for (let d = 0; d < hd; d++) out[i * hd + d] = data[b * t * 3 * c + i * 3 * c + part * c + h * hd + d]!;
+    return out;
+  };
+
+  it('S = q kᵀ and Y = S v per (batch, head), with one copy of qkv for all three', async () => {
+    const qkv = rand(batch * t * 3 * c);
+    const g = new Graph(ctx);
+    const used = shadersOf(g);
+    const qt = g.input(qkv, [batch, t, 3 * c], 'qkv');
+    const st = g.tensor([batch, heads, t, t], 's');
+    const yt = g.tensor([batch, t, c], 'y');
+    const bh = { nb0: batch, nb1: heads };
+    const sOp: Operand = { t: st, rs: t, cs: 1, b0: heads * t * t, b1: t * t };
+    matmulInto(g, { m: t, n: t, k: hd, ...bh }, qkvOp(qt, 0, true), qkvOp(qt, 1, false), sOp);
+    matmulInto(g, { m: t, n: hd, k: t, ...bh }, sOp, qkvOp(qt, 2, true), { t: yt, rs: c, cs: 1, b0: t * c, b1: hd });
+    // qkv copied once for both products (q, k and then v), the scores once after they are written.
+    const copies = { made: g.runner.copies.made, reused: g.runner.copies.reused };
+    const s = await g.read(st);
+    const y = await g.read(yt);
+    expect(used).toEqual(['matmul-texture', 'matmul-texture']);
+    expect(copies).toEqual({ made: 2, reused: 2 });
+    for (let b = 0; b < batch; b++)
+      for (let h = 0; h < heads; h++) {
+        const sWant = ref.matmul(ref3(qkv, b, h, 0), ref.transpose(ref3(qkv, b, h, 1), t, hd), t, hd, t);
+        const sGot = s.subarray((b * heads + h) * t * t, (b * heads + h + 1) * t * t);
+        expect(ref.relError(sGot, sWant), msg(`s ${b} ${h}`)).toBeLessThanOrEqual(1e-6);
+        const yWant = ref.matmul(sGot, ref3(qkv, b, h, 2), t, t, hd);
+        const yGot = new Float64Array(t * hd);
+        for (let i = 0; i < t; i++) for (let d = 0; d < hd; d++) yGot[i * hd + d] = y[b * t * c + i * c + h * hd + d]!;
+        expect(ref.relError(yGot, yWant), msg(`y ${b} ${h}`)).toBeLessThanOrEqual(1e-6);
+      }
     g.release();
-    fresh.destroy();
   });
 
+  it('heads narrower than a tile (32 columns) run on the buffer kernel', async () => {
+    const narrowHeads = 2 * heads;
+    const g = new Graph(ctx);
+    const used = shadersOf(g);
+    const qt = g.input(rand(batch * t * 3 * c), [batch, t, 3 * c], 'qkv');
+    const pt = g.input(rand(batch * narrowHeads * t * t), [batch, narrowHeads, t, t], 'p');
+    const yt = g.tensor([batch, t, c], 'y');
+    const probs: Operand = { t: pt, rs: t, cs: 1, b0: narrowHeads * t * t, b1: t * t };
+    const v: Operand = { t: qt, off: 2 * c, rs: 3 * c, cs: 1, b0: t * 3 * c, b1: 32 };
+    matmulInto(g, { m: t, n: 32, k: t, nb0: batch, nb1: narrowHeads }, probs, v, { t: yt, rs: c, cs: 1, b0: t * c, b1: 32 });
+    await g.read(yt);
+    expect(
+      used.some((name) => name.startsWith('matmul-texture')),
+      used.join(),
+    ).toBe(false);
+    g.release();
+  });
+
+  it('a copy is made again after the tensor is written, and not reused across a submit', async () => {
+    const [m, n, k] = [32, 64, 64];
+    const x = rand(m * k);
+    const w = rand(k * n);
+    const g = new Graph(ctx);
+    const xt = g.input(x, [m, k], 'x');
+    const wt = g.input(w, [k, n], 'w');
+    const y1 = g.tensor([m, n], 'y1');
+    const y2 = g.tensor([m, n], 'y2');
+    const mm = (out: Tensor) => matmulInto(g, { m, n, k }, { t: xt, rs: k, cs: 1 }, { t: wt, rs: n, cs: 1 }, { t: out, rs: n, cs: 1 });
+    mm(y1);
+    expect([g.runner.copies.made, g.runner.copies.reused]).toEqual([2, 0]);
+    // Overwrite x on the GPU (y1 into it): its copy is stale, w's is not.
+    matmulInto(g, { m, n: k, k: n }, { t: y1, rs: n, cs: 1 }, { t: wt, rs: 1, cs: n }, { t: xt, rs: k, cs: 1 });
+    mm(y2);
+    const counts = [g.runner.copies.made, g.runner.copies.reused];
+    const [got1, got2, x2] = [await g.read(y1), await g.read(y2), await g.read(xt)];
+    expect(counts).toEqual([4, 2]); // y1, then x again; w reused by both later products
+    expect(ref.relError(got1, ref.matmul(x, w, m, k, n)), msg('y1')).toBeLessThanOrEqual(1e-6);
+    expect(ref.relError(got2, ref.matmul(x2, w, m, k, n)), msg('y2 from the new x')).toBeLessThanOrEqual(1e-6);
+    // After the reads (submits), nothing is reused.
+    mm(y1);
+    expect([g.runner.copies.made, g.runner.copies.reused]).toEqual([2, 0]);
+    g.release();
+  });
+
+  it("a runner's textures go back to the pool on submit, and the next graph leases the same ones", async () => {
+    const fresh = await GpuContext.create({ matmulKernel: 'texture' });
+    try {
+      const run = async () => {
+        const g = new Graph(fresh);
+        const at = g.input(rand(70 * 128), [70, 128]);
+        const bt = g.input(rand(128 * 64), [128, 64]);
+        const ct = g.tensor([70, 64], 'c');
+        matmulInto(g, { m: 70, n: 64, k: 128 }, { t: at, rs: 128, cs: 1 }, { t: bt, rs: 64, cs: 1 }, { t: ct, rs: 64, cs: 1 });
+        await g.read(ct);
+        g.release();
+      };
+      await run();
+      const held = fresh.scratch.bytes;
+      expect(held).toBe((128 / 4) * 70 * 16 + (64 / 4) * 128 * 16);
+      await run();
+      expect(fresh.scratch.bytes).toBe(held);
+      expect(fresh.memoryReport().live.other).toBeGreaterThanOrEqual(held);
+    } finally {
+      fresh.destroy();
+    }
+  });
   it('lavapipe chooses the texture kernel, and the choice can be overridden', async () => {
     const chosen = await GpuContext.create();
     try {
