@@ -39,8 +39,8 @@ export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropo
     dropout: dropout ? 1 : 0,
     sample0: samples.first,
   };
-  const y = g.tensor([batch, t, c], 'attention', qkv.requiresGrad);
-  const lse = g.tensor([batch * heads * t], 'attention.lse');
+  const y = g.output([batch, t, c], 'attention', qkv.requiresGrad);
+  const lse = g.output([batch * heads * t], 'attention.lse');
   const Q = qkv.binding(g.ctx).binding;
   const rowBlocks: [number, number, number] = [Math.ceil(t / br), batch * heads, 1];
   g.runner.dispatch(
@@ -54,7 +54,7 @@ export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropo
   );
   g.record('attention', [qkv], () => {
     const dy = g.gradOf(y).binding(g.ctx).binding;
-    const d = g.tensor([batch * heads * t], 'attention.d');
+    const d = g.output([batch * heads * t], 'attention.d');
     const D = d.binding(g.ctx).binding;
     g.runner.dispatch(
       'attention',

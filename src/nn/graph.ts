@@ -90,6 +90,14 @@ export class Graph {
     return new Tensor(this.buffer(label, numel(shape), true), 0, shape, 'float32', null, requiresGrad);
   }
 
+  /**
+   * A new fp32 activation for a kernel that writes every element before anything reads it: not
+   * zeroed (a pooled buffer keeps what its last graph left until then), which spares a clear.
+   */
+  output(shape: readonly number[], label: string, requiresGrad = false): Tensor {
+    return new Tensor(this.buffer(label, numel(shape), false), 0, shape, 'float32', null, requiresGrad);
+  }
+
   /** Upload host data as an activation (fp32) or integer input (uint32). */
   input(data: Float32Array | Uint32Array, shape: readonly number[], label = 'input', requiresGrad = false): Tensor {
     if (data.length !== numel(shape))

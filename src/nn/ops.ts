@@ -81,7 +81,7 @@ export function linear(g: Graph, x: Tensor, w: Tensor, b?: Tensor, options: { tr
     throw new ShapeMismatch(`linear: input ${shapeOf(x)} does not end in ${inF} (weight ${shapeOf(w)})`);
   if (b && b.numel !== outF) throw new ShapeMismatch(`linear: bias ${shapeOf(b)} does not match ${outF} outputs`);
   const rows = x.numel / inF;
-  const y = g.tensor([...x.shape.slice(0, -1), outF], 'linear', x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false));
+  const y = g.output([...x.shape.slice(0, -1), outF], 'linear', x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false));
   // W[k, n] (k < in, n < out) sits at k·out + n, or at n·in + k when transposed.
   const wk = options.transposed ? 1 : outF;
   const wn = options.transposed ? inF : 1;
@@ -145,7 +145,7 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
     throw new ShapeMismatch(`embedding: positions ${shapeOf(wpe)} cannot cover ${position + t} steps of width ${c}`);
   if (wte.dtype !== wpe.dtype) throw new ShapeMismatch(`embedding: token table is ${wte.dtype} but position table is ${wpe.dtype}`);
   const rows = batch * t;
-  const y = g.tensor([batch, t, c], 'embedding', wte.requiresGrad || wpe.requiresGrad);
+  const y = g.output([batch, t, c], 'embedding', wte.requiresGrad || wpe.requiresGrad);
   const I = ids.binding(g.ctx);
   const E = wte.binding(g.ctx);
   const P = wpe.binding(g.ctx);
@@ -195,8 +195,8 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
   if (w.buffer !== b.buffer || w.dtype !== b.dtype)
     throw new ShapeMismatch('layernorm: weight and bias must live in the same param buffer');
   const rows = x.numel / c;
-  const y = g.tensor(x.shape, 'layernorm', true);
-  const stats = g.tensor([rows, 2], 'layernorm.stats');
+  const y = g.output(x.shape, 'layernorm', true);
+  const stats = g.output([rows, 2], 'layernorm.stats');
   // One binding covers both params; their offsets are relative to its start.
   const lo = Math.min(w.offset, b.offset);
   const span = Math.max(w.offset, b.offset) + c - lo;
@@ -265,7 +265,7 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
 
 export function gelu(g: Graph, x: Tensor): Tensor {
   requireF32(x, 'gelu input');
-  const y = g.tensor(x.shape, 'gelu', x.requiresGrad);
+  const y = g.output(x.shape, 'gelu', x.requiresGrad);
   // The vec4 entry points where the length allows and every operand starts its binding.
   const quad = (t: Tensor) => (x.numel % 4 === 0 ? quadAtStart(g, t) : null);
   const X4 = quad(x);
@@ -297,10 +297,14 @@ export function gelu(g: Graph, x: Tensor): Tensor {
  */
 export function add(g: Graph, a: Tensor, b: Tensor): Tensor {
   if (a.numel !== b.numel) throw new ShapeMismatch(`add: ${shapeOf(a)} and ${shapeOf(b)} differ`);
-  const y = g.tensor(a.shape, 'add', a.requiresGrad || b.requiresGrad);
-  const Y = y.binding(g.ctx);
   const A = a.binding(g.ctx);
   const B = b.binding(g.ctx);
+  // The one-pass vec4 sum writes all of y; the element-wise fallback adds both into a zeroed y.
+  const onePass = quadBindings(g, a.numel, [a, A], [b, B]) !== null;
+  const y = onePass
+    ? g.output(a.shape, 'add', a.requiresGrad || b.requiresGrad)
+    : g.tensor(a.shape, 'add', a.requiresGrad || b.requiresGrad);
+  const Y = y.binding(g.ctx);
   const quads = quadBindings(g, y.numel, [y, Y], [a, A], [b, B]);
   if (quads) {
     g.runner.dispatch(
@@ -336,7 +340,7 @@ export function dropout(g: Graph, x: Tensor, p: number): Tensor {
   const seed = dropoutSeed(g.seed, g.dropoutCalls++);
   const { first, count } = g.samples;
   if (x.numel % count !== 0) throw new ShapeMismatch(`dropout: ${x.numel} elements do not split into the graph's ${count} samples`);
-  const y = g.tensor(x.shape, 'dropout', x.requiresGrad);
+  const y = g.output(x.shape, 'dropout', x.requiresGrad);
   const uniforms = { n: x.numel, seed, p, scale: 1 / (1 - p), per_sample: x.numel / count, sample0: first };
   g.runner.dispatch('dropout', 'forward', { WG }, uniforms, { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding }, groups(x.numel));
   g.record('dropout', [x], () => {
@@ -365,7 +369,7 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   if (g.ctx.attentionKernel === 'fused') return fusedCausalAttention(g, qkv, heads, dropoutP);
   const hd = c / heads;
   const scale = 1 / Math.sqrt(hd);
-  const probs = g.tensor([batch, heads, t, t], 'attention.probs', qkv.requiresGrad);
+  const probs = g.output([batch, heads, t, t], 'attention.probs', qkv.requiresGrad);
   const bh = { nb0: batch, nb1: heads };
   // Per (b, h): q[i, d] at b·T·3C + i·3C + h·hd + d; k at +C; v at +2C.
   const q = (off: number, rowIsTime: boolean): Operand =>
@@ -395,7 +399,7 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   });
   let attn = probs;
   if (g.training && dropoutP > 0) attn = dropout(g, probs, dropoutP);
-  const y = g.tensor([batch, t, c], 'attention', qkv.requiresGrad);
+  const y = g.output([batch, t, c], 'attention', qkv.requiresGrad);
   const yOp = (tensor: Tensor): Operand => ({ t: tensor, rs: c, cs: 1, b0: t * c, b1: hd });
   matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(false, attn), q(2 * c, true), yOp(y));
   // Backward through y = attn v (attention dropout, when present, records its own backward).
@@ -417,8 +421,8 @@ export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor 
   const rows = logits.numel / v;
   if (targets.dtype !== 'uint32' || targets.numel !== rows)
     throw new ShapeMismatch(`cross-entropy: targets must be ${rows} uint32 values, got ${targets.dtype} ${shapeOf(targets)}`);
-  const lse = g.tensor([rows, 2], 'cross-entropy.rows');
-  const loss = g.tensor([1], 'loss', logits.requiresGrad);
+  const lse = g.output([rows, 2], 'cross-entropy.rows');
+  const loss = g.output([1], 'loss', logits.requiresGrad);
   const L = logits.binding(g.ctx).binding;
   const T = targets.binding(g.ctx).binding;
   const R = lse.binding(g.ctx).binding;

@@ -50,6 +50,34 @@ describe('buffer pool', () => {
     g2.release();
   });
 
+  it('an output tensor (every element written by its kernel) is not cleared: it records no clear', async () => {
+    const n = 2048;
+    const g1 = new Graph(ctx);
+    g1.input(new Float32Array(n).fill(3), [n], 'dirty');
+    g1.release();
+    const g2 = new Graph(ctx);
+    let clears = 0;
+    const clear = g2.runner.clearBuffer.bind(g2.runner);
+    g2.runner.clearBuffer = (b) => {
+      clears++;
+      clear(b);
+    };
+    const out = g2.output([n], 'out');
+    expect(clears).toBe(0);
+    expect(Array.from(await g2.read(out)).every((v) => v === 3)).toBe(true); // what the last graph left
+    g2.tensor([n], 'zeroed'); // a second buffer of the size: a new one, nothing to clear
+    g2.release();
+    const g3 = new Graph(ctx);
+    const clear3 = g3.runner.clearBuffer.bind(g3.runner);
+    g3.runner.clearBuffer = (b) => {
+      clears++;
+      clear3(b);
+    };
+    g3.tensor([n], 'zeroed');
+    expect(clears).toBe(1);
+    g3.release();
+  });
+
   it('idle bytes count as pooled, and buffers unused for a release are destroyed', async () => {
     const fresh = await GpuContext.create();
     try {
