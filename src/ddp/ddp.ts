@@ -330,6 +330,12 @@ export class DistributedDataParallel {
   }
 
   private startBucketSync(b: BucketState): void {
+    if (this.group.worldSize === 1 && !this.gradReduceInBf16) {
+      // A world of one: the grads in the buffer are already the average. (bf16 wire grads still make
+      // the round trip, so that the rounding is the same at every data-parallel size.)
+      b.sync = Promise.resolve();
+      return;
+    }
     // The readback's copy is queued now, right behind the work that made these grads (the rest of
     // the backward pass queues after it), unless a param all-gather still uses the host staging.
     const size = b.buffer.gradBytes(b.layout).size;

@@ -140,6 +140,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
   }
 
   protected async afterUpdate(): Promise<void> {
+    // A world of one: Adam wrote every param in the buffer already; there is nothing to gather.
+    if (this.group.worldSize === 1) return;
     // The next forward reads the last bucket first (bucket 0 holds the model's end): gather in that
     // order. Every shard's readback is queued now, right behind Adam, so that none waits behind the
     // next forward's work while the gathers run beside it.

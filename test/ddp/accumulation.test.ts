@@ -67,6 +67,38 @@ describe('grad accumulation', () => {
     }
   });
 
+  it('a world of one skips the round trip: no readback, no collective, the grads as the backward left them', async () => {
+    for (const [bf16, trips] of [
+      [false, 0],
+      [true, 1],
+    ] as const) {
+      const [group] = localGroups(1);
+      const layout = computeLayout(MODEL, { dataParallelSize: 1, distributedOptimizer: true, bucketSize: 100 });
+      const ddp = new DistributedDataParallel(ctx, group!, layout, { overlapGradReduce: true, gradReduceInBf16: bf16 });
+      let readbacks = 0;
+      const readback = ctx.transfers.readback.bind(ctx.transfers);
+      ctx.transfers.readback = (...args: Parameters<typeof readback>) => {
+        readbacks++;
+        return readback(...args);
+      };
+      try {
+        ddp.zeroGradBuffer();
+        await accumulate(ddp, 0, 0); // one readback of the buffer, to add to it
+        readbacks -= 1;
+        await ddp.finishGradSync();
+        // With --grad-reduce-in-bf16 every bucket still makes the trip (its grads are rounded at any d).
+        expect(readbacks, `bf16 ${bf16}`).toBe(trips * layout.buffers[0]!.buckets.length);
+        const buffer = ddp.buffers[0]!;
+        const after = await ctx.transfers.readFloat32(buffer.grads, 0, buffer.layout.numel);
+        // accumulate() added 1 + e to element e of every param.
+        if (!bf16) for (const p of buffer.layout.params) for (let e = 0; e < p.numel; e++) expect(after[p.start + e]).toBe(1 + e);
+      } finally {
+        ctx.transfers.readback = readback;
+        ddp.destroy();
+      }
+    }
+  });
+
   it('finishGradSync inside noSync, and noSync inside noSync, are errors', async () => {
     const { ddp } = ranks(true)[0]!;
     await expect(ddp.noSync(() => ddp.finishGradSync())).rejects.toThrow(
