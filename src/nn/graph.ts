@@ -223,6 +223,8 @@ export class Graph {
   /** Give every activation buffer of this graph back to the pool. Tensors made by it are invalid afterwards. */
   release(): void {
     this.runner.flush();
+    // Its copies of params (pinned for the graph's life) may be stale once the optimizer steps.
+    this.runner.copies.destroy();
     this.ctx.pool.release(this.owned);
     this.owned.length = 0;
     this.tape.length = 0;

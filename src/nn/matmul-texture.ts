@@ -101,8 +101,8 @@ export function textureMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, 
   const aligned = [s.n, cStart, c.rs, c.b0 ?? 0, c.b1 ?? 0].every((v) => v % 4 === 0);
   const C4 = aligned ? quadBinding(g, c.t, C) : null;
   if (!C4) return false;
-  const At = g.runner.textureOf(A.region);
-  const Bt = g.runner.textureOf(B.region, [At]);
+  const At = g.runner.textureOf(A.region, [], a.t.isParam);
+  const Bt = g.runner.textureOf(B.region, [At], b.t.isParam);
   const bias = options.bias?.binding(ctx);
   g.runner.dispatch(
     FORMATS[b.t.dtype]!.shader,

@@ -96,10 +96,11 @@ export class Runner {
    * A texture holding `region` of a buffer: a copy this runner made since its last submit and
    * nothing it recorded has overwritten, or a new copy recorded now (between compute passes: the
    * pass in progress ends, and the next dispatch begins another). `keep`: textures the caller reads
-   * in the same dispatch, which the new copy must not take the place of.
+   * in the same dispatch, which the new copy must not take the place of. `pin`: a param, whose copy
+   * lasts until the runner is destroyed (texture-copies.ts).
    */
-  textureOf(region: TextureRegion, keep: readonly DeviceTexture[] = []): DeviceTexture {
-    return this.copies.texture(region, keep, (texture) => this.copyBufferToTexture(region, texture));
+  textureOf(region: TextureRegion, keep: readonly DeviceTexture[] = [], pin = false): DeviceTexture {
+    return this.copies.texture(region, keep, (texture) => this.copyBufferToTexture(region, texture), pin);
   }
 
   /** Record a copy of rows of `source` into the top-left `width` x `height` texels of `texture`. */
@@ -181,7 +182,7 @@ export class Runner {
   }
 
   destroy(): void {
-    this.copies.submitted();
+    this.copies.destroy();
     this.uniforms.destroy();
     this.dummy.destroy();
     this.writableDummy.destroy();

@@ -9,6 +9,11 @@
  * copies; a new one takes the least recently used slot (the GPU runs commands in order, so
  * overwriting a texture after the products that read it is safe), except the ones the next product
  * is about to read. Textures are leased from the context's scratch pool and returned on submit.
+ *
+ * Params are pinned instead: a graph's params do not change while it lives (the forward waits for a
+ * block's gathered params before it records the block), so a weight copied in the forward serves the
+ * backward's dx = dy Wᵀ too, across submits, in a texture of its own until the runner is destroyed.
+ * A write to the buffer it was copied from still makes it stale.
  */
 import type { DeviceBuffer, DeviceTexture, GpuContext, TextureRequest } from '../gpu/context.js';
 
@@ -41,6 +46,7 @@ const same = (a: TextureRegion, b: TextureRegion) =>
 export class TextureCopies {
   private readonly slots = new Map<string, Slot[]>();
   private readonly leased: DeviceTexture[] = [];
+  private readonly pinned: Slot[] = [];
   private clock = 0;
   /** Copies made and reused since the last submit (for tests and profiles). */
   made = 0;
@@ -52,7 +58,24 @@ export class TextureCopies {
    * The texture holding `region`: the copy already made, or a new one recorded by `copy` into a
    * slot that is not in `keep` (the textures the same product reads).
    */
-  texture(region: TextureRegion, keep: readonly DeviceTexture[], copy: (texture: DeviceTexture) => void): DeviceTexture {
+  texture(region: TextureRegion, keep: readonly DeviceTexture[], copy: (texture: DeviceTexture) => void, pin = false): DeviceTexture {
+    if (pin) {
+      const held = this.pinned.find((s) => s.region && same(s.region, region));
+      if (held) {
+        this.reused++;
+        return held.texture;
+      }
+      // A stale pinned copy of the same place keeps its texture when it is large enough.
+      const stale = this.pinned.find(
+        (s) => !s.region && s.texture.format === region.format && s.texture.width >= region.width && s.texture.height >= region.height,
+      );
+      const slot = stale ?? { texture: this.ctx.scratch.lease(region.format, region.width, region.height), region: null, used: 0 };
+      if (!stale) this.pinned.push(slot);
+      slot.region = region;
+      copy(slot.texture);
+      this.made++;
+      return slot.texture;
+    }
     const slots = this.slots.get(region.format) ?? [];
     this.slots.set(region.format, slots);
     this.clock++;
@@ -85,15 +108,22 @@ export class TextureCopies {
 
   /** Something recorded writes `buffer`: its copies are stale. */
   written(buffer: DeviceBuffer): void {
-    for (const slots of this.slots.values()) for (const s of slots) if (s.region?.buffer === buffer) s.region = null;
+    for (const slots of [...this.slots.values(), this.pinned]) for (const s of slots) if (s.region?.buffer === buffer) s.region = null;
   }
 
-  /** The runner submitted: forget every copy and return the textures. */
+  /** The runner submitted: forget every copy but the pinned ones and return their textures. */
   submitted(): void {
     this.ctx.scratch.release(this.leased);
     this.leased.length = 0;
     this.slots.clear();
     this.made = 0;
     this.reused = 0;
+  }
+
+  /** The runner is done: the pinned copies' textures go back too. */
+  destroy(): void {
+    this.submitted();
+    this.ctx.scratch.release(this.pinned.map((s) => s.texture));
+    this.pinned.length = 0;
   }
 }

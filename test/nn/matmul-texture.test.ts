@@ -260,6 +260,33 @@ describe('batched products: blocks of one copy per tensor', () => {
     g.release();
   });
 
+  it('a param is copied once for the graph: its copy outlives a submit, not the graph, and a write to it', async () => {
+    const [m, n, k] = [32, 64, 64];
+    const params = new LocalParams(ctx, [{ name: 'w', shape: [k, n], dtype: 'float32', gradDtype: 'float32' }]);
+    params.set(new Map([['w', rand(k * n)]]));
+    const w = params.get('w');
+    const g = new Graph(ctx);
+    const x = g.input(rand(m * k), [m, k], 'x');
+    const y = g.tensor([m, n], 'y');
+    const forward = () => matmulInto(g, { m, n, k }, { t: x, rs: k, cs: 1 }, { t: w, rs: n, cs: 1 }, { t: y, rs: n, cs: 1 });
+    forward();
+    expect([g.runner.copies.made, g.runner.copies.reused]).toEqual([2, 0]);
+    g.runner.flush();
+    // dx = dy Wᵀ after a submit: W's copy is still there; dy is new.
+    const dx = g.tensor([m, k], 'dx');
+    matmulInto(g, { m, n: k, k: n }, { t: y, rs: n, cs: 1 }, { t: w, rs: 1, cs: n }, { t: dx, rs: k, cs: 1 });
+    expect([g.runner.copies.made, g.runner.copies.reused]).toEqual([1, 1]);
+    g.runner.flush();
+    // The graph overwrites the param (as nothing in training does): the copy is made again.
+    g.runner.clearBuffer(w.buffer);
+    forward();
+    expect([g.runner.copies.made, g.runner.copies.reused]).toEqual([2, 0]);
+    const got = await g.read(y);
+    expect(Array.from(got).every((v) => v === 0)).toBe(true);
+    g.release();
+    params.destroy();
+  });
+
   it("a runner's textures go back to the pool on submit, and the next graph leases the same ones", async () => {
     const fresh = await GpuContext.create({ matmulKernel: 'texture' });
     try {
