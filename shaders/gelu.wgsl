@@ -1,6 +1,7 @@
 // GELU, tanh form (GPT-2's): y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 
 //!include grid
+//!include gelu-math
 
 struct GeluUniforms { n: u32 }
 
@@ -8,13 +9,6 @@ struct GeluUniforms { n: u32 }
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;  // forward: y; backward: dx (accumulated)
 @group(0) @binding(3) var<storage, read> dy: array<f32>;       // backward only
-
-const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
-
-fn inner(v: f32) -> f32 {
-  // tanh saturates long before |15|; clamping keeps exp-based tanh implementations finite.
-  return clamp(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v), -15.0, 15.0);
-}
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -39,24 +33,53 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 @group(0) @binding(5) var<storage, read_write> y4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> dy4: array<vec4<f32>>;
 
-fn inner4(v: vec4<f32>) -> vec4<f32> {
-  return clamp(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v), vec4<f32>(-15.0), vec4<f32>(15.0));
-}
-
 @compute @workgroup_size(WG)
 fn forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid);
   if (i >= u.n / 4u) { return; }
-  let v = x4[i];
-  y4[i] = 0.5 * v * (1.0 + tanh(inner4(v)));
+  y4[i] = gelu4(x4[i]);
 }
 
 @compute @workgroup_size(WG)
 fn backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid);
   if (i >= u.n / 4u) { return; }
-  let v = x4[i];
-  let t = tanh(inner4(v));
-  let d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * v * v);
-  y4[i] = y4[i] + dy4[i] * d;
+  y4[i] = y4[i] + dy4[i] * gelu_grad4(x4[i]);
+}
+
+// ---- the MLP's bias + GELU backward in one pass (linearGelu in src/nn/ops.ts) ----
+// For each column quad (an invocation), over every row: dpre = dh · gelu'(pre), stored into the
+// pre-activation's grad (added to it when ACCUMULATE), and summed down the column into the fc bias's
+// grad: the column sums a separate pass over dpre would make. Lanes take neighbouring quads, so each
+// row's loads are contiguous across the subgroup.
+
+struct GeluBiasUniforms { rows: u32, cols: u32, bias_off: u32 }
+
+override ACCUMULATE: bool = false;
+
+@group(0) @binding(7) var<uniform> gb: GeluBiasUniforms;
+@group(0) @binding(8) var<storage, read> pre4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> dh4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> dpre4: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read_write> dbias: array<f32>;
+
+@compute @workgroup_size(WG)
+fn backward_bias4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  let q = gb.cols / 4u;
+  if (i >= q) { return; }
+  var sum = vec4<f32>(0.0);
+  for (var r = 0u; r < gb.rows; r++) {
+    let e = r * q + i;
+    let d = dh4[e] * gelu_grad4(pre4[e]);
+    if (ACCUMULATE) {
+      dpre4[e] = dpre4[e] + d;
+    } else {
+      dpre4[e] = d;
+    }
+    sum += d;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    dbias[gb.bias_off + 4u * i + j] = dbias[gb.bias_off + 4u * i + j] + sum[j];
+  }
 }

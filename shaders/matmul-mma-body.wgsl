@@ -14,6 +14,7 @@
 // twin runs where subgroup matrices do not, so the staging and epilogue are tested everywhere).
 
 //!include half
+//!include gelu-math
 
 override B_DTYPE: u32 = 0u;
 override A_KFAST: bool = true;
@@ -56,6 +57,8 @@ struct MatmulUniforms {
 @group(0) @binding(2) var<storage, read> B: array<u32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<u32>;
+// gelu(C), when FLAGS has 4; a dummy otherwise.
+@group(0) @binding(5) var<storage, read_write> H: array<f32>;
 
 // Row-major tiles: As[r * BK + kk], Bs[kk * BN + c]; Cs[r * BN + c] for the epilogue.
 var<workgroup> As: array<f16, BM * BK>;
@@ -148,5 +151,8 @@ fn epilogue(t: Tile, li: u32) {
     let at = t.c_base + m * u.C_RS + n;
     let v = Cs[e] * u.alpha + add;
     C[at] = select(v, v + C[at], accumulate);
+    if ((u.FLAGS & 4u) != 0u) {
+      H[at] = gelu4(vec4<f32>(v)).x;
+    }
   }
 }

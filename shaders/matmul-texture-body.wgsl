@@ -36,6 +36,7 @@
 //   fn b_texel(x: u32, y: u32) -> vec4<f32>
 
 //!include half
+//!include gelu-math
 
 override B_DTYPE: u32 = 0u;
 override A_T: bool = false;
@@ -71,6 +72,9 @@ struct MatmulUniforms {
 @group(0) @binding(1) var At: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read_write> C4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> bias: array<u32>;
+// gelu(C), when FLAGS has 4 (an MLP's fc layer: C, its pre-activation, is kept for the backward);
+// a dummy otherwise.
+@group(0) @binding(6) var<storage, read_write> H4: array<vec4<f32>>;
 
 // Rows k .. k+3 of B at the column quad q4 of the block at `o`: element [j][c] is B[k + j, 4 q4 + c].
 fn b_rows(o: vec2<u32>, q4: u32, k: u32) -> array<vec4<f32>, 4> {
@@ -145,6 +149,9 @@ fn store8(c_base: u32, m0: u32, q4: u32, acc: array<vec4<f32>, 8>) {
         C4[q] = C4[q] + v;
       } else {
         C4[q] = v;
+      }
+      if ((u.FLAGS & 4u) != 0u) {
+        H4[q] = gelu4(v);
       }
     }
   }

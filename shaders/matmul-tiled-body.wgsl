@@ -14,6 +14,7 @@
 //   fn stage_a(x: f32) -> S    fn stage_b(word: u32, e: u32) -> S    fn unstage(x: S) -> f32
 
 //!include half
+//!include gelu-math
 
 override BM: u32 = 64u;
 override BN: u32 = 64u;
@@ -57,6 +58,9 @@ struct MatmulUniforms {
 @group(0) @binding(2) var<storage, read> B: array<u32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<u32>;
+// gelu(C), when FLAGS has 4 (an MLP's fc layer: C, its pre-activation, is kept for the backward);
+// a dummy otherwise.
+@group(0) @binding(5) var<storage, read_write> H: array<f32>;
 
 // k-major: As[kk * BM + r], Bs[kk * BN + c], so an invocation's TM rows (TN columns) are adjacent.
 var<workgroup> As: array<S, BK * BM>;
@@ -157,6 +161,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let at = c_base + m * u.C_RS + n;
       let v = acc[i * TN + j] * u.alpha + add;
       C[at] = select(v, v + C[at], accumulate);
+      if ((u.FLAGS & 4u) != 0u) {
+        H[at] = gelu4(vec4<f32>(v)).x;
+      }
     }
   }
 }

@@ -138,9 +138,10 @@ export async function timeTile(ctx: GpuContext, tile: TileShape, [m, k, n]: [num
   const view = new DataView(new ArrayBuffer(256));
   ctx.kernels.packUniforms(pipeline, { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 }, view);
   ctx.device.queue.writeBuffer(uniforms.gpu, 0, view.buffer);
+  const unused = buffer('tune.unused', 16); // gelu(C), not asked for
   const group = ctx.kernels.bindGroup(
     pipeline,
-    { A, B, C, bias: B },
+    { A, B, C, bias: B, H: unused },
     { buffer: uniforms, offset: 0, size: ctx.kernels.uniformBytes(pipeline) },
   );
   const grid = [Math.ceil(n / tile.bn), Math.ceil(m / tile.bm), 1] as const;
@@ -171,7 +172,7 @@ export async function timeTile(ctx: GpuContext, tile: TileShape, [m, k, n]: [num
     return (2 * m * n * k) / (ms[runs >> 1]! * 1e6);
   } finally {
     querySet.destroy();
-    for (const b of [A, B, C, uniforms, resolve]) b.destroy();
+    for (const b of [A, B, C, unused, uniforms, resolve]) b.destroy();
   }
 }
 
@@ -249,6 +250,7 @@ export async function probeSubgroupMatrix(ctx: GpuContext): Promise<boolean> {
     usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     category: 'other',
   });
+  const unused = buffer('probe.unused', 16); // gelu(C), not asked for
   try {
     const pipeline = ctx.kernels.pipeline(
       'matmul-mma',
@@ -261,7 +263,7 @@ export async function probeSubgroupMatrix(ctx: GpuContext): Promise<boolean> {
     ctx.device.queue.writeBuffer(uniforms.gpu, 0, view.buffer);
     const group = ctx.kernels.bindGroup(
       pipeline,
-      { A, B, C, bias: B },
+      { A, B, C, bias: B, H: unused },
       { buffer: uniforms, offset: 0, size: ctx.kernels.uniformBytes(pipeline) },
     );
     const encoder = ctx.device.createCommandEncoder({ label: 'probe' });
@@ -282,7 +284,7 @@ export async function probeSubgroupMatrix(ctx: GpuContext): Promise<boolean> {
   } catch {
     return false; // a shader or device error: the kernel does not run here
   } finally {
-    for (const b of [A, B, C, uniforms]) b.destroy();
+    for (const b of [A, B, C, uniforms, unused]) b.destroy();
   }
 }
 

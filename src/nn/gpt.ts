@@ -12,7 +12,7 @@ import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
 import { gptParams, type GptShape } from './gpt-spec.js';
 import { initParams } from './init.js';
-import { add, causalAttention, crossEntropy, dropout, embedding, gelu, layerNorm, linear } from './ops.js';
+import { add, causalAttention, crossEntropy, dropout, embedding, layerNorm, linear, linearGelu } from './ops.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
 export interface GptConfig extends GptShape {
@@ -139,14 +139,11 @@ export class Gpt {
   /** Block `l`'s MLP branch of the residual stream `x` (before dropout). */
   mlp(g: Graph, x: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
-    const h = gelu(
+    const h = linearGelu(
       g,
-      linear(
-        g,
-        layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`)),
-        this.p(`${b}.mlp.fc.weight`),
-        this.p(`${b}.mlp.fc.bias`),
-      ),
+      layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`)),
+      this.p(`${b}.mlp.fc.weight`),
+      this.p(`${b}.mlp.fc.bias`),
     );
     return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.p(`${b}.mlp.proj.bias`));
   }

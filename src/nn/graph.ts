@@ -140,6 +140,17 @@ export class Graph {
   }
 
   /**
+   * The grad of whole activation `t` for a kernel that writes every element: a new, unzeroed buffer
+   * when `t` has no grad yet (`fresh`), else the grad backward kernels accumulate into.
+   */
+  gradToWrite(t: Tensor): { grad: Tensor; fresh: boolean } {
+    if (t.param || t.offset !== 0 || this.grads.has(t.buffer)) return { grad: this.gradOf(t), fresh: false };
+    const grad = this.output(t.shape, `grad(${t.buffer.label})`);
+    this.grads.set(t.buffer, grad);
+    return { grad, fresh: true };
+  }
+
+  /**
    * Give `t` the grad buffer of `from` as its own, instead of a zeroed one that `from`'s grad is then
    * added to (what a residual add's backward would do): the two share one buffer from then on, so
    * whatever later accumulates into t's grad changes from's. Call it only where from's grad is final

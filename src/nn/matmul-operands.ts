@@ -11,6 +11,8 @@ export interface StridedOperands {
   uniforms: UniformValues;
   /** A, B, C and the bias (B again when there is none: the kernel does not read it then). */
   bindings: Record<'A' | 'B' | 'C' | 'bias', Binding>;
+  /** gelu(C)'s binding when asked for (FLAGS then has 4). */
+  gelu: Binding | null;
 }
 
 export function stridedOperands(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions): StridedOperands {
@@ -21,7 +23,7 @@ export function stridedOperands(g: Graph, s: MatmulShape, a: Operand, b: Operand
   const bias = options.bias?.binding(ctx);
   return {
     uniforms: {
-      FLAGS: (bias ? 1 : 0) | (options.accumulate ? 2 : 0),
+      FLAGS: (bias ? 1 : 0) | (options.accumulate ? 2 : 0) | (options.gelu ? 4 : 0),
       M: s.m,
       N: s.n,
       K: s.k,
@@ -44,5 +46,6 @@ export function stridedOperands(g: Graph, s: MatmulShape, a: Operand, b: Operand
       alpha: options.alpha ?? 1,
     },
     bindings: { A: A.binding, B: B.binding, C: C.binding, bias: (bias ?? B).binding },
+    gelu: options.gelu ? options.gelu.binding(ctx).binding : null,
   };
 }

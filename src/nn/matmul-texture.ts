@@ -100,7 +100,8 @@ export function textureMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, 
   const cStart = C.shift + (c.off ?? 0);
   const aligned = [s.n, cStart, c.rs, c.b0 ?? 0, c.b1 ?? 0].every((v) => v % 4 === 0);
   const C4 = aligned ? quadBinding(g, c.t, C) : null;
-  if (!C4) return false;
+  const H4 = options.gelu ? quadBinding(g, options.gelu, options.gelu.binding(ctx)) : null;
+  if (!C4 || (options.gelu && !H4)) return false;
   const At = g.runner.textureOf(A.region, [], a.t.isParam);
   const Bt = g.runner.textureOf(B.region, [At], b.t.isParam);
   const bias = options.bias?.binding(ctx);
@@ -131,9 +132,9 @@ export function textureMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, 
       C_B1: c.b1 ?? 0,
       bias_off: bias?.shift ?? 0,
       alpha: options.alpha ?? 1,
-      FLAGS: (bias ? 1 : 0) | (options.accumulate ? 2 : 0),
+      FLAGS: (bias ? 1 : 0) | (options.accumulate ? 2 : 0) | (H4 ? 4 : 0),
     },
-    { At, Bt, C4, bias: bias?.binding ?? g.runner.dummy },
+    { At, Bt, C4, bias: bias?.binding ?? g.runner.dummy, H4: H4 ?? g.runner.writableDummy },
     [Math.ceil(s.n / TILE_COLS), Math.ceil(s.m / TILE_ROWS), nb0 * nb1],
   );
   return true;

@@ -26,7 +26,7 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
   const nb1 = s.nb1 ?? 1;
   const t = tile ?? tileFor(ctx, s.m, s.n, s.k);
   const half = b.t.dtype !== 'float32';
-  const { uniforms, bindings } = stridedOperands(g, s, a, b, c, options);
+  const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
   g.runner.dispatch(
     half && ctx.hasF16 ? 'matmul-tiled-f16' : 'matmul-tiled',
     'main',
@@ -42,7 +42,7 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
       B_NFAST: b.cs === 1 ? 1 : 0,
     },
     uniforms,
-    bindings,
+    { ...bindings, H: gelu ?? g.runner.writableDummy },
     [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), nb0 * nb1],
   );
 }
@@ -63,13 +63,13 @@ export function mmaMatmul(
   shape: SubgroupMatrixShape,
   subgroupSize: number,
 ): void {
-  const { uniforms, bindings } = stridedOperands(g, s, a, b, c, options);
+  const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
   g.runner.dispatch(
     shader,
     'main',
     { B_DTYPE: paramCode(b.t, 'matmul B'), A_KFAST: a.cs === 1 ? 1 : 0, B_NFAST: b.cs === 1 ? 1 : 0, SG: subgroupSize },
     uniforms,
-    bindings,
+    { ...bindings, H: gelu ?? g.runner.writableDummy },
     [Math.ceil(s.n / (4 * shape.n)), Math.ceil(s.m / (4 * shape.m)), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
     { FM: shape.m, FN: shape.n, FK: shape.k },
   );

@@ -36,6 +36,12 @@ export interface MatmulOptions {
   bias?: Tensor;
   accumulate?: boolean;
   alpha?: number;
+  /**
+   * Also store gelu(C) here (same shape and layout as C, the same offset in its binding; not with
+   * `accumulate`): the fc layer of an MLP, whose C is kept as the pre-activation. Kernels that cannot
+   * leave it to the caller (matmulInto returns false).
+   */
+  gelu?: Tensor;
 }
 
 /**
@@ -45,16 +51,24 @@ export interface MatmulOptions {
  * texture kernel where the operands can be copied into textures (matmul-texture.ts), and the buffer
  * kernel below for the rest.
  */
-export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions = {}): void {
+export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions = {}): boolean {
   requireF32(a.t, 'matmul A');
   requireF32(c.t, 'matmul C');
   if (c.cs !== 1) throw new ShapeMismatch('matmul: C must have column stride 1');
   if (options.bias && options.bias.dtype !== b.t.dtype)
     throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
-  if (s.m === 0 || s.n === 0 || (s.nb0 ?? 1) * (s.nb1 ?? 1) === 0) return;
+  if (options.gelu && options.accumulate) throw new ShapeMismatch('matmul: gelu(C) is for a C written whole, not accumulated into');
+  if (s.m === 0 || s.n === 0 || (s.nb0 ?? 1) * (s.nb1 ?? 1) === 0) return true;
+  // gelu(C) lands where C does when both bindings start at the same element.
+  const gelu = options.gelu && options.gelu.binding(g.ctx).shift === c.t.binding(g.ctx).shift + (c.off ?? 0) ? options.gelu : undefined;
   const kernel = g.ctx.matmulKernel;
-  if (kernel === 'tiled') tiledMatmul(g, s, a, b, c, options);
-  else if (kernel !== 'texture' || !textureMatmul(g, s, a, b, c, options)) bufferMatmul(g, s, a, b, c, options);
+  if (kernel === 'tiled') {
+    tiledMatmul(g, s, a, b, c, { ...options, gelu });
+    return !options.gelu || gelu !== undefined;
+  }
+  if (kernel === 'texture' && textureMatmul(g, s, a, b, c, { ...options, gelu })) return !options.gelu || gelu !== undefined;
+  bufferMatmul(g, s, a, b, c, { ...options, gelu: undefined });
+  return !options.gelu;
 }
 
 /** The buffer kernel (shaders/matmul-body.wgsl): operands read in place, any strides, batched. */

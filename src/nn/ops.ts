@@ -11,6 +11,8 @@ import { quadAtStart, quadBinding, quadBindings } from './quads.js';
 import { paramCode, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
 
 export { matmulInto, type MatmulShape, type Operand } from './matmul.js';
+export { linear, linearGelu } from './linear.js';
+import { geluBackwardInto, geluInto } from './linear.js';
 export { dropoutSeed } from './dropout-seed.js';
 
 const WG = 256;
@@ -25,21 +27,6 @@ function shapeOf(t: Tensor): string {
 
 function requireF32(t: Tensor, what: string): void {
   if (t.dtype !== 'float32') throw new ShapeMismatch(`${what}: expected an fp32 activation, got ${t.dtype}`);
-}
-
-/** out[n] += sum over rows of dy[row, n]. */
-function columnSumsInto(g: Graph, dy: Tensor, rows: number, cols: number, out: Tensor): void {
-  const D = dy.binding(g.ctx);
-  const O = out.binding(g.ctx);
-  if (D.shift !== 0) throw new ShapeMismatch('column sums: dy must start its buffer');
-  const D4 = cols % 4 === 0 ? quadBinding(g, dy, D) : null;
-  if (D4) {
-    // Four columns per invocation, in workgroups of 16 so that narrow layers still spread over threads.
-    const uniforms = { rows, cols, g_off: O.shift };
-    g.runner.dispatch('colsum', 'main4', { WG: 16 }, uniforms, { dy4: D4, g: O.binding }, Math.ceil(cols / 4 / 16));
-    return;
-  }
-  g.runner.dispatch('colsum', 'main', { WG: 64 }, { rows, cols, g_off: O.shift }, { dy: D.binding, g: O.binding }, Math.ceil(cols / 64));
 }
 
 /** dst += scale · src (fp32, same element count). */
@@ -67,72 +54,6 @@ export function addInto(g: Graph, dst: Tensor, src: Tensor, scale = 1): void {
     { src: S.binding, dst: D.binding },
     groups(dst.numel),
   );
-}
-
-/**
- * y = x @ W + b over the last dimension of x. W is [in, out], or [out, in] with `transposed`
- * (torch's Linear layout; a tied output head reads the [vocab, hidden] embedding this way).
- */
-export function linear(g: Graph, x: Tensor, w: Tensor, b?: Tensor, options: { transposed?: boolean } = {}): Tensor {
-  requireF32(x, 'linear input');
-  if (w.shape.length !== 2) throw new ShapeMismatch(`linear: weight must be 2-D, got ${shapeOf(w)}`);
-  const [inF, outF] = options.transposed ? [w.shape[1]!, w.shape[0]!] : [w.shape[0]!, w.shape[1]!];
-  if (x.shape[x.shape.length - 1] !== inF)
-    throw new ShapeMismatch(`linear: input ${shapeOf(x)} does not end in ${inF} (weight ${shapeOf(w)})`);
-  if (b && b.numel !== outF) throw new ShapeMismatch(`linear: bias ${shapeOf(b)} does not match ${outF} outputs`);
-  const rows = x.numel / inF;
-  const y = g.output([...x.shape.slice(0, -1), outF], 'linear', x.requiresGrad || w.requiresGrad || (b?.requiresGrad ?? false));
-  // W[k, n] (k < in, n < out) sits at k·out + n, or at n·in + k when transposed.
-  const wk = options.transposed ? 1 : outF;
-  const wn = options.transposed ? inF : 1;
-  matmulInto(
-    g,
-    { m: rows, n: outF, k: inF },
-    { t: x, rs: inF, cs: 1 },
-    { t: w, rs: wk, cs: wn },
-    { t: y, rs: outF, cs: 1 },
-    b ? { bias: b } : {},
-  );
-  g.record('linear', b ? [x, w, b] : [x, w], () => {
-    const dy = g.gradOf(y);
-    if (x.requiresGrad) {
-      // dx[r, k] += sum_n dy[r, n] W[k, n]
-      matmulInto(
-        g,
-        { m: rows, n: inF, k: outF },
-        { t: dy, rs: outF, cs: 1 },
-        { t: w, rs: wn, cs: wk },
-        { t: g.gradOf(x), rs: inF, cs: 1 },
-        { accumulate: true },
-      );
-    }
-    if (w.requiresGrad) {
-      const dw = g.gradOf(w);
-      if (options.transposed) {
-        // dW[n, k] += sum_r dy[r, n] x[r, k]
-        matmulInto(
-          g,
-          { m: outF, n: inF, k: rows },
-          { t: dy, rs: 1, cs: outF },
-          { t: x, rs: inF, cs: 1 },
-          { t: dw, rs: inF, cs: 1 },
-          { accumulate: true },
-        );
-      } else {
-        // dW[k, n] += sum_r x[r, k] dy[r, n]
-        matmulInto(
-          g,
-          { m: inF, n: outF, k: rows },
-          { t: x, rs: 1, cs: inF },
-          { t: dy, rs: outF, cs: 1 },
-          { t: dw, rs: outF, cs: 1 },
-          { accumulate: true },
-        );
-      }
-    }
-    if (b?.requiresGrad) columnSumsInto(g, dy, rows, outF, g.gradOf(b));
-  });
-  return y;
 }
 
 /** y[b, t] = wte[ids[b, t]] + wpe[position + t] for ids of shape [B, T] (position: where the sequence starts). */
@@ -266,28 +187,8 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
 export function gelu(g: Graph, x: Tensor): Tensor {
   requireF32(x, 'gelu input');
   const y = g.output(x.shape, 'gelu', x.requiresGrad);
-  // The vec4 entry points where the length allows and every operand starts its binding.
-  const quad = (t: Tensor) => (x.numel % 4 === 0 ? quadAtStart(g, t) : null);
-  const X4 = quad(x);
-  const Y4 = X4 && quad(y);
-  if (X4 && Y4) {
-    g.runner.dispatch('gelu', 'forward4', { WG }, { n: x.numel }, { x4: X4, y4: Y4 }, groups(x.numel / 4));
-  } else {
-    const bindings = { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding };
-    g.runner.dispatch('gelu', 'forward', { WG }, { n: x.numel }, bindings, groups(x.numel));
-  }
-  g.record('gelu', [x], () => {
-    const dx = g.gradOf(x);
-    const dy = g.gradOf(y);
-    const DX4 = X4 && quad(dx);
-    const DY4 = DX4 && quad(dy);
-    if (X4 && DX4 && DY4) {
-      g.runner.dispatch('gelu', 'backward4', { WG }, { n: x.numel }, { x4: X4, y4: DX4, dy4: DY4 }, groups(x.numel / 4));
-      return;
-    }
-    const bindings = { x: x.binding(g.ctx).binding, y: dx.binding(g.ctx).binding, dy: dy.binding(g.ctx).binding };
-    g.runner.dispatch('gelu', 'backward', { WG }, { n: x.numel }, bindings, groups(x.numel));
-  });
+  geluInto(g, x, y);
+  g.record('gelu', [x], () => geluBackwardInto(g, x, g.gradOf(y), g.gradOf(x)));
   return y;
 }
 

@@ -12,6 +12,7 @@ import {
   embedding,
   gelu,
   layerNorm,
+  linearGelu,
   linear,
   matmulInto,
 } from '../../src/nn/ops.js';
@@ -90,6 +91,55 @@ describe('linear', () => {
       g.release();
       p.destroy();
     });
+  }
+
+  // An MLP's fc layer with its GELU fused: against linear then GELU in float64, on every matmul kernel.
+  // Where the kernel has the epilogue (texture and tiled) no GELU forward runs; the backward's first
+  // pass is gelu'(pre) with the bias grad's column sums for vec4-wide layers.
+  for (const kernel of ['texture', 'tiled', 'buffer'] as const) {
+    for (const [rows, inF, outF] of [
+      [70, 64, 256],
+      [9, 8, 13],
+    ] as const) {
+      it(`linearGelu on the ${kernel} kernel: rows ${rows}, ${inF} -> ${outF}`, async () => {
+        const device = await GpuContext.create({ matmulKernel: kernel, tuneMatmul: false });
+        try {
+          const p = new LocalParams(device, [
+            { name: 'w', shape: [inF, outF], dtype: 'float32', gradDtype: 'float32' },
+            { name: 'b', shape: [outF], dtype: 'float32', gradDtype: 'float32' },
+          ]);
+          const w = rand(inF * outF),
+            b = rand(outF),
+            x = rand(rows * inF, 2),
+            dy = rand(rows * outF);
+          p.set(
+            new Map([
+              ['w', w],
+              ['b', b],
+            ]),
+          );
+          const g = new Graph(device);
+          const used = entriesOf(g, 'gelu');
+          const xt = g.input(x, [rows, inF], 'x', true);
+          const h = linearGelu(g, xt, p.get('w'), p.get('b'));
+          g.backwardFrom(h, dy);
+          const pre = ref.linear(x, w, b, rows, inF, outF, new Float64Array(rows * outF)).y;
+          const act = ref.gelu(pre, dy);
+          const want = ref.linear(x, w, b, rows, inF, outF, act.dx);
+          expectClose(await g.read(h), act.y, 'h');
+          expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
+          expectClose(await p.read('w', true), want.dw, 'dw');
+          expectClose(await p.read('b', true), want.db, 'db');
+          const fusedForward = kernel === 'tiled' || (kernel === 'texture' && inF % 64 === 0 && outF % 64 === 0);
+          const wide = outF % 4 === 0;
+          expect(used).toEqual([...(fusedForward ? [] : [wide ? 'forward4' : 'forward']), ...(wide ? ['backward_bias4'] : ['backward'])]);
+          g.release();
+          p.destroy();
+        } finally {
+          device.destroy();
+        }
+      });
+    }
   }
 
   it('accumulates into the grad buffer across two backward passes', async () => {
