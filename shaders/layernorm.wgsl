@@ -167,3 +167,34 @@ fn backward_params4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     if ((u.which & 2u) != 0u) { grad[u.db_off + col] = grad[u.db_off + col] + db[j]; }
   }
 }
+
+// ---- a residual add and the layernorm after it in one pass over each row (addLayerNorm) ----
+// s = a + b, the residual stream's next value, is written while its mean is summed; the variance
+// and the normalized output then read s back: the separate add's pass over a, b and s is saved.
+
+@group(0) @binding(11) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> s4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn add_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = flat_index(wid, nwg, lid);
+  if (r >= u.rows) { return; }
+  let q = u.c / 4u;
+  let base = r * q;
+  var sum = vec4<f32>(0.0);
+  for (var i = 0u; i < q; i++) {
+    let v = a4[base + i] + b4[base + i];
+    s4[base + i] = v;
+    sum += v;
+  }
+  let mean = sum4(sum) / f32(u.c);
+  var sq = vec4<f32>(0.0);
+  for (var i = 0u; i < q; i++) { let d = s4[base + i] - mean; sq += d * d; }
+  let rstd = 1.0 / sqrt(sum4(sq) / f32(u.c) + u.eps);
+  for (var i = 0u; i < q; i++) {
+    y4[base + i] = (s4[base + i] - mean) * rstd * load_w4(u.w_off + 4u * i) + load_w4(u.b_off + 4u * i);
+  }
+  stats[2u * r] = mean;
+  stats[2u * r + 1u] = rstd;
+}

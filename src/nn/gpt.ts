@@ -12,7 +12,7 @@ import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
 import { gptParams, type GptShape } from './gpt-spec.js';
 import { initParams } from './init.js';
-import { add, causalAttention, crossEntropy, dropout, embedding, layerNorm, linear, linearGelu } from './ops.js';
+import { addLayerNorm, causalAttention, crossEntropy, dropout, embedding, layerNorm, linear, linearGelu } from './ops.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
 export interface GptConfig extends GptShape {
@@ -20,6 +20,12 @@ export interface GptConfig extends GptShape {
   hiddenDropout?: number;
   /** Dropout on the attention probabilities (Megatron's --attention-dropout). */
   attentionDropout?: number;
+}
+
+/** The residual stream between blocks: its value, and its value through the layernorm that reads it next. */
+interface Stream {
+  x: Tensor;
+  normed: Tensor;
 }
 
 /** Waits until the named params hold their values for this step. */
@@ -47,12 +53,15 @@ export class Gpt {
     return initParams(gptParams(config), { seed, numLayers: config.numLayers, std });
   }
 
-  /** The params of each forward section, in the order the forward reads them. */
+  /**
+   * The params of each forward section, in the order the forward reads them: the embeddings with
+   * the first block's first layernorm, each block with the layernorm after its last residual add
+   * (the next block's first, or the final one), then the head.
+   */
   sections(): string[][] {
-    const blocks = Array.from({ length: this.config.numLayers }, (_, l) =>
-      [
-        'ln_1.weight',
-        'ln_1.bias',
+    const norm = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`];
+    const blocks = Array.from({ length: this.config.numLayers }, (_, l) => [
+      ...[
         'attn.qkv.weight',
         'attn.qkv.bias',
         'attn.proj.weight',
@@ -64,11 +73,12 @@ export class Gpt {
         'mlp.proj.weight',
         'mlp.proj.bias',
       ].map((n) => `blocks.${l}.${n}`),
-    );
+      ...norm(l + 1 < this.config.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f'),
+    ]);
     return [
-      ['wte.weight', 'wpe.weight'],
+      ['wte.weight', 'wpe.weight', ...norm(this.config.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f')],
       ...blocks,
-      ['ln_f.weight', 'ln_f.bias', ...(this.config.tiedHead === false ? ['lm_head.weight'] : ['wte.weight'])],
+      [this.config.tiedHead === false ? 'lm_head.weight' : 'wte.weight'],
     ];
   }
 
@@ -78,9 +88,9 @@ export class Gpt {
 
   /** Logits [B, T, V] for ids [B, T] (uint32), and the mean cross-entropy when targets [B, T] are given. */
   forward(g: Graph, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
-    let x = this.embed(g, ids);
-    for (let l = 0; l < this.config.numLayers; l++) x = this.block(g, x, l);
-    return this.head(g, x, ids, targets);
+    let s = this.embedNormed(g, ids);
+    for (let l = 0; l < this.config.numLayers; l++) s = this.block(g, s, l);
+    return this.head(g, s.normed, ids, targets);
   }
 
   /** The same forward, waiting before each section until its params are ready. */
@@ -92,15 +102,22 @@ export class Gpt {
   ): Promise<{ logits: Tensor; loss?: Tensor }> {
     const sections = this.sections();
     await ready(sections[0]!);
-    let x = this.embed(g, ids);
+    let s = this.embedNormed(g, ids);
     for (let l = 0; l < this.config.numLayers; l++) {
       g.runner.flush(); // the GPU works on what is recorded while the next section's params arrive
       await ready(sections[l + 1]!);
-      x = this.block(g, x, l);
+      s = this.block(g, s, l);
     }
     g.runner.flush();
     await ready(sections.at(-1)!);
-    return this.head(g, x, ids, targets);
+    return this.head(g, s.normed, ids, targets);
+  }
+
+  /** The embeddings and the first layernorm after them (the first block's, or the final one). */
+  private embedNormed(g: Graph, ids: Tensor): Stream {
+    const x = this.embed(g, ids);
+    const first = this.config.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f';
+    return { x, normed: layerNorm(g, x, this.p(`${first}.weight`), this.p(`${first}.bias`)) };
   }
 
   private embed(g: Graph, ids: Tensor): Tensor {
@@ -111,24 +128,34 @@ export class Gpt {
     return dropout(g, embedding(g, ids, this.p('wte.weight'), this.p('wpe.weight')), this.config.hiddenDropout ?? 0);
   }
 
-  private block(g: Graph, x: Tensor, l: number): Tensor {
+  /**
+   * Block `l` on the residual stream `s` (its value and its value normalized by this block's first
+   * layernorm). Each residual add is fused with the layernorm that follows it: this block's second,
+   * then the next block's first (or the final one).
+   */
+  private block(g: Graph, s: Stream, l: number): Stream {
+    const b = `blocks.${l}`;
     const hidden = this.config.hiddenDropout ?? 0;
-    const y = causalAttention(g, this.qkv(g, x, l), this.config.numAttentionHeads, this.config.attentionDropout ?? 0);
-    x = add(g, x, dropout(g, this.projection(g, y, l), hidden));
-    return add(g, x, dropout(g, this.mlp(g, x, l), hidden));
+    const y = causalAttention(g, this.qkvOf(g, s.normed, l), this.config.numAttentionHeads, this.config.attentionDropout ?? 0);
+    const mid = addLayerNorm(g, s.x, dropout(g, this.projection(g, y, l), hidden), this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`));
+    const m = this.mlpOf(g, mid.y, l);
+    const next = l + 1 < this.config.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f';
+    const out = addLayerNorm(g, mid.sum, dropout(g, m, hidden), this.p(`${next}.weight`), this.p(`${next}.bias`));
+    return { x: out.sum, normed: out.y };
   }
 
-  // The pieces of a block around the attention itself, shared with the KV-cache decoder (decode.ts).
+  // The pieces of a block around the attention itself, shared with the KV-cache decoder (decode.ts),
+  // which runs each layernorm on its own.
 
   /** Block `l`'s fused q, k, v [.., 3C] of the residual stream `x`. */
   qkv(g: Graph, x: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
-    return linear(
-      g,
-      layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`)),
-      this.p(`${b}.attn.qkv.weight`),
-      this.p(`${b}.attn.qkv.bias`),
-    );
+    return this.qkvOf(g, layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`)), l);
+  }
+
+  /** The same of the stream after block `l`'s first layernorm. */
+  private qkvOf(g: Graph, normed: Tensor, l: number): Tensor {
+    return linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.p(`blocks.${l}.attn.qkv.bias`));
   }
 
   /** Block `l`'s output projection of the attention `y` (before dropout). */
@@ -139,24 +166,30 @@ export class Gpt {
   /** Block `l`'s MLP branch of the residual stream `x` (before dropout). */
   mlp(g: Graph, x: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
-    const h = linearGelu(
-      g,
-      layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`)),
-      this.p(`${b}.mlp.fc.weight`),
-      this.p(`${b}.mlp.fc.bias`),
-    );
+    return this.mlpOf(g, layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`)), l);
+  }
+
+  /** The same of the stream after block `l`'s second layernorm: fc with its GELU, then the projection. */
+  private mlpOf(g: Graph, normed: Tensor, l: number): Tensor {
+    const b = `blocks.${l}`;
+    const h = linearGelu(g, normed, this.p(`${b}.mlp.fc.weight`), this.p(`${b}.mlp.fc.bias`));
     return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.p(`${b}.mlp.proj.bias`));
   }
 
   /** The final layernorm and the output head: logits [.., V]. */
   logits(g: Graph, x: Tensor): Tensor {
-    const head = this.config.tiedHead === false ? this.p('lm_head.weight') : this.p('wte.weight');
-    return linear(g, layerNorm(g, x, this.p('ln_f.weight'), this.p('ln_f.bias')), head, undefined, { transposed: true });
+    return this.logitsOf(g, layerNorm(g, x, this.p('ln_f.weight'), this.p('ln_f.bias')));
   }
 
-  private head(g: Graph, x: Tensor, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
+  /** The output head of the final layernorm's output. */
+  private logitsOf(g: Graph, normed: Tensor): Tensor {
+    const head = this.config.tiedHead === false ? this.p('lm_head.weight') : this.p('wte.weight');
+    return linear(g, normed, head, undefined, { transposed: true });
+  }
+
+  private head(g: Graph, normed: Tensor, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
     const [batch, t] = ids.shape as [number, number];
-    const logits = this.logits(g, x);
+    const logits = this.logitsOf(g, normed);
     if (!targets) return { logits };
     return { logits, loss: crossEntropy(g, logits.reshape([batch * t, this.config.vocabSize]), targets) };
   }

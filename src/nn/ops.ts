@@ -7,13 +7,15 @@ import type { Graph } from './graph.js';
 import { fusedCausalAttention } from './attention.js';
 import { dropoutSeed } from './dropout-seed.js';
 import { matmulInto, type Operand } from './matmul.js';
-import { quadAtStart, quadBinding, quadBindings } from './quads.js';
-import { paramCode, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
+import { quadAtStart } from './quads.js';
+import { paramCode, ShapeMismatch, type Tensor } from './tensor.js';
 
 export { matmulInto, type MatmulShape, type Operand } from './matmul.js';
 export { linear, linearGelu } from './linear.js';
 import { geluBackwardInto, geluInto } from './linear.js';
 export { dropoutSeed } from './dropout-seed.js';
+export { addLayerNorm, layerNorm } from './norm.js';
+export { add, addInto } from './add.js';
 
 const WG = 256;
 
@@ -27,33 +29,6 @@ function shapeOf(t: Tensor): string {
 
 function requireF32(t: Tensor, what: string): void {
   if (t.dtype !== 'float32') throw new ShapeMismatch(`${what}: expected an fp32 activation, got ${t.dtype}`);
-}
-
-/** dst += scale · src (fp32, same element count). */
-export function addInto(g: Graph, dst: Tensor, src: Tensor, scale = 1): void {
-  if (dst.numel !== src.numel) throw new ShapeMismatch(`add: ${shapeOf(dst)} and ${shapeOf(src)} differ`);
-  const D = dst.binding(g.ctx);
-  const S = src.binding(g.ctx);
-  const quads = quadBindings(g, dst.numel, [dst, D], [src, S]);
-  if (quads) {
-    g.runner.dispatch(
-      'accumulate',
-      'add_f32_4',
-      { WG },
-      { n: dst.numel, dst_shift: D.shift, src_shift: S.shift, scale },
-      { dst4: quads[0]!, src4: quads[1]! },
-      groups(dst.numel / 4),
-    );
-    return;
-  }
-  g.runner.dispatch(
-    'accumulate',
-    'add_f32',
-    { WG },
-    { n: dst.numel, dst_shift: D.shift, src_shift: S.shift, scale },
-    { src: S.binding, dst: D.binding },
-    groups(dst.numel),
-  );
 }
 
 /** y[b, t] = wte[ids[b, t]] + wpe[position + t] for ids of shape [B, T] (position: where the sequence starts). */
@@ -108,124 +83,11 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
   return y;
 }
 
-export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
-  requireF32(x, 'layernorm input');
-  const c = x.shape[x.shape.length - 1]!;
-  if (w.numel !== c || b.numel !== c)
-    throw new ShapeMismatch(`layernorm: weight ${shapeOf(w)} / bias ${shapeOf(b)} do not match width ${c}`);
-  if (w.buffer !== b.buffer || w.dtype !== b.dtype)
-    throw new ShapeMismatch('layernorm: weight and bias must live in the same param buffer');
-  const rows = x.numel / c;
-  const y = g.output(x.shape, 'layernorm', true);
-  const stats = g.output([rows, 2], 'layernorm.stats');
-  // One binding covers both params; their offsets are relative to its start.
-  const lo = Math.min(w.offset, b.offset);
-  const span = Math.max(w.offset, b.offset) + c - lo;
-  const W = rangeBinding(g.ctx, w.buffer, lo, span, w.dtype, 'layernorm params');
-  const wOff = W.shift + w.offset - lo;
-  const bOff = W.shift + b.offset - lo;
-  // The vec4 entry points where the width allows and every activation starts its binding.
-  const quad = (t: Tensor) => (c % 4 === 0 ? quadAtStart(g, t) : null);
-  const W4 = wOff % 4 === 0 && bOff % 4 === 0 ? quadBinding(g, w, W) : null;
-  const code = { WG: 64, P_DTYPE: paramCode(w, 'layernorm'), W_VEC: W4 ? 1 : 0 };
-  const X = x.binding(g.ctx).binding;
-  const S = stats.binding(g.ctx).binding;
-  const uniforms = { rows, c, w_off: wOff, b_off: bOff, eps };
-  const X4 = quad(x);
-  const Y4 = X4 && quad(y);
-  const rowGroups = Math.ceil(rows / 64);
-  const [forward, ends] =
-    X4 && Y4 ? ['forward4', { x4: X4, w4: W4 ?? g.runner.dummy, y4: Y4 }] : ['forward', { x: X, y: y.binding(g.ctx).binding }];
-  g.runner.dispatch('layernorm', forward, code, uniforms, { ...ends, w: W.binding, stats: S }, rowGroups);
-  g.record('layernorm', [x, w, b], () => {
-    const DY4 = X4 && quad(g.gradOf(y));
-    const dy = g.gradOf(y).binding(g.ctx).binding;
-    if (x.requiresGrad) {
-      const dx = g.gradOf(x);
-      const DX4 = DY4 && quad(dx);
-      const [entry, bindings] =
-        X4 && DY4 && DX4
-          ? ['backward_input4', { x4: X4, w4: W4 ?? g.runner.dummy, y4: DX4, dy4: DY4 }]
-          : ['backward_input', { x: X, y: dx.binding(g.ctx).binding, dy }];
-      g.runner.dispatch('layernorm', entry, code, uniforms, { ...bindings, w: W.binding, stats: S }, rowGroups);
-    }
-    if (w.requiresGrad || b.requiresGrad) {
-      const dw = g.gradOf(w);
-      const db = g.gradOf(b);
-      // Writable bindings may not overlap: one binding over both grads when they share a buffer.
-      // Four columns per invocation on vec4s, in workgroups of 16 so that a narrow layer still spreads over threads.
-      const run = (which: number, G: RangeBinding, dwOff: number, dbOff: number) => {
-        const grads = { rows, c, dw_off: dwOff, db_off: dbOff, which };
-        if (X4 && DY4) {
-          g.runner.dispatch(
-            'layernorm',
-            'backward_params4',
-            { ...code, WG: 16 },
-            grads,
-            { x4: X4, stats: S, dy4: DY4, grad: G.binding },
-            Math.ceil(c / 4 / 16),
-          );
-        } else {
-          g.runner.dispatch('layernorm', 'backward_params', code, grads, { x: X, stats: S, dy, grad: G.binding }, Math.ceil(c / 64));
-        }
-      };
-      if (dw.buffer === db.buffer) {
-        const lo = Math.min(dw.offset, db.offset);
-        const G = rangeBinding(g.ctx, dw.buffer, lo, Math.max(dw.offset, db.offset) + c - lo, 'float32', 'layernorm grads');
-        run(3, G, G.shift + dw.offset - lo, G.shift + db.offset - lo);
-      } else {
-        const W = dw.binding(g.ctx);
-        const B = db.binding(g.ctx);
-        run(1, W, W.shift, 0);
-        run(2, B, 0, B.shift);
-      }
-    }
-  });
-  return y;
-}
-
 export function gelu(g: Graph, x: Tensor): Tensor {
   requireF32(x, 'gelu input');
   const y = g.output(x.shape, 'gelu', x.requiresGrad);
   geluInto(g, x, y);
   g.record('gelu', [x], () => geluBackwardInto(g, x, g.gradOf(y), g.gradOf(x)));
-  return y;
-}
-
-/**
- * Residual add. Forward, one pass writes y = a + b where the data allows vec4s. Backward, y's grad
- * becomes a's (Graph.shareGrad: nothing to add or copy) and is added to b's.
- */
-export function add(g: Graph, a: Tensor, b: Tensor): Tensor {
-  if (a.numel !== b.numel) throw new ShapeMismatch(`add: ${shapeOf(a)} and ${shapeOf(b)} differ`);
-  const A = a.binding(g.ctx);
-  const B = b.binding(g.ctx);
-  // The one-pass vec4 sum writes all of y; the element-wise fallback adds both into a zeroed y.
-  const onePass = quadBindings(g, a.numel, [a, A], [b, B]) !== null;
-  const y = onePass
-    ? g.output(a.shape, 'add', a.requiresGrad || b.requiresGrad)
-    : g.tensor(a.shape, 'add', a.requiresGrad || b.requiresGrad);
-  const Y = y.binding(g.ctx);
-  const quads = quadBindings(g, y.numel, [y, Y], [a, A], [b, B]);
-  if (quads) {
-    g.runner.dispatch(
-      'accumulate',
-      'sum_f32_4',
-      { WG },
-      { n: y.numel, dst_shift: Y.shift, a_shift: A.shift, src_shift: B.shift, scale: 1 },
-      { dst4: quads[0]!, a4: quads[1]!, src4: quads[2]! },
-      groups(y.numel / 4),
-    );
-  } else {
-    addInto(g, y, a);
-    addInto(g, y, b);
-  }
-  g.record('add', [a, b], () => {
-    const dy = g.gradOf(y);
-    const shared = a.requiresGrad && a.buffer !== b.buffer && g.shareGrad(a, y);
-    if (a.requiresGrad && !shared) addInto(g, g.gradOf(a), dy);
-    if (b.requiresGrad) addInto(g, g.gradOf(b), dy);
-  });
   return y;
 }
 

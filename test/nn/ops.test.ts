@@ -5,6 +5,7 @@ import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
 import {
   add,
+  addLayerNorm,
   causalAttention,
   crossEntropy,
   dropout,
@@ -277,6 +278,54 @@ describe('layernorm', () => {
       expectClose(await p.read('b', true), want.db, 'db');
       const suffix = c % 4 === 0 ? '4' : '';
       expect(used).toEqual(['forward', 'backward_input', 'backward_params'].map((e) => e + suffix));
+      g.release();
+      p.destroy();
+    });
+  }
+});
+
+// A residual add fused into the layernorm after it: s = a + b and layernorm(s) in one pass, the
+// backward that of add then layerNorm (s's grad handed to a, added to b's).
+describe('residual add + layernorm', () => {
+  for (const [rows, c] of [
+    [40, 128],
+    [9, 13],
+  ] as const) {
+    it(`${rows} rows of ${c}`, async () => {
+      const p = params([
+        ['w', [c]],
+        ['b', [c]],
+      ]);
+      const w = rand(c, 2),
+        bias = rand(c),
+        ds = rand(rows * c);
+      const a = rand(rows * c, 3).map((v, i) => v + (i % 3));
+      const b = rand(rows * c);
+      p.set(
+        new Map([
+          ['w', w],
+          ['b', bias],
+        ]),
+      );
+      const g = new Graph(ctx);
+      const used = entriesOf(g, 'layernorm');
+      const at = g.input(a, [rows, c], 'a', true);
+      const bt = g.input(b, [rows, c], 'b', true);
+      const { sum, y } = addLayerNorm(g, at, bt, p.get('w'), p.get('b'));
+      // The stream continues past the layernorm too: out = s + y, so both s and y get d out.
+      const out = add(g, sum, y);
+      g.backwardFrom(out, ds);
+      const s = a.map((v, i) => v + b[i]!);
+      const want = ref.layerNorm(s, w, bias, rows, c, ds);
+      expectClose(await g.read(sum), s, 's');
+      expectClose(await g.read(y), want.y, 'y');
+      // d s = d out (through the next add) + layernorm's dx; a and b get it all.
+      const dsum = want.dx.map((v, i) => v + ds[i]!);
+      expectClose(await g.read(g.gradOf(at)), dsum, 'da');
+      expectClose(await g.read(g.gradOf(bt)), dsum, 'db');
+      expectClose(await p.read('w', true), want.dw, 'dw');
+      expectClose(await p.read('b', true), want.db, 'dbias');
+      expect(used[0]).toBe(c % 4 === 0 ? 'add_forward4' : 'forward');
       g.release();
       p.destroy();
     });

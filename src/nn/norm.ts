@@ -1,0 +1,156 @@
+/**
+ * LayerNorm over the last dimension (shaders/layernorm.wgsl), and the residual add before it fused
+ * into its forward pass where the graph allows (a GPT block's second layernorm, the next block's
+ * first and the final one each follow a residual add).
+ */
+import type { Graph } from './graph.js';
+import { add, recordAddBackward } from './add.js';
+import { quadAtStart, quadBinding, quadBindings } from './quads.js';
+import { paramCode, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
+
+function shapeOf(t: Tensor): string {
+  return `[${t.shape.join(', ')}]`;
+}
+
+/** What the forward and backward kernels of one layernorm share. */
+interface LayerNormPlan {
+  rows: number;
+  c: number;
+  code: { WG: number; P_DTYPE: number; W_VEC: number };
+  uniforms: { rows: number; c: number; w_off: number; b_off: number; eps: number };
+  /** Both params in one binding, and as vec4s when they line up. */
+  W: RangeBinding;
+  W4: RangeBinding['binding'] | null;
+  rowGroups: number;
+  /** `t` as vec4s when the width allows and `t` starts its binding. */
+  quad: (t: Tensor) => RangeBinding['binding'] | null;
+}
+
+function plan(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps: number): LayerNormPlan {
+  if (x.dtype !== 'float32') throw new ShapeMismatch(`layernorm input: expected an fp32 activation, got ${x.dtype}`);
+  const c = x.shape[x.shape.length - 1]!;
+  if (w.numel !== c || b.numel !== c)
+    throw new ShapeMismatch(`layernorm: weight ${shapeOf(w)} / bias ${shapeOf(b)} do not match width ${c}`);
+  if (w.buffer !== b.buffer || w.dtype !== b.dtype)
+    throw new ShapeMismatch('layernorm: weight and bias must live in the same param buffer');
+  const rows = x.numel / c;
+  // One binding covers both params; their offsets are relative to its start.
+  const lo = Math.min(w.offset, b.offset);
+  const span = Math.max(w.offset, b.offset) + c - lo;
+  const W = rangeBinding(g.ctx, w.buffer, lo, span, w.dtype, 'layernorm params');
+  const wOff = W.shift + w.offset - lo;
+  const bOff = W.shift + b.offset - lo;
+  const W4 = wOff % 4 === 0 && bOff % 4 === 0 ? quadBinding(g, w, W) : null;
+  return {
+    rows,
+    c,
+    code: { WG: 64, P_DTYPE: paramCode(w, 'layernorm'), W_VEC: W4 ? 1 : 0 },
+    uniforms: { rows, c, w_off: wOff, b_off: bOff, eps },
+    W,
+    W4,
+    rowGroups: Math.ceil(rows / 64),
+    quad: (t) => (c % 4 === 0 ? quadAtStart(g, t) : null),
+  };
+}
+
+/** The backward of y = layernorm(x) with the saved stats: dx, and dw and db in one pass over the rows. */
+function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Tensor, y: Tensor, stats: Tensor): void {
+  const { rows, c, code, uniforms, W, W4, rowGroups, quad } = p;
+  const X4 = quad(x);
+  const X = x.binding(g.ctx).binding;
+  const S = stats.binding(g.ctx).binding;
+  g.record('layernorm', [x, w, b], () => {
+    const DY4 = X4 && quad(g.gradOf(y));
+    const dy = g.gradOf(y).binding(g.ctx).binding;
+    if (x.requiresGrad) {
+      const dx = g.gradOf(x);
+      const DX4 = DY4 && quad(dx);
+      const [entry, bindings] =
+        X4 && DY4 && DX4
+          ? ['backward_input4', { x4: X4, w4: W4 ?? g.runner.dummy, y4: DX4, dy4: DY4 }]
+          : ['backward_input', { x: X, y: dx.binding(g.ctx).binding, dy }];
+      g.runner.dispatch('layernorm', entry, code, uniforms, { ...bindings, w: W.binding, stats: S }, rowGroups);
+    }
+    if (w.requiresGrad || b.requiresGrad) {
+      const dw = g.gradOf(w);
+      const db = g.gradOf(b);
+      // Writable bindings may not overlap: one binding over both grads when they share a buffer.
+      // Four columns per invocation on vec4s, in workgroups of 16 so that a narrow layer still spreads over threads.
+      const run = (which: number, G: RangeBinding, dwOff: number, dbOff: number) => {
+        const grads = { rows, c, dw_off: dwOff, db_off: dbOff, which };
+        if (X4 && DY4) {
+          g.runner.dispatch(
+            'layernorm',
+            'backward_params4',
+            { ...code, WG: 16 },
+            grads,
+            { x4: X4, stats: S, dy4: DY4, grad: G.binding },
+            Math.ceil(c / 4 / 16),
+          );
+        } else {
+          g.runner.dispatch('layernorm', 'backward_params', code, grads, { x: X, stats: S, dy, grad: G.binding }, Math.ceil(c / 64));
+        }
+      };
+      if (dw.buffer === db.buffer) {
+        const lo = Math.min(dw.offset, db.offset);
+        const G = rangeBinding(g.ctx, dw.buffer, lo, Math.max(dw.offset, db.offset) + c - lo, 'float32', 'layernorm grads');
+        run(3, G, G.shift + dw.offset - lo, G.shift + db.offset - lo);
+      } else {
+        const Wg = dw.binding(g.ctx);
+        const Bg = db.binding(g.ctx);
+        run(1, Wg, Wg.shift, 0);
+        run(2, Bg, 0, Bg.shift);
+      }
+    }
+  });
+}
+
+export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
+  const p = plan(g, x, w, b, eps);
+  const y = g.output(x.shape, 'layernorm', true);
+  const stats = g.output([p.rows, 2], 'layernorm.stats');
+  const S = stats.binding(g.ctx).binding;
+  // The vec4 entry points where the width allows and every activation starts its binding.
+  const X4 = p.quad(x);
+  const Y4 = X4 && p.quad(y);
+  const [forward, ends] =
+    X4 && Y4
+      ? ['forward4', { x4: X4, w4: p.W4 ?? g.runner.dummy, y4: Y4 }]
+      : ['forward', { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding }];
+  g.runner.dispatch('layernorm', forward, p.code, p.uniforms, { ...ends, w: p.W.binding, stats: S }, p.rowGroups);
+  recordBackward(g, p, x, w, b, y, stats);
+  return y;
+}
+
+/**
+ * s = a + b (the residual stream's next value) and layernorm(s), in one pass over each row where
+ * the width and the bindings allow vec4s, else an add and a layernorm. The buffers and the backward
+ * are those of add then layerNorm.
+ */
+export function addLayerNorm(g: Graph, a: Tensor, b: Tensor, w: Tensor, bias: Tensor, eps = 1e-5): { sum: Tensor; y: Tensor } {
+  if (a.numel !== b.numel) throw new ShapeMismatch(`add: ${shapeOf(a)} and ${shapeOf(b)} differ`);
+  const p = plan(g, a, w, bias, eps);
+  const AB = p.c % 4 === 0 ? quadBindings(g, a.numel, [a, a.binding(g.ctx)], [b, b.binding(g.ctx)]) : null;
+  const atStart = p.quad(a) && p.quad(b);
+  if (!AB || !atStart) {
+    const sum = add(g, a, b);
+    return { sum, y: layerNorm(g, sum, w, bias, eps) };
+  }
+  const sum = g.output(a.shape, 'add', a.requiresGrad || b.requiresGrad);
+  const y = g.output(a.shape, 'layernorm', true);
+  const stats = g.output([p.rows, 2], 'layernorm.stats');
+  const S4 = p.quad(sum)!;
+  const Y4 = p.quad(y)!;
+  // The add's backward is recorded first: it runs after the layernorm's, as unfused.
+  recordAddBackward(g, a, b, sum);
+  g.runner.dispatch(
+    'layernorm',
+    'add_forward4',
+    p.code,
+    p.uniforms,
+    { a4: AB[0]!, b4: AB[1]!, s4: S4, y4: Y4, w4: p.W4 ?? g.runner.dummy, w: p.W.binding, stats: stats.binding(g.ctx).binding },
+    p.rowGroups,
+  );
+  recordBackward(g, p, sum, w, bias, y, stats);
+  return { sum, y };
+}
