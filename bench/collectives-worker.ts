@@ -3,11 +3,21 @@
  * MASTER_* set). Ranks 0 and 1 also hold a plain TCP socket between them; every timed round runs
  * each ring op and then the plain one-way and two-way transfers of the same bytes, so the ring and
  * the wire are measured under the same conditions. Rank 0 prints one JSON line per (op, size).
+ *
+ * With `gpu`, each round also times DDP's whole grad sync of a bucket of the same bytes on the GPU
+ * (`finishGradSync`: readback, collective, upload, and the wait for the upload): 'grad_sync' with
+ * the distributed optimizer (reduce-scatter), 'grad_sync_all_reduce' without, and
+ * 'grad_sync_unpipelined', the first in chunks of 64 MiB (up to 64 MiB: read all back, reduce,
+ * upload, one after another).
  */
 import net from 'node:net';
 import { initProcessGroup } from '../src/collectives/init.js';
 import { hostFloat32 } from '../src/collectives/simd.js';
 import type { StoreClient } from '../src/collectives/store.js';
+import type { Collectives } from '../src/collectives/process-group.js';
+import { DistributedDataParallel } from '../src/ddp/ddp.js';
+import { computeLayout, lcm } from '../src/ddp/layout.js';
+import { GpuContext } from '../src/gpu/context.js';
 import { median } from './timing.js';
 
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -18,15 +28,21 @@ function runsFor(bytes: number): { warmup: number; runs: number } {
   return { warmup: 5, runs: 30 };
 }
 
-async function ring(config: { sizes: number[]; ops: string[]; wireMin: number }): Promise<void> {
+type Config = { sizes: number[]; ops: string[]; wireMin: number; gpu?: boolean };
+
+async function ring(config: Config): Promise<void> {
   const d = await initProcessGroup({ timeoutMs: 300_000 });
   const { group, store } = d;
   const { rank, worldSize: n } = d.info;
+  const ctx = config.gpu ? await GpuContext.create() : null;
   const wires = rank <= 1 ? { plain: await wireBetween(rank, store!, 'plain'), inplace: await wireBetween(rank, store!, 'inplace') } : null;
   for (const bytes of config.sizes) {
-    const elements = Math.max(n, Math.floor(bytes / 4 / n) * n);
+    // With the GPU's grad syncs, every op moves a whole bucket: elements a multiple of lcm(4n, 128).
+    const unit = ctx ? lcm(4 * n, 128) : n;
+    const elements = Math.max(unit, Math.floor(bytes / 4 / unit) * unit);
     // Host buffers as DDP allocates them: in WASM memory, where reductions run as SIMD.
     const data = hostFloat32(elements).fill(1);
+    const syncs = ctx && bytes >= config.wireMin ? gradSyncs(ctx, group, elements) : [];
     const { warmup, runs } = runsFor(bytes);
     const samples = new Map<string, number[]>();
     const record = (op: string, i: number, ms: number) => i >= warmup && samples.set(op, [...(samples.get(op) ?? []), ms]);
@@ -37,6 +53,14 @@ async function ring(config: { sizes: number[]; ops: string[]; wireMin: number })
         if (op === 'all_reduce') await group.allReduce(data);
         else if (op === 'reduce_scatter') await group.reduceScatter(data);
         else await group.allGather(data);
+        record(op, i, performance.now() - t0);
+      }
+      for (const { op, ddp } of syncs) {
+        ddp.zeroGradBuffer(); // a new batch; its clear is done before the clock starts
+        await ctx!.sync();
+        await group.barrier();
+        const t0 = performance.now();
+        await ddp.finishGradSync();
         record(op, i, performance.now() - t0);
       }
       if (wires && bytes >= config.wireMin) {
@@ -51,10 +75,24 @@ async function ring(config: { sizes: number[]; ops: string[]; wireMin: number })
     }
     // Every round's time too: the bench compares each op with the wire round by round.
     if (rank === 0) for (const [op, ms] of samples) say({ op, bytes: elements * 4, ms: median(ms), samples_ms: ms });
+    for (const { ddp } of syncs) ddp.destroy();
   }
   await group.barrier();
   if (wires) for (const wire of Object.values(wires)) wire.close();
   await d.close();
+}
+
+/** DDP over one fp32 param of `elements`, in one bucket: with and without the distributed optimizer. */
+function gradSyncs(ctx: GpuContext, group: Collectives, elements: number) {
+  const model = [{ name: 'w', shape: [elements], dtype: 'float32' as const, gradDtype: 'float32' as const }];
+  return [
+    { op: 'grad_sync', distributedOptimizer: true },
+    { op: 'grad_sync_unpipelined', distributedOptimizer: true, syncChunkBytes: 64 << 20 },
+    { op: 'grad_sync_all_reduce', distributedOptimizer: false },
+  ].map(({ op, distributedOptimizer, syncChunkBytes }) => {
+    const layout = computeLayout(model, { dataParallelSize: group.worldSize, distributedOptimizer, bucketSize: elements });
+    return { op, ddp: new DistributedDataParallel(ctx, group, layout, syncChunkBytes ? { syncChunkBytes } : {}) };
+  });
 }
 
 interface Wire {
@@ -179,7 +217,7 @@ async function p2pRound(wire: Wire, bytes: number, mode: string, sender: boolean
   return performance.now() - t0;
 }
 
-ring(JSON.parse(process.argv[2]!) as { sizes: number[]; ops: string[]; wireMin: number }).then(
+ring(JSON.parse(process.argv[2]!) as Config).then(
   () => process.exit(0),
   (error: Error) => {
     process.stderr.write(`${error.stack ?? error.message}\n`);

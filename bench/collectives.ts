@@ -40,6 +40,10 @@ export const collectivesBench: Bench = {
     world: { kind: 'list', default: ['2'], help: 'worker processes (ranks), one or a list' },
     'min-bytes': { kind: 'int', default: 1024, help: 'smallest buffer' },
     'max-bytes': { kind: 'int', default: 256 << 20, help: 'largest buffer' },
+    gpu: {
+      kind: 'boolean',
+      help: "also DDP's grad sync of a bucket of each size on the GPU: readback, collective and upload (grad_sync, grad_sync_unpipelined, grad_sync_all_reduce)",
+    },
     hosts: {
       kind: 'boolean',
       help: 'one rank per network namespace on a bridge (veth; root only), the wire measured between the same namespaces',
@@ -51,15 +55,16 @@ export const collectivesBench: Bench = {
     for (const text of flags.world as string[]) {
       const world = Number(text);
       if (!Number.isInteger(world) || world < 2) throw new FlagError(`--world: '${text}' is not a rank count of 2 or more`);
+      const gpu = flags.gpu as boolean;
       if (!flags.hosts) {
-        rows.push(...(await runWorld(world, sizes)));
+        rows.push(...(await runWorld(world, sizes, gpu)));
         continue;
       }
       const why = hostsUnavailable();
       if (why) throw new FlagError(`--hosts: ${why}`);
       const hosts = TestHosts.make(world);
       try {
-        rows.push(...(await runWorld(world, sizes, hosts)));
+        rows.push(...(await runWorld(world, sizes, gpu, hosts)));
       } finally {
         hosts.teardown();
       }
@@ -89,13 +94,14 @@ export function wireRatios(
 }
 
 /** One world size: its ring ops and, between ranks 0 and 1, the wire; on `hosts`, one rank per namespace. */
-async function runWorld(world: number, sizes: number[], hosts?: TestHosts): Promise<Row[]> {
+async function runWorld(world: number, sizes: number[], gpu: boolean, hosts?: TestHosts): Promise<Row[]> {
   const rows: Row[] = [];
   progress(
     `collectives: ${world} ranks${hosts ? ' on hosts of their own (veth)' : ''}, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`,
   );
   const placement = hosts ? { namespaces: hosts.hosts.map((h) => h.ns), addresses: hosts.hosts.map((h) => h.address) } : undefined;
-  const ranks = startRanks(WORKER, world, { sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20 }, placement);
+  const config = { sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20, gpu };
+  const ranks = startRanks(WORKER, world, config, placement);
   const link = hosts ? 'veth' : 'loopback';
   ranks[0]!.onLine((l) => progress(`${l.op as string} ${l.bytes as number} B: ${(l.ms as number).toFixed(2)} ms`));
   await Promise.all(ranks.map((r) => r.done));
@@ -111,7 +117,7 @@ async function runWorld(world: number, sizes: number[], hosts?: TestHosts): Prom
       continue;
     }
     const algbw = bytes / ms / 1e6;
-    const factor = op === 'all_reduce' ? (2 * (world - 1)) / world : (world - 1) / world;
+    const factor = op.endsWith('all_reduce') ? (2 * (world - 1)) / world : (world - 1) / world;
     const row: Row = { bench: 'collectives', op, world, link, bytes, ms, algbw_gbps: algbw, busbw_gbps: algbw * factor };
     const own = l.samples_ms as number[];
     const [plain, inplace] = [samplesOf('p2p_exchange', bytes), samplesOf('p2p_exchange_inplace', bytes)];

@@ -11,6 +11,13 @@
  * the same order on every rank (bucket readiness follows the backward pass, which is the same
  * everywhere), one after another.
  *
+ * A bucket syncs in chunks of a few MiB (`syncChunkBytes`), pipelined: each chunk is read back through
+ * a staging buffer of its own, and chunk k goes onto the wire while the readbacks of the next ones
+ * copy and map; its result is uploaded as soon as its collective ends. With the distributed
+ * optimizer, chunk k holds the k-th slice of every rank's shard (the host staging keeps the slices
+ * of a chunk together), so that each chunk reduce-scatters on its own and returns a slice of this
+ * rank's shard.
+ *
  * Grad accumulation is safe by construction (Megatron's `no_sync`): run every micro-batch but the
  * last inside `noSync(...)`, where `registerGradReady` does nothing and `finishGradSync` refuses, so
  * a partial grad can never be synced; `zeroGradBuffer` refuses while a sync is still in flight.
@@ -25,7 +32,8 @@ import { float32ToWords, wordsToFloat32 } from '../collectives/reduce.js';
 import { hostFloat32 } from '../collectives/simd.js';
 import type { GpuContext } from '../gpu/context.js';
 import { ParamAndGradBuffer, type BufferView } from './buffers.js';
-import type { BucketLayout, ModelLayout } from './layout.js';
+import { BYTES, type BucketLayout, type ModelLayout } from './layout.js';
+import { EARLY_READBACK_BYTES, planSyncChunks, READS_AHEAD, type SyncChunk } from './sync-plan.js';
 import { PhaseTimes } from './phases.js';
 
 export interface DdpOptions {
@@ -37,10 +45,13 @@ export interface DdpOptions {
   gradReduceInBf16?: boolean;
   /** Where to add the time of each grad-sync phase (readback, reduce-scatter / all-reduce, upload). */
   phases?: PhaseTimes;
+  /** Bytes of a bucket per grad-sync chunk; default `syncChunkBytes(d)` (tests make it small). */
+  syncChunkBytes?: number;
 }
 
 interface BucketState {
   buffer: ParamAndGradBuffer;
+  chunks: SyncChunk[];
   /** The distributed optimizer's param all-gather into this bucket, while it runs (overlap mode). */
   gather: Promise<void> | null;
   layout: BucketLayout;
@@ -52,12 +63,6 @@ interface BucketState {
   /** The sync has started and not yet settled. */
   syncing: boolean;
 }
-
-/**
- * Readbacks queued ahead of the collective that consumes them hold staging buffers until it runs:
- * at most this many bytes at once (DDP's grad readbacks; the distributed optimizer's shard readbacks).
- */
-export const EARLY_READBACK_BYTES = 256 << 20;
 
 export class DdpError extends WebtronError {
   override name = 'DdpError';
@@ -105,6 +110,13 @@ export class DistributedDataParallel {
     this.buckets = this.buffers.flatMap((buffer) =>
       buffer.layout.buckets.map((bucket) => ({
         buffer,
+        chunks: planSyncChunks(
+          bucket,
+          BYTES[buffer.layout.gradDtype],
+          layout.distributedOptimizer ? group.worldSize : null,
+          group.rank,
+          options.syncChunkBytes,
+        ),
         layout: bucket,
         host: hostFloat32(bucket.end - bucket.start),
         pending: new Set(bucket.params),
@@ -316,17 +328,22 @@ export class DistributedDataParallel {
   }
 
   /** The bucket's grads as the collectives take them (fp16 words or floats) over its host staging. */
-  private hostGrads(b: BucketState): { grads: Float32Array | Uint16Array; bytes: Uint8Array } {
-    const range = b.buffer.gradBytes(b.layout);
+  private hostGrads(b: BucketState): Float32Array | Uint16Array {
     // fp16 grads travel as fp16 words and are summed in fp32 by the collectives.
-    const grads =
-      b.buffer.layout.gradDtype === 'float16' ? new Uint16Array(b.host.buffer, b.host.byteOffset, b.layout.end - b.layout.start) : b.host;
-    return { grads, bytes: new Uint8Array(grads.buffer, grads.byteOffset, range.size) };
+    return b.buffer.layout.gradDtype === 'float16'
+      ? new Uint16Array(b.host.buffer, b.host.byteOffset, b.layout.end - b.layout.start)
+      : b.host;
   }
 
-  private readGrads(b: BucketState): Promise<Uint8Array> {
-    const range = b.buffer.gradBytes(b.layout);
-    return this.ctx.transfers.readback(b.buffer.grads, range.offset, range.size, this.hostGrads(b).bytes);
+  /** Queue the readback of chunk `k` of a bucket into its place in the host staging. */
+  private readChunk(b: BucketState, k: number): Promise<void> {
+    const chunk = b.chunks[k]!;
+    const grads = this.hostGrads(b).subarray(chunk.hostStart, chunk.hostStart + chunk.length);
+    return this.ctx.transfers.readbackPieces(
+      b.buffer.grads,
+      chunk.pieces,
+      new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength),
+    );
   }
 
   private startBucketSync(b: BucketState): void {
@@ -336,13 +353,15 @@ export class DistributedDataParallel {
       b.sync = Promise.resolve();
       return;
     }
-    // The readback's copy is queued now, right behind the work that made these grads (the rest of
-    // the backward pass queues after it), unless a param all-gather still uses the host staging.
+    // The readbacks' copies are queued now, right behind the work that made these grads (the rest of
+    // the backward pass queues after them), unless a param all-gather still uses the host staging.
     const size = b.buffer.gradBytes(b.layout).size;
-    const early = this.gathersRunning === 0 && this.earlyBytes + size <= EARLY_READBACK_BYTES ? this.readGrads(b) : null;
-    if (early) {
+    let early: Promise<void>[] | null = null;
+    if (this.gathersRunning === 0 && this.earlyBytes + size <= EARLY_READBACK_BYTES) {
+      early = b.chunks.map((_, k) => this.readChunk(b, k));
       this.earlyBytes += size;
-      early.catch(() => undefined).finally(() => (this.earlyBytes -= size)); // awaited in syncBucket
+      Promise.allSettled(early).then(() => (this.earlyBytes -= size));
+      for (const read of early) read.catch(() => undefined); // awaited in syncBucket
     }
     const gathers = Promise.all(this.buckets.map((x) => x.gather));
     b.syncing = true;
@@ -355,20 +374,31 @@ export class DistributedDataParallel {
     this.chain = b.sync.catch(() => undefined);
   }
 
-  private async syncBucket(b: BucketState, early: Promise<Uint8Array> | null): Promise<void> {
-    const range = b.buffer.gradBytes(b.layout);
-    const { grads, bytes } = this.hostGrads(b);
+  /**
+   * Chunk by chunk: wait for its readback (queueing the next ones), reduce it over the group, upload
+   * the result. The collectives run one at a time, in chunk order on every rank; the readbacks of
+   * later chunks copy and map meanwhile.
+   */
+  private async syncBucket(b: BucketState, early: Promise<void>[] | null): Promise<void> {
+    const grads = this.hostGrads(b);
     const options =
       b.buffer.layout.gradDtype === 'float16' ? { dtype: 'float16' as const } : this.gradReduceInBf16 ? { wire: 'bfloat16' as const } : {};
     const { phases } = this;
-    await phases.time('grad readback', () => early ?? this.readGrads(b));
-    if (this.layout.distributedOptimizer) {
-      const shard = await phases.time('reduce-scatter', () => this.group.reduceScatter(grads, 'avg', options));
-      const start = b.layout.start + this.group.rank * shard.length;
-      await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, shard, start * grads.BYTES_PER_ELEMENT));
-    } else {
-      await phases.time('all-reduce', () => this.group.allReduce(grads, 'avg', options));
-      await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, bytes, range.offset));
+    const reads: Promise<void>[] = early ?? [];
+    for (let k = 0; k < b.chunks.length; k++) {
+      for (let next = k; next < Math.min(b.chunks.length, k + READS_AHEAD); next++) {
+        if (reads[next]) continue;
+        const read = this.readChunk(b, next);
+        read.catch(() => undefined); // awaited below, unless an earlier chunk fails
+        reads[next] = read;
+      }
+      await phases.time('grad readback', () => reads[k]!);
+      const chunk = b.chunks[k]!;
+      const data = grads.subarray(chunk.hostStart, chunk.hostStart + chunk.length);
+      const result = this.layout.distributedOptimizer
+        ? await phases.time('reduce-scatter', () => this.group.reduceScatter(data, 'avg', options))
+        : await phases.time('all-reduce', () => this.group.allReduce(data, 'avg', options)).then(() => data);
+      await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, result, chunk.uploadOffset));
     }
   }
 

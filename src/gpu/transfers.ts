@@ -15,8 +15,17 @@ import { GpuError } from './errors.js';
 const CHUNK_BYTES = 64 << 20;
 /** Uploads from this size on go through mapped staging; smaller ones through writeBuffer. */
 const STAGED_UPLOAD_BYTES = 1 << 20;
-/** Free staging bytes kept per direction; more is destroyed after use. */
-const POOL_BYTES = 2 * CHUNK_BYTES;
+/**
+ * Free staging bytes kept per direction; past that, the buffers unused longest are destroyed.
+ * Readbacks keep as much as a grad sync holds at once (DDP's EARLY_READBACK_BYTES), so that steady
+ * training steps never pay for fresh staging (lavapipe: 3 ns a byte for the first touch).
+ */
+const POOL_BYTES: Record<Direction, number> = { read: 256 << 20, write: 2 * CHUNK_BYTES };
+
+/** The size of the staging buffer made for a transfer of `bytes`: powers of two from 1 MiB, so that similar transfers share. */
+export function stagingSize(bytes: number): number {
+  return Math.min(Math.max(1 << 20, 2 ** Math.ceil(Math.log2(bytes))), Math.max(bytes, CHUNK_BYTES));
+}
 
 type Direction = 'read' | 'write';
 
@@ -39,8 +48,7 @@ class StagingPool {
       return buffer;
     }
     if (!create) return null;
-    // Sizes in powers of two from 1 MiB, so that buffers of similar transfers are shared.
-    const size = Math.min(Math.max(1 << 20, 2 ** Math.ceil(Math.log2(bytes))), Math.max(bytes, CHUNK_BYTES));
+    const size = stagingSize(bytes);
     this.busy[direction] += size;
     return this.ctx.createBuffer({
       label: `staging (${direction})`,
@@ -53,16 +61,21 @@ class StagingPool {
 
   /** Whether staging of `direction` in use and free together stays within the pool's bytes. */
   roomFor(direction: Direction, bytes: number): boolean {
-    return this.busy[direction] + this.free[direction].reduce((s, b) => s + b.size, 0) + bytes <= POOL_BYTES;
+    return this.busy[direction] + this.free[direction].reduce((s, b) => s + b.size, 0) + bytes <= POOL_BYTES[direction];
   }
 
   release(direction: Direction, buffer: DeviceBuffer): void {
     this.busy[direction] -= buffer.size;
     if (buffer.destroyed) return;
+    // Most recently used last; evict from the front.
     const list = this.free[direction];
-    const kept = list.reduce((s, b) => s + b.size, 0);
-    if (kept + buffer.size > POOL_BYTES) buffer.destroy();
-    else list.push(buffer);
+    list.push(buffer);
+    let kept = list.reduce((s, b) => s + b.size, 0);
+    while (kept > POOL_BYTES[direction]) {
+      const oldest = list.shift()!;
+      kept -= oldest.size;
+      oldest.destroy();
+    }
   }
 
   destroy(): void {
@@ -170,6 +183,49 @@ export class Transfers {
       }
     }
     return out;
+  }
+
+  /**
+   * Copy byte ranges of `buffer` back to the host, one after another into `into`, through one
+   * staging buffer: one submit and one map for them all. The copies are queued before this returns,
+   * right behind the work already queued, so a caller can issue several and consume them in order
+   * while the later ones are still copying (the grad sync's chunks). Offsets and sizes are multiples
+   * of 4; together at most one staging chunk (64 MiB).
+   */
+  async readbackPieces(buffer: DeviceBuffer, pieces: readonly { offset: number; size: number }[], into: Uint8Array): Promise<void> {
+    let total = 0;
+    for (const { offset, size } of pieces) {
+      if (offset % 4 !== 0 || size % 4 !== 0)
+        throw new GpuError(`readback of '${buffer.label}': offset ${offset} and size ${size} must be multiples of 4`);
+      if (offset + size > buffer.size)
+        throw new GpuError(`readback of '${buffer.label}': ${size} B at offset ${offset} overflows its ${buffer.size} B`);
+      total += size;
+    }
+    if (total > CHUNK_BYTES) throw new GpuError(`readback of '${buffer.label}': ${total} B in pieces exceed one ${CHUNK_BYTES} B chunk`);
+    if (into.byteLength < total) throw new GpuError(`readback of '${buffer.label}': ${total} B do not fit the ${into.byteLength} B given`);
+    if (total === 0) return this.ctx.sync();
+    const staging = this.pool.acquire('read', total)!;
+    const encoder = this.ctx.device.createCommandEncoder({ label: `readback(${buffer.label})` });
+    let at = 0;
+    for (const { offset, size } of pieces) {
+      if (size > 0) encoder.copyBufferToBuffer(buffer.gpu, offset, staging.gpu, at, size);
+      at += size;
+    }
+    this.ctx.submit([encoder.finish()]);
+    let failed = false;
+    try {
+      await staging.gpu.mapAsync(GPUMapMode.READ, 0, total);
+      await new Promise((resolve) => setImmediate(resolve));
+      this.ctx.throwIfErrors();
+      into.set(new Uint8Array(staging.gpu.getMappedRange(0, total)));
+      staging.gpu.unmap();
+    } catch (error) {
+      failed = true;
+      throw error;
+    } finally {
+      if (failed) staging.destroy();
+      this.pool.release('read', staging);
+    }
   }
 
   async readFloat32(buffer: DeviceBuffer, offsetElements = 0, count = buffer.size / 4 - offsetElements): Promise<Float32Array> {

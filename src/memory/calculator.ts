@@ -6,9 +6,10 @@
  * Model state comes from the real layout (`computeLayout`) and `modelStateBytes`, so it is exact and
  * the padding is its own category. Activations of a GPT are counted from the buffers webtron's graph
  * allocates for one micro-batch's forward and backward (src/memory/activations.ts), so they are exact
- * too; staging is the readback buffer a grad sync uses.
+ * too; staging is the readback staging a grad sync holds at once (src/ddp/sync-plan.ts).
  */
-import { computeLayout, type GradDtype, type ModelLayout, type ParamDtype, type ParamSpec } from '../ddp/layout.js';
+import { computeLayout, type GradDtype, type ParamDtype, type ParamSpec } from '../ddp/layout.js';
+import { syncStagingBytes } from '../ddp/sync-plan.js';
 import { gptParamCount, gptParams, type GptShape } from '../nn/gpt-spec.js';
 import { gptActivationBytes } from './activations.js';
 import { modelStateBytes } from './model-state.js';
@@ -68,9 +69,6 @@ export interface MemoryRow {
   largest_fitting: { num_layers?: number; params: number } | null;
 }
 
-/** The readback staging a grad sync allocates at once (transfers go in chunks of at most 64 MiB). */
-const STAGING_CHUNK = 64 << 20;
-
 /** The model's params with the dtypes of `precision`. */
 export function paramSpecs(source: ModelSource, precision: Precision): ParamSpec[] {
   const [dtype, gradDtype] = PRECISION_DTYPES[precision];
@@ -105,15 +103,6 @@ export function activationBytes(
   });
 }
 
-function stagingBytes(layout: ModelLayout): number {
-  let largest = 0;
-  for (const buffer of layout.buffers) {
-    const bytes = buffer.gradDtype === 'float16' ? 2 : 4;
-    for (const bucket of buffer.buckets) largest = Math.max(largest, (bucket.end - bucket.start) * bytes);
-  }
-  return Math.min(largest, STAGING_CHUNK);
-}
-
 function row(
   source: ModelSource,
   d: number,
@@ -134,7 +123,7 @@ function row(
     optimizer_state: m.byCategory['optimizer-state'] - m.paddingByCategory['optimizer-state'],
     padding: Object.values(m.paddingByCategory).reduce((s, x) => s + x, 0),
     activations: activationBytes(source, o.microBatchSize, precision, o.dropout ?? true, o.attention ?? 'fused'),
-    staging: stagingBytes(layout),
+    staging: syncStagingBytes(layout),
   };
   return {
     data_parallel_size: d,
@@ -156,25 +145,26 @@ function largestFitting(
   o: CalculatorOptions,
 ): MemoryRow['largest_fitting'] {
   const budget = o.gpuMemory!;
-  if (source.kind === 'gpt') {
-    const total = (L: number) =>
-      row({ kind: 'gpt', shape: { ...source.shape, numLayers: L } }, d, precision, distributed, o).total_bytes_per_rank;
-    if (total(1) > budget) return null;
-    let lo = 1;
-    let hi = 2;
-    while (total(hi) <= budget && hi < 1 << 16) hi *= 2;
-    while (hi - lo > 1) {
-      const mid = Math.floor((lo + hi) / 2);
-      if (total(mid) <= budget) lo = mid;
-      else hi = mid;
-    }
-    return { num_layers: lo, params: gptParamCount({ ...source.shape, numLayers: lo }) };
+  // The largest count (layers of a GPT, or params of one tensor) whose row fits: total bytes grow with it.
+  const total = (n: number) =>
+    row(
+      source.kind === 'gpt' ? { kind: 'gpt', shape: { ...source.shape, numLayers: n } } : { kind: 'params', count: n },
+      d,
+      precision,
+      distributed,
+      o,
+    ).total_bytes_per_rank;
+  if (total(1) > budget) return null;
+  let lo = 1;
+  let hi = 2;
+  const limit = source.kind === 'gpt' ? 1 << 16 : 2 ** 40;
+  while (total(hi) <= budget && hi < limit) hi *= 2;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (total(mid) <= budget) lo = mid;
+    else hi = mid;
   }
-  // One tensor of N params: bytes grow by bytes_per_param per param (plus at most a bucket's padding).
-  const perParam = row({ kind: 'params', count: 1 << 20 }, d, precision, distributed, o).bytes_per_param;
-  const fixed = STAGING_CHUNK;
-  const n = Math.floor((budget - fixed) / perParam);
-  return n > 0 ? { params: n } : null;
+  return source.kind === 'gpt' ? { num_layers: lo, params: gptParamCount({ ...source.shape, numLayers: lo }) } : { params: lo };
 }
 
 export function memoryRows(source: ModelSource, o: CalculatorOptions): MemoryRow[] {

@@ -5,7 +5,8 @@
  */
 import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
-import { EARLY_READBACK_BYTES, type DistributedDataParallel } from '../ddp/ddp.js';
+import type { DistributedDataParallel } from '../ddp/ddp.js';
+import { EARLY_READBACK_BYTES } from '../ddp/sync-plan.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
 import type { CastRange } from './cast.js';

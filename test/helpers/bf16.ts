@@ -3,8 +3,17 @@
  * apart from the bit tricks webtron's conversions use. Finite, normal inputs only.
  */
 export function bf16Reference(x: number): number {
+  return roundToBits(x, 8);
+}
+
+/** x rounded to fp16 (11 significant bits, ties to even), the same way. Normal fp16 range only. */
+export function fp16Reference(x: number): number {
+  return roundToBits(x, 11);
+}
+
+function roundToBits(x: number, bits: number): number {
   if (x === 0) return x;
-  const quantum = 2 ** (Math.floor(Math.log2(Math.abs(x))) - 7);
+  const quantum = 2 ** (Math.floor(Math.log2(Math.abs(x))) - (bits - 1));
   const q = x / quantum;
   const floor = Math.floor(q);
   const rounded = q - floor > 0.5 || (q - floor === 0.5 && floor % 2 !== 0) ? floor + 1 : floor;
