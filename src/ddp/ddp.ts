@@ -75,6 +75,8 @@ export class DistributedDataParallel {
   readonly overlapGradReduce: boolean;
   readonly gradReduceInBf16: boolean;
   readonly phases: PhaseTimes;
+  /** Bytes per grad-sync chunk when set; else `syncChunkBytes(d)`. The param all-gather chunks the same way. */
+  readonly syncChunkBytes: number | undefined;
   private readonly buckets: BucketState[];
   private readonly bucketOf = new Map<string, BucketState>();
   /** Serializes bucket syncs so that every rank issues its collectives in the same order. */
@@ -106,6 +108,7 @@ export class DistributedDataParallel {
     this.overlapGradReduce = options.overlapGradReduce ?? false;
     this.gradReduceInBf16 = options.gradReduceInBf16 ?? false;
     this.phases = options.phases ?? new PhaseTimes();
+    this.syncChunkBytes = options.syncChunkBytes;
     this.buffers = layout.buffers.map((b, i) => new ParamAndGradBuffer(ctx, b, i));
     this.buckets = this.buffers.flatMap((buffer) =>
       buffer.layout.buckets.map((bucket) => ({

@@ -1,12 +1,16 @@
 /**
  * ZeRO-1 (Megatron's --use-distributed-optimizer): after the grads are reduce-scattered, each rank
  * runs Adam on its own shard of every bucket only, then all-gathers the updated params bucket by
- * bucket (in the background with `overlapParamGather`).
+ * bucket (in the background with `overlapParamGather`). A bucket gathers in the grad sync's chunks
+ * (slice k of every shard together), pipelined the same way: this rank's slices are read back
+ * through staging of their own, chunk k is gathered while the next ones map, and the other ranks'
+ * slices go up as soon as it ends.
  */
 import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
-import { EARLY_READBACK_BYTES } from '../ddp/sync-plan.js';
+import { BYTES } from '../ddp/layout.js';
+import { EARLY_READBACK_BYTES, planSyncChunks, READS_AHEAD, type SyncChunk } from '../ddp/sync-plan.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
 import type { CastRange } from './cast.js';
@@ -18,6 +22,8 @@ import type { UnscaleRange } from './unscale.js';
 export class DistributedOptimizer extends AdamOverBuffers {
   readonly distributed = true;
   private readonly ranges: ShardRange[];
+  /** The param all-gather's chunks of each shard range's bucket. */
+  private readonly gatherChunks: SyncChunk[][];
   private readonly expAvg: DeviceBuffer;
   private readonly expAvgSq: DeviceBuffer;
   private readonly main: DeviceBuffer | null;
@@ -30,6 +36,11 @@ export class DistributedOptimizer extends AdamOverBuffers {
         'distributedOptimizer',
       );
     this.ranges = shardRanges(ddp.layout, group.rank);
+    this.gatherChunks = this.ranges.map((r) => {
+      const buffer = ddp.buffers[r.buffer]!;
+      const bucket = buffer.layout.buckets[r.bucket]!;
+      return planSyncChunks(bucket, BYTES[buffer.layout.paramDtype], group.worldSize, group.rank, ddp.syncChunkBytes);
+    });
     const shardElements = this.ranges.reduce((n, r) => n + (r.gbufLocal.end - r.gbufLocal.start), 0);
     const expAvg = this.fp32Buffer('exp_avg (shard)', shardElements);
     const expAvgSq = this.fp32Buffer('exp_avg_sq (shard)', shardElements);
@@ -150,19 +161,16 @@ export class DistributedOptimizer extends AdamOverBuffers {
     // Early readbacks hold staging buffers until their gather runs: at most EARLY_READBACK_BYTES.
     let early = 0;
     const reads = order.map((r) => {
-      const bytes = this.hostShard(r).mine.byteLength;
-      early += bytes;
-      const read = early <= EARLY_READBACK_BYTES ? this.readShard(r) : null;
-      read?.catch(() => undefined); // awaited in gatherBucket
-      return { r, read };
+      early += this.hostShard(r).mine.byteLength;
+      return { r, reads: early <= EARLY_READBACK_BYTES ? this.readShard(r) : null };
     });
     if (!this.config.overlapParamGather) {
-      for (const { r, read } of reads) await this.gatherBucket(r, read);
+      for (const { r, reads: queued } of reads) await this.gatherBucket(r, queued);
       return;
     }
     let chain: Promise<void> = Promise.resolve();
-    for (const { r, read } of reads) {
-      chain = chain.then(() => this.gatherBucket(r, read));
+    for (const { r, reads: queued } of reads) {
+      chain = chain.then(() => this.gatherBucket(r, queued));
       this.ddp.setParamGather(r.buffer, r.bucket, chain);
     }
   }
@@ -176,23 +184,48 @@ export class DistributedOptimizer extends AdamOverBuffers {
     return { params, mine: new Uint8Array(params.buffer, params.byteOffset + this.group.rank * s * bytes, s * bytes) };
   }
 
-  /** Queue the copy of this rank's updated shard to the host (the copy is submitted at the call). */
-  private readShard(r: ShardRange): Promise<Uint8Array> {
-    const buffer = this.ddp.buffers[r.buffer]!;
-    const { params, mine } = this.hostShard(r);
-    return this.ctx.transfers.readback(buffer.params, r.gbufWorld.start * params.BYTES_PER_ELEMENT, mine.byteLength, mine);
+  /** Queue the copy of this rank's slice of gather chunk `k` to its place in the host staging. */
+  private readSlice(r: ShardRange, k: number): Promise<void> {
+    const chunk = this.gatherChunks[this.ranges.indexOf(r)]![k]!;
+    const { params } = this.hostShard(r);
+    const slice = chunk.length / this.group.worldSize;
+    const mine = params.subarray(chunk.hostStart + this.group.rank * slice, chunk.hostStart + (this.group.rank + 1) * slice);
+    const read = this.ctx.transfers.readbackPieces(
+      this.ddp.buffers[r.buffer]!.params,
+      [chunk.pieces[this.group.rank]!],
+      new Uint8Array(mine.buffer, mine.byteOffset, mine.byteLength),
+    );
+    read.catch(() => undefined); // awaited in gatherBucket, unless an earlier chunk fails
+    return read;
   }
 
-  private async gatherBucket(r: ShardRange, read: Promise<Uint8Array> | null): Promise<void> {
+  /** Queue the readbacks of all this rank's slices of a bucket (the copies are submitted at the call). */
+  private readShard(r: ShardRange): Promise<void>[] {
+    return this.gatherChunks[this.ranges.indexOf(r)]!.map((_, k) => this.readSlice(r, k));
+  }
+
+  private async gatherBucket(r: ShardRange, early: Promise<void>[] | null): Promise<void> {
     const buffer = this.ddp.buffers[r.buffer]!;
-    const bucket = buffer.layout.buckets[r.bucket]!;
+    const chunks = this.gatherChunks[this.ranges.indexOf(r)]!;
     const { params } = this.hostShard(r);
+    const { rank, worldSize: d } = this.group;
     const phases = this.ddp.phases;
-    await phases.time('param readback', () => read ?? this.readShard(r));
-    await phases.time('all-gather', () => this.group.allGather(params));
-    // The queue runs the upload before anything submitted after it (the next forward): no wait.
-    await phases.time('param upload', async () =>
-      this.ctx.transfers.upload(buffer.params, params, bucket.start * params.BYTES_PER_ELEMENT),
-    );
+    const reads = early ?? [];
+    for (let k = 0; k < chunks.length; k++) {
+      for (let next = k; next < Math.min(chunks.length, k + READS_AHEAD); next++) reads[next] ??= this.readSlice(r, next);
+      await phases.time('param readback', () => reads[k]!);
+      const chunk = chunks[k]!;
+      const data = params.subarray(chunk.hostStart, chunk.hostStart + chunk.length);
+      await phases.time('all-gather', () => this.group.allGather(data));
+      // The other ranks' slices; this rank's is in the buffer already. The queue runs the uploads
+      // before anything submitted after them (the next forward): no wait.
+      const slice = chunk.length / d;
+      await phases.time('param upload', async () => {
+        for (let other = 0; other < d; other++) {
+          if (other === rank) continue;
+          this.ctx.transfers.upload(buffer.params, data.subarray(other * slice, (other + 1) * slice), chunk.pieces[other]!.offset);
+        }
+      });
+    }
   }
 }

@@ -34,9 +34,13 @@ describe("DistributedOptimizer and its non-distributed twin: Megatron's three pr
     [4, true, 1.0, false, 'float32', undefined, 256],
     [4, true, 1.0, false, 'bfloat16', undefined, 256],
     [4, true, 1.0, false, 'float16', 3, 256],
+    // Grads synced and params gathered in chunks of 96 B: several per bucket.
+    [2, true, 1.0, true, 'float32', undefined, undefined, 96],
+    [3, true, 1.0, false, 'bfloat16', undefined, undefined, 96],
+    [2, true, 1.0, false, 'float16', 2, undefined, 96],
   ])(
-    'world %i, distributed %s, clip %s, overlapped param gather %s, params %s, inf at step %s, alignment %s: k steps equal single-process Adam on the averaged grads; memory matches the table',
-    async (world, distributed, clip, overlapParamGather = false, dtype = 'float32', infAt?: number, alignment?: number) => {
+    'world %i, distributed %s, clip %s, overlapped param gather %s, params %s, inf at step %s, alignment %s, chunks of %s B: k steps equal single-process Adam on the averaged grads; memory matches the table',
+    async (world, distributed, clip, overlapParamGather = false, dtype = 'float32', infAt?: number, alignment?: number, chunkBytes?: number) => {
       const ranks = await job(world, {
         distributed,
         clip,
@@ -45,6 +49,7 @@ describe("DistributedOptimizer and its non-distributed twin: Megatron's three pr
         dtype,
         ...(infAt ? { infAt } : {}),
         ...(alignment ? { alignment } : {}),
+        ...(chunkBytes ? { chunkBytes } : {}),
       });
       for (const [rank, lines] of ranks.entries()) {
         const failed = lines.filter((l) => 'check' in l && l.ok !== true);

@@ -36,6 +36,8 @@ const config = JSON.parse(process.argv[2] ?? '{}') as {
   dtype?: 'float32' | 'bfloat16' | 'float16';
   infAt?: number;
   alignment?: number;
+  /** Bytes per grad-sync and param-gather chunk: small, so that every bucket moves in several. */
+  chunkBytes?: number;
   checkpoint?: CheckpointConfig;
 };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -129,7 +131,10 @@ async function main(): Promise<void> {
   const dist = await initProcessGroup();
   const { rank, worldSize: d } = dist.info;
   const layout = computeLayout(MODEL, { dataParallelSize: d, distributedOptimizer: config.distributed, bucketSize: 100 });
-  const ddp = new DistributedDataParallel(ctx, dist.group, layout, { overlapGradReduce: true });
+  const ddp = new DistributedDataParallel(ctx, dist.group, layout, {
+    overlapGradReduce: true,
+    ...(config.chunkBytes ? { syncChunkBytes: config.chunkBytes } : {}),
+  });
   const buffer = ddp.buffers[0]!;
   const n = buffer.layout.numel;
   const initial = (r: number) => Float32Array.from({ length: n }, (_, i) => (half ? roundHalf(param0(r, i)) : param0(r, i)));
