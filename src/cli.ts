@@ -83,6 +83,7 @@ const info: Command = {
           adapterFeatures,
           gpuPollMs: gpuPollMs(),
           matmul: matmulChoice(ctx),
+          attention: ctx.attentionKernel,
         }),
       );
       return;
@@ -101,6 +102,12 @@ const info: Command = {
         gpuPollMs() > 0 ? `polling every ${gpuPollMs()} ms (WEBTRON_GPU_POLL_MS)` : "Dawn's busy loop (WEBTRON_GPU_POLL_MS)",
       ],
       ['matmul kernel', matmulLine(ctx)],
+      [
+        'attention kernel',
+        ctx.attentionKernel === 'fused'
+          ? 'fused (flash-style: no T × T scores in memory; WEBTRON_ATTENTION)'
+          : 'unfused (matmuls and a softmax over T × T scores: a CPU driver; WEBTRON_ATTENTION)',
+      ],
       ['adapter features', adapterFeatures.join(', ')],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));

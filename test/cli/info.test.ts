@@ -16,6 +16,7 @@ describe('webtron info', () => {
       limits: Record<string, number>;
       gpuPollMs: number;
       matmul: { kernel: string };
+      attention: string;
     };
     expect(info.adapter).toBe(found!.info.description);
     expect(info.backend).toBe(found!.backend);
@@ -26,11 +27,14 @@ describe('webtron info', () => {
     const ctx = await GpuContext.create({ tuneMatmul: false });
     try {
       expect(info.matmul.kernel).toBe(ctx.matmulKernel);
+      expect(info.attention).toBe(ctx.attentionKernel);
     } finally {
       ctx.destroy();
     }
     const forced = execFileSync('node', [bin, 'info', '--json'], { encoding: 'utf8', env: { ...process.env, WEBTRON_MATMUL: 'buffer' } });
     expect(JSON.parse(forced.trim().split('\n').pop()!).matmul).toEqual({ kernel: 'buffer' });
+    const fused = execFileSync('node', [bin, 'info', '--json'], { encoding: 'utf8', env: { ...process.env, WEBTRON_ATTENTION: 'fused' } });
+    expect(JSON.parse(fused.trim().split('\n').pop()!).attention).toBe('fused');
     const bad = spawnSync('node', [bin, 'info'], { encoding: 'utf8', env: { ...process.env, WEBTRON_MATMUL: 'fast' } });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/WEBTRON_MATMUL must be one of buffer, texture, tiled, got 'fast'/);
