@@ -39,35 +39,7 @@ override C_VEC: bool = false;
 // On lavapipe a pipeline per shape cost ~2 s of LLVM compile each (a cold GPT step 59 s, against
 // 10 s this way, equal step time warm); only what changes the code's form is a constant.
 
-struct MatmulUniforms {
-  a_off: u32,
-  b_off: u32,
-  c_off: u32,
-  bias_off: u32,
-  alpha: f32,
-  M: u32,
-  N: u32,
-  K: u32,
-  NB1: u32,
-  A_RS: u32,
-  A_CS: u32,
-  A_B0: u32,
-  A_B1: u32,
-  B_RS: u32,
-  B_CS: u32,
-  B_B0: u32,
-  B_B1: u32,
-  C_RS: u32,
-  C_B0: u32,
-  C_B1: u32,
-  FLAGS: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: MatmulUniforms;
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<u32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<u32>;
+//!include matmul-strided
 // The same data as vec4s (bound to a dummy when the operand is read element by element).
 @group(0) @binding(5) var<storage, read> A4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> B4: array<vec4<f32>>;

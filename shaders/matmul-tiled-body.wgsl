@@ -29,35 +29,7 @@ override A_KFAST: bool = true;
 // B is contiguous along n (B_CS == 1).
 override B_NFAST: bool = true;
 
-struct MatmulUniforms {
-  a_off: u32,
-  b_off: u32,
-  c_off: u32,
-  bias_off: u32,
-  alpha: f32,
-  M: u32,
-  N: u32,
-  K: u32,
-  NB1: u32,
-  A_RS: u32,
-  A_CS: u32,
-  A_B0: u32,
-  A_B1: u32,
-  B_RS: u32,
-  B_CS: u32,
-  B_B0: u32,
-  B_B1: u32,
-  C_RS: u32,
-  C_B0: u32,
-  C_B1: u32,
-  FLAGS: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: MatmulUniforms;
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<u32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<u32>;
+//!include matmul-strided
 // gelu(C), when FLAGS has 4 (an MLP's fc layer: C, its pre-activation, is kept for the backward);
 // a dummy otherwise.
 @group(0) @binding(5) var<storage, read_write> H: array<f32>;
