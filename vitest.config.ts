@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import './test/helpers/quiet-dawn.js';
 
 export default defineConfig({
   test: {

@@ -16,8 +16,7 @@ if (!existsSync(cli)) {
   process.exit(1);
 }
 
-/** Dawn's notices that a Vulkan driver offers more dynamic buffers than Dawn uses. */
-const DAWN_NOTICE = /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+/;
+const { DAWN_NOTICE } = await import(new URL('../dist/src/gpu/dawn-notice.js', import.meta.url).href);
 
 if (process.env.WEBTRON_CLI_CHILD === '1') {
   delete process.env.WEBTRON_CLI_CHILD;

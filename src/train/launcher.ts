@@ -12,6 +12,7 @@ import { lookup } from 'node:dns/promises';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { StoreServer } from '../collectives/store.js';
+import { DAWN_NOTICE } from '../gpu/dawn-notice.js';
 
 export interface LaunchOptions {
   nprocPerNode: number;
@@ -74,9 +75,6 @@ export function describeExit(code: number | null, signal: NodeJS.Signals | null)
   }
   return { text: `exited with code ${code ?? 1}`, code: code ?? 1 };
 }
-
-/** Dawn's two start-up notices (bin/webtron.js drops them from the CLI's stderr): no help in a failed worker's last lines. */
-const DAWN_NOTICE = /^Warning: maxDynamic(Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+/;
 
 /** The last `count` lines a worker wrote to stderr (a ring; lines longer than 500 characters are cut). */
 class TailLines {
