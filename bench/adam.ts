@@ -10,7 +10,7 @@ import { storageUsage, type DeviceBuffer, type GpuContext } from '../src/gpu/con
 import { windowsFor } from '../src/gpu/grid.js';
 import { AdamKernel } from '../src/optimizer/adam.js';
 import { ADAMW_DEFAULTS } from '../src/optimizer/adam-math.js';
-import { FlagError } from '../src/train/flags.js';
+import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
 import { progress } from './report.js';
 import { timeGpuInterleaved } from './timing.js';

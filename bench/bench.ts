@@ -1,6 +1,6 @@
 /** What every benchmark provides to bench/run.ts. */
 import type { GpuContext } from '../src/gpu/context.js';
-import type { FlagSpec, FlagValues } from '../src/train/flags.js';
+import type { FlagSpec, FlagValues } from '../src/cli/flags.js';
 import type { Row } from './report.js';
 
 export interface BenchEnv {

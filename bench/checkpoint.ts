@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FlagError } from '../src/train/flags.js';
+import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
 import { parseCount } from './adam.js';
 import { dropCaches } from './page-cache.js';

@@ -17,7 +17,7 @@
  */
 import { median } from './timing.js';
 import { fileURLToPath } from 'node:url';
-import { FlagError } from '../src/train/flags.js';
+import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
 import { hostsUnavailable, TestHosts } from '../test/helpers/hosts.js';
 import { startRanks } from './ranks.js';

@@ -15,7 +15,7 @@ import { IndexedGptSamples } from '../src/data/gpt-dataset.js';
 import { IndexedDataset } from '../src/data/indexed.js';
 import { preprocess } from '../src/data/preprocess.js';
 import { checkTokenizerType, loadTokenizer, readTokenizerFiles, type TokenizerState } from '../src/data/tokenizer.js';
-import { FlagError } from '../src/train/flags.js';
+import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
 import { progress, type Row } from './report.js';
 import { median } from './timing.js';

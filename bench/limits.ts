@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { FlagError } from '../src/train/flags.js';
+import { FlagError } from '../src/cli/flags.js';
 import { progress } from './report.js';
 
 const TORCH_ENV = fileURLToPath(new URL('../../bench/reference/torch_env.py', import.meta.url));

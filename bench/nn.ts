@@ -26,7 +26,7 @@ import { LocalParams } from '../src/nn/params.js';
 import { Runner } from '../src/nn/runner.js';
 import { Tensor } from '../src/nn/tensor.js';
 import { matmulModel } from '../src/onnx/proto.js';
-import { FlagError } from '../src/train/flags.js';
+import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
 import { groupedBarSvg } from '../src/plot/svg.js';
 import {

@@ -10,7 +10,7 @@ import { Gpt } from '../src/nn/gpt.js';
 import { Graph } from '../src/nn/graph.js';
 import { LocalParams } from '../src/nn/params.js';
 import { gptToOnnx } from '../src/onnx/gpt.js';
-import { FlagError } from '../src/train/flags.js';
+import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
 import { GPT_CONFIGS, ortSession } from './nn.js';
 import { progress } from './report.js';

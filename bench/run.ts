@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../src/files.js';
 import { GpuContext } from '../src/gpu/context.js';
-import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../src/train/flags.js';
+import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../src/cli/flags.js';
 import { adamBench } from './adam.js';
 import { nnBench } from './nn.js';
 import { onnxBench } from './onnx.js';

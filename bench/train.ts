@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gptParamCount } from '../src/nn/gpt-spec.js';
-import { FlagError } from '../src/train/flags.js';
+import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
 import { cpuGemmLimit, fractionOf, gpuPeak, gptTrainFlopsPerToken, requireOptimizedBlas, torchEnvFields, type TorchEnv } from './limits.js';
 import { progress, type Row } from './report.js';

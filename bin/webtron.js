@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
-const cli = new URL('../dist/src/cli.js', import.meta.url);
+const cli = new URL('../dist/src/cli/main.js', import.meta.url);
 if (!existsSync(cli)) {
   console.error('webtron: not built yet — run `npm run setup` in the webtron folder first');
   process.exit(1);

@@ -39,10 +39,11 @@ import { Graph } from '../nn/graph.js';
 import { paramTensors } from '../nn/params.js';
 import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
-import type { TrainConfig } from './args.js';
+import type { TrainConfig } from './config.js';
 import { learningRate } from './schedule.js';
 import { StepTimer, timingLine, writeTimeline } from './timing.js';
-import { megatronLine, memoryLine, ProgressBar, RunFolder, sci, type MetricsLine } from './run-log.js';
+import { ProgressBar } from '../cli/progress.js';
+import { megatronLine, memoryLine, RunFolder, sci, type MetricsLine } from './run-log.js';
 
 /** The run stopped for a reason of the run itself (NaN, bad data): one line, exit code 1. */
 export class TrainingError extends WebtronError {

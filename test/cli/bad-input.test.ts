@@ -12,8 +12,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { IndexedDatasetBuilder } from '../../src/data/indexed.js';
 import { ConfigError } from '../../src/errors.js';
 import { ShapeError } from '../../src/nn/gpt-spec.js';
-import { oneLine } from '../../src/cli.js';
-import { TRAIN_FLAGS } from '../../src/train/args.js';
+import { oneLine } from '../../src/cli/main.js';
+import { TRAIN_FLAGS } from '../../src/cli/train-flags.js';
 
 const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'webtron-bad-input-'));

@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { resolveInfo } from '../../src/collectives/init.js';
-import { TRAIN_FLAGS, resolveTrainConfig } from '../../src/train/args.js';
-import { parseFlags } from '../../src/train/flags.js';
+import { TRAIN_FLAGS, resolveTrainConfig } from '../../src/cli/train-flags.js';
+import { parseFlags } from '../../src/cli/flags.js';
 
 interface EnvVar {
   name: string;

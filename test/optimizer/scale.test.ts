@@ -10,7 +10,7 @@ import { GpuContext } from '../../src/gpu/context.js';
 import { ADAMW_DEFAULTS, adamReferenceStep } from '../../src/optimizer/adam-math.js';
 import { createOptimizer } from '../../src/optimizer/optimizer.js';
 import { shardRanges } from '../../src/optimizer/ranges.js';
-import { rowsFor } from '../../src/memory/command.js';
+import { rowsFor } from '../../src/cli/memory.js';
 import { relativeError } from '../helpers/hash.js';
 import { localGroups } from '../helpers/local-group.js';
 

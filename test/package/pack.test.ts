@@ -68,7 +68,7 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe('the npm package', () => {
   it('holds the built library, its types, the CLI, the shaders and the API document; no tests, benchmarks or maps', () => {
-    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'bin/webtron.js', 'docs/api.md', 'package.json']) {
+    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'bin/webtron.js', 'docs/api.md', 'package.json']) {
       expect(files).toContain(f);
     }
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {

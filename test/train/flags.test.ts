@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FlagError, parseFlags, type FlagSpec } from '../../src/train/flags.js';
+import { FlagError, parseFlags, type FlagSpec } from '../../src/cli/flags.js';
 
 const specs: Record<string, FlagSpec> = {
   backend: { kind: 'string', env: 'WEBTRON_BACKEND', help: 'backend' },

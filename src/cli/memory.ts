@@ -1,16 +1,17 @@
 /** `webtron memory`: the memory-savings calculator on the command line. */
 import { writeFileAtomic } from '../files.js';
+import { GpuContext } from '../gpu/context.js';
+import type { Command } from './command.js';
 import { join } from 'node:path';
 import { ProcessGroup } from '../collectives/process-group.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout } from '../ddp/layout.js';
-import type { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
 import { readOnnxInitializers } from '../onnx/proto.js';
 import { stackedBarSvg } from '../plot/svg.js';
-import { FlagError, type FlagSpec, type FlagValues } from '../train/flags.js';
+import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import {
   activationBytes,
@@ -20,11 +21,11 @@ import {
   type MemoryRow,
   type ModelSource,
   type Precision,
-} from './calculator.js';
+} from '../memory/calculator.js';
 import { Gpt } from '../nn/gpt.js';
 import { Graph } from '../nn/graph.js';
 import { LocalParams } from '../nn/params.js';
-import { modelStateBytes } from './model-state.js';
+import { modelStateBytes } from '../memory/model-state.js';
 
 export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'num-layers': { kind: 'int', help: 'GPT layers' },
@@ -298,3 +299,57 @@ export function writePlot(path: string, rows: MemoryRow[]): void {
   );
   writeFileAtomic(path, svg);
 }
+
+export const memoryCommand: Command = {
+  summary: "GPU memory per rank with and without the distributed optimizer (Megatron's table, exact model state)",
+  flags: { ...GPU_FLAGS, ...MEMORY_FLAGS },
+  async run(values) {
+    const { source, rows } = rowsFor(values);
+    let activations: { measured: number; predicted: number } | null = null;
+    if (values.measure) {
+      // The graph runs the attention the activations were counted for.
+      const ctx = await GpuContext.create({
+        backend: values.backend as string | undefined,
+        adapter: values.adapter as string | undefined,
+        attentionKernel: values.attention as 'fused' | 'unfused',
+      });
+      for (const [i, r] of rows.entries()) {
+        process.stderr.write(
+          `  … measuring ${i + 1}/${rows.length}: d=${r.data_parallel_size}, ${r.distributed ? 'distributed' : 'non-distributed'}, ${r.precision}\n`,
+        );
+        const m = await measure(ctx, source, r, values['ddp-bucket-size'] as number | undefined);
+        Object.assign(r, {
+          measured: m.measured,
+          predicted: m.predicted,
+          measured_equals_predicted: JSON.stringify(m.measured) === JSON.stringify(m.predicted),
+        });
+      }
+      process.stderr.write(`  … measuring activations: one forward and backward of micro-batch ${values['micro-batch-size'] as number}\n`);
+      activations = await measureActivations(ctx, source, values['micro-batch-size'] as number, rows[0]!.precision, !values['no-dropout']);
+      if (activations) for (const r of rows) Object.assign(r, { measured_activations: activations.measured });
+    }
+    if (values.plot) writePlot(values.plot as string, rows);
+    if (values.json) {
+      for (const r of rows) console.log(JSON.stringify(r));
+      return;
+    }
+    const first = rows[0]!;
+    console.log(
+      `${first.params.toLocaleString('en-US')} params, ${first.precision}, GPU bytes per rank (model state and activations of micro-batch ${values['micro-batch-size'] as number} exact):\n`,
+    );
+    console.log(renderTable(rows));
+    if (values.measure) {
+      console.log("\nmeasured on this GPU (rank 0's shard) vs predicted, model state:");
+      for (const r of rows as (MemoryRow & { measured: Record<string, number>; measured_equals_predicted: boolean })[]) {
+        console.log(
+          `  d=${r.data_parallel_size} ${r.distributed ? 'distributed    ' : 'non-distributed'} ${r.measured_equals_predicted ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(r.measured)}`,
+        );
+      }
+      if (activations) {
+        console.log(
+          `\nactivations of one forward and backward, micro-batch ${values['micro-batch-size'] as number}, measured on this GPU: ${activations.measured.toLocaleString('en-US')} B, predicted ${activations.predicted.toLocaleString('en-US')} B (${activations.measured === activations.predicted ? 'equal to the byte' : 'DIFFERENT'})`,
+        );
+      }
+    }
+  },
+};

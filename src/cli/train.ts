@@ -5,10 +5,11 @@
  * torchrun, Slurm, a Kubernetes operator) it is that one worker.
  */
 import { fileURLToPath } from 'node:url';
+import { ExitCode, type Command } from './command.js';
 import { FlagError, type FlagValues } from './flags.js';
-import { launch } from './launcher.js';
-import { resolveTrainConfig } from './args.js';
-import { checkDataPath, runTraining } from './trainer.js';
+import { launch } from '../train/launcher.js';
+import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
+import { checkDataPath, runTraining } from '../train/trainer.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
 
@@ -65,3 +66,13 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
     env: { ...process.env, WEBTRON_CLI_CHILD: '1' },
   });
 }
+
+export const train: Command = {
+  summary: "train a GPT with Megatron-LM's flags, on one process or --nproc-per-node workers (--use-distributed-optimizer for ZeRO-1)",
+  flags: TRAIN_FLAGS,
+  help: trainHelp,
+  async run(values, positional, argv) {
+    const code = await trainCommand(values, argv, positional);
+    if (code !== 0) throw new ExitCode(code);
+  },
+};

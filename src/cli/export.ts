@@ -6,8 +6,9 @@ import { formatBytes } from '../gpu/memory.js';
 import { gptParams } from '../nn/gpt-spec.js';
 import { gptToOnnx, gptToOnnxExternal, PROTOBUF_LIMIT } from '../onnx/gpt.js';
 import { OPSET } from '../onnx/proto.js';
-import { loadCheckpointModel } from './checkpoint-model.js';
-import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
+import { loadCheckpointModel } from '../train/checkpoint-model.js';
+import type { Command } from './command.js';
+import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js';
 
 export const EXPORT_FLAGS: Record<string, FlagSpec> = {
   load: { kind: 'string', help: 'a checkpoint of webtron train: its --save folder (the newest) or one iter_NNNNNNN folder' },
@@ -65,3 +66,9 @@ export async function exportCommand(
     `wrote ${output}: ${count.toLocaleString('en-US')} params (${model.dtype} checkpoint at iteration ${model.iteration}) as ${dtype}, opset ${OPSET}, ${formatBytes(onnxBytes.byteLength)}${dataNote}; input input_ids int64 [batch, sequence], output logits [batch, sequence, ${model.config.vocabSize}]`,
   );
 }
+
+export const exportCmd: Command = {
+  summary: 'write a checkpoint of webtron train as an ONNX model: webtron export --load DIR --output model.onnx',
+  flags: { ...GPU_FLAGS, ...EXPORT_FLAGS },
+  run: (values) => exportCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
+};

@@ -5,9 +5,10 @@
  * worker starts.
  */
 import { FlagError, flagLine, type FlagSpec, type FlagValues } from './flags.js';
-import type { DecayStyle } from './schedule.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
-import { parseDataPath, type DataPathEntry } from '../data/blend.js';
+import { parseDataPath } from '../data/blend.js';
+import type { TrainConfig } from '../train/config.js';
+import type { DecayStyle } from '../train/schedule.js';
 
 type Group =
   | 'network size'
@@ -162,71 +163,6 @@ export function trainHelp(): string {
   const groups = new Map<string, string[]>();
   for (const [name, s] of Object.entries(TRAIN_FLAGS)) groups.set(s.group, [...(groups.get(s.group) ?? []), flagLine(name, s, 44)]);
   return [...groups].map(([group, lines]) => `${group}:\n${lines.join('\n')}`).join('\n\n');
-}
-
-export interface TrainConfig {
-  numLayers: number;
-  hiddenSize: number;
-  numAttentionHeads: number;
-  seqLength: number;
-  maxPositionEmbeddings: number;
-  makeVocabSizeDivisibleBy: number;
-  untieEmbeddingsAndOutputWeights: boolean;
-  hiddenDropout: number;
-  attentionDropout: number;
-  weightDecay: number;
-  clipGrad: number;
-  adamBeta1: number;
-  adamBeta2: number;
-  adamEps: number;
-  microBatchSize: number;
-  globalBatchSize: number;
-  trainIters: number;
-  useDistributedOptimizer: boolean;
-  checkForNanInLossAndGrad: boolean;
-  initMethodStd: number;
-  seed: number;
-  lr: number;
-  minLr: number;
-  lrDecayStyle: DecayStyle;
-  lrDecayIters: number;
-  lrWarmupIters: number;
-  lrWarmupInit: number;
-  save: string | null;
-  load: string | null;
-  /** An ONNX model whose initializers are the starting params (names matched). */
-  initFrom: string | null;
-  saveInterval: number | null;
-  saveRetain: number;
-  precision: 'fp32' | 'bf16' | 'fp16';
-  initialLossScale: number;
-  minLossScale: number;
-  lossScaleWindow: number;
-  hysteresis: number;
-  overlapGradReduce: boolean;
-  /** Grad sync sends bf16 words, summed in fp32 (Megatron-LM's --grad-reduce-in-bf16). */
-  gradReduceInBf16: boolean;
-  overlapParamGather: boolean;
-  ddpBucketSize: number | null;
-  evalInterval: number;
-  evalIters: number;
-  /** The --data-path words as given. */
-  dataPath: string[] | null;
-  /** Those words read as Megatron's weighted list: weights normalized; one entry of weight 1 for a single path. */
-  dataBlend: DataPathEntry[] | null;
-  split: [number, number, number];
-  tokenizerType: TokenizerType;
-  vocabFile: string | null;
-  mergeFile: string | null;
-  tokenizerModel: string | null;
-  logInterval: number;
-  /** --timing: every phase of every iteration, printed, logged per rank and drawn as a timeline. */
-  timing: boolean;
-  runDir: string | null;
-  /** The data-parallel size the config was resolved for. */
-  dataParallelSize: number;
-  /** Micro-batches per rank per iteration: global / (micro · d). */
-  gradAccumulation: number;
 }
 
 /** Megatron's --split: up to three proportions, normalized. */

@@ -16,8 +16,9 @@ import { GpuContext } from '../gpu/context.js';
 import { GptDecoder } from '../nn/decode.js';
 import type { GptConfig } from '../nn/gpt.js';
 import { OnnxError, readOnnxModel } from '../onnx/proto.js';
-import { loadCheckpointModel } from './checkpoint-model.js';
-import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
+import { loadCheckpointModel } from '../train/checkpoint-model.js';
+import type { Command } from './command.js';
+import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js';
 
 export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
   load: { kind: 'string', help: 'a checkpoint of webtron train: its --save folder (the newest) or one iter_NNNNNNN folder' },
@@ -174,3 +175,9 @@ export async function sampleCommand(
   decoder.destroy();
   release();
 }
+
+export const sample: Command = {
+  summary: 'generate text from a checkpoint of webtron train: webtron sample --load DIR --prompt TEXT --tokens N',
+  flags: { ...GPU_FLAGS, ...SAMPLE_FLAGS },
+  run: (values) => sampleCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
+};

@@ -1,0 +1,100 @@
+/** `webtron info`: the adapter, backend, limits, features and kernels webtron will use. */
+import { listAdapters } from '../gpu/adapter.js';
+import { GpuContext, OPTIONAL_FEATURES } from '../gpu/context.js';
+import { describeTile, SHAPE_CLASSES } from '../gpu/matmul-tuner.js';
+import { gpuPollMs } from '../gpu/poll.js';
+import type { Command } from './command.js';
+import { GPU_FLAGS } from './flags.js';
+
+const LIMITS_SHOWN: (keyof GPUSupportedLimits)[] = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxStorageBuffersPerShaderStage',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupsPerDimension',
+  'minStorageBufferOffsetAlignment',
+];
+
+/** The matmul kernel family and, for the tiled kernel, its tiles by shape class and where they came from. */
+function matmulChoice(ctx: GpuContext): Record<string, unknown> {
+  const kernel = ctx.matmulKernel;
+  if (kernel !== 'tiled') return { kernel };
+  const t = ctx.matmulTuning;
+  return { kernel, tiles: t.tiles, gflops: t.gflops, source: t.source, cachePath: t.cachePath, tunedAt: t.tunedAt ?? null };
+}
+
+function matmulLine(ctx: GpuContext): string {
+  const kernel = ctx.matmulKernel;
+  if (kernel === 'texture') return 'texture (operands copied into storage textures: a CPU driver)';
+  if (kernel === 'buffer') return 'buffer (operands read in place)';
+  const t = ctx.matmulTuning;
+  const tiles = SHAPE_CLASSES.map((c) => `${c} ${describeTile(t.tiles[c])}${t.gflops[c] ? ` (${t.gflops[c]} GFLOP/s)` : ''}`).join('; ');
+  const source =
+    t.source === 'default' ? 'default tiles, not tuned' : `${t.source} ${t.cachePath ?? ''}${t.tunedAt ? `, tuned ${t.tunedAt}` : ''}`;
+  return `tiled: ${tiles}; ${source}`;
+}
+
+export const info: Command = {
+  summary: 'print the WebGPU adapter, backend, limits and features webtron will use',
+  flags: {
+    ...GPU_FLAGS,
+    list: { kind: 'boolean', help: 'list every adapter Dawn offers on this platform' },
+    json: { kind: 'boolean', help: 'print one JSON object instead of text' },
+  },
+  async run(values) {
+    if (values.list) {
+      for (const a of await listAdapters()) console.log(a.description);
+      return;
+    }
+    const ctx = await GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined });
+    const i = ctx.found.info;
+    const limits = Object.fromEntries(LIMITS_SHOWN.map((k) => [k, ctx.limits[k]]));
+    const adapterFeatures = [...ctx.found.adapter.features].sort();
+    const enabled = [...ctx.device.features].sort();
+    if (values.json) {
+      console.log(
+        JSON.stringify({
+          adapter: ctx.adapterName,
+          backend: ctx.backend,
+          vendor: i.vendor,
+          architecture: i.architecture,
+          device: i.device,
+          fallback: i.isFallbackAdapter,
+          limits,
+          features: enabled,
+          adapterFeatures,
+          gpuPollMs: gpuPollMs(),
+          matmul: matmulChoice(ctx),
+          attention: ctx.attentionKernel,
+        }),
+      );
+      return;
+    }
+    const rows: [string, string][] = [
+      ['adapter', ctx.adapterName],
+      ['backend', ctx.backend],
+      ['vendor / architecture', `${i.vendor || '?'} / ${i.architecture || '?'}`],
+      ['device', i.device || '?'],
+      ['software renderer', i.isFallbackAdapter ? 'yes' : 'no'],
+      ...LIMITS_SHOWN.map((k): [string, string] => [k, String(ctx.limits[k])]),
+      ['features used', enabled.filter((f) => (OPTIONAL_FEATURES as readonly string[]).includes(f)).join(', ') || 'none'],
+      ['subgroup lanes', i.subgroupMinSize ? `${i.subgroupMinSize}–${i.subgroupMaxSize}` : '?'],
+      [
+        'waits for the GPU',
+        gpuPollMs() > 0 ? `polling every ${gpuPollMs()} ms (WEBTRON_GPU_POLL_MS)` : "Dawn's busy loop (WEBTRON_GPU_POLL_MS)",
+      ],
+      ['matmul kernel', matmulLine(ctx)],
+      [
+        'attention kernel',
+        ctx.attentionKernel === 'fused'
+          ? 'fused (flash-style: no T × T scores in memory; WEBTRON_ATTENTION)'
+          : 'unfused (matmuls and a softmax over T × T scores: a CPU driver; WEBTRON_ATTENTION)',
+      ],
+      ['adapter features', adapterFeatures.join(', ')],
+    ];
+    const width = Math.max(...rows.map(([k]) => k.length));
+    for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  },
+};

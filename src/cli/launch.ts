@@ -1,0 +1,33 @@
+/** `webtron launch`: this node's worker processes, torchrun style (src/train/launcher.ts). */
+import { launch } from '../train/launcher.js';
+import { ExitCode, type Command } from './command.js';
+
+export const launchCommand: Command = {
+  summary: "start this node's worker processes (torchrun style): webtron launch [flags] -- program.js [args]",
+  flags: {
+    'nproc-per-node': { kind: 'int', default: 1, help: 'workers on this node' },
+    nnodes: { kind: 'int', default: 1, env: 'WEBTRON_NNODES', help: 'nodes in the job' },
+    'node-rank': { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: "this node's index; node 0 serves the store" },
+    'master-addr': { kind: 'string', default: '127.0.0.1', env: 'MASTER_ADDR', help: 'address of node 0 (the store)' },
+    'master-port': { kind: 'int', default: 29500, env: 'MASTER_PORT', help: 'store port on node 0' },
+    'stop-grace-ms': {
+      kind: 'int',
+      default: 10_000,
+      env: 'WEBTRON_STOP_GRACE_MS',
+      help: 'after Ctrl-C, SIGTERM or a failed worker, how long workers get before SIGKILL',
+    },
+  },
+  async run(values, positional) {
+    const code = await launch({
+      nprocPerNode: values['nproc-per-node'] as number,
+      nnodes: values.nnodes as number,
+      nodeRank: values['node-rank'] as number,
+      masterAddr: values['master-addr'] as string,
+      masterPort: values['master-port'] as number,
+      token: process.env.WEBTRON_JOB_TOKEN,
+      command: positional,
+      graceMs: values['stop-grace-ms'] as number,
+    });
+    if (code !== 0) throw new ExitCode(code);
+  },
+};

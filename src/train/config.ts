@@ -1,0 +1,69 @@
+/** A resolved `webtron train` config: every flag checked, Megatron's rules applied (src/cli/train-flags.ts makes it). */
+import type { DataPathEntry } from '../data/blend.js';
+import type { TokenizerType } from '../data/tokenizer.js';
+import type { DecayStyle } from './schedule.js';
+
+export interface TrainConfig {
+  numLayers: number;
+  hiddenSize: number;
+  numAttentionHeads: number;
+  seqLength: number;
+  maxPositionEmbeddings: number;
+  makeVocabSizeDivisibleBy: number;
+  untieEmbeddingsAndOutputWeights: boolean;
+  hiddenDropout: number;
+  attentionDropout: number;
+  weightDecay: number;
+  clipGrad: number;
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEps: number;
+  microBatchSize: number;
+  globalBatchSize: number;
+  trainIters: number;
+  useDistributedOptimizer: boolean;
+  checkForNanInLossAndGrad: boolean;
+  initMethodStd: number;
+  seed: number;
+  lr: number;
+  minLr: number;
+  lrDecayStyle: DecayStyle;
+  lrDecayIters: number;
+  lrWarmupIters: number;
+  lrWarmupInit: number;
+  save: string | null;
+  load: string | null;
+  /** An ONNX model whose initializers are the starting params (names matched). */
+  initFrom: string | null;
+  saveInterval: number | null;
+  saveRetain: number;
+  precision: 'fp32' | 'bf16' | 'fp16';
+  initialLossScale: number;
+  minLossScale: number;
+  lossScaleWindow: number;
+  hysteresis: number;
+  overlapGradReduce: boolean;
+  /** Grad sync sends bf16 words, summed in fp32 (Megatron-LM's --grad-reduce-in-bf16). */
+  gradReduceInBf16: boolean;
+  overlapParamGather: boolean;
+  ddpBucketSize: number | null;
+  evalInterval: number;
+  evalIters: number;
+  /** The --data-path words as given. */
+  dataPath: string[] | null;
+  /** Those words read as Megatron's weighted list: weights normalized; one entry of weight 1 for a single path. */
+  dataBlend: DataPathEntry[] | null;
+  split: [number, number, number];
+  tokenizerType: TokenizerType;
+  vocabFile: string | null;
+  mergeFile: string | null;
+  tokenizerModel: string | null;
+  logInterval: number;
+  /** --timing: every phase of every iteration, printed, logged per rank and drawn as a timeline. */
+  timing: boolean;
+  runDir: string | null;
+  /** The data-parallel size the config was resolved for. */
+  dataParallelSize: number;
+  /** Micro-batches per rank per iteration: global / (micro · d). */
+  gradAccumulation: number;
+}
