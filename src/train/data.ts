@@ -1,0 +1,128 @@
+/**
+ * The run's data, Megatron's build_train_valid_test_data_iterators: the tokenizer (from the checkpoint
+ * a run resumes, else from the flags), and the train and validation samples of indexed datasets or a
+ * text corpus. The same on every rank: a pure function of the corpus, the split and the seed.
+ */
+import { CheckpointError } from '../checkpoint/errors.js';
+import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
+import { mobyDick, splitTexts, textFile } from '../data/corpus.js';
+import { dataKind, openIndexedGptData, type GptSampleSource } from '../data/gpt-dataset.js';
+import { IndexedDataset } from '../data/indexed.js';
+import { GptSamples } from '../data/samples.js';
+import { ByteTokenizer, CharTokenizer, loadTokenizer, readTokenizerFiles, type Tokenizer } from '../data/tokenizer.js';
+import { ConfigError } from '../errors.js';
+import type { TrainConfig } from './config.js';
+import { type TrainerState, TrainingError } from './state.js';
+
+/** What openData gives the trainer. */
+export interface TrainData {
+  tokenizer: Tokenizer;
+  /** The corpus or blend, for the log and the chart. */
+  name: string;
+  train: GptSampleSource;
+  valid: GptSampleSource | null;
+  trainTokens: number;
+  validTokens: number;
+  /** Tokens the unigram and bigram entropies are estimated from. */
+  head: ArrayLike<number>;
+  close(): void;
+}
+
+const CHAR_NEEDS_TEXT =
+  'tokenizerType: CharTokenizer builds its vocabulary from a text corpus, and --data-path names an indexed dataset; give the --tokenizer-type it was made with';
+
+/** The tokenizer a run uses: from the checkpoint it resumes, else from the flags (CharTokenizer: built from the corpus text). */
+async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Tokenizer> {
+  if (cfg.load) {
+    const { dir, index } = readCheckpointIndex(cfg.load);
+    const extra = index.extra as Partial<TrainerState>;
+    if (!extra.tokenizer)
+      throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no tokenizer); --load needs one`);
+    if (extra.tokenizer.type !== cfg.tokenizerType)
+      throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
+    return loadTokenizer(extra.tokenizer);
+  }
+  switch (cfg.tokenizerType) {
+    case 'CharTokenizer':
+      if (text === null) throw new ConfigError(CHAR_NEEDS_TEXT, 'tokenizerType');
+      return CharTokenizer.fromText(text);
+    case 'ByteTokenizer':
+      return new ByteTokenizer();
+    default:
+      return loadTokenizer(readTokenizerFiles(cfg.tokenizerType, cfg));
+  }
+}
+
+/**
+ * What --data-path names, checked without reading the data: indexed datasets (each index read and
+ * checked), or one text file. The launcher runs it before any worker starts, so a bad path is one
+ * line, not one per rank.
+ */
+export function checkDataPath(cfg: TrainConfig): 'indexed' | 'text' | 'moby-dick' {
+  const blend = cfg.dataBlend;
+  if (!blend) return 'moby-dick';
+  const kinds = blend.map((e) => dataKind(e.path));
+  const missing = kinds.indexOf(null);
+  if (missing >= 0)
+    throw new ConfigError(
+      `dataPath: ${blend[missing]!.path} is neither a text file nor the prefix of an indexed dataset (${blend[missing]!.path}.bin and .idx)`,
+      'dataPath',
+    );
+  if (kinds[0] === 'text') {
+    if (blend.length > 1)
+      throw new ConfigError(
+        `dataPath: ${blend[0]!.path} is a text file; a blend takes indexed datasets only (make them with webtron preprocess-data)`,
+        'dataPath',
+      );
+    return 'text';
+  }
+  const text = kinds.indexOf('text');
+  if (text >= 0) throw new ConfigError(`dataPath: ${blend[text]!.path} is a text file; a blend takes indexed datasets only`, 'dataPath');
+  for (const e of blend) IndexedDataset.open(e.path).close();
+  if (cfg.tokenizerType === 'CharTokenizer' && !cfg.load) throw new ConfigError(CHAR_NEEDS_TEXT, 'tokenizerType');
+  if (cfg.tokenizerType === 'GPT2BPETokenizer' || cfg.tokenizerType === 'HuggingFaceTokenizer') readTokenizerFiles(cfg.tokenizerType, cfg);
+  return 'indexed';
+}
+
+/** The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or Moby-Dick). */
+export async function openData(cfg: TrainConfig): Promise<TrainData> {
+  const blend = cfg.dataBlend;
+  if (blend && checkDataPath(cfg) === 'indexed') {
+    const tokenizer = await tokenizerFor(cfg, null);
+    const data = openIndexedGptData(blend, { split: cfg.split, seqLength: cfg.seqLength, seed: cfg.seed, vocabSize: tokenizer.vocabSize });
+    return {
+      tokenizer,
+      name: data.name,
+      train: data.train,
+      valid: data.valid,
+      trainTokens: data.trainTokens,
+      validTokens: data.validTokens,
+      head: data.head,
+      close: () => {
+        for (const d of data.datasets) d.close();
+      },
+    };
+  }
+  const corpus = blend ? textFile(blend[0]!.path) : mobyDick();
+  const texts = splitTexts(corpus, cfg.split);
+  if (!texts.train)
+    throw new TrainingError(
+      `the train split of ${corpus.name} is empty: --split ${cfg.split.join(',')} over ${corpus.documents.length} documents`,
+    );
+  const tokenizer = await tokenizerFor(cfg, `${texts.train}${texts.valid}${texts.test}`);
+  const trainTokens = tokenizer.encode(texts.train);
+  const validTokens = texts.valid ? tokenizer.encode(texts.valid) : null;
+  return {
+    tokenizer,
+    name: corpus.name,
+    train: new GptSamples(trainTokens, cfg.seqLength, cfg.seed, true) as GptSampleSource,
+    valid:
+      validTokens && validTokens.length > cfg.seqLength
+        ? (new GptSamples(validTokens, cfg.seqLength, cfg.seed, false) as GptSampleSource)
+        : null,
+    trainTokens: trainTokens.length,
+    validTokens: validTokens?.length ?? 0,
+    head: trainTokens,
+    close: () => undefined,
+  };
+}

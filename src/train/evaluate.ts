@@ -1,0 +1,29 @@
+/** Megatron's evaluate: the mean loss over --eval-iters validation batches, every rank taking its share of each. */
+import type { GptSampleSource } from '../data/gpt-dataset.js';
+import { Graph } from '../nn/graph.js';
+import type { TrainRun } from './setup.js';
+
+/** The mean validation loss over all ranks, or null without validation samples or with --eval-iters 0. */
+export async function evaluate(run: TrainRun, samples: GptSampleSource | null): Promise<number | null> {
+  const { cfg, ctx, ddp, gpt, group, rank, d } = run;
+  if (!samples || cfg.evalIters === 0) return null;
+  await ddp.finishParamSync();
+  let sum = 0;
+  for (let b = 0; b < cfg.evalIters; b++) {
+    for (let m = 0; m < cfg.gradAccumulation; m++) {
+      const first = b * cfg.globalBatchSize + rank * run.perRank + m * cfg.microBatchSize;
+      const { ids, targets } = samples.batch(first, cfg.microBatchSize);
+      const g = new Graph(ctx, { training: false, samples: { first, count: cfg.microBatchSize } });
+      const { loss } = gpt.forward(
+        g,
+        g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids'),
+        g.input(targets, [targets.length], 'targets'),
+      );
+      sum += (await g.read(loss!))[0]!;
+      g.release();
+    }
+  }
+  const total = new Float32Array([sum]);
+  await group.allReduce(total, 'sum');
+  return total[0]! / (cfg.evalIters * cfg.gradAccumulation * d);
+}

@@ -1,0 +1,132 @@
+/**
+ * Megatron's setup_model_and_optimizer for one rank: the GPT's config from the flags and the
+ * tokenizer, its params in DDP's contiguous buffers, the optimizer with Megatron's param groups and
+ * loss scaler, the params initialized from the seed (or an ONNX model), and, with --load, the
+ * checkpoint's params, optimizer state and counters.
+ */
+import { loadCheckpoint } from '../checkpoint/checkpoint.js';
+import type { Distributed } from '../collectives/init.js';
+import type { Tokenizer } from '../data/tokenizer.js';
+import { paddedVocabSize } from '../data/tokenizer.js';
+import { DistributedDataParallel } from '../ddp/ddp.js';
+import { computeLayout, type ModelLayout } from '../ddp/layout.js';
+import type { GpuContext } from '../gpu/context.js';
+import { PRECISION_DTYPES } from '../memory/calculator.js';
+import { Gpt, type GptConfig } from '../nn/gpt.js';
+import { paramTensors } from '../nn/params.js';
+import { readOnnxParams } from '../onnx/proto.js';
+import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
+import { createOptimizer, type Optimizer } from '../optimizer/optimizer.js';
+import type { TrainConfig } from './config.js';
+import type { LrSchedule } from './schedule.js';
+import type { Counters, TrainerState } from './state.js';
+
+/** One rank's model, optimizer and the facts every part of the loop needs. */
+export interface TrainRun {
+  cfg: TrainConfig;
+  ctx: GpuContext;
+  group: Distributed['group'];
+  rank: number;
+  /** The data-parallel size. */
+  d: number;
+  model: GptConfig;
+  layout: ModelLayout;
+  ddp: DistributedDataParallel;
+  optimizer: Optimizer;
+  gpt: Gpt;
+  /** The params' names in the model's order. */
+  order: string[];
+  schedule: LrSchedule;
+  /** Samples per rank per iteration: global batch / d. */
+  perRank: number;
+}
+
+/** The GPT the flags and the tokenizer describe. */
+export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
+  return {
+    numLayers: cfg.numLayers,
+    hiddenSize: cfg.hiddenSize,
+    numAttentionHeads: cfg.numAttentionHeads,
+    seqLength: cfg.seqLength,
+    maxPositionEmbeddings: cfg.maxPositionEmbeddings,
+    vocabSize: paddedVocabSize(tokenizer.vocabSize, cfg.makeVocabSizeDivisibleBy),
+    tiedHead: !cfg.untieEmbeddingsAndOutputWeights,
+    hiddenDropout: cfg.hiddenDropout,
+    attentionDropout: cfg.attentionDropout,
+  };
+}
+
+export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: TrainConfig, tokenizer: Tokenizer): TrainRun {
+  const { rank, worldSize: d } = dist.info;
+  const group = dist.group;
+  const model = gptConfig(cfg, tokenizer);
+  const [dtype, gradDtype] = PRECISION_DTYPES[cfg.precision];
+  const specs = Gpt.specs(model, dtype, gradDtype);
+  const layout = computeLayout(specs, {
+    dataParallelSize: d,
+    distributedOptimizer: cfg.useDistributedOptimizer,
+    ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}),
+  });
+  const ddp = new DistributedDataParallel(ctx, group, layout, {
+    overlapGradReduce: cfg.overlapGradReduce,
+    gradReduceInBf16: cfg.gradReduceInBf16,
+  });
+  const optimizer = createOptimizer(ctx, group, ddp, {
+    hyper: {
+      lr: cfg.lr,
+      beta1: cfg.adamBeta1,
+      beta2: cfg.adamBeta2,
+      eps: cfg.adamEps,
+      weightDecay: cfg.weightDecay,
+      decoupled: true,
+      maximize: false,
+    },
+    clipGrad: cfg.clipGrad,
+    overlapParamGather: cfg.overlapParamGather,
+    weightDecayFor: megatronWeightDecay,
+    lossScaler: {
+      initialScale: cfg.initialLossScale,
+      minScale: cfg.minLossScale,
+      growthInterval: cfg.lossScaleWindow,
+      hysteresis: cfg.hysteresis,
+    },
+  });
+  // Every rank initializes the same params from the seed.
+  ddp.importParams(cfg.initFrom ? readOnnxParams(cfg.initFrom, specs) : Gpt.init(model, cfg.seed, cfg.initMethodStd));
+  return {
+    cfg,
+    ctx,
+    group,
+    rank,
+    d,
+    model,
+    layout,
+    ddp,
+    optimizer,
+    gpt: new Gpt(model, paramTensors(ddp.buffers)),
+    order: specs.map((s) => s.name),
+    schedule: {
+      lr: cfg.lr,
+      minLr: cfg.minLr,
+      decayStyle: cfg.lrDecayStyle,
+      warmupIters: cfg.lrWarmupIters,
+      decayIters: cfg.lrDecayIters,
+      warmupInit: cfg.lrWarmupInit,
+    },
+    perRank: cfg.globalBatchSize / d,
+  };
+}
+
+/** With --load: the checkpoint's params and optimizer state into the run, and its counters (zeros without). */
+export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) => void): Promise<Counters> {
+  const counters: Counters = { iteration: 0, consumedSamples: 0, skippedIterations: 0, nanIterations: 0 };
+  if (!run.cfg.load) return counters;
+  const loaded = await loadCheckpoint(run.cfg.load, { group: run.group, ddp: run.ddp, optimizer: run.optimizer });
+  const extra = loaded.index.extra as unknown as TrainerState;
+  counters.iteration = extra.iteration;
+  counters.consumedSamples = extra.consumedSamples;
+  counters.skippedIterations = extra.skippedIterations;
+  counters.nanIterations = extra.nanIterations;
+  say(`loaded ${loaded.dir}: iteration ${counters.iteration}, ${counters.consumedSamples} samples consumed`);
+  return counters;
+}

@@ -1,0 +1,56 @@
+/** What a training run keeps, reports and fails with: the checkpoint's trainer state, the summary, the options. */
+import type { TokenizerState } from '../data/tokenizer.js';
+import { WebtronError } from '../errors.js';
+import type { GptConfig } from '../nn/gpt.js';
+import type { TrainConfig } from './config.js';
+
+/** The run stopped for a reason of the run itself (NaN, bad data): one line, exit code 1. */
+export class TrainingError extends WebtronError {
+  override name = 'TrainingError';
+  override readonly code: string = 'ERR_TRAINING';
+  override readonly exitCode: 1 | 2 = 1;
+}
+
+/** The counters a run carries from iteration to iteration, and from a checkpoint to the run that resumes it. */
+export interface Counters {
+  iteration: number;
+  consumedSamples: number;
+  skippedIterations: number;
+  nanIterations: number;
+}
+
+/** What a checkpoint keeps for the trainer (index.json's `extra`). */
+export interface TrainerState extends Counters {
+  tokenizer: TokenizerState;
+  model: GptConfig;
+  args: TrainConfig;
+}
+
+export interface TrainSummary {
+  iterations: number;
+  consumed_samples: number;
+  final_loss: number | null;
+  final_val_loss: number | null;
+  best_val_loss: number | null;
+  tokens_per_s: number;
+  elapsed_s: number;
+  params: number;
+  unigram_entropy: number;
+  /** Null where the corpus is too small for the estimate (src/data/corpus.ts). */
+  bigram_entropy: number | null;
+  run_dir: string | null;
+  checkpoint: string | null;
+  /** Rank 0's GPU bytes of params, grads, main params and optimizer state after the first iteration, and what webtron memory predicts. */
+  model_state_bytes_per_rank: number | null;
+  predicted_model_state_bytes_per_rank: number | null;
+  activations_peak_bytes: number | null;
+}
+
+export interface TrainOptions {
+  backend?: string | undefined;
+  adapter?: string | undefined;
+  /** Rank 0's lines (stdout by default). */
+  log?: (line: string) => void;
+  /** Show a progress bar on stderr (rank 0 on a terminal). */
+  progress?: boolean;
+}

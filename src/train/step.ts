@@ -1,0 +1,142 @@
+/**
+ * Megatron's train_step for one rank: the iteration's micro-batches forward and backward (all but the
+ * last in noSync, the last with the grads handed to DDP's overlapped reduce as they are made), the
+ * grad sync, the loss averaged over the ranks, the optimizer step, and the NaN check.
+ *
+ * Iteration i trains on the global samples [(i-1)·G, i·G); rank r takes the r-th slice of them;
+ * every micro-batch's mean loss is scaled by 1/(micro-batches) and DDP averages over the ranks, so
+ * the grads are the mean over the global batch whatever d is.
+ */
+import type { DistributedDataParallel } from '../ddp/ddp.js';
+import type { GptSampleSource } from '../data/gpt-dataset.js';
+import { Graph } from '../nn/graph.js';
+import type { StepResult } from '../optimizer/optimizer.js';
+import { learningRate } from './schedule.js';
+import type { TrainRun } from './setup.js';
+import { type Counters, TrainingError } from './state.js';
+import type { StepTimer } from './timing.js';
+
+/** What one iteration gives the log. */
+export interface StepOutcome {
+  /** The mean loss over the global batch. */
+  loss: number;
+  result: StepResult;
+  /** The loss or the grad norm is not finite. */
+  nan: boolean;
+  /** Tokens of the global batch. */
+  tokens: number;
+}
+
+/** The first param, in the model's order, whose grad on this rank holds a NaN or infinity: its index, or `order.length`. */
+async function firstBadGrad(ddp: DistributedDataParallel, order: string[]): Promise<number> {
+  const grads = await Promise.all(ddp.buffers.map(async (b) => ({ b, bytes: await ddp.ctx.transfers.readback(b.grads) })));
+  const bad = (name: string): boolean => {
+    for (const { b, bytes } of grads) {
+      const p = b.layout.params.find((x) => x.name === name);
+      if (!p) continue;
+      if (b.layout.gradDtype === 'float16') {
+        const words = new Uint16Array(bytes.buffer, bytes.byteOffset, b.layout.numel);
+        for (let i = p.start; i < p.end; i++) if ((words[i]! & 0x7c00) === 0x7c00) return true;
+      } else {
+        const values = new Float32Array(bytes.buffer, bytes.byteOffset, b.layout.numel);
+        for (let i = p.start; i < p.end; i++) if (!Number.isFinite(values[i]!)) return true;
+      }
+    }
+    return false;
+  };
+  const k = order.findIndex(bad);
+  return k < 0 ? order.length : k;
+}
+
+/** Forward and backward of one micro-batch starting at global sample `first`; returns its mean loss. */
+async function microBatch(
+  run: TrainRun,
+  samples: GptSampleSource,
+  first: number,
+  last: boolean,
+  scale: number,
+  stepTimer: StepTimer | null,
+): Promise<number> {
+  const { cfg, ctx, ddp, gpt } = run;
+  const { ids, targets } = await ddp.phases.time('data', async () => samples.batch(first, cfg.microBatchSize));
+  const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize } });
+  if (stepTimer) g.runner.timer = stepTimer.gpu;
+  // With --timing, forward and backward are phases of their own, each run to completion on the GPU.
+  const phase = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+    if (!stepTimer) return work();
+    stepTimer.label(name);
+    return ddp.phases.time(name, async () => {
+      const out = await work();
+      await g.runner.sync();
+      return out;
+    });
+  };
+  const ready = (names: string[]) => Promise.all(names.map((n) => ddp.paramsReady(n))).then(() => undefined);
+  const micro = async () => {
+    const idsT = g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids');
+    const targetsT = g.input(targets, [targets.length], 'targets');
+    const { loss } = await phase('forward', async () =>
+      cfg.overlapParamGather ? gpt.forwardAwaiting(g, idsT, targetsT, ready) : gpt.forward(g, idsT, targetsT),
+    );
+    // The mean over the micro-batches (and, through DDP's average, over the ranks); fp16: times the loss scale.
+    await phase('backward', async () =>
+      g.backwardFrom(
+        loss!,
+        new Float32Array([scale / cfg.gradAccumulation]),
+        last && cfg.overlapGradReduce ? { onParamGrad: (name) => ddp.registerGradReady(name) } : {},
+      ),
+    );
+    return loss!;
+  };
+  let value = 0;
+  const forwardBackward = async () => {
+    const loss = last ? await micro() : await ddp.noSync(micro);
+    value = (await g.read(loss))[0]!;
+  };
+  await (stepTimer ? forwardBackward() : ddp.phases.time('forward+backward', forwardBackward));
+  g.release();
+  return value;
+}
+
+/** One iteration; advances `counters` (iteration first, consumed samples and the skip and NaN counts after). */
+export async function trainStep(
+  run: TrainRun,
+  samples: GptSampleSource,
+  counters: Counters,
+  stepTimer: StepTimer | null,
+): Promise<StepOutcome> {
+  const { cfg, rank, d, ddp, optimizer, group, order } = run;
+  counters.iteration += 1;
+  stepTimer?.begin(ddp.phases);
+  optimizer.learningRate = learningRate(run.schedule, optimizer.stepCount);
+  ddp.zeroGradBuffer();
+  const scale = optimizer.scaler?.scale ?? 1;
+  let localLoss = 0;
+  for (let m = 0; m < cfg.gradAccumulation; m++) {
+    const first = counters.consumedSamples + rank * run.perRank + m * cfg.microBatchSize;
+    localLoss += await microBatch(run, samples, first, m === cfg.gradAccumulation - 1, scale, stepTimer);
+  }
+  await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
+  // Before the step: with --overlap-param-gather the step returns with all-gathers still being
+  // issued, and every rank must issue its collectives in the same order.
+  const lossSum = new Float32Array([localLoss]);
+  await group.allReduce(lossSum, 'sum');
+  const loss = lossSum[0]! / (cfg.gradAccumulation * d);
+  const result = await ddp.phases.time('optimizer step', () => optimizer.step());
+  counters.consumedSamples += cfg.globalBatchSize;
+  const nan = !Number.isFinite(loss) || (!result.skipped && !Number.isFinite(result.gradNorm));
+  if (nan && cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
+    // The earliest param over all ranks: max of (count - index). After the gathers, for the order of collectives.
+    await ddp.finishParamSync();
+    const found = new Float32Array([order.length - (await firstBadGrad(ddp, order))]);
+    await group.allReduce(found, 'max');
+    const k = order.length - found[0]!;
+    const where = k < order.length ? `the grad of '${order[k]}' holds a NaN or infinity` : 'no grad holds a NaN or infinity';
+    throw new TrainingError(
+      `iteration ${counters.iteration}: lm loss ${loss}, grad norm ${result.gradNorm}: ${where}; stopping (--no-check-for-nan-in-loss-and-grad trains on)`,
+    );
+  }
+  if (result.skipped) counters.skippedIterations += 1;
+  if (nan) counters.nanIterations += 1;
+  return { loss, result, nan, tokens: cfg.globalBatchSize * cfg.seqLength };
+}

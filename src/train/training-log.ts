@@ -1,0 +1,222 @@
+/**
+ * Megatron's training_log for rank 0: the progress bar, the memory line after the first iteration,
+ * Megatron's line every --log-interval iterations, the validation line, metrics.jsonl, and at the
+ * end summary.json, loss.svg and the last line. Every rank keeps the counts; only rank 0 prints.
+ */
+import { ProgressBar } from '../cli/progress.js';
+import { gptActivationBytes } from '../memory/activations.js';
+import { modelStateBytes } from '../memory/model-state.js';
+import { megatronLine, memoryLine, type MetricsLine, type RunFolder, sci } from './run-log.js';
+import { learningRate } from './schedule.js';
+import type { TrainRun } from './setup.js';
+import type { Counters, TrainSummary } from './state.js';
+import type { StepOutcome } from './step.js';
+import { type IterationTiming, timingLine } from './timing.js';
+
+interface Interval {
+  t0: number;
+  iterations: number;
+  lossSum: number;
+  lossCount: number;
+  skipped: number;
+  nan: number;
+  tokens: number;
+}
+
+const freshInterval = (): Interval => ({ t0: performance.now(), iterations: 0, lossSum: 0, lossCount: 0, skipped: 0, nan: 0, tokens: 0 });
+
+export class TrainingLog {
+  private readonly started = performance.now();
+  private interval = freshInterval();
+  private readonly progress: ProgressBar;
+  private lastLoss: number | null = null;
+  private lastVal: number | null = null;
+  private bestVal: number | null = null;
+  private lastGradNorm: number | null = null;
+  private readonly trainCurve: { x: number; y: number }[] = [];
+  private readonly validCurve: { x: number; y: number }[] = [];
+  private trainedTokens = 0;
+  private memory: { measured: number; predicted: number; activationsPeak: number } | null = null;
+
+  constructor(
+    private readonly run: TrainRun,
+    private readonly say: (line: string) => void,
+    private readonly folder: RunFolder | null,
+    showProgress: boolean,
+  ) {
+    this.progress = new ProgressBar(run.cfg.trainIters, process.stderr, run.rank === 0 && showProgress);
+  }
+
+  /** A line on rank 0, the progress bar cleared first. */
+  line(text: string): void {
+    this.progress.clear();
+    this.say(text);
+  }
+
+  /** After an iteration: its timing line, the progress bar, the memory line once, Megatron's line at the log interval. */
+  step(counters: Counters, outcome: StepOutcome, stepMs: number, timing: IterationTiming | null): MetricsLine | null {
+    const { cfg } = this.run;
+    const { iteration, consumedSamples } = counters;
+    const { loss, result, nan, tokens } = outcome;
+    if (result.skipped) this.interval.skipped += 1;
+    if (nan) this.interval.nan += 1;
+    if (!result.skipped && Number.isFinite(loss)) {
+      this.interval.lossSum += loss;
+      this.interval.lossCount += 1;
+      this.lastGradNorm = result.gradNorm;
+    }
+    this.interval.iterations += 1;
+    this.interval.tokens += tokens;
+    this.trainedTokens += tokens;
+    this.lastLoss = loss;
+    if (timing && this.run.rank === 0) this.line(timingLine(timing));
+    this.progress.update(
+      iteration,
+      `lm loss ${Number.isFinite(loss) ? loss.toFixed(3) : loss} | ${(tokens / (stepMs / 1000)).toFixed(0)} tokens/s`,
+    );
+    if (this.memory === null) this.memoryOnce(iteration);
+    return iteration % cfg.logInterval === 0 || iteration === cfg.trainIters ? this.megatron(iteration, consumedSamples) : null;
+  }
+
+  private memoryOnce(iteration: number): void {
+    const { ctx, layout, rank, cfg, model } = this.run;
+    const live = ctx.memoryReport();
+    const predicted = modelStateBytes(layout, rank);
+    const modelState = (r: Record<string, number>) =>
+      ['params', 'grads', 'main-params', 'optimizer-state'].reduce((sum, c) => sum + (r[c] ?? 0), 0);
+    this.memory = { measured: modelState(live.live), predicted: predicted.total, activationsPeak: live.peak.activations };
+    if (rank === 0)
+      this.line(
+        memoryLine(
+          rank,
+          iteration,
+          live.live,
+          live.peak,
+          predicted.byCategory as unknown as Record<string, number>,
+          gptActivationBytes(model, {
+            microBatchSize: cfg.microBatchSize,
+            hiddenDropout: cfg.hiddenDropout > 0,
+            attentionDropout: cfg.attentionDropout > 0,
+            fp16Grads: cfg.precision === 'fp16',
+            attention: ctx.attentionKernel,
+          }),
+        ),
+      );
+  }
+
+  private megatron(iteration: number, consumedSamples: number): MetricsLine {
+    const { cfg, optimizer, ddp } = this.run;
+    const interval = this.interval;
+    const elapsed = performance.now() - interval.t0;
+    const avg = interval.lossCount > 0 ? interval.lossSum / interval.lossCount : null;
+    const lr = learningRate(this.run.schedule, optimizer.stepCount);
+    const tokensPerS = interval.tokens / (elapsed / 1000);
+    this.line(
+      megatronLine({
+        time: new Date(),
+        iteration,
+        trainIters: cfg.trainIters,
+        consumedSamples,
+        msPerIteration: elapsed / interval.iterations,
+        lr,
+        globalBatchSize: cfg.globalBatchSize,
+        loss: avg,
+        lossScale: optimizer.scaler?.scale ?? 1,
+        gradNorm: this.lastGradNorm,
+        skipped: interval.skipped,
+        nan: interval.nan,
+        tokensPerS,
+      }),
+    );
+    if (avg !== null) this.trainCurve.push({ x: iteration, y: avg });
+    const line: MetricsLine = {
+      iteration,
+      consumed_samples: consumedSamples,
+      loss: avg ?? NaN,
+      lr,
+      grad_norm: this.lastGradNorm,
+      loss_scale: optimizer.scaler?.scale ?? null,
+      skipped: interval.skipped,
+      nan_iterations: interval.nan,
+      tokens_per_s: tokensPerS,
+      step_ms: elapsed / interval.iterations,
+      phases: Object.fromEntries(Object.entries(ddp.phases.ms).map(([k, v]) => [k, v / interval.iterations])),
+    };
+    ddp.phases.reset();
+    this.interval = freshInterval();
+    return line;
+  }
+
+  /** Megatron's validation lines; the evaluation's `ms` do not count as training time. */
+  validation(iteration: number, val: number | null, ms: number): number | null {
+    if (val !== null) {
+      this.lastVal = val;
+      this.bestVal = this.bestVal === null ? val : Math.min(this.bestVal, val);
+      this.validCurve.push({ x: iteration, y: val });
+      this.line(
+        `${'-'.repeat(100)}\n validation loss at iteration ${iteration} | lm loss value: ${sci(val)} | lm loss PPL: ${sci(Math.exp(val))} | (${(ms / 1000).toFixed(1)} s)\n${'-'.repeat(100)}`,
+      );
+    }
+    this.exclude(ms);
+    return val;
+  }
+
+  /** Time spent outside training (evaluation, a checkpoint save) leaves the interval's tokens/s. */
+  exclude(ms: number): void {
+    this.interval.t0 += ms;
+  }
+
+  /** One metrics.jsonl object for this iteration, when there is anything to keep. */
+  metric(counters: Counters, metrics: MetricsLine | null, val: number | null, timing: IterationTiming | null): void {
+    if (!this.folder || !(metrics || val !== null || timing)) return;
+    this.folder.metric({
+      ...(metrics ?? { iteration: counters.iteration, consumed_samples: counters.consumedSamples }),
+      ...(val !== null ? { val_loss: val } : {}),
+      ...(timing ? { timing } : {}),
+    } as MetricsLine);
+  }
+
+  /** The summary (and on rank 0 with a run folder: summary.json, loss.svg and the last line). */
+  finish(
+    iterations: number,
+    consumedSamples: number,
+    checkpoint: string | null,
+    reference: { unigram: number; bigram: number | null },
+    corpus: string,
+  ): TrainSummary {
+    const { cfg, layout, d } = this.run;
+    this.progress.finish();
+    const elapsed = (performance.now() - this.started) / 1000;
+    const summary: TrainSummary = {
+      iterations,
+      consumed_samples: consumedSamples,
+      final_loss: this.lastLoss,
+      final_val_loss: this.lastVal,
+      best_val_loss: this.bestVal,
+      tokens_per_s: this.trainedTokens / elapsed,
+      elapsed_s: elapsed,
+      params: layout.paramCount,
+      unigram_entropy: reference.unigram,
+      bigram_entropy: reference.bigram,
+      run_dir: cfg.runDir,
+      checkpoint,
+      model_state_bytes_per_rank: this.memory?.measured ?? null,
+      predicted_model_state_bytes_per_rank: this.memory?.predicted ?? null,
+      activations_peak_bytes: this.memory?.activationsPeak ?? null,
+    };
+    if (this.folder) {
+      this.folder.writeSummary(summary as unknown as Record<string, unknown>);
+      if (this.trainCurve.length > 0)
+        this.folder.writeChart(
+          this.trainCurve,
+          this.validCurve,
+          reference,
+          `${layout.paramCount.toLocaleString('en-US')}-param GPT on ${corpus.replace(/ \(.*\)$/, '')}, ${d} rank${d === 1 ? '' : 's'}`,
+        );
+      this.say(
+        `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${this.lastLoss?.toFixed(4)}, validation ${this.lastVal?.toFixed(4) ?? '-'} (${reference.bigram === null ? `unigram entropy ${reference.unigram.toFixed(4)}` : `bigram entropy ${reference.bigram.toFixed(4)}`}); ${cfg.runDir}/loss.svg`,
+      );
+    }
+    return summary;
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * The source tree's shape: the lower layers never import the trainer or the command line, and no
+ * function of the trainer grows past 120 lines (each concern has its named place, Megatron's way).
+ * Read from the source with TypeScript's own parser.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const LOWER = ['checkpoint', 'collectives', 'data', 'ddp', 'gpu', 'memory', 'nn', 'onnx', 'optimizer', 'plot'];
+const MAX_LINES = 120;
+
+function sources(dir: string): string[] {
+  return readdirSync(join(root, dir), { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
+  );
+}
+
+function parse(path: string): ts.SourceFile {
+  return ts.createSourceFile(path, readFileSync(join(root, path), 'utf8'), ts.ScriptTarget.Latest, true);
+}
+
+describe('layers', () => {
+  it('no module under the lower layers imports from src/train or src/cli', () => {
+    const offending: string[] = [];
+    for (const layer of LOWER)
+      for (const path of sources(join('src', layer))) {
+        for (const statement of parse(path).statements) {
+          const from =
+            (ts.isImportDeclaration(statement) || ts.isExportDeclaration(statement)) &&
+            statement.moduleSpecifier &&
+            ts.isStringLiteral(statement.moduleSpecifier)
+              ? statement.moduleSpecifier.text
+              : null;
+          if (from && /(^|\/)(train|cli)\//.test(from)) offending.push(`${path} imports ${from}`);
+        }
+      }
+    // The check itself: a file of the trainer does import from its own layer.
+    expect(parse('src/train/trainer.ts').statements.some((s) => ts.isImportDeclaration(s))).toBe(true);
+    expect(offending).toEqual([]);
+  });
+
+  it(`no function in src/train is longer than ${MAX_LINES} lines`, () => {
+    const long: string[] = [];
+    let functions = 0;
+    for (const path of sources('src/train')) {
+      const file = parse(path);
+      const visit = (node: ts.Node): void => {
+        if (ts.isFunctionLike(node) && 'body' in node && node.body) {
+          functions += 1;
+          const first = file.getLineAndCharacterOfPosition(node.getStart(file)).line;
+          const last = file.getLineAndCharacterOfPosition(node.getEnd()).line;
+          const name = (node as ts.FunctionDeclaration).name?.getText(file) ?? '(anonymous)';
+          if (last - first + 1 > MAX_LINES)
+            long.push(`${relative(root, join(root, path))}:${first + 1} ${name}: ${last - first + 1} lines`);
+        }
+        ts.forEachChild(node, visit);
+      };
+      visit(file);
+    }
+    expect(functions).toBeGreaterThan(20);
+    expect(long).toEqual([]);
+  });
+});
