@@ -12,8 +12,8 @@
  * way): the faster exchange is the one of higher median rate over the rounds, and the op is compared
  * with it round by round, the median over rounds — every round runs the ops and then the wire, so a
  * slow second on a shared machine slows both sides of a ratio. `vs_wire_round_min` divides instead
- * by the faster exchange of each round, the figure this bench reported before 2026-12-01's second
- * session: the minimum of two noisy times is biased low, so it reads a few percent under `vs_wire`.
+ * by the faster exchange of each round: the minimum of two noisy times is biased low, so it reads a
+ * few percent under `vs_wire`.
  */
 import { median } from './timing.js';
 import { fileURLToPath } from 'node:url';

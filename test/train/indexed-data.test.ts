@@ -70,7 +70,7 @@ describe('webtron train on indexed datasets', () => {
   it('GPT-2 BPE: trains, and its checkpoint samples and exports with the GPT-2 tokenizer', async () => {
     const base = dir();
     const gpt2 = ['--tokenizer-type', 'GPT2BPETokenizer'];
-    // As the README does it: the whole book as JSON lines by scripts/moby-dick-jsonl.mjs, then preprocess-data.
+    // As docs/data.md does it: the whole book as JSON lines by scripts/moby-dick-jsonl.mjs, then preprocess-data.
     const jsonl = join(base, 'moby-dick.jsonl');
     execFileSync('node', [fileURLToPath(new URL('../../scripts/moby-dick-jsonl.mjs', import.meta.url)), jsonl], { stdio: 'ignore' });
     const prefix = join(base, 'moby-dick');
