@@ -1,8 +1,10 @@
 /// <reference types="@webgpu/types" />
 /**
  * webtron's public API: what a program needs to train its own model with data parallelism and the
- * distributed optimizer. docs/api.md lists and explains every name; the lower layers have their own
+ * distributed optimizer. docs/api/ lists every name; the lower layers have their own
  * entry points (`webtron/gpu`, `webtron/collectives`, `webtron/checkpoint`, `webtron/data`).
+ *
+ * @module webtron
  */
 
 // Errors

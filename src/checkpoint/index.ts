@@ -1,4 +1,8 @@
-/** `webtron/checkpoint`: Megatron-layout checkpoints of a DDP model and its optimizer. */
+/**
+ * `webtron/checkpoint`: Megatron-layout checkpoints of a DDP model and its optimizer.
+ *
+ * @module webtron/checkpoint
+ */
 export {
   saveCheckpoint,
   loadCheckpoint,

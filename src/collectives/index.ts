@@ -1,4 +1,8 @@
-/** `webtron/collectives`: the TCP collectives and rendezvous store, usable without a GPU. */
+/**
+ * `webtron/collectives`: the TCP collectives and rendezvous store, usable without a GPU.
+ *
+ * @module webtron/collectives
+ */
 export { initProcessGroup, resolveInfo, type InitOptions, type Distributed, type DistributedInfo } from './init.js';
 export { ProcessGroup, type Collectives, type CollectiveData, type ProcessGroupOptions } from './process-group.js';
 export { StoreClient, StoreServer, type StoreClientOptions, type StoreServerOptions } from './store.js';

@@ -1,6 +1,8 @@
 /**
  * `webtron/data`: tokenizers, Megatron's indexed datasets, preprocessing and GPT samples, for
- * programs that prepare or read training data themselves. docs/api.md lists and explains every name.
+ * programs that prepare or read training data themselves. docs/api/ lists every name.
+ *
+ * @module webtron/data
  */
 export {
   ByteTokenizer,

@@ -1,5 +1,9 @@
 /// <reference types="@webgpu/types" />
-/** `webtron/gpu`: the GPU runtime under the models, for programs that write their own kernels. */
+/**
+ * `webtron/gpu`: the GPU runtime under the models, for programs that write their own kernels.
+ *
+ * @module webtron/gpu
+ */
 export { GpuContext, DeviceBuffer, gpuContext, OPTIONAL_FEATURES, type GpuOptions, type BufferRequest } from './context.js';
 export { findAdapter, listAdapters, type AdapterOptions, type FoundAdapter } from './adapter.js';
 export { GpuError, GpuDeviceError, NoAdapterError } from './errors.js';

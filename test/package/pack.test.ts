@@ -1,10 +1,10 @@
 /**
  * The package as people install it: `npm pack` from a copy of the source without dist/ (prepack
  * builds it), the tarball installed into an empty project, its entry points imported there and
- * checked against docs/api.md both ways, its types resolved by tsc, and `npx webtron info` run.
+ * checked against docs/api/ both ways, its types resolved by tsc, and `npx webtron info` run.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,20 +18,16 @@ let files: string[];
 
 const ENTRY_POINTS = ['webtron', 'webtron/gpu', 'webtron/collectives', 'webtron/checkpoint', 'webtron/data'];
 
-/** docs/api.md: the names listed under each entry point's heading. */
+/** docs/api/ (TypeDoc's pages, `npm run docs`): each entry point's page, its first heading, and the names under it. */
 function documented(): Map<string, string[]> {
   const out = new Map<string, string[]>();
-  let current: string[] | null = null;
-  for (const line of readFileSync(join(root, 'docs/api.md'), 'utf8').split('\n')) {
-    const heading = /^## `([^`]+)`/.exec(line);
-    if (heading) {
-      current = [];
-      out.set(heading[1]!, current);
-    }
-    const item = /^- `(\w+)` — /.exec(line);
-    if (item && current) current.push(item[1]!);
+  const dir = join(root, 'docs/api/webtron');
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.md'))) {
+    const lines = readFileSync(join(dir, file), 'utf8').split('\n');
+    const names = lines.map((line) => /^### (\w+)(\(\))?$/.exec(line)?.[1]).filter((n): n is string => n !== undefined);
+    out.set(/^# (\S+)/.exec(lines[0]!)![1]!, names);
   }
-  return out;
+  return new Map(ENTRY_POINTS.filter((e) => out.has(e)).map((e) => [e, out.get(e)!]));
 }
 
 beforeAll(() => {
@@ -68,7 +64,7 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe('the npm package', () => {
   it('holds the built library, its types, the CLI, the shaders and the API document; no tests, benchmarks or maps', () => {
-    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'bin/webtron.js', 'docs/api.md', 'package.json']) {
+    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'bin/webtron.js', 'package.json']) {
       expect(files).toContain(f);
     }
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
@@ -82,7 +78,20 @@ describe('the npm package', () => {
     expect(files.filter((f) => /^(test|bench|scripts|dist\/test|dist\/bench|dist\/scripts)\//.test(f) || f.endsWith('.map'))).toEqual([]);
   });
 
-  it('every entry point exports exactly what docs/api.md lists', () => {
+  it('docs/api/ is what TypeDoc makes of the source now (npm run docs rewrites it)', () => {
+    const out = join(work, 'api');
+    execFileSync(join(root, 'node_modules/.bin/typedoc'), ['--out', out], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const tree = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true, recursive: true })
+        .filter((e) => e.isFile())
+        .map((e) => join(e.parentPath, e.name).slice(dir.length + 1))
+        .sort();
+    const made = tree(out);
+    expect(tree(join(root, 'docs/api'))).toEqual(made);
+    for (const f of made) expect(readFileSync(join(root, 'docs/api', f), 'utf8'), `docs/api/${f}`).toBe(readFileSync(join(out, f), 'utf8'));
+  });
+
+  it('every entry point exports exactly what docs/api/ lists', () => {
     const docs = documented();
     expect([...docs.keys()]).toEqual(ENTRY_POINTS);
     const script = `const out = {}; for (const e of ${JSON.stringify(ENTRY_POINTS)}) out[e] = Object.keys(await import(e)); console.log(JSON.stringify(out));`;
@@ -94,13 +103,13 @@ describe('the npm package', () => {
       // Every value exported is documented; every documented name is a value or a type of that entry point.
       expect(
         runtime[entry]!.filter((n) => !listed.includes(n)),
-        `${entry}: exported but not in docs/api.md`,
+        `${entry}: exported but not in docs/api/`,
       ).toEqual([]);
       const dts = readFileSync(join(app, 'node_modules/webtron', entryDts(entry)), 'utf8');
       const missing = listed.filter(
         (n) => !runtime[entry]!.includes(n) && !new RegExp(`\\btype ${n}\\b|\\b${n}\\b[^;]*\\} from`).test(dts),
       );
-      expect(missing, `${entry}: in docs/api.md but not exported`).toEqual([]);
+      expect(missing, `${entry}: in docs/api/ but not exported`).toEqual([]);
     }
   });
 
