@@ -24,7 +24,11 @@ function documented(): Map<string, string[]> {
   const dir = join(root, 'docs/api/webtron');
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.md'))) {
     const lines = readFileSync(join(dir, file), 'utf8').split('\n');
-    const names = lines.map((line) => /^### (\w+)(\(\))?$/.exec(line)?.[1]).filter((n): n is string => n !== undefined);
+    // `### Name`, `### Name()`, with TypeDoc's escaped underscores; namespaces are listed as links.
+    const names = lines
+      .map((line) => /^### ([\w\\]+)(\(\))?$/.exec(line)?.[1] ?? /^- \[(\w+)\]\(namespaces\//.exec(line)?.[1])
+      .filter((n): n is string => n !== undefined)
+      .map((n) => n.replaceAll('\\_', '_'));
     out.set(/^# (\S+)/.exec(lines[0]!)![1]!, names);
   }
   return new Map(ENTRY_POINTS.filter((e) => out.has(e)).map((e) => [e, out.get(e)!]));
