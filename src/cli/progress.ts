@@ -1,5 +1,7 @@
+import type { ProgressDisplay } from '../progress.js';
+
 /** A one-line progress bar for a terminal (rank 0 of `webtron train`, `webtron preprocess-data`): redrawn in place, cleared before other output. */
-export class ProgressBar {
+export class ProgressBar implements ProgressDisplay {
   private shown = false;
   private readonly started = Date.now();
 

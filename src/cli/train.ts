@@ -7,6 +7,7 @@
 import { fileURLToPath } from 'node:url';
 import { ExitCode, type Command } from './command.js';
 import { FlagError, type FlagValues } from './flags.js';
+import { ProgressBar } from './progress.js';
 import { launch } from '../train/launcher.js';
 import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
 import { checkDataPath, runTraining } from '../train/trainer.js';
@@ -30,7 +31,10 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
     throw new FlagError(
       `unexpected argument '${positional[0]}': webtron train takes flags only (a blend is --data-path 0.7 PREFIX1 0.3 PREFIX2)`,
     );
-  const progress = process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1';
+  const progress =
+    process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1'
+      ? (iterations: number) => new ProgressBar(iterations, process.stderr, true)
+      : undefined;
   const gpu = { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, progress };
   const world = workerWorld(process.env);
   if (world !== null) {

@@ -18,6 +18,7 @@ export {
 } from './tokenizer.js';
 export { DataError, IndexedDataset, IndexedDatasetBuilder, tokenDtypeFor } from './indexed.js';
 export { preprocess, type PreprocessOptions, type PreprocessSummary } from './preprocess.js';
+export type { ProgressDisplay } from '../progress.js';
 export { BlendedGptSamples, IndexedGptSamples, openIndexedGptData, type GptSampleSource, type IndexedGptData } from './gpt-dataset.js';
 export { BlendingIndex, parseDataPath, type DataPathEntry } from './blend.js';
 export { GptSamples } from './samples.js';

@@ -11,16 +11,10 @@ import { createReadStream, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from '../errors.js';
+import { NO_PROGRESS, type ProgressDisplay } from '../progress.js';
 import { DataError, IndexedDatasetBuilder, tokenDtypeFor } from './indexed.js';
 import type { Chunk, ChunkResult, WorkerInput } from './preprocess-worker.js';
 import { loadTokenizer, type TokenizerState } from './tokenizer.js';
-
-/** What draws progress as a run goes: `update` with the amount done, `clear` before another line, `finish` at the end. */
-export interface ProgressDisplay {
-  update(done: number, note: string): void;
-  clear(): void;
-  finish(): void;
-}
 
 export interface PreprocessOptions {
   input: string;
@@ -124,8 +118,7 @@ export async function preprocess(options: PreprocessOptions): Promise<Preprocess
   const outputs = options.jsonKeys.map((key) => `${options.outputPrefix}_${key}_document`);
   const total = statSync(options.input).size;
   const warn = options.warn ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const display = typeof options.progress === 'function' ? options.progress(Math.max(1, Math.round(total / 1e5) / 10)) : null;
-  const progress: ProgressDisplay = display ?? { update: () => undefined, clear: () => undefined, finish: () => undefined };
+  const progress = typeof options.progress === 'function' ? options.progress(Math.max(1, Math.round(total / 1e5) / 10)) : NO_PROGRESS;
   let lastLine = performance.now();
   const workerInput: WorkerInput = {
     tokenizer: options.tokenizer,

@@ -2,6 +2,7 @@
 import type { TokenizerState } from '../data/tokenizer.js';
 import { WebtronError } from '../errors.js';
 import type { GptConfig } from '../nn/gpt.js';
+import type { ProgressDisplay } from '../progress.js';
 import type { TrainConfig } from './config.js';
 
 /** The run stopped for a reason of the run itself (NaN, bad data): one line, exit code 1. */
@@ -51,6 +52,6 @@ export interface TrainOptions {
   adapter?: string | undefined;
   /** Rank 0's lines (stdout by default). */
   log?: (line: string) => void;
-  /** Show a progress bar on stderr (rank 0 on a terminal). */
-  progress?: boolean;
+  /** Rank 0's progress display for --train-iters iterations (the CLI gives its bar on a terminal); none by default. */
+  progress?: (iterations: number) => ProgressDisplay;
 }

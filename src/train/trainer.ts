@@ -13,6 +13,7 @@ import { saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { type Distributed, initProcessGroup } from '../collectives/init.js';
 import { entropies } from '../data/corpus.js';
 import { GpuContext } from '../gpu/context.js';
+import { NO_PROGRESS } from '../progress.js';
 import type { TrainConfig } from './config.js';
 import { openData, type TrainData } from './data.js';
 import { evaluate } from './evaluate.js';
@@ -119,7 +120,8 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     const counters = await loadTrainerCheckpoint(run, say);
     const folder = openRunFolder(run, data, reference);
     say(headerLine(run, data, reference));
-    const log = new TrainingLog(run, say, folder, options.progress ?? false);
+    const progress = rank === 0 && options.progress ? options.progress(cfg.trainIters) : NO_PROGRESS;
+    const log = new TrainingLog(run, say, folder, progress);
     const stepTimer = cfg.timing ? new StepTimer(ctx, rank, cfg.runDir) : null;
     const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer);
     const summary = log.finish(counters.iteration, counters.consumedSamples, checkpoint, reference, data.name);

@@ -3,9 +3,9 @@
  * Megatron's line every --log-interval iterations, the validation line, metrics.jsonl, and at the
  * end summary.json, loss.svg and the last line. Every rank keeps the counts; only rank 0 prints.
  */
-import { ProgressBar } from '../cli/progress.js';
 import { gptActivationBytes } from '../memory/activations.js';
 import { modelStateBytes } from '../memory/model-state.js';
+import type { ProgressDisplay } from '../progress.js';
 import { megatronLine, memoryLine, type MetricsLine, type RunFolder, sci } from './run-log.js';
 import { learningRate } from './schedule.js';
 import type { TrainRun } from './setup.js';
@@ -28,7 +28,6 @@ const freshInterval = (): Interval => ({ t0: performance.now(), iterations: 0, l
 export class TrainingLog {
   private readonly started = performance.now();
   private interval = freshInterval();
-  private readonly progress: ProgressBar;
   private lastLoss: number | null = null;
   private lastVal: number | null = null;
   private bestVal: number | null = null;
@@ -42,10 +41,8 @@ export class TrainingLog {
     private readonly run: TrainRun,
     private readonly say: (line: string) => void,
     private readonly folder: RunFolder | null,
-    showProgress: boolean,
-  ) {
-    this.progress = new ProgressBar(run.cfg.trainIters, process.stderr, run.rank === 0 && showProgress);
-  }
+    private readonly progress: ProgressDisplay,
+  ) {}
 
   /** A line on rank 0, the progress bar cleared first. */
   line(text: string): void {

@@ -5,6 +5,17 @@ import { runWorkers } from '../helpers/job.js';
 
 const WORKER = fileURLToPath(new URL('../../dist/test/workers/ddp-worker.js', import.meta.url));
 
+/** Every rank's checks passed and every rank finished. */
+function expectChecksPassed(ranks: Record<string, unknown>[][]): void {
+  for (const [rank, lines] of ranks.entries()) {
+    expect(
+      lines.filter((l) => 'check' in l && l.ok !== true),
+      `rank ${rank}: ${JSON.stringify(lines)}`,
+    ).toEqual([]);
+    expect(lines.at(-1)).toEqual({ done: true });
+  }
+}
+
 const job = (world: number, config: Record<string, unknown>) => runWorkers(WORKER, world, config);
 
 describe('DistributedDataParallel on real processes', () => {
@@ -39,13 +50,7 @@ describe('DistributedDataParallel on real processes', () => {
     'world %i, distributed optimizer %s, overlap %s, fp16 %s: grads averaged chunk by chunk',
     async (world, distributed, overlap, fp16) => {
       const ranks = await job(world, { distributed, overlap, bucketSize: 100, fp16, chunkBytes: 192 });
-      for (const [rank, lines] of ranks.entries()) {
-        expect(
-          lines.filter((l) => 'check' in l && l.ok !== true),
-          `rank ${rank}: ${JSON.stringify(lines)}`,
-        ).toEqual([]);
-        expect(lines.at(-1)).toEqual({ done: true });
-      }
+      expectChecksPassed(ranks);
       // Every bucket made more than one chunk.
       const chunks = (ranks[0]![0]!.layout as { chunks: number[] }).chunks;
       expect(Math.min(...chunks)).toBeGreaterThanOrEqual(2);
@@ -62,13 +67,7 @@ describe('DistributedDataParallel on real processes', () => {
     'world 2, bf16 on the wire, distributed optimizer %s, overlap %s, chunks of %i B: grads averaged as the ring rounds them',
     async (distributed, overlap, chunkBytes) => {
       const ranks = await job(2, { distributed, overlap, bucketSize: 100, bf16: true, chunkBytes });
-      for (const [rank, lines] of ranks.entries()) {
-        expect(
-          lines.filter((l) => 'check' in l && l.ok !== true),
-          `rank ${rank}: ${JSON.stringify(lines)}`,
-        ).toEqual([]);
-        expect(lines.at(-1)).toEqual({ done: true });
-      }
+      expectChecksPassed(ranks);
     },
   );
 
