@@ -7,7 +7,7 @@
 import { FlagError, flagLine, type FlagSpec, type FlagValues } from './flags.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
-import type { TrainConfig } from '../train/config.js';
+import { EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
 import type { DecayStyle } from '../train/schedule.js';
 
 type Group =
@@ -55,6 +55,23 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'use-distributed-optimizer': flag('training', {
     kind: 'boolean',
     help: "ZeRO-1: shard Adam's state and the main params over the data-parallel ranks",
+  }),
+  'exit-interval': flag('training', {
+    kind: 'int',
+    help: 'exit after the iteration divisible by this, saving a checkpoint first (with --save)',
+  }),
+  'exit-duration-in-mins': flag('training', {
+    kind: 'number',
+    help: 'exit after this many minutes of training, every rank at the same iteration, saving first (with --save)',
+  }),
+  'exit-signal-handler': flag('training', {
+    kind: 'boolean',
+    help: 'on --exit-signal, every rank saves a checkpoint at the next iteration boundary (with --save) and exits 0',
+  }),
+  'exit-signal': flag('training', {
+    kind: 'string',
+    default: 'SIGTERM',
+    help: 'the signal of --exit-signal-handler: SIGTERM, SIGINT, SIGUSR1 or SIGUSR2',
   }),
   'no-check-for-nan-in-loss-and-grad': flag('training', {
     kind: 'boolean',
@@ -251,6 +268,10 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
   const positiveNumber = (name: string) => num(name, (x) => x > 0, 'a number > 0');
+  const exitSignal = v['exit-signal'] as string;
+  if (!EXIT_SIGNALS.includes(exitSignal as ExitSignal))
+    throw new FlagError(`--exit-signal must be one of ${EXIT_SIGNALS.join(', ')}, got '${exitSignal}'`);
+  const exitDuration = v['exit-duration-in-mins'] === undefined ? null : positiveNumber('exit-duration-in-mins');
   return {
     numLayers,
     hiddenSize,
@@ -271,6 +292,10 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     trainIters,
     useDistributedOptimizer,
     checkForNanInLossAndGrad: !v['no-check-for-nan-in-loss-and-grad'],
+    exitInterval: optionalInt('exit-interval', 1),
+    exitDurationInMins: exitDuration,
+    exitSignalHandler: Boolean(v['exit-signal-handler']),
+    exitSignal: exitSignal as ExitSignal,
     initMethodStd: positiveNumber('init-method-std'),
     seed: int('seed', 0),
     lr,

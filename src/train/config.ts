@@ -3,6 +3,10 @@ import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { DecayStyle } from './schedule.js';
 
+/** The signals --exit-signal takes (Megatron's choices). */
+export const EXIT_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGUSR1', 'SIGUSR2'] as const;
+export type ExitSignal = (typeof EXIT_SIGNALS)[number];
+
 export interface TrainConfig {
   numLayers: number;
   hiddenSize: number;
@@ -23,6 +27,13 @@ export interface TrainConfig {
   trainIters: number;
   useDistributedOptimizer: boolean;
   checkForNanInLossAndGrad: boolean;
+  /** --exit-interval: exit after an iteration divisible by it. */
+  exitInterval: number | null;
+  /** --exit-duration-in-mins: exit once training has run this long. */
+  exitDurationInMins: number | null;
+  /** --exit-signal-handler: on `exitSignal`, save and exit at the next iteration boundary. */
+  exitSignalHandler: boolean;
+  exitSignal: ExitSignal;
   initMethodStd: number;
   seed: number;
   lr: number;

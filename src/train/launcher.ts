@@ -108,7 +108,8 @@ const SETTLE_MS = 100;
  * the lifeline (it stops when this launcher dies, even by SIGKILL). A worker that fails stops the
  * others (SIGTERM, then SIGKILL after the grace period) and is reported with its code or signal and
  * the last lines of its stderr. SIGINT or SIGTERM to the launcher goes to every worker and
- * escalates to SIGKILL after the grace period; a second one kills at once.
+ * escalates to SIGKILL after the grace period; a second one kills at once. Workers that handle the
+ * signal and all exit 0 (--exit-signal-handler) make the job exit 0.
  */
 export async function launch(o: LaunchOptions): Promise<number> {
   checkLaunchOptions(o);
@@ -118,6 +119,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const store =
     o.nodeRank === 0 ? await StoreServer.start({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token, log }) : null;
   const children: ChildProcess[] = [];
+  const codes: number[] = [];
   const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
   let firstFailure: { rank: string; code: number } | null = null;
   let stopping: { code: number } | null = null;
@@ -172,6 +174,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
         child.on('error', (error) => log(`webtron launch: cannot start rank ${env.RANK}: ${error.message}`));
         child.on('close', (code, signal) => {
           const exit = describeExit(code, signal);
+          codes.push(exit.code);
           if (exit.code !== 0 && !firstFailure && !stopping) {
             failures.push({ rank: env.RANK!, code: exit.code, text: exit.text, signalled: signal !== null, last: tail.last });
             settling ??= new Promise((done) => setTimeout(() => done(reportRootCause()), SETTLE_MS));
@@ -185,5 +188,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   if (killTimer) clearTimeout(killTimer);
   for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler);
   await store?.close();
+  // Stopped by a signal that every worker handled (--exit-signal-handler: saved and exited 0): success.
+  if (stopping && !firstFailure && codes.every((c) => c === 0)) return 0;
   return (stopping as { code: number } | null)?.code ?? (firstFailure as { code: number } | null)?.code ?? 0;
 }

@@ -17,6 +17,7 @@ import { NO_PROGRESS } from '../progress.js';
 import type { TrainConfig } from './config.js';
 import { openData, type TrainData } from './data.js';
 import { evaluate } from './evaluate.js';
+import { ExitConditions } from './exit.js';
 import { RunFolder } from './run-log.js';
 import { loadTrainerCheckpoint, setupModelAndOptimizer, type TrainRun } from './setup.js';
 import { type Counters, type TrainerState, TrainingError, type TrainOptions, type TrainSummary } from './state.js';
@@ -82,6 +83,7 @@ async function train(
   const state = (): TrainerState => ({ ...counters, tokenizer: data.tokenizer.state(), model: run.model, args: cfg });
   let checkpoint: string | null = null;
   let lastTimed = 0;
+  const exits = new ExitConditions(cfg, performance.now());
   while (counters.iteration < cfg.trainIters) {
     const stepStart = performance.now();
     const outcome = await trainStep(run, data.train, counters, stepTimer);
@@ -96,9 +98,16 @@ async function train(
       val = log.validation(iteration, value, performance.now() - t0);
     }
     log.metric(counters, metrics, val, timing);
-    if (cfg.save && ((cfg.saveInterval && iteration % cfg.saveInterval === 0) || iteration === cfg.trainIters))
-      checkpoint = await saveCheckpointAndTime(run, state(), log);
+    const saveNow = (cfg.saveInterval !== null && iteration % cfg.saveInterval === 0) || iteration === cfg.trainIters;
+    if (cfg.save && saveNow) checkpoint = await saveCheckpointAndTime(run, state(), log);
+    const exit = await exits.check(run, iteration);
+    if (exit !== null) {
+      if (cfg.save && !saveNow) checkpoint = await saveCheckpointAndTime(run, state(), log);
+      log.line(`exiting program at iteration ${iteration}: ${exit}`);
+      break;
+    }
   }
+  exits.destroy();
   await ddp.finishParamSync();
   return { checkpoint, lastTimed };
 }

@@ -128,6 +128,36 @@ describe('webtron train', () => {
     const b = losses(join(base, 'resumed'));
     expect([...b.keys()]).toEqual([6, 7, 8, 9, 10]);
     for (const [it, loss] of b) expect(loss, `iteration ${it}`).toBe(a.get(it));
+    // --exit-interval 3: saved and left at iteration 3 with exit code 0; resumed, the same losses again.
+    const early = await train([
+      ...common,
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--save',
+      join(base, 'early'),
+      '--exit-interval',
+      '3',
+      '--run-dir',
+      join(base, 'early-run'),
+    ]);
+    expect(early.code, early.stderr).toBe(0);
+    expect(early.stdout).toMatch(/exiting program at iteration 3: iteration divisible by --exit-interval 3/);
+    expect(readFileSync(join(base, 'early', 'latest_checkpointed_iteration.txt'), 'utf8').trim()).toBe('3');
+    const rest = await train([
+      ...common,
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--load',
+      join(base, 'early'),
+      '--run-dir',
+      join(base, 'rest'),
+    ]);
+    expect(rest.code, rest.stderr).toBe(0);
+    const r = losses(join(base, 'rest'));
+    expect([...r.keys()]).toEqual([4, 5, 6, 7, 8, 9, 10]);
+    for (const [it, loss] of r) expect(loss, `iteration ${it} after --exit-interval`).toBe(a.get(it));
     // Saved at d = 2 with the distributed optimizer, loaded at d = 1 without it.
     const other = await train([...common, '--load', join(base, 'ckpt', 'iter_0000005'), '--run-dir', join(base, 'other')]);
     expect(other.code, other.stderr).toBe(0);
@@ -150,6 +180,59 @@ describe('webtron train', () => {
     expect(Date.now() - killedAt).toBeLessThan(20_000);
     expect(stderr).toMatch(/webtron launch: rank 1 was killed by SIGKILL \(exit code 137\); stopping the other workers/);
     expect(workers.filter(isAlive)).toEqual([]);
+  });
+
+  it('--exit-signal-handler: SIGTERM to the launcher reaches every worker; they save at the same iteration and the job exits 0', async () => {
+    const base = dir();
+    const { launcher, exit } = await endlessJob(['--save', join(base, 'ckpt'), '--exit-signal-handler', '--run-dir', join(base, 'run')]);
+    let stdout = '';
+    let stderr = '';
+    launcher.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    await new Promise<void>((resolve) =>
+      launcher.stdout.on('data', (c: Buffer) => {
+        stdout += c.toString();
+        if (/ iteration {8}2\//.test(stdout)) resolve();
+      }),
+    );
+    launcher.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    const workers = workersOf(launcher.pid!);
+    process.kill(launcher.pid!, 'SIGTERM');
+    expect(await exit, stderr).toBe(0);
+    const left = /exiting program at iteration (\d+): SIGTERM received \(--exit-signal-handler\)/.exec(stdout);
+    expect(left, stdout).not.toBeNull();
+    const tracker = readFileSync(join(base, 'ckpt', 'latest_checkpointed_iteration.txt'), 'utf8').trim();
+    expect(tracker).toBe(left![1]);
+    const index = JSON.parse(readFileSync(join(base, 'ckpt', `iter_${tracker.padStart(7, '0')}`, 'index.json'), 'utf8')) as {
+      extra: { iteration: number };
+    };
+    expect(index.extra.iteration).toBe(Number(tracker));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(workers.filter(isAlive)).toEqual([]);
+  });
+
+  it('--exit-duration-in-mins: every rank leaves at the same iteration once the time is up, after saving', async () => {
+    const base = dir();
+    const run = await train([
+      ...TINY,
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--train-iters',
+      '1000',
+      '--global-batch-size',
+      '4',
+      '--exit-duration-in-mins',
+      '0.001',
+      '--save',
+      join(base, 'ckpt'),
+      '--run-dir',
+      join(base, 'run'),
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    const left = /exiting program at iteration (\d+): 0.001 minutes of training \(--exit-duration-in-mins\)/.exec(run.stdout);
+    expect(left, run.stdout).not.toBeNull();
+    expect(Number(left![1])).toBeLessThan(1000);
+    expect(readFileSync(join(base, 'ckpt', 'latest_checkpointed_iteration.txt'), 'utf8').trim()).toBe(left![1]);
   });
 
   it('Ctrl-C stops every worker and leaves only complete checkpoints', async () => {
@@ -194,6 +277,7 @@ describe('webtron train', () => {
     ],
     [['--train-iters', 'ten'], /^webtron train: --train-iters: expected an integer, got 'ten'/],
     [['--no-such-flag'], /^webtron train: unknown flag --no-such-flag/],
+    [['--exit-signal', 'SIGKILL'], /^webtron train: --exit-signal must be one of SIGTERM, SIGINT, SIGUSR1, SIGUSR2, got 'SIGKILL'/],
     [
       ['--data-path', '/does/not/exist.txt'],
       /^webtron train: --data-path: \/does\/not\/exist.txt is neither a text file nor the prefix of an indexed dataset/,
