@@ -10,6 +10,11 @@ export const launchCommand: Command = {
     'node-rank': { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: "this node's index; node 0 serves the store" },
     'master-addr': { kind: 'string', default: '127.0.0.1', env: 'MASTER_ADDR', help: 'address of node 0 (the store)' },
     'master-port': { kind: 'int', default: 29500, env: 'MASTER_PORT', help: 'store port on node 0' },
+    'max-restarts': {
+      kind: 'int',
+      default: 0,
+      help: "torchrun's --max-restarts: when a worker fails, stop the others and start them all again (one node)",
+    },
     'stop-grace-ms': {
       kind: 'int',
       default: 10_000,
@@ -27,6 +32,7 @@ export const launchCommand: Command = {
       token: process.env.WEBTRON_JOB_TOKEN,
       command: positional,
       graceMs: values['stop-grace-ms'] as number,
+      maxRestarts: values['max-restarts'] as number,
     });
     if (code !== 0) throw new ExitCode(code);
   },

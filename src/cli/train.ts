@@ -11,6 +11,7 @@ import { ProgressBar } from './progress.js';
 import { launch } from '../train/launcher.js';
 import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
 import { checkDataPath, runTraining } from '../train/trainer.js';
+import { withDefaultLoad } from '../train/config.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
 
@@ -38,7 +39,7 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   const gpu = { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, progress };
   const world = workerWorld(process.env);
   if (world !== null) {
-    const cfg = resolveTrainConfig(values, world);
+    const cfg = withDefaultLoad(resolveTrainConfig(values, world));
     await runTraining({ ...cfg, runDir: cfg.runDir ?? defaultRunDir() }, gpu);
     return 0;
   }
@@ -49,7 +50,11 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
     ['nnodes', nnodes],
   ] as const)
     if (!(value >= 1)) throw new FlagError(`--${flag} must be at least 1, got ${value}`);
-  const cfg = resolveTrainConfig(values, nproc * nnodes); // every flag error before any worker starts
+  const maxRestarts = values['max-restarts'] as number;
+  if (!(maxRestarts >= 0)) throw new FlagError(`--max-restarts must be at least 0, got ${maxRestarts}`);
+  if (maxRestarts > 0 && nnodes > 1)
+    throw new FlagError(`--max-restarts ${maxRestarts} restarts the workers of one node; with --nnodes ${nnodes} leave it out`);
+  const cfg = withDefaultLoad(resolveTrainConfig(values, nproc * nnodes)); // every flag error before any worker starts
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();
   if (nproc * nnodes === 1) {
@@ -65,6 +70,7 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
     masterPort: values['master-port'] as number,
     token: process.env.WEBTRON_JOB_TOKEN,
     graceMs: values['stop-grace-ms'] as number,
+    maxRestarts: values['max-restarts'] as number,
     command: [CLI, 'train', ...own, ...(cfg.runDir ? [] : ['--run-dir', runDir])],
     // Workers run the CLI in place: this process's stderr already passes through bin/webtron.js's filter.
     env: { ...process.env, WEBTRON_CLI_CHILD: '1' },

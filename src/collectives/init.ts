@@ -13,7 +13,7 @@ import { FRAME_VERSION } from './frame.js';
 import { effectiveSegmentBytes, ProcessGroup } from './process-group.js';
 import { jobToken, slurmMaster } from './slurm.js';
 import { StoreClient, StoreServer } from './store.js';
-import { peerAddressKey, settingsMismatch, Transport } from './transport.js';
+import { peerAddressKey, restartRound, settingsMismatch, Transport } from './transport.js';
 
 /** Where each shared setting comes from, for error messages. */
 const SETTING_SOURCES: Record<string, string> = { segmentBytes: 'WEBTRON_SEGMENT_BYTES', protocol: 'the webtron version' };
@@ -183,7 +183,7 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
       settings,
       log,
     });
-    await store.add('webtron/joined', 1);
+    await store.add(`webtron/${restartRound()}/joined`, 1);
     const keys = Array.from({ length: info.worldSize }, (_, r) => peerAddressKey(r));
     try {
       await store.wait(keys, joinTimeoutMs);

@@ -57,7 +57,9 @@ export function settingsMismatch(mine: Record<string, unknown>, theirs: unknown,
   return null;
 }
 
-export const peerAddressKey = (rank: number) => `webtron/peer/${rank}`;
+/** The launcher's restart round (WEBTRON_RESTART_COUNT): each round's workers meet under their own keys in the same store. */
+export const restartRound = (): string => process.env.WEBTRON_RESTART_COUNT ?? '0';
+export const peerAddressKey = (rank: number) => `webtron/${restartRound()}/peer/${rank}`;
 
 /** A connection this rank dialed to `peer` to receive its frames; read with `onread`. */
 class ReceiveLink {

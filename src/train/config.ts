@@ -1,4 +1,6 @@
 /** A resolved `webtron train` config: every flag checked, Megatron's rules applied (src/cli/train-flags.ts makes it). */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { DecayStyle } from './schedule.js';
@@ -77,4 +79,10 @@ export interface TrainConfig {
   dataParallelSize: number;
   /** Micro-batches per rank per iteration: global / (micro · d). */
   gradAccumulation: number;
+}
+
+/** Megatron's rule for a run that restarts: without --load, a --save folder that holds a checkpoint is loaded. */
+export function withDefaultLoad(cfg: TrainConfig): TrainConfig {
+  if (cfg.load !== null || cfg.save === null || !existsSync(join(cfg.save, 'latest_checkpointed_iteration.txt'))) return cfg;
+  return { ...cfg, load: cfg.save };
 }

@@ -30,10 +30,12 @@ export interface LaunchOptions {
   graceMs?: number;
   /** Lines of a failed worker's stderr to repeat (default 20). */
   tailLines?: number;
+  /** torchrun's --max-restarts: when a worker fails, stop the others and start them all again, this many times (default 0, one node only). */
+  maxRestarts?: number;
 }
 
 /** Environment of each local worker, pure. */
-export function workerEnvironments(o: LaunchOptions, token: string): Record<string, string>[] {
+export function workerEnvironments(o: LaunchOptions, token: string, restart = 0): Record<string, string>[] {
   const world = o.nnodes * o.nprocPerNode;
   return Array.from({ length: o.nprocPerNode }, (_, local) => ({
     RANK: String(o.nodeRank * o.nprocPerNode + local),
@@ -44,6 +46,7 @@ export function workerEnvironments(o: LaunchOptions, token: string): Record<stri
     MASTER_PORT: String(o.masterPort),
     WEBTRON_JOB_TOKEN: token,
     WEBTRON_STORE_EXTERNAL: '1',
+    WEBTRON_RESTART_COUNT: String(restart),
   }));
 }
 
@@ -118,6 +121,28 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const token = o.token || randomBytes(32).toString('hex');
   const store =
     o.nodeRank === 0 ? await StoreServer.start({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token, log }) : null;
+  const maxRestarts = o.maxRestarts ?? 0;
+  let result = await runWorkers(o, token, graceMs, log, 0);
+  for (let restart = 1; restart <= maxRestarts && result.failure && !result.stopped; restart++) {
+    log(
+      `webtron launch: rank ${result.failure.rank} failed (exit code ${result.failure.code}); restart ${restart} of ${maxRestarts}: starting every worker again`,
+    );
+    result = await runWorkers(o, token, graceMs, log, restart);
+  }
+  await store?.close();
+  // Stopped by a signal that every worker handled (--exit-signal-handler: saved and exited 0): success.
+  if (result.stopped && !result.failure && result.allZero) return 0;
+  return result.code;
+}
+
+/** One round of this node's workers: started, watched, stopped on a failure or a signal. */
+async function runWorkers(
+  o: LaunchOptions,
+  token: string,
+  graceMs: number,
+  log: (line: string) => void,
+  restart: number,
+): Promise<{ code: number; stopped: boolean; allZero: boolean; failure: { rank: string; code: number } | null }> {
   const children: ChildProcess[] = [];
   const codes: number[] = [];
   const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
@@ -158,7 +183,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
     stopAll('SIGTERM');
   };
   const stderrIsTty = process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1';
-  const exits = workerEnvironments(o, token).map(
+  const exits = workerEnvironments(o, token, restart).map(
     (env) =>
       new Promise<void>((resolve) => {
         const tail = new TailLines(o.tailLines ?? 20);
@@ -187,8 +212,10 @@ export async function launch(o: LaunchOptions): Promise<number> {
   await settling;
   if (killTimer) clearTimeout(killTimer);
   for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler);
-  await store?.close();
-  // Stopped by a signal that every worker handled (--exit-signal-handler: saved and exited 0): success.
-  if (stopping && !firstFailure && codes.every((c) => c === 0)) return 0;
-  return (stopping as { code: number } | null)?.code ?? (firstFailure as { code: number } | null)?.code ?? 0;
+  return {
+    code: (stopping as { code: number } | null)?.code ?? (firstFailure as { code: number } | null)?.code ?? 0,
+    stopped: stopping !== null,
+    allZero: codes.every((c) => c === 0),
+    failure: firstFailure as { rank: string; code: number } | null,
+  };
 }

@@ -73,6 +73,7 @@ describe('webtron launch', () => {
         MASTER_PORT: '29500',
         WEBTRON_JOB_TOKEN: 't',
         WEBTRON_STORE_EXTERNAL: '1',
+        WEBTRON_RESTART_COUNT: '0',
       },
       {
         RANK: '3',
@@ -83,6 +84,7 @@ describe('webtron launch', () => {
         MASTER_PORT: '29500',
         WEBTRON_JOB_TOKEN: 't',
         WEBTRON_STORE_EXTERNAL: '1',
+        WEBTRON_RESTART_COUNT: '0',
       },
     ]);
   });

@@ -165,6 +165,68 @@ describe('webtron train', () => {
     for (const [it, loss] of c) expect(Math.abs(loss - a.get(it)!) / loss, `iteration ${it}`).toBeLessThanOrEqual(1e-4);
   });
 
+  it('--max-restarts 2: a random worker SIGKILLed twice at random iterations; the run resumes from --save and ends bit-identical', async () => {
+    const seed = Number(process.env.WEBTRON_TEST_SEED ?? Date.now() % 100_000);
+    console.log(`--max-restarts test seed ${seed} (WEBTRON_TEST_SEED=${seed} replays it)`);
+    let state = seed;
+    const random = (n: number) => {
+      state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+      return (state >>> 8) % n;
+    };
+    const base = dir();
+    const common = [...TINY, '--nproc-per-node', '2', '--use-distributed-optimizer', '--train-iters', '24', '--global-batch-size', '4'];
+    const common5 = [...common, '--save-interval', '5'];
+    const whole = await train([...common5, '--save', join(base, 'whole-ckpt'), '--run-dir', join(base, 'whole')]);
+    expect(whole.code, whole.stderr).toBe(0);
+
+    const port = await freePort();
+    const args = ['train', '--master-port', String(port), ...common5, '--max-restarts', '2', '--save', join(base, 'ckpt')];
+    const launcher = spawn('node', [BIN, ...args, '--run-dir', join(base, 'run')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
+    let stderr = '';
+    launcher.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const kills = [6 + random(4), 12 + random(5)];
+    let round = 0;
+    let buffered = '';
+    launcher.stdout.on('data', (c: Buffer) => {
+      buffered += c.toString();
+      const lines = buffered.split('\n');
+      buffered = lines.pop()!;
+      for (const line of lines) {
+        const at = / iteration +(\d+)\//.exec(line);
+        if (!at || round >= kills.length || Number(at[1]) < kills[round]! || !stderr.includes(round === 0 ? '' : `restart ${round} of 2`))
+          continue;
+        const workers = workersOf(launcher.pid!);
+        if (workers.length !== 2) continue;
+        const rank = random(2);
+        const environ = (pid: number) => {
+          try {
+            return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+          } catch {
+            return []; // already gone
+          }
+        };
+        const victim = workers.find((pid) => environ(pid).includes(`RANK=${rank}`));
+        if (victim === undefined) continue;
+        process.kill(victim, 'SIGKILL');
+        round += 1;
+      }
+    });
+    expect(await exit, stderr).toBe(0);
+    expect(round).toBe(2);
+    expect(stderr).toMatch(/webtron launch: rank \d failed \(exit code 137\); restart 1 of 2: starting every worker again/);
+    expect(stderr).toMatch(/restart 2 of 2: starting every worker again/);
+    const a = losses(join(base, 'whole'));
+    const b = losses(join(base, 'run'));
+    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
+    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+    const last = (root: string) => join(root, 'iter_0000024');
+    const files = readdirSync(last(join(base, 'whole-ckpt'))).filter((f) => f.endsWith('.safetensors'));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files)
+      expect(readFileSync(join(last(join(base, 'ckpt')), f)).equals(readFileSync(join(last(join(base, 'whole-ckpt')), f))), f).toBe(true);
+  });
+
   it('a killed worker stops the job within seconds, named by the launcher', async () => {
     const { launcher, exit } = await endlessJob(['--run-dir', join(dir(), 'run')]);
     let stderr = '';
