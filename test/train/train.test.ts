@@ -244,32 +244,52 @@ describe('webtron train', () => {
     expect(workers.filter(isAlive)).toEqual([]);
   });
 
-  it('--exit-signal-handler: SIGTERM to the launcher reaches every worker; they save at the same iteration and the job exits 0', async () => {
+  it('--exit-signal-handler: SIGTERM to the launcher saves at one iteration on every rank, exits 0, and the same command again ends bit-identical', async () => {
     const base = dir();
-    const { launcher, exit } = await endlessJob(['--save', join(base, 'ckpt'), '--exit-signal-handler', '--run-dir', join(base, 'run')]);
+    const args = [
+      ...TINY,
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--train-iters',
+      '60',
+      '--global-batch-size',
+      '4',
+      '--exit-signal-handler',
+    ];
+    const whole = await train([...args, '--save', join(base, 'whole-ckpt'), '--run-dir', join(base, 'whole')]);
+    expect(whole.code, whole.stderr).toBe(0);
+    const same = [...args, '--save', join(base, 'ckpt'), '--run-dir', join(base, 'run')];
+    const port = await freePort();
+    const launcher = spawn('node', [BIN, 'train', '--master-port', String(port), ...same], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
     let stdout = '';
     let stderr = '';
     launcher.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    await new Promise<void>((resolve) =>
-      launcher.stdout.on('data', (c: Buffer) => {
-        stdout += c.toString();
-        if (/ iteration {8}2\//.test(stdout)) resolve();
-      }),
-    );
-    launcher.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    const workers = workersOf(launcher.pid!);
-    process.kill(launcher.pid!, 'SIGTERM');
+    let workers: number[] = [];
+    launcher.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      if (workers.length === 0 && / iteration {8}2\//.test(stdout)) {
+        workers = workersOf(launcher.pid!);
+        process.kill(launcher.pid!, 'SIGTERM');
+      }
+    });
     expect(await exit, stderr).toBe(0);
     const left = /exiting program at iteration (\d+): SIGTERM received \(--exit-signal-handler\)/.exec(stdout);
     expect(left, stdout).not.toBeNull();
+    expect(Number(left![1])).toBeLessThan(60);
     const tracker = readFileSync(join(base, 'ckpt', 'latest_checkpointed_iteration.txt'), 'utf8').trim();
     expect(tracker).toBe(left![1]);
-    const index = JSON.parse(readFileSync(join(base, 'ckpt', `iter_${tracker.padStart(7, '0')}`, 'index.json'), 'utf8')) as {
-      extra: { iteration: number };
-    };
-    expect(index.extra.iteration).toBe(Number(tracker));
     await new Promise((r) => setTimeout(r, 500));
     expect(workers.filter(isAlive)).toEqual([]);
+    // The same command again loads --save's checkpoint and finishes as if never stopped.
+    const again = await train(same);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(new RegExp(`loaded .*iter_${tracker.padStart(7, '0')}: iteration ${tracker}`));
+    const a = losses(join(base, 'whole'));
+    const b = losses(join(base, 'run'));
+    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
+    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
   });
 
   it('--exit-duration-in-mins: every rank leaves at the same iteration once the time is up, after saving', async () => {
