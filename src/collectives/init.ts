@@ -13,7 +13,7 @@ import { FRAME_VERSION } from './frame.js';
 import { effectiveSegmentBytes, ProcessGroup } from './process-group.js';
 import { jobToken, slurmMaster } from './slurm.js';
 import { StoreClient, StoreServer } from './store.js';
-import { peerAddressKey, restartRound, settingsMismatch, Transport } from './transport.js';
+import { peerAddressKey, settingsMismatch, Transport } from './transport.js';
 
 /** Where each shared setting comes from, for error messages. */
 const SETTING_SOURCES: Record<string, string> = { segmentBytes: 'WEBTRON_SEGMENT_BYTES', protocol: 'the webtron version' };
@@ -172,6 +172,7 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
   try {
     store = await StoreClient.connect({ host: masterIp, port: info.masterPort, token, connectTimeoutMs: joinTimeoutMs });
     const host = await bindAddress(options, env, info.masterAddr);
+    const round = env.WEBTRON_RESTART_COUNT ?? '0';
     transport = await Transport.start({
       rank: info.rank,
       worldSize: info.worldSize,
@@ -179,12 +180,13 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
       host,
       port: options.port ?? 0,
       store,
+      round,
       connectTimeoutMs: Math.min(joinTimeoutMs, 60_000),
       settings,
       log,
     });
-    await store.add(`webtron/${restartRound()}/joined`, 1);
-    const keys = Array.from({ length: info.worldSize }, (_, r) => peerAddressKey(r));
+    await store.add(`webtron/${round}/joined`, 1);
+    const keys = Array.from({ length: info.worldSize }, (_, r) => peerAddressKey(r, round));
     try {
       await store.wait(keys, joinTimeoutMs);
     } catch (error) {

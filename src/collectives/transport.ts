@@ -34,6 +34,8 @@ export interface TransportOptions {
   /** 0: chosen by the OS. */
   port: number;
   store: StoreClient;
+  /** The launcher's restart round (WEBTRON_RESTART_COUNT; default '0'): the store keys this rank's job meets under. */
+  round?: string;
   /** Deadline for handshakes this rank dials and for finding a peer's address. */
   connectTimeoutMs: number;
   /** Deadline for a connection to this rank to authenticate (default 10 s). */
@@ -57,9 +59,8 @@ export function settingsMismatch(mine: Record<string, unknown>, theirs: unknown,
   return null;
 }
 
-/** The launcher's restart round (WEBTRON_RESTART_COUNT): each round's workers meet under their own keys in the same store. */
-export const restartRound = (): string => process.env.WEBTRON_RESTART_COUNT ?? '0';
-export const peerAddressKey = (rank: number) => `webtron/${restartRound()}/peer/${rank}`;
+/** Where `rank` publishes its address; each restart round of the launcher meets under its own keys in the same store. */
+export const peerAddressKey = (rank: number, round = '0') => `webtron/${round}/peer/${rank}`;
 
 /** A connection this rank dialed to `peer` to receive its frames; read with `onread`. */
 class ReceiveLink {
@@ -201,7 +202,10 @@ export class Transport {
     await listen(server, options.host, options.port, `rank ${options.rank} transport`);
     const { port } = server.address() as net.AddressInfo;
     holder.transport = new Transport(options, server, port);
-    await options.store.set(peerAddressKey(options.rank), JSON.stringify({ host: options.host, port, settings: options.settings }));
+    await options.store.set(
+      peerAddressKey(options.rank, options.round),
+      JSON.stringify({ host: options.host, port, settings: options.settings }),
+    );
     return holder.transport;
   }
 
@@ -283,8 +287,8 @@ export class Transport {
   }
 
   private async dial(peer: number): Promise<ReceiveLink> {
-    const { store, token, connectTimeoutMs, rank, worldSize, settings } = this.options;
-    const address = JSON.parse((await store.get(peerAddressKey(peer), connectTimeoutMs)).toString('utf8')) as {
+    const { store, token, connectTimeoutMs, rank, worldSize, settings, round } = this.options;
+    const address = JSON.parse((await store.get(peerAddressKey(peer, round), connectTimeoutMs)).toString('utf8')) as {
       host: string;
       port: number;
     };

@@ -1,6 +1,7 @@
 /** A resolved `webtron train` config: every flag checked, Megatron's rules applied (src/cli/train-flags.ts makes it). */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { TRACKER } from '../checkpoint/dir.js';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { DecayStyle } from './schedule.js';
@@ -83,6 +84,6 @@ export interface TrainConfig {
 
 /** Megatron's rule for a run that restarts: without --load, a --save folder that holds a checkpoint is loaded. */
 export function withDefaultLoad(cfg: TrainConfig): TrainConfig {
-  if (cfg.load !== null || cfg.save === null || !existsSync(join(cfg.save, 'latest_checkpointed_iteration.txt'))) return cfg;
+  if (cfg.load !== null || cfg.save === null || !existsSync(join(cfg.save, TRACKER))) return cfg;
   return { ...cfg, load: cfg.save };
 }
