@@ -50,14 +50,12 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
     ['nnodes', nnodes],
   ] as const)
     if (!(value >= 1)) throw new FlagError(`--${flag} must be at least 1, got ${value}`);
-  const maxRestarts = values['max-restarts'] as number;
-  if (!(maxRestarts >= 0)) throw new FlagError(`--max-restarts must be at least 0, got ${maxRestarts}`);
-  if (maxRestarts > 0 && nnodes > 1)
-    throw new FlagError(`--max-restarts ${maxRestarts} restarts the workers of one node; with --nnodes ${nnodes} leave it out`);
   const cfg = withDefaultLoad(resolveTrainConfig(values, nproc * nnodes)); // every flag error before any worker starts
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();
-  if (nproc * nnodes === 1) {
+  const maxRestarts = values['max-restarts'] as number;
+  // One process runs in place, unless it is to be restarted: then the launcher watches it.
+  if (nproc * nnodes === 1 && maxRestarts === 0) {
     await runTraining({ ...cfg, runDir }, gpu);
     return 0;
   }
@@ -70,7 +68,7 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
     masterPort: values['master-port'] as number,
     token: process.env.WEBTRON_JOB_TOKEN,
     graceMs: values['stop-grace-ms'] as number,
-    maxRestarts: values['max-restarts'] as number,
+    maxRestarts,
     command: [CLI, 'train', ...own, ...(cfg.runDir ? [] : ['--run-dir', runDir])],
     // Workers run the CLI in place: this process's stderr already passes through bin/webtron.js's filter.
     env: { ...process.env, WEBTRON_CLI_CHILD: '1' },

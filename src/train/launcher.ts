@@ -61,6 +61,14 @@ export function checkLaunchOptions(o: LaunchOptions): void {
   }
   if (!Number.isInteger(o.masterPort) || o.masterPort < 1 || o.masterPort > 65535)
     throw new ConfigError(`masterPort must be a TCP port, got ${o.masterPort}`, 'masterPort');
+  const restarts = o.maxRestarts ?? 0;
+  if (!Number.isInteger(restarts) || restarts < 0)
+    throw new ConfigError(`maxRestarts must be an integer of at least 0, got ${restarts}`, 'maxRestarts');
+  if (restarts > 0 && o.nnodes > 1)
+    throw new ConfigError(
+      `maxRestarts ${restarts} restarts the workers of one node, and the job has ${o.nnodes} nodes; leave it out`,
+      'maxRestarts',
+    );
   if (o.command.length === 0)
     throw new ConfigError('no program to launch: put it after `--`, e.g. webtron launch --nproc-per-node 2 -- train.js');
   if (o.nnodes > 1 && !o.token) {
