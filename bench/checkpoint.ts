@@ -3,7 +3,9 @@
  * moments, distributed optimizer) with every rank writing at once, beside this disk's own
  * sequential write and read speed measured in the same run on the same number of bytes (write +
  * fsync; reads from a cold page cache when run as root, which empties it first). Reported: GB/s of
- * checkpoint bytes over the save's and the load's wall time, and the ratios to the disk.
+ * checkpoint bytes over the save's and the load's wall time, and the ratios to the disk. Then
+ * --async-save: the time an iteration is blocked by it (the copy to host memory and the commit)
+ * against the sync save's, and how much slower training steps run while the files are written.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -52,6 +54,10 @@ export const checkpointBench: Bench = {
     'save_vs_disk',
     'load_vs_disk',
     'cold_reads',
+    'sync_blocked_ms',
+    'async_blocked_ms',
+    'async_vs_sync',
+    'step_slowdown_during_write',
   ],
   flags: {
     params: { kind: 'string', default: '400M', help: 'fp32 params (K, M, G are powers of 1024; plain numbers exact)' },
@@ -69,7 +75,7 @@ export const checkpointBench: Bench = {
         const bytesGuess = params * 12;
         progress(`checkpoint: the disk's own speed on ${(bytesGuess / 1e9).toFixed(1)} GB`);
         const disk = await diskSpeed(base, bytesGuess);
-        progress(`checkpoint: ${params} fp32 params, world ${world}: one step, save, load`);
+        progress(`checkpoint: ${params} fp32 params, world ${world}: one step, save, load, then an async save during training steps`);
         const ranks = startRanks(WORKER, world, { params, dir: join(base, 'save'), tensors: 24 });
         await Promise.all(ranks.map((r) => r.done));
         const r = ranks[0]!.lines[0]!;
@@ -91,6 +97,17 @@ export const checkpointBench: Bench = {
           save_vs_disk: save / disk.write,
           load_vs_disk: load / disk.read,
           cold_reads: disk.cold && (r.cold_load as boolean),
+          sync_blocked_ms: r.save_ms,
+          async_blocked_ms: r.async_blocked_ms,
+          async_reserve_ms: r.async_reserve_ms,
+          async_copy_ms: r.async_copy_ms,
+          async_commit_ms: r.async_commit_ms,
+          async_write_ms: r.async_write_ms,
+          async_vs_sync: (r.async_blocked_ms as number) / (r.save_ms as number),
+          step_ms: r.step_ms,
+          step_ms_during_write: r.step_ms_during_write,
+          steps_during_write: r.steps_during_write,
+          step_slowdown_during_write: r.step_ms_during_write === null ? null : (r.step_ms_during_write as number) / (r.step_ms as number),
         });
       } finally {
         if (!process.env.WEBTRON_BENCH_KEEP) rmSync(base, { recursive: true, force: true });

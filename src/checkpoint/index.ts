@@ -5,6 +5,10 @@
  */
 export {
   saveCheckpoint,
+  startAsyncSave,
+  reserveAsyncSaveMemory,
+  AsyncSave,
+  type AsyncSaveState,
   loadCheckpoint,
   loadModelParams,
   readCheckpointIndex,

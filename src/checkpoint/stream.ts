@@ -211,3 +211,69 @@ export class UploadStream {
     return this.written;
   }
 }
+
+/** A safetensors file's whole contents in host memory (header, then the tensors' bytes), copied from the GPU. */
+export interface FileImage {
+  /** The file's bytes (`bytes.byteLength` is its size). */
+  bytes: Uint8Array;
+}
+
+/** Bytes of host memory the image of `tensors`' file takes (see `snapshotTensorFile`). */
+export function imageBytes(tensors: readonly GpuTensor[], metadata: Record<string, string> = {}): number {
+  const { bytes: header, entries } = encodeHeader(tensors, metadata);
+  return header.byteLength + (entries.at(-1)?.end ?? 0) + 4;
+}
+
+/**
+ * Copy `tensors` from the GPU into one host image of their safetensors file (for a save that writes
+ * in the background). `reuse` is an earlier image's memory, taken when large enough, so a run that
+ * saves again does not fault in fresh pages each time: `take(size)` hands back such memory of at
+ * least `size` bytes, or undefined.
+ */
+export async function snapshotTensorFile(
+  ctx: GpuContext,
+  tensors: readonly GpuTensor[],
+  metadata: Record<string, string> = {},
+  take: (size: number) => Uint8Array | undefined = () => undefined,
+): Promise<FileImage> {
+  const { bytes: header, entries } = encodeHeader(tensors, metadata);
+  const size = header.byteLength + (entries.at(-1)?.end ?? 0);
+  // 4 spare bytes: GPU copies move whole words, so a 16-bit tensor of odd length reads one padding element more.
+  const memory = take(size + 4)?.subarray(0, size + 4) ?? new Uint8Array(size + 4);
+  memory.set(header, 0);
+  // In order, so that a padding element read past one tensor is overwritten by the next one.
+  for (const [k, t] of tensors.entries()) {
+    const e = entries[k]!;
+    const n = Math.ceil((e.end - e.begin) / 4) * 4;
+    if (n === 0) continue;
+    const at = header.byteLength + e.begin;
+    await ctx.transfers.readback(t.buffer, t.byteOffset, n, memory.subarray(at, at + n));
+  }
+  return { bytes: memory.subarray(0, size) };
+}
+
+/**
+ * Write an image to `path` (which must not exist) in chunks, checksummed per block, then fsync.
+ * Only the file system's threads and one CRC-32 per chunk run meanwhile, so training goes on.
+ */
+export async function writeFileImage(path: string, image: FileImage): Promise<{ bytes: number; crc32: number[] }> {
+  const fh = await open(path, 'wx');
+  try {
+    const sums = new BlockChecksums();
+    const { bytes } = image;
+    let writing: Promise<void> | null = null;
+    for (let at = 0; at < bytes.byteLength; at += CHUNK_BYTES) {
+      const piece = bytes.subarray(at, Math.min(bytes.byteLength, at + CHUNK_BYTES));
+      const write = writeAll(fh, piece, at);
+      write.catch(() => undefined); // awaited below
+      sums.push(piece); // while the chunk is being written
+      if (writing) await writing;
+      writing = write;
+    }
+    if (writing) await writing;
+    await fh.sync();
+    return { bytes: bytes.byteLength, crc32: sums.finish() };
+  } finally {
+    await fh.close();
+  }
+}

@@ -60,6 +60,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'int',
     help: 'exit after the iteration divisible by this, saving a checkpoint first (with --save)',
   }),
+  'check-weight-hash-across-dp-replicas-interval': flag('training', {
+    kind: 'int',
+    help: 'every this many iterations, hash the params on every rank and stop naming the ranks whose params differ',
+  }),
   'exit-duration-in-mins': flag('training', {
     kind: 'number',
     help: 'exit after this many minutes of training, every rank at the same iteration, saving first (with --save)',
@@ -103,6 +107,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   }),
   'save-interval': flag('checkpointing', { kind: 'int', help: 'save every this many iterations (and at the end)' }),
   'save-retain': flag('checkpointing', { kind: 'int', default: 0, help: 'keep only the newest N checkpoints (0: all)' }),
+  'async-save': flag('checkpointing', {
+    kind: 'boolean',
+    help: 'copy the checkpoint to host memory at the iteration boundary and write it in the background while training goes on',
+  }),
 
   fp16: flag('mixed precision', { kind: 'boolean', help: 'fp16 params and grads, dynamic loss scaling (needs shader-f16)' }),
   bf16: flag('mixed precision', { kind: 'boolean', help: 'bf16 params, fp32 grads and main params' }),
@@ -272,6 +280,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const save = (v.save as string | undefined) ?? null;
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
+  if (v['async-save'] && save === null) throw new FlagError('--async-save needs --save (where to save)');
   const positiveNumber = (name: string) => num(name, (x) => x > 0, 'a number > 0');
   const exitSignal = v['exit-signal'] as string;
   if (!EXIT_SIGNALS.includes(exitSignal as ExitSignal))
@@ -301,6 +310,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     exitDurationInMins: exitDuration,
     exitSignalHandler: Boolean(v['exit-signal-handler']),
     exitSignal: exitSignal as ExitSignal,
+    checkWeightHashInterval: optionalInt('check-weight-hash-across-dp-replicas-interval', 1),
     initMethodStd: positiveNumber('init-method-std'),
     seed: int('seed', 0),
     lr,
@@ -314,6 +324,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     initFrom: (v['init-from'] as string | undefined) ?? null,
     saveInterval,
     saveRetain: int('save-retain', 0),
+    asyncSave: Boolean(v['async-save']),
     precision: v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32',
     initialLossScale: positiveNumber('initial-loss-scale'),
     minLossScale: positiveNumber('min-loss-scale'),

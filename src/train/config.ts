@@ -37,6 +37,8 @@ export interface TrainConfig {
   /** --exit-signal-handler: on `exitSignal`, save and exit at the next iteration boundary. */
   exitSignalHandler: boolean;
   exitSignal: ExitSignal;
+  /** --check-weight-hash-across-dp-replicas-interval: every this many iterations, check that all replicas hold the same params. */
+  checkWeightHashInterval: number | null;
   initMethodStd: number;
   seed: number;
   lr: number;
@@ -51,6 +53,8 @@ export interface TrainConfig {
   initFrom: string | null;
   saveInterval: number | null;
   saveRetain: number;
+  /** --async-save: copy the state to host memory at the iteration boundary and write it while training goes on. */
+  asyncSave: boolean;
   precision: 'fp32' | 'bf16' | 'fp16';
   initialLossScale: number;
   minLossScale: number;

@@ -2,14 +2,14 @@
  * The training run of one rank (`webtron train` runs it in every worker), in the shape of Megatron-LM's
  * training.py: `runTraining` is pretrain; src/train/data.ts builds the data, src/train/setup.ts the
  * model and optimizer (and loads a checkpoint), src/train/step.ts is train_step, src/train/evaluate.ts
- * evaluate, src/train/training-log.ts training_log, and `saveCheckpointAndTime` below saves.
+ * evaluate, src/train/training-log.ts training_log, and `Saver` below is save_checkpoint_and_time.
  *
  * What makes results independent of the data-parallel size d and the micro-batch size (up to float
  * summation order): iteration i trains on the global samples [(i-1)·G, i·G), a function of the seed
  * and the sample index (src/data/samples.ts); rank r takes the r-th slice of them; dropout masks are
  * keyed by the global sample index; the grads are the mean over the global batch (src/train/step.ts).
  */
-import { saveCheckpoint } from '../checkpoint/checkpoint.js';
+import { type AsyncSave, type AsyncSaveState, reserveAsyncSaveMemory, saveCheckpoint, startAsyncSave } from '../checkpoint/checkpoint.js';
 import { type Distributed, initProcessGroup } from '../collectives/init.js';
 import { entropies } from '../data/corpus.js';
 import { GpuContext } from '../gpu/context.js';
@@ -18,6 +18,7 @@ import type { TrainConfig } from './config.js';
 import { openData, type TrainData } from './data.js';
 import { evaluate } from './evaluate.js';
 import { ExitConditions } from './exit.js';
+import { checkWeightHashes, maybeCorruptParams } from './replicas.js';
 import { RunFolder } from './run-log.js';
 import { loadTrainerCheckpoint, setupModelAndOptimizer, type TrainRun } from './setup.js';
 import { type Counters, type TrainerState, TrainingError, type TrainOptions, type TrainSummary } from './state.js';
@@ -28,20 +29,77 @@ import { TrainingLog } from './training-log.js';
 export { checkDataPath } from './data.js';
 export { TrainingError, type TrainOptions, type TrainSummary } from './state.js';
 
-/** Megatron's save_checkpoint_and_time: the checkpoint, its line, and its path; the time it took is not training time. */
-async function saveCheckpointAndTime(run: TrainRun, state: TrainerState, log: TrainingLog): Promise<string> {
-  const t0 = performance.now();
-  const saved = await saveCheckpoint(
-    run.cfg.save!,
-    { group: run.group, ddp: run.ddp, optimizer: run.optimizer },
-    { iteration: state.iteration, extra: state as unknown as Record<string, unknown>, retain: run.cfg.saveRetain },
-  );
-  log.line(
-    `saved checkpoint ${saved.dir} (${(saved.totalBytes / 2 ** 20).toFixed(1)} MiB) in ${((performance.now() - t0) / 1000).toFixed(2)} s`,
-  );
-  log.exclude(performance.now() - t0);
-  return saved.dir;
+/**
+ * Megatron's save_checkpoint_and_time, sync or async: the checkpoint, its line, and its path; the
+ * time an iteration is blocked by it is not training time. With --async-save a save is started
+ * (the state copied to host memory) and committed at the first iteration boundary where every
+ * rank's writer is done, or before the next save or the end, whichever comes first.
+ */
+class Saver {
+  private pending: AsyncSave | null = null;
+  private pendingSince = 0;
+  private spare: Uint8Array[] = [];
+  /** The newest committed checkpoint. */
+  checkpoint: string | null = null;
+
+  constructor(
+    private readonly run: TrainRun,
+    private readonly log: TrainingLog,
+  ) {
+    if (!run.cfg.save || !run.cfg.asyncSave) return;
+    const t0 = performance.now();
+    this.spare = reserveAsyncSaveMemory({ group: run.group, ddp: run.ddp, optimizer: run.optimizer });
+    const mib = this.spare.reduce((s, m) => s + m.byteLength, 0) / 2 ** 20;
+    log.line(
+      `--async-save: ${mib.toFixed(1)} MiB of host memory per rank reserved for checkpoints in ${seconds(performance.now() - t0)} s`,
+    );
+  }
+
+  /** This rank's background save, if one is being written. */
+  get writing(): AsyncSaveState | null {
+    return this.pending?.state ?? null;
+  }
+
+  async save(state: TrainerState): Promise<void> {
+    const { run, log } = this;
+    const parts = { group: run.group, ddp: run.ddp, optimizer: run.optimizer };
+    const options = { iteration: state.iteration, extra: state as unknown as Record<string, unknown>, retain: run.cfg.saveRetain };
+    if (!run.cfg.asyncSave) {
+      const t0 = performance.now();
+      const saved = await saveCheckpoint(run.cfg.save!, parts, options);
+      this.checkpoint = saved.dir;
+      log.line(`saved checkpoint ${saved.dir} (${(saved.totalBytes / 2 ** 20).toFixed(1)} MiB) in ${seconds(performance.now() - t0)} s`);
+      log.exclude(performance.now() - t0);
+      return;
+    }
+    await this.finish();
+    const t0 = performance.now();
+    this.pending = await startAsyncSave(run.cfg.save!, parts, options, this.spare);
+    this.pendingSince = t0;
+    this.spare = [];
+    log.line(
+      `saving checkpoint of iteration ${state.iteration} in the background: state copied to host memory in ${seconds(performance.now() - t0)} s`,
+    );
+    log.exclude(performance.now() - t0);
+  }
+
+  /** Commit the background save (waiting for this rank's writer if it still runs): a collective, at the same iteration on every rank. */
+  async finish(): Promise<void> {
+    const pending = this.pending;
+    if (!pending) return;
+    this.pending = null;
+    const t0 = performance.now();
+    const saved = await pending.finish();
+    this.spare = pending.memory();
+    this.checkpoint = saved.dir;
+    this.log.line(
+      `saved checkpoint ${saved.dir} (${(saved.totalBytes / 2 ** 20).toFixed(1)} MiB) in the background in ${seconds(performance.now() - this.pendingSince)} s, ${seconds(performance.now() - t0)} s of it waited for`,
+    );
+    this.log.exclude(performance.now() - t0);
+  }
 }
+
+const seconds = (ms: number) => (ms / 1000).toFixed(2);
 
 /** Rank 0's first line: the model, the parallelism, the batch and the data. */
 function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number; bigram: number | null }): string {
@@ -81,7 +139,7 @@ async function train(
 ): Promise<{ checkpoint: string | null; lastTimed: number }> {
   const { cfg, ddp } = run;
   const state = (): TrainerState => ({ ...counters, tokenizer: data.tokenizer.state(), model: run.model, args: cfg });
-  let checkpoint: string | null = null;
+  const saver = new Saver(run, log);
   let lastTimed = 0;
   const exits = new ExitConditions(cfg, performance.now());
   while (counters.iteration < cfg.trainIters) {
@@ -98,18 +156,23 @@ async function train(
       val = log.validation(iteration, value, performance.now() - t0);
     }
     log.metric(counters, metrics, val, timing);
+    await maybeCorruptParams(run, iteration);
+    if (cfg.checkWeightHashInterval !== null && iteration % cfg.checkWeightHashInterval === 0) await checkWeightHashes(run, iteration);
     const saveNow = (cfg.saveInterval !== null && iteration % cfg.saveInterval === 0) || iteration === cfg.trainIters;
-    if (cfg.save && saveNow) checkpoint = await saveCheckpointAndTime(run, state(), log);
-    const exit = await exits.check(run, iteration);
+    if (cfg.save && saveNow) await saver.save(state());
+    const { exit, save } = await exits.check(run, iteration, saver.writing);
+    if (save === 'written' || save === 'failed') await saver.finish();
     if (exit !== null) {
-      if (cfg.save && !saveNow) checkpoint = await saveCheckpointAndTime(run, state(), log);
+      if (cfg.save && !saveNow) await saver.save(state());
+      await saver.finish();
       log.line(`exiting program at iteration ${iteration}: ${exit}`);
       break;
     }
   }
   exits.destroy();
+  await saver.finish();
   await ddp.finishParamSync();
-  return { checkpoint, lastTimed };
+  return { checkpoint: saver.checkpoint, lastTimed };
 }
 
 /** Megatron's pretrain for one rank: the process group, the data, the model and optimizer, the loop, the summary. */

@@ -292,6 +292,97 @@ describe('webtron train', () => {
     for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
   });
 
+  it('--async-save: losses and every checkpoint byte-identical to sync saves; SIGKILL mid-write leaves the previous checkpoint, and the same command again ends bit-identical', async () => {
+    const base = dir();
+    const args = [
+      ...TINY,
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--train-iters',
+      '12',
+      '--global-batch-size',
+      '4',
+      '--save-interval',
+      '4',
+    ];
+    const sync = await train([...args, '--save', join(base, 'sync-ckpt'), '--run-dir', join(base, 'sync')]);
+    expect(sync.code, sync.stderr).toBe(0);
+    const background = await train([...args, '--async-save', '--save', join(base, 'async-ckpt'), '--run-dir', join(base, 'async')]);
+    expect(background.code, background.stderr).toBe(0);
+    expect(background.stdout).toMatch(/saving checkpoint of iteration 4 in the background: state copied to host memory in/);
+    expect(background.stdout).toMatch(/saved checkpoint .*iter_0000004 \(.* MiB\) in the background in/);
+    const a = losses(join(base, 'sync'));
+    for (const [it, loss] of losses(join(base, 'async'))) expect(loss, `iteration ${it}`).toBe(a.get(it));
+    for (const it of ['iter_0000004', 'iter_0000008', 'iter_0000012']) {
+      const files = readdirSync(join(base, 'sync-ckpt', it)).filter((f) => f.endsWith('.safetensors'));
+      expect(
+        readdirSync(join(base, 'async-ckpt', it))
+          .filter((f) => f.endsWith('.safetensors'))
+          .sort(),
+      ).toEqual(files.sort());
+      for (const f of files)
+        expect(readFileSync(join(base, 'async-ckpt', it, f)).equals(readFileSync(join(base, 'sync-ckpt', it, f))), `${it}/${f}`).toBe(true);
+    }
+
+    // The writers of iteration 8's save stall before their last file; rank 0 is killed at iteration 10.
+    const same = [...args, '--async-save', '--save', join(base, 'ckpt'), '--run-dir', join(base, 'run')];
+    const port = await freePort();
+    const launcher = spawn('node', [BIN, 'train', '--master-port', String(port), ...same], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, WEBTRON_FAULT_STALL_ASYNC_SAVE: '8' },
+    });
+    const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
+    let stdout = '';
+    let killed = false;
+    launcher.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      if (!killed && /saving checkpoint of iteration 8 in the background[\s\S]* iteration +10\//.test(stdout)) {
+        const rank0 = workersOf(launcher.pid!).find((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('RANK=0'));
+        if (rank0 !== undefined) killed = process.kill(rank0, 'SIGKILL');
+      }
+    });
+    expect(await exit).not.toBe(0);
+    expect(killed).toBe(true);
+    expect(readFileSync(join(base, 'ckpt', 'latest_checkpointed_iteration.txt'), 'utf8')).toBe('4\n');
+    expect(existsSync(join(base, 'ckpt', 'iter_0000008.tmp'))).toBe(true);
+    const again = await train(same);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/loaded .*iter_0000004: iteration 4/);
+    expect(readdirSync(join(base, 'ckpt')).sort()).toEqual([
+      'iter_0000004',
+      'iter_0000008',
+      'iter_0000012',
+      'latest_checkpointed_iteration.txt',
+    ]);
+    const b = losses(join(base, 'run'));
+    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
+    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+  });
+
+  it('--check-weight-hash-across-dp-replicas-interval: a replica corrupted after iteration 3 is named at the check after iteration 4', async () => {
+    const base = dir();
+    const args = [
+      ...TINY,
+      '--nproc-per-node',
+      '3',
+      '--train-iters',
+      '8',
+      '--global-batch-size',
+      '6',
+      '--check-weight-hash-across-dp-replicas-interval',
+      '2',
+    ];
+    const clean = await train([...args, '--run-dir', join(base, 'clean')]);
+    expect(clean.code, clean.stderr).toBe(0);
+    const corrupt = await train([...args, '--run-dir', join(base, 'corrupt')], { WEBTRON_FAULT_CORRUPT_PARAM: '3:2' });
+    expect(corrupt.code).toBe(1);
+    expect(corrupt.stderr).toMatch(
+      /webtron train: params differ across data-parallel replicas after iteration 4 \(--check-weight-hash-across-dp-replicas-interval\): rank 2 \([0-9a-f]{12}\) differs from ranks 0, 1 \([0-9a-f]{12}\)/,
+    );
+    expect([...losses(join(base, 'corrupt')).keys()]).toEqual([1, 2, 3, 4]);
+  });
+
   it('--exit-duration-in-mins: every rank leaves at the same iteration once the time is up, after saving', async () => {
     const base = dir();
     const run = await train([
@@ -360,6 +451,7 @@ describe('webtron train', () => {
     [['--train-iters', 'ten'], /^webtron train: --train-iters: expected an integer, got 'ten'/],
     [['--no-such-flag'], /^webtron train: unknown flag --no-such-flag/],
     [['--exit-signal', 'SIGKILL'], /^webtron train: --exit-signal must be one of SIGTERM, SIGINT, SIGUSR1, SIGUSR2, got 'SIGKILL'/],
+    [['--async-save'], /^webtron train: --async-save needs --save \(where to save\)$/],
     [
       ['--data-path', '/does/not/exist.txt'],
       /^webtron train: --data-path: \/does\/not\/exist.txt is neither a text file nor the prefix of an indexed dataset/,

@@ -1,0 +1,29 @@
+/**
+ * Faults injected on purpose, for the tests that prove a run survives them. Each is off unless its
+ * environment variable is set; none changes anything a run computes while it is off.
+ *
+ *   WEBTRON_FAULT_STALL_ASYNC_SAVE=N     the background writer of iteration N's save stops before
+ *                                        its last file (a crash mid-write is then easy to stage)
+ *   WEBTRON_FAULT_CORRUPT_PARAM=N:R      after iteration N, rank R adds 1 to its first param (a
+ *                                        replica drifting, for --check-weight-hash-across-dp-replicas-interval)
+ */
+
+function numbers(name: string, count: number): number[] | null {
+  const text = process.env[name];
+  if (!text) return null;
+  const parts = text.split(':').map(Number);
+  if (parts.length !== count || !parts.every(Number.isSafeInteger))
+    throw new Error(`${name}='${text}': expected ${count} integer(s) joined by ':'`);
+  return parts;
+}
+
+/** Whether the writer of `iteration`'s background save stalls. */
+export function stallAsyncSave(iteration: number): boolean {
+  return numbers('WEBTRON_FAULT_STALL_ASYNC_SAVE', 1)?.[0] === iteration;
+}
+
+/** Whether `rank` corrupts its params after `iteration`. */
+export function corruptParam(iteration: number, rank: number): boolean {
+  const at = numbers('WEBTRON_FAULT_CORRUPT_PARAM', 2);
+  return at !== null && at[0] === iteration && at[1] === rank;
+}
