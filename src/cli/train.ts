@@ -39,7 +39,7 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   const gpu = { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, progress };
   const world = workerWorld(process.env);
   if (world !== null) {
-    const cfg = withDefaultLoad(resolveTrainConfig(values, world));
+    const cfg = withDefaultLoad(resolveTrainConfig(values, world), Number(process.env.WEBTRON_RESTART_COUNT ?? 0) > 0);
     await runTraining({ ...cfg, runDir: cfg.runDir ?? defaultRunDir() }, gpu);
     return 0;
   }

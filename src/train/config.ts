@@ -86,8 +86,12 @@ export interface TrainConfig {
   gradAccumulation: number;
 }
 
-/** Megatron's rule for a run that restarts: without --load, a --save folder that holds a checkpoint is loaded. */
-export function withDefaultLoad(cfg: TrainConfig): TrainConfig {
-  if (cfg.load !== null || cfg.save === null || !existsSync(join(cfg.save, TRACKER))) return cfg;
+/**
+ * Megatron's rule for a run that restarts: without --load, a --save folder that holds a checkpoint is
+ * loaded. A worker started again by --max-restarts (`restarted`) resumes from --save's newest
+ * checkpoint whatever --load says: that is where this job got to.
+ */
+export function withDefaultLoad(cfg: TrainConfig, restarted = false): TrainConfig {
+  if ((cfg.load !== null && !restarted) || cfg.save === null || !existsSync(join(cfg.save, TRACKER))) return cfg;
   return { ...cfg, load: cfg.save };
 }

@@ -130,17 +130,58 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const store =
     o.nodeRank === 0 ? await StoreServer.start({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token, log }) : null;
   const maxRestarts = o.maxRestarts ?? 0;
-  let result = await runWorkers(o, token, graceMs, log, 0);
+  const progress: RoundProgress = { iteration: null, checkpoint: null };
+  let result = await runWorkers(o, token, graceMs, log, 0, progress);
   for (let restart = 1; restart <= maxRestarts && result.failure && !result.stopped; restart++) {
-    log(
-      `webtron launch: rank ${result.failure.rank} failed (exit code ${result.failure.code}); restart ${restart} of ${maxRestarts}: starting every worker again`,
-    );
-    result = await runWorkers(o, token, graceMs, log, restart);
+    log(`webtron launch: ${restartLine(result.failure, progress)}; restart ${restart} of ${maxRestarts}: ${resumeLine(progress)}`);
+    progress.iteration = null;
+    result = await runWorkers(o, token, graceMs, log, restart, progress);
   }
   await store?.close();
   // Stopped by a signal that every worker handled (--exit-signal-handler: saved and exited 0): success.
   if (result.stopped && !result.failure && result.allZero) return 0;
   return result.code;
+}
+
+/** What the workers reported (src/train/lifeline.ts): the iteration reached, the newest checkpoint loaded or committed. */
+interface RoundProgress {
+  iteration: number | null;
+  checkpoint: { dir: string; iteration: number } | null;
+}
+
+function restartLine(failure: { rank: string; text: string }, p: RoundProgress): string {
+  return `rank ${failure.rank} ${failure.text}${p.iteration === null ? '' : ` after iteration ${p.iteration}`}`;
+}
+
+/** What the next round resumes (a trainer loads the newest checkpoint under --save) and trains again. */
+function resumeLine(p: RoundProgress): string {
+  if (p.iteration === null) return 'starting every worker again';
+  const from = p.checkpoint?.iteration ?? 0;
+  const again = p.iteration > from ? `iterations ${from + 1}–${p.iteration} are trained again` : 'no iteration is trained again';
+  return p.checkpoint
+    ? `starting every worker again from ${p.checkpoint.dir} (iteration ${from}); ${again}`
+    : `starting every worker again from iteration 0 (no checkpoint yet); ${again}`;
+}
+
+/** Lines of JSON a worker writes to its lifeline, read into `progress`. */
+function readStatus(socket: NodeJS.ReadableStream, progress: RoundProgress): void {
+  let partial = '';
+  socket.on('data', (chunk: Buffer) => {
+    const lines = (partial + chunk.toString('utf8')).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      let report: { iteration?: unknown; checkpoint?: unknown };
+      try {
+        report = JSON.parse(line) as typeof report;
+      } catch {
+        continue; // not a status line: ignored
+      }
+      if (typeof report.iteration !== 'number') continue;
+      if (typeof report.checkpoint === 'string') progress.checkpoint = { dir: report.checkpoint, iteration: report.iteration };
+      progress.iteration = Math.max(progress.iteration ?? 0, report.iteration);
+    }
+  });
+  socket.on('error', () => undefined); // a worker that dies closes it; its exit is reported instead
 }
 
 /** One round of this node's workers: started, watched, stopped on a failure or a signal. */
@@ -150,11 +191,12 @@ async function runWorkers(
   graceMs: number,
   log: (line: string) => void,
   restart: number,
-): Promise<{ code: number; stopped: boolean; allZero: boolean; failure: { rank: string; code: number } | null }> {
+  progress: RoundProgress,
+): Promise<{ code: number; stopped: boolean; allZero: boolean; failure: { rank: string; code: number; text: string } | null }> {
   const children: ChildProcess[] = [];
   const codes: number[] = [];
   const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
-  let firstFailure: { rank: string; code: number } | null = null;
+  let firstFailure: { rank: string; code: number; text: string } | null = null;
   let stopping: { code: number } | null = null;
   let killTimer: NodeJS.Timeout | null = null;
   const stopAll = (signal: NodeJS.Signals) => {
@@ -184,7 +226,7 @@ async function runWorkers(
   const reportRootCause = () => {
     if (stopping || failures.length === 0) return;
     const root = failures.find((f) => f.signalled) ?? failures[0]!;
-    firstFailure = { rank: root.rank, code: root.code };
+    firstFailure = { rank: root.rank, code: root.code, text: root.text };
     log(
       `webtron launch: rank ${root.rank} ${root.text}; stopping the other workers${root.last.length ? `. Its last stderr lines:\n${root.last.map((l) => `  [rank ${root.rank}] ${l}`).join('\n')}` : ''}`,
     );
@@ -196,10 +238,17 @@ async function runWorkers(
       new Promise<void>((resolve) => {
         const tail = new TailLines(o.tailLines ?? 20);
         const child = spawn(process.execPath, ['--import', LIFELINE, ...o.command], {
-          env: { ...(o.env ?? process.env), ...env, WEBTRON_LIFELINE_FD: '3', ...(stderrIsTty ? { WEBTRON_STDERR_TTY: '1' } : {}) },
+          env: {
+            ...(o.env ?? process.env),
+            ...env,
+            WEBTRON_LIFELINE_FD: '3',
+            WEBTRON_LIFELINE_STATUS: '1',
+            ...(stderrIsTty ? { WEBTRON_STDERR_TTY: '1' } : {}),
+          },
           stdio: ['inherit', 'inherit', 'pipe', 'pipe'],
         });
         children.push(child);
+        readStatus(child.stdio[3] as NodeJS.ReadableStream, progress);
         child.stderr!.on('data', (chunk: Buffer) => {
           process.stderr.write(chunk);
           tail.push(chunk.toString('utf8'));
@@ -224,6 +273,6 @@ async function runWorkers(
     code: (stopping as { code: number } | null)?.code ?? (firstFailure as { code: number } | null)?.code ?? 0,
     stopped: stopping !== null,
     allZero: codes.every((c) => c === 0),
-    failure: firstFailure as { rank: string; code: number } | null,
+    failure: firstFailure as { rank: string; code: number; text: string } | null,
   };
 }

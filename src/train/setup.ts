@@ -4,6 +4,7 @@
  * loss scaler, the params initialized from the seed (or an ONNX model), and, with --load, the
  * checkpoint's params, optimizer state and counters.
  */
+import { tellLauncher } from './lifeline.js';
 import { loadCheckpoint } from '../checkpoint/checkpoint.js';
 import type { Distributed } from '../collectives/init.js';
 import type { Tokenizer } from '../data/tokenizer.js';
@@ -128,5 +129,6 @@ export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) =
   counters.skippedIterations = extra.skippedIterations;
   counters.nanIterations = extra.nanIterations;
   say(`loaded ${loaded.dir}: iteration ${counters.iteration}, ${counters.consumedSamples} samples consumed`);
+  if (run.rank === 0) tellLauncher({ checkpoint: loaded.dir, iteration: counters.iteration });
   return counters;
 }

@@ -18,6 +18,7 @@ import type { TrainConfig } from './config.js';
 import { openData, type TrainData } from './data.js';
 import { evaluate } from './evaluate.js';
 import { ExitConditions } from './exit.js';
+import { tellLauncher } from './lifeline.js';
 import { checkWeightHashes, maybeCorruptParams } from './replicas.js';
 import { RunFolder } from './run-log.js';
 import { loadTrainerCheckpoint, setupModelAndOptimizer, type TrainRun } from './setup.js';
@@ -55,6 +56,11 @@ class Saver {
     );
   }
 
+  private committed(dir: string, iteration: number): void {
+    this.checkpoint = dir;
+    if (this.run.rank === 0) tellLauncher({ checkpoint: dir, iteration });
+  }
+
   /** This rank's background save, if one is being written. */
   get writing(): AsyncSaveState | null {
     return this.pending?.state ?? null;
@@ -67,7 +73,7 @@ class Saver {
     if (!run.cfg.asyncSave) {
       const t0 = performance.now();
       const saved = await saveCheckpoint(run.cfg.save!, parts, options);
-      this.checkpoint = saved.dir;
+      this.committed(saved.dir, saved.iteration);
       log.line(`saved checkpoint ${saved.dir} (${(saved.totalBytes / 2 ** 20).toFixed(1)} MiB) in ${seconds(performance.now() - t0)} s`);
       log.exclude(performance.now() - t0);
       return;
@@ -91,7 +97,7 @@ class Saver {
     const t0 = performance.now();
     const saved = await pending.finish();
     this.spare = pending.memory();
-    this.checkpoint = saved.dir;
+    this.committed(saved.dir, saved.iteration);
     this.log.line(
       `saved checkpoint ${saved.dir} (${(saved.totalBytes / 2 ** 20).toFixed(1)} MiB) in the background in ${seconds(performance.now() - this.pendingSince)} s, ${seconds(performance.now() - t0)} s of it waited for`,
     );
@@ -146,6 +152,7 @@ async function train(
     const stepStart = performance.now();
     const outcome = await trainStep(run, data.train, counters, stepTimer);
     const iteration = counters.iteration;
+    if (run.rank === 0) tellLauncher({ iteration });
     const timing = stepTimer ? await stepTimer.end(iteration, ddp.phases) : null;
     if (timing) lastTimed = iteration;
     const metrics = log.step(counters, outcome, performance.now() - stepStart, timing);

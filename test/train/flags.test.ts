@@ -1,3 +1,8 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TRACKER } from '../../src/checkpoint/dir.js';
+import { type TrainConfig, withDefaultLoad } from '../../src/train/config.js';
 import { describe, expect, it } from 'vitest';
 import { FlagError, parseFlags, type FlagSpec } from '../../src/cli/flags.js';
 
@@ -27,5 +32,19 @@ describe('parseFlags', () => {
     expect(parseFlags(['--lr', '-1e-3', '--', '--json'], specs, {})).toMatchObject({ values: { lr: -1e-3 }, positional: ['--json'] });
     expect(() => parseFlags(['--lr', '--json'], specs, {})).toThrow(/^--lr needs a value/);
     expect(() => parseFlags([], { n: { kind: 'int', env: 'N', help: '' } }, { N: '1.5' })).toThrow(/^N \(for --n\): expected an integer/);
+  });
+});
+
+describe('withDefaultLoad: which checkpoint a run, a re-run and a restarted worker load', () => {
+  it('without --load, --save when it holds a checkpoint; on a restart, --save even when --load names another', () => {
+    const save = mkdtempSync(join(tmpdir(), 'webtron-default-load-'));
+    const cfg = (load: string | null) => ({ load, save }) as TrainConfig;
+    expect(withDefaultLoad(cfg(null)).load).toBeNull(); // nothing saved yet
+    expect(withDefaultLoad(cfg(null), true).load).toBeNull();
+    writeFileSync(join(save, TRACKER), '5\n');
+    expect(withDefaultLoad(cfg(null)).load).toBe(save);
+    expect(withDefaultLoad(cfg('/pretrained')).load).toBe('/pretrained');
+    expect(withDefaultLoad(cfg('/pretrained'), true).load).toBe(save);
+    expect(withDefaultLoad({ load: '/pretrained', save: null } as TrainConfig, true).load).toBe('/pretrained');
   });
 });

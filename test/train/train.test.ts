@@ -188,8 +188,10 @@ describe('webtron train', () => {
     const kills = [6 + random(4), 12 + random(5)];
     let round = 0;
     let buffered = '';
+    let everything = '';
     launcher.stdout.on('data', (c: Buffer) => {
       buffered += c.toString();
+      everything += c.toString();
       const lines = buffered.split('\n');
       buffered = lines.pop()!;
       for (const line of lines) {
@@ -214,8 +216,24 @@ describe('webtron train', () => {
     });
     expect(await exit, stderr).toBe(0);
     expect(round).toBe(2);
-    expect(stderr).toMatch(/webtron launch: rank \d failed \(exit code 137\); restart 1 of 2: starting every worker again/);
-    expect(stderr).toMatch(/restart 2 of 2: starting every worker again/);
+    // Each restart names the dead rank, its exit, the checkpoint resumed and the iterations trained again.
+    const restarts = [
+      ...stderr.matchAll(
+        /webtron launch: rank (\d) was killed by SIGKILL \(exit code 137\) after iteration (\d+); restart (\d) of 2: starting every worker again from (\S+) \(iteration (\d+)\); (?:iterations (\d+)–(\d+) are trained again|no iteration is trained again)/g,
+      ),
+    ];
+    expect(restarts.map((m) => m[3]), stderr).toEqual(['1', '2']);
+    // What each restarted round really loaded (rank 0's own line), against what the launcher announced.
+    const loaded = [...everything.matchAll(/loaded (\S+): iteration (\d+),/g)].map((m) => [m[1], Number(m[2])]);
+    expect(loaded, everything).toEqual(restarts.map((m) => [m[4], Number(m[5])]));
+    for (const m of restarts) {
+      const [reached, from] = [Number(m[2]), Number(m[5])];
+      // The newest committed checkpoint: the save of the iteration reached may not have committed yet.
+      expect(from % 5, m[0]).toBe(0);
+      expect(reached - from, m[0]).toBeLessThanOrEqual(5);
+      expect(m[4], m[0]).toBe(join(base, 'ckpt', `iter_${String(from).padStart(7, '0')}`));
+      if (reached > from) expect([Number(m[6]), Number(m[7])], m[0]).toEqual([from + 1, reached]);
+    }
     const a = losses(join(base, 'whole'));
     const b = losses(join(base, 'run'));
     expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
