@@ -2,8 +2,9 @@
  * Faults injected on purpose, for the tests that prove a run survives them. Each is off unless its
  * environment variable is set; none changes anything a run computes while it is off.
  *
- *   WEBTRON_FAULT_STALL_ASYNC_SAVE=N     the background writer of iteration N's save stops before
- *                                        its last file (a crash mid-write is then easy to stage)
+ *   WEBTRON_FAULT_STALL_SAVE=N           every rank's writer of iteration N's save (sync or
+ *                                        --async-save) stops before its last file: a crash or a
+ *                                        dead link mid-save is then easy to stage
  *   WEBTRON_FAULT_CORRUPT_PARAM=N:R      after iteration N, rank R adds 1 to its first param (a
  *                                        replica drifting, for --check-weight-hash-across-dp-replicas-interval)
  */
@@ -17,9 +18,9 @@ function numbers(name: string, count: number): number[] | null {
   return parts;
 }
 
-/** Whether the writer of `iteration`'s background save stalls. */
-export function stallAsyncSave(iteration: number): boolean {
-  return numbers('WEBTRON_FAULT_STALL_ASYNC_SAVE', 1)?.[0] === iteration;
+/** Whether the writer of `iteration`'s save stalls. */
+export function stallSave(iteration: number): boolean {
+  return numbers('WEBTRON_FAULT_STALL_SAVE', 1)?.[0] === iteration;
 }
 
 /** Whether `rank` corrupts its params after `iteration`. */

@@ -20,11 +20,12 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { open as openAsync, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CollectiveError } from '../collectives/errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { ParamAndGradBuffer } from '../ddp/buffers.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { BYTES, type ModelLayout, type ParamDtype } from '../ddp/layout.js';
-import { stallAsyncSave } from '../faults.js';
+import { stallSave } from '../faults.js';
 import { writeFileAtomic } from '../files.js';
 import type { LossScalerState } from '../optimizer/loss-scaler.js';
 import type { Optimizer, StateKind, StatePiece } from '../optimizer/optimizer-base.js';
@@ -91,13 +92,13 @@ export function assignParams(layout: ModelLayout, d: number): Map<string, number
   return owner;
 }
 
-/** Statuses of every rank ('' for fine): one all-gather of a fixed-size message per rank. */
-async function agree(group: Collectives, status: string, timeoutMs: number, what: string): Promise<void> {
+/** Statuses of every rank ('' for fine): one all-gather of a fixed-size message per rank, under the op timeout. */
+async function agree(group: Collectives, status: string, what: string): Promise<void> {
   const width = 512; // UTF-16 code units per rank
   const all = new Uint16Array(width * group.worldSize);
   const mine = status.slice(0, width - 1);
   for (let i = 0; i < mine.length; i++) all[group.rank * width + i] = mine.charCodeAt(i);
-  await group.allGather(all, { timeoutMs });
+  await group.allGather(all);
   const failures: string[] = [];
   for (let r = 0; r < group.worldSize; r++) {
     const text = String.fromCharCode(...all.subarray(r * width, (r + 1) * width)).replace(/\0+$/, '');
@@ -105,6 +106,48 @@ async function agree(group: Collectives, status: string, timeoutMs: number, what
   }
   if (failures.length > 0) throw new CheckpointError(`${what} failed on ${failures.join('; ')}`);
 }
+
+/** How often ranks waiting on each other's disks check in: a quarter of the op timeout, at most 1 s. */
+const heartbeatMs = (group: Collectives) => Math.min(1000, ((group as { timeoutMs?: number }).timeoutMs ?? 30_000) / 4);
+
+/**
+ * Every rank's `work` (its part of a save or a load; it resolves to '' or an error message), then
+ * `agree`. Ranks that are done wait for the others in rounds of a one-element all-reduce every
+ * heartbeat, each under the op timeout: a slow disk only takes more rounds (up to `deadlineMs`),
+ * while a peer that is gone (killed, or its link down) fails the next round within the op timeout.
+ * One long all-gather under the save's deadline instead waited for TCP keepalive to notice a dead
+ * link (20 s here against a 4 s op timeout), or for the deadline itself.
+ */
+async function together(group: Collectives, work: Promise<string>, deadlineMs: number, what: string): Promise<void> {
+  let status: string | null = null;
+  void work.then((s) => {
+    status = s;
+  });
+  const start = performance.now();
+  for (;;) {
+    await new Promise((resolve) => setImmediate(resolve)); // a work that is already done counts at once
+    const flags = new Float32Array([status === null ? 1 : 0, performance.now() - start > deadlineMs ? 1 : 0]);
+    try {
+      await group.allReduce(flags, 'max');
+    } catch (error) {
+      // Say what the ranks were doing: "saving iteration 8 to ckpt: allReduce of 8 B failed on rank 0 (peer rank 1): …".
+      if (error instanceof CollectiveError) throw new CollectiveError(`${what}: ${error.message}`);
+      throw error;
+    }
+    if (flags[0] === 0) break;
+    if (flags[1]! > 0)
+      throw new CheckpointError(`${what}: not done on every rank after ${deadlineMs} ms (the deadline); a disk is stuck or too slow`);
+    await Promise.race([work, new Promise((resolve) => setTimeout(resolve, heartbeatMs(group)))]);
+  }
+  await agree(group, status!, what);
+}
+
+/** `work`'s error as its message ('' when it succeeds). */
+const settle = (work: Promise<unknown>): Promise<string> =>
+  work.then(
+    () => '',
+    (error: unknown) => message(error),
+  );
 
 const message = (error: unknown) => (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ');
 
@@ -204,9 +247,10 @@ function planRankFiles(parts: CheckpointParts, maxFileBytes: number): { files: P
 const rankManifestName = (rank: number) => `rank-${String(rank).padStart(5, '0')}.json`;
 
 /** This rank's files streamed from the GPU into `tmp`, and its manifest beside them. */
-async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes: number): Promise<RankManifest> {
+async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes: number, iteration: number): Promise<RankManifest> {
   const { files, manifest } = planRankFiles(parts, maxFileBytes);
-  for (const f of files) {
+  for (const [k, f] of files.entries()) {
+    if (k === files.length - 1 && stallSave(iteration)) await new Promise(() => undefined);
     const written = await writeTensorFile(parts.ddp.ctx, join(tmp, f.file), f.tensors, f.metadata);
     manifest.files[f.file] = { bytes: written.bytes, crc32: written.crc32 };
   }
@@ -214,16 +258,20 @@ async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes:
   return manifest;
 }
 
-/** Rank 0: SAVE ready and an empty `tmp` in it. The first of a save's three agreements follows. */
-function prepareSaveDir(saveDir: string, tmp: string): string {
-  try {
+/** The first of a save's three agreements: rank 0 has SAVE ready and an empty `tmp` in it. */
+async function prepare(saveDir: string, tmp: string, parts: CheckpointParts, options: SaveOptions): Promise<void> {
+  const work = async () => {
+    if (parts.group.rank !== 0) return;
     mkdirSync(saveDir, { recursive: true });
     cleanLeftovers(saveDir);
     mkdirSync(tmp);
-    return '';
-  } catch (error) {
-    return message(error);
-  }
+  };
+  await together(parts.group, settle(work()), options.timeoutMs ?? 2 * 3600_000, `saving iteration ${options.iteration} to ${saveDir}`);
+}
+
+/** A rank's writing as `together` takes it (its error message, or '') with the manifest it wrote. */
+function outcome(writing: Promise<RankManifest>): Promise<string> & { manifest: Promise<RankManifest | null> } {
+  return Object.assign(settle(writing), { manifest: writing.catch(() => null) });
 }
 
 /** What index.json records besides the files, taken when the buffers are (the step, the loss scaler, the trainer's JSON). */
@@ -295,29 +343,26 @@ async function agreeAndCommit(
   parts: CheckpointParts,
   options: SaveOptions,
   state: SavedState,
-  written: { status: string; manifest: RankManifest | null },
+  written: Promise<string> & { manifest: Promise<RankManifest | null> },
 ): Promise<SavedCheckpoint> {
   const { group } = parts;
-  const timeoutMs = options.timeoutMs ?? 2 * 3600_000;
+  const deadlineMs = options.timeoutMs ?? 2 * 3600_000;
   const what = `saving iteration ${options.iteration} to ${saveDir}`;
   try {
-    await agree(group, written.status, timeoutMs, what);
+    await together(group, written, deadlineMs, what);
   } catch (error) {
     if (group.rank === 0) rmSync(tmp, { recursive: true, force: true });
     throw error;
   }
   let dir = join(saveDir, iterName(options.iteration));
   let totalBytes = 0;
-  let status = '';
-  if (group.rank === 0) {
-    try {
-      ({ dir, totalBytes } = commitSave(saveDir, tmp, parts, options, state));
-    } catch (error) {
-      status = message(error);
-    }
-  }
-  await agree(group, status, timeoutMs, what);
-  const bytesWritten = Object.values(written.manifest!.files).reduce((s, f) => s + f.bytes, 0);
+  const commit = async () => {
+    if (group.rank !== 0) return;
+    ({ dir, totalBytes } = commitSave(saveDir, tmp, parts, options, state));
+  };
+  await together(group, settle(commit()), deadlineMs, what);
+  const manifest = await written.manifest;
+  const bytesWritten = Object.values(manifest!.files).reduce((s, f) => s + f.bytes, 0);
   return { dir, iteration: options.iteration, bytesWritten, totalBytes };
 }
 
@@ -334,15 +379,9 @@ export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, op
   checkIteration(options.iteration);
   const tmp = join(saveDir, `${iterName(options.iteration)}.tmp`);
   await parts.ddp.finishParamSync();
-  const status = parts.group.rank === 0 ? prepareSaveDir(saveDir, tmp) : '';
-  await agree(parts.group, status, options.timeoutMs ?? 2 * 3600_000, `saving iteration ${options.iteration} to ${saveDir}`);
-  const written: { status: string; manifest: RankManifest | null } = { status: '', manifest: null };
-  try {
-    written.manifest = await writeRankFiles(tmp, parts, options.maxFileBytes ?? 2 ** 31);
-  } catch (error) {
-    written.status = message(error);
-  }
-  return agreeAndCommit(saveDir, tmp, parts, options, stateOf(parts, options), written);
+  await prepare(saveDir, tmp, parts, options);
+  const writing = writeRankFiles(tmp, parts, options.maxFileBytes ?? 2 ** 31, options.iteration);
+  return agreeAndCommit(saveDir, tmp, parts, options, stateOf(parts, options), outcome(writing));
 }
 
 /** Where a background save stands on this rank: its files still being written, written, or failed. */
@@ -370,7 +409,7 @@ export class AsyncSave {
     this.writing = (async () => {
       try {
         for (const [k, { file, image }] of images.entries()) {
-          if (k === images.length - 1 && stallAsyncSave(options.iteration)) await new Promise(() => undefined);
+          if (k === images.length - 1 && stallSave(options.iteration)) await new Promise(() => undefined);
           this.manifest.files[file] = await writeFileImage(join(tmp, file), image);
         }
         await writeFile(join(tmp, rankManifestName(parts.group.rank)), JSON.stringify(manifest));
@@ -398,10 +437,15 @@ export class AsyncSave {
     return this.images.map((i) => new Uint8Array(i.image.bytes.buffer, i.image.bytes.byteOffset));
   }
 
-  /** Wait for this rank's writer, agree with every rank, and commit (a collective: every rank calls it). */
+  /** Wait for every rank's writer, agree, and commit (a collective: every rank calls it). */
   async finish(): Promise<SavedCheckpoint> {
-    await this.writing;
-    return agreeAndCommit(this.saveDir, this.tmp, this.parts, this.options, this.state_, { status: this.status, manifest: this.manifest });
+    const written = outcome(
+      this.writing.then(() => {
+        if (this.status) throw new CheckpointError(this.status);
+        return this.manifest;
+      }),
+    );
+    return agreeAndCommit(this.saveDir, this.tmp, this.parts, this.options, this.state_, written);
   }
 }
 
@@ -430,8 +474,7 @@ export async function startAsyncSave(
   checkIteration(options.iteration);
   const tmp = join(saveDir, `${iterName(options.iteration)}.tmp`);
   await parts.ddp.finishParamSync();
-  const status = parts.group.rank === 0 ? prepareSaveDir(saveDir, tmp) : '';
-  await agree(parts.group, status, options.timeoutMs ?? 2 * 3600_000, `saving iteration ${options.iteration} to ${saveDir}`);
+  await prepare(saveDir, tmp, parts, options);
   const { files, manifest } = planRankFiles(parts, options.maxFileBytes ?? 2 ** 31);
   const spare = [...reuse];
   const take = (size: number) => {
@@ -623,13 +666,7 @@ export async function loadCheckpoint(
   parts: CheckpointParts,
   options: { timeoutMs?: number } = {},
 ): Promise<LoadedCheckpoint> {
-  let status = '';
-  let loaded: LoadedCheckpoint | null = null;
-  try {
-    loaded = await loadRank(path, parts);
-  } catch (error) {
-    status = message(error);
-  }
-  await agree(parts.group, status, options.timeoutMs ?? 2 * 3600_000, `loading ${path}`);
-  return loaded!;
+  const loading = loadRank(path, parts);
+  await together(parts.group, settle(loading), options.timeoutMs ?? 2 * 3600_000, `loading ${path}`);
+  return loading;
 }

@@ -100,8 +100,12 @@ async function waitFor(what: string, ok: () => boolean, ms: number): Promise<voi
 }
 
 describe.skipIf(unavailable !== null)('links that fail mid-training', () => {
+  const linkDown = (h: TestHosts) => h.run(1, 'ip', ['link', 'set', h.hosts[1]!.ifname, 'down']);
+  // "during a save": every rank's writer of iteration 8's save stalls before its last file
+  // (WEBTRON_FAULT_STALL_SAVE), and the fault comes once iter_0000008.tmp exists: always mid-save.
   it.each([
-    ['the link set down', (h: TestHosts) => h.run(1, 'ip', ['link', 'set', h.hosts[1]!.ifname, 'down'])],
+    ['the link set down', linkDown],
+    ['the link set down during a save', linkDown],
     ['node 1 frozen (SIGSTOP)', (h: TestHosts) => h.signalAll(1, 'SIGSTOP')],
     ['node 1 killed', (h: TestHosts) => h.signalAll(1, 'SIGKILL')],
   ] as const)(
@@ -111,7 +115,13 @@ describe.skipIf(unavailable !== null)('links that fail mid-training', () => {
       h.run(1, 'ip', ['link', 'set', h.hosts[1]!.ifname, 'up']);
       const base = dir();
       const save = join(base, 'ckpt');
-      const env = { WEBTRON_JOB_TOKEN: 'token-of-the-failing-job', WEBTRON_TIMEOUT_MS: '4000', WEBTRON_STOP_GRACE_MS: '2000' };
+      const duringSave = name.endsWith('during a save');
+      const env = {
+        WEBTRON_JOB_TOKEN: 'token-of-the-failing-job',
+        WEBTRON_TIMEOUT_MS: '4000',
+        WEBTRON_STOP_GRACE_MS: '2000',
+        ...(duringSave ? { WEBTRON_FAULT_STALL_SAVE: '8' } : {}),
+      };
       const nodes = [0, 1].map((i) =>
         h.spawn(
           i,
@@ -137,6 +147,7 @@ describe.skipIf(unavailable !== null)('links that fail mid-training', () => {
       );
       const ends = nodes.map(finished);
       await waitFor('the first checkpoint', () => existsSync(join(save, 'iter_0000004', 'index.json')), 60_000);
+      if (duringSave) await waitFor('the save of iteration 8 under way', () => existsSync(join(save, 'iter_0000008.tmp')), 60_000);
       const t0 = Date.now();
       fault(h);
       const node0 = await ends[0]!;
@@ -149,7 +160,11 @@ describe.skipIf(unavailable !== null)('links that fail mid-training', () => {
       const failed = (rank: number, peer: number) =>
         new RegExp(`(allReduce|reduceScatter|allGather|broadcast|barrier) of \\d+ B failed on rank ${rank} \\(peer rank ${peer}\\)`);
       expect(node0.stderr).toMatch(failed(0, 1));
-      if (name === 'the link set down') expect(node1.stderr).toMatch(failed(1, 0)); // the other side of the link survives too
+      if (name.startsWith('the link set down')) expect(node1.stderr).toMatch(failed(1, 0)); // the other side of the link survives too
+      if (duringSave)
+        expect(node0.stderr).toMatch(
+          /saving iteration 8 to \S+: allReduce of 8 B failed on rank 0 \(peer rank 1\): timed out after 4000 ms/,
+        ); // the save's heartbeat
       console.log(`${name}: stopped in ${stoppedMs} ms\nnode 0:\n${node0.stderr.trim()}\nnode 1:\n${node1.stderr.trim()}`);
       for (const i of [0, 1]) expect(h.pids(i), `processes left in host ${i}`).toEqual([]);
       // The last complete checkpoint loads, and training goes on from it.

@@ -222,7 +222,10 @@ describe('webtron train', () => {
         /webtron launch: rank (\d) was killed by SIGKILL \(exit code 137\) after iteration (\d+); restart (\d) of 2: starting every worker again from (\S+) \(iteration (\d+)\); (?:iterations (\d+)–(\d+) are trained again|no iteration is trained again)/g,
       ),
     ];
-    expect(restarts.map((m) => m[3]), stderr).toEqual(['1', '2']);
+    expect(
+      restarts.map((m) => m[3]),
+      stderr,
+    ).toEqual(['1', '2']);
     // What each restarted round really loaded (rank 0's own line), against what the launcher announced.
     const loaded = [...everything.matchAll(/loaded (\S+): iteration (\d+),/g)].map((m) => [m[1], Number(m[2])]);
     expect(loaded, everything).toEqual(restarts.map((m) => [m[4], Number(m[5])]));
@@ -348,7 +351,7 @@ describe('webtron train', () => {
     const port = await freePort();
     const launcher = spawn('node', [BIN, 'train', '--master-port', String(port), ...same], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, WEBTRON_FAULT_STALL_ASYNC_SAVE: '8' },
+      env: { ...process.env, WEBTRON_FAULT_STALL_SAVE: '8' },
     });
     const exit = new Promise<number | null>((resolve) => launcher.on('close', (code) => resolve(code)));
     let stdout = '';
