@@ -210,9 +210,14 @@ export class TrainingLog {
           reference,
           `${layout.paramCount.toLocaleString('en-US')}-param GPT on ${corpus.replace(/ \(.*\)$/, '')}, ${d} rank${d === 1 ? '' : 's'}`,
         );
-      this.say(
-        `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${this.lastLoss?.toFixed(4)}, validation ${this.lastVal?.toFixed(4) ?? '-'} (${reference.bigram === null ? `unigram entropy ${reference.unigram.toFixed(4)}` : `bigram entropy ${reference.bigram.toFixed(4)}`}); ${cfg.runDir}/loss.svg`,
-      );
+      if (this.lastLoss === null || this.lastLoss === undefined)
+        this.say(
+          `webtron train: nothing to train: the checkpoint loaded is at iteration ${iterations} and --train-iters is ${cfg.trainIters}`,
+        );
+      else
+        this.say(
+          `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${this.lastLoss?.toFixed(4)}, validation ${this.lastVal?.toFixed(4) ?? '-'} (${reference.bigram === null ? `unigram entropy ${reference.unigram.toFixed(4)}` : `bigram entropy ${reference.bigram.toFixed(4)}`}); ${cfg.runDir}/loss.svg`,
+        );
     }
     return summary;
   }

@@ -70,7 +70,8 @@ export class OneHostSlurm {
         `SlurmctldHost=${hostname()}`,
         'SlurmUser=root',
         'AuthType=auth/munge',
-        `AuthInfo=socket=${d}/munge.socket`,
+        // cred_expire is also how long a requeued job waits before it may start again (default 120 s).
+        `AuthInfo=socket=${d}/munge.socket,cred_expire=10`,
         'CredType=cred/munge',
         `SlurmctldPort=${ctldPort}`,
         `SlurmdPort=${dPort}`,

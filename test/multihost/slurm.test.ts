@@ -5,7 +5,7 @@
  * environment alone, train with the losses of a single-node run of the same global batch. Root only.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -39,7 +39,7 @@ describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
     const single = await train([...JOB, '--nproc-per-node', '2', '--use-distributed-optimizer', '--run-dir', join(base, 'single')]);
     expect(single.code, single.stderr).toBe(0);
     // No MASTER_ADDR, no WEBTRON_JOB_TOKEN: Slurm's environment and the token file only.
-    const env: NodeJS.ProcessEnv = { ...slurm!.env, WEBTRON_JOB_TOKEN_FILE: tokenFile };
+    const env: NodeJS.ProcessEnv = { ...slurm!.env, WEBTRON_JOB_TOKEN_FILE: tokenFile, WEBTRON: BIN };
     delete env.MASTER_ADDR;
     delete env.MASTER_PORT;
     delete env.WEBTRON_JOB_TOKEN;
@@ -81,6 +81,69 @@ describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
     expect(cosine.code, cosine.stderr).toBe(0);
     expectSameLosses(losses(join(base, 'single-cosine')), losses(join(base, 'sbatch')), 1e-6, 'sbatch vs one node');
   });
+
+  it('a requeued job (scontrol requeue, as a preemption does) saves on SIGTERM, starts again, resumes from --save and ends with the losses of an uninterrupted run', async () => {
+    const iters = ['--train-iters', '60'];
+    const env: NodeJS.ProcessEnv = { ...slurm!.env, WEBTRON_JOB_TOKEN_FILE: tokenFile, WEBTRON: BIN };
+    for (const v of ['MASTER_ADDR', 'MASTER_PORT', 'WEBTRON_JOB_TOKEN']) delete env[v];
+    const output = join(base, 'requeue.out');
+    const submitted = spawnSync(
+      'sbatch',
+      [
+        '--parsable',
+        `--chdir=${ROOT}`,
+        `--output=${output}`,
+        join(ROOT, 'examples/slurm/train-preemptible.sbatch'),
+        ...JOB,
+        ...iters,
+        '--save',
+        join(base, 'requeue-ckpt'),
+        '--run-dir',
+        join(base, 'requeue'),
+      ],
+      { env, encoding: 'utf8' },
+    );
+    expect(submitted.status, submitted.stderr).toBe(0);
+    const job = submitted.stdout.trim().split(';')[0]!;
+    const log = () => (existsSync(output) ? readFileSync(output, 'utf8') : '');
+    const until = async (what: string, ok: () => boolean, ms: number) => {
+      const deadline = Date.now() + ms;
+      while (!ok()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; the job's log:\n${log()}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    await until('iteration 5 of the first start', () => / iteration +5\//.test(log()), 120_000);
+    const requeue = spawnSync('scontrol', ['requeue', job], { env, encoding: 'utf8' });
+    expect(requeue.status, requeue.stderr).toBe(0);
+    const squeue = () => spawnSync('squeue', ['-h', '-j', job, '-o', '%T'], { env, encoding: 'utf8' }).stdout.trim();
+    await until('the job to start again and finish', () => log().includes('start 2 on') && squeue() === '', 300_000);
+    const text = log();
+    const left = /exiting program at iteration (\d+): SIGTERM received \(--exit-signal-handler\)/.exec(text);
+    expect(left, text).not.toBeNull();
+    const k = left![1]!;
+    expect(text).toMatch(new RegExp(`loaded \\S+iter_${k.padStart(7, '0')}: iteration ${k},`));
+    expect(text).toMatch(/webtron train: done in/);
+    // The script's own flags that JOB does not override: a cosine decay to 3e-4.
+    const whole = await train([
+      ...JOB,
+      ...iters,
+      '--min-lr',
+      '3e-4',
+      '--lr-decay-style',
+      'cosine',
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--run-dir',
+      join(base, 'requeue-whole'),
+    ]);
+    expect(whole.code, whole.stderr).toBe(0);
+    const a = losses(join(base, 'requeue-whole'));
+    const b = losses(join(base, 'requeue'));
+    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
+    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+  }, 420_000);
 
   it('hostlists expand as scontrol show hostnames expands them, on random lists', () => {
     const { random } = seeded('hostlists');
