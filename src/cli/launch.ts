@@ -13,7 +13,7 @@ export const launchCommand: Command = {
     'max-restarts': {
       kind: 'int',
       default: 0,
-      help: "torchrun's --max-restarts: when a worker fails, stop the others and start them all again (one node)",
+      help: "torchrun's --max-restarts: when a worker fails, stop the others and start them all again (on every node, agreed through node 0's store)",
     },
     'stop-grace-ms': {
       kind: 'int',

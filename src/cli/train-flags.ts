@@ -182,7 +182,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'max-restarts': flag('launch', {
     kind: 'int',
     default: 0,
-    help: 'when a worker fails, stop the others and start them all again, resuming from --save (one node)',
+    help: 'when a worker fails, stop the others and start them all again on every node, resuming from --save',
   }),
   backend: flag('launch', { kind: 'string', env: 'WEBTRON_BACKEND', help: 'Dawn backend: vulkan, metal, d3d12, d3d11, opengl, opengles' }),
   adapter: flag('launch', { kind: 'string', env: 'WEBTRON_ADAPTER', help: 'adapter name as `webtron info --list` prints it' }),

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { StoreServer } from '../collectives/store.js';
+import { StoreClient, StoreServer } from '../collectives/store.js';
 import { DAWN_NOTICE } from '../gpu/dawn-notice.js';
 
 export interface LaunchOptions {
@@ -30,8 +30,14 @@ export interface LaunchOptions {
   graceMs?: number;
   /** Lines of a failed worker's stderr to repeat (default 20). */
   tailLines?: number;
-  /** torchrun's --max-restarts: when a worker fails, stop the others and start them all again, this many times (default 0, one node only). */
+  /**
+   * torchrun's --max-restarts: when a worker fails, stop the others and start them all again, this
+   * many times (default 0). With several nodes every node's launcher restarts its workers, agreed
+   * through node 0's store.
+   */
   maxRestarts?: number;
+  /** How long a node's launcher waits for the others to agree on a restart (default 300 s: WEBTRON_JOIN_TIMEOUT_MS). */
+  agreeTimeoutMs?: number;
 }
 
 /** Environment of each local worker, pure. */
@@ -64,11 +70,6 @@ export function checkLaunchOptions(o: LaunchOptions): void {
   const restarts = o.maxRestarts ?? 0;
   if (!Number.isInteger(restarts) || restarts < 0)
     throw new ConfigError(`maxRestarts must be an integer of at least 0, got ${restarts}`, 'maxRestarts');
-  if (restarts > 0 && o.nnodes > 1)
-    throw new ConfigError(
-      `maxRestarts ${restarts} restarts the workers of one node, and the job has ${o.nnodes} nodes; leave it out`,
-      'maxRestarts',
-    );
   if (o.command.length === 0)
     throw new ConfigError('no program to launch: put it after `--`, e.g. webtron launch --nproc-per-node 2 -- train.js');
   if (o.nnodes > 1 && !o.token) {
@@ -130,17 +131,59 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const store =
     o.nodeRank === 0 ? await StoreServer.start({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token, log }) : null;
   const maxRestarts = o.maxRestarts ?? 0;
+  const agents =
+    o.nnodes > 1 && maxRestarts > 0
+      ? await StoreClient.connect({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token })
+      : null;
   const progress: RoundProgress = { iteration: null, checkpoint: null };
   let result = await runWorkers(o, token, graceMs, log, 0, progress);
   for (let restart = 1; restart <= maxRestarts && result.failure && !result.stopped; restart++) {
-    log(`webtron launch: ${restartLine(result.failure, progress)}; restart ${restart} of ${maxRestarts}: ${resumeLine(progress)}`);
+    const failure = result.failure;
+    if (agents && !(await everyNodeRestarts(agents, o, restart, 'restart', log))) break;
+    log(`webtron launch: ${restartLine(failure, progress)}; restart ${restart} of ${maxRestarts}: ${resumeLine(progress)}`);
     progress.iteration = null;
     result = await runWorkers(o, token, graceMs, log, restart, progress);
   }
+  // Say this node is done, so that no other node waits for it to restart.
+  if (agents) await agents.set(restartKey(roundsRun(result), o.nodeRank), 'end').catch(() => undefined);
+  agents?.close();
   await store?.close();
   // Stopped by a signal that every worker handled (--exit-signal-handler: saved and exited 0): success.
   if (result.stopped && !result.failure && result.allZero) return 0;
   return result.code;
+}
+
+/** Where node `node` says whether it starts restart `round` of the job: 'restart' or 'end'. */
+const restartKey = (round: number, node: number) => `webtron/launch/${round}/node/${node}`;
+
+/** The restart a finished round would lead to (the next round's number). */
+const roundsRun = (result: { round: number }) => result.round + 1;
+
+/**
+ * Several nodes: this node's launcher says it restarts and waits for every other node's word on the
+ * same restart, through node 0's store. Every node's workers fail soon after one fails (their
+ * collectives lose a peer within the op timeout), so every launcher gets here; a node whose workers
+ * ended otherwise says 'end', and then nobody restarts.
+ */
+async function everyNodeRestarts(
+  agents: StoreClient,
+  o: LaunchOptions,
+  round: number,
+  mine: 'restart' | 'end',
+  log: (line: string) => void,
+): Promise<boolean> {
+  const timeoutMs = o.agreeTimeoutMs ?? (Number(process.env.WEBTRON_JOIN_TIMEOUT_MS) || 300_000);
+  const keys = Array.from({ length: o.nnodes }, (_, n) => restartKey(round, n));
+  try {
+    await agents.set(keys[o.nodeRank]!, mine);
+    const words = (await agents.getMany(keys, timeoutMs)).map((b) => b.toString());
+    const ending = words.map((w, n) => (w === 'restart' ? null : n)).filter((n) => n !== null);
+    if (ending.length === 0) return true;
+    log(`webtron launch: no restart ${round}: node${ending.length === 1 ? '' : 's'} ${ending.join(', ')} ended instead`);
+  } catch (error) {
+    log(`webtron launch: no restart ${round}: the nodes did not agree on it (${(error as Error).message})`);
+  }
+  return false;
 }
 
 /** What the workers reported (src/train/lifeline.ts): the iteration reached, the newest checkpoint loaded or committed. */
@@ -192,7 +235,13 @@ async function runWorkers(
   log: (line: string) => void,
   restart: number,
   progress: RoundProgress,
-): Promise<{ code: number; stopped: boolean; allZero: boolean; failure: { rank: string; code: number; text: string } | null }> {
+): Promise<{
+  round: number;
+  code: number;
+  stopped: boolean;
+  allZero: boolean;
+  failure: { rank: string; code: number; text: string } | null;
+}> {
   const children: ChildProcess[] = [];
   const codes: number[] = [];
   const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
@@ -270,6 +319,7 @@ async function runWorkers(
   if (killTimer) clearTimeout(killTimer);
   for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler);
   return {
+    round: restart,
     code: (stopping as { code: number } | null)?.code ?? (firstFailure as { code: number } | null)?.code ?? 0,
     stopped: stopping !== null,
     allZero: codes.every((c) => c === 0),

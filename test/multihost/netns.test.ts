@@ -60,6 +60,57 @@ describe.skipIf(unavailable !== null)('webtron train on two hosts (network names
     }
   });
 
+  it('--max-restarts 1 on two nodes: a worker of node 1 SIGKILLed, both nodes restart together through the store and end with the uninterrupted losses', async () => {
+    const h = hosts!;
+    const base = dir();
+    const env = { WEBTRON_JOB_TOKEN: 'token-of-the-restarting-job', WEBTRON_TIMEOUT_MS: '4000', WEBTRON_STOP_GRACE_MS: '2000' };
+    const flags = (i: number, name: string) => [
+      BIN,
+      'train',
+      ...TINY,
+      '--train-iters',
+      '16',
+      '--global-batch-size',
+      '4',
+      ...nodeFlags(i),
+      '--save-interval',
+      '4',
+      '--save',
+      join(base, `${name}-ckpt`),
+      '--run-dir',
+      join(base, name),
+    ];
+    const whole = await Promise.all([0, 1].map((i) => finished(h.spawn(i, 'node', flags(i, 'whole'), env))));
+    for (const [i, r] of whole.entries()) expect(r.code, `uninterrupted, node ${i}: ${r.stderr}`).toBe(0);
+    const nodes = [0, 1].map((i) => h.spawn(i, 'node', [...flags(i, 'run'), '--max-restarts', '1'], env));
+    const ends = nodes.map(finished);
+    await waitFor('the first checkpoint', () => existsSync(join(base, 'run-ckpt', 'iter_0000004', 'index.json')), 60_000);
+    // Node 1's worker: the process in host 1 with RANK=1 in its environment.
+    const worker = h.pids(1).find((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('RANK=1');
+      } catch {
+        return false;
+      }
+    });
+    expect(worker).toBeDefined();
+    process.kill(worker!, 'SIGKILL');
+    const [node0, node1] = await Promise.all(ends);
+    expect(node0!.code, `node 0: ${node0!.stderr}`).toBe(0);
+    expect(node1!.code, `node 1: ${node1!.stderr}`).toBe(0);
+    expect(node1!.stderr).toMatch(
+      /webtron launch: rank 1 was killed by SIGKILL \(exit code 137\)( after iteration \d+)?; restart 1 of 1: starting every worker again/,
+    );
+    expect(node0!.stderr).toMatch(
+      /webtron launch: rank 0 exited with code 1( after iteration \d+)?; restart 1 of 1: starting every worker again/,
+    );
+    const a = losses(join(base, 'whole'));
+    const b = losses(join(base, 'run'));
+    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
+    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+    for (const i of [0, 1]) expect(h.pids(i), `processes left in host ${i}`).toEqual([]);
+  });
+
   it('a node with another job token cannot join, and both nodes say so', async () => {
     const base = dir();
     const quick = { WEBTRON_JOIN_TIMEOUT_MS: '8000' };
