@@ -14,8 +14,10 @@
  * Each rank streams what it owns (its shards with the distributed optimizer; its share of the params
  * by size otherwise, and its share of the model params either way) into files of bounded size. A
  * load at any d reads only the ranges each rank needs. The ranks agree at three points (prepared,
- * written, committed) with an all-gather of their status under the save's own deadline, so a slow
- * disk is not an op timeout and an error on one rank reaches every rank with its message.
+ * written, committed): ranks that are done wait for the others in heartbeat rounds of a tiny
+ * all-reduce under the op timeout, up to the save's own deadline, so a slow disk is not an op
+ * timeout but a dead peer is; then an all-gather of their statuses brings an error on one rank to
+ * every rank with its message. `startAsyncSave` does the writing in the background.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { open as openAsync, writeFile } from 'node:fs/promises';

@@ -139,7 +139,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   let result = await runWorkers(o, token, graceMs, log, 0, progress);
   for (let restart = 1; restart <= maxRestarts && result.failure && !result.stopped; restart++) {
     const failure = result.failure;
-    if (agents && !(await everyNodeRestarts(agents, o, restart, 'restart', log))) break;
+    if (agents && !(await everyNodeRestarts(agents, o, restart, log))) break;
     log(`webtron launch: ${restartLine(failure, progress)}; restart ${restart} of ${maxRestarts}: ${resumeLine(progress)}`);
     progress.iteration = null;
     result = await runWorkers(o, token, graceMs, log, restart, progress);
@@ -165,17 +165,11 @@ const roundsRun = (result: { round: number }) => result.round + 1;
  * collectives lose a peer within the op timeout), so every launcher gets here; a node whose workers
  * ended otherwise says 'end', and then nobody restarts.
  */
-async function everyNodeRestarts(
-  agents: StoreClient,
-  o: LaunchOptions,
-  round: number,
-  mine: 'restart' | 'end',
-  log: (line: string) => void,
-): Promise<boolean> {
+async function everyNodeRestarts(agents: StoreClient, o: LaunchOptions, round: number, log: (line: string) => void): Promise<boolean> {
   const timeoutMs = o.agreeTimeoutMs ?? (Number(process.env.WEBTRON_JOIN_TIMEOUT_MS) || 300_000);
   const keys = Array.from({ length: o.nnodes }, (_, n) => restartKey(round, n));
   try {
-    await agents.set(keys[o.nodeRank]!, mine);
+    await agents.set(keys[o.nodeRank]!, 'restart');
     const words = (await agents.getMany(keys, timeoutMs)).map((b) => b.toString());
     const ending = words.map((w, n) => (w === 'restart' ? null : n)).filter((n) => n !== null);
     if (ending.length === 0) return true;

@@ -129,6 +129,6 @@ export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) =
   counters.skippedIterations = extra.skippedIterations;
   counters.nanIterations = extra.nanIterations;
   say(`loaded ${loaded.dir}: iteration ${counters.iteration}, ${counters.consumedSamples} samples consumed`);
-  if (run.rank === 0) tellLauncher({ checkpoint: loaded.dir, iteration: counters.iteration });
+  tellLauncher({ checkpoint: loaded.dir, iteration: counters.iteration });
   return counters;
 }

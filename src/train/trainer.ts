@@ -58,7 +58,7 @@ class Saver {
 
   private committed(dir: string, iteration: number): void {
     this.checkpoint = dir;
-    if (this.run.rank === 0) tellLauncher({ checkpoint: dir, iteration });
+    tellLauncher({ checkpoint: dir, iteration });
   }
 
   /** This rank's background save, if one is being written. */
@@ -152,7 +152,7 @@ async function train(
     const stepStart = performance.now();
     const outcome = await trainStep(run, data.train, counters, stepTimer);
     const iteration = counters.iteration;
-    if (run.rank === 0) tellLauncher({ iteration });
+    tellLauncher({ iteration });
     const timing = stepTimer ? await stepTimer.end(iteration, ddp.phases) : null;
     if (timing) lastTimed = iteration;
     const metrics = log.step(counters, outcome, performance.now() - stepStart, timing);

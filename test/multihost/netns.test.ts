@@ -99,10 +99,10 @@ describe.skipIf(unavailable !== null)('webtron train on two hosts (network names
     expect(node0!.code, `node 0: ${node0!.stderr}`).toBe(0);
     expect(node1!.code, `node 1: ${node1!.stderr}`).toBe(0);
     expect(node1!.stderr).toMatch(
-      /webtron launch: rank 1 was killed by SIGKILL \(exit code 137\)( after iteration \d+)?; restart 1 of 1: starting every worker again/,
+      /webtron launch: rank 1 was killed by SIGKILL \(exit code 137\) after iteration \d+; restart 1 of 1: starting every worker again from \S+iter_\d{7} \(iteration \d+\)/,
     );
     expect(node0!.stderr).toMatch(
-      /webtron launch: rank 0 exited with code 1( after iteration \d+)?; restart 1 of 1: starting every worker again/,
+      /webtron launch: rank 0 exited with code 1 after iteration \d+; restart 1 of 1: starting every worker again from \S+iter_\d{7} \(iteration \d+\)/,
     );
     const a = losses(join(base, 'whole'));
     const b = losses(join(base, 'run'));
