@@ -136,14 +136,36 @@ export async function launch(o: LaunchOptions): Promise<number> {
       ? await StoreClient.connect({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token })
       : null;
   const progress: RoundProgress = { iteration: null, checkpoint: null };
+  // A signal between two rounds (while the nodes agree on a restart) ends the job instead of restarting it.
+  let signalled: NodeJS.Signals | null = null;
+  let onStop: () => void = () => {};
+  const stopped = new Promise<false>((resolve) => {
+    onStop = () => resolve(false);
+  });
+  const between = Object.fromEntries(
+    (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((signal) => [
+      signal,
+      () => {
+        signalled ??= signal;
+        onStop();
+      },
+    ]),
+  );
+  for (const [signal, handler] of Object.entries(between)) process.on(signal, handler);
   let result = await runWorkers(o, token, graceMs, log, 0, progress);
   for (let restart = 1; restart <= maxRestarts && result.failure && !result.stopped; restart++) {
     const failure = result.failure;
-    if (agents && !(await everyNodeRestarts(agents, o, restart, log))) break;
+    if (agents && !(await Promise.race([everyNodeRestarts(agents, o, restart, log), stopped]))) break;
+    if (signalled) {
+      log(`webtron launch: ${signalled}: no restart`);
+      result = { ...result, code: 128 + (osConstants.signals[signalled as NodeJS.Signals] ?? 15) };
+      break;
+    }
     log(`webtron launch: ${restartLine(failure, progress)}; restart ${restart} of ${maxRestarts}: ${resumeLine(progress)}`);
     progress.iteration = null;
     result = await runWorkers(o, token, graceMs, log, restart, progress);
   }
+  for (const [signal, handler] of Object.entries(between)) process.off(signal, handler);
   // Say this node is done, so that no other node waits for it to restart.
   if (agents) await agents.set(restartKey(roundsRun(result), o.nodeRank), 'end').catch(() => undefined);
   agents?.close();
