@@ -1,5 +1,6 @@
 /** Runs a collectives test job: one real process per rank on loopback. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -24,6 +25,19 @@ export function isAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** The environment of process `pid` as `NAME=value` entries ([] once it is gone). */
+export function environOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
+}
+
+/** The worker among `pids` whose environment says RANK=`rank`. */
+export const workerOfRank = (pids: readonly number[], rank: number): number | undefined =>
+  pids.find((pid) => environOf(pid).includes(`RANK=${rank}`));
 
 export async function freePort(): Promise<number> {
   const server = net.createServer();

@@ -67,3 +67,9 @@ export function expectSameLosses(a: Map<number, number>, b: Map<number, number>,
     expect(Math.abs(other - loss) / Math.abs(loss), `${what}, iteration ${it}: ${loss} vs ${other}`).toBeLessThanOrEqual(tolerance);
   }
 }
+
+/** The run `b` has every iteration of `a` and the same loss at each, bit for bit (a repeated iteration counts with its last loss). */
+export function expectIdenticalLosses(a: Map<number, number>, b: Map<number, number>): void {
+  expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
+  for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+}

@@ -8,7 +8,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finished, hostsUnavailable, TestHosts } from '../helpers/hosts.js';
-import { BIN, dir, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
+import { BIN, dir, expectIdenticalLosses, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
+import { workerOfRank } from '../helpers/job.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -85,14 +86,7 @@ describe.skipIf(unavailable !== null)('webtron train on two hosts (network names
     const nodes = [0, 1].map((i) => h.spawn(i, 'node', [...flags(i, 'run'), '--max-restarts', '1'], env));
     const ends = nodes.map(finished);
     await waitFor('the first checkpoint', () => existsSync(join(base, 'run-ckpt', 'iter_0000004', 'index.json')), 60_000);
-    // Node 1's worker: the process in host 1 with RANK=1 in its environment.
-    const worker = h.pids(1).find((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('RANK=1');
-      } catch {
-        return false;
-      }
-    });
+    const worker = workerOfRank(h.pids(1), 1); // node 1's worker
     expect(worker).toBeDefined();
     process.kill(worker!, 'SIGKILL');
     const [node0, node1] = await Promise.all(ends);
@@ -104,10 +98,7 @@ describe.skipIf(unavailable !== null)('webtron train on two hosts (network names
     expect(node0!.stderr).toMatch(
       /webtron launch: rank 0 exited with code 1 after iteration \d+; restart 1 of 1: starting every worker again from \S+iter_\d{7} \(iteration \d+\)/,
     );
-    const a = losses(join(base, 'whole'));
-    const b = losses(join(base, 'run'));
-    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
-    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+    expectIdenticalLosses(losses(join(base, 'whole')), losses(join(base, 'run')));
     for (const i of [0, 1]) expect(h.pids(i), `processes left in host ${i}`).toEqual([]);
   });
 

@@ -12,12 +12,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expandHostlist } from '../../src/collectives/slurm.js';
 import { seeded } from '../helpers/seed.js';
 import { OneHostSlurm, slurmUnavailable } from '../helpers/slurm.js';
-import { BIN, dir, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
+import { BIN, dir, expectIdenticalLosses, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
 
 const unavailable = slurmUnavailable();
 if (unavailable) console.log(`skipped: the Slurm tests need a one-host Slurm: ${unavailable}`);
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const JOB = [...TINY, '--train-iters', '6', '--global-batch-size', '4', '--hidden-dropout', '0', '--attention-dropout', '0'];
+/** The sbatch scripts' own flags that JOB does not override: a cosine decay to 3e-4 (for the single-node references). */
+const SCRIPT_SCHEDULE = ['--min-lr', '3e-4', '--lr-decay-style', 'cosine'];
 let slurm: OneHostSlurm | null = null;
 let base = '';
 let tokenFile = '';
@@ -34,15 +36,18 @@ afterAll(async () => {
   await slurm?.stop();
 });
 
+/** A job's environment: Slurm's and the token file only (no MASTER_ADDR, no WEBTRON_JOB_TOKEN), and the webtron command for the scripts. */
+function jobEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...slurm!.env, WEBTRON_JOB_TOKEN_FILE: tokenFile, WEBTRON: BIN };
+  for (const v of ['MASTER_ADDR', 'MASTER_PORT', 'WEBTRON_JOB_TOKEN']) delete env[v];
+  return env;
+}
+
 describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
   it('srun -n 2 and sbatch examples/slurm/train.sbatch: the losses of a single-node run, the token derived from a file', async () => {
     const single = await train([...JOB, '--nproc-per-node', '2', '--use-distributed-optimizer', '--run-dir', join(base, 'single')]);
     expect(single.code, single.stderr).toBe(0);
-    // No MASTER_ADDR, no WEBTRON_JOB_TOKEN: Slurm's environment and the token file only.
-    const env: NodeJS.ProcessEnv = { ...slurm!.env, WEBTRON_JOB_TOKEN_FILE: tokenFile, WEBTRON: BIN };
-    delete env.MASTER_ADDR;
-    delete env.MASTER_PORT;
-    delete env.WEBTRON_JOB_TOKEN;
+    const env = jobEnv();
     const srun = spawnSync(
       'srun',
       ['-n', '2', '-N', '1', 'node', BIN, 'train', ...JOB, '--use-distributed-optimizer', '--run-dir', join(base, 'srun')],
@@ -65,13 +70,9 @@ describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
     );
     const out = readdirSync(base).find((f) => f.startsWith('sbatch-'));
     expect(sbatch.status, `${sbatch.stderr}\n${out ? spawnSync('cat', [join(base, out)], { encoding: 'utf8' }).stdout : ''}`).toBe(0);
-    // The script's own flags that JOB does not override: a cosine decay to 3e-4.
     const cosine = await train([
       ...JOB,
-      '--min-lr',
-      '3e-4',
-      '--lr-decay-style',
-      'cosine',
+      ...SCRIPT_SCHEDULE,
       '--nproc-per-node',
       '2',
       '--use-distributed-optimizer',
@@ -84,8 +85,7 @@ describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
 
   it('a requeued job (scontrol requeue, as a preemption does) saves on SIGTERM, starts again, resumes from --save and ends with the losses of an uninterrupted run', async () => {
     const iters = ['--train-iters', '60'];
-    const env: NodeJS.ProcessEnv = { ...slurm!.env, WEBTRON_JOB_TOKEN_FILE: tokenFile, WEBTRON: BIN };
-    for (const v of ['MASTER_ADDR', 'MASTER_PORT', 'WEBTRON_JOB_TOKEN']) delete env[v];
+    const env = jobEnv();
     const output = join(base, 'requeue.out');
     const submitted = spawnSync(
       'sbatch',
@@ -124,14 +124,10 @@ describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
     const k = left![1]!;
     expect(text).toMatch(new RegExp(`loaded \\S+iter_${k.padStart(7, '0')}: iteration ${k},`));
     expect(text).toMatch(/webtron train: done in/);
-    // The script's own flags that JOB does not override: a cosine decay to 3e-4.
     const whole = await train([
       ...JOB,
       ...iters,
-      '--min-lr',
-      '3e-4',
-      '--lr-decay-style',
-      'cosine',
+      ...SCRIPT_SCHEDULE,
       '--nproc-per-node',
       '2',
       '--use-distributed-optimizer',
@@ -139,10 +135,7 @@ describe.skipIf(unavailable !== null)('webtron train under Slurm', () => {
       join(base, 'requeue-whole'),
     ]);
     expect(whole.code, whole.stderr).toBe(0);
-    const a = losses(join(base, 'requeue-whole'));
-    const b = losses(join(base, 'requeue'));
-    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
-    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+    expectIdenticalLosses(losses(join(base, 'requeue-whole')), losses(join(base, 'requeue')));
   }, 420_000);
 
   it('hostlists expand as scontrol show hostnames expands them, on random lists', () => {

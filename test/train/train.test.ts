@@ -6,8 +6,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { freePort, isAlive } from '../helpers/job.js';
-import { BIN, dir, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
+import { environOf, freePort, isAlive, workerOfRank } from '../helpers/job.js';
+import { BIN, dir, expectIdenticalLosses, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
 
 const children = (pid: number) => {
   const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout;
@@ -19,15 +19,7 @@ const children = (pid: number) => {
 
 /** The worker processes below `pid` (bin/webtron.js runs the CLI in a child, which starts them): those with RANK set. */
 const workersOf = (pid: number): number[] =>
-  children(pid).flatMap((c) => {
-    let environ = '';
-    try {
-      environ = readFileSync(`/proc/${c}/environ`, 'utf8');
-    } catch {
-      return []; // already gone
-    }
-    return environ.split('\0').some((v) => v.startsWith('RANK=')) ? [c] : workersOf(c);
-  });
+  children(pid).flatMap((c) => (environOf(c).some((v) => v.startsWith('RANK=')) ? [c] : workersOf(c)));
 
 /** `webtron train` on two workers with the distributed optimizer, too many iterations to finish: for stopping it. */
 async function endlessJob(extra: string[], detached = false) {
@@ -201,14 +193,7 @@ describe('webtron train', () => {
         const workers = workersOf(launcher.pid!);
         if (workers.length !== 2) continue;
         const rank = random(2);
-        const environ = (pid: number) => {
-          try {
-            return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
-          } catch {
-            return []; // already gone
-          }
-        };
-        const victim = workers.find((pid) => environ(pid).includes(`RANK=${rank}`));
+        const victim = workerOfRank(workers, rank);
         if (victim === undefined) continue;
         process.kill(victim, 'SIGKILL');
         round += 1;
@@ -237,10 +222,7 @@ describe('webtron train', () => {
       expect(m[4], m[0]).toBe(join(base, 'ckpt', `iter_${String(from).padStart(7, '0')}`));
       if (reached > from) expect([Number(m[6]), Number(m[7])], m[0]).toEqual([from + 1, reached]);
     }
-    const a = losses(join(base, 'whole'));
-    const b = losses(join(base, 'run'));
-    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
-    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+    expectIdenticalLosses(losses(join(base, 'whole')), losses(join(base, 'run')));
     const last = (root: string) => join(root, 'iter_0000024');
     const files = readdirSync(last(join(base, 'whole-ckpt'))).filter((f) => f.endsWith('.safetensors'));
     expect(files.length).toBeGreaterThan(0);
@@ -257,7 +239,7 @@ describe('webtron train', () => {
     expect(workers).toHaveLength(2);
     const killedAt = Date.now();
     // RANK of each worker from its environment: kill rank 1.
-    const rank1 = workers.find((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('RANK=1'))!;
+    const rank1 = workerOfRank(workers, 1)!;
     process.kill(rank1, 'SIGKILL');
     expect(await exit).toBe(137);
     expect(Date.now() - killedAt).toBeLessThan(20_000);
@@ -307,10 +289,7 @@ describe('webtron train', () => {
     const again = await train(same);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(new RegExp(`loaded .*iter_${tracker.padStart(7, '0')}: iteration ${tracker}`));
-    const a = losses(join(base, 'whole'));
-    const b = losses(join(base, 'run'));
-    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
-    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+    expectIdenticalLosses(losses(join(base, 'whole')), losses(join(base, 'run')));
   });
 
   it('--async-save: losses and every checkpoint byte-identical to sync saves; SIGKILL mid-write leaves the previous checkpoint, and the same command again ends bit-identical', async () => {
@@ -334,7 +313,7 @@ describe('webtron train', () => {
     expect(background.stdout).toMatch(/saving checkpoint of iteration 4 in the background: state copied to host memory in/);
     expect(background.stdout).toMatch(/saved checkpoint .*iter_0000004 \(.* MiB\) in the background in/);
     const a = losses(join(base, 'sync'));
-    for (const [it, loss] of losses(join(base, 'async'))) expect(loss, `iteration ${it}`).toBe(a.get(it));
+    expectIdenticalLosses(a, losses(join(base, 'async')));
     for (const it of ['iter_0000004', 'iter_0000008', 'iter_0000012']) {
       const files = readdirSync(join(base, 'sync-ckpt', it)).filter((f) => f.endsWith('.safetensors'));
       expect(
@@ -359,7 +338,7 @@ describe('webtron train', () => {
     launcher.stdout.on('data', (c: Buffer) => {
       stdout += c.toString();
       if (!killed && /saving checkpoint of iteration 8 in the background[\s\S]* iteration +10\//.test(stdout)) {
-        const rank0 = workersOf(launcher.pid!).find((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('RANK=0'));
+        const rank0 = workerOfRank(workersOf(launcher.pid!), 0);
         if (rank0 !== undefined) killed = process.kill(rank0, 'SIGKILL');
       }
     });
@@ -376,9 +355,7 @@ describe('webtron train', () => {
       'iter_0000012',
       'latest_checkpointed_iteration.txt',
     ]);
-    const b = losses(join(base, 'run'));
-    expect([...b.keys()].sort((x, y) => x - y)).toEqual([...a.keys()]);
-    for (const [it, loss] of a) expect(b.get(it), `iteration ${it}`).toBe(loss);
+    expectIdenticalLosses(a, losses(join(base, 'run')));
   });
 
   it('--check-weight-hash-across-dp-replicas-interval: a replica corrupted after iteration 3 is named at the check after iteration 4', async () => {
