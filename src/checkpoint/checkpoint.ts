@@ -260,8 +260,14 @@ async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes:
   return manifest;
 }
 
-/** The first of a save's three agreements: rank 0 has SAVE ready and an empty `tmp` in it. */
-async function prepare(saveDir: string, tmp: string, parts: CheckpointParts, options: SaveOptions): Promise<void> {
+/**
+ * The start of every save, sync or async: the params settled, then the first of its three
+ * agreements, rank 0 having SAVE ready and an empty temporary folder in it. Returns that folder.
+ */
+async function beginSave(saveDir: string, parts: CheckpointParts, options: SaveOptions): Promise<string> {
+  checkIteration(options.iteration);
+  const tmp = join(saveDir, `${iterName(options.iteration)}.tmp`);
+  await parts.ddp.finishParamSync();
   const work = async () => {
     if (parts.group.rank !== 0) return;
     mkdirSync(saveDir, { recursive: true });
@@ -269,6 +275,7 @@ async function prepare(saveDir: string, tmp: string, parts: CheckpointParts, opt
     mkdirSync(tmp);
   };
   await together(parts.group, settle(work()), options.timeoutMs ?? 2 * 3600_000, `saving iteration ${options.iteration} to ${saveDir}`);
+  return tmp;
 }
 
 /** A rank's writing as `together` takes it (its error message, or '') with the manifest it wrote. */
@@ -378,10 +385,7 @@ function checkIteration(iteration: number): void {
  * Throws a CheckpointError on every rank if any rank failed; the previous checkpoint stays.
  */
 export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, options: SaveOptions): Promise<SavedCheckpoint> {
-  checkIteration(options.iteration);
-  const tmp = join(saveDir, `${iterName(options.iteration)}.tmp`);
-  await parts.ddp.finishParamSync();
-  await prepare(saveDir, tmp, parts, options);
+  const tmp = await beginSave(saveDir, parts, options);
   const writing = writeRankFiles(tmp, parts, options.maxFileBytes ?? 2 ** 31, options.iteration);
   return agreeAndCommit(saveDir, tmp, parts, options, stateOf(parts, options), outcome(writing));
 }
@@ -473,10 +477,7 @@ export async function startAsyncSave(
   options: SaveOptions,
   reuse: Uint8Array[] = [],
 ): Promise<AsyncSave> {
-  checkIteration(options.iteration);
-  const tmp = join(saveDir, `${iterName(options.iteration)}.tmp`);
-  await parts.ddp.finishParamSync();
-  await prepare(saveDir, tmp, parts, options);
+  const tmp = await beginSave(saveDir, parts, options);
   const { files, manifest } = planRankFiles(parts, options.maxFileBytes ?? 2 ** 31);
   const spare = [...reuse];
   const take = (size: number) => {

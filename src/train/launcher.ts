@@ -167,7 +167,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   }
   for (const [signal, handler] of Object.entries(between)) process.off(signal, handler);
   // Say this node is done, so that no other node waits for it to restart.
-  if (agents) await agents.set(restartKey(roundsRun(result), o.nodeRank), 'end').catch(() => undefined);
+  if (agents) await agents.set(restartKey(result.round + 1, o.nodeRank), 'end').catch(() => undefined);
   agents?.close();
   await store?.close();
   // Stopped by a signal that every worker handled (--exit-signal-handler: saved and exited 0): success.
@@ -177,9 +177,6 @@ export async function launch(o: LaunchOptions): Promise<number> {
 
 /** Where node `node` says whether it starts restart `round` of the job: 'restart' or 'end'. */
 const restartKey = (round: number, node: number) => `webtron/launch/${round}/node/${node}`;
-
-/** The restart a finished round would lead to (the next round's number). */
-const roundsRun = (result: { round: number }) => result.round + 1;
 
 /**
  * Several nodes: this node's launcher says it restarts and waits for every other node's word on the
