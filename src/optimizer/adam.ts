@@ -1,6 +1,8 @@
 /**
- * Host side of the WGSL Adam / AdamW kernel (shaders/adam.wgsl): fp32 params, grads and moments of
- * any length, in windows no larger than one storage binding, vec4s with a scalar tail.
+ * Host side of the WGSL Adam / AdamW kernels: fp32 params, grads and moments (shaders/adam.wgsl), or
+ * the params and moments each stored as fp32, bf16 or fp16 (shaders/adam-packed.wgsl, Megatron's
+ * precision-aware optimizer); any length, in windows no larger than one storage binding, vec4s with
+ * a scalar tail.
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { UniformSlots } from '../gpu/kernels.js';
@@ -15,14 +17,28 @@ export interface Float32Operand {
   offset?: number;
 }
 
+/** How the optimizer stores a main param or a moment. */
+export type StateDtype = 'float32' | 'bfloat16' | 'float16';
+
+/** The bytes of one element of each state dtype. */
+export const STATE_BYTES: Record<StateDtype, number> = { float32: 4, bfloat16: 2, float16: 2 };
+
+/** An array the optimizer keeps: fp32 unless `dtype` says otherwise (16-bit: two elements a word). */
+export interface StateOperand extends Float32Operand {
+  dtype?: StateDtype;
+}
+
 export interface AdamOperands {
-  param: Float32Operand;
+  param: StateOperand;
   grad: Float32Operand;
-  expAvg: Float32Operand;
-  expAvgSq: Float32Operand;
+  expAvg: StateOperand;
+  expAvgSq: StateOperand;
   /** Elements to update. */
   length: number;
 }
+
+/** The shaders' DTYPE_* constants (shaders/half.wgsl). */
+const SHADER_DTYPE: Record<StateDtype, number> = { float32: 0, bfloat16: 1, float16: 2 };
 
 export interface AdamKernelOptions {
   /** Invocations per workgroup (default 64). */
@@ -35,6 +51,9 @@ export interface AdamKernelOptions {
 
 const OPERANDS = ['param', 'grad', 'expAvg', 'expAvgSq'] as const;
 const SHADER_NAMES = { param: 'param', grad: 'grad', expAvg: 'exp_avg', expAvgSq: 'exp_avg_sq' } as const;
+
+const dtypeOf = (operands: AdamOperands, name: (typeof OPERANDS)[number]): StateDtype =>
+  name === 'grad' ? 'float32' : ((operands[name] as StateOperand).dtype ?? 'float32');
 
 export class AdamKernel {
   readonly windows: Window[];
@@ -55,40 +74,55 @@ export class AdamKernel {
     const { length } = operands;
     const limits = ctx.limits;
     const align = limits.minStorageBufferOffsetAlignment;
-    for (const name of OPERANDS) {
+    const bytes = OPERANDS.map((name) => STATE_BYTES[dtypeOf(operands, name)]);
+    // 16-bit operands are bound as words: a binding's size rounds up to a whole word.
+    const wordBytes = (elements: number, k: number) => Math.ceil((elements * bytes[k]!) / 4) * 4;
+    for (const [k, name] of OPERANDS.entries()) {
       const { buffer, offset = 0 } = operands[name];
       // Bindings start at the aligned byte at or below the data; the shader adds the shift. vec4
-      // loads need the data itself 16-byte aligned.
+      // loads need the data itself 16-byte aligned (8 bytes for 16-bit data).
       if (offset % 4 !== 0) throw new GpuError(`Adam operand '${name}': element offset ${offset} is not a multiple of 4 (vec4 loads)`);
-      if ((offset + length) * 4 > buffer.size) {
+      if (wordBytes(offset + length, k) > buffer.size) {
         throw new GpuError(
           `Adam operand '${name}': ${length} elements at offset ${offset} overflow buffer '${buffer.label}' of ${buffer.size} B`,
         );
       }
     }
+    // With 16-bit operands a window's start must be aligned in their bytes too: windows of fp32
+    // elements aligned to twice the alignment.
+    const packed = bytes.some((b) => b !== 4);
     // Leave room in each binding for the shift from the aligned start to the data.
     const maxBinding = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize) - align;
-    this.windows = windowsFor(length, 4, maxBinding, align);
-    this.shifts = OPERANDS.map((name) => alignDown((operands[name].offset ?? 0) * 4, align).shift / 4);
+    this.windows = windowsFor(length, 4, maxBinding, packed ? 2 * align : align);
+    this.shifts = OPERANDS.map((name, k) => alignDown((operands[name].offset ?? 0) * bytes[k]!, align).shift / bytes[k]!);
 
     const wg = options.workgroupSize ?? 64;
     const items = options.itemsPerThread ?? 16;
     this.vec4sPerWorkgroup = wg * items;
-    this.vec4Pipeline = ctx.kernels.pipeline('adam', 'adam_vec4', { WG: wg, ITEMS: items });
-    this.tailPipeline = ctx.kernels.pipeline('adam', 'adam_tail');
+    const dtypes = {
+      P_DTYPE: SHADER_DTYPE[dtypeOf(operands, 'param')],
+      M_DTYPE: SHADER_DTYPE[dtypeOf(operands, 'expAvg')],
+      V_DTYPE: SHADER_DTYPE[dtypeOf(operands, 'expAvgSq')],
+    };
+    const shader = packed ? 'adam-packed' : 'adam';
+    this.vec4Pipeline = ctx.kernels.pipeline(shader, 'adam_vec4', { WG: wg, ITEMS: items, ...(packed ? dtypes : {}) });
+    this.tailPipeline = ctx.kernels.pipeline(shader, 'adam_tail', packed ? dtypes : {});
 
     this.uniforms = new UniformSlots(ctx, this.vec4Pipeline, this.windows.length, 'adam.uniforms');
-    // The shader's names of the four operands: param4, grad4, … in adam_vec4; param1, … in adam_tail.
+    // The shader's names of the four operands: param4, grad4, … in adam_vec4; param1, … in
+    // adam_tail. The packed shader binds the stored operands as words under their plain names.
+    const variable = (name: (typeof OPERANDS)[number], suffix: string) =>
+      packed && name !== 'grad' ? SHADER_NAMES[name] : `${SHADER_NAMES[name]}${suffix}`;
     const bindGroup = (pipeline: GPUComputePipeline, suffix: string, w: number, window: Window, elements: number) =>
       ctx.kernels.bindGroup(
         pipeline,
         Object.fromEntries(
           OPERANDS.map((name, k) => [
-            `${SHADER_NAMES[name]}${suffix}`,
+            variable(name, suffix),
             {
               buffer: operands[name].buffer,
-              offset: ((operands[name].offset ?? 0) + window.start) * 4 - this.shifts[k]! * 4,
-              size: (elements + this.shifts[k]!) * 4,
+              offset: ((operands[name].offset ?? 0) + window.start - this.shifts[k]!) * bytes[k]!,
+              size: wordBytes(elements + this.shifts[k]!, k),
             },
           ]),
         ),

@@ -168,7 +168,7 @@ export abstract class AdamOverBuffers implements Optimizer {
     length: number,
     params: readonly { name: string; shape: readonly number[]; start: number }[],
   ): void {
-    const at = (o: Float32Operand, k: number) => ({ buffer: o.buffer, offset: (o.offset ?? 0) + k });
+    const at = <T extends Float32Operand>(o: T, k: number): T => ({ ...o, offset: (o.offset ?? 0) + k });
     for (const run of groupRuns(
       params.map((p) => ({ start: p.start, decay: this.decays(p.name, p.shape) })),
       length,
