@@ -23,6 +23,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from
 import { open as openAsync, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CollectiveError } from '../collectives/errors.js';
+import { float32ToWords, wordsToFloat32 } from '../collectives/reduce.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { ParamAndGradBuffer } from '../ddp/buffers.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
@@ -30,6 +31,7 @@ import { BYTES, type ModelLayout, type ParamDtype } from '../ddp/layout.js';
 import { stallSave } from '../faults.js';
 import { writeFileAtomic } from '../files.js';
 import type { LossScalerState } from '../optimizer/loss-scaler.js';
+import { STATE_BYTES, type StateDtype } from '../optimizer/adam.js';
 import type { Optimizer, StateKind, StatePiece } from '../optimizer/optimizer-base.js';
 import { cleanLeftovers, commitCheckpoint, INDEX, iterName, pruneCheckpoints, resolveCheckpoint } from './dir.js';
 import { CheckpointError } from './errors.js';
@@ -217,22 +219,24 @@ function planRankFiles(parts: CheckpointParts, maxFileBytes: number): { files: P
 
   // With the non-distributed optimizer every rank holds all state: each writes its params' share.
   const pieces = optimizer.statePieces().filter((p) => optimizer.distributed || owner.get(p.name) === group.rank);
-  const elementsPerFile = Math.max(1, Math.floor(maxFileBytes / 4));
   const split: (StatePiece & { bytes: number })[] = [];
   for (const p of pieces) {
+    const width = STATE_BYTES[p.dtype];
+    // 16-bit state splits at even elements: the GPU reads whole words.
+    const elementsPerFile = Math.max(2, Math.floor(maxFileBytes / width / 2) * 2);
     for (let s = p.range.start; s < p.range.end; s += elementsPerFile) {
       const e = Math.min(p.range.end, s + elementsPerFile);
-      split.push({ ...p, range: { start: s, end: e }, offset: p.offset + (s - p.range.start), bytes: (e - s) * 4 });
+      split.push({ ...p, range: { start: s, end: e }, offset: p.offset + (s - p.range.start), bytes: (e - s) * width });
     }
   }
   for (const [k, group_] of packFiles(split, maxFileBytes).entries()) {
     const file = `optim-r${rank}-${String(k).padStart(3, '0')}.safetensors`;
     const tensors = group_.map((p) => ({
       name: `${p.kind}/${p.name}/${p.range.start}-${p.range.end}`,
-      dtype: 'F32' as const,
+      dtype: SAFETENSORS_DTYPE[p.dtype],
       shape: [p.range.end - p.range.start],
       buffer: p.buffer,
-      byteOffset: p.offset * 4,
+      byteOffset: p.offset * STATE_BYTES[p.dtype],
     }));
     files.push({ file, tensors, metadata: {} });
     group_.forEach((p, j) => {
@@ -543,10 +547,13 @@ export interface LoadedCheckpoint {
   bytesRead: number;
 }
 
-/** Where each tensor's bytes are in a file: from its safetensors header, checked against the index. */
+/**
+ * Where each tensor's bytes are in a file (`locate`, checked against the index and the expected
+ * dtype and size) and which dtype it was saved as (`dtypeOf`): from the files' safetensors headers.
+ */
 function tensorLocator(dir: string, index: CheckpointIndex) {
   const headers = new Map<string, ReturnType<typeof readHeader>>();
-  return (file: string, tensor: string, dtype: SafetensorsDtype, numel: number): { start: number; end: number } => {
+  const entry = (file: string, tensor: string) => {
     let header = headers.get(file);
     if (!header) {
       const path = join(dir, file);
@@ -560,6 +567,10 @@ function tensorLocator(dir: string, index: CheckpointIndex) {
     }
     const e = header.entries.get(tensor);
     if (!e) throw new CheckpointError(`${header.file}: no tensor '${tensor}' (index.json points to it)`);
+    return { header, e };
+  };
+  const locate = (file: string, tensor: string, dtype: SafetensorsDtype, numel: number): { start: number; end: number } => {
+    const { header, e } = entry(file, tensor);
     const width = dtype === 'F32' ? 4 : 2;
     if (e.dtype !== dtype || e.end - e.begin !== numel * width) {
       throw new CheckpointError(
@@ -569,6 +580,40 @@ function tensorLocator(dir: string, index: CheckpointIndex) {
     if (header.dataStart + e.end > index.files[file]!.bytes)
       throw new CheckpointError(`${header.file}: tensor '${tensor}' runs past the file's size in index.json`);
     return { start: header.dataStart + e.begin, end: header.dataStart + e.end };
+  };
+  const dtypeOf = (file: string, tensor: string): StateDtype => {
+    const { header, e } = entry(file, tensor);
+    const dtype = STATE_DTYPE_OF[e.dtype];
+    if (!dtype) throw new CheckpointError(`${header.file}: tensor '${tensor}' is ${e.dtype}; optimizer state is F32, BF16 or F16`);
+    return dtype;
+  };
+  return Object.assign(locate, { dtypeOf });
+}
+
+const STATE_DTYPE_OF: Partial<Record<SafetensorsDtype, StateDtype>> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
+
+/**
+ * A writer of `from` elements that hands `sink` the same elements as `to` (rounded to nearest even
+ * when narrower); bytes may arrive split anywhere.
+ */
+function convertingState(from: StateDtype, to: StateDtype, sink: (bytes: Uint8Array) => void): (bytes: Uint8Array) => void {
+  if (from === to) return sink;
+  const width = STATE_BYTES[from];
+  let carry = new Uint8Array(0);
+  return (bytes) => {
+    const all = new Uint8Array(carry.length + bytes.length);
+    all.set(carry);
+    all.set(bytes, carry.length);
+    const n = Math.floor(all.length / width);
+    carry = all.slice(n * width);
+    const values = from === 'float32' ? new Float32Array(all.buffer, 0, n) : wordsToFloat32(new Uint16Array(all.buffer, 0, n), from);
+    if (to === 'float32') {
+      sink(new Uint8Array(values.buffer, values.byteOffset, n * 4));
+      return;
+    }
+    const words = new Uint16Array(n);
+    float32ToWords(values, to, words);
+    sink(new Uint8Array(words.buffer));
   };
 }
 
@@ -633,9 +678,14 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
         const start = Math.max(ref.start, piece.range.start);
         const end = Math.min(ref.end, piece.range.end);
         if (start >= end) continue;
-        const at = locate(ref.file, ref.tensor, 'F32', ref.end - ref.start);
-        const upload = new UploadStream(ctx, piece.buffer, (piece.offset + start - piece.range.start) * 4);
-        await fileOf(ref.file).read(at.start + (start - ref.start) * 4, at.start + (end - ref.start) * 4, (bytes) => upload.write(bytes));
+        // The state as it was saved (fp32, or 16-bit from the precision-aware optimizer), converted
+        // on its way when this run stores it otherwise.
+        const saved = locate.dtypeOf(ref.file, ref.tensor);
+        const from = STATE_BYTES[saved];
+        const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[saved], ref.end - ref.start);
+        const upload = new UploadStream(ctx, piece.buffer, (piece.offset + start - piece.range.start) * STATE_BYTES[piece.dtype]);
+        const write = convertingState(saved, piece.dtype, (bytes) => upload.write(bytes));
+        await fileOf(ref.file).read(at.start + (start - ref.start) * from, at.start + (end - ref.start) * from, write);
         bytesRead += upload.end();
         covered += end - start;
       }

@@ -12,6 +12,8 @@ import { createOptimizer } from '../optimizer/optimizer.js';
 import { readOnnxInitializers } from '../onnx/proto.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js';
+import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
+import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import {
   activationBytes,
@@ -42,6 +44,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   bf16: { kind: 'boolean', help: 'bf16 params, fp32 grads' },
   precision: { kind: 'string', help: 'fp32, bf16 or fp16 (instead of --fp16 / --bf16)' },
   'use-distributed-optimizer': { kind: 'boolean', help: 'only the distributed optimizer (default: both side by side)' },
+  ...PRECISION_AWARE_FLAGS,
   'micro-batch-size': { kind: 'int', default: 1, help: 'micro-batch of the activations' },
   'no-dropout': { kind: 'boolean', help: 'activations of training without dropout (--hidden-dropout 0 --attention-dropout 0)' },
   attention: {
@@ -148,8 +151,11 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
   if (micro < 1) throw new FlagError(`--micro-batch-size must be a positive integer, got ${micro}`);
   const attention = (v.attention as string | undefined) ?? 'fused';
   if (attention !== 'fused' && attention !== 'unfused') throw new FlagError(`--attention: '${attention}' is neither fused nor unfused`);
+  // The precision-aware optimizer is the distributed one's: its dtypes apply to the distributed rows.
+  const stateDtypes = stateDtypesOf(v, true);
   const source = modelSource(v);
   const rows = memoryRows(source, {
+    stateDtypes,
     attention,
     dataParallelSizes,
     precisions: [precision],
@@ -181,13 +187,14 @@ export async function measure(
   // A group of d ranks seen from rank 0; nothing is exchanged while buffers are allocated.
   const group = new ProcessGroup(0, r.data_parallel_size, null);
   const ddp = new DistributedDataParallel(ctx, group, layout);
-  const optimizer = createOptimizer(ctx, group, ddp, { hyper: ADAMW_DEFAULTS });
+  const stateDtypes = { expAvg: r.exp_avg_dtype, expAvgSq: r.exp_avg_sq_dtype };
+  const optimizer = createOptimizer(ctx, group, ddp, { hyper: ADAMW_DEFAULTS, stateDtypes });
   await ctx.sync();
   const after = ctx.memoryReport().live;
   optimizer.destroy();
   ddp.destroy();
   const categories = ['params', 'grads', 'main-params', 'optimizer-state'] as const;
-  const predicted = modelStateBytes(layout, 0).byCategory;
+  const predicted = modelStateBytes(layout, 0, stateDtypes).byCategory;
   return {
     measured: Object.fromEntries(categories.map((c) => [c, after[c] - before[c]])),
     predicted: Object.fromEntries(categories.map((c) => [c, predicted[c]])),
@@ -227,6 +234,13 @@ export async function measureActivations(
 
 const human = (n: number) => formatBytes(n);
 
+/** 'non-distributed', 'distributed', or 'distributed, bf16 exp_avg, bf16 exp_avg_sq' with the precision-aware optimizer. */
+function optimizerName(r: MemoryRow): string {
+  if (!r.distributed) return 'non-distributed';
+  const state = { expAvg: r.exp_avg_dtype, expAvgSq: r.exp_avg_sq_dtype };
+  return narrowState(state) ? `distributed, ${stateDtypesText(state)}` : 'distributed';
+}
+
 export function renderTable(rows: MemoryRow[]): string {
   const header = [
     'd',
@@ -246,7 +260,7 @@ export function renderTable(rows: MemoryRow[]): string {
   ];
   const cells = rows.map((r) => [
     String(r.data_parallel_size),
-    r.distributed ? 'distributed' : 'non-distributed',
+    optimizerName(r),
     Number.isInteger(r.bytes_per_param) ? String(r.bytes_per_param) : r.bytes_per_param.toFixed(2),
     human(r.by_category.params),
     human(r.by_category.grads),
@@ -342,7 +356,7 @@ export const memoryCommand: Command = {
       console.log("\nmeasured on this GPU (rank 0's shard) vs predicted, model state:");
       for (const r of rows as (MemoryRow & { measured: Record<string, number>; measured_equals_predicted: boolean })[]) {
         console.log(
-          `  d=${r.data_parallel_size} ${r.distributed ? 'distributed    ' : 'non-distributed'} ${r.measured_equals_predicted ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(r.measured)}`,
+          `  d=${r.data_parallel_size} ${optimizerName(r).padEnd(15)} ${r.measured_equals_predicted ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(r.measured)}`,
         );
       }
       if (activations) {

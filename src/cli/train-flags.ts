@@ -5,6 +5,7 @@
  * worker starts.
  */
 import { FlagError, flagLine, type FlagSpec, type FlagValues } from './flags.js';
+import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
 import { EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
@@ -122,6 +123,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     help: 'fp16: steps without overflow before the scale doubles',
   }),
   hysteresis: flag('mixed precision', { kind: 'int', default: 2, help: 'fp16: overflows tolerated before the scale halves' }),
+  ...Object.fromEntries(Object.entries(PRECISION_AWARE_FLAGS).map(([name, spec]) => [name, flag('mixed precision', spec)])),
 
   'overlap-grad-reduce': flag('distributed', { kind: 'boolean', help: "start each bucket's grad sync while backward goes on" }),
   'overlap-param-gather': flag('distributed', {
@@ -286,6 +288,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   if (!EXIT_SIGNALS.includes(exitSignal as ExitSignal))
     throw new FlagError(`--exit-signal must be one of ${EXIT_SIGNALS.join(', ')}, got '${exitSignal}'`);
   const exitDuration = v['exit-duration-in-mins'] === undefined ? null : positiveNumber('exit-duration-in-mins');
+  const stateDtypes = stateDtypesOf(v, useDistributedOptimizer);
   return {
     numLayers,
     hiddenSize,
@@ -305,6 +308,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     globalBatchSize,
     trainIters,
     useDistributedOptimizer,
+    stateDtypes,
     checkForNanInLossAndGrad: !v['no-check-for-nan-in-loss-and-grad'],
     exitInterval: optionalInt('exit-interval', 1),
     exitDurationInMins: exitDuration,

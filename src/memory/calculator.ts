@@ -11,6 +11,8 @@
 import { computeLayout, type GradDtype, type ParamDtype, type ParamSpec } from '../ddp/layout.js';
 import { syncStagingBytes } from '../ddp/sync-plan.js';
 import { gptParamCount, gptParams, type GptShape } from '../nn/gpt-spec.js';
+import type { StateDtype } from '../optimizer/adam.js';
+import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import { gptActivationBytes } from './activations.js';
 import { modelStateBytes } from './model-state.js';
 
@@ -40,6 +42,8 @@ export interface CalculatorOptions {
   bucketSize?: number;
   /** Bytes a rank may use; rows then say whether the model fits and what the largest that fits is. */
   gpuMemory?: number;
+  /** The distributed optimizer's moment dtypes (the precision-aware optimizer); fp32 by default. */
+  stateDtypes?: StateDtypes;
 }
 
 export interface ByCategory {
@@ -56,6 +60,9 @@ export interface MemoryRow {
   data_parallel_size: number;
   precision: Precision;
   distributed: boolean;
+  /** How Adam's moments are stored: 'float32' unless the precision-aware optimizer narrows them. */
+  exp_avg_dtype: StateDtype;
+  exp_avg_sq_dtype: StateDtype;
   params: number;
   bytes_per_param: number;
   model_state_bytes_per_rank: number;
@@ -115,7 +122,8 @@ function row(
     distributedOptimizer: distributed,
     ...(o.bucketSize ? { bucketSize: o.bucketSize } : {}),
   });
-  const m = modelStateBytes(layout, 0);
+  const state = distributed ? (o.stateDtypes ?? {}) : {};
+  const m = modelStateBytes(layout, 0, state);
   const by_category: ByCategory = {
     params: m.byCategory.params - m.paddingByCategory.params,
     grads: m.byCategory.grads - m.paddingByCategory.grads,
@@ -129,6 +137,8 @@ function row(
     data_parallel_size: d,
     precision,
     distributed,
+    exp_avg_dtype: state.expAvg ?? 'float32',
+    exp_avg_sq_dtype: state.expAvgSq ?? 'float32',
     params: m.paramCount,
     bytes_per_param: m.bytesPerParam,
     model_state_bytes_per_rank: m.total,

@@ -7,12 +7,17 @@
  *   bf16 params, fp32 grads: params 2, grads 4, main params 4, optimizer state 8
  *   fp16 params, fp16 grads: params 2, grads 2 + 4 (fp32 main grads), main params 4, optimizer state 8
  *
+ * Megatron's precision-aware optimizer stores the moments in 16 bits where asked (--exp-avg-dtype,
+ * --exp-avg-sq-dtype): 2 bytes each instead of 4.
+ *
  * With the distributed optimizer the optimizer-side bytes (main params, main grads, moments) are for
  * one rank's shard only: 1/d of every (padded) bucket. How much of a shard is padding depends on the
  * rank (the last shard of a bucket holds its end padding), so padding is computed for a given rank.
  */
 import { BYTES, type BufferLayout, type ModelLayout } from '../ddp/layout.js';
 import type { MemoryCategory } from '../gpu/memory.js';
+import { STATE_BYTES } from '../optimizer/adam.js';
+import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import { shardRanges } from '../optimizer/ranges.js';
 
 export type ModelStateCategory = Extract<MemoryCategory, 'params' | 'grads' | 'main-params' | 'optimizer-state'>;
@@ -31,19 +36,23 @@ export interface ModelStateBytes {
 }
 
 /** Bytes per element of each category for one buffer's precision: [model side, optimizer side]. */
-function perElement(b: BufferLayout): { model: Record<ModelStateCategory, number>; optimizer: Record<ModelStateCategory, number> } {
+function perElement(
+  b: BufferLayout,
+  state: StateDtypes,
+): { model: Record<ModelStateCategory, number>; optimizer: Record<ModelStateCategory, number> } {
   const fp16Grads = b.gradDtype === 'float16';
+  const moments = STATE_BYTES[state.expAvg ?? 'float32'] + STATE_BYTES[state.expAvgSq ?? 'float32'];
   return {
     model: { params: BYTES[b.paramDtype], grads: BYTES[b.gradDtype], 'main-params': 0, 'optimizer-state': 0 },
-    optimizer: { params: 0, grads: fp16Grads ? 4 : 0, 'main-params': b.paramDtype === 'float32' ? 0 : 4, 'optimizer-state': 8 },
+    optimizer: { params: 0, grads: fp16Grads ? 4 : 0, 'main-params': b.paramDtype === 'float32' ? 0 : 4, 'optimizer-state': moments },
   };
 }
 
 const CATEGORIES: ModelStateCategory[] = ['params', 'grads', 'main-params', 'optimizer-state'];
 const zero = (): Record<ModelStateCategory, number> => ({ params: 0, grads: 0, 'main-params': 0, 'optimizer-state': 0 });
 
-/** Model-state bytes on `rank` (default 0) for this layout. */
-export function modelStateBytes(layout: ModelLayout, rank = 0): ModelStateBytes {
+/** Model-state bytes on `rank` (default 0) for this layout, with the moments stored as `state` says (default fp32). */
+export function modelStateBytes(layout: ModelLayout, rank = 0, state: StateDtypes = {}): ModelStateBytes {
   const d = layout.distributedOptimizer ? layout.dataParallelSize : 1;
   // Param elements in this rank's optimizer shards, per buffer (all of them without sharding).
   const ownedParams = layout.buffers.map((b) => b.paramNumel);
@@ -55,7 +64,7 @@ export function modelStateBytes(layout: ModelLayout, rank = 0): ModelStateBytes 
   const paddingByCategory = zero();
   let perParamTotal = 0;
   layout.buffers.forEach((b, i) => {
-    const { model, optimizer } = perElement(b);
+    const { model, optimizer } = perElement(b, state);
     for (const c of CATEGORIES) {
       // 16-bit buffers are allocated in whole 4-byte words.
       const modelBytes = Math.ceil((b.numel * model[c]) / 4) * 4;

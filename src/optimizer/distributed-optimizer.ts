@@ -12,7 +12,8 @@ import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { BYTES } from '../ddp/layout.js';
 import { EARLY_READBACK_BYTES, planSyncChunks, READS_AHEAD, type SyncChunk } from '../ddp/sync-plan.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
-import type { Float32Operand } from './adam.js';
+import type { Float32Operand, StateDtype } from './adam.js';
+import { wordsToFloat32 } from '../collectives/reduce.js';
 import type { CastRange } from './cast.js';
 import { AdamOverBuffers, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
 import { shardRanges, type ShardRange } from './ranges.js';
@@ -27,6 +28,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
   private readonly expAvg: DeviceBuffer;
   private readonly expAvgSq: DeviceBuffer;
   private readonly main: DeviceBuffer | null;
+  /** How the moments are stored. */
+  private readonly dtypes: { expAvg: StateDtype; expAvgSq: StateDtype };
 
   constructor(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
@@ -42,8 +45,9 @@ export class DistributedOptimizer extends AdamOverBuffers {
       return planSyncChunks(bucket, BYTES[buffer.layout.paramDtype], group.worldSize, group.rank, ddp.syncChunkBytes);
     });
     const shardElements = this.ranges.reduce((n, r) => n + (r.gbufLocal.end - r.gbufLocal.start), 0);
-    const expAvg = this.fp32Buffer('exp_avg (shard)', shardElements);
-    const expAvgSq = this.fp32Buffer('exp_avg_sq (shard)', shardElements);
+    this.dtypes = { expAvg: config.stateDtypes?.expAvg ?? 'float32', expAvgSq: config.stateDtypes?.expAvgSq ?? 'float32' };
+    const expAvg = this.stateBuffer('exp_avg (shard)', shardElements, this.dtypes.expAvg);
+    const expAvgSq = this.stateBuffer('exp_avg_sq (shard)', shardElements, this.dtypes.expAvgSq);
     this.expAvg = expAvg;
     this.expAvgSq = expAvgSq;
     const layoutOf = (r: ShardRange) => ddp.buffers[r.buffer]!.layout;
@@ -72,7 +76,12 @@ export class DistributedOptimizer extends AdamOverBuffers {
       normRanges.push({ operand: grad, length });
       const shapeOf = (name: string) => buffer.layout.params.find((x) => x.name === name)!.shape;
       this.addKernels(
-        { param, grad, expAvg: { buffer: expAvg, offset: at }, expAvgSq: { buffer: expAvgSq, offset: at } },
+        {
+          param,
+          grad,
+          expAvg: { buffer: expAvg, offset: at, dtype: this.dtypes.expAvg },
+          expAvgSq: { buffer: expAvgSq, offset: at, dtype: this.dtypes.expAvgSq },
+        },
         length,
         r.params.map((p) => ({ name: p.name, shape: shapeOf(p.name), start: p.paramLocal.start })),
       );
@@ -101,8 +110,11 @@ export class DistributedOptimizer extends AdamOverBuffers {
     for (const r of this.ranges) {
       for (const p of r.params) {
         const place = { name: p.name, range: p.param, offset: at + p.paramLocal.start };
-        pieces.push({ kind: 'exp_avg', buffer: this.expAvg, ...place }, { kind: 'exp_avg_sq', buffer: this.expAvgSq, ...place });
-        if (this.isHalf(r)) pieces.push({ kind: 'main_params', buffer: this.main!, ...place });
+        pieces.push(
+          { kind: 'exp_avg', buffer: this.expAvg, dtype: this.dtypes.expAvg, ...place },
+          { kind: 'exp_avg_sq', buffer: this.expAvgSq, dtype: this.dtypes.expAvgSq, ...place },
+        );
+        if (this.isHalf(r)) pieces.push({ kind: 'main_params', buffer: this.main!, dtype: 'float32', ...place });
       }
       at += r.gbufLocal.end;
     }
@@ -123,7 +135,13 @@ export class DistributedOptimizer extends AdamOverBuffers {
           const bucket = this.ddp.buffers[r.buffer]!.layout.buckets[r.bucket]!;
           const host = this.ddp.hostBucket(r.buffer, r.bucket);
           const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
-          await this.ctx.transfers.readback(moments, at * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
+          const dtype = which === 'main' ? 'float32' : this.dtypes[which];
+          if (dtype === 'float32') {
+            await this.ctx.transfers.readback(moments, at * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
+          } else {
+            const bytes = await this.ctx.transfers.readback(moments, at * 2, s * 2);
+            wordsToFloat32(new Uint16Array(bytes.buffer, bytes.byteOffset, s), dtype, mine);
+          }
           await this.group.allGather(host);
           for (const p of this.ddp.buffers[r.buffer]!.layout.params) {
             if (p.bucket === r.bucket) state[which]!.set(p.name, host.slice(p.start - bucket.start, p.end - bucket.start));

@@ -1,4 +1,5 @@
 /** The non-distributed twin: grads all-reduced, Adam on the whole buffer on every rank, full moments. */
+import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
@@ -14,6 +15,13 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
 
   constructor(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
+    const narrow = Object.entries(config.stateDtypes ?? {}).find(([, dtype]) => dtype !== 'float32');
+    if (narrow) {
+      throw new ConfigError(
+        `${narrow[0]} stored as ${narrow[1]} needs the distributed optimizer (Megatron's precision-aware optimizer); this one keeps fp32 state`,
+        'stateDtypes',
+      );
+    }
     const casts: Record<'bfloat16' | 'float16', CastRange[]> = { bfloat16: [], float16: [] };
     const unscaleRanges: UnscaleRange[] = [];
     const normRanges: { operand: Float32Operand; length: number }[] = [];
@@ -55,7 +63,7 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
     for (const [i, buffer] of this.ddp.buffers.entries()) {
       const { expAvg, expAvgSq, main } = this.state[i]!;
       for (const p of buffer.layout.params) {
-        const place = { name: p.name, range: { start: 0, end: p.numel }, offset: p.start };
+        const place = { name: p.name, range: { start: 0, end: p.numel }, offset: p.start, dtype: 'float32' as const };
         pieces.push({ kind: 'exp_avg', buffer: expAvg, ...place }, { kind: 'exp_avg_sq', buffer: expAvgSq, ...place });
         if (main) pieces.push({ kind: 'main_params', buffer: main, ...place });
       }

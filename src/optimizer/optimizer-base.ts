@@ -4,7 +4,7 @@ import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
-import { AdamKernel, type AdamOperands, type Float32Operand } from './adam.js';
+import { AdamKernel, STATE_BYTES, type AdamOperands, type Float32Operand, type StateDtype } from './adam.js';
 import { HalfCast, type CastRange } from './cast.js';
 import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
 import { Unscale, type UnscaleRange } from './unscale.js';
@@ -29,6 +29,30 @@ export interface OptimizerConfig {
   overlapParamGather?: boolean;
   /** fp16 grads: the dynamic loss scaler's settings (Megatron's defaults otherwise). */
   lossScaler?: Partial<LossScalerConfig>;
+  /**
+   * Megatron's precision-aware optimizer (--use-precision-aware-optimizer, distributed optimizer
+   * only): how Adam's moments are stored (--exp-avg-dtype, --exp-avg-sq-dtype; default fp32). The
+   * kernel widens them to fp32, updates and rounds them back to nearest even.
+   */
+  stateDtypes?: StateDtypes;
+}
+
+/** How the optimizer stores its state (fp32 where absent). */
+export interface StateDtypes {
+  expAvg?: StateDtype;
+  expAvgSq?: StateDtype;
+}
+
+const SHORT: Record<StateDtype, string> = { float32: 'fp32', bfloat16: 'bf16', float16: 'fp16' };
+
+/** Whether any state is stored narrower than fp32 (the precision-aware optimizer is at work). */
+export function narrowState(state: StateDtypes): boolean {
+  return Object.values(state).some((dtype) => dtype !== 'float32');
+}
+
+/** 'bf16 exp_avg, fp32 exp_avg_sq': for logs and tables. */
+export function stateDtypesText(state: StateDtypes): string {
+  return `${SHORT[state.expAvg ?? 'float32']} exp_avg, ${SHORT[state.expAvgSq ?? 'float32']} exp_avg_sq`;
 }
 
 export interface StepResult {
@@ -54,9 +78,9 @@ export interface OptimizerState {
 export type StateKind = 'exp_avg' | 'exp_avg_sq' | 'main_params';
 
 /**
- * A contiguous piece of one param's fp32 optimizer state on this rank's GPU: elements
- * [range.start, range.end) of the flattened param, at element `offset` of `buffer`. What a
- * checkpoint streams to disk and back, rank by rank.
+ * A contiguous piece of one param's optimizer state on this rank's GPU: elements
+ * [range.start, range.end) of the flattened param, at element `offset` of `buffer`, stored as
+ * `dtype`. What a checkpoint streams to disk and back, rank by rank.
  */
 export interface StatePiece {
   kind: StateKind;
@@ -64,6 +88,7 @@ export interface StatePiece {
   range: { start: number; end: number };
   buffer: DeviceBuffer;
   offset: number;
+  dtype: StateDtype;
 }
 
 export interface Optimizer {
@@ -190,7 +215,18 @@ export abstract class AdamOverBuffers implements Optimizer {
     elements: number,
     category: 'optimizer-state' | 'main-params' | 'grads' = 'optimizer-state',
   ): DeviceBuffer {
-    const buffer = this.ctx.createBuffer({ label, size: elements * 4, usage: storageUsage(), category });
+    return this.stateBuffer(label, elements, 'float32', category);
+  }
+
+  /** A zeroed buffer of `elements` stored as `dtype` (16-bit: whole words). */
+  protected stateBuffer(
+    label: string,
+    elements: number,
+    dtype: StateDtype,
+    category: 'optimizer-state' | 'main-params' | 'grads' = 'optimizer-state',
+  ): DeviceBuffer {
+    const size = Math.ceil((elements * STATE_BYTES[dtype]) / 4) * 4;
+    const buffer = this.ctx.createBuffer({ label, size, usage: storageUsage(), category });
     this.ctx.device.queue.writeBuffer(buffer.gpu, 0, new Float32Array(Math.ceil(buffer.size / 4)));
     this.owned.push(buffer);
     return buffer;

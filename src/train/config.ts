@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { TRACKER } from '../checkpoint/dir.js';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
+import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { DecayStyle } from './schedule.js';
 
 /** The signals --exit-signal takes (Megatron's choices). */
@@ -29,6 +30,8 @@ export interface TrainConfig {
   globalBatchSize: number;
   trainIters: number;
   useDistributedOptimizer: boolean;
+  /** How the optimizer stores Adam's moments (Megatron's precision-aware optimizer; fp32 by default). */
+  stateDtypes: StateDtypes;
   checkForNanInLossAndGrad: boolean;
   /** --exit-interval: exit after an iteration divisible by it. */
   exitInterval: number | null;

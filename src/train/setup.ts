@@ -84,6 +84,7 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
     },
     clipGrad: cfg.clipGrad,
     overlapParamGather: cfg.overlapParamGather,
+    stateDtypes: cfg.stateDtypes,
     weightDecayFor: megatronWeightDecay,
     lossScaler: {
       initialScale: cfg.initialLossScale,

@@ -91,6 +91,44 @@ describe("checkpoints in Megatron's layout", () => {
     expect(resumed[0]!.find((l) => 'scaler' in l)!.scaler).toEqual(saved[0]!.find((l) => 'scaler' in l)!.scaler);
   });
 
+  it('precision-aware optimizer: 16-bit moments are BF16/F16 tensors; they load at another d as they are, or widened, or rounded', async () => {
+    const dir = saveDir();
+    // Step 4 after a load at step 3 uses the loaded moments as they are, whatever this run stores
+    // them as; the new moments are rounded after the update, so the params of step 4 match.
+    const base = { distributed: true, clip: 1.0, steps: 4 };
+    const moments = { expAvg: 'bfloat16', expAvgSq: 'float16' };
+    const saved = await job(2, { ...base, stateDtypes: moments, checkpoint: { save: dir, saveAfter: 3, maxFileBytes: 300 } });
+    const step = join(dir, 'iter_0000003');
+    // The tensors' dtypes, read from the safetensors headers (8-byte length, then JSON).
+    const dtypes = new Map<string, string>();
+    for (const file of readdirSync(step).filter((f) => f.startsWith('optim-'))) {
+      const bytes = readFileSync(join(step, file));
+      const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString('utf8')) as Record<
+        string,
+        { dtype: string }
+      >;
+      for (const [name, t] of Object.entries(header)) if (name !== '__metadata__') dtypes.set(name.split('/')[0]!, t.dtype);
+    }
+    expect(Object.fromEntries(dtypes)).toEqual({ exp_avg: 'BF16', exp_avg_sq: 'F16' });
+    for (const [world, stateDtypes] of [
+      [3, moments],
+      [1, { expAvg: 'float32', expAvgSq: 'float32' }],
+    ] as const) {
+      const resumed = await job(world, { ...base, stateDtypes, checkpoint: { load: dir } });
+      expect(
+        relativeError(flat(paramsOf(resumed)), flat(paramsOf(saved))),
+        `d = ${world}, ${JSON.stringify(stateDtypes)}`,
+      ).toBeLessThanOrEqual(1e-6);
+    }
+    // fp32 moments saved, loaded into 16-bit ones: rounded on the way, so close to the fp32 run, not equal.
+    const wide = saveDir();
+    const fp32 = await job(2, { ...base, checkpoint: { save: wide, saveAfter: 3 } });
+    const rounded = await job(2, { ...base, stateDtypes: moments, checkpoint: { load: wide } });
+    const error = relativeError(flat(paramsOf(rounded)), flat(paramsOf(fp32)));
+    expect(error).toBeGreaterThan(0);
+    expect(error).toBeLessThanOrEqual(1e-3);
+  });
+
   it.each([true, false])('fp32 biases beside bf16 weights save and load exactly (distributed %s)', async (distributed) => {
     // Before: the non-distributed optimizer's save crashed with a TypeError, and the distributed one
     // stored zeros as the fp32 params' main params.

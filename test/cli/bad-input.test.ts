@@ -91,6 +91,20 @@ const CASES: Case[] = [
   },
   { args: ['train', ...TRAIN, '--tokenizer-type', 'HuggingFaceTokenizer'], says: /needs --tokenizer-model/ },
   { args: ['train', ...TRAIN, 'extra'], says: /unexpected argument 'extra'/ },
+  { args: ['train', ...TRAIN, '--exp-avg-dtype', 'bf16'], says: /--exp-avg-dtype bf16 needs --use-precision-aware-optimizer/ },
+  {
+    args: ['train', ...TRAIN, '--use-precision-aware-optimizer'],
+    says: /--use-precision-aware-optimizer needs --use-distributed-optimizer/,
+  },
+  {
+    args: ['train', ...TRAIN, '--use-distributed-optimizer', '--use-precision-aware-optimizer', '--exp-avg-sq-dtype', 'fp8'],
+    says: /--exp-avg-sq-dtype: 'fp8' is not a dtype webtron stores; use fp32, bf16 or fp16/,
+  },
+  {
+    args: ['train', ...TRAIN, '--use-distributed-optimizer', '--use-precision-aware-optimizer', '--main-params-dtype', 'fp16'],
+    says: /--main-params-dtype: 'fp16' is not available/,
+  },
+  { args: ['memory', ...GPT, '--vocab-size', '64', '--exp-avg-dtype', 'half'], says: /--exp-avg-dtype: 'half' is not a dtype/ },
   { args: ['preprocess-data', '--output-prefix', 'out', '--tokenizer-type', 'ByteTokenizer'], says: /--input is required/ },
   {
     args: ['preprocess-data', '--input', 'corpus.jsonl', '--output-prefix', 'corpus.jsonl/out/x', '--tokenizer-type', 'ByteTokenizer'],

@@ -6,9 +6,13 @@ export function bf16Reference(x: number): number {
   return roundToBits(x, 8);
 }
 
-/** x rounded to fp16 (11 significant bits, ties to even), the same way. Normal fp16 range only. */
+/** x rounded to fp16 (11 significant bits, ties to even), the same way; below 2^-14, to multiples of 2^-24 (subnormals). No overflow. */
 export function fp16Reference(x: number): number {
-  return roundToBits(x, 11);
+  if (Math.abs(x) >= 2 ** -14) return roundToBits(x, 11);
+  const q = Math.abs(x) / 2 ** -24;
+  const floor = Math.floor(q);
+  const n = q - floor > 0.5 || (q - floor === 0.5 && floor % 2 !== 0) ? floor + 1 : floor;
+  return Math.sign(x) * n * 2 ** -24;
 }
 
 function roundToBits(x: number, bits: number): number {

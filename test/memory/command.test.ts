@@ -10,43 +10,56 @@ const small = ['--num-layers', '2', '--hidden-size', '64', '--num-attention-head
 const run = (...args: string[]) => spawnSync('node', [bin, 'memory', ...args], { encoding: 'utf8' });
 
 describe('webtron memory', () => {
-  it.each([[[]], [['--bf16']], [['--precision', 'fp16']]])(
-    '%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers',
-    (precision) => {
-      const out = run(
-        ...small,
-        ...precision,
-        '--data-parallel-size',
-        '1,2,3,4,5,6,7,8',
-        '--ddp-bucket-size',
-        '20000',
-        '--measure',
-        '--json',
+  it.each([
+    [[]],
+    [['--bf16']],
+    [['--precision', 'fp16']],
+    [['--bf16', '--use-precision-aware-optimizer', '--exp-avg-dtype', 'bf16', '--exp-avg-sq-dtype', 'fp16']],
+  ])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', (precision) => {
+    const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,5,6,7,8', '--ddp-bucket-size', '20000', '--measure', '--json');
+    expect(out.status, out.stderr).toBe(0);
+    const rows = out.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(rows).toHaveLength(16);
+    for (const r of rows) {
+      expect(Object.keys(r)).toEqual(
+        expect.arrayContaining([
+          'data_parallel_size',
+          'precision',
+          'distributed',
+          'bytes_per_param',
+          'model_state_bytes_per_rank',
+          'by_category',
+        ]),
       );
+      expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
+      expect(r.measured_equals_predicted).toBe(true);
+      // One real forward and backward: the allocator's activation bytes equal the table's.
+      expect(r.measured_activations).toBe((r.by_category as { activations: number }).activations);
+    }
+  });
+
+  it('--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 saves 4 bytes per param of optimizer state before sharding: 4/d per rank', () => {
+    const rows = (...extra: string[]) => {
+      const out = run(...small, '--bf16', '--data-parallel-size', '1,2,4', '--use-distributed-optimizer', '--json', ...extra);
       expect(out.status, out.stderr).toBe(0);
-      const rows = out.stdout
+      return out.stdout
         .trim()
         .split('\n')
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      expect(rows).toHaveLength(16);
-      for (const r of rows) {
-        expect(Object.keys(r)).toEqual(
-          expect.arrayContaining([
-            'data_parallel_size',
-            'precision',
-            'distributed',
-            'bytes_per_param',
-            'model_state_bytes_per_rank',
-            'by_category',
-          ]),
-        );
-        expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
-        expect(r.measured_equals_predicted).toBe(true);
-        // One real forward and backward: the allocator's activation bytes equal the table's.
-        expect(r.measured_activations).toBe((r.by_category as { activations: number }).activations);
-      }
-    },
-  );
+        .map((l) => JSON.parse(l) as { data_parallel_size: number; bytes_per_param: number; exp_avg_dtype: string });
+    };
+    const fp32 = rows();
+    const narrow = rows('--use-precision-aware-optimizer', '--exp-avg-dtype', 'bf16', '--exp-avg-sq-dtype', 'bf16');
+    for (const [k, r] of narrow.entries()) {
+      const d = r.data_parallel_size;
+      expect(r.exp_avg_dtype).toBe('bfloat16');
+      // Megatron's bf16 row, 6 + 12/d, becomes 6 + 8/d.
+      expect(fp32[k]!.bytes_per_param).toBeCloseTo(6 + 12 / d, 12);
+      expect(r.bytes_per_param).toBeCloseTo(6 + 8 / d, 12);
+    }
+  });
 
   it('--plot writes an SVG with one stacked bar per configuration', () => {
     const path = join(mkdtempSync(join(tmpdir(), 'webtron-plot-')), 'memory.svg');

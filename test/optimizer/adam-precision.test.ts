@@ -41,18 +41,9 @@ const decode = (b64: string): Float32Array => {
 /** fp16's smallest step: subnormals are multiples of 2^-24. */
 const FP16_TINY = 2 ** -24;
 
-/** x rounded to fp16, subnormals too (ties to even), in float64. */
-function fp16Round(x: number): number {
-  if (Math.abs(x) >= 2 ** -14) return fp16Reference(x);
-  const q = Math.abs(x) / FP16_TINY;
-  const floor = Math.floor(q);
-  const n = q - floor > 0.5 || (q - floor === 0.5 && floor % 2 !== 0) ? floor + 1 : floor;
-  return Math.sign(x) * n * FP16_TINY;
-}
-
 /** x rounded to `dtype` by the test's float64 rounding (exact for values already in it). */
 const roundTo = (dtype: StateDtype) => (x: number) =>
-  dtype === 'bfloat16' ? bf16Reference(x) : dtype === 'float16' ? fp16Round(x) : Math.fround(x);
+  dtype === 'bfloat16' ? bf16Reference(x) : dtype === 'float16' ? fp16Reference(x) : Math.fround(x);
 
 /** The 16-bit pattern of a value already representable in `dtype`, written from the formats' bit layouts. */
 function bitsOf(x: number, dtype: 'bfloat16' | 'float16'): number {

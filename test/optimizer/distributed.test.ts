@@ -65,6 +65,26 @@ describe("DistributedOptimizer and its non-distributed twin: Megatron's three pr
     },
   );
 
+  it.each([
+    [2, 'float32', { expAvg: 'bfloat16', expAvgSq: 'bfloat16' }],
+    [3, 'bfloat16', { expAvg: 'float16', expAvgSq: 'bfloat16' }],
+    [4, 'float16', { expAvg: 'bfloat16', expAvgSq: 'float32' }],
+    [1, 'float32', { expAvg: 'float32', expAvgSq: 'float16' }],
+  ])(
+    'precision-aware optimizer, world %i, params %s, moments %j: k steps equal single-process Adam with the moments rounded; memory matches',
+    async (world, dtype, stateDtypes) => {
+      const ranks = await job(world, { distributed: true, clip: 1.0, steps: 4, dtype, stateDtypes });
+      for (const [rank, lines] of ranks.entries()) {
+        const failed = lines.filter((l) => 'check' in l && l.ok !== true);
+        expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
+        const memory = lines.find((l) => l.check === 'memory by category')!.detail as { got: Record<string, number> };
+        // The moments take 2 bytes each where 16-bit: a (1/d) shard of every bucket.
+        const bytesPerElement = Object.values(stateDtypes).reduce((sum, t) => sum + (t === 'float32' ? 4 : 2), 0);
+        expect(memory.got['optimizer-state']! % bytesPerElement).toBe(0);
+      }
+    },
+  );
+
   it('fp16 without the shader-f16 feature fails at start-up with what to do', async () => {
     const ctx = await GpuContext.create({ disableFeatures: ['shader-f16'] });
     const dist = await initProcessGroup({ rank: 0, worldSize: 1 });

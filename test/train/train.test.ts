@@ -87,6 +87,43 @@ describe('webtron train', () => {
     expect(summary.final_val_loss).toBeGreaterThan(0);
   });
 
+  it('--use-precision-aware-optimizer with bf16 moments: d = 1 and d = 2 agree for 20 iterations, and the memory line measures what it predicts', async () => {
+    const base = dir();
+    const flags = [
+      '--use-distributed-optimizer',
+      '--use-precision-aware-optimizer',
+      '--exp-avg-dtype',
+      'bf16',
+      '--exp-avg-sq-dtype',
+      'bf16',
+    ];
+    const run = async (name: string, extra: string[]) => {
+      const r = await train([
+        ...TINY,
+        '--train-iters',
+        '20',
+        '--global-batch-size',
+        '4',
+        '--run-dir',
+        join(base, name),
+        ...flags,
+        ...extra,
+      ]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      expect(r.stdout).toMatch(/distributed optimizer \(bf16 exp_avg, bf16 exp_avg_sq\)/);
+      // Every model-state category of the trainer's memory line: measured = predicted.
+      const memory = r.stdout.split('\n').find((l) => l.includes('GPU memory:'))!;
+      for (const category of ['params', 'grads', 'main-params', 'optimizer-state']) {
+        expect(memory, category).toMatch(new RegExp(`${category} [^|]*\\(predicted [^,]*, equal\\)`));
+      }
+      return { losses: losses(join(base, name)), memory };
+    };
+    const single = await run('d1', []);
+    const double = await run('d2', ['--nproc-per-node', '2']);
+    expectSameLosses(single.losses, double.losses, 1e-4, 'bf16 moments, d = 1 vs d = 2');
+    expect(single.losses.get(20)!).toBeLessThan(single.losses.get(1)! - 0.5);
+  });
+
   it("a resumed run repeats the uninterrupted run's losses bit for bit; at another d it continues within float rounding", async () => {
     const base = dir();
     const common = [...TINY, '--train-iters', '10', '--global-batch-size', '8'];

@@ -14,6 +14,9 @@ import { modelStateBytes } from '../../src/memory/model-state.js';
 import { relativeError } from '../helpers/hash.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { loadCheckpoint, saveCheckpoint } from '../../src/checkpoint/checkpoint.js';
+import type { StateDtype } from '../../src/optimizer/adam.js';
+import type { StateDtypes } from '../../src/optimizer/optimizer-base.js';
+import { bf16Reference, fp16Reference } from '../helpers/bf16.js';
 
 interface CheckpointConfig {
   save?: string;
@@ -39,6 +42,8 @@ const config = JSON.parse(process.argv[2] ?? '{}') as {
   /** Bytes per grad-sync and param-gather chunk: small, so that every bucket moves in several. */
   chunkBytes?: number;
   checkpoint?: CheckpointConfig;
+  /** The precision-aware optimizer's moment dtypes. */
+  stateDtypes?: StateDtypes;
 };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const dtype = config.dtype ?? 'float32';
@@ -51,6 +56,12 @@ const roundHalf = (x: number) => fromWord(toWord(x));
 const LOSS_SCALE = 2 ** 10;
 const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 16, 5), f32('b2', 5), f32('odd', 101)];
 const hyper = { ...ADAMW_DEFAULTS, lr: 1e-2, weightDecay: 0.1 };
+
+/** `values` rounded in place to `dtype` by the test's own float64 rounding. */
+function roundState(values: Float32Array, dtype: StateDtype = 'float32'): void {
+  if (dtype === 'float32') return;
+  for (let i = 0; i < values.length; i++) values[i] = (dtype === 'bfloat16' ? bf16Reference : fp16Reference)(values[i]!);
+}
 
 const param0 = (rank: number, i: number) => (((i * 13 + rank * 5) % 101) - 50) / 50;
 const grad = (rank: number, t: number, i: number) => (((i * 31 + rank * 17 + t * 7) % 23) - 11) * 0.5;
@@ -73,7 +84,12 @@ async function checkpointScenario(): Promise<void> {
     bucketSize: c.extraElements ? 1 << 22 : 100,
   });
   const ddp = new DistributedDataParallel(ctx, dist.group, layout);
-  const optimizer = createOptimizer(ctx, dist.group, ddp, { hyper, clipGrad: config.clip, lossScaler: { initialScale: LOSS_SCALE } });
+  const optimizer = createOptimizer(ctx, dist.group, ddp, {
+    hyper,
+    clipGrad: config.clip,
+    lossScaler: { initialScale: LOSS_SCALE },
+    ...(config.stateDtypes ? { stateDtypes: config.stateDtypes } : {}),
+  });
   const parts = { group: dist.group, ddp, optimizer };
   const names = model.map((p) => p.name);
   let first = 1;
@@ -145,6 +161,7 @@ async function main(): Promise<void> {
     clipGrad: config.clip,
     overlapParamGather: config.overlapParamGather ?? false,
     lossScaler: { initialScale: LOSS_SCALE },
+    ...(config.stateDtypes ? { stateDtypes: config.stateDtypes } : {}),
   });
 
   const ref = { p: initial(0), m: new Float32Array(n), v: new Float32Array(n) };
@@ -190,6 +207,9 @@ async function main(): Promise<void> {
     if (coeff < 1) clipped += 1;
     worstNorm = Math.max(worstNorm, Math.abs(result.gradNorm - norm) / norm);
     adamReferenceStep(hyper, adamSteps, ref.p, avg, ref.m, ref.v, coeff);
+    // The precision-aware optimizer keeps the moments rounded to their dtypes.
+    roundState(ref.m, config.stateDtypes?.expAvg);
+    roundState(ref.v, config.stateDtypes?.expAvgSq);
   }
   if (fp16)
     say({
@@ -242,7 +262,7 @@ async function main(): Promise<void> {
   const live = ctx.memoryReport().live;
   // Megatron's rows (fp32 16 | 8 + 8/d; bf16 18 | 6 + 12/d; fp16 20 | 4 + 16/d) from the pure
   // accounting of src/memory, with this rank's padding on its own.
-  const expected = modelStateBytes(layout, rank);
+  const expected = modelStateBytes(layout, rank, config.stateDtypes ?? {});
   const want = expected.byCategory;
   const got = { params: live.params, grads: live.grads, 'main-params': live['main-params'], 'optimizer-state': live['optimizer-state'] };
   say({
