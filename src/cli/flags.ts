@@ -24,6 +24,28 @@ export interface FlagSpec {
 
 export type FlagValues = Record<string, string | number | boolean | string[] | undefined>;
 
+const BYTE_SUFFIXES: Record<string, number> = {
+  '': 1,
+  B: 1,
+  KB: 1e3,
+  MB: 1e6,
+  GB: 1e9,
+  TB: 1e12,
+  KIB: 2 ** 10,
+  MIB: 2 ** 20,
+  GIB: 2 ** 30,
+  TIB: 2 ** 40,
+};
+
+/** A size such as 80GiB, 24GB, 512MiB or a number of bytes, given to flag `--name`. */
+export function parseBytes(text: string, name: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)$/i.exec(text.trim());
+  const unit = m ? BYTE_SUFFIXES[m[2]!.toUpperCase()] : undefined;
+  if (!m || unit === undefined || !(Number(m[1]) > 0))
+    throw new FlagError(`--${name}: '${text}' is not a size; use e.g. 80GiB, 24GB or a number of bytes`);
+  return Math.floor(Number(m[1]) * unit);
+}
+
 function convert(name: string, spec: FlagSpec, raw: string): string | number | boolean | string[] {
   switch (spec.kind) {
     case 'string':

@@ -9,6 +9,7 @@ import { memoryCommand } from './memory.js';
 import { preprocessData } from './preprocess-data.js';
 import { sample } from './sample.js';
 import { train } from './train.js';
+import { reportsToLauncher } from '../train/lifeline.js';
 
 const COMMANDS: Record<string, Command> = {
   train,
@@ -31,6 +32,9 @@ function usage(): string {
 const FLAG_OF_OPTION: Record<string, string> = { beta1: 'adam-beta1', beta2: 'adam-beta2', eps: 'adam-eps', bucketSize: 'ddp-bucket-size' };
 
 /** The one line for a webtron error: where the library's API names an option, the command's flag for it. */
+/** How long a worker that leaves rank 0 to report an error every rank met waits before exiting. */
+const QUIET_EXIT_DELAY_MS = 2000;
+
 export function oneLine(e: WebtronError, flags: Record<string, FlagSpec>): string {
   let message = e.message;
   for (const option of e.options) {
@@ -63,6 +67,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof ExitCode) return e.code;
     if (!(e instanceof WebtronError)) throw e; // a bug: bin/webtron.js prints the trace and says so
+    if (e.sameOnEveryRank && reportsToLauncher() && process.env.RANK !== '0') {
+      // Rank 0 says it once; leaving after it keeps the launcher's first failure rank 0's.
+      await new Promise((resolve) => setTimeout(resolve, QUIET_EXIT_DELAY_MS));
+      return e.exitCode;
+    }
     console.error(`webtron ${name}: ${oneLine(e, command.flags)}`);
     return e.exitCode;
   }

@@ -11,7 +11,7 @@ import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
 import { readOnnxInitializers } from '../onnx/proto.js';
 import { stackedBarSvg } from '../plot/svg.js';
-import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js';
+import { FlagError, GPU_FLAGS, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
@@ -60,33 +60,12 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
 };
 
 const SUFFIXES: Record<string, number> = { '': 1, K: 1e3, M: 1e6, B: 1e9, G: 1e9, T: 1e12 };
-const BYTE_SUFFIXES: Record<string, number> = {
-  '': 1,
-  B: 1,
-  KB: 1e3,
-  MB: 1e6,
-  GB: 1e9,
-  TB: 1e12,
-  KIB: 2 ** 10,
-  MIB: 2 ** 20,
-  GIB: 2 ** 30,
-  TIB: 2 ** 40,
-};
-
 export function parseParamCount(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([KMBGT]?)$/i.exec(text.trim());
   const value = m ? Math.round(Number(m[1]) * SUFFIXES[m[2]!.toUpperCase()]!) : NaN;
   if (!Number.isSafeInteger(value) || value < 1)
     throw new FlagError(`--params: '${text}' is not a positive count; use e.g. 124000000, 124M or 7B`);
   return value;
-}
-
-export function parseBytes(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)$/i.exec(text.trim());
-  const unit = m ? BYTE_SUFFIXES[m[2]!.toUpperCase()] : undefined;
-  if (!m || unit === undefined || !(Number(m[1]) > 0))
-    throw new FlagError(`--gpu-memory: '${text}' is not a size; use e.g. 80GiB, 24GB or a number of bytes`);
-  return Math.floor(Number(m[1]) * unit);
 }
 
 /** What model the flags describe; one-line errors for anything missing or contradictory. */
@@ -163,7 +142,7 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
     microBatchSize: micro,
     dropout: !v['no-dropout'],
     ...(v['ddp-bucket-size'] !== undefined ? { bucketSize: v['ddp-bucket-size'] as number } : {}),
-    ...(v['gpu-memory'] !== undefined ? { gpuMemory: parseBytes(v['gpu-memory'] as string) } : {}),
+    ...(v['gpu-memory'] !== undefined ? { gpuMemory: parseBytes(v['gpu-memory'] as string, 'gpu-memory') } : {}),
   });
   return { source, rows };
 }

@@ -4,7 +4,7 @@
  * flag and what it accepts, and the combinations Megatron rejects are rejected here, before any
  * worker starts.
  */
-import { FlagError, flagLine, type FlagSpec, type FlagValues } from './flags.js';
+import { FlagError, flagLine, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
@@ -133,6 +133,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'grad-reduce-in-bf16': flag('distributed', {
     kind: 'boolean',
     help: 'send grads as bf16 in their sync (half the bytes), summed in fp32 (fp32 grads: fp32 or --bf16 training)',
+  }),
+  'max-device-memory': flag('distributed', {
+    kind: 'string',
+    help: 'GPU bytes a rank may use (e.g. 4GiB): a run whose predicted peak exceeds it stops at start-up, naming what would fit',
   }),
   'ddp-bucket-size': flag('distributed', { kind: 'int', help: 'elements per grad bucket (default max(40M, 1M·d))' }),
 
@@ -338,6 +342,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     gradReduceInBf16,
     overlapParamGather,
     ddpBucketSize: optionalInt('ddp-bucket-size', 1),
+    maxDeviceMemory: v['max-device-memory'] === undefined ? null : parseBytes(String(v['max-device-memory']), 'max-device-memory'),
     evalInterval: int('eval-interval', 1),
     evalIters: int('eval-iters', 0),
     dataPath,

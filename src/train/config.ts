@@ -68,6 +68,8 @@ export interface TrainConfig {
   gradReduceInBf16: boolean;
   overlapParamGather: boolean;
   ddpBucketSize: number | null;
+  /** GPU bytes a rank may use (--max-device-memory): a run predicted to need more stops at start-up. */
+  maxDeviceMemory: number | null;
   evalInterval: number;
   evalIters: number;
   /** The --data-path words as given. */

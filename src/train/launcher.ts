@@ -289,6 +289,11 @@ async function runWorkers(
     if (stopping || failures.length === 0) return;
     const root = failures.find((f) => f.signalled) ?? failures[0]!;
     firstFailure = { rank: root.rank, code: root.code, text: root.text };
+    // Bad input rank 0 reported (exit code 2): its one line is the message; the rest just stop.
+    if (root.rank === '0' && root.code === 2) {
+      stopAll('SIGTERM');
+      return;
+    }
     log(
       `webtron launch: rank ${root.rank} ${root.text}; stopping the other workers${root.last.length ? `. Its last stderr lines:\n${root.last.map((l) => `  [rank ${root.rank}] ${l}`).join('\n')}` : ''}`,
     );

@@ -32,6 +32,11 @@ if (Number.isInteger(fd) && fd > 2) {
   if (reports) status = lifeline;
 }
 
+/** This process is a worker of webtron's launcher, which reads its status and its failures. */
+export function reportsToLauncher(): boolean {
+  return status !== null;
+}
+
 /** Tell the launcher where this worker stands (nothing when no launcher asked). */
 export function tellLauncher(report: WorkerStatus): void {
   status?.write(`${JSON.stringify(report)}\n`);

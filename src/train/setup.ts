@@ -13,6 +13,8 @@ import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout, type ModelLayout } from '../ddp/layout.js';
 import type { GpuContext } from '../gpu/context.js';
 import { PRECISION_DTYPES } from '../memory/calculator.js';
+import { budgetProblem } from '../memory/budget.js';
+import { ConfigError } from '../errors.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
 import { paramTensors } from '../nn/params.js';
 import { readOnnxParams } from '../onnx/proto.js';
@@ -63,6 +65,28 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
   const model = gptConfig(cfg, tokenizer);
   const [dtype, gradDtype] = PRECISION_DTYPES[cfg.precision];
   const specs = Gpt.specs(model, dtype, gradDtype);
+  if (cfg.maxDeviceMemory !== null) {
+    const problem = budgetProblem(
+      {
+        specs,
+        gpt: model,
+        dataParallelSize: d,
+        distributedOptimizer: cfg.useDistributedOptimizer,
+        stateDtypes: cfg.stateDtypes,
+        ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}),
+        gradReduceInBf16: cfg.gradReduceInBf16,
+        activations: {
+          microBatchSize: cfg.microBatchSize,
+          hiddenDropout: cfg.hiddenDropout > 0,
+          attentionDropout: cfg.attentionDropout > 0,
+          fp16Grads: cfg.precision === 'fp16',
+          attention: ctx.attentionKernel,
+        },
+      },
+      cfg.maxDeviceMemory,
+    );
+    if (problem) throw Object.assign(new ConfigError(problem, 'maxDeviceMemory'), { sameOnEveryRank: true });
+  }
   const layout = computeLayout(specs, {
     dataParallelSize: d,
     distributedOptimizer: cfg.useDistributedOptimizer,

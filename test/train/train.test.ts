@@ -492,6 +492,12 @@ describe('webtron train', () => {
       /^webtron train: --data-path: \/does\/not\/exist.txt is neither a text file nor the prefix of an indexed dataset/,
     ],
     [['--load', '/does/not/exist'], /^webtron train: \/does\/not\/exist: neither a checkpoint folder/],
+    [['--max-device-memory', 'lots'], /^webtron train: --max-device-memory: 'lots' is not a size; use e\.g\. 80GiB/],
+    // Found by every worker at start-up: rank 0 says it, once.
+    [
+      ['--nproc-per-node', '2', '--global-batch-size', '4', '--max-device-memory', '100KiB'],
+      /^webtron train: --max-device-memory 100\.00 KiB: this run needs [\d.]+ [KM]iB per rank at its peak \(model state .*\); the smallest is with --use-distributed-optimizer --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16: .*; no optimizer setting fits/,
+    ],
   ])('%j is one line naming the flag, exit code 2, nothing written', async (extra, message) => {
     const runDir = join(dir(), 'run');
     const r = await train([...TINY, '--train-iters', '5', '--run-dir', runDir, ...extra]);

@@ -1,0 +1,94 @@
+/**
+ * A training run's GPU bytes per rank at its peak, pure, and what to change when they exceed a
+ * budget (`webtron train --max-device-memory`): the model state of this rank (exact, from the
+ * layout), one micro-batch's activations (exact, from webtron's graph) and the grad sync's readback
+ * staging, as `webtron memory` counts them. When the run does not fit, the alternatives are tried
+ * from the least change on, and the first that fits is named with its flags.
+ */
+import { computeLayout, type ParamSpec } from '../ddp/layout.js';
+import { syncStagingBytes } from '../ddp/sync-plan.js';
+import { formatBytes } from '../gpu/memory.js';
+import type { GptShape } from '../nn/gpt-spec.js';
+import type { StateDtypes } from '../optimizer/optimizer-base.js';
+import { gptActivationBytes, type ActivationOptions } from './activations.js';
+import { modelStateBytes } from './model-state.js';
+
+/** One way to run a model: what the memory depends on. */
+export interface RunShape {
+  /** The params with the run's dtypes. */
+  specs: ParamSpec[];
+  gpt: GptShape;
+  dataParallelSize: number;
+  distributedOptimizer: boolean;
+  stateDtypes: StateDtypes;
+  bucketSize?: number;
+  gradReduceInBf16: boolean;
+  activations: ActivationOptions;
+}
+
+export interface RunBytes {
+  modelState: number;
+  activations: number;
+  staging: number;
+  total: number;
+}
+
+/** The bytes of one rank (the same on every rank: shards are equal, padding included). */
+export function runBytes(run: RunShape): RunBytes {
+  const layout = computeLayout(run.specs, {
+    dataParallelSize: run.dataParallelSize,
+    distributedOptimizer: run.distributedOptimizer,
+    ...(run.bucketSize ? { bucketSize: run.bucketSize } : {}),
+  });
+  const modelState = modelStateBytes(layout, 0, run.stateDtypes).total;
+  const activations = gptActivationBytes(run.gpt, run.activations);
+  const staging = syncStagingBytes(layout, { gradReduceInBf16: run.gradReduceInBf16 });
+  return { modelState, activations, staging, total: modelState + activations + staging };
+}
+
+/** A change to a run, as the flags that make it. */
+interface Alternative {
+  flags: string;
+  applies: (run: RunShape) => boolean;
+  change: (run: RunShape) => RunShape;
+}
+
+const BF16_MOMENTS: StateDtypes = { expAvg: 'bfloat16', expAvgSq: 'bfloat16' };
+
+/** From the least change on: the distributed optimizer, then 16-bit moments, then both. */
+const ALTERNATIVES: Alternative[] = [
+  {
+    flags: '--use-distributed-optimizer',
+    applies: (run) => !run.distributedOptimizer && run.dataParallelSize > 1,
+    change: (run) => ({ ...run, distributedOptimizer: true }),
+  },
+  {
+    flags: '--use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16',
+    applies: (run) => run.distributedOptimizer && (run.stateDtypes.expAvg ?? 'float32') === 'float32',
+    change: (run) => ({ ...run, stateDtypes: BF16_MOMENTS }),
+  },
+  {
+    flags: '--use-distributed-optimizer --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16',
+    applies: (run) => !run.distributedOptimizer,
+    change: (run) => ({ ...run, distributedOptimizer: true, stateDtypes: BF16_MOMENTS }),
+  },
+];
+
+const parts = (b: RunBytes) =>
+  `model state ${formatBytes(b.modelState)}, activations ${formatBytes(b.activations)}, staging ${formatBytes(b.staging)}`;
+
+/**
+ * Null when `run` fits in `budget` bytes per rank; otherwise one line saying what it needs and what
+ * would fit (or, when nothing here does, the smallest of the alternatives and the micro-batch size).
+ */
+export function budgetProblem(run: RunShape, budget: number, flag = '--max-device-memory'): string | null {
+  const need = runBytes(run);
+  if (need.total <= budget) return null;
+  const head = `${flag} ${formatBytes(budget)}: this run needs ${formatBytes(need.total)} per rank at its peak (${parts(need)})`;
+  const tried = ALTERNATIVES.filter((a) => a.applies(run)).map((a) => ({ flags: a.flags, bytes: runBytes(a.change(run)) }));
+  const fits = tried.find((t) => t.bytes.total <= budget);
+  if (fits) return `${head}; with ${fits.flags} it needs ${formatBytes(fits.bytes.total)} and fits`;
+  const smallest = [{ flags: '', bytes: need }, ...tried].sort((a, b) => a.bytes.total - b.bytes.total)[0]!;
+  const advice = smallest.flags ? `the smallest is with ${smallest.flags}: ${formatBytes(smallest.bytes.total)}; ` : '';
+  return `${head}; ${advice}no optimizer setting fits: use more ranks, a smaller --micro-batch-size or a smaller model`;
+}

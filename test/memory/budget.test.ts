@@ -1,0 +1,47 @@
+/** The budget check of `webtron train --max-device-memory`, against the calculator's own rows. */
+import { describe, expect, it } from 'vitest';
+import { budgetProblem, runBytes, type RunShape } from '../../src/memory/budget.js';
+import { memoryRows } from '../../src/memory/calculator.js';
+import { gptParams } from '../../src/nn/gpt-spec.js';
+
+const gpt = { numLayers: 2, hiddenSize: 64, numAttentionHeads: 4, seqLength: 32, vocabSize: 128 };
+const shape = (over: Partial<RunShape> = {}): RunShape => ({
+  specs: gptParams(gpt, 'float32', 'float32'),
+  gpt,
+  dataParallelSize: 2,
+  distributedOptimizer: false,
+  stateDtypes: {},
+  gradReduceInBf16: false,
+  activations: { microBatchSize: 4, hiddenDropout: true, attentionDropout: true, attention: 'fused' },
+  ...over,
+});
+
+describe('--max-device-memory', () => {
+  it("counts what webtron memory's rows count: model state, activations and staging of one rank", () => {
+    const rows = memoryRows(
+      { kind: 'gpt', shape: gpt },
+      { dataParallelSizes: [2], precisions: ['fp32'], distributed: [false, true], microBatchSize: 4 },
+    );
+    expect(runBytes(shape()).total).toBe(rows[0]!.total_bytes_per_rank);
+    expect(runBytes(shape({ distributedOptimizer: true })).total).toBe(rows[1]!.total_bytes_per_rank);
+  });
+
+  it('is silent when the run fits; names the least change that fits; says when nothing does', () => {
+    const plain = runBytes(shape()).total;
+    const distributed = runBytes(shape({ distributedOptimizer: true })).total;
+    const narrow = runBytes(shape({ distributedOptimizer: true, stateDtypes: { expAvg: 'bfloat16', expAvgSq: 'bfloat16' } })).total;
+    expect(narrow).toBeLessThan(distributed);
+    expect(distributed).toBeLessThan(plain);
+    expect(budgetProblem(shape(), plain)).toBeNull();
+    expect(budgetProblem(shape(), plain - 1)).toMatch(
+      /this run needs .* per rank at its peak .*; with --use-distributed-optimizer it needs .* and fits$/,
+    );
+    expect(budgetProblem(shape(), distributed - 1)).toMatch(
+      /; with --use-distributed-optimizer --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 it needs .* and fits$/,
+    );
+    expect(budgetProblem(shape({ distributedOptimizer: true }), distributed - 1)).toMatch(
+      /; with --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 it needs .* and fits$/,
+    );
+    expect(budgetProblem(shape(), narrow - 1)).toMatch(/the smallest is with .*: .*; no optimizer setting fits/);
+  });
+});
