@@ -201,12 +201,14 @@ function planRankFiles(parts: CheckpointParts, maxFileBytes: number): { files: P
     const width = BYTES[b.paramDtype];
     for (const p of b.params) {
       if (owner.get(p.name) !== group.rank) continue;
+      // Its view: in the param buffer, or in its bucket's buffer (sharded params, gathered for the save).
+      const view = ddp.buffers[i]!.paramView(p.name);
       model.push({
         name: p.name,
         dtype: SAFETENSORS_DTYPE[b.paramDtype],
         shape: p.shape,
-        buffer: ddp.buffers[i]!.params,
-        byteOffset: p.start * width,
+        buffer: view.buffer,
+        byteOffset: view.offset * width,
         bytes: p.numel * width,
       });
     }
@@ -272,6 +274,7 @@ async function beginSave(saveDir: string, parts: CheckpointParts, options: SaveO
   checkIteration(options.iteration);
   const tmp = join(saveDir, `${iterName(options.iteration)}.tmp`);
   await parts.ddp.finishParamSync();
+  await parts.ddp.gatherAllParams(); // sharded params: whole while the save reads them (a collective)
   const work = async () => {
     if (parts.group.rank !== 0) return;
     mkdirSync(saveDir, { recursive: true });
@@ -390,7 +393,8 @@ function checkIteration(iteration: number): void {
  */
 export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, options: SaveOptions): Promise<SavedCheckpoint> {
   const tmp = await beginSave(saveDir, parts, options);
-  const writing = writeRankFiles(tmp, parts, options.maxFileBytes ?? 2 ** 31, options.iteration);
+  // Sharded params are whole for the save's reads only.
+  const writing = writeRankFiles(tmp, parts, options.maxFileBytes ?? 2 ** 31, options.iteration).finally(() => parts.ddp.releaseParams());
   return agreeAndCommit(saveDir, tmp, parts, options, stateOf(parts, options), outcome(writing));
 }
 
@@ -489,7 +493,11 @@ export async function startAsyncSave(
     return i < 0 ? undefined : spare.splice(i, 1)[0];
   };
   const images: { file: string; image: FileImage }[] = [];
-  for (const f of files) images.push({ file: f.file, image: await snapshotTensorFile(parts.ddp.ctx, f.tensors, f.metadata, take) });
+  try {
+    for (const f of files) images.push({ file: f.file, image: await snapshotTensorFile(parts.ddp.ctx, f.tensors, f.metadata, take) });
+  } finally {
+    await parts.ddp.releaseParams(); // sharded params were whole for the copy only
+  }
   return new AsyncSave(saveDir, tmp, parts, options, stateOf(parts, options), manifest, images);
 }
 
@@ -632,8 +640,21 @@ async function readModelParams(
       const ref = index.model[p.name];
       if (!ref) throw new CheckpointError(`${join(dir, INDEX)}: field 'model' has no entry for '${p.name}'`);
       const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[b.layout.paramDtype], p.numel);
-      const upload = new UploadStream(b.ctx, b.params, p.start * width);
-      await fileOf(ref.file).read(at.start, at.end, (bytes) => upload.write(bytes));
+      // Sharded params: only the part in this rank's shard of the param's bucket.
+      let [from, to] = [p.start, p.end];
+      let place = { buffer: b.sharding?.params ? null : b.params, offset: p.start };
+      if (b.sharding?.params) {
+        const { rank, d } = b.sharding;
+        const bucket = b.layout.buckets[p.bucket]!;
+        const size = (bucket.end - bucket.start) / d;
+        from = Math.max(p.start, bucket.start + rank * size);
+        to = Math.min(p.end, bucket.start + (rank + 1) * size);
+        if (from >= to) continue;
+        const shard = b.paramShardPlace(p.bucket, rank, d);
+        place = { buffer: shard.buffer, offset: shard.offset + from - bucket.start - rank * size };
+      }
+      const upload = new UploadStream(b.ctx, place.buffer!, place.offset * width);
+      await fileOf(ref.file).read(at.start + (from - p.start) * width, at.start + (to - p.start) * width, (bytes) => upload.write(bytes));
       bytesRead += upload.end();
     }
   }

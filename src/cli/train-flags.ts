@@ -6,6 +6,7 @@
  */
 import { FlagError, flagLine, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
+import type { ShardingStrategy } from '../ddp/ddp.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
 import { EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
@@ -134,6 +135,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: 'send grads as bf16 in their sync (half the bytes), summed in fp32 (fp32 grads: fp32 or --bf16 training)',
   }),
+  'use-megatron-fsdp': flag('distributed', {
+    kind: 'boolean',
+    help: 'shard more than the optimizer state, by --data-parallel-sharding-strategy (needs --use-distributed-optimizer)',
+  }),
+  'data-parallel-sharding-strategy': flag('distributed', {
+    kind: 'string',
+    help: 'with --use-megatron-fsdp: optim (ZeRO-1), optim_grads (ZeRO-2: grads sharded too) or optim_grads_params (ZeRO-3, the default: params too); no_shard without it',
+  }),
   'max-device-memory': flag('distributed', {
     kind: 'string',
     help: 'GPU bytes a rank may use (e.g. 4GiB): a run whose predicted peak exceeds it stops at start-up, naming what would fit',
@@ -216,6 +225,26 @@ export function parseSplit(text: string): [number, number, number] {
   return values.map((v) => v / sum) as [number, number, number];
 }
 
+const STRATEGIES = ['no_shard', 'optim', 'optim_grads', 'optim_grads_params'];
+
+/** Megatron-FSDP's strategy the flags ask for, as the distributed optimizer runs it ('optim' without FSDP); null without the distributed optimizer. */
+export function shardingStrategyOf(v: FlagValues, useDistributedOptimizer: boolean): ShardingStrategy | null {
+  const given = v['data-parallel-sharding-strategy'] as string | undefined;
+  if (given !== undefined && !STRATEGIES.includes(given))
+    throw new FlagError(`--data-parallel-sharding-strategy must be one of ${STRATEGIES.join(', ')}, got '${given}'`);
+  if (!v['use-megatron-fsdp']) {
+    if (given !== undefined && given !== 'no_shard')
+      throw new FlagError(`--data-parallel-sharding-strategy ${given} needs --use-megatron-fsdp (as in Megatron-LM)`);
+    return useDistributedOptimizer ? 'optim' : null;
+  }
+  if (!useDistributedOptimizer) throw new FlagError('--use-megatron-fsdp needs --use-distributed-optimizer (as in Megatron-LM)');
+  if (given === 'no_shard')
+    throw new FlagError(
+      '--data-parallel-sharding-strategy no_shard shards nothing: train without --use-megatron-fsdp and --use-distributed-optimizer for plain data parallelism',
+    );
+  return (given ?? 'optim_grads_params') as ShardingStrategy;
+}
+
 /** Resolve and check the flags for a job of `d` data-parallel ranks. */
 export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const int = (name: string, min: number): number => {
@@ -293,6 +322,11 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     throw new FlagError(`--exit-signal must be one of ${EXIT_SIGNALS.join(', ')}, got '${exitSignal}'`);
   const exitDuration = v['exit-duration-in-mins'] === undefined ? null : positiveNumber('exit-duration-in-mins');
   const stateDtypes = stateDtypesOf(v, useDistributedOptimizer);
+  const shardingStrategy = shardingStrategyOf(v, useDistributedOptimizer);
+  if (shardingStrategy === 'optim_grads_params' && v['check-weight-hash-across-dp-replicas-interval'] !== undefined)
+    throw new FlagError(
+      '--check-weight-hash-across-dp-replicas-interval compares whole replicas, and optim_grads_params leaves none (each rank holds its shard of the params)',
+    );
   return {
     numLayers,
     hiddenSize,
@@ -312,6 +346,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     globalBatchSize,
     trainIters,
     useDistributedOptimizer,
+    shardingStrategy,
     stateDtypes,
     checkForNanInLossAndGrad: !v['no-check-for-nan-in-loss-and-grad'],
     exitInterval: optionalInt('exit-interval', 1),

@@ -30,7 +30,7 @@ import { WebtronError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import { float32ToWords, wordsToFloat32 } from '../collectives/reduce.js';
 import { hostFloat32 } from '../collectives/simd.js';
-import type { GpuContext } from '../gpu/context.js';
+import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { ParamAndGradBuffer, type BufferView } from './buffers.js';
 import { BYTES, type BucketLayout, type ModelLayout } from './layout.js';
 import { EARLY_READBACK_BYTES, planSyncChunks, READS_AHEAD, type SyncChunk } from './sync-plan.js';
@@ -47,7 +47,19 @@ export interface DdpOptions {
   phases?: PhaseTimes;
   /** Bytes of a bucket per grad-sync chunk; default `syncChunkBytes(d)` (tests make it small). */
   syncChunkBytes?: number;
+  /**
+   * Megatron-FSDP's sharding strategy (needs the distributed optimizer's layout): `optim` (the
+   * default) keeps whole params and grads; `optim_grads` keeps only this rank's shard of the reduced
+   * grads (a bucket's grads are whole from the first write of a backward until its reduce-scatter
+   * has read them); `optim_grads_params` keeps only the param shard too (a bucket's params are
+   * gathered before the forward or backward uses them and released after). Sharded grads sync each
+   * bucket as soon as its grads are final, as `overlapGradReduce` does.
+   */
+  shardingStrategy?: ShardingStrategy;
 }
+
+/** Megatron-FSDP's strategies with the distributed optimizer (`no_shard` is DDP without it). */
+export type ShardingStrategy = 'optim' | 'optim_grads' | 'optim_grads_params';
 
 interface BucketState {
   buffer: ParamAndGradBuffer;
@@ -62,6 +74,12 @@ interface BucketState {
   sync: Promise<void> | null;
   /** The sync has started and not yet settled. */
   syncing: boolean;
+  /** Sharded params: the gather of this bucket's params, while its buffer holds them (or gets them). */
+  paramGather: Promise<void> | null;
+  /** That gather has not settled. */
+  gatheringParams: boolean;
+  /** Sharded params: host staging of the gathers (apart from `host`, which grad syncs use meanwhile). */
+  paramHost: Float32Array | null;
 }
 
 export class DdpError extends WebtronError {
@@ -74,6 +92,7 @@ export class DistributedDataParallel {
   readonly buffers: ParamAndGradBuffer[];
   readonly overlapGradReduce: boolean;
   readonly gradReduceInBf16: boolean;
+  readonly shardingStrategy: ShardingStrategy;
   readonly phases: PhaseTimes;
   /** Bytes per grad-sync chunk when set; else `syncChunkBytes(d)`. The param all-gather chunks the same way. */
   readonly syncChunkBytes: number | undefined;
@@ -105,11 +124,22 @@ export class DistributedDataParallel {
         );
       }
     }
-    this.overlapGradReduce = options.overlapGradReduce ?? false;
+    this.shardingStrategy = options.shardingStrategy ?? 'optim';
+    if (this.shardingStrategy !== 'optim' && !layout.distributedOptimizer) {
+      throw new DdpError(
+        `sharding strategy ${this.shardingStrategy} shards the grads of the distributed optimizer's layout: make it with distributedOptimizer: true`,
+      );
+    }
+    const sharded = this.shardingStrategy !== 'optim';
+    // Sharded grads free a bucket as soon as it is reduced: every bucket syncs once its grads are final.
+    this.overlapGradReduce = sharded || (options.overlapGradReduce ?? false);
     this.gradReduceInBf16 = options.gradReduceInBf16 ?? false;
     this.phases = options.phases ?? new PhaseTimes();
     this.syncChunkBytes = options.syncChunkBytes;
-    this.buffers = layout.buffers.map((b, i) => new ParamAndGradBuffer(ctx, b, i));
+    const sharding = sharded
+      ? { rank: group.rank, d: group.worldSize, grads: true, params: this.shardingStrategy === 'optim_grads_params' }
+      : null;
+    this.buffers = layout.buffers.map((b, i) => new ParamAndGradBuffer(ctx, b, i, sharding));
     this.buckets = this.buffers.flatMap((buffer) =>
       buffer.layout.buckets.map((bucket) => ({
         buffer,
@@ -126,6 +156,9 @@ export class DistributedDataParallel {
         sync: null,
         syncing: false,
         gather: null,
+        paramGather: null,
+        gatheringParams: false,
+        paramHost: sharding?.params ? hostFloat32(bucket.end - bucket.start) : null,
       })),
     );
     for (const b of this.buckets) for (const name of b.layout.params) this.bucketOf.set(name, b);
@@ -178,6 +211,131 @@ export class DistributedDataParallel {
   async finishParamSync(): Promise<void> {
     await Promise.all(this.buckets.map((b) => b.gather));
     for (const b of this.buckets) b.gather = null;
+    await Promise.all(this.buckets.map((b) => b.paramGather));
+  }
+
+  /** Whether params are sharded (optim_grads_params): buckets must be gathered before use (`useParams`). */
+  get shardedParams(): boolean {
+    return this.shardingStrategy === 'optim_grads_params';
+  }
+
+  private bucketOfParam(name: string): BucketState {
+    const b = this.bucketOf.get(name);
+    if (!b) throw new DdpError(`no param named '${name}' in this model`);
+    return b;
+  }
+
+  /** Sharded grads: the buckets of `names` take (zeroed) memory before a backward writes their grads. */
+  beforeGradWrite(names: readonly string[]): void {
+    if (this.shardingStrategy === 'optim') return;
+    for (const name of names) {
+      const b = this.bucketOfParam(name);
+      b.buffer.bucketGrads[b.layout.index]!.restore();
+    }
+  }
+
+  /** Sharded params: whether every bucket holding `names` is gathered already (nothing to wait for). */
+  hasParams(names: readonly string[]): boolean {
+    if (!this.shardedParams) return true;
+    return names.every((n) => {
+      const b = this.bucketOfParam(n);
+      return b.paramGather !== null && !b.gatheringParams;
+    });
+  }
+
+  /**
+   * Sharded params: make the buckets holding `names` whole and wait for them; start gathering the
+   * bucket the pass needs next (`forward` needs the buckets from the last to bucket 0, `backward`
+   * the other way); release every other bucket. Submit the work that reads the params first.
+   */
+  async useParams(names: readonly string[], pass: 'forward' | 'backward'): Promise<void> {
+    if (!this.shardedParams) return;
+    const order = pass === 'forward' ? [...this.buckets].reverse() : this.buckets;
+    const needed = new Set(names.map((n) => this.bucketOfParam(n)));
+    const furthest = Math.max(...[...needed].map((b) => order.indexOf(b)));
+    const next = order[furthest + 1];
+    for (const b of this.buckets) if (!needed.has(b) && b !== next) this.releaseBucketParams(b);
+    for (const b of order) if (needed.has(b)) this.gatherParams(b);
+    if (next) this.gatherParams(next);
+    await Promise.all([...needed].map((b) => b.paramGather));
+  }
+
+  /** Sharded params: give back the memory of every gathered bucket (submit the work that reads them first). */
+  async releaseParams(): Promise<void> {
+    if (!this.shardedParams) return;
+    await Promise.all(this.buckets.map((b) => b.paramGather)); // a gather in flight writes its bucket
+    for (const b of this.buckets) this.releaseBucketParams(b);
+  }
+
+  /** Sharded params: gather every bucket (a checkpoint reads them all). */
+  async gatherAllParams(): Promise<void> {
+    if (!this.shardedParams) return;
+    for (const b of [...this.buckets].reverse()) this.gatherParams(b);
+    await Promise.all(this.buckets.map((b) => b.paramGather));
+  }
+
+  private releaseBucketParams(b: BucketState): void {
+    if (b.paramGather === null || b.gatheringParams) return;
+    b.buffer.bucketParams[b.layout.index]!.release();
+    b.paramGather = null;
+  }
+
+  /** Start gathering a bucket's params into its own buffer (in the collectives' order), unless it holds them. */
+  private gatherParams(b: BucketState): void {
+    if (b.paramGather) return;
+    b.buffer.bucketParams[b.layout.index]!.restore();
+    b.gatheringParams = true;
+    b.paramGather = this.chain
+      .then(() => this.phases.time('param gather', () => this.gatherBucketParams(b)))
+      .finally(() => {
+        b.gatheringParams = false;
+      });
+    this.chain = b.paramGather.catch(() => undefined);
+  }
+
+  /**
+   * Chunk by chunk (slice k of every shard together, as the grad sync's chunks): this rank's slice
+   * read back from its shard, all-gathered, every slice uploaded into the bucket's buffer.
+   */
+  private async gatherBucketParams(b: BucketState): Promise<void> {
+    const { rank, worldSize: d } = this.group;
+    const bytes = BYTES[b.buffer.layout.paramDtype];
+    const numel = b.layout.end - b.layout.start;
+    const shard = b.buffer.paramShardPlace(b.layout.index, rank, d);
+    const into = b.buffer.bucketParams[b.layout.index]!;
+    if (d === 1) {
+      const encoder = this.ctx.device.createCommandEncoder({ label: 'ddp.gather params' });
+      encoder.copyBufferToBuffer(shard.buffer.gpu, shard.offset * bytes, into.gpu, 0, numel * bytes);
+      this.ctx.submit([encoder.finish()]);
+      return;
+    }
+    const host = bytes === 4 ? b.paramHost! : new Uint16Array(b.paramHost!.buffer, b.paramHost!.byteOffset, numel);
+    const chunks = planSyncChunks(b.layout, bytes, d, rank, this.syncChunkBytes);
+    // Pieces are in the whole buffer's bytes: the bucket's buffer starts at its first; the shard
+    // buffer holds this rank's slice k at (bucket start / d + the slice's start).
+    const bucketShift = b.layout.start * bytes;
+    const shardShift = (b.layout.start + (rank * numel) / d - shard.offset) * bytes;
+    const reads = chunks.map((chunk) => {
+      const slice = chunk.length / d;
+      const mine = host.subarray(chunk.hostStart + rank * slice, chunk.hostStart + (rank + 1) * slice);
+      const piece = chunk.pieces[rank]!;
+      const read = this.ctx.transfers.readbackPieces(
+        shard.buffer,
+        [{ offset: piece.offset - shardShift, size: piece.size }],
+        new Uint8Array(mine.buffer, mine.byteOffset, mine.byteLength),
+      );
+      read.catch(() => undefined); // awaited below, unless an earlier chunk fails
+      return read;
+    });
+    for (const [k, chunk] of chunks.entries()) {
+      await reads[k];
+      const data = host.subarray(chunk.hostStart, chunk.hostStart + chunk.length);
+      await this.group.allGather(data);
+      const slice = chunk.length / d;
+      for (let r = 0; r < d; r++) {
+        this.ctx.transfers.upload(into, data.subarray(r * slice, (r + 1) * slice), chunk.pieces[r]!.offset - bucketShift);
+      }
+    }
   }
 
   /** Counts writes to the model params made through this class or reported by `paramsWritten()`. */
@@ -246,6 +404,8 @@ export class DistributedDataParallel {
 
   /** Make every rank's params equal rank 0's (before the first step). */
   async broadcastParams(): Promise<void> {
+    if (this.shardedParams)
+      throw new DdpError('broadcastParams: with optim_grads_params every rank holds its own shard; there is nothing of rank 0 to copy');
     await this.finishParamSync();
     this.version += 1;
     for (const b of this.buckets) {
@@ -259,9 +419,10 @@ export class DistributedDataParallel {
     await this.ctx.sync();
   }
 
-  /** Every param's values, compact (no padding), read back from the param buffers. */
+  /** Every param's values, compact (no padding), read back from the param buffers (sharded params: a collective). */
   async exportParams(): Promise<Map<string, Float32Array>> {
     await this.finishParamSync();
+    if (this.shardedParams) return this.exportShardedParams();
     const out = new Map<string, Float32Array>();
     for (const buffer of this.buffers) {
       const n = buffer.layout.numel;
@@ -278,9 +439,31 @@ export class DistributedDataParallel {
     return out;
   }
 
+  /** Bucket by bucket: gathered, read back, released. */
+  private async exportShardedParams(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const b of this.buckets) {
+      await this.useParams(b.layout.params, 'forward');
+      const dtype = b.buffer.layout.paramDtype;
+      const n = b.layout.end - b.layout.start;
+      const into = b.buffer.bucketParams[b.layout.index]!;
+      const values =
+        dtype === 'float32'
+          ? await this.ctx.transfers.readFloat32(into, 0, n)
+          : wordsToFloat32(new Uint16Array((await this.ctx.transfers.readback(into, 0, Math.ceil(n / 2) * 4)).buffer, 0, n), dtype);
+      for (const name of b.layout.params) {
+        const p = b.buffer.layout.params.find((x) => x.name === name)!;
+        out.set(name, values.slice(p.start - b.layout.start, p.end - b.layout.start));
+      }
+    }
+    await this.releaseParams();
+    return out;
+  }
+
   /** Set every param from compact values (padding becomes zero; 16-bit params round to nearest even). */
   importParams(values: Map<string, Float32Array>): void {
     this.version += 1;
+    const { rank, worldSize: d } = this.group;
     for (const buffer of this.buffers) {
       const all = new Float32Array(buffer.layout.numel);
       for (const p of buffer.layout.params) {
@@ -290,12 +473,22 @@ export class DistributedDataParallel {
         all.set(v, p.start);
       }
       const dtype = buffer.layout.paramDtype;
-      if (dtype !== 'float32') {
-        const words = new Uint16Array(all.length);
-        float32ToWords(all, dtype, words);
-        this.ctx.transfers.upload(buffer.params, words);
-      } else {
-        this.ctx.transfers.upload(buffer.params, all);
+      const upload = (into: DeviceBuffer, part: Float32Array, element: number) => {
+        if (dtype === 'float32') return this.ctx.transfers.upload(into, part, element * 4);
+        const words = new Uint16Array(part.length);
+        float32ToWords(part, dtype, words);
+        this.ctx.transfers.upload(into, words, element * 2);
+      };
+      if (!buffer.sharding?.params) {
+        upload(buffer.params, all, 0);
+        continue;
+      }
+      // Sharded params: only this rank's shard of each bucket.
+      for (const bucket of buffer.layout.buckets) {
+        const size = (bucket.end - bucket.start) / d;
+        const start = bucket.start + rank * size;
+        const shard = buffer.paramShardPlace(bucket.index, rank, d);
+        upload(shard.buffer, all.subarray(start, start + size), shard.offset);
       }
     }
   }
@@ -342,17 +535,35 @@ export class DistributedDataParallel {
   private readChunk(b: BucketState, k: number): Promise<void> {
     const chunk = b.chunks[k]!;
     const grads = this.hostGrads(b).subarray(chunk.hostStart, chunk.hostStart + chunk.length);
+    // The chunk's pieces are in the grad buffer's bytes; a bucket of its own starts at its first.
+    const place = b.buffer.bucketGradPlace(b.layout.index);
+    const shift = (place.offset - b.layout.start) * BYTES[b.buffer.layout.gradDtype];
     return this.ctx.transfers.readbackPieces(
-      b.buffer.grads,
-      chunk.pieces,
+      place.buffer,
+      chunk.pieces.map((piece) => ({ offset: piece.offset + shift, size: piece.size })),
       new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength),
     );
+  }
+
+  /** Sharded grads: a bucket synced (or not needed) gives its memory back. */
+  private releaseGrads(b: BucketState): void {
+    if (this.buffers[0]!.sharding?.grads) b.buffer.bucketGrads[b.layout.index]!.release();
   }
 
   private startBucketSync(b: BucketState): void {
     if (this.group.worldSize === 1 && !this.gradReduceInBf16) {
       // A world of one: the grads in the buffer are already the average. (bf16 wire grads still make
-      // the round trip, so that the rounding is the same at every data-parallel size.)
+      // the round trip, so that the rounding is the same at every data-parallel size.) Sharded
+      // grads: the bucket is its own shard, copied into the shard buffer on the GPU.
+      if (b.buffer.sharding?.grads) {
+        const from = b.buffer.bucketGradPlace(b.layout.index);
+        const to = b.buffer.gradShardPlace(b.layout.index, 0, 1);
+        const bytes = BYTES[b.buffer.layout.gradDtype];
+        const encoder = this.ctx.device.createCommandEncoder({ label: 'ddp.shard grads' });
+        encoder.copyBufferToBuffer(from.buffer.gpu, 0, to.buffer.gpu, to.offset * bytes, (b.layout.end - b.layout.start) * bytes);
+        this.ctx.submit([encoder.finish()]);
+        this.releaseGrads(b);
+      }
       b.sync = Promise.resolve();
       return;
     }
@@ -388,6 +599,12 @@ export class DistributedDataParallel {
       b.buffer.layout.gradDtype === 'float16' ? { dtype: 'float16' as const } : this.gradReduceInBf16 ? { wire: 'bfloat16' as const } : {};
     const { phases } = this;
     const reads: Promise<void>[] = early ?? [];
+    // The result's place: this rank's shard (in the grad buffer, or the shard buffer), or the whole chunk.
+    const bytes = BYTES[b.buffer.layout.gradDtype];
+    const { rank, worldSize: d } = this.group;
+    const shard = this.layout.distributedOptimizer ? b.buffer.gradShardPlace(b.layout.index, rank, d) : null;
+    const target = shard?.buffer ?? b.buffer.grads;
+    const shift = shard ? (shard.offset - (b.layout.start + (rank * (b.layout.end - b.layout.start)) / d)) * bytes : 0;
     for (let k = 0; k < b.chunks.length; k++) {
       for (let next = k; next < Math.min(b.chunks.length, k + READS_AHEAD); next++) {
         if (reads[next]) continue;
@@ -396,12 +613,13 @@ export class DistributedDataParallel {
         reads[next] = read;
       }
       await phases.time('grad readback', () => reads[k]!);
+      if (k === b.chunks.length - 1) this.releaseGrads(b); // every chunk is on the host
       const chunk = b.chunks[k]!;
       const data = grads.subarray(chunk.hostStart, chunk.hostStart + chunk.length);
       const result = this.layout.distributedOptimizer
         ? await phases.time('reduce-scatter', () => this.group.reduceScatter(data, 'avg', options))
         : await phases.time('all-reduce', () => this.group.allReduce(data, 'avg', options)).then(() => data);
-      await phases.time('grad upload', async () => this.ctx.transfers.upload(b.buffer.grads, result, chunk.uploadOffset));
+      await phases.time('grad upload', async () => this.ctx.transfers.upload(target, result, chunk.uploadOffset + shift));
     }
   }
 

@@ -116,16 +116,39 @@ export function storageUsage(): GPUBufferUsageFlags {
   return GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 }
 
-/** A GPU buffer with its accounting category. Destroy it through `destroy()` so the count falls. */
+/**
+ * A GPU buffer with its accounting category. Destroy it through `destroy()` so the count falls.
+ *
+ * A buffer made with `releasable` can give its memory back (`release()`) and take new memory again
+ * (`restore()`, zeroed as WebGPU zeroes every new buffer) while it stays the same object: views of it
+ * (a param's grad, a bucket's params) keep pointing at it. Work already submitted that uses the
+ * memory finishes first; work recorded but not submitted must be submitted before `release()`.
+ */
 export class DeviceBuffer {
   private alive = true;
+  private memory: GPUBuffer | null;
 
   constructor(
-    readonly gpu: GPUBuffer,
+    gpu: GPUBuffer | null,
     readonly size: number,
     private counted: MemoryCategory,
     private readonly accounting: MemoryAccounting,
-  ) {}
+    private readonly remake: (() => GPUBuffer) | null = null,
+    private readonly name = gpu?.label ?? '',
+  ) {
+    this.memory = gpu;
+  }
+
+  /** The GPU buffer; an error while released. */
+  get gpu(): GPUBuffer {
+    if (!this.memory) throw new GpuError(`buffer '${this.name}' is released: restore() it before use`);
+    return this.memory;
+  }
+
+  /** Whether it holds memory now (always, unless released). */
+  get resident(): boolean {
+    return this.memory !== null;
+  }
 
   get category(): MemoryCategory {
     return this.counted;
@@ -133,23 +156,43 @@ export class DeviceBuffer {
 
   /** Count this buffer's bytes under `category` from now on. */
   recount(category: MemoryCategory): void {
-    this.accounting.moved(this.counted, category, this.size);
+    if (this.memory) this.accounting.moved(this.counted, category, this.size);
     this.counted = category;
   }
 
   get label(): string {
-    return this.gpu.label;
+    return this.name;
   }
 
   get destroyed(): boolean {
     return !this.alive;
   }
 
+  /** Give the memory back, keeping this object (releasable buffers only; idempotent). */
+  release(): void {
+    if (!this.remake) throw new GpuError(`buffer '${this.name}' was not made releasable`);
+    if (!this.alive || !this.memory) return;
+    this.memory.destroy();
+    this.memory = null;
+    this.accounting.freed(this.counted, this.size);
+  }
+
+  /** Take new, zeroed memory after `release()` (idempotent while resident). */
+  restore(): void {
+    if (!this.remake) throw new GpuError(`buffer '${this.name}' was not made releasable`);
+    if (!this.alive) throw new GpuError(`buffer '${this.name}' is destroyed`);
+    if (this.memory) return;
+    this.memory = this.remake();
+    this.accounting.allocated(this.counted, this.size);
+  }
+
   /** Idempotent. */
   destroy(): void {
     if (!this.alive) return;
     this.alive = false;
-    this.gpu.destroy();
+    if (!this.memory) return;
+    this.memory.destroy();
+    this.memory = null;
     this.accounting.freed(this.counted, this.size);
   }
 }
@@ -213,6 +256,11 @@ export interface BufferRequest {
   category: MemoryCategory;
   /** Mapped for writing from the start (upload staging). */
   mappedAtCreation?: boolean;
+  /**
+   * Its memory can be given back and taken again (`DeviceBuffer.release`/`restore`); `resident`
+   * false: made released, holding no memory until the first `restore()`.
+   */
+  releasable?: { resident: boolean };
 }
 
 export class GpuContext {
@@ -376,14 +424,19 @@ export class GpuContext {
         `buffer '${request.label}' needs ${size} B but this device's maxBufferSize is ${this.limits.maxBufferSize} B; split it`,
       );
     }
-    const gpu = this.device.createBuffer({
-      label: request.label,
-      size,
-      usage: request.usage,
-      mappedAtCreation: request.mappedAtCreation ?? false,
-    });
+    const make = () =>
+      this.device.createBuffer({
+        label: request.label,
+        size,
+        usage: request.usage,
+        mappedAtCreation: request.mappedAtCreation ?? false,
+      });
+    if (request.releasable && !request.releasable.resident) {
+      return new DeviceBuffer(null, size, request.category, this.memory, make, request.label);
+    }
+    const gpu = make();
     this.memory.allocated(request.category, size);
-    return new DeviceBuffer(gpu, size, request.category, this.memory);
+    return new DeviceBuffer(gpu, size, request.category, this.memory, request.releasable ? make : null, request.label);
   }
 
   /** Allocate a 2-D texture counted under `category` (its texels' bytes). */

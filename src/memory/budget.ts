@@ -5,7 +5,8 @@
  * staging, as `webtron memory` counts them. When the run does not fit, the alternatives are tried
  * from the least change on, and the first that fits is named with its flags.
  */
-import { computeLayout, type ParamSpec } from '../ddp/layout.js';
+import type { ShardingStrategy } from '../ddp/ddp.js';
+import { BYTES, computeLayout, type ModelLayout, type ParamSpec } from '../ddp/layout.js';
 import { syncStagingBytes } from '../ddp/sync-plan.js';
 import { formatBytes } from '../gpu/memory.js';
 import type { GptShape } from '../nn/gpt-spec.js';
@@ -21,6 +22,10 @@ export interface RunShape {
   dataParallelSize: number;
   distributedOptimizer: boolean;
   stateDtypes: StateDtypes;
+  /** Megatron-FSDP's strategy ('optim' without it, or without the distributed optimizer). */
+  strategy: ShardingStrategy;
+  /** Micro-batches per step: with more than one, a sharded-grads bucket stays whole until the last. */
+  gradAccumulation: number;
   bucketSize?: number;
   gradReduceInBf16: boolean;
   activations: ActivationOptions;
@@ -28,9 +33,34 @@ export interface RunShape {
 
 export interface RunBytes {
   modelState: number;
+  /** Buckets whole while in use (sharded strategies): see `transientBucketBytes`. */
+  buckets: number;
   activations: number;
   staging: number;
   total: number;
+}
+
+/** At most this many buckets of params, and of grads, are whole at once under a sharded strategy. */
+export const WHOLE_BUCKETS = 3;
+
+/**
+ * The bytes of the buckets a sharded strategy holds whole at once, as an upper bound: the largest
+ * `WHOLE_BUCKETS` buckets of params (the one in use, the next one gathered ahead, the tied
+ * embedding's) and of grads (the one written, the one being reduced, the tied embedding's, whose
+ * grad is final only at the end of the backward); every bucket's grads with gradient accumulation,
+ * whose sum stays whole until the last micro-batch.
+ */
+export function transientBucketBytes(layout: ModelLayout, strategy: ShardingStrategy, gradAccumulation: number): number {
+  if (strategy === 'optim') return 0;
+  let total = 0;
+  for (const b of layout.buffers) {
+    const sizes = b.buckets.map((k) => k.end - k.start).sort((x, y) => y - x);
+    const largest = sizes.slice(0, WHOLE_BUCKETS).reduce((sum, n) => sum + n, 0);
+    const all = sizes.reduce((sum, n) => sum + n, 0);
+    total += (gradAccumulation > 1 ? all : largest) * BYTES[b.gradDtype];
+    if (strategy === 'optim_grads_params') total += largest * BYTES[b.paramDtype];
+  }
+  return total;
 }
 
 /** The bytes of one rank (the same on every rank: shards are equal, padding included). */
@@ -40,10 +70,11 @@ export function runBytes(run: RunShape): RunBytes {
     distributedOptimizer: run.distributedOptimizer,
     ...(run.bucketSize ? { bucketSize: run.bucketSize } : {}),
   });
-  const modelState = modelStateBytes(layout, 0, run.stateDtypes).total;
+  const modelState = modelStateBytes(layout, 0, run.stateDtypes, run.strategy).total;
+  const buckets = transientBucketBytes(layout, run.strategy, run.gradAccumulation);
   const activations = gptActivationBytes(run.gpt, run.activations);
   const staging = syncStagingBytes(layout, { gradReduceInBf16: run.gradReduceInBf16 });
-  return { modelState, activations, staging, total: modelState + activations + staging };
+  return { modelState, buckets, activations, staging, total: modelState + buckets + activations + staging };
 }
 
 /** A change to a run, as the flags that make it. */
@@ -55,7 +86,12 @@ interface Alternative {
 
 const BF16_MOMENTS: StateDtypes = { expAvg: 'bfloat16', expAvgSq: 'bfloat16' };
 
-/** From the least change on: the distributed optimizer, then 16-bit moments, then both. */
+const FSDP = (strategy: ShardingStrategy) => `--use-megatron-fsdp --data-parallel-sharding-strategy ${strategy}`;
+
+/**
+ * From the least change on: the distributed optimizer, 16-bit moments, then sharded grads and
+ * params (Megatron-FSDP, with one layer per bucket unless --ddp-bucket-size says otherwise).
+ */
 const ALTERNATIVES: Alternative[] = [
   {
     flags: '--use-distributed-optimizer',
@@ -72,10 +108,26 @@ const ALTERNATIVES: Alternative[] = [
     applies: (run) => !run.distributedOptimizer,
     change: (run) => ({ ...run, distributedOptimizer: true, stateDtypes: BF16_MOMENTS }),
   },
+  ...(['optim_grads', 'optim_grads_params'] as const).map((strategy) => ({
+    flags: `${FSDP(strategy)}`,
+    applies: (run: RunShape) => run.distributedOptimizer && run.strategy === 'optim' && run.dataParallelSize > 1,
+    change: (run: RunShape) => ({ ...run, strategy, bucketSize: run.bucketSize ?? layerBucketSize(run.gpt) }),
+  })),
+  ...(['optim_grads', 'optim_grads_params'] as const).map((strategy) => ({
+    flags: `--use-distributed-optimizer ${FSDP(strategy)}`,
+    applies: (run: RunShape) => !run.distributedOptimizer && run.dataParallelSize > 1,
+    change: (run: RunShape) => ({ ...run, distributedOptimizer: true, strategy, bucketSize: run.bucketSize ?? layerBucketSize(run.gpt) }),
+  })),
 ];
 
+/** One transformer layer's params: the bucket size of Megatron-FSDP's strategies by default. */
+export function layerBucketSize(gpt: GptShape): number {
+  const c = gpt.hiddenSize;
+  return 12 * c * c + 13 * c;
+}
+
 const parts = (b: RunBytes) =>
-  `model state ${formatBytes(b.modelState)}, activations ${formatBytes(b.activations)}, staging ${formatBytes(b.staging)}`;
+  `model state ${formatBytes(b.modelState)}${b.buckets ? `, whole buckets ${formatBytes(b.buckets)}` : ''}, activations ${formatBytes(b.activations)}, staging ${formatBytes(b.staging)}`;
 
 /**
  * Null when `run` fits in `budget` bytes per rank; otherwise one line saying what it needs and what

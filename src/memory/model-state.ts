@@ -7,6 +7,10 @@
  *   bf16 params, fp32 grads: params 2, grads 4, main params 4, optimizer state 8
  *   fp16 params, fp16 grads: params 2, grads 2 + 4 (fp32 main grads), main params 4, optimizer state 8
  *
+ * Megatron-FSDP's strategies keep only a shard of the grads (`optim_grads`: 4 + 12/d in fp32) or of
+ * the grads and params (`optim_grads_params`: 16/d) between uses; the buckets whole while used
+ * (gathered params, grads until their reduce-scatter) are transient and not counted here.
+ *
  * Megatron's precision-aware optimizer stores the moments in 16 bits where asked (--exp-avg-dtype,
  * --exp-avg-sq-dtype): 2 bytes each instead of 4.
  *
@@ -18,6 +22,7 @@ import { BYTES, type BufferLayout, type ModelLayout } from '../ddp/layout.js';
 import type { MemoryCategory } from '../gpu/memory.js';
 import { STATE_BYTES } from '../optimizer/adam.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
+import type { ShardingStrategy } from '../ddp/ddp.js';
 import { shardRanges } from '../optimizer/ranges.js';
 
 export type ModelStateCategory = Extract<MemoryCategory, 'params' | 'grads' | 'main-params' | 'optimizer-state'>;
@@ -52,8 +57,20 @@ const CATEGORIES: ModelStateCategory[] = ['params', 'grads', 'main-params', 'opt
 const zero = (): Record<ModelStateCategory, number> => ({ params: 0, grads: 0, 'main-params': 0, 'optimizer-state': 0 });
 
 /** Model-state bytes on `rank` (default 0) for this layout, with the moments stored as `state` says (default fp32). */
-export function modelStateBytes(layout: ModelLayout, rank = 0, state: StateDtypes = {}): ModelStateBytes {
+export function modelStateBytes(
+  layout: ModelLayout,
+  rank = 0,
+  state: StateDtypes = {},
+  strategy: ShardingStrategy = 'optim',
+): ModelStateBytes {
   const d = layout.distributedOptimizer ? layout.dataParallelSize : 1;
+  // Megatron-FSDP: the model-side categories each rank keeps only its shard of (between uses).
+  const sharded: Record<ModelStateCategory, boolean> = {
+    params: strategy === 'optim_grads_params',
+    grads: strategy !== 'optim',
+    'main-params': false,
+    'optimizer-state': false,
+  };
   // Param elements in this rank's optimizer shards, per buffer (all of them without sharding).
   const ownedParams = layout.buffers.map((b) => b.paramNumel);
   if (layout.distributedOptimizer) {
@@ -66,13 +83,14 @@ export function modelStateBytes(layout: ModelLayout, rank = 0, state: StateDtype
   layout.buffers.forEach((b, i) => {
     const { model, optimizer } = perElement(b, state);
     for (const c of CATEGORIES) {
-      // 16-bit buffers are allocated in whole 4-byte words.
-      const modelBytes = Math.ceil((b.numel * model[c]) / 4) * 4;
+      // 16-bit buffers are allocated in whole 4-byte words (a shard's elements are a multiple of 4).
+      const modelBytes = sharded[c] ? (b.numel / d) * model[c] : Math.ceil((b.numel * model[c]) / 4) * 4;
+      const modelParams = sharded[c] ? ownedParams[i]! : b.paramNumel;
       const optimizerBytes = (b.numel / d) * optimizer[c];
       byCategory[c] += modelBytes + optimizerBytes;
-      paddingByCategory[c] += modelBytes - b.paramNumel * model[c] + optimizerBytes - ownedParams[i]! * optimizer[c];
+      paddingByCategory[c] += modelBytes - modelParams * model[c] + optimizerBytes - ownedParams[i]! * optimizer[c];
     }
-    perParamTotal += b.paramNumel * CATEGORIES.reduce((s, c) => s + model[c] + optimizer[c] / d, 0);
+    perParamTotal += b.paramNumel * CATEGORIES.reduce((s, c) => s + model[c] / (sharded[c] ? d : 1) + optimizer[c] / d, 0);
   });
   const total = CATEGORIES.reduce((s, c) => s + byCategory[c], 0);
   return {

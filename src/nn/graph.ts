@@ -24,6 +24,12 @@ interface TapeEntry {
 export interface BackwardOptions {
   /** Called (after the work is submitted) once a param's grad is final for this graph. */
   onParamGrad?: (name: string) => void;
+  /**
+   * Called before each op's backward with the params it reads or whose grads it writes (sharded
+   * params are gathered, sharded grads take memory); `backwardAwaiting` waits for a promise it
+   * returns. It runs before the recorded work is submitted: one that frees memory flushes first.
+   */
+  beforeParams?: (names: string[]) => void | Promise<void>;
 }
 
 export class GraphError extends WebtronError {
@@ -176,31 +182,58 @@ export class Graph {
 
   /** Run the tape backward from `output` with the given grad of it (a vector-Jacobian product). */
   backwardFrom(output: Tensor, grad: Float32Array, options: BackwardOptions = {}): void {
+    const uses = this.startBackward(output, grad);
+    for (let i = this.tape.length - 1; i >= 0; i--) {
+      const before = options.beforeParams?.(this.tape[i]!.params.map((p) => p.param!.name));
+      if (before instanceof Promise) throw new GraphError('backward: beforeParams returned a promise; use backwardAwaiting');
+      this.backwardEntry(i, uses, options);
+    }
+    this.runner.flush();
+  }
+
+  /** The same, waiting before each op for what `beforeParams` returns (the recorded work is submitted first). */
+  async backwardAwaiting(output: Tensor, grad: Float32Array, options: BackwardOptions): Promise<void> {
+    const uses = this.startBackward(output, grad);
+    for (let i = this.tape.length - 1; i >= 0; i--) {
+      const before = options.beforeParams?.(this.tape[i]!.params.map((p) => p.param!.name));
+      if (before instanceof Promise) {
+        this.runner.flush();
+        await before;
+      }
+      this.backwardEntry(i, uses, options);
+    }
+    this.runner.flush();
+  }
+
+  /** Seed the grad of `output`; returns how many ops use each param. */
+  private startBackward(output: Tensor, grad: Float32Array): Map<string, number> {
     if (grad.length !== output.numel) throw new GraphError(`backward: grad has ${grad.length} values for an output of ${output.numel}`);
     const g = this.gradOf(output);
     this.runner.flush(); // the zeroing of a pooled grad buffer goes before the upload
     this.ctx.transfers.upload(g.buffer, grad, g.offset * 4);
     const uses = new Map<string, number>();
     for (const e of this.tape) for (const p of e.params) uses.set(p.param!.name, (uses.get(p.param!.name) ?? 0) + 1);
-    for (let i = this.tape.length - 1; i >= 0; i--) {
-      const entry = this.tape[i]!;
-      entry.backward();
-      const done: string[] = [];
-      for (const p of entry.params) {
-        const name = p.param!.name;
-        const left = uses.get(name)! - 1;
-        uses.set(name, left);
-        if (left === 0) {
-          this.finishParamGrad(p);
-          done.push(name);
-        }
-      }
-      if (done.length > 0 && options.onParamGrad) {
-        this.runner.flush();
-        for (const name of done) options.onParamGrad(name);
+    return uses;
+  }
+
+  /** One op's backward; the params whose last use it was have their grads final. */
+  private backwardEntry(i: number, uses: Map<string, number>, options: BackwardOptions): void {
+    const entry = this.tape[i]!;
+    entry.backward();
+    const done: string[] = [];
+    for (const p of entry.params) {
+      const name = p.param!.name;
+      const left = uses.get(name)! - 1;
+      uses.set(name, left);
+      if (left === 0) {
+        this.finishParamGrad(p);
+        done.push(name);
       }
     }
-    this.runner.flush();
+    if (done.length > 0 && options.onParamGrad) {
+      this.runner.flush();
+      for (const name of done) options.onParamGrad(name);
+    }
   }
 
   private finishParamGrad(p: Tensor): void {

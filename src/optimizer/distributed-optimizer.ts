@@ -68,11 +68,15 @@ export class DistributedOptimizer extends AdamOverBuffers {
       const buffer = ddp.buffers[r.buffer]!;
       const { paramDtype, gradDtype } = buffer.layout;
       const length = r.gbufLocal.end - r.gbufLocal.start;
-      const shardOf = (b: DeviceBuffer) => ({ buffer: b, offset: r.gbufWorld.start });
-      const param = paramDtype === 'float32' ? shardOf(buffer.params) : { buffer: main!, offset: at };
-      if (paramDtype !== 'float32') casts[paramDtype].push({ wide: param, narrow: shardOf(buffer.params), length });
-      const grad = gradDtype === 'float16' ? { buffer: mainGrads!, offset: at } : shardOf(buffer.grads);
-      if (gradDtype === 'float16') unscaleRanges.push({ narrow: shardOf(buffer.grads), wide: grad, length });
+      // This rank's shard of the bucket's params and grads: in the whole buffers, or in the shard
+      // buffers of Megatron-FSDP's strategies.
+      const { rank, worldSize: d } = group;
+      const paramShard = buffer.paramShardPlace(r.bucket, rank, d);
+      const gradShard = buffer.gradShardPlace(r.bucket, rank, d);
+      const param = paramDtype === 'float32' ? paramShard : { buffer: main!, offset: at };
+      if (paramDtype !== 'float32') casts[paramDtype].push({ wide: param, narrow: paramShard, length });
+      const grad = gradDtype === 'float16' ? { buffer: mainGrads!, offset: at } : gradShard;
+      if (gradDtype === 'float16') unscaleRanges.push({ narrow: gradShard, wide: grad, length });
       normRanges.push({ operand: grad, length });
       const shapeOf = (name: string) => buffer.layout.params.find((x) => x.name === name)!.shape;
       this.addKernels(
@@ -171,7 +175,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
 
   protected async afterUpdate(): Promise<void> {
     // A world of one: Adam wrote every param in the buffer already; there is nothing to gather.
-    if (this.group.worldSize === 1) return;
+    // Sharded params (optim_grads_params): each bucket is gathered when the next pass needs it.
+    if (this.group.worldSize === 1 || this.ddp.shardedParams) return;
     // The next forward reads the last bucket first (bucket 0 holds the model's end): gather in that
     // order. Every shard's readback is queued now, right behind Adam, so that none waits behind the
     // next forward's work while the gathers run beside it.

@@ -5,6 +5,7 @@ import { TRACKER } from '../checkpoint/dir.js';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
+import type { ShardingStrategy } from '../ddp/ddp.js';
 import type { DecayStyle } from './schedule.js';
 
 /** The signals --exit-signal takes (Megatron's choices). */
@@ -30,6 +31,8 @@ export interface TrainConfig {
   globalBatchSize: number;
   trainIters: number;
   useDistributedOptimizer: boolean;
+  /** Megatron-FSDP's strategy with the distributed optimizer ('optim' without --use-megatron-fsdp); null without it. */
+  shardingStrategy: ShardingStrategy | null;
   /** How the optimizer stores Adam's moments (Megatron's precision-aware optimizer; fp32 by default). */
   stateDtypes: StateDtypes;
   checkForNanInLossAndGrad: boolean;

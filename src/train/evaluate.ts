@@ -14,12 +14,14 @@ export async function evaluate(run: TrainRun, samples: GptSampleSource | null): 
       const first = b * cfg.globalBatchSize + rank * run.perRank + m * cfg.microBatchSize;
       const { ids, targets } = samples.batch(first, cfg.microBatchSize);
       const g = new Graph(ctx, { training: false, samples: { first, count: cfg.microBatchSize } });
-      const { loss } = gpt.forward(
-        g,
-        g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids'),
-        g.input(targets, [targets.length], 'targets'),
-      );
+      const idsT = g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids');
+      const targetsT = g.input(targets, [targets.length], 'targets');
+      // Sharded params (optim_grads_params) are gathered section by section and released after.
+      const { loss } = ddp.shardedParams
+        ? await gpt.forwardAwaiting(g, idsT, targetsT, (names) => ddp.useParams(names, 'forward'))
+        : gpt.forward(g, idsT, targetsT);
       sum += (await g.read(loss!))[0]!;
+      await ddp.releaseParams();
       g.release();
     }
   }

@@ -13,7 +13,7 @@ import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout, type ModelLayout } from '../ddp/layout.js';
 import type { GpuContext } from '../gpu/context.js';
 import { PRECISION_DTYPES } from '../memory/calculator.js';
-import { budgetProblem } from '../memory/budget.js';
+import { budgetProblem, layerBucketSize } from '../memory/budget.js';
 import { ConfigError } from '../errors.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
 import { paramTensors } from '../nn/params.js';
@@ -59,6 +59,16 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
   };
 }
 
+/**
+ * Elements per bucket: --ddp-bucket-size, or with Megatron-FSDP's sharded strategies one transformer
+ * layer's params (Megatron-FSDP's unit: what is whole at once is about one layer); null for the default.
+ */
+export function bucketSizeOf(cfg: TrainConfig, model: GptConfig): number | null {
+  if (cfg.ddpBucketSize) return cfg.ddpBucketSize;
+  if (cfg.shardingStrategy === 'optim_grads' || cfg.shardingStrategy === 'optim_grads_params') return layerBucketSize(model);
+  return null;
+}
+
 export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: TrainConfig, tokenizer: Tokenizer): TrainRun {
   const { rank, worldSize: d } = dist.info;
   const group = dist.group;
@@ -73,7 +83,9 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
         dataParallelSize: d,
         distributedOptimizer: cfg.useDistributedOptimizer,
         stateDtypes: cfg.stateDtypes,
-        ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}),
+        ...(bucketSizeOf(cfg, model) ? { bucketSize: bucketSizeOf(cfg, model)! } : {}),
+        strategy: cfg.shardingStrategy ?? 'optim',
+        gradAccumulation: cfg.gradAccumulation,
         gradReduceInBf16: cfg.gradReduceInBf16,
         activations: {
           microBatchSize: cfg.microBatchSize,
@@ -90,11 +102,12 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
   const layout = computeLayout(specs, {
     dataParallelSize: d,
     distributedOptimizer: cfg.useDistributedOptimizer,
-    ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}),
+    ...(bucketSizeOf(cfg, model) ? { bucketSize: bucketSizeOf(cfg, model)! } : {}),
   });
   const ddp = new DistributedDataParallel(ctx, group, layout, {
     overlapGradReduce: cfg.overlapGradReduce,
     gradReduceInBf16: cfg.gradReduceInBf16,
+    ...(cfg.shardingStrategy ? { shardingStrategy: cfg.shardingStrategy } : {}),
   });
   const optimizer = createOptimizer(ctx, group, ddp, {
     hyper: {

@@ -9,7 +9,7 @@
  */
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GptSampleSource } from '../data/gpt-dataset.js';
-import { Graph } from '../nn/graph.js';
+import { type BackwardOptions, Graph } from '../nn/graph.js';
 import type { StepResult } from '../optimizer/optimizer.js';
 import { learningRate } from './schedule.js';
 import type { TrainRun } from './setup.js';
@@ -27,19 +27,34 @@ export interface StepOutcome {
   tokens: number;
 }
 
-/** The first param, in the model's order, whose grad on this rank holds a NaN or infinity: its index, or `order.length`. */
-async function firstBadGrad(ddp: DistributedDataParallel, order: string[]): Promise<number> {
-  const grads = await Promise.all(ddp.buffers.map(async (b) => ({ b, bytes: await ddp.ctx.transfers.readback(b.grads) })));
+/**
+ * The first param, in the model's order, whose grad on this rank holds a NaN or infinity: its index,
+ * or `order.length`. Sharded grads: the part of each param in this rank's shards.
+ */
+async function firstBadGrad(ddp: DistributedDataParallel, order: string[], rank: number, d: number): Promise<number> {
+  const grads = await Promise.all(
+    ddp.buffers.map(async (b) => ({ b, bytes: await ddp.ctx.transfers.readback(b.sharding?.grads ? b.gradShard! : b.grads) })),
+  );
   const bad = (name: string): boolean => {
     for (const { b, bytes } of grads) {
       const p = b.layout.params.find((x) => x.name === name);
       if (!p) continue;
+      // Elements [from, to) of the param, at `at` in what was read back.
+      let [from, to, at] = [p.start, p.end, p.start];
+      if (b.sharding?.grads) {
+        const bucket = b.layout.buckets[p.bucket]!;
+        const size = (bucket.end - bucket.start) / d;
+        from = Math.max(p.start, bucket.start + rank * size);
+        to = Math.min(p.end, bucket.start + (rank + 1) * size);
+        at = bucket.start / d + (from - bucket.start - rank * size);
+      }
+      const n = bytes.byteLength / (b.layout.gradDtype === 'float16' ? 2 : 4);
       if (b.layout.gradDtype === 'float16') {
-        const words = new Uint16Array(bytes.buffer, bytes.byteOffset, b.layout.numel);
-        for (let i = p.start; i < p.end; i++) if ((words[i]! & 0x7c00) === 0x7c00) return true;
+        const words = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+        for (let i = 0; i < to - from; i++) if ((words[at + i]! & 0x7c00) === 0x7c00) return true;
       } else {
-        const values = new Float32Array(bytes.buffer, bytes.byteOffset, b.layout.numel);
-        for (let i = p.start; i < p.end; i++) if (!Number.isFinite(values[i]!)) return true;
+        const values = new Float32Array(bytes.buffer, bytes.byteOffset, n);
+        for (let i = 0; i < to - from; i++) if (!Number.isFinite(values[at + i]!)) return true;
       }
     }
     return false;
@@ -71,21 +86,37 @@ async function microBatch(
       return out;
     });
   };
-  const ready = (names: string[]) => Promise.all(names.map((n) => ddp.paramsReady(n))).then(() => undefined);
+  // Sharded params (optim_grads_params) are gathered section by section; with
+  // --overlap-param-gather the forward waits for the step's all-gathers the same way.
+  const ready = ddp.shardedParams
+    ? (names: string[]) => ddp.useParams(names, 'forward')
+    : (names: string[]) => Promise.all(names.map((n) => ddp.paramsReady(n))).then(() => undefined);
   const micro = async () => {
     const idsT = g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids');
     const targetsT = g.input(targets, [targets.length], 'targets');
     const { loss } = await phase('forward', async () =>
-      cfg.overlapParamGather ? gpt.forwardAwaiting(g, idsT, targetsT, ready) : gpt.forward(g, idsT, targetsT),
+      cfg.overlapParamGather || ddp.shardedParams ? gpt.forwardAwaiting(g, idsT, targetsT, ready) : gpt.forward(g, idsT, targetsT),
     );
     // The mean over the micro-batches (and, through DDP's average, over the ranks); fp16: times the loss scale.
-    await phase('backward', async () =>
-      g.backwardFrom(
-        loss!,
-        new Float32Array([scale / cfg.gradAccumulation]),
-        last && cfg.overlapGradReduce ? { onParamGrad: (name) => ddp.registerGradReady(name) } : {},
-      ),
-    );
+    const seed = new Float32Array([scale / cfg.gradAccumulation]);
+    const options: BackwardOptions = {
+      ...(last && ddp.overlapGradReduce ? { onParamGrad: (name: string) => ddp.registerGradReady(name) } : {}),
+      // Sharded grads take memory bucket by bucket; sharded params are gathered before an op reads them.
+      beforeParams: (names) => {
+        ddp.beforeGradWrite(names);
+        if (ddp.hasParams(names)) return;
+        g.runner.flush(); // buckets released now must not be in unsubmitted work
+        return ddp.useParams(names, 'backward');
+      },
+    };
+    await phase('backward', async () => {
+      if (ddp.shardedParams) {
+        await g.backwardAwaiting(loss!, seed, options);
+        await ddp.releaseParams();
+      } else {
+        g.backwardFrom(loss!, seed, options);
+      }
+    });
     return loss!;
   };
   let value = 0;
@@ -128,7 +159,7 @@ export async function trainStep(
   if (nan && cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
     // The earliest param over all ranks: max of (count - index). After the gathers, for the order of collectives.
     await ddp.finishParamSync();
-    const found = new Float32Array([order.length - (await firstBadGrad(ddp, order))]);
+    const found = new Float32Array([order.length - (await firstBadGrad(ddp, order, rank, d))]);
     await group.allReduce(found, 'max');
     const k = order.length - found[0]!;
     const where = k < order.length ? `the grad of '${order[k]}' holds a NaN or infinity` : 'no grad holds a NaN or infinity';

@@ -78,7 +78,7 @@ export class TrainingLog {
   private memoryOnce(iteration: number): void {
     const { ctx, layout, rank, cfg, model } = this.run;
     const live = ctx.memoryReport();
-    const predicted = modelStateBytes(layout, rank, cfg.stateDtypes);
+    const predicted = modelStateBytes(layout, rank, cfg.stateDtypes, cfg.shardingStrategy ?? 'optim');
     const modelState = (r: Record<string, number>) =>
       ['params', 'grads', 'main-params', 'optimizer-state'].reduce((sum, c) => sum + (r[c] ?? 0), 0);
     this.memory = { measured: modelState(live.live), predicted: predicted.total, activationsPeak: live.peak.activations };

@@ -11,6 +11,8 @@ const shape = (over: Partial<RunShape> = {}): RunShape => ({
   dataParallelSize: 2,
   distributedOptimizer: false,
   stateDtypes: {},
+  strategy: 'optim',
+  gradAccumulation: 1,
   gradReduceInBf16: false,
   activations: { microBatchSize: 4, hiddenDropout: true, attentionDropout: true, attention: 'fused' },
   ...over,
