@@ -120,6 +120,49 @@ describe('webtron train', () => {
     expect(zero1.get(20)!).toBeLessThan(zero1.get(1)! - 0.5);
   });
 
+  it('checkpoints reshard across strategies and d: optim_grads_params saves, ZeRO-1 resumes bit for bit, optim_grads at d = 4 within rounding, and back', async () => {
+    const base = dir();
+    const common = [...TINY, '--train-iters', '10', '--global-batch-size', '8', '--ddp-bucket-size', '2000', '--use-distributed-optimizer'];
+    const fsdp = (strategy: string) => ['--use-megatron-fsdp', '--data-parallel-sharding-strategy', strategy];
+    const run = async (name: string, extra: string[]) => {
+      const r = await train([...common, '--run-dir', join(base, name), ...extra]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      return losses(join(base, name));
+    };
+    const zero3 = await run('zero3', [
+      '--nproc-per-node',
+      '2',
+      ...fsdp('optim_grads_params'),
+      '--save',
+      join(base, 'z3'),
+      '--save-interval',
+      '5',
+    ]);
+    const zero1 = await run('zero1', [
+      '--nproc-per-node',
+      '2',
+      '--load',
+      join(base, 'z3', 'iter_0000005'),
+      '--save',
+      join(base, 'z1'),
+      '--save-interval',
+      '2',
+    ]);
+    expect([...zero1.keys()]).toEqual([6, 7, 8, 9, 10]);
+    for (const [it, loss] of zero1) expect(loss, `ZeRO-1 from ZeRO-3, iteration ${it}`).toBe(zero3.get(it));
+    const zero2 = await run('zero2-d4', ['--nproc-per-node', '4', ...fsdp('optim_grads'), '--load', join(base, 'z3', 'iter_0000005')]);
+    expectSameLosses(new Map([...zero3].filter(([it]) => it > 5)), zero2, 1e-4, 'optim_grads at d = 4 from optim_grads_params at d = 2');
+    const back = await run('zero3-again', [
+      '--nproc-per-node',
+      '2',
+      ...fsdp('optim_grads_params'),
+      '--load',
+      join(base, 'z1', 'iter_0000008'),
+    ]);
+    expect([...back.keys()]).toEqual([9, 10]);
+    for (const [it, loss] of back) expect(loss, `ZeRO-3 from ZeRO-1, iteration ${it}`).toBe(zero3.get(it));
+  });
+
   it('--use-precision-aware-optimizer with bf16 moments: d = 1 and d = 2 agree for 20 iterations, and the memory line measures what it predicts', async () => {
     const base = dir();
     const flags = [
@@ -525,6 +568,23 @@ describe('webtron train', () => {
       /^webtron train: --data-path: \/does\/not\/exist.txt is neither a text file nor the prefix of an indexed dataset/,
     ],
     [['--load', '/does/not/exist'], /^webtron train: \/does\/not\/exist: neither a checkpoint folder/],
+    [
+      ['--data-parallel-sharding-strategy', 'optim_grads'],
+      /^webtron train: --data-parallel-sharding-strategy optim_grads needs --use-megatron-fsdp/,
+    ],
+    [['--use-megatron-fsdp'], /^webtron train: --use-megatron-fsdp needs --use-distributed-optimizer/],
+    [
+      ['--use-distributed-optimizer', '--use-megatron-fsdp', '--data-parallel-sharding-strategy', 'zero3'],
+      /^webtron train: --data-parallel-sharding-strategy must be one of no_shard, optim, optim_grads, optim_grads_params, got 'zero3'/,
+    ],
+    [
+      ['--use-distributed-optimizer', '--use-megatron-fsdp', '--data-parallel-sharding-strategy', 'no_shard'],
+      /^webtron train: --data-parallel-sharding-strategy no_shard shards nothing/,
+    ],
+    [
+      ['--use-distributed-optimizer', '--use-megatron-fsdp', '--check-weight-hash-across-dp-replicas-interval', '2'],
+      /^webtron train: --check-weight-hash-across-dp-replicas-interval compares whole replicas, and optim_grads_params leaves none/,
+    ],
     [['--max-device-memory', 'lots'], /^webtron train: --max-device-memory: 'lots' is not a size; use e\.g\. 80GiB/],
     // Found by every worker at start-up: rank 0 says it, once.
     [
