@@ -13,6 +13,7 @@ import { readOnnxInitializers } from '../onnx/proto.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, GPU_FLAGS, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
+import type { ShardingStrategy } from '../ddp/ddp.js';
 import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import {
@@ -44,6 +45,15 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   bf16: { kind: 'boolean', help: 'bf16 params, fp32 grads' },
   precision: { kind: 'string', help: 'fp32, bf16 or fp16 (instead of --fp16 / --bf16)' },
   'use-distributed-optimizer': { kind: 'boolean', help: 'only the distributed optimizer (default: both side by side)' },
+  'use-megatron-fsdp': {
+    kind: 'boolean',
+    help: "also Megatron-FSDP's sharded strategies: optim_grads (ZeRO-2) and optim_grads_params (ZeRO-3) beside optim (ZeRO-1)",
+  },
+  'data-parallel-sharding-strategy': {
+    kind: 'list',
+    help: 'with --use-megatron-fsdp: which of optim, optim_grads, optim_grads_params to show (default all three)',
+  },
+  'grad-accumulation': { kind: 'int', default: 1, help: 'micro-batches per step (sharded grads stay whole until the last)' },
   ...PRECISION_AWARE_FLAGS,
   'micro-batch-size': { kind: 'int', default: 1, help: 'micro-batch of the activations' },
   'no-dropout': { kind: 'boolean', help: 'activations of training without dropout (--hidden-dropout 0 --attention-dropout 0)' },
@@ -112,6 +122,22 @@ export function modelSource(v: FlagValues): ModelSource {
   };
 }
 
+const SHARDED: ShardingStrategy[] = ['optim', 'optim_grads', 'optim_grads_params'];
+
+/** The distributed optimizer's strategies to show: optim alone, or with --use-megatron-fsdp those named (all by default). */
+function strategiesOf(v: FlagValues): ShardingStrategy[] {
+  const named = v['data-parallel-sharding-strategy'] as string[] | undefined;
+  if (!v['use-megatron-fsdp']) {
+    if (named) throw new FlagError('--data-parallel-sharding-strategy needs --use-megatron-fsdp (as in Megatron-LM)');
+    return ['optim'];
+  }
+  for (const name of named ?? []) {
+    if (!SHARDED.includes(name as ShardingStrategy))
+      throw new FlagError(`--data-parallel-sharding-strategy: '${name}' is not one of ${SHARDED.join(', ')}`);
+  }
+  return named ? (named as ShardingStrategy[]) : SHARDED;
+}
+
 /** The model the flags describe and its rows (the model is read once: it may be a file). */
 export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[] } {
   if ([v.fp16, v.bf16, v.precision !== undefined].filter(Boolean).length > 1) {
@@ -132,9 +158,14 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
   if (attention !== 'fused' && attention !== 'unfused') throw new FlagError(`--attention: '${attention}' is neither fused nor unfused`);
   // The precision-aware optimizer is the distributed one's: its dtypes apply to the distributed rows.
   const stateDtypes = stateDtypesOf(v, true);
+  const strategies = strategiesOf(v);
+  const gradAccumulation = v['grad-accumulation'] as number;
+  if (!(gradAccumulation >= 1)) throw new FlagError(`--grad-accumulation must be at least 1, got ${gradAccumulation}`);
   const source = modelSource(v);
   const rows = memoryRows(source, {
     stateDtypes,
+    strategies,
+    gradAccumulation,
     attention,
     dataParallelSizes,
     precisions: [precision],
@@ -155,17 +186,17 @@ export async function measure(
   ctx: GpuContext,
   source: ModelSource,
   r: MemoryRow,
-  bucketSize?: number,
 ): Promise<{ measured: Record<string, number>; predicted: Record<string, number> }> {
   const layout = computeLayout(paramSpecs(source, r.precision), {
     dataParallelSize: r.data_parallel_size,
     distributedOptimizer: r.distributed,
-    ...(bucketSize ? { bucketSize } : {}),
+    bucketSize: r.bucket_size,
   });
   const before = ctx.memoryReport().live;
   // A group of d ranks seen from rank 0; nothing is exchanged while buffers are allocated.
   const group = new ProcessGroup(0, r.data_parallel_size, null);
-  const ddp = new DistributedDataParallel(ctx, group, layout);
+  const strategy = r.strategy === 'no_shard' ? 'optim' : r.strategy;
+  const ddp = new DistributedDataParallel(ctx, group, layout, { shardingStrategy: strategy });
   const stateDtypes = { expAvg: r.exp_avg_dtype, expAvgSq: r.exp_avg_sq_dtype };
   const optimizer = createOptimizer(ctx, group, ddp, { hyper: ADAMW_DEFAULTS, stateDtypes });
   await ctx.sync();
@@ -173,7 +204,7 @@ export async function measure(
   optimizer.destroy();
   ddp.destroy();
   const categories = ['params', 'grads', 'main-params', 'optimizer-state'] as const;
-  const predicted = modelStateBytes(layout, 0, stateDtypes).byCategory;
+  const predicted = modelStateBytes(layout, 0, stateDtypes, strategy).byCategory;
   return {
     measured: Object.fromEntries(categories.map((c) => [c, after[c] - before[c]])),
     predicted: Object.fromEntries(categories.map((c) => [c, predicted[c]])),
@@ -213,11 +244,12 @@ export async function measureActivations(
 
 const human = (n: number) => formatBytes(n);
 
-/** 'non-distributed', 'distributed', or 'distributed, bf16 exp_avg, bf16 exp_avg_sq' with the precision-aware optimizer. */
+/** 'non-distributed', 'distributed', 'optim_grads_params', with ', bf16 exp_avg, bf16 exp_avg_sq' for the precision-aware optimizer. */
 function optimizerName(r: MemoryRow): string {
   if (!r.distributed) return 'non-distributed';
   const state = { expAvg: r.exp_avg_dtype, expAvgSq: r.exp_avg_sq_dtype };
-  return narrowState(state) ? `distributed, ${stateDtypesText(state)}` : 'distributed';
+  const name = r.strategy === 'optim' ? 'distributed' : r.strategy;
+  return narrowState(state) ? `${name}, ${stateDtypesText(state)}` : name;
 }
 
 export function renderTable(rows: MemoryRow[]): string {
@@ -230,6 +262,7 @@ export function renderTable(rows: MemoryRow[]): string {
     'main params',
     'optimizer state',
     'padding',
+    'whole buckets',
     'activations',
     'staging',
     'total/rank',
@@ -246,6 +279,7 @@ export function renderTable(rows: MemoryRow[]): string {
     human(r.by_category.main_params),
     human(r.by_category.optimizer_state),
     human(r.by_category.padding),
+    human(r.by_category.buckets),
     human(r.by_category.activations),
     human(r.by_category.staging),
     human(r.total_bytes_per_rank),
@@ -262,12 +296,20 @@ export function renderTable(rows: MemoryRow[]): string {
   return [line(header), `|${widths.map((w) => `${'-'.repeat(w + 1)}:`).join('|')}|`, ...cells.map(line)].join('\n');
 }
 
+const SHORT_STRATEGY: Record<MemoryRow['strategy'], string> = {
+  no_shard: 'plain',
+  optim: 'Z1',
+  optim_grads: 'Z2',
+  optim_grads_params: 'Z3',
+};
+
 const SEGMENTS: { key: keyof MemoryRow['by_category']; name: string; color: string }[] = [
   { key: 'params', name: 'params', color: '#1f77b4' },
   { key: 'grads', name: 'grads', color: '#ff7f0e' },
   { key: 'main_params', name: 'main params', color: '#2ca02c' },
   { key: 'optimizer_state', name: 'optimizer state', color: '#d62728' },
   { key: 'padding', name: 'padding', color: '#9467bd' },
+  { key: 'buckets', name: 'whole buckets (sharded strategies)', color: '#17becf' },
   { key: 'activations', name: 'activations', color: '#8c8c8c' },
   { key: 'staging', name: 'staging', color: '#bcbd22' },
 ];
@@ -278,13 +320,14 @@ export function writePlot(path: string, rows: MemoryRow[]): void {
   const first = rows[0]!;
   const svg = stackedBarSvg(
     rows.map((r) => ({
-      label: `d=${r.data_parallel_size}\n${r.distributed ? 'dist.' : 'plain'}`,
+      label: `d=${r.data_parallel_size}\n${SHORT_STRATEGY[r.strategy]}`,
       values: SEGMENTS.map((s) => r.by_category[s.key]),
     })),
     SEGMENTS,
     {
       title: `${(first.params / 1e6).toFixed(0)}M params, ${first.precision}: GPU bytes per rank`,
-      xLabel: 'data-parallel size, optimizer (plain = non-distributed)',
+      xLabel:
+        'data-parallel size, strategy (plain = non-distributed, Z1 = distributed optimizer, Z2 = optim_grads, Z3 = optim_grads_params)',
       yLabel: 'bytes per rank',
       yFormat: (y) => formatBytes(Math.round(y)),
       yBinary: true,
@@ -307,10 +350,8 @@ export const memoryCommand: Command = {
         attentionKernel: values.attention as 'fused' | 'unfused',
       });
       for (const [i, r] of rows.entries()) {
-        process.stderr.write(
-          `  … measuring ${i + 1}/${rows.length}: d=${r.data_parallel_size}, ${r.distributed ? 'distributed' : 'non-distributed'}, ${r.precision}\n`,
-        );
-        const m = await measure(ctx, source, r, values['ddp-bucket-size'] as number | undefined);
+        process.stderr.write(`  … measuring ${i + 1}/${rows.length}: d=${r.data_parallel_size}, ${optimizerName(r)}, ${r.precision}\n`);
+        const m = await measure(ctx, source, r);
         Object.assign(r, {
           measured: m.measured,
           predicted: m.predicted,

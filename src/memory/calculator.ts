@@ -14,6 +14,8 @@ import { gptParamCount, gptParams, type GptShape } from '../nn/gpt-spec.js';
 import type { StateDtype } from '../optimizer/adam.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import { gptActivationBytes } from './activations.js';
+import { layerBucketSize, transientBucketBytes } from './budget.js';
+import type { ShardingStrategy } from '../ddp/ddp.js';
 import { modelStateBytes } from './model-state.js';
 
 export type Precision = 'fp32' | 'bf16' | 'fp16';
@@ -44,6 +46,10 @@ export interface CalculatorOptions {
   gpuMemory?: number;
   /** The distributed optimizer's moment dtypes (the precision-aware optimizer); fp32 by default. */
   stateDtypes?: StateDtypes;
+  /** The distributed optimizer's rows: one per Megatron-FSDP strategy (default ['optim'], ZeRO-1). */
+  strategies?: ShardingStrategy[];
+  /** Micro-batches per step (sharded grads stay whole until the last one): default 1. */
+  gradAccumulation?: number;
 }
 
 export interface ByCategory {
@@ -52,6 +58,8 @@ export interface ByCategory {
   main_params: number;
   optimizer_state: number;
   padding: number;
+  /** Sharded strategies: the buckets whole at once while in use, at most (`transientBucketBytes`). */
+  buckets: number;
   activations: number;
   staging: number;
 }
@@ -60,6 +68,10 @@ export interface MemoryRow {
   data_parallel_size: number;
   precision: Precision;
   distributed: boolean;
+  /** Megatron-FSDP's strategy: no_shard without the distributed optimizer, optim (ZeRO-1), optim_grads, optim_grads_params. */
+  strategy: 'no_shard' | ShardingStrategy;
+  /** Elements per bucket of the layout (sharded strategies: one transformer layer by default). */
+  bucket_size: number;
   /** How Adam's moments are stored: 'float32' unless the precision-aware optimizer narrows them. */
   exp_avg_dtype: StateDtype;
   exp_avg_sq_dtype: StateDtype;
@@ -114,22 +126,27 @@ function row(
   source: ModelSource,
   d: number,
   precision: Precision,
-  distributed: boolean,
+  strategy: 'no_shard' | ShardingStrategy,
   o: CalculatorOptions,
 ): Omit<MemoryRow, 'saving_bytes' | 'saving_percent' | 'fits' | 'largest_fitting'> {
+  const distributed = strategy !== 'no_shard';
+  const sharded = strategy === 'optim_grads' || strategy === 'optim_grads_params';
+  // Sharded strategies: one transformer layer per bucket unless given, as `webtron train` does.
+  const bucketSize = o.bucketSize ?? (sharded && source.kind === 'gpt' ? layerBucketSize(source.shape) : undefined);
   const layout = computeLayout(paramSpecs(source, precision), {
     dataParallelSize: d,
     distributedOptimizer: distributed,
-    ...(o.bucketSize ? { bucketSize: o.bucketSize } : {}),
+    ...(bucketSize ? { bucketSize } : {}),
   });
   const state = distributed ? (o.stateDtypes ?? {}) : {};
-  const m = modelStateBytes(layout, 0, state);
+  const m = modelStateBytes(layout, 0, state, distributed ? strategy : 'optim');
   const by_category: ByCategory = {
     params: m.byCategory.params - m.paddingByCategory.params,
     grads: m.byCategory.grads - m.paddingByCategory.grads,
     main_params: m.byCategory['main-params'] - m.paddingByCategory['main-params'],
     optimizer_state: m.byCategory['optimizer-state'] - m.paddingByCategory['optimizer-state'],
     padding: Object.values(m.paddingByCategory).reduce((s, x) => s + x, 0),
+    buckets: distributed ? transientBucketBytes(layout, strategy, o.gradAccumulation ?? 1) : 0,
     activations: activationBytes(source, o.microBatchSize, precision, o.dropout ?? true, o.attention ?? 'fused'),
     staging: syncStagingBytes(layout),
   };
@@ -137,13 +154,15 @@ function row(
     data_parallel_size: d,
     precision,
     distributed,
+    strategy,
+    bucket_size: layout.bucketSize,
     exp_avg_dtype: state.expAvg ?? 'float32',
     exp_avg_sq_dtype: state.expAvgSq ?? 'float32',
     params: m.paramCount,
     bytes_per_param: m.bytesPerParam,
     model_state_bytes_per_rank: m.total,
     by_category,
-    total_bytes_per_rank: m.total + by_category.activations + by_category.staging,
+    total_bytes_per_rank: m.total + by_category.buckets + by_category.activations + by_category.staging,
   };
 }
 
@@ -151,7 +170,7 @@ function largestFitting(
   source: ModelSource,
   d: number,
   precision: Precision,
-  distributed: boolean,
+  strategy: 'no_shard' | ShardingStrategy,
   o: CalculatorOptions,
 ): MemoryRow['largest_fitting'] {
   const budget = o.gpuMemory!;
@@ -161,7 +180,7 @@ function largestFitting(
       source.kind === 'gpt' ? { kind: 'gpt', shape: { ...source.shape, numLayers: n } } : { kind: 'params', count: n },
       d,
       precision,
-      distributed,
+      strategy,
       o,
     ).total_bytes_per_rank;
   if (total(1) > budget) return null;
@@ -181,17 +200,19 @@ export function memoryRows(source: ModelSource, o: CalculatorOptions): MemoryRow
   const rows: MemoryRow[] = [];
   for (const precision of o.precisions) {
     for (const d of o.dataParallelSizes) {
-      const plain = row(source, d, precision, false, o);
+      const plain = row(source, d, precision, 'no_shard', o);
       for (const distributed of o.distributed) {
-        const r = distributed ? row(source, d, precision, true, o) : plain;
-        const saving = plain.total_bytes_per_rank - r.total_bytes_per_rank;
-        rows.push({
-          ...r,
-          saving_bytes: saving,
-          saving_percent: (100 * saving) / plain.total_bytes_per_rank,
-          fits: o.gpuMemory === undefined ? null : r.total_bytes_per_rank <= o.gpuMemory,
-          largest_fitting: o.gpuMemory === undefined ? null : largestFitting(source, d, precision, distributed, o),
-        });
+        for (const strategy of distributed ? (o.strategies ?? ['optim']) : ['no_shard' as const]) {
+          const r = distributed ? row(source, d, precision, strategy, o) : plain;
+          const saving = plain.total_bytes_per_rank - r.total_bytes_per_rank;
+          rows.push({
+            ...r,
+            saving_bytes: saving,
+            saving_percent: (100 * saving) / plain.total_bytes_per_rank,
+            fits: o.gpuMemory === undefined ? null : r.total_bytes_per_rank <= o.gpuMemory,
+            largest_fitting: o.gpuMemory === undefined ? null : largestFitting(source, d, precision, strategy, o),
+          });
+        }
       }
     }
   }

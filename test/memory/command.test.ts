@@ -41,6 +41,30 @@ describe('webtron memory', () => {
     }
   });
 
+  it.each([
+    ['fp32', [], (d: number) => [4 + 12 / d, 16 / d]],
+    ['bf16', ['--bf16'], (d: number) => [2 + 16 / d, 18 / d]],
+  ] as const)(
+    "%s, --use-megatron-fsdp: optim_grads and optim_grads_params at Megatron-FSDP's bytes per param, measured equal to predicted, d = 1..8",
+    (_name, precision, table) => {
+      const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,8', '--use-megatron-fsdp', '--measure', '--json');
+      expect(out.status, out.stderr).toBe(0);
+      const rows = out.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown> & { data_parallel_size: number; strategy: string; bytes_per_param: number });
+      expect(rows.map((r) => r.strategy)).toEqual(Array(5).fill(['no_shard', 'optim', 'optim_grads', 'optim_grads_params']).flat());
+      for (const r of rows) {
+        expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
+        const [zero2, zero3] = table(r.data_parallel_size) as [number, number];
+        if (r.strategy === 'optim_grads') expect(r.bytes_per_param).toBeCloseTo(zero2, 12);
+        if (r.strategy === 'optim_grads_params') expect(r.bytes_per_param).toBeCloseTo(zero3, 12);
+        // Only the sharded strategies hold buckets whole in passing.
+        expect((r.by_category as { buckets: number }).buckets > 0).toBe(r.strategy.startsWith('optim_grads'));
+      }
+    },
+  );
+
   it('--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 saves 4 bytes per param of optimizer state before sharding: 4/d per rank', () => {
     const rows = (...extra: string[]) => {
       const out = run(...small, '--bf16', '--data-parallel-size', '1,2,4', '--use-distributed-optimizer', '--json', ...extra);
@@ -67,7 +91,7 @@ describe('webtron memory', () => {
     expect(out.status, out.stderr).toBe(0);
     const svg = readFileSync(path, 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
-    for (const d of [1, 2, 4]) for (const which of ['plain', 'dist.']) expect(svg).toContain(`<title>d=${d}\n${which}, params:`);
+    for (const d of [1, 2, 4]) for (const which of ['plain', 'Z1']) expect(svg).toContain(`<title>d=${d}\n${which}, params:`);
     expect(existsSync(`${path}.tmp`)).toBe(false);
     expect(run(...small, '--plot', join(tmpdir(), 'x.png')).stderr).toMatch(/--plot: '.*x\.png' must name an \.svg file/);
   });
