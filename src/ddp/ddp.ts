@@ -315,19 +315,22 @@ export class DistributedDataParallel {
     // buffer holds this rank's slice k at (bucket start / d + the slice's start).
     const bucketShift = b.layout.start * bytes;
     const shardShift = (b.layout.start + (rank * numel) / d - shard.offset) * bytes;
-    const reads = chunks.map((chunk) => {
+    const read = (chunk: SyncChunk) => {
       const slice = chunk.length / d;
       const mine = host.subarray(chunk.hostStart + rank * slice, chunk.hostStart + (rank + 1) * slice);
       const piece = chunk.pieces[rank]!;
-      const read = this.ctx.transfers.readbackPieces(
+      const reading = this.ctx.transfers.readbackPieces(
         shard.buffer,
         [{ offset: piece.offset - shardShift, size: piece.size }],
         new Uint8Array(mine.buffer, mine.byteOffset, mine.byteLength),
       );
-      read.catch(() => undefined); // awaited below, unless an earlier chunk fails
-      return read;
-    });
+      reading.catch(() => undefined); // awaited below, unless an earlier chunk fails
+      return reading;
+    };
+    // `READS_AHEAD` slices in flight, as a grad sync reads: staging stays small.
+    const reads: Promise<void>[] = [];
     for (const [k, chunk] of chunks.entries()) {
+      for (let next = k; next < Math.min(chunks.length, k + READS_AHEAD); next++) reads[next] ??= read(chunks[next]!);
       await reads[k];
       const data = host.subarray(chunk.hostStart, chunk.hostStart + chunk.length);
       await this.group.allGather(data);
@@ -571,7 +574,7 @@ export class DistributedDataParallel {
     // the backward pass queues after them), unless a param all-gather still uses the host staging.
     const size = b.buffer.gradBytes(b.layout).size;
     let early: Promise<void>[] | null = null;
-    if (this.gathersRunning === 0 && this.earlyBytes + size <= EARLY_READBACK_BYTES) {
+    if (this.shardingStrategy === 'optim' && this.gathersRunning === 0 && this.earlyBytes + size <= EARLY_READBACK_BYTES) {
       early = b.chunks.map((_, k) => this.readChunk(b, k));
       this.earlyBytes += size;
       Promise.allSettled(early).then(() => (this.earlyBytes -= size));

@@ -77,11 +77,18 @@ export function planSyncChunks(
  * Bytes of readback staging the grad sync of `layout` holds at once: the staging of every chunk of
  * the buckets whose readbacks queue early (in bucket order, while their bytes stay within
  * `EARLY_READBACK_BYTES`), or, when more, `READS_AHEAD` chunks of a bucket read later. A world of
- * one without bf16 on the wire reads nothing back.
+ * one without bf16 on the wire reads nothing back. With `early` false (sharded strategies) every
+ * bucket is read late; the param gathers of optim_grads_params read slices d times smaller.
  */
-export function syncStagingBytes(layout: ModelLayout, options: { gradReduceInBf16?: boolean; syncChunkBytes?: number } = {}): number {
+export function syncStagingBytes(
+  layout: ModelLayout,
+  options: { gradReduceInBf16?: boolean; syncChunkBytes?: number; early?: boolean } = {},
+): number {
   const d = layout.dataParallelSize;
   if (d === 1 && !options.gradReduceInBf16) return 0;
+  // Megatron-FSDP's sharded strategies read no bucket early (their point is to hold less): each
+  // bucket reads `READS_AHEAD` chunks ahead of its collective, as a late bucket does here.
+  const budget = options.early === false ? 0 : EARLY_READBACK_BYTES;
   let early = 0;
   let earlyStaging = 0;
   let later = 0;
@@ -92,7 +99,7 @@ export function syncStagingBytes(layout: ModelLayout, options: { gradReduceInBf1
       const chunks = planSyncChunks(bucket, bytes, shards, 0, options.syncChunkBytes ?? syncChunkBytes(shards ?? 1));
       const staging = chunks.map((c) => stagingSize(c.length * bytes));
       const size = (bucket.end - bucket.start) * bytes;
-      if (early + size <= EARLY_READBACK_BYTES) {
+      if (early + size <= budget) {
         early += size;
         earlyStaging += staging.reduce((sum, x) => sum + x, 0);
       } else {

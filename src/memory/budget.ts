@@ -73,7 +73,8 @@ export function runBytes(run: RunShape): RunBytes {
   const modelState = modelStateBytes(layout, 0, run.stateDtypes, run.strategy).total;
   const buckets = transientBucketBytes(layout, run.strategy, run.gradAccumulation);
   const activations = gptActivationBytes(run.gpt, run.activations);
-  const staging = syncStagingBytes(layout, { gradReduceInBf16: run.gradReduceInBf16 });
+  const sharded = run.strategy === 'optim_grads' || run.strategy === 'optim_grads_params';
+  const staging = syncStagingBytes(layout, { gradReduceInBf16: run.gradReduceInBf16, early: !sharded });
   return { modelState, buckets, activations, staging, total: modelState + buckets + activations + staging };
 }
 

@@ -148,7 +148,7 @@ function row(
     padding: Object.values(m.paddingByCategory).reduce((s, x) => s + x, 0),
     buckets: distributed ? transientBucketBytes(layout, strategy, o.gradAccumulation ?? 1) : 0,
     activations: activationBytes(source, o.microBatchSize, precision, o.dropout ?? true, o.attention ?? 'fused'),
-    staging: syncStagingBytes(layout),
+    staging: syncStagingBytes(layout, { early: !sharded }),
   };
   return {
     data_parallel_size: d,

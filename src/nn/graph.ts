@@ -51,10 +51,18 @@ export class Graph {
 
   constructor(
     readonly ctx: GpuContext,
-    options: { runner?: Runner; training?: boolean; seed?: number; samples?: { first: number; count: number } } = {},
+    options: {
+      runner?: Runner;
+      training?: boolean;
+      seed?: number;
+      samples?: { first: number; count: number };
+      /** Texture copies of params live as long as the graph (default); false: like any other tensor's (sharded params). */
+      pinParamCopies?: boolean;
+    } = {},
   ) {
     this.ownsRunner = !options.runner;
     this.runner = options.runner ?? new Runner(ctx);
+    if (options.pinParamCopies === false) this.runner.pinParams = false;
     this.training = options.training ?? true;
     this.seed = options.seed ?? 0;
     this.samples = options.samples ?? { first: 0, count: 1 };

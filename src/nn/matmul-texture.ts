@@ -102,8 +102,8 @@ export function textureMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, 
   const C4 = aligned ? quadBinding(g, c.t, C) : null;
   const H4 = options.gelu ? quadBinding(g, options.gelu, options.gelu.binding(ctx)) : null;
   if (!C4 || (options.gelu && !H4)) return false;
-  const At = g.runner.textureOf(A.region, [], a.t.isParam);
-  const Bt = g.runner.textureOf(B.region, [At], b.t.isParam);
+  const At = g.runner.textureOf(A.region, [], a.t.isParam && g.runner.pinParams);
+  const Bt = g.runner.textureOf(B.region, [At], b.t.isParam && g.runner.pinParams);
   const bias = options.bias?.binding(ctx);
   g.runner.dispatch(
     FORMATS[b.t.dtype]!.shader,

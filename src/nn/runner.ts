@@ -35,6 +35,12 @@ export class Runner {
   /** Tensors copied into textures since the last submit (texture-copies.ts). */
   readonly copies: TextureCopies;
 
+  /**
+   * Keep the texture copies of params for the runner's life (a weight copied in the forward serves
+   * the backward); false with sharded params, whose point is not to hold a whole copy of the model.
+   */
+  pinParams = true;
+
   constructor(private readonly ctx: GpuContext) {
     this.copies = new TextureCopies(ctx);
     this.dummy = ctx.createBuffer({ label: 'nn.unused-binding', size: 16, usage: GPUBufferUsage.STORAGE, category: 'other' });

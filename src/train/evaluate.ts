@@ -13,7 +13,7 @@ export async function evaluate(run: TrainRun, samples: GptSampleSource | null): 
     for (let m = 0; m < cfg.gradAccumulation; m++) {
       const first = b * cfg.globalBatchSize + rank * run.perRank + m * cfg.microBatchSize;
       const { ids, targets } = samples.batch(first, cfg.microBatchSize);
-      const g = new Graph(ctx, { training: false, samples: { first, count: cfg.microBatchSize } });
+      const g = new Graph(ctx, { training: false, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
       const idsT = g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids');
       const targetsT = g.input(targets, [targets.length], 'targets');
       // Sharded params (optim_grads_params) are gathered section by section and released after.

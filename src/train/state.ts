@@ -45,6 +45,8 @@ export interface TrainSummary {
   model_state_bytes_per_rank: number | null;
   predicted_model_state_bytes_per_rank: number | null;
   activations_peak_bytes: number | null;
+  /** The most GPU memory any rank held at once (every category), as the allocator counted it. */
+  peak_gpu_bytes_per_rank: number | null;
 }
 
 export interface TrainOptions {

@@ -74,7 +74,7 @@ async function microBatch(
 ): Promise<number> {
   const { cfg, ctx, ddp, gpt } = run;
   const { ids, targets } = await ddp.phases.time('data', async () => samples.batch(first, cfg.microBatchSize));
-  const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize } });
+  const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
   if (stepTimer) g.runner.timer = stepTimer.gpu;
   // With --timing, forward and backward are phases of their own, each run to completion on the GPU.
   const phase = async <T>(name: string, work: () => Promise<T>): Promise<T> => {

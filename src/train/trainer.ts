@@ -13,6 +13,7 @@ import { type AsyncSave, type AsyncSaveState, reserveAsyncSaveMemory, saveCheckp
 import { type Distributed, initProcessGroup } from '../collectives/init.js';
 import { entropies } from '../data/corpus.js';
 import { GpuContext } from '../gpu/context.js';
+import { formatBytes } from '../gpu/memory.js';
 import { NO_PROGRESS } from '../progress.js';
 import type { TrainConfig } from './config.js';
 import { openData, type TrainData } from './data.js';
@@ -204,7 +205,18 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     const log = new TrainingLog(run, say, folder, progress);
     const stepTimer = cfg.timing ? new StepTimer(ctx, rank, cfg.runDir) : null;
     const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer);
-    const summary = log.finish(counters.iteration, counters.consumedSamples, checkpoint, reference, data.name);
+    // The most GPU memory any rank held at once (every category, as the allocator counted it), in
+    // KiB rounded up: exact in the float32 the all-reduce carries up to 16 TiB.
+    const peakKiB = new Float32Array([Math.ceil(ctx.memoryReport().peakTotal / 1024)]);
+    await run.group.allReduce(peakKiB, 'max');
+    const peak = peakKiB[0]! * 1024;
+    const summary = log.finish(counters.iteration, counters.consumedSamples, checkpoint, reference, data.name, peak);
+    if (cfg.maxDeviceMemory !== null) {
+      const within = peak <= cfg.maxDeviceMemory ? 'within' : 'over';
+      say(
+        `webtron train: peak GPU memory ${formatBytes(peak)} per rank (the most of any rank), ${within} --max-device-memory ${formatBytes(cfg.maxDeviceMemory)}`,
+      );
+    }
     if (stepTimer) {
       // Every rank has written its file: rank 0 draws the last timed iteration of the ranks on its node.
       await run.group.barrier();

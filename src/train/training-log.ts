@@ -180,6 +180,7 @@ export class TrainingLog {
     checkpoint: string | null,
     reference: { unigram: number; bigram: number | null },
     corpus: string,
+    peakBytes: number | null = null,
   ): TrainSummary {
     const { cfg, layout, d } = this.run;
     this.progress.finish();
@@ -200,6 +201,7 @@ export class TrainingLog {
       model_state_bytes_per_rank: this.memory?.measured ?? null,
       predicted_model_state_bytes_per_rank: this.memory?.predicted ?? null,
       activations_peak_bytes: this.memory?.activationsPeak ?? null,
+      peak_gpu_bytes_per_rank: peakBytes,
     };
     if (this.folder) {
       this.folder.writeSummary(summary as unknown as Record<string, unknown>);

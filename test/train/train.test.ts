@@ -120,6 +120,57 @@ describe('webtron train', () => {
     expect(zero1.get(20)!).toBeLessThan(zero1.get(1)! - 0.5);
   });
 
+  it('a GPT whose fp32 model state is 3x --max-device-memory trains at d = 4 with optim_grads_params within it; at d = 1 it is refused in one line', async () => {
+    const base = dir();
+    // 10.7M params: 163.3 MiB of fp32 model state (16 B a param) at d = 1, 3x 54.4 MiB.
+    const big = [
+      '--num-layers',
+      '24',
+      '--hidden-size',
+      '192',
+      '--num-attention-heads',
+      '4',
+      '--seq-length',
+      '8',
+      '--micro-batch-size',
+      '1',
+      '--lr',
+      '1e-3',
+      '--log-interval',
+      '1',
+      '--eval-interval',
+      '1000',
+      '--eval-iters',
+      '1',
+      '--train-iters',
+      '3',
+      '--use-distributed-optimizer',
+      '--use-megatron-fsdp',
+      '--data-parallel-sharding-strategy',
+      'optim_grads_params',
+      '--ddp-bucket-size',
+      '60000',
+      '--max-device-memory',
+      '54.4MiB',
+    ];
+    const refused = await train([...big, '--run-dir', join(base, 'd1')]);
+    expect(refused.code, refused.stderr).toBe(2);
+    const lines = refused.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      /^webtron train: --max-device-memory 54\.40 MiB: this run needs 1\d\d\.\d\d MiB per rank at its peak .*no optimizer setting fits: use more ranks/,
+    );
+    const r = await train([...big, '--nproc-per-node', '4', '--run-dir', join(base, 'd4')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^webtron train: 10,703,232 params/m);
+    const summary = JSON.parse(readFileSync(join(base, 'd4', 'summary.json'), 'utf8')) as { peak_gpu_bytes_per_rank: number };
+    // The model state alone at d = 1 (16 B a param, padding included) is 3x the budget.
+    const budget = 54.4 * 2 ** 20;
+    expect(16 * 10_703_232).toBeGreaterThan(3 * budget);
+    expect(summary.peak_gpu_bytes_per_rank).toBeLessThanOrEqual(budget);
+    expect(r.stdout).toMatch(/peak GPU memory [\d.]+ MiB per rank \(the most of any rank\), within --max-device-memory 54\.40 MiB/);
+  });
+
   it('checkpoints reshard across strategies and d: optim_grads_params saves, ZeRO-1 resumes bit for bit, optim_grads at d = 4 within rounding, and back', async () => {
     const base = dir();
     const common = [...TINY, '--train-iters', '10', '--global-batch-size', '8', '--ddp-bucket-size', '2000', '--use-distributed-optimizer'];
