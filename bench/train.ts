@@ -104,17 +104,29 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
  * webtron configurations by name. `busyPoll`: Dawn's own busy wait for the GPU (WEBTRON_GPU_POLL_MS=0)
  * instead of the 1 ms poll webtron uses on software adapters, to measure what that poll is worth.
  */
-const VARIANTS: Record<string, { distributed: boolean; overlap: boolean; bf16: boolean; busyPoll: boolean }> = {
+interface Variant {
+  distributed: boolean;
+  overlap: boolean;
+  bf16: boolean;
+  busyPoll: boolean;
+  /** Megatron-FSDP's strategy (with the distributed optimizer): optim is ZeRO-1. */
+  strategy?: 'optim_grads' | 'optim_grads_params';
+}
+
+const VARIANTS: Record<string, Variant> = {
   plain: { distributed: false, overlap: false, bf16: false, busyPoll: false },
   overlap: { distributed: false, overlap: true, bf16: false, busyPoll: false },
   distributed: { distributed: true, overlap: false, bf16: false, busyPoll: false },
   'distributed-overlap': { distributed: true, overlap: true, bf16: false, busyPoll: false },
   'distributed-bf16': { distributed: true, overlap: false, bf16: true, busyPoll: false },
   'distributed-overlap-busy-poll': { distributed: true, overlap: true, bf16: false, busyPoll: true },
+  // Sharded grads always sync each bucket as soon as it is final (as --overlap-grad-reduce).
+  'optim-grads': { distributed: true, overlap: true, bf16: false, busyPoll: false, strategy: 'optim_grads' },
+  'optim-grads-params': { distributed: true, overlap: true, bf16: false, busyPoll: false, strategy: 'optim_grads_params' },
 };
 
 /** Phases of a step that are collectives (grad sync and the distributed optimizer's param gather). */
-const COMM_PHASES = ['reduce-scatter', 'all-reduce', 'all-gather'];
+const COMM_PHASES = ['reduce-scatter', 'all-reduce', 'all-gather', 'param gather'];
 
 /** The collectives' time per iteration over the step time (their phases, as metrics.jsonl averages them). */
 export function commFraction(phases: Record<string, number>, stepMs: number): number {
@@ -182,10 +194,12 @@ export const trainBench: Bench = {
     'overlap',
     'grad_reduce_in_bf16',
     'busy_poll',
+    'strategy',
     'config',
     'tokens_per_s',
     'step_ms',
     'comm_fraction',
+    'sent_bytes_per_iteration',
     'params',
     'model_state_bytes_per_rank',
     'predicted_bytes_per_rank',
@@ -248,10 +262,10 @@ export const trainBench: Bench = {
     let vocab: number | null = null;
     try {
       for (let k = 0; k < repeat; k++) {
-        for (const [i, { world, distributed, overlap, bf16, busyPoll }] of configurations.entries()) {
-          const label = `d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}${busyPoll ? ", Dawn's busy GPU wait" : ''}`;
+        for (const [i, { world, distributed, overlap, bf16, busyPoll, strategy }] of configurations.entries()) {
+          const label = `d = ${world}, ${strategy ?? (distributed ? 'distributed' : 'non-distributed')}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}${busyPoll ? ", Dawn's busy GPU wait" : ''}`;
           progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
-          const key = `${world}-${distributed}-${overlap}-${bf16}-${busyPoll}`;
+          const key = `${world}-${distributed}-${overlap}-${bf16}-${busyPoll}-${strategy ?? ''}`;
           const runDir = join(base, `${key}-${k}`);
           const args = [
             ...model,
@@ -286,6 +300,7 @@ export const trainBench: Bench = {
             ...(distributed ? ['--use-distributed-optimizer'] : []),
             ...(overlap ? ['--overlap-grad-reduce', ...(distributed ? ['--overlap-param-gather'] : [])] : []),
             ...(bf16 ? ['--grad-reduce-in-bf16'] : []),
+            ...(strategy ? ['--use-megatron-fsdp', '--data-parallel-sharding-strategy', strategy] : []),
           ];
           const r = await run(args, busyPoll ? { WEBTRON_GPU_POLL_MS: '0' } : {});
           if (r.code !== 0)
@@ -306,6 +321,7 @@ export const trainBench: Bench = {
               overlap,
               grad_reduce_in_bf16: bf16,
               busy_poll: busyPoll,
+              strategy: strategy ?? (distributed ? 'optim' : 'no_shard'),
               config: name,
               tokens_per_s: last.tokens_per_s,
               step_ms: last.step_ms,
@@ -314,6 +330,8 @@ export const trainBench: Bench = {
               ),
               // The collectives' share of the step: with overlap they run beside the backward pass.
               comm_fraction: commFraction(last.phases as Record<string, number>, last.step_ms as number),
+              // Payload bytes rank 0 sent per iteration (ZeRO-3 moves 1.5x ZeRO-1's: a second all-gather in the backward).
+              sent_bytes_per_iteration: last.sent_bytes_per_iteration,
               params: summary.params,
               model_state_bytes_per_rank: summary.model_state_bytes_per_rank,
               predicted_bytes_per_rank: summary.predicted_model_state_bytes_per_rank,

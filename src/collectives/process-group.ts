@@ -52,6 +52,8 @@ export interface Collectives {
   allGather(data: CollectiveData, options?: OpOptions): Promise<void>;
   broadcast(data: CollectiveData, root?: number, options?: OpOptions): Promise<void>;
   barrier(options?: OpOptions): Promise<void>;
+  /** Payload bytes this rank has sent to its peers so far (frame bodies), where the group counts them. */
+  readonly sentBytes?: number;
 }
 
 export interface ProcessGroupOptions {
@@ -90,6 +92,8 @@ interface RunOptions extends OpOptions {
 export class ProcessGroup implements Collectives {
   readonly timeoutMs: number;
   readonly segmentBytes: number;
+  /** Bytes of payload this rank has sent to its peers, all ops together (frame bodies; headers not counted). */
+  sentBytes = 0;
   private nextSeq = 1;
   private completedSeq = 0;
   private queue: Promise<unknown> = Promise.resolve();
@@ -311,6 +315,7 @@ export class ProcessGroup implements Collectives {
           const gone = this.gone.get(peer);
           if (gone !== undefined) this.fail(peer, gone);
           const header: FrameHeader = { op, dtype: wireDtype, reduce, seq, chunk, length: body?.byteLength ?? 0, totalBytes: wireBytes };
+          this.sentBytes += header.length;
           const sent = this.transport!.sendTo(peer).then((link) => link.send(header, body));
           sent.catch((e: Error) => this.fail(peer, e.message));
           state.sends.push(sent);

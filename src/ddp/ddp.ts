@@ -246,17 +246,24 @@ export class DistributedDataParallel {
   /**
    * Sharded params: make the buckets holding `names` whole and wait for them; start gathering the
    * bucket the pass needs next (`forward` needs the buckets from the last to bucket 0, `backward`
-   * the other way); release every other bucket. Submit the work that reads the params first.
+   * the other way); release every other bucket but those holding `keep` (a param the pass uses again
+   * at its other end: a tied embedding). Submit the work that reads the params first.
    */
-  async useParams(names: readonly string[], pass: 'forward' | 'backward'): Promise<void> {
+  async useParams(names: readonly string[], pass: 'forward' | 'backward', keep: readonly string[] = []): Promise<void> {
     if (!this.shardedParams) return;
     const order = pass === 'forward' ? [...this.buckets].reverse() : this.buckets;
     const needed = new Set(names.map((n) => this.bucketOfParam(n)));
-    const furthest = Math.max(...[...needed].map((b) => order.indexOf(b)));
-    const next = order[furthest + 1];
-    for (const b of this.buckets) if (!needed.has(b) && b !== next) this.releaseBucketParams(b);
-    for (const b of order) if (needed.has(b)) this.gatherParams(b);
-    if (next) this.gatherParams(next);
+    const kept = new Set(keep.map((n) => this.bucketOfParam(n)));
+    // Kept buckets say nothing about where the pass is: with only those, nothing moves.
+    const moving = [...needed].filter((b) => !kept.has(b));
+    if (moving.length > 0) {
+      const next = order[Math.max(...moving.map((b) => order.indexOf(b))) + 1];
+      for (const b of this.buckets) if (!needed.has(b) && !kept.has(b) && b !== next) this.releaseBucketParams(b);
+      for (const b of order) if (needed.has(b)) this.gatherParams(b);
+      if (next) this.gatherParams(next);
+    } else {
+      for (const b of needed) this.gatherParams(b);
+    }
     await Promise.all([...needed].map((b) => b.paramGather));
   }
 

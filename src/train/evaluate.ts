@@ -18,7 +18,7 @@ export async function evaluate(run: TrainRun, samples: GptSampleSource | null): 
       const targetsT = g.input(targets, [targets.length], 'targets');
       // Sharded params (optim_grads_params) are gathered section by section and released after.
       const { loss } = ddp.shardedParams
-        ? await gpt.forwardAwaiting(g, idsT, targetsT, (names) => ddp.useParams(names, 'forward'))
+        ? await gpt.forwardAwaiting(g, idsT, targetsT, (names) => ddp.useParams(names, 'forward', gpt.sections().at(-1)!))
         : gpt.forward(g, idsT, targetsT);
       sum += (await g.read(loss!))[0]!;
       await ddp.releaseParams();

@@ -23,6 +23,8 @@ export interface MetricsLine {
   step_ms?: number;
   val_loss?: number;
   phases?: Record<string, number>;
+  /** Payload bytes rank 0 sent to its peers per iteration over the interval (every collective). */
+  sent_bytes_per_iteration?: number;
   /** --timing: this iteration on rank 0, phase by phase. */
   timing?: IterationTiming;
 }

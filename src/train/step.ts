@@ -88,8 +88,10 @@ async function microBatch(
   };
   // Sharded params (optim_grads_params) are gathered section by section; with
   // --overlap-param-gather the forward waits for the step's all-gathers the same way.
+  // The head's weight (the tied embedding) is used at both ends of each pass: it stays whole.
+  const head = gpt.sections().at(-1)!;
   const ready = ddp.shardedParams
-    ? (names: string[]) => ddp.useParams(names, 'forward')
+    ? (names: string[]) => ddp.useParams(names, 'forward', head)
     : (names: string[]) => Promise.all(names.map((n) => ddp.paramsReady(n))).then(() => undefined);
   const micro = async () => {
     const idsT = g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids');
@@ -106,7 +108,7 @@ async function microBatch(
         ddp.beforeGradWrite(names);
         if (ddp.hasParams(names)) return;
         g.runner.flush(); // buckets released now must not be in unsubmitted work
-        return ddp.useParams(names, 'backward');
+        return ddp.useParams(names, 'backward', head);
       },
     };
     await phase('backward', async () => {

@@ -28,6 +28,8 @@ const freshInterval = (): Interval => ({ t0: performance.now(), iterations: 0, l
 export class TrainingLog {
   private readonly started = performance.now();
   private interval = freshInterval();
+  /** The group's sent bytes at the start of the interval. */
+  private sentAtStart = 0;
   private lastLoss: number | null = null;
   private lastVal: number | null = null;
   private bestVal: number | null = null;
@@ -138,7 +140,11 @@ export class TrainingLog {
       tokens_per_s: tokensPerS,
       step_ms: elapsed / interval.iterations,
       phases: Object.fromEntries(Object.entries(ddp.phases.ms).map(([k, v]) => [k, v / interval.iterations])),
+      ...(this.run.group.sentBytes === undefined
+        ? {}
+        : { sent_bytes_per_iteration: Math.round((this.run.group.sentBytes - this.sentAtStart) / interval.iterations) }),
     };
+    this.sentAtStart = this.run.group.sentBytes ?? 0;
     ddp.phases.reset();
     this.interval = freshInterval();
     return line;
