@@ -9,7 +9,7 @@ import type { ShardingStrategy } from '../ddp/ddp.js';
 import { BYTES, computeLayout, type ModelLayout, type ParamSpec } from '../ddp/layout.js';
 import { syncStagingBytes } from '../ddp/sync-plan.js';
 import { formatBytes } from '../gpu/memory.js';
-import type { GptShape } from '../nn/gpt-spec.js';
+import { gptSections, type GptShape } from '../nn/gpt-spec.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import { gptActivationBytes, type ActivationOptions } from './activations.js';
 import { modelStateBytes } from './model-state.js';
@@ -40,25 +40,43 @@ export interface RunBytes {
   total: number;
 }
 
-/** At most this many buckets of params, and of grads, are whole at once under a sharded strategy. */
+/** Without the model's sections: at most this many buckets of params, and of grads, are whole at once. */
 export const WHOLE_BUCKETS = 3;
 
 /**
- * The bytes of the buckets a sharded strategy holds whole at once, as an upper bound: the largest
- * `WHOLE_BUCKETS` buckets of params (the one in use, the next one gathered ahead, the tied
- * embedding's) and of grads (the one written, the one being reduced, the tied embedding's, whose
- * grad is final only at the end of the backward); every bucket's grads with gradient accumulation,
- * whose sum stays whole until the last micro-batch.
+ * The bytes of the buckets a sharded strategy holds whole at once, as an upper bound. With the
+ * forward's sections (`gptSections`): params, the buckets of the section that needs the most, the
+ * next bucket gathered ahead and the head's (a tied embedding stays whole through each pass); grads,
+ * the same plus one more bucket being reduced. Without sections, the largest `WHOLE_BUCKETS` of each.
+ * With gradient accumulation every bucket's grads: their sum stays whole until the last micro-batch.
  */
-export function transientBucketBytes(layout: ModelLayout, strategy: ShardingStrategy, gradAccumulation: number): number {
+export function transientBucketBytes(
+  layout: ModelLayout,
+  strategy: ShardingStrategy,
+  gradAccumulation: number,
+  sections?: readonly (readonly string[])[],
+): number {
   if (strategy === 'optim') return 0;
   let total = 0;
   for (const b of layout.buffers) {
-    const sizes = b.buckets.map((k) => k.end - k.start).sort((x, y) => y - x);
-    const largest = sizes.slice(0, WHOLE_BUCKETS).reduce((sum, n) => sum + n, 0);
-    const all = sizes.reduce((sum, n) => sum + n, 0);
-    total += (gradAccumulation > 1 ? all : largest) * BYTES[b.gradDtype];
-    if (strategy === 'optim_grads_params') total += largest * BYTES[b.paramDtype];
+    const size = (k: number) => b.buckets[k]!.end - b.buckets[k]!.start;
+    const all = b.buckets.reduce((sum, k) => sum + (k.end - k.start), 0);
+    const largest = Math.max(...b.buckets.map((k) => k.end - k.start));
+    let params: number;
+    let grads: number;
+    if (sections) {
+      const bucketOf = new Map(b.params.map((p) => [p.name, p.bucket]));
+      const bucketsOf = (names: readonly string[]) => new Set(names.flatMap((n) => (bucketOf.has(n) ? [bucketOf.get(n)!] : [])));
+      const widest = Math.max(0, ...sections.map((names) => [...bucketsOf(names)].reduce((sum, k) => sum + size(k), 0)));
+      const head = [...bucketsOf(sections.at(-1) ?? [])].reduce((sum, k) => sum + size(k), 0);
+      params = Math.min(all, widest + largest + head);
+      grads = Math.min(all, widest + 2 * largest + head);
+    } else {
+      const sizes = b.buckets.map((k) => k.end - k.start).sort((x, y) => y - x);
+      params = grads = sizes.slice(0, WHOLE_BUCKETS).reduce((sum, n) => sum + n, 0);
+    }
+    total += (gradAccumulation > 1 ? all : grads) * BYTES[b.gradDtype];
+    if (strategy === 'optim_grads_params') total += params * BYTES[b.paramDtype];
   }
   return total;
 }
@@ -71,7 +89,7 @@ export function runBytes(run: RunShape): RunBytes {
     ...(run.bucketSize ? { bucketSize: run.bucketSize } : {}),
   });
   const modelState = modelStateBytes(layout, 0, run.stateDtypes, run.strategy).total;
-  const buckets = transientBucketBytes(layout, run.strategy, run.gradAccumulation);
+  const buckets = transientBucketBytes(layout, run.strategy, run.gradAccumulation, gptSections(run.gpt));
   const activations = gptActivationBytes(run.gpt, run.activations);
   const sharded = run.strategy === 'optim_grads' || run.strategy === 'optim_grads_params';
   const staging = syncStagingBytes(layout, { gradReduceInBf16: run.gradReduceInBf16, early: !sharded });

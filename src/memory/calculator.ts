@@ -10,7 +10,7 @@
  */
 import { computeLayout, type GradDtype, type ParamDtype, type ParamSpec } from '../ddp/layout.js';
 import { syncStagingBytes } from '../ddp/sync-plan.js';
-import { gptParamCount, gptParams, type GptShape } from '../nn/gpt-spec.js';
+import { gptParamCount, gptParams, gptSections, type GptShape } from '../nn/gpt-spec.js';
 import type { StateDtype } from '../optimizer/adam.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import { gptActivationBytes } from './activations.js';
@@ -146,7 +146,9 @@ function row(
     main_params: m.byCategory['main-params'] - m.paddingByCategory['main-params'],
     optimizer_state: m.byCategory['optimizer-state'] - m.paddingByCategory['optimizer-state'],
     padding: Object.values(m.paddingByCategory).reduce((s, x) => s + x, 0),
-    buckets: distributed ? transientBucketBytes(layout, strategy, o.gradAccumulation ?? 1) : 0,
+    buckets: distributed
+      ? transientBucketBytes(layout, strategy, o.gradAccumulation ?? 1, source.kind === 'gpt' ? gptSections(source.shape) : undefined)
+      : 0,
     activations: activationBytes(source, o.microBatchSize, precision, o.dropout ?? true, o.attention ?? 'fused'),
     staging: syncStagingBytes(layout, { early: !sharded }),
   };

@@ -80,3 +80,31 @@ export function gptParamCount(s: GptShape): number {
     (s.tiedHead === false ? s.vocabSize * h : 0)
   );
 }
+
+/**
+ * The params of each section of the forward, in order: the embeddings (with the first layernorm),
+ * each block (with the layernorm after it), the head. What is whole at once under sharded params.
+ */
+export function gptSections(shape: GptShape): string[][] {
+  const norm = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`];
+  const blocks = Array.from({ length: shape.numLayers }, (_, l) => [
+    ...[
+      'attn.qkv.weight',
+      'attn.qkv.bias',
+      'attn.proj.weight',
+      'attn.proj.bias',
+      'ln_2.weight',
+      'ln_2.bias',
+      'mlp.fc.weight',
+      'mlp.fc.bias',
+      'mlp.proj.weight',
+      'mlp.proj.bias',
+    ].map((n) => `blocks.${l}.${n}`),
+    ...norm(l + 1 < shape.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f'),
+  ]);
+  return [
+    ['wte.weight', 'wpe.weight', ...norm(shape.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f')],
+    ...blocks,
+    [shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight'],
+  ];
+}

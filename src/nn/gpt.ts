@@ -10,7 +10,7 @@
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
-import { gptParams, type GptShape } from './gpt-spec.js';
+import { gptParams, gptSections, type GptShape } from './gpt-spec.js';
 import { initParams } from './init.js';
 import { addLayerNorm, causalAttention, crossEntropy, dropout, embedding, layerNorm, linear, linearGelu } from './ops.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
@@ -59,27 +59,7 @@ export class Gpt {
    * (the next block's first, or the final one), then the head.
    */
   sections(): string[][] {
-    const norm = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`];
-    const blocks = Array.from({ length: this.config.numLayers }, (_, l) => [
-      ...[
-        'attn.qkv.weight',
-        'attn.qkv.bias',
-        'attn.proj.weight',
-        'attn.proj.bias',
-        'ln_2.weight',
-        'ln_2.bias',
-        'mlp.fc.weight',
-        'mlp.fc.bias',
-        'mlp.proj.weight',
-        'mlp.proj.bias',
-      ].map((n) => `blocks.${l}.${n}`),
-      ...norm(l + 1 < this.config.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f'),
-    ]);
-    return [
-      ['wte.weight', 'wpe.weight', ...norm(this.config.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f')],
-      ...blocks,
-      [this.config.tiedHead === false ? 'lm_head.weight' : 'wte.weight'],
-    ];
+    return gptSections(this.config);
   }
 
   private p(name: string): Tensor {

@@ -212,9 +212,14 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     const peak = peakKiB[0]! * 1024;
     const summary = log.finish(counters.iteration, counters.consumedSamples, checkpoint, reference, data.name, peak);
     if (cfg.maxDeviceMemory !== null) {
-      const within = peak <= cfg.maxDeviceMemory ? 'within' : 'over';
+      const within = peak <= cfg.maxDeviceMemory;
+      // Over the budget: where rank 0's bytes went, each category at its own peak.
+      const peaks = Object.entries(ctx.memoryReport().peak)
+        .filter(([, bytes]) => bytes > 0)
+        .map(([category, bytes]) => `${category} ${formatBytes(bytes)}`)
+        .join(', ');
       say(
-        `webtron train: peak GPU memory ${formatBytes(peak)} per rank (the most of any rank), ${within} --max-device-memory ${formatBytes(cfg.maxDeviceMemory)}`,
+        `webtron train: peak GPU memory ${formatBytes(peak)} per rank (the most of any rank), ${within ? 'within' : 'over'} --max-device-memory ${formatBytes(cfg.maxDeviceMemory)}${within ? '' : `; rank 0's peaks by category: ${peaks}`}`,
       );
     }
     if (stepTimer) {
