@@ -159,7 +159,7 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
   // The precision-aware optimizer is the distributed one's: its dtypes apply to the distributed rows.
   const stateDtypes = stateDtypesOf(v, true);
   const strategies = strategiesOf(v);
-  const gradAccumulation = v['grad-accumulation'] as number;
+  const gradAccumulation = (v['grad-accumulation'] as number | undefined) ?? 1;
   if (!(gradAccumulation >= 1)) throw new FlagError(`--grad-accumulation must be at least 1, got ${gradAccumulation}`);
   const source = modelSource(v);
   const rows = memoryRows(source, {

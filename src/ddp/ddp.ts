@@ -18,6 +18,13 @@
  * of a chunk together), so that each chunk reduce-scatters on its own and returns a slice of this
  * rank's shard.
  *
+ * Megatron-FSDP's strategies (`shardingStrategy`) shard more than the optimizer state: with
+ * `optim_grads` each bucket's grads live in a buffer of their own only from the first write of a
+ * backward (`beforeGradWrite`) until the sync has read them, and the reduced shard goes into a shard
+ * buffer; with `optim_grads_params` the params too are kept as a shard and a bucket is gathered into
+ * its own buffer before a pass reads it (`useParams`, the next bucket ahead) and released after.
+ * Gathers and syncs share one chain of collectives, so every rank issues them in the same order.
+ *
  * Grad accumulation is safe by construction (Megatron's `no_sync`): run every micro-batch but the
  * last inside `noSync(...)`, where `registerGradReady` does nothing and `finishGradSync` refuses, so
  * a partial grad can never be synced; `zeroGradBuffer` refuses while a sync is still in flight.
@@ -557,7 +564,7 @@ export class DistributedDataParallel {
 
   /** Sharded grads: a bucket synced (or not needed) gives its memory back. */
   private releaseGrads(b: BucketState): void {
-    if (this.buffers[0]!.sharding?.grads) b.buffer.bucketGrads[b.layout.index]!.release();
+    if (b.buffer.sharding?.grads) b.buffer.bucketGrads[b.layout.index]!.release();
   }
 
   private startBucketSync(b: BucketState): void {

@@ -120,6 +120,23 @@ describe('webtron train', () => {
     expect(zero1.get(20)!).toBeLessThan(zero1.get(1)! - 0.5);
   });
 
+  it.each([[['--bf16', '--grad-reduce-in-bf16']], [['--fp16']]])(
+    'Megatron-FSDP with %j: optim_grads and optim_grads_params repeat ZeRO-1 bit for bit',
+    async (precision) => {
+      const base = dir();
+      const common = [...TINY, '--train-iters', '8', '--global-batch-size', '4', '--ddp-bucket-size', '2000', '--nproc-per-node', '2'];
+      const run = async (name: string, extra: string[]) => {
+        const r = await train([...common, ...precision, '--use-distributed-optimizer', '--run-dir', join(base, name), ...extra]);
+        expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+        return losses(join(base, name));
+      };
+      const zero1 = await run('zero1', []);
+      for (const strategy of ['optim_grads', 'optim_grads_params']) {
+        expectIdenticalLosses(zero1, await run(strategy, ['--use-megatron-fsdp', '--data-parallel-sharding-strategy', strategy]));
+      }
+    },
+  );
+
   it('a GPT whose fp32 model state is 3x --max-device-memory trains at d = 4 with optim_grads_params within it; at d = 1 it is refused in one line', async () => {
     const base = dir();
     // 14.3M params: 217.6 MiB of fp32 model state (16 B a param) at d = 1, 3x 72.5 MiB.
