@@ -31,7 +31,7 @@ import { BYTES, type ModelLayout, type ParamDtype } from '../ddp/layout.js';
 import { stallSave } from '../faults.js';
 import { writeFileAtomic } from '../files.js';
 import type { LossScalerState } from '../optimizer/loss-scaler.js';
-import { STATE_BYTES, type StateDtype } from '../optimizer/adam.js';
+import type { StateDtype } from '../optimizer/adam.js';
 import type { Optimizer, StateKind, StatePiece } from '../optimizer/optimizer-base.js';
 import { cleanLeftovers, commitCheckpoint, INDEX, iterName, pruneCheckpoints, resolveCheckpoint } from './dir.js';
 import { CheckpointError } from './errors.js';
@@ -223,7 +223,7 @@ function planRankFiles(parts: CheckpointParts, maxFileBytes: number): { files: P
   const pieces = optimizer.statePieces().filter((p) => optimizer.distributed || owner.get(p.name) === group.rank);
   const split: (StatePiece & { bytes: number })[] = [];
   for (const p of pieces) {
-    const width = STATE_BYTES[p.dtype];
+    const width = BYTES[p.dtype];
     // 16-bit state splits at even elements: the GPU reads whole words.
     const elementsPerFile = Math.max(2, Math.floor(maxFileBytes / width / 2) * 2);
     for (let s = p.range.start; s < p.range.end; s += elementsPerFile) {
@@ -238,7 +238,7 @@ function planRankFiles(parts: CheckpointParts, maxFileBytes: number): { files: P
       dtype: SAFETENSORS_DTYPE[p.dtype],
       shape: [p.range.end - p.range.start],
       buffer: p.buffer,
-      byteOffset: p.offset * STATE_BYTES[p.dtype],
+      byteOffset: p.offset * BYTES[p.dtype],
     }));
     files.push({ file, tensors, metadata: {} });
     group_.forEach((p, j) => {
@@ -598,7 +598,9 @@ function tensorLocator(dir: string, index: CheckpointIndex) {
   return Object.assign(locate, { dtypeOf });
 }
 
-const STATE_DTYPE_OF: Partial<Record<SafetensorsDtype, StateDtype>> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
+const STATE_DTYPE_OF = Object.fromEntries(Object.entries(SAFETENSORS_DTYPE).map(([dtype, st]) => [st, dtype])) as Partial<
+  Record<SafetensorsDtype, StateDtype>
+>;
 
 /**
  * A writer of `from` elements that hands `sink` the same elements as `to` (rounded to nearest even
@@ -606,7 +608,7 @@ const STATE_DTYPE_OF: Partial<Record<SafetensorsDtype, StateDtype>> = { F32: 'fl
  */
 function convertingState(from: StateDtype, to: StateDtype, sink: (bytes: Uint8Array) => void): (bytes: Uint8Array) => void {
   if (from === to) return sink;
-  const width = STATE_BYTES[from];
+  const width = BYTES[from];
   let carry = new Uint8Array(0);
   return (bytes) => {
     const all = new Uint8Array(carry.length + bytes.length);
@@ -702,9 +704,9 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
         // The state as it was saved (fp32, or 16-bit from the precision-aware optimizer), converted
         // on its way when this run stores it otherwise.
         const saved = locate.dtypeOf(ref.file, ref.tensor);
-        const from = STATE_BYTES[saved];
+        const from = BYTES[saved];
         const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[saved], ref.end - ref.start);
-        const upload = new UploadStream(ctx, piece.buffer, (piece.offset + start - piece.range.start) * STATE_BYTES[piece.dtype]);
+        const upload = new UploadStream(ctx, piece.buffer, (piece.offset + start - piece.range.start) * BYTES[piece.dtype]);
         const write = convertingState(saved, piece.dtype, (bytes) => upload.write(bytes));
         await fileOf(ref.file).read(at.start + (start - ref.start) * from, at.start + (end - ref.start) * from, write);
         bytesRead += upload.end();

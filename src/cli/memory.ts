@@ -13,7 +13,7 @@ import { readOnnxInitializers } from '../onnx/proto.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, GPU_FLAGS, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
-import type { ShardingStrategy } from '../ddp/ddp.js';
+import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
 import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import {
@@ -122,8 +122,6 @@ export function modelSource(v: FlagValues): ModelSource {
   };
 }
 
-const SHARDED: ShardingStrategy[] = ['optim', 'optim_grads', 'optim_grads_params'];
-
 /** The distributed optimizer's strategies to show: optim alone, or with --use-megatron-fsdp those named (all by default). */
 function strategiesOf(v: FlagValues): ShardingStrategy[] {
   const named = v['data-parallel-sharding-strategy'] as string[] | undefined;
@@ -132,10 +130,10 @@ function strategiesOf(v: FlagValues): ShardingStrategy[] {
     return ['optim'];
   }
   for (const name of named ?? []) {
-    if (!SHARDED.includes(name as ShardingStrategy))
-      throw new FlagError(`--data-parallel-sharding-strategy: '${name}' is not one of ${SHARDED.join(', ')}`);
+    if (!(SHARDING_STRATEGIES as readonly string[]).includes(name))
+      throw new FlagError(`--data-parallel-sharding-strategy: '${name}' is not one of ${SHARDING_STRATEGIES.join(', ')}`);
   }
-  return named ? (named as ShardingStrategy[]) : SHARDED;
+  return named ? (named as ShardingStrategy[]) : [...SHARDING_STRATEGIES];
 }
 
 /** The model the flags describe and its rows (the model is read once: it may be a file). */

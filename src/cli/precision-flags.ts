@@ -5,10 +5,8 @@
  * Megatron-LM, a dtype other than fp32 needs the flag, and the flag needs the distributed optimizer.
  */
 import type { StateDtype } from '../optimizer/adam.js';
-import type { StateDtypes } from '../optimizer/optimizer-base.js';
+import { STATE_DTYPE_NAMES, type StateDtypes } from '../optimizer/optimizer-base.js';
 import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
-
-const DTYPE_NAMES: Record<string, StateDtype> = { fp32: 'float32', fp16: 'float16', bf16: 'bfloat16' };
 
 export const PRECISION_AWARE_FLAGS: Record<string, FlagSpec> = {
   'use-precision-aware-optimizer': {
@@ -34,7 +32,7 @@ export function stateDtypesOf(v: FlagValues, distributedOptimizer: boolean): Sta
   const aware = Boolean(v['use-precision-aware-optimizer']);
   const dtypeOf = (name: string): StateDtype => {
     const text = String(v[name] ?? 'fp32');
-    const dtype = DTYPE_NAMES[text];
+    const dtype = (STATE_DTYPE_NAMES as Record<string, StateDtype | undefined>)[text];
     if (!dtype) throw new FlagError(`--${name}: '${text}' is not a dtype webtron stores; use fp32, bf16 or fp16`);
     if (dtype !== 'float32' && !aware) {
       throw new FlagError(`--${name} ${text} needs --use-precision-aware-optimizer (without it the optimizer keeps fp32 state)`);

@@ -6,7 +6,7 @@
  */
 import { FlagError, flagLine, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
-import type { ShardingStrategy } from '../ddp/ddp.js';
+import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
 import { EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
@@ -225,7 +225,7 @@ export function parseSplit(text: string): [number, number, number] {
   return values.map((v) => v / sum) as [number, number, number];
 }
 
-const STRATEGIES = ['no_shard', 'optim', 'optim_grads', 'optim_grads_params'];
+const STRATEGIES: readonly string[] = ['no_shard', ...SHARDING_STRATEGIES];
 
 /** Megatron-FSDP's strategy the flags ask for, as the distributed optimizer runs it ('optim' without FSDP); null without the distributed optimizer. */
 export function shardingStrategyOf(v: FlagValues, useDistributedOptimizer: boolean): ShardingStrategy | null {

@@ -66,7 +66,8 @@ export interface DdpOptions {
 }
 
 /** Megatron-FSDP's strategies with the distributed optimizer (`no_shard` is DDP without it). */
-export type ShardingStrategy = 'optim' | 'optim_grads' | 'optim_grads_params';
+export const SHARDING_STRATEGIES = ['optim', 'optim_grads', 'optim_grads_params'] as const;
+export type ShardingStrategy = (typeof SHARDING_STRATEGIES)[number];
 
 interface BucketState {
   buffer: ParamAndGradBuffer;

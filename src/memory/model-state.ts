@@ -20,7 +20,6 @@
  */
 import { BYTES, type BufferLayout, type ModelLayout } from '../ddp/layout.js';
 import type { MemoryCategory } from '../gpu/memory.js';
-import { STATE_BYTES } from '../optimizer/adam.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
 import { shardRanges } from '../optimizer/ranges.js';
@@ -46,7 +45,7 @@ function perElement(
   state: StateDtypes,
 ): { model: Record<ModelStateCategory, number>; optimizer: Record<ModelStateCategory, number> } {
   const fp16Grads = b.gradDtype === 'float16';
-  const moments = STATE_BYTES[state.expAvg ?? 'float32'] + STATE_BYTES[state.expAvgSq ?? 'float32'];
+  const moments = BYTES[state.expAvg ?? 'float32'] + BYTES[state.expAvgSq ?? 'float32'];
   return {
     model: { params: BYTES[b.paramDtype], grads: BYTES[b.gradDtype], 'main-params': 0, 'optimizer-state': 0 },
     optimizer: { params: 0, grads: fp16Grads ? 4 : 0, 'main-params': b.paramDtype === 'float32' ? 0 : 4, 'optimizer-state': moments },

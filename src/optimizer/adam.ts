@@ -4,6 +4,7 @@
  * precision-aware optimizer); any length, in windows no larger than one storage binding, vec4s with
  * a scalar tail.
  */
+import { BYTES, type ParamDtype } from '../ddp/layout.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { UniformSlots } from '../gpu/kernels.js';
 import { GpuError } from '../gpu/errors.js';
@@ -17,11 +18,8 @@ export interface Float32Operand {
   offset?: number;
 }
 
-/** How the optimizer stores a main param or a moment. */
-export type StateDtype = 'float32' | 'bfloat16' | 'float16';
-
-/** The bytes of one element of each state dtype. */
-export const STATE_BYTES: Record<StateDtype, number> = { float32: 4, bfloat16: 2, float16: 2 };
+/** How the optimizer stores a main param or a moment: the param dtypes (bytes in the layout's `BYTES`). */
+export type StateDtype = ParamDtype;
 
 /** An array the optimizer keeps: fp32 unless `dtype` says otherwise (16-bit: two elements a word). */
 export interface StateOperand extends Float32Operand {
@@ -74,7 +72,7 @@ export class AdamKernel {
     const { length } = operands;
     const limits = ctx.limits;
     const align = limits.minStorageBufferOffsetAlignment;
-    const bytes = OPERANDS.map((name) => STATE_BYTES[dtypeOf(operands, name)]);
+    const bytes = OPERANDS.map((name) => BYTES[dtypeOf(operands, name)]);
     // 16-bit operands are bound as words: a binding's size rounds up to a whole word.
     const wordBytes = (elements: number, k: number) => Math.ceil((elements * bytes[k]!) / 4) * 4;
     for (const [k, name] of OPERANDS.entries()) {

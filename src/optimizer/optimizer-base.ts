@@ -4,7 +4,8 @@ import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
-import { AdamKernel, STATE_BYTES, type AdamOperands, type Float32Operand, type StateDtype } from './adam.js';
+import { AdamKernel, type AdamOperands, type Float32Operand, type StateDtype } from './adam.js';
+import { BYTES } from '../ddp/layout.js';
 import { HalfCast, type CastRange } from './cast.js';
 import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
 import { Unscale, type UnscaleRange } from './unscale.js';
@@ -43,7 +44,10 @@ export interface StateDtypes {
   expAvgSq?: StateDtype;
 }
 
-const SHORT: Record<StateDtype, string> = { float32: 'fp32', bfloat16: 'bf16', float16: 'fp16' };
+/** Megatron's names of the state dtypes, as its flags spell them. */
+export const STATE_DTYPE_NAMES: Record<'fp32' | 'bf16' | 'fp16', StateDtype> = { fp32: 'float32', bf16: 'bfloat16', fp16: 'float16' };
+
+const SHORT = Object.fromEntries(Object.entries(STATE_DTYPE_NAMES).map(([name, dtype]) => [dtype, name])) as Record<StateDtype, string>;
 
 /** Whether any state is stored narrower than fp32 (the precision-aware optimizer is at work). */
 export function narrowState(state: StateDtypes): boolean {
@@ -225,7 +229,7 @@ export abstract class AdamOverBuffers implements Optimizer {
     dtype: StateDtype,
     category: 'optimizer-state' | 'main-params' | 'grads' = 'optimizer-state',
   ): DeviceBuffer {
-    const size = Math.ceil((elements * STATE_BYTES[dtype]) / 4) * 4;
+    const size = Math.ceil((elements * BYTES[dtype]) / 4) * 4;
     const buffer = this.ctx.createBuffer({ label, size, usage: storageUsage(), category });
     this.ctx.device.queue.writeBuffer(buffer.gpu, 0, new Float32Array(Math.ceil(buffer.size / 4)));
     this.owned.push(buffer);
