@@ -643,19 +643,12 @@ async function readModelParams(
       if (!ref) throw new CheckpointError(`${join(dir, INDEX)}: field 'model' has no entry for '${p.name}'`);
       const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[b.layout.paramDtype], p.numel);
       // Sharded params: only the part in this rank's shard of the param's bucket.
-      let [from, to] = [p.start, p.end];
-      let place = { buffer: b.sharding?.params ? null : b.params, offset: p.start };
-      if (b.sharding?.params) {
-        const { rank, d } = b.sharding;
-        const bucket = b.layout.buckets[p.bucket]!;
-        const size = (bucket.end - bucket.start) / d;
-        from = Math.max(p.start, bucket.start + rank * size);
-        to = Math.min(p.end, bucket.start + (rank + 1) * size);
-        if (from >= to) continue;
-        const shard = b.paramShardPlace(p.bucket, rank, d);
-        place = { buffer: shard.buffer, offset: shard.offset + from - bucket.start - rank * size };
-      }
-      const upload = new UploadStream(b.ctx, place.buffer!, place.offset * width);
+      const part = b.sharding?.params
+        ? b.shardPart(p.name, 'params', b.sharding.rank, b.sharding.d)
+        : { from: p.start, to: p.end, place: { buffer: b.params, offset: p.start } };
+      if (!part) continue;
+      const { from, to, place } = part;
+      const upload = new UploadStream(b.ctx, place.buffer, place.offset * width);
       await fileOf(ref.file).read(at.start + (from - p.start) * width, at.start + (to - p.start) * width, (bytes) => upload.write(bytes));
       bytesRead += upload.end();
     }

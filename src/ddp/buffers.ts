@@ -110,15 +110,35 @@ export class ParamAndGradBuffer {
   }
 
   paramView(name: string): BufferView {
-    const p = this.placement(name);
-    const at = this.bucketParamPlace(p.bucket);
-    return { buffer: at.buffer, offset: at.offset + p.start - this.layout.buckets[p.bucket]!.start, numel: p.numel, shape: p.shape };
+    return this.viewIn(name, (k) => this.bucketParamPlace(k));
   }
 
   gradView(name: string): BufferView {
+    return this.viewIn(name, (k) => this.bucketGradPlace(k));
+  }
+
+  /** Param `name` where its bucket is whole (`placeOf` the bucket). */
+  private viewIn(name: string, placeOf: (bucket: number) => Place): BufferView {
     const p = this.placement(name);
-    const at = this.bucketGradPlace(p.bucket);
+    const at = placeOf(p.bucket);
     return { buffer: at.buffer, offset: at.offset + p.start - this.layout.buckets[p.bucket]!.start, numel: p.numel, shape: p.shape };
+  }
+
+  /**
+   * The part of param `name` in this rank's shard of its bucket (`rank` of `d`): elements
+   * [from, to) of the buffer, the first of them at `place` (in the shard buffer of `which`, or in
+   * the whole buffer); null when the shard holds none of it.
+   */
+  shardPart(name: string, which: 'params' | 'grads', rank: number, d: number): { from: number; to: number; place: Place } | null {
+    const p = this.placement(name);
+    const bucket = this.layout.buckets[p.bucket]!;
+    const size = (bucket.end - bucket.start) / d;
+    const first = bucket.start + rank * size;
+    const from = Math.max(p.start, first);
+    const to = Math.min(p.end, first + size);
+    if (from >= to) return null;
+    const shard = which === 'params' ? this.paramShardPlace(p.bucket, rank, d) : this.gradShardPlace(p.bucket, rank, d);
+    return { from, to, place: { buffer: shard.buffer, offset: shard.offset + from - first } };
   }
 
   /** Where bucket k's params are whole: its own buffer (sharded params) or the param buffer. */

@@ -319,9 +319,7 @@ export class DistributedDataParallel {
     const shard = b.buffer.paramShardPlace(b.layout.index, rank, d);
     const into = b.buffer.bucketParams[b.layout.index]!;
     if (d === 1) {
-      const encoder = this.ctx.device.createCommandEncoder({ label: 'ddp.gather params' });
-      encoder.copyBufferToBuffer(shard.buffer.gpu, shard.offset * bytes, into.gpu, 0, numel * bytes);
-      this.ctx.submit([encoder.finish()]);
+      this.ctx.transfers.copy(shard.buffer, shard.offset * bytes, into, 0, numel * bytes);
       return;
     }
     const host = bytes === 4 ? b.paramHost! : new Uint16Array(b.paramHost!.buffer, b.paramHost!.byteOffset, numel);
@@ -577,9 +575,7 @@ export class DistributedDataParallel {
         const from = b.buffer.bucketGradPlace(b.layout.index);
         const to = b.buffer.gradShardPlace(b.layout.index, 0, 1);
         const bytes = BYTES[b.buffer.layout.gradDtype];
-        const encoder = this.ctx.device.createCommandEncoder({ label: 'ddp.shard grads' });
-        encoder.copyBufferToBuffer(from.buffer.gpu, 0, to.buffer.gpu, to.offset * bytes, (b.layout.end - b.layout.start) * bytes);
-        this.ctx.submit([encoder.finish()]);
+        this.ctx.transfers.copy(from.buffer, 0, to.buffer, to.offset * bytes, (b.layout.end - b.layout.start) * bytes);
         this.releaseGrads(b);
       }
       b.sync = Promise.resolve();

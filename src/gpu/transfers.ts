@@ -133,6 +133,13 @@ export class Transfers {
    * Copy `size` bytes of `buffer` from `offset` back to the host (defaults: the whole buffer), into
    * `into` when given (it must hold `size` bytes), else into a new array.
    */
+  /** Queue a copy of `size` bytes between two GPU buffers (offsets and size multiples of 4). */
+  copy(from: DeviceBuffer, fromOffset: number, to: DeviceBuffer, toOffset: number, size: number): void {
+    const encoder = this.ctx.device.createCommandEncoder({ label: 'transfers.copy' });
+    encoder.copyBufferToBuffer(from.gpu, fromOffset, to.gpu, toOffset, size);
+    this.ctx.submit([encoder.finish()]);
+  }
+
   async readback(buffer: DeviceBuffer, offset = 0, size = buffer.size - offset, into?: Uint8Array): Promise<Uint8Array> {
     if (offset % 4 !== 0 || size % 4 !== 0) {
       throw new GpuError(`readback of '${buffer.label}': offset ${offset} and size ${size} must be multiples of 4`);

@@ -40,14 +40,10 @@ async function firstBadGrad(ddp: DistributedDataParallel, order: string[], rank:
       const p = b.layout.params.find((x) => x.name === name);
       if (!p) continue;
       // Elements [from, to) of the param, at `at` in what was read back.
-      let [from, to, at] = [p.start, p.end, p.start];
-      if (b.sharding?.grads) {
-        const bucket = b.layout.buckets[p.bucket]!;
-        const size = (bucket.end - bucket.start) / d;
-        from = Math.max(p.start, bucket.start + rank * size);
-        to = Math.min(p.end, bucket.start + (rank + 1) * size);
-        at = bucket.start / d + (from - bucket.start - rank * size);
-      }
+      const part = b.sharding?.grads ? b.shardPart(name, 'grads', rank, d) : { from: p.start, to: p.end, place: { offset: p.start } };
+      if (!part) continue;
+      const { from, to } = part;
+      const at = part.place.offset;
       const n = bytes.byteLength / (b.layout.gradDtype === 'float16' ? 2 : 4);
       if (b.layout.gradDtype === 'float16') {
         const words = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
