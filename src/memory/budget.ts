@@ -28,6 +28,7 @@ export interface RunShape {
   strategy: ShardingStrategy;
   /** Micro-batches per step: with more than one, a sharded-grads bucket stays whole until the last. */
   gradAccumulation: number;
+  /** --ddp-bucket-size when given; else the default of the strategy (`bucketSizeFor`). */
   bucketSize?: number;
   gradReduceInBf16: boolean;
   activations: ActivationOptions;
@@ -85,10 +86,11 @@ export function transientBucketBytes(
 
 /** The bytes of one rank (the same on every rank: shards are equal, padding included). */
 export function runBytes(run: RunShape): RunBytes {
+  const bucketSize = bucketSizeFor(run.strategy, run.gpt, run.bucketSize);
   const layout = computeLayout(run.specs, {
     dataParallelSize: run.dataParallelSize,
     distributedOptimizer: run.distributedOptimizer,
-    ...(run.bucketSize ? { bucketSize: run.bucketSize } : {}),
+    ...(bucketSize ? { bucketSize } : {}),
   });
   const modelState = modelStateBytes(layout, 0, run.stateDtypes, run.strategy).total;
   const buckets = transientBucketBytes(layout, run.strategy, run.gradAccumulation, gptSections(run.gpt));
@@ -132,17 +134,23 @@ const ALTERNATIVES: Alternative[] = [
   ...(['optim_grads', 'optim_grads_params'] as const).map((strategy) => ({
     flags: `${FSDP(strategy)}`,
     applies: (run: RunShape) => run.distributedOptimizer && run.strategy === 'optim' && run.dataParallelSize > 1,
-    change: (run: RunShape) => ({ ...run, strategy, bucketSize: run.bucketSize ?? layerBucketSize(run.gpt) }),
+    change: (run: RunShape) => ({ ...run, strategy }),
   })),
   ...(['optim_grads', 'optim_grads_params'] as const).map((strategy) => ({
     flags: `--use-distributed-optimizer ${FSDP(strategy)}`,
     applies: (run: RunShape) => !run.distributedOptimizer && run.dataParallelSize > 1,
-    change: (run: RunShape) => ({ ...run, distributedOptimizer: true, strategy, bucketSize: run.bucketSize ?? layerBucketSize(run.gpt) }),
+    change: (run: RunShape) => ({ ...run, distributedOptimizer: true, strategy }),
   })),
 ];
 
-/** One transformer layer's params: the bucket size of Megatron-FSDP's strategies by default. */
-export function layerBucketSize(gpt: GptShape): number {
+/**
+ * Elements per bucket: `given` (--ddp-bucket-size), or under a sharded strategy one transformer
+ * layer's params of a GPT (Megatron-FSDP's unit: what is whole at once is about one layer);
+ * undefined for the layout's default.
+ */
+export function bucketSizeFor(strategy: ShardingStrategy | 'no_shard', gpt: GptShape | null, given?: number): number | undefined {
+  if (given) return given;
+  if (!gpt || (strategy !== 'optim_grads' && strategy !== 'optim_grads_params')) return undefined;
   const c = gpt.hiddenSize;
   return 12 * c * c + 13 * c;
 }

@@ -14,7 +14,7 @@ import { gptParamCount, gptParams, gptSections, type GptShape } from '../nn/gpt-
 import type { StateDtype } from '../optimizer/adam.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import { gptActivationBytes } from './activations.js';
-import { layerBucketSize, transientBucketBytes } from './budget.js';
+import { bucketSizeFor, transientBucketBytes } from './budget.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
 import { modelStateBytes } from './model-state.js';
 
@@ -132,7 +132,7 @@ function row(
   const distributed = strategy !== 'no_shard';
   const sharded = strategy === 'optim_grads' || strategy === 'optim_grads_params';
   // Sharded strategies: one transformer layer per bucket unless given, as `webtron train` does.
-  const bucketSize = o.bucketSize ?? (sharded && source.kind === 'gpt' ? layerBucketSize(source.shape) : undefined);
+  const bucketSize = bucketSizeFor(strategy, source.kind === 'gpt' ? source.shape : null, o.bucketSize);
   const layout = computeLayout(paramSpecs(source, precision), {
     dataParallelSize: d,
     distributedOptimizer: distributed,

@@ -13,7 +13,7 @@ import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout, type ModelLayout } from '../ddp/layout.js';
 import type { GpuContext } from '../gpu/context.js';
 import { PRECISION_DTYPES } from '../memory/calculator.js';
-import { budgetProblem, layerBucketSize } from '../memory/budget.js';
+import { bucketSizeFor, budgetProblem } from '../memory/budget.js';
 import { ConfigError } from '../errors.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
 import { paramTensors } from '../nn/params.js';
@@ -59,16 +59,6 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
   };
 }
 
-/**
- * Elements per bucket: --ddp-bucket-size, or with Megatron-FSDP's sharded strategies one transformer
- * layer's params (Megatron-FSDP's unit: what is whole at once is about one layer); null for the default.
- */
-export function bucketSizeOf(cfg: TrainConfig, model: GptConfig): number | null {
-  if (cfg.ddpBucketSize) return cfg.ddpBucketSize;
-  if (cfg.shardingStrategy === 'optim_grads' || cfg.shardingStrategy === 'optim_grads_params') return layerBucketSize(model);
-  return null;
-}
-
 export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: TrainConfig, tokenizer: Tokenizer): TrainRun {
   const { rank, worldSize: d } = dist.info;
   const group = dist.group;
@@ -83,7 +73,7 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
         dataParallelSize: d,
         distributedOptimizer: cfg.useDistributedOptimizer,
         stateDtypes: cfg.stateDtypes,
-        ...(bucketSizeOf(cfg, model) ? { bucketSize: bucketSizeOf(cfg, model)! } : {}),
+        ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}),
         strategy: cfg.shardingStrategy ?? 'optim',
         gradAccumulation: cfg.gradAccumulation,
         gradReduceInBf16: cfg.gradReduceInBf16,
@@ -99,10 +89,11 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
     );
     if (problem) throw Object.assign(new ConfigError(problem, 'maxDeviceMemory'), { sameOnEveryRank: true });
   }
+  const bucketSize = bucketSizeFor(cfg.shardingStrategy ?? 'no_shard', model, cfg.ddpBucketSize ?? undefined);
   const layout = computeLayout(specs, {
     dataParallelSize: d,
     distributedOptimizer: cfg.useDistributedOptimizer,
-    ...(bucketSizeOf(cfg, model) ? { bucketSize: bucketSizeOf(cfg, model)! } : {}),
+    ...(bucketSize ? { bucketSize } : {}),
   });
   const ddp = new DistributedDataParallel(ctx, group, layout, {
     overlapGradReduce: cfg.overlapGradReduce,
