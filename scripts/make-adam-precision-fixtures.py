@@ -13,6 +13,8 @@ rounded moments and param. Params and grads come from the hash in test/helpers/h
 import base64
 import json
 import os
+import sys
+from importlib import import_module
 
 import numpy as np
 import torch
@@ -20,27 +22,11 @@ import torch
 LENGTH = 1030  # not a multiple of 4: the kernel's tail runs
 STEPS = 60
 CHECKPOINTS = [1, 2, 30, 60]
-MASK = 0xFFFFFFFF
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-
-def lowbias32(x):
-    x &= MASK
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & MASK
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & MASK
-    x ^= x >> 16
-    return x
-
-
-def hashed_uniform(seed, stream, length, scale):
-    out = np.empty(length, dtype=np.float32)
-    base = lowbias32(seed * 0x9E3779B9 + stream)
-    for i in range(length):
-        h = lowbias32(base ^ lowbias32(i + 0x632BE5AB))
-        out[i] = np.float32(((h >> 8) / 16777216.0 - 0.5) * 2.0 * scale)
-    return out
+# The hash of test/helpers/hash.ts, as scripts/make-adam-fixtures.py writes it.
+sys.path.insert(0, os.path.dirname(__file__))
+hashed_uniform = import_module("make-adam-fixtures").hashed_uniform
 
 
 CASES = [

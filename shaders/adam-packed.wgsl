@@ -111,10 +111,6 @@ fn store4_v(e: u32, x: vec4<f32>) {
   }
 }
 
-fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-  return wid.x + wid.y * nwg.x;
-}
-
 @compute @workgroup_size(WG)
 fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,6 +1,6 @@
-// What every Adam kernel shares (included with `//!include adam-update`): the step's scalars and the
-// update of four elements, in fp32 whatever the storage of the operands. The including shader
-// declares `u: AdamUniforms`.
+// What every Adam kernel shares (included with `//!include adam-update`): the step's scalars, the
+// update of four elements (in fp32 whatever the storage of the operands) and the flat workgroup
+// index. The including shader declares `u: AdamUniforms`.
 
 struct AdamUniforms {
   n4: u32,             // vec4 count in this window
@@ -39,3 +39,7 @@ fn adam_update(p0: vec4<f32>, grad: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>) -> 
   return AdamState(p - u.step_size * (m / (sqrt(v) / u.bc2_sqrt + u.eps)), m, v);
 }
 
+// The flat index of a workgroup the host laid out on a 2-D grid (past 65535 of them).
+fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}

@@ -23,10 +23,6 @@ override ITEMS: u32 = 16;
 @group(0) @binding(3) var<storage, read_write> exp_avg4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> exp_avg_sq4: array<vec4<f32>>;
 
-fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-  return wid.x + wid.y * nwg.x;
-}
-
 @compute @workgroup_size(WG)
 fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
