@@ -1,6 +1,7 @@
 // Adam / AdamW as shaders/adam.wgsl computes it, with the (main) params and the two moments each
 // stored as fp32, bf16 or fp16 (Megatron's precision-aware optimizer: --main-params-dtype,
-// --exp-avg-dtype, --exp-avg-sq-dtype). Grads are fp32. Every value is widened to fp32, updated in
+// --exp-avg-dtype, --exp-avg-sq-dtype). Grads are fp32, or bf16 (--main-grads-dtype bf16: the
+// `_bf16_grads` entry points). Every value is widened to fp32, updated in
 // fp32 exactly as the fp32 kernel does (the new moments feed the param update unrounded), and
 // rounded back to its storage, to nearest even.
 //
@@ -111,6 +112,14 @@ fn store4_v(e: u32, x: vec4<f32>) {
   }
 }
 
+// Four elements from element e on, with their grads g.
+fn update4(e: u32, g: vec4<f32>) {
+  let s = adam_update(load4_p(e + u.shift_p), g, load4_m(e + u.shift_m), load4_v(e + u.shift_v));
+  store4_m(e + u.shift_m, s.m);
+  store4_v(e + u.shift_v, s.v);
+  store4_p(e + u.shift_p, s.p);
+}
+
 @compute @workgroup_size(WG)
 fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
@@ -119,11 +128,28 @@ fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
   for (var k = 0u; k < ITEMS; k++) {
     let i = first + k * WG;
     if (i >= u.n4) { return; }
-    let e = 4u * i;
-    let s = adam_update(load4_p(e + u.shift_p), grad4[i + u.shift_g / 4u], load4_m(e + u.shift_m), load4_v(e + u.shift_v));
-    store4_m(e + u.shift_m, s.m);
-    store4_v(e + u.shift_v, s.v);
-    store4_p(e + u.shift_p, s.p);
+    update4(4u * i, grad4[i + u.shift_g / 4u]);
+  }
+}
+
+// bf16 grads (--main-grads-dtype bf16), read as they are: two elements a word. The entry points
+// that read them (`adam_vec4_bf16_grads`, `adam_tail_bf16_grads`) use no other grad binding.
+@group(0) @binding(2) var<storage, read> grad_bf16: array<u32>;
+
+fn bf16_pair(w: u32) -> vec2<f32> {
+  return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
+}
+
+@compute @workgroup_size(WG)
+fn adam_vec4_bf16_grads(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+  let first = linear_workgroup(wid, nwg) * WG * ITEMS + lid;
+  for (var k = 0u; k < ITEMS; k++) {
+    let i = first + k * WG;
+    if (i >= u.n4) { return; }
+    let j = (4u * i + u.shift_g) / 2u; // shift_g is a multiple of 4: the pair of words of four grads
+    update4(4u * i, vec4<f32>(bf16_pair(grad_bf16[j]), bf16_pair(grad_bf16[j + 1u])));
   }
 }
 
@@ -148,20 +174,34 @@ fn with_element(word: u32, e: u32, x: f32, dtype: u32) -> u32 {
   return select((word & 0xffff0000u) | h, (word & 0xffffu) | (h << 16u), (e & 1u) == 1u);
 }
 
+// Element e alone, with its grad g, word by word.
+fn update1(e: u32, g: f32) {
+  let ep = e + u.shift_p;
+  let em = e + u.shift_m;
+  let ev = e + u.shift_v;
+  let ip = word_of(ep, P_DTYPE);
+  let im = word_of(em, M_DTYPE);
+  let iv = word_of(ev, V_DTYPE);
+  let s = adam_update(vec4(element_of(param[ip], ep, P_DTYPE)), vec4(g),
+                      vec4(element_of(exp_avg[im], em, M_DTYPE)), vec4(element_of(exp_avg_sq[iv], ev, V_DTYPE)));
+  exp_avg[im] = with_element(exp_avg[im], em, s.m.x, M_DTYPE);
+  exp_avg_sq[iv] = with_element(exp_avg_sq[iv], ev, s.v.x, V_DTYPE);
+  param[ip] = with_element(param[ip], ep, s.p.x, P_DTYPE);
+}
+
 @compute @workgroup_size(1)
 fn adam_tail() {
   for (var k = 0u; k < u.tail_count; k++) {
     let e = u.tail_start + k;
-    let ep = e + u.shift_p;
-    let em = e + u.shift_m;
-    let ev = e + u.shift_v;
-    let ip = word_of(ep, P_DTYPE);
-    let im = word_of(em, M_DTYPE);
-    let iv = word_of(ev, V_DTYPE);
-    let s = adam_update(vec4(element_of(param[ip], ep, P_DTYPE)), vec4(grad1[e + u.shift_g]),
-                        vec4(element_of(exp_avg[im], em, M_DTYPE)), vec4(element_of(exp_avg_sq[iv], ev, V_DTYPE)));
-    exp_avg[im] = with_element(exp_avg[im], em, s.m.x, M_DTYPE);
-    exp_avg_sq[iv] = with_element(exp_avg_sq[iv], ev, s.v.x, V_DTYPE);
-    param[ip] = with_element(param[ip], ep, s.p.x, P_DTYPE);
+    update1(e, grad1[e + u.shift_g]);
+  }
+}
+
+@compute @workgroup_size(1)
+fn adam_tail_bf16_grads() {
+  for (var k = 0u; k < u.tail_count; k++) {
+    let e = u.tail_start + k;
+    let g = e + u.shift_g;
+    update1(e, half_of(grad_bf16[g / 2u], g, DTYPE_BF16));
   }
 }

@@ -42,7 +42,10 @@ export interface CheckpointIndex {
 
 /** A hash of what the checkpoint's tensors mean: names, shapes and dtypes, in order; not d or buckets. */
 export function layoutHash(layout: ModelLayout): string {
-  const params = layout.buffers.flatMap((b) => b.params.map((p) => [p.name, p.shape, b.paramDtype, b.gradDtype]));
+  // No grads are saved: bf16 main grads (--main-grads-dtype bf16) hash as bf16 params' fp32 grads,
+  // so that either run resumes from the other's checkpoints.
+  const grads = (b: ModelLayout['buffers'][number]) => (b.gradDtype === 'bfloat16' ? 'float32' : b.gradDtype);
+  const params = layout.buffers.flatMap((b) => b.params.map((p) => [p.name, p.shape, b.paramDtype, grads(b)]));
   return createHash('sha256').update(JSON.stringify(params)).digest('hex').slice(0, 16);
 }
 

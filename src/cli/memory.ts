@@ -14,11 +14,12 @@ import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, GPU_FLAGS, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
-import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
+import { narrowState, stateDtypesText, type StateDtypes } from '../optimizer/optimizer-base.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import {
   activationBytes,
   memoryRows,
+  modelDtypes,
   paramSpecs,
   PRECISION_DTYPES,
   type MemoryRow,
@@ -155,7 +156,7 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
   const attention = (v.attention as string | undefined) ?? 'fused';
   if (attention !== 'fused' && attention !== 'unfused') throw new FlagError(`--attention: '${attention}' is neither fused nor unfused`);
   // The precision-aware optimizer is the distributed one's: its dtypes apply to the distributed rows.
-  const stateDtypes = stateDtypesOf(v, true);
+  const stateDtypes = stateDtypesOf(v, true, precision, (p) => `--${p} or --precision ${p}`);
   const strategies = strategiesOf(v);
   const gradAccumulation = (v['grad-accumulation'] as number | undefined) ?? 1;
   if (!(gradAccumulation >= 1)) throw new FlagError(`--grad-accumulation must be at least 1, got ${gradAccumulation}`);
@@ -185,7 +186,8 @@ export async function measure(
   source: ModelSource,
   r: MemoryRow,
 ): Promise<{ measured: Record<string, number>; predicted: Record<string, number> }> {
-  const layout = computeLayout(paramSpecs(source, r.precision), {
+  const stateDtypes = rowState(r);
+  const layout = computeLayout(paramSpecs(source, r.precision, stateDtypes), {
     dataParallelSize: r.data_parallel_size,
     distributedOptimizer: r.distributed,
     bucketSize: r.bucket_size,
@@ -195,7 +197,6 @@ export async function measure(
   const group = new ProcessGroup(0, r.data_parallel_size, null);
   const strategy = r.strategy === 'no_shard' ? 'optim' : r.strategy;
   const ddp = new DistributedDataParallel(ctx, group, layout, { shardingStrategy: strategy });
-  const stateDtypes = { expAvg: r.exp_avg_dtype, expAvgSq: r.exp_avg_sq_dtype };
   const optimizer = createOptimizer(ctx, group, ddp, { hyper: ADAMW_DEFAULTS, stateDtypes });
   await ctx.sync();
   const after = ctx.memoryReport().live;
@@ -219,10 +220,11 @@ export async function measureActivations(
   micro: number,
   precision: Precision,
   dropout: boolean,
+  state: StateDtypes = {},
 ): Promise<{ measured: number; predicted: number } | null> {
   // Measured with the context's attention kernel, predicted for the same.
   if (source.kind !== 'gpt') return null;
-  const [dtype, gradDtype] = PRECISION_DTYPES[precision];
+  const [dtype, gradDtype] = modelDtypes(precision, state);
   const p = dropout ? 0.1 : 0;
   const config = { ...source.shape, hiddenDropout: p, attentionDropout: p };
   const params = new LocalParams(ctx, Gpt.specs(config, dtype, gradDtype));
@@ -237,7 +239,12 @@ export async function measureActivations(
   const measured = ctx.memoryReport().live.activations - before;
   g.release();
   params.destroy();
-  return { measured, predicted: activationBytes(source, micro, precision, dropout, ctx.attentionKernel) };
+  return { measured, predicted: activationBytes(source, micro, gradDtype, dropout, ctx.attentionKernel) };
+}
+
+/** The optimizer state's dtypes of a row. */
+function rowState(r: MemoryRow): StateDtypes {
+  return { expAvg: r.exp_avg_dtype, expAvgSq: r.exp_avg_sq_dtype, mainParams: r.main_params_dtype, mainGrads: r.main_grads_dtype };
 }
 
 const human = (n: number) => formatBytes(n);
@@ -245,7 +252,7 @@ const human = (n: number) => formatBytes(n);
 /** 'non-distributed', 'distributed', 'optim_grads_params', with ', bf16 exp_avg, bf16 exp_avg_sq' for the precision-aware optimizer. */
 function optimizerName(r: MemoryRow): string {
   if (!r.distributed) return 'non-distributed';
-  const state = { expAvg: r.exp_avg_dtype, expAvgSq: r.exp_avg_sq_dtype };
+  const state = rowState(r);
   const name = r.strategy === 'optim' ? 'distributed' : r.strategy;
   return narrowState(state) ? `${name}, ${stateDtypesText(state)}` : name;
 }
@@ -339,7 +346,8 @@ export const memoryCommand: Command = {
   flags: { ...GPU_FLAGS, ...MEMORY_FLAGS },
   async run(values) {
     const { source, rows } = rowsFor(values);
-    let activations: { measured: number; predicted: number } | null = null;
+    // Per grad dtype of the rows: bf16 main grads (the distributed rows') add an fp32 scratch per param.
+    const activations = new Map<MemoryRow['main_grads_dtype'], { measured: number; predicted: number }>();
     if (values.measure) {
       // The graph runs the attention the activations were counted for.
       const ctx = await GpuContext.create({
@@ -356,9 +364,16 @@ export const memoryCommand: Command = {
           measured_equals_predicted: JSON.stringify(m.measured) === JSON.stringify(m.predicted),
         });
       }
-      process.stderr.write(`  … measuring activations: one forward and backward of micro-batch ${values['micro-batch-size'] as number}\n`);
-      activations = await measureActivations(ctx, source, values['micro-batch-size'] as number, rows[0]!.precision, !values['no-dropout']);
-      if (activations) for (const r of rows) Object.assign(r, { measured_activations: activations.measured });
+      for (const mainGrads of new Set(rows.map((r) => r.main_grads_dtype))) {
+        const micro = values['micro-batch-size'] as number;
+        process.stderr.write(`  … measuring activations: one forward and backward of micro-batch ${micro}\n`);
+        const m = await measureActivations(ctx, source, micro, rows[0]!.precision, !values['no-dropout'], { mainGrads });
+        if (m) activations.set(mainGrads, m);
+      }
+      for (const r of rows) {
+        const m = activations.get(r.main_grads_dtype);
+        if (m) Object.assign(r, { measured_activations: m.measured });
+      }
     }
     if (values.plot) writePlot(values.plot as string, rows);
     if (values.json) {
@@ -377,9 +392,10 @@ export const memoryCommand: Command = {
           `  d=${r.data_parallel_size} ${optimizerName(r).padEnd(15)} ${r.measured_equals_predicted ? 'equal to the byte' : 'DIFFERENT'}: ${JSON.stringify(r.measured)}`,
         );
       }
-      if (activations) {
+      for (const [mainGrads, m] of activations) {
+        const grads = activations.size > 1 ? ` with ${mainGrads === 'bfloat16' ? 'bf16' : 'fp32'} main grads` : '';
         console.log(
-          `\nactivations of one forward and backward, micro-batch ${values['micro-batch-size'] as number}, measured on this GPU: ${activations.measured.toLocaleString('en-US')} B, predicted ${activations.predicted.toLocaleString('en-US')} B (${activations.measured === activations.predicted ? 'equal to the byte' : 'DIFFERENT'})`,
+          `\nactivations of one forward and backward${grads}, micro-batch ${values['micro-batch-size'] as number}, measured on this GPU: ${m.measured.toLocaleString('en-US')} B, predicted ${m.predicted.toLocaleString('en-US')} B (${m.measured === m.predicted ? 'equal to the byte' : 'DIFFERENT'})`,
         );
       }
     }

@@ -1,17 +1,18 @@
 /**
  * Megatron's precision-aware optimizer flags, shared by `webtron train` and `webtron memory`:
  * `--use-precision-aware-optimizer` with `--exp-avg-dtype` and `--exp-avg-sq-dtype` (fp32, fp16 or
- * bf16), and `--main-grads-dtype` / `--main-params-dtype`, whose only value here is fp32. As in
+ * bf16), `--main-params-dtype` (fp32 or fp16) and `--main-grads-dtype` (fp32 or bf16). As in
  * Megatron-LM, a dtype other than fp32 needs the flag, and the flag needs the distributed optimizer.
  */
 import type { StateDtype } from '../optimizer/adam.js';
 import { STATE_DTYPE_NAMES, type StateDtypes } from '../optimizer/optimizer-base.js';
+import type { Precision } from '../memory/calculator.js';
 import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
 
 export const PRECISION_AWARE_FLAGS: Record<string, FlagSpec> = {
   'use-precision-aware-optimizer': {
     kind: 'boolean',
-    help: "keep Adam's moments in 16 bits where --exp-avg-dtype / --exp-avg-sq-dtype say (needs --use-distributed-optimizer)",
+    help: "keep Adam's moments, main params or main grads in 16 bits where the dtype flags say (needs --use-distributed-optimizer)",
   },
   'exp-avg-dtype': {
     kind: 'string',
@@ -23,33 +24,61 @@ export const PRECISION_AWARE_FLAGS: Record<string, FlagSpec> = {
     default: 'fp32',
     help: "how Adam's second moment is stored: fp32, bf16 or fp16 (fp16 flushes values below 6e-8 to zero: prefer bf16)",
   },
-  'main-grads-dtype': { kind: 'string', default: 'fp32', help: 'the grads the optimizer reads: fp32' },
-  'main-params-dtype': { kind: 'string', default: 'fp32', help: 'the main params of 16-bit params: fp32' },
+  'main-grads-dtype': {
+    kind: 'string',
+    default: 'fp32',
+    help: 'the grads backward accumulates and the grad sync reduces: fp32, or bf16 with --bf16 (half the grad buffer)',
+  },
+  'main-params-dtype': {
+    kind: 'string',
+    default: 'fp32',
+    help: 'the main params of 16-bit params: fp32, or fp16 with --bf16 or --fp16 (fp16 params are then their own)',
+  },
 };
 
-/** The optimizer state's dtypes the flags ask for; one-line errors as Megatron's checks. */
-export function stateDtypesOf(v: FlagValues, distributedOptimizer: boolean): StateDtypes {
+/**
+ * The optimizer state's dtypes the flags ask for; one-line errors as Megatron's checks. `precision`:
+ * the run's (main grads in bf16 need bf16 params, main params in fp16 need 16-bit ones), named in
+ * errors as `precisionFlag` says.
+ */
+export function stateDtypesOf(
+  v: FlagValues,
+  distributedOptimizer: boolean,
+  precision: Precision,
+  precisionFlag: (p: Precision) => string = (p) => `--${p}`,
+): StateDtypes {
   const aware = Boolean(v['use-precision-aware-optimizer']);
-  const dtypeOf = (name: string): StateDtype => {
+  const dtypeOf = <T extends StateDtype>(name: string, allowed: readonly T[]): T => {
     const text = String(v[name] ?? 'fp32');
     const dtype = (STATE_DTYPE_NAMES as Record<string, StateDtype | undefined>)[text];
-    if (!dtype) throw new FlagError(`--${name}: '${text}' is not a dtype webtron stores; use fp32, bf16 or fp16`);
+    if (!dtype || !(allowed as readonly StateDtype[]).includes(dtype)) {
+      const names = allowed.map((t) => Object.entries(STATE_DTYPE_NAMES).find(([, x]) => x === t)![0]);
+      const choices = `${names.slice(0, -1).join(', ')} or ${names.at(-1)}`;
+      throw new FlagError(`--${name}: '${text}' is not a dtype webtron stores there; use ${choices}`);
+    }
     if (dtype !== 'float32' && !aware) {
       throw new FlagError(`--${name} ${text} needs --use-precision-aware-optimizer (without it the optimizer keeps fp32 state)`);
     }
-    return dtype;
+    return dtype as T;
   };
-  for (const name of ['main-grads-dtype', 'main-params-dtype']) {
-    const text = String(v[name] ?? 'fp32');
-    if (text !== 'fp32') {
-      throw new FlagError(
-        `--${name}: '${text}' is not available; webtron's optimizer reads fp32 main grads and keeps fp32 main params (use fp32, and --exp-avg-dtype / --exp-avg-sq-dtype bf16 to save optimizer memory)`,
-      );
-    }
-  }
-  const state = { expAvg: dtypeOf('exp-avg-dtype'), expAvgSq: dtypeOf('exp-avg-sq-dtype') };
+  const state: StateDtypes = {
+    expAvg: dtypeOf('exp-avg-dtype', ['float32', 'bfloat16', 'float16']),
+    expAvgSq: dtypeOf('exp-avg-sq-dtype', ['float32', 'bfloat16', 'float16']),
+    mainParams: dtypeOf('main-params-dtype', ['float32', 'float16']),
+    mainGrads: dtypeOf('main-grads-dtype', ['float32', 'bfloat16']),
+  };
   if (aware && !distributedOptimizer) {
     throw new FlagError('--use-precision-aware-optimizer needs --use-distributed-optimizer (as in Megatron-LM)');
+  }
+  if (state.mainGrads === 'bfloat16' && precision !== 'bf16') {
+    throw new FlagError(
+      `--main-grads-dtype bf16 needs bf16 params (${precisionFlag('bf16')}): ${precision === 'fp16' ? 'fp16 params keep fp16 grads' : 'fp32 params keep fp32 grads'}`,
+    );
+  }
+  if (state.mainParams === 'float16' && precision === 'fp32') {
+    throw new FlagError(
+      `--main-params-dtype fp16 needs 16-bit params (${precisionFlag('bf16')} or ${precisionFlag('fp16')}): fp32 params are their own main params`,
+    );
   }
   return state;
 }

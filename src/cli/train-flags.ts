@@ -321,7 +321,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   if (!EXIT_SIGNALS.includes(exitSignal as ExitSignal))
     throw new FlagError(`--exit-signal must be one of ${EXIT_SIGNALS.join(', ')}, got '${exitSignal}'`);
   const exitDuration = v['exit-duration-in-mins'] === undefined ? null : positiveNumber('exit-duration-in-mins');
-  const stateDtypes = stateDtypesOf(v, useDistributedOptimizer);
+  const stateDtypes = stateDtypesOf(v, useDistributedOptimizer, v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32');
   const shardingStrategy = shardingStrategyOf(v, useDistributedOptimizer);
   if (shardingStrategy === 'optim_grads_params' && v['check-weight-hash-across-dp-replicas-interval'] !== undefined)
     throw new FlagError(

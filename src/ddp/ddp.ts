@@ -126,9 +126,9 @@ export class DistributedDataParallel {
     }
     for (const b of layout.buffers) {
       const row = `${b.paramDtype}/${b.gradDtype}`;
-      if (!['float32/float32', 'bfloat16/float32', 'float16/float16'].includes(row)) {
+      if (!['float32/float32', 'bfloat16/float32', 'float16/float16', 'bfloat16/bfloat16'].includes(row)) {
         throw new DdpError(
-          `params ${b.paramDtype} with grads ${b.gradDtype}: use fp32/fp32, bf16/fp32 or fp16/fp16 (Megatron's three rows)`,
+          `params ${b.paramDtype} with grads ${b.gradDtype}: use fp32/fp32, bf16/fp32, fp16/fp16 (Megatron's three rows) or bf16/bf16 (--main-grads-dtype bf16)`,
         );
       }
     }
@@ -539,10 +539,10 @@ export class DistributedDataParallel {
     await this.ctx.sync();
   }
 
-  /** The bucket's grads as the collectives take them (fp16 words or floats) over its host staging. */
+  /** The bucket's grads as the collectives take them (16-bit words or floats) over its host staging. */
   private hostGrads(b: BucketState): Float32Array | Uint16Array {
-    // fp16 grads travel as fp16 words and are summed in fp32 by the collectives.
-    return b.buffer.layout.gradDtype === 'float16'
+    // 16-bit grads travel as their words and are summed in fp32 by the collectives.
+    return b.buffer.layout.gradDtype !== 'float32'
       ? new Uint16Array(b.host.buffer, b.host.byteOffset, b.layout.end - b.layout.start)
       : b.host;
   }
@@ -609,8 +609,8 @@ export class DistributedDataParallel {
    */
   private async syncBucket(b: BucketState, early: Promise<void>[] | null): Promise<void> {
     const grads = this.hostGrads(b);
-    const options =
-      b.buffer.layout.gradDtype === 'float16' ? { dtype: 'float16' as const } : this.gradReduceInBf16 ? { wire: 'bfloat16' as const } : {};
+    const { gradDtype } = b.buffer.layout;
+    const options = gradDtype !== 'float32' ? { dtype: gradDtype } : this.gradReduceInBf16 ? { wire: 'bfloat16' as const } : {};
     const { phases } = this;
     const reads: Promise<void>[] = early ?? [];
     // The result's place: this rank's shard (in the grad buffer, or the shard buffer), or the whole chunk.

@@ -21,7 +21,7 @@
 import { WebtronError } from '../errors.js';
 
 export type ParamDtype = 'float32' | 'float16' | 'bfloat16';
-export type GradDtype = 'float32' | 'float16';
+export type GradDtype = 'float32' | 'float16' | 'bfloat16';
 
 export const BYTES: Record<ParamDtype | GradDtype, number> = { float32: 4, float16: 2, bfloat16: 2 };
 
@@ -130,8 +130,8 @@ function check(params: ParamSpec[], o: LayoutOptions): void {
       throw new LayoutError(`param '${p.name}' has shape [${p.shape.join(', ')}]; every dimension must be a positive integer`);
     }
     if (!(p.dtype in BYTES)) throw new LayoutError(`param '${p.name}' has unknown dtype '${p.dtype}'; use float32, float16 or bfloat16`);
-    if (p.gradDtype !== 'float32' && p.gradDtype !== 'float16') {
-      throw new LayoutError(`param '${p.name}' has unknown grad dtype '${p.gradDtype}'; use float32 or float16`);
+    if (!(p.gradDtype in BYTES)) {
+      throw new LayoutError(`param '${p.name}' has unknown grad dtype '${p.gradDtype}'; use float32, float16 or bfloat16`);
     }
   }
 }

@@ -19,8 +19,8 @@ export interface ActivationOptions {
   /** Dropout on (training with p > 0): its outputs are buffers of their own. */
   hiddenDropout?: boolean;
   attentionDropout?: boolean;
-  /** fp16 grads: each param's grad is accumulated in an fp32 buffer first. */
-  fp16Grads?: boolean;
+  /** 16-bit grads (fp16, or bf16 main grads): each param's grad is accumulated in an fp32 buffer first. */
+  halfGrads?: boolean;
   /** Forward only (evaluation): no grads. */
   forwardOnly?: boolean;
   /**
@@ -61,6 +61,6 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   buffers.push([rows * C, true], [rows * 2, false], [rows * V, true], [rows * 2, false], [1, true]); // ln_f (+ stats), logits, log-sum-exp rows, loss
   let bytes = 0;
   for (const [n, grad] of buffers) bytes += alloc(n) + (grad && !o.forwardOnly ? alloc(n) : 0);
-  if (o.fp16Grads && !o.forwardOnly) for (const p of gptParams(shape)) bytes += alloc(p.shape.reduce((a, b) => a * b, 1) + 1);
+  if (o.halfGrads && !o.forwardOnly) for (const p of gptParams(shape)) bytes += alloc(p.shape.reduce((a, b) => a * b, 1) + 1);
   return bytes;
 }

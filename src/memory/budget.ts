@@ -124,12 +124,12 @@ const ALTERNATIVES: Alternative[] = [
   {
     flags: '--use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16',
     applies: (run) => run.distributedOptimizer && (run.stateDtypes.expAvg ?? 'float32') === 'float32',
-    change: (run) => ({ ...run, stateDtypes: BF16_MOMENTS }),
+    change: (run) => ({ ...run, stateDtypes: { ...run.stateDtypes, ...BF16_MOMENTS } }),
   },
   {
     flags: '--use-distributed-optimizer --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16',
     applies: (run) => !run.distributedOptimizer,
-    change: (run) => ({ ...run, distributedOptimizer: true, stateDtypes: BF16_MOMENTS }),
+    change: (run) => ({ ...run, distributedOptimizer: true, stateDtypes: { ...run.stateDtypes, ...BF16_MOMENTS } }),
   },
   ...(['optim_grads', 'optim_grads_params'] as const).map((strategy) => ({
     flags: `${FSDP(strategy)}`,

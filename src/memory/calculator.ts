@@ -75,6 +75,9 @@ export interface MemoryRow {
   /** How Adam's moments are stored: 'float32' unless the precision-aware optimizer narrows them. */
   exp_avg_dtype: StateDtype;
   exp_avg_sq_dtype: StateDtype;
+  /** The main params of 16-bit params (--main-params-dtype) and the grads Adam reads (--main-grads-dtype). */
+  main_params_dtype: 'float32' | 'float16';
+  main_grads_dtype: 'float32' | 'bfloat16';
   params: number;
   bytes_per_param: number;
   model_state_bytes_per_rank: number;
@@ -88,9 +91,18 @@ export interface MemoryRow {
   largest_fitting: { num_layers?: number; params: number } | null;
 }
 
-/** The model's params with the dtypes of `precision`. */
-export function paramSpecs(source: ModelSource, precision: Precision): ParamSpec[] {
+/**
+ * The param and grad dtypes of `precision`, with bf16 grads for bf16 params where the
+ * precision-aware optimizer keeps bf16 main grads (--main-grads-dtype bf16).
+ */
+export function modelDtypes(precision: Precision, state: StateDtypes = {}): [ParamDtype, GradDtype] {
   const [dtype, gradDtype] = PRECISION_DTYPES[precision];
+  return dtype === 'bfloat16' && state.mainGrads === 'bfloat16' ? [dtype, 'bfloat16'] : [dtype, gradDtype];
+}
+
+/** The model's params with the dtypes of `precision` (and of the main grads `state` asks for). */
+export function paramSpecs(source: ModelSource, precision: Precision, state: StateDtypes = {}): ParamSpec[] {
+  const [dtype, gradDtype] = modelDtypes(precision, state);
   switch (source.kind) {
     case 'gpt':
       return gptParams(source.shape, dtype, gradDtype);
@@ -108,7 +120,7 @@ export function paramSpecs(source: ModelSource, precision: Precision): ParamSpec
 export function activationBytes(
   source: ModelSource,
   microBatchSize: number,
-  precision: Precision = 'fp32',
+  gradDtype: GradDtype = 'float32',
   dropout = true,
   attention: 'fused' | 'unfused' = 'fused',
 ): number {
@@ -117,7 +129,7 @@ export function activationBytes(
     microBatchSize,
     hiddenDropout: dropout,
     attentionDropout: dropout,
-    fp16Grads: precision === 'fp16',
+    halfGrads: gradDtype !== 'float32',
     attention,
   });
 }
@@ -133,12 +145,13 @@ function row(
   const sharded = strategy === 'optim_grads' || strategy === 'optim_grads_params';
   // Sharded strategies: one transformer layer per bucket unless given, as `webtron train` does.
   const bucketSize = bucketSizeFor(strategy, source.kind === 'gpt' ? source.shape : null, o.bucketSize);
-  const layout = computeLayout(paramSpecs(source, precision), {
+  const state = distributed ? (o.stateDtypes ?? {}) : {};
+  const specs = paramSpecs(source, precision, state);
+  const layout = computeLayout(specs, {
     dataParallelSize: d,
     distributedOptimizer: distributed,
     ...(bucketSize ? { bucketSize } : {}),
   });
-  const state = distributed ? (o.stateDtypes ?? {}) : {};
   const m = modelStateBytes(layout, 0, state, distributed ? strategy : 'optim');
   const by_category: ByCategory = {
     params: m.byCategory.params - m.paddingByCategory.params,
@@ -149,7 +162,7 @@ function row(
     buckets: distributed
       ? transientBucketBytes(layout, strategy, o.gradAccumulation ?? 1, source.kind === 'gpt' ? gptSections(source.shape) : undefined)
       : 0,
-    activations: activationBytes(source, o.microBatchSize, precision, o.dropout ?? true, o.attention ?? 'fused'),
+    activations: activationBytes(source, o.microBatchSize, specs[0]!.gradDtype, o.dropout ?? true, o.attention ?? 'fused'),
     staging: syncStagingBytes(layout, { early: !sharded }),
   };
   return {
@@ -160,6 +173,8 @@ function row(
     bucket_size: layout.bucketSize,
     exp_avg_dtype: state.expAvg ?? 'float32',
     exp_avg_sq_dtype: state.expAvgSq ?? 'float32',
+    main_params_dtype: state.mainParams ?? 'float32',
+    main_grads_dtype: state.mainGrads ?? 'float32',
     params: m.paramCount,
     bytes_per_param: m.bytesPerParam,
     model_state_bytes_per_rank: m.total,

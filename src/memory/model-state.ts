@@ -6,13 +6,16 @@
  *   fp32 params, fp32 grads: params 4, grads 4, optimizer state 8 (main params are the params)
  *   bf16 params, fp32 grads: params 2, grads 4, main params 4, optimizer state 8
  *   fp16 params, fp16 grads: params 2, grads 2 + 4 (fp32 main grads), main params 4, optimizer state 8
+ *   bf16 params, bf16 grads (--main-grads-dtype bf16, read by Adam as they are): params 2, grads 2,
+ *     main params 4, optimizer state 8
  *
  * Megatron-FSDP's strategies keep only a shard of the grads (`optim_grads`: 4 + 12/d in fp32) or of
  * the grads and params (`optim_grads_params`: 16/d) between uses; the buckets whole while used
  * (gathered params, grads until their reduce-scatter) are transient and not counted here.
  *
  * Megatron's precision-aware optimizer stores the moments in 16 bits where asked (--exp-avg-dtype,
- * --exp-avg-sq-dtype): 2 bytes each instead of 4.
+ * --exp-avg-sq-dtype): 2 bytes each instead of 4; and the main params of 16-bit params in fp16
+ * (--main-params-dtype fp16): 2 bytes for bf16 params, none for fp16 params (their own).
  *
  * With the distributed optimizer the optimizer-side bytes (main params, main grads, moments) are for
  * one rank's shard only: 1/d of every (padded) bucket. How much of a shard is padding depends on the
@@ -44,11 +47,13 @@ function perElement(
   b: BufferLayout,
   state: StateDtypes,
 ): { model: Record<ModelStateCategory, number>; optimizer: Record<ModelStateCategory, number> } {
-  const fp16Grads = b.gradDtype === 'float16';
   const moments = BYTES[state.expAvg ?? 'float32'] + BYTES[state.expAvgSq ?? 'float32'];
+  const mainDtype = state.mainParams ?? 'float32';
+  // fp32 params, and fp16 params with fp16 main params, are their own main params.
+  const mainParams = b.paramDtype === 'float32' || b.paramDtype === mainDtype ? 0 : BYTES[mainDtype];
   return {
     model: { params: BYTES[b.paramDtype], grads: BYTES[b.gradDtype], 'main-params': 0, 'optimizer-state': 0 },
-    optimizer: { params: 0, grads: fp16Grads ? 4 : 0, 'main-params': b.paramDtype === 'float32' ? 0 : 4, 'optimizer-state': moments },
+    optimizer: { params: 0, grads: b.gradDtype === 'float16' ? 4 : 0, 'main-params': mainParams, 'optimizer-state': moments },
   };
 }
 

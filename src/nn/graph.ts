@@ -131,14 +131,15 @@ export class Graph {
 
   /**
    * The fp32 grad that backward kernels accumulate into for `t`: its view of the grad buffer for an
-   * fp32-grad param, an fp32 scratch for an fp16-grad param, a zeroed buffer for an activation.
+   * fp32-grad param, an fp32 scratch for a 16-bit-grad param (added to the grad buffer, rounded
+   * once, when the param's grad is final), a zeroed buffer for an activation.
    */
   gradOf(t: Tensor): Tensor {
     if (t.param) {
       if (t.param.gradDtype === 'float32') return t.param.grad;
       let wide = this.wideGrads.get(t.param.name);
       if (!wide) {
-        // One spare element: the fp16 add works on element pairs and must add zero past an odd end.
+        // One spare element: the 16-bit add works on element pairs and must add zero past an odd end.
         wide = new Tensor(this.buffer(`grad32(${t.param.name})`, t.numel + 1, true), 0, t.shape, 'float32');
         this.wideGrads.set(t.param.name, wide);
       }
@@ -251,13 +252,13 @@ export class Graph {
     const dst = grad.binding(this.ctx);
     if (grad.offset % 2 !== 0)
       throw new GraphError(
-        `fp16 grad of '${p.param!.name}' starts at odd element ${grad.offset}; the layout places 16-bit params at even elements`,
+        `16-bit grad of '${p.param!.name}' starts at odd element ${grad.offset}; the layout places 16-bit params at even elements`,
       );
     const src = wide.binding(this.ctx);
     const pairs = Math.ceil(p.numel / 2);
     this.runner.dispatch(
       'accumulate',
-      'add_to_f16',
+      p.param!.gradDtype === 'bfloat16' ? 'add_to_bf16' : 'add_to_f16',
       { WG: 256 },
       { n: pairs, dst_shift: dst.shift / 2, src_shift: src.shift, scale: 1 },
       { src: src.binding, dst16: dst.binding },

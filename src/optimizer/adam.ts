@@ -28,7 +28,8 @@ export interface StateOperand extends Float32Operand {
 
 export interface AdamOperands {
   param: StateOperand;
-  grad: Float32Operand;
+  /** fp32, or bf16 (--main-grads-dtype bf16). */
+  grad: StateOperand;
   expAvg: StateOperand;
   expAvgSq: StateOperand;
   /** Elements to update. */
@@ -50,8 +51,7 @@ export interface AdamKernelOptions {
 const OPERANDS = ['param', 'grad', 'expAvg', 'expAvgSq'] as const;
 const SHADER_NAMES = { param: 'param', grad: 'grad', expAvg: 'exp_avg', expAvgSq: 'exp_avg_sq' } as const;
 
-const dtypeOf = (operands: AdamOperands, name: (typeof OPERANDS)[number]): StateDtype =>
-  name === 'grad' ? 'float32' : ((operands[name] as StateOperand).dtype ?? 'float32');
+const dtypeOf = (operands: AdamOperands, name: (typeof OPERANDS)[number]): StateDtype => operands[name].dtype ?? 'float32';
 
 export class AdamKernel {
   readonly windows: Window[];
@@ -103,14 +103,21 @@ export class AdamKernel {
       V_DTYPE: SHADER_DTYPE[dtypeOf(operands, 'expAvgSq')],
     };
     const shader = packed ? 'adam-packed' : 'adam';
-    this.vec4Pipeline = ctx.kernels.pipeline(shader, 'adam_vec4', { WG: wg, ITEMS: items, ...(packed ? dtypes : {}) });
-    this.tailPipeline = ctx.kernels.pipeline(shader, 'adam_tail', packed ? dtypes : {});
+    const gradDtype = dtypeOf(operands, 'grad');
+    if (gradDtype === 'float16')
+      throw new GpuError('Adam: fp16 grads are unscaled into fp32 main grads first; the kernel reads fp32 or bf16 grads');
+    const entry = gradDtype === 'bfloat16' ? '_bf16_grads' : '';
+    this.vec4Pipeline = ctx.kernels.pipeline(shader, `adam_vec4${entry}`, { WG: wg, ITEMS: items, ...(packed ? dtypes : {}) });
+    this.tailPipeline = ctx.kernels.pipeline(shader, `adam_tail${entry}`, packed ? dtypes : {});
 
     this.uniforms = new UniformSlots(ctx, this.vec4Pipeline, this.windows.length, 'adam.uniforms');
     // The shader's names of the four operands: param4, grad4, … in adam_vec4; param1, … in
-    // adam_tail. The packed shader binds the stored operands as words under their plain names.
-    const variable = (name: (typeof OPERANDS)[number], suffix: string) =>
-      packed && name !== 'grad' ? SHADER_NAMES[name] : `${SHADER_NAMES[name]}${suffix}`;
+    // adam_tail. The packed shader binds the stored operands as words under their plain names,
+    // and bf16 grads as grad_bf16.
+    const variable = (name: (typeof OPERANDS)[number], suffix: string) => {
+      if (name === 'grad' && gradDtype === 'bfloat16') return 'grad_bf16';
+      return packed && name !== 'grad' ? SHADER_NAMES[name] : `${SHADER_NAMES[name]}${suffix}`;
+    };
     const bindGroup = (pipeline: GPUComputePipeline, suffix: string, w: number, window: Window, elements: number) =>
       ctx.kernels.bindGroup(
         pipeline,

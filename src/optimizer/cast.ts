@@ -1,6 +1,6 @@
 /**
- * Casts between fp32 main params and 16-bit (bf16 or fp16) model params on the GPU
- * (shaders/cast.wgsl), in windows no larger than one binding.
+ * Casts between fp32 main params and 16-bit (bf16 or fp16) model params on the GPU, or between fp16
+ * main params and bf16 model params (shaders/cast.wgsl), in windows no larger than one binding.
  */
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { UniformSlots } from '../gpu/kernels.js';
@@ -9,9 +9,9 @@ import { alignDown, windowsFor } from '../gpu/grid.js';
 
 const WG = 256;
 
-/** An fp32 range and the 16-bit range it pairs with, element for element. */
+/** A wide range (fp32, or the fp16 main params of bf16 params) and the 16-bit range it pairs with, element for element. */
 export interface CastRange {
-  /** fp32 buffer and first element. */
+  /** The wide buffer and first element. */
   wide: { buffer: DeviceBuffer; offset: number };
   /** 16-bit buffer and first element. */
   narrow: { buffer: DeviceBuffer; offset: number };
@@ -24,7 +24,7 @@ export interface PairedWindow {
   count: number;
   wide: { buffer: DeviceBuffer; offset: number; size: number };
   narrow: { buffer: DeviceBuffer; offset: number; size: number };
-  /** From the wide binding's start to the data, in element pairs (8 bytes). */
+  /** From the wide binding's start to the data, in element pairs (8 bytes; 4 for a 16-bit wide side). */
   wideShift: number;
   /** From the narrow binding's start to the data, in element pairs (4 bytes). */
   narrowShift: number;
@@ -35,7 +35,7 @@ export interface PairedWindow {
  * the data and the shaders add the shifts. 16-bit data is processed in pairs of elements, so ranges
  * must start at even elements and be of even length.
  */
-export function pairedWindows(ctx: GpuContext, ranges: CastRange[], what: string): PairedWindow[] {
+export function pairedWindows(ctx: GpuContext, ranges: CastRange[], what: string, wideBytes: 2 | 4 = 4): PairedWindow[] {
   const align = ctx.limits.minStorageBufferOffsetAlignment;
   return ranges.flatMap((range) => {
     if (range.length % 2 !== 0 || range.wide.offset % 2 !== 0 || range.narrow.offset % 2 !== 0) {
@@ -47,13 +47,13 @@ export function pairedWindows(ctx: GpuContext, ranges: CastRange[], what: string
     return windowsFor(range.length, 4, ctx.limits.maxStorageBufferBindingSize - align, align * 2)
       .filter((w) => w.count > 0)
       .map((w) => {
-        const wide = alignDown((range.wide.offset + w.start) * 4, align);
+        const wide = alignDown((range.wide.offset + w.start) * wideBytes, align);
         const narrow = alignDown((range.narrow.offset + w.start) * 2, align);
         return {
           count: w.count,
-          wide: { buffer: range.wide.buffer, offset: wide.start, size: wide.shift + w.count * 4 },
+          wide: { buffer: range.wide.buffer, offset: wide.start, size: wide.shift + w.count * wideBytes },
           narrow: { buffer: range.narrow.buffer, offset: narrow.start, size: narrow.shift + w.count * 2 },
-          wideShift: wide.shift / 8,
+          wideShift: wide.shift / (2 * wideBytes),
           narrowShift: narrow.shift / 4,
         };
       });
@@ -66,20 +66,27 @@ export class HalfCast {
   private readonly dispatches: { narrowGroup: GPUBindGroup; wideGroup: GPUBindGroup; pairs: number }[] = [];
   private readonly uniforms: UniformSlots;
 
+  /**
+   * `dtype`: the model params' (the narrow side). `wide`: the main params' (fp32, or fp16 for bf16
+   * model params).
+   */
   constructor(
     private readonly ctx: GpuContext,
     ranges: CastRange[],
     dtype: 'bfloat16' | 'float16',
+    wide: 'float32' | 'float16' = 'float32',
   ) {
     const name = dtype === 'bfloat16' ? 'bf16' : 'f16';
-    this.toNarrow = ctx.kernels.pipeline('cast', `f32_to_${name}`, { WG });
-    this.toWide = ctx.kernels.pipeline('cast', `${name}_to_f32`, { WG });
-    const windows = pairedWindows(ctx, ranges, '16-bit cast');
+    const wideName = wide === 'float32' ? 'f32' : 'f16';
+    if (wideName === name) throw new GpuError(`16-bit cast: main params and model params are both ${dtype}; no cast is needed`);
+    this.toNarrow = ctx.kernels.pipeline('cast', `${wideName}_to_${name}`, { WG });
+    this.toWide = ctx.kernels.pipeline('cast', `${name}_to_${wideName}`, { WG });
+    const windows = pairedWindows(ctx, ranges, '16-bit cast', wide === 'float32' ? 4 : 2);
     this.uniforms = new UniformSlots(ctx, this.toNarrow, Math.max(1, windows.length), 'cast.uniforms');
     for (const [i, w] of windows.entries()) {
       this.uniforms.set(i, { pairs: w.count / 2, shift_wide: w.wideShift, shift_narrow: w.narrowShift });
       const bindings = (pipeline: GPUComputePipeline) =>
-        ctx.kernels.bindGroup(pipeline, { wide: w.wide, narrow: w.narrow }, this.uniforms.binding(i));
+        ctx.kernels.bindGroup(pipeline, { [wide === 'float32' ? 'wide' : 'main16']: w.wide, narrow: w.narrow }, this.uniforms.binding(i));
       this.dispatches.push({ narrowGroup: bindings(this.toNarrow), wideGroup: bindings(this.toWide), pairs: w.count / 2 });
     }
     this.uniforms.upload();
@@ -100,12 +107,12 @@ export class HalfCast {
     this.ctx.submit([encoder.finish()]);
   }
 
-  /** Main params (fp32) into the model params (16-bit, rounded to nearest even). */
+  /** Main params into the model params (rounded to nearest even). */
   toModel(): void {
     this.run(true);
   }
 
-  /** Model params (16-bit) into the main params (fp32): exact. */
+  /** Model params into the main params: exact into fp32; rounded to nearest even into fp16. */
   toMain(): void {
     this.run(false);
   }

@@ -12,7 +12,7 @@ import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { BYTES } from '../ddp/layout.js';
 import { EARLY_READBACK_BYTES, planSyncChunks, READS_AHEAD, type SyncChunk } from '../ddp/sync-plan.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
-import type { Float32Operand, StateDtype } from './adam.js';
+import type { StateDtype, StateOperand } from './adam.js';
 import { wordsToFloat32 } from '../collectives/reduce.js';
 import type { CastRange } from './cast.js';
 import { AdamOverBuffers, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
@@ -51,18 +51,20 @@ export class DistributedOptimizer extends AdamOverBuffers {
     this.expAvg = expAvg;
     this.expAvgSq = expAvgSq;
     const layoutOf = (r: ShardRange) => ddp.buffers[r.buffer]!.layout;
-    // fp32 params: the main params are the param buffer's shard itself; 16-bit: an fp32 copy.
-    const main = this.ranges.some((r) => layoutOf(r).paramDtype !== 'float32')
-      ? this.fp32Buffer('main params (shard)', shardElements, 'main-params')
+    // fp32 params (and fp16 params with fp16 main params): the main params are the param buffer's
+    // shard itself; otherwise a copy, fp32 or (--main-params-dtype fp16) fp16.
+    const main = this.ranges.some((r) => this.hasMainParams(layoutOf(r).paramDtype))
+      ? this.stateBuffer('main params (shard)', shardElements, this.mainParamsDtype, 'main-params')
       : null;
-    // fp16 grads: Adam reads fp32 main grads, unscaled from the shard (counted as grads).
+    // fp16 grads: Adam reads fp32 main grads, unscaled from the shard (counted as grads). bf16 grads
+    // (--main-grads-dtype bf16) it reads as they are.
     const mainGrads = this.ranges.some((r) => layoutOf(r).gradDtype === 'float16')
       ? this.fp32Buffer('main grads (shard)', shardElements, 'grads')
       : null;
     this.main = main;
     const casts: Record<'bfloat16' | 'float16', CastRange[]> = { bfloat16: [], float16: [] };
     const unscaleRanges: UnscaleRange[] = [];
-    const normRanges: { operand: Float32Operand; length: number }[] = [];
+    const normRanges: { operand: StateOperand; length: number }[] = [];
     let at = 0;
     for (const r of this.ranges) {
       const buffer = ddp.buffers[r.buffer]!;
@@ -73,9 +75,10 @@ export class DistributedOptimizer extends AdamOverBuffers {
       const { rank, worldSize: d } = group;
       const paramShard = buffer.paramShardPlace(r.bucket, rank, d);
       const gradShard = buffer.gradShardPlace(r.bucket, rank, d);
-      const param = paramDtype === 'float32' ? paramShard : { buffer: main!, offset: at };
-      if (paramDtype !== 'float32') casts[paramDtype].push({ wide: param, narrow: paramShard, length });
-      const grad = gradDtype === 'float16' ? { buffer: mainGrads!, offset: at } : gradShard;
+      const ownMain = !this.hasMainParams(paramDtype);
+      const param = ownMain ? { ...paramShard, dtype: paramDtype } : { buffer: main!, offset: at, dtype: this.mainParamsDtype };
+      if (!ownMain) casts[paramDtype as 'bfloat16' | 'float16'].push({ wide: param, narrow: paramShard, length });
+      const grad = gradDtype === 'float16' ? { buffer: mainGrads!, offset: at } : { ...gradShard, dtype: gradDtype };
       if (gradDtype === 'float16') unscaleRanges.push({ narrow: gradShard, wide: grad, length });
       normRanges.push({ operand: grad, length });
       const shapeOf = (name: string) => buffer.layout.params.find((x) => x.name === name)!.shape;
@@ -101,9 +104,9 @@ export class DistributedOptimizer extends AdamOverBuffers {
     return flag[0]! > 0;
   }
 
-  /** Whether the params of a shard range are 16-bit (so that it has fp32 main params of its own). */
-  private isHalf(r: ShardRange): boolean {
-    return this.ddp.buffers[r.buffer]!.layout.paramDtype !== 'float32';
+  /** Whether the params of a shard range have main params apart from themselves (16-bit params, in the main buffer). */
+  private hasMain(r: ShardRange): boolean {
+    return this.hasMainParams(this.ddp.buffers[r.buffer]!.layout.paramDtype);
   }
 
   /** This rank's shards of every param, as pieces of its moment (and 16-bit params' main) buffers. */
@@ -118,7 +121,21 @@ export class DistributedOptimizer extends AdamOverBuffers {
           { kind: 'exp_avg', buffer: this.expAvg, dtype: this.dtypes.expAvg, ...place },
           { kind: 'exp_avg_sq', buffer: this.expAvgSq, dtype: this.dtypes.expAvgSq, ...place },
         );
-        if (this.isHalf(r)) pieces.push({ kind: 'main_params', buffer: this.main!, dtype: 'float32', ...place });
+        const { paramDtype } = this.ddp.buffers[r.buffer]!.layout;
+        if (this.hasMain(r)) {
+          pieces.push({ kind: 'main_params', buffer: this.main!, dtype: this.mainParamsDtype, ...place });
+        } else if (paramDtype !== 'float32') {
+          // fp16 params that are their own main params: the checkpoint still has main params, so
+          // that a run keeping fp32 main params can resume from it (and this one from such a run's).
+          const shard = this.ddp.buffers[r.buffer]!.paramShardPlace(r.bucket, this.group.rank, this.group.worldSize);
+          pieces.push({
+            kind: 'main_params',
+            ...place,
+            buffer: shard.buffer,
+            offset: shard.offset + p.paramLocal.start,
+            dtype: paramDtype,
+          });
+        }
       }
       at += r.gbufLocal.end;
     }
@@ -134,12 +151,12 @@ export class DistributedOptimizer extends AdamOverBuffers {
       let at = 0;
       for (const r of this.ranges) {
         const s = r.gbufLocal.end;
-        // fp32 params are their own main params: only 16-bit ones have main params to export.
-        if (which !== 'main' || this.isHalf(r)) {
+        // Only params with main params apart from themselves have main params to export.
+        if (which !== 'main' || this.hasMain(r)) {
           const bucket = this.ddp.buffers[r.buffer]!.layout.buckets[r.bucket]!;
           const host = this.ddp.hostBucket(r.buffer, r.bucket);
           const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
-          const dtype = which === 'main' ? 'float32' : this.dtypes[which];
+          const dtype = which === 'main' ? this.mainParamsDtype : this.dtypes[which];
           if (dtype === 'float32') {
             await this.ctx.transfers.readback(moments, at * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
           } else {

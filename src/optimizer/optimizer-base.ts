@@ -5,7 +5,7 @@ import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { AdamKernel, type AdamOperands, type Float32Operand, type StateDtype } from './adam.js';
-import { BYTES } from '../ddp/layout.js';
+import { BYTES, type ParamDtype } from '../ddp/layout.js';
 import { HalfCast, type CastRange } from './cast.js';
 import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
 import { Unscale, type UnscaleRange } from './unscale.js';
@@ -42,6 +42,16 @@ export interface OptimizerConfig {
 export interface StateDtypes {
   expAvg?: StateDtype;
   expAvgSq?: StateDtype;
+  /**
+   * The main params of 16-bit params (--main-params-dtype): fp32, or fp16, rounded to nearest even
+   * after each update. fp16 params are then their own main params; bf16 params are cast from them.
+   */
+  mainParams?: 'float32' | 'float16';
+  /**
+   * The grads backward accumulates and the grad sync reduces (--main-grads-dtype): fp32, or bf16
+   * for bf16 params. The layout decides (its buffers' grad dtype); the optimizer checks they agree.
+   */
+  mainGrads?: 'float32' | 'bfloat16';
 }
 
 /** Megatron's names of the state dtypes, as its flags spell them. */
@@ -54,9 +64,13 @@ export function narrowState(state: StateDtypes): boolean {
   return Object.values(state).some((dtype) => dtype !== 'float32');
 }
 
-/** 'bf16 exp_avg, fp32 exp_avg_sq': for logs and tables. */
+/** 'bf16 exp_avg, fp32 exp_avg_sq' (and the main params' and grads' dtypes where not fp32): for logs and tables. */
 export function stateDtypesText(state: StateDtypes): string {
-  return `${SHORT[state.expAvg ?? 'float32']} exp_avg, ${SHORT[state.expAvgSq ?? 'float32']} exp_avg_sq`;
+  const main = [
+    ...(state.mainParams === 'float16' ? ['fp16 main params'] : []),
+    ...(state.mainGrads === 'bfloat16' ? ['bf16 main grads'] : []),
+  ];
+  return [`${SHORT[state.expAvg ?? 'float32']} exp_avg`, `${SHORT[state.expAvgSq ?? 'float32']} exp_avg_sq`, ...main].join(', ');
 }
 
 export interface StepResult {
@@ -75,7 +89,7 @@ export interface StepResult {
 export interface OptimizerState {
   expAvg: Map<string, Float32Array>;
   expAvgSq: Map<string, Float32Array>;
-  /** fp32 main params of the 16-bit params (fp32 params are their own main params). */
+  /** The main params of 16-bit params, as fp32 values (fp32 params, and fp16 params with fp16 main params, are their own). */
   main?: Map<string, Float32Array>;
 }
 
@@ -175,6 +189,31 @@ export abstract class AdamOverBuffers implements Optimizer {
     }
     if (config.clipGrad !== undefined && !(config.clipGrad >= 0))
       throw new ConfigError(`clipGrad must be >= 0, got ${config.clipGrad}`, 'clipGrad');
+    const bf16Grads = ddp.layout.buffers.some((b) => b.gradDtype === 'bfloat16');
+    if (bf16Grads !== (config.stateDtypes?.mainGrads === 'bfloat16')) {
+      throw new ConfigError(
+        bf16Grads
+          ? "the grad buffer holds bf16 grads: say so with stateDtypes.mainGrads 'bfloat16' (--main-grads-dtype bf16)"
+          : "stateDtypes.mainGrads 'bfloat16' needs a layout of bf16 grads (params with gradDtype 'bfloat16')",
+        'stateDtypes',
+      );
+    }
+    if (this.mainParamsDtype === 'float16' && ddp.layout.buffers.some((b) => b.paramDtype === 'float32')) {
+      throw new ConfigError(
+        "stateDtypes.mainParams 'float16' needs 16-bit params (--bf16 or --fp16); fp32 params are their own main params",
+        'stateDtypes',
+      );
+    }
+  }
+
+  /** How the main params of 16-bit params are stored (fp16 params in fp16 are their own). */
+  protected get mainParamsDtype(): 'float32' | 'float16' {
+    return this.config.stateDtypes?.mainParams ?? 'float32';
+  }
+
+  /** Whether params of `dtype` have main params apart from themselves. */
+  protected hasMainParams(dtype: ParamDtype): boolean {
+    return dtype !== 'float32' && dtype !== this.mainParamsDtype;
   }
 
   get learningRate(): number {
@@ -249,7 +288,7 @@ export abstract class AdamOverBuffers implements Optimizer {
   protected setUpHalves(casts: Record<'bfloat16' | 'float16', CastRange[]>, unscaleRanges: UnscaleRange[]): void {
     for (const dtype of ['bfloat16', 'float16'] as const) {
       if (casts[dtype].length === 0) continue;
-      this.casts.push(new HalfCast(this.ctx, casts[dtype], dtype));
+      this.casts.push(new HalfCast(this.ctx, casts[dtype], dtype, dtype === 'bfloat16' ? this.mainParamsDtype : 'float32'));
     }
     this.refreshMainParams();
     if (unscaleRanges.length > 0) {

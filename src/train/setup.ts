@@ -12,7 +12,7 @@ import { paddedVocabSize } from '../data/tokenizer.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
 import { computeLayout, type ModelLayout } from '../ddp/layout.js';
 import type { GpuContext } from '../gpu/context.js';
-import { PRECISION_DTYPES } from '../memory/calculator.js';
+import { modelDtypes } from '../memory/calculator.js';
 import { bucketSizeFor, budgetProblem } from '../memory/budget.js';
 import { ConfigError } from '../errors.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
@@ -63,7 +63,7 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
   const { rank, worldSize: d } = dist.info;
   const group = dist.group;
   const model = gptConfig(cfg, tokenizer);
-  const [dtype, gradDtype] = PRECISION_DTYPES[cfg.precision];
+  const [dtype, gradDtype] = modelDtypes(cfg.precision, cfg.stateDtypes);
   const specs = Gpt.specs(model, dtype, gradDtype);
   if (cfg.maxDeviceMemory !== null) {
     const problem = budgetProblem(
@@ -81,7 +81,7 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
           microBatchSize: cfg.microBatchSize,
           hiddenDropout: cfg.hiddenDropout > 0,
           attentionDropout: cfg.attentionDropout > 0,
-          fp16Grads: cfg.precision === 'fp16',
+          halfGrads: gradDtype !== 'float32',
           attention: ctx.attentionKernel,
         },
       },

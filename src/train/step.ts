@@ -7,6 +7,7 @@
  * every micro-batch's mean loss is scaled by 1/(micro-batches) and DDP averages over the ranks, so
  * the grads are the mean over the global batch whatever d is.
  */
+import { BYTES } from '../ddp/layout.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GptSampleSource } from '../data/gpt-dataset.js';
 import { type BackwardOptions, Graph } from '../nn/graph.js';
@@ -44,10 +45,13 @@ async function firstBadGrad(ddp: DistributedDataParallel, order: string[], rank:
       if (!part) continue;
       const { from, to } = part;
       const at = part.place.offset;
-      const n = bytes.byteLength / (b.layout.gradDtype === 'float16' ? 2 : 4);
-      if (b.layout.gradDtype === 'float16') {
+      const { gradDtype } = b.layout;
+      const n = bytes.byteLength / BYTES[gradDtype];
+      if (gradDtype !== 'float32') {
+        // An all-ones exponent: fp16's five bits, bf16's eight.
+        const exponent = gradDtype === 'float16' ? 0x7c00 : 0x7f80;
         const words = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
-        for (let i = 0; i < to - from; i++) if ((words[at + i]! & 0x7c00) === 0x7c00) return true;
+        for (let i = 0; i < to - from; i++) if ((words[at + i]! & exponent) === exponent) return true;
       } else {
         const values = new Float32Array(bytes.buffer, bytes.byteOffset, n);
         for (let i = 0; i < to - from; i++) if (!Number.isFinite(values[at + i]!)) return true;

@@ -96,7 +96,7 @@ export class TrainingLog {
             microBatchSize: cfg.microBatchSize,
             hiddenDropout: cfg.hiddenDropout > 0,
             attentionDropout: cfg.attentionDropout > 0,
-            fp16Grads: cfg.precision === 'fp16',
+            halfGrads: layout.buffers.some((b) => b.gradDtype !== 'float32'),
             attention: ctx.attentionKernel,
           }),
         ),

@@ -129,6 +129,36 @@ describe("checkpoints in Megatron's layout", () => {
     expect(error).toBeLessThanOrEqual(1e-3);
   });
 
+  it.each([
+    ['bfloat16', { mainParams: 'float16', mainGrads: 'bfloat16' }],
+    ['float16', { mainParams: 'float16' }],
+  ] as const)(
+    '%s params with %j: main params are an F16 tensor; they resume as they are at d = 3, widened into fp32 main params at d = 1',
+    async (dtype, state) => {
+      const dir = saveDir();
+      const base = { distributed: true, clip: 1.0, steps: 4, dtype };
+      const saved = await job(2, { ...base, stateDtypes: state, checkpoint: { save: dir, saveAfter: 3 } });
+      const step = join(dir, 'iter_0000003');
+      const dtypes = new Set<string>();
+      for (const file of readdirSync(step).filter((f) => f.startsWith('optim-'))) {
+        const bytes = readFileSync(join(step, file));
+        const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString('utf8')) as Record<
+          string,
+          { dtype: string }
+        >;
+        for (const [name, t] of Object.entries(header)) if (name.startsWith('main_params/')) dtypes.add(t.dtype);
+      }
+      expect([...dtypes]).toEqual(['F16']);
+      const same = await job(3, { ...base, stateDtypes: state, checkpoint: { load: dir } });
+      expect(relativeError(flat(paramsOf(same)), flat(paramsOf(saved)))).toBeLessThanOrEqual(1e-6);
+      // Step 4 from the same main params, kept in fp32 instead of rounded to fp16 after it.
+      const wide = await job(1, { ...base, checkpoint: { load: dir } });
+      const error = relativeError(flat(paramsOf(wide)), flat(paramsOf(saved)));
+      expect(error).toBeGreaterThan(0);
+      expect(error).toBeLessThanOrEqual(1e-3);
+    },
+  );
+
   it.each([true, false])('fp32 biases beside bf16 weights save and load exactly (distributed %s)', async (distributed) => {
     // Before: the non-distributed optimizer's save crashed with a TypeError, and the distributed one
     // stored zeros as the fp32 params' main params.

@@ -98,11 +98,23 @@ const CASES: Case[] = [
   },
   {
     args: ['train', ...TRAIN, '--use-distributed-optimizer', '--use-precision-aware-optimizer', '--exp-avg-sq-dtype', 'fp8'],
-    says: /--exp-avg-sq-dtype: 'fp8' is not a dtype webtron stores; use fp32, bf16 or fp16/,
+    says: /--exp-avg-sq-dtype: 'fp8' is not a dtype webtron stores there; use fp32, bf16 or fp16/,
   },
   {
     args: ['train', ...TRAIN, '--use-distributed-optimizer', '--use-precision-aware-optimizer', '--main-params-dtype', 'fp16'],
-    says: /--main-params-dtype: 'fp16' is not available/,
+    says: /--main-params-dtype fp16 needs 16-bit params \(--bf16 or --fp16\): fp32 params are their own main params/,
+  },
+  {
+    args: ['train', ...TRAIN, '--fp16', '--use-distributed-optimizer', '--use-precision-aware-optimizer', '--main-grads-dtype', 'bf16'],
+    says: /--main-grads-dtype bf16 needs bf16 params \(--bf16\): fp16 params keep fp16 grads/,
+  },
+  {
+    args: ['train', ...TRAIN, '--bf16', '--use-distributed-optimizer', '--use-precision-aware-optimizer', '--main-grads-dtype', 'fp16'],
+    says: /--main-grads-dtype: 'fp16' is not a dtype webtron stores there; use fp32 or bf16/,
+  },
+  {
+    args: ['memory', ...GPT, '--vocab-size', '64', '--use-precision-aware-optimizer', '--main-grads-dtype', 'bf16'],
+    says: /--main-grads-dtype bf16 needs bf16 params \(--bf16 or --precision bf16\)/,
   },
   { args: ['memory', ...GPT, '--vocab-size', '64', '--exp-avg-dtype', 'half'], says: /--exp-avg-dtype: 'half' is not a dtype/ },
   { args: ['preprocess-data', '--output-prefix', 'out', '--tokenizer-type', 'ByteTokenizer'], says: /--input is required/ },

@@ -58,7 +58,7 @@ describe('GPT activation bytes', () => {
             microBatchSize: batch,
             hiddenDropout: hidden > 0,
             attentionDropout: attention > 0,
-            fp16Grads: gradDtype === 'float16',
+            halfGrads: gradDtype !== 'float32',
             attention: kernel,
           }),
         );

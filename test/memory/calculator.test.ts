@@ -67,7 +67,7 @@ describe('memory calculator', () => {
   });
 
   it("activations are webtron's graph buffers (test/memory/activations.test.ts measures them), linear in the micro-batch", () => {
-    const a1 = activationBytes(gpt2Small, 1, 'fp32', true, 'unfused');
+    const a1 = activationBytes(gpt2Small, 1, 'float32', true, 'unfused');
     // fp32, each buffer with a grad of the same size, but for the residual stream: its tensors share
     // one grad (each residual add hands its output's grad on to its input). Per layer: 20 of s·h
     // (ln_1 1, qkv 3, attention 1, projection and its dropout 2, add 1, ln_2 1, fc and gelu 8,
@@ -87,7 +87,7 @@ describe('memory calculator', () => {
     // backward a row sum (4·a·s each, no grad).
     expect(activationBytes(gpt2Small, 1)).toBe(a1 - 12 * (8 * 2 * a * s * s - 4 * 2 * a * s));
     expect(activationBytes(gpt2Small, 4)).toBeGreaterThan(3.99 * activationBytes(gpt2Small, 1));
-    expect(activationBytes(gpt2Small, 4, 'fp32', false)).toBeLessThan(activationBytes(gpt2Small, 4));
+    expect(activationBytes(gpt2Small, 4, 'float32', false)).toBeLessThan(activationBytes(gpt2Small, 4));
     expect(activationBytes({ kind: 'params', count: 10 }, 4)).toBe(0);
   });
 });

@@ -15,6 +15,8 @@ describe('webtron memory', () => {
     [['--bf16']],
     [['--precision', 'fp16']],
     [['--bf16', '--use-precision-aware-optimizer', '--exp-avg-dtype', 'bf16', '--exp-avg-sq-dtype', 'fp16']],
+    [['--bf16', '--use-precision-aware-optimizer', '--main-grads-dtype', 'bf16', '--main-params-dtype', 'fp16']],
+    [['--precision', 'fp16', '--use-precision-aware-optimizer', '--main-params-dtype', 'fp16']],
   ])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', (precision) => {
     const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,5,6,7,8', '--ddp-bucket-size', '20000', '--measure', '--json');
     expect(out.status, out.stderr).toBe(0);
@@ -84,6 +86,42 @@ describe('webtron memory', () => {
       expect(r.bytes_per_param).toBeCloseTo(6 + 8 / d, 12);
     }
   });
+
+  it.each([
+    // Adam reads bf16 grads as they are: 2 bytes of grads instead of 4.
+    [['--bf16', '--main-grads-dtype', 'bf16'], (d: number) => [4 + 12 / d, 2 + 14 / d, 16 / d]],
+    [['--bf16', '--main-params-dtype', 'fp16'], (d: number) => [6 + 10 / d, 2 + 14 / d, 16 / d]],
+    [['--bf16', '--main-grads-dtype', 'bf16', '--main-params-dtype', 'fp16'], (d: number) => [4 + 10 / d, 2 + 12 / d, 14 / d]],
+    // fp16 params with fp16 main params are their own main params (Adam still reads fp32 main grads).
+    [['--fp16', '--main-params-dtype', 'fp16'], (d: number) => [4 + 12 / d, 2 + 14 / d, 16 / d]],
+  ] as const)(
+    '%j: bytes per param of each strategy (distributed, optim_grads, optim_grads_params), measured equal to predicted',
+    (flags, table) => {
+      const out = run(
+        ...small,
+        ...flags,
+        '--use-precision-aware-optimizer',
+        '--data-parallel-size',
+        '1,2,4',
+        '--use-megatron-fsdp',
+        '--measure',
+        '--json',
+      );
+      expect(out.status, out.stderr).toBe(0);
+      const rows = out.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown> & { data_parallel_size: number; strategy: string; bytes_per_param: number });
+      for (const r of rows) {
+        expect(r.measured, JSON.stringify(r)).toEqual(r.predicted);
+        expect(r.measured_activations).toBe((r.by_category as { activations: number }).activations);
+        const [zero1, zero2, zero3] = table(r.data_parallel_size) as [number, number, number];
+        const want = { optim: zero1, optim_grads: zero2, optim_grads_params: zero3 }[r.strategy as 'optim'];
+        if (want !== undefined) expect(r.bytes_per_param, `${r.strategy} at d = ${r.data_parallel_size}`).toBeCloseTo(want, 12);
+      }
+      expect(rows.filter((r) => r.strategy !== 'no_shard')).toHaveLength(9);
+    },
+  );
 
   it('--plot writes an SVG with one stacked bar per configuration', () => {
     const path = join(mkdtempSync(join(tmpdir(), 'webtron-plot-')), 'memory.svg');

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuContext } from '../../src/gpu/context.js';
-import type { ParamDtype, ParamSpec } from '../../src/ddp/layout.js';
+import type { GradDtype, ParamDtype, ParamSpec } from '../../src/ddp/layout.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
 import {
@@ -35,7 +35,7 @@ beforeAll(async () => {
 });
 afterAll(() => ctx?.destroy());
 
-function params(specs: [string, number[]][], dtype: ParamDtype = 'float32', gradDtype: 'float32' | 'float16' = 'float32') {
+function params(specs: [string, number[]][], dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32') {
   const list: ParamSpec[] = specs.map(([name, shape]) => ({ name, shape, dtype, gradDtype }));
   return new LocalParams(ctx, list);
 }
@@ -161,9 +161,12 @@ describe('linear', () => {
     p.destroy();
   });
 
-  for (const dtype of ['bfloat16', 'float16'] as const) {
-    it(`reads ${dtype} params and writes ${dtype === 'float16' ? 'fp16' : 'fp32'} grads`, async () => {
-      const gradDtype = dtype === 'float16' ? 'float16' : 'float32';
+  for (const [dtype, gradDtype] of [
+    ['bfloat16', 'float32'],
+    ['float16', 'float16'],
+    ['bfloat16', 'bfloat16'],
+  ] as const) {
+    it(`reads ${dtype} params and writes ${gradDtype} grads`, async () => {
       const [rows, inF, outF] = [9, 10, 11];
       const p = params(
         [
@@ -188,18 +191,27 @@ describe('linear', () => {
       g.backwardFrom(y, dy);
       const want = ref.linear(x, rounded(w, dtype), rounded(b, dtype), rows, inF, outF, dy);
       expectClose(await g.read(y), want.y, `y from ${dtype} params`);
-      // fp16 grads are the fp32 grads rounded once.
-      const tol = gradDtype === 'float16' ? 1e-3 : TOL;
+      // 16-bit grads are the fp32 grads rounded once: within half an ulp (2^-11 of fp16's, 2^-8 of bf16's).
+      const halfUlp = { float32: 0, float16: 2 ** -11, bfloat16: 2 ** -8 }[gradDtype];
+      const round = gradDtype === 'float16' ? (x: number) => halfToFloat(floatToHalf(x)) : (x: number) => bf16ToFloat(floatToBf16(x));
+      const tol = gradDtype === 'float32' ? TOL : 4 * halfUlp;
       expectClose(await p.read('w', true), want.dw, `dw (${gradDtype})`, tol);
       expectClose(await p.read('b', true), want.db, `db (${gradDtype})`, tol);
-      if (gradDtype === 'float16') {
+      if (gradDtype !== 'float32') {
         const dw = await p.read('w', true);
         expect(
-          [...dw].every(
-            (v, i) =>
-              v === halfToFloat(floatToHalf(want.dw[i]!)) || Math.abs(v - want.dw[i]!) <= 2 ** -10 * Math.abs(want.dw[i]!) * 1.01 + 1e-7,
-          ),
-          msg('fp16 grads within half an ulp of fp32'),
+          [...dw].every((v, i) => v === round(want.dw[i]!) || Math.abs(v - want.dw[i]!) <= halfUlp * Math.abs(want.dw[i]!) * 1.01 + 1e-7),
+          msg(`${gradDtype} grads within half an ulp of fp32`),
+        ).toBe(true);
+        // A second micro-batch's backward adds to what the first left: the sum rounded once more.
+        const first = await p.read('b', true);
+        const g2 = new Graph(ctx);
+        g2.backwardFrom(linear(g2, g2.input(x, [rows, inF]), p.get('w'), p.get('b')), dy);
+        const twice = await p.read('b', true);
+        g2.release();
+        expect(
+          [...twice].every((v, i) => Math.abs(v - (first[i]! + want.db[i]!)) <= halfUlp * Math.abs(first[i]! + want.db[i]!) * 1.01 + 1e-7),
+          msg(`${gradDtype} grads accumulate: within half an ulp of the first grads plus the second`),
         ).toBe(true);
       }
       g.release();

@@ -163,16 +163,18 @@ describe(`precision-aware Adam against torch ${fixture.torch_version}'s AdamW on
 });
 
 describe('precision-aware Adam against the TypeScript reference: windows, unaligned offsets, the tail', () => {
-  const combos: [StateDtype, StateDtype, StateDtype][] = [
-    ['float32', 'bfloat16', 'bfloat16'],
-    ['float16', 'float16', 'bfloat16'],
-    ['bfloat16', 'float32', 'float16'],
+  // The last: fp16 main params and bf16 grads (--main-params-dtype fp16 --main-grads-dtype bf16).
+  const combos: [StateDtype, StateDtype, StateDtype, 'float32' | 'bfloat16'][] = [
+    ['float32', 'bfloat16', 'bfloat16', 'float32'],
+    ['float16', 'float16', 'bfloat16', 'float32'],
+    ['bfloat16', 'float32', 'float16', 'float32'],
+    ['float16', 'bfloat16', 'float32', 'bfloat16'],
   ];
-  for (const [pd, md, vd] of combos) {
-    it(`param ${pd}, exp_avg ${md}, exp_avg_sq ${vd}: 256 B offset alignment, 4 KiB bindings, 5 steps`, async () => {
+  for (const [pd, md, vd, gd] of combos) {
+    it(`param ${pd}, exp_avg ${md}, exp_avg_sq ${vd}, grads ${gd}: 256 B offset alignment, 4 KiB bindings, 5 steps`, async () => {
       const strict = await GpuContext.create({ limits: { minStorageBufferOffsetAlignment: 256 } });
       const length = 4099; // windows of 1024 elements and a 3-element tail
-      const offsets = { param: 36, expAvg: 4, expAvgSq: 260 };
+      const offsets = { param: 36, expAvg: 4, expAvgSq: 260, grad: 132 };
       const seed = 77;
       const ref = {
         p: Float32Array.from(hashedUniform(seed, 1000, length, 1), roundTo(pd)),
@@ -182,12 +184,12 @@ describe('precision-aware Adam against the TypeScript reference: windows, unalig
       const p = stateBuffer(strict, pd, ref.p, offsets.param, 7);
       const m = stateBuffer(strict, md, ref.m, offsets.expAvg, 7);
       const v = stateBuffer(strict, vd, ref.v, offsets.expAvgSq, 7);
-      const g = float32Buffer(strict, 'g', new Float32Array(length));
+      const g = stateBuffer(strict, gd, new Float32Array(length), offsets.grad, 7);
       const kernel = new AdamKernel(
         strict,
         {
           param: { buffer: p, offset: offsets.param, dtype: pd },
-          grad: { buffer: g },
+          grad: { buffer: g, offset: offsets.grad, dtype: gd },
           expAvg: { buffer: m, offset: offsets.expAvg, dtype: md },
           expAvgSq: { buffer: v, offset: offsets.expAvgSq, dtype: vd },
           length,
@@ -202,8 +204,15 @@ describe('precision-aware Adam against the TypeScript reference: windows, unalig
         ['v', v, offsets.expAvgSq, ref.v, vd],
       ] as const;
       for (let t = 1; t <= 5; t++) {
-        const grad = hashedUniform(seed, t, length, 0.5);
-        strict.transfers.upload(g, grad);
+        // bf16 grads: the kernel reads them as stored, the reference the same rounded values.
+        const grad = Float32Array.from(hashedUniform(seed, t, length, 0.5), roundTo(gd));
+        if (gd === 'float32') strict.transfers.upload(g, grad, offsets.grad * 4);
+        else
+          strict.transfers.upload(
+            g,
+            Uint16Array.from(grad, (x) => bitsOf(x, gd)),
+            offsets.grad * 2,
+          );
         kernel.step(hyper, t);
         adamReferenceStep(hyper, t, ref.p, grad, ref.m, ref.v);
         for (const [key, buffer, offset, want, dtype] of operands) {

@@ -6,6 +6,7 @@ import { computeLayout } from '../../src/ddp/layout.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { ADAMW_DEFAULTS } from '../../src/optimizer/adam-math.js';
 import { createOptimizer } from '../../src/optimizer/optimizer.js';
+import type { StateDtypes } from '../../src/optimizer/optimizer-base.js';
 import { runWorkers } from '../helpers/job.js';
 
 const WORKER = fileURLToPath(new URL('../../dist/test/workers/optimizer-worker.js', import.meta.url));
@@ -70,8 +71,11 @@ describe("DistributedOptimizer and its non-distributed twin: Megatron's three pr
     [3, 'bfloat16', { expAvg: 'float16', expAvgSq: 'bfloat16' }],
     [4, 'float16', { expAvg: 'bfloat16', expAvgSq: 'float32' }],
     [1, 'float32', { expAvg: 'float32', expAvgSq: 'float16' }],
-  ])(
-    'precision-aware optimizer, world %i, params %s, moments %j: k steps equal single-process Adam with the moments rounded; memory matches',
+    [2, 'bfloat16', { mainGrads: 'bfloat16' }],
+    [3, 'bfloat16', { expAvg: 'bfloat16', expAvgSq: 'bfloat16', mainParams: 'float16', mainGrads: 'bfloat16' }],
+    [2, 'float16', { mainParams: 'float16' }],
+  ] as [number, 'float32' | 'bfloat16' | 'float16', StateDtypes][])(
+    'precision-aware optimizer, world %i, params %s, state %j: k steps equal single-process Adam with the state rounded; memory matches',
     async (world, dtype, stateDtypes) => {
       const ranks = await job(world, { distributed: true, clip: 1.0, steps: 4, dtype, stateDtypes });
       for (const [rank, lines] of ranks.entries()) {
@@ -79,11 +83,29 @@ describe("DistributedOptimizer and its non-distributed twin: Megatron's three pr
         expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
         const memory = lines.find((l) => l.check === 'memory by category')!.detail as { got: Record<string, number> };
         // The moments take 2 bytes each where 16-bit: a (1/d) shard of every bucket.
-        const bytesPerElement = Object.values(stateDtypes).reduce((sum, t) => sum + (t === 'float32' ? 4 : 2), 0);
+        const moments: (string | undefined)[] = [stateDtypes.expAvg, stateDtypes.expAvgSq];
+        const bytesPerElement = moments.reduce((sum, t) => sum + (t === undefined || t === 'float32' ? 4 : 2), 0);
         expect(memory.got['optimizer-state']! % bytesPerElement).toBe(0);
       }
     },
   );
+
+  it('bf16 grads go with bf16 params only, and the optimizer is told about them (stateDtypes.mainGrads)', async () => {
+    const ctx = await GpuContext.create();
+    const dist = await initProcessGroup({ rank: 0, worldSize: 1 });
+    const layoutOf = (dtype: 'float32' | 'bfloat16') =>
+      computeLayout([{ name: 'w', shape: [64], dtype, gradDtype: 'bfloat16' }], { dataParallelSize: 1, distributedOptimizer: true });
+    expect(() => new DistributedDataParallel(ctx, dist.group, layoutOf('float32'))).toThrow(
+      /^params float32 with grads bfloat16: use fp32\/fp32, bf16\/fp32, fp16\/fp16 \(Megatron's three rows\) or bf16\/bf16 \(--main-grads-dtype bf16\)$/,
+    );
+    const ddp = new DistributedDataParallel(ctx, dist.group, layoutOf('bfloat16'));
+    expect(() => createOptimizer(ctx, dist.group, ddp, { hyper: ADAMW_DEFAULTS })).toThrow(
+      /^the grad buffer holds bf16 grads: say so with stateDtypes.mainGrads/,
+    );
+    createOptimizer(ctx, dist.group, ddp, { hyper: ADAMW_DEFAULTS, stateDtypes: { mainGrads: 'bfloat16' } }).destroy();
+    ddp.destroy();
+    ctx.destroy();
+  });
 
   it('fp16 without the shader-f16 feature fails at start-up with what to do', async () => {
     const ctx = await GpuContext.create({ disableFeatures: ['shader-f16'] });

@@ -48,7 +48,10 @@ const config = JSON.parse(process.argv[2] ?? '{}') as {
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const dtype = config.dtype ?? 'float32';
 const fp16 = dtype === 'float16';
-const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype: fp16 ? 'float16' : 'float32' });
+// --main-grads-dtype bf16: a bf16 grad buffer (bf16 params only).
+const bf16Grads = config.stateDtypes?.mainGrads === 'bfloat16';
+const gradDtype = fp16 ? 'float16' : bf16Grads ? 'bfloat16' : 'float32';
+const f32 = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype });
 const half = dtype !== 'float32';
 const toWord = fp16 ? floatToHalf : floatToBf16;
 const fromWord = fp16 ? halfToFloat : bf16ToFloat;
@@ -113,7 +116,13 @@ async function checkpointScenario(): Promise<void> {
     for (const buffer of ddp.buffers) {
       const g = new Float32Array(buffer.layout.numel);
       for (const p of buffer.layout.params) for (let e = 0; e < p.numel; e++) g[p.start + e] = grad(names.indexOf(p.name), t, e);
-      ctx.transfers.upload(buffer.grads, buffer.layout.gradDtype === 'float16' ? Uint16Array.from(g, (x) => floatToHalf(x * scale)) : g);
+      const { gradDtype: stored } = buffer.layout;
+      if (stored === 'float16')
+        ctx.transfers.upload(
+          buffer.grads,
+          Uint16Array.from(g, (x) => floatToHalf(x * scale)),
+        );
+      else ctx.transfers.upload(buffer.grads, stored === 'bfloat16' ? Uint16Array.from(g, floatToBf16) : g);
     }
     await ddp.finishGradSync();
     await optimizer.step();
@@ -180,6 +189,12 @@ async function main(): Promise<void> {
       const words = Uint16Array.from({ length: n }, (_, i) => wordOf(rank, i));
       if (config.infAt === t && rank === d - 1) words[7] = 0x7c00; // +inf on one rank only
       ctx.transfers.upload(buffer.grads, words);
+    } else if (bf16Grads) {
+      // Halves of integers up to 11: exact in bf16.
+      ctx.transfers.upload(
+        buffer.grads,
+        Uint16Array.from({ length: n }, (_, i) => floatToBf16(grad(rank, t, i))),
+      );
     } else {
       ctx.transfers.upload(
         buffer.grads,
@@ -199,7 +214,9 @@ async function main(): Promise<void> {
       let sum = 0;
       for (let r = 0; r < d; r++) sum += fp16 ? halfToFloat(wordOf(r, i)) : grad(r, t, i);
       const mean = Math.fround(sum * (1 / d));
-      // fp16: the collective rounds the mean to fp16; the optimizer unscales it in fp32.
+      // fp16: the collective rounds the mean to fp16; the optimizer unscales it in fp32. bf16 grads:
+      // the mean rounded to bf16, widened exactly.
+      if (bf16Grads) return bf16ToFloat(floatToBf16(mean));
       return fp16 ? Math.fround(halfToFloat(floatToHalf(mean)) * Math.fround(1 / scale)) : mean;
     });
     const norm = Math.sqrt(avg.reduce((s, x) => s + x * x, 0));
@@ -210,6 +227,7 @@ async function main(): Promise<void> {
     // The precision-aware optimizer keeps the moments rounded to their dtypes.
     roundState(ref.m, config.stateDtypes?.expAvg);
     roundState(ref.v, config.stateDtypes?.expAvgSq);
+    roundState(ref.p, config.stateDtypes?.mainParams);
   }
   if (fp16)
     say({
@@ -225,7 +243,9 @@ async function main(): Promise<void> {
     return out;
   };
   const params = asBuffer(await ddp.exportParams());
-  const main = half ? asBuffer((await optimizer.exportState()).main!) : params;
+  // fp16 params with fp16 main params are their own main params.
+  const exported = half ? (await optimizer.exportState()).main : undefined;
+  const main = exported ? asBuffer(exported) : params;
   const padding = new Set<number>();
   let at = 0;
   for (const p of buffer.layout.params) {
