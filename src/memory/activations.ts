@@ -61,6 +61,44 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   buffers.push([rows * C, true], [rows * 2, false], [rows * V, true], [rows * 2, false], [1, true]); // ln_f (+ stats), logits, log-sum-exp rows, loss
   let bytes = 0;
   for (const [n, grad] of buffers) bytes += alloc(n) + (grad && !o.forwardOnly ? alloc(n) : 0);
-  if (o.halfGrads && !o.forwardOnly) for (const p of gptParams(shape)) bytes += alloc(p.shape.reduce((a, b) => a * b, 1) + 1);
+  if (o.halfGrads && !o.forwardOnly) bytes += halfGradScratchBytes(shape);
+  return bytes;
+}
+
+/**
+ * Bytes of the fp32 scratches that 16-bit grads accumulate in (`Graph.gradOf`). The backward runs
+ * the forward's param-using ops in reverse; an op takes a scratch for each of its params that has
+ * none (one a finished param left, of the same size, or a new one) and gives back those whose last
+ * use it was. The tied embedding's lives through the whole pass: the head uses it first.
+ */
+function halfGradScratchBytes(shape: GptShape): number {
+  const elements = new Map(gptParams(shape).map((p) => [p.name, p.shape.reduce((a, b) => a * b, 1)]));
+  const pair = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`];
+  const ops: string[][] = [['wte.weight', 'wpe.weight']];
+  for (let l = 0; l < shape.numLayers; l++) {
+    for (const part of ['ln_1', 'attn.qkv', 'attn.proj', 'ln_2', 'mlp.fc', 'mlp.proj']) ops.push(pair(`blocks.${l}.${part}`));
+  }
+  ops.push(pair('ln_f'), [shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight']);
+  const uses = new Map<string, number>();
+  for (const op of ops) for (const name of op) uses.set(name, (uses.get(name) ?? 0) + 1);
+  const spare = new Map<number, number>();
+  const live = new Set<string>();
+  let bytes = 0;
+  for (const op of ops.reverse()) {
+    for (const name of op) {
+      if (live.has(name)) continue;
+      live.add(name);
+      const size = alloc(elements.get(name)! + 1);
+      if (spare.get(size)) spare.set(size, spare.get(size)! - 1);
+      else bytes += size;
+    }
+    for (const name of op) {
+      uses.set(name, uses.get(name)! - 1);
+      if (uses.get(name) !== 0) continue;
+      live.delete(name);
+      const size = alloc(elements.get(name)! + 1);
+      spare.set(size, (spare.get(size) ?? 0) + 1);
+    }
+  }
   return bytes;
 }

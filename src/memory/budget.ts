@@ -108,12 +108,13 @@ interface Alternative {
 }
 
 const BF16_MOMENTS: StateDtypes = { expAvg: 'bfloat16', expAvgSq: 'bfloat16' };
+const BF16_MOMENTS_FLAGS = '--use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16';
 
 const FSDP = (strategy: ShardingStrategy) => `--use-megatron-fsdp --data-parallel-sharding-strategy ${strategy}`;
 
 /**
- * From the least change on: the distributed optimizer, 16-bit moments, then sharded grads and
- * params (Megatron-FSDP, with one layer per bucket unless --ddp-bucket-size says otherwise).
+ * From the least change on: the distributed optimizer, 16-bit moments (and for bf16 params fp16
+ * main params and bf16 grads), then sharded grads and params (Megatron-FSDP, with one layer per bucket unless --ddp-bucket-size says otherwise).
  */
 const ALTERNATIVES: Alternative[] = [
   {
@@ -122,12 +123,23 @@ const ALTERNATIVES: Alternative[] = [
     change: (run) => ({ ...run, distributedOptimizer: true }),
   },
   {
-    flags: '--use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16',
+    flags: BF16_MOMENTS_FLAGS,
     applies: (run) => run.distributedOptimizer && (run.stateDtypes.expAvg ?? 'float32') === 'float32',
     change: (run) => ({ ...run, stateDtypes: { ...run.stateDtypes, ...BF16_MOMENTS } }),
   },
   {
-    flags: '--use-distributed-optimizer --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16',
+    flags: `${BF16_MOMENTS_FLAGS} --main-params-dtype fp16 --main-grads-dtype bf16`,
+    applies: (run) => run.distributedOptimizer && run.specs.some((p) => p.dtype === 'bfloat16') && run.stateDtypes.mainGrads !== 'bfloat16',
+    change: (run) => ({
+      ...run,
+      stateDtypes: { ...run.stateDtypes, ...BF16_MOMENTS, mainParams: 'float16', mainGrads: 'bfloat16' },
+      specs: run.specs.map((p) => (p.dtype === 'bfloat16' ? { ...p, gradDtype: 'bfloat16' } : p)),
+      // Each param's grad is accumulated in an fp32 scratch before it is added to the bf16 buffer.
+      activations: { ...run.activations, halfGrads: true },
+    }),
+  },
+  {
+    flags: `--use-distributed-optimizer ${BF16_MOMENTS_FLAGS}`,
     applies: (run) => !run.distributedOptimizer,
     change: (run) => ({ ...run, distributedOptimizer: true, stateDtypes: { ...run.stateDtypes, ...BF16_MOMENTS } }),
   },

@@ -32,6 +32,11 @@ export interface BackwardOptions {
   beforeParams?: (names: string[]) => void | Promise<void>;
 }
 
+/** Bytes of a graph buffer of `elements` fp32 values: whole vec4s, at least one. */
+export function scratchBytes(elements: number): number {
+  return Math.ceil(Math.max(1, elements) / 4) * 16;
+}
+
 export class GraphError extends WebtronError {
   override name = 'GraphError';
   override readonly code: string = 'ERR_GRAPH';
@@ -45,6 +50,12 @@ export class Graph {
   private readonly grads = new Map<DeviceBuffer, Tensor>();
   /** fp32 accumulators of fp16-grad params, by param name. */
   private readonly wideGrads = new Map<string, Tensor>();
+  /**
+   * fp32 scratches of 16-bit-grad params whose grads are final, by byte size: the next param's
+   * scratch of that size reuses one (zeroed again), so that a pass holds only the scratches of the
+   * params in progress at once, not one per param.
+   */
+  private readonly spareWide = new Map<number, DeviceBuffer[]>();
   private readonly ownsRunner: boolean;
   /** Dropout calls made on this graph so far: each gets its own RNG stream (see ops.dropoutSeed). */
   dropoutCalls = 0;
@@ -93,7 +104,7 @@ export class Graph {
    * buffer holds what its last graph left).
    */
   private buffer(label: string, elements: number, zeroed: boolean): DeviceBuffer {
-    const { buffer, reused } = this.ctx.pool.acquire(label, Math.ceil(Math.max(1, elements) / 4) * 16);
+    const { buffer, reused } = this.ctx.pool.acquire(label, scratchBytes(elements));
     if (reused && zeroed) this.runner.clearBuffer(buffer);
     this.owned.push(buffer);
     return buffer;
@@ -140,7 +151,10 @@ export class Graph {
       let wide = this.wideGrads.get(t.param.name);
       if (!wide) {
         // One spare element: the 16-bit add works on element pairs and must add zero past an odd end.
-        wide = new Tensor(this.buffer(`grad32(${t.param.name})`, t.numel + 1, true), 0, t.shape, 'float32');
+        const spare = this.spareWide.get(scratchBytes(t.numel + 1))?.pop();
+        if (spare) this.runner.clearBuffer(spare);
+        const buffer = spare ?? this.buffer(`grad32(${t.param.name})`, t.numel + 1, true);
+        wide = new Tensor(buffer, 0, t.shape, 'float32');
         this.wideGrads.set(t.param.name, wide);
       }
       return wide;
@@ -264,6 +278,11 @@ export class Graph {
       { src: src.binding, dst16: dst.binding },
       Math.ceil(pairs / 256),
     );
+    // Later dispatches on the queue run after this add: the scratch may serve the next param.
+    this.wideGrads.delete(p.param!.name);
+    const spare = this.spareWide.get(wide.buffer.size) ?? [];
+    spare.push(wide.buffer);
+    this.spareWide.set(wide.buffer.size, spare);
   }
 
   /** Host copy of a tensor (fp32 or uint32 activations). */
@@ -283,6 +302,7 @@ export class Graph {
     this.tape.length = 0;
     this.grads.clear();
     this.wideGrads.clear();
+    this.spareWide.clear();
     if (this.ownsRunner) this.runner.destroy();
   }
 }

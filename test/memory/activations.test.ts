@@ -46,6 +46,9 @@ describe('GPT activation bytes', () => {
     [{ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead: false }, 2, 'float32', 'float32', 0, 0.1],
     [{ numLayers: 1, hiddenSize: 16, numAttentionHeads: 2, seqLength: 8, vocabSize: 13 }, 3, 'bfloat16', 'float32', 0.1, 0],
     [{ numLayers: 1, hiddenSize: 16, numAttentionHeads: 2, seqLength: 8, vocabSize: 13 }, 3, 'float16', 'float16', 0, 0],
+    // 16-bit grads: fp32 scratches reused from layer to layer; the tied embedding's lives through the pass.
+    [{ numLayers: 3, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11 }, 2, 'bfloat16', 'bfloat16', 0.1, 0.1],
+    [{ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead: false }, 2, 'bfloat16', 'bfloat16', 0, 0],
   ] as const)(
     '%j, micro-batch %i, %s params: predicted = measured, both attention kernels',
     async (shape, batch, dtype, gradDtype, hidden, attention) => {

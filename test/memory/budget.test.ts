@@ -46,4 +46,27 @@ describe('--max-device-memory', () => {
     );
     expect(budgetProblem(shape(), narrow - 1)).toMatch(/the smallest is with .*: .*; no optimizer setting fits/);
   });
+
+  it('bf16 params: fp16 main params and bf16 grads come after 16-bit moments, counted as the calculator counts them', () => {
+    const bf16 = (over: Partial<RunShape>) => shape({ specs: gptParams(gpt, 'bfloat16', 'float32'), distributedOptimizer: true, ...over });
+    const moments = { expAvg: 'bfloat16', expAvgSq: 'bfloat16' } as const;
+    const narrow = runBytes(bf16({ stateDtypes: moments })).total;
+    const all = { ...moments, mainParams: 'float16', mainGrads: 'bfloat16' } as const;
+    const rows = memoryRows(
+      { kind: 'gpt', shape: gpt },
+      { dataParallelSizes: [2], precisions: ['bf16'], distributed: [true], microBatchSize: 4, stateDtypes: all },
+    );
+    const narrowest = runBytes(
+      bf16({
+        stateDtypes: all,
+        specs: gptParams(gpt, 'bfloat16', 'bfloat16'),
+        activations: { ...shape().activations, halfGrads: true },
+      }),
+    ).total;
+    expect(narrowest).toBe(rows[0]!.total_bytes_per_rank);
+    expect(narrowest).toBeLessThan(narrow);
+    expect(budgetProblem(bf16({}), narrow - 1)).toMatch(
+      /; with --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 --main-params-dtype fp16 --main-grads-dtype bf16 it needs .* and fits$/,
+    );
+  });
 });
