@@ -54,6 +54,12 @@ export class MemoryAccounting {
     this.count += 1;
   }
 
+  /** Start the peaks again from what is live now (work before it, such as a measurement, does not count). */
+  resetPeaks(): void {
+    Object.assign(this.peak, this.live);
+    this.peakTotal = this.total;
+  }
+
   /** Bytes that stay allocated but now count under another category. */
   moved(from: MemoryCategory, to: MemoryCategory, bytes: number): void {
     if (this.live[from] < bytes) {

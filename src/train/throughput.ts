@@ -1,0 +1,94 @@
+/**
+ * --log-throughput: the model FLOPs of a GPT iteration by Megatron-LM's formula, and the device's
+ * peak that MFU is taken against: from a table of known adapters, or measured on this one (the best
+ * of a few fp32 matmuls through webtron's own kernels) and then marked as measured.
+ */
+import type { GpuContext } from '../gpu/context.js';
+import type { GptShape } from '../nn/gpt-spec.js';
+import { Graph } from '../nn/graph.js';
+import { linear } from '../nn/linear.js';
+
+/**
+ * Model FLOPs of one iteration of `batch` sequences, forward and backward (3× the forward's
+ * multiply-adds, 2 FLOPs each), as Megatron-LM's `num_floating_point_operations` counts a GPT
+ * without grouped-query attention, SwiGLU or experts:
+ *
+ *   12 · B · s · L · h² · (1 + 1 + s/h + 4 + V / (2 · L · h))
+ *
+ * per layer the QKV projection (3h² per token) and the attention's output projection (h²): the
+ * `1 + 1` and, with the 12, 24·B·s·h² of the 72; the attention scores and their weighted sum (2 · s ·
+ * h per token each): `s/h`; the MLP (two 4h² products): `4`; and once the logits (V · h per token):
+ * `V / (2Lh)`. Causal masking is not subtracted (Megatron does not), nor are layer norms, GELU,
+ * softmax or the loss (element-wise work).
+ */
+export function gptFlopsPerIteration(shape: GptShape, batch: number): number {
+  const { numLayers: L, hiddenSize: h, seqLength: s, vocabSize: V } = shape;
+  return 12 * batch * s * L * h * h * (1 + 1 + s / h + 4 + V / (2 * L * h));
+}
+
+/** A device's peak FLOP/s that MFU is taken against, and where the figure comes from. */
+export interface Peak {
+  /** TFLOP/s. */
+  tflops: number;
+  /** 'table: NVIDIA H200, dense bf16' or 'measured: best fp32 matmul on this adapter'. */
+  source: string;
+}
+
+/**
+ * Dense peaks from the vendors' data sheets, TFLOP/s: `fp32` without tensor cores (what fp32 WGSL
+ * reaches), `half` the 16-bit matrix units' (what bf16 and fp16 runs can reach through subgroup
+ * matrices). Matched against the adapter's description.
+ */
+const KNOWN: { pattern: RegExp; name: string; fp32: number; half: number }[] = [
+  { pattern: /\bH200\b/i, name: 'NVIDIA H200', fp32: 67, half: 989 },
+  { pattern: /\bH100\b.*\bPCIe\b/i, name: 'NVIDIA H100 PCIe', fp32: 51, half: 756 },
+  { pattern: /\bH100\b/i, name: 'NVIDIA H100 SXM', fp32: 67, half: 989 },
+  { pattern: /\bA100\b/i, name: 'NVIDIA A100', fp32: 19.5, half: 312 },
+  { pattern: /\bL40S\b/i, name: 'NVIDIA L40S', fp32: 91.6, half: 362 },
+  { pattern: /\bRTX 4090\b/i, name: 'NVIDIA GeForce RTX 4090', fp32: 82.6, half: 165 },
+  { pattern: /\bRTX 3090\b/i, name: 'NVIDIA GeForce RTX 3090', fp32: 35.6, half: 71 },
+  { pattern: /\bMI300X\b/i, name: 'AMD Instinct MI300X', fp32: 163.4, half: 1307 },
+];
+
+/** The table's peak for `adapter` (its description) at `precision`; null when it is not in the table. */
+export function knownPeak(adapter: string, precision: 'fp32' | 'bf16' | 'fp16'): Peak | null {
+  const row = KNOWN.find((k) => k.pattern.test(adapter));
+  if (!row) return null;
+  const half = precision !== 'fp32';
+  return { tflops: half ? row.half : row.fp32, source: `table: ${row.name}, dense ${half ? precision : 'fp32 without tensor cores'}` };
+}
+
+/**
+ * The best of `reps` fp32 matmuls of n × n by n × n on this GPU through webtron's kernels, in
+ * TFLOP/s. It leaves no trace in the memory accounting: its buffers are destroyed (the idle ones of
+ * the pool with them) and the peaks start again from what is live.
+ */
+export async function measuredMatmulPeak(ctx: GpuContext, n = 1024, reps = 4): Promise<Peak> {
+  const g = new Graph(ctx);
+  const values = Float32Array.from({ length: n * n }, (_, i) => ((i % 13) - 6) / 13);
+  const a = g.input(values, [n, n], 'peak.a');
+  const b = g.input(values, [n, n], 'peak.b');
+  let best = Infinity;
+  try {
+    for (let r = 0; r <= reps; r++) {
+      await ctx.sync();
+      const t0 = performance.now();
+      linear(g, a, b);
+      g.runner.flush();
+      await ctx.sync();
+      // The first is a warm-up: pipelines compile, buffers fault in.
+      if (r > 0) best = Math.min(best, performance.now() - t0);
+    }
+  } finally {
+    g.release();
+    ctx.pool.destroy();
+    ctx.memory.resetPeaks();
+  }
+  return { tflops: (2 * n * n * n) / (best / 1000) / 1e12, source: `measured: best fp32 ${n}³ matmul on ${ctx.adapterName}` };
+}
+
+/** TFLOP/s per rank and MFU (a fraction) of iterations taking `msPerIteration` on `d` ranks. */
+export function throughput(flopsPerIteration: number, msPerIteration: number, d: number, peak: Peak): { tflops: number; mfu: number } {
+  const tflops = flopsPerIteration / (msPerIteration / 1000) / d / 1e12;
+  return { tflops, mfu: tflops / peak.tflops };
+}

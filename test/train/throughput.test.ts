@@ -1,0 +1,66 @@
+/** --log-throughput: Megatron's FLOPs formula against a hand count, the peaks, and a run's log. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { gptFlopsPerIteration, knownPeak, throughput } from '../../src/train/throughput.js';
+import { dir, TINY, train } from '../helpers/train.js';
+
+describe('--log-throughput', () => {
+  it("Megatron's formula equals the matmuls of a GPT counted one by one (2 FLOPs a multiply-add, backward twice the forward)", () => {
+    const [B, s, L, h, V] = [4, 16, 2, 32, 96];
+    // Each product [m, k] @ [k, n] of one forward: 2·m·k·n FLOPs.
+    const mm = (m: number, k: number, n: number) => 2 * m * k * n;
+    const rows = B * s;
+    const perLayer =
+      mm(rows, h, 3 * h) + // QKV
+      B * mm(s, h, s) + // scores, all heads together (the heads split h)
+      B * mm(s, s, h) + // the scores times V
+      mm(rows, h, h) + // attention output projection
+      mm(rows, h, 4 * h) + // MLP up
+      mm(rows, 4 * h, h); // MLP down
+    const forward = L * perLayer + mm(rows, h, V); // and the logits
+    expect(gptFlopsPerIteration({ numLayers: L, hiddenSize: h, numAttentionHeads: 2, seqLength: s, vocabSize: V }, B)).toBe(3 * forward);
+  });
+
+  it('peaks: the table by adapter name and precision; an unknown adapter has none', () => {
+    expect(knownPeak('NVIDIA H200', 'bf16')).toEqual({ tflops: 989, source: 'table: NVIDIA H200, dense bf16' });
+    expect(knownPeak('NVIDIA H100 PCIe', 'fp32')?.tflops).toBe(51);
+    expect(knownPeak('NVIDIA H100 80GB HBM3', 'fp16')?.tflops).toBe(989);
+    expect(knownPeak('llvmpipe (LLVM 15.0.6, 256 bits)', 'fp32')).toBeNull();
+    expect(throughput(6e12, 500, 2, { tflops: 10, source: 'x' })).toEqual({ tflops: 6, mfu: 0.6 });
+  });
+
+  it('a run logs TFLOP/s per rank and MFU (against a measured matmul on a CPU driver) in the line, metrics.jsonl and summary.json', async () => {
+    const runDir = join(dir(), 'run');
+    const r = await train([
+      ...TINY,
+      '--train-iters',
+      '4',
+      '--global-batch-size',
+      '4',
+      '--nproc-per-node',
+      '2',
+      '--log-throughput',
+      '--run-dir',
+      runDir,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const flops = gptFlopsPerIteration({ numLayers: 2, hiddenSize: 32, numAttentionHeads: 2, seqLength: 16, vocabSize: 96 }, 4);
+    expect(r.stdout).toContain(`throughput: ${(flops / 1e9).toPrecision(4)} GFLOP of model work per iteration`);
+    const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Record<string, number | string>;
+    expect(summary.peak_source).toMatch(/^measured: best fp32 1024³ matmul on /);
+    const lines = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { step_ms?: number; throughput_tflops_per_rank?: number; mfu?: number });
+    const logged = lines.filter((l) => l.throughput_tflops_per_rank !== undefined);
+    expect(logged).toHaveLength(4);
+    for (const l of logged) {
+      // The same iteration time as the line's: FLOPs over time over ranks.
+      expect(l.throughput_tflops_per_rank!).toBeCloseTo(flops / (l.step_ms! / 1000) / 2 / 1e12, 12);
+      expect(l.mfu!).toBeCloseTo(l.throughput_tflops_per_rank! / (summary.peak_tflops as number), 12);
+    }
+    expect(r.stdout).toMatch(/ throughput per GPU \(TFLOP\/s\/GPU\): [\d.e-]+ \| MFU: [\d.e-]+% \|/);
+    expect(summary.mfu as number).toBeGreaterThan(0);
+  });
+});
