@@ -7,6 +7,8 @@
  *                                        dead link mid-save is then easy to stage
  *   WEBTRON_FAULT_CORRUPT_PARAM=N:R      after iteration N, rank R adds 1 to its first param (a
  *                                        replica drifting, for --check-weight-hash-across-dp-replicas-interval)
+ *   WEBTRON_FAULT_SLOW_DATA=R:MS         rank R sleeps MS milliseconds in every micro-batch's data
+ *                                        loading (a straggler, for --log-straggler)
  */
 
 function numbers(name: string, count: number): number[] | null {
@@ -21,6 +23,12 @@ function numbers(name: string, count: number): number[] | null {
 /** Whether the writer of `iteration`'s save stalls. */
 export function stallSave(iteration: number): boolean {
   return numbers('WEBTRON_FAULT_STALL_SAVE', 1)?.[0] === iteration;
+}
+
+/** Milliseconds `rank` sleeps in each micro-batch's data loading (0: none). */
+export function slowData(rank: number): number {
+  const at = numbers('WEBTRON_FAULT_SLOW_DATA', 2);
+  return at !== null && at[0] === rank ? at[1]! : 0;
 }
 
 /** Whether `rank` corrupts its params after `iteration`. */

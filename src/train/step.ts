@@ -8,6 +8,7 @@
  * the grads are the mean over the global batch whatever d is.
  */
 import { BYTES } from '../ddp/layout.js';
+import { slowData } from '../faults.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GptSampleSource } from '../data/gpt-dataset.js';
 import { type BackwardOptions, Graph } from '../nn/graph.js';
@@ -73,7 +74,11 @@ async function microBatch(
   stepTimer: StepTimer | null,
 ): Promise<number> {
   const { cfg, ctx, ddp, gpt } = run;
-  const { ids, targets } = await ddp.phases.time('data', async () => samples.batch(first, cfg.microBatchSize));
+  const slow = slowData(run.rank);
+  const { ids, targets } = await ddp.phases.time('data', async () => {
+    if (slow > 0) await new Promise((resolve) => setTimeout(resolve, slow));
+    return samples.batch(first, cfg.microBatchSize);
+  });
   const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
   if (stepTimer) g.runner.timer = stepTimer.gpu;
   // With --timing, forward and backward are phases of their own, each run to completion on the GPU.
