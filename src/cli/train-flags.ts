@@ -4,6 +4,7 @@
  * flag and what it accepts, and the combinations Megatron rejects are rejected here, before any
  * worker starts.
  */
+import { existsSync, statSync } from 'node:fs';
 import { FlagError, flagLine, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
@@ -174,6 +175,28 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   }),
 
   'log-interval': flag('logging', { kind: 'int', default: 100, help: "print Megatron's log line every this many iterations" }),
+  'tensorboard-dir': flag('logging', {
+    kind: 'string',
+    help: "write TensorBoard event files here (rank 0), with Megatron's tags: lm loss, learning-rate, grad-norm, iteration-time, …",
+  }),
+  'tensorboard-log-interval': flag('logging', { kind: 'int', default: 1, help: 'write the training scalars every this many iterations' }),
+  'log-memory-to-tensorboard': flag('logging', {
+    kind: 'boolean',
+    help: 'also write GPU memory: mem-allocated-bytes, mem-max-allocated-bytes and the bytes of each category',
+  }),
+  'log-straggler': flag('logging', {
+    kind: 'boolean',
+    help: "every log interval: every rank's step and own time (step minus waiting for the grad sync), min, median and max, and the slowest rank's slowest phase",
+  }),
+  'straggler-minmax-count': flag('logging', {
+    kind: 'int',
+    default: 1,
+    help: '--log-straggler: how many of the slowest and of the fastest ranks to name',
+  }),
+  'log-throughput': flag('logging', {
+    kind: 'boolean',
+    help: "model TFLOP/s per rank by Megatron's formula and MFU against the adapter's peak (a table, or a matmul measured at start-up) in the log line, metrics.jsonl and summary.json",
+  }),
   timing: flag('logging', {
     kind: 'boolean',
     help: 'time every phase of every iteration on every rank (GPU timestamps where the adapter has them): a line per iteration, timing-rank<r>.jsonl and timeline.svg in the run folder',
@@ -316,6 +339,11 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
   if (v['async-save'] && save === null) throw new FlagError('--async-save needs --save (where to save)');
+  const tensorboard = v['tensorboard-dir'] as string | undefined;
+  if (v['log-memory-to-tensorboard'] && tensorboard === undefined)
+    throw new FlagError('--log-memory-to-tensorboard needs --tensorboard-dir (where to write)');
+  if (tensorboard !== undefined && existsSync(tensorboard) && !statSync(tensorboard).isDirectory())
+    throw new FlagError(`--tensorboard-dir: ${tensorboard} is a file; give a folder (it is made if missing)`);
   const positiveNumber = (name: string) => num(name, (x) => x > 0, 'a number > 0');
   const exitSignal = v['exit-signal'] as string;
   if (!EXIT_SIGNALS.includes(exitSignal as ExitSignal))
@@ -389,6 +417,12 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     tokenizerModel,
     logInterval: int('log-interval', 1),
     timing: Boolean(v.timing),
+    logThroughput: Boolean(v['log-throughput']),
+    logStraggler: Boolean(v['log-straggler']),
+    stragglerMinmaxCount: int('straggler-minmax-count', 1),
+    tensorboardDir: (v['tensorboard-dir'] as string | undefined) ?? null,
+    tensorboardLogInterval: int('tensorboard-log-interval', 1),
+    logMemoryToTensorboard: Boolean(v['log-memory-to-tensorboard']),
     runDir: (v['run-dir'] as string | undefined) ?? null,
     dataParallelSize: d,
     gradAccumulation: globalBatchSize / (microBatchSize * d),

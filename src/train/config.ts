@@ -87,6 +87,17 @@ export interface TrainConfig {
   logInterval: number;
   /** --timing: every phase of every iteration, printed, logged per rank and drawn as a timeline. */
   timing: boolean;
+  /** --log-straggler: the ranks' times every log interval, and the slowest rank's slowest phase. */
+  logStraggler: boolean;
+  /** --straggler-minmax-count: how many slowest and fastest ranks the line names. */
+  stragglerMinmaxCount: number;
+  /** --log-throughput: model TFLOP/s per rank and MFU in the log line, metrics and summary. */
+  logThroughput: boolean;
+  /** --tensorboard-dir: TensorBoard event files (rank 0), every --tensorboard-log-interval iterations. */
+  tensorboardDir: string | null;
+  tensorboardLogInterval: number;
+  /** --log-memory-to-tensorboard: GPU memory scalars too. */
+  logMemoryToTensorboard: boolean;
   runDir: string | null;
   /** The data-parallel size the config was resolved for. */
   dataParallelSize: number;

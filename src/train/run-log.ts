@@ -9,6 +9,7 @@ import { writeFileAtomic } from '../files.js';
 import { formatBytes } from '../gpu/memory.js';
 import { curveChartSvg } from '../plot/svg.js';
 import type { IterationTiming } from './timing.js';
+import type { RankTimes, StragglerReport } from './stragglers.js';
 
 export interface MetricsLine {
   iteration: number;
@@ -27,9 +28,17 @@ export interface MetricsLine {
   sent_bytes_per_iteration?: number;
   /** --timing: this iteration on rank 0, phase by phase. */
   timing?: IterationTiming;
+  /** --log-straggler: every rank's times over the interval and who held the others up. */
+  stragglers?: StragglerReport & { ranks: RankTimes[] };
+  /** --log-throughput: model TFLOP/s per rank over the interval (Megatron's formula) and MFU. */
+  throughput_tflops_per_rank?: number;
+  mfu?: number;
 }
 
 const pad = (n: number, width: number) => String(n).padStart(width);
+
+/** Megatron's one decimal, or three significant digits below 1 TFLOP/s (CPU drivers, tiny models). */
+const tflopsText = (x: number) => (x >= 1 ? x.toFixed(1) : x.toPrecision(3));
 
 /** Python's '{:.6E}': 1.234568E-04 (at least two exponent digits). */
 export function sci(x: number): string {
@@ -54,6 +63,8 @@ export function megatronLine(o: {
   skipped: number;
   nan: number;
   tokensPerS: number;
+  /** --log-throughput: TFLOP/s per rank and MFU (a fraction). */
+  throughput?: { tflops: number; mfu: number };
 }): string {
   const t = o.time;
   const two = (n: number) => String(n).padStart(2, '0');
@@ -62,6 +73,9 @@ export function megatronLine(o: {
     ` [${stamp}] iteration ${pad(o.iteration, 8)}/${pad(o.trainIters, 8)} |`,
     ` consumed samples: ${pad(o.consumedSamples, 12)} |`,
     ` elapsed time per iteration (ms): ${o.msPerIteration.toFixed(1)} |`,
+    o.throughput
+      ? ` throughput per GPU (TFLOP/s/GPU): ${tflopsText(o.throughput.tflops)} | MFU: ${(100 * o.throughput.mfu).toPrecision(3)}% |`
+      : '',
     ` learning rate: ${sci(o.lr)} |`,
     ` global batch size: ${pad(o.globalBatchSize, 5)} |`,
     o.loss === null ? '' : ` lm loss: ${sci(o.loss)} |`,

@@ -47,6 +47,11 @@ export interface TrainSummary {
   activations_peak_bytes: number | null;
   /** The most GPU memory any rank held at once (every category), as the allocator counted it. */
   peak_gpu_bytes_per_rank: number | null;
+  /** --log-throughput: model TFLOP/s per rank over the training time, MFU, and the peak it is against. */
+  throughput_tflops_per_rank?: number;
+  mfu?: number;
+  peak_tflops?: number;
+  peak_source?: string;
 }
 
 export interface TrainOptions {

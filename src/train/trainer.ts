@@ -28,6 +28,8 @@ import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
 import { trainStep } from './step.js';
 import { StepTimer, writeTimeline } from './timing.js';
 import { TrainingLog } from './training-log.js';
+import { gptFlopsPerIteration, knownPeak, measuredMatmulPeak } from './throughput.js';
+import { TensorBoardWriter } from './tensorboard.js';
 
 export { checkDataPath } from './data.js';
 export { TrainingError, type TrainOptions, type TrainSummary } from './state.js';
@@ -158,6 +160,11 @@ async function train(
     const timing = stepTimer ? await stepTimer.end(iteration, ddp.phases) : null;
     if (timing) lastTimed = iteration;
     const metrics = log.step(counters, outcome, performance.now() - stepStart, timing);
+    if (metrics && cfg.logStraggler) {
+      const t0 = performance.now();
+      metrics.stragglers = await log.stragglers();
+      log.exclude(performance.now() - t0);
+    }
     let val: number | null = null;
     if (iteration % cfg.evalInterval === 0 || iteration === cfg.trainIters) {
       const t0 = performance.now();
@@ -203,6 +210,20 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     say(headerLine(run, data, reference));
     const progress = rank === 0 && options.progress ? options.progress(cfg.trainIters) : NO_PROGRESS;
     const log = new TrainingLog(run, say, folder, progress);
+    if (cfg.tensorboardDir && rank === 0) log.writeTensorBoard(new TensorBoardWriter(cfg.tensorboardDir));
+    if (cfg.logThroughput) {
+      // Every rank measures at once, so that ranks sharing a device measure what each gets in training.
+      let peak = knownPeak(ctx.adapterName, cfg.precision);
+      if (!peak) {
+        await run.group.barrier();
+        peak = await measuredMatmulPeak(ctx);
+      }
+      const flops = gptFlopsPerIteration(run.model, cfg.globalBatchSize);
+      log.logThroughput(flops, peak);
+      say(
+        `throughput: ${(flops / 1e9).toPrecision(4)} GFLOP of model work per iteration (Megatron's formula); MFU against ${peak.tflops.toPrecision(3)} TFLOP/s (${peak.source})`,
+      );
+    }
     const stepTimer = cfg.timing ? new StepTimer(ctx, rank, cfg.runDir) : null;
     const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer);
     // The most GPU memory any rank held at once (every category, as the allocator counted it), in

@@ -12,6 +12,9 @@ import type { TrainRun } from './setup.js';
 import type { Counters, TrainSummary } from './state.js';
 import type { StepOutcome } from './step.js';
 import { type IterationTiming, timingLine } from './timing.js';
+import { type Peak, throughput } from './throughput.js';
+import type { TensorBoardWriter } from './tensorboard.js';
+import { type RankTimes, type StragglerReport, stragglerLine, stragglerReport } from './stragglers.js';
 
 interface Interval {
   t0: number;
@@ -38,6 +41,11 @@ export class TrainingLog {
   private readonly validCurve: { x: number; y: number }[] = [];
   private trainedTokens = 0;
   private memory: { measured: number; predicted: number; activationsPeak: number } | null = null;
+  /** --log-throughput: the model FLOPs of an iteration and the peak MFU is taken against. */
+  private throughput: { flops: number; peak: Peak } | null = null;
+  /** Model FLOPs and milliseconds of the training so far (logged intervals). */
+  private flopsTrained = 0;
+  private msTrained = 0;
 
   constructor(
     private readonly run: TrainRun,
@@ -45,6 +53,22 @@ export class TrainingLog {
     private readonly folder: RunFolder | null,
     private readonly progress: ProgressDisplay,
   ) {}
+
+  /** This rank's times per iteration over the last log interval (for --log-straggler). */
+  private intervalTimes: RankTimes = { step: 0, data: 0, gradSync: 0 };
+
+  /** --tensorboard-dir: the event file (rank 0). */
+  private tensorboard: TensorBoardWriter | null = null;
+
+  /** --tensorboard-dir: write TensorBoard scalars to `writer` from now on (closed by `finish`). */
+  writeTensorBoard(writer: TensorBoardWriter): void {
+    this.tensorboard = writer;
+  }
+
+  /** --log-throughput: count `flops` per iteration against `peak` from now on. */
+  logThroughput(flops: number, peak: Peak): void {
+    this.throughput = { flops, peak };
+  }
 
   /** A line on rank 0, the progress bar cleared first. */
   line(text: string): void {
@@ -68,6 +92,7 @@ export class TrainingLog {
     this.interval.tokens += tokens;
     this.trainedTokens += tokens;
     this.lastLoss = loss;
+    if (this.tensorboard && iteration % cfg.tensorboardLogInterval === 0) this.tensorboardScalars(counters, outcome, stepMs);
     if (timing && this.run.rank === 0) this.line(timingLine(timing));
     this.progress.update(
       iteration,
@@ -110,6 +135,13 @@ export class TrainingLog {
     const avg = interval.lossCount > 0 ? interval.lossSum / interval.lossCount : null;
     const lr = learningRate(this.run.schedule, optimizer.stepCount);
     const tokensPerS = interval.tokens / (elapsed / 1000);
+    const rate = this.throughput
+      ? throughput(this.throughput.flops, elapsed / interval.iterations, this.run.d, this.throughput.peak)
+      : null;
+    if (this.throughput) {
+      this.flopsTrained += this.throughput.flops * interval.iterations;
+      this.msTrained += elapsed;
+    }
     this.line(
       megatronLine({
         time: new Date(),
@@ -125,6 +157,7 @@ export class TrainingLog {
         skipped: interval.skipped,
         nan: interval.nan,
         tokensPerS,
+        ...(rate ? { throughput: rate } : {}),
       }),
     );
     if (avg !== null) this.trainCurve.push({ x: iteration, y: avg });
@@ -140,19 +173,66 @@ export class TrainingLog {
       tokens_per_s: tokensPerS,
       step_ms: elapsed / interval.iterations,
       phases: Object.fromEntries(Object.entries(ddp.phases.ms).map(([k, v]) => [k, v / interval.iterations])),
+      ...(rate ? { throughput_tflops_per_rank: rate.tflops, mfu: rate.mfu } : {}),
       ...(this.run.group.sentBytes === undefined
         ? {}
         : { sent_bytes_per_iteration: Math.round((this.run.group.sentBytes - this.sentAtStart) / interval.iterations) }),
     };
     this.sentAtStart = this.run.group.sentBytes ?? 0;
+    this.intervalTimes = {
+      step: elapsed / interval.iterations,
+      data: (ddp.phases.ms.data ?? 0) / interval.iterations,
+      gradSync: (ddp.phases.ms['grad sync wait'] ?? 0) / interval.iterations,
+    };
     ddp.phases.reset();
     this.interval = freshInterval();
     return line;
   }
 
+  /**
+   * One iteration's scalars under Megatron's tags, by iteration and (the `vs samples` ones) by
+   * consumed samples.
+   */
+  private tensorboardScalars(counters: Counters, outcome: StepOutcome, stepMs: number): void {
+    const { cfg, optimizer, ctx } = this.run;
+    const { loss, result } = outcome;
+    const lr = learningRate(this.run.schedule, optimizer.stepCount);
+    const scalars: Record<string, number> = { 'learning-rate': lr, 'batch-size': cfg.globalBatchSize };
+    if (!result.skipped) Object.assign(scalars, { 'lm loss': loss, 'grad-norm': result.gradNorm });
+    if (optimizer.scaler) scalars['loss-scale'] = optimizer.scaler.scale;
+    const bySamples = Object.fromEntries(Object.entries(scalars).map(([tag, x]) => [`${tag} vs samples`, x]));
+    scalars['iteration-time'] = stepMs / 1000;
+    if (this.throughput) scalars.throughput = throughput(this.throughput.flops, stepMs, this.run.d, this.throughput.peak).tflops;
+    if (cfg.logMemoryToTensorboard) {
+      const memory = ctx.memoryReport();
+      scalars['mem-allocated-bytes'] = memory.total;
+      scalars['mem-max-allocated-bytes'] = memory.peakTotal;
+      for (const [category, bytes] of Object.entries(memory.live)) scalars[`mem-${category}-bytes`] = bytes;
+    }
+    this.tensorboard!.scalars(counters.iteration, scalars);
+    this.tensorboard!.scalars(counters.consumedSamples, bySamples);
+  }
+
+  /**
+   * --log-straggler, after a log interval: every rank's times (a collective: every rank calls it at
+   * the same iterations), the report line on rank 0, and the report for metrics.jsonl.
+   */
+  async stragglers(): Promise<StragglerReport & { ranks: RankTimes[] }> {
+    const { group, d, rank, cfg } = this.run;
+    const all = new Float32Array(3 * d);
+    const t = this.intervalTimes;
+    all.set([t.step, t.data, t.gradSync], 3 * rank);
+    await group.allGather(all);
+    const ranks = Array.from({ length: d }, (_, r) => ({ step: all[3 * r]!, data: all[3 * r + 1]!, gradSync: all[3 * r + 2]! }));
+    const report = stragglerReport(ranks, cfg.stragglerMinmaxCount);
+    if (rank === 0) this.line(stragglerLine(report));
+    return { ...report, ranks };
+  }
+
   /** Megatron's validation lines; the evaluation's `ms` do not count as training time. */
   validation(iteration: number, val: number | null, ms: number): number | null {
     if (val !== null) {
+      this.tensorboard?.scalars(iteration, { 'lm loss validation': val, 'lm loss validation ppl': Math.exp(val) });
       this.lastVal = val;
       this.bestVal = this.bestVal === null ? val : Math.min(this.bestVal, val);
       this.validCurve.push({ x: iteration, y: val });
@@ -191,6 +271,7 @@ export class TrainingLog {
     const { cfg, layout, d } = this.run;
     this.progress.finish();
     const elapsed = (performance.now() - this.started) / 1000;
+    this.tensorboard?.close();
     const summary: TrainSummary = {
       iterations,
       consumed_samples: consumedSamples,
@@ -209,6 +290,15 @@ export class TrainingLog {
       activations_peak_bytes: this.memory?.activationsPeak ?? null,
       peak_gpu_bytes_per_rank: peakBytes,
     };
+    if (this.throughput && this.msTrained > 0) {
+      const { tflops, mfu } = throughput(this.flopsTrained, this.msTrained, d, this.throughput.peak);
+      Object.assign(summary, {
+        throughput_tflops_per_rank: tflops,
+        mfu,
+        peak_tflops: this.throughput.peak.tflops,
+        peak_source: this.throughput.peak.source,
+      });
+    }
     if (this.folder) {
       this.folder.writeSummary(summary as unknown as Record<string, unknown>);
       if (this.trainCurve.length > 0)
