@@ -184,6 +184,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: 'also write GPU memory: mem-allocated-bytes, mem-max-allocated-bytes and the bytes of each category',
   }),
+  'log-params-norm': flag('logging', {
+    kind: 'boolean',
+    help: 'the L2 norm of the main params in the log line, metrics.jsonl and TensorBoard (params-norm)',
+  }),
   'log-straggler': flag('logging', {
     kind: 'boolean',
     help: "every log interval: every rank's step and own time (step minus waiting for the grad sync), min, median and max, and the slowest rank's slowest phase",
@@ -419,6 +423,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     timing: Boolean(v.timing),
     logThroughput: Boolean(v['log-throughput']),
     logStraggler: Boolean(v['log-straggler']),
+    logParamsNorm: Boolean(v['log-params-norm']),
     stragglerMinmaxCount: int('straggler-minmax-count', 1),
     tensorboardDir: (v['tensorboard-dir'] as string | undefined) ?? null,
     tensorboardLogInterval: int('tensorboard-log-interval', 1),

@@ -10,7 +10,7 @@ import { HalfCast, type CastRange } from './cast.js';
 import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
 import { Unscale, type UnscaleRange } from './unscale.js';
 import { checkHyperParams, type AdamHyperParams } from './adam-math.js';
-import type { SumOfSquares } from './sumsq.js';
+import { SumOfSquares } from './sumsq.js';
 
 export interface OptimizerConfig {
   hyper: AdamHyperParams;
@@ -117,6 +117,11 @@ export interface Optimizer {
   /** fp16 grads: the loss scaler (multiply the loss by its scale before backward); null otherwise. */
   readonly scaler: DynamicLossScaler | null;
   step(): Promise<StepResult>;
+  /**
+   * The L2 norm of the main params (Megatron's params norm: the params the optimizer updates, fp32
+   * or its 16-bit main params). Collective with the distributed optimizer: every rank must call it.
+   */
+  paramsNorm(): Promise<number>;
   /** Collective with the distributed optimizer: every rank must call it. */
   exportState(): Promise<OptimizerState>;
   /**
@@ -166,6 +171,8 @@ export abstract class AdamOverBuffers implements Optimizer {
   /** A copy of the config's hyper-parameters: the learning rate changes step by step. */
   protected readonly hyper: AdamHyperParams;
   protected norm!: SumOfSquares;
+  /** The params the Adam kernels update, for `paramsNorm` (made at its first call). */
+  private paramsSumsq: SumOfSquares | null = null;
   /** 16-bit params: fp32 main params are cast into the model params after each update. */
   protected casts: HalfCast[] = [];
   /** fp16 grads: unscaled into fp32 main grads, checked for inf/NaN. */
@@ -340,6 +347,15 @@ export abstract class AdamOverBuffers implements Optimizer {
     return { step: this.steps, gradNorm, clipCoeff, skipped: false, lossScale: this.scaler?.scale ?? null };
   }
 
+  async paramsNorm(): Promise<number> {
+    this.refreshMainParams();
+    this.paramsSumsq ??= new SumOfSquares(
+      this.ctx,
+      this.kernels.map(({ kernel }) => ({ operand: kernel.operands.param, length: kernel.operands.length })),
+    );
+    return Math.sqrt(await this.globalSumOfSquares(await this.paramsSumsq.run()));
+  }
+
   scalerState(): LossScalerState | null {
     return this.scaler?.stateDict() ?? null;
   }
@@ -360,6 +376,7 @@ export abstract class AdamOverBuffers implements Optimizer {
     for (const c of this.casts) c.destroy();
     for (const { kernel } of this.kernels) kernel.destroy();
     this.norm.destroy();
+    this.paramsSumsq?.destroy();
     for (const b of this.owned) b.destroy();
   }
 }

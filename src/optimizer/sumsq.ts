@@ -1,5 +1,5 @@
 /**
- * Sum of squares of float32 (or bf16) ranges on the GPU (shaders/sumsq.wgsl), for grad-norm clipping: up to
+ * Sum of squares of float32 (or bf16, fp16) ranges on the GPU (shaders/sumsq.wgsl), for grad-norm clipping: up to
  * WORKGROUPS workgroups per window (fewer for short windows: each invocation then sums at least
  * MIN_PER_INVOCATION values) write partial sums that the host adds in float64. A fixed 256 per
  * window cost the distributed optimizer 45 ms a step on lavapipe for 9 small buckets.
@@ -7,16 +7,15 @@
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import { UniformSlots } from '../gpu/kernels.js';
 import { alignDown, windowsFor } from '../gpu/grid.js';
-import { GpuError } from '../gpu/errors.js';
 import { BYTES } from '../ddp/layout.js';
-import type { StateOperand } from './adam.js';
+import type { StateDtype, StateOperand } from './adam.js';
 
 const WORKGROUPS = 256;
 const WG = 256;
 const MIN_PER_INVOCATION = 16;
 
 export class SumOfSquares {
-  private readonly pipelines: Record<'float32' | 'bfloat16', GPUComputePipeline>;
+  private readonly pipelines: Record<StateDtype, GPUComputePipeline>;
   private readonly partials: DeviceBuffer;
   private readonly groups: { group: GPUBindGroup; workgroups: number; pipeline: GPUComputePipeline }[] = [];
   private readonly uniforms: UniformSlots;
@@ -28,13 +27,13 @@ export class SumOfSquares {
     this.pipelines = {
       float32: ctx.kernels.pipeline('sumsq', 'sumsq', { WG }),
       bfloat16: ctx.kernels.pipeline('sumsq', 'sumsq_bf16', { WG }),
+      float16: ctx.kernels.pipeline('sumsq', 'sumsq_f16', { WG }),
     };
     const align = ctx.limits.minStorageBufferOffsetAlignment;
     // Bindings start at the aligned byte at or below the data; the shader adds the shift.
     const windows = ranges.flatMap(({ operand, length }) => {
       const offset = operand.offset ?? 0;
       const dtype = operand.dtype ?? 'float32';
-      if (dtype === 'float16') throw new GpuError('sum of squares: fp16 grads are unscaled into fp32 first; give fp32 or bf16 ranges');
       const bytes = BYTES[dtype];
       return windowsFor(length, bytes, ctx.limits.maxStorageBufferBindingSize - align, align)
         .filter((w) => w.count > 0)

@@ -87,6 +87,8 @@ export interface TrainConfig {
   logInterval: number;
   /** --timing: every phase of every iteration, printed, logged per rank and drawn as a timeline. */
   timing: boolean;
+  /** --log-params-norm: the main params' L2 norm at logged iterations. */
+  logParamsNorm: boolean;
   /** --log-straggler: the ranks' times every log interval, and the slowest rank's slowest phase. */
   logStraggler: boolean;
   /** --straggler-minmax-count: how many slowest and fastest ranks the line names. */

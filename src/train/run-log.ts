@@ -28,6 +28,8 @@ export interface MetricsLine {
   sent_bytes_per_iteration?: number;
   /** --timing: this iteration on rank 0, phase by phase. */
   timing?: IterationTiming;
+  /** --log-params-norm: the L2 norm of the main params after this iteration. */
+  params_norm?: number;
   /** --log-straggler: every rank's times over the interval and who held the others up. */
   stragglers?: StragglerReport & { ranks: RankTimes[] };
   /** --log-throughput: model TFLOP/s per rank over the interval (Megatron's formula) and MFU. */
@@ -65,6 +67,8 @@ export function megatronLine(o: {
   tokensPerS: number;
   /** --log-throughput: TFLOP/s per rank and MFU (a fraction). */
   throughput?: { tflops: number; mfu: number };
+  /** --log-params-norm: the L2 norm of the main params after this iteration. */
+  paramsNorm?: number;
 }): string {
   const t = o.time;
   const two = (n: number) => String(n).padStart(2, '0');
@@ -81,6 +85,7 @@ export function megatronLine(o: {
     o.loss === null ? '' : ` lm loss: ${sci(o.loss)} |`,
     ` loss scale: ${o.lossScale.toFixed(1)} |`,
     o.gradNorm === null ? '' : ` grad norm: ${o.gradNorm.toFixed(3)} |`,
+    o.paramsNorm === undefined ? '' : ` params norm: ${o.paramsNorm.toFixed(3)} |`,
     ` number of skipped iterations: ${pad(o.skipped, 3)} |`,
     ` number of nan iterations: ${pad(o.nan, 3)} |`,
     ` tokens/s: ${o.tokensPerS.toFixed(1)} |`,

@@ -159,7 +159,11 @@ async function train(
     tellLauncher({ iteration });
     const timing = stepTimer ? await stepTimer.end(iteration, ddp.phases) : null;
     if (timing) lastTimed = iteration;
-    const metrics = log.step(counters, outcome, performance.now() - stepStart, timing);
+    const stepMs = performance.now() - stepStart;
+    const logs = log.logs(iteration);
+    // Collectives on every rank at the same iterations.
+    const paramsNorm = cfg.logParamsNorm && (logs.line || logs.tensorboard) ? await run.optimizer.paramsNorm() : null;
+    const metrics = log.step(counters, outcome, stepMs, timing, paramsNorm);
     if (metrics && cfg.logStraggler) {
       const t0 = performance.now();
       metrics.stragglers = await log.stragglers();

@@ -77,7 +77,25 @@ export class TrainingLog {
   }
 
   /** After an iteration: its timing line, the progress bar, the memory line once, Megatron's line at the log interval. */
-  step(counters: Counters, outcome: StepOutcome, stepMs: number, timing: IterationTiming | null): MetricsLine | null {
+  /**
+   * Whether `iteration` is logged (Megatron's line or TensorBoard's scalars): where --log-params-norm
+   * and --log-straggler take their collectives.
+   */
+  logs(iteration: number): { line: boolean; tensorboard: boolean } {
+    const { cfg } = this.run;
+    return {
+      line: iteration % cfg.logInterval === 0 || iteration === cfg.trainIters,
+      tensorboard: cfg.tensorboardDir !== null && iteration % cfg.tensorboardLogInterval === 0,
+    };
+  }
+
+  step(
+    counters: Counters,
+    outcome: StepOutcome,
+    stepMs: number,
+    timing: IterationTiming | null,
+    paramsNorm: number | null = null,
+  ): MetricsLine | null {
     const { cfg } = this.run;
     const { iteration, consumedSamples } = counters;
     const { loss, result, nan, tokens } = outcome;
@@ -92,14 +110,14 @@ export class TrainingLog {
     this.interval.tokens += tokens;
     this.trainedTokens += tokens;
     this.lastLoss = loss;
-    if (this.tensorboard && iteration % cfg.tensorboardLogInterval === 0) this.tensorboardScalars(counters, outcome, stepMs);
+    if (this.tensorboard && iteration % cfg.tensorboardLogInterval === 0) this.tensorboardScalars(counters, outcome, stepMs, paramsNorm);
     if (timing && this.run.rank === 0) this.line(timingLine(timing));
     this.progress.update(
       iteration,
       `lm loss ${Number.isFinite(loss) ? loss.toFixed(3) : loss} | ${(tokens / (stepMs / 1000)).toFixed(0)} tokens/s`,
     );
     if (this.memory === null) this.memoryOnce(iteration);
-    return iteration % cfg.logInterval === 0 || iteration === cfg.trainIters ? this.megatron(iteration, consumedSamples) : null;
+    return this.logs(iteration).line ? this.megatron(iteration, consumedSamples, paramsNorm) : null;
   }
 
   private memoryOnce(iteration: number): void {
@@ -128,7 +146,7 @@ export class TrainingLog {
       );
   }
 
-  private megatron(iteration: number, consumedSamples: number): MetricsLine {
+  private megatron(iteration: number, consumedSamples: number, paramsNorm: number | null): MetricsLine {
     const { cfg, optimizer, ddp } = this.run;
     const interval = this.interval;
     const elapsed = performance.now() - interval.t0;
@@ -154,6 +172,7 @@ export class TrainingLog {
         loss: avg,
         lossScale: optimizer.scaler?.scale ?? 1,
         gradNorm: this.lastGradNorm,
+        ...(paramsNorm !== null ? { paramsNorm } : {}),
         skipped: interval.skipped,
         nan: interval.nan,
         tokensPerS,
@@ -167,6 +186,7 @@ export class TrainingLog {
       loss: avg ?? NaN,
       lr,
       grad_norm: this.lastGradNorm,
+      ...(paramsNorm !== null ? { params_norm: paramsNorm } : {}),
       loss_scale: optimizer.scaler?.scale ?? null,
       skipped: interval.skipped,
       nan_iterations: interval.nan,
@@ -193,13 +213,14 @@ export class TrainingLog {
    * One iteration's scalars under Megatron's tags, by iteration and (the `vs samples` ones) by
    * consumed samples.
    */
-  private tensorboardScalars(counters: Counters, outcome: StepOutcome, stepMs: number): void {
+  private tensorboardScalars(counters: Counters, outcome: StepOutcome, stepMs: number, paramsNorm: number | null): void {
     const { cfg, optimizer, ctx } = this.run;
     const { loss, result } = outcome;
     const lr = learningRate(this.run.schedule, optimizer.stepCount);
     const scalars: Record<string, number> = { 'learning-rate': lr, 'batch-size': cfg.globalBatchSize };
     if (!result.skipped) Object.assign(scalars, { 'lm loss': loss, 'grad-norm': result.gradNorm });
     if (optimizer.scaler) scalars['loss-scale'] = optimizer.scaler.scale;
+    if (paramsNorm !== null) scalars['params-norm'] = paramsNorm;
     const bySamples = Object.fromEntries(Object.entries(scalars).map(([tag, x]) => [`${tag} vs samples`, x]));
     scalars['iteration-time'] = stepMs / 1000;
     if (this.throughput) scalars.throughput = throughput(this.throughput.flops, stepMs, this.run.d, this.throughput.peak).tflops;

@@ -55,7 +55,7 @@ describe("DistributedOptimizer and its non-distributed twin: Megatron's three pr
       for (const [rank, lines] of ranks.entries()) {
         const failed = lines.filter((l) => 'check' in l && l.ok !== true);
         expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
-        const checks = 4 + (dtype === 'float32' ? 0 : 1) + (dtype === 'float16' ? 1 : 0) + (infAt ? 1 : 0);
+        const checks = 5 + (dtype === 'float32' ? 0 : 1) + (dtype === 'float16' ? 1 : 0) + (infAt ? 1 : 0);
         expect(
           lines.filter((l) => 'check' in l),
           JSON.stringify(lines),

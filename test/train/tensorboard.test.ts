@@ -110,6 +110,7 @@ describe('--tensorboard-dir', () => {
       '--tensorboard-dir',
       tb,
       '--log-memory-to-tensorboard',
+      '--log-params-norm',
       '--run-dir',
       join(base, 'run'),
     ]);
@@ -131,6 +132,7 @@ describe('--tensorboard-dir', () => {
             loss?: number;
             lr?: number;
             grad_norm?: number;
+            params_norm?: number;
             val_loss?: number;
           },
       );
@@ -141,6 +143,8 @@ describe('--tensorboard-dir', () => {
       expect(at(m.iteration, 'grad-norm')).toBe(Math.fround(m.grad_norm!));
       expect(at(m.iteration, 'learning-rate')).toBe(Math.fround(m.lr!));
       expect(at(m.iteration, 'batch-size')).toBe(4);
+      expect(m.params_norm).toBeGreaterThan(0);
+      expect(at(m.iteration, 'params-norm')).toBe(Math.fround(m.params_norm!));
       expect(at(m.iteration, 'iteration-time')).toBeGreaterThan(0);
       expect(at(m.iteration, 'mem-allocated-bytes')).toBeGreaterThan(0);
       expect(at(m.iteration, 'mem-params-bytes')).toBeGreaterThan(0);
@@ -151,6 +155,7 @@ describe('--tensorboard-dir', () => {
       }
     }
     expect(metrics.filter((m) => m.val_loss !== undefined).map((m) => m.iteration)).toEqual([2, 4]);
+    expect(r.stdout).toMatch(/ grad norm: [\d.]+ \| params norm: [\d.]+ \|/);
     expect(events.every((e) => e.wallTime > 1.7e9)).toBe(true);
     // Cut anywhere inside the last record: every record before it is still read, CRCs and all.
     const whole = records(file).length;

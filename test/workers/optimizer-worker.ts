@@ -246,6 +246,15 @@ async function main(): Promise<void> {
   // fp16 params with fp16 main params are their own main params.
   const exported = half ? (await optimizer.exportState()).main : undefined;
   const main = exported ? asBuffer(exported) : params;
+  // Megatron's params norm: of the params Adam updates (the main params), from the GPU. This test
+  // puts values in the padding too (a run keeps it zero), so the reference is the whole buffer's.
+  const paramsNorm = await optimizer.paramsNorm();
+  const hostNorm = Math.sqrt(ref.p.reduce((s, x) => s + x * x, 0));
+  say({
+    check: 'params norm',
+    ok: Math.abs(paramsNorm - hostNorm) <= 1e-6 * hostNorm,
+    detail: { gpu: paramsNorm, host: hostNorm },
+  });
   const padding = new Set<number>();
   let at = 0;
   for (const p of buffer.layout.params) {
