@@ -1,6 +1,7 @@
 /** `webtron <command>`: the command-line entry point. */
 import { WebtronError } from '../errors.js';
 import { ExitCode, type Command } from './command.js';
+import { dashboardCommand } from './dashboard.js';
 import { exportCmd } from './export.js';
 import { flagHelp, parseFlags, type FlagSpec } from './flags.js';
 import { info } from './info.js';
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, Command> = {
   export: exportCmd,
   memory: memoryCommand,
   launch: launchCommand,
+  dashboard: dashboardCommand,
   info,
 };
 
