@@ -197,6 +197,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     default: 1,
     help: '--log-straggler: how many of the slowest and of the fastest ranks to name',
   }),
+  dashboard: flag('logging', {
+    kind: 'boolean',
+    help: "serve webtron dashboard's live charts of this run while it trains, and print its URL",
+  }),
+  'dashboard-host': flag('logging', { kind: 'string', default: '127.0.0.1', help: '--dashboard: the address to listen on' }),
+  'dashboard-port': flag('logging', { kind: 'int', default: 6007, help: '--dashboard: the port (0: any free one)' }),
   'log-throughput': flag('logging', {
     kind: 'boolean',
     help: "model TFLOP/s per rank by Megatron's formula and MFU against the adapter's peak (a table, or a matmul measured at start-up) in the log line, metrics.jsonl and summary.json",

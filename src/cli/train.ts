@@ -12,6 +12,7 @@ import { launch } from '../train/launcher.js';
 import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
 import { checkDataPath, runTraining } from '../train/trainer.js';
 import { withDefaultLoad } from '../train/config.js';
+import { type Dashboard, startDashboard } from '../dashboard/server.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
 
@@ -53,6 +54,35 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   const cfg = withDefaultLoad(resolveTrainConfig(values, nproc * nnodes)); // every flag error before any worker starts
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();
+  const dashboard = values.dashboard ? await startRunDashboard(values, runDir) : null;
+  try {
+    return await trainHere(values, argv, cfg, runDir, gpu);
+  } finally {
+    await dashboard?.close();
+  }
+}
+
+/** --dashboard: the live charts of `runDir`, served while this command runs. */
+async function startRunDashboard(values: FlagValues, runDir: string): Promise<Dashboard> {
+  const host = values['dashboard-host'] as string;
+  const port = values['dashboard-port'] as number;
+  const dashboard = await startDashboard({ runs: [runDir], host, port }).catch((e: Error) => {
+    throw new FlagError(`--dashboard-host ${host} --dashboard-port ${port}: ${e.message}; give another port (0 picks a free one)`);
+  });
+  console.log(`webtron train: dashboard of ${runDir} at ${dashboard.url}`);
+  return dashboard;
+}
+
+/** This node's part: one process in place, or its workers through the launcher. */
+async function trainHere(
+  values: FlagValues,
+  argv: string[],
+  cfg: ReturnType<typeof resolveTrainConfig>,
+  runDir: string,
+  gpu: Parameters<typeof runTraining>[1],
+): Promise<number> {
+  const nproc = values['nproc-per-node'] as number;
+  const nnodes = values.nnodes as number;
   const maxRestarts = values['max-restarts'] as number;
   // One process runs in place, unless it is to be restarted: then the launcher watches it.
   if (nproc * nnodes === 1 && maxRestarts === 0) {

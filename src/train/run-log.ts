@@ -30,6 +30,8 @@ export interface MetricsLine {
   timing?: IterationTiming;
   /** --log-params-norm: the L2 norm of the main params after this iteration. */
   params_norm?: number;
+  /** Rank 0's live GPU bytes by category (those not zero) at the logged iteration. */
+  memory_bytes?: Record<string, number>;
   /** --log-straggler: every rank's times over the interval and who held the others up. */
   stragglers?: StragglerReport & { ranks: RankTimes[] };
   /** --log-throughput: model TFLOP/s per rank over the interval (Megatron's formula) and MFU. */

@@ -187,6 +187,7 @@ export class TrainingLog {
       lr,
       grad_norm: this.lastGradNorm,
       ...(paramsNorm !== null ? { params_norm: paramsNorm } : {}),
+      memory_bytes: Object.fromEntries(Object.entries(this.run.ctx.memoryReport().live).filter(([, bytes]) => bytes > 0)),
       loss_scale: optimizer.scaler?.scale ?? null,
       skipped: interval.skipped,
       nan_iterations: interval.nan,
