@@ -161,8 +161,13 @@ async function train(
     if (timing) lastTimed = iteration;
     const stepMs = performance.now() - stepStart;
     const logs = log.logs(iteration);
-    // Collectives on every rank at the same iterations.
-    const paramsNorm = cfg.logParamsNorm && (logs.line || logs.tensorboard) ? await run.optimizer.paramsNorm() : null;
+    // Collectives on every rank at the same iterations, outside the training time.
+    let paramsNorm: number | null = null;
+    if (cfg.logParamsNorm && (logs.line || logs.tensorboard)) {
+      const t0 = performance.now();
+      paramsNorm = await run.optimizer.paramsNorm();
+      log.exclude(performance.now() - t0);
+    }
     const metrics = log.step(counters, outcome, stepMs, timing, paramsNorm);
     if (metrics && cfg.logStraggler) {
       const t0 = performance.now();

@@ -46,6 +46,10 @@ export class TrainingLog {
   /** Model FLOPs and milliseconds of the training so far (logged intervals). */
   private flopsTrained = 0;
   private msTrained = 0;
+  /** This rank's times per iteration over the last log interval (for --log-straggler). */
+  private intervalTimes: RankTimes = { step: 0, data: 0, gradSync: 0 };
+  /** --tensorboard-dir: the event file (rank 0). */
+  private tensorboard: TensorBoardWriter | null = null;
 
   constructor(
     private readonly run: TrainRun,
@@ -53,12 +57,6 @@ export class TrainingLog {
     private readonly folder: RunFolder | null,
     private readonly progress: ProgressDisplay,
   ) {}
-
-  /** This rank's times per iteration over the last log interval (for --log-straggler). */
-  private intervalTimes: RankTimes = { step: 0, data: 0, gradSync: 0 };
-
-  /** --tensorboard-dir: the event file (rank 0). */
-  private tensorboard: TensorBoardWriter | null = null;
 
   /** --tensorboard-dir: write TensorBoard scalars to `writer` from now on (closed by `finish`). */
   writeTensorBoard(writer: TensorBoardWriter): void {
@@ -76,7 +74,6 @@ export class TrainingLog {
     this.say(text);
   }
 
-  /** After an iteration: its timing line, the progress bar, the memory line once, Megatron's line at the log interval. */
   /**
    * Whether `iteration` is logged (Megatron's line or TensorBoard's scalars): where --log-params-norm
    * and --log-straggler take their collectives.
@@ -89,6 +86,7 @@ export class TrainingLog {
     };
   }
 
+  /** After an iteration: its timing line, the progress bar, the memory line once, Megatron's line at the log interval. */
   step(
     counters: Counters,
     outcome: StepOutcome,
@@ -96,7 +94,6 @@ export class TrainingLog {
     timing: IterationTiming | null,
     paramsNorm: number | null = null,
   ): MetricsLine | null {
-    const { cfg } = this.run;
     const { iteration, consumedSamples } = counters;
     const { loss, result, nan, tokens } = outcome;
     if (result.skipped) this.interval.skipped += 1;
@@ -110,7 +107,7 @@ export class TrainingLog {
     this.interval.tokens += tokens;
     this.trainedTokens += tokens;
     this.lastLoss = loss;
-    if (this.tensorboard && iteration % cfg.tensorboardLogInterval === 0) this.tensorboardScalars(counters, outcome, stepMs, paramsNorm);
+    if (this.tensorboard && this.logs(iteration).tensorboard) this.tensorboardScalars(counters, outcome, stepMs, paramsNorm);
     if (timing && this.run.rank === 0) this.line(timingLine(timing));
     this.progress.update(
       iteration,
