@@ -45,6 +45,8 @@ describe('webtron info', () => {
     expect(run.stderr).toMatch(/^webtron info: --backend 'glide' is not a backend Dawn knows; use one of vulkan/m);
     const unknown = spawnSync('node', [bin, 'nope'], { encoding: 'utf8' });
     expect(unknown.status).toBe(2);
-    expect(unknown.stderr).toMatch(/unknown command 'nope'; commands: train, preprocess-data, sample, export, memory, launch, dashboard, info/);
+    expect(unknown.stderr).toMatch(
+      /unknown command 'nope'; commands: train, preprocess-data, sample, export, memory, launch, dashboard, info/,
+    );
   });
 });
