@@ -1,8 +1,10 @@
-// Sum of squares of a float32 range, or of a 16-bit one (`sumsq_bf16`, `sumsq_f16`), for the global
+// Sum of squares of a float32 range, or of a 16-bit one (`sumsq_half`), for the global
 // grad norm and the params norm. Each workgroup folds a grid-stride slice into one partial sum; the
 // host adds the partials in float64.
 
 override WG: u32 = 256;
+
+//!include half
 
 struct SumSqUniforms {
   n: u32,
@@ -44,12 +46,14 @@ fn sumsq(@builtin(workgroup_id) wid: vec3<u32>,
   fold(s, w, lid);
 }
 
-// 16-bit values, two a word (element e in the low half when e is even). Only `sumsq_bf16` and
-// `sumsq_f16` use it.
+// 16-bit values, two a word (element e in the low half when e is even), stored as DTYPE (DTYPE_BF16
+// or DTYPE_F16 of shaders/half.wgsl). Only `sumsq_half` uses it.
 @group(0) @binding(1) var<storage, read> words: array<u32>;
 
+override DTYPE: u32 = DTYPE_BF16;
+
 @compute @workgroup_size(WG)
-fn sumsq_bf16(@builtin(workgroup_id) wid: vec3<u32>,
+fn sumsq_half(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
   let w = wid.x + wid.y * nwg.x;
@@ -57,24 +61,7 @@ fn sumsq_bf16(@builtin(workgroup_id) wid: vec3<u32>,
   var s = 0.0;
   for (var i = w * WG + lid; i < u.n; i += stride) {
     let e = i + u.shift;
-    let word = words[e / 2u];
-    let v = bitcast<f32>(select(word << 16u, word & 0xffff0000u, (e & 1u) == 1u));
-    s += v * v;
-  }
-  fold(s, w, lid);
-}
-
-@compute @workgroup_size(WG)
-fn sumsq_f16(@builtin(workgroup_id) wid: vec3<u32>,
-             @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-  let w = wid.x + wid.y * nwg.x;
-  let stride = nwg.x * nwg.y * WG;
-  var s = 0.0;
-  for (var i = w * WG + lid; i < u.n; i += stride) {
-    let e = i + u.shift;
-    let pair = unpack2x16float(words[e / 2u]);
-    let v = select(pair.x, pair.y, (e & 1u) == 1u);
+    let v = half_of(words[e / 2u], e, DTYPE);
     s += v * v;
   }
   fold(s, w, lid);

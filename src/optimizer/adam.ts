@@ -37,7 +37,7 @@ export interface AdamOperands {
 }
 
 /** The shaders' DTYPE_* constants (shaders/half.wgsl). */
-const SHADER_DTYPE: Record<StateDtype, number> = { float32: 0, bfloat16: 1, float16: 2 };
+export const SHADER_DTYPE: Record<StateDtype, number> = { float32: 0, bfloat16: 1, float16: 2 };
 
 export interface AdamKernelOptions {
   /** Invocations per workgroup (default 64). */

@@ -8,7 +8,7 @@ import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context
 import { UniformSlots } from '../gpu/kernels.js';
 import { alignDown, windowsFor } from '../gpu/grid.js';
 import { BYTES } from '../ddp/layout.js';
-import type { StateDtype, StateOperand } from './adam.js';
+import { SHADER_DTYPE, type StateDtype, type StateOperand } from './adam.js';
 
 const WORKGROUPS = 256;
 const WG = 256;
@@ -26,8 +26,8 @@ export class SumOfSquares {
   ) {
     this.pipelines = {
       float32: ctx.kernels.pipeline('sumsq', 'sumsq', { WG }),
-      bfloat16: ctx.kernels.pipeline('sumsq', 'sumsq_bf16', { WG }),
-      float16: ctx.kernels.pipeline('sumsq', 'sumsq_f16', { WG }),
+      bfloat16: ctx.kernels.pipeline('sumsq', 'sumsq_half', { WG, DTYPE: SHADER_DTYPE.bfloat16 }),
+      float16: ctx.kernels.pipeline('sumsq', 'sumsq_half', { WG, DTYPE: SHADER_DTYPE.float16 }),
     };
     const align = ctx.limits.minStorageBufferOffsetAlignment;
     // Bindings start at the aligned byte at or below the data; the shader adds the shift.
