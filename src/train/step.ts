@@ -7,7 +7,7 @@
  * every micro-batch's mean loss is scaled by 1/(micro-batches) and DDP averages over the ranks, so
  * the grads are the mean over the global batch whatever d is.
  */
-import { BYTES } from '../ddp/layout.js';
+import { wordsToFloat32 } from '../collectives/reduce.js';
 import { slowData } from '../faults.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GptSampleSource } from '../data/gpt-dataset.js';
@@ -35,10 +35,19 @@ export interface StepOutcome {
  */
 async function firstBadGrad(ddp: DistributedDataParallel, order: string[], rank: number, d: number): Promise<number> {
   const grads = await Promise.all(
-    ddp.buffers.map(async (b) => ({ b, bytes: await ddp.ctx.transfers.readback(b.sharding?.grads ? b.gradShard! : b.grads) })),
+    ddp.buffers.map(async (b) => {
+      const bytes = await ddp.ctx.transfers.readback(b.sharding?.grads ? b.gradShard! : b.grads);
+      const { gradDtype } = b.layout;
+      // 16-bit grads widen exactly (an infinity or NaN stays one): one check for every dtype.
+      const values =
+        gradDtype === 'float32'
+          ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+          : wordsToFloat32(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2), gradDtype);
+      return { b, values };
+    }),
   );
   const bad = (name: string): boolean => {
-    for (const { b, bytes } of grads) {
+    for (const { b, values } of grads) {
       const p = b.layout.params.find((x) => x.name === name);
       if (!p) continue;
       // Elements [from, to) of the param, at `at` in what was read back.
@@ -46,17 +55,7 @@ async function firstBadGrad(ddp: DistributedDataParallel, order: string[], rank:
       if (!part) continue;
       const { from, to } = part;
       const at = part.place.offset;
-      const { gradDtype } = b.layout;
-      const n = bytes.byteLength / BYTES[gradDtype];
-      if (gradDtype !== 'float32') {
-        // An all-ones exponent: fp16's five bits, bf16's eight.
-        const exponent = gradDtype === 'float16' ? 0x7c00 : 0x7f80;
-        const words = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
-        for (let i = 0; i < to - from; i++) if ((words[at + i]! & exponent) === exponent) return true;
-      } else {
-        const values = new Float32Array(bytes.buffer, bytes.byteOffset, n);
-        for (let i = 0; i < to - from; i++) if (!Number.isFinite(values[at + i]!)) return true;
-      }
+      for (let i = 0; i < to - from; i++) if (!Number.isFinite(values[at + i]!)) return true;
     }
     return false;
   };
