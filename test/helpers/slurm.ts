@@ -11,26 +11,12 @@ import { randomBytes } from 'node:crypto';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './job.js';
-
-const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0;
+import { aptInstall, has } from './apt.js';
 
 /** Why a Slurm cannot be started here (after trying to install it), or null when it can. */
 export function slurmUnavailable(): string | null {
   if (process.getuid?.() !== 0) return 'not root, so no Slurm daemons can be started';
-  if (!has('slurmctld') || !has('munged')) {
-    if (!has('apt-get')) return 'slurm-wlm and munge are not installed and there is no apt-get';
-    const install = () =>
-      spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'slurm-wlm', 'munge'], {
-        env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-        encoding: 'utf8',
-      });
-    let r = install();
-    if (r.status !== 0) {
-      spawnSync('apt-get', ['update'], { stdio: 'ignore' });
-      r = install();
-    }
-    if (r.status !== 0) return `apt-get install slurm-wlm munge failed: ${r.stderr.trim().split('\n').at(-1)}`;
-  }
+  if (!has('slurmctld') || !has('munged')) return aptInstall(['slurm-wlm', 'munge']);
   return null;
 }
 
