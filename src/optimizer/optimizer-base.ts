@@ -295,7 +295,8 @@ export abstract class AdamOverBuffers implements Optimizer {
   protected setUpHalves(casts: Record<'bfloat16' | 'float16', CastRange[]>, unscaleRanges: UnscaleRange[]): void {
     for (const dtype of ['bfloat16', 'float16'] as const) {
       if (casts[dtype].length === 0) continue;
-      this.casts.push(new HalfCast(this.ctx, casts[dtype], dtype, dtype === 'bfloat16' ? this.mainParamsDtype : 'float32'));
+      // Params with main params apart from themselves: fp16 main params only ever serve bf16 ones.
+      this.casts.push(new HalfCast(this.ctx, casts[dtype], dtype, this.mainParamsDtype));
     }
     this.refreshMainParams();
     if (unscaleRanges.length > 0) {
