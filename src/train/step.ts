@@ -75,7 +75,10 @@ async function microBatch(
   const { cfg, ctx, ddp, gpt } = run;
   const slow = slowData(run.rank);
   const { ids, targets } = await ddp.phases.time('data', async () => {
-    if (slow > 0) await new Promise((resolve) => setTimeout(resolve, slow));
+    // Node's timers may fire a little before their time by performance.now(): sleep until it says so.
+    for (const t0 = performance.now(); performance.now() - t0 < slow; ) {
+      await new Promise((resolve) => setTimeout(resolve, Math.max(1, slow - (performance.now() - t0))));
+    }
     return samples.batch(first, cfg.microBatchSize);
   });
   const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
