@@ -39,9 +39,12 @@ import { float32ToWords, wordsToFloat32 } from '../collectives/reduce.js';
 import { hostFloat32 } from '../collectives/simd.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { ParamAndGradBuffer, type BufferView } from './buffers.js';
-import { BYTES, type BucketLayout, type ModelLayout } from './layout.js';
+import { BYTES, type BucketLayout, type ModelLayout, type ParamPlacement } from './layout.js';
 import { EARLY_READBACK_BYTES, planSyncChunks, READS_AHEAD, type SyncChunk } from './sync-plan.js';
 import { PhaseTimes } from './phases.js';
+
+/** Buffer elements importParams converts and uploads at once. */
+const IMPORT_WINDOW = 1 << 22;
 
 export interface DdpOptions {
   overlapGradReduce?: boolean;
@@ -476,27 +479,52 @@ export class DistributedDataParallel {
     return out;
   }
 
-  /** Set every param from compact values (padding becomes zero; 16-bit params round to nearest even). */
-  importParams(values: Map<string, Float32Array>): void {
+  /**
+   * Set every param from compact values (padding becomes zero; 16-bit params round to nearest
+   * even): a map, or a function asked for each param when its values are needed (a reader of a
+   * file, so that only one param and a window of the buffer are in host memory at once). With
+   * sharded params, only the params in this rank's shards are asked for.
+   */
+  importParams(values: Map<string, Float32Array> | ((name: string) => Float32Array)): void {
     this.version += 1;
     const { rank, worldSize: d } = this.group;
+    const valuesOf = typeof values === 'function' ? values : (name: string) => values.get(name);
+    const checked = (p: ParamPlacement): Float32Array => {
+      const v = valuesOf(p.name);
+      if (!v || v.length !== p.numel) throw new DdpError(`importParams: '${p.name}' needs ${p.numel} values, got ${v ? v.length : 'none'}`);
+      return v;
+    };
+    if (values instanceof Map) for (const buffer of this.buffers) for (const p of buffer.layout.params) checked(p);
     for (const buffer of this.buffers) {
-      const all = new Float32Array(buffer.layout.numel);
-      for (const p of buffer.layout.params) {
-        const v = values.get(p.name);
-        if (!v || v.length !== p.numel)
-          throw new DdpError(`importParams: '${p.name}' needs ${p.numel} values, got ${v ? v.length : 'none'}`);
-        all.set(v, p.start);
-      }
       const dtype = buffer.layout.paramDtype;
-      const upload = (into: DeviceBuffer, part: Float32Array, element: number) => {
-        if (dtype === 'float32') return this.ctx.transfers.upload(into, part, element * 4);
-        const words = new Uint16Array(part.length);
-        float32ToWords(part, dtype, words);
-        this.ctx.transfers.upload(into, words, element * 2);
+      // The param last asked for: one that straddles windows is asked for once.
+      let last: { name: string; values: Float32Array } | null = null;
+      const param = (p: ParamPlacement) => {
+        if (last?.name !== p.name) last = { name: p.name, values: checked(p) };
+        return last.values;
+      };
+      // Elements [from, to) of the buffer into `into` from element `at`, a window at a time
+      // (windows and `from` even, so 16-bit uploads stay 4-byte aligned).
+      const place = (from: number, to: number, into: DeviceBuffer, at: number) => {
+        for (let w = from; w < to; w += IMPORT_WINDOW) {
+          const end = Math.min(to, w + IMPORT_WINDOW);
+          const part = new Float32Array(end - w);
+          for (const p of buffer.layout.params) {
+            const lo = Math.max(w, p.start);
+            const hi = Math.min(end, p.end);
+            if (lo < hi) part.set(param(p).subarray(lo - p.start, hi - p.start), lo - w);
+          }
+          if (dtype === 'float32') {
+            this.ctx.transfers.upload(into, part, (at + w - from) * 4);
+            continue;
+          }
+          const words = new Uint16Array(part.length);
+          float32ToWords(part, dtype, words);
+          this.ctx.transfers.upload(into, words, (at + w - from) * 2);
+        }
       };
       if (!buffer.sharding?.params) {
-        upload(buffer.params, all, 0);
+        place(0, buffer.layout.numel, buffer.params, 0);
         continue;
       }
       // Sharded params: only this rank's shard of each bucket.
@@ -504,7 +532,7 @@ export class DistributedDataParallel {
         const size = (bucket.end - bucket.start) / d;
         const start = bucket.start + rank * size;
         const shard = buffer.paramShardPlace(bucket.index, rank, d);
-        upload(shard.buffer, all.subarray(start, start + size), shard.offset);
+        place(start, start + size, shard.buffer, shard.offset);
       }
     }
   }
