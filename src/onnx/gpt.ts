@@ -4,8 +4,10 @@
  * The graph computes what src/nn/gpt.ts computes: Gather embeddings, pre-LN blocks with
  * LayerNormalization, a fused qkv MatMul split into heads, a causal mask from Range and Greater,
  * Softmax, GELU in its tanh form (GPT-2's, written out: opset 17 has no Gelu), and the head through
- * the (transposed) token embedding or its own lm_head.
+ * the (transposed) token embedding or its own lm_head. Initializers carry Hugging Face's GPT-2 names
+ * (`h.0.attn.c_attn.weight`; src/hf/gpt2.ts), the names `webtron export --format hf` writes.
  */
+import { hfName } from '../hf/gpt2.js';
 import type { GptConfig } from '../nn/gpt.js';
 import { gptParams } from '../nn/gpt-spec.js';
 import {
@@ -74,7 +76,7 @@ function buildGptOnnx(
         `param '${spec.name}' needs ${numel} values (shape [${spec.shape.join(', ')}]), got ${values ? values.length : 'none'}`,
       );
     }
-    initializers.push(floatTensor(spec.name, spec.shape, values, float16));
+    initializers.push(floatTensor(hfName(spec.name), spec.shape, values, float16));
   }
   let count = 0;
   /** Add a node with `outputs` outputs; returns their names. */
@@ -92,14 +94,17 @@ function buildGptOnnx(
   };
   const linear = (x: string, w: string, b?: string) => (b ? op('Add', [op('MatMul', [x, w]), b]) : op('MatMul', [x, w]));
   const layerNorm = (x: string, prefix: string) =>
-    op('LayerNormalization', [x, `${prefix}.weight`, `${prefix}.bias`], { axis: -1, epsilon: { float: 1e-5 } });
+    op('LayerNormalization', [x, hfName(`${prefix}.weight`), hfName(`${prefix}.bias`)], { axis: -1, epsilon: { float: 1e-5 } });
 
   // Embeddings: tokens plus positions 0..T-1.
   const zero = constant('const.zero', [], [0], true);
   const one = constant('const.one', [], [1], true);
   const seqLen = op('Gather', [op('Shape', ['input_ids']), one], { axis: 0 });
   const positions = op('Range', [zero, seqLen, one]);
-  let x = op('Add', [op('Gather', ['wte.weight', 'input_ids'], { axis: 0 }), op('Gather', ['wpe.weight', positions], { axis: 0 })]);
+  let x = op('Add', [
+    op('Gather', [hfName('wte.weight'), 'input_ids'], { axis: 0 }),
+    op('Gather', [hfName('wpe.weight'), positions], { axis: 0 }),
+  ]);
 
   // The causal mask: position j > i is the future of i.
   const axis0 = constant('const.axis0', [1], [0], true);
@@ -117,21 +122,21 @@ function buildGptOnnx(
 
   for (let l = 0; l < config.numLayers; l++) {
     const b = `blocks.${l}`;
-    const qkv = linear(layerNorm(x, `${b}.ln_1`), `${b}.attn.qkv.weight`, `${b}.attn.qkv.bias`);
+    const qkv = linear(layerNorm(x, `${b}.ln_1`), hfName(`${b}.attn.qkv.weight`), hfName(`${b}.attn.qkv.bias`));
     const [qs, ks, vs] = opN('Split', [qkv, split], { axis: -1 }, 3) as [string, string, string];
     const heads4 = (t: string, perm: number[]) => op('Transpose', [op('Reshape', [t, toHeads])], { perm });
     const scores = op('Mul', [op('MatMul', [heads4(qs, [0, 2, 1, 3]), heads4(ks, [0, 2, 3, 1])]), scale]);
     const probs = op('Softmax', [op('Where', [future, minusInf, scores])], { axis: -1 });
     const y = op('Reshape', [op('Transpose', [op('MatMul', [probs, heads4(vs, [0, 2, 1, 3])])], { perm: [0, 2, 1, 3] }), fromHeads]);
-    x = op('Add', [x, linear(y, `${b}.attn.proj.weight`, `${b}.attn.proj.bias`)]);
-    const f = linear(layerNorm(x, `${b}.ln_2`), `${b}.mlp.fc.weight`, `${b}.mlp.fc.bias`);
+    x = op('Add', [x, linear(y, hfName(`${b}.attn.proj.weight`), hfName(`${b}.attn.proj.bias`))]);
+    const f = linear(layerNorm(x, `${b}.ln_2`), hfName(`${b}.mlp.fc.weight`), hfName(`${b}.mlp.fc.bias`));
     // GELU, tanh form: 0.5 f (1 + tanh(sqrt(2/pi) (f + 0.044715 f³)))
     const cube = op('Mul', [f, op('Mul', [f, f])]);
     const inner = op('Mul', [geluK, op('Add', [f, op('Mul', [geluC, cube])])]);
     const g = op('Mul', [op('Mul', [half, f]), op('Add', [unit, op('Tanh', [inner])])]);
-    x = op('Add', [x, linear(g, `${b}.mlp.proj.weight`, `${b}.mlp.proj.bias`)]);
+    x = op('Add', [x, linear(g, hfName(`${b}.mlp.proj.weight`), hfName(`${b}.mlp.proj.bias`))]);
   }
-  const head = config.tiedHead === false ? 'lm_head.weight' : 'wte.weight';
+  const head = hfName(config.tiedHead === false ? 'lm_head.weight' : 'wte.weight');
   const final = layerNorm(x, 'ln_f');
   nodes.push(node('MatMul', [final, op('Transpose', [head], { perm: [1, 0] })], ['logits'], 'head'));
 

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
 import { floatToHalf, wordsToFloat32 } from '../collectives/reduce.js';
 import { WebtronError } from '../errors.js';
+import { hfName } from '../hf/gpt2.js';
 
 export const { onnx } = onnxProto;
 type Onnx = typeof onnxProto.onnx;
@@ -144,11 +145,12 @@ export function readOnnxParams(path: string, specs: readonly { name: string; sha
   const problems: string[] = [];
   const out = new Map<string, Float32Array>();
   for (const spec of specs) {
-    const t = byName.get(spec.name);
+    // Hugging Face's GPT-2 names (webtron export), or webtron's own (models exported before it used them).
+    const t = byName.get(hfName(spec.name)) ?? byName.get(hfName(spec.name, true)) ?? byName.get(spec.name);
     const dims = (t?.dims ?? []).map((d) => Number(d));
-    if (!t) problems.push(`'${spec.name}' [${spec.shape.join(', ')}] is missing`);
+    if (!t) problems.push(`'${hfName(spec.name)}' [${spec.shape.join(', ')}] is missing`);
     else if (dims.join(',') !== spec.shape.join(','))
-      problems.push(`'${spec.name}' is [${dims.join(', ')}], the model needs [${spec.shape.join(', ')}]`);
+      problems.push(`'${t.name}' is [${dims.join(', ')}], the model needs [${spec.shape.join(', ')}]`);
     else out.set(spec.name, tensorValues(path, t));
   }
   if (problems.length > 0) throw new OnnxError(`${path}: its initializers do not fit this model: ${problems.join('; ')}`);

@@ -172,7 +172,7 @@ describe('webtron export', () => {
     expect(lines[0]).toMatch(
       /other\.onnx: its initializers do not fit this model: 'wte\.weight' is \[\d+, 32\], the model needs \[\d+, 48\];/,
     );
-    expect(lines[0]).toMatch(/'blocks\.1\.mlp\.proj\.bias' is \[32\], the model needs \[48\]/);
+    expect(lines[0]).toMatch(/'h\.1\.mlp\.c_proj\.bias' is \[32\], the model needs \[48\]/);
   });
 
   it('bad input: one line, exit 2, no file', () => {
@@ -180,7 +180,7 @@ describe('webtron export', () => {
     for (const [args, says] of [
       [['--load', join(dir, 'nowhere'), '--output', output], /nowhere/],
       [['--load', join(dir, 'ck')], /--output is required/],
-      [['--load', join(dir, 'ck'), '--output', output, '--dtype', 'int8'], /--dtype must be float32 or float16, got 'int8'/],
+      [['--load', join(dir, 'ck'), '--output', output, '--dtype', 'int8'], /--dtype must be fp32, fp16 or bf16, got 'int8'/],
     ] as const) {
       const run = spawnSync(process.execPath, [BIN, 'export', ...args], { encoding: 'utf8' });
       expect(run.status, run.stderr).toBe(2);
