@@ -675,6 +675,46 @@ export async function loadModelParams(
   return { dir, index };
 }
 
+/** A checkpoint's model params straight from its files, each checked and streamed in any dtype (see `openModelTensors`). */
+export interface ModelTensors {
+  dir: string;
+  index: CheckpointIndex;
+  /** The params in the model's order, each in the dtype the checkpoint holds it. */
+  params: { name: string; shape: number[]; dtype: ParamDtype }[];
+  /** Param `name`'s bytes as `dtype` (rounded to nearest even when narrower), checked block by block, in order to `sink`. */
+  stream(name: string, dtype: ParamDtype, sink: (bytes: Uint8Array) => void): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * The model params of the checkpoint at `path` (a --save folder or one iter_NNNNNNN folder), read
+ * from its files without a GPU: memory stays at a few chunks whatever the model's size.
+ */
+export function openModelTensors(path: string): ModelTensors {
+  const { dir, index } = readCheckpointIndex(path);
+  const files = checkedFiles(dir, index);
+  const locate = tensorLocator(dir, index);
+  const params = index.params.map((p) => ({ name: p.name, shape: p.shape, dtype: p.dtype as ParamDtype }));
+  return {
+    dir,
+    index,
+    params,
+    async stream(name, dtype, sink) {
+      const p = params.find((x) => x.name === name);
+      const ref = index.model[name];
+      if (!p || !ref) throw new CheckpointError(`${join(dir, INDEX)}: field 'model' has no entry for '${name}'`);
+      const at = locate(
+        ref.file,
+        ref.tensor,
+        SAFETENSORS_DTYPE[p.dtype],
+        p.shape.reduce((a, b) => a * b, 1),
+      );
+      await files.fileOf(ref.file).read(at.start, at.end, convertingState(p.dtype, dtype, sink));
+    },
+    close: files.close,
+  };
+}
+
 /** This rank's part of a load: every model param, and the state pieces it holds. */
 async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedCheckpoint> {
   const { ddp, optimizer } = parts;

@@ -1,4 +1,8 @@
-/** `webtron export`: a checkpoint of `webtron train` as an ONNX model (src/onnx/gpt.ts). */
+/**
+ * `webtron export`: a checkpoint of `webtron train` as an ONNX model (src/onnx/gpt.ts), or with
+ * `--format hf` as a Hugging Face GPT-2 folder (src/hf/export.ts).
+ */
+import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { writeChunksAtomic, writeFileAtomic } from '../files.js';
 import { GpuContext } from '../gpu/context.js';
@@ -6,18 +10,40 @@ import { formatBytes } from '../gpu/memory.js';
 import { gptParams } from '../nn/gpt-spec.js';
 import { gptToOnnx, gptToOnnxExternal, PROTOBUF_LIMIT } from '../onnx/gpt.js';
 import { OPSET } from '../onnx/proto.js';
+import { exportHfFolder } from '../hf/export.js';
+import { HF_DTYPES, type HfDtype } from '../hf/gpt2.js';
 import { loadCheckpointModel } from '../train/checkpoint-model.js';
 import type { Command } from './command.js';
 import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js';
+import { ProgressBar } from './progress.js';
 
 export const EXPORT_FLAGS: Record<string, FlagSpec> = {
   load: { kind: 'string', help: 'a checkpoint of webtron train: its --save folder (the newest) or one iter_NNNNNNN folder' },
-  output: { kind: 'string', help: 'the .onnx file to write' },
-  dtype: { kind: 'string', default: 'float32', help: 'float32, or float16 for half-precision initializers and compute' },
+  output: { kind: 'string', help: 'the .onnx file to write, or with --format hf the folder' },
+  format: {
+    kind: 'string',
+    default: 'onnx',
+    help: "onnx, or hf: a Hugging Face GPT-2 folder (model.safetensors, config.json, the tokenizer's files) for transformers",
+  },
+  dtype: {
+    kind: 'string',
+    default: 'fp32',
+    help: 'the weights as fp32, fp16 or bf16 (hf only); fp16 in ONNX computes in half precision too',
+  },
   'external-data': {
     kind: 'boolean',
     help: "weights in OUTPUT.data beside the model (ONNX external data); automatic past protobuf's 2 GiB",
   },
+};
+
+/** --dtype's words: Megatron's (fp32) and torch's (float32). */
+const DTYPE_WORDS: Record<string, HfDtype> = {
+  fp32: 'fp32',
+  float32: 'fp32',
+  fp16: 'fp16',
+  float16: 'fp16',
+  bf16: 'bf16',
+  bfloat16: 'bf16',
 };
 
 /** Room for the graph and metadata beside the weights within protobuf's 2 GiB. */
@@ -30,9 +56,25 @@ export async function exportCommand(
   const path = values.load as string | undefined;
   if (!path) throw new FlagError('--load is required: the checkpoint to export (a --save folder of webtron train)');
   const output = values.output as string | undefined;
-  if (!output) throw new FlagError('--output is required: the .onnx file to write');
-  const dtype = values.dtype as string;
-  if (dtype !== 'float32' && dtype !== 'float16') throw new FlagError(`--dtype must be float32 or float16, got '${dtype}'`);
+  if (!output) throw new FlagError('--output is required: the .onnx file to write (or with --format hf, the folder)');
+  const format = values.format as string;
+  if (format !== 'onnx' && format !== 'hf') throw new FlagError(`--format must be onnx or hf, got '${format}'`);
+  const dtypeWord = DTYPE_WORDS[values.dtype as string];
+  if (!dtypeWord) throw new FlagError(`--dtype must be fp32, fp16 or bf16, got '${String(values.dtype)}'`);
+  if (format === 'hf') {
+    if (values['external-data'])
+      throw new FlagError('--external-data is for --format onnx; a Hugging Face folder keeps its weights in model.safetensors');
+    if (existsSync(output) && !statSync(output).isDirectory())
+      throw new FlagError(`--output ${output} is a file; --format hf writes a folder (made if missing)`);
+    const bar = new ProgressBar(100, process.stderr, process.stderr.isTTY === true);
+    const done = await exportHfFolder(path, output, dtypeWord, bar);
+    console.log(
+      `wrote ${output}: ${done.params.toLocaleString('en-US')} params (${done.checkpointDtype} checkpoint at iteration ${done.iteration}) as ${HF_DTYPES[dtypeWord]}, ${formatBytes(done.bytes)} of model.safetensors; ${done.files.slice(1).join(', ')}; load it with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained`,
+    );
+    return;
+  }
+  if (dtypeWord === 'bf16') throw new FlagError('--dtype bf16 is for --format hf; ONNX exports fp32 or fp16');
+  const dtype = dtypeWord === 'fp16' ? 'float16' : 'float32';
   const ctx = await GpuContext.create(gpu);
   const model = await loadCheckpointModel(ctx, path);
   const specs = gptParams(model.config);
@@ -68,7 +110,8 @@ export async function exportCommand(
 }
 
 export const exportCmd: Command = {
-  summary: 'write a checkpoint of webtron train as an ONNX model: webtron export --load DIR --output model.onnx',
+  summary:
+    'write a checkpoint of webtron train as an ONNX model or a Hugging Face GPT-2 folder: webtron export --load DIR --output model.onnx | --format hf --output FOLDER',
   flags: { ...GPU_FLAGS, ...EXPORT_FLAGS },
   run: (values) => exportCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
 };
