@@ -106,7 +106,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   }),
   'init-from': flag('checkpointing', {
     kind: 'string',
-    help: 'initialize the params from an ONNX model (webtron export, or any with the same param names and shapes)',
+    help: "initialize the params from a Hugging Face GPT-2 folder (its config.json sets the model's flags, its files the tokenizer) or an ONNX model (webtron export)",
   }),
   'save-interval': flag('checkpointing', { kind: 'int', help: 'save every this many iterations (and at the end)' }),
   'save-retain': flag('checkpointing', { kind: 'int', default: 0, help: 'keep only the newest N checkpoints (0: all)' }),
@@ -372,6 +372,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     seqLength,
     maxPositionEmbeddings,
     makeVocabSizeDivisibleBy: int('make-vocab-size-divisible-by', 1),
+    vocabSize: null,
     untieEmbeddingsAndOutputWeights: Boolean(v['untie-embeddings-and-output-weights']),
     hiddenDropout: probability('hidden-dropout'),
     attentionDropout: probability('attention-dropout'),

@@ -11,7 +11,8 @@ import { ProgressBar } from './progress.js';
 import { launch } from '../train/launcher.js';
 import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
 import { checkDataPath, runTraining } from '../train/trainer.js';
-import { withDefaultLoad } from '../train/config.js';
+import { type TrainConfig, withDefaultLoad } from '../train/config.js';
+import { withHfInit } from './hf-init.js';
 import { type Dashboard, startDashboard } from '../dashboard/server.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
@@ -19,6 +20,12 @@ const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
 /** runs/2026-11-30T20-15-03: the default run folder of a run started now. */
 export function defaultRunDir(now = new Date()): string {
   return `runs/${now.toISOString().slice(0, 19).replace(/:/g, '-')}`;
+}
+
+/** The run's config from the flags, with a Hugging Face folder's model and tokenizer when --init-from names one. */
+function resolveWithInit(values: FlagValues, argv: string[], d: number): TrainConfig {
+  const hf = withHfInit(values, argv);
+  return { ...resolveTrainConfig(hf.values, d), vocabSize: hf.vocabSize };
 }
 
 /** The worker's own environment says it is one rank of a job (RANK and WORLD_SIZE, or Slurm's). */
@@ -40,7 +47,7 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   const gpu = { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, progress };
   const world = workerWorld(process.env);
   if (world !== null) {
-    const cfg = withDefaultLoad(resolveTrainConfig(values, world), Number(process.env.WEBTRON_RESTART_COUNT ?? 0) > 0);
+    const cfg = withDefaultLoad(resolveWithInit(values, argv, world), Number(process.env.WEBTRON_RESTART_COUNT ?? 0) > 0);
     await runTraining({ ...cfg, runDir: cfg.runDir ?? defaultRunDir() }, gpu);
     return 0;
   }
@@ -51,7 +58,7 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
     ['nnodes', nnodes],
   ] as const)
     if (!(value >= 1)) throw new FlagError(`--${flag} must be at least 1, got ${value}`);
-  const cfg = withDefaultLoad(resolveTrainConfig(values, nproc * nnodes)); // every flag error before any worker starts
+  const cfg = withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes)); // every flag error before any worker starts
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();
   const dashboard = values.dashboard ? await startRunDashboard(values, runDir) : null;
@@ -77,7 +84,7 @@ async function startRunDashboard(values: FlagValues, runDir: string): Promise<Da
 async function trainHere(
   values: FlagValues,
   argv: string[],
-  cfg: ReturnType<typeof resolveTrainConfig>,
+  cfg: TrainConfig,
   runDir: string,
   gpu: Parameters<typeof runTraining>[1],
 ): Promise<number> {

@@ -19,6 +19,8 @@ export interface TrainConfig {
   seqLength: number;
   maxPositionEmbeddings: number;
   makeVocabSizeDivisibleBy: number;
+  /** The model's exact vocabulary (a Hugging Face folder's vocab_size with --init-from), else null: the tokenizer's, padded. */
+  vocabSize: number | null;
   untieEmbeddingsAndOutputWeights: boolean;
   hiddenDropout: number;
   attentionDropout: number;
@@ -55,7 +57,7 @@ export interface TrainConfig {
   lrWarmupInit: number;
   save: string | null;
   load: string | null;
-  /** An ONNX model whose initializers are the starting params (names matched). */
+  /** The starting params: an ONNX model's initializers (names matched), or a Hugging Face GPT-2 folder's weights. */
   initFrom: string | null;
   saveInterval: number | null;
   saveRetain: number;

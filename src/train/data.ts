@@ -11,6 +11,8 @@ import { IndexedDataset } from '../data/indexed.js';
 import { GptSamples } from '../data/samples.js';
 import { ByteTokenizer, CharTokenizer, loadTokenizer, readTokenizerFiles, type Tokenizer } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
+import { readFolderTokenizer } from '../hf/tokenizer.js';
+import { isFolder } from '../hf/weights.js';
 import type { TrainConfig } from './config.js';
 import { type TrainerState, TrainingError } from './state.js';
 
@@ -31,7 +33,10 @@ export interface TrainData {
 const CHAR_NEEDS_TEXT =
   'tokenizerType: CharTokenizer builds its vocabulary from a text corpus, and --data-path names an indexed dataset; give the --tokenizer-type it was made with';
 
-/** The tokenizer a run uses: from the checkpoint it resumes, else from the flags (CharTokenizer: built from the corpus text). */
+/**
+ * The tokenizer a run uses: from the checkpoint it resumes, else from the Hugging Face folder
+ * --init-from names, else from the flags (CharTokenizer: built from the corpus text).
+ */
 async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Tokenizer> {
   if (cfg.load) {
     const { dir, index } = readCheckpointIndex(cfg.load);
@@ -42,6 +47,8 @@ async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Toke
       throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
     return loadTokenizer(extra.tokenizer);
   }
+  const folder = cfg.initFrom !== null && isFolder(cfg.initFrom) ? await readFolderTokenizer(cfg.initFrom) : null;
+  if (folder) return loadTokenizer(folder);
   switch (cfg.tokenizerType) {
     case 'CharTokenizer':
       if (text === null) throw new ConfigError(CHAR_NEEDS_TEXT, 'tokenizerType');

@@ -10,7 +10,8 @@ import type { Distributed } from '../collectives/init.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { paddedVocabSize } from '../data/tokenizer.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
-import { computeLayout, type ModelLayout } from '../ddp/layout.js';
+import { BYTES, computeLayout, type ModelLayout } from '../ddp/layout.js';
+import { formatBytes } from '../gpu/memory.js';
 import type { GpuContext } from '../gpu/context.js';
 import { modelDtypes } from '../memory/calculator.js';
 import { bucketSizeFor, budgetProblem } from '../memory/budget.js';
@@ -18,6 +19,7 @@ import { ConfigError } from '../errors.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
 import { paramTensors } from '../nn/params.js';
 import { readOnnxParams } from '../onnx/proto.js';
+import { isFolder, openHfWeights } from '../hf/weights.js';
 import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
 import { createOptimizer, type Optimizer } from '../optimizer/optimizer.js';
 import type { TrainConfig } from './config.js';
@@ -46,13 +48,18 @@ export interface TrainRun {
 
 /** The GPT the flags and the tokenizer describe. */
 export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
+  if (cfg.vocabSize !== null && cfg.vocabSize < tokenizer.vocabSize)
+    throw new ConfigError(
+      `initFrom: the model's vocab_size ${cfg.vocabSize} is smaller than its tokenizer's ${tokenizer.vocabSize} tokens; give a folder whose config.json and tokenizer belong together`,
+      'initFrom',
+    );
   return {
     numLayers: cfg.numLayers,
     hiddenSize: cfg.hiddenSize,
     numAttentionHeads: cfg.numAttentionHeads,
     seqLength: cfg.seqLength,
     maxPositionEmbeddings: cfg.maxPositionEmbeddings,
-    vocabSize: paddedVocabSize(tokenizer.vocabSize, cfg.makeVocabSizeDivisibleBy),
+    vocabSize: cfg.vocabSize ?? paddedVocabSize(tokenizer.vocabSize, cfg.makeVocabSizeDivisibleBy),
     tiedHead: !cfg.untieEmbeddingsAndOutputWeights,
     hiddenDropout: cfg.hiddenDropout,
     attentionDropout: cfg.attentionDropout,
@@ -65,6 +72,18 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
   const model = gptConfig(cfg, tokenizer);
   const [dtype, gradDtype] = modelDtypes(cfg.precision, cfg.stateDtypes);
   const specs = Gpt.specs(model, dtype, gradDtype);
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const wide = specs.find((s) => s.shape.reduce((a, b) => a * b, 1) * BYTES[s.dtype] > limit);
+  if (wide) {
+    const bytes = wide.shape.reduce((a, b) => a * b, 1) * BYTES[wide.dtype];
+    throw Object.assign(
+      new ConfigError(
+        `param '${wide.name}' [${wide.shape.join(', ')}] is ${formatBytes(bytes)} in ${wide.dtype}, over this GPU's storage binding limit of ${formatBytes(limit)}: train in ${dtype === 'float32' ? '--bf16 or --fp16 (half the bytes per param), or ' : ''}a smaller model, or on a GPU whose limit is larger`,
+        'hiddenSize',
+      ),
+      { sameOnEveryRank: true },
+    );
+  }
   if (cfg.maxDeviceMemory !== null) {
     const problem = budgetProblem(
       {
@@ -121,8 +140,18 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
       hysteresis: cfg.hysteresis,
     },
   });
-  // Every rank initializes the same params from the seed.
-  ddp.importParams(cfg.initFrom ? readOnnxParams(cfg.initFrom, specs) : Gpt.init(model, cfg.seed, cfg.initMethodStd));
+  // Every rank initializes the same params: from the seed, an ONNX model, or a Hugging Face folder
+  // read one param at a time.
+  if (cfg.initFrom && isFolder(cfg.initFrom)) {
+    const weights = openHfWeights(cfg.initFrom, specs, model.tiedHead !== false);
+    try {
+      ddp.importParams((name) => weights.read(name));
+    } finally {
+      weights.close();
+    }
+  } else {
+    ddp.importParams(cfg.initFrom ? readOnnxParams(cfg.initFrom, specs) : Gpt.init(model, cfg.seed, cfg.initMethodStd));
+  }
   return {
     cfg,
     ctx,

@@ -1,0 +1,93 @@
+/**
+ * `webtron train --init-from DIR` with a Hugging Face GPT-2 folder: the model's flags from its
+ * config.json and its tokenizer from its files. A flag left out takes the folder's value; a flag
+ * given must agree with it, else one line names both.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readGpt2Config } from '../hf/gpt2.js';
+import { isFolder } from '../hf/weights.js';
+import { FlagError, type FlagValues } from './flags.js';
+
+/** The flags given on the command line (`--name` or `--name=value`), by name. */
+export function givenFlags(argv: readonly string[]): Set<string> {
+  return new Set(argv.filter((a) => a.startsWith('--') && a.length > 2).map((a) => a.slice(2).split('=')[0]!));
+}
+
+/** The tokenizer type a folder's files make, without reading them whole; null for none. */
+function folderTokenizerType(dir: string): { type: string; files: FlagValues } | null {
+  const config = join(dir, 'tokenizer_config.json');
+  if (existsSync(config)) {
+    const kind = /"webtron_tokenizer"\s*:\s*"(\w+)"/.exec(readHead(config))?.[1];
+    if (kind === 'CharTokenizer' || kind === 'ByteTokenizer') return { type: kind, files: {} };
+  }
+  if (existsSync(join(dir, 'vocab.json')) && existsSync(join(dir, 'merges.txt')))
+    return { type: 'GPT2BPETokenizer', files: { 'vocab-file': join(dir, 'vocab.json'), 'merge-file': join(dir, 'merges.txt') } };
+  if (existsSync(join(dir, 'tokenizer.json'))) return { type: 'HuggingFaceTokenizer', files: { 'tokenizer-model': dir } };
+  return null;
+}
+
+function readHead(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return ''; // the tokenizer's reader says what is wrong with it
+  }
+}
+
+/**
+ * `values` with what the folder `--init-from` names says about the model and the tokenizer, and
+ * the model's exact vocabulary (config.json's vocab_size, Megatron's padding included); the values
+ * as they are, and null, for an ONNX model.
+ */
+export function withHfInit(values: FlagValues, argv: readonly string[]): { values: FlagValues; vocabSize: number | null } {
+  const dir = values['init-from'] as string | undefined;
+  if (dir === undefined || !isFolder(dir)) return { values, vocabSize: null };
+  const hf = readGpt2Config(dir);
+  const given = givenFlags(argv);
+  const file = join(dir, 'config.json');
+  const out: FlagValues = { ...values };
+  const take = (flag: string, field: string, value: number | boolean) => {
+    if (given.has(flag) && out[flag] !== value)
+      throw new FlagError(
+        `--${flag} ${String(out[flag])} contradicts ${file}: ${field} is ${String(value)}; leave the flag out to take the folder's value`,
+      );
+    out[flag] = value;
+  };
+  take('num-layers', 'n_layer', hf.numLayers);
+  take('hidden-size', 'n_embd', hf.hiddenSize);
+  take('num-attention-heads', 'n_head', hf.numAttentionHeads);
+  take('max-position-embeddings', 'n_positions', hf.maxPositionEmbeddings);
+  if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)
+    throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);
+  out['untie-embeddings-and-output-weights'] = !hf.tiedHead;
+  if (!given.has('seq-length')) out['seq-length'] = hf.maxPositionEmbeddings;
+  else if ((out['seq-length'] as number) > hf.maxPositionEmbeddings)
+    throw new FlagError(
+      `--seq-length ${String(out['seq-length'])} is longer than ${file} allows: n_positions is ${hf.maxPositionEmbeddings}; give --seq-length ${hf.maxPositionEmbeddings} or less`,
+    );
+  const divisor = out['make-vocab-size-divisible-by'] as number;
+  if (given.has('make-vocab-size-divisible-by') && hf.vocabSize % divisor !== 0)
+    throw new FlagError(
+      `--make-vocab-size-divisible-by ${divisor} contradicts ${file}: vocab_size ${hf.vocabSize} is no multiple of it; leave the flag out (the folder's vocabulary is used as it is)`,
+    );
+  if (!given.has('hidden-dropout')) {
+    if (hf.hiddenDropout === null)
+      throw new FlagError(`${file}: resid_pdrop and embd_pdrop differ, and webtron's --hidden-dropout serves both; give --hidden-dropout`);
+    out['hidden-dropout'] = hf.hiddenDropout;
+  }
+  if (!given.has('attention-dropout')) out['attention-dropout'] = hf.attentionDropout;
+  const tokenizer = folderTokenizerType(dir);
+  if (tokenizer) {
+    for (const flag of ['vocab-file', 'merge-file', 'tokenizer-model'])
+      if (given.has(flag))
+        throw new FlagError(`--${flag} contradicts --init-from ${dir}: the tokenizer comes from the folder; leave the flag out`);
+    if (given.has('tokenizer-type') && out['tokenizer-type'] !== tokenizer.type)
+      throw new FlagError(
+        `--tokenizer-type ${String(out['tokenizer-type'])} contradicts --init-from ${dir}: its files are a ${tokenizer.type}; leave the flag out`,
+      );
+    out['tokenizer-type'] = tokenizer.type;
+    Object.assign(out, tokenizer.files);
+  }
+  return { values: out, vocabSize: hf.vocabSize };
+}
