@@ -1,0 +1,467 @@
+/**
+ * Hugging Face interop: webtron's GPT as a GPT-2 folder and back.
+ *
+ * The referee is test/hf/gpt2_reference.py: the standard library and numpy read the folder
+ * (safetensors is JSON plus raw bytes) into a GPT-2 forward in torch written to transformers'
+ * modeling_gpt2 (Conv1D as x @ W + b, gelu_new, its layer-norm eps, scores over sqrt(head size)).
+ * It also writes random GPT-2 folders as transformers saves them, for the import. Tokenizer files
+ * are refereed by @huggingface/tokenizers against webtron's own tokenizers.
+ */
+import { spawnSync } from 'node:child_process';
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readHeader } from '../../src/checkpoint/safetensors.js';
+import { mobyDick } from '../../src/data/corpus.js';
+import { ByteTokenizer, CharTokenizer, loadTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
+import { GpuContext } from '../../src/gpu/context.js';
+import { gpt2ConfigJson, hfName, parseGpt2Config, readGpt2Config, webtronName } from '../../src/hf/gpt2.js';
+import { builtinGpt2Files, readFolderTokenizer, tokenizerFiles } from '../../src/hf/tokenizer.js';
+import { openHfWeights } from '../../src/hf/weights.js';
+import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
+import { gptParams } from '../../src/nn/gpt-spec.js';
+import { Graph } from '../../src/nn/graph.js';
+import { LocalParams } from '../../src/nn/params.js';
+import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
+import { aptInstall } from '../helpers/apt.js';
+import { seeded } from '../helpers/seed.js';
+import { BIN, train } from '../helpers/train.js';
+import { trickyText } from '../helpers/tricky-text.js';
+
+const PYTHON = '/usr/bin/python3';
+const REFEREE = fileURLToPath(new URL('./gpt2_reference.py', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'webtron-hf-'));
+let ctx: GpuContext;
+
+/** Why the torch referee cannot run here, or null: Debian's python3-torch and numpy, installed as root when missing. */
+function torchMissing(): string | null {
+  const has = () => spawnSync(PYTHON, ['-c', 'import torch, numpy']).status === 0;
+  if (has()) return null;
+  if (process.getuid?.() !== 0)
+    return 'not root, and /usr/bin/python3 has no torch and numpy (apt-get install python3-torch python3-numpy)';
+  const failed = aptInstall(['python3-torch', 'python3-numpy']);
+  return failed ?? (has() ? null : 'python3-torch is installed but does not import');
+}
+let noTorch: string | null = null;
+
+const exportHf = (load: string, output: string, ...more: string[]) =>
+  spawnSync(process.execPath, [BIN, 'export', '--load', load, '--format', 'hf', '--output', output, ...more], { encoding: 'utf8' });
+
+beforeAll(async () => {
+  ctx = await GpuContext.create();
+  noTorch = torchMissing();
+  const shape = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16', '--micro-batch-size', '2'];
+  for (const [name, more] of [
+    ['tied', []],
+    ['untied', ['--untie-embeddings-and-output-weights', '--tokenizer-type', 'ByteTokenizer']],
+  ] as const) {
+    const run = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        'train',
+        ...shape,
+        ...more,
+        '--train-iters',
+        '3',
+        '--lr',
+        '1e-2',
+        '--save',
+        join(dir, name),
+        '--run-dir',
+        join(dir, `run-${name}`),
+      ],
+      { encoding: 'utf8' },
+    );
+    if (run.status !== 0) throw new Error(`webtron train failed: ${run.stderr}`);
+  }
+}, 300_000);
+afterAll(() => {
+  ctx?.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('names and config.json', () => {
+  it("maps every param to transformers' GPT-2 names and back, prefixed or not", () => {
+    const specs = gptParams({ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 4, vocabSize: 10, tiedHead: false });
+    // GPT2LMHeadModel's state dict, as modeling_gpt2 registers it.
+    const hf = ['wte.weight', 'wpe.weight'];
+    for (const l of [0, 1])
+      for (const m of ['ln_1', 'attn.c_attn', 'attn.c_proj', 'ln_2', 'mlp.c_fc', 'mlp.c_proj'])
+        hf.push(`h.${l}.${m}.weight`, `h.${l}.${m}.bias`);
+    hf.push('ln_f.weight', 'ln_f.bias', 'lm_head.weight');
+    expect(specs.map((s) => hfName(s.name)).sort()).toEqual([...hf].sort());
+    for (const s of specs) {
+      expect(webtronName(hfName(s.name))).toBe(s.name);
+      expect(webtronName(hfName(s.name, true))).toBe(s.name);
+    }
+    for (const stranger of ['transformer.lm_head.weight', 'h.0.attn.bias', 'h.0.mlp.c_fc.lora_A', 'score.weight', 'h.x.ln_1.weight'])
+      expect(webtronName(stranger), stranger).toBeNull();
+  });
+
+  it('config.json reads back as the model it was written from; each unsupported field is refused in one line naming it', () => {
+    const model: GptConfig = {
+      numLayers: 3,
+      hiddenSize: 48,
+      numAttentionHeads: 6,
+      seqLength: 32,
+      maxPositionEmbeddings: 64,
+      vocabSize: 300,
+      tiedHead: false,
+    };
+    const json = gpt2ConfigJson({ ...model, hiddenDropout: 0.05, attentionDropout: 0.1 }, { dtype: 'bf16', eod: 299 });
+    expect(json.torch_dtype).toBe('bfloat16');
+    expect(parseGpt2Config(json, 'c.json')).toEqual({
+      numLayers: 3,
+      hiddenSize: 48,
+      numAttentionHeads: 6,
+      maxPositionEmbeddings: 64,
+      vocabSize: 300,
+      tiedHead: false,
+      hiddenDropout: 0.05,
+      attentionDropout: 0.1,
+      bosTokenId: 299,
+      eosTokenId: 299,
+    });
+    for (const [field, value] of [
+      ['scale_attn_by_inverse_layer_idx', true],
+      ['reorder_and_upcast_attn', true],
+      ['activation_function', 'relu'],
+      ['n_inner', 100],
+      ['layer_norm_epsilon', 1e-6],
+      ['add_cross_attention', true],
+      ['model_type', 'llama'],
+      ['n_layer', 0],
+    ] as const) {
+      const error = (() => {
+        try {
+          parseGpt2Config({ ...json, [field]: value }, 'c.json');
+        } catch (e) {
+          return e as Error;
+        }
+        return null;
+      })();
+      expect(error?.message, field).toContain(`c.json: ${field} is ${JSON.stringify(value)}`);
+      expect(error?.message.split('\n')).toHaveLength(1);
+    }
+  });
+});
+
+describe('tokenizer files', () => {
+  const text = `${mobyDick().documents.slice(0, 3).join('\n\n')}${trickyText(seeded('hf tokenizer text').random, 400).replaceAll('<|endoftext|>', '')}`;
+  const ids = (t: Tokenizer) => Array.from(t.encode(text));
+  const hfTokenizer = (files: Map<string, string>) =>
+    new HfTokenizer(JSON.parse(files.get('tokenizer.json')!), JSON.parse(files.get('tokenizer_config.json')!));
+
+  it("GPT-2's vocab.json and merges.txt, rebuilt from the built-in ranks, tokenize as the built-in tokenizer does", async () => {
+    const builtin = await loadTokenizer({ type: 'GPT2BPETokenizer' });
+    const files = await tokenizerFiles(builtin.state(), 1024);
+    // The first merges of GPT-2's published merges.txt.
+    expect(files.get('merges.txt')!.split('\n').slice(0, 4)).toEqual(['#version: 0.2', 'Ġ t', 'Ġ a', 'h e']);
+    const vocab = JSON.parse(files.get('vocab.json')!) as Record<string, number>;
+    expect(Object.keys(vocab)).toHaveLength(50257);
+    expect(vocab['<|endoftext|>']).toBe(50256);
+    expect(hfTokenizer(files).encode(text, { add_special_tokens: false }).ids).toEqual(ids(builtin));
+    // From vocab and merges files, through the same reader `--vocab-file --merge-file` use.
+    const fromFiles = await loadTokenizer({ type: 'GPT2BPETokenizer', vocab, merges: (await builtinGpt2Files()).merges });
+    expect(ids(fromFiles)).toEqual(ids(builtin));
+  });
+
+  it('Char and Byte get a tokenizer.json that tokenizes and decodes to the same ids and text', async () => {
+    for (const tokenizer of [CharTokenizer.fromText(text), new ByteTokenizer()]) {
+      const hf = hfTokenizer(await tokenizerFiles(tokenizer.state(), 64));
+      const got = hf.encode(text).ids;
+      expect(got, tokenizer.type).toEqual(ids(tokenizer));
+      expect(hf.decode(got, { skip_special_tokens: false, clean_up_tokenization_spaces: false })).toBe(text);
+    }
+  });
+
+  it("a folder's files read back as the tokenizer they were written from", async () => {
+    for (const state of [CharTokenizer.fromText(text).state(), new ByteTokenizer().state(), { type: 'GPT2BPETokenizer' as const }]) {
+      const folder = mkdtempSync(join(dir, 'tok-'));
+      for (const [name, content] of await tokenizerFiles(state, 64)) writeFileSync(join(folder, name), content);
+      expect(await readFolderTokenizer(folder)).toEqual(state);
+    }
+  });
+});
+
+/** webtron's logits [batch, t, vocab] for `ids` from a GPT and its params' values. */
+async function webtronLogits(config: GptConfig, values: (name: string) => Float32Array, ids: Uint32Array, batch: number) {
+  const params = new LocalParams(ctx, Gpt.specs(config));
+  params.set(new Map(Gpt.specs(config).map((s) => [s.name, values(s.name)])));
+  const g = new Graph(ctx, { training: false });
+  const logits = await g.read(new Gpt(config, params.tensors).forward(g, g.input(ids, [batch, ids.length / batch])).logits);
+  g.release();
+  params.destroy();
+  return logits;
+}
+
+/** The referee's logits for the folder `folder`. */
+function refereeLogits(folder: string, ids: Uint32Array, batch: number): Float32Array {
+  const idsFile = join(dir, 'ids.bin');
+  const out = join(dir, 'logits.bin');
+  writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
+  const run = spawnSync(PYTHON, [REFEREE, 'logits', folder, idsFile, String(batch), String(ids.length / batch), out], { encoding: 'utf8' });
+  expect(run.status, run.stderr).toBe(0);
+  const bytes = readFileSync(out);
+  return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+}
+
+describe('webtron export --format hf', () => {
+  it("writes the gpt2 folder's names (a tied head) or GPT2LMHeadModel's (untied), format pt, and its config", () => {
+    for (const [name, names] of [
+      ['tied', (n: string) => n],
+      ['untied', (n: string) => (n === 'lm_head.weight' ? n : `transformer.${n}`)],
+    ] as const) {
+      const out = join(dir, `names-${name}`);
+      const run = exportHf(join(dir, name), out);
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout).toMatch(
+        /^wrote .*: [\d,]+ params \(float32 checkpoint at iteration 3\) as float32, .* of model\.safetensors; config\.json, generation_config\.json, tokenizer\.json, tokenizer_config\.json;/,
+      );
+      const config = readGpt2Config(out);
+      const specs = gptParams({ ...config, seqLength: config.maxPositionEmbeddings });
+      const fd = openSync(join(out, 'model.safetensors'), 'r');
+      const header = readHeader(fd, 'model.safetensors');
+      closeSync(fd);
+      expect(header.metadata).toEqual({ format: 'pt' });
+      expect([...header.entries.keys()]).toEqual(specs.map((s) => names(hfName(s.name))));
+      expect(config.tiedHead).toBe(name === 'tied');
+    }
+  });
+
+  it("the referee's GPT-2 forward of the folder gives webtron's logits within 1e-4: tied and untied heads, fp32 and bf16", async (context) => {
+    if (noTorch) {
+      console.log(`skipped: ${noTorch}`);
+      context.skip();
+    }
+    const { random } = seeded('hf export logits');
+    for (const name of ['tied', 'untied'])
+      for (const dtype of ['fp32', 'bf16']) {
+        const out = join(dir, `${name}-${dtype}`);
+        const run = exportHf(join(dir, name), out, '--dtype', dtype);
+        expect(run.status, run.stderr).toBe(0);
+        const model = await loadCheckpointModel(ctx, join(dir, name));
+        const [batch, t] = [2, 12];
+        const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
+        let want: Float32Array;
+        if (dtype === 'fp32') {
+          const g = new Graph(ctx, { training: false });
+          want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
+          g.release();
+        } else {
+          // bf16 weights: webtron's import of the folder, then its forward in fp32.
+          const weights = openHfWeights(out, Gpt.specs(model.config), model.config.tiedHead !== false);
+          want = await webtronLogits(model.config, (n) => weights.read(n), ids, batch);
+          weights.close();
+        }
+        model.params.destroy();
+        const got = refereeLogits(out, ids, batch);
+        expect(got.length).toBe(want.length);
+        let worst = 0;
+        for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+        console.log(`${name} head, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
+        expect(worst).toBeLessThanOrEqual(1e-4);
+      }
+  });
+});
+
+describe('webtron train --init-from a Hugging Face folder', () => {
+  it('a random GPT-2 folder written by Python trains one step at lr 0 on 2 ranks and exports byte-identical in fp32', async (context) => {
+    if (noTorch) {
+      console.log(`skipped: ${noTorch}`);
+      context.skip();
+    }
+    const src = join(dir, 'random');
+    const { seed } = seeded('hf round trip');
+    const wrote = spawnSync(PYTHON, [REFEREE, 'write-random', src, String(seed), '2', '32', '4', '24'], { encoding: 'utf8' });
+    expect(wrote.status, wrote.stderr).toBe(0);
+    const run = await train([
+      '--init-from',
+      src,
+      '--nproc-per-node',
+      '2',
+      '--use-distributed-optimizer',
+      '--seq-length',
+      '16',
+      '--micro-batch-size',
+      '2',
+      '--train-iters',
+      '1',
+      '--lr',
+      '0',
+      '--save',
+      join(dir, 'random-ck'),
+      '--run-dir',
+      join(dir, 'random-run'),
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    const out = join(dir, 'random-out');
+    const exported = exportHf(join(dir, 'random-ck'), out);
+    expect(exported.status, exported.stderr).toBe(0);
+    const tensors = (path: string) => {
+      const fd = openSync(path, 'r');
+      const header = readHeader(fd, path);
+      closeSync(fd);
+      const bytes = readFileSync(path);
+      const out = new Map<string, string>();
+      for (const e of header.entries.values()) {
+        const name = webtronName(e.name);
+        if (name)
+          out.set(
+            name,
+            `${e.dtype} ${e.shape.join('x')} ${bytes.subarray(header.dataStart + e.begin, header.dataStart + e.end).toString('hex')}`,
+          );
+      }
+      return out;
+    };
+    const before = tensors(join(src, 'model.safetensors'));
+    expect(before.size).toBe(2 + 2 * 12 + 2);
+    expect(tensors(join(out, 'model.safetensors'))).toEqual(before);
+    // The tokenizer travels too: GPT-2's files as they came.
+    expect(JSON.parse(readFileSync(join(out, 'vocab.json'), 'utf8'))).toEqual(JSON.parse(readFileSync(join(src, 'vocab.json'), 'utf8')));
+    expect(readFileSync(join(out, 'merges.txt'), 'utf8')).toBe(readFileSync(join(src, 'merges.txt'), 'utf8'));
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    const source = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
+    for (const key of ['n_layer', 'n_embd', 'n_head', 'n_positions', 'vocab_size', 'eos_token_id'])
+      expect(config[key], key).toBe(source[key]);
+  }, 120_000);
+
+  it('bad folders and contradicting flags are one line and exit 2', () => {
+    const good = join(dir, 'names-tied');
+    const bad = (name: string, edit: (config: Record<string, unknown>) => void) => {
+      const folder = join(dir, `bad-${name}`);
+      cpSync(good, folder, { recursive: true });
+      const file = join(folder, 'config.json');
+      const config = JSON.parse(readFileSync(file, 'utf8'));
+      edit(config);
+      writeFileSync(file, JSON.stringify(config));
+      return folder;
+    };
+    const noConfig = join(dir, 'bad-none');
+    cpSync(good, noConfig, { recursive: true });
+    rmSync(join(noConfig, 'config.json'));
+    for (const [args, says] of [
+      [['--init-from', noConfig], /bad-none has no readable config\.json \(ENOENT\); give a Hugging Face GPT-2 folder/],
+      [
+        ['--init-from', bad('shape', (c) => (c.n_positions = 20))],
+        /the weights do not fit its config\.json: 'wpe\.weight' is \[16, 32\], config\.json makes it \[20, 32\]/,
+      ],
+      [['--init-from', bad('layers', (c) => (c.n_layer = 3))], /'blocks\.2\.ln_1\.weight' \[32\] is missing/],
+      [
+        ['--init-from', bad('scaled', (c) => (c.scale_attn_by_inverse_layer_idx = true))],
+        /config\.json: scale_attn_by_inverse_layer_idx is true, which webtron does not compute/,
+      ],
+      [['--init-from', bad('upcast', (c) => (c.reorder_and_upcast_attn = true))], /reorder_and_upcast_attn is true/],
+      [['--init-from', bad('relu', (c) => (c.activation_function = 'relu'))], /activation_function is "relu"/],
+      [['--init-from', good, '--num-layers', '4'], /--num-layers 4 contradicts .*config\.json: n_layer is 2; leave the flag out/],
+      [['--init-from', good, '--seq-length', '64'], /--seq-length 64 is longer than .*config\.json allows: n_positions is 16/],
+      [
+        ['--init-from', good, '--tokenizer-type', 'ByteTokenizer'],
+        /--tokenizer-type ByteTokenizer contradicts --init-from .*: its files are a CharTokenizer/,
+      ],
+    ] as const) {
+      const run = spawnSync(
+        process.execPath,
+        [BIN, 'train', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0', ...args, '--run-dir', join(dir, 'bad-run')],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(run.status, run.stderr).toBe(2);
+      const lines = run.stderr.trim().split('\n');
+      expect(lines, run.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(says);
+    }
+    expect(existsSync(join(dir, 'bad-run', 'metrics.jsonl'))).toBe(false);
+  });
+});
+
+describe('fine-tuning from an exported folder', () => {
+  it("a model trained on Moby-Dick's first half, exported and fine-tuned on the second half at d = 2, beats random init", async () => {
+    const docs = mobyDick().documents;
+    const half = Math.floor(docs.length / 2);
+    const first = join(dir, 'first-half.txt');
+    const second = join(dir, 'second-half.txt');
+    writeFileSync(first, docs.slice(0, half).join('\n\n'));
+    writeFileSync(second, docs.slice(half).join('\n\n'));
+    const common = [
+      '--seq-length',
+      '64',
+      '--hidden-dropout',
+      '0',
+      '--attention-dropout',
+      '0',
+      '--lr-warmup-iters',
+      '5',
+      '--lr-decay-style',
+      'cosine',
+    ];
+    const pre = await train([
+      ...common,
+      '--data-path',
+      first,
+      '--tokenizer-type',
+      'ByteTokenizer',
+      '--num-layers',
+      '2',
+      '--hidden-size',
+      '64',
+      '--num-attention-heads',
+      '4',
+      '--micro-batch-size',
+      '16',
+      '--train-iters',
+      '150',
+      '--lr',
+      '3e-3',
+      '--eval-iters',
+      '0',
+      '--save',
+      join(dir, 'first-ck'),
+      '--run-dir',
+      join(dir, 'first-run'),
+    ]);
+    expect(pre.code, pre.stderr).toBe(0);
+    const folder = join(dir, 'first-hf');
+    expect(exportHf(join(dir, 'first-ck'), folder).status).toBe(0);
+    const fineTune = (init: string[], name: string) =>
+      train([
+        ...common,
+        ...init,
+        '--data-path',
+        second,
+        '--nproc-per-node',
+        '2',
+        '--use-distributed-optimizer',
+        '--micro-batch-size',
+        '8',
+        '--train-iters',
+        '30',
+        '--lr',
+        '1e-3',
+        '--split',
+        '90,10',
+        '--eval-interval',
+        '30',
+        '--eval-iters',
+        '8',
+        '--run-dir',
+        join(dir, name),
+      ]);
+    const tuned = await fineTune(['--init-from', folder], 'tuned');
+    expect(tuned.code, tuned.stderr).toBe(0);
+    const scratch = await fineTune(
+      ['--tokenizer-type', 'ByteTokenizer', '--num-layers', '2', '--hidden-size', '64', '--num-attention-heads', '4'],
+      'scratch',
+    );
+    expect(scratch.code, scratch.stderr).toBe(0);
+    const validation = (out: string) => Number(/validation (\d+\.\d+)/.exec(out)?.[1]);
+    const [a, b] = [validation(tuned.stdout), validation(scratch.stdout)];
+    console.log(`validation loss on the second half after 30 iterations: fine-tuned ${a}, from random init ${b}`);
+    expect(a).toBeLessThan(b);
+  }, 300_000);
+});
