@@ -13,6 +13,7 @@ import { adamBench } from './adam.js';
 import { nnBench } from './nn.js';
 import { onnxBench } from './onnx.js';
 import { dataBench } from './data.js';
+import { hfBench } from './hf.js';
 import { checkpointBench } from './checkpoint.js';
 import { collectivesBench } from './collectives.js';
 import { optimizerBench } from './optimizer.js';
@@ -31,6 +32,7 @@ const BENCHES: Bench[] = [
   checkpointBench,
   trainBench,
   dataBench,
+  hfBench,
 ];
 
 const COMMON: Record<string, FlagSpec> = {
