@@ -10,7 +10,7 @@ import type { Distributed } from '../collectives/init.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { paddedVocabSize } from '../data/tokenizer.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
-import { BYTES, computeLayout, type ModelLayout } from '../ddp/layout.js';
+import { computeLayout, type ModelLayout } from '../ddp/layout.js';
 import { formatBytes } from '../gpu/memory.js';
 import type { GpuContext } from '../gpu/context.js';
 import { modelDtypes } from '../memory/calculator.js';
@@ -72,13 +72,15 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
   const model = gptConfig(cfg, tokenizer);
   const [dtype, gradDtype] = modelDtypes(cfg.precision, cfg.stateDtypes);
   const specs = Gpt.specs(model, dtype, gradDtype);
+  // Each param's grad is accumulated in fp32 (the grad buffer, or the scratch of 16-bit grads),
+  // and kernels bind a tensor whole.
   const limit = ctx.limits.maxStorageBufferBindingSize;
-  const wide = specs.find((s) => s.shape.reduce((a, b) => a * b, 1) * BYTES[s.dtype] > limit);
+  const wide = specs.find((s) => s.shape.reduce((a, b) => a * b, 1) * 4 > limit);
   if (wide) {
-    const bytes = wide.shape.reduce((a, b) => a * b, 1) * BYTES[wide.dtype];
+    const bytes = wide.shape.reduce((a, b) => a * b, 1) * 4;
     throw Object.assign(
       new ConfigError(
-        `param '${wide.name}' [${wide.shape.join(', ')}] is ${formatBytes(bytes)} in ${wide.dtype}, over this GPU's storage binding limit of ${formatBytes(limit)}: train in ${dtype === 'float32' ? '--bf16 or --fp16 (half the bytes per param), or ' : ''}a smaller model, or on a GPU whose limit is larger`,
+        `param '${wide.name}' [${wide.shape.join(', ')}] needs ${formatBytes(bytes)} for its fp32 grad, over this GPU's storage binding limit of ${formatBytes(limit)}; train a smaller model (vocabulary or hidden size), or on a GPU whose limit is larger`,
         'hiddenSize',
       ),
       { sameOnEveryRank: true },
