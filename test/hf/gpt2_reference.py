@@ -6,10 +6,11 @@ safetensors package: neither is installed here).
         Read DIR (config.json, model.safetensors: an 8-byte little-endian header length, the JSON
         header, raw little-endian data), run GPT-2's forward in torch (fp32) on the int32 token ids
         [BATCH, SEQ] and write the logits [BATCH, SEQ, vocab_size] as float32.
-    gpt2_reference.py write-random DIR SEED LAYERS HIDDEN HEADS POSITIONS
+    gpt2_reference.py write-random DIR SEED LAYERS HIDDEN HEADS POSITIONS [VOCAB [DTYPE]]
         Write a random GPT-2 folder as transformers' GPT2LMHeadModel.save_pretrained wrote it
-        (`transformer.`-prefixed names, the causal-mask buffers `attn.bias`, a tied head, F32) with a
-        small byte-level BPE tokenizer (vocab.json, merges.txt); print the tensors' names as JSON.
+        (`transformer.`-prefixed names, the causal-mask buffers `attn.bias`, a tied head; F32, or
+        DTYPE BF16) with a small byte-level BPE tokenizer (vocab.json, merges.txt), vocab_size VOCAB
+        (default: the tokenizer's); print the tensors' names as JSON.
 """
 import json
 import math
@@ -106,7 +107,7 @@ def byte_to_unicode():
     return out
 
 
-def write_random(folder, seed, layers, hidden, heads, positions):
+def write_random(folder, seed, layers, hidden, heads, positions, n_vocab=None, dtype="F32"):
     import os
 
     rng = np.random.default_rng(seed)
@@ -117,7 +118,8 @@ def write_random(folder, seed, layers, hidden, heads, positions):
         merges.append(f"{a} {b}")
         vocab[a + b] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    n_vocab = len(vocab)
+    eot = len(vocab) - 1
+    n_vocab = n_vocab or len(vocab)
     os.makedirs(folder, exist_ok=True)
     tensors = {}
     r = lambda *shape: (rng.standard_normal(shape) * 0.2).astype("<f4")  # noqa: E731
@@ -142,8 +144,11 @@ def write_random(folder, seed, layers, hidden, heads, positions):
     tensors["transformer.ln_f.bias"] = r(hidden)
     header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
     for name, arr in tensors.items():
+        if dtype == "BF16":  # round to nearest even, as torch's float32 -> bfloat16
+            bits = arr.view(np.uint32).astype(np.uint64)
+            arr = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
         blob = arr.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
         offset += len(blob)
         blobs.append(blob)
     text = json.dumps(header).encode("utf-8")
@@ -156,8 +161,8 @@ def write_random(folder, seed, layers, hidden, heads, positions):
         "attn_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "resid_pdrop": 0.0,
-        "bos_token_id": n_vocab - 1,
-        "eos_token_id": n_vocab - 1,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
         "layer_norm_epsilon": 1e-05,
         "n_ctx": positions,
         "n_embd": hidden,
@@ -179,6 +184,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "logits":
         logits(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     elif sys.argv[1] == "write-random":
-        write_random(sys.argv[2], int(sys.argv[3]), *(int(a) for a in sys.argv[4:8]))
+        sizes = [int(a) for a in sys.argv[4:9]]
+        write_random(sys.argv[2], int(sys.argv[3]), *sizes, *sys.argv[9:10])
     else:
         raise SystemExit(f"unknown mode {sys.argv[1]}")
