@@ -1,6 +1,7 @@
 /**
- * Mutual challenge-response authentication of a fresh TCP connection with the job's secret
- * (HMAC-SHA256), before any other byte is trusted. Neither side ever sends the token:
+ * Mutual challenge-response authentication of a fresh connection (TCP, or a WebSocket's byte
+ * stream) with the job's secret (HMAC-SHA256), before any other byte is trusted. Neither side
+ * ever sends the token:
  *
  *   acceptor → dialer   'WTHS' v role nonceA(32)
  *   dialer   → acceptor 'WTHS' v role nonceD(32) len(u32) hello(JSON) HMAC(token, 'dial'|nonceA|nonceD|hello)
@@ -18,6 +19,26 @@ const VERSION = 1;
 const NONCE = 32;
 const MAC = 32;
 const MAX_HELLO = 4096;
+
+// biome-ignore lint/suspicious/noExplicitAny: Node's own listener type, which net.Socket's methods take
+type Listener = (...args: any[]) => void;
+
+/**
+ * The byte stream a handshake and the frames after it travel on: a TCP socket, or a WebSocket's
+ * binary messages read back as one stream (transport.ts).
+ */
+export interface ByteStream {
+  write(chunk: Uint8Array, callback?: (error?: Error | null) => void): boolean;
+  on(event: string, listener: Listener): unknown;
+  off(event: string, listener: Listener): unknown;
+  once(event: string, listener: Listener): unknown;
+  cork(): void;
+  uncork(): void;
+  pause(): unknown;
+  resume(): unknown;
+  end(): unknown;
+  destroy(): unknown;
+}
 
 /** What a dialer says about itself (authenticated by the MAC). */
 export interface Hello {
@@ -52,7 +73,7 @@ export class HandshakeReader {
   };
 
   constructor(
-    private readonly socket: Socket,
+    private readonly socket: ByteStream,
     private readonly external = false,
   ) {
     if (!external) socket.on('data', this.onData);
@@ -114,7 +135,7 @@ export interface Authenticated {
 }
 
 /** Acceptor side. Resolves with the dialer's hello, or rejects (the caller destroys the socket). */
-export async function acceptHandshake(socket: Socket, token: string, timeoutMs: number): Promise<Authenticated> {
+export async function acceptHandshake(socket: ByteStream, token: string, timeoutMs: number): Promise<Authenticated> {
   const deadline = Date.now() + timeoutMs;
   const reader = new HandshakeReader(socket);
   try {
@@ -155,7 +176,7 @@ export class HandshakeGate {
   constructor(readonly cap: number) {}
 
   /** `acceptHandshake` counted against the cap, or null when `cap` connections are already authenticating (refuse this one). */
-  accept(socket: Socket, token: string, timeoutMs: number): Promise<Authenticated> | null {
+  accept(socket: ByteStream, token: string, timeoutMs: number): Promise<Authenticated> | null {
     if (this.pending >= this.cap) return null;
     this.pending += 1;
     return acceptHandshake(socket, token, timeoutMs).finally(() => {
@@ -181,7 +202,7 @@ export async function connectAndAuthenticate(
 
 /** Dialer side. Rejects if the acceptor does not prove it holds the same token. */
 export async function dialHandshake(
-  socket: Socket,
+  socket: ByteStream,
   token: string,
   hello: Hello,
   timeoutMs: number,
