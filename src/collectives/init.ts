@@ -13,10 +13,14 @@ import { FRAME_VERSION } from './frame.js';
 import { effectiveSegmentBytes, ProcessGroup } from './process-group.js';
 import { jobToken, slurmMaster } from './slurm.js';
 import { StoreClient, StoreServer } from './store.js';
-import { peerAddressKey, settingsMismatch, Transport } from './transport.js';
+import { peerAddressKey, settingsMismatch, Transport, TRANSPORT_LINKS, type TransportLink } from './transport.js';
 
 /** Where each shared setting comes from, for error messages. */
-const SETTING_SOURCES: Record<string, string> = { segmentBytes: 'WEBTRON_SEGMENT_BYTES', protocol: 'the webtron version' };
+const SETTING_SOURCES: Record<string, string> = {
+  segmentBytes: 'WEBTRON_SEGMENT_BYTES',
+  protocol: 'the webtron version',
+  link: 'WEBTRON_TRANSPORT',
+};
 
 /**
  * Every rank's published settings against this rank's: the first difference as one error that
@@ -59,6 +63,8 @@ export interface InitOptions {
   /** The store is served by a launcher, not by rank 0 (default WEBTRON_STORE_EXTERNAL=1). */
   storeExternal?: boolean;
   segmentBytes?: number;
+  /** The ranks' links: TCP, or WebSocket (default WEBTRON_TRANSPORT, else tcp); the same on every rank. */
+  link?: TransportLink;
   log?: (line: string) => void;
 }
 
@@ -163,7 +169,10 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
   }
   const storeExternal = options.storeExternal ?? env.WEBTRON_STORE_EXTERNAL === '1';
   const segmentBytes = effectiveSegmentBytes(options.segmentBytes ?? intFrom('WEBTRON_SEGMENT_BYTES', env.WEBTRON_SEGMENT_BYTES));
-  const settings = { segmentBytes, protocol: FRAME_VERSION };
+  const link = options.link ?? env.WEBTRON_TRANSPORT ?? 'tcp';
+  if (!(TRANSPORT_LINKS as readonly string[]).includes(link))
+    throw new CollectiveError(`WEBTRON_TRANSPORT is '${link}'; the ranks' links are ${TRANSPORT_LINKS.join(' or ')}`);
+  const settings = { segmentBytes, protocol: FRAME_VERSION, link };
   const masterIp = (await lookup(info.masterAddr)).address;
   const storeServer =
     info.rank === 0 && !storeExternal ? await StoreServer.start({ host: masterIp, port: info.masterPort, token, log }) : null;
@@ -183,6 +192,7 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
       round,
       connectTimeoutMs: Math.min(joinTimeoutMs, 60_000),
       settings,
+      link: link as TransportLink,
       log,
     });
     await store.add(`webtron/${round}/joined`, 1);

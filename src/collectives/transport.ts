@@ -1,13 +1,18 @@
 /**
- * Authenticated, framed TCP connections between ranks. Each rank listens on one port (chosen by
- * the OS unless given) and publishes its address through the store. A rank dials every peer it
- * receives from and reads that socket with `onread`, into the places the receiving op names (the
- * destination itself for copies, the SIMD scratch for reductions): received bytes are never copied
- * again. It sends on the connections its peers dialed. The transport knows nothing of reductions:
+ * Authenticated, framed connections between ranks: TCP, or WebSocket (`link: 'ws'`, the link a
+ * browser can open). Each rank listens on one port (chosen by the OS unless given) and publishes
+ * its address through the store. A rank dials every peer it receives from. Over TCP it reads that
+ * socket with `onread`, into the places the receiving op names (the destination itself for copies,
+ * the SIMD scratch for reductions): received bytes are never copied again. Over WebSocket the same
+ * byte stream (handshake, then frames) travels in binary messages, each copied once into those
+ * places. It sends on the connections its peers dialed. The transport knows nothing of reductions:
  * it hands every frame's header to a router and reads the body where the router's sink says.
  */
+import { createServer as createHttpServer } from 'node:http';
 import net from 'node:net';
-import { connectAndAuthenticate, HandshakeGate, HandshakeReader } from './auth.js';
+import { EventEmitter } from 'node:events';
+import { WebSocket, WebSocketServer } from 'ws';
+import { type ByteStream, connectAndAuthenticate, dialHandshake, HandshakeGate, HandshakeReader } from './auth.js';
 import { TransportError } from './errors.js';
 import { rateLimitedLog } from './log-limit.js';
 import { encodeHeader, FrameReader, type BodySink, type FrameHeader } from './frame.js';
@@ -47,8 +52,16 @@ export interface TransportOptions {
    * published with the address; a peer with other values is refused, naming the setting.
    */
   settings: Record<string, number | string>;
+  /** TCP (default), or WebSocket: every rank of a job uses the same (it is one of the settings). */
+  link?: TransportLink;
   log: (line: string) => void;
 }
+
+export const TRANSPORT_LINKS = ['tcp', 'ws'] as const;
+export type TransportLink = (typeof TRANSPORT_LINKS)[number];
+
+/** How a WebSocket's byte stream is configured: no compression (the frames are floats), messages up to a segment and its header. */
+const WS_OPTIONS = { perMessageDeflate: false, maxPayload: 1 << 30 } as const;
 
 /** The first setting whose value differs, as "name: this rank has a, rank p has b", or null. */
 export function settingsMismatch(mine: Record<string, unknown>, theirs: unknown, peer: string): string | null {
@@ -62,8 +75,67 @@ export function settingsMismatch(mine: Record<string, unknown>, theirs: unknown,
 /** Where `rank` publishes its address; each restart round of the launcher meets under its own keys in the same store. */
 export const peerAddressKey = (rank: number, round = '0') => `webtron/${round}/peer/${rank}`;
 
-/** A connection this rank dialed to `peer` to receive its frames; read with `onread`. */
-class ReceiveLink {
+/**
+ * A WebSocket as a byte stream: each write is one binary message, and the messages read back as
+ * one stream ('data'). Without Node's stream machinery in between, whose 16 KiB high-water mark
+ * paused and resumed the socket at every segment.
+ */
+class WsStream extends EventEmitter implements ByteStream {
+  constructor(readonly ws: WebSocket) {
+    super();
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: Buffer) => this.emit('data', data));
+    ws.on('close', () => {
+      this.emit('end');
+      this.emit('close');
+    });
+    ws.on('error', (error) => this.emit('error', error));
+  }
+
+  write(chunk: Uint8Array, callback?: (error?: Error | null) => void): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      callback?.(new Error('the WebSocket is not open'));
+      return false;
+    }
+    this.ws.send(chunk, { binary: true }, callback);
+    return true;
+  }
+
+  cork(): void {}
+  uncork(): void {}
+
+  pause(): this {
+    this.ws.pause();
+    return this;
+  }
+
+  resume(): this {
+    this.ws.resume();
+    return this;
+  }
+
+  end(): this {
+    this.ws.close();
+    return this;
+  }
+
+  destroy(): this {
+    this.ws.terminate();
+    return this;
+  }
+}
+
+/** A connection this rank dialed to receive `peer`'s frames. */
+interface ReceiveLink {
+  readonly peer: number;
+  readonly socket: ByteStream;
+  open(hello: Record<string, unknown>, token: string, timeoutMs: number): Promise<void>;
+  /** Give a held frame another chance (its op may have started); reading resumes once it has a place. */
+  retry(): void;
+}
+
+/** A TCP connection this rank dialed to `peer` to receive its frames; read with `onread`. */
+class TcpReceiveLink implements ReceiveLink {
   readonly socket: net.Socket;
   private readonly handshake: HandshakeReader;
   private readonly handshakeBuffer = new Uint8Array(1 << 12);
@@ -133,11 +205,70 @@ class ReceiveLink {
   }
 }
 
+/** A WebSocket this rank dialed to `peer` to receive its frames: binary messages, read as one byte stream. */
+class WsReceiveLink implements ReceiveLink {
+  readonly socket: WsStream;
+  private readonly ws: WebSocket;
+  private readonly handshake: HandshakeReader;
+  private frames: FrameReader | null = null;
+
+  constructor(
+    readonly peer: number,
+    url: string,
+    private readonly transport: Transport,
+  ) {
+    this.ws = new WebSocket(url, WS_OPTIONS);
+    this.ws.on('upgrade', (response) => response.socket.setNoDelay(true));
+    // Read from the start: the peer's challenge can come in the same packet as the upgrade.
+    this.socket = new WsStream(this.ws);
+    this.handshake = new HandshakeReader(this.socket);
+  }
+
+  private fail(error: unknown): void {
+    this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
+    this.socket.destroy();
+  }
+
+  async open(hello: Record<string, unknown>, token: string, timeoutMs: number): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.ws.once('open', () => resolve());
+      this.ws.once('error', reject);
+    });
+    const leftover = await dialHandshake(this.socket, token, { kind: 'peer', ...hello }, timeoutMs, this.handshake);
+    this.frames = new FrameReader((header) => this.transport.router.route(this.peer, header));
+    this.socket.on('close', () => this.transport.peerFailed(this.peer, 'connection closed by peer or network', false));
+    this.socket.on('error', (error) => this.transport.peerFailed(this.peer, `socket error: ${error.message}`, false));
+    this.socket.on('data', (chunk: Buffer) => {
+      try {
+        this.frames!.push(chunk);
+        if (this.frames!.held) this.socket.pause();
+      } catch (error) {
+        this.fail(error);
+      }
+    });
+    try {
+      this.frames.push(leftover);
+      if (this.frames.held) this.socket.pause();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  retry(): void {
+    if (!this.frames?.held) return;
+    try {
+      if (this.frames.retry()) this.socket.resume();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+}
+
 /** A connection `peer` dialed to this rank; this rank only sends frames on it. */
 export class SendLink {
   constructor(
     readonly peer: number,
-    readonly socket: net.Socket,
+    readonly socket: ByteStream,
     transport: Transport,
   ) {
     socket.on('data', () => {
@@ -179,7 +310,7 @@ export class Transport {
   private readonly refusal: (line: string) => void;
   private readonly sendLinks = new Map<number, Promise<SendLink>>();
   private readonly awaitingDial = new Map<number, { resolve: (link: SendLink) => void; reject: (e: Error) => void }>();
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new Set<ByteStream>();
   private readonly failedPeers = new Set<number>();
   private closed = false;
 
@@ -187,21 +318,35 @@ export class Transport {
     readonly options: TransportOptions,
     private readonly server: net.Server,
     readonly port: number,
+    private readonly wss: WebSocketServer | null,
   ) {
     this.refusal = rateLimitedLog(options.log, { what: `refused connections to rank ${options.rank}` });
     this.gate = new HandshakeGate(options.maxPendingConnections ?? Math.max(64, 2 * options.worldSize));
   }
 
   static async start(options: TransportOptions): Promise<Transport> {
-    const server = net.createServer();
     const holder: { transport?: Transport } = {};
-    server.on('connection', (socket) => {
-      if (holder.transport) holder.transport.accept(socket);
-      else socket.destroy(); // not yet published: nobody can legitimately know this port
-    });
+    let server: net.Server;
+    let wss: WebSocketServer | null = null;
+    if (options.link === 'ws') {
+      const http = createHttpServer((_request, response) => response.writeHead(426).end());
+      server = http;
+      wss = new WebSocketServer({ server: http, ...WS_OPTIONS });
+      wss.on('connection', (ws, request) => {
+        if (!holder.transport) return ws.terminate(); // not yet published: nobody can legitimately know this port
+        request.socket.setNoDelay(true);
+        holder.transport.accept(new WsStream(ws), `${request.socket.remoteAddress}:${request.socket.remotePort}`);
+      });
+    } else {
+      server = net.createServer();
+      server.on('connection', (socket) => {
+        if (!holder.transport) return socket.destroy(); // not yet published: nobody can legitimately know this port
+        holder.transport.accept(socket, `${socket.remoteAddress}:${socket.remotePort}`);
+      });
+    }
     await listen(server, options.host, options.port, `rank ${options.rank} transport`);
     const { port } = server.address() as net.AddressInfo;
-    holder.transport = new Transport(options, server, port);
+    holder.transport = new Transport(options, server, port, wss);
     await options.store.set(
       peerAddressKey(options.rank, options.round),
       JSON.stringify({ host: options.host, port, settings: options.settings }),
@@ -213,16 +358,17 @@ export class Transport {
     return this.options.rank;
   }
 
-  private track(socket: net.Socket): void {
+  private track(socket: ByteStream): void {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, 10_000);
+    if (socket instanceof net.Socket) {
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true, 10_000);
+    }
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: ByteStream, from: string): void {
     const { token, rank, worldSize, settings } = this.options;
-    const from = `${socket.remoteAddress}:${socket.remotePort}`;
     const handshake = this.closed ? null : this.gate.accept(socket, token, this.options.acceptTimeoutMs ?? 10_000);
     if (!handshake) {
       if (!this.closed)
@@ -292,7 +438,10 @@ export class Transport {
       host: string;
       port: number;
     };
-    const link = new ReceiveLink(peer, address.host, address.port, this);
+    const link: ReceiveLink =
+      this.options.link === 'ws'
+        ? new WsReceiveLink(peer, `ws://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}/`, this)
+        : new TcpReceiveLink(peer, address.host, address.port, this);
     this.track(link.socket);
     try {
       await link.open({ rank, worldSize, settings }, token, connectTimeoutMs);
@@ -309,7 +458,7 @@ export class Transport {
   peerFailed(peer: number, reason: string, fatal: boolean): void {
     if (this.failedPeers.has(peer) || this.closed) return;
     this.failedPeers.add(peer);
-    for (const links of [this.receiveLinks, this.sendLinks] as Map<number, Promise<{ socket: net.Socket }>>[]) {
+    for (const links of [this.receiveLinks, this.sendLinks] as Map<number, Promise<{ socket: ByteStream }>>[]) {
       void links.get(peer)?.then(
         (l) => l.socket.destroy(),
         () => undefined,
@@ -336,6 +485,7 @@ export class Transport {
         s.destroy();
       }
     }
+    this.wss?.close();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }
