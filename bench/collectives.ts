@@ -34,7 +34,7 @@ export function sizesBetween(min: number, max: number): number[] {
 export const collectivesBench: Bench = {
   name: 'collectives',
   summary: 'ring all_reduce / reduce_scatter / all_gather over TCP vs the wire (plain sockets)',
-  columns: ['op', 'world', 'link', 'bytes', 'ms', 'algbw_gbps', 'busbw_gbps', 'gbps', 'vs_wire', 'vs_wire_round_min'],
+  columns: ['op', 'world', 'link', 'bytes', 'ms', 'algbw_gbps', 'busbw_gbps', 'gbps', 'vs_wire', 'vs_wire_round_min', 'vs_tcp'],
   flags: {
     // A list, like the optimizer benchmark's --world: `npm run bench` parses one set of flags for all.
     world: { kind: 'list', default: ['2'], help: 'worker processes (ranks), one or a list' },
@@ -43,6 +43,10 @@ export const collectivesBench: Bench = {
     gpu: {
       kind: 'boolean',
       help: "also DDP's grad sync of a bucket of each size on the GPU: readback, collective and upload (grad_sync, grad_sync_unpipelined, grad_sync_all_reduce)",
+    },
+    websocket: {
+      kind: 'boolean',
+      help: 'also the same ops over WebSocket links (WEBTRON_TRANSPORT=ws, the link of browser ranks): link loopback-ws, vs_tcp against the TCP ring',
     },
     hosts: {
       kind: 'boolean',
@@ -57,7 +61,9 @@ export const collectivesBench: Bench = {
       if (!Number.isInteger(world) || world < 2) throw new FlagError(`--world: '${text}' is not a rank count of 2 or more`);
       const gpu = flags.gpu as boolean;
       if (!flags.hosts) {
-        rows.push(...(await runWorld(world, sizes, gpu)));
+        const tcp = await runWorld(world, sizes, gpu);
+        rows.push(...tcp);
+        if (flags.websocket) rows.push(...withVsTcp(await runWorld(world, sizes, false, undefined, 'ws'), tcp));
         continue;
       }
       const why = hostsUnavailable();
@@ -93,16 +99,32 @@ export function wireRatios(
   };
 }
 
-/** One world size: its ring ops and, between ranks 0 and 1, the wire; on `hosts`, one rank per namespace. */
-async function runWorld(world: number, sizes: number[], gpu: boolean, hosts?: TestHosts): Promise<Row[]> {
+/** WebSocket rows with their busbw over the TCP ring's at the same op and size. */
+function withVsTcp(ws: Row[], tcp: Row[]): Row[] {
+  return ws.map((row) => {
+    const same = tcp.find((t) => t.op === row.op && t.bytes === row.bytes && t.world === row.world);
+    return same?.busbw_gbps ? { ...row, vs_tcp: (row.busbw_gbps as number) / (same.busbw_gbps as number) } : row;
+  });
+}
+
+/**
+ * One world size: its ring ops and, between ranks 0 and 1, the wire; on `hosts`, one rank per
+ * namespace. Over WebSocket links (`link` 'ws') the ring ops only.
+ */
+async function runWorld(world: number, sizes: number[], gpu: boolean, hosts?: TestHosts, transport: 'tcp' | 'ws' = 'tcp'): Promise<Row[]> {
   const rows: Row[] = [];
   progress(
-    `collectives: ${world} ranks${hosts ? ' on hosts of their own (veth)' : ''}, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`,
+    `collectives: ${world} ranks${hosts ? ' on hosts of their own (veth)' : ''}${transport === 'ws' ? ' over WebSocket links' : ''}, ${sizes.length} sizes from ${sizes[0]} B to ${sizes.at(-1)} B`,
   );
   const placement = hosts ? { namespaces: hosts.hosts.map((h) => h.ns), addresses: hosts.hosts.map((h) => h.address) } : undefined;
-  const config = { sizes, ops: ['all_reduce', 'reduce_scatter', 'all_gather'], wireMin: 1 << 20, gpu };
-  const ranks = startRanks(WORKER, world, config, placement);
-  const link = hosts ? 'veth' : 'loopback';
+  const config = {
+    sizes,
+    ops: ['all_reduce', 'reduce_scatter', 'all_gather'],
+    wireMin: transport === 'ws' ? Number.MAX_SAFE_INTEGER : 1 << 20,
+    gpu,
+  };
+  const ranks = startRanks(WORKER, world, config, placement, transport === 'ws' ? { WEBTRON_TRANSPORT: 'ws' } : {});
+  const link = hosts ? 'veth' : transport === 'ws' ? 'loopback-ws' : 'loopback';
   ranks[0]!.onLine((l) => progress(`${l.op as string} ${l.bytes as number} B: ${(l.ms as number).toFixed(2)} ms`));
   await Promise.all(ranks.map((r) => r.done));
   const lines = ranks[0]!.lines;

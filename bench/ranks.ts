@@ -16,8 +16,14 @@ export interface RankPlacement {
   addresses: string[];
 }
 
-/** Start `world` ranks of `worker` with `config` as their argument and torchrun's variables set. */
-export function startRanks(worker: string, world: number, config: Record<string, unknown>, placement?: RankPlacement): RankProcess[] {
+/** Start `world` ranks of `worker` with `config` as their argument, torchrun's variables and `extraEnv` set. */
+export function startRanks(
+  worker: string,
+  world: number,
+  config: Record<string, unknown>,
+  placement?: RankPlacement,
+  extraEnv: Record<string, string> = {},
+): RankProcess[] {
   const port = String(20000 + Math.floor(Math.random() * 20000));
   const token = Math.random().toString(36).slice(2);
   return Array.from({ length: world }, (_, rank) => {
@@ -33,7 +39,7 @@ export function startRanks(worker: string, world: number, config: Record<string,
       ? ['ip', ['netns', 'exec', placement.namespaces[rank]!, process.execPath, worker, JSON.stringify(config)]]
       : [process.execPath, [worker, JSON.stringify(config)]];
     const child = spawn(command as string, args as string[], {
-      env: { ...process.env, ...env },
+      env: { ...process.env, ...env, ...extraEnv },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const lines: Record<string, unknown>[] = [];
