@@ -187,8 +187,12 @@ class HfBacked implements Tokenizer {
   }
 }
 
-/** GPT-2's vocab.json and merges.txt as a byte-level BPE tokenizer.json (no added tokens: text is ordinary text). */
-export function gpt2TokenizerJson(vocab: Record<string, number>, merges: readonly string[]): Json {
+/** A BPE tokenizer.json of `vocab` and `merges` with the given pre-tokenizer and decoder (byte-level, GPT-2's, by default). */
+export function bpeTokenizerJson(
+  vocab: Record<string, number>,
+  merges: readonly string[],
+  pieces: { preTokenizer?: Json; decoder?: Json } = {},
+): Json {
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
   return {
     version: '1.0',
@@ -196,9 +200,9 @@ export function gpt2TokenizerJson(vocab: Record<string, number>, merges: readonl
     padding: null,
     added_tokens: [],
     normalizer: null,
-    pre_tokenizer: byteLevel,
+    pre_tokenizer: pieces.preTokenizer ?? byteLevel,
     post_processor: null,
-    decoder: byteLevel,
+    decoder: pieces.decoder ?? byteLevel,
     model: {
       type: 'BPE',
       dropout: null,
@@ -211,6 +215,11 @@ export function gpt2TokenizerJson(vocab: Record<string, number>, merges: readonl
       merges,
     },
   };
+}
+
+/** GPT-2's vocab.json and merges.txt as a byte-level BPE tokenizer.json (no added tokens: text is ordinary text). */
+export function gpt2TokenizerJson(vocab: Record<string, number>, merges: readonly string[]): Json {
+  return bpeTokenizerJson(vocab, merges);
 }
 
 /** The id of `config`'s eos_token, else of a usual end-of-text token the vocabulary holds. */

@@ -17,7 +17,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gpt2TokenizerJson, readTokenizerFiles, type TokenizerState } from '../data/tokenizer.js';
+import { bpeTokenizerJson, gpt2TokenizerJson, readTokenizerFiles, type TokenizerState } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
 
 type Json = Record<string, unknown>;
@@ -73,28 +73,11 @@ export async function builtinGpt2Files(): Promise<{ vocab: Record<string, number
 
 /** A tokenizer.json without merges over `vocab`, as described above; `byteLevel` for Byte's. */
 function mergelessTokenizerJson(vocab: Record<string, number>, byteLevel: boolean): Json {
-  const level = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [],
-    normalizer: null,
-    pre_tokenizer: byteLevel ? level : { type: 'Split', pattern: { Regex: '[\\s\\S]' }, behavior: 'Isolated', invert: false },
-    post_processor: null,
-    decoder: byteLevel ? level : { type: 'Fuse' },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      vocab,
-      merges: [],
-    },
-  };
+  if (byteLevel) return bpeTokenizerJson(vocab, []);
+  return bpeTokenizerJson(vocab, [], {
+    preTokenizer: { type: 'Split', pattern: { Regex: '[\\s\\S]' }, behavior: 'Isolated', invert: false },
+    decoder: { type: 'Fuse' },
+  });
 }
 
 /** The files (name → text) that hold `state` in a Hugging Face folder; `maxLength` is the model's n_positions. */

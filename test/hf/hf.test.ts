@@ -46,6 +46,11 @@ function torchMissing(): string | null {
   return failed ?? (has() ? null : 'python3-torch is installed but does not import');
 }
 let noTorch: string | null = null;
+const skipWithoutTorch = (context: { skip: () => void }) => {
+  if (!noTorch) return;
+  console.log(`skipped: ${noTorch}`);
+  context.skip();
+};
 
 const exportHf = (load: string, output: string, ...more: string[]) =>
   spawnSync(process.execPath, [BIN, 'export', '--load', load, '--format', 'hf', '--output', output, ...more], { encoding: 'utf8' });
@@ -234,10 +239,7 @@ describe('webtron export --format hf', () => {
   });
 
   it("the referee's GPT-2 forward of the folder gives webtron's logits within 1e-4: tied and untied heads, fp32 and bf16", async (context) => {
-    if (noTorch) {
-      console.log(`skipped: ${noTorch}`);
-      context.skip();
-    }
+    skipWithoutTorch(context);
     const { random } = seeded('hf export logits');
     for (const name of ['tied', 'untied'])
       for (const dtype of ['fp32', 'bf16']) {
@@ -271,10 +273,7 @@ describe('webtron export --format hf', () => {
 
 describe("GPT-2 small's shape", () => {
   it("random bf16 weights written by Python, read as --init-from reads them: webtron's bf16 forward gives the referee's fp32 logits within f16 rounding", async (context) => {
-    if (noTorch) {
-      console.log(`skipped: ${noTorch}`);
-      context.skip();
-    }
+    skipWithoutTorch(context);
     const folder = join(dir, 'gpt2-small');
     const { seed, random } = seeded('hf gpt2 small');
     const wrote = spawnSync(PYTHON, [REFEREE, 'write-random', folder, String(seed), '12', '768', '12', '1024', '50257', 'BF16'], {
@@ -346,10 +345,7 @@ describe("GPT-2 small's shape", () => {
 
 describe('webtron train --init-from a Hugging Face folder', () => {
   it('a random GPT-2 folder written by Python trains one step at lr 0 on 2 ranks and exports byte-identical in fp32', async (context) => {
-    if (noTorch) {
-      console.log(`skipped: ${noTorch}`);
-      context.skip();
-    }
+    skipWithoutTorch(context);
     const src = join(dir, 'random');
     const { seed } = seeded('hf round trip');
     const wrote = spawnSync(PYTHON, [REFEREE, 'write-random', src, String(seed), '2', '32', '4', '24'], { encoding: 'utf8' });
