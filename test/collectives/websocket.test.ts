@@ -15,7 +15,7 @@ describe('collectives over WebSocket links', () => {
     const results = await runJob({
       world: 3,
       scenario: 'matrix',
-      params: { big: 10_000_000 },
+      params: { big: 2_000_000 },
       env: { WEBTRON_TIMEOUT_MS: '60000', WEBTRON_TRANSPORT: 'ws' },
     });
     for (const r of results) {
