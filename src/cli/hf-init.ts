@@ -18,7 +18,7 @@ export function givenFlags(argv: readonly string[]): Set<string> {
 function folderTokenizerType(dir: string): { type: string; files: FlagValues } | null {
   const config = join(dir, 'tokenizer_config.json');
   if (existsSync(config)) {
-    const kind = /"webtron_tokenizer"\s*:\s*"(\w+)"/.exec(readHead(config))?.[1];
+    const kind = /"webtron_tokenizer"\s*:\s*"(\w+)"/.exec(readText(config))?.[1];
     if (kind === 'CharTokenizer' || kind === 'ByteTokenizer') return { type: kind, files: {} };
   }
   if (existsSync(join(dir, 'vocab.json')) && existsSync(join(dir, 'merges.txt')))
@@ -27,7 +27,7 @@ function folderTokenizerType(dir: string): { type: string; files: FlagValues } |
   return null;
 }
 
-function readHead(file: string): string {
+function readText(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch {
