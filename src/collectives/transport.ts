@@ -134,21 +134,65 @@ interface ReceiveLink {
   retry(): void;
 }
 
-/** A TCP connection this rank dialed to `peer` to receive its frames; read with `onread`. */
-class TcpReceiveLink implements ReceiveLink {
-  readonly socket: net.Socket;
-  private readonly handshake: HandshakeReader;
-  private readonly handshakeBuffer = new Uint8Array(1 << 12);
-  private frames: FrameReader | null = null;
-  private lastTarget: Uint8Array | null = null;
-  private targetEpoch = -1;
+/**
+ * What both receive links do once authenticated: feed the frame reader in order, pause the socket
+ * while a frame waits for its op, and report a peer that fails.
+ */
+abstract class FrameReceiveLink implements ReceiveLink {
+  abstract readonly socket: ByteStream;
+  protected frames: FrameReader | null = null;
 
   constructor(
     readonly peer: number,
-    host: string,
-    port: number,
-    private readonly transport: Transport,
-  ) {
+    protected readonly transport: Transport,
+  ) {}
+
+  abstract open(hello: Record<string, unknown>, token: string, timeoutMs: number): Promise<void>;
+
+  protected fail(error: unknown): void {
+    this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
+    this.socket.destroy();
+  }
+
+  /** Frames from the end of the handshake on, starting with the bytes that came with it. */
+  protected startFrames(leftover: Uint8Array): void {
+    this.frames = new FrameReader((header) => this.transport.router.route(this.peer, header));
+    this.socket.on('close', () => this.transport.peerFailed(this.peer, 'connection closed by peer or network', false));
+    this.socket.on('error', (error: Error) => this.transport.peerFailed(this.peer, `socket error: ${error.message}`, false));
+    this.feed(leftover);
+  }
+
+  /** Bytes that arrived somewhere of their own: copied into the reader's places. */
+  protected feed(bytes: Uint8Array): void {
+    try {
+      this.frames!.push(bytes);
+      if (this.frames!.held) this.socket.pause();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  /** Give a held frame another chance (its op may have started); reading resumes once it has a place. */
+  retry(): void {
+    if (!this.frames?.held) return;
+    try {
+      if (this.frames.retry()) this.socket.resume();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+}
+
+/** A TCP connection this rank dialed to `peer` to receive its frames; read with `onread`. */
+class TcpReceiveLink extends FrameReceiveLink {
+  readonly socket: net.Socket;
+  private readonly handshake: HandshakeReader;
+  private readonly handshakeBuffer = new Uint8Array(1 << 12);
+  private lastTarget: Uint8Array | null = null;
+  private targetEpoch = -1;
+
+  constructor(peer: number, host: string, port: number, transport: Transport) {
+    super(peer, transport);
     this.socket = net.connect({
       host,
       port,
@@ -164,69 +208,40 @@ class TcpReceiveLink implements ReceiveLink {
   }
 
   private received(n: number): boolean {
-    try {
-      // Node asks for the next buffer right after each read, and the reader may move on by itself
-      // before the read lands (the handshake ends, a held frame finds its op): judge by where the
-      // bytes went and by whether the reader is still where it was when it handed that buffer out.
-      const landed = this.lastTarget!;
-      if (!this.frames) this.handshake.push(landed.subarray(0, n));
-      else if (landed !== this.handshakeBuffer && this.frames.epoch === this.targetEpoch) this.frames.advance(n);
-      else this.frames.push(landed.slice(0, n));
-      if (this.frames?.held) this.socket.pause();
-    } catch (error) {
-      this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
-      this.socket.destroy();
-    }
+    // Node asks for the next buffer right after each read, and the reader may move on by itself
+    // before the read lands (the handshake ends, a held frame finds its op): judge by where the
+    // bytes went and by whether the reader is still where it was when it handed that buffer out.
+    const landed = this.lastTarget!;
+    if (!this.frames) this.handshake.push(landed.subarray(0, n));
+    else if (landed !== this.handshakeBuffer && this.frames.epoch === this.targetEpoch) {
+      try {
+        this.frames.advance(n);
+        if (this.frames.held) this.socket.pause();
+      } catch (error) {
+        this.fail(error);
+      }
+    } else this.feed(landed.slice(0, n));
     return true;
   }
 
   async open(hello: Record<string, unknown>, token: string, timeoutMs: number): Promise<void> {
-    const leftover = await connectAndAuthenticate(this.socket, token, { kind: 'peer', ...hello }, timeoutMs, this.handshake);
-    this.frames = new FrameReader((header) => this.transport.router.route(this.peer, header));
-    this.socket.on('close', () => this.transport.peerFailed(this.peer, 'connection closed by peer or network', false));
-    this.socket.on('error', (error) => this.transport.peerFailed(this.peer, `socket error: ${error.message}`, false));
-    try {
-      this.frames.push(leftover);
-      if (this.frames.held) this.socket.pause();
-    } catch (error) {
-      this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
-    }
-  }
-
-  /** Give a held frame another chance (its op may have started); reading resumes once it has a place. */
-  retry(): void {
-    if (!this.frames?.held) return;
-    try {
-      if (this.frames.retry()) this.socket.resume();
-    } catch (error) {
-      this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
-      this.socket.destroy();
-    }
+    this.startFrames(await connectAndAuthenticate(this.socket, token, { kind: 'peer', ...hello }, timeoutMs, this.handshake));
   }
 }
 
 /** A WebSocket this rank dialed to `peer` to receive its frames: binary messages, read as one byte stream. */
-class WsReceiveLink implements ReceiveLink {
+class WsReceiveLink extends FrameReceiveLink {
   readonly socket: WsStream;
   private readonly ws: WebSocket;
   private readonly handshake: HandshakeReader;
-  private frames: FrameReader | null = null;
 
-  constructor(
-    readonly peer: number,
-    url: string,
-    private readonly transport: Transport,
-  ) {
+  constructor(peer: number, url: string, transport: Transport) {
+    super(peer, transport);
     this.ws = new WebSocket(url, WS_OPTIONS);
     this.ws.on('upgrade', (response) => response.socket.setNoDelay(true));
     // Read from the start: the peer's challenge can come in the same packet as the upgrade.
     this.socket = new WsStream(this.ws);
     this.handshake = new HandshakeReader(this.socket);
-  }
-
-  private fail(error: unknown): void {
-    this.transport.peerFailed(this.peer, `bad data from rank ${this.peer}: ${(error as Error).message}`, true);
-    this.socket.destroy();
   }
 
   async open(hello: Record<string, unknown>, token: string, timeoutMs: number): Promise<void> {
@@ -235,32 +250,8 @@ class WsReceiveLink implements ReceiveLink {
       this.ws.once('error', reject);
     });
     const leftover = await dialHandshake(this.socket, token, { kind: 'peer', ...hello }, timeoutMs, this.handshake);
-    this.frames = new FrameReader((header) => this.transport.router.route(this.peer, header));
-    this.socket.on('close', () => this.transport.peerFailed(this.peer, 'connection closed by peer or network', false));
-    this.socket.on('error', (error) => this.transport.peerFailed(this.peer, `socket error: ${error.message}`, false));
-    this.socket.on('data', (chunk: Buffer) => {
-      try {
-        this.frames!.push(chunk);
-        if (this.frames!.held) this.socket.pause();
-      } catch (error) {
-        this.fail(error);
-      }
-    });
-    try {
-      this.frames.push(leftover);
-      if (this.frames.held) this.socket.pause();
-    } catch (error) {
-      this.fail(error);
-    }
-  }
-
-  retry(): void {
-    if (!this.frames?.held) return;
-    try {
-      if (this.frames.retry()) this.socket.resume();
-    } catch (error) {
-      this.fail(error);
-    }
+    this.socket.on('data', (chunk: Buffer) => this.feed(chunk));
+    this.startFrames(leftover);
   }
 }
 
