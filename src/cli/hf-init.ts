@@ -3,36 +3,15 @@
  * config.json and its tokenizer from its files. A flag left out takes the folder's value; a flag
  * given must agree with it, else one line names both.
  */
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readGpt2Config } from '../hf/gpt2.js';
+import { folderTokenizer } from '../hf/tokenizer.js';
 import { isFolder } from '../hf/weights.js';
 import { FlagError, type FlagValues } from './flags.js';
 
 /** The flags given on the command line (`--name` or `--name=value`), by name. */
 export function givenFlags(argv: readonly string[]): Set<string> {
   return new Set(argv.filter((a) => a.startsWith('--') && a.length > 2).map((a) => a.slice(2).split('=')[0]!));
-}
-
-/** The tokenizer type a folder's files make, without reading them whole; null for none. */
-function folderTokenizerType(dir: string): { type: string; files: FlagValues } | null {
-  const config = join(dir, 'tokenizer_config.json');
-  if (existsSync(config)) {
-    const kind = /"webtron_tokenizer"\s*:\s*"(\w+)"/.exec(readText(config))?.[1];
-    if (kind === 'CharTokenizer' || kind === 'ByteTokenizer') return { type: kind, files: {} };
-  }
-  if (existsSync(join(dir, 'vocab.json')) && existsSync(join(dir, 'merges.txt')))
-    return { type: 'GPT2BPETokenizer', files: { 'vocab-file': join(dir, 'vocab.json'), 'merge-file': join(dir, 'merges.txt') } };
-  if (existsSync(join(dir, 'tokenizer.json'))) return { type: 'HuggingFaceTokenizer', files: { 'tokenizer-model': dir } };
-  return null;
-}
-
-function readText(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    return ''; // the tokenizer's reader says what is wrong with it
-  }
 }
 
 /**
@@ -77,7 +56,7 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
     out['hidden-dropout'] = hf.hiddenDropout;
   }
   if (!given.has('attention-dropout')) out['attention-dropout'] = hf.attentionDropout;
-  const tokenizer = folderTokenizerType(dir);
+  const tokenizer = folderTokenizer(dir);
   if (tokenizer) {
     for (const flag of ['vocab-file', 'merge-file', 'tokenizer-model'])
       if (given.has(flag))
@@ -87,7 +66,9 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
         `--tokenizer-type ${String(out['tokenizer-type'])} contradicts --init-from ${dir}: its files are a ${tokenizer.type}; leave the flag out`,
       );
     out['tokenizer-type'] = tokenizer.type;
-    Object.assign(out, tokenizer.files);
+    // The file flags the tokenizer type's checks ask for; the tokenizer itself is read from the folder.
+    if (tokenizer.type === 'GPT2BPETokenizer') Object.assign(out, { 'vocab-file': tokenizer.vocabFile, 'merge-file': tokenizer.mergeFile });
+    if (tokenizer.type === 'HuggingFaceTokenizer') out['tokenizer-model'] = tokenizer.tokenizerModel;
   }
   return { values: out, vocabSize: hf.vocabSize };
 }

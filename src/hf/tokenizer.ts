@@ -17,7 +17,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bpeTokenizerJson, gpt2TokenizerJson, readTokenizerFiles, type TokenizerState } from '../data/tokenizer.js';
+import { bpeTokenizerJson, gpt2TokenizerJson, readTokenizerFiles, type TokenizerState, type TokenizerType } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
 
 type Json = Record<string, unknown>;
@@ -136,39 +136,59 @@ function readJson(file: string): Json {
 }
 
 /**
- * The tokenizer a Hugging Face folder holds, or null when it holds none: webtron's Char or Byte
- * (tokenizer_config.json's `webtron_tokenizer`), GPT-2's BPE (vocab.json and merges.txt; the
- * built-in one when they are GPT-2's own), else its tokenizer.json.
+ * Which tokenizer a Hugging Face folder's files make, and where they are, or null when it holds
+ * none: webtron's Char or Byte (tokenizer_config.json's `webtron_tokenizer`), GPT-2's BPE
+ * (vocab.json and merges.txt), else a Hugging Face tokenizer (tokenizer.json). Reads only
+ * tokenizer_config.json.
  */
-export async function readFolderTokenizer(dir: string): Promise<TokenizerState | null> {
+export function folderTokenizer(
+  dir: string,
+):
+  | { type: 'GPT2BPETokenizer'; vocabFile: string; mergeFile: string }
+  | { type: Exclude<TokenizerType, 'GPT2BPETokenizer'>; tokenizerModel: string }
+  | null {
   const configFile = join(dir, 'tokenizer_config.json');
-  const config = existsSync(configFile) ? readJson(configFile) : {};
-  const kind = config.webtron_tokenizer;
-  if (kind === 'ByteTokenizer') return { type: 'ByteTokenizer' };
-  if (kind === 'CharTokenizer') {
-    const file = join(dir, 'tokenizer.json');
-    const vocab = (readJson(file).model as Json | undefined)?.vocab;
-    const entries = typeof vocab === 'object' && vocab !== null ? Object.entries(vocab as Record<string, unknown>) : [];
-    const chars: string[] = [];
-    for (const [c, id] of entries) if (Number.isInteger(id) && Array.from(c).length === 1) chars[id as number] = c;
-    if (entries.length === 0 || chars.length !== entries.length || chars.includes(undefined as unknown as string))
-      throw new ConfigError(
-        `initFrom: ${file}: a CharTokenizer's vocabulary must give single characters the ids 0 to n-1; export the folder again with webtron export --format hf`,
-        'initFrom',
-      );
-    return { type: 'CharTokenizer', chars };
-  }
-  if (existsSync(join(dir, 'vocab.json')) && existsSync(join(dir, 'merges.txt'))) {
-    const state = readTokenizerFiles('GPT2BPETokenizer', { vocabFile: join(dir, 'vocab.json'), mergeFile: join(dir, 'merges.txt') });
-    if (state.type !== 'GPT2BPETokenizer' || !state.vocab || !state.merges) return state;
-    const own = await builtinGpt2Files();
-    const same =
-      state.merges.length === own.merges.length &&
-      state.merges.every((m, i) => m === own.merges[i]) &&
-      Object.keys(state.vocab).length === Object.keys(own.vocab).length &&
-      Object.entries(state.vocab).every(([t, id]) => own.vocab[t] === id);
-    return same ? { type: 'GPT2BPETokenizer' } : state;
-  }
-  if (existsSync(join(dir, 'tokenizer.json'))) return readTokenizerFiles('HuggingFaceTokenizer', { tokenizerModel: dir });
+  const kind = existsSync(configFile) ? readJson(configFile).webtron_tokenizer : undefined;
+  if (kind === 'ByteTokenizer' || kind === 'CharTokenizer') return { type: kind, tokenizerModel: join(dir, 'tokenizer.json') };
+  const [vocabFile, mergeFile] = [join(dir, 'vocab.json'), join(dir, 'merges.txt')];
+  if (existsSync(vocabFile) && existsSync(mergeFile)) return { type: 'GPT2BPETokenizer', vocabFile, mergeFile };
+  if (existsSync(join(dir, 'tokenizer.json'))) return { type: 'HuggingFaceTokenizer', tokenizerModel: dir };
   return null;
+}
+
+/** The tokenizer a Hugging Face folder holds (folderTokenizer), GPT-2's BPE as the built-in one when its files are GPT-2's own. */
+export async function readFolderTokenizer(dir: string): Promise<TokenizerState | null> {
+  const found = folderTokenizer(dir);
+  switch (found?.type) {
+    case undefined:
+      return null;
+    case 'ByteTokenizer':
+      return { type: 'ByteTokenizer' };
+    case 'CharTokenizer': {
+      const file = found.tokenizerModel;
+      const vocab = (readJson(file).model as Json | undefined)?.vocab;
+      const entries = typeof vocab === 'object' && vocab !== null ? Object.entries(vocab as Record<string, unknown>) : [];
+      const chars: string[] = [];
+      for (const [c, id] of entries) if (Number.isInteger(id) && Array.from(c).length === 1) chars[id as number] = c;
+      if (entries.length === 0 || chars.length !== entries.length || chars.includes(undefined as unknown as string))
+        throw new ConfigError(
+          `initFrom: ${file}: a CharTokenizer's vocabulary must give single characters the ids 0 to n-1; export the folder again with webtron export --format hf`,
+          'initFrom',
+        );
+      return { type: 'CharTokenizer', chars };
+    }
+    case 'GPT2BPETokenizer': {
+      const state = readTokenizerFiles('GPT2BPETokenizer', found);
+      if (state.type !== 'GPT2BPETokenizer' || !state.vocab || !state.merges) return state;
+      const own = await builtinGpt2Files();
+      const same =
+        state.merges.length === own.merges.length &&
+        state.merges.every((m, i) => m === own.merges[i]) &&
+        Object.keys(state.vocab).length === Object.keys(own.vocab).length &&
+        Object.entries(state.vocab).every(([t, id]) => own.vocab[t] === id);
+      return same ? { type: 'GPT2BPETokenizer' } : state;
+    }
+    case 'HuggingFaceTokenizer':
+      return readTokenizerFiles('HuggingFaceTokenizer', found);
+  }
 }
