@@ -52,7 +52,8 @@ export { CheckpointError, layoutHash, type CheckpointIndex };
 
 export const CHECKPOINT_FORMAT = 'webtron-checkpoint/2';
 const STATE_KINDS: readonly StateKind[] = ['exp_avg', 'exp_avg_sq', 'main_params'];
-const SAFETENSORS_DTYPE: Record<ParamDtype, SafetensorsDtype> = { float32: 'F32', bfloat16: 'BF16', float16: 'F16' };
+/** A param dtype's safetensors name. */
+export const SAFETENSORS_DTYPE: Record<ParamDtype, SafetensorsDtype> = { float32: 'F32', bfloat16: 'BF16', float16: 'F16' };
 
 export interface CheckpointParts {
   group: Collectives;

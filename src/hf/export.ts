@@ -11,9 +11,9 @@
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { openModelTensors } from '../checkpoint/checkpoint.js';
+import { openModelTensors, SAFETENSORS_DTYPE } from '../checkpoint/checkpoint.js';
 import { CheckpointError } from '../checkpoint/errors.js';
-import { encodeHeader, type SafetensorsDtype } from '../checkpoint/safetensors.js';
+import { encodeHeader } from '../checkpoint/safetensors.js';
 import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import type { ParamDtype } from '../ddp/layout.js';
 import { fsyncDir, writeFileAtomic } from '../files.js';
@@ -22,8 +22,6 @@ import { gptParams } from '../nn/gpt-spec.js';
 import { NO_PROGRESS, type ProgressDisplay } from '../progress.js';
 import { generationConfigJson, gpt2ConfigJson, HF_DTYPES, type HfDtype, hfName } from './gpt2.js';
 import { tokenizerFiles } from './tokenizer.js';
-
-const ST_DTYPE: Record<ParamDtype, SafetensorsDtype> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
 export interface HfExport {
   /** The checkpoint folder read. */
@@ -67,7 +65,7 @@ export async function exportHfFolder(
 
     const weights = join(output, 'model.safetensors');
     const header = encodeHeader(
-      tensors.map((t) => ({ name: t.hfName, dtype: ST_DTYPE[to], shape: t.shape })),
+      tensors.map((t) => ({ name: t.hfName, dtype: SAFETENSORS_DTYPE[to], shape: t.shape })),
       { format: 'pt' },
     );
     const total = tensors.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
