@@ -13,13 +13,13 @@ import { FRAME_VERSION } from './frame.js';
 import { effectiveSegmentBytes, ProcessGroup } from './process-group.js';
 import { jobToken, slurmMaster } from './slurm.js';
 import { StoreClient, StoreServer } from './store.js';
-import { peerAddressKey, settingsMismatch, Transport, TRANSPORT_LINKS, type TransportLink } from './transport.js';
+import type { ByteStream } from './auth.js';
+import { peerAddressKey, settingsMismatch, Transport, TRANSPORT_LINKS, type TransportLink, type TransportListener } from './transport.js';
 
 /** Where each shared setting comes from, for error messages. */
 const SETTING_SOURCES: Record<string, string> = {
   segmentBytes: 'WEBTRON_SEGMENT_BYTES',
   protocol: 'the webtron version',
-  link: 'WEBTRON_TRANSPORT',
 };
 
 /**
@@ -63,8 +63,14 @@ export interface InitOptions {
   /** The store is served by a launcher, not by rank 0 (default WEBTRON_STORE_EXTERNAL=1). */
   storeExternal?: boolean;
   segmentBytes?: number;
-  /** The ranks' links: TCP, or WebSocket (default WEBTRON_TRANSPORT, else tcp); the same on every rank. */
+  /** What this rank listens on: TCP, or WebSocket (default WEBTRON_TRANSPORT, else tcp). Its peers dial the link it publishes. */
   link?: TransportLink;
+  /**
+   * A browser tab's way into the job, which can neither listen nor open TCP: the store through a
+   * WebSocket that its launcher joins to the store's port, and its connections through the
+   * launcher's relay.
+   */
+  browser?: { openStore: () => Promise<ByteStream>; listener: TransportListener };
   log?: (line: string) => void;
 }
 
@@ -172,15 +178,22 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
   const link = options.link ?? env.WEBTRON_TRANSPORT ?? 'tcp';
   if (!(TRANSPORT_LINKS as readonly string[]).includes(link))
     throw new CollectiveError(`WEBTRON_TRANSPORT is '${link}'; the ranks' links are ${TRANSPORT_LINKS.join(' or ')}`);
-  const settings = { segmentBytes, protocol: FRAME_VERSION, link };
-  const masterIp = (await lookup(info.masterAddr)).address;
+  const settings = { segmentBytes, protocol: FRAME_VERSION };
+  const { browser } = options;
+  const masterIp = browser ? info.masterAddr : (await lookup(info.masterAddr)).address;
   const storeServer =
-    info.rank === 0 && !storeExternal ? await StoreServer.start({ host: masterIp, port: info.masterPort, token, log }) : null;
+    info.rank === 0 && !storeExternal && !browser ? await StoreServer.start({ host: masterIp, port: info.masterPort, token, log }) : null;
   let store: StoreClient | null = null;
   let transport: Transport | null = null;
   try {
-    store = await StoreClient.connect({ host: masterIp, port: info.masterPort, token, connectTimeoutMs: joinTimeoutMs });
-    const host = await bindAddress(options, env, info.masterAddr);
+    store = await StoreClient.connect({
+      host: masterIp,
+      port: info.masterPort,
+      token,
+      connectTimeoutMs: joinTimeoutMs,
+      ...(browser ? { open: browser.openStore } : {}),
+    });
+    const host = browser ? '' : await bindAddress(options, env, info.masterAddr);
     const round = env.WEBTRON_RESTART_COUNT ?? '0';
     transport = await Transport.start({
       rank: info.rank,
@@ -193,6 +206,7 @@ export async function initProcessGroup(options: InitOptions = {}, env: NodeJS.Pr
       connectTimeoutMs: Math.min(joinTimeoutMs, 60_000),
       settings,
       link: link as TransportLink,
+      ...(browser ? { listener: browser.listener } : {}),
       log,
     });
     await store.add(`webtron/${round}/joined`, 1);

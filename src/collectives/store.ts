@@ -5,7 +5,7 @@
  * timeout passes; a timeout names the keys it waited for.
  */
 import net from 'node:net';
-import { connectAndAuthenticate, HandshakeGate } from './auth.js';
+import { type ByteStream, connectAndAuthenticate, dialHandshake, HandshakeGate } from './auth.js';
 import { StoreError, TransportError } from './errors.js';
 import { rateLimitedLog } from './log-limit.js';
 
@@ -102,7 +102,7 @@ class MessageChannel {
   private pending: Buffer = Buffer.alloc(0);
 
   constructor(
-    private readonly socket: net.Socket,
+    private readonly socket: ByteStream,
     private readonly onMessage: (message: unknown) => void,
     private readonly onBroken: (reason: string) => void,
     leftover: Buffer,
@@ -306,6 +306,11 @@ export class StoreServer {
     for (const w of ready) w.done();
   }
 
+  /** A key's value as the store holds it now, for the process that serves it (the launcher relaying a browser rank's dial). */
+  peek(key: string): Buffer | undefined {
+    return this.data.get(key);
+  }
+
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -343,6 +348,11 @@ export interface StoreClientOptions {
   connectTimeoutMs?: number;
   /** Default timeout of blocking reads. Default 300 s. */
   timeoutMs?: number;
+  /**
+   * Another way to the store than TCP to host:port (a browser tab's WebSocket, which the launcher
+   * joins to the store's port): resolves with a connected byte stream.
+   */
+  open?: () => Promise<ByteStream>;
 }
 
 export class StoreClient {
@@ -351,7 +361,7 @@ export class StoreClient {
   private broken: string | null = null;
 
   private constructor(
-    private readonly socket: net.Socket,
+    private readonly socket: ByteStream,
     private readonly channel: MessageChannel,
     readonly timeoutMs: number,
     readonly address: string,
@@ -362,10 +372,19 @@ export class StoreClient {
     const address = `${options.host}:${options.port}`;
     let lastError = '';
     for (let delay = 20; Date.now() < deadline; delay = Math.min(delay * 2, 500)) {
-      const socket = net.connect({ host: options.host, port: options.port });
-      socket.setNoDelay(true);
+      let socket: ByteStream | null = null;
       try {
-        const leftover = await connectAndAuthenticate(socket, options.token, { kind: 'store' }, Math.max(1000, deadline - Date.now()));
+        const timeoutMs = Math.max(1000, deadline - Date.now());
+        let leftover: Buffer;
+        if (options.open) {
+          socket = await options.open();
+          leftover = await dialHandshake(socket, options.token, { kind: 'store' }, timeoutMs);
+        } else {
+          const tcp = net.connect({ host: options.host, port: options.port });
+          tcp.setNoDelay(true);
+          socket = tcp;
+          leftover = await connectAndAuthenticate(tcp, options.token, { kind: 'store' }, timeoutMs);
+        }
         // Created before the channel so that its handlers can reach it.
         const holder: { client?: StoreClient } = {};
         const channel = new MessageChannel(
@@ -377,7 +396,7 @@ export class StoreClient {
         holder.client = new StoreClient(socket, channel, options.timeoutMs ?? 300_000, address);
         return holder.client;
       } catch (error) {
-        socket.destroy();
+        socket?.destroy();
         lastError = (error as Error).message;
         // A store that sent its challenge and then hung up refused our token: retrying cannot help.
         if (

@@ -1,7 +1,9 @@
 /**
  * Authenticated, framed connections between ranks: TCP, or WebSocket (`link: 'ws'`, the link a
  * browser can open). Each rank listens on one port (chosen by the OS unless given) and publishes
- * its address through the store. A rank dials every peer it receives from. Over TCP it reads that
+ * its address and link through the store; a browser tab, which cannot listen, publishes a URL at its
+ * launcher that relays connections to it (`listener`). A rank dials every peer it receives from,
+ * over the link that peer listens on, so a ring can mix links pair by pair. Over TCP it reads that
  * socket with `onread`, into the places the receiving op names (the destination itself for copies,
  * the SIMD scratch for reductions): received bytes are never copied again. Over WebSocket the same
  * byte stream (handshake, then frames) travels in binary messages, each copied once into those
@@ -52,9 +54,33 @@ export interface TransportOptions {
    * published with the address; a peer with other values is refused, naming the setting.
    */
   settings: Record<string, number | string>;
-  /** TCP (default), or WebSocket: every rank of a job uses the same (it is one of the settings). */
+  /** What this rank listens on: TCP (default) or WebSocket. Its dialers follow the published address. */
   link?: TransportLink;
+  /** Connections that reach this rank some other way than a port of its own (a browser tab's relay); replaces the listener. */
+  listener?: TransportListener;
   log: (line: string) => void;
+}
+
+/**
+ * Where a rank that cannot listen (a browser tab) is reached: a WebSocket URL it publishes, and the
+ * connections that arrive there, each handed to `accept` as a byte stream.
+ */
+export interface TransportListener {
+  url: string;
+  start(accept: (stream: ByteStream, from: string) => void): void;
+  /** Where this rank dials `peer` instead of its address (the launcher joins the two). */
+  dialUrl(peer: number): string;
+  close(): void;
+}
+
+/** What a rank publishes under peerAddressKey: where to dial it, over which link, and its shared settings. */
+interface PeerAddress {
+  host?: string;
+  port?: number;
+  link?: TransportLink;
+  /** A WebSocket URL to dial instead of host:port (a browser rank's relay). */
+  url?: string;
+  settings?: unknown;
 }
 
 export const TRANSPORT_LINKS = ['tcp', 'ws'] as const;
@@ -80,7 +106,7 @@ export const peerAddressKey = (rank: number, round = '0') => `webtron/${round}/p
  * one stream ('data'). Without Node's stream machinery in between, whose 16 KiB high-water mark
  * paused and resumed the socket at every segment.
  */
-class WsStream extends EventEmitter implements ByteStream {
+export class WsStream extends EventEmitter implements ByteStream {
   constructor(readonly ws: WebSocket) {
     super();
     ws.binaryType = 'nodebuffer';
@@ -307,7 +333,7 @@ export class Transport {
 
   private constructor(
     readonly options: TransportOptions,
-    private readonly server: net.Server,
+    private readonly server: net.Server | null,
     readonly port: number,
     private readonly wss: WebSocketServer | null,
   ) {
@@ -316,6 +342,13 @@ export class Transport {
   }
 
   static async start(options: TransportOptions): Promise<Transport> {
+    if (options.listener) {
+      const transport = new Transport(options, null, 0, null);
+      options.listener.start((stream, from) => transport.accept(stream, from));
+      const address: PeerAddress = { url: options.listener.url, link: 'ws', settings: options.settings };
+      await options.store.set(peerAddressKey(options.rank, options.round), JSON.stringify(address));
+      return transport;
+    }
     const holder: { transport?: Transport } = {};
     let server: net.Server;
     let wss: WebSocketServer | null = null;
@@ -338,10 +371,8 @@ export class Transport {
     await listen(server, options.host, options.port, `rank ${options.rank} transport`);
     const { port } = server.address() as net.AddressInfo;
     holder.transport = new Transport(options, server, port, wss);
-    await options.store.set(
-      peerAddressKey(options.rank, options.round),
-      JSON.stringify({ host: options.host, port, settings: options.settings }),
-    );
+    const address: PeerAddress = { host: options.host, port, link: options.link ?? 'tcp', settings: options.settings };
+    await options.store.set(peerAddressKey(options.rank, options.round), JSON.stringify(address));
     return holder.transport;
   }
 
@@ -352,7 +383,7 @@ export class Transport {
   private track(socket: ByteStream): void {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
-    if (socket instanceof net.Socket) {
+    if (typeof net.Socket === 'function' && socket instanceof net.Socket) {
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 10_000);
     }
@@ -425,14 +456,15 @@ export class Transport {
 
   private async dial(peer: number): Promise<ReceiveLink> {
     const { store, token, connectTimeoutMs, rank, worldSize, settings, round } = this.options;
-    const address = JSON.parse((await store.get(peerAddressKey(peer, round), connectTimeoutMs)).toString('utf8')) as {
-      host: string;
-      port: number;
-    };
-    const link: ReceiveLink =
-      this.options.link === 'ws'
-        ? new WsReceiveLink(peer, `ws://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}/`, this)
-        : new TcpReceiveLink(peer, address.host, address.port, this);
+    const address = JSON.parse((await store.get(peerAddressKey(peer, round), connectTimeoutMs)).toString('utf8')) as PeerAddress;
+    const host = address.host ?? '';
+    const where = address.url ?? `${host}:${address.port}`;
+    const { listener } = this.options;
+    const link: ReceiveLink = listener
+      ? new WsReceiveLink(peer, listener.dialUrl(peer), this)
+      : address.url || address.link === 'ws'
+        ? new WsReceiveLink(peer, address.url ?? `ws://${host.includes(':') ? `[${host}]` : host}:${address.port}/`, this)
+        : new TcpReceiveLink(peer, host, address.port!, this);
     this.track(link.socket);
     try {
       await link.open({ rank, worldSize, settings }, token, connectTimeoutMs);
@@ -441,7 +473,7 @@ export class Transport {
       return link;
     } catch (error) {
       link.socket.destroy();
-      throw new TransportError(`cannot connect to rank ${peer} at ${address.host}:${address.port}: ${(error as Error).message}`, peer);
+      throw new TransportError(`cannot connect to rank ${peer} at ${where}: ${(error as Error).message}`, peer);
     }
   }
 
@@ -477,6 +509,8 @@ export class Transport {
       }
     }
     this.wss?.close();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.options.listener?.close();
+    const server = this.server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }
