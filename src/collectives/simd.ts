@@ -125,7 +125,7 @@ const kernelsOf = new WeakMap<ArrayBufferLike, Kernels>();
 
 /** A zeroed Float32Array of `length` that WASM SIMD reductions can work on in place. */
 export function hostFloat32(length: number): Float32Array {
-  compiled ??= new WebAssembly.Module(moduleBytes());
+  compiled ??= new WebAssembly.Module(moduleBytes() as Uint8Array<ArrayBuffer>);
   const dataBytes = Math.ceil((length * 4) / 16) * 16;
   const pages = Math.ceil((dataBytes + SCRATCH_BYTES) / PAGE);
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });

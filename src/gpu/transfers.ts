@@ -110,7 +110,7 @@ export class Transfers {
           ? null
           : this.pool.acquire('write', chunk.byteLength, this.pool.roomFor('write', chunk.byteLength));
       if (!staging) {
-        this.ctx.device.queue.writeBuffer(buffer.gpu, offset + at, chunk);
+        this.ctx.device.queue.writeBuffer(buffer.gpu, offset + at, chunk as Uint8Array<ArrayBuffer>);
         continue;
       }
       new Uint8Array(staging.gpu.getMappedRange(0, chunk.byteLength)).set(chunk);

@@ -1,4 +1,5 @@
 /** What a training run keeps, reports and fails with: the checkpoint's trainer state, the summary, the options. */
+import type { InitOptions } from '../collectives/init.js';
 import type { TokenizerState } from '../data/tokenizer.js';
 import { WebtronError } from '../errors.js';
 import type { GptConfig } from '../nn/gpt.js';
@@ -61,4 +62,8 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Rank 0's progress display for --train-iters iterations (the CLI gives its bar on a terminal); none by default. */
   progress?: (iterations: number) => ProgressDisplay;
+  /** Every rank, after each iteration: the iteration and its loss averaged over the ranks (a browser worker's page shows them). */
+  onIteration?: (iteration: number, loss: number) => void;
+  /** How this rank joins the job (default: from the environment, torchrun's variables). */
+  init?: InitOptions;
 }

@@ -146,6 +146,7 @@ async function train(
   counters: Counters,
   log: TrainingLog,
   stepTimer: StepTimer | null,
+  onIteration?: (iteration: number, loss: number) => void,
 ): Promise<{ checkpoint: string | null; lastTimed: number }> {
   const { cfg, ddp } = run;
   const state = (): TrainerState => ({ ...counters, tokenizer: data.tokenizer.state(), model: run.model, args: cfg });
@@ -157,6 +158,7 @@ async function train(
     const outcome = await trainStep(run, data.train, counters, stepTimer);
     const iteration = counters.iteration;
     tellLauncher({ iteration });
+    onIteration?.(iteration, outcome.loss);
     const timing = stepTimer ? await stepTimer.end(iteration, ddp.phases) : null;
     if (timing) lastTimed = iteration;
     const stepMs = performance.now() - stepStart;
@@ -204,7 +206,7 @@ async function train(
 export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const print = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const ctx = await GpuContext.create({ backend: options.backend, adapter: options.adapter });
-  const dist: Distributed = await initProcessGroup();
+  const dist: Distributed = await initProcessGroup(options.init);
   const { rank, worldSize: d } = dist.info;
   if (d !== cfg.dataParallelSize) throw new TrainingError(`the job has ${d} ranks but the flags were checked for ${cfg.dataParallelSize}`);
   const say = (line: string) => rank === 0 && print(line);
@@ -234,7 +236,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       );
     }
     const stepTimer = cfg.timing ? new StepTimer(ctx, rank, cfg.runDir) : null;
-    const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer);
+    const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer, options.onIteration);
     // The most GPU memory any rank held at once (every category, as the allocator counted it), in
     // KiB rounded up: exact in the float32 the all-reduce carries up to 16 TiB.
     const peakKiB = new Float32Array([Math.ceil(ctx.memoryReport().peakTotal / 1024)]);

@@ -1,0 +1,89 @@
+/**
+ * A browser tab's rank, in a dedicated worker (no main-thread throttling when the tab is in the
+ * background, and synchronous requests for the file shim are allowed). It runs the same
+ * `runTraining` as every Node rank, with the browser's WebGPU, its files at the launcher, the
+ * store through a WebSocket and its incoming connections relayed by the launcher.
+ */
+import { WebSocket } from 'ws';
+import type { ByteStream } from '../collectives/auth.js';
+import { type TransportListener, WsStream } from '../collectives/transport.js';
+import { runTraining } from '../train/trainer.js';
+import type { AcceptRequest, ExitReport, StartMessage, WorkerReport } from './protocol.js';
+import { useLauncher } from './remote.js';
+import { onOutput, process } from './shims/process.js';
+
+const post = (report: WorkerReport) => (self as unknown as { postMessage(m: unknown): void }).postMessage(report);
+
+/** A WebSocket to the launcher, once open, as the transport's byte stream. */
+function openStream(url: string): Promise<WsStream> {
+  const ws = new WebSocket(url);
+  const stream = new WsStream(ws);
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(stream));
+    ws.once('error', reject);
+    ws.once('close', () => reject(new Error(`${url.replace(/\?.*/, '')} closed before it opened`)));
+  });
+}
+
+async function start({ base, join }: StartMessage): Promise<void> {
+  const wsBase = base.replace(/^http/, 'ws');
+  const session = encodeURIComponent(join.session);
+  useLauncher(base, join.session);
+  Object.assign(process.env, join.env);
+  onOutput((text) => {
+    for (const line of text.split('\n')) if (line.trim()) post({ kind: 'log', line });
+  });
+  const adapter = await navigator.gpu?.requestAdapter({ powerPreference: 'high-performance' });
+  if (adapter) {
+    const i = adapter.info;
+    post({
+      kind: 'adapter',
+      description: [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ') || 'unnamed adapter',
+    });
+  }
+  const control = await openStream(`${wsBase}/webtron/control?session=${session}`);
+  let accept: ((stream: ByteStream, from: string) => void) | null = null;
+  let controlText = '';
+  control.on('data', (chunk: Uint8Array) => {
+    controlText += new TextDecoder().decode(chunk);
+    const lines = controlText.split('\n');
+    controlText = lines.pop()!;
+    for (const line of lines) {
+      const request = JSON.parse(line) as AcceptRequest;
+      openStream(`${wsBase}/webtron/accept/${encodeURIComponent(request.accept)}?session=${session}`).then(
+        (stream) => accept?.(stream, `${request.from} (relayed by the launcher)`),
+        () => undefined, // the dialer gave up; it retries or fails on its side
+      );
+    }
+  });
+  const listener: TransportListener = {
+    url: `${wsBase}/webtron/relay/${join.rank}`,
+    start: (handler) => {
+      accept = handler;
+    },
+    dialUrl: (peer) => `${wsBase}/webtron/dial/${peer}?session=${session}`,
+    close: () => {
+      accept = null;
+    },
+  };
+  const report = (r: ExitReport) => {
+    control.write(new TextEncoder().encode(`${JSON.stringify(r)}\n`));
+    control.end();
+  };
+  try {
+    await runTraining(join.config, {
+      init: { browser: { openStore: () => openStream(`${wsBase}/webtron/store?session=${session}`), listener } },
+      log: (line) => post({ kind: 'log', line }),
+      onIteration: (iteration, loss) => post({ kind: 'iteration', iteration, trainIters: join.config.trainIters, loss }),
+    });
+    report({ exit: 0, message: 'finished' });
+    post({ kind: 'done', ok: true, message: `rank ${join.rank} finished` });
+  } catch (error) {
+    const e = error as Error & { exitCode?: number };
+    const message = `${e.name}: ${e.message}`;
+    report({ exit: e.exitCode ?? 1, message });
+    post({ kind: 'done', ok: false, message });
+  }
+}
+
+self.onmessage = (event: MessageEvent<StartMessage>) => void start(event.data);
