@@ -232,6 +232,17 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     default: 0,
     help: 'when a worker fails, stop the others and start them all again on every node, resuming from --save',
   }),
+  'browser-workers': flag('launch', {
+    kind: 'int',
+    default: 0,
+    help: 'browser tabs that join as ranks after the Node workers: node 0 serves their page and prints a one-time URL for each (docs/browser-workers.md)',
+  }),
+  'browser-host': flag('launch', {
+    kind: 'string',
+    default: '127.0.0.1',
+    help: "address the browser workers' page listens on (a LAN address lets another computer's browser join)",
+  }),
+  'browser-port': flag('launch', { kind: 'int', default: 0, help: "port of the browser workers' page (0: a free one)" }),
   backend: flag('launch', { kind: 'string', env: 'WEBTRON_BACKEND', help: 'Dawn backend: vulkan, metal, d3d12, d3d11, opengl, opengles' }),
   adapter: flag('launch', { kind: 'string', env: 'WEBTRON_ADAPTER', help: 'adapter name as `webtron info --list` prints it' }),
 };

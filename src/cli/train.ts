@@ -53,12 +53,18 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   }
   const nproc = values['nproc-per-node'] as number;
   const nnodes = values.nnodes as number;
+  const browsers = values['browser-workers'] as number;
   for (const [flag, value] of [
     ['nproc-per-node', nproc],
     ['nnodes', nnodes],
   ] as const)
     if (!(value >= 1)) throw new FlagError(`--${flag} must be at least 1, got ${value}`);
-  const cfg = withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes)); // every flag error before any worker starts
+  if (!(browsers >= 0)) throw new FlagError(`--browser-workers must be 0 or more, got ${browsers}`);
+  if (browsers > 0 && (values['max-restarts'] as number) > 0)
+    throw new FlagError(
+      '--browser-workers with --max-restarts: a restarted job would need every tab to join again; run without --max-restarts, or with Node workers only',
+    );
+  const cfg = withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes + browsers)); // every flag error before any worker starts
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();
   const dashboard = values.dashboard ? await startRunDashboard(values, runDir) : null;
@@ -91,8 +97,9 @@ async function trainHere(
   const nproc = values['nproc-per-node'] as number;
   const nnodes = values.nnodes as number;
   const maxRestarts = values['max-restarts'] as number;
-  // One process runs in place, unless it is to be restarted: then the launcher watches it.
-  if (nproc * nnodes === 1 && maxRestarts === 0) {
+  const browsers = values['browser-workers'] as number;
+  // One process runs in place, unless it is to be restarted or joined by tabs: then the launcher watches it.
+  if (nproc * nnodes === 1 && maxRestarts === 0 && browsers === 0) {
     await runTraining({ ...cfg, runDir }, gpu);
     return 0;
   }
@@ -106,6 +113,16 @@ async function trainHere(
     token: process.env.WEBTRON_JOB_TOKEN,
     graceMs: values['stop-grace-ms'] as number,
     maxRestarts,
+    ...(browsers > 0
+      ? {
+          browser: {
+            workers: browsers,
+            host: values['browser-host'] as string,
+            port: values['browser-port'] as number,
+            config: { ...cfg, runDir },
+          },
+        }
+      : {}),
     command: [CLI, 'train', ...own, ...(cfg.runDir ? [] : ['--run-dir', runDir])],
     // Workers run the CLI in place: this process's stderr already passes through bin/webtron.js's filter.
     env: { ...process.env, WEBTRON_CLI_CHILD: '1' },

@@ -13,6 +13,8 @@ import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { StoreClient, StoreServer } from '../collectives/store.js';
 import { DAWN_NOTICE } from '../gpu/dawn-notice.js';
+import { BrowserHost } from './browser-host.js';
+import type { TrainConfig } from './config.js';
 
 export interface LaunchOptions {
   nprocPerNode: number;
@@ -38,11 +40,19 @@ export interface LaunchOptions {
   maxRestarts?: number;
   /** How long a node's launcher waits for the others to agree on a restart (default 300 s: WEBTRON_JOIN_TIMEOUT_MS). */
   agreeTimeoutMs?: number;
+  /**
+   * Browser tabs that join as the last ranks (every node counts them in the world size); node 0
+   * serves their page, prints a URL for each, and watches them as it watches its processes.
+   */
+  browser?: { workers: number; host: string; port: number; config: TrainConfig };
 }
+
+/** Ranks in the job: every node's processes, then the browser workers. */
+export const worldSizeOf = (o: LaunchOptions) => o.nnodes * o.nprocPerNode + (o.browser?.workers ?? 0);
 
 /** Environment of each local worker, pure. */
 export function workerEnvironments(o: LaunchOptions, token: string, restart = 0): Record<string, string>[] {
-  const world = o.nnodes * o.nprocPerNode;
+  const world = worldSizeOf(o);
   return Array.from({ length: o.nprocPerNode }, (_, local) => ({
     RANK: String(o.nodeRank * o.nprocPerNode + local),
     WORLD_SIZE: String(world),
@@ -128,8 +138,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const log = o.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const graceMs = o.graceMs ?? 10_000;
   const token = o.token || randomBytes(32).toString('hex');
-  const store =
-    o.nodeRank === 0 ? await StoreServer.start({ host: (await lookup(o.masterAddr)).address, port: o.masterPort, token, log }) : null;
+  const storeHost = (await lookup(o.masterAddr)).address;
+  const store = o.nodeRank === 0 ? await StoreServer.start({ host: storeHost, port: o.masterPort, token, log }) : null;
+  const browser = o.browser && o.browser.workers > 0 && store ? await startBrowserHost(o, token, storeHost, store, log) : null;
   const maxRestarts = o.maxRestarts ?? 0;
   const agents =
     o.nnodes > 1 && maxRestarts > 0
@@ -152,7 +163,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
     ]),
   );
   for (const [signal, handler] of Object.entries(between)) process.on(signal, handler);
-  let result = await runWorkers(o, token, graceMs, log, 0, progress);
+  let result = await runWorkers(o, token, graceMs, log, 0, progress, browser);
   for (let restart = 1; restart <= maxRestarts && result.failure && !result.stopped; restart++) {
     const failure = result.failure;
     if (agents && !(await Promise.race([everyNodeRestarts(agents, o, restart, log), stopped]))) break;
@@ -163,16 +174,47 @@ export async function launch(o: LaunchOptions): Promise<number> {
     }
     log(`webtron launch: ${restartLine(failure, progress)}; restart ${restart} of ${maxRestarts}: ${resumeLine(progress)}`);
     progress.iteration = null;
-    result = await runWorkers(o, token, graceMs, log, restart, progress);
+    result = await runWorkers(o, token, graceMs, log, restart, progress, browser);
   }
   for (const [signal, handler] of Object.entries(between)) process.off(signal, handler);
   // Say this node is done, so that no other node waits for it to restart.
   if (agents) await agents.set(restartKey(result.round + 1, o.nodeRank), 'end').catch(() => undefined);
   agents?.close();
+  await browser?.close();
   await store?.close();
   // Stopped by a signal that every worker handled (--exit-signal-handler: saved and exited 0): success.
   if (result.stopped && !result.failure && result.allZero) return 0;
   return result.code;
+}
+
+/** Node 0's page for the browser workers, and the URL each joins at (stdout, where people look for it). */
+async function startBrowserHost(o: LaunchOptions, token: string, storeHost: string, store: StoreServer, log: (line: string) => void) {
+  const { workers, host, port, config } = o.browser!;
+  const first = o.nnodes * o.nprocPerNode;
+  const forward = Object.entries(o.env ?? process.env).filter(
+    ([key, value]) => key.startsWith('WEBTRON_') && value !== undefined && !/^WEBTRON_(LIFELINE|JOB_TOKEN|CLI_CHILD|STDERR_TTY)/.test(key),
+  ) as [string, string][];
+  const browser = await BrowserHost.start({
+    host,
+    port,
+    ranks: Array.from({ length: workers }, (_, i) => first + i),
+    worldSize: worldSizeOf(o),
+    config,
+    env: {
+      ...Object.fromEntries(forward),
+      MASTER_ADDR: o.masterAddr,
+      MASTER_PORT: String(o.masterPort),
+      WEBTRON_JOB_TOKEN: token,
+      WEBTRON_STORE_EXTERNAL: '1',
+      WEBTRON_RESTART_COUNT: '0',
+    },
+    storeHost,
+    storePort: store.port,
+    peek: (key) => store.peek(key),
+    log,
+  });
+  for (const [rank, url] of browser.urls) console.log(`webtron train: browser worker rank ${rank}: open ${url}`);
+  return browser;
 }
 
 /** Where node `node` says whether it starts restart `round` of the job: 'restart' or 'end'. */
@@ -248,6 +290,7 @@ async function runWorkers(
   log: (line: string) => void,
   restart: number,
   progress: RoundProgress,
+  browser: BrowserHost | null,
 ): Promise<{
   round: number;
   code: number;
@@ -262,6 +305,7 @@ async function runWorkers(
   let stopping: { code: number } | null = null;
   let killTimer: NodeJS.Timeout | null = null;
   const stopAll = (signal: NodeJS.Signals) => {
+    browser?.stop();
     for (const c of children) if (alive(c)) c.kill(signal);
     killTimer ??= setTimeout(() => {
       for (const c of children) if (alive(c)) c.kill('SIGKILL');
@@ -332,7 +376,23 @@ async function runWorkers(
         });
       }),
   );
+  // Browser ranks end by their own report or their tab closing; once every process here has
+  // ended, a tab that has not said so within the grace period is let go.
+  const tabs = (browser?.ranks ?? []).map((rank) =>
+    browser!.ended(rank).then((exit) => {
+      codes.push(exit.code);
+      if (exit.code !== 0 && !firstFailure && !stopping) {
+        failures.push({ rank: String(rank), code: exit.code, text: exit.text, signalled: false, last: exit.last });
+        settling ??= new Promise((done) => setTimeout(() => done(reportRootCause()), SETTLE_MS));
+      }
+    }),
+  );
   await Promise.all(exits);
+  if (browser) {
+    const grace = setTimeout(() => browser.stop(), graceMs);
+    await Promise.all(tabs);
+    clearTimeout(grace);
+  }
   await settling;
   if (killTimer) clearTimeout(killTimer);
   for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler);
