@@ -21,9 +21,10 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$lock_hash" ]]; then
 fi
 
 # --- 2. build ------------------------------------------------------------------------------------
-if [[ ! -f dist/.build-stamp ]] || [[ -n $(find src bench test scripts examples tsconfig.json package.json -newer dist/.build-stamp \( -name '*.ts' -o -name '*.json' \) -print -quit) ]]; then
-  say "building TypeScript"
+if [[ ! -f dist/.build-stamp ]] || [[ -n $(find src bench test scripts examples tsconfig.json package.json -newer dist/.build-stamp \( -name '*.ts' -o -name '*.json' -o -name '*.mjs' \) -print -quit) ]]; then
+  say "building TypeScript and the browser worker's bundle"
   npx tsc -p tsconfig.json
+  node scripts/build-browser.mjs
   touch dist/.build-stamp
 fi
 

@@ -1,6 +1,6 @@
 /**
  * The WebSocket link (WEBTRON_TRANSPORT=ws): the same frames and HMAC handshake as TCP, carried in
- * binary messages. Every op at every size against direct sums, over real processes; and a dialer
+ * binary messages, in a ring that mixes it with TCP. Every op at every size against direct sums, over real processes; and a dialer
  * without the job's token is refused, the rank's log saying so.
  */
 import { createWebSocketStream, WebSocket } from 'ws';
@@ -11,12 +11,15 @@ import { Transport } from '../../src/collectives/transport.js';
 import { runJob } from '../helpers/job.js';
 
 describe('collectives over WebSocket links', () => {
-  it('every op, every size, exact, with 3 real processes', async () => {
+  it('every op, every size, exact, with 3 real processes on a ring of two WebSocket links and one TCP link', async () => {
+    // Ranks 0 and 1 listen on WebSocket, rank 2 on TCP: rank 1 dials 0 and rank 2 dials 1 over
+    // WebSocket, rank 0 dials 2 over TCP; each dialer follows the link its peer published.
     const results = await runJob({
       world: 3,
       scenario: 'matrix',
       params: { big: 2_000_000 },
-      env: { WEBTRON_TIMEOUT_MS: '60000', WEBTRON_TRANSPORT: 'ws' },
+      env: { WEBTRON_TIMEOUT_MS: '60000' },
+      rankEnv: (rank) => ({ WEBTRON_TRANSPORT: rank === 2 ? 'tcp' : 'ws' }),
     });
     for (const r of results) {
       const checks = r.lines.filter((l) => 'check' in l);
