@@ -19,6 +19,7 @@ import { TransportError } from './errors.js';
 import { rateLimitedLog } from './log-limit.js';
 import { encodeHeader, FrameReader, type BodySink, type FrameHeader } from './frame.js';
 import { listen, type StoreClient } from './store.js';
+import { checkUpgradeAnswer, decodeFrameHeader, headerBytes, maskedFrame, OPCODE, upgradeRequest } from './ws-frames.js';
 
 export type FrameSink = BodySink;
 
@@ -255,6 +256,197 @@ class TcpReceiveLink extends FrameReceiveLink {
   }
 }
 
+/**
+ * A WebSocket this rank dialed to a peer that listens with the `ws` package, read with `onread`
+ * like the TCP link: the upgrade answer and each WebSocket frame's header go to a small buffer,
+ * each binary payload straight into the places the frame reader names (./ws-frames.ts says why).
+ * What this side writes (the handshake) goes out in masked frames, as a client's must.
+ */
+class WsDirectReceiveLink extends FrameReceiveLink {
+  readonly socket: net.Socket;
+  /** The socket as the handshake sees it: each write one masked binary frame. */
+  private readonly stream: ByteStream;
+  private readonly handshake: HandshakeReader;
+  private readonly incoming = new Uint8Array(1 << 12);
+  private readonly header = new Uint8Array(10);
+  private readonly control = new Uint8Array(125);
+  private state: 'http' | 'header' | 'payload' | 'control' = 'http';
+  private http = Buffer.alloc(0);
+  private have = 0;
+  private need = 2;
+  private payloadLeft = 0;
+  private controlOpcode = 0;
+  private handedFrames = false;
+  private lastTarget: Uint8Array | null = null;
+  private targetEpoch = -1;
+  private upgrade: { resolve: () => void; reject: (error: Error) => void } | null = null;
+  private readonly accept: string;
+
+  constructor(peer: number, host: string, port: number, transport: Transport) {
+    super(peer, transport);
+    this.socket = net.connect({
+      host,
+      port,
+      onread: { buffer: () => this.target(), callback: (n: number) => this.received(n) },
+    });
+    const { request, accept } = upgradeRequest(`${host.includes(':') ? `[${host}]` : host}:${port}`, '/', randomMask(16));
+    this.accept = accept;
+    this.socket.once('connect', () => this.socket.write(request));
+    const socket = this.socket;
+    this.stream = {
+      write: (chunk, callback) => socket.write(maskedFrame(OPCODE.binary, chunk, randomMask(4)), callback),
+      on: (event, listener) => socket.on(event, listener),
+      off: (event, listener) => socket.off(event, listener),
+      once: (event, listener) => socket.once(event, listener),
+      cork: () => socket.cork(),
+      uncork: () => socket.uncork(),
+      pause: () => socket.pause(),
+      resume: () => socket.resume(),
+      end: () => socket.end(),
+      destroy: () => socket.destroy(),
+    };
+    this.handshake = new HandshakeReader(this.stream, true);
+  }
+
+  private target(): Uint8Array {
+    this.handedFrames = false;
+    if (this.state === 'payload' && this.frames) {
+      const t = this.frames.target();
+      this.handedFrames = true;
+      this.targetEpoch = this.frames.epoch;
+      this.lastTarget = t.byteLength > this.payloadLeft ? t.subarray(0, this.payloadLeft) : t;
+    } else if (this.state === 'payload') this.lastTarget = this.incoming.subarray(0, Math.min(this.incoming.byteLength, this.payloadLeft));
+    else if (this.state === 'header') this.lastTarget = this.incoming.subarray(0, this.need - this.have);
+    else this.lastTarget = this.incoming;
+    return this.lastTarget;
+  }
+
+  private received(n: number): boolean {
+    const landed = this.lastTarget!;
+    try {
+      if (this.handedFrames && this.state === 'payload' && this.frames!.epoch === this.targetEpoch) {
+        this.payloadLeft -= n;
+        if (this.payloadLeft === 0) this.nextHeader();
+        this.frames!.advance(n);
+        if (this.frames!.held) this.socket.pause();
+      } else this.consume(landed.slice(0, n));
+    } catch (error) {
+      this.failed(error as Error);
+    }
+    return true;
+  }
+
+  private failed(error: Error): void {
+    if (this.upgrade) this.upgrade.reject(error);
+    else this.fail(error);
+    this.socket.destroy();
+  }
+
+  private nextHeader(): void {
+    this.state = 'header';
+    this.have = 0;
+    this.need = 2;
+  }
+
+  /** Bytes that landed outside a frame target: the upgrade answer, headers, control frames, and payload bytes that came with them. */
+  private consume(bytes: Uint8Array): void {
+    let at = 0;
+    while (at < bytes.byteLength) {
+      if (this.state === 'http') {
+        this.http = Buffer.concat([this.http, bytes.subarray(at)]);
+        const end = this.http.indexOf('\r\n\r\n');
+        if (end < 0) {
+          if (this.http.byteLength > 16 << 10) throw new Error('the upgrade answer has no end');
+          return;
+        }
+        checkUpgradeAnswer(this.http.subarray(0, end).toString('latin1'), this.accept);
+        const rest = this.http.subarray(end + 4);
+        this.http = Buffer.alloc(0);
+        this.nextHeader();
+        this.upgrade?.resolve();
+        this.upgrade = null;
+        this.consume(rest);
+        return;
+      }
+      if (this.state === 'header') {
+        const n = Math.min(this.need - this.have, bytes.byteLength - at);
+        this.header.set(bytes.subarray(at, at + n), this.have);
+        this.have += n;
+        at += n;
+        if (this.have === 2) this.need = headerBytes(this.header);
+        if (this.have === this.need) this.frameHeader(decodeFrameHeader(this.header.subarray(0, this.need)));
+        continue;
+      }
+      if (this.state === 'control') {
+        const n = Math.min(this.need - this.have, bytes.byteLength - at);
+        this.control.set(bytes.subarray(at, at + n), this.have);
+        this.have += n;
+        at += n;
+        if (this.have === this.need) this.controlFrame();
+        continue;
+      }
+      const n = Math.min(this.payloadLeft, bytes.byteLength - at);
+      const chunk = bytes.subarray(at, at + n);
+      at += n;
+      this.payloadLeft -= n;
+      if (this.payloadLeft === 0) this.nextHeader();
+      if (this.frames) this.feed(chunk);
+      else this.handshake.push(chunk);
+    }
+  }
+
+  private frameHeader(h: { opcode: number; length: number }): void {
+    if (h.opcode === OPCODE.binary || h.opcode === OPCODE.continuation) {
+      if (h.length === 0) this.nextHeader();
+      else {
+        this.state = 'payload';
+        this.payloadLeft = h.length;
+      }
+      return;
+    }
+    if (h.opcode === OPCODE.close || h.opcode === OPCODE.ping || h.opcode === OPCODE.pong) {
+      if (h.length > 125) throw new Error(`a control frame of ${h.length} B`);
+      this.controlOpcode = h.opcode;
+      this.state = 'control';
+      this.have = 0;
+      this.need = h.length;
+      if (h.length === 0) this.controlFrame();
+      return;
+    }
+    throw new Error(`a WebSocket frame with opcode ${h.opcode} where binary frames were due`);
+  }
+
+  private controlFrame(): void {
+    const payload = this.control.slice(0, this.need);
+    const opcode = this.controlOpcode;
+    this.nextHeader();
+    if (opcode === OPCODE.ping) this.socket.write(maskedFrame(OPCODE.pong, payload, randomMask(4)));
+    else if (opcode === OPCODE.close) this.socket.end();
+  }
+
+  async open(hello: Record<string, unknown>, token: string, timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const upgraded = new Promise<void>((resolve, reject) => {
+      this.upgrade = { resolve, reject };
+      timer = setTimeout(() => reject(new TransportError('the WebSocket upgrade timed out')), timeoutMs);
+      this.socket.once('error', reject);
+      this.socket.once('close', () => reject(new TransportError('connection closed during the WebSocket upgrade')));
+    });
+    try {
+      await upgraded;
+    } finally {
+      clearTimeout(timer);
+      this.upgrade = null;
+    }
+    const leftover = await dialHandshake(this.stream, token, { kind: 'peer', ...hello }, timeoutMs, this.handshake);
+    this.startFrames(leftover);
+  }
+}
+
+function randomMask(n: number): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(n));
+}
+
 /** A WebSocket this rank dialed to `peer` to receive its frames: binary messages, read as one byte stream. */
 class WsReceiveLink extends FrameReceiveLink {
   readonly socket: WsStream;
@@ -462,9 +654,11 @@ export class Transport {
     const { listener } = this.options;
     const link: ReceiveLink = listener
       ? new WsReceiveLink(peer, listener.dialUrl(peer), this)
-      : address.url || address.link === 'ws'
-        ? new WsReceiveLink(peer, address.url ?? `ws://${host.includes(':') ? `[${host}]` : host}:${address.port}/`, this)
-        : new TcpReceiveLink(peer, host, address.port!, this);
+      : address.url
+        ? new WsReceiveLink(peer, address.url, this)
+        : address.link === 'ws'
+          ? new WsDirectReceiveLink(peer, host, address.port!, this)
+          : new TcpReceiveLink(peer, host, address.port!, this);
     this.track(link.socket);
     try {
       await link.open({ rank, worldSize, settings }, token, connectTimeoutMs);
