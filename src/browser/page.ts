@@ -3,7 +3,7 @@
  * redeems the one-time join token, starts the rank in a dedicated worker (./worker.ts) and shows
  * the rank, the adapter, progress, the loss and the rank's log.
  */
-import type { JoinAnswer, StartMessage, WorkerReport } from './protocol.js';
+import { type JoinAnswer, SESSION_HEADER, type StartMessage, type WorkerReport } from './protocol.js';
 
 const $ = (id: string) => document.getElementById(id)!;
 const losses: number[] = [];
@@ -27,6 +27,39 @@ function log(line: string): void {
   pre.scrollTop = pre.scrollHeight;
 }
 
+/** Rank `join.rank` in a fresh worker thread, until it ends: whether it finished, and its last word. */
+function runRank(join: JoinAnswer): Promise<{ ok: boolean; message: string }> {
+  document.title = `webtron rank ${join.rank}`;
+  $('rank').textContent = `${join.rank} of ${join.worldSize}`;
+  $('status').textContent = 'joining the job';
+  document.body.dataset.state = 'running';
+  losses.length = 0;
+  const worker = new Worker('/webtron/worker.js', { type: 'module' });
+  return new Promise((resolve) => {
+    const end = (ok: boolean, message: string) => {
+      worker.terminate();
+      resolve({ ok, message });
+    };
+    worker.onmessage = (event: MessageEvent<WorkerReport>) => {
+      const r = event.data;
+      if (r.kind === 'adapter') $('adapter').textContent = r.description;
+      else if (r.kind === 'log') log(r.line);
+      else if (r.kind === 'iteration') {
+        $('status').textContent = 'training';
+        ($('progress') as HTMLProgressElement).max = r.trainIters;
+        ($('progress') as HTMLProgressElement).value = r.iteration;
+        $('iteration').textContent = `${r.iteration} / ${r.trainIters}`;
+        $('loss').textContent = r.loss.toFixed(4);
+        losses.push(r.loss);
+        drawLoss();
+      } else end(r.ok, r.message);
+    };
+    worker.onerror = (event) => end(false, `the worker failed: ${event.message}`);
+    const start: StartMessage = { base: location.origin, join };
+    worker.postMessage(start);
+  });
+}
+
 async function main(): Promise<void> {
   const token = new URLSearchParams(location.search).get('join') ?? '';
   const response = await fetch('/webtron/join', { method: 'POST', body: JSON.stringify({ join: token }) });
@@ -35,34 +68,23 @@ async function main(): Promise<void> {
     document.body.dataset.state = 'refused';
     return;
   }
-  const join = (await response.json()) as JoinAnswer;
-  document.title = `webtron rank ${join.rank}`;
-  $('rank').textContent = `${join.rank} of ${join.worldSize}`;
-  $('status').textContent = 'joining the job';
-  const worker = new Worker('/webtron/worker.js', { type: 'module' });
-  worker.onmessage = (event: MessageEvent<WorkerReport>) => {
-    const r = event.data;
-    if (r.kind === 'adapter') $('adapter').textContent = r.description;
-    else if (r.kind === 'log') log(r.line);
-    else if (r.kind === 'iteration') {
-      $('status').textContent = 'training';
-      ($('progress') as HTMLProgressElement).max = r.trainIters;
-      ($('progress') as HTMLProgressElement).value = r.iteration;
-      $('iteration').textContent = `${r.iteration} / ${r.trainIters}`;
-      $('loss').textContent = r.loss.toFixed(4);
-      losses.push(r.loss);
-      drawLoss();
-    } else {
-      $('status').textContent = r.message;
-      document.body.dataset.state = r.ok ? 'done' : 'failed';
+  let join = (await response.json()) as JoinAnswer;
+  for (;;) {
+    const { ok, message } = await runRank(join);
+    $('status').textContent = ok ? message : `${message}; waiting for the job to restart`;
+    if (ok) {
+      document.body.dataset.state = 'done';
+      return;
     }
-  };
-  worker.onerror = (event) => {
-    $('status').textContent = `the worker failed: ${event.message}`;
-    document.body.dataset.state = 'failed';
-  };
-  const start: StartMessage = { base: location.origin, join };
-  worker.postMessage(start);
+    // --max-restarts: the launcher answers when it starts the job again, with this tab's seat.
+    const again = await fetch('/webtron/rejoin', { method: 'POST', headers: { [SESSION_HEADER]: join.session } }).catch(() => null);
+    if (!again?.ok) {
+      $('status').textContent = message;
+      document.body.dataset.state = 'failed';
+      return;
+    }
+    join = (await again.json()) as JoinAnswer;
+  }
 }
 
 void main();

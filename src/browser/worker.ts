@@ -66,10 +66,16 @@ async function start({ base, join }: StartMessage): Promise<void> {
       accept = null;
     },
   };
+  let reported = false;
   const report = (r: ExitReport) => {
+    reported = true;
     control.write(new TextEncoder().encode(`${JSON.stringify(r)}\n`));
     control.end();
   };
+  // The launcher let this rank go (another rank failed, or the job ended): the page ends this worker.
+  control.on('close', () => {
+    if (!reported) post({ kind: 'done', ok: false, message: `rank ${join.rank} was stopped by the launcher` });
+  });
   try {
     await runTraining(join.config, {
       init: { browser: { openStore: () => openStream(`${wsBase}/webtron/store?session=${session}`), listener } },

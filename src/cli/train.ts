@@ -60,10 +60,6 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   ] as const)
     if (!(value >= 1)) throw new FlagError(`--${flag} must be at least 1, got ${value}`);
   if (!(browsers >= 0)) throw new FlagError(`--browser-workers must be 0 or more, got ${browsers}`);
-  if (browsers > 0 && (values['max-restarts'] as number) > 0)
-    throw new FlagError(
-      '--browser-workers with --max-restarts: a restarted job would need every tab to join again; run without --max-restarts, or with Node workers only',
-    );
   const cfg = withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes + browsers)); // every flag error before any worker starts
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();

@@ -29,7 +29,7 @@ import type { AcceptRequest, ExitReport, JoinAnswer } from '../browser/protocol.
 import { SESSION_HEADER } from '../browser/protocol.js';
 import { listen } from '../collectives/store.js';
 import { peerAddressKey } from '../collectives/transport.js';
-import type { TrainConfig } from './config.js';
+import { type TrainConfig, withDefaultLoad } from './config.js';
 
 function exists(path: string): boolean {
   try {
@@ -74,9 +74,12 @@ export interface BrowserHostOptions {
   log: (line: string) => void;
 }
 
+/** A browser rank's seat: the tab holding it (by its session) and how its rank ends in this round. */
 interface Tab {
   rank: number;
   session: string;
+  /** The round the tab holding the seat joined (-1: nobody holds it). */
+  joined: number;
   control: WebSocket | null;
   exit: ExitReport | null;
   ended: boolean;
@@ -118,6 +121,9 @@ export class BrowserHost {
   private readonly root = packageRoot();
   private readonly bundles = join(this.root, 'dist', 'browser');
   private mobyDick: string | null = null;
+  private round = 0;
+  private roundWaiters: (() => void)[] = [];
+  private closed = false;
   /** The URL each browser rank joins at. */
   readonly urls = new Map<number, string>();
 
@@ -132,18 +138,61 @@ export class BrowserHost {
     readonly port: number,
   ) {
     this.paths = servedPaths(options.config, process.cwd());
-    const shown = options.host.includes(':') ? `[${options.host}]` : options.host;
     for (const rank of options.ranks) {
-      const token = randomBytes(24).toString('base64url');
-      this.joinTokens.set(token, rank);
-      this.urls.set(rank, `http://${shown}:${port}/?join=${token}`);
-      let onEnd: (exit: BrowserExit) => void = () => {};
-      const ending = new Promise<BrowserExit>((done) => {
-        onEnd = done;
-      });
-      this.tabs.set(rank, { rank, session: randomBytes(24).toString('base64url'), control: null, exit: null, ended: false, onEnd, ending });
+      const ending = new Promise<BrowserExit>(() => undefined); // replaced by startRound
+      this.tabs.set(rank, { rank, session: '', joined: -1, control: null, exit: null, ended: false, onEnd: () => undefined, ending });
     }
-    for (const tab of this.tabs.values()) this.sessions.set(tab.session, tab);
+    this.startRound(0);
+  }
+
+  /**
+   * Restart `round` of the job (--max-restarts): every seat's rank ends afresh; a tab that is still
+   * open joins again by itself (`/webtron/rejoin`), and a seat whose tab is gone gets a new one-time
+   * URL (in `urls`), which the first tab to come takes.
+   */
+  startRound(round: number): void {
+    this.round = round;
+    const shown = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
+    this.joinTokens.clear();
+    for (const tab of this.tabs.values()) {
+      tab.control = null;
+      tab.exit = null;
+      tab.ended = false;
+      tab.ending = new Promise<BrowserExit>((done) => {
+        tab.onEnd = done;
+      });
+      const token = randomBytes(24).toString('base64url');
+      this.joinTokens.set(token, tab.rank);
+      this.urls.set(tab.rank, `http://${shown}:${this.port}/?join=${token}`);
+    }
+    for (const wake of this.roundWaiters.splice(0)) wake();
+  }
+
+  /** A tab takes rank `tab.rank`'s seat for this round, under a new session unless it is the one that held it. */
+  private seat(tab: Tab, session: string | null): JoinAnswer {
+    if (session === null) {
+      this.sessions.delete(tab.session);
+      tab.session = randomBytes(24).toString('base64url');
+      this.sessions.set(tab.session, tab);
+    }
+    tab.joined = this.round;
+    for (const [token, rank] of this.joinTokens) if (rank === tab.rank) this.joinTokens.delete(token);
+    const { config, env, worldSize } = this.options;
+    return {
+      rank: tab.rank,
+      worldSize,
+      session: tab.session,
+      // A restarted round resumes from --save, as the Node workers' own flags do (withDefaultLoad).
+      config: this.round > 0 ? withDefaultLoad(config, true) : config,
+      env: {
+        ...env,
+        RANK: String(tab.rank),
+        WORLD_SIZE: String(worldSize),
+        LOCAL_RANK: '0',
+        LOCAL_WORLD_SIZE: '1',
+        WEBTRON_RESTART_COUNT: String(this.round),
+      },
+    };
   }
 
   static async start(options: BrowserHostOptions): Promise<BrowserHost> {
@@ -186,13 +235,20 @@ export class BrowserHost {
 
   async close(): Promise<void> {
     this.stop();
+    this.closed = true;
+    for (const wake of this.roundWaiters.splice(0)) wake();
     for (const { socket, timer } of this.relayed.values()) {
       clearTimeout(timer);
       socket.terminate();
     }
     for (const ws of this.sockets) ws.terminate();
     this.wss.close();
-    await new Promise<void>((done) => this.server.close(() => done()));
+    const closing = new Promise<void>((done) => this.server.close(() => done()));
+    this.server.closeIdleConnections();
+    // Tabs asking to join again have their answer (410); connections kept alive after it are dropped.
+    const timer = setTimeout(() => this.server.closeAllConnections(), 1000);
+    await closing;
+    clearTimeout(timer);
   }
 
   private from(request: IncomingMessage): string {
@@ -215,6 +271,11 @@ export class BrowserHost {
       return send(200, 'text/javascript; charset=utf-8', await readFile(file));
     }
     if (request.method === 'POST' && url.pathname === '/webtron/join') return this.join(request, send);
+    if (request.method === 'POST' && url.pathname === '/webtron/rejoin') {
+      const tab = this.sessionTab(request, url);
+      if (!tab) return send(403, 'text/plain', 'no session: join first');
+      return this.rejoin(tab, request, send);
+    }
     if (request.method === 'POST' && url.pathname === '/webtron/fs') {
       const tab = this.sessionTab(request, url);
       if (!tab) return send(403, 'application/json', JSON.stringify({ code: 'EACCES', message: 'no session: join first' }));
@@ -246,16 +307,21 @@ export class BrowserHost {
         'this join token is wrong or already used; open the URL webtron train printed for a rank that has not joined',
       );
     }
-    this.joinTokens.delete(token);
-    const tab = this.tabs.get(rank)!;
-    const answer: JoinAnswer = {
-      rank,
-      worldSize: this.options.worldSize,
-      session: tab.session,
-      config: this.options.config,
-      env: { ...this.options.env, RANK: String(rank), WORLD_SIZE: String(this.options.worldSize), LOCAL_RANK: '0', LOCAL_WORLD_SIZE: '1' },
-    };
+    const answer = this.seat(this.tabs.get(rank)!, null);
     this.options.log(`webtron train: browser rank ${rank} joined from ${this.from(request)}`);
+    send(200, 'application/json', JSON.stringify(answer));
+  }
+
+  /**
+   * A tab whose rank ended asks to run again: answered once the launcher starts a new round
+   * (--max-restarts) with the same seat, or 410 when the job is over or the seat was taken.
+   */
+  private async rejoin(tab: Tab, request: IncomingMessage, send: (status: number, type: string, body: string) => void): Promise<void> {
+    const after = tab.joined;
+    while (!this.closed && this.round <= after) await new Promise<void>((wake) => this.roundWaiters.push(wake));
+    if (this.closed || tab.joined > after) return send(410, 'text/plain', 'the job is over, or another tab holds this rank now');
+    const answer = this.seat(tab, tab.session);
+    this.options.log(`webtron train: browser rank ${tab.rank} joined again from ${this.from(request)} for restart ${this.round}`);
     send(200, 'application/json', JSON.stringify(answer));
   }
 
@@ -433,7 +499,7 @@ export class BrowserHost {
    * the launcher to reach anything else.
    */
   private dial(ws: WebSocket, peer: number, tab: Tab): void {
-    const raw = this.options.peek(peerAddressKey(peer, '0'));
+    const raw = this.options.peek(peerAddressKey(peer, String(this.round)));
     const address = raw ? (JSON.parse(raw.toString('utf8')) as { host?: string; port?: number; link?: string; url?: string }) : null;
     if (!address) {
       ws.terminate();

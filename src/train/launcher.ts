@@ -173,6 +173,13 @@ export async function launch(o: LaunchOptions): Promise<number> {
       break;
     }
     log(`webtron launch: ${restartLine(failure, progress)}; restart ${restart} of ${maxRestarts}: ${resumeLine(progress)}`);
+    if (browser) {
+      browser.startRound(restart);
+      for (const [rank, url] of browser.urls)
+        console.log(
+          `webtron train: restart ${restart}: browser worker rank ${rank} joins again by itself if its tab is open, else open ${url}`,
+        );
+    }
     progress.iteration = null;
     result = await runWorkers(o, token, graceMs, log, restart, progress, browser);
   }

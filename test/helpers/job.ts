@@ -1,5 +1,5 @@
 /** Runs a collectives test job: one real process per rank on loopback. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +36,17 @@ export function environOf(pid: number): string[] {
 }
 
 /** The worker among `pids` whose environment says RANK=`rank`. */
+/** The pids of `pid`'s children. */
+export const childrenOf = (pid: number): number[] =>
+  spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .map((s) => Number(s.trim()))
+    .filter((n) => n > 0);
+
+/** The worker processes below `pid` (bin/webtron.js runs the CLI in a child, which starts them): those with RANK set. */
+export const workersOf = (pid: number): number[] =>
+  childrenOf(pid).flatMap((c) => (environOf(c).some((v) => v.startsWith('RANK=')) ? [c] : workersOf(c)));
+
 export const workerOfRank = (pids: readonly number[], rank: number): number | undefined =>
   pids.find((pid) => environOf(pid).includes(`RANK=${rank}`));
 

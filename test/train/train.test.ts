@@ -6,20 +6,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { environOf, freePort, isAlive, workerOfRank } from '../helpers/job.js';
+import { freePort, isAlive, workerOfRank, workersOf } from '../helpers/job.js';
 import { BIN, dir, expectIdenticalLosses, expectSameLosses, losses, TINY, train } from '../helpers/train.js';
-
-const children = (pid: number) => {
-  const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout;
-  return out
-    .split('\n')
-    .map((s) => Number(s.trim()))
-    .filter((n) => n > 0);
-};
-
-/** The worker processes below `pid` (bin/webtron.js runs the CLI in a child, which starts them): those with RANK set. */
-const workersOf = (pid: number): number[] =>
-  children(pid).flatMap((c) => (environOf(c).some((v) => v.startsWith('RANK=')) ? [c] : workersOf(c)));
 
 /** `webtron train` on two workers with the distributed optimizer, too many iterations to finish: for stopping it. */
 async function endlessJob(extra: string[], detached = false) {
