@@ -49,8 +49,8 @@ function runRank(join: JoinAnswer): Promise<{ ok: boolean; message: string }> {
         ($('progress') as HTMLProgressElement).max = r.trainIters;
         ($('progress') as HTMLProgressElement).value = r.iteration;
         $('iteration').textContent = `${r.iteration} / ${r.trainIters}`;
-        $('loss').textContent = r.loss.toFixed(4);
-        losses.push(r.loss);
+        $('loss').textContent = `${r.rankLoss.toFixed(4)} on this rank, ${r.loss.toFixed(4)} over all ranks`;
+        losses.push(r.rankLoss);
         drawLoss();
       } else end(r.ok, r.message);
     };

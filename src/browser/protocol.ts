@@ -23,7 +23,7 @@ export interface StartMessage {
 export type WorkerReport =
   | { kind: 'adapter'; description: string }
   | { kind: 'log'; line: string }
-  | { kind: 'iteration'; iteration: number; trainIters: number; loss: number }
+  | { kind: 'iteration'; iteration: number; trainIters: number; loss: number; rankLoss: number }
   | { kind: 'done'; ok: boolean; message: string };
 
 /** Worker thread → launcher, on the control WebSocket: how the rank ended. */

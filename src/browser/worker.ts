@@ -34,13 +34,14 @@ async function start({ base, join }: StartMessage): Promise<void> {
     for (const line of text.split('\n')) if (line.trim()) post({ kind: 'log', line });
   });
   const adapter = await navigator.gpu?.requestAdapter({ powerPreference: 'high-performance' });
-  if (adapter) {
-    const i = adapter.info;
-    post({
-      kind: 'adapter',
-      description: [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ') || 'unnamed adapter',
-    });
-  }
+  const i = adapter?.info;
+  const description = i ? [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ') || 'unnamed adapter' : 'no adapter';
+  post({ kind: 'adapter', description });
+  const restart = join.env.WEBTRON_RESTART_COUNT ?? '0';
+  post({
+    kind: 'log',
+    line: `rank ${join.rank} of ${join.worldSize} on ${description}: joining the job at ${base}${restart !== '0' ? ` (restart ${restart})` : ''}`,
+  });
   const control = await openStream(`${wsBase}/webtron/control?session=${session}`);
   let accept: ((stream: ByteStream, from: string) => void) | null = null;
   let controlText = '';
@@ -80,9 +81,18 @@ async function start({ base, join }: StartMessage): Promise<void> {
     await runTraining(join.config, {
       init: { browser: { openStore: () => openStream(`${wsBase}/webtron/store?session=${session}`), listener } },
       log: (line) => post({ kind: 'log', line }),
-      onIteration: (iteration, loss) => post({ kind: 'iteration', iteration, trainIters: join.config.trainIters, loss }),
+      onIteration: (iteration, loss, rankLoss) => {
+        const { trainIters, logInterval } = join.config;
+        post({ kind: 'iteration', iteration, trainIters, loss, rankLoss });
+        if (iteration % logInterval === 0 || iteration === trainIters)
+          post({
+            kind: 'log',
+            line: `iteration ${iteration}/${trainIters}: lm loss ${rankLoss.toFixed(4)} on this rank, ${loss.toFixed(4)} over all ranks`,
+          });
+      },
     });
     report({ exit: 0, message: 'finished' });
+    post({ kind: 'log', line: `rank ${join.rank} finished` });
     post({ kind: 'done', ok: true, message: `rank ${join.rank} finished` });
   } catch (error) {
     const e = error as Error & { exitCode?: number };

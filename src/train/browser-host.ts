@@ -596,7 +596,7 @@ body[data-state=done] #status{color:#15803d}body[data-state=failed] #status,body
 <dl><dt>rank</dt><dd id="rank">–</dd><dt>adapter</dt><dd id="adapter">–</dd><dt>status</dt><dd id="status">loading</dd>
 <dt>iteration</dt><dd id="iteration">–</dd><dt>lm loss</dt><dd id="loss">–</dd></dl>
 <progress id="progress" value="0" max="1"></progress>
-<svg id="chart" viewBox="0 0 560 120" preserveAspectRatio="none" aria-label="loss per iteration"></svg>
+<svg id="chart" viewBox="0 0 560 120" preserveAspectRatio="none" aria-label="this rank's loss per iteration"></svg>
 <pre id="log"></pre>
 <script type="module" src="/webtron/page.js"></script>
 </body></html>

@@ -62,8 +62,8 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Rank 0's progress display for --train-iters iterations (the CLI gives its bar on a terminal); none by default. */
   progress?: (iterations: number) => ProgressDisplay;
-  /** Every rank, after each iteration: the iteration and its loss averaged over the ranks (a browser worker's page shows them). */
-  onIteration?: (iteration: number, loss: number) => void;
+  /** Every rank, after each iteration: the iteration, its loss averaged over the ranks, and this rank's own (a browser worker's page shows them). */
+  onIteration?: (iteration: number, loss: number, rankLoss: number) => void;
   /** How this rank joins the job (default: from the environment, torchrun's variables). */
   init?: InitOptions;
 }

@@ -22,6 +22,8 @@ import type { StepTimer } from './timing.js';
 export interface StepOutcome {
   /** The mean loss over the global batch. */
   loss: number;
+  /** The mean loss over this rank's micro-batches. */
+  rankLoss: number;
   result: StepResult;
   /** The loss or the grad norm is not finite. */
   nan: boolean;
@@ -178,5 +180,5 @@ export async function trainStep(
   }
   if (result.skipped) counters.skippedIterations += 1;
   if (nan) counters.nanIterations += 1;
-  return { loss, result, nan, tokens: cfg.globalBatchSize * cfg.seqLength };
+  return { loss, rankLoss: localLoss / cfg.gradAccumulation, result, nan, tokens: cfg.globalBatchSize * cfg.seqLength };
 }

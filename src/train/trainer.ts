@@ -146,7 +146,7 @@ async function train(
   counters: Counters,
   log: TrainingLog,
   stepTimer: StepTimer | null,
-  onIteration?: (iteration: number, loss: number) => void,
+  onIteration?: (iteration: number, loss: number, rankLoss: number) => void,
 ): Promise<{ checkpoint: string | null; lastTimed: number }> {
   const { cfg, ddp } = run;
   const state = (): TrainerState => ({ ...counters, tokenizer: data.tokenizer.state(), model: run.model, args: cfg });
@@ -158,7 +158,7 @@ async function train(
     const outcome = await trainStep(run, data.train, counters, stepTimer);
     const iteration = counters.iteration;
     tellLauncher({ iteration });
-    onIteration?.(iteration, outcome.loss);
+    onIteration?.(iteration, outcome.loss, outcome.rankLoss);
     const timing = stepTimer ? await stepTimer.end(iteration, ddp.phases) : null;
     if (timing) lastTimed = iteration;
     const stepMs = performance.now() - stepStart;
