@@ -3,7 +3,7 @@
  * redeems the one-time join token, starts the rank in a dedicated worker (./worker.ts) and shows
  * the rank, the adapter, progress, the loss and the rank's log.
  */
-import { type JoinAnswer, SESSION_HEADER, type StartMessage, type WorkerReport } from './protocol.js';
+import { type JoinAnswer, SESSION_HEADER, type StartMessage, type WorkerReport } from '../train/browser-protocol.js';
 
 const $ = (id: string) => document.getElementById(id)!;
 const losses: number[] = [];

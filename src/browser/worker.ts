@@ -8,7 +8,7 @@ import { WebSocket } from 'ws';
 import type { ByteStream } from '../collectives/auth.js';
 import { type TransportListener, WsStream } from '../collectives/transport.js';
 import { runTraining } from '../train/trainer.js';
-import type { AcceptRequest, ExitReport, StartMessage, WorkerReport } from './protocol.js';
+import type { AcceptRequest, ExitReport, StartMessage, WorkerReport } from '../train/browser-protocol.js';
 import { useLauncher } from './remote.js';
 import { onOutput, process } from './shims/process.js';
 

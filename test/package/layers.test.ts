@@ -54,6 +54,16 @@ describe('layers', () => {
     expect(offending).toEqual([]);
   });
 
+  it("nothing under src imports src/browser but src/browser itself (it is the browser worker's entry, bundled on its own)", () => {
+    const offending: string[] = [];
+    for (const path of sources('src').filter((p) => !p.startsWith(join('src', 'browser')))) {
+      for (const from of importsOf(path)) if (/(^|\/)browser\//.test(from)) offending.push(`${path} imports ${from}`);
+    }
+    // The check itself: the worker does import the trainer.
+    expect(importsOf('src/browser/worker.ts')).toContain('../train/trainer.js');
+    expect(offending).toEqual([]);
+  });
+
   it(`no function in src/train is longer than ${MAX_LINES} lines`, () => {
     const long: string[] = [];
     let functions = 0;

@@ -1,5 +1,5 @@
 /** What a browser worker's page, its worker thread and its launcher say to each other. Pure types and names. */
-import type { TrainConfig } from '../train/config.js';
+import type { TrainConfig } from './config.js';
 
 /** The launcher's answer to a tab that joined with a valid join token. */
 export interface JoinAnswer {
