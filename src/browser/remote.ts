@@ -2,8 +2,8 @@
  * A browser worker's files: every read and write goes to its launcher over HTTP (src/train/browser-host.ts),
  * which serves the job's data and its checkpoint folder and nothing else. Calls are synchronous
  * XMLHttpRequests, allowed in a dedicated worker, so that webtron's synchronous file code (the
- * dataset reader, the checkpoint writer) runs unchanged; reads of a dataset are range reads of
- * the same files the Node ranks open.
+ * dataset reader, the checkpoint writer) runs unchanged; reads are HTTP range requests of the same
+ * files the Node ranks open.
  */
 
 let where: { base: string; session: string } | null = null;
@@ -41,6 +41,31 @@ export function remoteCall(op: string, params: Record<string, string | number | 
     // not JSON: the status says it
   }
   throw new RemoteFsError(error.code ?? `HTTP${xhr.status}`, error.message ?? `${op} ${String(params.path ?? '')}: HTTP ${xhr.status}`);
+}
+
+/**
+ * `length` bytes of `path` from `offset` (all of it from `offset` when `length` is negative): an HTTP
+ * GET with a Range header, as any HTTP client reads part of a file. Fewer bytes past the end.
+ */
+export function remoteRead(path: string, offset: number, length: number): Uint8Array {
+  if (!where) throw new RemoteFsError('ENOTCONN', `read ${path}: this worker has not joined a launcher`);
+  if (length === 0) return new Uint8Array(0);
+  const xhr = new XMLHttpRequest();
+  xhr.open('GET', `${where.base}/webtron/file?${new URLSearchParams({ path })}`, false);
+  xhr.responseType = 'arraybuffer';
+  xhr.setRequestHeader('x-webtron-session', where.session);
+  xhr.setRequestHeader('range', length < 0 ? `bytes=${offset}-` : `bytes=${offset}-${offset + length - 1}`);
+  xhr.send();
+  const bytes = new Uint8Array(xhr.response as ArrayBuffer);
+  if (xhr.status === 206 || xhr.status === 200) return bytes;
+  if (xhr.status === 416) return new Uint8Array(0); // from the end of the file on
+  let error: { code?: string; message?: string } = {};
+  try {
+    error = JSON.parse(new TextDecoder().decode(bytes)) as typeof error;
+  } catch {
+    // not JSON: the status says it
+  }
+  throw new RemoteFsError(error.code ?? `HTTP${xhr.status}`, error.message ?? `read ${path}: HTTP ${xhr.status}`);
 }
 
 /** The JSON answer of a call. */

@@ -50,7 +50,12 @@ async function start({ base, join }: StartMessage): Promise<void> {
     const lines = controlText.split('\n');
     controlText = lines.pop()!;
     for (const line of lines) {
-      const request = JSON.parse(line) as AcceptRequest;
+      let request: AcceptRequest;
+      try {
+        request = JSON.parse(line) as AcceptRequest;
+      } catch {
+        continue; // not a request: the launcher speaks JSON lines only
+      }
       openStream(`${wsBase}/webtron/accept/${encodeURIComponent(request.accept)}?session=${session}`).then(
         (stream) => accept?.(stream, `${request.from} (relayed by the launcher)`),
         () => undefined, // the dialer gave up; it retries or fails on its side
@@ -102,4 +107,5 @@ async function start({ base, join }: StartMessage): Promise<void> {
   }
 }
 
-self.onmessage = (event: MessageEvent<StartMessage>) => void start(event.data);
+self.onmessage = (event: MessageEvent<StartMessage>) =>
+  void start(event.data).catch((error: Error) => post({ kind: 'done', ok: false, message: `${error.name}: ${error.message}` }));

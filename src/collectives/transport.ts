@@ -3,11 +3,13 @@
  * browser can open). Each rank listens on one port (chosen by the OS unless given) and publishes
  * its address and link through the store; a browser tab, which cannot listen, publishes a URL at its
  * launcher that relays connections to it (`listener`). A rank dials every peer it receives from,
- * over the link that peer listens on, so a ring can mix links pair by pair. Over TCP it reads that
- * socket with `onread`, into the places the receiving op names (the destination itself for copies,
- * the SIMD scratch for reductions): received bytes are never copied again. Over WebSocket the same
- * byte stream (handshake, then frames) travels in binary messages, each copied once into those
- * places. It sends on the connections its peers dialed. The transport knows nothing of reductions:
+ * over the link that peer listens on, so a ring can mix links pair by pair. It reads what it dialed
+ * with `onread`, into the places the receiving op names (the destination itself for copies, the
+ * SIMD scratch for reductions): received bytes are never copied again. Over WebSocket the same byte
+ * stream (handshake, then frames) travels in binary messages; the dialer speaks the client side
+ * itself so that each payload lands in place as TCP's bytes do, and the `ws` package serves the
+ * listening side (and dials a browser rank's relay URL, copying each message once). It sends on the
+ * connections its peers dialed. The transport knows nothing of reductions:
  * it hands every frame's header to a router and reads the body where the router's sink says.
  */
 import { createServer as createHttpServer } from 'node:http';

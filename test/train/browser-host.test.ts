@@ -78,9 +78,16 @@ describe("the browser workers' page", () => {
     ).toHaveLength(2);
 
     const session = answer.session;
-    // The data in ranges, the shaders, and the checkpoint folder: yes.
-    const range = await fs(session, 'read', { path: data, offset: '5', length: '2' });
-    expect(new TextDecoder().decode(await range.arrayBuffer())).toBe('me');
+    // The data in HTTP range requests, the shaders, and the checkpoint folder: yes.
+    const read = (path: string, range?: string) =>
+      fetch(`${origin()}/webtron/file?${new URLSearchParams({ path })}`, {
+        headers: { 'x-webtron-session': session, ...(range ? { range } : {}) },
+      });
+    const part = await read(data, 'bytes=5-6');
+    expect([part.status, part.headers.get('content-range'), await part.text()]).toEqual([206, 'bytes 5-6/34', 'me']);
+    const whole = await read(data);
+    expect([whole.status, await whole.text()]).toEqual([200, readFileSync(data, 'utf8')]);
+    expect((await read(data, 'bytes=34-')).status).toBe(416);
     expect((await fs(session, 'stat', { path: '/@webtron/shaders/matmul.wgsl' })).status).toBe(200);
     expect((await fs(session, 'create', { path: join(save, 'shard'), truncate: 'true' })).status).toBe(200);
     expect((await fs(session, 'write', { path: join(save, 'shard'), offset: '0' }, new Uint8Array([1, 2, 3]))).status).toBe(200);
@@ -93,7 +100,7 @@ describe("the browser workers' page", () => {
       '/@webtron/package-lock.json',
       '/@webtron/shaders/../src',
     ]) {
-      const r = await fs(session, 'read', { path, offset: '0', length: '-1' });
+      const r = await read(path);
       expect([403, 404], path).toContain(r.status);
       expect(await r.text(), path).not.toMatch(/not for tabs|root:/);
     }
@@ -107,7 +114,7 @@ describe("the browser workers' page", () => {
     }
     expect(readFileSync(data, 'utf8')).toMatch(/^Call me Ishmael/);
     // Without the session: no.
-    expect((await fs('', 'read', { path: data, offset: '0', length: '-1' })).status).toBe(403);
+    expect((await fetch(`${origin()}/webtron/file?${new URLSearchParams({ path: data })}`)).status).toBe(403);
     expect((await fs('guess', 'stat', { path: data })).status).toBe(403);
   });
 });

@@ -1,6 +1,6 @@
 /** `node:fs` in a browser worker: the subset webtron uses, over its launcher (../remote.ts). */
 import { Buffer } from 'buffer';
-import { RemoteFsError, remoteCall, remoteJson } from '../remote.js';
+import { RemoteFsError, remoteCall, remoteJson, remoteRead } from '../remote.js';
 
 interface RemoteStat {
   size: number;
@@ -48,10 +48,7 @@ export function existsSync(p: string): boolean {
 }
 
 export function readFileSync(p: string | number, options?: BufferEncoding | { encoding?: BufferEncoding | null } | null): Buffer | string {
-  const bytes =
-    typeof p === 'number'
-      ? remoteCall('read', { path: file(p).path, offset: 0, length: -1 })
-      : remoteCall('read', { path: path(p), offset: 0, length: -1 });
+  const bytes = remoteRead(typeof p === 'number' ? file(p).path : path(p), 0, -1);
   const encoding = typeof options === 'string' ? options : options?.encoding;
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return encoding ? buffer.toString(encoding) : buffer;
@@ -123,7 +120,7 @@ export function readSync(
 ): number {
   const f = file(fd);
   const at = position === null ? f.position : Number(position);
-  const bytes = remoteCall('read', { path: f.path, offset: at, length });
+  const bytes = remoteRead(f.path, at, length);
   buffer.set(bytes, offset);
   if (position === null) f.position += bytes.byteLength;
   return bytes.byteLength;
