@@ -8,9 +8,9 @@
  *   acceptor → dialer   HMAC(token, 'accept'|nonceD|nonceA)
  *
  * A peer without the token, with a wrong one, or speaking anything else is refused; every read
- * has a deadline so a silent client cannot hold the connection open. The MACs are WebCrypto's, so
- * the same code authenticates in Node and in a browser tab.
+ * has a deadline so a silent client cannot hold the connection open.
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { TransportError } from './errors.js';
 
@@ -117,22 +117,10 @@ export class HandshakeReader {
   }
 }
 
-async function mac(token: string, ...parts: (string | Buffer)[]): Promise<Buffer> {
-  const key = await crypto.subtle.importKey('raw', new TextEncoder().encode(token), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-  const message = Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
-  return Buffer.from(await crypto.subtle.sign('HMAC', key, message));
-}
-
-function randomBytes(n: number): Buffer {
-  return Buffer.from(crypto.getRandomValues(new Uint8Array(n)));
-}
-
-/** Equal bytes, in time that depends on the length only. */
-function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  let diff = 0;
-  for (let i = 0; i < a.byteLength; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
+function mac(token: string, ...parts: (string | Buffer)[]): Buffer {
+  const h = createHmac('sha256', token);
+  for (const p of parts) h.update(p);
+  return h.digest();
 }
 
 function checkPreamble(buf: Buffer): void {
@@ -161,7 +149,7 @@ export async function acceptHandshake(socket: ByteStream, token: string, timeout
     const rest = await reader.read(helloBytes + MAC, deadline);
     const helloRaw = rest.subarray(0, helloBytes);
     const theirMac = rest.subarray(helloBytes);
-    if (!timingSafeEqual(theirMac, await mac(token, 'dial', nonceA, nonceD, helloRaw))) {
+    if (!timingSafeEqual(theirMac, mac(token, 'dial', nonceA, nonceD, helloRaw))) {
       throw new TransportError('wrong or missing job token (WEBTRON_JOB_TOKEN)');
     }
     let hello: Hello;
@@ -170,7 +158,7 @@ export async function acceptHandshake(socket: ByteStream, token: string, timeout
     } catch {
       throw new TransportError('authenticated hello is not JSON');
     }
-    socket.write(await mac(token, 'accept', nonceD, nonceA));
+    socket.write(mac(token, 'accept', nonceD, nonceA));
     return { hello, leftover: reader.detach() };
   } catch (error) {
     reader.detach();
@@ -229,14 +217,12 @@ export async function dialHandshake(
     const helloRaw = Buffer.from(JSON.stringify(hello), 'utf8');
     const length = Buffer.alloc(4);
     length.writeUInt32LE(helloRaw.byteLength);
-    socket.write(
-      Buffer.concat([MAGIC, Buffer.from([VERSION, 1]), nonceD, length, helloRaw, await mac(token, 'dial', nonceA, nonceD, helloRaw)]),
-    );
+    socket.write(Buffer.concat([MAGIC, Buffer.from([VERSION, 1]), nonceD, length, helloRaw, mac(token, 'dial', nonceA, nonceD, helloRaw)]));
     const theirMac = await reader.read(MAC, deadline).catch((error: Error) => {
       // The acceptor was up (it sent its challenge) and then hung up on our answer: it refused us.
       throw new TransportError(`refused after the challenge (wrong WEBTRON_JOB_TOKEN?): ${error.message}`);
     });
-    if (!timingSafeEqual(theirMac, await mac(token, 'accept', nonceD, nonceA))) {
+    if (!timingSafeEqual(theirMac, mac(token, 'accept', nonceD, nonceA))) {
       throw new TransportError('the other side does not hold this job token (wrong WEBTRON_JOB_TOKEN or not a webtron peer)');
     }
     return reader.detach();

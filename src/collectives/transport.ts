@@ -475,8 +475,15 @@ class WsReceiveLink extends FrameReceiveLink {
   }
 }
 
-/** A connection `peer` dialed to this rank; this rank only sends frames on it. */
+/**
+ * A connection `peer` dialed to this rank; this rank only sends frames on it. When it closes, only a
+ * later send on it fails: the peer may have ended after its last op while its last frames to this
+ * rank still wait on the other connection (behind a handshake, or held for an op not started), and
+ * whether this rank still needs them is for that receive link to say.
+ */
 export class SendLink {
+  private closed: string | null = null;
+
   constructor(
     readonly peer: number,
     readonly socket: ByteStream,
@@ -486,12 +493,17 @@ export class SendLink {
       transport.peerFailed(peer, `rank ${peer} sent data on a connection it only receives on`, true);
       socket.destroy();
     });
-    socket.on('close', () => transport.peerFailed(peer, 'connection closed by peer or network', false));
-    socket.on('error', (error) => transport.peerFailed(peer, `socket error: ${error.message}`, false));
+    socket.on('close', () => {
+      this.closed ??= 'connection closed by peer or network';
+    });
+    socket.on('error', (error) => {
+      this.closed ??= `socket error: ${error.message}`;
+    });
   }
 
   /** Send one frame; resolves once Node has handed the bytes to the kernel (the body may then change). */
   send(header: FrameHeader, body?: Uint8Array): Promise<void> {
+    if (this.closed) return Promise.reject(new TransportError(`send to rank ${this.peer} failed: ${this.closed}`, this.peer));
     return new Promise((resolve, reject) => {
       const done = (error?: Error | null) =>
         error ? reject(new TransportError(`send to rank ${this.peer} failed: ${error.message}`, this.peer)) : resolve();

@@ -350,6 +350,13 @@ async function runWorkers(
     );
     stopAll('SIGTERM');
   };
+  // A rank ended (a process here, or a browser tab): its code counts, and a failure is a candidate root cause.
+  const ended = (failure: { rank: string; code: number; text: string; signalled: boolean; last: string[] }) => {
+    codes.push(failure.code);
+    if (failure.code === 0 || firstFailure || stopping) return;
+    failures.push(failure);
+    settling ??= new Promise((done) => setTimeout(() => done(reportRootCause()), SETTLE_MS));
+  };
   const stderrIsTty = process.stderr.isTTY === true || process.env.WEBTRON_STDERR_TTY === '1';
   const exits = workerEnvironments(o, token, restart).map(
     (env) =>
@@ -374,11 +381,7 @@ async function runWorkers(
         child.on('error', (error) => log(`webtron launch: cannot start rank ${env.RANK}: ${error.message}`));
         child.on('close', (code, signal) => {
           const exit = describeExit(code, signal);
-          codes.push(exit.code);
-          if (exit.code !== 0 && !firstFailure && !stopping) {
-            failures.push({ rank: env.RANK!, code: exit.code, text: exit.text, signalled: signal !== null, last: tail.last });
-            settling ??= new Promise((done) => setTimeout(() => done(reportRootCause()), SETTLE_MS));
-          }
+          ended({ rank: env.RANK!, code: exit.code, text: exit.text, signalled: signal !== null, last: tail.last });
           resolve();
         });
       }),
@@ -386,13 +389,7 @@ async function runWorkers(
   // Browser ranks end by their own report or their tab closing; once every process here has
   // ended, a tab that has not said so within the grace period is let go.
   const tabs = (browser?.ranks ?? []).map((rank) =>
-    browser!.ended(rank).then((exit) => {
-      codes.push(exit.code);
-      if (exit.code !== 0 && !firstFailure && !stopping) {
-        failures.push({ rank: String(rank), code: exit.code, text: exit.text, signalled: false, last: exit.last });
-        settling ??= new Promise((done) => setTimeout(() => done(reportRootCause()), SETTLE_MS));
-      }
-    }),
+    browser!.ended(rank).then((exit) => ended({ rank: String(rank), code: exit.code, text: exit.text, signalled: false, last: exit.last })),
   );
   await Promise.all(exits);
   if (browser) {

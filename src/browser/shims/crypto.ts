@@ -1,4 +1,7 @@
-/** `node:crypto` in a browser worker: SHA-256 and HMAC from @noble/hashes (WebCrypto has no synchronous hash), random bytes from WebCrypto. */
+/**
+ * `node:crypto` in a browser worker: SHA-256 and HMAC-SHA256 from @noble/hashes (WebCrypto has no
+ * synchronous hash, and the handshake's MACs are synchronous in Node), random bytes from WebCrypto.
+ */
 import { Buffer } from 'buffer';
 import { hmac } from '@noble/hashes/hmac';
 import { sha256 } from '@noble/hashes/sha256';
@@ -34,4 +37,12 @@ export function randomBytes(n: number): Buffer {
   return Buffer.from(crypto.getRandomValues(new Uint8Array(n)));
 }
 
-export default { createHash, createHmac, randomBytes };
+/** Equal bytes, in time that depends on the length only. */
+export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) throw new RangeError('timingSafeEqual: the inputs differ in length');
+  let diff = 0;
+  for (let i = 0; i < a.byteLength; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+export default { createHash, createHmac, randomBytes, timingSafeEqual };
