@@ -60,6 +60,9 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   ] as const)
     if (!(value >= 1)) throw new FlagError(`--${flag} must be at least 1, got ${value}`);
   if (!(browsers >= 0)) throw new FlagError(`--browser-workers must be 0 or more, got ${browsers}`);
+  const browserPort = values['browser-port'] as number;
+  if (!(browserPort >= 0 && browserPort <= 65535))
+    throw new FlagError(`--browser-port ${browserPort} is not a TCP port; give one from 1 to 65535, or 0 for a free one`);
   const cfg = withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes + browsers)); // every flag error before any worker starts
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();

@@ -212,6 +212,11 @@ abstract class FrameReceiveLink implements ReceiveLink {
   }
 }
 
+/** A TCP socket to host:port read with `onread`: each read lands where `target()` says and is reported to `received(n)`. */
+function readingSocket(host: string, port: number, target: () => Uint8Array, received: (n: number) => boolean): net.Socket {
+  return net.connect({ host, port, onread: { buffer: target, callback: received } });
+}
+
 /** A TCP connection this rank dialed to `peer` to receive its frames; read with `onread`. */
 class TcpReceiveLink extends FrameReceiveLink {
   readonly socket: net.Socket;
@@ -222,11 +227,12 @@ class TcpReceiveLink extends FrameReceiveLink {
 
   constructor(peer: number, host: string, port: number, transport: Transport) {
     super(peer, transport);
-    this.socket = net.connect({
+    this.socket = readingSocket(
       host,
       port,
-      onread: { buffer: () => this.target(), callback: (n: number) => this.received(n) },
-    });
+      () => this.target(),
+      (n) => this.received(n),
+    );
     this.handshake = new HandshakeReader(this.socket, true);
   }
 
@@ -286,11 +292,12 @@ class WsDirectReceiveLink extends FrameReceiveLink {
 
   constructor(peer: number, host: string, port: number, transport: Transport) {
     super(peer, transport);
-    this.socket = net.connect({
+    this.socket = readingSocket(
       host,
       port,
-      onread: { buffer: () => this.target(), callback: (n: number) => this.received(n) },
-    });
+      () => this.target(),
+      (n) => this.received(n),
+    );
     const { request, accept } = upgradeRequest(`${host.includes(':') ? `[${host}]` : host}:${port}`, '/', randomMask(16));
     this.accept = accept;
     this.socket.once('connect', () => this.socket.write(request));
@@ -371,19 +378,13 @@ class WsDirectReceiveLink extends FrameReceiveLink {
         return;
       }
       if (this.state === 'header') {
-        const n = Math.min(this.need - this.have, bytes.byteLength - at);
-        this.header.set(bytes.subarray(at, at + n), this.have);
-        this.have += n;
-        at += n;
+        at = this.fill(this.header, bytes, at);
         if (this.have === 2) this.need = headerBytes(this.header);
         if (this.have === this.need) this.frameHeader(decodeFrameHeader(this.header.subarray(0, this.need)));
         continue;
       }
       if (this.state === 'control') {
-        const n = Math.min(this.need - this.have, bytes.byteLength - at);
-        this.control.set(bytes.subarray(at, at + n), this.have);
-        this.have += n;
-        at += n;
+        at = this.fill(this.control, bytes, at);
         if (this.have === this.need) this.controlFrame();
         continue;
       }
@@ -395,6 +396,14 @@ class WsDirectReceiveLink extends FrameReceiveLink {
       if (this.frames) this.feed(chunk);
       else this.handshake.push(chunk);
     }
+  }
+
+  /** Copies into `part` (a frame header, a control frame) what it still needs of `bytes` from `at`; returns where the rest starts. */
+  private fill(part: Uint8Array, bytes: Uint8Array, at: number): number {
+    const n = Math.min(this.need - this.have, bytes.byteLength - at);
+    part.set(bytes.subarray(at, at + n), this.have);
+    this.have += n;
+    return at + n;
   }
 
   private frameHeader(h: { opcode: number; length: number }): void {

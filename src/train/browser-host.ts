@@ -28,6 +28,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import type { AcceptRequest, ExitReport, JoinAnswer } from './browser-protocol.js';
 import { SESSION_HEADER } from './browser-protocol.js';
 import { listen } from '../collectives/store.js';
+import { ConfigError } from '../errors.js';
 import { peerAddressKey } from '../collectives/transport.js';
 import { type TrainConfig, withDefaultLoad } from './config.js';
 
@@ -209,7 +210,11 @@ export class BrowserHost {
       if (!holder.host) return socket.destroy();
       wss.handleUpgrade(request, socket, head, (ws) => holder.host!.upgraded(ws, request));
     });
-    await listen(server, options.host, options.port, 'the browser workers’ page (--browser-host, --browser-port)');
+    await listen(server, options.host, options.port, 'browser workers’ page').catch((error: Error) => {
+      throw new ConfigError(
+        `--browser-host ${options.host} --browser-port ${options.port}: ${error.message.replace(/; pick another port.*$/, '')}; give an address of this host and a free port (0 picks one)`,
+      );
+    });
     holder.host = new BrowserHost(options, server, wss, (server.address() as net.AddressInfo).port);
     return holder.host;
   }
