@@ -217,12 +217,20 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   if (mma === false)
     options.progress?.('subgroup matrices: the tensor-core kernel computed a wrong product here; 16-bit matmuls use the tiled kernel');
   const tunedAt = new Date().toISOString();
+  let cachePath = path;
   if (path && dir) {
-    mkdirSync(dir, { recursive: true });
-    cache.entries[key] = { tiles, gflops, tunedAt, mma };
-    writeFileAtomic(path, `${JSON.stringify(cache, null, 2)}\n`);
+    // A cache that cannot be written (a read-only home, a browser tab, whose launcher serves no
+    // cache folder) costs the next run a tuning, not this one its result.
+    try {
+      mkdirSync(dir, { recursive: true });
+      cache.entries[key] = { tiles, gflops, tunedAt, mma };
+      writeFileAtomic(path, `${JSON.stringify(cache, null, 2)}\n`);
+    } catch (error) {
+      cachePath = null;
+      options.progress?.(`matmul tiles not cached: ${(error as Error).message}`);
+    }
   }
-  return { tiles, gflops, source: 'tuned', cachePath: path, tunedAt, mma };
+  return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma };
 }
 
 /**

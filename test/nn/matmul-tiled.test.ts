@@ -225,6 +225,12 @@ describe('matmul tuner', () => {
       writeFileSync(join(dir, 'matmul-tiles.json'), '{ not json');
       const redone = await tuneMatmul(ctx, { cacheDir: dir, candidates, shapes: { ...shapes } });
       expect(redone.source).toBe('tuned');
+      // A cache folder that cannot be made: the tiles are still this run's, and a line says why.
+      const blocked = join(dir, 'matmul-tiles.json', 'below-a-file');
+      const unwritten: string[] = [];
+      const uncached = await tuneMatmul(ctx, { cacheDir: blocked, candidates, shapes: { ...shapes }, progress: (l) => unwritten.push(l) });
+      expect([uncached.source, uncached.cachePath]).toEqual(['tuned', null]);
+      expect(unwritten.at(-1)).toMatch(/^matmul tiles not cached: .*ENOTDIR/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
