@@ -77,7 +77,7 @@ export interface TransportListener {
 }
 
 /** What a rank publishes under peerAddressKey: where to dial it, over which link, and its shared settings. */
-interface PeerAddress {
+export interface PeerAddress {
   host?: string;
   port?: number;
   link?: TransportLink;
@@ -90,7 +90,10 @@ export const TRANSPORT_LINKS = ['tcp', 'ws'] as const;
 export type TransportLink = (typeof TRANSPORT_LINKS)[number];
 
 /** How a WebSocket's byte stream is configured: no compression (the frames are floats), messages up to a segment and its header. */
-const WS_OPTIONS = { perMessageDeflate: false, maxPayload: 1 << 30 } as const;
+export const WS_OPTIONS = { perMessageDeflate: false, maxPayload: 1 << 30 } as const;
+
+/** `host:port` as a URL names it (an IPv6 address in brackets). */
+export const hostPort = (host: string, port: number) => `${host.includes(':') ? `[${host}]` : host}:${port}`;
 
 /** The first setting whose value differs, as "name: this rank has a, rank p has b", or null. */
 export function settingsMismatch(mine: Record<string, unknown>, theirs: unknown, peer: string): string | null {
@@ -298,7 +301,7 @@ class WsDirectReceiveLink extends FrameReceiveLink {
       () => this.target(),
       (n) => this.received(n),
     );
-    const { request, accept } = upgradeRequest(`${host.includes(':') ? `[${host}]` : host}:${port}`, '/', randomMask(16));
+    const { request, accept } = upgradeRequest(hostPort(host, port), '/', randomMask(16));
     this.accept = accept;
     this.socket.once('connect', () => this.socket.write(request));
     const socket = this.socket;
@@ -598,7 +601,7 @@ export class Transport {
   private track(socket: ByteStream): void {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
-    if (typeof net.Socket === 'function' && socket instanceof net.Socket) {
+    if (socket instanceof net.Socket) {
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 10_000);
     }

@@ -11,6 +11,7 @@
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
+import { hostPort } from '../collectives/transport.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DASHBOARD_PAGE } from './page.js';
 
@@ -171,10 +172,10 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     server.listen(options.port ?? 6007, options.host ?? '127.0.0.1', () => done());
   });
   const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
+  const port = typeof address === 'object' && address ? address.port : (options.port ?? 6007);
   const host = options.host ?? '127.0.0.1';
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/`,
+    url: `http://${hostPort(host, port)}/`,
     close: async () => {
       clearInterval(timer);
       clearInterval(keepAlive);
