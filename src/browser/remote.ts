@@ -6,6 +6,8 @@
  * files the Node ranks open.
  */
 
+import { SESSION_HEADER } from '../train/browser-protocol.js';
+
 let where: { base: string; session: string } | null = null;
 
 /** Where this worker's launcher is and the session it was given at join. */
@@ -23,24 +25,41 @@ export class RemoteFsError extends Error {
   }
 }
 
-/** One file operation at the launcher: the response body, or a RemoteFsError. */
-export function remoteCall(op: string, params: Record<string, string | number | boolean>, body?: Uint8Array): Uint8Array {
-  if (!where) throw new RemoteFsError('ENOTCONN', `${op} ${String(params.path ?? '')}: this worker has not joined a launcher`);
-  const query = new URLSearchParams({ op, ...Object.fromEntries(Object.entries(params).map(([k, v]) => [k, String(v)])) });
+/** A synchronous request to the launcher with this worker's session: its status and body. */
+function request(
+  method: 'GET' | 'POST',
+  url: string,
+  headers: Record<string, string>,
+  body?: Uint8Array,
+): { status: number; bytes: Uint8Array } {
   const xhr = new XMLHttpRequest();
-  xhr.open('POST', `${where.base}/webtron/fs?${query}`, false);
+  xhr.open(method, url, false);
   xhr.responseType = 'arraybuffer';
-  xhr.setRequestHeader('x-webtron-session', where.session);
+  xhr.setRequestHeader(SESSION_HEADER, where!.session);
+  for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
   xhr.send(body ? body.slice() : null);
-  const bytes = new Uint8Array(xhr.response as ArrayBuffer);
-  if (xhr.status === 200) return bytes;
+  return { status: xhr.status, bytes: new Uint8Array(xhr.response as ArrayBuffer) };
+}
+
+/** The launcher's refusal or failure as Node's fs error: its code and message when it sent them, else the status. */
+function failure(status: number, bytes: Uint8Array, what: string): RemoteFsError {
   let error: { code?: string; message?: string } = {};
   try {
     error = JSON.parse(new TextDecoder().decode(bytes)) as typeof error;
   } catch {
     // not JSON: the status says it
   }
-  throw new RemoteFsError(error.code ?? `HTTP${xhr.status}`, error.message ?? `${op} ${String(params.path ?? '')}: HTTP ${xhr.status}`);
+  return new RemoteFsError(error.code ?? `HTTP${status}`, error.message ?? `${what}: HTTP ${status}`);
+}
+
+/** One file operation at the launcher: the response body, or a RemoteFsError. */
+export function remoteCall(op: string, params: Record<string, string | number | boolean>, body?: Uint8Array): Uint8Array {
+  const what = `${op} ${String(params.path ?? '')}`;
+  if (!where) throw new RemoteFsError('ENOTCONN', `${what}: this worker has not joined a launcher`);
+  const query = new URLSearchParams({ op, ...Object.fromEntries(Object.entries(params).map(([k, v]) => [k, String(v)])) });
+  const { status, bytes } = request('POST', `${where.base}/webtron/fs?${query}`, {}, body);
+  if (status === 200) return bytes;
+  throw failure(status, bytes, what);
 }
 
 /**
@@ -50,22 +69,11 @@ export function remoteCall(op: string, params: Record<string, string | number | 
 export function remoteRead(path: string, offset: number, length: number): Uint8Array {
   if (!where) throw new RemoteFsError('ENOTCONN', `read ${path}: this worker has not joined a launcher`);
   if (length === 0) return new Uint8Array(0);
-  const xhr = new XMLHttpRequest();
-  xhr.open('GET', `${where.base}/webtron/file?${new URLSearchParams({ path })}`, false);
-  xhr.responseType = 'arraybuffer';
-  xhr.setRequestHeader('x-webtron-session', where.session);
-  xhr.setRequestHeader('range', length < 0 ? `bytes=${offset}-` : `bytes=${offset}-${offset + length - 1}`);
-  xhr.send();
-  const bytes = new Uint8Array(xhr.response as ArrayBuffer);
-  if (xhr.status === 206 || xhr.status === 200) return bytes;
-  if (xhr.status === 416) return new Uint8Array(0); // from the end of the file on
-  let error: { code?: string; message?: string } = {};
-  try {
-    error = JSON.parse(new TextDecoder().decode(bytes)) as typeof error;
-  } catch {
-    // not JSON: the status says it
-  }
-  throw new RemoteFsError(error.code ?? `HTTP${xhr.status}`, error.message ?? `read ${path}: HTTP ${xhr.status}`);
+  const range = length < 0 ? `bytes=${offset}-` : `bytes=${offset}-${offset + length - 1}`;
+  const { status, bytes } = request('GET', `${where.base}/webtron/file?${new URLSearchParams({ path })}`, { range });
+  if (status === 206 || status === 200) return bytes;
+  if (status === 416) return new Uint8Array(0); // from the end of the file on
+  throw failure(status, bytes, `read ${path}`);
 }
 
 /** The JSON answer of a call. */

@@ -28,8 +28,8 @@ export type ShaderDefines = Record<string, number>;
 /** A buffer, a byte range of one, or a storage texture, to bind to a shader variable. */
 export type Binding = DeviceBuffer | { buffer: DeviceBuffer; offset: number; size: number } | DeviceTexture;
 
-function findShaderDir(): string {
-  // src/gpu (vitest) and dist/src/gpu (compiled) both reach the package root by walking up.
+/** webtron's shaders/ folder, found by walking up from this module: src/gpu (vitest) and dist/src/gpu (compiled) alike. */
+export function findShaderDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
     if (existsSync(join(dir, 'shaders')) && existsSync(join(dir, 'package.json'))) return join(dir, 'shaders');

@@ -6,9 +6,10 @@
  * - `POST /webtron/join`: redeems a one-time join token (the URL printed for each browser rank) for
  *   the rank, the run's flags, the job token and a session secret; a wrong or used token is
  *   refused and logged;
- * - `POST /webtron/fs`: the tab's file calls, with its session only, inside what the job reads
- *   (its data, tokenizer files, --load, --init-from, webtron's shaders) and writes (--save, the run
- *   folder): range reads of the dataset, the tab's checkpoint files;
+ * - `GET /webtron/file` (reads, whole or in HTTP byte ranges) and `POST /webtron/fs` (stat, listing
+ *   and writes): the tab's file calls, with its session only, inside what the job reads (its data,
+ *   tokenizer files, --load, --init-from, webtron's shaders) and writes (--save, the run folder);
+ * - `POST /webtron/rejoin`: a tab whose rank ended waits there for the next restart round;
  * - WebSockets: `/webtron/control` (the tab's life: its exit, or its end when the tab closes),
  *   `/webtron/store` (joined to the store's TCP port), `/webtron/relay/R` (where peers dial browser
  *   rank R, which cannot listen: the tab opens `/webtron/accept/ID` back and the two are joined).
@@ -17,38 +18,19 @@
  * end between the ranks, so the launcher is no weaker a link than the network.
  */
 import { randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
 import { appendFile, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { AcceptRequest, ExitReport, JoinAnswer } from './browser-protocol.js';
 import { SESSION_HEADER } from './browser-protocol.js';
 import { listen } from '../collectives/store.js';
 import { ConfigError } from '../errors.js';
-import { peerAddressKey } from '../collectives/transport.js';
+import { findShaderDir } from '../gpu/kernels.js';
+import { hostPort, type PeerAddress, peerAddressKey, WS_OPTIONS } from '../collectives/transport.js';
 import { type TrainConfig, withDefaultLoad } from './config.js';
-
-function exists(path: string): boolean {
-  try {
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
-
-/** The package's root (the folder holding shaders/ and package.json), from src/train or dist/src/train. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (exists(join(dir, 'package.json')) && exists(join(dir, 'shaders', 'matmul.wgsl'))) return dir;
-    dir = dirname(dir);
-  }
-  throw new Error(`cannot find webtron's package root above ${fileURLToPath(import.meta.url)}`);
-}
 
 /** How a browser rank ended, as the launcher reports a worker. */
 export interface BrowserExit {
@@ -119,7 +101,8 @@ export class BrowserHost {
   private readonly relayed = new Map<string, { socket: WebSocket; rank: number; timer: NodeJS.Timeout }>();
   private readonly sockets = new Set<WebSocket>();
   private readonly paths: ReturnType<typeof servedPaths>;
-  private readonly root = packageRoot();
+  /** The package's root: the folder holding shaders/ and package.json. */
+  private readonly root = dirname(findShaderDir());
   private readonly bundles = join(this.root, 'dist', 'browser');
   private mobyDick: Buffer | null = null;
   private round = 0;
@@ -153,7 +136,6 @@ export class BrowserHost {
    */
   startRound(round: number): void {
     this.round = round;
-    const shown = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
     this.joinTokens.clear();
     for (const tab of this.tabs.values()) {
       tab.control = null;
@@ -164,7 +146,7 @@ export class BrowserHost {
       });
       const token = randomBytes(24).toString('base64url');
       this.joinTokens.set(token, tab.rank);
-      this.urls.set(tab.rank, `http://${shown}:${this.port}/?join=${token}`);
+      this.urls.set(tab.rank, `http://${hostPort(this.options.host, this.port)}/?join=${token}`);
     }
     for (const wake of this.roundWaiters.splice(0)) wake();
   }
@@ -205,7 +187,7 @@ export class BrowserHost {
         response.end(error.message);
       });
     });
-    const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1 << 30 });
+    const wss = new WebSocketServer({ noServer: true, ...WS_OPTIONS });
     server.on('upgrade', (request, socket, head) => {
       if (!holder.host) return socket.destroy();
       wss.handleUpgrade(request, socket, head, (ws) => holder.host!.upgraded(ws, request));
@@ -270,6 +252,11 @@ export class BrowserHost {
     const send = (status: number, type: string, body: string | Uint8Array): void => {
       response.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }).end(body);
     };
+    // A refused or failed file call, as the tab's shim turns it back into Node's error: its code and message.
+    const fsError = (error: NodeJS.ErrnoException): void => {
+      const status = error instanceof FsRefusal ? error.status : error.code === 'ENOENT' ? 404 : 500;
+      send(status, 'application/json', JSON.stringify({ code: error.code ?? 'EIO', message: error.message }));
+    };
     if (request.method === 'GET' && url.pathname === '/') return send(200, 'text/html; charset=utf-8', PAGE);
     if (request.method === 'GET' && (url.pathname === '/webtron/page.js' || url.pathname === '/webtron/worker.js')) {
       const file = join(this.bundles, url.pathname.slice('/webtron/'.length));
@@ -282,27 +269,13 @@ export class BrowserHost {
       return this.rejoin(tab, request, send);
     }
     if (request.method === 'GET' && url.pathname === '/webtron/file') {
-      if (!this.sessionTab(request, url))
-        return send(403, 'application/json', JSON.stringify({ code: 'EACCES', message: 'no session: join first' }));
-      try {
-        return await this.ranged(url.searchParams.get('path'), request.headers.range, response);
-      } catch (error) {
-        const e = error as NodeJS.ErrnoException & { status?: number };
-        const status = e instanceof FsRefusal ? e.status : e.code === 'ENOENT' ? 404 : 500;
-        return send(status, 'application/json', JSON.stringify({ code: e.code ?? 'EIO', message: e.message }));
-      }
+      if (!this.sessionTab(request, url)) return fsError(new FsRefusal('EACCES', 'no session: join first', 403));
+      return this.ranged(url.searchParams.get('path'), request.headers.range, response).catch(fsError);
     }
     if (request.method === 'POST' && url.pathname === '/webtron/fs') {
-      const tab = this.sessionTab(request, url);
-      if (!tab) return send(403, 'application/json', JSON.stringify({ code: 'EACCES', message: 'no session: join first' }));
+      if (!this.sessionTab(request, url)) return fsError(new FsRefusal('EACCES', 'no session: join first', 403));
       const body = await readBody(request, 1 << 30);
-      try {
-        return send(200, 'application/octet-stream', await this.fs(url.searchParams, body));
-      } catch (error) {
-        const e = error as NodeJS.ErrnoException & { status?: number };
-        const status = e instanceof FsRefusal ? e.status : e.code === 'ENOENT' ? 404 : 500;
-        return send(status, 'application/json', JSON.stringify({ code: e.code ?? 'EIO', message: e.message }));
-      }
+      return this.fs(url.searchParams, body).then((answer) => send(200, 'application/octet-stream', answer), fsError);
     }
     send(404, 'text/plain', 'not found');
   }
@@ -541,7 +514,7 @@ export class BrowserHost {
    */
   private dial(ws: WebSocket, peer: number, tab: Tab): void {
     const raw = this.options.peek(peerAddressKey(peer, String(this.round)));
-    const address = raw ? (JSON.parse(raw.toString('utf8')) as { host?: string; port?: number; link?: string; url?: string }) : null;
+    const address = raw ? (JSON.parse(raw.toString('utf8')) as PeerAddress) : null;
     if (!address) {
       ws.terminate();
       return;
@@ -553,8 +526,7 @@ export class BrowserHost {
     }
     ws.pause();
     if (address.link === 'ws') {
-      const host = address.host!.includes(':') ? `[${address.host}]` : address.host!;
-      const out = new WebSocket(`ws://${host}:${address.port}/`, { perMessageDeflate: false, maxPayload: 1 << 30 });
+      const out = new WebSocket(`ws://${hostPort(address.host!, address.port!)}/`, WS_OPTIONS);
       this.sockets.add(out);
       out.on('error', () => ws.close());
       out.once('open', () => pipeWebSockets(ws, out));
