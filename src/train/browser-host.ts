@@ -32,12 +32,16 @@ import { findShaderDir } from '../gpu/kernels.js';
 import { hostPort, type PeerAddress, peerAddressKey, WS_OPTIONS } from '../collectives/transport.js';
 import { type TrainConfig, withDefaultLoad } from './config.js';
 
+const CLOSED = 'closed its connection to the launcher (the tab was closed or lost)';
+
 /** How a browser rank ended, as the launcher reports a worker. */
 export interface BrowserExit {
   rank: number;
   code: number;
   text: string;
   last: string[];
+  /** The tab's connection closed without an exit report: the tab was closed or lost. */
+  closed: boolean;
 }
 
 export interface BrowserHostOptions {
@@ -209,7 +213,7 @@ export class BrowserHost {
   private end(tab: Tab, code: number, text: string): void {
     if (tab.ended) return;
     tab.ended = true;
-    tab.onEnd({ rank: tab.rank, code, text, last: tab.exit && tab.exit.exit !== 0 ? [tab.exit.message] : [] });
+    tab.onEnd({ rank: tab.rank, code, text, last: tab.exit && tab.exit.exit !== 0 ? [tab.exit.message] : [], closed: text === CLOSED });
   }
 
   /** The job is over or failed: tabs that have not ended are let go. */
@@ -503,7 +507,7 @@ export class BrowserHost {
       }
     });
     ws.on('close', () => {
-      if (current()) this.end(tab, 1, 'closed its connection to the launcher (the tab was closed or lost)');
+      if (current()) this.end(tab, 1, CLOSED);
     });
   }
 

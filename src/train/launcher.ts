@@ -389,7 +389,10 @@ async function runWorkers(
   // Browser ranks end by their own report or their tab closing; once every process here has
   // ended, a tab that has not said so within the grace period is let go.
   const tabs = (browser?.ranks ?? []).map((rank) =>
-    browser!.ended(rank).then((exit) => ended({ rank: String(rank), code: exit.code, text: exit.text, signalled: false, last: exit.last })),
+    // A tab that closed is the root cause of the ranks that then lose it, as a killed process is.
+    browser!
+      .ended(rank)
+      .then((exit) => ended({ rank: String(rank), code: exit.code, text: exit.text, signalled: exit.closed, last: exit.last })),
   );
   await Promise.all(exits);
   if (browser) {
