@@ -386,10 +386,9 @@ async function runWorkers(
         });
       }),
   );
-  // Browser ranks end by their own report or their tab closing; once every process here has
-  // ended, a tab that has not said so within the grace period is let go.
+  // Browser ranks end by their own report or their tab closing (a root cause, as a killed process
+  // is); once every process here has ended, a tab that has not said so within the grace period is let go.
   const tabs = (browser?.ranks ?? []).map((rank) =>
-    // A tab that closed is the root cause of the ranks that then lose it, as a killed process is.
     browser!
       .ended(rank)
       .then((exit) => ended({ rank: String(rank), code: exit.code, text: exit.text, signalled: exit.closed, last: exit.last })),
