@@ -66,17 +66,19 @@ export function cpuGemmLimit(python: string): TorchEnv | null {
   }
 }
 
-/** torch's GEMM of [m, k] @ [k, n] on `device` (its default threads), or null when torch cannot run it. */
+/** torch's GEMM of [m, k] @ [k, n] in `dtype` on `device` (its default threads), or null when torch cannot run it. */
 export function torchGemm(
   python: string,
   device: string,
   m: number,
   k: number,
   n: number,
+  dtype: 'float32' | 'float16' = 'float32',
 ): (TorchEnv & { gemm_shape_gflops: number }) | null {
   if (!existsSync(python)) return null;
   try {
-    const out = execFileSync(python, [TORCH_ENV, '--device', device, '--gemm', `${m},${k},${n}`], { encoding: 'utf8', timeout: 120_000 });
+    const args = [TORCH_ENV, '--device', device, '--gemm', `${m},${k},${n}`, '--gemm-dtype', dtype];
+    const out = execFileSync(python, args, { encoding: 'utf8', timeout: 120_000 });
     const env = JSON.parse(out.trim().split('\n').at(-1)!) as TorchEnv & { gemm_shape_gflops: number };
     requireOptimizedBlas(env);
     return env;

@@ -16,9 +16,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ort from 'onnxruntime-node';
 import { writeFileAtomic } from '../src/files.js';
 import { storageUsage, type GpuContext } from '../src/gpu/context.js';
+import { floatToHalf, halfToFloat } from '../src/collectives/reduce.js';
 import { Graph } from '../src/nn/graph.js';
 import { Gpt, type GptConfig } from '../src/nn/gpt.js';
 import { matmulInto } from '../src/nn/ops.js';
@@ -70,7 +70,27 @@ function matmulShapes(spec: string, config: GptConfig & { batch: number }): [str
   return [[`${s}³`, s, s, s]];
 }
 
-export async function ortSession(model: Uint8Array, ep: 'webgpu' | 'cpu'): Promise<ort.InferenceSession | null> {
+type Ort = typeof import('onnxruntime-node');
+
+/**
+ * onnxruntime-node, a devDependency: a production install (a GPU host's bundle, scripts/gpu-bundle.sh)
+ * runs the nn bench without it, and its columns stay empty.
+ */
+export async function loadOrt(): Promise<Ort | null> {
+  try {
+    return (await import('onnxruntime-node')).default as unknown as Ort;
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw e;
+    progress('onnxruntime-node is not installed (npm install, with devDependencies): its comparison is left out');
+    return null;
+  }
+}
+
+export async function ortSession(
+  ort: Ort,
+  model: Uint8Array,
+  ep: 'webgpu' | 'cpu',
+): Promise<import('onnxruntime-node').InferenceSession | null> {
   try {
     // No spinning threads after a run: they would take the CPU from whatever is timed next
     // (lavapipe runs on the same cores).
@@ -87,124 +107,243 @@ export async function ortSession(model: Uint8Array, ep: 'webgpu' | 'cpu'): Promi
 async function matmulRows(
   ctx: GpuContext,
   spec: string[],
+  dtypes: string[],
   config: GptConfig & { batch: number },
   warmup: number,
   runs: number,
   torchAt: { python: string; device: string } | null,
 ): Promise<Row[]> {
   const rows: Row[] = [];
+  const ort = await loadOrt();
   const runner = new Runner(ctx);
   const g = new Graph(ctx, { runner });
   for (const [name, m, k, n] of spec.flatMap((s) => matmulShapes(s, config))) {
-    progress(`matmul ${name} (${m}x${k} @ ${k}x${n}): webtron, onnxruntime webgpu, onnxruntime cpu`);
     const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
     const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));
-    const buf = (label: string, len: number) =>
-      new Tensor(ctx.createBuffer({ label, size: len * 4, usage: storageUsage(), category: 'other' }), 0, [len], 'float32');
-    const [A, B, C, D] = [buf('bench.a', m * k), buf('bench.b', k * n), buf('bench.c', m * n), buf('bench.d', m * n)];
-    ctx.transfers.upload(A.buffer, a);
-    ctx.transfers.upload(B.buffer, b);
-    const mul = (x: Tensor, y: Tensor) =>
-      matmulInto(g, { m, n, k }, { t: x, rs: k, cs: 1 }, { t: B, rs: n, cs: 1 }, { t: y, rs: n, cs: 1 });
-    const gpu = await timeGpu(ctx, (encoder) => runner.recordInto(encoder, () => mul(A, C)), { warmup, runs });
-    const check = await ctx.transfers.readFloat32(C.buffer, 0, m * n);
-    let want = 0;
-    for (let p = 0; p < k; p++) want += a[(m - 1) * k + p]! * b[p * n + n - 1]!;
-    if (Math.abs(check[m * n - 1]! - want) > 1e-3 * Math.max(1, Math.abs(want)))
-      throw new Error(`matmul ${name}: C[m-1, n-1] = ${check[m * n - 1]} but the host sum is ${want}`);
-    // With host I/O, as onnxruntime runs with host tensors: upload a and b, multiply, read c back.
-    // For square shapes also a chain of CHAIN multiplies by b (ping-pong on the GPU, one MatMul model
-    // of CHAIN nodes for onnxruntime): the difference between the two is CHAIN - 1 multiplies without
-    // transfers, the kernels' own rate measured the same way for everyone. All interleaved run by run.
-    const chain = k === n ? CHAIN : 1;
-    const ours = async (length: number) => {
-      ctx.transfers.upload(A.buffer, a);
-      ctx.transfers.upload(B.buffer, b);
-      let x = A;
-      for (let i = 0; i < length; i++) {
-        const y = i % 2 === 0 ? C : D;
-        mul(x, y);
-        x = y;
-      }
-      runner.flush();
-      await ctx.transfers.readFloat32(x.buffer, 0, m * n);
-    };
-    const feeds = { a: new ort.Tensor('float32', a, [m, k]), b: new ort.Tensor('float32', b, [k, n]) };
-    const workloads: { key: string; run: () => Promise<unknown> }[] = [{ key: 'ours', run: () => ours(1) }];
-    for (const ep of ['webgpu', 'cpu'] as const) {
-      for (const length of chain > 1 ? [1, chain] : [1]) {
-        const session = await ortSession(matmulModel(m, k, n, length), ep);
-        if (session) workloads.push({ key: `${ep}${length}`, run: () => session.run(feeds) });
-      }
-    }
-    if (chain > 1) workloads.push({ key: `ours${chain}`, run: () => ours(chain) });
-    const samples = new Map(workloads.map((w) => [w.key, [] as number[]]));
-    for (let i = 0; i < warmup + runs; i++) {
-      for (const w of workloads) {
-        const t0 = performance.now();
-        await w.run();
-        if (i >= warmup) samples.get(w.key)!.push(performance.now() - t0);
-      }
-    }
-    const ms = (key: string) => (samples.get(key)?.length ? median(samples.get(key)!) : null);
-    const gf = (t: number | null) => (t === null ? null : (2 * m * n * k) / (t * 1e6));
-    // Per-multiply time from the chain; null when the difference is lost in the noise.
-    const slope = (key: string) => {
-      const one = ms(`${key}1`) ?? ms(key);
-      const many = ms(`${key}${chain}`);
-      return one === null || many === null || many <= one ? null : (many - one) / (chain - 1);
-    };
-    // Per-iteration ratios (the workloads of one iteration ran back to back, so slow spells of a
-    // shared machine cancel out), then their median.
-    const ratio = (num: (i: number) => number | null) => {
-      const values = (samples.get('ours') ?? [])
-        .map((_, i) => num(i))
-        .filter((v): v is number => v !== null && Number.isFinite(v) && v > 0);
-      return values.length > 0 ? median(values) : null;
-    };
-    const at = (key: string, i: number) => samples.get(key)?.[i] ?? null;
-    const speedup = ratio((i) => (at('webgpu1', i) ?? NaN) / at('ours', i)!);
-    const kernelSpeedup =
-      chain > 1
-        ? ratio((i) => ((at(`webgpu${chain}`, i) ?? NaN) - (at('webgpu1', i) ?? NaN)) / (at(`ours${chain}`, i)! - at('ours', i)!))
-        : null;
-    rows.push({
-      bench: 'matmul',
-      shape: name,
-      m,
-      n,
-      k,
-      ms: ms('ours'),
-      gflops: gf(ms('ours')),
-      gpu_timestamp_gflops: gf(gpu.ms),
-      vs_ort_webgpu: speedup,
-      kernel_vs_ort_webgpu: kernelSpeedup,
-      ort_webgpu_gflops: gf(ms('webgpu1')),
-      ort_cpu_gflops: gf(ms('cpu1')),
-      ...torchGemmFields(torchAt, m, k, n, gf(gpu.ms)),
-      ...(chain > 1
-        ? {
-            chain,
-            kernel_gflops: gf(slope('ours')),
-            ort_webgpu_kernel_gflops: gf(slope('webgpu')),
-            ort_cpu_kernel_gflops: gf(slope('cpu')),
-          }
-        : {}),
-      timing: gpu.method,
-      backend: ctx.backend,
-      adapter: ctx.adapterName,
-    });
-    for (const t of [A, B, C, D]) t.buffer.destroy();
+    if (dtypes.includes('float32')) rows.push(await fp32MatmulRow(g, ort, name, { m, k, n }, a, b, { warmup, runs }, torchAt));
+    if (dtypes.includes('float16')) rows.push(await halfMatmulRow(g, name, { m, k, n }, a, b, { warmup, runs }, torchAt));
   }
   runner.destroy();
   return rows;
 }
 
+/**
+ * The product with fp32 weights beside onnxruntime's MatMul (WebGPU and CPU providers), host to
+ * host and chained on the device, and beside torch's GEMM.
+ */
+async function fp32MatmulRow(
+  g: Graph,
+  ort: Ort | null,
+  name: string,
+  { m, k, n }: { m: number; k: number; n: number },
+  a: Float32Array,
+  b: Float32Array,
+  { warmup, runs }: { warmup: number; runs: number },
+  torchAt: { python: string; device: string } | null,
+): Promise<Row> {
+  const { ctx, runner } = g;
+  progress(`matmul ${name} (${m}x${k} @ ${k}x${n}): webtron, onnxruntime webgpu, onnxruntime cpu`);
+  const buf = (label: string, len: number) =>
+    new Tensor(ctx.createBuffer({ label, size: len * 4, usage: storageUsage(), category: 'other' }), 0, [len], 'float32');
+  const [A, B, C, D] = [buf('bench.a', m * k), buf('bench.b', k * n), buf('bench.c', m * n), buf('bench.d', m * n)];
+  ctx.transfers.upload(A.buffer, a);
+  ctx.transfers.upload(B.buffer, b);
+  const mul = (x: Tensor, y: Tensor) => matmulInto(g, { m, n, k }, { t: x, rs: k, cs: 1 }, { t: B, rs: n, cs: 1 }, { t: y, rs: n, cs: 1 });
+  const [gpu, kernel] = await namingKernels(runner, () =>
+    timeGpu(ctx, (encoder) => runner.recordInto(encoder, () => mul(A, C)), { warmup, runs }),
+  );
+  const exact = (x: number) => x;
+  checkProduct(`matmul ${name} (${kernel})`, await ctx.transfers.readFloat32(C.buffer, 0, m * n), a, b, { m, k, n }, [exact, exact], 1e-3);
+  // With host I/O, as onnxruntime runs with host tensors: upload a and b, multiply, read c back.
+  // For square shapes also a chain of CHAIN multiplies by b (ping-pong on the GPU, one MatMul model
+  // of CHAIN nodes for onnxruntime): the difference between the two is CHAIN - 1 multiplies without
+  // transfers, the kernels' own rate measured the same way for everyone. All interleaved run by run.
+  const chain = k === n ? CHAIN : 1;
+  const ours = async (length: number) => {
+    ctx.transfers.upload(A.buffer, a);
+    ctx.transfers.upload(B.buffer, b);
+    let x = A;
+    for (let i = 0; i < length; i++) {
+      const y = i % 2 === 0 ? C : D;
+      mul(x, y);
+      x = y;
+    }
+    runner.flush();
+    await ctx.transfers.readFloat32(x.buffer, 0, m * n);
+  };
+  const workloads: { key: string; run: () => Promise<unknown> }[] = [{ key: 'ours', run: () => ours(1) }];
+  for (const ep of ort ? (['webgpu', 'cpu'] as const) : []) {
+    const feeds = { a: new ort!.Tensor('float32', a, [m, k]), b: new ort!.Tensor('float32', b, [k, n]) };
+    for (const length of chain > 1 ? [1, chain] : [1]) {
+      const session = await ortSession(ort!, matmulModel(m, k, n, length), ep);
+      if (session) workloads.push({ key: `${ep}${length}`, run: () => session.run(feeds) });
+    }
+  }
+  if (chain > 1) workloads.push({ key: `ours${chain}`, run: () => ours(chain) });
+  const samples = new Map(workloads.map((w) => [w.key, [] as number[]]));
+  for (let i = 0; i < warmup + runs; i++) {
+    for (const w of workloads) {
+      const t0 = performance.now();
+      await w.run();
+      if (i >= warmup) samples.get(w.key)!.push(performance.now() - t0);
+    }
+  }
+  const ms = (key: string) => (samples.get(key)?.length ? median(samples.get(key)!) : null);
+  const gf = (t: number | null) => (t === null ? null : (2 * m * n * k) / (t * 1e6));
+  // Per-multiply time from the chain; null when the difference is lost in the noise.
+  const slope = (key: string) => {
+    const one = ms(`${key}1`) ?? ms(key);
+    const many = ms(`${key}${chain}`);
+    return one === null || many === null || many <= one ? null : (many - one) / (chain - 1);
+  };
+  // Per-iteration ratios (the workloads of one iteration ran back to back, so slow spells of a
+  // shared machine cancel out), then their median.
+  const ratio = (num: (i: number) => number | null) => {
+    const values = (samples.get('ours') ?? []).map((_, i) => num(i)).filter((v): v is number => v !== null && Number.isFinite(v) && v > 0);
+    return values.length > 0 ? median(values) : null;
+  };
+  const at = (key: string, i: number) => samples.get(key)?.[i] ?? null;
+  const speedup = ratio((i) => (at('webgpu1', i) ?? NaN) / at('ours', i)!);
+  const kernelSpeedup =
+    chain > 1
+      ? ratio((i) => ((at(`webgpu${chain}`, i) ?? NaN) - (at('webgpu1', i) ?? NaN)) / (at(`ours${chain}`, i)! - at('ours', i)!))
+      : null;
+  const row: Row = {
+    bench: 'matmul',
+    shape: name,
+    m,
+    n,
+    k,
+    dtype: 'float32',
+    kernel,
+    ms: ms('ours'),
+    gflops: gf(ms('ours')),
+    gpu_timestamp_gflops: gf(gpu.ms),
+    vs_ort_webgpu: speedup,
+    kernel_vs_ort_webgpu: kernelSpeedup,
+    ort_webgpu_gflops: gf(ms('webgpu1')),
+    ort_cpu_gflops: gf(ms('cpu1')),
+    ...torchGemmFields(torchAt, m, k, n, gf(gpu.ms)),
+    ...(chain > 1
+      ? {
+          chain,
+          kernel_gflops: gf(slope('ours')),
+          ort_webgpu_kernel_gflops: gf(slope('webgpu')),
+          ort_cpu_kernel_gflops: gf(slope('cpu')),
+        }
+      : {}),
+    timing: gpu.method,
+    backend: ctx.backend,
+    adapter: ctx.adapterName,
+  };
+  for (const t of [A, B, C, D]) t.buffer.destroy();
+  return row;
+}
+
+/**
+ * Check C = A @ B at its four corners and 60 other elements spread over every tile position, against
+ * float64 sums over the operands as the kernel stages them: a wrong edge tile or fragment fails the run.
+ */
+function checkProduct(
+  what: string,
+  c: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  { m, k, n }: { m: number; k: number; n: number },
+  [stageA, stageB]: [(x: number) => number, (x: number) => number],
+  tolerance: number,
+): void {
+  const spots: [number, number][] = [
+    [0, 0],
+    [0, n - 1],
+    [m - 1, 0],
+    [m - 1, n - 1],
+  ];
+  for (let i = 1; i <= 60; i++) spots.push([(i * 7919) % m, (i * 104729 + 13) % n]);
+  for (const [r, col] of spots) {
+    let want = 0;
+    for (let p = 0; p < k; p++) want += stageA(a[r * k + p]!) * stageB(b[p * n + col]!);
+    const got = c[r * n + col]!;
+    if (!(Math.abs(got - want) <= tolerance * Math.max(1, Math.abs(want))))
+      throw new Error(`${what}: C[${r}, ${col}] = ${got} but the host sum is ${want}`);
+  }
+}
+
+/** Run `work` and name the shaders it dispatched on `runner` (joined with '+'). */
+async function namingKernels<T>(runner: Runner, work: () => Promise<T>): Promise<[T, string]> {
+  const used = new Set<string>();
+  const dispatch = runner.dispatch;
+  runner.dispatch = (...args: Parameters<Runner['dispatch']>) => {
+    used.add(args[0]);
+    return dispatch.apply(runner, args);
+  };
+  try {
+    return [await work(), [...used].join('+')];
+  } finally {
+    runner.dispatch = dispatch;
+  }
+}
+
+/**
+ * The same product with B as 16-bit weights (fp16 params, as `--fp16` trains them), on the kernel the
+ * adapter picks for them: the tensor-core kernel where it offers f16 subgroup matrices, f16 staging
+ * with f32 accumulation otherwise. Timed on the GPU; beside torch's fp16 GEMM on CUDA.
+ */
+async function halfMatmulRow(
+  g: Graph,
+  name: string,
+  { m, k, n }: { m: number; k: number; n: number },
+  a: Float32Array,
+  b: Float32Array,
+  timing: { warmup: number; runs: number },
+  torchAt: { python: string; device: string } | null,
+): Promise<Row> {
+  const { ctx, runner } = g;
+  progress(`matmul ${name} (${m}x${k} @ ${k}x${n}), fp16 weights: webtron`);
+  const params = new LocalParams(ctx, [{ name: 'b', shape: [k * n], dtype: 'float16', gradDtype: 'float32' }]);
+  params.set(new Map([['b', b]]));
+  const A = g.input(a, [m * k]);
+  const C = g.input(new Float32Array(m * n), [m * n]);
+  runner.flush();
+  const mul = () => matmulInto(g, { m, n, k }, { t: A, rs: k, cs: 1 }, { t: params.get('b'), rs: n, cs: 1 }, { t: C, rs: n, cs: 1 });
+  const [gpu, kernel] = await namingKernels(runner, () => timeGpu(ctx, (encoder) => runner.recordInto(encoder, mul), timing));
+  // Against the host's sums over what the kernel sees: B in fp16, and A too where it is staged in f16.
+  const f16 = (x: number) => halfToFloat(floatToHalf(x));
+  const stageA = /mma|tiled-f16/.test(kernel) ? f16 : (x: number) => x;
+  checkProduct(`matmul ${name}, fp16 weights (${kernel})`, await g.read(C), a, b, { m, k, n }, [stageA, f16], 1e-3);
+  g.release();
+  params.destroy();
+  const gflops = (2 * m * n * k) / (gpu.ms * 1e6);
+  // torch's fp16 GEMM only where it is a kernel users run: on CUDA.
+  const half = torchAt?.device === 'cuda' ? torchAt : null;
+  return {
+    bench: 'matmul',
+    shape: name,
+    m,
+    n,
+    k,
+    dtype: 'float16',
+    kernel,
+    gpu_timestamp_gflops: gflops,
+    ...torchGemmFields(half, m, k, n, gflops, 'float16'),
+    timing: gpu.method,
+    backend: ctx.backend,
+    adapter: ctx.adapterName,
+  };
+}
+
 /** torch's GEMM of the same shape in the same run, and webtron's kernel over it. */
-function torchGemmFields(torchAt: { python: string; device: string } | null, m: number, k: number, n: number, ours: number | null): Row {
+function torchGemmFields(
+  torchAt: { python: string; device: string } | null,
+  m: number,
+  k: number,
+  n: number,
+  ours: number | null,
+  dtype: 'float32' | 'float16' = 'float32',
+): Row {
   if (!torchAt) return {};
-  progress(`matmul ${m}x${k} @ ${k}x${n}: torch (${torchAt.device})`);
-  const t = torchGemm(torchAt.python, torchAt.device, m, k, n);
+  progress(`matmul ${m}x${k} @ ${k}x${n}: torch (${torchAt.device}, ${dtype})`);
+  const t = torchGemm(torchAt.python, torchAt.device, m, k, n, dtype);
   if (!t) return {};
   return { torch_gflops: t.gemm_shape_gflops, vs_torch_gemm: ours === null ? null : ours / t.gemm_shape_gflops, torch_blas: t.blas.kind };
 }
@@ -328,6 +467,8 @@ export const nnBench: Bench = {
   columns: [
     'bench',
     'shape',
+    'dtype',
+    'kernel',
     'config',
     'ms',
     'gflops',
@@ -348,6 +489,11 @@ export const nnBench: Bench = {
   ],
   flags: {
     matmul: { kind: 'list', default: ['1024', '512', 'gpt'], help: "matmul sizes: squares, or 'gpt' for the GPT config's shapes" },
+    'matmul-dtypes': {
+      kind: 'list',
+      default: ['float32', 'float16'],
+      help: 'weights of the matmuls: float32, and float16 (the kernel --fp16 trains with: tensor cores where the adapter has them)',
+    },
     config: { kind: 'string', default: 'char-4x128', help: `GPT config: ${Object.keys(GPT_CONFIGS).join(', ')}, or none for matmul only` },
     python: { kind: 'string', default: '/usr/bin/python3', help: 'python with torch for the reference' },
     'torch-device': { kind: 'string', default: 'cpu', help: 'where torch runs the GPT reference: cpu, or cuda on an NVIDIA GPU' },
@@ -357,6 +503,9 @@ export const nnBench: Bench = {
     'no-torch': { kind: 'boolean', help: 'leave out torch (its GEMMs, the GPT reference and the CPU limit)' },
   },
   async run(env, flags) {
+    const dtypes = flags['matmul-dtypes'] as string[];
+    for (const d of dtypes)
+      if (d !== 'float32' && d !== 'float16') throw new FlagError(`--matmul-dtypes: '${d}' is neither float32 nor float16`);
     const ctx = await env.gpu();
     const name = flags.config as string;
     const config = GPT_CONFIGS[name === 'none' ? 'char-4x128' : name];
@@ -369,7 +518,7 @@ export const nnBench: Bench = {
     const cpuLimit = ctx.software && torchAt ? cpuGemmLimit(torchAt.python) : null;
     const peak = ctx.software ? null : gpuPeak(ctx.adapterName);
     const limit = cpuLimit?.gemm_gflops ?? (peak ? peak.fp32 / 1e9 : null);
-    const rows = await matmulRows(ctx, flags.matmul as string[], config, warmup, runs, torchAt);
+    const rows = await matmulRows(ctx, flags.matmul as string[], dtypes, config, warmup, runs, torchAt);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
     if (name !== 'none') rows.push(await gptRow(ctx, name, config, torchAt, warmup, runs));
     // webtron's best kernel at the largest square of this run: on a GPU, a second limit measured here.

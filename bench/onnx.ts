@@ -5,14 +5,13 @@
  * clock; tokens are batch × sequence per forward. `max_abs_diff` is the largest difference between
  * webtron's logits and onnxruntime CPU's for the same tokens: the two compute the same function.
  */
-import ort from 'onnxruntime-node';
 import { Gpt } from '../src/nn/gpt.js';
 import { Graph } from '../src/nn/graph.js';
 import { LocalParams } from '../src/nn/params.js';
 import { gptToOnnx } from '../src/onnx/gpt.js';
 import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
-import { GPT_CONFIGS, ortSession } from './nn.js';
+import { GPT_CONFIGS, loadOrt, ortSession } from './nn.js';
 import { progress } from './report.js';
 import { median } from './timing.js';
 
@@ -43,8 +42,10 @@ export const onnxBench: Bench = {
     params.set(values);
     const gpt = new Gpt(config, params.tensors);
     const ids = Uint32Array.from({ length: batch * seq }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+    const ort = await loadOrt();
+    if (!ort) throw new Error('bench onnx: compares with onnxruntime-node, which is not installed: run npm install with devDependencies');
     const input = { input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [batch, seq]) };
-    const sessions = { cpu: await ortSession(model, 'cpu'), webgpu: await ortSession(model, 'webgpu') };
+    const sessions = { cpu: await ortSession(ort, model, 'cpu'), webgpu: await ortSession(ort, model, 'webgpu') };
     const forward = async (): Promise<Float32Array> => {
       const g = new Graph(ctx, { training: false });
       const logits = await g.read(gpt.forward(g, g.input(ids, [batch, seq])).logits);

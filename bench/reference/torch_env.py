@@ -57,11 +57,12 @@ def build_setting(name):
     return found.group(1) if found else None
 
 
-def gemm_gflops(device, m=1024, k=1024, n=1024, runs=10):
-    """Median fp32 GEMM GFLOP/s of [m, k] @ [k, n] on `device` with the current thread settings, after
-    half a second of warm-up (clocks and thread pools settle: two warm-up runs read half as much here)."""
-    a = torch.randn(m, k, device=device)
-    b = torch.randn(k, n, device=device)
+def gemm_gflops(device, m=1024, k=1024, n=1024, runs=10, dtype=torch.float32):
+    """Median GEMM GFLOP/s of [m, k] @ [k, n] in `dtype` (fp32 by default) on `device` with the current
+    thread settings, after half a second of warm-up (clocks and thread pools settle: two warm-up runs
+    read half as much here)."""
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
     start = time.perf_counter()
     while time.perf_counter() - start < 0.5:
         torch.mm(a, b)
@@ -112,12 +113,14 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--gemm", default="", help="M,K,N: also time [M, K] @ [K, N] (as gemm_shape_gflops)")
+    ap.add_argument("--gemm-dtype", default="float32", choices=["float32", "float16"], help="of the --gemm operands")
     a = ap.parse_args()
     record = torch_env(a.device, a.threads or None)
     if a.gemm:
         m, k, n = (int(v) for v in a.gemm.split(","))
         record["gemm_shape"] = [m, k, n]
-        record["gemm_shape_gflops"] = round(gemm_gflops(a.device, m, k, n), 1)
+        record["gemm_dtype"] = a.gemm_dtype
+        record["gemm_shape_gflops"] = round(gemm_gflops(a.device, m, k, n, dtype=getattr(torch, a.gemm_dtype)), 1)
     print(json.dumps(record))
 
 
