@@ -25,6 +25,17 @@ function matmulChoice(ctx: GpuContext): Record<string, unknown> {
   return { kernel, tiles: t.tiles, gflops: t.gflops, source: t.source, cachePath: t.cachePath, tunedAt: t.tunedAt ?? null };
 }
 
+/** The f16 subgroup-matrix (tensor-core) kernel for 16-bit weights: offered, probed, in use. */
+function tensorCoreLine(ctx: GpuContext): string {
+  const shape = ctx.subgroupMatrixOffered;
+  if (!shape) return 'none (no f16 subgroup matrices offered; 16-bit weights stage in f16 where shader-f16 is)';
+  const fragment = `${shape.m}×${shape.n}×${shape.k} f16 subgroup matrices, f32 results`;
+  const mma = ctx.matmulTuning.mma;
+  if (mma === true) return `${fragment}: the probe's product was exact, --fp16 and --bf16 matmuls use them`;
+  if (mma === false) return `${fragment}: the probe's product was wrong here, so 16-bit matmuls use the tiled kernel`;
+  return `${fragment}: not probed (the tiles are not tuned here), so 16-bit matmuls use the tiled kernel`;
+}
+
 function matmulLine(ctx: GpuContext): string {
   const kernel = ctx.matmulKernel;
   if (kernel === 'texture') return 'texture (operands copied into storage textures: a CPU driver)';
@@ -67,6 +78,8 @@ export const info: Command = {
           adapterFeatures,
           gpuPollMs: gpuPollMs(),
           matmul: matmulChoice(ctx),
+          subgroupMatrix: ctx.subgroupMatrixOffered,
+          tensorCores: ctx.subgroupMatrix !== null,
           attention: ctx.attentionKernel,
         }),
       );
@@ -86,6 +99,7 @@ export const info: Command = {
         gpuPollMs() > 0 ? `polling every ${gpuPollMs()} ms (WEBTRON_GPU_POLL_MS)` : "Dawn's busy loop (WEBTRON_GPU_POLL_MS)",
       ],
       ['matmul kernel', matmulLine(ctx)],
+      ['tensor cores', tensorCoreLine(ctx)],
       [
         'attention kernel',
         ctx.attentionKernel === 'fused'

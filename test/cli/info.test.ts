@@ -16,6 +16,8 @@ describe('webtron info', () => {
       limits: Record<string, number>;
       gpuPollMs: number;
       matmul: { kernel: string };
+      subgroupMatrix: { m: number; n: number; k: number } | null;
+      tensorCores: boolean;
       attention: string;
     };
     expect(info.adapter).toBe(found!.info.description);
@@ -28,6 +30,9 @@ describe('webtron info', () => {
     try {
       expect(info.matmul.kernel).toBe(ctx.matmulKernel);
       expect(info.attention).toBe(ctx.attentionKernel);
+      // The tensor cores: the adapter's f16 subgroup-matrix offer, used only once the probe passed.
+      expect(info.subgroupMatrix).toEqual(ctx.subgroupMatrixOffered);
+      if (!ctx.subgroupMatrixOffered) expect(info.tensorCores).toBe(false);
     } finally {
       ctx.destroy();
     }
