@@ -58,12 +58,14 @@ export function workerEnvironments(o: LaunchOptions, token: string, restart = 0)
     WORLD_SIZE: String(world),
     LOCAL_RANK: String(local),
     LOCAL_WORLD_SIZE: String(o.nprocPerNode),
-    MASTER_ADDR: o.masterAddr,
-    MASTER_PORT: String(o.masterPort),
-    WEBTRON_JOB_TOKEN: token,
-    WEBTRON_STORE_EXTERNAL: '1',
+    ...jobEnvironment(o, token),
     WEBTRON_RESTART_COUNT: String(restart),
   }));
+}
+
+/** What every rank of the job shares, a process's or a browser tab's: the store it meets at and the job's token. */
+function jobEnvironment(o: LaunchOptions, token: string): Record<string, string> {
+  return { MASTER_ADDR: o.masterAddr, MASTER_PORT: String(o.masterPort), WEBTRON_JOB_TOKEN: token, WEBTRON_STORE_EXTERNAL: '1' };
 }
 
 export function checkLaunchOptions(o: LaunchOptions): void {
@@ -209,10 +211,7 @@ async function startBrowserHost(o: LaunchOptions, token: string, storeHost: stri
     config,
     env: {
       ...Object.fromEntries(forward),
-      MASTER_ADDR: o.masterAddr,
-      MASTER_PORT: String(o.masterPort),
-      WEBTRON_JOB_TOKEN: token,
-      WEBTRON_STORE_EXTERNAL: '1',
+      ...jobEnvironment(o, token),
       WEBTRON_RESTART_COUNT: '0',
     },
     storeHost,
