@@ -10,14 +10,16 @@ export const has = (command: string) => spawnSync('sh', ['-c', `command -v ${com
  */
 export function aptInstall(packages: string[]): string | null {
   if (!has('apt-get')) return `${packages.join(' and ')} ${packages.length > 1 ? 'are' : 'is'} not installed and there is no apt-get`;
-  const install = () =>
-    spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...packages], {
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-      encoding: 'utf8',
-    });
+  // Test files run two at a time: one apt-get waits for another's to finish.
+  const run = (args: string[]) => {
+    const argv = ['apt-get', '-o', 'DPkg::Lock::Timeout=600', ...args];
+    const [command, ...rest] = has('flock') ? ['flock', '/tmp/webtron-test-apt.lock', ...argv] : argv;
+    return spawnSync(command!, rest, { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, encoding: 'utf8' });
+  };
+  const install = () => run(['install', '-y', '--no-install-recommends', ...packages]);
   let r = install();
   if (r.status !== 0) {
-    spawnSync('apt-get', ['update'], { stdio: 'ignore' });
+    run(['update']);
     r = install();
   }
   return r.status === 0 ? null : `apt-get install ${packages.join(' ')} failed: ${r.stderr.trim().split('\n').at(-1)}`;
