@@ -26,7 +26,14 @@ export default defineConfig({
       {
         extends: true,
         // The rest, two files at a time: a file of one process leaves the second core idle half the time.
-        test: { name: 'two at a time', maxWorkers: 2, include: ['test/**/*.test.ts'], exclude: ONE_AT_A_TIME, sequence: { groupOrder: 0 } },
+        test: {
+          name: 'two at a time',
+          maxWorkers: 2,
+          include: ['test/**/*.test.ts'],
+          exclude: ONE_AT_A_TIME,
+          setupFiles: ['./test/helpers/own-port.ts'],
+          sequence: { groupOrder: 0 },
+        },
       },
       {
         extends: true,
