@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Run webtron from a bundle that scripts/gpu-bundle.sh wrote (this file is that bundle's run.sh), on
+# a Linux x86-64 GPU host with no Node: unpack once into WEBTRON_GPU_ROOT (default
+# /tmp/webtron-gpu), find a Vulkan loader and driver, then
+#
+#   bash DIR/run.sh [bench]       webtron info, then the hardware benchmarks (below)
+#   bash DIR/run.sh info          webtron info only
+#   bash DIR/run.sh -- CMD ARGS   CMD inside the unpacked webtron, with its node first on PATH
+#
+# bench writes into OUT (default ./gpu-results): info.txt and info.json; nn-float32.jsonl and
+# nn-float16.jsonl, the matmuls with fp32 and fp16 weights at 1024^3, 4096^3 and GPT-2 small's shapes
+# beside torch's GEMMs on CUDA; gpt.jsonl, GPT-2 small forward + backward beside torch CUDA;
+# train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT; and log.txt, everything printed. Each step has its own time limit (WEBTRON_GPU_STEP_S,
+# default 240 s), so one that hangs leaves the others their time. python3's torch on CUDA is the
+# reference where the host has it. WEBTRON_GPU_QUICK=1 runs small shapes: a check of the bundle on
+# any adapter, lavapipe included.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=${WEBTRON_GPU_ROOT:-/tmp/webtron-gpu}
+out=${OUT:-$PWD/gpu-results}
+step_s=${WEBTRON_GPU_STEP_S:-240}
+say() { printf 'webtron gpu-run: %s\n' "$*" >&2; }
+
+if [[ ! -x $root/bin/node || $here/webtron.tar.xz -nt $root/bin/node ]]; then
+  say "unpacking into $root"
+  rm -rf "$root" && mkdir -p "$root/bin" || exit 2
+  xz -dc "$here/node.xz" > "$root/bin/node" && chmod +x "$root/bin/node" || exit 2
+  xz -dc "$here/webtron.tar.xz" | tar -xf - -C "$root" || exit 2
+fi
+export PATH=$root/bin:$PATH
+
+# Dawn opens libvulkan.so.1: the host's, else the bundle's loader (unpacked beside, not into /).
+if ! ldconfig -p 2> /dev/null | grep -q 'libvulkan\.so\.1 '; then
+  if [[ ! -d $root/vulkan ]]; then dpkg-deb -x "$here"/libvulkan1_*.deb "$root/vulkan" || exit 2; fi
+  export LD_LIBRARY_PATH=$root/vulkan/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  say "Vulkan loader: the bundle's ($(ls "$root"/vulkan/usr/lib/x86_64-linux-gnu/libvulkan.so.1.* | xargs -n1 basename))"
+fi
+# An NVIDIA driver mounted outside the loader's search path (containers) names its ICD file here.
+icds=(/usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json)
+if [[ -z ${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-} && ! -e ${icds[0]} && ! -e ${icds[1]} ]]; then
+  for f in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/local/nvidia/icd.d/nvidia_icd.json; do
+    if [[ -e $f ]]; then
+      export VK_DRIVER_FILES=$f
+      say "Vulkan driver: $f"
+      break
+    fi
+  done
+fi
+
+cd "$root/webtron" || exit 2
+mode=${1:-bench}
+if [[ $mode == -- ]]; then
+  shift
+  exec "$@"
+fi
+
+mkdir -p "$out" || exit 2
+log=$out/log.txt
+: > "$log"
+failed=0
+# run NAME FILE CMD...: CMD's stdout's JSON lines into FILE (the rest to the log), stderr to the log.
+run() {
+  local name=$1 file=$2
+  shift 2
+  say "$name: $*" 2>&1 | tee -a "$log" >&2
+  local t0=$SECONDS
+  timeout --kill-after=10 "$step_s" "$@" > "$out/.stdout" 2> >(tee -a "$log" >&2)
+  local rc=$?
+  cat "$out/.stdout" >> "$log"
+  if [[ -n $file ]]; then grep '^{' "$out/.stdout" > "$out/$file"; else cp "$out/.stdout" "$out/$name.txt"; fi
+  rm -f "$out/.stdout"
+  say "$name: exit $rc after $((SECONDS - t0)) s" 2>&1 | tee -a "$log" >&2
+  [[ $rc == 0 ]] || failed=1
+}
+
+python=$(command -v python3 || echo /usr/bin/python3)
+torch_device=none
+"$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2> /dev/null && torch_device=cuda
+say "torch on CUDA: $([[ $torch_device == cuda ]] && echo "yes ($python)" || echo "no: webtron's rows only")" 2>&1 | tee -a "$log" >&2
+run info '' node bin/webtron.js info
+run info.json info.json node bin/webtron.js info --json
+[[ $mode == info ]] && exit $failed
+
+# Each part on its own, so that one that fails (a product that checks wrong fails the bench) leaves
+# the others' rows.
+if [[ ${WEBTRON_GPU_QUICK:-} == 1 ]]; then
+  shapes=256 config=tiny timing=(--runs 3 --warmup 1) train=(--config char-2x128 --iters 12 --window 4)
+else
+  shapes=1024,4096,gpt config=gpt2-small timing=(--runs 10 --warmup 3) train=(--config gpu-medium --iters 40 --window 20)
+fi
+# torch beside webtron on CUDA only: this bundle is for GPU hosts (and the CPU's torch is another bench).
+torch=(--no-torch)
+[[ $torch_device == cuda ]] && torch=(--python "$python" --torch-device cuda)
+for dtype in float32 float16; do
+  run "nn-$dtype" "nn-$dtype.jsonl" node dist/bench/run.js nn --json --matmul "$shapes" --matmul-dtypes "$dtype" \
+    --config "$config" --no-gpt "${timing[@]}" "${torch[@]}"
+done
+run gpt gpt.jsonl node dist/bench/run.js nn --json --matmul none --config "$config" "${timing[@]}" "${torch[@]}"
+run train train.jsonl node dist/bench/run.js train --json "${train[@]}" --worlds 1 --variants plain --no-torch
+exit $failed
