@@ -54,6 +54,7 @@ export const GPT_CONFIGS: Record<string, GptConfig & { batch: number }> = {
 };
 
 function matmulShapes(spec: string, config: GptConfig & { batch: number }): [string, number, number, number][] {
+  if (spec === 'none') return [];
   if (spec === 'gpt') {
     const n = config.batch * config.seqLength;
     const h = config.hiddenSize;
@@ -488,7 +489,7 @@ export const nnBench: Bench = {
     'fraction_of_limit',
   ],
   flags: {
-    matmul: { kind: 'list', default: ['1024', '512', 'gpt'], help: "matmul sizes: squares, or 'gpt' for the GPT config's shapes" },
+    matmul: { kind: 'list', default: ['1024', '512', 'gpt'], help: "matmul sizes: squares, 'gpt' for the GPT config's shapes, or none" },
     'matmul-dtypes': {
       kind: 'list',
       default: ['float32', 'float16'],
@@ -501,6 +502,7 @@ export const nnBench: Bench = {
     warmup: { kind: 'int', default: 2, help: 'untimed runs first' },
     chart: { kind: 'string', help: 'write an SVG chart of matmul GFLOP/s (webtron vs onnxruntime WebGPU) to this file' },
     'no-torch': { kind: 'boolean', help: 'leave out torch (its GEMMs, the GPT reference and the CPU limit)' },
+    'no-gpt': { kind: 'boolean', help: "leave out the GPT forward+backward (--config still gives 'gpt' its shapes)" },
   },
   async run(env, flags) {
     const dtypes = flags['matmul-dtypes'] as string[];
@@ -520,7 +522,7 @@ export const nnBench: Bench = {
     const limit = cpuLimit?.gemm_gflops ?? (peak ? peak.fp32 / 1e9 : null);
     const rows = await matmulRows(ctx, flags.matmul as string[], dtypes, config, warmup, runs, torchAt);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
-    if (name !== 'none') rows.push(await gptRow(ctx, name, config, torchAt, warmup, runs));
+    if (name !== 'none' && !flags['no-gpt']) rows.push(await gptRow(ctx, name, config, torchAt, warmup, runs));
     // webtron's best kernel at the largest square of this run: on a GPU, a second limit measured here.
     const squares = rows.filter((r) => r.bench === 'matmul' && r.m === r.n && r.n === r.k);
     const largest = squares.sort((a, b) => (b.m as number) - (a.m as number))[0];
