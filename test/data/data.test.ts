@@ -31,6 +31,13 @@ describe('tokenizers', () => {
     const restored = await loadTokenizer(JSON.parse(JSON.stringify(tokenizer.state())));
     expect(Array.from(restored.encode(text))).toEqual(Array.from(ids));
     expect(() => tokenizer.encode('q')).toThrow(/character "q" \(U\+0071\) is not in the vocabulary/);
+    // Lone surrogates are characters of their own, as Array.from splits them; a pair is one.
+    const odd = 'a\uD800b\uDFFF\uD83D\uDE00\uDC00\uD800';
+    const oddTokenizer = CharTokenizer.fromText(odd);
+    const oddChars = [...new Set(Array.from(odd))].sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
+    expect(oddTokenizer.state()).toEqual({ type: 'CharTokenizer', chars: oddChars });
+    expect(Array.from(oddTokenizer.encode(odd))).toEqual(Array.from(odd).map((c) => oddChars.indexOf(c)));
+    expect(oddTokenizer.decode(oddTokenizer.encode(odd))).toBe(odd);
   });
 
   it('ByteTokenizer: the UTF-8 bytes, and back', async () => {
