@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../src/files.js';
 import { storageUsage, type GpuContext } from '../src/gpu/context.js';
 import { floatToHalf, halfToFloat } from '../src/collectives/reduce.js';
+import { modelDtypes, PRECISION_DTYPES, type Precision } from '../src/memory/calculator.js';
 import { Graph } from '../src/nn/graph.js';
 import { Gpt, type GptConfig } from '../src/nn/gpt.js';
 import { matmulInto } from '../src/nn/ops.js';
@@ -364,6 +365,7 @@ function torchReference(
   python: string,
   device: string,
   config: GptConfig & { batch: number },
+  precision: Precision,
   runs: number,
   warmup: number,
 ): { tokens_per_s: number; threads: number; device: string; env: TorchEnv } | null {
@@ -393,6 +395,8 @@ function torchReference(
       warmup,
       '--device',
       device,
+      '--precision',
+      precision,
     ].map(String);
     const out = execFileSync(python, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
     const result = JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; threads: number; device: string; env: TorchEnv };
@@ -409,11 +413,14 @@ async function gptRow(
   ctx: GpuContext,
   name: string,
   config: GptConfig & { batch: number },
+  precision: Precision,
   torchAt: { python: string; device: string } | null,
   warmup: number,
   runs: number,
 ): Promise<Row> {
-  const params = new LocalParams(ctx, Gpt.specs(config));
+  // The params and grads `webtron train` keeps at this precision (16-bit weights: the tensor-core
+  // matmuls where the adapter has them); torch beside it under autocast, its own mixed precision.
+  const params = new LocalParams(ctx, Gpt.specs(config, ...modelDtypes(precision)));
   params.set(Gpt.init(config, 1));
   const gpt = new Gpt(config, params.tensors);
   const tokens = config.batch * config.seqLength;
@@ -422,7 +429,7 @@ async function gptRow(
   const samples: number[] = [];
   let loss = NaN;
   for (let i = 0; i < warmup + runs; i++) {
-    progress(`gpt ${name}: forward+backward ${i + 1}/${warmup + runs}${i < warmup ? ' (warm-up)' : ''}`);
+    progress(`gpt ${name}, ${precision}: forward+backward ${i + 1}/${warmup + runs}${i < warmup ? ' (warm-up)' : ''}`);
     const t0 = performance.now();
     const g = new Graph(ctx);
     const out = gpt.forward(g, g.input(ids, [config.batch, config.seqLength], 'ids'), g.input(targets, [tokens], 'targets'));
@@ -433,12 +440,13 @@ async function gptRow(
   }
   params.destroy();
   const ms = median(samples);
-  if (torchAt) progress(`gpt ${name}: torch (${torchAt.device}) on the same config`);
-  const torch = torchAt ? torchReference(torchAt.python, torchAt.device, config, runs, warmup) : null;
+  if (torchAt) progress(`gpt ${name}, ${precision}: torch (${torchAt.device}) on the same config`);
+  const torch = torchAt ? torchReference(torchAt.python, torchAt.device, config, precision, runs, warmup) : null;
   const tokensPerS = tokens / (ms / 1000);
   return {
     bench: 'gpt',
     config: name,
+    precision,
     tokens,
     ms,
     tokens_per_s: tokensPerS,
@@ -482,6 +490,7 @@ export const nnBench: Bench = {
     'dtype',
     'kernel',
     'config',
+    'precision',
     'ms',
     'gflops',
     'ort_webgpu_gflops',
@@ -513,12 +522,21 @@ export const nnBench: Bench = {
     warmup: { kind: 'int', default: 2, help: 'untimed runs first' },
     chart: { kind: 'string', help: 'write an SVG chart of matmul GFLOP/s (webtron vs onnxruntime WebGPU) to this file' },
     'no-torch': { kind: 'boolean', help: 'leave out torch (its GEMMs, the GPT reference and the CPU limit)' },
+    'gpt-precisions': {
+      kind: 'list',
+      default: ['fp32'],
+      help: `the GPT's precisions, as webtron train's (${Object.keys(PRECISION_DTYPES).join(', ')}); torch runs each under autocast`,
+    },
     'no-gpt': { kind: 'boolean', help: "leave out the GPT forward+backward (--config still gives 'gpt' its shapes)" },
   },
   async run(env, flags) {
     const dtypes = flags['matmul-dtypes'] as string[];
     for (const d of dtypes)
       if (d !== 'float32' && d !== 'float16') throw new FlagError(`--matmul-dtypes: '${d}' is neither float32 nor float16`);
+    const precisions = flags['gpt-precisions'] as Precision[];
+    for (const p of precisions)
+      if (!Object.hasOwn(PRECISION_DTYPES, p))
+        throw new FlagError(`--gpt-precisions: '${p}' is not one of ${Object.keys(PRECISION_DTYPES).join(', ')}`);
     const ctx = await env.gpu();
     const name = flags.config as string;
     const config = GPT_CONFIGS[name === 'none' ? 'char-4x128' : name];
@@ -530,24 +548,37 @@ export const nnBench: Bench = {
     // torch's GEMM on every core for a CPU driver, the vendor's peak for a known GPU.
     const cpuLimit = ctx.software && torchAt ? cpuGemmLimit(torchAt.python) : null;
     const peak = ctx.software ? null : gpuPeak(ctx.adapterName);
-    const limit = cpuLimit?.gemm_gflops ?? (peak ? peak.fp32 / 1e9 : null);
     const rows = await matmulRows(ctx, flags.matmul as string[], dtypes, config, warmup, runs, torchAt);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
-    if (name !== 'none' && !flags['no-gpt']) rows.push(await gptRow(ctx, name, config, torchAt, warmup, runs));
-    // webtron's best kernel at the largest square of this run: on a GPU, a second limit measured here.
-    const squares = rows.filter((r) => r.bench === 'matmul' && r.m === r.n && r.n === r.k);
-    const largest = squares.sort((a, b) => (b.m as number) - (a.m as number))[0];
-    const best = (largest?.gpu_timestamp_gflops as number | undefined) ?? null;
+    if (name !== 'none' && !flags['no-gpt'])
+      for (const precision of precisions) rows.push(await gptRow(ctx, name, config, precision, torchAt, warmup, runs));
+    // Each row against the limit of its arithmetic: fp32, or 16-bit (on tensor cores where webtron
+    // uses them); on a GPU also against webtron's best kernel of its kind at the largest square here.
+    const half = (r: Row) => r.dtype === 'float16' || (r.precision !== undefined && r.precision !== 'fp32');
+    const limitOf = (r: Row): { gflops: number; what: string } | null => {
+      if (cpuLimit)
+        return {
+          gflops: cpuLimit.gemm_gflops,
+          what: `torch fp32 GEMM ${cpuLimit.gemm_size}^3, ${cpuLimit.threads} threads, ${cpuLimit.blas.kind}`,
+        };
+      if (!peak) return null;
+      if (!half(r)) return { gflops: peak.fp32 / 1e9, what: `${peak.name} fp32 peak` };
+      return ctx.subgroupMatrix
+        ? { gflops: peak.fp16Tensor / 1e9, what: `${peak.name} fp16 tensor-core peak` }
+        : { gflops: peak.fp16 / 1e9, what: `${peak.name} fp16 peak` };
+    };
+    const bestOf = (kind: boolean): number | null => {
+      const squares = rows.filter((r) => r.bench === 'matmul' && r.m === r.n && r.n === r.k && half(r) === kind);
+      const largest = squares.sort((a, b) => (b.m as number) - (a.m as number))[0];
+      return (largest?.gpu_timestamp_gflops as number | undefined) ?? null;
+    };
     for (const row of rows) {
       const achieved = (row.gpu_timestamp_gflops ?? row.gflops) as number | null;
       if (achieved === null || achieved === undefined) continue;
-      row.fraction_of_limit = fractionOf(achieved, limit);
-      if (!ctx.software) row.fraction_of_best_kernel = fractionOf(achieved, best);
-      row.limit = cpuLimit
-        ? `${cpuLimit.gemm_gflops} GFLOP/s (torch fp32 GEMM ${cpuLimit.gemm_size}^3, ${cpuLimit.threads} threads, ${cpuLimit.blas.kind})`
-        : peak
-          ? `${peak.fp32 / 1e9} GFLOP/s (${peak.name} fp32 peak)`
-          : null;
+      const limit = limitOf(row);
+      row.fraction_of_limit = fractionOf(achieved, limit?.gflops ?? null);
+      if (!ctx.software) row.fraction_of_best_kernel = fractionOf(achieved, bestOf(half(row)));
+      row.limit = limit ? `${limit.gflops} GFLOP/s (${limit.what})` : null;
     }
     return rows;
   },

@@ -7,8 +7,11 @@ Run with Debian's python3-torch: /usr/bin/python3 bench/reference/gpt_torch.py -
 Its line records torch's threads and the BLAS it runs on, with a GEMM figure (torch_env.py). On a
 2-vCPU machine torch's default of 1 intra-op thread measured 3-5x faster than 2.
 `--device cuda` runs it on an NVIDIA GPU (fp32, TF32 off, as webtron computes), timed with a
-device synchronize after each step.
+device synchronize after each step. `--precision bf16|fp16` runs the forward under torch.autocast in
+that dtype (fp32 weights, 16-bit matmuls: torch's own mixed precision), beside webtron's 16-bit
+weights.
 """
+import contextlib
 import argparse
 import json
 import math
@@ -74,6 +77,7 @@ def main():
     for name, default in [('layers', 4), ('heads', 4), ('hidden', 128), ('block', 64), ('batch', 12), ('vocab', 81), ('runs', 10), ('warmup', 3)]:
         ap.add_argument(f'--{name}', type=int, default=default)
     ap.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    ap.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'])
     ap.add_argument('--threads', type=int, default=0, help="intra-op threads (default: torch's own choice)")
     a = ap.parse_args()
     if a.threads:
@@ -87,12 +91,15 @@ def main():
     model = Gpt(a.layers, a.heads, a.hidden, a.block, a.vocab).to(device)
     ids = torch.randint(0, a.vocab, (a.batch, a.block), device=device)
     targets = torch.randint(0, a.vocab, (a.batch, a.block), device=device)
+    half = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(a.precision)
+    autocast = (lambda: torch.autocast(device_type=a.device, dtype=half)) if half else contextlib.nullcontext
     times = []
     for i in range(a.warmup + a.runs):
         model.zero_grad(set_to_none=True)
         sync()
         t0 = time.perf_counter()
-        loss = model(ids, targets)
+        with autocast():
+            loss = model(ids, targets)
         loss.backward()
         sync()
         dt = time.perf_counter() - t0
@@ -100,7 +107,7 @@ def main():
             times.append(dt)
     times.sort()
     ms = 1000 * times[len(times) // 2]
-    print(json.dumps({'ms': ms, 'tokens_per_s': a.batch * a.block / (ms / 1000), 'loss': float(loss),
+    print(json.dumps({'ms': ms, 'precision': a.precision, 'tokens_per_s': a.batch * a.block / (ms / 1000), 'loss': float(loss),
                       'threads': torch.get_num_threads(), 'torch_version': torch.__version__,
                       'device': torch.cuda.get_device_name() if a.device == 'cuda' else 'cpu',
                       'env': torch_env(a.device)}))
