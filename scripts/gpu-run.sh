@@ -9,11 +9,12 @@
 #
 # bench writes into OUT (default ./gpu-results): info.txt and info.json; nn-float32.jsonl and
 # nn-float16.jsonl, the matmuls with fp32 and fp16 weights at 1024^3, 4096^3 and GPT-2 small's shapes
-# beside torch's GEMMs on CUDA; gpt.jsonl, GPT-2 small forward + backward beside torch CUDA;
-# train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT; and log.txt, everything printed. Each step has its own time limit (WEBTRON_GPU_STEP_S,
-# default 240 s), so one that hangs leaves the others their time. python3's torch on CUDA is the
-# reference where the host has it. WEBTRON_GPU_QUICK=1 runs small shapes: a check of the bundle on
-# any adapter, lavapipe included.
+# beside torch's GEMMs on CUDA; gpt.jsonl, GPT-2 small forward + backward in fp32 and bf16 beside
+# torch CUDA (fp32, and bf16 autocast); train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT;
+# and log.txt, everything printed. Each step has its own time limit (WEBTRON_GPU_STEP_S, default
+# 240 s), so one that hangs leaves the others their time. python3's torch on CUDA is the reference
+# where the host has it. WEBTRON_GPU_QUICK=1 runs small shapes: a check of the bundle on any adapter,
+# lavapipe included.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -96,6 +97,6 @@ for dtype in float32 float16; do
   run "nn-$dtype" "nn-$dtype.jsonl" node dist/bench/run.js nn --json --matmul "$shapes" --matmul-dtypes "$dtype" \
     --config "$config" --no-gpt "${timing[@]}" "${torch[@]}"
 done
-run gpt gpt.jsonl node dist/bench/run.js nn --json --matmul none --config "$config" "${timing[@]}" "${torch[@]}"
+run gpt gpt.jsonl node dist/bench/run.js nn --json --matmul none --config "$config" --gpt-precisions fp32,bf16 "${timing[@]}" "${torch[@]}"
 run train train.jsonl node dist/bench/run.js train --json "${train[@]}" --worlds 1 --variants plain --no-torch
 exit $failed
