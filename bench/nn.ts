@@ -68,7 +68,7 @@ function matmulShapes(spec: string, config: GptConfig & { batch: number }): [str
     ];
   }
   const s = Number(spec);
-  if (!Number.isInteger(s) || s < 1) throw new FlagError(`--matmul: '${spec}' is neither a square size nor 'gpt'`);
+  if (!Number.isInteger(s) || s < 1) throw new FlagError(`--matmul: '${spec}' is not a square size, 'gpt' or none`);
   return [[`${s}³`, s, s, s]];
 }
 
