@@ -167,13 +167,14 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     }
     res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
   });
+  const host = options.host ?? '127.0.0.1';
+  const asked = options.port ?? 6007;
   await new Promise<void>((done, fail) => {
     server.once('error', fail);
-    server.listen(options.port ?? 6007, options.host ?? '127.0.0.1', () => done());
+    server.listen(asked, host, () => done());
   });
   const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : (options.port ?? 6007);
-  const host = options.host ?? '127.0.0.1';
+  const port = typeof address === 'object' && address ? address.port : asked;
   return {
     url: `http://${hostPort(host, port)}/`,
     close: async () => {

@@ -32,8 +32,6 @@ import { findShaderDir } from '../gpu/kernels.js';
 import { hostPort, type PeerAddress, peerAddressKey, WS_OPTIONS } from '../collectives/transport.js';
 import { type TrainConfig, withDefaultLoad } from './config.js';
 
-const CLOSED = 'closed its connection to the launcher (the tab was closed or lost)';
-
 /** How a browser rank ended, as the launcher reports a worker. */
 export interface BrowserExit {
   rank: number;
@@ -210,10 +208,10 @@ export class BrowserHost {
     return this.tabs.get(rank)!.ending;
   }
 
-  private end(tab: Tab, code: number, text: string): void {
+  private end(tab: Tab, code: number, text: string, closed = false): void {
     if (tab.ended) return;
     tab.ended = true;
-    tab.onEnd({ rank: tab.rank, code, text, last: tab.exit && tab.exit.exit !== 0 ? [tab.exit.message] : [], closed: text === CLOSED });
+    tab.onEnd({ rank: tab.rank, code, text, last: tab.exit && tab.exit.exit !== 0 ? [tab.exit.message] : [], closed });
   }
 
   /** The job is over or failed: tabs that have not ended are let go. */
@@ -507,7 +505,7 @@ export class BrowserHost {
       }
     });
     ws.on('close', () => {
-      if (current()) this.end(tab, 1, CLOSED);
+      if (current()) this.end(tab, 1, 'closed its connection to the launcher (the tab was closed or lost)', true);
     });
   }
 
