@@ -2,16 +2,23 @@
 // operands addressed like matmul-body.wgsl's (row stride, column stride, two batch strides, any
 // layout in place).
 //
-// A workgroup of (BN / TN) x (BM / TM) invocations computes a BM x BN tile of C. For each step of BK
-// in k, the workgroup stages the A tile (BM x BK) and the B tile (BK x BN) in workgroup memory, read
-// along whichever dimension each operand is contiguous in (A_KFAST / B_NFAST) so neighbouring
-// invocations read neighbouring words; then every invocation multiplies its TM x TN register block
-// out of workgroup memory. The tile shapes are pipeline constants, chosen per adapter and shape class
-// by src/gpu/matmul-tuner.ts.
+// A workgroup of (BN / TN) x (BM / TM) invocations computes a BM x BN tile of C, stepping through k
+// BK at a time:
+//   - Staging. The A tile (BM x BK) and the B tile (BK x BN) go into workgroup memory k-major, as
+//     vec4s of 4 rows (4 columns). Each operand is read in slots of 4 elements along the dimension it
+//     is contiguous in (A_KFAST / B_NFAST), so neighbouring invocations read neighbouring words: one
+//     vec4 load per slot where the host saw the operand 16-byte aligned (A_VEC / B_VEC), else 4
+//     loads with their own edge checks. The next step's slots are loaded into registers while this
+//     step multiplies, so the loads' latency hides behind the arithmetic.
+//   - Multiplying. Invocation (x, y) owns rows 4 (y + p WGY) .. +3 and columns 4 (x + q WGX) .. +3
+//     for p < TM / 4, q < TN / 4: each k reads TM / 4 + TN / 4 vec4s of workgroup memory, and
+//     neighbouring invocations read neighbouring vec4s (no bank conflicts), for TM x TN products.
+// The tile shapes are pipeline constants, chosen per adapter and shape class by
+// src/gpu/matmul-tuner.ts; TM and TN are 4 or 8.
 //
 // The including module sets the staging type `S` (f32, or f16 for 16-bit params: half the workgroup
 // memory and its traffic, f32 accumulation either way) and provides
-//   fn stage_a(x: f32) -> S    fn stage_b(word: u32, e: u32) -> S    fn unstage(x: S) -> f32
+//   fn stage(x: vec4<f32>) -> vec4<S>    fn unstage(x: vec4<S>) -> vec4<f32>
 
 //!include half
 //!include gelu-math
@@ -24,27 +31,45 @@ override TN: u32 = 4u;
 override WGX: u32 = BN / TN;
 override WGY: u32 = BM / TM;
 override B_DTYPE: u32 = 0u;
-// A is contiguous along k (A_CS == 1): invocations next to each other load neighbouring k.
+// A is contiguous along k (A_CS == 1): a slot is 4 neighbouring k of one row; else 4 rows at one k.
 override A_KFAST: bool = true;
-// B is contiguous along n (B_CS == 1).
+// B is contiguous along n (B_CS == 1): a slot is 4 neighbouring columns at one k; else 4 k of one column.
 override B_NFAST: bool = true;
+// Whole slots load as one vec4: A from A4; B from B4 (fp32) or as two words (16-bit).
+override A_VEC: bool = false;
+override B_VEC: bool = false;
+// Slots each invocation stages per step, of A and of B.
+override A_PER: u32 = (BM * BK / 4u + WGX * WGY - 1u) / (WGX * WGY);
+override B_PER: u32 = (BK * BN / 4u + WGX * WGY - 1u) / (WGX * WGY);
 
 //!include matmul-strided
 // gelu(C), when FLAGS has 4 (an MLP's fc layer: C, its pre-activation, is kept for the backward);
 // a dummy otherwise.
 @group(0) @binding(5) var<storage, read_write> H: array<f32>;
+// A and fp32 B as vec4s (the host binds them when A_VEC / B_VEC; dummies otherwise).
+@group(0) @binding(6) var<storage, read> A4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> B4: array<vec4<u32>>;
 
-// k-major: As[kk * BM + r], Bs[kk * BN + c], so an invocation's TM rows (TN columns) are adjacent.
-var<workgroup> As: array<S, BK * BM>;
-var<workgroup> Bs: array<S, BK * BN>;
+// k-major vec4s: As[kk * BM / 4 + r / 4] holds rows r .. r+3 at kk; Bs[kk * BN / 4 + c / 4] columns c .. c+3.
+var<workgroup> As: array<vec4<S>, BK * BM / 4u>;
+var<workgroup> Bs: array<vec4<S>, BK * BN / 4u>;
 
-const MAX_T: u32 = 8u;
+// Slots per invocation per operand (the tuner admits tiles that need at most this many).
+const MAX_SLOTS: u32 = 4u;
+const MAX_T4: u32 = 2u; // TM / 4 and TN / 4 at most
 
-fn load_b_word(e: u32) -> u32 {
+struct Tile {
+  m0: u32,
+  n0: u32,
+  a_base: u32,
+  b_base: u32,
+}
+
+fn b_value(e: u32) -> f32 {
   if (B_DTYPE == DTYPE_F32) {
-    return B[e];
+    return bitcast<f32>(B[e]);
   }
-  return B[e >> 1u];
+  return half_of(B[e >> 1u], e, B_DTYPE);
 }
 
 fn load_bias(e: u32) -> f32 {
@@ -54,65 +79,153 @@ fn load_bias(e: u32) -> f32 {
   return half_of(bias[e >> 1u], e, B_DTYPE);
 }
 
+// Slot s of the A tile at k0: (row, k) of its first element, and the step between its elements.
+fn a_slot(s: u32) -> vec2<u32> {
+  if (A_KFAST) {
+    return vec2<u32>(s / (BK / 4u), (s % (BK / 4u)) * 4u);
+  }
+  return vec2<u32>((s % (BM / 4u)) * 4u, s / (BM / 4u));
+}
+
+fn load_a(t: Tile, k0: u32, s: u32) -> vec4<f32> {
+  let at = a_slot(s);
+  let r = t.m0 + at.x;
+  let k = k0 + at.y;
+  let e = t.a_base + r * u.A_RS + k * u.A_CS;
+  var v = vec4<f32>(0.0);
+  if (A_VEC) {
+    // Aligned: the slot is wholly inside or wholly outside (K, or M, is a multiple of 4).
+    if (r < u.M && k < u.K) {
+      v = A4[e / 4u];
+    }
+    return v;
+  }
+  let step = select(u.A_RS, u.A_CS, A_KFAST);
+  for (var i = 0u; i < 4u; i++) {
+    let ri = select(r + i, r, A_KFAST);
+    let ki = select(k, k + i, A_KFAST);
+    if (ri < u.M && ki < u.K) {
+      v[i] = A[e + i * step];
+    }
+  }
+  return v;
+}
+
+fn store_a(s: u32, v: vec4<f32>) {
+  let at = a_slot(s);
+  if (A_KFAST) {
+    // 4 k of one row: one component of 4 vec4s.
+    for (var i = 0u; i < 4u; i++) {
+      As[(at.y + i) * (BM / 4u) + at.x / 4u][at.x % 4u] = stage(vec4<f32>(v[i])).x;
+    }
+  } else {
+    As[at.y * (BM / 4u) + at.x / 4u] = stage(v);
+  }
+}
+
+fn b_slot(s: u32) -> vec2<u32> {
+  if (B_NFAST) {
+    return vec2<u32>(s / (BN / 4u), (s % (BN / 4u)) * 4u);
+  }
+  return vec2<u32>((s % (BK / 4u)) * 4u, s / (BK / 4u));
+}
+
+fn load_b(t: Tile, k0: u32, s: u32) -> vec4<f32> {
+  let at = b_slot(s);
+  let k = k0 + at.x;
+  let c = t.n0 + at.y;
+  let e = t.b_base + k * u.B_RS + c * u.B_CS;
+  var v = vec4<f32>(0.0);
+  if (B_VEC) {
+    if (k < u.K && c < u.N) {
+      if (B_DTYPE == DTYPE_F32) {
+        v = bitcast<vec4<f32>>(B4[e / 4u]);
+      } else {
+        let lo = B[e >> 1u];
+        let hi = B[(e >> 1u) + 1u];
+        v = vec4<f32>(half_of(lo, 0u, B_DTYPE), half_of(lo, 1u, B_DTYPE), half_of(hi, 0u, B_DTYPE), half_of(hi, 1u, B_DTYPE));
+      }
+    }
+    return v;
+  }
+  let step = select(u.B_RS, u.B_CS, B_NFAST);
+  for (var i = 0u; i < 4u; i++) {
+    let ki = select(k + i, k, B_NFAST);
+    let ci = select(c, c + i, B_NFAST);
+    if (ki < u.K && ci < u.N) {
+      v[i] = b_value(e + i * step);
+    }
+  }
+  return v;
+}
+
+fn store_b(s: u32, v: vec4<f32>) {
+  let at = b_slot(s);
+  if (B_NFAST) {
+    Bs[at.x * (BN / 4u) + at.y / 4u] = stage(v);
+  } else {
+    for (var i = 0u; i < 4u; i++) {
+      Bs[(at.x + i) * (BN / 4u) + at.y / 4u][at.y % 4u] = stage(vec4<f32>(v[i])).x;
+    }
+  }
+}
+
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let m0 = wid.y * BM;
-  let n0 = wid.x * BN;
   let z0 = wid.z / u.NB1;
   let z1 = wid.z % u.NB1;
-  let a_base = u.a_off + z0 * u.A_B0 + z1 * u.A_B1;
-  let b_base = u.b_off + z0 * u.B_B0 + z1 * u.B_B1;
+  let t = Tile(wid.y * BM, wid.x * BN, u.a_off + z0 * u.A_B0 + z1 * u.A_B1, u.b_off + z0 * u.B_B0 + z1 * u.B_B1);
   let threads = WGX * WGY;
-  var acc: array<f32, MAX_T * MAX_T>;
+  let a_slots = BM * BK / 4u;
+  let b_slots = BK * BN / 4u;
+  var ra: array<vec4<f32>, MAX_SLOTS>;
+  var rb: array<vec4<f32>, MAX_SLOTS>;
+  for (var j = 0u; j < A_PER; j++) {
+    let s = li + j * threads;
+    if (s < a_slots) { ra[j] = load_a(t, 0u, s); }
+  }
+  for (var j = 0u; j < B_PER; j++) {
+    let s = li + j * threads;
+    if (s < b_slots) { rb[j] = load_b(t, 0u, s); }
+  }
+  var acc: array<vec4<f32>, 4u * MAX_T4 * MAX_T4>;
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
-    // Stage A[m0 .. m0+BM, k0 .. k0+BK] and B[k0 .. k0+BK, n0 .. n0+BN]; zeros past the edges.
-    for (var e = li; e < BM * BK; e += threads) {
-      var r: u32;
-      var kk: u32;
-      if (A_KFAST) {
-        r = e / BK;
-        kk = e % BK;
-      } else {
-        r = e % BM;
-        kk = e / BM;
-      }
-      var v = 0.0;
-      if (m0 + r < u.M && k0 + kk < u.K) {
-        v = A[a_base + (m0 + r) * u.A_RS + (k0 + kk) * u.A_CS];
-      }
-      As[kk * BM + r] = stage_a(v);
+    for (var j = 0u; j < A_PER; j++) {
+      let s = li + j * threads;
+      if (s < a_slots) { store_a(s, ra[j]); }
     }
-    for (var e = li; e < BK * BN; e += threads) {
-      var kk: u32;
-      var c: u32;
-      if (B_NFAST) {
-        kk = e / BN;
-        c = e % BN;
-      } else {
-        kk = e % BK;
-        c = e / BK;
-      }
-      var s = stage_a(0.0);
-      if (k0 + kk < u.K && n0 + c < u.N) {
-        let at = b_base + (k0 + kk) * u.B_RS + (n0 + c) * u.B_CS;
-        s = stage_b(load_b_word(at), at);
-      }
-      Bs[kk * BN + c] = s;
+    for (var j = 0u; j < B_PER; j++) {
+      let s = li + j * threads;
+      if (s < b_slots) { store_b(s, rb[j]); }
     }
     workgroupBarrier();
+    // The next step's slots, in flight while this one multiplies.
+    if (k0 + BK < u.K) {
+      for (var j = 0u; j < A_PER; j++) {
+        let s = li + j * threads;
+        if (s < a_slots) { ra[j] = load_a(t, k0 + BK, s); }
+      }
+      for (var j = 0u; j < B_PER; j++) {
+        let s = li + j * threads;
+        if (s < b_slots) { rb[j] = load_b(t, k0 + BK, s); }
+      }
+    }
     for (var kk = 0u; kk < BK; kk++) {
-      var a: array<f32, MAX_T>;
-      var b: array<f32, MAX_T>;
-      for (var i = 0u; i < TM; i++) {
-        a[i] = unstage(As[kk * BM + lid.y * TM + i]);
+      var a: array<vec4<f32>, MAX_T4>;
+      var b: array<vec4<f32>, MAX_T4>;
+      for (var p = 0u; p < TM / 4u; p++) {
+        a[p] = unstage(As[kk * (BM / 4u) + lid.y + p * WGY]);
       }
-      for (var j = 0u; j < TN; j++) {
-        b[j] = unstage(Bs[kk * BN + lid.x * TN + j]);
+      for (var q = 0u; q < TN / 4u; q++) {
+        b[q] = unstage(Bs[kk * (BN / 4u) + lid.x + q * WGX]);
       }
-      for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) {
-          acc[i * TN + j] += a[i] * b[j];
+      for (var p = 0u; p < TM / 4u; p++) {
+        for (var i = 0u; i < 4u; i++) {
+          for (var q = 0u; q < TN / 4u; q++) {
+            let x = (p * 4u + i) * (TN / 4u) + q;
+            acc[x] = fma(vec4<f32>(a[p][i]), b[q], acc[x]);
+          }
         }
       }
     }
@@ -120,21 +233,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }
   let c_base = u.c_off + z0 * u.C_B0 + z1 * u.C_B1;
   let accumulate = (u.FLAGS & 2u) != 0u;
-  for (var j = 0u; j < TN; j++) {
-    let n = n0 + lid.x * TN + j;
-    if (n >= u.N) { continue; }
-    var add = 0.0;
-    if ((u.FLAGS & 1u) != 0u) {
-      add = load_bias(u.bias_off + n);
-    }
-    for (var i = 0u; i < TM; i++) {
-      let m = m0 + lid.y * TM + i;
-      if (m >= u.M) { continue; }
-      let at = c_base + m * u.C_RS + n;
-      let v = acc[i * TN + j] * u.alpha + add;
-      C[at] = select(v, v + C[at], accumulate);
-      if ((u.FLAGS & 4u) != 0u) {
-        H[at] = gelu4(vec4<f32>(v)).x;
+  for (var q = 0u; q < TN / 4u; q++) {
+    for (var j = 0u; j < 4u; j++) {
+      let n = t.n0 + (lid.x + q * WGX) * 4u + j;
+      if (n >= u.N) { continue; }
+      var add = 0.0;
+      if ((u.FLAGS & 1u) != 0u) {
+        add = load_bias(u.bias_off + n);
+      }
+      for (var p = 0u; p < TM / 4u; p++) {
+        for (var i = 0u; i < 4u; i++) {
+          let m = t.m0 + (lid.y + p * WGY) * 4u + i;
+          if (m >= u.M) { continue; }
+          let at = c_base + m * u.C_RS + n;
+          let v = acc[(p * 4u + i) * (TN / 4u) + q][j] * u.alpha + add;
+          C[at] = select(v, v + C[at], accumulate);
+          if ((u.FLAGS & 4u) != 0u) {
+            H[at] = gelu4(vec4<f32>(v)).x;
+          }
+        }
       }
     }
   }

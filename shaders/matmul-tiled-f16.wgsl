@@ -12,22 +12,13 @@ alias S = f16;
 
 const F16_MAX: f32 = 65504.0;
 
-fn stage_a(x: f32) -> S {
-  return f16(clamp(x, -F16_MAX, F16_MAX));
+// Params arrive here as f32 values (fp16 ones exactly), so one rule serves A and every param dtype.
+fn stage(x: vec4<f32>) -> vec4<S> {
+  return vec4<f16>(clamp(x, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
 }
 
-fn stage_b(word: u32, e: u32) -> S {
-  if (B_DTYPE == DTYPE_F16) {
-    return f16(half_of(word, e, DTYPE_F16)); // exact: the value is an f16
-  }
-  if (B_DTYPE == DTYPE_BF16) {
-    return stage_a(half_of(word, e, DTYPE_BF16));
-  }
-  return stage_a(bitcast<f32>(word));
-}
-
-fn unstage(x: S) -> f32 {
-  return f32(x);
+fn unstage(x: vec4<S>) -> vec4<f32> {
+  return vec4<f32>(x);
 }
 
 //!include matmul-tiled-body

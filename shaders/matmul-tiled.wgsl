@@ -3,18 +3,11 @@
 
 alias S = f32;
 
-fn stage_a(x: f32) -> S {
+fn stage(x: vec4<f32>) -> vec4<S> {
   return x;
 }
 
-fn stage_b(word: u32, e: u32) -> S {
-  if (B_DTYPE == DTYPE_F32) {
-    return bitcast<f32>(word);
-  }
-  return half_of(word, e, B_DTYPE);
-}
-
-fn unstage(x: S) -> f32 {
+fn unstage(x: vec4<S>) -> vec4<f32> {
   return x;
 }
 

@@ -30,18 +30,20 @@ export type ShapeClass = (typeof SHAPE_CLASSES)[number];
 
 /** The candidates the tuner times (those the device's limits allow). */
 export const TILE_CANDIDATES: readonly TileShape[] = [
-  { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 },
+  { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4 },
   { bm: 64, bn: 64, bk: 8, tm: 4, tn: 4 },
   { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
+  { bm: 64, bn: 64, bk: 32, tm: 4, tn: 4 },
   { bm: 128, bn: 64, bk: 8, tm: 8, tn: 4 },
   { bm: 64, bn: 128, bk: 8, tm: 4, tn: 8 },
   { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
   { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8 },
+  { bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 },
 ];
 
 /** Untuned choices: what the tuner picks most often on the GPUs it has run on. */
 export const DEFAULT_TILES: Record<ShapeClass, TileShape> = {
-  small: { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 },
+  small: { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4 },
   narrow: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
   large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
 };
@@ -63,7 +65,11 @@ export function shapeClass(m: number, n: number, _k: number): ShapeClass {
 export function tileProblem(ctx: GpuContext, t: TileShape): string | null {
   const threads = (t.bm / t.tm) * (t.bn / t.tn);
   if (t.bm % t.tm !== 0 || t.bn % t.tn !== 0) return 'BM and BN must be multiples of TM and TN';
-  if (t.tm > 8 || t.tn > 8) return 'TM and TN are at most 8';
+  if (![4, 8].includes(t.tm) || ![4, 8].includes(t.tn)) return 'TM and TN are 4 or 8';
+  if (t.bk % 4 !== 0) return 'BK must be a multiple of 4';
+  // The kernel stages at most 4 vec4 slots of each operand per invocation per step.
+  if (Math.max(t.bm, t.bn) * t.bk > 16 * threads)
+    return `${Math.max(t.bm, t.bn) * t.bk} elements staged per operand by ${threads} invocations`;
   if (threads > ctx.limits.maxComputeInvocationsPerWorkgroup) return `${threads} invocations per workgroup`;
   if (t.bn / t.tn > ctx.limits.maxComputeWorkgroupSizeX || t.bm / t.tm > ctx.limits.maxComputeWorkgroupSizeY) return 'workgroup too wide';
   if ((t.bm + t.bn) * t.bk * 4 > ctx.limits.maxComputeWorkgroupStorageSize) return 'tiles exceed workgroup memory';
@@ -128,7 +134,17 @@ export async function timeTile(ctx: GpuContext, tile: TileShape, [m, k, n]: [num
   const A = buffer('tune.a', m * k);
   const B = buffer('tune.b', k * n);
   const C = buffer('tune.c', m * n);
-  const pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', { BM: tile.bm, BN: tile.bn, BK: tile.bk, TM: tile.tm, TN: tile.tn });
+  // Row-major operands read a vec4 at a time where the sizes allow, as the layers' products are.
+  const quads = k % 4 === 0 && n % 4 === 0 ? 1 : 0;
+  const pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', {
+    BM: tile.bm,
+    BN: tile.bn,
+    BK: tile.bk,
+    TM: tile.tm,
+    TN: tile.tn,
+    A_VEC: quads,
+    B_VEC: quads,
+  });
   const uniforms = ctx.createBuffer({
     label: 'tune.uniforms',
     size: 256,
@@ -141,7 +157,7 @@ export async function timeTile(ctx: GpuContext, tile: TileShape, [m, k, n]: [num
   const unused = buffer('tune.unused', 16); // gelu(C), not asked for
   const group = ctx.kernels.bindGroup(
     pipeline,
-    { A, B, C, bias: B, H: unused },
+    { A, B, C, bias: B, H: unused, A4: A, B4: B },
     { buffer: uniforms, offset: 0, size: ctx.kernels.uniformBytes(pipeline) },
   );
   const grid = [Math.ceil(n / tile.bn), Math.ceil(m / tile.bm), 1] as const;

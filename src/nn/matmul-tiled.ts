@@ -5,10 +5,12 @@
  * conversion rules), in f32 otherwise.
  */
 import type { SubgroupMatrixShape } from '../gpu/context.js';
-import { tileFor, type TileShape } from '../gpu/matmul-tuner.js';
+import { GpuError } from '../gpu/errors.js';
+import { describeTile, tileFor, tileProblem, type TileShape } from '../gpu/matmul-tuner.js';
 import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
 import { stridedOperands } from './matmul-operands.js';
+import { quadBinding } from './quads.js';
 import { paramCode } from './tensor.js';
 
 /**
@@ -24,9 +26,25 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
   }
   const nb0 = s.nb0 ?? 1;
   const nb1 = s.nb1 ?? 1;
+  const problem = tile && tileProblem(ctx, tile);
+  if (problem) throw new GpuError(`matmul tile ${describeTile(tile!)} cannot run here: ${problem}`);
   const t = tile ?? tileFor(ctx, s.m, s.n, s.k);
   const half = b.t.dtype !== 'float32';
   const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
+  // Stage each operand along the dimension it is contiguous in, a vec4 at a time where 4 elements
+  // in that direction always start 16-byte aligned and lie wholly inside or outside the matrix.
+  const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
+  const A = a.t.binding(ctx);
+  const B = b.t.binding(ctx);
+  const aStart = A.shift + (a.off ?? 0);
+  const bStart = B.shift + (b.off ?? 0);
+  const aKFast = a.cs === 1;
+  const bNFast = b.cs === 1;
+  const aQuads = aKFast ? aligned4(s.k, aStart, a.rs, a.b0, a.b1) : a.rs === 1 && aligned4(s.m, aStart, a.cs, a.b0, a.b1);
+  const bQuads = bNFast ? aligned4(s.n, bStart, b.rs, b.b0, b.b1) : b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1);
+  const A4 = aQuads ? quadBinding(g, a.t, A) : null;
+  // 16-bit B reads a slot as two aligned words from its own binding.
+  const B4 = bQuads && !half ? quadBinding(g, b.t, B) : null;
   g.runner.dispatch(
     half && ctx.hasF16 ? 'matmul-tiled-f16' : 'matmul-tiled',
     'main',
@@ -37,12 +55,13 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
       TM: t.tm,
       TN: t.tn,
       B_DTYPE: paramCode(b.t, 'matmul B'),
-      // Stage each operand along the dimension it is contiguous in.
-      A_KFAST: a.cs === 1 ? 1 : 0,
-      B_NFAST: b.cs === 1 ? 1 : 0,
+      A_KFAST: aKFast ? 1 : 0,
+      B_NFAST: bNFast ? 1 : 0,
+      A_VEC: A4 ? 1 : 0,
+      B_VEC: B4 || (bQuads && half) ? 1 : 0,
     },
     uniforms,
-    { ...bindings, H: gelu ?? g.runner.writableDummy },
+    { ...bindings, H: gelu ?? g.runner.writableDummy, A4: A4 ?? g.runner.dummy, B4: B4 ?? g.runner.dummy },
     [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), nb0 * nb1],
   );
 }

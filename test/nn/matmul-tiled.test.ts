@@ -54,6 +54,8 @@ interface Case {
   nb0: number;
   nb1: number;
   off: number;
+  /** The vec4 staging the tiled kernel must choose for A and B (A_VEC, B_VEC), when the case pins it. */
+  quads?: [number, number];
 }
 
 type Kernel = { tile: TileShape } | { mma: 'matmul-mma' | 'matmul-mma-twin'; shape: SubgroupMatrixShape };
@@ -81,9 +83,11 @@ async function check(device: GpuContext, c: Case, kernel: Kernel, dtype: ParamDt
   );
   const g = new Graph(device);
   const used: string[] = [];
+  const constants: Record<string, number>[] = [];
   const dispatch = g.runner.dispatch.bind(g.runner);
   g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
     used.push(args[0]);
+    constants.push(args[2] ?? {});
     return dispatch(...args);
   };
   const at = g.input(aData, [aData.length]);
@@ -103,6 +107,7 @@ async function check(device: GpuContext, c: Case, kernel: Kernel, dtype: ParamDt
   // The tensor-core kernel and its twin always stage f16; the tiled one for 16-bit params with shader-f16.
   const f16 = 'mma' in kernel || (dtype !== 'float32' && device.hasF16);
   expect(used).toEqual(['mma' in kernel ? kernel.mma : f16 ? 'matmul-tiled-f16' : 'matmul-tiled']);
+  if (c.quads) expect([constants[0]!.A_VEC, constants[0]!.B_VEC]).toEqual(c.quads);
   // The reference sees what the kernel stages: f16 values in the f16 path, the params' own values otherwise.
   const stageA = (x: number) => (f16 ? toF16(x) : x);
   const stageB = (x: number) => (f16 ? toF16(x) : x);
@@ -141,7 +146,7 @@ describe('tiled matmul: every tile candidate', () => {
 });
 
 describe('tiled matmul: layouts, batches, dtypes', () => {
-  const tile: TileShape = { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 };
+  const tile: TileShape = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4 };
   const layouts: [string, Partial<Case>][] = [
     ['A and B along their rows', {}],
     ['A stored k-major', { transA: true }],
@@ -154,6 +159,25 @@ describe('tiled matmul: layouts, batches, dtypes', () => {
       await check(ctx, { ...plain, ...over }, { tile }, 'float32', { bias: false, accumulate: true });
     });
   }
+  // Sizes and offsets in multiples of 4: whole slots load as vec4s (A_VEC, B_VEC), with edges
+  // inside the tiles and past them.
+  const aligned: Case = { m: 36, n: 44, k: 28, transA: false, transB: false, nb0: 1, nb1: 1, off: 0 };
+  const quadLayouts: [string, Partial<Case>][] = [
+    ['A and B along their rows', { quads: [1, 1] }],
+    ['A stored k-major, B n-major, batched 2 x 2, at an offset', { transA: true, transB: true, nb0: 2, nb1: 2, off: 8, quads: [1, 1] }],
+    ['an odd offset: element by element', { off: 3, quads: [0, 0] }],
+  ];
+  for (const [name, over] of quadLayouts) {
+    for (const dtype of ['float32', 'bfloat16', 'float16'] as const) {
+      it(`vec4 slots: ${name}, ${dtype} weights, bias, accumulate`, async () => {
+        await check(ctx, { ...aligned, ...over }, { tile }, dtype, { bias: true, accumulate: true });
+      });
+    }
+  }
+  it('vec4 slots with a 128 x 128 x 32 tile: several slots per invocation and k steps', async () => {
+    const big: TileShape = { bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 };
+    await check(ctx, { ...aligned, m: 132, n: 136, k: 100, quads: [1, 1] }, { tile: big }, 'float32', { bias: false, accumulate: false });
+  });
   for (const dtype of ['bfloat16', 'float16'] as const) {
     it(`${dtype} weights and bias, staged in f16 (A saturated at 65504)`, async () => {
       await check(ctx, { ...plain, transB: true }, { tile }, dtype, { bias: true, accumulate: true });
