@@ -2,12 +2,19 @@
 // chromium-experimental-subgroup-matrix: C[z] = alpha * A[z] @ B[z] (+ bias) (+ C[z]), f16 inputs,
 // f32 accumulation. Operands are addressed like matmul-body.wgsl's (any layout, batched).
 //
-// A workgroup is 4 subgroups and computes a BM x BN tile of C, BM = BN = 4 FM (FM x FN x FK is the
-// adapter's f16 -> f32 subgroup-matrix shape, 16 x 16 x 16 on NVIDIA, given as defines). For each
-// step of BK = 2 FK in k, the workgroup stages the A and B tiles in workgroup memory as f16 (by the
-// conversion rules of matmul-tiled-f16.wgsl: saturate at ±65504, the device's rounding), then each
-// subgroup multiplies its 2 x 2 fragments of C. The fragments go through workgroup memory to the
-// epilogue (alpha, bias, accumulation, edges), which every invocation shares.
+// FM x FN x FK is the adapter's f16 -> f32 subgroup-matrix shape (16 x 16 x 16 on NVIDIA). A
+// workgroup is SGR x SGC subgroups; each subgroup owns 2 x 4 fragments of C (2 FM rows, 4 FN
+// columns), so the workgroup computes a BM x BN = 2 SGR FM x 4 SGC FN tile (128 x 128 at 4 x 2 on
+// NVIDIA). FM, FN, FK, SGR and SGC are defines. For each step of BK = 2 FK in k:
+//   - Staging. The A and B tiles go into workgroup memory as f16, by the conversion rules of
+//     matmul-tiled-f16.wgsl (saturate at ±65504, the device's rounding). Each operand is read in
+//     slots of 4 elements along the dimension it is contiguous in, one vec4 load per slot where the
+//     host saw it aligned (A_VEC / B_VEC), and the next step's slots are loaded into registers while
+//     this step multiplies.
+//   - Multiplying. Each subgroup loads 2 left and 4 right fragments per FK and accumulates 8 products.
+// The epilogue (alpha, bias, accumulation, gelu, edges) goes one fragment index at a time: every
+// subgroup stores its fragment into its own FM x FN slice of workgroup memory, then all invocations
+// finish those slices.
 //
 // This file holds the interface, the staging and the epilogue; matmul-mma.wgsl multiplies with
 // subgroup matrices and matmul-mma-twin.wgsl with plain arithmetic over the same staged tiles (the
@@ -19,26 +26,36 @@
 override B_DTYPE: u32 = 0u;
 override A_KFAST: bool = true;
 override B_NFAST: bool = true;
+override A_VEC: bool = false;
+override B_VEC: bool = false;
 override SG: u32 = 32u;
-// Invocations per workgroup: 4 subgroups.
-override WG: u32 = 4u * SG;
 
-const BM: u32 = 4u * FM;
-const BN: u32 = 4u * FN;
+const NSUB: u32 = SGR * SGC;
+const BM: u32 = 2u * SGR * FM;
+const BN: u32 = 4u * SGC * FN;
 const BK: u32 = 2u * FK;
+const FRAG: u32 = FM * FN;
 const F16_MAX: f32 = 65504.0;
+// Invocations per workgroup, and slots each stages per step of A and of B.
+override WG: u32 = NSUB * SG;
+override A_PER: u32 = (BM * BK / 4u + WG - 1u) / WG;
+override B_PER: u32 = (BK * BN / 4u + WG - 1u) / WG;
+const MAX_SLOTS: u32 = 8u;
 
 //!include matmul-strided
 // gelu(C), when FLAGS has 4; a dummy otherwise.
 @group(0) @binding(5) var<storage, read_write> H: array<f32>;
+// A and fp32 B as vec4s (bound when A_VEC / B_VEC; dummies otherwise).
+@group(0) @binding(6) var<storage, read> A4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> B4: array<vec4<u32>>;
 
-// Row-major tiles: As[r * BK + kk], Bs[kk * BN + c]; Cs[r * BN + c] for the epilogue.
+// Row-major tiles: As[r * BK + kk], Bs[kk * BN + c]; Cs holds one fragment per subgroup for the epilogue.
 var<workgroup> As: array<f16, BM * BK>;
 var<workgroup> Bs: array<f16, BK * BN>;
-var<workgroup> Cs: array<f32, BM * BN>;
+var<workgroup> Cs: array<f32, NSUB * FRAG>;
 
-fn stage_f16(x: f32) -> f16 {
-  return f16(clamp(x, -F16_MAX, F16_MAX));
+fn stage(x: vec4<f32>) -> vec4<f16> {
+  return vec4<f16>(clamp(x, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
 }
 
 fn b_value(e: u32) -> f32 {
@@ -70,51 +87,131 @@ fn tile_of(wid: vec3<u32>) -> Tile {
               u.c_off + z0 * u.C_B0 + z1 * u.C_B1);
 }
 
-// Stage A[m0 .. m0+BM, k0 .. k0+BK] and B[k0 .. k0+BK, n0 .. n0+BN] as f16; zeros past the edges.
-fn stage(t: Tile, k0: u32, li: u32) {
-  let threads = WG;
-  for (var e = li; e < BM * BK; e += threads) {
-    var r: u32;
-    var kk: u32;
-    if (A_KFAST) {
-      r = e / BK;
-      kk = e % BK;
-    } else {
-      r = e % BM;
-      kk = e / BM;
-    }
-    var v = 0.0;
-    if (t.m0 + r < u.M && k0 + kk < u.K) {
-      v = A[t.a_base + (t.m0 + r) * u.A_RS + (k0 + kk) * u.A_CS];
-    }
-    As[r * BK + kk] = stage_f16(v);
+// Slot s of the A tile: (row, k) of its first element; its elements follow along k when A_KFAST,
+// else along rows.
+fn a_slot(s: u32) -> vec2<u32> {
+  if (A_KFAST) {
+    return vec2<u32>(s / (BK / 4u), (s % (BK / 4u)) * 4u);
   }
-  for (var e = li; e < BK * BN; e += threads) {
-    var kk: u32;
-    var c: u32;
-    if (B_NFAST) {
-      kk = e / BN;
-      c = e % BN;
-    } else {
-      kk = e % BK;
-      c = e / BK;
+  return vec2<u32>((s % (BM / 4u)) * 4u, s / (BM / 4u));
+}
+
+fn load_a(t: Tile, k0: u32, s: u32) -> vec4<f32> {
+  let at = a_slot(s);
+  let r = t.m0 + at.x;
+  let k = k0 + at.y;
+  let e = t.a_base + r * u.A_RS + k * u.A_CS;
+  var v = vec4<f32>(0.0);
+  if (A_VEC) {
+    if (r < u.M && k < u.K) {
+      v = A4[e / 4u];
     }
-    var v = 0.0;
-    if (k0 + kk < u.K && t.n0 + c < u.N) {
-      v = b_value(t.b_base + (k0 + kk) * u.B_RS + (t.n0 + c) * u.B_CS);
+    return v;
+  }
+  let step = select(u.A_RS, u.A_CS, A_KFAST);
+  for (var i = 0u; i < 4u; i++) {
+    let ri = select(r + i, r, A_KFAST);
+    let ki = select(k, k + i, A_KFAST);
+    if (ri < u.M && ki < u.K) {
+      v[i] = A[e + i * step];
     }
-    Bs[kk * BN + c] = stage_f16(v);
+  }
+  return v;
+}
+
+fn store_a(s: u32, v: vec4<f32>) {
+  let at = a_slot(s);
+  let h = stage(v);
+  let step = select(BK, 1u, A_KFAST);
+  for (var i = 0u; i < 4u; i++) {
+    As[at.x * BK + at.y + i * step] = h[i];
   }
 }
 
-// C = alpha * Cs + bias (+ C), inside the matrix.
-fn epilogue(t: Tile, li: u32) {
+// Slot s of the B tile: (k, column) of its first element; along columns when B_NFAST, else along k.
+fn b_slot(s: u32) -> vec2<u32> {
+  if (B_NFAST) {
+    return vec2<u32>(s / (BN / 4u), (s % (BN / 4u)) * 4u);
+  }
+  return vec2<u32>((s % (BK / 4u)) * 4u, s / (BK / 4u));
+}
+
+fn load_b(t: Tile, k0: u32, s: u32) -> vec4<f32> {
+  let at = b_slot(s);
+  let k = k0 + at.x;
+  let c = t.n0 + at.y;
+  let e = t.b_base + k * u.B_RS + c * u.B_CS;
+  var v = vec4<f32>(0.0);
+  if (B_VEC) {
+    if (k < u.K && c < u.N) {
+      if (B_DTYPE == DTYPE_F32) {
+        v = bitcast<vec4<f32>>(B4[e / 4u]);
+      } else {
+        let lo = B[e >> 1u];
+        let hi = B[(e >> 1u) + 1u];
+        v = vec4<f32>(half_of(lo, 0u, B_DTYPE), half_of(lo, 1u, B_DTYPE), half_of(hi, 0u, B_DTYPE), half_of(hi, 1u, B_DTYPE));
+      }
+    }
+    return v;
+  }
+  let step = select(u.B_RS, u.B_CS, B_NFAST);
+  for (var i = 0u; i < 4u; i++) {
+    let ki = select(k + i, k, B_NFAST);
+    let ci = select(c, c + i, B_NFAST);
+    if (ki < u.K && ci < u.N) {
+      v[i] = b_value(e + i * step);
+    }
+  }
+  return v;
+}
+
+fn store_b(s: u32, v: vec4<f32>) {
+  let at = b_slot(s);
+  let h = stage(v);
+  let step = select(BN, 1u, B_NFAST);
+  for (var i = 0u; i < 4u; i++) {
+    Bs[at.x * BN + at.y + i * step] = h[i];
+  }
+}
+
+// The slots of one step, held in registers between loading and storing.
+alias Slots = array<vec4<f32>, MAX_SLOTS>;
+
+fn load_slots(t: Tile, k0: u32, li: u32, ra: ptr<function, Slots>, rb: ptr<function, Slots>) {
+  for (var j = 0u; j < A_PER; j++) {
+    let s = li + j * WG;
+    if (s < BM * BK / 4u) { (*ra)[j] = load_a(t, k0, s); }
+  }
+  for (var j = 0u; j < B_PER; j++) {
+    let s = li + j * WG;
+    if (s < BK * BN / 4u) { (*rb)[j] = load_b(t, k0, s); }
+  }
+}
+
+fn store_slots(li: u32, ra: ptr<function, Slots>, rb: ptr<function, Slots>) {
+  for (var j = 0u; j < A_PER; j++) {
+    let s = li + j * WG;
+    if (s < BM * BK / 4u) { store_a(s, (*ra)[j]); }
+  }
+  for (var j = 0u; j < B_PER; j++) {
+    let s = li + j * WG;
+    if (s < BK * BN / 4u) { store_b(s, (*rb)[j]); }
+  }
+}
+
+// Row and column in the tile of fragment f (0 .. 7: 2 rows of 4) of subgroup g.
+fn frag_origin(g: u32, f: u32) -> vec2<u32> {
+  return vec2<u32>((g / SGC) * 2u * FM + (f / 4u) * FM, (g % SGC) * 4u * FN + (f % 4u) * FN);
+}
+
+// C = alpha * Cs + bias (+ C), inside the matrix, for fragment f of every subgroup (in Cs, one
+// FM x FN row-major slice per subgroup).
+fn epilogue(t: Tile, f: u32, li: u32) {
   let accumulate = (u.FLAGS & 2u) != 0u;
-  for (var e = li; e < BM * BN; e += WG) {
-    let r = e / BN;
-    let c = e % BN;
-    let m = t.m0 + r;
-    let n = t.n0 + c;
+  for (var e = li; e < NSUB * FRAG; e += WG) {
+    let o = frag_origin(e / FRAG, f);
+    let m = t.m0 + o.x + (e % FRAG) / FN;
+    let n = t.n0 + o.y + e % FN;
     if (m >= u.M || n >= u.N) { continue; }
     var add = 0.0;
     if ((u.FLAGS & 1u) != 0u) {

@@ -1,31 +1,53 @@
 enable f16;
 
 // The tensor-core matmul's twin (matmul-mma-body.wgsl) for adapters without subgroup matrices: the
-// same staging in f16 and the same epilogue, the fragments computed with plain arithmetic (each
-// invocation a share of the tile's elements, f32 sums of f16 products, k in order). It runs where
-// the real one cannot, so tests check the staging, the conversion rules and the epilogue anywhere.
+// same staging in f16 and the same fragment-by-fragment epilogue, the products computed with plain
+// arithmetic (each invocation a share of the tile's elements, f32 sums of f16 products, k in order).
+// It runs where the real one cannot, so tests check the staging, the conversion rules, the fragment
+// layout and the epilogue anywhere.
 
 //!include matmul-mma-body
+
+// Tile elements per invocation, at most (the host admits tiles within it).
+const MAX_OWN: u32 = 256u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let t = tile_of(wid);
-  for (var e = li; e < BM * BN; e += WG) {
-    Cs[e] = 0.0;
-  }
+  var acc: array<f32, MAX_OWN>;
+  var ra: Slots;
+  var rb: Slots;
+  load_slots(t, 0u, li, &ra, &rb);
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
-    stage(t, k0, li);
+    store_slots(li, &ra, &rb);
     workgroupBarrier();
-    for (var e = li; e < BM * BN; e += WG) {
+    if (k0 + BK < u.K) {
+      load_slots(t, k0 + BK, li, &ra, &rb);
+    }
+    for (var j = 0u; j * WG + li < BM * BN; j++) {
+      let e = j * WG + li;
       let r = e / BN;
       let c = e % BN;
-      var sum = Cs[e];
       for (var kk = 0u; kk < BK; kk++) {
-        sum += f32(As[r * BK + kk]) * f32(Bs[kk * BN + c]);
+        acc[j] += f32(As[r * BK + kk]) * f32(Bs[kk * BN + c]);
       }
-      Cs[e] = sum;
     }
     workgroupBarrier();
   }
-  epilogue(t, li);
+  // Each element into its fragment's place: subgroup (r / 2 FM, c / 4 FN), fragment
+  // ((r / FM) % 2, (c / FN) % 4), row-major within it.
+  for (var f = 0u; f < 8u; f++) {
+    for (var j = 0u; j * WG + li < BM * BN; j++) {
+      let e = j * WG + li;
+      let r = e / BN;
+      let c = e % BN;
+      if (((r / FM) % 2u) * 4u + (c / FN) % 4u == f) {
+        let g = (r / (2u * FM)) * SGC + c / (4u * FN);
+        Cs[g * FRAG + (r % FM) * FN + c % FN] = acc[j];
+      }
+    }
+    workgroupBarrier();
+    epilogue(t, f, li);
+    workgroupBarrier();
+  }
 }

@@ -2,9 +2,11 @@ enable f16;
 enable chromium_experimental_subgroup_matrix;
 //!reflect matmul-mma-twin
 
-// The tensor-core matmul (matmul-mma-body.wgsl): each of the 4 subgroups multiplies a 2 x 2 block of
-// FM x FN fragments of C with subgroup matrices, the workgroup's quadrant (subgroup / 2, subgroup % 2).
-// FM, FN and FK are defines: the adapter's f16 -> f32 subgroup-matrix shape.
+// The tensor-core matmul (matmul-mma-body.wgsl): subgroup g multiplies its 2 x 4 fragments of C,
+// rows from frag_origin(g, 0), with subgroup matrices; fragment f is row f / 4, column f % 4. The
+// loads' and stores' offsets derive from the subgroup_id builtin, so they are subgroup uniform, as
+// the uniformity analysis requires.
+// FM, FN, FK (the adapter's f16 -> f32 subgroup-matrix shape), SGR and SGC are defines.
 
 //!include matmul-mma-body
 
@@ -13,34 +15,76 @@ alias Right = subgroup_matrix_right<f16, FN, FK>;
 alias Result = subgroup_matrix_result<f32, FN, FM>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_id) g: u32) {
   let t = tile_of(wid);
-  let sg = li / SG;
-  let r0 = (sg / 2u) * 2u * FM; // this subgroup's first row and column in the tile
-  let c0 = (sg % 2u) * 2u * FN;
-  var acc00 = Result();
-  var acc01 = Result();
-  var acc10 = Result();
-  var acc11 = Result();
+  let o = frag_origin(g, 0u);
+  var c0 = Result();
+  var c1 = Result();
+  var c2 = Result();
+  var c3 = Result();
+  var c4 = Result();
+  var c5 = Result();
+  var c6 = Result();
+  var c7 = Result();
+  var ra: Slots;
+  var rb: Slots;
+  load_slots(t, 0u, li, &ra, &rb);
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
-    stage(t, k0, li);
+    store_slots(li, &ra, &rb);
     workgroupBarrier();
+    // The next step's slots, in flight while this one multiplies.
+    if (k0 + BK < u.K) {
+      load_slots(t, k0 + BK, li, &ra, &rb);
+    }
     for (var kk = 0u; kk < BK; kk += FK) {
-      let a0 = subgroupMatrixLoad<Left>(&As, r0 * BK + kk, false, BK);
-      let a1 = subgroupMatrixLoad<Left>(&As, (r0 + FM) * BK + kk, false, BK);
-      let b0 = subgroupMatrixLoad<Right>(&Bs, kk * BN + c0, false, BN);
-      let b1 = subgroupMatrixLoad<Right>(&Bs, kk * BN + c0 + FN, false, BN);
-      acc00 = subgroupMatrixMultiplyAccumulate(a0, b0, acc00);
-      acc01 = subgroupMatrixMultiplyAccumulate(a0, b1, acc01);
-      acc10 = subgroupMatrixMultiplyAccumulate(a1, b0, acc10);
-      acc11 = subgroupMatrixMultiplyAccumulate(a1, b1, acc11);
+      let a0 = subgroupMatrixLoad<Left, row_major>(&As, o.x * BK + kk, BK);
+      let a1 = subgroupMatrixLoad<Left, row_major>(&As, (o.x + FM) * BK + kk, BK);
+      let b0 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * BN + o.y, BN);
+      let b1 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * BN + o.y + FN, BN);
+      let b2 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * BN + o.y + 2u * FN, BN);
+      let b3 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * BN + o.y + 3u * FN, BN);
+      c0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);
+      c1 = subgroupMatrixMultiplyAccumulate(a0, b1, c1);
+      c2 = subgroupMatrixMultiplyAccumulate(a0, b2, c2);
+      c3 = subgroupMatrixMultiplyAccumulate(a0, b3, c3);
+      c4 = subgroupMatrixMultiplyAccumulate(a1, b0, c4);
+      c5 = subgroupMatrixMultiplyAccumulate(a1, b1, c5);
+      c6 = subgroupMatrixMultiplyAccumulate(a1, b2, c6);
+      c7 = subgroupMatrixMultiplyAccumulate(a1, b3, c7);
     }
     workgroupBarrier();
   }
-  subgroupMatrixStore(&Cs, r0 * BN + c0, acc00, false, BN);
-  subgroupMatrixStore(&Cs, r0 * BN + c0 + FN, acc01, false, BN);
-  subgroupMatrixStore(&Cs, (r0 + FM) * BN + c0, acc10, false, BN);
-  subgroupMatrixStore(&Cs, (r0 + FM) * BN + c0 + FN, acc11, false, BN);
+  // Fragment by fragment through each subgroup's slice of Cs.
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c0, FN);
   workgroupBarrier();
-  epilogue(t, li);
+  epilogue(t, 0u, li);
+  workgroupBarrier();
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c1, FN);
+  workgroupBarrier();
+  epilogue(t, 1u, li);
+  workgroupBarrier();
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c2, FN);
+  workgroupBarrier();
+  epilogue(t, 2u, li);
+  workgroupBarrier();
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c3, FN);
+  workgroupBarrier();
+  epilogue(t, 3u, li);
+  workgroupBarrier();
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c4, FN);
+  workgroupBarrier();
+  epilogue(t, 4u, li);
+  workgroupBarrier();
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c5, FN);
+  workgroupBarrier();
+  epilogue(t, 5u, li);
+  workgroupBarrier();
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c6, FN);
+  workgroupBarrier();
+  epilogue(t, 6u, li);
+  workgroupBarrier();
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c7, FN);
+  workgroupBarrier();
+  epilogue(t, 7u, li);
 }

@@ -22,7 +22,15 @@ function matmulChoice(ctx: GpuContext): Record<string, unknown> {
   const kernel = ctx.matmulKernel;
   if (kernel !== 'tiled') return { kernel };
   const t = ctx.matmulTuning;
-  return { kernel, tiles: t.tiles, gflops: t.gflops, source: t.source, cachePath: t.cachePath, tunedAt: t.tunedAt ?? null };
+  return {
+    kernel,
+    tiles: t.tiles,
+    gflops: t.gflops,
+    ...(t.mmaGrids ? { mmaGrids: t.mmaGrids, mmaGflops: t.mmaGflops ?? {} } : {}),
+    source: t.source,
+    cachePath: t.cachePath,
+    tunedAt: t.tunedAt ?? null,
+  };
 }
 
 /** The f16 subgroup-matrix (tensor-core) kernel for 16-bit weights: offered, probed, in use. */
@@ -31,7 +39,13 @@ function tensorCoreLine(ctx: GpuContext): string {
   if (!shape) return 'none (no f16 subgroup matrices offered; 16-bit weights stage in f16 where shader-f16 is)';
   const fragment = `${shape.m}×${shape.n}×${shape.k} f16 subgroup matrices, f32 results`;
   const mma = ctx.matmulTuning.mma;
-  if (mma === true) return `${fragment}: the probe's product was exact, --fp16 and --bf16 matmuls use them`;
+  if (mma === true) {
+    const t = ctx.matmulTuning;
+    const grids = t.mmaGrids
+      ? `; ${SHAPE_CLASSES.map((c) => `${c} ${t.mmaGrids![c].sgr}x${t.mmaGrids![c].sgc} subgroups${t.mmaGflops?.[c] ? ` (${t.mmaGflops[c]} GFLOP/s)` : ''}`).join('; ')}`
+      : '';
+    return `${fragment}: the probe's product was exact, --fp16 and --bf16 matmuls use them${grids}`;
+  }
   if (mma === false) return `${fragment}: the probe's product was wrong here, so 16-bit matmuls use the tiled kernel`;
   return `${fragment}: not probed (the tiles are not tuned here), so 16-bit matmuls use the tiled kernel`;
 }

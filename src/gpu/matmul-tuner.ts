@@ -25,6 +25,22 @@ export interface TileShape {
   tn: number;
 }
 
+/**
+ * The tensor-core kernel's workgroup: SGR x SGC subgroups, each owning 2 x 4 fragments of C, so a
+ * workgroup computes (2 SGR FM) x (4 SGC FN) of C (128 x 128 at 4 x 2 with 16 x 16 fragments).
+ */
+export interface MmaGrid {
+  sgr: number;
+  sgc: number;
+}
+
+/** The tensor-core workgroups the tuner times, where the probe passes them. */
+export const MMA_CANDIDATES: readonly MmaGrid[] = [
+  { sgr: 2, sgc: 1 },
+  { sgr: 2, sgc: 2 },
+  { sgr: 4, sgc: 2 },
+];
+
 export const SHAPE_CLASSES = ['small', 'narrow', 'large'] as const;
 export type ShapeClass = (typeof SHAPE_CLASSES)[number];
 
@@ -46,6 +62,13 @@ export const DEFAULT_TILES: Record<ShapeClass, TileShape> = {
   small: { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4 },
   narrow: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
   large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
+};
+
+/** Untuned tensor-core workgroups: the smallest for few tiles, the largest for the rest. */
+export const DEFAULT_MMA: Record<ShapeClass, MmaGrid> = {
+  small: { sgr: 2, sgc: 1 },
+  narrow: { sgr: 2, sgc: 1 },
+  large: { sgr: 4, sgc: 2 },
 };
 
 /** The representative product [m, k] @ [k, n] each class is timed on. */
@@ -83,8 +106,12 @@ export interface MatmulTuning {
    * no subgroup matrices, or it was not probed). The kernel is used only after it has.
    */
   mma?: boolean | null;
+  /** The tensor-core workgroup by class, among those the probe passed (absent: not tuned). */
+  mmaGrids?: Record<ShapeClass, MmaGrid>;
   /** GFLOP/s of each class's choice on its tuning shape (empty when not tuned). */
   gflops: Partial<Record<ShapeClass, number>>;
+  /** GFLOP/s of each class's tensor-core choice, with fp16 B. */
+  mmaGflops?: Partial<Record<ShapeClass, number>>;
   /** 'tuned' now, 'cache' (read from `cachePath`), or 'default' (not tuned). */
   source: 'tuned' | 'cache' | 'default';
   cachePath: string | null;
@@ -109,7 +136,14 @@ interface CacheFile {
   version: 1;
   entries: Record<
     string,
-    { tiles: Record<ShapeClass, TileShape>; gflops: Partial<Record<ShapeClass, number>>; tunedAt: string; mma?: boolean | null }
+    {
+      tiles: Record<ShapeClass, TileShape>;
+      gflops: Partial<Record<ShapeClass, number>>;
+      tunedAt: string;
+      mma?: boolean | null;
+      mmaGrids?: Record<ShapeClass, MmaGrid>;
+      mmaGflops?: Partial<Record<ShapeClass, number>>;
+    }
   >;
 }
 
@@ -128,23 +162,76 @@ export function tileFor(ctx: GpuContext, m: number, n: number, k: number): TileS
   return ctx.matmulTuning.tiles[shapeClass(m, n, k)];
 }
 
+/** The tensor-core workgroup the adapter's tuning chose for a product of this shape. */
+export function mmaFor(ctx: GpuContext, m: number, n: number, k: number): MmaGrid {
+  const cls = shapeClass(m, n, k);
+  return ctx.matmulTuning.mmaGrids?.[cls] ?? DEFAULT_MMA[cls];
+}
+
+/**
+ * Why the tensor-core kernel (or, `twin`, its plain twin) cannot run with fragments of `shape`,
+ * subgroups of `sg` lanes and `grid` subgroups here, or null.
+ */
+export function mmaProblem(
+  ctx: GpuContext,
+  shape: { m: number; n: number; k: number },
+  sg: number,
+  grid: MmaGrid,
+  twin = false,
+): string | null {
+  const threads = grid.sgr * grid.sgc * sg;
+  const [bm, bn, bk] = [2 * grid.sgr * shape.m, 4 * grid.sgc * shape.n, 2 * shape.k];
+  if (sg <= 0) return 'the adapter does not say its subgroup size';
+  if (threads > ctx.limits.maxComputeInvocationsPerWorkgroup || threads > ctx.limits.maxComputeWorkgroupSizeX)
+    return `${threads} invocations per workgroup`;
+  if ((bm * bk) / 4 > 8 * threads || (bk * bn) / 4 > 8 * threads) return `more than 8 slots of a tile per invocation`;
+  if (2 * (bm + bn) * bk + 4 * grid.sgr * grid.sgc * shape.m * shape.n > ctx.limits.maxComputeWorkgroupStorageSize)
+    return 'tiles exceed workgroup memory';
+  if (twin && (bm * bn) / threads > 256) return `the twin holds ${(bm * bn) / threads} elements per invocation, at most 256`;
+  return null;
+}
+
 /** GFLOP/s of `tile` on [m, k] @ [k, n] with fp32 operands: the median of `runs` timed dispatches. */
-export async function timeTile(ctx: GpuContext, tile: TileShape, [m, k, n]: [number, number, number], runs = 5): Promise<number> {
-  const buffer = (label: string, floats: number) => ctx.createBuffer({ label, size: floats * 4, usage: storageUsage(), category: 'other' });
-  const A = buffer('tune.a', m * k);
-  const B = buffer('tune.b', k * n);
-  const C = buffer('tune.c', m * n);
+export function timeTile(ctx: GpuContext, tile: TileShape, shape: [number, number, number], runs = 5): Promise<number> {
+  return timeProduct(ctx, { tile }, shape, runs);
+}
+
+/** GFLOP/s of the tensor-core kernel with `grid` on [m, k] @ [k, n], fp32 A and fp16 B. */
+export function timeMma(ctx: GpuContext, grid: MmaGrid, shape: [number, number, number], runs = 5): Promise<number> {
+  return timeProduct(ctx, { mma: grid }, shape, runs);
+}
+
+async function timeProduct(
+  ctx: GpuContext,
+  kernel: { tile: TileShape } | { mma: MmaGrid },
+  [m, k, n]: [number, number, number],
+  runs: number,
+): Promise<number> {
+  const half = 'mma' in kernel;
+  const buffer = (label: string, bytes: number) =>
+    ctx.createBuffer({ label, size: Math.ceil(bytes / 16) * 16, usage: storageUsage(), category: 'other' });
+  const A = buffer('tune.a', m * k * 4);
+  const B = buffer('tune.b', k * n * (half ? 2 : 4));
+  const C = buffer('tune.c', m * n * 4);
   // Row-major operands read a vec4 at a time where the sizes allow, as the layers' products are.
-  const quads = k % 4 === 0 && n % 4 === 0 ? 1 : 0;
-  const pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', {
-    BM: tile.bm,
-    BN: tile.bn,
-    BK: tile.bk,
-    TM: tile.tm,
-    TN: tile.tn,
-    A_VEC: quads,
-    B_VEC: quads,
-  });
+  const quads = { A_VEC: k % 4 === 0 ? 1 : 0, B_VEC: n % 4 === 0 ? 1 : 0 };
+  let pipeline: GPUComputePipeline;
+  let grid: [number, number, number];
+  if ('tile' in kernel) {
+    const t = kernel.tile;
+    pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', { BM: t.bm, BN: t.bn, BK: t.bk, TM: t.tm, TN: t.tn, ...quads });
+    grid = [Math.ceil(n / t.bn), Math.ceil(m / t.bm), 1];
+  } else {
+    const f = ctx.subgroupMatrixOffered!;
+    const g = kernel.mma;
+    pipeline = ctx.kernels.pipeline(
+      'matmul-mma',
+      'main',
+      { B_DTYPE: 2, SG: ctx.subgroupMaxSize, ...quads },
+      { FM: f.m, FN: f.n, FK: f.k, SGR: g.sgr, SGC: g.sgc },
+    );
+    grid = [Math.ceil(n / (4 * g.sgc * f.n)), Math.ceil(m / (2 * g.sgr * f.m)), 1];
+  }
   const uniforms = ctx.createBuffer({
     label: 'tune.uniforms',
     size: 256,
@@ -160,7 +247,6 @@ export async function timeTile(ctx: GpuContext, tile: TileShape, [m, k, n]: [num
     { A, B, C, bias: B, H: unused, A4: A, B4: B },
     { buffer: uniforms, offset: 0, size: ctx.kernels.uniformBytes(pipeline) },
   );
-  const grid = [Math.ceil(n / tile.bn), Math.ceil(m / tile.bm), 1] as const;
   const querySet = ctx.device.createQuerySet({ type: 'timestamp', count: 2 * (runs + 1) });
   const resolve = ctx.createBuffer({
     label: 'tune.resolve',
@@ -212,7 +298,15 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   const cache = path ? readCache(path) : { version: 1 as const, entries: {} };
   const hit = cache.entries[key];
   if (hit && !options.force)
-    return { tiles: hit.tiles, gflops: hit.gflops, source: 'cache', cachePath: path, tunedAt: hit.tunedAt, mma: hit.mma ?? null };
+    return {
+      tiles: hit.tiles,
+      gflops: hit.gflops,
+      source: 'cache',
+      cachePath: path,
+      tunedAt: hit.tunedAt,
+      mma: hit.mma ?? null,
+      ...(hit.mmaGrids ? { mmaGrids: hit.mmaGrids, mmaGflops: hit.mmaGflops ?? {} } : {}),
+    };
   if (!ctx.hasTimestamps) throw new GpuError(`adapter '${ctx.adapterName}' has no timestamp queries: the matmul tiles cannot be tuned`);
   const candidates = (options.candidates ?? TILE_CANDIDATES).filter((t) => tileProblem(ctx, t) === null);
   if (candidates.length === 0) throw new GpuError(`no matmul tile candidate fits adapter '${ctx.adapterName}'`);
@@ -229,9 +323,9 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     gflops[cls] = Math.round(best!.gflops * 10) / 10;
     options.progress?.(`matmul tiles, ${cls} (${shape.join(' x ')}): ${describeTile(best!.tile)} at ${gflops[cls]} GFLOP/s`);
   }
-  const mma = ctx.subgroupMatrixOffered ? await probeSubgroupMatrix(ctx) : null;
-  if (mma === false)
-    options.progress?.('subgroup matrices: the tensor-core kernel computed a wrong product here; 16-bit matmuls use the tiled kernel');
+  const tensorCores = ctx.subgroupMatrixOffered ? await tuneMma(ctx, options) : null;
+  const mma = tensorCores === null ? null : tensorCores.grids !== null;
+  const mmaFields = tensorCores?.grids ? { mmaGrids: tensorCores.grids, mmaGflops: tensorCores.gflops } : {};
   const tunedAt = new Date().toISOString();
   let cachePath = path;
   if (path && dir) {
@@ -239,30 +333,70 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     // cache folder) costs the next run a tuning, not this one its result.
     try {
       mkdirSync(dir, { recursive: true });
-      cache.entries[key] = { tiles, gflops, tunedAt, mma };
+      cache.entries[key] = { tiles, gflops, tunedAt, mma, ...mmaFields };
       writeFileAtomic(path, `${JSON.stringify(cache, null, 2)}\n`);
     } catch (error) {
       cachePath = null;
       options.progress?.(`matmul tiles not cached: ${(error as Error).message}`);
     }
   }
-  return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma };
+  return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma, ...mmaFields };
 }
 
 /**
- * Run the tensor-core kernel once on a product whose f16 inputs and f32 sums are exact ([96, 80] @
- * [80, 72] of small multiples of 1/8, past the edges of its tiles) and compare every element with
- * the host's: an experimental feature is used only where it computed the right answer.
+ * The tensor-core workgroups that compute the probe's product exactly, the fastest of them per
+ * class with fp16 B; grids null when none does (16-bit matmuls then use the tiled kernel).
  */
-export async function probeSubgroupMatrix(ctx: GpuContext): Promise<boolean> {
+async function tuneMma(
+  ctx: GpuContext,
+  options: TuneOptions,
+): Promise<{ grids: Record<ShapeClass, MmaGrid> | null; gflops: Partial<Record<ShapeClass, number>> }> {
+  const shape = ctx.subgroupMatrixOffered!;
+  const passed: MmaGrid[] = [];
+  for (const grid of MMA_CANDIDATES) {
+    const problem = mmaProblem(ctx, shape, ctx.subgroupMaxSize, grid);
+    if (problem) options.progress?.(`tensor cores, ${grid.sgr} x ${grid.sgc} subgroups: cannot run here (${problem})`);
+    else if (await probeSubgroupMatrix(ctx, grid)) passed.push(grid);
+    else options.progress?.(`tensor cores, ${grid.sgr} x ${grid.sgc} subgroups: computed a wrong product here, not used`);
+  }
+  if (passed.length === 0) {
+    options.progress?.('subgroup matrices: no tensor-core workgroup computed the right product here; 16-bit matmuls use the tiled kernel');
+    return { grids: null, gflops: {} };
+  }
+  const grids = { ...DEFAULT_MMA };
+  const gflops: Partial<Record<ShapeClass, number>> = {};
+  for (const cls of SHAPE_CLASSES) {
+    const size = options.shapes?.[cls] ?? TUNING_SHAPES[cls];
+    let best: { grid: MmaGrid; gflops: number } | null = null;
+    for (const grid of passed) {
+      const rate = await timeMma(ctx, grid, size);
+      if (!best || rate > best.gflops) best = { grid, gflops: rate };
+    }
+    grids[cls] = best!.grid;
+    gflops[cls] = Math.round(best!.gflops * 10) / 10;
+    options.progress?.(
+      `tensor cores, ${cls} (${size.join(' x ')}): ${best!.grid.sgr} x ${best!.grid.sgc} subgroups at ${gflops[cls]} GFLOP/s`,
+    );
+  }
+  return { grids, gflops };
+}
+
+/**
+ * Run the tensor-core kernel with `grid` once on a product whose f16 inputs and f32 sums are exact
+ * ([160, 80] @ [80, 136] of small multiples of 1/8: several workgroups, edges inside tiles, three k
+ * steps) and compare every element with the host's: an experimental feature is used only where it
+ * computed the right answer.
+ */
+export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promise<boolean> {
   const shape = ctx.subgroupMatrixOffered;
   if (!shape) return false;
-  const [m, k, n] = [96, 80, 72];
+  const [m, k, n] = [160, 80, 136];
   const a = Float32Array.from({ length: m * k }, (_, i) => ((i * 7) % 17) / 8 - 1);
   const bHalf = Float32Array.from({ length: k * n }, (_, i) => ((i * 5) % 13) / 8 - 0.75);
   const words = new Uint16Array(k * n);
   for (let i = 0; i < words.length; i++) words[i] = halfBits(bHalf[i]!);
-  const buffer = (label: string, bytes: number) => ctx.createBuffer({ label, size: bytes, usage: storageUsage(), category: 'other' });
+  const buffer = (label: string, bytes: number) =>
+    ctx.createBuffer({ label, size: Math.ceil(bytes / 16) * 16, usage: storageUsage(), category: 'other' });
   const A = buffer('probe.a', a.byteLength);
   const B = buffer('probe.b', words.byteLength);
   const C = buffer('probe.c', m * n * 4);
@@ -279,22 +413,22 @@ export async function probeSubgroupMatrix(ctx: GpuContext): Promise<boolean> {
     const pipeline = ctx.kernels.pipeline(
       'matmul-mma',
       'main',
-      { B_DTYPE: 2, A_KFAST: 1, B_NFAST: 1, SG: ctx.subgroupMaxSize },
-      { FM: shape.m, FN: shape.n, FK: shape.k },
+      { B_DTYPE: 2, SG: ctx.subgroupMaxSize, A_VEC: 1, B_VEC: 1 },
+      { FM: shape.m, FN: shape.n, FK: shape.k, SGR: grid.sgr, SGC: grid.sgc },
     );
     const view = new DataView(new ArrayBuffer(256));
     ctx.kernels.packUniforms(pipeline, { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 }, view);
     ctx.device.queue.writeBuffer(uniforms.gpu, 0, view.buffer);
     const group = ctx.kernels.bindGroup(
       pipeline,
-      { A, B, C, bias: B, H: unused },
+      { A, B, C, bias: B, H: unused, A4: A, B4: B },
       { buffer: uniforms, offset: 0, size: ctx.kernels.uniformBytes(pipeline) },
     );
     const encoder = ctx.device.createCommandEncoder({ label: 'probe' });
     const pass = encoder.beginComputePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(Math.ceil(n / (4 * shape.n)), Math.ceil(m / (4 * shape.m)), 1);
+    pass.dispatchWorkgroups(Math.ceil(n / (4 * grid.sgc * shape.n)), Math.ceil(m / (2 * grid.sgr * shape.m)), 1);
     pass.end();
     ctx.submit([encoder.finish()]);
     const got = await ctx.transfers.readFloat32(C, 0, m * n);

@@ -2,11 +2,13 @@
  * The tiled matmul for hardware GPUs (shaders/matmul-tiled-body.wgsl): workgroup-memory tiles and a
  * register block per invocation, tile shapes from the adapter's tuning (src/gpu/matmul-tuner.ts).
  * 16-bit params stage in f16 where the device has shader-f16 (matmul-tiled-f16.wgsl states the
- * conversion rules), in f32 otherwise.
+ * conversion rules), in f32 otherwise, and run on the tensor-core kernel (matmul-mma-body.wgsl)
+ * where the adapter's subgroup matrices passed the tuner's probe.
  */
 import type { SubgroupMatrixShape } from '../gpu/context.js';
 import { GpuError } from '../gpu/errors.js';
-import { describeTile, tileFor, tileProblem, type TileShape } from '../gpu/matmul-tuner.js';
+import type { Binding } from '../gpu/kernels.js';
+import { describeTile, type MmaGrid, mmaFor, mmaProblem, tileFor, tileProblem, type TileShape } from '../gpu/matmul-tuner.js';
 import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
 import { stridedOperands } from './matmul-operands.js';
@@ -21,55 +23,29 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
   const ctx = g.ctx;
   const shape = ctx.subgroupMatrix;
   if (b.t.dtype !== 'float32' && shape && !tile) {
-    mmaMatmul(g, s, a, b, c, options, 'matmul-mma', shape, ctx.subgroupMaxSize);
+    mmaMatmul(g, s, a, b, c, options, 'matmul-mma', shape, ctx.subgroupMaxSize, mmaFor(ctx, s.m, s.n, s.k));
     return;
   }
-  const nb0 = s.nb0 ?? 1;
-  const nb1 = s.nb1 ?? 1;
   const problem = tile && tileProblem(ctx, tile);
   if (problem) throw new GpuError(`matmul tile ${describeTile(tile!)} cannot run here: ${problem}`);
   const t = tile ?? tileFor(ctx, s.m, s.n, s.k);
   const half = b.t.dtype !== 'float32';
   const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
-  // Stage each operand along the dimension it is contiguous in, a vec4 at a time where 4 elements
-  // in that direction always start 16-byte aligned and lie wholly inside or outside the matrix.
-  const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
-  const A = a.t.binding(ctx);
-  const B = b.t.binding(ctx);
-  const aStart = A.shift + (a.off ?? 0);
-  const bStart = B.shift + (b.off ?? 0);
-  const aKFast = a.cs === 1;
-  const bNFast = b.cs === 1;
-  const aQuads = aKFast ? aligned4(s.k, aStart, a.rs, a.b0, a.b1) : a.rs === 1 && aligned4(s.m, aStart, a.cs, a.b0, a.b1);
-  const bQuads = bNFast ? aligned4(s.n, bStart, b.rs, b.b0, b.b1) : b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1);
-  const A4 = aQuads ? quadBinding(g, a.t, A) : null;
-  // 16-bit B reads a slot as two aligned words from its own binding.
-  const B4 = bQuads && !half ? quadBinding(g, b.t, B) : null;
+  const slots = vec4Slots(g, s, a, b);
   g.runner.dispatch(
     half && ctx.hasF16 ? 'matmul-tiled-f16' : 'matmul-tiled',
     'main',
-    {
-      BM: t.bm,
-      BN: t.bn,
-      BK: t.bk,
-      TM: t.tm,
-      TN: t.tn,
-      B_DTYPE: paramCode(b.t, 'matmul B'),
-      A_KFAST: aKFast ? 1 : 0,
-      B_NFAST: bNFast ? 1 : 0,
-      A_VEC: A4 ? 1 : 0,
-      B_VEC: B4 || (bQuads && half) ? 1 : 0,
-    },
+    { BM: t.bm, BN: t.bn, BK: t.bk, TM: t.tm, TN: t.tn, B_DTYPE: paramCode(b.t, 'matmul B'), ...slots.constants },
     uniforms,
-    { ...bindings, H: gelu ?? g.runner.writableDummy, A4: A4 ?? g.runner.dummy, B4: B4 ?? g.runner.dummy },
-    [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), nb0 * nb1],
+    { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
+    [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
   );
 }
 
 /**
  * Record the product on the tensor-core kernel (shaders/matmul-mma.wgsl) or its plain twin
- * (matmul-mma-twin.wgsl, for adapters without subgroup matrices: tests), with fragments of `shape`
- * and subgroups of `subgroupSize` lanes.
+ * (matmul-mma-twin.wgsl, for adapters without subgroup matrices: tests), with fragments of `shape`,
+ * subgroups of `subgroupSize` lanes and `grid` subgroups per workgroup.
  */
 export function mmaMatmul(
   g: Graph,
@@ -81,15 +57,50 @@ export function mmaMatmul(
   shader: 'matmul-mma' | 'matmul-mma-twin',
   shape: SubgroupMatrixShape,
   subgroupSize: number,
+  grid: MmaGrid,
 ): void {
+  const problem = mmaProblem(g.ctx, shape, subgroupSize, grid, shader === 'matmul-mma-twin');
+  if (problem) throw new GpuError(`tensor-core matmul with ${grid.sgr} x ${grid.sgc} subgroups cannot run here: ${problem}`);
   const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
+  const slots = vec4Slots(g, s, a, b);
   g.runner.dispatch(
     shader,
     'main',
-    { B_DTYPE: paramCode(b.t, 'matmul B'), A_KFAST: a.cs === 1 ? 1 : 0, B_NFAST: b.cs === 1 ? 1 : 0, SG: subgroupSize },
+    { B_DTYPE: paramCode(b.t, 'matmul B'), SG: subgroupSize, ...slots.constants },
     uniforms,
-    { ...bindings, H: gelu ?? g.runner.writableDummy },
-    [Math.ceil(s.n / (4 * shape.n)), Math.ceil(s.m / (4 * shape.m)), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
-    { FM: shape.m, FN: shape.n, FK: shape.k },
+    { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
+    [Math.ceil(s.n / (4 * grid.sgc * shape.n)), Math.ceil(s.m / (2 * grid.sgr * shape.m)), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
+    { FM: shape.m, FN: shape.n, FK: shape.k, SGR: grid.sgr, SGC: grid.sgc },
   );
+}
+
+/**
+ * How the tiled and tensor-core kernels read each operand: in slots of 4 elements along the
+ * dimension it is contiguous in (A_KFAST, B_NFAST), one vec4 load per slot (A_VEC, B_VEC) where every
+ * slot starts 16-byte aligned and lies wholly inside or outside the matrix. fp32 operands are then
+ * bound again as vec4s (A4, B4); 16-bit B reads a slot as two aligned words of its own binding.
+ */
+function vec4Slots(
+  g: Graph,
+  s: MatmulShape,
+  a: Operand,
+  b: Operand,
+): { constants: Record<string, number>; bindings: Record<'A4' | 'B4', Binding> } {
+  const ctx = g.ctx;
+  const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
+  const A = a.t.binding(ctx);
+  const B = b.t.binding(ctx);
+  const aStart = A.shift + (a.off ?? 0);
+  const bStart = B.shift + (b.off ?? 0);
+  const aKFast = a.cs === 1;
+  const bNFast = b.cs === 1;
+  const aQuads = aKFast ? aligned4(s.k, aStart, a.rs, a.b0, a.b1) : a.rs === 1 && aligned4(s.m, aStart, a.cs, a.b0, a.b1);
+  const bQuads = bNFast ? aligned4(s.n, bStart, b.rs, b.b0, b.b1) : b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1);
+  const half = b.t.dtype !== 'float32';
+  const A4 = aQuads ? quadBinding(g, a.t, A) : null;
+  const B4 = bQuads && !half ? quadBinding(g, b.t, B) : null;
+  return {
+    constants: { A_KFAST: aKFast ? 1 : 0, B_NFAST: bNFast ? 1 : 0, A_VEC: A4 ? 1 : 0, B_VEC: B4 || (bQuads && half) ? 1 : 0 },
+    bindings: { A4: A4 ?? g.runner.dummy, B4: B4 ?? g.runner.dummy },
+  };
 }

@@ -11,7 +11,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import type { ParamDtype } from '../../src/ddp/layout.js';
 import { GpuContext, type SubgroupMatrixShape } from '../../src/gpu/context.js';
-import { shapeClass, TILE_CANDIDATES, tileProblem, tuneMatmul, tuningKey, type TileShape } from '../../src/gpu/matmul-tuner.js';
+import {
+  MMA_CANDIDATES,
+  type MmaGrid,
+  shapeClass,
+  TILE_CANDIDATES,
+  tileProblem,
+  tuneMatmul,
+  tuningKey,
+  type TileShape,
+} from '../../src/gpu/matmul-tuner.js';
 import { Graph } from '../../src/nn/graph.js';
 import type { Operand } from '../../src/nn/matmul.js';
 import { mmaMatmul, tiledMatmul } from '../../src/nn/matmul-tiled.js';
@@ -58,7 +67,7 @@ interface Case {
   quads?: [number, number];
 }
 
-type Kernel = { tile: TileShape } | { mma: 'matmul-mma' | 'matmul-mma-twin'; shape: SubgroupMatrixShape };
+type Kernel = { tile: TileShape } | { mma: 'matmul-mma' | 'matmul-mma-twin'; shape: SubgroupMatrixShape; grid: MmaGrid; sg: number };
 
 /** C = 0.5 A @ B (+ bias) (+ C) with `kernel`, checked element by element against float64. */
 async function check(device: GpuContext, c: Case, kernel: Kernel, dtype: ParamDtype, options: { bias: boolean; accumulate: boolean }) {
@@ -102,7 +111,7 @@ async function check(device: GpuContext, c: Case, kernel: Kernel, dtype: ParamDt
   const cOp = { t: ct, rs: c.n, cs: 1, b0: c.nb1 * c.m * c.n, b1: c.m * c.n };
   const opts = { alpha: 0.5, accumulate: options.accumulate, ...(options.bias ? { bias: params.get('bias') } : {}) };
   if ('tile' in kernel) tiledMatmul(g, shape, aOp, bOp, cOp, opts, kernel.tile);
-  else mmaMatmul(g, shape, aOp, bOp, cOp, opts, kernel.mma, kernel.shape, device.subgroupMaxSize);
+  else mmaMatmul(g, shape, aOp, bOp, cOp, opts, kernel.mma, kernel.shape, kernel.sg, kernel.grid);
   const got = await g.read(ct);
   // The tensor-core kernel and its twin always stage f16; the tiled one for 16-bit params with shader-f16.
   const f16 = 'mma' in kernel || (dtype !== 'float32' && device.hasF16);
@@ -188,29 +197,77 @@ describe('tiled matmul: layouts, batches, dtypes', () => {
   }
 });
 
-// The tensor-core kernel for 16-bit params: its staging and epilogue through the plain twin here,
-// the subgroup-matrix kernel itself where the adapter offers subgroup matrices.
+// The tensor-core kernel for 16-bit params: its staging, fragment layout and epilogue through the
+// plain twin here (in subgroups of 32, as on NVIDIA), the subgroup-matrix kernel itself where the
+// adapter offers subgroup matrices.
 describe('tensor-core matmul', () => {
-  const cases: [string, Partial<Case>, ParamDtype][] = [
-    ['bf16 weights, edges past a 64 x 64 tile, k past a step', { m: 70, n: 67, k: 40 }, 'bfloat16'],
-    ['fp16 weights stored n-major, A k-major, batched, at an offset', { transA: true, transB: true, nb0: 2, nb1: 2, off: 3 }, 'float16'],
+  const fragment: SubgroupMatrixShape = { m: 16, n: 16, k: 16 };
+  const large: MmaGrid = { sgr: 4, sgc: 2 };
+  const cases: [string, Partial<Case>, ParamDtype, MmaGrid][] = [
+    ['bf16 weights, edges past a tile, k past a step', { m: 70, n: 67, k: 40 }, 'bfloat16', large],
+    [
+      'fp16 weights stored n-major, A k-major, batched, at an offset',
+      { transA: true, transB: true, nb0: 2, nb1: 2, off: 3 },
+      'float16',
+      large,
+    ],
+    ...MMA_CANDIDATES.map((grid): [string, Partial<Case>, ParamDtype, MmaGrid] => [
+      `vec4 slots, ${grid.sgr} x ${grid.sgc} subgroups, two tiles each way with edges`,
+      { m: 4 * grid.sgr * 16 - 12, n: 8 * grid.sgc * 16 - 8, k: 100, quads: [1, 1] },
+      'float16',
+      grid,
+    ]),
   ];
-  for (const [name, over, dtype] of cases) {
+  for (const [name, over, dtype, grid] of cases) {
     it(`twin: ${name}`, async () => {
-      await check(ctx, { ...plain, ...over }, { mma: 'matmul-mma-twin', shape: { m: 16, n: 16, k: 16 } }, dtype, {
+      await check(ctx, { ...plain, ...over }, { mma: 'matmul-mma-twin', shape: fragment, grid, sg: 32 }, dtype, {
         bias: true,
         accumulate: true,
       });
     });
     it(`subgroup matrices: ${name}`, async () => {
-      const shape = ctx.subgroupMatrix;
+      const shape = ctx.subgroupMatrixOffered;
       if (!shape) {
         console.log(`skipped: adapter '${ctx.adapterName}' offers no f16 subgroup matrices; the twin above runs its staging and epilogue`);
         return;
       }
-      await check(ctx, { ...plain, ...over }, { mma: 'matmul-mma', shape }, dtype, { bias: true, accumulate: true });
+      await check(ctx, { ...plain, ...over }, { mma: 'matmul-mma', shape, grid, sg: ctx.subgroupMaxSize }, dtype, {
+        bias: true,
+        accumulate: true,
+      });
     });
   }
+});
+
+// Lavapipe cannot run the subgroup-matrix kernel, but Dawn's null backend offers the feature and
+// validates WGSL (types, builtins, uniformity) at pipeline creation without running anything.
+describe('tensor-core kernel on the null backend', () => {
+  it('passes WGSL validation in every operand layout and param dtype', async () => {
+    const nul = await GpuContext.create({ backend: 'null', tuneMatmul: false });
+    try {
+      expect(nul.device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName)).toBe(true);
+      const errors: string[] = [];
+      for (const [aVec, bVec, aKFast, bNFast] of [
+        [1, 1, 1, 1],
+        [0, 0, 0, 0],
+        [0, 1, 1, 0],
+      ])
+        for (const bDtype of [0, 1, 2]) {
+          nul.device.pushErrorScope('validation');
+          nul.kernels.pipeline(
+            'matmul-mma',
+            'main',
+            { B_DTYPE: bDtype, SG: nul.subgroupMaxSize, A_VEC: aVec!, B_VEC: bVec!, A_KFAST: aKFast!, B_NFAST: bNFast! },
+            { FM: 16, FN: 16, FK: 16, SGR: 2, SGC: 1 },
+          );
+          const error = await nul.device.popErrorScope();
+          if (error) errors.push(error.message);
+        }
+      expect(errors).toEqual([]);
+    } finally {
+      nul.destroy();
+    }
+  });
 });
 
 describe('matmul tuner', () => {
