@@ -239,6 +239,7 @@ async function fp32MatmulRow(
     timing: gpu.method,
     backend: ctx.backend,
     adapter: ctx.adapterName,
+    dawn_toggles: ctx.found.toggles,
   };
   for (const t of [A, B, C, D]) t.buffer.destroy();
   return row;
@@ -342,6 +343,7 @@ async function halfMatmulRow(
     timing: gpu.method,
     backend: ctx.backend,
     adapter: ctx.adapterName,
+    dawn_toggles: ctx.found.toggles,
   };
 }
 
@@ -459,6 +461,7 @@ async function gptRow(
     loss,
     backend: ctx.backend,
     adapter: ctx.adapterName,
+    dawn_toggles: ctx.found.toggles,
   };
 }
 

@@ -10,9 +10,11 @@
 # bench writes into OUT (default ./gpu-results): info.txt and info.json; nn-float32.jsonl and
 # nn-float16.jsonl, the matmuls with fp32 and fp16 weights at 1024^3, 4096^3 and GPT-2 small's shapes
 # beside torch's GEMMs on CUDA; gpt.jsonl, GPT-2 small forward + backward in fp32 and bf16 beside
-# torch CUDA (fp32, and bf16 autocast); train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT;
+# torch CUDA (fp32, and bf16 autocast); nn-toggles.jsonl, the matmuls and the fp32 GPT again with
+# WEBTRON_DAWN_TOGGLES=disable_robustness,disable_workgroup_init,skip_validation (webtron only);
+# train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT;
 # and log.txt, everything printed. Each step has its own time limit (WEBTRON_GPU_STEP_S, default
-# 240 s), so one that hangs leaves the others their time. python3's torch on CUDA is the reference
+# 180 s), so one that hangs leaves the others their time. python3's torch on CUDA is the reference
 # where the host has it. WEBTRON_GPU_QUICK=1 runs small shapes: a check of the bundle on any adapter,
 # lavapipe included.
 set -uo pipefail
@@ -20,7 +22,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=${WEBTRON_GPU_ROOT:-/tmp/webtron-gpu}
 out=${OUT:-$PWD/gpu-results}
-step_s=${WEBTRON_GPU_STEP_S:-240}
+step_s=${WEBTRON_GPU_STEP_S:-180}
 say() { printf 'webtron gpu-run: %s\n' "$*" >&2; }
 
 if [[ ! -x $root/bin/node || $here/webtron.tar.xz -nt $root/bin/node ]]; then
@@ -98,5 +100,10 @@ for dtype in float32 float16; do
     --config "$config" --no-gpt "${timing[@]}" "${torch[@]}"
 done
 run gpt gpt.jsonl node dist/bench/run.js nn --json --matmul none --config "$config" --gpt-precisions fp32,bf16 "${timing[@]}" "${torch[@]}"
+# The same kernels again with the Dawn toggles onnxruntime sets for speed (no bounds clamping, no
+# zeroing of workgroup memory, no validation), webtron's rows only: what each costs here.
+run toggles nn-toggles.jsonl env WEBTRON_DAWN_TOGGLES=disable_robustness,disable_workgroup_init,skip_validation \
+  node dist/bench/run.js nn --json --matmul "$shapes" --matmul-dtypes float32,float16 --config "$config" --gpt-precisions fp32 \
+  "${timing[@]}" --no-torch
 run train train.jsonl node dist/bench/run.js train --json "${train[@]}" --worlds 1 --variants plain --no-torch
 exit $failed

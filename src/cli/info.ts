@@ -90,6 +90,7 @@ export const info: Command = {
           limits,
           features: enabled,
           adapterFeatures,
+          dawnToggles: ctx.found.toggles,
           gpuPollMs: gpuPollMs(),
           matmul: matmulChoice(ctx),
           subgroupMatrix: ctx.subgroupMatrixOffered,
@@ -108,6 +109,7 @@ export const info: Command = {
       ...LIMITS_SHOWN.map((k): [string, string] => [k, String(ctx.limits[k])]),
       ['features used', enabled.filter((f) => (OPTIONAL_FEATURES as readonly string[]).includes(f)).join(', ') || 'none'],
       ['subgroup lanes', i.subgroupMinSize ? `${i.subgroupMinSize}–${i.subgroupMaxSize}` : '?'],
+      ['dawn toggles', ctx.found.toggles.join(', ') || 'none (a software adapter runs without them; WEBTRON_DAWN_TOGGLES adds to them)'],
       [
         'waits for the GPU',
         gpuPollMs() > 0 ? `polling every ${gpuPollMs()} ms (WEBTRON_GPU_POLL_MS)` : "Dawn's busy loop (WEBTRON_GPU_POLL_MS)",

@@ -25,6 +25,8 @@ export interface FoundAdapter {
   backend: string;
   /** One line for people: "llvmpipe (LLVM 19.1.7, 256 bits) — vulkan, cpu". */
   description: string;
+  /** The Dawn toggles webtron enabled for this adapter (none on a software adapter). */
+  toggles: string[];
 }
 
 // The one deliberate piece of module-level state: Dawn instances must outlive every use of them.
@@ -97,7 +99,23 @@ export function describeAdapter(info: GPUAdapterInfo, backend: string): string {
  * vulkan_enable_f16_on_nvidia; subgroup matrices need the Vulkan memory model. Software adapters
  * run without them.
  */
-const HARDWARE_TOGGLES = 'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,use_vulkan_memory_model';
+const HARDWARE_TOGGLES = ['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', 'use_vulkan_memory_model'];
+
+/**
+ * `WEBTRON_DAWN_TOGGLES`: more Dawn toggles to enable on hardware adapters, comma-separated (for
+ * measuring, e.g. `disable_robustness,disable_workgroup_init,skip_validation`).
+ */
+export function extraToggles(env: NodeJS.ProcessEnv = process.env): string[] {
+  const text = env.WEBTRON_DAWN_TOGGLES?.trim();
+  if (!text) return [];
+  const names = text.split(',').map((t) => t.trim());
+  const bad = names.find((t) => !/^[a-z0-9_]+$/.test(t));
+  if (bad !== undefined)
+    throw new NoAdapterError(
+      `WEBTRON_DAWN_TOGGLES has '${bad}', not a Dawn toggle name; give names like disable_robustness, comma-separated`,
+    );
+  return names;
+}
 
 /** Find the adapter these options choose, or null when none matches. Never throws for "none found". */
 export async function findAdapter(options: AdapterOptions): Promise<FoundAdapter | null> {
@@ -107,14 +125,22 @@ export async function findAdapter(options: AdapterOptions): Promise<FoundAdapter
   if (opts.adapter) flags.push(`adapter=${opts.adapter}`);
   let adapter = await dawn(flags).requestAdapter({ powerPreference: opts.powerPreference });
   if (!adapter) return null;
+  let toggles: string[] = [];
   if (!isSoftwareAdapter(adapter.info) && !flags.some((f) => f.startsWith('enable-dawn-features='))) {
     // The same choice again from an instance with the hardware toggles (kept if Dawn still offers it).
-    const toggled = await dawn([...flags, HARDWARE_TOGGLES]).requestAdapter({ powerPreference: opts.powerPreference });
-    if (toggled && toggled.info.description === adapter.info.description) adapter = toggled;
+    // Dawn's node bindings pass an instance's toggles on to its devices.
+    const wanted = [...HARDWARE_TOGGLES, ...extraToggles()];
+    const toggled = await dawn([...flags, `enable-dawn-features=${wanted.join(',')}`]).requestAdapter({
+      powerPreference: opts.powerPreference,
+    });
+    if (toggled && toggled.info.description === adapter.info.description) {
+      adapter = toggled;
+      toggles = wanted;
+    }
   }
   const info = adapter.info;
   const backend = backendOf(info, opts.backend);
-  return { adapter, info, backend, description: describeAdapter(info, backend) };
+  return { adapter, info, backend, description: describeAdapter(info, backend), toggles };
 }
 
 /** Every adapter Dawn offers on this platform's backends (for `webtron info --list`). */

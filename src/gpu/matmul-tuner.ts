@@ -124,12 +124,12 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'webtron');
 }
 
-/** The adapter, its driver (Dawn's description carries the driver version), the backend, and the kernels' source. */
+/** The adapter, its driver (Dawn's description carries the driver version), the backend, Dawn's toggles, and the kernels' source. */
 export function tuningKey(ctx: GpuContext): string {
   const info = ctx.found.info;
   const sources = ['matmul-tiled', 'matmul-mma'].map((name) => ctx.kernels.source(name)).join('\n');
   const kernel = createHash('sha256').update(sources).digest('hex').slice(0, 16);
-  return [ctx.backend, info.vendor, info.architecture, info.device, info.description, kernel].join('|');
+  return [ctx.backend, info.vendor, info.architecture, info.device, info.description, ctx.found.toggles.join(','), kernel].join('|');
 }
 
 interface CacheFile {
@@ -271,7 +271,9 @@ async function timeProduct(
     const ns = new BigUint64Array(bytes.buffer, bytes.byteOffset, 2 * (runs + 1));
     // The first run warms up; the median of the rest.
     const ms = Array.from({ length: runs }, (_, r) => Number(ns[2 * r + 3]! - ns[2 * r + 2]!) / 1e6).sort((x, y) => x - y);
-    return (2 * m * n * k) / (ms[runs >> 1]! * 1e6);
+    const median = ms[runs >> 1]!;
+    // 0: the device's timestamps did not advance (Dawn's null backend), so nothing was measured.
+    return median > 0 ? (2 * m * n * k) / (median * 1e6) : 0;
   } finally {
     querySet.destroy();
     for (const b of [A, B, C, unused, uniforms, resolve]) b.destroy();
@@ -318,6 +320,10 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     for (const tile of candidates) {
       const rate = await timeTile(ctx, tile, shape);
       if (!best || rate > best.gflops) best = { tile, gflops: rate };
+    }
+    if (best!.gflops === 0) {
+      options.progress?.(`matmul tiles, ${cls}: the timestamps did not advance; default tiles`);
+      continue;
     }
     tiles[cls] = best!.tile;
     gflops[cls] = Math.round(best!.gflops * 10) / 10;
@@ -372,6 +378,7 @@ async function tuneMma(
       const rate = await timeMma(ctx, grid, size);
       if (!best || rate > best.gflops) best = { grid, gflops: rate };
     }
+    if (best!.gflops === 0) continue; // unmeasured: the default grid
     grids[cls] = best!.grid;
     gflops[cls] = Math.round(best!.gflops * 10) / 10;
     options.progress?.(

@@ -1,4 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { findAdapter, isSoftwareAdapter } from '../../src/gpu/adapter.js';
@@ -19,6 +22,7 @@ describe('webtron info', () => {
       subgroupMatrix: { m: number; n: number; k: number } | null;
       tensorCores: boolean;
       attention: string;
+      dawnToggles: string[];
     };
     expect(info.adapter).toBe(found!.info.description);
     expect(info.backend).toBe(found!.backend);
@@ -40,6 +44,28 @@ describe('webtron info', () => {
     expect(JSON.parse(forced.trim().split('\n').pop()!).matmul).toEqual({ kernel: 'buffer' });
     const fused = execFileSync('node', [bin, 'info', '--json'], { encoding: 'utf8', env: { ...process.env, WEBTRON_ATTENTION: 'fused' } });
     expect(JSON.parse(fused.trim().split('\n').pop()!).attention).toBe('fused');
+    // Dawn's toggles: none on a software adapter; on any other (Dawn's null backend here) the
+    // hardware set, and WEBTRON_DAWN_TOGGLES's after it.
+    expect(info.dawnToggles).toEqual(isSoftwareAdapter(found!.info) ? [] : expect.arrayContaining(['allow_unsafe_apis']));
+    const cache = mkdtempSync(join(tmpdir(), 'wt-info-'));
+    const nul = execFileSync('node', [bin, 'info', '--json', '--backend', 'null'], {
+      encoding: 'utf8',
+      env: { ...process.env, WEBTRON_DAWN_TOGGLES: 'disable_robustness,disable_workgroup_init', WEBTRON_CACHE_DIR: cache },
+    });
+    rmSync(cache, { recursive: true, force: true });
+    expect(JSON.parse(nul.trim().split('\n').pop()!).dawnToggles).toEqual([
+      'allow_unsafe_apis',
+      'vulkan_enable_f16_on_nvidia',
+      'use_vulkan_memory_model',
+      'disable_robustness',
+      'disable_workgroup_init',
+    ]);
+    const badToggle = spawnSync('node', [bin, 'info', '--backend', 'null'], {
+      encoding: 'utf8',
+      env: { ...process.env, WEBTRON_DAWN_TOGGLES: 'no such' },
+    });
+    expect(badToggle.status).toBe(2);
+    expect(badToggle.stderr).toMatch(/^webtron info: WEBTRON_DAWN_TOGGLES has 'no such', not a Dawn toggle name/m);
     const bad = spawnSync('node', [bin, 'info'], { encoding: 'utf8', env: { ...process.env, WEBTRON_MATMUL: 'fast' } });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/WEBTRON_MATMUL must be one of buffer, texture, tiled, got 'fast'/);
