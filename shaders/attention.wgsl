@@ -16,7 +16,9 @@
 // element (b, h, t, j) of sample `sample0 + b` at offset h T² + t T + j, so the fused and the unfused
 // attention drop the same probabilities for a seed.
 //
-// HD (the head dimension), BR and BC are defines; the grads accumulate (+=) into dqkv.
+// HD (the head dimension), HD4 (HD / 4 rounded up), BR, BC and UNROLLED are defines; the grads accumulate
+// (+=) into dqkv. Rows are held and staged as HD4 vec4s, zero past HD, so each key a row visits
+// costs HD4 vec4 reads of workgroup memory instead of HD scalar ones.
 
 struct AttentionUniforms {
   B: u32,
@@ -28,6 +30,7 @@ struct AttentionUniforms {
   p: f32,
   dropout: u32,
   sample0: u32,
+  hd4: u32, // HD4 again, for row_quads on a CPU driver
 }
 
 @group(0) @binding(0) var<uniform> u: AttentionUniforms;
@@ -41,8 +44,8 @@ struct AttentionUniforms {
 @group(0) @binding(8) var<storage, read> lse_in: array<f32>;
 @group(0) @binding(9) var<storage, read> dsum_in: array<f32>;
 
-var<workgroup> tile_a: array<f32, BC * HD>; // forward, dq: keys; dkv: queries
-var<workgroup> tile_b: array<f32, BC * HD>; // forward, dq: values; dkv: dy
+var<workgroup> tile_a: array<vec4<f32>, BC * HD4>; // forward, dq: keys; dkv: queries
+var<workgroup> tile_b: array<vec4<f32>, BC * HD4>; // forward, dq: values; dkv: dy
 var<workgroup> tile_l: array<f32, BC>;      // dkv: L of the staged queries
 var<workgroup> tile_d: array<f32, BC>;      // dkv: D of the staged queries
 
@@ -69,42 +72,106 @@ fn at(b: u32, t: u32, part: u32, h: u32, d: u32) -> u32 {
   return (b * u.T + t) * 3u * u.C + part * u.C + h * HD + d;
 }
 
+// Four elements of a row from `first` (column d = 4 d4 of a head), zero past HD. Components are
+// named, not indexed: lavapipe's compiler took minutes over indexed ones. One function per binding,
+// so that each entry point uses only its own.
+fn row4(b: u32, t: u32, part: u32, h: u32, d4: u32) -> vec4<f32> {
+  let d = 4u * d4;
+  let first = at(b, t, part, h, d);
+  var v = vec4<f32>(qkv[first], 0.0, 0.0, 0.0);
+  if (d + 1u < HD) { v.y = qkv[first + 1u]; }
+  if (d + 2u < HD) { v.z = qkv[first + 2u]; }
+  if (d + 3u < HD) { v.w = qkv[first + 3u]; }
+  return v;
+}
+
+fn dy4(b: u32, t: u32, h: u32, d4: u32) -> vec4<f32> {
+  let d = 4u * d4;
+  let first = (b * u.T + t) * u.C + h * HD + d;
+  var v = vec4<f32>(dy[first], 0.0, 0.0, 0.0);
+  if (d + 1u < HD) { v.y = dy[first + 1u]; }
+  if (d + 2u < HD) { v.z = dy[first + 2u]; }
+  if (d + 3u < HD) { v.w = dy[first + 3u]; }
+  return v;
+}
+
+// How many vec4s the loops over a row take: HD4 itself on hardware (UNROLLED is 1), a constant the
+// GPU's compiler unrolls so the rows stay in registers; on a CPU driver the same count from the
+// uniforms, since lavapipe's LLVM took minutes to unroll those loops (and runs them as loops anyway).
+fn row_quads() -> u32 {
+  return select(u.hd4, HD4, UNROLLED == 1u);
+}
+
+// A row held in registers as scalars (vec4 arrays there took lavapipe's compiler minutes), read
+// and written a vec4 at a time.
+alias Row = array<f32, 4u * HD4>;
+
+fn get4(r: ptr<function, Row>, d4: u32) -> vec4<f32> {
+  return vec4<f32>((*r)[4u * d4], (*r)[4u * d4 + 1u], (*r)[4u * d4 + 2u], (*r)[4u * d4 + 3u]);
+}
+
+fn set4(r: ptr<function, Row>, d4: u32, v: vec4<f32>) {
+  (*r)[4u * d4] = v.x;
+  (*r)[4u * d4 + 1u] = v.y;
+  (*r)[4u * d4 + 2u] = v.z;
+  (*r)[4u * d4 + 3u] = v.w;
+}
+
+// Store y's vec4 d4 of a row from `first`, the components inside HD.
+fn put_y(first: u32, d4: u32, v: vec4<f32>) {
+  let d = 4u * d4;
+  y[first] = v.x;
+  if (d + 1u < HD) { y[first + 1u] = v.y; }
+  if (d + 2u < HD) { y[first + 2u] = v.z; }
+  if (d + 3u < HD) { y[first + 3u] = v.w; }
+}
+
+// Accumulate v into dqkv's vec4 d4 of a row from `first`.
+fn add_dqkv(first: u32, d4: u32, v: vec4<f32>) {
+  let d = 4u * d4;
+  dqkv[first] += v.x;
+  if (d + 1u < HD) { dqkv[first + 1u] += v.y; }
+  if (d + 2u < HD) { dqkv[first + 2u] += v.z; }
+  if (d + 3u < HD) { dqkv[first + 3u] += v.w; }
+}
+
 // Stage rows r0 .. r0 + BC of the keys (into tile_a) and values (tile_b); zeros past T.
 fn stage_kv(b: u32, h: u32, r0: u32, li: u32) {
-  for (var e = li; e < BC * HD; e += BR) {
-    let r = r0 + e / HD;
-    let d = e % HD;
+  for (var e = li; e < BC * HD4; e += BR) {
+    let r = r0 + e / HD4;
+    let d4 = e % HD4;
     let inside = r < u.T;
     let rc = min(r, u.T - 1u);
-    tile_a[e] = select(0.0, qkv[at(b, rc, 1u, h, d)], inside);
-    tile_b[e] = select(0.0, qkv[at(b, rc, 2u, h, d)], inside);
+    tile_a[e] = select(vec4<f32>(0.0), row4(b, rc, 1u, h, d4), inside);
+    tile_b[e] = select(vec4<f32>(0.0), row4(b, rc, 2u, h, d4), inside);
   }
 }
 
 // Stage rows r0 .. r0 + BC of the queries (tile_a) and of dy (tile_b); zeros past T.
 fn stage_q_dy(b: u32, h: u32, r0: u32, li: u32) {
-  for (var e = li; e < BC * HD; e += BR) {
-    let r = r0 + e / HD;
-    let d = e % HD;
+  for (var e = li; e < BC * HD4; e += BR) {
+    let r = r0 + e / HD4;
+    let d4 = e % HD4;
     let inside = r < u.T;
     let rc = min(r, u.T - 1u);
-    tile_a[e] = select(0.0, qkv[at(b, rc, 0u, h, d)], inside);
-    tile_b[e] = select(0.0, dy[(b * u.T + rc) * u.C + h * HD + d], inside);
+    tile_a[e] = select(vec4<f32>(0.0), row4(b, rc, 0u, h, d4), inside);
+    tile_b[e] = select(vec4<f32>(0.0), dy4(b, rc, h, d4), inside);
   }
 }
 
 @compute @workgroup_size(BR)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let n4 = row_quads();
   let b = wid.y / u.H;
   let h = wid.y % u.H;
   let t0 = wid.x * BR;
   let t = t0 + li;
   let live = t < u.T;
-  var q: array<f32, HD>;
-  var o: array<f32, HD>;
-  for (var d = 0u; d < HD; d++) {
-    q[d] = select(0.0, qkv[at(b, min(t, u.T - 1u), 0u, h, d)] * u.scale, live);
-    o[d] = 0.0;
+  var q: Row;
+  var o: Row;
+  for (var d4 = 0u; d4 < n4; d4++) {
+    set4(&q, d4, select(vec4<f32>(0.0), row4(b, min(t, u.T - 1u), 0u, h, d4) * u.scale, live));
+    set4(&o, d4, vec4<f32>(0.0));
   }
   var m = -3.0e38;
   var l = 0.0;
@@ -117,12 +184,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     var s: array<f32, BC>;
     var block_max = -3.0e38;
     for (var j = 0u; j < BC; j++) {
-      var dot = 0.0;
-      for (var d = 0u; d < HD; d++) {
-        dot += q[d] * tile_a[j * HD + d];
+      var qk = 0.0;
+      for (var d4 = 0u; d4 < n4; d4++) {
+        qk += dot(get4(&q, d4), tile_a[j * HD4 + d4]);
       }
       let visible = live && j0 + j <= t;
-      s[j] = select(-3.0e38, dot, visible);
+      s[j] = select(-3.0e38, qk, visible);
       block_max = max(block_max, s[j]);
     }
     // (No continue before the next block: its barriers need every invocation.)
@@ -130,7 +197,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
       let m_new = max(m, block_max);
       let correction = exp(m - m_new);
       l *= correction;
-      for (var d = 0u; d < HD; d++) {
+      for (var d = 0u; d < 4u * n4; d++) {
         o[d] *= correction;
       }
       for (var j = 0u; j < BC; j++) {
@@ -138,8 +205,8 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         let e = exp(s[j] - m_new);
         l += e;
         if (kept(b, h, t, j0 + j)) {
-          for (var d = 0u; d < HD; d++) {
-            o[d] += e * tile_b[j * HD + d];
+          for (var d4 = 0u; d4 < n4; d4++) {
+            set4(&o, d4, get4(&o, d4) + e * tile_b[j * HD4 + d4]);
           }
         }
       }
@@ -148,8 +215,8 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   }
   if (!live) { return; }
   let norm = drop_scale() / l;
-  for (var d = 0u; d < HD; d++) {
-    y[(b * u.T + t) * u.C + h * HD + d] = o[d] * norm;
+  for (var d4 = 0u; d4 < n4; d4++) {
+    put_y((b * u.T + t) * u.C + h * HD + 4u * d4, d4, get4(&o, d4) * norm);
   }
   lse[wid.y * u.T + t] = m + log(l);
 }
@@ -174,19 +241,20 @@ fn backward_d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 @compute @workgroup_size(BR)
 fn backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let n4 = row_quads();
   let b = wid.y / u.H;
   let h = wid.y % u.H;
   let t0 = wid.x * BR;
   let t = t0 + li;
   let live = t < u.T;
   let tc = min(t, u.T - 1u);
-  var q: array<f32, HD>;
-  var g: array<f32, HD>; // dy of the row
-  var dq: array<f32, HD>;
-  for (var d = 0u; d < HD; d++) {
-    q[d] = qkv[at(b, tc, 0u, h, d)] * u.scale;
-    g[d] = dy[(b * u.T + tc) * u.C + h * HD + d];
-    dq[d] = 0.0;
+  var q: Row;
+  var g: Row; // dy of the row
+  var dq: Row;
+  for (var d4 = 0u; d4 < n4; d4++) {
+    set4(&q, d4, row4(b, tc, 0u, h, d4) * u.scale);
+    set4(&g, d4, dy4(b, tc, h, d4));
+    set4(&dq, d4, vec4<f32>(0.0));
   }
   let L = lse_in[wid.y * u.T + tc];
   let D = dsum_in[wid.y * u.T + tc];
@@ -200,42 +268,42 @@ fn backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       if (!live || j0 + j > t) { break; }
       var s = 0.0;
       var dp = 0.0;
-      for (var d = 0u; d < HD; d++) {
-        s += q[d] * tile_a[j * HD + d];
-        dp += g[d] * tile_b[j * HD + d];
+      for (var d4 = 0u; d4 < n4; d4++) {
+        s += dot(get4(&q, d4), tile_a[j * HD4 + d4]);
+        dp += dot(get4(&g, d4), tile_b[j * HD4 + d4]);
       }
       let p = exp(s - L);
       let dp_kept = select(0.0, dp * keep_scale, kept(b, h, t, j0 + j));
       let ds = p * (dp_kept - D) * u.scale;
-      for (var d = 0u; d < HD; d++) {
-        dq[d] += ds * tile_a[j * HD + d];
+      for (var d4 = 0u; d4 < n4; d4++) {
+        set4(&dq, d4, get4(&dq, d4) + ds * tile_a[j * HD4 + d4]);
       }
     }
   }
   if (!live) { return; }
-  for (var d = 0u; d < HD; d++) {
-    let e = at(b, t, 0u, h, d);
-    dqkv[e] = dqkv[e] + dq[d];
+  for (var d4 = 0u; d4 < n4; d4++) {
+    add_dqkv(at(b, t, 0u, h, 4u * d4), d4, get4(&dq, d4));
   }
 }
 
 @compute @workgroup_size(BR)
 fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let n4 = row_quads();
   let b = wid.y / u.H;
   let h = wid.y % u.H;
   let j0 = wid.x * BR;
   let j = j0 + li;
   let live = j < u.T;
   let jc = min(j, u.T - 1u);
-  var k: array<f32, HD>;
-  var v: array<f32, HD>;
-  var dk: array<f32, HD>;
-  var dv: array<f32, HD>;
-  for (var d = 0u; d < HD; d++) {
-    k[d] = qkv[at(b, jc, 1u, h, d)];
-    v[d] = qkv[at(b, jc, 2u, h, d)];
-    dk[d] = 0.0;
-    dv[d] = 0.0;
+  var k: Row;
+  var v: Row;
+  var dk: Row;
+  var dv: Row;
+  for (var d4 = 0u; d4 < n4; d4++) {
+    set4(&k, d4, row4(b, jc, 1u, h, d4));
+    set4(&v, d4, row4(b, jc, 2u, h, d4));
+    set4(&dk, d4, vec4<f32>(0.0));
+    set4(&dv, d4, vec4<f32>(0.0));
   }
   let keep_scale = drop_scale();
   // Query blocks from the one holding the workgroup's first key row (causal).
@@ -254,25 +322,23 @@ fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
       if (t < j) { continue; }
       var s = 0.0;
       var dp = 0.0;
-      for (var d = 0u; d < HD; d++) {
-        s += tile_a[i * HD + d] * k[d];
-        dp += tile_b[i * HD + d] * v[d];
+      for (var d4 = 0u; d4 < n4; d4++) {
+        s += dot(tile_a[i * HD4 + d4], get4(&k, d4));
+        dp += dot(tile_b[i * HD4 + d4], get4(&v, d4));
       }
       let p = exp(s * u.scale - tile_l[i]);
       let keep = kept(b, h, t, j);
       let p_kept = select(0.0, p * keep_scale, keep);
       let ds = p * (select(0.0, dp * keep_scale, keep) - tile_d[i]) * u.scale;
-      for (var d = 0u; d < HD; d++) {
-        dv[d] += p_kept * tile_b[i * HD + d];
-        dk[d] += ds * tile_a[i * HD + d];
+      for (var d4 = 0u; d4 < n4; d4++) {
+        set4(&dv, d4, get4(&dv, d4) + p_kept * tile_b[i * HD4 + d4]);
+        set4(&dk, d4, get4(&dk, d4) + ds * tile_a[i * HD4 + d4]);
       }
     }
   }
   if (!live) { return; }
-  for (var d = 0u; d < HD; d++) {
-    let ek = at(b, j, 1u, h, d);
-    let ev = at(b, j, 2u, h, d);
-    dqkv[ek] = dqkv[ek] + dk[d];
-    dqkv[ev] = dqkv[ev] + dv[d];
+  for (var d4 = 0u; d4 < n4; d4++) {
+    add_dqkv(at(b, j, 1u, h, 4u * d4), d4, get4(&dk, d4));
+    add_dqkv(at(b, j, 2u, h, 4u * d4), d4, get4(&dv, d4));
   }
 }

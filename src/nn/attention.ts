@@ -8,10 +8,12 @@ import { dropoutSeed } from './dropout-seed.js';
 import type { Graph } from './graph.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
-/** Query rows per workgroup, key rows per staged block, given the head dimension. */
-export function attentionBlocks(headDim: number, software: boolean): { br: number; bc: number } {
-  // Two staged blocks of BC x HD floats must fit 16 KiB of workgroup memory everywhere.
-  const bc = Math.max(4, Math.min(32, 2048 / headDim));
+/**
+ * Query rows per workgroup and key rows per staged block, given the head dimension and the device's
+ * workgroup memory: two blocks of BC rows of HD floats (whole vec4s) and two floats per row must fit.
+ */
+export function attentionBlocks(headDim: number, software: boolean, workgroupBytes: number): { br: number; bc: number } {
+  const bc = Math.max(4, Math.min(32, Math.floor(workgroupBytes / (2 * 16 * Math.ceil(headDim / 4) + 8))));
   return { br: software ? 8 : 64, bc };
 }
 
@@ -26,8 +28,11 @@ export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropo
     throw new ShapeMismatch(`attention: dropout needs one sample per batch row, got ${samples.count} samples for a batch of ${batch}`);
   // One dropout call, as the unfused path's dropout of the probabilities takes.
   const seed = dropout ? dropoutSeed(g.seed, g.dropoutCalls++) : 0;
-  const { br, bc } = attentionBlocks(hd, g.ctx.software);
-  const defines = { HD: hd, BR: br, BC: bc };
+  const { br, bc } = attentionBlocks(hd, g.ctx.software, g.ctx.limits.maxComputeWorkgroupStorageSize);
+  // Row loops with a constant count (unrolled into registers) on hardware; on a CPU driver only for
+  // rows of at most two vec4s, which lavapipe compiles in seconds (the tests run both forms).
+  const unrolled = !g.ctx.software || hd <= 8;
+  const defines = { HD: hd, HD4: Math.ceil(hd / 4), BR: br, BC: bc, UNROLLED: unrolled ? 1 : 0 };
   const uniforms = {
     B: batch,
     T: t,
@@ -38,6 +43,7 @@ export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropo
     p: dropout ? dropoutP : 0,
     dropout: dropout ? 1 : 0,
     sample0: samples.first,
+    hd4: Math.ceil(hd / 4),
   };
   const y = g.output([batch, t, c], 'attention', qkv.requiresGrad);
   const lse = g.output([batch * heads * t], 'attention.lse');

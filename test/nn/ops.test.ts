@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuContext } from '../../src/gpu/context.js';
 import type { GradDtype, ParamDtype, ParamSpec } from '../../src/ddp/layout.js';
+import { attentionBlocks } from '../../src/nn/attention.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
 import {
@@ -498,6 +499,10 @@ describe('causal self-attention', () => {
     [2, 12, 8, 2],
     [2, 64, 32, 4],
     [1, 70, 128, 2],
+    // Head dims that are not whole vec4s (5), and whose key block is not a power of two (96: 21 rows).
+    // Heads of at most 8 run the row loops as hardware does (a constant count), wider ones as lavapipe does.
+    [2, 9, 10, 2],
+    [1, 40, 192, 2],
   ] as const) {
     for (const kernel of ['fused', 'unfused'] as const) {
       it(`${kernel}: B ${batch}, T ${t}, C ${c}, ${heads} heads`, async () => {
@@ -523,6 +528,26 @@ describe('causal self-attention', () => {
 
   // The fused kernel draws its dropout masks as the dropout op does on the unfused path's
   // probabilities: with the same graph seed and samples the two agree, forward and backward.
+  // Lavapipe runs wide heads with the row loops' count from the uniforms; the constant-count form a
+  // GPU runs for them passes Dawn's WGSL validation on its null backend.
+  it("the hardware form of wide heads (64, 96) passes WGSL validation on Dawn's null backend", async () => {
+    const nul = await GpuContext.create({ backend: 'null', tuneMatmul: false });
+    try {
+      const errors: string[] = [];
+      for (const hd of [64, 96])
+        for (const entry of ['forward', 'backward_d', 'backward_dq', 'backward_dkv']) {
+          nul.device.pushErrorScope('validation');
+          const { br, bc } = attentionBlocks(hd, false, nul.limits.maxComputeWorkgroupStorageSize);
+          nul.kernels.pipeline('attention', entry, {}, { HD: hd, HD4: Math.ceil(hd / 4), BR: br, BC: bc, UNROLLED: 1 });
+          const error = await nul.device.popErrorScope();
+          if (error) errors.push(`${hd} ${entry}: ${error.message}`);
+        }
+      expect(errors).toEqual([]);
+    } finally {
+      nul.destroy();
+    }
+  });
+
   it('with attention dropout, fused and unfused drop the same probabilities', async () => {
     const [batch, t, c, heads, p] = [2, 19, 16, 2, 0.3];
     const qkv = rand(batch * t * 3 * c, 2);
