@@ -369,7 +369,9 @@ async function tuneMma(
     options.progress?.('subgroup matrices: no tensor-core workgroup computed the right product here; 16-bit matmuls use the tiled kernel');
     return { grids: null, gflops: {} };
   }
-  const grids = { ...DEFAULT_MMA };
+  // Unmeasured classes keep the default where it passed, else the first that did.
+  const passedDefault = (cls: ShapeClass) => passed.find((g) => g.sgr === DEFAULT_MMA[cls].sgr && g.sgc === DEFAULT_MMA[cls].sgc);
+  const grids = Object.fromEntries(SHAPE_CLASSES.map((cls) => [cls, passedDefault(cls) ?? passed[0]!])) as Record<ShapeClass, MmaGrid>;
   const gflops: Partial<Record<ShapeClass, number>> = {};
   for (const cls of SHAPE_CLASSES) {
     const size = options.shapes?.[cls] ?? TUNING_SHAPES[cls];
@@ -378,7 +380,7 @@ async function tuneMma(
       const rate = await timeMma(ctx, grid, size);
       if (!best || rate > best.gflops) best = { grid, gflops: rate };
     }
-    if (best!.gflops === 0) continue; // unmeasured: the default grid
+    if (best!.gflops === 0) continue;
     grids[cls] = best!.grid;
     gflops[cls] = Math.round(best!.gflops * 10) / 10;
     options.progress?.(

@@ -169,9 +169,12 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
       const pages = await Promise.all([1, 2].map(() => browser.newPage()));
       await Promise.all(pages.map((page, i) => page.goto(urls.get(i + 1)!)));
       for (const page of pages)
-        await page.waitForFunction("Number(document.getElementById('iteration').textContent.split(' ')[0]) >= 2", null, {
-          timeout: 120_000,
-        });
+        await page
+          .waitForFunction("Number(document.getElementById('iteration').textContent.split(' ')[0]) >= 2", null, { timeout: 120_000 })
+          .catch((error: Error) => {
+            // Say what the job printed: a tab that never reached iteration 2 is the symptom, not the cause.
+            throw new Error(`${error.message}\nthe job's stderr:\n${job.stderr().slice(-3000)}`);
+          });
       expect(await pages[1]!.textContent('#rank')).toBe('2 of 3');
       const closed = performance.now();
       await pages[1]!.close();
