@@ -46,20 +46,6 @@ override C_VEC: bool = false;
 // C as vec4s (C_VEC: N, C's start and strides multiples of 4); C or C4, the other bound to a dummy.
 @group(0) @binding(7) var<storage, read_write> C4: array<vec4<f32>>;
 
-fn load_b(e: u32) -> f32 {
-  if (B_DTYPE == DTYPE_F32) {
-    return bitcast<f32>(B[e]);
-  }
-  return half_of(B[e >> 1u], e, B_DTYPE);
-}
-
-fn load_bias(e: u32) -> f32 {
-  if (B_DTYPE == DTYPE_F32) {
-    return bitcast<f32>(bias[e]);
-  }
-  return half_of(bias[e >> 1u], e, B_DTYPE);
-}
-
 // A[row at a, k .. k+3]
 fn a_quad(a: u32) -> vec4<f32> {
   if (A_VEC) {
@@ -73,7 +59,7 @@ fn b_row(b0: u32, b1: u32, b2: u32, b3: u32) -> vec4<f32> {
   if (B_MODE == 1u) {
     return B4[b0 >> 2u];
   }
-  return vec4<f32>(load_b(b0), load_b(b1), load_b(b2), load_b(b3));
+  return vec4<f32>(b_at(b0), b_at(b1), b_at(b2), b_at(b3));
 }
 
 fn block_row(mb: u32, r: u32) -> u32 {
@@ -155,8 +141,8 @@ fn matmul(wid: vec3<u32>, lid: u32, lane: u32) {
   }
   var add = vec4<f32>(0.0);
   if ((u.FLAGS & 1u) != 0u) {
-    add = vec4<f32>(load_bias(u.bias_off + block_col(nb, 0u)), load_bias(u.bias_off + block_col(nb, 1u)),
-                    load_bias(u.bias_off + block_col(nb, 2u)), load_bias(u.bias_off + block_col(nb, 3u)));
+    add = vec4<f32>(bias_at(u.bias_off + block_col(nb, 0u)), bias_at(u.bias_off + block_col(nb, 1u)),
+                    bias_at(u.bias_off + block_col(nb, 2u)), bias_at(u.bias_off + block_col(nb, 3u)));
   }
   let c_base = u.c_off + z0 * u.C_B0 + z1 * u.C_B1;
   for (var r = 0u; r < ROWS; r++) {

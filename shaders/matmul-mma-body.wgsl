@@ -24,10 +24,6 @@
 //!include gelu-math
 
 override B_DTYPE: u32 = 0u;
-override A_KFAST: bool = true;
-override B_NFAST: bool = true;
-override A_VEC: bool = false;
-override B_VEC: bool = false;
 override SG: u32 = 32u;
 
 const NSUB: u32 = SGR * SGC;
@@ -43,11 +39,9 @@ override B_PER: u32 = (BK * BN / 4u + WG - 1u) / WG;
 const MAX_SLOTS: u32 = 8u;
 
 //!include matmul-strided
+//!include matmul-slots
 // gelu(C), when FLAGS has 4; a dummy otherwise.
 @group(0) @binding(5) var<storage, read_write> H: array<f32>;
-// A and fp32 B as vec4s (bound when A_VEC / B_VEC; dummies otherwise).
-@group(0) @binding(6) var<storage, read> A4: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read> B4: array<vec4<u32>>;
 
 // Row-major tiles: As[r * BK + kk], Bs[kk * BN + c]; Cs holds one fragment per subgroup for the epilogue.
 var<workgroup> As: array<f16, BM * BK>;
@@ -56,20 +50,6 @@ var<workgroup> Cs: array<f32, NSUB * FRAG>;
 
 fn stage(x: vec4<f32>) -> vec4<f16> {
   return vec4<f16>(clamp(x, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
-}
-
-fn b_value(e: u32) -> f32 {
-  if (B_DTYPE == DTYPE_F32) {
-    return bitcast<f32>(B[e]);
-  }
-  return half_of(B[e >> 1u], e, B_DTYPE);
-}
-
-fn load_bias(e: u32) -> f32 {
-  if (B_DTYPE == DTYPE_F32) {
-    return bitcast<f32>(bias[e]);
-  }
-  return half_of(bias[e >> 1u], e, B_DTYPE);
 }
 
 struct Tile {
@@ -87,38 +67,6 @@ fn tile_of(wid: vec3<u32>) -> Tile {
               u.c_off + z0 * u.C_B0 + z1 * u.C_B1);
 }
 
-// Slot s of the A tile: (row, k) of its first element; its elements follow along k when A_KFAST,
-// else along rows.
-fn a_slot(s: u32) -> vec2<u32> {
-  if (A_KFAST) {
-    return vec2<u32>(s / (BK / 4u), (s % (BK / 4u)) * 4u);
-  }
-  return vec2<u32>((s % (BM / 4u)) * 4u, s / (BM / 4u));
-}
-
-fn load_a(t: Tile, k0: u32, s: u32) -> vec4<f32> {
-  let at = a_slot(s);
-  let r = t.m0 + at.x;
-  let k = k0 + at.y;
-  let e = t.a_base + r * u.A_RS + k * u.A_CS;
-  var v = vec4<f32>(0.0);
-  if (A_VEC) {
-    if (r < u.M && k < u.K) {
-      v = A4[e / 4u];
-    }
-    return v;
-  }
-  let step = select(u.A_RS, u.A_CS, A_KFAST);
-  for (var i = 0u; i < 4u; i++) {
-    let ri = select(r + i, r, A_KFAST);
-    let ki = select(k, k + i, A_KFAST);
-    if (ri < u.M && ki < u.K) {
-      v[i] = A[e + i * step];
-    }
-  }
-  return v;
-}
-
 fn store_a(s: u32, v: vec4<f32>) {
   let at = a_slot(s);
   let h = stage(v);
@@ -126,43 +74,6 @@ fn store_a(s: u32, v: vec4<f32>) {
   for (var i = 0u; i < 4u; i++) {
     As[at.x * BK + at.y + i * step] = h[i];
   }
-}
-
-// Slot s of the B tile: (k, column) of its first element; along columns when B_NFAST, else along k.
-fn b_slot(s: u32) -> vec2<u32> {
-  if (B_NFAST) {
-    return vec2<u32>(s / (BN / 4u), (s % (BN / 4u)) * 4u);
-  }
-  return vec2<u32>((s % (BK / 4u)) * 4u, s / (BK / 4u));
-}
-
-fn load_b(t: Tile, k0: u32, s: u32) -> vec4<f32> {
-  let at = b_slot(s);
-  let k = k0 + at.x;
-  let c = t.n0 + at.y;
-  let e = t.b_base + k * u.B_RS + c * u.B_CS;
-  var v = vec4<f32>(0.0);
-  if (B_VEC) {
-    if (k < u.K && c < u.N) {
-      if (B_DTYPE == DTYPE_F32) {
-        v = bitcast<vec4<f32>>(B4[e / 4u]);
-      } else {
-        let lo = B[e >> 1u];
-        let hi = B[(e >> 1u) + 1u];
-        v = vec4<f32>(half_of(lo, 0u, B_DTYPE), half_of(lo, 1u, B_DTYPE), half_of(hi, 0u, B_DTYPE), half_of(hi, 1u, B_DTYPE));
-      }
-    }
-    return v;
-  }
-  let step = select(u.B_RS, u.B_CS, B_NFAST);
-  for (var i = 0u; i < 4u; i++) {
-    let ki = select(k + i, k, B_NFAST);
-    let ci = select(c, c + i, B_NFAST);
-    if (ki < u.K && ci < u.N) {
-      v[i] = b_value(e + i * step);
-    }
-  }
-  return v;
 }
 
 fn store_b(s: u32, v: vec4<f32>) {
@@ -180,11 +91,11 @@ alias Slots = array<vec4<f32>, MAX_SLOTS>;
 fn load_slots(t: Tile, k0: u32, li: u32, ra: ptr<function, Slots>, rb: ptr<function, Slots>) {
   for (var j = 0u; j < A_PER; j++) {
     let s = li + j * WG;
-    if (s < BM * BK / 4u) { (*ra)[j] = load_a(t, k0, s); }
+    if (s < BM * BK / 4u) { (*ra)[j] = load_a(t.m0, t.a_base, k0, s); }
   }
   for (var j = 0u; j < B_PER; j++) {
     let s = li + j * WG;
-    if (s < BK * BN / 4u) { (*rb)[j] = load_b(t, k0, s); }
+    if (s < BK * BN / 4u) { (*rb)[j] = load_b(t.n0, t.b_base, k0, s); }
   }
 }
 
@@ -215,7 +126,7 @@ fn epilogue(t: Tile, f: u32, li: u32) {
     if (m >= u.M || n >= u.N) { continue; }
     var add = 0.0;
     if ((u.FLAGS & 1u) != 0u) {
-      add = load_bias(u.bias_off + n);
+      add = bias_at(u.bias_off + n);
     }
     let at = t.c_base + m * u.C_RS + n;
     let v = Cs[e] * u.alpha + add;

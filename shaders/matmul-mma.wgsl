@@ -14,6 +14,14 @@ alias Left = subgroup_matrix_left<f16, FK, FM>;
 alias Right = subgroup_matrix_right<f16, FN, FK>;
 alias Result = subgroup_matrix_result<f32, FN, FM>;
 
+// Fragment f of every subgroup (subgroup g's is c) through its slice of Cs to C.
+fn finish(t: Tile, g: u32, f: u32, li: u32, c: Result) {
+  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c, FN);
+  workgroupBarrier();
+  epilogue(t, f, li);
+  workgroupBarrier();
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_id) g: u32) {
@@ -56,35 +64,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
   }
   // Fragment by fragment through each subgroup's slice of Cs.
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c0, FN);
-  workgroupBarrier();
-  epilogue(t, 0u, li);
-  workgroupBarrier();
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c1, FN);
-  workgroupBarrier();
-  epilogue(t, 1u, li);
-  workgroupBarrier();
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c2, FN);
-  workgroupBarrier();
-  epilogue(t, 2u, li);
-  workgroupBarrier();
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c3, FN);
-  workgroupBarrier();
-  epilogue(t, 3u, li);
-  workgroupBarrier();
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c4, FN);
-  workgroupBarrier();
-  epilogue(t, 4u, li);
-  workgroupBarrier();
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c5, FN);
-  workgroupBarrier();
-  epilogue(t, 5u, li);
-  workgroupBarrier();
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c6, FN);
-  workgroupBarrier();
-  epilogue(t, 6u, li);
-  workgroupBarrier();
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c7, FN);
-  workgroupBarrier();
-  epilogue(t, 7u, li);
+  finish(t, g, 0u, li, c0);
+  finish(t, g, 1u, li, c1);
+  finish(t, g, 2u, li, c2);
+  finish(t, g, 3u, li, c3);
+  finish(t, g, 4u, li, c4);
+  finish(t, g, 5u, li, c5);
+  finish(t, g, 6u, li, c6);
+  finish(t, g, 7u, li, c7);
 }

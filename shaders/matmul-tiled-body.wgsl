@@ -5,11 +5,9 @@
 // A workgroup of (BN / TN) x (BM / TM) invocations computes a BM x BN tile of C, stepping through k
 // BK at a time:
 //   - Staging. The A tile (BM x BK) and the B tile (BK x BN) go into workgroup memory k-major, as
-//     vec4s of 4 rows (4 columns). Each operand is read in slots of 4 elements along the dimension it
-//     is contiguous in (A_KFAST / B_NFAST), so neighbouring invocations read neighbouring words: one
-//     vec4 load per slot where the host saw the operand 16-byte aligned (A_VEC / B_VEC), else 4
-//     loads with their own edge checks. The next step's slots are loaded into registers while this
-//     step multiplies, so the loads' latency hides behind the arithmetic.
+//     vec4s of 4 rows (4 columns), read in slots of 4 elements (matmul-slots.wgsl) so that
+//     neighbouring invocations read neighbouring words. The next step's slots are loaded into
+//     registers while this step multiplies, so the loads' latency hides behind the arithmetic.
 //   - Multiplying. Invocation (x, y) owns rows 4 (y + p WGY) .. +3 and columns 4 (x + q WGX) .. +3
 //     for p < TM / 4, q < TN / 4: each k reads TM / 4 + TN / 4 vec4s of workgroup memory, and
 //     neighbouring invocations read neighbouring vec4s (no bank conflicts), for TM x TN products.
@@ -31,24 +29,15 @@ override TN: u32 = 4u;
 override WGX: u32 = BN / TN;
 override WGY: u32 = BM / TM;
 override B_DTYPE: u32 = 0u;
-// A is contiguous along k (A_CS == 1): a slot is 4 neighbouring k of one row; else 4 rows at one k.
-override A_KFAST: bool = true;
-// B is contiguous along n (B_CS == 1): a slot is 4 neighbouring columns at one k; else 4 k of one column.
-override B_NFAST: bool = true;
-// Whole slots load as one vec4: A from A4; B from B4 (fp32) or as two words (16-bit).
-override A_VEC: bool = false;
-override B_VEC: bool = false;
 // Slots each invocation stages per step, of A and of B.
 override A_PER: u32 = (BM * BK / 4u + WGX * WGY - 1u) / (WGX * WGY);
 override B_PER: u32 = (BK * BN / 4u + WGX * WGY - 1u) / (WGX * WGY);
 
 //!include matmul-strided
+//!include matmul-slots
 // gelu(C), when FLAGS has 4 (an MLP's fc layer: C, its pre-activation, is kept for the backward);
 // a dummy otherwise.
 @group(0) @binding(5) var<storage, read_write> H: array<f32>;
-// A and fp32 B as vec4s (the host binds them when A_VEC / B_VEC; dummies otherwise).
-@group(0) @binding(6) var<storage, read> A4: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read> B4: array<vec4<u32>>;
 
 // k-major vec4s: As[kk * BM / 4 + r / 4] holds rows r .. r+3 at kk; Bs[kk * BN / 4 + c / 4] columns c .. c+3.
 var<workgroup> As: array<vec4<S>, BK * BM / 4u>;
@@ -65,52 +54,6 @@ struct Tile {
   b_base: u32,
 }
 
-fn b_value(e: u32) -> f32 {
-  if (B_DTYPE == DTYPE_F32) {
-    return bitcast<f32>(B[e]);
-  }
-  return half_of(B[e >> 1u], e, B_DTYPE);
-}
-
-fn load_bias(e: u32) -> f32 {
-  if (B_DTYPE == DTYPE_F32) {
-    return bitcast<f32>(bias[e]);
-  }
-  return half_of(bias[e >> 1u], e, B_DTYPE);
-}
-
-// Slot s of the A tile at k0: (row, k) of its first element, and the step between its elements.
-fn a_slot(s: u32) -> vec2<u32> {
-  if (A_KFAST) {
-    return vec2<u32>(s / (BK / 4u), (s % (BK / 4u)) * 4u);
-  }
-  return vec2<u32>((s % (BM / 4u)) * 4u, s / (BM / 4u));
-}
-
-fn load_a(t: Tile, k0: u32, s: u32) -> vec4<f32> {
-  let at = a_slot(s);
-  let r = t.m0 + at.x;
-  let k = k0 + at.y;
-  let e = t.a_base + r * u.A_RS + k * u.A_CS;
-  var v = vec4<f32>(0.0);
-  if (A_VEC) {
-    // Aligned: the slot is wholly inside or wholly outside (K, or M, is a multiple of 4).
-    if (r < u.M && k < u.K) {
-      v = A4[e / 4u];
-    }
-    return v;
-  }
-  let step = select(u.A_RS, u.A_CS, A_KFAST);
-  for (var i = 0u; i < 4u; i++) {
-    let ri = select(r + i, r, A_KFAST);
-    let ki = select(k, k + i, A_KFAST);
-    if (ri < u.M && ki < u.K) {
-      v[i] = A[e + i * step];
-    }
-  }
-  return v;
-}
-
 fn store_a(s: u32, v: vec4<f32>) {
   let at = a_slot(s);
   if (A_KFAST) {
@@ -121,42 +64,6 @@ fn store_a(s: u32, v: vec4<f32>) {
   } else {
     As[at.y * (BM / 4u) + at.x / 4u] = stage(v);
   }
-}
-
-fn b_slot(s: u32) -> vec2<u32> {
-  if (B_NFAST) {
-    return vec2<u32>(s / (BN / 4u), (s % (BN / 4u)) * 4u);
-  }
-  return vec2<u32>((s % (BK / 4u)) * 4u, s / (BK / 4u));
-}
-
-fn load_b(t: Tile, k0: u32, s: u32) -> vec4<f32> {
-  let at = b_slot(s);
-  let k = k0 + at.x;
-  let c = t.n0 + at.y;
-  let e = t.b_base + k * u.B_RS + c * u.B_CS;
-  var v = vec4<f32>(0.0);
-  if (B_VEC) {
-    if (k < u.K && c < u.N) {
-      if (B_DTYPE == DTYPE_F32) {
-        v = bitcast<vec4<f32>>(B4[e / 4u]);
-      } else {
-        let lo = B[e >> 1u];
-        let hi = B[(e >> 1u) + 1u];
-        v = vec4<f32>(half_of(lo, 0u, B_DTYPE), half_of(lo, 1u, B_DTYPE), half_of(hi, 0u, B_DTYPE), half_of(hi, 1u, B_DTYPE));
-      }
-    }
-    return v;
-  }
-  let step = select(u.B_RS, u.B_CS, B_NFAST);
-  for (var i = 0u; i < 4u; i++) {
-    let ki = select(k + i, k, B_NFAST);
-    let ci = select(c, c + i, B_NFAST);
-    if (ki < u.K && ci < u.N) {
-      v[i] = b_value(e + i * step);
-    }
-  }
-  return v;
 }
 
 fn store_b(s: u32, v: vec4<f32>) {
@@ -183,11 +90,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   var rb: array<vec4<f32>, MAX_SLOTS>;
   for (var j = 0u; j < A_PER; j++) {
     let s = li + j * threads;
-    if (s < a_slots) { ra[j] = load_a(t, 0u, s); }
+    if (s < a_slots) { ra[j] = load_a(t.m0, t.a_base, 0u, s); }
   }
   for (var j = 0u; j < B_PER; j++) {
     let s = li + j * threads;
-    if (s < b_slots) { rb[j] = load_b(t, 0u, s); }
+    if (s < b_slots) { rb[j] = load_b(t.n0, t.b_base, 0u, s); }
   }
   var acc: array<vec4<f32>, 4u * MAX_T4 * MAX_T4>;
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
@@ -204,11 +111,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     if (k0 + BK < u.K) {
       for (var j = 0u; j < A_PER; j++) {
         let s = li + j * threads;
-        if (s < a_slots) { ra[j] = load_a(t, k0 + BK, s); }
+        if (s < a_slots) { ra[j] = load_a(t.m0, t.a_base, k0 + BK, s); }
       }
       for (var j = 0u; j < B_PER; j++) {
         let s = li + j * threads;
-        if (s < b_slots) { rb[j] = load_b(t, k0 + BK, s); }
+        if (s < b_slots) { rb[j] = load_b(t.n0, t.b_base, k0 + BK, s); }
       }
     }
     for (var kk = 0u; kk < BK; kk++) {
@@ -239,7 +146,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       if (n >= u.N) { continue; }
       var add = 0.0;
       if ((u.FLAGS & 1u) != 0u) {
-        add = load_bias(u.bias_off + n);
+        add = bias_at(u.bias_off + n);
       }
       for (var p = 0u; p < TM / 4u; p++) {
         for (var i = 0u; i < 4u; i++) {

@@ -316,18 +316,14 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   const gflops: Partial<Record<ShapeClass, number>> = {};
   for (const cls of SHAPE_CLASSES) {
     const shape = options.shapes?.[cls] ?? TUNING_SHAPES[cls];
-    let best: { tile: TileShape; gflops: number } | null = null;
-    for (const tile of candidates) {
-      const rate = await timeTile(ctx, tile, shape);
-      if (!best || rate > best.gflops) best = { tile, gflops: rate };
-    }
-    if (best!.gflops === 0) {
+    const best = await fastest(candidates, (tile) => timeTile(ctx, tile, shape));
+    if (best.gflops === 0) {
       options.progress?.(`matmul tiles, ${cls}: the timestamps did not advance; default tiles`);
       continue;
     }
-    tiles[cls] = best!.tile;
-    gflops[cls] = Math.round(best!.gflops * 10) / 10;
-    options.progress?.(`matmul tiles, ${cls} (${shape.join(' x ')}): ${describeTile(best!.tile)} at ${gflops[cls]} GFLOP/s`);
+    tiles[cls] = best.pick;
+    gflops[cls] = Math.round(best.gflops * 10) / 10;
+    options.progress?.(`matmul tiles, ${cls} (${shape.join(' x ')}): ${describeTile(best.pick)} at ${gflops[cls]} GFLOP/s`);
   }
   const tensorCores = ctx.subgroupMatrixOffered ? await tuneMma(ctx, options) : null;
   const mma = tensorCores === null ? null : tensorCores.grids !== null;
@@ -347,6 +343,16 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     }
   }
   return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma, ...mmaFields };
+}
+
+/** The candidate with the highest GFLOP/s, timed one at a time (the first among equals). */
+async function fastest<T>(candidates: readonly T[], time: (candidate: T) => Promise<number>): Promise<{ pick: T; gflops: number }> {
+  let best: { pick: T; gflops: number } = { pick: candidates[0] as T, gflops: -1 };
+  for (const candidate of candidates) {
+    const gflops = await time(candidate);
+    if (gflops > best.gflops) best = { pick: candidate, gflops };
+  }
+  return best;
 }
 
 /**
@@ -375,16 +381,12 @@ async function tuneMma(
   const gflops: Partial<Record<ShapeClass, number>> = {};
   for (const cls of SHAPE_CLASSES) {
     const size = options.shapes?.[cls] ?? TUNING_SHAPES[cls];
-    let best: { grid: MmaGrid; gflops: number } | null = null;
-    for (const grid of passed) {
-      const rate = await timeMma(ctx, grid, size);
-      if (!best || rate > best.gflops) best = { grid, gflops: rate };
-    }
-    if (best!.gflops === 0) continue;
-    grids[cls] = best!.grid;
-    gflops[cls] = Math.round(best!.gflops * 10) / 10;
+    const best = await fastest(passed, (grid) => timeMma(ctx, grid, size));
+    if (best.gflops === 0) continue;
+    grids[cls] = best.pick;
+    gflops[cls] = Math.round(best.gflops * 10) / 10;
     options.progress?.(
-      `tensor cores, ${cls} (${size.join(' x ')}): ${best!.grid.sgr} x ${best!.grid.sgc} subgroups at ${gflops[cls]} GFLOP/s`,
+      `tensor cores, ${cls} (${size.join(' x ')}): ${best.pick.sgr} x ${best.pick.sgc} subgroups at ${gflops[cls]} GFLOP/s`,
     );
   }
   return { grids, gflops };
