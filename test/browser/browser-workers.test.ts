@@ -161,7 +161,9 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
       [...MODEL, '--global-batch-size', '12', '--train-iters', '100000', '--run-dir', join(base, 'closed')],
       2,
       {
-        WEBTRON_TIMEOUT_MS: '5000',
+        // Long enough for a tab's first iteration, which compiles every kernel on SwiftShader with a
+        // cold cache while rank 0 waits for it in the first reduce-scatter (5 s timed out twice in CI).
+        WEBTRON_TIMEOUT_MS: '15000',
       },
     );
     try {
@@ -180,8 +182,8 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
       await pages[1]!.close();
       const code = await job.done;
       const stoppedInMs = performance.now() - closed;
-      console.log(`the job stopped ${stoppedInMs.toFixed(0)} ms after the tab closed (op timeout 5000 ms)`);
-      expect(stoppedInMs).toBeLessThan(5000);
+      console.log(`the job stopped ${stoppedInMs.toFixed(0)} ms after the tab closed (op timeout 15000 ms)`);
+      expect(stoppedInMs).toBeLessThan(15_000);
       expect(code, job.stderr()).not.toBe(0);
       // The launcher names the tab; where the Node rank lost its link and exited before the tab's
       // own connection to the launcher closed, the Node rank's line names it.
