@@ -12,7 +12,7 @@ import { describeTile, type MmaGrid, mmaFor, mmaProblem, tileFor, tileProblem, t
 import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
 import { stridedOperands } from './matmul-operands.js';
-import { quadBinding } from './quads.js';
+import { aligned4, quadBinding } from './quads.js';
 import { paramCode } from './tensor.js';
 
 /**
@@ -87,7 +87,6 @@ function vec4Slots(
   b: Operand,
 ): { constants: Record<string, number>; bindings: Record<'A4' | 'B4', Binding> } {
   const ctx = g.ctx;
-  const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
   const A = a.t.binding(ctx);
   const B = b.t.binding(ctx);
   const aStart = A.shift + (a.off ?? 0);

@@ -6,7 +6,7 @@ import type { Graph } from './graph.js';
 import { stridedOperands } from './matmul-operands.js';
 import { textureMatmul } from './matmul-texture.js';
 import { tiledMatmul } from './matmul-tiled.js';
-import { quadBinding } from './quads.js';
+import { aligned4, quadBinding } from './quads.js';
 import { paramCode, ShapeMismatch, type Tensor } from './tensor.js';
 
 function requireF32(t: Tensor, what: string): void {
@@ -90,7 +90,6 @@ function bufferMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Opera
   const aStart = A.shift + (a.off ?? 0);
   const bStart = B.shift + (b.off ?? 0);
   // vec4 reads where an operand is contiguous in the direction read and 4-element aligned.
-  const aligned4 = (...values: (number | undefined)[]) => values.every((v) => (v ?? 0) % 4 === 0);
   const aVec = a.cs === 1 && aligned4(s.k, aStart, a.rs, a.b0, a.b1) ? quadBinding(g, a.t, A) : null;
   const bF32 = b.t.dtype === 'float32';
   let bMode = 0;

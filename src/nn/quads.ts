@@ -5,6 +5,11 @@
 import type { Graph } from './graph.js';
 import type { RangeBinding, Tensor } from './tensor.js';
 
+/** Whether every value (sizes, starts, strides; absent ones count as 0) is a multiple of 4: an operand vec4 loads can read. */
+export function aligned4(...values: (number | undefined)[]): boolean {
+  return values.every((v) => (v ?? 0) % 4 === 0);
+}
+
 /**
  * Element-wise operands of `numel` elements as vec4 bindings, in order, for a kernel that does four
  * elements per invocation: null unless `numel` and every shift are multiples of 4 and every binding
