@@ -14,7 +14,9 @@
 # WEBTRON_DAWN_TOGGLES=disable_robustness,disable_workgroup_init,skip_validation (webtron only);
 # train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT;
 # and log.txt, everything printed. Each step has its own time limit (WEBTRON_GPU_STEP_S, default
-# 180 s), so one that hangs leaves the others their time. python3's torch on CUDA is the reference
+# 180 s), so one that hangs leaves the others their time, and WEBTRON_GPU_TOTAL_S (default: none)
+# bounds them all: a step gets at most what is left, and one with under 20 s left is skipped with a
+# line. python3's torch on CUDA is the reference
 # where the host has it. WEBTRON_GPU_QUICK=1 runs small shapes: a check of the bundle on any adapter,
 # lavapipe included.
 set -uo pipefail
@@ -23,6 +25,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=${WEBTRON_GPU_ROOT:-/tmp/webtron-gpu}
 out=${OUT:-$PWD/gpu-results}
 step_s=${WEBTRON_GPU_STEP_S:-180}
+total_s=${WEBTRON_GPU_TOTAL_S:-}
 say() { printf 'webtron gpu-run: %s\n' "$*" >&2; }
 
 if [[ ! -x $root/bin/node || $here/webtron.tar.xz -nt $root/bin/node ]]; then
@@ -64,11 +67,20 @@ log=$out/log.txt
 failed=0
 # run NAME FILE CMD...: CMD's stdout's JSON lines into FILE (the rest to the log), stderr to the log.
 run() {
-  local name=$1 file=$2
+  local name=$1 file=$2 limit=$step_s
   shift 2
-  say "$name: $*" 2>&1 | tee -a "$log" >&2
+  if [[ -n $total_s ]]; then
+    local left=$((total_s - SECONDS))
+    if ((left < 20)); then
+      say "$name: skipped, $left s left of WEBTRON_GPU_TOTAL_S=$total_s" 2>&1 | tee -a "$log" >&2
+      failed=1
+      return
+    fi
+    ((left < limit)) && limit=$left
+  fi
+  say "$name (at most $limit s): $*" 2>&1 | tee -a "$log" >&2
   local t0=$SECONDS
-  timeout --kill-after=10 "$step_s" "$@" > "$out/.stdout" 2> >(tee -a "$log" >&2)
+  timeout --kill-after=10 "$limit" "$@" > "$out/.stdout" 2> >(tee -a "$log" >&2)
   local rc=$?
   cat "$out/.stdout" >> "$log"
   if [[ -n $file ]]; then grep '^{' "$out/.stdout" > "$out/$file"; else cp "$out/.stdout" "$out/$name.txt"; fi
