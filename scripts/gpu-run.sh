@@ -36,12 +36,20 @@ if [[ ! -x $root/bin/node || $here/webtron.tar.xz -nt $root/bin/node ]]; then
 fi
 export PATH=$root/bin:$PATH
 
-# Dawn opens libvulkan.so.1: the host's, else the bundle's loader (unpacked beside, not into /).
-if ! ldconfig -p 2> /dev/null | grep -q 'libvulkan\.so\.1 '; then
-  if [[ ! -d $root/vulkan ]]; then dpkg-deb -x "$here"/libvulkan1_*.deb "$root/vulkan" || exit 2; fi
-  export LD_LIBRARY_PATH=$root/vulkan/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  say "Vulkan loader: the bundle's ($(ls "$root"/vulkan/usr/lib/x86_64-linux-gnu/libvulkan.so.1.* | xargs -n1 basename))"
-fi
+# Dawn opens libvulkan.so.1: the host's, else the bundle's loader. NVIDIA's Vulkan driver lives in
+# libGLX_nvidia.so.0, which needs glvnd (libGLdispatch.so.0, libGLX.so.0 and kin): without them the
+# loader reports "Could not get 'vkCreateInstance'" and finds no driver. Each unpacks beside webtron,
+# not into /, when the host lacks it.
+libs=$root/vulkan/usr/lib/x86_64-linux-gnu
+unpack() { # LIBRARY DEB...: unpack the DEBs when the host has no LIBRARY
+  ldconfig -p 2> /dev/null | grep -q "$1 " && return
+  local deb
+  for deb in "${@:2}"; do dpkg-deb -x "$here/$deb"_*.deb "$root/vulkan" || exit 2; done
+  [[ :${LD_LIBRARY_PATH:-}: == *:$libs:* ]] || export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  say "$1: the bundle's (${*:2})"
+}
+unpack libvulkan.so.1 libvulkan1
+unpack libGLdispatch.so.0 libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2
 # An NVIDIA driver mounted outside the loader's search path (containers) names its ICD file here.
 icds=(/usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json)
 if [[ -z ${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-} && ! -e ${icds[0]} && ! -e ${icds[1]} ]]; then
