@@ -61,14 +61,12 @@ async function main(argv: string[]): Promise<number> {
   const specs = Object.assign({}, COMMON, ...chosen.map((b) => b.flags)) as Record<string, FlagSpec>;
   const { values } = parseFlags(argv, specs);
 
-  const dawnFlags = ['disable-dawn-features=timestamp_quantization'];
   let gpu: Promise<GpuContext> | null = null;
   const env = {
     gpu: () =>
       (gpu ??= GpuContext.create({
         backend: values.backend as string | undefined,
         adapter: values.adapter as string | undefined,
-        dawnFlags,
       })),
   };
 

@@ -15,7 +15,7 @@ export interface AdapterOptions {
   adapter?: string | undefined;
   /** Default 'high-performance', so a discrete GPU wins over an integrated one and a CPU renderer comes last. */
   powerPreference?: GPUPowerPreference | undefined;
-  /** Extra Dawn toggles, e.g. `disable-dawn-features=timestamp_quantization`. */
+  /** Extra Dawn instance flags, e.g. `enable-dawn-features=dump_shaders`. */
   dawnFlags?: string[] | undefined;
 }
 
@@ -117,10 +117,25 @@ export function extraToggles(env: NodeJS.ProcessEnv = process.env): string[] {
   return names;
 }
 
+/**
+ * Dawn rounds timestamp queries down to 16.384 µs unless `timestamp_quantization` is disabled: a
+ * browser's guard against timing attacks, which in Node only blurs what webtron measures. On an
+ * H200 it made the tuner's times whole multiples of that quantum (a 256³ product "took" 65.5 µs
+ * whatever the tile), so its choices were ties. Joined to the caller's own disabled features.
+ */
+export function withPreciseTimestamps(flags: readonly string[]): string[] {
+  const key = 'disable-dawn-features=';
+  const i = flags.findIndex((f) => f.startsWith(key));
+  if (i < 0) return [`${key}timestamp_quantization`, ...flags];
+  const names = flags[i]!.slice(key.length).split(',').filter(Boolean);
+  if (names.includes('timestamp_quantization')) return [...flags];
+  return flags.map((f, j) => (j === i ? `${key}${[...names, 'timestamp_quantization'].join(',')}` : f));
+}
+
 /** Find the adapter these options choose, or null when none matches. Never throws for "none found". */
 export async function findAdapter(options: AdapterOptions): Promise<FoundAdapter | null> {
   const opts = resolveOptions(options);
-  const flags = [...opts.dawnFlags];
+  const flags = withPreciseTimestamps(opts.dawnFlags);
   if (opts.backend) flags.push(`backend=${opts.backend}`);
   if (opts.adapter) flags.push(`adapter=${opts.adapter}`);
   let adapter = await dawn(flags).requestAdapter({ powerPreference: opts.powerPreference });

@@ -124,10 +124,16 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'webtron');
 }
 
-/** The adapter, its driver (Dawn's description carries the driver version), the backend, Dawn's toggles, and the kernels' source. */
+/**
+ * How the tuner measures; a new method re-tunes every cached adapter (2: unquantized timestamps, a
+ * warm-up, interleaved rounds).
+ */
+const TUNING_METHOD = 2;
+
+/** The adapter, its driver (Dawn's description carries the driver version), the backend, Dawn's toggles, and the kernels' source and tuning method. */
 export function tuningKey(ctx: GpuContext): string {
   const info = ctx.found.info;
-  const sources = ['matmul-tiled', 'matmul-mma'].map((name) => ctx.kernels.source(name)).join('\n');
+  const sources = [`method ${TUNING_METHOD}`, ...['matmul-tiled', 'matmul-mma'].map((name) => ctx.kernels.source(name))].join('\n');
   const kernel = createHash('sha256').update(sources).digest('hex').slice(0, 16);
   return [ctx.backend, info.vendor, info.architecture, info.device, info.description, ctx.found.toggles.join(','), kernel].join('|');
 }
@@ -314,6 +320,7 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   if (candidates.length === 0) throw new GpuError(`no matmul tile candidate fits adapter '${ctx.adapterName}'`);
   const tiles = { ...DEFAULT_TILES };
   const gflops: Partial<Record<ShapeClass, number>> = {};
+  await warmUp(ctx, candidates[0]!, options.shapes?.large ?? TUNING_SHAPES.large);
   for (const cls of SHAPE_CLASSES) {
     const shape = options.shapes?.[cls] ?? TUNING_SHAPES[cls];
     const best = await fastest(candidates, (tile) => timeTile(ctx, tile, shape));
@@ -345,14 +352,39 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma, ...mmaFields };
 }
 
-/** The candidate with the highest GFLOP/s, timed one at a time (the first among equals). */
-async function fastest<T>(candidates: readonly T[], time: (candidate: T) => Promise<number>): Promise<{ pick: T; gflops: number }> {
-  let best: { pick: T; gflops: number } = { pick: candidates[0] as T, gflops: -1 };
-  for (const candidate of candidates) {
-    const gflops = await time(candidate);
-    if (gflops > best.gflops) best = { pick: candidate, gflops };
+/** GPU time the tuner spends on one product before it times any: a GPU at idle clocks ramps up meanwhile. */
+const WARM_UP_MS = 300;
+
+/**
+ * Run `tile` on `shape` until about WARM_UP_MS of GPU time has passed (at most 40 timings), so that
+ * the first candidates are not timed at the idle clocks (an H200 idles at 345 MHz of its 1980).
+ * Stops at once where timestamps do not advance.
+ */
+async function warmUp(ctx: GpuContext, tile: TileShape, shape: [number, number, number]): Promise<void> {
+  const gflop = (2 * shape[0] * shape[1] * shape[2]) / 1e9;
+  let ms = 0;
+  for (let i = 0; i < 40 && ms < WARM_UP_MS; i++) {
+    const gflops = await timeTile(ctx, tile, shape);
+    if (gflops === 0) return;
+    ms += (6 * gflop * 1e3) / gflops; // timeTile runs the product 6 times
   }
-  return best;
+}
+
+/** Rounds over all candidates in `fastest`: a clock that drifts during one round is seen by the next. */
+const ROUNDS = 2;
+
+/**
+ * The candidate with the highest GFLOP/s, each timed once per round with the rounds interleaved,
+ * and its best round kept (the first among equals).
+ */
+async function fastest<T>(candidates: readonly T[], time: (candidate: T) => Promise<number>): Promise<{ pick: T; gflops: number }> {
+  const best = candidates.map(() => -1);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [i, candidate] of candidates.entries()) best[i] = Math.max(best[i]!, await time(candidate));
+    if (best.every((g) => g === 0)) break; // the timestamps did not advance: nothing to compare
+  }
+  const i = best.indexOf(Math.max(...best));
+  return { pick: candidates[i] as T, gflops: best[i]! };
 }
 
 /**

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withPreciseTimestamps } from '../../src/gpu/adapter.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { GpuDeviceError, GpuError } from '../../src/gpu/errors.js';
 import { MEMORY_CATEGORIES } from '../../src/gpu/memory.js';
@@ -22,6 +23,47 @@ describe('GpuContext', () => {
   it('turns on the optional features the adapter has', () => {
     expect(ctx.hasF16).toBe(ctx.found.adapter.features.has('shader-f16'));
     expect(ctx.hasTimestamps).toBe(ctx.found.adapter.features.has('timestamp-query'));
+  });
+
+  it('reads timestamps unrounded: Dawn would round them down to multiples of 16,384 ns', async () => {
+    if (!ctx.hasTimestamps) return console.log('skipped: this adapter has no timestamp queries');
+    const count = 16;
+    const querySet = ctx.device.createQuerySet({ type: 'timestamp', count });
+    const resolve = ctx.createBuffer({
+      label: 'test.timestamps',
+      size: 8 * count,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      category: 'staging',
+    });
+    for (let i = 0; i < count; i++) {
+      const encoder = ctx.device.createCommandEncoder();
+      encoder.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: i } }).end();
+      ctx.submit([encoder.finish()]);
+      await ctx.sync();
+    }
+    const encoder = ctx.device.createCommandEncoder();
+    encoder.resolveQuerySet(querySet, 0, count, resolve.gpu, 0);
+    ctx.submit([encoder.finish()]);
+    const bytes = await ctx.transfers.readback(resolve);
+    const ns = Array.from(new BigUint64Array(bytes.buffer, bytes.byteOffset, count));
+    querySet.destroy();
+    resolve.destroy();
+    // Rounded, every one is a multiple of 16,384; unrounded, all 16 are with odds of 2^-224.
+    expect(
+      ns.some((t) => t % 16384n !== 0n),
+      `timestamps ${ns.join(', ')}`,
+    ).toBe(true);
+  });
+
+  it("joins timestamp_quantization to the caller's disabled Dawn features", () => {
+    const off = 'disable-dawn-features=timestamp_quantization';
+    expect(withPreciseTimestamps([])).toEqual([off]);
+    expect(withPreciseTimestamps(['backend=vulkan'])).toEqual([off, 'backend=vulkan']);
+    expect(withPreciseTimestamps(['disable-dawn-features=lazy_clear_resource_on_first_use', 'backend=null'])).toEqual([
+      'disable-dawn-features=lazy_clear_resource_on_first_use,timestamp_quantization',
+      'backend=null',
+    ]);
+    expect(withPreciseTimestamps([off])).toEqual([off]);
   });
 
   it('a limit above the adapter is a clear error', async () => {
