@@ -550,7 +550,7 @@ export const nnBench: Bench = {
     // The limit every row is a fraction of (a reference BLAS is refused here, before anything runs):
     // torch's GEMM on every core for a CPU driver, the vendor's peak for a known GPU.
     const cpuLimit = ctx.software && torchAt ? cpuGemmLimit(torchAt.python) : null;
-    const peak = ctx.software ? null : gpuPeak(ctx.adapterName);
+    const peak = ctx.software ? null : gpuPeak(ctx.adapterModel);
     const rows = await matmulRows(ctx, flags.matmul as string[], dtypes, config, warmup, runs, torchAt);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
     if (name !== 'none' && !flags['no-gpt'])

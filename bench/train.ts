@@ -248,7 +248,7 @@ export const trainBench: Bench = {
     // also refuses a reference BLAS before anything runs), the vendor's fp32 peak for a known GPU.
     const ctx = await env.gpu();
     const cpuLimit = ctx.software && withTorch ? cpuGemmLimit(flags.python as string) : null;
-    const peak = ctx.software ? null : gpuPeak(ctx.adapterName);
+    const peak = ctx.software ? null : gpuPeak(ctx.adapterModel);
     const limit = cpuLimit
       ? {
           gflops: cpuLimit.gemm_gflops,

@@ -87,6 +87,15 @@ export function isSoftwareAdapter(info: GPUAdapterInfo): boolean {
   return info.isFallbackAdapter || info.architecture === 'software';
 }
 
+/**
+ * What names the adapter's model, for tables of known devices: its description and its device id
+ * with dashes as spaces. On NVIDIA's Vulkan driver Dawn's description is the driver version alone
+ * ('NVIDIA: 580.159.04 580.159.4.0') and the model is in the device id ('nvidia-h200').
+ */
+export function adapterModel(info: Pick<GPUAdapterInfo, 'description' | 'device' | 'vendor'>): string {
+  return [info.description, info.device.replace(/-/g, ' '), info.vendor].filter(Boolean).join(' ');
+}
+
 export function describeAdapter(info: GPUAdapterInfo, backend: string): string {
   const name = info.description || info.device || info.vendor || 'unknown adapter';
   return `${name} — ${backend}${isSoftwareAdapter(info) ? ' (software)' : ''}`;

@@ -2,7 +2,7 @@
  * The GPU context: one adapter and device per process, the adapter's own limits, optional features,
  * allocation accounting, kernels, transfers, and uncaptured errors turned into thrown ones.
  */
-import { isSoftwareAdapter, requireAdapter, type AdapterOptions, type FoundAdapter } from './adapter.js';
+import { adapterModel, isSoftwareAdapter, requireAdapter, type AdapterOptions, type FoundAdapter } from './adapter.js';
 import { GpuDeviceError, GpuError } from './errors.js';
 import { MemoryAccounting, type MemoryCategory, type MemoryReport } from './memory.js';
 import { Kernels } from './kernels.js';
@@ -330,6 +330,11 @@ export class GpuContext {
 
   get adapterName(): string {
     return this.found.info.description || this.found.info.device || this.found.info.vendor;
+  }
+
+  /** The adapter's description and device id together (see `adapterModel`): what tables of known GPUs match. */
+  get adapterModel(): string {
+    return adapterModel(this.found.info);
   }
 
   get backend(): string {

@@ -37,7 +37,7 @@ export interface Peak {
 /**
  * Dense peaks from the vendors' data sheets, TFLOP/s: `fp32` without tensor cores (what fp32 WGSL
  * reaches), `half` the 16-bit matrix units' (what bf16 and fp16 runs can reach through subgroup
- * matrices). Matched against the adapter's description.
+ * matrices). Matched against the adapter's model (`GpuContext.adapterModel`: description and device id).
  */
 const KNOWN: { pattern: RegExp; name: string; fp32: number; half: number }[] = [
   { pattern: /\bH200\b/i, name: 'NVIDIA H200', fp32: 67, half: 989 },

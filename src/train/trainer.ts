@@ -224,7 +224,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     if (cfg.tensorboardDir && rank === 0) log.writeTensorBoard(new TensorBoardWriter(cfg.tensorboardDir));
     if (cfg.logThroughput) {
       // Every rank measures at once, so that ranks sharing a device measure what each gets in training.
-      let peak = knownPeak(ctx.adapterName, cfg.precision);
+      let peak = knownPeak(ctx.adapterModel, cfg.precision);
       if (!peak) {
         await run.group.barrier();
         peak = await measuredMatmulPeak(ctx);

@@ -2,6 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { gpuPeak } from '../../bench/limits.js';
+import { adapterModel } from '../../src/gpu/adapter.js';
 import { gptFlopsPerIteration, knownPeak, throughput } from '../../src/train/throughput.js';
 import { dir, TINY, train } from '../helpers/train.js';
 
@@ -27,6 +29,12 @@ describe('--log-throughput', () => {
     expect(knownPeak('NVIDIA H100 PCIe', 'fp32')?.tflops).toBe(51);
     expect(knownPeak('NVIDIA H100 80GB HBM3', 'fp16')?.tflops).toBe(989);
     expect(knownPeak('llvmpipe (LLVM 15.0.6, 256 bits)', 'fp32')).toBeNull();
+    // NVIDIA's Vulkan driver, as Dawn reported it on an H200: the model is in the device id alone.
+    const h200 = { description: 'NVIDIA: 580.159.04 580.159.4.0', device: 'nvidia-h200', vendor: 'nvidia' };
+    expect(knownPeak(h200.description, 'bf16')).toBeNull();
+    expect(knownPeak(adapterModel(h200), 'bf16')?.source).toBe('table: NVIDIA H200, dense bf16');
+    expect(gpuPeak(adapterModel(h200))?.name).toBe('NVIDIA H200');
+    expect(knownPeak(adapterModel({ description: 'x', device: 'nvidia-h100-pcie', vendor: 'nvidia' }), 'fp32')?.tflops).toBe(51);
     expect(throughput(6e12, 500, 2, { tflops: 10, source: 'x' })).toEqual({ tflops: 6, mfu: 0.6 });
   });
 
