@@ -13,7 +13,7 @@
 # torch CUDA (fp32, and bf16 autocast); nn-toggles.jsonl, the matmuls and the fp32 GPT again with
 # WEBTRON_DAWN_TOGGLES=disable_robustness,disable_workgroup_init,skip_validation (webtron only);
 # train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT;
-# and log.txt, everything printed. Each step has its own time limit (WEBTRON_GPU_STEP_S, default
+# and log.txt, everything printed (with the SM clock through each step where nvidia-smi is). Each step has its own time limit (WEBTRON_GPU_STEP_S, default
 # 180 s), so one that hangs leaves the others their time, and WEBTRON_GPU_TOTAL_S (default: none)
 # bounds them all: a step gets at most what is left, and one with under 20 s left is skipped with a
 # line. python3's torch on CUDA is the reference
@@ -73,6 +73,19 @@ mkdir -p "$out" || exit 2
 log=$out/log.txt
 : > "$log"
 failed=0
+# The SM clock through each step, read (never set) with nvidia-smi where the host has it: a GPU left
+# at its idle clock (an H200 idles at 345 MHz of 1980) times several times slower.
+clocks=$out/.clocks
+: > "$clocks"
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=clocks.sm --format=csv,noheader,nounits -lms 200 > "$clocks" 2> /dev/null &
+  sampler=$!
+  trap 'kill $sampler 2> /dev/null; rm -f "$clocks"' EXIT
+fi
+# clock_summary FROM: min, median and max SM MHz sampled since line FROM of the clock file.
+clock_summary() {
+  tail -n +"$(($1 + 1))" "$clocks" | grep -E '^[0-9]+$' | sort -n | awk '{v[NR] = $1} END {if (NR) printf "; SM clock %d / %d / %d MHz (min / median / max of %d samples)", v[1], v[int((NR + 1) / 2)], v[NR], NR}'
+}
 # run NAME FILE CMD...: CMD's stdout's JSON lines into FILE (the rest to the log), stderr to the log.
 run() {
   local name=$1 file=$2 limit=$step_s
@@ -87,13 +100,14 @@ run() {
     ((left < limit)) && limit=$left
   fi
   say "$name (at most $limit s): $*" 2>&1 | tee -a "$log" >&2
-  local t0=$SECONDS
+  local t0=$SECONDS from
+  from=$(wc -l < "$clocks")
   timeout --kill-after=10 "$limit" "$@" > "$out/.stdout" 2> >(tee -a "$log" >&2)
   local rc=$?
   cat "$out/.stdout" >> "$log"
   if [[ -n $file ]]; then grep '^{' "$out/.stdout" > "$out/$file"; else cp "$out/.stdout" "$out/$name.txt"; fi
   rm -f "$out/.stdout"
-  say "$name: exit $rc after $((SECONDS - t0)) s" 2>&1 | tee -a "$log" >&2
+  say "$name: exit $rc after $((SECONDS - t0)) s$(clock_summary "$from")" 2>&1 | tee -a "$log" >&2
   [[ $rc == 0 ]] || failed=1
 }
 
