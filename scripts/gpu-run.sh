@@ -10,10 +10,11 @@
 # bench writes into OUT (default ./gpu-results): info.txt and info.json; nn-float32.jsonl and
 # nn-float16.jsonl, the matmuls with fp32 and fp16 weights at 1024^3, 4096^3 and GPT-2 small's shapes
 # beside torch's GEMMs on CUDA; gpt.jsonl, GPT-2 small forward + backward in fp32 and bf16 beside
-# torch CUDA (fp32, and bf16 autocast); nn-toggles.jsonl, the matmuls and the fp32 GPT again with
-# WEBTRON_DAWN_TOGGLES=disable_robustness,disable_workgroup_init,skip_validation (webtron only);
-# train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT;
-# and log.txt, everything printed (with the SM clock through each step where nvidia-smi is). Each step has its own time limit (WEBTRON_GPU_STEP_S, default
+# torch CUDA (fp32, and bf16 autocast); nn-toggles.jsonl, the fp32 GPT again with each of
+# WEBTRON_DAWN_TOGGLES=disable_robustness, disable_workgroup_init and skip_validation, then all three
+# (webtron only); train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT; and log.txt,
+# everything printed (with the SM clock through each step where nvidia-smi is). Each step has its
+# own time limit (WEBTRON_GPU_STEP_S, default
 # 180 s), so one that hangs leaves the others their time, and WEBTRON_GPU_TOTAL_S (default: none)
 # bounds them all: a step gets at most what is left, and one with under 20 s left is skipped with a
 # line. python3's torch on CUDA is the reference
@@ -134,10 +135,11 @@ for dtype in float32 float16; do
     --config "$config" --no-gpt "${timing[@]}" "${torch[@]}"
 done
 run gpt gpt.jsonl node dist/bench/run.js nn --json --matmul none --config "$config" --gpt-precisions fp32,bf16 "${timing[@]}" "${torch[@]}"
-# The same kernels again with the Dawn toggles onnxruntime sets for speed (no bounds clamping, no
-# zeroing of workgroup memory, no validation), webtron's rows only: what each costs here.
-run toggles nn-toggles.jsonl env WEBTRON_DAWN_TOGGLES=disable_robustness,disable_workgroup_init,skip_validation \
-  node dist/bench/run.js nn --json --matmul "$shapes" --matmul-dtypes float32,float16 --config "$config" --gpt-precisions fp32 \
-  "${timing[@]}" --no-torch
+# The fp32 GPT again with each Dawn toggle that trades a safety check for speed (bounds clamping,
+# zeroing workgroup memory, API validation), then all three, webtron's rows only (each row names its
+# toggles): what each check costs here.
+toggle_sets='disable_robustness disable_workgroup_init skip_validation disable_robustness,disable_workgroup_init,skip_validation'
+run toggles nn-toggles.jsonl bash -c 'for t in $0; do WEBTRON_DAWN_TOGGLES=$t node dist/bench/run.js nn --json --matmul none "$@" || exit; done' \
+  "$toggle_sets" --config "$config" --gpt-precisions fp32 "${timing[@]}" --no-torch
 run train train.jsonl node dist/bench/run.js train --json "${train[@]}" --worlds 1 --variants plain --no-torch
 exit $failed
