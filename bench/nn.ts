@@ -21,6 +21,7 @@ import { storageUsage, type GpuContext } from '../src/gpu/context.js';
 import { floatToHalf, halfToFloat } from '../src/collectives/reduce.js';
 import { modelDtypes, PRECISION_DTYPES, type Precision } from '../src/memory/calculator.js';
 import { Graph } from '../src/nn/graph.js';
+import { GpuTimer } from '../src/gpu/timer.js';
 import { Gpt, type GptConfig } from '../src/nn/gpt.js';
 import { matmulInto } from '../src/nn/ops.js';
 import { LocalParams } from '../src/nn/params.js';
@@ -430,16 +431,20 @@ async function gptRow(
   const targets = Uint32Array.from({ length: tokens }, (_, i) => (i * 104729 + 3) % config.vocabSize);
   const samples: number[] = [];
   let loss = NaN;
+  const step = async (g: Graph) => {
+    const out = gpt.forward(g, g.input(ids, [config.batch, config.seqLength], 'ids'), g.input(targets, [tokens], 'targets'));
+    g.backward(out.loss!);
+    return (await g.read(out.loss!))[0]!;
+  };
   for (let i = 0; i < warmup + runs; i++) {
     progress(`gpt ${name}, ${precision}: forward+backward ${i + 1}/${warmup + runs}${i < warmup ? ' (warm-up)' : ''}`);
     const t0 = performance.now();
     const g = new Graph(ctx);
-    const out = gpt.forward(g, g.input(ids, [config.batch, config.seqLength], 'ids'), g.input(targets, [tokens], 'targets'));
-    g.backward(out.loss!);
-    loss = (await g.read(out.loss!))[0]!;
+    loss = await step(g);
     g.release();
     if (i >= warmup) samples.push(performance.now() - t0);
   }
+  const profile = ctx.hasTimestamps ? await kernelProfile(ctx, (g) => step(g)) : null;
   params.destroy();
   const ms = median(samples);
   if (torchAt) progress(`gpt ${name}, ${precision}: torch (${torchAt.device}) on the same config`);
@@ -459,10 +464,42 @@ async function gptRow(
     ...(torch ? torchEnvFields(torch.env) : {}),
     gflops: (tokensPerS * gptTrainFlopsPerToken(config)) / 1e9,
     loss,
+    ...(profile ?? {}),
     backend: ctx.backend,
     adapter: ctx.adapterName,
     dawn_toggles: ctx.found.toggles,
   };
+}
+
+/** Kernels named in a profile row, the costliest first. */
+const PROFILE_KERNELS = 16;
+
+/**
+ * One more forward + backward with every dispatch in a timed pass of its own: GPU milliseconds by
+ * kernel (the costliest PROFILE_KERNELS, and their sum over all kernels). Beside the row's wall
+ * time this tells GPU work from the host's encoding and waiting. Passes past the timer's 2,048 go
+ * untimed and are counted in `gpu_profile_untimed`.
+ */
+async function kernelProfile(ctx: GpuContext, step: (g: Graph) => Promise<number>): Promise<Row> {
+  const timer = new GpuTimer(ctx, 2048);
+  const g = new Graph(ctx);
+  try {
+    g.runner.timer = timer;
+    g.runner.timePerKernel = true;
+    await step(g);
+    const { ms, passes, dropped } = await timer.read();
+    const byKernel = Object.entries(ms).sort((a, b) => b[1] - a[1]);
+    const total = byKernel.reduce((sum, [, t]) => sum + t, 0);
+    return {
+      gpu_profile_ms: Math.round(total * 100) / 100,
+      gpu_profile_passes: passes,
+      gpu_profile_untimed: dropped,
+      gpu_profile_by_kernel: Object.fromEntries(byKernel.slice(0, PROFILE_KERNELS).map(([k, t]) => [k, Math.round(t * 100) / 100])),
+    };
+  } finally {
+    g.release();
+    timer.destroy();
+  }
 }
 
 function writeChart(path: string, rows: Row[], adapter: string): void {

@@ -32,6 +32,11 @@ export class Runner {
   readonly writableDummy: DeviceBuffer;
   /** When set, every compute pass this runner begins is timed on the GPU under the timer's current label. */
   timer: GpuTimer | null = null;
+  /**
+   * With a timer: give every dispatch a pass of its own, timed under its kernel's name
+   * (`shader.entry`), so that the timer reads GPU time per kernel (the nn bench's GPT profile).
+   */
+  timePerKernel = false;
   /** Tensors copied into textures since the last submit (texture-copies.ts). */
   readonly copies: TextureCopies;
 
@@ -83,6 +88,10 @@ export class Runner {
     for (const name of this.ctx.kernels.writable(pipeline)) {
       const b = bindings[name];
       if (b && !(b instanceof DeviceTexture)) this.copies.written('gpu' in b ? b : b.buffer);
+    }
+    if (this.timePerKernel && this.timer) {
+      this.endPass();
+      this.timer.label = `${shader}.${entry}`;
     }
     const pass = this.beginPass();
     if (typeof workgroups === 'number') {

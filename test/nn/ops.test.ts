@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuContext } from '../../src/gpu/context.js';
+import { GpuTimer } from '../../src/gpu/timer.js';
 import type { GradDtype, ParamDtype, ParamSpec } from '../../src/ddp/layout.js';
 import { attentionBlocks } from '../../src/nn/attention.js';
 import { Graph } from '../../src/nn/graph.js';
@@ -376,6 +377,37 @@ describe('elementwise', () => {
     expectClose(await g.read(y), want.y, 'y');
     expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
     expect(used).toEqual(entries);
+    g.release();
+  });
+
+  it('timePerKernel times each dispatch in its own pass under its kernel, the results unchanged', async () => {
+    if (!ctx.hasTimestamps) return console.log('skipped: this adapter has no timestamp queries');
+    const n = 1024;
+    const x = rand(n, 6);
+    const dy = rand(n);
+    const g = new Graph(ctx);
+    const timer = new GpuTimer(ctx, 64);
+    g.runner.timer = timer;
+    g.runner.timePerKernel = true;
+    const kernels: string[] = [];
+    const dispatch = g.runner.dispatch.bind(g.runner);
+    g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
+      kernels.push(`${args[0]}.${args[1]}`);
+      return dispatch(...args);
+    };
+    const xt = g.input(x, [n], 'x', true);
+    const y = gelu(g, xt);
+    g.backwardFrom(y, dy);
+    const want = ref.gelu(x, dy);
+    expectClose(await g.read(y), want.y, 'y');
+    expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
+    const { ms, passes, dropped } = await timer.read();
+    expect(kernels.length).toBeGreaterThanOrEqual(2);
+    expect(passes).toBe(kernels.length);
+    expect(dropped).toBe(0);
+    expect(Object.keys(ms).sort()).toEqual([...new Set(kernels)].sort());
+    for (const t of Object.values(ms)) expect(t).toBeGreaterThanOrEqual(0);
+    timer.destroy();
     g.release();
   });
 
