@@ -63,7 +63,8 @@ struct Tile {
 fn tile_of(wid: vec3<u32>) -> Tile {
   let z0 = wid.z / u.NB1;
   let z1 = wid.z % u.NB1;
-  return Tile(wid.y * BM, wid.x * BN, u.a_off + z0 * u.A_B0 + z1 * u.A_B1, u.b_off + z0 * u.B_B0 + z1 * u.B_B1,
+  let rc = tile_rc(wid);
+  return Tile(rc.x * BM, rc.y * BN, u.a_off + z0 * u.A_B0 + z1 * u.A_B1, u.b_off + z0 * u.B_B0 + z1 * u.B_B1,
               u.c_off + z0 * u.C_B0 + z1 * u.C_B1);
 }
 

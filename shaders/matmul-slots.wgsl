@@ -5,6 +5,9 @@
 // matrix (A_VEC, B_VEC: A from A4, fp32 B from B4, 16-bit B as two words), else 4 loads with their
 // own edge checks. The including module defines BM, BN and BK (its tile) after matmul-strided.
 
+// Tile rows of C per group in the order workgroups take their tiles (1: row by row).
+override GROUP_M: u32 = 1u;
+
 override A_KFAST: bool = true;
 override B_NFAST: bool = true;
 override A_VEC: bool = false;
@@ -82,4 +85,23 @@ fn load_b(n0: u32, b_base: u32, k0: u32, s: u32) -> vec4<f32> {
     }
   }
   return v;
+}
+
+// The tile of C (its row and column among the tiles) that workgroup (x, y) of the grid computes.
+// GPUs start workgroups x fastest, so row by row every tile of a row runs at once and together they
+// read all of B; when B exceeds the cache it streams from memory once per tile row. With GROUP_M
+// rows per group, taken column by column, the workgroups running together read GROUP_M rows of A
+// and a few columns of B (the grouped order of GEMM libraries). Every tile is taken exactly once.
+fn tile_rc(wid: vec3<u32>) -> vec2<u32> {
+  if (GROUP_M <= 1u) {
+    return vec2<u32>(wid.y, wid.x);
+  }
+  let cols = (u.N + BN - 1u) / BN;
+  let rows = (u.M + BM - 1u) / BM;
+  let lin = wid.y * cols + wid.x;
+  let per_group = GROUP_M * cols;
+  let first = (lin / per_group) * GROUP_M;
+  let height = min(rows - first, GROUP_M);
+  let within = lin % per_group;
+  return vec2<u32>(first + within % height, within / height);
 }

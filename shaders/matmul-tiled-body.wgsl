@@ -82,7 +82,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         @builtin(local_invocation_index) li: u32) {
   let z0 = wid.z / u.NB1;
   let z1 = wid.z % u.NB1;
-  let t = Tile(wid.y * BM, wid.x * BN, u.a_off + z0 * u.A_B0 + z1 * u.A_B1, u.b_off + z0 * u.B_B0 + z1 * u.B_B1);
+  let rc = tile_rc(wid);
+  let t = Tile(rc.x * BM, rc.y * BN, u.a_off + z0 * u.A_B0 + z1 * u.A_B1, u.b_off + z0 * u.B_B0 + z1 * u.B_B1);
   let threads = WGX * WGY;
   let a_slots = BM * BK / 4u;
   let b_slots = BK * BN / 4u;

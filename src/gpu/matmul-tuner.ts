@@ -71,6 +71,13 @@ export const DEFAULT_MMA: Record<ShapeClass, MmaGrid> = {
   large: { sgr: 4, sgc: 2 },
 };
 
+/**
+ * Tile rows per group in the order the tiled and tensor-core kernels' workgroups take their tiles
+ * (`tile_rc` in shaders/matmul-slots.wgsl): workgroups running together share A's rows and B's
+ * columns in cache instead of all of B.
+ */
+export const TILE_GROUP_M = 8;
+
 /** The representative product [m, k] @ [k, n] each class is timed on. */
 const TUNING_SHAPES: Record<ShapeClass, [number, number, number]> = {
   small: [256, 256, 256],
@@ -225,7 +232,15 @@ async function timeProduct(
   let grid: [number, number, number];
   if ('tile' in kernel) {
     const t = kernel.tile;
-    pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', { BM: t.bm, BN: t.bn, BK: t.bk, TM: t.tm, TN: t.tn, ...quads });
+    pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', {
+      BM: t.bm,
+      BN: t.bn,
+      BK: t.bk,
+      TM: t.tm,
+      TN: t.tn,
+      GROUP_M: TILE_GROUP_M,
+      ...quads,
+    });
     grid = [Math.ceil(n / t.bn), Math.ceil(m / t.bm), 1];
   } else {
     const f = ctx.subgroupMatrixOffered!;
@@ -233,7 +248,7 @@ async function timeProduct(
     pipeline = ctx.kernels.pipeline(
       'matmul-mma',
       'main',
-      { B_DTYPE: 2, SG: ctx.subgroupMaxSize, ...quads },
+      { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, ...quads },
       { FM: f.m, FN: f.n, FK: f.k, SGR: g.sgr, SGC: g.sgc },
     );
     grid = [Math.ceil(n / (4 * g.sgc * f.n)), Math.ceil(m / (2 * g.sgr * f.m)), 1];
@@ -456,7 +471,7 @@ export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promi
     const pipeline = ctx.kernels.pipeline(
       'matmul-mma',
       'main',
-      { B_DTYPE: 2, SG: ctx.subgroupMaxSize, A_VEC: 1, B_VEC: 1 },
+      { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, A_VEC: 1, B_VEC: 1 },
       { FM: shape.m, FN: shape.n, FK: shape.k, SGR: grid.sgr, SGC: grid.sgc },
     );
     const view = new DataView(new ArrayBuffer(256));

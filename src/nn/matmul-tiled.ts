@@ -8,7 +8,7 @@
 import type { SubgroupMatrixShape } from '../gpu/context.js';
 import { GpuError } from '../gpu/errors.js';
 import type { Binding } from '../gpu/kernels.js';
-import { describeTile, type MmaGrid, mmaFor, mmaProblem, tileFor, tileProblem, type TileShape } from '../gpu/matmul-tuner.js';
+import { describeTile, type MmaGrid, mmaFor, mmaProblem, TILE_GROUP_M, tileFor, tileProblem, type TileShape } from '../gpu/matmul-tuner.js';
 import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
 import { stridedOperands } from './matmul-operands.js';
@@ -35,7 +35,16 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
   g.runner.dispatch(
     half && ctx.hasF16 ? 'matmul-tiled-f16' : 'matmul-tiled',
     'main',
-    { BM: t.bm, BN: t.bn, BK: t.bk, TM: t.tm, TN: t.tn, B_DTYPE: paramCode(b.t, 'matmul B'), ...slots.constants },
+    {
+      BM: t.bm,
+      BN: t.bn,
+      BK: t.bk,
+      TM: t.tm,
+      TN: t.tn,
+      GROUP_M: TILE_GROUP_M,
+      B_DTYPE: paramCode(b.t, 'matmul B'),
+      ...slots.constants,
+    },
     uniforms,
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
     [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
@@ -66,7 +75,7 @@ export function mmaMatmul(
   g.runner.dispatch(
     shader,
     'main',
-    { B_DTYPE: paramCode(b.t, 'matmul B'), SG: subgroupSize, ...slots.constants },
+    { B_DTYPE: paramCode(b.t, 'matmul B'), SG: subgroupSize, GROUP_M: TILE_GROUP_M, ...slots.constants },
     uniforms,
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
     [Math.ceil(s.n / (4 * grid.sgc * shape.n)), Math.ceil(s.m / (2 * grid.sgr * shape.m)), (s.nb0 ?? 1) * (s.nb1 ?? 1)],

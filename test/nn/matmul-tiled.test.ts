@@ -18,6 +18,7 @@ import {
   TILE_CANDIDATES,
   tileProblem,
   tuneMatmul,
+  TILE_GROUP_M,
   tuningKey,
   type TileShape,
 } from '../../src/gpu/matmul-tuner.js';
@@ -183,6 +184,9 @@ describe('tiled matmul: layouts, batches, dtypes', () => {
       });
     }
   }
+  it(`tiles taken in groups of ${TILE_GROUP_M} tile rows: 20 rows (two groups and a partial one) by 4 columns, batched`, async () => {
+    await check(ctx, { ...plain, m: 32 * 19 + 7, n: 32 * 3 + 5, k: 20, nb0: 2 }, { tile }, 'float32', { bias: true, accumulate: true });
+  });
   it('vec4 slots with a 128 x 128 x 32 tile: several slots per invocation and k steps', async () => {
     const big: TileShape = { bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 };
     await check(ctx, { ...aligned, m: 132, n: 136, k: 100, quads: [1, 1] }, { tile: big }, 'float32', { bias: false, accumulate: false });
@@ -210,6 +214,12 @@ describe('tensor-core matmul', () => {
       { transA: true, transB: true, nb0: 2, nb1: 2, off: 3 },
       'float16',
       large,
+    ],
+    [
+      `tiles in groups of ${TILE_GROUP_M} rows: 11 tile rows (a group and a partial one) by 3 columns`,
+      { m: 64 * 10 + 9, n: 64 * 2 + 4, k: 36 },
+      'float16',
+      { sgr: 2, sgc: 1 },
     ],
     ...MMA_CANDIDATES.map((grid): [string, Partial<Case>, ParamDtype, MmaGrid] => [
       `vec4 slots, ${grid.sgr} x ${grid.sgc} subgroups, two tiles each way with edges`,
