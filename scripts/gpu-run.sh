@@ -14,10 +14,9 @@
 # WEBTRON_DAWN_TOGGLES=disable_robustness, disable_workgroup_init and skip_validation, then all three
 # (webtron only); train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT; and log.txt,
 # everything printed (with the SM clock through each step where nvidia-smi is). Each step has its
-# own time limit (WEBTRON_GPU_STEP_S, default
-# 180 s), so one that hangs leaves the others their time, and WEBTRON_GPU_TOTAL_S (default: none)
-# bounds them all: a step gets at most what is left, and one with under 20 s left is skipped with a
-# line. python3's torch on CUDA is the reference
+# own time limit (WEBTRON_GPU_STEP_S, default 180 s), so one that hangs leaves the others their
+# time, and WEBTRON_GPU_TOTAL_S (default: none) bounds them all: a step gets at most what is left,
+# and one with under 20 s left is skipped with a line. python3's torch on CUDA is the reference
 # where the host has it. WEBTRON_GPU_QUICK=1 runs small shapes: a check of the bundle on any adapter,
 # lavapipe included.
 set -uo pipefail
