@@ -78,6 +78,11 @@ export const DEFAULT_MMA: Record<ShapeClass, MmaGrid> = {
  */
 export const TILE_GROUP_M = 8;
 
+/** The tiled kernel's pipeline constants for tile `t`, the tile order with them. */
+export function tileConstants(t: TileShape): Record<string, number> {
+  return { BM: t.bm, BN: t.bn, BK: t.bk, TM: t.tm, TN: t.tn, GROUP_M: TILE_GROUP_M };
+}
+
 /** The representative product [m, k] @ [k, n] each class is timed on. */
 const TUNING_SHAPES: Record<ShapeClass, [number, number, number]> = {
   small: [256, 256, 256],
@@ -232,15 +237,7 @@ async function timeProduct(
   let grid: [number, number, number];
   if ('tile' in kernel) {
     const t = kernel.tile;
-    pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', {
-      BM: t.bm,
-      BN: t.bn,
-      BK: t.bk,
-      TM: t.tm,
-      TN: t.tn,
-      GROUP_M: TILE_GROUP_M,
-      ...quads,
-    });
+    pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', { ...tileConstants(t), ...quads });
     grid = [Math.ceil(n / t.bn), Math.ceil(m / t.bm), 1];
   } else {
     const f = ctx.subgroupMatrixOffered!;

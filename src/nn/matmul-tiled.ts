@@ -8,7 +8,17 @@
 import type { SubgroupMatrixShape } from '../gpu/context.js';
 import { GpuError } from '../gpu/errors.js';
 import type { Binding } from '../gpu/kernels.js';
-import { describeTile, type MmaGrid, mmaFor, mmaProblem, TILE_GROUP_M, tileFor, tileProblem, type TileShape } from '../gpu/matmul-tuner.js';
+import {
+  describeTile,
+  type MmaGrid,
+  mmaFor,
+  mmaProblem,
+  TILE_GROUP_M,
+  tileConstants,
+  tileFor,
+  tileProblem,
+  type TileShape,
+} from '../gpu/matmul-tuner.js';
 import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
 import { stridedOperands } from './matmul-operands.js';
@@ -35,16 +45,7 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
   g.runner.dispatch(
     half && ctx.hasF16 ? 'matmul-tiled-f16' : 'matmul-tiled',
     'main',
-    {
-      BM: t.bm,
-      BN: t.bn,
-      BK: t.bk,
-      TM: t.tm,
-      TN: t.tn,
-      GROUP_M: TILE_GROUP_M,
-      B_DTYPE: paramCode(b.t, 'matmul B'),
-      ...slots.constants,
-    },
+    { ...tileConstants(t), B_DTYPE: paramCode(b.t, 'matmul B'), ...slots.constants },
     uniforms,
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
     [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
