@@ -147,13 +147,14 @@ export async function findAdapter(options: AdapterOptions): Promise<FoundAdapter
   const flags = withPreciseTimestamps(opts.dawnFlags);
   if (opts.backend) flags.push(`backend=${opts.backend}`);
   if (opts.adapter) flags.push(`adapter=${opts.adapter}`);
+  const extra = extraToggles(); // checked on every adapter, used on hardware ones
   let adapter = await dawn(flags).requestAdapter({ powerPreference: opts.powerPreference });
   if (!adapter) return null;
   let toggles: string[] = [];
   if (!isSoftwareAdapter(adapter.info) && !flags.some((f) => f.startsWith('enable-dawn-features='))) {
     // The same choice again from an instance with the hardware toggles (kept if Dawn still offers it).
     // Dawn's node bindings pass an instance's toggles on to its devices.
-    const wanted = [...HARDWARE_TOGGLES, ...extraToggles()];
+    const wanted = [...HARDWARE_TOGGLES, ...extra];
     const toggled = await dawn([...flags, `enable-dawn-features=${wanted.join(',')}`]).requestAdapter({
       powerPreference: opts.powerPreference,
     });

@@ -66,6 +66,10 @@ describe('webtron info', () => {
     });
     expect(badToggle.status).toBe(2);
     expect(badToggle.stderr).toMatch(/^webtron info: WEBTRON_DAWN_TOGGLES has 'no such', not a Dawn toggle name/m);
+    // Refused on a software adapter too, which would not use it: a typo is not silently ignored.
+    const badOnSoftware = spawnSync('node', [bin, 'info'], { encoding: 'utf8', env: { ...process.env, WEBTRON_DAWN_TOGGLES: 'bad-name' } });
+    expect(badOnSoftware.status).toBe(2);
+    expect(badOnSoftware.stderr).toMatch(/^webtron info: WEBTRON_DAWN_TOGGLES has 'bad-name'/m);
     const bad = spawnSync('node', [bin, 'info'], { encoding: 'utf8', env: { ...process.env, WEBTRON_MATMUL: 'fast' } });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/WEBTRON_MATMUL must be one of buffer, texture, tiled, got 'fast'/);
