@@ -444,7 +444,7 @@ async function gptRow(
     g.release();
     if (i >= warmup) samples.push(performance.now() - t0);
   }
-  const profile = ctx.hasTimestamps ? await kernelProfile(ctx, (g) => step(g)) : null;
+  const profile = ctx.hasTimestamps ? await kernelProfile(ctx, step) : null;
   params.destroy();
   const ms = median(samples);
   if (torchAt) progress(`gpt ${name}, ${precision}: torch (${torchAt.device}) on the same config`);

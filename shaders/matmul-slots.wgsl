@@ -91,11 +91,9 @@ fn load_b(n0: u32, b_base: u32, k0: u32, s: u32) -> vec4<f32> {
 // GPUs start workgroups x fastest, so row by row every tile of a row runs at once and together they
 // read all of B; when B exceeds the cache it streams from memory once per tile row. With GROUP_M
 // rows per group, taken column by column, the workgroups running together read GROUP_M rows of A
-// and a few columns of B (the grouped order of GEMM libraries). Every tile is taken exactly once.
+// and a few columns of B (the grouped order of GEMM libraries). Every tile is taken exactly once;
+// GROUP_M 1 gives (wid.y, wid.x).
 fn tile_rc(wid: vec3<u32>) -> vec2<u32> {
-  if (GROUP_M <= 1u) {
-    return vec2<u32>(wid.y, wid.x);
-  }
   let cols = (u.N + BN - 1u) / BN;
   let rows = (u.M + BM - 1u) / BM;
   let lin = wid.y * cols + wid.x;
