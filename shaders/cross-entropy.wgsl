@@ -27,6 +27,48 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   lse[2u * r + 1u] = l - logits[base + min(targets[r], u.v - 1u)];
 }
 
+// One workgroup per row (hardware GPUs: GpuContext.reductionKernel `split`). Each lane keeps a
+// running max and a sum of exps rescaled to it over every 256th logit of the row, so the row is read
+// once and each load is contiguous across the lanes; the lanes' pairs then merge in a fixed tree.
+var<workgroup> row_max: array<f32, 256>;
+var<workgroup> row_sum: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn rows_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= u.rows) { return; }
+  let base = r * u.v;
+  var m = -3.4e38;
+  var s = 0.0;
+  for (var j = lid; j < u.v; j += 256u) {
+    let x = logits[base + j];
+    if (x > m) {
+      s = s * exp(m - x) + 1.0;
+      m = x;
+    } else {
+      s += exp(x - m);
+    }
+  }
+  row_max[lid] = m;
+  row_sum[lid] = s;
+  workgroupBarrier();
+  for (var stride = 128u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) {
+      let m1 = row_max[lid];
+      let m2 = row_max[lid + stride];
+      let top = max(m1, m2);
+      row_sum[lid] = row_sum[lid] * exp(m1 - top) + row_sum[lid + stride] * exp(m2 - top);
+      row_max[lid] = top;
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let l = row_max[0] + log(row_sum[0]);
+    lse[2u * r] = l;
+    lse[2u * r + 1u] = l - logits[base + min(targets[r], u.v - 1u)];
+  }
+}
+
 var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)

@@ -1,6 +1,7 @@
 // Token + position embedding: y[r, c] = wte[ids[r], c] + wpe[r % T, c] (params in P_DTYPE).
 // Backward scatter-adds into the embedding grads without atomics: one invocation per column walks
-// the tokens in order, so duplicate ids add up deterministically.
+// the tokens in order, so duplicate ids add up deterministically. backward_tokens_sorted (hardware
+// GPUs) does the same additions in the same order, with one invocation per distinct token and column.
 
 //!include grid
 //!include half
@@ -11,6 +12,7 @@ struct EmbeddingUniforms {
   rows: u32, c: u32, t: u32, vocab: u32,
   wte_off: u32, wpe_off: u32,   // elements from each binding's start (wte in `table`, wpe in `table2`)
   dwte_off: u32, dwpe_off: u32,
+  distinct: u32, starts_off: u32, tokens_off: u32,  // backward_tokens_sorted
 }
 
 @group(0) @binding(0) var<uniform> u: EmbeddingUniforms;
@@ -59,4 +61,24 @@ fn backward_positions(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     sum += dy[r * u.c + i % u.c];
   }
   grad[u.dwpe_off + i] = grad[u.dwpe_off + i] + sum;
+}
+
+// The rows sorted by token on the host, stably (src/nn/ops.ts, tokenOrder): `index` holds the sorted
+// rows, then per distinct token where its rows start (and one past the last), then the distinct
+// tokens. Invocation (k, col) adds the k-th distinct token's rows in row order, as backward_tokens
+// does for that grad element, so the grads are the same to the bit; distinct tokens run in parallel.
+@group(0) @binding(7) var<storage, read> index: array<u32>;
+
+@compute @workgroup_size(WG)
+fn backward_tokens_sorted(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= u.distinct * u.c) { return; }
+  let k = i / u.c;
+  let col = i % u.c;
+  let at = u.dwte_off + index[u.tokens_off + k] * u.c + col;
+  var acc = grad[at];
+  for (var j = index[u.starts_off + k]; j < index[u.starts_off + k + 1u]; j++) {
+    acc = acc + dy[index[j] * u.c + col];
+  }
+  grad[at] = acc;
 }

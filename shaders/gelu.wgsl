@@ -53,7 +53,7 @@ fn backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 // grad: the column sums a separate pass over dpre would make. Lanes take neighbouring quads, so each
 // row's loads are contiguous across the subgroup.
 
-struct GeluBiasUniforms { rows: u32, cols: u32, bias_off: u32 }
+struct GeluBiasUniforms { rows: u32, cols: u32, bias_off: u32, chunk: u32 }
 
 override ACCUMULATE: bool = false;
 
@@ -82,4 +82,30 @@ fn backward_bias4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   for (var j = 0u; j < 4u; j++) {
     dbias[gb.bias_off + 4u * i + j] = dbias[gb.bias_off + 4u * i + j] + sum[j];
   }
+}
+
+// Split over chunks of `chunk` rows (hardware GPUs, src/nn/split-sums.ts), workgroups [column
+// blocks, chunks]: the same dpre, and each chunk's bias partials in a row of partials, which
+// colsum.finish4 adds into the bias grad.
+@group(0) @binding(12) var<storage, read_write> part4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn backward_bias_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = wid.x * WG + lid;
+  let q = gb.cols / 4u;
+  if (i >= q) { return; }
+  let r0 = wid.y * gb.chunk;
+  let r1 = min(gb.rows, r0 + gb.chunk);
+  var sum = vec4<f32>(0.0);
+  for (var r = r0; r < r1; r++) {
+    let e = r * q + i;
+    let d = dh4[e] * gelu_grad4(pre4[e]);
+    if (ACCUMULATE) {
+      dpre4[e] = dpre4[e] + d;
+    } else {
+      dpre4[e] = d;
+    }
+    sum += d;
+  }
+  part4[wid.y * q + i] = sum;
 }

@@ -10,7 +10,7 @@
 override P_DTYPE: u32 = 0u;
 override W_VEC: bool = false;
 
-struct LayerNormUniforms { rows: u32, c: u32, w_off: u32, b_off: u32, eps: f32, dw_off: u32, db_off: u32, which: u32 }
+struct LayerNormUniforms { rows: u32, c: u32, w_off: u32, b_off: u32, eps: f32, dw_off: u32, db_off: u32, which: u32, chunk: u32 }
 
 @group(0) @binding(0) var<uniform> u: LayerNormUniforms;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -166,6 +166,29 @@ fn backward_params4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     if ((u.which & 1u) != 0u) { grad[u.dw_off + col] = grad[u.dw_off + col] + dw[j]; }
     if ((u.which & 2u) != 0u) { grad[u.db_off + col] = grad[u.db_off + col] + db[j]; }
   }
+}
+
+// Split over chunks of `chunk` rows (hardware GPUs, src/nn/split-sums.ts), workgroups [column
+// blocks, chunks]: each chunk's dw and db partials go to a row of 2c partials (dw, then db), which
+// colsum.finish4 adds into the grads.
+@group(0) @binding(14) var<storage, read_write> part4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn backward_params_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = wid.x * WG + lid;
+  let q = u.c / 4u;
+  if (i >= q) { return; }
+  let r0 = wid.y * u.chunk;
+  let r1 = min(u.rows, r0 + u.chunk);
+  var dw = vec4<f32>(0.0);
+  var db = vec4<f32>(0.0);
+  for (var r = r0; r < r1; r++) {
+    let g = dy4[r * q + i];
+    dw += g * (x4[r * q + i] - stats[2u * r]) * stats[2u * r + 1u];
+    db += g;
+  }
+  part4[wid.y * 2u * q + i] = dw;
+  part4[wid.y * 2u * q + q + i] = db;
 }
 
 // ---- a residual add and the layernorm after it in one pass over each row (addLayerNorm) ----

@@ -96,6 +96,7 @@ export const info: Command = {
           subgroupMatrix: ctx.subgroupMatrixOffered,
           tensorCores: ctx.subgroupMatrix !== null,
           attention: ctx.attentionKernel,
+          reductions: ctx.reductionKernel,
         }),
       );
       return;
@@ -121,6 +122,12 @@ export const info: Command = {
         ctx.attentionKernel === 'fused'
           ? 'fused (flash-style: no T × T scores in memory; WEBTRON_ATTENTION)'
           : 'unfused (matmuls and a softmax over T × T scores: a CPU driver; WEBTRON_ATTENTION)',
+      ],
+      [
+        'reductions',
+        ctx.reductionKernel === 'split'
+          ? 'split (each row or column sum spread over many invocations; WEBTRON_REDUCTIONS)'
+          : 'lane (one invocation walks each row or column: a CPU driver; WEBTRON_REDUCTIONS)',
       ],
       ['adapter features', adapterFeatures.join(', ')],
     ];

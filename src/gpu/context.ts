@@ -68,6 +68,8 @@ export interface GpuOptions extends AdapterOptions {
   matmulKernel?: MatmulKernel;
   /** The attention kernel instead of the adapter's choice (`attentionKernel`). For tests and benchmarks. */
   attentionKernel?: AttentionKernel;
+  /** The reduction kernels instead of the adapter's choice (`reductionKernel`). For tests and benchmarks. */
+  reductionKernel?: ReductionKernel;
   /**
    * Tune the tiled matmul's tile shapes at creation (from the cache when it has this adapter): the
    * default for hardware adapters. `false` keeps the default tiles.
@@ -98,6 +100,26 @@ export function attentionKernelFromEnv(env: NodeJS.ProcessEnv = process.env): At
   if (!(ATTENTION_KERNELS as readonly string[]).includes(text))
     throw new GpuError(`WEBTRON_ATTENTION must be one of ${ATTENTION_KERNELS.join(', ')}, got '${text}'`);
   return text as AttentionKernel;
+}
+
+/**
+ * Row and column reductions (bias and layernorm grads, cross-entropy's log-sum-exp, the token
+ * embedding's grad): `lane`, one invocation walks a whole row or column, which suits CPU drivers,
+ * whose lanes are SIMD and where spreading a sum only adds passes; `split`, each sum is spread over
+ * many invocations (chunks of rows summed in a second pass, a workgroup per row), which hardware
+ * GPUs need: a column walked by one invocation leaves a GPU with thousands of cores nearly idle.
+ */
+export type ReductionKernel = 'lane' | 'split';
+
+const REDUCTION_KERNELS: readonly ReductionKernel[] = ['lane', 'split'];
+
+/** `WEBTRON_REDUCTIONS` when set: the reduction kernels to use instead of the adapter's choice. */
+export function reductionKernelFromEnv(env: NodeJS.ProcessEnv = process.env): ReductionKernel | undefined {
+  const text = env.WEBTRON_REDUCTIONS;
+  if (text === undefined || text === '') return undefined;
+  if (!(REDUCTION_KERNELS as readonly string[]).includes(text))
+    throw new GpuError(`WEBTRON_REDUCTIONS must be one of ${REDUCTION_KERNELS.join(', ')}, got '${text}'`);
+  return text as ReductionKernel;
 }
 
 const MATMUL_KERNELS: readonly MatmulKernel[] = ['buffer', 'texture', 'tiled'];
@@ -280,6 +302,7 @@ export class GpuContext {
     private readonly matmulRowsOption?: 16 | 32,
     private readonly matmulKernelOption?: MatmulKernel,
     private readonly attentionKernelOption?: AttentionKernel,
+    private readonly reductionKernelOption?: ReductionKernel,
   ) {
     device.onuncapturederror = (event) => {
       this.pendingErrors.push(event.error);
@@ -321,6 +344,7 @@ export class GpuContext {
       options.matmulRows,
       options.matmulKernel ?? matmulKernelFromEnv(),
       options.attentionKernel ?? attentionKernelFromEnv(),
+      options.reductionKernel ?? reductionKernelFromEnv(),
     );
     if (ctx.matmulKernel === 'tiled' && (options.tuneMatmul ?? !ctx.software) && ctx.hasTimestamps) {
       ctx.matmulTuning = await tuneMatmul(ctx);
@@ -418,6 +442,11 @@ export class GpuContext {
    */
   get attentionKernel(): AttentionKernel {
     return this.attentionKernelOption ?? (this.software ? 'unfused' : 'fused');
+  }
+
+  /** The reduction kernels (ReductionKernel): `lane` on a CPU driver, `split` on hardware. */
+  get reductionKernel(): ReductionKernel {
+    return this.reductionKernelOption ?? (this.software ? 'lane' : 'split');
   }
 
   /** Allocate a buffer counted under `category`. */

@@ -57,6 +57,8 @@ export class Graph {
    */
   private readonly spareWide = new Map<number, DeviceBuffer[]>();
   private readonly ownsRunner: boolean;
+  /** The values of this graph's uint32 inputs, by tensor (`integerInput`). */
+  private readonly integerInputs = new WeakMap<Tensor, Uint32Array>();
   /** Dropout calls made on this graph so far: each gets its own RNG stream (see ops.dropoutSeed). */
   dropoutCalls = 0;
 
@@ -132,7 +134,14 @@ export class Graph {
     const buffer = this.buffer(label, data.length, false);
     this.runner.flush();
     this.ctx.transfers.upload(buffer, data);
-    return new Tensor(buffer, 0, shape, data instanceof Uint32Array ? 'uint32' : 'float32', null, requiresGrad);
+    const t = new Tensor(buffer, 0, shape, data instanceof Uint32Array ? 'uint32' : 'float32', null, requiresGrad);
+    if (data instanceof Uint32Array) this.integerInputs.set(t, data.slice());
+    return t;
+  }
+
+  /** A copy of the values of `t`, when it is a uint32 input of this graph (ids, targets). */
+  integerInput(t: Tensor): Uint32Array | undefined {
+    return this.integerInputs.get(t);
   }
 
   record(op: string, inputs: Tensor[], backward: () => void): void {

@@ -6,6 +6,7 @@
 import type { Graph } from './graph.js';
 import { matmulInto } from './matmul.js';
 import { quadBinding } from './quads.js';
+import { finishColumnSums, partGrid, partials, rowChunks, SPLIT_WG, splitColumnSums } from './split-sums.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
 function shapeOf(t: Tensor): string {
@@ -79,6 +80,11 @@ function columnSumsInto(g: Graph, dy: Tensor, rows: number, cols: number, out: T
   if (D.shift !== 0) throw new ShapeMismatch('column sums: dy must start its buffer');
   const D4 = cols % 4 === 0 ? quadBinding(g, dy, D) : null;
   if (D4) {
+    const split = rowChunks(g, rows, cols / 4);
+    if (split) {
+      splitColumnSums(g, D4, rows, cols / 4, split, O.binding, O.shift);
+      return;
+    }
     // Four columns per invocation, in workgroups of 16 so that narrow layers still spread over threads.
     const uniforms = { rows, cols, g_off: O.shift };
     g.runner.dispatch('colsum', 'main4', { WG: 16 }, uniforms, { dy4: D4, g: O.binding }, Math.ceil(cols / 4 / 16));
@@ -141,6 +147,24 @@ export function linearGelu(g: Graph, x: Tensor, w: Tensor, b: Tensor): Tensor {
       const dpre4 = quadBinding(g, dpre, dpre.binding(g.ctx));
       if (dpre4) {
         const B = g.gradOf(b).binding(g.ctx);
+        const q = l.outF / 4;
+        const split = rowChunks(g, l.rows, q);
+        if (split) {
+          const parts = partials(g, split, q);
+          const uniforms = { rows: l.rows, cols: l.outF, chunk: split.chunk };
+          const bindings = { pre4, dh4, dpre4, part4: parts };
+          g.runner.dispatch(
+            'gelu',
+            'backward_bias_part',
+            { WG: SPLIT_WG, ACCUMULATE: fresh ? 0 : 1 },
+            uniforms,
+            bindings,
+            partGrid(q, split),
+          );
+          finishColumnSums(g, parts, split, q, { stride4: q, off4: 0 }, B.binding, B.shift);
+          linearBackward(g, x, w, dpre, l);
+          return;
+        }
         g.runner.dispatch(
           'gelu',
           'backward_bias4',

@@ -6,6 +6,7 @@
 import type { Graph } from './graph.js';
 import { add, recordAddBackward } from './add.js';
 import { quadAtStart, quadBinding, quadBindings } from './quads.js';
+import { finishColumnSums, partGrid, partials, rowChunks, SPLIT_WG } from './split-sums.js';
 import { paramCode, rangeBinding, ShapeMismatch, type RangeBinding, type Tensor } from './tensor.js';
 
 function shapeOf(t: Tensor): string {
@@ -76,9 +77,27 @@ function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Ten
       const db = g.gradOf(b);
       // Writable bindings may not overlap: one binding over both grads when they share a buffer.
       // Four columns per invocation on vec4s, in workgroups of 16 so that a narrow layer still spreads over threads.
+      const q = c / 4;
+      const split = X4 && DY4 ? rowChunks(g, rows, q) : null;
+      const parts = split && partials(g, split, 2 * q);
+      if (split && parts && X4 && DY4) {
+        // One first pass for both grads (dw's partials, then db's, in each row), finished per grad.
+        const bindings = { x4: X4, stats: S, dy4: DY4, part4: parts };
+        g.runner.dispatch(
+          'layernorm',
+          'backward_params_part',
+          { ...code, WG: SPLIT_WG },
+          { rows, c, chunk: split.chunk },
+          bindings,
+          partGrid(q, split),
+        );
+      }
       const run = (which: number, G: RangeBinding, dwOff: number, dbOff: number) => {
         const grads = { rows, c, dw_off: dwOff, db_off: dbOff, which };
-        if (X4 && DY4) {
+        if (split && parts) {
+          if (which & 1) finishColumnSums(g, parts, split, q, { stride4: 2 * q, off4: 0 }, G.binding, dwOff);
+          if (which & 2) finishColumnSums(g, parts, split, q, { stride4: 2 * q, off4: q }, G.binding, dbOff);
+        } else if (X4 && DY4) {
           g.runner.dispatch(
             'layernorm',
             'backward_params4',

@@ -8,6 +8,7 @@ import { fusedCausalAttention } from './attention.js';
 import { dropoutSeed } from './dropout-seed.js';
 import { matmulInto, type Operand } from './matmul.js';
 import { quadAtStart } from './quads.js';
+import { tokenOrder } from './split-sums.js';
 import { paramCode, ShapeMismatch, type Tensor } from './tensor.js';
 
 export { matmulInto, type MatmulShape, type Operand } from './matmul.js';
@@ -57,7 +58,25 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
   g.record('embedding', [wte, wpe], () => {
     if (position !== 0) throw new ShapeMismatch('embedding: backward of an offset position is not supported (decoding runs without grads)');
     const dy = g.gradOf(y).binding(g.ctx).binding;
-    if (wte.requiresGrad) {
+    // The ids on the host (a graph input) let the split form sort them: a column's walk over every
+    // row is then a walk per distinct token over its own rows.
+    const hostIds = g.ctx.reductionKernel === 'split' ? g.integerInput(ids) : undefined;
+    if (wte.requiresGrad && hostIds) {
+      const G = g.gradOf(wte).binding(g.ctx);
+      const { index, distinct } = tokenOrder(hostIds, vocab);
+      const buffer = g.runner.scratch('token-order', index.byteLength);
+      // Written by the queue before the work recorded since, which may read the last index: submit that first.
+      g.runner.flush();
+      g.ctx.transfers.upload(buffer, index);
+      g.runner.dispatch(
+        'embedding',
+        'backward_tokens_sorted',
+        code,
+        { rows, c, t, vocab, dwte_off: G.shift, distinct, starts_off: rows, tokens_off: rows + distinct + 1 },
+        { index: buffer, dy, grad: G.binding },
+        groups(distinct * c),
+      );
+    } else if (wte.requiresGrad) {
       const G = g.gradOf(wte).binding(g.ctx);
       g.runner.dispatch(
         'embedding',
@@ -189,7 +208,10 @@ export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor 
   const L = logits.binding(g.ctx).binding;
   const T = targets.binding(g.ctx).binding;
   const R = lse.binding(g.ctx).binding;
-  g.runner.dispatch('cross-entropy', 'rows', { WG: 64 }, { rows, v }, { logits: L, targets: T, lse: R }, Math.ceil(rows / 64));
+  // Each row's log-sum-exp: one invocation per row (lane reductions), or a workgroup per row.
+  if (g.ctx.reductionKernel === 'split')
+    g.runner.dispatch('cross-entropy', 'rows_split', {}, { rows, v }, { logits: L, targets: T, lse: R }, rows);
+  else g.runner.dispatch('cross-entropy', 'rows', { WG: 64 }, { rows, v }, { logits: L, targets: T, lse: R }, Math.ceil(rows / 64));
   g.runner.dispatch('cross-entropy', 'mean', { WG: 64 }, { rows, v }, { lse: R, out: loss.binding(g.ctx).binding }, [1, 1, 1]);
   g.record('cross-entropy', [logits], () => {
     g.runner.dispatch(

@@ -37,6 +37,9 @@ export class Runner {
    * (`shader.entry`), so that the timer reads GPU time per kernel (the nn bench's GPT profile).
    */
   timePerKernel = false;
+  /** Scratch buffers by name (`scratch`), and those they outgrew, destroyed once submitted. */
+  private readonly scratchBuffers = new Map<string, DeviceBuffer>();
+  private outgrown: DeviceBuffer[] = [];
   /** Tensors copied into textures since the last submit (texture-copies.ts). */
   readonly copies: TextureCopies;
 
@@ -105,6 +108,28 @@ export class Runner {
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(...workgroups);
     }
+  }
+
+  /**
+   * A storage buffer of this runner named `name`, of at least `bytes` (contents undefined): the split
+   * reductions' partial sums and the sorted token index (src/nn/split-sums.ts, ops.embedding). One per
+   * name, shared by every dispatch that runner records, since dispatches run in order and each use
+   * reads what it wrote before the next one writes. Counted under `other`, not as activations.
+   * Replaced by a larger one when a use needs more; the old one is destroyed once the work recorded
+   * with it is submitted.
+   */
+  scratch(name: string, bytes: number): DeviceBuffer {
+    const have = this.scratchBuffers.get(name);
+    if (have && have.size >= bytes) return have;
+    if (have) this.outgrown.push(have);
+    const buffer = this.ctx.createBuffer({
+      label: `nn.${name}`,
+      size: Math.max(bytes, 2 * (have?.size ?? 0)),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      category: 'other',
+    });
+    this.scratchBuffers.set(name, buffer);
+    return buffer;
   }
 
   /**
@@ -188,6 +213,7 @@ export class Runner {
     this.encoder = null;
     this.slots = 0;
     this.copies.submitted();
+    for (const b of this.outgrown.splice(0)) b.destroy();
   }
 
   /** Submit and wait; device errors surface here. */
@@ -201,5 +227,7 @@ export class Runner {
     this.uniforms.destroy();
     this.dummy.destroy();
     this.writableDummy.destroy();
+    for (const b of [...this.scratchBuffers.values(), ...this.outgrown.splice(0)]) b.destroy();
+    this.scratchBuffers.clear();
   }
 }

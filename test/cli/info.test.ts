@@ -22,6 +22,7 @@ describe('webtron info', () => {
       subgroupMatrix: { m: number; n: number; k: number } | null;
       tensorCores: boolean;
       attention: string;
+      reductions: string;
       dawnToggles: string[];
     };
     expect(info.adapter).toBe(found!.info.description);
@@ -34,6 +35,7 @@ describe('webtron info', () => {
     try {
       expect(info.matmul.kernel).toBe(ctx.matmulKernel);
       expect(info.attention).toBe(ctx.attentionKernel);
+      expect(info.reductions).toBe(ctx.reductionKernel);
       // The tensor cores: the adapter's f16 subgroup-matrix offer, used only once the probe passed.
       expect(info.subgroupMatrix).toEqual(ctx.subgroupMatrixOffered);
       if (!ctx.subgroupMatrixOffered) expect(info.tensorCores).toBe(false);
@@ -44,6 +46,8 @@ describe('webtron info', () => {
     expect(JSON.parse(forced.trim().split('\n').pop()!).matmul).toEqual({ kernel: 'buffer' });
     const fused = execFileSync('node', [bin, 'info', '--json'], { encoding: 'utf8', env: { ...process.env, WEBTRON_ATTENTION: 'fused' } });
     expect(JSON.parse(fused.trim().split('\n').pop()!).attention).toBe('fused');
+    const split = execFileSync('node', [bin, 'info', '--json'], { encoding: 'utf8', env: { ...process.env, WEBTRON_REDUCTIONS: 'split' } });
+    expect(JSON.parse(split.trim().split('\n').pop()!).reductions).toBe('split');
     // Dawn's toggles: none on a software adapter; on any other (Dawn's null backend here) the
     // hardware set, and WEBTRON_DAWN_TOGGLES's after it.
     expect(info.dawnToggles).toEqual(isSoftwareAdapter(found!.info) ? [] : expect.arrayContaining(['allow_unsafe_apis']));
@@ -73,6 +77,9 @@ describe('webtron info', () => {
     const bad = spawnSync('node', [bin, 'info'], { encoding: 'utf8', env: { ...process.env, WEBTRON_MATMUL: 'fast' } });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/WEBTRON_MATMUL must be one of buffer, texture, tiled, got 'fast'/);
+    const badReductions = spawnSync('node', [bin, 'info'], { encoding: 'utf8', env: { ...process.env, WEBTRON_REDUCTIONS: 'tree' } });
+    expect(badReductions.status).toBe(2);
+    expect(badReductions.stderr).toMatch(/^webtron info: WEBTRON_REDUCTIONS must be one of lane, split, got 'tree'$/m);
   });
   it('a bad flag is a one-line error and exit code 2', () => {
     const run = spawnSync('node', [bin, 'info', '--backend', 'glide'], { encoding: 'utf8' });

@@ -114,6 +114,48 @@ describe('GPT', () => {
     });
   }
 
+  it("a hardware GPU's kernels (tiled matmuls, fused attention, split reductions) give the CPU driver's loss and grads", async () => {
+    // 128 rows: the split sums take 8 chunks of 16 rows; 81 classes leave most of a row's lanes empty.
+    const config: GptConfig = { numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, seqLength: 16, vocabSize: 81 };
+    const batch = 8;
+    const values = Gpt.init(config, SEED);
+    const data = batchOf(config, batch, SEED);
+    const hardware = await GpuContext.create({
+      matmulKernel: 'tiled',
+      attentionKernel: 'fused',
+      reductionKernel: 'split',
+      tuneMatmul: false,
+    });
+    const runs: { loss: number; grads: Map<string, Float32Array> }[] = [];
+    try {
+      for (const device of [ctx, hardware]) {
+        const params = new LocalParams(device, Gpt.specs(config));
+        params.set(values);
+        const gpt = new Gpt(config, params.tensors);
+        const g = new Graph(device, { seed: SEED });
+        const { loss } = gpt.forward(
+          g,
+          g.input(data.ids, [batch, config.seqLength], 'ids'),
+          g.input(data.targets, [batch * config.seqLength], 'targets'),
+        );
+        g.backward(loss!);
+        const value = (await g.read(loss!))[0]!;
+        g.release();
+        const grads = new Map<string, Float32Array>();
+        for (const name of values.keys()) grads.set(name, await params.read(name, true));
+        runs.push({ loss: value, grads });
+        params.destroy();
+      }
+    } finally {
+      hardware.destroy();
+    }
+    const [cpu, gpu] = runs as [(typeof runs)[0], (typeof runs)[0]];
+    expect(Math.abs(gpu.loss - cpu.loss), msg(`loss ${gpu.loss} vs ${cpu.loss}`)).toBeLessThanOrEqual(1e-5 * Math.abs(cpu.loss));
+    for (const [name, want] of cpu.grads) {
+      expect(ref.relError(gpu.grads.get(name)!, want), msg(`${name} grad`)).toBeLessThanOrEqual(1e-4);
+    }
+  });
+
   it('bf16 params give the loss of fp32 params rounded to bf16; fp16 grads are reported once each', async () => {
     const config: GptConfig = { numLayers: 1, hiddenSize: 16, numAttentionHeads: 2, seqLength: 8, vocabSize: 13 };
     const values = Gpt.init(config, SEED);

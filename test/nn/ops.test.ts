@@ -19,6 +19,7 @@ import {
   linear,
   matmulInto,
 } from '../../src/nn/ops.js';
+import { tokenOrder } from '../../src/nn/split-sums.js';
 import { floatToBf16, bf16ToFloat, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { hashedUniform } from '../helpers/hash.js';
 import { seeded } from '../helpers/seed.js';
@@ -32,14 +33,25 @@ const rand = (n: number, scale = 1) => hashedUniform(SEED, ++stream, n, scale);
 const msg = (what: string) => `${what} (seed ${SEED}: replay with WEBTRON_TEST_SEED=${SEED})`;
 
 let ctx: GpuContext;
+// The hardware GPUs' reductions (GpuContext.reductionKernel), run here on the same adapter.
+let splitCtx: GpuContext;
 beforeAll(async () => {
   ctx = await GpuContext.create();
+  splitCtx = await GpuContext.create({ reductionKernel: 'split', tuneMatmul: false });
 });
-afterAll(() => ctx?.destroy());
+afterAll(() => {
+  ctx?.destroy();
+  splitCtx?.destroy();
+});
 
-function params(specs: [string, number[]][], dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32') {
+type Reductions = 'lane' | 'split';
+const REDUCTIONS: readonly Reductions[] = ['lane', 'split'];
+/** The context running `reductions`: lavapipe's own choice is lane. */
+const on = (reductions: Reductions) => (reductions === 'split' ? splitCtx : ctx);
+
+function params(specs: [string, number[]][], dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32', device = ctx) {
   const list: ParamSpec[] = specs.map(([name, shape]) => ({ name, shape, dtype, gradDtype }));
-  return new LocalParams(ctx, list);
+  return new LocalParams(device, list);
 }
 
 function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string, tol = TOL) {
@@ -55,18 +67,28 @@ function rounded(v: Float32Array, dtype: ParamDtype): Float32Array {
 }
 
 describe('linear', () => {
-  for (const [rows, inF, outF, transposed] of [
-    [7, 5, 9, false],
-    [13, 33, 17, true],
-    [64, 48, 130, false],
-    [3, 1, 1, false],
-    [6, 8, 12, false],
+  // Split bias grads: 100 rows in chunks of 15 (the last of 10), and 130 column quads in three blocks.
+  for (const [rows, inF, outF, transposed, reductions] of [
+    [7, 5, 9, false, 'lane'],
+    [13, 33, 17, true, 'lane'],
+    [64, 48, 130, false, 'lane'],
+    [3, 1, 1, false, 'lane'],
+    [6, 8, 12, false, 'lane'],
+    [100, 24, 36, false, 'split'],
+    [40, 8, 520, true, 'split'],
+    [13, 33, 17, false, 'split'],
   ] as const) {
-    it(`rows ${rows}, ${inF} -> ${outF}${transposed ? ', weight [out, in]' : ''}`, async () => {
-      const p = params([
-        ['w', transposed ? [outF, inF] : [inF, outF]],
-        ['b', [outF]],
-      ]);
+    it(`rows ${rows}, ${inF} -> ${outF}${transposed ? ', weight [out, in]' : ''}, ${reductions} reductions`, async () => {
+      const device = on(reductions);
+      const p = params(
+        [
+          ['w', transposed ? [outF, inF] : [inF, outF]],
+          ['b', [outF]],
+        ],
+        'float32',
+        'float32',
+        device,
+      );
       const w = rand(inF * outF),
         b = rand(outF),
         x = rand(rows * inF),
@@ -77,7 +99,7 @@ describe('linear', () => {
           ['b', b],
         ]),
       );
-      const g = new Graph(ctx);
+      const g = new Graph(device);
       const used = entriesOf(g, 'colsum');
       const xt = g.input(x, [rows, inF], 'x', true);
       const y = linear(g, xt, p.get('w'), p.get('b'), { transposed });
@@ -89,8 +111,10 @@ describe('linear', () => {
       const dw = await p.read('w', true);
       expectClose(dw, transposed ? ref.transpose(want.dw, inF, outF) : want.dw, 'dw');
       expectClose(await p.read('b', true), want.db, 'db');
-      // The bias grad's column sums: four columns per invocation where the width is a multiple of 4.
-      expect(used).toEqual([outF % 4 === 0 ? 'main4' : 'main']);
+      // The bias grad's column sums: four columns per invocation where the width is a multiple of 4,
+      // split into chunks of rows and a finishing pass on split reductions.
+      const wide = reductions === 'split' ? ['part', 'finish4'] : ['main4'];
+      expect(used).toEqual(outF % 4 === 0 ? wide : ['main']);
       g.release();
       p.destroy();
     });
@@ -99,13 +123,19 @@ describe('linear', () => {
   // An MLP's fc layer with its GELU fused: against linear then GELU in float64, on every matmul kernel.
   // Where the kernel has the epilogue (texture and tiled) no GELU forward runs; the backward's first
   // pass is gelu'(pre) with the bias grad's column sums for vec4-wide layers.
-  for (const kernel of ['texture', 'tiled', 'buffer'] as const) {
+  // The tiled kernel also with split reductions, as hardware GPUs run it.
+  for (const [kernel, reductions] of [
+    ['texture', 'lane'],
+    ['tiled', 'lane'],
+    ['buffer', 'lane'],
+    ['tiled', 'split'],
+  ] as const) {
     for (const [rows, inF, outF] of [
       [70, 64, 256],
       [9, 8, 13],
     ] as const) {
-      it(`linearGelu on the ${kernel} kernel: rows ${rows}, ${inF} -> ${outF}`, async () => {
-        const device = await GpuContext.create({ matmulKernel: kernel, tuneMatmul: false });
+      it(`linearGelu on the ${kernel} kernel, ${reductions} reductions: rows ${rows}, ${inF} -> ${outF}`, async () => {
+        const device = await GpuContext.create({ matmulKernel: kernel, tuneMatmul: false, reductionKernel: reductions });
         try {
           const p = new LocalParams(device, [
             { name: 'w', shape: [inF, outF], dtype: 'float32', gradDtype: 'float32' },
@@ -123,6 +153,7 @@ describe('linear', () => {
           );
           const g = new Graph(device);
           const used = entriesOf(g, 'gelu');
+          const sums = entriesOf(g, 'colsum');
           const xt = g.input(x, [rows, inF], 'x', true);
           const h = linearGelu(g, xt, p.get('w'), p.get('b'));
           g.backwardFrom(h, dy);
@@ -135,7 +166,11 @@ describe('linear', () => {
           expectClose(await p.read('b', true), want.db, 'db');
           const fusedForward = kernel === 'tiled' || (kernel === 'texture' && inF % 64 === 0 && outF % 64 === 0);
           const wide = outF % 4 === 0;
-          expect(used).toEqual([...(fusedForward ? [] : [wide ? 'forward4' : 'forward']), ...(wide ? ['backward_bias4'] : ['backward'])]);
+          const bias = reductions === 'split' ? 'backward_bias_part' : 'backward_bias4';
+          expect(used).toEqual([...(fusedForward ? [] : [wide ? 'forward4' : 'forward']), ...(wide ? [bias] : ['backward'])]);
+          // The bias grad's sums: in the GELU pass where it is vec4-wide (finished in a second pass when
+          // split), else by column sums after it.
+          expect(sums).toEqual(wide ? (reductions === 'split' ? ['finish4'] : []) : ['main']);
           g.release();
           p.destroy();
         } finally {
@@ -223,12 +258,18 @@ describe('linear', () => {
 });
 
 describe('embedding', () => {
-  it('token + position lookup, scatter-add backward with repeated ids', async () => {
+  it.each(REDUCTIONS)('token + position lookup, scatter-add backward with repeated ids, %s reductions', async (reductions) => {
     const [batch, t, c, vocab] = [3, 5, 7, 11];
-    const p = params([
-      ['wte', [vocab, c]],
-      ['wpe', [t + 2, c]],
-    ]);
+    const device = on(reductions);
+    const p = params(
+      [
+        ['wte', [vocab, c]],
+        ['wpe', [t + 2, c]],
+      ],
+      'float32',
+      'float32',
+      device,
+    );
     const wte = rand(vocab * c),
       wpe = rand((t + 2) * c),
       dy = rand(batch * t * c);
@@ -239,9 +280,11 @@ describe('embedding', () => {
         ['wpe', wpe],
       ]),
     );
-    const g = new Graph(ctx);
+    const g = new Graph(device);
+    const used = entriesOf(g, 'embedding');
     const y = embedding(g, g.input(ids, [batch, t], 'ids'), p.get('wte'), p.get('wpe'));
     g.backwardFrom(y, dy);
+    expect(used).toEqual(['forward', reductions === 'split' ? 'backward_tokens_sorted' : 'backward_tokens', 'backward_positions']);
     const want = ref.embedding(ids, wte, wpe, batch, t, c, dy, vocab);
     expectClose(await g.read(y), want.y, 'y');
     expectClose(await p.read('wte', true), want.dwte, 'dwte');
@@ -249,26 +292,87 @@ describe('embedding', () => {
     g.release();
     p.destroy();
   });
+
+  it("split: the token grads equal the lane form's to the bit (the same additions in the same order)", async () => {
+    const [batch, t, c, vocab] = [4, 33, 12, 50];
+    // Repeats, tokens never seen, and ids past the table (clamped to its last row by both forms).
+    const ids = Uint32Array.from({ length: batch * t }, (_, i) => ((i * 13 + SEED) % 23) * 2 + (i % 29 === 0 ? 60 : 0));
+    const wte = rand(vocab * c),
+      wpe = rand(t * c),
+      dy = rand(batch * t * c),
+      start = rand(batch * t * c);
+    const grads: Float32Array[] = [];
+    for (const reductions of REDUCTIONS) {
+      const p = params(
+        [
+          ['wte', [vocab, c]],
+          ['wpe', [t, c]],
+        ],
+        'float32',
+        'float32',
+        on(reductions),
+      );
+      p.set(
+        new Map([
+          ['wte', wte],
+          ['wpe', wpe],
+        ]),
+      );
+      // A first backward leaves a grad to add to (as a tied head's matmul does), then the one compared.
+      for (let pass = 0; pass < 2; pass++) {
+        const g = new Graph(on(reductions));
+        const y = embedding(g, g.input(pass === 0 ? ids.map((_, i) => i % vocab) : ids, [batch, t], 'ids'), p.get('wte'), p.get('wpe'));
+        g.backwardFrom(y, pass === 0 ? start : dy);
+        await g.read(y);
+        g.release();
+      }
+      grads.push(await p.read('wte', true));
+      p.destroy();
+    }
+    const differing = grads[0]!.findIndex((v, i) => !Object.is(v, grads[1]![i]));
+    expect(differing, msg('first element where split and lane differ')).toBe(-1);
+  });
+
+  it("tokenOrder sorts rows by token, stably, with each token's start", () => {
+    const ids = Uint32Array.from({ length: 40 }, (_, i) => ((i * 7 + SEED) % 9) + (i === 5 ? 100 : 0));
+    const vocab = 12;
+    const { index, distinct } = tokenOrder(ids, vocab);
+    const token = (r: number) => Math.min(ids[r]!, vocab - 1);
+    const rows = [...ids.keys()].sort((a, b) => token(a) - token(b) || a - b);
+    const tokens = [...new Set(rows.map(token))];
+    expect(distinct).toBe(tokens.length);
+    expect([...index.subarray(0, ids.length)], msg('sorted rows')).toEqual(rows);
+    expect([...index.subarray(ids.length + distinct + 1)]).toEqual(tokens);
+    const starts = tokens.map((v) => rows.findIndex((r) => token(r) === v));
+    expect([...index.subarray(ids.length, ids.length + distinct + 1)]).toEqual([...starts, ids.length]);
+  });
 });
 
 describe('layernorm', () => {
   // Widths that are a multiple of 4 take the vec4 entry points (params as vec4s when fp32), others
   // the element-wise ones; 16-bit params are read element by element either way.
-  for (const [rows, c, dtype] of [
-    [1, 1, 'float32'],
-    [5, 3, 'float32'],
-    [17, 65, 'float32'],
-    [9, 12, 'float32'],
-    [40, 128, 'float32'],
-    [7, 20, 'bfloat16'],
+  // Split reductions: the params' grads in chunks of rows (100 rows: chunks of 15, the last of 10).
+  for (const [rows, c, dtype, reductions] of [
+    [1, 1, 'float32', 'lane'],
+    [5, 3, 'float32', 'lane'],
+    [17, 65, 'float32', 'lane'],
+    [9, 12, 'float32', 'lane'],
+    [40, 128, 'float32', 'lane'],
+    [7, 20, 'bfloat16', 'lane'],
+    [100, 128, 'float32', 'split'],
+    [7, 20, 'bfloat16', 'split'],
+    [17, 65, 'float32', 'split'],
   ] as const) {
-    it(`${rows} rows of ${c}, ${dtype} params`, async () => {
+    it(`${rows} rows of ${c}, ${dtype} params, ${reductions} reductions`, async () => {
+      const device = on(reductions);
       const p = params(
         [
           ['w', [c]],
           ['b', [c]],
         ],
         dtype,
+        'float32',
+        device,
       );
       const w = rand(c, 2),
         b = rand(c),
@@ -280,8 +384,9 @@ describe('layernorm', () => {
           ['b', b],
         ]),
       );
-      const g = new Graph(ctx);
+      const g = new Graph(device);
       const used = entriesOf(g, 'layernorm');
+      const sums = entriesOf(g, 'colsum');
       const xt = g.input(x, [rows, c], 'x', true);
       const y = layerNorm(g, xt, p.get('w'), p.get('b'));
       g.backwardFrom(y, dy);
@@ -291,7 +396,11 @@ describe('layernorm', () => {
       expectClose(await p.read('w', true), want.dw, 'dw');
       expectClose(await p.read('b', true), want.db, 'db');
       const suffix = c % 4 === 0 ? '4' : '';
-      expect(used).toEqual(['forward', 'backward_input', 'backward_params'].map((e) => e + suffix));
+      const split = reductions === 'split' && c % 4 === 0;
+      const params4 = split ? 'backward_params_part' : `backward_params${suffix}`;
+      expect(used).toEqual([`forward${suffix}`, `backward_input${suffix}`, params4]);
+      // Split: one finishing pass for each grad.
+      expect(sums).toEqual(split ? ['finish4', 'finish4'] : []);
       g.release();
       p.destroy();
     });
@@ -301,15 +410,22 @@ describe('layernorm', () => {
 // A residual add fused into the layernorm after it: s = a + b and layernorm(s) in one pass, the
 // backward that of add then layerNorm (s's grad handed to a, added to b's).
 describe('residual add + layernorm', () => {
-  for (const [rows, c] of [
-    [40, 128],
-    [9, 13],
+  for (const [rows, c, reductions] of [
+    [40, 128, 'lane'],
+    [9, 13, 'lane'],
+    [40, 128, 'split'],
   ] as const) {
-    it(`${rows} rows of ${c}`, async () => {
-      const p = params([
-        ['w', [c]],
-        ['b', [c]],
-      ]);
+    it(`${rows} rows of ${c}, ${reductions} reductions`, async () => {
+      const device = on(reductions);
+      const p = params(
+        [
+          ['w', [c]],
+          ['b', [c]],
+        ],
+        'float32',
+        'float32',
+        device,
+      );
       const w = rand(c, 2),
         bias = rand(c),
         ds = rand(rows * c);
@@ -321,7 +437,7 @@ describe('residual add + layernorm', () => {
           ['b', bias],
         ]),
       );
-      const g = new Graph(ctx);
+      const g = new Graph(device);
       const used = entriesOf(g, 'layernorm');
       const at = g.input(a, [rows, c], 'a', true);
       const bt = g.input(b, [rows, c], 'b', true);
@@ -607,20 +723,27 @@ describe('causal self-attention', () => {
 });
 
 describe('cross-entropy', () => {
-  for (const [rows, v] of [
-    [1, 2],
-    [13, 81],
-    [64, 257],
+  // Split: a workgroup of 256 per row (2 classes leave most lanes empty; 700, three logits per lane).
+  for (const [rows, v, reductions] of [
+    [1, 2, 'lane'],
+    [13, 81, 'lane'],
+    [64, 257, 'lane'],
+    [1, 2, 'split'],
+    [13, 700, 'split'],
+    [64, 257, 'split'],
   ] as const) {
-    it(`${rows} rows over ${v} classes`, async () => {
+    it(`${rows} rows over ${v} classes, ${reductions} reductions`, async () => {
       const logits = rand(rows * v, 8);
       logits[0] = 60; // large logits stay finite
+      if (v > 300) logits[v + 299] = 70; // a row's max late in it: the running sums rescale
       const targets = Uint32Array.from({ length: rows }, (_, i) => (i * 31 + SEED) % v);
-      const g = new Graph(ctx);
+      const g = new Graph(on(reductions));
+      const used = entriesOf(g, 'cross-entropy');
       const lt = g.input(logits, [rows, v], 'logits', true);
       const loss = crossEntropy(g, lt, g.input(targets, [rows], 'targets'));
       g.backward(loss);
       const want = ref.crossEntropy(logits, targets, rows, v);
+      expect(used).toEqual([reductions === 'split' ? 'rows_split' : 'rows', 'mean', 'backward']);
       expectClose(await g.read(loss), [want.loss], 'loss');
       expectClose(await g.read(g.gradOf(lt)), want.dlogits, 'dlogits');
       g.release();
