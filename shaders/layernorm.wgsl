@@ -221,3 +221,97 @@ fn add_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
   stats[2u * r] = mean;
   stats[2u * r + 1u] = rstd;
 }
+
+// ---- a workgroup per row (hardware GPUs: GpuContext.reductionKernel `split`) ----
+// The entry points above give each row one invocation: a GPT-2 small step's 8,192 rows keep 8,192
+// of a GPU's threads busy, each walking 192 vec4s of its row three times, its loads 3 KB from its
+// neighbours'. Here ROW_LANES lanes share a row, lane l taking quads l, l + ROW_LANES, …, so a
+// subgroup's loads are contiguous; the row's sums meet in workgroup memory in a fixed tree.
+
+const ROW_LANES: u32 = 64u;
+var<workgroup> row_red: array<vec2<f32>, ROW_LANES>;
+
+// The sum of `v` over the workgroup's lanes, returned to every lane (from uniform control flow).
+fn row_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+  row_red[lid] = v;
+  workgroupBarrier();
+  for (var s = ROW_LANES / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) { row_red[lid] = row_red[lid] + row_red[lid + s]; }
+    workgroupBarrier();
+  }
+  let total = row_red[0];
+  workgroupBarrier(); // every lane has it before the next sum overwrites it
+  return total;
+}
+
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}
+
+// y = (v - mean) * rstd * w + b for quad i of a row's values v.
+fn normalized4(v: vec4<f32>, i: u32, mean: f32, rstd: f32) -> vec4<f32> {
+  return (v - mean) * rstd * load_w4(u.w_off + 4u * i) + load_w4(u.b_off + 4u * i);
+}
+
+fn store_stats(r: u32, lid: u32, mean: f32, rstd: f32) {
+  if (lid == 0u) {
+    stats[2u * r] = mean;
+    stats[2u * r + 1u] = rstd;
+  }
+}
+
+@compute @workgroup_size(ROW_LANES)
+fn forward_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = row_of(wid, nwg);
+  if (r >= u.rows) { return; }
+  let q = u.c / 4u;
+  var sum = vec4<f32>(0.0);
+  for (var i = lid; i < q; i += ROW_LANES) { sum += x4[r * q + i]; }
+  let mean = row_sum2(lid, vec2<f32>(sum4(sum), 0.0)).x / f32(u.c);
+  var sq = vec4<f32>(0.0);
+  for (var i = lid; i < q; i += ROW_LANES) { let d = x4[r * q + i] - mean; sq += d * d; }
+  let rstd = 1.0 / sqrt(row_sum2(lid, vec2<f32>(sum4(sq), 0.0)).x / f32(u.c) + u.eps);
+  for (var i = lid; i < q; i += ROW_LANES) { y4[r * q + i] = normalized4(x4[r * q + i], i, mean, rstd); }
+  store_stats(r, lid, mean, rstd);
+}
+
+@compute @workgroup_size(ROW_LANES)
+fn add_forward_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = row_of(wid, nwg);
+  if (r >= u.rows) { return; }
+  let q = u.c / 4u;
+  var sum = vec4<f32>(0.0);
+  for (var i = lid; i < q; i += ROW_LANES) {
+    let v = a4[r * q + i] + b4[r * q + i];
+    s4[r * q + i] = v;
+    sum += v;
+  }
+  let mean = row_sum2(lid, vec2<f32>(sum4(sum), 0.0)).x / f32(u.c);
+  var sq = vec4<f32>(0.0);
+  for (var i = lid; i < q; i += ROW_LANES) { let d = s4[r * q + i] - mean; sq += d * d; }
+  let rstd = 1.0 / sqrt(row_sum2(lid, vec2<f32>(sum4(sq), 0.0)).x / f32(u.c) + u.eps);
+  for (var i = lid; i < q; i += ROW_LANES) { y4[r * q + i] = normalized4(s4[r * q + i], i, mean, rstd); }
+  store_stats(r, lid, mean, rstd);
+}
+
+@compute @workgroup_size(ROW_LANES)
+fn backward_input_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = row_of(wid, nwg);
+  if (r >= u.rows) { return; }
+  let q = u.c / 4u;
+  let mean = stats[2u * r];
+  let rstd = stats[2u * r + 1u];
+  var s1 = vec4<f32>(0.0);
+  var s2 = vec4<f32>(0.0);
+  for (var i = lid; i < q; i += ROW_LANES) {
+    let g = dy4[r * q + i] * load_w4(u.w_off + 4u * i);
+    s1 += g;
+    s2 += g * (x4[r * q + i] - mean) * rstd;
+  }
+  let m = row_sum2(lid, vec2<f32>(sum4(s1), sum4(s2))) / f32(u.c);
+  for (var i = lid; i < q; i += ROW_LANES) {
+    let xhat = (x4[r * q + i] - mean) * rstd;
+    let g = dy4[r * q + i] * load_w4(u.w_off + 4u * i);
+    y4[r * q + i] = y4[r * q + i] + rstd * (g - m.x - xhat * m.y);
+  }
+}

@@ -23,6 +23,11 @@ interface LayerNormPlan {
   W: RangeBinding;
   W4: RangeBinding['binding'] | null;
   rowGroups: number;
+  /**
+   * The vec4 entry points' workgroups per row (split reductions: `name` becomes the workgroup-per-row
+   * entry `*_rows4`, over one workgroup per row), else their own (one invocation per row).
+   */
+  rowEntry: (name: 'forward4' | 'add_forward4' | 'backward_input4') => [string, number];
   /** `t` as vec4s when the width allows and `t` starts its binding. */
   quad: (t: Tensor) => RangeBinding['binding'] | null;
 }
@@ -50,13 +55,14 @@ function plan(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps: number): LayerNorm
     W,
     W4,
     rowGroups: Math.ceil(rows / 64),
+    rowEntry: (name) => (g.ctx.reductionKernel === 'split' ? [name.replace(/4$/, '_rows4'), rows] : [name, Math.ceil(rows / 64)]),
     quad: (t) => (c % 4 === 0 ? quadAtStart(g, t) : null),
   };
 }
 
 /** The backward of y = layernorm(x) with the saved stats: dx, and dw and db in one pass over the rows. */
 function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Tensor, y: Tensor, stats: Tensor): void {
-  const { rows, c, code, uniforms, W, W4, rowGroups, quad } = p;
+  const { rows, c, code, uniforms, W, W4, rowGroups, rowEntry, quad } = p;
   const X4 = quad(x);
   const X = x.binding(g.ctx).binding;
   const S = stats.binding(g.ctx).binding;
@@ -66,11 +72,11 @@ function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Ten
     if (x.requiresGrad) {
       const dx = g.gradOf(x);
       const DX4 = DY4 && quad(dx);
-      const [entry, bindings] =
+      const [entry, workgroups, bindings] =
         X4 && DY4 && DX4
-          ? ['backward_input4', { x4: X4, w4: W4 ?? g.runner.dummy, y4: DX4, dy4: DY4 }]
-          : ['backward_input', { x: X, y: dx.binding(g.ctx).binding, dy }];
-      g.runner.dispatch('layernorm', entry, code, uniforms, { ...bindings, w: W.binding, stats: S }, rowGroups);
+          ? [...rowEntry('backward_input4'), { x4: X4, w4: W4 ?? g.runner.dummy, y4: DX4, dy4: DY4 }]
+          : ['backward_input', rowGroups, { x: X, y: dx.binding(g.ctx).binding, dy }];
+      g.runner.dispatch('layernorm', entry, code, uniforms, { ...bindings, w: W.binding, stats: S }, workgroups);
     }
     if (w.requiresGrad || b.requiresGrad) {
       const dw = g.gradOf(w);
@@ -132,11 +138,11 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
   // The vec4 entry points where the width allows and every activation starts its binding.
   const X4 = p.quad(x);
   const Y4 = X4 && p.quad(y);
-  const [forward, ends] =
+  const [forward, workgroups, ends] =
     X4 && Y4
-      ? ['forward4', { x4: X4, w4: p.W4 ?? g.runner.dummy, y4: Y4 }]
-      : ['forward', { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding }];
-  g.runner.dispatch('layernorm', forward, p.code, p.uniforms, { ...ends, w: p.W.binding, stats: S }, p.rowGroups);
+      ? [...p.rowEntry('forward4'), { x4: X4, w4: p.W4 ?? g.runner.dummy, y4: Y4 }]
+      : ['forward', p.rowGroups, { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding }];
+  g.runner.dispatch('layernorm', forward, p.code, p.uniforms, { ...ends, w: p.W.binding, stats: S }, workgroups);
   recordBackward(g, p, x, w, b, y, stats);
   return y;
 }
@@ -162,13 +168,14 @@ export function addLayerNorm(g: Graph, a: Tensor, b: Tensor, w: Tensor, bias: Te
   const Y4 = p.quad(y)!;
   // The add's backward is recorded first: it runs after the layernorm's, as unfused.
   recordAddBackward(g, a, b, sum);
+  const [entry, workgroups] = p.rowEntry('add_forward4');
   g.runner.dispatch(
     'layernorm',
-    'add_forward4',
+    entry,
     p.code,
     p.uniforms,
     { a4: AB[0]!, b4: AB[1]!, s4: S4, y4: Y4, w4: p.W4 ?? g.runner.dummy, w: p.W.binding, stats: stats.binding(g.ctx).binding },
-    p.rowGroups,
+    workgroups,
   );
   recordBackward(g, p, sum, w, bias, y, stats);
   return { sum, y };

@@ -351,7 +351,8 @@ describe('embedding', () => {
 describe('layernorm', () => {
   // Widths that are a multiple of 4 take the vec4 entry points (params as vec4s when fp32), others
   // the element-wise ones; 16-bit params are read element by element either way.
-  // Split reductions: the params' grads in chunks of rows (100 rows: chunks of 15, the last of 10).
+  // Split reductions: a workgroup of 64 lanes per row (280 wide: some lanes take two vec4s), the
+  // params' grads in chunks of rows (100 rows: chunks of 15, the last of 10).
   for (const [rows, c, dtype, reductions] of [
     [1, 1, 'float32', 'lane'],
     [5, 3, 'float32', 'lane'],
@@ -360,6 +361,7 @@ describe('layernorm', () => {
     [40, 128, 'float32', 'lane'],
     [7, 20, 'bfloat16', 'lane'],
     [100, 128, 'float32', 'split'],
+    [9, 280, 'float32', 'split'],
     [7, 20, 'bfloat16', 'split'],
     [17, 65, 'float32', 'split'],
   ] as const) {
@@ -397,8 +399,9 @@ describe('layernorm', () => {
       expectClose(await p.read('b', true), want.db, 'db');
       const suffix = c % 4 === 0 ? '4' : '';
       const split = reductions === 'split' && c % 4 === 0;
-      const params4 = split ? 'backward_params_part' : `backward_params${suffix}`;
-      expect(used).toEqual([`forward${suffix}`, `backward_input${suffix}`, params4]);
+      // Split: a workgroup per row, and the params' grads in chunks of rows.
+      const rows4 = split ? '_rows4' : suffix;
+      expect(used).toEqual([`forward${rows4}`, `backward_input${rows4}`, split ? 'backward_params_part' : `backward_params${suffix}`]);
       // Split: one finishing pass for each grad.
       expect(sums).toEqual(split ? ['finish4', 'finish4'] : []);
       g.release();
@@ -414,6 +417,7 @@ describe('residual add + layernorm', () => {
     [40, 128, 'lane'],
     [9, 13, 'lane'],
     [40, 128, 'split'],
+    [12, 600, 'split'],
   ] as const) {
     it(`${rows} rows of ${c}, ${reductions} reductions`, async () => {
       const device = on(reductions);
@@ -455,7 +459,7 @@ describe('residual add + layernorm', () => {
       expectClose(await g.read(g.gradOf(bt)), dsum, 'db');
       expectClose(await p.read('w', true), want.dw, 'dw');
       expectClose(await p.read('b', true), want.db, 'dbias');
-      expect(used[0]).toBe(c % 4 === 0 ? 'add_forward4' : 'forward');
+      expect(used[0]).toBe(c % 4 !== 0 ? 'forward' : reductions === 'split' ? 'add_forward_rows4' : 'add_forward4');
       g.release();
       p.destroy();
     });
