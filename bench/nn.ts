@@ -66,6 +66,9 @@ function matmulShapes(spec: string, config: GptConfig & { batch: number }): [str
       ['mlp.fc', n, h, 4 * h],
       ['mlp.proj', n, 4 * h, h],
       ['head', n, h, config.vocabSize],
+      // Weight grads (x^T dy): k is the tokens, and C has few tiles.
+      ['attn.proj.dw', h, n, h],
+      ['mlp.fc.dw', h, n, 4 * h],
     ];
   }
   const s = Number(spec);
@@ -468,6 +471,8 @@ async function gptRow(
     backend: ctx.backend,
     adapter: ctx.adapterName,
     dawn_toggles: ctx.found.toggles,
+    attention: ctx.attentionKernel,
+    reductions: ctx.reductionKernel,
   };
 }
 

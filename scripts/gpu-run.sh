@@ -12,7 +12,8 @@
 # beside torch's GEMMs on CUDA; gpt.jsonl, GPT-2 small forward + backward in fp32 and bf16 beside
 # torch CUDA (fp32, and bf16 autocast); nn-toggles.jsonl, the fp32 GPT again with each of
 # WEBTRON_DAWN_TOGGLES=disable_robustness, disable_workgroup_init and skip_validation, then all three
-# (webtron only); train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT; and log.txt,
+# (webtron only); nn-reductions.jsonl, the fp32 GPT with WEBTRON_REDUCTIONS=lane (one invocation per
+# row or column, the CPU drivers' form) against gpt.jsonl's split; train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT; and log.txt,
 # everything printed (with the SM clock through each step where nvidia-smi is). Each step has its
 # own time limit (WEBTRON_GPU_STEP_S, default 180 s), so one that hangs leaves the others their
 # time, and WEBTRON_GPU_TOTAL_S (default: none) bounds them all: a step gets at most what is left,
@@ -134,6 +135,9 @@ for dtype in float32 float16; do
     --config "$config" --no-gpt "${timing[@]}" "${torch[@]}"
 done
 run gpt gpt.jsonl node dist/bench/run.js nn --json --matmul none --config "$config" --gpt-precisions fp32,bf16 "${timing[@]}" "${torch[@]}"
+# The fp32 GPT with the CPU drivers' reductions: what spreading the sums over the GPU gains here.
+run reductions nn-reductions.jsonl env WEBTRON_REDUCTIONS=lane node dist/bench/run.js nn --json --matmul none --config "$config" \
+  --gpt-precisions fp32 "${timing[@]}" --no-torch
 # The fp32 GPT again with each Dawn toggle that trades a safety check for speed (bounds clamping,
 # zeroing workgroup memory, API validation), then all three, webtron's rows only (each row names its
 # toggles): what each check costs here.
