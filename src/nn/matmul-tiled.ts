@@ -23,7 +23,8 @@ import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
 import { stridedOperands } from './matmul-operands.js';
 import { aligned4, quadBinding } from './quads.js';
-import { paramCode } from './tensor.js';
+import { finishColumnSums } from './split-sums.js';
+import { paramCode, Tensor } from './tensor.js';
 
 /**
  * Record C = alpha · A @ B (+ bias) (+ C) on the tiled kernel with `tile` (default: the adapter's
@@ -39,6 +40,11 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
   const problem = tile && tileProblem(ctx, tile);
   if (problem) throw new GpuError(`matmul tile ${describeTile(tile!)} cannot run here: ${problem}`);
   const t = tile ?? tileFor(ctx, s.m, s.n, s.k);
+  const splits = tile ? 1 : splitsOfK(g, s, c, options, t);
+  if (splits > 1) {
+    splitKMatmul(g, s, a, b, c, options, t, splits);
+    return;
+  }
   const half = b.t.dtype !== 'float32';
   const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
   const slots = vec4Slots(g, s, a, b);
@@ -50,6 +56,62 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
     [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
   );
+}
+
+/** Tiles of C that fill a large GPU (about 8 workgroups on each of 132 cores): fewer are split along k. */
+const SPLIT_K_TILES = 1024;
+/** The shortest k a split takes. */
+const SPLIT_K_MIN = 64;
+/** The most bytes of partials a split product takes (GPT-2 small's qkv weight grad: 28 MiB). */
+const SPLIT_K_MAX_BYTES = 32 * 2 ** 20;
+
+/**
+ * Into how many ranges of k to split C += A @ B (1: none). With split reductions, an accumulated
+ * product whose C has few tiles and whose k is long (a weight grad: k is the tokens, C the weight)
+ * runs as a batch of products over ranges of k into partials, which colsum.finish4 adds into C: a
+ * 768 x 768 weight's grad is 144 tiles of 64 x 64, too few for a GPU, each walking all 8,192 tokens.
+ */
+function splitsOfK(g: Graph, s: MatmulShape, c: Operand, options: MatmulOptions, t: TileShape): number {
+  const tiles = Math.ceil(s.m / t.bm) * Math.ceil(s.n / t.bn);
+  const plain = (s.nb0 ?? 1) * (s.nb1 ?? 1) === 1 && options.accumulate && !options.bias && !options.gelu;
+  const contiguous = c.rs === s.n && (s.m * s.n) % 4 === 0;
+  if (g.ctx.reductionKernel !== 'split' || !plain || !contiguous || tiles * 2 > SPLIT_K_TILES) return 1;
+  let splits = 1;
+  for (let n = 2; n <= 16 && tiles * splits < SPLIT_K_TILES; n *= 2) {
+    if (s.k % n === 0 && s.k / n >= SPLIT_K_MIN && n * s.m * s.n * 4 <= SPLIT_K_MAX_BYTES) splits = n;
+  }
+  return splits;
+}
+
+/**
+ * C += A @ B as `splits` products over equal ranges of k, batched in one dispatch into a scratch of
+ * partials, then summed into C in split order.
+ */
+function splitKMatmul(
+  g: Graph,
+  s: MatmulShape,
+  a: Operand,
+  b: Operand,
+  c: Operand,
+  options: MatmulOptions,
+  t: TileShape,
+  splits: number,
+): void {
+  const kc = s.k / splits;
+  const mn = s.m * s.n;
+  const parts = g.runner.scratch('partial-sums', splits * mn * 4);
+  const partials = new Tensor(parts, 0, [splits * mn], 'float32');
+  tiledMatmul(
+    g,
+    { m: s.m, n: s.n, k: kc, nb0: splits, nb1: 1 },
+    { ...a, b0: kc * a.cs, b1: 0 },
+    { ...b, b0: kc * b.rs, b1: 0 },
+    { t: partials, rs: s.n, cs: 1, b0: mn, b1: 0 },
+    { alpha: options.alpha },
+    t,
+  );
+  const C = c.t.binding(g.ctx);
+  finishColumnSums(g, parts, { chunk: kc, chunks: splits }, mn / 4, { stride4: mn / 4, off4: 0 }, C.binding, C.shift + (c.off ?? 0));
 }
 
 /**

@@ -124,7 +124,7 @@ export class Runner {
     if (have) this.outgrown.push(have);
     const buffer = this.ctx.createBuffer({
       label: `nn.${name}`,
-      size: Math.max(bytes, 2 * (have?.size ?? 0)),
+      size: bytes,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
       category: 'other',
     });
