@@ -63,13 +63,10 @@ override ACCUMULATE: bool = false;
 @group(0) @binding(10) var<storage, read_write> dpre4: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read_write> dbias: array<f32>;
 
-@compute @workgroup_size(WG)
-fn backward_bias4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = flat_index(wid, nwg, lid);
-  let q = gb.cols / 4u;
-  if (i >= q) { return; }
+// Column quad i of rows r0 .. r1: dpre stored (or added), and its sum over those rows returned.
+fn gelu_bias_rows(i: u32, q: u32, r0: u32, r1: u32) -> vec4<f32> {
   var sum = vec4<f32>(0.0);
-  for (var r = 0u; r < gb.rows; r++) {
+  for (var r = r0; r < r1; r++) {
     let e = r * q + i;
     let d = dh4[e] * gelu_grad4(pre4[e]);
     if (ACCUMULATE) {
@@ -79,6 +76,15 @@ fn backward_bias4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
     sum += d;
   }
+  return sum;
+}
+
+@compute @workgroup_size(WG)
+fn backward_bias4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  let q = gb.cols / 4u;
+  if (i >= q) { return; }
+  let sum = gelu_bias_rows(i, q, 0u, gb.rows);
   for (var j = 0u; j < 4u; j++) {
     dbias[gb.bias_off + 4u * i + j] = dbias[gb.bias_off + 4u * i + j] + sum[j];
   }
@@ -96,16 +102,5 @@ fn backward_bias_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
   if (i >= q) { return; }
   let r0 = wid.y * gb.chunk;
   let r1 = min(gb.rows, r0 + gb.chunk);
-  var sum = vec4<f32>(0.0);
-  for (var r = r0; r < r1; r++) {
-    let e = r * q + i;
-    let d = dh4[e] * gelu_grad4(pre4[e]);
-    if (ACCUMULATE) {
-      dpre4[e] = dpre4[e] + d;
-    } else {
-      dpre4[e] = d;
-    }
-    sum += d;
-  }
-  part4[wid.y * q + i] = sum;
+  part4[wid.y * q + i] = gelu_bias_rows(i, q, r0, r1);
 }

@@ -93,13 +93,17 @@ export type AttentionKernel = 'fused' | 'unfused';
 
 const ATTENTION_KERNELS: readonly AttentionKernel[] = ['fused', 'unfused'];
 
+/** The value of environment variable `name` when set, one of `choices` (else an error). */
+function choiceFromEnv<T extends string>(env: NodeJS.ProcessEnv, name: string, choices: readonly T[]): T | undefined {
+  const text = env[name];
+  if (text === undefined || text === '') return undefined;
+  if (!(choices as readonly string[]).includes(text)) throw new GpuError(`${name} must be one of ${choices.join(', ')}, got '${text}'`);
+  return text as T;
+}
+
 /** `WEBTRON_ATTENTION` when set: the attention kernel to use instead of the adapter's choice. */
 export function attentionKernelFromEnv(env: NodeJS.ProcessEnv = process.env): AttentionKernel | undefined {
-  const text = env.WEBTRON_ATTENTION;
-  if (text === undefined || text === '') return undefined;
-  if (!(ATTENTION_KERNELS as readonly string[]).includes(text))
-    throw new GpuError(`WEBTRON_ATTENTION must be one of ${ATTENTION_KERNELS.join(', ')}, got '${text}'`);
-  return text as AttentionKernel;
+  return choiceFromEnv(env, 'WEBTRON_ATTENTION', ATTENTION_KERNELS);
 }
 
 /**
@@ -115,22 +119,14 @@ const REDUCTION_KERNELS: readonly ReductionKernel[] = ['lane', 'split'];
 
 /** `WEBTRON_REDUCTIONS` when set: the reduction kernels to use instead of the adapter's choice. */
 export function reductionKernelFromEnv(env: NodeJS.ProcessEnv = process.env): ReductionKernel | undefined {
-  const text = env.WEBTRON_REDUCTIONS;
-  if (text === undefined || text === '') return undefined;
-  if (!(REDUCTION_KERNELS as readonly string[]).includes(text))
-    throw new GpuError(`WEBTRON_REDUCTIONS must be one of ${REDUCTION_KERNELS.join(', ')}, got '${text}'`);
-  return text as ReductionKernel;
+  return choiceFromEnv(env, 'WEBTRON_REDUCTIONS', REDUCTION_KERNELS);
 }
 
 const MATMUL_KERNELS: readonly MatmulKernel[] = ['buffer', 'texture', 'tiled'];
 
 /** `WEBTRON_MATMUL` when set: the matmul kernel family to use instead of the adapter's choice. */
 export function matmulKernelFromEnv(env: NodeJS.ProcessEnv = process.env): MatmulKernel | undefined {
-  const text = env.WEBTRON_MATMUL;
-  if (text === undefined || text === '') return undefined;
-  if (!(MATMUL_KERNELS as readonly string[]).includes(text))
-    throw new GpuError(`WEBTRON_MATMUL must be one of ${MATMUL_KERNELS.join(', ')}, got '${text}'`);
-  return text as MatmulKernel;
+  return choiceFromEnv(env, 'WEBTRON_MATMUL', MATMUL_KERNELS);
 }
 
 /** Usage of a storage buffer that can also be copied to and from (what webtron's data buffers need). */
