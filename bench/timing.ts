@@ -27,10 +27,31 @@ export function median(values: number[]): number {
 }
 
 /**
+ * Wall-clock milliseconds of untimed runs before any timed one, however short the workloads: a GPU
+ * at idle clocks ramps up meanwhile (an H200 idles at 345 MHz of its 1980, and a count of warm-up
+ * runs of a 1 ms product left it there).
+ */
+const WARM_MS = 300;
+
+/** Run the workloads round-robin, untimed, until WARM_MS have passed (at most 1,000 rounds). */
+async function warmUp(ctx: GpuContext, workloads: ((encoder: GPUCommandEncoder, run: number) => void)[]): Promise<void> {
+  const t0 = performance.now();
+  for (let round = 0; round < 1000 && performance.now() - t0 < WARM_MS; round++) {
+    for (const encode of workloads) {
+      const encoder = ctx.device.createCommandEncoder();
+      encode(encoder, 0);
+      ctx.submit([encoder.finish()]);
+    }
+    await ctx.sync();
+  }
+}
+
+/**
  * Time several workloads, interleaved run by run (a, b, a, b, …) so that each sees the same
  * machine conditions: on a shared or throttling machine, timing one after the other would credit
  * one of them with a quiet period. `encode` is called once per run with a fresh encoder; `run`
- * counts from 0 including warm-up. Returns one Timing per workload.
+ * counts from 0 including warm-up. Before any run, about WARM_MS of untimed ones (as run 0).
+ * Returns one Timing per workload.
  */
 export async function timeGpuInterleaved(
   ctx: GpuContext,
@@ -39,6 +60,7 @@ export async function timeGpuInterleaved(
 ): Promise<Timing[]> {
   const total = options.warmup + options.runs;
   const samples = workloads.map((): number[] => []);
+  await warmUp(ctx, workloads);
   if (!ctx.hasTimestamps) {
     for (let run = 0; run < total; run++) {
       for (const [w, encode] of workloads.entries()) {
