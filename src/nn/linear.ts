@@ -162,17 +162,16 @@ export function linearGelu(g: Graph, x: Tensor, w: Tensor, b: Tensor): Tensor {
             partGrid(q, split),
           );
           finishColumnSums(g, parts, split, q, { stride4: q, off4: 0 }, B.binding, B.shift);
-          linearBackward(g, x, w, dpre, l);
-          return;
+        } else {
+          g.runner.dispatch(
+            'gelu',
+            'backward_bias4',
+            { WG: 16, ACCUMULATE: fresh ? 0 : 1 },
+            { rows: l.rows, cols: l.outF, bias_off: B.shift },
+            { pre4, dh4, dpre4, dbias: B.binding },
+            Math.ceil(q / 16),
+          );
         }
-        g.runner.dispatch(
-          'gelu',
-          'backward_bias4',
-          { WG: 16, ACCUMULATE: fresh ? 0 : 1 },
-          { rows: l.rows, cols: l.outF, bias_off: B.shift },
-          { pre4, dh4, dpre4, dbias: B.binding },
-          Math.ceil(l.outF / 4 / 16),
-        );
         linearBackward(g, x, w, dpre, l);
         return;
       }

@@ -23,7 +23,7 @@ import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
 import { stridedOperands } from './matmul-operands.js';
 import { aligned4, quadBinding } from './quads.js';
-import { finishColumnSums } from './split-sums.js';
+import { finishColumnSums, partials } from './split-sums.js';
 import { paramCode, Tensor } from './tensor.js';
 
 /**
@@ -99,19 +99,20 @@ function splitKMatmul(
 ): void {
   const kc = s.k / splits;
   const mn = s.m * s.n;
-  const parts = g.runner.scratch('partial-sums', splits * mn * 4);
-  const partials = new Tensor(parts, 0, [splits * mn], 'float32');
+  const split = { chunk: kc, chunks: splits };
+  const parts = partials(g, split, mn / 4);
+  const into = new Tensor(parts, 0, [splits * mn], 'float32');
   tiledMatmul(
     g,
     { m: s.m, n: s.n, k: kc, nb0: splits, nb1: 1 },
     { ...a, b0: kc * a.cs, b1: 0 },
     { ...b, b0: kc * b.rs, b1: 0 },
-    { t: partials, rs: s.n, cs: 1, b0: mn, b1: 0 },
+    { t: into, rs: s.n, cs: 1, b0: mn, b1: 0 },
     { alpha: options.alpha },
     t,
   );
   const C = c.t.binding(g.ctx);
-  finishColumnSums(g, parts, { chunk: kc, chunks: splits }, mn / 4, { stride4: mn / 4, off4: 0 }, C.binding, C.shift + (c.off ?? 0));
+  finishColumnSums(g, parts, split, mn / 4, { stride4: mn / 4, off4: 0 }, C.binding, C.shift + (c.off ?? 0));
 }
 
 /**

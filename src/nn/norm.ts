@@ -40,6 +40,7 @@ function plan(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps: number): LayerNorm
   if (w.buffer !== b.buffer || w.dtype !== b.dtype)
     throw new ShapeMismatch('layernorm: weight and bias must live in the same param buffer');
   const rows = x.numel / c;
+  const rowGroups = Math.ceil(rows / 64);
   // One binding covers both params; their offsets are relative to its start.
   const lo = Math.min(w.offset, b.offset);
   const span = Math.max(w.offset, b.offset) + c - lo;
@@ -54,8 +55,8 @@ function plan(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps: number): LayerNorm
     uniforms: { rows, c, w_off: wOff, b_off: bOff, eps },
     W,
     W4,
-    rowGroups: Math.ceil(rows / 64),
-    rowEntry: (name) => (g.ctx.reductionKernel === 'split' ? [name.replace(/4$/, '_rows4'), rows] : [name, Math.ceil(rows / 64)]),
+    rowGroups,
+    rowEntry: (name) => (g.ctx.reductionKernel === 'split' ? [name.replace(/4$/, '_rows4'), rows] : [name, rowGroups]),
     quad: (t) => (c % 4 === 0 ? quadAtStart(g, t) : null),
   };
 }
@@ -85,7 +86,7 @@ function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Ten
       // Four columns per invocation on vec4s, in workgroups of 16 so that a narrow layer still spreads over threads.
       const q = c / 4;
       const split = X4 && DY4 ? rowChunks(g, rows, q) : null;
-      const parts = split && partials(g, split, 2 * q);
+      const parts = split ? partials(g, split, 2 * q) : null;
       if (split && parts && X4 && DY4) {
         // One first pass for both grads (dw's partials, then db's, in each row), finished per grad.
         const bindings = { x4: X4, stats: S, dy4: DY4, part4: parts };

@@ -61,8 +61,8 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
     // The ids on the host (a graph input) let the split form sort them: a column's walk over every
     // row is then a walk per distinct token over its own rows.
     const hostIds = g.ctx.reductionKernel === 'split' ? g.integerInput(ids) : undefined;
-    if (wte.requiresGrad && hostIds) {
-      const G = g.gradOf(wte).binding(g.ctx);
+    const G = wte.requiresGrad ? g.gradOf(wte).binding(g.ctx) : null;
+    if (G && hostIds) {
       const { index, distinct } = tokenOrder(hostIds, vocab);
       const buffer = g.runner.scratch('token-order', index.byteLength);
       // Written by the queue before the work recorded since, which may read the last index: submit that first.
@@ -76,8 +76,7 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
         { index: buffer, dy, grad: G.binding },
         groups(distinct * c),
       );
-    } else if (wte.requiresGrad) {
-      const G = g.gradOf(wte).binding(g.ctx);
+    } else if (G) {
       g.runner.dispatch(
         'embedding',
         'backward_tokens',
