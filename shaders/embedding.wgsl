@@ -63,10 +63,11 @@ fn backward_positions(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
   grad[u.dwpe_off + i] = grad[u.dwpe_off + i] + sum;
 }
 
-// The rows sorted by token on the host, stably (src/nn/ops.ts, tokenOrder): `index` holds the sorted
-// rows, then per distinct token where its rows start (and one past the last), then the distinct
-// tokens. Invocation (k, col) adds the k-th distinct token's rows in row order, as backward_tokens
-// does for that grad element, so the grads are the same to the bit; distinct tokens run in parallel.
+// The rows sorted by token on the host, stably (src/nn/split-sums.ts, tokenOrder): `index` holds
+// the sorted rows, then per distinct token where its rows start (and one past the last), then the
+// distinct tokens. Invocation (k, col) adds the k-th distinct token's rows in row order, as
+// backward_tokens does for that grad element, so the grads are the same to the bit; distinct tokens
+// run in parallel.
 @group(0) @binding(7) var<storage, read> index: array<u32>;
 
 @compute @workgroup_size(WG)

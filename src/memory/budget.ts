@@ -3,9 +3,10 @@
  * budget (`webtron train --max-device-memory`): the model state of this rank (exact, from the
  * layout), the buckets a sharded strategy holds whole at once (a bound), one micro-batch's
  * activations (exact, from webtron's graph) and the grad sync's readback staging, as `webtron
- * memory` counts them. Not counted: the kernels' uniform buffers, the texture matmul's scratch and
- * the split reductions' partial sums (a few MiB; 28 MiB for GPT-2 small at micro-batch 8). When the run does not fit, the alternatives are tried from the least change on, and
- * the first that fits is named with its flags.
+ * memory` counts them. Not counted: the kernels' uniform buffers, the texture matmul's scratch (a
+ * few MiB) and the split reductions' partial sums (28 MiB for GPT-2 small at micro-batch 8). When
+ * the run does not fit, the alternatives are tried from the least change on, and the first that
+ * fits is named with its flags.
  */
 import type { ShardingStrategy } from '../ddp/ddp.js';
 import { BYTES, computeLayout, type ModelLayout, type ParamSpec } from '../ddp/layout.js';
