@@ -5,12 +5,13 @@
 // FM x FN x FK is the adapter's f16 -> f32 subgroup-matrix shape (16 x 16 x 16 on NVIDIA). A
 // workgroup is SGR x SGC subgroups; each subgroup owns 2 x 4 fragments of C (2 FM rows, 4 FN
 // columns), so the workgroup computes a BM x BN = 2 SGR FM x 4 SGC FN tile (128 x 128 at 4 x 2 on
-// NVIDIA). FM, FN, FK, SGR and SGC are defines. For each step of BK = 2 FK in k:
+// NVIDIA). FM, FN, FK, SGR, SGC, KS and PAD are defines. For each step of BK = KS FK in k:
 //   - Staging. The A and B tiles go into workgroup memory as f16, by the conversion rules of
 //     matmul-tiled-f16.wgsl (saturate at ±65504, the device's rounding). Each operand is read in
 //     slots of 4 elements along the dimension it is contiguous in, one vec4 load per slot where the
 //     host saw it aligned (A_VEC / B_VEC), and the next step's slots are loaded into registers while
-//     this step multiplies.
+//     this step multiplies. Each staged row is followed by PAD halves (0 or 8): a fragment load
+//     reads 8 rows at a time, and rows of 32, 64 or 128 halves would start in the same banks.
 //   - Multiplying. Each subgroup loads 2 left and 4 right fragments per FK and accumulates 8 products.
 // The epilogue (alpha, bias, accumulation, gelu, edges) goes one fragment index at a time: every
 // subgroup stores its fragment into its own FM x FN slice of workgroup memory, then all invocations
@@ -29,7 +30,10 @@ override SG: u32 = 32u;
 const NSUB: u32 = SGR * SGC;
 const BM: u32 = 2u * SGR * FM;
 const BN: u32 = 4u * SGC * FN;
-const BK: u32 = 2u * FK;
+const BK: u32 = KS * FK;
+// Halves from one staged row to the next: As[r * SA + kk], Bs[kk * SB + c].
+const SA: u32 = BK + PAD;
+const SB: u32 = BN + PAD;
 const FRAG: u32 = FM * FN;
 const F16_MAX: f32 = 65504.0;
 // Invocations per workgroup, and slots each stages per step of A and of B.
@@ -43,9 +47,9 @@ const MAX_SLOTS: u32 = 8u;
 // gelu(C), when FLAGS has 4; a dummy otherwise.
 @group(0) @binding(5) var<storage, read_write> H: array<f32>;
 
-// Row-major tiles: As[r * BK + kk], Bs[kk * BN + c]; Cs holds one fragment per subgroup for the epilogue.
-var<workgroup> As: array<f16, BM * BK>;
-var<workgroup> Bs: array<f16, BK * BN>;
+// Row-major tiles: As[r * SA + kk], Bs[kk * SB + c]; Cs holds one fragment per subgroup for the epilogue.
+var<workgroup> As: array<f16, BM * SA>;
+var<workgroup> Bs: array<f16, BK * SB>;
 var<workgroup> Cs: array<f32, NSUB * FRAG>;
 
 fn stage(x: vec4<f32>) -> vec4<f16> {
@@ -71,18 +75,18 @@ fn tile_of(wid: vec3<u32>) -> Tile {
 fn store_a(s: u32, v: vec4<f32>) {
   let at = a_slot(s);
   let h = stage(v);
-  let step = select(BK, 1u, A_KFAST);
+  let step = select(SA, 1u, A_KFAST);
   for (var i = 0u; i < 4u; i++) {
-    As[at.x * BK + at.y + i * step] = h[i];
+    As[at.x * SA + at.y + i * step] = h[i];
   }
 }
 
 fn store_b(s: u32, v: vec4<f32>) {
   let at = b_slot(s);
   let h = stage(v);
-  let step = select(BN, 1u, B_NFAST);
+  let step = select(SB, 1u, B_NFAST);
   for (var i = 0u; i < 4u; i++) {
-    Bs[at.x * BN + at.y + i * step] = h[i];
+    Bs[at.x * SB + at.y + i * step] = h[i];
   }
 }
 

@@ -29,7 +29,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let r = e / BN;
       let c = e % BN;
       for (var kk = 0u; kk < BK; kk++) {
-        acc[j] += f32(As[r * BK + kk]) * f32(Bs[kk * BN + c]);
+        acc[j] += f32(As[r * SA + kk]) * f32(Bs[kk * SB + c]);
       }
     }
     workgroupBarrier();

@@ -6,7 +6,7 @@ enable chromium_experimental_subgroup_matrix;
 // rows from frag_origin(g, 0), with subgroup matrices; fragment f is row f / 4, column f % 4. The
 // loads' and stores' offsets derive from the subgroup_id builtin, so they are subgroup uniform, as
 // the uniformity analysis requires.
-// FM, FN, FK (the adapter's f16 -> f32 subgroup-matrix shape), SGR and SGC are defines.
+// FM, FN, FK (the adapter's f16 -> f32 subgroup-matrix shape), SGR, SGC, KS and PAD are defines.
 
 //!include matmul-mma-body
 
@@ -46,12 +46,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       load_slots(t, k0 + BK, li, &ra, &rb);
     }
     for (var kk = 0u; kk < BK; kk += FK) {
-      let a0 = subgroupMatrixLoad<Left, row_major>(&As, o.x * BK + kk, BK);
-      let a1 = subgroupMatrixLoad<Left, row_major>(&As, (o.x + FM) * BK + kk, BK);
-      let b0 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * BN + o.y, BN);
-      let b1 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * BN + o.y + FN, BN);
-      let b2 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * BN + o.y + 2u * FN, BN);
-      let b3 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * BN + o.y + 3u * FN, BN);
+      let a0 = subgroupMatrixLoad<Left, row_major>(&As, o.x * SA + kk, SA);
+      let a1 = subgroupMatrixLoad<Left, row_major>(&As, (o.x + FM) * SA + kk, SA);
+      let b0 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y, SB);
+      let b1 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y + FN, SB);
+      let b2 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y + 2u * FN, SB);
+      let b3 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y + 3u * FN, SB);
       c0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);
       c1 = subgroupMatrixMultiplyAccumulate(a0, b1, c1);
       c2 = subgroupMatrixMultiplyAccumulate(a0, b2, c2);

@@ -1,7 +1,7 @@
 /** `webtron info`: the adapter, backend, limits, features and kernels webtron will use. */
 import { listAdapters } from '../gpu/adapter.js';
 import { GpuContext, OPTIONAL_FEATURES } from '../gpu/context.js';
-import { describeTile, SHAPE_CLASSES } from '../gpu/matmul-tuner.js';
+import { describeMma, describeTile, SHAPE_CLASSES } from '../gpu/matmul-tuner.js';
 import { gpuPollMs } from '../gpu/poll.js';
 import type { Command } from './command.js';
 import { GPU_FLAGS } from './flags.js';
@@ -42,7 +42,7 @@ function tensorCoreLine(ctx: GpuContext): string {
   if (mma === true) {
     const t = ctx.matmulTuning;
     const grids = t.mmaGrids
-      ? `; ${SHAPE_CLASSES.map((c) => `${c} ${t.mmaGrids![c].sgr}x${t.mmaGrids![c].sgc} subgroups${t.mmaGflops?.[c] ? ` (${t.mmaGflops[c]} GFLOP/s)` : ''}`).join('; ')}`
+      ? `; ${SHAPE_CLASSES.map((c) => `${c} ${describeMma(t.mmaGrids![c])}${t.mmaGflops?.[c] ? ` (${t.mmaGflops[c]} GFLOP/s)` : ''}`).join('; ')}`
       : '';
     return `${fragment}: the probe's product was exact, --fp16 and --bf16 matmuls use them${grids}`;
   }

@@ -27,19 +27,30 @@ export interface TileShape {
 
 /**
  * The tensor-core kernel's workgroup: SGR x SGC subgroups, each owning 2 x 4 fragments of C, so a
- * workgroup computes (2 SGR FM) x (4 SGC FN) of C (128 x 128 at 4 x 2 with 16 x 16 fragments).
+ * workgroup computes (2 SGR FM) x (4 SGC FN) of C (128 x 128 at 4 x 2 with 16 x 16 fragments); it
+ * stages KS FK of k per step, and pads each staged row by PAD halves.
  */
 export interface MmaGrid {
   sgr: number;
   sgc: number;
+  /** Fragments of k (FK each) per staged step: BK = KS FK. */
+  ks: number;
+  /**
+   * Halves after each staged row of A and of B in workgroup memory: 0, or 8 (16 bytes), which puts
+   * the 8 rows a fragment load reads together in 8 different groups of banks (a row of 32 or 64
+   * halves, or of 128, would otherwise fall in the same ones), and keeps every row 16-byte aligned.
+   */
+  pad: number;
 }
 
 /** The tensor-core workgroups the tuner times, where the probe passes them. */
 export const MMA_CANDIDATES: readonly MmaGrid[] = [
-  { sgr: 2, sgc: 1 },
-  { sgr: 2, sgc: 2 },
-  { sgr: 4, sgc: 2 },
-];
+  { sgr: 2, sgc: 1, ks: 2 },
+  { sgr: 2, sgc: 2, ks: 2 },
+  { sgr: 4, sgc: 2, ks: 2 },
+  // Smaller workgroups would stage more than 8 slots of a 64-deep step per invocation.
+  { sgr: 4, sgc: 2, ks: 4 },
+].flatMap((g) => [0, 8].map((pad) => ({ ...g, pad })));
 
 export const SHAPE_CLASSES = ['small', 'narrow', 'large'] as const;
 export type ShapeClass = (typeof SHAPE_CLASSES)[number];
@@ -66,9 +77,9 @@ export const DEFAULT_TILES: Record<ShapeClass, TileShape> = {
 
 /** Untuned tensor-core workgroups: the smallest for few tiles, the largest for the rest. */
 export const DEFAULT_MMA: Record<ShapeClass, MmaGrid> = {
-  small: { sgr: 2, sgc: 1 },
-  narrow: { sgr: 2, sgc: 1 },
-  large: { sgr: 4, sgc: 2 },
+  small: { sgr: 2, sgc: 1, ks: 2, pad: 0 },
+  narrow: { sgr: 2, sgc: 1, ks: 2, pad: 0 },
+  large: { sgr: 4, sgc: 2, ks: 2, pad: 0 },
 };
 
 /**
@@ -186,6 +197,32 @@ export function mmaFor(ctx: GpuContext, m: number, n: number, k: number): MmaGri
   return ctx.matmulTuning.mmaGrids?.[cls] ?? DEFAULT_MMA[cls];
 }
 
+/** The tensor-core kernel's tile of C and staged step of k with fragments of `shape` and `grid`. */
+export function mmaTile(shape: { m: number; n: number; k: number }, grid: MmaGrid): { bm: number; bn: number; bk: number } {
+  return { bm: 2 * grid.sgr * shape.m, bn: 4 * grid.sgc * shape.n, bk: grid.ks * shape.k };
+}
+
+/** The tensor-core kernel's (and its twin's) module defines for fragments of `shape` and `grid`. */
+export function mmaDefines(shape: { m: number; n: number; k: number }, grid: MmaGrid): Record<string, number> {
+  return { FM: shape.m, FN: shape.n, FK: shape.k, SGR: grid.sgr, SGC: grid.sgc, KS: grid.ks, PAD: grid.pad };
+}
+
+/** Workgroups of the tensor-core kernel for C of m x n in `batches`. */
+export function mmaWorkgroups(
+  shape: { m: number; n: number; k: number },
+  grid: MmaGrid,
+  m: number,
+  n: number,
+  batches = 1,
+): [number, number, number] {
+  const t = mmaTile(shape, grid);
+  return [Math.ceil(n / t.bn), Math.ceil(m / t.bm), batches];
+}
+
+export function describeMma(grid: MmaGrid): string {
+  return `${grid.sgr}x${grid.sgc} subgroups, k ${grid.ks} fragments${grid.pad ? `, rows padded ${grid.pad}` : ''}`;
+}
+
 /**
  * Why the tensor-core kernel (or, `twin`, its plain twin) cannot run with fragments of `shape`,
  * subgroups of `sg` lanes and `grid` subgroups here, or null.
@@ -198,12 +235,14 @@ export function mmaProblem(
   twin = false,
 ): string | null {
   const threads = grid.sgr * grid.sgc * sg;
-  const [bm, bn, bk] = [2 * grid.sgr * shape.m, 4 * grid.sgc * shape.n, 2 * shape.k];
+  const { bm, bn, bk } = mmaTile(shape, grid);
   if (sg <= 0) return 'the adapter does not say its subgroup size';
+  if (![2, 4].includes(grid.ks) || ![0, 8].includes(grid.pad)) return 'k fragments per step are 2 or 4, and rows are padded 0 or 8';
   if (threads > ctx.limits.maxComputeInvocationsPerWorkgroup || threads > ctx.limits.maxComputeWorkgroupSizeX)
     return `${threads} invocations per workgroup`;
   if ((bm * bk) / 4 > 8 * threads || (bk * bn) / 4 > 8 * threads) return `more than 8 slots of a tile per invocation`;
-  if (2 * (bm + bn) * bk + 4 * grid.sgr * grid.sgc * shape.m * shape.n > ctx.limits.maxComputeWorkgroupStorageSize)
+  const staged = 2 * (bm * (bk + grid.pad) + bk * (bn + grid.pad));
+  if (staged + 4 * grid.sgr * grid.sgc * shape.m * shape.n > ctx.limits.maxComputeWorkgroupStorageSize)
     return 'tiles exceed workgroup memory';
   if (twin && (bm * bn) / threads > 256) return `the twin holds ${(bm * bn) / threads} elements per invocation, at most 256`;
   return null;
@@ -246,9 +285,9 @@ async function timeProduct(
       'matmul-mma',
       'main',
       { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, ...quads },
-      { FM: f.m, FN: f.n, FK: f.k, SGR: g.sgr, SGC: g.sgc },
+      mmaDefines(f, g),
     );
-    grid = [Math.ceil(n / (4 * g.sgc * f.n)), Math.ceil(m / (2 * g.sgr * f.m)), 1];
+    grid = mmaWorkgroups(f, g, m, n);
   }
   const uniforms = ctx.createBuffer({
     label: 'tune.uniforms',
@@ -411,16 +450,16 @@ async function tuneMma(
   const passed: MmaGrid[] = [];
   for (const grid of MMA_CANDIDATES) {
     const problem = mmaProblem(ctx, shape, ctx.subgroupMaxSize, grid);
-    if (problem) options.progress?.(`tensor cores, ${grid.sgr} x ${grid.sgc} subgroups: cannot run here (${problem})`);
+    if (problem) options.progress?.(`tensor cores, ${describeMma(grid)}: cannot run here (${problem})`);
     else if (await probeSubgroupMatrix(ctx, grid)) passed.push(grid);
-    else options.progress?.(`tensor cores, ${grid.sgr} x ${grid.sgc} subgroups: computed a wrong product here, not used`);
+    else options.progress?.(`tensor cores, ${describeMma(grid)}: computed a wrong product here, not used`);
   }
   if (passed.length === 0) {
     options.progress?.('subgroup matrices: no tensor-core workgroup computed the right product here; 16-bit matmuls use the tiled kernel');
     return { grids: null, gflops: {} };
   }
   // Unmeasured classes keep the default where it passed, else the first that did.
-  const passedDefault = (cls: ShapeClass) => passed.find((g) => g.sgr === DEFAULT_MMA[cls].sgr && g.sgc === DEFAULT_MMA[cls].sgc);
+  const passedDefault = (cls: ShapeClass) => passed.find((g) => describeMma(g) === describeMma(DEFAULT_MMA[cls]));
   const grids = Object.fromEntries(SHAPE_CLASSES.map((cls) => [cls, passedDefault(cls) ?? passed[0]!])) as Record<ShapeClass, MmaGrid>;
   const gflops: Partial<Record<ShapeClass, number>> = {};
   for (const cls of SHAPE_CLASSES) {
@@ -429,9 +468,7 @@ async function tuneMma(
     if (best.gflops === 0) continue;
     grids[cls] = best.pick;
     gflops[cls] = Math.round(best.gflops * 10) / 10;
-    options.progress?.(
-      `tensor cores, ${cls} (${size.join(' x ')}): ${best.pick.sgr} x ${best.pick.sgc} subgroups at ${gflops[cls]} GFLOP/s`,
-    );
+    options.progress?.(`tensor cores, ${cls} (${size.join(' x ')}): ${describeMma(best.pick)} at ${gflops[cls]} GFLOP/s`);
   }
   return { grids, gflops };
 }
@@ -439,7 +476,7 @@ async function tuneMma(
 /**
  * Run the tensor-core kernel with `grid` once on a product whose f16 inputs and f32 sums are exact
  * ([160, 80] @ [80, 136] of small multiples of 1/8: several workgroups, edges inside tiles, three k
- * steps) and compare every element with the host's: an experimental feature is used only where it
+ * steps at 32 of k, two at 64) and compare every element with the host's: an experimental feature is used only where it
  * computed the right answer.
  */
 export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promise<boolean> {
@@ -469,7 +506,7 @@ export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promi
       'matmul-mma',
       'main',
       { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, A_VEC: 1, B_VEC: 1 },
-      { FM: shape.m, FN: shape.n, FK: shape.k, SGR: grid.sgr, SGC: grid.sgc },
+      mmaDefines(shape, grid),
     );
     const view = new DataView(new ArrayBuffer(256));
     ctx.kernels.packUniforms(pipeline, { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 }, view);
@@ -483,7 +520,7 @@ export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promi
     const pass = encoder.beginComputePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(Math.ceil(n / (4 * grid.sgc * shape.n)), Math.ceil(m / (2 * grid.sgr * shape.m)), 1);
+    pass.dispatchWorkgroups(...mmaWorkgroups(shape, grid, m, n));
     pass.end();
     ctx.submit([encoder.finish()]);
     const got = await ctx.transfers.readFloat32(C, 0, m * n);

@@ -9,10 +9,13 @@ import type { SubgroupMatrixShape } from '../gpu/context.js';
 import { GpuError } from '../gpu/errors.js';
 import type { Binding } from '../gpu/kernels.js';
 import {
+  describeMma,
   describeTile,
   type MmaGrid,
+  mmaDefines,
   mmaFor,
   mmaProblem,
+  mmaWorkgroups,
   TILE_GROUP_M,
   tileConstants,
   tileFor,
@@ -133,7 +136,7 @@ export function mmaMatmul(
   grid: MmaGrid,
 ): void {
   const problem = mmaProblem(g.ctx, shape, subgroupSize, grid, shader === 'matmul-mma-twin');
-  if (problem) throw new GpuError(`tensor-core matmul with ${grid.sgr} x ${grid.sgc} subgroups cannot run here: ${problem}`);
+  if (problem) throw new GpuError(`tensor-core matmul with ${describeMma(grid)} cannot run here: ${problem}`);
   const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
   const slots = vec4Slots(g, s, a, b);
   g.runner.dispatch(
@@ -142,8 +145,8 @@ export function mmaMatmul(
     { B_DTYPE: paramCode(b.t, 'matmul B'), SG: subgroupSize, GROUP_M: TILE_GROUP_M, ...slots.constants },
     uniforms,
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
-    [Math.ceil(s.n / (4 * grid.sgc * shape.n)), Math.ceil(s.m / (2 * grid.sgr * shape.m)), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
-    { FM: shape.m, FN: shape.n, FK: shape.k, SGR: grid.sgr, SGC: grid.sgc },
+    mmaWorkgroups(shape, grid, s.m, s.n, (s.nb0 ?? 1) * (s.nb1 ?? 1)),
+    mmaDefines(shape, grid),
   );
 }
 

@@ -12,8 +12,11 @@ import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/co
 import type { ParamDtype } from '../../src/ddp/layout.js';
 import { GpuContext, type SubgroupMatrixShape } from '../../src/gpu/context.js';
 import {
+  describeMma,
   MMA_CANDIDATES,
   type MmaGrid,
+  mmaDefines,
+  mmaProblem,
   shapeClass,
   TILE_CANDIDATES,
   tileProblem,
@@ -206,27 +209,21 @@ describe('tiled matmul: layouts, batches, dtypes', () => {
 // adapter offers subgroup matrices.
 describe('tensor-core matmul', () => {
   const fragment: SubgroupMatrixShape = { m: 16, n: 16, k: 16 };
-  const large: MmaGrid = { sgr: 4, sgc: 2 };
+  const large: MmaGrid = { sgr: 4, sgc: 2, ks: 2, pad: 0 };
   const cases: [string, Partial<Case>, ParamDtype, MmaGrid][] = [
     ['bf16 weights, edges past a tile, k past a step', { m: 70, n: 67, k: 40 }, 'bfloat16', large],
     [
       'fp16 weights stored n-major, A k-major, batched, at an offset',
       { transA: true, transB: true, nb0: 2, nb1: 2, off: 3 },
       'float16',
-      large,
+      { ...large, pad: 8 },
     ],
     [
       `tiles in groups of ${TILE_GROUP_M} rows: 11 tile rows (a group and a partial one) by 3 columns`,
       { m: 64 * 10 + 9, n: 64 * 2 + 4, k: 36 },
       'float16',
-      { sgr: 2, sgc: 1 },
+      { sgr: 2, sgc: 1, ks: 2, pad: 8 },
     ],
-    ...MMA_CANDIDATES.map((grid): [string, Partial<Case>, ParamDtype, MmaGrid] => [
-      `vec4 slots, ${grid.sgr} x ${grid.sgc} subgroups, two tiles each way with edges`,
-      { m: 4 * grid.sgr * 16 - 12, n: 8 * grid.sgc * 16 - 8, k: 100, quads: [1, 1] },
-      'float16',
-      grid,
-    ]),
   ];
   for (const [name, over, dtype, grid] of cases) {
     it(`twin: ${name}`, async () => {
@@ -247,15 +244,44 @@ describe('tensor-core matmul', () => {
       });
     });
   }
+  // Every candidate workgroup, in 16 x 16 x 16 fragments where this adapter's limits take it, else
+  // in 8 x 8 x 8 ones (the same code in a quarter of the workgroup memory).
+  const slots = (grid: MmaGrid, f: number): Partial<Case> => ({ m: 4 * grid.sgr * f - 12, n: 8 * grid.sgc * f - 8, k: 100, quads: [1, 1] });
+  for (const grid of MMA_CANDIDATES) {
+    it(`twin: vec4 slots, ${describeMma(grid)}, two tiles each way with edges`, async () => {
+      const shape = mmaProblem(ctx, fragment, 32, grid, true) === null ? fragment : { m: 8, n: 8, k: 8 };
+      if (shape !== fragment)
+        console.log(`${describeMma(grid)}: 8 x 8 x 8 fragments (16 x 16 x 16 ones exceed adapter '${ctx.adapterName}')`);
+      await check(ctx, { ...plain, ...slots(grid, shape.m) }, { mma: 'matmul-mma-twin', shape, grid, sg: 32 }, 'float16', {
+        bias: true,
+        accumulate: true,
+      });
+    });
+    it(`subgroup matrices: vec4 slots, ${describeMma(grid)}, two tiles each way with edges`, async () => {
+      const shape = ctx.subgroupMatrixOffered;
+      const problem = shape ? mmaProblem(ctx, shape, ctx.subgroupMaxSize, grid) : 'no f16 subgroup matrices offered';
+      if (!shape || problem) {
+        console.log(
+          `skipped: ${describeMma(grid)} cannot run on adapter '${ctx.adapterName}' (${problem}); the twin above runs its staging and epilogue`,
+        );
+        return;
+      }
+      await check(ctx, { ...plain, ...slots(grid, shape.m) }, { mma: 'matmul-mma', shape, grid, sg: ctx.subgroupMaxSize }, 'float16', {
+        bias: true,
+        accumulate: true,
+      });
+    });
+  }
 });
 
 // Lavapipe cannot run the subgroup-matrix kernel, but Dawn's null backend offers the feature and
 // validates WGSL (types, builtins, uniformity) at pipeline creation without running anything.
 describe('tensor-core kernel on the null backend', () => {
-  it('passes WGSL validation in every operand layout and param dtype', async () => {
+  it('passes WGSL validation in every operand layout and param dtype, and with every candidate workgroup', async () => {
     const nul = await GpuContext.create({ backend: 'null', tuneMatmul: false });
     try {
       expect(nul.device.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName)).toBe(true);
+      const fragment = { m: 16, n: 16, k: 16 };
       const errors: string[] = [];
       for (const [aVec, bVec, aKFast, bNFast] of [
         [1, 1, 1, 1],
@@ -268,11 +294,22 @@ describe('tensor-core kernel on the null backend', () => {
             'matmul-mma',
             'main',
             { B_DTYPE: bDtype, SG: nul.subgroupMaxSize, A_VEC: aVec!, B_VEC: bVec!, A_KFAST: aKFast!, B_NFAST: bNFast! },
-            { FM: 16, FN: 16, FK: 16, SGR: 2, SGC: 1 },
+            mmaDefines(fragment, { sgr: 2, sgc: 1, ks: 2, pad: 8 }),
           );
           const error = await nul.device.popErrorScope();
           if (error) errors.push(error.message);
         }
+      // Every candidate in 8 x 8 x 8 fragments: the null device's 16 KiB of workgroup memory holds
+      // none of the larger ones at 16 x 16 x 16. Workgroups are a multiple of its largest subgroup.
+      const small = { m: 8, n: 8, k: 8 };
+      for (const grid of MMA_CANDIDATES) {
+        const sg = (grid.sgr * grid.sgc * 32) % nul.subgroupMaxSize === 0 ? 32 : nul.subgroupMaxSize;
+        expect(mmaProblem(nul, small, sg, grid)).toBeNull();
+        nul.device.pushErrorScope('validation');
+        nul.kernels.pipeline('matmul-mma', 'main', { SG: sg, B_DTYPE: 2, A_VEC: 1, B_VEC: 1 }, mmaDefines(small, grid));
+        const error = await nul.device.popErrorScope();
+        if (error) errors.push(`${describeMma(grid)}: ${error.message}`);
+      }
       expect(errors).toEqual([]);
     } finally {
       nul.destroy();
