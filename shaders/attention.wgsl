@@ -8,7 +8,9 @@
 // backward_d: D = rowsum(dy ∘ y) per (batch · head, row).
 // backward_dq: per query row, P = exp(s - L) recomputed block by block; dq += Σ_j dS_j k_j · scale.
 // backward_dkv: per key row, over the query rows at or after it; dv += Σ_t P̃_t dy_t,
-//   dk += Σ_t dS_t q_t · scale.
+//   dk += Σ_t dS_t q_t · scale. DKV (a pipeline constant) says which: 3 both in one pass, holding 4
+//   rows (k, v, dk, dv) per invocation; 2 dv and 1 dk in two passes of 2 and 3 rows (the host picks
+//   two passes where 4 rows would not fit a GPU's registers; the scores are computed twice).
 // With dS = P (dP̃ - D), dP̃ = Z / (1 - p) (dy · v), and P̃ = Z P / (1 - p) the dropped-out
 // probabilities: exactly the products of the unfused ops, so both paths agree to rounding.
 //
@@ -286,6 +288,8 @@ fn backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   }
 }
 
+override DKV: u32 = 3u;
+
 @compute @workgroup_size(BR)
 fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let n4 = row_quads();
@@ -299,11 +303,17 @@ fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
   var v: Row;
   var dk: Row;
   var dv: Row;
+  let want_dk = (DKV & 1u) != 0u;
+  let want_dv = (DKV & 2u) != 0u;
   for (var d4 = 0u; d4 < n4; d4++) {
     set4(&k, d4, row4(b, jc, 1u, h, d4));
-    set4(&v, d4, row4(b, jc, 2u, h, d4));
-    set4(&dk, d4, vec4<f32>(0.0));
-    set4(&dv, d4, vec4<f32>(0.0));
+    if (want_dk) {
+      set4(&v, d4, row4(b, jc, 2u, h, d4));
+      set4(&dk, d4, vec4<f32>(0.0));
+    }
+    if (want_dv) {
+      set4(&dv, d4, vec4<f32>(0.0));
+    }
   }
   let keep_scale = drop_scale();
   // Query blocks from the one holding the workgroup's first key row (causal).
@@ -324,21 +334,31 @@ fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
       var dp = 0.0;
       for (var d4 = 0u; d4 < n4; d4++) {
         s += dot(tile_a[i * HD4 + d4], get4(&k, d4));
-        dp += dot(tile_b[i * HD4 + d4], get4(&v, d4));
+        if (want_dk) {
+          dp += dot(tile_b[i * HD4 + d4], get4(&v, d4));
+        }
       }
       let p = exp(s * u.scale - tile_l[i]);
       let keep = kept(b, h, t, j);
       let p_kept = select(0.0, p * keep_scale, keep);
       let ds = p * (select(0.0, dp * keep_scale, keep) - tile_d[i]) * u.scale;
       for (var d4 = 0u; d4 < n4; d4++) {
-        set4(&dv, d4, get4(&dv, d4) + p_kept * tile_b[i * HD4 + d4]);
-        set4(&dk, d4, get4(&dk, d4) + ds * tile_a[i * HD4 + d4]);
+        if (want_dv) {
+          set4(&dv, d4, get4(&dv, d4) + p_kept * tile_b[i * HD4 + d4]);
+        }
+        if (want_dk) {
+          set4(&dk, d4, get4(&dk, d4) + ds * tile_a[i * HD4 + d4]);
+        }
       }
     }
   }
   if (!live) { return; }
   for (var d4 = 0u; d4 < n4; d4++) {
-    add_dqkv(at(b, j, 1u, h, 4u * d4), d4, get4(&dk, d4));
-    add_dqkv(at(b, j, 2u, h, 4u * d4), d4, get4(&dv, d4));
+    if (want_dk) {
+      add_dqkv(at(b, j, 1u, h, 4u * d4), d4, get4(&dk, d4));
+    }
+    if (want_dv) {
+      add_dqkv(at(b, j, 2u, h, 4u * d4), d4, get4(&dv, d4));
+    }
   }
 }

@@ -17,6 +17,22 @@ export function attentionBlocks(headDim: number, software: boolean, workgroupByt
   return { br: software ? 8 : 64, bc };
 }
 
+/**
+ * Floats of rows an invocation of the backward may hold: NVIDIA's 255 registers per thread, less
+ * room for addresses, counters and the scores. Past it the compiler spills rows to memory that every
+ * key visits.
+ */
+const ROW_FLOATS = 224;
+
+/**
+ * The key-side backward's passes (the shader's DKV): one pass holding k, v, dk and dv where four rows
+ * of the head fit ROW_FLOATS, else a dv pass (k, dv) and a dk pass (k, v, dk), which recompute the
+ * scores once more (GPT-2's heads of 64: 256 floats in one pass, 128 and 192 in two).
+ */
+export function dkvPasses(headDim: number): number[] {
+  return 4 * 4 * Math.ceil(headDim / 4) <= ROW_FLOATS ? [3] : [2, 1];
+}
+
 export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP: number): Tensor {
   const [batch, t, c3] = qkv.shape as [number, number, number];
   const c = c3 / 3;
@@ -73,7 +89,7 @@ export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropo
     );
     const grads = { qkv: Q, dy, dqkv: g.gradOf(qkv).binding(g.ctx).binding, lse_in: lse.binding(g.ctx).binding, dsum_in: D };
     g.runner.dispatch('attention', 'backward_dq', {}, uniforms, grads, rowBlocks, defines);
-    g.runner.dispatch('attention', 'backward_dkv', {}, uniforms, grads, rowBlocks, defines);
+    for (const DKV of dkvPasses(hd)) g.runner.dispatch('attention', 'backward_dkv', { DKV }, uniforms, grads, rowBlocks, defines);
   });
   return y;
 }
