@@ -2,7 +2,7 @@
  * What a benchmark figure is worth: the torch baseline's BLAS (refused when it is netlib's reference
  * implementation), and the device's limit each row is a fraction of. On a CPU driver the limit is
  * torch's own fp32 GEMM on every core of the same machine, measured in the same run; on a known GPU
- * it is the vendor's peak from the table below (a GPU row also gets webtron's best kernel measured
+ * it is the vendor's peak from `knownPeaks` (src/train/throughput.ts) (a GPU row also gets webtron's best kernel measured
  * in the same run where the benchmark runs one: `npm run bench -- nn`).
  */
 import { execFileSync } from 'node:child_process';
@@ -87,18 +87,6 @@ export function torchGemm(
     progress(`torch GEMM ${m}x${k}x${n} not measured: ${(e as Error).message.split('\n')[0]}`);
     return null;
   }
-}
-
-/** Vendor peaks (FLOP/s, dense), by adapter name. */
-const GPU_PEAKS: { match: RegExp; name: string; fp32: number; fp16: number; fp16Tensor: number }[] = [
-  { match: /H200/i, name: 'NVIDIA H200', fp32: 66.9e12, fp16: 133.8e12, fp16Tensor: 989.4e12 },
-  { match: /H100/i, name: 'NVIDIA H100 SXM', fp32: 66.9e12, fp16: 133.8e12, fp16Tensor: 989.4e12 },
-  { match: /A100/i, name: 'NVIDIA A100', fp32: 19.5e12, fp16: 78e12, fp16Tensor: 312e12 },
-];
-
-/** The vendor's peaks for `adapter`, when it is in the table. */
-export function gpuPeak(adapter: string): { name: string; fp32: number; fp16: number; fp16Tensor: number } | null {
-  return GPU_PEAKS.find((p) => p.match.test(adapter)) ?? null;
 }
 
 /** FLOPs of one trained token of webtron's GPT: 6 per matmul weight (forward and backward) plus attention's 12·L·T·C. */

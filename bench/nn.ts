@@ -27,6 +27,7 @@ import { matmulInto } from '../src/nn/ops.js';
 import { LocalParams } from '../src/nn/params.js';
 import { Runner } from '../src/nn/runner.js';
 import { Tensor } from '../src/nn/tensor.js';
+import { knownPeaks } from '../src/train/throughput.js';
 import { matmulModel } from '../src/onnx/proto.js';
 import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
@@ -34,7 +35,6 @@ import { groupedBarSvg } from '../src/plot/svg.js';
 import {
   cpuGemmLimit,
   fractionOf,
-  gpuPeak,
   gptTrainFlopsPerToken,
   requireOptimizedBlas,
   torchEnvFields,
@@ -592,7 +592,7 @@ export const nnBench: Bench = {
     // The limit every row is a fraction of (a reference BLAS is refused here, before anything runs):
     // torch's GEMM on every core for a CPU driver, the vendor's peak for a known GPU.
     const cpuLimit = ctx.software && torchAt ? cpuGemmLimit(torchAt.python) : null;
-    const peak = ctx.software ? null : gpuPeak(ctx.adapterModel);
+    const peak = ctx.software ? null : knownPeaks(ctx.adapterModel);
     const rows = await matmulRows(ctx, flags.matmul as string[], dtypes, config, warmup, runs, torchAt);
     if (flags.chart) writeChart(flags.chart as string, rows, ctx.adapterName);
     if (name !== 'none' && !flags['no-gpt'])
@@ -607,10 +607,9 @@ export const nnBench: Bench = {
           what: `torch fp32 GEMM ${cpuLimit.gemm_size}^3, ${cpuLimit.threads} threads, ${cpuLimit.blas.kind}`,
         };
       if (!peak) return null;
-      if (!half(r)) return { gflops: peak.fp32 / 1e9, what: `${peak.name} fp32 peak` };
-      return ctx.subgroupMatrix
-        ? { gflops: peak.fp16Tensor / 1e9, what: `${peak.name} fp16 tensor-core peak` }
-        : { gflops: peak.fp16 / 1e9, what: `${peak.name} fp16 peak` };
+      if (!half(r)) return { gflops: peak.fp32 * 1e3, what: `${peak.name} fp32 peak` };
+      if (ctx.subgroupMatrix) return { gflops: peak.half * 1e3, what: `${peak.name} fp16 tensor-core peak` };
+      return peak.fp16 === null ? null : { gflops: peak.fp16 * 1e3, what: `${peak.name} fp16 peak` };
     };
     const bestOf = (kind: boolean): number | null => {
       const squares = rows.filter((r) => r.bench === 'matmul' && r.m === r.n && r.n === r.k && half(r) === kind);

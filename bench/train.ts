@@ -20,9 +20,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gptParamCount } from '../src/nn/gpt-spec.js';
+import { knownPeaks } from '../src/train/throughput.js';
 import { FlagError } from '../src/cli/flags.js';
 import type { Bench } from './bench.js';
-import { cpuGemmLimit, fractionOf, gpuPeak, gptTrainFlopsPerToken, requireOptimizedBlas, torchEnvFields, type TorchEnv } from './limits.js';
+import { cpuGemmLimit, fractionOf, gptTrainFlopsPerToken, requireOptimizedBlas, torchEnvFields, type TorchEnv } from './limits.js';
 import { progress, type Row } from './report.js';
 import { median } from './timing.js';
 
@@ -248,14 +249,14 @@ export const trainBench: Bench = {
     // also refuses a reference BLAS before anything runs), the vendor's fp32 peak for a known GPU.
     const ctx = await env.gpu();
     const cpuLimit = ctx.software && withTorch ? cpuGemmLimit(flags.python as string) : null;
-    const peak = ctx.software ? null : gpuPeak(ctx.adapterModel);
+    const peak = ctx.software ? null : knownPeaks(ctx.adapterModel);
     const limit = cpuLimit
       ? {
           gflops: cpuLimit.gemm_gflops,
           what: `torch fp32 GEMM ${cpuLimit.gemm_size}^3 on ${cpuLimit.threads} threads, ${cpuLimit.blas.kind}`,
         }
       : peak
-        ? { gflops: peak.fp32 / 1e9, what: `${peak.name} fp32 peak` }
+        ? { gflops: peak.fp32 * 1e3, what: `${peak.name} fp32 peak` }
         : null;
     // torch's tokens/s per world size, one entry per repeat (null: it could not run).
     const torch = new Map<number, (number | null)[]>();

@@ -35,24 +35,38 @@ export interface Peak {
 }
 
 /**
- * Dense peaks from the vendors' data sheets, TFLOP/s: `fp32` without tensor cores (what fp32 WGSL
- * reaches), `half` the 16-bit matrix units' (what bf16 and fp16 runs can reach through subgroup
- * matrices). Matched against the adapter's model (`GpuContext.adapterModel`: description and device id).
+ * Dense peaks from the vendors' data sheets, TFLOP/s: `fp32` and `fp16` without tensor cores (what
+ * fp32 WGSL and f16 WGSL arithmetic reach), `half` the 16-bit matrix units' (what bf16 and fp16 runs
+ * can reach through subgroup matrices); `fp16` is null where the data sheet gives none. Matched
+ * against the adapter's model (`GpuContext.adapterModel`: description and device id).
  */
-const KNOWN: { pattern: RegExp; name: string; fp32: number; half: number }[] = [
-  { pattern: /\bH200\b/i, name: 'NVIDIA H200', fp32: 67, half: 989 },
-  { pattern: /\bH100\b.*\bPCIe\b/i, name: 'NVIDIA H100 PCIe', fp32: 51, half: 756 },
-  { pattern: /\bH100\b/i, name: 'NVIDIA H100 SXM', fp32: 67, half: 989 },
-  { pattern: /\bA100\b/i, name: 'NVIDIA A100', fp32: 19.5, half: 312 },
-  { pattern: /\bL40S\b/i, name: 'NVIDIA L40S', fp32: 91.6, half: 362 },
-  { pattern: /\bRTX 4090\b/i, name: 'NVIDIA GeForce RTX 4090', fp32: 82.6, half: 165 },
-  { pattern: /\bRTX 3090\b/i, name: 'NVIDIA GeForce RTX 3090', fp32: 35.6, half: 71 },
-  { pattern: /\bMI300X\b/i, name: 'AMD Instinct MI300X', fp32: 163.4, half: 1307 },
+export interface GpuPeaks {
+  name: string;
+  fp32: number;
+  fp16: number | null;
+  half: number;
+}
+
+const KNOWN: (GpuPeaks & { pattern: RegExp })[] = [
+  { pattern: /\bH200\b/i, name: 'NVIDIA H200', fp32: 66.9, fp16: 133.8, half: 989.4 },
+  { pattern: /\bH100\b.*\bPCIe\b/i, name: 'NVIDIA H100 PCIe', fp32: 51.2, fp16: 102.4, half: 756.5 },
+  { pattern: /\bH100\b/i, name: 'NVIDIA H100 SXM', fp32: 66.9, fp16: 133.8, half: 989.4 },
+  { pattern: /\bA100\b/i, name: 'NVIDIA A100', fp32: 19.5, fp16: 78, half: 312 },
+  { pattern: /\bL40S\b/i, name: 'NVIDIA L40S', fp32: 91.6, fp16: 91.6, half: 362 },
+  { pattern: /\bRTX 4090\b/i, name: 'NVIDIA GeForce RTX 4090', fp32: 82.6, fp16: 82.6, half: 165 },
+  { pattern: /\bRTX 3090\b/i, name: 'NVIDIA GeForce RTX 3090', fp32: 35.6, fp16: 35.6, half: 71 },
+  { pattern: /\bMI300X\b/i, name: 'AMD Instinct MI300X', fp32: 163.4, fp16: null, half: 1307.4 },
 ];
 
-/** The table's peak for `adapter` (its description) at `precision`; null when it is not in the table. */
-export function knownPeak(adapter: string, precision: 'fp32' | 'bf16' | 'fp16'): Peak | null {
+/** The table's row for `adapter` (its model), or null. */
+export function knownPeaks(adapter: string): GpuPeaks | null {
   const row = KNOWN.find((k) => k.pattern.test(adapter));
+  return row ? { name: row.name, fp32: row.fp32, fp16: row.fp16, half: row.half } : null;
+}
+
+/** The table's peak for `adapter` at `precision` (MFU's denominator); null when it is not in the table. */
+export function knownPeak(adapter: string, precision: 'fp32' | 'bf16' | 'fp16'): Peak | null {
+  const row = knownPeaks(adapter);
   if (!row) return null;
   const half = precision !== 'fp32';
   return { tflops: half ? row.half : row.fp32, source: `table: ${row.name}, dense ${half ? precision : 'fp32 without tensor cores'}` };

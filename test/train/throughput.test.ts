@@ -2,9 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { gpuPeak } from '../../bench/limits.js';
 import { adapterModel } from '../../src/gpu/adapter.js';
-import { gptFlopsPerIteration, knownPeak, throughput } from '../../src/train/throughput.js';
+import { gptFlopsPerIteration, knownPeak, knownPeaks, throughput } from '../../src/train/throughput.js';
 import { dir, TINY, train } from '../helpers/train.js';
 
 describe('--log-throughput', () => {
@@ -25,16 +24,16 @@ describe('--log-throughput', () => {
   });
 
   it('peaks: the table by adapter name and precision; an unknown adapter has none', () => {
-    expect(knownPeak('NVIDIA H200', 'bf16')).toEqual({ tflops: 989, source: 'table: NVIDIA H200, dense bf16' });
-    expect(knownPeak('NVIDIA H100 PCIe', 'fp32')?.tflops).toBe(51);
-    expect(knownPeak('NVIDIA H100 80GB HBM3', 'fp16')?.tflops).toBe(989);
+    expect(knownPeak('NVIDIA H200', 'bf16')).toEqual({ tflops: 989.4, source: 'table: NVIDIA H200, dense bf16' });
+    expect(knownPeak('NVIDIA H100 PCIe', 'fp32')?.tflops).toBe(51.2);
+    expect(knownPeak('NVIDIA H100 80GB HBM3', 'fp16')?.tflops).toBe(989.4);
     expect(knownPeak('llvmpipe (LLVM 15.0.6, 256 bits)', 'fp32')).toBeNull();
     // NVIDIA's Vulkan driver, as Dawn reported it on an H200: the model is in the device id alone.
     const h200 = { description: 'NVIDIA: 580.159.04 580.159.4.0', device: 'nvidia-h200', vendor: 'nvidia' };
     expect(knownPeak(h200.description, 'bf16')).toBeNull();
     expect(knownPeak(adapterModel(h200), 'bf16')?.source).toBe('table: NVIDIA H200, dense bf16');
-    expect(gpuPeak(adapterModel(h200))?.name).toBe('NVIDIA H200');
-    expect(knownPeak(adapterModel({ description: 'x', device: 'nvidia-h100-pcie', vendor: 'nvidia' }), 'fp32')?.tflops).toBe(51);
+    expect(knownPeaks(adapterModel(h200))).toEqual({ name: 'NVIDIA H200', fp32: 66.9, fp16: 133.8, half: 989.4 });
+    expect(knownPeak(adapterModel({ description: 'x', device: 'nvidia-h100-pcie', vendor: 'nvidia' }), 'fp32')?.tflops).toBe(51.2);
     expect(throughput(6e12, 500, 2, { tflops: 10, source: 'x' })).toEqual({ tflops: 6, mfu: 0.6 });
   });
 
