@@ -52,7 +52,7 @@ const KNOWN: (GpuPeaks & { pattern: RegExp })[] = [
   { pattern: /\bH100\b.*\bPCIe\b/i, name: 'NVIDIA H100 PCIe', fp32: 51.2, fp16: 102.4, half: 756.5 },
   { pattern: /\bH100\b/i, name: 'NVIDIA H100 SXM', fp32: 66.9, fp16: 133.8, half: 989.4 },
   { pattern: /\bA100\b/i, name: 'NVIDIA A100', fp32: 19.5, fp16: 78, half: 312 },
-  { pattern: /\bL40S\b/i, name: 'NVIDIA L40S', fp32: 91.6, fp16: 91.6, half: 362 },
+  { pattern: /\bL40S\b/i, name: 'NVIDIA L40S', fp32: 91.6, fp16: null, half: 362 },
   { pattern: /\bRTX 4090\b/i, name: 'NVIDIA GeForce RTX 4090', fp32: 82.6, fp16: 82.6, half: 165 },
   { pattern: /\bRTX 3090\b/i, name: 'NVIDIA GeForce RTX 3090', fp32: 35.6, fp16: 35.6, half: 71 },
   { pattern: /\bMI300X\b/i, name: 'AMD Instinct MI300X', fp32: 163.4, fp16: null, half: 1307.4 },
