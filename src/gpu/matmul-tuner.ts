@@ -475,9 +475,9 @@ async function tuneMma(
 
 /**
  * Run the tensor-core kernel with `grid` once on a product whose f16 inputs and f32 sums are exact
- * ([160, 80] @ [80, 136] of small multiples of 1/8: several workgroups, edges inside tiles, three k
- * steps at 32 of k, two at 64) and compare every element with the host's: an experimental feature is used only where it
- * computed the right answer.
+ * ([160, 80] @ [80, 136] of small multiples of 1/8: several workgroups, edges inside tiles, three
+ * steps of 32 in k or two of 64) and compare every element with the host's: an experimental feature
+ * is used only where it computed the right answer.
  */
 export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promise<boolean> {
   const shape = ctx.subgroupMatrixOffered;
