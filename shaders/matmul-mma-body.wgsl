@@ -3,16 +3,18 @@
 // f32 accumulation. Operands are addressed like matmul-body.wgsl's (any layout, batched).
 //
 // FM x FN x FK is the adapter's f16 -> f32 subgroup-matrix shape (16 x 16 x 16 on NVIDIA). A
-// workgroup is SGR x SGC subgroups; each subgroup owns 2 x 4 fragments of C (2 FM rows, 4 FN
-// columns), so the workgroup computes a BM x BN = 2 SGR FM x 4 SGC FN tile (128 x 128 at 4 x 2 on
-// NVIDIA). FM, FN, FK, SGR, SGC, KS and PAD are defines. For each step of BK = KS FK in k:
+// workgroup is SGR x SGC subgroups; each subgroup owns FR x FC fragments of C (FR FM rows, FC FN
+// columns), so the workgroup computes a BM x BN = FR SGR FM x FC SGC FN tile (128 x 128 at 4 x 2
+// subgroups of 2 x 4 fragments on NVIDIA). FM, FN, FK, SGR, SGC, FR, FC, KS and PAD are defines.
+// For each step of BK = KS FK in k:
 //   - Staging. The A and B tiles go into workgroup memory as f16, by the conversion rules of
 //     matmul-tiled-f16.wgsl (saturate at ±65504, the device's rounding). Each operand is read in
 //     slots of 4 elements along the dimension it is contiguous in, one vec4 load per slot where the
 //     host saw it aligned (A_VEC / B_VEC), and the next step's slots are loaded into registers while
 //     this step multiplies. Each staged row is followed by PAD halves (0 or 8): a fragment load
 //     reads 8 rows at a time, and rows of 32, 64 or 128 halves would start in the same banks.
-//   - Multiplying. Each subgroup loads 2 left and 4 right fragments per FK and accumulates 8 products.
+//   - Multiplying. Each subgroup loads FR left and FC right fragments per FK and accumulates FR FC
+//     products.
 // The epilogue (alpha, bias, accumulation, gelu, edges) goes one fragment index at a time: every
 // subgroup stores its fragment into its own FM x FN slice of workgroup memory, then all invocations
 // finish those slices.
@@ -28,8 +30,8 @@ override B_DTYPE: u32 = 0u;
 override SG: u32 = 32u;
 
 const NSUB: u32 = SGR * SGC;
-const BM: u32 = 2u * SGR * FM;
-const BN: u32 = 4u * SGC * FN;
+const BM: u32 = FR * SGR * FM;
+const BN: u32 = FC * SGC * FN;
 const BK: u32 = KS * FK;
 // Halves from one staged row to the next: As[r * SA + kk], Bs[kk * SB + c].
 const SA: u32 = BK + PAD;
@@ -115,9 +117,9 @@ fn store_slots(li: u32, ra: ptr<function, Slots>, rb: ptr<function, Slots>) {
   }
 }
 
-// Row and column in the tile of fragment f (0 .. 7: 2 rows of 4) of subgroup g.
+// Row and column in the tile of fragment f (0 .. FR FC - 1: FR rows of FC) of subgroup g.
 fn frag_origin(g: u32, f: u32) -> vec2<u32> {
-  return vec2<u32>((g / SGC) * 2u * FM + (f / 4u) * FM, (g % SGC) * 4u * FN + (f % 4u) * FN);
+  return vec2<u32>((g / SGC) * FR * FM + (f / FC) * FM, (g % SGC) * FC * FN + (f % FC) * FN);
 }
 
 // C = alpha * Cs + bias (+ C), inside the matrix, for fragment f of every subgroup (in Cs, one

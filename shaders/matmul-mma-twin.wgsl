@@ -13,6 +13,17 @@ const MAX_OWN: u32 = 256u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  multiply(wid, li);
+}
+
+// matmul-mma.wgsl's entry for other fragment counts, with the same interface; the twin's arithmetic
+// takes any.
+@compute @workgroup_size(WG)
+fn frags(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  multiply(wid, li);
+}
+
+fn multiply(wid: vec3<u32>, li: u32) {
   let t = tile_of(wid);
   var acc: array<f32, MAX_OWN>;
   var ra: Slots;
@@ -34,15 +45,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  // Each element into its fragment's place: subgroup (r / 2 FM, c / 4 FN), fragment
-  // ((r / FM) % 2, (c / FN) % 4), row-major within it.
-  for (var f = 0u; f < 8u; f++) {
+  // Each element into its fragment's place: subgroup (r / FR FM, c / FC FN), fragment
+  // ((r / FM) % FR, (c / FN) % FC), row-major within it.
+  for (var f = 0u; f < FR * FC; f++) {
     for (var j = 0u; j * WG + li < BM * BN; j++) {
       let e = j * WG + li;
       let r = e / BN;
       let c = e % BN;
-      if (((r / FM) % 2u) * 4u + (c / FN) % 4u == f) {
-        let g = (r / (2u * FM)) * SGC + c / (4u * FN);
+      if (((r / FM) % FR) * FC + (c / FN) % FC == f) {
+        let g = (r / (FR * FM)) * SGC + c / (FC * FN);
         Cs[g * FRAG + (r % FM) * FN + c % FN] = acc[j];
       }
     }

@@ -2,11 +2,13 @@ enable f16;
 enable chromium_experimental_subgroup_matrix;
 //!reflect matmul-mma-twin
 
-// The tensor-core matmul (matmul-mma-body.wgsl): subgroup g multiplies its 2 x 4 fragments of C,
-// rows from frag_origin(g, 0), with subgroup matrices; fragment f is row f / 4, column f % 4. The
+// The tensor-core matmul (matmul-mma-body.wgsl): subgroup g multiplies its FR x FC fragments of C,
+// rows from frag_origin(g, 0), with subgroup matrices; fragment f is row f / FC, column f % FC. The
 // loads' and stores' offsets derive from the subgroup_id builtin, so they are subgroup uniform, as
-// the uniformity analysis requires.
-// FM, FN, FK (the adapter's f16 -> f32 subgroup-matrix shape), SGR, SGC, KS and PAD are defines.
+// the uniformity analysis requires. `main` holds 2 x 4 fragments in named variables; `frags` any
+// FR x FC in arrays, under loops of constant count.
+// FM, FN, FK (the adapter's f16 -> f32 subgroup-matrix shape), SGR, SGC, FR, FC, KS and PAD are
+// defines.
 
 //!include matmul-mma-body
 
@@ -72,4 +74,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   finish(t, g, 5u, li, c5);
   finish(t, g, 6u, li, c6);
   finish(t, g, 7u, li, c7);
+}
+
+@compute @workgroup_size(WG)
+fn frags(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+         @builtin(subgroup_id) g: u32) {
+  let t = tile_of(wid);
+  let o = frag_origin(g, 0u);
+  var c: array<Result, FR * FC>;
+  var ra: Slots;
+  var rb: Slots;
+  load_slots(t, 0u, li, &ra, &rb);
+  for (var k0 = 0u; k0 < u.K; k0 += BK) {
+    store_slots(li, &ra, &rb);
+    workgroupBarrier();
+    if (k0 + BK < u.K) {
+      load_slots(t, k0 + BK, li, &ra, &rb);
+    }
+    for (var kk = 0u; kk < BK; kk += FK) {
+      var a: array<Left, FR>;
+      for (var i = 0u; i < FR; i++) {
+        a[i] = subgroupMatrixLoad<Left, row_major>(&As, (o.x + i * FM) * SA + kk, SA);
+      }
+      for (var j = 0u; j < FC; j++) {
+        let b = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y + j * FN, SB);
+        for (var i = 0u; i < FR; i++) {
+          c[i * FC + j] = subgroupMatrixMultiplyAccumulate(a[i], b, c[i * FC + j]);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var f = 0u; f < FR * FC; f++) {
+    finish(t, g, f, li, c[f]);
+  }
 }

@@ -26,13 +26,19 @@ export interface TileShape {
 }
 
 /**
- * The tensor-core kernel's workgroup: SGR x SGC subgroups, each owning 2 x 4 fragments of C, so a
- * workgroup computes (2 SGR FM) x (4 SGC FN) of C (128 x 128 at 4 x 2 with 16 x 16 fragments); it
- * stages KS FK of k per step, and pads each staged row by PAD halves.
+ * The tensor-core kernel's workgroup: SGR x SGC subgroups, each owning FR x FC fragments of C, so a
+ * workgroup computes (FR SGR FM) x (FC SGC FN) of C (128 x 128 at 4 x 2 subgroups of 2 x 4 with
+ * 16 x 16 fragments); it stages KS FK of k per step, and pads each staged row by PAD halves.
  */
 export interface MmaGrid {
   sgr: number;
   sgc: number;
+  /**
+   * Fragments of C per subgroup, rows and columns: 2 x 4, or 4 x 4 (a third fewer fragment loads
+   * per product, and a bigger tile of C per staged byte, for twice the accumulators).
+   */
+  fr: number;
+  fc: number;
   /** Fragments of k (FK each) per staged step: BK = KS FK. */
   ks: number;
   /**
@@ -45,11 +51,13 @@ export interface MmaGrid {
 
 /** The tensor-core workgroups the tuner times, where the probe passes them. */
 export const MMA_CANDIDATES: readonly MmaGrid[] = [
-  { sgr: 2, sgc: 1, ks: 2 },
-  { sgr: 2, sgc: 2, ks: 2 },
-  { sgr: 4, sgc: 2, ks: 2 },
+  { sgr: 2, sgc: 1, fr: 2, fc: 4, ks: 2 },
+  { sgr: 2, sgc: 2, fr: 2, fc: 4, ks: 2 },
+  { sgr: 4, sgc: 2, fr: 2, fc: 4, ks: 2 },
   // Smaller workgroups would stage more than 8 slots of a 64-deep step per invocation.
-  { sgr: 4, sgc: 2, ks: 4 },
+  { sgr: 4, sgc: 2, fr: 2, fc: 4, ks: 4 },
+  { sgr: 2, sgc: 2, fr: 4, fc: 4, ks: 2 },
+  { sgr: 4, sgc: 2, fr: 4, fc: 4, ks: 2 },
 ].flatMap((g) => [0, 8].map((pad) => ({ ...g, pad })));
 
 export const SHAPE_CLASSES = ['small', 'narrow', 'large'] as const;
@@ -77,9 +85,9 @@ export const DEFAULT_TILES: Record<ShapeClass, TileShape> = {
 
 /** Untuned tensor-core workgroups: the smallest for few tiles, the largest for the rest. */
 export const DEFAULT_MMA: Record<ShapeClass, MmaGrid> = {
-  small: { sgr: 2, sgc: 1, ks: 2, pad: 0 },
-  narrow: { sgr: 2, sgc: 1, ks: 2, pad: 0 },
-  large: { sgr: 4, sgc: 2, ks: 2, pad: 0 },
+  small: { sgr: 2, sgc: 1, fr: 2, fc: 4, ks: 2, pad: 0 },
+  narrow: { sgr: 2, sgc: 1, fr: 2, fc: 4, ks: 2, pad: 0 },
+  large: { sgr: 4, sgc: 2, fr: 2, fc: 4, ks: 2, pad: 0 },
 };
 
 /**
@@ -199,12 +207,17 @@ export function mmaFor(ctx: GpuContext, m: number, n: number, k: number): MmaGri
 
 /** The tensor-core kernel's tile of C and staged step of k with fragments of `shape` and `grid`. */
 export function mmaTile(shape: { m: number; n: number; k: number }, grid: MmaGrid): { bm: number; bn: number; bk: number } {
-  return { bm: 2 * grid.sgr * shape.m, bn: 4 * grid.sgc * shape.n, bk: grid.ks * shape.k };
+  return { bm: grid.fr * grid.sgr * shape.m, bn: grid.fc * grid.sgc * shape.n, bk: grid.ks * shape.k };
 }
 
 /** The tensor-core kernel's (and its twin's) module defines for fragments of `shape` and `grid`. */
 export function mmaDefines(shape: { m: number; n: number; k: number }, grid: MmaGrid): Record<string, number> {
-  return { FM: shape.m, FN: shape.n, FK: shape.k, SGR: grid.sgr, SGC: grid.sgc, KS: grid.ks, PAD: grid.pad };
+  return { FM: shape.m, FN: shape.n, FK: shape.k, SGR: grid.sgr, SGC: grid.sgc, FR: grid.fr, FC: grid.fc, KS: grid.ks, PAD: grid.pad };
+}
+
+/** The tensor-core kernel's entry point for `grid`: `main` names its 2 x 4 fragments, `frags` holds any in arrays. */
+export function mmaEntry(grid: MmaGrid): 'main' | 'frags' {
+  return grid.fr === 2 && grid.fc === 4 ? 'main' : 'frags';
 }
 
 /** Workgroups of the tensor-core kernel for C of m x n in `batches`. */
@@ -220,7 +233,7 @@ export function mmaWorkgroups(
 }
 
 export function describeMma(grid: MmaGrid): string {
-  return `${grid.sgr}x${grid.sgc} subgroups, k ${grid.ks} fragments${grid.pad ? `, rows padded ${grid.pad}` : ''}`;
+  return `${grid.sgr}x${grid.sgc} subgroups of ${grid.fr}x${grid.fc} fragments, ${grid.ks} fragments of k a step${grid.pad ? `, rows padded ${grid.pad}` : ''}`;
 }
 
 /**
@@ -237,7 +250,8 @@ export function mmaProblem(
   const threads = grid.sgr * grid.sgc * sg;
   const { bm, bn, bk } = mmaTile(shape, grid);
   if (sg <= 0) return 'the adapter does not say its subgroup size';
-  if (![2, 4].includes(grid.ks) || ![0, 8].includes(grid.pad)) return 'k fragments per step are 2 or 4, and rows are padded 0 or 8';
+  if (![2, 4].includes(grid.ks) || ![0, 8].includes(grid.pad) || ![2, 4].includes(grid.fr) || grid.fc !== 4)
+    return 'subgroups hold 2 x 4 or 4 x 4 fragments, steps are 2 or 4 fragments of k, and rows are padded 0 or 8';
   if (threads > ctx.limits.maxComputeInvocationsPerWorkgroup || threads > ctx.limits.maxComputeWorkgroupSizeX)
     return `${threads} invocations per workgroup`;
   if ((bm * bk) / 4 > 8 * threads || (bk * bn) / 4 > 8 * threads) return `more than 8 slots of a tile per invocation`;
@@ -283,7 +297,7 @@ async function timeProduct(
     const g = kernel.mma;
     pipeline = ctx.kernels.pipeline(
       'matmul-mma',
-      'main',
+      mmaEntry(g),
       { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, ...quads },
       mmaDefines(f, g),
     );
@@ -504,7 +518,7 @@ export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promi
   try {
     const pipeline = ctx.kernels.pipeline(
       'matmul-mma',
-      'main',
+      mmaEntry(grid),
       { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, A_VEC: 1, B_VEC: 1 },
       mmaDefines(shape, grid),
     );

@@ -13,6 +13,7 @@ import {
   describeTile,
   type MmaGrid,
   mmaDefines,
+  mmaEntry,
   mmaFor,
   mmaProblem,
   mmaWorkgroups,
@@ -141,7 +142,7 @@ export function mmaMatmul(
   const slots = vec4Slots(g, s, a, b);
   g.runner.dispatch(
     shader,
-    'main',
+    mmaEntry(grid),
     { B_DTYPE: paramCode(b.t, 'matmul B'), SG: subgroupSize, GROUP_M: TILE_GROUP_M, ...slots.constants },
     uniforms,
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },

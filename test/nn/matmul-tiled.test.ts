@@ -16,6 +16,7 @@ import {
   MMA_CANDIDATES,
   type MmaGrid,
   mmaDefines,
+  mmaEntry,
   mmaProblem,
   shapeClass,
   TILE_CANDIDATES,
@@ -209,7 +210,7 @@ describe('tiled matmul: layouts, batches, dtypes', () => {
 // adapter offers subgroup matrices.
 describe('tensor-core matmul', () => {
   const fragment: SubgroupMatrixShape = { m: 16, n: 16, k: 16 };
-  const large: MmaGrid = { sgr: 4, sgc: 2, ks: 2, pad: 0 };
+  const large: MmaGrid = { sgr: 4, sgc: 2, fr: 2, fc: 4, ks: 2, pad: 0 };
   const cases: [string, Partial<Case>, ParamDtype, MmaGrid][] = [
     ['bf16 weights, edges past a tile, k past a step', { m: 70, n: 67, k: 40 }, 'bfloat16', large],
     [
@@ -222,7 +223,7 @@ describe('tensor-core matmul', () => {
       `tiles in groups of ${TILE_GROUP_M} rows: 11 tile rows (a group and a partial one) by 3 columns`,
       { m: 64 * 10 + 9, n: 64 * 2 + 4, k: 36 },
       'float16',
-      { sgr: 2, sgc: 1, ks: 2, pad: 8 },
+      { sgr: 2, sgc: 1, fr: 2, fc: 4, ks: 2, pad: 8 },
     ],
   ];
   for (const [name, over, dtype, grid] of cases) {
@@ -246,7 +247,12 @@ describe('tensor-core matmul', () => {
   }
   // Every candidate workgroup, in 16 x 16 x 16 fragments where this adapter's limits take it, else
   // in 8 x 8 x 8 ones (the same code in a quarter of the workgroup memory).
-  const slots = (grid: MmaGrid, f: number): Partial<Case> => ({ m: 4 * grid.sgr * f - 12, n: 8 * grid.sgc * f - 8, k: 100, quads: [1, 1] });
+  const slots = (grid: MmaGrid, f: number): Partial<Case> => ({
+    m: 2 * grid.fr * grid.sgr * f - 12,
+    n: 2 * grid.fc * grid.sgc * f - 8,
+    k: 100,
+    quads: [1, 1],
+  });
   for (const grid of MMA_CANDIDATES) {
     it(`twin: vec4 slots, ${describeMma(grid)}, two tiles each way with edges`, async () => {
       const shape = mmaProblem(ctx, fragment, 32, grid, true) === null ? fragment : { m: 8, n: 8, k: 8 };
@@ -294,7 +300,7 @@ describe('tensor-core kernel on the null backend', () => {
             'matmul-mma',
             'main',
             { B_DTYPE: bDtype, SG: nul.subgroupMaxSize, A_VEC: aVec!, B_VEC: bVec!, A_KFAST: aKFast!, B_NFAST: bNFast! },
-            mmaDefines(fragment, { sgr: 2, sgc: 1, ks: 2, pad: 8 }),
+            mmaDefines(fragment, { sgr: 2, sgc: 1, fr: 2, fc: 4, ks: 2, pad: 8 }),
           );
           const error = await nul.device.popErrorScope();
           if (error) errors.push(error.message);
@@ -306,7 +312,7 @@ describe('tensor-core kernel on the null backend', () => {
         const sg = (grid.sgr * grid.sgc * 32) % nul.subgroupMaxSize === 0 ? 32 : nul.subgroupMaxSize;
         expect(mmaProblem(nul, small, sg, grid)).toBeNull();
         nul.device.pushErrorScope('validation');
-        nul.kernels.pipeline('matmul-mma', 'main', { SG: sg, B_DTYPE: 2, A_VEC: 1, B_VEC: 1 }, mmaDefines(small, grid));
+        nul.kernels.pipeline('matmul-mma', mmaEntry(grid), { SG: sg, B_DTYPE: 2, A_VEC: 1, B_VEC: 1 }, mmaDefines(small, grid));
         const error = await nul.device.popErrorScope();
         if (error) errors.push(`${describeMma(grid)}: ${error.message}`);
       }
