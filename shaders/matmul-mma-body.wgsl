@@ -117,6 +117,17 @@ fn store_slots(li: u32, ra: ptr<function, Slots>, rb: ptr<function, Slots>) {
   }
 }
 
+// The top of step k0: its slots (loaded in the step before) into the tiles, then the next step's
+// slots loaded into registers, in flight while this one multiplies. The multiplying ends with a
+// barrier before the next step stores.
+fn stage_step(t: Tile, k0: u32, li: u32, ra: ptr<function, Slots>, rb: ptr<function, Slots>) {
+  store_slots(li, ra, rb);
+  workgroupBarrier();
+  if (k0 + BK < u.K) {
+    load_slots(t, k0 + BK, li, ra, rb);
+  }
+}
+
 // Row and column in the tile of fragment f (0 .. FR FC - 1: FR rows of FC) of subgroup g.
 fn frag_origin(g: u32, f: u32) -> vec2<u32> {
   return vec2<u32>((g / SGC) * FR * FM + (f / FC) * FM, (g % SGC) * FC * FN + (f % FC) * FN);

@@ -30,11 +30,7 @@ fn multiply(wid: vec3<u32>, li: u32) {
   var rb: Slots;
   load_slots(t, 0u, li, &ra, &rb);
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
-    store_slots(li, &ra, &rb);
-    workgroupBarrier();
-    if (k0 + BK < u.K) {
-      load_slots(t, k0 + BK, li, &ra, &rb);
-    }
+    stage_step(t, k0, li, &ra, &rb);
     for (var j = 0u; j * WG + li < BM * BN; j++) {
       let e = j * WG + li;
       let r = e / BN;

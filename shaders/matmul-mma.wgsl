@@ -41,12 +41,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var rb: Slots;
   load_slots(t, 0u, li, &ra, &rb);
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
-    store_slots(li, &ra, &rb);
-    workgroupBarrier();
-    // The next step's slots, in flight while this one multiplies.
-    if (k0 + BK < u.K) {
-      load_slots(t, k0 + BK, li, &ra, &rb);
-    }
+    stage_step(t, k0, li, &ra, &rb);
     for (var kk = 0u; kk < BK; kk += FK) {
       let a0 = subgroupMatrixLoad<Left, row_major>(&As, o.x * SA + kk, SA);
       let a1 = subgroupMatrixLoad<Left, row_major>(&As, (o.x + FM) * SA + kk, SA);
@@ -86,11 +81,7 @@ fn frags(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   var rb: Slots;
   load_slots(t, 0u, li, &ra, &rb);
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
-    store_slots(li, &ra, &rb);
-    workgroupBarrier();
-    if (k0 + BK < u.K) {
-      load_slots(t, k0 + BK, li, &ra, &rb);
-    }
+    stage_step(t, k0, li, &ra, &rb);
     for (var kk = 0u; kk < BK; kk += FK) {
       var a: array<Left, FR>;
       for (var i = 0u; i < FR; i++) {
