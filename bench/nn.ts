@@ -51,6 +51,8 @@ const CHAIN = 4;
 export const GPT_CONFIGS: Record<string, GptConfig & { batch: number }> = {
   'char-4x128': { numLayers: 4, numAttentionHeads: 4, hiddenSize: 128, seqLength: 64, vocabSize: 81, batch: 12 },
   tiny: { numLayers: 2, numAttentionHeads: 2, hiddenSize: 32, seqLength: 16, vocabSize: 81, batch: 4 },
+  // The second model: 6 layers of 384, 6 heads (of 64), T 256, micro-batch 4 (10.8M params).
+  'gpt-6x384-t256': { numLayers: 6, numAttentionHeads: 6, hiddenSize: 384, seqLength: 256, vocabSize: 96, batch: 4 },
   // GPT-2 small's shape (vocab padded to a multiple of 128), for hardware GPUs only.
   'gpt2-small': { numLayers: 12, numAttentionHeads: 12, hiddenSize: 768, seqLength: 1024, vocabSize: 50304, batch: 8 },
 };
