@@ -54,6 +54,38 @@ function params(specs: [string, number[]][], dtype: ParamDtype = 'float32', grad
   return new LocalParams(device, list);
 }
 
+/**
+ * A linear layer's params (w [inF, outF], or [outF, inF] when `transposed`, and b) set to random
+ * values, with a random input of `rows` and a random output grad.
+ */
+function linearCase(
+  rows: number,
+  inF: number,
+  outF: number,
+  o: { transposed?: boolean; dtype?: ParamDtype; gradDtype?: GradDtype; device?: GpuContext } = {},
+) {
+  const p = params(
+    [
+      ['w', o.transposed ? [outF, inF] : [inF, outF]],
+      ['b', [outF]],
+    ],
+    o.dtype,
+    o.gradDtype,
+    o.device,
+  );
+  const w = rand(inF * outF),
+    b = rand(outF),
+    x = rand(rows * inF),
+    dy = rand(rows * outF);
+  p.set(
+    new Map([
+      ['w', w],
+      ['b', b],
+    ]),
+  );
+  return { p, w, b, x, dy };
+}
+
 function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string, tol = TOL) {
   expect(got.length, msg(what)).toBe(want.length);
   expect(ref.relError(got, want), msg(what)).toBeLessThanOrEqual(tol);
@@ -80,25 +112,7 @@ describe('linear', () => {
   ] as const) {
     it(`rows ${rows}, ${inF} -> ${outF}${transposed ? ', weight [out, in]' : ''}, ${reductions} reductions`, async () => {
       const device = on(reductions);
-      const p = params(
-        [
-          ['w', transposed ? [outF, inF] : [inF, outF]],
-          ['b', [outF]],
-        ],
-        'float32',
-        'float32',
-        device,
-      );
-      const w = rand(inF * outF),
-        b = rand(outF),
-        x = rand(rows * inF),
-        dy = rand(rows * outF);
-      p.set(
-        new Map([
-          ['w', w],
-          ['b', b],
-        ]),
-      );
+      const { p, w, b, x, dy } = linearCase(rows, inF, outF, { transposed, device });
       const g = new Graph(device);
       const used = entriesOf(g, 'colsum');
       const xt = g.input(x, [rows, inF], 'x', true);
@@ -126,25 +140,7 @@ describe('linear', () => {
     const [rows, inF, outF] = [1024, 24, 40];
     const device = await GpuContext.create({ matmulKernel: 'tiled', reductionKernel: 'split', tuneMatmul: false });
     try {
-      const p = params(
-        [
-          ['w', [inF, outF]],
-          ['b', [outF]],
-        ],
-        'float32',
-        'float32',
-        device,
-      );
-      const w = rand(inF * outF),
-        b = rand(outF),
-        x = rand(rows * inF),
-        dy = rand(rows * outF);
-      p.set(
-        new Map([
-          ['w', w],
-          ['b', b],
-        ]),
-      );
+      const { p, w, b, x, dy } = linearCase(rows, inF, outF, { device });
       const grids: number[][] = [];
       for (let pass = 0; pass < 2; pass++) {
         const g = new Graph(device);
@@ -266,24 +262,7 @@ describe('linear', () => {
   ] as const) {
     it(`reads ${dtype} params and writes ${gradDtype} grads`, async () => {
       const [rows, inF, outF] = [9, 10, 11];
-      const p = params(
-        [
-          ['w', [inF, outF]],
-          ['b', [outF]],
-        ],
-        dtype,
-        gradDtype,
-      );
-      const w = rand(inF * outF),
-        b = rand(outF),
-        x = rand(rows * inF),
-        dy = rand(rows * outF);
-      p.set(
-        new Map([
-          ['w', w],
-          ['b', b],
-        ]),
-      );
+      const { p, w, b, x, dy } = linearCase(rows, inF, outF, { dtype, gradDtype });
       const g = new Graph(ctx);
       const y = linear(g, g.input(x, [rows, inF]), p.get('w'), p.get('b'));
       g.backwardFrom(y, dy);
