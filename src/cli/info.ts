@@ -1,7 +1,7 @@
 /** `webtron info`: the adapter, backend, limits, features and kernels webtron will use. */
 import { listAdapters } from '../gpu/adapter.js';
 import { GpuContext, OPTIONAL_FEATURES } from '../gpu/context.js';
-import { describeMma, describeTile, SHAPE_CLASSES } from '../gpu/matmul-tuner.js';
+import { describeMma, describeTile, SHAPE_CLASSES, tuningLines } from '../gpu/matmul-tuner.js';
 import { gpuPollMs } from '../gpu/poll.js';
 import type { Command } from './command.js';
 import { GPU_FLAGS } from './flags.js';
@@ -27,6 +27,7 @@ function matmulChoice(ctx: GpuContext): Record<string, unknown> {
     tiles: t.tiles,
     gflops: t.gflops,
     ...(t.mmaGrids ? { mmaGrids: t.mmaGrids, mmaGflops: t.mmaGflops ?? {} } : {}),
+    ...(t.times ? { times: t.times } : {}),
     source: t.source,
     cachePath: t.cachePath,
     tunedAt: t.tunedAt ?? null,
@@ -67,13 +68,22 @@ export const info: Command = {
     ...GPU_FLAGS,
     list: { kind: 'boolean', help: 'list every adapter Dawn offers on this platform' },
     json: { kind: 'boolean', help: 'print one JSON object instead of text' },
+    tuning: {
+      kind: 'boolean',
+      help: 'also print every candidate the matmul tuner timed on this adapter, per shape class, fastest first (--json has them under matmul.times)',
+    },
   },
   async run(values) {
     if (values.list) {
       for (const a of await listAdapters()) console.log(a.description);
       return;
     }
-    const ctx = await GpuContext.create({ backend: values.backend as string | undefined, adapter: values.adapter as string | undefined });
+    // Tuning (the first run on an adapter) takes seconds: say what it finds as it goes.
+    const ctx = await GpuContext.create({
+      backend: values.backend as string | undefined,
+      adapter: values.adapter as string | undefined,
+      tuneProgress: (line) => process.stderr.write(`webtron info: tuning the matmul: ${line}\n`),
+    });
     const i = ctx.found.info;
     const limits = Object.fromEntries(LIMITS_SHOWN.map((k) => [k, ctx.limits[k]]));
     const adapterFeatures = [...ctx.found.adapter.features].sort();
@@ -133,5 +143,12 @@ export const info: Command = {
     ];
     const width = Math.max(...rows.map(([k]) => k.length));
     for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+    if (values.tuning) {
+      console.log('');
+      for (const line of ctx.matmulKernel === 'tiled'
+        ? tuningLines(ctx.matmulTuning)
+        : [`the ${ctx.matmulKernel} matmul kernel is not tuned`])
+        console.log(line);
+    }
   },
 };

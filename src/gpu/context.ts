@@ -75,6 +75,8 @@ export interface GpuOptions extends AdapterOptions {
    * default for hardware adapters. `false` keeps the default tiles.
    */
   tuneMatmul?: boolean;
+  /** Called with a line per tuned class and per tensor-core workgroup left out, while the matmul is tuned (not when read from the cache). */
+  tuneProgress?: (line: string) => void;
 }
 
 /**
@@ -343,7 +345,7 @@ export class GpuContext {
       options.reductionKernel ?? reductionKernelFromEnv(),
     );
     if (ctx.matmulKernel === 'tiled' && (options.tuneMatmul ?? !ctx.software) && ctx.hasTimestamps) {
-      ctx.matmulTuning = await tuneMatmul(ctx);
+      ctx.matmulTuning = await tuneMatmul(ctx, options.tuneProgress ? { progress: options.tuneProgress } : {});
     }
     return ctx;
   }

@@ -143,10 +143,25 @@ export interface MatmulTuning {
   gflops: Partial<Record<ShapeClass, number>>;
   /** GFLOP/s of each class's tensor-core choice, with fp16 B. */
   mmaGflops?: Partial<Record<ShapeClass, number>>;
+  /** Every candidate's GFLOP/s, not only the choices' (absent: not tuned, or cached before they were kept). */
+  times?: TuningTimes;
   /** 'tuned' now, 'cache' (read from `cachePath`), or 'default' (not tuned). */
   source: 'tuned' | 'cache' | 'default';
   cachePath: string | null;
   tunedAt?: string;
+}
+
+/**
+ * What the tuner measured of every candidate, by class and by its description (`describeTile`,
+ * `describeMma`): its GFLOP/s on the class's tuning shape, the better of its rounds (0 where the
+ * timestamps did not advance). A choice is one row of these; the rest say how far behind the others
+ * came, which is what tells a kernel change that helps on a GPU from one that does not.
+ */
+export interface TuningTimes {
+  tiles: Partial<Record<ShapeClass, Record<string, number>>>;
+  mma: Partial<Record<ShapeClass, Record<string, number>>>;
+  /** Candidates left untimed, and why: beyond the device's limits, or (tensor cores) a wrong product in the probe. */
+  untimed: { tiles: Record<string, string>; mma: Record<string, string> };
 }
 
 /** The folder of webtron's on-disk caches: WEBTRON_CACHE_DIR, else XDG_CACHE_HOME/webtron, else ~/.cache/webtron. */
@@ -180,6 +195,7 @@ interface CacheFile {
       mma?: boolean | null;
       mmaGrids?: Record<ShapeClass, MmaGrid>;
       mmaGflops?: Partial<Record<ShapeClass, number>>;
+      times?: TuningTimes;
     }
   >;
 }
@@ -379,9 +395,16 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
       tunedAt: hit.tunedAt,
       mma: hit.mma ?? null,
       ...(hit.mmaGrids ? { mmaGrids: hit.mmaGrids, mmaGflops: hit.mmaGflops ?? {} } : {}),
+      ...(hit.times ? { times: hit.times } : {}),
     };
   if (!ctx.hasTimestamps) throw new GpuError(`adapter '${ctx.adapterName}' has no timestamp queries: the matmul tiles cannot be tuned`);
-  const candidates = (options.candidates ?? TILE_CANDIDATES).filter((t) => tileProblem(ctx, t) === null);
+  const times: TuningTimes = { tiles: {}, mma: {}, untimed: { tiles: {}, mma: {} } };
+  const candidates: TileShape[] = [];
+  for (const t of options.candidates ?? TILE_CANDIDATES) {
+    const problem = tileProblem(ctx, t);
+    if (problem) times.untimed.tiles[describeTile(t)] = `cannot run here (${problem})`;
+    else candidates.push(t);
+  }
   if (candidates.length === 0) throw new GpuError(`no matmul tile candidate fits adapter '${ctx.adapterName}'`);
   const tiles = { ...DEFAULT_TILES };
   const gflops: Partial<Record<ShapeClass, number>> = {};
@@ -389,6 +412,7 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   for (const cls of SHAPE_CLASSES) {
     const shape = options.shapes?.[cls] ?? TUNING_SHAPES[cls];
     const best = await fastest(candidates, (tile) => timeTile(ctx, tile, shape));
+    times.tiles[cls] = timesByName(candidates.map(describeTile), best.all);
     if (best.gflops === 0) {
       options.progress?.(`matmul tiles, ${cls}: the timestamps did not advance; default tiles`);
       continue;
@@ -397,7 +421,7 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     gflops[cls] = Math.round(best.gflops * 10) / 10;
     options.progress?.(`matmul tiles, ${cls} (${shape.join(' x ')}): ${describeTile(best.pick)} at ${gflops[cls]} GFLOP/s`);
   }
-  const tensorCores = ctx.subgroupMatrixOffered ? await tuneMma(ctx, options) : null;
+  const tensorCores = ctx.subgroupMatrixOffered ? await tuneMma(ctx, options, times) : null;
   const mma = tensorCores === null ? null : tensorCores.grids !== null;
   const mmaFields = tensorCores?.grids ? { mmaGrids: tensorCores.grids, mmaGflops: tensorCores.gflops } : {};
   const tunedAt = new Date().toISOString();
@@ -407,14 +431,19 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     // cache folder) costs the next run a tuning, not this one its result.
     try {
       mkdirSync(dir, { recursive: true });
-      cache.entries[key] = { tiles, gflops, tunedAt, mma, ...mmaFields };
+      cache.entries[key] = { tiles, gflops, tunedAt, mma, ...mmaFields, times };
       writeFileAtomic(path, `${JSON.stringify(cache, null, 2)}\n`);
     } catch (error) {
       cachePath = null;
       options.progress?.(`matmul tiles not cached: ${(error as Error).message}`);
     }
   }
-  return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma, ...mmaFields };
+  return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma, ...mmaFields, times };
+}
+
+/** GFLOP/s by candidate name, rounded as the choices' are. */
+function timesByName(names: readonly string[], gflops: readonly number[]): Record<string, number> {
+  return Object.fromEntries(names.map((name, i) => [name, Math.round(gflops[i]! * 10) / 10]));
 }
 
 /** GPU time the tuner spends on one product before it times any: a GPU at idle clocks ramps up meanwhile. */
@@ -440,33 +469,45 @@ const ROUNDS = 2;
 
 /**
  * The candidate with the highest GFLOP/s, each timed once per round with the rounds interleaved,
- * and its best round kept (the first among equals).
+ * and its best round kept (the first among equals); `all`, every candidate's best round, in order.
  */
-async function fastest<T>(candidates: readonly T[], time: (candidate: T) => Promise<number>): Promise<{ pick: T; gflops: number }> {
+async function fastest<T>(
+  candidates: readonly T[],
+  time: (candidate: T) => Promise<number>,
+): Promise<{ pick: T; gflops: number; all: number[] }> {
   const best = candidates.map(() => -1);
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, candidate] of candidates.entries()) best[i] = Math.max(best[i]!, await time(candidate));
     if (best.every((g) => g === 0)) break; // the timestamps did not advance: nothing to compare
   }
   const i = best.indexOf(Math.max(...best));
-  return { pick: candidates[i] as T, gflops: best[i]! };
+  return { pick: candidates[i] as T, gflops: best[i]!, all: best };
 }
 
 /**
  * The tensor-core workgroups that compute the probe's product exactly, the fastest of them per
- * class with fp16 B; grids null when none does (16-bit matmuls then use the tiled kernel).
+ * class with fp16 B; grids null when none does (16-bit matmuls then use the tiled kernel). Every
+ * candidate's time, or why it was not timed, goes into `times`.
  */
 async function tuneMma(
   ctx: GpuContext,
   options: TuneOptions,
+  times: TuningTimes,
 ): Promise<{ grids: Record<ShapeClass, MmaGrid> | null; gflops: Partial<Record<ShapeClass, number>> }> {
   const shape = ctx.subgroupMatrixOffered!;
   const passed: MmaGrid[] = [];
   for (const grid of MMA_CANDIDATES) {
     const problem = mmaProblem(ctx, shape, ctx.subgroupMaxSize, grid);
-    if (problem) options.progress?.(`tensor cores, ${describeMma(grid)}: cannot run here (${problem})`);
-    else if (await probeSubgroupMatrix(ctx, grid)) passed.push(grid);
-    else options.progress?.(`tensor cores, ${describeMma(grid)}: computed a wrong product here, not used`);
+    const untimed = problem
+      ? `cannot run here (${problem})`
+      : (await probeSubgroupMatrix(ctx, grid))
+        ? null
+        : 'computed a wrong product here';
+    if (untimed === null) passed.push(grid);
+    else {
+      times.untimed.mma[describeMma(grid)] = untimed;
+      options.progress?.(`tensor cores, ${describeMma(grid)}: ${untimed}, not used`);
+    }
   }
   if (passed.length === 0) {
     options.progress?.('subgroup matrices: no tensor-core workgroup computed the right product here; 16-bit matmuls use the tiled kernel');
@@ -479,6 +520,7 @@ async function tuneMma(
   for (const cls of SHAPE_CLASSES) {
     const size = options.shapes?.[cls] ?? TUNING_SHAPES[cls];
     const best = await fastest(passed, (grid) => timeMma(ctx, grid, size));
+    times.mma[cls] = timesByName(passed.map(describeMma), best.all);
     if (best.gflops === 0) continue;
     grids[cls] = best.pick;
     gflops[cls] = Math.round(best.gflops * 10) / 10;
@@ -563,4 +605,38 @@ function halfBits(x: number): number {
 
 export function describeTile(t: TileShape): string {
   return `${t.bm}x${t.bn}x${t.bk}, ${t.tm}x${t.tn} per invocation`;
+}
+
+/**
+ * Every candidate the tuner timed, per kernel and shape class, fastest first, then those it left
+ * untimed with why: the lines `webtron info --tuning` prints.
+ */
+export function tuningLines(tuning: MatmulTuning): string[] {
+  const times = tuning.times;
+  if (!times) {
+    return [
+      tuning.source === 'default'
+        ? 'the matmul is not tuned here (default tiles): nothing was timed'
+        : `no timings kept for this tuning (${tuning.cachePath ?? 'cache'}); delete that file to tune again and keep them`,
+    ];
+  }
+  const lines: string[] = [];
+  const table = (kernel: string, byClass: TuningTimes['tiles']) => {
+    for (const cls of SHAPE_CLASSES) {
+      const rows = Object.entries(byClass[cls] ?? {}).sort((a, b) => b[1] - a[1]);
+      if (rows.length === 0) continue;
+      lines.push(`${kernel}, ${cls}:`);
+      const width = Math.max(...rows.map(([name]) => name.length));
+      for (const [name, gflops] of rows)
+        lines.push(`  ${name.padEnd(width)}  ${gflops > 0 ? `${gflops} GFLOP/s` : 'not measured (the timestamps did not advance)'}`);
+    }
+  };
+  table('tiled', times.tiles);
+  table('tensor cores', times.mma);
+  for (const [kernel, untimed] of [
+    ['tiled', times.untimed.tiles],
+    ['tensor cores', times.untimed.mma],
+  ] as const)
+    for (const [name, why] of Object.entries(untimed)) lines.push(`${kernel}, not timed: ${name}: ${why}`);
+  return lines;
 }

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { findAdapter, isSoftwareAdapter } from '../../src/gpu/adapter.js';
 import { GpuContext } from '../../src/gpu/context.js';
+import { describeTile, TILE_CANDIDATES, tileProblem } from '../../src/gpu/matmul-tuner.js';
 
 const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 
@@ -56,7 +57,29 @@ describe('webtron info', () => {
       encoding: 'utf8',
       env: { ...process.env, WEBTRON_DAWN_TOGGLES: 'disable_robustness,disable_workgroup_init', WEBTRON_CACHE_DIR: cache },
     });
+    // --tuning: every tile candidate, by class (the null backend's timestamps do not advance), and
+    // the ones beyond its limits with why.
+    const tuning = execFileSync('node', [bin, 'info', '--tuning', '--backend', 'null'], {
+      encoding: 'utf8',
+      env: { ...process.env, WEBTRON_CACHE_DIR: cache },
+    });
     rmSync(cache, { recursive: true, force: true });
+    const nulCtx = await GpuContext.create({ backend: 'null', tuneMatmul: false });
+    try {
+      const fits = TILE_CANDIDATES.filter((t) => tileProblem(nulCtx, t) === null);
+      expect(fits.length).toBeGreaterThan(0);
+      const large = tuning.split('\n').slice(tuning.split('\n').indexOf('tiled, large:') + 1);
+      expect(large.slice(0, fits.length).map((l) => l.trim().split(/ {2,}/))).toEqual(
+        fits.map((t) => [describeTile(t), 'not measured (the timestamps did not advance)']),
+      );
+      for (const t of TILE_CANDIDATES.filter((c) => tileProblem(nulCtx, c) !== null))
+        expect(tuning).toContain(`tiled, not timed: ${describeTile(t)}: cannot run here (${tileProblem(nulCtx, t)})`);
+      expect(JSON.parse(nul.trim().split('\n').pop()!).matmul.times.tiles.large).toEqual(
+        Object.fromEntries(fits.map((t) => [describeTile(t), 0])),
+      );
+    } finally {
+      nulCtx.destroy();
+    }
     expect(JSON.parse(nul.trim().split('\n').pop()!).dawnToggles).toEqual([
       'allow_unsafe_apis',
       'vulkan_enable_f16_on_nvidia',

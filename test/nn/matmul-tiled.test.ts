@@ -12,7 +12,10 @@ import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/co
 import type { ParamDtype } from '../../src/ddp/layout.js';
 import { GpuContext, type SubgroupMatrixShape } from '../../src/gpu/context.js';
 import {
+  DEFAULT_MMA,
+  DEFAULT_TILES,
   describeMma,
+  describeTile,
   MMA_CANDIDATES,
   type MmaGrid,
   mmaDefines,
@@ -24,6 +27,7 @@ import {
   tuneMatmul,
   TILE_GROUP_M,
   tuningKey,
+  tuningLines,
   type TileShape,
 } from '../../src/gpu/matmul-tuner.js';
 import { Graph } from '../../src/nn/graph.js';
@@ -347,14 +351,34 @@ describe('matmul tuner', () => {
       for (const cls of ['small', 'narrow', 'large'] as const) {
         expect(candidates).toContainEqual(tuned.tiles[cls]);
         expect(tuned.gflops[cls]).toBeGreaterThan(0);
+        // Every candidate's time is kept, and the choice is the fastest of them.
+        const times = tuned.times!.tiles[cls]!;
+        expect(Object.keys(times).sort()).toEqual(candidates.map(describeTile).sort());
+        expect(times[describeTile(tuned.tiles[cls])]).toBe(tuned.gflops[cls]);
+        expect(Math.max(...Object.values(times))).toBe(tuned.gflops[cls]);
       }
+      expect(tuned.times!.mma).toEqual({}); // no subgroup matrices on this adapter
+      // `webtron info --tuning`'s lines: each class's candidates, fastest first.
+      const shown = tuningLines(tuned);
+      const large = shown.indexOf('tiled, large:');
+      expect(shown[large + 1]).toMatch(new RegExp(`^  ${describeTile(tuned.tiles.large)} +${tuned.gflops.large} GFLOP/s$`));
+      expect(shown).toHaveLength(3 * (1 + candidates.length));
       const file = JSON.parse(readFileSync(join(dir, 'matmul-tiles.json'), 'utf8'));
       expect(Object.keys(file.entries)).toEqual([tuningKey(ctx)]);
-      // The second call reads the cache without timing anything.
+      // The second call reads the cache without timing anything, the timings with it.
       const again = await tuneMatmul(ctx, { cacheDir: dir, candidates: [], progress: (l) => lines.push(l) });
       expect(again.source).toBe('cache');
       expect(again.tiles).toEqual(tuned.tiles);
+      expect(again.times).toEqual(tuned.times);
       expect(lines).toHaveLength(3);
+      // A cache entry written before timings were kept says so, and how to get them.
+      delete file.entries[tuningKey(ctx)].times;
+      writeFileSync(join(dir, 'matmul-tiles.json'), JSON.stringify(file));
+      const older = await tuneMatmul(ctx, { cacheDir: dir, candidates: [] });
+      expect(older.times).toBeUndefined();
+      expect(tuningLines(older)).toEqual([
+        `no timings kept for this tuning (${join(dir, 'matmul-tiles.json')}); delete that file to tune again and keep them`,
+      ]);
       // A damaged cache is timed again and rewritten, not trusted.
       writeFileSync(join(dir, 'matmul-tiles.json'), '{ not json');
       const redone = await tuneMatmul(ctx, { cacheDir: dir, candidates, shapes: { ...shapes } });
@@ -368,6 +392,37 @@ describe('matmul tuner', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("lists every candidate's time fastest first per kernel and class, then those left untimed", () => {
+    // A tuning as a GPU with tensor cores leaves it (this adapter has none to time).
+    const [a, b] = [DEFAULT_MMA.small, { ...DEFAULT_MMA.small, pad: 8 }].map(describeMma) as [string, string];
+    const tile = describeTile(TILE_CANDIDATES[0]!);
+    const lines = tuningLines({
+      tiles: DEFAULT_TILES,
+      gflops: { large: 12 },
+      source: 'tuned',
+      cachePath: null,
+      times: {
+        tiles: { large: { [tile]: 12 } },
+        mma: { small: { [a]: 9.5, [b]: 30.25 }, large: { [a]: 0 } },
+        untimed: { tiles: {}, mma: { '4x2 subgroups': 'computed a wrong product here' } },
+      },
+    });
+    const w = Math.max(a.length, b.length);
+    expect(lines).toEqual([
+      'tiled, large:',
+      `  ${tile}  12 GFLOP/s`,
+      'tensor cores, small:',
+      `  ${b.padEnd(w)}  30.25 GFLOP/s`,
+      `  ${a.padEnd(w)}  9.5 GFLOP/s`,
+      'tensor cores, large:',
+      `  ${a}  not measured (the timestamps did not advance)`,
+      'tensor cores, not timed: 4x2 subgroups: computed a wrong product here',
+    ]);
+    expect(tuningLines({ tiles: DEFAULT_TILES, gflops: {}, source: 'default', cachePath: null })).toEqual([
+      'the matmul is not tuned here (default tiles): nothing was timed',
+    ]);
   });
 
   it('keys the cache by the adapter, its driver and the kernel source', () => {
