@@ -7,20 +7,21 @@
 #   bash DIR/run.sh info          webtron info only
 #   bash DIR/run.sh -- CMD ARGS   CMD inside the unpacked webtron, with its node first on PATH
 #
-# bench writes into OUT (default ./gpu-results): info.txt (with every tuner candidate's GFLOP/s) and
-# info.json; nn-float32.jsonl and nn-float16.jsonl, the matmuls with fp32 and fp16 weights at
-# 1024^3, 4096^3 and GPT-2 small's shapes beside torch's GEMMs on CUDA; gpt.jsonl, GPT-2 small
-# forward + backward in fp32 and bf16 beside torch CUDA (fp32, and bf16 autocast); nn-toggles.jsonl,
-# the fp32 GPT again with each of WEBTRON_DAWN_TOGGLES=disable_robustness, disable_workgroup_init
-# and skip_validation, then all three (webtron only); nn-reductions.jsonl, the fp32 GPT with
-# WEBTRON_REDUCTIONS=lane (one invocation per row or column, the CPU drivers' form) against
-# gpt.jsonl's split; train.jsonl, `webtron train` at d = 1 on the gpu-medium GPT; and log.txt,
-# everything printed (with the SM clock through each step where nvidia-smi is). Each step has its
-# own time limit (WEBTRON_GPU_STEP_S, default 180 s), so one that hangs leaves the others their
-# time, and WEBTRON_GPU_TOTAL_S (default: none) bounds them all: a step gets at most what is left,
-# and one with under 20 s left is skipped with a line. python3's torch on CUDA is the reference
-# where the host has it. WEBTRON_GPU_QUICK=1 runs small shapes: a check of the bundle on any
-# adapter, lavapipe included.
+# bench writes into OUT (default ./gpu-results): info.txt (with every tuner candidate's GFLOP/s),
+# info.json and info-no-robustness.txt (the tuner's times with
+# WEBTRON_DAWN_TOGGLES=disable_robustness); nn-float32.jsonl and nn-float16.jsonl, the matmuls with
+# fp32 and fp16 weights at 1024^3, 4096^3 and GPT-2 small's shapes beside torch's GEMMs on CUDA;
+# gpt.jsonl, GPT-2 small forward + backward in fp32 and bf16 beside torch CUDA (fp32, and bf16
+# autocast); nn-toggles.jsonl, the fp32 GPT again with each of
+# WEBTRON_DAWN_TOGGLES=disable_robustness, disable_workgroup_init and skip_validation, then all
+# three (webtron only); nn-reductions.jsonl, the fp32 GPT with WEBTRON_REDUCTIONS=lane (one
+# invocation per row or column, the CPU drivers' form) against gpt.jsonl's split; train.jsonl,
+# `webtron train` at d = 1 on the gpu-medium GPT; and log.txt, everything printed (with the SM clock
+# through each step where nvidia-smi is). Each step has its own time limit (WEBTRON_GPU_STEP_S,
+# default 180 s), so one that hangs leaves the others their time, and WEBTRON_GPU_TOTAL_S (default:
+# none) bounds them all: a step gets at most what is left, and one with under 20 s left is skipped
+# with a line. python3's torch on CUDA is the reference where the host has it. WEBTRON_GPU_QUICK=1
+# runs small shapes: a check of the bundle on any adapter, lavapipe included.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -120,6 +121,10 @@ say "torch on CUDA: $([[ $torch_device == cuda ]] && echo "yes ($python)" || ech
 run info '' node bin/webtron.js info --tuning
 run info.json info.json node bin/webtron.js info --json
 [[ $mode == info ]] && exit $failed
+# The tuner again without Dawn's bounds checks: with them, Tint puts every subgroup-matrix load and
+# store whose offset is not a constant behind a branch and a copy (its robustness transform predicates
+# them), so each tensor-core candidate's time with and without says what that costs.
+run info-no-robustness '' env WEBTRON_DAWN_TOGGLES=disable_robustness node bin/webtron.js info --tuning
 
 # Each part on its own, so that one that fails (a product that checks wrong fails the bench) leaves
 # the others' rows.
