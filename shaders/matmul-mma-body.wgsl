@@ -11,13 +11,17 @@
 //     matmul-tiled-f16.wgsl (saturate at ±65504, the device's rounding). Each operand is read in
 //     slots of 4 elements along the dimension it is contiguous in, one vec4 load per slot where the
 //     host saw it aligned (A_VEC / B_VEC), and the next step's slots are loaded into registers while
-//     this step multiplies. Each staged row is followed by PAD halves (0 or 8): a fragment load
-//     reads 8 rows at a time, and rows of 32, 64 or 128 halves would start in the same banks.
+//     this step multiplies.
 //   - Multiplying. Each subgroup loads FR left and FC right fragments per FK and accumulates FR FC
 //     products.
+// The tiles are staged fragment by fragment: each fragment of A (FM x FK) and of B (FK x FN) is an
+// array of its own, row-major, each row followed by PAD halves (0 or 8; a fragment load reads 8 rows
+// together, and 8 rows of 16 halves would fall in the same banks two by two). So every fragment load
+// and store is at offset 0 of a whole array with a constant stride: Tint's robustness transform
+// then leaves it as it is, where an offset it cannot bound puts the load behind a branch and a copy.
 // The epilogue (alpha, bias, accumulation, gelu, edges) goes one fragment index at a time: every
-// subgroup stores its fragment into its own FM x FN slice of workgroup memory, then all invocations
-// finish those slices.
+// subgroup stores its fragment into its own FM x FN array of workgroup memory, then all invocations
+// finish those.
 //
 // This file holds the interface, the staging and the epilogue; matmul-mma.wgsl multiplies with
 // subgroup matrices and matmul-mma-twin.wgsl with plain arithmetic over the same staged tiles (the
@@ -33,9 +37,11 @@ const NSUB: u32 = SGR * SGC;
 const BM: u32 = FR * SGR * FM;
 const BN: u32 = FC * SGC * FN;
 const BK: u32 = KS * FK;
-// Halves from one staged row to the next: As[r * SA + kk], Bs[kk * SB + c].
-const SA: u32 = BK + PAD;
-const SB: u32 = BN + PAD;
+// Halves from one row of a staged fragment to the next, of A and of B.
+const SA: u32 = FK + PAD;
+const SB: u32 = FN + PAD;
+// Fragments of the tile of B in a row.
+const NFB: u32 = BN / FN;
 const FRAG: u32 = FM * FN;
 const F16_MAX: f32 = 65504.0;
 // Invocations per workgroup, and slots each stages per step of A and of B.
@@ -49,10 +55,22 @@ const MAX_SLOTS: u32 = 8u;
 // gelu(C), when FLAGS has 4; a dummy otherwise.
 @group(0) @binding(5) var<storage, read_write> H: array<f32>;
 
-// Row-major tiles: As[r * SA + kk], Bs[kk * SB + c]; Cs holds one fragment per subgroup for the epilogue.
-var<workgroup> As: array<f16, BM * SA>;
-var<workgroup> Bs: array<f16, BK * SB>;
-var<workgroup> Cs: array<f32, NSUB * FRAG>;
+// The staged fragments (a_place and b_place say where each element goes): A's fragment of rows
+// i FM .. and k j FK .. is As[i KS + j], B's of k j FK .. and columns i FN .. is Bs[j NFB + i]. Cs
+// holds one fragment per subgroup for the epilogue.
+var<workgroup> As: array<array<f16, FM * SA>, (BM / FM) * KS>;
+var<workgroup> Bs: array<array<f16, FK * SB>, KS * NFB>;
+var<workgroup> Cs: array<array<f32, FRAG>, NSUB>;
+
+// Where element (r, kk) of the A tile is staged: its fragment and its place in it.
+fn a_place(r: u32, kk: u32) -> vec2<u32> {
+  return vec2<u32>((r / FM) * KS + kk / FK, (r % FM) * SA + kk % FK);
+}
+
+// Where element (kk, c) of the B tile is staged.
+fn b_place(kk: u32, c: u32) -> vec2<u32> {
+  return vec2<u32>((kk / FK) * NFB + c / FN, (kk % FK) * SB + c % FN);
+}
 
 fn stage(x: vec4<f32>) -> vec4<f16> {
   return vec4<f16>(clamp(x, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
@@ -74,21 +92,25 @@ fn tile_of(wid: vec3<u32>) -> Tile {
               u.c_off + z0 * u.C_B0 + z1 * u.C_B1);
 }
 
+// A slot's 4 elements stay in one fragment: slots start at multiples of 4 along their dimension, and
+// FM, FN and FK are multiples of 4.
 fn store_a(s: u32, v: vec4<f32>) {
   let at = a_slot(s);
+  let to = a_place(at.x, at.y);
   let h = stage(v);
   let step = select(SA, 1u, A_KFAST);
   for (var i = 0u; i < 4u; i++) {
-    As[at.x * SA + at.y + i * step] = h[i];
+    As[to.x][to.y + i * step] = h[i];
   }
 }
 
 fn store_b(s: u32, v: vec4<f32>) {
   let at = b_slot(s);
+  let to = b_place(at.x, at.y);
   let h = stage(v);
   let step = select(SB, 1u, B_NFAST);
   for (var i = 0u; i < 4u; i++) {
-    Bs[at.x * SB + at.y + i * step] = h[i];
+    Bs[to.x][to.y + i * step] = h[i];
   }
 }
 
@@ -134,7 +156,7 @@ fn frag_origin(g: u32, f: u32) -> vec2<u32> {
 }
 
 // C = alpha * Cs + bias (+ C), inside the matrix, for fragment f of every subgroup (in Cs, one
-// FM x FN row-major slice per subgroup).
+// FM x FN row-major array per subgroup).
 fn epilogue(t: Tile, f: u32, li: u32) {
   let accumulate = (u.FLAGS & 2u) != 0u;
   for (var e = li; e < NSUB * FRAG; e += WG) {
@@ -147,7 +169,7 @@ fn epilogue(t: Tile, f: u32, li: u32) {
       add = bias_at(u.bias_off + n);
     }
     let at = t.c_base + m * u.C_RS + n;
-    let v = Cs[e] * u.alpha + add;
+    let v = Cs[e / FRAG][e % FRAG] * u.alpha + add;
     C[at] = select(v, v + C[at], accumulate);
     if ((u.FLAGS & 4u) != 0u) {
       H[at] = gelu4(vec4<f32>(v)).x;

@@ -36,7 +36,9 @@ fn multiply(wid: vec3<u32>, li: u32) {
       let r = e / BN;
       let c = e % BN;
       for (var kk = 0u; kk < BK; kk++) {
-        acc[j] += f32(As[r * SA + kk]) * f32(Bs[kk * SB + c]);
+        let a = a_place(r, kk);
+        let b = b_place(kk, c);
+        acc[j] += f32(As[a.x][a.y]) * f32(Bs[b.x][b.y]);
       }
     }
     workgroupBarrier();
@@ -50,7 +52,7 @@ fn multiply(wid: vec3<u32>, li: u32) {
       let c = e % BN;
       if (((r / FM) % FR) * FC + (c / FN) % FC == f) {
         let g = (r / (FR * FM)) * SGC + c / (FC * FN);
-        Cs[g * FRAG + (r % FM) * FN + c % FN] = acc[j];
+        Cs[g][(r % FM) * FN + c % FN] = acc[j];
       }
     }
     workgroupBarrier();

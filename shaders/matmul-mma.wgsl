@@ -3,10 +3,11 @@ enable chromium_experimental_subgroup_matrix;
 //!reflect matmul-mma-twin
 
 // The tensor-core matmul (matmul-mma-body.wgsl): subgroup g multiplies its FR x FC fragments of C,
-// rows from frag_origin(g, 0), with subgroup matrices; fragment f is row f / FC, column f % FC. The
-// loads' and stores' offsets derive from the subgroup_id builtin, so they are subgroup uniform, as
-// the uniformity analysis requires. `main` holds 2 x 4 fragments in named variables; `frags` any
-// FR x FC in arrays, under loops of constant count.
+// rows from frag_origin(g, 0), with subgroup matrices; fragment f is row f / FC, column f % FC.
+// Every load and store is of a whole staged fragment (offset 0, constant stride), picked by an index
+// that derives from the subgroup_id builtin, so it is subgroup uniform, as the uniformity analysis
+// requires. `main` holds 2 x 4 fragments in named variables; `frags` any FR x FC in arrays, under
+// loops of constant count.
 // FM, FN, FK (the adapter's f16 -> f32 subgroup-matrix shape), SGR, SGC, FR, FC, KS and PAD are
 // defines.
 
@@ -16,9 +17,9 @@ alias Left = subgroup_matrix_left<f16, FK, FM>;
 alias Right = subgroup_matrix_right<f16, FN, FK>;
 alias Result = subgroup_matrix_result<f32, FN, FM>;
 
-// Fragment f of every subgroup (subgroup g's is c) through its slice of Cs to C.
+// Fragment f of every subgroup (subgroup g's is c) through its array of Cs to C.
 fn finish(t: Tile, g: u32, f: u32, li: u32, c: Result) {
-  subgroupMatrixStore<row_major>(&Cs, g * FRAG, c, FN);
+  subgroupMatrixStore<row_major>(&Cs[g], 0u, c, FN);
   workgroupBarrier();
   epilogue(t, f, li);
   workgroupBarrier();
@@ -28,7 +29,9 @@ fn finish(t: Tile, g: u32, f: u32, li: u32, c: Result) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_id) g: u32) {
   let t = tile_of(wid);
-  let o = frag_origin(g, 0u);
+  // The subgroup's first fragment row of A and fragment column of B.
+  let fa = (g / SGC) * FR;
+  let fb = (g % SGC) * FC;
   var c0 = Result();
   var c1 = Result();
   var c2 = Result();
@@ -42,13 +45,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   load_slots(t, 0u, li, &ra, &rb);
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
     stage_step(t, k0, li, &ra, &rb);
-    for (var kk = 0u; kk < BK; kk += FK) {
-      let a0 = subgroupMatrixLoad<Left, row_major>(&As, o.x * SA + kk, SA);
-      let a1 = subgroupMatrixLoad<Left, row_major>(&As, (o.x + FM) * SA + kk, SA);
-      let b0 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y, SB);
-      let b1 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y + FN, SB);
-      let b2 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y + 2u * FN, SB);
-      let b3 = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y + 3u * FN, SB);
+    for (var j = 0u; j < KS; j++) {
+      let a0 = subgroupMatrixLoad<Left, row_major>(&As[fa * KS + j], 0u, SA);
+      let a1 = subgroupMatrixLoad<Left, row_major>(&As[(fa + 1u) * KS + j], 0u, SA);
+      let b0 = subgroupMatrixLoad<Right, row_major>(&Bs[j * NFB + fb], 0u, SB);
+      let b1 = subgroupMatrixLoad<Right, row_major>(&Bs[j * NFB + fb + 1u], 0u, SB);
+      let b2 = subgroupMatrixLoad<Right, row_major>(&Bs[j * NFB + fb + 2u], 0u, SB);
+      let b3 = subgroupMatrixLoad<Right, row_major>(&Bs[j * NFB + fb + 3u], 0u, SB);
       c0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);
       c1 = subgroupMatrixMultiplyAccumulate(a0, b1, c1);
       c2 = subgroupMatrixMultiplyAccumulate(a0, b2, c2);
@@ -60,7 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  // Fragment by fragment through each subgroup's slice of Cs.
+  // Fragment by fragment through each subgroup's array of Cs.
   finish(t, g, 0u, li, c0);
   finish(t, g, 1u, li, c1);
   finish(t, g, 2u, li, c2);
@@ -75,20 +78,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 fn frags(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
          @builtin(subgroup_id) g: u32) {
   let t = tile_of(wid);
-  let o = frag_origin(g, 0u);
+  let fa = (g / SGC) * FR;
+  let fb = (g % SGC) * FC;
   var c: array<Result, FR * FC>;
   var ra: Slots;
   var rb: Slots;
   load_slots(t, 0u, li, &ra, &rb);
   for (var k0 = 0u; k0 < u.K; k0 += BK) {
     stage_step(t, k0, li, &ra, &rb);
-    for (var kk = 0u; kk < BK; kk += FK) {
+    for (var kf = 0u; kf < KS; kf++) {
       var a: array<Left, FR>;
       for (var i = 0u; i < FR; i++) {
-        a[i] = subgroupMatrixLoad<Left, row_major>(&As, (o.x + i * FM) * SA + kk, SA);
+        a[i] = subgroupMatrixLoad<Left, row_major>(&As[(fa + i) * KS + kf], 0u, SA);
       }
       for (var j = 0u; j < FC; j++) {
-        let b = subgroupMatrixLoad<Right, row_major>(&Bs, kk * SB + o.y + j * FN, SB);
+        let b = subgroupMatrixLoad<Right, row_major>(&Bs[kf * NFB + fb + j], 0u, SB);
         for (var i = 0u; i < FR; i++) {
           c[i * FC + j] = subgroupMatrixMultiplyAccumulate(a[i], b, c[i * FC + j]);
         }

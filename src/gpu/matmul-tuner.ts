@@ -42,9 +42,9 @@ export interface MmaGrid {
   /** Fragments of k (FK each) per staged step: BK = KS FK. */
   ks: number;
   /**
-   * Halves after each staged row of A and of B in workgroup memory: 0, or 8 (16 bytes), which puts
-   * the 8 rows a fragment load reads together in 8 different groups of banks (a row of 32 or 64
-   * halves, or of 128, would otherwise fall in the same ones), and keeps every row 16-byte aligned.
+   * Halves after each row of a staged fragment of A and of B in workgroup memory: 0, or 8 (16 bytes),
+   * which puts the 8 rows a fragment load reads together in 8 different groups of banks (rows of 16
+   * halves would fall in the same ones two by two), and keeps every row 16-byte aligned.
    */
   pad: number;
 }
@@ -271,7 +271,9 @@ export function mmaProblem(
   if (threads > ctx.limits.maxComputeInvocationsPerWorkgroup || threads > ctx.limits.maxComputeWorkgroupSizeX)
     return `${threads} invocations per workgroup`;
   if ((bm * bk) / 4 > 8 * threads || (bk * bn) / 4 > 8 * threads) return `more than 8 slots of a tile per invocation`;
-  const staged = 2 * (bm * (bk + grid.pad) + bk * (bn + grid.pad));
+  // Halves staged: each fragment's rows padded (matmul-mma-body.wgsl's As and Bs).
+  const staged =
+    2 * ((bm / shape.m) * grid.ks * shape.m * (shape.k + grid.pad) + grid.ks * (bn / shape.n) * shape.k * (shape.n + grid.pad));
   if (staged + 4 * grid.sgr * grid.sgc * shape.m * shape.n > ctx.limits.maxComputeWorkgroupStorageSize)
     return 'tiles exceed workgroup memory';
   if (twin && (bm * bn) / threads > 256) return `the twin holds ${(bm * bn) / threads} elements per invocation, at most 256`;
