@@ -4,8 +4,9 @@
  * keyed by the adapter, its driver and the kernel's source, so each machine tunes once.
  *
  * Shape classes: `small` (C has at most 256 x 256 elements: few tiles, so small ones keep every
- * core busy), `narrow` (C is at most 64 wide or tall: attention heads, narrow projections) and
- * `large` (everything else).
+ * core busy), `narrow` (C is at most 64 wide or tall: attention heads, narrow projections), `deep`
+ * (k of at least DEEP_K: a linear layer's weight grad, whose k is the tokens of the batch, and
+ * products into a layer from a wider one) and `large` (everything else).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -60,7 +61,7 @@ export const MMA_CANDIDATES: readonly MmaGrid[] = [
   { sgr: 4, sgc: 2, fr: 4, fc: 4, ks: 2 },
 ].flatMap((g) => [0, 8].map((pad) => ({ ...g, pad })));
 
-export const SHAPE_CLASSES = ['small', 'narrow', 'large'] as const;
+export const SHAPE_CLASSES = ['small', 'narrow', 'large', 'deep'] as const;
 export type ShapeClass = (typeof SHAPE_CLASSES)[number];
 
 /** The candidates the tuner times (those the device's limits allow). */
@@ -81,6 +82,7 @@ export const DEFAULT_TILES: Record<ShapeClass, TileShape> = {
   small: { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4 },
   narrow: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
   large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
+  deep: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
 };
 
 /** Untuned tensor-core workgroups: the smallest for few tiles, the largest for the rest. */
@@ -88,6 +90,7 @@ export const DEFAULT_MMA: Record<ShapeClass, MmaGrid> = {
   small: { sgr: 2, sgc: 1, fr: 2, fc: 4, ks: 2, pad: 0 },
   narrow: { sgr: 2, sgc: 1, fr: 2, fc: 4, ks: 2, pad: 0 },
   large: { sgr: 4, sgc: 2, fr: 2, fc: 4, ks: 2, pad: 0 },
+  deep: { sgr: 4, sgc: 2, fr: 2, fc: 4, ks: 2, pad: 0 },
 };
 
 /**
@@ -102,17 +105,26 @@ export function tileConstants(t: TileShape): Record<string, number> {
   return { BM: t.bm, BN: t.bn, BK: t.bk, TM: t.tm, TN: t.tn, GROUP_M: TILE_GROUP_M };
 }
 
-/** The representative product [m, k] @ [k, n] each class is timed on. */
-const TUNING_SHAPES: Record<ShapeClass, [number, number, number]> = {
+/** The representative product [m, k] @ [k, n] each class is timed on (one of the class: shapeClass(m, n, k)). */
+export const TUNING_SHAPES: Record<ShapeClass, [number, number, number]> = {
   small: [256, 256, 256],
-  narrow: [4096, 64, 1024],
-  large: [2048, 2048, 1024],
+  narrow: [4096, 1024, 64],
+  large: [2048, 1024, 2048],
+  deep: [2048, 4096, 1024],
 };
 
-export function shapeClass(m: number, n: number, _k: number): ShapeClass {
+/**
+ * k from which a product is `deep`. On an H200 the tiled kernel did 24 – 30 TFLOP/s on products of
+ * k 768 to 2048 and about 5 on those of k 3072 and 4096 (by GPU timestamps, in the same tiles), and
+ * in GPT-2 small's step half the FLOPs have a k of 2304 or more, so deep products get tiles of their
+ * own, timed on a product of k 4096.
+ */
+export const DEEP_K = 2048;
+
+export function shapeClass(m: number, n: number, k: number): ShapeClass {
   if (m * n <= 256 * 256) return 'small';
   if (Math.min(m, n) <= 64) return 'narrow';
-  return 'large';
+  return k >= DEEP_K ? 'deep' : 'large';
 }
 
 /** Why `tile` cannot run on this device, or null. */
@@ -172,9 +184,9 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 /**
  * How the tuner measures; a new method re-tunes every cached adapter (2: unquantized timestamps, a
- * warm-up, interleaved rounds).
+ * warm-up, interleaved rounds; 3: the deep class, and narrow timed on a narrow product).
  */
-const TUNING_METHOD = 2;
+const TUNING_METHOD = 3;
 
 /** The adapter, its driver (Dawn's description carries the driver version), the backend, Dawn's toggles, and the kernels' source and tuning method. */
 export function tuningKey(ctx: GpuContext): string {

@@ -21,8 +21,11 @@ import {
   mmaDefines,
   mmaEntry,
   mmaProblem,
+  SHAPE_CLASSES,
+  type ShapeClass,
   shapeClass,
   TILE_CANDIDATES,
+  TUNING_SHAPES,
   tileProblem,
   tuneMatmul,
   TILE_GROUP_M,
@@ -335,22 +338,32 @@ describe('matmul tuner', () => {
     expect(shapeClass(4096, 64, 64)).toBe('narrow');
     expect(shapeClass(64, 4096, 64)).toBe('narrow');
     expect(shapeClass(1024, 1024, 64)).toBe('large');
+    expect(shapeClass(1024, 1024, 2047)).toBe('large');
+    expect(shapeClass(768, 3072, 8192)).toBe('deep'); // a weight grad: k is the batch's tokens
+    expect(shapeClass(256, 256, 8192)).toBe('small');
+    expect(shapeClass(4096, 64, 8192)).toBe('narrow');
+    // Each class is timed on a product of its own class.
+    for (const cls of SHAPE_CLASSES) {
+      const [m, k, n] = TUNING_SHAPES[cls];
+      expect(shapeClass(m, n, k)).toBe(cls);
+    }
   });
 
   it('times the candidates once, keeps the fastest per class in the cache, and reads it back', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'webtron-tune-'));
     try {
       const candidates = TILE_CANDIDATES.slice(0, 2);
-      const shapes: Record<'small' | 'narrow' | 'large', [number, number, number]> = {
+      const shapes: Record<ShapeClass, [number, number, number]> = {
         small: [64, 64, 64],
         narrow: [128, 32, 64],
         large: [128, 128, 64],
+        deep: [128, 256, 64],
       };
       const lines: string[] = [];
       const tuned = await tuneMatmul(ctx, { cacheDir: dir, candidates, shapes: { ...shapes }, progress: (l) => lines.push(l) });
       expect(tuned.source).toBe('tuned');
-      expect(lines).toHaveLength(3);
-      for (const cls of ['small', 'narrow', 'large'] as const) {
+      expect(lines).toHaveLength(SHAPE_CLASSES.length);
+      for (const cls of SHAPE_CLASSES) {
         expect(candidates).toContainEqual(tuned.tiles[cls]);
         expect(tuned.gflops[cls]).toBeGreaterThan(0);
         // Every candidate's time is kept, and the choice is the fastest of them.
@@ -364,7 +377,7 @@ describe('matmul tuner', () => {
       const shown = tuningLines(tuned);
       const large = shown.indexOf('tiled, large:');
       expect(shown[large + 1]).toMatch(new RegExp(`^  ${describeTile(tuned.tiles.large)} +${tuned.gflops.large} GFLOP/s$`));
-      expect(shown).toHaveLength(3 * (1 + candidates.length));
+      expect(shown).toHaveLength(SHAPE_CLASSES.length * (1 + candidates.length));
       const file = JSON.parse(readFileSync(join(dir, 'matmul-tiles.json'), 'utf8'));
       expect(Object.keys(file.entries)).toEqual([tuningKey(ctx)]);
       // The second call reads the cache without timing anything, the timings with it.
@@ -372,7 +385,7 @@ describe('matmul tuner', () => {
       expect(again.source).toBe('cache');
       expect(again.tiles).toEqual(tuned.tiles);
       expect(again.times).toEqual(tuned.times);
-      expect(lines).toHaveLength(3);
+      expect(lines).toHaveLength(SHAPE_CLASSES.length);
       // A cache entry written before timings were kept says so, and how to get them.
       delete file.entries[tuningKey(ctx)].times;
       writeFileSync(join(dir, 'matmul-tiles.json'), JSON.stringify(file));
