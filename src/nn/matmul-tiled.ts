@@ -17,6 +17,7 @@ import {
   mmaFor,
   mmaProblem,
   mmaWorkgroups,
+  shapeClass,
   TILE_GROUP_M,
   tileConstants,
   tileFor,
@@ -59,6 +60,8 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
     uniforms,
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
     [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
+    {},
+    shapeClass(s.m, s.n, s.k),
   );
 }
 
@@ -148,6 +151,7 @@ export function mmaMatmul(
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
     mmaWorkgroups(shape, grid, s.m, s.n, (s.nb0 ?? 1) * (s.nb1 ?? 1)),
     mmaDefines(shape, grid),
+    shapeClass(s.m, s.n, s.k),
   );
 }
 

@@ -34,7 +34,8 @@ export class Runner {
   timer: GpuTimer | null = null;
   /**
    * With a timer: give every dispatch a pass of its own, timed under its kernel's name
-   * (`shader.entry`), so that the timer reads GPU time per kernel (the nn bench's GPT profile).
+   * (`shader.entry`, and its tag: see dispatch), so that the timer reads GPU time per kernel (the nn
+   * bench's GPT profile).
    */
   timePerKernel = false;
   /** Scratch buffers by name (`scratch`), and those they outgrew, destroyed once submitted. */
@@ -69,7 +70,9 @@ export class Runner {
   /**
    * Record `shader.entry` over `workgroups` (a count laid out as a 1-D/2-D grid, or an explicit
    * [x, y, z]), with its uniform struct's fields by name (fields not named are 0) and its storage
-   * buffers by the names the WGSL gives them: exactly those the entry point uses.
+   * buffers by the names the WGSL gives them: exactly those the entry point uses. `tag`: with
+   * timePerKernel, the dispatch is timed as `shader.entry [tag]` (a matmul's shape class), so that
+   * a profile tells apart kinds of work one kernel does.
    */
   dispatch(
     shader: string,
@@ -79,6 +82,7 @@ export class Runner {
     bindings: Record<string, Binding>,
     workgroups: number | [number, number, number],
     defines: ShaderDefines = {},
+    tag?: string,
   ): void {
     const pipeline = this.ctx.kernels.pipeline(shader, entry, constants, defines);
     const size = this.ctx.kernels.uniformBytes(pipeline);
@@ -94,7 +98,7 @@ export class Runner {
     }
     if (this.timePerKernel && this.timer) {
       this.endPass();
-      this.timer.label = `${shader}.${entry}`;
+      this.timer.label = `${shader}.${entry}${tag ? ` [${tag}]` : ''}`;
     }
     const pass = this.beginPass();
     if (typeof workgroups === 'number') {

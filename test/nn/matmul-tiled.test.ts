@@ -33,10 +33,12 @@ import {
   tuningLines,
   type TileShape,
 } from '../../src/gpu/matmul-tuner.js';
+import { GpuTimer } from '../../src/gpu/timer.js';
 import { Graph } from '../../src/nn/graph.js';
 import type { Operand } from '../../src/nn/matmul.js';
 import { mmaMatmul, tiledMatmul } from '../../src/nn/matmul-tiled.js';
 import { LocalParams } from '../../src/nn/params.js';
+import type { Tensor } from '../../src/nn/tensor.js';
 import { hashedUniform } from '../helpers/hash.js';
 import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
@@ -329,6 +331,43 @@ describe('tensor-core kernel on the null backend', () => {
     } finally {
       nul.destroy();
     }
+  });
+});
+
+describe('matmul profile', () => {
+  it('times each tiled product under its kernel and shape class, the products unchanged', async () => {
+    if (!ctx.hasTimestamps) return console.log('skipped: this adapter has no timestamp queries');
+    const g = new Graph(ctx);
+    const timer = new GpuTimer(ctx, 16);
+    g.runner.timer = timer;
+    g.runner.timePerKernel = true;
+    const want: string[] = [];
+    const products: [Tensor, ref.Vec][] = [];
+    // A large and a deep product (C of 272 x 272 is past the small class).
+    for (const [m, k, n] of [
+      [272, 64, 272],
+      [272, 2048, 272],
+    ] as const) {
+      const [a, b] = [rand(m * k), rand(k * n)];
+      const c = g.input(new Float32Array(m * n), [m * n]);
+      tiledMatmul(
+        g,
+        { m, n, k },
+        { t: g.input(a, [m * k]), rs: k, cs: 1 },
+        { t: g.input(b, [k * n]), rs: n, cs: 1 },
+        { t: c, rs: n, cs: 1 },
+        {},
+      );
+      want.push(`matmul-tiled.main [${shapeClass(m, n, k)}]`);
+      products.push([c, ref.matmul(a, b, m, k, n)]);
+    }
+    for (const [c, product] of products) expect(ref.relError(await g.read(c), product), msg('product')).toBeLessThan(1e-5);
+    const { ms, passes } = await timer.read();
+    expect(want).toEqual(['matmul-tiled.main [large]', 'matmul-tiled.main [deep]']);
+    expect(passes).toBe(2);
+    expect(Object.keys(ms).sort()).toEqual([...want].sort());
+    timer.destroy();
+    g.release();
   });
 });
 
