@@ -150,9 +150,16 @@ fn stage_step(t: Tile, k0: u32, li: u32, ra: ptr<function, Slots>, rb: ptr<funct
   }
 }
 
-// Row and column in the tile of fragment f (0 .. FR FC - 1: FR rows of FC) of subgroup g.
+// Subgroup g's first row and column of fragments in the tile (its fragment f, 0 .. FR FC - 1, is
+// FR rows of FC from there).
+fn first_frag(g: u32) -> vec2<u32> {
+  return vec2<u32>((g / SGC) * FR, (g % SGC) * FC);
+}
+
+// Row and column in the tile of fragment f of subgroup g.
 fn frag_origin(g: u32, f: u32) -> vec2<u32> {
-  return vec2<u32>((g / SGC) * FR * FM + (f / FC) * FM, (g % SGC) * FC * FN + (f % FC) * FN);
+  let at = first_frag(g) + vec2<u32>(f / FC, f % FC);
+  return vec2<u32>(at.x * FM, at.y * FN);
 }
 
 // C = alpha * Cs + bias (+ C), inside the matrix, for fragment f of every subgroup (in Cs, one

@@ -30,8 +30,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         @builtin(subgroup_id) g: u32) {
   let t = tile_of(wid);
   // The subgroup's first fragment row of A and fragment column of B.
-  let fa = (g / SGC) * FR;
-  let fb = (g % SGC) * FC;
+  let fa = first_frag(g).x;
+  let fb = first_frag(g).y;
   var c0 = Result();
   var c1 = Result();
   var c2 = Result();
@@ -78,8 +78,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 fn frags(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
          @builtin(subgroup_id) g: u32) {
   let t = tile_of(wid);
-  let fa = (g / SGC) * FR;
-  let fb = (g % SGC) * FC;
+  let fa = first_frag(g).x;
+  let fb = first_frag(g).y;
   var c: array<Result, FR * FC>;
   var ra: Slots;
   var rb: Slots;

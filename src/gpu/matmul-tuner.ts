@@ -284,8 +284,7 @@ export function mmaProblem(
     return `${threads} invocations per workgroup`;
   if ((bm * bk) / 4 > 8 * threads || (bk * bn) / 4 > 8 * threads) return `more than 8 slots of a tile per invocation`;
   // Halves staged: each fragment's rows padded (matmul-mma-body.wgsl's As and Bs).
-  const staged =
-    2 * ((bm / shape.m) * grid.ks * shape.m * (shape.k + grid.pad) + grid.ks * (bn / shape.n) * shape.k * (shape.n + grid.pad));
+  const staged = 2 * (bm * grid.ks * (shape.k + grid.pad) + bk * (bn / shape.n) * (shape.n + grid.pad));
   if (staged + 4 * grid.sgr * grid.sgc * shape.m * shape.n > ctx.limits.maxComputeWorkgroupStorageSize)
     return 'tiles exceed workgroup memory';
   if (twin && (bm * bn) / threads > 256) return `the twin holds ${(bm * bn) / threads} elements per invocation, at most 256`;
