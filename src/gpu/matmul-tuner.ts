@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../files.js';
-import type { GpuContext } from './context.js';
+import type { DeviceBuffer, GpuContext } from './context.js';
 import { GpuError } from './errors.js';
 import { storageUsage } from './context.js';
 
@@ -110,16 +110,46 @@ export const TUNING_SHAPES: Record<ShapeClass, [number, number, number]> = {
   small: [256, 256, 256],
   narrow: [4096, 1024, 64],
   large: [2048, 1024, 2048],
-  deep: [2048, 4096, 1024],
+  deep: [8192, 3072, 768],
 };
 
 /**
  * k from which a product is `deep`. On an H200 the tiled kernel did 24 – 30 TFLOP/s on products of
  * k 768 to 2048 and about 5 on those of k 3072 and 4096 (by GPU timestamps, in the same tiles), and
- * in GPT-2 small's step half the FLOPs have a k of 2304 or more, so deep products get tiles of their
- * own, timed on a product of k 4096.
+ * in GPT-2 small's step half the FLOPs have a k of 2304 or more, so deep products get tiles and a
+ * plan (DEEP_PLANS) of their own, timed on one of the slow products: GPT-2 small's mlp.proj forward
+ * (8,192 tokens, k 3,072, 768 wide; A's rows 12 KB apart), whose C has as many tiles as the step's
+ * other deep products that are not split (the input grads of qkv, fc and the head).
  */
 export const DEEP_K = 2048;
+
+/**
+ * How the tiled kernel runs a deep product, chosen by timing all three on the deep tuning shape:
+ * - `rows`: one dispatch, A read in place;
+ * - `chunks`: one dispatch per range of at most DEEP_CHUNK_K of k, each adding into C (the first
+ *   writes it, with the bias), so that no workgroup walks more of k than a large product's;
+ * - `packed`: A, whose rows lie 4k bytes apart, first copied m-fast (shaders/transpose.wgsl), so
+ *   that each step of a tile reads BK runs of BM contiguous words instead of BM runs of BK.
+ * Products the plan cannot take (gelu(C) with chunks; a batched or column-major A, or one over
+ * PACKED_A_MAX_BYTES, packed) run as `rows`.
+ */
+export const DEEP_PLANS = ['rows', 'chunks', 'packed'] as const;
+export type DeepPlan = (typeof DEEP_PLANS)[number];
+/** The most k one dispatch of the `chunks` plan walks: the large class's tuning k. */
+export const DEEP_CHUNK_K = 1024;
+/** The most bytes of the `packed` plan's copy of A (GPT-2 small's widest deep A is 8,192 x 3,072: 96 MiB). */
+export const PACKED_A_MAX_BYTES = 256 * 2 ** 20;
+
+/** The ranges of k the `chunks` plan splits k into: `chunks` of `chunk` (a multiple of 4), the last one shorter. */
+export function deepChunks(k: number): { chunk: number; chunks: number } {
+  const chunk = Math.ceil(k / Math.ceil(k / DEEP_CHUNK_K) / 4) * 4;
+  return { chunk, chunks: Math.ceil(k / chunk) };
+}
+
+/** The plan the adapter's tuning chose for deep products (`rows` untuned). */
+export function deepPlanFor(ctx: GpuContext): DeepPlan {
+  return ctx.matmulTuning.deepPlan ?? 'rows';
+}
 
 export function shapeClass(m: number, n: number, k: number): ShapeClass {
   if (m * n <= 256 * 256) return 'small';
@@ -155,6 +185,8 @@ export interface MatmulTuning {
   gflops: Partial<Record<ShapeClass, number>>;
   /** GFLOP/s of each class's tensor-core choice, with fp16 B. */
   mmaGflops?: Partial<Record<ShapeClass, number>>;
+  /** How deep products run (absent: `rows`, untuned). */
+  deepPlan?: DeepPlan;
   /** Every candidate's GFLOP/s, not only the choices' (absent: not tuned, or cached before they were kept). */
   times?: TuningTimes;
   /** 'tuned' now, 'cache' (read from `cachePath`), or 'default' (not tuned). */
@@ -172,6 +204,8 @@ export interface MatmulTuning {
 export interface TuningTimes {
   tiles: Partial<Record<ShapeClass, Record<string, number>>>;
   mma: Partial<Record<ShapeClass, Record<string, number>>>;
+  /** Each deep plan's GFLOP/s on the deep tuning shape with the deep tile, its extra passes included. */
+  deepPlans?: Record<string, number>;
   /** Candidates left untimed, and why: beyond the device's limits, or (tensor cores) a wrong product in the probe. */
   untimed: { tiles: Record<string, string>; mma: Record<string, string> };
 }
@@ -184,14 +218,17 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 /**
  * How the tuner measures; a new method re-tunes every cached adapter (2: unquantized timestamps, a
- * warm-up, interleaved rounds; 3: the deep class, and narrow timed on a narrow product).
+ * warm-up, interleaved rounds; 3: the deep class, and narrow timed on a narrow product; 4: deep
+ * plans, and deep timed on GPT-2 small's mlp.proj).
  */
-const TUNING_METHOD = 3;
+const TUNING_METHOD = 4;
 
 /** The adapter, its driver (Dawn's description carries the driver version), the backend, Dawn's toggles, and the kernels' source and tuning method. */
 export function tuningKey(ctx: GpuContext): string {
   const info = ctx.found.info;
-  const sources = [`method ${TUNING_METHOD}`, ...['matmul-tiled', 'matmul-mma'].map((name) => ctx.kernels.source(name))].join('\n');
+  const sources = [`method ${TUNING_METHOD}`, ...['matmul-tiled', 'matmul-mma', 'transpose'].map((name) => ctx.kernels.source(name))].join(
+    '\n',
+  );
   const kernel = createHash('sha256').update(sources).digest('hex').slice(0, 16);
   return [ctx.backend, info.vendor, info.architecture, info.device, info.description, ctx.found.toggles.join(','), kernel].join('|');
 }
@@ -207,6 +244,7 @@ interface CacheFile {
       mma?: boolean | null;
       mmaGrids?: Record<ShapeClass, MmaGrid>;
       mmaGflops?: Partial<Record<ShapeClass, number>>;
+      deepPlan?: DeepPlan;
       times?: TuningTimes;
     }
   >;
@@ -301,9 +339,17 @@ export function timeMma(ctx: GpuContext, grid: MmaGrid, shape: [number, number, 
   return timeProduct(ctx, { mma: grid }, shape, runs);
 }
 
+/** One dispatch of a timed product: its pipeline, uniforms, buffers by binding name, and grid. */
+interface TimedStep {
+  pipeline: GPUComputePipeline;
+  values: Record<string, number>;
+  buffers: Record<string, DeviceBuffer>;
+  grid: [number, number, number];
+}
+
 async function timeProduct(
   ctx: GpuContext,
-  kernel: { tile: TileShape } | { mma: MmaGrid },
+  kernel: { tile: TileShape; plan?: DeepPlan } | { mma: MmaGrid },
   [m, k, n]: [number, number, number],
   runs: number,
 ): Promise<number> {
@@ -313,40 +359,26 @@ async function timeProduct(
   const A = buffer('tune.a', m * k * 4);
   const B = buffer('tune.b', k * n * (half ? 2 : 4));
   const C = buffer('tune.c', m * n * 4);
-  // Row-major operands read a vec4 at a time where the sizes allow, as the layers' products are.
-  const quads = { A_VEC: k % 4 === 0 ? 1 : 0, B_VEC: n % 4 === 0 ? 1 : 0 };
-  let pipeline: GPUComputePipeline;
-  let grid: [number, number, number];
-  if ('tile' in kernel) {
-    const t = kernel.tile;
-    pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', { ...tileConstants(t), ...quads });
-    grid = [Math.ceil(n / t.bn), Math.ceil(m / t.bm), 1];
-  } else {
-    const f = ctx.subgroupMatrixOffered!;
-    const g = kernel.mma;
-    pipeline = ctx.kernels.pipeline(
-      'matmul-mma',
-      mmaEntry(g),
-      { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, ...quads },
-      mmaDefines(f, g),
-    );
-    grid = mmaWorkgroups(f, g, m, n);
-  }
+  const unused = buffer('tune.unused', 16); // gelu(C), not asked for
+  const plan = 'tile' in kernel ? (kernel.plan ?? 'rows') : 'rows';
+  const packed = plan === 'packed' ? buffer('tune.packed', m * k * 4) : null;
+  const steps = productSteps(ctx, kernel, [m, k, n], { A, B, C, H: unused, packed });
   const uniforms = ctx.createBuffer({
     label: 'tune.uniforms',
-    size: 256,
+    size: 256 * steps.length,
     usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     category: 'other',
   });
-  const view = new DataView(new ArrayBuffer(256));
-  ctx.kernels.packUniforms(pipeline, { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 }, view);
+  const view = new DataView(new ArrayBuffer(256 * steps.length));
+  const groups = steps.map((step, i) => {
+    ctx.kernels.packUniforms(step.pipeline, step.values, new DataView(view.buffer, 256 * i, 256));
+    return ctx.kernels.bindGroup(step.pipeline, step.buffers, {
+      buffer: uniforms,
+      offset: 256 * i,
+      size: ctx.kernels.uniformBytes(step.pipeline),
+    });
+  });
   ctx.device.queue.writeBuffer(uniforms.gpu, 0, view.buffer);
-  const unused = buffer('tune.unused', 16); // gelu(C), not asked for
-  const group = ctx.kernels.bindGroup(
-    pipeline,
-    { A, B, C, bias: B, H: unused, A4: A, B4: B },
-    { buffer: uniforms, offset: 0, size: ctx.kernels.uniformBytes(pipeline) },
-  );
   const querySet = ctx.device.createQuerySet({ type: 'timestamp', count: 2 * (runs + 1) });
   const resolve = ctx.createBuffer({
     label: 'tune.resolve',
@@ -360,9 +392,11 @@ async function timeProduct(
       const pass = encoder.beginComputePass({
         timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * r, endOfPassWriteIndex: 2 * r + 1 },
       });
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(...grid);
+      for (const [i, step] of steps.entries()) {
+        pass.setPipeline(step.pipeline);
+        pass.setBindGroup(0, groups[i]!);
+        pass.dispatchWorkgroups(...step.grid);
+      }
       pass.end();
     }
     encoder.resolveQuerySet(querySet, 0, 2 * (runs + 1), resolve.gpu, 0);
@@ -376,8 +410,65 @@ async function timeProduct(
     return median > 0 ? (2 * m * n * k) / (median * 1e6) : 0;
   } finally {
     querySet.destroy();
-    for (const b of [A, B, C, unused, uniforms, resolve]) b.destroy();
+    for (const b of [A, B, C, unused, uniforms, resolve, packed]) b?.destroy();
   }
+}
+
+/**
+ * The dispatches of C = A @ B with row-major operands, as the layers run it: the tensor-core kernel,
+ * or the tiled one in the deep plan asked for (rows when none is). Operands are read a vec4 at a
+ * time where the sizes allow, as the layers' products are.
+ */
+function productSteps(
+  ctx: GpuContext,
+  kernel: { tile: TileShape; plan?: DeepPlan } | { mma: MmaGrid },
+  [m, k, n]: [number, number, number],
+  buffers: { A: DeviceBuffer; B: DeviceBuffer; C: DeviceBuffer; H: DeviceBuffer; packed: DeviceBuffer | null },
+): TimedStep[] {
+  const { A, B, C, H } = buffers;
+  const operands = { A, B, C, bias: B, H, A4: A, B4: B };
+  const values = { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 };
+  const quads = { A_VEC: k % 4 === 0 ? 1 : 0, B_VEC: n % 4 === 0 ? 1 : 0 };
+  if ('mma' in kernel) {
+    const f = ctx.subgroupMatrixOffered!;
+    const g = kernel.mma;
+    const constants = { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, ...quads };
+    const pipeline = ctx.kernels.pipeline('matmul-mma', mmaEntry(g), constants, mmaDefines(f, g));
+    return [{ pipeline, values, buffers: operands, grid: mmaWorkgroups(f, g, m, n) }];
+  }
+  const t = kernel.tile;
+  const grid: [number, number, number] = [Math.ceil(n / t.bn), Math.ceil(m / t.bm), 1];
+  const tiled = (extra: Record<string, number> = {}) =>
+    ctx.kernels.pipeline('matmul-tiled', 'main', { ...tileConstants(t), ...quads, ...extra });
+  if (kernel.plan === 'packed') {
+    const P = buffers.packed!;
+    const transpose = ctx.kernels.pipeline('transpose', 'main', {});
+    return [
+      {
+        pipeline: transpose,
+        values: { rows: m, cols: k, src_off: 0, src_rs: k, dst_off: 0 },
+        buffers: { src: A, dst: P },
+        grid: [Math.ceil(k / 32), Math.ceil(m / 32), 1],
+      },
+      {
+        pipeline: tiled({ A_KFAST: 0, A_VEC: m % 4 === 0 ? 1 : 0 }),
+        values: { ...values, A_RS: 1, A_CS: m },
+        buffers: { ...operands, A: P, A4: P },
+        grid,
+      },
+    ];
+  }
+  if (kernel.plan === 'chunks') {
+    const { chunk, chunks } = deepChunks(k);
+    const pipeline = tiled(); // chunks start at multiples of 4 of k: A's and B's slots stay aligned
+    return Array.from({ length: chunks }, (_, i) => ({
+      pipeline,
+      values: { ...values, K: Math.min(chunk, k - i * chunk), a_off: i * chunk, b_off: i * chunk * n, FLAGS: i > 0 ? 2 : 0 },
+      buffers: operands,
+      grid,
+    }));
+  }
+  return [{ pipeline: tiled(), values, buffers: operands, grid }];
 }
 
 export interface TuneOptions {
@@ -408,6 +499,7 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
       tunedAt: hit.tunedAt,
       mma: hit.mma ?? null,
       ...(hit.mmaGrids ? { mmaGrids: hit.mmaGrids, mmaGflops: hit.mmaGflops ?? {} } : {}),
+      ...(hit.deepPlan ? { deepPlan: hit.deepPlan } : {}),
       ...(hit.times ? { times: hit.times } : {}),
     };
   if (!ctx.hasTimestamps) throw new GpuError(`adapter '${ctx.adapterName}' has no timestamp queries: the matmul tiles cannot be tuned`);
@@ -434,6 +526,7 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     gflops[cls] = Math.round(best.gflops * 10) / 10;
     options.progress?.(`matmul tiles, ${cls} (${shape.join(' x ')}): ${describeTile(best.pick)} at ${gflops[cls]} GFLOP/s`);
   }
+  const deepPlan = gflops.deep ? await tuneDeepPlan(ctx, tiles.deep, options.shapes?.deep ?? TUNING_SHAPES.deep, options, times) : 'rows';
   const tensorCores = ctx.subgroupMatrixOffered ? await tuneMma(ctx, options, times) : null;
   const mma = tensorCores === null ? null : tensorCores.grids !== null;
   const mmaFields = tensorCores?.grids ? { mmaGrids: tensorCores.grids, mmaGflops: tensorCores.gflops } : {};
@@ -444,14 +537,29 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     // cache folder) costs the next run a tuning, not this one its result.
     try {
       mkdirSync(dir, { recursive: true });
-      cache.entries[key] = { tiles, gflops, tunedAt, mma, ...mmaFields, times };
+      cache.entries[key] = { tiles, gflops, tunedAt, mma, ...mmaFields, deepPlan, times };
       writeFileAtomic(path, `${JSON.stringify(cache, null, 2)}\n`);
     } catch (error) {
       cachePath = null;
       options.progress?.(`matmul tiles not cached: ${(error as Error).message}`);
     }
   }
-  return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma, ...mmaFields, times };
+  return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma, ...mmaFields, deepPlan, times };
+}
+
+/** The fastest deep plan with the deep class's tile on `shape`, every plan's GFLOP/s into `times`. */
+async function tuneDeepPlan(
+  ctx: GpuContext,
+  tile: TileShape,
+  shape: [number, number, number],
+  options: TuneOptions,
+  times: TuningTimes,
+): Promise<DeepPlan> {
+  const best = await fastest(DEEP_PLANS, (plan) => timeProduct(ctx, { tile, plan }, shape, 5));
+  times.deepPlans = timesByName(DEEP_PLANS, best.all);
+  if (best.gflops === 0) return 'rows';
+  options.progress?.(`deep products (${shape.join(' x ')}): ${best.pick} at ${Math.round(best.gflops * 10) / 10} GFLOP/s`);
+  return best.pick;
 }
 
 /** GFLOP/s by candidate name, rounded as the choices' are. */
@@ -634,17 +742,19 @@ export function tuningLines(tuning: MatmulTuning): string[] {
     ];
   }
   const lines: string[] = [];
+  const section = (title: string, gflopsByName: Record<string, number>) => {
+    const rows = Object.entries(gflopsByName).sort((a, b) => b[1] - a[1]);
+    if (rows.length === 0) return;
+    lines.push(`${title}:`);
+    const width = Math.max(...rows.map(([name]) => name.length));
+    for (const [name, gflops] of rows)
+      lines.push(`  ${name.padEnd(width)}  ${gflops > 0 ? `${gflops} GFLOP/s` : 'not measured (the timestamps did not advance)'}`);
+  };
   const table = (kernel: string, byClass: TuningTimes['tiles']) => {
-    for (const cls of SHAPE_CLASSES) {
-      const rows = Object.entries(byClass[cls] ?? {}).sort((a, b) => b[1] - a[1]);
-      if (rows.length === 0) continue;
-      lines.push(`${kernel}, ${cls}:`);
-      const width = Math.max(...rows.map(([name]) => name.length));
-      for (const [name, gflops] of rows)
-        lines.push(`  ${name.padEnd(width)}  ${gflops > 0 ? `${gflops} GFLOP/s` : 'not measured (the timestamps did not advance)'}`);
-    }
+    for (const cls of SHAPE_CLASSES) section(`${kernel}, ${cls}`, byClass[cls] ?? {});
   };
   table('tiled', times.tiles);
+  section(`tiled, deep products by plan (${describeTile(tuning.tiles.deep)})`, times.deepPlans ?? {});
   table('tensor cores', times.mma);
   for (const [kernel, untimed] of [
     ['tiled', times.untimed.tiles],

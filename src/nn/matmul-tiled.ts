@@ -9,6 +9,9 @@ import type { SubgroupMatrixShape } from '../gpu/context.js';
 import { GpuError } from '../gpu/errors.js';
 import type { Binding } from '../gpu/kernels.js';
 import {
+  type DeepPlan,
+  deepChunks,
+  deepPlanFor,
   describeMma,
   describeTile,
   type MmaGrid,
@@ -17,6 +20,7 @@ import {
   mmaFor,
   mmaProblem,
   mmaWorkgroups,
+  PACKED_A_MAX_BYTES,
   shapeClass,
   TILE_GROUP_M,
   tileConstants,
@@ -32,10 +36,20 @@ import { finishColumnSums, partials } from './split-sums.js';
 import { paramCode, Tensor } from './tensor.js';
 
 /**
- * Record C = alpha · A @ B (+ bias) (+ C) on the tiled kernel with `tile` (default: the adapter's
- * choice for the shape); 16-bit params on the tensor-core kernel where the adapter has subgroup matrices.
+ * Record C = alpha · A @ B (+ bias) (+ C) on the tiled kernel with `tile` and, for a deep product,
+ * `plan` (default: the adapter's choices for the shape; with a tile given, `rows` unless asked);
+ * 16-bit params on the tensor-core kernel where the adapter has subgroup matrices.
  */
-export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions, tile?: TileShape): void {
+export function tiledMatmul(
+  g: Graph,
+  s: MatmulShape,
+  a: Operand,
+  b: Operand,
+  c: Operand,
+  options: MatmulOptions,
+  tile?: TileShape,
+  plan?: DeepPlan,
+): void {
   const ctx = g.ctx;
   const shape = ctx.subgroupMatrix;
   if (b.t.dtype !== 'float32' && shape && !tile) {
@@ -50,6 +64,9 @@ export function tiledMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c:
     splitKMatmul(g, s, a, b, c, options, t, splits);
     return;
   }
+  const how = plan ?? (!tile && shapeClass(s.m, s.n, s.k) === 'deep' ? deepPlanFor(ctx) : 'rows');
+  if (how === 'chunks' && chunkedMatmul(g, s, a, b, c, options, t)) return;
+  if (how === 'packed' && packedMatmul(g, s, a, b, c, options, t)) return;
   const half = b.t.dtype !== 'float32';
   const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
   const slots = vec4Slots(g, s, a, b);
@@ -120,6 +137,60 @@ function splitKMatmul(
   );
   const C = c.t.binding(g.ctx);
   finishColumnSums(g, parts, split, mn / 4, { stride4: mn / 4, off4: 0 }, C.binding, C.shift + (c.off ?? 0));
+}
+
+/**
+ * The `chunks` plan: C = alpha · A @ B (+ bias) (+ C) as one product per range of k (deepChunks), the
+ * first writing C (or adding to it) with the bias, the rest adding to it. False, recording nothing,
+ * where k is one chunk or gelu(C) is asked for (it needs the whole sum).
+ */
+function chunkedMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions, t: TileShape): boolean {
+  const { chunk, chunks } = deepChunks(s.k);
+  if (chunks < 2 || options.gelu) return false;
+  for (let i = 0; i < chunks; i++) {
+    const k0 = i * chunk;
+    tiledMatmul(
+      g,
+      { ...s, k: Math.min(chunk, s.k - k0) },
+      { ...a, off: (a.off ?? 0) + k0 * a.cs },
+      { ...b, off: (b.off ?? 0) + k0 * b.rs },
+      c,
+      {
+        alpha: options.alpha,
+        accumulate: i > 0 || options.accumulate,
+        ...(i === 0 && options.bias ? { bias: options.bias } : {}),
+      },
+      t,
+      'rows',
+    );
+  }
+  return true;
+}
+
+/**
+ * The `packed` plan: A copied m-fast into a scratch of the runner (shaders/transpose.wgsl), then the
+ * product reading the copy. False, recording nothing, where A is not k-fast, the product is batched,
+ * or the copy would exceed PACKED_A_MAX_BYTES or a binding.
+ */
+function packedMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions, t: TileShape): boolean {
+  const ctx = g.ctx;
+  const bytes = s.m * s.k * 4;
+  const batched = (s.nb0 ?? 1) * (s.nb1 ?? 1) > 1;
+  if (a.cs !== 1 || batched || bytes > Math.min(PACKED_A_MAX_BYTES, ctx.limits.maxStorageBufferBindingSize)) return false;
+  const A = a.t.binding(ctx);
+  const packed = g.runner.scratch('packed-a', bytes);
+  g.runner.dispatch(
+    'transpose',
+    'main',
+    {},
+    { rows: s.m, cols: s.k, src_off: A.shift + (a.off ?? 0), src_rs: a.rs, dst_off: 0 },
+    { src: A.binding, dst: packed },
+    [Math.ceil(s.k / 32), Math.ceil(s.m / 32), 1],
+    {},
+    shapeClass(s.m, s.n, s.k),
+  );
+  tiledMatmul(g, s, { t: new Tensor(packed, 0, [s.m * s.k], 'float32'), rs: 1, cs: s.m }, b, c, options, t, 'rows');
+  return true;
 }
 
 /**

@@ -12,8 +12,12 @@ import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/co
 import type { ParamDtype } from '../../src/ddp/layout.js';
 import { GpuContext, type SubgroupMatrixShape } from '../../src/gpu/context.js';
 import {
+  DEEP_CHUNK_K,
+  DEEP_PLANS,
+  type DeepPlan,
   DEFAULT_MMA,
   DEFAULT_TILES,
+  deepChunks,
   describeMma,
   describeTile,
   MMA_CANDIDATES,
@@ -81,10 +85,24 @@ interface Case {
   quads?: [number, number];
 }
 
-type Kernel = { tile: TileShape } | { mma: 'matmul-mma' | 'matmul-mma-twin'; shape: SubgroupMatrixShape; grid: MmaGrid; sg: number };
+type Kernel =
+  | { tile: TileShape; plan?: DeepPlan }
+  | { mma: 'matmul-mma' | 'matmul-mma-twin'; shape: SubgroupMatrixShape; grid: MmaGrid; sg: number };
 
-/** C = 0.5 A @ B (+ bias) (+ C) with `kernel`, checked element by element against float64. */
-async function check(device: GpuContext, c: Case, kernel: Kernel, dtype: ParamDtype, options: { bias: boolean; accumulate: boolean }) {
+/** The relative error allowed a product of depth k: fp32 sums' rounding grows about as the root of their length. */
+const tolerance = (k: number) => 1e-6 * Math.max(1, Math.sqrt(k / 256));
+
+/**
+ * C = 0.5 A @ B (+ bias) (+ C) with `kernel`, checked element by element against float64, and the
+ * kernels it dispatched: the one product's, or `dispatches(product's kernel)` (a deep plan's).
+ */
+async function check(
+  device: GpuContext,
+  c: Case,
+  kernel: Kernel,
+  dtype: ParamDtype,
+  options: { bias: boolean; accumulate: boolean; dispatches?: (product: string) => string[] },
+) {
   const z = c.nb0 * c.nb1;
   const blockA = c.m * c.k;
   const blockB = c.k * c.n;
@@ -124,13 +142,14 @@ async function check(device: GpuContext, c: Case, kernel: Kernel, dtype: ParamDt
   const shape = { m: c.m, n: c.n, k: c.k, nb0: c.nb0, nb1: c.nb1 };
   const cOp = { t: ct, rs: c.n, cs: 1, b0: c.nb1 * c.m * c.n, b1: c.m * c.n };
   const opts = { alpha: 0.5, accumulate: options.accumulate, ...(options.bias ? { bias: params.get('bias') } : {}) };
-  if ('tile' in kernel) tiledMatmul(g, shape, aOp, bOp, cOp, opts, kernel.tile);
+  if ('tile' in kernel) tiledMatmul(g, shape, aOp, bOp, cOp, opts, kernel.tile, kernel.plan);
   else mmaMatmul(g, shape, aOp, bOp, cOp, opts, kernel.mma, kernel.shape, kernel.sg, kernel.grid);
   const got = await g.read(ct);
   // The tensor-core kernel and its twin always stage f16; the tiled one for 16-bit params with shader-f16.
   const f16 = 'mma' in kernel || (dtype !== 'float32' && device.hasF16);
-  expect(used).toEqual(['mma' in kernel ? kernel.mma : f16 ? 'matmul-tiled-f16' : 'matmul-tiled']);
-  if (c.quads) expect([constants[0]!.A_VEC, constants[0]!.B_VEC]).toEqual(c.quads);
+  const product = 'mma' in kernel ? kernel.mma : f16 ? 'matmul-tiled-f16' : 'matmul-tiled';
+  expect(used).toEqual(options.dispatches?.(product) ?? [product]);
+  if (c.quads) expect([constants.at(-1)!.A_VEC, constants.at(-1)!.B_VEC]).toEqual(c.quads);
   // The reference sees what the kernel stages: f16 values in the f16 path, the params' own values otherwise.
   const stageA = (x: number) => (f16 ? toF16(x) : x);
   const stageB = (x: number) => (f16 ? toF16(x) : x);
@@ -146,7 +165,7 @@ async function check(device: GpuContext, c: Case, kernel: Kernel, dtype: ParamDt
       want[e] = (options.accumulate ? cInit[e]! : 0) + 0.5 * prod[i]! + (options.bias ? biasSeen[i % c.n]! : 0);
     }
   }
-  expect(ref.relError(got, want), msg(`${JSON.stringify(c)} ${JSON.stringify(kernel)} ${dtype}`)).toBeLessThanOrEqual(1e-6);
+  expect(ref.relError(got, want), msg(`${JSON.stringify(c)} ${JSON.stringify(kernel)} ${dtype}`)).toBeLessThanOrEqual(tolerance(c.k));
   g.release();
   params.destroy();
 }
@@ -212,6 +231,90 @@ describe('tiled matmul: layouts, batches, dtypes', () => {
       await check(noF16, plain, { tile }, dtype, { bias: true, accumulate: false });
     });
   }
+});
+
+// Deep products (k of 2,048 and more) in the plans the tuner chooses between: k in chunks that add
+// into C, and A copied m-fast first; and the products a plan cannot take, run in one dispatch.
+describe('tiled matmul: deep plans', () => {
+  const tile: TileShape = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4 };
+  const odd: Case = { ...plain, k: 2053, off: 1 };
+  const aligned: Case = { m: 36, n: 44, k: 2052, transA: false, transB: false, nb0: 1, nb1: 1, off: 0, quads: [1, 1] };
+  const chunks = (product: string) => Array<string>(deepChunks(odd.k).chunks).fill(product);
+  it('splits k into ranges of at most DEEP_CHUNK_K, multiples of 4 but the last', () => {
+    for (const k of [2048, 2053, 3072, 8192, 50304]) {
+      const { chunk, chunks } = deepChunks(k);
+      expect(chunk % 4, `k ${k}`).toBe(0);
+      expect(chunk, `k ${k}`).toBeLessThanOrEqual(DEEP_CHUNK_K);
+      expect((chunks - 1) * chunk < k && chunks * chunk >= k, `k ${k}: ${chunks} of ${chunk}`).toBe(true);
+    }
+    expect(deepChunks(1024)).toEqual({ chunk: 1024, chunks: 1 });
+  });
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    it(`chunks: ${dtype} weights, bias written by the first chunk, element by element at an offset`, async () => {
+      expect(deepChunks(odd.k).chunks).toBe(3);
+      await check(ctx, odd, { tile, plan: 'chunks' }, dtype, { bias: true, accumulate: false, dispatches: chunks });
+    });
+    it(`chunks: ${dtype} weights, bias, accumulate, vec4 slots`, async () => {
+      await check(ctx, aligned, { tile, plan: 'chunks' }, dtype, { bias: true, accumulate: true, dispatches: chunks });
+    });
+    it(`packed: ${dtype} weights, bias, element by element at an offset`, async () => {
+      await check(ctx, odd, { tile, plan: 'packed' }, dtype, {
+        bias: true,
+        accumulate: false,
+        dispatches: (product) => ['transpose', product],
+      });
+    });
+    it(`packed: ${dtype} weights, bias, accumulate, vec4 slots`, async () => {
+      await check(ctx, aligned, { tile, plan: 'packed' }, dtype, {
+        bias: true,
+        accumulate: true,
+        dispatches: (product) => ['transpose', product],
+      });
+    });
+  }
+  it('packed: an A already m-fast, or batched, runs in one dispatch', async () => {
+    await check(ctx, { ...odd, transA: true }, { tile, plan: 'packed' }, 'float32', { bias: true, accumulate: true });
+    await check(ctx, { ...odd, nb0: 2 }, { tile, plan: 'packed' }, 'float32', { bias: false, accumulate: true });
+  });
+  it("follows the adapter's tuning for deep products only, when no tile is given", async () => {
+    const tuning = ctx.matmulTuning;
+    try {
+      for (const plan of DEEP_PLANS) {
+        ctx.matmulTuning = { ...tuning, deepPlan: plan };
+        for (const [m, k, n] of [
+          [272, 2052, 264],
+          [272, 64, 264],
+        ] as const) {
+          const g = new Graph(ctx);
+          const used: string[] = [];
+          const dispatch = g.runner.dispatch.bind(g.runner);
+          g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
+            used.push(args[0]);
+            return dispatch(...args);
+          };
+          const [a, b] = [rand(m * k), rand(k * n)];
+          const c = g.input(new Float32Array(m * n), [m * n]);
+          tiledMatmul(
+            g,
+            { m, n, k },
+            { t: g.input(a, [m * k]), rs: k, cs: 1 },
+            { t: g.input(b, [k * n]), rs: n, cs: 1 },
+            { t: c, rs: n, cs: 1 },
+            {},
+          );
+          expect(ref.relError(await g.read(c), ref.matmul(a, b, m, k, n)), msg(`${plan}, k ${k}`)).toBeLessThan(tolerance(k));
+          const deep = shapeClass(m, n, k) === 'deep';
+          const want = !deep || plan === 'rows' ? 1 : plan === 'chunks' ? deepChunks(k).chunks : 2;
+          expect(used, `${plan}, k ${k}`).toEqual(
+            plan === 'packed' && deep ? ['transpose', 'matmul-tiled'] : Array(want).fill('matmul-tiled'),
+          );
+          g.release();
+        }
+      }
+    } finally {
+      ctx.matmulTuning = tuning;
+    }
+  });
 });
 
 // The tensor-core kernel for 16-bit params: its staging, fragment layout and epilogue through the
@@ -396,12 +499,12 @@ describe('matmul tuner', () => {
         small: [64, 64, 64],
         narrow: [128, 32, 64],
         large: [128, 128, 64],
-        deep: [128, 256, 64],
+        deep: [128, 2056, 64], // three chunks of k in the chunks plan
       };
       const lines: string[] = [];
       const tuned = await tuneMatmul(ctx, { cacheDir: dir, candidates, shapes: { ...shapes }, progress: (l) => lines.push(l) });
       expect(tuned.source).toBe('tuned');
-      expect(lines).toHaveLength(SHAPE_CLASSES.length);
+      expect(lines).toHaveLength(SHAPE_CLASSES.length + 1); // and the deep plan's
       for (const cls of SHAPE_CLASSES) {
         expect(candidates).toContainEqual(tuned.tiles[cls]);
         expect(tuned.gflops[cls]).toBeGreaterThan(0);
@@ -411,12 +514,18 @@ describe('matmul tuner', () => {
         expect(times[describeTile(tuned.tiles[cls])]).toBe(tuned.gflops[cls]);
         expect(Math.max(...Object.values(times))).toBe(tuned.gflops[cls]);
       }
+      // Every deep plan timed with the deep tile, and the fastest chosen.
+      const plans = tuned.times!.deepPlans!;
+      expect(Object.keys(plans).sort()).toEqual([...DEEP_PLANS].sort());
+      expect(plans[tuned.deepPlan!]).toBe(Math.max(...Object.values(plans)));
+      expect(lines.at(-1)).toMatch(new RegExp(`^deep products \\(128 x 2056 x 64\\): ${tuned.deepPlan} at `));
       expect(tuned.times!.mma).toEqual({}); // no subgroup matrices on this adapter
       // `webtron info --tuning`'s lines: each class's candidates, fastest first.
       const shown = tuningLines(tuned);
       const large = shown.indexOf('tiled, large:');
       expect(shown[large + 1]).toMatch(new RegExp(`^  ${describeTile(tuned.tiles.large)} +${tuned.gflops.large} GFLOP/s$`));
-      expect(shown).toHaveLength(SHAPE_CLASSES.length * (1 + candidates.length));
+      expect(shown).toHaveLength(SHAPE_CLASSES.length * (1 + candidates.length) + 1 + DEEP_PLANS.length);
+      expect(shown).toContain(`tiled, deep products by plan (${describeTile(tuned.tiles.deep)}):`);
       const file = JSON.parse(readFileSync(join(dir, 'matmul-tiles.json'), 'utf8'));
       expect(Object.keys(file.entries)).toEqual([tuningKey(ctx)]);
       // The second call reads the cache without timing anything, the timings with it.
@@ -424,7 +533,8 @@ describe('matmul tuner', () => {
       expect(again.source).toBe('cache');
       expect(again.tiles).toEqual(tuned.tiles);
       expect(again.times).toEqual(tuned.times);
-      expect(lines).toHaveLength(SHAPE_CLASSES.length);
+      expect(again.deepPlan).toBe(tuned.deepPlan);
+      expect(lines).toHaveLength(SHAPE_CLASSES.length + 1);
       // A cache entry written before timings were kept says so, and how to get them.
       delete file.entries[tuningKey(ctx)].times;
       writeFileSync(join(dir, 'matmul-tiles.json'), JSON.stringify(file));
