@@ -1,7 +1,7 @@
 /** `webtron info`: the adapter, backend, limits, features and kernels webtron will use. */
 import { listAdapters } from '../gpu/adapter.js';
 import { GpuContext, OPTIONAL_FEATURES } from '../gpu/context.js';
-import { describeMma, describeTile, SHAPE_CLASSES, tuningLines } from '../gpu/matmul-tuner.js';
+import { deepPlanFor, describeMma, describeTile, SHAPE_CLASSES, tuningLines } from '../gpu/matmul-tuner.js';
 import { gpuPollMs } from '../gpu/poll.js';
 import type { Command } from './command.js';
 import { GPU_FLAGS } from './flags.js';
@@ -26,7 +26,8 @@ function matmulChoice(ctx: GpuContext): Record<string, unknown> {
     kernel,
     tiles: t.tiles,
     gflops: t.gflops,
-    ...(t.mmaGrids ? { mmaGrids: t.mmaGrids, mmaGflops: t.mmaGflops ?? {} } : {}),
+    deepPlan: deepPlanFor(ctx, 'tiled'),
+    ...(t.mmaGrids ? { mmaGrids: t.mmaGrids, mmaGflops: t.mmaGflops ?? {}, mmaDeepPlan: deepPlanFor(ctx, 'mma') } : {}),
     ...(t.times ? { times: t.times } : {}),
     source: t.source,
     cachePath: t.cachePath,
@@ -43,7 +44,7 @@ function tensorCoreLine(ctx: GpuContext): string {
   if (mma === true) {
     const t = ctx.matmulTuning;
     const grids = t.mmaGrids
-      ? `; ${SHAPE_CLASSES.map((c) => `${c} ${describeMma(t.mmaGrids![c])}${t.mmaGflops?.[c] ? ` (${t.mmaGflops[c]} GFLOP/s)` : ''}`).join('; ')}`
+      ? `; ${SHAPE_CLASSES.map((c) => `${c} ${describeMma(t.mmaGrids![c])}${t.mmaGflops?.[c] ? ` (${t.mmaGflops[c]} GFLOP/s)` : ''}`).join('; ')}; deep products ${deepPlanFor(ctx, 'mma')}`
       : '';
     return `${fragment}: the probe's product was exact, --fp16 and --bf16 matmuls use them${grids}`;
   }
@@ -59,7 +60,7 @@ function matmulLine(ctx: GpuContext): string {
   const tiles = SHAPE_CLASSES.map((c) => `${c} ${describeTile(t.tiles[c])}${t.gflops[c] ? ` (${t.gflops[c]} GFLOP/s)` : ''}`).join('; ');
   const source =
     t.source === 'default' ? 'default tiles, not tuned' : `${t.source} ${t.cachePath ?? ''}${t.tunedAt ? `, tuned ${t.tunedAt}` : ''}`;
-  return `tiled: ${tiles}; ${source}`;
+  return `tiled: ${tiles}; deep products ${deepPlanFor(ctx, 'tiled')}; ${source}`;
 }
 
 export const info: Command = {

@@ -146,9 +146,9 @@ export function deepChunks(k: number): { chunk: number; chunks: number } {
   return { chunk, chunks: Math.ceil(k / chunk) };
 }
 
-/** The plan the adapter's tuning chose for deep products (`rows` untuned). */
-export function deepPlanFor(ctx: GpuContext): DeepPlan {
-  return ctx.matmulTuning.deepPlan ?? 'rows';
+/** The plan the adapter's tuning chose for deep products on the tiled or the tensor-core kernel (`rows` untuned). */
+export function deepPlanFor(ctx: GpuContext, kernel: 'tiled' | 'mma'): DeepPlan {
+  return (kernel === 'mma' ? ctx.matmulTuning.mmaDeepPlan : ctx.matmulTuning.deepPlan) ?? 'rows';
 }
 
 export function shapeClass(m: number, n: number, k: number): ShapeClass {
@@ -185,8 +185,9 @@ export interface MatmulTuning {
   gflops: Partial<Record<ShapeClass, number>>;
   /** GFLOP/s of each class's tensor-core choice, with fp16 B. */
   mmaGflops?: Partial<Record<ShapeClass, number>>;
-  /** How deep products run (absent: `rows`, untuned). */
+  /** How deep products run on the tiled kernel and on the tensor-core one (absent: `rows`, untuned). */
   deepPlan?: DeepPlan;
+  mmaDeepPlan?: DeepPlan;
   /** Every candidate's GFLOP/s, not only the choices' (absent: not tuned, or cached before they were kept). */
   times?: TuningTimes;
   /** 'tuned' now, 'cache' (read from `cachePath`), or 'default' (not tuned). */
@@ -204,8 +205,12 @@ export interface MatmulTuning {
 export interface TuningTimes {
   tiles: Partial<Record<ShapeClass, Record<string, number>>>;
   mma: Partial<Record<ShapeClass, Record<string, number>>>;
-  /** Each deep plan's GFLOP/s on the deep tuning shape with the deep tile, its extra passes included. */
+  /**
+   * Each deep plan's GFLOP/s on the deep tuning shape, its extra passes included, with the deep tile
+   * and with the deep tensor-core workgroup.
+   */
   deepPlans?: Record<string, number>;
+  mmaDeepPlans?: Record<string, number>;
   /** Candidates left untimed, and why: beyond the device's limits, or (tensor cores) a wrong product in the probe. */
   untimed: { tiles: Record<string, string>; mma: Record<string, string> };
 }
@@ -245,6 +250,7 @@ interface CacheFile {
       mmaGrids?: Record<ShapeClass, MmaGrid>;
       mmaGflops?: Partial<Record<ShapeClass, number>>;
       deepPlan?: DeepPlan;
+      mmaDeepPlan?: DeepPlan;
       times?: TuningTimes;
     }
   >;
@@ -339,6 +345,9 @@ export function timeMma(ctx: GpuContext, grid: MmaGrid, shape: [number, number, 
   return timeProduct(ctx, { mma: grid }, shape, runs);
 }
 
+/** A timed product's kernel: the tiled one with a tile or the tensor-core one with a workgroup, and a deep plan. */
+type Kernel = ({ tile: TileShape } | { mma: MmaGrid }) & { plan?: DeepPlan };
+
 /** One dispatch of a timed product: its pipeline, uniforms, buffers by binding name, and grid. */
 interface TimedStep {
   pipeline: GPUComputePipeline;
@@ -347,12 +356,7 @@ interface TimedStep {
   grid: [number, number, number];
 }
 
-async function timeProduct(
-  ctx: GpuContext,
-  kernel: { tile: TileShape; plan?: DeepPlan } | { mma: MmaGrid },
-  [m, k, n]: [number, number, number],
-  runs: number,
-): Promise<number> {
+async function timeProduct(ctx: GpuContext, kernel: Kernel, [m, k, n]: [number, number, number], runs: number): Promise<number> {
   const half = 'mma' in kernel;
   const buffer = (label: string, bytes: number) =>
     ctx.createBuffer({ label, size: Math.ceil(bytes / 16) * 16, usage: storageUsage(), category: 'other' });
@@ -360,8 +364,7 @@ async function timeProduct(
   const B = buffer('tune.b', k * n * (half ? 2 : 4));
   const C = buffer('tune.c', m * n * 4);
   const unused = buffer('tune.unused', 16); // gelu(C), not asked for
-  const plan = 'tile' in kernel ? (kernel.plan ?? 'rows') : 'rows';
-  const packed = plan === 'packed' ? buffer('tune.packed', m * k * 4) : null;
+  const packed = kernel.plan === 'packed' ? buffer('tune.packed', m * k * 4) : null;
   const steps = productSteps(ctx, kernel, [m, k, n], { A, B, C, H: unused, packed });
   const uniforms = ctx.createBuffer({
     label: 'tune.uniforms',
@@ -415,13 +418,13 @@ async function timeProduct(
 }
 
 /**
- * The dispatches of C = A @ B with row-major operands, as the layers run it: the tensor-core kernel,
- * or the tiled one in the deep plan asked for (rows when none is). Operands are read a vec4 at a
+ * The dispatches of C = A @ B with row-major operands, as the layers run it: on the tensor-core or
+ * the tiled kernel, in the deep plan asked for (rows when none is). Operands are read a vec4 at a
  * time where the sizes allow, as the layers' products are.
  */
 function productSteps(
   ctx: GpuContext,
-  kernel: { tile: TileShape; plan?: DeepPlan } | { mma: MmaGrid },
+  kernel: Kernel,
   [m, k, n]: [number, number, number],
   buffers: { A: DeviceBuffer; B: DeviceBuffer; C: DeviceBuffer; H: DeviceBuffer; packed: DeviceBuffer | null },
 ): TimedStep[] {
@@ -429,46 +432,46 @@ function productSteps(
   const operands = { A, B, C, bias: B, H, A4: A, B4: B };
   const values = { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 };
   const quads = { A_VEC: k % 4 === 0 ? 1 : 0, B_VEC: n % 4 === 0 ? 1 : 0 };
-  if ('mma' in kernel) {
-    const f = ctx.subgroupMatrixOffered!;
-    const g = kernel.mma;
-    const constants = { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, ...quads };
-    const pipeline = ctx.kernels.pipeline('matmul-mma', mmaEntry(g), constants, mmaDefines(f, g));
-    return [{ pipeline, values, buffers: operands, grid: mmaWorkgroups(f, g, m, n) }];
-  }
-  const t = kernel.tile;
-  const grid: [number, number, number] = [Math.ceil(n / t.bn), Math.ceil(m / t.bm), 1];
-  const tiled = (extra: Record<string, number> = {}) =>
-    ctx.kernels.pipeline('matmul-tiled', 'main', { ...tileConstants(t), ...quads, ...extra });
+  // One dispatch of the product, with some of its constants, uniforms and buffers replaced.
+  const product = (
+    constants: Record<string, number> = {},
+    over: Record<string, number> = {},
+    bound: Record<string, DeviceBuffer> = {},
+  ): TimedStep => {
+    let pipeline: GPUComputePipeline;
+    let grid: [number, number, number];
+    if ('mma' in kernel) {
+      const f = ctx.subgroupMatrixOffered!;
+      const mma = { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, ...quads, ...constants };
+      pipeline = ctx.kernels.pipeline('matmul-mma', mmaEntry(kernel.mma), mma, mmaDefines(f, kernel.mma));
+      grid = mmaWorkgroups(f, kernel.mma, m, n);
+    } else {
+      const t = kernel.tile;
+      pipeline = ctx.kernels.pipeline('matmul-tiled', 'main', { ...tileConstants(t), ...quads, ...constants });
+      grid = [Math.ceil(n / t.bn), Math.ceil(m / t.bm), 1];
+    }
+    return { pipeline, values: { ...values, ...over }, buffers: { ...operands, ...bound }, grid };
+  };
   if (kernel.plan === 'packed') {
     const P = buffers.packed!;
-    const transpose = ctx.kernels.pipeline('transpose', 'main', {});
     return [
       {
-        pipeline: transpose,
+        pipeline: ctx.kernels.pipeline('transpose', 'main', {}),
         values: { rows: m, cols: k, src_off: 0, src_rs: k, dst_off: 0 },
         buffers: { src: A, dst: P },
         grid: [Math.ceil(k / 32), Math.ceil(m / 32), 1],
       },
-      {
-        pipeline: tiled({ A_KFAST: 0, A_VEC: m % 4 === 0 ? 1 : 0 }),
-        values: { ...values, A_RS: 1, A_CS: m },
-        buffers: { ...operands, A: P, A4: P },
-        grid,
-      },
+      product({ A_KFAST: 0, A_VEC: m % 4 === 0 ? 1 : 0 }, { A_RS: 1, A_CS: m }, { A: P, A4: P }),
     ];
   }
   if (kernel.plan === 'chunks') {
+    // Chunks start at multiples of 4 of k, so A's and B's slots stay aligned.
     const { chunk, chunks } = deepChunks(k);
-    const pipeline = tiled(); // chunks start at multiples of 4 of k: A's and B's slots stay aligned
-    return Array.from({ length: chunks }, (_, i) => ({
-      pipeline,
-      values: { ...values, K: Math.min(chunk, k - i * chunk), a_off: i * chunk, b_off: i * chunk * n, FLAGS: i > 0 ? 2 : 0 },
-      buffers: operands,
-      grid,
-    }));
+    return Array.from({ length: chunks }, (_, i) =>
+      product({}, { K: Math.min(chunk, k - i * chunk), a_off: i * chunk, b_off: i * chunk * n, FLAGS: i > 0 ? 2 : 0 }),
+    );
   }
-  return [{ pipeline: tiled(), values, buffers: operands, grid }];
+  return [product()];
 }
 
 export interface TuneOptions {
@@ -500,6 +503,7 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
       mma: hit.mma ?? null,
       ...(hit.mmaGrids ? { mmaGrids: hit.mmaGrids, mmaGflops: hit.mmaGflops ?? {} } : {}),
       ...(hit.deepPlan ? { deepPlan: hit.deepPlan } : {}),
+      ...(hit.mmaDeepPlan ? { mmaDeepPlan: hit.mmaDeepPlan } : {}),
       ...(hit.times ? { times: hit.times } : {}),
     };
   if (!ctx.hasTimestamps) throw new GpuError(`adapter '${ctx.adapterName}' has no timestamp queries: the matmul tiles cannot be tuned`);
@@ -526,10 +530,17 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
     gflops[cls] = Math.round(best.gflops * 10) / 10;
     options.progress?.(`matmul tiles, ${cls} (${shape.join(' x ')}): ${describeTile(best.pick)} at ${gflops[cls]} GFLOP/s`);
   }
-  const deepPlan = gflops.deep ? await tuneDeepPlan(ctx, tiles.deep, options.shapes?.deep ?? TUNING_SHAPES.deep, options, times) : 'rows';
+  let deepPlan: DeepPlan = 'rows';
+  if (gflops.deep) {
+    const deep = await tuneDeepPlan(ctx, { tile: tiles.deep }, options.shapes?.deep ?? TUNING_SHAPES.deep, options);
+    deepPlan = deep.plan;
+    times.deepPlans = deep.gflops;
+  }
   const tensorCores = ctx.subgroupMatrixOffered ? await tuneMma(ctx, options, times) : null;
   const mma = tensorCores === null ? null : tensorCores.grids !== null;
-  const mmaFields = tensorCores?.grids ? { mmaGrids: tensorCores.grids, mmaGflops: tensorCores.gflops } : {};
+  const mmaFields = tensorCores?.grids
+    ? { mmaGrids: tensorCores.grids, mmaGflops: tensorCores.gflops, ...(tensorCores.deepPlan ? { mmaDeepPlan: tensorCores.deepPlan } : {}) }
+    : {};
   const tunedAt = new Date().toISOString();
   let cachePath = path;
   if (path && dir) {
@@ -547,19 +558,22 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   return { tiles, gflops, source: 'tuned', cachePath, tunedAt, mma, ...mmaFields, deepPlan, times };
 }
 
-/** The fastest deep plan with the deep class's tile on `shape`, every plan's GFLOP/s into `times`. */
+/**
+ * The fastest deep plan for `kernel` (the deep class's tile or tensor-core workgroup) on `shape`,
+ * with every plan's GFLOP/s.
+ */
 async function tuneDeepPlan(
   ctx: GpuContext,
-  tile: TileShape,
+  kernel: { tile: TileShape } | { mma: MmaGrid },
   shape: [number, number, number],
   options: TuneOptions,
-  times: TuningTimes,
-): Promise<DeepPlan> {
-  const best = await fastest(DEEP_PLANS, (plan) => timeProduct(ctx, { tile, plan }, shape, 5));
-  times.deepPlans = timesByName(DEEP_PLANS, best.all);
-  if (best.gflops === 0) return 'rows';
-  options.progress?.(`deep products (${shape.join(' x ')}): ${best.pick} at ${Math.round(best.gflops * 10) / 10} GFLOP/s`);
-  return best.pick;
+): Promise<{ plan: DeepPlan; gflops: Record<string, number> }> {
+  const best = await fastest(DEEP_PLANS, (plan) => timeProduct(ctx, { ...kernel, plan }, shape, 5));
+  const gflops = timesByName(DEEP_PLANS, best.all);
+  if (best.gflops === 0) return { plan: 'rows', gflops };
+  const which = 'mma' in kernel ? 'tensor cores' : 'matmul tiles';
+  options.progress?.(`${which}, deep plan (${shape.join(' x ')}): ${best.pick} at ${gflops[best.pick]} GFLOP/s`);
+  return { plan: best.pick, gflops };
 }
 
 /** GFLOP/s by candidate name, rounded as the choices' are. */
@@ -614,7 +628,7 @@ async function tuneMma(
   ctx: GpuContext,
   options: TuneOptions,
   times: TuningTimes,
-): Promise<{ grids: Record<ShapeClass, MmaGrid> | null; gflops: Partial<Record<ShapeClass, number>> }> {
+): Promise<{ grids: Record<ShapeClass, MmaGrid> | null; gflops: Partial<Record<ShapeClass, number>>; deepPlan?: DeepPlan }> {
   const shape = ctx.subgroupMatrixOffered!;
   const passed: MmaGrid[] = [];
   for (const grid of MMA_CANDIDATES) {
@@ -647,7 +661,10 @@ async function tuneMma(
     gflops[cls] = Math.round(best.gflops * 10) / 10;
     options.progress?.(`tensor cores, ${cls} (${size.join(' x ')}): ${describeMma(best.pick)} at ${gflops[cls]} GFLOP/s`);
   }
-  return { grids, gflops };
+  if (!gflops.deep) return { grids, gflops };
+  const deep = await tuneDeepPlan(ctx, { mma: grids.deep }, options.shapes?.deep ?? TUNING_SHAPES.deep, options);
+  times.mmaDeepPlans = deep.gflops;
+  return { grids, gflops, deepPlan: deep.plan };
 }
 
 /**
@@ -756,6 +773,8 @@ export function tuningLines(tuning: MatmulTuning): string[] {
   table('tiled', times.tiles);
   section(`tiled, deep products by plan (${describeTile(tuning.tiles.deep)})`, times.deepPlans ?? {});
   table('tensor cores', times.mma);
+  const mmaDeep = tuning.mmaGrids?.deep;
+  if (mmaDeep) section(`tensor cores, deep products by plan (${describeMma(mmaDeep)})`, times.mmaDeepPlans ?? {});
   for (const [kernel, untimed] of [
     ['tiled', times.untimed.tiles],
     ['tensor cores', times.untimed.mma],

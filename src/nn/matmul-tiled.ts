@@ -36,9 +36,10 @@ import { finishColumnSums, partials } from './split-sums.js';
 import { paramCode, Tensor } from './tensor.js';
 
 /**
- * Record C = alpha · A @ B (+ bias) (+ C) on the tiled kernel with `tile` and, for a deep product,
- * `plan` (default: the adapter's choices for the shape; with a tile given, `rows` unless asked);
- * 16-bit params on the tensor-core kernel where the adapter has subgroup matrices.
+ * Record C = alpha · A @ B (+ bias) (+ C) on the tiled kernel with `tile` (default: the adapter's
+ * choice for the shape), 16-bit params on the tensor-core kernel where the adapter has subgroup
+ * matrices; a deep product in `plan` (default: the adapter's choice for the kernel, `rows` where a
+ * tile is given).
  */
 export function tiledMatmul(
   g: Graph,
@@ -52,8 +53,14 @@ export function tiledMatmul(
 ): void {
   const ctx = g.ctx;
   const shape = ctx.subgroupMatrix;
+  // Profiles time a plan's dispatches under the class of the whole product.
+  const cls = shapeClass(s.m, s.n, s.k);
+  const deep = !tile && cls === 'deep';
   if (b.t.dtype !== 'float32' && shape && !tile) {
-    mmaMatmul(g, s, a, b, c, options, 'matmul-mma', shape, ctx.subgroupMaxSize, mmaFor(ctx, s.m, s.n, s.k));
+    const grid = mmaFor(ctx, s.m, s.n, s.k);
+    matmulInPlan(g, s, a, b, options, plan ?? (deep ? deepPlanFor(ctx, 'mma') : 'rows'), (s1, a1, b1, o1) =>
+      mmaMatmul(g, s1, a1, b1, c, o1, 'matmul-mma', shape, ctx.subgroupMaxSize, grid, cls),
+    );
     return;
   }
   const problem = tile && tileProblem(ctx, tile);
@@ -64,9 +71,94 @@ export function tiledMatmul(
     splitKMatmul(g, s, a, b, c, options, t, splits);
     return;
   }
-  const how = plan ?? (!tile && shapeClass(s.m, s.n, s.k) === 'deep' ? deepPlanFor(ctx) : 'rows');
-  if (how === 'chunks' && chunkedMatmul(g, s, a, b, c, options, t)) return;
-  if (how === 'packed' && packedMatmul(g, s, a, b, c, options, t)) return;
+  matmulInPlan(g, s, a, b, options, plan ?? (deep ? deepPlanFor(ctx, 'tiled') : 'rows'), (s1, a1, b1, o1) =>
+    tiledDispatch(g, s1, a1, b1, c, o1, t, cls),
+  );
+}
+
+/** One product into a plan's C: C = alpha · A @ B (+ bias) (+ C) for this shape, these operands. */
+export type PlannedProduct = (s: MatmulShape, a: Operand, b: Operand, options: MatmulOptions) => void;
+
+/**
+ * Record C = alpha · A @ B (+ bias) (+ C) as `plan` has it (matmul-tuner.ts, DEEP_PLANS), through
+ * `product`; in one product where the plan cannot take it.
+ */
+export function matmulInPlan(
+  g: Graph,
+  s: MatmulShape,
+  a: Operand,
+  b: Operand,
+  options: MatmulOptions,
+  plan: DeepPlan,
+  product: PlannedProduct,
+): void {
+  if (plan === 'chunks' && inChunks(s, a, b, options, product)) return;
+  if (plan === 'packed' && packed(g, s, a, b, options, product)) return;
+  product(s, a, b, options);
+}
+
+/**
+ * The `chunks` plan: one product per range of k (deepChunks), the first writing C (or adding to it)
+ * with the bias, the rest adding to it. False, recording nothing, where k is one chunk or gelu(C) is
+ * asked for (it needs the whole sum).
+ */
+function inChunks(s: MatmulShape, a: Operand, b: Operand, options: MatmulOptions, product: PlannedProduct): boolean {
+  const { chunk, chunks } = deepChunks(s.k);
+  if (chunks < 2 || options.gelu) return false;
+  for (let i = 0; i < chunks; i++) {
+    const k0 = i * chunk;
+    product(
+      { ...s, k: Math.min(chunk, s.k - k0) },
+      { ...a, off: (a.off ?? 0) + k0 * a.cs },
+      { ...b, off: (b.off ?? 0) + k0 * b.rs },
+      {
+        alpha: options.alpha,
+        accumulate: i > 0 || options.accumulate,
+        ...(i === 0 && options.bias ? { bias: options.bias } : {}),
+      },
+    );
+  }
+  return true;
+}
+
+/**
+ * The `packed` plan: A copied m-fast into a scratch of the runner (shaders/transpose.wgsl), then the
+ * product reading the copy. False, recording nothing, where A is not k-fast, the product is batched,
+ * or the copy would exceed PACKED_A_MAX_BYTES or a binding.
+ */
+function packed(g: Graph, s: MatmulShape, a: Operand, b: Operand, options: MatmulOptions, product: PlannedProduct): boolean {
+  const ctx = g.ctx;
+  const bytes = s.m * s.k * 4;
+  const batched = (s.nb0 ?? 1) * (s.nb1 ?? 1) > 1;
+  if (a.cs !== 1 || batched || bytes > Math.min(PACKED_A_MAX_BYTES, ctx.limits.maxStorageBufferBindingSize)) return false;
+  const A = a.t.binding(ctx);
+  const copy = g.runner.scratch('packed-a', bytes);
+  g.runner.dispatch(
+    'transpose',
+    'main',
+    {},
+    { rows: s.m, cols: s.k, src_off: A.shift + (a.off ?? 0), src_rs: a.rs, dst_off: 0 },
+    { src: A.binding, dst: copy },
+    [Math.ceil(s.k / 32), Math.ceil(s.m / 32), 1],
+    {},
+    shapeClass(s.m, s.n, s.k),
+  );
+  product(s, { t: new Tensor(copy, 0, [s.m * s.k], 'float32'), rs: 1, cs: s.m }, b, options);
+  return true;
+}
+
+/** One dispatch of the tiled kernel with tile `t`, profiled under `tag`. */
+function tiledDispatch(
+  g: Graph,
+  s: MatmulShape,
+  a: Operand,
+  b: Operand,
+  c: Operand,
+  options: MatmulOptions,
+  t: TileShape,
+  tag: string,
+): void {
+  const ctx = g.ctx;
   const half = b.t.dtype !== 'float32';
   const { uniforms, bindings, gelu } = stridedOperands(g, s, a, b, c, options);
   const slots = vec4Slots(g, s, a, b);
@@ -78,7 +170,7 @@ export function tiledMatmul(
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
     [Math.ceil(s.n / t.bn), Math.ceil(s.m / t.bm), (s.nb0 ?? 1) * (s.nb1 ?? 1)],
     {},
-    shapeClass(s.m, s.n, s.k),
+    tag,
   );
 }
 
@@ -140,63 +232,10 @@ function splitKMatmul(
 }
 
 /**
- * The `chunks` plan: C = alpha · A @ B (+ bias) (+ C) as one product per range of k (deepChunks), the
- * first writing C (or adding to it) with the bias, the rest adding to it. False, recording nothing,
- * where k is one chunk or gelu(C) is asked for (it needs the whole sum).
- */
-function chunkedMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions, t: TileShape): boolean {
-  const { chunk, chunks } = deepChunks(s.k);
-  if (chunks < 2 || options.gelu) return false;
-  for (let i = 0; i < chunks; i++) {
-    const k0 = i * chunk;
-    tiledMatmul(
-      g,
-      { ...s, k: Math.min(chunk, s.k - k0) },
-      { ...a, off: (a.off ?? 0) + k0 * a.cs },
-      { ...b, off: (b.off ?? 0) + k0 * b.rs },
-      c,
-      {
-        alpha: options.alpha,
-        accumulate: i > 0 || options.accumulate,
-        ...(i === 0 && options.bias ? { bias: options.bias } : {}),
-      },
-      t,
-      'rows',
-    );
-  }
-  return true;
-}
-
-/**
- * The `packed` plan: A copied m-fast into a scratch of the runner (shaders/transpose.wgsl), then the
- * product reading the copy. False, recording nothing, where A is not k-fast, the product is batched,
- * or the copy would exceed PACKED_A_MAX_BYTES or a binding.
- */
-function packedMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions, t: TileShape): boolean {
-  const ctx = g.ctx;
-  const bytes = s.m * s.k * 4;
-  const batched = (s.nb0 ?? 1) * (s.nb1 ?? 1) > 1;
-  if (a.cs !== 1 || batched || bytes > Math.min(PACKED_A_MAX_BYTES, ctx.limits.maxStorageBufferBindingSize)) return false;
-  const A = a.t.binding(ctx);
-  const packed = g.runner.scratch('packed-a', bytes);
-  g.runner.dispatch(
-    'transpose',
-    'main',
-    {},
-    { rows: s.m, cols: s.k, src_off: A.shift + (a.off ?? 0), src_rs: a.rs, dst_off: 0 },
-    { src: A.binding, dst: packed },
-    [Math.ceil(s.k / 32), Math.ceil(s.m / 32), 1],
-    {},
-    shapeClass(s.m, s.n, s.k),
-  );
-  tiledMatmul(g, s, { t: new Tensor(packed, 0, [s.m * s.k], 'float32'), rs: 1, cs: s.m }, b, c, options, t, 'rows');
-  return true;
-}
-
-/**
  * Record the product on the tensor-core kernel (shaders/matmul-mma.wgsl) or its plain twin
  * (matmul-mma-twin.wgsl, for adapters without subgroup matrices: tests), with fragments of `shape`,
- * subgroups of `subgroupSize` lanes and `grid` subgroups per workgroup.
+ * subgroups of `subgroupSize` lanes and `grid` subgroups per workgroup; profiled under `tag` (its
+ * shape class unless a plan's product).
  */
 export function mmaMatmul(
   g: Graph,
@@ -209,6 +248,7 @@ export function mmaMatmul(
   shape: SubgroupMatrixShape,
   subgroupSize: number,
   grid: MmaGrid,
+  tag = shapeClass(s.m, s.n, s.k),
 ): void {
   const problem = mmaProblem(g.ctx, shape, subgroupSize, grid, shader === 'matmul-mma-twin');
   if (problem) throw new GpuError(`tensor-core matmul with ${describeMma(grid)} cannot run here: ${problem}`);
@@ -222,7 +262,7 @@ export function mmaMatmul(
     { ...bindings, H: gelu ?? g.runner.writableDummy, ...slots.bindings },
     mmaWorkgroups(shape, grid, s.m, s.n, (s.nb0 ?? 1) * (s.nb1 ?? 1)),
     mmaDefines(shape, grid),
-    shapeClass(s.m, s.n, s.k),
+    tag,
   );
 }
 

@@ -40,7 +40,7 @@ import {
 import { GpuTimer } from '../../src/gpu/timer.js';
 import { Graph } from '../../src/nn/graph.js';
 import type { Operand } from '../../src/nn/matmul.js';
-import { mmaMatmul, tiledMatmul } from '../../src/nn/matmul-tiled.js';
+import { matmulInPlan, mmaMatmul, tiledMatmul } from '../../src/nn/matmul-tiled.js';
 import { LocalParams } from '../../src/nn/params.js';
 import type { Tensor } from '../../src/nn/tensor.js';
 import { hashedUniform } from '../helpers/hash.js';
@@ -85,9 +85,9 @@ interface Case {
   quads?: [number, number];
 }
 
-type Kernel =
-  | { tile: TileShape; plan?: DeepPlan }
-  | { mma: 'matmul-mma' | 'matmul-mma-twin'; shape: SubgroupMatrixShape; grid: MmaGrid; sg: number };
+type Kernel = ({ tile: TileShape } | { mma: 'matmul-mma' | 'matmul-mma-twin'; shape: SubgroupMatrixShape; grid: MmaGrid; sg: number }) & {
+  plan?: DeepPlan;
+};
 
 /** The relative error allowed a product of depth k: fp32 sums' rounding grows about as the root of their length. */
 const tolerance = (k: number) => 1e-6 * Math.max(1, Math.sqrt(k / 256));
@@ -143,7 +143,10 @@ async function check(
   const cOp = { t: ct, rs: c.n, cs: 1, b0: c.nb1 * c.m * c.n, b1: c.m * c.n };
   const opts = { alpha: 0.5, accumulate: options.accumulate, ...(options.bias ? { bias: params.get('bias') } : {}) };
   if ('tile' in kernel) tiledMatmul(g, shape, aOp, bOp, cOp, opts, kernel.tile, kernel.plan);
-  else mmaMatmul(g, shape, aOp, bOp, cOp, opts, kernel.mma, kernel.shape, kernel.sg, kernel.grid);
+  else
+    matmulInPlan(g, shape, aOp, bOp, opts, kernel.plan ?? 'rows', (s1, a1, b1, o1) =>
+      mmaMatmul(g, s1, a1, b1, cOp, o1, kernel.mma, kernel.shape, kernel.sg, kernel.grid),
+    );
   const got = await g.read(ct);
   // The tensor-core kernel and its twin always stage f16; the tiled one for 16-bit params with shader-f16.
   const f16 = 'mma' in kernel || (dtype !== 'float32' && device.hasF16);
@@ -272,6 +275,18 @@ describe('tiled matmul: deep plans', () => {
       });
     });
   }
+  // The tensor-core kernel's plans through its twin (subgroups of 32, as on NVIDIA).
+  const twin = { mma: 'matmul-mma-twin' as const, shape: { m: 16, n: 16, k: 16 }, grid: DEFAULT_MMA.large, sg: 32 };
+  it('tensor-core twin, chunks: fp16 weights, bias, accumulate, vec4 slots', async () => {
+    await check(ctx, aligned, { ...twin, plan: 'chunks' }, 'float16', { bias: true, accumulate: true, dispatches: chunks });
+  });
+  it('tensor-core twin, packed: bf16 weights, bias, element by element at an offset', async () => {
+    await check(ctx, odd, { ...twin, plan: 'packed' }, 'bfloat16', {
+      bias: true,
+      accumulate: false,
+      dispatches: (product) => ['transpose', product],
+    });
+  });
   it('packed: an A already m-fast, or batched, runs in one dispatch', async () => {
     await check(ctx, { ...odd, transA: true }, { tile, plan: 'packed' }, 'float32', { bias: true, accumulate: true });
     await check(ctx, { ...odd, nb0: 2 }, { tile, plan: 'packed' }, 'float32', { bias: false, accumulate: true });
@@ -518,7 +533,7 @@ describe('matmul tuner', () => {
       const plans = tuned.times!.deepPlans!;
       expect(Object.keys(plans).sort()).toEqual([...DEEP_PLANS].sort());
       expect(plans[tuned.deepPlan!]).toBe(Math.max(...Object.values(plans)));
-      expect(lines.at(-1)).toMatch(new RegExp(`^deep products \\(128 x 2056 x 64\\): ${tuned.deepPlan} at `));
+      expect(lines.at(-1)).toMatch(new RegExp(`^matmul tiles, deep plan \\(128 x 2056 x 64\\): ${tuned.deepPlan} at `));
       expect(tuned.times!.mma).toEqual({}); // no subgroup matrices on this adapter
       // `webtron info --tuning`'s lines: each class's candidates, fastest first.
       const shown = tuningLines(tuned);
@@ -567,9 +582,12 @@ describe('matmul tuner', () => {
       gflops: { large: 12 },
       source: 'tuned',
       cachePath: null,
+      mmaGrids: DEFAULT_MMA,
       times: {
         tiles: { large: { [tile]: 12 } },
         mma: { small: { [a]: 9.5, [b]: 30.25 }, large: { [a]: 0 } },
+        deepPlans: { rows: 5, chunks: 20, packed: 0 },
+        mmaDeepPlans: { rows: 7, packed: 8 },
         untimed: { tiles: {}, mma: { '4x2 subgroups': 'computed a wrong product here' } },
       },
     });
@@ -577,11 +595,18 @@ describe('matmul tuner', () => {
     expect(lines).toEqual([
       'tiled, large:',
       `  ${tile}  12 GFLOP/s`,
+      `tiled, deep products by plan (${describeTile(DEFAULT_TILES.deep)}):`,
+      '  chunks  20 GFLOP/s',
+      '  rows    5 GFLOP/s',
+      '  packed  not measured (the timestamps did not advance)',
       'tensor cores, small:',
       `  ${b.padEnd(w)}  30.25 GFLOP/s`,
       `  ${a.padEnd(w)}  9.5 GFLOP/s`,
       'tensor cores, large:',
       `  ${a}  not measured (the timestamps did not advance)`,
+      `tensor cores, deep products by plan (${describeMma(DEFAULT_MMA.deep)}):`,
+      '  packed  8 GFLOP/s',
+      '  rows    7 GFLOP/s',
       'tensor cores, not timed: 4x2 subgroups: computed a wrong product here',
     ]);
     expect(tuningLines({ tiles: DEFAULT_TILES, gflops: {}, source: 'default', cachePath: null })).toEqual([
