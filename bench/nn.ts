@@ -9,7 +9,8 @@
  * `vs_ort_webgpu` is the median over runs of onnxruntime's time / webtron's time in the same run.
  * Square shapes also run chains of CHAIN multiplies, whose extra time over one multiply is kernel
  * time without transfers (`kernel_gflops`, `ort_webgpu_kernel_gflops`, `kernel_vs_ort_webgpu`).
- * `gpu_timestamp_gflops` is webtron's kernel alone from GPU timestamps. GPT steps are wall clock
+ * `gpu_timestamp_gflops` is webtron's kernel alone from GPU timestamps; `deep_plan`, the plan a deep
+ * product ran in on a hardware GPU (docs/gpu.md, the autotuner). GPT steps are wall clock
  * per forward+backward (graph building and dispatch included, as torch's are).
  */
 import { execFileSync } from 'node:child_process';
@@ -21,6 +22,7 @@ import { storageUsage, type GpuContext } from '../src/gpu/context.js';
 import { floatToHalf, halfToFloat } from '../src/collectives/reduce.js';
 import { modelDtypes, PRECISION_DTYPES, type Precision } from '../src/memory/calculator.js';
 import { Graph } from '../src/nn/graph.js';
+import { type DeepPlan, deepPlanFor, shapeClass } from '../src/gpu/matmul-tuner.js';
 import { GpuTimer } from '../src/gpu/timer.js';
 import { Gpt, type GptConfig } from '../src/nn/gpt.js';
 import { matmulInto } from '../src/nn/ops.js';
@@ -226,6 +228,7 @@ async function fp32MatmulRow(
     k,
     dtype: 'float32',
     kernel,
+    deep_plan: deepPlanOf(ctx, m, n, k, kernel),
     ms: ms('ours'),
     gflops: gf(ms('ours')),
     gpu_timestamp_gflops: gf(gpu.ms),
@@ -344,6 +347,7 @@ async function halfMatmulRow(
     k,
     dtype: 'float16',
     kernel,
+    deep_plan: deepPlanOf(ctx, m, n, k, kernel),
     gpu_timestamp_gflops: gflops,
     ...torchGemmFields(half, m, k, n, gflops, 'float16'),
     timing: gpu.method,
@@ -351,6 +355,12 @@ async function halfMatmulRow(
     adapter: ctx.adapterName,
     dawn_toggles: ctx.found.toggles,
   };
+}
+
+/** The plan a deep product ran in on the tiled or tensor-core kernel (matmul-tuner.ts, DEEP_PLANS); null for the rest. */
+function deepPlanOf(ctx: GpuContext, m: number, n: number, k: number, kernel: string): DeepPlan | null {
+  if (ctx.matmulKernel !== 'tiled' || shapeClass(m, n, k) !== 'deep') return null;
+  return deepPlanFor(ctx, kernel.includes('matmul-mma') ? 'mma' : 'tiled');
 }
 
 /** torch's GEMM of the same shape in the same run, and webtron's kernel over it. */
@@ -536,6 +546,7 @@ export const nnBench: Bench = {
     'shape',
     'dtype',
     'kernel',
+    'deep_plan',
     'config',
     'precision',
     'ms',
