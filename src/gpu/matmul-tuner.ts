@@ -130,14 +130,14 @@ export const DEEP_K = 2048;
  *   writes it, with the bias), so that no workgroup walks more of k than a large product's;
  * - `packed`: A, whose rows lie 4k bytes apart, first copied m-fast (shaders/transpose.wgsl), so
  *   that each step of a tile reads BK runs of BM contiguous words instead of BM runs of BK.
- * Products the plan cannot take (gelu(C) with chunks; a batched or column-major A, or one over
- * PACKED_A_MAX_BYTES, packed) run as `rows`.
+ * `packed` copies an A over PACKED_A_MAX_BYTES a range of k at a time. Products a plan cannot take
+ * (gelu(C) in several ranges of k; a batched or m-fast A, packed) run as `rows`.
  */
 export const DEEP_PLANS = ['rows', 'chunks', 'packed'] as const;
 export type DeepPlan = (typeof DEEP_PLANS)[number];
 /** The most k one dispatch of the `chunks` plan walks: the large class's tuning k. */
 export const DEEP_CHUNK_K = 1024;
-/** The most bytes of the `packed` plan's copy of A (GPT-2 small's widest deep A is 8,192 x 3,072: 96 MiB). */
+/** The most bytes of one copy of A in the `packed` plan (GPT-2 small's mlp.proj: 8,192 x 3,072, 96 MiB). */
 export const PACKED_A_MAX_BYTES = 256 * 2 ** 20;
 
 /** The ranges of k the `chunks` plan splits k into: `chunks` of `chunk` (a multiple of 4), the last one shorter. */

@@ -81,7 +81,8 @@ export type PlannedProduct = (s: MatmulShape, a: Operand, b: Operand, options: M
 
 /**
  * Record C = alpha · A @ B (+ bias) (+ C) as `plan` has it (matmul-tuner.ts, DEEP_PLANS), through
- * `product`; in one product where the plan cannot take it.
+ * `product`; in one product where the plan cannot take it. `packedBytes`: the most bytes of A one
+ * copy of the packed plan holds.
  */
 export function matmulInPlan(
   g: Graph,
@@ -91,25 +92,34 @@ export function matmulInPlan(
   options: MatmulOptions,
   plan: DeepPlan,
   product: PlannedProduct,
+  packedBytes = PACKED_A_MAX_BYTES,
 ): void {
-  if (plan === 'chunks' && inChunks(s, a, b, options, product)) return;
-  if (plan === 'packed' && packed(g, s, a, b, options, product)) return;
+  if (plan === 'chunks' && inRanges(s, a, b, options, deepChunks(s.k), product)) return;
+  if (plan === 'packed' && packed(g, s, a, b, options, product, packedBytes)) return;
   product(s, a, b, options);
 }
 
 /**
- * The `chunks` plan: one product per range of k (deepChunks), the first writing C (or adding to it)
- * with the bias, the rest adding to it. False, recording nothing, where k is one chunk or gelu(C) is
- * asked for (it needs the whole sum).
+ * One product per range of k, the first writing C (or adding to it) with the bias, the rest adding
+ * to it; `product` may take other operands for the range (`operands`). False, recording nothing,
+ * where k is one range or gelu(C) is asked for (it needs the whole sum).
  */
-function inChunks(s: MatmulShape, a: Operand, b: Operand, options: MatmulOptions, product: PlannedProduct): boolean {
-  const { chunk, chunks } = deepChunks(s.k);
+function inRanges(
+  s: MatmulShape,
+  a: Operand,
+  b: Operand,
+  options: MatmulOptions,
+  { chunk, chunks }: { chunk: number; chunks: number },
+  product: PlannedProduct,
+  operands: (k0: number, k: number) => Operand = (k0) => ({ ...a, off: (a.off ?? 0) + k0 * a.cs }),
+): boolean {
   if (chunks < 2 || options.gelu) return false;
   for (let i = 0; i < chunks; i++) {
     const k0 = i * chunk;
+    const k = Math.min(chunk, s.k - k0);
     product(
-      { ...s, k: Math.min(chunk, s.k - k0) },
-      { ...a, off: (a.off ?? 0) + k0 * a.cs },
+      { ...s, k },
+      operands(k0, k),
       { ...b, off: (b.off ?? 0) + k0 * b.rs },
       {
         alpha: options.alpha,
@@ -122,28 +132,47 @@ function inChunks(s: MatmulShape, a: Operand, b: Operand, options: MatmulOptions
 }
 
 /**
- * The `packed` plan: A copied m-fast into a scratch of the runner (shaders/transpose.wgsl), then the
- * product reading the copy. False, recording nothing, where A is not k-fast, the product is batched,
- * or the copy would exceed PACKED_A_MAX_BYTES or a binding.
+ * The ranges of k the packed plan copies A in: all of k where m x k fits `bytes`, else equal ranges
+ * of a multiple of 4 that do. Null where not even 4 columns of A fit.
  */
-function packed(g: Graph, s: MatmulShape, a: Operand, b: Operand, options: MatmulOptions, product: PlannedProduct): boolean {
+export function packedRanges(m: number, k: number, bytes: number): { chunk: number; chunks: number } | null {
+  const fit = Math.floor(bytes / (4 * m) / 4) * 4;
+  if (k * m * 4 <= bytes) return { chunk: k, chunks: 1 };
+  if (fit < 4) return null;
+  const chunk = Math.ceil(k / Math.ceil(k / fit) / 4) * 4;
+  return { chunk, chunks: Math.ceil(k / chunk) };
+}
+
+/**
+ * The `packed` plan: A copied m-fast into a scratch of the runner (shaders/transpose.wgsl), then the
+ * product reading the copy; an A larger than `bytes` (or a binding) a range of k at a time, each
+ * range's product adding into C. False, recording nothing, where A is not k-fast, the product is
+ * batched, or it takes several ranges and gelu(C) is asked for.
+ */
+function packed(g: Graph, s: MatmulShape, a: Operand, b: Operand, options: MatmulOptions, product: PlannedProduct, bytes: number): boolean {
   const ctx = g.ctx;
-  const bytes = s.m * s.k * 4;
-  const batched = (s.nb0 ?? 1) * (s.nb1 ?? 1) > 1;
-  if (a.cs !== 1 || batched || bytes > Math.min(PACKED_A_MAX_BYTES, ctx.limits.maxStorageBufferBindingSize)) return false;
+  const ranges = packedRanges(s.m, s.k, Math.min(bytes, ctx.limits.maxStorageBufferBindingSize));
+  if (a.cs !== 1 || (s.nb0 ?? 1) * (s.nb1 ?? 1) > 1 || !ranges || (ranges.chunks > 1 && options.gelu)) return false;
   const A = a.t.binding(ctx);
-  const copy = g.runner.scratch('packed-a', bytes);
-  g.runner.dispatch(
-    'transpose',
-    'main',
-    {},
-    { rows: s.m, cols: s.k, src_off: A.shift + (a.off ?? 0), src_rs: a.rs, dst_off: 0 },
-    { src: A.binding, dst: copy },
-    [Math.ceil(s.k / 32), Math.ceil(s.m / 32), 1],
-    {},
-    shapeClass(s.m, s.n, s.k),
-  );
-  product(s, { t: new Tensor(copy, 0, [s.m * s.k], 'float32'), rs: 1, cs: s.m }, b, options);
+  const copy = g.runner.scratch('packed-a', s.m * ranges.chunk * 4);
+  const tag = shapeClass(s.m, s.n, s.k);
+  // A's columns k0 .. k0 + k copied, as the operand that reads them.
+  const copied = (k0: number, k: number): Operand => {
+    const uniforms = { rows: s.m, cols: k, src_off: A.shift + (a.off ?? 0) + k0, src_rs: a.rs, dst_off: 0 };
+    g.runner.dispatch(
+      'transpose',
+      'main',
+      {},
+      uniforms,
+      { src: A.binding, dst: copy },
+      [Math.ceil(k / 32), Math.ceil(s.m / 32), 1],
+      {},
+      tag,
+    );
+    return { t: new Tensor(copy, 0, [s.m * k], 'float32'), rs: 1, cs: s.m };
+  };
+  if (ranges.chunks === 1) product(s, copied(0, s.k), b, options);
+  else inRanges(s, a, b, options, ranges, product, copied);
   return true;
 }
 

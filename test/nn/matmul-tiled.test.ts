@@ -40,7 +40,7 @@ import {
 import { GpuTimer } from '../../src/gpu/timer.js';
 import { Graph } from '../../src/nn/graph.js';
 import type { Operand } from '../../src/nn/matmul.js';
-import { matmulInPlan, mmaMatmul, tiledMatmul } from '../../src/nn/matmul-tiled.js';
+import { matmulInPlan, mmaMatmul, type PlannedProduct, packedRanges, tiledMatmul } from '../../src/nn/matmul-tiled.js';
 import { LocalParams } from '../../src/nn/params.js';
 import type { Tensor } from '../../src/nn/tensor.js';
 import { hashedUniform } from '../helpers/hash.js';
@@ -101,7 +101,7 @@ async function check(
   c: Case,
   kernel: Kernel,
   dtype: ParamDtype,
-  options: { bias: boolean; accumulate: boolean; dispatches?: (product: string) => string[] },
+  options: { bias: boolean; accumulate: boolean; dispatches?: (product: string) => string[]; packedBytes?: number },
 ) {
   const z = c.nb0 * c.nb1;
   const blockA = c.m * c.k;
@@ -142,11 +142,14 @@ async function check(
   const shape = { m: c.m, n: c.n, k: c.k, nb0: c.nb0, nb1: c.nb1 };
   const cOp = { t: ct, rs: c.n, cs: 1, b0: c.nb1 * c.m * c.n, b1: c.m * c.n };
   const opts = { alpha: 0.5, accumulate: options.accumulate, ...(options.bias ? { bias: params.get('bias') } : {}) };
-  if ('tile' in kernel) tiledMatmul(g, shape, aOp, bOp, cOp, opts, kernel.tile, kernel.plan);
-  else
-    matmulInPlan(g, shape, aOp, bOp, opts, kernel.plan ?? 'rows', (s1, a1, b1, o1) =>
-      mmaMatmul(g, s1, a1, b1, cOp, o1, kernel.mma, kernel.shape, kernel.sg, kernel.grid),
-    );
+  if ('tile' in kernel && options.packedBytes === undefined) tiledMatmul(g, shape, aOp, bOp, cOp, opts, kernel.tile, kernel.plan);
+  else {
+    const product: PlannedProduct =
+      'tile' in kernel
+        ? (s1, a1, b1, o1) => tiledMatmul(g, s1, a1, b1, cOp, o1, kernel.tile)
+        : (s1, a1, b1, o1) => mmaMatmul(g, s1, a1, b1, cOp, o1, kernel.mma, kernel.shape, kernel.sg, kernel.grid);
+    matmulInPlan(g, shape, aOp, bOp, opts, kernel.plan ?? 'rows', product, options.packedBytes);
+  }
   const got = await g.read(ct);
   // The tensor-core kernel and its twin always stage f16; the tiled one for 16-bit params with shader-f16.
   const f16 = 'mma' in kernel || (dtype !== 'float32' && device.hasF16);
@@ -286,6 +289,51 @@ describe('tiled matmul: deep plans', () => {
       accumulate: false,
       dispatches: (product) => ['transpose', product],
     });
+  });
+  it('packed: copies A a range of k at a time where the whole copy would be too large', () => {
+    const MiB = 2 ** 20;
+    expect(packedRanges(8192, 3072, 256 * MiB)).toEqual({ chunk: 3072, chunks: 1 }); // GPT-2 small's mlp.proj
+    for (const [m, k, bytes] of [
+      [8192, 50304, 256 * MiB], // GPT-2 small's head input grad: 1.5 GiB of dlogits
+      [37, 2053, 37 * 4 * 600],
+      [1000, 4099, 1000 * 4 * 8],
+    ] as const) {
+      const { chunk, chunks } = packedRanges(m, k, bytes)!;
+      const what = `${m} x ${k} in ${bytes} bytes: ${chunks} of ${chunk}`;
+      expect(chunk % 4 === 0 && m * chunk * 4 <= bytes && chunks > 1, what).toBe(true);
+      expect((chunks - 1) * chunk < k && chunks * chunk >= k, what).toBe(true);
+    }
+    expect(packedRanges(1000, 4099, 1000 * 4 * 3)).toBeNull();
+  });
+  for (const dtype of ['float32', 'float16'] as const) {
+    it(`packed, a range of k at a time: ${dtype} weights, bias, accumulate, element by element at an offset`, async () => {
+      const bytes = odd.m * 4 * 600;
+      const { chunks } = packedRanges(odd.m, odd.k, bytes)!;
+      expect(chunks).toBe(4);
+      await check(ctx, odd, { tile, plan: 'packed' }, dtype, {
+        bias: true,
+        accumulate: true,
+        packedBytes: bytes,
+        dispatches: (product) => Array<string[]>(chunks).fill(['transpose', product]).flat(),
+      });
+    });
+  }
+  it('packed, a range of k at a time: gelu(C) asked for, which needs the whole sum, runs in one dispatch', async () => {
+    const g = new Graph(ctx);
+    const [m, k, n] = [20, 40, 12];
+    const [a, b] = [rand(m * k), rand(k * n)];
+    const [c, h] = [g.input(new Float32Array(m * n), [m * n]), g.input(new Float32Array(m * n), [m * n])];
+    const used: string[] = [];
+    const product: PlannedProduct = (s1, a1, b1, o1) => {
+      used.push(`${s1.k}`);
+      tiledMatmul(g, s1, a1, b1, { t: c, rs: n, cs: 1 }, o1, tile);
+    };
+    const A = { t: g.input(a, [m * k]), rs: k, cs: 1 };
+    const B = { t: g.input(b, [k * n]), rs: n, cs: 1 };
+    matmulInPlan(g, { m, n, k }, A, B, { gelu: h }, 'packed', product, m * 4 * 8);
+    expect(used).toEqual([`${k}`]);
+    expect(ref.relError(await g.read(c), ref.matmul(a, b, m, k, n)), msg('gelu, packed in ranges')).toBeLessThan(1e-6);
+    g.release();
   });
   it('packed: an A already m-fast, or batched, runs in one dispatch', async () => {
     await check(ctx, { ...odd, transA: true }, { tile, plan: 'packed' }, 'float32', { bias: true, accumulate: true });
