@@ -67,13 +67,12 @@ export function tiledMatmul(
   if (problem) throw new GpuError(`matmul tile ${describeTile(tile!)} cannot run here: ${problem}`);
   const t = tile ?? tileFor(ctx, s.m, s.n, s.k);
   const splits = tile ? 1 : splitsOfK(g, s, c, options, t);
+  const how = plan ?? (deep ? deepPlanFor(ctx, 'tiled') : 'rows');
   if (splits > 1) {
-    splitKMatmul(g, s, a, b, c, options, t, splits);
+    splitKMatmul(g, s, a, b, c, options, t, splits, how);
     return;
   }
-  matmulInPlan(g, s, a, b, options, plan ?? (deep ? deepPlanFor(ctx, 'tiled') : 'rows'), (s1, a1, b1, o1) =>
-    tiledDispatch(g, s1, a1, b1, c, o1, t, cls),
-  );
+  matmulInPlan(g, s, a, b, options, how, (s1, a1, b1, o1) => tiledDispatch(g, s1, a1, b1, c, o1, t, cls));
 }
 
 /** One product into a plan's C: C = alpha · A @ B (+ bias) (+ C) for this shape, these operands. */
@@ -241,6 +240,7 @@ function splitKMatmul(
   options: MatmulOptions,
   t: TileShape,
   splits: number,
+  plan: DeepPlan,
 ): void {
   const kc = s.k / splits;
   const mn = s.m * s.n;
@@ -255,6 +255,7 @@ function splitKMatmul(
     { t: into, rs: s.n, cs: 1, b0: mn, b1: 0 },
     { alpha: options.alpha },
     t,
+    plan, // each split's range of k in chunks, where the plan has them (packed takes no batches)
   );
   const C = c.t.binding(g.ctx);
   finishColumnSums(g, parts, split, mn / 4, { stride4: mn / 4, off4: 0 }, C.binding, C.shift + (c.off ?? 0));

@@ -335,6 +335,55 @@ describe('tiled matmul: deep plans', () => {
     expect(ref.relError(await g.read(c), ref.matmul(a, b, m, k, n)), msg('gelu, packed in ranges')).toBeLessThan(1e-6);
     g.release();
   });
+  // A weight grad with few tiles of C splits k over a batch of products (hardware GPUs' split
+  // reductions); with the chunks plan each split's range of k goes in chunks too. Checked by
+  // Freivalds' identity: C v = A (B v) for random v, without the 1e9 multiply-adds of C itself.
+  it('chunks inside split-K: a weight grad of 16,512 rows into 65 x 1012, accumulated', async () => {
+    const device = await GpuContext.create({ matmulKernel: 'tiled', reductionKernel: 'split', tuneMatmul: false });
+    try {
+      device.matmulTuning = { ...device.matmulTuning, deepPlan: 'chunks' };
+      const [m, n, k] = [65, 1012, 16 * 1032];
+      expect(shapeClass(m, n, k)).toBe('deep');
+      const g = new Graph(device);
+      const batches: number[] = [];
+      const dispatch = g.runner.dispatch.bind(g.runner);
+      g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
+        batches.push(args[0] === 'matmul-tiled' && Array.isArray(args[5]) ? args[5][2]! : 0);
+        return dispatch(...args);
+      };
+      // dW += xᵀ dy: x [k, m] read m-fast, dy [k, n].
+      const [x, dy, c0] = [rand(k * m), rand(k * n), rand(m * n)];
+      const c = g.input(c0, [m * n]);
+      tiledMatmul(
+        g,
+        { m, n, k },
+        { t: g.input(x, [k * m]), rs: 1, cs: m },
+        { t: g.input(dy, [k * n]), rs: n, cs: 1 },
+        { t: c, rs: n, cs: 1 },
+        { accumulate: true },
+      );
+      const got = await g.read(c);
+      // Two products over 16 ranges of 1,032 rows in two chunks of 516, then the sum into C.
+      expect(batches, msg('dispatches')).toEqual([16, 16, 0]);
+      for (let trial = 0; trial < 2; trial++) {
+        const v = rand(n);
+        const dyv = Array.from({ length: k }, (_, r) => dy.subarray(r * n, (r + 1) * n).reduce((t, d, j) => t + d * v[j]!, 0));
+        const want = new Float64Array(m);
+        const cv = new Float64Array(m);
+        for (let i = 0; i < m; i++) {
+          for (let r = 0; r < k; r++) want[i]! += x[r * m + i]! * dyv[r]!;
+          for (let j = 0; j < n; j++) {
+            want[i]! += c0[i * n + j]! * v[j]!;
+            cv[i]! += got[i * n + j]! * v[j]!;
+          }
+        }
+        expect(ref.relError(cv, want), msg(`C v, trial ${trial}`)).toBeLessThan(tolerance(k));
+      }
+      g.release();
+    } finally {
+      device.destroy();
+    }
+  });
   it('packed: an A already m-fast, or batched, runs in one dispatch', async () => {
     await check(ctx, { ...odd, transA: true }, { tile, plan: 'packed' }, 'float32', { bias: true, accumulate: true });
     await check(ctx, { ...odd, nb0: 2 }, { tile, plan: 'packed' }, 'float32', { bias: false, accumulate: true });
