@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuContext } from '../../src/gpu/context.js';
 import type { GradDtype, ParamDtype } from '../../src/ddp/layout.js';
+import { DEEP_PLANS, type DeepPlan } from '../../src/gpu/matmul-tuner.js';
 import { Graph } from '../../src/nn/graph.js';
 import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
 import { Mlp } from '../../src/nn/mlp.js';
@@ -153,6 +154,61 @@ describe('GPT', () => {
     expect(Math.abs(gpu.loss - cpu.loss), msg(`loss ${gpu.loss} vs ${cpu.loss}`)).toBeLessThanOrEqual(1e-5 * Math.abs(cpu.loss));
     for (const [name, want] of cpu.grads) {
       expect(ref.relError(gpu.grads.get(name)!, want), msg(`${name} grad`)).toBeLessThanOrEqual(1e-4);
+    }
+  });
+
+  it('deep matmuls in chunks or with A packed give the loss and grads of one dispatch each', async () => {
+    // 256 tokens through a 2048-wide MLP: mlp.proj's forward and fc's input grad have k 2048 and a C
+    // of 256 x 512, the deep class.
+    const config: GptConfig = { numLayers: 1, hiddenSize: 512, numAttentionHeads: 8, seqLength: 16, vocabSize: 81 };
+    const batch = 16;
+    const values = Gpt.init(config, SEED);
+    const data = batchOf(config, batch, SEED);
+    const hardware = await GpuContext.create({ matmulKernel: 'tiled', tuneMatmul: false });
+    const runs = new Map<DeepPlan, { loss: number; grads: Map<string, Float32Array>; dispatches: string[] }>();
+    try {
+      for (const plan of DEEP_PLANS) {
+        hardware.matmulTuning = { ...hardware.matmulTuning, deepPlan: plan };
+        const params = new LocalParams(hardware, Gpt.specs(config));
+        params.set(values);
+        const gpt = new Gpt(config, params.tensors);
+        const g = new Graph(hardware, { seed: SEED });
+        const dispatches: string[] = [];
+        const dispatch = g.runner.dispatch.bind(g.runner);
+        g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
+          dispatches.push(args[0]);
+          return dispatch(...args);
+        };
+        const { loss } = gpt.forward(
+          g,
+          g.input(data.ids, [batch, config.seqLength], 'ids'),
+          g.input(data.targets, [batch * config.seqLength], 'targets'),
+        );
+        g.backward(loss!);
+        const value = (await g.read(loss!))[0]!;
+        g.release();
+        const grads = new Map<string, Float32Array>();
+        for (const name of values.keys()) grads.set(name, await params.read(name, true));
+        runs.set(plan, { loss: value, grads, dispatches });
+        params.destroy();
+      }
+    } finally {
+      hardware.destroy();
+    }
+    const rows = runs.get('rows')!;
+    const count = (list: string[], kernel: string) => list.filter((k) => k === kernel).length;
+    // Two deep products, in 2 chunks each; and one copy of A for each.
+    expect(count(runs.get('chunks')!.dispatches, 'matmul-tiled') - count(rows.dispatches, 'matmul-tiled')).toBe(2);
+    expect(count(runs.get('packed')!.dispatches, 'transpose')).toBe(2);
+    expect(count(rows.dispatches, 'transpose')).toBe(0);
+    for (const plan of ['chunks', 'packed'] as const) {
+      const run = runs.get(plan)!;
+      expect(Math.abs(run.loss - rows.loss), msg(`${plan}: loss ${run.loss} vs ${rows.loss}`)).toBeLessThanOrEqual(
+        1e-6 * Math.abs(rows.loss),
+      );
+      for (const [name, want] of rows.grads) {
+        expect(ref.relError(run.grads.get(name)!, want), msg(`${plan}: ${name} grad`)).toBeLessThanOrEqual(1e-5);
+      }
     }
   });
 
