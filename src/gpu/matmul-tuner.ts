@@ -137,8 +137,12 @@ export const DEEP_PLANS = ['rows', 'chunks', 'packed'] as const;
 export type DeepPlan = (typeof DEEP_PLANS)[number];
 /** The most k one dispatch of the `chunks` plan walks: the large class's tuning k. */
 export const DEEP_CHUNK_K = 1024;
-/** The most bytes of one copy of A in the `packed` plan (GPT-2 small's mlp.proj: 8,192 x 3,072, 96 MiB). */
-export const PACKED_A_MAX_BYTES = 256 * 2 ** 20;
+/**
+ * The most bytes of one copy of A in the `packed` plan: WebGPU's default binding limit, which holds
+ * GPT-2 small's and medium's widest A whole (mlp.proj over 8,192 tokens: 96 and 128 MiB), and keeps
+ * the scratch the memory estimates do not count small.
+ */
+export const PACKED_A_MAX_BYTES = 128 * 2 ** 20;
 
 /** The ranges of k the `chunks` plan splits k into: `chunks` of `chunk` (a multiple of 4), the last one shorter. */
 export function deepChunks(k: number): { chunk: number; chunks: number } {
