@@ -210,11 +210,11 @@ export interface TuningTimes {
   tiles: Partial<Record<ShapeClass, Record<string, number>>>;
   mma: Partial<Record<ShapeClass, Record<string, number>>>;
   /**
-   * Each deep plan's GFLOP/s on the deep tuning shape, its extra passes included, with the deep tile
-   * and with the deep tensor-core workgroup.
+   * Deep products in the plans other than `rows` (whose times are the deep class's): each tile's and
+   * each tensor-core workgroup's GFLOP/s on the deep tuning shape, the plan's extra passes included.
    */
-  deepPlans?: Record<string, number>;
-  mmaDeepPlans?: Record<string, number>;
+  deepPlans?: Partial<Record<DeepPlan, Record<string, number>>>;
+  mmaDeepPlans?: Partial<Record<DeepPlan, Record<string, number>>>;
   /** Candidates left untimed, and why: beyond the device's limits, or (tensor cores) a wrong product in the probe. */
   untimed: { tiles: Record<string, string>; mma: Record<string, string> };
 }
@@ -536,9 +536,12 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
   }
   let deepPlan: DeepPlan = 'rows';
   if (gflops.deep) {
-    const deep = await tuneDeepPlan(ctx, { tile: tiles.deep }, options.shapes?.deep ?? TUNING_SHAPES.deep, options);
-    deepPlan = deep.plan;
-    times.deepPlans = deep.gflops;
+    const shape = options.shapes?.deep ?? TUNING_SHAPES.deep;
+    const kernels = candidates.map((tile) => ({ tile }));
+    const rows = { pick: { tile: tiles.deep }, gflops: gflops.deep };
+    const deep = await tuneDeepPlan(ctx, kernels, (k) => describeTile(k.tile), rows, shape, options);
+    [deepPlan, tiles.deep, gflops.deep] = [deep.plan, deep.pick.tile, deep.gflops];
+    times.deepPlans = deep.times;
   }
   const tensorCores = ctx.subgroupMatrixOffered ? await tuneMma(ctx, options, times) : null;
   const mma = tensorCores === null ? null : tensorCores.grids !== null;
@@ -563,21 +566,31 @@ export async function tuneMatmul(ctx: GpuContext, options: TuneOptions = {}): Pr
 }
 
 /**
- * The fastest deep plan for `kernel` (the deep class's tile or tensor-core workgroup) on `shape`,
- * with every plan's GFLOP/s.
+ * The fastest plan for deep products, each plan with the tile or workgroup that suits it best (in
+ * chunks, each product walks the k of a large one; packed, A is staged m-fast): every candidate
+ * timed in `chunks` and in `packed` on `shape`, against `rows`, the deep class's choice in one
+ * dispatch. Returns the plan, its candidate, its GFLOP/s and every timing by plan.
  */
-async function tuneDeepPlan(
+async function tuneDeepPlan<K extends { tile: TileShape } | { mma: MmaGrid }>(
   ctx: GpuContext,
-  kernel: { tile: TileShape } | { mma: MmaGrid },
+  candidates: readonly K[],
+  name: (kernel: K) => string,
+  rows: { pick: K; gflops: number },
   shape: [number, number, number],
   options: TuneOptions,
-): Promise<{ plan: DeepPlan; gflops: Record<string, number> }> {
-  const best = await fastest(DEEP_PLANS, (plan) => timeProduct(ctx, { ...kernel, plan }, shape, 5));
-  const gflops = timesByName(DEEP_PLANS, best.all);
-  if (best.gflops === 0) return { plan: 'rows', gflops };
-  const which = 'mma' in kernel ? 'tensor cores' : 'matmul tiles';
-  options.progress?.(`${which}, deep plan (${shape.join(' x ')}): ${best.pick} at ${gflops[best.pick]} GFLOP/s`);
-  return { plan: best.pick, gflops };
+): Promise<{ plan: DeepPlan; pick: K; gflops: number; times: Partial<Record<DeepPlan, Record<string, number>>> }> {
+  const times: Partial<Record<DeepPlan, Record<string, number>>> = {};
+  let chosen = { plan: 'rows' as DeepPlan, pick: rows.pick, gflops: rows.gflops };
+  for (const plan of DEEP_PLANS) {
+    if (plan === 'rows') continue;
+    const best = await fastest(candidates, (kernel) => timeProduct(ctx, { ...kernel, plan }, shape, 5));
+    times[plan] = timesByName(candidates.map(name), best.all);
+    const gflops = Math.round(best.gflops * 10) / 10;
+    if (gflops > chosen.gflops) chosen = { plan, pick: best.pick, gflops };
+  }
+  const which = 'mma' in rows.pick ? 'tensor cores' : 'matmul tiles';
+  options.progress?.(`${which}, deep plan (${shape.join(' x ')}): ${chosen.plan} with ${name(chosen.pick)} at ${chosen.gflops} GFLOP/s`);
+  return { ...chosen, times };
 }
 
 /** GFLOP/s by candidate name, rounded as the choices' are. */
@@ -666,8 +679,12 @@ async function tuneMma(
     options.progress?.(`tensor cores, ${cls} (${size.join(' x ')}): ${describeMma(best.pick)} at ${gflops[cls]} GFLOP/s`);
   }
   if (!gflops.deep) return { grids, gflops };
-  const deep = await tuneDeepPlan(ctx, { mma: grids.deep }, options.shapes?.deep ?? TUNING_SHAPES.deep, options);
-  times.mmaDeepPlans = deep.gflops;
+  const deepShape = options.shapes?.deep ?? TUNING_SHAPES.deep;
+  const kernels = passed.map((mma) => ({ mma }));
+  const rows = { pick: { mma: grids.deep }, gflops: gflops.deep };
+  const deep = await tuneDeepPlan(ctx, kernels, (k) => describeMma(k.mma), rows, deepShape, options);
+  [grids.deep, gflops.deep] = [deep.pick.mma, deep.gflops];
+  times.mmaDeepPlans = deep.times;
   return { grids, gflops, deepPlan: deep.plan };
 }
 
@@ -774,11 +791,13 @@ export function tuningLines(tuning: MatmulTuning): string[] {
   const table = (kernel: string, byClass: TuningTimes['tiles']) => {
     for (const cls of SHAPE_CLASSES) section(`${kernel}, ${cls}`, byClass[cls] ?? {});
   };
+  const plans = (kernel: string, byPlan: TuningTimes['deepPlans']) => {
+    for (const plan of DEEP_PLANS) section(`${kernel}, deep, ${plan}`, byPlan?.[plan] ?? {});
+  };
   table('tiled', times.tiles);
-  section(`tiled, deep products by plan (${describeTile(tuning.tiles.deep)})`, times.deepPlans ?? {});
+  plans('tiled', times.deepPlans);
   table('tensor cores', times.mma);
-  const mmaDeep = tuning.mmaGrids?.deep;
-  if (mmaDeep) section(`tensor cores, deep products by plan (${describeMma(mmaDeep)})`, times.mmaDeepPlans ?? {});
+  plans('tensor cores', times.mmaDeepPlans);
   for (const [kernel, untimed] of [
     ['tiled', times.untimed.tiles],
     ['tensor cores', times.untimed.mma],

@@ -620,24 +620,30 @@ describe('matmul tuner', () => {
       for (const cls of SHAPE_CLASSES) {
         expect(candidates).toContainEqual(tuned.tiles[cls]);
         expect(tuned.gflops[cls]).toBeGreaterThan(0);
-        // Every candidate's time is kept, and the choice is the fastest of them.
+        // Every candidate's time is kept, and the choice is the fastest of them (deep's, below).
         const times = tuned.times!.tiles[cls]!;
         expect(Object.keys(times).sort()).toEqual(candidates.map(describeTile).sort());
+        if (cls === 'deep') continue;
         expect(times[describeTile(tuned.tiles[cls])]).toBe(tuned.gflops[cls]);
         expect(Math.max(...Object.values(times))).toBe(tuned.gflops[cls]);
       }
-      // Every deep plan timed with the deep tile, and the fastest chosen.
-      const plans = tuned.times!.deepPlans!;
-      expect(Object.keys(plans).sort()).toEqual([...DEEP_PLANS].sort());
-      expect(plans[tuned.deepPlan!]).toBe(Math.max(...Object.values(plans)));
-      expect(lines.at(-1)).toMatch(new RegExp(`^matmul tiles, deep plan \\(128 x 2056 x 64\\): ${tuned.deepPlan} at `));
+      // Deep products: every candidate timed in every plan (rows: the class's own times), and the
+      // fastest pair of plan and tile chosen.
+      const byPlan = { rows: tuned.times!.tiles.deep!, ...tuned.times!.deepPlans };
+      expect(Object.keys(byPlan).sort()).toEqual([...DEEP_PLANS].sort());
+      for (const times of Object.values(byPlan)) expect(Object.keys(times).sort()).toEqual(candidates.map(describeTile).sort());
+      expect(byPlan[tuned.deepPlan!]![describeTile(tuned.tiles.deep)]).toBe(tuned.gflops.deep);
+      expect(Math.max(...Object.values(byPlan).flatMap((times) => Object.values(times)))).toBe(tuned.gflops.deep);
+      expect(lines.at(-1)).toBe(
+        `matmul tiles, deep plan (128 x 2056 x 64): ${tuned.deepPlan} with ${describeTile(tuned.tiles.deep)} at ${tuned.gflops.deep} GFLOP/s`,
+      );
       expect(tuned.times!.mma).toEqual({}); // no subgroup matrices on this adapter
       // `webtron info --tuning`'s lines: each class's candidates, fastest first.
       const shown = tuningLines(tuned);
       const large = shown.indexOf('tiled, large:');
       expect(shown[large + 1]).toMatch(new RegExp(`^  ${describeTile(tuned.tiles.large)} +${tuned.gflops.large} GFLOP/s$`));
-      expect(shown).toHaveLength(SHAPE_CLASSES.length * (1 + candidates.length) + 1 + DEEP_PLANS.length);
-      expect(shown).toContain(`tiled, deep products by plan (${describeTile(tuned.tiles.deep)}):`);
+      expect(shown).toHaveLength((SHAPE_CLASSES.length + DEEP_PLANS.length - 1) * (1 + candidates.length));
+      expect(shown).toContain('tiled, deep, chunks:');
       const file = JSON.parse(readFileSync(join(dir, 'matmul-tiles.json'), 'utf8'));
       expect(Object.keys(file.entries)).toEqual([tuningKey(ctx)]);
       // The second call reads the cache without timing anything, the timings with it.
@@ -683,8 +689,8 @@ describe('matmul tuner', () => {
       times: {
         tiles: { large: { [tile]: 12 } },
         mma: { small: { [a]: 9.5, [b]: 30.25 }, large: { [a]: 0 } },
-        deepPlans: { rows: 5, chunks: 20, packed: 0 },
-        mmaDeepPlans: { rows: 7, packed: 8 },
+        deepPlans: { chunks: { [tile]: 20 }, packed: { [tile]: 0 } },
+        mmaDeepPlans: { packed: { [a]: 8 } },
         untimed: { tiles: {}, mma: { '4x2 subgroups': 'computed a wrong product here' } },
       },
     });
@@ -692,18 +698,17 @@ describe('matmul tuner', () => {
     expect(lines).toEqual([
       'tiled, large:',
       `  ${tile}  12 GFLOP/s`,
-      `tiled, deep products by plan (${describeTile(DEFAULT_TILES.deep)}):`,
-      '  chunks  20 GFLOP/s',
-      '  rows    5 GFLOP/s',
-      '  packed  not measured (the timestamps did not advance)',
+      'tiled, deep, chunks:',
+      `  ${tile}  20 GFLOP/s`,
+      'tiled, deep, packed:',
+      `  ${tile}  not measured (the timestamps did not advance)`,
       'tensor cores, small:',
       `  ${b.padEnd(w)}  30.25 GFLOP/s`,
       `  ${a.padEnd(w)}  9.5 GFLOP/s`,
       'tensor cores, large:',
       `  ${a}  not measured (the timestamps did not advance)`,
-      `tensor cores, deep products by plan (${describeMma(DEFAULT_MMA.deep)}):`,
-      '  packed  8 GFLOP/s',
-      '  rows    7 GFLOP/s',
+      'tensor cores, deep, packed:',
+      `  ${a}  8 GFLOP/s`,
       'tensor cores, not timed: 4x2 subgroups: computed a wrong product here',
     ]);
     expect(tuningLines({ tiles: DEFAULT_TILES, gflops: {}, source: 'default', cachePath: null })).toEqual([
