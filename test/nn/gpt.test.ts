@@ -47,6 +47,38 @@ async function lossOf(gpt: Gpt, config: GptConfig, batch: number, data: ReturnTy
   return value;
 }
 
+/** One forward and backward of a GPT with `values` on `device`: its loss, every param's grad, and the kernels it dispatched. */
+async function lossAndGrads(
+  device: GpuContext,
+  config: GptConfig,
+  values: Map<string, Float32Array>,
+  data: { ids: Uint32Array; targets: Uint32Array },
+  batch: number,
+): Promise<{ loss: number; grads: Map<string, Float32Array>; dispatches: string[] }> {
+  const params = new LocalParams(device, Gpt.specs(config));
+  params.set(values);
+  const gpt = new Gpt(config, params.tensors);
+  const g = new Graph(device, { seed: SEED });
+  const dispatches: string[] = [];
+  const dispatch = g.runner.dispatch.bind(g.runner);
+  g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
+    dispatches.push(args[0]);
+    return dispatch(...args);
+  };
+  const { loss } = gpt.forward(
+    g,
+    g.input(data.ids, [batch, config.seqLength], 'ids'),
+    g.input(data.targets, [batch * config.seqLength], 'targets'),
+  );
+  g.backward(loss!);
+  const value = (await g.read(loss!))[0]!;
+  g.release();
+  const grads = new Map<string, Float32Array>();
+  for (const name of values.keys()) grads.set(name, await params.read(name, true));
+  params.destroy();
+  return { loss: value, grads, dispatches };
+}
+
 describe('GPT', () => {
   it('initial loss on random tokens is about ln(vocab)', async () => {
     const config: GptConfig = { numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, seqLength: 16, vocabSize: 81 };
@@ -127,26 +159,9 @@ describe('GPT', () => {
       reductionKernel: 'split',
       tuneMatmul: false,
     });
-    const runs: { loss: number; grads: Map<string, Float32Array> }[] = [];
+    const runs: Awaited<ReturnType<typeof lossAndGrads>>[] = [];
     try {
-      for (const device of [ctx, hardware]) {
-        const params = new LocalParams(device, Gpt.specs(config));
-        params.set(values);
-        const gpt = new Gpt(config, params.tensors);
-        const g = new Graph(device, { seed: SEED });
-        const { loss } = gpt.forward(
-          g,
-          g.input(data.ids, [batch, config.seqLength], 'ids'),
-          g.input(data.targets, [batch * config.seqLength], 'targets'),
-        );
-        g.backward(loss!);
-        const value = (await g.read(loss!))[0]!;
-        g.release();
-        const grads = new Map<string, Float32Array>();
-        for (const name of values.keys()) grads.set(name, await params.read(name, true));
-        runs.push({ loss: value, grads });
-        params.destroy();
-      }
+      for (const device of [ctx, hardware]) runs.push(await lossAndGrads(device, config, values, data, batch));
     } finally {
       hardware.destroy();
     }
@@ -165,32 +180,11 @@ describe('GPT', () => {
     const values = Gpt.init(config, SEED);
     const data = batchOf(config, batch, SEED);
     const hardware = await GpuContext.create({ matmulKernel: 'tiled', tuneMatmul: false });
-    const runs = new Map<DeepPlan, { loss: number; grads: Map<string, Float32Array>; dispatches: string[] }>();
+    const runs = new Map<DeepPlan, Awaited<ReturnType<typeof lossAndGrads>>>();
     try {
       for (const plan of DEEP_PLANS) {
         hardware.matmulTuning = { ...hardware.matmulTuning, deepPlan: plan };
-        const params = new LocalParams(hardware, Gpt.specs(config));
-        params.set(values);
-        const gpt = new Gpt(config, params.tensors);
-        const g = new Graph(hardware, { seed: SEED });
-        const dispatches: string[] = [];
-        const dispatch = g.runner.dispatch.bind(g.runner);
-        g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-          dispatches.push(args[0]);
-          return dispatch(...args);
-        };
-        const { loss } = gpt.forward(
-          g,
-          g.input(data.ids, [batch, config.seqLength], 'ids'),
-          g.input(data.targets, [batch * config.seqLength], 'targets'),
-        );
-        g.backward(loss!);
-        const value = (await g.read(loss!))[0]!;
-        g.release();
-        const grads = new Map<string, Float32Array>();
-        for (const name of values.keys()) grads.set(name, await params.read(name, true));
-        runs.set(plan, { loss: value, grads, dispatches });
-        params.destroy();
+        runs.set(plan, await lossAndGrads(hardware, config, values, data, batch));
       }
     } finally {
       hardware.destroy();

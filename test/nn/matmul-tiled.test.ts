@@ -176,6 +176,15 @@ async function check(
   params.destroy();
 }
 
+/** C = A @ B on the tiled kernel, with the adapter's choices, of random row-major A [m, k] and B [k, n]: C, and the float64 product. */
+function randomProduct(g: Graph, m: number, k: number, n: number): { c: Tensor; want: ref.Vec } {
+  const [a, b] = [rand(m * k), rand(k * n)];
+  const c = g.input(new Float32Array(m * n), [m * n]);
+  const operand = (t: Tensor, cols: number) => ({ t, rs: cols, cs: 1 });
+  tiledMatmul(g, { m, n, k }, operand(g.input(a, [m * k]), k), operand(g.input(b, [k * n]), n), operand(c, n), {});
+  return { c, want: ref.matmul(a, b, m, k, n) };
+}
+
 const plain: Case = { m: 37, n: 45, k: 29, transA: false, transB: false, nb0: 1, nb1: 1, off: 0 };
 
 describe('tiled matmul: every tile candidate', () => {
@@ -404,21 +413,12 @@ describe('tiled matmul: deep plans', () => {
             used.push(args[0]);
             return dispatch(...args);
           };
-          const [a, b] = [rand(m * k), rand(k * n)];
-          const c = g.input(new Float32Array(m * n), [m * n]);
-          tiledMatmul(
-            g,
-            { m, n, k },
-            { t: g.input(a, [m * k]), rs: k, cs: 1 },
-            { t: g.input(b, [k * n]), rs: n, cs: 1 },
-            { t: c, rs: n, cs: 1 },
-            {},
-          );
-          expect(ref.relError(await g.read(c), ref.matmul(a, b, m, k, n)), msg(`${plan}, k ${k}`)).toBeLessThan(tolerance(k));
+          const { c, want: product } = randomProduct(g, m, k, n);
+          expect(ref.relError(await g.read(c), product), msg(`${plan}, k ${k}`)).toBeLessThan(tolerance(k));
           const deep = shapeClass(m, n, k) === 'deep';
-          const want = !deep || plan === 'rows' ? 1 : plan === 'chunks' ? deepChunks(k).chunks : 2;
+          const products = !deep || plan === 'rows' ? 1 : plan === 'chunks' ? deepChunks(k).chunks : 2;
           expect(used, `${plan}, k ${k}`).toEqual(
-            plan === 'packed' && deep ? ['transpose', 'matmul-tiled'] : Array(want).fill('matmul-tiled'),
+            plan === 'packed' && deep ? ['transpose', 'matmul-tiled'] : Array(products).fill('matmul-tiled'),
           );
           g.release();
         }
@@ -563,18 +563,9 @@ describe('matmul profile', () => {
       [272, 64, 272],
       [272, 2048, 272],
     ] as const) {
-      const [a, b] = [rand(m * k), rand(k * n)];
-      const c = g.input(new Float32Array(m * n), [m * n]);
-      tiledMatmul(
-        g,
-        { m, n, k },
-        { t: g.input(a, [m * k]), rs: k, cs: 1 },
-        { t: g.input(b, [k * n]), rs: n, cs: 1 },
-        { t: c, rs: n, cs: 1 },
-        {},
-      );
+      const { c, want: product } = randomProduct(g, m, k, n);
       want.push(`matmul-tiled.main [${shapeClass(m, n, k)}]`);
-      products.push([c, ref.matmul(a, b, m, k, n)]);
+      products.push([c, product]);
     }
     for (const [c, product] of products) expect(ref.relError(await g.read(c), product), msg('product')).toBeLessThan(1e-5);
     const { ms, passes } = await timer.read();
