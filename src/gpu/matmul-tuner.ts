@@ -124,7 +124,8 @@ export const TUNING_SHAPES: Record<ShapeClass, [number, number, number]> = {
 export const DEEP_K = 2048;
 
 /**
- * How the tiled kernel runs a deep product, chosen by timing all three on the deep tuning shape:
+ * How the tiled and the tensor-core kernel run a deep product, each chosen with its tile or
+ * workgroup by timing every candidate in all three on the deep tuning shape:
  * - `rows`: one dispatch, A read in place;
  * - `chunks`: one dispatch per range of at most DEEP_CHUNK_K of k, each adding into C (the first
  *   writes it, with the bias), so that no workgroup walks more of k than a large product's;
@@ -652,7 +653,8 @@ async function tuneMma(
     const problem = mmaProblem(ctx, shape, ctx.subgroupMaxSize, grid);
     const untimed = problem
       ? `cannot run here (${problem})`
-      : (await probeSubgroupMatrix(ctx, grid))
+      : // A in both layouts: the packed deep plan stages an m-fast copy of it.
+        (await probeSubgroupMatrix(ctx, grid)) && (await probeSubgroupMatrix(ctx, grid, false))
         ? null
         : 'computed a wrong product here';
     if (untimed === null) passed.push(grid);
@@ -692,10 +694,16 @@ async function tuneMma(
  * Run the tensor-core kernel with `grid` once on a product whose f16 inputs and f32 sums are exact
  * ([160, 80] @ [80, 136] of small multiples of 1/8: several workgroups, edges inside tiles, three
  * steps of 32 in k or two of 64) and compare every element with the host's: an experimental feature
- * is used only where it computed the right answer.
+ * is used only where it computed the right answer. `aKFast`: A stored row-major, else m-fast.
+ * `twin`: run the kernel's plain twin instead, with these fragments and subgroups (tests).
  */
-export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promise<boolean> {
-  const shape = ctx.subgroupMatrixOffered;
+export async function probeSubgroupMatrix(
+  ctx: GpuContext,
+  grid: MmaGrid,
+  aKFast = true,
+  twin?: { shape: { m: number; n: number; k: number }; sg: number },
+): Promise<boolean> {
+  const shape = twin?.shape ?? ctx.subgroupMatrixOffered;
   if (!shape) return false;
   const [m, k, n] = [160, 80, 136];
   const a = Float32Array.from({ length: m * k }, (_, i) => ((i * 7) % 17) / 8 - 1);
@@ -707,7 +715,8 @@ export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promi
   const A = buffer('probe.a', a.byteLength);
   const B = buffer('probe.b', words.byteLength);
   const C = buffer('probe.c', m * n * 4);
-  ctx.transfers.upload(A, a);
+  // A[i][p] at i k + p row-major, at p m + i m-fast.
+  ctx.transfers.upload(A, aKFast ? a : Float32Array.from({ length: m * k }, (_, e) => a[(e % m) * k + Math.floor(e / m)]!));
   ctx.transfers.upload(B, words);
   const uniforms = ctx.createBuffer({
     label: 'probe.uniforms',
@@ -718,13 +727,14 @@ export async function probeSubgroupMatrix(ctx: GpuContext, grid: MmaGrid): Promi
   const unused = buffer('probe.unused', 16); // gelu(C), not asked for
   try {
     const pipeline = ctx.kernels.pipeline(
-      'matmul-mma',
+      twin ? 'matmul-mma-twin' : 'matmul-mma',
       mmaEntry(grid),
-      { B_DTYPE: 2, SG: ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, A_VEC: 1, B_VEC: 1 },
+      { B_DTYPE: 2, SG: twin?.sg ?? ctx.subgroupMaxSize, GROUP_M: TILE_GROUP_M, A_VEC: 1, B_VEC: 1, A_KFAST: aKFast ? 1 : 0 },
       mmaDefines(shape, grid),
     );
     const view = new DataView(new ArrayBuffer(256));
-    ctx.kernels.packUniforms(pipeline, { M: m, N: n, K: k, NB1: 1, A_RS: k, A_CS: 1, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 }, view);
+    const strides = aKFast ? { A_RS: k, A_CS: 1 } : { A_RS: 1, A_CS: m };
+    ctx.kernels.packUniforms(pipeline, { M: m, N: n, K: k, NB1: 1, ...strides, B_RS: n, B_CS: 1, C_RS: n, alpha: 1 }, view);
     ctx.device.queue.writeBuffer(uniforms.gpu, 0, view.buffer);
     const group = ctx.kernels.bindGroup(
       pipeline,

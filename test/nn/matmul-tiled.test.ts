@@ -25,6 +25,7 @@ import {
   mmaDefines,
   mmaEntry,
   mmaProblem,
+  probeSubgroupMatrix,
   SHAPE_CLASSES,
   type ShapeClass,
   shapeClass,
@@ -469,6 +470,14 @@ describe('tensor-core matmul', () => {
       });
     });
   }
+  it("the tuner's exactness probe passes the twin with A row-major and m-fast (the packed plan's copy)", async () => {
+    for (const grid of [large, DEFAULT_MMA.small]) {
+      const shape = mmaProblem(ctx, fragment, 32, grid, true) === null ? fragment : { m: 8, n: 8, k: 8 };
+      for (const aKFast of [true, false]) {
+        expect(await probeSubgroupMatrix(ctx, grid, aKFast, { shape, sg: 32 }), `${describeMma(grid)}, A k-fast ${aKFast}`).toBe(true);
+      }
+    }
+  });
   // Every candidate workgroup, in 16 x 16 x 16 fragments where this adapter's limits take it, else
   // in 8 x 8 x 8 ones (the same code in a quarter of the workgroup memory).
   const slots = (grid: MmaGrid, f: number): Partial<Case> => ({
