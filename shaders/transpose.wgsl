@@ -1,12 +1,13 @@
 // dst = the transpose of a rows x cols block of src: src[src_off + r * src_rs + c] goes to
-// dst[dst_off + c * rows + r]. The tiled matmul's `packed` plan for deep products
+// dst[c * rows + r]. The tiled matmul's `packed` plan for deep products
 // (src/nn/matmul-tiled.ts) copies an A whose rows are far apart into this m-fast layout first.
 //
-// A workgroup moves a 32 x 32 block through workgroup memory: it reads rows of the block (neighbouring
+// A workgroup moves a 32 x 32 block through workgroup memory (transposeWorkgroups in
+// src/gpu/matmul-tuner.ts lays out the grid): it reads rows of the block (neighbouring
 // invocations, neighbouring words of src) and writes its columns (neighbouring words of dst). The
 // tile's rows are padded by one word, so reading a column of it touches 32 different banks.
 
-struct TransposeUniforms { rows: u32, cols: u32, src_off: u32, src_rs: u32, dst_off: u32 }
+struct TransposeUniforms { rows: u32, cols: u32, src_off: u32, src_rs: u32 }
 
 @group(0) @binding(0) var<uniform> u: TransposeUniforms;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -31,7 +32,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let c = c0 + lid.y + i;
     let r = r0 + lid.x;
     if (r < u.rows && c < u.cols) {
-      dst[u.dst_off + c * u.rows + r] = tile[lid.x][lid.y + i];
+      dst[c * u.rows + r] = tile[lid.x][lid.y + i];
     }
   }
 }

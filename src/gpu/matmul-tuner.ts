@@ -145,6 +145,11 @@ export const DEEP_CHUNK_K = 1024;
  */
 export const PACKED_A_MAX_BYTES = 128 * 2 ** 20;
 
+/** The grid of shaders/transpose.wgsl, which moves a block of 32 x 32 per workgroup, for a rows x cols block. */
+export function transposeWorkgroups(rows: number, cols: number): [number, number, number] {
+  return [Math.ceil(cols / 32), Math.ceil(rows / 32), 1];
+}
+
 /** The ranges of k the `chunks` plan splits k into: `chunks` of `chunk` (a multiple of 4), the last one shorter. */
 export function deepChunks(k: number): { chunk: number; chunks: number } {
   const chunk = Math.ceil(k / Math.ceil(k / DEEP_CHUNK_K) / 4) * 4;
@@ -462,9 +467,9 @@ function productSteps(
     return [
       {
         pipeline: ctx.kernels.pipeline('transpose', 'main', {}),
-        values: { rows: m, cols: k, src_off: 0, src_rs: k, dst_off: 0 },
+        values: { rows: m, cols: k, src_off: 0, src_rs: k },
         buffers: { src: A, dst: P },
-        grid: [Math.ceil(k / 32), Math.ceil(m / 32), 1],
+        grid: transposeWorkgroups(m, k),
       },
       product({ A_KFAST: 0, A_VEC: m % 4 === 0 ? 1 : 0 }, { A_RS: 1, A_CS: m }, { A: P, A4: P }),
     ];

@@ -24,6 +24,7 @@ import {
   shapeClass,
   TILE_GROUP_M,
   tileConstants,
+  transposeWorkgroups,
   tileFor,
   tileProblem,
   type TileShape,
@@ -157,17 +158,8 @@ function packed(g: Graph, s: MatmulShape, a: Operand, b: Operand, options: Matmu
   const tag = shapeClass(s.m, s.n, s.k);
   // A's columns k0 .. k0 + k copied, as the operand that reads them.
   const copied = (k0: number, k: number): Operand => {
-    const uniforms = { rows: s.m, cols: k, src_off: A.shift + (a.off ?? 0) + k0, src_rs: a.rs, dst_off: 0 };
-    g.runner.dispatch(
-      'transpose',
-      'main',
-      {},
-      uniforms,
-      { src: A.binding, dst: copy },
-      [Math.ceil(k / 32), Math.ceil(s.m / 32), 1],
-      {},
-      tag,
-    );
+    const uniforms = { rows: s.m, cols: k, src_off: A.shift + (a.off ?? 0) + k0, src_rs: a.rs };
+    g.runner.dispatch('transpose', 'main', {}, uniforms, { src: A.binding, dst: copy }, transposeWorkgroups(s.m, k), {}, tag);
     return { t: new Tensor(copy, 0, [s.m * k], 'float32'), rs: 1, cs: s.m };
   };
   if (ranges.chunks === 1) product(s, copied(0, s.k), b, options);
