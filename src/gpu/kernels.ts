@@ -25,6 +25,19 @@ export type ShaderConstants = Record<string, number>;
 /** Named module-scope `const`s (u32) added to a shader's source. */
 export type ShaderDefines = Record<string, number>;
 
+/** Bind groups per generation of the cache (`Kernels.bindGroups`): several steps' worth of a GPT-2 small's. */
+export const BIND_GROUP_GENERATION = 4096;
+
+/** Named constants as a cache key: the same names and values in any order give the same key. */
+function recordKey(r: Record<string, number>): string {
+  const names = Object.keys(r);
+  if (names.length === 0) return '';
+  names.sort();
+  let key = '';
+  for (const n of names) key += `${n}=${r[n]};`;
+  return key;
+}
+
 /** A buffer, a byte range of one, or a storage texture, to bind to a shader variable. */
 export type Binding = DeviceBuffer | { buffer: DeviceBuffer; offset: number; size: number } | DeviceTexture;
 
@@ -43,7 +56,20 @@ export class Kernels {
   private readonly modules = new Map<string, GPUShaderModule>();
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly layouts = new Map<string, ShaderLayout>();
-  private readonly entryOf = new WeakMap<GPUComputePipeline, { where: string; layout: EntryLayout }>();
+  private readonly entryOf = new WeakMap<GPUComputePipeline, { where: string; layout: EntryLayout; group?: GPUBindGroupLayout }>();
+  /**
+   * Bind groups by pipeline and resources, in two generations: a step of training binds the same
+   * pooled buffers to the same kernels as the step before, so its groups come from here instead of
+   * `createBindGroup` (with `getBindGroupLayout`, the largest host cost of a dispatch: 27 of about
+   * 70 µs on this project's 2-vCPU machine). When the newer generation holds BIND_GROUP_GENERATION
+   * groups it becomes the older one and the older is dropped, so groups of buffers no longer bound
+   * (destroyed, or dropped for the collector) leave within two generations.
+   */
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private olderBindGroups = new Map<string, GPUBindGroup>();
+  /** A number per pipeline, GPU buffer and texture view, for bind group keys (never reused). */
+  private readonly ids = new WeakMap<object, number>();
+  private nextId = 1;
 
   constructor(private readonly ctx: GpuContext) {}
 
@@ -65,7 +91,7 @@ export class Kernels {
    * for values WGSL needs as const-expressions (a subgroup matrix's shape), which overrides are not.
    */
   private module(name: string, defines: ShaderDefines = {}): GPUShaderModule {
-    const key = `${name}:${JSON.stringify(Object.entries(defines).sort())}`;
+    const key = `${name}:${recordKey(defines)}`;
     let module = this.modules.get(key);
     if (!module) {
       const consts = Object.entries(defines)
@@ -80,7 +106,7 @@ export class Kernels {
 
   /** The compute pipeline for `shader`'s `entryPoint` with these override constants and defines (cached). */
   pipeline(shader: string, entryPoint: string, constants: ShaderConstants = {}, defines: ShaderDefines = {}): GPUComputePipeline {
-    const key = `${shader}:${entryPoint}:${JSON.stringify(Object.entries(constants).sort())}:${JSON.stringify(Object.entries(defines).sort())}`;
+    const key = `${shader}:${entryPoint}:${recordKey(constants)}:${recordKey(defines)}`;
     let pipeline = this.pipelines.get(key);
     if (!pipeline) {
       pipeline = this.ctx.device.createComputePipeline({
@@ -115,7 +141,7 @@ export class Kernels {
     return entryLayout(this.layout(shader), entryPoint);
   }
 
-  private described(pipeline: GPUComputePipeline): { where: string; layout: EntryLayout } {
+  private described(pipeline: GPUComputePipeline): { where: string; layout: EntryLayout; group?: GPUBindGroupLayout } {
     const d = this.entryOf.get(pipeline);
     if (!d) throw new GpuError(`pipeline '${pipeline.label}' was not made by Kernels.pipeline`);
     return d;
@@ -144,14 +170,40 @@ export class Kernels {
 
   /**
    * A bind group for `pipeline`: its storage buffers by variable name (exactly those its entry
-   * point uses) and, when it reads one, its uniform struct from `uniform`.
+   * point uses) and, when it reads one, its uniform struct from `uniform`. The same pipeline with the
+   * same resources, offsets and sizes gets the same group, from a cache of the groups made or used in
+   * the last BIND_GROUP_GENERATION to twice that many calls.
    */
   bindGroup(pipeline: GPUComputePipeline, storage: Record<string, Binding>, uniform?: Binding): GPUBindGroup {
-    return this.ctx.device.createBindGroup({
-      label: pipeline.label,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: this.bindGroupEntries(pipeline, storage, uniform),
-    });
+    const entries = this.bindGroupEntries(pipeline, storage, uniform);
+    let key = String(this.idOf(pipeline));
+    for (const e of entries) {
+      const r = e.resource as GPUBufferBinding | GPUTextureView;
+      key += 'buffer' in r ? `|${e.binding}:${this.idOf(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}` : `|${e.binding}:${this.idOf(r)}`;
+    }
+    let group = this.bindGroups.get(key);
+    if (group) return group;
+    group = this.olderBindGroups.get(key);
+    if (!group) {
+      const d = this.described(pipeline);
+      d.group ??= pipeline.getBindGroupLayout(0);
+      group = this.ctx.device.createBindGroup({ label: pipeline.label, layout: d.group, entries });
+    }
+    if (this.bindGroups.size >= BIND_GROUP_GENERATION) {
+      this.olderBindGroups = this.bindGroups;
+      this.bindGroups = new Map();
+    }
+    this.bindGroups.set(key, group);
+    return group;
+  }
+
+  private idOf(o: object): number {
+    let id = this.ids.get(o);
+    if (id === undefined) {
+      id = this.nextId++;
+      this.ids.set(o, id);
+    }
+    return id;
   }
 
   /** The bind group entries `bindGroup` makes, for callers that create the group themselves. */
