@@ -11,7 +11,8 @@
  * time without transfers (`kernel_gflops`, `ort_webgpu_kernel_gflops`, `kernel_vs_ort_webgpu`).
  * `gpu_timestamp_gflops` is webtron's kernel alone from GPU timestamps; `deep_plan`, the plan a deep
  * product ran in on a hardware GPU (docs/gpu.md, the autotuner). GPT steps are wall clock
- * per forward+backward (graph building and dispatch included, as torch's are).
+ * per forward+backward (graph building and dispatch included, as torch's are); `host_ms`, the part of
+ * it the host spends building the graph and recording its dispatches, before it waits for the loss.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -445,10 +446,13 @@ async function gptRow(
   const ids = Uint32Array.from({ length: tokens }, (_, i) => (i * 7919) % config.vocabSize);
   const targets = Uint32Array.from({ length: tokens }, (_, i) => (i * 104729 + 3) % config.vocabSize);
   const samples: number[] = [];
+  const recording: number[] = [];
   let loss = NaN;
+  let recorded = 0;
   const step = async (g: Graph) => {
     const out = gpt.forward(g, g.input(ids, [config.batch, config.seqLength], 'ids'), g.input(targets, [tokens], 'targets'));
     g.backward(out.loss!);
+    recorded = performance.now();
     return (await g.read(out.loss!))[0]!;
   };
   for (let i = 0; i < warmup + runs; i++) {
@@ -457,7 +461,10 @@ async function gptRow(
     const g = new Graph(ctx);
     loss = await step(g);
     g.release();
-    if (i >= warmup) samples.push(performance.now() - t0);
+    if (i >= warmup) {
+      samples.push(performance.now() - t0);
+      recording.push(recorded - t0);
+    }
   }
   const profile = ctx.hasTimestamps ? await kernelProfile(ctx, step) : null;
   params.destroy();
@@ -472,6 +479,7 @@ async function gptRow(
     tokens,
     ms,
     tokens_per_s: tokensPerS,
+    host_ms: median(recording),
     torch_tokens_per_s: torch?.tokens_per_s ?? null,
     ratio_to_torch: torch ? tokensPerS / torch.tokens_per_s : null,
     torch_device: torch?.device ?? null,
@@ -561,6 +569,7 @@ export const nnBench: Bench = {
     'torch_gflops',
     'vs_torch_gemm',
     'tokens_per_s',
+    'host_ms',
     'torch_tokens_per_s',
     'torch_device',
     'ratio_to_torch',
