@@ -9,6 +9,7 @@ import { LocalParams } from '../../src/nn/params.js';
 import { normals } from '../../src/nn/init.js';
 import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { splitmix32 } from '../../src/data/samples.js';
+import { recordDispatches } from '../helpers/dispatches.js';
 import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
 
@@ -59,12 +60,7 @@ async function lossAndGrads(
   params.set(values);
   const gpt = new Gpt(config, params.tensors);
   const g = new Graph(device, { seed: SEED });
-  const dispatches: string[] = [];
-  const dispatch = g.runner.dispatch.bind(g.runner);
-  g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-    dispatches.push(args[0]);
-    return dispatch(...args);
-  };
+  const dispatches = recordDispatches(g, ([shader]) => shader);
   const { loss } = gpt.forward(
     g,
     g.input(data.ids, [batch, config.seqLength], 'ids'),

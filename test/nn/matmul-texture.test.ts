@@ -12,6 +12,7 @@ import { matmulInto, type Operand } from '../../src/nn/matmul.js';
 import type { Tensor } from '../../src/nn/tensor.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
+import { recordDispatches } from '../helpers/dispatches.js';
 import { hashedUniform } from '../helpers/hash.js';
 import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
@@ -29,13 +30,7 @@ afterAll(() => ctx?.destroy());
 
 /** The shaders `g` dispatches from now on. */
 function shadersOf(g: Graph): string[] {
-  const used: string[] = [];
-  const dispatch = g.runner.dispatch.bind(g.runner);
-  g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-    used.push(args[0]);
-    return dispatch(...args);
-  };
-  return used;
+  return recordDispatches(g, ([shader]) => shader);
 }
 
 function rounded(v: Float32Array, dtype: ParamDtype): Float32Array {

@@ -44,6 +44,7 @@ import type { Operand } from '../../src/nn/matmul.js';
 import { matmulInPlan, mmaMatmul, type PlannedProduct, packedRanges, tiledMatmul } from '../../src/nn/matmul-tiled.js';
 import { LocalParams } from '../../src/nn/params.js';
 import type { Tensor } from '../../src/nn/tensor.js';
+import { recordDispatches } from '../helpers/dispatches.js';
 import { hashedUniform } from '../helpers/hash.js';
 import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
@@ -124,14 +125,7 @@ async function check(
     ]),
   );
   const g = new Graph(device);
-  const used: string[] = [];
-  const constants: Record<string, number>[] = [];
-  const dispatch = g.runner.dispatch.bind(g.runner);
-  g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-    used.push(args[0]);
-    constants.push(args[2] ?? {});
-    return dispatch(...args);
-  };
+  const calls = recordDispatches(g);
   const at = g.input(aData, [aData.length]);
   const ct = g.input(cInit, [cInit.length]);
   const aOp: Operand = c.transA
@@ -155,8 +149,9 @@ async function check(
   // The tensor-core kernel and its twin always stage f16; the tiled one for 16-bit params with shader-f16.
   const f16 = 'mma' in kernel || (dtype !== 'float32' && device.hasF16);
   const product = 'mma' in kernel ? kernel.mma : f16 ? 'matmul-tiled-f16' : 'matmul-tiled';
-  expect(used).toEqual(options.dispatches?.(product) ?? [product]);
-  if (c.quads) expect([constants.at(-1)!.A_VEC, constants.at(-1)!.B_VEC]).toEqual(c.quads);
+  expect(calls.map((d) => d[0])).toEqual(options.dispatches?.(product) ?? [product]);
+  const constants = calls.at(-1)![2];
+  if (c.quads) expect([constants.A_VEC, constants.B_VEC]).toEqual(c.quads);
   // The reference sees what the kernel stages: f16 values in the f16 path, the params' own values otherwise.
   const stageA = (x: number) => (f16 ? toF16(x) : x);
   const stageB = (x: number) => (f16 ? toF16(x) : x);
@@ -355,12 +350,7 @@ describe('tiled matmul: deep plans', () => {
       const [m, n, k] = [65, 1012, 16 * 1032];
       expect(shapeClass(m, n, k)).toBe('deep');
       const g = new Graph(device);
-      const batches: number[] = [];
-      const dispatch = g.runner.dispatch.bind(g.runner);
-      g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-        batches.push(args[0] === 'matmul-tiled' && Array.isArray(args[5]) ? args[5][2]! : 0);
-        return dispatch(...args);
-      };
+      const batches = recordDispatches(g, ([shader, , , , , grid]) => (shader === 'matmul-tiled' && Array.isArray(grid) ? grid[2] : 0));
       // dW += xᵀ dy: x [k, m] read m-fast, dy [k, n].
       const [x, dy, c0] = [rand(k * m), rand(k * n), rand(m * n)];
       const c = g.input(c0, [m * n]);
@@ -408,12 +398,7 @@ describe('tiled matmul: deep plans', () => {
           [272, 64, 264],
         ] as const) {
           const g = new Graph(ctx);
-          const used: string[] = [];
-          const dispatch = g.runner.dispatch.bind(g.runner);
-          g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-            used.push(args[0]);
-            return dispatch(...args);
-          };
+          const used = recordDispatches(g, ([shader]) => shader);
           const { c, want: product } = randomProduct(g, m, k, n);
           expect(ref.relError(await g.read(c), product), msg(`${plan}, k ${k}`)).toBeLessThan(tolerance(k));
           const deep = shapeClass(m, n, k) === 'deep';

@@ -21,6 +21,7 @@ import {
 } from '../../src/nn/ops.js';
 import { tokenOrder } from '../../src/nn/split-sums.js';
 import { floatToBf16, bf16ToFloat, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
+import { recordDispatches } from '../helpers/dispatches.js';
 import { hashedUniform } from '../helpers/hash.js';
 import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
@@ -144,14 +145,13 @@ describe('linear', () => {
       const grids: number[][] = [];
       for (let pass = 0; pass < 2; pass++) {
         const g = new Graph(device);
-        const dispatch = g.runner.dispatch.bind(g.runner);
-        g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-          if (args[0] === 'matmul-tiled' && Array.isArray(args[5])) grids.push(args[5]);
-          return dispatch(...args);
-        };
+        const tiled = recordDispatches(g, ([shader, , , , , grid]) =>
+          shader === 'matmul-tiled' && Array.isArray(grid) ? grid : undefined,
+        );
         const xt = g.input(x, [rows, inF], 'x', true);
         g.backwardFrom(linear(g, xt, p.get('w'), p.get('b')), dy);
         await g.read(g.gradOf(xt));
+        grids.push(...tiled);
         g.release();
       }
       const want = ref.linear(x, w, b, rows, inF, outF, dy);
@@ -508,13 +508,7 @@ describe('residual add + layernorm', () => {
 
 /** The entry points of `shader` that `g` dispatches from now on, in order. */
 function entriesOf(g: Graph, shader: string): string[] {
-  const used: string[] = [];
-  const dispatch = g.runner.dispatch.bind(g.runner);
-  g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-    if (args[0] === shader) used.push(args[1]);
-    return dispatch(...args);
-  };
-  return used;
+  return recordDispatches(g, ([s, entry]) => (s === shader ? entry : undefined));
 }
 
 describe('elementwise', () => {
@@ -549,12 +543,7 @@ describe('elementwise', () => {
     const timer = new GpuTimer(ctx, 64);
     g.runner.timer = timer;
     g.runner.timePerKernel = true;
-    const kernels: string[] = [];
-    const dispatch = g.runner.dispatch.bind(g.runner);
-    g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-      kernels.push(`${args[0]}.${args[1]}`);
-      return dispatch(...args);
-    };
+    const kernels = recordDispatches(g, ([shader, entry]) => `${shader}.${entry}`);
     const xt = g.input(x, [n], 'x', true);
     const y = gelu(g, xt);
     g.backwardFrom(y, dy);
@@ -830,12 +819,7 @@ function matmulReadPaths(device: () => GpuContext) {
         bData = rand(c.off + z * c.k * c.n),
         acc = rand(z * c.m * c.n);
       const g = new Graph(device());
-      const cVec: unknown[] = [];
-      const dispatch = g.runner.dispatch.bind(g.runner);
-      g.runner.dispatch = (...args: Parameters<typeof dispatch>) => {
-        cVec.push(args[2].C_VEC);
-        return dispatch(...args);
-      };
+      const cVec = recordDispatches(g, (call) => call[2].C_VEC);
       const at = g.input(aData, [aData.length]);
       const bt = g.input(bData, [bData.length]);
       const ct = g.input(acc, [acc.length]);
