@@ -179,7 +179,7 @@ export class Kernels {
     let key = String(this.idOf(pipeline));
     for (const e of entries) {
       const r = e.resource as GPUBufferBinding | GPUTextureView;
-      key += 'buffer' in r ? `|${e.binding}:${this.idOf(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}` : `|${e.binding}:${this.idOf(r)}`;
+      key += 'buffer' in r ? `|${e.binding}:${this.idOf(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}` : `|${e.binding}:t${this.idOf(r)}`;
     }
     let group = this.bindGroups.get(key);
     if (group) return group;
@@ -195,6 +195,20 @@ export class Kernels {
     }
     this.bindGroups.set(key, group);
     return group;
+  }
+
+  /**
+   * Drop the cached groups that bind `view`: for a texture let go of without `destroy()` (a scratch
+   * texture replaced by a larger one), whose memory is freed only once nothing refers to it. A
+   * destroyed buffer or texture needs no forgetting: destroy frees its memory whatever holds it.
+   */
+  forget(view: GPUTextureView): void {
+    const id = this.ids.get(view);
+    if (id === undefined) return;
+    const mark = `:t${id}`;
+    for (const groups of [this.bindGroups, this.olderBindGroups]) {
+      for (const key of [...groups.keys()]) if (key.endsWith(mark) || key.includes(`${mark}|`)) groups.delete(key);
+    }
   }
 
   private idOf(o: object): number {

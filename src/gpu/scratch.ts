@@ -5,7 +5,8 @@
  * format; a lease larger than every idle texture takes the largest and replaces it with one covering
  * both sizes, so a model's shapes settle on a few textures after the first step. A replaced texture
  * is dropped, not destroyed (submitted work may still read it; Dawn frees it once that is done and
- * nothing refers to it), and its bytes leave the count at once.
+ * nothing refers to it, and the kernels' bind group cache forgets it), and its bytes leave the count
+ * at once.
  */
 import type { DeviceTexture, GpuContext, TextureRequest } from './context.js';
 
@@ -34,6 +35,7 @@ export class ScratchTextures {
       if (grow) {
         this.idle.splice(this.idle.indexOf(grow), 1);
         this.ctx.memory.freed(grow.category, grow.size);
+        this.ctx.kernels.forget(grow.view);
       }
     } else {
       this.idle.splice(this.idle.indexOf(texture), 1);

@@ -5,7 +5,7 @@
  * Checked by what the copies leave in their buffers, against the values uploaded.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DeviceBuffer, GpuContext } from '../../src/gpu/context.js';
+import { type DeviceBuffer, type DeviceTexture, GpuContext } from '../../src/gpu/context.js';
 import { BIND_GROUP_GENERATION, type Binding } from '../../src/gpu/kernels.js';
 import { float32Buffer } from '../helpers/gpu.js';
 
@@ -76,5 +76,38 @@ describe('bind group cache', () => {
     await ctx.sync();
     big.destroy();
     dst.destroy();
+  });
+
+  it('a scratch texture replaced by a larger one leaves the cache: its memory goes once its work is done', () => {
+    // Before any lease of rgba32float: this test's texture is the only one, so the next lease grows it.
+    const pipeline = ctx.kernels.pipeline('matmul-texture', 'main', { B_DTYPE: 0, A_T: 0, B_T: 0 });
+    const c4 = ctx.createBuffer({ label: 'c4', size: 64, usage: GPUBufferUsage.STORAGE, category: 'other' });
+    const bias = ctx.createBuffer({ label: 'bias', size: 16, usage: GPUBufferUsage.STORAGE, category: 'other' });
+    const h4 = ctx.createBuffer({ label: 'h4', size: 64, usage: GPUBufferUsage.STORAGE, category: 'other' });
+    const uniforms = ctx.createBuffer({ label: 'u', size: 256, usage: GPUBufferUsage.UNIFORM, category: 'other' });
+    const size = ctx.kernels.uniformBytes(pipeline);
+    const group = (a: DeviceTexture, b: DeviceTexture) =>
+      ctx.kernels.bindGroup(pipeline, { At: a, Bt: b, C4: c4, bias, H4: h4 }, { buffer: uniforms, offset: 0, size });
+    const small = ctx.scratch.lease('rgba32float', 4, 4);
+    const other = ctx.createTexture({
+      label: 'b',
+      width: 4,
+      height: 4,
+      format: 'rgba32float',
+      usage: GPUTextureUsage.STORAGE_BINDING,
+      category: 'other',
+    });
+    const first = group(small, other);
+    expect(group(small, other)).toBe(first);
+    ctx.scratch.release([small]);
+    // Both sizes in one: `small` is let go of, and the groups that bind it with it.
+    const large = ctx.scratch.lease('rgba32float', 8, 8);
+    expect(large).not.toBe(small);
+    expect(group(small, other)).not.toBe(first);
+    // A group binding only what stays is kept.
+    const kept = group(large, other);
+    ctx.scratch.release([large]);
+    expect(group(large, other)).toBe(kept);
+    for (const x of [c4, bias, h4, uniforms, other]) x.destroy();
   });
 });
