@@ -4,7 +4,8 @@
  * layout), the buckets a sharded strategy holds whole at once (a bound), one micro-batch's
  * activations (exact, from webtron's graph) and the grad sync's readback staging, as `webtron
  * memory` counts them. Not counted: the kernels' uniform buffers, the texture matmul's scratch (a
- * few MiB) and the split reductions' partial sums (28 MiB for GPT-2 small at micro-batch 8). When
+ * few MiB), the split reductions' partial sums (28 MiB for GPT-2 small at micro-batch 8) and a deep
+ * product's packed copy of A (at most PACKED_A_MAX_BYTES, 128 MiB). When
  * the run does not fit, the alternatives are tried from the least change on, and the first that
  * fits is named with its flags.
  */
