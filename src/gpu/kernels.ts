@@ -171,8 +171,8 @@ export class Kernels {
   /**
    * A bind group for `pipeline`: its storage buffers by variable name (exactly those its entry
    * point uses) and, when it reads one, its uniform struct from `uniform`. The same pipeline with the
-   * same resources, offsets and sizes gets the same group, from a cache of the groups made or used in
-   * the last BIND_GROUP_GENERATION to twice that many calls.
+   * same resources, offsets and sizes gets the same group: a cached group stays until between
+   * BIND_GROUP_GENERATION and twice that many others have been made since it was last used.
    */
   bindGroup(pipeline: GPUComputePipeline, storage: Record<string, Binding>, uniform?: Binding): GPUBindGroup {
     const entries = this.bindGroupEntries(pipeline, storage, uniform);
