@@ -52,21 +52,14 @@ function destroyParts(parts: RunnerParts): void {
 export class Runner {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
-  private readonly uniforms: DeviceBuffer;
-  private readonly staging: Uint32Array<ArrayBuffer>;
+  /** The uniform slots, dummies and scratch buffers, handed on when this runner is destroyed. */
+  private readonly parts: RunnerParts;
   private readonly stagingView: DataView;
   private slots = 0;
   /** Recording into a caller's encoder (recordInto): flushing is not ours to do. */
   private external = false;
   private destroyed = false;
 
-  /** A 16-byte storage buffer for bindings a kernel variant declares but does not read. */
-  readonly dummy: DeviceBuffer;
-  /**
-   * Another, for writable bindings a variant declares but does not write: a writable binding may not
-   * share a buffer with any other binding of the dispatch, `dummy` included.
-   */
-  readonly writableDummy: DeviceBuffer;
   /** When set, every compute pass this runner begins is timed on the GPU under the timer's current label. */
   timer: GpuTimer | null = null;
   /**
@@ -75,8 +68,7 @@ export class Runner {
    * bench's GPT profile).
    */
   timePerKernel = false;
-  /** Scratch buffers by name (`scratch`), and those they outgrew, destroyed once submitted. */
-  private readonly scratchBuffers: Map<string, DeviceBuffer>;
+  /** Scratch buffers (`scratch`, in parts) that a larger one replaced, destroyed once submitted. */
   private outgrown: DeviceBuffer[] = [];
   /** Tensors copied into textures since the last submit (texture-copies.ts). */
   readonly copies: TextureCopies;
@@ -89,13 +81,21 @@ export class Runner {
 
   constructor(private readonly ctx: GpuContext) {
     this.copies = new TextureCopies(ctx);
-    const parts = spareParts.get(ctx)?.pop() ?? newParts(ctx);
-    this.uniforms = parts.uniforms;
-    this.staging = parts.staging;
-    this.stagingView = new DataView(parts.staging.buffer);
-    this.dummy = parts.dummy;
-    this.writableDummy = parts.writableDummy;
-    this.scratchBuffers = parts.scratch;
+    this.parts = spareParts.get(ctx)?.pop() ?? newParts(ctx);
+    this.stagingView = new DataView(this.parts.staging.buffer);
+  }
+
+  /** A 16-byte storage buffer for bindings a kernel variant declares but does not read. */
+  get dummy(): DeviceBuffer {
+    return this.parts.dummy;
+  }
+
+  /**
+   * Another, for writable bindings a variant declares but does not write: a writable binding may not
+   * share a buffer with any other binding of the dispatch, `dummy` included.
+   */
+  get writableDummy(): DeviceBuffer {
+    return this.parts.writableDummy;
   }
 
   /**
@@ -121,7 +121,7 @@ export class Runner {
     if (this.slots === SLOTS) this.flush();
     const slot = this.slots++;
     if (size > 0) this.ctx.kernels.packUniforms(pipeline, uniforms, this.stagingView, slot * SLOT_BYTES);
-    const uniform = size > 0 ? { buffer: this.uniforms, offset: slot * SLOT_BYTES, size } : undefined;
+    const uniform = size > 0 ? { buffer: this.parts.uniforms, offset: slot * SLOT_BYTES, size } : undefined;
     const group = this.ctx.kernels.bindGroup(pipeline, bindings, uniform);
     for (const name of this.ctx.kernels.writable(pipeline)) {
       const b = bindings[name];
@@ -156,7 +156,7 @@ export class Runner {
    * with it is submitted.
    */
   scratch(name: string, bytes: number): DeviceBuffer {
-    const have = this.scratchBuffers.get(name);
+    const have = this.parts.scratch.get(name);
     if (have && have.size >= bytes) return have;
     if (have) this.outgrown.push(have);
     const buffer = this.ctx.createBuffer({
@@ -165,7 +165,7 @@ export class Runner {
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
       category: 'other',
     });
-    this.scratchBuffers.set(name, buffer);
+    this.parts.scratch.set(name, buffer);
     return buffer;
   }
 
@@ -237,7 +237,7 @@ export class Runner {
 
   /** The recorded dispatches' uniform slots, in one write. */
   private writeUniforms(): void {
-    if (this.slots > 0) this.ctx.device.queue.writeBuffer(this.uniforms.gpu, 0, this.staging, 0, (this.slots * SLOT_BYTES) / 4);
+    if (this.slots > 0) this.ctx.device.queue.writeBuffer(this.parts.uniforms.gpu, 0, this.parts.staging, 0, (this.slots * SLOT_BYTES) / 4);
   }
 
   /** Submit what was recorded. */
@@ -268,16 +268,9 @@ export class Runner {
     this.destroyed = true;
     this.copies.destroy();
     for (const b of this.outgrown.splice(0)) b.destroy();
-    const parts: RunnerParts = {
-      uniforms: this.uniforms,
-      staging: this.staging,
-      dummy: this.dummy,
-      writableDummy: this.writableDummy,
-      scratch: this.scratchBuffers,
-    };
     const spare = spareParts.get(this.ctx) ?? [];
     spareParts.set(this.ctx, spare);
-    if (spare.length < SPARE_PARTS && !this.uniforms.destroyed) spare.push(parts);
-    else destroyParts(parts);
+    if (spare.length < SPARE_PARTS && !this.parts.uniforms.destroyed) spare.push(this.parts);
+    else destroyParts(this.parts);
   }
 }
