@@ -126,15 +126,35 @@ async function matmulRows(
 ): Promise<Row[]> {
   const rows: Row[] = [];
   const ort = await loadOrt();
+  for (const [name, m, k, n] of spec.flatMap((s) => matmulShapes(s, config)))
+    rows.push(...(await productRows(ctx, ort, name, { m, k, n }, dtypes, { warmup, runs }, torchAt)));
+  return rows;
+}
+
+/**
+ * Rows of one product, with fp32 weights and (`dtypes` naming float16) with fp16 weights, each
+ * timed on the GPU and checked; beside onnxruntime where `ort` is given and torch where `torchAt` is.
+ */
+export async function productRows(
+  ctx: GpuContext,
+  ort: Ort | null,
+  name: string,
+  { m, k, n }: { m: number; k: number; n: number },
+  dtypes: string[],
+  timing: { warmup: number; runs: number },
+  torchAt: { python: string; device: string } | null,
+): Promise<Row[]> {
+  const rows: Row[] = [];
   const runner = new Runner(ctx);
   const g = new Graph(ctx, { runner });
-  for (const [name, m, k, n] of spec.flatMap((s) => matmulShapes(s, config))) {
-    const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
-    const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));
-    if (dtypes.includes('float32')) rows.push(await fp32MatmulRow(g, ort, name, { m, k, n }, a, b, { warmup, runs }, torchAt));
-    if (dtypes.includes('float16')) rows.push(await halfMatmulRow(g, name, { m, k, n }, a, b, { warmup, runs }, torchAt));
+  const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
+  const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));
+  try {
+    if (dtypes.includes('float32')) rows.push(await fp32MatmulRow(g, ort, name, { m, k, n }, a, b, timing, torchAt));
+    if (dtypes.includes('float16')) rows.push(await halfMatmulRow(g, name, { m, k, n }, a, b, timing, torchAt));
+  } finally {
+    runner.destroy();
   }
-  runner.destroy();
   return rows;
 }
 

@@ -21,12 +21,14 @@ import { reduceBench } from './reduce.js';
 import type { Bench } from './bench.js';
 import { slug, table, type Row } from './report.js';
 import { trainBench } from './train.js';
+import { peakBench } from './peak.js';
 
 const BENCHES: Bench[] = [
   adamBench,
   collectivesBench,
   reduceBench,
   optimizerBench,
+  peakBench,
   nnBench,
   onnxBench,
   checkpointBench,
