@@ -9,7 +9,9 @@
 #
 # bench writes into OUT (default ./gpu-results): info.txt (with every tuner candidate's GFLOP/s),
 # info.json and info-no-robustness.txt (the tuner's times with
-# WEBTRON_DAWN_TOGGLES=disable_robustness); nn-float32.jsonl and nn-float16.jsonl, the matmuls with
+# WEBTRON_DAWN_TOGGLES=disable_robustness); peak.jsonl, the arithmetic peak through WGSL (fp32 fma
+# and, where offered, f16 subgroup matrices) by dispatch length, with and without Dawn's bounds
+# checks; nn-float32.jsonl and nn-float16.jsonl, the matmuls with
 # fp32 and fp16 weights at 1024^3, 4096^3 and GPT-2 small's shapes beside torch's GEMMs on CUDA;
 # gpt.jsonl, GPT-2 small forward + backward in fp32 and bf16 beside torch CUDA (fp32, and bf16
 # autocast); nn-toggles.jsonl, the fp32 GPT again with each of
@@ -129,10 +131,17 @@ run info-no-robustness '' env WEBTRON_DAWN_TOGGLES=disable_robustness node bin/w
 # Each part on its own, so that one that fails (a product that checks wrong fails the bench) leaves
 # the others' rows.
 if [[ ${WEBTRON_GPU_QUICK:-} == 1 ]]; then
-  shapes=256 config=tiny timing=(--runs 3 --warmup 1) train=(--config char-2x128 --iters 12 --window 4)
+  shapes=256 config=tiny timing=(--runs 3 --warmup 1) train=(--config char-2x128 --iters 12 --window 4) durations=0.5,5
 else
   shapes=1024,4096,gpt config=gpt2-small timing=(--runs 10 --warmup 3) train=(--config gpu-medium --iters 40 --window 20)
+  durations=0.5,5,50,200
 fi
+# The arithmetic peak through WGSL (fp32 fma; the tensor cores alone, and with the matmul's fragment
+# loads) at dispatches of 0.5 to 200 ms, by timestamps and by wall clock: the ceiling each kernel below
+# works under, and whether a long dispatch is timed slower than a short one. Then once more without
+# Dawn's bounds checks.
+run peak peak.jsonl bash -c 'node dist/bench/run.js peak --json "$@" && WEBTRON_DAWN_TOGGLES=disable_robustness node dist/bench/run.js peak --json "$@"' \
+  peak --durations "$durations" --runs 5 --no-torch
 # torch beside webtron on CUDA only: this bundle is for GPU hosts (and the CPU's torch is another bench).
 torch=(--no-torch)
 [[ $torch_device == cuda ]] && torch=(--python "$python" --torch-device cuda)
