@@ -2,6 +2,7 @@
  * `npm run bench -- peak`: the arithmetic peak this adapter reaches through WGSL, with no memory
  * traffic, so that every kernel's figure has a ceiling measured the same way beside it:
  * - `fma-f32`: vec4 fma chains on registers (shaders/peak-fma.wgsl): the ceiling of fp32 kernels;
+ *   `fma-f32-staged`: the tiled matmul's inner loop, its operands read from workgroup memory;
  * - `mma-f16-regs` and `mma-f16-staged`, where the adapter offers f16 subgroup matrices
  *   (shaders/peak-mma.wgsl): the tensor cores' multiply-accumulate rate alone, and with the
  *   fragments loaded from workgroup memory at every step as the tensor-core matmul loads them.
@@ -20,18 +21,20 @@ import { productRows } from './nn.js';
 import { type Row, progress } from './report.js';
 import { median, timeGpu, timeGpuInterleaved } from './timing.js';
 
-export type PeakKind = 'fma-f32' | 'mma-f16-regs' | 'mma-f16-staged';
+export type PeakKind = 'fma-f32' | 'fma-f32-staged' | 'mma-f16-regs' | 'mma-f16-staged';
 
-/** The fma kernel's invocations per workgroup, and FLOPs per invocation per iteration (32 lanes of fma). */
+/** The fma kernels' invocations per workgroup (FLOPs per invocation per iteration: 64, and 32 staged). */
 const FMA_WG = 256;
-const FMA_FLOPS = 64;
 /** The subgroup-matrix kernel's subgroups per workgroup and staged fragment sets. */
 export const PEAK_NSUB = 4;
 export const PEAK_SETS = 2;
 
-/** What an invocation of peak-fma.wgsl writes after `iters` iterations with a = b = 1: Σ (c + iters) over its 32 chains. */
-export function fmaExpected(iters: number): number {
-  return 496 + 32 * iters;
+/**
+ * What an invocation of peak-fma.wgsl writes after `iters` iterations with a = b = 1: Σ (c + iters)
+ * over its 32 chains (`fma_f32`), or its 16 lanes (`fma_f32_staged`).
+ */
+export function fmaExpected(iters: number, staged = false): number {
+  return staged ? 120 + 16 * iters : 496 + 32 * iters;
 }
 
 /** The inputs of peak-mma.wgsl: PEAK_SETS sets of 2 fragments of A (FM x FK) and 4 of B (FK x FN), small integers (exact in f16). */
@@ -98,10 +101,13 @@ export class PeakKernel {
     options: { twin?: boolean; skew?: number } = {},
   ) {
     this.iters = new Array<number>(slots).fill(1);
-    if (kind === 'fma-f32') {
+    if (kind === 'fma-f32' || kind === 'fma-f32-staged') {
       this.mma = null;
-      this.pipeline = ctx.kernels.pipeline('peak-fma', 'fma_f32', { WG: FMA_WG });
-      this.perWorkgroupIter = FMA_WG * FMA_FLOPS;
+      this.pipeline =
+        kind === 'fma-f32'
+          ? ctx.kernels.pipeline('peak-fma', 'fma_f32', { WG: FMA_WG })
+          : ctx.kernels.pipeline('peak-fma', 'fma_f32_staged');
+      this.perWorkgroupIter = FMA_WG * (kind === 'fma-f32' ? 64 : 32);
       this.out = this.buffer('peak.out', new Float32Array(keep * FMA_WG));
     } else {
       const shape = options.twin ? { m: 8, n: 8, k: 8 } : ctx.subgroupMatrixOffered;
@@ -127,7 +133,9 @@ export class PeakKernel {
 
   setIters(slot: number, iters: number): void {
     this.iters[slot] = iters;
-    const values: UniformValues = this.mma ? { iters, keep: this.keep, skew: this.skew } : { iters, keep: this.keep, a: 1, b: 1 };
+    const values: UniformValues = this.mma
+      ? { iters, keep: this.keep, skew: this.skew }
+      : { iters, keep: this.keep, a: 1, b: 1, skew: this.skew };
     this.uniforms.set(slot, values);
     this.uniforms.upload();
   }
@@ -160,7 +168,7 @@ export class PeakKernel {
     const iters = this.iters[slot]!;
     const want = this.mma
       ? mmaExpected(this.mma, this.mma, iters, this.kind === 'mma-f16-regs' ? 1 : PEAK_SETS, this.skew)
-      : Float64Array.of(fmaExpected(iters));
+      : Float64Array.of(fmaExpected(iters, this.kind === 'fma-f32-staged'));
     for (let i = 0; i < got.length; i++) {
       const w = want[i % want.length]!;
       if (got[i] !== w) return `${this.kind} at ${iters} iterations: element ${i} is ${got[i]}, not ${w}`;
@@ -283,7 +291,7 @@ export const peakBench: Bench = {
     const ctx = await env.gpu();
     const workgroups = (flags.workgroups as number) || (ctx.software ? 64 : 8192);
     const timing = { warmup: flags.warmup as number, runs: flags.runs as number };
-    const kinds: PeakKind[] = ['fma-f32'];
+    const kinds: PeakKind[] = ['fma-f32', 'fma-f32-staged'];
     if (ctx.subgroupMatrixOffered) kinds.push('mma-f16-regs', 'mma-f16-staged');
     else progress('peak: this adapter offers no f16 subgroup matrices; fp32 only');
     // Each row against its arithmetic's limit: torch's fp32 GEMM on every core for a CPU driver
@@ -293,7 +301,7 @@ export const peakBench: Bench = {
     const limitOf = (kind: PeakKind): { gflops: number; what: string } | null => {
       if (cpu) return { gflops: cpu.gemm_gflops, what: `torch fp32 GEMM ${cpu.gemm_size}^3, ${cpu.threads} threads, ${cpu.blas.kind}` };
       if (!peak) return null;
-      return kind === 'fma-f32'
+      return kind.startsWith('fma')
         ? { gflops: peak.fp32 * 1e3, what: `${peak.name} fp32 peak` }
         : { gflops: peak.half * 1e3, what: `${peak.name} fp16 tensor-core peak` };
     };

@@ -12,25 +12,31 @@ afterAll(() => ctx?.destroy());
 // The peak bench divides FLOPs by time and keeps a row only when every kept result is exact: the
 // kernels must do the arithmetic they are credited with, and the check must see when they do not.
 describe('peak bench kernels', () => {
-  it('fma-f32: every kept invocation holds the sum of its 32 chains after each iteration count', async () => {
-    const k = new PeakKernel(ctx, 'fma-f32', 3, 3, 2);
-    try {
-      for (const [slot, iters] of [
-        [0, 5],
-        [1, 1000],
-      ] as const) {
-        k.setIters(slot, iters);
-        // 32 chains starting at 0 .. 31, each + 1 per iteration.
-        let sum = 0;
-        for (let c = 0; c < 32; c++) sum += c + iters;
-        expect(fmaExpected(iters)).toBe(sum);
-        expect(await k.check(slot)).toBeNull();
-        expect(k.flops(slot)).toBe(3 * 256 * iters * 64);
+  for (const [kind, chains, flops] of [
+    ['fma-f32', 32, 64],
+    ['fma-f32-staged', 16, 32],
+  ] as const) {
+    it(`${kind}: every kept invocation holds the sum of its ${chains} chains after each iteration count`, async () => {
+      const k = new PeakKernel(ctx, kind, 3, 3, 2);
+      try {
+        for (const [slot, iters] of [
+          [0, 5],
+          [1, 1000],
+        ] as const) {
+          k.setIters(slot, iters);
+          // Chains starting at 0, 1, 2, ..., each + 1 per iteration.
+          let sum = 0;
+          for (let c = 0; c < chains; c++) sum += c + iters;
+          expect(fmaExpected(iters, kind === 'fma-f32-staged')).toBe(sum);
+          expect(Array.from(await k.results(slot))).toEqual(new Array(3 * 256).fill(sum));
+          expect(await k.check(slot)).toBeNull();
+          expect(k.flops(slot)).toBe(3 * 256 * iters * flops);
+        }
+      } finally {
+        k.destroy();
       }
-    } finally {
-      k.destroy();
-    }
-  });
+    });
+  }
 
   it('fma-f32: a result the kernel did not write is reported, naming the element', async () => {
     // Three workgroups kept, two run: the third's results stay 0.
@@ -85,8 +91,10 @@ describe('peak bench', () => {
     const rows = await peakBench.run({ gpu: async () => ctx }, flags);
     const fma = rows.filter((r) => r.kernel === 'fma-f32');
     expect(fma.map((r) => r.target_ms)).toEqual([0.2, 1]);
-    for (const r of fma) {
-      expect(r.gflops).toBeCloseTo(((r.workgroups as number) * 256 * 64 * (r.iters as number)) / (r.ms as number) / 1e6, 6);
+    expect(rows.filter((r) => r.kernel === 'fma-f32-staged').map((r) => r.target_ms)).toEqual([0.2, 1]);
+    for (const r of rows.filter((r) => r.bench === 'peak')) {
+      const flops = r.kernel === 'fma-f32' ? 64 : 32;
+      expect(r.gflops).toBeCloseTo(((r.workgroups as number) * 256 * flops * (r.iters as number)) / (r.ms as number) / 1e6, 6);
       expect(r.wall_gflops as number).toBeGreaterThan(0);
     }
     const [matmul, ...rest] = rows.filter((r) => r.bench === 'matmul');
