@@ -288,6 +288,11 @@ export const peakBench: Bench = {
     const durations = (flags.durations as string[]).map(Number);
     if (durations.some((d) => !(d > 0)))
       throw new FlagError(`--durations: '${(flags.durations as string[]).join(',')}' must be positive milliseconds, e.g. 0.5,5,50`);
+    for (const name of ['workgroups', 'product'])
+      if ((flags[name] as number) < 0)
+        throw new FlagError(
+          `--${name}: ${flags[name]} is negative; give a positive number, or 0 for ${name === 'product' ? 'none' : 'the default'}`,
+        );
     const ctx = await env.gpu();
     const workgroups = (flags.workgroups as number) || (ctx.software ? 64 : 8192);
     const timing = { warmup: flags.warmup as number, runs: flags.runs as number };

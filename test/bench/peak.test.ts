@@ -104,8 +104,9 @@ describe('peak bench', () => {
     expect(matmul!.fraction_of_peak).toBeCloseTo((matmul!.gpu_timestamp_gflops as number) / best, 2);
   });
 
-  it('refuses a dispatch length that is not a positive number of milliseconds', async () => {
+  it('refuses a dispatch length that is not a positive number of milliseconds, and a negative count', async () => {
     await expect(peakBench.run({ gpu: async () => ctx }, { ...flags, durations: ['5', 'soon'] })).rejects.toThrow(FlagError);
+    await expect(peakBench.run({ gpu: async () => ctx }, { ...flags, product: -3 })).rejects.toThrow(/--product: -3 is negative/);
   });
 });
 
