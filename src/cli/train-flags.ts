@@ -205,7 +205,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'dashboard-port': flag('logging', { kind: 'int', default: 6007, help: '--dashboard: the port (0: any free one)' }),
   'log-throughput': flag('logging', {
     kind: 'boolean',
-    help: "model TFLOP/s per rank by Megatron's formula and MFU against the adapter's peak (a table, or a matmul measured at start-up) in the log line, metrics.jsonl and summary.json",
+    help: "model TFLOP/s per rank by Megatron's formula and MFU against the adapter's peak (a table, or its fp32 fma peak measured at start-up) in the log line, metrics.jsonl and summary.json",
   }),
   timing: flag('logging', {
     kind: 'boolean',

@@ -5,8 +5,7 @@
  */
 import type { GpuContext } from '../gpu/context.js';
 import type { GptShape } from '../nn/gpt-spec.js';
-import { Graph } from '../nn/graph.js';
-import { linear } from '../nn/linear.js';
+import { measuredFmaPeak } from '../gpu/peak.js';
 
 /**
  * Model FLOPs of one iteration of `batch` sequences, forward and backward (3× the forward's
@@ -30,7 +29,7 @@ export function gptFlopsPerIteration(shape: GptShape, batch: number): number {
 export interface Peak {
   /** TFLOP/s. */
   tflops: number;
-  /** 'table: NVIDIA H200, dense bf16' or 'measured: best fp32 matmul on this adapter'. */
+  /** 'table: NVIDIA H200, dense bf16' or 'measured: fp32 fma chains through WGSL on …'. */
   source: string;
 }
 
@@ -73,32 +72,18 @@ export function knownPeak(adapter: string, precision: 'fp32' | 'bf16' | 'fp16'):
 }
 
 /**
- * The best of `reps` fp32 matmuls of n × n by n × n on this GPU through webtron's kernels, in
- * TFLOP/s. It leaves no trace in the memory accounting: its buffers are destroyed (the idle ones of
- * the pool with them) and the peaks start again from what is live.
+ * The adapter's fp32 arithmetic peak through WGSL: fma chains on registers (src/gpu/peak.ts), which
+ * on a GPU reach about its data-sheet fp32 rate and on a CPU driver what the driver's code does at
+ * best, measured by the wall clock. It leaves no trace in the memory accounting: the peaks start again
+ * from what is live.
  */
-export async function measuredMatmulPeak(ctx: GpuContext, n = 1024, reps = 4): Promise<Peak> {
-  const g = new Graph(ctx);
-  const values = Float32Array.from({ length: n * n }, (_, i) => ((i % 13) - 6) / 13);
-  const a = g.input(values, [n, n], 'peak.a');
-  const b = g.input(values, [n, n], 'peak.b');
-  let best = Infinity;
+export async function measuredPeak(ctx: GpuContext): Promise<Peak> {
   try {
-    for (let r = 0; r <= reps; r++) {
-      await ctx.sync();
-      const t0 = performance.now();
-      linear(g, a, b);
-      g.runner.flush();
-      await ctx.sync();
-      // The first is a warm-up: pipelines compile, buffers fault in.
-      if (r > 0) best = Math.min(best, performance.now() - t0);
-    }
+    const gflops = await measuredFmaPeak(ctx);
+    return { tflops: gflops / 1e3, source: `measured: fp32 fma chains through WGSL on ${ctx.adapterName}` };
   } finally {
-    g.release();
-    ctx.pool.destroy();
     ctx.memory.resetPeaks();
   }
-  return { tflops: (2 * n * n * n) / (best / 1000) / 1e12, source: `measured: best fp32 ${n}³ matmul on ${ctx.adapterName}` };
 }
 
 /** TFLOP/s per rank and MFU (a fraction) of iterations taking `msPerIteration` on `d` ranks. */

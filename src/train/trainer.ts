@@ -28,7 +28,7 @@ import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
 import { trainStep } from './step.js';
 import { StepTimer, writeTimeline } from './timing.js';
 import { TrainingLog } from './training-log.js';
-import { gptFlopsPerIteration, knownPeak, measuredMatmulPeak } from './throughput.js';
+import { gptFlopsPerIteration, knownPeak, measuredPeak } from './throughput.js';
 import { TensorBoardWriter } from './tensorboard.js';
 
 export { checkDataPath } from './data.js';
@@ -227,7 +227,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       let peak = knownPeak(ctx.adapterModel, cfg.precision);
       if (!peak) {
         await run.group.barrier();
-        peak = await measuredMatmulPeak(ctx);
+        peak = await measuredPeak(ctx);
       }
       const flops = gptFlopsPerIteration(run.model, cfg.globalBatchSize);
       log.logThroughput(flops, peak);
