@@ -2,6 +2,7 @@
 import { listAdapters } from '../gpu/adapter.js';
 import { GpuContext, OPTIONAL_FEATURES } from '../gpu/context.js';
 import { deepPlanFor, describeMma, describeTile, SHAPE_CLASSES, tuningLines } from '../gpu/matmul-tuner.js';
+import { measuredFmaPeak } from '../gpu/peak.js';
 import { gpuPollMs } from '../gpu/poll.js';
 import type { Command } from './command.js';
 import { GPU_FLAGS } from './flags.js';
@@ -89,6 +90,8 @@ export const info: Command = {
     const limits = Object.fromEntries(LIMITS_SHOWN.map((k) => [k, ctx.limits[k]]));
     const adapterFeatures = [...ctx.found.adapter.features].sort();
     const enabled = [...ctx.device.features].sort();
+    // Dawn's null backend runs no work, so it has no arithmetic to measure.
+    const fp32Peak = ctx.backend === 'null' ? null : await measuredFmaPeak(ctx);
     if (values.json) {
       console.log(
         JSON.stringify({
@@ -103,6 +106,7 @@ export const info: Command = {
           adapterFeatures,
           dawnToggles: ctx.found.toggles,
           gpuPollMs: gpuPollMs(),
+          fp32PeakGflops: fp32Peak,
           matmul: matmulChoice(ctx),
           subgroupMatrix: ctx.subgroupMatrixOffered,
           tensorCores: ctx.subgroupMatrix !== null,
@@ -125,6 +129,12 @@ export const info: Command = {
       [
         'waits for the GPU',
         gpuPollMs() > 0 ? `polling every ${gpuPollMs()} ms (WEBTRON_GPU_POLL_MS)` : "Dawn's busy loop (WEBTRON_GPU_POLL_MS)",
+      ],
+      [
+        'fp32 peak',
+        fp32Peak === null
+          ? 'not measured (this backend runs no work)'
+          : `${fp32Peak.toFixed(1)} GFLOP/s (fma chains through WGSL, wall clock; npm run bench -- peak has more)`,
       ],
       ['matmul kernel', matmulLine(ctx)],
       ['tensor cores', tensorCoreLine(ctx)],

@@ -25,8 +25,11 @@ describe('webtron info', () => {
       attention: string;
       reductions: string;
       dawnToggles: string[];
+      fp32PeakGflops: number | null;
     };
     expect(info.adapter).toBe(found!.info.description);
+    // The fp32 arithmetic peak, measured (its kernel's result checked) on every backend that runs work.
+    expect(info.fp32PeakGflops).toBeGreaterThan(0);
     expect(info.backend).toBe(found!.backend);
     expect(info.limits.maxStorageBufferBindingSize).toBe(found!.adapter.limits.maxStorageBufferBindingSize);
     // How it waits for the GPU: a 1 ms poll on a software adapter, Dawn's busy loop on hardware.
@@ -80,6 +83,7 @@ describe('webtron info', () => {
     } finally {
       nulCtx.destroy();
     }
+    expect(JSON.parse(nul.trim().split('\n').pop()!).fp32PeakGflops).toBeNull();
     expect(JSON.parse(nul.trim().split('\n').pop()!).dawnToggles).toEqual([
       'allow_unsafe_apis',
       'vulkan_enable_f16_on_nvidia',
