@@ -102,7 +102,7 @@ export class PeakKernel {
       this.out = this.buffer('peak.out', new Float32Array(keep * FMA_WG));
     } else {
       const shape = options.twin ? { m: 8, n: 8, k: 8 } : ctx.subgroupMatrixOffered;
-      if (!shape) throw new Error(`${kind}: this adapter offers no f16 subgroup matrices`);
+      if (!shape) throw new GpuError(`${kind}: ${ctx.adapterName} offers no f16 subgroup matrices`);
       const sg = options.twin ? 32 : ctx.subgroupMaxSize;
       this.mma = { ...shape, ...mmaInputs(shape) };
       const defines = { FM: shape.m, FN: shape.n, FK: shape.k, NSUB: PEAK_NSUB, NS: PEAK_SETS, PAD: 8 };
@@ -196,9 +196,9 @@ export async function measuredFmaPeak(ctx: GpuContext, targetMs = 20, runs = 3):
   try {
     let iters = 16;
     kernel.setIters(0, iters);
-    let ms = await once(); // pipeline creation and first use
+    await once(); // pipeline creation and first use
     for (const t0 = performance.now(); performance.now() - t0 < 200; ) {
-      ms = await once();
+      const ms = await once();
       iters = Math.max(1, Math.min(MAX_ITERS, Math.round((iters * targetMs) / Math.max(ms, 1e-3))));
       kernel.setIters(0, iters);
     }
