@@ -139,9 +139,10 @@ fi
 # The arithmetic peak through WGSL (fp32 fma; the tensor cores alone, and with the matmul's fragment
 # loads) at dispatches of 0.5 to 200 ms, by timestamps and by wall clock: the ceiling each kernel below
 # works under, and whether a long dispatch is timed slower than a short one. Then once more without
-# Dawn's bounds checks.
-run peak peak.jsonl bash -c 'node dist/bench/run.js peak --json "$@" && WEBTRON_DAWN_TOGGLES=disable_robustness node dist/bench/run.js peak --json "$@"' \
-  peak --durations "$durations" --runs 5 --no-torch
+# Dawn's bounds checks (the peaks only: the GPT's cost of them is the toggles step's).
+run peak peak.jsonl bash -c 'node dist/bench/run.js peak --json "$@" --product 1024 &&
+  WEBTRON_DAWN_TOGGLES=disable_robustness node dist/bench/run.js peak --json "$@" --product 0' \
+  peak --durations "$durations" --runs 3 --no-torch
 # torch beside webtron on CUDA only: this bundle is for GPU hosts (and the CPU's torch is another bench).
 torch=(--no-torch)
 [[ $torch_device == cuda ]] && torch=(--python "$python" --torch-device cuda)
