@@ -4,6 +4,7 @@ import { GpuContext, OPTIONAL_FEATURES } from '../gpu/context.js';
 import { deepPlanFor, describeMma, describeTile, SHAPE_CLASSES, tuningLines } from '../gpu/matmul-tuner.js';
 import { measuredFmaPeak } from '../gpu/peak.js';
 import { gpuPollMs } from '../gpu/poll.js';
+import { type GpuPeaks, knownPeaks } from '../train/throughput.js';
 import type { Command } from './command.js';
 import { GPU_FLAGS } from './flags.js';
 
@@ -17,6 +18,13 @@ const LIMITS_SHOWN: (keyof GPUSupportedLimits)[] = [
   'maxComputeWorkgroupsPerDimension',
   'minStorageBufferOffsetAlignment',
 ];
+
+/** `webtron info`'s line for the measured fp32 peak (null: not measured), beside the data sheet's where known. */
+export function peakLine(gflops: number | null, sheet: GpuPeaks | null): string {
+  if (gflops === null) return 'not measured (this backend runs no work)';
+  const ofSheet = sheet ? `, ${(gflops / (sheet.fp32 * 1e3)).toFixed(2)} of the ${sheet.name}'s ${sheet.fp32} TFLOP/s` : '';
+  return `${gflops.toFixed(1)} GFLOP/s (fma chains through WGSL, wall clock${ofSheet}; npm run bench -- peak has more)`;
+}
 
 /** The matmul kernel family and, for the tiled kernel, its tiles by shape class and where they came from. */
 function matmulChoice(ctx: GpuContext): Record<string, unknown> {
@@ -130,12 +138,7 @@ export const info: Command = {
         'waits for the GPU',
         gpuPollMs() > 0 ? `polling every ${gpuPollMs()} ms (WEBTRON_GPU_POLL_MS)` : "Dawn's busy loop (WEBTRON_GPU_POLL_MS)",
       ],
-      [
-        'fp32 peak',
-        fp32Peak === null
-          ? 'not measured (this backend runs no work)'
-          : `${fp32Peak.toFixed(1)} GFLOP/s (fma chains through WGSL, wall clock; npm run bench -- peak has more)`,
-      ],
+      ['fp32 peak', peakLine(fp32Peak, knownPeaks(ctx.adapterModel))],
       ['matmul kernel', matmulLine(ctx)],
       ['tensor cores', tensorCoreLine(ctx)],
       [

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { peakLine } from '../../src/cli/info.js';
 import { findAdapter, isSoftwareAdapter } from '../../src/gpu/adapter.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { describeTile, TILE_CANDIDATES, tileProblem } from '../../src/gpu/matmul-tuner.js';
@@ -11,6 +12,14 @@ import { describeTile, TILE_CANDIDATES, tileProblem } from '../../src/gpu/matmul
 const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 
 describe('webtron info', () => {
+  it("prints the measured fp32 peak, against the data sheet's where the adapter is in the table", () => {
+    expect(peakLine(61234.5, { name: 'NVIDIA H200', fp32: 66.9, fp16: 133.8, half: 989.4 })).toBe(
+      "61234.5 GFLOP/s (fma chains through WGSL, wall clock, 0.92 of the NVIDIA H200's 66.9 TFLOP/s; npm run bench -- peak has more)",
+    );
+    expect(peakLine(92.8, null)).toBe('92.8 GFLOP/s (fma chains through WGSL, wall clock; npm run bench -- peak has more)');
+    expect(peakLine(null, null)).toBe('not measured (this backend runs no work)');
+  });
+
   it('prints the adapter Dawn chooses, its backend and limits', async () => {
     const found = await findAdapter({});
     const out = execFileSync('node', [bin, 'info', '--json'], { encoding: 'utf8' });
