@@ -1,7 +1,7 @@
 /**
- * `npm run bench -- peak`: the arithmetic peak this adapter reaches through WGSL, with no memory
- * traffic, so that every kernel's figure has a ceiling measured the same way beside it:
- * (src/gpu/peak.ts):
+ * `npm run bench -- peak`: the arithmetic peak this adapter reaches through WGSL, with no global
+ * memory traffic, so that every kernel's figure has a ceiling measured the same way beside it (the
+ * kernels are src/gpu/peak.ts's):
  * - `fma-f32`: vec4 fma chains on registers (shaders/peak-fma.wgsl): the ceiling of fp32 kernels;
  *   `fma-f32-staged`: the tiled matmul's inner loop, its operands read from workgroup memory;
  * - `mma-f16-regs` and `mma-f16-staged`, where the adapter offers f16 subgroup matrices
@@ -14,6 +14,7 @@
 import { FlagError } from '../src/cli/flags.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { MAX_ITERS, PeakKernel, type PeakKind } from '../src/gpu/peak.js';
+import { wallClockMs } from '../src/gpu/timer.js';
 import { knownPeaks } from '../src/train/throughput.js';
 import type { Bench } from './bench.js';
 import { cpuGemmLimit, fractionOf } from './limits.js';
@@ -33,15 +34,14 @@ async function peakRows(
   try {
     // Milliseconds per iteration, from a dispatch long enough that its fixed costs do not count:
     // 16 iterations first, then as many as the longest length (at most 10 ms) takes at that rate.
-    let iters = 16;
-    let perIter = 0;
-    for (const cap of [0, Math.min(Math.max(...durations), 10)]) {
-      if (cap > 0) iters = Math.max(iters, Math.min(MAX_ITERS, Math.round(cap / perIter)));
+    const perIter = async (iters: number): Promise<number> => {
       kernel.setIters(0, iters);
-      perIter = (await timeGpu(ctx, (e) => kernel.encode(e, 0), { warmup: 1, runs: 3 })).ms / iters;
-    }
+      return (await timeGpu(ctx, (e) => kernel.encode(e, 0), { warmup: 1, runs: 3 })).ms / iters;
+    };
+    const rough = await perIter(16);
+    const msPerIter = await perIter(Math.max(16, Math.min(MAX_ITERS, Math.round(Math.min(Math.max(...durations), 10) / rough))));
     for (const [i, ms] of durations.entries())
-      kernel.setIters(i + 1, Math.max(1, Math.min(MAX_ITERS, Math.round(ms / Math.max(perIter, 1e-9)))));
+      kernel.setIters(i + 1, Math.max(1, Math.min(MAX_ITERS, Math.round(ms / Math.max(msPerIter, 1e-9)))));
     const slots = durations.map((_, i) => i + 1);
     const timed = await timeGpuInterleaved(
       ctx,
@@ -59,7 +59,7 @@ async function peakRows(
         bench: 'peak',
         kernel: kind,
         target_ms: durations[i]!,
-        iters: kernel.flops(slot) / kernel.workgroups / kernel.perWorkgroupIter,
+        iters: kernel.itersAt(slot),
         workgroups: kernel.workgroups,
         ms: t.ms,
         gflops: gflop / (t.ms / 1e3),
@@ -82,15 +82,7 @@ async function peakRows(
 /** Median wall-clock milliseconds of one submitted dispatch, from submit to the queue's drain. */
 async function wallMs(ctx: GpuContext, encode: (encoder: GPUCommandEncoder) => void, runs: number): Promise<number> {
   const samples: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    const encoder = ctx.device.createCommandEncoder();
-    encode(encoder);
-    await ctx.sync();
-    const t0 = performance.now();
-    ctx.submit([encoder.finish()]);
-    await ctx.sync();
-    samples.push(performance.now() - t0);
-  }
+  for (let r = 0; r < runs; r++) samples.push(await wallClockMs(ctx, encode));
   return median(samples);
 }
 

@@ -4,6 +4,7 @@
  * wall clock around a queue drain. Reports the median of the runs after warm-up.
  */
 import type { GpuContext } from '../src/gpu/context.js';
+import { wallClockMs } from '../src/gpu/timer.js';
 
 export interface TimingOptions {
   warmup: number;
@@ -64,13 +65,8 @@ export async function timeGpuInterleaved(
   if (!ctx.hasTimestamps) {
     for (let run = 0; run < total; run++) {
       for (const [w, encode] of workloads.entries()) {
-        const encoder = ctx.device.createCommandEncoder();
-        encode(encoder, run);
-        await ctx.sync(); // nothing else in flight
-        const t0 = performance.now();
-        ctx.submit([encoder.finish()]);
-        await ctx.sync();
-        if (run >= options.warmup) samples[w]!.push(performance.now() - t0);
+        const ms = await wallClockMs(ctx, (encoder) => encode(encoder, run));
+        if (run >= options.warmup) samples[w]!.push(ms);
       }
     }
     return samples.map((s) => ({ ms: median(s), samples: s, method: 'wall-clock' as const }));

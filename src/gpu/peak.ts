@@ -11,6 +11,7 @@ import type { UniformValues } from './bindings.js';
 import { type DeviceBuffer, type GpuContext, storageUsage } from './context.js';
 import { GpuError } from './errors.js';
 import { type Binding, UniformSlots } from './kernels.js';
+import { wallClockMs } from './timer.js';
 
 export type PeakKind = 'fma-f32' | 'fma-f32-staged' | 'mma-f16-regs' | 'mma-f16-staged';
 
@@ -80,7 +81,7 @@ export class PeakKernel {
   private readonly inputs: DeviceBuffer[] = [];
   private readonly iters: number[];
   readonly mma: { m: number; n: number; k: number; a: Float32Array; b: Float32Array } | null;
-  readonly perWorkgroupIter: number;
+  private readonly perWorkgroupIter: number;
   private readonly skew: number;
 
   constructor(
@@ -129,6 +130,11 @@ export class PeakKernel {
       : { iters, keep: this.keep, a: 1, b: 1, skew: this.skew };
     this.uniforms.set(slot, values);
     this.uniforms.upload();
+  }
+
+  /** The iterations each invocation runs in a dispatch of `slot`. */
+  itersAt(slot: number): number {
+    return this.iters[slot]!;
   }
 
   /** FLOPs of one dispatch of `slot`. */
@@ -184,15 +190,7 @@ export const MAX_ITERS = 1 << 18;
  */
 export async function measuredFmaPeak(ctx: GpuContext, targetMs = 20, runs = 3): Promise<number> {
   const kernel = new PeakKernel(ctx, 'fma-f32', ctx.software ? 64 : 8192, 1, 1);
-  const once = async (): Promise<number> => {
-    const encoder = ctx.device.createCommandEncoder();
-    kernel.encode(encoder, 0);
-    await ctx.sync();
-    const t0 = performance.now();
-    ctx.submit([encoder.finish()]);
-    await ctx.sync();
-    return performance.now() - t0;
-  };
+  const once = () => wallClockMs(ctx, (encoder) => kernel.encode(encoder, 0));
   try {
     let iters = 16;
     kernel.setIters(0, iters);

@@ -7,6 +7,20 @@
 import type { DeviceBuffer, GpuContext } from './context.js';
 import { GpuError } from './errors.js';
 
+/**
+ * Wall-clock milliseconds of the work `encode` records, from its submit to the queue's drain, with
+ * nothing else in flight.
+ */
+export async function wallClockMs(ctx: GpuContext, encode: (encoder: GPUCommandEncoder) => void): Promise<number> {
+  const encoder = ctx.device.createCommandEncoder();
+  encode(encoder);
+  await ctx.sync();
+  const t0 = performance.now();
+  ctx.submit([encoder.finish()]);
+  await ctx.sync();
+  return performance.now() - t0;
+}
+
 export class GpuTimer {
   private readonly querySet: GPUQuerySet;
   private readonly resolve: DeviceBuffer;
