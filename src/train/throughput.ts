@@ -72,10 +72,9 @@ export function knownPeak(adapter: string, precision: 'fp32' | 'bf16' | 'fp16'):
 }
 
 /**
- * The adapter's fp32 arithmetic peak through WGSL: fma chains on registers (src/gpu/peak.ts), which
- * on a GPU reach about its data-sheet fp32 rate and on a CPU driver what the driver's code does at
- * best, measured by the wall clock. It leaves no trace in the memory accounting: the peaks start again
- * from what is live.
+ * The adapter's fp32 arithmetic peak through WGSL: fma chains on registers (src/gpu/peak.ts), the
+ * most fp32 arithmetic any WGSL kernel gets from it, measured by the wall clock. It leaves no trace
+ * in the memory accounting: the peaks start again from what is live.
  */
 export async function measuredPeak(ctx: GpuContext): Promise<Peak> {
   try {
