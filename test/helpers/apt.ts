@@ -24,3 +24,16 @@ export function aptInstall(packages: string[]): string | null {
   }
   return r.status === 0 ? null : `apt-get install ${packages.join(' ')} failed: ${r.stderr.trim().split('\n').at(-1)}`;
 }
+
+/**
+ * Why /usr/bin/python3 cannot import `modules` here, or null: `packages` (Debian's) installed as root
+ * when they are missing.
+ */
+export function pythonModulesMissing(modules: string[], packages: string[]): string | null {
+  const importable = () => spawnSync('/usr/bin/python3', ['-c', `import ${modules.join(', ')}`]).status === 0;
+  if (importable()) return null;
+  if (process.getuid?.() !== 0)
+    return `not root, and /usr/bin/python3 has no ${modules.join(' and ')} (apt-get install ${packages.join(' ')})`;
+  const failed = aptInstall(packages);
+  return failed ?? (importable() ? null : `${packages.join(' and ')} installed, but ${modules.join(', ')} does not import`);
+}

@@ -26,7 +26,7 @@ import { gptParams } from '../../src/nn/gpt-spec.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
-import { aptInstall } from '../helpers/apt.js';
+import { pythonModulesMissing } from '../helpers/apt.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
 import { trickyText } from '../helpers/tricky-text.js';
@@ -36,15 +36,6 @@ const REFEREE = fileURLToPath(new URL('./gpt2_reference.py', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-hf-'));
 let ctx: GpuContext;
 
-/** Why the torch referee cannot run here, or null: Debian's python3-torch and numpy, installed as root when missing. */
-function torchMissing(): string | null {
-  const has = () => spawnSync(PYTHON, ['-c', 'import torch, numpy']).status === 0;
-  if (has()) return null;
-  if (process.getuid?.() !== 0)
-    return 'not root, and /usr/bin/python3 has no torch and numpy (apt-get install python3-torch python3-numpy)';
-  const failed = aptInstall(['python3-torch', 'python3-numpy']);
-  return failed ?? (has() ? null : 'python3-torch is installed but does not import');
-}
 let noTorch: string | null = null;
 const skipWithoutTorch = (context: { skip: () => void }) => {
   if (!noTorch) return;
@@ -57,7 +48,7 @@ const exportHf = (load: string, output: string, ...more: string[]) =>
 
 beforeAll(async () => {
   ctx = await GpuContext.create();
-  noTorch = torchMissing();
+  noTorch = pythonModulesMissing(['torch', 'numpy'], ['python3-torch', 'python3-numpy']);
   const shape = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16', '--micro-batch-size', '2'];
   for (const [name, more] of [
     ['tied', []],

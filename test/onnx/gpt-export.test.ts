@@ -15,7 +15,7 @@ import { LocalParams } from '../../src/nn/params.js';
 import { wordsToFloat32 } from '../../src/collectives/reduce.js';
 import { gptToOnnx } from '../../src/onnx/gpt.js';
 import { onnx } from '../../src/onnx/proto.js';
-import { aptInstall } from '../helpers/apt.js';
+import { pythonModulesMissing } from '../helpers/apt.js';
 import { seeded } from '../helpers/seed.js';
 
 let ctx: GpuContext;
@@ -46,15 +46,6 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
   return worst;
-}
-
-/** Why ONNX's checker cannot referee here, or null: Debian's python3-onnx, installed as root when missing (minutes: the test allows 10). */
-function onnxMissing(): string | null {
-  const has = () => spawnSync('/usr/bin/python3', ['-c', 'import onnx']).status === 0;
-  if (has()) return null;
-  if (process.getuid?.() !== 0) return 'not root, and /usr/bin/python3 has no onnx module (apt-get install python3-onnx)';
-  const failed = aptInstall(['python3-onnx']);
-  return failed ?? (has() ? null : 'python3-onnx is installed but does not import');
 }
 
 describe('GPT export to ONNX', () => {
@@ -150,8 +141,9 @@ describe('GPT export to ONNX', () => {
     expect(same, `seed ${seed}`).toBeGreaterThanOrEqual(18);
   });
 
+  // Installing python3-onnx, where it is missing, may take minutes: the test allows 10.
   it("passes ONNX's own checker (Debian's python3-onnx, installed as root when missing)", (context) => {
-    const missing = onnxMissing();
+    const missing = pythonModulesMissing(['onnx'], ['python3-onnx']);
     if (missing) {
       console.log(`skipped: ${missing}`);
       context.skip();
