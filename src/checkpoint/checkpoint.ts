@@ -716,9 +716,9 @@ export function openModelTensors(path: string): ModelTensors {
   };
 }
 
-/** This rank's part of a load: every model param, and the state pieces it holds. */
-async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedCheckpoint> {
-  const { ddp, optimizer } = parts;
+/** This rank's part of a load: every model param, and the state pieces it holds (with `optimizerState`). */
+async function loadRank(path: string, parts: CheckpointParts, optimizerState: boolean): Promise<LoadedCheckpoint> {
+  const { ddp } = parts;
   const ctx = ddp.ctx;
   const { dir, index } = readIndex(path, ddp.layout);
   const { fileOf, close } = checkedFiles(dir, index);
@@ -728,38 +728,7 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
     await ddp.finishParamSync();
     bytesRead += await readModelParams(dir, index, ddp.buffers, fileOf, locate);
     ddp.paramsWritten();
-    for (const piece of optimizer.statePieces()) {
-      const refs = index.state[piece.kind]?.[piece.name] ?? [];
-      let covered = 0;
-      for (const ref of refs) {
-        const start = Math.max(ref.start, piece.range.start);
-        const end = Math.min(ref.end, piece.range.end);
-        if (start >= end) continue;
-        // The state as it was saved (fp32, or 16-bit from the precision-aware optimizer), converted
-        // on its way when this run stores it otherwise.
-        const saved = locate.dtypeOf(ref.file, ref.tensor);
-        const from = BYTES[saved];
-        const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[saved], ref.end - ref.start);
-        const upload = new UploadStream(ctx, piece.buffer, (piece.offset + start - piece.range.start) * BYTES[piece.dtype]);
-        const write = convertingState(saved, piece.dtype, (bytes) => upload.write(bytes));
-        await fileOf(ref.file).read(at.start + (start - ref.start) * from, at.start + (end - ref.start) * from, write);
-        bytesRead += upload.end();
-        covered += end - start;
-      }
-      if (covered !== piece.range.end - piece.range.start) {
-        throw new CheckpointError(
-          `${join(dir, INDEX)}: ${piece.kind} of '${piece.name}' covers ${covered} of elements ${piece.range.start}..${piece.range.end} this rank needs`,
-        );
-      }
-    }
-    optimizer.stateLoaded(index.step);
-    if (optimizer.scaler && index.scaler) {
-      try {
-        optimizer.scaler.loadStateDict(index.scaler as unknown as LossScalerState);
-      } catch (error) {
-        throw new CheckpointError(`${join(dir, INDEX)}: field 'scaler': ${(error as Error).message}`);
-      }
-    }
+    if (optimizerState) bytesRead += await readOptimizerState(dir, index, parts, fileOf, locate);
     await ctx.sync();
   } finally {
     await close();
@@ -767,16 +736,62 @@ async function loadRank(path: string, parts: CheckpointParts): Promise<LoadedChe
   return { dir, index, bytesRead };
 }
 
+/** This rank's pieces of Adam's state into its buffers, then the optimizer's step and the loss scaler's state. */
+async function readOptimizerState(
+  dir: string,
+  index: CheckpointIndex,
+  { ddp, optimizer }: CheckpointParts,
+  fileOf: (name: string) => CheckedFile,
+  locate: ReturnType<typeof tensorLocator>,
+): Promise<number> {
+  let bytesRead = 0;
+  for (const piece of optimizer.statePieces()) {
+    const refs = index.state[piece.kind]?.[piece.name] ?? [];
+    let covered = 0;
+    for (const ref of refs) {
+      const start = Math.max(ref.start, piece.range.start);
+      const end = Math.min(ref.end, piece.range.end);
+      if (start >= end) continue;
+      // The state as it was saved (fp32, or 16-bit from the precision-aware optimizer), converted
+      // on its way when this run stores it otherwise.
+      const saved = locate.dtypeOf(ref.file, ref.tensor);
+      const from = BYTES[saved];
+      const at = locate(ref.file, ref.tensor, SAFETENSORS_DTYPE[saved], ref.end - ref.start);
+      const upload = new UploadStream(ddp.ctx, piece.buffer, (piece.offset + start - piece.range.start) * BYTES[piece.dtype]);
+      const write = convertingState(saved, piece.dtype, (bytes) => upload.write(bytes));
+      await fileOf(ref.file).read(at.start + (start - ref.start) * from, at.start + (end - ref.start) * from, write);
+      bytesRead += upload.end();
+      covered += end - start;
+    }
+    if (covered !== piece.range.end - piece.range.start) {
+      throw new CheckpointError(
+        `${join(dir, INDEX)}: ${piece.kind} of '${piece.name}' covers ${covered} of elements ${piece.range.start}..${piece.range.end} this rank needs`,
+      );
+    }
+  }
+  optimizer.stateLoaded(index.step);
+  if (optimizer.scaler && index.scaler) {
+    try {
+      optimizer.scaler.loadStateDict(index.scaler as unknown as LossScalerState);
+    } catch (error) {
+      throw new CheckpointError(`${join(dir, INDEX)}: field 'scaler': ${(error as Error).message}`);
+    }
+  }
+  return bytesRead;
+}
+
 /**
  * Load SAVE (the tracker's iteration) or SAVE/iter_NNNNNNN into this job's buffers and optimizer,
  * whatever d it was saved at (a collective: every rank calls it; an error on one is an error on all).
+ * `optimizerState: false` loads the model params only: the optimizer keeps its fresh state (zero
+ * moments, step 0, its own loss scale), and 16-bit params' main params follow the loaded params.
  */
 export async function loadCheckpoint(
   path: string,
   parts: CheckpointParts,
-  options: { timeoutMs?: number } = {},
+  options: { timeoutMs?: number; optimizerState?: boolean } = {},
 ): Promise<LoadedCheckpoint> {
-  const loading = loadRank(path, parts);
+  const loading = loadRank(path, parts, options.optimizerState ?? true);
   await together(parts.group, settle(loading), options.timeoutMs ?? 2 * 3600_000, `loading ${path}`);
   return loading;
 }

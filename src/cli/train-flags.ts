@@ -104,6 +104,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'string',
     help: 'checkpoint to resume from: a --save folder (its newest) or one iter_NNNNNNN folder',
   }),
+  finetune: flag('checkpointing', {
+    kind: 'boolean',
+    help: 'take only the params from --load: iteration, data, optimizer state and loss scale start afresh',
+  }),
+  'no-load-optim': flag('checkpointing', {
+    kind: 'boolean',
+    help: "resume --load's iteration and data, but start the optimizer state (Adam's moments and step, so the lr schedule too) afresh",
+  }),
   'init-from': flag('checkpointing', {
     kind: 'string',
     help: "initialize the params from a Hugging Face GPT-2 folder (its config.json sets the model's flags, its files the tokenizer) or an ONNX model (webtron export)",
@@ -360,6 +368,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
   if (v['async-save'] && save === null) throw new FlagError('--async-save needs --save (where to save)');
+  for (const name of ['finetune', 'no-load-optim'])
+    if (v[name] && v.load === undefined) throw new FlagError(`--${name} needs --load (the checkpoint whose params to start from)`);
   const tensorboard = v['tensorboard-dir'] as string | undefined;
   if (v['log-memory-to-tensorboard'] && tensorboard === undefined)
     throw new FlagError('--log-memory-to-tensorboard needs --tensorboard-dir (where to write)');
@@ -414,6 +424,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     lrWarmupInit: nonNegative('lr-warmup-init'),
     save,
     load: (v.load as string | undefined) ?? null,
+    finetune: Boolean(v.finetune),
+    noLoadOptim: Boolean(v['no-load-optim']),
     initFrom: (v['init-from'] as string | undefined) ?? null,
     saveInterval,
     saveRetain: int('save-retain', 0),

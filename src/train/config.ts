@@ -57,6 +57,13 @@ export interface TrainConfig {
   lrWarmupInit: number;
   save: string | null;
   load: string | null;
+  /**
+   * --finetune (Megatron's flag): take only the params from --load; the iteration, the consumed
+   * samples, the optimizer state and the loss scaler start afresh.
+   */
+  finetune: boolean;
+  /** --no-load-optim: resume the iteration and the data from --load, but not the optimizer state (Adam's moments and step, the loss scaler). */
+  noLoadOptim: boolean;
   /** The starting params: an ONNX model's initializers (names matched), or a Hugging Face GPT-2 folder's weights. */
   initFrom: string | null;
   saveInterval: number | null;
@@ -112,9 +119,10 @@ export interface TrainConfig {
 /**
  * Megatron's rule for a run that restarts: without --load, a --save folder that holds a checkpoint is
  * loaded. A worker started again by --max-restarts (`restarted`) resumes from --save's newest
- * checkpoint whatever --load says: that is where this job got to.
+ * checkpoint whatever --load says: that is where this job got to, so it resumes whole (a --finetune
+ * or --no-load-optim run's own checkpoint holds its own iteration and optimizer state).
  */
 export function withDefaultLoad(cfg: TrainConfig, restarted = false): TrainConfig {
   if ((cfg.load !== null && !restarted) || cfg.save === null || !existsSync(join(cfg.save, TRACKER))) return cfg;
-  return { ...cfg, load: cfg.save };
+  return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: false };
 }

@@ -178,17 +178,28 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
   };
 }
 
-/** With --load: the checkpoint's params and optimizer state into the run, and its counters (zeros without). */
+/**
+ * With --load: the checkpoint's params and optimizer state into the run, and its counters (zeros
+ * without). --finetune takes the params only, Megatron's way: iteration, consumed samples and
+ * counters from zero, a fresh optimizer. --no-load-optim takes the params and the counters.
+ */
 export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) => void): Promise<Counters> {
   const counters: Counters = { iteration: 0, consumedSamples: 0, skippedIterations: 0, nanIterations: 0 };
-  if (!run.cfg.load) return counters;
-  const loaded = await loadCheckpoint(run.cfg.load, { group: run.group, ddp: run.ddp, optimizer: run.optimizer });
+  const { load, finetune, noLoadOptim } = run.cfg;
+  if (!load) return counters;
+  const optimizerState = !finetune && !noLoadOptim;
+  const loaded = await loadCheckpoint(load, { group: run.group, ddp: run.ddp, optimizer: run.optimizer }, { optimizerState });
   const extra = loaded.index.extra as unknown as TrainerState;
-  counters.iteration = extra.iteration;
-  counters.consumedSamples = extra.consumedSamples;
-  counters.skippedIterations = extra.skippedIterations;
-  counters.nanIterations = extra.nanIterations;
-  say(`loaded ${loaded.dir}: iteration ${counters.iteration}, ${counters.consumedSamples} samples consumed`);
+  if (finetune) {
+    say(`loaded ${loaded.dir}'s params (iteration ${extra.iteration}) to finetune: iteration 0, a fresh optimizer`);
+  } else {
+    counters.iteration = extra.iteration;
+    counters.consumedSamples = extra.consumedSamples;
+    counters.skippedIterations = extra.skippedIterations;
+    counters.nanIterations = extra.nanIterations;
+    const fresh = optimizerState ? '' : '; the optimizer starts afresh (--no-load-optim)';
+    say(`loaded ${loaded.dir}: iteration ${counters.iteration}, ${counters.consumedSamples} samples consumed${fresh}`);
+  }
   tellLauncher({ checkpoint: loaded.dir, iteration: counters.iteration });
   return counters;
 }
