@@ -521,7 +521,7 @@ export function readIndex(path: string, layout: ModelLayout): { dir: string; ind
   const want = layoutHash(layout);
   if (index.layoutHash !== want) {
     throw new CheckpointError(
-      `${join(dir, INDEX)}: field 'layoutHash' is ${index.layoutHash} but this model's is ${want}: the params (names, shapes, dtypes) differ`,
+      `${join(dir, INDEX)}: field 'layoutHash' is ${index.layoutHash} but this model's is ${want}: the params (names, shapes, dtypes) differ; give the model flags and the precision it was saved with`,
     );
   }
   for (const file of Object.keys(index.files)) {
