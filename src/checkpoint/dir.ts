@@ -59,7 +59,7 @@ export function resolveCheckpoint(path: string): { dir: string; iteration: numbe
   const tracker = join(path, TRACKER);
   if (!existsSync(tracker)) {
     throw new CheckpointError(
-      `${path}: neither a checkpoint folder (no ${INDEX}) nor a save folder (no ${TRACKER}); give --load the folder --save wrote to, or one of its iter_NNNNNNN folders`,
+      `${path}: neither a checkpoint folder (no ${INDEX}) nor a save folder (no ${TRACKER}); give a folder --save wrote to, or one of its iter_NNNNNNN folders`,
     );
   }
   const text = readFileSync(tracker, 'utf8').trim();

@@ -108,6 +108,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: 'take only the params from --load: iteration, data, optimizer state and loss scale start afresh',
   }),
+  'pretrained-checkpoint': flag('checkpointing', {
+    kind: 'string',
+    help: 'fine-tune from this checkpoint when there is nothing to resume (no --load, nothing under --save yet); then resume',
+  }),
   'no-load-optim': flag('checkpointing', {
     kind: 'boolean',
     help: "resume --load's iteration and data, but start the optimizer state (Adam's moments and step, so the lr schedule too) afresh",
@@ -425,6 +429,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     save,
     load: (v.load as string | undefined) ?? null,
     finetune: Boolean(v.finetune),
+    pretrainedCheckpoint: (v['pretrained-checkpoint'] as string | undefined) ?? null,
     noLoadOptim: Boolean(v['no-load-optim']),
     initFrom: (v['init-from'] as string | undefined) ?? null,
     saveInterval,

@@ -62,6 +62,12 @@ export interface TrainConfig {
    * samples, the optimizer state and the loss scaler start afresh.
    */
   finetune: boolean;
+  /**
+   * --pretrained-checkpoint: where a run that loads nothing else (no --load, nothing under --save
+   * yet) takes its params from, as --load with --finetune; once --save holds a checkpoint, the same
+   * command resumes from it instead.
+   */
+  pretrainedCheckpoint: string | null;
   /** --no-load-optim: resume the iteration and the data from --load, but not the optimizer state (Adam's moments and step, the loss scaler). */
   noLoadOptim: boolean;
   /** The starting params: an ONNX model's initializers (names matched), or a Hugging Face GPT-2 folder's weights. */
@@ -120,9 +126,13 @@ export interface TrainConfig {
  * Megatron's rule for a run that restarts: without --load, a --save folder that holds a checkpoint is
  * loaded. A worker started again by --max-restarts (`restarted`) resumes from --save's newest
  * checkpoint whatever --load says: that is where this job got to, so it resumes whole (a --finetune
- * or --no-load-optim run's own checkpoint holds its own iteration and optimizer state).
+ * or --no-load-optim run's own checkpoint holds its own iteration and optimizer state). A run that
+ * loads nothing else starts from --pretrained-checkpoint's params, as with --finetune.
  */
 export function withDefaultLoad(cfg: TrainConfig, restarted = false): TrainConfig {
-  if ((cfg.load !== null && !restarted) || cfg.save === null || !existsSync(join(cfg.save, TRACKER))) return cfg;
-  return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: false };
+  const saved = cfg.save !== null && existsSync(join(cfg.save, TRACKER));
+  if (saved && (cfg.load === null || restarted)) return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: false };
+  if (cfg.load === null && cfg.pretrainedCheckpoint !== null)
+    return { ...cfg, load: cfg.pretrainedCheckpoint, finetune: true, noLoadOptim: false };
+  return cfg;
 }

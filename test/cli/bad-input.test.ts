@@ -79,6 +79,7 @@ const CASES: Case[] = [
   { args: ['train', ...TRAIN, '--finetune'], says: /--finetune needs --load \(the checkpoint whose params to start from\)/ },
   { args: ['train', ...TRAIN, '--no-load-optim'], says: /--no-load-optim needs --load/ },
   { args: ['train', ...TRAIN, '--load', 'corrupt', '--finetune'], says: /corrupt.*index\.json/ },
+  { args: ['train', ...TRAIN, '--pretrained-checkpoint', 'missing'], says: /missing: neither a checkpoint folder/ },
   { args: ['train', ...TRAIN, '--data-path', '0.7', 'bytes', '0.3'], says: /--data-path: 3 words: weights and prefixes must pair up/ },
   {
     args: ['train', ...TRAIN, '--data-path', '0.5', 'bytes', '0.5', 'nothing'],

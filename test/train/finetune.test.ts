@@ -73,6 +73,25 @@ describe('webtron train --finetune and --no-load-optim', () => {
     expect(metrics(join(base, 'finetune'))[0]!.consumed_samples).toBe(4);
     expect(newest(join(base, 'finetuned'))).toMatchObject({ iteration: 3, step: 3 });
 
+    // --pretrained-checkpoint: the same command twice, stopped after 2 iterations the first time
+    // (nothing under --save: it fine-tunes) and resumed the second (from --save), is the run above.
+    const again = [
+      ...tune,
+      '--pretrained-checkpoint',
+      join(base, 'pretrained'),
+      '--save',
+      join(base, 'tuned-twice'),
+      '--exit-interval',
+      '2',
+    ];
+    const first = await run('pretrained-a', again);
+    expect(first.stdout).toMatch(/to finetune: iteration 0, a fresh optimizer/);
+    const second = await run('pretrained-b', again);
+    expect(second.stdout).toMatch(/tuned-twice\/iter_0000002: iteration 2, 8 samples consumed\n/);
+    const twice = new Map([...losses(join(base, 'pretrained-a')), ...losses(join(base, 'pretrained-b'))]);
+    expect([...losses(join(base, 'pretrained-b')).keys()]).toEqual([3]);
+    expectIdenticalLosses(a, twice);
+
     // --no-load-optim: iteration 5 follows the checkpoint's 4 (and its 16 samples), Adam starts at step 0.
     const pretrain = metrics(join(base, 'pretrain'));
     const resumed = await run('no-load-optim', [
@@ -130,16 +149,27 @@ describe('webtron train --finetune and --no-load-optim', () => {
     expect(a.get(1)).not.toBe(losses(join(base, 'pretrain')).get(1));
   });
 
-  it('a worker restarted by --max-restarts resumes the run whole from its own --save, not the --load it fine-tunes from', () => {
+  it('a worker restarted by --max-restarts resumes the run whole from its own --save, not the --load it fine-tunes from; --pretrained-checkpoint only when nothing else loads', () => {
     const base = dir();
     mkdirSync(join(base, 'saved'));
     writeFileSync(join(base, 'saved', 'latest_checkpointed_iteration.txt'), '2\n');
-    const cfg = { load: join(base, 'pretrained'), save: join(base, 'saved'), finetune: true, noLoadOptim: true } as TrainConfig;
+    const cfg = {
+      load: join(base, 'pretrained'),
+      save: join(base, 'saved'),
+      finetune: true,
+      noLoadOptim: true,
+      pretrainedCheckpoint: null,
+    } as TrainConfig;
     expect(withDefaultLoad(cfg, true)).toMatchObject({ load: join(base, 'saved'), finetune: false, noLoadOptim: false });
     // Not restarted, the command's own --load and flags hold.
     expect(withDefaultLoad(cfg, false)).toEqual(cfg);
     // Before --save holds a checkpoint, it fine-tunes from --load again.
     const fresh = { ...cfg, save: join(base, 'nothing-saved') };
     expect(withDefaultLoad(fresh, true)).toEqual(fresh);
+    // --pretrained-checkpoint: fine-tunes from it while nothing else is loaded, then resumes --save.
+    const pretrained = { ...fresh, load: null, finetune: false, noLoadOptim: false, pretrainedCheckpoint: join(base, 'pretrained') };
+    expect(withDefaultLoad(pretrained)).toMatchObject({ load: join(base, 'pretrained'), finetune: true });
+    expect(withDefaultLoad({ ...pretrained, save: join(base, 'saved') })).toMatchObject({ load: join(base, 'saved'), finetune: false });
+    expect(withDefaultLoad({ ...pretrained, load: 'elsewhere' })).toMatchObject({ load: 'elsewhere', finetune: false });
   });
 });
