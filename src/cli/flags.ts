@@ -74,6 +74,34 @@ function convert(name: string, spec: FlagSpec, raw: string): string | number | b
   }
 }
 
+/** Typed readers of a command's flag values (`specs` gives the help a missing one's error quotes), each a one-line FlagError for a missing or bad one. */
+export function flagReader(v: FlagValues, specs: Record<string, FlagSpec>) {
+  const int = (name: string, min: number): number => {
+    const value = v[name];
+    if (value === undefined) throw new FlagError(`--${name} is required (${specs[name]!.help})`);
+    if (!Number.isInteger(value) || (value as number) < min)
+      throw new FlagError(`--${name} must be an integer of at least ${min}, got ${String(value)}`);
+    return value as number;
+  };
+  const optionalInt = (name: string, min: number): number | null => (v[name] === undefined ? null : int(name, min));
+  const num = (name: string, ok: (x: number) => boolean, what: string): number => {
+    const value = v[name];
+    if (value === undefined) throw new FlagError(`--${name} is required (${specs[name]!.help})`);
+    if (typeof value !== 'number' || !ok(value)) throw new FlagError(`--${name} must be ${what}, got ${String(value)}`);
+    return value;
+  };
+  // Probabilities: dropout, Adam's betas.
+  const probability = (name: string) => num(name, (x) => x >= 0 && x < 1, 'in [0, 1)');
+  const nonNegative = (name: string) => num(name, (x) => x >= 0, 'a number >= 0');
+  const choice = <T extends string>(name: string, choices: readonly T[]): T => {
+    const value = String(v[name]);
+    if (!(choices as readonly string[]).includes(value))
+      throw new FlagError(`--${name} must be ${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}, got '${value}'`);
+    return value as T;
+  };
+  return { int, optionalInt, num, probability, nonNegative, choice };
+}
+
 /**
  * A negative number after a flag that takes a value is that value (`--lr -1`, as argparse reads
  * it): written `--lr=-1` for util.parseArgs, which otherwise calls it ambiguous.

@@ -5,13 +5,13 @@
  * worker starts.
  */
 import { existsSync, statSync } from 'node:fs';
-import { FlagError, flagLine, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
+import { FlagError, flagLine, flagReader, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
 import { EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
-import type { DecayStyle } from '../train/schedule.js';
+import { scheduleFlags } from './schedule-flags.js';
 
 type Group =
   | 'network size'
@@ -44,6 +44,19 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'hidden-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on embeddings and residual branches' }),
   'attention-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on attention probabilities' }),
   'weight-decay': flag('regularization', { kind: 'number', default: 0.01, help: 'AdamW weight decay (not on biases and norms)' }),
+  'start-weight-decay': flag('regularization', {
+    kind: 'number',
+    help: 'weight decay at the start, with --weight-decay-incr-style linear or cosine',
+  }),
+  'end-weight-decay': flag('regularization', {
+    kind: 'number',
+    help: 'weight decay at the end of training, with --weight-decay-incr-style linear or cosine',
+  }),
+  'weight-decay-incr-style': flag('regularization', {
+    kind: 'string',
+    default: 'constant',
+    help: 'constant (--weight-decay throughout), linear or cosine from --start-weight-decay to --end-weight-decay',
+  }),
   'clip-grad': flag('regularization', { kind: 'number', default: 1.0, help: 'clip the global grad norm to this (0: no clipping)' }),
   'adam-beta1': flag('regularization', { kind: 'number', default: 0.9, help: 'Adam beta1' }),
   'adam-beta2': flag('regularization', { kind: 'number', default: 0.999, help: 'Adam beta2' }),
@@ -54,7 +67,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'int',
     help: 'samples per iteration over all ranks (default micro-batch-size × data-parallel size)',
   }),
-  'train-iters': flag('training', { kind: 'int', help: 'iterations to train for' }),
+  'train-iters': flag('training', { kind: 'int', help: 'iterations to train for; or give --train-samples' }),
+  'train-samples': flag('training', {
+    kind: 'int',
+    help: 'samples to train for, instead of --train-iters: train-samples // global-batch-size iterations, the lr schedule in samples',
+  }),
   'use-distributed-optimizer': flag('training', {
     kind: 'boolean',
     help: "ZeRO-1: shard Adam's state and the main params over the data-parallel ranks",
@@ -94,9 +111,26 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
 
   lr: flag('learning rate', { kind: 'number', help: 'peak learning rate' }),
   'min-lr': flag('learning rate', { kind: 'number', default: 0, help: 'learning rate at the end of the decay' }),
-  'lr-decay-style': flag('learning rate', { kind: 'string', default: 'linear', help: 'constant, linear or cosine' }),
+  'lr-decay-style': flag('learning rate', {
+    kind: 'string',
+    default: 'linear',
+    help: 'constant, linear, cosine, inverse-square-root or WSD (warmup, stable, decay)',
+  }),
   'lr-decay-iters': flag('learning rate', { kind: 'int', help: 'iterations to decay over (default --train-iters)' }),
+  'lr-decay-samples': flag('learning rate', { kind: 'int', help: 'with --train-samples: samples to decay over (default --train-samples)' }),
   'lr-warmup-iters': flag('learning rate', { kind: 'int', default: 0, help: 'iterations of linear warmup' }),
+  'lr-warmup-samples': flag('learning rate', { kind: 'int', default: 0, help: 'with --train-samples: samples of linear warmup' }),
+  'lr-warmup-fraction': flag('learning rate', {
+    kind: 'number',
+    help: 'warmup over this fraction of the decay (instead of --lr-warmup-iters or --lr-warmup-samples)',
+  }),
+  'lr-wsd-decay-style': flag('learning rate', {
+    kind: 'string',
+    default: 'exponential',
+    help: "WSD's final decay: exponential, linear, cosine or minus_sqrt",
+  }),
+  'lr-wsd-decay-iters': flag('learning rate', { kind: 'int', help: "WSD: iterations of the final decay, which ends at the decay's end" }),
+  'lr-wsd-decay-samples': flag('learning rate', { kind: 'int', help: 'WSD with --train-samples: samples of the final decay' }),
   'lr-warmup-init': flag('learning rate', { kind: 'number', default: 0, help: 'learning rate the warmup starts from' }),
 
   save: flag('checkpointing', { kind: 'string', help: "folder to save checkpoints to (SAVE/iter_NNNNNNN, Megatron's layout)" }),
@@ -303,23 +337,7 @@ export function shardingStrategyOf(v: FlagValues, useDistributedOptimizer: boole
 
 /** Resolve and check the flags for a job of `d` data-parallel ranks. */
 export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
-  const int = (name: string, min: number): number => {
-    const value = v[name];
-    if (value === undefined) throw new FlagError(`--${name} is required (${TRAIN_FLAGS[name]!.help})`);
-    if (!Number.isInteger(value) || (value as number) < min)
-      throw new FlagError(`--${name} must be an integer of at least ${min}, got ${String(value)}`);
-    return value as number;
-  };
-  const optionalInt = (name: string, min: number): number | null => (v[name] === undefined ? null : int(name, min));
-  const num = (name: string, ok: (x: number) => boolean, what: string): number => {
-    const value = v[name];
-    if (value === undefined) throw new FlagError(`--${name} is required (${TRAIN_FLAGS[name]!.help})`);
-    if (typeof value !== 'number' || !ok(value)) throw new FlagError(`--${name} must be ${what}, got ${String(value)}`);
-    return value;
-  };
-  // Dropout probabilities and Adam's betas.
-  const probability = (name: string) => num(name, (x) => x >= 0 && x < 1, 'in [0, 1)');
-  const nonNegative = (name: string) => num(name, (x) => x >= 0, 'a number >= 0');
+  const { int, optionalInt, num, probability, nonNegative } = flagReader(v, TRAIN_FLAGS);
 
   if (v.fp16 && v.bf16) throw new FlagError('--fp16 and --bf16 exclude each other; give one (or neither for fp32)');
   const numLayers = int('num-layers', 1);
@@ -338,7 +356,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
       `--global-batch-size ${globalBatchSize} is not divisible by --micro-batch-size ${microBatchSize} × data-parallel size ${d} = ${microBatchSize * d}`,
     );
   }
-  const trainIters = int('train-iters', 1);
+  const schedule = scheduleFlags(v, globalBatchSize, TRAIN_FLAGS);
   const useDistributedOptimizer = Boolean(v['use-distributed-optimizer']);
   const overlapGradReduce = Boolean(v['overlap-grad-reduce']);
   const overlapParamGather = Boolean(v['overlap-param-gather']);
@@ -349,16 +367,6 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     throw new FlagError('--overlap-param-gather only works with --use-distributed-optimizer (without it there is no param all-gather)');
   if (overlapParamGather && !overlapGradReduce)
     throw new FlagError('--overlap-param-gather needs --overlap-grad-reduce too (as in Megatron-LM)');
-  const style = v['lr-decay-style'] as string;
-  if (!['constant', 'linear', 'cosine'].includes(style))
-    throw new FlagError(`--lr-decay-style must be constant, linear or cosine, got '${style}'`);
-  const lr = nonNegative('lr');
-  const minLr = nonNegative('min-lr');
-  if (minLr > lr) throw new FlagError(`--min-lr ${minLr} must not exceed --lr ${lr}`);
-  const lrWarmupIters = int('lr-warmup-iters', 0);
-  const lrDecayIters = optionalInt('lr-decay-iters', 1) ?? trainIters;
-  if (style !== 'constant' && lrWarmupIters >= lrDecayIters)
-    throw new FlagError(`--lr-warmup-iters ${lrWarmupIters} must be below --lr-decay-iters ${lrDecayIters}`);
   const tokenizerType = v['tokenizer-type'] as TokenizerType;
   if (!TOKENIZER_TYPES.includes(tokenizerType))
     throw new FlagError(`--tokenizer-type must be one of ${TOKENIZER_TYPES.join(', ')}, got '${tokenizerType}'`);
@@ -401,14 +409,13 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     untieEmbeddingsAndOutputWeights: Boolean(v['untie-embeddings-and-output-weights']),
     hiddenDropout: probability('hidden-dropout'),
     attentionDropout: probability('attention-dropout'),
-    weightDecay: nonNegative('weight-decay'),
     clipGrad: nonNegative('clip-grad'),
     adamBeta1: probability('adam-beta1'),
     adamBeta2: probability('adam-beta2'),
     adamEps: nonNegative('adam-eps'),
     microBatchSize,
     globalBatchSize,
-    trainIters,
+    ...schedule,
     useDistributedOptimizer,
     shardingStrategy,
     stateDtypes,
@@ -420,12 +427,6 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     checkWeightHashInterval: optionalInt('check-weight-hash-across-dp-replicas-interval', 1),
     initMethodStd: positiveNumber('init-method-std'),
     seed: int('seed', 0),
-    lr,
-    minLr,
-    lrDecayStyle: style as DecayStyle,
-    lrDecayIters,
-    lrWarmupIters,
-    lrWarmupInit: nonNegative('lr-warmup-init'),
     save,
     load: (v.load as string | undefined) ?? null,
     finetune: Boolean(v.finetune),

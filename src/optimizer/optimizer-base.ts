@@ -114,6 +114,8 @@ export interface Optimizer {
   readonly stepCount: number;
   /** The learning rate of the next step (a schedule sets it before each step). */
   learningRate: number;
+  /** The weight decay of the next step, for the params that decay (a schedule may set it before each step). */
+  weightDecay: number;
   /** fp16 grads: the loss scaler (multiply the loss by its scale before backward); null otherwise. */
   readonly scaler: DynamicLossScaler | null;
   step(): Promise<StepResult>;
@@ -230,6 +232,15 @@ export abstract class AdamOverBuffers implements Optimizer {
   set learningRate(lr: number) {
     if (!(lr >= 0) || !Number.isFinite(lr)) throw new ConfigError(`lr must be a finite number >= 0, got ${lr}`, 'lr');
     this.hyper.lr = lr;
+  }
+
+  get weightDecay(): number {
+    return this.hyper.weightDecay;
+  }
+
+  set weightDecay(wd: number) {
+    if (!(wd >= 0) || !Number.isFinite(wd)) throw new ConfigError(`weightDecay must be a finite number >= 0, got ${wd}`, 'weightDecay');
+    this.hyper.weightDecay = wd;
   }
 
   /** Whether param `name` (of `shape`) gets weight decay. */

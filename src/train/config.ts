@@ -6,13 +6,13 @@ import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
-import type { DecayStyle } from './schedule.js';
+import type { ScheduleFlags } from './schedule.js';
 
 /** The signals --exit-signal takes (Megatron's choices). */
 export const EXIT_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGUSR1', 'SIGUSR2'] as const;
 export type ExitSignal = (typeof EXIT_SIGNALS)[number];
 
-export interface TrainConfig {
+export interface TrainConfig extends ScheduleFlags {
   numLayers: number;
   hiddenSize: number;
   numAttentionHeads: number;
@@ -24,14 +24,12 @@ export interface TrainConfig {
   untieEmbeddingsAndOutputWeights: boolean;
   hiddenDropout: number;
   attentionDropout: number;
-  weightDecay: number;
   clipGrad: number;
   adamBeta1: number;
   adamBeta2: number;
   adamEps: number;
   microBatchSize: number;
   globalBatchSize: number;
-  trainIters: number;
   useDistributedOptimizer: boolean;
   /** Megatron-FSDP's strategy with the distributed optimizer ('optim' without --use-megatron-fsdp); null without it. */
   shardingStrategy: ShardingStrategy | null;
@@ -49,12 +47,6 @@ export interface TrainConfig {
   checkWeightHashInterval: number | null;
   initMethodStd: number;
   seed: number;
-  lr: number;
-  minLr: number;
-  lrDecayStyle: DecayStyle;
-  lrDecayIters: number;
-  lrWarmupIters: number;
-  lrWarmupInit: number;
   save: string | null;
   load: string | null;
   /**
@@ -132,7 +124,6 @@ export interface TrainConfig {
 export function withDefaultLoad(cfg: TrainConfig, restarted = false): TrainConfig {
   const saved = cfg.save !== null && existsSync(join(cfg.save, TRACKER));
   if (saved && (cfg.load === null || restarted)) return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: false };
-  if (cfg.load === null && cfg.pretrainedCheckpoint !== null)
-    return { ...cfg, load: cfg.pretrainedCheckpoint, finetune: true, noLoadOptim: false };
+  if (cfg.load === null && cfg.pretrainedCheckpoint) return { ...cfg, load: cfg.pretrainedCheckpoint, finetune: true, noLoadOptim: false };
   return cfg;
 }

@@ -1,32 +1,147 @@
 /**
- * The learning rate of Megatron-LM's OptimizerParamScheduler, pure: linear warmup from
- * `warmupInit` to `lr` over the first `warmupIters` steps, then constant, or linear or cosine
- * decay to `minLr` at `decayIters` (and `minLr` after). Megatron counts the scheduler's steps only
- * for iterations whose update was applied (an fp16 step skipped for an overflow does not count), and
- * the optimizer's step k (1-based) uses the rate at k - 1 steps.
+ * The learning rate and the weight decay of Megatron-LM's OptimizerParamScheduler, pure: linear
+ * warmup from `warmupInit` to `lr` over the first `warmupSteps`, then constant, linear or cosine
+ * decay to `minLr` at `decaySteps` (and `minLr` after), an inverse square root of the steps, or WSD
+ * (warmup, stable at `lr`, then a decay of `wsdDecayStyle` over the last `wsdDecaySteps` before
+ * `decaySteps`). The weight decay goes from `start` to `end` over `incrSteps`, constant, linear or
+ * cosine.
+ *
+ * Megatron counts the scheduler's steps in samples, a global batch per iteration whose update was
+ * applied (an fp16 step skipped for an overflow does not count), and the optimizer's step k
+ * (1-based) uses the rates after k - 1 of them. A schedule given in iterations (--train-iters) counts
+ * iterations here (`perStep` 1), the same schedule with a constant global batch; one given in samples
+ * (--train-samples) counts samples (`perStep` the global batch).
  */
 
-export type DecayStyle = 'constant' | 'linear' | 'cosine';
+export const DECAY_STYLES = ['constant', 'linear', 'cosine', 'inverse-square-root', 'WSD'] as const;
+export type DecayStyle = (typeof DECAY_STYLES)[number];
+export const WSD_DECAY_STYLES = ['exponential', 'linear', 'cosine', 'minus_sqrt'] as const;
+export type WsdDecayStyle = (typeof WSD_DECAY_STYLES)[number];
+export const WEIGHT_DECAY_INCR_STYLES = ['constant', 'linear', 'cosine'] as const;
+export type WeightDecayIncrStyle = (typeof WEIGHT_DECAY_INCR_STYLES)[number];
 
 export interface LrSchedule {
   lr: number;
   minLr: number;
   decayStyle: DecayStyle;
-  /** Steps of linear warmup (0: none). */
-  warmupIters: number;
+  /** Steps of linear warmup (0: none); fractional with --lr-warmup-fraction. */
+  warmupSteps: number;
   /** The step at which the decay reaches minLr. */
-  decayIters: number;
+  decaySteps: number;
   /** The rate warmup starts from (Megatron's --lr-warmup-init, default 0). */
   warmupInit?: number;
+  /** WSD: the steps of the final decay, which ends at `decaySteps`. */
+  wsdDecaySteps?: number;
+  /** WSD: the shape of the final decay (Megatron's default: exponential). */
+  wsdDecayStyle?: WsdDecayStyle;
+  /** What one applied optimizer step adds to the count: 1 (a schedule in iterations) or the global batch (in samples). */
+  perStep?: number;
 }
 
-/** The learning rate after `steps` applied steps. */
+export interface WeightDecaySchedule {
+  start: number;
+  end: number;
+  style: WeightDecayIncrStyle;
+  /** The step at which the weight decay reaches `end`: the run's iterations, or its samples. */
+  incrSteps: number;
+  perStep?: number;
+}
+
+/** The learning rate after `steps` applied optimizer steps. */
 export function learningRate(s: LrSchedule, steps: number): number {
+  const n = steps * (s.perStep ?? 1);
   const init = s.warmupInit ?? 0;
-  if (s.warmupIters > 0 && steps <= s.warmupIters) return init + ((s.lr - init) * steps) / s.warmupIters;
+  if (s.warmupSteps > 0 && n <= s.warmupSteps) return init + ((s.lr - init) * n) / s.warmupSteps;
   if (s.decayStyle === 'constant') return s.lr;
-  if (steps > s.decayIters) return s.minLr;
-  const ratio = (steps - s.warmupIters) / (s.decayIters - s.warmupIters);
-  const coeff = s.decayStyle === 'linear' ? 1 - ratio : 0.5 * (Math.cos(Math.PI * ratio) + 1);
-  return s.minLr + coeff * (s.lr - s.minLr);
+  if (n > s.decaySteps) return s.minLr;
+  if (s.decayStyle === 'inverse-square-root')
+    return Math.max(s.minLr, (s.lr * Math.sqrt(Math.max(s.warmupSteps, 1))) / Math.sqrt(Math.max(n, 1)));
+  return s.minLr + decayCoefficient(s, n) * (s.lr - s.minLr);
+}
+
+/** Linear, cosine or WSD: the share of lr - minLr left after `n` steps, in [0, 1]. */
+function decayCoefficient(s: LrSchedule, n: number): number {
+  if (s.decayStyle === 'WSD') {
+    const decay = s.wsdDecaySteps ?? 0;
+    const annealStart = s.decaySteps - decay;
+    if (n <= annealStart) return 1;
+    const ratio = (n - annealStart) / decay;
+    switch (s.wsdDecayStyle ?? 'exponential') {
+      case 'linear':
+        return 1 - ratio;
+      case 'cosine':
+        return 0.5 * (Math.cos(Math.PI * ratio) + 1);
+      case 'exponential':
+        return 2 * 0.5 ** ratio - 1;
+      case 'minus_sqrt':
+        return 1 - Math.sqrt(ratio);
+    }
+  }
+  const ratio = (n - s.warmupSteps) / (s.decaySteps - s.warmupSteps);
+  return s.decayStyle === 'linear' ? 1 - ratio : 0.5 * (Math.cos(Math.PI * ratio) + 1);
+}
+
+/** The weight decay after `steps` applied optimizer steps. */
+export function weightDecay(s: WeightDecaySchedule, steps: number): number {
+  const n = steps * (s.perStep ?? 1);
+  if (n > s.incrSteps || s.style === 'constant') return s.end;
+  const ratio = n / s.incrSteps;
+  const coeff = s.style === 'linear' ? ratio : 0.5 * (Math.cos(Math.PI * (1 - ratio)) + 1);
+  return s.start + coeff * (s.end - s.start);
+}
+
+/** The run's schedules as its flags give them (fields of TrainConfig). */
+export interface ScheduleFlags {
+  trainIters: number;
+  /** --train-samples: the schedule counts samples; null: it counts iterations (--train-iters). */
+  trainSamples: number | null;
+  lr: number;
+  minLr: number;
+  lrDecayStyle: DecayStyle;
+  /** --lr-decay-iters (default --train-iters); null with --train-samples. */
+  lrDecayIters: number | null;
+  lrWarmupIters: number;
+  /** --lr-decay-samples (default --train-samples); null with --train-iters. */
+  lrDecaySamples: number | null;
+  lrWarmupSamples: number;
+  /** Warmup over this fraction of the decay's steps, instead of --lr-warmup-iters/-samples. */
+  lrWarmupFraction: number | null;
+  lrWarmupInit: number;
+  lrWsdDecayStyle: WsdDecayStyle;
+  lrWsdDecayIters: number | null;
+  lrWsdDecaySamples: number | null;
+  weightDecay: number;
+  startWeightDecay: number;
+  endWeightDecay: number;
+  weightDecayIncrStyle: WeightDecayIncrStyle;
+}
+
+/** The learning-rate schedule of a run with global batch `globalBatchSize`, in its flags' unit. */
+export function lrScheduleOf(f: ScheduleFlags, globalBatchSize: number): LrSchedule {
+  const bySamples = f.trainSamples !== null;
+  const decaySteps = (bySamples ? f.lrDecaySamples : f.lrDecayIters) ?? 0;
+  const warmupSteps = f.lrWarmupFraction !== null ? f.lrWarmupFraction * decaySteps : bySamples ? f.lrWarmupSamples : f.lrWarmupIters;
+  const wsdDecaySteps = bySamples ? f.lrWsdDecaySamples : f.lrWsdDecayIters;
+  return {
+    lr: f.lr,
+    minLr: f.minLr,
+    decayStyle: f.lrDecayStyle,
+    warmupSteps,
+    decaySteps,
+    warmupInit: f.lrWarmupInit,
+    ...(wsdDecaySteps !== null ? { wsdDecaySteps, wsdDecayStyle: f.lrWsdDecayStyle } : {}),
+    perStep: bySamples ? globalBatchSize : 1,
+  };
+}
+
+/** The weight-decay schedule: over the whole run, in its flags' unit. */
+export function weightDecayScheduleOf(f: ScheduleFlags, globalBatchSize: number): WeightDecaySchedule {
+  const bySamples = f.trainSamples !== null;
+  return {
+    start: f.startWeightDecay,
+    end: f.endWeightDecay,
+    style: f.weightDecayIncrStyle,
+    incrSteps: bySamples ? f.trainSamples! : f.trainIters,
+    perStep: bySamples ? globalBatchSize : 1,
+  };
 }

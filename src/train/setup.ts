@@ -23,7 +23,7 @@ import { isFolder, openHfWeights } from '../hf/weights.js';
 import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
 import { createOptimizer, type Optimizer } from '../optimizer/optimizer.js';
 import type { TrainConfig } from './config.js';
-import type { LrSchedule } from './schedule.js';
+import { type LrSchedule, lrScheduleOf, type WeightDecaySchedule, weightDecayScheduleOf } from './schedule.js';
 import type { Counters, TrainerState } from './state.js';
 
 /** One rank's model, optimizer and the facts every part of the loop needs. */
@@ -42,6 +42,7 @@ export interface TrainRun {
   /** The params' names in the model's order. */
   order: string[];
   schedule: LrSchedule;
+  weightDecaySchedule: WeightDecaySchedule;
   /** Samples per rank per iteration: global batch / d. */
   perRank: number;
 }
@@ -166,14 +167,8 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
     optimizer,
     gpt: new Gpt(model, paramTensors(ddp.buffers)),
     order: specs.map((s) => s.name),
-    schedule: {
-      lr: cfg.lr,
-      minLr: cfg.minLr,
-      decayStyle: cfg.lrDecayStyle,
-      warmupIters: cfg.lrWarmupIters,
-      decayIters: cfg.lrDecayIters,
-      warmupInit: cfg.lrWarmupInit,
-    },
+    schedule: lrScheduleOf(cfg, cfg.globalBatchSize),
+    weightDecaySchedule: weightDecayScheduleOf(cfg, cfg.globalBatchSize),
     perRank: cfg.globalBatchSize / d,
   };
 }

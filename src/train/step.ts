@@ -13,7 +13,7 @@ import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GptSampleSource } from '../data/gpt-dataset.js';
 import { type BackwardOptions, Graph } from '../nn/graph.js';
 import type { StepResult } from '../optimizer/optimizer.js';
-import { learningRate } from './schedule.js';
+import { learningRate, weightDecay } from './schedule.js';
 import type { TrainRun } from './setup.js';
 import { type Counters, TrainingError } from './state.js';
 import type { StepTimer } from './timing.js';
@@ -151,6 +151,7 @@ export async function trainStep(
   counters.iteration += 1;
   stepTimer?.begin(ddp.phases);
   optimizer.learningRate = learningRate(run.schedule, optimizer.stepCount);
+  optimizer.weightDecay = weightDecay(run.weightDecaySchedule, optimizer.stepCount);
   ddp.zeroGradBuffer();
   const scale = optimizer.scaler?.scale ?? 1;
   let localLoss = 0;

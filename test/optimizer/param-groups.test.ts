@@ -33,7 +33,7 @@ const ctx = await GpuContext.create();
 afterAll(() => ctx.destroy());
 
 describe("learning-rate schedule (Megatron's OptimizerParamScheduler)", () => {
-  const base: LrSchedule = { lr: 1e-3, minLr: 1e-5, decayStyle: 'cosine', warmupIters: 10, decayIters: 110 };
+  const base: LrSchedule = { lr: 1e-3, minLr: 1e-5, decayStyle: 'cosine', warmupSteps: 10, decaySteps: 110 };
   it('linear warmup from warmupInit, then cosine, linear or constant, then minLr', () => {
     expect(learningRate(base, 0)).toBe(0);
     expect(learningRate(base, 5)).toBeCloseTo(5e-4, 15);
@@ -49,12 +49,12 @@ describe("learning-rate schedule (Megatron's OptimizerParamScheduler)", () => {
     expect(learningRate(base, 110)).toBeCloseTo(1e-5, 15);
     expect(learningRate(base, 111)).toBe(1e-5);
     expect(learningRate({ ...base, decayStyle: 'constant' }, 1000)).toBe(1e-3);
-    expect(learningRate({ ...base, warmupIters: 0 }, 0)).toBe(1e-3);
+    expect(learningRate({ ...base, warmupSteps: 0 }, 0)).toBe(1e-3);
   });
 
   it("the fixture's per-step rates, which torch used, are the same formula", () => {
     const s = fixture.schedule;
-    const sched: LrSchedule = { lr: s.lr, minLr: s.min_lr, decayStyle: 'cosine', warmupIters: s.warmup_iters, decayIters: s.decay_iters };
+    const sched: LrSchedule = { lr: s.lr, minLr: s.min_lr, decayStyle: 'cosine', warmupSteps: s.warmup_iters, decaySteps: s.decay_iters };
     for (const [k, r] of fixture.rates.entries()) expect(learningRate(sched, k)).toBeCloseTo(r, 15);
   });
 });
@@ -88,7 +88,7 @@ describe('param groups', () => {
     it(`d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}: ${fixture.steps} steps equal torch.optim.AdamW with two param groups and the schedule`, async () => {
       const specs: ParamSpec[] = fixture.params.map((p) => ({ name: p.name, shape: p.shape, dtype: 'float32', gradDtype: 'float32' }));
       const s = fixture.schedule;
-      const sched: LrSchedule = { lr: s.lr, minLr: s.min_lr, decayStyle: 'cosine', warmupIters: s.warmup_iters, decayIters: s.decay_iters };
+      const sched: LrSchedule = { lr: s.lr, minLr: s.min_lr, decayStyle: 'cosine', warmupSteps: s.warmup_iters, decaySteps: s.decay_iters };
       const hyper = {
         ...ADAMW_DEFAULTS,
         lr: s.lr,

@@ -622,7 +622,10 @@ describe('webtron train', () => {
     ],
     [['--num-attention-heads', '3'], /^webtron train: --num-attention-heads 3 must divide --hidden-size 32/],
     [['--nproc-per-node', '0'], /^webtron train: --nproc-per-node must be at least 1, got 0/],
-    [['--lr-decay-style', 'step'], /^webtron train: --lr-decay-style must be constant, linear or cosine, got 'step'/],
+    [
+      ['--lr-decay-style', 'step'],
+      /^webtron train: --lr-decay-style must be constant, linear, cosine, inverse-square-root or WSD, got 'step'/,
+    ],
     [['--hidden-dropout', '1.5'], /^webtron train: --hidden-dropout must be in \[0, 1\), got 1.5/],
     [
       ['--tokenizer-type', 'SentencePiece'],
