@@ -175,14 +175,17 @@ export interface IndexedGptData {
   name: string;
   train: GptSampleSource;
   valid: GptSampleSource | null;
+  /** The test split's samples (Megatron's third --split part), null where it holds none. */
+  test: GptSampleSource | null;
   trainTokens: number;
   validTokens: number;
+  testTokens: number;
   /** Some train tokens in file order, for the entropy reference lines. */
   head: Uint32Array;
   datasets: IndexedDataset[];
 }
 
-/** The train and validation samples of a --data-path blend of indexed datasets. */
+/** The train, validation and test samples of a --data-path blend of indexed datasets. */
 export function openIndexedGptData(
   blend: readonly DataPathEntry[],
   options: { split: readonly [number, number, number]; seqLength: number; seed: number; vocabSize: number; headTokens?: number },
@@ -193,10 +196,10 @@ export function openIndexedGptData(
       const dataset = IndexedDataset.open(entry.path);
       datasets.push(dataset);
       const lengths = dataset.documentLengths();
-      const [train, valid] = splitRanges(dataset.documentCount, options.split);
+      const [train, valid, test] = splitRanges(dataset.documentCount, options.split);
       const make = (range: [number, number], shuffle: boolean) =>
         new IndexedGptSamples(dataset, lengths, range, options.seqLength, options.seed, shuffle, options.vocabSize);
-      return { entry, train: make(train!, true), valid: make(valid!, false) };
+      return { entry, train: make(train!, true), valid: make(valid!, false), test: make(test!, false) };
     });
     for (const s of splits) {
       if (s.train.count < 1)
@@ -212,18 +215,24 @@ export function openIndexedGptData(
     };
     const trains = splits.map((s) => s.train);
     const train = trains.length === 1 ? trains[0]! : new BlendedGptSamples(trains, weightsOf(trains, splits));
-    const withValid = splits.filter((s) => s.valid.count >= 1);
-    const valids = withValid.map((s) => s.valid);
-    const valid =
-      valids.length === 0 ? null : valids.length === 1 ? valids[0]! : new BlendedGptSamples(valids, weightsOf(valids, withValid));
+    // Validation and test: the datasets whose split holds a sample, blended by the same weights.
+    const heldOut = (part: 'valid' | 'test') => {
+      const chosen = splits.filter((s) => s[part].count >= 1);
+      const parts = chosen.map((s) => s[part]);
+      const samples = parts.length === 0 ? null : parts.length === 1 ? parts[0]! : new BlendedGptSamples(parts, weightsOf(parts, chosen));
+      return { samples, tokens: parts.reduce((s, x) => s + x.tokens, 0) };
+    };
+    const [valid, test] = [heldOut('valid'), heldOut('test')];
     const name =
       blend.length === 1 ? blend[0]!.path : blend.map((e) => (e.weight === null ? e.path : `${e.weight.toFixed(3)} ${e.path}`)).join(' + ');
     return {
       name,
       train,
-      valid,
+      valid: valid.samples,
+      test: test.samples,
       trainTokens: trains.reduce((s, x) => s + x.tokens, 0),
-      validTokens: valids.reduce((s, x) => s + x.tokens, 0),
+      validTokens: valid.tokens,
+      testTokens: test.tokens,
       head: trains[0]!.head(options.headTokens ?? 1 << 20),
       datasets,
     };

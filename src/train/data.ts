@@ -23,8 +23,11 @@ export interface TrainData {
   name: string;
   train: GptSampleSource;
   valid: GptSampleSource | null;
+  /** The test split's samples, evaluated once at the end of training; null where it holds none. */
+  test: GptSampleSource | null;
   trainTokens: number;
   validTokens: number;
+  testTokens: number;
   /** Tokens the unigram and bigram entropies are estimated from. */
   head: ArrayLike<number>;
   close(): void;
@@ -102,8 +105,10 @@ export async function openData(cfg: TrainConfig): Promise<TrainData> {
       name: data.name,
       train: data.train,
       valid: data.valid,
+      test: data.test,
       trainTokens: data.trainTokens,
       validTokens: data.validTokens,
+      testTokens: data.testTokens,
       head: data.head,
       close: () => {
         for (const d of data.datasets) d.close();
@@ -119,16 +124,19 @@ export async function openData(cfg: TrainConfig): Promise<TrainData> {
   const tokenizer = await tokenizerFor(cfg, `${texts.train}${texts.valid}${texts.test}`);
   const trainTokens = tokenizer.encode(texts.train);
   const validTokens = texts.valid ? tokenizer.encode(texts.valid) : null;
+  const testTokens = texts.test ? tokenizer.encode(texts.test) : null;
+  // A held-out split in order, or null where it has no sample of seqLength + 1 tokens.
+  const heldOut = (tokens: Uint32Array | null) =>
+    tokens && tokens.length > cfg.seqLength ? (new GptSamples(tokens, cfg.seqLength, cfg.seed, false) as GptSampleSource) : null;
   return {
     tokenizer,
     name: corpus.name,
     train: new GptSamples(trainTokens, cfg.seqLength, cfg.seed, true) as GptSampleSource,
-    valid:
-      validTokens && validTokens.length > cfg.seqLength
-        ? (new GptSamples(validTokens, cfg.seqLength, cfg.seed, false) as GptSampleSource)
-        : null,
+    valid: heldOut(validTokens),
+    test: heldOut(testTokens),
     trainTokens: trainTokens.length,
     validTokens: validTokens?.length ?? 0,
+    testTokens: testTokens?.length ?? 0,
     head: trainTokens,
     close: () => undefined,
   };

@@ -34,6 +34,8 @@ export interface TrainSummary {
   final_loss: number | null;
   final_val_loss: number | null;
   best_val_loss: number | null;
+  /** The test split's loss after the last iteration; null without test samples, --eval-iters 0 or a run that stopped early. */
+  final_test_loss: number | null;
   tokens_per_s: number;
   elapsed_s: number;
   params: number;

@@ -117,7 +117,7 @@ function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number
   return (
     `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
     `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, global batch ${cfg.globalBatchSize} = ${cfg.microBatchSize} × ${d} × ${cfg.gradAccumulation} micro-batches; ` +
-    `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${data.train.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`
+    `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${data.train.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens${data.testTokens > 0 ? `, ${data.testTokens.toLocaleString('en-US')} test tokens` : ''}; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`
   );
 }
 
@@ -237,6 +237,11 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     }
     const stepTimer = cfg.timing ? new StepTimer(ctx, rank, cfg.runDir) : null;
     const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer, options.onIteration);
+    if (counters.iteration >= cfg.trainIters) {
+      // Megatron's evaluation on the test set, once training is done (every rank: a collective).
+      const t0 = performance.now();
+      log.test(counters.iteration, await evaluate(run, data.test), performance.now() - t0);
+    }
     // The most GPU memory any rank held at once (every category, as the allocator counted it), in
     // KiB rounded up: exact in the float32 the all-reduce carries up to 16 TiB.
     const peakKiB = new Float32Array([Math.ceil(ctx.memoryReport().peakTotal / 1024)]);

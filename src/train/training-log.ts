@@ -36,6 +36,7 @@ export class TrainingLog {
   private lastLoss: number | null = null;
   private lastVal: number | null = null;
   private bestVal: number | null = null;
+  private lastTest: number | null = null;
   private lastGradNorm: number | null = null;
   private readonly trainCurve: { x: number; y: number }[] = [];
   private readonly validCurve: { x: number; y: number }[] = [];
@@ -263,6 +264,15 @@ export class TrainingLog {
     return val;
   }
 
+  /** The test split's loss after training (Megatron's evaluation "on test set"): one line, and the summary's final_test_loss. */
+  test(iteration: number, loss: number | null, ms: number): void {
+    if (loss === null) return;
+    this.lastTest = loss;
+    this.line(
+      `${'-'.repeat(100)}\n validation loss at iteration ${iteration} on test set | lm loss value: ${sci(loss)} | lm loss PPL: ${sci(Math.exp(loss))} | (${(ms / 1000).toFixed(1)} s)\n${'-'.repeat(100)}`,
+    );
+  }
+
   /** Time spent outside training (evaluation, a checkpoint save) leaves the interval's tokens/s. */
   exclude(ms: number): void {
     this.interval.t0 += ms;
@@ -297,6 +307,7 @@ export class TrainingLog {
       final_loss: this.lastLoss,
       final_val_loss: this.lastVal,
       best_val_loss: this.bestVal,
+      final_test_loss: this.lastTest,
       tokens_per_s: this.trainedTokens / elapsed,
       elapsed_s: elapsed,
       params: layout.paramCount,
@@ -333,7 +344,7 @@ export class TrainingLog {
         );
       else
         this.say(
-          `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${this.lastLoss?.toFixed(4)}, validation ${this.lastVal?.toFixed(4) ?? '-'} (${reference.bigram === null ? `unigram entropy ${reference.unigram.toFixed(4)}` : `bigram entropy ${reference.bigram.toFixed(4)}`}); ${cfg.runDir}/loss.svg`,
+          `webtron train: done in ${elapsed.toFixed(1)} s, ${summary.tokens_per_s.toFixed(0)} tokens/s; final lm loss ${this.lastLoss?.toFixed(4)}, validation ${this.lastVal?.toFixed(4) ?? '-'}${this.lastTest === null ? '' : `, test ${this.lastTest.toFixed(4)}`} (${reference.bigram === null ? `unigram entropy ${reference.unigram.toFixed(4)}` : `bigram entropy ${reference.bigram.toFixed(4)}`}); ${cfg.runDir}/loss.svg`,
         );
     }
     return summary;

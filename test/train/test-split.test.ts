@@ -1,0 +1,73 @@
+/**
+ * The test split (--split's third part): evaluated once after training, as Megatron's pretrain
+ * evaluates "on test set". The reference is the validation split: a corpus whose validation and test
+ * documents are the same text must give the same loss to the last bit, and another test text another.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { IndexedDatasetBuilder } from '../../src/data/indexed.js';
+import { dir, TINY, train } from '../helpers/train.js';
+
+/** Ten paragraphs: eight to train on, then `valid` and `test`. */
+function paragraphs(valid: string, test: string): string[] {
+  const train = Array.from({ length: 8 }, (_, i) =>
+    `Paragraph ${i} of the voyage: the whale ${i % 3} swam east and the ship ${(i * 5) % 7} sailed west; call me Ishmael.`.repeat(3),
+  );
+  return [...train, valid, test];
+}
+const V = 'The sea was calm that night, and the watch saw no whale at all until the morning came.'.repeat(3);
+const W = 'Queequeg sharpened his harpoon in silence while the wind rose over the quarter deck.'.repeat(3);
+
+interface Summary {
+  final_val_loss: number;
+  final_test_loss: number | null;
+}
+
+describe('the test split', () => {
+  it('is evaluated after the last iteration: the same documents as the validation split give its loss bit for bit, text or indexed, at d = 2', async () => {
+    const base = dir();
+    const run = async (name: string, extra: string[]) => {
+      const runDir = join(base, name);
+      const r = await train([
+        ...TINY,
+        '--nproc-per-node',
+        '2',
+        '--use-distributed-optimizer',
+        '--global-batch-size',
+        '4',
+        '--train-iters',
+        '3',
+        '--eval-iters',
+        '2',
+        '--split',
+        '8,1,1',
+        '--run-dir',
+        runDir,
+        ...extra,
+      ]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      return { stdout: r.stdout, summary: JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Summary };
+    };
+    writeFileSync(join(base, 'same.txt'), paragraphs(V, V).join('\n\n'));
+    writeFileSync(join(base, 'other.txt'), paragraphs(V, W).join('\n\n'));
+    const same = await run('same', ['--data-path', join(base, 'same.txt')]);
+    expect(same.stdout).toMatch(/validation tokens, \d+ test tokens;/);
+    expect(same.stdout).toMatch(/\n validation loss at iteration 3 on test set \| lm loss value: \d\.\d{6}E[+-]\d\d \| lm loss PPL: /);
+    expect(same.summary.final_test_loss).toBe(same.summary.final_val_loss);
+    const other = await run('other', ['--data-path', join(base, 'other.txt')]);
+    expect(other.summary.final_test_loss).toBeGreaterThan(0);
+    expect(other.summary.final_test_loss).not.toBe(other.summary.final_val_loss);
+
+    // The same corpus as an indexed dataset of bytes: ten documents, the last two alike.
+    const builder = new IndexedDatasetBuilder(join(base, 'bytes'), 'uint16');
+    for (const doc of paragraphs(V, V)) builder.addDocument([[...Buffer.from(doc)]]);
+    builder.finish();
+    const indexed = await run('indexed', ['--data-path', join(base, 'bytes'), '--tokenizer-type', 'ByteTokenizer']);
+    expect(indexed.summary.final_test_loss).toBe(indexed.summary.final_val_loss);
+    // A split without test documents has no test loss.
+    const none = await run('none', ['--data-path', join(base, 'same.txt'), '--split', '9,1,0']);
+    expect(none.summary.final_test_loss).toBeNull();
+    expect(none.stdout).not.toMatch(/on test set/);
+  });
+});
