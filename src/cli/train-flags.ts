@@ -76,6 +76,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: "ZeRO-1: shard Adam's state and the main params over the data-parallel ranks",
   }),
+  'skip-train': flag('training', {
+    kind: 'boolean',
+    help: 'train nothing: evaluate the validation and test splits with the params --load gives, and exit',
+  }),
   'exit-interval': flag('training', {
     kind: 'int',
     help: 'exit after the iteration divisible by this, saving a checkpoint first (with --save)',
@@ -420,6 +424,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     shardingStrategy,
     stateDtypes,
     checkForNanInLossAndGrad: !v['no-check-for-nan-in-loss-and-grad'],
+    skipTrain: Boolean(v['skip-train']),
     exitInterval: optionalInt('exit-interval', 1),
     exitDurationInMins: exitDuration,
     exitSignalHandler: Boolean(v['exit-signal-handler']),

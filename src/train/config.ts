@@ -37,6 +37,8 @@ export interface TrainConfig extends ScheduleFlags {
   stateDtypes: StateDtypes;
   checkForNanInLossAndGrad: boolean;
   /** --exit-interval: exit after an iteration divisible by it. */
+  /** --skip-train: no iteration; the validation and test splits evaluated with the loaded params. */
+  skipTrain: boolean;
   exitInterval: number | null;
   /** --exit-duration-in-mins: exit once training has run this long. */
   exitDurationInMins: number | null;

@@ -153,7 +153,7 @@ async function train(
   const saver = new Saver(run, log);
   let lastTimed = 0;
   const exits = new ExitConditions(cfg, performance.now());
-  while (counters.iteration < cfg.trainIters) {
+  while (counters.iteration < cfg.trainIters && !cfg.skipTrain) {
     const stepStart = performance.now();
     const outcome = await trainStep(run, data.train, counters, stepTimer);
     const iteration = counters.iteration;
@@ -237,7 +237,12 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     }
     const stepTimer = cfg.timing ? new StepTimer(ctx, rank, cfg.runDir) : null;
     const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer, options.onIteration);
-    if (counters.iteration >= cfg.trainIters) {
+    if (cfg.skipTrain) {
+      say('skipping training (--skip-train is on) ...');
+      const t0 = performance.now();
+      log.metric(counters, null, log.validation(counters.iteration, await evaluate(run, data.valid), performance.now() - t0), null);
+    }
+    if (counters.iteration >= cfg.trainIters || cfg.skipTrain) {
       // Megatron's evaluation on the test set, once training is done (every rank: a collective).
       const t0 = performance.now();
       log.test(counters.iteration, await evaluate(run, data.test), performance.now() - t0);

@@ -3,7 +3,7 @@
  * evaluates "on test set". The reference is the validation split: a corpus whose validation and test
  * documents are the same text must give the same loss to the last bit, and another test text another.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { IndexedDatasetBuilder } from '../../src/data/indexed.js';
@@ -20,12 +20,13 @@ const V = 'The sea was calm that night, and the watch saw no whale at all until 
 const W = 'Queequeg sharpened his harpoon in silence while the wind rose over the quarter deck.'.repeat(3);
 
 interface Summary {
+  iterations: number;
   final_val_loss: number;
   final_test_loss: number | null;
 }
 
 describe('the test split', () => {
-  it('is evaluated after the last iteration: the same documents as the validation split give its loss bit for bit, text or indexed, at d = 2', async () => {
+  it('is evaluated after the last iteration: the same documents as the validation split give its loss bit for bit, text or indexed, at d = 2; --skip-train repeats both from the checkpoint', async () => {
     const base = dir();
     const run = async (name: string, extra: string[]) => {
       const runDir = join(base, name);
@@ -51,10 +52,19 @@ describe('the test split', () => {
     };
     writeFileSync(join(base, 'same.txt'), paragraphs(V, V).join('\n\n'));
     writeFileSync(join(base, 'other.txt'), paragraphs(V, W).join('\n\n'));
-    const same = await run('same', ['--data-path', join(base, 'same.txt')]);
+    const same = await run('same', ['--data-path', join(base, 'same.txt'), '--save', join(base, 'ck')]);
     expect(same.stdout).toMatch(/validation tokens, \d+ test tokens;/);
     expect(same.stdout).toMatch(/\n validation loss at iteration 3 on test set \| lm loss value: \d\.\d{6}E[+-]\d\d \| lm loss PPL: /);
     expect(same.summary.final_test_loss).toBe(same.summary.final_val_loss);
+    // --skip-train with the checkpoint: no iteration, the same two losses, nothing saved.
+    const skipped = await run('skip', ['--data-path', join(base, 'same.txt'), '--load', join(base, 'ck'), '--skip-train']);
+    expect(skipped.stdout).toMatch(/skipping training \(--skip-train is on\)/);
+    expect(skipped.summary).toMatchObject({
+      iterations: 3,
+      final_val_loss: same.summary.final_val_loss,
+      final_test_loss: same.summary.final_test_loss,
+    });
+    expect(readdirSync(join(base, 'ck')).sort()).toEqual(['iter_0000003', 'latest_checkpointed_iteration.txt']);
     const other = await run('other', ['--data-path', join(base, 'other.txt')]);
     expect(other.summary.final_test_loss).toBeGreaterThan(0);
     expect(other.summary.final_test_loss).not.toBe(other.summary.final_val_loss);
