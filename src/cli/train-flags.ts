@@ -177,6 +177,21 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   hysteresis: flag('mixed precision', { kind: 'int', default: 2, help: 'fp16: overflows tolerated before the scale halves' }),
   ...Object.fromEntries(Object.entries(PRECISION_AWARE_FLAGS).map(([name, spec]) => [name, flag('mixed precision', spec)])),
 
+  'tensor-model-parallel-size': flag('distributed', {
+    kind: 'int',
+    default: 1,
+    help: 'ranks that split each layer: 1 (webtron is data-parallel: every rank holds the whole model)',
+  }),
+  'pipeline-model-parallel-size': flag('distributed', {
+    kind: 'int',
+    default: 1,
+    help: 'ranks that split the layers into stages: 1 (webtron is data-parallel)',
+  }),
+  'context-parallel-size': flag('distributed', {
+    kind: 'int',
+    default: 1,
+    help: 'ranks that split each sequence: 1 (webtron is data-parallel)',
+  }),
   'overlap-grad-reduce': flag('distributed', { kind: 'boolean', help: "start each bucket's grad sync while backward goes on" }),
   'overlap-param-gather': flag('distributed', {
     kind: 'boolean',
@@ -361,6 +376,14 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     );
   }
   const schedule = scheduleFlags(v, globalBatchSize, TRAIN_FLAGS);
+  // Megatron's model-parallel sizes, which its scripts give even at 1: webtron is data-parallel only.
+  for (const name of ['tensor-model-parallel-size', 'pipeline-model-parallel-size', 'context-parallel-size']) {
+    const size = int(name, 1);
+    if (size !== 1)
+      throw new FlagError(
+        `--${name} ${size}: webtron trains data-parallel only, every rank holding the whole model; give 1 (the data-parallel size is the world size: ${d} here)`,
+      );
+  }
   const useDistributedOptimizer = Boolean(v['use-distributed-optimizer']);
   const overlapGradReduce = Boolean(v['overlap-grad-reduce']);
   const overlapParamGather = Boolean(v['overlap-param-gather']);

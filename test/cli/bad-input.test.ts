@@ -76,6 +76,14 @@ const CASES: Case[] = [
   { args: ['train', ...TRAIN, '--data-path', 'missing.txt'], says: /missing\.txt/ },
   { args: ['train', ...TRAIN, '--data-path', 'empty.txt'], says: /empty\.txt|no sample|tokens/ },
   { args: ['train', ...TRAIN, '--load', 'corrupt'], says: /corrupt.*index\.json/ },
+  {
+    args: ['train', ...TRAIN, '--tensor-model-parallel-size', '2'],
+    says: /--tensor-model-parallel-size 2: webtron trains data-parallel only/,
+  },
+  {
+    args: ['train', ...TRAIN, '--pipeline-model-parallel-size', '0'],
+    says: /--pipeline-model-parallel-size must be an integer of at least 1, got 0/,
+  },
   { args: ['train', ...TRAIN, '--finetune'], says: /--finetune needs --load \(the checkpoint whose params to start from\)/ },
   { args: ['train', ...TRAIN, '--no-load-optim'], says: /--no-load-optim needs --load/ },
   { args: ['train', ...TRAIN, '--load', 'corrupt', '--finetune'], says: /corrupt.*index\.json/ },

@@ -5,6 +5,7 @@ import { TRACKER } from '../../src/checkpoint/dir.js';
 import { type TrainConfig, withDefaultLoad } from '../../src/train/config.js';
 import { describe, expect, it } from 'vitest';
 import { FlagError, parseFlags, type FlagSpec } from '../../src/cli/flags.js';
+import { resolveTrainConfig, TRAIN_FLAGS } from '../../src/cli/train-flags.js';
 
 const specs: Record<string, FlagSpec> = {
   backend: { kind: 'string', env: 'WEBTRON_BACKEND', help: 'backend' },
@@ -46,5 +47,34 @@ describe('withDefaultLoad: which checkpoint a run, a re-run and a restarted work
     expect(withDefaultLoad(cfg('/pretrained')).load).toBe('/pretrained');
     expect(withDefaultLoad(cfg('/pretrained'), true).load).toBe(save);
     expect(withDefaultLoad({ load: '/pretrained', save: null } as TrainConfig, true).load).toBe('/pretrained');
+  });
+});
+
+describe("Megatron's model-parallel sizes", () => {
+  const resolve = (extra: string[]) =>
+    resolveTrainConfig(
+      parseFlags(
+        [
+          ...'--num-layers 1 --hidden-size 8 --num-attention-heads 1 --seq-length 8 --micro-batch-size 1 --train-iters 2 --lr 1e-3'.split(
+            ' ',
+          ),
+          ...extra,
+        ],
+        TRAIN_FLAGS,
+        {},
+      ).values,
+      2,
+    );
+  it('are taken at 1, as Megatron scripts give them, and refused above with the data-parallel size named', () => {
+    expect(
+      resolve(['--tensor-model-parallel-size', '1', '--pipeline-model-parallel-size', '1', '--context-parallel-size', '1']),
+    ).toMatchObject({
+      dataParallelSize: 2,
+    });
+    expect(() => resolve(['--pipeline-model-parallel-size', '4'])).toThrow(
+      new FlagError(
+        '--pipeline-model-parallel-size 4: webtron trains data-parallel only, every rank holding the whole model; give 1 (the data-parallel size is the world size: 2 here)',
+      ),
+    );
   });
 });
