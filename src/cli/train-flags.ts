@@ -150,6 +150,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'string',
     help: 'fine-tune from this checkpoint when there is nothing to resume (no --load, nothing under --save yet); then resume',
   }),
+  'use-checkpoint-args': flag('checkpointing', {
+    kind: 'boolean',
+    help: "take the model's flags (layers, sizes, heads, positions, vocabulary padding, tokenizer) from the checkpoint --load names",
+  }),
   'no-load-optim': flag('checkpointing', {
     kind: 'boolean',
     help: "resume --load's iteration and data, but start the optimizer state (Adam's moments and step, so the lr schedule too) afresh",

@@ -13,6 +13,7 @@ import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
 import { checkDataPath, runTraining } from '../train/trainer.js';
 import { type TrainConfig, withDefaultLoad } from '../train/config.js';
 import { withHfInit } from './hf-init.js';
+import { withCheckpointArgs } from './checkpoint-args.js';
 import { type Dashboard, startDashboard } from '../dashboard/server.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
@@ -22,10 +23,14 @@ export function defaultRunDir(now = new Date()): string {
   return `runs/${now.toISOString().slice(0, 19).replace(/:/g, '-')}`;
 }
 
-/** The run's config from the flags, with a Hugging Face folder's model and tokenizer when --init-from names one. */
+/**
+ * The run's config from the flags, with the checkpoint's model flags under --use-checkpoint-args, and
+ * a Hugging Face folder's model and tokenizer when --init-from names one.
+ */
 function resolveWithInit(values: FlagValues, argv: string[], d: number): TrainConfig {
-  const hf = withHfInit(values, argv);
-  return { ...resolveTrainConfig(hf.values, d), vocabSize: hf.vocabSize };
+  const saved = withCheckpointArgs(values, argv);
+  const hf = withHfInit(saved.values, argv);
+  return { ...resolveTrainConfig(hf.values, d), vocabSize: hf.vocabSize ?? saved.vocabSize };
 }
 
 /** The worker's own environment says it is one rank of a job (RANK and WORLD_SIZE, or Slurm's). */

@@ -338,7 +338,11 @@ export class TrainingLog {
           reference,
           `${layout.paramCount.toLocaleString('en-US')}-param GPT on ${corpus.replace(/ \(.*\)$/, '')}, ${d} rank${d === 1 ? '' : 's'}`,
         );
-      if (this.lastLoss === null || this.lastLoss === undefined)
+      if (cfg.skipTrain)
+        this.say(
+          `webtron train: evaluated the params of iteration ${iterations}: validation ${this.lastVal?.toFixed(4) ?? '-'}${this.lastTest === null ? '' : `, test ${this.lastTest.toFixed(4)}`} (--skip-train)`,
+        );
+      else if (this.lastLoss === null || this.lastLoss === undefined)
         this.say(
           `webtron train: nothing to train: the checkpoint loaded is at iteration ${iterations} and --train-iters is ${cfg.trainIters}`,
         );

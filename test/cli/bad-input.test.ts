@@ -84,6 +84,8 @@ const CASES: Case[] = [
     args: ['train', ...TRAIN, '--pipeline-model-parallel-size', '0'],
     says: /--pipeline-model-parallel-size must be an integer of at least 1, got 0/,
   },
+  { args: ['train', ...TRAIN, '--use-checkpoint-args'], says: /--use-checkpoint-args needs --load/ },
+  { args: ['train', ...TRAIN, '--use-checkpoint-args', '--load', 'corrupt'], says: /corrupt.*index\.json/ },
   { args: ['train', ...TRAIN, '--finetune'], says: /--finetune needs --load \(the checkpoint whose params to start from\)/ },
   { args: ['train', ...TRAIN, '--no-load-optim'], says: /--no-load-optim needs --load/ },
   { args: ['train', ...TRAIN, '--load', 'corrupt', '--finetune'], says: /corrupt.*index\.json/ },

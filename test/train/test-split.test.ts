@@ -26,7 +26,7 @@ interface Summary {
 }
 
 describe('the test split', () => {
-  it('is evaluated after the last iteration: the same documents as the validation split give its loss bit for bit, text or indexed, at d = 2; --skip-train repeats both from the checkpoint', async () => {
+  it('is evaluated after the last iteration: the same documents as the validation split give its loss bit for bit, text or indexed, at d = 2; --skip-train repeats both from the checkpoint, with --use-checkpoint-args too', async () => {
     const base = dir();
     const run = async (name: string, extra: string[]) => {
       const runDir = join(base, name);
@@ -65,6 +65,21 @@ describe('the test split', () => {
       final_test_loss: same.summary.final_test_loss,
     });
     expect(readdirSync(join(base, 'ck')).sort()).toEqual(['iter_0000003', 'latest_checkpointed_iteration.txt']);
+    // --use-checkpoint-args: the same evaluation without the model's flags; one that disagrees is one line.
+    const bare = [
+      ...['--use-checkpoint-args', '--load', join(base, 'ck'), '--skip-train', '--data-path', join(base, 'same.txt'), '--split', '8,1,1'],
+      ...['--nproc-per-node', '2', '--use-distributed-optimizer', '--micro-batch-size', '2', '--global-batch-size', '4'],
+      ...['--train-iters', '3', '--eval-iters', '2', '--lr', '3e-3', '--hidden-dropout', '0', '--attention-dropout', '0'],
+    ];
+    const fromCheckpoint = await train([...bare, '--run-dir', join(base, 'bare')]);
+    expect(fromCheckpoint.code, fromCheckpoint.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(base, 'bare', 'summary.json'), 'utf8'))).toMatchObject({
+      final_val_loss: same.summary.final_val_loss,
+      final_test_loss: same.summary.final_test_loss,
+    });
+    const contradicted = await train([...bare, '--num-layers', '3', '--run-dir', join(base, 'wrong')]);
+    expect(contradicted.code).toBe(2);
+    expect(contradicted.stderr).toMatch(/--num-layers 3 contradicts .*iter_0000003\/index\.json: it was saved with 2; leave the flag out/);
     const other = await run('other', ['--data-path', join(base, 'other.txt')]);
     expect(other.summary.final_test_loss).toBeGreaterThan(0);
     expect(other.summary.final_test_loss).not.toBe(other.summary.final_val_loss);

@@ -1,0 +1,58 @@
+/**
+ * `webtron train --use-checkpoint-args` (Megatron's flag): the model's flags from the checkpoint
+ * --load (or --pretrained-checkpoint) names, so that a fine-tuning or evaluation run need not repeat
+ * them. As with --init-from, a flag left out takes the checkpoint's value and a flag given must agree
+ * with it, else one line names both; --seq-length may be any length the position embeddings hold.
+ */
+import { join } from 'node:path';
+import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
+import type { TrainConfig } from '../train/config.js';
+import { FlagError, type FlagValues } from './flags.js';
+import { givenFlags } from './hf-init.js';
+
+/** The checkpoint's model flags, as TrainConfig names them. */
+const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
+  ['num-layers', 'numLayers'],
+  ['hidden-size', 'hiddenSize'],
+  ['num-attention-heads', 'numAttentionHeads'],
+  ['max-position-embeddings', 'maxPositionEmbeddings'],
+  ['make-vocab-size-divisible-by', 'makeVocabSizeDivisibleBy'],
+  ['untie-embeddings-and-output-weights', 'untieEmbeddingsAndOutputWeights'],
+  ['tokenizer-type', 'tokenizerType'],
+];
+/** Flags taken when left out and the checkpoint has them, never checked against it. */
+const DEFAULTED_FLAGS: [flag: string, field: keyof TrainConfig][] = [
+  ['seq-length', 'seqLength'],
+  ['vocab-file', 'vocabFile'],
+  ['merge-file', 'mergeFile'],
+  ['tokenizer-model', 'tokenizerModel'],
+];
+
+/** `values` with the model flags of the checkpoint, and the model's exact vocabulary where it had one (a Hugging Face start). */
+export function withCheckpointArgs(values: FlagValues, argv: readonly string[]): { values: FlagValues; vocabSize: number | null } {
+  if (!values['use-checkpoint-args']) return { values, vocabSize: null };
+  const path = (values.load ?? values['pretrained-checkpoint']) as string | undefined;
+  if (path === undefined) throw new FlagError('--use-checkpoint-args needs --load (the checkpoint whose model flags to take)');
+  const { dir, index } = readCheckpointIndex(path);
+  const args = (index.extra as { args?: Partial<TrainConfig> }).args;
+  const file = join(dir, 'index.json');
+  if (!args)
+    throw new FlagError(`--use-checkpoint-args: ${file} holds no flags (not a checkpoint of webtron train); give the model's flags`);
+  const given = givenFlags(argv);
+  const out: FlagValues = { ...values };
+  for (const [flag, field] of MODEL_FLAGS) {
+    const saved = args[field] as string | number | boolean | undefined;
+    if (saved === undefined) continue;
+    if (given.has(flag) && out[flag] !== saved)
+      throw new FlagError(`--${flag} ${String(out[flag])} contradicts ${file}: it was saved with ${String(saved)}; leave the flag out`);
+    out[flag] = saved;
+  }
+  for (const [flag, field] of DEFAULTED_FLAGS) {
+    const saved = args[field] as string | number | null | undefined;
+    if (!given.has(flag) && saved !== undefined && saved !== null) out[flag] = saved;
+  }
+  const longest = out['max-position-embeddings'] as number;
+  if ((out['seq-length'] as number) > longest)
+    throw new FlagError(`--seq-length ${String(out['seq-length'])} is longer than ${file} allows: its position embeddings hold ${longest}`);
+  return { values: out, vocabSize: args.vocabSize ?? null };
+}
