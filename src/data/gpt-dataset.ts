@@ -188,7 +188,15 @@ export interface IndexedGptData {
 /** The train, validation and test samples of a --data-path blend of indexed datasets. */
 export function openIndexedGptData(
   blend: readonly DataPathEntry[],
-  options: { split: readonly [number, number, number]; seqLength: number; seed: number; vocabSize: number; headTokens?: number },
+  options: {
+    split: readonly [number, number, number];
+    seqLength: number;
+    seed: number;
+    vocabSize: number;
+    headTokens?: number;
+    /** Validation or test data of its own (--valid-data-path, --test-data-path): no train samples needed. */
+    heldOut?: boolean;
+  },
 ): IndexedGptData {
   const datasets: IndexedDataset[] = [];
   try {
@@ -202,7 +210,7 @@ export function openIndexedGptData(
       return { entry, train: make(train!, true), valid: make(valid!, false), test: make(test!, false) };
     });
     for (const s of splits) {
-      if (s.train.count < 1)
+      if (s.train.count < 1 && !options.heldOut)
         throw new ConfigError(
           `dataPath: the train split of ${s.entry.path} (${s.train.tokens} tokens) has no sample of ${options.seqLength + 1} tokens; use a shorter --seq-length, another --split or more data`,
           'dataPath',

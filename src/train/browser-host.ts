@@ -76,7 +76,9 @@ interface Tab {
 export function servedPaths(cfg: TrainConfig, cwd: string): { files: string[]; readTrees: string[]; writeTrees: string[] } {
   const abs = (p: string) => resolve(cwd, p);
   const files: string[] = [];
-  for (const entry of cfg.dataBlend ?? []) files.push(abs(entry.path), abs(`${entry.path}.bin`), abs(`${entry.path}.idx`));
+  const { train = [], valid = [], test = [] } = cfg.splitDataBlends ?? {};
+  for (const entry of [...(cfg.dataBlend ?? []), ...train, ...(valid ?? []), ...(test ?? [])])
+    files.push(abs(entry.path), abs(`${entry.path}.bin`), abs(`${entry.path}.idx`));
   for (const p of [cfg.vocabFile, cfg.mergeFile, cfg.tokenizerModel]) if (p) files.push(abs(p));
   const writeTrees = [cfg.save, cfg.runDir].filter((p): p is string => !!p).map(abs);
   const readTrees = [...writeTrees, ...[cfg.load, cfg.initFrom].filter((p): p is string => !!p).map(abs)];

@@ -88,6 +88,8 @@ export interface TrainConfig extends ScheduleFlags {
   dataPath: string[] | null;
   /** Those words read as Megatron's weighted list: weights normalized; one entry of weight 1 for a single path. */
   dataBlend: DataPathEntry[] | null;
+  /** --train-data-path, --valid-data-path, --test-data-path: indexed datasets whole for each split (instead of --data-path and --split). */
+  splitDataBlends: { train: DataPathEntry[]; valid: DataPathEntry[] | null; test: DataPathEntry[] | null } | null;
   split: [number, number, number];
   tokenizerType: TokenizerType;
   vocabFile: string | null;

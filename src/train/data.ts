@@ -69,6 +69,7 @@ async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Toke
  * line, not one per rank.
  */
 export function checkDataPath(cfg: TrainConfig): 'indexed' | 'text' | 'moby-dick' {
+  if (cfg.splitDataBlends) return checkSplitDataPaths(cfg);
   const blend = cfg.dataBlend;
   if (!blend) return 'moby-dick';
   const kinds = blend.map((e) => dataKind(e.path));
@@ -89,13 +90,36 @@ export function checkDataPath(cfg: TrainConfig): 'indexed' | 'text' | 'moby-dick
   const text = kinds.indexOf('text');
   if (text >= 0) throw new ConfigError(`dataPath: ${blend[text]!.path} is a text file; a blend takes indexed datasets only`, 'dataPath');
   for (const e of blend) IndexedDataset.open(e.path).close();
+  checkIndexedTokenizer(cfg);
+  return 'indexed';
+}
+
+/** An indexed dataset's tokenizer cannot come from its text: the flags (or the checkpoint) must name it. */
+function checkIndexedTokenizer(cfg: TrainConfig): void {
   if (cfg.tokenizerType === 'CharTokenizer' && !cfg.load) throw new ConfigError(CHAR_NEEDS_TEXT, 'tokenizerType');
   if (cfg.tokenizerType === 'GPT2BPETokenizer' || cfg.tokenizerType === 'HuggingFaceTokenizer') readTokenizerFiles(cfg.tokenizerType, cfg);
+}
+
+/** --train-data-path, --valid-data-path, --test-data-path: indexed datasets only, each index read and checked. */
+function checkSplitDataPaths(cfg: TrainConfig): 'indexed' {
+  for (const [part, blend] of Object.entries(cfg.splitDataBlends!)) {
+    const option = `${part}DataPath`;
+    for (const e of blend ?? []) {
+      if (dataKind(e.path) !== 'indexed')
+        throw new ConfigError(
+          `${option}: ${e.path} is not the prefix of an indexed dataset (${e.path}.bin and .idx); make one with webtron preprocess-data`,
+          option,
+        );
+      IndexedDataset.open(e.path).close();
+    }
+  }
+  checkIndexedTokenizer(cfg);
   return 'indexed';
 }
 
 /** The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or Moby-Dick). */
 export async function openData(cfg: TrainConfig): Promise<TrainData> {
+  if (cfg.splitDataBlends && checkDataPath(cfg) === 'indexed') return openSplitData(cfg, cfg.splitDataBlends);
   const blend = cfg.dataBlend;
   if (blend && checkDataPath(cfg) === 'indexed') {
     const tokenizer = await tokenizerFor(cfg, null);
@@ -139,5 +163,29 @@ export async function openData(cfg: TrainConfig): Promise<TrainData> {
     testTokens: testTokens?.length ?? 0,
     head: trainTokens,
     close: () => undefined,
+  };
+}
+
+/** Megatron's per-split data: each split's blend used whole, validation and test in order. */
+async function openSplitData(cfg: TrainConfig, blends: NonNullable<TrainConfig['splitDataBlends']>): Promise<TrainData> {
+  const tokenizer = await tokenizerFor(cfg, null);
+  const options = { seqLength: cfg.seqLength, seed: cfg.seed, vocabSize: tokenizer.vocabSize };
+  const train = openIndexedGptData(blends.train, { ...options, split: [1, 0, 0] });
+  const valid = blends.valid ? openIndexedGptData(blends.valid, { ...options, split: [0, 1, 0], heldOut: true }) : null;
+  const test = blends.test ? openIndexedGptData(blends.test, { ...options, split: [0, 0, 1], heldOut: true }) : null;
+  const all = [train, valid, test].filter((d) => d !== null);
+  return {
+    tokenizer,
+    name: train.name,
+    train: train.train,
+    valid: valid?.valid ?? null,
+    test: test?.test ?? null,
+    trainTokens: train.trainTokens,
+    validTokens: valid?.validTokens ?? 0,
+    testTokens: test?.testTokens ?? 0,
+    head: train.head,
+    close: () => {
+      for (const d of all) for (const dataset of d.datasets) dataset.close();
+    },
   };
 }

@@ -84,6 +84,19 @@ const CASES: Case[] = [
     args: ['train', ...TRAIN, '--pipeline-model-parallel-size', '0'],
     says: /--pipeline-model-parallel-size must be an integer of at least 1, got 0/,
   },
+  { args: ['train', ...TRAIN, '--valid-data-path', 'bytes'], says: /--valid-data-path needs --train-data-path/ },
+  {
+    args: ['train', ...TRAIN, '--data-path', 'bytes', '--train-data-path', 'bytes'],
+    says: /--data-path and --train-data-path .*exclude each other/,
+  },
+  {
+    args: ['train', ...TRAIN, '--tokenizer-type', 'ByteTokenizer', '--train-data-path', 'bytes', '--test-data-path', 'empty.txt'],
+    says: /--test-data-path: empty\.txt is not the prefix of an indexed dataset/,
+  },
+  {
+    args: ['train', ...TRAIN, '--train-data-path', '0.5', 'bytes', '0.5'],
+    says: /--train-data-path: 3 words: weights and prefixes must pair up/,
+  },
   { args: ['train', ...TRAIN, '--use-checkpoint-args'], says: /--use-checkpoint-args needs --load/ },
   { args: ['train', ...TRAIN, '--use-checkpoint-args', '--load', 'corrupt'], says: /corrupt.*index\.json/ },
   { args: ['train', ...TRAIN, '--finetune'], says: /--finetune needs --load \(the checkpoint whose params to start from\)/ },

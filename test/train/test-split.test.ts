@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { IndexedDatasetBuilder } from '../../src/data/indexed.js';
-import { dir, TINY, train } from '../helpers/train.js';
+import { dir, expectIdenticalLosses, losses, TINY, train } from '../helpers/train.js';
 
 /** Ten paragraphs: eight to train on, then `valid` and `test`. */
 function paragraphs(valid: string, test: string): string[] {
@@ -94,5 +94,48 @@ describe('the test split', () => {
     const none = await run('none', ['--data-path', join(base, 'same.txt'), '--split', '9,1,0']);
     expect(none.summary.final_test_loss).toBeNull();
     expect(none.stdout).not.toMatch(/on test set/);
+  });
+
+  it('--train-data-path, --valid-data-path and --test-data-path repeat a --data-path whose --split puts the same documents in each split', async () => {
+    const base = dir();
+    const dataset = (name: string, docs: string[]) => {
+      const builder = new IndexedDatasetBuilder(join(base, name), 'uint16');
+      for (const doc of docs) builder.addDocument([[...Buffer.from(doc)]]);
+      builder.finish();
+      return join(base, name);
+    };
+    const docs = paragraphs(V, W);
+    const [all, trainSet, validSet, testSet] = [
+      dataset('all', docs),
+      dataset('train', docs.slice(0, 8)),
+      dataset('valid', [V]),
+      dataset('test', [W]),
+    ];
+    const run = async (name: string, extra: string[]) => {
+      const runDir = join(base, name);
+      const r = await train([
+        ...TINY.filter((_, i) => TINY[i] !== '--split' && TINY[i - 1] !== '--split'),
+        ...[
+          '--global-batch-size',
+          '4',
+          '--train-iters',
+          '3',
+          '--eval-iters',
+          '2',
+          '--tokenizer-type',
+          'ByteTokenizer',
+          '--run-dir',
+          runDir,
+        ],
+        ...extra,
+      ]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      return { losses: losses(runDir), summary: JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Summary };
+    };
+    const split = await run('split', ['--data-path', all, '--split', '8,1,1']);
+    const own = await run('own', ['--train-data-path', trainSet, '--valid-data-path', validSet, '--test-data-path', testSet]);
+    expectIdenticalLosses(split.losses, own.losses);
+    expect(own.summary).toMatchObject({ final_val_loss: split.summary.final_val_loss, final_test_loss: split.summary.final_test_loss });
+    expect(own.summary.final_test_loss).not.toBe(own.summary.final_val_loss);
   });
 });
