@@ -25,31 +25,18 @@ interface Summary {
   final_test_loss: number | null;
 }
 
+/** A tiny run of 3 iterations, global batch 4, 2 evaluation batches, into `runDir`: its log, losses and summary. */
+async function trainRun(runDir: string, extra: string[]) {
+  const r = await train([...TINY, '--global-batch-size', '4', '--train-iters', '3', '--eval-iters', '2', '--run-dir', runDir, ...extra]);
+  expect(r.code, `${runDir}: ${r.stderr}`).toBe(0);
+  return { stdout: r.stdout, losses: losses(runDir), summary: JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Summary };
+}
+
 describe('the test split', () => {
   it('is evaluated after the last iteration: the same documents as the validation split give its loss bit for bit, text or indexed, at d = 2; --skip-train repeats both from the checkpoint, with --use-checkpoint-args too', async () => {
     const base = dir();
-    const run = async (name: string, extra: string[]) => {
-      const runDir = join(base, name);
-      const r = await train([
-        ...TINY,
-        '--nproc-per-node',
-        '2',
-        '--use-distributed-optimizer',
-        '--global-batch-size',
-        '4',
-        '--train-iters',
-        '3',
-        '--eval-iters',
-        '2',
-        '--split',
-        '8,1,1',
-        '--run-dir',
-        runDir,
-        ...extra,
-      ]);
-      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
-      return { stdout: r.stdout, summary: JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Summary };
-    };
+    const run = (name: string, extra: string[]) =>
+      trainRun(join(base, name), ['--nproc-per-node', '2', '--use-distributed-optimizer', '--split', '8,1,1', ...extra]);
     writeFileSync(join(base, 'same.txt'), paragraphs(V, V).join('\n\n'));
     writeFileSync(join(base, 'other.txt'), paragraphs(V, W).join('\n\n'));
     const same = await run('same', ['--data-path', join(base, 'same.txt'), '--save', join(base, 'ck')]);
@@ -111,27 +98,7 @@ describe('the test split', () => {
       dataset('valid', [V]),
       dataset('test', [W]),
     ];
-    const run = async (name: string, extra: string[]) => {
-      const runDir = join(base, name);
-      const r = await train([
-        ...TINY.filter((_, i) => TINY[i] !== '--split' && TINY[i - 1] !== '--split'),
-        ...[
-          '--global-batch-size',
-          '4',
-          '--train-iters',
-          '3',
-          '--eval-iters',
-          '2',
-          '--tokenizer-type',
-          'ByteTokenizer',
-          '--run-dir',
-          runDir,
-        ],
-        ...extra,
-      ]);
-      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
-      return { losses: losses(runDir), summary: JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as Summary };
-    };
+    const run = (name: string, extra: string[]) => trainRun(join(base, name), ['--tokenizer-type', 'ByteTokenizer', ...extra]);
     const split = await run('split', ['--data-path', all, '--split', '8,1,1']);
     const own = await run('own', ['--train-data-path', trainSet, '--valid-data-path', validSet, '--test-data-path', testSet]);
     expectIdenticalLosses(split.losses, own.losses);
