@@ -2,7 +2,7 @@
  * `webtron sample --load DIR --prompt TEXT --tokens N`: text from a checkpoint of `webtron train`,
  * on the GPU, one process. The model and its tokenizer come from the checkpoint; each new token runs
  * one position against the key/value cache (src/nn/decode.ts); once the context is full, the cache
- * is rebuilt from the newest half of it. Sampling: temperature, top-k, a seeded generator, so the
+ * is rebuilt from the newest half of it. Sampling: temperature, top-k or top-p, a seeded generator, so the
  * same seed gives the same text.
  *
  * `--onnx MODEL` instead runs a model `webtron export` wrote through onnxruntime-node (CPU), the
@@ -27,17 +27,32 @@ export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
   tokens: { kind: 'int', default: 200, help: 'tokens to generate' },
   temperature: { kind: 'number', default: 1.0, help: 'divide the logits by this (0: always the most likely token)' },
   'top-k': { kind: 'int', default: 0, help: 'sample among the k most likely tokens (0: all)' },
+  'top-p': {
+    kind: 'number',
+    default: 0,
+    help: 'sample among the fewest most likely tokens whose probabilities reach p (nucleus sampling; 0: all)',
+  },
   seed: { kind: 'int', default: 1234, help: 'seed of the sampling' },
 };
 
-/** Pick the next token from `logits` (only the first `vocab` are real tokens). Pure but for `random`. */
-export function pickToken(logits: Float32Array, vocab: number, temperature: number, topK: number, random: () => number): number {
+/**
+ * Pick the next token from `logits` (only the first `vocab` are real tokens), after `temperature`:
+ * among the `topK` most likely, or the fewest most likely whose probabilities reach `topP` (the one
+ * that crosses it included, as Megatron's top-p filter keeps it). Pure but for `random`.
+ */
+export function pickToken(logits: Float32Array, vocab: number, temperature: number, topK: number, random: () => number, topP = 0): number {
   const ids = Array.from({ length: vocab }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
   if (temperature === 0) return ids[0]!;
-  const kept = topK > 0 ? ids.slice(0, topK) : ids;
+  let kept = topK > 0 ? ids.slice(0, topK) : ids;
   const top = logits[kept[0]!]!;
-  const weights = kept.map((i) => Math.exp((logits[i]! - top) / temperature));
-  const total = weights.reduce((a, b) => a + b, 0);
+  let weights = kept.map((i) => Math.exp((logits[i]! - top) / temperature));
+  let total = weights.reduce((a, b) => a + b, 0);
+  if (topP > 0 && topP < 1) {
+    let n = 0;
+    for (let mass = 0; n < kept.length && mass < topP * total; n++) mass += weights[n]!;
+    [kept, weights] = [kept.slice(0, n), weights.slice(0, n)];
+    total = weights.reduce((a, b) => a + b, 0);
+  }
   let u = (random() / 2 ** 32) * total;
   for (let j = 0; j < kept.length; j++) {
     u -= weights[j]!;
@@ -131,6 +146,9 @@ export async function sampleCommand(
   if (!(temperature >= 0)) throw new FlagError(`--temperature must be >= 0, got ${temperature}`);
   const topK = values['top-k'] as number;
   if (!Number.isInteger(topK) || topK < 0) throw new FlagError(`--top-k must be a non-negative integer, got ${topK}`);
+  const topP = values['top-p'] as number;
+  if (!(topP >= 0 && topP <= 1)) throw new FlagError(`--top-p must be in [0, 1], got ${topP}`);
+  if (topP > 0 && topK > 0) throw new FlagError('--top-k and --top-p exclude each other (as in Megatron): give one');
   let decoder: Decoder;
   let tokenizerState: TokenizerState;
   let release = () => {};
@@ -161,7 +179,7 @@ export async function sampleCommand(
   let pending: number[] = [];
   for (let n = 0; n < tokens; n++) {
     // Without a prompt or an end-of-document token the first token is drawn uniformly.
-    const next = logits ? pickToken(logits, tokenizer.vocabSize, temperature, topK, random) : random() % tokenizer.vocabSize;
+    const next = logits ? pickToken(logits, tokenizer.vocabSize, temperature, topK, random, topP) : random() % tokenizer.vocabSize;
     context.push(next);
     pending.push(next);
     const text = tokenizer.decode(pending);
