@@ -36,9 +36,9 @@ export interface TrainConfig extends ScheduleFlags {
   /** How the optimizer stores Adam's moments (Megatron's precision-aware optimizer; fp32 by default). */
   stateDtypes: StateDtypes;
   checkForNanInLossAndGrad: boolean;
-  /** --exit-interval: exit after an iteration divisible by it. */
   /** --skip-train: no iteration; the validation and test splits evaluated with the loaded params. */
   skipTrain: boolean;
+  /** --exit-interval: exit after an iteration divisible by it. */
   exitInterval: number | null;
   /** --exit-duration-in-mins: exit once training has run this long. */
   exitDurationInMins: number | null;
