@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import type { TrainConfig } from '../train/config.js';
 import { FlagError, type FlagValues } from './flags.js';
-import { givenFlags } from './hf-init.js';
+import { givenFlags, takeFlag } from './hf-init.js';
 
 /** The checkpoint's model flags, as TrainConfig names them. */
 const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
@@ -42,10 +42,7 @@ export function withCheckpointArgs(values: FlagValues, argv: readonly string[]):
   const out: FlagValues = { ...values };
   for (const [flag, field] of MODEL_FLAGS) {
     const saved = args[field] as string | number | boolean | undefined;
-    if (saved === undefined) continue;
-    if (given.has(flag) && out[flag] !== saved)
-      throw new FlagError(`--${flag} ${String(out[flag])} contradicts ${file}: it was saved with ${String(saved)}; leave the flag out`);
-    out[flag] = saved;
+    if (saved !== undefined) takeFlag(out, given, flag, saved, `${file}: it was saved with ${String(saved)}; leave the flag out`);
   }
   for (const [flag, field] of DEFAULTED_FLAGS) {
     const saved = args[field] as string | number | null | undefined;

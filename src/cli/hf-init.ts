@@ -15,6 +15,15 @@ export function givenFlags(argv: readonly string[]): Set<string> {
 }
 
 /**
+ * A model flag another source fixes: `out[flag]` becomes `value`, unless the command line gave the
+ * flag another value; then one line, `--FLAG GIVEN contradicts ` and `conflict`.
+ */
+export function takeFlag(out: FlagValues, given: Set<string>, flag: string, value: string | number | boolean, conflict: string): void {
+  if (given.has(flag) && out[flag] !== value) throw new FlagError(`--${flag} ${String(out[flag])} contradicts ${conflict}`);
+  out[flag] = value;
+}
+
+/**
  * `values` with what the folder `--init-from` names says about the model and the tokenizer, and
  * the model's exact vocabulary (config.json's vocab_size, Megatron's padding included); the values
  * as they are, and null, for an ONNX model.
@@ -26,13 +35,8 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
   const given = givenFlags(argv);
   const file = join(dir, 'config.json');
   const out: FlagValues = { ...values };
-  const take = (flag: string, field: string, value: number | boolean) => {
-    if (given.has(flag) && out[flag] !== value)
-      throw new FlagError(
-        `--${flag} ${String(out[flag])} contradicts ${file}: ${field} is ${String(value)}; leave the flag out to take the folder's value`,
-      );
-    out[flag] = value;
-  };
+  const take = (flag: string, field: string, value: number | boolean) =>
+    takeFlag(out, given, flag, value, `${file}: ${field} is ${String(value)}; leave the flag out to take the folder's value`);
   take('num-layers', 'n_layer', hf.numLayers);
   take('hidden-size', 'n_embd', hf.hiddenSize);
   take('num-attention-heads', 'n_head', hf.numAttentionHeads);
