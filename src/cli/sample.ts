@@ -48,10 +48,10 @@ export function pickToken(logits: Float32Array, vocab: number, temperature: numb
   let weights = kept.map((i) => Math.exp((logits[i]! - top) / temperature));
   let total = weights.reduce((a, b) => a + b, 0);
   if (topP > 0 && topP < 1) {
-    let n = 0;
-    for (let mass = 0; n < kept.length && mass < topP * total; n++) mass += weights[n]!;
-    [kept, weights] = [kept.slice(0, n), weights.slice(0, n)];
-    total = weights.reduce((a, b) => a + b, 0);
+    // The kept tokens' weights, added in the order the sum above added them: their total.
+    let [n, mass] = [0, 0];
+    for (; n < kept.length && mass < topP * total; n++) mass += weights[n]!;
+    [kept, weights, total] = [kept.slice(0, n), weights.slice(0, n), mass];
   }
   let u = (random() / 2 ** 32) * total;
   for (let j = 0; j < kept.length; j++) {

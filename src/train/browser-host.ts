@@ -76,8 +76,8 @@ interface Tab {
 export function servedPaths(cfg: TrainConfig, cwd: string): { files: string[]; readTrees: string[]; writeTrees: string[] } {
   const abs = (p: string) => resolve(cwd, p);
   const files: string[] = [];
-  const { train = [], valid = [], test = [] } = cfg.splitDataBlends ?? {};
-  for (const entry of [...(cfg.dataBlend ?? []), ...train, ...(valid ?? []), ...(test ?? [])])
+  const split = cfg.splitDataBlends;
+  for (const entry of [cfg.dataBlend, split?.train, split?.valid, split?.test].flatMap((blend) => blend ?? []))
     files.push(abs(entry.path), abs(`${entry.path}.bin`), abs(`${entry.path}.idx`));
   for (const p of [cfg.vocabFile, cfg.mergeFile, cfg.tokenizerModel]) if (p) files.push(abs(p));
   const writeTrees = [cfg.save, cfg.runDir].filter((p): p is string => !!p).map(abs);

@@ -6,7 +6,8 @@
 import { CheckpointError } from '../checkpoint/errors.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import { mobyDick, splitTexts, textFile } from '../data/corpus.js';
-import { dataKind, openIndexedGptData, type GptSampleSource } from '../data/gpt-dataset.js';
+import type { DataPathEntry } from '../data/blend.js';
+import { dataKind, openIndexedGptData, type GptSampleSource, type IndexedGptData } from '../data/gpt-dataset.js';
 import { IndexedDataset } from '../data/indexed.js';
 import { GptSamples } from '../data/samples.js';
 import { ByteTokenizer, CharTokenizer, loadTokenizer, readTokenizerFiles, type Tokenizer } from '../data/tokenizer.js';
@@ -119,7 +120,10 @@ function checkSplitDataPaths(cfg: TrainConfig): 'indexed' {
 
 /** The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or Moby-Dick). */
 export async function openData(cfg: TrainConfig): Promise<TrainData> {
-  if (cfg.splitDataBlends && checkDataPath(cfg) === 'indexed') return openSplitData(cfg, cfg.splitDataBlends);
+  if (cfg.splitDataBlends) {
+    checkSplitDataPaths(cfg);
+    return openSplitData(cfg, cfg.splitDataBlends);
+  }
   const blend = cfg.dataBlend;
   if (blend && checkDataPath(cfg) === 'indexed') {
     const tokenizer = await tokenizerFor(cfg, null);
@@ -170,22 +174,34 @@ export async function openData(cfg: TrainConfig): Promise<TrainData> {
 async function openSplitData(cfg: TrainConfig, blends: NonNullable<TrainConfig['splitDataBlends']>): Promise<TrainData> {
   const tokenizer = await tokenizerFor(cfg, null);
   const options = { seqLength: cfg.seqLength, seed: cfg.seed, vocabSize: tokenizer.vocabSize };
-  const train = openIndexedGptData(blends.train, { ...options, split: [1, 0, 0] });
-  const valid = blends.valid ? openIndexedGptData(blends.valid, { ...options, split: [0, 1, 0], heldOut: true }) : null;
-  const test = blends.test ? openIndexedGptData(blends.test, { ...options, split: [0, 0, 1], heldOut: true }) : null;
-  const all = [train, valid, test].filter((d) => d !== null);
-  return {
-    tokenizer,
-    name: train.name,
-    train: train.train,
-    valid: valid?.valid ?? null,
-    test: test?.test ?? null,
-    trainTokens: train.trainTokens,
-    validTokens: valid?.validTokens ?? 0,
-    testTokens: test?.testTokens ?? 0,
-    head: train.head,
-    close: () => {
-      for (const d of all) for (const dataset of d.datasets) dataset.close();
-    },
+  const opened: IndexedGptData[] = [];
+  const close = () => {
+    for (const d of opened) for (const dataset of d.datasets) dataset.close();
   };
+  const open = (blend: DataPathEntry[] | null, split: [number, number, number], heldOut: boolean) => {
+    if (!blend) return null;
+    const data = openIndexedGptData(blend, { ...options, split, heldOut });
+    opened.push(data);
+    return data;
+  };
+  try {
+    const train = open(blends.train, [1, 0, 0], false)!;
+    const valid = open(blends.valid, [0, 1, 0], true);
+    const test = open(blends.test, [0, 0, 1], true);
+    return {
+      tokenizer,
+      name: train.name,
+      train: train.train,
+      valid: valid?.valid ?? null,
+      test: test?.test ?? null,
+      trainTokens: train.trainTokens,
+      validTokens: valid?.validTokens ?? 0,
+      testTokens: test?.testTokens ?? 0,
+      head: train.head,
+      close,
+    };
+  } catch (error) {
+    close(); // the splits opened before the one that failed
+    throw error;
+  }
 }
