@@ -51,14 +51,14 @@ export async function train(args: string[], env: NodeJS.ProcessEnv = {}): Promis
   });
 }
 
-export const losses = (runDir: string) =>
-  new Map(
-    readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as { iteration: number; loss: number })
-      .map((m) => [m.iteration, m.loss]),
-  );
+/** A run folder's metrics.jsonl, a line each. */
+export const metricsOf = (runDir: string) =>
+  readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { iteration: number; consumed_samples: number; lr: number; loss: number });
+
+export const losses = (runDir: string) => new Map(metricsOf(runDir).map((m) => [m.iteration, m.loss]));
 
 export function expectSameLosses(a: Map<number, number>, b: Map<number, number>, tolerance: number, what: string): void {
   expect([...b.keys()], what).toEqual([...a.keys()]);

@@ -9,7 +9,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { withDefaultLoad, type TrainConfig } from '../../src/train/config.js';
-import { BIN, dir, expectIdenticalLosses, losses, TINY, train } from '../helpers/train.js';
+import { BIN, dir, expectIdenticalLosses, losses, metricsOf as metrics, TINY, train } from '../helpers/train.js';
 
 const D2 = ['--nproc-per-node', '2', '--use-distributed-optimizer', '--global-batch-size', '4'];
 const DROPOUT = ['--hidden-dropout', '0.1', '--attention-dropout', '0.1'];
@@ -40,12 +40,6 @@ function newest(save: string): { folder: string; iteration: number; step: number
   const index = JSON.parse(readFileSync(join(folder, 'index.json'), 'utf8')) as { step: number };
   return { folder, iteration, step: index.step };
 }
-
-const metrics = (runDir: string) =>
-  readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { iteration: number; consumed_samples: number; lr: number; loss: number });
 
 describe('webtron train --finetune and --no-load-optim', () => {
   it('--finetune repeats a run from the same params by --init-from, loss for loss; --no-load-optim resumes the data with fresh Adam moments', async () => {

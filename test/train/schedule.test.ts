@@ -5,12 +5,11 @@
  * schedule given in iterations and in samples, and a run without the feature.
  */
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { FlagError, parseFlags } from '../../src/cli/flags.js';
 import { resolveTrainConfig, TRAIN_FLAGS } from '../../src/cli/train-flags.js';
 import { learningRate, lrScheduleOf, weightDecay, type LrSchedule } from '../../src/train/schedule.js';
-import { dir, expectIdenticalLosses, losses, TINY, train } from '../helpers/train.js';
+import { dir, expectIdenticalLosses, losses, metricsOf as metrics, TINY, train } from '../helpers/train.js';
 
 describe('learning rate and weight decay, by the formulas', () => {
   it('inverse-square-root: lr · √warmup / √n after the warmup, never below minLr, minLr after the decay', () => {
@@ -134,11 +133,6 @@ describe('webtron train with these schedules', () => {
   // TINY without its --lr-warmup-iters 2: each run gives its own warmup.
   const warmupAt = TINY.indexOf('--lr-warmup-iters');
   const tiny = [...TINY.slice(0, warmupAt), ...TINY.slice(warmupAt + 2), '--hidden-dropout', '0', '--attention-dropout', '0'];
-  const metrics = (runDir: string) =>
-    readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as { iteration: number; lr: number });
 
   it('--train-samples repeats the same schedule given in iterations, loss for loss; WSD and a growing weight decay reach the optimizer', async () => {
     const base = dir();
