@@ -3,10 +3,12 @@
  * --load (or --pretrained-checkpoint) names, so that a fine-tuning or evaluation run need not repeat
  * them. As with --init-from, a flag left out takes the checkpoint's value and a flag given must agree
  * with it, else one line names both; --seq-length may be any length the position embeddings hold.
+ * And the schedule a resume trains with: the flags' or the checkpoint's, as Megatron checks them.
  */
 import { join } from 'node:path';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
 import type { TrainConfig } from '../train/config.js';
+import { SCHEDULER_FIELDS, type SchedulerState, schedulerStateOf } from '../train/schedule.js';
 import { FlagError, type FlagValues } from './flags.js';
 import { givenFlags, takeFlag } from './hf-init.js';
 
@@ -52,4 +54,31 @@ export function withCheckpointArgs(values: FlagValues, argv: readonly string[]):
   if ((out['seq-length'] as number) > longest)
     throw new FlagError(`--seq-length ${String(out['seq-length'])} is longer than ${file} allows: its position embeddings hold ${longest}`);
   return { values: out, vocabSize: args.vocabSize ?? null };
+}
+
+/**
+ * Megatron's check of the schedule on a resume that loads the optimizer (OptimizerParamScheduler's
+ * load_state_dict): where a value of the flags' schedule differs from the checkpoint's, stop in one
+ * line, unless --override-opt_param-scheduler takes the flags' or --use-checkpoint-opt_param-scheduler
+ * the checkpoint's. A checkpoint that saved no schedule (older than the check) is not checked, nor
+ * is one loaded by --skip-train, which takes no optimizer step.
+ */
+export function withCheckpointScheduler(cfg: TrainConfig): TrainConfig {
+  if (!cfg.load || cfg.finetune || cfg.noLoadOptim || cfg.skipTrain || cfg.overrideOptParamScheduler) return cfg;
+  const { dir, index } = readCheckpointIndex(cfg.load);
+  const saved = (index.extra as { optParamScheduler?: SchedulerState }).optParamScheduler;
+  const file = join(dir, 'index.json');
+  if (!saved) {
+    if (cfg.useCheckpointOptParamScheduler)
+      throw new FlagError(`--use-checkpoint-opt_param-scheduler: ${file} saved no schedule; give the schedule's flags instead`);
+    return cfg;
+  }
+  const flags = schedulerStateOf(cfg, cfg.globalBatchSize);
+  const differs = (Object.keys(SCHEDULER_FIELDS) as (keyof SchedulerState)[]).filter((k) => flags[k] !== saved[k]);
+  if (differs.length === 0) return cfg;
+  if (cfg.useCheckpointOptParamScheduler) return { ...cfg, checkpointScheduler: saved };
+  const k = differs[0]!;
+  throw new FlagError(
+    `${file}: the schedule's ${SCHEDULER_FIELDS[k]} is ${saved[k]} in the checkpoint but ${flags[k]} by the flags${differs.length > 1 ? ` (and ${differs.length - 1} more differ)` : ''}; give --override-opt_param-scheduler to train with the flags' schedule, or --use-checkpoint-opt_param-scheduler to keep the checkpoint's`,
+  );
 }

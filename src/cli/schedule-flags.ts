@@ -11,8 +11,16 @@ import { DECAY_STYLES, type ScheduleFlags, WEIGHT_DECAY_INCR_STYLES, WSD_DECAY_S
 const BY_ITERS = ['lr-decay-iters', 'lr-warmup-iters', 'lr-wsd-decay-iters'];
 const BY_SAMPLES = ['lr-decay-samples', 'lr-warmup-samples', 'lr-wsd-decay-samples'];
 
-/** The schedule fields of a run whose global batch is `globalBatchSize`; `specs`: webtron train's flags. */
-export function scheduleFlags(v: FlagValues, globalBatchSize: number, specs: Record<string, FlagSpec>): ScheduleFlags {
+/**
+ * The schedule fields of a run whose global batch is `globalBatchSize`; `specs`: webtron train's
+ * flags; `batches`: a batch-size schedule's first batch and its count of iterations for --train-samples.
+ */
+export function scheduleFlags(
+  v: FlagValues,
+  globalBatchSize: number,
+  specs: Record<string, FlagSpec>,
+  batches: { first: number; iterations: (trainSamples: number) => number } | null = null,
+): ScheduleFlags {
   const { int, optionalInt, num, nonNegative, choice } = flagReader(v, specs);
   const given = (name: string) => v[name] !== undefined && v[name] !== specs[name]!.default;
   if (v['train-iters'] !== undefined && v['train-samples'] !== undefined)
@@ -24,9 +32,11 @@ export function scheduleFlags(v: FlagValues, globalBatchSize: number, specs: Rec
       throw new FlagError(`--${name} goes with --train-${other}; this run gives --train-${unit}: use --${name.replace(other, unit)}`);
   }
   const trainSamples = bySamples ? int('train-samples', 1) : null;
-  if (trainSamples !== null && trainSamples < globalBatchSize)
-    throw new FlagError(`--train-samples ${trainSamples} is less than one global batch (${globalBatchSize} samples)`);
-  const trainIters = trainSamples === null ? int('train-iters', 1) : Math.floor(trainSamples / globalBatchSize);
+  const firstBatch = batches?.first ?? globalBatchSize;
+  if (trainSamples !== null && trainSamples < firstBatch)
+    throw new FlagError(`--train-samples ${trainSamples} is less than one global batch (${firstBatch} samples)`);
+  const trainIters =
+    trainSamples === null ? int('train-iters', 1) : (batches?.iterations(trainSamples) ?? Math.floor(trainSamples / globalBatchSize));
 
   const lrDecayStyle = choice('lr-decay-style', DECAY_STYLES);
   const lr = nonNegative('lr');

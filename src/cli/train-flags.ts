@@ -12,6 +12,7 @@ import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../d
 import { parseDataPath } from '../data/blend.js';
 import { EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
 import { scheduleFlags } from './schedule-flags.js';
+import { batchSizeFlags } from './batch-flags.js';
 
 type Group =
   | 'network size'
@@ -66,6 +67,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'global-batch-size': flag('training', {
     kind: 'int',
     help: 'samples per iteration over all ranks (default micro-batch-size × data-parallel size)',
+  }),
+  'rampup-batch-size': flag('training', {
+    kind: 'strings',
+    help: 'START INCREMENT SAMPLES: grow the global batch from START to --global-batch-size in steps of INCREMENT over SAMPLES samples (needs --train-samples)',
+  }),
+  'step-batch-size-schedule': flag('training', {
+    kind: 'string',
+    help: 'global batch by tokens consumed, "THRESHOLD:BATCH ..." (e.g. "0:256 2B:512"; K, M, B, T suffixes), instead of --global-batch-size (needs --train-samples)',
   }),
   'train-iters': flag('training', { kind: 'int', help: 'iterations to train for; or give --train-samples' }),
   'train-samples': flag('training', {
@@ -157,6 +166,19 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'no-load-optim': flag('checkpointing', {
     kind: 'boolean',
     help: "resume --load's iteration and data, but start the optimizer state (Adam's moments and step, so the lr schedule too) afresh",
+  }),
+  'override-opt_param-scheduler': flag('checkpointing', {
+    kind: 'boolean',
+    help: "on a resume, the schedule's flags (lr, min lr, warmup, decay, weight decay) even where the checkpoint's differ",
+  }),
+  'override-opt-param-scheduler': flag('checkpointing', { kind: 'boolean', help: 'the same as --override-opt_param-scheduler' }),
+  'use-checkpoint-opt_param-scheduler': flag('checkpointing', {
+    kind: 'boolean',
+    help: "on a resume, the checkpoint's schedule (lr, min lr, warmup, decay, weight decay) whatever the flags say",
+  }),
+  'use-checkpoint-opt-param-scheduler': flag('checkpointing', {
+    kind: 'boolean',
+    help: 'the same as --use-checkpoint-opt_param-scheduler',
   }),
   'init-from': flag('checkpointing', {
     kind: 'string',
@@ -406,13 +428,19 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   if (maxPositionEmbeddings < seqLength)
     throw new FlagError(`--max-position-embeddings ${maxPositionEmbeddings} must be at least --seq-length ${seqLength}`);
   const microBatchSize = int('micro-batch-size', 1);
-  const globalBatchSize = optionalInt('global-batch-size', 1) ?? microBatchSize * d;
+  const batches = batchSizeFlags(v, microBatchSize, d, seqLength);
+  const globalBatchSize = batches?.globalBatchSize ?? optionalInt('global-batch-size', 1) ?? microBatchSize * d;
   if (globalBatchSize % (microBatchSize * d) !== 0) {
     throw new FlagError(
       `--global-batch-size ${globalBatchSize} is not divisible by --micro-batch-size ${microBatchSize} × data-parallel size ${d} = ${microBatchSize * d}`,
     );
   }
-  const schedule = scheduleFlags(v, globalBatchSize, TRAIN_FLAGS);
+  const schedule = scheduleFlags(
+    v,
+    globalBatchSize,
+    TRAIN_FLAGS,
+    batches && { first: batches.schedule[0]![1], iterations: batches.iterations },
+  );
   // Megatron's model-parallel sizes, which its scripts give even at 1: webtron is data-parallel only.
   for (const name of ['tensor-model-parallel-size', 'pipeline-model-parallel-size', 'context-parallel-size']) {
     const size = int(name, 1);
@@ -445,6 +473,12 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
   if (v['async-save'] && save === null) throw new FlagError('--async-save needs --save (where to save)');
+  const overrideOptParamScheduler = Boolean(v['override-opt_param-scheduler'] || v['override-opt-param-scheduler']);
+  const useCheckpointOptParamScheduler = Boolean(v['use-checkpoint-opt_param-scheduler'] || v['use-checkpoint-opt-param-scheduler']);
+  if (overrideOptParamScheduler && useCheckpointOptParamScheduler)
+    throw new FlagError(
+      "--override-opt_param-scheduler and --use-checkpoint-opt_param-scheduler exclude each other: take the flags' schedule or the checkpoint's",
+    );
   for (const name of ['finetune', 'no-load-optim'])
     if (v[name] && v.load === undefined) throw new FlagError(`--${name} needs --load (the checkpoint whose params to start from)`);
   const tensorboard = v['tensorboard-dir'] as string | undefined;
@@ -480,6 +514,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     adamEps: nonNegative('adam-eps'),
     microBatchSize,
     globalBatchSize,
+    batchSizeSchedule: batches?.schedule ?? null,
     ...schedule,
     useDistributedOptimizer,
     shardingStrategy,
@@ -498,6 +533,9 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     finetune: Boolean(v.finetune),
     pretrainedCheckpoint: (v['pretrained-checkpoint'] as string | undefined) ?? null,
     noLoadOptim: Boolean(v['no-load-optim']),
+    overrideOptParamScheduler,
+    useCheckpointOptParamScheduler,
+    checkpointScheduler: null,
     initFrom: (v['init-from'] as string | undefined) ?? null,
     saveInterval,
     saveRetain: int('save-retain', 0),

@@ -13,7 +13,7 @@ import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
 import { checkDataPath, runTraining } from '../train/trainer.js';
 import { type TrainConfig, withDefaultLoad } from '../train/config.js';
 import { withHfInit } from './hf-init.js';
-import { withCheckpointArgs } from './checkpoint-args.js';
+import { withCheckpointArgs, withCheckpointScheduler } from './checkpoint-args.js';
 import { type Dashboard, startDashboard } from '../dashboard/server.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
@@ -52,7 +52,8 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   const gpu = { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined, progress };
   const world = workerWorld(process.env);
   if (world !== null) {
-    const cfg = withDefaultLoad(resolveWithInit(values, argv, world), Number(process.env.WEBTRON_RESTART_COUNT ?? 0) > 0);
+    const restarted = Number(process.env.WEBTRON_RESTART_COUNT ?? 0) > 0;
+    const cfg = withCheckpointScheduler(withDefaultLoad(resolveWithInit(values, argv, world), restarted));
     await runTraining({ ...cfg, runDir: cfg.runDir ?? defaultRunDir() }, gpu);
     return 0;
   }
@@ -68,7 +69,8 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   const browserPort = values['browser-port'] as number;
   if (!(browserPort >= 0 && browserPort <= 65535))
     throw new FlagError(`--browser-port ${browserPort} is not a TCP port; give one from 1 to 65535, or 0 for a free one`);
-  const cfg = withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes + browsers)); // every flag error before any worker starts
+  // Every flag error before any worker starts.
+  const cfg = withCheckpointScheduler(withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes + browsers)));
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();
   const dashboard = values.dashboard ? await startRunDashboard(values, runDir) : null;

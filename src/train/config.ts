@@ -6,7 +6,7 @@ import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
-import type { ScheduleFlags } from './schedule.js';
+import type { ScheduleFlags, SchedulerState } from './schedule.js';
 
 /** The signals --exit-signal takes (Megatron's choices). */
 export const EXIT_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGUSR1', 'SIGUSR2'] as const;
@@ -29,7 +29,14 @@ export interface TrainConfig extends ScheduleFlags {
   adamBeta2: number;
   adamEps: number;
   microBatchSize: number;
+  /** The global batch: --global-batch-size, or the last of a batch-size schedule. */
   globalBatchSize: number;
+  /**
+   * A batch size that grows with the samples consumed (--step-batch-size-schedule or
+   * --rampup-batch-size): [from this many consumed samples, the global batch], the first from 0;
+   * null: `globalBatchSize` throughout.
+   */
+  batchSizeSchedule: [samples: number, batch: number][] | null;
   useDistributedOptimizer: boolean;
   /** Megatron-FSDP's strategy with the distributed optimizer ('optim' without --use-megatron-fsdp); null without it. */
   shardingStrategy: ShardingStrategy | null;
@@ -62,6 +69,15 @@ export interface TrainConfig extends ScheduleFlags {
    * command resumes from it instead.
    */
   pretrainedCheckpoint: string | null;
+  /** --override-opt_param-scheduler: on a resume, the flags' schedule even where the checkpoint's differs. */
+  overrideOptParamScheduler: boolean;
+  /** --use-checkpoint-opt_param-scheduler: on a resume, the checkpoint's schedule whatever the flags say. */
+  useCheckpointOptParamScheduler: boolean;
+  /**
+   * The schedule's values taken from the checkpoint (--use-checkpoint-opt_param-scheduler) where
+   * they differ from the flags', in samples; null: the flags' own.
+   */
+  checkpointScheduler: SchedulerState | null;
   /** --no-load-optim: resume the iteration and the data from --load, but not the optimizer state (Adam's moments and step, the loss scaler). */
   noLoadOptim: boolean;
   /** The starting params: an ONNX model's initializers (names matched), or a Hugging Face GPT-2 folder's weights. */
@@ -130,4 +146,14 @@ export function withDefaultLoad(cfg: TrainConfig, restarted = false): TrainConfi
   if (saved && (cfg.load === null || restarted)) return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: false };
   if (cfg.load === null && cfg.pretrainedCheckpoint) return { ...cfg, load: cfg.pretrainedCheckpoint, finetune: true, noLoadOptim: false };
   return cfg;
+}
+
+/** The global batch of the iteration that starts after `consumedSamples` samples. */
+export function globalBatchAt(cfg: Pick<TrainConfig, 'globalBatchSize' | 'batchSizeSchedule'>, consumedSamples: number): number {
+  let batch = cfg.globalBatchSize;
+  for (const [from, size] of cfg.batchSizeSchedule ?? []) {
+    if (consumedSamples < from) break;
+    batch = size;
+  }
+  return batch;
 }

@@ -11,7 +11,7 @@ export async function evaluate(run: TrainRun, samples: GptSampleSource | null): 
   let sum = 0;
   for (let b = 0; b < cfg.evalIters; b++) {
     for (let m = 0; m < cfg.gradAccumulation; m++) {
-      const first = b * cfg.globalBatchSize + rank * run.perRank + m * cfg.microBatchSize;
+      const first = b * cfg.globalBatchSize + (rank * cfg.globalBatchSize) / d + m * cfg.microBatchSize;
       const { ids, targets } = samples.batch(first, cfg.microBatchSize);
       const g = new Graph(ctx, { training: false, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
       const idsT = g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids');

@@ -9,8 +9,8 @@
  * Megatron counts the scheduler's steps in samples, a global batch per iteration whose update was
  * applied (an fp16 step skipped for an overflow does not count), and the optimizer's step k
  * (1-based) uses the rates after k - 1 of them. A schedule given in iterations (--train-iters) counts
- * iterations here (`perStep` 1), the same schedule with a constant global batch; one given in samples
- * (--train-samples) counts samples (`perStep` the global batch).
+ * applied iterations here (`unit` 'iterations'), the same schedule with a constant global batch; one
+ * given in samples (--train-samples), or taken from a checkpoint, counts their samples.
  */
 
 export const DECAY_STYLES = ['constant', 'linear', 'cosine', 'inverse-square-root', 'WSD'] as const;
@@ -34,9 +34,11 @@ export interface LrSchedule {
   wsdDecaySteps?: number;
   /** WSD: the shape of the final decay (Megatron's default: exponential). */
   wsdDecayStyle?: WsdDecayStyle;
-  /** What one applied optimizer step adds to the count: 1 (a schedule in iterations) or the global batch (in samples). */
-  perStep?: number;
+  /** What the steps count: applied iterations (the default), or their samples. */
+  unit?: ScheduleUnit;
 }
+
+export type ScheduleUnit = 'iterations' | 'samples';
 
 export interface WeightDecaySchedule {
   start: number;
@@ -44,12 +46,11 @@ export interface WeightDecaySchedule {
   style: WeightDecayIncrStyle;
   /** The step at which the weight decay reaches `end`: the run's iterations, or its samples. */
   incrSteps: number;
-  perStep?: number;
+  unit?: ScheduleUnit;
 }
 
-/** The learning rate after `steps` applied optimizer steps. */
-export function learningRate(s: LrSchedule, steps: number): number {
-  const n = steps * (s.perStep ?? 1);
+/** The learning rate after `n` steps in the schedule's unit (applied iterations, or their samples). */
+export function learningRate(s: LrSchedule, n: number): number {
   const init = s.warmupInit ?? 0;
   if (s.warmupSteps > 0 && n <= s.warmupSteps) return init + ((s.lr - init) * n) / s.warmupSteps;
   if (s.decayStyle === 'constant') return s.lr;
@@ -81,9 +82,8 @@ function decayCoefficient(s: LrSchedule, n: number): number {
   return s.decayStyle === 'linear' ? 1 - ratio : 0.5 * (Math.cos(Math.PI * ratio) + 1);
 }
 
-/** The weight decay after `steps` applied optimizer steps. */
-export function weightDecay(s: WeightDecaySchedule, steps: number): number {
-  const n = steps * (s.perStep ?? 1);
+/** The weight decay after `n` steps in the schedule's unit. */
+export function weightDecay(s: WeightDecaySchedule, n: number): number {
   if (n > s.incrSteps || s.style === 'constant') return s.end;
   const ratio = n / s.incrSteps;
   const coeff = s.style === 'linear' ? ratio : 0.5 * (Math.cos(Math.PI * (1 - ratio)) + 1);
@@ -116,8 +116,8 @@ export interface ScheduleFlags {
   weightDecayIncrStyle: WeightDecayIncrStyle;
 }
 
-/** The learning-rate schedule of a run with global batch `globalBatchSize`, in its flags' unit. */
-export function lrScheduleOf(f: ScheduleFlags, globalBatchSize: number): LrSchedule {
+/** The learning-rate schedule of a run, in its flags' unit. */
+export function lrScheduleOf(f: ScheduleFlags): LrSchedule {
   const bySamples = f.trainSamples !== null;
   const decaySteps = (bySamples ? f.lrDecaySamples : f.lrDecayIters) ?? 0;
   const warmupSteps = f.lrWarmupFraction !== null ? f.lrWarmupFraction * decaySteps : bySamples ? f.lrWarmupSamples : f.lrWarmupIters;
@@ -130,18 +130,89 @@ export function lrScheduleOf(f: ScheduleFlags, globalBatchSize: number): LrSched
     decaySteps,
     warmupInit: f.lrWarmupInit,
     ...(wsdDecaySteps !== null ? { wsdDecaySteps, wsdDecayStyle: f.lrWsdDecayStyle } : {}),
-    perStep: bySamples ? globalBatchSize : 1,
+    unit: bySamples ? 'samples' : 'iterations',
   };
 }
 
 /** The weight-decay schedule: over the whole run, in its flags' unit. */
-export function weightDecayScheduleOf(f: ScheduleFlags, globalBatchSize: number): WeightDecaySchedule {
+export function weightDecayScheduleOf(f: ScheduleFlags): WeightDecaySchedule {
   const bySamples = f.trainSamples !== null;
   return {
     start: f.startWeightDecay,
     end: f.endWeightDecay,
     style: f.weightDecayIncrStyle,
     incrSteps: bySamples ? f.trainSamples! : f.trainIters,
-    perStep: bySamples ? globalBatchSize : 1,
+    unit: bySamples ? 'samples' : 'iterations',
+  };
+}
+
+/**
+ * What Megatron's OptimizerParamScheduler saves and checks on a resume (its state_dict), every step
+ * in samples: a resume whose flags give other values stops, unless --override-opt_param-scheduler
+ * (the flags' values) or --use-checkpoint-opt_param-scheduler (the checkpoint's) says which to take.
+ */
+export interface SchedulerState {
+  maxLr: number;
+  minLr: number;
+  lrWarmupSteps: number;
+  lrDecaySteps: number;
+  lrDecayStyle: DecayStyle;
+  startWd: number;
+  endWd: number;
+  wdIncrSteps: number;
+  wdIncrStyle: WeightDecayIncrStyle;
+}
+
+/** Megatron's words for each field, as its mismatch message names them. */
+export const SCHEDULER_FIELDS: Record<keyof SchedulerState, string> = {
+  maxLr: 'learning rate',
+  minLr: 'minimum learning rate',
+  lrWarmupSteps: 'warmup samples',
+  lrDecaySteps: 'decay samples',
+  lrDecayStyle: 'learning rate decay style',
+  startWd: 'start weight decay',
+  endWd: 'end weight decay',
+  wdIncrSteps: 'weight decay samples',
+  wdIncrStyle: 'weight decay incr style',
+};
+
+/** The scheduler's state of a run with these flags: a schedule in iterations counts global batches of `globalBatchSize` samples. */
+export function schedulerStateOf(f: ScheduleFlags, globalBatchSize: number): SchedulerState {
+  const lr = lrScheduleOf(f);
+  const wd = weightDecayScheduleOf(f);
+  const perStep = lr.unit === 'samples' ? 1 : globalBatchSize;
+  return {
+    maxLr: lr.lr,
+    minLr: lr.minLr,
+    lrWarmupSteps: lr.warmupSteps * perStep,
+    lrDecaySteps: lr.decaySteps * perStep,
+    lrDecayStyle: lr.decayStyle,
+    startWd: wd.start,
+    endWd: wd.end,
+    wdIncrSteps: wd.incrSteps * perStep,
+    wdIncrStyle: wd.style,
+  };
+}
+
+/** The run's schedules with `state`'s values (a checkpoint's), counted in samples; the rest (warmup init, WSD) from the flags. */
+export function schedulesFromState(
+  f: ScheduleFlags,
+  globalBatchSize: number,
+  state: SchedulerState,
+): { lr: LrSchedule; weightDecay: WeightDecaySchedule } {
+  const lr = lrScheduleOf(f);
+  const perStep = lr.unit === 'samples' ? 1 : globalBatchSize;
+  return {
+    lr: {
+      ...lr,
+      lr: state.maxLr,
+      minLr: state.minLr,
+      decayStyle: state.lrDecayStyle,
+      warmupSteps: state.lrWarmupSteps,
+      decaySteps: state.lrDecaySteps,
+      ...(lr.wsdDecaySteps !== undefined ? { wsdDecaySteps: lr.wsdDecaySteps * perStep } : {}),
+      unit: 'samples',
+    },
+    weightDecay: { start: state.startWd, end: state.endWd, style: state.wdIncrStyle, incrSteps: state.wdIncrSteps, unit: 'samples' },
   };
 }

@@ -23,7 +23,7 @@ import { isFolder, openHfWeights } from '../hf/weights.js';
 import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
 import { createOptimizer, type Optimizer } from '../optimizer/optimizer.js';
 import type { TrainConfig } from './config.js';
-import { type LrSchedule, lrScheduleOf, type WeightDecaySchedule, weightDecayScheduleOf } from './schedule.js';
+import { type LrSchedule, lrScheduleOf, schedulesFromState, type WeightDecaySchedule, weightDecayScheduleOf } from './schedule.js';
 import type { Counters, TrainerState } from './state.js';
 
 /** One rank's model, optimizer and the facts every part of the loop needs. */
@@ -43,8 +43,6 @@ export interface TrainRun {
   order: string[];
   schedule: LrSchedule;
   weightDecaySchedule: WeightDecaySchedule;
-  /** Samples per rank per iteration: global batch / d. */
-  perRank: number;
 }
 
 /** The GPT the flags and the tokenizer describe. */
@@ -97,7 +95,8 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
         stateDtypes: cfg.stateDtypes,
         ...(cfg.ddpBucketSize ? { bucketSize: cfg.ddpBucketSize } : {}),
         strategy: cfg.shardingStrategy ?? 'optim',
-        gradAccumulation: cfg.gradAccumulation,
+        // The most micro-batches of any iteration (a batch-size schedule's largest batch).
+        gradAccumulation: Math.max(cfg.gradAccumulation, ...(cfg.batchSizeSchedule ?? []).map(([, b]) => b / (cfg.microBatchSize * d))),
         gradReduceInBf16: cfg.gradReduceInBf16,
         activations: {
           microBatchSize: cfg.microBatchSize,
@@ -167,10 +166,15 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
     optimizer,
     gpt: new Gpt(model, paramTensors(ddp.buffers)),
     order: specs.map((s) => s.name),
-    schedule: lrScheduleOf(cfg, cfg.globalBatchSize),
-    weightDecaySchedule: weightDecayScheduleOf(cfg, cfg.globalBatchSize),
-    perRank: cfg.globalBatchSize / d,
+    ...schedules(cfg),
   };
+}
+
+/** The lr and weight-decay schedules: the flags', or with the checkpoint's values (--use-checkpoint-opt_param-scheduler). */
+function schedules(cfg: TrainConfig): { schedule: LrSchedule; weightDecaySchedule: WeightDecaySchedule } {
+  if (!cfg.checkpointScheduler) return { schedule: lrScheduleOf(cfg), weightDecaySchedule: weightDecayScheduleOf(cfg) };
+  const { lr, weightDecay } = schedulesFromState(cfg, cfg.globalBatchSize, cfg.checkpointScheduler);
+  return { schedule: lr, weightDecaySchedule: weightDecay };
 }
 
 /**
@@ -179,7 +183,7 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
  * counters from zero, a fresh optimizer. --no-load-optim takes the params and the counters.
  */
 export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) => void): Promise<Counters> {
-  const counters: Counters = { iteration: 0, consumedSamples: 0, skippedIterations: 0, nanIterations: 0 };
+  const counters: Counters = { iteration: 0, consumedSamples: 0, schedulerSamples: 0, skippedIterations: 0, nanIterations: 0 };
   const { load, finetune, noLoadOptim } = run.cfg;
   if (!load) return counters;
   const optimizerState = !finetune && !noLoadOptim;
@@ -190,6 +194,8 @@ export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) =
   } else {
     counters.iteration = extra.iteration;
     counters.consumedSamples = extra.consumedSamples;
+    // The scheduler restarts with the optimizer (--no-load-optim); a checkpoint without the count had a constant global batch.
+    if (optimizerState) counters.schedulerSamples = extra.schedulerSamples ?? run.optimizer.stepCount * extra.args.globalBatchSize;
     counters.skippedIterations = extra.skippedIterations;
     counters.nanIterations = extra.nanIterations;
     const fresh = optimizerState ? '' : '; the optimizer starts afresh (--no-load-optim)';

@@ -5,6 +5,7 @@ import { WebtronError } from '../errors.js';
 import type { GptConfig } from '../nn/gpt.js';
 import type { ProgressDisplay } from '../progress.js';
 import type { TrainConfig } from './config.js';
+import type { SchedulerState } from './schedule.js';
 
 /** The run stopped for a reason of the run itself (NaN, bad data): one line, exit code 1. */
 export class TrainingError extends WebtronError {
@@ -17,6 +18,8 @@ export class TrainingError extends WebtronError {
 export interface Counters {
   iteration: number;
   consumedSamples: number;
+  /** The samples of the iterations whose update was applied (not skipped for an fp16 overflow): a schedule in samples counts these, as Megatron's scheduler does. */
+  schedulerSamples: number;
   skippedIterations: number;
   nanIterations: number;
 }
@@ -26,6 +29,8 @@ export interface TrainerState extends Counters {
   tokenizer: TokenizerState;
   model: GptConfig;
   args: TrainConfig;
+  /** The schedule's values the run trained with, in samples (Megatron's opt_param_scheduler state): what a resume checks its flags against. */
+  optParamScheduler: SchedulerState;
 }
 
 export interface TrainSummary {

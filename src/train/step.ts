@@ -3,9 +3,10 @@
  * last in noSync, the last with the grads handed to DDP's overlapped reduce as they are made), the
  * grad sync, the loss averaged over the ranks, the optimizer step, and the NaN check.
  *
- * Iteration i trains on the global samples [(i-1)·G, i·G); rank r takes the r-th slice of them;
- * every micro-batch's mean loss is scaled by 1/(micro-batches) and DDP averages over the ranks, so
- * the grads are the mean over the global batch whatever d is.
+ * An iteration trains on the next G global samples (G the global batch, which a batch-size schedule
+ * grows with the samples consumed); rank r takes the r-th slice of them; every micro-batch's mean
+ * loss is scaled by 1/(micro-batches) and DDP averages over the ranks, so the grads are the mean
+ * over the global batch whatever d is.
  */
 import { wordsToFloat32 } from '../collectives/reduce.js';
 import { slowData } from '../faults.js';
@@ -15,6 +16,7 @@ import { type BackwardOptions, Graph } from '../nn/graph.js';
 import type { StepResult } from '../optimizer/optimizer.js';
 import { learningRate, weightDecay } from './schedule.js';
 import type { TrainRun } from './setup.js';
+import { globalBatchAt } from './config.js';
 import { type Counters, TrainingError } from './state.js';
 import type { StepTimer } from './timing.js';
 
@@ -27,8 +29,14 @@ export interface StepOutcome {
   result: StepResult;
   /** The loss or the grad norm is not finite. */
   nan: boolean;
-  /** Tokens of the global batch. */
+  /** The global batch, in samples, and its tokens. */
+  batch: number;
   tokens: number;
+}
+
+/** Where the schedules stand: Adam's applied steps for a schedule in iterations, their samples for one in samples. */
+export function scheduleCount(run: TrainRun, counters: Counters): number {
+  return run.schedule.unit === 'samples' ? counters.schedulerSamples : run.optimizer.stepCount;
 }
 
 /**
@@ -70,6 +78,7 @@ async function microBatch(
   run: TrainRun,
   samples: GptSampleSource,
   first: number,
+  accumulation: number,
   last: boolean,
   scale: number,
   stepTimer: StepTimer | null,
@@ -109,7 +118,7 @@ async function microBatch(
       cfg.overlapParamGather || ddp.shardedParams ? gpt.forwardAwaiting(g, idsT, targetsT, ready) : gpt.forward(g, idsT, targetsT),
     );
     // The mean over the micro-batches (and, through DDP's average, over the ranks); fp16: times the loss scale.
-    const seed = new Float32Array([scale / cfg.gradAccumulation]);
+    const seed = new Float32Array([scale / accumulation]);
     const options: BackwardOptions = {
       ...(last && ddp.overlapGradReduce ? { onParamGrad: (name: string) => ddp.registerGradReady(name) } : {}),
       // Sharded grads take memory bucket by bucket; sharded params are gathered before an op reads them.
@@ -150,23 +159,26 @@ export async function trainStep(
   const { cfg, rank, d, ddp, optimizer, group, order } = run;
   counters.iteration += 1;
   stepTimer?.begin(ddp.phases);
-  optimizer.learningRate = learningRate(run.schedule, optimizer.stepCount);
-  optimizer.weightDecay = weightDecay(run.weightDecaySchedule, optimizer.stepCount);
+  optimizer.learningRate = learningRate(run.schedule, scheduleCount(run, counters));
+  optimizer.weightDecay = weightDecay(run.weightDecaySchedule, scheduleCount(run, counters));
   ddp.zeroGradBuffer();
   const scale = optimizer.scaler?.scale ?? 1;
+  const batch = globalBatchAt(cfg, counters.consumedSamples);
+  const accumulation = batch / (cfg.microBatchSize * d);
   let localLoss = 0;
-  for (let m = 0; m < cfg.gradAccumulation; m++) {
-    const first = counters.consumedSamples + rank * run.perRank + m * cfg.microBatchSize;
-    localLoss += await microBatch(run, samples, first, m === cfg.gradAccumulation - 1, scale, stepTimer);
+  for (let m = 0; m < accumulation; m++) {
+    const first = counters.consumedSamples + (rank * batch) / d + m * cfg.microBatchSize;
+    localLoss += await microBatch(run, samples, first, accumulation, m === accumulation - 1, scale, stepTimer);
   }
   await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
   // Before the step: with --overlap-param-gather the step returns with all-gathers still being
   // issued, and every rank must issue its collectives in the same order.
   const lossSum = new Float32Array([localLoss]);
   await group.allReduce(lossSum, 'sum');
-  const loss = lossSum[0]! / (cfg.gradAccumulation * d);
+  const loss = lossSum[0]! / (accumulation * d);
   const result = await ddp.phases.time('optimizer step', () => optimizer.step());
-  counters.consumedSamples += cfg.globalBatchSize;
+  counters.consumedSamples += batch;
+  if (!result.skipped) counters.schedulerSamples += batch;
   const nan = !Number.isFinite(loss) || (!result.skipped && !Number.isFinite(result.gradNorm));
   if (nan && cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
     // The earliest param over all ranks: max of (count - index). After the gathers, for the order of collectives.
@@ -181,5 +193,5 @@ export async function trainStep(
   }
   if (result.skipped) counters.skippedIterations += 1;
   if (nan) counters.nanIterations += 1;
-  return { loss, rankLoss: localLoss / cfg.gradAccumulation, result, nan, tokens: cfg.globalBatchSize * cfg.seqLength };
+  return { loss, rankLoss: localLoss / accumulation, result, nan, batch, tokens: batch * cfg.seqLength };
 }

@@ -5,9 +5,10 @@
  * evaluate, src/train/training-log.ts training_log, and `Saver` below is save_checkpoint_and_time.
  *
  * What makes results independent of the data-parallel size d and the micro-batch size (up to float
- * summation order): iteration i trains on the global samples [(i-1)·G, i·G), a function of the seed
- * and the sample index (src/data/samples.ts); rank r takes the r-th slice of them; dropout masks are
- * keyed by the global sample index; the grads are the mean over the global batch (src/train/step.ts).
+ * summation order): an iteration trains on the next G global samples (G the global batch), a
+ * function of the seed and the sample index (src/data/samples.ts); rank r takes the r-th slice of
+ * them; dropout masks are keyed by the global sample index; the grads are the mean over the global
+ * batch (src/train/step.ts).
  */
 import { type AsyncSave, type AsyncSaveState, reserveAsyncSaveMemory, saveCheckpoint, startAsyncSave } from '../checkpoint/checkpoint.js';
 import { type Distributed, initProcessGroup } from '../collectives/init.js';
@@ -26,6 +27,7 @@ import { loadTrainerCheckpoint, setupModelAndOptimizer, type TrainRun } from './
 import { type Counters, type TrainerState, TrainingError, type TrainOptions, type TrainSummary } from './state.js';
 import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
 import { trainStep } from './step.js';
+import { schedulerStateOf } from './schedule.js';
 import { StepTimer, writeTimeline } from './timing.js';
 import { TrainingLog } from './training-log.js';
 import { gptFlopsPerIteration, knownPeak, measuredPeak } from './throughput.js';
@@ -111,12 +113,20 @@ class Saver {
 
 const seconds = (ms: number) => (ms / 1000).toFixed(2);
 
+/** The global batch, and how it grows under a batch-size schedule. */
+function batchText(cfg: TrainConfig, d: number): string {
+  const schedule = cfg.batchSizeSchedule;
+  if (!schedule || schedule.length === 1)
+    return `global batch ${cfg.globalBatchSize} = ${cfg.microBatchSize} × ${d} × ${cfg.gradAccumulation} micro-batches`;
+  return `global batch from ${schedule[0]![1]} to ${cfg.globalBatchSize} (${cfg.microBatchSize} × ${d} × ${schedule[0]![1] / (cfg.microBatchSize * d)} to ${cfg.gradAccumulation} micro-batches) in ${schedule.length - 1} steps by sample ${schedule.at(-1)![0]}`;
+}
+
 /** Rank 0's first line: the model, the parallelism, the batch and the data. */
 function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number; bigram: number | null }): string {
   const { cfg, d, model, layout } = run;
   return (
     `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
-    `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, global batch ${cfg.globalBatchSize} = ${cfg.microBatchSize} × ${d} × ${cfg.gradAccumulation} micro-batches; ` +
+    `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, ${batchText(cfg, d)}; ` +
     `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${data.train.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens${data.testTokens > 0 ? `, ${data.testTokens.toLocaleString('en-US')} test tokens` : ''}; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`
   );
 }
@@ -149,7 +159,8 @@ async function train(
   onIteration?: (iteration: number, loss: number, rankLoss: number) => void,
 ): Promise<{ checkpoint: string | null; lastTimed: number }> {
   const { cfg, ddp } = run;
-  const state = (): TrainerState => ({ ...counters, tokenizer: data.tokenizer.state(), model: run.model, args: cfg });
+  const optParamScheduler = cfg.checkpointScheduler ?? schedulerStateOf(cfg, cfg.globalBatchSize);
+  const state = (): TrainerState => ({ ...counters, tokenizer: data.tokenizer.state(), model: run.model, args: cfg, optParamScheduler });
   const saver = new Saver(run, log);
   let lastTimed = 0;
   const exits = new ExitConditions(cfg, performance.now());
@@ -230,7 +241,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
         peak = await measuredPeak(ctx);
       }
       const flops = gptFlopsPerIteration(run.model, cfg.globalBatchSize);
-      log.logThroughput(flops, peak);
+      log.logThroughput((batch) => gptFlopsPerIteration(run.model, batch), peak);
       say(
         `throughput: ${(flops / 1e9).toPrecision(4)} GFLOP of model work per iteration (Megatron's formula); MFU against ${peak.tflops.toPrecision(3)} TFLOP/s (${peak.source})`,
       );

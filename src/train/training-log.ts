@@ -10,7 +10,7 @@ import { megatronLine, memoryLine, type MetricsLine, type RunFolder, sci } from 
 import { learningRate } from './schedule.js';
 import type { TrainRun } from './setup.js';
 import type { Counters, TrainSummary } from './state.js';
-import type { StepOutcome } from './step.js';
+import { type StepOutcome, scheduleCount } from './step.js';
 import { type IterationTiming, timingLine } from './timing.js';
 import { type Peak, throughput } from './throughput.js';
 import type { TensorBoardWriter } from './tensorboard.js';
@@ -24,9 +24,23 @@ interface Interval {
   skipped: number;
   nan: number;
   tokens: number;
+  /** --log-throughput: the model FLOPs of the interval's iterations. */
+  flops: number;
+  /** The global batch of the interval's last iteration. */
+  batch: number;
 }
 
-const freshInterval = (): Interval => ({ t0: performance.now(), iterations: 0, lossSum: 0, lossCount: 0, skipped: 0, nan: 0, tokens: 0 });
+const freshInterval = (): Interval => ({
+  t0: performance.now(),
+  iterations: 0,
+  lossSum: 0,
+  lossCount: 0,
+  skipped: 0,
+  nan: 0,
+  tokens: 0,
+  flops: 0,
+  batch: 0,
+});
 
 export class TrainingLog {
   private readonly started = performance.now();
@@ -42,8 +56,8 @@ export class TrainingLog {
   private readonly validCurve: { x: number; y: number }[] = [];
   private trainedTokens = 0;
   private memory: { measured: number; predicted: number; activationsPeak: number } | null = null;
-  /** --log-throughput: the model FLOPs of an iteration and the peak MFU is taken against. */
-  private throughput: { flops: number; peak: Peak } | null = null;
+  /** --log-throughput: the model FLOPs of an iteration of a global batch, and the peak MFU is taken against. */
+  private throughput: { flops: (batch: number) => number; peak: Peak } | null = null;
   /** Model FLOPs and milliseconds of the training so far (logged intervals). */
   private flopsTrained = 0;
   private msTrained = 0;
@@ -64,8 +78,8 @@ export class TrainingLog {
     this.tensorboard = writer;
   }
 
-  /** --log-throughput: count `flops` per iteration against `peak` from now on. */
-  logThroughput(flops: number, peak: Peak): void {
+  /** --log-throughput: count `flops(global batch)` per iteration against `peak` from now on. */
+  logThroughput(flops: (batch: number) => number, peak: Peak): void {
     this.throughput = { flops, peak };
   }
 
@@ -95,7 +109,7 @@ export class TrainingLog {
     timing: IterationTiming | null,
     paramsNorm: number | null = null,
   ): MetricsLine | null {
-    const { iteration, consumedSamples } = counters;
+    const { iteration } = counters;
     const { loss, result, nan, tokens } = outcome;
     if (result.skipped) this.interval.skipped += 1;
     if (nan) this.interval.nan += 1;
@@ -106,6 +120,8 @@ export class TrainingLog {
     }
     this.interval.iterations += 1;
     this.interval.tokens += tokens;
+    this.interval.batch = outcome.batch;
+    if (this.throughput) this.interval.flops += this.throughput.flops(outcome.batch);
     this.trainedTokens += tokens;
     this.lastLoss = loss;
     if (this.tensorboard && this.logs(iteration).tensorboard) this.tensorboardScalars(counters, outcome, stepMs, paramsNorm);
@@ -115,7 +131,7 @@ export class TrainingLog {
       `lm loss ${Number.isFinite(loss) ? loss.toFixed(3) : loss} | ${(tokens / (stepMs / 1000)).toFixed(0)} tokens/s`,
     );
     if (this.memory === null) this.memoryOnce(iteration);
-    return this.logs(iteration).line ? this.megatron(iteration, consumedSamples, paramsNorm) : null;
+    return this.logs(iteration).line ? this.megatron(counters, paramsNorm) : null;
   }
 
   private memoryOnce(iteration: number): void {
@@ -144,18 +160,19 @@ export class TrainingLog {
       );
   }
 
-  private megatron(iteration: number, consumedSamples: number, paramsNorm: number | null): MetricsLine {
+  private megatron(counters: Counters, paramsNorm: number | null): MetricsLine {
     const { cfg, optimizer, ddp } = this.run;
+    const { iteration, consumedSamples } = counters;
     const interval = this.interval;
     const elapsed = performance.now() - interval.t0;
     const avg = interval.lossCount > 0 ? interval.lossSum / interval.lossCount : null;
-    const lr = learningRate(this.run.schedule, optimizer.stepCount);
+    const lr = learningRate(this.run.schedule, scheduleCount(this.run, counters));
     const tokensPerS = interval.tokens / (elapsed / 1000);
     const rate = this.throughput
-      ? throughput(this.throughput.flops, elapsed / interval.iterations, this.run.d, this.throughput.peak)
+      ? throughput(interval.flops / interval.iterations, elapsed / interval.iterations, this.run.d, this.throughput.peak)
       : null;
     if (this.throughput) {
-      this.flopsTrained += this.throughput.flops * interval.iterations;
+      this.flopsTrained += interval.flops;
       this.msTrained += elapsed;
     }
     this.line(
@@ -166,7 +183,7 @@ export class TrainingLog {
         consumedSamples,
         msPerIteration: elapsed / interval.iterations,
         lr,
-        globalBatchSize: cfg.globalBatchSize,
+        globalBatchSize: interval.batch,
         loss: avg,
         lossScale: optimizer.scaler?.scale ?? 1,
         gradNorm: this.lastGradNorm,
@@ -215,14 +232,15 @@ export class TrainingLog {
   private tensorboardScalars(counters: Counters, outcome: StepOutcome, stepMs: number, paramsNorm: number | null): void {
     const { cfg, optimizer, ctx } = this.run;
     const { loss, result } = outcome;
-    const lr = learningRate(this.run.schedule, optimizer.stepCount);
-    const scalars: Record<string, number> = { 'learning-rate': lr, 'batch-size': cfg.globalBatchSize };
+    const lr = learningRate(this.run.schedule, scheduleCount(this.run, counters));
+    const scalars: Record<string, number> = { 'learning-rate': lr, 'batch-size': outcome.batch };
     if (!result.skipped) Object.assign(scalars, { 'lm loss': loss, 'grad-norm': result.gradNorm });
     if (optimizer.scaler) scalars['loss-scale'] = optimizer.scaler.scale;
     if (paramsNorm !== null) scalars['params-norm'] = paramsNorm;
     const bySamples = Object.fromEntries(Object.entries(scalars).map(([tag, x]) => [`${tag} vs samples`, x]));
     scalars['iteration-time'] = stepMs / 1000;
-    if (this.throughput) scalars.throughput = throughput(this.throughput.flops, stepMs, this.run.d, this.throughput.peak).tflops;
+    if (this.throughput)
+      scalars.throughput = throughput(this.throughput.flops(outcome.batch), stepMs, this.run.d, this.throughput.peak).tflops;
     if (cfg.logMemoryToTensorboard) {
       const memory = ctx.memoryReport();
       scalars['mem-allocated-bytes'] = memory.total;

@@ -140,6 +140,7 @@ describe.skipIf(unavailable !== null)('browser tabs as ranks', () => {
       '1',
       '--train-iters',
       '10',
+      '--override-opt_param-scheduler', // the reference's schedule over 10 iterations, not the checkpoint's over 8
       '--load',
       checkpoints,
       '--run-dir',

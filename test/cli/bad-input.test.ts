@@ -85,6 +85,20 @@ const CASES: Case[] = [
     says: /--pipeline-model-parallel-size must be an integer of at least 1, got 0/,
   },
   { args: ['train', ...TRAIN, '--valid-data-path', 'bytes'], says: /--valid-data-path needs --train-data-path/ },
+  { args: ['train', ...TRAIN, '--rampup-batch-size', '2', '2', '100'], says: /--rampup-batch-size needs a run in samples/ },
+  {
+    args: [
+      'train',
+      ...GPT,
+      ...['--micro-batch-size', '2', '--train-samples', '64', '--lr', '1e-3', '--save', 'ck', '--run-dir', 'run'],
+      ...['--step-batch-size-schedule', '0:2 1M:two'],
+    ],
+    says: /--step-batch-size-schedule: '1M:two' is not THRESHOLD:BATCH/,
+  },
+  {
+    args: ['train', ...TRAIN, '--override-opt_param-scheduler', '--use-checkpoint-opt-param-scheduler'],
+    says: /--override-opt_param-scheduler and --use-checkpoint-opt_param-scheduler exclude each other/,
+  },
   {
     args: ['train', ...TRAIN, '--data-path', 'bytes', '--train-data-path', 'bytes'],
     says: /--data-path and --train-data-path .*exclude each other/,

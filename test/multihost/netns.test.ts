@@ -222,6 +222,7 @@ describe.skipIf(unavailable !== null)('links that fail mid-training', () => {
         save,
         '--train-iters',
         String(last + 2),
+        '--override-opt_param-scheduler', // a shorter run than the checkpoint's 100000 iterations
         '--run-dir',
         join(base, 'resumed'),
       ]);
