@@ -10,7 +10,7 @@ import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
-import { EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
+import { ATTENTION_BACKENDS, EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
 import { scheduleFlags } from './schedule-flags.js';
 import { batchSizeFlags } from './batch-flags.js';
 
@@ -40,6 +40,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'untie-embeddings-and-output-weights': flag('network size', {
     kind: 'boolean',
     help: 'the output head has its own weights instead of the token embedding',
+  }),
+  'attention-backend': flag('network size', {
+    kind: 'string',
+    default: 'auto',
+    help: "auto (the adapter's: fused on GPUs, unfused on CPU drivers), flash or fused (flash-style, no T × T scores in memory), unfused or local",
   }),
 
   'hidden-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on embeddings and residual branches' }),
@@ -415,7 +420,7 @@ function splitDataPaths(v: FlagValues, withDataPath: boolean): TrainConfig['spli
 
 /** Resolve and check the flags for a job of `d` data-parallel ranks. */
 export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
-  const { int, optionalInt, num, probability, nonNegative } = flagReader(v, TRAIN_FLAGS);
+  const { int, optionalInt, num, probability, nonNegative, choice } = flagReader(v, TRAIN_FLAGS);
 
   if (v.fp16 && v.bf16) throw new FlagError('--fp16 and --bf16 exclude each other; give one (or neither for fp32)');
   const numLayers = int('num-layers', 1);
@@ -508,6 +513,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     untieEmbeddingsAndOutputWeights: Boolean(v['untie-embeddings-and-output-weights']),
     hiddenDropout: probability('hidden-dropout'),
     attentionDropout: probability('attention-dropout'),
+    attentionBackend: choice('attention-backend', ATTENTION_BACKENDS),
     clipGrad: nonNegative('clip-grad'),
     adamBeta1: probability('adam-beta1'),
     adamBeta2: probability('adam-beta2'),

@@ -6,7 +6,19 @@ import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
+import type { AttentionKernel } from '../gpu/context.js';
 import type { ScheduleFlags, SchedulerState } from './schedule.js';
+
+/** --attention-backend's choices (Megatron's), and the kernel each runs; auto: the adapter's. */
+export const ATTENTION_BACKENDS = ['auto', 'flash', 'fused', 'unfused', 'local'] as const;
+export type AttentionBackend = (typeof ATTENTION_BACKENDS)[number];
+export const ATTENTION_KERNEL_OF: Record<AttentionBackend, AttentionKernel | undefined> = {
+  auto: undefined,
+  flash: 'fused',
+  fused: 'fused',
+  unfused: 'unfused',
+  local: 'unfused',
+};
 
 /** The signals --exit-signal takes (Megatron's choices). */
 export const EXIT_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGUSR1', 'SIGUSR2'] as const;
@@ -24,6 +36,8 @@ export interface TrainConfig extends ScheduleFlags {
   untieEmbeddingsAndOutputWeights: boolean;
   hiddenDropout: number;
   attentionDropout: number;
+  /** --attention-backend, Megatron's choices: webtron's fused kernel (flash, fused), its unfused one (unfused, local), or the adapter's (auto). */
+  attentionBackend: AttentionBackend;
   clipGrad: number;
   adamBeta1: number;
   adamBeta2: number;

@@ -16,7 +16,7 @@ import { entropies } from '../data/corpus.js';
 import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { NO_PROGRESS } from '../progress.js';
-import type { TrainConfig } from './config.js';
+import { ATTENTION_KERNEL_OF, type TrainConfig } from './config.js';
 import { openData, type TrainData } from './data.js';
 import { evaluate } from './evaluate.js';
 import { ExitConditions } from './exit.js';
@@ -216,7 +216,12 @@ async function train(
 /** Megatron's pretrain for one rank: the process group, the data, the model and optimizer, the loop, the summary. */
 export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const print = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const ctx = await GpuContext.create({ backend: options.backend, adapter: options.adapter });
+  const attentionKernel = ATTENTION_KERNEL_OF[cfg.attentionBackend];
+  const ctx = await GpuContext.create({
+    backend: options.backend,
+    adapter: options.adapter,
+    ...(attentionKernel ? { attentionKernel } : {}),
+  });
   const dist: Distributed = await initProcessGroup(options.init);
   const { rank, worldSize: d } = dist.info;
   if (d !== cfg.dataParallelSize) throw new TrainingError(`the job has ${d} ranks but the flags were checked for ${cfg.dataParallelSize}`);
