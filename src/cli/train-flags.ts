@@ -336,6 +336,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     env: 'WEBTRON_STOP_GRACE_MS',
     help: 'after Ctrl-C or a failed worker, how long workers get before SIGKILL',
   }),
+  'distributed-timeout-minutes': flag('launch', {
+    kind: 'number',
+    help: 'how long a collective waits for a peer before it fails, naming the peer (default WEBTRON_TIMEOUT_MS, else 30 s)',
+  }),
   'max-restarts': flag('launch', {
     kind: 'int',
     default: 0,
@@ -532,6 +536,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     exitSignalHandler: Boolean(v['exit-signal-handler']),
     exitSignal: exitSignal as ExitSignal,
     checkWeightHashInterval: optionalInt('check-weight-hash-across-dp-replicas-interval', 1),
+    distributedTimeoutMinutes: v['distributed-timeout-minutes'] === undefined ? null : positiveNumber('distributed-timeout-minutes'),
     initMethodStd: positiveNumber('init-method-std'),
     seed: int('seed', 0),
     save,

@@ -68,6 +68,8 @@ export interface TrainConfig extends ScheduleFlags {
   exitSignal: ExitSignal;
   /** --check-weight-hash-across-dp-replicas-interval: every this many iterations, check that all replicas hold the same params. */
   checkWeightHashInterval: number | null;
+  /** --distributed-timeout-minutes: each collective op's timeout; null: WEBTRON_TIMEOUT_MS's, else 30 s. */
+  distributedTimeoutMinutes: number | null;
   initMethodStd: number;
   seed: number;
   save: string | null;

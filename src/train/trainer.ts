@@ -222,7 +222,8 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     adapter: options.adapter,
     ...(attentionKernel ? { attentionKernel } : {}),
   });
-  const dist: Distributed = await initProcessGroup(options.init);
+  const timeout = cfg.distributedTimeoutMinutes === null ? {} : { timeoutMs: Math.round(cfg.distributedTimeoutMinutes * 60_000) };
+  const dist: Distributed = await initProcessGroup({ ...timeout, ...options.init });
   const { rank, worldSize: d } = dist.info;
   if (d !== cfg.dataParallelSize) throw new TrainingError(`the job has ${d} ranks but the flags were checked for ${cfg.dataParallelSize}`);
   const say = (line: string) => rank === 0 && print(line);

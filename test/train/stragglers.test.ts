@@ -1,4 +1,7 @@
-/** --log-straggler: the report from every rank's times, and a run where one rank is slowed on purpose. */
+/**
+ * --log-straggler: the report from every rank's times, and a run where one rank is slowed on
+ * purpose; --distributed-timeout-minutes: how long the others wait for such a rank.
+ */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -69,5 +72,32 @@ describe('--log-straggler', () => {
     // The sleep is in every one of rank 1's data loads: 400 ms an iteration at least (well above the
     // first interval's compile time, which differs between ranks by up to 200 ms on lavapipe).
     for (const l of logged) expect(l.stragglers!.ranks[1]!.data).toBeGreaterThan(400);
+  });
+
+  it('--distributed-timeout-minutes is how long a collective waits for a slow rank, whatever WEBTRON_TIMEOUT_MS says', async () => {
+    const job = (minutes: string, env: NodeJS.ProcessEnv) =>
+      train(
+        [
+          ...TINY,
+          '--train-iters',
+          '2',
+          '--lr-warmup-iters',
+          '1',
+          '--global-batch-size',
+          '4',
+          '--nproc-per-node',
+          '2',
+          '--distributed-timeout-minutes',
+          minutes,
+        ],
+        env,
+      );
+    // Rank 1 sleeps 2.5 s in its data; 0.01 minutes is 600 ms: rank 0 gives up on it.
+    const short = await job('0.01', { WEBTRON_FAULT_SLOW_DATA: '1:2500', WEBTRON_TIMEOUT_MS: '60000' });
+    expect(short.code).not.toBe(0);
+    expect(short.stderr).toMatch(/failed on rank 0 \(peer rank 1\): timed out after 600 ms waiting for rank 1/);
+    // Half a minute outlasts a 1.5 s sleep that WEBTRON_TIMEOUT_MS alone would not.
+    const long = await job('0.5', { WEBTRON_FAULT_SLOW_DATA: '1:1500', WEBTRON_TIMEOUT_MS: '600' });
+    expect(long.code, long.stderr).toBe(0);
   });
 });
