@@ -18,6 +18,7 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['hidden-size', 'hiddenSize'],
   ['num-attention-heads', 'numAttentionHeads'],
   ['max-position-embeddings', 'maxPositionEmbeddings'],
+  ['ffn-hidden-size', 'ffnHiddenSize'],
   ['make-vocab-size-divisible-by', 'makeVocabSizeDivisibleBy'],
   ['untie-embeddings-and-output-weights', 'untieEmbeddingsAndOutputWeights'],
   ['tokenizer-type', 'tokenizerType'],

@@ -41,6 +41,7 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
   take('hidden-size', 'n_embd', hf.hiddenSize);
   take('num-attention-heads', 'n_head', hf.numAttentionHeads);
   take('max-position-embeddings', 'n_positions', hf.maxPositionEmbeddings);
+  take('ffn-hidden-size', 'n_inner', hf.ffnHiddenSize);
   if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)
     throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);
   out['untie-embeddings-and-output-weights'] = !hf.tiedHead;

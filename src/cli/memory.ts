@@ -37,6 +37,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'num-attention-heads': { kind: 'int', help: 'GPT attention heads' },
   'seq-length': { kind: 'int', help: 'GPT sequence length' },
   'vocab-size': { kind: 'int', help: 'GPT vocabulary size' },
+  'ffn-hidden-size': { kind: 'int', help: "GPT MLP's hidden width (default 4 × --hidden-size)" },
   'untied-head': { kind: 'boolean', help: 'the output head does not share the token embedding' },
   params: { kind: 'string', help: 'a parameter count instead of a GPT shape (e.g. 124M, 7B)' },
   checkpoint: { kind: 'string', help: 'a webtron checkpoint: the --save folder or one of its iter_NNNNNNN folders (its params)' },
@@ -119,6 +120,7 @@ export function modelSource(v: FlagValues): ModelSource {
       seqLength: v['seq-length'] as number,
       vocabSize: v['vocab-size'] as number,
       tiedHead: !v['untied-head'],
+      ...(v['ffn-hidden-size'] !== undefined ? { ffnHiddenSize: v['ffn-hidden-size'] as number } : {}),
     },
   };
 }

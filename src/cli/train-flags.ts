@@ -35,6 +35,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'hidden-size': flag('network size', { kind: 'int', help: 'transformer hidden size' }),
   'num-attention-heads': flag('network size', { kind: 'int', help: 'attention heads (must divide --hidden-size)' }),
   'seq-length': flag('network size', { kind: 'int', help: 'tokens per sample' }),
+  'ffn-hidden-size': flag('network size', { kind: 'int', help: "width of the MLP's hidden layer (default 4 × --hidden-size)" }),
   'max-position-embeddings': flag('network size', { kind: 'int', help: 'rows of the position embedding (default --seq-length)' }),
   'make-vocab-size-divisible-by': flag('network size', { kind: 'int', default: 128, help: 'pad the vocabulary to a multiple of this' }),
   'untie-embeddings-and-output-weights': flag('network size', {
@@ -518,6 +519,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     hiddenDropout: probability('hidden-dropout'),
     attentionDropout: probability('attention-dropout'),
     attentionBackend: choice('attention-backend', ATTENTION_BACKENDS),
+    ffnHiddenSize: optionalInt('ffn-hidden-size', 1) ?? 4 * hiddenSize,
     clipGrad: nonNegative('clip-grad'),
     adamBeta1: probability('adam-beta1'),
     adamBeta2: probability('adam-beta2'),

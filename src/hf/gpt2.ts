@@ -63,6 +63,8 @@ export type HfDtype = keyof typeof HF_DTYPES;
 export interface Gpt2Config extends Required<Pick<GptShape, 'numLayers' | 'hiddenSize' | 'numAttentionHeads' | 'vocabSize' | 'tiedHead'>> {
   /** n_positions: rows of the position embedding. */
   maxPositionEmbeddings: number;
+  /** n_inner: the MLP's hidden width (null or absent in the file: 4 × n_embd). */
+  ffnHiddenSize: number;
   /** resid_pdrop and embd_pdrop (webtron's --hidden-dropout serves both), or null when they differ. */
   hiddenDropout: number | null;
   attentionDropout: number;
@@ -89,7 +91,7 @@ export function gpt2ConfigJson(
     n_ctx: model.maxPositionEmbeddings ?? model.seqLength,
     n_embd: model.hiddenSize,
     n_head: model.numAttentionHeads,
-    n_inner: null,
+    n_inner: model.ffnHiddenSize !== undefined && model.ffnHiddenSize !== 4 * model.hiddenSize ? model.ffnHiddenSize : null,
     n_layer: model.numLayers,
     n_positions: model.maxPositionEmbeddings ?? model.seqLength,
     reorder_and_upcast_attn: false,
@@ -118,7 +120,7 @@ const isProbability = (v: unknown): v is number => typeof v === 'number' && v >=
 
 /**
  * A GPT-2 config.json's model, every field checked: a missing size, another architecture, or a
- * feature webtron's GPT does not compute (another activation or eps, a narrower MLP, attention
+ * feature webtron's GPT does not compute (another activation or eps, attention
  * scaled otherwise, cross-attention) is a ConfigError of one line naming the file, the field, its
  * value and what webtron computes instead. Unknown fields that change nothing about the forward
  * (summary_*, use_cache, transformers_version, …) are not read.
@@ -150,7 +152,6 @@ export function parseGpt2Config(raw: unknown, file: string): Gpt2Config {
   };
   refuse('activation_function', (v) => v === 'gelu_new' || v === 'gelu_pytorch_tanh', 'GELU in tanh form, "gelu_new"');
   refuse('layer_norm_epsilon', (v) => v === 1e-5, 'layer norms with eps 1e-5');
-  refuse('n_inner', (v) => v === null || v === 4 * hiddenSize, `an MLP of 4 × n_embd = ${4 * hiddenSize}`);
   refuse('scale_attn_weights', (v) => v === true, 'scores scaled by 1/sqrt(head size)');
   refuse('scale_attn_by_inverse_layer_idx', (v) => v === false, 'scores not scaled by the layer index');
   refuse('reorder_and_upcast_attn', (v) => v === false, 'attention in the order and precision of GPT-2, without the upcast');
@@ -165,6 +166,8 @@ export function parseGpt2Config(raw: unknown, file: string): Gpt2Config {
       throw fail(`${key} is ${show(v)}, not a token id below vocab_size ${vocabSize}`);
     return v as number;
   };
+  if (c.n_inner !== undefined && c.n_inner !== null && !isPositiveInt(c.n_inner))
+    throw fail(`n_inner is ${show(c.n_inner)}, neither null nor a positive integer (the MLP's width)`);
   const resid = (c.resid_pdrop as number | undefined) ?? 0.1;
   const embd = (c.embd_pdrop as number | undefined) ?? 0.1;
   return {
@@ -172,6 +175,7 @@ export function parseGpt2Config(raw: unknown, file: string): Gpt2Config {
     hiddenSize,
     numAttentionHeads,
     maxPositionEmbeddings,
+    ffnHiddenSize: (c.n_inner as number | null | undefined) ?? 4 * hiddenSize,
     vocabSize,
     tiedHead: (c.tie_word_embeddings as boolean | undefined) ?? true,
     hiddenDropout: resid === embd ? resid : null,

@@ -9,7 +9,7 @@
  * Pure.
  */
 import type { GptShape } from '../nn/gpt-spec.js';
-import { gptParams } from '../nn/gpt-spec.js';
+import { ffnWidth, gptParams } from '../nn/gpt-spec.js';
 
 /** Bytes the graph allocates for `elements` 4-byte values. */
 const alloc = (elements: number) => Math.ceil(Math.max(1, elements) / 4) * 16;
@@ -34,6 +34,7 @@ export interface ActivationOptions {
 export function gptActivationBytes(shape: GptShape, o: ActivationOptions): number {
   const B = o.microBatchSize;
   const { numLayers: L, hiddenSize: C, numAttentionHeads: H, seqLength: T, vocabSize: V } = shape;
+  const F = ffnWidth(shape);
   const rows = B * T;
   // [elements, has a grad] of every buffer the forward allocates.
   // The embedding, or its dropout, is the first residual add's input: its grad is the shared one.
@@ -54,7 +55,7 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
     }
     buffers.push([rows * C, true], [rows * C, true]); // attention output, projection
     if (o.hiddenDropout) buffers.push([rows * C, true]);
-    buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * 4 * C, true], [rows * 4 * C, true], [rows * C, true]); // add, ln_2 (+ stats), fc, gelu, projection
+    buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * F, true], [rows * F, true], [rows * C, true]); // add, ln_2 (+ stats), fc, gelu, projection
     if (o.hiddenDropout) buffers.push([rows * C, true]);
     buffers.push([rows * C, l === L - 1]); // add: the last block's makes the residual stream's grad
   }

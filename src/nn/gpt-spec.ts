@@ -1,6 +1,6 @@
 /**
  * The parameter list of a GPT in nanoGPT's shape, pure: token and position embeddings, pre-LN blocks
- * of attention (fused qkv) and MLP (4h), a final layernorm, and an output head tied to the token
+ * of attention (fused qkv) and MLP (4h unless given), a final layernorm, and an output head tied to the token
  * embedding or not. Registration order is forward order; names like `blocks.0.attn.qkv.weight`.
  */
 import { WebtronError } from '../errors.js';
@@ -16,7 +16,12 @@ export interface GptShape {
   maxPositionEmbeddings?: number;
   /** Output head shares the token embedding (default true, as GPT-2). */
   tiedHead?: boolean;
+  /** Width of the MLP's hidden layer (Megatron's --ffn-hidden-size, GPT-2's n_inner; default 4 · hiddenSize). */
+  ffnHiddenSize?: number;
 }
+
+/** The MLP's hidden width: given, or 4h. */
+export const ffnWidth = (s: Pick<GptShape, 'hiddenSize' | 'ffnHiddenSize'>): number => s.ffnHiddenSize ?? 4 * s.hiddenSize;
 
 export class ShapeError extends WebtronError {
   override name = 'ShapeError';
@@ -34,6 +39,8 @@ export function checkGptShape(s: GptShape): void {
       'seqLength',
     ]);
   }
+  if (s.ffnHiddenSize !== undefined && (!Number.isInteger(s.ffnHiddenSize) || s.ffnHiddenSize < 1))
+    throw new ShapeError(`ffnHiddenSize must be a positive integer, got ${String(s.ffnHiddenSize)}`, ['ffnHiddenSize']);
   if (s.hiddenSize % s.numAttentionHeads !== 0) {
     throw new ShapeError(
       `hiddenSize ${s.hiddenSize} is not divisible by numAttentionHeads ${s.numAttentionHeads}; pick sizes where it is`,
@@ -45,6 +52,7 @@ export function checkGptShape(s: GptShape): void {
 export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32'): ParamSpec[] {
   checkGptShape(s);
   const h = s.hiddenSize;
+  const f = ffnWidth(s);
   const p = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype });
   const params = [p('wte.weight', s.vocabSize, h), p('wpe.weight', s.maxPositionEmbeddings ?? s.seqLength, h)];
   for (let l = 0; l < s.numLayers; l++) {
@@ -58,9 +66,9 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
       p(`${b}.attn.proj.bias`, h),
       p(`${b}.ln_2.weight`, h),
       p(`${b}.ln_2.bias`, h),
-      p(`${b}.mlp.fc.weight`, h, 4 * h),
-      p(`${b}.mlp.fc.bias`, 4 * h),
-      p(`${b}.mlp.proj.weight`, 4 * h, h),
+      p(`${b}.mlp.fc.weight`, h, f),
+      p(`${b}.mlp.fc.bias`, f),
+      p(`${b}.mlp.proj.weight`, f, h),
       p(`${b}.mlp.proj.bias`, h),
     );
   }
@@ -69,13 +77,17 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
   return params;
 }
 
-/** Closed form of the param count, as a check on `gptParams`: V·h + P·h + L·(12h² + 13h) + 2h (+ V·h untied), P the positions. */
+/**
+ * Closed form of the param count, as a check on `gptParams`: V·h + P·h + L·(4h² + 2hf + 9h + f) + 2h
+ * (+ V·h untied), P the positions and f the MLP's width (with f = 4h, L·(12h² + 13h)).
+ */
 export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
+  const f = ffnWidth(s);
   return (
     s.vocabSize * h +
     (s.maxPositionEmbeddings ?? s.seqLength) * h +
-    s.numLayers * (12 * h * h + 13 * h) +
+    s.numLayers * (4 * h * h + 2 * h * f + 9 * h + f) +
     2 * h +
     (s.tiedHead === false ? s.vocabSize * h : 0)
   );

@@ -1,6 +1,6 @@
 /**
  * GPT in nanoGPT's shape on webtron's ops: token + position embeddings, pre-LN blocks (attention
- * with a fused qkv projection, then a 4h GELU MLP, each added back to the residual stream), a final
+ * with a fused qkv projection, then a GELU MLP (4h unless given), each added back to the residual stream), a final
  * layernorm and an output head tied to the token embedding (or its own `lm_head.weight`).
  * Params come from a name → tensor map (views into the param buffer; see params.ts).
  *

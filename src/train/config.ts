@@ -30,6 +30,8 @@ export interface TrainConfig extends ScheduleFlags {
   numAttentionHeads: number;
   seqLength: number;
   maxPositionEmbeddings: number;
+  /** --ffn-hidden-size: the MLP's hidden width (Megatron's default 4 × hidden size). */
+  ffnHiddenSize: number;
   makeVocabSizeDivisibleBy: number;
   /** The model's exact vocabulary (a Hugging Face folder's vocab_size with --init-from), else null: the tokenizer's, padded. */
   vocabSize: number | null;

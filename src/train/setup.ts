@@ -58,6 +58,8 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     numAttentionHeads: cfg.numAttentionHeads,
     seqLength: cfg.seqLength,
     maxPositionEmbeddings: cfg.maxPositionEmbeddings,
+    // Left out at 4h, so that a checkpoint's model reads as before.
+    ...(cfg.ffnHiddenSize !== 4 * cfg.hiddenSize ? { ffnHiddenSize: cfg.ffnHiddenSize } : {}),
     vocabSize: cfg.vocabSize ?? paddedVocabSize(tokenizer.vocabSize, cfg.makeVocabSizeDivisibleBy),
     tiedHead: !cfg.untieEmbeddingsAndOutputWeights,
     hiddenDropout: cfg.hiddenDropout,

@@ -4,7 +4,7 @@
  * of a few fp32 matmuls through webtron's own kernels) and then marked as measured.
  */
 import type { GpuContext } from '../gpu/context.js';
-import type { GptShape } from '../nn/gpt-spec.js';
+import { ffnWidth, type GptShape } from '../nn/gpt-spec.js';
 import { measuredFmaPeak } from '../gpu/peak.js';
 
 /**
@@ -12,17 +12,17 @@ import { measuredFmaPeak } from '../gpu/peak.js';
  * multiply-adds, 2 FLOPs each), as Megatron-LM's `num_floating_point_operations` counts a GPT
  * without grouped-query attention, SwiGLU or experts:
  *
- *   12 · B · s · L · h² · (1 + 1 + s/h + 4 + V / (2 · L · h))
+ *   12 · B · s · L · h² · (1 + 1 + s/h + f/h + V / (2 · L · h))
  *
  * per layer the QKV projection (3h² per token) and the attention's output projection (h²): the
  * `1 + 1` and, with the 12, 24·B·s·h² of the 72; the attention scores and their weighted sum (2 · s ·
- * h per token each): `s/h`; the MLP (two 4h² products): `4`; and once the logits (V · h per token):
+ * h per token each): `s/h`; the MLP (two h·f products, f = 4h unless --ffn-hidden-size): `f/h`; and once the logits (V · h per token):
  * `V / (2Lh)`. Causal masking is not subtracted (Megatron does not), nor are layer norms, GELU,
  * softmax or the loss (element-wise work).
  */
 export function gptFlopsPerIteration(shape: GptShape, batch: number): number {
   const { numLayers: L, hiddenSize: h, seqLength: s, vocabSize: V } = shape;
-  return 12 * batch * s * L * h * h * (1 + 1 + s / h + 4 + V / (2 * L * h));
+  return 12 * batch * s * L * h * h * (1 + 1 + s / h + ffnWidth(shape) / h + V / (2 * L * h));
 }
 
 /** A device's peak FLOP/s that MFU is taken against, and where the figure comes from. */

@@ -115,6 +115,7 @@ describe('names and config.json', () => {
       hiddenSize: 48,
       numAttentionHeads: 6,
       maxPositionEmbeddings: 64,
+      ffnHiddenSize: 192,
       vocabSize: 300,
       tiedHead: false,
       hiddenDropout: 0.05,
@@ -122,11 +123,16 @@ describe('names and config.json', () => {
       bosTokenId: 299,
       eosTokenId: 299,
     });
+    // A narrower MLP is written as n_inner and read back; 4 × n_embd stays null, as GPT2Config writes it.
+    expect(json.n_inner).toBeNull();
+    const narrow = gpt2ConfigJson({ ...model, ffnHiddenSize: 100 }, { dtype: 'fp32', eod: null });
+    expect(narrow.n_inner).toBe(100);
+    expect(parseGpt2Config(narrow, 'c.json').ffnHiddenSize).toBe(100);
     for (const [field, value] of [
       ['scale_attn_by_inverse_layer_idx', true],
       ['reorder_and_upcast_attn', true],
       ['activation_function', 'relu'],
-      ['n_inner', 100],
+      ['n_inner', 0],
       ['layer_norm_epsilon', 1e-6],
       ['add_cross_attention', true],
       ['model_type', 'llama'],

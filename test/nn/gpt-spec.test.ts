@@ -18,9 +18,19 @@ describe('GPT parameter list', () => {
     for (const s of [
       { ...gpt2Small, tiedHead: false },
       { numLayers: 4, hiddenSize: 128, numAttentionHeads: 4, seqLength: 64, vocabSize: 81 },
+      { numLayers: 3, hiddenSize: 96, numAttentionHeads: 4, seqLength: 64, vocabSize: 81, ffnHiddenSize: 200 },
     ]) {
       expect(gptParams(s).reduce((n, p) => n + numelOf(p.shape), 0)).toBe(gptParamCount(s));
     }
+    // --ffn-hidden-size: the MLP's two weights and its first bias take the width.
+    const narrow = gptParams({ numLayers: 1, hiddenSize: 8, numAttentionHeads: 2, seqLength: 4, vocabSize: 5, ffnHiddenSize: 12 });
+    const shape = (name: string) => narrow.find((p) => p.name === name)!.shape;
+    expect([shape('blocks.0.mlp.fc.weight'), shape('blocks.0.mlp.fc.bias'), shape('blocks.0.mlp.proj.weight')]).toEqual([
+      [8, 12],
+      [12],
+      [12, 8],
+    ]);
+    expect(() => gptParams({ ...gpt2Small, ffnHiddenSize: 0 })).toThrow('ffnHiddenSize must be a positive integer, got 0');
   });
 
   it('bad shapes are one-line errors naming the flag', () => {

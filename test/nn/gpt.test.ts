@@ -89,12 +89,12 @@ describe('GPT', () => {
     params.destroy();
   });
 
-  for (const [tiedHead, dropout] of [
-    [true, 0],
-    [false, 0],
-    [true, 0.2],
+  for (const [tiedHead, dropout, ffn] of [
+    [true, 0, undefined],
+    [false, 0, 12],
+    [true, 0.2, undefined],
   ] as const) {
-    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''})`, async () => {
+    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''}${ffn ? `, MLP of ${ffn}` : ''})`, async () => {
       // With dropout every forward of a graph with the same seed draws the same masks.
       const config: GptConfig = {
         numLayers: 2,
@@ -105,6 +105,7 @@ describe('GPT', () => {
         tiedHead,
         hiddenDropout: dropout,
         attentionDropout: dropout,
+        ...(ffn ? { ffnHiddenSize: ffn } : {}),
       };
       const batch = 2;
       // Larger than GPT-2's init so that every layer's grads are well above fp32 noise.

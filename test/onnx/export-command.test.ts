@@ -18,7 +18,9 @@ import { seeded } from '../helpers/seed.js';
 const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-export-'));
 let ctx: GpuContext;
-const SHAPE = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16'];
+let trainLog = '';
+// An MLP of 5h, not GPT-2's 4h (--ffn-hidden-size): onnxruntime referees that shape too.
+const SHAPE = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16', '--ffn-hidden-size', '160'];
 const BATCHES = ['--micro-batch-size', '2', '--global-batch-size', '2', '--train-iters', '3', '--lr', '1e-2'];
 
 beforeAll(async () => {
@@ -31,6 +33,7 @@ beforeAll(async () => {
     },
   );
   if (train.status !== 0) throw new Error(`webtron train failed: ${train.stderr}`);
+  trainLog = train.stdout;
 }, 300_000);
 afterAll(() => {
   ctx?.destroy();
@@ -64,6 +67,8 @@ describe('webtron export', () => {
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs((got.data as Float32Array)[i]! - want[i]!));
     console.log(`webtron export: max abs difference of the logits ${worst.toExponential(2)}`);
     expect(worst).toBeLessThanOrEqual(1e-4);
+    // The MLP's width reaches the memory prediction too: training measured the activations it predicts.
+    expect(trainLog).toMatch(/activations [^|]*\(predicted [^)]*, equal\)/);
   });
 
   it('--external-data puts the weights in MODEL.data (page-aligned); onnxruntime and onnx.checker read it, logits unchanged', async () => {
