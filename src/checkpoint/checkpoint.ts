@@ -71,6 +71,11 @@ export interface SaveOptions {
   maxFileBytes?: number;
   /** The whole save's deadline on every rank (default 2 h): not the collectives' op timeout. */
   timeoutMs?: number;
+  /**
+   * false: the model params only (Megatron's --no-save-optim): no moments, main params, step or loss
+   * scale, so a load must not ask for the optimizer's state (default true).
+   */
+  optimizerState?: boolean;
 }
 
 export interface SavedCheckpoint {
@@ -188,8 +193,15 @@ interface PlannedFile {
   metadata: Record<string, string>;
 }
 
-/** This rank's files (its model params whole, its state pieces split to fit the file bound) and the manifest without sizes and checksums. */
-function planRankFiles(parts: CheckpointParts, maxFileBytes: number): { files: PlannedFile[]; manifest: RankManifest } {
+/**
+ * This rank's files (its model params whole, its state pieces split to fit the file bound, unless
+ * `optimizerState` is false) and the manifest without sizes and checksums.
+ */
+function planRankFiles(
+  parts: CheckpointParts,
+  maxFileBytes: number,
+  optimizerState = true,
+): { files: PlannedFile[]; manifest: RankManifest } {
   const { group, ddp, optimizer } = parts;
   const layout = ddp.layout;
   const owner = assignParams(layout, group.worldSize);
@@ -221,7 +233,7 @@ function planRankFiles(parts: CheckpointParts, maxFileBytes: number): { files: P
   }
 
   // With the non-distributed optimizer every rank holds all state: each writes its params' share.
-  const pieces = optimizer.statePieces().filter((p) => optimizer.distributed || owner.get(p.name) === group.rank);
+  const pieces = optimizerState ? optimizer.statePieces().filter((p) => optimizer.distributed || owner.get(p.name) === group.rank) : [];
   const split: (StatePiece & { bytes: number })[] = [];
   for (const p of pieces) {
     const width = BYTES[p.dtype];
@@ -256,8 +268,9 @@ function planRankFiles(parts: CheckpointParts, maxFileBytes: number): { files: P
 const rankManifestName = (rank: number) => `rank-${String(rank).padStart(5, '0')}.json`;
 
 /** This rank's files streamed from the GPU into `tmp`, and its manifest beside them. */
-async function writeRankFiles(tmp: string, parts: CheckpointParts, maxFileBytes: number, iteration: number): Promise<RankManifest> {
-  const { files, manifest } = planRankFiles(parts, maxFileBytes);
+async function writeRankFiles(tmp: string, parts: CheckpointParts, options: SaveOptions): Promise<RankManifest> {
+  const { iteration } = options;
+  const { files, manifest } = planRankFiles(parts, options.maxFileBytes ?? 2 ** 31, options.optimizerState);
   for (const [k, f] of files.entries()) {
     if (k === files.length - 1 && stallSave(iteration)) await new Promise(() => undefined);
     const written = await writeTensorFile(parts.ddp.ctx, join(tmp, f.file), f.tensors, f.metadata);
@@ -302,6 +315,7 @@ function stateOf(parts: CheckpointParts, options: SaveOptions): SavedState {
   const { optimizer } = parts;
   // A copy through JSON: a background save commits it later, when the trainer's objects have moved on.
   const extra = JSON.parse(JSON.stringify(options.extra ?? {})) as Record<string, unknown>;
+  if (options.optimizerState === false) return { step: 0, scaler: null, extra };
   return { step: optimizer.stepCount, scaler: optimizer.scalerState() as Record<string, number> | null, extra };
 }
 
@@ -395,7 +409,7 @@ function checkIteration(iteration: number): void {
 export async function saveCheckpoint(saveDir: string, parts: CheckpointParts, options: SaveOptions): Promise<SavedCheckpoint> {
   const tmp = await beginSave(saveDir, parts, options);
   // Sharded params are whole for the save's reads only.
-  const writing = writeRankFiles(tmp, parts, options.maxFileBytes ?? 2 ** 31, options.iteration).finally(() => parts.ddp.releaseParams());
+  const writing = writeRankFiles(tmp, parts, options).finally(() => parts.ddp.releaseParams());
   return agreeAndCommit(saveDir, tmp, parts, options, stateOf(parts, options), outcome(writing));
 }
 
@@ -469,8 +483,13 @@ export class AsyncSave {
  * for the first time costs a page fault per page, which measured here (2 vCPUs, a VM) made the
  * copy of 400 MiB take 2.7 s instead of 0.08 s. Pass it to `startAsyncSave` as `reuse`.
  */
-export function reserveAsyncSaveMemory(parts: CheckpointParts, options: Pick<SaveOptions, 'maxFileBytes'> = {}): Uint8Array[] {
-  return planRankFiles(parts, options.maxFileBytes ?? 2 ** 31).files.map((f) => new Uint8Array(imageBytes(f.tensors, f.metadata)).fill(0));
+export function reserveAsyncSaveMemory(
+  parts: CheckpointParts,
+  options: Pick<SaveOptions, 'maxFileBytes' | 'optimizerState'> = {},
+): Uint8Array[] {
+  return planRankFiles(parts, options.maxFileBytes ?? 2 ** 31, options.optimizerState).files.map((f) =>
+    new Uint8Array(imageBytes(f.tensors, f.metadata)).fill(0),
+  );
 }
 
 /**
@@ -487,7 +506,7 @@ export async function startAsyncSave(
   reuse: Uint8Array[] = [],
 ): Promise<AsyncSave> {
   const tmp = await beginSave(saveDir, parts, options);
-  const { files, manifest } = planRankFiles(parts, options.maxFileBytes ?? 2 ** 31);
+  const { files, manifest } = planRankFiles(parts, options.maxFileBytes ?? 2 ** 31, options.optimizerState);
   const spare = [...reuse];
   const take = (size: number) => {
     const i = spare.findIndex((m) => m.byteLength >= size);
@@ -716,6 +735,11 @@ export function openModelTensors(path: string): ModelTensors {
   };
 }
 
+/** Whether a checkpoint holds the optimizer's state: every optimizer has some, so none means it was saved without (--no-save-optim). */
+export function savedOptimizerState(index: CheckpointIndex): boolean {
+  return Object.keys(index.state).length > 0;
+}
+
 /** This rank's part of a load: every model param, and the state pieces it holds (with `optimizerState`). */
 async function loadRank(path: string, parts: CheckpointParts, optimizerState: boolean): Promise<LoadedCheckpoint> {
   const { ddp } = parts;
@@ -728,7 +752,13 @@ async function loadRank(path: string, parts: CheckpointParts, optimizerState: bo
     await ddp.finishParamSync();
     bytesRead += await readModelParams(dir, index, ddp.buffers, fileOf, locate);
     ddp.paramsWritten();
-    if (optimizerState) bytesRead += await readOptimizerState(dir, index, parts, fileOf, locate);
+    if (optimizerState) {
+      if (!savedOptimizerState(index))
+        throw new CheckpointError(
+          `${join(dir, INDEX)}: saved without the optimizer's state (--no-save-optim); load its params with --no-load-optim or --finetune`,
+        );
+      bytesRead += await readOptimizerState(dir, index, parts, fileOf, locate);
+    }
     await ctx.sync();
   } finally {
     await close();

@@ -6,7 +6,7 @@
  * And the schedule a resume trains with: the flags' or the checkpoint's, as Megatron checks them.
  */
 import { join } from 'node:path';
-import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
+import { readCheckpointIndex, savedOptimizerState } from '../checkpoint/checkpoint.js';
 import type { TrainConfig } from '../train/config.js';
 import { SCHEDULER_FIELDS, type SchedulerState, schedulerStateOf } from '../train/schedule.js';
 import { FlagError, type FlagValues } from './flags.js';
@@ -62,13 +62,19 @@ export function withCheckpointArgs(values: FlagValues, argv: readonly string[]):
  * load_state_dict): where a value of the flags' schedule differs from the checkpoint's, stop in one
  * line, unless --override-opt_param-scheduler takes the flags' or --use-checkpoint-opt_param-scheduler
  * the checkpoint's. A checkpoint that saved no schedule (older than the check) is not checked, nor
- * is one loaded by --skip-train, which takes no optimizer step.
+ * is one loaded by --skip-train, which takes no optimizer step; one saved without the optimizer's
+ * state (--no-save-optim) needs --no-load-optim or --finetune.
  */
 export function withCheckpointScheduler(cfg: TrainConfig): TrainConfig {
-  if (!cfg.load || cfg.finetune || cfg.noLoadOptim || cfg.skipTrain || cfg.overrideOptParamScheduler) return cfg;
+  if (!cfg.load || cfg.finetune || cfg.noLoadOptim || cfg.skipTrain) return cfg;
   const { dir, index } = readCheckpointIndex(cfg.load);
-  const saved = (index.extra as { optParamScheduler?: SchedulerState }).optParamScheduler;
   const file = join(dir, 'index.json');
+  if (!savedOptimizerState(index))
+    throw new FlagError(
+      `${file}: saved without the optimizer's state (--no-save-optim); give --no-load-optim (or --finetune) to load its params`,
+    );
+  if (cfg.overrideOptParamScheduler) return cfg;
+  const saved = (index.extra as { optParamScheduler?: SchedulerState }).optParamScheduler;
   if (!saved) {
     if (cfg.useCheckpointOptParamScheduler)
       throw new FlagError(`--use-checkpoint-opt_param-scheduler: ${file} saved no schedule; give the schedule's flags instead`);

@@ -169,6 +169,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: "take the model's flags (layers, sizes, heads, positions, vocabulary padding, tokenizer) from the checkpoint --load names",
   }),
+  'no-save-optim': flag('checkpointing', {
+    kind: 'boolean',
+    help: "save the params only, without the optimizer's state (smaller; a resume starts Adam afresh)",
+  }),
   'no-load-optim': flag('checkpointing', {
     kind: 'boolean',
     help: "resume --load's iteration and data, but start the optimizer state (Adam's moments and step, so the lr schedule too) afresh",
@@ -546,6 +550,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     finetune: Boolean(v.finetune),
     pretrainedCheckpoint: (v['pretrained-checkpoint'] as string | undefined) ?? null,
     noLoadOptim: Boolean(v['no-load-optim']),
+    noSaveOptim: Boolean(v['no-save-optim']),
     overrideOptParamScheduler,
     useCheckpointOptParamScheduler,
     checkpointScheduler: null,

@@ -87,6 +87,8 @@ export interface TrainConfig extends ScheduleFlags {
    * command resumes from it instead.
    */
   pretrainedCheckpoint: string | null;
+  /** --no-save-optim: checkpoints hold the params only; the run resumes its own --save as with --no-load-optim. */
+  noSaveOptim: boolean;
   /** --override-opt_param-scheduler: on a resume, the flags' schedule even where the checkpoint's differs. */
   overrideOptParamScheduler: boolean;
   /** --use-checkpoint-opt_param-scheduler: on a resume, the checkpoint's schedule whatever the flags say. */
@@ -156,12 +158,13 @@ export interface TrainConfig extends ScheduleFlags {
  * Megatron's rule for a run that restarts: without --load, a --save folder that holds a checkpoint is
  * loaded. A worker started again by --max-restarts (`restarted`) resumes from --save's newest
  * checkpoint whatever --load says: that is where this job got to, so it resumes whole (a --finetune
- * or --no-load-optim run's own checkpoint holds its own iteration and optimizer state). A run that
+ * or --no-load-optim run's own checkpoint holds its own iteration and optimizer state; a
+ * --no-save-optim run's holds no optimizer state, so it resumes as with --no-load-optim). A run that
  * loads nothing else starts from --pretrained-checkpoint's params, as with --finetune.
  */
 export function withDefaultLoad(cfg: TrainConfig, restarted = false): TrainConfig {
   const saved = cfg.save !== null && existsSync(join(cfg.save, TRACKER));
-  if (saved && (cfg.load === null || restarted)) return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: false };
+  if (saved && (cfg.load === null || restarted)) return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: cfg.noSaveOptim };
   if (cfg.load === null && cfg.pretrainedCheckpoint) return { ...cfg, load: cfg.pretrainedCheckpoint, finetune: true, noLoadOptim: false };
   return cfg;
 }

@@ -186,9 +186,10 @@ function schedules(cfg: TrainConfig): { schedule: LrSchedule; weightDecaySchedul
  */
 export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) => void): Promise<Counters> {
   const counters: Counters = { iteration: 0, consumedSamples: 0, schedulerSamples: 0, skippedIterations: 0, nanIterations: 0 };
-  const { load, finetune, noLoadOptim } = run.cfg;
+  const { load, finetune, noLoadOptim, skipTrain } = run.cfg;
   if (!load) return counters;
-  const optimizerState = !finetune && !noLoadOptim;
+  // --skip-train takes no step: the params are all it needs (a --no-save-optim checkpoint has no more).
+  const optimizerState = !finetune && !noLoadOptim && !skipTrain;
   const loaded = await loadCheckpoint(load, { group: run.group, ddp: run.ddp, optimizer: run.optimizer }, { optimizerState });
   const extra = loaded.index.extra as unknown as TrainerState;
   if (finetune) {
@@ -200,7 +201,7 @@ export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) =
     if (optimizerState) counters.schedulerSamples = extra.schedulerSamples ?? run.optimizer.stepCount * extra.args.globalBatchSize;
     counters.skippedIterations = extra.skippedIterations;
     counters.nanIterations = extra.nanIterations;
-    const fresh = optimizerState ? '' : '; the optimizer starts afresh (--no-load-optim)';
+    const fresh = noLoadOptim ? '; the optimizer starts afresh (--no-load-optim)' : '';
     say(`loaded ${loaded.dir}: iteration ${counters.iteration}, ${counters.consumedSamples} samples consumed${fresh}`);
   }
   tellLauncher({ checkpoint: loaded.dir, iteration: counters.iteration });

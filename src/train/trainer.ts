@@ -55,7 +55,10 @@ class Saver {
   ) {
     if (!run.cfg.save || !run.cfg.asyncSave) return;
     const t0 = performance.now();
-    this.spare = reserveAsyncSaveMemory({ group: run.group, ddp: run.ddp, optimizer: run.optimizer });
+    this.spare = reserveAsyncSaveMemory(
+      { group: run.group, ddp: run.ddp, optimizer: run.optimizer },
+      { optimizerState: !run.cfg.noSaveOptim },
+    );
     const mib = this.spare.reduce((s, m) => s + m.byteLength, 0) / 2 ** 20;
     log.line(
       `--async-save: ${mib.toFixed(1)} MiB of host memory per rank reserved for checkpoints in ${seconds(performance.now() - t0)} s`,
@@ -75,7 +78,12 @@ class Saver {
   async save(state: TrainerState): Promise<void> {
     const { run, log } = this;
     const parts = { group: run.group, ddp: run.ddp, optimizer: run.optimizer };
-    const options = { iteration: state.iteration, extra: state as unknown as Record<string, unknown>, retain: run.cfg.saveRetain };
+    const options = {
+      iteration: state.iteration,
+      extra: state as unknown as Record<string, unknown>,
+      retain: run.cfg.saveRetain,
+      optimizerState: !run.cfg.noSaveOptim,
+    };
     if (!run.cfg.asyncSave) {
       const t0 = performance.now();
       const saved = await saveCheckpoint(run.cfg.save!, parts, options);

@@ -1,7 +1,7 @@
 /**
- * `webtron train --load DIR --finetune` and `--no-load-optim`, Megatron's flags for starting anew
- * from a checkpoint, at d = 2 with the distributed optimizer (each rank skips its own moment shards).
- * The references: a run that starts from the same params through --init-from (an ONNX export of the
+ * `webtron train --load DIR --finetune`, `--no-load-optim` and `--no-save-optim`, Megatron's flags
+ * for starting anew from a checkpoint and for checkpoints without the optimizer's state, at d = 2
+ * with the distributed optimizer (each rank skips its own moment shards). The references: a run that starts from the same params through --init-from (an ONNX export of the
  * checkpoint), and Adam's own algebra after one step from fresh moments.
  */
 import { spawnSync } from 'node:child_process';
@@ -123,6 +123,23 @@ describe('webtron train --finetune and --no-load-optim', () => {
       }
     }
     expect(checked).toBeGreaterThan(1000);
+
+    // --no-save-optim: the same training saves the same model files and no optimizer state; a plain
+    // --load of it is refused in one line, and the same command run again resumes it as --no-load-optim did.
+    const lean = join(base, 'lean');
+    await run('lean-a', ['--train-iters', '4', '--save', lean, '--no-save-optim']);
+    const [full, bare] = [newest(join(base, 'pretrained')).folder, newest(lean).folder];
+    const files = (folder: string) => readdirSync(folder).filter((f) => f.endsWith('.safetensors'));
+    expect(files(bare)).toEqual(files(full).filter((f) => f.startsWith('model-')));
+    for (const f of files(bare)) expect(readFileSync(join(bare, f)).equals(readFileSync(join(full, f))), f).toBe(true);
+    expect(newest(lean)).toMatchObject({ iteration: 4, step: 0 });
+    const refused = await train([...TINY, ...D2, ...DROPOUT, '--train-iters', '5', '--load', lean, '--run-dir', join(base, 'refused')]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.trim()).toMatch(
+      /^webtron train: \S+iter_0000004\/index.json: saved without the optimizer's state \(--no-save-optim\); give --no-load-optim \(or --finetune\) to load its params$/,
+    );
+    await run('lean-b', ['--train-iters', '5', '--save', lean, '--no-save-optim']);
+    expectIdenticalLosses(losses(join(base, 'no-load-optim')), losses(join(base, 'lean-b')));
   });
 
   it('--finetune with bf16 params: the fp32 main params start from the loaded params, as from --init-from', async () => {
