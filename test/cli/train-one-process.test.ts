@@ -1,0 +1,168 @@
+/**
+ * `webtron train` runs without collectives to time out (flag errors, one of them found by two
+ * workers at start-up; a bf16 run on a text file of one's own; a NaN stop) and `webtron sample`:
+ * they run beside other files, while test/train/train.test.ts has the multi-worker runs.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BIN, dir, losses, TINY, train } from '../helpers/train.js';
+
+describe('webtron train, one process', () => {
+  it.each([
+    [['--fp16', '--bf16'], /^webtron train: --fp16 and --bf16 exclude each other/],
+    [['--fp16', '--grad-reduce-in-bf16'], /^webtron train: --grad-reduce-in-bf16 needs fp32 grads, but --fp16 keeps fp16 grads/],
+    [
+      ['--overlap-param-gather', '--overlap-grad-reduce'],
+      /^webtron train: --overlap-param-gather only works with --use-distributed-optimizer/,
+    ],
+    [
+      ['--nproc-per-node', '2', '--global-batch-size', '6', '--micro-batch-size', '2'],
+      /^webtron train: --global-batch-size 6 is not divisible by --micro-batch-size 2 × data-parallel size 2 = 4/,
+    ],
+    [['--num-attention-heads', '3'], /^webtron train: --num-attention-heads 3 must divide --hidden-size 32/],
+    [['--nproc-per-node', '0'], /^webtron train: --nproc-per-node must be at least 1, got 0/],
+    [
+      ['--lr-decay-style', 'step'],
+      /^webtron train: --lr-decay-style must be constant, linear, cosine, inverse-square-root or WSD, got 'step'/,
+    ],
+    [['--hidden-dropout', '1.5'], /^webtron train: --hidden-dropout must be in \[0, 1\), got 1.5/],
+    [
+      ['--tokenizer-type', 'SentencePiece'],
+      /^webtron train: --tokenizer-type must be one of CharTokenizer, ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer, got 'SentencePiece'/,
+    ],
+    [['--train-iters', 'ten'], /^webtron train: --train-iters: expected an integer, got 'ten'/],
+    [['--no-such-flag'], /^webtron train: unknown flag --no-such-flag/],
+    [['--exit-signal', 'SIGKILL'], /^webtron train: --exit-signal must be one of SIGTERM, SIGINT, SIGUSR1, SIGUSR2, got 'SIGKILL'/],
+    [['--async-save'], /^webtron train: --async-save needs --save \(where to save\)$/],
+    [
+      ['--data-path', '/does/not/exist.txt'],
+      /^webtron train: --data-path: \/does\/not\/exist.txt is neither a text file nor the prefix of an indexed dataset/,
+    ],
+    [['--load', '/does/not/exist'], /^webtron train: \/does\/not\/exist: neither a checkpoint folder/],
+    [
+      ['--data-parallel-sharding-strategy', 'optim_grads'],
+      /^webtron train: --data-parallel-sharding-strategy optim_grads needs --use-megatron-fsdp/,
+    ],
+    [['--use-megatron-fsdp'], /^webtron train: --use-megatron-fsdp needs --use-distributed-optimizer/],
+    [
+      ['--use-distributed-optimizer', '--use-megatron-fsdp', '--data-parallel-sharding-strategy', 'zero3'],
+      /^webtron train: --data-parallel-sharding-strategy must be one of no_shard, optim, optim_grads, optim_grads_params, got 'zero3'/,
+    ],
+    [
+      ['--use-distributed-optimizer', '--use-megatron-fsdp', '--data-parallel-sharding-strategy', 'no_shard'],
+      /^webtron train: --data-parallel-sharding-strategy no_shard shards nothing/,
+    ],
+    [
+      ['--use-distributed-optimizer', '--use-megatron-fsdp', '--check-weight-hash-across-dp-replicas-interval', '2'],
+      /^webtron train: --check-weight-hash-across-dp-replicas-interval compares whole replicas, and optim_grads_params leaves none/,
+    ],
+    [['--max-device-memory', 'lots'], /^webtron train: --max-device-memory: 'lots' is not a size; use e\.g\. 80GiB/],
+    // Found by every worker at start-up: rank 0 says it, once.
+    [
+      ['--nproc-per-node', '2', '--global-batch-size', '4', '--max-device-memory', '100KiB'],
+      /^webtron train: --max-device-memory 100\.00 KiB: this run needs [\d.]+ [KM]iB per rank at its peak \(model state .*\); the smallest is with --use-distributed-optimizer --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16: .*; no optimizer setting fits/,
+    ],
+  ])('%j is one line naming the flag, exit code 2, nothing written', async (extra, message) => {
+    const runDir = join(dir(), 'run');
+    const r = await train([...TINY, '--train-iters', '5', '--run-dir', runDir, ...extra]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'))).toHaveLength(1);
+    expect(r.stderr.split('\n').find((l) => l.startsWith('webtron train'))).toMatch(message);
+    expect(existsSync(runDir) && readdirSync(runDir).some((f) => f !== 'config.json')).toBe(false);
+  });
+
+  it("bf16 on a text file of one's own (--data-path) trains, and its checkpoint samples", async () => {
+    const base = dir();
+    const text = Array.from(
+      { length: 400 },
+      (_, i) => `The whale ${i % 7} swam in the sea; the ship ${(i * 3) % 11} sailed on.\n\nCall me Ishmael, said the sailor.`,
+    ).join('\n\n');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(join(base, 'corpus.txt'), text);
+    // Its characters padded to 96, the vocabulary of the other runs, so the same kernels serve.
+    const r = await train([
+      ...TINY,
+      '--make-vocab-size-divisible-by',
+      '96',
+      '--data-path',
+      join(base, 'corpus.txt'),
+      '--bf16',
+      '--train-iters',
+      '12',
+      '--global-batch-size',
+      '4',
+      '--save',
+      join(base, 'ckpt'),
+      '--run-dir',
+      join(base, 'run'),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/, bf16, 1 rank,.*corpus\.txt: \d[\d,]* train tokens/);
+    const l = losses(join(base, 'run'));
+    expect(l.get(12)!).toBeLessThan(l.get(1)!);
+    const index = JSON.parse(readFileSync(join(base, 'ckpt', 'iter_0000012', 'index.json'), 'utf8')) as { params: { dtype: string }[] };
+    expect(new Set(index.params.map((p) => p.dtype))).toEqual(new Set(['bfloat16']));
+    const out = execFileSync(
+      'node',
+      [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', 'The whale', '--tokens', '10', '--temperature', '0'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    expect(out.startsWith('The whale')).toBe(true);
+  });
+
+  it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {
+    // A learning rate that blows the weights up within a few steps, without clipping.
+    const diverging = [...TINY, '--lr', '1e30', '--lr-warmup-iters', '0', '--clip-grad', '0', '--global-batch-size', '2'];
+    const r = await train([...diverging, '--train-iters', '20', '--run-dir', join(dir(), 'run')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /^webtron train: iteration \d+: lm loss (NaN|Infinity), grad norm \S+: the grad of '[\w.]+' holds a NaN or infinity; stopping \(--no-check-for-nan-in-loss-and-grad trains on\)$/m,
+    );
+    const onward = await train([
+      ...diverging,
+      '--train-iters',
+      '4',
+      '--no-check-for-nan-in-loss-and-grad',
+      '--run-dir',
+      join(dir(), 'run'),
+    ]);
+    expect(onward.code, onward.stderr).toBe(0);
+    expect(onward.stdout).toMatch(/number of nan iterations: {3}1 \|/);
+  });
+});
+
+describe('webtron sample', () => {
+  it('continues a prompt from a checkpoint; the same seed gives the same text', async () => {
+    const base = dir();
+    const r = await train([
+      ...TINY,
+      '--train-iters',
+      '30',
+      '--global-batch-size',
+      '4',
+      '--save',
+      join(base, 'ckpt'),
+      '--run-dir',
+      join(base, 'run'),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const sample = (seed: number, extra: string[] = []) =>
+      execFileSync(
+        'node',
+        [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', 'Call me ', '--tokens', '40', '--seed', String(seed), ...extra],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+      );
+    const a = sample(1);
+    expect(a.startsWith('Call me ')).toBe(true);
+    expect(Array.from(a.trimEnd()).length).toBeGreaterThanOrEqual('Call me '.length + 30); // 40 characters (a newline may end it)
+    expect(sample(1)).toBe(a);
+    expect(sample(2)).not.toBe(a);
+    // Greedy decoding is deterministic whatever the seed; 40 tokens run past the 16-position context.
+    expect(sample(3, ['--temperature', '0'])).toBe(sample(4, ['--temperature', '0']));
+    const bad = spawnSync('node', [BIN, 'sample', '--load', join(base, 'ckpt'), '--prompt', '日本'], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/webtron sample: CharTokenizer: character "日" \(U\+65E5\) is not in the vocabulary/);
+  });
+});
