@@ -169,9 +169,12 @@ describe('webtron train --finetune and --no-load-optim', () => {
       save: join(base, 'saved'),
       finetune: true,
       noLoadOptim: true,
+      noSaveOptim: false,
       pretrainedCheckpoint: null,
     } as TrainConfig;
     expect(withDefaultLoad(cfg, true)).toMatchObject({ load: join(base, 'saved'), finetune: false, noLoadOptim: false });
+    // A run that saves no optimizer state resumes its own --save without it.
+    expect(withDefaultLoad({ ...cfg, noSaveOptim: true }, true)).toMatchObject({ load: join(base, 'saved'), noLoadOptim: true });
     // Not restarted, the command's own --load and flags hold.
     expect(withDefaultLoad(cfg, false)).toEqual(cfg);
     // Before --save holds a checkpoint, it fine-tunes from --load again.
