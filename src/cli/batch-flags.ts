@@ -20,22 +20,25 @@ export interface BatchSizeFlags {
 
 const SUFFIX: Record<string, number> = { '': 1, K: 1e3, M: 1e6, B: 1e9, T: 1e12 };
 
+const EXAMPLE = 'give e.g. "0:256 1B:512" (thresholds in tokens)';
+
+/** The one line for an entry of --step-batch-size-schedule that is no THRESHOLD:BATCH. */
+const notAnEntry = (entry: string) => new FlagError(`--step-batch-size-schedule: '${entry}' is not THRESHOLD:BATCH; ${EXAMPLE}`);
+
 /** 250B, 1.5M, 768: a count as Megatron's schedule parser reads it. */
 function count(text: string, entry: string): number {
   const m = /^(\d+(?:\.\d+)?)([KMBT]?)$/i.exec(text.trim());
-  if (!m)
-    throw new FlagError(`--step-batch-size-schedule: '${entry}' is not THRESHOLD:BATCH; give e.g. "0:256 1B:512" (thresholds in tokens)`);
+  if (!m) throw notAnEntry(entry);
   return Math.floor(Number(m[1]) * SUFFIX[m[2]!.toUpperCase()]!);
 }
 
 /** --step-batch-size-schedule's entries: thresholds in tokens, made samples (floor of tokens / seq length). */
 function stepSchedule(text: string, seqLength: number): BatchSizeSchedule {
   const entries = text.replace(/,/g, ' ').trim().split(/\s+/).filter(Boolean);
-  if (entries.length === 0) throw new FlagError('--step-batch-size-schedule is empty; give e.g. "0:256 1B:512" (thresholds in tokens)');
+  if (entries.length === 0) throw new FlagError(`--step-batch-size-schedule is empty; ${EXAMPLE}`);
   const schedule = entries.map((entry): [number, number] => {
     const [threshold, batch, extra] = entry.split(':');
-    if (batch === undefined || extra !== undefined)
-      throw new FlagError(`--step-batch-size-schedule: '${entry}' is not THRESHOLD:BATCH; give e.g. "0:256 1B:512" (thresholds in tokens)`);
+    if (batch === undefined || extra !== undefined) throw notAnEntry(entry);
     const size = count(batch, entry);
     if (size < 1) throw new FlagError(`--step-batch-size-schedule: '${entry}' has a batch of 0; every batch must be at least 1`);
     return [Math.floor(count(threshold!, entry) / seqLength), size];
