@@ -123,16 +123,55 @@ function joinNegativeValues(argv: string[], specs: Record<string, FlagSpec>): st
   return out;
 }
 
+/**
+ * Optimal string alignment distance: edits (insert, delete, substitute, swap of neighbours) from `a`
+ * to `b`, stopping once it exceeds `limit`.
+ */
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) > limit) return limit + 1;
+  let before = new Array<number>(b.length + 1).fill(0);
+  let last = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(last[j]! + 1, row[j - 1]! + 1, last[j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, before[j - 2]! + 1);
+      row.push(d);
+    }
+    if (Math.min(...row) > limit) return limit + 1;
+    [before, last] = [last, row];
+  }
+  return last[b.length]!;
+}
+
+/**
+ * The known flags a mistyped one most likely meant (at most three): the closest by edits, within a
+ * third of its length (at least 2; 1 for names of up to 3 letters), or those whose name contains it.
+ */
+export function nearestFlags(name: string, known: string[]): string[] {
+  const wanted = name.toLowerCase().replaceAll('_', '-');
+  const limit = wanted.length <= 3 ? 1 : Math.max(2, Math.floor(wanted.length / 3));
+  const scored = known
+    .map((k) => ({ k, d: editDistance(wanted, k, limit) }))
+    .filter(({ d }) => d <= limit)
+    .sort((x, y) => x.d - y.d || x.k.localeCompare(y.k));
+  const best = scored[0]?.d;
+  const close = scored.filter(({ d }) => d === best).map(({ k }) => k);
+  const within = wanted.length >= 4 ? known.filter((k) => !close.includes(k) && k.includes(wanted)) : [];
+  return [...close, ...within].slice(0, 3);
+}
+
 /** util.parseArgs' errors in webtron's words: the flag, what was wrong, what to do. */
 function flagErrorOf(error: unknown, specs: Record<string, FlagSpec>): FlagError {
   const { code, message } = error as { code?: string; message: string };
   const flag = /'(--?[\w-]+)/.exec(message)?.[1] ?? '?';
   const name = flag.replace(/^--?/, '');
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-    const known = Object.keys(specs)
-      .map((k) => `--${k}`)
-      .join(', ');
-    return new FlagError(`unknown flag ${flag}; known flags: ${known || 'none'}`);
+    const near = nearestFlags(name, Object.keys(specs));
+    const names = near.map((k) => `--${k}`);
+    const hint = names.length > 0 ? `did you mean ${[names.slice(0, -1).join(', '), names.at(-1)].filter(Boolean).join(' or ')}? ` : '';
+    return new FlagError(`unknown flag ${flag}; ${hint}--help lists this command's flags`);
   }
   if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
     if (message.includes('does not take an argument')) return new FlagError(`${flag} is a switch: give it without a value`);

@@ -156,7 +156,7 @@ describe('webtron memory', () => {
       ['--num-layers', '-2', '--hidden-size', '64', '--num-attention-heads', '4', '--seq-length', '32', '--vocab-size', '81'],
       /^webtron memory: --num-layers must be a positive integer, got -2/,
     ],
-    [['--params', '1M', '--fp8'], /^webtron memory: unknown flag --fp8; known flags:/],
+    [['--params', '1M', '--fp8'], /^webtron memory: unknown flag --fp8; --help lists this command's flags$/],
     [['--params', '1M', '--precision', 'fp8'], /^webtron memory: --precision: unknown dtype 'fp8'; use fp32, bf16 or fp16$/m],
     [
       ['--checkpoint', '/does/not/exist'],

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { TRACKER } from '../../src/checkpoint/dir.js';
 import { type TrainConfig, withDefaultLoad } from '../../src/train/config.js';
 import { describe, expect, it } from 'vitest';
-import { FlagError, parseFlags, type FlagSpec } from '../../src/cli/flags.js';
+import { FlagError, nearestFlags, parseFlags, type FlagSpec } from '../../src/cli/flags.js';
 import { resolveTrainConfig, TRAIN_FLAGS } from '../../src/cli/train-flags.js';
 
 const specs: Record<string, FlagSpec> = {
@@ -26,13 +26,34 @@ describe('parseFlags', () => {
     expect(parseFlags(['--backend', 'metal'], specs, { WEBTRON_BACKEND: 'vulkan' }).values.backend).toBe('metal');
   });
   it('gives one-line errors that name the flag', () => {
-    expect(() => parseFlags(['--stepz', '1'], specs, {})).toThrow(/^unknown flag --stepz; known flags: --backend/);
+    expect(() => parseFlags(['--stepz', '1'], specs, {})).toThrow(
+      new FlagError("unknown flag --stepz; did you mean --steps? --help lists this command's flags"),
+    );
+    expect(() => parseFlags(['--xyzzy'], specs, {})).toThrow(new FlagError("unknown flag --xyzzy; --help lists this command's flags"));
     expect(() => parseFlags(['--steps', 'ten'], specs, {})).toThrow(new FlagError("--steps: expected an integer, got 'ten'"));
     expect(() => parseFlags(['--lr'], specs, {})).toThrow(/--lr needs a value/);
     expect(() => parseFlags(['--json=maybe'], specs, {})).toThrow(/^--json is a switch: give it without a value$/);
     expect(parseFlags(['--lr', '-1e-3', '--', '--json'], specs, {})).toMatchObject({ values: { lr: -1e-3 }, positional: ['--json'] });
     expect(() => parseFlags(['--lr', '--json'], specs, {})).toThrow(/^--lr needs a value/);
     expect(() => parseFlags([], { n: { kind: 'int', env: 'N', help: '' } }, { N: '1.5' })).toThrow(/^N \(for --n\): expected an integer/);
+  });
+});
+
+describe('nearestFlags: what a mistyped flag most likely meant', () => {
+  const known = Object.keys(TRAIN_FLAGS);
+  it.each([
+    ['train-iter', ['train-iters']],
+    ['micro_batch_size', ['micro-batch-size']],
+    ['hiden-size', ['hidden-size']],
+    ['num-layesr', ['num-layers']],
+    ['warmup', ['lr-warmup-iters', 'lr-warmup-samples', 'lr-warmup-fraction']],
+    ['swiglu', []],
+    ['x', []],
+    ['lrr', ['lr']],
+  ])('--%s: %j', (typed, want) => {
+    const got = nearestFlags(typed, known);
+    // The closest by edits come first, sorted by name; those containing it follow in the known order.
+    expect(got.slice().sort()).toEqual(want.slice().sort());
   });
 });
 
