@@ -1,4 +1,5 @@
-// Token + position embedding: y[r, c] = wte[ids[r], c] + wpe[r % T, c] (params in P_DTYPE).
+// Token + position embedding: y[r, c] = wte[ids[r], c] + wpe[r % T, c] (params in P_DTYPE; no wpe
+// without POSITIONS).
 // Backward scatter-adds into the embedding grads without atomics: one invocation per column walks
 // the tokens in order, so duplicate ids add up deterministically. backward_tokens_sorted (hardware
 // GPUs) does the same additions in the same order, with one invocation per distinct token and column.
@@ -7,6 +8,8 @@
 //!include half
 
 override P_DTYPE: u32 = 0u;
+// false: no position table (rope, or none): y is the token embedding alone, `table2` unread.
+override POSITIONS: bool = true;
 
 struct EmbeddingUniforms {
   rows: u32, c: u32, t: u32, vocab: u32,
@@ -35,7 +38,9 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let r = i / u.c;
   let col = i % u.c;
   let id = min(ids[r], u.vocab - 1u); // ids are checked on the host; never read out of the table
-  y[i] = load_p(u.wte_off + id * u.c + col, false) + load_p(u.wpe_off + (r % u.t) * u.c + col, true);
+  var e = load_p(u.wte_off + id * u.c + col, false);
+  if (POSITIONS) { e += load_p(u.wpe_off + (r % u.t) * u.c + col, true); }
+  y[i] = e;
 }
 
 // Backward bindings: dy at 1, grads at 2.

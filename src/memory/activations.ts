@@ -9,7 +9,7 @@
  * Pure.
  */
 import type { GptShape } from '../nn/gpt-spec.js';
-import { ffnWidth, gptParams } from '../nn/gpt-spec.js';
+import { ffnWidth, gptParams, learnedPositions, rotaryDim } from '../nn/gpt-spec.js';
 
 /** Bytes the graph allocates for `elements` 4-byte values. */
 const alloc = (elements: number) => Math.ceil(Math.max(1, elements) / 4) * 16;
@@ -44,6 +44,7 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
     [rows * C, !!o.hiddenDropout],
   ]; // ids, targets, embedding
   if (o.hiddenDropout) buffers.push([rows * C, false]);
+  if (rotaryDim(shape) > 0) buffers.push([T * rotaryDim(shape), false]); // rope's (cos, sin) table, shared by the layers
   for (let l = 0; l < L; l++) {
     buffers.push([rows * C, true], [rows * 2, false], [rows * 3 * C, true]); // ln_1 (+ stats), qkv
     if (o.attention === 'fused') {
@@ -75,7 +76,7 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
 function halfGradScratchBytes(shape: GptShape): number {
   const elements = new Map(gptParams(shape).map((p) => [p.name, p.shape.reduce((a, b) => a * b, 1)]));
   const pair = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`];
-  const ops: string[][] = [['wte.weight', 'wpe.weight']];
+  const ops: string[][] = [learnedPositions(shape) ? ['wte.weight', 'wpe.weight'] : ['wte.weight']];
   for (let l = 0; l < shape.numLayers; l++) {
     for (const part of ['ln_1', 'attn.qkv', 'attn.proj', 'ln_2', 'mlp.fc', 'mlp.proj']) ops.push(pair(`blocks.${l}.${part}`));
   }

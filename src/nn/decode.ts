@@ -67,11 +67,12 @@ export class GptDecoder {
     const at = this.length;
     const g = new Graph(this.ctx, { training: false });
     try {
-      let x = embedding(g, g.input(Uint32Array.of(token), [1, 1], 'token'), this.gpt.param('wte.weight'), this.gpt.param('wpe.weight'), at);
+      let x = embedding(g, g.input(Uint32Array.of(token), [1, 1], 'token'), this.gpt.param('wte.weight'), this.gpt.positions(), at);
+      const rope = this.gpt.rotaryOf(g, 1, at);
       for (let l = 0; l < c.numLayers; l++) {
         const keys = new Tensor(this.keys[l]!, 0, [this.capacity * h], 'float32');
         const values = new Tensor(this.values[l]!, 0, [this.capacity * h], 'float32');
-        const qkv = this.gpt.qkv(g, x, l);
+        const qkv = this.gpt.qkv(g, x, l, rope);
         // This position's k and v into row `at` of the caches (zero there since the last reset).
         addInto(g, new Tensor(this.keys[l]!, at * h, [h], 'float32'), new Tensor(qkv.buffer, qkv.offset + h, [h], 'float32'));
         addInto(g, new Tensor(this.values[l]!, at * h, [h], 'float32'), new Tensor(qkv.buffer, qkv.offset + 2 * h, [h], 'float32'));

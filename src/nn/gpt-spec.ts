@@ -1,5 +1,5 @@
 /**
- * The parameter list of a GPT in nanoGPT's shape, pure: token and position embeddings, pre-LN blocks
+ * The parameter list of a GPT in nanoGPT's shape, pure: token and (learned, unless rotary or none) position embeddings, pre-LN blocks
  * of attention (fused qkv) and MLP (4h unless given), a final layernorm, and an output head tied to the token
  * embedding or not. Registration order is forward order; names like `blocks.0.attn.qkv.weight`.
  */
@@ -18,6 +18,35 @@ export interface GptShape {
   tiedHead?: boolean;
   /** Width of the MLP's hidden layer (Megatron's --ffn-hidden-size, GPT-2's n_inner; default 4 · hiddenSize). */
   ffnHiddenSize?: number;
+  /**
+   * How positions enter (Megatron's --position-embedding-type): `learned_absolute` (default, GPT-2's
+   * `wpe.weight` added to the token embedding), `rope` (rotary: q and k of every head rotated by
+   * their position, no position table) or `none`.
+   */
+  positionEmbeddingType?: PositionEmbeddingType;
+  /** Rotary: the base of the frequencies (Megatron's --rotary-base, default 10000). */
+  rotaryBase?: number;
+  /** Rotary: the fraction of each head's channels rotated (Megatron's --rotary-percent, default 1). */
+  rotaryPercent?: number;
+  /** Rotary: pairs of neighbouring channels (Megatron's --rotary-interleaved) instead of the two halves. */
+  rotaryInterleaved?: boolean;
+}
+
+export const POSITION_EMBEDDING_TYPES = ['learned_absolute', 'rope', 'none'] as const;
+export type PositionEmbeddingType = (typeof POSITION_EMBEDDING_TYPES)[number];
+
+/** Whether the model has a learned position table (`wpe.weight`). */
+export const learnedPositions = (s: Pick<GptShape, 'positionEmbeddingType'>): boolean =>
+  (s.positionEmbeddingType ?? 'learned_absolute') === 'learned_absolute';
+
+/**
+ * The channels of each head that rope rotates, as Megatron counts them: d = ⌊head width · percent⌋
+ * channels give d/2 frequencies rounded up, so 2·⌈d/2⌉ channels (0 without rope).
+ */
+export function rotaryDim(s: GptShape): number {
+  if (s.positionEmbeddingType !== 'rope') return 0;
+  const d = Math.floor((s.hiddenSize / s.numAttentionHeads) * (s.rotaryPercent ?? 1));
+  return 2 * Math.ceil(d / 2);
 }
 
 /** The MLP's hidden width: given, or 4h. */
@@ -41,12 +70,27 @@ export function checkGptShape(s: GptShape): void {
   }
   if (s.ffnHiddenSize !== undefined && (!Number.isInteger(s.ffnHiddenSize) || s.ffnHiddenSize < 1))
     throw new ShapeError(`ffnHiddenSize must be a positive integer, got ${String(s.ffnHiddenSize)}`, ['ffnHiddenSize']);
+  const type = s.positionEmbeddingType ?? 'learned_absolute';
+  if (!POSITION_EMBEDDING_TYPES.includes(type))
+    throw new ShapeError(`positionEmbeddingType must be one of ${POSITION_EMBEDDING_TYPES.join(', ')}, got ${String(type)}`, [
+      'positionEmbeddingType',
+    ]);
+  if (s.rotaryBase !== undefined && !(Number.isFinite(s.rotaryBase) && s.rotaryBase > 1))
+    throw new ShapeError(`rotaryBase must be a number above 1, got ${String(s.rotaryBase)}`, ['rotaryBase']);
+  if (s.rotaryPercent !== undefined && !(s.rotaryPercent > 0 && s.rotaryPercent <= 1))
+    throw new ShapeError(`rotaryPercent must be in (0, 1], got ${String(s.rotaryPercent)}`, ['rotaryPercent']);
   if (s.hiddenSize % s.numAttentionHeads !== 0) {
     throw new ShapeError(
       `hiddenSize ${s.hiddenSize} is not divisible by numAttentionHeads ${s.numAttentionHeads}; pick sizes where it is`,
       ['hiddenSize', 'numAttentionHeads'],
     );
   }
+  const hd = s.hiddenSize / s.numAttentionHeads;
+  if (type === 'rope' && (rotaryDim(s) < 2 || rotaryDim(s) > hd))
+    throw new ShapeError(
+      `rotaryPercent ${s.rotaryPercent ?? 1} of heads ${hd} wide rotates ${rotaryDim(s)} channels; it must be at least 2 and at most ${hd}`,
+      ['rotaryPercent'],
+    );
 }
 
 export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype: GradDtype = 'float32'): ParamSpec[] {
@@ -54,7 +98,8 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
   const h = s.hiddenSize;
   const f = ffnWidth(s);
   const p = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype });
-  const params = [p('wte.weight', s.vocabSize, h), p('wpe.weight', s.maxPositionEmbeddings ?? s.seqLength, h)];
+  const params = [p('wte.weight', s.vocabSize, h)];
+  if (learnedPositions(s)) params.push(p('wpe.weight', s.maxPositionEmbeddings ?? s.seqLength, h));
   for (let l = 0; l < s.numLayers; l++) {
     const b = `blocks.${l}`;
     params.push(
@@ -79,14 +124,15 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
 
 /**
  * Closed form of the param count, as a check on `gptParams`: V·h + P·h + L·(4h² + 2hf + 9h + f) + 2h
- * (+ V·h untied), P the positions and f the MLP's width (with f = 4h, L·(12h² + 13h)).
+ * (+ V·h untied), P the learned positions (none with rope) and f the MLP's width (with f = 4h,
+ * L·(12h² + 13h)).
  */
 export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
   const f = ffnWidth(s);
   return (
     s.vocabSize * h +
-    (s.maxPositionEmbeddings ?? s.seqLength) * h +
+    (learnedPositions(s) ? (s.maxPositionEmbeddings ?? s.seqLength) * h : 0) +
     s.numLayers * (4 * h * h + 2 * h * f + 9 * h + f) +
     2 * h +
     (s.tiedHead === false ? s.vocabSize * h : 0)
@@ -115,7 +161,7 @@ export function gptSections(shape: GptShape): string[][] {
     ...norm(l + 1 < shape.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f'),
   ]);
   return [
-    ['wte.weight', 'wpe.weight', ...norm(shape.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f')],
+    ['wte.weight', ...(learnedPositions(shape) ? ['wpe.weight'] : []), ...norm(shape.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f')],
     ...blocks,
     [shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight'],
   ];

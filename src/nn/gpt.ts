@@ -1,6 +1,6 @@
 /**
- * GPT in nanoGPT's shape on webtron's ops: token + position embeddings, pre-LN blocks (attention
- * with a fused qkv projection, then a GELU MLP (4h unless given), each added back to the residual stream), a final
+ * GPT in nanoGPT's shape on webtron's ops: token + position embeddings (or rope on q and k), pre-LN
+ * blocks (attention with a fused qkv projection, then a GELU MLP (4h unless given), each added back to the residual stream), a final
  * layernorm and an output head tied to the token embedding (or its own `lm_head.weight`).
  * Params come from a name → tensor map (views into the param buffer; see params.ts).
  *
@@ -10,9 +10,10 @@
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
-import { gptParams, gptSections, type GptShape } from './gpt-spec.js';
+import { gptParams, gptSections, type GptShape, learnedPositions } from './gpt-spec.js';
 import { initParams } from './init.js';
 import { addLayerNorm, causalAttention, crossEntropy, dropout, embedding, layerNorm, linear, linearGelu } from './ops.js';
+import { rotary, rotaryTable } from './rope.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
 export interface GptConfig extends GptShape {
@@ -27,6 +28,9 @@ interface Stream {
   x: Tensor;
   normed: Tensor;
 }
+
+/** Rope's (cos, sin) table of one forward's positions (rope.ts), shared by its layers; null without rope. */
+type Rotary = Tensor | null;
 
 /** Waits until the named params hold their values for this step. */
 export type ParamsReady = (names: string[]) => Promise<void>;
@@ -69,8 +73,16 @@ export class Gpt {
   /** Logits [B, T, V] for ids [B, T] (uint32), and the mean cross-entropy when targets [B, T] are given. */
   forward(g: Graph, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
     let s = this.embedNormed(g, ids);
-    for (let l = 0; l < this.config.numLayers; l++) s = this.block(g, s, l);
+    const rope = this.rotaryOf(g, ids.shape[1]!);
+    for (let l = 0; l < this.config.numLayers; l++) s = this.block(g, s, l, rope);
     return this.head(g, s.normed, ids, targets);
+  }
+
+  /** With rope, the (cos, sin) table of `t` positions from `position`, uploaded once for every layer. */
+  rotaryOf(g: Graph, t: number, position = 0): Rotary {
+    if (this.config.positionEmbeddingType !== 'rope') return null;
+    const table = rotaryTable(this.config, t, position);
+    return g.input(table, [table.length], 'rope.table');
   }
 
   /** The same forward, waiting before each section until its params are ready. */
@@ -83,10 +95,11 @@ export class Gpt {
     const sections = this.sections();
     await ready(sections[0]!);
     let s = this.embedNormed(g, ids);
+    const rope = this.rotaryOf(g, ids.shape[1]!);
     for (let l = 0; l < this.config.numLayers; l++) {
       g.runner.flush(); // the GPU works on what is recorded while the next section's params arrive
       await ready(sections[l + 1]!);
-      s = this.block(g, s, l);
+      s = this.block(g, s, l, rope);
     }
     g.runner.flush();
     await ready(sections.at(-1)!);
@@ -105,7 +118,12 @@ export class Gpt {
     if (ids.shape.length !== 2) throw new ShapeMismatch(`GPT input must be ids [batch, time], got [${ids.shape.join(', ')}]`);
     if (t > this.config.seqLength)
       throw new ShapeMismatch(`sequence of ${t} tokens is longer than the model's seqLength ${this.config.seqLength}`, ['seqLength']);
-    return dropout(g, embedding(g, ids, this.p('wte.weight'), this.p('wpe.weight')), this.config.hiddenDropout ?? 0);
+    return dropout(g, embedding(g, ids, this.p('wte.weight'), this.positions()), this.config.hiddenDropout ?? 0);
+  }
+
+  /** The learned position table, or null (rope, or none). */
+  positions(): Tensor | null {
+    return learnedPositions(this.config) ? this.p('wpe.weight') : null;
   }
 
   /**
@@ -113,10 +131,10 @@ export class Gpt {
    * layernorm). Each residual add is fused with the layernorm that follows it: this block's second,
    * then the next block's first (or the final one).
    */
-  private block(g: Graph, s: Stream, l: number): Stream {
+  private block(g: Graph, s: Stream, l: number, rope: Rotary): Stream {
     const b = `blocks.${l}`;
     const hidden = this.config.hiddenDropout ?? 0;
-    const y = causalAttention(g, this.qkvOf(g, s.normed, l), this.config.numAttentionHeads, this.config.attentionDropout ?? 0);
+    const y = causalAttention(g, this.qkvOf(g, s.normed, l, rope), this.config.numAttentionHeads, this.config.attentionDropout ?? 0);
     const mid = addLayerNorm(g, s.x, dropout(g, this.projection(g, y, l), hidden), this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`));
     const m = this.mlpOf(g, mid.y, l);
     const next = l + 1 < this.config.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f';
@@ -127,15 +145,17 @@ export class Gpt {
   // The pieces of a block around the attention itself, shared with the KV-cache decoder (decode.ts),
   // which runs each layernorm on its own.
 
-  /** Block `l`'s fused q, k, v [.., 3C] of the residual stream `x`. */
-  qkv(g: Graph, x: Tensor, l: number): Tensor {
+  /** Block `l`'s fused q, k, v [.., 3C] of the residual stream `x` (q and k rotated by `rope`'s positions). */
+  qkv(g: Graph, x: Tensor, l: number, rope: Rotary): Tensor {
     const b = `blocks.${l}`;
-    return this.qkvOf(g, layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`)), l);
+    return this.qkvOf(g, layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`)), l, rope);
   }
 
   /** The same of the stream after block `l`'s first layernorm. */
-  private qkvOf(g: Graph, normed: Tensor, l: number): Tensor {
-    return linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.p(`blocks.${l}.attn.qkv.bias`));
+  private qkvOf(g: Graph, normed: Tensor, l: number, rope: Rotary): Tensor {
+    const qkv = linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.p(`blocks.${l}.attn.qkv.bias`));
+    if (rope) rotary(g, qkv, this.config, rope);
+    return qkv;
   }
 
   /** Block `l`'s output projection of the attention `y` (before dropout). */

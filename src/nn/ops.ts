@@ -32,21 +32,24 @@ function requireF32(t: Tensor, what: string): void {
   if (t.dtype !== 'float32') throw new ShapeMismatch(`${what}: expected an fp32 activation, got ${t.dtype}`);
 }
 
-/** y[b, t] = wte[ids[b, t]] + wpe[position + t] for ids of shape [B, T] (position: where the sequence starts). */
-export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, position = 0): Tensor {
+/**
+ * y[b, t] = wte[ids[b, t]] + wpe[position + t] for ids of shape [B, T] (position: where the sequence
+ * starts); the token embedding alone without `wpe` (rope, or no positions).
+ */
+export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor | null, position = 0): Tensor {
   if (ids.dtype !== 'uint32' || ids.shape.length !== 2)
     throw new ShapeMismatch(`embedding: ids must be uint32 [batch, time], got ${ids.dtype} ${shapeOf(ids)}`);
   const [batch, t] = ids.shape as [number, number];
   const [vocab, c] = wte.shape as [number, number];
-  if (wpe.shape[1] !== c || wpe.shape[0]! < position + t)
+  if (wpe && (wpe.shape[1] !== c || wpe.shape[0]! < position + t))
     throw new ShapeMismatch(`embedding: positions ${shapeOf(wpe)} cannot cover ${position + t} steps of width ${c}`);
-  if (wte.dtype !== wpe.dtype) throw new ShapeMismatch(`embedding: token table is ${wte.dtype} but position table is ${wpe.dtype}`);
+  if (wpe && wte.dtype !== wpe.dtype) throw new ShapeMismatch(`embedding: token table is ${wte.dtype} but position table is ${wpe.dtype}`);
   const rows = batch * t;
-  const y = g.output([batch, t, c], 'embedding', wte.requiresGrad || wpe.requiresGrad);
+  const y = g.output([batch, t, c], 'embedding', wte.requiresGrad || !!wpe?.requiresGrad);
   const I = ids.binding(g.ctx);
   const E = wte.binding(g.ctx);
-  const P = wpe.binding(g.ctx);
-  const code = { WG, P_DTYPE: paramCode(wte, 'embedding') };
+  const P = (wpe ?? wte).binding(g.ctx);
+  const code = { WG, P_DTYPE: paramCode(wte, 'embedding'), POSITIONS: wpe ? 1 : 0 };
   g.runner.dispatch(
     'embedding',
     'forward',
@@ -55,7 +58,7 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
     { ids: I.binding, table: E.binding, table2: P.binding, y: y.binding(g.ctx).binding },
     groups(rows * c),
   );
-  g.record('embedding', [wte, wpe], () => {
+  g.record('embedding', wpe ? [wte, wpe] : [wte], () => {
     if (position !== 0) throw new ShapeMismatch('embedding: backward of an offset position is not supported (decoding runs without grads)');
     const dy = g.gradOf(y).binding(g.ctx).binding;
     // The ids on the host (a graph input) let the split form sort them: a column's walk over every
@@ -86,7 +89,7 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor, posit
         groups(c),
       );
     }
-    if (wpe.requiresGrad) {
+    if (wpe?.requiresGrad) {
       const G = g.gradOf(wpe).binding(g.ctx);
       g.runner.dispatch(
         'embedding',

@@ -49,6 +49,23 @@ describe('GPT activation bytes', () => {
     // 16-bit grads: fp32 scratches reused from layer to layer; the tied embedding's lives through the pass.
     [{ numLayers: 3, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11 }, 2, 'bfloat16', 'bfloat16', 0.1, 0.1],
     [{ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, tiedHead: false }, 2, 'bfloat16', 'bfloat16', 0, 0],
+    // rope: no position table, one (cos, sin) table for every layer.
+    [
+      { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, positionEmbeddingType: 'rope' },
+      2,
+      'float32',
+      'float32',
+      0.2,
+      0.2,
+    ],
+    [
+      { numLayers: 3, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, positionEmbeddingType: 'rope' },
+      2,
+      'bfloat16',
+      'bfloat16',
+      0,
+      0,
+    ],
   ] as const)(
     '%j, micro-batch %i, %s params: predicted = measured, both attention kernels',
     async (shape, batch, dtype, gradDtype, hidden, attention) => {

@@ -12,11 +12,12 @@ const ctx = await GpuContext.create();
 afterAll(() => ctx.destroy());
 
 describe('GPT decoding with a KV cache', () => {
-  for (const [dtype, tiedHead] of [
-    ['float32', true],
-    ['bfloat16', false],
+  for (const [dtype, tiedHead, positions] of [
+    ['float32', true, 'learned_absolute'],
+    ['bfloat16', false, 'learned_absolute'],
+    ['float32', true, 'rope'],
   ] as const) {
-    it(`${dtype} params, ${tiedHead ? 'tied' : 'untied'} head: each step's logits equal the full forward's at that position`, async () => {
+    it(`${dtype} params, ${tiedHead ? 'tied' : 'untied'} head, ${positions} positions: each step's logits equal the full forward's at that position`, async () => {
       const config: GptConfig = {
         numLayers: 2,
         hiddenSize: 16,
@@ -25,6 +26,7 @@ describe('GPT decoding with a KV cache', () => {
         maxPositionEmbeddings: 10,
         vocabSize: 13,
         tiedHead,
+        positionEmbeddingType: positions,
       };
       const params = new LocalParams(ctx, Gpt.specs(config, dtype as ParamDtype));
       // Larger than GPT-2's init so that attention is far from uniform.

@@ -19,6 +19,8 @@ describe('GPT parameter list', () => {
       { ...gpt2Small, tiedHead: false },
       { numLayers: 4, hiddenSize: 128, numAttentionHeads: 4, seqLength: 64, vocabSize: 81 },
       { numLayers: 3, hiddenSize: 96, numAttentionHeads: 4, seqLength: 64, vocabSize: 81, ffnHiddenSize: 200 },
+      { numLayers: 3, hiddenSize: 96, numAttentionHeads: 4, seqLength: 64, vocabSize: 81, positionEmbeddingType: 'rope' as const },
+      { ...gpt2Small, positionEmbeddingType: 'none' as const, tiedHead: false },
     ]) {
       expect(gptParams(s).reduce((n, p) => n + numelOf(p.shape), 0)).toBe(gptParamCount(s));
     }
@@ -33,7 +35,27 @@ describe('GPT parameter list', () => {
     expect(() => gptParams({ ...gpt2Small, ffnHiddenSize: 0 })).toThrow('ffnHiddenSize must be a positive integer, got 0');
   });
 
+  it('rope and none have no position table: GPT-2 small less its 1024 × 768', () => {
+    for (const positionEmbeddingType of ['rope', 'none'] as const) {
+      const params = gptParams({ ...gpt2Small, positionEmbeddingType });
+      expect(params.map((p) => p.name)).not.toContain('wpe.weight');
+      expect(params.reduce((s, p) => s + numelOf(p.shape), 0)).toBe(124_439_808 - 1024 * 768);
+    }
+  });
+
   it('bad shapes are one-line errors naming the flag', () => {
+    expect(() => gptParams({ ...gpt2Small, positionEmbeddingType: 'alibi' as 'rope' })).toThrow(
+      'positionEmbeddingType must be one of learned_absolute, rope, none, got alibi',
+    );
+    expect(() => gptParams({ ...gpt2Small, positionEmbeddingType: 'rope', rotaryPercent: 0.01 })).toThrow(
+      'rotaryPercent 0.01 of heads 64 wide rotates 0 channels; it must be at least 2 and at most 64',
+    );
+    expect(() => gptParams({ ...gpt2Small, positionEmbeddingType: 'rope', rotaryPercent: 1.5 })).toThrow(
+      'rotaryPercent must be in (0, 1], got 1.5',
+    );
+    expect(() => gptParams({ ...gpt2Small, positionEmbeddingType: 'rope', rotaryBase: 1 })).toThrow(
+      'rotaryBase must be a number above 1, got 1',
+    );
     expect(() => gptParams({ ...gpt2Small, numLayers: -1 })).toThrow('numLayers must be a positive integer, got -1');
     expect(() => gptParams({ ...gpt2Small, numAttentionHeads: 7 })).toThrow(
       'hiddenSize 768 is not divisible by numAttentionHeads 7; pick sizes where it is',

@@ -89,12 +89,15 @@ describe('GPT', () => {
     params.destroy();
   });
 
-  for (const [tiedHead, dropout, ffn] of [
-    [true, 0, undefined],
-    [false, 0, 12],
-    [true, 0.2, undefined],
+  for (const [tiedHead, dropout, ffn, rope] of [
+    [true, 0, undefined, undefined],
+    [false, 0, 12, undefined],
+    [true, 0.2, undefined, undefined],
+    [true, 0, undefined, { positionEmbeddingType: 'rope', rotaryBase: 100 }],
+    [false, 0.2, undefined, { positionEmbeddingType: 'rope', rotaryInterleaved: true }],
   ] as const) {
-    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''}${ffn ? `, MLP of ${ffn}` : ''})`, async () => {
+    const ropeName = rope ? `, rope${'rotaryInterleaved' in rope ? ' interleaved' : ''}` : '';
+    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''}${ffn ? `, MLP of ${ffn}` : ''}${ropeName})`, async () => {
       // With dropout every forward of a graph with the same seed draws the same masks.
       const config: GptConfig = {
         numLayers: 2,
@@ -106,6 +109,7 @@ describe('GPT', () => {
         hiddenDropout: dropout,
         attentionDropout: dropout,
         ...(ffn ? { ffnHiddenSize: ffn } : {}),
+        ...rope,
       };
       const batch = 2;
       // Larger than GPT-2's init so that every layer's grads are well above fp32 noise.

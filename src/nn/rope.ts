@@ -1,0 +1,65 @@
+/**
+ * Rotary position embedding (rope, Megatron's --position-embedding-type rope): q and k of every head
+ * rotated in place in the fused qkv, channel pairs by their position's angle (shaders/rope.wgsl).
+ * The angles are Megatron's, computed as it computes them in fp32: inverse frequencies
+ * 1 / base^(2i / d) for i < ⌈d/2⌉ (d = ⌊head width · percent⌋), times the position, then cos and sin.
+ */
+import type { Graph } from './graph.js';
+import { type GptShape, rotaryDim } from './gpt-spec.js';
+import { ShapeMismatch, type Tensor } from './tensor.js';
+
+const f = Math.fround;
+const WG = 256;
+
+/** The inverse frequencies of one head's channel pairs, each rounded to fp32 as torch rounds them. */
+export function rotaryInverseFrequencies(s: GptShape): Float32Array {
+  const d = Math.floor((s.hiddenSize / s.numAttentionHeads) * (s.rotaryPercent ?? 1));
+  const base = s.rotaryBase ?? 10000;
+  return Float32Array.from({ length: rotaryDim(s) / 2 }, (_, i) => f(1 / f(base ** f(f(2 * i) / d))));
+}
+
+/** (cos, sin) of every (position, pair) for `t` positions from `position`: [t, pairs, 2], fp32. */
+export function rotaryTable(s: GptShape, t: number, position = 0): Float32Array {
+  const inv = rotaryInverseFrequencies(s);
+  const table = new Float32Array(t * inv.length * 2);
+  for (let p = 0; p < t; p++) {
+    for (let i = 0; i < inv.length; i++) {
+      const angle = f(f(position + p) * inv[i]!);
+      table[(p * inv.length + i) * 2] = Math.cos(angle);
+      table[(p * inv.length + i) * 2 + 1] = Math.sin(angle);
+    }
+  }
+  return table;
+}
+
+/**
+ * Rotate q and k of `qkv` [B, T, 3C] in place by `table` (rotaryTable for these T positions, uploaded
+ * once per forward and shared by the layers), and record the backward, which rotates their grads back
+ * before the qkv projection's backward reads them.
+ */
+export function rotary(g: Graph, qkv: Tensor, s: GptShape, table: Tensor): void {
+  const [batch, t, c3] = qkv.shape as [number, number, number];
+  const c = c3 / 3;
+  const hd = s.hiddenSize / s.numAttentionHeads;
+  const half = rotaryDim(s) / 2;
+  if (qkv.shape.length !== 3 || c !== s.hiddenSize || qkv.dtype !== 'float32')
+    throw new ShapeMismatch(`rope: qkv must be fp32 [B, T, ${3 * s.hiddenSize}], got ${qkv.dtype} [${qkv.shape.join(', ')}]`);
+  if (table.numel !== t * half * 2)
+    throw new ShapeMismatch(`rope: the table holds ${table.numel} values, ${t} positions need ${t * half * 2}`);
+  const rows = batch * t;
+  const n = rows * 2 * s.numAttentionHeads * half;
+  const code = { WG, INTERLEAVED: s.rotaryInterleaved ? 1 : 0 };
+  const run = (target: Tensor, sign: number) => {
+    const B = target.binding(g.ctx);
+    g.runner.dispatch(
+      'rope',
+      'rotate',
+      code,
+      { rows, t, c, hd, half, qkv_off: B.shift, sign },
+      { table: table.binding(g.ctx).binding, qkv: B.binding },
+      Math.ceil(n / WG),
+    );
+  };
+  run(qkv, 1);
+  g.record('rope', [qkv], () => run(g.gradOf(qkv), -1));
+}

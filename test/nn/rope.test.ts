@@ -1,0 +1,150 @@
+/**
+ * Rotary position embedding (src/nn/rope.ts, shaders/rope.wgsl) against two references: a plain
+ * float64 rotation written here, and test/nn/rope_reference.py, written in torch from Megatron-LM's
+ * RotaryEmbedding and _apply_rotary_pos_emb_bshd (its forward and its autograd backward).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GpuContext } from '../../src/gpu/context.js';
+import type { GptShape } from '../../src/nn/gpt-spec.js';
+import { rotaryDim } from '../../src/nn/gpt-spec.js';
+import { Graph } from '../../src/nn/graph.js';
+import { rotary, rotaryTable } from '../../src/nn/rope.js';
+import { pythonModulesMissing } from '../helpers/apt.js';
+import { hashedUniform } from '../helpers/hash.js';
+import { seeded } from '../helpers/seed.js';
+import { relError } from './reference.js';
+
+const SEED = seeded('nn/rope.test.ts').seed;
+const msg = (what: string) => `${what} (seed ${SEED}: replay with WEBTRON_TEST_SEED=${SEED})`;
+const REFEREE = fileURLToPath(new URL('./rope_reference.py', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'webtron-rope-'));
+
+let ctx: GpuContext;
+let noTorch: string | null = null;
+beforeAll(async () => {
+  ctx = await GpuContext.create();
+  noTorch = pythonModulesMissing(['torch', 'numpy'], ['python3-torch', 'python3-numpy']);
+});
+afterAll(() => {
+  ctx?.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The rotation written out in float64: pairs (i, i + rot/2), or (2i, 2i + 1), by angle pos / base^(2i/d). */
+function plainRope(qkv: Float32Array, s: GptShape, batch: number, t: number, sign = 1): Float64Array {
+  const c = s.hiddenSize;
+  const hd = c / s.numAttentionHeads;
+  const d = Math.floor(hd * (s.rotaryPercent ?? 1));
+  const half = Math.ceil(d / 2);
+  const out = Float64Array.from(qkv);
+  for (let r = 0; r < batch * t; r++) {
+    for (let part = 0; part < 2; part++) {
+      for (let h = 0; h < s.numAttentionHeads; h++) {
+        for (let i = 0; i < half; i++) {
+          const angle = (r % t) / (s.rotaryBase ?? 10000) ** ((2 * i) / d);
+          const base = r * 3 * c + part * c + h * hd;
+          const [a, b] = s.rotaryInterleaved ? [base + 2 * i, base + 2 * i + 1] : [base + i, base + i + half];
+          const [x, y] = [qkv[a]!, qkv[b]!];
+          out[a] = x * Math.cos(angle) - sign * y * Math.sin(angle);
+          out[b] = y * Math.cos(angle) + sign * x * Math.sin(angle);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** webtron's rope of `qkv` and, under `dy`, its grad. */
+async function webtronRope(s: GptShape, batch: number, qkv: Float32Array, dy: Float32Array) {
+  const t = s.seqLength;
+  const g = new Graph(ctx);
+  const table = rotaryTable(s, t);
+  const x = g.input(qkv, [batch, t, 3 * s.hiddenSize], 'qkv', true);
+  rotary(g, x, s, g.input(table, [table.length], 'rope.table'));
+  g.backwardFrom(x, dy);
+  const out = { y: await g.read(x), dqkv: await g.read(g.gradOf(x)) };
+  g.release();
+  return out;
+}
+
+const CASES: [string, GptShape, number][] = [
+  [
+    'rotate-half, whole heads',
+    { numLayers: 1, hiddenSize: 16, numAttentionHeads: 2, seqLength: 7, vocabSize: 5, positionEmbeddingType: 'rope' },
+    3,
+  ],
+  [
+    'interleaved, base 500',
+    {
+      numLayers: 1,
+      hiddenSize: 24,
+      numAttentionHeads: 3,
+      seqLength: 9,
+      vocabSize: 5,
+      positionEmbeddingType: 'rope',
+      rotaryInterleaved: true,
+      rotaryBase: 500,
+    },
+    2,
+  ],
+  // 12 · 0.6 = 7.2: d = 7 channels give 4 frequencies, so 8 rotate and 4 pass.
+  [
+    'percent 0.6 of heads of 12',
+    { numLayers: 1, hiddenSize: 24, numAttentionHeads: 2, seqLength: 20, vocabSize: 5, positionEmbeddingType: 'rope', rotaryPercent: 0.6 },
+    2,
+  ],
+];
+
+describe('rope', () => {
+  it('counts the rotated channels as Megatron does', () => {
+    expect(rotaryDim(CASES[2]![1])).toBe(8);
+    expect(rotaryDim({ ...CASES[2]![1], rotaryPercent: 0.5 })).toBe(6);
+    expect(rotaryDim({ ...CASES[2]![1], positionEmbeddingType: 'learned_absolute' })).toBe(0);
+  });
+
+  for (const [name, s, batch] of CASES) {
+    it(`${name}: the plain rotation forward, its inverse backward`, async () => {
+      const n = batch * s.seqLength * 3 * s.hiddenSize;
+      const qkv = hashedUniform(SEED, 1, n, 2);
+      const dy = hashedUniform(SEED, 2, n, 1);
+      const got = await webtronRope(s, batch, qkv, dy);
+      expect(relError(got.y, plainRope(qkv, s, batch, s.seqLength)), msg('rotated qkv')).toBeLessThanOrEqual(1e-6);
+      expect(relError(got.dqkv, plainRope(dy, s, batch, s.seqLength, -1)), msg('grad')).toBeLessThanOrEqual(1e-6);
+      // v, and the channels past the rotated ones, pass untouched.
+      const c = s.hiddenSize;
+      for (let r = 0; r < batch * s.seqLength; r++) {
+        expect(got.y.subarray(r * 3 * c + 2 * c, (r + 1) * 3 * c)).toEqual(qkv.subarray(r * 3 * c + 2 * c, (r + 1) * 3 * c));
+      }
+    });
+
+    it(`${name}: Megatron's rope in torch gives the same values and grads`, async (context) => {
+      if (noTorch) {
+        console.log(`skipped: ${noTorch}`);
+        context.skip();
+      }
+      const n = batch * s.seqLength * 3 * s.hiddenSize;
+      const qkv = hashedUniform(SEED, 3, n, 2);
+      const dy = hashedUniform(SEED, 4, n, 1);
+      const src = join(dir, 'in.bin');
+      const dst = join(dir, 'out.bin');
+      const both = new Float32Array(2 * n);
+      both.set(qkv);
+      both.set(dy, n);
+      writeFileSync(src, both);
+      const args = [s.hiddenSize, s.numAttentionHeads, s.rotaryBase ?? 10000, s.rotaryPercent ?? 1, s.rotaryInterleaved ? 1 : 0];
+      const run = spawnSync('/usr/bin/python3', [REFEREE, src, dst, String(batch), String(s.seqLength), ...args.map(String)], {
+        encoding: 'utf8',
+      });
+      expect(run.status, run.stderr).toBe(0);
+      const want = new Float32Array(readFileSync(dst).buffer.slice(0));
+      const got = await webtronRope(s, batch, qkv, dy);
+      expect(relError(got.y, want.subarray(0, n)), msg('rotated qkv vs torch')).toBeLessThanOrEqual(1e-6);
+      expect(relError(got.dqkv, want.subarray(n)), msg('grad vs torch')).toBeLessThanOrEqual(1e-6);
+    });
+  }
+});
