@@ -45,6 +45,10 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
   if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)
     throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);
   out['untie-embeddings-and-output-weights'] = !hf.tiedHead;
+  if (out['position-embedding-type'] !== 'learned_absolute' || out['use-rotary-position-embeddings'])
+    throw new FlagError(
+      `--position-embedding-type ${out['use-rotary-position-embeddings'] ? 'rope' : String(out['position-embedding-type'])} contradicts ${file}: GPT-2 has learned positions (wpe); leave the flag out`,
+    );
   if (!given.has('seq-length')) out['seq-length'] = hf.maxPositionEmbeddings;
   else if ((out['seq-length'] as number) > hf.maxPositionEmbeddings)
     throw new FlagError(

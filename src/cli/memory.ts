@@ -27,6 +27,7 @@ import {
   type Precision,
 } from '../memory/calculator.js';
 import { Gpt } from '../nn/gpt.js';
+import type { PositionEmbeddingType } from '../nn/gpt-spec.js';
 import { Graph } from '../nn/graph.js';
 import { LocalParams } from '../nn/params.js';
 import { modelStateBytes } from '../memory/model-state.js';
@@ -39,6 +40,8 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'vocab-size': { kind: 'int', help: 'GPT vocabulary size' },
   'ffn-hidden-size': { kind: 'int', help: "GPT MLP's hidden width (default 4 × --hidden-size)" },
   'untied-head': { kind: 'boolean', help: 'the output head does not share the token embedding' },
+  'position-embedding-type': { kind: 'string', help: 'GPT positions: learned_absolute (default), rope or none' },
+  'rotary-percent': { kind: 'number', help: "with rope: the fraction of each head's channels rotated (default 1)" },
   params: { kind: 'string', help: 'a parameter count instead of a GPT shape (e.g. 124M, 7B)' },
   checkpoint: { kind: 'string', help: 'a webtron checkpoint: the --save folder or one of its iter_NNNNNNN folders (its params)' },
   onnx: { kind: 'string', help: 'an .onnx model (its initializers are the params)' },
@@ -121,6 +124,10 @@ export function modelSource(v: FlagValues): ModelSource {
       vocabSize: v['vocab-size'] as number,
       tiedHead: !v['untied-head'],
       ...(v['ffn-hidden-size'] !== undefined ? { ffnHiddenSize: v['ffn-hidden-size'] as number } : {}),
+      ...(v['position-embedding-type'] !== undefined
+        ? { positionEmbeddingType: v['position-embedding-type'] as PositionEmbeddingType }
+        : {}),
+      ...(v['rotary-percent'] !== undefined ? { rotaryPercent: v['rotary-percent'] as number } : {}),
     },
   };
 }

@@ -13,6 +13,7 @@ import { parseDataPath } from '../data/blend.js';
 import { ATTENTION_BACKENDS, EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
 import { scheduleFlags } from './schedule-flags.js';
 import { batchSizeFlags } from './batch-flags.js';
+import { POSITION_EMBEDDING_TYPES, rotaryChannels } from '../nn/gpt-spec.js';
 
 type Group =
   | 'network size'
@@ -41,6 +42,25 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'untie-embeddings-and-output-weights': flag('network size', {
     kind: 'boolean',
     help: 'the output head has its own weights instead of the token embedding',
+  }),
+  'position-embedding-type': flag('network size', {
+    kind: 'string',
+    default: 'learned_absolute',
+    help: 'learned_absolute (a learned table added to the token embedding), rope (q and k rotated by position) or none',
+  }),
+  'use-rotary-position-embeddings': flag('network size', {
+    kind: 'boolean',
+    help: "--position-embedding-type rope (Megatron's older flag)",
+  }),
+  'no-position-embedding': flag('network size', {
+    kind: 'boolean',
+    help: "no learned position table: allowed with rope (Megatron's older flag)",
+  }),
+  'rotary-base': flag('network size', { kind: 'number', default: 10000, help: "rope's base period: frequencies 1 / base^(2i / d)" }),
+  'rotary-percent': flag('network size', { kind: 'number', default: 1, help: "the fraction of each head's channels rope rotates" }),
+  'rotary-interleaved': flag('network size', {
+    kind: 'boolean',
+    help: 'rope rotates neighbouring channels (2i, 2i + 1) instead of i and i + d/2',
   }),
   'attention-backend': flag('network size', {
     kind: 'string',
@@ -427,6 +447,32 @@ function splitDataPaths(v: FlagValues, withDataPath: boolean): TrainConfig['spli
   return { train, valid, test };
 }
 
+/**
+ * How positions enter the model: --position-embedding-type (or Megatron's older
+ * --use-rotary-position-embeddings), and rope's base, fraction and pairing, checked as Megatron
+ * checks them (--no-position-embedding is refused unless with rope; the rotary flags are ignored
+ * without it).
+ */
+function positionFlags(
+  v: FlagValues,
+  headWidth: number,
+): Pick<TrainConfig, 'positionEmbeddingType' | 'rotaryBase' | 'rotaryPercent' | 'rotaryInterleaved'> {
+  const { choice, num } = flagReader(v, TRAIN_FLAGS);
+  const type = v['use-rotary-position-embeddings'] ? 'rope' : choice('position-embedding-type', POSITION_EMBEDDING_TYPES);
+  if (v['no-position-embedding'] && type !== 'rope')
+    throw new FlagError('--no-position-embedding is deprecated (as in Megatron-LM); give --position-embedding-type none, or rope');
+  const rotaryBase = num('rotary-base', (x) => x > 1, 'above 1');
+  const rotaryPercent = num('rotary-percent', (x) => x > 0 && x <= 1, 'in (0, 1]');
+  if (type === 'rope') {
+    const rotated = rotaryChannels(headWidth, rotaryPercent);
+    if (rotated < 2 || rotated > headWidth)
+      throw new FlagError(
+        `--rotary-percent ${rotaryPercent} of heads ${headWidth} wide rotates ${rotated} channels; give a fraction that rotates 2 to ${headWidth}`,
+      );
+  }
+  return { positionEmbeddingType: type, rotaryBase, rotaryPercent, rotaryInterleaved: Boolean(v['rotary-interleaved']) };
+}
+
 /** Resolve and check the flags for a job of `d` data-parallel ranks. */
 export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const { int, optionalInt, num, probability, nonNegative, choice } = flagReader(v, TRAIN_FLAGS);
@@ -524,6 +570,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     attentionDropout: probability('attention-dropout'),
     attentionBackend: choice('attention-backend', ATTENTION_BACKENDS),
     ffnHiddenSize: optionalInt('ffn-hidden-size', 1) ?? 4 * hiddenSize,
+    ...positionFlags(v, hiddenSize / numAttentionHeads),
     clipGrad: nonNegative('clip-grad'),
     adamBeta1: probability('adam-beta1'),
     adamBeta2: probability('adam-beta2'),

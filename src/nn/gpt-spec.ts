@@ -44,10 +44,11 @@ export const learnedPositions = (s: Pick<GptShape, 'positionEmbeddingType'>): bo
  * channels give d/2 frequencies rounded up, so 2·⌈d/2⌉ channels (0 without rope).
  */
 export function rotaryDim(s: GptShape): number {
-  if (s.positionEmbeddingType !== 'rope') return 0;
-  const d = Math.floor((s.hiddenSize / s.numAttentionHeads) * (s.rotaryPercent ?? 1));
-  return 2 * Math.ceil(d / 2);
+  return s.positionEmbeddingType === 'rope' ? rotaryChannels(s.hiddenSize / s.numAttentionHeads, s.rotaryPercent ?? 1) : 0;
 }
+
+/** The channels rope rotates in a head `headWidth` wide at `percent` (rotaryDim). */
+export const rotaryChannels = (headWidth: number, percent: number): number => 2 * Math.ceil(Math.floor(headWidth * percent) / 2);
 
 /** The MLP's hidden width: given, or 4h. */
 export const ffnWidth = (s: Pick<GptShape, 'hiddenSize' | 'ffnHiddenSize'>): number => s.ffnHiddenSize ?? 4 * s.hiddenSize;

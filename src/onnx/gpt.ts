@@ -2,14 +2,15 @@
  * webtron's GPT as a standard ONNX graph (opset 17): input `input_ids` int64 [batch, sequence],
  * output `logits` float [batch, sequence, vocab], both axes dynamic, the params as initializers.
  * The graph computes what src/nn/gpt.ts computes: Gather embeddings, pre-LN blocks with
- * LayerNormalization, a fused qkv MatMul split into heads, a causal mask from Range and Greater,
+ * LayerNormalization, a fused qkv MatMul split into heads (q and k rotated, with rope), a causal mask from Range and Greater,
  * Softmax, GELU in its tanh form (GPT-2's, written out: opset 17 has no Gelu), and the head through
  * the (transposed) token embedding or its own lm_head. Initializers carry Hugging Face's GPT-2 names
  * (`h.0.attn.c_attn.weight`; src/hf/gpt2.ts), the names `webtron export --format hf` writes.
  */
 import { hfName } from '../hf/gpt2.js';
 import type { GptConfig } from '../nn/gpt.js';
-import { gptParams } from '../nn/gpt-spec.js';
+import { gptParams, learnedPositions, rotaryDim } from '../nn/gpt-spec.js';
+import { rotaryTable } from '../nn/rope.js';
 import {
   type Attributes,
   encodeModel,
@@ -53,6 +54,57 @@ export function gptToOnnxExternal(
   options: GptOnnxOptions = {},
 ): { model: Uint8Array; data: Uint8Array[] } {
   return buildGptOnnx(config, params, options, location);
+}
+
+/**
+ * Rope on heads [B, H, T, hd] as Megatron writes it: x·cos + rotate_half(x)·sin over the first rot
+ * channels (halves swapped, or neighbours with rotaryInterleaved, the first of each pair negated), the
+ * rest passed; cos and sin of every position the model holds as initializers, gathered at the
+ * sequence's positions. The identity without rope.
+ */
+function rotaryOnnx(
+  config: GptConfig,
+  positions: string,
+  op: (type: string, inputs: string[], attributes?: Attributes) => string,
+  constant: (name: string, dims: number[], values: number[], int?: boolean) => string,
+): (x: string) => string {
+  const rot = rotaryDim(config);
+  if (rot === 0) return (x) => x;
+  const hd = config.hiddenSize / config.numAttentionHeads;
+  const half = rot / 2;
+  const longest = config.maxPositionEmbeddings ?? config.seqLength;
+  // Per position, Megatron's emb: each pair's angle at both of its channels.
+  const table = rotaryTable(config, longest);
+  const cos: number[] = [];
+  const sin: number[] = [];
+  for (let p = 0; p < longest; p++) {
+    for (let j = 0; j < rot; j++) {
+      const pair = config.rotaryInterleaved ? j >> 1 : j % half;
+      cos.push(table[(p * half + pair) * 2]!);
+      sin.push(table[(p * half + pair) * 2 + 1]!);
+    }
+  }
+  const cosAt = op('Gather', [constant('rope.cos', [longest, rot], cos), positions], { axis: 0 });
+  const sinAt = op('Gather', [constant('rope.sin', [longest, rot], sin), positions], { axis: 0 });
+  const made = new Map<string, string>();
+  const ints = (name: string, values: number[]) => {
+    if (!made.has(name)) made.set(name, constant(`const.rope.${name}`, [values.length], values, true));
+    return made.get(name)!;
+  };
+  const last = ints('last_axis', [-1]);
+  const slice = (x: string, from: number, to: number, axis = last) =>
+    op('Slice', [x, ints(`at_${from}`, [from]), ints(`at_${to}`, [to]), axis]);
+  const rotateHalf = (x: string): string => {
+    if (!config.rotaryInterleaved) return op('Concat', [op('Neg', [slice(x, half, rot)]), slice(x, 0, half)], { axis: -1 });
+    const pairs = op('Reshape', [x, ints('pairs', [0, 0, 0, half, 2])]);
+    const swapped = op('Concat', [op('Neg', [slice(pairs, 1, 2)]), slice(pairs, 0, 1)], { axis: -1 });
+    return op('Reshape', [swapped, ints('unpairs', [0, 0, 0, rot])]);
+  };
+  return (x) => {
+    const xr = rot < hd ? slice(x, 0, rot) : x;
+    const rotated = op('Add', [op('Mul', [xr, cosAt]), op('Mul', [rotateHalf(xr), sinAt])]);
+    return rot < hd ? op('Concat', [rotated, slice(x, rot, hd)], { axis: -1 }) : rotated;
+  };
 }
 
 function buildGptOnnx(
@@ -101,10 +153,8 @@ function buildGptOnnx(
   const one = constant('const.one', [], [1], true);
   const seqLen = op('Gather', [op('Shape', ['input_ids']), one], { axis: 0 });
   const positions = op('Range', [zero, seqLen, one]);
-  let x = op('Add', [
-    op('Gather', [hfName('wte.weight'), 'input_ids'], { axis: 0 }),
-    op('Gather', [hfName('wpe.weight'), positions], { axis: 0 }),
-  ]);
+  const tokens = op('Gather', [hfName('wte.weight'), 'input_ids'], { axis: 0 });
+  let x = learnedPositions(config) ? op('Add', [tokens, op('Gather', [hfName('wpe.weight'), positions], { axis: 0 })]) : tokens;
 
   // The causal mask: position j > i is the future of i.
   const axis0 = constant('const.axis0', [1], [0], true);
@@ -120,12 +170,15 @@ function buildGptOnnx(
   const geluK = constant('const.gelu_k', [], [Math.sqrt(2 / Math.PI)]);
   const geluC = constant('const.gelu_c', [], [0.044715]);
 
+  const rope = rotaryOnnx(config, positions, op, constant);
+
   for (let l = 0; l < config.numLayers; l++) {
     const b = `blocks.${l}`;
     const qkv = linear(layerNorm(x, `${b}.ln_1`), hfName(`${b}.attn.qkv.weight`), hfName(`${b}.attn.qkv.bias`));
     const [qs, ks, vs] = opN('Split', [qkv, split], { axis: -1 }, 3) as [string, string, string];
     const heads4 = (t: string, perm: number[]) => op('Transpose', [op('Reshape', [t, toHeads])], { perm });
-    const scores = op('Mul', [op('MatMul', [heads4(qs, [0, 2, 1, 3]), heads4(ks, [0, 2, 3, 1])]), scale]);
+    const [q, k] = [qs, ks].map((t) => rope(heads4(t, [0, 2, 1, 3]))) as [string, string];
+    const scores = op('Mul', [op('MatMul', [q, op('Transpose', [k], { perm: [0, 1, 3, 2] })]), scale]);
     const probs = op('Softmax', [op('Where', [future, minusInf, scores])], { axis: -1 });
     const y = op('Reshape', [op('Transpose', [op('MatMul', [probs, heads4(vs, [0, 2, 1, 3])])], { perm: [0, 2, 1, 3] }), fromHeads]);
     x = op('Add', [x, linear(y, hfName(`${b}.attn.proj.weight`), hfName(`${b}.attn.proj.bias`))]);

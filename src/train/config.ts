@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { TRACKER } from '../checkpoint/dir.js';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
+import type { PositionEmbeddingType } from '../nn/gpt-spec.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
 import type { AttentionKernel } from '../gpu/context.js';
@@ -32,6 +33,12 @@ export interface TrainConfig extends ScheduleFlags {
   maxPositionEmbeddings: number;
   /** --ffn-hidden-size: the MLP's hidden width (Megatron's default 4 × hidden size). */
   ffnHiddenSize: number;
+  /** --position-embedding-type: a learned table, rope or none. */
+  positionEmbeddingType: PositionEmbeddingType;
+  /** --rotary-base, --rotary-percent, --rotary-interleaved: rope's frequencies, rotated fraction and pairing (unused without rope). */
+  rotaryBase: number;
+  rotaryPercent: number;
+  rotaryInterleaved: boolean;
   makeVocabSizeDivisibleBy: number;
   /** The model's exact vocabulary (a Hugging Face folder's vocab_size with --init-from), else null: the tokenizer's, padded. */
   vocabSize: number | null;

@@ -60,6 +60,11 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     maxPositionEmbeddings: cfg.maxPositionEmbeddings,
     // Left out at 4h, so that a checkpoint's model reads as before.
     ...(cfg.ffnHiddenSize !== 4 * cfg.hiddenSize ? { ffnHiddenSize: cfg.ffnHiddenSize } : {}),
+    // Likewise with learned positions; rope's settings only with rope.
+    ...(cfg.positionEmbeddingType !== 'learned_absolute' ? { positionEmbeddingType: cfg.positionEmbeddingType } : {}),
+    ...(cfg.positionEmbeddingType === 'rope'
+      ? { rotaryBase: cfg.rotaryBase, rotaryPercent: cfg.rotaryPercent, rotaryInterleaved: cfg.rotaryInterleaved }
+      : {}),
     vocabSize: cfg.vocabSize ?? paddedVocabSize(tokenizer.vocabSize, cfg.makeVocabSizeDivisibleBy),
     tiedHead: !cfg.untieEmbeddingsAndOutputWeights,
     hiddenDropout: cfg.hiddenDropout,

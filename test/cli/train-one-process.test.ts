@@ -59,6 +59,19 @@ describe('webtron train, one process', () => {
       /^webtron train: --check-weight-hash-across-dp-replicas-interval compares whole replicas, and optim_grads_params leaves none/,
     ],
     [['--max-device-memory', 'lots'], /^webtron train: --max-device-memory: 'lots' is not a size; use e\.g\. 80GiB/],
+    [
+      ['--position-embedding-type', 'alibi'],
+      /^webtron train: --position-embedding-type must be learned_absolute, rope or none, got 'alibi'$/,
+    ],
+    [
+      ['--no-position-embedding'],
+      /^webtron train: --no-position-embedding is deprecated \(as in Megatron-LM\); give --position-embedding-type none, or rope$/,
+    ],
+    [
+      ['--position-embedding-type', 'rope', '--rotary-percent', '0.05'],
+      /^webtron train: --rotary-percent 0.05 of heads 16 wide rotates 0 channels; give a fraction that rotates 2 to 16$/,
+    ],
+    [['--use-rotary-position-embeddings', '--rotary-base', '1'], /^webtron train: --rotary-base must be above 1, got 1$/],
     // Found by every worker at start-up: rank 0 says it, once.
     [
       ['--nproc-per-node', '2', '--global-batch-size', '4', '--max-device-memory', '100KiB'],
@@ -110,6 +123,84 @@ describe('webtron train, one process', () => {
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
     );
     expect(out.startsWith('The whale')).toBe(true);
+  });
+
+  it('rope trains; its checkpoint samples, resumes only as rope, and exports to ONNX but not to GPT-2', async () => {
+    const base = dir();
+    const ckpt = join(base, 'ckpt');
+    const rope = ['--position-embedding-type', 'rope', '--rotary-interleaved', '--rotary-base', '1000'];
+    const r = await train([
+      ...TINY,
+      ...rope,
+      '--train-iters',
+      '12',
+      '--global-batch-size',
+      '4',
+      '--save',
+      ckpt,
+      '--run-dir',
+      join(base, 'run'),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const l = losses(join(base, 'run'));
+    expect(l.get(12)!).toBeLessThan(l.get(1)!);
+    const index = JSON.parse(readFileSync(join(ckpt, 'iter_0000012', 'index.json'), 'utf8')) as {
+      params: { name: string }[];
+      extra: { model: Record<string, unknown> };
+    };
+    expect(index.params.map((p) => p.name)).not.toContain('wpe.weight');
+    expect(index.extra.model).toMatchObject({ positionEmbeddingType: 'rope', rotaryInterleaved: true, rotaryBase: 1000, rotaryPercent: 1 });
+    // The checkpoint's flags come with it; a contradicting one is refused.
+    const resumed = await train([
+      ...TINY,
+      '--use-checkpoint-args',
+      '--use-checkpoint-opt_param-scheduler',
+      '--load',
+      ckpt,
+      '--global-batch-size',
+      '4',
+      '--train-iters',
+      '13',
+      '--run-dir',
+      join(base, 'run2'),
+    ]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const contradicted = await train([
+      ...TINY,
+      '--use-checkpoint-args',
+      '--load',
+      ckpt,
+      '--rotary-base',
+      '10000',
+      '--train-iters',
+      '13',
+      '--run-dir',
+      join(base, 'run3'),
+    ]);
+    expect(contradicted.code).toBe(2);
+    expect(contradicted.stderr).toMatch(
+      /^webtron train: --rotary-base 10000 contradicts .*index\.json: it was saved with 1000; leave the flag out$/m,
+    );
+    const sampled = spawnSync('node', [BIN, 'sample', '--load', ckpt, '--prompt', 'Call me', '--tokens', '8', '--temperature', '0'], {
+      encoding: 'utf8',
+    });
+    expect(sampled.status, sampled.stderr).toBe(0);
+    expect(sampled.stdout.startsWith('Call me')).toBe(true);
+    const hf = spawnSync('node', [BIN, 'export', '--load', ckpt, '--format', 'hf', '--output', join(base, 'hf')], { encoding: 'utf8' });
+    expect(hf.status).toBe(2);
+    expect(hf.stderr.trim()).toMatch(
+      /^webtron export: .*: the model has rotary positions \(rope\), which Hugging Face's GPT-2 cannot hold \(it has a learned table\); export it with --format onnx$/,
+    );
+    expect(existsSync(join(base, 'hf', 'model.safetensors'))).toBe(false);
+    const onnxFile = join(base, 'model.onnx');
+    const exported = spawnSync('node', [BIN, 'export', '--load', ckpt, '--output', onnxFile], { encoding: 'utf8' });
+    expect(exported.status, exported.stderr).toBe(0);
+    // The ONNX model continues the prompt as the checkpoint does (greedy, so token for token).
+    const fromOnnx = spawnSync('node', [BIN, 'sample', '--onnx', onnxFile, '--prompt', 'Call me', '--tokens', '8', '--temperature', '0'], {
+      encoding: 'utf8',
+    });
+    expect(fromOnnx.status, fromOnnx.stderr).toBe(0);
+    expect(fromOnnx.stdout).toBe(sampled.stdout);
   });
 
   it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {

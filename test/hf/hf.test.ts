@@ -428,6 +428,10 @@ describe('webtron train --init-from a Hugging Face folder', () => {
       [['--init-from', good, '--num-layers', '4'], /--num-layers 4 contradicts .*config\.json: n_layer is 2; leave the flag out/],
       [['--init-from', good, '--seq-length', '64'], /--seq-length 64 is longer than .*config\.json allows: n_positions is 16/],
       [
+        ['--init-from', good, '--position-embedding-type', 'rope'],
+        /--position-embedding-type rope contradicts .*config\.json: GPT-2 has learned positions \(wpe\); leave the flag out/,
+      ],
+      [
         ['--init-from', good, '--tokenizer-type', 'ByteTokenizer'],
         /--tokenizer-type ByteTokenizer contradicts --init-from .*: its files are a CharTokenizer/,
       ],

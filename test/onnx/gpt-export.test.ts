@@ -52,6 +52,12 @@ describe('GPT export to ONNX', () => {
   it.each([
     ['tied head', BASE],
     ['untied head', { ...BASE, tiedHead: false }],
+    ['rope', { ...BASE, positionEmbeddingType: 'rope', rotaryBase: 50 }],
+    // Heads of 8 at 0.5: 4 channels rotated in neighbouring pairs, 4 passed.
+    [
+      'rope interleaved on half of each head, untied',
+      { ...BASE, tiedHead: false, positionEmbeddingType: 'rope', rotaryInterleaved: true, rotaryPercent: 0.5 },
+    ],
   ] as const)('%s: onnxruntime (CPU) gives webtron’s logits within 1e-4, at any batch and length', async (_name, config) => {
     const { seed, random } = seeded(`onnx export ${_name}`);
     const values = Gpt.init(config, seed, 0.2); // larger than GPT-2's 0.02, so that the logits differ
