@@ -1,5 +1,7 @@
 // LayerNorm over the last dimension (eps inside the sqrt, biased variance, as torch):
 // y = (x - mean) * rstd * w + b. Forward saves mean and rstd per row for the backward.
+// With RMS, RMSNorm: no mean and no bias, y = x * rstd * w with rstd = 1 / sqrt(mean(x²) + eps);
+// the backward drops mean(dxhat) with the mean.
 // The entry points ending in 4 do the same on vec4s, for widths that are a multiple of 4 and data
 // at its bindings' starts: CPU Vulkan drivers load storage buffers lane by lane, so a quarter of the
 // loads is most of the work saved (the fp32 params too as vec4s when W_VEC).
@@ -9,6 +11,7 @@
 
 override P_DTYPE: u32 = 0u;
 override W_VEC: bool = false;
+override RMS: bool = false;
 
 struct LayerNormUniforms { rows: u32, c: u32, w_off: u32, b_off: u32, eps: f32, dw_off: u32, db_off: u32, which: u32, chunk: u32 }
 
@@ -25,6 +28,12 @@ fn load_w(e: u32) -> f32 {
   return half_of(w[e >> 1u], e, P_DTYPE);
 }
 
+// The bias at column i (none with RMS).
+fn bias1(i: u32) -> f32 {
+  if (RMS) { return 0.0; }
+  return load_w(u.b_off + i);
+}
+
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let r = flat_index(wid, nwg, lid);
@@ -32,12 +41,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let base = r * u.c;
   var sum = 0.0;
   for (var i = 0u; i < u.c; i++) { sum += x[base + i]; }
-  let mean = sum / f32(u.c);
+  let mean = select(sum / f32(u.c), 0.0, RMS);
   var sq = 0.0;
   for (var i = 0u; i < u.c; i++) { let d = x[base + i] - mean; sq += d * d; }
   let rstd = 1.0 / sqrt(sq / f32(u.c) + u.eps);
   for (var i = 0u; i < u.c; i++) {
-    y[base + i] = (x[base + i] - mean) * rstd * load_w(u.w_off + i) + load_w(u.b_off + i);
+    y[base + i] = (x[base + i] - mean) * rstd * load_w(u.w_off + i) + bias1(i);
   }
   stats[2u * r] = mean;
   stats[2u * r + 1u] = rstd;
@@ -61,7 +70,7 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     s1 += g;
     s2 += g * (x[base + i] - mean) * rstd;
   }
-  s1 = s1 / f32(u.c);
+  s1 = select(s1 / f32(u.c), 0.0, RMS);
   s2 = s2 / f32(u.c);
   for (var i = 0u; i < u.c; i++) {
     let xhat = (x[base + i] - mean) * rstd;
@@ -101,6 +110,12 @@ fn load_w4(e: u32) -> vec4<f32> {
   return vec4<f32>(load_w(e), load_w(e + 1u), load_w(e + 2u), load_w(e + 3u));
 }
 
+// The bias at columns i .. i+3 (none with RMS).
+fn bias4(i: u32) -> vec4<f32> {
+  if (RMS) { return vec4<f32>(0.0); }
+  return load_w4(u.b_off + i);
+}
+
 fn sum4(v: vec4<f32>) -> f32 {
   return (v.x + v.y) + (v.z + v.w);
 }
@@ -113,12 +128,12 @@ fn forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   let base = r * q;
   var sum = vec4<f32>(0.0);
   for (var i = 0u; i < q; i++) { sum += x4[base + i]; }
-  let mean = sum4(sum) / f32(u.c);
+  let mean = select(sum4(sum) / f32(u.c), 0.0, RMS);
   var sq = vec4<f32>(0.0);
   for (var i = 0u; i < q; i++) { let d = x4[base + i] - mean; sq += d * d; }
   let rstd = 1.0 / sqrt(sum4(sq) / f32(u.c) + u.eps);
   for (var i = 0u; i < q; i++) {
-    y4[base + i] = (x4[base + i] - mean) * rstd * load_w4(u.w_off + 4u * i) + load_w4(u.b_off + 4u * i);
+    y4[base + i] = (x4[base + i] - mean) * rstd * load_w4(u.w_off + 4u * i) + bias4(4u * i);
   }
   stats[2u * r] = mean;
   stats[2u * r + 1u] = rstd;
@@ -139,7 +154,7 @@ fn backward_input4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     s1 += g;
     s2 += g * (x4[base + i] - mean) * rstd;
   }
-  let m1 = sum4(s1) / f32(u.c);
+  let m1 = select(sum4(s1) / f32(u.c), 0.0, RMS);
   let m2 = sum4(s2) / f32(u.c);
   for (var i = 0u; i < q; i++) {
     let xhat = (x4[base + i] - mean) * rstd;
@@ -211,12 +226,12 @@ fn add_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     s4[base + i] = v;
     sum += v;
   }
-  let mean = sum4(sum) / f32(u.c);
+  let mean = select(sum4(sum) / f32(u.c), 0.0, RMS);
   var sq = vec4<f32>(0.0);
   for (var i = 0u; i < q; i++) { let d = s4[base + i] - mean; sq += d * d; }
   let rstd = 1.0 / sqrt(sum4(sq) / f32(u.c) + u.eps);
   for (var i = 0u; i < q; i++) {
-    y4[base + i] = (s4[base + i] - mean) * rstd * load_w4(u.w_off + 4u * i) + load_w4(u.b_off + 4u * i);
+    y4[base + i] = (s4[base + i] - mean) * rstd * load_w4(u.w_off + 4u * i) + bias4(4u * i);
   }
   stats[2u * r] = mean;
   stats[2u * r + 1u] = rstd;
@@ -250,7 +265,7 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // y = (v - mean) * rstd * w + b for quad i of a row's values v.
 fn normalized4(v: vec4<f32>, i: u32, mean: f32, rstd: f32) -> vec4<f32> {
-  return (v - mean) * rstd * load_w4(u.w_off + 4u * i) + load_w4(u.b_off + 4u * i);
+  return (v - mean) * rstd * load_w4(u.w_off + 4u * i) + bias4(4u * i);
 }
 
 fn store_stats(r: u32, lid: u32, mean: f32, rstd: f32) {
@@ -267,7 +282,7 @@ fn forward_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let q = u.c / 4u;
   var sum = vec4<f32>(0.0);
   for (var i = lid; i < q; i += ROW_LANES) { sum += x4[r * q + i]; }
-  let mean = row_sum2(lid, vec2<f32>(sum4(sum), 0.0)).x / f32(u.c);
+  let mean = select(row_sum2(lid, vec2<f32>(sum4(sum), 0.0)).x / f32(u.c), 0.0, RMS);
   var sq = vec4<f32>(0.0);
   for (var i = lid; i < q; i += ROW_LANES) { let d = x4[r * q + i] - mean; sq += d * d; }
   let rstd = 1.0 / sqrt(row_sum2(lid, vec2<f32>(sum4(sq), 0.0)).x / f32(u.c) + u.eps);
@@ -286,7 +301,7 @@ fn add_forward_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     s4[r * q + i] = v;
     sum += v;
   }
-  let mean = row_sum2(lid, vec2<f32>(sum4(sum), 0.0)).x / f32(u.c);
+  let mean = select(row_sum2(lid, vec2<f32>(sum4(sum), 0.0)).x / f32(u.c), 0.0, RMS);
   var sq = vec4<f32>(0.0);
   for (var i = lid; i < q; i += ROW_LANES) { let d = s4[r * q + i] - mean; sq += d * d; }
   let rstd = 1.0 / sqrt(row_sum2(lid, vec2<f32>(sum4(sq), 0.0)).x / f32(u.c) + u.eps);
@@ -312,6 +327,6 @@ fn backward_input_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
   for (var i = lid; i < q; i += ROW_LANES) {
     let xhat = (x4[r * q + i] - mean) * rstd;
     let g = dy4[r * q + i] * load_w4(u.w_off + 4u * i);
-    y4[r * q + i] = y4[r * q + i] + rstd * (g - m.x - xhat * m.y);
+    y4[r * q + i] = y4[r * q + i] + rstd * (g - select(m.x, 0.0, RMS) - xhat * m.y);
   }
 }

@@ -9,7 +9,7 @@
  * Pure.
  */
 import type { GptShape } from '../nn/gpt-spec.js';
-import { ffnWidth, gptParams, learnedPositions, rotaryDim } from '../nn/gpt-spec.js';
+import { fcWidth, ffnWidth, gptParams, learnedPositions, rotaryDim } from '../nn/gpt-spec.js';
 
 /** Bytes the graph allocates for `elements` 4-byte values. */
 const alloc = (elements: number) => Math.ceil(Math.max(1, elements) / 4) * 16;
@@ -56,7 +56,8 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
     }
     buffers.push([rows * C, true], [rows * C, true]); // attention output, projection
     if (o.hiddenDropout) buffers.push([rows * C, true]);
-    buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * F, true], [rows * F, true], [rows * C, true]); // add, ln_2 (+ stats), fc, gelu, projection
+    // add, ln_2 (+ stats), fc (gate and value with SwiGLU), GELU or SwiGLU, projection
+    buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * fcWidth(shape), true], [rows * F, true], [rows * C, true]);
     if (o.hiddenDropout) buffers.push([rows * C, true]);
     buffers.push([rows * C, l === L - 1]); // add: the last block's makes the residual stream's grad
   }
@@ -75,7 +76,7 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
  */
 function halfGradScratchBytes(shape: GptShape): number {
   const elements = new Map(gptParams(shape).map((p) => [p.name, p.shape.reduce((a, b) => a * b, 1)]));
-  const pair = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`];
+  const pair = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`].filter((name) => elements.has(name));
   const ops: string[][] = [learnedPositions(shape) ? ['wte.weight', 'wpe.weight'] : ['wte.weight']];
   for (let l = 0; l < shape.numLayers; l++) {
     for (const part of ['ln_1', 'attn.qkv', 'attn.proj', 'ln_2', 'mlp.fc', 'mlp.proj']) ops.push(pair(`blocks.${l}.${part}`));

@@ -1,7 +1,9 @@
 /**
- * The parameter list of a GPT in nanoGPT's shape, pure: token and (learned, unless rotary or none) position embeddings, pre-LN blocks
- * of attention (fused qkv) and MLP (4h unless given), a final layernorm, and an output head tied to the token
- * embedding or not. Registration order is forward order; names like `blocks.0.attn.qkv.weight`.
+ * The parameter list of a GPT in nanoGPT's shape, pure: token and (learned, unless rotary or none)
+ * position embeddings, pre-norm blocks of attention (fused qkv) and MLP (4h unless given; a gated
+ * fc with SwiGLU), a final norm, and an output head tied to the token embedding or not; norms
+ * (LayerNorm or RMSNorm) and linear biases as Megatron's flags choose. Registration order is
+ * forward order; names like `blocks.0.attn.qkv.weight`.
  */
 import { WebtronError } from '../errors.js';
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
@@ -30,7 +32,30 @@ export interface GptShape {
   rotaryPercent?: number;
   /** Rotary: pairs of neighbouring channels (Megatron's --rotary-interleaved) instead of the two halves. */
   rotaryInterleaved?: boolean;
+  /** The norms (Megatron's --normalization): `LayerNorm` (default: weight and bias) or `RMSNorm` (weight only). */
+  normalization?: Normalization;
+  /** The MLP's fc layer gives a gate and a value, 2f wide, and silu(gate) · value goes on (Megatron's --swiglu). */
+  swiglu?: boolean;
+  /** Biases on the linear layers: qkv, attention projection, fc and MLP projection (default true; Megatron's --disable-bias-linear makes it false). */
+  addBiasLinear?: boolean;
+  /** A bias on qkv even without the other linear biases (Megatron's --add-qkv-bias). */
+  addQkvBias?: boolean;
 }
+
+export const NORMALIZATIONS = ['LayerNorm', 'RMSNorm'] as const;
+export type Normalization = (typeof NORMALIZATIONS)[number];
+
+/** Whether the norms have a bias (LayerNorm's; RMSNorm has none). */
+export const normBias = (s: Pick<GptShape, 'normalization'>): boolean => (s.normalization ?? 'LayerNorm') === 'LayerNorm';
+
+/** Whether the linear layers other than qkv have biases. */
+export const linearBias = (s: Pick<GptShape, 'addBiasLinear'>): boolean => s.addBiasLinear !== false;
+
+/** Whether qkv has a bias: with the other linear biases, or on its own (--add-qkv-bias). */
+export const qkvBias = (s: Pick<GptShape, 'addBiasLinear' | 'addQkvBias'>): boolean => linearBias(s) || s.addQkvBias === true;
+
+/** The width of the fc layer's output: the MLP's width, twice it with SwiGLU (gate and value). */
+export const fcWidth = (s: Pick<GptShape, 'hiddenSize' | 'ffnHiddenSize' | 'swiglu'>): number => (s.swiglu ? 2 : 1) * ffnWidth(s);
 
 export const POSITION_EMBEDDING_TYPES = ['learned_absolute', 'rope', 'none'] as const;
 export type PositionEmbeddingType = (typeof POSITION_EMBEDDING_TYPES)[number];
@@ -76,6 +101,8 @@ export function checkGptShape(s: GptShape): void {
     throw new ShapeError(`positionEmbeddingType must be one of ${POSITION_EMBEDDING_TYPES.join(', ')}, got ${String(type)}`, [
       'positionEmbeddingType',
     ]);
+  if (s.normalization !== undefined && !NORMALIZATIONS.includes(s.normalization))
+    throw new ShapeError(`normalization must be LayerNorm or RMSNorm, got ${String(s.normalization)}`, ['normalization']);
   if (s.rotaryBase !== undefined && !(Number.isFinite(s.rotaryBase) && s.rotaryBase > 1))
     throw new ShapeError(`rotaryBase must be a number above 1, got ${String(s.rotaryBase)}`, ['rotaryBase']);
   if (s.rotaryPercent !== undefined && !(s.rotaryPercent > 0 && s.rotaryPercent <= 1))
@@ -99,26 +126,25 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
   const h = s.hiddenSize;
   const f = ffnWidth(s);
   const p = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype });
+  const norm = (prefix: string) => [p(`${prefix}.weight`, h), ...(normBias(s) ? [p(`${prefix}.bias`, h)] : [])];
+  const linear = (prefix: string, inF: number, outF: number, bias: boolean) => [
+    p(`${prefix}.weight`, inF, outF),
+    ...(bias ? [p(`${prefix}.bias`, outF)] : []),
+  ];
   const params = [p('wte.weight', s.vocabSize, h)];
   if (learnedPositions(s)) params.push(p('wpe.weight', s.maxPositionEmbeddings ?? s.seqLength, h));
   for (let l = 0; l < s.numLayers; l++) {
     const b = `blocks.${l}`;
     params.push(
-      p(`${b}.ln_1.weight`, h),
-      p(`${b}.ln_1.bias`, h),
-      p(`${b}.attn.qkv.weight`, h, 3 * h),
-      p(`${b}.attn.qkv.bias`, 3 * h),
-      p(`${b}.attn.proj.weight`, h, h),
-      p(`${b}.attn.proj.bias`, h),
-      p(`${b}.ln_2.weight`, h),
-      p(`${b}.ln_2.bias`, h),
-      p(`${b}.mlp.fc.weight`, h, f),
-      p(`${b}.mlp.fc.bias`, f),
-      p(`${b}.mlp.proj.weight`, f, h),
-      p(`${b}.mlp.proj.bias`, h),
+      ...norm(`${b}.ln_1`),
+      ...linear(`${b}.attn.qkv`, h, 3 * h, qkvBias(s)),
+      ...linear(`${b}.attn.proj`, h, h, linearBias(s)),
+      ...norm(`${b}.ln_2`),
+      ...linear(`${b}.mlp.fc`, h, fcWidth(s), linearBias(s)),
+      ...linear(`${b}.mlp.proj`, f, h, linearBias(s)),
     );
   }
-  params.push(p('ln_f.weight', h), p('ln_f.bias', h));
+  params.push(...norm('ln_f'));
   if (s.tiedHead === false) params.push(p('lm_head.weight', s.vocabSize, h));
   return params;
 }
@@ -126,16 +152,21 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
 /**
  * Closed form of the param count, as a check on `gptParams`: V·h + P·h + L·(4h² + 2hf + 9h + f) + 2h
  * (+ V·h untied), P the learned positions (none with rope) and f the MLP's width (with f = 4h,
- * L·(12h² + 13h)).
+ * L·(12h² + 13h)). SwiGLU adds hf per layer (the gate), and f with biases; RMSNorm has no norm
+ * biases (3h per layer and h less); without linear biases, 5h + f per layer less (3h of them kept
+ * with --add-qkv-bias).
  */
 export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
   const f = ffnWidth(s);
+  const g = s.swiglu ? 2 : 1;
+  const norms = normBias(s) ? 2 * h : h;
+  const biases = (qkvBias(s) ? 3 * h : 0) + (linearBias(s) ? 2 * h + g * f : 0);
   return (
     s.vocabSize * h +
     (learnedPositions(s) ? (s.maxPositionEmbeddings ?? s.seqLength) * h : 0) +
-    s.numLayers * (4 * h * h + 2 * h * f + 9 * h + f) +
-    2 * h +
+    s.numLayers * (4 * h * h + (g + 1) * h * f + 2 * norms + biases) +
+    norms +
     (s.tiedHead === false ? s.vocabSize * h : 0)
   );
 }
@@ -145,6 +176,12 @@ export function gptParamCount(s: GptShape): number {
  * each block (with the layernorm after it), the head. What is whole at once under sharded params.
  */
 export function gptSections(shape: GptShape): string[][] {
+  const present = new Set(gptParams(shape).map((p) => p.name));
+  return gptSectionsOfAll(shape).map((section) => section.filter((name) => present.has(name)));
+}
+
+/** The sections as GPT-2's shape has them (every bias); gptSections keeps the params the model has. */
+function gptSectionsOfAll(shape: GptShape): string[][] {
   const norm = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`];
   const blocks = Array.from({ length: shape.numLayers }, (_, l) => [
     ...[
@@ -162,7 +199,7 @@ export function gptSections(shape: GptShape): string[][] {
     ...norm(l + 1 < shape.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f'),
   ]);
   return [
-    ['wte.weight', ...(learnedPositions(shape) ? ['wpe.weight'] : []), ...norm(shape.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f')],
+    ['wte.weight', 'wpe.weight', ...norm(shape.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f')],
     ...blocks,
     [shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight'],
   ];

@@ -10,9 +10,22 @@
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
-import { gptParams, gptSections, type GptShape, learnedPositions } from './gpt-spec.js';
+import { gptParams, gptSections, type GptShape, learnedPositions, normBias } from './gpt-spec.js';
 import { initParams } from './init.js';
-import { addLayerNorm, causalAttention, crossEntropy, dropout, embedding, layerNorm, linear, linearGelu } from './ops.js';
+import {
+  addLayerNorm,
+  addRmsNorm,
+  causalAttention,
+  crossEntropy,
+  dropout,
+  embedding,
+  gelu,
+  layerNorm,
+  linear,
+  linearGelu,
+  rmsNorm,
+  swiglu,
+} from './ops.js';
 import { rotary, rotaryTable } from './rope.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
@@ -70,6 +83,23 @@ export class Gpt {
     return this.params.get(name)!;
   }
 
+  /** The param `name` where the model has it (a bias the flags leave out: undefined). */
+  private maybe(name: string): Tensor | undefined {
+    return this.params.get(name);
+  }
+
+  /** The norm `prefix` (ln_1, ln_2, ln_f) of `x`: a layernorm, or an RMSNorm. */
+  private norm(g: Graph, x: Tensor, prefix: string): Tensor {
+    const w = this.p(`${prefix}.weight`);
+    return normBias(this.config) ? layerNorm(g, x, w, this.p(`${prefix}.bias`)) : rmsNorm(g, x, w);
+  }
+
+  /** s = a + b and the norm `prefix` of s, fused. */
+  private addNorm(g: Graph, a: Tensor, b: Tensor, prefix: string): { sum: Tensor; y: Tensor } {
+    const w = this.p(`${prefix}.weight`);
+    return normBias(this.config) ? addLayerNorm(g, a, b, w, this.p(`${prefix}.bias`)) : addRmsNorm(g, a, b, w);
+  }
+
   /** Logits [B, T, V] for ids [B, T] (uint32), and the mean cross-entropy when targets [B, T] are given. */
   forward(g: Graph, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
     let s = this.embedNormed(g, ids);
@@ -110,7 +140,7 @@ export class Gpt {
   private embedNormed(g: Graph, ids: Tensor): Stream {
     const x = this.embed(g, ids);
     const first = this.config.numLayers > 0 ? 'blocks.0.ln_1' : 'ln_f';
-    return { x, normed: layerNorm(g, x, this.p(`${first}.weight`), this.p(`${first}.bias`)) };
+    return { x, normed: this.norm(g, x, first) };
   }
 
   private embed(g: Graph, ids: Tensor): Tensor {
@@ -135,10 +165,10 @@ export class Gpt {
     const b = `blocks.${l}`;
     const hidden = this.config.hiddenDropout ?? 0;
     const y = causalAttention(g, this.qkvOf(g, s.normed, l, rope), this.config.numAttentionHeads, this.config.attentionDropout ?? 0);
-    const mid = addLayerNorm(g, s.x, dropout(g, this.projection(g, y, l), hidden), this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`));
+    const mid = this.addNorm(g, s.x, dropout(g, this.projection(g, y, l), hidden), `${b}.ln_2`);
     const m = this.mlpOf(g, mid.y, l);
     const next = l + 1 < this.config.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f';
-    const out = addLayerNorm(g, mid.sum, dropout(g, m, hidden), this.p(`${next}.weight`), this.p(`${next}.bias`));
+    const out = this.addNorm(g, mid.sum, dropout(g, m, hidden), next);
     return { x: out.sum, normed: out.y };
   }
 
@@ -147,38 +177,44 @@ export class Gpt {
 
   /** Block `l`'s fused q, k, v [.., 3C] of the residual stream `x` (q and k rotated by `rope`'s positions). */
   qkv(g: Graph, x: Tensor, l: number, rope: Rotary): Tensor {
-    const b = `blocks.${l}`;
-    return this.qkvOf(g, layerNorm(g, x, this.p(`${b}.ln_1.weight`), this.p(`${b}.ln_1.bias`)), l, rope);
+    return this.qkvOf(g, this.norm(g, x, `blocks.${l}.ln_1`), l, rope);
   }
 
   /** The same of the stream after block `l`'s first layernorm. */
   private qkvOf(g: Graph, normed: Tensor, l: number, rope: Rotary): Tensor {
-    const qkv = linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.p(`blocks.${l}.attn.qkv.bias`));
+    const qkv = linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.maybe(`blocks.${l}.attn.qkv.bias`));
     if (rope) rotary(g, qkv, this.config, rope);
     return qkv;
   }
 
   /** Block `l`'s output projection of the attention `y` (before dropout). */
   projection(g: Graph, y: Tensor, l: number): Tensor {
-    return linear(g, y, this.p(`blocks.${l}.attn.proj.weight`), this.p(`blocks.${l}.attn.proj.bias`));
+    return linear(g, y, this.p(`blocks.${l}.attn.proj.weight`), this.maybe(`blocks.${l}.attn.proj.bias`));
   }
 
   /** Block `l`'s MLP branch of the residual stream `x` (before dropout). */
   mlp(g: Graph, x: Tensor, l: number): Tensor {
-    const b = `blocks.${l}`;
-    return this.mlpOf(g, layerNorm(g, x, this.p(`${b}.ln_2.weight`), this.p(`${b}.ln_2.bias`)), l);
+    return this.mlpOf(g, this.norm(g, x, `blocks.${l}.ln_2`), l);
   }
 
-  /** The same of the stream after block `l`'s second layernorm: fc with its GELU, then the projection. */
+  /**
+   * The same of the stream after block `l`'s second norm: fc with its GELU (bias and GELU in the
+   * matmul's epilogue where there is a bias), or with SwiGLU, then the projection.
+   */
   private mlpOf(g: Graph, normed: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
-    const h = linearGelu(g, normed, this.p(`${b}.mlp.fc.weight`), this.p(`${b}.mlp.fc.bias`));
-    return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.p(`${b}.mlp.proj.bias`));
+    const [w, bias] = [this.p(`${b}.mlp.fc.weight`), this.maybe(`${b}.mlp.fc.bias`)];
+    const h = this.config.swiglu
+      ? swiglu(g, linear(g, normed, w, bias))
+      : bias
+        ? linearGelu(g, normed, w, bias)
+        : gelu(g, linear(g, normed, w));
+    return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.maybe(`${b}.mlp.proj.bias`));
   }
 
   /** The final layernorm and the output head: logits [.., V]. */
   logits(g: Graph, x: Tensor): Tensor {
-    return this.logitsOf(g, layerNorm(g, x, this.p('ln_f.weight'), this.p('ln_f.bias')));
+    return this.logitsOf(g, this.norm(g, x, 'ln_f'));
   }
 
   /** The output head of the final layernorm's output. */

@@ -1,7 +1,8 @@
 /**
- * LayerNorm over the last dimension (shaders/layernorm.wgsl), and the residual add before it fused
- * into its forward pass where the graph allows (a GPT block's second layernorm, the next block's
- * first and the final one each follow a residual add).
+ * LayerNorm and RMSNorm over the last dimension (shaders/layernorm.wgsl; RMSNorm is its RMS form,
+ * without mean or bias), and the residual add before either fused into its forward pass where the
+ * graph allows (a GPT block's second norm, the next block's first and the final one each follow a
+ * residual add).
  */
 import type { Graph } from './graph.js';
 import { add, recordAddBackward } from './add.js';
@@ -17,7 +18,7 @@ function shapeOf(t: Tensor): string {
 interface LayerNormPlan {
   rows: number;
   c: number;
-  code: { WG: number; P_DTYPE: number; W_VEC: number };
+  code: { WG: number; P_DTYPE: number; W_VEC: number; RMS: number };
   uniforms: { rows: number; c: number; w_off: number; b_off: number; eps: number };
   /** Both params in one binding, and as vec4s when they line up. */
   W: RangeBinding;
@@ -32,9 +33,11 @@ interface LayerNormPlan {
   quad: (t: Tensor) => RangeBinding['binding'] | null;
 }
 
-function plan(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps: number): LayerNormPlan {
+/** The plan of a layernorm with bias `b`, or of an RMSNorm (`b` null). */
+function plan(g: Graph, x: Tensor, w: Tensor, bias: Tensor | null, eps: number): LayerNormPlan {
   if (x.dtype !== 'float32') throw new ShapeMismatch(`layernorm input: expected an fp32 activation, got ${x.dtype}`);
   const c = x.shape[x.shape.length - 1]!;
+  const b = bias ?? w; // RMSNorm reads no bias: the weight stands in for its binding
   if (w.numel !== c || b.numel !== c)
     throw new ShapeMismatch(`layernorm: weight ${shapeOf(w)} / bias ${shapeOf(b)} do not match width ${c}`);
   if (w.buffer !== b.buffer || w.dtype !== b.dtype)
@@ -51,7 +54,7 @@ function plan(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps: number): LayerNorm
   return {
     rows,
     c,
-    code: { WG: 64, P_DTYPE: paramCode(w, 'layernorm'), W_VEC: W4 ? 1 : 0 },
+    code: { WG: 64, P_DTYPE: paramCode(w, 'layernorm'), W_VEC: W4 ? 1 : 0, RMS: bias ? 0 : 1 },
     uniforms: { rows, c, w_off: wOff, b_off: bOff, eps },
     W,
     W4,
@@ -61,13 +64,13 @@ function plan(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps: number): LayerNorm
   };
 }
 
-/** The backward of y = layernorm(x) with the saved stats: dx, and dw and db in one pass over the rows. */
-function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Tensor, y: Tensor, stats: Tensor): void {
+/** The backward of y = layernorm(x) (RMSNorm without `b`) with the saved stats: dx, and dw and db in one pass over the rows. */
+function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Tensor | null, y: Tensor, stats: Tensor): void {
   const { rows, c, code, uniforms, W, W4, rowGroups, rowEntry, quad } = p;
   const X4 = quad(x);
   const X = x.binding(g.ctx).binding;
   const S = stats.binding(g.ctx).binding;
-  g.record('layernorm', [x, w, b], () => {
+  g.record('layernorm', b ? [x, w, b] : [x, w], () => {
     const DY4 = X4 && quad(g.gradOf(y));
     const dy = g.gradOf(y).binding(g.ctx).binding;
     if (x.requiresGrad) {
@@ -79,9 +82,9 @@ function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Ten
           : ['backward_input', rowGroups, { x: X, y: dx.binding(g.ctx).binding, dy }];
       g.runner.dispatch('layernorm', entry, code, uniforms, { ...bindings, w: W.binding, stats: S }, workgroups);
     }
-    if (w.requiresGrad || b.requiresGrad) {
+    if (w.requiresGrad || b?.requiresGrad) {
       const dw = g.gradOf(w);
-      const db = g.gradOf(b);
+      const db = b ? g.gradOf(b) : null;
       // Writable bindings may not overlap: one binding over both grads when they share a buffer.
       // Four columns per invocation on vec4s, in workgroups of 16 so that a narrow layer still spreads over threads.
       const q = c / 4;
@@ -117,7 +120,10 @@ function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Ten
           g.runner.dispatch('layernorm', 'backward_params', code, grads, { x: X, stats: S, dy, grad: G.binding }, Math.ceil(c / 64));
         }
       };
-      if (dw.buffer === db.buffer) {
+      if (!db) {
+        const Wg = dw.binding(g.ctx);
+        run(1, Wg, Wg.shift, 0);
+      } else if (dw.buffer === db.buffer) {
         const lo = Math.min(dw.offset, db.offset);
         const G = rangeBinding(g.ctx, dw.buffer, lo, Math.max(dw.offset, db.offset) + c - lo, 'float32', 'layernorm grads');
         run(3, G, G.shift + dw.offset - lo, G.shift + db.offset - lo);
@@ -132,6 +138,16 @@ function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Ten
 }
 
 export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
+  return normalize(g, x, w, b, eps);
+}
+
+/** RMSNorm: x / sqrt(mean(x²) + eps) · w (Megatron's --normalization RMSNorm). */
+export function rmsNorm(g: Graph, x: Tensor, w: Tensor, eps = 1e-5): Tensor {
+  return normalize(g, x, w, null, eps);
+}
+
+/** A layernorm with bias `b`, or an RMSNorm without. */
+function normalize(g: Graph, x: Tensor, w: Tensor, b: Tensor | null, eps: number): Tensor {
   const p = plan(g, x, w, b, eps);
   const y = g.output(x.shape, 'layernorm', true);
   const stats = g.output([p.rows, 2], 'layernorm.stats');
@@ -154,13 +170,22 @@ export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5)
  * are those of add then layerNorm.
  */
 export function addLayerNorm(g: Graph, a: Tensor, b: Tensor, w: Tensor, bias: Tensor, eps = 1e-5): { sum: Tensor; y: Tensor } {
+  return addNormalize(g, a, b, w, bias, eps);
+}
+
+/** s = a + b and rmsNorm(s), fused as addLayerNorm fuses the layernorm. */
+export function addRmsNorm(g: Graph, a: Tensor, b: Tensor, w: Tensor, eps = 1e-5): { sum: Tensor; y: Tensor } {
+  return addNormalize(g, a, b, w, null, eps);
+}
+
+function addNormalize(g: Graph, a: Tensor, b: Tensor, w: Tensor, bias: Tensor | null, eps: number): { sum: Tensor; y: Tensor } {
   if (a.numel !== b.numel) throw new ShapeMismatch(`add: ${shapeOf(a)} and ${shapeOf(b)} differ`);
   const p = plan(g, a, w, bias, eps);
   const AB = p.c % 4 === 0 ? quadBindings(g, a.numel, [a, a.binding(g.ctx)], [b, b.binding(g.ctx)]) : null;
   const atStart = p.quad(a) && p.quad(b);
   if (!AB || !atStart) {
     const sum = add(g, a, b);
-    return { sum, y: layerNorm(g, sum, w, bias, eps) };
+    return { sum, y: normalize(g, sum, w, bias, eps) };
   }
   const sum = g.output(a.shape, 'add', a.requiresGrad || b.requiresGrad);
   const y = g.output(a.shape, 'layernorm', true);

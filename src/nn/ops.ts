@@ -15,7 +15,7 @@ export { matmulInto, type MatmulShape, type Operand } from './matmul.js';
 export { linear, linearGelu } from './linear.js';
 import { geluBackwardInto, geluInto } from './linear.js';
 export { dropoutSeed } from './dropout-seed.js';
-export { addLayerNorm, layerNorm } from './norm.js';
+export { addLayerNorm, addRmsNorm, layerNorm, rmsNorm } from './norm.js';
 export { add, addInto } from './add.js';
 
 const WG = 256;
@@ -109,6 +109,43 @@ export function gelu(g: Graph, x: Tensor): Tensor {
   const y = g.output(x.shape, 'gelu', x.requiresGrad);
   geluInto(g, x, y);
   g.record('gelu', [x], () => geluBackwardInto(g, x, g.gradOf(y), g.gradOf(x)));
+  return y;
+}
+
+/**
+ * SwiGLU of x [.., 2f] (Megatron's --swiglu: the fc layer's gate columns, then its value columns):
+ * y [.., f] = silu(gate) · value.
+ */
+export function swiglu(g: Graph, x: Tensor): Tensor {
+  requireF32(x, 'swiglu input');
+  const f2 = x.shape[x.shape.length - 1]!;
+  if (f2 % 2 !== 0) throw new ShapeMismatch(`swiglu: input ${shapeOf(x)} must have an even last dimension (gate, then value)`);
+  const f = f2 / 2;
+  const rows = x.numel / f2;
+  const y = g.output([...x.shape.slice(0, -1), f], 'swiglu', x.requiresGrad);
+  const sizes = { rows, f };
+  const quad = (t: Tensor) => (f % 4 === 0 ? quadAtStart(g, t) : null);
+  const X4 = quad(x);
+  const Y4 = X4 && quad(y);
+  if (X4 && Y4) g.runner.dispatch('swiglu', 'forward4', { WG }, sizes, { x4: X4, y4: Y4 }, groups((rows * f) / 4));
+  else
+    g.runner.dispatch('swiglu', 'forward', { WG }, sizes, { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding }, groups(rows * f));
+  g.record('swiglu', [x], () => {
+    const dy = g.gradOf(y);
+    const dx = g.gradOf(x);
+    const DY4 = X4 && quad(dy);
+    const DX4 = DY4 && quad(dx);
+    if (X4 && DY4 && DX4) g.runner.dispatch('swiglu', 'backward4', { WG }, sizes, { x4: X4, dy4: DY4, dx4: DX4 }, groups((rows * f) / 4));
+    else
+      g.runner.dispatch(
+        'swiglu',
+        'backward',
+        { WG },
+        sizes,
+        { x: x.binding(g.ctx).binding, dy: dy.binding(g.ctx).binding, dx: dx.binding(g.ctx).binding },
+        groups(rows * f),
+      );
+  });
   return y;
 }
 

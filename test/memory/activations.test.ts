@@ -66,6 +66,41 @@ describe('GPT activation bytes', () => {
       0,
       0,
     ],
+    // Llama's block: RMSNorm, SwiGLU, no linear biases; then GELU without a bias (no fused epilogue).
+    [
+      {
+        numLayers: 2,
+        hiddenSize: 8,
+        numAttentionHeads: 2,
+        seqLength: 5,
+        vocabSize: 11,
+        normalization: 'RMSNorm',
+        swiglu: true,
+        addBiasLinear: false,
+        ffnHiddenSize: 12,
+      },
+      2,
+      'float32',
+      'float32',
+      0.2,
+      0,
+    ],
+    [
+      { numLayers: 3, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, normalization: 'RMSNorm', swiglu: true },
+      2,
+      'bfloat16',
+      'bfloat16',
+      0,
+      0.1,
+    ],
+    [
+      { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, addBiasLinear: false, addQkvBias: true },
+      2,
+      'float16',
+      'float16',
+      0,
+      0,
+    ],
   ] as const)(
     '%j, micro-batch %i, %s params: predicted = measured, both attention kernels',
     async (shape, batch, dtype, gradDtype, hidden, attention) => {

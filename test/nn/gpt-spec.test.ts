@@ -21,6 +21,10 @@ describe('GPT parameter list', () => {
       { numLayers: 3, hiddenSize: 96, numAttentionHeads: 4, seqLength: 64, vocabSize: 81, ffnHiddenSize: 200 },
       { numLayers: 3, hiddenSize: 96, numAttentionHeads: 4, seqLength: 64, vocabSize: 81, positionEmbeddingType: 'rope' as const },
       { ...gpt2Small, positionEmbeddingType: 'none' as const, tiedHead: false },
+      { ...gpt2Small, normalization: 'RMSNorm' as const, swiglu: true, addBiasLinear: false, ffnHiddenSize: 2048 },
+      { ...gpt2Small, swiglu: true },
+      { ...gpt2Small, addBiasLinear: false, addQkvBias: true, normalization: 'RMSNorm' as const },
+      { ...gpt2Small, addBiasLinear: false },
     ]) {
       expect(gptParams(s).reduce((n, p) => n + numelOf(p.shape), 0)).toBe(gptParamCount(s));
     }

@@ -89,15 +89,18 @@ describe('GPT', () => {
     params.destroy();
   });
 
-  for (const [tiedHead, dropout, ffn, rope] of [
-    [true, 0, undefined, undefined],
-    [false, 0, 12, undefined],
-    [true, 0.2, undefined, undefined],
+  for (const [tiedHead, dropout, ffn, more] of [
+    [true, 0, undefined, {}],
+    [false, 0, 12, {}],
+    [true, 0.2, undefined, {}],
     [true, 0, undefined, { positionEmbeddingType: 'rope', rotaryBase: 100 }],
     [false, 0.2, undefined, { positionEmbeddingType: 'rope', rotaryInterleaved: true }],
+    // Llama's block: RMSNorm, SwiGLU, no linear biases, rope.
+    [false, 0, 12, { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false }],
+    [true, 0.2, undefined, { swiglu: true, addBiasLinear: false, addQkvBias: true }],
   ] as const) {
-    const ropeName = rope ? `, rope${'rotaryInterleaved' in rope ? ' interleaved' : ''}` : '';
-    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''}${ffn ? `, MLP of ${ffn}` : ''}${ropeName})`, async () => {
+    const moreName = Object.entries(more).map(([k, v]) => `, ${k} ${String(v)}`);
+    it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''}${ffn ? `, MLP of ${ffn}` : ''}${moreName.join('')})`, async () => {
       // With dropout every forward of a graph with the same seed draws the same masks.
       const config: GptConfig = {
         numLayers: 2,
@@ -109,7 +112,7 @@ describe('GPT', () => {
         hiddenDropout: dropout,
         attentionDropout: dropout,
         ...(ffn ? { ffnHiddenSize: ffn } : {}),
-        ...rope,
+        ...more,
       };
       const batch = 2;
       // Larger than GPT-2's init so that every layer's grads are well above fp32 noise.
@@ -154,30 +157,36 @@ describe('GPT', () => {
     });
   }
 
-  it("a hardware GPU's kernels (tiled matmuls, fused attention, split reductions) give the CPU driver's loss and grads", async () => {
-    // 128 rows: the split sums take 8 chunks of 16 rows; 81 classes leave most of a row's lanes empty.
-    const config: GptConfig = { numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, seqLength: 16, vocabSize: 81 };
-    const batch = 8;
-    const values = Gpt.init(config, SEED);
-    const data = batchOf(config, batch, SEED);
-    const hardware = await GpuContext.create({
-      matmulKernel: 'tiled',
-      attentionKernel: 'fused',
-      reductionKernel: 'split',
-      tuneMatmul: false,
-    });
-    const runs: Awaited<ReturnType<typeof lossAndGrads>>[] = [];
-    try {
-      for (const device of [ctx, hardware]) runs.push(await lossAndGrads(device, config, values, data, batch));
-    } finally {
-      hardware.destroy();
-    }
-    const [cpu, gpu] = runs as [(typeof runs)[0], (typeof runs)[0]];
-    expect(Math.abs(gpu.loss - cpu.loss), msg(`loss ${gpu.loss} vs ${cpu.loss}`)).toBeLessThanOrEqual(1e-5 * Math.abs(cpu.loss));
-    for (const [name, want] of cpu.grads) {
-      expect(ref.relError(gpu.grads.get(name)!, want), msg(`${name} grad`)).toBeLessThanOrEqual(1e-4);
-    }
-  });
+  it.each([
+    ['GPT-2', {}],
+    ['Llama', { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false, tiedHead: false }],
+  ] as const)(
+    "%s's block: a hardware GPU's kernels (tiled matmuls, fused attention, split reductions) give the CPU driver's loss and grads",
+    async (_name, more) => {
+      // 128 rows: the split sums take 8 chunks of 16 rows; 81 classes leave most of a row's lanes empty.
+      const config: GptConfig = { numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, seqLength: 16, vocabSize: 81, ...more };
+      const batch = 8;
+      const values = Gpt.init(config, SEED);
+      const data = batchOf(config, batch, SEED);
+      const hardware = await GpuContext.create({
+        matmulKernel: 'tiled',
+        attentionKernel: 'fused',
+        reductionKernel: 'split',
+        tuneMatmul: false,
+      });
+      const runs: Awaited<ReturnType<typeof lossAndGrads>>[] = [];
+      try {
+        for (const device of [ctx, hardware]) runs.push(await lossAndGrads(device, config, values, data, batch));
+      } finally {
+        hardware.destroy();
+      }
+      const [cpu, gpu] = runs as [(typeof runs)[0], (typeof runs)[0]];
+      expect(Math.abs(gpu.loss - cpu.loss), msg(`loss ${gpu.loss} vs ${cpu.loss}`)).toBeLessThanOrEqual(1e-5 * Math.abs(cpu.loss));
+      for (const [name, want] of cpu.grads) {
+        expect(ref.relError(gpu.grads.get(name)!, want), msg(`${name} grad`)).toBeLessThanOrEqual(1e-4);
+      }
+    },
+  );
 
   it('deep matmuls in chunks or with A packed give the loss and grads of one dispatch each', async () => {
     // 256 tokens through a 2048-wide MLP: mlp.proj's forward and fc's input grad have k 2048 and a C

@@ -8,6 +8,7 @@ import { LocalParams } from '../../src/nn/params.js';
 import {
   add,
   addLayerNorm,
+  addRmsNorm,
   causalAttention,
   crossEntropy,
   dropout,
@@ -18,6 +19,8 @@ import {
   linearGelu,
   linear,
   matmulInto,
+  rmsNorm,
+  swiglu,
 } from '../../src/nn/ops.js';
 import { tokenOrder } from '../../src/nn/split-sums.js';
 import { floatToBf16, bf16ToFloat, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
@@ -452,6 +455,95 @@ describe('layernorm', () => {
 
 // A residual add fused into the layernorm after it: s = a + b and layernorm(s) in one pass, the
 // backward that of add then layerNorm (s's grad handed to a, added to b's).
+describe('RMSNorm', () => {
+  // The layernorm's kernels in their RMS form: the same entry points, without mean or bias.
+  for (const [rows, c, dtype, reductions] of [
+    [5, 3, 'float32', 'lane'],
+    [40, 128, 'float32', 'lane'],
+    [7, 20, 'bfloat16', 'lane'],
+    [100, 128, 'float32', 'split'],
+    [17, 65, 'float32', 'split'],
+  ] as const) {
+    it(`${rows} rows of ${c}, ${dtype} params, ${reductions} reductions`, async () => {
+      const device = on(reductions);
+      const p = params([['w', [c]]], dtype, 'float32', device);
+      const w = rand(c, 2),
+        dy = rand(rows * c);
+      const x = rand(rows * c, 3).map((v, i) => v + (i % 3));
+      p.set(new Map([['w', w]]));
+      const g = new Graph(device);
+      const used = entriesOf(g, 'layernorm');
+      const xt = g.input(x, [rows, c], 'x', true);
+      const y = rmsNorm(g, xt, p.get('w'));
+      g.backwardFrom(y, dy);
+      const want = ref.rmsNorm(x, rounded(w, dtype), rows, c, dy);
+      expectClose(await g.read(y), want.y, 'y');
+      expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
+      expectClose(await p.read('w', true), want.dw, 'dw');
+      expect(used).toHaveLength(3);
+      g.release();
+      p.destroy();
+    });
+  }
+
+  for (const [rows, c, reductions] of [
+    [40, 128, 'lane'],
+    [9, 13, 'lane'],
+    [12, 600, 'split'],
+  ] as const) {
+    it(`after a residual add: ${rows} rows of ${c}, ${reductions} reductions`, async () => {
+      const device = on(reductions);
+      const p = params([['w', [c]]], 'float32', 'float32', device);
+      const w = rand(c, 2),
+        ds = rand(rows * c);
+      const a = rand(rows * c, 3);
+      const b = rand(rows * c);
+      p.set(new Map([['w', w]]));
+      const g = new Graph(device);
+      const used = entriesOf(g, 'layernorm');
+      const at = g.input(a, [rows, c], 'a', true);
+      const bt = g.input(b, [rows, c], 'b', true);
+      const { sum, y } = addRmsNorm(g, at, bt, p.get('w'));
+      g.backwardFrom(add(g, sum, y), ds);
+      const s = a.map((v, i) => v + b[i]!);
+      const want = ref.rmsNorm(s, w, rows, c, ds);
+      expectClose(await g.read(y), want.y, 'y');
+      const dsum = want.dx.map((v, i) => v + ds[i]!);
+      expectClose(await g.read(g.gradOf(at)), dsum, 'da');
+      expectClose(await g.read(g.gradOf(bt)), dsum, 'db');
+      expectClose(await p.read('w', true), want.dw, 'dw');
+      expect(used[0]).toBe(c % 4 !== 0 ? 'forward' : reductions === 'split' ? 'add_forward_rows4' : 'add_forward4');
+      g.release();
+      p.destroy();
+    });
+  }
+});
+
+describe('SwiGLU', () => {
+  // f a multiple of 4 takes the vec4 entry points.
+  for (const [rows, f] of [
+    [5, 3],
+    [9, 8],
+    [33, 20],
+  ] as const) {
+    it(`${rows} rows of 2 × ${f}`, async () => {
+      const x = rand(rows * 2 * f, 4);
+      const dy = rand(rows * f);
+      const g = new Graph(ctx);
+      const used = entriesOf(g, 'swiglu');
+      const xt = g.input(x, [rows, 2 * f], 'x', true);
+      const y = swiglu(g, xt);
+      expect(y.shape).toEqual([rows, f]);
+      g.backwardFrom(y, dy);
+      const want = ref.swiglu(x, rows, f, dy);
+      expectClose(await g.read(y), want.y, 'y');
+      expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
+      expect(used).toEqual(f % 4 === 0 ? ['forward4', 'backward4'] : ['forward', 'backward']);
+      g.release();
+    });
+  }
+});
+
 describe('residual add + layernorm', () => {
   for (const [rows, c, reductions] of [
     [40, 128, 'lane'],

@@ -112,6 +112,46 @@ export function layerNorm(
   return { y, dx, dw, db };
 }
 
+/** RMSNorm: y = x · w / sqrt(mean(x²) + eps), its grads through the full Jacobian. */
+export function rmsNorm(x: ArrayLike<number>, w: ArrayLike<number>, rows: number, c: number, dy: ArrayLike<number>, eps = 1e-5) {
+  const y = new Float64Array(rows * c);
+  const dx = new Float64Array(rows * c);
+  const dw = new Float64Array(c);
+  for (let r = 0; r < rows; r++) {
+    let ms = 0;
+    for (let j = 0; j < c; j++) ms += x[r * c + j]! ** 2;
+    const rstd = 1 / Math.sqrt(ms / c + eps);
+    for (let j = 0; j < c; j++) {
+      y[r * c + j] = x[r * c + j]! * rstd * w[j]!;
+      dw[j]! += dy[r * c + j]! * x[r * c + j]! * rstd;
+    }
+    // d y_j / d x_i = w_j (δij rstd - rstd³ x_i x_j / c).
+    for (let i = 0; i < c; i++) {
+      let s = 0;
+      for (let j = 0; j < c; j++) s += dy[r * c + j]! * w[j]! * ((i === j ? rstd : 0) - (rstd ** 3 * x[r * c + i]! * x[r * c + j]!) / c);
+      dx[r * c + i] = s;
+    }
+  }
+  return { y, dx, dw };
+}
+
+/** SwiGLU of rows of 2f (gate, then value): y = silu(gate) · value, and dx under dy, in float64. */
+export function swiglu(x: ArrayLike<number>, rows: number, f: number, dy: ArrayLike<number>) {
+  const y = new Float64Array(rows * f);
+  const dx = new Float64Array(rows * 2 * f);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < f; j++) {
+      const a = x[r * 2 * f + j]!;
+      const v = x[r * 2 * f + f + j]!;
+      const s = 1 / (1 + Math.exp(-a));
+      y[r * f + j] = a * s * v;
+      dx[r * 2 * f + j] = dy[r * f + j]! * v * (s + a * s * (1 - s));
+      dx[r * 2 * f + f + j] = dy[r * f + j]! * a * s;
+    }
+  }
+  return { y, dx };
+}
+
 export function gelu(x: ArrayLike<number>, dy: ArrayLike<number>) {
   const k = Math.sqrt(2 / Math.PI);
   const y = new Float64Array(x.length);

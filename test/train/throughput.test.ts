@@ -21,6 +21,10 @@ describe('--log-throughput', () => {
       mm(rows, 4 * h, h); // MLP down
     const forward = L * perLayer + mm(rows, h, V); // and the logits
     expect(gptFlopsPerIteration({ numLayers: L, hiddenSize: h, numAttentionHeads: 2, seqLength: s, vocabSize: V }, B)).toBe(3 * forward);
+    // SwiGLU: the MLP's up product is twice as wide (gate and value), f = 3h here.
+    const gated = forward + L * (mm(rows, h, 2 * 3 * h) + mm(rows, 3 * h, h) - mm(rows, h, 4 * h) - mm(rows, 4 * h, h));
+    const shape = { numLayers: L, hiddenSize: h, numAttentionHeads: 2, seqLength: s, vocabSize: V, swiglu: true, ffnHiddenSize: 3 * h };
+    expect(gptFlopsPerIteration(shape, B)).toBeCloseTo(3 * gated, 0);
   });
 
   it('peaks: the table by adapter name and precision; an unknown adapter has none', () => {
