@@ -23,6 +23,9 @@ export function takeFlag(out: FlagValues, given: Set<string>, flag: string, valu
   out[flag] = value;
 }
 
+/** What a GPT-2 folder's model has where these flags would change it. */
+const GPT2_HAS = { normalization: 'LayerNorm', swiglu: 'a GELU MLP', 'disable-bias-linear': 'biases on its linear layers' } as const;
+
 /**
  * `values` with what the folder `--init-from` names says about the model and the tokenizer, and
  * the model's exact vocabulary (config.json's vocab_size, Megatron's padding included); the values
@@ -49,6 +52,16 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
     throw new FlagError(
       `--position-embedding-type ${out['use-rotary-position-embeddings'] ? 'rope' : String(out['position-embedding-type'])} contradicts ${file}: GPT-2 has learned positions (wpe); leave the flag out`,
     );
+  for (const [flag, has] of [
+    ['normalization', out.normalization !== 'LayerNorm'],
+    ['swiglu', out.swiglu],
+    ['disable-bias-linear', out['disable-bias-linear']],
+  ] as const) {
+    if (has)
+      throw new FlagError(
+        `--${flag}${flag === 'normalization' ? ` ${String(out.normalization)}` : ''} contradicts ${file}: GPT-2 has ${GPT2_HAS[flag]}; leave the flag out`,
+      );
+  }
   if (!given.has('seq-length')) out['seq-length'] = hf.maxPositionEmbeddings;
   else if ((out['seq-length'] as number) > hf.maxPositionEmbeddings)
     throw new FlagError(

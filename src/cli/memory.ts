@@ -27,7 +27,8 @@ import {
   type Precision,
 } from '../memory/calculator.js';
 import { Gpt } from '../nn/gpt.js';
-import type { PositionEmbeddingType } from '../nn/gpt-spec.js';
+import type { Normalization, PositionEmbeddingType } from '../nn/gpt-spec.js';
+import { ffnHiddenSizeOf } from './train-flags.js';
 import { Graph } from '../nn/graph.js';
 import { LocalParams } from '../nn/params.js';
 import { modelStateBytes } from '../memory/model-state.js';
@@ -42,6 +43,9 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'untied-head': { kind: 'boolean', help: 'the output head does not share the token embedding' },
   'position-embedding-type': { kind: 'string', help: 'GPT positions: learned_absolute (default), rope or none' },
   'rotary-percent': { kind: 'number', help: "with rope: the fraction of each head's channels rotated (default 1)" },
+  normalization: { kind: 'string', help: 'GPT norms: LayerNorm (default) or RMSNorm' },
+  swiglu: { kind: 'boolean', help: "a gated MLP (default --ffn-hidden-size then Megatron's int(8h/3 / 64) · 64)" },
+  'disable-bias-linear': { kind: 'boolean', help: 'no biases on the linear layers' },
   params: { kind: 'string', help: 'a parameter count instead of a GPT shape (e.g. 124M, 7B)' },
   checkpoint: { kind: 'string', help: 'a webtron checkpoint: the --save folder or one of its iter_NNNNNNN folders (its params)' },
   onnx: { kind: 'string', help: 'an .onnx model (its initializers are the params)' },
@@ -123,11 +127,14 @@ export function modelSource(v: FlagValues): ModelSource {
       seqLength: v['seq-length'] as number,
       vocabSize: v['vocab-size'] as number,
       tiedHead: !v['untied-head'],
-      ...(v['ffn-hidden-size'] !== undefined ? { ffnHiddenSize: v['ffn-hidden-size'] as number } : {}),
+      ffnHiddenSize: ffnHiddenSizeOf(v, v['hidden-size'] as number),
       ...(v['position-embedding-type'] !== undefined
         ? { positionEmbeddingType: v['position-embedding-type'] as PositionEmbeddingType }
         : {}),
       ...(v['rotary-percent'] !== undefined ? { rotaryPercent: v['rotary-percent'] as number } : {}),
+      ...(v.normalization !== undefined ? { normalization: v.normalization as Normalization } : {}),
+      ...(v.swiglu ? { swiglu: true } : {}),
+      ...(v['disable-bias-linear'] ? { addBiasLinear: false } : {}),
     },
   };
 }

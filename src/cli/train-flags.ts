@@ -13,7 +13,7 @@ import { parseDataPath } from '../data/blend.js';
 import { ATTENTION_BACKENDS, EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
 import { scheduleFlags } from './schedule-flags.js';
 import { batchSizeFlags } from './batch-flags.js';
-import { POSITION_EMBEDDING_TYPES, rotaryChannels } from '../nn/gpt-spec.js';
+import { defaultFfnHiddenSize, NORMALIZATIONS, POSITION_EMBEDDING_TYPES, rotaryChannels } from '../nn/gpt-spec.js';
 
 type Group =
   | 'network size'
@@ -62,6 +62,17 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: 'rope rotates neighbouring channels (2i, 2i + 1) instead of i and i + d/2',
   }),
+  normalization: flag('network size', {
+    kind: 'string',
+    default: 'LayerNorm',
+    help: 'LayerNorm (weight and bias) or RMSNorm (weight only)',
+  }),
+  swiglu: flag('network size', {
+    kind: 'boolean',
+    help: "a gated MLP: silu(gate) · value (default --ffn-hidden-size then int(8h/3 / 64) · 64, Megatron's)",
+  }),
+  'disable-bias-linear': flag('network size', { kind: 'boolean', help: 'no biases on the linear layers (qkv, projections, MLP)' }),
+  'add-qkv-bias': flag('network size', { kind: 'boolean', help: 'keep the qkv bias with --disable-bias-linear' }),
   'attention-backend': flag('network size', {
     kind: 'string',
     default: 'auto',
@@ -447,6 +458,16 @@ function splitDataPaths(v: FlagValues, withDataPath: boolean): TrainConfig['spli
   return { train, valid, test };
 }
 
+/** --ffn-hidden-size, or Megatron's default (defaultFfnHiddenSize). */
+export function ffnHiddenSizeOf(v: FlagValues, hiddenSize: number): number {
+  const given = flagReader(v, TRAIN_FLAGS).optionalInt('ffn-hidden-size', 1);
+  if (given !== null) return given;
+  const width = defaultFfnHiddenSize(hiddenSize, Boolean(v.swiglu));
+  if (width < 1)
+    throw new FlagError(`--swiglu's default MLP width int(8h/3 / 64) · 64 is 0 at --hidden-size ${hiddenSize}; give --ffn-hidden-size`);
+  return width;
+}
+
 /**
  * How positions enter the model: --position-embedding-type (or Megatron's older
  * --use-rotary-position-embeddings), and rope's base, fraction and pairing, checked as Megatron
@@ -569,7 +590,11 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     hiddenDropout: probability('hidden-dropout'),
     attentionDropout: probability('attention-dropout'),
     attentionBackend: choice('attention-backend', ATTENTION_BACKENDS),
-    ffnHiddenSize: optionalInt('ffn-hidden-size', 1) ?? 4 * hiddenSize,
+    ffnHiddenSize: ffnHiddenSizeOf(v, hiddenSize),
+    normalization: choice('normalization', NORMALIZATIONS),
+    swiglu: Boolean(v.swiglu),
+    disableBiasLinear: Boolean(v['disable-bias-linear']),
+    addQkvBias: Boolean(v['add-qkv-bias']),
     ...positionFlags(v, hiddenSize / numAttentionHeads),
     clipGrad: nonNegative('clip-grad'),
     adamBeta1: probability('adam-beta1'),

@@ -18,9 +18,9 @@ import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import type { ParamDtype } from '../ddp/layout.js';
 import { fsyncDir, writeFileAtomic } from '../files.js';
 import type { GptConfig } from '../nn/gpt.js';
-import { gptParams, learnedPositions } from '../nn/gpt-spec.js';
+import { gptParams } from '../nn/gpt-spec.js';
 import { NO_PROGRESS, type ProgressDisplay } from '../progress.js';
-import { generationConfigJson, gpt2ConfigJson, HF_DTYPES, type HfDtype, hfName } from './gpt2.js';
+import { generationConfigJson, gpt2ConfigJson, HF_DTYPES, type HfDtype, hfName, unlikeGpt2 } from './gpt2.js';
 import { tokenizerFiles } from './tokenizer.js';
 
 export interface HfExport {
@@ -51,9 +51,10 @@ export async function exportHfFolder(
     if (!extra.model || !extra.tokenizer)
       throw new CheckpointError(`${model.dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
     const config: GptConfig = { ...extra.model };
-    if (!learnedPositions(config))
+    const unlike = unlikeGpt2(config);
+    if (unlike)
       throw new CheckpointError(
-        `${model.dir}: the model has ${config.positionEmbeddingType === 'rope' ? 'rotary positions (rope)' : 'no position embedding'}, which Hugging Face's GPT-2 cannot hold (it has a learned table); export it with --format onnx`,
+        `${model.dir}: the model has ${unlike}, which Hugging Face's GPT-2 cannot hold; export it with --format onnx`,
       );
     const tokenizer = await loadTokenizer(extra.tokenizer);
     const to = HF_DTYPES[dtype];

@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import type { GptShape } from '../nn/gpt-spec.js';
+import { type GptShape, linearBias, normBias, qkvBias } from '../nn/gpt-spec.js';
 
 /** The prefix of GPT2LMHeadModel's base model in its own state dict. */
 export const BASE_PREFIX = 'transformer.';
@@ -204,4 +204,18 @@ export function readGpt2Config(dir: string): Gpt2Config {
     throw new ConfigError(`initFrom: ${file} is not JSON (${(error as Error).message}); give a GPT-2 config.json`, 'initFrom');
   }
   return parseGpt2Config(raw, file);
+}
+
+/**
+ * What of `config` GPT-2's architecture has no place for (rope or no positions, RMSNorm, SwiGLU,
+ * linear layers without biases), in words, or null when it is GPT-2's.
+ */
+export function unlikeGpt2(config: GptShape): string | null {
+  const type = config.positionEmbeddingType ?? 'learned_absolute';
+  if (type !== 'learned_absolute')
+    return type === 'rope' ? 'rotary positions (rope; GPT-2 has a learned table)' : 'no position embedding (GPT-2 has a learned table)';
+  if (!normBias(config)) return 'RMSNorm (GPT-2 has LayerNorm)';
+  if (config.swiglu) return 'a SwiGLU MLP (GPT-2 has GELU)';
+  if (!linearBias(config) || !qkvBias(config)) return 'linear layers without biases (GPT-2 has them)';
+  return null;
 }

@@ -75,6 +75,13 @@ export function rotaryDim(s: GptShape): number {
 /** The channels rope rotates in a head `headWidth` wide at `percent` (rotaryDim). */
 export const rotaryChannels = (headWidth: number, percent: number): number => 2 * Math.ceil(Math.floor(headWidth * percent) / 2);
 
+/**
+ * Megatron's MLP width when --ffn-hidden-size is not given: 4h, or with SwiGLU int(4h · 2/3 / 64) · 64
+ * (the gated MLP's three products then hold about the params of two at 4h; 0 below h 24).
+ */
+export const defaultFfnHiddenSize = (hiddenSize: number, swiglu: boolean): number =>
+  swiglu ? Math.floor((4 * hiddenSize * 2) / 3 / 64) * 64 : 4 * hiddenSize;
+
 /** The MLP's hidden width: given, or 4h. */
 export const ffnWidth = (s: Pick<GptShape, 'hiddenSize' | 'ffnHiddenSize'>): number => s.ffnHiddenSize ?? 4 * s.hiddenSize;
 

@@ -9,7 +9,7 @@
  */
 import { hfName } from '../hf/gpt2.js';
 import type { GptConfig } from '../nn/gpt.js';
-import { gptParams, learnedPositions, rotaryDim } from '../nn/gpt-spec.js';
+import { gptParams, learnedPositions, linearBias, normBias, qkvBias, rotaryDim } from '../nn/gpt-spec.js';
 import { rotaryTable } from '../nn/rope.js';
 import {
   type Attributes,
@@ -145,8 +145,16 @@ function buildGptOnnx(
     return name;
   };
   const linear = (x: string, w: string, b?: string) => (b ? op('Add', [op('MatMul', [x, w]), b]) : op('MatMul', [x, w]));
+  const eps = normBias(config) ? '' : constant('const.eps', [], [1e-5]);
+  // LayerNormalization, or RMSNorm written out (opset 17 has no RMSNormalization): x / sqrt(mean(x²) + eps) · w.
   const layerNorm = (x: string, prefix: string) =>
-    op('LayerNormalization', [x, hfName(`${prefix}.weight`), hfName(`${prefix}.bias`)], { axis: -1, epsilon: { float: 1e-5 } });
+    normBias(config)
+      ? op('LayerNormalization', [x, hfName(`${prefix}.weight`), hfName(`${prefix}.bias`)], { axis: -1, epsilon: { float: 1e-5 } })
+      : op('Mul', [
+          op('Div', [x, op('Sqrt', [op('Add', [op('ReduceMean', [op('Mul', [x, x])], { axes: [-1], keepdims: 1 }), eps])])]),
+          hfName(`${prefix}.weight`),
+        ]);
+  const bias = (name: string, has: boolean) => (has ? hfName(name) : undefined);
 
   // Embeddings: tokens plus positions 0..T-1.
   const zero = constant('const.zero', [], [0], true);
@@ -174,20 +182,27 @@ function buildGptOnnx(
 
   for (let l = 0; l < config.numLayers; l++) {
     const b = `blocks.${l}`;
-    const qkv = linear(layerNorm(x, `${b}.ln_1`), hfName(`${b}.attn.qkv.weight`), hfName(`${b}.attn.qkv.bias`));
+    const qkv = linear(layerNorm(x, `${b}.ln_1`), hfName(`${b}.attn.qkv.weight`), bias(`${b}.attn.qkv.bias`, qkvBias(config)));
     const [qs, ks, vs] = opN('Split', [qkv, split], { axis: -1 }, 3) as [string, string, string];
     const heads4 = (t: string, perm: number[]) => op('Transpose', [op('Reshape', [t, toHeads])], { perm });
     const [q, k] = [qs, ks].map((t) => rope(heads4(t, [0, 2, 1, 3]))) as [string, string];
     const scores = op('Mul', [op('MatMul', [q, op('Transpose', [k], { perm: [0, 1, 3, 2] })]), scale]);
     const probs = op('Softmax', [op('Where', [future, minusInf, scores])], { axis: -1 });
     const y = op('Reshape', [op('Transpose', [op('MatMul', [probs, heads4(vs, [0, 2, 1, 3])])], { perm: [0, 2, 1, 3] }), fromHeads]);
-    x = op('Add', [x, linear(y, hfName(`${b}.attn.proj.weight`), hfName(`${b}.attn.proj.bias`))]);
-    const f = linear(layerNorm(x, `${b}.ln_2`), hfName(`${b}.mlp.fc.weight`), hfName(`${b}.mlp.fc.bias`));
-    // GELU, tanh form: 0.5 f (1 + tanh(sqrt(2/pi) (f + 0.044715 f³)))
-    const cube = op('Mul', [f, op('Mul', [f, f])]);
-    const inner = op('Mul', [geluK, op('Add', [f, op('Mul', [geluC, cube])])]);
-    const g = op('Mul', [op('Mul', [half, f]), op('Add', [unit, op('Tanh', [inner])])]);
-    x = op('Add', [x, linear(g, hfName(`${b}.mlp.proj.weight`), hfName(`${b}.mlp.proj.bias`))]);
+    x = op('Add', [x, linear(y, hfName(`${b}.attn.proj.weight`), bias(`${b}.attn.proj.bias`, linearBias(config)))]);
+    const f = linear(layerNorm(x, `${b}.ln_2`), hfName(`${b}.mlp.fc.weight`), bias(`${b}.mlp.fc.bias`, linearBias(config)));
+    let g: string;
+    if (config.swiglu) {
+      // SwiGLU: silu(gate) · value, the gate the first half of fc's columns.
+      const [gate, value] = opN('Split', [f], { axis: -1 }, 2) as [string, string];
+      g = op('Mul', [op('Mul', [gate, op('Sigmoid', [gate])]), value]);
+    } else {
+      // GELU, tanh form: 0.5 f (1 + tanh(sqrt(2/pi) (f + 0.044715 f³)))
+      const cube = op('Mul', [f, op('Mul', [f, f])]);
+      const inner = op('Mul', [geluK, op('Add', [f, op('Mul', [geluC, cube])])]);
+      g = op('Mul', [op('Mul', [half, f]), op('Add', [unit, op('Tanh', [inner])])]);
+    }
+    x = op('Add', [x, linear(g, hfName(`${b}.mlp.proj.weight`), bias(`${b}.mlp.proj.bias`, linearBias(config)))]);
   }
   const head = hfName(config.tiedHead === false ? 'lm_head.weight' : 'wte.weight');
   const final = layerNorm(x, 'ln_f');

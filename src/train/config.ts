@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { TRACKER } from '../checkpoint/dir.js';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
-import type { PositionEmbeddingType } from '../nn/gpt-spec.js';
+import type { Normalization, PositionEmbeddingType } from '../nn/gpt-spec.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
 import type { AttentionKernel } from '../gpu/context.js';
@@ -33,6 +33,13 @@ export interface TrainConfig extends ScheduleFlags {
   maxPositionEmbeddings: number;
   /** --ffn-hidden-size: the MLP's hidden width (Megatron's default 4 × hidden size). */
   ffnHiddenSize: number;
+  /** --normalization: LayerNorm or RMSNorm. */
+  normalization: Normalization;
+  /** --swiglu: a gated MLP. */
+  swiglu: boolean;
+  /** --disable-bias-linear: no linear biases (but qkv's with --add-qkv-bias). */
+  disableBiasLinear: boolean;
+  addQkvBias: boolean;
   /** --position-embedding-type: a learned table, rope or none. */
   positionEmbeddingType: PositionEmbeddingType;
   /** --rotary-base, --rotary-percent, --rotary-interleaved: rope's frequencies, rotated fraction and pairing (unused without rope). */

@@ -60,6 +60,10 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     maxPositionEmbeddings: cfg.maxPositionEmbeddings,
     // Left out at 4h, so that a checkpoint's model reads as before.
     ...(cfg.ffnHiddenSize !== 4 * cfg.hiddenSize ? { ffnHiddenSize: cfg.ffnHiddenSize } : {}),
+    // Likewise GPT-2's block: LayerNorm, GELU, linear biases.
+    ...(cfg.normalization !== 'LayerNorm' ? { normalization: cfg.normalization } : {}),
+    ...(cfg.swiglu ? { swiglu: true } : {}),
+    ...(cfg.disableBiasLinear ? { addBiasLinear: false, ...(cfg.addQkvBias ? { addQkvBias: true } : {}) } : {}),
     // Likewise with learned positions; rope's settings only with rope.
     ...(cfg.positionEmbeddingType !== 'learned_absolute' ? { positionEmbeddingType: cfg.positionEmbeddingType } : {}),
     ...(cfg.positionEmbeddingType === 'rope'

@@ -72,6 +72,11 @@ describe('webtron train, one process', () => {
       /^webtron train: --rotary-percent 0.05 of heads 16 wide rotates 0 channels; give a fraction that rotates 2 to 16$/,
     ],
     [['--use-rotary-position-embeddings', '--rotary-base', '1'], /^webtron train: --rotary-base must be above 1, got 1$/],
+    [['--normalization', 'BatchNorm'], /^webtron train: --normalization must be LayerNorm or RMSNorm, got 'BatchNorm'$/],
+    [
+      ['--hidden-size', '16', '--swiglu'],
+      /^webtron train: --swiglu's default MLP width int\(8h\/3 \/ 64\) · 64 is 0 at --hidden-size 16; give --ffn-hidden-size$/,
+    ],
     // Found by every worker at start-up: rank 0 says it, once.
     [
       ['--nproc-per-node', '2', '--global-batch-size', '4', '--max-device-memory', '100KiB'],
@@ -125,10 +130,22 @@ describe('webtron train, one process', () => {
     expect(out.startsWith('The whale')).toBe(true);
   });
 
-  it('rope trains; its checkpoint samples, resumes only as rope, and exports to ONNX but not to GPT-2', async () => {
+  it("Llama's block (rope, RMSNorm, SwiGLU, no linear biases) trains; its checkpoint samples, resumes only as it was, and exports to ONNX but not to GPT-2", async () => {
     const base = dir();
     const ckpt = join(base, 'ckpt');
-    const rope = ['--position-embedding-type', 'rope', '--rotary-interleaved', '--rotary-base', '1000'];
+    const rope = [
+      '--position-embedding-type',
+      'rope',
+      '--rotary-interleaved',
+      '--rotary-base',
+      '1000',
+      '--normalization',
+      'RMSNorm',
+      '--swiglu',
+      '--ffn-hidden-size',
+      '48',
+      '--disable-bias-linear',
+    ];
     const r = await train([
       ...TINY,
       ...rope,
@@ -148,8 +165,17 @@ describe('webtron train, one process', () => {
       params: { name: string }[];
       extra: { model: Record<string, unknown> };
     };
-    expect(index.params.map((p) => p.name)).not.toContain('wpe.weight');
-    expect(index.extra.model).toMatchObject({ positionEmbeddingType: 'rope', rotaryInterleaved: true, rotaryBase: 1000, rotaryPercent: 1 });
+    expect(index.params.map((p) => p.name).filter((name) => name.startsWith('wpe') || name.endsWith('bias'))).toEqual([]);
+    expect(index.extra.model).toMatchObject({
+      positionEmbeddingType: 'rope',
+      rotaryInterleaved: true,
+      rotaryBase: 1000,
+      rotaryPercent: 1,
+      normalization: 'RMSNorm',
+      swiglu: true,
+      addBiasLinear: false,
+      ffnHiddenSize: 48,
+    });
     // The checkpoint's flags come with it; a contradicting one is refused.
     const resumed = await train([
       ...TINY,
@@ -189,7 +215,7 @@ describe('webtron train, one process', () => {
     const hf = spawnSync('node', [BIN, 'export', '--load', ckpt, '--format', 'hf', '--output', join(base, 'hf')], { encoding: 'utf8' });
     expect(hf.status).toBe(2);
     expect(hf.stderr.trim()).toMatch(
-      /^webtron export: .*: the model has rotary positions \(rope\), which Hugging Face's GPT-2 cannot hold \(it has a learned table\); export it with --format onnx$/,
+      /^webtron export: .*: the model has rotary positions \(rope; GPT-2 has a learned table\), which Hugging Face's GPT-2 cannot hold; export it with --format onnx$/,
     );
     expect(existsSync(join(base, 'hf', 'model.safetensors'))).toBe(false);
     const onnxFile = join(base, 'model.onnx');

@@ -431,6 +431,7 @@ describe('webtron train --init-from a Hugging Face folder', () => {
         ['--init-from', good, '--position-embedding-type', 'rope'],
         /--position-embedding-type rope contradicts .*config\.json: GPT-2 has learned positions \(wpe\); leave the flag out/,
       ],
+      [['--init-from', good, '--swiglu'], /--swiglu contradicts .*config\.json: GPT-2 has a GELU MLP; leave the flag out/],
       [
         ['--init-from', good, '--tokenizer-type', 'ByteTokenizer'],
         /--tokenizer-type ByteTokenizer contradicts --init-from .*: its files are a CharTokenizer/,

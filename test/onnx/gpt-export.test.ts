@@ -53,6 +53,19 @@ describe('GPT export to ONNX', () => {
     ['tied head', BASE],
     ['untied head', { ...BASE, tiedHead: false }],
     ['rope', { ...BASE, positionEmbeddingType: 'rope', rotaryBase: 50 }],
+    [
+      'Llama-style: rope, RMSNorm, SwiGLU, no linear biases, untied',
+      {
+        ...BASE,
+        tiedHead: false,
+        positionEmbeddingType: 'rope',
+        normalization: 'RMSNorm',
+        swiglu: true,
+        addBiasLinear: false,
+        ffnHiddenSize: 40,
+      },
+    ],
+    ['no linear biases but qkv, GELU', { ...BASE, addBiasLinear: false, addQkvBias: true }],
     // Heads of 8 at 0.5: 4 channels rotated in neighbouring pairs, 4 passed.
     [
       'rope interleaved on half of each head, untied',

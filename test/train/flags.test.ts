@@ -47,7 +47,7 @@ describe('nearestFlags: what a mistyped flag most likely meant', () => {
     ['hiden-size', ['hidden-size']],
     ['num-layesr', ['num-layers']],
     ['warmup', ['lr-warmup-iters', 'lr-warmup-samples', 'lr-warmup-fraction']],
-    ['swiglu', []],
+    ['geglu', []],
     ['x', []],
     ['lrr', ['lr']],
   ])('--%s: %j', (typed, want) => {
