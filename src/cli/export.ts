@@ -1,6 +1,6 @@
 /**
  * `webtron export`: a checkpoint of `webtron train` as an ONNX model (src/onnx/gpt.ts), or with
- * `--format hf` as a Hugging Face GPT-2 folder (src/hf/export.ts).
+ * `--format hf` as a Hugging Face GPT-2 or Llama folder (src/hf/export.ts).
  */
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -23,7 +23,7 @@ export const EXPORT_FLAGS: Record<string, FlagSpec> = {
   format: {
     kind: 'string',
     default: 'onnx',
-    help: "onnx, or hf: a Hugging Face GPT-2 folder (model.safetensors, config.json, the tokenizer's files) for transformers",
+    help: "onnx, or hf: a Hugging Face GPT-2 (or, for Llama-block models, Llama) folder (model.safetensors, config.json, the tokenizer's files) for transformers",
   },
   dtype: {
     kind: 'string',
@@ -111,7 +111,7 @@ export async function exportCommand(
 
 export const exportCmd: Command = {
   summary:
-    'write a checkpoint of webtron train as an ONNX model or a Hugging Face GPT-2 folder: webtron export --load DIR --output model.onnx | --format hf --output FOLDER',
+    'write a checkpoint of webtron train as an ONNX model or a Hugging Face GPT-2 or Llama folder: webtron export --load DIR --output model.onnx | --format hf --output FOLDER',
   flags: { ...GPU_FLAGS, ...EXPORT_FLAGS },
   run: (values) => exportCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
 };

@@ -1,13 +1,15 @@
 /**
- * A checkpoint of `webtron train` as a Hugging Face GPT-2 folder, the files `transformers` reads:
+ * A checkpoint of `webtron train` as a Hugging Face GPT-2 folder, or a Llama one for a model with
+ * Llama's block (llama.ts), the files `transformers` reads:
  * model.safetensors, config.json, generation_config.json and the tokenizer's files (tokenizer.ts).
  *
  * The weights go from the checkpoint's files to model.safetensors one checked chunk at a time
  * (openModelTensors), converted on the way, so any size exports in a few chunks of memory and
  * without a GPU. Names are the `gpt2` folder's (`wte.weight`, `h.N.…`, `ln_f.…`) for a tied head;
  * an untied one is written as GPT2LMHeadModel's own state dict (`transformer.…` and `lm_head.weight`),
- * the form every `transformers` version loads an untied head from. Every file is written under a
- * temporary name, fsynced and renamed.
+ * the form every `transformers` version loads an untied head from. A Llama folder's tensors are
+ * rearranged from whole params (one at a time in memory: transposed, q, k and v split). Every file
+ * is written under a temporary name, fsynced and renamed.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,12 +18,62 @@ import { CheckpointError } from '../checkpoint/errors.js';
 import { encodeHeader } from '../checkpoint/safetensors.js';
 import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import type { ParamDtype } from '../ddp/layout.js';
+import { float32ToWords } from '../collectives/reduce.js';
 import { fsyncDir, writeFileAtomic } from '../files.js';
 import type { GptConfig } from '../nn/gpt.js';
 import { gptParams } from '../nn/gpt-spec.js';
 import { NO_PROGRESS, type ProgressDisplay } from '../progress.js';
 import { generationConfigJson, gpt2ConfigJson, HF_DTYPES, type HfDtype, hfName, unlikeGpt2 } from './gpt2.js';
+import { llamaConfigJson, llamaTensors, unlikeLlama } from './llama.js';
 import { tokenizerFiles } from './tokenizer.js';
+
+/** One tensor of model.safetensors: its name and shape, and how its bytes are written in the folder's dtype. */
+interface WeightOut {
+  hfName: string;
+  shape: readonly number[];
+  write: (sink: (chunk: Uint8Array) => void) => Promise<void>;
+}
+
+type ModelTensors = ReturnType<typeof openModelTensors>;
+
+/** GPT-2's tensors: webtron's params as they are, in the model's order (wte first), as transformers saves them. */
+function gpt2Weights(model: ModelTensors, config: GptConfig, to: ParamDtype): WeightOut[] {
+  const prefixed = config.tiedHead === false;
+  return gptParams(config).map((spec) => ({
+    hfName: hfName(spec.name, prefixed),
+    shape: spec.shape,
+    write: (sink) => model.stream(spec.name, to, sink),
+  }));
+}
+
+/**
+ * Llama's tensors (llama.ts): each taken from its param's fp32 values, whole, in turn (q, k and v
+ * from one read of the fused qkv), and converted to the folder's dtype.
+ */
+function llamaWeights(model: ModelTensors, config: GptConfig, to: ParamDtype): WeightOut[] {
+  let last: { name: string; values: Float32Array } | null = null;
+  const valuesOf = async (name: string): Promise<Float32Array> => {
+    if (last?.name === name) return last.values;
+    const chunks: Uint8Array[] = [];
+    await model.stream(name, 'float32', (chunk) => chunks.push(chunk.slice()));
+    const bytes = Buffer.concat(chunks);
+    last = { name, values: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
+    return last.values;
+  };
+  return llamaTensors(config).map((t) => ({
+    hfName: t.name,
+    shape: t.shape,
+    write: async (sink) => {
+      const values = t.take(await valuesOf(t.from));
+      if (to === 'float32') sink(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+      else {
+        const words = new Uint16Array(values.length);
+        float32ToWords(values, to, words);
+        sink(new Uint8Array(words.buffer));
+      }
+    },
+  }));
+}
 
 export interface HfExport {
   /** The checkpoint folder read. */
@@ -51,21 +103,19 @@ export async function exportHfFolder(
     if (!extra.model || !extra.tokenizer)
       throw new CheckpointError(`${model.dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
     const config: GptConfig = { ...extra.model };
-    const unlike = unlikeGpt2(config);
-    if (unlike)
+    const notGpt2 = unlikeGpt2(config);
+    const notLlama = notGpt2 && unlikeLlama(config);
+    if (notGpt2 && notLlama)
       throw new CheckpointError(
-        `${model.dir}: the model has ${unlike}, which Hugging Face's GPT-2 cannot hold; export it with --format onnx`,
+        `${model.dir}: the model has ${notGpt2} and ${notLlama}: neither Hugging Face's GPT-2 nor its Llama holds it; export it with --format onnx`,
       );
     const tokenizer = await loadTokenizer(extra.tokenizer);
     const to = HF_DTYPES[dtype];
-    const prefixed = config.tiedHead === false;
-    // In the model's order (wte first), as transformers saves them.
     const byName = new Map(model.params.map((p) => [p.name, p]));
-    const tensors = gptParams(config).map((spec) => {
-      const p = byName.get(spec.name);
-      if (!p) throw new CheckpointError(`${model.dir}: index.json has no param '${spec.name}' of the model it describes`);
-      return { ...p, hfName: hfName(p.name, prefixed) };
-    });
+    for (const spec of gptParams(config))
+      if (!byName.has(spec.name))
+        throw new CheckpointError(`${model.dir}: index.json has no param '${spec.name}' of the model it describes`);
+    const tensors = notGpt2 ? llamaWeights(model, config, to) : gpt2Weights(model, config, to);
     mkdirSync(output, { recursive: true });
 
     const weights = join(output, 'model.safetensors');
@@ -86,7 +136,7 @@ export async function exportHfFolder(
         write(header.bytes);
         let done = 0;
         for (const t of tensors) {
-          await model.stream(t.name, to, write);
+          await t.write(write);
           done += t.shape.reduce((a, b) => a * b, 1);
           progress.update(Math.round((done / total) * 100), t.hfName);
         }
@@ -104,7 +154,7 @@ export async function exportHfFolder(
     }
     const positions = config.maxPositionEmbeddings ?? config.seqLength;
     const files = new Map<string, string>([
-      ['config.json', `${JSON.stringify(gpt2ConfigJson(config, { dtype, eod: tokenizer.eod }), null, 2)}\n`],
+      ['config.json', `${JSON.stringify((notGpt2 ? llamaConfigJson : gpt2ConfigJson)(config, { dtype, eod: tokenizer.eod }), null, 2)}\n`],
       ['generation_config.json', `${JSON.stringify(generationConfigJson(tokenizer.eod), null, 2)}\n`],
       ...(await tokenizerFiles(extra.tokenizer, positions)),
     ]);

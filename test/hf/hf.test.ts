@@ -27,6 +27,7 @@ import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
 import { pythonModulesMissing } from '../helpers/apt.js';
+import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
 import { trickyText } from '../helpers/tricky-text.js';
@@ -43,6 +44,19 @@ const skipWithoutTorch = (context: { skip: () => void }) => {
   context.skip();
 };
 
+/** Llama's block: rope, RMSNorm, SwiGLU, no linear biases. */
+const LLAMA = [
+  '--position-embedding-type',
+  'rope',
+  '--normalization',
+  'RMSNorm',
+  '--swiglu',
+  '--ffn-hidden-size',
+  '40',
+  '--disable-bias-linear',
+];
+const LLAMA_REFEREE = fileURLToPath(new URL('./llama_reference.py', import.meta.url));
+
 const exportHf = (load: string, output: string, ...more: string[]) =>
   spawnSync(process.execPath, [BIN, 'export', '--load', load, '--format', 'hf', '--output', output, ...more], { encoding: 'utf8' });
 
@@ -53,6 +67,8 @@ beforeAll(async () => {
   for (const [name, more] of [
     ['tied', []],
     ['untied', ['--untie-embeddings-and-output-weights', '--tokenizer-type', 'ByteTokenizer']],
+    ['llama', [...LLAMA, '--untie-embeddings-and-output-weights']],
+    ['llama-interleaved', [...LLAMA, '--rotary-interleaved', '--rotary-base', '500']],
   ] as const) {
     const run = spawnSync(
       process.execPath,
@@ -265,6 +281,96 @@ describe('webtron export --format hf', () => {
         console.log(`${name} head, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
         expect(worst).toBeLessThanOrEqual(1e-4);
       }
+  });
+});
+
+describe('webtron export --format hf of a Llama-block model', () => {
+  it("writes LlamaForCausalLM's folder; the referee's Llama forward gives webtron's logits within 1e-4 (rotate-half and interleaved rope, fp32 and bf16)", async (context) => {
+    skipWithoutTorch(context);
+    const { random } = seeded('hf export llama logits');
+    for (const [name, dtype] of [
+      ['llama', 'fp32'],
+      ['llama', 'bf16'],
+      ['llama-interleaved', 'fp32'],
+    ] as const) {
+      const out = join(dir, `${name}-${dtype}`);
+      const run = exportHf(join(dir, name), out, '--dtype', dtype);
+      expect(run.status, run.stderr).toBe(0);
+      const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
+      expect(config).toMatchObject({
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        hidden_size: 32,
+        intermediate_size: 40,
+        num_attention_heads: 4,
+        num_key_value_heads: 4,
+        rope_theta: name === 'llama' ? 10000 : 500,
+        tie_word_embeddings: name !== 'llama',
+        torch_dtype: dtype === 'fp32' ? 'float32' : 'bfloat16',
+      });
+      const model = await loadCheckpointModel(ctx, join(dir, name));
+      const [batch, t] = [2, 12];
+      const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
+      const values = new Map<string, Float32Array>();
+      for (const spec of Gpt.specs(model.config)) {
+        const v = await model.params.read(spec.name);
+        // bf16 weights: the values the folder holds.
+        values.set(spec.name, dtype === 'bf16' ? v.map((x) => bf16ToFloat(floatToBf16(x))) : v);
+      }
+      model.params.destroy();
+      const want = await webtronLogits(model.config, (n) => values.get(n)!, ids, batch);
+      const idsFile = join(dir, 'ids.bin');
+      const logits = join(dir, 'llama-logits.bin');
+      writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
+      const referee = spawnSync(PYTHON, [LLAMA_REFEREE, out, idsFile, String(batch), String(t), logits], { encoding: 'utf8' });
+      expect(referee.status, referee.stderr).toBe(0);
+      const bytes = readFileSync(logits);
+      const got = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      expect(got.length).toBe(want.length);
+      let worst = 0;
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      console.log(`${name}, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
+      expect(worst).toBeLessThanOrEqual(1e-4);
+    }
+  });
+
+  it('a model neither GPT-2 nor Llama holds is refused in one line naming both, nothing written', () => {
+    const mixed = join(dir, 'mixed');
+    const trained = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        'train',
+        '--num-layers',
+        '1',
+        '--hidden-size',
+        '16',
+        '--num-attention-heads',
+        '2',
+        '--seq-length',
+        '8',
+        '--micro-batch-size',
+        '2',
+        '--train-iters',
+        '1',
+        '--lr',
+        '1e-3',
+        '--normalization',
+        'RMSNorm',
+        '--save',
+        mixed,
+        '--run-dir',
+        join(dir, 'run-mixed'),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(trained.status, trained.stderr).toBe(0);
+    const run = exportHf(mixed, join(dir, 'mixed-hf'));
+    expect(run.status).toBe(2);
+    expect(run.stderr.trim()).toMatch(
+      /^webtron export: .*: the model has RMSNorm \(GPT-2 has LayerNorm\) and learned or no positions \(Llama has rope\): neither Hugging Face's GPT-2 nor its Llama holds it; export it with --format onnx$/,
+    );
+    expect(existsSync(join(dir, 'mixed-hf', 'model.safetensors'))).toBe(false);
   });
 });
 

@@ -1,0 +1,79 @@
+"""An independent referee for webtron's Hugging Face Llama folders, written from transformers'
+modeling_llama (LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb, LlamaMLP, LlamaAttention
+without grouped heads), with the standard library, numpy and torch only.
+
+    llama_reference.py DIR IDS.bin BATCH SEQ OUT.bin
+        Read DIR (config.json, model.safetensors), run LlamaForCausalLM's forward in torch (fp32) on
+        the int32 token ids [BATCH, SEQ] and write the logits [BATCH, SEQ, vocab_size] as float32.
+"""
+import json
+import math
+import sys
+
+import numpy as np
+import torch
+
+from gpt2_reference import read_safetensors
+
+
+def main(folder, ids_path, batch, seq, out_path):
+    with open(f"{folder}/config.json") as f:
+        config = json.load(f)
+    assert config["model_type"] == "llama" and config["architectures"] == ["LlamaForCausalLM"]
+    assert config["hidden_act"] == "silu" and not config["attention_bias"] and not config["mlp_bias"]
+    assert config.get("rope_scaling") is None
+    metadata, tensors = read_safetensors(f"{folder}/model.safetensors")
+    assert metadata is not None and metadata.get("format") == "pt"
+    w = {name: torch.from_numpy(arr) for name, arr in tensors.items()}
+    h, heads = config["hidden_size"], config["num_attention_heads"]
+    kv_heads = config["num_key_value_heads"]
+    assert kv_heads == heads
+    hd = config.get("head_dim", h // heads)
+    eps = config["rms_norm_eps"]
+
+    def rms_norm(x, name):
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return w[name] * (x * torch.rsqrt(variance + eps))
+
+    def linear(x, name):  # torch.nn.Linear without bias: x @ W.T, W [out, in]
+        return x @ w[name].T
+
+    # LlamaRotaryEmbedding (default rope): inv_freq over the head, cos and sin of cat(freqs, freqs).
+    inv_freq = 1.0 / (config["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    freqs = torch.outer(torch.arange(seq, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+
+    def rotate_half(x):
+        x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+        return torch.cat((-x2, x1), dim=-1)
+
+    ids = torch.from_numpy(np.fromfile(ids_path, dtype="<i4").astype(np.int64).reshape(batch, seq))
+    x = w["model.embed_tokens.weight"][ids]
+    causal = torch.tril(torch.ones(seq, seq, dtype=torch.bool))
+    for layer in range(config["num_hidden_layers"]):
+        p = f"model.layers.{layer}"
+        y = rms_norm(x, f"{p}.input_layernorm.weight")
+        heads4 = lambda t: t.view(batch, seq, heads, hd).transpose(1, 2)  # noqa: E731
+        q = heads4(linear(y, f"{p}.self_attn.q_proj.weight"))
+        k = heads4(linear(y, f"{p}.self_attn.k_proj.weight"))
+        v = heads4(linear(y, f"{p}.self_attn.v_proj.weight"))
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
+        scores = torch.where(causal, scores, torch.tensor(torch.finfo(scores.dtype).min))
+        y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(batch, seq, h)
+        x = x + linear(y, f"{p}.self_attn.o_proj.weight")
+        y = rms_norm(x, f"{p}.post_attention_layernorm.weight")
+        gate = torch.nn.functional.silu(linear(y, f"{p}.mlp.gate_proj.weight"))
+        x = x + linear(gate * linear(y, f"{p}.mlp.up_proj.weight"), f"{p}.mlp.down_proj.weight")
+    x = rms_norm(x, "model.norm.weight")
+    head = w["model.embed_tokens.weight"] if config.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    out = (x @ head.T).contiguous()
+    assert out.shape == (batch, seq, config["vocab_size"])
+    out.numpy().astype("<f4").tofile(out_path)
+
+
+if __name__ == "__main__":
+    folder, ids_path, batch, seq, out_path = sys.argv[1:]
+    main(folder, ids_path, int(batch), int(seq), out_path)
