@@ -4,7 +4,7 @@
  * given must agree with it, else one line names both.
  */
 import { join } from 'node:path';
-import { readGpt2Config } from '../hf/gpt2.js';
+import { type LlamaConfig, readHfConfig } from '../hf/llama.js';
 import { folderTokenizer } from '../hf/tokenizer.js';
 import { isFolder } from '../hf/weights.js';
 import { FlagError, type FlagValues } from './flags.js';
@@ -34,12 +34,14 @@ const GPT2_HAS = { normalization: 'LayerNorm', swiglu: 'a GELU MLP', 'disable-bi
 export function withHfInit(values: FlagValues, argv: readonly string[]): { values: FlagValues; vocabSize: number | null } {
   const dir = values['init-from'] as string | undefined;
   if (dir === undefined || !isFolder(dir)) return { values, vocabSize: null };
-  const hf = readGpt2Config(dir);
+  const folder = readHfConfig(dir);
   const given = givenFlags(argv);
   const file = join(dir, 'config.json');
   const out: FlagValues = { ...values };
-  const take = (flag: string, field: string, value: number | boolean) =>
+  const take = (flag: string, field: string, value: number | boolean | string) =>
     takeFlag(out, given, flag, value, `${file}: ${field} is ${String(value)}; leave the flag out to take the folder's value`);
+  if (folder.kind === 'llama') return withLlamaInit(dir, folder.config, out, given, take);
+  const hf = folder.config;
   take('num-layers', 'n_layer', hf.numLayers);
   take('hidden-size', 'n_embd', hf.hiddenSize);
   take('num-attention-heads', 'n_head', hf.numAttentionHeads);
@@ -78,6 +80,56 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
     out['hidden-dropout'] = hf.hiddenDropout;
   }
   if (!given.has('attention-dropout')) out['attention-dropout'] = hf.attentionDropout;
+  folderTokenizerFlags(dir, out, given);
+  return { values: out, vocabSize: hf.vocabSize };
+}
+
+/**
+ * A Llama folder's model as flags: its sizes, and Llama's block (rope with its rope_theta, RMSNorm,
+ * SwiGLU, no linear biases); dropout on the residual stream 0 unless given (Llama has none).
+ */
+function withLlamaInit(
+  dir: string,
+  hf: LlamaConfig,
+  out: FlagValues,
+  given: Set<string>,
+  take: (flag: string, field: string, value: number | boolean | string) => void,
+): { values: FlagValues; vocabSize: number | null } {
+  take('num-layers', 'num_hidden_layers', hf.numLayers);
+  take('hidden-size', 'hidden_size', hf.hiddenSize);
+  take('num-attention-heads', 'num_attention_heads', hf.numAttentionHeads);
+  take('max-position-embeddings', 'max_position_embeddings', hf.maxPositionEmbeddings);
+  take('ffn-hidden-size', 'intermediate_size', hf.ffnHiddenSize);
+  take('rotary-base', 'rope_theta', hf.rotaryBase);
+  const file = join(dir, 'config.json');
+  if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)
+    throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);
+  out['untie-embeddings-and-output-weights'] = !hf.tiedHead;
+  // Llama's block: what a flag given otherwise contradicts.
+  for (const [flag, llama, has] of [
+    ['position-embedding-type', 'rope', 'rope'],
+    ['normalization', 'RMSNorm', 'RMSNorm'],
+    ['rotary-percent', 1, 'rope on whole heads'],
+    ['rotary-interleaved', false, 'rotate-half rope'],
+    ['add-qkv-bias', false, 'no qkv bias'],
+  ] as const) {
+    if (given.has(flag) && out[flag] !== llama) throw new FlagError(`--${flag} contradicts ${file}: Llama has ${has}; leave the flag out`);
+    out[flag] = llama;
+  }
+  Object.assign(out, { swiglu: true, 'disable-bias-linear': true });
+  if (!given.has('seq-length')) out['seq-length'] = hf.maxPositionEmbeddings;
+  else if ((out['seq-length'] as number) > hf.maxPositionEmbeddings)
+    throw new FlagError(
+      `--seq-length ${String(out['seq-length'])} is longer than ${file} allows: max_position_embeddings is ${hf.maxPositionEmbeddings}; give --seq-length ${hf.maxPositionEmbeddings} or less`,
+    );
+  if (!given.has('hidden-dropout')) out['hidden-dropout'] = 0;
+  if (!given.has('attention-dropout')) out['attention-dropout'] = hf.attentionDropout;
+  folderTokenizerFlags(dir, out, given);
+  return { values: out, vocabSize: hf.vocabSize };
+}
+
+/** The tokenizer flags of the folder's tokenizer files, where it has them; given ones must agree. */
+function folderTokenizerFlags(dir: string, out: FlagValues, given: Set<string>): void {
   const tokenizer = folderTokenizer(dir);
   if (tokenizer) {
     for (const flag of ['vocab-file', 'merge-file', 'tokenizer-model'])
@@ -92,5 +144,4 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
     if (tokenizer.type === 'GPT2BPETokenizer') Object.assign(out, { 'vocab-file': tokenizer.vocabFile, 'merge-file': tokenizer.mergeFile });
     if (tokenizer.type === 'HuggingFaceTokenizer') out['tokenizer-model'] = tokenizer.tokenizerModel;
   }
-  return { values: out, vocabSize: hf.vocabSize };
 }

@@ -131,7 +131,7 @@ export function parseGpt2Config(raw: unknown, file: string): Gpt2Config {
   const c = raw as Record<string, unknown>;
   const show = (v: unknown) => JSON.stringify(v) ?? 'undefined';
   if (c.model_type !== undefined && c.model_type !== 'gpt2')
-    throw fail(`model_type is ${show(c.model_type)}; webtron's GPT is GPT-2's architecture and reads model_type "gpt2" only`);
+    throw fail(`model_type is ${show(c.model_type)}; webtron reads GPT-2 folders (model_type "gpt2") and Llama ones ("llama")`);
   const archs = c.architectures;
   if (archs !== undefined && archs !== null) {
     const ok = Array.isArray(archs) && archs.every((a) => a === 'GPT2LMHeadModel' || a === 'GPT2Model');
@@ -187,6 +187,12 @@ export function parseGpt2Config(raw: unknown, file: string): Gpt2Config {
 
 /** DIR/config.json read and checked (parseGpt2Config); a missing or unreadable file is one ConfigError. */
 export function readGpt2Config(dir: string): Gpt2Config {
+  const { raw, file } = readConfigJson(dir);
+  return parseGpt2Config(raw, file);
+}
+
+/** DIR/config.json's JSON; a missing, unreadable or malformed file is one ConfigError. */
+export function readConfigJson(dir: string): { raw: unknown; file: string } {
   const file = join(dir, 'config.json');
   let text: string;
   try {
@@ -203,7 +209,7 @@ export function readGpt2Config(dir: string): Gpt2Config {
   } catch (error) {
     throw new ConfigError(`initFrom: ${file} is not JSON (${(error as Error).message}); give a GPT-2 config.json`, 'initFrom');
   }
-  return parseGpt2Config(raw, file);
+  return { raw, file };
 }
 
 /**

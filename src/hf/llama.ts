@@ -6,8 +6,9 @@
  * which is Llama's; an interleaved model's q and k channels are reordered per head (even channels,
  * then odd) so that Llama's rotate-half pairs the channels webtron's interleaved rope paired. Pure.
  */
-import { type GptShape, ffnWidth, linearBias, normBias, qkvBias } from '../nn/gpt-spec.js';
-import { HF_DTYPES, type HfDtype } from './gpt2.js';
+import { ConfigError } from '../errors.js';
+import { type GptShape, ffnWidth, gptParams, linearBias, normBias, qkvBias } from '../nn/gpt-spec.js';
+import { type Gpt2Config, HF_DTYPES, type HfDtype, parseGpt2Config, readConfigJson } from './gpt2.js';
 
 /** What of `config` Llama's architecture has no place for, in words, or null when it fits. */
 export function unlikeLlama(config: GptShape): string | null {
@@ -116,4 +117,115 @@ export function llamaConfigJson(
     use_cache: true,
     vocab_size: model.vocabSize,
   };
+}
+
+/** What a Llama config.json says about the model webtron builds. */
+export interface LlamaConfig extends Required<Pick<GptShape, 'numLayers' | 'hiddenSize' | 'numAttentionHeads' | 'vocabSize' | 'tiedHead'>> {
+  maxPositionEmbeddings: number;
+  /** intermediate_size: the gated MLP's width. */
+  ffnHiddenSize: number;
+  /** rope_theta. */
+  rotaryBase: number;
+  attentionDropout: number;
+}
+
+/**
+ * A Llama config.json's model, every field checked: a missing size, or what webtron's Llama block
+ * does not compute (grouped key and value heads, another activation or eps, rope scaling, biases) is
+ * a ConfigError of one line naming the file, the field, its value and what webtron computes instead.
+ */
+export function parseLlamaConfig(c: Record<string, unknown>, file: string): LlamaConfig {
+  const fail = (what: string) => new ConfigError(`initFrom: ${file}: ${what}`, 'initFrom');
+  const show = (v: unknown) => JSON.stringify(v) ?? 'undefined';
+  const archs = c.architectures;
+  if (
+    archs !== undefined &&
+    archs !== null &&
+    !(Array.isArray(archs) && archs.every((a) => a === 'LlamaForCausalLM' || a === 'LlamaModel'))
+  )
+    throw fail(`architectures is ${show(archs)}; webtron reads LlamaForCausalLM and LlamaModel, not other heads`);
+  const size = (key: string): number => {
+    const v = c[key];
+    if (!Number.isInteger(v) || (v as number) < 1) throw fail(`${key} is ${show(v)}, not a positive integer; a Llama config.json has it`);
+    return v as number;
+  };
+  const numLayers = size('num_hidden_layers');
+  const hiddenSize = size('hidden_size');
+  const numAttentionHeads = size('num_attention_heads');
+  const ffnHiddenSize = size('intermediate_size');
+  const maxPositionEmbeddings = size('max_position_embeddings');
+  const vocabSize = size('vocab_size');
+  if (hiddenSize % numAttentionHeads !== 0)
+    throw fail(`num_attention_heads ${numAttentionHeads} does not divide hidden_size ${hiddenSize}`);
+  const refuse = (key: string, ok: (v: unknown) => boolean, webtron: string) => {
+    if (key in c && c[key] !== null && !ok(c[key]))
+      throw fail(`${key} is ${show(c[key])}, which webtron does not compute (it computes ${webtron})`);
+  };
+  refuse('num_key_value_heads', (v) => v === numAttentionHeads, 'as many key and value heads as query heads');
+  refuse('head_dim', (v) => v === hiddenSize / numAttentionHeads, 'heads of hidden_size / num_attention_heads');
+  refuse('hidden_act', (v) => v === 'silu', 'SwiGLU with silu, "silu"');
+  refuse('rms_norm_eps', (v) => v === 1e-5, 'RMSNorm with eps 1e-5');
+  refuse('rope_scaling', () => false, 'rope without scaling, null');
+  refuse('partial_rotary_factor', (v) => v === 1, 'rope on the whole head, 1');
+  refuse('attention_bias', (v) => v === false, 'attention without biases');
+  refuse('mlp_bias', (v) => v === false, 'an MLP without biases');
+  refuse('pretraining_tp', (v) => v === 1, 'one tensor-parallel slice, 1');
+  refuse('tie_word_embeddings', (v) => typeof v === 'boolean', 'a head tied to embed_tokens (true) or its own lm_head (false)');
+  refuse('rope_theta', (v) => typeof v === 'number' && v > 1, 'a rope base above 1');
+  refuse('attention_dropout', (v) => typeof v === 'number' && v >= 0 && v < 1, 'a dropout probability in [0, 1)');
+  return {
+    numLayers,
+    hiddenSize,
+    numAttentionHeads,
+    maxPositionEmbeddings,
+    ffnHiddenSize,
+    vocabSize,
+    tiedHead: (c.tie_word_embeddings as boolean | undefined) ?? false,
+    rotaryBase: (c.rope_theta as number | undefined) ?? 10000,
+    attentionDropout: (c.attention_dropout as number | undefined) ?? 0,
+  };
+}
+
+/**
+ * Reading a Llama folder into webtron's params: the tensors the folder must hold (their names and
+ * shapes), and how each param is assembled from them (llamaTensors in reverse, rotate-half rope).
+ */
+export function llamaImport(config: GptShape): {
+  expected: { name: string; shape: number[] }[];
+  assemble: (param: string, tensor: (name: string) => Float32Array) => Float32Array;
+} {
+  const tensors = llamaTensors({ ...config, rotaryInterleaved: false });
+  const sources = new Map<string, LlamaTensor[]>();
+  for (const t of tensors) sources.set(t.from, [...(sources.get(t.from) ?? []), t]);
+  const specs = new Map(gptParams(config).map((p) => [p.name, p.shape]));
+  return {
+    expected: tensors.map((t) => ({ name: t.name, shape: t.shape })),
+    assemble(param, tensor) {
+      const parts = sources.get(param);
+      const shape = specs.get(param);
+      if (!parts || !shape) throw new ConfigError(`initFrom: webtron's Llama block has no param '${param}'`, 'initFrom');
+      if (shape.length === 1 || parts[0]!.name.endsWith('embed_tokens.weight') || parts[0]!.name === 'lm_head.weight')
+        return tensor(parts[0]!.name);
+      // A linear weight [in, out] whose column ranges are the parts, each stored [its columns, in].
+      const [rows, cols] = shape as [number, number];
+      const out = new Float32Array(rows * cols);
+      let from = 0;
+      for (const part of parts) {
+        const t = tensor(part.name);
+        const count = part.shape[0]!;
+        for (let c = 0; c < count; c++) for (let r = 0; r < rows; r++) out[r * cols + from + c] = t[c * rows + r]!;
+        from += count;
+      }
+      return out;
+    },
+  };
+}
+
+/** The model of a Hugging Face folder's config.json: GPT-2's or Llama's (by model_type), checked. */
+export function readHfConfig(dir: string): { kind: 'gpt2'; config: Gpt2Config } | { kind: 'llama'; config: LlamaConfig } {
+  const { raw, file } = readConfigJson(dir);
+  const c = raw as Record<string, unknown> | null;
+  if (typeof c === 'object' && c !== null && !Array.isArray(c) && c.model_type === 'llama')
+    return { kind: 'llama', config: parseLlamaConfig(c, file) };
+  return { kind: 'gpt2', config: parseGpt2Config(raw, file) };
 }

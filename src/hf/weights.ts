@@ -1,5 +1,5 @@
 /**
- * A Hugging Face GPT-2's weights read one tensor at a time: model.safetensors, or the shards that
+ * A Hugging Face GPT-2 or Llama model's weights read one tensor at a time: model.safetensors, or the shards that
  * model.safetensors.index.json maps. Every header is read and every param's name, shape and dtype
  * checked before any data; then each param is read when it is asked for, so host memory holds one
  * tensor (and its 16-bit words while they widen) whatever the model's size.
@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import { readHeader, type SafetensorsHeader, type TensorEntry } from '../checkpoint/safetensors.js';
 import { wordsToFloat32 } from '../collectives/reduce.js';
 import { ConfigError } from '../errors.js';
-import { isMaskBuffer, webtronName } from './gpt2.js';
+import type { GptShape } from '../nn/gpt-spec.js';
+import { gptParams } from '../nn/gpt-spec.js';
+import { isMaskBuffer, unlikeGpt2, webtronName } from './gpt2.js';
+import { llamaImport } from './llama.js';
 
 /** Whether `path` is a folder (a Hugging Face model for --init-from) rather than a file (an ONNX model). */
 export function isFolder(path: string): boolean {
@@ -49,12 +52,47 @@ function weightFiles(dir: string): string[] {
 }
 
 /**
+ * Open the weights of the folder `dir` for `model`: a GPT-2 folder's (openHfWeights) when the model
+ * has GPT-2's block, else a Llama folder's, each param assembled from Llama's tensors (llamaImport).
+ */
+export function openFolderWeights(dir: string, model: GptShape): HfWeights {
+  if (unlikeGpt2(model) === null) return openHfWeights(dir, gptParams(model), model.tiedHead !== false);
+  const llama = llamaImport(model);
+  const names = new Set(llama.expected.map((t) => t.name));
+  const tensors = openKeyedTensors(dir, llama.expected, (name) => {
+    if (names.has(name)) return name;
+    // Buffers some savers write: rope's inverse frequencies, and the tied head's copy.
+    return /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && model.tiedHead !== false)
+      ? 'skip'
+      : null;
+  });
+  return { files: tensors.files, read: (param) => llama.assemble(param, (name) => tensors.read(name)), close: () => tensors.close() };
+}
+
+/**
  * Open `dir`'s weights for params `specs` (webtron's names and shapes): names with or without
  * `transformer.`, F32, F16 or BF16. A param missing, a shape that differs, another dtype, or a
  * tensor that is no GPT-2 param is one ConfigError naming each. With a tied head, an
  * `lm_head.weight` in the file is the tied copy some savers write, and is not read.
  */
 export function openHfWeights(dir: string, specs: readonly { name: string; shape: readonly number[] }[], tiedHead: boolean): HfWeights {
+  return openKeyedTensors(dir, specs, (file) => {
+    const name = webtronName(file);
+    if (name === null) return isMaskBuffer(file) || (tiedHead && /^(transformer\.)?lm_head\.weight$/.test(file)) ? 'skip' : null;
+    return name === 'lm_head.weight' && tiedHead ? 'skip' : name;
+  });
+}
+
+/**
+ * The tensors of `dir`'s files by key: `keyOf` names each file tensor's key ('skip' to pass it by,
+ * null for a stranger); every key of `expected` must be there at its shape, in F32, F16 or BF16, and
+ * no stranger, else one ConfigError names each problem.
+ */
+export function openKeyedTensors(
+  dir: string,
+  expected: readonly { name: string; shape: readonly number[] }[],
+  keyOf: (fileName: string) => string | 'skip' | null,
+): HfWeights {
   const files = weightFiles(dir);
   const fds = new Map<string, number>();
   const close = () => {
@@ -79,18 +117,18 @@ export function openHfWeights(dir: string, specs: readonly { name: string; shape
         throw fail((error as Error).message);
       }
       for (const entry of header.entries.values()) {
-        const name = webtronName(entry.name);
+        const name = keyOf(entry.name);
+        if (name === 'skip') continue;
         if (name === null) {
-          if (!isMaskBuffer(entry.name) && !(tiedHead && /^(transformer\.)?lm_head\.weight$/.test(entry.name))) strangers.push(entry.name);
+          strangers.push(entry.name);
           continue;
         }
-        if (name === 'lm_head.weight' && tiedHead) continue;
         if (found.has(name)) throw fail(`${file}: '${entry.name}' is a second copy of '${name}'`);
         found.set(name, { header, entry, fd });
       }
     }
     const problems: string[] = [];
-    for (const spec of specs) {
+    for (const spec of expected) {
       const f = found.get(spec.name);
       if (!f) problems.push(`'${spec.name}' [${spec.shape.join(', ')}] is missing`);
       else if (f.entry.shape.join(',') !== spec.shape.join(','))
@@ -98,7 +136,7 @@ export function openHfWeights(dir: string, specs: readonly { name: string; shape
       else if (!['F32', 'F16', 'BF16'].includes(f.entry.dtype))
         problems.push(`'${f.entry.name}' is ${f.entry.dtype}, not F32, F16 or BF16`);
     }
-    const wanted = new Set(specs.map((s) => s.name));
+    const wanted = new Set(expected.map((s) => s.name));
     for (const name of found.keys()) if (!wanted.has(name)) strangers.push(name);
     if (strangers.length > 0)
       problems.push(

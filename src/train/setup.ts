@@ -19,7 +19,7 @@ import { ConfigError } from '../errors.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
 import { paramTensors } from '../nn/params.js';
 import { readOnnxParams } from '../onnx/proto.js';
-import { isFolder, openHfWeights } from '../hf/weights.js';
+import { isFolder, openFolderWeights } from '../hf/weights.js';
 import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
 import { createOptimizer, type Optimizer } from '../optimizer/optimizer.js';
 import type { TrainConfig } from './config.js';
@@ -156,7 +156,7 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
   // Every rank initializes the same params: from the seed, an ONNX model, or a Hugging Face folder
   // read one param at a time.
   if (cfg.initFrom && isFolder(cfg.initFrom)) {
-    const weights = openHfWeights(cfg.initFrom, specs, model.tiedHead !== false);
+    const weights = openFolderWeights(cfg.initFrom, model);
     try {
       ddp.importParams((name) => weights.read(name));
     } finally {

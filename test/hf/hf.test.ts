@@ -19,6 +19,7 @@ import { mobyDick } from '../../src/data/corpus.js';
 import { ByteTokenizer, CharTokenizer, loadTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { gpt2ConfigJson, hfName, parseGpt2Config, readGpt2Config, webtronName } from '../../src/hf/gpt2.js';
+import { parseLlamaConfig } from '../../src/hf/llama.js';
 import { builtinGpt2Files, readFolderTokenizer, tokenizerFiles } from '../../src/hf/tokenizer.js';
 import { openHfWeights } from '../../src/hf/weights.js';
 import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
@@ -331,6 +332,81 @@ describe('webtron export --format hf of a Llama-block model', () => {
       for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
       console.log(`${name}, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
       expect(worst).toBeLessThanOrEqual(1e-4);
+    }
+  });
+
+  it('--init-from the exported Llama folder gives the logits of the checkpoint it came from (interleaved rope read back as rotate-half)', async () => {
+    const { random } = seeded('hf llama round trip');
+    for (const name of ['llama', 'llama-interleaved']) {
+      const folder = join(dir, `${name}-fp32`);
+      if (!existsSync(folder)) expect(exportHf(join(dir, name), folder).status).toBe(0);
+      const again = join(dir, `${name}-again`);
+      const run = spawnSync(
+        process.execPath,
+        [
+          BIN,
+          'train',
+          '--init-from',
+          folder,
+          '--seq-length',
+          '16',
+          '--micro-batch-size',
+          '2',
+          '--train-iters',
+          '1',
+          '--lr',
+          '0',
+          '--save',
+          again,
+          '--run-dir',
+          join(dir, `run-${name}-again`),
+        ],
+        { encoding: 'utf8' },
+      );
+      expect(run.status, run.stderr).toBe(0);
+      const before = await loadCheckpointModel(ctx, join(dir, name));
+      const after = await loadCheckpointModel(ctx, again);
+      expect(after.config).toMatchObject({ positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false });
+      expect(after.config.rotaryInterleaved).toBe(false);
+      const [batch, t] = [2, 12];
+      const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * before.config.vocabSize));
+      const logits = async (m: typeof before) => {
+        const g = new Graph(ctx, { training: false });
+        const out = await g.read(m.gpt.forward(g, g.input(ids, [batch, t])).logits);
+        g.release();
+        m.params.destroy();
+        return out;
+      };
+      const want = await logits(before);
+      const got = await logits(after);
+      let worst = 0;
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      console.log(`${name}: exported and read back, max abs difference of the logits ${worst.toExponential(2)}`);
+      expect(worst).toBeLessThanOrEqual(1e-5);
+    }
+  });
+
+  it('a Llama config.json webtron does not compute is one line naming the field', () => {
+    const good = JSON.parse(readFileSync(join(dir, 'llama-fp32', 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(parseLlamaConfig(good, 'c.json')).toMatchObject({ numLayers: 2, hiddenSize: 32, ffnHiddenSize: 40, tiedHead: false });
+    for (const [field, value] of [
+      ['num_key_value_heads', 2],
+      ['hidden_act', 'gelu'],
+      ['rms_norm_eps', 1e-6],
+      ['rope_scaling', { rope_type: 'llama3', factor: 8 }],
+      ['attention_bias', true],
+      ['intermediate_size', 0],
+    ] as const) {
+      const error = (() => {
+        try {
+          parseLlamaConfig({ ...good, [field]: value }, 'c.json');
+        } catch (e) {
+          return e as Error;
+        }
+        return null;
+      })();
+      expect(error?.message, field).toContain(`c.json: ${field} is ${JSON.stringify(value)}`);
+      expect(error?.message.split('\n')).toHaveLength(1);
     }
   });
 
