@@ -9,7 +9,7 @@
  * Pure.
  */
 import type { GptShape } from '../nn/gpt-spec.js';
-import { fcWidth, ffnWidth, gptParams, learnedPositions, rotaryDim } from '../nn/gpt-spec.js';
+import { fcWidth, ffnWidth, gptParams, learnedPositions, qkvWidth, queryGroups, rotaryDim } from '../nn/gpt-spec.js';
 
 /** Bytes the graph allocates for `elements` 4-byte values. */
 const alloc = (elements: number) => Math.ceil(Math.max(1, elements) / 4) * 16;
@@ -46,7 +46,8 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   if (o.hiddenDropout) buffers.push([rows * C, false]);
   if (rotaryDim(shape) > 0) buffers.push([T * rotaryDim(shape), false]); // rope's (cos, sin) table, shared by the layers
   for (let l = 0; l < L; l++) {
-    buffers.push([rows * C, true], [rows * 2, false], [rows * 3 * C, true]); // ln_1 (+ stats), qkv
+    buffers.push([rows * C, true], [rows * 2, false], [rows * qkvWidth(shape), true]); // ln_1 (+ stats), qkv
+    if (queryGroups(shape) < H) buffers.push([rows * 3 * C, true]); // k and v repeated for every query head
     if (o.attention === 'fused') {
       buffers.push([B * H * T, false]); // log-sum-exp per row
       if (!o.forwardOnly) buffers.push([B * H * T, false]); // the backward's rowsum(dy ∘ y)

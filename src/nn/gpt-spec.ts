@@ -40,7 +40,19 @@ export interface GptShape {
   addBiasLinear?: boolean;
   /** A bias on qkv even without the other linear biases (Megatron's --add-qkv-bias). */
   addQkvBias?: boolean;
+  /**
+   * Key and value heads, each shared by numAttentionHeads / numQueryGroups query heads (Megatron's
+   * --group-query-attention --num-query-groups; default numAttentionHeads: one per query head).
+   */
+  numQueryGroups?: number;
 }
+
+/** Key and value heads: numQueryGroups, or one per query head. */
+export const queryGroups = (s: Pick<GptShape, 'numAttentionHeads' | 'numQueryGroups'>): number => s.numQueryGroups ?? s.numAttentionHeads;
+
+/** The width of the qkv projection's output: q of every head, then k and v of every group. */
+export const qkvWidth = (s: Pick<GptShape, 'hiddenSize' | 'numAttentionHeads' | 'numQueryGroups'>): number =>
+  s.hiddenSize + 2 * queryGroups(s) * (s.hiddenSize / s.numAttentionHeads);
 
 export const NORMALIZATIONS = ['LayerNorm', 'RMSNorm'] as const;
 export type Normalization = (typeof NORMALIZATIONS)[number];
@@ -121,6 +133,12 @@ export function checkGptShape(s: GptShape): void {
     );
   }
   const hd = s.hiddenSize / s.numAttentionHeads;
+  const groups = queryGroups(s);
+  if (!Number.isInteger(groups) || groups < 1 || s.numAttentionHeads % groups !== 0)
+    throw new ShapeError(`numQueryGroups ${String(s.numQueryGroups)} must divide numAttentionHeads ${s.numAttentionHeads}`, [
+      'numQueryGroups',
+      'numAttentionHeads',
+    ]);
   if (type === 'rope' && (rotaryDim(s) < 2 || rotaryDim(s) > hd))
     throw new ShapeError(
       `rotaryPercent ${s.rotaryPercent ?? 1} of heads ${hd} wide rotates ${rotaryDim(s)} channels; it must be at least 2 and at most ${hd}`,
@@ -144,7 +162,7 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
     const b = `blocks.${l}`;
     params.push(
       ...norm(`${b}.ln_1`),
-      ...linear(`${b}.attn.qkv`, h, 3 * h, qkvBias(s)),
+      ...linear(`${b}.attn.qkv`, h, qkvWidth(s), qkvBias(s)),
       ...linear(`${b}.attn.proj`, h, h, linearBias(s)),
       ...norm(`${b}.ln_2`),
       ...linear(`${b}.mlp.fc`, h, fcWidth(s), linearBias(s)),
@@ -161,18 +179,20 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
  * (+ V·h untied), P the learned positions (none with rope) and f the MLP's width (with f = 4h,
  * L·(12h² + 13h)). SwiGLU adds hf per layer (the gate), and f with biases; RMSNorm has no norm
  * biases (3h per layer and h less); without linear biases, 5h + f per layer less (3h of them kept
- * with --add-qkv-bias).
+ * with --add-qkv-bias). With G query groups of H heads, k and v are G/H as wide: qkv is h + 2hG/H
+ * wide instead of 3h.
  */
 export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
   const f = ffnWidth(s);
   const g = s.swiglu ? 2 : 1;
   const norms = normBias(s) ? 2 * h : h;
-  const biases = (qkvBias(s) ? 3 * h : 0) + (linearBias(s) ? 2 * h + g * f : 0);
+  const qkv = qkvWidth(s);
+  const biases = (qkvBias(s) ? qkv : 0) + (linearBias(s) ? 2 * h + g * f : 0);
   return (
     s.vocabSize * h +
     (learnedPositions(s) ? (s.maxPositionEmbeddings ?? s.seqLength) * h : 0) +
-    s.numLayers * (4 * h * h + (g + 1) * h * f + 2 * norms + biases) +
+    s.numLayers * (h * qkv + h * h + (g + 1) * h * f + 2 * norms + biases) +
     norms +
     (s.tiedHead === false ? s.vocabSize * h : 0)
   );

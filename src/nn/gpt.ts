@@ -10,7 +10,7 @@
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
-import { gptParams, gptSections, type GptShape, learnedPositions, normBias } from './gpt-spec.js';
+import { gptParams, gptSections, type GptShape, learnedPositions, normBias, queryGroups } from './gpt-spec.js';
 import { initParams } from './init.js';
 import {
   addLayerNorm,
@@ -23,6 +23,7 @@ import {
   layerNorm,
   linear,
   linearGelu,
+  repeatKv,
   rmsNorm,
   swiglu,
 } from './ops.js';
@@ -182,7 +183,10 @@ export class Gpt {
 
   /** The same of the stream after block `l`'s first layernorm. */
   private qkvOf(g: Graph, normed: Tensor, l: number, rope: Rotary): Tensor {
-    const qkv = linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.maybe(`blocks.${l}.attn.qkv.bias`));
+    const projected = linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.maybe(`blocks.${l}.attn.qkv.bias`));
+    // Grouped-query attention: each group's k and v repeated for its query heads.
+    const heads = this.config.numAttentionHeads;
+    const qkv = queryGroups(this.config) < heads ? repeatKv(g, projected, heads, queryGroups(this.config)) : projected;
     if (rope) rotary(g, qkv, this.config, rope);
     return qkv;
   }

@@ -235,6 +235,30 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   return y;
 }
 
+/**
+ * Grouped-query attention's k and v repeated for every query head: qkv [B, T, C + 2·G·hd] (q of
+ * `heads` heads, k and v of `groups`) to [B, T, 3C], each group's k and v for its heads / groups
+ * query heads (shaders/gqa.wgsl); the backward sums each group's grads over its heads.
+ */
+export function repeatKv(g: Graph, qkv: Tensor, heads: number, kvHeads: number): Tensor {
+  requireF32(qkv, 'grouped qkv');
+  const [batch, t, width] = qkv.shape as [number, number, number];
+  const hd = (width / (heads + 2 * kvHeads)) | 0;
+  if (qkv.shape.length !== 3 || hd * (heads + 2 * kvHeads) !== width || heads % kvHeads !== 0)
+    throw new ShapeMismatch(
+      `repeatKv: qkv ${shapeOf(qkv)} must be [B, T, (heads + 2 · groups) · head width] with groups dividing ${heads} heads`,
+    );
+  const c = heads * hd;
+  const rows = batch * t;
+  const y = g.output([batch, t, 3 * c], 'attention.qkv', qkv.requiresGrad);
+  const sizes = { rows, c, hd, groups: kvHeads, rep: heads / kvHeads };
+  const run = (entry: string, x: Tensor, out: Tensor, n: number) =>
+    g.runner.dispatch('gqa', entry, { WG }, sizes, { x: x.binding(g.ctx).binding, y: out.binding(g.ctx).binding }, groups(n));
+  run('forward', qkv, y, rows * 3 * c);
+  g.record('gqa', [qkv], () => run('backward', g.gradOf(y), g.gradOf(qkv), rows * width));
+  return y;
+}
+
 /** Mean cross-entropy of logits [N, V] against uint32 targets [N] (fused log-softmax). A scalar. */
 export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor {
   requireF32(logits, 'cross-entropy logits');

@@ -4,18 +4,18 @@
  * of a few fp32 matmuls through webtron's own kernels) and then marked as measured.
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ffnWidth, type GptShape } from '../nn/gpt-spec.js';
+import { ffnWidth, type GptShape, queryGroups } from '../nn/gpt-spec.js';
 import { measuredFmaPeak } from '../gpu/peak.js';
 
 /**
  * Model FLOPs of one iteration of `batch` sequences, forward and backward (3× the forward's
  * multiply-adds, 2 FLOPs each), as Megatron-LM's `num_floating_point_operations` counts a GPT
- * without grouped-query attention or experts:
+ * without experts:
  *
- *   12 · B · s · L · h² · (1 + 1 + s/h + g · f/h + V / (2 · L · h))
+ *   12 · B · s · L · h² · (1 + G/H + s/h + g · f/h + V / (2 · L · h))
  *
- * per layer the QKV projection (3h² per token) and the attention's output projection (h²): the
- * `1 + 1` and, with the 12, 24·B·s·h² of the 72; the attention scores and their weighted sum (2 · s ·
+ * per layer the QKV projection (3h² per token; h² + 2h²·G/H with G query groups of H heads) and
+ * the attention's output projection (h²): the `1 + G/H` and, with the 12, 24·B·s·h² of the 72 at G = H; the attention scores and their weighted sum (2 · s ·
  * h per token each): `s/h`; the MLP (two h·f products, f = 4h unless --ffn-hidden-size; three with
  * SwiGLU's gate, g = 3/2, else g = 1): `g · f/h`; and once the logits (V · h per token):
  * `V / (2Lh)`. Causal masking is not subtracted (Megatron does not), nor are layer norms, GELU,
@@ -24,7 +24,8 @@ import { measuredFmaPeak } from '../gpu/peak.js';
 export function gptFlopsPerIteration(shape: GptShape, batch: number): number {
   const { numLayers: L, hiddenSize: h, seqLength: s, vocabSize: V } = shape;
   const gate = shape.swiglu ? 3 / 2 : 1;
-  return 12 * batch * s * L * h * h * (1 + 1 + s / h + (gate * ffnWidth(shape)) / h + V / (2 * L * h));
+  const kv = queryGroups(shape) / shape.numAttentionHeads;
+  return 12 * batch * s * L * h * h * (1 + kv + s / h + (gate * ffnWidth(shape)) / h + V / (2 * L * h));
 }
 
 /** A device's peak FLOP/s that MFU is taken against, and where the figure comes from. */

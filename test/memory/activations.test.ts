@@ -101,6 +101,15 @@ describe('GPT activation bytes', () => {
       0,
       0,
     ],
+    // Grouped-query attention: the narrower qkv, and k and v repeated for every head.
+    [
+      { numLayers: 2, hiddenSize: 8, numAttentionHeads: 4, numQueryGroups: 2, seqLength: 5, vocabSize: 11 },
+      2,
+      'float32',
+      'float32',
+      0.1,
+      0.1,
+    ],
   ] as const)(
     '%j, micro-batch %i, %s params: predicted = measured, both attention kernels',
     async (shape, batch, dtype, gradDtype, hidden, attention) => {

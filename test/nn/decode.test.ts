@@ -17,6 +17,7 @@ describe('GPT decoding with a KV cache', () => {
     ['bfloat16', false, 'learned_absolute'],
     ['float32', true, 'rope'],
   ] as const) {
+    const groups = positions === 'rope' ? 2 : undefined;
     it(`${dtype} params, ${tiedHead ? 'tied' : 'untied'} head, ${positions} positions: each step's logits equal the full forward's at that position`, async () => {
       const config: GptConfig = {
         numLayers: 2,
@@ -27,6 +28,8 @@ describe('GPT decoding with a KV cache', () => {
         vocabSize: 13,
         tiedHead,
         positionEmbeddingType: positions,
+        // With rope, grouped-query attention too: 4 heads sharing 2 key and value heads.
+        ...(groups ? { numQueryGroups: groups } : {}),
       };
       const params = new LocalParams(ctx, Gpt.specs(config, dtype as ParamDtype));
       // Larger than GPT-2's init so that attention is far from uniform.

@@ -60,6 +60,7 @@ describe('GPT parameter list', () => {
     expect(() => gptParams({ ...gpt2Small, positionEmbeddingType: 'rope', rotaryBase: 1 })).toThrow(
       'rotaryBase must be a number above 1, got 1',
     );
+    expect(() => gptParams({ ...gpt2Small, numQueryGroups: 5 })).toThrow('numQueryGroups 5 must divide numAttentionHeads 12');
     expect(() => gptParams({ ...gpt2Small, numLayers: -1 })).toThrow('numLayers must be a positive integer, got -1');
     expect(() => gptParams({ ...gpt2Small, numAttentionHeads: 7 })).toThrow(
       'hiddenSize 768 is not divisible by numAttentionHeads 7; pick sizes where it is',

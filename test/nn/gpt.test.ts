@@ -98,6 +98,9 @@ describe('GPT', () => {
     // Llama's block: RMSNorm, SwiGLU, no linear biases, rope.
     [false, 0, 12, { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false }],
     [true, 0.2, undefined, { swiglu: true, addBiasLinear: false, addQkvBias: true }],
+    // Grouped-query attention: 4 heads sharing 2 key and value heads (heads of 2 for rope).
+    [false, 0, undefined, { numAttentionHeads: 4, numQueryGroups: 2, positionEmbeddingType: 'rope' }],
+    [true, 0.2, undefined, { numAttentionHeads: 4, numQueryGroups: 1 }],
   ] as const) {
     const moreName = Object.entries(more).map(([k, v]) => `, ${k} ${String(v)}`);
     it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''}${ffn ? `, MLP of ${ffn}` : ''}${moreName.join('')})`, async () => {
@@ -159,7 +162,10 @@ describe('GPT', () => {
 
   it.each([
     ['GPT-2', {}],
-    ['Llama', { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false, tiedHead: false }],
+    [
+      'Llama',
+      { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false, tiedHead: false, numQueryGroups: 2 },
+    ],
   ] as const)(
     "%s's block: a hardware GPU's kernels (tiled matmuls, fused attention, split reductions) give the CPU driver's loss and grads",
     async (_name, more) => {

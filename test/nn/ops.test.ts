@@ -19,6 +19,7 @@ import {
   linearGelu,
   linear,
   matmulInto,
+  repeatKv,
   rmsNorm,
   swiglu,
 } from '../../src/nn/ops.js';
@@ -539,6 +540,41 @@ describe('SwiGLU', () => {
       expectClose(await g.read(y), want.y, 'y');
       expectClose(await g.read(g.gradOf(xt)), want.dx, 'dx');
       expect(used).toEqual(f % 4 === 0 ? ['forward4', 'backward4'] : ['forward', 'backward']);
+      g.release();
+    });
+  }
+});
+
+describe('grouped-query attention: k and v repeated for their query heads', () => {
+  for (const [batch, t, heads, groups, hd] of [
+    [2, 5, 4, 2, 3],
+    [1, 7, 6, 1, 4],
+    [3, 2, 4, 4, 2],
+  ] as const) {
+    it(`B ${batch}, T ${t}, ${heads} heads in ${groups} groups of width ${hd}`, async () => {
+      const width = (heads + 2 * groups) * hd;
+      const c = heads * hd;
+      const rep = heads / groups;
+      const x = rand(batch * t * width);
+      const dy = rand(batch * t * 3 * c);
+      const g = new Graph(ctx);
+      const xt = g.input(x, [batch, t, width], 'qkv', true);
+      const y = repeatKv(g, xt, heads, groups);
+      g.backwardFrom(y, dy);
+      // Written out: column j of the repeated row takes q's column j, or the column of its head's group.
+      const want = new Float64Array(batch * t * 3 * c);
+      const dx = new Float64Array(batch * t * width);
+      for (let r = 0; r < batch * t; r++) {
+        for (let j = 0; j < 3 * c; j++) {
+          const part = Math.floor(j / c);
+          const head = Math.floor((j % c) / hd);
+          const src = part === 0 ? j : c + (part - 1) * groups * hd + Math.floor(head / rep) * hd + (j % hd);
+          want[r * 3 * c + j] = x[r * width + src]!;
+          dx[r * width + src]! += dy[r * 3 * c + j]!;
+        }
+      }
+      expectClose(await g.read(y), want, 'y');
+      expectClose(await g.read(g.gradOf(xt)), dx, 'dx');
       g.release();
     });
   }

@@ -25,6 +25,10 @@ describe('--log-throughput', () => {
     const gated = forward + L * (mm(rows, h, 2 * 3 * h) + mm(rows, 3 * h, h) - mm(rows, h, 4 * h) - mm(rows, 4 * h, h));
     const shape = { numLayers: L, hiddenSize: h, numAttentionHeads: 2, seqLength: s, vocabSize: V, swiglu: true, ffnHiddenSize: 3 * h };
     expect(gptFlopsPerIteration(shape, B)).toBeCloseTo(3 * gated, 0);
+    // Grouped-query attention: 4 heads in 1 group, so k and v are a quarter as wide.
+    const grouped = forward + L * (mm(rows, h, h + 2 * (h / 4)) - mm(rows, h, 3 * h));
+    const gqa = { numLayers: L, hiddenSize: h, numAttentionHeads: 4, numQueryGroups: 1, seqLength: s, vocabSize: V };
+    expect(gptFlopsPerIteration(gqa, B)).toBeCloseTo(3 * grouped, 0);
   });
 
   it('peaks: the table by adapter name and precision; an unknown adapter has none', () => {
