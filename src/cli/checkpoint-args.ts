@@ -23,6 +23,8 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['swiglu', 'swiglu'],
   ['disable-bias-linear', 'disableBiasLinear'],
   ['add-qkv-bias', 'addQkvBias'],
+  ['group-query-attention', 'groupQueryAttention'],
+  ['num-query-groups', 'numQueryGroups'],
   ['position-embedding-type', 'positionEmbeddingType'],
   ['rotary-base', 'rotaryBase'],
   ['rotary-percent', 'rotaryPercent'],

@@ -117,6 +117,11 @@ function withLlamaInit(
     out[flag] = llama;
   }
   Object.assign(out, { swiglu: true, 'disable-bias-linear': true });
+  if (hf.numQueryGroups < hf.numAttentionHeads) {
+    take('num-query-groups', 'num_key_value_heads', hf.numQueryGroups);
+    out['group-query-attention'] = true;
+  } else if (given.has('group-query-attention'))
+    throw new FlagError(`--group-query-attention contradicts ${file}: num_key_value_heads is num_attention_heads; leave the flag out`);
   if (!given.has('seq-length')) out['seq-length'] = hf.maxPositionEmbeddings;
   else if ((out['seq-length'] as number) > hf.maxPositionEmbeddings)
     throw new FlagError(

@@ -46,6 +46,8 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   normalization: { kind: 'string', help: 'GPT norms: LayerNorm (default) or RMSNorm' },
   swiglu: { kind: 'boolean', help: "a gated MLP (default --ffn-hidden-size then Megatron's int(8h/3 / 64) · 64)" },
   'disable-bias-linear': { kind: 'boolean', help: 'no biases on the linear layers' },
+  'group-query-attention': { kind: 'boolean', help: 'grouped-query attention with --num-query-groups key and value heads' },
+  'num-query-groups': { kind: 'int', default: 1, help: 'with --group-query-attention: key and value heads' },
   params: { kind: 'string', help: 'a parameter count instead of a GPT shape (e.g. 124M, 7B)' },
   checkpoint: { kind: 'string', help: 'a webtron checkpoint: the --save folder or one of its iter_NNNNNNN folders (its params)' },
   onnx: { kind: 'string', help: 'an .onnx model (its initializers are the params)' },
@@ -135,6 +137,7 @@ export function modelSource(v: FlagValues): ModelSource {
       ...(v.normalization !== undefined ? { normalization: v.normalization as Normalization } : {}),
       ...(v.swiglu ? { swiglu: true } : {}),
       ...(v['disable-bias-linear'] ? { addBiasLinear: false } : {}),
+      ...(v['group-query-attention'] ? { numQueryGroups: v['num-query-groups'] as number } : {}),
     },
   };
 }

@@ -73,6 +73,15 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   }),
   'disable-bias-linear': flag('network size', { kind: 'boolean', help: 'no biases on the linear layers (qkv, projections, MLP)' }),
   'add-qkv-bias': flag('network size', { kind: 'boolean', help: 'keep the qkv bias with --disable-bias-linear' }),
+  'group-query-attention': flag('network size', {
+    kind: 'boolean',
+    help: 'grouped-query attention: --num-query-groups key and value heads',
+  }),
+  'num-query-groups': flag('network size', {
+    kind: 'int',
+    default: 1,
+    help: 'with --group-query-attention: key and value heads, each shared by heads / groups query heads',
+  }),
   'attention-backend': flag('network size', {
     kind: 'string',
     default: 'auto',
@@ -458,6 +467,14 @@ function splitDataPaths(v: FlagValues, withDataPath: boolean): TrainConfig['spli
   return { train, valid, test };
 }
 
+/** Key and value heads: --num-query-groups with --group-query-attention (Megatron's), else one per head. */
+function queryGroupsOf(v: FlagValues, heads: number): number {
+  if (!v['group-query-attention']) return heads;
+  const groups = flagReader(v, TRAIN_FLAGS).int('num-query-groups', 1);
+  if (heads % groups !== 0) throw new FlagError(`--num-query-groups ${groups} must divide --num-attention-heads ${heads}`);
+  return groups;
+}
+
 /** --ffn-hidden-size, or Megatron's default (defaultFfnHiddenSize). */
 export function ffnHiddenSizeOf(v: FlagValues, hiddenSize: number): number {
   const given = flagReader(v, TRAIN_FLAGS).optionalInt('ffn-hidden-size', 1);
@@ -594,6 +611,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     normalization: choice('normalization', NORMALIZATIONS),
     swiglu: Boolean(v.swiglu),
     disableBiasLinear: Boolean(v['disable-bias-linear']),
+    groupQueryAttention: Boolean(v['group-query-attention']),
+    numQueryGroups: queryGroupsOf(v, numAttentionHeads),
     addQkvBias: Boolean(v['add-qkv-bias']),
     ...positionFlags(v, hiddenSize / numAttentionHeads),
     clipGrad: nonNegative('clip-grad'),

@@ -1,13 +1,13 @@
 /**
- * A webtron GPT with Llama's block (rope, RMSNorm, SwiGLU, no linear biases) as Hugging Face's
- * `LlamaForCausalLM` holds it, written from transformers' modeling_llama: the names, torch's
+ * A webtron GPT with Llama's block (rope, RMSNorm, SwiGLU, no linear biases; grouped-query attention
+ * or not) as Hugging Face's `LlamaForCausalLM` holds it, written from transformers' modeling_llama: the names, torch's
  * [out, in] layout of every linear weight (webtron keeps [in, out]), q, k and v as three projections
  * and the gated MLP as gate_proj and up_proj. Rope needs no change of weights in the rotate-half form,
  * which is Llama's; an interleaved model's q and k channels are reordered per head (even channels,
  * then odd) so that Llama's rotate-half pairs the channels webtron's interleaved rope paired. Pure.
  */
 import { ConfigError } from '../errors.js';
-import { type GptShape, ffnWidth, gptParams, linearBias, normBias, qkvBias } from '../nn/gpt-spec.js';
+import { type GptShape, ffnWidth, gptParams, linearBias, normBias, qkvBias, qkvWidth, queryGroups } from '../nn/gpt-spec.js';
 import { type Gpt2Config, HF_DTYPES, type HfDtype, parseGpt2Config, readConfigJson } from './gpt2.js';
 
 /** What of `config` Llama's architecture has no place for, in words, or null when it fits. */
@@ -46,6 +46,8 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
   const h = config.hiddenSize;
   const f = ffnWidth(config);
   const hd = h / config.numAttentionHeads;
+  const kv = queryGroups(config) * hd; // k's and v's width
+  const w = qkvWidth(config);
   const same = (v: Float32Array) => v;
   // Interleaved rope pairs channels (2i, 2i + 1) of a head; Llama's rotate-half pairs (i, i + hd/2).
   const rotated = config.rotaryInterleaved
@@ -65,15 +67,15 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
         name: `${p}.self_attn.q_proj.weight`,
         shape: [h, h],
         from: `${b}.attn.qkv.weight`,
-        take: columnsTransposed(h, 3 * h, 0, h, rotated),
+        take: columnsTransposed(h, w, 0, h, rotated),
       },
       {
         name: `${p}.self_attn.k_proj.weight`,
-        shape: [h, h],
+        shape: [kv, h],
         from: `${b}.attn.qkv.weight`,
-        take: columnsTransposed(h, 3 * h, h, h, rotated),
+        take: columnsTransposed(h, w, h, kv, rotated),
       },
-      { name: `${p}.self_attn.v_proj.weight`, shape: [h, h], from: `${b}.attn.qkv.weight`, take: columnsTransposed(h, 3 * h, 2 * h, h) },
+      { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], from: `${b}.attn.qkv.weight`, take: columnsTransposed(h, w, h + kv, kv) },
       { name: `${p}.self_attn.o_proj.weight`, shape: [h, h], from: `${b}.attn.proj.weight`, take: columnsTransposed(h, h, 0, h) },
       { name: `${p}.post_attention_layernorm.weight`, shape: [h], from: `${b}.ln_2.weight`, take: same },
       { name: `${p}.mlp.gate_proj.weight`, shape: [f, h], from: `${b}.mlp.fc.weight`, take: columnsTransposed(h, 2 * f, 0, f) },
@@ -107,7 +109,7 @@ export function llamaConfigJson(
     mlp_bias: false,
     num_attention_heads: model.numAttentionHeads,
     num_hidden_layers: model.numLayers,
-    num_key_value_heads: model.numAttentionHeads,
+    num_key_value_heads: queryGroups(model),
     pretraining_tp: 1,
     rms_norm_eps: 1e-5,
     rope_scaling: null,
@@ -124,6 +126,8 @@ export interface LlamaConfig extends Required<Pick<GptShape, 'numLayers' | 'hidd
   maxPositionEmbeddings: number;
   /** intermediate_size: the gated MLP's width. */
   ffnHiddenSize: number;
+  /** num_key_value_heads. */
+  numQueryGroups: number;
   /** rope_theta. */
   rotaryBase: number;
   attentionDropout: number;
@@ -161,7 +165,11 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
     if (key in c && c[key] !== null && !ok(c[key]))
       throw fail(`${key} is ${show(c[key])}, which webtron does not compute (it computes ${webtron})`);
   };
-  refuse('num_key_value_heads', (v) => v === numAttentionHeads, 'as many key and value heads as query heads');
+  refuse(
+    'num_key_value_heads',
+    (v) => Number.isInteger(v) && (v as number) >= 1 && numAttentionHeads % (v as number) === 0,
+    'key and value heads that divide the query heads',
+  );
   refuse('head_dim', (v) => v === hiddenSize / numAttentionHeads, 'heads of hidden_size / num_attention_heads');
   refuse('hidden_act', (v) => v === 'silu', 'SwiGLU with silu, "silu"');
   refuse('rms_norm_eps', (v) => v === 1e-5, 'RMSNorm with eps 1e-5');
@@ -181,6 +189,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
     ffnHiddenSize,
     vocabSize,
     tiedHead: (c.tie_word_embeddings as boolean | undefined) ?? false,
+    numQueryGroups: (c.num_key_value_heads as number | undefined) ?? numAttentionHeads,
     rotaryBase: (c.rope_theta as number | undefined) ?? 10000,
     attentionDropout: (c.attention_dropout as number | undefined) ?? 0,
   };

@@ -9,7 +9,7 @@
  */
 import { hfName } from '../hf/gpt2.js';
 import type { GptConfig } from '../nn/gpt.js';
-import { gptParams, learnedPositions, linearBias, normBias, qkvBias, rotaryDim } from '../nn/gpt-spec.js';
+import { gptParams, learnedPositions, linearBias, normBias, qkvBias, queryGroups, rotaryDim } from '../nn/gpt-spec.js';
 import { rotaryTable } from '../nn/rope.js';
 import {
   type Attributes,
@@ -170,9 +170,25 @@ function buildGptOnnx(
   const future = op('Greater', [op('Unsqueeze', [positions, axis0]), op('Unsqueeze', [positions, axis1])]);
   const minusInf = constant('const.minus_inf', [], [Number.NEGATIVE_INFINITY]);
   const scale = constant('const.scale', [], [1 / Math.sqrt(hd)]);
-  const split = constant('const.qkv_split', [3], [c, c, c], true);
+  const groups = queryGroups(config);
+  const split = constant('const.qkv_split', [3], [c, groups * hd, groups * hd], true);
   const toHeads = constant('const.to_heads', [4], [0, 0, heads, hd], true);
   const fromHeads = constant('const.from_heads', [3], [0, 0, c], true);
+  // Grouped-query attention: each group's k or v gathered for its query heads (transformers' repeat_kv).
+  const grouped =
+    groups < heads
+      ? {
+          perGroup: constant('const.to_groups', [4], [0, 0, groups, hd], true),
+          headGroup: constant(
+            'const.head_group',
+            [heads],
+            Array.from({ length: heads }, (_, h) => Math.floor(h / (heads / groups))),
+            true,
+          ),
+        }
+      : null;
+  const repeatKv = (t: string): string =>
+    grouped ? op('Reshape', [op('Gather', [op('Reshape', [t, grouped.perGroup]), grouped.headGroup], { axis: 2 }), fromHeads]) : t;
   const half = constant('const.half', [], [0.5]);
   const unit = constant('const.one_f', [], [1]);
   const geluK = constant('const.gelu_k', [], [Math.sqrt(2 / Math.PI)]);
@@ -183,7 +199,8 @@ function buildGptOnnx(
   for (let l = 0; l < config.numLayers; l++) {
     const b = `blocks.${l}`;
     const qkv = linear(layerNorm(x, `${b}.ln_1`), hfName(`${b}.attn.qkv.weight`), bias(`${b}.attn.qkv.bias`, qkvBias(config)));
-    const [qs, ks, vs] = opN('Split', [qkv, split], { axis: -1 }, 3) as [string, string, string];
+    const [qs, kg, vg] = opN('Split', [qkv, split], { axis: -1 }, 3) as [string, string, string];
+    const [ks, vs] = [repeatKv(kg), repeatKv(vg)];
     const heads4 = (t: string, perm: number[]) => op('Transpose', [op('Reshape', [t, toHeads])], { perm });
     const [q, k] = [qs, ks].map((t) => rope(heads4(t, [0, 2, 1, 3]))) as [string, string];
     const scores = op('Mul', [op('MatMul', [q, op('Transpose', [k], { perm: [0, 1, 3, 2] })]), scale]);

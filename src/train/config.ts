@@ -40,6 +40,9 @@ export interface TrainConfig extends ScheduleFlags {
   /** --disable-bias-linear: no linear biases (but qkv's with --add-qkv-bias). */
   disableBiasLinear: boolean;
   addQkvBias: boolean;
+  /** --group-query-attention, and the key and value heads it gives (--num-query-groups; the heads without it). */
+  groupQueryAttention: boolean;
+  numQueryGroups: number;
   /** --position-embedding-type: a learned table, rope or none. */
   positionEmbeddingType: PositionEmbeddingType;
   /** --rotary-base, --rotary-percent, --rotary-interleaved: rope's frequencies, rotated fraction and pairing (unused without rope). */

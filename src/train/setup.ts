@@ -64,6 +64,7 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     ...(cfg.normalization !== 'LayerNorm' ? { normalization: cfg.normalization } : {}),
     ...(cfg.swiglu ? { swiglu: true } : {}),
     ...(cfg.disableBiasLinear ? { addBiasLinear: false, ...(cfg.addQkvBias ? { addQkvBias: true } : {}) } : {}),
+    ...(cfg.numQueryGroups !== cfg.numAttentionHeads ? { numQueryGroups: cfg.numQueryGroups } : {}),
     // Likewise with learned positions; rope's settings only with rope.
     ...(cfg.positionEmbeddingType !== 'learned_absolute' ? { positionEmbeddingType: cfg.positionEmbeddingType } : {}),
     ...(cfg.positionEmbeddingType === 'rope'

@@ -73,6 +73,7 @@ describe('webtron train, one process', () => {
     ],
     [['--use-rotary-position-embeddings', '--rotary-base', '1'], /^webtron train: --rotary-base must be above 1, got 1$/],
     [['--normalization', 'BatchNorm'], /^webtron train: --normalization must be LayerNorm or RMSNorm, got 'BatchNorm'$/],
+    [['--group-query-attention', '--num-query-groups', '3'], /^webtron train: --num-query-groups 3 must divide --num-attention-heads 2$/],
     [
       ['--hidden-size', '16', '--swiglu'],
       /^webtron train: --swiglu's default MLP width int\(8h\/3 \/ 64\) · 64 is 0 at --hidden-size 16; give --ffn-hidden-size$/,
@@ -130,7 +131,7 @@ describe('webtron train, one process', () => {
     expect(out.startsWith('The whale')).toBe(true);
   });
 
-  it("Llama's block (rope, RMSNorm, SwiGLU, no linear biases) trains; its checkpoint samples, resumes only as it was, and exports to ONNX and Hugging Face's Llama", async () => {
+  it("Llama's block (rope, RMSNorm, SwiGLU, no linear biases, grouped-query attention) trains; its checkpoint samples, resumes only as it was, and exports to ONNX and Hugging Face's Llama", async () => {
     const base = dir();
     const ckpt = join(base, 'ckpt');
     const rope = [
@@ -145,6 +146,9 @@ describe('webtron train, one process', () => {
       '--ffn-hidden-size',
       '48',
       '--disable-bias-linear',
+      '--group-query-attention',
+      '--num-query-groups',
+      '1',
     ];
     const r = await train([
       ...TINY,
@@ -175,6 +179,7 @@ describe('webtron train, one process', () => {
       swiglu: true,
       addBiasLinear: false,
       ffnHiddenSize: 48,
+      numQueryGroups: 1,
     });
     // The checkpoint's flags come with it; a contradicting one is refused.
     const resumed = await train([

@@ -68,7 +68,7 @@ beforeAll(async () => {
   for (const [name, more] of [
     ['tied', []],
     ['untied', ['--untie-embeddings-and-output-weights', '--tokenizer-type', 'ByteTokenizer']],
-    ['llama', [...LLAMA, '--untie-embeddings-and-output-weights']],
+    ['llama', [...LLAMA, '--untie-embeddings-and-output-weights', '--group-query-attention', '--num-query-groups', '2']],
     ['llama-interleaved', [...LLAMA, '--rotary-interleaved', '--rotary-base', '500']],
   ] as const) {
     const run = spawnSync(
@@ -286,7 +286,7 @@ describe('webtron export --format hf', () => {
 });
 
 describe('webtron export --format hf of a Llama-block model', () => {
-  it("writes LlamaForCausalLM's folder; the referee's Llama forward gives webtron's logits within 1e-4 (rotate-half and interleaved rope, fp32 and bf16)", async (context) => {
+  it("writes LlamaForCausalLM's folder; the referee's Llama forward gives webtron's logits within 1e-4 (grouped and rotate-half, or interleaved rope; fp32 and bf16)", async (context) => {
     skipWithoutTorch(context);
     const { random } = seeded('hf export llama logits');
     for (const [name, dtype] of [
@@ -304,7 +304,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
         hidden_size: 32,
         intermediate_size: 40,
         num_attention_heads: 4,
-        num_key_value_heads: 4,
+        num_key_value_heads: name === 'llama' ? 2 : 4,
         rope_theta: name === 'llama' ? 10000 : 500,
         tie_word_embeddings: name !== 'llama',
         torch_dtype: dtype === 'fp32' ? 'float32' : 'bfloat16',
@@ -368,6 +368,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       const after = await loadCheckpointModel(ctx, again);
       expect(after.config).toMatchObject({ positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false });
       expect(after.config.rotaryInterleaved).toBe(false);
+      expect(after.config.numQueryGroups).toBe(before.config.numQueryGroups);
       const [batch, t] = [2, 12];
       const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * before.config.vocabSize));
       const logits = async (m: typeof before) => {
@@ -388,9 +389,15 @@ describe('webtron export --format hf of a Llama-block model', () => {
 
   it('a Llama config.json webtron does not compute is one line naming the field', () => {
     const good = JSON.parse(readFileSync(join(dir, 'llama-fp32', 'config.json'), 'utf8')) as Record<string, unknown>;
-    expect(parseLlamaConfig(good, 'c.json')).toMatchObject({ numLayers: 2, hiddenSize: 32, ffnHiddenSize: 40, tiedHead: false });
+    expect(parseLlamaConfig(good, 'c.json')).toMatchObject({
+      numLayers: 2,
+      hiddenSize: 32,
+      ffnHiddenSize: 40,
+      tiedHead: false,
+      numQueryGroups: 2,
+    });
     for (const [field, value] of [
-      ['num_key_value_heads', 2],
+      ['num_key_value_heads', 3],
       ['hidden_act', 'gelu'],
       ['rms_norm_eps', 1e-6],
       ['rope_scaling', { rope_type: 'llama3', factor: 8 }],

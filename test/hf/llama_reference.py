@@ -1,6 +1,6 @@
 """An independent referee for webtron's Hugging Face Llama folders, written from transformers'
 modeling_llama (LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb, LlamaMLP, LlamaAttention
-without grouped heads), with the standard library, numpy and torch only.
+with repeat_kv), with the standard library, numpy and torch only.
 
     llama_reference.py DIR IDS.bin BATCH SEQ OUT.bin
         Read DIR (config.json, model.safetensors), run LlamaForCausalLM's forward in torch (fp32) on
@@ -27,7 +27,7 @@ def main(folder, ids_path, batch, seq, out_path):
     w = {name: torch.from_numpy(arr) for name, arr in tensors.items()}
     h, heads = config["hidden_size"], config["num_attention_heads"]
     kv_heads = config["num_key_value_heads"]
-    assert kv_heads == heads
+    assert heads % kv_heads == 0
     hd = config.get("head_dim", h // heads)
     eps = config["rms_norm_eps"]
 
@@ -54,12 +54,15 @@ def main(folder, ids_path, batch, seq, out_path):
     for layer in range(config["num_hidden_layers"]):
         p = f"model.layers.{layer}"
         y = rms_norm(x, f"{p}.input_layernorm.weight")
-        heads4 = lambda t: t.view(batch, seq, heads, hd).transpose(1, 2)  # noqa: E731
-        q = heads4(linear(y, f"{p}.self_attn.q_proj.weight"))
-        k = heads4(linear(y, f"{p}.self_attn.k_proj.weight"))
-        v = heads4(linear(y, f"{p}.self_attn.v_proj.weight"))
+        as_heads = lambda t, n: t.view(batch, seq, n, hd).transpose(1, 2)  # noqa: E731
+        q = as_heads(linear(y, f"{p}.self_attn.q_proj.weight"), heads)
+        k = as_heads(linear(y, f"{p}.self_attn.k_proj.weight"), kv_heads)
+        v = as_heads(linear(y, f"{p}.self_attn.v_proj.weight"), kv_heads)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        # repeat_kv: each key and value head serves heads / kv_heads query heads, in order.
+        k = k.repeat_interleave(heads // kv_heads, dim=1)
+        v = v.repeat_interleave(heads // kv_heads, dim=1)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
         scores = torch.where(causal, scores, torch.tensor(torch.finfo(scores.dtype).min))
         y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(batch, seq, h)

@@ -17,8 +17,22 @@ describe('webtron memory', () => {
     [['--bf16', '--use-precision-aware-optimizer', '--exp-avg-dtype', 'bf16', '--exp-avg-sq-dtype', 'fp16']],
     [['--bf16', '--use-precision-aware-optimizer', '--main-grads-dtype', 'bf16', '--main-params-dtype', 'fp16']],
     [['--precision', 'fp16', '--use-precision-aware-optimizer', '--main-params-dtype', 'fp16']],
-    // Llama's block: rope, RMSNorm, SwiGLU at Megatron's default width (128 at h 64), no linear biases.
-    [['--position-embedding-type', 'rope', '--rotary-percent', '0.5', '--normalization', 'RMSNorm', '--swiglu', '--disable-bias-linear']],
+    // Llama's block: rope, RMSNorm, SwiGLU at Megatron's default width (128 at h 64), no linear biases, 2 key and value heads for 4.
+    [
+      [
+        '--position-embedding-type',
+        'rope',
+        '--rotary-percent',
+        '0.5',
+        '--normalization',
+        'RMSNorm',
+        '--swiglu',
+        '--disable-bias-linear',
+        '--group-query-attention',
+        '--num-query-groups',
+        '2',
+      ],
+    ],
   ])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', (precision) => {
     const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,5,6,7,8', '--ddp-bucket-size', '20000', '--measure', '--json');
     expect(out.status, out.stderr).toBe(0);

@@ -54,7 +54,7 @@ describe('GPT export to ONNX', () => {
     ['untied head', { ...BASE, tiedHead: false }],
     ['rope', { ...BASE, positionEmbeddingType: 'rope', rotaryBase: 50 }],
     [
-      'Llama-style: rope, RMSNorm, SwiGLU, no linear biases, untied',
+      'Llama-style: rope, RMSNorm, SwiGLU, no linear biases, 2 key and value heads for 4, untied',
       {
         ...BASE,
         tiedHead: false,
@@ -63,6 +63,7 @@ describe('GPT export to ONNX', () => {
         swiglu: true,
         addBiasLinear: false,
         ffnHiddenSize: 40,
+        numQueryGroups: 2,
       },
     ],
     ['no linear biases but qkv, GELU', { ...BASE, addBiasLinear: false, addQkvBias: true }],
