@@ -20,6 +20,7 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['max-position-embeddings', 'maxPositionEmbeddings'],
   ['ffn-hidden-size', 'ffnHiddenSize'],
   ['normalization', 'normalization'],
+  ['norm-epsilon', 'normEpsilon'],
   ['swiglu', 'swiglu'],
   ['disable-bias-linear', 'disableBiasLinear'],
   ['add-qkv-bias', 'addQkvBias'],

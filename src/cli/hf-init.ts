@@ -47,6 +47,7 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
   take('num-attention-heads', 'n_head', hf.numAttentionHeads);
   take('max-position-embeddings', 'n_positions', hf.maxPositionEmbeddings);
   take('ffn-hidden-size', 'n_inner', hf.ffnHiddenSize);
+  take('norm-epsilon', 'layer_norm_epsilon', hf.normEpsilon);
   if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)
     throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);
   out['untie-embeddings-and-output-weights'] = !hf.tiedHead;
@@ -100,6 +101,7 @@ function withLlamaInit(
   take('num-attention-heads', 'num_attention_heads', hf.numAttentionHeads);
   take('max-position-embeddings', 'max_position_embeddings', hf.maxPositionEmbeddings);
   take('ffn-hidden-size', 'intermediate_size', hf.ffnHiddenSize);
+  take('norm-epsilon', 'rms_norm_eps', hf.normEpsilon);
   take('rotary-base', 'rope_theta', hf.rotaryBase);
   const file = join(dir, 'config.json');
   if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)

@@ -67,6 +67,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     default: 'LayerNorm',
     help: 'LayerNorm (weight and bias) or RMSNorm (weight only)',
   }),
+  'norm-epsilon': flag('network size', { kind: 'number', default: 1e-5, help: "the norms' epsilon, inside the square root" }),
   swiglu: flag('network size', {
     kind: 'boolean',
     help: "a gated MLP: silu(gate) · value (default --ffn-hidden-size then int(8h/3 / 64) · 64, Megatron's)",
@@ -609,6 +610,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     attentionBackend: choice('attention-backend', ATTENTION_BACKENDS),
     ffnHiddenSize: ffnHiddenSizeOf(v, hiddenSize),
     normalization: choice('normalization', NORMALIZATIONS),
+    normEpsilon: num('norm-epsilon', (x) => x > 0 && x < 1, 'in (0, 1)'),
     swiglu: Boolean(v.swiglu),
     disableBiasLinear: Boolean(v['disable-bias-linear']),
     groupQueryAttention: Boolean(v['group-query-attention']),

@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { type GptShape, linearBias, normBias, qkvBias } from '../nn/gpt-spec.js';
+import { type GptShape, linearBias, normBias, normEpsilon, qkvBias } from '../nn/gpt-spec.js';
 
 /** The prefix of GPT2LMHeadModel's base model in its own state dict. */
 export const BASE_PREFIX = 'transformer.';
@@ -65,6 +65,8 @@ export interface Gpt2Config extends Required<Pick<GptShape, 'numLayers' | 'hidde
   maxPositionEmbeddings: number;
   /** n_inner: the MLP's hidden width (null or absent in the file: 4 × n_embd). */
   ffnHiddenSize: number;
+  /** layer_norm_epsilon (GPT2Config's default 1e-5). */
+  normEpsilon: number;
   /** resid_pdrop and embd_pdrop (webtron's --hidden-dropout serves both), or null when they differ. */
   hiddenDropout: number | null;
   attentionDropout: number;
@@ -87,7 +89,7 @@ export function gpt2ConfigJson(
     embd_pdrop: dropout,
     eos_token_id: options.eod,
     initializer_range: 0.02,
-    layer_norm_epsilon: 1e-5,
+    layer_norm_epsilon: normEpsilon(model),
     n_ctx: model.maxPositionEmbeddings ?? model.seqLength,
     n_embd: model.hiddenSize,
     n_head: model.numAttentionHeads,
@@ -151,7 +153,7 @@ export function parseGpt2Config(raw: unknown, file: string): Gpt2Config {
     if (key in c && !ok(c[key])) throw fail(`${key} is ${show(c[key])}, which webtron does not compute (it computes ${webtron})`);
   };
   refuse('activation_function', (v) => v === 'gelu_new' || v === 'gelu_pytorch_tanh', 'GELU in tanh form, "gelu_new"');
-  refuse('layer_norm_epsilon', (v) => v === 1e-5, 'layer norms with eps 1e-5');
+  refuse('layer_norm_epsilon', (v) => typeof v === 'number' && v > 0 && v < 1, 'layer norms with an eps in (0, 1)');
   refuse('scale_attn_weights', (v) => v === true, 'scores scaled by 1/sqrt(head size)');
   refuse('scale_attn_by_inverse_layer_idx', (v) => v === false, 'scores not scaled by the layer index');
   refuse('reorder_and_upcast_attn', (v) => v === false, 'attention in the order and precision of GPT-2, without the upcast');
@@ -176,6 +178,7 @@ export function parseGpt2Config(raw: unknown, file: string): Gpt2Config {
     numAttentionHeads,
     maxPositionEmbeddings,
     ffnHiddenSize: (c.n_inner as number | null | undefined) ?? 4 * hiddenSize,
+    normEpsilon: (c.layer_norm_epsilon as number | undefined) ?? 1e-5,
     vocabSize,
     tiedHead: (c.tie_word_embeddings as boolean | undefined) ?? true,
     hiddenDropout: resid === embd ? resid : null,

@@ -7,7 +7,7 @@
  * then odd) so that Llama's rotate-half pairs the channels webtron's interleaved rope paired. Pure.
  */
 import { ConfigError } from '../errors.js';
-import { type GptShape, ffnWidth, gptParams, linearBias, normBias, qkvBias, qkvWidth, queryGroups } from '../nn/gpt-spec.js';
+import { type GptShape, ffnWidth, gptParams, linearBias, normBias, normEpsilon, qkvBias, qkvWidth, queryGroups } from '../nn/gpt-spec.js';
 import { type Gpt2Config, HF_DTYPES, type HfDtype, parseGpt2Config, readConfigJson } from './gpt2.js';
 
 /** What of `config` Llama's architecture has no place for, in words, or null when it fits. */
@@ -111,7 +111,7 @@ export function llamaConfigJson(
     num_hidden_layers: model.numLayers,
     num_key_value_heads: queryGroups(model),
     pretraining_tp: 1,
-    rms_norm_eps: 1e-5,
+    rms_norm_eps: normEpsilon(model),
     rope_scaling: null,
     rope_theta: model.rotaryBase ?? 10000,
     tie_word_embeddings: model.tiedHead !== false,
@@ -128,6 +128,8 @@ export interface LlamaConfig extends Required<Pick<GptShape, 'numLayers' | 'hidd
   ffnHiddenSize: number;
   /** num_key_value_heads. */
   numQueryGroups: number;
+  /** rms_norm_eps (LlamaConfig's default 1e-6). */
+  normEpsilon: number;
   /** rope_theta. */
   rotaryBase: number;
   attentionDropout: number;
@@ -172,7 +174,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
   );
   refuse('head_dim', (v) => v === hiddenSize / numAttentionHeads, 'heads of hidden_size / num_attention_heads');
   refuse('hidden_act', (v) => v === 'silu', 'SwiGLU with silu, "silu"');
-  refuse('rms_norm_eps', (v) => v === 1e-5, 'RMSNorm with eps 1e-5');
+  refuse('rms_norm_eps', (v) => typeof v === 'number' && v > 0 && v < 1, 'RMSNorm with an eps in (0, 1)');
   refuse('rope_scaling', () => false, 'rope without scaling, null');
   refuse('partial_rotary_factor', (v) => v === 1, 'rope on the whole head, 1');
   refuse('attention_bias', (v) => v === false, 'attention without biases');
@@ -190,6 +192,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
     vocabSize,
     tiedHead: (c.tie_word_embeddings as boolean | undefined) ?? false,
     numQueryGroups: (c.num_key_value_heads as number | undefined) ?? numAttentionHeads,
+    normEpsilon: (c.rms_norm_eps as number | undefined) ?? 1e-6,
     rotaryBase: (c.rope_theta as number | undefined) ?? 10000,
     attentionDropout: (c.attention_dropout as number | undefined) ?? 0,
   };

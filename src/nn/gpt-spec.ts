@@ -45,7 +45,12 @@ export interface GptShape {
    * --group-query-attention --num-query-groups; default numAttentionHeads: one per query head).
    */
   numQueryGroups?: number;
+  /** The norms' epsilon (Megatron's --norm-epsilon, default 1e-5). */
+  normEpsilon?: number;
 }
+
+/** The norms' epsilon: given, or Megatron's 1e-5. */
+export const normEpsilon = (s: Pick<GptShape, 'normEpsilon'>): number => s.normEpsilon ?? 1e-5;
 
 /** Key and value heads: numQueryGroups, or one per query head. */
 export const queryGroups = (s: Pick<GptShape, 'numAttentionHeads' | 'numQueryGroups'>): number => s.numQueryGroups ?? s.numAttentionHeads;
@@ -120,6 +125,8 @@ export function checkGptShape(s: GptShape): void {
     throw new ShapeError(`positionEmbeddingType must be one of ${POSITION_EMBEDDING_TYPES.join(', ')}, got ${String(type)}`, [
       'positionEmbeddingType',
     ]);
+  if (s.normEpsilon !== undefined && !(s.normEpsilon > 0 && s.normEpsilon < 1))
+    throw new ShapeError(`normEpsilon must be in (0, 1), got ${String(s.normEpsilon)}`, ['normEpsilon']);
   if (s.normalization !== undefined && !NORMALIZATIONS.includes(s.normalization))
     throw new ShapeError(`normalization must be LayerNorm or RMSNorm, got ${String(s.normalization)}`, ['normalization']);
   if (s.rotaryBase !== undefined && !(Number.isFinite(s.rotaryBase) && s.rotaryBase > 1))

@@ -10,7 +10,7 @@
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
-import { gptParams, gptSections, type GptShape, learnedPositions, normBias, queryGroups } from './gpt-spec.js';
+import { gptParams, gptSections, type GptShape, learnedPositions, normBias, normEpsilon, queryGroups } from './gpt-spec.js';
 import { initParams } from './init.js';
 import {
   addLayerNorm,
@@ -92,13 +92,15 @@ export class Gpt {
   /** The norm `prefix` (ln_1, ln_2, ln_f) of `x`: a layernorm, or an RMSNorm. */
   private norm(g: Graph, x: Tensor, prefix: string): Tensor {
     const w = this.p(`${prefix}.weight`);
-    return normBias(this.config) ? layerNorm(g, x, w, this.p(`${prefix}.bias`)) : rmsNorm(g, x, w);
+    const eps = normEpsilon(this.config);
+    return normBias(this.config) ? layerNorm(g, x, w, this.p(`${prefix}.bias`), eps) : rmsNorm(g, x, w, eps);
   }
 
   /** s = a + b and the norm `prefix` of s, fused. */
   private addNorm(g: Graph, a: Tensor, b: Tensor, prefix: string): { sum: Tensor; y: Tensor } {
     const w = this.p(`${prefix}.weight`);
-    return normBias(this.config) ? addLayerNorm(g, a, b, w, this.p(`${prefix}.bias`)) : addRmsNorm(g, a, b, w);
+    const eps = normEpsilon(this.config);
+    return normBias(this.config) ? addLayerNorm(g, a, b, w, this.p(`${prefix}.bias`), eps) : addRmsNorm(g, a, b, w, eps);
   }
 
   /** Logits [B, T, V] for ids [B, T] (uint32), and the mean cross-entropy when targets [B, T] are given. */

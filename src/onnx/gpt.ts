@@ -9,7 +9,7 @@
  */
 import { hfName } from '../hf/gpt2.js';
 import type { GptConfig } from '../nn/gpt.js';
-import { gptParams, learnedPositions, linearBias, normBias, qkvBias, queryGroups, rotaryDim } from '../nn/gpt-spec.js';
+import { gptParams, learnedPositions, linearBias, normBias, normEpsilon, qkvBias, queryGroups, rotaryDim } from '../nn/gpt-spec.js';
 import { rotaryTable } from '../nn/rope.js';
 import {
   type Attributes,
@@ -145,11 +145,12 @@ function buildGptOnnx(
     return name;
   };
   const linear = (x: string, w: string, b?: string) => (b ? op('Add', [op('MatMul', [x, w]), b]) : op('MatMul', [x, w]));
-  const eps = normBias(config) ? '' : constant('const.eps', [], [1e-5]);
+  const epsilon = normEpsilon(config);
+  const eps = normBias(config) ? '' : constant('const.eps', [], [epsilon]);
   // LayerNormalization, or RMSNorm written out (opset 17 has no RMSNormalization): x / sqrt(mean(x²) + eps) · w.
   const layerNorm = (x: string, prefix: string) =>
     normBias(config)
-      ? op('LayerNormalization', [x, hfName(`${prefix}.weight`), hfName(`${prefix}.bias`)], { axis: -1, epsilon: { float: 1e-5 } })
+      ? op('LayerNormalization', [x, hfName(`${prefix}.weight`), hfName(`${prefix}.bias`)], { axis: -1, epsilon: { float: epsilon } })
       : op('Mul', [
           op('Div', [x, op('Sqrt', [op('Add', [op('ReduceMean', [op('Mul', [x, x])], { axes: [-1], keepdims: 1 }), eps])])]),
           hfName(`${prefix}.weight`),

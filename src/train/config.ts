@@ -33,8 +33,9 @@ export interface TrainConfig extends ScheduleFlags {
   maxPositionEmbeddings: number;
   /** --ffn-hidden-size: the MLP's hidden width (Megatron's default 4 × hidden size). */
   ffnHiddenSize: number;
-  /** --normalization: LayerNorm or RMSNorm. */
+  /** --normalization: LayerNorm or RMSNorm, and --norm-epsilon. */
   normalization: Normalization;
+  normEpsilon: number;
   /** --swiglu: a gated MLP. */
   swiglu: boolean;
   /** --disable-bias-linear: no linear biases (but qkv's with --add-qkv-bias). */

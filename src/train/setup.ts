@@ -62,6 +62,7 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     ...(cfg.ffnHiddenSize !== 4 * cfg.hiddenSize ? { ffnHiddenSize: cfg.ffnHiddenSize } : {}),
     // Likewise GPT-2's block: LayerNorm, GELU, linear biases.
     ...(cfg.normalization !== 'LayerNorm' ? { normalization: cfg.normalization } : {}),
+    ...(cfg.normEpsilon !== 1e-5 ? { normEpsilon: cfg.normEpsilon } : {}),
     ...(cfg.swiglu ? { swiglu: true } : {}),
     ...(cfg.disableBiasLinear ? { addBiasLinear: false, ...(cfg.addQkvBias ? { addQkvBias: true } : {}) } : {}),
     ...(cfg.numQueryGroups !== cfg.numAttentionHeads ? { numQueryGroups: cfg.numQueryGroups } : {}),

@@ -73,6 +73,7 @@ describe('webtron train, one process', () => {
     ],
     [['--use-rotary-position-embeddings', '--rotary-base', '1'], /^webtron train: --rotary-base must be above 1, got 1$/],
     [['--normalization', 'BatchNorm'], /^webtron train: --normalization must be LayerNorm or RMSNorm, got 'BatchNorm'$/],
+    [['--norm-epsilon', '0'], /^webtron train: --norm-epsilon must be in \(0, 1\), got 0$/],
     [['--group-query-attention', '--num-query-groups', '3'], /^webtron train: --num-query-groups 3 must divide --num-attention-heads 2$/],
     [
       ['--hidden-size', '16', '--swiglu'],

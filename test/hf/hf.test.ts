@@ -67,9 +67,9 @@ beforeAll(async () => {
   const shape = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16', '--micro-batch-size', '2'];
   for (const [name, more] of [
     ['tied', []],
-    ['untied', ['--untie-embeddings-and-output-weights', '--tokenizer-type', 'ByteTokenizer']],
+    ['untied', ['--untie-embeddings-and-output-weights', '--tokenizer-type', 'ByteTokenizer', '--norm-epsilon', '0.01']],
     ['llama', [...LLAMA, '--untie-embeddings-and-output-weights', '--group-query-attention', '--num-query-groups', '2']],
-    ['llama-interleaved', [...LLAMA, '--rotary-interleaved', '--rotary-base', '500']],
+    ['llama-interleaved', [...LLAMA, '--rotary-interleaved', '--rotary-base', '500', '--norm-epsilon', '0.01']],
   ] as const) {
     const run = spawnSync(
       process.execPath,
@@ -133,6 +133,7 @@ describe('names and config.json', () => {
       numAttentionHeads: 6,
       maxPositionEmbeddings: 64,
       ffnHiddenSize: 192,
+      normEpsilon: 1e-5,
       vocabSize: 300,
       tiedHead: false,
       hiddenDropout: 0.05,
@@ -150,7 +151,7 @@ describe('names and config.json', () => {
       ['reorder_and_upcast_attn', true],
       ['activation_function', 'relu'],
       ['n_inner', 0],
-      ['layer_norm_epsilon', 1e-6],
+      ['layer_norm_epsilon', 0],
       ['add_cross_attention', true],
       ['model_type', 'llama'],
       ['n_layer', 0],
@@ -399,7 +400,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     for (const [field, value] of [
       ['num_key_value_heads', 3],
       ['hidden_act', 'gelu'],
-      ['rms_norm_eps', 1e-6],
+      ['rms_norm_eps', -1],
       ['rope_scaling', { rope_type: 'llama3', factor: 8 }],
       ['attention_bias', true],
       ['intermediate_size', 0],

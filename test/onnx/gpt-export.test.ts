@@ -66,7 +66,7 @@ describe('GPT export to ONNX', () => {
         numQueryGroups: 2,
       },
     ],
-    ['no linear biases but qkv, GELU', { ...BASE, addBiasLinear: false, addQkvBias: true }],
+    ['no linear biases but qkv, GELU, norm epsilon 0.05', { ...BASE, addBiasLinear: false, addQkvBias: true, normEpsilon: 0.05 }],
     // Heads of 8 at 0.5: 4 channels rotated in neighbouring pairs, 4 passed.
     [
       'rope interleaved on half of each head, untied',
