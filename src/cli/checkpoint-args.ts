@@ -30,6 +30,8 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['rotary-base', 'rotaryBase'],
   ['rotary-percent', 'rotaryPercent'],
   ['rotary-interleaved', 'rotaryInterleaved'],
+  ['use-rope-scaling', 'useRopeScaling'],
+  ['rope-scaling-factor', 'ropeScalingFactor'],
   ['make-vocab-size-divisible-by', 'makeVocabSizeDivisibleBy'],
   ['untie-embeddings-and-output-weights', 'untieEmbeddingsAndOutputWeights'],
   ['tokenizer-type', 'tokenizerType'],
@@ -55,8 +57,9 @@ export function withCheckpointArgs(values: FlagValues, argv: readonly string[]):
   const given = givenFlags(argv);
   const out: FlagValues = { ...values };
   for (const [flag, field] of MODEL_FLAGS) {
-    const saved = args[field] as string | number | boolean | undefined;
-    if (saved !== undefined) takeFlag(out, given, flag, saved, `${file}: it was saved with ${String(saved)}; leave the flag out`);
+    const saved = args[field] as string | number | boolean | null | undefined;
+    if (saved !== undefined && saved !== null)
+      takeFlag(out, given, flag, saved, `${file}: it was saved with ${String(saved)}; leave the flag out`);
   }
   for (const [flag, field] of DEFAULTED_FLAGS) {
     const saved = args[field] as string | number | null | undefined;

@@ -103,6 +103,11 @@ function withLlamaInit(
   take('ffn-hidden-size', 'intermediate_size', hf.ffnHiddenSize);
   take('norm-epsilon', 'rms_norm_eps', hf.normEpsilon);
   take('rotary-base', 'rope_theta', hf.rotaryBase);
+  if (hf.ropeScalingFactor !== null) {
+    take('rope-scaling-factor', 'rope_scaling.factor', hf.ropeScalingFactor);
+    out['use-rope-scaling'] = true;
+  } else if (given.has('use-rope-scaling'))
+    throw new FlagError(`--use-rope-scaling contradicts ${join(dir, 'config.json')}: rope_scaling is null; leave the flag out`);
   const file = join(dir, 'config.json');
   if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)
     throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);

@@ -83,6 +83,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     default: 1,
     help: 'with --group-query-attention: key and value heads, each shared by heads / groups query heads',
   }),
+  'use-rope-scaling': flag('network size', { kind: 'boolean', help: "rope with Llama 3's frequency scaling (beyond 8192 tokens)" }),
+  'rope-scaling-factor': flag('network size', { kind: 'number', default: 8, help: "with --use-rope-scaling: Llama 3's scaling factor" }),
   'attention-backend': flag('network size', {
     kind: 'string',
     default: 'auto',
@@ -495,7 +497,10 @@ export function ffnHiddenSizeOf(v: FlagValues, hiddenSize: number): number {
 function positionFlags(
   v: FlagValues,
   headWidth: number,
-): Pick<TrainConfig, 'positionEmbeddingType' | 'rotaryBase' | 'rotaryPercent' | 'rotaryInterleaved'> {
+): Pick<
+  TrainConfig,
+  'positionEmbeddingType' | 'rotaryBase' | 'rotaryPercent' | 'rotaryInterleaved' | 'useRopeScaling' | 'ropeScalingFactor'
+> {
   const { choice, num } = flagReader(v, TRAIN_FLAGS);
   const type = v['use-rotary-position-embeddings'] ? 'rope' : choice('position-embedding-type', POSITION_EMBEDDING_TYPES);
   if (v['no-position-embedding'] && type !== 'rope')
@@ -509,7 +514,15 @@ function positionFlags(
         `--rotary-percent ${rotaryPercent} of heads ${headWidth} wide rotates ${rotated} channels; give a fraction that rotates 2 to ${headWidth}`,
       );
   }
-  return { positionEmbeddingType: type, rotaryBase, rotaryPercent, rotaryInterleaved: Boolean(v['rotary-interleaved']) };
+  const ropeScalingFactor = v['use-rope-scaling'] ? num('rope-scaling-factor', (x) => x >= 1, 'at least 1') : null;
+  return {
+    positionEmbeddingType: type,
+    rotaryBase,
+    rotaryPercent,
+    rotaryInterleaved: Boolean(v['rotary-interleaved']),
+    useRopeScaling: Boolean(v['use-rope-scaling']),
+    ropeScalingFactor,
+  };
 }
 
 /** Resolve and check the flags for a job of `d` data-parallel ranks. */

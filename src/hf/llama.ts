@@ -8,6 +8,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { type GptShape, ffnWidth, gptParams, linearBias, normBias, normEpsilon, qkvBias, qkvWidth, queryGroups } from '../nn/gpt-spec.js';
+import { LLAMA3_ROPE } from '../nn/rope.js';
 import { type Gpt2Config, HF_DTYPES, type HfDtype, parseGpt2Config, readConfigJson } from './gpt2.js';
 
 /** What of `config` Llama's architecture has no place for, in words, or null when it fits. */
@@ -112,7 +113,16 @@ export function llamaConfigJson(
     num_key_value_heads: queryGroups(model),
     pretraining_tp: 1,
     rms_norm_eps: normEpsilon(model),
-    rope_scaling: null,
+    rope_scaling:
+      model.ropeScalingFactor === undefined
+        ? null
+        : {
+            factor: model.ropeScalingFactor,
+            high_freq_factor: LLAMA3_ROPE.highFreqFactor,
+            low_freq_factor: LLAMA3_ROPE.lowFreqFactor,
+            original_max_position_embeddings: LLAMA3_ROPE.originalMaxPositionEmbeddings,
+            rope_type: 'llama3',
+          },
     rope_theta: model.rotaryBase ?? 10000,
     tie_word_embeddings: model.tiedHead !== false,
     torch_dtype: HF_DTYPES[options.dtype],
@@ -130,9 +140,25 @@ export interface LlamaConfig extends Required<Pick<GptShape, 'numLayers' | 'hidd
   numQueryGroups: number;
   /** rms_norm_eps (LlamaConfig's default 1e-6). */
   normEpsilon: number;
+  /** rope_scaling's factor (Llama 3's scaling), or null. */
+  ropeScalingFactor: number | null;
   /** rope_theta. */
   rotaryBase: number;
   attentionDropout: number;
+}
+
+/** Whether `v` is a rope_scaling webtron computes: Llama 3's, at Megatron's fixed bands and any factor of at least 1. */
+function isLlama3Scaling(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  const r = v as Record<string, unknown>;
+  return (
+    (r.rope_type ?? r.type) === 'llama3' &&
+    typeof r.factor === 'number' &&
+    r.factor >= 1 &&
+    r.low_freq_factor === LLAMA3_ROPE.lowFreqFactor &&
+    r.high_freq_factor === LLAMA3_ROPE.highFreqFactor &&
+    r.original_max_position_embeddings === LLAMA3_ROPE.originalMaxPositionEmbeddings
+  );
 }
 
 /**
@@ -175,7 +201,11 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
   refuse('head_dim', (v) => v === hiddenSize / numAttentionHeads, 'heads of hidden_size / num_attention_heads');
   refuse('hidden_act', (v) => v === 'silu', 'SwiGLU with silu, "silu"');
   refuse('rms_norm_eps', (v) => typeof v === 'number' && v > 0 && v < 1, 'RMSNorm with an eps in (0, 1)');
-  refuse('rope_scaling', () => false, 'rope without scaling, null');
+  refuse(
+    'rope_scaling',
+    isLlama3Scaling,
+    "rope without scaling (null) or Llama 3's, with low_freq_factor 1, high_freq_factor 4 and original_max_position_embeddings 8192",
+  );
   refuse('partial_rotary_factor', (v) => v === 1, 'rope on the whole head, 1');
   refuse('attention_bias', (v) => v === false, 'attention without biases');
   refuse('mlp_bias', (v) => v === false, 'an MLP without biases');
@@ -193,6 +223,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
     tiedHead: (c.tie_word_embeddings as boolean | undefined) ?? false,
     numQueryGroups: (c.num_key_value_heads as number | undefined) ?? numAttentionHeads,
     normEpsilon: (c.rms_norm_eps as number | undefined) ?? 1e-6,
+    ropeScalingFactor: c.rope_scaling ? ((c.rope_scaling as Record<string, number>).factor as number) : null,
     rotaryBase: (c.rope_theta as number | undefined) ?? 10000,
     attentionDropout: (c.attention_dropout as number | undefined) ?? 0,
   };

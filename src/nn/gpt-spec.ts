@@ -32,6 +32,8 @@ export interface GptShape {
   rotaryPercent?: number;
   /** Rotary: pairs of neighbouring channels (Megatron's --rotary-interleaved) instead of the two halves. */
   rotaryInterleaved?: boolean;
+  /** Rotary: Llama 3's frequency scaling by this factor (Megatron's --use-rope-scaling --rope-scaling-factor). */
+  ropeScalingFactor?: number;
   /** The norms (Megatron's --normalization): `LayerNorm` (default: weight and bias) or `RMSNorm` (weight only). */
   normalization?: Normalization;
   /** The MLP's fc layer gives a gate and a value, 2f wide, and silu(gate) · value goes on (Megatron's --swiglu). */
@@ -131,6 +133,8 @@ export function checkGptShape(s: GptShape): void {
     throw new ShapeError(`normalization must be LayerNorm or RMSNorm, got ${String(s.normalization)}`, ['normalization']);
   if (s.rotaryBase !== undefined && !(Number.isFinite(s.rotaryBase) && s.rotaryBase > 1))
     throw new ShapeError(`rotaryBase must be a number above 1, got ${String(s.rotaryBase)}`, ['rotaryBase']);
+  if (s.ropeScalingFactor !== undefined && !(Number.isFinite(s.ropeScalingFactor) && s.ropeScalingFactor >= 1))
+    throw new ShapeError(`ropeScalingFactor must be a number of at least 1, got ${String(s.ropeScalingFactor)}`, ['ropeScalingFactor']);
   if (s.rotaryPercent !== undefined && !(s.rotaryPercent > 0 && s.rotaryPercent <= 1))
     throw new ShapeError(`rotaryPercent must be in (0, 1], got ${String(s.rotaryPercent)}`, ['rotaryPercent']);
   if (s.hiddenSize % s.numAttentionHeads !== 0) {

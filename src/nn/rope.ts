@@ -15,7 +15,25 @@ const WG = 256;
 export function rotaryInverseFrequencies(s: GptShape): Float32Array {
   const d = Math.floor((s.hiddenSize / s.numAttentionHeads) * (s.rotaryPercent ?? 1));
   const base = s.rotaryBase ?? 10000;
-  return Float32Array.from({ length: rotaryDim(s) / 2 }, (_, i) => f(1 / f(base ** f(f(2 * i) / d))));
+  const inv = Float32Array.from({ length: rotaryDim(s) / 2 }, (_, i) => f(1 / f(base ** f(f(2 * i) / d))));
+  return s.ropeScalingFactor === undefined ? inv : inv.map((x) => llama3Scaled(x, s.ropeScalingFactor!));
+}
+
+/** Llama 3's context of its unscaled training (8192 tokens), and the wavelengths past which frequencies scale (Megatron's and transformers' constants). */
+export const LLAMA3_ROPE = { originalMaxPositionEmbeddings: 8192, lowFreqFactor: 1, highFreqFactor: 4 } as const;
+
+/**
+ * One inverse frequency with Llama 3's scaling (Megatron's RotaryEmbedding._apply_scaling, in fp32):
+ * wavelengths under 8192 / 4 stay, those over 8192 are divided by `factor`, and those between
+ * interpolate smoothly between the two.
+ */
+function llama3Scaled(freq: number, factor: number): number {
+  const { originalMaxPositionEmbeddings: context, lowFreqFactor: low, highFreqFactor: high } = LLAMA3_ROPE;
+  const wavelen = f((2 * Math.PI) / freq);
+  const scaled = wavelen > context / low ? f(freq / factor) : freq;
+  if (wavelen < context / high || wavelen > context / low) return scaled;
+  const smooth = f(f(f(context / wavelen) - low) / (high - low));
+  return f(f(f(f(1 - smooth) * scaled) / factor) + f(smooth * scaled));
 }
 
 /** (cos, sin) of every (position, pair) for `t` positions from `position`: [t, pairs, 2], fp32. */

@@ -50,6 +50,9 @@ export interface TrainConfig extends ScheduleFlags {
   rotaryBase: number;
   rotaryPercent: number;
   rotaryInterleaved: boolean;
+  /** --use-rope-scaling, and its --rope-scaling-factor (null without it). */
+  useRopeScaling: boolean;
+  ropeScalingFactor: number | null;
   makeVocabSizeDivisibleBy: number;
   /** The model's exact vocabulary (a Hugging Face folder's vocab_size with --init-from), else null: the tokenizer's, padded. */
   vocabSize: number | null;

@@ -69,7 +69,12 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     // Likewise with learned positions; rope's settings only with rope.
     ...(cfg.positionEmbeddingType !== 'learned_absolute' ? { positionEmbeddingType: cfg.positionEmbeddingType } : {}),
     ...(cfg.positionEmbeddingType === 'rope'
-      ? { rotaryBase: cfg.rotaryBase, rotaryPercent: cfg.rotaryPercent, rotaryInterleaved: cfg.rotaryInterleaved }
+      ? {
+          rotaryBase: cfg.rotaryBase,
+          rotaryPercent: cfg.rotaryPercent,
+          rotaryInterleaved: cfg.rotaryInterleaved,
+          ...(cfg.ropeScalingFactor !== null ? { ropeScalingFactor: cfg.ropeScalingFactor } : {}),
+        }
       : {}),
     vocabSize: cfg.vocabSize ?? paddedVocabSize(tokenizer.vocabSize, cfg.makeVocabSizeDivisibleBy),
     tiedHead: !cfg.untieEmbeddingsAndOutputWeights,

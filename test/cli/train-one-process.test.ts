@@ -74,6 +74,10 @@ describe('webtron train, one process', () => {
     [['--use-rotary-position-embeddings', '--rotary-base', '1'], /^webtron train: --rotary-base must be above 1, got 1$/],
     [['--normalization', 'BatchNorm'], /^webtron train: --normalization must be LayerNorm or RMSNorm, got 'BatchNorm'$/],
     [['--norm-epsilon', '0'], /^webtron train: --norm-epsilon must be in \(0, 1\), got 0$/],
+    [
+      ['--position-embedding-type', 'rope', '--use-rope-scaling', '--rope-scaling-factor', '0.5'],
+      /^webtron train: --rope-scaling-factor must be at least 1, got 0.5$/,
+    ],
     [['--group-query-attention', '--num-query-groups', '3'], /^webtron train: --num-query-groups 3 must divide --num-attention-heads 2$/],
     [
       ['--hidden-size', '16', '--swiglu'],

@@ -68,7 +68,21 @@ beforeAll(async () => {
   for (const [name, more] of [
     ['tied', []],
     ['untied', ['--untie-embeddings-and-output-weights', '--tokenizer-type', 'ByteTokenizer', '--norm-epsilon', '0.01']],
-    ['llama', [...LLAMA, '--untie-embeddings-and-output-weights', '--group-query-attention', '--num-query-groups', '2']],
+    [
+      'llama',
+      [
+        ...LLAMA,
+        '--untie-embeddings-and-output-weights',
+        '--group-query-attention',
+        '--num-query-groups',
+        '2',
+        '--rotary-base',
+        '500000',
+        '--use-rope-scaling',
+        '--rope-scaling-factor',
+        '4',
+      ],
+    ],
     ['llama-interleaved', [...LLAMA, '--rotary-interleaved', '--rotary-base', '500', '--norm-epsilon', '0.01']],
   ] as const) {
     const run = spawnSync(
@@ -306,7 +320,11 @@ describe('webtron export --format hf of a Llama-block model', () => {
         intermediate_size: 40,
         num_attention_heads: 4,
         num_key_value_heads: name === 'llama' ? 2 : 4,
-        rope_theta: name === 'llama' ? 10000 : 500,
+        rope_theta: name === 'llama' ? 500000 : 500,
+        rope_scaling:
+          name === 'llama'
+            ? { factor: 4, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192, rope_type: 'llama3' }
+            : null,
         tie_word_embeddings: name !== 'llama',
         torch_dtype: dtype === 'fp32' ? 'float32' : 'bfloat16',
       });
@@ -370,6 +388,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       expect(after.config).toMatchObject({ positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false });
       expect(after.config.rotaryInterleaved).toBe(false);
       expect(after.config.numQueryGroups).toBe(before.config.numQueryGroups);
+      expect(after.config.ropeScalingFactor).toBe(before.config.ropeScalingFactor);
       const [batch, t] = [2, 12];
       const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * before.config.vocabSize));
       const logits = async (m: typeof before) => {
@@ -401,7 +420,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       ['num_key_value_heads', 3],
       ['hidden_act', 'gelu'],
       ['rms_norm_eps', -1],
-      ['rope_scaling', { rope_type: 'llama3', factor: 8 }],
+      ['rope_scaling', { rope_type: 'yarn', factor: 8 }],
       ['attention_bias', true],
       ['intermediate_size', 0],
     ] as const) {

@@ -21,7 +21,6 @@ def main(folder, ids_path, batch, seq, out_path):
         config = json.load(f)
     assert config["model_type"] == "llama" and config["architectures"] == ["LlamaForCausalLM"]
     assert config["hidden_act"] == "silu" and not config["attention_bias"] and not config["mlp_bias"]
-    assert config.get("rope_scaling") is None
     metadata, tensors = read_safetensors(f"{folder}/model.safetensors")
     assert metadata is not None and metadata.get("format") == "pt"
     w = {name: torch.from_numpy(arr) for name, arr in tensors.items()}
@@ -40,6 +39,19 @@ def main(folder, ids_path, batch, seq, out_path):
 
     # LlamaRotaryEmbedding (default rope): inv_freq over the head, cos and sin of cat(freqs, freqs).
     inv_freq = 1.0 / (config["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    scaling = config.get("rope_scaling")
+    if scaling is not None:
+        # _compute_llama3_parameters
+        assert scaling["rope_type"] == "llama3"
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_context_len = scaling["original_max_position_embeddings"]
+        low_freq_wavelen, high_freq_wavelen = old_context_len / low, old_context_len / high
+        wavelen = 2 * math.pi / inv_freq
+        inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+        smooth_factor = (old_context_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
+        is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+        inv_freq = torch.where(is_medium, smoothed, inv_freq_llama)
     freqs = torch.outer(torch.arange(seq, dtype=torch.float32), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos(), emb.sin()

@@ -13,7 +13,7 @@ import { GpuContext } from '../../src/gpu/context.js';
 import type { GptShape } from '../../src/nn/gpt-spec.js';
 import { rotaryDim } from '../../src/nn/gpt-spec.js';
 import { Graph } from '../../src/nn/graph.js';
-import { rotary, rotaryTable } from '../../src/nn/rope.js';
+import { rotary, rotaryInverseFrequencies, rotaryTable } from '../../src/nn/rope.js';
 import { pythonModulesMissing } from '../helpers/apt.js';
 import { hashedUniform } from '../helpers/hash.js';
 import { seeded } from '../helpers/seed.js';
@@ -46,7 +46,8 @@ function plainRope(qkv: Float32Array, s: GptShape, batch: number, t: number, sig
     for (let part = 0; part < 2; part++) {
       for (let h = 0; h < s.numAttentionHeads; h++) {
         for (let i = 0; i < half; i++) {
-          const angle = (r % t) / (s.rotaryBase ?? 10000) ** ((2 * i) / d);
+          const freq = 1 / (s.rotaryBase ?? 10000) ** ((2 * i) / d);
+          const angle = (r % t) * (s.ropeScalingFactor ? llama3(freq, s.ropeScalingFactor) : freq);
           const base = r * 3 * c + part * c + h * hd;
           const [a, b] = s.rotaryInterleaved ? [base + 2 * i, base + 2 * i + 1] : [base + i, base + i + half];
           const [x, y] = [qkv[a]!, qkv[b]!];
@@ -98,9 +99,43 @@ const CASES: [string, GptShape, number][] = [
     { numLayers: 1, hiddenSize: 24, numAttentionHeads: 2, seqLength: 20, vocabSize: 5, positionEmbeddingType: 'rope', rotaryPercent: 0.6 },
     2,
   ],
+  // Llama 3's: base 500000 and heads of 64, so the wavelengths fall in all three bands of the scaling.
+  [
+    "Llama 3's scaling by 8",
+    {
+      numLayers: 1,
+      hiddenSize: 128,
+      numAttentionHeads: 2,
+      seqLength: 20,
+      vocabSize: 5,
+      positionEmbeddingType: 'rope',
+      rotaryBase: 500000,
+      ropeScalingFactor: 8,
+    },
+    1,
+  ],
 ];
 
+/** Llama 3's scaling of an inverse frequency, in float64: wavelengths past 8192 slowed by `factor`, under 2048 kept, between interpolated. */
+function llama3(freq: number, factor: number): number {
+  const wavelen = (2 * Math.PI) / freq;
+  if (wavelen < 8192 / 4) return freq;
+  if (wavelen > 8192) return freq / factor;
+  const smooth = (8192 / wavelen - 1) / (4 - 1);
+  return ((1 - smooth) * freq) / factor + smooth * freq;
+}
+
 describe('rope', () => {
+  it("Llama 3's scaling reaches all three bands on its own shape", () => {
+    const s = CASES[3]![1];
+    const scaled = rotaryInverseFrequencies(s);
+    const plain = rotaryInverseFrequencies({ ...s, ropeScalingFactor: undefined });
+    const ratios = new Set(
+      Array.from(scaled, (x, i) => (x === plain[i] ? 'kept' : Math.abs(x * 8 - plain[i]!) < 1e-6 * plain[i]! ? 'slowed' : 'between')),
+    );
+    expect([...ratios].sort()).toEqual(['between', 'kept', 'slowed']);
+  });
+
   it('counts the rotated channels as Megatron does', () => {
     expect(rotaryDim(CASES[2]![1])).toBe(8);
     expect(rotaryDim({ ...CASES[2]![1], rotaryPercent: 0.5 })).toBe(6);
@@ -136,7 +171,14 @@ describe('rope', () => {
       both.set(qkv);
       both.set(dy, n);
       writeFileSync(src, both);
-      const args = [s.hiddenSize, s.numAttentionHeads, s.rotaryBase ?? 10000, s.rotaryPercent ?? 1, s.rotaryInterleaved ? 1 : 0];
+      const args = [
+        s.hiddenSize,
+        s.numAttentionHeads,
+        s.rotaryBase ?? 10000,
+        s.rotaryPercent ?? 1,
+        s.rotaryInterleaved ? 1 : 0,
+        s.ropeScalingFactor ?? 0,
+      ];
       const run = spawnSync('/usr/bin/python3', [REFEREE, src, dst, String(batch), String(s.seqLength), ...args.map(String)], {
         encoding: 'utf8',
       });

@@ -1,11 +1,13 @@
 """An independent referee for webtron's rotary position embedding, written from Megatron-LM's
 RotaryEmbedding and _apply_rotary_pos_emb_bshd (megatron/core/models/common/embeddings), in torch.
 
-    rope_reference.py IN.bin OUT.bin BATCH SEQ HIDDEN HEADS BASE PERCENT INTERLEAVED
+    rope_reference.py IN.bin OUT.bin BATCH SEQ HIDDEN HEADS BASE PERCENT INTERLEAVED [SCALING]
 
 IN.bin holds float32 qkv [BATCH, SEQ, 3·HIDDEN] then float32 dy of the same shape. OUT.bin gets the
-rotated qkv (q and k rotated, v as it was) then the grad of qkv under dy, both float32.
+rotated qkv (q and k rotated, v as it was) then the grad of qkv under dy, both float32. SCALING:
+Llama 3's frequency scaling by that factor (Megatron's --use-rope-scaling), none when absent or 0.
 """
+import math
 import sys
 
 import numpy as np
@@ -21,8 +23,21 @@ def rotate_half(x, interleaved):
     return torch.stack((-x2, x1), dim=-1).flatten(start_dim=-2)
 
 
+def llama3_scaling(freqs, factor, low_freq_factor=1, high_freq_factor=4, old_context_len=8192):
+    # RotaryEmbedding._apply_scaling
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    wavelen = 2 * math.pi / freqs
+    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, freqs / factor, freqs)
+    smooth_factor = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
+    is_medium_freq = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium_freq, smoothed_inv_freq, inv_freq_llama)
+
+
 def main():
-    src, dst, batch, seq, hidden, heads, base, percent, interleaved = sys.argv[1:]
+    src, dst, batch, seq, hidden, heads, base, percent, interleaved = sys.argv[1:10]
+    scaling = float(sys.argv[10]) if len(sys.argv) > 10 else 0.0
     batch, seq, hidden, heads = int(batch), int(seq), int(hidden), int(heads)
     base, percent, interleaved = float(base), float(percent), interleaved == "1"
     hd = hidden // heads
@@ -34,6 +49,8 @@ def main():
     # RotaryEmbedding: dim = int(kv_channels * percent) when percent < 1.
     dim = int(hd * percent) if percent < 1.0 else hd
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    if scaling:
+        inv_freq = llama3_scaling(inv_freq, scaling)
     freqs = torch.outer(torch.arange(seq, dtype=torch.float32), inv_freq)
     if not interleaved:
         emb = torch.cat((freqs, freqs), dim=-1)
