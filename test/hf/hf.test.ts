@@ -342,7 +342,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       const idsFile = join(dir, 'ids.bin');
       const logits = join(dir, 'llama-logits.bin');
       writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
-      const referee = spawnSync(PYTHON, [LLAMA_REFEREE, out, idsFile, String(batch), String(t), logits], { encoding: 'utf8' });
+      const referee = spawnSync(PYTHON, [LLAMA_REFEREE, 'logits', out, idsFile, String(batch), String(t), logits], { encoding: 'utf8' });
       expect(referee.status, referee.stderr).toBe(0);
       const bytes = readFileSync(logits);
       const got = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
@@ -405,6 +405,71 @@ describe('webtron export --format hf of a Llama-block model', () => {
       console.log(`${name}: exported and read back, max abs difference of the logits ${worst.toExponential(2)}`);
       expect(worst).toBeLessThanOrEqual(1e-5);
     }
+  });
+
+  it("a Llama 3-shaped folder written by Python (grouped heads, rope scaling, eps 1e-6, inv_freq buffers) starts a run whose forward gives the referee's logits", async (context) => {
+    skipWithoutTorch(context);
+    const { seed, random } = seeded('hf llama folder from python');
+    const folder = join(dir, 'llama-python');
+    // 8 heads of 8 sharing 2 key and value heads, an MLP of 56.
+    const wrote = spawnSync(PYTHON, [LLAMA_REFEREE, 'write-random', folder, String(seed), '2', '64', '8', '2', '56', '32'], {
+      encoding: 'utf8',
+    });
+    expect(wrote.status, wrote.stderr).toBe(0);
+    const saved = join(dir, 'llama-python-run');
+    const run = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        'train',
+        '--init-from',
+        folder,
+        '--micro-batch-size',
+        '2',
+        '--train-iters',
+        '1',
+        '--lr',
+        '0',
+        '--save',
+        saved,
+        '--run-dir',
+        join(dir, 'run-llama-python'),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    const model = await loadCheckpointModel(ctx, saved);
+    expect(model.config).toMatchObject({
+      numQueryGroups: 2,
+      normEpsilon: 1e-6,
+      ropeScalingFactor: 8,
+      rotaryBase: 500000,
+      tiedHead: false,
+      seqLength: 32,
+    });
+    const [batch, t] = [2, 32];
+    const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
+    const g = new Graph(ctx, { training: false });
+    const want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
+    g.release();
+    model.params.destroy();
+    const idsFile = join(dir, 'ids.bin');
+    const logits = join(dir, 'llama-python-logits.bin');
+    writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
+    const referee = spawnSync(PYTHON, [LLAMA_REFEREE, 'logits', folder, idsFile, String(batch), String(t), logits], { encoding: 'utf8' });
+    expect(referee.status, referee.stderr).toBe(0);
+    const bytes = readFileSync(logits);
+    const got = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    let worst = 0;
+    let largest = 0;
+    for (let i = 0; i < want.length; i++) {
+      worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      largest = Math.max(largest, Math.abs(got[i]!));
+    }
+    console.log(
+      `Llama 3-shaped folder from Python: max abs difference of the logits ${worst.toExponential(2)} (largest logit ${largest.toFixed(2)})`,
+    );
+    expect(worst).toBeLessThanOrEqual(1e-4);
   });
 
   it('a Llama config.json webtron does not compute is one line naming the field', () => {

@@ -2,9 +2,14 @@
 modeling_llama (LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb, LlamaMLP, LlamaAttention
 with repeat_kv), with the standard library, numpy and torch only.
 
-    llama_reference.py DIR IDS.bin BATCH SEQ OUT.bin
+    llama_reference.py logits DIR IDS.bin BATCH SEQ OUT.bin
         Read DIR (config.json, model.safetensors), run LlamaForCausalLM's forward in torch (fp32) on
         the int32 token ids [BATCH, SEQ] and write the logits [BATCH, SEQ, vocab_size] as float32.
+    llama_reference.py write-random DIR SEED LAYERS HIDDEN HEADS KV_HEADS INTERMEDIATE POSITIONS
+        Write a random Llama folder as LlamaForCausalLM.save_pretrained wrote it in transformers 4.3x
+        (`model.`-prefixed names, rope's `inv_freq` buffers, an untied head; rms_norm_eps 1e-6, Llama 3's
+        rope_theta and rope_scaling) with a byte-level BPE tokenizer of the 256 bytes and an
+        end-of-text token (vocab.json, merges.txt); print the tensors' names as JSON.
 """
 import json
 import math
@@ -13,7 +18,7 @@ import sys
 import numpy as np
 import torch
 
-from gpt2_reference import read_safetensors
+from gpt2_reference import byte_to_unicode, read_safetensors
 
 
 def main(folder, ids_path, batch, seq, out_path):
@@ -89,6 +94,87 @@ def main(folder, ids_path, batch, seq, out_path):
     out.numpy().astype("<f4").tofile(out_path)
 
 
+def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, positions):
+    import os
+    import struct
+
+    rng = np.random.default_rng(seed)
+    chars = byte_to_unicode()
+    vocab = {chars[b]: b for b in range(256)}
+    vocab["<|endoftext|>"] = 256
+    n_vocab = len(vocab)
+    hd = hidden // heads
+    os.makedirs(folder, exist_ok=True)
+    r = lambda *shape: (rng.standard_normal(shape) * 0.2).astype("<f4")  # noqa: E731
+    tensors = {"model.embed_tokens.weight": r(n_vocab, hidden)}
+    inv_freq = (1.0 / (500000.0 ** (np.arange(0, hd, 2, dtype=np.float32) / hd))).astype("<f4")
+    for l in range(layers):
+        p = f"model.layers.{l}"
+        tensors[f"{p}.input_layernorm.weight"] = 1 + r(hidden)
+        tensors[f"{p}.self_attn.q_proj.weight"] = r(hidden, hidden)
+        tensors[f"{p}.self_attn.k_proj.weight"] = r(kv_heads * hd, hidden)
+        tensors[f"{p}.self_attn.v_proj.weight"] = r(kv_heads * hd, hidden)
+        tensors[f"{p}.self_attn.o_proj.weight"] = r(hidden, hidden)
+        tensors[f"{p}.self_attn.rotary_emb.inv_freq"] = inv_freq
+        tensors[f"{p}.post_attention_layernorm.weight"] = 1 + r(hidden)
+        tensors[f"{p}.mlp.gate_proj.weight"] = r(intermediate, hidden)
+        tensors[f"{p}.mlp.up_proj.weight"] = r(intermediate, hidden)
+        tensors[f"{p}.mlp.down_proj.weight"] = r(hidden, intermediate)
+    tensors["model.norm.weight"] = 1 + r(hidden)
+    tensors["lm_head.weight"] = r(n_vocab, hidden)
+    header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
+    for name, arr in tensors.items():
+        blob = arr.tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode("utf-8")
+    with open(f"{folder}/model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 256,
+        "eos_token_id": 256,
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate,
+        "max_position_embeddings": positions,
+        "mlp_bias": False,
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "num_key_value_heads": kv_heads,
+        "pretraining_tp": 1,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "factor": 8.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "vocab_size": n_vocab,
+    }
+    with open(f"{folder}/config.json", "w") as f:
+        json.dump(config, f, indent=2)
+    with open(f"{folder}/vocab.json", "w") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(f"{folder}/merges.txt", "w") as f:
+        f.write("#version: 0.2\n")
+    print(json.dumps(sorted(tensors)))
+
+
 if __name__ == "__main__":
-    folder, ids_path, batch, seq, out_path = sys.argv[1:]
-    main(folder, ids_path, int(batch), int(seq), out_path)
+    if sys.argv[1] == "logits":
+        folder, ids_path, batch, seq, out_path = sys.argv[2:]
+        main(folder, ids_path, int(batch), int(seq), out_path)
+    elif sys.argv[1] == "write-random":
+        write_random(sys.argv[2], *(int(a) for a in sys.argv[3:10]))
+    else:
+        raise SystemExit(f"unknown mode {sys.argv[1]}")
