@@ -46,6 +46,22 @@ def read_safetensors(path):
     return header.get("__metadata__"), out
 
 
+def write_safetensors(path, tensors, dtype="F32"):
+    """Write float32 arrays as safetensors (F32, or BF16 rounded to nearest even), format pt."""
+    header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
+    for name, arr in tensors.items():
+        if dtype == "BF16":  # round to nearest even, as torch's float32 -> bfloat16
+            bits = arr.view(np.uint32).astype(np.uint64)
+            arr = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+        blob = arr.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode("utf-8")
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
 def gelu_new(x, torch):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
@@ -142,18 +158,7 @@ def write_random(folder, seed, layers, hidden, heads, positions, n_vocab=None, d
         tensors[f"{p}.mlp.c_proj.bias"] = r(hidden)
     tensors["transformer.ln_f.weight"] = 1 + r(hidden)
     tensors["transformer.ln_f.bias"] = r(hidden)
-    header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
-    for name, arr in tensors.items():
-        if dtype == "BF16":  # round to nearest even, as torch's float32 -> bfloat16
-            bits = arr.view(np.uint32).astype(np.uint64)
-            arr = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
-        blob = arr.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode("utf-8")
-    with open(f"{folder}/model.safetensors", "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    write_safetensors(f"{folder}/model.safetensors", tensors, dtype)
     config = {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",

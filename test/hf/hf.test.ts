@@ -170,14 +170,7 @@ describe('names and config.json', () => {
       ['model_type', 'llama'],
       ['n_layer', 0],
     ] as const) {
-      const error = (() => {
-        try {
-          parseGpt2Config({ ...json, [field]: value }, 'c.json');
-        } catch (e) {
-          return e as Error;
-        }
-        return null;
-      })();
+      const error = errorOf(() => parseGpt2Config({ ...json, [field]: value }, 'c.json'));
       expect(error?.message, field).toContain(`c.json: ${field} is ${JSON.stringify(value)}`);
       expect(error?.message.split('\n')).toHaveLength(1);
     }
@@ -233,15 +226,37 @@ async function webtronLogits(config: GptConfig, values: (name: string) => Float3
   return logits;
 }
 
-/** The referee's logits for the folder `folder`. */
-function refereeLogits(folder: string, ids: Uint32Array, batch: number): Float32Array {
+/** The referee's logits for the folder `folder`: GPT-2's (gpt2_reference.py) or Llama's (llama_reference.py). */
+function refereeLogits(folder: string, ids: Uint32Array, batch: number, referee = REFEREE): Float32Array {
   const idsFile = join(dir, 'ids.bin');
   const out = join(dir, 'logits.bin');
   writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
-  const run = spawnSync(PYTHON, [REFEREE, 'logits', folder, idsFile, String(batch), String(ids.length / batch), out], { encoding: 'utf8' });
+  const run = spawnSync(PYTHON, [referee, 'logits', folder, idsFile, String(batch), String(ids.length / batch), out], { encoding: 'utf8' });
   expect(run.status, run.stderr).toBe(0);
   const bytes = readFileSync(out);
   return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+}
+
+/** The largest absolute difference between two runs' logits, and the largest logit of the first. */
+function logitsDifference(got: Float32Array, want: Float32Array): { worst: number; largest: number } {
+  expect(got.length).toBe(want.length);
+  let worst = 0;
+  let largest = 0;
+  for (let i = 0; i < want.length; i++) {
+    worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+    largest = Math.max(largest, Math.abs(got[i]!));
+  }
+  return { worst, largest };
+}
+
+/** The error `run` throws (null when it throws none). */
+function errorOf(run: () => unknown): Error | null {
+  try {
+    run();
+  } catch (e) {
+    return e as Error;
+  }
+  return null;
 }
 
 describe('webtron export --format hf', () => {
@@ -290,10 +305,7 @@ describe('webtron export --format hf', () => {
           weights.close();
         }
         model.params.destroy();
-        const got = refereeLogits(out, ids, batch);
-        expect(got.length).toBe(want.length);
-        let worst = 0;
-        for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+        const { worst } = logitsDifference(refereeLogits(out, ids, batch), want);
         console.log(`${name} head, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
         expect(worst).toBeLessThanOrEqual(1e-4);
       }
@@ -339,16 +351,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       }
       model.params.destroy();
       const want = await webtronLogits(model.config, (n) => values.get(n)!, ids, batch);
-      const idsFile = join(dir, 'ids.bin');
-      const logits = join(dir, 'llama-logits.bin');
-      writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
-      const referee = spawnSync(PYTHON, [LLAMA_REFEREE, 'logits', out, idsFile, String(batch), String(t), logits], { encoding: 'utf8' });
-      expect(referee.status, referee.stderr).toBe(0);
-      const bytes = readFileSync(logits);
-      const got = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-      expect(got.length).toBe(want.length);
-      let worst = 0;
-      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      const { worst } = logitsDifference(refereeLogits(out, ids, batch, LLAMA_REFEREE), want);
       console.log(`${name}, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
       expect(worst).toBeLessThanOrEqual(1e-4);
     }
@@ -399,9 +402,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
         return out;
       };
       const want = await logits(before);
-      const got = await logits(after);
-      let worst = 0;
-      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      const { worst } = logitsDifference(await logits(after), want);
       console.log(`${name}: exported and read back, max abs difference of the logits ${worst.toExponential(2)}`);
       expect(worst).toBeLessThanOrEqual(1e-5);
     }
@@ -453,19 +454,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
     g.release();
     model.params.destroy();
-    const idsFile = join(dir, 'ids.bin');
-    const logits = join(dir, 'llama-python-logits.bin');
-    writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
-    const referee = spawnSync(PYTHON, [LLAMA_REFEREE, 'logits', folder, idsFile, String(batch), String(t), logits], { encoding: 'utf8' });
-    expect(referee.status, referee.stderr).toBe(0);
-    const bytes = readFileSync(logits);
-    const got = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-    let worst = 0;
-    let largest = 0;
-    for (let i = 0; i < want.length; i++) {
-      worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
-      largest = Math.max(largest, Math.abs(got[i]!));
-    }
+    const { worst, largest } = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
     console.log(
       `Llama 3-shaped folder from Python: max abs difference of the logits ${worst.toExponential(2)} (largest logit ${largest.toFixed(2)})`,
     );
@@ -489,14 +478,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       ['attention_bias', true],
       ['intermediate_size', 0],
     ] as const) {
-      const error = (() => {
-        try {
-          parseLlamaConfig({ ...good, [field]: value }, 'c.json');
-        } catch (e) {
-          return e as Error;
-        }
-        return null;
-      })();
+      const error = errorOf(() => parseLlamaConfig({ ...good, [field]: value }, 'c.json'));
       expect(error?.message, field).toContain(`c.json: ${field} is ${JSON.stringify(value)}`);
       expect(error?.message.split('\n')).toHaveLength(1);
     }
@@ -574,13 +556,7 @@ describe("GPT-2 small's shape", () => {
     const want = await g.read(new Gpt(config, params.tensors).forward(g, g.input(ids, [batch, t])).logits);
     g.release();
     params.destroy();
-    const got = refereeLogits(folder, ids, batch);
-    let worst = 0;
-    let scale = 0;
-    for (let i = 0; i < want.length; i++) {
-      worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
-      scale = Math.max(scale, Math.abs(got[i]!));
-    }
+    const { worst, largest: scale } = logitsDifference(refereeLogits(folder, ids, batch), want);
     console.log(
       `GPT-2 small's shape, bf16 weights: max abs difference of the logits ${worst.toExponential(2)} (largest logit ${scale.toFixed(2)})`,
     );

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import torch
 
-from gpt2_reference import byte_to_unicode, read_safetensors
+from gpt2_reference import byte_to_unicode, read_safetensors, write_safetensors
 
 
 def main(folder, ids_path, batch, seq, out_path):
@@ -96,7 +96,6 @@ def main(folder, ids_path, batch, seq, out_path):
 
 def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, positions):
     import os
-    import struct
 
     rng = np.random.default_rng(seed)
     chars = byte_to_unicode()
@@ -122,15 +121,7 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
         tensors[f"{p}.mlp.down_proj.weight"] = r(hidden, intermediate)
     tensors["model.norm.weight"] = 1 + r(hidden)
     tensors["lm_head.weight"] = r(n_vocab, hidden)
-    header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
-    for name, arr in tensors.items():
-        blob = arr.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode("utf-8")
-    with open(f"{folder}/model.safetensors", "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    write_safetensors(f"{folder}/model.safetensors", tensors)
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
