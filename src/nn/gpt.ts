@@ -1,7 +1,9 @@
 /**
- * GPT in nanoGPT's shape on webtron's ops: token + position embeddings (or rope on q and k), pre-LN
- * blocks (attention with a fused qkv projection, then a GELU MLP (4h unless given), each added back to the residual stream), a final
- * layernorm and an output head tied to the token embedding (or its own `lm_head.weight`).
+ * GPT in nanoGPT's shape on webtron's ops: token + position embeddings (or rope on q and k), pre-norm
+ * blocks (attention with a fused qkv projection, then a GELU MLP (4h unless given), each added back
+ * to the residual stream), a final norm and an output head tied to the token embedding (or its own
+ * `lm_head.weight`). Megatron's flags turn the block into Llama's (gpt-spec.ts): RMSNorm, SwiGLU,
+ * no linear biases, and key and value heads shared by groups of query heads.
  * Params come from a name → tensor map (views into the param buffer; see params.ts).
  *
  * The forward runs in sections (embeddings, each block, the head). `forwardAwaiting` waits before
