@@ -48,9 +48,7 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
   take('max-position-embeddings', 'n_positions', hf.maxPositionEmbeddings);
   take('ffn-hidden-size', 'n_inner', hf.ffnHiddenSize);
   take('norm-epsilon', 'layer_norm_epsilon', hf.normEpsilon);
-  if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)
-    throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);
-  out['untie-embeddings-and-output-weights'] = !hf.tiedHead;
+  takeHeadAndLength(out, given, file, hf.tiedHead, hf.maxPositionEmbeddings, 'n_positions');
   if (out['position-embedding-type'] !== 'learned_absolute' || out['use-rotary-position-embeddings'])
     throw new FlagError(
       `--position-embedding-type ${out['use-rotary-position-embeddings'] ? 'rope' : String(out['position-embedding-type'])} contradicts ${file}: GPT-2 has learned positions (wpe); leave the flag out`,
@@ -65,11 +63,6 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
         `--${flag}${flag === 'normalization' ? ` ${String(out.normalization)}` : ''} contradicts ${file}: GPT-2 has ${GPT2_HAS[flag]}; leave the flag out`,
       );
   }
-  if (!given.has('seq-length')) out['seq-length'] = hf.maxPositionEmbeddings;
-  else if ((out['seq-length'] as number) > hf.maxPositionEmbeddings)
-    throw new FlagError(
-      `--seq-length ${String(out['seq-length'])} is longer than ${file} allows: n_positions is ${hf.maxPositionEmbeddings}; give --seq-length ${hf.maxPositionEmbeddings} or less`,
-    );
   const divisor = out['make-vocab-size-divisible-by'] as number;
   if (given.has('make-vocab-size-divisible-by') && hf.vocabSize % divisor !== 0)
     throw new FlagError(
@@ -103,15 +96,13 @@ function withLlamaInit(
   take('ffn-hidden-size', 'intermediate_size', hf.ffnHiddenSize);
   take('norm-epsilon', 'rms_norm_eps', hf.normEpsilon);
   take('rotary-base', 'rope_theta', hf.rotaryBase);
+  const file = join(dir, 'config.json');
   if (hf.ropeScalingFactor !== null) {
     take('rope-scaling-factor', 'rope_scaling.factor', hf.ropeScalingFactor);
     out['use-rope-scaling'] = true;
   } else if (given.has('use-rope-scaling'))
-    throw new FlagError(`--use-rope-scaling contradicts ${join(dir, 'config.json')}: rope_scaling is null; leave the flag out`);
-  const file = join(dir, 'config.json');
-  if (given.has('untie-embeddings-and-output-weights') && hf.tiedHead)
-    throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);
-  out['untie-embeddings-and-output-weights'] = !hf.tiedHead;
+    throw new FlagError(`--use-rope-scaling contradicts ${file}: rope_scaling is null; leave the flag out`);
+  takeHeadAndLength(out, given, file, hf.tiedHead, hf.maxPositionEmbeddings, 'max_position_embeddings');
   // Llama's block: what a flag given otherwise contradicts.
   for (const [flag, llama, has] of [
     ['position-embedding-type', 'rope', 'rope'],
@@ -129,15 +120,25 @@ function withLlamaInit(
     out['group-query-attention'] = true;
   } else if (given.has('group-query-attention'))
     throw new FlagError(`--group-query-attention contradicts ${file}: num_key_value_heads is num_attention_heads; leave the flag out`);
-  if (!given.has('seq-length')) out['seq-length'] = hf.maxPositionEmbeddings;
-  else if ((out['seq-length'] as number) > hf.maxPositionEmbeddings)
-    throw new FlagError(
-      `--seq-length ${String(out['seq-length'])} is longer than ${file} allows: max_position_embeddings is ${hf.maxPositionEmbeddings}; give --seq-length ${hf.maxPositionEmbeddings} or less`,
-    );
   if (!given.has('hidden-dropout')) out['hidden-dropout'] = 0;
   if (!given.has('attention-dropout')) out['attention-dropout'] = hf.attentionDropout;
   folderTokenizerFlags(dir, out, given);
   return { values: out, vocabSize: hf.vocabSize };
+}
+
+/**
+ * The head and the sequence length from a folder: untied as it is (--untie-embeddings-and-output-weights
+ * contradicts a tied one), and --seq-length its positions (`field`) unless given, at most that.
+ */
+function takeHeadAndLength(out: FlagValues, given: Set<string>, file: string, tied: boolean, positions: number, field: string): void {
+  if (given.has('untie-embeddings-and-output-weights') && tied)
+    throw new FlagError(`--untie-embeddings-and-output-weights contradicts ${file}: tie_word_embeddings is true`);
+  out['untie-embeddings-and-output-weights'] = !tied;
+  if (!given.has('seq-length')) out['seq-length'] = positions;
+  else if ((out['seq-length'] as number) > positions)
+    throw new FlagError(
+      `--seq-length ${String(out['seq-length'])} is longer than ${file} allows: ${field} is ${positions}; give --seq-length ${positions} or less`,
+    );
 }
 
 /** The tokenizer flags of the folder's tokenizer files, where it has them; given ones must agree. */

@@ -42,6 +42,9 @@ function columnsTransposed(rows: number, cols: number, from: number, count: numb
   };
 }
 
+/** A tensor taken as the param holds it (embeddings, norms, the head). */
+const asIs = (v: Float32Array) => v;
+
 /** The tensors of the Llama folder of `config` (unlikeLlama null), in modeling_llama's order. */
 export function llamaTensors(config: GptShape): LlamaTensor[] {
   const h = config.hiddenSize;
@@ -49,7 +52,6 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
   const hd = h / config.numAttentionHeads;
   const kv = queryGroups(config) * hd; // k's and v's width
   const w = qkvWidth(config);
-  const same = (v: Float32Array) => v;
   // Interleaved rope pairs channels (2i, 2i + 1) of a head; Llama's rotate-half pairs (i, i + hd/2).
   const rotated = config.rotaryInterleaved
     ? (c: number) => {
@@ -58,12 +60,12 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
         return head * hd + (j < hd / 2 ? 2 * j : 2 * (j - hd / 2) + 1);
       }
     : undefined;
-  const out: LlamaTensor[] = [{ name: 'model.embed_tokens.weight', shape: [config.vocabSize, h], from: 'wte.weight', take: same }];
+  const out: LlamaTensor[] = [{ name: 'model.embed_tokens.weight', shape: [config.vocabSize, h], from: 'wte.weight', take: asIs }];
   for (let l = 0; l < config.numLayers; l++) {
     const b = `blocks.${l}`;
     const p = `model.layers.${l}`;
     out.push(
-      { name: `${p}.input_layernorm.weight`, shape: [h], from: `${b}.ln_1.weight`, take: same },
+      { name: `${p}.input_layernorm.weight`, shape: [h], from: `${b}.ln_1.weight`, take: asIs },
       {
         name: `${p}.self_attn.q_proj.weight`,
         shape: [h, h],
@@ -78,14 +80,14 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
       },
       { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], from: `${b}.attn.qkv.weight`, take: columnsTransposed(h, w, h + kv, kv) },
       { name: `${p}.self_attn.o_proj.weight`, shape: [h, h], from: `${b}.attn.proj.weight`, take: columnsTransposed(h, h, 0, h) },
-      { name: `${p}.post_attention_layernorm.weight`, shape: [h], from: `${b}.ln_2.weight`, take: same },
+      { name: `${p}.post_attention_layernorm.weight`, shape: [h], from: `${b}.ln_2.weight`, take: asIs },
       { name: `${p}.mlp.gate_proj.weight`, shape: [f, h], from: `${b}.mlp.fc.weight`, take: columnsTransposed(h, 2 * f, 0, f) },
       { name: `${p}.mlp.up_proj.weight`, shape: [f, h], from: `${b}.mlp.fc.weight`, take: columnsTransposed(h, 2 * f, f, f) },
       { name: `${p}.mlp.down_proj.weight`, shape: [h, f], from: `${b}.mlp.proj.weight`, take: columnsTransposed(f, h, 0, h) },
     );
   }
-  out.push({ name: 'model.norm.weight', shape: [h], from: 'ln_f.weight', take: same });
-  if (config.tiedHead === false) out.push({ name: 'lm_head.weight', shape: [config.vocabSize, h], from: 'lm_head.weight', take: same });
+  out.push({ name: 'model.norm.weight', shape: [h], from: 'ln_f.weight', take: asIs });
+  if (config.tiedHead === false) out.push({ name: 'lm_head.weight', shape: [config.vocabSize, h], from: 'lm_head.weight', take: asIs });
   return out;
 }
 
@@ -163,8 +165,9 @@ function isLlama3Scaling(v: unknown): boolean {
 
 /**
  * A Llama config.json's model, every field checked: a missing size, or what webtron's Llama block
- * does not compute (grouped key and value heads, another activation or eps, rope scaling, biases) is
- * a ConfigError of one line naming the file, the field, its value and what webtron computes instead.
+ * does not compute (key and value heads that do not divide the heads, another activation, an eps
+ * outside (0, 1), rope scaling other than Llama 3's, partial rope, biases) is a ConfigError of one
+ * line naming the file, the field, its value and what webtron computes instead.
  */
 export function parseLlamaConfig(c: Record<string, unknown>, file: string): LlamaConfig {
   const fail = (what: string) => new ConfigError(`initFrom: ${file}: ${what}`, 'initFrom');
@@ -247,8 +250,7 @@ export function llamaImport(config: GptShape): {
       const parts = sources.get(param);
       const shape = specs.get(param);
       if (!parts || !shape) throw new ConfigError(`initFrom: webtron's Llama block has no param '${param}'`, 'initFrom');
-      if (shape.length === 1 || parts[0]!.name.endsWith('embed_tokens.weight') || parts[0]!.name === 'lm_head.weight')
-        return tensor(parts[0]!.name);
+      if (parts.length === 1 && parts[0]!.take === asIs) return tensor(parts[0]!.name);
       // A linear weight [in, out] whose column ranges are the parts, each stored [its columns, in].
       const [rows, cols] = shape as [number, number];
       const out = new Float32Array(rows * cols);
