@@ -1,4 +1,5 @@
-// Rotary position embedding (rope), in place on a fused qkv [rows, 3C]: in q and k of every head,
+// Rotary position embedding (rope), in place on a fused qkv [rows, width]: q of every query head,
+// then k of every key head (width C + 2·G·hd, G = H without grouped-query attention). In each,
 // channel pairs (a, b) rotate by the angle of their row's position and their pair's frequency:
 //   a' = a cos − b sin,  b' = b cos + a sin.
 // The pairs are (i, i + rot/2) of the first rot channels (Megatron's rotate-half form), or
@@ -11,7 +12,8 @@
 override INTERLEAVED: bool = false;
 
 struct RopeUniforms {
-  rows: u32, t: u32, c: u32, hd: u32, half: u32,  // half: rot / 2 pairs per head
+  rows: u32, t: u32, width: u32, hd: u32, half: u32,  // half: rot / 2 pairs per head
+  heads: u32,  // q and k heads together: H + G, the first `heads` heads of a row
   qkv_off: u32, sign: f32,
 }
 
@@ -22,15 +24,13 @@ struct RopeUniforms {
 @compute @workgroup_size(WG)
 fn rotate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid);
-  let heads = u.c / u.hd;
-  // i = ((row · 2 + part) · heads + head) · half + pair; part 0 is q, 1 is k.
-  if (i >= u.rows * 2u * heads * u.half) { return; }
+  // i = (row · heads + head) · half + pair; k's heads follow q's, so a row's first `heads` heads.
+  if (i >= u.rows * u.heads * u.half) { return; }
   let pair = i % u.half;
-  let head = (i / u.half) % heads;
-  let part = (i / (u.half * heads)) % 2u;
-  let row = i / (u.half * heads * 2u);
+  let head = (i / u.half) % u.heads;
+  let row = i / (u.half * u.heads);
   let cs = table[(row % u.t) * u.half + pair];
-  let base = u.qkv_off + row * 3u * u.c + part * u.c + head * u.hd;
+  let base = u.qkv_off + row * u.width + head * u.hd;
   let ia = base + select(pair, 2u * pair, INTERLEAVED);
   let ib = select(ia + u.half, ia + 1u, INTERLEAVED);
   let a = qkv[ia];

@@ -180,17 +180,24 @@ export class Gpt {
   // The pieces of a block around the attention itself, shared with the KV-cache decoder (decode.ts),
   // which runs each layernorm on its own.
 
-  /** Block `l`'s fused q, k, v [.., 3C] of the residual stream `x` (q and k rotated by `rope`'s positions). */
-  qkv(g: Graph, x: Tensor, l: number, rope: Rotary): Tensor {
-    return this.qkvOf(g, this.norm(g, x, `blocks.${l}.ln_1`), l, rope);
+  /**
+   * Block `l`'s q, k and v of the residual stream `x`, rotated, before any repeat: [B, T, C + 2·G·hd]
+   * (q of H heads, k and v of G groups), what a key/value cache keeps.
+   */
+  groupedQkv(g: Graph, x: Tensor, l: number, rope: Rotary): Tensor {
+    return this.groupedQkvOf(g, this.norm(g, x, `blocks.${l}.ln_1`), l, rope);
   }
 
-  /** The same of the stream after block `l`'s first layernorm. */
+  /** The same after block `l`'s first layernorm; grouped-query attention's k and v repeated for its heads. */
   private qkvOf(g: Graph, normed: Tensor, l: number, rope: Rotary): Tensor {
-    const projected = linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.maybe(`blocks.${l}.attn.qkv.bias`));
-    // Grouped-query attention: each group's k and v repeated for its query heads.
+    const qkv = this.groupedQkvOf(g, normed, l, rope);
     const heads = this.config.numAttentionHeads;
-    const qkv = queryGroups(this.config) < heads ? repeatKv(g, projected, heads, queryGroups(this.config)) : projected;
+    return queryGroups(this.config) < heads ? repeatKv(g, qkv, heads, queryGroups(this.config)) : qkv;
+  }
+
+  /** Rope rotates each group's k once, before the repeat. */
+  private groupedQkvOf(g: Graph, normed: Tensor, l: number, rope: Rotary): Tensor {
+    const qkv = linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.maybe(`blocks.${l}.attn.qkv.bias`));
     if (rope) rotary(g, qkv, this.config, rope);
     return qkv;
   }

@@ -1,11 +1,12 @@
 /**
  * Rotary position embedding (rope, Megatron's --position-embedding-type rope): q and k of every head
- * rotated in place in the fused qkv, channel pairs by their position's angle (shaders/rope.wgsl).
+ * rotated in place in the fused qkv, channel pairs by their position's angle (shaders/rope.wgsl);
+ * with grouped-query attention, the k of each group before it is repeated for its heads.
  * The angles are Megatron's, computed as it computes them in fp32: inverse frequencies
  * 1 / base^(2i / d) for i < ⌈d/2⌉ (d = ⌊head width · percent⌋), times the position, then cos and sin.
  */
 import type { Graph } from './graph.js';
-import { type GptShape, rotaryDim } from './gpt-spec.js';
+import { type GptShape, qkvWidth, queryGroups, rotaryDim } from './gpt-spec.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
 const f = Math.fround;
@@ -51,21 +52,22 @@ export function rotaryTable(s: GptShape, t: number, position = 0): Float32Array 
 }
 
 /**
- * Rotate q and k of `qkv` [B, T, 3C] in place by `table` (rotaryTable for these T positions, uploaded
- * once per forward and shared by the layers), and record the backward, which rotates their grads back
- * before the qkv projection's backward reads them.
+ * Rotate q and k of `qkv` [B, T, C + 2·G·hd] (q of H heads, k and v of G groups; 3C without
+ * grouped-query attention) in place by `table` (rotaryTable for these T positions, uploaded once per
+ * forward and shared by the layers), and record the backward, which rotates their grads back before
+ * the qkv projection's backward reads them.
  */
 export function rotary(g: Graph, qkv: Tensor, s: GptShape, table: Tensor): void {
-  const [batch, t, c3] = qkv.shape as [number, number, number];
-  const c = c3 / 3;
+  const [batch, t, width] = qkv.shape as [number, number, number];
   const hd = s.hiddenSize / s.numAttentionHeads;
   const half = rotaryDim(s) / 2;
-  if (qkv.shape.length !== 3 || c !== s.hiddenSize || qkv.dtype !== 'float32')
-    throw new ShapeMismatch(`rope: qkv must be fp32 [B, T, ${3 * s.hiddenSize}], got ${qkv.dtype} [${qkv.shape.join(', ')}]`);
+  if (qkv.shape.length !== 3 || width !== qkvWidth(s) || qkv.dtype !== 'float32')
+    throw new ShapeMismatch(`rope: qkv must be fp32 [B, T, ${qkvWidth(s)}], got ${qkv.dtype} [${qkv.shape.join(', ')}]`);
   if (table.numel !== t * half * 2)
     throw new ShapeMismatch(`rope: the table holds ${table.numel} values, ${t} positions need ${t * half * 2}`);
   const rows = batch * t;
-  const n = rows * 2 * s.numAttentionHeads * half;
+  const heads = s.numAttentionHeads + queryGroups(s);
+  const n = rows * heads * half;
   const code = { WG, INTERLEAVED: s.rotaryInterleaved ? 1 : 0 };
   const run = (target: Tensor, sign: number) => {
     const B = target.binding(g.ctx);
@@ -73,7 +75,7 @@ export function rotary(g: Graph, qkv: Tensor, s: GptShape, table: Tensor): void 
       'rope',
       'rotate',
       code,
-      { rows, t, c, hd, half, qkv_off: B.shift, sign },
+      { rows, t, width, hd, half, heads, qkv_off: B.shift, sign },
       { table: table.binding(g.ctx).binding, qkv: B.binding },
       Math.ceil(n / WG),
     );

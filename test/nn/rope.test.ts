@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuContext } from '../../src/gpu/context.js';
 import type { GptShape } from '../../src/nn/gpt-spec.js';
-import { rotaryDim } from '../../src/nn/gpt-spec.js';
+import { qkvWidth, queryGroups, rotaryDim } from '../../src/nn/gpt-spec.js';
 import { Graph } from '../../src/nn/graph.js';
 import { rotary, rotaryInverseFrequencies, rotaryTable } from '../../src/nn/rope.js';
 import { pythonModulesMissing } from '../helpers/apt.js';
@@ -35,25 +35,26 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The rotation written out in float64: pairs (i, i + rot/2), or (2i, 2i + 1), by angle pos / base^(2i/d). */
+/**
+ * The rotation written out in float64: pairs (i, i + rot/2), or (2i, 2i + 1), by angle pos / base^(2i/d),
+ * in the H query heads and then the G key heads of each row.
+ */
 function plainRope(qkv: Float32Array, s: GptShape, batch: number, t: number, sign = 1): Float64Array {
-  const c = s.hiddenSize;
-  const hd = c / s.numAttentionHeads;
+  const width = qkvWidth(s);
+  const hd = s.hiddenSize / s.numAttentionHeads;
   const d = Math.floor(hd * (s.rotaryPercent ?? 1));
   const half = Math.ceil(d / 2);
   const out = Float64Array.from(qkv);
   for (let r = 0; r < batch * t; r++) {
-    for (let part = 0; part < 2; part++) {
-      for (let h = 0; h < s.numAttentionHeads; h++) {
-        for (let i = 0; i < half; i++) {
-          const freq = 1 / (s.rotaryBase ?? 10000) ** ((2 * i) / d);
-          const angle = (r % t) * (s.ropeScalingFactor ? llama3(freq, s.ropeScalingFactor) : freq);
-          const base = r * 3 * c + part * c + h * hd;
-          const [a, b] = s.rotaryInterleaved ? [base + 2 * i, base + 2 * i + 1] : [base + i, base + i + half];
-          const [x, y] = [qkv[a]!, qkv[b]!];
-          out[a] = x * Math.cos(angle) - sign * y * Math.sin(angle);
-          out[b] = y * Math.cos(angle) + sign * x * Math.sin(angle);
-        }
+    for (let h = 0; h < s.numAttentionHeads + queryGroups(s); h++) {
+      for (let i = 0; i < half; i++) {
+        const freq = 1 / (s.rotaryBase ?? 10000) ** ((2 * i) / d);
+        const angle = (r % t) * (s.ropeScalingFactor ? llama3(freq, s.ropeScalingFactor) : freq);
+        const base = r * width + h * hd;
+        const [a, b] = s.rotaryInterleaved ? [base + 2 * i, base + 2 * i + 1] : [base + i, base + i + half];
+        const [x, y] = [qkv[a]!, qkv[b]!];
+        out[a] = x * Math.cos(angle) - sign * y * Math.sin(angle);
+        out[b] = y * Math.cos(angle) + sign * x * Math.sin(angle);
       }
     }
   }
@@ -65,7 +66,7 @@ async function webtronRope(s: GptShape, batch: number, qkv: Float32Array, dy: Fl
   const t = s.seqLength;
   const g = new Graph(ctx);
   const table = rotaryTable(s, t);
-  const x = g.input(qkv, [batch, t, 3 * s.hiddenSize], 'qkv', true);
+  const x = g.input(qkv, [batch, t, qkvWidth(s)], 'qkv', true);
   rotary(g, x, s, g.input(table, [table.length], 'rope.table'));
   g.backwardFrom(x, dy);
   const out = { y: await g.read(x), dqkv: await g.read(g.gradOf(x)) };
@@ -99,6 +100,12 @@ const CASES: [string, GptShape, number][] = [
     { numLayers: 1, hiddenSize: 24, numAttentionHeads: 2, seqLength: 20, vocabSize: 5, positionEmbeddingType: 'rope', rotaryPercent: 0.6 },
     2,
   ],
+  // Grouped-query attention: k of 2 key heads (each shared by 2 of the 4 query heads), before the repeat.
+  [
+    'grouped, 2 key heads for 4',
+    { numLayers: 1, hiddenSize: 16, numAttentionHeads: 4, numQueryGroups: 2, seqLength: 6, vocabSize: 5, positionEmbeddingType: 'rope' },
+    2,
+  ],
   // Llama 3's: base 500000 and heads of 64, so the wavelengths fall in all three bands of the scaling.
   [
     "Llama 3's scaling by 8",
@@ -127,7 +134,7 @@ function llama3(freq: number, factor: number): number {
 
 describe('rope', () => {
   it("Llama 3's scaling reaches all three bands on its own shape", () => {
-    const s = CASES[3]![1];
+    const s = CASES[4]![1];
     const scaled = rotaryInverseFrequencies(s);
     const plain = rotaryInverseFrequencies({ ...s, ropeScalingFactor: undefined });
     const ratios = new Set(
@@ -144,16 +151,16 @@ describe('rope', () => {
 
   for (const [name, s, batch] of CASES) {
     it(`${name}: the plain rotation forward, its inverse backward`, async () => {
-      const n = batch * s.seqLength * 3 * s.hiddenSize;
+      const n = batch * s.seqLength * qkvWidth(s);
       const qkv = hashedUniform(SEED, 1, n, 2);
       const dy = hashedUniform(SEED, 2, n, 1);
       const got = await webtronRope(s, batch, qkv, dy);
       expect(relError(got.y, plainRope(qkv, s, batch, s.seqLength)), msg('rotated qkv')).toBeLessThanOrEqual(1e-6);
       expect(relError(got.dqkv, plainRope(dy, s, batch, s.seqLength, -1)), msg('grad')).toBeLessThanOrEqual(1e-6);
       // v, and the channels past the rotated ones, pass untouched.
-      const c = s.hiddenSize;
+      const [width, v] = [qkvWidth(s), qkvWidth(s) - (qkvWidth(s) - s.hiddenSize) / 2];
       for (let r = 0; r < batch * s.seqLength; r++) {
-        expect(got.y.subarray(r * 3 * c + 2 * c, (r + 1) * 3 * c)).toEqual(qkv.subarray(r * 3 * c + 2 * c, (r + 1) * 3 * c));
+        expect(got.y.subarray(r * width + v, (r + 1) * width)).toEqual(qkv.subarray(r * width + v, (r + 1) * width));
       }
     });
 
@@ -162,7 +169,7 @@ describe('rope', () => {
         console.log(`skipped: ${noTorch}`);
         context.skip();
       }
-      const n = batch * s.seqLength * 3 * s.hiddenSize;
+      const n = batch * s.seqLength * qkvWidth(s);
       const qkv = hashedUniform(SEED, 3, n, 2);
       const dy = hashedUniform(SEED, 4, n, 1);
       const src = join(dir, 'in.bin');
@@ -178,12 +185,15 @@ describe('rope', () => {
         s.rotaryPercent ?? 1,
         s.rotaryInterleaved ? 1 : 0,
         s.ropeScalingFactor ?? 0,
+        queryGroups(s),
       ];
       const run = spawnSync('/usr/bin/python3', [REFEREE, src, dst, String(batch), String(s.seqLength), ...args.map(String)], {
         encoding: 'utf8',
       });
       expect(run.status, run.stderr).toBe(0);
-      const want = new Float32Array(readFileSync(dst).buffer.slice(0));
+      // A small file's Buffer can sit inside Node's shared pool: take its own bytes only.
+      const bytes = readFileSync(dst);
+      const want = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
       const got = await webtronRope(s, batch, qkv, dy);
       expect(relError(got.y, want.subarray(0, n)), msg('rotated qkv vs torch')).toBeLessThanOrEqual(1e-6);
       expect(relError(got.dqkv, want.subarray(n)), msg('grad vs torch')).toBeLessThanOrEqual(1e-6);

@@ -1,9 +1,10 @@
 """An independent referee for webtron's rotary position embedding, written from Megatron-LM's
 RotaryEmbedding and _apply_rotary_pos_emb_bshd (megatron/core/models/common/embeddings), in torch.
 
-    rope_reference.py IN.bin OUT.bin BATCH SEQ HIDDEN HEADS BASE PERCENT INTERLEAVED [SCALING]
+    rope_reference.py IN.bin OUT.bin BATCH SEQ HIDDEN HEADS BASE PERCENT INTERLEAVED [SCALING [GROUPS]]
 
-IN.bin holds float32 qkv [BATCH, SEQ, 3·HIDDEN] then float32 dy of the same shape. OUT.bin gets the
+IN.bin holds float32 qkv [BATCH, SEQ, HIDDEN + 2·GROUPS·HIDDEN/HEADS] (q of HEADS heads, then k and
+v of GROUPS heads; GROUPS = HEADS when absent) then float32 dy of the same shape. OUT.bin gets the
 rotated qkv (q and k rotated, v as it was) then the grad of qkv under dy, both float32. SCALING:
 Llama 3's frequency scaling by that factor (Megatron's --use-rope-scaling), none when absent or 0.
 """
@@ -39,12 +40,14 @@ def main():
     src, dst, batch, seq, hidden, heads, base, percent, interleaved = sys.argv[1:10]
     scaling = float(sys.argv[10]) if len(sys.argv) > 10 else 0.0
     batch, seq, hidden, heads = int(batch), int(seq), int(hidden), int(heads)
+    groups = int(sys.argv[11]) if len(sys.argv) > 11 else heads
     base, percent, interleaved = float(base), float(percent), interleaved == "1"
     hd = hidden // heads
+    width = hidden + 2 * groups * hd
     data = np.fromfile(src, dtype="<f4")
-    n = batch * seq * 3 * hidden
-    qkv = torch.tensor(data[:n].reshape(batch, seq, 3 * hidden), requires_grad=True)
-    dy = torch.tensor(data[n : 2 * n].reshape(batch, seq, 3 * hidden))
+    n = batch * seq * width
+    qkv = torch.tensor(data[:n].reshape(batch, seq, width), requires_grad=True)
+    dy = torch.tensor(data[n : 2 * n].reshape(batch, seq, width))
 
     # RotaryEmbedding: dim = int(kv_channels * percent) when percent < 1.
     dim = int(hd * percent) if percent < 1.0 else hd
@@ -64,9 +67,9 @@ def main():
         t_rot = t_rot * torch.cos(emb) + rotate_half(t_rot, interleaved) * torch.sin(emb)
         return torch.cat((t_rot, t_pass), dim=-1)
 
-    q, k, v = qkv.split(hidden, dim=-1)
-    as_heads = lambda t: t.reshape(batch, seq, heads, hd).transpose(0, 1)
-    back = lambda t: t.transpose(0, 1).reshape(batch, seq, hidden)
+    q, k, v = qkv.split([hidden, groups * hd, groups * hd], dim=-1)
+    as_heads = lambda t: t.reshape(batch, seq, -1, hd).transpose(0, 1)
+    back = lambda t: t.transpose(0, 1).reshape(batch, seq, -1)
     out = torch.cat((back(apply(as_heads(q))), back(apply(as_heads(k))), v), dim=-1)
     out.backward(dy)
     np.concatenate([out.detach().numpy().ravel(), qkv.grad.numpy().ravel()]).astype("<f4").tofile(dst)
