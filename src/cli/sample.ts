@@ -1,8 +1,9 @@
 /**
  * `webtron sample --load DIR --prompt TEXT --tokens N`: text from a checkpoint of `webtron train`,
  * on the GPU, one process. The model and its tokenizer come from the checkpoint; each new token runs
- * one position against the key/value cache (src/nn/decode.ts); once the context is full, the cache
- * is rebuilt from the newest half of it. Sampling: temperature, top-k or top-p, a seeded generator, so the
+ * one position against the key/value cache (src/nn/decode.ts), sized for what the run fills within a
+ * window of --inference-max-seq-length positions (and the model's); once the window is full, the
+ * cache is rebuilt from the newest half of it. Sampling: temperature, top-k or top-p, a seeded generator, so the
  * same seed gives the same text.
  *
  * `--onnx MODEL` instead runs a model `webtron export` wrote through onnxruntime-node (CPU), the
@@ -13,7 +14,7 @@ import { splitmix32 } from '../data/samples.js';
 import { wordsToFloat32 } from '../collectives/reduce.js';
 import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import { GpuContext } from '../gpu/context.js';
-import { GptDecoder } from '../nn/decode.js';
+import { GptDecoder, positionLimit } from '../nn/decode.js';
 import type { GptConfig } from '../nn/gpt.js';
 import { OnnxError, readOnnxModel } from '../onnx/proto.js';
 import { loadCheckpointModel } from '../train/checkpoint-model.js';
@@ -33,6 +34,11 @@ export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
     help: 'sample among the fewest most likely tokens whose probabilities reach p (nucleus sampling; 0: all)',
   },
   seed: { kind: 'int', default: 1234, help: 'seed of the sampling' },
+  'inference-max-seq-length': {
+    kind: 'int',
+    default: 2560,
+    help: "the most positions the context holds, prompt and new tokens (and at most the model's --max-position-embeddings); past it the context keeps its newest half",
+  },
 };
 
 /**
@@ -70,6 +76,13 @@ interface Decoder {
   destroy(): void;
 }
 
+/** A model to sample from: its decoder for a window of `capacity` positions, its shape and tokenizer. */
+interface SampledModel {
+  decoder: (capacity: number) => Decoder;
+  config: GptConfig;
+  tokenizer: TokenizerState;
+}
+
 /** A model `webtron export` wrote, run by onnxruntime-node over the whole window each step. */
 class OnnxDecoder implements Decoder {
   private window: number[] = [];
@@ -81,7 +94,7 @@ class OnnxDecoder implements Decoder {
     private readonly vocab: number,
   ) {}
 
-  static async open(path: string): Promise<{ decoder: OnnxDecoder; config: GptConfig; tokenizer: TokenizerState }> {
+  static async open(path: string): Promise<SampledModel> {
     const model = readOnnxModel(path);
     const meta = Object.fromEntries((model.metadataProps ?? []).map((p) => [p.key, p.value]));
     if (!meta['webtron.config'] || !meta['webtron.tokenizer'])
@@ -100,11 +113,7 @@ class OnnxDecoder implements Decoder {
     } catch (error) {
       throw new OnnxError(`${path}: onnxruntime cannot load it: ${(error as Error).message.split('\n')[0]}`);
     }
-    return {
-      decoder: new OnnxDecoder(ort, session, config.maxPositionEmbeddings ?? config.seqLength, config.vocabSize),
-      config,
-      tokenizer,
-    };
+    return { decoder: (capacity) => new OnnxDecoder(ort, session, capacity, config.vocabSize), config, tokenizer };
   }
 
   get position(): number {
@@ -149,23 +158,26 @@ export async function sampleCommand(
   const topP = values['top-p'] as number;
   if (!(topP >= 0 && topP <= 1)) throw new FlagError(`--top-p must be in [0, 1], got ${topP}`);
   if (topP > 0 && topK > 0) throw new FlagError('--top-k and --top-p exclude each other (as in Megatron): give one');
-  let decoder: Decoder;
-  let tokenizerState: TokenizerState;
+  const maxSeq = values['inference-max-seq-length'] as number;
+  if (!Number.isInteger(maxSeq) || maxSeq < 1)
+    throw new FlagError(`--inference-max-seq-length must be a positive integer (positions of context), got ${maxSeq}`);
+  let model: SampledModel;
   let release = () => {};
-  if (onnxPath) {
-    ({ decoder, tokenizer: tokenizerState } = await OnnxDecoder.open(onnxPath));
-  } else {
+  if (onnxPath) model = await OnnxDecoder.open(onnxPath);
+  else {
     const ctx = await GpuContext.create(gpu);
     const loaded = await loadCheckpointModel(ctx, path!);
-    decoder = new GptDecoder(ctx, loaded.gpt);
-    tokenizerState = loaded.tokenizer;
+    model = { decoder: (capacity) => new GptDecoder(ctx, loaded.gpt, capacity), config: loaded.gpt.config, tokenizer: loaded.tokenizer };
     release = () => loaded.params.destroy();
   }
-  const tokenizer = await loadTokenizer(tokenizerState);
+  const tokenizer = await loadTokenizer(model.tokenizer);
   const prompt = tokenizer.encode(values.prompt as string);
   const random = splitmix32(values.seed as number);
   // Without a prompt, a tokenizer with an end-of-document token starts from it (as GPT-2 samples do).
   const context: number[] = prompt.length === 0 && tokenizer.eod !== null ? [tokenizer.eod] : [...prompt];
+  // The window: the model's positions, at most --inference-max-seq-length, and no more than this run fills.
+  const window = Math.min(positionLimit(model.config), maxSeq);
+  const decoder = model.decoder(Math.max(1, Math.min(window, context.length + tokens)));
   process.stdout.write(values.prompt as string);
   // The newest tokens, re-run into an empty cache when it is full.
   const refill = async (keep: number): Promise<Float32Array> => {

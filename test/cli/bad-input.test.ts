@@ -202,6 +202,10 @@ const CASES: Case[] = [
   { args: ['sample', '--load', 'corrupt'], says: /corrupt.*index\.json/ },
   { args: ['sample', '--load', 'corrupt', '--tokens', '-5'], says: /--tokens.*-5/ },
   { args: ['sample', '--load', 'corrupt', '--top-p', '1.5'], says: /--top-p must be in \[0, 1\], got 1\.5/ },
+  {
+    args: ['sample', '--load', 'corrupt', '--inference-max-seq-length', '0'],
+    says: /--inference-max-seq-length must be a positive integer \(positions of context\), got 0/,
+  },
   { args: ['sample', '--load', 'corrupt', '--top-k', '3', '--top-p', '0.9'], says: /--top-k and --top-p exclude each other/ },
   { args: ['export', '--load', 'nowhere', '--output', 'm.onnx'], says: /nowhere/ },
   { args: ['export', '--load', 'corrupt', '--output', 'm.onnx'], says: /corrupt.*index\.json/ },

@@ -12,13 +12,15 @@ const ctx = await GpuContext.create();
 afterAll(() => ctx.destroy());
 
 describe('GPT decoding with a KV cache', () => {
-  for (const [dtype, tiedHead, positions] of [
-    ['float32', true, 'learned_absolute'],
-    ['bfloat16', false, 'learned_absolute'],
-    ['float32', true, 'rope'],
+  // Grouped-query attention: 4 heads sharing 2 key and value heads, or 1 (multi-query).
+  for (const [dtype, tiedHead, positions, groups] of [
+    ['float32', true, 'learned_absolute', undefined],
+    ['bfloat16', false, 'learned_absolute', undefined],
+    ['float32', true, 'rope', 2],
+    ['float32', false, 'rope', 1],
   ] as const) {
-    const groups = positions === 'rope' ? 2 : undefined;
-    it(`${dtype} params, ${tiedHead ? 'tied' : 'untied'} head, ${positions} positions: each step's logits equal the full forward's at that position`, async () => {
+    const grouping = groups ? `, ${groups} key head${groups > 1 ? 's' : ''}` : '';
+    it(`${dtype} params, ${tiedHead ? 'tied' : 'untied'} head, ${positions} positions${grouping}: each step's logits equal the full forward's at that position`, async () => {
       const config: GptConfig = {
         numLayers: 2,
         hiddenSize: 16,
@@ -28,7 +30,6 @@ describe('GPT decoding with a KV cache', () => {
         vocabSize: 13,
         tiedHead,
         positionEmbeddingType: positions,
-        // With rope, grouped-query attention too: 4 heads sharing 2 key and value heads.
         ...(groups ? { numQueryGroups: groups } : {}),
       };
       const params = new LocalParams(ctx, Gpt.specs(config, dtype as ParamDtype));
@@ -39,7 +40,12 @@ describe('GPT decoding with a KV cache', () => {
       const g = new Graph(ctx, { training: false });
       const full = await g.read(gpt.forward(g, g.input(Uint32Array.from(tokens), [1, tokens.length], 'ids')).logits);
       g.release();
-      const decoder = new GptDecoder(ctx, gpt);
+      // A cache of just the positions this run needs (the model holds 10): per layer k and v of each
+      // key head, G · hd floats a position.
+      const before = ctx.memoryReport().live.activations;
+      const decoder = new GptDecoder(ctx, gpt, tokens.length);
+      const keyHeads = groups ?? config.numAttentionHeads;
+      expect(ctx.memoryReport().live.activations - before).toBe(2 * config.numLayers * tokens.length * keyHeads * (16 / 4) * 4);
       for (const [i, t] of tokens.entries()) {
         const logits = await decoder.step(t);
         const want = full.subarray(i * config.vocabSize, (i + 1) * config.vocabSize);
@@ -61,12 +67,14 @@ describe('GPT decoding with a KV cache', () => {
     const decoder = new GptDecoder(ctx, new Gpt(config, params.tensors));
     await decoder.step(1);
     await decoder.step(2);
-    await expect(decoder.step(3)).rejects.toThrow(
-      /the KV cache holds 2 positions \(--max-position-embeddings\); reset it or keep a shorter context/,
-    );
+    await expect(decoder.step(3)).rejects.toThrow(/the KV cache holds 2 positions; reset it or keep a shorter context/);
     decoder.reset();
     await expect(decoder.step(9)).rejects.toThrow(/token 9 is not in the vocabulary of 5/);
     decoder.destroy();
+    for (const capacity of [0, 3, 1.5])
+      expect(() => new GptDecoder(ctx, new Gpt(config, params.tensors), capacity)).toThrow(
+        new RegExp(`a KV cache of ${capacity} positions: this model holds 1 to 2 \\(--max-position-embeddings\\)`),
+      );
     params.destroy();
   });
 });

@@ -108,13 +108,19 @@ describe('webtron export', () => {
     }
   });
 
-  it('webtron sample --onnx gives the text webtron sample --load gives with the same seed, across context refills', () => {
+  it('webtron sample --onnx gives the text webtron sample --load gives with the same seed, across context refills of the model’s window and of a shorter one', () => {
     const output = join(dir, 'sample.onnx');
     expect(spawnSync(process.execPath, [BIN, 'export', '--load', join(dir, 'ck'), '--output', output]).status).toBe(0);
-    const sample = (from: string[], temperature: string) => {
+    const sample = (from: string[], temperature: string, window = '2560') => {
       const run = spawnSync(
         process.execPath,
-        [BIN, 'sample', ...from, '--prompt', 'Call me', '--tokens', '40', '--seed', '11', '--temperature', temperature],
+        [
+          BIN,
+          'sample',
+          ...from,
+          ...['--prompt', 'Call me', '--tokens', '40', '--seed', '11', '--temperature', temperature],
+          ...['--inference-max-seq-length', window],
+        ],
         {
           encoding: 'utf8',
         },
@@ -129,6 +135,10 @@ describe('webtron export', () => {
       expect(gpu.length).toBeGreaterThan('Call me'.length + 30); // 40 tokens past a 16-token context: two refills
       expect(sample(['--onnx', output], temperature)).toBe(gpu);
     }
+    // A window of 6 positions, under the model's 16: refills every 3 tokens, the same through both.
+    const short = sample(['--load', join(dir, 'ck')], '1', '6');
+    expect(short.length).toBeGreaterThan('Call me'.length + 30);
+    expect(sample(['--onnx', output], '1', '6')).toBe(short);
   });
 
   it('webtron train --init-from starts from the model: with lr 0 its checkpoint exports to the same initializers', () => {
