@@ -79,8 +79,9 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
 }
 
 /**
- * A Llama folder's model as flags: its sizes, and Llama's block (rope with its rope_theta, RMSNorm,
- * SwiGLU, no linear biases); dropout on the residual stream 0 unless given (Llama has none).
+ * A Llama or Qwen2 folder's model as flags: its sizes, and Llama's block (rope with its rope_theta,
+ * RMSNorm, SwiGLU, no linear biases but Qwen2's on q, k and v); dropout on the residual stream 0
+ * unless given (Llama has none).
  */
 function withLlamaInit(
   dir: string,
@@ -103,15 +104,17 @@ function withLlamaInit(
   } else if (given.has('use-rope-scaling'))
     throw new FlagError(`--use-rope-scaling contradicts ${file}: rope_scaling is null; leave the flag out`);
   takeHeadAndLength(out, given, file, hf.tiedHead, hf.maxPositionEmbeddings, 'max_position_embeddings');
-  // Llama's block: what a flag given otherwise contradicts.
+  // Llama's block (Qwen2's: with q, k and v biases): what a flag given otherwise contradicts.
+  const name = hf.addQkvBias ? 'Qwen2' : 'Llama';
   for (const [flag, llama, has] of [
     ['position-embedding-type', 'rope', 'rope'],
     ['normalization', 'RMSNorm', 'RMSNorm'],
     ['rotary-percent', 1, 'rope on whole heads'],
     ['rotary-interleaved', false, 'rotate-half rope'],
-    ['add-qkv-bias', false, 'no qkv bias'],
+    ['add-qkv-bias', hf.addQkvBias, hf.addQkvBias ? 'q, k and v biases' : 'no qkv bias'],
   ] as const) {
-    if (given.has(flag) && out[flag] !== llama) throw new FlagError(`--${flag} contradicts ${file}: Llama has ${has}; leave the flag out`);
+    if (given.has(flag) && out[flag] !== llama)
+      throw new FlagError(`--${flag} contradicts ${file}: ${name} has ${has}; leave the flag out`);
     out[flag] = llama;
   }
   Object.assign(out, { swiglu: true, 'disable-bias-linear': true });

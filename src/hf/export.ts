@@ -1,6 +1,6 @@
 /**
  * A checkpoint of `webtron train` as a Hugging Face GPT-2 folder, or a Llama one for a model with
- * Llama's block (llama.ts), the files `transformers` reads:
+ * Llama's block (a Qwen2 one with biases on q, k and v; llama.ts), the files `transformers` reads:
  * model.safetensors, config.json, generation_config.json and the tokenizer's files (tokenizer.ts).
  *
  * The weights go from the checkpoint's files to model.safetensors one checked chunk at a time
@@ -107,7 +107,7 @@ export async function exportHfFolder(
     const notLlama = notGpt2 && unlikeLlama(config);
     if (notGpt2 && notLlama)
       throw new CheckpointError(
-        `${model.dir}: the model has ${notGpt2} and ${notLlama}: neither Hugging Face's GPT-2 nor its Llama holds it; export it with --format onnx`,
+        `${model.dir}: the model has ${notGpt2} and ${notLlama}: none of Hugging Face's GPT-2, Llama and Qwen2 holds it; export it with --format onnx`,
       );
     const tokenizer = await loadTokenizer(extra.tokenizer);
     const to = HF_DTYPES[dtype];

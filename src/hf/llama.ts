@@ -1,6 +1,8 @@
 /**
  * A webtron GPT with Llama's block (rope, RMSNorm, SwiGLU, no linear biases; grouped-query attention
- * or not) as Hugging Face's `LlamaForCausalLM` holds it, written from transformers' modeling_llama: the names, torch's
+ * or not) as Hugging Face's `LlamaForCausalLM` holds it, and with biases on q, k and v as its
+ * `Qwen2ForCausalLM` does (modeling_qwen2: Llama's names and layout plus q_proj, k_proj and v_proj
+ * biases), written from transformers' modeling_llama: the names, torch's
  * [out, in] layout of every linear weight (webtron keeps [in, out]), q, k and v as three projections
  * and the gated MLP as gate_proj and up_proj. Rope needs no change of weights in the rotate-half form,
  * which is Llama's; an interleaved model's q and k channels are reordered per head (even channels,
@@ -17,9 +19,12 @@ export function unlikeLlama(config: GptShape): string | null {
   if ((config.rotaryPercent ?? 1) !== 1) return `rope on ${config.rotaryPercent} of each head (Llama rotates all of it)`;
   if (normBias(config)) return 'LayerNorm (Llama has RMSNorm)';
   if (!config.swiglu) return 'a GELU MLP (Llama has SwiGLU)';
-  if (linearBias(config) || qkvBias(config)) return 'linear biases (Llama has none)';
+  if (linearBias(config)) return 'linear biases past q, k and v (Llama has none, Qwen2 only those)';
   return null;
 }
+
+/** Which of Hugging Face's Llama-shaped architectures holds `config` (unlikeLlama null): Qwen2's when q, k and v have biases. */
+export const llamaFamily = (config: GptShape): 'llama' | 'qwen2' => (qkvBias(config) ? 'qwen2' : 'llama');
 
 /** One tensor of the Llama folder: its name and shape, and how it comes from a webtron param's fp32 values. */
 export interface LlamaTensor {
@@ -44,6 +49,12 @@ function columnsTransposed(rows: number, cols: number, from: number, count: numb
 
 /** A tensor taken as the param holds it (embeddings, norms, the head). */
 const asIs = (v: Float32Array) => v;
+
+/** Values [from, from + count) of a vector, value c taken from `order(c)` (q's, k's and v's biases). */
+const slice =
+  (from: number, count: number, order: (c: number) => number = (c) => c) =>
+  (v: Float32Array): Float32Array =>
+    Float32Array.from({ length: count }, (_, c) => v[from + order(c)]!);
 
 /** The tensors of the Llama folder of `config` (unlikeLlama null), in modeling_llama's order. */
 export function llamaTensors(config: GptShape): LlamaTensor[] {
@@ -79,6 +90,14 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
         take: columnsTransposed(h, w, h, kv, rotated),
       },
       { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], from: `${b}.attn.qkv.weight`, take: columnsTransposed(h, w, h + kv, kv) },
+    );
+    if (qkvBias(config))
+      out.push(
+        { name: `${p}.self_attn.q_proj.bias`, shape: [h], from: `${b}.attn.qkv.bias`, take: slice(0, h, rotated) },
+        { name: `${p}.self_attn.k_proj.bias`, shape: [kv], from: `${b}.attn.qkv.bias`, take: slice(h, kv, rotated) },
+        { name: `${p}.self_attn.v_proj.bias`, shape: [kv], from: `${b}.attn.qkv.bias`, take: slice(h + kv, kv) },
+      );
+    out.push(
       { name: `${p}.self_attn.o_proj.weight`, shape: [h, h], from: `${b}.attn.proj.weight`, take: columnsTransposed(h, h, 0, h) },
       { name: `${p}.post_attention_layernorm.weight`, shape: [h], from: `${b}.ln_2.weight`, take: asIs },
       { name: `${p}.mlp.gate_proj.weight`, shape: [f, h], from: `${b}.mlp.fc.weight`, take: columnsTransposed(h, 2 * f, 0, f) },
@@ -91,29 +110,24 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
   return out;
 }
 
-/** config.json for a webtron GPT with Llama's block, as `LlamaConfig` writes it. */
+/** config.json for a webtron GPT with Llama's block, as `LlamaConfig` writes it, or `Qwen2Config` (llamaFamily). */
 export function llamaConfigJson(
   model: GptShape & { attentionDropout?: number },
   options: { dtype: HfDtype; eod: number | null },
 ): Record<string, unknown> {
-  return {
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
-    attention_bias: false,
+  const qwen2 = llamaFamily(model) === 'qwen2';
+  const common = {
     attention_dropout: model.attentionDropout ?? 0,
     bos_token_id: options.eod,
     eos_token_id: options.eod,
-    head_dim: model.hiddenSize / model.numAttentionHeads,
     hidden_act: 'silu',
     hidden_size: model.hiddenSize,
     initializer_range: 0.02,
     intermediate_size: ffnWidth(model),
     max_position_embeddings: model.maxPositionEmbeddings ?? model.seqLength,
-    mlp_bias: false,
     num_attention_heads: model.numAttentionHeads,
     num_hidden_layers: model.numLayers,
     num_key_value_heads: queryGroups(model),
-    pretraining_tp: 1,
     rms_norm_eps: normEpsilon(model),
     rope_scaling:
       model.ropeScalingFactor === undefined
@@ -131,6 +145,25 @@ export function llamaConfigJson(
     use_cache: true,
     vocab_size: model.vocabSize,
   };
+  if (qwen2)
+    return {
+      architectures: ['Qwen2ForCausalLM'],
+      model_type: 'qwen2',
+      ...common,
+      // Full attention in every layer.
+      max_window_layers: model.numLayers,
+      sliding_window: null,
+      use_sliding_window: false,
+    };
+  return {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    attention_bias: false,
+    head_dim: model.hiddenSize / model.numAttentionHeads,
+    mlp_bias: false,
+    pretraining_tp: 1,
+    ...common,
+  };
 }
 
 /** What a Llama config.json says about the model webtron builds. */
@@ -147,6 +180,8 @@ export interface LlamaConfig extends Required<Pick<GptShape, 'numLayers' | 'hidd
   /** rope_theta. */
   rotaryBase: number;
   attentionDropout: number;
+  /** Biases on q, k and v: Qwen2's. */
+  addQkvBias: boolean;
 }
 
 /** Whether `v` is a rope_scaling webtron computes: Llama 3's, at Megatron's fixed bands and any factor of at least 1. */
@@ -172,13 +207,11 @@ function isLlama3Scaling(v: unknown): boolean {
 export function parseLlamaConfig(c: Record<string, unknown>, file: string): LlamaConfig {
   const fail = (what: string) => new ConfigError(`initFrom: ${file}: ${what}`, 'initFrom');
   const show = (v: unknown) => JSON.stringify(v) ?? 'undefined';
+  const qwen2 = c.model_type === 'qwen2';
+  const [model, lm] = qwen2 ? ['Qwen2Model', 'Qwen2ForCausalLM'] : ['LlamaModel', 'LlamaForCausalLM'];
   const archs = c.architectures;
-  if (
-    archs !== undefined &&
-    archs !== null &&
-    !(Array.isArray(archs) && archs.every((a) => a === 'LlamaForCausalLM' || a === 'LlamaModel'))
-  )
-    throw fail(`architectures is ${show(archs)}; webtron reads LlamaForCausalLM and LlamaModel, not other heads`);
+  if (archs !== undefined && archs !== null && !(Array.isArray(archs) && archs.every((a) => a === lm || a === model)))
+    throw fail(`architectures is ${show(archs)}; webtron reads ${lm} and ${model}, not other heads`);
   const size = (key: string): number => {
     const v = c[key];
     if (!Number.isInteger(v) || (v as number) < 1) throw fail(`${key} is ${show(v)}, not a positive integer; a Llama config.json has it`);
@@ -216,6 +249,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
   refuse('tie_word_embeddings', (v) => typeof v === 'boolean', 'a head tied to embed_tokens (true) or its own lm_head (false)');
   refuse('rope_theta', (v) => typeof v === 'number' && v > 1, 'a rope base above 1');
   refuse('attention_dropout', (v) => typeof v === 'number' && v >= 0 && v < 1, 'a dropout probability in [0, 1)');
+  if (qwen2) refuse('use_sliding_window', (v) => v === false, 'full attention in every layer, false');
   return {
     numLayers,
     hiddenSize,
@@ -229,6 +263,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
     ropeScalingFactor: c.rope_scaling ? ((c.rope_scaling as Record<string, number>).factor as number) : null,
     rotaryBase: (c.rope_theta as number | undefined) ?? 10000,
     attentionDropout: (c.attention_dropout as number | undefined) ?? 0,
+    addQkvBias: qwen2,
   };
 }
 
@@ -251,6 +286,16 @@ export function llamaImport(config: GptShape): {
       const shape = specs.get(param);
       if (!parts || !shape) throw new ConfigError(`initFrom: webtron's Llama block has no param '${param}'`, 'initFrom');
       if (parts.length === 1 && parts[0]!.take === asIs) return tensor(parts[0]!.name);
+      // A bias: the parts end to end (q's, k's, v's).
+      if (shape.length === 1) {
+        const out = new Float32Array(shape[0]!);
+        let from = 0;
+        for (const part of parts) {
+          out.set(tensor(part.name), from);
+          from += part.shape[0]!;
+        }
+        return out;
+      }
       // A linear weight [in, out] whose column ranges are the parts, each stored [its columns, in].
       const [rows, cols] = shape as [number, number];
       const out = new Float32Array(rows * cols);
@@ -266,11 +311,11 @@ export function llamaImport(config: GptShape): {
   };
 }
 
-/** The model of a Hugging Face folder's config.json: GPT-2's or Llama's (by model_type), checked. */
+/** The model of a Hugging Face folder's config.json: GPT-2's or Llama's (by model_type; Qwen2's is Llama's with q, k and v biases), checked. */
 export function readHfConfig(dir: string): { kind: 'gpt2'; config: Gpt2Config } | { kind: 'llama'; config: LlamaConfig } {
   const { raw, file } = readConfigJson(dir);
   const c = raw as Record<string, unknown> | null;
-  if (typeof c === 'object' && c !== null && !Array.isArray(c) && c.model_type === 'llama')
+  if (typeof c === 'object' && c !== null && !Array.isArray(c) && (c.model_type === 'llama' || c.model_type === 'qwen2'))
     return { kind: 'llama', config: parseLlamaConfig(c, file) };
   return { kind: 'gpt2', config: parseGpt2Config(raw, file) };
 }

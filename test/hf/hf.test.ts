@@ -19,9 +19,9 @@ import { mobyDick } from '../../src/data/corpus.js';
 import { ByteTokenizer, CharTokenizer, loadTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { gpt2ConfigJson, hfName, parseGpt2Config, readGpt2Config, webtronName } from '../../src/hf/gpt2.js';
-import { parseLlamaConfig } from '../../src/hf/llama.js';
+import { parseLlamaConfig, readHfConfig } from '../../src/hf/llama.js';
 import { builtinGpt2Files, readFolderTokenizer, tokenizerFiles } from '../../src/hf/tokenizer.js';
-import { openHfWeights } from '../../src/hf/weights.js';
+import { openFolderWeights, openHfWeights } from '../../src/hf/weights.js';
 import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
 import { gptParams } from '../../src/nn/gpt-spec.js';
 import { Graph } from '../../src/nn/graph.js';
@@ -83,7 +83,8 @@ beforeAll(async () => {
         '4',
       ],
     ],
-    ['llama-interleaved', [...LLAMA, '--rotary-interleaved', '--rotary-base', '500', '--norm-epsilon', '0.01']],
+    // Qwen2's block: Llama's with biases on q, k and v.
+    ['qwen2-interleaved', [...LLAMA, '--add-qkv-bias', '--rotary-interleaved', '--rotary-base', '500', '--norm-epsilon', '0.01']],
   ] as const) {
     const run = spawnSync(
       process.execPath,
@@ -313,21 +314,21 @@ describe('webtron export --format hf', () => {
 });
 
 describe('webtron export --format hf of a Llama-block model', () => {
-  it("writes LlamaForCausalLM's folder; the referee's Llama forward gives webtron's logits within 1e-4 (grouped and rotate-half, or interleaved rope; fp32 and bf16)", async (context) => {
+  it("writes LlamaForCausalLM's folder, or Qwen2ForCausalLM's with q, k and v biases; the referee's forward gives webtron's logits within 1e-4 (grouped and rotate-half, or interleaved rope; fp32 and bf16)", async (context) => {
     skipWithoutTorch(context);
     const { random } = seeded('hf export llama logits');
     for (const [name, dtype] of [
       ['llama', 'fp32'],
       ['llama', 'bf16'],
-      ['llama-interleaved', 'fp32'],
+      ['qwen2-interleaved', 'fp32'],
     ] as const) {
       const out = join(dir, `${name}-${dtype}`);
       const run = exportHf(join(dir, name), out, '--dtype', dtype);
       expect(run.status, run.stderr).toBe(0);
       const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
       expect(config).toMatchObject({
-        architectures: ['LlamaForCausalLM'],
-        model_type: 'llama',
+        architectures: [name === 'llama' ? 'LlamaForCausalLM' : 'Qwen2ForCausalLM'],
+        model_type: name === 'llama' ? 'llama' : 'qwen2',
         hidden_size: 32,
         intermediate_size: 40,
         num_attention_heads: 4,
@@ -357,9 +358,9 @@ describe('webtron export --format hf of a Llama-block model', () => {
     }
   });
 
-  it('--init-from the exported Llama folder gives the logits of the checkpoint it came from (interleaved rope read back as rotate-half)', async () => {
+  it('--init-from the exported Llama or Qwen2 folder gives the logits of the checkpoint it came from (interleaved rope read back as rotate-half)', async () => {
     const { random } = seeded('hf llama round trip');
-    for (const name of ['llama', 'llama-interleaved']) {
+    for (const name of ['llama', 'qwen2-interleaved']) {
       const folder = join(dir, `${name}-fp32`);
       if (!existsSync(folder)) expect(exportHf(join(dir, name), folder).status).toBe(0);
       const again = join(dir, `${name}-again`);
@@ -392,6 +393,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       expect(after.config.rotaryInterleaved).toBe(false);
       expect(after.config.numQueryGroups).toBe(before.config.numQueryGroups);
       expect(after.config.ropeScalingFactor).toBe(before.config.ropeScalingFactor);
+      expect(after.config.addQkvBias ?? false).toBe(name !== 'llama');
       const [batch, t] = [2, 12];
       const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * before.config.vocabSize));
       const logits = async (m: typeof before) => {
@@ -461,6 +463,40 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(worst).toBeLessThanOrEqual(1e-4);
   });
 
+  it("a Qwen2 folder written by Python (q, k and v biases, a tied head, no sliding window) reads as Qwen2's block and gives the referee's logits", async (context) => {
+    skipWithoutTorch(context);
+    const { seed, random } = seeded('hf qwen2 folder from python');
+    const folder = join(dir, 'qwen2-python');
+    // 4 heads of 8 sharing 2 key and value heads, an MLP of 24.
+    const wrote = spawnSync(PYTHON, [LLAMA_REFEREE, 'write-random', folder, String(seed), '2', '32', '4', '2', '24', '16', 'qwen2'], {
+      encoding: 'utf8',
+    });
+    expect(wrote.status, wrote.stderr).toBe(0);
+    const read = readHfConfig(folder);
+    if (read.kind !== 'llama') throw new Error(`${folder} read as ${read.kind}`);
+    const hf = read.config;
+    expect(hf).toMatchObject({ addQkvBias: true, tiedHead: true, numQueryGroups: 2, rotaryBase: 1e6, ropeScalingFactor: null });
+    const config: GptConfig = {
+      ...{ numLayers: hf.numLayers, hiddenSize: hf.hiddenSize, numAttentionHeads: hf.numAttentionHeads, vocabSize: hf.vocabSize },
+      ...{ seqLength: 16, maxPositionEmbeddings: hf.maxPositionEmbeddings, ffnHiddenSize: hf.ffnHiddenSize, tiedHead: true },
+      ...{ positionEmbeddingType: 'rope', rotaryBase: hf.rotaryBase, normalization: 'RMSNorm', normEpsilon: hf.normEpsilon },
+      ...{ swiglu: true, addBiasLinear: false, addQkvBias: true, numQueryGroups: hf.numQueryGroups },
+    };
+    const [batch, t] = [2, 16];
+    const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * config.vocabSize));
+    const weights = openFolderWeights(folder, config);
+    const want = await webtronLogits(config, (n) => weights.read(n), ids, batch);
+    weights.close();
+    const { worst } = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
+    console.log(`Qwen2 folder from Python: max abs difference of the logits ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(1e-4);
+    // A sliding window is refused in one line.
+    const raw = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(() => parseLlamaConfig({ ...raw, use_sliding_window: true }, 'c.json')).toThrow(
+      /^initFrom: c\.json: use_sliding_window is true, which webtron does not compute \(it computes full attention in every layer, false\)$/,
+    );
+  });
+
   it('a Llama config.json webtron does not compute is one line naming the field', () => {
     const good = JSON.parse(readFileSync(join(dir, 'llama-fp32', 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(parseLlamaConfig(good, 'c.json')).toMatchObject({
@@ -518,7 +554,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const run = exportHf(mixed, join(dir, 'mixed-hf'));
     expect(run.status).toBe(2);
     expect(run.stderr.trim()).toMatch(
-      /^webtron export: .*: the model has RMSNorm \(GPT-2 has LayerNorm\) and learned or no positions \(Llama has rope\): neither Hugging Face's GPT-2 nor its Llama holds it; export it with --format onnx$/,
+      /^webtron export: .*: the model has RMSNorm \(GPT-2 has LayerNorm\) and learned or no positions \(Llama has rope\): none of Hugging Face's GPT-2, Llama and Qwen2 holds it; export it with --format onnx$/,
     );
     expect(existsSync(join(dir, 'mixed-hf', 'model.safetensors'))).toBe(false);
   });

@@ -1,15 +1,19 @@
-"""An independent referee for webtron's Hugging Face Llama folders, written from transformers'
-modeling_llama (LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb, LlamaMLP, LlamaAttention
-with repeat_kv), with the standard library, numpy and torch only.
+"""An independent referee for webtron's Hugging Face Llama and Qwen2 folders, written from
+transformers' modeling_llama (LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb, LlamaMLP,
+LlamaAttention with repeat_kv) and modeling_qwen2 (the same with biases on q_proj, k_proj and
+v_proj), with the standard library, numpy and torch only.
 
     llama_reference.py logits DIR IDS.bin BATCH SEQ OUT.bin
-        Read DIR (config.json, model.safetensors), run LlamaForCausalLM's forward in torch (fp32) on
-        the int32 token ids [BATCH, SEQ] and write the logits [BATCH, SEQ, vocab_size] as float32.
-    llama_reference.py write-random DIR SEED LAYERS HIDDEN HEADS KV_HEADS INTERMEDIATE POSITIONS
+        Read DIR (config.json, model.safetensors), run LlamaForCausalLM's or Qwen2ForCausalLM's
+        forward in torch (fp32) on the int32 token ids [BATCH, SEQ] and write the logits
+        [BATCH, SEQ, vocab_size] as float32.
+    llama_reference.py write-random DIR SEED LAYERS HIDDEN HEADS KV_HEADS INTERMEDIATE POSITIONS [qwen2]
         Write a random Llama folder as LlamaForCausalLM.save_pretrained wrote it in transformers 4.3x
         (`model.`-prefixed names, rope's `inv_freq` buffers, an untied head; rms_norm_eps 1e-6, Llama 3's
         rope_theta and rope_scaling) with a byte-level BPE tokenizer of the 256 bytes and an
-        end-of-text token (vocab.json, merges.txt); print the tensors' names as JSON.
+        end-of-text token (vocab.json, merges.txt); print the tensors' names as JSON. With `qwen2`,
+        a Qwen2 folder as Qwen2ForCausalLM.save_pretrained writes one: q, k and v biases, a tied
+        head (no lm_head.weight), rope_theta 1e6 without scaling, no sliding window.
 """
 import json
 import math
@@ -24,8 +28,10 @@ from gpt2_reference import byte_to_unicode, read_safetensors, write_safetensors
 def main(folder, ids_path, batch, seq, out_path):
     with open(f"{folder}/config.json") as f:
         config = json.load(f)
-    assert config["model_type"] == "llama" and config["architectures"] == ["LlamaForCausalLM"]
-    assert config["hidden_act"] == "silu" and not config["attention_bias"] and not config["mlp_bias"]
+    qwen2 = config["model_type"] == "qwen2"
+    assert config["architectures"] == ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"]
+    assert config["hidden_act"] == "silu"
+    assert not config.get("use_sliding_window") if qwen2 else not config["attention_bias"] and not config["mlp_bias"]
     metadata, tensors = read_safetensors(f"{folder}/model.safetensors")
     assert metadata is not None and metadata.get("format") == "pt"
     w = {name: torch.from_numpy(arr) for name, arr in tensors.items()}
@@ -39,8 +45,9 @@ def main(folder, ids_path, batch, seq, out_path):
         variance = x.pow(2).mean(-1, keepdim=True)
         return w[name] * (x * torch.rsqrt(variance + eps))
 
-    def linear(x, name):  # torch.nn.Linear without bias: x @ W.T, W [out, in]
-        return x @ w[name].T
+    def linear(x, name, bias=False):  # torch.nn.Linear: x @ W.T (+ b), W [out, in]
+        y = x @ w[name].T
+        return y + w[name.replace(".weight", ".bias")] if bias else y
 
     # LlamaRotaryEmbedding (default rope): inv_freq over the head, cos and sin of cat(freqs, freqs).
     inv_freq = 1.0 / (config["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
@@ -72,9 +79,10 @@ def main(folder, ids_path, batch, seq, out_path):
         p = f"model.layers.{layer}"
         y = rms_norm(x, f"{p}.input_layernorm.weight")
         as_heads = lambda t, n: t.view(batch, seq, n, hd).transpose(1, 2)  # noqa: E731
-        q = as_heads(linear(y, f"{p}.self_attn.q_proj.weight"), heads)
-        k = as_heads(linear(y, f"{p}.self_attn.k_proj.weight"), kv_heads)
-        v = as_heads(linear(y, f"{p}.self_attn.v_proj.weight"), kv_heads)
+        # Qwen2Attention: q_proj, k_proj and v_proj with biases, o_proj without.
+        q = as_heads(linear(y, f"{p}.self_attn.q_proj.weight", qwen2), heads)
+        k = as_heads(linear(y, f"{p}.self_attn.k_proj.weight", qwen2), kv_heads)
+        v = as_heads(linear(y, f"{p}.self_attn.v_proj.weight", qwen2), kv_heads)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # repeat_kv: each key and value head serves heads / kv_heads query heads, in order.
@@ -94,7 +102,7 @@ def main(folder, ids_path, batch, seq, out_path):
     out.numpy().astype("<f4").tofile(out_path)
 
 
-def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, positions):
+def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, positions, qwen2=False):
     import os
 
     rng = np.random.default_rng(seed)
@@ -106,7 +114,8 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
     os.makedirs(folder, exist_ok=True)
     r = lambda *shape: (rng.standard_normal(shape) * 0.2).astype("<f4")  # noqa: E731
     tensors = {"model.embed_tokens.weight": r(n_vocab, hidden)}
-    inv_freq = (1.0 / (500000.0 ** (np.arange(0, hd, 2, dtype=np.float32) / hd))).astype("<f4")
+    theta = 1000000.0 if qwen2 else 500000.0
+    inv_freq = (1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float32) / hd))).astype("<f4")
     for l in range(layers):
         p = f"model.layers.{l}"
         tensors[f"{p}.input_layernorm.weight"] = 1 + r(hidden)
@@ -114,13 +123,19 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
         tensors[f"{p}.self_attn.k_proj.weight"] = r(kv_heads * hd, hidden)
         tensors[f"{p}.self_attn.v_proj.weight"] = r(kv_heads * hd, hidden)
         tensors[f"{p}.self_attn.o_proj.weight"] = r(hidden, hidden)
-        tensors[f"{p}.self_attn.rotary_emb.inv_freq"] = inv_freq
+        if qwen2:
+            tensors[f"{p}.self_attn.q_proj.bias"] = r(hidden)
+            tensors[f"{p}.self_attn.k_proj.bias"] = r(kv_heads * hd)
+            tensors[f"{p}.self_attn.v_proj.bias"] = r(kv_heads * hd)
+        else:
+            tensors[f"{p}.self_attn.rotary_emb.inv_freq"] = inv_freq
         tensors[f"{p}.post_attention_layernorm.weight"] = 1 + r(hidden)
         tensors[f"{p}.mlp.gate_proj.weight"] = r(intermediate, hidden)
         tensors[f"{p}.mlp.up_proj.weight"] = r(intermediate, hidden)
         tensors[f"{p}.mlp.down_proj.weight"] = r(hidden, intermediate)
     tensors["model.norm.weight"] = 1 + r(hidden)
-    tensors["lm_head.weight"] = r(n_vocab, hidden)
+    if not qwen2:
+        tensors["lm_head.weight"] = r(n_vocab, hidden)
     write_safetensors(f"{folder}/model.safetensors", tensors)
     config = {
         "architectures": ["LlamaForCausalLM"],
@@ -152,6 +167,20 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
         "torch_dtype": "float32",
         "vocab_size": n_vocab,
     }
+    if qwen2:
+        # Qwen2Config's fields: no attention_bias, mlp_bias or pretraining_tp; a sliding window off.
+        for key in ("attention_bias", "mlp_bias", "pretraining_tp"):
+            del config[key]
+        config.update(
+            architectures=["Qwen2ForCausalLM"],
+            model_type="qwen2",
+            rope_scaling=None,
+            rope_theta=theta,
+            tie_word_embeddings=True,
+            use_sliding_window=False,
+            sliding_window=positions,
+            max_window_layers=layers,
+        )
     with open(f"{folder}/config.json", "w") as f:
         json.dump(config, f, indent=2)
     with open(f"{folder}/vocab.json", "w") as f:
@@ -166,6 +195,6 @@ if __name__ == "__main__":
         folder, ids_path, batch, seq, out_path = sys.argv[2:]
         main(folder, ids_path, int(batch), int(seq), out_path)
     elif sys.argv[1] == "write-random":
-        write_random(sys.argv[2], *(int(a) for a in sys.argv[3:10]))
+        write_random(sys.argv[2], *(int(a) for a in sys.argv[3:10]), qwen2=sys.argv[10:] == ["qwen2"])
     else:
         raise SystemExit(f"unknown mode {sys.argv[1]}")
