@@ -72,7 +72,8 @@ interface Decoder {
   readonly capacity: number;
   readonly position: number;
   reset(): void;
-  step(token: number): Promise<Float32Array>;
+  /** Append tokens at the next positions; the logits after the last. */
+  append(tokens: readonly number[]): Promise<Float32Array>;
   destroy(): void;
 }
 
@@ -124,8 +125,8 @@ class OnnxDecoder implements Decoder {
     this.window = [];
   }
 
-  async step(token: number): Promise<Float32Array> {
-    this.window.push(token);
+  async append(tokens: readonly number[]): Promise<Float32Array> {
+    this.window.push(...tokens);
     const n = this.window.length;
     const ids = new this.ort.Tensor('int64', BigInt64Array.from(this.window, BigInt), [1, n]);
     const logits = (await this.session.run({ input_ids: ids })).logits!;
@@ -179,12 +180,10 @@ export async function sampleCommand(
   const window = Math.min(positionLimit(model.config), maxSeq);
   const decoder = model.decoder(Math.max(1, Math.min(window, context.length + tokens)));
   process.stdout.write(values.prompt as string);
-  // The newest tokens, re-run into an empty cache when it is full.
-  const refill = async (keep: number): Promise<Float32Array> => {
+  // The newest tokens, re-run into an empty cache (one prefill) when it is full.
+  const refill = (keep: number): Promise<Float32Array> => {
     decoder.reset();
-    let logits: Float32Array = new Float32Array(0);
-    for (const t of context.slice(-keep)) logits = await decoder.step(t);
-    return logits;
+    return decoder.append(context.slice(-keep));
   };
   let logits = context.length > 0 ? await refill(Math.min(context.length, decoder.capacity)) : null;
   // Tokens not printed yet: a byte-level token can end inside a character, printed once the character is whole.
@@ -199,7 +198,8 @@ export async function sampleCommand(
       process.stdout.write(text);
       pending = [];
     }
-    logits = decoder.position < decoder.capacity ? await decoder.step(next) : await refill(Math.max(1, Math.floor(decoder.capacity / 2)));
+    logits =
+      decoder.position < decoder.capacity ? await decoder.append([next]) : await refill(Math.max(1, Math.floor(decoder.capacity / 2)));
   }
   process.stdout.write('\n');
   decoder.destroy();

@@ -1,15 +1,15 @@
 /**
  * Incremental decoding with a key/value cache: each new token runs the GPT on that one position
  * only, against the keys and values of every earlier position kept on the GPU (per layer, [T, G·hd]:
- * one k and v per key head, so grouped-query attention's cache is G / H of the heads').
- * The arithmetic is the training forward's, position by position, so the logits equal those of a
- * full forward over the sequence (test/nn/decode.test.ts).
+ * one k and v per key head, so grouped-query attention's cache is G / H of the heads'); a prompt
+ * runs as a prefill, many positions per forward. The arithmetic is the training forward's, so the
+ * logits equal those of a full forward over the sequence (test/nn/decode.test.ts).
  */
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import type { Gpt, GptConfig } from './gpt.js';
 import { queryGroups } from './gpt-spec.js';
 import { Graph } from './graph.js';
-import { add, addInto, embedding, matmulInto } from './ops.js';
+import { add, embedding, matmulInto } from './ops.js';
 import { ShapeMismatch, Tensor } from './tensor.js';
 
 /** The most positions a decoder of `c` can hold: its position table's, or --max-position-embeddings (else --seq-length) without one. */
@@ -60,61 +60,91 @@ export class GptDecoder {
   }
 
   /** Append `token` at the next position; the logits for the position after it. */
-  async step(token: number): Promise<Float32Array> {
+  step(token: number): Promise<Float32Array> {
+    return this.append([token]);
+  }
+
+  /**
+   * Append `tokens` at the next positions (a prompt's prefill), `chunk` positions per forward; the
+   * logits for the position after the last. Each chunk's queries attend to the cache and to each
+   * other causally, as a full forward's would.
+   */
+  async append(tokens: readonly number[], chunk = 256): Promise<Float32Array> {
     const c = this.gpt.config;
-    if (this.length >= this.capacity)
-      throw new ShapeMismatch(`the KV cache holds ${this.capacity} positions; reset it or keep a shorter context`);
-    if (!Number.isInteger(token) || token < 0 || token >= c.vocabSize)
-      throw new ShapeMismatch(`token ${token} is not in the vocabulary of ${c.vocabSize}`);
+    if (tokens.length === 0) throw new ShapeMismatch('append: no tokens');
+    if (this.length + tokens.length > this.capacity)
+      throw new ShapeMismatch(
+        `the KV cache holds ${this.capacity} positions (${this.length} filled, ${tokens.length} more asked); reset it or keep a shorter context`,
+      );
+    for (const token of tokens)
+      if (!Number.isInteger(token) || token < 0 || token >= c.vocabSize)
+        throw new ShapeMismatch(`token ${token} is not in the vocabulary of ${c.vocabSize}`);
+    let logits: Float32Array | null = null;
+    for (let from = 0; from < tokens.length; from += chunk) logits = await this.forward(tokens.slice(from, from + chunk));
+    return logits!;
+  }
+
+  /** One forward of `tokens` at positions from `length`: their k and v into the caches, the last one's logits. */
+  private async forward(tokens: readonly number[]): Promise<Float32Array> {
+    const c = this.gpt.config;
     const h = c.hiddenSize;
-    const hd = h / c.numAttentionHeads;
-    // Each of the G key heads serves `rep` query heads, whose q are adjacent: one batch of rep rows per group.
+    const heads = c.numAttentionHeads;
+    const hd = h / heads;
+    // Each of the G key heads serves `rep` query heads, whose q are adjacent: one batch per (group, head of it).
     const groups = queryGroups(c);
-    const rep = c.numAttentionHeads / groups;
+    const rep = heads / groups;
     const kv = groups * hd;
-    const n = this.length + 1;
+    const t = tokens.length;
     const at = this.length;
+    const n = at + t;
     const g = new Graph(this.ctx, { training: false });
     try {
-      let x = embedding(g, g.input(Uint32Array.of(token), [1, 1], 'token'), this.gpt.param('wte.weight'), this.gpt.positions(), at);
-      const rope = this.gpt.rotaryOf(g, 1, at);
+      let x = embedding(g, g.input(Uint32Array.from(tokens), [1, t], 'tokens'), this.gpt.param('wte.weight'), this.gpt.positions(), at);
+      const rope = this.gpt.rotaryOf(g, t, at);
       for (let l = 0; l < c.numLayers; l++) {
-        const keys = new Tensor(this.keys[l]!, 0, [n * kv], 'float32');
-        const values = new Tensor(this.values[l]!, 0, [n * kv], 'float32');
+        const keys = new Tensor(this.keys[l]!, 0, [this.capacity * kv], 'float32');
+        const values = new Tensor(this.values[l]!, 0, [this.capacity * kv], 'float32');
         const qkv = this.gpt.groupedQkv(g, x, l, rope);
-        // This position's k and v into row `at` of the caches (zero there since the last reset).
-        addInto(g, new Tensor(this.keys[l]!, at * kv, [kv], 'float32'), new Tensor(qkv.buffer, qkv.offset + h, [kv], 'float32'));
-        addInto(g, new Tensor(this.values[l]!, at * kv, [kv], 'float32'), new Tensor(qkv.buffer, qkv.offset + h + kv, [kv], 'float32'));
-        // Scores [heads, n]: q_h · K_g[j] over the n positions so far, then the softmax.
-        const scores = g.tensor([c.numAttentionHeads, n], 'decode.scores');
+        const Q = qkv.binding(g.ctx);
+        g.runner.dispatch(
+          'kv-cache',
+          'append',
+          { WG: 256 },
+          { rows: t, width: h + 2 * kv, c: h, kv, at, qkv_off: Q.shift },
+          { qkv: Q.binding, keys: keys.binding(g.ctx).binding, values: values.binding(g.ctx).binding },
+          Math.ceil((t * kv) / 256),
+        );
+        // Scores [heads, t, n]: q of each new position against the n keys so far, then the causal
+        // softmax of queries at positions at.. (key j > a query's position is zeroed).
+        const scores = g.tensor([heads, t, n], 'decode.scores');
         matmulInto(
           g,
-          { m: rep, n, k: hd, nb1: groups },
-          { t: qkv, rs: hd, cs: 1, b1: rep * hd },
-          { t: keys, rs: 1, cs: kv, b1: hd },
-          { t: scores, rs: n, cs: 1, b1: rep * n },
+          { m: t, n, k: hd, nb0: rep, nb1: groups },
+          { t: qkv, rs: h + 2 * kv, cs: 1, b0: hd, b1: rep * hd },
+          { t: keys, rs: 1, cs: kv, b0: 0, b1: hd },
+          { t: scores, rs: n, cs: 1, b0: t * n, b1: rep * t * n },
         );
         g.runner.dispatch(
           'softmax',
           'forward',
           { WG: 64 },
-          { rows: c.numAttentionHeads, t: n, scale: 1 / Math.sqrt(hd), q: 1, qoff: at },
+          { rows: heads * t, t: n, scale: 1 / Math.sqrt(hd), q: t, qoff: at },
           { s: scores.binding(g.ctx).binding },
-          Math.ceil(c.numAttentionHeads / 64),
+          Math.ceil((heads * t) / 64),
         );
-        const y = g.tensor([1, 1, h], 'decode.attention');
+        const y = g.tensor([1, t, h], 'decode.attention');
         matmulInto(
           g,
-          { m: rep, n: hd, k: n, nb1: groups },
-          { t: scores, rs: n, cs: 1, b1: rep * n },
-          { t: values, rs: kv, cs: 1, b1: hd },
-          { t: y, rs: hd, cs: 1, b1: rep * hd },
+          { m: t, n: hd, k: n, nb0: rep, nb1: groups },
+          { t: scores, rs: n, cs: 1, b0: t * n, b1: rep * t * n },
+          { t: values, rs: kv, cs: 1, b0: 0, b1: hd },
+          { t: y, rs: h, cs: 1, b0: hd, b1: rep * hd },
         );
         x = add(g, x, this.gpt.projection(g, y, l));
         x = add(g, x, this.gpt.mlp(g, x, l));
       }
-      const logits = this.gpt.logits(g, x);
-      const out = await g.read(logits);
+      const last = new Tensor(x.buffer, x.offset + (t - 1) * h, [1, 1, h], 'float32');
+      const out = await g.read(this.gpt.logits(g, last));
       this.length = n;
       return Float32Array.from(out);
     } finally {

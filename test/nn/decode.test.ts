@@ -55,6 +55,17 @@ describe('GPT decoding with a KV cache', () => {
       // After a reset the cache starts over: the first logits again.
       decoder.reset();
       expect(relativeError(await decoder.step(tokens[0]!), full.subarray(0, config.vocabSize))).toBeLessThanOrEqual(1e-5);
+      // A prefill of five tokens in forwards of 2, 2 and 1 (after the one above): the logits after
+      // the last, then each step's against a cache the prefill filled.
+      const v = config.vocabSize;
+      const prefilled = await decoder.append(tokens.slice(1, 6), 2);
+      expect(relativeError(prefilled, full.subarray(5 * v, 6 * v)), 'after the prefill').toBeLessThanOrEqual(1e-5);
+      expect(decoder.position).toBe(6);
+      for (let i = 6; i < tokens.length; i++)
+        expect(
+          relativeError(await decoder.step(tokens[i]!), full.subarray(i * v, (i + 1) * v)),
+          `position ${i} after the prefill`,
+        ).toBeLessThanOrEqual(1e-5);
       decoder.destroy();
       params.destroy();
     });
@@ -67,8 +78,12 @@ describe('GPT decoding with a KV cache', () => {
     const decoder = new GptDecoder(ctx, new Gpt(config, params.tensors));
     await decoder.step(1);
     await decoder.step(2);
-    await expect(decoder.step(3)).rejects.toThrow(/the KV cache holds 2 positions; reset it or keep a shorter context/);
+    await expect(decoder.step(3)).rejects.toThrow(
+      /the KV cache holds 2 positions \(2 filled, 1 more asked\); reset it or keep a shorter context/,
+    );
     decoder.reset();
+    await expect(decoder.append([1, 2, 3])).rejects.toThrow(/holds 2 positions \(0 filled, 3 more asked\)/);
+    await expect(decoder.append([])).rejects.toThrow(/append: no tokens/);
     await expect(decoder.step(9)).rejects.toThrow(/token 9 is not in the vocabulary of 5/);
     decoder.destroy();
     for (const capacity of [0, 3, 1.5])
