@@ -12,6 +12,7 @@ import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../sr
 import { adamBench } from './adam.js';
 import { nnBench } from './nn.js';
 import { onnxBench } from './onnx.js';
+import { decodeBench } from './decode.js';
 import { dataBench } from './data.js';
 import { hfBench } from './hf.js';
 import { checkpointBench } from './checkpoint.js';
@@ -31,6 +32,7 @@ const BENCHES: Bench[] = [
   peakBench,
   nnBench,
   onnxBench,
+  decodeBench,
   checkpointBench,
   trainBench,
   dataBench,
