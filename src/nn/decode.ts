@@ -20,6 +20,11 @@ export class GptDecoder {
   private readonly values: DeviceBuffer[] = [];
   /** Tokens in the cache. */
   private length = 0;
+  /**
+   * Positions per prefill forward: 256, or fewer where the scores every layer of one forward holds
+   * until it ends (layers × heads × positions × cache) would pass 256 MiB.
+   */
+  readonly prefillChunk: number;
 
   /** A cache of `capacity` positions (at most positionLimit) per layer, for k and v of each key head. */
   constructor(
@@ -31,6 +36,7 @@ export class GptDecoder {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > positionLimit(c))
       throw new ShapeMismatch(`a KV cache of ${capacity} positions: this model holds 1 to ${positionLimit(c)} (--max-position-embeddings)`);
     const width = queryGroups(c) * (c.hiddenSize / c.numAttentionHeads);
+    this.prefillChunk = Math.max(1, Math.min(256, Math.floor(2 ** 26 / (c.numLayers * c.numAttentionHeads * capacity))));
     for (let l = 0; l < c.numLayers; l++) {
       for (const list of [this.keys, this.values]) {
         list.push(
@@ -51,11 +57,8 @@ export class GptDecoder {
     return this.length;
   }
 
-  /** Forget every token. */
+  /** Forget every token (a row is written before attention reads it). */
   reset(): void {
-    const encoder = this.ctx.device.createCommandEncoder({ label: 'kv cache reset' });
-    for (const b of [...this.keys, ...this.values]) encoder.clearBuffer(b.gpu);
-    this.ctx.submit([encoder.finish()]);
     this.length = 0;
   }
 
@@ -69,7 +72,7 @@ export class GptDecoder {
    * logits for the position after the last. Each chunk's queries attend to the cache and to each
    * other causally, as a full forward's would.
    */
-  async append(tokens: readonly number[], chunk = 256): Promise<Float32Array> {
+  async append(tokens: readonly number[], chunk = this.prefillChunk): Promise<Float32Array> {
     const c = this.gpt.config;
     if (tokens.length === 0) throw new ShapeMismatch('append: no tokens');
     if (this.length + tokens.length > this.capacity)
