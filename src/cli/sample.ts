@@ -1,6 +1,7 @@
 /**
  * `webtron sample --load DIR --prompt TEXT --tokens N`: text from a checkpoint of `webtron train`,
- * on the GPU, one process. The model and its tokenizer come from the checkpoint; each new token runs
+ * on the GPU, one process. The model and its tokenizer come from the checkpoint, or from a Hugging
+ * Face folder (src/hf/model.ts); each new token runs
  * one position against the key/value cache (src/nn/decode.ts), sized for what the run fills within a
  * window of --inference-max-seq-length positions (and the model's); once the window is full, the
  * cache is rebuilt from the newest half of it. Sampling: temperature, top-k or top-p, a seeded generator, so the
@@ -17,12 +18,17 @@ import { GpuContext } from '../gpu/context.js';
 import { GptDecoder, positionLimit } from '../nn/decode.js';
 import type { GptConfig } from '../nn/gpt.js';
 import { OnnxError, readOnnxModel } from '../onnx/proto.js';
+import { ConfigError } from '../errors.js';
+import { isHfFolder, loadHfFolderModel } from '../hf/model.js';
 import { loadCheckpointModel } from '../train/checkpoint-model.js';
 import type { Command } from './command.js';
 import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js';
 
 export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
-  load: { kind: 'string', help: 'a checkpoint of webtron train: its --save folder (the newest) or one iter_NNNNNNN folder' },
+  load: {
+    kind: 'string',
+    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), or a Hugging Face GPT-2, Llama or Qwen2 folder',
+  },
   onnx: { kind: 'string', help: 'instead of --load: a model webtron export wrote, run by onnxruntime-node' },
   prompt: { kind: 'string', default: '', help: "text to continue (in the checkpoint's vocabulary)" },
   tokens: { kind: 'int', default: 200, help: 'tokens to generate' },
@@ -140,6 +146,16 @@ class OnnxDecoder implements Decoder {
   }
 }
 
+/** A Hugging Face folder's model (src/hf/model.ts), its errors naming --load. */
+async function loadFolder(ctx: GpuContext, dir: string): ReturnType<typeof loadHfFolderModel> {
+  try {
+    return await loadHfFolderModel(ctx, dir);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError(`--load ${error.message.replace(/^initFrom: /, '')}`);
+    throw error;
+  }
+}
+
 export async function sampleCommand(
   values: FlagValues,
   gpu: { backend?: string | undefined; adapter?: string | undefined },
@@ -167,11 +183,15 @@ export async function sampleCommand(
   if (onnxPath) model = await OnnxDecoder.open(onnxPath);
   else {
     const ctx = await GpuContext.create(gpu);
-    const loaded = await loadCheckpointModel(ctx, path!);
+    const loaded = isHfFolder(path!) ? await loadFolder(ctx, path!) : await loadCheckpointModel(ctx, path!);
     model = { decoder: (capacity) => new GptDecoder(ctx, loaded.gpt, capacity), config: loaded.gpt.config, tokenizer: loaded.tokenizer };
     release = () => loaded.params.destroy();
   }
   const tokenizer = await loadTokenizer(model.tokenizer);
+  if (tokenizer.vocabSize > model.config.vocabSize)
+    throw new FlagError(
+      `${path ?? onnxPath}: its tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocabulary of ${model.config.vocabSize}; give a model and tokenizer that belong together`,
+    );
   const prompt = tokenizer.encode(values.prompt as string);
   const random = splitmix32(values.seed as number);
   // Without a prompt, a tokenizer with an end-of-document token starts from it (as GPT-2 samples do).
@@ -207,7 +227,7 @@ export async function sampleCommand(
 }
 
 export const sample: Command = {
-  summary: 'generate text from a checkpoint of webtron train: webtron sample --load DIR --prompt TEXT --tokens N',
+  summary: 'generate text from a checkpoint of webtron train or a Hugging Face folder: webtron sample --load DIR --prompt TEXT --tokens N',
   flags: { ...GPU_FLAGS, ...SAMPLE_FLAGS },
   run: (values) => sampleCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
 };

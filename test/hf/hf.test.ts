@@ -410,6 +410,40 @@ describe('webtron export --format hf of a Llama-block model', () => {
     }
   });
 
+  it('webtron sample --load an exported folder writes the text of the checkpoint it came from (GPT-2 and Qwen2 folders); a folder without a tokenizer is one line', () => {
+    const sample = (load: string) =>
+      spawnSync(process.execPath, [BIN, 'sample', '--load', load, '--prompt', 'Call me', '--tokens', '12', '--seed', '5'], {
+        encoding: 'utf8',
+      });
+    for (const name of ['tied', 'qwen2-interleaved']) {
+      const folder = join(dir, `${name}-fp32`);
+      if (!existsSync(folder)) expect(exportHf(join(dir, name), folder).status).toBe(0);
+      const want = sample(join(dir, name));
+      expect(want.status, want.stderr).toBe(0);
+      expect(want.stdout.startsWith('Call me')).toBe(true);
+      const got = sample(folder);
+      expect(got.status, got.stderr).toBe(0);
+      expect(got.stdout, name).toBe(want.stdout);
+    }
+    const bare = join(dir, 'no-tokenizer');
+    for (const file of ['config.json', 'model.safetensors']) cpSync(join(dir, 'tied-fp32', file), join(bare, file));
+    const run = sample(bare);
+    expect(run.status).toBe(2);
+    expect(run.stderr.trim()).toBe(
+      `webtron sample: --load ${bare} has no tokenizer files (vocab.json and merges.txt, or tokenizer.json); copy the model's tokenizer into it`,
+    );
+    // The byte tokenizer of another folder (256 tokens) beside the character model's smaller vocabulary.
+    const untied = join(dir, 'untied-fp32');
+    if (!existsSync(untied)) expect(exportHf(join(dir, 'untied'), untied).status).toBe(0);
+    for (const file of ['tokenizer.json', 'tokenizer_config.json']) cpSync(join(untied, file), join(bare, file));
+    const vocab = (JSON.parse(readFileSync(join(bare, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size;
+    const mixed = sample(bare);
+    expect(mixed.status).toBe(2);
+    expect(mixed.stderr.trim()).toBe(
+      `webtron sample: ${bare}: its tokenizer has 256 tokens, more than the model's vocabulary of ${vocab}; give a model and tokenizer that belong together`,
+    );
+  });
+
   it("a Llama 3-shaped folder written by Python (grouped heads, rope scaling, eps 1e-6, inv_freq buffers) starts a run whose forward gives the referee's logits", async (context) => {
     skipWithoutTorch(context);
     const { seed, random } = seeded('hf llama folder from python');
