@@ -19,7 +19,8 @@ import { mobyDick } from '../../src/data/corpus.js';
 import { ByteTokenizer, CharTokenizer, loadTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { gpt2ConfigJson, hfName, parseGpt2Config, readGpt2Config, webtronName } from '../../src/hf/gpt2.js';
-import { parseLlamaConfig, readHfConfig } from '../../src/hf/llama.js';
+import { parseLlamaConfig } from '../../src/hf/llama.js';
+import { hfGptConfig } from '../../src/hf/model.js';
 import { builtinGpt2Files, readFolderTokenizer, tokenizerFiles } from '../../src/hf/tokenizer.js';
 import { openFolderWeights, openHfWeights } from '../../src/hf/weights.js';
 import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
@@ -506,16 +507,14 @@ describe('webtron export --format hf of a Llama-block model', () => {
       encoding: 'utf8',
     });
     expect(wrote.status, wrote.stderr).toBe(0);
-    const read = readHfConfig(folder);
-    if (read.kind !== 'llama') throw new Error(`${folder} read as ${read.kind}`);
-    const hf = read.config;
-    expect(hf).toMatchObject({ addQkvBias: true, tiedHead: true, numQueryGroups: 2, rotaryBase: 1e6, ropeScalingFactor: null });
-    const config: GptConfig = {
-      ...{ numLayers: hf.numLayers, hiddenSize: hf.hiddenSize, numAttentionHeads: hf.numAttentionHeads, vocabSize: hf.vocabSize },
-      ...{ seqLength: 16, maxPositionEmbeddings: hf.maxPositionEmbeddings, ffnHiddenSize: hf.ffnHiddenSize, tiedHead: true },
-      ...{ positionEmbeddingType: 'rope', rotaryBase: hf.rotaryBase, normalization: 'RMSNorm', normEpsilon: hf.normEpsilon },
-      ...{ swiglu: true, addBiasLinear: false, addQkvBias: true, numQueryGroups: hf.numQueryGroups },
-    };
+    // The model webtron sample --load builds from the folder: Qwen2's block, sized by config.json.
+    const config = hfGptConfig(folder);
+    expect(config).toEqual({
+      ...{ numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, vocabSize: 257, seqLength: 16, maxPositionEmbeddings: 16 },
+      ...{ ffnHiddenSize: 24, tiedHead: true, normEpsilon: 1e-6, hiddenDropout: 0, attentionDropout: 0 },
+      ...{ positionEmbeddingType: 'rope', rotaryBase: 1e6, normalization: 'RMSNorm', swiglu: true, addBiasLinear: false },
+      ...{ addQkvBias: true, numQueryGroups: 2 },
+    });
     const [batch, t] = [2, 16];
     const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * config.vocabSize));
     const weights = openFolderWeights(folder, config);
