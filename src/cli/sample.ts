@@ -27,7 +27,7 @@ import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js
 export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
   load: {
     kind: 'string',
-    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), or a Hugging Face GPT-2, Llama or Qwen2 folder',
+    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), or a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder',
   },
   onnx: { kind: 'string', help: 'instead of --load: a model webtron export wrote, run by onnxruntime-node' },
   prompt: { kind: 'string', default: '', help: "text to continue (in the checkpoint's vocabulary)" },

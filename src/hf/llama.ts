@@ -198,17 +198,25 @@ function isLlama3Scaling(v: unknown): boolean {
   );
 }
 
+/** The architectures of model_type values that are Llama's block: their base model's and causal LM's names. */
+const LLAMA_LIKE: Record<string, [string, string]> = {
+  llama: ['LlamaModel', 'LlamaForCausalLM'],
+  qwen2: ['Qwen2Model', 'Qwen2ForCausalLM'],
+  mistral: ['MistralModel', 'MistralForCausalLM'],
+};
+
 /**
- * A Llama config.json's model, every field checked: a missing size, or what webtron's Llama block
- * does not compute (key and value heads that do not divide the heads, another activation, an eps
- * outside (0, 1), rope scaling other than Llama 3's, partial rope, biases) is a ConfigError of one
- * line naming the file, the field, its value and what webtron computes instead.
+ * A Llama config.json's model (or Qwen2's, or Mistral's: Llama's names and tensors), every field
+ * checked: a missing size, or what webtron's Llama block does not compute (key and value heads that
+ * do not divide the heads, another activation, an eps outside (0, 1), rope scaling other than
+ * Llama 3's, partial rope, biases, a sliding window shorter than the context) is a ConfigError of
+ * one line naming the file, the field, its value and what webtron computes instead.
  */
 export function parseLlamaConfig(c: Record<string, unknown>, file: string): LlamaConfig {
   const fail = (what: string) => new ConfigError(`initFrom: ${file}: ${what}`, 'initFrom');
   const show = (v: unknown) => JSON.stringify(v) ?? 'undefined';
   const qwen2 = c.model_type === 'qwen2';
-  const [model, lm] = qwen2 ? ['Qwen2Model', 'Qwen2ForCausalLM'] : ['LlamaModel', 'LlamaForCausalLM'];
+  const [model, lm] = Object.hasOwn(LLAMA_LIKE, c.model_type as string) ? LLAMA_LIKE[c.model_type as string]! : LLAMA_LIKE.llama!;
   const archs = c.architectures;
   if (archs !== undefined && archs !== null && !(Array.isArray(archs) && archs.every((a) => a === lm || a === model)))
     throw fail(`architectures is ${show(archs)}; webtron reads ${lm} and ${model}, not other heads`);
@@ -250,6 +258,13 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
   refuse('rope_theta', (v) => typeof v === 'number' && v > 1, 'a rope base above 1');
   refuse('attention_dropout', (v) => typeof v === 'number' && v >= 0 && v < 1, 'a dropout probability in [0, 1)');
   if (qwen2) refuse('use_sliding_window', (v) => v === false, 'full attention in every layer, false');
+  // Mistral's window: no window, or one the whole context fits in, is full attention.
+  if (c.model_type === 'mistral')
+    refuse(
+      'sliding_window',
+      (v) => Number.isInteger(v) && (v as number) >= maxPositionEmbeddings,
+      `full attention: no window (null) or one of at least max_position_embeddings, ${maxPositionEmbeddings}`,
+    );
   return {
     numLayers,
     hiddenSize,
@@ -311,11 +326,20 @@ export function llamaImport(config: GptShape): {
   };
 }
 
-/** The model of a Hugging Face folder's config.json: GPT-2's or Llama's (by model_type; Qwen2's is Llama's with q, k and v biases), checked. */
+/**
+ * The model of a Hugging Face folder's config.json: GPT-2's or Llama's (by model_type; Qwen2's is
+ * Llama's with q, k and v biases, Mistral's Llama's with a sliding window), checked.
+ */
 export function readHfConfig(dir: string): { kind: 'gpt2'; config: Gpt2Config } | { kind: 'llama'; config: LlamaConfig } {
   const { raw, file } = readConfigJson(dir);
   const c = raw as Record<string, unknown> | null;
-  if (typeof c === 'object' && c !== null && !Array.isArray(c) && (c.model_type === 'llama' || c.model_type === 'qwen2'))
+  if (
+    typeof c === 'object' &&
+    c !== null &&
+    !Array.isArray(c) &&
+    typeof c.model_type === 'string' &&
+    Object.hasOwn(LLAMA_LIKE, c.model_type)
+  )
     return { kind: 'llama', config: parseLlamaConfig(c, file) };
   return { kind: 'gpt2', config: parseGpt2Config(raw, file) };
 }

@@ -530,7 +530,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     );
   });
 
-  it('a Llama config.json webtron does not compute is one line naming the field', () => {
+  it('a Llama (or Mistral) config.json webtron does not compute is one line naming the field', () => {
     const good = JSON.parse(readFileSync(join(dir, 'llama-fp32', 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(parseLlamaConfig(good, 'c.json')).toMatchObject({
       numLayers: 2,
@@ -551,6 +551,25 @@ describe('webtron export --format hf of a Llama-block model', () => {
       expect(error?.message, field).toContain(`c.json: ${field} is ${JSON.stringify(value)}`);
       expect(error?.message.split('\n')).toHaveLength(1);
     }
+    // Mistral's config.json is Llama's with a sliding window: none, or one the context fits in, reads
+    // as the Llama model; a shorter one is refused, and so is a Llama head under model_type mistral.
+    const positions = good.max_position_embeddings as number;
+    const mistral = { ...good, model_type: 'mistral', architectures: ['MistralForCausalLM'] };
+    for (const window of [null, positions, 4 * positions])
+      expect(parseLlamaConfig({ ...mistral, sliding_window: window }, 'c.json')).toEqual(parseLlamaConfig(good, 'c.json'));
+    expect(() => parseLlamaConfig({ ...mistral, sliding_window: positions - 1 }, 'c.json')).toThrow(
+      new RegExp(
+        `^initFrom: c\\.json: sliding_window is ${positions - 1}, which webtron does not compute \\(it computes full attention: no window \\(null\\) or one of at least max_position_embeddings, ${positions}\\)$`,
+      ),
+    );
+    expect(() => parseLlamaConfig({ ...mistral, architectures: ['LlamaForCausalLM'] }, 'c.json')).toThrow(
+      /architectures is \["LlamaForCausalLM"\]; webtron reads MistralForCausalLM and MistralModel, not other heads/,
+    );
+    // A folder says which: Mistral's reads as the Llama model webtron sample --load builds.
+    const folder = join(dir, 'mistral');
+    cpSync(join(dir, 'llama-fp32'), folder, { recursive: true });
+    writeFileSync(join(folder, 'config.json'), JSON.stringify({ ...mistral, sliding_window: null }));
+    expect(hfGptConfig(folder)).toEqual(hfGptConfig(join(dir, 'llama-fp32')));
   });
 
   it('a model neither GPT-2 nor Llama holds is refused in one line naming both, nothing written', () => {
