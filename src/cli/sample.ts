@@ -1,11 +1,11 @@
 /**
  * `webtron sample --load DIR --prompt TEXT --tokens N`: text from a checkpoint of `webtron train`,
  * on the GPU, one process. The model and its tokenizer come from the checkpoint, or from a Hugging
- * Face folder (src/hf/model.ts); each new token runs
- * one position against the key/value cache (src/nn/decode.ts), sized for what the run fills within a
- * window of --inference-max-seq-length positions (and the model's); once the window is full, the
- * cache is rebuilt from the newest half of it. Sampling: temperature, top-k or top-p, a seeded generator, so the
- * same seed gives the same text.
+ * Face folder (src/hf/model.ts). The prompt fills the key/value cache in one prefill, then each new
+ * token runs one position against it (src/nn/decode.ts); the cache is sized for what the run fills
+ * within a window of --inference-max-seq-length positions (and the model's), and once the window is
+ * full it is rebuilt from the newest half. Sampling: temperature, top-k or top-p, a seeded generator,
+ * so the same seed gives the same text.
  *
  * `--onnx MODEL` instead runs a model `webtron export` wrote through onnxruntime-node (CPU), the
  * whole window each token, with the same context policy and sampling: when the logits agree, the
