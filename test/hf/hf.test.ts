@@ -87,25 +87,19 @@ beforeAll(async () => {
     // Qwen2's block: Llama's with biases on q, k and v.
     ['qwen2-interleaved', [...LLAMA, '--add-qkv-bias', '--rotary-interleaved', '--rotary-base', '500', '--norm-epsilon', '0.01']],
   ] as const) {
-    const run = spawnSync(
-      process.execPath,
-      [
-        BIN,
-        'train',
-        ...shape,
-        ...more,
-        '--train-iters',
-        '3',
-        '--lr',
-        '1e-2',
-        '--save',
-        join(dir, name),
-        '--run-dir',
-        join(dir, `run-${name}`),
-      ],
-      { encoding: 'utf8' },
-    );
-    if (run.status !== 0) throw new Error(`webtron train failed: ${run.stderr}`);
+    const run = await train([
+      ...shape,
+      ...more,
+      '--train-iters',
+      '3',
+      '--lr',
+      '1e-2',
+      '--save',
+      join(dir, name),
+      '--run-dir',
+      join(dir, `run-${name}`),
+    ]);
+    if (run.code !== 0) throw new Error(`webtron train failed: ${run.stderr}`);
   }
 }, 300_000);
 afterAll(() => {
@@ -365,29 +359,11 @@ describe('webtron export --format hf of a Llama-block model', () => {
       const folder = join(dir, `${name}-fp32`);
       if (!existsSync(folder)) expect(exportHf(join(dir, name), folder).status).toBe(0);
       const again = join(dir, `${name}-again`);
-      const run = spawnSync(
-        process.execPath,
-        [
-          BIN,
-          'train',
-          '--init-from',
-          folder,
-          '--seq-length',
-          '16',
-          '--micro-batch-size',
-          '2',
-          '--train-iters',
-          '1',
-          '--lr',
-          '0',
-          '--save',
-          again,
-          '--run-dir',
-          join(dir, `run-${name}-again`),
-        ],
-        { encoding: 'utf8' },
-      );
-      expect(run.status, run.stderr).toBe(0);
+      const run = await train([
+        ...['--init-from', folder, '--seq-length', '16', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+        ...['--save', again, '--run-dir', join(dir, `run-${name}-again`)],
+      ]);
+      expect(run.code, run.stderr).toBe(0);
       const before = await loadCheckpointModel(ctx, join(dir, name));
       const after = await loadCheckpointModel(ctx, again);
       expect(after.config).toMatchObject({ positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false });
@@ -455,27 +431,11 @@ describe('webtron export --format hf of a Llama-block model', () => {
     });
     expect(wrote.status, wrote.stderr).toBe(0);
     const saved = join(dir, 'llama-python-run');
-    const run = spawnSync(
-      process.execPath,
-      [
-        BIN,
-        'train',
-        '--init-from',
-        folder,
-        '--micro-batch-size',
-        '2',
-        '--train-iters',
-        '1',
-        '--lr',
-        '0',
-        '--save',
-        saved,
-        '--run-dir',
-        join(dir, 'run-llama-python'),
-      ],
-      { encoding: 'utf8' },
-    );
-    expect(run.status, run.stderr).toBe(0);
+    const run = await train([
+      ...['--init-from', folder, '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+      ...['--save', saved, '--run-dir', join(dir, 'run-llama-python')],
+    ]);
+    expect(run.code, run.stderr).toBe(0);
     const model = await loadCheckpointModel(ctx, saved);
     expect(model.config).toMatchObject({
       numQueryGroups: 2,
@@ -572,37 +532,14 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(hfGptConfig(folder)).toEqual(hfGptConfig(join(dir, 'llama-fp32')));
   });
 
-  it('a model neither GPT-2 nor Llama holds is refused in one line naming both, nothing written', () => {
+  it('a model neither GPT-2 nor Llama holds is refused in one line naming both, nothing written', async () => {
     const mixed = join(dir, 'mixed');
-    const trained = spawnSync(
-      process.execPath,
-      [
-        BIN,
-        'train',
-        '--num-layers',
-        '1',
-        '--hidden-size',
-        '16',
-        '--num-attention-heads',
-        '2',
-        '--seq-length',
-        '8',
-        '--micro-batch-size',
-        '2',
-        '--train-iters',
-        '1',
-        '--lr',
-        '1e-3',
-        '--normalization',
-        'RMSNorm',
-        '--save',
-        mixed,
-        '--run-dir',
-        join(dir, 'run-mixed'),
-      ],
-      { encoding: 'utf8' },
-    );
-    expect(trained.status, trained.stderr).toBe(0);
+    const trained = await train([
+      ...['--num-layers', '1', '--hidden-size', '16', '--num-attention-heads', '2', '--seq-length', '8'],
+      ...['--micro-batch-size', '2', '--train-iters', '1', '--lr', '1e-3', '--normalization', 'RMSNorm'],
+      ...['--save', mixed, '--run-dir', join(dir, 'run-mixed')],
+    ]);
+    expect(trained.code, trained.stderr).toBe(0);
     const run = exportHf(mixed, join(dir, 'mixed-hf'));
     expect(run.status).toBe(2);
     expect(run.stderr.trim()).toMatch(
