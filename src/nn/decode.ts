@@ -7,7 +7,7 @@
  */
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import type { Gpt, GptConfig } from './gpt.js';
-import { queryGroups } from './gpt-spec.js';
+import { qkvWidth, queryGroups } from './gpt-spec.js';
 import { Graph } from './graph.js';
 import { add, embedding, matmulInto } from './ops.js';
 import { ShapeMismatch, Tensor } from './tensor.js';
@@ -113,7 +113,7 @@ export class GptDecoder {
           'kv-cache',
           'append',
           { WG: 256 },
-          { rows: t, width: h + 2 * kv, c: h, kv, at, qkv_off: Q.shift },
+          { rows: t, width: qkvWidth(c), c: h, kv, at, qkv_off: Q.shift },
           { qkv: Q.binding, keys: keys.binding(g.ctx).binding, values: values.binding(g.ctx).binding },
           Math.ceil((t * kv) / 256),
         );
@@ -123,7 +123,7 @@ export class GptDecoder {
         matmulInto(
           g,
           { m: t, n, k: hd, nb0: rep, nb1: groups },
-          { t: qkv, rs: h + 2 * kv, cs: 1, b0: hd, b1: rep * hd },
+          { t: qkv, rs: qkvWidth(c), cs: 1, b0: hd, b1: rep * hd },
           { t: keys, rs: 1, cs: kv, b0: 0, b1: hd },
           { t: scores, rs: n, cs: 1, b0: t * n, b1: rep * t * n },
         );
