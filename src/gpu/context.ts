@@ -291,6 +291,11 @@ export class GpuContext {
   readonly pool: BufferPool;
   /** The tiled matmul's tile shapes by shape class, and where they came from. */
   matmulTuning: MatmulTuning = { tiles: { ...DEFAULT_TILES }, gflops: {}, source: 'default', cachePath: null };
+  /**
+   * Products of at most 8 rows (a decoder's step) run on the few-rows kernel (src/nn/matmul-rows.ts);
+   * false runs them on the family's kernel, as the decode bench does for its comparison.
+   */
+  fewRowsMatmul = true;
   private readonly pendingErrors: GPUError[] = [];
   private lostInfo: GPUDeviceLostInfo | null = null;
 

@@ -924,20 +924,21 @@ describe('cross-entropy', () => {
 // Every combination of A along k (vec4 or element-wise) and B along n / along k / strided, C stored
 // as vec4s (n a multiple of 4) or element-wise, accumulated into or overwritten, with two-level
 // batches, offsets and odd edges, against the float64 reference; run with A's rows shared through
-// subgroups (where the adapter has them) and loaded by every invocation.
+// subgroups (where the adapter has them) and loaded by every invocation. Every case has more than 8
+// rows: fewer run on the few-rows kernel (matmul-rows.test.ts).
 function matmulReadPaths(device: () => GpuContext) {
   const cases: { name: string; m: number; n: number; k: number; transA: boolean; transB: boolean; off: number; acc: boolean }[] = [
     { name: 'A rows, B rows (vec4 all)', m: 9, n: 12, k: 8, transA: false, transB: false, off: 0, acc: true },
     { name: 'A rows, B rows, C overwritten as vec4s', m: 9, n: 12, k: 8, transA: false, transB: false, off: 0, acc: false },
-    { name: 'A rows, B columns (vec4 along k)', m: 6, n: 7, k: 12, transA: false, transB: true, off: 0, acc: true },
-    { name: 'A columns, B rows', m: 5, n: 16, k: 9, transA: true, transB: false, off: 0, acc: true },
-    { name: 'A columns, B columns', m: 7, n: 5, k: 4, transA: true, transB: true, off: 0, acc: true },
-    { name: 'odd sizes and an odd offset (element-wise)', m: 3, n: 11, k: 13, transA: false, transB: false, off: 1, acc: true },
-    { name: 'odd sizes, C overwritten element-wise', m: 3, n: 11, k: 13, transA: false, transB: false, off: 1, acc: false },
-    { name: 'offset 4, vec4 paths', m: 8, n: 8, k: 8, transA: false, transB: true, off: 4, acc: true },
+    { name: 'A rows, B columns (vec4 along k)', m: 10, n: 7, k: 12, transA: false, transB: true, off: 0, acc: true },
+    { name: 'A columns, B rows', m: 13, n: 16, k: 9, transA: true, transB: false, off: 0, acc: true },
+    { name: 'A columns, B columns', m: 15, n: 5, k: 4, transA: true, transB: true, off: 0, acc: true },
+    { name: 'odd sizes and an odd offset (element-wise)', m: 11, n: 11, k: 13, transA: false, transB: false, off: 1, acc: true },
+    { name: 'odd sizes, C overwritten element-wise', m: 11, n: 11, k: 13, transA: false, transB: false, off: 1, acc: false },
+    { name: 'offset 4, vec4 paths', m: 12, n: 8, k: 8, transA: false, transB: true, off: 4, acc: true },
     { name: 'row blocks of 16 or 32, the last moved back, k tail', m: 37, n: 10, k: 7, transA: true, transB: false, off: 0, acc: true },
     { name: 'fewer rows than a block, columns past the edge', m: 20, n: 6, k: 5, transA: false, transB: false, off: 0, acc: true },
-    { name: 'columns past the edge, C as vec4s', m: 4, n: 36, k: 5, transA: false, transB: false, off: 0, acc: true },
+    { name: 'columns past the edge, C as vec4s', m: 12, n: 36, k: 5, transA: false, transB: false, off: 0, acc: true },
   ];
   for (const c of cases) {
     it(c.name, async () => {

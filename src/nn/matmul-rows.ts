@@ -1,0 +1,60 @@
+/**
+ * The matmul for products of at most ROWS_MAX rows (shaders/matmul-rows.wgsl): a decoder's
+ * single-token step, where every weight multiplies one row. The other kernels compute blocks of 16
+ * to 64 rows and would spend as much on one row as on a block.
+ */
+import type { Graph } from './graph.js';
+import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
+import { stridedOperands } from './matmul-operands.js';
+import { aligned4, quadBinding } from './quads.js';
+import { paramCode } from './tensor.js';
+
+/** The most rows of C the kernel takes. */
+export const ROWS_MAX = 8;
+
+/** How the lanes of a workgroup split the work: `ks` lanes share each quad of columns' k (a workgroup of `wg`). */
+export interface RowsLanes {
+  wg: number;
+  ks: number;
+}
+
+/**
+ * The lanes for an adapter: on a CPU driver a quad per SIMD lane and no split (a barrier and a
+ * reduction buy nothing there); on a GPU 64 lanes, 16 of them on one quad's k when B is read along
+ * k (adjacent lanes read adjacent memory) and 4 otherwise.
+ */
+function lanesFor(g: Graph, kFast: boolean): RowsLanes {
+  if (g.ctx.software) return { wg: Math.max(8, g.ctx.subgroupMaxSize), ks: 1 };
+  return { wg: 64, ks: kFast ? 16 : 4 };
+}
+
+/**
+ * C = alpha · A @ B (+ bias) (+ C) for s.m <= ROWS_MAX, any operand layout (matmul.ts's contract;
+ * no gelu). `lanes` overrides the adapter's split (tests run the GPU's here).
+ */
+export function rowsMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions, lanes?: RowsLanes): void {
+  if (s.m > ROWS_MAX) throw new RangeError(`rowsMatmul: ${s.m} rows, at most ${ROWS_MAX}`);
+  const ctx = g.ctx;
+  const A = a.t.binding(ctx);
+  const B = b.t.binding(ctx);
+  const operands = stridedOperands(g, s, a, b, c, { ...options, gelu: undefined });
+  const aVec = a.cs === 1 && aligned4(s.k, A.shift + (a.off ?? 0), a.rs, a.b0, a.b1) ? quadBinding(g, a.t, A) : null;
+  const bStart = B.shift + (b.off ?? 0);
+  let bMode = 0;
+  if (b.t.dtype === 'float32' && b.cs === 1 && aligned4(s.n, bStart, b.rs, b.b0, b.b1)) bMode = 1;
+  else if (b.t.dtype === 'float32' && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
+  const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
+  if (!bVec) bMode = 0;
+  // Lanes of a quad side by side where B runs along k (read as vec4s or not: b.rs 1).
+  const kFast = b.rs === 1 && b.cs !== 1;
+  const { wg, ks } = lanes ?? lanesFor(g, kFast);
+  const rows = 2 ** Math.ceil(Math.log2(s.m));
+  g.runner.dispatch(
+    'matmul-rows',
+    'main',
+    { WG: wg, ROWS: rows, KS: ks, K_FAST: kFast ? 1 : 0, B_DTYPE: paramCode(b.t, 'matmul B'), A_VEC: aVec ? 1 : 0, B_MODE: bMode },
+    operands.uniforms,
+    { ...operands.bindings, A4: aVec ?? g.runner.dummy, B4: bVec ?? g.runner.dummy },
+    [Math.ceil(Math.ceil(s.n / 4) / (wg / ks)), 1, (s.nb0 ?? 1) * (s.nb1 ?? 1)],
+  );
+}
