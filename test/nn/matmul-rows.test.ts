@@ -6,15 +6,14 @@
  * matmulInto's routing by row count.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import type { ParamDtype } from '../../src/ddp/layout.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { Graph } from '../../src/nn/graph.js';
 import { matmulInto, type Operand } from '../../src/nn/matmul.js';
 import { ROWS_MAX, type RowsLanes, rowsMatmul } from '../../src/nn/matmul-rows.js';
-import { LocalParams } from '../../src/nn/params.js';
 import { recordDispatches } from '../helpers/dispatches.js';
 import { hashedUniform } from '../helpers/hash.js';
+import { asParam, weightAndBias } from '../helpers/matmul-weights.js';
 import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
 
@@ -28,9 +27,6 @@ beforeAll(async () => {
   ctx = await GpuContext.create();
 });
 afterAll(() => ctx?.destroy());
-
-const rounded = (v: Float32Array, dtype: ParamDtype) =>
-  dtype === 'bfloat16' ? v.map((x) => bf16ToFloat(floatToBf16(x))) : dtype === 'float16' ? v.map((x) => halfToFloat(floatToHalf(x))) : v;
 
 interface Case {
   m: number;
@@ -102,16 +98,7 @@ async function check(c: Case, lanes: RowsLanes | undefined, what: string) {
   const bValues = rand(c.off + z * blockB);
   const biasValues = rand(c.n);
   const cInit = rand(z * c.m * c.n);
-  const params = new LocalParams(ctx, [
-    { name: 'b', shape: [bValues.length], dtype: c.dtype, gradDtype: 'float32' },
-    { name: 'bias', shape: [c.n], dtype: c.dtype, gradDtype: 'float32' },
-  ]);
-  params.set(
-    new Map([
-      ['b', bValues],
-      ['bias', biasValues],
-    ]),
-  );
+  const params = weightAndBias(ctx, bValues, biasValues, c.dtype);
   const g = new Graph(ctx);
   const calls = recordDispatches(g);
   const at = g.input(aData, [aData.length]);
@@ -129,8 +116,8 @@ async function check(c: Case, lanes: RowsLanes | undefined, what: string) {
   expect(calls.map((d) => d[0])).toEqual(['matmul-rows']);
   const constants = calls[0]![2];
   if (c.modes) expect([constants.B_MODE, constants.A_VEC], what).toEqual(c.modes);
-  const bSeen = rounded(bValues, c.dtype);
-  const biasSeen = rounded(biasValues, c.dtype);
+  const bSeen = asParam(bValues, c.dtype);
+  const biasSeen = asParam(biasValues, c.dtype);
   const want = new Float64Array(cInit.length);
   for (let b = 0; b < z; b++) {
     const A = new Float64Array(c.m * c.k);

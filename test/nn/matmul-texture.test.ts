@@ -11,9 +11,9 @@ import { Graph } from '../../src/nn/graph.js';
 import { matmulInto, type Operand } from '../../src/nn/matmul.js';
 import type { Tensor } from '../../src/nn/tensor.js';
 import { LocalParams } from '../../src/nn/params.js';
-import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { recordDispatches } from '../helpers/dispatches.js';
 import { hashedUniform } from '../helpers/hash.js';
+import { asParam, weightAndBias } from '../helpers/matmul-weights.js';
 import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
 
@@ -31,12 +31,6 @@ afterAll(() => ctx?.destroy());
 /** The shaders `g` dispatches from now on. */
 function shadersOf(g: Graph): string[] {
   return recordDispatches(g, ([shader]) => shader);
-}
-
-function rounded(v: Float32Array, dtype: ParamDtype): Float32Array {
-  if (dtype === 'bfloat16') return v.map((x) => bf16ToFloat(floatToBf16(x)));
-  if (dtype === 'float16') return v.map((x) => halfToFloat(floatToHalf(x)));
-  return v;
 }
 
 interface Case {
@@ -80,16 +74,7 @@ describe('texture matmul against the float64 reference', () => {
       const biasValues = rand(c.n);
       const cInit = rand(c.m * c.n);
       // B and the bias as params of the case's dtype (B first in its buffer: the offset is part of B).
-      const params = new LocalParams(ctx, [
-        { name: 'b', shape: [bValues.length], dtype: c.dtype, gradDtype: 'float32' },
-        { name: 'bias', shape: [c.n], dtype: c.dtype, gradDtype: 'float32' },
-      ]);
-      params.set(
-        new Map([
-          ['b', bValues],
-          ['bias', biasValues],
-        ]),
-      );
+      const params = weightAndBias(ctx, bValues, biasValues, c.dtype);
       const g = new Graph(ctx);
       const used = shadersOf(g);
       const at = g.input(aData, [aData.length]);
@@ -115,8 +100,8 @@ describe('texture matmul against the float64 reference', () => {
         c.dtype === 'float32' ? 'matmul-texture' : c.dtype === 'bfloat16' ? 'matmul-texture-bf16' : 'matmul-texture-f16',
       ]);
       // The reference from the stored layouts, read element by element.
-      const bSeen = rounded(bValues, c.dtype);
-      const biasSeen = rounded(biasValues, c.dtype);
+      const bSeen = asParam(bValues, c.dtype);
+      const biasSeen = asParam(biasValues, c.dtype);
       const A = new Float64Array(c.m * c.k);
       const B = new Float64Array(c.k * c.n);
       for (let i = 0; i < c.m; i++)

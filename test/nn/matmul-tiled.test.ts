@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
+import { floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import type { ParamDtype } from '../../src/ddp/layout.js';
 import { GpuContext, type SubgroupMatrixShape } from '../../src/gpu/context.js';
 import {
@@ -42,10 +42,10 @@ import { GpuTimer } from '../../src/gpu/timer.js';
 import { Graph } from '../../src/nn/graph.js';
 import type { Operand } from '../../src/nn/matmul.js';
 import { matmulInPlan, mmaMatmul, type PlannedProduct, packedRanges, tiledMatmul } from '../../src/nn/matmul-tiled.js';
-import { LocalParams } from '../../src/nn/params.js';
 import type { Tensor } from '../../src/nn/tensor.js';
 import { recordDispatches } from '../helpers/dispatches.js';
 import { hashedUniform } from '../helpers/hash.js';
+import { asParam, weightAndBias } from '../helpers/matmul-weights.js';
 import { seeded } from '../helpers/seed.js';
 import * as ref from './reference.js';
 
@@ -67,12 +67,6 @@ afterAll(() => {
 
 /** x as the f16 staging sees it: saturated at ±65504, rounded to nearest even. */
 const toF16 = (x: number) => halfToFloat(floatToHalf(Math.max(-65504, Math.min(65504, x))));
-
-function asParam(v: Float32Array, dtype: ParamDtype): Float32Array {
-  if (dtype === 'bfloat16') return v.map((x) => bf16ToFloat(floatToBf16(x)));
-  if (dtype === 'float16') return v.map((x) => halfToFloat(floatToHalf(x)));
-  return v;
-}
 
 interface Case {
   m: number;
@@ -114,16 +108,7 @@ async function check(
   const bValues = rand(c.off + z * blockB);
   const biasValues = rand(c.n);
   const cInit = rand(z * c.m * c.n);
-  const params = new LocalParams(device, [
-    { name: 'b', shape: [bValues.length], dtype, gradDtype: 'float32' },
-    { name: 'bias', shape: [c.n], dtype, gradDtype: 'float32' },
-  ]);
-  params.set(
-    new Map([
-      ['b', bValues],
-      ['bias', biasValues],
-    ]),
-  );
+  const params = weightAndBias(device, bValues, biasValues, dtype);
   const g = new Graph(device);
   const calls = recordDispatches(g);
   const at = g.input(aData, [aData.length]);
