@@ -11,10 +11,12 @@
 import { FlagError } from '../src/cli/flags.js';
 import { GptDecoder } from '../src/nn/decode.js';
 import { Gpt } from '../src/nn/gpt.js';
+import { Graph } from '../src/nn/graph.js';
+import { matmulInto, type Operand } from '../src/nn/matmul.js';
 import { LocalParams } from '../src/nn/params.js';
 import type { Bench } from './bench.js';
 import { GPT_CONFIGS } from './nn.js';
-import { progress } from './report.js';
+import { progress, type Row } from './report.js';
 import { median } from './timing.js';
 
 export const decodeBench: Bench = {
@@ -113,5 +115,78 @@ export const decodeBench: Bench = {
         step_max_abs_diff: Number(stepMaxAbsDiff.toPrecision(3)),
       },
     ];
+  },
+};
+
+/** A product's weight: [k, n] read along n, or stored [n, k] and read along k (a tied head's layout). */
+const PRODUCT_SHAPES: { name: string; k: number; n: number; alongK: boolean }[] = [
+  { name: 'fc, 384 -> 1536', k: 384, n: 1536, alongK: false },
+  { name: 'proj, 1536 -> 384', k: 1536, n: 384, alongK: false },
+  { name: 'qkv, 192 -> 576', k: 192, n: 576, alongK: false },
+  { name: 'tied head, 384 -> 1536', k: 384, n: 1536, alongK: true },
+];
+
+/**
+ * `npm run bench -- decode-products`: products of 1, 2, 4 and 8 rows by GPT weights on the few-rows
+ * kernel (src/nn/matmul-rows.ts) beside the adapter's block kernel, the same product in the same
+ * run: wall milliseconds per product, --products of them recorded in one graph and submitted
+ * together (on a CPU driver the block kernel's texture copies of the weight included, as a graph
+ * makes them). How many rows the few-rows kernel takes on an adapter (rowsLimit) comes from here.
+ */
+export const decodeProductsBench: Bench = {
+  name: 'decode-products',
+  summary: 'products of 1-8 rows by GPT weights: the few-rows kernel beside the block kernel',
+  columns: ['bench', 'shape', 'rows', 'rows_kernel_ms', 'block_kernel_ms', 'speedup'],
+  flags: {
+    products: { kind: 'int', default: 40, help: 'products per timed graph' },
+  },
+  async run(env, flags) {
+    const ctx = await env.gpu();
+    const count = flags.products as number;
+    if (!(Number.isInteger(count) && count >= 1)) throw new FlagError(`--products: ${count} is not a count of products; give 1 or more`);
+    const rows: Row[] = [];
+    for (const shape of PRODUCT_SHAPES) {
+      const params = new LocalParams(ctx, [{ name: 'w', shape: [shape.k * shape.n], dtype: 'float32', gradDtype: 'float32' }]);
+      params.set(new Map([['w', Float32Array.from({ length: shape.k * shape.n }, (_, i) => ((i * 7919) % 1000) / 1e5)]]));
+      const weight: Operand = shape.alongK ? { t: params.get('w'), rs: 1, cs: shape.k } : { t: params.get('w'), rs: shape.n, cs: 1 };
+      for (const m of [1, 2, 4, 8]) {
+        // Milliseconds per product of `reps` in one graph, on the few-rows kernel or not.
+        const time = async (fewRows: boolean, reps: number) => {
+          ctx.fewRowsMatmul = fewRows;
+          const g = new Graph(ctx, { training: false });
+          try {
+            const a = g.input(new Float32Array(m * shape.k).fill(1), [m * shape.k]);
+            const c = g.tensor([m * shape.n], 'c');
+            const t0 = performance.now();
+            for (let i = 0; i < reps; i++)
+              matmulInto(g, { m, n: shape.n, k: shape.k }, { t: a, rs: shape.k, cs: 1 }, weight, { t: c, rs: shape.n, cs: 1 });
+            await g.read(c);
+            return (performance.now() - t0) / reps;
+          } finally {
+            g.release();
+            ctx.fewRowsMatmul = true;
+          }
+        };
+        await time(true, 4);
+        await time(false, 4);
+        const [fewRows, block]: [number[], number[]] = [[], []];
+        for (let run = 0; run < 3; run++) {
+          fewRows.push(await time(true, count));
+          block.push(await time(false, count));
+        }
+        const [r, b] = [median(fewRows), median(block)];
+        rows.push({
+          bench: 'decode-products',
+          shape: shape.name,
+          rows: m,
+          rows_kernel_ms: Number(r.toFixed(3)),
+          block_kernel_ms: Number(b.toFixed(3)),
+          speedup: Number((b / r).toFixed(2)),
+        });
+        progress(`decode-products: ${shape.name}, ${m} rows`);
+      }
+      params.destroy();
+    }
+    return rows;
   },
 };

@@ -12,7 +12,7 @@ import { FlagError, flagHelp, GPU_FLAGS, parseFlags, type FlagSpec } from '../sr
 import { adamBench } from './adam.js';
 import { nnBench } from './nn.js';
 import { onnxBench } from './onnx.js';
-import { decodeBench } from './decode.js';
+import { decodeBench, decodeProductsBench } from './decode.js';
 import { dataBench } from './data.js';
 import { hfBench } from './hf.js';
 import { checkpointBench } from './checkpoint.js';
@@ -33,6 +33,7 @@ const BENCHES: Bench[] = [
   nnBench,
   onnxBench,
   decodeBench,
+  decodeProductsBench,
   checkpointBench,
   trainBench,
   dataBench,

@@ -1,7 +1,8 @@
-// The matmul for products of a few rows (M <= 8): C[z] = alpha * A[z] @ B[z] (+ bias) (+ C[z]),
-// operands addressed like matmul-body.wgsl's (any strides, two batch levels; B and the bias in the
-// param dtype). A decoder's single-token step is such a product for every weight; the kernels built
-// for many rows compute whole blocks of 16 to 64 rows, so one row costs them as much as a block.
+// The matmul for products of a few rows (M <= 8; src/nn/matmul-rows.ts says how many go here on an
+// adapter): C[z] = alpha * A[z] @ B[z] (+ bias) (+ C[z]), operands addressed like matmul-body.wgsl's
+// (any strides, two batch levels; B and the bias in the param dtype). A decoder's single-token step
+// is such a product for every weight; the kernels built for many rows compute whole blocks of 16 to
+// 64 rows, so one row costs them as much as a block.
 //
 // Each invocation owns a quad of 4 columns for all ROWS rows (ROWS >= M, 1, 2, 4 or 8; the rows past
 // M repeat row M - 1 and are not stored) and a share of k: lane s of the KS lanes on a quad takes

@@ -292,7 +292,7 @@ export class GpuContext {
   /** The tiled matmul's tile shapes by shape class, and where they came from. */
   matmulTuning: MatmulTuning = { tiles: { ...DEFAULT_TILES }, gflops: {}, source: 'default', cachePath: null };
   /**
-   * Products of at most 8 rows (a decoder's step) run on the few-rows kernel (src/nn/matmul-rows.ts);
+   * Products of a few rows (a decoder's step) run on the few-rows kernel (src/nn/matmul-rows.ts);
    * false runs them on the family's kernel, as the decode bench does for its comparison.
    */
   fewRowsMatmul = true;

@@ -1,8 +1,9 @@
 /**
- * The matmul for products of at most ROWS_MAX rows (shaders/matmul-rows.wgsl): a decoder's
- * single-token step, where every weight multiplies one row. The other kernels compute blocks of 16
- * to 64 rows and would spend as much on one row as on a block.
+ * The matmul for products of a few rows (shaders/matmul-rows.wgsl): a decoder's single-token step,
+ * where every weight multiplies one row. The other kernels compute blocks of 16 to 64 rows and would
+ * spend as much on one row as on a block.
  */
+import type { GpuContext } from '../gpu/context.js';
 import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
 import { stridedOperands } from './matmul-operands.js';
@@ -11,6 +12,14 @@ import { paramCode } from './tensor.js';
 
 /** The most rows of C the kernel takes. */
 export const ROWS_MAX = 8;
+
+/**
+ * The most rows matmulInto sends here on `ctx`: 4 on a CPU driver, where each row's A is another
+ * lane-by-lane load and 8 rows gained nothing over the texture kernel (0.97-1.19x, against 1.3-2.5x
+ * at 1 row: `npm run bench -- decode-products`, lavapipe); ROWS_MAX on a GPU, whose block kernels
+ * compute 64 rows for them.
+ */
+export const rowsLimit = (ctx: GpuContext): number => (ctx.software ? 4 : ROWS_MAX);
 
 /** How the lanes of a workgroup split the work: `ks` lanes share each quad of columns' k (a workgroup of `wg`). */
 export interface RowsLanes {

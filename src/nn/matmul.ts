@@ -4,7 +4,7 @@
  */
 import type { Graph } from './graph.js';
 import { stridedOperands } from './matmul-operands.js';
-import { ROWS_MAX, rowsMatmul } from './matmul-rows.js';
+import { rowsLimit, rowsMatmul } from './matmul-rows.js';
 import { textureMatmul } from './matmul-texture.js';
 import { tiledMatmul } from './matmul-tiled.js';
 import { aligned4, quadBinding } from './quads.js';
@@ -47,8 +47,8 @@ export interface MatmulOptions {
 
 /**
  * C = alpha · A @ B (+ bias[n]) (+ C when `accumulate`). A and C are fp32; B and the bias may be
- * params of any dtype (the same one). C's column stride is 1. A product of at most 8 rows (a
- * decoder's step) runs on the few-rows kernel (matmul-rows.ts); the rest on the adapter's kernel
+ * params of any dtype (the same one). C's column stride is 1. A product of a few rows (a decoder's
+ * step: rowsLimit) runs on the few-rows kernel (matmul-rows.ts); the rest on the adapter's kernel
  * family (GpuContext.matmulKernel): the tiled kernel on hardware (matmul-tiled.ts), on a CPU driver
  * the texture kernel where the operands can be copied into textures (matmul-texture.ts), and the
  * buffer kernel below for the rest.
@@ -63,7 +63,7 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
   if (s.m === 0 || s.n === 0 || (s.nb0 ?? 1) * (s.nb1 ?? 1) === 0) return true;
   // gelu(C) lands where C does when both bindings start at the same element.
   const gelu = options.gelu && options.gelu.binding(g.ctx).shift === c.t.binding(g.ctx).shift + (c.off ?? 0) ? options.gelu : undefined;
-  if (s.m <= ROWS_MAX && g.ctx.fewRowsMatmul) {
+  if (s.m <= rowsLimit(g.ctx) && g.ctx.fewRowsMatmul) {
     rowsMatmul(g, s, a, b, c, options);
     return !options.gelu;
   }

@@ -10,7 +10,7 @@ import type { ParamDtype } from '../../src/ddp/layout.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { Graph } from '../../src/nn/graph.js';
 import { matmulInto, type Operand } from '../../src/nn/matmul.js';
-import { ROWS_MAX, type RowsLanes, rowsMatmul } from '../../src/nn/matmul-rows.js';
+import { type RowsLanes, rowsLimit, rowsMatmul } from '../../src/nn/matmul-rows.js';
 import { recordDispatches } from '../helpers/dispatches.js';
 import { hashedUniform } from '../helpers/hash.js';
 import { asParam, weightAndBias } from '../helpers/matmul-weights.js';
@@ -147,9 +147,10 @@ describe('few-rows matmul against the float64 reference', () => {
 });
 
 describe('matmulInto', () => {
-  it(`runs products of up to ${ROWS_MAX} rows on the few-rows kernel and taller ones on the adapter's`, async () => {
+  it("runs products of up to rowsLimit rows on the few-rows kernel and taller ones on the adapter's", async () => {
     const [n, k] = [32, 16];
-    for (const m of [1, ROWS_MAX, ROWS_MAX + 1]) {
+    const limit = rowsLimit(ctx);
+    for (const m of [1, limit, limit + 1]) {
       const [a, b] = [rand(m * k), rand(k * n)];
       const g = new Graph(ctx);
       const shaders = recordDispatches(g, ([shader]) => shader);
@@ -162,7 +163,7 @@ describe('matmulInto', () => {
         { t: ct, rs: n, cs: 1 },
       );
       expect(ref.relError(await g.read(ct), ref.matmul(a, b, m, k, n)), msg(`m ${m}`)).toBeLessThanOrEqual(1e-6);
-      expect(shaders.includes('matmul-rows'), `m ${m}: ${shaders.join()}`).toBe(m <= ROWS_MAX);
+      expect(shaders.includes('matmul-rows'), `m ${m}: ${shaders.join()}`).toBe(m <= limit);
       g.release();
     }
   });
