@@ -8,8 +8,6 @@ import { writeChunksAtomic, writeFileAtomic } from '../files.js';
 import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { gptParams } from '../nn/gpt-spec.js';
-import { gptToOnnx, gptToOnnxExternal, PROTOBUF_LIMIT } from '../onnx/gpt.js';
-import { OPSET } from '../onnx/proto.js';
 import { exportHfFolder } from '../hf/export.js';
 import { HF_DTYPES, type HfDtype } from '../hf/gpt2.js';
 import { loadCheckpointModel } from '../train/checkpoint-model.js';
@@ -74,6 +72,9 @@ export async function exportCommand(
     return;
   }
   if (dtypeWord === 'bf16') throw new FlagError('--dtype bf16 is for --format hf; ONNX exports fp32 or fp16');
+  // The ONNX writer (protobufjs and onnx-proto) loads only for an ONNX export.
+  const { gptToOnnx, gptToOnnxExternal, PROTOBUF_LIMIT } = await import('../onnx/gpt.js');
+  const { OPSET } = await import('../onnx/proto.js');
   const dtype = dtypeWord === 'fp16' ? 'float16' : 'float32';
   const ctx = await GpuContext.create(gpu);
   const model = await loadCheckpointModel(ctx, path);

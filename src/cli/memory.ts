@@ -9,7 +9,6 @@ import { computeLayout } from '../ddp/layout.js';
 import { formatBytes } from '../gpu/memory.js';
 import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
-import { readOnnxInitializers } from '../onnx/proto.js';
 import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, GPU_FLAGS, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
@@ -90,7 +89,7 @@ export function parseParamCount(text: string): number {
 }
 
 /** What model the flags describe; one-line errors for anything missing or contradictory. */
-export function modelSource(v: FlagValues): ModelSource {
+export async function modelSource(v: FlagValues): Promise<ModelSource> {
   const gptKeys = ['num-layers', 'hidden-size', 'num-attention-heads', 'seq-length', 'vocab-size'];
   const given = [
     v.params !== undefined && '--params',
@@ -106,7 +105,10 @@ export function modelSource(v: FlagValues): ModelSource {
     );
   }
   if (v.params !== undefined) return { kind: 'params', count: parseParamCount(v.params as string) };
-  if (v.onnx !== undefined) return { kind: 'shapes', params: readOnnxInitializers(v.onnx as string), origin: v.onnx as string };
+  if (v.onnx !== undefined) {
+    const { readOnnxInitializers } = await import('../onnx/proto.js');
+    return { kind: 'shapes', params: readOnnxInitializers(v.onnx as string), origin: v.onnx as string };
+  }
   if (v.checkpoint !== undefined) {
     let checkpoint: ReturnType<typeof readCheckpointIndex>;
     try {
@@ -157,7 +159,7 @@ function strategiesOf(v: FlagValues): ShardingStrategy[] {
 }
 
 /** The model the flags describe and its rows (the model is read once: it may be a file). */
-export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[] } {
+export async function rowsFor(v: FlagValues): Promise<{ source: ModelSource; rows: MemoryRow[] }> {
   if ([v.fp16, v.bf16, v.precision !== undefined].filter(Boolean).length > 1) {
     throw new FlagError('--fp16, --bf16 and --precision exclude each other; give one (or none for fp32)');
   }
@@ -179,7 +181,7 @@ export function rowsFor(v: FlagValues): { source: ModelSource; rows: MemoryRow[]
   const strategies = strategiesOf(v);
   const gradAccumulation = (v['grad-accumulation'] as number | undefined) ?? 1;
   if (!(gradAccumulation >= 1)) throw new FlagError(`--grad-accumulation must be at least 1, got ${gradAccumulation}`);
-  const source = modelSource(v);
+  const source = await modelSource(v);
   const rows = memoryRows(source, {
     stateDtypes,
     strategies,
@@ -364,7 +366,7 @@ export const memoryCommand: Command = {
   summary: "GPU memory per rank with and without the distributed optimizer (Megatron's table, exact model state)",
   flags: { ...GPU_FLAGS, ...MEMORY_FLAGS },
   async run(values) {
-    const { source, rows } = rowsFor(values);
+    const { source, rows } = await rowsFor(values);
     // Per grad dtype of the rows: bf16 main grads (the distributed rows') add an fp32 scratch per param.
     const activations = new Map<MemoryRow['main_grads_dtype'], { measured: number; predicted: number }>();
     if (values.measure) {

@@ -17,7 +17,6 @@ import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import { GpuContext } from '../gpu/context.js';
 import { GptDecoder, positionLimit } from '../nn/decode.js';
 import type { GptConfig } from '../nn/gpt.js';
-import { OnnxError, readOnnxModel } from '../onnx/proto.js';
 import { ConfigError } from '../errors.js';
 import { isHfFolder, loadHfFolderModel } from '../hf/model.js';
 import { loadCheckpointModel } from '../train/checkpoint-model.js';
@@ -102,6 +101,7 @@ class OnnxDecoder implements Decoder {
   ) {}
 
   static async open(path: string): Promise<SampledModel> {
+    const { OnnxError, readOnnxModel } = await import('../onnx/proto.js');
     const model = readOnnxModel(path);
     const meta = Object.fromEntries((model.metadataProps ?? []).map((p) => [p.key, p.value]));
     if (!meta['webtron.config'] || !meta['webtron.tokenizer'])

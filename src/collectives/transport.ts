@@ -15,7 +15,7 @@
 import { createServer as createHttpServer } from 'node:http';
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
-import { WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import { type ByteStream, connectAndAuthenticate, dialHandshake, HandshakeGate, HandshakeReader } from './auth.js';
 import { TransportError } from './errors.js';
 import { rateLimitedLog } from './log-limit.js';
@@ -89,6 +89,16 @@ export interface PeerAddress {
 export const TRANSPORT_LINKS = ['tcp', 'ws'] as const;
 export type TransportLink = (typeof TRANSPORT_LINKS)[number];
 
+/**
+ * The `ws` package, loaded by the first WebSocket link or server: most runs use TCP only, and loading
+ * it at start-up cost every process about 40 ms.
+ */
+let wsPackage: Promise<typeof import('ws')> | undefined;
+export const loadWs = (): Promise<typeof import('ws')> => (wsPackage ??= import('ws'));
+
+/** A WebSocket's readyState when open (WebSocket.OPEN, in the standard and in `ws`). */
+export const WS_OPEN = 1;
+
 /** How a WebSocket's byte stream is configured: no compression (the frames are floats), messages up to a segment and its header. */
 export const WS_OPTIONS = { perMessageDeflate: false, maxPayload: 1 << 30 } as const;
 
@@ -125,7 +135,7 @@ export class WsStream extends EventEmitter implements ByteStream {
   }
 
   write(chunk: Uint8Array, callback?: (error?: Error | null) => void): boolean {
-    if (this.ws.readyState !== WebSocket.OPEN) {
+    if (this.ws.readyState !== WS_OPEN) {
       callback?.(new Error('the WebSocket is not open'));
       return false;
     }
@@ -467,9 +477,9 @@ class WsReceiveLink extends FrameReceiveLink {
   private readonly ws: WebSocket;
   private readonly handshake: HandshakeReader;
 
-  constructor(peer: number, url: string, transport: Transport) {
+  constructor(peer: number, url: string, transport: Transport, ws: typeof import('ws')) {
     super(peer, transport);
-    this.ws = new WebSocket(url, WS_OPTIONS);
+    this.ws = new ws.WebSocket(url, WS_OPTIONS);
     this.ws.on('upgrade', (response) => response.socket.setNoDelay(true));
     // Read from the start: the peer's challenge can come in the same packet as the upgrade.
     this.socket = new WsStream(this.ws);
@@ -573,7 +583,7 @@ export class Transport {
     if (options.link === 'ws') {
       const http = createHttpServer((_request, response) => response.writeHead(426).end());
       server = http;
-      wss = new WebSocketServer({ server: http, ...WS_OPTIONS });
+      wss = new (await loadWs()).WebSocketServer({ server: http, ...WS_OPTIONS });
       wss.on('connection', (ws, request) => {
         if (!holder.transport) return ws.terminate(); // not yet published: nobody can legitimately know this port
         request.socket.setNoDelay(true);
@@ -678,10 +688,11 @@ export class Transport {
     const host = address.host ?? '';
     const where = address.url ?? `${host}:${address.port}`;
     const { listener } = this.options;
+    const ws = listener || address.url ? await loadWs() : null;
     const link: ReceiveLink = listener
-      ? new WsReceiveLink(peer, listener.dialUrl(peer), this)
+      ? new WsReceiveLink(peer, listener.dialUrl(peer), this, ws!)
       : address.url
-        ? new WsReceiveLink(peer, address.url, this)
+        ? new WsReceiveLink(peer, address.url, this, ws!)
         : address.link === 'ws'
           ? new WsDirectReceiveLink(peer, host, address.port!, this)
           : new TcpReceiveLink(peer, host, address.port!, this);

@@ -23,13 +23,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import type { AcceptRequest, ExitReport, JoinAnswer } from './browser-protocol.js';
 import { SESSION_HEADER } from './browser-protocol.js';
 import { listen } from '../collectives/store.js';
 import { ConfigError } from '../errors.js';
 import { findShaderDir } from '../gpu/kernels.js';
-import { hostPort, type PeerAddress, peerAddressKey, WS_OPTIONS } from '../collectives/transport.js';
+import { hostPort, loadWs, type PeerAddress, peerAddressKey, WS_OPEN, WS_OPTIONS } from '../collectives/transport.js';
 import { type TrainConfig, withDefaultLoad } from './config.js';
 
 /** How a browser rank ended, as the launcher reports a worker. */
@@ -124,6 +124,7 @@ export class BrowserHost {
     private readonly server: Server,
     private readonly wss: WebSocketServer,
     readonly port: number,
+    private readonly wsPackage: typeof import('ws'),
   ) {
     this.paths = servedPaths(options.config, process.cwd());
     for (const rank of options.ranks) {
@@ -191,7 +192,8 @@ export class BrowserHost {
         response.end(error.message);
       });
     });
-    const wss = new WebSocketServer({ noServer: true, ...WS_OPTIONS });
+    const wsPackage = await loadWs();
+    const wss = new wsPackage.WebSocketServer({ noServer: true, ...WS_OPTIONS });
     server.on('upgrade', (request, socket, head) => {
       if (!holder.host) return socket.destroy();
       wss.handleUpgrade(request, socket, head, (ws) => holder.host!.upgraded(ws, request));
@@ -201,7 +203,7 @@ export class BrowserHost {
         `--browser-host ${options.host} --browser-port ${options.port}: ${error.message.replace(/; pick another port.*$/, '')}; give an address of this host and a free port (0 picks one)`,
       );
     });
-    holder.host = new BrowserHost(options, server, wss, (server.address() as net.AddressInfo).port);
+    holder.host = new BrowserHost(options, server, wss, (server.address() as net.AddressInfo).port, wsPackage);
     return holder.host;
   }
 
@@ -530,7 +532,7 @@ export class BrowserHost {
     }
     ws.pause();
     if (address.link === 'ws') {
-      const out = new WebSocket(`ws://${hostPort(address.host!, address.port!)}/`, WS_OPTIONS);
+      const out = new this.wsPackage.WebSocket(`ws://${hostPort(address.host!, address.port!)}/`, WS_OPTIONS);
       this.sockets.add(out);
       out.on('error', () => ws.close());
       out.once('open', () => pipeWebSockets(ws, out));
@@ -564,7 +566,7 @@ export class BrowserHost {
 function pipeWebSockets(a: WebSocket, b: WebSocket): void {
   const one = (from: WebSocket, to: WebSocket) => {
     from.on('message', (data: Buffer) => {
-      if (to.readyState !== WebSocket.OPEN) return;
+      if (to.readyState !== WS_OPEN) return;
       to.send(data, { binary: true }, () => {
         if (to.bufferedAmount < 16 << 20) from.resume();
       });
@@ -581,7 +583,7 @@ function pipeWebSockets(a: WebSocket, b: WebSocket): void {
 /** Bytes both ways between a WebSocket and a TCP socket. */
 function pipeSocket(ws: WebSocket, socket: net.Socket): void {
   ws.on('message', (data: Buffer) => socket.write(data));
-  socket.on('data', (data: Buffer) => ws.readyState === WebSocket.OPEN && ws.send(data, { binary: true }));
+  socket.on('data', (data: Buffer) => ws.readyState === WS_OPEN && ws.send(data, { binary: true }));
   ws.on('close', () => socket.destroy());
   socket.on('close', () => ws.close());
   socket.on('error', () => ws.close());

@@ -18,7 +18,6 @@ import { bucketSizeFor, budgetProblem } from '../memory/budget.js';
 import { ConfigError } from '../errors.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
 import { paramTensors } from '../nn/params.js';
-import { readOnnxParams } from '../onnx/proto.js';
 import { isFolder, openFolderWeights } from '../hf/weights.js';
 import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
 import { createOptimizer, type Optimizer } from '../optimizer/optimizer.js';
@@ -83,7 +82,12 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
   };
 }
 
-export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: TrainConfig, tokenizer: Tokenizer): TrainRun {
+export async function setupModelAndOptimizer(
+  ctx: GpuContext,
+  dist: Distributed,
+  cfg: TrainConfig,
+  tokenizer: Tokenizer,
+): Promise<TrainRun> {
   const { rank, worldSize: d } = dist.info;
   const group = dist.group;
   const model = gptConfig(cfg, tokenizer);
@@ -169,8 +173,11 @@ export function setupModelAndOptimizer(ctx: GpuContext, dist: Distributed, cfg: 
     } finally {
       weights.close();
     }
+  } else if (cfg.initFrom) {
+    // The ONNX reader (protobufjs and onnx-proto) loads only for an ONNX --init-from.
+    ddp.importParams((await import('../onnx/proto.js')).readOnnxParams(cfg.initFrom, specs));
   } else {
-    ddp.importParams(cfg.initFrom ? readOnnxParams(cfg.initFrom, specs) : Gpt.init(model, cfg.seed, cfg.initMethodStd));
+    ddp.importParams(Gpt.init(model, cfg.seed, cfg.initMethodStd));
   }
   return {
     cfg,

@@ -31,7 +31,6 @@ import { schedulerStateOf } from './schedule.js';
 import { StepTimer, writeTimeline } from './timing.js';
 import { TrainingLog } from './training-log.js';
 import { gptFlopsPerIteration, knownPeak, measuredPeak } from './throughput.js';
-import { TensorBoardWriter } from './tensorboard.js';
 
 export { checkDataPath } from './data.js';
 export { TrainingError, type TrainOptions, type TrainSummary } from './state.js';
@@ -240,13 +239,15 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     const data = await openData(cfg);
     closeData = data.close;
     const reference = entropies(data.head);
-    const run = setupModelAndOptimizer(ctx, dist, cfg, data.tokenizer);
+    const run = await setupModelAndOptimizer(ctx, dist, cfg, data.tokenizer);
     const counters = await loadTrainerCheckpoint(run, say);
     const folder = openRunFolder(run, data, reference);
     say(headerLine(run, data, reference));
     const progress = rank === 0 && options.progress ? options.progress(cfg.trainIters) : NO_PROGRESS;
     const log = new TrainingLog(run, say, folder, progress);
-    if (cfg.tensorboardDir && rank === 0) log.writeTensorBoard(new TensorBoardWriter(cfg.tensorboardDir));
+    // protobufjs, loaded only for runs that write TensorBoard events (and ONNX files).
+    if (cfg.tensorboardDir && rank === 0)
+      log.writeTensorBoard(new (await import('./tensorboard.js')).TensorBoardWriter(cfg.tensorboardDir));
     if (cfg.logThroughput) {
       // Every rank measures at once, so that ranks sharing a device measure what each gets in training.
       let peak = knownPeak(ctx.adapterModel, cfg.precision);

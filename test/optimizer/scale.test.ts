@@ -41,12 +41,13 @@ describe('data-parallel sizes up to 512', () => {
     expect(bucketEndAlignment(d)).toBe(d % 64 === 0 ? lcm(4 * d, 128) : lcm(d, 128));
   });
 
-  it('the memory tool reports the extra alignment as padding', () => {
-    const row = (d: number) => rowsFor({ params: '1100', 'data-parallel-size': [String(d)] }).rows.find((r) => r.distributed)!;
+  it('the memory tool reports the extra alignment as padding', async () => {
+    const row = async (d: number) =>
+      (await rowsFor({ params: '1100', 'data-parallel-size': [String(d)] })).rows.find((r) => r.distributed)!;
     // 1100 fp32 params in one bucket: padded to 1280 elements at d = 64 (Megatron's lcm(64, 128) would give
     // 1152). Rank 0 holds the whole padded param and grad buffers and a padding-free shard of the state.
-    expect(row(64).by_category.padding).toBe((1280 - 1100) * 4 * 2);
-    expect(row(3).by_category.padding).toBe((1152 - 1100) * 4 * 2);
+    expect((await row(64)).by_category.padding).toBe((1280 - 1100) * 4 * 2);
+    expect((await row(3)).by_category.padding).toBe((1152 - 1100) * 4 * 2);
   });
 
   for (const [d, dtype] of [...SIZES.map((d) => [d, 'float32'] as const), [128, 'bfloat16'] as const]) {
