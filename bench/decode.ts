@@ -141,9 +141,9 @@ export const decodeProductsBench: Bench = {
     products: { kind: 'int', default: 40, help: 'products per timed graph' },
   },
   async run(env, flags) {
-    const ctx = await env.gpu();
     const count = flags.products as number;
     if (!(Number.isInteger(count) && count >= 1)) throw new FlagError(`--products: ${count} is not a count of products; give 1 or more`);
+    const ctx = await env.gpu();
     const rows: Row[] = [];
     for (const shape of PRODUCT_SHAPES) {
       const params = new LocalParams(ctx, [{ name: 'w', shape: [shape.k * shape.n], dtype: 'float32', gradDtype: 'float32' }]);
