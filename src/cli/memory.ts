@@ -9,7 +9,6 @@ import { computeLayout } from '../ddp/layout.js';
 import { formatBytes } from '../gpu/memory.js';
 import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
-import { stackedBarSvg } from '../plot/svg.js';
 import { FlagError, GPU_FLAGS, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
@@ -341,7 +340,8 @@ const SEGMENTS: { key: keyof MemoryRow['by_category']; name: string; color: stri
 ];
 
 /** Bytes per rank, one bar per (d, optimizer), stacked by category; written atomically. */
-export function writePlot(path: string, rows: MemoryRow[]): void {
+export async function writePlot(path: string, rows: MemoryRow[]): Promise<void> {
+  const { stackedBarSvg } = await import('../plot/svg.js');
   if (!path.endsWith('.svg')) throw new FlagError(`--plot: '${path}' must name an .svg file`);
   const first = rows[0]!;
   const svg = stackedBarSvg(
@@ -396,7 +396,7 @@ export const memoryCommand: Command = {
         if (m) Object.assign(r, { measured_activations: m.measured });
       }
     }
-    if (values.plot) writePlot(values.plot as string, rows);
+    if (values.plot) await writePlot(values.plot as string, rows);
     if (values.json) {
       for (const r of rows) console.log(JSON.stringify(r));
       return;

@@ -7,7 +7,6 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../files.js';
 import { formatBytes } from '../gpu/memory.js';
-import { curveChartSvg } from '../plot/svg.js';
 import type { IterationTiming } from './timing.js';
 import type { RankTimes, StragglerReport } from './stragglers.js';
 
@@ -117,12 +116,13 @@ export class RunFolder {
   }
 
   /** loss.svg: train and validation loss against iteration, with the corpus's entropies as reference lines. */
-  writeChart(
+  async writeChart(
     train: { x: number; y: number }[],
     valid: { x: number; y: number }[],
     reference: { unigram: number; bigram: number | null },
     title: string,
-  ): void {
+  ): Promise<void> {
+    const { curveChartSvg } = await import('../plot/svg.js');
     const svg = curveChartSvg(
       [
         { name: 'train loss', color: '#1f77b4', points: train },

@@ -11,7 +11,6 @@ import { uncovered, type PhaseSpan, type PhaseTimes } from '../ddp/phases.js';
 import type { GpuContext } from '../gpu/context.js';
 import { GpuTimer } from '../gpu/timer.js';
 import { writeFileAtomic } from '../files.js';
-import { timelineSvg } from '../plot/svg.js';
 
 export interface IterationTiming {
   iteration: number;
@@ -136,7 +135,8 @@ export const PHASE_COLORS: Record<string, string> = {
 };
 
 /** timeline.svg in `dir`: iteration `iteration` of every rank whose timing file is there; returns its path. */
-export function writeTimeline(dir: string, world: number, iteration: number, what: string): string {
+export async function writeTimeline(dir: string, world: number, iteration: number, what: string): Promise<string> {
+  const { timelineSvg } = await import('../plot/svg.js');
   const records = readIteration(dir, world, iteration);
   const t0 = Math.min(...records.map((r) => r.start));
   const lanes = records.map((r) => ({

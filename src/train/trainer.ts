@@ -278,7 +278,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     const peakKiB = new Float32Array([Math.ceil(ctx.memoryReport().peakTotal / 1024)]);
     await run.group.allReduce(peakKiB, 'max');
     const peak = peakKiB[0]! * 1024;
-    const summary = log.finish(counters.iteration, counters.consumedSamples, checkpoint, reference, data.name, peak);
+    const summary = await log.finish(counters.iteration, counters.consumedSamples, checkpoint, reference, data.name, peak);
     if (cfg.maxDeviceMemory !== null) {
       const within = peak <= cfg.maxDeviceMemory;
       // Over the budget: where rank 0's bytes went, each category at its own peak.
@@ -294,7 +294,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       // Every rank has written its file: rank 0 draws the last timed iteration of the ranks on its node.
       await run.group.barrier();
       if (rank === 0 && lastTimed > 0 && stepTimer.dir) {
-        const svg = writeTimeline(stepTimer.dir, d, lastTimed, `${run.layout.paramCount.toLocaleString('en-US')}-param GPT`);
+        const svg = await writeTimeline(stepTimer.dir, d, lastTimed, `${run.layout.paramCount.toLocaleString('en-US')}-param GPT`);
         say(`webtron train: timeline of iteration ${lastTimed} on ${svg}`);
       }
       stepTimer.destroy();

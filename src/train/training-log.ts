@@ -307,14 +307,14 @@ export class TrainingLog {
   }
 
   /** The summary (and on rank 0 with a run folder: summary.json, loss.svg and the last line). */
-  finish(
+  async finish(
     iterations: number,
     consumedSamples: number,
     checkpoint: string | null,
     reference: { unigram: number; bigram: number | null },
     corpus: string,
     peakBytes: number | null = null,
-  ): TrainSummary {
+  ): Promise<TrainSummary> {
     const { cfg, layout, d } = this.run;
     this.progress.finish();
     const elapsed = (performance.now() - this.started) / 1000;
@@ -350,7 +350,7 @@ export class TrainingLog {
     if (this.folder) {
       this.folder.writeSummary(summary as unknown as Record<string, unknown>);
       if (this.trainCurve.length > 0)
-        this.folder.writeChart(
+        await this.folder.writeChart(
           this.trainCurve,
           this.validCurve,
           reference,
