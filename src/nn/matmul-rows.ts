@@ -6,8 +6,7 @@
 import type { GpuContext } from '../gpu/context.js';
 import type { Graph } from './graph.js';
 import type { MatmulOptions, MatmulShape, Operand } from './matmul.js';
-import { stridedOperands } from './matmul-operands.js';
-import { aligned4, quadBinding } from './quads.js';
+import { quadReads, stridedOperands } from './matmul-operands.js';
 import { paramCode } from './tensor.js';
 
 /** The most rows of C the kernel takes. */
@@ -43,17 +42,8 @@ function lanesFor(g: Graph, kFast: boolean): RowsLanes {
  */
 export function rowsMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Operand, options: MatmulOptions, lanes?: RowsLanes): void {
   if (s.m > ROWS_MAX) throw new RangeError(`rowsMatmul: ${s.m} rows, at most ${ROWS_MAX}`);
-  const ctx = g.ctx;
-  const A = a.t.binding(ctx);
-  const B = b.t.binding(ctx);
   const operands = stridedOperands(g, s, a, b, c, { ...options, gelu: undefined });
-  const aVec = a.cs === 1 && aligned4(s.k, A.shift + (a.off ?? 0), a.rs, a.b0, a.b1) ? quadBinding(g, a.t, A) : null;
-  const bStart = B.shift + (b.off ?? 0);
-  let bMode = 0;
-  if (b.t.dtype === 'float32' && b.cs === 1 && aligned4(s.n, bStart, b.rs, b.b0, b.b1)) bMode = 1;
-  else if (b.t.dtype === 'float32' && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
-  const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
-  if (!bVec) bMode = 0;
+  const { aVec, bMode, bVec } = quadReads(g, s, a, b);
   // Lanes of a quad side by side where B runs along k (read as vec4s or not: b.rs 1).
   const kFast = b.rs === 1 && b.cs !== 1;
   const { wg, ks } = lanes ?? lanesFor(g, kFast);

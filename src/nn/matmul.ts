@@ -3,7 +3,7 @@
  * kernel that takes any operand layout.
  */
 import type { Graph } from './graph.js';
-import { stridedOperands } from './matmul-operands.js';
+import { quadReads, stridedOperands } from './matmul-operands.js';
 import { rowsLimit, rowsMatmul } from './matmul-rows.js';
 import { textureMatmul } from './matmul-texture.js';
 import { tiledMatmul } from './matmul-tiled.js';
@@ -61,12 +61,12 @@ export function matmulInto(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: 
     throw new ShapeMismatch(`matmul: bias is ${options.bias.dtype} but the weight is ${b.t.dtype}`);
   if (options.gelu && options.accumulate) throw new ShapeMismatch('matmul: gelu(C) is for a C written whole, not accumulated into');
   if (s.m === 0 || s.n === 0 || (s.nb0 ?? 1) * (s.nb1 ?? 1) === 0) return true;
-  // gelu(C) lands where C does when both bindings start at the same element.
-  const gelu = options.gelu && options.gelu.binding(g.ctx).shift === c.t.binding(g.ctx).shift + (c.off ?? 0) ? options.gelu : undefined;
   if (s.m <= rowsLimit(g.ctx) && g.ctx.fewRowsMatmul) {
     rowsMatmul(g, s, a, b, c, options);
     return !options.gelu;
   }
+  // gelu(C) lands where C does when both bindings start at the same element.
+  const gelu = options.gelu && options.gelu.binding(g.ctx).shift === c.t.binding(g.ctx).shift + (c.off ?? 0) ? options.gelu : undefined;
   const kernel = g.ctx.matmulKernel;
   if (kernel === 'tiled') {
     tiledMatmul(g, s, a, b, c, { ...options, gelu });
@@ -82,8 +82,6 @@ function bufferMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Opera
   const nb0 = s.nb0 ?? 1;
   const nb1 = s.nb1 ?? 1;
   const ctx = g.ctx;
-  const A = a.t.binding(ctx);
-  const B = b.t.binding(ctx);
   const C = c.t.binding(ctx);
   const operands = stridedOperands(g, s, a, b, c, options);
   const lanes = Math.ceil(s.n / 4);
@@ -93,16 +91,8 @@ function bufferMatmul(g: Graph, s: MatmulShape, a: Operand, b: Operand, c: Opera
     ? Math.max(8, ctx.subgroupMaxSize)
     : [64, 32, 16, 8].reduce((best, w) => (Math.ceil(lanes / w) * w - lanes < Math.ceil(lanes / best) * best - lanes ? w : best));
   const rows = ctx.matmulRows;
-  const aStart = A.shift + (a.off ?? 0);
-  const bStart = B.shift + (b.off ?? 0);
   // vec4 reads where an operand is contiguous in the direction read and 4-element aligned.
-  const aVec = a.cs === 1 && aligned4(s.k, aStart, a.rs, a.b0, a.b1) ? quadBinding(g, a.t, A) : null;
-  const bF32 = b.t.dtype === 'float32';
-  let bMode = 0;
-  if (bF32 && b.cs === 1 && aligned4(s.n, bStart, b.rs, b.b0, b.b1)) bMode = 1;
-  else if (bF32 && b.rs === 1 && aligned4(s.k, bStart, b.cs, b.b0, b.b1)) bMode = 2;
-  const bVec = bMode > 0 ? quadBinding(g, b.t, B) : null;
-  if (!bVec) bMode = 0;
+  const { aVec, bMode, bVec } = quadReads(g, s, a, b);
   const cStart = C.shift + (c.off ?? 0);
   const cVec = aligned4(s.n, cStart, c.rs, c.b0, c.b1) ? quadBinding(g, c.t, C) : null;
   g.runner.dispatch(
