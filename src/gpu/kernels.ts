@@ -17,6 +17,7 @@ import {
   type UniformValues,
 } from './bindings.js';
 import { GpuError } from './errors.js';
+import { cachedLayout, layoutCacheDir } from './layout-cache.js';
 import { gridFor } from './grid.js';
 
 /** Named WGSL `override` constants for a pipeline. */
@@ -53,6 +54,8 @@ export function findShaderDir(): string {
 
 export class Kernels {
   private readonly shaderDir = findShaderDir();
+  /** Where shader layouts are kept between processes (layout-cache.ts); null: parsed in every process. */
+  private readonly layoutDir = layoutCacheDir();
   private readonly modules = new Map<string, GPUShaderModule>();
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly layouts = new Map<string, ShaderLayout>();
@@ -122,7 +125,7 @@ export class Kernels {
 
   /**
    * Every compute entry point of `shader` with its uniform struct and storage buffers, read from the
-   * WGSL (cached). A shader whose syntax the reflection library does not know names, in a line
+   * WGSL (cached in the process, and on disk by the source's hash). A shader whose syntax the reflection library does not know names, in a line
    * `//!reflect other`, a twin with the same interface to read instead.
    */
   layout(shader: string): ShaderLayout {
@@ -130,7 +133,7 @@ export class Kernels {
     if (!layout) {
       const source = this.source(shader);
       const twin = /^\/\/!reflect ([\w-]+)\s*$/m.exec(source)?.[1];
-      layout = twin ? { ...this.layout(twin), shader } : reflectShader(shader, source);
+      layout = twin ? { ...this.layout(twin), shader } : cachedLayout(this.layoutDir, shader, source, () => reflectShader(shader, source));
       this.layouts.set(shader, layout);
     }
     return layout;

@@ -10,9 +10,9 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../files.js';
+import { cacheDir } from './cache-dir.js';
 import type { DeviceBuffer, GpuContext } from './context.js';
 import { GpuError } from './errors.js';
 import { storageUsage } from './context.js';
@@ -223,12 +223,6 @@ export interface TuningTimes {
   mmaDeepPlans?: Partial<Record<DeepPlan, Record<string, number>>>;
   /** Candidates left untimed, and why: beyond the device's limits, or (tensor cores) a wrong product in the probe. */
   untimed: { tiles: Record<string, string>; mma: Record<string, string> };
-}
-
-/** The folder of webtron's on-disk caches: WEBTRON_CACHE_DIR, else XDG_CACHE_HOME/webtron, else ~/.cache/webtron. */
-export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.WEBTRON_CACHE_DIR) return env.WEBTRON_CACHE_DIR;
-  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'webtron');
 }
 
 /**
