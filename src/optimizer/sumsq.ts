@@ -15,7 +15,6 @@ const WG = 256;
 const MIN_PER_INVOCATION = 16;
 
 export class SumOfSquares {
-  private readonly pipelines: Record<StateDtype, GPUComputePipeline>;
   private readonly partials: DeviceBuffer;
   private readonly groups: { group: GPUBindGroup; workgroups: number; pipeline: GPUComputePipeline }[] = [];
   private readonly uniforms: UniformSlots;
@@ -24,11 +23,11 @@ export class SumOfSquares {
     private readonly ctx: GpuContext,
     ranges: { operand: StateOperand; length: number }[],
   ) {
-    this.pipelines = {
-      float32: ctx.kernels.pipeline('sumsq', 'sumsq', { WG }),
-      bfloat16: ctx.kernels.pipeline('sumsq', 'sumsq_half', { WG, DTYPE: SHADER_DTYPE.bfloat16 }),
-      float16: ctx.kernels.pipeline('sumsq', 'sumsq_half', { WG, DTYPE: SHADER_DTYPE.float16 }),
-    };
+    // The 16-bit entries only for ranges that hold them: each pipeline is about 6 ms of a process's start on lavapipe.
+    const pipelineOf = (dtype: StateDtype): GPUComputePipeline =>
+      dtype === 'float32'
+        ? ctx.kernels.pipeline('sumsq', 'sumsq', { WG })
+        : ctx.kernels.pipeline('sumsq', 'sumsq_half', { WG, DTYPE: SHADER_DTYPE[dtype] });
     const align = ctx.limits.minStorageBufferOffsetAlignment;
     // Bindings start at the aligned byte at or below the data; the shader adds the shift.
     const windows = ranges.flatMap(({ operand, length }) => {
@@ -45,12 +44,12 @@ export class SumOfSquares {
       usage: storageUsage(),
       category: 'other',
     });
-    this.uniforms = new UniformSlots(ctx, this.pipelines.float32, Math.max(1, windows.length), 'sumsq.uniforms');
+    this.uniforms = new UniformSlots(ctx, pipelineOf('float32'), Math.max(1, windows.length), 'sumsq.uniforms');
     windows.forEach((w, i) => {
       this.uniforms.set(i, { n: w.count, shift: w.shift / w.bytes });
       // Partials of workgroups not dispatched stay zero (buffers start zeroed).
       const workgroups = Math.min(WORKGROUPS, Math.ceil(w.count / (WG * MIN_PER_INVOCATION)));
-      const pipeline = this.pipelines[w.dtype];
+      const pipeline = pipelineOf(w.dtype);
       // 16-bit data is bound in whole words.
       const size = Math.ceil((w.shift + w.count * w.bytes) / 4) * 4;
       const group = ctx.kernels.bindGroup(
