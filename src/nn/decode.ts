@@ -25,6 +25,8 @@ export class GptDecoder {
    * until it ends (layers × heads × positions × cache) would pass 256 MiB.
    */
   readonly prefillChunk: number;
+  /** Floats per position of a layer's key (or value) cache: G key heads of hd each. */
+  private readonly kv: number;
 
   /** A cache of `capacity` positions (at most positionLimit) per layer, for k and v of each key head. */
   constructor(
@@ -35,14 +37,14 @@ export class GptDecoder {
     const c = gpt.config;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > positionLimit(c))
       throw new ShapeMismatch(`a KV cache of ${capacity} positions: this model holds 1 to ${positionLimit(c)} (--max-position-embeddings)`);
-    const width = queryGroups(c) * (c.hiddenSize / c.numAttentionHeads);
+    this.kv = queryGroups(c) * (c.hiddenSize / c.numAttentionHeads);
     this.prefillChunk = Math.max(1, Math.min(256, Math.floor(2 ** 26 / (c.numLayers * c.numAttentionHeads * capacity))));
     for (let l = 0; l < c.numLayers; l++) {
       for (const list of [this.keys, this.values]) {
         list.push(
           ctx.createBuffer({
             label: `kv cache ${l}`,
-            size: capacity * width * 4,
+            size: capacity * this.kv * 4,
             usage: storageUsage(),
             category: 'activations',
           }),
@@ -96,7 +98,7 @@ export class GptDecoder {
     // Each of the G key heads serves `rep` query heads, whose q are adjacent: one batch per (group, head of it).
     const groups = queryGroups(c);
     const rep = heads / groups;
-    const kv = groups * hd;
+    const kv = this.kv;
     const t = tokens.length;
     const at = this.length;
     const n = at + t;
