@@ -1,5 +1,6 @@
 // Token + position embedding: y[r, c] = wte[ids[r], c] + wpe[r % T, c] (params in P_DTYPE; no wpe
-// without POSITIONS).
+// without POSITIONS). A token table over the storage binding limit is bound a window of tokens at a
+// time, [first, first + count), one dispatch each; each row is written by its token's window.
 // Backward scatter-adds into the embedding grads without atomics: one invocation per column walks
 // the tokens in order, so duplicate ids add up deterministically. backward_tokens_sorted (hardware
 // GPUs) does the same additions in the same order, with one invocation per distinct token and column.
@@ -16,6 +17,7 @@ struct EmbeddingUniforms {
   wte_off: u32, wpe_off: u32,   // elements from each binding's start (wte in `table`, wpe in `table2`)
   dwte_off: u32, dwpe_off: u32,
   distinct: u32, starts_off: u32, tokens_off: u32,  // backward_tokens_sorted
+  first: u32, count: u32,  // forward: the tokens `table` holds (a window of a table over the binding limit)
 }
 
 @group(0) @binding(0) var<uniform> u: EmbeddingUniforms;
@@ -38,7 +40,8 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let r = i / u.c;
   let col = i % u.c;
   let id = min(ids[r], u.vocab - 1u); // ids are checked on the host; never read out of the table
-  var e = load_p(u.wte_off + id * u.c + col, false);
+  if (id < u.first || id - u.first >= u.count) { return; } // another window's token
+  var e = load_p(u.wte_off + (id - u.first) * u.c + col, false);
   if (POSITIONS) { e += load_p(u.wpe_off + (r % u.t) * u.c + col, true); }
   y[i] = e;
 }

@@ -296,6 +296,12 @@ export class GpuContext {
    * false runs them on the family's kernel, as the decode bench does for its comparison.
    */
   fewRowsMatmul = true;
+  /**
+   * At most this many tokens per window where a token table is read in windows because it passes
+   * the storage binding limit (src/nn/vocab-windows.ts); below the table's size, even a table that
+   * fits is read in windows. For tests; by default, as many as one binding holds.
+   */
+  vocabWindowTokens = Number.POSITIVE_INFINITY;
   private readonly pendingErrors: GPUError[] = [];
   private lostInfo: GPUDeviceLostInfo | null = null;
 

@@ -31,6 +31,7 @@ import {
 } from './ops.js';
 import { rotary, rotaryTable } from './rope.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
+import { vocabWindows, windowedHead } from './vocab-windows.js';
 
 export interface GptConfig extends GptShape {
   /** Dropout on the embeddings and on both residual branches (Megatron's --hidden-dropout). */
@@ -232,9 +233,10 @@ export class Gpt {
     return this.logitsOf(g, this.norm(g, x, 'ln_f'));
   }
 
-  /** The output head of the final layernorm's output. */
+  /** The output head of the final layernorm's output (a head over the binding limit, without grads: window by window). */
   private logitsOf(g: Graph, normed: Tensor): Tensor {
     const head = this.config.tiedHead === false ? this.p('lm_head.weight') : this.p('wte.weight');
+    if (vocabWindows(g.ctx, head).length > 1) return windowedHead(g, normed, head);
     return linear(g, normed, head, undefined, { transposed: true });
   }
 

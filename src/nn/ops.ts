@@ -9,6 +9,7 @@ import { dropoutSeed } from './dropout-seed.js';
 import { matmulInto, type Operand } from './matmul.js';
 import { quadAtStart } from './quads.js';
 import { tokenOrder } from './split-sums.js';
+import { vocabWindows } from './vocab-windows.js';
 import { paramCode, ShapeMismatch, type Tensor } from './tensor.js';
 
 export { matmulInto, type MatmulShape, type Operand } from './matmul.js';
@@ -47,17 +48,23 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor | null
   const rows = batch * t;
   const y = g.output([batch, t, c], 'embedding', wte.requiresGrad || !!wpe?.requiresGrad);
   const I = ids.binding(g.ctx);
-  const E = wte.binding(g.ctx);
-  const P = (wpe ?? wte).binding(g.ctx);
+  // A table over the binding limit: a dispatch per window of tokens, each row written by its token's.
+  // (Its backward binds the whole table and its grad: a table over the limit trains nowhere, and
+  // training refuses such a param at start-up.)
+  const windows = vocabWindows(g.ctx, wte);
   const code = { WG, P_DTYPE: paramCode(wte, 'embedding'), POSITIONS: wpe ? 1 : 0 };
-  g.runner.dispatch(
-    'embedding',
-    'forward',
-    code,
-    { rows, c, t, vocab, wte_off: E.shift, wpe_off: P.shift + position * c },
-    { ids: I.binding, table: E.binding, table2: P.binding, y: y.binding(g.ctx).binding },
-    groups(rows * c),
-  );
+  for (const w of windows) {
+    const E = w.rows.binding(g.ctx);
+    const P = wpe ? wpe.binding(g.ctx) : E;
+    g.runner.dispatch(
+      'embedding',
+      'forward',
+      code,
+      { rows, c, t, vocab, wte_off: E.shift, wpe_off: P.shift + position * c, first: w.first, count: w.count },
+      { ids: I.binding, table: E.binding, table2: P.binding, y: y.binding(g.ctx).binding },
+      groups(rows * c),
+    );
+  }
   g.record('embedding', wpe ? [wte, wpe] : [wte], () => {
     if (position !== 0) throw new ShapeMismatch('embedding: backward of an offset position is not supported (decoding runs without grads)');
     const dy = g.gradOf(y).binding(g.ctx).binding;

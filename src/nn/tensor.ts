@@ -67,6 +67,11 @@ export class Tensor {
     return new Tensor(this.buffer, this.offset, shape, this.dtype, this.param, this.requiresGrad);
   }
 
+  /** Whether one storage binding can cover this tensor on `ctx`'s device (`binding` throws where not). */
+  fitsOneBinding(ctx: GpuContext): boolean {
+    return rangeSpan(ctx, this.buffer, this.offset, this.numel, this.dtype).size <= ctx.limits.maxStorageBufferBindingSize;
+  }
+
   /** The binding covering this tensor (starting at the aligned byte at or below it) and the shift to its first element. */
   binding(ctx: GpuContext): RangeBinding {
     return rangeBinding(ctx, this.buffer, this.offset, this.numel, this.dtype, `tensor [${this.shape.join(', ')}]`);
@@ -91,15 +96,20 @@ export function rangeBinding(
   dtype: Dtype,
   what: string,
 ): RangeBinding {
-  const bytes = DTYPE_BYTES[dtype];
-  const start = offset * bytes;
-  const aligned = alignDown(start, ctx.limits.minStorageBufferOffsetAlignment);
-  const end = Math.min(buffer.size, Math.ceil((start + Math.max(1, numel) * bytes) / 4) * 4);
-  const size = end - aligned.start;
+  const { start, size, shift } = rangeSpan(ctx, buffer, offset, numel, dtype);
   if (size > ctx.limits.maxStorageBufferBindingSize) {
     throw new ShapeMismatch(
       `${what} of '${buffer.label}' spans ${size} B, over this device's storage binding limit (${ctx.limits.maxStorageBufferBindingSize} B)`,
     );
   }
-  return { binding: { buffer, offset: aligned.start, size }, shift: aligned.shift / bytes };
+  return { binding: { buffer, offset: start, size }, shift };
+}
+
+/** rangeBinding's byte range: its aligned start, its size and the elements from there to the data. */
+function rangeSpan(ctx: GpuContext, buffer: DeviceBuffer, offset: number, numel: number, dtype: Dtype) {
+  const bytes = DTYPE_BYTES[dtype];
+  const first = offset * bytes;
+  const aligned = alignDown(first, ctx.limits.minStorageBufferOffsetAlignment);
+  const end = Math.min(buffer.size, Math.ceil((first + Math.max(1, numel) * bytes) / 4) * 4);
+  return { start: aligned.start, size: end - aligned.start, shift: aligned.shift / bytes };
 }

@@ -20,13 +20,14 @@ import { ByteTokenizer, CharTokenizer, loadTokenizer, type Tokenizer } from '../
 import { GpuContext } from '../../src/gpu/context.js';
 import { gpt2ConfigJson, hfName, parseGpt2Config, readGpt2Config, webtronName } from '../../src/hf/gpt2.js';
 import { parseLlamaConfig } from '../../src/hf/llama.js';
-import { hfGptConfig } from '../../src/hf/model.js';
+import { hfGptConfig, loadHfFolderModel } from '../../src/hf/model.js';
 import { builtinGpt2Files, readFolderTokenizer, tokenizerFiles } from '../../src/hf/tokenizer.js';
 import { openFolderWeights, openHfWeights } from '../../src/hf/weights.js';
 import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
 import { gptParams } from '../../src/nn/gpt-spec.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
+import { vocabWindows } from '../../src/nn/vocab-windows.js';
 import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
 import { pythonModulesMissing } from '../helpers/apt.js';
 import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
@@ -550,6 +551,48 @@ describe('webtron export --format hf of a Llama-block model', () => {
 });
 
 describe("GPT-2 small's shape", () => {
+  it("fp32 weights: the 147 MiB token table is read in windows where one binding cannot hold it; webtron's forward gives the referee's logits within fp32 rounding, and webtron sample --load writes text", async (context) => {
+    skipWithoutTorch(context);
+    const folder = join(dir, 'gpt2-small-fp32');
+    const { seed, random } = seeded('hf gpt2 small fp32');
+    const wrote = spawnSync(PYTHON, [REFEREE, 'write-random', folder, String(seed), '1', '768', '12', '64', '50257'], { encoding: 'utf8' });
+    expect(wrote.status, wrote.stderr).toBe(0);
+    const model = await loadHfFolderModel(ctx, folder);
+    const table = model.gpt.param('wte.weight');
+    // On a device whose binding holds the whole table, windows of 16,384 tokens instead.
+    if (table.fitsOneBinding(ctx)) ctx.vocabWindowTokens = 16_384;
+    else
+      console.log(
+        `the token table (${table.numel * 4} B) is over this device's binding limit (${ctx.limits.maxStorageBufferBindingSize} B)`,
+      );
+    let want: Float32Array;
+    try {
+      expect(vocabWindows(ctx, table).length).toBeGreaterThan(1);
+      const [batch, t] = [2, 8];
+      const ids = Uint32Array.from({ length: batch * t }, (_, i) =>
+        i === 0 ? model.config.vocabSize - 1 : Math.floor(random() * model.config.vocabSize),
+      );
+      const g = new Graph(ctx, { training: false });
+      want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
+      g.release();
+      const { worst, largest } = logitsDifference(refereeLogits(folder, ids, batch), want);
+      console.log(
+        `GPT-2 small's shape, one block, fp32 weights: max abs difference of the logits ${worst.toExponential(2)} (largest logit ${largest.toFixed(2)})`,
+      );
+      // fp32 sums over 768 and 3,072 terms: rounding well under 1e-5 of the largest logit; a window's
+      // wrong rows or columns would be of the order of the logits.
+      expect(worst).toBeLessThanOrEqual(1e-5 * largest);
+    } finally {
+      ctx.vocabWindowTokens = Number.POSITIVE_INFINITY;
+      model.params.destroy();
+    }
+    const sample = spawnSync(process.execPath, [BIN, 'sample', '--load', folder, '--prompt', 'the', '--tokens', '4', '--seed', '1'], {
+      encoding: 'utf8',
+    });
+    expect(sample.status, sample.stderr).toBe(0);
+    expect(sample.stdout.startsWith('the')).toBe(true);
+  }, 120_000);
+
   it("random bf16 weights written by Python, read as --init-from reads them: webtron's bf16 forward gives the referee's fp32 logits within f16 rounding", async (context) => {
     skipWithoutTorch(context);
     const folder = join(dir, 'gpt2-small');
