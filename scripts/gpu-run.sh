@@ -18,7 +18,9 @@
 # WEBTRON_DAWN_TOGGLES=disable_robustness, disable_workgroup_init and skip_validation, then all
 # three (webtron only); nn-reductions.jsonl, the fp32 GPT with WEBTRON_REDUCTIONS=lane (one
 # invocation per row or column, the CPU drivers' form) against gpt.jsonl's split; train.jsonl,
-# `webtron train` at d = 1 on the gpu-medium GPT; and log.txt, everything printed (with the SM clock
+# `webtron train` at d = 1 on the gpu-medium GPT; decode.jsonl, webtron sample's decoder on GPT-2
+# small (prefill, single steps on the few-rows and the block kernels) and its weight products of 1 to
+# 8 rows on both; and log.txt, everything printed (with the SM clock
 # through each step where nvidia-smi is). Each step has its own time limit (WEBTRON_GPU_STEP_S,
 # default 180 s), so one that hangs leaves the others their time, and WEBTRON_GPU_TOTAL_S (default:
 # none) bounds them all: a step gets at most what is left, and one with under 20 s left is skipped
@@ -132,9 +134,10 @@ run info-no-robustness '' env WEBTRON_DAWN_TOGGLES=disable_robustness node bin/w
 # the others' rows.
 if [[ ${WEBTRON_GPU_QUICK:-} == 1 ]]; then
   shapes=256 config=tiny timing=(--runs 3 --warmup 1) train=(--config char-2x128 --iters 12 --window 4) durations=0.5,5
+  decode=(--config tiny --prompt 4 --tokens 8)
 else
   shapes=1024,4096,gpt config=gpt2-small timing=(--runs 10 --warmup 3) train=(--config gpu-medium --iters 40 --window 20)
-  durations=0.5,5,50,200
+  durations=0.5,5,50,200 decode=(--config gpt2-small --prompt 128)
 fi
 # The arithmetic peak through WGSL (fp32 fma; the tensor cores alone, and with the matmul's fragment
 # loads) at dispatches of 0.5 to 200 ms, by timestamps and by wall clock: the ceiling each kernel below
@@ -161,4 +164,8 @@ toggle_sets='disable_robustness disable_workgroup_init skip_validation disable_r
 run toggles nn-toggles.jsonl bash -c 'for t in $0; do WEBTRON_DAWN_TOGGLES=$t node dist/bench/run.js nn --json --matmul none "$@" || exit; done' \
   "$toggle_sets" --config "$config" --gpt-precisions fp32 "${timing[@]}" --no-torch
 run train train.jsonl node dist/bench/run.js train --json "${train[@]}" --worlds 1 --variants plain --no-torch
+# webtron sample's decoder: prefill and single steps, the steps on the few-rows kernel beside the
+# block kernel, then each GPT weight product of 1 to 8 rows on both (the GPU's few-rows limit is 8).
+run decode decode.jsonl bash -c 'node dist/bench/run.js decode --json "$@" && node dist/bench/run.js decode-products --json' \
+  decode "${decode[@]}"
 exit $failed
