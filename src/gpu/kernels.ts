@@ -125,8 +125,9 @@ export class Kernels {
 
   /**
    * Every compute entry point of `shader` with its uniform struct and storage buffers, read from the
-   * WGSL (cached in the process, and on disk by the source's hash). A shader whose syntax the reflection library does not know names, in a line
-   * `//!reflect other`, a twin with the same interface to read instead.
+   * WGSL (cached in the process, and on disk by the source's hash). A shader whose syntax the
+   * reflection library does not know names, in a line `//!reflect other`, a twin with the same
+   * interface to read instead.
    */
   layout(shader: string): ShaderLayout {
     let layout = this.layouts.get(shader);
