@@ -341,8 +341,8 @@ const SEGMENTS: { key: keyof MemoryRow['by_category']; name: string; color: stri
 
 /** Bytes per rank, one bar per (d, optimizer), stacked by category; written atomically. */
 export async function writePlot(path: string, rows: MemoryRow[]): Promise<void> {
-  const { stackedBarSvg } = await import('../plot/svg.js');
   if (!path.endsWith('.svg')) throw new FlagError(`--plot: '${path}' must name an .svg file`);
+  const { stackedBarSvg } = await import('../plot/svg.js');
   const first = rows[0]!;
   const svg = stackedBarSvg(
     rows.map((r) => ({
