@@ -236,7 +236,8 @@ export class Gpt {
   /** The output head of the final layernorm's output (a head over the binding limit, without grads: window by window). */
   private logitsOf(g: Graph, normed: Tensor): Tensor {
     const head = this.config.tiedHead === false ? this.p('lm_head.weight') : this.p('wte.weight');
-    if (vocabWindows(g.ctx, head).length > 1) return windowedHead(g, normed, head);
+    const windows = vocabWindows(g.ctx, head);
+    if (windows.length > 1) return windowedHead(g, normed, head, windows);
     return linear(g, normed, head, undefined, { transposed: true });
   }
 

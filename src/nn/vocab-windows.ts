@@ -47,16 +47,16 @@ export function vocabWindows(ctx: GpuContext, table: Tensor): VocabWindow[] {
 
 /**
  * logits = x @ headᵀ for a head [vocab, c] over the binding limit, window by window of its rows
- * (columns of the logits). A forward only: a backward through it throws. Where the head fits one
- * binding, the caller's plain linear serves instead.
+ * (`windows`, vocabWindows' of the head: columns of the logits). A forward only: a backward through
+ * it throws. Where the head fits one binding, the caller's plain linear serves instead.
  */
-export function windowedHead(g: Graph, x: Tensor, head: Tensor): Tensor {
+export function windowedHead(g: Graph, x: Tensor, head: Tensor, windows: readonly VocabWindow[]): Tensor {
   const [vocab, c] = head.shape as [number, number];
   if (x.shape[x.shape.length - 1] !== c)
     throw new ShapeMismatch(`output head: input [${x.shape.join(', ')}] does not end in the head's width ${c}`);
   const rows = x.numel / c;
   const y = g.output([...x.shape.slice(0, -1), vocab], 'logits', x.requiresGrad || head.requiresGrad);
-  for (const w of vocabWindows(g.ctx, head)) {
+  for (const w of windows) {
     // Columns [first, first + count) of every row of y: from its element `first`, rows `vocab` apart.
     const columns = new Tensor(y.buffer, y.offset + w.first, [(rows - 1) * vocab + w.count], 'float32');
     matmulInto(g, { m: rows, n: w.count, k: c }, { t: x, rs: c, cs: 1 }, { t: w.rows, rs: 1, cs: c }, { t: columns, rs: vocab, cs: 1 });
