@@ -26,6 +26,7 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['add-qkv-bias', 'addQkvBias'],
   ['group-query-attention', 'groupQueryAttention'],
   ['num-query-groups', 'numQueryGroups'],
+  ['kv-channels', 'kvChannels'],
   ['position-embedding-type', 'positionEmbeddingType'],
   ['rotary-base', 'rotaryBase'],
   ['rotary-percent', 'rotaryPercent'],

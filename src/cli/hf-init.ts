@@ -49,6 +49,7 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
   take('ffn-hidden-size', 'n_inner', hf.ffnHiddenSize);
   take('norm-epsilon', 'layer_norm_epsilon', hf.normEpsilon);
   takeHeadAndLength(out, given, file, hf.tiedHead, hf.maxPositionEmbeddings, 'n_positions');
+  heldHeadWidth(out, given, file, hf.hiddenSize / hf.numAttentionHeads, 'n_embd / n_head');
   if (out['position-embedding-type'] !== 'learned_absolute' || out['use-rotary-position-embeddings'])
     throw new FlagError(
       `--position-embedding-type ${out['use-rotary-position-embeddings'] ? 'rope' : String(out['position-embedding-type'])} contradicts ${file}: GPT-2 has learned positions (wpe); leave the flag out`,
@@ -123,10 +124,18 @@ function withLlamaInit(
     out['group-query-attention'] = true;
   } else if (given.has('group-query-attention'))
     throw new FlagError(`--group-query-attention contradicts ${file}: num_key_value_heads is num_attention_heads; leave the flag out`);
+  if (hf.kvChannels !== null) take('kv-channels', 'head_dim', hf.kvChannels);
+  else heldHeadWidth(out, given, file, hf.hiddenSize / hf.numAttentionHeads, 'hidden_size / num_attention_heads');
   if (!given.has('hidden-dropout')) out['hidden-dropout'] = 0;
   if (!given.has('attention-dropout')) out['attention-dropout'] = hf.attentionDropout;
   folderTokenizerFlags(dir, out, given);
   return { values: out, vocabSize: hf.vocabSize };
+}
+
+/** A folder whose heads are `width` wide (`field`): a --kv-channels given otherwise contradicts it. */
+function heldHeadWidth(out: FlagValues, given: Set<string>, file: string, width: number, field: string): void {
+  if (given.has('kv-channels') && out['kv-channels'] !== width)
+    throw new FlagError(`--kv-channels ${String(out['kv-channels'])} contradicts ${file}: its heads are ${field} = ${width} wide; leave the flag out`);
 }
 
 /**

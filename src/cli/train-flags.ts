@@ -83,6 +83,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     default: 1,
     help: 'with --group-query-attention: key and value heads, each shared by heads / groups query heads',
   }),
+  'kv-channels': flag('network size', {
+    kind: 'int',
+    help: "each attention head's width (default --hidden-size / --num-attention-heads): q, k and v are heads · this wide",
+  }),
   'use-rope-scaling': flag('network size', { kind: 'boolean', help: "rope with Llama 3's frequency scaling (beyond 8192 tokens)" }),
   'rope-scaling-factor': flag('network size', { kind: 'number', default: 8, help: "with --use-rope-scaling: Llama 3's scaling factor" }),
   'attention-backend': flag('network size', {
@@ -533,8 +537,11 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const numLayers = int('num-layers', 1);
   const hiddenSize = int('hidden-size', 1);
   const numAttentionHeads = int('num-attention-heads', 1);
-  if (hiddenSize % numAttentionHeads !== 0)
-    throw new FlagError(`--num-attention-heads ${numAttentionHeads} must divide --hidden-size ${hiddenSize}`);
+  const kvChannels = optionalInt('kv-channels', 1);
+  if (kvChannels === null && hiddenSize % numAttentionHeads !== 0)
+    throw new FlagError(
+      `--num-attention-heads ${numAttentionHeads} must divide --hidden-size ${hiddenSize}, or give each head's width with --kv-channels`,
+    );
   const seqLength = int('seq-length', 1);
   const maxPositionEmbeddings = optionalInt('max-position-embeddings', 1) ?? seqLength;
   if (maxPositionEmbeddings < seqLength)
@@ -629,7 +636,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     groupQueryAttention: Boolean(v['group-query-attention']),
     numQueryGroups: queryGroupsOf(v, numAttentionHeads),
     addQkvBias: Boolean(v['add-qkv-bias']),
-    ...positionFlags(v, hiddenSize / numAttentionHeads),
+    kvChannels,
+    ...positionFlags(v, kvChannels ?? hiddenSize / numAttentionHeads),
     clipGrad: nonNegative('clip-grad'),
     adamBeta1: probability('adam-beta1'),
     adamBeta2: probability('adam-beta2'),

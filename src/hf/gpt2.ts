@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { type GptShape, linearBias, normBias, normEpsilon, qkvBias } from '../nn/gpt-spec.js';
+import { type GptShape, headDim, linearBias, normBias, normEpsilon, qkvBias } from '../nn/gpt-spec.js';
 
 /** The prefix of GPT2LMHeadModel's base model in its own state dict. */
 export const BASE_PREFIX = 'transformer.';
@@ -226,5 +226,7 @@ export function unlikeGpt2(config: GptShape): string | null {
   if (!normBias(config)) return 'RMSNorm (GPT-2 has LayerNorm)';
   if (config.swiglu) return 'a SwiGLU MLP (GPT-2 has GELU)';
   if (!linearBias(config) || !qkvBias(config)) return 'linear layers without biases (GPT-2 has them)';
+  if (headDim(config) * config.numAttentionHeads !== config.hiddenSize)
+    return `heads ${headDim(config)} wide by --kv-channels (GPT-2's are n_embd / n_head)`;
   return null;
 }

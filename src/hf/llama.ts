@@ -9,7 +9,19 @@
  * then odd) so that Llama's rotate-half pairs the channels webtron's interleaved rope paired. Pure.
  */
 import { ConfigError } from '../errors.js';
-import { type GptShape, ffnWidth, gptParams, linearBias, normBias, normEpsilon, qkvBias, qkvWidth, queryGroups } from '../nn/gpt-spec.js';
+import {
+  attentionWidth,
+  type GptShape,
+  ffnWidth,
+  gptParams,
+  headDim,
+  linearBias,
+  normBias,
+  normEpsilon,
+  qkvBias,
+  qkvWidth,
+  queryGroups,
+} from '../nn/gpt-spec.js';
 import { LLAMA3_ROPE } from '../nn/rope.js';
 import { type Gpt2Config, HF_DTYPES, type HfDtype, parseGpt2Config, readConfigJson } from './gpt2.js';
 
@@ -60,7 +72,8 @@ const slice =
 export function llamaTensors(config: GptShape): LlamaTensor[] {
   const h = config.hiddenSize;
   const f = ffnWidth(config);
-  const hd = h / config.numAttentionHeads;
+  const hd = headDim(config);
+  const a = attentionWidth(config); // q's width (h unless --kv-channels says otherwise)
   const kv = queryGroups(config) * hd; // k's and v's width
   const w = qkvWidth(config);
   // Interleaved rope pairs channels (2i, 2i + 1) of a head; Llama's rotate-half pairs (i, i + hd/2).
@@ -79,26 +92,26 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
       { name: `${p}.input_layernorm.weight`, shape: [h], from: `${b}.ln_1.weight`, take: asIs },
       {
         name: `${p}.self_attn.q_proj.weight`,
-        shape: [h, h],
+        shape: [a, h],
         from: `${b}.attn.qkv.weight`,
-        take: columnsTransposed(h, w, 0, h, rotated),
+        take: columnsTransposed(h, w, 0, a, rotated),
       },
       {
         name: `${p}.self_attn.k_proj.weight`,
         shape: [kv, h],
         from: `${b}.attn.qkv.weight`,
-        take: columnsTransposed(h, w, h, kv, rotated),
+        take: columnsTransposed(h, w, a, kv, rotated),
       },
-      { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], from: `${b}.attn.qkv.weight`, take: columnsTransposed(h, w, h + kv, kv) },
+      { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], from: `${b}.attn.qkv.weight`, take: columnsTransposed(h, w, a + kv, kv) },
     );
     if (qkvBias(config))
       out.push(
-        { name: `${p}.self_attn.q_proj.bias`, shape: [h], from: `${b}.attn.qkv.bias`, take: slice(0, h, rotated) },
-        { name: `${p}.self_attn.k_proj.bias`, shape: [kv], from: `${b}.attn.qkv.bias`, take: slice(h, kv, rotated) },
-        { name: `${p}.self_attn.v_proj.bias`, shape: [kv], from: `${b}.attn.qkv.bias`, take: slice(h + kv, kv) },
+        { name: `${p}.self_attn.q_proj.bias`, shape: [a], from: `${b}.attn.qkv.bias`, take: slice(0, a, rotated) },
+        { name: `${p}.self_attn.k_proj.bias`, shape: [kv], from: `${b}.attn.qkv.bias`, take: slice(a, kv, rotated) },
+        { name: `${p}.self_attn.v_proj.bias`, shape: [kv], from: `${b}.attn.qkv.bias`, take: slice(a + kv, kv) },
       );
     out.push(
-      { name: `${p}.self_attn.o_proj.weight`, shape: [h, h], from: `${b}.attn.proj.weight`, take: columnsTransposed(h, h, 0, h) },
+      { name: `${p}.self_attn.o_proj.weight`, shape: [h, a], from: `${b}.attn.proj.weight`, take: columnsTransposed(a, h, 0, h) },
       { name: `${p}.post_attention_layernorm.weight`, shape: [h], from: `${b}.ln_2.weight`, take: asIs },
       { name: `${p}.mlp.gate_proj.weight`, shape: [f, h], from: `${b}.mlp.fc.weight`, take: columnsTransposed(h, 2 * f, 0, f) },
       { name: `${p}.mlp.up_proj.weight`, shape: [f, h], from: `${b}.mlp.fc.weight`, take: columnsTransposed(h, 2 * f, f, f) },
@@ -159,7 +172,7 @@ export function llamaConfigJson(
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
     attention_bias: false,
-    head_dim: model.hiddenSize / model.numAttentionHeads,
+    head_dim: headDim(model),
     mlp_bias: false,
     pretraining_tp: 1,
     ...common,
@@ -173,6 +186,8 @@ export interface LlamaConfig extends Required<Pick<GptShape, 'numLayers' | 'hidd
   ffnHiddenSize: number;
   /** num_key_value_heads. */
   numQueryGroups: number;
+  /** head_dim where it is not hidden_size / num_attention_heads (Megatron's --kv-channels), else null. */
+  kvChannels: number | null;
   /** rms_norm_eps (LlamaConfig's default 1e-6). */
   normEpsilon: number;
   /** rope_scaling's factor (Llama 3's scaling), or null. */
@@ -231,8 +246,12 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
   const ffnHiddenSize = size('intermediate_size');
   const maxPositionEmbeddings = size('max_position_embeddings');
   const vocabSize = size('vocab_size');
-  if (hiddenSize % numAttentionHeads !== 0)
-    throw fail(`num_attention_heads ${numAttentionHeads} does not divide hidden_size ${hiddenSize}`);
+  const headDimGiven = c.head_dim ?? null;
+  if (headDimGiven !== null && !(Number.isInteger(headDimGiven) && (headDimGiven as number) >= 1))
+    throw fail(`head_dim is ${show(headDimGiven)}, not a positive integer or null`);
+  if (headDimGiven === null && hiddenSize % numAttentionHeads !== 0)
+    throw fail(`num_attention_heads ${numAttentionHeads} does not divide hidden_size ${hiddenSize}, and head_dim is not given`);
+  const kvChannels = headDimGiven === null || headDimGiven === hiddenSize / numAttentionHeads ? null : (headDimGiven as number);
   const refuse = (key: string, ok: (v: unknown) => boolean, webtron: string) => {
     if (key in c && c[key] !== null && !ok(c[key]))
       throw fail(`${key} is ${show(c[key])}, which webtron does not compute (it computes ${webtron})`);
@@ -242,7 +261,6 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
     (v) => Number.isInteger(v) && (v as number) >= 1 && numAttentionHeads % (v as number) === 0,
     'key and value heads that divide the query heads',
   );
-  refuse('head_dim', (v) => v === hiddenSize / numAttentionHeads, 'heads of hidden_size / num_attention_heads');
   refuse('hidden_act', (v) => v === 'silu', 'SwiGLU with silu, "silu"');
   refuse('rms_norm_eps', (v) => typeof v === 'number' && v > 0 && v < 1, 'RMSNorm with an eps in (0, 1)');
   refuse(
@@ -274,6 +292,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
     vocabSize,
     tiedHead: (c.tie_word_embeddings as boolean | undefined) ?? false,
     numQueryGroups: (c.num_key_value_heads as number | undefined) ?? numAttentionHeads,
+    kvChannels,
     normEpsilon: (c.rms_norm_eps as number | undefined) ?? 1e-6,
     ropeScalingFactor: c.rope_scaling ? ((c.rope_scaling as Record<string, number>).factor as number) : null,
     rotaryBase: (c.rope_theta as number | undefined) ?? 10000,

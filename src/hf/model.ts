@@ -52,6 +52,7 @@ export function hfGptConfig(dir: string): GptConfig {
     addBiasLinear: false,
     addQkvBias: l.addQkvBias,
     numQueryGroups: l.numQueryGroups,
+    ...(l.kvChannels === null ? {} : { kvChannels: l.kvChannels }),
   };
 }
 

@@ -9,7 +9,7 @@
  * Pure.
  */
 import type { GptShape } from '../nn/gpt-spec.js';
-import { fcWidth, ffnWidth, gptParams, learnedPositions, qkvWidth, queryGroups, rotaryDim } from '../nn/gpt-spec.js';
+import { attentionWidth, fcWidth, ffnWidth, gptParams, learnedPositions, qkvWidth, queryGroups, rotaryDim } from '../nn/gpt-spec.js';
 
 /** Bytes the graph allocates for `elements` 4-byte values. */
 const alloc = (elements: number) => Math.ceil(Math.max(1, elements) / 4) * 16;
@@ -35,6 +35,7 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   const B = o.microBatchSize;
   const { numLayers: L, hiddenSize: C, numAttentionHeads: H, seqLength: T, vocabSize: V } = shape;
   const F = ffnWidth(shape);
+  const A = attentionWidth(shape); // q of every head, the attention's output (C unless --kv-channels)
   const rows = B * T;
   // [elements, has a grad] of every buffer the forward allocates.
   // The embedding, or its dropout, is the first residual add's input: its grad is the shared one.
@@ -47,7 +48,7 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   if (rotaryDim(shape) > 0) buffers.push([T * rotaryDim(shape), false]); // rope's (cos, sin) table, shared by the layers
   for (let l = 0; l < L; l++) {
     buffers.push([rows * C, true], [rows * 2, false], [rows * qkvWidth(shape), true]); // ln_1 (+ stats), qkv
-    if (queryGroups(shape) < H) buffers.push([rows * 3 * C, true]); // k and v repeated for every query head
+    if (queryGroups(shape) < H) buffers.push([rows * 3 * A, true]); // k and v repeated for every query head
     if (o.attention === 'fused') {
       buffers.push([B * H * T, false]); // log-sum-exp per row
       if (!o.forwardOnly) buffers.push([B * H * T, false]); // the backward's rowsum(dy ∘ y)
@@ -55,7 +56,7 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
       buffers.push([B * H * T * T, true]); // probabilities
       if (o.attentionDropout) buffers.push([B * H * T * T, true]);
     }
-    buffers.push([rows * C, true], [rows * C, true]); // attention output, projection
+    buffers.push([rows * A, true], [rows * C, true]); // attention output, projection
     if (o.hiddenDropout) buffers.push([rows * C, true]);
     // add, ln_2 (+ stats), fc (gate and value with SwiGLU), GELU or SwiGLU, projection
     buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * fcWidth(shape), true], [rows * F, true], [rows * C, true]);

@@ -7,7 +7,7 @@
  */
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
 import type { Gpt, GptConfig } from './gpt.js';
-import { qkvWidth, queryGroups } from './gpt-spec.js';
+import { attentionWidth, headDim, qkvWidth, queryGroups } from './gpt-spec.js';
 import { Graph } from './graph.js';
 import { add, embedding, matmulInto } from './ops.js';
 import { ShapeMismatch, Tensor } from './tensor.js';
@@ -37,7 +37,7 @@ export class GptDecoder {
     const c = gpt.config;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > positionLimit(c))
       throw new ShapeMismatch(`a KV cache of ${capacity} positions: this model holds 1 to ${positionLimit(c)} (--max-position-embeddings)`);
-    this.kv = queryGroups(c) * (c.hiddenSize / c.numAttentionHeads);
+    this.kv = queryGroups(c) * headDim(c);
     this.prefillChunk = Math.max(1, Math.min(256, Math.floor(2 ** 26 / (c.numLayers * c.numAttentionHeads * capacity))));
     for (let l = 0; l < c.numLayers; l++) {
       for (const list of [this.keys, this.values]) {
@@ -94,7 +94,9 @@ export class GptDecoder {
     const c = this.gpt.config;
     const h = c.hiddenSize;
     const heads = c.numAttentionHeads;
-    const hd = h / heads;
+    const hd = headDim(c);
+    // q of every head, and the attention's output: H·hd wide (h unless --kv-channels says otherwise).
+    const a = attentionWidth(c);
     // Each of the G key heads serves `rep` query heads, whose q are adjacent: one batch per (group, head of it).
     const groups = queryGroups(c);
     const rep = heads / groups;
@@ -115,7 +117,7 @@ export class GptDecoder {
           'kv-cache',
           'append',
           { WG: 256 },
-          { rows: t, width: qkvWidth(c), c: h, kv, at, qkv_off: Q.shift },
+          { rows: t, width: qkvWidth(c), c: a, kv, at, qkv_off: Q.shift },
           { qkv: Q.binding, keys: keys.binding(g.ctx).binding, values: values.binding(g.ctx).binding },
           Math.ceil((t * kv) / 256),
         );
@@ -137,13 +139,13 @@ export class GptDecoder {
           { s: scores.binding(g.ctx).binding },
           Math.ceil((heads * t) / 64),
         );
-        const y = g.tensor([1, t, h], 'decode.attention');
+        const y = g.tensor([1, t, a], 'decode.attention');
         matmulInto(
           g,
           { m: t, n: hd, k: n, nb0: rep, nb1: groups },
           { t: scores, rs: n, cs: 1, b0: t * n, b1: rep * t * n },
           { t: values, rs: kv, cs: 1, b0: 0, b1: hd },
-          { t: y, rs: h, cs: 1, b0: hd, b1: rep * hd },
+          { t: y, rs: a, cs: 1, b0: hd, b1: rep * hd },
         );
         x = add(g, x, this.gpt.projection(g, y, l));
         x = add(g, x, this.gpt.mlp(g, x, l));

@@ -49,6 +49,12 @@ export interface GptShape {
   numQueryGroups?: number;
   /** The norms' epsilon (Megatron's --norm-epsilon, default 1e-5). */
   normEpsilon?: number;
+  /**
+   * Each head's width (Megatron's --kv-channels, transformers' head_dim; default hiddenSize /
+   * numAttentionHeads). Given, q, k and v of the heads are H·kvChannels wide in all, which need not be
+   * hiddenSize: the attention projection takes them back to hiddenSize.
+   */
+  kvChannels?: number;
 }
 
 /** The norms' epsilon: given, or Megatron's 1e-5. */
@@ -57,9 +63,17 @@ export const normEpsilon = (s: Pick<GptShape, 'normEpsilon'>): number => s.normE
 /** Key and value heads: numQueryGroups, or one per query head. */
 export const queryGroups = (s: Pick<GptShape, 'numAttentionHeads' | 'numQueryGroups'>): number => s.numQueryGroups ?? s.numAttentionHeads;
 
+/** Each head's width: kvChannels, or hiddenSize / numAttentionHeads. */
+export const headDim = (s: Pick<GptShape, 'hiddenSize' | 'numAttentionHeads' | 'kvChannels'>): number =>
+  s.kvChannels ?? s.hiddenSize / s.numAttentionHeads;
+
+/** The width of the attention's output, q of every head: numAttentionHeads · headDim (hiddenSize unless kvChannels says otherwise). */
+export const attentionWidth = (s: Pick<GptShape, 'hiddenSize' | 'numAttentionHeads' | 'kvChannels'>): number =>
+  s.numAttentionHeads * headDim(s);
+
 /** The width of the qkv projection's output: q of every head, then k and v of every group. */
-export const qkvWidth = (s: Pick<GptShape, 'hiddenSize' | 'numAttentionHeads' | 'numQueryGroups'>): number =>
-  s.hiddenSize + 2 * queryGroups(s) * (s.hiddenSize / s.numAttentionHeads);
+export const qkvWidth = (s: Pick<GptShape, 'hiddenSize' | 'numAttentionHeads' | 'numQueryGroups' | 'kvChannels'>): number =>
+  (s.numAttentionHeads + 2 * queryGroups(s)) * headDim(s);
 
 export const NORMALIZATIONS = ['LayerNorm', 'RMSNorm'] as const;
 export type Normalization = (typeof NORMALIZATIONS)[number];
@@ -88,7 +102,7 @@ export const learnedPositions = (s: Pick<GptShape, 'positionEmbeddingType'>): bo
  * channels give d/2 frequencies rounded up, so 2·⌈d/2⌉ channels (0 without rope).
  */
 export function rotaryDim(s: GptShape): number {
-  return s.positionEmbeddingType === 'rope' ? rotaryChannels(s.hiddenSize / s.numAttentionHeads, s.rotaryPercent ?? 1) : 0;
+  return s.positionEmbeddingType === 'rope' ? rotaryChannels(headDim(s), s.rotaryPercent ?? 1) : 0;
 }
 
 /** The channels rope rotates in a head `headWidth` wide at `percent` (rotaryDim). */
@@ -137,13 +151,15 @@ export function checkGptShape(s: GptShape): void {
     throw new ShapeError(`ropeScalingFactor must be a number of at least 1, got ${String(s.ropeScalingFactor)}`, ['ropeScalingFactor']);
   if (s.rotaryPercent !== undefined && !(s.rotaryPercent > 0 && s.rotaryPercent <= 1))
     throw new ShapeError(`rotaryPercent must be in (0, 1], got ${String(s.rotaryPercent)}`, ['rotaryPercent']);
-  if (s.hiddenSize % s.numAttentionHeads !== 0) {
+  if (s.kvChannels !== undefined && !(Number.isInteger(s.kvChannels) && s.kvChannels >= 1))
+    throw new ShapeError(`kvChannels must be a positive integer, got ${String(s.kvChannels)}`, ['kvChannels']);
+  if (s.kvChannels === undefined && s.hiddenSize % s.numAttentionHeads !== 0) {
     throw new ShapeError(
-      `hiddenSize ${s.hiddenSize} is not divisible by numAttentionHeads ${s.numAttentionHeads}; pick sizes where it is`,
+      `hiddenSize ${s.hiddenSize} is not divisible by numAttentionHeads ${s.numAttentionHeads}; pick sizes where it is, or give each head's width (kvChannels)`,
       ['hiddenSize', 'numAttentionHeads'],
     );
   }
-  const hd = s.hiddenSize / s.numAttentionHeads;
+  const hd = headDim(s);
   const groups = queryGroups(s);
   if (!Number.isInteger(groups) || groups < 1 || s.numAttentionHeads % groups !== 0)
     throw new ShapeError(`numQueryGroups ${String(s.numQueryGroups)} must divide numAttentionHeads ${s.numAttentionHeads}`, [
@@ -174,7 +190,7 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
     params.push(
       ...norm(`${b}.ln_1`),
       ...linear(`${b}.attn.qkv`, h, qkvWidth(s), qkvBias(s)),
-      ...linear(`${b}.attn.proj`, h, h, linearBias(s)),
+      ...linear(`${b}.attn.proj`, attentionWidth(s), h, linearBias(s)),
       ...norm(`${b}.ln_2`),
       ...linear(`${b}.mlp.fc`, h, fcWidth(s), linearBias(s)),
       ...linear(`${b}.mlp.proj`, f, h, linearBias(s)),
@@ -191,7 +207,8 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
  * L·(12h² + 13h)). SwiGLU adds hf per layer (the gate), and f with biases; RMSNorm has no norm
  * biases (3h per layer and h less); without linear biases, 5h + f per layer less (3h of them kept
  * with --add-qkv-bias). With G query groups of H heads, k and v are G/H as wide: qkv is h + 2hG/H
- * wide instead of 3h.
+ * wide instead of 3h. With heads of kvChannels d, qkv is (H + 2G)·d wide and the attention projection
+ * takes H·d to h.
  */
 export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
@@ -203,7 +220,7 @@ export function gptParamCount(s: GptShape): number {
   return (
     s.vocabSize * h +
     (learnedPositions(s) ? (s.maxPositionEmbeddings ?? s.seqLength) * h : 0) +
-    s.numLayers * (h * qkv + h * h + (g + 1) * h * f + 2 * norms + biases) +
+    s.numLayers * (h * qkv + attentionWidth(s) * h + (g + 1) * h * f + 2 * norms + biases) +
     norms +
     (s.tiedHead === false ? s.vocabSize * h : 0)
   );

@@ -6,7 +6,7 @@
  * 1 / base^(2i / d) for i < ⌈d/2⌉ (d = ⌊head width · percent⌋), times the position, then cos and sin.
  */
 import type { Graph } from './graph.js';
-import { type GptShape, qkvWidth, queryGroups, rotaryDim } from './gpt-spec.js';
+import { type GptShape, headDim, qkvWidth, queryGroups, rotaryDim } from './gpt-spec.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
 const f = Math.fround;
@@ -14,7 +14,7 @@ const WG = 256;
 
 /** The inverse frequencies of one head's channel pairs, each rounded to fp32 as torch rounds them. */
 export function rotaryInverseFrequencies(s: GptShape): Float32Array {
-  const d = Math.floor((s.hiddenSize / s.numAttentionHeads) * (s.rotaryPercent ?? 1));
+  const d = Math.floor(headDim(s) * (s.rotaryPercent ?? 1));
   const base = s.rotaryBase ?? 10000;
   const inv = Float32Array.from({ length: rotaryDim(s) / 2 }, (_, i) => f(1 / f(base ** f(f(2 * i) / d))));
   return s.ropeScalingFactor === undefined ? inv : inv.map((x) => llama3Scaled(x, s.ropeScalingFactor!));
@@ -59,7 +59,7 @@ export function rotaryTable(s: GptShape, t: number, position = 0): Float32Array 
  */
 export function rotary(g: Graph, qkv: Tensor, s: GptShape, table: Tensor): void {
   const [batch, t, width] = qkv.shape as [number, number, number];
-  const hd = s.hiddenSize / s.numAttentionHeads;
+  const hd = headDim(s);
   const half = rotaryDim(s) / 2;
   if (qkv.shape.length !== 3 || width !== qkvWidth(s) || qkv.dtype !== 'float32')
     throw new ShapeMismatch(`rope: qkv must be fp32 [B, T, ${qkvWidth(s)}], got ${qkv.dtype} [${qkv.shape.join(', ')}]`);

@@ -9,7 +9,18 @@
  */
 import { hfName } from '../hf/gpt2.js';
 import type { GptConfig } from '../nn/gpt.js';
-import { gptParams, learnedPositions, linearBias, normBias, normEpsilon, qkvBias, queryGroups, rotaryDim } from '../nn/gpt-spec.js';
+import {
+  attentionWidth,
+  gptParams,
+  headDim,
+  learnedPositions,
+  linearBias,
+  normBias,
+  normEpsilon,
+  qkvBias,
+  queryGroups,
+  rotaryDim,
+} from '../nn/gpt-spec.js';
 import { rotaryTable } from '../nn/rope.js';
 import {
   type Attributes,
@@ -70,7 +81,7 @@ function rotaryOnnx(
 ): (x: string) => string {
   const rot = rotaryDim(config);
   if (rot === 0) return (x) => x;
-  const hd = config.hiddenSize / config.numAttentionHeads;
+  const hd = headDim(config);
   const half = rot / 2;
   const longest = config.maxPositionEmbeddings ?? config.seqLength;
   // Per position, Megatron's emb: each pair's angle at both of its channels.
@@ -115,9 +126,10 @@ function buildGptOnnx(
 ): { model: Uint8Array; data: Uint8Array[] } {
   const float16 = options.float16 ?? false;
   const elem = float16 ? DataType.FLOAT16 : DataType.FLOAT;
-  const c = config.hiddenSize;
+  // q of every head, and the attention's output: H·hd wide (the hidden size unless --kv-channels).
+  const c = attentionWidth(config);
   const heads = config.numAttentionHeads;
-  const hd = c / heads;
+  const hd = headDim(config);
   const nodes: NodeProto[] = [];
   const initializers: TensorProto[] = [];
   for (const spec of gptParams(config)) {

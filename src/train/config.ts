@@ -44,6 +44,8 @@ export interface TrainConfig extends ScheduleFlags {
   /** --group-query-attention, and the key and value heads it gives (--num-query-groups; the heads without it). */
   groupQueryAttention: boolean;
   numQueryGroups: number;
+  /** --kv-channels: each head's width, or null for --hidden-size / --num-attention-heads. */
+  kvChannels: number | null;
   /** --position-embedding-type: a learned table, rope or none. */
   positionEmbeddingType: PositionEmbeddingType;
   /** --rotary-base, --rotary-percent, --rotary-interleaved: rope's frequencies, rotated fraction and pairing (unused without rope). */

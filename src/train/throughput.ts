@@ -4,7 +4,7 @@
  * of a few fp32 matmuls through webtron's own kernels) and then marked as measured.
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ffnWidth, type GptShape, queryGroups } from '../nn/gpt-spec.js';
+import { attentionWidth, ffnWidth, type GptShape, queryGroups } from '../nn/gpt-spec.js';
 import { measuredFmaPeak } from '../gpu/peak.js';
 
 /**
@@ -12,20 +12,22 @@ import { measuredFmaPeak } from '../gpu/peak.js';
  * multiply-adds, 2 FLOPs each), as Megatron-LM's `num_floating_point_operations` counts a GPT
  * without experts:
  *
- *   12 · B · s · L · h² · (1 + G/H + s/h + g · f/h + V / (2 · L · h))
+ *   12 · B · s · L · h² · (a/h · (1 + G/H + s/h) + g · f/h + V / (2 · L · h))
  *
  * per layer the QKV projection (3h² per token; h² + 2h²·G/H with G query groups of H heads) and
  * the attention's output projection (h²): the `1 + G/H` and, with the 12, 24·B·s·h² of the 72 at G = H; the attention scores and their weighted sum (2 · s ·
  * h per token each): `s/h`; the MLP (two h·f products, f = 4h unless --ffn-hidden-size; three with
  * SwiGLU's gate, g = 3/2, else g = 1): `g · f/h`; and once the logits (V · h per token):
- * `V / (2Lh)`. Causal masking is not subtracted (Megatron does not), nor are layer norms, GELU,
+ * `V / (2Lh)`. a is the heads' width in all, H · --kv-channels: h unless that says otherwise, and
+ * the attention's terms scale with it (a/h), as Megatron's query_projection_size. Causal masking is not subtracted (Megatron does not), nor are layer norms, GELU,
  * softmax or the loss (element-wise work).
  */
 export function gptFlopsPerIteration(shape: GptShape, batch: number): number {
   const { numLayers: L, hiddenSize: h, seqLength: s, vocabSize: V } = shape;
   const gate = shape.swiglu ? 3 / 2 : 1;
   const kv = queryGroups(shape) / shape.numAttentionHeads;
-  return 12 * batch * s * L * h * h * (1 + kv + s / h + (gate * ffnWidth(shape)) / h + V / (2 * L * h));
+  const a = attentionWidth(shape) / h;
+  return 12 * batch * s * L * h * h * (a * (1 + kv + s / h) + (gate * ffnWidth(shape)) / h + V / (2 * L * h));
 }
 
 /** A device's peak FLOP/s that MFU is taken against, and where the figure comes from. */

@@ -132,7 +132,7 @@ function batchText(cfg: TrainConfig, d: number): string {
 function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number; bigram: number | null }): string {
   const { cfg, d, model, layout } = run;
   return (
-    `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
+    `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads${model.kvChannels === undefined ? '' : ` of ${model.kvChannels}`}, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
     `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, ${batchText(cfg, d)}; ` +
     `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${data.train.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens${data.testTokens > 0 ? `, ${data.testTokens.toLocaleString('en-US')} test tokens` : ''}; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`
   );

@@ -459,6 +459,44 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(worst).toBeLessThanOrEqual(1e-4);
   });
 
+  it("a folder of heads head_dim wide, not hidden_size / heads (Mistral-Nemo's shape), trains as --kv-channels, gives the referee's logits and exports its head_dim", async (context) => {
+    skipWithoutTorch(context);
+    const { seed, random } = seeded('hf head_dim folder from python');
+    const folder = join(dir, 'head-dim-python');
+    // hidden 48 and 4 heads of 16 (64 in all, where 48 / 4 would give 12), 2 key and value heads.
+    const args = ['write-random', folder, String(seed), '2', '48', '4', '2', '40', '16', 'head_dim=16'];
+    const wrote = spawnSync(PYTHON, [LLAMA_REFEREE, ...args], { encoding: 'utf8' });
+    expect(wrote.status, wrote.stderr).toBe(0);
+    const saved = join(dir, 'head-dim-ck');
+    const run = await train([
+      ...['--init-from', folder, '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+      ...['--save', saved, '--run-dir', join(dir, 'head-dim-run')],
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain('hidden 48, 4 heads of 16,');
+    const model = await loadCheckpointModel(ctx, saved);
+    expect(model.config).toMatchObject({ hiddenSize: 48, numAttentionHeads: 4, kvChannels: 16, numQueryGroups: 2 });
+    const [batch, t] = [2, 16];
+    const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
+    const g = new Graph(ctx, { training: false });
+    const want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
+    g.release();
+    model.params.destroy();
+    const read = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
+    console.log(`head_dim folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`);
+    expect(read.worst).toBeLessThanOrEqual(1e-4);
+    // Exported again: head_dim in config.json, and the referee's logits of the new folder.
+    const out = join(dir, 'head-dim-out');
+    const exported = exportHf(saved, out);
+    expect(exported.status, exported.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toMatchObject({ hidden_size: 48, num_attention_heads: 4, head_dim: 16 });
+    expect(logitsDifference(refereeLogits(out, ids, batch, LLAMA_REFEREE), want).worst).toBeLessThanOrEqual(1e-4);
+    // A --kv-channels that contradicts the folder is one line.
+    const contradicting = await train(['--init-from', folder, '--kv-channels', '12', '--train-iters', '1']);
+    expect(contradicting.code).toBe(2);
+    expect(contradicting.stderr.trim()).toMatch(/^webtron train: --kv-channels 12 contradicts .*config\.json: head_dim is 16; leave the flag out to take the folder's value$/);
+  });
+
   it("a Qwen2 folder written by Python (q, k and v biases, a tied head, no sliding window) reads as Qwen2's block and gives the referee's logits", async (context) => {
     skipWithoutTorch(context);
     const { seed, random } = seeded('hf qwen2 folder from python');

@@ -7,13 +7,15 @@ v_proj), with the standard library, numpy and torch only.
         Read DIR (config.json, model.safetensors), run LlamaForCausalLM's or Qwen2ForCausalLM's
         forward in torch (fp32) on the int32 token ids [BATCH, SEQ] and write the logits
         [BATCH, SEQ, vocab_size] as float32.
-    llama_reference.py write-random DIR SEED LAYERS HIDDEN HEADS KV_HEADS INTERMEDIATE POSITIONS [qwen2]
+    llama_reference.py write-random DIR SEED LAYERS HIDDEN HEADS KV_HEADS INTERMEDIATE POSITIONS [qwen2] [head_dim=D]
         Write a random Llama folder as LlamaForCausalLM.save_pretrained wrote it in transformers 4.3x
         (`model.`-prefixed names, rope's `inv_freq` buffers, an untied head; rms_norm_eps 1e-6, Llama 3's
         rope_theta and rope_scaling) with a byte-level BPE tokenizer of the 256 bytes and an
         end-of-text token (vocab.json, merges.txt); print the tensors' names as JSON. With `qwen2`,
         a Qwen2 folder as Qwen2ForCausalLM.save_pretrained writes one: q, k and v biases, a tied
-        head (no lm_head.weight), rope_theta 1e6 without scaling, no sliding window.
+        head (no lm_head.weight), rope_theta 1e6 without scaling, no sliding window. With `head_dim=D`,
+        heads D wide whatever HIDDEN / HEADS is (Mistral-Nemo's shape): q_proj [HEADS·D, HIDDEN],
+        o_proj [HIDDEN, HEADS·D], and head_dim in config.json.
 """
 import json
 import math
@@ -90,7 +92,7 @@ def main(folder, ids_path, batch, seq, out_path):
         v = v.repeat_interleave(heads // kv_heads, dim=1)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
         scores = torch.where(causal, scores, torch.tensor(torch.finfo(scores.dtype).min))
-        y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(batch, seq, h)
+        y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(batch, seq, heads * hd)
         x = x + linear(y, f"{p}.self_attn.o_proj.weight")
         y = rms_norm(x, f"{p}.post_attention_layernorm.weight")
         gate = torch.nn.functional.silu(linear(y, f"{p}.mlp.gate_proj.weight"))
@@ -102,7 +104,7 @@ def main(folder, ids_path, batch, seq, out_path):
     out.numpy().astype("<f4").tofile(out_path)
 
 
-def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, positions, qwen2=False):
+def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, positions, qwen2=False, head_dim=None):
     import os
 
     rng = np.random.default_rng(seed)
@@ -110,7 +112,7 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
     vocab = {chars[b]: b for b in range(256)}
     vocab["<|endoftext|>"] = 256
     n_vocab = len(vocab)
-    hd = hidden // heads
+    hd = head_dim or hidden // heads
     os.makedirs(folder, exist_ok=True)
     r = lambda *shape: (rng.standard_normal(shape) * 0.2).astype("<f4")  # noqa: E731
     tensors = {"model.embed_tokens.weight": r(n_vocab, hidden)}
@@ -119,12 +121,12 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
     for l in range(layers):
         p = f"model.layers.{l}"
         tensors[f"{p}.input_layernorm.weight"] = 1 + r(hidden)
-        tensors[f"{p}.self_attn.q_proj.weight"] = r(hidden, hidden)
+        tensors[f"{p}.self_attn.q_proj.weight"] = r(heads * hd, hidden)
         tensors[f"{p}.self_attn.k_proj.weight"] = r(kv_heads * hd, hidden)
         tensors[f"{p}.self_attn.v_proj.weight"] = r(kv_heads * hd, hidden)
-        tensors[f"{p}.self_attn.o_proj.weight"] = r(hidden, hidden)
+        tensors[f"{p}.self_attn.o_proj.weight"] = r(hidden, heads * hd)
         if qwen2:
-            tensors[f"{p}.self_attn.q_proj.bias"] = r(hidden)
+            tensors[f"{p}.self_attn.q_proj.bias"] = r(heads * hd)
             tensors[f"{p}.self_attn.k_proj.bias"] = r(kv_heads * hd)
             tensors[f"{p}.self_attn.v_proj.bias"] = r(kv_heads * hd)
         else:
@@ -167,6 +169,8 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
         "torch_dtype": "float32",
         "vocab_size": n_vocab,
     }
+    if head_dim:
+        config["head_dim"] = head_dim
     if qwen2:
         # Qwen2Config's fields: no attention_bias, mlp_bias or pretraining_tp; a sliding window off.
         for key in ("attention_bias", "mlp_bias", "pretraining_tp"):
@@ -195,6 +199,8 @@ if __name__ == "__main__":
         folder, ids_path, batch, seq, out_path = sys.argv[2:]
         main(folder, ids_path, int(batch), int(seq), out_path)
     elif sys.argv[1] == "write-random":
-        write_random(sys.argv[2], *(int(a) for a in sys.argv[3:10]), qwen2=sys.argv[10:] == ["qwen2"])
+        rest = sys.argv[10:]
+        dims = [int(a.split("=")[1]) for a in rest if a.startswith("head_dim=")]
+        write_random(sys.argv[2], *(int(a) for a in sys.argv[3:10]), qwen2="qwen2" in rest, head_dim=dims[0] if dims else None)
     else:
         raise SystemExit(f"unknown mode {sys.argv[1]}")
