@@ -135,7 +135,9 @@ function withLlamaInit(
 /** A folder whose heads are `width` wide (`field`): a --kv-channels given otherwise contradicts it. */
 function heldHeadWidth(out: FlagValues, given: Set<string>, file: string, width: number, field: string): void {
   if (given.has('kv-channels') && out['kv-channels'] !== width)
-    throw new FlagError(`--kv-channels ${String(out['kv-channels'])} contradicts ${file}: its heads are ${field} = ${width} wide; leave the flag out`);
+    throw new FlagError(
+      `--kv-channels ${String(out['kv-channels'])} contradicts ${file}: its heads are ${field} = ${width} wide; leave the flag out`,
+    );
 }
 
 /**

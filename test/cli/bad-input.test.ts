@@ -70,6 +70,8 @@ const CASES: Case[] = [
     args: ['train', ...TRAIN, '--num-attention-heads', '3'],
     says: /--hidden-size.*--num-attention-heads|--num-attention-heads.*--hidden-size/,
   },
+  { args: ['train', ...TRAIN, '--kv-channels', '0'], says: /--kv-channels.*0/ },
+  { args: ['train', ...TRAIN, '--kv-channels', 'wide'], says: /--kv-channels.*wide/ },
   { args: ['train', ...TRAIN, '--global-batch-size', '5'], says: /--global-batch-size.*5/ },
   { args: ['train', ...TRAIN, '--ddp-bucket-size', '-5'], says: /--ddp-bucket-size.*-5/ },
   { args: ['train', ...TRAIN, '--fp16', '--bf16'], says: /--fp16.*--bf16|--bf16.*--fp16/ },

@@ -483,18 +483,26 @@ describe('webtron export --format hf of a Llama-block model', () => {
     g.release();
     model.params.destroy();
     const read = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
-    console.log(`head_dim folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`);
+    console.log(
+      `head_dim folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`,
+    );
     expect(read.worst).toBeLessThanOrEqual(1e-4);
     // Exported again: head_dim in config.json, and the referee's logits of the new folder.
     const out = join(dir, 'head-dim-out');
     const exported = exportHf(saved, out);
     expect(exported.status, exported.stderr).toBe(0);
-    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toMatchObject({ hidden_size: 48, num_attention_heads: 4, head_dim: 16 });
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toMatchObject({
+      hidden_size: 48,
+      num_attention_heads: 4,
+      head_dim: 16,
+    });
     expect(logitsDifference(refereeLogits(out, ids, batch, LLAMA_REFEREE), want).worst).toBeLessThanOrEqual(1e-4);
     // A --kv-channels that contradicts the folder is one line.
     const contradicting = await train(['--init-from', folder, '--kv-channels', '12', '--train-iters', '1']);
     expect(contradicting.code).toBe(2);
-    expect(contradicting.stderr.trim()).toMatch(/^webtron train: --kv-channels 12 contradicts .*config\.json: head_dim is 16; leave the flag out to take the folder's value$/);
+    expect(contradicting.stderr.trim()).toMatch(
+      /^webtron train: --kv-channels 12 contradicts .*config\.json: head_dim is 16; leave the flag out to take the folder's value$/,
+    );
   });
 
   it("a Qwen2 folder written by Python (q, k and v biases, a tied head, no sliding window) reads as Qwen2's block and gives the referee's logits", async (context) => {

@@ -110,6 +110,15 @@ describe('GPT activation bytes', () => {
       0.1,
       0.1,
     ],
+    // --kv-channels: heads 3 wide where 8 / 2 gives 4, so every attention buffer is 6 wide, not 8.
+    [
+      { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, numQueryGroups: 1, seqLength: 5, vocabSize: 11, kvChannels: 3 },
+      2,
+      'float32',
+      'float32',
+      0.1,
+      0.1,
+    ],
   ] as const)(
     '%j, micro-batch %i, %s params: predicted = measured, both attention kernels',
     async (shape, batch, dtype, gradDtype, hidden, attention) => {

@@ -13,13 +13,15 @@ afterAll(() => ctx.destroy());
 
 describe('GPT decoding with a KV cache', () => {
   // Grouped-query attention: 4 heads sharing 2 key and value heads, or 1 (multi-query).
-  for (const [dtype, tiedHead, positions, groups] of [
-    ['float32', true, 'learned_absolute', undefined],
-    ['bfloat16', false, 'learned_absolute', undefined],
-    ['float32', true, 'rope', 2],
-    ['float32', false, 'rope', 1],
+  // --kv-channels 6: heads 6 wide where 16 / 4 gives 4.
+  for (const [dtype, tiedHead, positions, groups, kvChannels] of [
+    ['float32', true, 'learned_absolute', undefined, undefined],
+    ['bfloat16', false, 'learned_absolute', undefined, undefined],
+    ['float32', true, 'rope', 2, undefined],
+    ['float32', false, 'rope', 1, undefined],
+    ['float32', true, 'rope', 2, 6],
   ] as const) {
-    const grouping = groups ? `, ${groups} key head${groups > 1 ? 's' : ''}` : '';
+    const grouping = `${groups ? `, ${groups} key head${groups > 1 ? 's' : ''}` : ''}${kvChannels ? `, heads of ${kvChannels}` : ''}`;
     it(`${dtype} params, ${tiedHead ? 'tied' : 'untied'} head, ${positions} positions${grouping}: each step's logits equal the full forward's at that position`, async () => {
       const config: GptConfig = {
         numLayers: 2,
@@ -31,6 +33,7 @@ describe('GPT decoding with a KV cache', () => {
         tiedHead,
         positionEmbeddingType: positions,
         ...(groups ? { numQueryGroups: groups } : {}),
+        ...(kvChannels ? { kvChannels } : {}),
       };
       const params = new LocalParams(ctx, Gpt.specs(config, dtype as ParamDtype));
       // Larger than GPT-2's init so that attention is far from uniform.
@@ -45,7 +48,9 @@ describe('GPT decoding with a KV cache', () => {
       const before = ctx.memoryReport().live.activations;
       const decoder = new GptDecoder(ctx, gpt, tokens.length);
       const keyHeads = groups ?? config.numAttentionHeads;
-      expect(ctx.memoryReport().live.activations - before).toBe(2 * config.numLayers * tokens.length * keyHeads * (16 / 4) * 4);
+      expect(ctx.memoryReport().live.activations - before).toBe(
+        2 * config.numLayers * tokens.length * keyHeads * (kvChannels ?? 16 / 4) * 4,
+      );
       for (const [i, t] of tokens.entries()) {
         const logits = await decoder.step(t);
         const want = full.subarray(i * config.vocabSize, (i + 1) * config.vocabSize);

@@ -25,6 +25,9 @@ describe('GPT parameter list', () => {
       { ...gpt2Small, swiglu: true },
       { ...gpt2Small, addBiasLinear: false, addQkvBias: true, normalization: 'RMSNorm' as const },
       { ...gpt2Small, addBiasLinear: false },
+      // --kv-channels: heads 128 wide where 768 / 12 gives 64 (Mistral-Nemo's shape), and with groups.
+      { ...gpt2Small, kvChannels: 128 },
+      { ...gpt2Small, kvChannels: 40, numQueryGroups: 4, addBiasLinear: false, addQkvBias: true },
     ]) {
       expect(gptParams(s).reduce((n, p) => n + numelOf(p.shape), 0)).toBe(gptParamCount(s));
     }
@@ -37,6 +40,25 @@ describe('GPT parameter list', () => {
       [12, 8],
     ]);
     expect(() => gptParams({ ...gpt2Small, ffnHiddenSize: 0 })).toThrow('ffnHiddenSize must be a positive integer, got 0');
+    // --kv-channels: q, k and v are heads · d wide, and the projection takes heads · d back to h.
+    const wide = gptParams({
+      numLayers: 1,
+      hiddenSize: 8,
+      numAttentionHeads: 2,
+      numQueryGroups: 1,
+      seqLength: 4,
+      vocabSize: 5,
+      kvChannels: 6,
+    });
+    const of = (name: string) => wide.find((p) => p.name === name)!.shape;
+    expect([of('blocks.0.attn.qkv.weight'), of('blocks.0.attn.proj.weight')]).toEqual([
+      [8, (2 + 2) * 6],
+      [12, 8],
+    ]);
+    // Without it, heads must divide the hidden size; with it they need not.
+    expect(() => gptParams({ ...gpt2Small, numAttentionHeads: 10 })).toThrow('hiddenSize 768 is not divisible by numAttentionHeads 10');
+    expect(gptParams({ ...gpt2Small, numAttentionHeads: 10, kvChannels: 64 }).length).toBe(gptParams(gpt2Small).length);
+    expect(() => gptParams({ ...gpt2Small, kvChannels: 0 })).toThrow('kvChannels must be a positive integer, got 0');
   });
 
   it('rope and none have no position table: GPT-2 small less its 1024 × 768', () => {

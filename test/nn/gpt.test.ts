@@ -101,6 +101,9 @@ describe('GPT', () => {
     // Grouped-query attention: 4 heads sharing 2 key and value heads (heads of 2 for rope).
     [false, 0, undefined, { numAttentionHeads: 4, numQueryGroups: 2, positionEmbeddingType: 'rope' }],
     [true, 0.2, undefined, { numAttentionHeads: 4, numQueryGroups: 1 }],
+    // --kv-channels: heads 6 wide where 8 / 2 gives 4 (rope on 6 channels), and 3 wide in groups.
+    [false, 0, undefined, { kvChannels: 6, positionEmbeddingType: 'rope' }],
+    [true, 0.2, undefined, { numAttentionHeads: 4, numQueryGroups: 2, kvChannels: 3 }],
   ] as const) {
     const moreName = Object.entries(more).map(([k, v]) => `, ${k} ${String(v)}`);
     it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''}${ffn ? `, MLP of ${ffn}` : ''}${moreName.join('')})`, async () => {
@@ -165,6 +168,10 @@ describe('GPT', () => {
     [
       'Llama',
       { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false, tiedHead: false, numQueryGroups: 2 },
+    ],
+    [
+      'Mistral-Nemo (heads of 12 by --kv-channels)',
+      { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, numQueryGroups: 2, kvChannels: 12 },
     ],
   ] as const)(
     "%s's block: a hardware GPU's kernels (tiled matmuls, fused attention, split reductions) give the CPU driver's loss and grads",

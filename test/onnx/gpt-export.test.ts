@@ -67,6 +67,11 @@ describe('GPT export to ONNX', () => {
       },
     ],
     ['no linear biases but qkv, GELU, norm epsilon 0.05', { ...BASE, addBiasLinear: false, addQkvBias: true, normEpsilon: 0.05 }],
+    // --kv-channels: heads 12 wide where the hidden size over the heads gives 8, rope on all of them.
+    [
+      'heads of 12 by --kv-channels, rope, 2 key and value heads',
+      { ...BASE, positionEmbeddingType: 'rope', kvChannels: 12, numQueryGroups: 2 },
+    ],
     // Heads of 8 at 0.5: 4 channels rotated in neighbouring pairs, 4 passed.
     [
       'rope interleaved on half of each head, untied',

@@ -29,6 +29,22 @@ describe('--log-throughput', () => {
     const grouped = forward + L * (mm(rows, h, h + 2 * (h / 4)) - mm(rows, h, 3 * h));
     const gqa = { numLayers: L, hiddenSize: h, numAttentionHeads: 4, numQueryGroups: 1, seqLength: s, vocabSize: V };
     expect(gptFlopsPerIteration(gqa, B)).toBeCloseTo(3 * grouped, 0);
+    // --kv-channels 24 on 2 heads: q, k and v 48 wide each, the scores and their product over 48,
+    // and the output projection from 48 to h.
+    const a = 2 * 24;
+    const wide =
+      forward +
+      L *
+        (mm(rows, h, 3 * a) +
+          B * mm(s, a, s) +
+          B * mm(s, s, a) +
+          mm(rows, a, h) -
+          mm(rows, h, 3 * h) -
+          B * mm(s, h, s) -
+          B * mm(s, s, h) -
+          mm(rows, h, h));
+    const kv = { numLayers: L, hiddenSize: h, numAttentionHeads: 2, seqLength: s, vocabSize: V, kvChannels: 24 };
+    expect(gptFlopsPerIteration(kv, B)).toBeCloseTo(3 * wide, 0);
   });
 
   it('peaks: the table by adapter name and precision; an unknown adapter has none', () => {
