@@ -467,6 +467,8 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const args = ['write-random', folder, String(seed), '2', '48', '4', '2', '40', '16', 'head_dim=16'];
     const wrote = spawnSync(PYTHON, [LLAMA_REFEREE, ...args], { encoding: 'utf8' });
     expect(wrote.status, wrote.stderr).toBe(0);
+    // webtron sample --load builds the same model from the folder.
+    expect(hfGptConfig(folder)).toMatchObject({ hiddenSize: 48, numAttentionHeads: 4, kvChannels: 16, numQueryGroups: 2 });
     const saved = join(dir, 'head-dim-ck');
     const run = await train([
       ...['--init-from', folder, '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
