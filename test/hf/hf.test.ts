@@ -224,6 +224,23 @@ async function webtronLogits(config: GptConfig, values: (name: string) => Float3
 }
 
 /** The referee's logits for the folder `folder`: GPT-2's (gpt2_reference.py) or Llama's (llama_reference.py). */
+/** Random token ids [batch, t] and a checkpoint model's logits of them; the model's params are destroyed after. */
+async function checkpointLogits(
+  model: Awaited<ReturnType<typeof loadCheckpointModel>>,
+  random: () => number,
+  batch: number,
+  t: number,
+): Promise<{ ids: Uint32Array; want: Float32Array }> {
+  const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
+  const g = new Graph(ctx, { training: false });
+  try {
+    return { ids, want: await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits) };
+  } finally {
+    g.release();
+    model.params.destroy();
+  }
+}
+
 function refereeLogits(folder: string, ids: Uint32Array, batch: number, referee = REFEREE): Float32Array {
   const idsFile = join(dir, 'ids.bin');
   const out = join(dir, 'logits.bin');
@@ -446,12 +463,8 @@ describe('webtron export --format hf of a Llama-block model', () => {
       tiedHead: false,
       seqLength: 32,
     });
-    const [batch, t] = [2, 32];
-    const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
-    const g = new Graph(ctx, { training: false });
-    const want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
-    g.release();
-    model.params.destroy();
+    const batch = 2;
+    const { ids, want } = await checkpointLogits(model, random, batch, 32);
     const { worst, largest } = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
     console.log(
       `Llama 3-shaped folder from Python: max abs difference of the logits ${worst.toExponential(2)} (largest logit ${largest.toFixed(2)})`,
@@ -478,12 +491,8 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(run.stdout).toContain('hidden 48, 4 heads of 16,');
     const model = await loadCheckpointModel(ctx, saved);
     expect(model.config).toMatchObject({ hiddenSize: 48, numAttentionHeads: 4, kvChannels: 16, numQueryGroups: 2 });
-    const [batch, t] = [2, 16];
-    const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
-    const g = new Graph(ctx, { training: false });
-    const want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
-    g.release();
-    model.params.destroy();
+    const batch = 2;
+    const { ids, want } = await checkpointLogits(model, random, batch, 16);
     const read = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
     console.log(
       `head_dim folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`,
