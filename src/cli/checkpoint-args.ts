@@ -27,6 +27,7 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['group-query-attention', 'groupQueryAttention'],
   ['num-query-groups', 'numQueryGroups'],
   ['kv-channels', 'kvChannels'],
+  ['qk-layernorm', 'qkLayernorm'],
   ['position-embedding-type', 'positionEmbeddingType'],
   ['rotary-base', 'rotaryBase'],
   ['rotary-percent', 'rotaryPercent'],

@@ -106,13 +106,14 @@ function withLlamaInit(
     throw new FlagError(`--use-rope-scaling contradicts ${file}: rope_scaling is null; leave the flag out`);
   takeHeadAndLength(out, given, file, hf.tiedHead, hf.maxPositionEmbeddings, 'max_position_embeddings');
   // Llama's block (Qwen2's: with q, k and v biases): what a flag given otherwise contradicts.
-  const name = hf.addQkvBias ? 'Qwen2' : 'Llama';
+  const name = hf.qkLayernorm ? 'Qwen3' : hf.addQkvBias ? 'Qwen2' : 'Llama';
   for (const [flag, llama, has] of [
     ['position-embedding-type', 'rope', 'rope'],
     ['normalization', 'RMSNorm', 'RMSNorm'],
     ['rotary-percent', 1, 'rope on whole heads'],
     ['rotary-interleaved', false, 'rotate-half rope'],
     ['add-qkv-bias', hf.addQkvBias, hf.addQkvBias ? 'q, k and v biases' : 'no qkv bias'],
+    ['qk-layernorm', hf.qkLayernorm, hf.qkLayernorm ? 'norms of q and k' : 'no norms of q and k'],
   ] as const) {
     if (given.has(flag) && out[flag] !== llama)
       throw new FlagError(`--${flag} contradicts ${file}: ${name} has ${has}; leave the flag out`);

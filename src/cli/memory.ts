@@ -47,6 +47,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
   'group-query-attention': { kind: 'boolean', help: 'grouped-query attention with --num-query-groups key and value heads' },
   'num-query-groups': { kind: 'int', default: 1, help: 'with --group-query-attention: key and value heads' },
   'kv-channels': { kind: 'int', help: "each attention head's width (default --hidden-size / --num-attention-heads)" },
+  'qk-layernorm': { kind: 'boolean', help: 'norms of q and k per head after the qkv projection' },
   params: { kind: 'string', help: 'a parameter count instead of a GPT shape (e.g. 124M, 7B)' },
   checkpoint: { kind: 'string', help: 'a webtron checkpoint: the --save folder or one of its iter_NNNNNNN folders (its params)' },
   onnx: { kind: 'string', help: 'an .onnx model (its initializers are the params)' },
@@ -141,6 +142,7 @@ export async function modelSource(v: FlagValues): Promise<ModelSource> {
       ...(v['disable-bias-linear'] ? { addBiasLinear: false } : {}),
       ...(v['group-query-attention'] ? { numQueryGroups: v['num-query-groups'] as number } : {}),
       ...(v['kv-channels'] !== undefined ? { kvChannels: v['kv-channels'] as number } : {}),
+      ...(v['qk-layernorm'] ? { qkLayernorm: true } : {}),
     },
   };
 }

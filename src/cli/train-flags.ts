@@ -87,6 +87,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'int',
     help: "each attention head's width (default --hidden-size / --num-attention-heads): q, k and v are heads · this wide",
   }),
+  'qk-layernorm': flag('network size', {
+    kind: 'boolean',
+    help: 'normalize each head of q and of k after the qkv projection (with --normalization), as Qwen3 does',
+  }),
   'use-rope-scaling': flag('network size', { kind: 'boolean', help: "rope with Llama 3's frequency scaling (beyond 8192 tokens)" }),
   'rope-scaling-factor': flag('network size', { kind: 'number', default: 8, help: "with --use-rope-scaling: Llama 3's scaling factor" }),
   'attention-backend': flag('network size', {
@@ -637,6 +641,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     numQueryGroups: queryGroupsOf(v, numAttentionHeads),
     addQkvBias: Boolean(v['add-qkv-bias']),
     kvChannels,
+    qkLayernorm: Boolean(v['qk-layernorm']),
     ...positionFlags(v, kvChannels ?? hiddenSize / numAttentionHeads),
     clipGrad: nonNegative('clip-grad'),
     adamBeta1: probability('adam-beta1'),

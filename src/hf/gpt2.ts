@@ -228,5 +228,6 @@ export function unlikeGpt2(config: GptShape): string | null {
   if (!linearBias(config) || !qkvBias(config)) return 'linear layers without biases (GPT-2 has them)';
   if (headDim(config) * config.numAttentionHeads !== config.hiddenSize)
     return `heads ${headDim(config)} wide by --kv-channels (GPT-2's are n_embd / n_head)`;
+  if (config.qkLayernorm) return 'norms of q and k (--qk-layernorm; GPT-2 has none)';
   return null;
 }

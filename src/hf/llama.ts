@@ -32,11 +32,16 @@ export function unlikeLlama(config: GptShape): string | null {
   if (normBias(config)) return 'LayerNorm (Llama has RMSNorm)';
   if (!config.swiglu) return 'a GELU MLP (Llama has SwiGLU)';
   if (linearBias(config)) return 'linear biases past q, k and v (Llama has none, Qwen2 only those)';
+  if (config.qkLayernorm && qkvBias(config)) return 'norms of q and k with q, k and v biases (Qwen3 has the norms, Qwen2 the biases)';
   return null;
 }
 
-/** Which of Hugging Face's Llama-shaped architectures holds `config` (unlikeLlama null): Qwen2's when q, k and v have biases. */
-export const llamaFamily = (config: GptShape): 'llama' | 'qwen2' => (qkvBias(config) ? 'qwen2' : 'llama');
+/**
+ * Which of Hugging Face's Llama-shaped architectures holds `config` (unlikeLlama null): Qwen3's with
+ * norms of q and k, Qwen2's when q, k and v have biases, else Llama's.
+ */
+export const llamaFamily = (config: GptShape): 'llama' | 'qwen2' | 'qwen3' =>
+  config.qkLayernorm ? 'qwen3' : qkvBias(config) ? 'qwen2' : 'llama';
 
 /** One tensor of the Llama folder: its name and shape, and how it comes from a webtron param's fp32 values. */
 export interface LlamaTensor {
@@ -104,6 +109,12 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
       },
       { name: `${p}.self_attn.v_proj.weight`, shape: [kv, h], from: `${b}.attn.qkv.weight`, take: columnsTransposed(h, w, a + kv, kv) },
     );
+    // Qwen3's norms of q and k: a head's channels, in the order rope pairs them as q's and k's are.
+    if (config.qkLayernorm)
+      out.push(
+        { name: `${p}.self_attn.q_norm.weight`, shape: [hd], from: `${b}.attn.ln_q.weight`, take: slice(0, hd, rotated) },
+        { name: `${p}.self_attn.k_norm.weight`, shape: [hd], from: `${b}.attn.ln_k.weight`, take: slice(0, hd, rotated) },
+      );
     if (qkvBias(config))
       out.push(
         { name: `${p}.self_attn.q_proj.bias`, shape: [a], from: `${b}.attn.qkv.bias`, take: slice(0, a, rotated) },
@@ -123,12 +134,12 @@ export function llamaTensors(config: GptShape): LlamaTensor[] {
   return out;
 }
 
-/** config.json for a webtron GPT with Llama's block, as `LlamaConfig` writes it, or `Qwen2Config` (llamaFamily). */
+/** config.json for a webtron GPT with Llama's block, as `LlamaConfig` writes it, or `Qwen2Config` or `Qwen3Config` (llamaFamily). */
 export function llamaConfigJson(
   model: GptShape & { attentionDropout?: number },
   options: { dtype: HfDtype; eod: number | null },
 ): Record<string, unknown> {
-  const qwen2 = llamaFamily(model) === 'qwen2';
+  const family = llamaFamily(model);
   const common = {
     attention_dropout: model.attentionDropout ?? 0,
     bos_token_id: options.eod,
@@ -158,15 +169,17 @@ export function llamaConfigJson(
     use_cache: true,
     vocab_size: model.vocabSize,
   };
-  if (qwen2)
+  // Full attention in every layer.
+  const window = { max_window_layers: model.numLayers, sliding_window: null, use_sliding_window: false };
+  if (family === 'qwen2') return { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', ...common, ...window };
+  if (family === 'qwen3')
     return {
-      architectures: ['Qwen2ForCausalLM'],
-      model_type: 'qwen2',
+      architectures: ['Qwen3ForCausalLM'],
+      model_type: 'qwen3',
+      attention_bias: false,
+      head_dim: headDim(model),
       ...common,
-      // Full attention in every layer.
-      max_window_layers: model.numLayers,
-      sliding_window: null,
-      use_sliding_window: false,
+      ...window,
     };
   return {
     architectures: ['LlamaForCausalLM'],
@@ -188,6 +201,8 @@ export interface LlamaConfig extends Required<Pick<GptShape, 'numLayers' | 'hidd
   numQueryGroups: number;
   /** head_dim where it is not hidden_size / num_attention_heads (Megatron's --kv-channels), else null. */
   kvChannels: number | null;
+  /** Norms of q's and k's heads: Qwen3's q_norm and k_norm (Megatron's --qk-layernorm). */
+  qkLayernorm: boolean;
   /** rms_norm_eps (LlamaConfig's default 1e-6). */
   normEpsilon: number;
   /** rope_scaling's factor (Llama 3's scaling), or null. */
@@ -217,6 +232,7 @@ function isLlama3Scaling(v: unknown): boolean {
 const LLAMA_LIKE: Record<string, [string, string]> = {
   llama: ['LlamaModel', 'LlamaForCausalLM'],
   qwen2: ['Qwen2Model', 'Qwen2ForCausalLM'],
+  qwen3: ['Qwen3Model', 'Qwen3ForCausalLM'],
   mistral: ['MistralModel', 'MistralForCausalLM'],
 };
 
@@ -231,6 +247,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
   const fail = (what: string) => new ConfigError(`initFrom: ${file}: ${what}`, 'initFrom');
   const show = (v: unknown) => JSON.stringify(v) ?? 'undefined';
   const qwen2 = c.model_type === 'qwen2';
+  const qwen3 = c.model_type === 'qwen3';
   const [model, lm] = Object.hasOwn(LLAMA_LIKE, c.model_type as string) ? LLAMA_LIKE[c.model_type as string]! : LLAMA_LIKE.llama!;
   const archs = c.architectures;
   if (archs !== undefined && archs !== null && !(Array.isArray(archs) && archs.every((a) => a === lm || a === model)))
@@ -275,7 +292,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
   refuse('tie_word_embeddings', (v) => typeof v === 'boolean', 'a head tied to embed_tokens (true) or its own lm_head (false)');
   refuse('rope_theta', (v) => typeof v === 'number' && v > 1, 'a rope base above 1');
   refuse('attention_dropout', (v) => typeof v === 'number' && v >= 0 && v < 1, 'a dropout probability in [0, 1)');
-  if (qwen2) refuse('use_sliding_window', (v) => v === false, 'full attention in every layer, false');
+  if (qwen2 || qwen3) refuse('use_sliding_window', (v) => v === false, 'full attention in every layer, false');
   // Mistral's window: no window, or one the whole context fits in, is full attention.
   if (c.model_type === 'mistral')
     refuse(
@@ -293,6 +310,7 @@ export function parseLlamaConfig(c: Record<string, unknown>, file: string): Llam
     tiedHead: (c.tie_word_embeddings as boolean | undefined) ?? false,
     numQueryGroups: (c.num_key_value_heads as number | undefined) ?? numAttentionHeads,
     kvChannels,
+    qkLayernorm: qwen3,
     normEpsilon: (c.rms_norm_eps as number | undefined) ?? 1e-6,
     ropeScalingFactor: c.rope_scaling ? ((c.rope_scaling as Record<string, number>).factor as number) : null,
     rotaryBase: (c.rope_theta as number | undefined) ?? 10000,

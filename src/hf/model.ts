@@ -53,6 +53,7 @@ export function hfGptConfig(dir: string): GptConfig {
     addQkvBias: l.addQkvBias,
     numQueryGroups: l.numQueryGroups,
     ...(l.kvChannels === null ? {} : { kvChannels: l.kvChannels }),
+    ...(l.qkLayernorm ? { qkLayernorm: true } : {}),
   };
 }
 

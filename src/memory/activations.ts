@@ -9,7 +9,17 @@
  * Pure.
  */
 import type { GptShape } from '../nn/gpt-spec.js';
-import { attentionWidth, fcWidth, ffnWidth, gptParams, learnedPositions, qkvWidth, queryGroups, rotaryDim } from '../nn/gpt-spec.js';
+import {
+  attentionWidth,
+  fcWidth,
+  ffnWidth,
+  gptParams,
+  headDim,
+  learnedPositions,
+  qkvWidth,
+  queryGroups,
+  rotaryDim,
+} from '../nn/gpt-spec.js';
 
 /** Bytes the graph allocates for `elements` 4-byte values. */
 const alloc = (elements: number) => Math.ceil(Math.max(1, elements) / 4) * 16;
@@ -48,6 +58,20 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   if (rotaryDim(shape) > 0) buffers.push([T * rotaryDim(shape), false]); // rope's (cos, sin) table, shared by the layers
   for (let l = 0; l < L; l++) {
     buffers.push([rows * C, true], [rows * 2, false], [rows * qkvWidth(shape), true]); // ln_1 (+ stats), qkv
+    if (shape.qkLayernorm) {
+      // q's and k's heads as rows, each normalized (+ stats), then the new qkv.
+      const [q, k] = [rows * H, rows * queryGroups(shape)];
+      const hd = headDim(shape);
+      buffers.push(
+        [q * hd, true],
+        [k * hd, true],
+        [q * hd, true],
+        [q * 2, false],
+        [k * hd, true],
+        [k * 2, false],
+        [rows * qkvWidth(shape), true],
+      );
+    }
     if (queryGroups(shape) < H) buffers.push([rows * 3 * A, true]); // k and v repeated for every query head
     if (o.attention === 'fused') {
       buffers.push([B * H * T, false]); // log-sum-exp per row
@@ -81,7 +105,8 @@ function halfGradScratchBytes(shape: GptShape): number {
   const pair = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`].filter((name) => elements.has(name));
   const ops: string[][] = [learnedPositions(shape) ? ['wte.weight', 'wpe.weight'] : ['wte.weight']];
   for (let l = 0; l < shape.numLayers; l++) {
-    for (const part of ['ln_1', 'attn.qkv', 'attn.proj', 'ln_2', 'mlp.fc', 'mlp.proj']) ops.push(pair(`blocks.${l}.${part}`));
+    for (const part of ['ln_1', 'attn.qkv', 'attn.ln_q', 'attn.ln_k', 'attn.proj', 'ln_2', 'mlp.fc', 'mlp.proj'])
+      ops.push(pair(`blocks.${l}.${part}`));
   }
   ops.push(pair('ln_f'), [shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight']);
   const uses = new Map<string, number>();

@@ -55,6 +55,12 @@ export interface GptShape {
    * hiddenSize: the attention projection takes them back to hiddenSize.
    */
   kvChannels?: number;
+  /**
+   * Each head of q and of k normalized over its channels after the qkv projection, before rope, by
+   * a norm of the model's kind (Megatron's --qk-layernorm; Qwen3's q_norm and k_norm):
+   * `blocks.N.attn.ln_q` and `ln_k`, a head's width each.
+   */
+  qkLayernorm?: boolean;
 }
 
 /** The norms' epsilon: given, or Megatron's 1e-5. */
@@ -178,7 +184,7 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
   const h = s.hiddenSize;
   const f = ffnWidth(s);
   const p = (name: string, ...shape: number[]): ParamSpec => ({ name, shape, dtype, gradDtype });
-  const norm = (prefix: string) => [p(`${prefix}.weight`, h), ...(normBias(s) ? [p(`${prefix}.bias`, h)] : [])];
+  const norm = (prefix: string, width = h) => [p(`${prefix}.weight`, width), ...(normBias(s) ? [p(`${prefix}.bias`, width)] : [])];
   const linear = (prefix: string, inF: number, outF: number, bias: boolean) => [
     p(`${prefix}.weight`, inF, outF),
     ...(bias ? [p(`${prefix}.bias`, outF)] : []),
@@ -190,6 +196,7 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
     params.push(
       ...norm(`${b}.ln_1`),
       ...linear(`${b}.attn.qkv`, h, qkvWidth(s), qkvBias(s)),
+      ...(s.qkLayernorm ? [...norm(`${b}.attn.ln_q`, headDim(s)), ...norm(`${b}.attn.ln_k`, headDim(s))] : []),
       ...linear(`${b}.attn.proj`, attentionWidth(s), h, linearBias(s)),
       ...norm(`${b}.ln_2`),
       ...linear(`${b}.mlp.fc`, h, fcWidth(s), linearBias(s)),
@@ -208,7 +215,7 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
  * biases (3h per layer and h less); without linear biases, 5h + f per layer less (3h of them kept
  * with --add-qkv-bias). With G query groups of H heads, k and v are G/H as wide: qkv is h + 2hG/H
  * wide instead of 3h. With heads of kvChannels d, qkv is (H + 2G)·d wide and the attention projection
- * takes H·d to h.
+ * takes H·d to h. --qk-layernorm adds two norms of d per layer.
  */
 export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
@@ -220,7 +227,8 @@ export function gptParamCount(s: GptShape): number {
   return (
     s.vocabSize * h +
     (learnedPositions(s) ? (s.maxPositionEmbeddings ?? s.seqLength) * h : 0) +
-    s.numLayers * (h * qkv + attentionWidth(s) * h + (g + 1) * h * f + 2 * norms + biases) +
+    s.numLayers *
+      (h * qkv + attentionWidth(s) * h + (g + 1) * h * f + 2 * norms + biases + (s.qkLayernorm ? (2 * norms * headDim(s)) / h : 0)) +
     norms +
     (s.tiedHead === false ? s.vocabSize * h : 0)
   );
@@ -242,6 +250,10 @@ function gptSectionsOfAll(shape: GptShape): string[][] {
     ...[
       'attn.qkv.weight',
       'attn.qkv.bias',
+      'attn.ln_q.weight',
+      'attn.ln_q.bias',
+      'attn.ln_k.weight',
+      'attn.ln_k.bias',
       'attn.proj.weight',
       'attn.proj.bias',
       'ln_2.weight',

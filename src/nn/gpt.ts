@@ -25,6 +25,7 @@ import {
   layerNorm,
   linear,
   linearGelu,
+  qkNorm,
   repeatKv,
   rmsNorm,
   swiglu,
@@ -196,9 +197,12 @@ export class Gpt {
     return queryGroups(this.config) < heads ? repeatKv(g, qkv, heads, queryGroups(this.config)) : qkv;
   }
 
-  /** Rope rotates each group's k once, before the repeat. */
+  /** With --qk-layernorm q's and k's heads normalized, then rope rotates each group's k once, before the repeat. */
   private groupedQkvOf(g: Graph, normed: Tensor, l: number, rope: Rotary): Tensor {
-    const qkv = linear(g, normed, this.p(`blocks.${l}.attn.qkv.weight`), this.maybe(`blocks.${l}.attn.qkv.bias`));
+    const b = `blocks.${l}`;
+    let qkv = linear(g, normed, this.p(`${b}.attn.qkv.weight`), this.maybe(`${b}.attn.qkv.bias`));
+    if (this.config.qkLayernorm)
+      qkv = qkNorm(g, qkv, this.config.numAttentionHeads, queryGroups(this.config), (x, part) => this.norm(g, x, `${b}.attn.ln_${part}`));
     if (rope) rotary(g, qkv, this.config, rope);
     return qkv;
   }

@@ -266,6 +266,41 @@ export function repeatKv(g: Graph, qkv: Tensor, heads: number, kvHeads: number):
   return y;
 }
 
+/**
+ * The norms of q and k (Megatron's --qk-layernorm; Qwen3's q_norm and k_norm): each head of q and
+ * of k in a fused qkv [B, T, (H + 2·G)·hd] normalized over its hd channels by `norm`, with q's
+ * weights or k's, and v as it is; a new qkv. q's heads are gathered as rows [B·T·H, hd] and k's as
+ * [B·T·G, hd] (shaders/qk-heads.wgsl), normalized by the norm ops (which record their own
+ * backward), and scattered into the new qkv; the backward gathers its grads the same way.
+ */
+export function qkNorm(g: Graph, qkv: Tensor, heads: number, kvHeads: number, norm: (x: Tensor, part: 'q' | 'k') => Tensor): Tensor {
+  requireF32(qkv, 'qk norm input');
+  const [batch, t, width] = qkv.shape as [number, number, number];
+  const hd = (width / (heads + 2 * kvHeads)) | 0;
+  if (qkv.shape.length !== 3 || hd * (heads + 2 * kvHeads) !== width)
+    throw new ShapeMismatch(`qkNorm: qkv ${shapeOf(qkv)} must be [B, T, (heads + 2 · groups) · head width]`);
+  const rows = batch * t;
+  const sizes = { rows, hd, heads, groups: kvHeads };
+  const at = (x: Tensor) => x.binding(g.ctx).binding;
+  const run = (entry: string, acc: boolean, bindings: Record<string, ReturnType<typeof at>>, n: number) =>
+    g.runner.dispatch('qk-heads', entry, { WG, ACC: acc ? 1 : 0 }, sizes, bindings, groups(n));
+  const qk = rows * (heads + kvHeads) * hd;
+  const xq = g.output([rows * heads, hd], 'attention.q', qkv.requiresGrad);
+  const xk = g.output([rows * kvHeads, hd], 'attention.k', qkv.requiresGrad);
+  run('gather', false, { x: at(qkv), q: at(xq), k: at(xk) }, qk);
+  g.record('qk-heads.gather', [qkv], () => run('scatter', true, { q: at(g.gradOf(xq)), k: at(g.gradOf(xk)), y: at(g.gradOf(qkv)) }, qk));
+  const [yq, yk] = [norm(xq, 'q'), norm(xk, 'k')];
+  const y = g.output([batch, t, width], 'attention.qkv', qkv.requiresGrad);
+  run('scatter', false, { q: at(yq), k: at(yk), y: at(y) }, qk);
+  run('values', false, { x: at(qkv), y: at(y) }, rows * kvHeads * hd);
+  g.record('qk-heads.scatter', [yq, yk, qkv], () => {
+    const dy = g.gradOf(y);
+    run('gather', true, { x: at(dy), q: at(g.gradOf(yq)), k: at(g.gradOf(yk)) }, qk);
+    run('values', true, { x: at(dy), y: at(g.gradOf(qkv)) }, rows * kvHeads * hd);
+  });
+  return y;
+}
+
 /** Mean cross-entropy of logits [N, V] against uint32 targets [N] (fused log-softmax). A scalar. */
 export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor {
   requireF32(logits, 'cross-entropy logits');

@@ -215,7 +215,9 @@ function buildGptOnnx(
     const [qs, kg, vg] = opN('Split', [qkv, split], { axis: -1 }, 3) as [string, string, string];
     const [ks, vs] = [repeatKv(kg), repeatKv(vg)];
     const heads4 = (t: string, perm: number[]) => op('Transpose', [op('Reshape', [t, toHeads])], { perm });
-    const [q, k] = [qs, ks].map((t) => rope(heads4(t, [0, 2, 1, 3]))) as [string, string];
+    // --qk-layernorm: each head of q and of k normalized over its channels before rope.
+    const headNorm = (t: string, part: string) => (config.qkLayernorm ? layerNorm(t, `${b}.attn.ln_${part}`) : t);
+    const [q, k] = [headNorm(heads4(qs, [0, 2, 1, 3]), 'q'), headNorm(heads4(ks, [0, 2, 1, 3]), 'k')].map(rope) as [string, string];
     const scores = op('Mul', [op('MatMul', [q, op('Transpose', [k], { perm: [0, 1, 3, 2] })]), scale]);
     const probs = op('Softmax', [op('Where', [future, minusInf, scores])], { axis: -1 });
     const y = op('Reshape', [op('Transpose', [op('MatMul', [probs, heads4(vs, [0, 2, 1, 3])])], { perm: [0, 2, 1, 3] }), fromHeads]);

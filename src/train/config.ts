@@ -46,6 +46,8 @@ export interface TrainConfig extends ScheduleFlags {
   numQueryGroups: number;
   /** --kv-channels: each head's width, or null for --hidden-size / --num-attention-heads. */
   kvChannels: number | null;
+  /** --qk-layernorm: q's and k's heads normalized after the qkv projection. */
+  qkLayernorm: boolean;
   /** --position-embedding-type: a learned table, rope or none. */
   positionEmbeddingType: PositionEmbeddingType;
   /** --rotary-base, --rotary-percent, --rotary-interleaved: rope's frequencies, rotated fraction and pairing (unused without rope). */

@@ -67,6 +67,7 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     ...(cfg.numQueryGroups !== cfg.numAttentionHeads ? { numQueryGroups: cfg.numQueryGroups } : {}),
     // Likewise heads of hidden / heads: --kv-channels only where it says otherwise.
     ...(cfg.kvChannels !== null && cfg.kvChannels * cfg.numAttentionHeads !== cfg.hiddenSize ? { kvChannels: cfg.kvChannels } : {}),
+    ...(cfg.qkLayernorm ? { qkLayernorm: true } : {}),
     // Likewise with learned positions; rope's settings only with rope.
     ...(cfg.positionEmbeddingType !== 'learned_absolute' ? { positionEmbeddingType: cfg.positionEmbeddingType } : {}),
     ...(cfg.positionEmbeddingType === 'rope'
