@@ -548,6 +548,56 @@ describe('webtron export --format hf of a Llama-block model', () => {
     );
   });
 
+  it("a Qwen3 folder written by Python (q and k norms, heads of head_dim, a tied head) reads as Qwen3's block, gives the referee's logits and exports back as Qwen3's", async (context) => {
+    skipWithoutTorch(context);
+    const { seed, random } = seeded('hf qwen3 folder from python');
+    const folder = join(dir, 'qwen3-python');
+    // 4 heads of 12 (48 in all, where 32 / 4 would give 8) sharing 2 key and value heads, an MLP of 24.
+    const args = ['write-random', folder, String(seed), '2', '32', '4', '2', '24', '16', 'qwen3', 'head_dim=12'];
+    const wrote = spawnSync(PYTHON, [LLAMA_REFEREE, ...args], { encoding: 'utf8' });
+    expect(wrote.status, wrote.stderr).toBe(0);
+    const config = hfGptConfig(folder);
+    expect(config).toMatchObject({
+      ...{ hiddenSize: 32, numAttentionHeads: 4, numQueryGroups: 2, kvChannels: 12, qkLayernorm: true, tiedHead: true },
+      ...{ normalization: 'RMSNorm', swiglu: true, addBiasLinear: false, addQkvBias: false, rotaryBase: 1e6 },
+    });
+    const [batch, t] = [2, 16];
+    const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * config.vocabSize));
+    const weights = openFolderWeights(folder, config);
+    const want = await webtronLogits(config, (n) => weights.read(n), ids, batch);
+    weights.close();
+    const read = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
+    console.log(
+      `Qwen3 folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`,
+    );
+    expect(read.worst).toBeLessThanOrEqual(1e-4);
+    // Trained a step at lr 0 and exported: Qwen3's config.json, and the referee's logits of the new folder.
+    const saved = join(dir, 'qwen3-ck');
+    const run = await train([
+      ...['--init-from', folder, '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+      ...['--save', saved, '--run-dir', join(dir, 'qwen3-run')],
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    const out = join(dir, 'qwen3-out');
+    const exported = exportHf(saved, out);
+    expect(exported.status, exported.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toMatchObject({
+      ...{ architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', head_dim: 12, attention_bias: false, use_sliding_window: false },
+    });
+    expect(logitsDifference(refereeLogits(out, ids, batch, LLAMA_REFEREE), want).worst).toBeLessThanOrEqual(1e-4);
+    // --qk-layernorm belongs to the folder: given against a Llama one it is one line.
+    const plain = join(dir, 'llama-without-qk-norms');
+    const made = spawnSync(PYTHON, [LLAMA_REFEREE, 'write-random', plain, String(seed), '1', '32', '4', '2', '24', '16'], {
+      encoding: 'utf8',
+    });
+    expect(made.status, made.stderr).toBe(0);
+    const llama = await train(['--init-from', plain, '--qk-layernorm', '--train-iters', '1']);
+    expect(llama.code).toBe(2);
+    expect(llama.stderr.trim()).toMatch(
+      /^webtron train: --qk-layernorm contradicts .*config\.json: Llama has no norms of q and k; leave the flag out$/,
+    );
+  });
+
   it('a Llama (or Mistral) config.json webtron does not compute is one line naming the field', () => {
     const good = JSON.parse(readFileSync(join(dir, 'llama-fp32', 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(parseLlamaConfig(good, 'c.json')).toMatchObject({

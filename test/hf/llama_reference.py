@@ -1,13 +1,14 @@
 """An independent referee for webtron's Hugging Face Llama and Qwen2 folders, written from
 transformers' modeling_llama (LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb, LlamaMLP,
-LlamaAttention with repeat_kv) and modeling_qwen2 (the same with biases on q_proj, k_proj and
-v_proj), with the standard library, numpy and torch only.
+LlamaAttention with repeat_kv), modeling_qwen2 (the same with biases on q_proj, k_proj and
+v_proj) and modeling_qwen3 (no biases; q_norm and k_norm, RMSNorms over each head of q and of k
+before rope), with the standard library, numpy and torch only.
 
     llama_reference.py logits DIR IDS.bin BATCH SEQ OUT.bin
         Read DIR (config.json, model.safetensors), run LlamaForCausalLM's or Qwen2ForCausalLM's
         forward in torch (fp32) on the int32 token ids [BATCH, SEQ] and write the logits
         [BATCH, SEQ, vocab_size] as float32.
-    llama_reference.py write-random DIR SEED LAYERS HIDDEN HEADS KV_HEADS INTERMEDIATE POSITIONS [qwen2] [head_dim=D]
+    llama_reference.py write-random DIR SEED LAYERS HIDDEN HEADS KV_HEADS INTERMEDIATE POSITIONS [qwen2|qwen3] [head_dim=D]
         Write a random Llama folder as LlamaForCausalLM.save_pretrained wrote it in transformers 4.3x
         (`model.`-prefixed names, rope's `inv_freq` buffers, an untied head; rms_norm_eps 1e-6, Llama 3's
         rope_theta and rope_scaling) with a byte-level BPE tokenizer of the 256 bytes and an
@@ -15,7 +16,8 @@ v_proj), with the standard library, numpy and torch only.
         a Qwen2 folder as Qwen2ForCausalLM.save_pretrained writes one: q, k and v biases, a tied
         head (no lm_head.weight), rope_theta 1e6 without scaling, no sliding window. With `head_dim=D`,
         heads D wide whatever HIDDEN / HEADS is (Mistral-Nemo's shape): q_proj [HEADS·D, HIDDEN],
-        o_proj [HIDDEN, HEADS·D], and head_dim in config.json.
+        o_proj [HIDDEN, HEADS·D], and head_dim in config.json. With `qwen3`, a Qwen3 folder as
+        Qwen3ForCausalLM.save_pretrained writes one: Qwen2's with q_norm and k_norm and no biases.
 """
 import json
 import math
@@ -30,10 +32,10 @@ from gpt2_reference import byte_to_unicode, read_safetensors, write_safetensors
 def main(folder, ids_path, batch, seq, out_path):
     with open(f"{folder}/config.json") as f:
         config = json.load(f)
-    qwen2 = config["model_type"] == "qwen2"
-    assert config["architectures"] == ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"]
+    qwen2, qwen3 = config["model_type"] == "qwen2", config["model_type"] == "qwen3"
+    assert config["architectures"] == ["Qwen2ForCausalLM" if qwen2 else "Qwen3ForCausalLM" if qwen3 else "LlamaForCausalLM"]
     assert config["hidden_act"] == "silu"
-    assert not config.get("use_sliding_window") if qwen2 else not config["attention_bias"] and not config["mlp_bias"]
+    assert not config.get("use_sliding_window") if qwen2 or qwen3 else not config["attention_bias"] and not config["mlp_bias"]
     metadata, tensors = read_safetensors(f"{folder}/model.safetensors")
     assert metadata is not None and metadata.get("format") == "pt"
     w = {name: torch.from_numpy(arr) for name, arr in tensors.items()}
@@ -85,6 +87,9 @@ def main(folder, ids_path, batch, seq, out_path):
         q = as_heads(linear(y, f"{p}.self_attn.q_proj.weight", qwen2), heads)
         k = as_heads(linear(y, f"{p}.self_attn.k_proj.weight", qwen2), kv_heads)
         v = as_heads(linear(y, f"{p}.self_attn.v_proj.weight", qwen2), kv_heads)
+        if qwen3:  # Qwen3Attention: q_norm and k_norm over each head, before rope
+            q = rms_norm(q, f"{p}.self_attn.q_norm.weight")
+            k = rms_norm(k, f"{p}.self_attn.k_norm.weight")
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # repeat_kv: each key and value head serves heads / kv_heads query heads, in order.
@@ -104,9 +109,10 @@ def main(folder, ids_path, batch, seq, out_path):
     out.numpy().astype("<f4").tofile(out_path)
 
 
-def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, positions, qwen2=False, head_dim=None):
+def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, positions, family="llama", head_dim=None):
     import os
 
+    qwen2, qwen3 = family == "qwen2", family == "qwen3"
     rng = np.random.default_rng(seed)
     chars = byte_to_unicode()
     vocab = {chars[b]: b for b in range(256)}
@@ -116,7 +122,7 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
     os.makedirs(folder, exist_ok=True)
     r = lambda *shape: (rng.standard_normal(shape) * 0.2).astype("<f4")  # noqa: E731
     tensors = {"model.embed_tokens.weight": r(n_vocab, hidden)}
-    theta = 1000000.0 if qwen2 else 500000.0
+    theta = 1000000.0 if qwen2 or qwen3 else 500000.0
     inv_freq = (1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float32) / hd))).astype("<f4")
     for l in range(layers):
         p = f"model.layers.{l}"
@@ -129,6 +135,9 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
             tensors[f"{p}.self_attn.q_proj.bias"] = r(heads * hd)
             tensors[f"{p}.self_attn.k_proj.bias"] = r(kv_heads * hd)
             tensors[f"{p}.self_attn.v_proj.bias"] = r(kv_heads * hd)
+        elif qwen3:
+            tensors[f"{p}.self_attn.q_norm.weight"] = 1 + r(hd)
+            tensors[f"{p}.self_attn.k_norm.weight"] = 1 + r(hd)
         else:
             tensors[f"{p}.self_attn.rotary_emb.inv_freq"] = inv_freq
         tensors[f"{p}.post_attention_layernorm.weight"] = 1 + r(hidden)
@@ -136,7 +145,7 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
         tensors[f"{p}.mlp.up_proj.weight"] = r(intermediate, hidden)
         tensors[f"{p}.mlp.down_proj.weight"] = r(hidden, intermediate)
     tensors["model.norm.weight"] = 1 + r(hidden)
-    if not qwen2:
+    if not qwen2 and not qwen3:
         tensors["lm_head.weight"] = r(n_vocab, hidden)
     write_safetensors(f"{folder}/model.safetensors", tensors)
     config = {
@@ -171,13 +180,16 @@ def write_random(folder, seed, layers, hidden, heads, kv_heads, intermediate, po
     }
     if head_dim:
         config["head_dim"] = head_dim
-    if qwen2:
+    if qwen2 or qwen3:
         # Qwen2Config's fields: no attention_bias, mlp_bias or pretraining_tp; a sliding window off.
+        # Qwen3Config's: the same with attention_bias false and head_dim.
         for key in ("attention_bias", "mlp_bias", "pretraining_tp"):
             del config[key]
+        if qwen3:
+            config.update(attention_bias=False, head_dim=hd)
         config.update(
-            architectures=["Qwen2ForCausalLM"],
-            model_type="qwen2",
+            architectures=["Qwen3ForCausalLM" if qwen3 else "Qwen2ForCausalLM"],
+            model_type=family,
             rope_scaling=None,
             rope_theta=theta,
             tie_word_embeddings=True,
@@ -201,6 +213,7 @@ if __name__ == "__main__":
     elif sys.argv[1] == "write-random":
         rest = sys.argv[10:]
         dims = [int(a.split("=")[1]) for a in rest if a.startswith("head_dim=")]
-        write_random(sys.argv[2], *(int(a) for a in sys.argv[3:10]), qwen2="qwen2" in rest, head_dim=dims[0] if dims else None)
+        family = "qwen2" if "qwen2" in rest else "qwen3" if "qwen3" in rest else "llama"
+        write_random(sys.argv[2], *(int(a) for a in sys.argv[3:10]), family=family, head_dim=dims[0] if dims else None)
     else:
         raise SystemExit(f"unknown mode {sys.argv[1]}")

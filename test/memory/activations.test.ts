@@ -110,6 +110,24 @@ describe('GPT activation bytes', () => {
       0.1,
       0.1,
     ],
+    // --qk-layernorm: q's and k's heads as rows, their norms, the new qkv; with 16-bit grads, the
+    // norms' fp32 scratches too.
+    [
+      { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, numQueryGroups: 1, seqLength: 5, vocabSize: 11, qkLayernorm: true },
+      2,
+      'bfloat16',
+      'bfloat16',
+      0.1,
+      0.1,
+    ],
+    [
+      { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, qkLayernorm: true, normalization: 'RMSNorm' },
+      2,
+      'float32',
+      'float32',
+      0,
+      0,
+    ],
     // --kv-channels: heads 3 wide where 8 / 2 gives 4, so every attention buffer is 6 wide, not 8.
     [
       { numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, numQueryGroups: 1, seqLength: 5, vocabSize: 11, kvChannels: 3 },

@@ -33,7 +33,8 @@ describe('GPT decoding with a KV cache', () => {
         tiedHead,
         positionEmbeddingType: positions,
         ...(groups ? { numQueryGroups: groups } : {}),
-        ...(kvChannels ? { kvChannels } : {}),
+        // Heads of 6 also with --qk-layernorm: the decoder's q and k go through the same norms.
+        ...(kvChannels ? { kvChannels, qkLayernorm: true } : {}),
       };
       const params = new LocalParams(ctx, Gpt.specs(config, dtype as ParamDtype));
       // Larger than GPT-2's init so that attention is far from uniform.

@@ -28,6 +28,9 @@ describe('GPT parameter list', () => {
       // --kv-channels: heads 128 wide where 768 / 12 gives 64 (Mistral-Nemo's shape), and with groups.
       { ...gpt2Small, kvChannels: 128 },
       { ...gpt2Small, kvChannels: 40, numQueryGroups: 4, addBiasLinear: false, addQkvBias: true },
+      // --qk-layernorm: two norms of a head's width per layer, with biases under LayerNorm.
+      { ...gpt2Small, qkLayernorm: true },
+      { ...gpt2Small, qkLayernorm: true, kvChannels: 128, normalization: 'RMSNorm' as const },
     ]) {
       expect(gptParams(s).reduce((n, p) => n + numelOf(p.shape), 0)).toBe(gptParamCount(s));
     }

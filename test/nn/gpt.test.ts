@@ -104,6 +104,14 @@ describe('GPT', () => {
     // --kv-channels: heads 6 wide where 8 / 2 gives 4 (rope on 6 channels), and 3 wide in groups.
     [false, 0, undefined, { kvChannels: 6, positionEmbeddingType: 'rope' }],
     [true, 0.2, undefined, { numAttentionHeads: 4, numQueryGroups: 2, kvChannels: 3 }],
+    // --qk-layernorm: RMSNorm on each head of q and k before rope (Qwen3's), and LayerNorm on heads of 6.
+    [
+      false,
+      0,
+      undefined,
+      { numAttentionHeads: 4, numQueryGroups: 2, positionEmbeddingType: 'rope', normalization: 'RMSNorm', qkLayernorm: true },
+    ],
+    [true, 0.2, undefined, { kvChannels: 6, qkLayernorm: true }],
   ] as const) {
     const moreName = Object.entries(more).map(([k, v]) => `, ${k} ${String(v)}`);
     it(`gradients match finite differences of the loss (${tiedHead ? 'tied' : 'untied'} head${dropout ? `, dropout ${dropout}` : ''}${ffn ? `, MLP of ${ffn}` : ''}${moreName.join('')})`, async () => {
@@ -170,8 +178,8 @@ describe('GPT', () => {
       { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false, tiedHead: false, numQueryGroups: 2 },
     ],
     [
-      'Mistral-Nemo (heads of 12 by --kv-channels)',
-      { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, numQueryGroups: 2, kvChannels: 12 },
+      'Qwen3 (heads of 12 by --kv-channels, --qk-layernorm)',
+      { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, numQueryGroups: 2, kvChannels: 12, qkLayernorm: true },
     ],
   ] as const)(
     "%s's block: a hardware GPU's kernels (tiled matmuls, fused attention, split reductions) give the CPU driver's loss and grads",

@@ -72,6 +72,21 @@ describe('GPT export to ONNX', () => {
       'heads of 12 by --kv-channels, rope, 2 key and value heads',
       { ...BASE, positionEmbeddingType: 'rope', kvChannels: 12, numQueryGroups: 2 },
     ],
+    // --qk-layernorm: LayerNorm on each head of q and of k, and Qwen3's RMSNorm on heads of 12.
+    ['q and k norms (LayerNorm)', { ...BASE, qkLayernorm: true }],
+    [
+      "Qwen3's block: RMSNorm on q's and k's heads of 12, rope, SwiGLU, 2 key and value heads",
+      {
+        ...BASE,
+        positionEmbeddingType: 'rope',
+        normalization: 'RMSNorm',
+        swiglu: true,
+        addBiasLinear: false,
+        numQueryGroups: 2,
+        kvChannels: 12,
+        qkLayernorm: true,
+      },
+    ],
     // Heads of 8 at 0.5: 4 channels rotated in neighbouring pairs, 4 passed.
     [
       'rope interleaved on half of each head, untied',
@@ -80,6 +95,13 @@ describe('GPT export to ONNX', () => {
   ] as const)('%s: onnxruntime (CPU) gives webtron’s logits within 1e-4, at any batch and length', async (_name, config) => {
     const { seed, random } = seeded(`onnx export ${_name}`);
     const values = Gpt.init(config, seed, 0.2); // larger than GPT-2's 0.02, so that the logits differ
+    // Norms away from their init (weights 1, biases 0), so that each norm's own params matter.
+    for (const [name, v] of values)
+      if (/ln_\w+\.(weight|bias)$/.test(name))
+        values.set(
+          name,
+          v.map((x) => x + random() - 0.5),
+        );
     const bytes = gptToOnnx(config, values, { metadata: { config: JSON.stringify(config) } });
     const session = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'] });
     expect(session.inputNames).toEqual(['input_ids']);
