@@ -24,7 +24,12 @@ export function takeFlag(out: FlagValues, given: Set<string>, flag: string, valu
 }
 
 /** What a GPT-2 folder's model has where these flags would change it. */
-const GPT2_HAS = { normalization: 'LayerNorm', swiglu: 'a GELU MLP', 'disable-bias-linear': 'biases on its linear layers' } as const;
+const GPT2_HAS = {
+  normalization: 'LayerNorm',
+  swiglu: 'a GELU MLP',
+  'disable-bias-linear': 'biases on its linear layers',
+  'qk-layernorm': 'no norms of q and k',
+} as const;
 
 /**
  * `values` with what the folder `--init-from` names says about the model and the tokenizer, and
@@ -58,6 +63,7 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
     ['normalization', out.normalization !== 'LayerNorm'],
     ['swiglu', out.swiglu],
     ['disable-bias-linear', out['disable-bias-linear']],
+    ['qk-layernorm', out['qk-layernorm']],
   ] as const) {
     if (has)
       throw new FlagError(

@@ -858,6 +858,14 @@ describe('webtron train --init-from a Hugging Face folder', () => {
       ],
       [['--init-from', good, '--swiglu'], /--swiglu contradicts .*config\.json: GPT-2 has a GELU MLP; leave the flag out/],
       [
+        ['--init-from', good, '--qk-layernorm'],
+        /--qk-layernorm contradicts .*config\.json: GPT-2 has no norms of q and k; leave the flag out/,
+      ],
+      [
+        ['--init-from', good, '--kv-channels', '4'],
+        /--kv-channels 4 contradicts .*config\.json: its heads are n_embd \/ n_head = \d+ wide; leave the flag out/,
+      ],
+      [
         ['--init-from', good, '--tokenizer-type', 'ByteTokenizer'],
         /--tokenizer-type ByteTokenizer contradicts --init-from .*: its files are a CharTokenizer/,
       ],
