@@ -67,7 +67,7 @@ export async function exportCommand(
     const bar = new ProgressBar(100, process.stderr, process.stderr.isTTY === true);
     const done = await exportHfFolder(path, output, dtypeWord, bar);
     console.log(
-      `wrote ${output}: ${done.params.toLocaleString('en-US')} params (${done.checkpointDtype} checkpoint at iteration ${done.iteration}) as ${HF_DTYPES[dtypeWord]}, ${formatBytes(done.bytes)} of model.safetensors; ${done.files.slice(1).join(', ')}; load it with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained`,
+      `wrote ${output}: ${done.params.toLocaleString('en-US')} params (${done.checkpointDtype} checkpoint at iteration ${done.iteration}) as ${HF_DTYPES[dtypeWord]}, ${formatBytes(done.bytes)} of model.safetensors; ${done.files.slice(1).join(', ')}; load it with ${done.architecture}.from_pretrained and AutoTokenizer.from_pretrained`,
     );
     return;
   }

@@ -86,6 +86,8 @@ export interface HfExport {
   bytes: number;
   /** Every file written, by name. */
   files: string[];
+  /** The class that loads it (config.json's architectures): GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM. */
+  architecture: string;
   config: GptConfig;
   tokenizer: TokenizerState;
 }
@@ -107,7 +109,7 @@ export async function exportHfFolder(
     const notLlama = notGpt2 && unlikeLlama(config);
     if (notGpt2 && notLlama)
       throw new CheckpointError(
-        `${model.dir}: the model has ${notGpt2} and ${notLlama}: none of Hugging Face's GPT-2, Llama and Qwen2 holds it; export it with --format onnx`,
+        `${model.dir}: the model has ${notGpt2} and ${notLlama}: none of Hugging Face's GPT-2, Llama, Qwen2 and Qwen3 holds it; export it with --format onnx`,
       );
     const tokenizer = await loadTokenizer(extra.tokenizer);
     const to = HF_DTYPES[dtype];
@@ -153,8 +155,9 @@ export async function exportHfFolder(
       progress.finish();
     }
     const positions = config.maxPositionEmbeddings ?? config.seqLength;
+    const configJson = (notGpt2 ? llamaConfigJson : gpt2ConfigJson)(config, { dtype, eod: tokenizer.eod });
     const files = new Map<string, string>([
-      ['config.json', `${JSON.stringify((notGpt2 ? llamaConfigJson : gpt2ConfigJson)(config, { dtype, eod: tokenizer.eod }), null, 2)}\n`],
+      ['config.json', `${JSON.stringify(configJson, null, 2)}\n`],
       ['generation_config.json', `${JSON.stringify(generationConfigJson(tokenizer.eod), null, 2)}\n`],
       ...(await tokenizerFiles(extra.tokenizer, positions)),
     ]);
@@ -166,6 +169,7 @@ export async function exportHfFolder(
       params: total,
       bytes,
       files: ['model.safetensors', ...files.keys()],
+      architecture: (configJson.architectures as string[])[0]!,
       config,
       tokenizer: extra.tokenizer,
     };

@@ -502,6 +502,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const out = join(dir, 'head-dim-out');
     const exported = exportHf(saved, out);
     expect(exported.status, exported.stderr).toBe(0);
+    expect(exported.stdout).toContain('load it with LlamaForCausalLM.from_pretrained');
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toMatchObject({
       hidden_size: 48,
       num_attention_heads: 4,
@@ -581,6 +582,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const out = join(dir, 'qwen3-out');
     const exported = exportHf(saved, out);
     expect(exported.status, exported.stderr).toBe(0);
+    expect(exported.stdout).toContain('load it with Qwen3ForCausalLM.from_pretrained');
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toMatchObject({
       ...{ architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', head_dim: 12, attention_bias: false, use_sliding_window: false },
     });
@@ -651,7 +653,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const run = exportHf(mixed, join(dir, 'mixed-hf'));
     expect(run.status).toBe(2);
     expect(run.stderr.trim()).toMatch(
-      /^webtron export: .*: the model has RMSNorm \(GPT-2 has LayerNorm\) and learned or no positions \(Llama has rope\): none of Hugging Face's GPT-2, Llama and Qwen2 holds it; export it with --format onnx$/,
+      /^webtron export: .*: the model has RMSNorm \(GPT-2 has LayerNorm\) and learned or no positions \(Llama has rope\): none of Hugging Face's GPT-2, Llama, Qwen2 and Qwen3 holds it; export it with --format onnx$/,
     );
     expect(existsSync(join(dir, 'mixed-hf', 'model.safetensors'))).toBe(false);
   });
