@@ -237,7 +237,7 @@ const LLAMA_LIKE: Record<string, [string, string]> = {
 };
 
 /**
- * A Llama config.json's model (or Qwen2's, or Mistral's: Llama's names and tensors), every field
+ * A Llama config.json's model (or Qwen2's, Qwen3's or Mistral's: Llama's names and tensors), every field
  * checked: a missing size, or what webtron's Llama block does not compute (key and value heads that
  * do not divide the heads, another activation, an eps outside (0, 1), rope scaling other than
  * Llama 3's, partial rope, biases, a sliding window shorter than the context) is a ConfigError of

@@ -616,6 +616,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       ['rope_scaling', { rope_type: 'yarn', factor: 8 }],
       ['attention_bias', true],
       ['intermediate_size', 0],
+      ['head_dim', 0],
     ] as const) {
       const error = errorOf(() => parseLlamaConfig({ ...good, [field]: value }, 'c.json'));
       expect(error?.message, field).toContain(`c.json: ${field} is ${JSON.stringify(value)}`);
