@@ -221,14 +221,14 @@ export function gptParamCount(s: GptShape): number {
   const h = s.hiddenSize;
   const f = ffnWidth(s);
   const g = s.swiglu ? 2 : 1;
-  const norms = normBias(s) ? 2 * h : h;
+  const normOf = (width: number) => (normBias(s) ? 2 : 1) * width;
+  const norms = normOf(h);
   const qkv = qkvWidth(s);
   const biases = (qkvBias(s) ? qkv : 0) + (linearBias(s) ? 2 * h + g * f : 0);
   return (
     s.vocabSize * h +
     (learnedPositions(s) ? (s.maxPositionEmbeddings ?? s.seqLength) * h : 0) +
-    s.numLayers *
-      (h * qkv + attentionWidth(s) * h + (g + 1) * h * f + 2 * norms + biases + (s.qkLayernorm ? (2 * norms * headDim(s)) / h : 0)) +
+    s.numLayers * (h * qkv + attentionWidth(s) * h + (g + 1) * h * f + 2 * norms + biases + (s.qkLayernorm ? 2 * normOf(headDim(s)) : 0)) +
     norms +
     (s.tiedHead === false ? s.vocabSize * h : 0)
   );
