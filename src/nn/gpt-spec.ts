@@ -162,7 +162,7 @@ export function checkGptShape(s: GptShape): void {
   if (s.kvChannels === undefined && s.hiddenSize % s.numAttentionHeads !== 0) {
     throw new ShapeError(
       `hiddenSize ${s.hiddenSize} is not divisible by numAttentionHeads ${s.numAttentionHeads}; pick sizes where it is, or give each head's width (kvChannels)`,
-      ['hiddenSize', 'numAttentionHeads'],
+      ['hiddenSize', 'numAttentionHeads', 'kvChannels'],
     );
   }
   const hd = headDim(s);
