@@ -10,24 +10,25 @@ import { measuredFmaPeak } from '../gpu/peak.js';
 /**
  * Model FLOPs of one iteration of `batch` sequences, forward and backward (3× the forward's
  * multiply-adds, 2 FLOPs each), as Megatron-LM's `num_floating_point_operations` counts a GPT
- * without experts:
+ * without experts (the formula it has had since March 2025):
  *
- *   12 · B · s · L · h² · (a/h · (1 + G/H + s/h) + g · f/h + V / (2 · L · h))
+ *   12 · B · s · L · h² · (a/h · (1 + G/H + s/(2h)) + g · f/h + V / (2 · L · h))
  *
  * per layer the QKV projection (3h² per token; h² + 2h²·G/H with G query groups of H heads) and
- * the attention's output projection (h²): the `1 + G/H` and, with the 12, 24·B·s·h² of the 72 at G = H; the attention scores and their weighted sum (2 · s ·
- * h per token each): `s/h`; the MLP (two h·f products, f = 4h unless --ffn-hidden-size; three with
- * SwiGLU's gate, g = 3/2, else g = 1): `g · f/h`; and once the logits (V · h per token):
- * `V / (2Lh)`. a is the heads' width in all, H · --kv-channels: h unless that says otherwise, and
- * the attention's terms scale with it (a/h), as Megatron's query_projection_size. Causal masking is not subtracted (Megatron does not), nor are layer norms, GELU,
- * softmax or the loss (element-wise work).
+ * the attention's output projection (h²): the `1 + G/H`; the attention scores and their weighted
+ * sum, each 2 · s · h per token for the full s × s matrix, of which the causal mask leaves half:
+ * `s/(2h)`; the MLP (two h·f products, f = 4h unless --ffn-hidden-size; three with SwiGLU's gate,
+ * g = 3/2, else g = 1): `g · f/h`; and once the logits (V · h per token): `V / (2Lh)`. a is the
+ * heads' width in all, H · --kv-channels: h unless that says otherwise, and the attention's terms
+ * scale with it (a/h), as Megatron's query_projection_size. Layer norms, GELU, softmax and the loss
+ * (element-wise work) are not counted.
  */
 export function gptFlopsPerIteration(shape: GptShape, batch: number): number {
   const { numLayers: L, hiddenSize: h, seqLength: s, vocabSize: V } = shape;
   const gate = shape.swiglu ? 3 / 2 : 1;
   const kv = queryGroups(shape) / shape.numAttentionHeads;
   const a = attentionWidth(shape) / h;
-  return 12 * batch * s * L * h * h * (a * (1 + kv + s / h) + (gate * ffnWidth(shape)) / h + V / (2 * L * h));
+  return 12 * batch * s * L * h * h * (a * (1 + kv + s / (2 * h)) + (gate * ffnWidth(shape)) / h + V / (2 * L * h));
 }
 
 /** A device's peak FLOP/s that MFU is taken against, and where the figure comes from. */

@@ -7,15 +7,17 @@ import { gptFlopsPerIteration, knownPeak, knownPeaks, throughput } from '../../s
 import { dir, TINY, train } from '../helpers/train.js';
 
 describe('--log-throughput', () => {
-  it("Megatron's formula equals the matmuls of a GPT counted one by one (2 FLOPs a multiply-add, backward twice the forward)", () => {
+  it("Megatron's formula equals the matmuls of a GPT counted one by one (2 FLOPs a multiply-add, half the causal scores, backward twice the forward)", () => {
     const [B, s, L, h, V] = [4, 16, 2, 32, 96];
     // Each product [m, k] @ [k, n] of one forward: 2·m·k·n FLOPs.
     const mm = (m: number, k: number, n: number) => 2 * m * k * n;
+    // The causal mask leaves half of the s × s scores (Megatron counts s²/2, not s(s+1)/2).
+    const causal = (flops: number) => flops / 2;
     const rows = B * s;
     const perLayer =
       mm(rows, h, 3 * h) + // QKV
-      B * mm(s, h, s) + // scores, all heads together (the heads split h)
-      B * mm(s, s, h) + // the scores times V
+      B * causal(mm(s, h, s)) + // scores, all heads together (the heads split h)
+      B * causal(mm(s, s, h)) + // the scores times V
       mm(rows, h, h) + // attention output projection
       mm(rows, h, 4 * h) + // MLP up
       mm(rows, 4 * h, h); // MLP down
@@ -36,12 +38,12 @@ describe('--log-throughput', () => {
       forward +
       L *
         (mm(rows, h, 3 * a) +
-          B * mm(s, a, s) +
-          B * mm(s, s, a) +
+          B * causal(mm(s, a, s)) +
+          B * causal(mm(s, s, a)) +
           mm(rows, a, h) -
           mm(rows, h, 3 * h) -
-          B * mm(s, h, s) -
-          B * mm(s, s, h) -
+          B * causal(mm(s, h, s)) -
+          B * causal(mm(s, s, h)) -
           mm(rows, h, h));
     const kv = { numLayers: L, hiddenSize: h, numAttentionHeads: 2, seqLength: s, vocabSize: V, kvChannels: 24 };
     expect(gptFlopsPerIteration(kv, B)).toBeCloseTo(3 * wide, 0);
