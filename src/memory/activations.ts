@@ -18,7 +18,9 @@ import {
   learnedPositions,
   qkvWidth,
   queryGroups,
+  type Recompute,
   rotaryDim,
+  blockSpans,
 } from '../nn/gpt-spec.js';
 
 /** Bytes the graph allocates for `elements` 4-byte values. */
@@ -39,88 +41,146 @@ export interface ActivationOptions {
    * plus a row sum in the backward. Default unfused.
    */
   attention?: 'fused' | 'unfused';
+  /** Megatron's full recomputation: the spans it names keep only their output stream (training only). */
+  recompute?: Recompute | null;
 }
 
 export function gptActivationBytes(shape: GptShape, o: ActivationOptions): number {
   const B = o.microBatchSize;
-  const { numLayers: L, hiddenSize: C, numAttentionHeads: H, seqLength: T, vocabSize: V } = shape;
-  const F = ffnWidth(shape);
-  const A = attentionWidth(shape); // q of every head, the attention's output (C unless --kv-channels)
+  const { numLayers: L, hiddenSize: C, seqLength: T, vocabSize: V } = shape;
   const rows = B * T;
-  // [elements, has a grad] of every buffer the forward allocates.
-  // The embedding, or its dropout, is the first residual add's input: its grad is the shared one.
-  const buffers: [number, boolean][] = [
+  const train = !o.forwardOnly;
+  // [elements, has a grad] of the buffers the top graph allocates: the embedding, or its dropout, is
+  // the first residual add's input, and its grad is the residual stream's one.
+  const main: Buffers = [
     [rows, false],
     [rows, false],
     [rows * C, !!o.hiddenDropout],
   ]; // ids, targets, embedding
-  if (o.hiddenDropout) buffers.push([rows * C, false]);
-  if (rotaryDim(shape) > 0) buffers.push([T * rotaryDim(shape), false]); // rope's (cos, sin) table, shared by the layers
-  for (let l = 0; l < L; l++) {
-    buffers.push([rows * C, true], [rows * 2, false], [rows * qkvWidth(shape), true]); // ln_1 (+ stats), qkv
-    if (shape.qkLayernorm) {
-      // q's and k's heads as rows, each normalized (+ stats), then the new qkv.
-      const [q, k] = [rows * H, rows * queryGroups(shape)];
-      const hd = headDim(shape);
-      buffers.push(
-        [q * hd, true],
-        [k * hd, true],
-        [q * hd, true],
-        [q * 2, false],
-        [k * hd, true],
-        [k * 2, false],
-        [rows * qkvWidth(shape), true],
-      );
+  if (o.hiddenDropout) main.push([rows * C, false]);
+  if (rotaryDim(shape) > 0) main.push([T * rotaryDim(shape), false]); // rope's (cos, sin) table, shared by the layers
+  main.push([rows * C, true], [rows * 2, false]); // the first block's ln_1 (+ stats), or ln_f without blocks
+  // Spans recomputed in the backward run in child graphs, which take each other's buffers by size:
+  // together they hold, of each size, the most any one of them holds at once.
+  const children = new Map<number, number>();
+  const mainOps: string[][] = [...embeddingOp(shape), ...normOp(shape, L > 0 ? 'blocks.0.ln_1' : 'ln_f')];
+  for (const span of blockSpans(L, train ? o.recompute : null)) {
+    const body: Buffers = [];
+    for (let l = span.first; l < span.end; l++) body.push(...blockBuffers(shape, o, !span.recompute && l === L - 1));
+    const ops = Array.from({ length: span.end - span.first }, (_, i) => blockOps(shape, span.first + i)).flat();
+    if (!span.recompute) {
+      main.push(...body);
+      mainOps.push(...ops);
+      continue;
     }
-    if (queryGroups(shape) < H) buffers.push([rows * 3 * A, true]); // k and v repeated for every query head
-    if (o.attention === 'fused') {
-      buffers.push([B * H * T, false]); // log-sum-exp per row
-      if (!o.forwardOnly) buffers.push([B * H * T, false]); // the backward's rowsum(dy ∘ y)
-    } else {
-      buffers.push([B * H * T * T, true]); // probabilities
-      if (o.attentionDropout) buffers.push([B * H * T * T, true]);
-    }
-    buffers.push([rows * A, true], [rows * C, true]); // attention output, projection
-    if (o.hiddenDropout) buffers.push([rows * C, true]);
-    // add, ln_2 (+ stats), fc (gate and value with SwiGLU), GELU or SwiGLU, projection
-    buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * fcWidth(shape), true], [rows * F, true], [rows * C, true]);
-    if (o.hiddenDropout) buffers.push([rows * C, true]);
-    buffers.push([rows * C, l === L - 1]); // add: the last block's makes the residual stream's grad
+    // Its output stream copied into the top graph (the residual stream's grad if it is the last),
+    // and the grad of its last norm's output there, not in the child.
+    main.push([rows * C, span.end === L], [rows * C, true]);
+    body[body.length - 2] = [rows * C, false];
+    const need = new Map<number, number>();
+    for (const [n, grad] of body) for (let k = grad ? 2 : 1; k > 0; k--) need.set(alloc(n), (need.get(alloc(n)) ?? 0) + 1);
+    if (o.halfGrads) for (const [size, count] of halfGradScratches(shape, ops)) need.set(size, (need.get(size) ?? 0) + count);
+    for (const [size, count] of need) children.set(size, Math.max(children.get(size) ?? 0, count));
   }
-  buffers.push([rows * C, true], [rows * 2, false], [rows * V, true], [rows * 2, false], [1, true]); // ln_f (+ stats), logits, log-sum-exp rows, loss
+  main.push([rows * V, true], [rows * 2, false], [1, true]); // logits, log-sum-exp rows, loss
+  mainOps.push([shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight']);
   let bytes = 0;
-  for (const [n, grad] of buffers) bytes += alloc(n) + (grad && !o.forwardOnly ? alloc(n) : 0);
-  if (o.halfGrads && !o.forwardOnly) bytes += halfGradScratchBytes(shape);
+  for (const [n, grad] of main) bytes += alloc(n) + (grad && train ? alloc(n) : 0);
+  for (const [size, count] of children) bytes += size * count;
+  if (o.halfGrads && train) for (const [size, count] of halfGradScratches(shape, mainOps)) bytes += size * count;
   return bytes;
 }
 
+/** [elements, has a grad] of buffers a graph allocates. */
+type Buffers = [number, boolean][];
+
 /**
- * Bytes of the fp32 scratches that 16-bit grads accumulate in (`Graph.gradOf`). The backward runs
- * the forward's param-using ops in reverse; an op takes a scratch for each of its params that has
- * none (one a finished param left, of the same size, or a new one) and gives back those whose last
- * use it was. The tied embedding's lives through the whole pass: the head uses it first.
+ * The buffers a block allocates: its attention and MLP, the residual adds, and the norm after the
+ * last add (the next block's ln_1, or ln_f), whose output carries a grad. The last add's output is
+ * the residual stream: its grad is made there only by the last block (`makesStreamGrad`); every
+ * other block's is handed on from the block after it.
  */
-function halfGradScratchBytes(shape: GptShape): number {
-  const elements = new Map(gptParams(shape).map((p) => [p.name, p.shape.reduce((a, b) => a * b, 1)]));
-  const pair = (prefix: string) => [`${prefix}.weight`, `${prefix}.bias`].filter((name) => elements.has(name));
-  const ops: string[][] = [learnedPositions(shape) ? ['wte.weight', 'wpe.weight'] : ['wte.weight']];
-  for (let l = 0; l < shape.numLayers; l++) {
-    for (const part of ['ln_1', 'attn.qkv', 'attn.ln_q', 'attn.ln_k', 'attn.proj', 'ln_2', 'mlp.fc', 'mlp.proj'])
-      ops.push(pair(`blocks.${l}.${part}`));
+function blockBuffers(shape: GptShape, o: ActivationOptions, makesStreamGrad: boolean): Buffers {
+  const { hiddenSize: C, numAttentionHeads: H, seqLength: T } = shape;
+  const B = o.microBatchSize;
+  const rows = B * T;
+  const F = ffnWidth(shape);
+  const A = attentionWidth(shape); // q of every head, the attention's output (C unless --kv-channels)
+  const buffers: Buffers = [[rows * qkvWidth(shape), true]]; // qkv
+  if (shape.qkLayernorm) {
+    // q's and k's heads as rows, each normalized (+ stats), then the new qkv.
+    const [q, k] = [rows * H, rows * queryGroups(shape)];
+    const hd = headDim(shape);
+    buffers.push(
+      [q * hd, true],
+      [k * hd, true],
+      [q * hd, true],
+      [q * 2, false],
+      [k * hd, true],
+      [k * 2, false],
+      [rows * qkvWidth(shape), true],
+    );
   }
-  ops.push(pair('ln_f'), [shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight']);
+  if (queryGroups(shape) < H) buffers.push([rows * 3 * A, true]); // k and v repeated for every query head
+  if (o.attention === 'fused') {
+    buffers.push([B * H * T, false]); // log-sum-exp per row
+    if (!o.forwardOnly) buffers.push([B * H * T, false]); // the backward's rowsum(dy ∘ y)
+  } else {
+    buffers.push([B * H * T * T, true]); // probabilities
+    if (o.attentionDropout) buffers.push([B * H * T * T, true]);
+  }
+  buffers.push([rows * A, true], [rows * C, true]); // attention output, projection
+  if (o.hiddenDropout) buffers.push([rows * C, true]);
+  // add, ln_2 (+ stats), fc (gate and value with SwiGLU), GELU or SwiGLU, projection
+  buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * fcWidth(shape), true], [rows * F, true], [rows * C, true]);
+  if (o.hiddenDropout) buffers.push([rows * C, true]);
+  buffers.push([rows * C, makesStreamGrad], [rows * C, true], [rows * 2, false]); // add, the next norm (+ stats)
+  return buffers;
+}
+
+/** The param-using op of the embedding: the token table, and the position table where there is one. */
+function embeddingOp(shape: GptShape): string[][] {
+  return [learnedPositions(shape) ? ['wte.weight', 'wpe.weight'] : ['wte.weight']];
+}
+
+/** The norm `prefix`'s params as one op. */
+function normOp(shape: GptShape, prefix: string): string[][] {
+  const have = new Set(gptParams(shape).map((p) => p.name));
+  return [[`${prefix}.weight`, `${prefix}.bias`].filter((name) => have.has(name))];
+}
+
+/** Block `l`'s param-using ops in forward order, the norm after its last add (the next ln_1, or ln_f) last. */
+function blockOps(shape: GptShape, l: number): string[][] {
+  const next = l + 1 < shape.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f';
+  return [
+    ...['attn.qkv', 'attn.ln_q', 'attn.ln_k', 'attn.proj', 'ln_2', 'mlp.fc', 'mlp.proj'].flatMap((part) =>
+      normOp(shape, `blocks.${l}.${part}`),
+    ),
+    ...normOp(shape, next),
+  ].filter((op) => op.length > 0);
+}
+
+/**
+ * The fp32 scratches that 16-bit grads accumulate in (`Graph.gradOf`), by size, that one graph
+ * makes for `ops` (its param-using ops in forward order). Its backward runs them in reverse; an op
+ * takes a scratch for each of its params that has none (one a finished param left, of the same
+ * size, or a new one) and gives back those whose last use it was. The tied embedding's lives through
+ * the top graph's pass: the head uses it first.
+ */
+function halfGradScratches(shape: GptShape, ops: string[][]): Map<number, number> {
+  const elements = new Map(gptParams(shape).map((p) => [p.name, p.shape.reduce((a, b) => a * b, 1)]));
   const uses = new Map<string, number>();
   for (const op of ops) for (const name of op) uses.set(name, (uses.get(name) ?? 0) + 1);
   const spare = new Map<number, number>();
+  const made = new Map<number, number>();
   const live = new Set<string>();
-  let bytes = 0;
-  for (const op of ops.reverse()) {
+  for (const op of [...ops].reverse()) {
     for (const name of op) {
       if (live.has(name)) continue;
       live.add(name);
       const size = alloc(elements.get(name)! + 1);
       if (spare.get(size)) spare.set(size, spare.get(size)! - 1);
-      else bytes += size;
+      else made.set(size, (made.get(size) ?? 0) + 1);
     }
     for (const name of op) {
       uses.set(name, uses.get(name)! - 1);
@@ -130,5 +190,5 @@ function halfGradScratchBytes(shape: GptShape): number {
       spare.set(size, (spare.get(size) ?? 0) + 1);
     }
   }
-  return bytes;
+  return made;
 }

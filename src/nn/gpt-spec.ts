@@ -271,3 +271,33 @@ function gptSectionsOfAll(shape: GptShape): string[][] {
     [shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight'],
   ];
 }
+
+/**
+ * Megatron's full activation recomputation (--recompute-granularity full): `uniform` splits the
+ * layers into spans of `numLayers` (the last may be shorter) and recomputes every span; `block`
+ * recomputes each of the first `numLayers` layers on its own and none after them.
+ */
+export interface Recompute {
+  method: 'uniform' | 'block';
+  numLayers: number;
+}
+
+/** A run of blocks [first, end): recomputed in the backward from its input, or kept whole. */
+export interface BlockSpan {
+  first: number;
+  end: number;
+  recompute: boolean;
+}
+
+/** The blocks in the order they run, as spans: the recomputed ones `recompute` gives, each other block alone. */
+export function blockSpans(numLayers: number, recompute?: Recompute | null): BlockSpan[] {
+  const spans: BlockSpan[] = [];
+  const n = recompute?.numLayers ?? 0;
+  for (let l = 0; l < numLayers; ) {
+    const width = !recompute ? 1 : recompute.method === 'uniform' ? Math.min(n, numLayers - l) : 1;
+    const again = !!recompute && (recompute.method === 'uniform' || l < n);
+    spans.push({ first: l, end: l + width, recompute: again });
+    l += width;
+  }
+  return spans;
+}

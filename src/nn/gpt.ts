@@ -9,10 +9,27 @@
  * The forward runs in sections (embeddings, each block, the head). `forwardAwaiting` waits before
  * each section for its params (the distributed optimizer's overlapped param all-gather) and
  * submits the section's work before waiting for the next, so the GPU computes while the gather runs.
+ *
+ * With `recompute` (Megatron's full activation recomputation) a training forward runs each
+ * recomputed span of blocks in a child graph and keeps only its output stream; one tape entry per
+ * span runs the span again in a child graph in the backward, from its input stream, with the same
+ * dropout masks, and backpropagates through it, so the span's activations live one span at a time.
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
-import { gptParams, gptSections, type GptShape, learnedPositions, normBias, normEpsilon, queryGroups } from './gpt-spec.js';
+import {
+  type BlockSpan,
+  blockSpans,
+  gptParams,
+  gptSections,
+  type GptShape,
+  learnedPositions,
+  normBias,
+  normEpsilon,
+  queryGroups,
+  type Recompute,
+} from './gpt-spec.js';
+import { addInto } from './add.js';
 import { initParams } from './init.js';
 import {
   addLayerNorm,
@@ -39,6 +56,8 @@ export interface GptConfig extends GptShape {
   hiddenDropout?: number;
   /** Dropout on the attention probabilities (Megatron's --attention-dropout). */
   attentionDropout?: number;
+  /** Recompute spans of blocks in the backward instead of keeping their activations (training graphs only). */
+  recompute?: Recompute | null;
 }
 
 /** The residual stream between blocks: its value, and its value through the layernorm that reads it next. */
@@ -111,8 +130,64 @@ export class Gpt {
   forward(g: Graph, ids: Tensor, targets?: Tensor): { logits: Tensor; loss?: Tensor } {
     let s = this.embedNormed(g, ids);
     const rope = this.rotaryOf(g, ids.shape[1]!);
-    for (let l = 0; l < this.config.numLayers; l++) s = this.block(g, s, l, rope);
+    for (const span of this.spans(g)) {
+      const run = this.spanRun(g, s, span, rope);
+      let t = s;
+      for (let l = span.first; l < span.end; l++) t = this.block(run.graph, t, l, rope);
+      s = run.done(t);
+    }
     return this.head(g, s.normed, ids, targets);
+  }
+
+  /** The spans of blocks a forward on `g` runs: recomputed ones only where `g` trains. */
+  private spans(g: Graph): BlockSpan[] {
+    return blockSpans(this.config.numLayers, g.training ? this.config.recompute : null);
+  }
+
+  /**
+   * Where a span's blocks run and what the forward goes on with: `g` and their output for a span
+   * kept whole; for a recomputed span a child graph, released once its output stream is copied into
+   * `g`, and a tape entry that runs the span again in the backward (`recomputeBackward`).
+   */
+  private spanRun(g: Graph, input: Stream, span: BlockSpan, rope: Rotary): { graph: Graph; done: (out: Stream) => Stream } {
+    if (!span.recompute) return { graph: g, done: (out) => out };
+    const dropoutCalls = g.dropoutCalls;
+    const child = g.child();
+    child.dropoutCalls = dropoutCalls;
+    return {
+      graph: child,
+      done: (inChild) => {
+        const out = { x: copyInto(g, inChild.x, 'recompute.x'), normed: copyInto(g, inChild.normed, 'recompute.normed') };
+        g.dropoutCalls = child.dropoutCalls;
+        child.release();
+        const params = this.sections()
+          .slice(span.first + 1, span.end + 1)
+          .flat()
+          .map((name) => this.p(name));
+        g.record('recompute', [input.x, input.normed, ...params], () => this.recomputeBackward(g, input, out, span, rope, dropoutCalls));
+        return out;
+      },
+    };
+  }
+
+  /**
+   * A recomputed span's backward: its blocks again in a child graph from the span's input stream
+   * (the dropout masks of the first pass: the same calls on the same seed and samples), the child's
+   * backward from the grads `g` has for the span's output, into `g`'s grads of its input. The
+   * residual stream's grad passes through as one buffer, as it does without recomputation.
+   */
+  private recomputeBackward(g: Graph, input: Stream, out: Stream, span: BlockSpan, rope: Rotary, dropoutCalls: number): void {
+    const child = g.child();
+    child.dropoutCalls = dropoutCalls;
+    child.seedGrad(input.normed, g.gradOf(input.normed));
+    let t = input;
+    for (let l = span.first; l < span.end; l++) t = this.block(child, t, l, rope);
+    child.seedGrad(t.x, g.gradOf(out.x));
+    child.seedGrad(t.normed, g.gradOf(out.normed));
+    child.backwardSeeded();
+    const dx = child.gradIfAny(input.x);
+    if (dx && !g.adoptGrad(input.x, dx)) addInto(g, g.gradOf(input.x), dx);
+    child.release();
   }
 
   /** With rope, the (cos, sin) table of `t` positions from `position`, uploaded once for every layer. */
@@ -133,10 +208,15 @@ export class Gpt {
     await ready(sections[0]!);
     let s = this.embedNormed(g, ids);
     const rope = this.rotaryOf(g, ids.shape[1]!);
-    for (let l = 0; l < this.config.numLayers; l++) {
-      g.runner.flush(); // the GPU works on what is recorded while the next section's params arrive
-      await ready(sections[l + 1]!);
-      s = this.block(g, s, l, rope);
+    for (const span of this.spans(g)) {
+      const run = this.spanRun(g, s, span, rope);
+      let t = s;
+      for (let l = span.first; l < span.end; l++) {
+        g.runner.flush(); // the GPU works on what is recorded while the next section's params arrive
+        await ready(sections[l + 1]!);
+        t = this.block(run.graph, t, l, rope);
+      }
+      s = run.done(t);
     }
     g.runner.flush();
     await ready(sections.at(-1)!);
@@ -258,4 +338,11 @@ export class Gpt {
     if (!t) throw new ShapeMismatch(`GPT has no param '${name}'`);
     return t;
   }
+}
+
+/** A copy of the whole activation `t` in a new buffer of `g`, with a grad like any activation's. */
+function copyInto(g: Graph, t: Tensor, label: string): Tensor {
+  const copy = g.output(t.shape, label, true);
+  g.runner.copyBuffer(t.buffer, t.offset * 4, copy.buffer, t.numel * 4);
+  return copy;
 }

@@ -9,6 +9,9 @@
  * rounded once.
  *
  * A graph owns its activation buffers until `release()`; one graph per step (or micro-batch).
+ * Activation recomputation runs a span of the model in a child graph (`child()`): it shares its
+ * parent's runner, and its buffers go back to the parent's spares when it is released, for the next
+ * child to take by exact size, and to the pool with the parent's.
  */
 import { WebtronError } from '../errors.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
@@ -61,6 +64,10 @@ export class Graph {
   private readonly integerInputs = new WeakMap<Tensor, Uint32Array>();
   /** Dropout calls made on this graph so far: each gets its own RNG stream (see ops.dropoutSeed). */
   dropoutCalls = 0;
+  /** The graph whose spares a child takes and gives back, and whose release returns them to the pool; itself for a top graph. */
+  private readonly root: Graph;
+  /** A top graph's: buffers its released children used, by size, for the next child. */
+  private readonly spares = new Map<number, DeviceBuffer[]>();
 
   constructor(
     readonly ctx: GpuContext,
@@ -71,8 +78,11 @@ export class Graph {
       samples?: { first: number; count: number };
       /** Texture copies of params live as long as the graph (default); false: like any other tensor's (sharded params). */
       pinParamCopies?: boolean;
+      /** The graph this one is a child of (`child()`). */
+      parent?: Graph;
     } = {},
   ) {
+    this.root = options.parent?.root ?? this;
     this.ownsRunner = !options.runner;
     this.runner = options.runner ?? new Runner(ctx);
     if (options.pinParamCopies === false) this.runner.pinParams = false;
@@ -106,10 +116,58 @@ export class Graph {
    * buffer holds what its last graph left).
    */
   private buffer(label: string, elements: number, zeroed: boolean): DeviceBuffer {
-    const { buffer, reused } = this.ctx.pool.acquire(label, scratchBytes(elements));
+    const size = scratchBytes(elements);
+    const spare = this.root === this ? undefined : this.root.spares.get(size)?.pop();
+    if (spare) spare.gpu.label = label;
+    const { buffer, reused } = spare ? { buffer: spare, reused: true } : this.ctx.pool.acquire(label, size);
     if (reused && zeroed) this.runner.clearBuffer(buffer);
     this.owned.push(buffer);
+    if (!spare && this.root !== this) this.root.owned.push(buffer);
     return buffer;
+  }
+
+  /**
+   * A graph for a span of the model to run (again) in: the same runner, seed, samples and mode, its
+   * own tape and grads. `release()` gives its buffers to this graph's spares, which the next child
+   * takes by exact size; this graph gives them to the pool. Its tensors read this graph's (inputs,
+   * params), and `seedGrad` lends it this graph's grads.
+   */
+  child(): Graph {
+    return new Graph(this.ctx, { runner: this.runner, training: this.training, seed: this.seed, samples: this.samples, parent: this });
+  }
+
+  /** Whether `buffer` is one this graph allocated (a child's buffers are its own, not its parent's). */
+  owns(buffer: DeviceBuffer): boolean {
+    return this.owned.includes(buffer);
+  }
+
+  /** `t`'s grad is `grad` (another graph's, which this graph's backward then accumulates into). `t` must have none yet. */
+  seedGrad(t: Tensor, grad: Tensor): void {
+    if (this.grads.has(t.buffer)) throw new GraphError(`seedGrad: '${t.buffer.label}' has a grad already`);
+    this.grads.set(t.buffer, grad);
+  }
+
+  /** `t`'s grad in this graph, if it has one (whole buffer). */
+  gradIfAny(t: Tensor): Tensor | undefined {
+    return this.grads.get(t.buffer);
+  }
+
+  /**
+   * `t`'s grad from now on is `grad` (a buffer this graph owns), where `t` has none yet: what
+   * `shareGrad` does, across graphs. Returns whether it took it.
+   */
+  adoptGrad(t: Tensor, grad: Tensor): boolean {
+    if (this.grads.has(t.buffer) || !this.owns(grad.buffer) || grad.numel !== t.numel) return false;
+    this.grads.set(t.buffer, grad);
+    return true;
+  }
+
+  /** Run the whole tape backward from the grads seeded into it (`seedGrad`), no param hooks. */
+  backwardSeeded(): void {
+    const uses = new Map<string, number>();
+    for (const e of this.tape) for (const p of e.params) uses.set(p.param!.name, (uses.get(p.param!.name) ?? 0) + 1);
+    for (let i = this.tape.length - 1; i >= 0; i--) this.backwardEntry(i, uses, {});
+    this.runner.flush();
   }
 
   /** A new fp32 activation (zeroed). */
@@ -304,6 +362,19 @@ export class Graph {
   /** Give every activation buffer of this graph back to the pool. Tensors made by it are invalid afterwards. */
   release(): void {
     this.runner.flush();
+    if (this.root !== this) {
+      for (const buffer of this.owned) {
+        const list = this.root.spares.get(buffer.size) ?? [];
+        list.push(buffer);
+        this.root.spares.set(buffer.size, list);
+      }
+      this.owned.length = 0;
+      this.tape.length = 0;
+      this.grads.clear();
+      this.wideGrads.clear();
+      this.spareWide.clear();
+      return;
+    }
     // Its copies of params (pinned for the graph's life) may be stale once the optimizer steps.
     this.runner.copies.destroy();
     this.ctx.pool.release(this.owned);
@@ -312,6 +383,7 @@ export class Graph {
     this.grads.clear();
     this.wideGrads.clear();
     this.spareWide.clear();
+    this.spares.clear();
     if (this.ownsRunner) this.runner.destroy();
   }
 }

@@ -193,6 +193,13 @@ export class Runner {
     );
   }
 
+  /** Record copying `bytes` from `source` at `sourceOffset` to the start of `target` (between compute passes). */
+  copyBuffer(source: DeviceBuffer, sourceOffset: number, target: DeviceBuffer, bytes: number): void {
+    this.endPass();
+    this.encoderNow().copyBufferToBuffer(source.gpu, sourceOffset, target.gpu, 0, bytes);
+    this.copies.written(target);
+  }
+
   /** Record zeroing `buffer` (between compute passes, like a copy). */
   clearBuffer(buffer: DeviceBuffer): void {
     this.endPass();

@@ -23,20 +23,28 @@ async function measured(
   gradDtype: GradDtype,
   training: boolean,
 ): Promise<number> {
+  return (await run(ctx, config, batch, dtype, gradDtype, training)).bytes;
+}
+
+/** One forward (and backward when training) of a GPT: the activation bytes it held, its loss and its params' grads. */
+async function run(ctx: GpuContext, config: GptConfig, batch: number, dtype: ParamDtype, gradDtype: GradDtype, training: boolean) {
   const params = new LocalParams(ctx, Gpt.specs(config, dtype, gradDtype));
   params.set(Gpt.init(config, 3));
   const gpt = new Gpt(config, params.tensors);
   const before = ctx.memoryReport().live.activations;
-  const g = new Graph(ctx, { training, samples: { first: 0, count: batch } });
+  const g = new Graph(ctx, { training, seed: 5, samples: { first: 0, count: batch } });
   const n = batch * config.seqLength;
   const ids = Uint32Array.from({ length: n }, (_, i) => (i * 7) % config.vocabSize);
-  const { loss } = gpt.forward(g, g.input(ids, [batch, config.seqLength], 'ids'), g.input(ids, [n], 'targets'));
+  const targets = Uint32Array.from({ length: n }, (_, i) => (i * 5 + 2) % config.vocabSize);
+  const { loss } = gpt.forward(g, g.input(ids, [batch, config.seqLength], 'ids'), g.input(targets, [n], 'targets'));
   if (training) g.backward(loss!);
-  await g.read(loss!);
-  const used = ctx.memoryReport().live.activations - before;
+  const value = (await g.read(loss!))[0]!;
+  const bytes = ctx.memoryReport().live.activations - before;
   g.release();
+  const grads = new Map<string, Float32Array>();
+  if (training) for (const spec of Gpt.specs(config)) grads.set(spec.name, await params.read(spec.name, true));
   params.destroy();
-  return used;
+  return { bytes, loss: value, grads };
 }
 
 describe('GPT activation bytes', () => {
@@ -157,6 +165,80 @@ describe('GPT activation bytes', () => {
         expect(await measured(ctx, config, batch, dtype, gradDtype, false), kernel).toBe(
           gptActivationBytes(config, { microBatchSize: batch, forwardOnly: true, attention: kernel }),
         );
+      }
+    },
+  );
+
+  // Megatron's full recomputation: each recomputed span runs in a child graph, forward and again in
+  // the backward, whose buffers the next span's child takes by size.
+  it.each([
+    [
+      { numLayers: 3, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11 },
+      { method: 'uniform', numLayers: 1 },
+      'float32',
+      0.1,
+      0.1,
+    ],
+    // A shorter last span; rope.
+    [
+      { numLayers: 3, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, positionEmbeddingType: 'rope' },
+      { method: 'uniform', numLayers: 2 },
+      'float32',
+      0.1,
+      0,
+    ],
+    // The first two blocks recomputed, the third kept; Llama's block with 16-bit grads (fp32 scratches in the children).
+    [
+      { numLayers: 3, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, normalization: 'RMSNorm', swiglu: true },
+      { method: 'block', numLayers: 2 },
+      'bfloat16',
+      0,
+      0.1,
+    ],
+    [
+      {
+        numLayers: 4,
+        hiddenSize: 8,
+        numAttentionHeads: 2,
+        numQueryGroups: 1,
+        seqLength: 5,
+        vocabSize: 11,
+        qkLayernorm: true,
+        tiedHead: false,
+      },
+      { method: 'uniform', numLayers: 2 },
+      'bfloat16',
+      0.1,
+      0.1,
+    ],
+    // A width the fused add and norm cannot take as vec4s: the unfused add hands the stream's grad on.
+    [
+      { numLayers: 3, hiddenSize: 6, numAttentionHeads: 2, seqLength: 5, vocabSize: 11 },
+      { method: 'uniform', numLayers: 1 },
+      'float32',
+      0.1,
+      0,
+    ],
+  ] as const)(
+    '%j recomputed %j, %s grads: the loss and every grad of the run without, bit for bit; predicted = measured, both attention kernels',
+    async (shape, recompute, grads, hidden, attention) => {
+      for (const [kernel, ctx] of Object.entries(contexts) as ['fused' | 'unfused', GpuContext][]) {
+        const whole: GptConfig = { ...shape, hiddenDropout: hidden, attentionDropout: attention };
+        const config: GptConfig = { ...whole, recompute };
+        const dtype = grads === 'float32' ? 'float32' : 'bfloat16';
+        const [want, got] = [await run(ctx, whole, 2, dtype, grads, true), await run(ctx, config, 2, dtype, grads, true)];
+        expect(got.loss, kernel).toBe(want.loss);
+        for (const [name, g] of want.grads) expect(got.grads.get(name), `${kernel}: ${name}'s grad`).toEqual(g);
+        const options = {
+          microBatchSize: 2,
+          hiddenDropout: hidden > 0,
+          attentionDropout: attention > 0,
+          halfGrads: grads !== 'float32',
+          attention: kernel,
+        };
+        expect(want.bytes, kernel).toBe(gptActivationBytes(whole, options));
+        expect(got.bytes, kernel).toBe(gptActivationBytes(config, { ...options, recompute }));
+        expect(got.bytes, kernel).toBeLessThan(want.bytes);
       }
     },
   );
