@@ -25,7 +25,8 @@ import {
   type Precision,
 } from '../memory/calculator.js';
 import { Gpt } from '../nn/gpt.js';
-import type { Normalization, PositionEmbeddingType } from '../nn/gpt-spec.js';
+import { type Normalization, type PositionEmbeddingType, type Recompute, recomputeText } from '../nn/gpt-spec.js';
+import { RECOMPUTE_FLAG_SPECS, recomputeFlags } from './recompute-flags.js';
 import { ffnHiddenSizeOf } from './train-flags.js';
 import { Graph } from '../nn/graph.js';
 import { LocalParams } from '../nn/params.js';
@@ -73,6 +74,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
     default: 'fused',
     help: 'the attention the activations are counted for: fused (flash-style, hardware GPUs) or unfused (T x T probabilities stored, CPU drivers)',
   },
+  ...RECOMPUTE_FLAG_SPECS,
   'gpu-memory': { kind: 'string', help: 'bytes per GPU (e.g. 80GiB, 24GB, 17179869184): says what fits' },
   'ddp-bucket-size': { kind: 'int', help: 'elements per bucket (default max(40M, 1M·d))' },
   measure: { kind: 'boolean', help: "also build rank 0's buffers and optimizer on this GPU and print measured bytes" },
@@ -162,7 +164,7 @@ function strategiesOf(v: FlagValues): ShardingStrategy[] {
 }
 
 /** The model the flags describe and its rows (the model is read once: it may be a file). */
-export async function rowsFor(v: FlagValues): Promise<{ source: ModelSource; rows: MemoryRow[] }> {
+export async function rowsFor(v: FlagValues): Promise<{ source: ModelSource; rows: MemoryRow[]; recompute: Recompute | null }> {
   if ([v.fp16, v.bf16, v.precision !== undefined].filter(Boolean).length > 1) {
     throw new FlagError('--fp16, --bf16 and --precision exclude each other; give one (or none for fp32)');
   }
@@ -185,7 +187,9 @@ export async function rowsFor(v: FlagValues): Promise<{ source: ModelSource; row
   const gradAccumulation = (v['grad-accumulation'] as number | undefined) ?? 1;
   if (!(gradAccumulation >= 1)) throw new FlagError(`--grad-accumulation must be at least 1, got ${gradAccumulation}`);
   const source = await modelSource(v);
+  const recompute = recomputeOf(v, source, attention);
   const rows = memoryRows(source, {
+    recompute,
     stateDtypes,
     strategies,
     gradAccumulation,
@@ -198,7 +202,17 @@ export async function rowsFor(v: FlagValues): Promise<{ source: ModelSource; row
     ...(v['ddp-bucket-size'] !== undefined ? { bucketSize: v['ddp-bucket-size'] as number } : {}),
     ...(v['gpu-memory'] !== undefined ? { gpuMemory: parseBytes(v['gpu-memory'] as string, 'gpu-memory') } : {}),
   });
-  return { source, rows };
+  return { source, rows, recompute };
+}
+
+/** Full recomputation's spans, for a GPT (whose blocks they are); the flags are refused for other sources. */
+function recomputeOf(v: FlagValues, source: ModelSource, attention: 'fused' | 'unfused'): Recompute | null {
+  if (source.kind === 'gpt') return recomputeFlags(v, source.shape.numLayers, attention).recompute;
+  const given = ['recompute-granularity', 'recompute-activations', 'recompute-method'].find(
+    (name) => v[name] !== undefined && v[name] !== false,
+  );
+  if (given) throw new FlagError(`--${given} recomputes a GPT's blocks: give the GPT's shape (--num-layers --hidden-size …)`);
+  return null;
 }
 
 /**
@@ -245,12 +259,13 @@ export async function measureActivations(
   precision: Precision,
   dropout: boolean,
   state: StateDtypes = {},
+  recompute: Recompute | null = null,
 ): Promise<{ measured: number; predicted: number } | null> {
   // Measured with the context's attention kernel, predicted for the same.
   if (source.kind !== 'gpt') return null;
   const [dtype, gradDtype] = modelDtypes(precision, state);
   const p = dropout ? 0.1 : 0;
-  const config = { ...source.shape, hiddenDropout: p, attentionDropout: p };
+  const config = { ...source.shape, hiddenDropout: p, attentionDropout: p, recompute };
   const params = new LocalParams(ctx, Gpt.specs(config, dtype, gradDtype));
   params.set(Gpt.init(config, 1));
   const before = ctx.memoryReport().live.activations;
@@ -263,7 +278,7 @@ export async function measureActivations(
   const measured = ctx.memoryReport().live.activations - before;
   g.release();
   params.destroy();
-  return { measured, predicted: activationBytes(source, micro, gradDtype, dropout, ctx.attentionKernel) };
+  return { measured, predicted: activationBytes(source, micro, gradDtype, dropout, ctx.attentionKernel, recompute) };
 }
 
 /** The optimizer state's dtypes of a row. */
@@ -370,7 +385,7 @@ export const memoryCommand: Command = {
   summary: "GPU memory per rank with and without the distributed optimizer (Megatron's table, exact model state)",
   flags: { ...GPU_FLAGS, ...MEMORY_FLAGS },
   async run(values) {
-    const { source, rows } = await rowsFor(values);
+    const { source, rows, recompute } = await rowsFor(values);
     // Per grad dtype of the rows: bf16 main grads (the distributed rows') add an fp32 scratch per param.
     const activations = new Map<MemoryRow['main_grads_dtype'], { measured: number; predicted: number }>();
     if (values.measure) {
@@ -392,7 +407,7 @@ export const memoryCommand: Command = {
       for (const mainGrads of new Set(rows.map((r) => r.main_grads_dtype))) {
         const micro = values['micro-batch-size'] as number;
         process.stderr.write(`  … measuring activations: one forward and backward of micro-batch ${micro}\n`);
-        const m = await measureActivations(ctx, source, micro, rows[0]!.precision, !values['no-dropout'], { mainGrads });
+        const m = await measureActivations(ctx, source, micro, rows[0]!.precision, !values['no-dropout'], { mainGrads }, recompute);
         if (m) activations.set(mainGrads, m);
       }
       for (const r of rows) {
@@ -407,7 +422,7 @@ export const memoryCommand: Command = {
     }
     const first = rows[0]!;
     console.log(
-      `${first.params.toLocaleString('en-US')} params, ${first.precision}, GPU bytes per rank (model state and activations of micro-batch ${values['micro-batch-size'] as number} exact):\n`,
+      `${first.params.toLocaleString('en-US')} params, ${first.precision}, GPU bytes per rank (model state and activations of micro-batch ${values['micro-batch-size'] as number} exact${recompute ? `; ${recomputeText(recompute)}` : ''}):\n`,
     );
     console.log(renderTable(rows));
     if (values.measure) {

@@ -10,9 +10,10 @@ import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
-import { ATTENTION_BACKENDS, EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
+import { ATTENTION_BACKENDS, ATTENTION_KERNEL_OF, EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
 import { scheduleFlags } from './schedule-flags.js';
 import { batchSizeFlags } from './batch-flags.js';
+import { RECOMPUTE_FLAG_SPECS, type RecomputeFlags, recomputeFlags } from './recompute-flags.js';
 import { defaultFfnHiddenSize, NORMALIZATIONS, POSITION_EMBEDDING_TYPES, rotaryChannels } from '../nn/gpt-spec.js';
 
 type Group =
@@ -296,6 +297,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'string',
     help: 'with --use-megatron-fsdp: optim (ZeRO-1), optim_grads (ZeRO-2: grads sharded too) or optim_grads_params (ZeRO-3, the default: params too); no_shard without it',
   }),
+  ...Object.fromEntries(Object.entries(RECOMPUTE_FLAG_SPECS).map(([name, spec]) => [name, flag('training', spec)])),
   'max-device-memory': flag('distributed', {
     kind: 'string',
     help: 'GPU bytes a rank may use (e.g. 4GiB): a run whose predicted peak exceeds it stops at start-up, naming what would fit',
@@ -616,6 +618,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const exitDuration = v['exit-duration-in-mins'] === undefined ? null : positiveNumber('exit-duration-in-mins');
   const stateDtypes = stateDtypesOf(v, useDistributedOptimizer, v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32');
   const shardingStrategy = shardingStrategyOf(v, useDistributedOptimizer);
+  const attentionBackend = choice('attention-backend', ATTENTION_BACKENDS);
   if (shardingStrategy === 'optim_grads_params' && v['check-weight-hash-across-dp-replicas-interval'] !== undefined)
     throw new FlagError(
       '--check-weight-hash-across-dp-replicas-interval compares whole replicas, and optim_grads_params leaves none (each rank holds its shard of the params)',
@@ -631,7 +634,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     untieEmbeddingsAndOutputWeights: Boolean(v['untie-embeddings-and-output-weights']),
     hiddenDropout: probability('hidden-dropout'),
     attentionDropout: probability('attention-dropout'),
-    attentionBackend: choice('attention-backend', ATTENTION_BACKENDS),
+    attentionBackend,
+    ...recomputeOf(recomputeFlags(v, numLayers, ATTENTION_KERNEL_OF[attentionBackend] ?? 'auto')),
     ffnHiddenSize: ffnHiddenSizeOf(v, hiddenSize),
     normalization: choice('normalization', NORMALIZATIONS),
     normEpsilon: num('norm-epsilon', (x) => x > 0 && x < 1, 'in (0, 1)'),
@@ -710,4 +714,9 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     dataParallelSize: d,
     gradAccumulation: globalBatchSize / (microBatchSize * d),
   };
+}
+
+/** The config's recomputation fields of the flags'. */
+function recomputeOf(r: RecomputeFlags): Pick<TrainConfig, 'recomputeGranularity' | 'recompute'> {
+  return { recomputeGranularity: r.granularity, recompute: r.recompute };
 }

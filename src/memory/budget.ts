@@ -13,7 +13,7 @@ import type { ShardingStrategy } from '../ddp/ddp.js';
 import { BYTES, computeLayout, type ModelLayout, type ParamSpec } from '../ddp/layout.js';
 import { syncStagingBytes } from '../ddp/sync-plan.js';
 import { formatBytes } from '../gpu/memory.js';
-import { gptSections, type GptShape } from '../nn/gpt-spec.js';
+import { type GptShape, passSections } from '../nn/gpt-spec.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import { gptActivationBytes, type ActivationOptions } from './activations.js';
 import { modelStateBytes } from './model-state.js';
@@ -50,7 +50,7 @@ export const WHOLE_BUCKETS = 3;
 
 /**
  * The bytes of the buckets a sharded strategy holds whole at once, as an upper bound. With the
- * forward's sections (`gptSections`): params, the buckets of the section that needs the most, the
+ * sections a pass needs whole at once (`passSections`: a recomputed span's as one): params, the buckets of the section that needs the most, the
  * next bucket gathered ahead and the head's (a tied embedding stays whole through each pass); grads,
  * the same plus one more bucket being reduced. Without sections, the largest `WHOLE_BUCKETS` of each.
  * With gradient accumulation every bucket's grads: their sum stays whole until the last micro-batch.
@@ -95,7 +95,7 @@ export function runBytes(run: RunShape): RunBytes {
     ...(bucketSize ? { bucketSize } : {}),
   });
   const modelState = modelStateBytes(layout, 0, run.stateDtypes, run.strategy).total;
-  const buckets = transientBucketBytes(layout, run.strategy, run.gradAccumulation, gptSections(run.gpt));
+  const buckets = transientBucketBytes(layout, run.strategy, run.gradAccumulation, passSections(run.gpt, run.activations.recompute));
   const activations = gptActivationBytes(run.gpt, run.activations);
   const sharded = run.strategy === 'optim_grads' || run.strategy === 'optim_grads_params';
   const staging = syncStagingBytes(layout, { gradReduceInBf16: run.gradReduceInBf16, early: !sharded });
@@ -116,7 +116,9 @@ const FSDP = (strategy: ShardingStrategy) => `--use-megatron-fsdp --data-paralle
 
 /**
  * From the least change on: the distributed optimizer, 16-bit moments (and for bf16 params fp16
- * main params and bf16 grads), then sharded grads and params (Megatron-FSDP, with one layer per bucket unless --ddp-bucket-size says otherwise).
+ * main params and bf16 grads), then sharded grads and params (Megatron-FSDP, with one layer per
+ * bucket unless --ddp-bucket-size says otherwise), then recomputing every block in the backward
+ * (which costs a forward's compute again rather than a setting's memory).
  */
 const ALTERNATIVES: Alternative[] = [
   {
@@ -155,6 +157,11 @@ const ALTERNATIVES: Alternative[] = [
     applies: (run: RunShape) => !run.distributedOptimizer && run.dataParallelSize > 1,
     change: (run: RunShape) => ({ ...run, distributedOptimizer: true, strategy }),
   })),
+  {
+    flags: '--recompute-granularity full --recompute-method uniform',
+    applies: (run) => !run.activations.recompute,
+    change: (run) => ({ ...run, activations: { ...run.activations, recompute: { method: 'uniform', numLayers: 1 } } }),
+  },
 ];
 
 /**

@@ -10,7 +10,7 @@
  */
 import { computeLayout, type GradDtype, type ParamDtype, type ParamSpec } from '../ddp/layout.js';
 import { syncStagingBytes } from '../ddp/sync-plan.js';
-import { gptParamCount, gptParams, gptSections, type GptShape } from '../nn/gpt-spec.js';
+import { gptParamCount, gptParams, type GptShape, passSections, type Recompute } from '../nn/gpt-spec.js';
 import type { StateDtype } from '../optimizer/adam.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import { gptActivationBytes } from './activations.js';
@@ -41,6 +41,8 @@ export interface CalculatorOptions {
   dropout?: boolean;
   /** The attention kernel the activations are counted for (default fused, as hardware GPUs run). */
   attention?: 'fused' | 'unfused';
+  /** Full recomputation (--recompute-granularity full): the spans whose activations live one at a time. */
+  recompute?: Recompute | null;
   bucketSize?: number;
   /** Bytes a rank may use; rows then say whether the model fits and what the largest that fits is. */
   gpuMemory?: number;
@@ -123,6 +125,7 @@ export function activationBytes(
   gradDtype: GradDtype = 'float32',
   dropout = true,
   attention: 'fused' | 'unfused' = 'fused',
+  recompute: Recompute | null = null,
 ): number {
   if (source.kind !== 'gpt') return 0;
   return gptActivationBytes(source.shape, {
@@ -131,6 +134,7 @@ export function activationBytes(
     attentionDropout: dropout,
     halfGrads: gradDtype !== 'float32',
     attention,
+    recompute,
   });
 }
 
@@ -160,9 +164,21 @@ function row(
     optimizer_state: m.byCategory['optimizer-state'] - m.paddingByCategory['optimizer-state'],
     padding: Object.values(m.paddingByCategory).reduce((s, x) => s + x, 0),
     buckets: distributed
-      ? transientBucketBytes(layout, strategy, o.gradAccumulation ?? 1, source.kind === 'gpt' ? gptSections(source.shape) : undefined)
+      ? transientBucketBytes(
+          layout,
+          strategy,
+          o.gradAccumulation ?? 1,
+          source.kind === 'gpt' ? passSections(source.shape, o.recompute) : undefined,
+        )
       : 0,
-    activations: activationBytes(source, o.microBatchSize, specs[0]!.gradDtype, o.dropout ?? true, o.attention ?? 'fused'),
+    activations: activationBytes(
+      source,
+      o.microBatchSize,
+      specs[0]!.gradDtype,
+      o.dropout ?? true,
+      o.attention ?? 'fused',
+      o.recompute ?? null,
+    ),
     staging: syncStagingBytes(layout, { early: !sharded }),
   };
   return {

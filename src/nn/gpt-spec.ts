@@ -301,3 +301,25 @@ export function blockSpans(numLayers: number, recompute?: Recompute | null): Blo
   }
   return spans;
 }
+
+/** The recomputation in words: `every span of 2 blocks recomputed in the backward`. */
+export function recomputeText(r: Recompute): string {
+  const n = r.numLayers;
+  const which =
+    r.method === 'uniform' ? `every ${n === 1 ? 'block' : `span of ${n} blocks`}` : `the first ${n === 1 ? 'block' : `${n} blocks`}`;
+  return `${which} recomputed in the backward`;
+}
+
+/**
+ * The params a pass needs whole at once, as `gptSections` gives them per forward section, with the
+ * sections of each recomputed span as one: its backward runs the span's blocks again and then
+ * backpropagates through them, all its params at once.
+ */
+export function passSections(shape: GptShape, recompute?: Recompute | null): string[][] {
+  const sections = gptSections(shape);
+  if (!recompute) return sections;
+  const merged = [sections[0]!];
+  for (const span of blockSpans(shape.numLayers, recompute)) merged.push(sections.slice(span.first + 1, span.end + 1).flat());
+  merged.push(sections.at(-1)!);
+  return merged;
+}

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { TRACKER } from '../checkpoint/dir.js';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
-import type { Normalization, PositionEmbeddingType } from '../nn/gpt-spec.js';
+import type { Normalization, PositionEmbeddingType, Recompute } from '../nn/gpt-spec.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
 import type { AttentionKernel } from '../gpu/context.js';
@@ -65,6 +65,10 @@ export interface TrainConfig extends ScheduleFlags {
   attentionDropout: number;
   /** --attention-backend, Megatron's choices: webtron's fused kernel (flash, fused), its unfused one (unfused, local), or the adapter's (auto). */
   attentionBackend: AttentionBackend;
+  /** --recompute-granularity (or --recompute-activations: selective); null without. */
+  recomputeGranularity: 'full' | 'selective' | null;
+  /** The spans full recomputation runs again in the backward (--recompute-method, --recompute-num-layers); null otherwise. */
+  recompute: Recompute | null;
   clipGrad: number;
   adamBeta1: number;
   adamBeta2: number;

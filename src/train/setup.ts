@@ -129,6 +129,7 @@ export async function setupModelAndOptimizer(
           attentionDropout: cfg.attentionDropout > 0,
           halfGrads: gradDtype !== 'float32',
           attention: ctx.attentionKernel,
+          recompute: cfg.recompute,
         },
       },
       cfg.maxDeviceMemory,
@@ -192,7 +193,7 @@ export async function setupModelAndOptimizer(
     layout,
     ddp,
     optimizer,
-    gpt: new Gpt(model, paramTensors(ddp.buffers)),
+    gpt: new Gpt({ ...model, recompute: cfg.recompute }, paramTensors(ddp.buffers)),
     order: specs.map((s) => s.name),
     ...schedules(cfg),
   };

@@ -17,6 +17,7 @@ import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { NO_PROGRESS } from '../progress.js';
 import { ATTENTION_KERNEL_OF, type TrainConfig } from './config.js';
+import { recomputeText } from '../nn/gpt-spec.js';
 import { openData, type TrainData } from './data.js';
 import { evaluate } from './evaluate.js';
 import { ExitConditions } from './exit.js';
@@ -132,10 +133,16 @@ function batchText(cfg: TrainConfig, d: number): string {
 function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number; bigram: number | null }): string {
   const { cfg, d, model, layout } = run;
   return (
-    `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads${model.kvChannels === undefined ? '' : ` of ${model.kvChannels}`}, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}, ` +
+    `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads${model.kvChannels === undefined ? '' : ` of ${model.kvChannels}`}, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}${recomputation(cfg)}, ` +
     `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, ${batchText(cfg, d)}; ` +
     `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${data.train.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens${data.testTokens > 0 ? `, ${data.testTokens.toLocaleString('en-US')} test tokens` : ''}; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`
   );
+}
+
+/** The header's words for --recompute-granularity, after the precision. */
+function recomputation(cfg: TrainConfig): string {
+  if (cfg.recompute) return `, ${recomputeText(cfg.recompute)}`;
+  return cfg.recomputeGranularity === 'selective' ? ", selective recomputation (the fused attention's)" : '';
 }
 
 /** rank 0 with a run folder: config.json, every resolved flag and what the run found. */
@@ -223,7 +230,8 @@ async function train(
 /** Megatron's pretrain for one rank: the process group, the data, the model and optimizer, the loop, the summary. */
 export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const print = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const attentionKernel = ATTENTION_KERNEL_OF[cfg.attentionBackend];
+  // Selective recomputation is the fused kernel's: it recomputes the probabilities it never stores.
+  const attentionKernel = ATTENTION_KERNEL_OF[cfg.attentionBackend] ?? (cfg.recomputeGranularity === 'selective' ? 'fused' : undefined);
   const ctx = await GpuContext.create({
     backend: options.backend,
     adapter: options.adapter,

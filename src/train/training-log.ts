@@ -155,6 +155,7 @@ export class TrainingLog {
             attentionDropout: cfg.attentionDropout > 0,
             halfGrads: layout.buffers.some((b) => b.gradDtype !== 'float32'),
             attention: ctx.attentionKernel,
+            recompute: cfg.recompute,
           }),
         ),
       );

@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { BIN, dir, losses, TINY, train } from '../helpers/train.js';
+import { BIN, dir, expectIdenticalLosses, losses, TINY, train } from '../helpers/train.js';
 
 describe('webtron train, one process', () => {
   it.each([
@@ -78,6 +78,16 @@ describe('webtron train, one process', () => {
       ['--position-embedding-type', 'rope', '--use-rope-scaling', '--rope-scaling-factor', '0.5'],
       /^webtron train: --rope-scaling-factor must be at least 1, got 0.5$/,
     ],
+    [['--recompute-granularity', 'full'], /^webtron train: --recompute-granularity full needs --recompute-method uniform or block$/],
+    [
+      ['--recompute-granularity', 'full', '--recompute-method', 'uniform', '--recompute-num-layers', '3'],
+      /^webtron train: --recompute-num-layers must be an integer from 1 to --num-layers 2, got 3$/,
+    ],
+    [
+      ['--recompute-activations', '--attention-backend', 'unfused'],
+      /^webtron train: selective recomputation recomputes the attention's probabilities, which the unfused attention stores; use --attention-backend flash/,
+    ],
+    [['--recompute-method', 'block'], /^webtron train: --recompute-method needs --recompute-granularity full$/],
     [['--group-query-attention', '--num-query-groups', '3'], /^webtron train: --num-query-groups 3 must divide --num-attention-heads 2$/],
     [
       ['--hidden-size', '16', '--swiglu'],
@@ -95,6 +105,20 @@ describe('webtron train, one process', () => {
     expect(r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'))).toHaveLength(1);
     expect(r.stderr.split('\n').find((l) => l.startsWith('webtron train'))).toMatch(message);
     expect(existsSync(runDir) && readdirSync(runDir).some((f) => f !== 'config.json')).toBe(false);
+  });
+
+  it("--recompute-activations (selective) is the fused attention's: the losses of --attention-backend flash, bit for bit, and the header says it", async () => {
+    const base = dir();
+    const run = async (name: string, extra: string[]) => {
+      const r = await train([...TINY, '--train-iters', '4', '--global-batch-size', '4', '--run-dir', join(base, name), ...extra]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      return { header: r.stdout.split('\n')[0]!, losses: losses(join(base, name)) };
+    };
+    const flash = await run('flash', ['--attention-backend', 'flash']);
+    const selective = await run('selective', ['--recompute-activations']);
+    expectIdenticalLosses(flash.losses, selective.losses);
+    expect(selective.header).toMatch(/^webtron train: .*, fp32, selective recomputation \(the fused attention's\), 1 rank,/);
+    expect(flash.header).not.toMatch(/recomput/);
   });
 
   it("bf16 on a text file of one's own (--data-path) trains, and its checkpoint samples", async () => {

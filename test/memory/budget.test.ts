@@ -44,7 +44,14 @@ describe('--max-device-memory', () => {
     expect(budgetProblem(shape({ distributedOptimizer: true }), distributed - 1)).toMatch(
       /; with --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 it needs .* and fits$/,
     );
-    expect(budgetProblem(shape(), narrow - 1)).toMatch(/the smallest is with .*: .*; no optimizer setting fits/);
+    // Then every block recomputed in the backward: the activations of one block at a time.
+    const recomputed = runBytes(shape({ activations: { ...shape().activations, recompute: { method: 'uniform', numLayers: 1 } } })).total;
+    expect(recomputed).toBeLessThan(plain);
+    expect(recomputed).toBeLessThan(narrow);
+    expect(budgetProblem(shape(), narrow - 1)).toMatch(
+      /; with --recompute-granularity full --recompute-method uniform it needs .* and fits$/,
+    );
+    expect(budgetProblem(shape(), recomputed - 1)).toMatch(/the smallest is with .*: .*; no optimizer setting fits/);
   });
 
   it('bf16 params: fp16 main params and bf16 grads come after 16-bit moments, counted as the calculator counts them', () => {

@@ -158,6 +158,22 @@ describe('webtron memory', () => {
     expect((JSON.parse(out.stdout.trim().split('\n')[0]!) as { params: number }).params).toBe(torch.params);
   });
 
+  it('--recompute-granularity full: the activations of one span at a time, measured equal to the table; a deeper model needs less', () => {
+    const deep = ['--num-layers', '4', ...small.slice(2)];
+    const activations = (...flags: string[]) => {
+      const out = run(...deep, ...flags, '--data-parallel-size', '2', '--use-distributed-optimizer', '--measure', '--json');
+      expect(out.status, out.stderr).toBe(0);
+      const r = JSON.parse(out.stdout.trim().split('\n')[0]!) as { measured_activations: number; by_category: { activations: number } };
+      expect(r.measured_activations, flags.join(' ')).toBe(r.by_category.activations);
+      return r.by_category.activations;
+    };
+    const whole = activations();
+    const uniform = activations('--recompute-granularity', 'full', '--recompute-method', 'uniform');
+    const block = activations('--recompute-granularity', 'full', '--recompute-method', 'block', '--recompute-num-layers', '2');
+    expect(uniform).toBeLessThan(block);
+    expect(block).toBeLessThan(whole);
+  });
+
   it('prints a table with human units', () => {
     const out = run(...small, '--data-parallel-size', '2');
     expect(out.status, out.stderr).toBe(0);
@@ -181,6 +197,14 @@ describe('webtron memory', () => {
     [['--params', '1M', '--gpu-memory', 'lots'], /^webtron memory: --gpu-memory: 'lots' is not a size/],
     [[], /^webtron memory: no model: give a GPT shape/],
     [['--onnx', '/no/model.onnx'], /^webtron memory: \/no\/model\.onnx: no such file/],
+    [
+      ['--params', '1M', '--recompute-granularity', 'full'],
+      /^webtron memory: --recompute-granularity recomputes a GPT's blocks: give the GPT's shape/,
+    ],
+    [
+      [...small, '--recompute-granularity', 'full'],
+      /^webtron memory: --recompute-granularity full needs --recompute-method uniform or block$/,
+    ],
   ])('bad input %j is a one-line error', (args, message) => {
     const out = run(...args);
     expect(out.status).toBe(2);

@@ -86,6 +86,7 @@ describe('webtron train', () => {
       for (const category of ['params', 'grads', 'main-params', 'optimizer-state']) {
         expect(memory, `${name}: ${category}`).toMatch(new RegExp(`${category} [^|]*\\(predicted [^,]*, equal\\)`));
       }
+      expect(memory, `${name}: activations`).toMatch(/activations peak [^|]*\(predicted for one micro-batch [^,]*, equal\)/);
       return losses(join(base, name));
     };
     const fsdp = (strategy: string) => [
@@ -103,6 +104,10 @@ describe('webtron train', () => {
       const d1 = await run(`${strategy}-d1`, fsdp(strategy));
       expectSameLosses(d1, zero1, 1e-4, `${strategy}: d = 1 vs ZeRO-1 at d = 2`);
     }
+    // Megatron's full recomputation: every span of 2 blocks again in the backward, its params gathered
+    // again for it, the same dropout masks: the same losses, and the activations it predicts.
+    const again = ['--recompute-granularity', 'full', '--recompute-method', 'uniform', '--recompute-num-layers', '2'];
+    expectIdenticalLosses(zero1, await run('recompute-d2', ['--nproc-per-node', '2', ...fsdp('optim_grads_params'), ...again]));
     const d4 = await run('optim_grads_params-d4', ['--nproc-per-node', '4', ...fsdp('optim_grads_params')]);
     expectSameLosses(d4, zero1, 1e-4, 'optim_grads_params: d = 4 vs ZeRO-1 at d = 2');
     expect(zero1.get(20)!).toBeLessThan(zero1.get(1)! - 0.5);
