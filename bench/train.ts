@@ -112,6 +112,8 @@ interface Variant {
   busyPoll: boolean;
   /** Megatron-FSDP's strategy (with the distributed optimizer): optim is ZeRO-1. */
   strategy?: 'optim_grads' | 'optim_grads_params';
+  /** Every block recomputed in the backward (--recompute-granularity full --recompute-method uniform). */
+  recompute?: boolean;
 }
 
 const VARIANTS: Record<string, Variant> = {
@@ -124,6 +126,7 @@ const VARIANTS: Record<string, Variant> = {
   // Sharded grads always sync each bucket as soon as it is final (as --overlap-grad-reduce).
   'optim-grads': { distributed: true, overlap: true, bf16: false, busyPoll: false, strategy: 'optim_grads' },
   'optim-grads-params': { distributed: true, overlap: true, bf16: false, busyPoll: false, strategy: 'optim_grads_params' },
+  'distributed-overlap-recompute': { distributed: true, overlap: true, bf16: false, busyPoll: false, recompute: true },
 };
 
 /** Phases of a step that are collectives (grad sync and the distributed optimizer's param gather). */
@@ -196,6 +199,7 @@ export const trainBench: Bench = {
     'grad_reduce_in_bf16',
     'busy_poll',
     'strategy',
+    'recompute',
     'config',
     'tokens_per_s',
     'step_ms',
@@ -204,6 +208,7 @@ export const trainBench: Bench = {
     'params',
     'model_state_bytes_per_rank',
     'predicted_bytes_per_rank',
+    'activations_peak_bytes',
     'gflops',
     'fraction_of_limit',
     'vs_torch',
@@ -263,10 +268,10 @@ export const trainBench: Bench = {
     let vocab: number | null = null;
     try {
       for (let k = 0; k < repeat; k++) {
-        for (const [i, { world, distributed, overlap, bf16, busyPoll, strategy }] of configurations.entries()) {
-          const label = `d = ${world}, ${strategy ?? (distributed ? 'distributed' : 'non-distributed')}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}${busyPoll ? ", Dawn's busy GPU wait" : ''}`;
+        for (const [i, { world, distributed, overlap, bf16, busyPoll, strategy, recompute }] of configurations.entries()) {
+          const label = `d = ${world}, ${strategy ?? (distributed ? 'distributed' : 'non-distributed')}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}${busyPoll ? ", Dawn's busy GPU wait" : ''}${recompute ? ', every block recomputed' : ''}`;
           progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
-          const key = `${world}-${distributed}-${overlap}-${bf16}-${busyPoll}-${strategy ?? ''}`;
+          const key = `${world}-${distributed}-${overlap}-${bf16}-${busyPoll}-${strategy ?? ''}-${recompute ? 'recompute' : ''}`;
           const runDir = join(base, `${key}-${k}`);
           const args = [
             ...model,
@@ -302,6 +307,7 @@ export const trainBench: Bench = {
             ...(overlap ? ['--overlap-grad-reduce', ...(distributed ? ['--overlap-param-gather'] : [])] : []),
             ...(bf16 ? ['--grad-reduce-in-bf16'] : []),
             ...(strategy ? ['--use-megatron-fsdp', '--data-parallel-sharding-strategy', strategy] : []),
+            ...(recompute ? ['--recompute-granularity', 'full', '--recompute-method', 'uniform'] : []),
           ];
           const r = await run(args, busyPoll ? { WEBTRON_GPU_POLL_MS: '0' } : {});
           if (r.code !== 0)
@@ -323,6 +329,7 @@ export const trainBench: Bench = {
               grad_reduce_in_bf16: bf16,
               busy_poll: busyPoll,
               strategy: strategy ?? (distributed ? 'optim' : 'no_shard'),
+              recompute: !!recompute,
               config: name,
               tokens_per_s: last.tokens_per_s,
               step_ms: last.step_ms,
@@ -336,6 +343,7 @@ export const trainBench: Bench = {
               params: summary.params,
               model_state_bytes_per_rank: summary.model_state_bytes_per_rank,
               predicted_bytes_per_rank: summary.predicted_model_state_bytes_per_rank,
+              activations_peak_bytes: summary.activations_peak_bytes,
               final_loss: summary.final_loss,
               repeat: k,
             },
