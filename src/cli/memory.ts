@@ -211,7 +211,7 @@ function recomputeOf(v: FlagValues, source: ModelSource, attention: 'fused' | 'u
   const given = ['recompute-granularity', 'recompute-activations', 'recompute-method'].find(
     (name) => v[name] !== undefined && v[name] !== false,
   );
-  if (given) throw new FlagError(`--${given} recomputes a GPT's blocks: give the GPT's shape (--num-layers --hidden-size …)`);
+  if (given) throw new FlagError(`--${given} changes a GPT's activations: give the GPT's shape (--num-layers --hidden-size …)`);
   return null;
 }
 

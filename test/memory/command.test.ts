@@ -199,7 +199,7 @@ describe('webtron memory', () => {
     [['--onnx', '/no/model.onnx'], /^webtron memory: \/no\/model\.onnx: no such file/],
     [
       ['--params', '1M', '--recompute-granularity', 'full'],
-      /^webtron memory: --recompute-granularity recomputes a GPT's blocks: give the GPT's shape/,
+      /^webtron memory: --recompute-granularity changes a GPT's activations: give the GPT's shape/,
     ],
     [
       [...small, '--recompute-granularity', 'full'],
