@@ -68,6 +68,8 @@ export class Graph {
   private readonly root: Graph;
   /** A top graph's: buffers its released children used, by size, for the next child. */
   private readonly spares = new Map<number, DeviceBuffer[]>();
+  /** The buffers this graph took for itself (a top graph's `owned` also holds its children's, to give back to the pool). */
+  private readonly own = new Set<DeviceBuffer>();
 
   constructor(
     readonly ctx: GpuContext,
@@ -122,6 +124,7 @@ export class Graph {
     const { buffer, reused } = spare ? { buffer: spare, reused: true } : this.ctx.pool.acquire(label, size);
     if (reused && zeroed) this.runner.clearBuffer(buffer);
     this.owned.push(buffer);
+    this.own.add(buffer);
     if (!spare && this.root !== this) this.root.owned.push(buffer);
     return buffer;
   }
@@ -136,9 +139,9 @@ export class Graph {
     return new Graph(this.ctx, { runner: this.runner, training: this.training, seed: this.seed, samples: this.samples, parent: this });
   }
 
-  /** Whether `buffer` is one this graph allocated (a child's buffers are its own, not its parent's). */
+  /** Whether `buffer` is one this graph took for itself (a child's are the child's, not its parent's). */
   owns(buffer: DeviceBuffer): boolean {
-    return this.owned.includes(buffer);
+    return this.own.has(buffer);
   }
 
   /** `t`'s grad is `grad` (another graph's, which this graph's backward then accumulates into). `t` must have none yet. */
@@ -369,6 +372,7 @@ export class Graph {
         this.root.spares.set(buffer.size, list);
       }
       this.owned.length = 0;
+      this.own.clear();
       this.tape.length = 0;
       this.grads.clear();
       this.wideGrads.clear();
@@ -384,6 +388,7 @@ export class Graph {
     this.wideGrads.clear();
     this.spareWide.clear();
     this.spares.clear();
+    this.own.clear();
     if (this.ownsRunner) this.runner.destroy();
   }
 }

@@ -745,6 +745,31 @@ describe('elementwise', () => {
     g.release();
   });
 
+  it("a child graph: its released buffers serve the next child by size, never its parent; only the parent's own grads are adopted", async () => {
+    const n = 24;
+    const before = ctx.memoryReport().live.activations;
+    const g = new Graph(ctx);
+    const x = g.input(rand(n), [n], 'x', true);
+    const first = g.child();
+    const a = first.tensor([n], 'a');
+    const b = first.tensor([n * 2], 'b');
+    first.release();
+    // The next child takes the same buffers by exact size; the parent takes new ones.
+    const second = g.child();
+    expect(second.tensor([n * 2], 'b2').buffer).toBe(b.buffer);
+    expect(second.tensor([n], 'a2').buffer).toBe(a.buffer);
+    expect(second.tensor([n], 'c').buffer).not.toBe(a.buffer);
+    expect(g.tensor([n], 'mine').buffer).not.toBe(a.buffer);
+    // A child's buffer goes back to the spares: the parent must not take it as a grad of its own.
+    expect(g.adoptGrad(x, second.tensor([n], 'd'))).toBe(false);
+    expect(g.adoptGrad(x, g.tensor([n], 'dx'))).toBe(true);
+    expect(g.adoptGrad(x, g.tensor([n], 'dx2'))).toBe(false); // x has a grad now
+    second.release();
+    g.release();
+    // Every buffer of the family went back to the pool with the parent, the children's spares too.
+    expect(ctx.memoryReport().live.activations).toBe(before);
+  });
+
   it('dropout keeps elements by the counter-based hash, scales by 1/(1-p), and is the identity in eval', async () => {
     const n = 4099;
     const p = 0.3;
