@@ -20,6 +20,8 @@ export interface FlagSpec {
   /** Environment variable read when the flag is absent. */
   env?: string;
   default?: string | number | boolean | string[];
+  /** A flag known to be refused: given, it is this one line (why, and what to do), not "unknown flag". */
+  refused?: string;
 }
 
 export type FlagValues = Record<string, string | number | boolean | string[] | undefined>;
@@ -214,6 +216,7 @@ export function parseFlags(
     }
     collecting = null;
     if (t.kind !== 'option') continue;
+    if (specs[t.name]!.refused) throw new FlagError(`--${t.name}: ${specs[t.name]!.refused}`);
     values[t.name] = t.value === undefined ? true : convert(t.name, specs[t.name]!, t.value);
     if (specs[t.name]!.kind === 'strings') collecting = values[t.name] as string[];
   }

@@ -10,9 +10,17 @@ import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
-import { ATTENTION_BACKENDS, ATTENTION_KERNEL_OF, EXIT_SIGNALS, type ExitSignal, type TrainConfig } from '../train/config.js';
+import {
+  ATTENTION_BACKENDS,
+  ATTENTION_KERNEL_OF,
+  EXIT_SIGNALS,
+  type AttentionBackend,
+  type ExitSignal,
+  type TrainConfig,
+} from '../train/config.js';
 import { scheduleFlags } from './schedule-flags.js';
 import { batchSizeFlags } from './batch-flags.js';
+import { REFUSED, WITHOUT_EFFECT } from './megatron-flags.js';
 import { RECOMPUTE_FLAG_SPECS, type RecomputeFlags, recomputeFlags } from './recompute-flags.js';
 import { defaultFfnHiddenSize, NORMALIZATIONS, POSITION_EMBEDDING_TYPES, rotaryChannels } from '../nn/gpt-spec.js';
 
@@ -28,7 +36,9 @@ type Group =
   | 'validation'
   | 'data and dataloader'
   | 'logging'
-  | 'launch';
+  | 'launch'
+  | 'Megatron flags without effect here'
+  | 'Megatron flags refused here';
 
 const flag = (group: Group, spec: FlagSpec): FlagSpec & { group: Group } => ({ ...spec, group });
 
@@ -99,6 +109,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     default: 'auto',
     help: "auto (the adapter's: fused on GPUs, unfused on CPU drivers), flash or fused (flash-style, no T × T scores in memory), unfused or local",
   }),
+  'use-flash-attn': flag('network size', { kind: 'boolean', help: "Megatron's older flag for --attention-backend flash" }),
 
   'hidden-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on embeddings and residual branches' }),
   'attention-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on attention probabilities' }),
@@ -416,12 +427,15 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'browser-port': flag('launch', { kind: 'int', default: 0, help: "port of the browser workers' page (0: a free one)" }),
   backend: flag('launch', { kind: 'string', env: 'WEBTRON_BACKEND', help: 'Dawn backend: vulkan, metal, d3d12, d3d11, opengl, opengles' }),
   adapter: flag('launch', { kind: 'string', env: 'WEBTRON_ADAPTER', help: 'adapter name as `webtron info --list` prints it' }),
+  ...Object.fromEntries(Object.entries(WITHOUT_EFFECT).map(([name, spec]) => [name, flag('Megatron flags without effect here', spec)])),
+  ...Object.fromEntries(Object.entries(REFUSED).map(([name, spec]) => [name, flag('Megatron flags refused here', spec)])),
 };
 
 /** `--help`: the flags under Megatron's group headings. */
 export function trainHelp(): string {
   const groups = new Map<string, string[]>();
-  for (const [name, s] of Object.entries(TRAIN_FLAGS)) groups.set(s.group, [...(groups.get(s.group) ?? []), flagLine(name, s, 44)]);
+  for (const [name, s] of Object.entries(TRAIN_FLAGS))
+    if (!s.refused) groups.set(s.group, [...(groups.get(s.group) ?? []), flagLine(name, s, 44)]);
   return [...groups].map(([group, lines]) => `${group}:\n${lines.join('\n')}`).join('\n\n');
 }
 
@@ -618,7 +632,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const exitDuration = v['exit-duration-in-mins'] === undefined ? null : positiveNumber('exit-duration-in-mins');
   const stateDtypes = stateDtypesOf(v, useDistributedOptimizer, v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32');
   const shardingStrategy = shardingStrategyOf(v, useDistributedOptimizer);
-  const attentionBackend = choice('attention-backend', ATTENTION_BACKENDS);
+  const attentionBackend = attentionBackendOf(v, choice('attention-backend', ATTENTION_BACKENDS));
   if (shardingStrategy === 'optim_grads_params' && v['check-weight-hash-across-dp-replicas-interval'] !== undefined)
     throw new FlagError(
       '--check-weight-hash-across-dp-replicas-interval compares whole replicas, and optim_grads_params leaves none (each rank holds its shard of the params)',
@@ -636,6 +650,9 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     attentionDropout: probability('attention-dropout'),
     attentionBackend,
     ...recomputeOf(recomputeFlags(v, numLayers, ATTENTION_KERNEL_OF[attentionBackend] ?? 'auto')),
+    flagsWithoutEffect: Object.entries(WITHOUT_EFFECT)
+      .filter(([name]) => v[name] !== undefined && v[name] !== false)
+      .map(([name, spec]) => ({ flag: `--${name}`, why: spec.help })),
     ffnHiddenSize: ffnHiddenSizeOf(v, hiddenSize),
     normalization: choice('normalization', NORMALIZATIONS),
     normEpsilon: num('norm-epsilon', (x) => x > 0 && x < 1, 'in (0, 1)'),
@@ -719,4 +736,12 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
 /** The config's recomputation fields of the flags'. */
 function recomputeOf(r: RecomputeFlags): Pick<TrainConfig, 'recomputeGranularity' | 'recompute'> {
   return { recomputeGranularity: r.granularity, recompute: r.recompute };
+}
+
+/** --attention-backend, with Megatron's older --use-flash-attn as flash. */
+function attentionBackendOf(v: FlagValues, given: AttentionBackend): AttentionBackend {
+  if (!v['use-flash-attn']) return given;
+  if (given !== 'auto' && ATTENTION_KERNEL_OF[given] !== 'fused')
+    throw new FlagError(`--use-flash-attn is --attention-backend flash; it contradicts --attention-backend ${given}: give one`);
+  return given === 'auto' ? 'flash' : given;
 }

@@ -69,6 +69,8 @@ export interface TrainConfig extends ScheduleFlags {
   recomputeGranularity: 'full' | 'selective' | null;
   /** The spans full recomputation runs again in the backward (--recompute-method, --recompute-num-layers); null otherwise. */
   recompute: Recompute | null;
+  /** Megatron flags given that change nothing here (src/cli/megatron-flags.ts), named in the run's first lines. */
+  flagsWithoutEffect: { flag: string; why: string }[];
   clipGrad: number;
   adamBeta1: number;
   adamBeta2: number;

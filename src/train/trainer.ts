@@ -251,6 +251,8 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     const counters = await loadTrainerCheckpoint(run, say);
     const folder = openRunFolder(run, data, reference);
     say(headerLine(run, data, reference));
+    if (cfg.flagsWithoutEffect.length > 0)
+      say(`webtron train: without effect here: ${cfg.flagsWithoutEffect.map(({ flag, why }) => `${flag} (${why})`).join('; ')}`);
     const progress = rank === 0 && options.progress ? options.progress(cfg.trainIters) : NO_PROGRESS;
     const log = new TrainingLog(run, say, folder, progress);
     // protobufjs, loaded only for runs that write TensorBoard events (and ONNX files).

@@ -88,6 +88,7 @@ describe('webtron train, one process', () => {
       /^webtron train: selective recomputation recomputes the attention's probabilities, which the unfused attention stores; use --attention-backend flash/,
     ],
     [['--recompute-method', 'block'], /^webtron train: --recompute-method needs --recompute-granularity full$/],
+    [['--fp8-format', 'hybrid'], /^webtron train: --fp8-format: WebGPU has no fp8 type; train in --bf16 \(or --fp16\)$/],
     [['--group-query-attention', '--num-query-groups', '3'], /^webtron train: --num-query-groups 3 must divide --num-attention-heads 2$/],
     [
       ['--hidden-size', '16', '--swiglu'],
@@ -107,18 +108,22 @@ describe('webtron train, one process', () => {
     expect(existsSync(runDir) && readdirSync(runDir).some((f) => f !== 'config.json')).toBe(false);
   });
 
-  it("--recompute-activations (selective) is the fused attention's: the losses of --attention-backend flash, bit for bit, and the header says it", async () => {
+  it("--recompute-activations (selective) is the fused attention's: the losses of Megatron's --use-flash-attn, bit for bit, which flags of Megatron's scripts leave as they are and name", async () => {
     const base = dir();
     const run = async (name: string, extra: string[]) => {
       const r = await train([...TINY, '--train-iters', '4', '--global-batch-size', '4', '--run-dir', join(base, name), ...extra]);
       expect(r.code, `${name}: ${r.stderr}`).toBe(0);
-      return { header: r.stdout.split('\n')[0]!, losses: losses(join(base, name)) };
+      return { lines: r.stdout.split('\n'), losses: losses(join(base, name)) };
     };
-    const flash = await run('flash', ['--attention-backend', 'flash']);
+    const flash = await run('flash', ['--use-flash-attn', '--use-mcore-models', '--sequence-parallel', '--num-workers', '2']);
     const selective = await run('selective', ['--recompute-activations']);
     expectIdenticalLosses(flash.losses, selective.losses);
-    expect(selective.header).toMatch(/^webtron train: .*, fp32, selective recomputation \(the fused attention's\), 1 rank,/);
-    expect(flash.header).not.toMatch(/recomput/);
+    expect(selective.lines[0]).toMatch(/^webtron train: .*, fp32, selective recomputation \(the fused attention's\), 1 rank,/);
+    expect(selective.lines[1]).not.toMatch(/without effect/);
+    expect(flash.lines[0]).not.toMatch(/recomput/);
+    expect(flash.lines[1]).toBe(
+      "webtron train: without effect here: --use-mcore-models (webtron has one GPT implementation); --sequence-parallel (it splits activations within a tensor-parallel group, and webtron has none; Megatron turns it off at --tensor-model-parallel-size 1 too); --num-workers (PyTorch's DataLoader worker processes; webtron reads batches in the training process)",
+    );
   });
 
   it("bf16 on a text file of one's own (--data-path) trains, and its checkpoint samples", async () => {

@@ -6,6 +6,7 @@ import { type TrainConfig, withDefaultLoad } from '../../src/train/config.js';
 import { describe, expect, it } from 'vitest';
 import { FlagError, nearestFlags, parseFlags, type FlagSpec } from '../../src/cli/flags.js';
 import { resolveTrainConfig, TRAIN_FLAGS } from '../../src/cli/train-flags.js';
+import { REFUSED, WITHOUT_EFFECT } from '../../src/cli/megatron-flags.js';
 
 const specs: Record<string, FlagSpec> = {
   backend: { kind: 'string', env: 'WEBTRON_BACKEND', help: 'backend' },
@@ -96,6 +97,37 @@ describe("Megatron's model-parallel sizes", () => {
       new FlagError(
         '--pipeline-model-parallel-size 4: webtron trains data-parallel only, every rank holding the whole model; give 1 (the data-parallel size is the world size: 2 here)',
       ),
+    );
+  });
+});
+
+describe('Megatron flags a script carries', () => {
+  const base = '--num-layers 2 --hidden-size 8 --num-attention-heads 1 --seq-length 8 --micro-batch-size 1 --train-iters 2 --lr 1e-3'.split(
+    ' ',
+  );
+  const resolve = (extra: string[]) => resolveTrainConfig(parseFlags([...base, ...extra], TRAIN_FLAGS, {}).values, 1);
+  const sampleValue = (spec: FlagSpec) => (spec.kind === 'boolean' ? [] : spec.kind === 'int' ? ['2'] : ['x']);
+
+  it('without effect: the config of the same flags without them, and each named with why', () => {
+    const given = Object.entries(WITHOUT_EFFECT).flatMap(([name, spec]) => [`--${name}`, ...sampleValue(spec)]);
+    const { flagsWithoutEffect, ...rest } = resolve(given);
+    const { flagsWithoutEffect: none, ...plain } = resolve([]);
+    expect(rest).toEqual(plain);
+    expect(none).toEqual([]);
+    expect(flagsWithoutEffect.map((f) => f.flag)).toEqual(Object.keys(WITHOUT_EFFECT).map((name) => `--${name}`));
+    for (const f of flagsWithoutEffect) expect(f.why, f.flag).toBe(WITHOUT_EFFECT[f.flag.slice(2)]!.help);
+  });
+
+  it.each(Object.entries(REFUSED))('--%s is refused in one line that says why', (name, spec) => {
+    expect(() => resolve([`--${name}`, ...sampleValue(spec)])).toThrow(new FlagError(`--${name}: ${spec.refused}`));
+  });
+
+  it("--use-flash-attn is --attention-backend flash, and contradicts the unfused kernel's names", () => {
+    expect(resolve(['--use-flash-attn']).attentionBackend).toBe('flash');
+    expect(resolve(['--use-flash-attn', '--attention-backend', 'fused']).attentionBackend).toBe('fused');
+    expect(resolve([]).attentionBackend).toBe('auto');
+    expect(() => resolve(['--use-flash-attn', '--attention-backend', 'local'])).toThrow(
+      new FlagError('--use-flash-attn is --attention-backend flash; it contradicts --attention-backend local: give one'),
     );
   });
 });

@@ -1,0 +1,104 @@
+/**
+ * Megatron-LM flags that a training script carries but that change nothing webtron computes (CUDA
+ * kernel fusions, PyTorch's allocator and DataLoader, tensor parallelism's options at size 1), and
+ * Megatron flags for what webtron does not build. The first are accepted, and the run's first lines
+ * name each with why it has no effect; the second are refused in one line that says why and what to
+ * do, instead of "unknown flag". So a Megatron script runs as it is, or says exactly what to change.
+ */
+import type { FlagSpec } from './flags.js';
+
+const FUSION = "a CUDA kernel-fusion switch; webtron's WGSL kernels fuse what they fuse";
+
+/** Accepted, without effect here: the flag, its kind, and why it changes nothing. */
+export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
+  'use-mcore-models': { kind: 'boolean', help: 'webtron has one GPT implementation' },
+  'transformer-impl': {
+    kind: 'string',
+    help: "Megatron's layer implementations, local or Transformer Engine; webtron runs its own WGSL kernels",
+  },
+  'no-masked-softmax-fusion': { kind: 'boolean', help: FUSION },
+  'no-bias-gelu-fusion': { kind: 'boolean', help: FUSION },
+  'no-bias-swiglu-fusion': { kind: 'boolean', help: FUSION },
+  'no-bias-dropout-fusion': { kind: 'boolean', help: FUSION },
+  'no-rope-fusion': { kind: 'boolean', help: FUSION },
+  'no-persist-layer-norm': { kind: 'boolean', help: FUSION },
+  'no-gradient-accumulation-fusion': { kind: 'boolean', help: FUSION },
+  'cross-entropy-loss-fusion': { kind: 'boolean', help: FUSION },
+  'attention-softmax-in-fp32': { kind: 'boolean', help: "webtron's softmax is fp32 always" },
+  'sequence-parallel': {
+    kind: 'boolean',
+    help: 'it splits activations within a tensor-parallel group, and webtron has none; Megatron turns it off at --tensor-model-parallel-size 1 too',
+  },
+  'no-create-attention-mask-in-dataloader': {
+    kind: 'boolean',
+    help: 'the attention kernels apply the causal mask themselves; no mask is built',
+  },
+  'calculate-per-token-loss': {
+    kind: 'boolean',
+    help: "without loss masks every micro-batch has the same tokens, so the per-token mean is the mean of the micro-batches' means",
+  },
+  'manual-gc': { kind: 'boolean', help: "Python's garbage collector" },
+  'manual-gc-interval': { kind: 'int', help: "Python's garbage collector" },
+  'empty-unused-memory-level': { kind: 'int', help: "PyTorch's caching allocator; webtron's buffers are its own" },
+  'num-workers': { kind: 'int', help: "PyTorch's DataLoader worker processes; webtron reads batches in the training process" },
+  'no-mmap-bin-files': { kind: 'boolean', help: 'webtron reads .bin files by ranges, without mmap, either way' },
+  'data-cache-path': { kind: 'string', help: "where Megatron caches its dataset's index files; webtron builds its sample order in memory" },
+  'distributed-backend': { kind: 'string', help: "torch.distributed's backend, nccl or gloo; webtron's collectives are its own, over TCP" },
+};
+
+const FP8 = 'WebGPU has no fp8 type; train in --bf16 (or --fp16)';
+const MOE = 'webtron builds dense GPTs: no mixture of experts';
+
+/** Known Megatron flags refused here: why, and what to do. */
+export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
+  'fp8-format': { kind: 'string', help: FP8, refused: FP8 },
+  'fp8-recipe': { kind: 'string', help: FP8, refused: FP8 },
+  'fp8-margin': { kind: 'string', help: FP8, refused: FP8 },
+  'fp8-amax-history-len': { kind: 'string', help: FP8, refused: FP8 },
+  'fp8-amax-compute-algo': { kind: 'string', help: FP8, refused: FP8 },
+  'fp8-param-gather': { kind: 'boolean', help: FP8, refused: FP8 },
+  'num-experts': { kind: 'string', help: MOE, refused: MOE },
+  'moe-router-topk': { kind: 'string', help: MOE, refused: MOE },
+  'apply-layernorm-1p': {
+    kind: 'boolean',
+    help: 'zero-centered norm weights',
+    refused: 'zero-centered norm weights (weight + 1) are not built; leave it out, and the norms learn their weights as they are',
+  },
+  'mock-data': {
+    kind: 'boolean',
+    help: 'random tokens',
+    refused: 'random tokens are not built; give --data-path, or no data flags at all for Moby-Dick',
+  },
+  'decoupled-lr': {
+    kind: 'string',
+    help: "the embedding's own learning rate",
+    refused: 'a learning rate of its own for the embedding and the output layer is not built; every param takes --lr',
+  },
+  'decoupled-min-lr': {
+    kind: 'string',
+    help: "the embedding's own minimum learning rate",
+    refused: 'a learning rate of its own for the embedding and the output layer is not built; every param takes --min-lr',
+  },
+  profile: {
+    kind: 'boolean',
+    help: 'Nsight or PyTorch profiling',
+    refused: "Nsight and PyTorch's profiler do not see WGSL; --timing times every phase of every iteration on every rank",
+  },
+  'profile-step-start': { kind: 'string', help: 'profiling', refused: 'profiling is --timing here (every iteration, every rank)' },
+  'profile-step-end': { kind: 'string', help: 'profiling', refused: 'profiling is --timing here (every iteration, every rank)' },
+  'ckpt-format': {
+    kind: 'string',
+    help: "the checkpoint's format",
+    refused: "webtron writes one format, Megatron's layout of folders with its own files (docs/checkpoints.md); leave it out",
+  },
+  'use-torch-fsdp2': {
+    kind: 'boolean',
+    help: "PyTorch's FSDP2",
+    refused: "PyTorch's FSDP is not here; --use-megatron-fsdp shards grads and params the Megatron-FSDP way",
+  },
+  'wandb-project': {
+    kind: 'string',
+    help: 'Weights & Biases',
+    refused: 'there is no Weights & Biases client; --tensorboard-dir writes event files, and webtron dashboard draws a run',
+  },
+};
