@@ -96,6 +96,16 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
     help: "PyTorch's FSDP2",
     refused: "PyTorch's FSDP is not here; --use-megatron-fsdp shards grads and params the Megatron-FSDP way",
   },
+  'vocab-size': {
+    kind: 'string',
+    help: "the model's vocabulary",
+    refused: "the vocabulary is the tokenizer's (--tokenizer-type), padded to a multiple of --make-vocab-size-divisible-by; leave it out",
+  },
+  'tiktoken-pattern': {
+    kind: 'string',
+    help: "TikTokenizer's pattern",
+    refused: 'TikTokenizer is not built; --tokenizer-type takes CharTokenizer, ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer',
+  },
   'wandb-project': {
     kind: 'string',
     help: 'Weights & Biases',
