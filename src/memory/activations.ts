@@ -4,7 +4,9 @@
  * allocates them) and the activation grads the backward creates, all alive until the graph is
  * released. The residual stream has one grad buffer in all: the final layernorm's backward makes it
  * for the last block's output, and each residual add hands its output's grad on to its input
- * (Graph.shareGrad), back to the embedding (or its dropout). So the prediction equals the
+ * (Graph.shareGrad), back to the embedding (or its dropout). With full recomputation the blocks of
+ * a recomputed span run in child graphs that hand their buffers on by size, so of the spans' buffers
+ * the peak holds, of each size, the most one span holds at once. So the prediction equals the
  * allocator's peak (test/memory/activations.test.ts checks it on real forward and backward passes).
  * Pure.
  */
