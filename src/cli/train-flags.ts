@@ -21,7 +21,7 @@ import {
 import { scheduleFlags } from './schedule-flags.js';
 import { batchSizeFlags } from './batch-flags.js';
 import { REFUSED, WITHOUT_EFFECT } from './megatron-flags.js';
-import { RECOMPUTE_FLAG_SPECS, type RecomputeFlags, recomputeFlags } from './recompute-flags.js';
+import { RECOMPUTE_FLAG_SPECS, recomputeFlags } from './recompute-flags.js';
 import { defaultFfnHiddenSize, NORMALIZATIONS, POSITION_EMBEDDING_TYPES, rotaryChannels } from '../nn/gpt-spec.js';
 
 type Group =
@@ -632,7 +632,6 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const exitDuration = v['exit-duration-in-mins'] === undefined ? null : positiveNumber('exit-duration-in-mins');
   const stateDtypes = stateDtypesOf(v, useDistributedOptimizer, v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32');
   const shardingStrategy = shardingStrategyOf(v, useDistributedOptimizer);
-  const attentionBackend = attentionBackendOf(v, choice('attention-backend', ATTENTION_BACKENDS));
   if (shardingStrategy === 'optim_grads_params' && v['check-weight-hash-across-dp-replicas-interval'] !== undefined)
     throw new FlagError(
       '--check-weight-hash-across-dp-replicas-interval compares whole replicas, and optim_grads_params leaves none (each rank holds its shard of the params)',
@@ -648,8 +647,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     untieEmbeddingsAndOutputWeights: Boolean(v['untie-embeddings-and-output-weights']),
     hiddenDropout: probability('hidden-dropout'),
     attentionDropout: probability('attention-dropout'),
-    attentionBackend,
-    ...recomputeOf(recomputeFlags(v, numLayers, ATTENTION_KERNEL_OF[attentionBackend] ?? 'auto')),
+    ...attentionOf(v, choice('attention-backend', ATTENTION_BACKENDS), numLayers),
     flagsWithoutEffect: Object.entries(WITHOUT_EFFECT)
       .filter(([name]) => v[name] !== undefined && v[name] !== false)
       .map(([name, spec]) => ({ flag: `--${name}`, why: spec.help })),
@@ -733,9 +731,23 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   };
 }
 
-/** The config's recomputation fields of the flags'. */
-function recomputeOf(r: RecomputeFlags): Pick<TrainConfig, 'recomputeGranularity' | 'recompute'> {
-  return { recomputeGranularity: r.granularity, recompute: r.recompute };
+/**
+ * The attention kernel and the recomputation: --attention-backend, where Megatron's older
+ * --use-flash-attn and selective recomputation make auto flash (selective is the fused kernel's: it
+ * recomputes the probabilities it never stores).
+ */
+function attentionOf(
+  v: FlagValues,
+  given: AttentionBackend,
+  numLayers: number,
+): Pick<TrainConfig, 'attentionBackend' | 'recomputeGranularity' | 'recompute'> {
+  const backend = attentionBackendOf(v, given);
+  const { granularity, recompute } = recomputeFlags(v, numLayers, ATTENTION_KERNEL_OF[backend] ?? 'auto');
+  return {
+    attentionBackend: granularity === 'selective' && backend === 'auto' ? 'flash' : backend,
+    recomputeGranularity: granularity,
+    recompute,
+  };
 }
 
 /** --attention-backend, with Megatron's older --use-flash-attn as flash. */

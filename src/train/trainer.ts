@@ -230,8 +230,7 @@ async function train(
 /** Megatron's pretrain for one rank: the process group, the data, the model and optimizer, the loop, the summary. */
 export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const print = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  // Selective recomputation is the fused kernel's: it recomputes the probabilities it never stores.
-  const attentionKernel = ATTENTION_KERNEL_OF[cfg.attentionBackend] ?? (cfg.recomputeGranularity === 'selective' ? 'fused' : undefined);
+  const attentionKernel = ATTENTION_KERNEL_OF[cfg.attentionBackend];
   const ctx = await GpuContext.create({
     backend: options.backend,
     adapter: options.adapter,

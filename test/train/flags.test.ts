@@ -126,6 +126,9 @@ describe('Megatron flags a script carries', () => {
     expect(resolve(['--use-flash-attn']).attentionBackend).toBe('flash');
     expect(resolve(['--use-flash-attn', '--attention-backend', 'fused']).attentionBackend).toBe('fused');
     expect(resolve([]).attentionBackend).toBe('auto');
+    // Selective recomputation is the fused kernel's: it makes auto flash too.
+    expect(resolve(['--recompute-activations']).attentionBackend).toBe('flash');
+    expect(resolve(['--recompute-granularity', 'selective', '--attention-backend', 'fused']).attentionBackend).toBe('fused');
     expect(() => resolve(['--use-flash-attn', '--attention-backend', 'local'])).toThrow(
       new FlagError('--use-flash-attn is --attention-backend flash; it contradicts --attention-backend local: give one'),
     );
