@@ -167,8 +167,7 @@ export class Graph {
 
   /** Run the whole tape backward from the grads seeded into it (`seedGrad`), no param hooks. */
   backwardSeeded(): void {
-    const uses = new Map<string, number>();
-    for (const e of this.tape) for (const p of e.params) uses.set(p.param!.name, (uses.get(p.param!.name) ?? 0) + 1);
+    const uses = this.paramUses();
     for (let i = this.tape.length - 1; i >= 0; i--) this.backwardEntry(i, uses, {});
     this.runner.flush();
   }
@@ -304,6 +303,11 @@ export class Graph {
     const g = this.gradOf(output);
     this.runner.flush(); // the zeroing of a pooled grad buffer goes before the upload
     this.ctx.transfers.upload(g.buffer, grad, g.offset * 4);
+    return this.paramUses();
+  }
+
+  /** How many ops of the tape use each param. */
+  private paramUses(): Map<string, number> {
     const uses = new Map<string, number>();
     for (const e of this.tape) for (const p of e.params) uses.set(p.param!.name, (uses.get(p.param!.name) ?? 0) + 1);
     return uses;
@@ -366,29 +370,24 @@ export class Graph {
   release(): void {
     this.runner.flush();
     if (this.root !== this) {
+      // A child's buffers serve the next child; its runner and copies are its parent's.
       for (const buffer of this.owned) {
         const list = this.root.spares.get(buffer.size) ?? [];
         list.push(buffer);
         this.root.spares.set(buffer.size, list);
       }
-      this.owned.length = 0;
-      this.own.clear();
-      this.tape.length = 0;
-      this.grads.clear();
-      this.wideGrads.clear();
-      this.spareWide.clear();
-      return;
+    } else {
+      // Its copies of params (pinned for the graph's life) may be stale once the optimizer steps.
+      this.runner.copies.destroy();
+      this.ctx.pool.release(this.owned);
+      this.spares.clear();
     }
-    // Its copies of params (pinned for the graph's life) may be stale once the optimizer steps.
-    this.runner.copies.destroy();
-    this.ctx.pool.release(this.owned);
     this.owned.length = 0;
+    this.own.clear();
     this.tape.length = 0;
     this.grads.clear();
     this.wideGrads.clear();
     this.spareWide.clear();
-    this.spares.clear();
-    this.own.clear();
     if (this.ownsRunner) this.runner.destroy();
   }
 }
