@@ -1,15 +1,21 @@
 // Cross-entropy over the vocabulary fused with log-softmax: loss_r = logsumexp(logits_r) -
-// logits_r[target_r]; the mean over rows is reduced by one workgroup in a fixed order.
-// Backward: dlogits = (softmax - onehot(target)) * dloss / rows.
+// logits_r[target_r]; the mean over the counted rows is reduced by one workgroup in a fixed order.
+// A row whose target is IGNORED (a masked token: Megatron's loss mask, PyTorch's ignore_index) adds
+// nothing and is not counted; with every row masked the loss is 0 (Megatron clamps the count to 1).
+// Backward: dlogits = (softmax - onehot(target)) * dloss / counted, and 0 in a masked row.
 
 //!include grid
 
 struct CrossEntropyUniforms { rows: u32, v: u32 }
 
+const IGNORED = 0xffffffffu;
+
 @group(0) @binding(0) var<uniform> u: CrossEntropyUniforms;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
-@group(0) @binding(3) var<storage, read_write> lse: array<f32>;     // per row: logsumexp, then loss
+// Per row: logsumexp, then the row's loss; `mean` overwrites the loss with the count of rows the
+// mean divides by (0 in a masked row), which the backward reads.
+@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;     // forward: mean loss; backward: dlogits
 @group(0) @binding(5) var<storage, read> dloss: array<f32>;
 
@@ -24,7 +30,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var j = 0u; j < u.v; j++) { sum += exp(logits[base + j] - m); }
   let l = m + log(sum);
   lse[2u * r] = l;
-  lse[2u * r + 1u] = l - logits[base + min(targets[r], u.v - 1u)];
+  lse[2u * r + 1u] = select(l - logits[base + min(targets[r], u.v - 1u)], 0.0, targets[r] == IGNORED);
 }
 
 // One workgroup per row (hardware GPUs: GpuContext.reductionKernel `split`). Each lane keeps a
@@ -65,23 +71,34 @@ fn rows_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
   if (lid == 0u) {
     let l = row_max[0] + log(row_sum[0]);
     lse[2u * r] = l;
-    lse[2u * r + 1u] = l - logits[base + min(targets[r], u.v - 1u)];
+    lse[2u * r + 1u] = select(l - logits[base + min(targets[r], u.v - 1u)], 0.0, targets[r] == IGNORED);
   }
 }
 
 var<workgroup> partial: array<f32, 256>;
+var<workgroup> counted: array<u32, 256>;
 
 @compute @workgroup_size(256)
 fn mean(@builtin(local_invocation_index) lid: u32) {
   var sum = 0.0;
-  for (var r = lid; r < u.rows; r += 256u) { sum += lse[2u * r + 1u]; }
+  var count = 0u;
+  for (var r = lid; r < u.rows; r += 256u) {
+    sum += lse[2u * r + 1u]; // a masked row's is 0
+    count += select(1u, 0u, targets[r] == IGNORED);
+  }
   partial[lid] = sum;
+  counted[lid] = count;
   workgroupBarrier();
   for (var stride = 128u; stride > 0u; stride = stride >> 1u) {
-    if (lid < stride) { partial[lid] = partial[lid] + partial[lid + stride]; }
+    if (lid < stride) {
+      partial[lid] = partial[lid] + partial[lid + stride];
+      counted[lid] = counted[lid] + counted[lid + stride];
+    }
     workgroupBarrier();
   }
-  if (lid == 0u) { out[0] = partial[0] / f32(u.rows); }
+  let n = f32(max(counted[0], 1u));
+  if (lid == 0u) { out[0] = partial[0] / n; }
+  for (var r = lid; r < u.rows; r += 256u) { lse[2u * r + 1u] = select(n, 0.0, targets[r] == IGNORED); }
 }
 
 @compute @workgroup_size(WG)
@@ -90,7 +107,8 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   if (i >= u.rows * u.v) { return; }
   let r = i / u.v;
   let j = i % u.v;
+  if (targets[r] == IGNORED) { return; }
   let p = exp(logits[i] - lse[2u * r]);
   let onehot = select(0.0, 1.0, j == min(targets[r], u.v - 1u));
-  out[i] = out[i] + (p - onehot) * dloss[0] / f32(u.rows);
+  out[i] = out[i] + (p - onehot) * dloss[0] / lse[2u * r + 1u];
 }

@@ -301,7 +301,16 @@ export function qkNorm(g: Graph, qkv: Tensor, heads: number, kvHeads: number, no
   return y;
 }
 
-/** Mean cross-entropy of logits [N, V] against uint32 targets [N] (fused log-softmax). A scalar. */
+/**
+ * The target of a token whose loss is masked (Megatron's loss mask, PyTorch's ignore_index): it adds
+ * nothing to the cross-entropy and is not counted in its mean.
+ */
+export const IGNORED_TARGET = 0xffffffff;
+
+/**
+ * Mean cross-entropy of logits [N, V] against uint32 targets [N] (fused log-softmax), over the rows
+ * whose target is not IGNORED_TARGET (0 where every row is). A scalar.
+ */
 export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor {
   requireF32(logits, 'cross-entropy logits');
   const v = logits.shape[logits.shape.length - 1]!;
@@ -317,7 +326,7 @@ export function crossEntropy(g: Graph, logits: Tensor, targets: Tensor): Tensor 
   if (g.ctx.reductionKernel === 'split')
     g.runner.dispatch('cross-entropy', 'rows_split', {}, { rows, v }, { logits: L, targets: T, lse: R }, rows);
   else g.runner.dispatch('cross-entropy', 'rows', { WG: 64 }, { rows, v }, { logits: L, targets: T, lse: R }, Math.ceil(rows / 64));
-  g.runner.dispatch('cross-entropy', 'mean', { WG: 64 }, { rows, v }, { lse: R, out: loss.binding(g.ctx).binding }, [1, 1, 1]);
+  g.runner.dispatch('cross-entropy', 'mean', { WG: 64 }, { rows, v }, { targets: T, lse: R, out: loss.binding(g.ctx).binding }, [1, 1, 1]);
   g.record('cross-entropy', [logits], () => {
     g.runner.dispatch(
       'cross-entropy',

@@ -11,6 +11,7 @@ import {
   addRmsNorm,
   causalAttention,
   crossEntropy,
+  IGNORED_TARGET,
   dropout,
   dropoutSeed,
   embedding,
@@ -941,6 +942,34 @@ describe('cross-entropy', () => {
       expect(used).toEqual([reductions === 'split' ? 'rows_split' : 'rows', 'mean', 'backward']);
       expectClose(await g.read(loss), [want.loss], 'loss');
       expectClose(await g.read(g.gradOf(lt)), want.dlogits, 'dlogits');
+      g.release();
+    });
+  }
+
+  // Masked rows (IGNORED_TARGET): some of them (more rows than the mean's 256 lanes), and all of them.
+  for (const [rows, v, reductions, masked] of [
+    [300, 17, 'lane', 'some'],
+    [300, 17, 'split', 'some'],
+    [5, 9, 'lane', 'all'],
+    [5, 9, 'split', 'all'],
+  ] as const) {
+    it(`${rows} rows over ${v} classes, ${masked} masked, ${reductions} reductions`, async () => {
+      const logits = rand(rows * v, 8);
+      const targets = Uint32Array.from({ length: rows }, (_, i) =>
+        masked === 'all' || (i * 7 + SEED) % 5 === 0 ? IGNORED_TARGET : (i * 31 + SEED) % v,
+      );
+      const g = new Graph(on(reductions));
+      const lt = g.input(logits, [rows, v], 'logits', true);
+      const loss = crossEntropy(g, lt, g.input(targets, [rows], 'targets'));
+      g.backward(loss);
+      const want = ref.crossEntropy(logits, targets, rows, v);
+      const dlogits = await g.read(g.gradOf(lt));
+      expectClose(await g.read(loss), [want.loss], 'loss');
+      expectClose(dlogits, want.dlogits, 'dlogits');
+      // A masked row's grad is exactly 0; a mean over the unmasked rows only is what the reference says.
+      for (let r = 0; r < rows; r++)
+        if (targets[r] === IGNORED_TARGET) expect(dlogits.subarray(r * v, (r + 1) * v).every((x) => x === 0)).toBe(true);
+      if (masked === 'all') expect(Array.from(await g.read(loss))).toEqual([0]);
       g.release();
     });
   }

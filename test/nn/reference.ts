@@ -221,16 +221,21 @@ export function attention(qkv: ArrayLike<number>, batch: number, t: number, c: n
 export function crossEntropy(logits: ArrayLike<number>, targets: ArrayLike<number>, rows: number, v: number, dloss = 1) {
   let loss = 0;
   const dlogits = new Float64Array(rows * v);
+  // Rows whose target is 0xffffffff are masked: not summed, not counted (Megatron clamps the count to 1).
+  let counted = 0;
+  for (let r = 0; r < rows; r++) if (targets[r] !== 0xffffffff) counted += 1;
+  const n = Math.max(counted, 1);
   for (let r = 0; r < rows; r++) {
+    if (targets[r] === 0xffffffff) continue;
     let m = -Infinity;
     for (let j = 0; j < v; j++) m = Math.max(m, logits[r * v + j]!);
     let sum = 0;
     for (let j = 0; j < v; j++) sum += Math.exp(logits[r * v + j]! - m);
     const lse = m + Math.log(sum);
     loss += lse - logits[r * v + targets[r]!]!;
-    for (let j = 0; j < v; j++) dlogits[r * v + j] = ((Math.exp(logits[r * v + j]! - lse) - (j === targets[r] ? 1 : 0)) * dloss) / rows;
+    for (let j = 0; j < v; j++) dlogits[r * v + j] = ((Math.exp(logits[r * v + j]! - lse) - (j === targets[r] ? 1 : 0)) * dloss) / n;
   }
-  return { loss: loss / rows, dlogits };
+  return { loss: loss / n, dlogits };
 }
 
 /** PCG hash (the dropout mask's generator, written from its published constants). */
