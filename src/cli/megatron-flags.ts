@@ -33,10 +33,6 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
     kind: 'boolean',
     help: 'the attention kernels apply the causal mask themselves; no mask is built',
   },
-  'calculate-per-token-loss': {
-    kind: 'boolean',
-    help: "without loss masks every micro-batch has the same tokens, so the per-token mean is the mean of the micro-batches' means",
-  },
   'manual-gc': { kind: 'boolean', help: "Python's garbage collector" },
   'manual-gc-interval': { kind: 'int', help: "Python's garbage collector" },
   'empty-unused-memory-level': { kind: 'int', help: "PyTorch's caching allocator; webtron's buffers are its own" },
@@ -111,6 +107,18 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
     kind: 'string',
     help: "TikTokenizer's pattern",
     refused: 'TikTokenizer is not built; --tokenizer-type takes CharTokenizer, ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer',
+  },
+  'reset-position-ids': {
+    kind: 'boolean',
+    help: 'positions restarting at each document',
+    refused:
+      "positions restarting after each end-of-document token are not built: a sample's positions run 0 to seq-length - 1; leave it out (--eod-mask-loss masks the loss at documents' ends)",
+  },
+  'reset-attention-mask': {
+    kind: 'boolean',
+    help: 'attention within each document only',
+    refused:
+      "attention within each document only is not built: the mask is causal over the whole sample; leave it out (--eod-mask-loss masks the loss at documents' ends)",
   },
   'wandb-project': {
     kind: 'string',

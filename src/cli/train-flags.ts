@@ -345,6 +345,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     default: 'CharTokenizer',
     help: 'CharTokenizer, ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer',
   }),
+  'eod-mask-loss': flag('data and dataloader', {
+    kind: 'boolean',
+    help: "mask the loss where the input token is the tokenizer's end-of-document token (the prediction across a document boundary)",
+  }),
+  'calculate-per-token-loss': flag('data and dataloader', {
+    kind: 'boolean',
+    help: "the loss and grads averaged over the global batch's unmasked tokens, instead of over each micro-batch's, then over the micro-batches",
+  }),
   'vocab-file': flag('data and dataloader', { kind: 'string', help: "GPT2BPETokenizer: vocab.json (default: GPT-2's, built in)" }),
   'merge-file': flag('data and dataloader', { kind: 'string', help: "GPT2BPETokenizer: merges.txt (default: GPT-2's, built in)" }),
   'tokenizer-model': flag('data and dataloader', {
@@ -713,6 +721,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     splitDataBlends: splitPaths,
     split: parseSplit(v.split as string),
     tokenizerType,
+    eodMaskLoss: Boolean(v['eod-mask-loss']),
+    calculatePerTokenLoss: Boolean(v['calculate-per-token-loss']),
     vocabFile,
     mergeFile,
     tokenizerModel,

@@ -159,6 +159,10 @@ export interface TrainConfig extends ScheduleFlags {
   splitDataBlends: { train: DataPathEntry[]; valid: DataPathEntry[] | null; test: DataPathEntry[] | null } | null;
   split: [number, number, number];
   tokenizerType: TokenizerType;
+  /** --eod-mask-loss: no loss where the input token is the tokenizer's end-of-document token. */
+  eodMaskLoss: boolean;
+  /** --calculate-per-token-loss: one mean over the global batch's unmasked tokens, not a mean of the micro-batches' means. */
+  calculatePerTokenLoss: boolean;
   vocabFile: string | null;
   mergeFile: string | null;
   tokenizerModel: string | null;

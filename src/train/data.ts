@@ -13,6 +13,7 @@ import { GptSamples } from '../data/samples.js';
 import { ByteTokenizer, CharTokenizer, loadTokenizer, readTokenizerFiles, type Tokenizer } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
 import { readFolderTokenizer } from '../hf/tokenizer.js';
+import { IGNORED_TARGET } from '../nn/ops.js';
 import { isFolder } from '../hf/weights.js';
 import type { TrainConfig } from './config.js';
 import { type TrainerState, TrainingError } from './state.js';
@@ -118,8 +119,49 @@ function checkSplitDataPaths(cfg: TrainConfig): 'indexed' {
   return 'indexed';
 }
 
-/** The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or Moby-Dick). */
+/**
+ * The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or
+ * Moby-Dick); with --eod-mask-loss, every split's targets masked where the input is the end of a document.
+ */
 export async function openData(cfg: TrainConfig): Promise<TrainData> {
+  const data = await openSamples(cfg);
+  if (!cfg.eodMaskLoss) return data;
+  const eod = data.tokenizer.eod;
+  if (eod === null) {
+    data.close();
+    throw new ConfigError(
+      `eodMaskLoss: ${data.tokenizer.type} has no end-of-document token to mask; leave out --eod-mask-loss, or train with a tokenizer that has one (GPT2BPETokenizer)`,
+      'eodMaskLoss',
+    );
+  }
+  const masked = (source: GptSampleSource | null) => source && eodMasked(source, eod);
+  return { ...data, train: masked(data.train)!, valid: masked(data.valid), test: masked(data.test) };
+}
+
+/**
+ * Megatron's --eod-mask-loss: `source` with the target IGNORED_TARGET wherever the input token is
+ * `eod`, so that predicting a document's first token from the previous one's end adds no loss.
+ */
+export function eodMasked(source: GptSampleSource, eod: number): GptSampleSource {
+  return {
+    count: source.count,
+    seqLength: source.seqLength,
+    batch(first, n) {
+      const { ids, targets } = source.batch(first, n);
+      for (let i = 0; i < ids.length; i++) if (ids[i] === eod) targets[i] = IGNORED_TARGET;
+      return { ids, targets };
+    },
+  };
+}
+
+/** The number of targets that are not masked (IGNORED_TARGET): the tokens a micro-batch's loss is the mean over. */
+export function countedTargets(targets: Uint32Array): number {
+  let n = 0;
+  for (const t of targets) if (t !== IGNORED_TARGET) n += 1;
+  return n;
+}
+
+async function openSamples(cfg: TrainConfig): Promise<TrainData> {
   if (cfg.splitDataBlends) {
     checkSplitDataPaths(cfg);
     return openSplitData(cfg, cfg.splitDataBlends);

@@ -1,14 +1,19 @@
-/** Megatron's evaluate: the mean loss over --eval-iters validation batches, every rank taking its share of each. */
+/**
+ * Megatron's evaluate: the mean loss over --eval-iters validation batches, every rank taking its
+ * share of each; with loss masks (--eod-mask-loss), over their unmasked tokens.
+ */
 import type { GptSampleSource } from '../data/gpt-dataset.js';
 import { Graph } from '../nn/graph.js';
+import { countedTargets } from './data.js';
 import type { TrainRun } from './setup.js';
+import { reportedLoss } from './step.js';
 
 /** The mean validation loss over all ranks, or null without validation samples or with --eval-iters 0. */
 export async function evaluate(run: TrainRun, samples: GptSampleSource | null): Promise<number | null> {
-  const { cfg, ctx, ddp, gpt, group, rank, d } = run;
+  const { cfg, ctx, ddp, gpt, rank, d } = run;
   if (!samples || cfg.evalIters === 0) return null;
   await ddp.finishParamSync();
-  let sum = 0;
+  const local = { means: 0, sums: 0, counted: 0 };
   for (let b = 0; b < cfg.evalIters; b++) {
     for (let m = 0; m < cfg.gradAccumulation; m++) {
       const first = b * cfg.globalBatchSize + (rank * cfg.globalBatchSize) / d + m * cfg.microBatchSize;
@@ -20,12 +25,14 @@ export async function evaluate(run: TrainRun, samples: GptSampleSource | null): 
       const { loss } = ddp.shardedParams
         ? await gpt.forwardAwaiting(g, idsT, targetsT, (names) => ddp.useParams(names, 'forward', gpt.sections().at(-1)!))
         : gpt.forward(g, idsT, targetsT);
-      sum += (await g.read(loss!))[0]!;
+      const mean = (await g.read(loss!))[0]!;
+      const counted = cfg.eodMaskLoss ? countedTargets(targets) : targets.length;
+      local.means += mean;
+      local.sums += mean * counted;
+      local.counted += counted;
       await ddp.releaseParams();
       g.release();
     }
   }
-  const total = new Float32Array([sum]);
-  await group.allReduce(total, 'sum');
-  return total[0]! / (cfg.evalIters * cfg.gradAccumulation * d);
+  return (await reportedLoss(run, local, cfg.evalIters * cfg.gradAccumulation)).loss;
 }

@@ -6,12 +6,16 @@
  * An iteration trains on the next G global samples (G the global batch, which a batch-size schedule
  * grows with the samples consumed); rank r takes the r-th slice of them; every micro-batch's mean
  * loss is scaled by 1/(micro-batches) and DDP averages over the ranks, so the grads are the mean
- * over the global batch whatever d is.
+ * over the global batch whatever d is. A micro-batch's mean is over its unmasked tokens
+ * (--eod-mask-loss); --calculate-per-token-loss scales micro-batch m by d · n_m / N instead, n_m its
+ * unmasked tokens and N the global batch's, so the grads are the one mean over N tokens (Megatron's
+ * sum over the tokens divided by their count).
  */
 import { wordsToFloat32 } from '../collectives/reduce.js';
 import { slowData } from '../faults.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GptSampleSource } from '../data/gpt-dataset.js';
+import { countedTargets } from './data.js';
 import { type BackwardOptions, Graph } from '../nn/graph.js';
 import type { StepResult } from '../optimizer/optimizer.js';
 import { learningRate, weightDecay } from './schedule.js';
@@ -73,16 +77,18 @@ async function firstBadGrad(ddp: DistributedDataParallel, order: string[], rank:
   return k < 0 ? order.length : k;
 }
 
-/** Forward and backward of one micro-batch starting at global sample `first`; returns its mean loss. */
+/**
+ * Forward and backward of one micro-batch starting at global sample `first`, its loss's grad seeded
+ * with `seed(n)` for its n unmasked tokens; returns its mean loss and n.
+ */
 async function microBatch(
   run: TrainRun,
   samples: GptSampleSource,
   first: number,
-  accumulation: number,
+  seedOf: (counted: number) => number,
   last: boolean,
-  scale: number,
   stepTimer: StepTimer | null,
-): Promise<number> {
+): Promise<{ loss: number; counted: number }> {
   const { cfg, ctx, ddp, gpt } = run;
   const slow = slowData(run.rank);
   const { ids, targets } = await ddp.phases.time('data', async () => {
@@ -92,6 +98,7 @@ async function microBatch(
     }
     return samples.batch(first, cfg.microBatchSize);
   });
+  const counted = cfg.eodMaskLoss ? countedTargets(targets) : targets.length;
   const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
   if (stepTimer) g.runner.timer = stepTimer.gpu;
   // With --timing, forward and backward are phases of their own, each run to completion on the GPU.
@@ -117,8 +124,7 @@ async function microBatch(
     const { loss } = await phase('forward', async () =>
       cfg.overlapParamGather || ddp.shardedParams ? gpt.forwardAwaiting(g, idsT, targetsT, ready) : gpt.forward(g, idsT, targetsT),
     );
-    // The mean over the micro-batches (and, through DDP's average, over the ranks); fp16: times the loss scale.
-    const seed = new Float32Array([scale / accumulation]);
+    const seed = new Float32Array([seedOf(counted)]);
     const options: BackwardOptions = {
       ...(last && ddp.overlapGradReduce ? { onParamGrad: (name: string) => ddp.registerGradReady(name) } : {}),
       // Sharded grads take memory bucket by bucket; sharded params are gathered before an op reads them.
@@ -146,7 +152,20 @@ async function microBatch(
   };
   await (stepTimer ? forwardBackward() : ddp.phases.time('forward+backward', forwardBackward));
   g.release();
-  return value;
+  return { loss: value, counted };
+}
+
+/**
+ * --calculate-per-token-loss: the unmasked tokens of the global batch of `batch` samples from
+ * `first`, every rank's, read from the data (a pure function of the sample index) rather than
+ * gathered over the ranks.
+ */
+function globalCounted(run: TrainRun, samples: GptSampleSource, first: number, batch: number): number {
+  const { cfg } = run;
+  if (!cfg.eodMaskLoss) return batch * cfg.seqLength;
+  let n = 0;
+  for (let k = 0; k < batch; k += cfg.microBatchSize) n += countedTargets(samples.batch(first + k, cfg.microBatchSize).targets);
+  return n;
 }
 
 /** One iteration; advances `counters` (iteration first, consumed samples and the skip and NaN counts after). */
@@ -165,17 +184,24 @@ export async function trainStep(
   const scale = optimizer.scaler?.scale ?? 1;
   const batch = globalBatchAt(cfg, counters.consumedSamples);
   const accumulation = batch / (cfg.microBatchSize * d);
-  let localLoss = 0;
+  // The mean over the micro-batches (and, through DDP's average, over the ranks), or over the global
+  // batch's unmasked tokens; fp16: times the loss scale.
+  const total = cfg.calculatePerTokenLoss
+    ? Math.max(await ddp.phases.time('data', async () => globalCounted(run, samples, counters.consumedSamples, batch)), 1)
+    : 0;
+  const seedOf = cfg.calculatePerTokenLoss ? (n: number) => (scale * d * n) / total : () => scale / accumulation;
+  const local = { means: 0, sums: 0, counted: 0 };
   for (let m = 0; m < accumulation; m++) {
     const first = counters.consumedSamples + (rank * batch) / d + m * cfg.microBatchSize;
-    localLoss += await microBatch(run, samples, first, accumulation, m === accumulation - 1, scale, stepTimer);
+    const micro = await microBatch(run, samples, first, seedOf, m === accumulation - 1, stepTimer);
+    local.means += micro.loss;
+    local.sums += micro.loss * micro.counted;
+    local.counted += micro.counted;
   }
   await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
   // Before the step: with --overlap-param-gather the step returns with all-gathers still being
   // issued, and every rank must issue its collectives in the same order.
-  const lossSum = new Float32Array([localLoss]);
-  await group.allReduce(lossSum, 'sum');
-  const loss = lossSum[0]! / (accumulation * d);
+  const { loss, rankLoss } = await reportedLoss(run, local, accumulation);
   const result = await ddp.phases.time('optimizer step', () => optimizer.step());
   counters.consumedSamples += batch;
   if (!result.skipped) counters.schedulerSamples += batch;
@@ -193,5 +219,26 @@ export async function trainStep(
   }
   if (result.skipped) counters.skippedIterations += 1;
   if (nan) counters.nanIterations += 1;
-  return { loss, rankLoss: localLoss / accumulation, result, nan, batch, tokens: batch * cfg.seqLength };
+  return { loss, rankLoss, result, nan, batch, tokens: batch * cfg.seqLength };
+}
+
+/**
+ * The loss the log reports, over the global batch and over this rank's micro-batches: the mean of
+ * the micro-batches' means; with loss masks, Megatron's sum over the unmasked tokens divided by their
+ * count (micro-batches with fewer such tokens count for less).
+ */
+export async function reportedLoss(
+  run: TrainRun,
+  local: { means: number; sums: number; counted: number },
+  accumulation: number,
+): Promise<{ loss: number; rankLoss: number }> {
+  const { cfg, group, d } = run;
+  if (!cfg.eodMaskLoss) {
+    const lossSum = new Float32Array([local.means]);
+    await group.allReduce(lossSum, 'sum');
+    return { loss: lossSum[0]! / (accumulation * d), rankLoss: local.means / accumulation };
+  }
+  const sums = new Float32Array([local.sums, local.counted]);
+  await group.allReduce(sums, 'sum');
+  return { loss: sums[0]! / Math.max(sums[1]!, 1), rankLoss: local.sums / Math.max(local.counted, 1) };
 }

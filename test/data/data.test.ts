@@ -10,6 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { entropies, splitRanges } from '../../src/data/corpus.js';
 import { GptSamples, permutation } from '../../src/data/samples.js';
 import { ByteTokenizer, CharTokenizer, paddedVocabSize, loadTokenizer } from '../../src/data/tokenizer.js';
+import { IGNORED_TARGET } from '../../src/nn/ops.js';
+import { countedTargets, eodMasked } from '../../src/train/data.js';
 import { seeded } from '../helpers/seed.js';
 
 const ALPHABET = ['a', 'b', 'é', ' ', '\n', '日', '😀', 'Z', '.'];
@@ -157,6 +159,27 @@ describe('samples', () => {
       0,
       1,
     ]);
+  });
+
+  it('--eod-mask-loss: a target is masked exactly where its input is the end-of-document token, and counted elsewhere', () => {
+    const { random } = seeded('eod-masked samples');
+    const eod = 3;
+    const tokens = Uint32Array.from({ length: 600 }, () => Math.floor(random() * 8)); // an eighth of them eod
+    const t = 16;
+    const plain = new GptSamples(tokens, t, 5);
+    const masked = eodMasked(new GptSamples(tokens, t, 5), eod);
+    expect([masked.count, masked.seqLength]).toEqual([plain.count, plain.seqLength]);
+    const want = plain.batch(4, 6);
+    const got = masked.batch(4, 6);
+    expect(Array.from(got.ids)).toEqual(Array.from(want.ids));
+    let counted = 0;
+    for (let i = 0; i < want.ids.length; i++) {
+      expect(got.targets[i], `token ${i}`).toBe(want.ids[i] === eod ? IGNORED_TARGET : want.targets[i]);
+      if (want.ids[i] !== eod) counted += 1;
+    }
+    expect(counted).toBeLessThan(want.ids.length);
+    expect(countedTargets(got.targets)).toBe(counted);
+    expect(countedTargets(want.targets)).toBe(want.targets.length);
   });
 
   it('permutation is a permutation', () => {

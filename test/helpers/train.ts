@@ -56,7 +56,17 @@ export const metricsOf = (runDir: string) =>
   readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
     .trim()
     .split('\n')
-    .map((l) => JSON.parse(l) as { iteration: number; consumed_samples: number; lr: number; loss: number });
+    .map(
+      (l) =>
+        JSON.parse(l) as {
+          iteration: number;
+          consumed_samples: number;
+          lr: number;
+          loss: number;
+          grad_norm?: number | null;
+          val_loss?: number;
+        },
+    );
 
 export const losses = (runDir: string) => new Map(metricsOf(runDir).map((m) => [m.iteration, m.loss]));
 
