@@ -134,6 +134,13 @@ export async function openData(cfg: TrainConfig): Promise<TrainData> {
       'eodMaskLoss',
     );
   }
+  if (checkDataPath(cfg) !== 'indexed') {
+    data.close();
+    throw new ConfigError(
+      `eodMaskLoss: ${data.name} is text, whose documents are joined without end-of-document tokens, so nothing would be masked; make an indexed dataset with webtron preprocess-data --append-eod and train on it`,
+      'eodMaskLoss',
+    );
+  }
   const masked = (source: GptSampleSource | null) => source && eodMasked(source, eod);
   return { ...data, train: masked(data.train)!, valid: masked(data.valid), test: masked(data.test) };
 }

@@ -105,6 +105,25 @@ describe('loss masks', () => {
     expect(apart(means)).toBeGreaterThan(1e-4);
   });
 
+  it('--eod-mask-loss on a text corpus (no end-of-document tokens) is one line', async () => {
+    const r = await train([
+      ...TINY,
+      '--tokenizer-type',
+      'GPT2BPETokenizer',
+      '--eod-mask-loss',
+      '--train-iters',
+      '4',
+      '--global-batch-size',
+      '2',
+    ]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        /Moby-Dick.* is text, whose documents are joined without end-of-document tokens, so nothing would be masked; make an indexed dataset with webtron preprocess-data --append-eod/,
+      ),
+    ]);
+  });
+
   it('--eod-mask-loss with a tokenizer that has no end-of-document token is one line', async () => {
     const r = await train([
       ...TINY,
