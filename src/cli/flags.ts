@@ -22,6 +22,8 @@ export interface FlagSpec {
   default?: string | number | boolean | string[];
   /** A flag known to be refused: given, it is this one line (why, and what to do), not "unknown flag". */
   refused?: string;
+  /** torchrun's flags: also taken spelled with underscores (`--nproc_per_node`), as torchrun takes them. */
+  underscored?: boolean;
 }
 
 export type FlagValues = Record<string, string | number | boolean | string[] | undefined>;
@@ -183,10 +185,21 @@ function flagErrorOf(error: unknown, specs: Record<string, FlagSpec>): FlagError
   return new FlagError(message.split('\n')[0]!);
 }
 
+/** `--a_b` (or `--a_b=v`) as `--a-b` where `a-b` is a flag taken with underscores too (FlagSpec.underscored). */
+function dashedNames(argv: string[], specs: Record<string, FlagSpec>): string[] {
+  const end = argv.indexOf('--');
+  return argv.map((arg, i) => {
+    const m = /^--([\w-]+_[\w-]*)(=.*)?$/s.exec(arg);
+    if (!m || (end >= 0 && i > end)) return arg;
+    const dashed = m[1]!.replaceAll('_', '-');
+    return specs[dashed]?.underscored ? `--${dashed}${m[2] ?? ''}` : arg;
+  });
+}
+
 function tokenize(argv: string[], specs: Record<string, FlagSpec>) {
   try {
     return parseArgs({
-      args: joinNegativeValues(argv, specs),
+      args: joinNegativeValues(dashedNames(argv, specs), specs),
       options: Object.fromEntries(
         Object.entries(specs).map(([name, s]) => [name, { type: s.kind === 'boolean' ? ('boolean' as const) : ('string' as const) }]),
       ),

@@ -402,11 +402,17 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     help: 'where metrics.jsonl, config.json, summary.json and loss.svg go (default runs/<timestamp>)',
   }),
 
-  'nproc-per-node': flag('launch', { kind: 'int', default: 1, help: 'worker processes on this node' }),
+  'nproc-per-node': flag('launch', { kind: 'int', default: 1, help: 'worker processes on this node', underscored: true }),
   nnodes: flag('launch', { kind: 'int', default: 1, env: 'WEBTRON_NNODES', help: 'nodes in the job' }),
-  'node-rank': flag('launch', { kind: 'int', default: 0, env: 'WEBTRON_NODE_RANK', help: "this node's index; node 0 serves the store" }),
-  'master-addr': flag('launch', { kind: 'string', default: '127.0.0.1', env: 'MASTER_ADDR', help: 'address of node 0' }),
-  'master-port': flag('launch', { kind: 'int', default: 29500, env: 'MASTER_PORT', help: 'store port on node 0' }),
+  'node-rank': flag('launch', {
+    kind: 'int',
+    default: 0,
+    env: 'WEBTRON_NODE_RANK',
+    help: "this node's index; node 0 serves the store",
+    underscored: true,
+  }),
+  'master-addr': flag('launch', { kind: 'string', default: '127.0.0.1', env: 'MASTER_ADDR', help: 'address of node 0', underscored: true }),
+  'master-port': flag('launch', { kind: 'int', default: 29500, env: 'MASTER_PORT', help: 'store port on node 0', underscored: true }),
   'stop-grace-ms': flag('launch', {
     kind: 'int',
     default: 10_000,
@@ -421,6 +427,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'int',
     default: 0,
     help: 'when a worker fails, stop the others and start them all again on every node, resuming from --save',
+    underscored: true,
   }),
   'browser-workers': flag('launch', {
     kind: 'int',

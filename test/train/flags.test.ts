@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { FlagError, nearestFlags, parseFlags, type FlagSpec } from '../../src/cli/flags.js';
 import { resolveTrainConfig, TRAIN_FLAGS } from '../../src/cli/train-flags.js';
 import { REFUSED, WITHOUT_EFFECT } from '../../src/cli/megatron-flags.js';
+import { launchCommand } from '../../src/cli/launch.js';
 
 const specs: Record<string, FlagSpec> = {
   backend: { kind: 'string', env: 'WEBTRON_BACKEND', help: 'backend' },
@@ -37,6 +38,30 @@ describe('parseFlags', () => {
     expect(parseFlags(['--lr', '-1e-3', '--', '--json'], specs, {})).toMatchObject({ values: { lr: -1e-3 }, positional: ['--json'] });
     expect(() => parseFlags(['--lr', '--json'], specs, {})).toThrow(/^--lr needs a value/);
     expect(() => parseFlags([], { n: { kind: 'int', env: 'N', help: '' } }, { N: '1.5' })).toThrow(/^N \(for --n\): expected an integer/);
+  });
+});
+
+describe("torchrun's flags spelled with underscores", () => {
+  const launcher: Record<string, FlagSpec> = {
+    'nproc-per-node': { kind: 'int', default: 1, help: 'workers', underscored: true },
+    'master-addr': { kind: 'string', help: 'address', underscored: true },
+    'micro-batch-size': { kind: 'int', help: 'samples' },
+    tail: { kind: 'strings', help: 'words' },
+  };
+  it('read as the dashed flag, --a_b value and --a_b=value; other flags and what follows -- are left as they are', () => {
+    const dashed = parseFlags(['--nproc-per-node', '4', '--master-addr=10.0.0.2'], launcher, {}).values;
+    expect(parseFlags(['--nproc_per_node', '4', '--master_addr=10.0.0.2'], launcher, {}).values).toEqual(dashed);
+    expect(() => parseFlags(['--micro_batch_size', '2'], launcher, {})).toThrow(
+      /^unknown flag --micro_batch_size; did you mean --micro-batch-size\?/,
+    );
+    expect(parseFlags(['--', '--nproc_per_node'], launcher, {}).positional).toEqual(['--nproc_per_node']);
+    expect(parseFlags(['--tail', 'a_b', 'x'], launcher, {}).values.tail).toEqual(['a_b', 'x']);
+  });
+  it("webtron train and webtron launch take them for torchrun's five", () => {
+    for (const name of ['nproc-per-node', 'node-rank', 'master-addr', 'master-port', 'max-restarts']) {
+      expect(TRAIN_FLAGS[name]!.underscored, name).toBe(true);
+      expect(launchCommand.flags[name]!.underscored, name).toBe(true);
+    }
   });
 });
 
