@@ -105,41 +105,20 @@ describe('loss masks', () => {
     expect(apart(means)).toBeGreaterThan(1e-4);
   });
 
-  it('--eod-mask-loss on a text corpus (no end-of-document tokens) is one line', async () => {
-    const r = await train([
-      ...TINY,
-      '--tokenizer-type',
+  it.each([
+    [
+      'on a text corpus (no end-of-document tokens)',
       'GPT2BPETokenizer',
-      '--eod-mask-loss',
-      '--train-iters',
-      '4',
-      '--global-batch-size',
-      '2',
-    ]);
-    expect(r.code).toBe(2);
-    expect(r.stderr.trim().split('\n')).toEqual([
-      expect.stringMatching(
-        /Moby-Dick.* is text, whose documents are joined without end-of-document tokens, so nothing would be masked; make an indexed dataset with webtron preprocess-data --append-eod/,
-      ),
-    ]);
-  });
-
-  it('--eod-mask-loss with a tokenizer that has no end-of-document token is one line', async () => {
-    const r = await train([
-      ...TINY,
-      '--tokenizer-type',
+      /Moby-Dick.* is text, whose documents are joined without end-of-document tokens, so nothing would be masked; make an indexed dataset with webtron preprocess-data --append-eod/,
+    ],
+    [
+      'with a tokenizer that has no end-of-document token',
       'ByteTokenizer',
-      '--eod-mask-loss',
-      '--train-iters',
-      '4',
-      '--global-batch-size',
-      '2',
-    ]);
+      /ByteTokenizer has no end-of-document token to mask; leave out --eod-mask-loss, or train with a tokenizer that has one/,
+    ],
+  ])('--eod-mask-loss %s is one line', async (_what, tokenizer, line) => {
+    const r = await train([...TINY, '--tokenizer-type', tokenizer, '--eod-mask-loss', '--train-iters', '4', '--global-batch-size', '2']);
     expect(r.code).toBe(2);
-    expect(r.stderr.trim().split('\n')).toEqual([
-      expect.stringMatching(
-        /ByteTokenizer has no end-of-document token to mask; leave out --eod-mask-loss, or train with a tokenizer that has one/,
-      ),
-    ]);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(line)]);
   });
 });
