@@ -134,7 +134,8 @@ export async function openData(cfg: TrainConfig): Promise<TrainData> {
       'eodMaskLoss',
     );
   }
-  if (checkDataPath(cfg) !== 'indexed') {
+  // Opened above, so the data is indexed datasets throughout or one text: the first path says which.
+  if (!cfg.splitDataBlends && (!cfg.dataBlend || dataKind(cfg.dataBlend[0]!.path) === 'text')) {
     data.close();
     throw new ConfigError(
       `eodMaskLoss: ${data.name} is text, whose documents are joined without end-of-document tokens, so nothing would be masked; make an indexed dataset with webtron preprocess-data --append-eod and train on it`,

@@ -6,14 +6,14 @@ import type { GptSampleSource } from '../data/gpt-dataset.js';
 import { Graph } from '../nn/graph.js';
 import { countedTargets } from './data.js';
 import type { TrainRun } from './setup.js';
-import { reportedLoss } from './step.js';
+import { LossTally, reportedLoss } from './step.js';
 
 /** The mean validation loss over all ranks, or null without validation samples or with --eval-iters 0. */
 export async function evaluate(run: TrainRun, samples: GptSampleSource | null): Promise<number | null> {
   const { cfg, ctx, ddp, gpt, rank, d } = run;
   if (!samples || cfg.evalIters === 0) return null;
   await ddp.finishParamSync();
-  const local = { means: 0, sums: 0, counted: 0 };
+  const local = new LossTally();
   for (let b = 0; b < cfg.evalIters; b++) {
     for (let m = 0; m < cfg.gradAccumulation; m++) {
       const first = b * cfg.globalBatchSize + (rank * cfg.globalBatchSize) / d + m * cfg.microBatchSize;
@@ -25,11 +25,7 @@ export async function evaluate(run: TrainRun, samples: GptSampleSource | null): 
       const { loss } = ddp.shardedParams
         ? await gpt.forwardAwaiting(g, idsT, targetsT, (names) => ddp.useParams(names, 'forward', gpt.sections().at(-1)!))
         : gpt.forward(g, idsT, targetsT);
-      const mean = (await g.read(loss!))[0]!;
-      const counted = cfg.eodMaskLoss ? countedTargets(targets) : targets.length;
-      local.means += mean;
-      local.sums += mean * counted;
-      local.counted += counted;
+      local.add((await g.read(loss!))[0]!, countedTargets(targets));
       await ddp.releaseParams();
       g.release();
     }

@@ -98,7 +98,7 @@ async function microBatch(
     }
     return samples.batch(first, cfg.microBatchSize);
   });
-  const counted = cfg.eodMaskLoss ? countedTargets(targets) : targets.length;
+  const counted = countedTargets(targets);
   const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
   if (stepTimer) g.runner.timer = stepTimer.gpu;
   // With --timing, forward and backward are phases of their own, each run to completion on the GPU.
@@ -190,13 +190,11 @@ export async function trainStep(
     ? Math.max(await ddp.phases.time('data', async () => globalCounted(run, samples, counters.consumedSamples, batch)), 1)
     : 0;
   const seedOf = cfg.calculatePerTokenLoss ? (n: number) => (scale * d * n) / total : () => scale / accumulation;
-  const local = { means: 0, sums: 0, counted: 0 };
+  const local = new LossTally();
   for (let m = 0; m < accumulation; m++) {
     const first = counters.consumedSamples + (rank * batch) / d + m * cfg.microBatchSize;
     const micro = await microBatch(run, samples, first, seedOf, m === accumulation - 1, stepTimer);
-    local.means += micro.loss;
-    local.sums += micro.loss * micro.counted;
-    local.counted += micro.counted;
+    local.add(micro.loss, micro.counted);
   }
   await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
   // Before the step: with --overlap-param-gather the step returns with all-gathers still being
@@ -222,16 +220,25 @@ export async function trainStep(
   return { loss, rankLoss, result, nan, batch, tokens: batch * cfg.seqLength };
 }
 
+/** A rank's micro-batch losses: the sum of their means, and of their sums over their unmasked tokens with those tokens' count. */
+export class LossTally {
+  means = 0;
+  sums = 0;
+  counted = 0;
+
+  add(mean: number, counted: number): void {
+    this.means += mean;
+    this.sums += mean * counted;
+    this.counted += counted;
+  }
+}
+
 /**
  * The loss the log reports, over the global batch and over this rank's micro-batches: the mean of
  * the micro-batches' means; with loss masks, Megatron's sum over the unmasked tokens divided by their
  * count (micro-batches with fewer such tokens count for less).
  */
-export async function reportedLoss(
-  run: TrainRun,
-  local: { means: number; sums: number; counted: number },
-  accumulation: number,
-): Promise<{ loss: number; rankLoss: number }> {
+export async function reportedLoss(run: TrainRun, local: LossTally, accumulation: number): Promise<{ loss: number; rankLoss: number }> {
   const { cfg, group, d } = run;
   if (!cfg.eodMaskLoss) {
     const lossSum = new Float32Array([local.means]);
