@@ -97,7 +97,8 @@ export function withCheckpointScheduler(cfg: TrainConfig): TrainConfig {
     return cfg;
   }
   const flags = schedulerStateOf(cfg, cfg.globalBatchSize);
-  const differs = (Object.keys(SCHEDULER_FIELDS) as (keyof SchedulerState)[]).filter((k) => flags[k] !== saved[k]);
+  // A field a checkpoint predates (the decoupled rates) was null in its run.
+  const differs = (Object.keys(SCHEDULER_FIELDS) as (keyof SchedulerState)[]).filter((k) => (flags[k] ?? null) !== (saved[k] ?? null));
   if (differs.length === 0) return cfg;
   if (cfg.useCheckpointOptParamScheduler) return { ...cfg, checkpointScheduler: saved };
   const k = differs[0]!;

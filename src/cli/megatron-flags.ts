@@ -65,16 +65,6 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
     help: 'random tokens',
     refused: 'random tokens are not built; give --data-path, or no data flags at all for Moby-Dick',
   },
-  'decoupled-lr': {
-    kind: 'string',
-    help: "the embedding's own learning rate",
-    refused: 'a learning rate of its own for the embedding and the output layer is not built; every param takes --lr',
-  },
-  'decoupled-min-lr': {
-    kind: 'string',
-    help: "the embedding's own minimum learning rate",
-    refused: 'a learning rate of its own for the embedding and the output layer is not built; every param takes --min-lr',
-  },
   profile: {
     kind: 'boolean',
     help: 'Nsight or PyTorch profiling',

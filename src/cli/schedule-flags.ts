@@ -42,6 +42,7 @@ export function scheduleFlags(
   const lr = nonNegative('lr');
   const minLr = nonNegative('min-lr');
   if (minLr > lr) throw new FlagError(`--min-lr ${minLr} must not exceed --lr ${lr}`);
+  const { decoupledLr, decoupledMinLr } = decoupledRates(v, specs, minLr);
   const decay = bySamples ? (optionalInt('lr-decay-samples', 1) ?? trainSamples!) : (optionalInt('lr-decay-iters', 1) ?? trainIters);
   const warmupName = `lr-warmup-${unit}`;
   const lrWarmupFraction = v['lr-warmup-fraction'] === undefined ? null : num('lr-warmup-fraction', (x) => x >= 0 && x < 1, 'in [0, 1)');
@@ -72,6 +73,8 @@ export function scheduleFlags(
     trainSamples,
     lr,
     minLr,
+    decoupledLr,
+    decoupledMinLr,
     lrDecayStyle,
     lrDecayIters: bySamples ? null : decay,
     lrWarmupIters: bySamples ? 0 : warmup,
@@ -87,4 +90,32 @@ export function scheduleFlags(
     endWeightDecay,
     weightDecayIncrStyle,
   };
+}
+
+/**
+ * --decoupled-lr and --decoupled-min-lr: the embedding's and the output layer's own peak and
+ * minimum rates. The minimum needs the peak (alone it would change nothing), and neither end may
+ * make their rate rise as it decays.
+ */
+function decoupledRates(
+  v: FlagValues,
+  specs: Record<string, FlagSpec>,
+  minLr: number,
+): { decoupledLr: number | null; decoupledMinLr: number | null } {
+  const { nonNegative } = flagReader(v, specs);
+  const decoupledLr = v['decoupled-lr'] === undefined ? null : nonNegative('decoupled-lr');
+  const decoupledMinLr = v['decoupled-min-lr'] === undefined ? null : nonNegative('decoupled-min-lr');
+  if (decoupledLr === null) {
+    if (decoupledMinLr !== null)
+      throw new FlagError(
+        "--decoupled-min-lr needs --decoupled-lr: it is the minimum of the embedding's and output layer's own rate; give --decoupled-lr too, or leave it out",
+      );
+    return { decoupledLr, decoupledMinLr };
+  }
+  const [min, minName] = decoupledMinLr === null ? [minLr, '--min-lr'] : [decoupledMinLr, '--decoupled-min-lr'];
+  if (min > decoupledLr)
+    throw new FlagError(
+      `${minName} ${min} must not exceed --decoupled-lr ${decoupledLr}: the embedding's and output layer's rate decays to it${decoupledMinLr === null ? '; give --decoupled-min-lr' : ''}`,
+    );
+  return { decoupledLr, decoupledMinLr };
 }

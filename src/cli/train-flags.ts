@@ -193,6 +193,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
 
   lr: flag('learning rate', { kind: 'number', help: 'peak learning rate' }),
   'min-lr': flag('learning rate', { kind: 'number', default: 0, help: 'learning rate at the end of the decay' }),
+  'decoupled-lr': flag('learning rate', {
+    kind: 'number',
+    help: "the embedding's and the output layer's own peak learning rate, on --lr's warmup and decay (default: --lr)",
+  }),
+  'decoupled-min-lr': flag('learning rate', {
+    kind: 'number',
+    help: "with --decoupled-lr: the embedding's and the output layer's minimum (default: --min-lr)",
+  }),
   'lr-decay-style': flag('learning rate', {
     kind: 'string',
     default: 'linear',

@@ -209,6 +209,15 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
 }
 
 /**
+ * Megatron's embedding and output layer (its `is_embedding_or_output_parameter`), which
+ * --decoupled-lr trains at a rate of its own: the token embedding, and an untied output layer. The
+ * position table is not one of them.
+ */
+export function embeddingOrOutput(name: string): boolean {
+  return name === 'wte.weight' || name === 'lm_head.weight';
+}
+
+/**
  * Closed form of the param count, as a check on `gptParams`: V·h + P·h + L·(4h² + 2hf + 9h + f) + 2h
  * (+ V·h untied), P the learned positions (none with rope) and f the MLP's width (with f = 4h,
  * L·(12h² + 13h)). SwiGLU adds hf per layer (the gate), and f with biases; RMSNorm has no norm

@@ -19,6 +19,11 @@ export interface OptimizerConfig {
    * leaves biases and 1-D params (norms) out: `megatronWeightDecay`.
    */
   weightDecayFor?: (name: string, shape: readonly number[]) => boolean;
+  /**
+   * The params that take `Optimizer.decoupledLearningRate` instead of `learningRate` (Megatron's
+   * --decoupled-lr: the embedding and the output layer). Default: none.
+   */
+  decoupledLrFor?: (name: string) => boolean;
   /** Clip the global grad norm to this value; 0 or absent: no clipping. */
   clipGrad?: number;
   /**
@@ -116,6 +121,11 @@ export interface Optimizer {
   learningRate: number;
   /** The weight decay of the next step, for the params that decay (a schedule may set it before each step). */
   weightDecay: number;
+  /**
+   * The learning rate of the next step for the params of `decoupledLrFor` (a schedule sets it
+   * before each step); null: they take `learningRate` too.
+   */
+  decoupledLearningRate: number | null;
   /** fp16 grads: the loss scaler (multiply the loss by its scale before backward); null otherwise. */
   readonly scaler: DynamicLossScaler | null;
   step(): Promise<StepResult>;
@@ -143,24 +153,30 @@ export function megatronWeightDecay(name: string, shape: readonly number[]): boo
   return shape.length > 1 && !name.endsWith('.bias');
 }
 
+/** A param group: whether its params get weight decay, and whether they take the decoupled learning rate. */
+export interface ParamGroup {
+  decay: boolean;
+  decoupled: boolean;
+}
+
 /**
  * Where one optimizer range splits into runs of params of the same group, pure: `params` are the
  * params' starts in the range's coordinates (ascending), the range is [0, length). A run starts
- * where a param of the other group starts (padding before it goes with it), so every boundary is a
+ * where a param of another group starts (padding before it goes with it), so every boundary is a
  * param start, a multiple of 4 in both layouts.
  */
 export function groupRuns(
-  params: readonly { start: number; decay: boolean }[],
+  params: readonly ({ start: number } & ParamGroup)[],
   length: number,
-): { start: number; end: number; decay: boolean }[] {
-  const runs: { start: number; end: number; decay: boolean }[] = [];
+): ({ start: number; end: number } & ParamGroup)[] {
+  const runs: ({ start: number; end: number } & ParamGroup)[] = [];
   for (const p of params) {
     const last = runs.at(-1);
-    if (last && last.decay === p.decay) continue;
+    if (last && last.decay === p.decay && last.decoupled === p.decoupled) continue;
     if (last) last.end = Math.max(last.start, p.start);
-    runs.push({ start: last ? Math.max(last.start, p.start) : 0, end: length, decay: p.decay });
+    runs.push({ start: last ? Math.max(last.start, p.start) : 0, end: length, decay: p.decay, decoupled: p.decoupled });
   }
-  if (runs.length === 0) runs.push({ start: 0, end: length, decay: true });
+  if (runs.length === 0) runs.push({ start: 0, end: length, decay: true, decoupled: false });
   return runs.filter((r) => r.end > r.start);
 }
 
@@ -168,10 +184,11 @@ export abstract class AdamOverBuffers implements Optimizer {
   abstract readonly distributed: boolean;
   protected steps = 0;
   protected readonly owned: DeviceBuffer[] = [];
-  /** Adam over runs of params of one group each (`decay`: the group with weight decay). */
-  protected kernels: { kernel: AdamKernel; decay: boolean }[] = [];
+  /** Adam over runs of params of one group each. */
+  protected kernels: ({ kernel: AdamKernel } & ParamGroup)[] = [];
   /** A copy of the config's hyper-parameters: the learning rate changes step by step. */
   protected readonly hyper: AdamHyperParams;
+  private decoupledLr: number | null = null;
   protected norm!: SumOfSquares;
   /** The params the Adam kernels update, for `paramsNorm` (made at its first call). */
   private paramsSumsq: SumOfSquares | null = null;
@@ -234,6 +251,16 @@ export abstract class AdamOverBuffers implements Optimizer {
     this.hyper.lr = lr;
   }
 
+  get decoupledLearningRate(): number | null {
+    return this.decoupledLr;
+  }
+
+  set decoupledLearningRate(lr: number | null) {
+    if (lr !== null && (!(lr >= 0) || !Number.isFinite(lr)))
+      throw new ConfigError(`decoupled lr must be a finite number >= 0, got ${lr}`, 'decoupledLearningRate');
+    this.decoupledLr = lr;
+  }
+
   get weightDecay(): number {
     return this.hyper.weightDecay;
   }
@@ -256,7 +283,11 @@ export abstract class AdamOverBuffers implements Optimizer {
   ): void {
     const at = <T extends Float32Operand>(o: T, k: number): T => ({ ...o, offset: (o.offset ?? 0) + k });
     for (const run of groupRuns(
-      params.map((p) => ({ start: p.start, decay: this.decays(p.name, p.shape) })),
+      params.map((p) => ({
+        start: p.start,
+        decay: this.decays(p.name, p.shape),
+        decoupled: this.config.decoupledLrFor?.(p.name) ?? false,
+      })),
       length,
     )) {
       const kernel = new AdamKernel(this.ctx, {
@@ -266,7 +297,7 @@ export abstract class AdamOverBuffers implements Optimizer {
         expAvgSq: at(operands.expAvgSq, run.start),
         length: run.end - run.start,
       });
-      this.kernels.push({ kernel, decay: run.decay });
+      this.kernels.push({ kernel, decay: run.decay, decoupled: run.decoupled });
     }
   }
 
@@ -349,8 +380,10 @@ export abstract class AdamOverBuffers implements Optimizer {
     const clip = this.config.clipGrad ?? 0;
     const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
     await phases.time('adam', async () => {
-      const noDecay = { ...this.hyper, weightDecay: 0 };
-      for (const { kernel, decay } of this.kernels) kernel.step(decay ? this.hyper : noDecay, this.steps, clipCoeff);
+      // AdamW's decoupled decay scales by the group's own rate: p *= 1 - lr·wd.
+      const lrOf = (decoupled: boolean) => (decoupled ? (this.decoupledLr ?? this.hyper.lr) : this.hyper.lr);
+      for (const { kernel, decay, decoupled } of this.kernels)
+        kernel.step({ ...this.hyper, lr: lrOf(decoupled), weightDecay: decay ? this.hyper.weightDecay : 0 }, this.steps, clipCoeff);
       for (const cast of this.casts) cast.toModel();
       await this.ctx.sync();
     });

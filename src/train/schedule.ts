@@ -97,6 +97,13 @@ export interface ScheduleFlags {
   trainSamples: number | null;
   lr: number;
   minLr: number;
+  /**
+   * --decoupled-lr: the embedding's and the output layer's peak learning rate, on the same warmup
+   * and decay as --lr; null: they take --lr.
+   */
+  decoupledLr: number | null;
+  /** --decoupled-min-lr: their minimum (null: --min-lr). */
+  decoupledMinLr: number | null;
   lrDecayStyle: DecayStyle;
   /** --lr-decay-iters (default --train-iters); null with --train-samples. */
   lrDecayIters: number | null;
@@ -114,6 +121,16 @@ export interface ScheduleFlags {
   startWeightDecay: number;
   endWeightDecay: number;
   weightDecayIncrStyle: WeightDecayIncrStyle;
+}
+
+/**
+ * The schedule of the params at --decoupled-lr: `schedule` with their peak and minimum (Megatron's
+ * param group with its own max_lr and min_lr: the same warmup, from the same --lr-warmup-init, and
+ * the same decay); null without --decoupled-lr.
+ */
+export function decoupledSchedule(schedule: LrSchedule, decoupled: { lr: number | null; minLr: number | null }): LrSchedule | null {
+  if (decoupled.lr === null) return null;
+  return { ...schedule, lr: decoupled.lr, minLr: decoupled.minLr ?? schedule.minLr };
 }
 
 /** The learning-rate schedule of a run, in its flags' unit. */
@@ -154,6 +171,9 @@ export function weightDecayScheduleOf(f: ScheduleFlags): WeightDecaySchedule {
 export interface SchedulerState {
   maxLr: number;
   minLr: number;
+  /** --decoupled-lr and --decoupled-min-lr (null where not given; absent in checkpoints that predate them). */
+  decoupledLr?: number | null;
+  decoupledMinLr?: number | null;
   lrWarmupSteps: number;
   lrDecaySteps: number;
   lrDecayStyle: DecayStyle;
@@ -167,6 +187,8 @@ export interface SchedulerState {
 export const SCHEDULER_FIELDS: Record<keyof SchedulerState, string> = {
   maxLr: 'learning rate',
   minLr: 'minimum learning rate',
+  decoupledLr: 'decoupled learning rate',
+  decoupledMinLr: 'decoupled minimum learning rate',
   lrWarmupSteps: 'warmup samples',
   lrDecaySteps: 'decay samples',
   lrDecayStyle: 'learning rate decay style',
@@ -184,6 +206,8 @@ export function schedulerStateOf(f: ScheduleFlags, globalBatchSize: number): Sch
   return {
     maxLr: lr.lr,
     minLr: lr.minLr,
+    decoupledLr: f.decoupledLr,
+    decoupledMinLr: f.decoupledMinLr,
     lrWarmupSteps: lr.warmupSteps * perStep,
     lrDecaySteps: lr.decaySteps * perStep,
     lrDecayStyle: lr.decayStyle,
@@ -199,20 +223,27 @@ export function schedulesFromState(
   f: ScheduleFlags,
   globalBatchSize: number,
   state: SchedulerState,
-): { lr: LrSchedule; weightDecay: WeightDecaySchedule } {
+): { lr: LrSchedule; decoupled: LrSchedule | null; weightDecay: WeightDecaySchedule } {
   const lr = lrScheduleOf(f);
   const perStep = lr.unit === 'samples' ? 1 : globalBatchSize;
+  const schedule: LrSchedule = {
+    ...lr,
+    lr: state.maxLr,
+    minLr: state.minLr,
+    decayStyle: state.lrDecayStyle,
+    warmupSteps: state.lrWarmupSteps,
+    decaySteps: state.lrDecaySteps,
+    ...(lr.wsdDecaySteps !== undefined ? { wsdDecaySteps: lr.wsdDecaySteps * perStep } : {}),
+    unit: 'samples',
+  };
+  // A checkpoint older than --decoupled-lr saved none: the flags' then.
+  const decoupled =
+    state.decoupledLr === undefined
+      ? { lr: f.decoupledLr, minLr: f.decoupledMinLr }
+      : { lr: state.decoupledLr, minLr: state.decoupledMinLr ?? null };
   return {
-    lr: {
-      ...lr,
-      lr: state.maxLr,
-      minLr: state.minLr,
-      decayStyle: state.lrDecayStyle,
-      warmupSteps: state.lrWarmupSteps,
-      decaySteps: state.lrDecaySteps,
-      ...(lr.wsdDecaySteps !== undefined ? { wsdDecaySteps: lr.wsdDecaySteps * perStep } : {}),
-      unit: 'samples',
-    },
+    lr: schedule,
+    decoupled: decoupledSchedule(schedule, decoupled),
     weightDecay: { start: state.startWd, end: state.endWd, style: state.wdIncrStyle, incrSteps: state.wdIncrSteps, unit: 'samples' },
   };
 }

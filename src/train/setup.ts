@@ -17,12 +17,20 @@ import { modelDtypes } from '../memory/calculator.js';
 import { bucketSizeFor, budgetProblem } from '../memory/budget.js';
 import { ConfigError } from '../errors.js';
 import { Gpt, type GptConfig } from '../nn/gpt.js';
+import { embeddingOrOutput } from '../nn/gpt-spec.js';
 import { paramTensors } from '../nn/params.js';
 import { isFolder, openFolderWeights } from '../hf/weights.js';
 import { megatronWeightDecay } from '../optimizer/optimizer-base.js';
 import { createOptimizer, type Optimizer } from '../optimizer/optimizer.js';
 import type { TrainConfig } from './config.js';
-import { type LrSchedule, lrScheduleOf, schedulesFromState, type WeightDecaySchedule, weightDecayScheduleOf } from './schedule.js';
+import {
+  decoupledSchedule,
+  type LrSchedule,
+  lrScheduleOf,
+  schedulesFromState,
+  type WeightDecaySchedule,
+  weightDecayScheduleOf,
+} from './schedule.js';
 import type { Counters, TrainerState } from './state.js';
 
 /** One rank's model, optimizer and the facts every part of the loop needs. */
@@ -41,6 +49,8 @@ export interface TrainRun {
   /** The params' names in the model's order. */
   order: string[];
   schedule: LrSchedule;
+  /** The embedding's and the output layer's rate (--decoupled-lr); null: they follow `schedule`. */
+  decoupledSchedule: LrSchedule | null;
   weightDecaySchedule: WeightDecaySchedule;
 }
 
@@ -161,6 +171,7 @@ export async function setupModelAndOptimizer(
     overlapParamGather: cfg.overlapParamGather,
     stateDtypes: cfg.stateDtypes,
     weightDecayFor: megatronWeightDecay,
+    ...(cfg.decoupledLr !== null ? { decoupledLrFor: embeddingOrOutput } : {}),
     lossScaler: {
       initialScale: cfg.initialLossScale,
       minScale: cfg.minLossScale,
@@ -199,11 +210,19 @@ export async function setupModelAndOptimizer(
   };
 }
 
-/** The lr and weight-decay schedules: the flags', or with the checkpoint's values (--use-checkpoint-opt_param-scheduler). */
-function schedules(cfg: TrainConfig): { schedule: LrSchedule; weightDecaySchedule: WeightDecaySchedule } {
-  if (!cfg.checkpointScheduler) return { schedule: lrScheduleOf(cfg), weightDecaySchedule: weightDecayScheduleOf(cfg) };
-  const { lr, weightDecay } = schedulesFromState(cfg, cfg.globalBatchSize, cfg.checkpointScheduler);
-  return { schedule: lr, weightDecaySchedule: weightDecay };
+/** The lr schedules (--lr's and --decoupled-lr's) and the weight-decay schedule: the flags', or with the checkpoint's values (--use-checkpoint-opt_param-scheduler). */
+function schedules(cfg: TrainConfig): {
+  schedule: LrSchedule;
+  decoupledSchedule: LrSchedule | null;
+  weightDecaySchedule: WeightDecaySchedule;
+} {
+  if (!cfg.checkpointScheduler) {
+    const schedule = lrScheduleOf(cfg);
+    const decoupled = decoupledSchedule(schedule, { lr: cfg.decoupledLr, minLr: cfg.decoupledMinLr });
+    return { schedule, decoupledSchedule: decoupled, weightDecaySchedule: weightDecayScheduleOf(cfg) };
+  }
+  const { lr, decoupled, weightDecay } = schedulesFromState(cfg, cfg.globalBatchSize, cfg.checkpointScheduler);
+  return { schedule: lr, decoupledSchedule: decoupled, weightDecaySchedule: weightDecay };
 }
 
 /**

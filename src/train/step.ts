@@ -179,6 +179,7 @@ export async function trainStep(
   counters.iteration += 1;
   stepTimer?.begin(ddp.phases);
   optimizer.learningRate = learningRate(run.schedule, scheduleCount(run, counters));
+  if (run.decoupledSchedule) optimizer.decoupledLearningRate = learningRate(run.decoupledSchedule, scheduleCount(run, counters));
   optimizer.weightDecay = weightDecay(run.weightDecaySchedule, scheduleCount(run, counters));
   ddp.zeroGradBuffer();
   const scale = optimizer.scaler?.scale ?? 1;

@@ -134,7 +134,7 @@ function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number
   const { cfg, d, model, layout } = run;
   return (
     `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads${model.kvChannels === undefined ? '' : ` of ${model.kvChannels}`}, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}${recomputation(cfg)}, ` +
-    `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, ${batchText(cfg, d)}${lossText(cfg, data)}; ` +
+    `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, ${batchText(cfg, d)}${lossText(cfg, data)}${decoupledText(run)}; ` +
     `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${data.train.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens${data.testTokens > 0 ? `, ${data.testTokens.toLocaleString('en-US')} test tokens` : ''}; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`
   );
 }
@@ -143,6 +143,12 @@ function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number
 function lossText(cfg: TrainConfig, data: TrainData): string {
   const mask = cfg.eodMaskLoss ? `, no loss where the input is the end-of-document token ${data.tokenizer.eod}` : '';
   return cfg.calculatePerTokenLoss ? `${mask}, the loss a mean over the global batch's tokens` : mask;
+}
+
+/** The header's words for --decoupled-lr, after the loss's. */
+function decoupledText(run: TrainRun): string {
+  const s = run.decoupledSchedule;
+  return s ? `, the embedding and output layer at their own learning rate (${s.lr} to ${s.minLr})` : '';
 }
 
 /** The header's words for --recompute-granularity, after the precision. */

@@ -1,8 +1,8 @@
 /**
- * Megatron's optimizer semantics: two param groups (no weight decay on biases and 1-D params) and
- * the OptimizerParamScheduler's learning rate, against torch.optim.AdamW with two param groups
- * (test/fixtures/param-groups-torch.json, scripts/make-param-group-fixtures.py) and against the
- * schedule's formulas written out.
+ * Megatron's optimizer semantics: two param groups (no weight decay on biases and 1-D params), a
+ * third with its own learning rate (--decoupled-lr), and the OptimizerParamScheduler's learning
+ * rate, against torch.optim.AdamW with those param groups (test/fixtures/param-groups-torch.json,
+ * scripts/make-param-group-fixtures.py) and against the schedule's formulas written out.
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,7 @@ const fixture = JSON.parse(readFileSync(new URL('../fixtures/param-groups-torch.
   clip_grad: number;
   rates: number[];
   final: Record<string, string>;
+  decoupled: { params: string[]; lr: number; min_lr: number; rates: number[]; final: Record<string, string> };
 };
 const decode = (b64: string) => new Float32Array(new Uint8Array(Buffer.from(b64, 'base64')).buffer);
 
@@ -69,26 +70,39 @@ describe('param groups', () => {
   });
 
   it('groupRuns splits a range at the params where the group changes', () => {
-    const p = (start: number, decay: boolean) => ({ start, decay });
+    const p = (start: number, decay: boolean, decoupled = false) => ({ start, decay, decoupled });
     expect(groupRuns([p(0, true), p(64, false), p(128, false), p(192, true)], 256)).toEqual([
-      { start: 0, end: 64, decay: true },
-      { start: 64, end: 192, decay: false },
-      { start: 192, end: 256, decay: true },
+      { start: 0, end: 64, decay: true, decoupled: false },
+      { start: 64, end: 192, decay: false, decoupled: false },
+      { start: 192, end: 256, decay: true, decoupled: false },
     ]);
-    expect(groupRuns([p(8, false)], 20)).toEqual([{ start: 0, end: 20, decay: false }]);
-    expect(groupRuns([], 12)).toEqual([{ start: 0, end: 12, decay: true }]);
+    // The decoupled rate splits runs of the same decay.
+    expect(groupRuns([p(0, true, true), p(32, true), p(96, false), p(100, true, true)], 128)).toEqual([
+      { start: 0, end: 32, decay: true, decoupled: true },
+      { start: 32, end: 96, decay: true, decoupled: false },
+      { start: 96, end: 100, decay: false, decoupled: false },
+      { start: 100, end: 128, decay: true, decoupled: true },
+    ]);
+    expect(groupRuns([p(8, false)], 20)).toEqual([{ start: 0, end: 20, decay: false, decoupled: false }]);
+    expect(groupRuns([], 12)).toEqual([{ start: 0, end: 12, decay: true, decoupled: false }]);
   });
 
-  for (const [world, distributed] of [
-    [1, false],
-    [1, true],
-    [2, true],
-    [2, false],
+  for (const [world, distributed, decoupled] of [
+    [1, false, false],
+    [1, true, false],
+    [2, true, false],
+    [2, false, false],
+    [1, false, true],
+    [2, true, true],
   ] as const) {
-    it(`d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}: ${fixture.steps} steps equal torch.optim.AdamW with two param groups and the schedule`, async () => {
+    const groups = decoupled ? 'three param groups (one at --decoupled-lr)' : 'two param groups';
+    it(`d = ${world}, ${distributed ? 'distributed' : 'non-distributed'}: ${fixture.steps} steps equal torch.optim.AdamW with ${groups} and the schedule`, async () => {
       const specs: ParamSpec[] = fixture.params.map((p) => ({ name: p.name, shape: p.shape, dtype: 'float32', gradDtype: 'float32' }));
       const s = fixture.schedule;
       const sched: LrSchedule = { lr: s.lr, minLr: s.min_lr, decayStyle: 'cosine', warmupSteps: s.warmup_iters, decaySteps: s.decay_iters };
+      const decoupledSched: LrSchedule = { ...sched, lr: fixture.decoupled.lr, minLr: fixture.decoupled.min_lr };
+      for (const [k, r] of fixture.decoupled.rates.entries()) expect(learningRate(decoupledSched, k)).toBeCloseTo(r, 15);
+      const expected = decoupled ? fixture.decoupled.final : fixture.final;
       const hyper = {
         ...ADAMW_DEFAULTS,
         lr: s.lr,
@@ -104,7 +118,12 @@ describe('param groups', () => {
           group,
           computeLayout(specs, { dataParallelSize: world, distributedOptimizer: distributed, bucketSize: 40 }),
         );
-        const optimizer = createOptimizer(ctx, group, ddp, { hyper, clipGrad: fixture.clip_grad, weightDecayFor: megatronWeightDecay });
+        const optimizer = createOptimizer(ctx, group, ddp, {
+          hyper,
+          clipGrad: fixture.clip_grad,
+          weightDecayFor: megatronWeightDecay,
+          ...(decoupled ? { decoupledLrFor: (name: string) => fixture.decoupled.params.includes(name) } : {}),
+        });
         return { ddp, optimizer };
       });
       const numel = (p: ParamSpec) => p.shape.reduce((a, b) => a * b, 1);
@@ -128,6 +147,7 @@ describe('param groups', () => {
             ctx.transfers.upload(buffer.grads, g);
             await ddp.finishGradSync();
             optimizer.learningRate = learningRate(sched, optimizer.stepCount);
+            if (decoupled) optimizer.decoupledLearningRate = learningRate(decoupledSched, optimizer.stepCount);
             await optimizer.step();
           }
         }),
@@ -135,7 +155,7 @@ describe('param groups', () => {
       for (const [rank, { ddp }] of ranks.entries()) {
         const got = await ddp.exportParams();
         for (const p of specs) {
-          expect(relativeError(got.get(p.name)!, decode(fixture.final[p.name]!)), `rank ${rank}, ${p.name}`).toBeLessThanOrEqual(1e-6);
+          expect(relativeError(got.get(p.name)!, decode(expected[p.name]!)), `rank ${rank}, ${p.name}`).toBeLessThanOrEqual(1e-6);
         }
       }
       for (const r of ranks) {

@@ -1,12 +1,14 @@
 /**
  * Megatron's schedules beyond warmup-then-decay: inverse-square-root and WSD decay, warmup as a
  * fraction, schedules in samples (--train-samples), weight decay that grows, global batches that
- * grow (--rampup-batch-size, --step-batch-size-schedule), and the schedule's check on a resume. The
+ * grow (--rampup-batch-size, --step-batch-size-schedule), the embedding's and output layer's own
+ * rate (--decoupled-lr), and the schedule's check on a resume. The
  * references are values worked out by hand from the formulas of Megatron's OptimizerParamScheduler
  * and its batch-size calculators, the same schedule given in iterations and in samples, runs without
  * the feature, and runs resumed with each batch size by hand.
  */
 import { join } from 'node:path';
+import { openModelTensors } from '../../src/checkpoint/checkpoint.js';
 import { describe, expect, it } from 'vitest';
 import { FlagError, parseFlags } from '../../src/cli/flags.js';
 import { resolveTrainConfig, TRAIN_FLAGS } from '../../src/cli/train-flags.js';
@@ -127,6 +129,16 @@ describe('schedule flags, checked as Megatron checks them', () => {
       ['--train-iters', '5', '--weight-decay-incr-style', 'exponential'],
       /^--weight-decay-incr-style must be constant, linear or cosine, got 'exponential'$/,
     ],
+    [['--train-iters', '5', '--decoupled-min-lr', '1e-5'], /^--decoupled-min-lr needs --decoupled-lr: /],
+    [
+      ['--train-iters', '5', '--min-lr', '1e-4', '--decoupled-lr', '5e-5'],
+      /^--min-lr 0.0001 must not exceed --decoupled-lr 0.00005: .*; give --decoupled-min-lr$/,
+    ],
+    [
+      ['--train-iters', '5', '--decoupled-lr', '1e-3', '--decoupled-min-lr', '2e-3'],
+      /^--decoupled-min-lr 0.002 must not exceed --decoupled-lr 0.001: /,
+    ],
+    [['--train-iters', '5', '--decoupled-lr', '-1'], /^--decoupled-lr must be a number >= 0, got -1$/],
   ])('%j is a one-line FlagError', (extra, message) => {
     expect(() => resolve(['--lr', '1e-3', ...extra])).toThrow(FlagError);
     expect(() => resolve(['--lr', '1e-3', ...extra])).toThrow(message);
@@ -172,6 +184,43 @@ describe('webtron train with these schedules', () => {
     const [a, b] = [losses(growing), losses(none)];
     expect(a.get(2)).toBe(b.get(2));
     expect(a.get(3)).not.toBe(b.get(3));
+  });
+});
+
+/** A checkpoint's params, each as its bytes. */
+async function savedParams(path: string): Promise<Map<string, Buffer>> {
+  const tensors = openModelTensors(path);
+  const out = new Map<string, Buffer>();
+  for (const p of tensors.params) {
+    const chunks: Uint8Array[] = [];
+    await tensors.stream(p.name, p.dtype, (bytes) => chunks.push(Uint8Array.from(bytes)));
+    out.set(p.name, Buffer.concat(chunks));
+  }
+  await tensors.close();
+  return out;
+}
+
+describe('--decoupled-lr', () => {
+  it('the embedding and the untied output layer take their own rate: at 0 they keep their init while the rest trains; at --lr the run is the run without it', async () => {
+    const base = dir();
+    const run = async (name: string, extra: string[]) => {
+      const args = [...tiny, '--untie-embeddings-and-output-weights', '--use-distributed-optimizer', '--global-batch-size', '4'];
+      const r = await train([...args, '--train-iters', '3', '--run-dir', join(base, name), '--save', join(base, name, 'ck'), ...extra]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      return { losses: losses(join(base, name)), params: await savedParams(join(base, name, 'ck')) };
+    };
+    const init = await run('lr-0', ['--lr', '0']); // no param moves: the init, saved
+    const own0 = await run('decoupled-0', ['--decoupled-lr', '0']);
+    const moved = [...init.params.keys()].filter((name) => !init.params.get(name)!.equals(own0.params.get(name)!));
+    // Every param but the two trained (the position table is not one of them).
+    expect(moved.sort()).toEqual([...init.params.keys()].filter((name) => name !== 'wte.weight' && name !== 'lm_head.weight').sort());
+    expect(moved).toContain('wpe.weight');
+
+    const plain = await run('plain', []);
+    const own = await run('decoupled-at-lr', ['--decoupled-lr', '3e-3', '--decoupled-min-lr', '0']);
+    expectIdenticalLosses(plain.losses, own.losses);
+    for (const [name, bytes] of plain.params) expect(own.params.get(name)!.equals(bytes), name).toBe(true);
+    expect(own0.losses.get(3)).not.toBe(plain.losses.get(3));
   });
 });
 
@@ -317,6 +366,11 @@ describe('the schedule on a resume, as Megatron checks it', () => {
     expect(changed.code).toBe(2);
     expect(changed.stderr.trim()).toMatch(
       /^webtron train: \S+iter_0000002\/index.json: the schedule's decay samples is 8 in the checkpoint but 12 by the flags \(and 1 more differ\); give --override-opt_param-scheduler to train with the flags' schedule, or --use-checkpoint-opt_param-scheduler to keep the checkpoint's$/,
+    );
+    const decoupled = await run('decoupled', ['--train-iters', '4', '--load', ck, '--decoupled-lr', '1e-3']);
+    expect(decoupled.code).toBe(2);
+    expect(decoupled.stderr.trim()).toMatch(
+      /the schedule's decoupled learning rate is null in the checkpoint but 0.001 by the flags; give --override/,
     );
     // The checkpoint's schedule (decay over 4 iterations) to iteration 6: the run that decays over 4, loss for loss.
     const kept = await ok('kept', ['--train-iters', '6', '--load', ck, '--use-checkpoint-opt_param-scheduler']);
