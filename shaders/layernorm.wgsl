@@ -1,7 +1,8 @@
 // LayerNorm over the last dimension (eps inside the sqrt, biased variance, as torch):
 // y = (x - mean) * rstd * w + b. Forward saves mean and rstd per row for the backward.
 // With RMS, RMSNorm: no mean and no bias, y = x * rstd * w with rstd = 1 / sqrt(mean(x²) + eps);
-// the backward drops mean(dxhat) with the mean.
+// the backward drops mean(dxhat) with the mean. The weight is the stored one plus w_add: 1 for
+// zero-centered weights (Megatron's --apply-layernorm-1p), else 0; dw is the same either way.
 // The entry points ending in 4 do the same on vec4s, for widths that are a multiple of 4 and data
 // at its bindings' starts: CPU Vulkan drivers load storage buffers lane by lane, so a quarter of the
 // loads is most of the work saved (the fp32 params too as vec4s when W_VEC).
@@ -13,7 +14,7 @@ override P_DTYPE: u32 = 0u;
 override W_VEC: bool = false;
 override RMS: bool = false;
 
-struct LayerNormUniforms { rows: u32, c: u32, w_off: u32, b_off: u32, eps: f32, dw_off: u32, db_off: u32, which: u32, chunk: u32 }
+struct LayerNormUniforms { rows: u32, c: u32, w_off: u32, b_off: u32, eps: f32, dw_off: u32, db_off: u32, which: u32, chunk: u32, w_add: f32 }
 
 @group(0) @binding(0) var<uniform> u: LayerNormUniforms;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -26,6 +27,11 @@ fn load_w(e: u32) -> f32 {
     return bitcast<f32>(w[e]);
   }
   return half_of(w[e >> 1u], e, P_DTYPE);
+}
+
+// The weight at column i.
+fn weight1(i: u32) -> f32 {
+  return load_w(u.w_off + i) + u.w_add;
 }
 
 // The bias at column i (none with RMS).
@@ -46,7 +52,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   for (var i = 0u; i < u.c; i++) { let d = x[base + i] - mean; sq += d * d; }
   let rstd = 1.0 / sqrt(sq / f32(u.c) + u.eps);
   for (var i = 0u; i < u.c; i++) {
-    y[base + i] = (x[base + i] - mean) * rstd * load_w(u.w_off + i) + bias1(i);
+    y[base + i] = (x[base + i] - mean) * rstd * weight1(i) + bias1(i);
   }
   stats[2u * r] = mean;
   stats[2u * r + 1u] = rstd;
@@ -66,7 +72,7 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   var s1 = 0.0;
   var s2 = 0.0;
   for (var i = 0u; i < u.c; i++) {
-    let g = dy[base + i] * load_w(u.w_off + i);
+    let g = dy[base + i] * weight1(i);
     s1 += g;
     s2 += g * (x[base + i] - mean) * rstd;
   }
@@ -74,7 +80,7 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
   s2 = s2 / f32(u.c);
   for (var i = 0u; i < u.c; i++) {
     let xhat = (x[base + i] - mean) * rstd;
-    let g = dy[base + i] * load_w(u.w_off + i);
+    let g = dy[base + i] * weight1(i);
     y[base + i] = y[base + i] + rstd * (g - s1 - xhat * s2);
   }
 }
@@ -110,6 +116,11 @@ fn load_w4(e: u32) -> vec4<f32> {
   return vec4<f32>(load_w(e), load_w(e + 1u), load_w(e + 2u), load_w(e + 3u));
 }
 
+// The weight at columns i .. i+3.
+fn weight4(i: u32) -> vec4<f32> {
+  return load_w4(u.w_off + i) + u.w_add;
+}
+
 // The bias at columns i .. i+3 (none with RMS).
 fn bias4(i: u32) -> vec4<f32> {
   if (RMS) { return vec4<f32>(0.0); }
@@ -133,7 +144,7 @@ fn forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   for (var i = 0u; i < q; i++) { let d = x4[base + i] - mean; sq += d * d; }
   let rstd = 1.0 / sqrt(sum4(sq) / f32(u.c) + u.eps);
   for (var i = 0u; i < q; i++) {
-    y4[base + i] = (x4[base + i] - mean) * rstd * load_w4(u.w_off + 4u * i) + bias4(4u * i);
+    y4[base + i] = (x4[base + i] - mean) * rstd * weight4(4u * i) + bias4(4u * i);
   }
   stats[2u * r] = mean;
   stats[2u * r + 1u] = rstd;
@@ -150,7 +161,7 @@ fn backward_input4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   var s1 = vec4<f32>(0.0);
   var s2 = vec4<f32>(0.0);
   for (var i = 0u; i < q; i++) {
-    let g = dy4[base + i] * load_w4(u.w_off + 4u * i);
+    let g = dy4[base + i] * weight4(4u * i);
     s1 += g;
     s2 += g * (x4[base + i] - mean) * rstd;
   }
@@ -158,7 +169,7 @@ fn backward_input4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   let m2 = sum4(s2) / f32(u.c);
   for (var i = 0u; i < q; i++) {
     let xhat = (x4[base + i] - mean) * rstd;
-    let g = dy4[base + i] * load_w4(u.w_off + 4u * i);
+    let g = dy4[base + i] * weight4(4u * i);
     y4[base + i] = y4[base + i] + rstd * (g - m1 - xhat * m2);
   }
 }
@@ -231,7 +242,7 @@ fn add_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
   for (var i = 0u; i < q; i++) { let d = s4[base + i] - mean; sq += d * d; }
   let rstd = 1.0 / sqrt(sum4(sq) / f32(u.c) + u.eps);
   for (var i = 0u; i < q; i++) {
-    y4[base + i] = (s4[base + i] - mean) * rstd * load_w4(u.w_off + 4u * i) + bias4(4u * i);
+    y4[base + i] = (s4[base + i] - mean) * rstd * weight4(4u * i) + bias4(4u * i);
   }
   stats[2u * r] = mean;
   stats[2u * r + 1u] = rstd;
@@ -265,7 +276,7 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // y = (v - mean) * rstd * w + b for quad i of a row's values v.
 fn normalized4(v: vec4<f32>, i: u32, mean: f32, rstd: f32) -> vec4<f32> {
-  return (v - mean) * rstd * load_w4(u.w_off + 4u * i) + bias4(4u * i);
+  return (v - mean) * rstd * weight4(4u * i) + bias4(4u * i);
 }
 
 fn store_stats(r: u32, lid: u32, mean: f32, rstd: f32) {
@@ -319,14 +330,14 @@ fn backward_input_rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
   var s1 = vec4<f32>(0.0);
   var s2 = vec4<f32>(0.0);
   for (var i = lid; i < q; i += ROW_LANES) {
-    let g = dy4[r * q + i] * load_w4(u.w_off + 4u * i);
+    let g = dy4[r * q + i] * weight4(4u * i);
     s1 += g;
     s2 += g * (x4[r * q + i] - mean) * rstd;
   }
   let m = row_sum2(lid, vec2<f32>(sum4(s1), sum4(s2))) / f32(u.c);
   for (var i = lid; i < q; i += ROW_LANES) {
     let xhat = (x4[r * q + i] - mean) * rstd;
-    let g = dy4[r * q + i] * load_w4(u.w_off + 4u * i);
+    let g = dy4[r * q + i] * weight4(4u * i);
     y4[r * q + i] = y4[r * q + i] + rstd * (g - select(m.x, 0.0, RMS) - xhat * m.y);
   }
 }

@@ -28,6 +28,7 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['num-query-groups', 'numQueryGroups'],
   ['kv-channels', 'kvChannels'],
   ['qk-layernorm', 'qkLayernorm'],
+  ['apply-layernorm-1p', 'applyLayernorm1p'],
   ['position-embedding-type', 'positionEmbeddingType'],
   ['rotary-base', 'rotaryBase'],
   ['rotary-percent', 'rotaryPercent'],
@@ -71,6 +72,25 @@ export function withCheckpointArgs(values: FlagValues, argv: readonly string[]):
   if ((out['seq-length'] as number) > longest)
     throw new FlagError(`--seq-length ${String(out['seq-length'])} is longer than ${file} allows: its position embeddings hold ${longest}`);
   return { values: out, vocabSize: args.vocabSize ?? null };
+}
+
+/**
+ * A checkpoint saved with --apply-layernorm-1p holds its norm weights as gamma - 1, one without as
+ * gamma; the params' layout is the same, so loading one into the other kind of run would silently
+ * change every norm. Stop in one line instead.
+ */
+export function checkNormCentering(cfg: TrainConfig): TrainConfig {
+  if (!cfg.load) return cfg;
+  const { dir, index } = readCheckpointIndex(cfg.load);
+  const args = (index.extra as { args?: Partial<TrainConfig> }).args;
+  const saved = args?.applyLayernorm1p ?? false;
+  if (args && saved !== cfg.applyLayernorm1p)
+    throw new FlagError(
+      saved
+        ? `${join(dir, 'index.json')}: saved with --apply-layernorm-1p (norm weights held as gamma - 1); give --apply-layernorm-1p too, or --use-checkpoint-args`
+        : `${join(dir, 'index.json')}: saved without --apply-layernorm-1p (norm weights held as gamma); leave --apply-layernorm-1p out`,
+    );
+  return cfg;
 }
 
 /**

@@ -55,11 +55,6 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
   'fp8-param-gather': { kind: 'boolean', help: FP8, refused: FP8 },
   'num-experts': { kind: 'string', help: MOE, refused: MOE },
   'moe-router-topk': { kind: 'string', help: MOE, refused: MOE },
-  'apply-layernorm-1p': {
-    kind: 'boolean',
-    help: 'zero-centered norm weights',
-    refused: 'zero-centered norm weights (weight + 1) are not built; leave it out, and the norms learn their weights as they are',
-  },
   'mock-data': {
     kind: 'boolean',
     help: 'random tokens',

@@ -98,6 +98,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'int',
     help: "each attention head's width (default --hidden-size / --num-attention-heads): q, k and v are heads · this wide",
   }),
+  'apply-layernorm-1p': flag('network size', {
+    kind: 'boolean',
+    help: "zero-centered norm weights: each norm's weight param holds gamma - 1, starts at 0, and the norm scales by it plus 1",
+  }),
   'qk-layernorm': flag('network size', {
     kind: 'boolean',
     help: 'normalize each head of q and of k after the qkv projection (with --normalization), as Qwen3 does',
@@ -684,6 +688,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     addQkvBias: Boolean(v['add-qkv-bias']),
     kvChannels,
     qkLayernorm: Boolean(v['qk-layernorm']),
+    applyLayernorm1p: Boolean(v['apply-layernorm-1p']),
     ...positionFlags(v, kvChannels ?? hiddenSize / numAttentionHeads),
     clipGrad: nonNegative('clip-grad'),
     adamBeta1: probability('adam-beta1'),

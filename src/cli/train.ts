@@ -13,7 +13,7 @@ import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
 import { checkDataPath, runTraining } from '../train/trainer.js';
 import { type TrainConfig, withDefaultLoad } from '../train/config.js';
 import { withHfInit } from './hf-init.js';
-import { withCheckpointArgs, withCheckpointScheduler } from './checkpoint-args.js';
+import { checkNormCentering, withCheckpointArgs, withCheckpointScheduler } from './checkpoint-args.js';
 import { type Dashboard, startDashboard } from '../dashboard/server.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/webtron.js', import.meta.url));
@@ -53,7 +53,7 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   const world = workerWorld(process.env);
   if (world !== null) {
     const restarted = Number(process.env.WEBTRON_RESTART_COUNT ?? 0) > 0;
-    const cfg = withCheckpointScheduler(withDefaultLoad(resolveWithInit(values, argv, world), restarted));
+    const cfg = withCheckpointScheduler(checkNormCentering(withDefaultLoad(resolveWithInit(values, argv, world), restarted)));
     await runTraining({ ...cfg, runDir: cfg.runDir ?? defaultRunDir() }, gpu);
     return 0;
   }
@@ -70,7 +70,7 @@ export async function trainCommand(values: FlagValues, argv: string[], positiona
   if (!(browserPort >= 0 && browserPort <= 65535))
     throw new FlagError(`--browser-port ${browserPort} is not a TCP port; give one from 1 to 65535, or 0 for a free one`);
   // Every flag error before any worker starts.
-  const cfg = withCheckpointScheduler(withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes + browsers)));
+  const cfg = withCheckpointScheduler(checkNormCentering(withDefaultLoad(resolveWithInit(values, argv, nproc * nnodes + browsers))));
   checkDataPath(cfg);
   const runDir = cfg.runDir ?? defaultRunDir();
   const dashboard = values.dashboard ? await startRunDashboard(values, runDir) : null;

@@ -21,7 +21,7 @@ import type { ParamDtype } from '../ddp/layout.js';
 import { float32ToWords } from '../collectives/reduce.js';
 import { fsyncDir, writeFileAtomic } from '../files.js';
 import type { GptConfig } from '../nn/gpt.js';
-import { gptParams } from '../nn/gpt-spec.js';
+import { gptParams, isNormWeight } from '../nn/gpt-spec.js';
 import { NO_PROGRESS, type ProgressDisplay } from '../progress.js';
 import { generationConfigJson, gpt2ConfigJson, HF_DTYPES, type HfDtype, hfName, unlikeGpt2 } from './gpt2.js';
 import { llamaConfigJson, llamaTensors, unlikeLlama } from './llama.js';
@@ -36,14 +36,42 @@ interface WeightOut {
 
 type ModelTensors = ReturnType<typeof openModelTensors>;
 
-/** GPT-2's tensors: webtron's params as they are, in the model's order (wte first), as transformers saves them. */
+/**
+ * GPT-2's tensors: webtron's params as they are, in the model's order (wte first), as transformers
+ * saves them; zero-centered norm weights (--apply-layernorm-1p) with their 1 added, as GPT-2's norms
+ * have none.
+ */
 function gpt2Weights(model: ModelTensors, config: GptConfig, to: ParamDtype): WeightOut[] {
   const prefixed = config.tiedHead === false;
   return gptParams(config).map((spec) => ({
     hfName: hfName(spec.name, prefixed),
     shape: spec.shape,
-    write: (sink) => model.stream(spec.name, to, sink),
+    write:
+      config.applyLayernorm1p && isNormWeight(spec.name)
+        ? async (sink) => sinkAs(plusOne(await float32Values(model, spec.name)), to, sink)
+        : (sink) => model.stream(spec.name, to, sink),
   }));
+}
+
+/** Param `name`'s values as fp32, whole. */
+async function float32Values(model: ModelTensors, name: string): Promise<Float32Array> {
+  const chunks: Uint8Array[] = [];
+  await model.stream(name, 'float32', (chunk) => chunks.push(chunk.slice()));
+  const bytes = Buffer.concat(chunks);
+  return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+}
+
+/** A zero-centered norm weight's gamma: each value plus 1, in fp32. */
+const plusOne = (values: Float32Array): Float32Array => values.map((v) => v + 1);
+
+/** `values` to `sink` in the folder's dtype (16-bit: rounded to nearest even). */
+function sinkAs(values: Float32Array, to: ParamDtype, sink: (chunk: Uint8Array) => void): void {
+  if (to === 'float32') sink(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+  else {
+    const words = new Uint16Array(values.length);
+    float32ToWords(values, to, words);
+    sink(new Uint8Array(words.buffer));
+  }
 }
 
 /**
@@ -54,24 +82,15 @@ function llamaWeights(model: ModelTensors, config: GptConfig, to: ParamDtype): W
   let last: { name: string; values: Float32Array } | null = null;
   const valuesOf = async (name: string): Promise<Float32Array> => {
     if (last?.name === name) return last.values;
-    const chunks: Uint8Array[] = [];
-    await model.stream(name, 'float32', (chunk) => chunks.push(chunk.slice()));
-    const bytes = Buffer.concat(chunks);
-    last = { name, values: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
+    const values = await float32Values(model, name);
+    // Llama's norms have no zero-centered form: gamma is the param plus 1 (--apply-layernorm-1p).
+    last = { name, values: config.applyLayernorm1p && isNormWeight(name) ? plusOne(values) : values };
     return last.values;
   };
   return llamaTensors(config).map((t) => ({
     hfName: t.name,
     shape: t.shape,
-    write: async (sink) => {
-      const values = t.take(await valuesOf(t.from));
-      if (to === 'float32') sink(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
-      else {
-        const words = new Uint16Array(values.length);
-        float32ToWords(values, to, words);
-        sink(new Uint8Array(words.buffer));
-      }
-    },
+    write: async (sink) => sinkAs(t.take(await valuesOf(t.from)), to, sink),
   }));
 }
 

@@ -10,7 +10,7 @@ import { readHeader, type SafetensorsHeader, type TensorEntry } from '../checkpo
 import { wordsToFloat32 } from '../collectives/reduce.js';
 import { ConfigError } from '../errors.js';
 import type { GptShape } from '../nn/gpt-spec.js';
-import { gptParams } from '../nn/gpt-spec.js';
+import { gptParams, isNormWeight } from '../nn/gpt-spec.js';
 import { isMaskBuffer, unlikeGpt2, webtronName } from './gpt2.js';
 import { llamaImport } from './llama.js';
 
@@ -53,9 +53,15 @@ function weightFiles(dir: string): string[] {
 
 /**
  * Open the weights of the folder `dir` for `model`: a GPT-2 folder's (openHfWeights) when the model
- * has GPT-2's block, else a Llama folder's, each param assembled from Llama's tensors (llamaImport).
+ * has GPT-2's block, else a Llama folder's, each param assembled from Llama's tensors (llamaImport);
+ * norm weights less 1 for a model with zero-centered ones (--apply-layernorm-1p).
  */
 export function openFolderWeights(dir: string, model: GptShape): HfWeights {
+  const weights = openFolderTensors(dir, model);
+  return model.applyLayernorm1p ? zeroCenteredNorms(weights) : weights;
+}
+
+function openFolderTensors(dir: string, model: GptShape): HfWeights {
   if (unlikeGpt2(model) === null) return openHfWeights(dir, gptParams(model), model.tiedHead !== false);
   const llama = llamaImport(model);
   const names = new Set(llama.expected.map((t) => t.name));
@@ -67,6 +73,14 @@ export function openFolderWeights(dir: string, model: GptShape): HfWeights {
       : null;
   });
   return { files: tensors.files, read: (param) => llama.assemble(param, (name) => tensors.read(name)), close: () => tensors.close() };
+}
+
+/**
+ * `weights` for a model with zero-centered norm weights (--apply-layernorm-1p): a folder's norms
+ * hold gamma, the model's params gamma - 1.
+ */
+function zeroCenteredNorms(weights: HfWeights): HfWeights {
+  return { ...weights, read: (param) => (isNormWeight(param) ? weights.read(param).map((v) => v - 1) : weights.read(param)) };
 }
 
 /**

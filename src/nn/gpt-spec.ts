@@ -50,6 +50,11 @@ export interface GptShape {
   /** The norms' epsilon (Megatron's --norm-epsilon, default 1e-5). */
   normEpsilon?: number;
   /**
+   * Zero-centered norm weights (Megatron's --apply-layernorm-1p, its layernorm_zero_centered_gamma):
+   * every norm's weight param holds gamma - 1, starts at 0, and the norms scale by it plus 1.
+   */
+  applyLayernorm1p?: boolean;
+  /**
    * Each head's width (Megatron's --kv-channels, transformers' head_dim; default hiddenSize /
    * numAttentionHeads). Given, q, k and v of the heads are H·kvChannels wide in all, which need not be
    * hiddenSize: the attention projection takes them back to hiddenSize.
@@ -206,6 +211,11 @@ export function gptParams(s: GptShape, dtype: ParamDtype = 'float32', gradDtype:
   params.push(...norm('ln_f'));
   if (s.tiedHead === false) params.push(p('lm_head.weight', s.vocabSize, h));
   return params;
+}
+
+/** Whether param `name` is a norm's weight (`ln_1`, `ln_2`, `ln_f`, `attn.ln_q`, `attn.ln_k`): what --apply-layernorm-1p centers at 0. */
+export function isNormWeight(name: string): boolean {
+  return /(^|\.)ln_\w+\.weight$/.test(name);
 }
 
 /**

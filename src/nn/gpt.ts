@@ -91,7 +91,12 @@ export class Gpt {
 
   /** GPT-2's initialization from `seed` (Megatron's --init-method-std, default 0.02). */
   static init(config: GptConfig, seed: number, std = 0.02): Map<string, Float32Array> {
-    return initParams(gptParams(config), { seed, numLayers: config.numLayers, std });
+    return initParams(gptParams(config), {
+      seed,
+      numLayers: config.numLayers,
+      std,
+      zeroCenteredNorms: config.applyLayernorm1p ?? false,
+    });
   }
 
   /**
@@ -116,14 +121,18 @@ export class Gpt {
   private norm(g: Graph, x: Tensor, prefix: string): Tensor {
     const w = this.p(`${prefix}.weight`);
     const eps = normEpsilon(this.config);
-    return normBias(this.config) ? layerNorm(g, x, w, this.p(`${prefix}.bias`), eps) : rmsNorm(g, x, w, eps);
+    const centered = this.config.applyLayernorm1p ?? false;
+    return normBias(this.config) ? layerNorm(g, x, w, this.p(`${prefix}.bias`), eps, centered) : rmsNorm(g, x, w, eps, centered);
   }
 
   /** s = a + b and the norm `prefix` of s, fused. */
   private addNorm(g: Graph, a: Tensor, b: Tensor, prefix: string): { sum: Tensor; y: Tensor } {
     const w = this.p(`${prefix}.weight`);
     const eps = normEpsilon(this.config);
-    return normBias(this.config) ? addLayerNorm(g, a, b, w, this.p(`${prefix}.bias`), eps) : addRmsNorm(g, a, b, w, eps);
+    const centered = this.config.applyLayernorm1p ?? false;
+    return normBias(this.config)
+      ? addLayerNorm(g, a, b, w, this.p(`${prefix}.bias`), eps, centered)
+      : addRmsNorm(g, a, b, w, eps, centered);
   }
 
   /** Logits [B, T, V] for ids [B, T] (uint32), and the mean cross-entropy when targets [B, T] are given. */

@@ -5,6 +5,7 @@
  */
 import type { ParamSpec } from '../ddp/layout.js';
 import { numelOf } from '../ddp/layout.js';
+import { isNormWeight } from './gpt-spec.js';
 
 function mix(x: number): number {
   x = Math.imul(x ^ (x >>> 16), 0x7feb352d);
@@ -38,9 +39,11 @@ export interface InitOptions {
   std?: number;
   /** Layers, for the residual projections' 1/sqrt(2L) scaling. */
   numLayers?: number;
+  /** Zero-centered norm weights (--apply-layernorm-1p): `ln*.weight` start at 0, which the norms read as 1. */
+  zeroCenteredNorms?: boolean;
 }
 
-/** Initial values for every param of `specs` by its name: `*.bias` 0, `ln*.weight` 1, `*proj.weight` scaled. */
+/** Initial values for every param of `specs` by its name: `*.bias` 0, `ln*.weight` 1 (0 when zero-centered), `*proj.weight` scaled. */
 export function initParams(specs: readonly ParamSpec[], options: InitOptions): Map<string, Float32Array> {
   const std = options.std ?? 0.02;
   const out = new Map<string, Float32Array>();
@@ -48,7 +51,7 @@ export function initParams(specs: readonly ParamSpec[], options: InitOptions): M
     const n = numelOf(s.shape);
     let v: Float32Array;
     if (s.name.endsWith('.bias')) v = new Float32Array(n);
-    else if (/(^|\.)ln_\w+\.weight$/.test(s.name)) v = new Float32Array(n).fill(1);
+    else if (isNormWeight(s.name)) v = new Float32Array(n).fill(options.zeroCenteredNorms ? 0 : 1);
     else if (s.name.endsWith('proj.weight') && options.numLayers)
       v = normals(options.seed, nameHash(s.name), n, std / Math.sqrt(2 * options.numLayers));
     else v = normals(options.seed, nameHash(s.name), n, std);

@@ -2,7 +2,8 @@
  * LayerNorm and RMSNorm over the last dimension (shaders/layernorm.wgsl; RMSNorm is its RMS form,
  * without mean or bias), and the residual add before either fused into its forward pass where the
  * graph allows (a GPT block's second norm, the next block's first and the final one each follow a
- * residual add).
+ * residual add). With `zeroCentered` (Megatron's --apply-layernorm-1p) the weight param holds
+ * gamma - 1: the kernels scale by the param plus 1, and its grad is gamma's.
  */
 import type { Graph } from './graph.js';
 import { add, recordAddBackward } from './add.js';
@@ -19,7 +20,7 @@ interface LayerNormPlan {
   rows: number;
   c: number;
   code: { WG: number; P_DTYPE: number; W_VEC: number; RMS: number };
-  uniforms: { rows: number; c: number; w_off: number; b_off: number; eps: number };
+  uniforms: { rows: number; c: number; w_off: number; b_off: number; eps: number; w_add: number };
   /** Both params in one binding, and as vec4s when they line up. */
   W: RangeBinding;
   W4: RangeBinding['binding'] | null;
@@ -34,7 +35,7 @@ interface LayerNormPlan {
 }
 
 /** The plan of a layernorm with bias `b`, or of an RMSNorm (`b` null). */
-function plan(g: Graph, x: Tensor, w: Tensor, bias: Tensor | null, eps: number): LayerNormPlan {
+function plan(g: Graph, x: Tensor, w: Tensor, bias: Tensor | null, eps: number, zeroCentered: boolean): LayerNormPlan {
   if (x.dtype !== 'float32') throw new ShapeMismatch(`layernorm input: expected an fp32 activation, got ${x.dtype}`);
   const c = x.shape[x.shape.length - 1]!;
   const b = bias ?? w; // RMSNorm reads no bias: the weight stands in for its binding
@@ -55,7 +56,7 @@ function plan(g: Graph, x: Tensor, w: Tensor, bias: Tensor | null, eps: number):
     rows,
     c,
     code: { WG: 64, P_DTYPE: paramCode(w, 'layernorm'), W_VEC: W4 ? 1 : 0, RMS: bias ? 0 : 1 },
-    uniforms: { rows, c, w_off: wOff, b_off: bOff, eps },
+    uniforms: { rows, c, w_off: wOff, b_off: bOff, eps, w_add: zeroCentered ? 1 : 0 },
     W,
     W4,
     rowGroups,
@@ -137,18 +138,19 @@ function recordBackward(g: Graph, p: LayerNormPlan, x: Tensor, w: Tensor, b: Ten
   });
 }
 
-export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
-  return normalize(g, x, w, b, eps);
+/** LayerNorm: (x - mean) / sqrt(var + eps) · w + b, with w + 1 in place of w when `zeroCentered`. */
+export function layerNorm(g: Graph, x: Tensor, w: Tensor, b: Tensor, eps = 1e-5, zeroCentered = false): Tensor {
+  return normalize(g, x, w, b, eps, zeroCentered);
 }
 
-/** RMSNorm: x / sqrt(mean(x²) + eps) · w (Megatron's --normalization RMSNorm). */
-export function rmsNorm(g: Graph, x: Tensor, w: Tensor, eps = 1e-5): Tensor {
-  return normalize(g, x, w, null, eps);
+/** RMSNorm: x / sqrt(mean(x²) + eps) · w (Megatron's --normalization RMSNorm), with w + 1 when `zeroCentered`. */
+export function rmsNorm(g: Graph, x: Tensor, w: Tensor, eps = 1e-5, zeroCentered = false): Tensor {
+  return normalize(g, x, w, null, eps, zeroCentered);
 }
 
 /** A layernorm with bias `b`, or an RMSNorm without. */
-function normalize(g: Graph, x: Tensor, w: Tensor, b: Tensor | null, eps: number): Tensor {
-  const p = plan(g, x, w, b, eps);
+function normalize(g: Graph, x: Tensor, w: Tensor, b: Tensor | null, eps: number, zeroCentered: boolean): Tensor {
+  const p = plan(g, x, w, b, eps, zeroCentered);
   const y = g.output(x.shape, 'layernorm', true);
   const stats = g.output([p.rows, 2], 'layernorm.stats');
   const S = stats.binding(g.ctx).binding;
@@ -169,23 +171,39 @@ function normalize(g: Graph, x: Tensor, w: Tensor, b: Tensor | null, eps: number
  * the width and the bindings allow vec4s, else an add and a layernorm. The buffers and the backward
  * are those of add then layerNorm.
  */
-export function addLayerNorm(g: Graph, a: Tensor, b: Tensor, w: Tensor, bias: Tensor, eps = 1e-5): { sum: Tensor; y: Tensor } {
-  return addNormalize(g, a, b, w, bias, eps);
+export function addLayerNorm(
+  g: Graph,
+  a: Tensor,
+  b: Tensor,
+  w: Tensor,
+  bias: Tensor,
+  eps = 1e-5,
+  zeroCentered = false,
+): { sum: Tensor; y: Tensor } {
+  return addNormalize(g, a, b, w, bias, eps, zeroCentered);
 }
 
 /** s = a + b and rmsNorm(s), fused as addLayerNorm fuses the layernorm. */
-export function addRmsNorm(g: Graph, a: Tensor, b: Tensor, w: Tensor, eps = 1e-5): { sum: Tensor; y: Tensor } {
-  return addNormalize(g, a, b, w, null, eps);
+export function addRmsNorm(g: Graph, a: Tensor, b: Tensor, w: Tensor, eps = 1e-5, zeroCentered = false): { sum: Tensor; y: Tensor } {
+  return addNormalize(g, a, b, w, null, eps, zeroCentered);
 }
 
-function addNormalize(g: Graph, a: Tensor, b: Tensor, w: Tensor, bias: Tensor | null, eps: number): { sum: Tensor; y: Tensor } {
+function addNormalize(
+  g: Graph,
+  a: Tensor,
+  b: Tensor,
+  w: Tensor,
+  bias: Tensor | null,
+  eps: number,
+  zeroCentered: boolean,
+): { sum: Tensor; y: Tensor } {
   if (a.numel !== b.numel) throw new ShapeMismatch(`add: ${shapeOf(a)} and ${shapeOf(b)} differ`);
-  const p = plan(g, a, w, bias, eps);
+  const p = plan(g, a, w, bias, eps, zeroCentered);
   const AB = p.c % 4 === 0 ? quadBindings(g, a.numel, [a, a.binding(g.ctx)], [b, b.binding(g.ctx)]) : null;
   const atStart = p.quad(a) && p.quad(b);
   if (!AB || !atStart) {
     const sum = add(g, a, b);
-    return { sum, y: normalize(g, sum, w, bias, eps) };
+    return { sum, y: normalize(g, sum, w, bias, eps, zeroCentered) };
   }
   const sum = g.output(a.shape, 'add', a.requiresGrad || b.requiresGrad);
   const y = g.output(a.shape, 'layernorm', true);

@@ -160,12 +160,15 @@ function buildGptOnnx(
   const epsilon = normEpsilon(config);
   const eps = normBias(config) ? '' : constant('const.eps', [], [epsilon]);
   // LayerNormalization, or RMSNorm written out (opset 17 has no RMSNormalization): x / sqrt(mean(x²) + eps) · w.
+  // Zero-centered weights (--apply-layernorm-1p): the initializer holds gamma - 1, and the graph adds the 1.
+  const gammaOne = config.applyLayernorm1p ? constant('const.gamma_one', [], [1]) : '';
+  const gamma = (prefix: string) => (gammaOne ? op('Add', [hfName(`${prefix}.weight`), gammaOne]) : hfName(`${prefix}.weight`));
   const layerNorm = (x: string, prefix: string) =>
     normBias(config)
-      ? op('LayerNormalization', [x, hfName(`${prefix}.weight`), hfName(`${prefix}.bias`)], { axis: -1, epsilon: { float: epsilon } })
+      ? op('LayerNormalization', [x, gamma(prefix), hfName(`${prefix}.bias`)], { axis: -1, epsilon: { float: epsilon } })
       : op('Mul', [
           op('Div', [x, op('Sqrt', [op('Add', [op('ReduceMean', [op('Mul', [x, x])], { axes: [-1], keepdims: 1 }), eps])])]),
-          hfName(`${prefix}.weight`),
+          gamma(prefix),
         ]);
   const bias = (name: string, has: boolean) => (has ? hfName(name) : undefined);
 

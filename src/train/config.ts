@@ -48,6 +48,8 @@ export interface TrainConfig extends ScheduleFlags {
   kvChannels: number | null;
   /** --qk-layernorm: q's and k's heads normalized after the qkv projection. */
   qkLayernorm: boolean;
+  /** --apply-layernorm-1p: zero-centered norm weights (gamma - 1 stored, the norms add the 1). */
+  applyLayernorm1p: boolean;
   /** --position-embedding-type: a learned table, rope or none. */
   positionEmbeddingType: PositionEmbeddingType;
   /** --rotary-base, --rotary-percent, --rotary-interleaved: rope's frequencies, rotated fraction and pairing (unused without rope). */

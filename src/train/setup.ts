@@ -78,6 +78,7 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     // Likewise heads of hidden / heads: --kv-channels only where it says otherwise.
     ...(cfg.kvChannels !== null && cfg.kvChannels * cfg.numAttentionHeads !== cfg.hiddenSize ? { kvChannels: cfg.kvChannels } : {}),
     ...(cfg.qkLayernorm ? { qkLayernorm: true } : {}),
+    ...(cfg.applyLayernorm1p ? { applyLayernorm1p: true } : {}),
     // Likewise with learned positions; rope's settings only with rope.
     ...(cfg.positionEmbeddingType !== 'learned_absolute' ? { positionEmbeddingType: cfg.positionEmbeddingType } : {}),
     ...(cfg.positionEmbeddingType === 'rope'

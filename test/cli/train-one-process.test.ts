@@ -7,6 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { openModelTensors } from '../../src/checkpoint/checkpoint.js';
 import { BIN, dir, expectIdenticalLosses, losses, TINY, train } from '../helpers/train.js';
 
 describe('webtron train, one process', () => {
@@ -264,6 +265,63 @@ describe('webtron train, one process', () => {
     });
     expect(fromOnnx.status, fromOnnx.stderr).toBe(0);
     expect(fromOnnx.stdout).toBe(sampled.stdout);
+  });
+
+  it('--apply-layernorm-1p: the plain run at the start, bit for bit, its norms saved as gamma - 1; a checkpoint loads only into a run that says the same', async () => {
+    const base = dir();
+    const run = async (name: string, extra: string[]) => {
+      const r = await train([
+        ...TINY,
+        '--hidden-dropout',
+        '0',
+        '--train-iters',
+        '4',
+        '--save',
+        join(base, name),
+        '--run-dir',
+        join(base, `run-${name}`),
+        ...extra,
+      ]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      return losses(join(base, `run-${name}`));
+    };
+    const plain = await run('plain', []);
+    const centered = await run('centered', ['--apply-layernorm-1p']);
+    // The same init (0 read as 1) and the same first step (1 - u and 0 - u, plus 1, round alike); then
+    // the norms' sums round differently, by an ulp of 1.
+    for (const it of [1, 2]) expect(centered.get(it), `iteration ${it}`).toBe(plain.get(it));
+    for (const it of [3, 4])
+      expect(Math.abs(centered.get(it)! - plain.get(it)!), `iteration ${it}`).toBeLessThanOrEqual(1e-5 * plain.get(it)!);
+    const norm = async (name: string) => {
+      const tensors = openModelTensors(join(base, name));
+      const chunks: Uint8Array[] = [];
+      await tensors.stream('ln_f.weight', 'float32', (bytes) => chunks.push(Uint8Array.from(bytes)));
+      await tensors.close();
+      const bytes = Buffer.concat(chunks);
+      return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    };
+    const [gamma, held] = [await norm('plain'), await norm('centered')];
+    for (const [i, g] of gamma.entries()) {
+      expect(Math.abs(held[i]!), `ln_f.weight[${i}]`).toBeLessThan(0.1);
+      expect(Math.abs(held[i]! + 1 - g), `ln_f.weight[${i}]`).toBeLessThanOrEqual(1e-6);
+    }
+    for (const [name, flags, message] of [
+      [
+        'centered',
+        [],
+        /saved with --apply-layernorm-1p \(norm weights held as gamma - 1\); give --apply-layernorm-1p too, or --use-checkpoint-args$/,
+      ],
+      [
+        'plain',
+        ['--apply-layernorm-1p'],
+        /saved without --apply-layernorm-1p \(norm weights held as gamma\); leave --apply-layernorm-1p out$/,
+      ],
+    ] as const) {
+      const r = await train([...TINY, '--load', join(base, name), '--train-iters', '5', ...flags]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr.trim()).toMatch(/^webtron train: \S+index\.json: /);
+      expect(r.stderr.trim()).toMatch(message);
+    }
   });
 
   it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {

@@ -24,7 +24,7 @@ import { hfGptConfig, loadHfFolderModel } from '../../src/hf/model.js';
 import { builtinGpt2Files, readFolderTokenizer, tokenizerFiles } from '../../src/hf/tokenizer.js';
 import { openFolderWeights, openHfWeights } from '../../src/hf/weights.js';
 import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
-import { gptParams } from '../../src/nn/gpt-spec.js';
+import { gptParams, isNormWeight } from '../../src/nn/gpt-spec.js';
 import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { vocabWindows } from '../../src/nn/vocab-windows.js';
@@ -69,11 +69,16 @@ beforeAll(async () => {
   const shape = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16', '--micro-batch-size', '2'];
   for (const [name, more] of [
     ['tied', []],
-    ['untied', ['--untie-embeddings-and-output-weights', '--tokenizer-type', 'ByteTokenizer', '--norm-epsilon', '0.01']],
+    // Zero-centered norms (--apply-layernorm-1p): the folders hold gamma, the param plus 1.
+    [
+      'untied',
+      ['--untie-embeddings-and-output-weights', '--tokenizer-type', 'ByteTokenizer', '--norm-epsilon', '0.01', '--apply-layernorm-1p'],
+    ],
     [
       'llama',
       [
         ...LLAMA,
+        '--apply-layernorm-1p',
         '--untie-embeddings-and-output-weights',
         '--group-query-attention',
         '--num-query-groups',
@@ -313,9 +318,9 @@ describe('webtron export --format hf', () => {
           want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
           g.release();
         } else {
-          // bf16 weights: webtron's import of the folder, then its forward in fp32.
+          // bf16 weights: webtron's import of the folder, then its forward in fp32 (of gamma, as the folder holds it).
           const weights = openHfWeights(out, Gpt.specs(model.config), model.config.tiedHead !== false);
-          want = await webtronLogits(model.config, (n) => weights.read(n), ids, batch);
+          want = await webtronLogits({ ...model.config, applyLayernorm1p: false }, (n) => weights.read(n), ids, batch);
           weights.close();
         }
         model.params.destroy();
@@ -358,20 +363,23 @@ describe('webtron export --format hf of a Llama-block model', () => {
       const [batch, t] = [2, 12];
       const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
       const values = new Map<string, Float32Array>();
+      const centered = model.config.applyLayernorm1p ?? false;
+      expect(centered).toBe(name === 'llama');
       for (const spec of Gpt.specs(model.config)) {
-        const v = await model.params.read(spec.name);
-        // bf16 weights: the values the folder holds.
+        const p = await model.params.read(spec.name);
+        // The values the folder holds: gamma for zero-centered norms, rounded for bf16.
+        const v = centered && isNormWeight(spec.name) ? p.map((x) => x + 1) : p;
         values.set(spec.name, dtype === 'bf16' ? v.map((x) => bf16ToFloat(floatToBf16(x))) : v);
       }
       model.params.destroy();
-      const want = await webtronLogits(model.config, (n) => values.get(n)!, ids, batch);
+      const want = await webtronLogits({ ...model.config, applyLayernorm1p: false }, (n) => values.get(n)!, ids, batch);
       const { worst } = logitsDifference(refereeLogits(out, ids, batch, LLAMA_REFEREE), want);
       console.log(`${name}, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
       expect(worst).toBeLessThanOrEqual(1e-4);
     }
   });
 
-  it('--init-from the exported Llama or Qwen2 folder gives the logits of the checkpoint it came from (interleaved rope read back as rotate-half)', async () => {
+  it('--init-from the exported Llama or Qwen2 folder gives the logits of the checkpoint it came from (interleaved rope read back as rotate-half, zero-centered norms as zero-centered)', async () => {
     const { random } = seeded('hf llama round trip');
     for (const name of ['llama', 'qwen2-interleaved']) {
       const folder = join(dir, `${name}-fp32`);
@@ -380,6 +388,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       const run = await train([
         ...['--init-from', folder, '--seq-length', '16', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
         ...['--save', again, '--run-dir', join(dir, `run-${name}-again`)],
+        ...(name === 'llama' ? ['--apply-layernorm-1p'] : []),
       ]);
       expect(run.code, run.stderr).toBe(0);
       const before = await loadCheckpointModel(ctx, join(dir, name));
@@ -389,6 +398,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       expect(after.config.numQueryGroups).toBe(before.config.numQueryGroups);
       expect(after.config.ropeScalingFactor).toBe(before.config.ropeScalingFactor);
       expect(after.config.addQkvBias ?? false).toBe(name !== 'llama');
+      expect(after.config.applyLayernorm1p ?? false).toBe(name === 'llama');
       const [batch, t] = [2, 12];
       const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * before.config.vocabSize));
       const logits = async (m: typeof before) => {

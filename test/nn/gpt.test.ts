@@ -7,6 +7,7 @@ import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
 import { Mlp } from '../../src/nn/mlp.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { normals } from '../../src/nn/init.js';
+import { isNormWeight } from '../../src/nn/gpt-spec.js';
 import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { splitmix32 } from '../../src/data/samples.js';
 import { recordDispatches } from '../helpers/dispatches.js';
@@ -205,6 +206,43 @@ describe('GPT', () => {
       expect(Math.abs(gpu.loss - cpu.loss), msg(`loss ${gpu.loss} vs ${cpu.loss}`)).toBeLessThanOrEqual(1e-5 * Math.abs(cpu.loss));
       for (const [name, want] of cpu.grads) {
         expect(ref.relError(gpu.grads.get(name)!, want), msg(`${name} grad`)).toBeLessThanOrEqual(1e-4);
+      }
+    },
+  );
+
+  it.each([
+    ['GPT-2 (LayerNorm)', {}],
+    [
+      'Qwen3 (RMSNorm, --qk-layernorm)',
+      { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, numQueryGroups: 2, kvChannels: 12, qkLayernorm: true },
+    ],
+  ] as const)(
+    "--apply-layernorm-1p, %s: norm weights held as gamma - 1 give the plain model's loss and grads bit for bit, on both kernel sets",
+    async (_name, more) => {
+      const config: GptConfig = { numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, seqLength: 16, vocabSize: 81, ...more };
+      const batch = 8;
+      // Gammas in [0.5, 2], where gamma - 1 and then + 1 are exact in fp32 (Sterbenz), away from 1 so that a lost 1 shows.
+      const { random } = seeded('nn/gpt.test.ts layernorm-1p');
+      const plain = new Map(
+        [...Gpt.init(config, SEED)].map(([name, v]) => [name, isNormWeight(name) ? v.map(() => Math.fround(0.5 + 1.5 * random())) : v]),
+      );
+      const centered = new Map([...plain].map(([name, v]) => [name, isNormWeight(name) ? v.map((x) => x - 1) : v]));
+      expect([...centered].filter(([name]) => isNormWeight(name)).length).toBeGreaterThanOrEqual(5);
+      const hardware = await GpuContext.create({
+        matmulKernel: 'tiled',
+        attentionKernel: 'fused',
+        reductionKernel: 'split',
+        tuneMatmul: false,
+      });
+      try {
+        for (const device of [ctx, hardware]) {
+          const want = await lossAndGrads(device, config, plain, batchOf(config, batch, SEED), batch);
+          const got = await lossAndGrads(device, { ...config, applyLayernorm1p: true }, centered, batchOf(config, batch, SEED), batch);
+          expect(got.loss).toBe(want.loss);
+          for (const [name, grad] of want.grads) expect(got.grads.get(name), msg(`${name} grad`)).toEqual(grad);
+        }
+      } finally {
+        hardware.destroy();
       }
     },
   );

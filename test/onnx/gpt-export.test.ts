@@ -74,6 +74,8 @@ describe('GPT export to ONNX', () => {
     ],
     // --qk-layernorm: LayerNorm on each head of q and of k, and Qwen3's RMSNorm on heads of 12.
     ['q and k norms (LayerNorm)', { ...BASE, qkLayernorm: true }],
+    // --apply-layernorm-1p: every norm's weight held as gamma - 1, the graph adding the 1.
+    ['zero-centered norms, q and k norms among them', { ...BASE, qkLayernorm: true, applyLayernorm1p: true }],
     [
       "Qwen3's block: RMSNorm on q's and k's heads of 12, rope, SwiGLU, 2 key and value heads",
       {
