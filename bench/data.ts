@@ -36,6 +36,7 @@ export const dataBench: Bench = {
     const type = checkTokenizerType(flags['tokenizer-type'] as string, 'tokenizer-type');
     if (type === 'CharTokenizer')
       throw new FlagError('--tokenizer-type: CharTokenizer cannot preprocess (its vocabulary comes from the text)');
+    if (type === 'NullTokenizer') throw new FlagError('--tokenizer-type: NullTokenizer reads ids, not the text this bench tokenizes');
     const state: TokenizerState =
       type === 'ByteTokenizer'
         ? { type }

@@ -38,6 +38,7 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['make-vocab-size-divisible-by', 'makeVocabSizeDivisibleBy'],
   ['untie-embeddings-and-output-weights', 'untieEmbeddingsAndOutputWeights'],
   ['tokenizer-type', 'tokenizerType'],
+  ['vocab-size', 'tokenizerVocabSize'],
 ];
 /** Flags taken when left out and the checkpoint has them, never checked against it. */
 const DEFAULTED_FLAGS: [flag: string, field: keyof TrainConfig][] = [

@@ -40,6 +40,10 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
   'no-mmap-bin-files': { kind: 'boolean', help: 'webtron reads .bin files by ranges, without mmap, either way' },
   'data-cache-path': { kind: 'string', help: "where Megatron caches its dataset's index files; webtron builds its sample order in memory" },
   'distributed-backend': { kind: 'string', help: "torch.distributed's backend, nccl or gloo; webtron's collectives are its own, over TCP" },
+  'tiktoken-pattern': {
+    kind: 'string',
+    help: "TikTokenizer's pattern; webtron has no TikTokenizer, and with the other tokenizers Megatron ignores it too",
+  },
 };
 
 const FP8 = 'WebGPU has no fp8 type; train in --bf16 (or --fp16)';
@@ -55,11 +59,6 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
   'fp8-param-gather': { kind: 'boolean', help: FP8, refused: FP8 },
   'num-experts': { kind: 'string', help: MOE, refused: MOE },
   'moe-router-topk': { kind: 'string', help: MOE, refused: MOE },
-  'mock-data': {
-    kind: 'boolean',
-    help: 'random tokens',
-    refused: 'random tokens are not built; give --data-path, or no data flags at all for Moby-Dick',
-  },
   profile: {
     kind: 'boolean',
     help: 'Nsight or PyTorch profiling',
@@ -82,16 +81,6 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
     help: 'which modules selective recomputation recomputes',
     refused:
       "selective recomputation here is the fused attention's (the probabilities); --recompute-modules is not built: give --recompute-granularity selective or full",
-  },
-  'vocab-size': {
-    kind: 'string',
-    help: "the model's vocabulary",
-    refused: "the vocabulary is the tokenizer's (--tokenizer-type), padded to a multiple of --make-vocab-size-divisible-by; leave it out",
-  },
-  'tiktoken-pattern': {
-    kind: 'string',
-    help: "TikTokenizer's pattern",
-    refused: 'TikTokenizer is not built; --tokenizer-type takes CharTokenizer, ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer',
   },
   'reset-position-ids': {
     kind: 'boolean',

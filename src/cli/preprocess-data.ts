@@ -2,7 +2,13 @@
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { preprocess, type PreprocessOptions } from '../data/preprocess.js';
-import { checkTokenizerType, readTokenizerFiles, tokenizerFilesProblem, type TokenizerState } from '../data/tokenizer.js';
+import {
+  checkTokenizerType,
+  readTokenizerFiles,
+  tokenizerFilesProblem,
+  type TokenizerState,
+  type TokenizerType,
+} from '../data/tokenizer.js';
 import type { Command } from './command.js';
 import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
 import { ProgressBar } from './progress.js';
@@ -12,7 +18,8 @@ export const PREPROCESS_FLAGS: Record<string, FlagSpec> = {
   'input-format': { kind: 'string', default: 'auto', help: 'jsonl, text, or auto (jsonl for .json and .jsonl files)' },
   'json-keys': { kind: 'strings', default: ['text'], help: 'keys of each JSON line to tokenize, one output per key' },
   'output-prefix': { kind: 'string', help: 'writes OUTPUT_PREFIX_KEY_document.bin and .idx' },
-  'tokenizer-type': { kind: 'string', help: 'ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer' },
+  'tokenizer-type': { kind: 'string', help: 'ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer or NullTokenizer (text of ids)' },
+  'vocab-size': { kind: 'int', help: 'NullTokenizer: its ids, the last the end of document' },
   'vocab-file': { kind: 'string', help: "GPT2BPETokenizer: vocab.json (default: GPT-2's, built in)" },
   'merge-file': { kind: 'string', help: "GPT2BPETokenizer: merges.txt (default: GPT-2's, built in)" },
   'tokenizer-model': { kind: 'string', help: 'HuggingFaceTokenizer: a tokenizer.json, or a folder holding one' },
@@ -30,11 +37,11 @@ export function preprocessOptions(values: FlagValues): PreprocessOptions {
   const outputPrefix = values['output-prefix'] as string | undefined;
   if (!outputPrefix) throw new FlagError('--output-prefix is required: outputs are OUTPUT_PREFIX_KEY_document.bin and .idx');
   const type = values['tokenizer-type'] as string | undefined;
-  if (!type) throw new FlagError('--tokenizer-type is required: ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer');
+  if (!type) throw new FlagError('--tokenizer-type is required: ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer or NullTokenizer');
   const tokenizerType = checkTokenizerType(type);
   if (tokenizerType === 'CharTokenizer')
     throw new FlagError(
-      '--tokenizer-type CharTokenizer builds its vocabulary from the training text, so a preprocessed dataset cannot carry it; use ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer',
+      '--tokenizer-type CharTokenizer builds its vocabulary from the training text, so a preprocessed dataset cannot carry it; use ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer or NullTokenizer',
     );
   const files = {
     vocabFile: (values['vocab-file'] as string | undefined) ?? null,
@@ -70,8 +77,13 @@ export function preprocessOptions(values: FlagValues): PreprocessOptions {
     throw new FlagError(
       `--json-keys is for JSON lines input, and ${input} is read as text (--input-format jsonl to read it as JSON lines)`,
     );
+  const vocabSize = nullVocabSize(tokenizerType, values['vocab-size'] as number | undefined);
   const tokenizer: TokenizerState =
-    tokenizerType === 'ByteTokenizer' ? { type: 'ByteTokenizer' } : readTokenizerFiles(tokenizerType, files);
+    tokenizerType === 'ByteTokenizer'
+      ? { type: 'ByteTokenizer' }
+      : tokenizerType === 'NullTokenizer'
+        ? { type: 'NullTokenizer', vocabSize: vocabSize! }
+        : readTokenizerFiles(tokenizerType, files);
   return {
     input,
     format: resolved,
@@ -106,3 +118,15 @@ export const preprocessData: Command = {
   flags: PREPROCESS_FLAGS,
   run: (values) => preprocessCommand(values),
 };
+
+/** --vocab-size, which NullTokenizer needs and no other tokenizer takes (each brings its vocabulary). */
+export function nullVocabSize(type: TokenizerType, given: number | undefined): number | null {
+  if (type !== 'NullTokenizer') {
+    if (given !== undefined)
+      throw new FlagError(`--vocab-size is for --tokenizer-type NullTokenizer; ${type} brings its own vocabulary: leave it out`);
+    return null;
+  }
+  if (given === undefined) throw new FlagError('--tokenizer-type NullTokenizer needs --vocab-size: its ids, the last the end of document');
+  if (!Number.isInteger(given) || given < 2) throw new FlagError(`--vocab-size must be an integer of at least 2, got ${given}`);
+  return given;
+}

@@ -208,6 +208,9 @@ export async function sampleCommand(
   let logits = context.length > 0 ? await refill(Math.min(context.length, decoder.capacity)) : null;
   // Tokens not printed yet: a byte-level token can end inside a character, printed once the character is whole.
   let pending: number[] = [];
+  // NullTokenizer's text is ids separated by spaces: a piece after text goes on after a space.
+  let written = (values.prompt as string).length > 0;
+  const separator = () => (tokenizer.type === 'NullTokenizer' && written ? ' ' : '');
   for (let n = 0; n < tokens; n++) {
     // Without a prompt or an end-of-document token the first token is drawn uniformly.
     const next = logits ? pickToken(logits, tokenizer.vocabSize, temperature, topK, random, topP) : random() % tokenizer.vocabSize;
@@ -215,7 +218,8 @@ export async function sampleCommand(
     pending.push(next);
     const text = tokenizer.decode(pending);
     if (!text.endsWith('\uFFFD') || pending.length >= 4 || n === tokens - 1) {
-      process.stdout.write(text);
+      process.stdout.write(separator() + text);
+      written = true;
       pending = [];
     }
     logits =

@@ -21,6 +21,7 @@ import {
 import { scheduleFlags } from './schedule-flags.js';
 import { batchSizeFlags } from './batch-flags.js';
 import { REFUSED, WITHOUT_EFFECT } from './megatron-flags.js';
+import { nullVocabSize } from './preprocess-data.js';
 import { RECOMPUTE_FLAG_SPECS, recomputeFlags } from './recompute-flags.js';
 import { defaultFfnHiddenSize, NORMALIZATIONS, POSITION_EMBEDDING_TYPES, rotaryChannels } from '../nn/gpt-spec.js';
 
@@ -355,7 +356,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'tokenizer-type': flag('data and dataloader', {
     kind: 'string',
     default: 'CharTokenizer',
-    help: 'CharTokenizer, ByteTokenizer, GPT2BPETokenizer or HuggingFaceTokenizer',
+    help: 'CharTokenizer, ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer or NullTokenizer (ids, with --vocab-size)',
+  }),
+  'vocab-size': flag('data and dataloader', { kind: 'int', help: 'NullTokenizer: its ids, the last the end of document' }),
+  'mock-data': flag('data and dataloader', {
+    kind: 'boolean',
+    help: "Megatron's mock documents (100,000 of 1 to 4,095 tokens: 1, 2, 3, … then the end of document) instead of a corpus",
   }),
   'eod-mask-loss': flag('data and dataloader', {
     kind: 'boolean',
@@ -633,8 +639,18 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const tokenizerModel = (v['tokenizer-model'] as string | undefined) ?? null;
   const tokenizerProblem = tokenizerFilesProblem(tokenizerType, { vocabFile, mergeFile, tokenizerModel });
   if (tokenizerProblem) throw new FlagError(tokenizerProblem);
+  const tokenizerVocabSize = nullVocabSize(tokenizerType, v['vocab-size'] as number | undefined);
   const dataPath = (v['data-path'] as string[] | undefined) ?? null;
   const splitPaths = splitDataPaths(v, dataPath !== null);
+  const mockData = Boolean(v['mock-data']);
+  if (mockData && (dataPath !== null || splitPaths !== null))
+    throw new FlagError(
+      `--mock-data and --${dataPath !== null ? 'data-path' : 'train-data-path'} exclude each other: train on mock documents or on data, not both`,
+    );
+  if (mockData && (tokenizerType === 'CharTokenizer' || tokenizerType === 'ByteTokenizer'))
+    throw new FlagError(
+      `--mock-data needs a tokenizer with an end of document to close its documents, and ${tokenizerType} has none; give --tokenizer-type NullTokenizer --vocab-size N (as Megatron's examples do), or GPT2BPETokenizer`,
+    );
   const save = (v.save as string | undefined) ?? null;
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
@@ -741,6 +757,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     splitDataBlends: splitPaths,
     split: parseSplit(v.split as string),
     tokenizerType,
+    tokenizerVocabSize,
+    mockData,
     eodMaskLoss: Boolean(v['eod-mask-loss']),
     calculatePerTokenLoss: Boolean(v['calculate-per-token-loss']),
     vocabFile,

@@ -27,6 +27,18 @@ export interface GptSampleSource {
   batch(first: number, n: number): { ids: Uint32Array; targets: Uint32Array };
 }
 
+/** Documents the samples are cut from: an indexed dataset's (IndexedDataset), or mock data's (MockDocuments). */
+export interface DocumentSource {
+  /** What the errors name: the dataset's prefix. */
+  readonly prefix: string;
+  readonly documentCount: number;
+  /** Every document's length in tokens. */
+  documentLengths(): Float64Array;
+  /** Tokens `offset`..`offset + n - 1` of document `d` into `out` at `at`; returns how many there were (fewer at the document's end). */
+  readDocument(d: number, offset: number, n: number, out: Uint32Array, at: number): number;
+  close(): void;
+}
+
 /** A seed for (seed, epoch, what): what 1 orders documents, 2 orders windows. */
 const mix = (seed: number, epoch: number, what: number) =>
   (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca6b) ^ Math.imul(what, 0xc2b2ae35)) >>> 0;
@@ -43,7 +55,7 @@ export class IndexedGptSamples implements GptSampleSource {
   private readonly window: Uint32Array;
 
   constructor(
-    private readonly dataset: IndexedDataset,
+    private readonly dataset: DocumentSource,
     /** All the dataset's document lengths (IndexedDataset.documentLengths). */
     private readonly lengths: Float64Array,
     /** The split: documents first..end-1. */
@@ -182,7 +194,7 @@ export interface IndexedGptData {
   testTokens: number;
   /** Some train tokens in file order, for the entropy reference lines. */
   head: Uint32Array;
-  datasets: IndexedDataset[];
+  datasets: DocumentSource[];
 }
 
 /** The train, validation and test samples of a --data-path blend of indexed datasets. */
@@ -197,11 +209,13 @@ export function openIndexedGptData(
     /** Validation or test data of its own (--valid-data-path, --test-data-path): no train samples needed. */
     heldOut?: boolean;
   },
+  /** Each path's documents (mock data's for --mock-data). */
+  open: (path: string) => DocumentSource = (path) => IndexedDataset.open(path),
 ): IndexedGptData {
-  const datasets: IndexedDataset[] = [];
+  const datasets: DocumentSource[] = [];
   try {
     const splits = blend.map((entry) => {
-      const dataset = IndexedDataset.open(entry.path);
+      const dataset = open(entry.path);
       datasets.push(dataset);
       const lengths = dataset.documentLengths();
       const [train, valid, test] = splitRanges(dataset.documentCount, options.split);

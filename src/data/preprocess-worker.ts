@@ -63,8 +63,16 @@ parentPort!.on('message', (chunk: Chunk) => {
       bad.push({ record: r, reason: got });
       return;
     }
-    got.forEach((text, k) => {
-      let ids = tokenizer.encode(text);
+    let encoded: Uint32Array[];
+    try {
+      encoded = got.map((text) => tokenizer.encode(text));
+    } catch (error) {
+      // Text the tokenizer cannot read (NullTokenizer's, not ids) makes the line a bad one.
+      bad.push({ record: r, reason: (error as Error).message });
+      return;
+    }
+    encoded.forEach((tokens, k) => {
+      let ids = tokens;
       if (input.appendEod && ids.length > 0) {
         const withEod = new Uint32Array(ids.length + 1);
         withEod.set(ids);

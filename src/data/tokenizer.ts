@@ -13,6 +13,8 @@
  * - HuggingFaceTokenizer: a tokenizer.json (--tokenizer-model: the file, or a folder holding it and
  *   optionally tokenizer_config.json) through @huggingface/tokenizers, special tokens added as the
  *   Hugging Face tokenizer adds them (Megatron calls it the same way).
+ * - NullTokenizer: Megatron's, for --mock-data and data already in ids: --vocab-size V ids, V - 1
+ *   the end of document; text is ids separated by spaces, both ways.
  *
  * The packages load on first use (loadTokenizer is async), so commands that never tokenize do not
  * pay for them.
@@ -21,7 +23,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 
-export const TOKENIZER_TYPES = ['CharTokenizer', 'ByteTokenizer', 'GPT2BPETokenizer', 'HuggingFaceTokenizer'] as const;
+export const TOKENIZER_TYPES = ['CharTokenizer', 'ByteTokenizer', 'GPT2BPETokenizer', 'HuggingFaceTokenizer', 'NullTokenizer'] as const;
 export type TokenizerType = (typeof TOKENIZER_TYPES)[number];
 
 type Json = Record<string, unknown>;
@@ -31,7 +33,8 @@ export type TokenizerState =
   | { type: 'ByteTokenizer' }
   /** Without vocab and merges: the built-in GPT-2 files of gpt-tokenizer. */
   | { type: 'GPT2BPETokenizer'; vocab?: Record<string, number>; merges?: string[] }
-  | { type: 'HuggingFaceTokenizer'; tokenizer: Json; config?: Json };
+  | { type: 'HuggingFaceTokenizer'; tokenizer: Json; config?: Json }
+  | { type: 'NullTokenizer'; vocabSize: number };
 
 export interface Tokenizer {
   readonly type: TokenizerType;
@@ -127,6 +130,42 @@ export class ByteTokenizer implements Tokenizer {
 
   state(): TokenizerState {
     return { type: 'ByteTokenizer' };
+  }
+}
+
+/**
+ * Megatron's NullTokenizer: ids 0 to vocabSize - 1, the last the end of document, and text that is
+ * those ids in decimal separated by spaces (what its text_to_ids and ids_to_text read and write).
+ */
+export class NullTokenizer implements Tokenizer {
+  readonly type = 'NullTokenizer' as const;
+  readonly eod: number;
+
+  constructor(readonly vocabSize: number) {
+    if (!Number.isInteger(vocabSize) || vocabSize < 2)
+      throw new ConfigError(`NullTokenizer: the vocabulary must be an integer of at least 2 ids, got ${vocabSize}`, 'tokenizerVocabSize');
+    this.eod = vocabSize - 1;
+  }
+
+  encode(text: string): Uint32Array {
+    const words = text.split(/\s+/).filter((w) => w !== '');
+    return Uint32Array.from(words, (w) => {
+      const id = /^\d+$/.test(w) ? Number(w) : Number.NaN;
+      if (!(id < this.vocabSize))
+        throw new ConfigError(
+          `NullTokenizer: '${w}' is not a token id below ${this.vocabSize}; its text is ids separated by spaces, such as '3 4 5'`,
+          'prompt',
+        );
+      return id;
+    });
+  }
+
+  decode(ids: ArrayLike<number>): string {
+    return Array.from({ length: ids.length }, (_, i) => (ids[i]! < this.vocabSize ? String(ids[i]) : '\uFFFD')).join(' ');
+  }
+
+  state(): TokenizerState {
+    return { type: 'NullTokenizer', vocabSize: this.vocabSize };
   }
 }
 
@@ -263,6 +302,8 @@ export async function loadTokenizer(state: TokenizerState): Promise<Tokenizer> {
       return new CharTokenizer(state.chars);
     case 'ByteTokenizer':
       return new ByteTokenizer();
+    case 'NullTokenizer':
+      return new NullTokenizer(state.vocabSize);
     case 'GPT2BPETokenizer': {
       if (!state.vocab || !state.merges) return new BuiltinGpt2(await import('gpt-tokenizer/encoding/r50k_base'));
       const { Tokenizer: Hf } = await import('@huggingface/tokenizers');

@@ -118,6 +118,9 @@ export async function tokenizerFiles(state: TokenizerState, maxLength: number): 
     case 'ByteTokenizer':
       json('tokenizer.json', mergelessTokenizerJson(Object.fromEntries(byteToUnicode().map((c, b) => [c, b])), true));
       break;
+    case 'NullTokenizer':
+      // Ids, not text: nothing for a Hugging Face tokenizer to hold.
+      return files;
   }
   json('tokenizer_config.json', { tokenizer_class: 'PreTrainedTokenizerFast', webtron_tokenizer: state.type, ...common });
   return files;
@@ -145,7 +148,7 @@ export function folderTokenizer(
   dir: string,
 ):
   | { type: 'GPT2BPETokenizer'; vocabFile: string; mergeFile: string }
-  | { type: Exclude<TokenizerType, 'GPT2BPETokenizer'>; tokenizerModel: string }
+  | { type: Exclude<TokenizerType, 'GPT2BPETokenizer' | 'NullTokenizer'>; tokenizerModel: string }
   | null {
   const configFile = join(dir, 'tokenizer_config.json');
   const kind = existsSync(configFile) ? readJson(configFile).webtron_tokenizer : undefined;

@@ -161,6 +161,10 @@ export interface TrainConfig extends ScheduleFlags {
   splitDataBlends: { train: DataPathEntry[]; valid: DataPathEntry[] | null; test: DataPathEntry[] | null } | null;
   split: [number, number, number];
   tokenizerType: TokenizerType;
+  /** --vocab-size: NullTokenizer's ids (null for the other tokenizers, which bring their vocabulary). */
+  tokenizerVocabSize: number | null;
+  /** --mock-data: Megatron's mock documents (src/data/mock.ts) instead of a corpus. */
+  mockData: boolean;
   /** --eod-mask-loss: no loss where the input token is the tokenizer's end-of-document token. */
   eodMaskLoss: boolean;
   /** --calculate-per-token-loss: one mean over the global batch's unmasked tokens, not a mean of the micro-batches' means. */

@@ -10,9 +10,10 @@ import type { DataPathEntry } from '../data/blend.js';
 import { dataKind, openIndexedGptData, type GptSampleSource, type IndexedGptData } from '../data/gpt-dataset.js';
 import { IndexedDataset } from '../data/indexed.js';
 import { GptSamples } from '../data/samples.js';
-import { ByteTokenizer, CharTokenizer, loadTokenizer, readTokenizerFiles, type Tokenizer } from '../data/tokenizer.js';
+import { ByteTokenizer, CharTokenizer, loadTokenizer, NullTokenizer, readTokenizerFiles, type Tokenizer } from '../data/tokenizer.js';
 import { ConfigError } from '../errors.js';
 import { readFolderTokenizer } from '../hf/tokenizer.js';
+import { MockDocuments } from '../data/mock.js';
 import { IGNORED_TARGET } from '../nn/ops.js';
 import { isFolder } from '../hf/weights.js';
 import type { TrainConfig } from './config.js';
@@ -50,6 +51,10 @@ async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Toke
       throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no tokenizer); --load needs one`);
     if (extra.tokenizer.type !== cfg.tokenizerType)
       throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
+    if (extra.tokenizer.type === 'NullTokenizer' && cfg.tokenizerVocabSize !== null && extra.tokenizer.vocabSize !== cfg.tokenizerVocabSize)
+      throw new CheckpointError(
+        `${dir}: saved with NullTokenizer of ${extra.tokenizer.vocabSize} ids, but --vocab-size is ${cfg.tokenizerVocabSize}`,
+      );
     return loadTokenizer(extra.tokenizer);
   }
   const folder = cfg.initFrom !== null && isFolder(cfg.initFrom) ? await readFolderTokenizer(cfg.initFrom) : null;
@@ -60,6 +65,8 @@ async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Toke
       return CharTokenizer.fromText(text);
     case 'ByteTokenizer':
       return new ByteTokenizer();
+    case 'NullTokenizer':
+      return new NullTokenizer(cfg.tokenizerVocabSize!);
     default:
       return loadTokenizer(readTokenizerFiles(cfg.tokenizerType, cfg));
   }
@@ -134,8 +141,8 @@ export async function openData(cfg: TrainConfig): Promise<TrainData> {
       'eodMaskLoss',
     );
   }
-  // Opened above, so the data is indexed datasets throughout or one text: the first path says which.
-  if (!cfg.splitDataBlends && (!cfg.dataBlend || dataKind(cfg.dataBlend[0]!.path) === 'text')) {
+  // Opened above, so the data is mock, indexed datasets throughout or one text: the first path says which.
+  if (!cfg.mockData && !cfg.splitDataBlends && (!cfg.dataBlend || dataKind(cfg.dataBlend[0]!.path) === 'text')) {
     data.close();
     throw new ConfigError(
       `eodMaskLoss: ${data.name} is text, whose documents are joined without end-of-document tokens, so nothing would be masked; make an indexed dataset with webtron preprocess-data --append-eod and train on it`,
@@ -170,6 +177,7 @@ export function countedTargets(targets: Uint32Array): number {
 }
 
 async function openSamples(cfg: TrainConfig): Promise<TrainData> {
+  if (cfg.mockData) return openMockData(cfg);
   if (cfg.splitDataBlends) {
     checkSplitDataPaths(cfg);
     return openSplitData(cfg, cfg.splitDataBlends);
@@ -218,6 +226,23 @@ async function openSamples(cfg: TrainConfig): Promise<TrainData> {
     head: trainTokens,
     close: () => undefined,
   };
+}
+
+/** --mock-data: Megatron's mock documents, split, ordered and cut into samples as an indexed dataset's. */
+async function openMockData(cfg: TrainConfig): Promise<TrainData> {
+  const tokenizer = await tokenizerFor(cfg, null);
+  const eod = tokenizer.eod;
+  if (eod === null)
+    throw new ConfigError(
+      `mockData: ${tokenizer.type} has no end-of-document token to close the mock documents with; give --tokenizer-type NullTokenizer --vocab-size N, or a tokenizer that has one`,
+      'mockData',
+    );
+  const data = openIndexedGptData(
+    [{ path: 'mock data', weight: null }],
+    { split: cfg.split, seqLength: cfg.seqLength, seed: cfg.seed, vocabSize: tokenizer.vocabSize },
+    () => new MockDocuments(tokenizer.vocabSize, eod),
+  );
+  return { tokenizer, ...data, close: () => undefined };
 }
 
 /** Megatron's per-split data: each split's blend used whole, validation and test in order. */

@@ -31,7 +31,7 @@ describe('webtron train, one process', () => {
     [['--hidden-dropout', '1.5'], /^webtron train: --hidden-dropout must be in \[0, 1\), got 1.5/],
     [
       ['--tokenizer-type', 'SentencePiece'],
-      /^webtron train: --tokenizer-type must be one of CharTokenizer, ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer, got 'SentencePiece'/,
+      /^webtron train: --tokenizer-type must be one of CharTokenizer, ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer, NullTokenizer, got 'SentencePiece'/,
     ],
     [['--train-iters', 'ten'], /^webtron train: --train-iters: expected an integer, got 'ten'/],
     [['--no-such-flag'], /^webtron train: unknown flag --no-such-flag/],
@@ -91,6 +91,16 @@ describe('webtron train, one process', () => {
     [['--recompute-method', 'block'], /^webtron train: --recompute-method needs --recompute-granularity full$/],
     [['--fp8-format', 'hybrid'], /^webtron train: --fp8-format: WebGPU has no fp8 type; train in --bf16 \(or --fp16\)$/],
     [['--group-query-attention', '--num-query-groups', '3'], /^webtron train: --num-query-groups 3 must divide --num-attention-heads 2$/],
+    [['--mock-data', '--data-path', 'corpus.txt'], /^webtron train: --mock-data and --data-path exclude each other/],
+    [
+      ['--mock-data'],
+      /^webtron train: --mock-data needs a tokenizer with an end of document .* CharTokenizer has none; give --tokenizer-type NullTokenizer --vocab-size N/,
+    ],
+    [['--tokenizer-type', 'NullTokenizer'], /^webtron train: --tokenizer-type NullTokenizer needs --vocab-size/],
+    [
+      ['--vocab-size', '100'],
+      /^webtron train: --vocab-size is for --tokenizer-type NullTokenizer; CharTokenizer brings its own vocabulary: leave it out$/,
+    ],
     [
       ['--hidden-size', '16', '--swiglu'],
       /^webtron train: --swiglu's default MLP width int\(8h\/3 \/ 64\) · 64 is 0 at --hidden-size 16; give --ffn-hidden-size$/,
@@ -322,6 +332,37 @@ describe('webtron train, one process', () => {
       expect(r.stderr.trim()).toMatch(/^webtron train: \S+index\.json: /);
       expect(r.stderr.trim()).toMatch(message);
     }
+  });
+
+  it("--mock-data with Megatron's NullTokenizer: the model learns the documents' rule, and sample continues a count", async () => {
+    const base = dir();
+    const r = await train([
+      ...['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '2', '--seq-length', '32', '--micro-batch-size', '4'],
+      ...['--train-iters', '120', '--lr', '1e-2', '--lr-warmup-iters', '10', '--eval-interval', '120', '--eval-iters', '2'],
+      ...[
+        '--mock-data',
+        '--tokenizer-type',
+        'NullTokenizer',
+        '--vocab-size',
+        '64',
+        '--save',
+        join(base, 'ck'),
+        '--run-dir',
+        join(base, 'run'),
+      ],
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/vocab 64 padded to 128\).*; mock data: [\d,]+ train tokens/);
+    // Each next id is the last plus 1 (modulo 64), so greedy sampling counts on from the prompt.
+    const sampled = spawnSync(
+      'node',
+      [BIN, 'sample', '--load', join(base, 'ck'), '--prompt', '20 21 22 23', '--tokens', '8', '--temperature', '0'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(sampled.status, sampled.stderr).toBe(0);
+    expect(sampled.stdout.trim()).toBe(Array.from({ length: 12 }, (_, i) => 20 + i).join(' '));
   });
 
   it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {

@@ -87,6 +87,29 @@ describe('webtron preprocess-data', () => {
     expect(readAll(join(dir, 'book_text_document')).docs).toEqual(expected.map((p) => [...new TextEncoder().encode(p)]));
   });
 
+  it("NullTokenizer: each document's ids as written, the end of document vocab-size - 1; an id past the vocabulary, or no --vocab-size, is one line", () => {
+    const { random } = seeded('preprocess null tokenizer');
+    const docs = Array.from({ length: 40 }, () => Array.from({ length: 1 + Math.floor(random() * 20) }, () => Math.floor(random() * 299)));
+    const input = join(dir, 'ids.jsonl');
+    writeFileSync(input, docs.map((d) => JSON.stringify({ text: d.join(' ') })).join('\n'));
+    const args = ['--input', input, '--output-prefix', join(dir, 'ids'), '--tokenizer-type', 'NullTokenizer'];
+    const r = preprocess([...args, '--vocab-size', '300', '--append-eod']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readAll(join(dir, 'ids_text_document')).docs).toEqual(docs.map((d) => [...d, 299]));
+    for (const [more, message] of [
+      [[], /^webtron preprocess-data: --tokenizer-type NullTokenizer needs --vocab-size/],
+      [
+        ['--vocab-size', '100'],
+        /ids\.jsonl line \d+: NullTokenizer: '\d+' is not a token id below 100; its text is ids separated by spaces.*; fix or remove the line, or give --on-bad-line skip$/,
+      ],
+    ] as const) {
+      const bad = preprocess([...args, ...more]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+      expect(bad.stderr.trim()).toMatch(message);
+    }
+  });
+
   it('a Hugging Face WordPiece tokenizer.json with ids past 65535: int32 tokens, equal to a plain WordPiece', () => {
     const words = ['[UNK]', '[SEP]', 'the', 'whale', 'ship', 'sea', 'ahab', 'white', 'call', 'me', 'ish', '##mael', '.', ',', '##s', '!'];
     const vocab = Object.fromEntries(words.map((w, i) => [w, i === 0 ? 0 : 70_000 + i]));
