@@ -393,6 +393,8 @@ export abstract class AdamOverBuffers implements Optimizer {
   }
 
   async paramsNorm(): Promise<number> {
+    // After the step's param gathers (--overlap-param-gather issues them bucket by bucket): its sum is a collective.
+    await this.ddp.finishParamSync();
     this.refreshMainParams();
     this.paramsSumsq ??= new SumOfSquares(
       this.ctx,

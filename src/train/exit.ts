@@ -42,6 +42,9 @@ export class ExitConditions {
     if (cfg.exitSignalHandler || cfg.exitDurationInMins !== null || save !== null) {
       const overTime = cfg.exitDurationInMins !== null && (performance.now() - this.started) / 60_000 >= cfg.exitDurationInMins;
       const flags = new Float32Array([this.signalled ? 1 : 0, overTime ? 1 : 0, save === null ? 0 : SAVE_FLAG[save]]);
+      // With --overlap-param-gather the step returned with the next forward's gathers being issued
+      // bucket by bucket; a collective in between would meet a gather on a rank further along.
+      await run.ddp.finishParamSync();
       await run.group.allReduce(flags, 'max');
       if (flags[0]! > 0) exit = `${cfg.exitSignal} received (--exit-signal-handler)`;
       else if (flags[1]! > 0) exit = `${cfg.exitDurationInMins} minutes of training (--exit-duration-in-mins)`;

@@ -35,7 +35,7 @@ describe('webtron train', () => {
     const double = await run('d2', ['--nproc-per-node', '2', '--use-distributed-optimizer', '--global-batch-size', '4', ...noDropout]);
     expectSameLosses(single, double, 1e-4, 'd = 1 vs d = 2');
     expect(single.get(20)!).toBeLessThan(single.get(1)! - 0.5); // it learns
-    // Global batch 8 with dropout: 4 micro-batches at d = 1, 2 at d = 2 (with both overlaps on).
+    // Global batch 8 with dropout: 4 micro-batches at d = 1, 2 at d = 2 (with both overlaps on, and a time limit).
     const single8 = await run('d1-dropout', ['--global-batch-size', '8', '--hidden-dropout', '0.1', '--attention-dropout', '0.1']);
     const double8 = await run('d2-dropout', [
       '--nproc-per-node',
@@ -43,6 +43,12 @@ describe('webtron train', () => {
       '--use-distributed-optimizer',
       '--overlap-grad-reduce',
       '--overlap-param-gather',
+      // Their collectives come after every step, while the next forward's gathers of several buckets run.
+      '--exit-duration-in-mins',
+      '600',
+      '--log-params-norm',
+      '--ddp-bucket-size',
+      '2000',
       '--global-batch-size',
       '8',
       '--hidden-dropout',
