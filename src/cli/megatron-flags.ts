@@ -59,13 +59,6 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
   'fp8-param-gather': { kind: 'boolean', help: FP8, refused: FP8 },
   'num-experts': { kind: 'string', help: MOE, refused: MOE },
   'moe-router-topk': { kind: 'string', help: MOE, refused: MOE },
-  profile: {
-    kind: 'boolean',
-    help: 'Nsight or PyTorch profiling',
-    refused: "Nsight and PyTorch's profiler do not see WGSL; --timing times every phase of every iteration on every rank",
-  },
-  'profile-step-start': { kind: 'string', help: 'profiling', refused: 'profiling is --timing here (every iteration, every rank)' },
-  'profile-step-end': { kind: 'string', help: 'profiling', refused: 'profiling is --timing here (every iteration, every rank)' },
   'ckpt-format': {
     kind: 'string',
     help: "the checkpoint's format",

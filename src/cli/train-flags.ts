@@ -415,6 +415,12 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: 'time every phase of every iteration on every rank (GPU timestamps where the adapter has them): a line per iteration, timing-rank<r>.jsonl and timeline.svg in the run folder',
   }),
+  profile: flag('logging', {
+    kind: 'boolean',
+    help: "Megatron's profiling window as --timing's records: iterations --profile-step-start + 1 to --profile-step-end, every rank",
+  }),
+  'profile-step-start': flag('logging', { kind: 'int', default: 10, help: 'with --profile: iterations done before timing starts' }),
+  'profile-step-end': flag('logging', { kind: 'int', default: 12, help: 'with --profile: the last iteration timed' }),
   'run-dir': flag('logging', {
     kind: 'string',
     help: 'where metrics.jsonl, config.json, summary.json and loss.svg go (default runs/<timestamp>)',
@@ -472,9 +478,14 @@ export function trainHelp(): string {
   return [...groups].map(([group, lines]) => `${group}:\n${lines.join('\n')}`).join('\n\n');
 }
 
-/** Megatron's --split: up to three proportions, normalized. */
+/**
+ * Megatron's --split: up to three proportions, normalized. Quotes around them are dropped: Megatron's
+ * scripts put `"--split '99,1,0'"` in a bash array expanded unquoted, which passes the quotes on, and
+ * Megatron reads the numbers out of the string.
+ */
 export function parseSplit(text: string): [number, number, number] {
   const parts = text
+    .replace(/^(['"])(.*)\1$/, '$2')
     .split(/[,/]/)
     .map((s) => s.trim())
     .filter((s) => s !== '');
@@ -766,6 +777,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     tokenizerModel,
     logInterval: int('log-interval', 1),
     timing: Boolean(v.timing),
+    profileSteps: profileSteps(v),
     logThroughput: Boolean(v['log-throughput']),
     logStraggler: Boolean(v['log-straggler']),
     logParamsNorm: Boolean(v['log-params-norm']),
@@ -804,4 +816,20 @@ function attentionBackendOf(v: FlagValues, given: AttentionBackend): AttentionBa
   if (given !== 'auto' && ATTENTION_KERNEL_OF[given] !== 'fused')
     throw new FlagError(`--use-flash-attn is --attention-backend flash; it contradicts --attention-backend ${given}: give one`);
   return given === 'auto' ? 'flash' : given;
+}
+
+/** --profile's window of iterations, as Megatron's --profile-step-start and --profile-step-end give it; null without --profile. */
+function profileSteps(v: FlagValues): [number, number] | null {
+  const { int } = flagReader(v, TRAIN_FLAGS);
+  const given = ['profile-step-start', 'profile-step-end'].find((name) => v[name] !== TRAIN_FLAGS[name]!.default);
+  if (!v.profile) {
+    if (given) throw new FlagError(`--${given} needs --profile (it says which iterations to time)`);
+    return null;
+  }
+  const [start, end] = [int('profile-step-start', 0), int('profile-step-end', 1)];
+  if (end <= start)
+    throw new FlagError(
+      `--profile-step-end ${end} must be above --profile-step-start ${start}: iterations ${start} + 1 to ${end} are timed`,
+    );
+  return [start, end];
 }

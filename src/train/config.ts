@@ -1,7 +1,7 @@
 /** A resolved `webtron train` config: every flag checked, Megatron's rules applied (src/cli/train-flags.ts makes it). */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { TRACKER } from '../checkpoint/dir.js';
+import { join, resolve } from 'node:path';
+import { INDEX, TRACKER } from '../checkpoint/dir.js';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { Normalization, PositionEmbeddingType, Recompute } from '../nn/gpt-spec.js';
@@ -175,6 +175,12 @@ export interface TrainConfig extends ScheduleFlags {
   logInterval: number;
   /** --timing: every phase of every iteration, printed, logged per rank and drawn as a timeline. */
   timing: boolean;
+  /**
+   * --profile --profile-step-start S --profile-step-end E: --timing's records for iterations S + 1
+   * to E only (Megatron's profiling window: from the start of the step after S steps to the end of
+   * step E); null without --profile.
+   */
+  profileSteps: [start: number, end: number] | null;
   /** --log-params-norm: the main params' L2 norm at logged iterations. */
   logParamsNorm: boolean;
   /** --log-straggler: the ranks' times every log interval, and the slowest rank's slowest phase. */
@@ -201,11 +207,15 @@ export interface TrainConfig extends ScheduleFlags {
  * checkpoint whatever --load says: that is where this job got to, so it resumes whole (a --finetune
  * or --no-load-optim run's own checkpoint holds its own iteration and optimizer state; a
  * --no-save-optim run's holds no optimizer state, so it resumes as with --no-load-optim). A run that
- * loads nothing else starts from --pretrained-checkpoint's params, as with --finetune.
+ * loads nothing else starts from --pretrained-checkpoint's params, as with --finetune. A --load that
+ * is --save's folder and holds no checkpoint yet (Megatron's `--save DIR --load DIR`, the first time)
+ * loads nothing, as in Megatron; any other --load must hold one.
  */
 export function withDefaultLoad(cfg: TrainConfig, restarted = false): TrainConfig {
   const saved = cfg.save !== null && existsSync(join(cfg.save, TRACKER));
   if (saved && (cfg.load === null || restarted)) return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: cfg.noSaveOptim };
+  if (!saved && cfg.load !== null && cfg.save !== null && resolve(cfg.load) === resolve(cfg.save) && !existsSync(join(cfg.load, INDEX)))
+    return withDefaultLoad({ ...cfg, load: null }, restarted);
   if (cfg.load === null && cfg.pretrainedCheckpoint) return { ...cfg, load: cfg.pretrainedCheckpoint, finetune: true, noLoadOptim: false };
   return cfg;
 }

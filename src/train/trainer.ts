@@ -145,6 +145,12 @@ function lossText(cfg: TrainConfig, data: TrainData): string {
   return cfg.calculatePerTokenLoss ? `${mask}, the loss a mean over the global batch's tokens` : mask;
 }
 
+/** Whether iteration `iteration` (from 1) is timed: every one with --timing, those of --profile's window with --profile. */
+function timed(cfg: TrainConfig, iteration: number): boolean {
+  if (cfg.timing) return true;
+  return cfg.profileSteps !== null && iteration > cfg.profileSteps[0] && iteration <= cfg.profileSteps[1];
+}
+
 /** The header's words for --decoupled-lr, after the loss's. */
 function decoupledText(run: TrainRun): string {
   const s = run.decoupledSchedule;
@@ -192,11 +198,12 @@ async function train(
   const exits = new ExitConditions(cfg, performance.now());
   while (counters.iteration < cfg.trainIters && !cfg.skipTrain) {
     const stepStart = performance.now();
-    const outcome = await trainStep(run, data.train, counters, stepTimer);
+    const timer = timed(cfg, counters.iteration + 1) ? stepTimer : null;
+    const outcome = await trainStep(run, data.train, counters, timer);
     const iteration = counters.iteration;
     tellLauncher({ iteration });
     onIteration?.(iteration, outcome.loss, outcome.rankLoss);
-    const timing = stepTimer ? await stepTimer.end(iteration, ddp.phases) : null;
+    const timing = timer ? await timer.end(iteration, ddp.phases) : null;
     if (timing) lastTimed = iteration;
     const stepMs = performance.now() - stepStart;
     const logs = log.logs(iteration);
@@ -282,7 +289,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
         `throughput: ${(flops / 1e9).toPrecision(4)} GFLOP of model work per iteration (Megatron's formula); MFU against ${peak.tflops.toPrecision(3)} TFLOP/s (${peak.source})`,
       );
     }
-    const stepTimer = cfg.timing ? new StepTimer(ctx, rank, cfg.runDir) : null;
+    const stepTimer = cfg.timing || cfg.profileSteps ? new StepTimer(ctx, rank, cfg.runDir) : null;
     const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer, options.onIteration);
     if (cfg.skipTrain) {
       say('skipping training (--skip-train is on) ...');

@@ -97,6 +97,11 @@ describe('webtron train, one process', () => {
       /^webtron train: --mock-data needs a tokenizer with an end of document .* CharTokenizer has none; give --tokenizer-type NullTokenizer --vocab-size N/,
     ],
     [['--tokenizer-type', 'NullTokenizer'], /^webtron train: --tokenizer-type NullTokenizer needs --vocab-size/],
+    [['--profile-step-start', '3'], /^webtron train: --profile-step-start needs --profile \(it says which iterations to time\)$/],
+    [
+      ['--profile', '--profile-step-start', '2', '--profile-step-end', '2'],
+      /^webtron train: --profile-step-end 2 must be above --profile-step-start 2/,
+    ],
     [
       ['--vocab-size', '100'],
       /^webtron train: --vocab-size is for --tokenizer-type NullTokenizer; CharTokenizer brings its own vocabulary: leave it out$/,

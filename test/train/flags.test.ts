@@ -84,11 +84,14 @@ describe('nearestFlags: what a mistyped flag most likely meant', () => {
 });
 
 describe('withDefaultLoad: which checkpoint a run, a re-run and a restarted worker load', () => {
-  it('without --load, --save when it holds a checkpoint; on a restart, --save even when --load names another', () => {
+  it('without --load, --save when it holds a checkpoint; on a restart, --save even when --load names another; --load of an empty --save, nothing', () => {
     const save = mkdtempSync(join(tmpdir(), 'webtron-default-load-'));
     const cfg = (load: string | null) => ({ load, save }) as TrainConfig;
     expect(withDefaultLoad(cfg(null)).load).toBeNull(); // nothing saved yet
     expect(withDefaultLoad(cfg(null), true).load).toBeNull();
+    // Megatron's --save DIR --load DIR before the first save: nothing to load yet.
+    expect(withDefaultLoad(cfg(`${save}/`)).load).toBeNull();
+    expect(withDefaultLoad(cfg('/elsewhere')).load).toBe('/elsewhere');
     writeFileSync(join(save, TRACKER), '5\n');
     expect(withDefaultLoad(cfg(null)).load).toBe(save);
     expect(withDefaultLoad(cfg('/pretrained')).load).toBe('/pretrained');
@@ -145,6 +148,12 @@ describe('Megatron flags a script carries', () => {
 
   it.each(Object.entries(REFUSED))('--%s is refused in one line that says why', (name, spec) => {
     expect(() => resolve([`--${name}`, ...sampleValue(spec)])).toThrow(new FlagError(`--${name}: ${spec.refused}`));
+  });
+
+  it("--split as Megatron's scripts pass it, quotes and all, is the split without them", () => {
+    expect(resolve(['--split', "'99,1,0'"]).split).toEqual(resolve(['--split', '99,1,0']).split);
+    expect(resolve(['--split', '"98,2"']).split).toEqual([0.98, 0.02, 0]);
+    expect(() => resolve(['--split', "'99,x'"])).toThrow(/^--split: expected one to three non-negative proportions/);
   });
 
   it("--use-flash-attn is --attention-backend flash, and contradicts the unfused kernel's names", () => {

@@ -50,7 +50,7 @@ describe('timing arithmetic', () => {
 });
 
 describe('webtron train --timing', () => {
-  it('two ranks with the distributed optimizer and overlap: every phase of every iteration per rank, the same losses as without', async () => {
+  it("two ranks with the distributed optimizer and overlap: every phase of every iteration per rank, the same losses as without; --profile's window only", async () => {
     const base = dir();
     const args = [
       ...TINY,
@@ -129,5 +129,28 @@ describe('webtron train --timing', () => {
     for (const r of [0, 1]) expect(svg).toContain(`>rank ${r}</text>`);
     expect(svg.match(/<title>rank \d, /g)!.length).toBe(last[0]!.spans.length + last[1]!.spans.length);
     expect(existsSync(join(base, 'plain', 'timeline.svg'))).toBe(false);
+
+    // Megatron's --profile window: after 1 iteration, to the end of iteration 3; the same losses again.
+    const profiled = await train([
+      ...args,
+      '--profile',
+      '--profile-step-start',
+      '1',
+      '--profile-step-end',
+      '3',
+      '--run-dir',
+      join(base, 'profiled'),
+    ]);
+    expect(profiled.code, profiled.stderr).toBe(0);
+    expectSameLosses(losses(join(base, 'plain')), losses(join(base, 'profiled')), 0, 'without vs with --profile');
+    for (const rank of [0, 1]) {
+      const records = readFileSync(join(base, 'profiled', `timing-rank${rank}.jsonl`), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as IterationTiming);
+      expect(records.map((t) => t.iteration)).toEqual([2, 3]);
+    }
+    expect(profiled.stdout.split('\n').filter((l) => l.startsWith(' timing | iteration')).length).toBe(2);
+    expect(readFileSync(join(base, 'profiled', 'timeline.svg'), 'utf8')).toContain('iteration 3, 2 ranks');
   });
 });
