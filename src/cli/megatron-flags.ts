@@ -44,6 +44,13 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
     kind: 'string',
     help: "TikTokenizer's pattern; webtron has no TikTokenizer, and with the other tokenizers Megatron ignores it too",
   },
+  'init-model-with-meta-device': { kind: 'boolean', help: "PyTorch's meta device, to build a model before its memory; webtron has none" },
+  'use-nccl-ub': { kind: 'boolean', help: "NCCL's user buffers; webtron's collectives are its own, over TCP" },
+  'fsdp-double-buffer': {
+    kind: 'boolean',
+    help: "Megatron-FSDP's double-buffered NCCL memory; webtron's gathers stage through buffers of their own",
+  },
+  'fsdp-manual-registration': { kind: 'boolean', help: "NCCL buffer registration for Megatron-FSDP; webtron's collectives are its own" },
 };
 
 const FP8 = 'WebGPU has no fp8 type; train in --bf16 (or --fp16)';

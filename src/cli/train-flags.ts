@@ -358,7 +358,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     default: 'CharTokenizer',
     help: 'CharTokenizer, ByteTokenizer, GPT2BPETokenizer, HuggingFaceTokenizer or NullTokenizer (ids, with --vocab-size)',
   }),
-  'vocab-size': flag('data and dataloader', { kind: 'int', help: 'NullTokenizer: its ids, the last the end of document' }),
+  'vocab-size': flag('data and dataloader', {
+    kind: 'int',
+    help: "NullTokenizer: its ids, the last the end of document (another tokenizer's vocabulary must be this size)",
+  }),
   'mock-data': flag('data and dataloader', {
     kind: 'boolean',
     help: "Megatron's mock documents (100,000 of 1 to 4,095 tokens: 1, 2, 3, … then the end of document) instead of a corpus",
@@ -650,7 +653,11 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const tokenizerModel = (v['tokenizer-model'] as string | undefined) ?? null;
   const tokenizerProblem = tokenizerFilesProblem(tokenizerType, { vocabFile, mergeFile, tokenizerModel });
   if (tokenizerProblem) throw new FlagError(tokenizerProblem);
-  const tokenizerVocabSize = nullVocabSize(tokenizerType, v['vocab-size'] as number | undefined);
+  // Megatron's scripts give --vocab-size with other tokenizers too, where it must be theirs (checked when the tokenizer loads).
+  const tokenizerVocabSize =
+    tokenizerType === 'NullTokenizer' || v['vocab-size'] === undefined
+      ? nullVocabSize(tokenizerType, v['vocab-size'] as number | undefined)
+      : int('vocab-size', 1);
   const dataPath = (v['data-path'] as string[] | undefined) ?? null;
   const splitPaths = splitDataPaths(v, dataPath !== null);
   const mockData = Boolean(v['mock-data']);

@@ -44,6 +44,16 @@ const CHAR_NEEDS_TEXT =
  * --init-from names, else from the flags (CharTokenizer: built from the corpus text).
  */
 async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Tokenizer> {
+  const tokenizer = await tokenizerOf(cfg, text);
+  if (cfg.tokenizerVocabSize !== null && tokenizer.vocabSize !== cfg.tokenizerVocabSize)
+    throw new ConfigError(
+      `tokenizerVocabSize: --vocab-size is ${cfg.tokenizerVocabSize}, but ${tokenizer.type} has ${tokenizer.vocabSize} tokens; leave --vocab-size out (the tokenizer brings its vocabulary)`,
+      'tokenizerVocabSize',
+    );
+  return tokenizer;
+}
+
+async function tokenizerOf(cfg: TrainConfig, text: string | null): Promise<Tokenizer> {
   if (cfg.load) {
     const { dir, index } = readCheckpointIndex(cfg.load);
     const extra = index.extra as Partial<TrainerState>;
