@@ -836,7 +836,7 @@ function profileSteps(v: FlagValues): [number, number] | null {
   const [start, end] = [int('profile-step-start', 0), int('profile-step-end', 1)];
   if (end <= start)
     throw new FlagError(
-      `--profile-step-end ${end} must be above --profile-step-start ${start}: iterations ${start} + 1 to ${end} are timed`,
+      `--profile-step-end ${end} must be above --profile-step-start ${start}: --profile times the iterations after the start, up to the end`,
     );
   return [start, end];
 }
