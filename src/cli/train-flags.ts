@@ -655,9 +655,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   if (tokenizerProblem) throw new FlagError(tokenizerProblem);
   // Megatron's scripts give --vocab-size with other tokenizers too, where it must be theirs (checked when the tokenizer loads).
   const tokenizerVocabSize =
-    tokenizerType === 'NullTokenizer' || v['vocab-size'] === undefined
-      ? nullVocabSize(tokenizerType, v['vocab-size'] as number | undefined)
-      : int('vocab-size', 1);
+    tokenizerType === 'NullTokenizer' ? nullVocabSize(tokenizerType, v['vocab-size'] as number | undefined) : optionalInt('vocab-size', 1);
   const dataPath = (v['data-path'] as string[] | undefined) ?? null;
   const splitPaths = splitDataPaths(v, dataPath !== null);
   const mockData = Boolean(v['mock-data']);

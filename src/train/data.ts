@@ -47,7 +47,9 @@ async function tokenizerFor(cfg: TrainConfig, text: string | null): Promise<Toke
   const tokenizer = await tokenizerOf(cfg, text);
   if (cfg.tokenizerVocabSize !== null && tokenizer.vocabSize !== cfg.tokenizerVocabSize)
     throw new ConfigError(
-      `tokenizerVocabSize: --vocab-size is ${cfg.tokenizerVocabSize}, but ${tokenizer.type} has ${tokenizer.vocabSize} tokens; leave --vocab-size out (the tokenizer brings its vocabulary)`,
+      tokenizer.type === 'NullTokenizer'
+        ? `tokenizerVocabSize: --vocab-size is ${cfg.tokenizerVocabSize}, but the checkpoint's NullTokenizer has ${tokenizer.vocabSize} ids; give --vocab-size ${tokenizer.vocabSize}`
+        : `tokenizerVocabSize: --vocab-size is ${cfg.tokenizerVocabSize}, but ${tokenizer.type} has ${tokenizer.vocabSize} tokens; leave --vocab-size out (the tokenizer brings its vocabulary)`,
       'tokenizerVocabSize',
     );
   return tokenizer;
@@ -61,10 +63,6 @@ async function tokenizerOf(cfg: TrainConfig, text: string | null): Promise<Token
       throw new CheckpointError(`${dir}: not a checkpoint of webtron train (index.json has no tokenizer); --load needs one`);
     if (extra.tokenizer.type !== cfg.tokenizerType)
       throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
-    if (extra.tokenizer.type === 'NullTokenizer' && cfg.tokenizerVocabSize !== null && extra.tokenizer.vocabSize !== cfg.tokenizerVocabSize)
-      throw new CheckpointError(
-        `${dir}: saved with NullTokenizer of ${extra.tokenizer.vocabSize} ids, but --vocab-size is ${cfg.tokenizerVocabSize}`,
-      );
     return loadTokenizer(extra.tokenizer);
   }
   const folder = cfg.initFrom !== null && isFolder(cfg.initFrom) ? await readFolderTokenizer(cfg.initFrom) : null;
