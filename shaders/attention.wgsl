@@ -18,6 +18,11 @@
 // element (b, h, t, j) of sample `sample0 + b` at offset h T² + t T + j, so the fused and the unfused
 // attention drop the same probabilities for a seed.
 //
+// With DOCS, each query sees only the keys of its own document (--reset-attention-mask): keys from
+// starts[b T + t] (where the query's document starts in its sample, src/nn/documents.ts) to the query
+// itself. Starts grow with t, so a workgroup's key blocks begin at its first row's start, and a key
+// workgroup stops at the first query block whose first row starts after its last key.
+//
 // HD (the head dimension), HD4 (HD / 4 rounded up), BR, BC and UNROLLED are defines; the grads accumulate
 // (+=) into dqkv. Rows are held and staged as HD4 vec4s, zero past HD, so each key a row visits
 // costs HD4 vec4 reads of workgroup memory instead of HD scalar ones.
@@ -45,11 +50,21 @@ struct AttentionUniforms {
 @group(0) @binding(7) var<storage, read_write> dqkv: array<f32>;
 @group(0) @binding(8) var<storage, read> lse_in: array<f32>;
 @group(0) @binding(9) var<storage, read> dsum_in: array<f32>;
+@group(0) @binding(10) var<storage, read> starts: array<u32>;
+
+override DOCS: bool = false;
 
 var<workgroup> tile_a: array<vec4<f32>, BC * HD4>; // forward, dq: keys; dkv: queries
 var<workgroup> tile_b: array<vec4<f32>, BC * HD4>; // forward, dq: values; dkv: dy
 var<workgroup> tile_l: array<f32, BC>;      // dkv: L of the staged queries
 var<workgroup> tile_d: array<f32, BC>;      // dkv: D of the staged queries
+var<workgroup> tile_s: array<u32, BC>;      // dkv: where the staged queries' documents start
+
+// The first key query row t of sample b sees: where its document starts, or 0.
+fn doc_first(b: u32, t: u32) -> u32 {
+  if (DOCS) { return starts[b * u.T + t]; }
+  return 0u;
+}
 
 fn pcg(v: u32) -> u32 {
   let state = v * 747796405u + 2891336453u;
@@ -177,9 +192,11 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   }
   var m = -3.0e38;
   var l = 0.0;
-  // Key blocks up to the workgroup's last row (causal).
+  let lo = doc_first(b, min(t, u.T - 1u));
+  // Key blocks from the one holding the first row's first key, up to the workgroup's last row (causal).
+  let first = doc_first(b, t0);
   let last = min(t0 + BR, u.T);
-  for (var j0 = 0u; j0 < last; j0 += BC) {
+  for (var j0 = first - first % BC; j0 < last; j0 += BC) {
     workgroupBarrier();
     stage_kv(b, h, j0, li);
     workgroupBarrier();
@@ -190,7 +207,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
       for (var d4 = 0u; d4 < n4; d4++) {
         qk += dot(get4(&q, d4), tile_a[j * HD4 + d4]);
       }
-      let visible = live && j0 + j <= t;
+      let visible = live && j0 + j <= t && j0 + j >= lo;
       s[j] = select(-3.0e38, qk, visible);
       block_max = max(block_max, s[j]);
     }
@@ -204,6 +221,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
       }
       for (var j = 0u; j < BC; j++) {
         if (j0 + j > t) { break; }
+        if (j0 + j < lo) { continue; }
         let e = exp(s[j] - m_new);
         l += e;
         if (kept(b, h, t, j0 + j)) {
@@ -261,13 +279,16 @@ fn backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   let L = lse_in[wid.y * u.T + tc];
   let D = dsum_in[wid.y * u.T + tc];
   let keep_scale = drop_scale();
+  let lo = doc_first(b, tc);
+  let first = doc_first(b, t0);
   let last = min(t0 + BR, u.T);
-  for (var j0 = 0u; j0 < last; j0 += BC) {
+  for (var j0 = first - first % BC; j0 < last; j0 += BC) {
     workgroupBarrier();
     stage_kv(b, h, j0, li);
     workgroupBarrier();
     for (var j = 0u; j < BC; j++) {
       if (!live || j0 + j > t) { break; }
+      if (j0 + j < lo) { continue; }
       var s = 0.0;
       var dp = 0.0;
       for (var d4 = 0u; d4 < n4; d4++) {
@@ -316,20 +337,24 @@ fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
   }
   let keep_scale = drop_scale();
-  // Query blocks from the one holding the workgroup's first key row (causal).
+  // Query blocks from the one holding the workgroup's first key row (causal), up to the first whose
+  // first query's document starts after the workgroup's last key.
+  let last_key = min(j0 + BR, u.T) - 1u;
   for (var t0 = j0 - j0 % BC; t0 < u.T; t0 += BC) {
+    if (doc_first(b, t0) > last_key) { break; }
     workgroupBarrier();
     stage_q_dy(b, h, t0, li);
     for (var e = li; e < BC; e += BR) {
       let t = min(t0 + e, u.T - 1u);
       tile_l[e] = lse_in[wid.y * u.T + t];
       tile_d[e] = dsum_in[wid.y * u.T + t];
+      tile_s[e] = doc_first(b, t);
     }
     workgroupBarrier();
     for (var i = 0u; i < BC; i++) {
       let t = t0 + i;
       if (!live || t >= u.T) { break; }
-      if (t < j) { continue; }
+      if (t < j || tile_s[i] > j) { continue; }
       var s = 0.0;
       var dp = 0.0;
       for (var d4 = 0u; d4 < n4; d4++) {

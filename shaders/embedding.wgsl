@@ -1,5 +1,6 @@
 // Token + position embedding: y[r, c] = wte[ids[r], c] + wpe[r % T, c] (params in P_DTYPE; no wpe
-// without POSITIONS). A token table over the storage binding limit is bound a window of tokens at a
+// without POSITIONS), or wpe[pos[r], c] with POSITION_IDS (positions in documents, src/nn/documents.ts,
+// whose table grads backward_tokens adds up with the positions as the ids). A token table over the storage binding limit is bound a window of tokens at a
 // time, [first, first + count), one dispatch each; each row is written by its token's window.
 // Backward scatter-adds into the embedding grads without atomics: one invocation per column walks
 // the tokens in order, so duplicate ids add up deterministically. backward_tokens_sorted (hardware
@@ -11,6 +12,7 @@
 override P_DTYPE: u32 = 0u;
 // false: no position table (rope, or none): y is the token embedding alone, `table2` unread.
 override POSITIONS: bool = true;
+override POSITION_IDS: bool = false;
 
 struct EmbeddingUniforms {
   rows: u32, c: u32, t: u32, vocab: u32,
@@ -25,6 +27,7 @@ struct EmbeddingUniforms {
 @group(0) @binding(2) var<storage, read> table: array<u32>;
 @group(0) @binding(3) var<storage, read> table2: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read> pos: array<u32>;
 
 fn load_p(e: u32, second: bool) -> f32 {
   if (P_DTYPE == DTYPE_F32) {
@@ -42,7 +45,11 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let id = min(ids[r], u.vocab - 1u); // ids are checked on the host; never read out of the table
   if (id < u.first || id - u.first >= u.count) { return; } // another window's token
   var e = load_p(u.wte_off + (id - u.first) * u.c + col, false);
-  if (POSITIONS) { e += load_p(u.wpe_off + (r % u.t) * u.c + col, true); }
+  if (POSITIONS) {
+    var p = r % u.t;
+    if (POSITION_IDS) { p = pos[r]; }
+    e += load_p(u.wpe_off + p * u.c + col, true);
+  }
   y[i] = e;
 }
 

@@ -33,6 +33,7 @@ export { launch, type LaunchOptions } from './train/launcher.js';
 // Models and autograd
 export { Tensor, type Dtype } from './nn/tensor.js';
 export { Graph, type BackwardOptions } from './nn/graph.js';
+export { documentInputs, documentPositions, documentStarts, type Documents } from './nn/documents.js';
 export * as ops from './nn/ops.js';
 export { LocalParams, paramTensors } from './nn/params.js';
 export { initParams } from './nn/init.js';

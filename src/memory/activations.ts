@@ -45,6 +45,11 @@ export interface ActivationOptions {
   attention?: 'fused' | 'unfused';
   /** Megatron's full recomputation: the spans it names keep only their output stream (training only). */
   recompute?: Recompute | null;
+  /**
+   * Documents inside the samples (src/nn/documents.ts): a position per token for a learned table
+   * (--reset-position-ids), and where each token's document starts (--reset-attention-mask).
+   */
+  documents?: { positions: boolean; attention: boolean };
 }
 
 export function gptActivationBytes(shape: GptShape, o: ActivationOptions): number {
@@ -59,6 +64,8 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
     [rows, false],
     [rows * C, !!o.hiddenDropout],
   ]; // ids, targets, embedding
+  if (o.documents?.positions && learnedPositions(shape)) main.push([rows, false]);
+  if (o.documents?.attention) main.push([rows, false]);
   if (o.hiddenDropout) main.push([rows * C, false]);
   if (rotaryDim(shape) > 0) main.push([T * rotaryDim(shape), false]); // rope's (cos, sin) table, shared by the layers
   main.push([rows * C, true], [rows * 2, false]); // the first block's ln_1 (+ stats), or ln_f without blocks

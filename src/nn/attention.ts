@@ -8,12 +8,25 @@ import { dropoutSeed } from './dropout-seed.js';
 import type { Graph } from './graph.js';
 import { ShapeMismatch, type Tensor } from './tensor.js';
 
+/** The graph's document starts (Graph.documents) for `rows` queries, or null: each query attends within its document. */
+export function queryStarts(g: Graph, rows: number): Tensor | null {
+  const starts = g.documents.starts;
+  if (starts && (starts.dtype !== 'uint32' || starts.numel !== rows))
+    throw new ShapeMismatch(
+      `attention: document starts ${starts.dtype} [${starts.shape.join(', ')}] must be uint32 with one per query (${rows})`,
+    );
+  return starts;
+}
+
 /**
  * Query rows per workgroup and key rows per staged block, given the head dimension and the device's
- * workgroup memory: two blocks of BC rows of HD floats (whole vec4s) and two floats per row must fit.
+ * workgroup memory: two blocks of BC rows of HD floats (whole vec4s) and three words per row must fit.
  */
 export function attentionBlocks(headDim: number, software: boolean, workgroupBytes: number): { br: number; bc: number } {
-  const bc = Math.max(4, Math.min(32, Math.floor(workgroupBytes / (2 * 16 * Math.ceil(headDim / 4) + 8))));
+  // Each workgroup variable takes whole 16-byte units.
+  const bytes = (bc: number) => 2 * bc * 16 * Math.ceil(headDim / 4) + 3 * Math.ceil((bc * 4) / 16) * 16;
+  let bc = 32;
+  while (bc > 4 && bytes(bc) > workgroupBytes) bc -= 1;
   return { br: software ? 8 : 64, bc };
 }
 
@@ -64,13 +77,17 @@ export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropo
   const y = g.output([batch, t, c], 'attention', qkv.requiresGrad);
   const lse = g.output([batch * heads * t], 'attention.lse');
   const Q = qkv.binding(g.ctx).binding;
+  // Each query within its document (--reset-attention-mask): the shader's DOCS.
+  const docs = queryStarts(g, batch * t);
+  const starts = docs?.binding(g.ctx).binding ?? g.runner.dummy;
+  const code = { DOCS: docs ? 1 : 0 };
   const rowBlocks: [number, number, number] = [Math.ceil(t / br), batch * heads, 1];
   g.runner.dispatch(
     'attention',
     'forward',
-    {},
+    code,
     uniforms,
-    { qkv: Q, y: y.binding(g.ctx).binding, lse: lse.binding(g.ctx).binding },
+    { qkv: Q, y: y.binding(g.ctx).binding, lse: lse.binding(g.ctx).binding, starts },
     rowBlocks,
     defines,
   );
@@ -87,9 +104,9 @@ export function fusedCausalAttention(g: Graph, qkv: Tensor, heads: number, dropo
       Math.ceil((batch * heads * t) / br),
       defines,
     );
-    const grads = { qkv: Q, dy, dqkv: g.gradOf(qkv).binding(g.ctx).binding, lse_in: lse.binding(g.ctx).binding, dsum_in: D };
-    g.runner.dispatch('attention', 'backward_dq', {}, uniforms, grads, rowBlocks, defines);
-    for (const DKV of dkvPasses(hd)) g.runner.dispatch('attention', 'backward_dkv', { DKV }, uniforms, grads, rowBlocks, defines);
+    const grads = { qkv: Q, dy, dqkv: g.gradOf(qkv).binding(g.ctx).binding, lse_in: lse.binding(g.ctx).binding, dsum_in: D, starts };
+    g.runner.dispatch('attention', 'backward_dq', code, uniforms, grads, rowBlocks, defines);
+    for (const DKV of dkvPasses(hd)) g.runner.dispatch('attention', 'backward_dkv', { ...code, DKV }, uniforms, grads, rowBlocks, defines);
   });
   return y;
 }

@@ -136,7 +136,7 @@ export class GptDecoder {
           'forward',
           { WG: 64 },
           { rows: heads * t, t: n, scale: 1 / Math.sqrt(hd), q: t, qoff: at },
-          { s: scores.binding(g.ctx).binding },
+          { s: scores.binding(g.ctx).binding, starts: g.runner.dummy },
           Math.ceil((heads * t) / 64),
         );
         const y = g.tensor([1, t, a], 'decode.attention');

@@ -17,6 +17,7 @@ import { WebtronError } from '../errors.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import { numel, Tensor } from './tensor.js';
 import { Runner } from './runner.js';
+import { type Documents, NO_DOCUMENTS } from './documents.js';
 
 interface TapeEntry {
   op: string;
@@ -113,6 +114,13 @@ export class Graph {
   readonly seed: number;
 
   /**
+   * The documents inside this graph's samples (--reset-position-ids, --reset-attention-mask): the
+   * embedding reads their positions and the attention masks keys outside a query's document. None by
+   * default; a child has its parent's.
+   */
+  documents: Documents = NO_DOCUMENTS;
+
+  /**
    * A buffer of this graph for `elements` 4-byte values, rounded up to 16 bytes so that kernels may
    * read it as vec4s: from the context's pool (src/gpu/pool.ts), zeroed when `zeroed` (a pooled
    * buffer holds what its last graph left).
@@ -136,7 +144,15 @@ export class Graph {
    * params), and `seedGrad` lends it this graph's grads.
    */
   child(): Graph {
-    return new Graph(this.ctx, { runner: this.runner, training: this.training, seed: this.seed, samples: this.samples, parent: this });
+    const child = new Graph(this.ctx, {
+      runner: this.runner,
+      training: this.training,
+      seed: this.seed,
+      samples: this.samples,
+      parent: this,
+    });
+    child.documents = this.documents;
+    return child;
   }
 
   /** Whether `buffer` is one this graph took for itself (a child's are the child's, not its parent's). */

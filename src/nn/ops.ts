@@ -4,7 +4,8 @@
  * fp16 and are read in their own dtype by the kernels.
  */
 import type { Graph } from './graph.js';
-import { fusedCausalAttention } from './attention.js';
+import type { Binding } from '../gpu/kernels.js';
+import { fusedCausalAttention, queryStarts } from './attention.js';
 import { dropoutSeed } from './dropout-seed.js';
 import { matmulInto, type Operand } from './matmul.js';
 import { quadAtStart } from './quads.js';
@@ -35,7 +36,8 @@ function requireF32(t: Tensor, what: string): void {
 
 /**
  * y[b, t] = wte[ids[b, t]] + wpe[position + t] for ids of shape [B, T] (position: where the sequence
- * starts); the token embedding alone without `wpe` (rope, or no positions).
+ * starts); the token embedding alone without `wpe` (rope, or no positions). With the graph's
+ * document positions (Graph.documents), wpe[positions[b, t]] instead.
  */
 export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor | null, position = 0): Tensor {
   if (ids.dtype !== 'uint32' || ids.shape.length !== 2)
@@ -45,6 +47,11 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor | null
   if (wpe && (wpe.shape[1] !== c || wpe.shape[0]! < position + t))
     throw new ShapeMismatch(`embedding: positions ${shapeOf(wpe)} cannot cover ${position + t} steps of width ${c}`);
   if (wpe && wte.dtype !== wpe.dtype) throw new ShapeMismatch(`embedding: token table is ${wte.dtype} but position table is ${wpe.dtype}`);
+  const ids2 = wpe ? g.documents.positions : null;
+  if (ids2 && (position !== 0 || ids2.dtype !== 'uint32' || ids2.numel !== batch * t))
+    throw new ShapeMismatch(
+      `embedding: document positions ${ids2.dtype} ${shapeOf(ids2)} must be uint32 [${batch}, ${t}], from position 0`,
+    );
   const rows = batch * t;
   const y = g.output([batch, t, c], 'embedding', wte.requiresGrad || !!wpe?.requiresGrad);
   const I = ids.binding(g.ctx);
@@ -52,7 +59,8 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor | null
   // (Its backward binds the whole table and its grad: a table over the limit trains nowhere, and
   // training refuses such a param at start-up.)
   const windows = vocabWindows(g.ctx, wte);
-  const code = { WG, P_DTYPE: paramCode(wte, 'embedding'), POSITIONS: wpe ? 1 : 0 };
+  const code = { WG, P_DTYPE: paramCode(wte, 'embedding'), POSITIONS: wpe ? 1 : 0, POSITION_IDS: ids2 ? 1 : 0 };
+  const pos = ids2?.binding(g.ctx).binding ?? g.runner.dummy;
   for (const w of windows) {
     const E = w.rows.binding(g.ctx);
     const P = wpe ? wpe.binding(g.ctx) : E;
@@ -61,42 +69,18 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor | null
       'forward',
       code,
       { rows, c, t, vocab, wte_off: E.shift, wpe_off: P.shift + position * c, first: w.first, count: w.count },
-      { ids: I.binding, table: E.binding, table2: P.binding, y: y.binding(g.ctx).binding },
+      { ids: I.binding, table: E.binding, table2: P.binding, y: y.binding(g.ctx).binding, pos },
       groups(rows * c),
     );
   }
   g.record('embedding', wpe ? [wte, wpe] : [wte], () => {
     if (position !== 0) throw new ShapeMismatch('embedding: backward of an offset position is not supported (decoding runs without grads)');
     const dy = g.gradOf(y).binding(g.ctx).binding;
-    // The ids on the host (a graph input) let the split form sort them: a column's walk over every
-    // row is then a walk per distinct token over its own rows.
-    const hostIds = g.ctx.reductionKernel === 'split' ? g.integerInput(ids) : undefined;
-    const G = wte.requiresGrad ? g.gradOf(wte).binding(g.ctx) : null;
-    if (G && hostIds) {
-      const { index, distinct } = tokenOrder(hostIds, vocab);
-      const buffer = g.runner.scratch('token-order', index.byteLength);
-      // Written by the queue before the work recorded since, which may read the last index: submit that first.
-      g.runner.flush();
-      g.ctx.transfers.upload(buffer, index);
-      g.runner.dispatch(
-        'embedding',
-        'backward_tokens_sorted',
-        code,
-        { rows, c, t, vocab, dwte_off: G.shift, distinct, starts_off: rows, tokens_off: rows + distinct + 1 },
-        { index: buffer, dy, grad: G.binding },
-        groups(distinct * c),
-      );
-    } else if (G) {
-      g.runner.dispatch(
-        'embedding',
-        'backward_tokens',
-        code,
-        { rows, c, t, vocab, dwte_off: G.shift },
-        { ids: I.binding, dy, grad: G.binding },
-        groups(c),
-      );
-    }
-    if (wpe?.requiresGrad) {
+    if (wte.requiresGrad) scatterRows(g, ids, vocab, g.gradOf(wte), dy, code, 'token-order');
+    if (!wpe?.requiresGrad) return;
+    // Positions of documents add up like tokens: the rows of each position, in row order.
+    if (ids2) scatterRows(g, ids2, wpe.shape[0]!, g.gradOf(wpe), dy, code, 'position-order');
+    else {
       const G = g.gradOf(wpe).binding(g.ctx);
       g.runner.dispatch(
         'embedding',
@@ -109,6 +93,42 @@ export function embedding(g: Graph, ids: Tensor, wte: Tensor, wpe: Tensor | null
     }
   });
   return y;
+}
+
+/**
+ * grad[ids[r]] += dy[r] for every row r of `ids` (a table of `count` rows of dy's width): duplicate
+ * ids add up in row order, deterministically, with no atomics.
+ */
+function scatterRows(g: Graph, ids: Tensor, count: number, grad: Tensor, dy: Binding, code: Record<string, number>, scratch: string): void {
+  const [rows, c, t] = [ids.numel, grad.shape[1]!, ids.shape[1]!];
+  const G = grad.binding(g.ctx);
+  // The ids on the host (a graph input) let the split form sort them: a column's walk over every
+  // row is then a walk per distinct id over its own rows.
+  const hostIds = g.ctx.reductionKernel === 'split' ? g.integerInput(ids) : undefined;
+  if (hostIds) {
+    const { index, distinct } = tokenOrder(hostIds, count);
+    const buffer = g.runner.scratch(scratch, index.byteLength);
+    // Written by the queue before the work recorded since, which may read the last index: submit that first.
+    g.runner.flush();
+    g.ctx.transfers.upload(buffer, index);
+    g.runner.dispatch(
+      'embedding',
+      'backward_tokens_sorted',
+      code,
+      { rows, c, t, vocab: count, dwte_off: G.shift, distinct, starts_off: rows, tokens_off: rows + distinct + 1 },
+      { index: buffer, dy, grad: G.binding },
+      groups(distinct * c),
+    );
+  } else {
+    g.runner.dispatch(
+      'embedding',
+      'backward_tokens',
+      code,
+      { rows, c, t, vocab: count, dwte_off: G.shift },
+      { ids: ids.binding(g.ctx).binding, dy, grad: G.binding },
+      groups(c),
+    );
+  }
 }
 
 export function gelu(g: Graph, x: Tensor): Tensor {
@@ -210,17 +230,21 @@ export function causalAttention(g: Graph, qkv: Tensor, heads: number, dropoutP =
   // vec4 entry points when whole rows are quads (every tensor here is a fresh one, at its binding's start).
   const quad = (tensor: Tensor) => (t % 4 === 0 ? quadAtStart(g, tensor) : null);
   const P4 = quad(probs);
-  const softmaxSizes = { rows: batch * heads * t, t, scale, q: t };
+  const softmaxSizes = { rows: batch * heads * t, t, scale, q: t, heads };
   const softmaxGroups = Math.ceil((batch * heads * t) / 64);
-  if (P4) g.runner.dispatch('softmax', 'forward4', { WG: 64 }, softmaxSizes, { s4: P4 }, softmaxGroups);
-  else g.runner.dispatch('softmax', 'forward', { WG: 64 }, softmaxSizes, { s: P }, softmaxGroups);
+  // Each query within its document (--reset-attention-mask): the shader's DOCS.
+  const docs = queryStarts(g, batch * t);
+  const code = { WG: 64, DOCS: docs ? 1 : 0 };
+  const starts = docs?.binding(g.ctx).binding ?? g.runner.dummy;
+  if (P4) g.runner.dispatch('softmax', 'forward4', code, softmaxSizes, { s4: P4, starts }, softmaxGroups);
+  else g.runner.dispatch('softmax', 'forward', code, softmaxSizes, { s: P, starts }, softmaxGroups);
   // Recorded first so that it runs last: after the values' (and any dropout's) backward filled dP.
   g.record('attention.scores', [qkv], () => {
     const dqkv = g.gradOf(qkv);
     const ds = g.gradOf(probs); // dP, turned into dS in place
     const DS4 = P4 && quad(ds);
-    if (P4 && DS4) g.runner.dispatch('softmax', 'backward4', { WG: 64 }, softmaxSizes, { s4: DS4, p4: P4 }, softmaxGroups);
-    else g.runner.dispatch('softmax', 'backward', { WG: 64 }, softmaxSizes, { s: ds.binding(g.ctx).binding, p: P }, softmaxGroups);
+    if (P4 && DS4) g.runner.dispatch('softmax', 'backward4', code, softmaxSizes, { s4: DS4, p4: P4, starts }, softmaxGroups);
+    else g.runner.dispatch('softmax', 'backward', code, softmaxSizes, { s: ds.binding(g.ctx).binding, p: P, starts }, softmaxGroups);
     // dq += dS k ; dk += dSᵀ q
     matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(false, ds), q(c, true), { ...q(0, true), t: dqkv }, { accumulate: true });
     matmulInto(g, { m: t, n: hd, k: t, ...bh }, p(true, ds), q(0, true), { ...q(c, true), t: dqkv }, { accumulate: true });

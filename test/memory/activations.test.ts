@@ -5,6 +5,8 @@ import { GpuContext } from '../../src/gpu/context.js';
 import { gptActivationBytes } from '../../src/memory/activations.js';
 import { Gpt, type GptConfig } from '../../src/nn/gpt.js';
 import { Graph } from '../../src/nn/graph.js';
+import { learnedPositions } from '../../src/nn/gpt-spec.js';
+import { documentInputs, documentStarts } from '../../src/nn/documents.js';
 import { LocalParams } from '../../src/nn/params.js';
 
 const contexts = {
@@ -27,7 +29,15 @@ async function measured(
 }
 
 /** One forward (and backward when training) of a GPT: the activation bytes it held, its loss and its params' grads. */
-async function run(ctx: GpuContext, config: GptConfig, batch: number, dtype: ParamDtype, gradDtype: GradDtype, training: boolean) {
+async function run(
+  ctx: GpuContext,
+  config: GptConfig,
+  batch: number,
+  dtype: ParamDtype,
+  gradDtype: GradDtype,
+  training: boolean,
+  documents?: { positions: boolean; attention: boolean },
+) {
   const params = new LocalParams(ctx, Gpt.specs(config, dtype, gradDtype));
   params.set(Gpt.init(config, 3));
   const gpt = new Gpt(config, params.tensors);
@@ -36,6 +46,10 @@ async function run(ctx: GpuContext, config: GptConfig, batch: number, dtype: Par
   const n = batch * config.seqLength;
   const ids = Uint32Array.from({ length: n }, (_, i) => (i * 7) % config.vocabSize);
   const targets = Uint32Array.from({ length: n }, (_, i) => (i * 5 + 2) % config.vocabSize);
+  // Documents end at token 0 (every few tokens of these ids).
+  // Positions only for a learned table, as training makes them (batchDocuments).
+  const reset = documents && { ...documents, positions: documents.positions && learnedPositions(config) };
+  if (reset) g.documents = documentInputs(g, documentStarts(ids, config.seqLength, 0), config.seqLength, reset);
   const { loss } = gpt.forward(g, g.input(ids, [batch, config.seqLength], 'ids'), g.input(targets, [n], 'targets'));
   if (training) g.backward(loss!);
   const value = (await g.read(loss!))[0]!;
@@ -168,6 +182,29 @@ describe('GPT activation bytes', () => {
       }
     },
   );
+
+  // --reset-position-ids and --reset-attention-mask: a position per token (for a learned table only)
+  // and a document start per token, inputs of the graph.
+  it.each([
+    [{ positions: true, attention: false }, 'learned_absolute'],
+    [{ positions: false, attention: true }, 'learned_absolute'],
+    [{ positions: true, attention: true }, 'rope'],
+  ] as const)('documents %j, %s positions: predicted = measured, both attention kernels', async (documents, positions) => {
+    for (const [kernel, ctx] of Object.entries(contexts) as ['fused' | 'unfused', GpuContext][]) {
+      const config: GptConfig = {
+        numLayers: 2,
+        hiddenSize: 8,
+        numAttentionHeads: 2,
+        seqLength: 5,
+        vocabSize: 11,
+        positionEmbeddingType: positions,
+      };
+      for (const training of [true, false])
+        expect((await run(ctx, config, 2, 'float32', 'float32', training, documents)).bytes, `${kernel}, training ${training}`).toBe(
+          gptActivationBytes(config, { microBatchSize: 2, forwardOnly: !training, attention: kernel, documents }),
+        );
+    }
+  });
 
   // Megatron's full recomputation: each recomputed span runs in a child graph, forward and again in
   // the backward, whose buffers the next span's child takes by size.

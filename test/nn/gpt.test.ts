@@ -8,6 +8,8 @@ import { Mlp } from '../../src/nn/mlp.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { normals } from '../../src/nn/init.js';
 import { isNormWeight } from '../../src/nn/gpt-spec.js';
+import { documentInputs, documentStarts } from '../../src/nn/documents.js';
+import { IGNORED_TARGET } from '../../src/nn/ops.js';
 import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { splitmix32 } from '../../src/data/samples.js';
 import { recordDispatches } from '../helpers/dispatches.js';
@@ -316,6 +318,77 @@ describe('GPT', () => {
     c.params.destroy();
     fp32.params.destroy();
   });
+});
+
+describe('documents inside a sample (--reset-position-ids, --reset-attention-mask)', () => {
+  // A sample of two documents, the first ending with the end-of-document token 0, with the loss on
+  // the second document's tokens only: the same loss and grads as that document alone at the start
+  // of a sample (the rest of that sample masked), on both attention kernels.
+  const [T, eod] = [12, 0];
+  const first = [3, 5, 7, 2, eod];
+  const second = [4, 1, 6, 9, 8, 2, 10];
+  const packed = { ids: Uint32Array.from([...first, ...second]), targets: new Uint32Array(T).fill(IGNORED_TARGET) };
+  const alone = { ids: Uint32Array.from([...second, 5, 5, 5, 5, 5]), targets: new Uint32Array(T).fill(IGNORED_TARGET) };
+  for (let i = 0; i < second.length - 1; i++) {
+    packed.targets[first.length + i] = second[i + 1]!;
+    alone.targets[i] = second[i + 1]!;
+  }
+
+  async function run(device: GpuContext, config: GptConfig, data: typeof packed, reset: { positions: boolean; attention: boolean } | null) {
+    const params = new LocalParams(device, Gpt.specs(config));
+    // Sharper attention than at init (q and k 10 times as large), so that what a token sees matters.
+    const values = Gpt.init(config, SEED);
+    for (const [name, v] of values)
+      if (name.endsWith('attn.qkv.weight'))
+        values.set(
+          name,
+          v.map((x) => x * 10),
+        );
+    params.set(values);
+    const g = new Graph(device, { seed: SEED });
+    if (reset) g.documents = documentInputs(g, documentStarts(data.ids, T, eod), T, reset);
+    const { loss } = new Gpt(config, params.tensors).forward(g, g.input(data.ids, [1, T], 'ids'), g.input(data.targets, [T], 'targets'));
+    g.backward(loss!);
+    const value = (await g.read(loss!))[0]!;
+    g.release();
+    const grads = new Map<string, Float32Array>();
+    for (const spec of Gpt.specs(config)) grads.set(spec.name, await params.read(spec.name, true));
+    params.destroy();
+    return { loss: value, grads };
+  }
+
+  for (const [positions, reset] of [
+    ['learned_absolute', { positions: true, attention: true }],
+    // Rope rotates by the place in the sample: the scores see only distances, the same to rounding.
+    ['rope', { positions: false, attention: true }],
+  ] as const)
+    for (const kernel of ['fused', 'unfused'] as const)
+      it(`${positions} positions, ${kernel} attention: the second document's loss and grads are its own`, async () => {
+        const device = await GpuContext.create({ attentionKernel: kernel });
+        try {
+          const config: GptConfig = {
+            numLayers: 2,
+            hiddenSize: 16,
+            numAttentionHeads: 2,
+            seqLength: T,
+            vocabSize: 11,
+            positionEmbeddingType: positions,
+          };
+          const own = await run(device, config, alone, null);
+          const inside = await run(device, config, packed, reset);
+          expect(Math.abs(inside.loss - own.loss) / own.loss, msg('loss')).toBeLessThan(1e-6);
+          for (const [name, grad] of own.grads) expect(ref.relError(inside.grads.get(name)!, grad), msg(name)).toBeLessThan(1e-5);
+          // The first document matters without the documents' masks and positions.
+          const across = await run(device, config, packed, null);
+          const worst = Math.max(...[...own.grads].map(([name, grad]) => ref.relError(inside.grads.get(name)!, grad)));
+          console.log(
+            `${positions}, ${kernel}: loss apart ${(Math.abs(inside.loss - own.loss) / own.loss).toExponential(1)} in documents, ${(Math.abs(across.loss - own.loss) / own.loss).toExponential(1)} without; grads apart at most ${worst.toExponential(1)}`,
+          );
+          expect(Math.abs(across.loss - own.loss) / own.loss).toBeGreaterThan(1e-3);
+        } finally {
+          device.destroy();
+        }
+      });
 });
 
 describe('MLP', () => {

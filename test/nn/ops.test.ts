@@ -25,6 +25,7 @@ import {
   swiglu,
 } from '../../src/nn/ops.js';
 import { tokenOrder } from '../../src/nn/split-sums.js';
+import { documentInputs, documentStarts } from '../../src/nn/documents.js';
 import { floatToBf16, bf16ToFloat, floatToHalf, halfToFloat } from '../../src/collectives/reduce.js';
 import { recordDispatches } from '../helpers/dispatches.js';
 import { hashedUniform } from '../helpers/hash.js';
@@ -337,6 +338,49 @@ describe('embedding', () => {
     g.release();
     p.destroy();
   });
+
+  it.each(REDUCTIONS)(
+    "positions in documents (--reset-position-ids) look up and add up by each row's position, %s reductions",
+    async (reductions) => {
+      const [batch, t, c, vocab, eod] = [3, 9, 6, 7, 0];
+      const device = on(reductions);
+      const p = params(
+        [
+          ['wte', [vocab, c]],
+          ['wpe', [t, c]],
+        ],
+        'float32',
+        'float32',
+        device,
+      );
+      const wte = rand(vocab * c),
+        wpe = rand(t * c),
+        dy = rand(batch * t * c);
+      // End-of-document tokens at varying places, back to back and at a sample's end.
+      const ids = Uint32Array.from({ length: batch * t }, (_, i) => ((i * 5 + SEED) % 3 === 0 || i === 10 || i === 17 ? eod : 1 + (i % 6)));
+      p.set(
+        new Map([
+          ['wte', wte],
+          ['wpe', wpe],
+        ]),
+      );
+      const g = new Graph(device);
+      g.documents = documentInputs(g, documentStarts(ids, t, eod), t, { positions: true, attention: false });
+      const positions = g.integerInput(g.documents.positions!)!;
+      expect(new Set(positions).size, msg('positions repeat across documents')).toBeLessThan(t);
+      const used = entriesOf(g, 'embedding');
+      const y = embedding(g, g.input(ids, [batch, t], 'ids'), p.get('wte'), p.get('wpe'));
+      g.backwardFrom(y, dy);
+      const scatter = reductions === 'split' ? 'backward_tokens_sorted' : 'backward_tokens';
+      expect(used).toEqual(['forward', scatter, scatter]);
+      const want = ref.embedding(ids, wte, wpe, batch, t, c, dy, vocab, positions);
+      expectClose(await g.read(y), want.y, 'y');
+      expectClose(await p.read('wte', true), want.dwte, 'dwte');
+      expectClose(await p.read('wpe', true), want.dwpe, 'dwpe');
+      g.release();
+      p.destroy();
+    },
+  );
 
   it("split: the token grads equal the lane form's to the bit (the same additions in the same order)", async () => {
     const [batch, t, c, vocab] = [4, 33, 12, 50];
@@ -834,7 +878,7 @@ describe('causal self-attention', () => {
     [2, 12, 8, 2],
     [2, 64, 32, 4],
     [1, 70, 128, 2],
-    // Head dims that are not whole vec4s (5), and whose key block is not a power of two (96: 21 rows).
+    // Head dims that are not whole vec4s (5), and whose key block is not a power of two (96: 20 rows).
     // Heads of at most 8 run the row loops as hardware does (a constant count), wider ones as lavapipe does.
     [2, 9, 10, 2],
     [1, 40, 192, 2],
@@ -864,6 +908,43 @@ describe('causal self-attention', () => {
     }
   }
 
+  // --reset-attention-mask: each query sees the keys of its own document only. Documents of 1 to
+  // about 20 tokens (an end-of-document token at a sample's start and end, and two back to back)
+  // cross the fused kernel's query and key blocks, and whole key workgroups end before later queries.
+  for (const [batch, t, c, heads] of [
+    [2, 12, 8, 2],
+    [2, 64, 32, 4],
+    [1, 70, 128, 2],
+    [2, 9, 10, 2],
+    [1, 40, 192, 2],
+  ] as const) {
+    for (const kernel of ['fused', 'unfused'] as const) {
+      it(`${kernel}, in documents: B ${batch}, T ${t}, C ${c}, ${heads} heads`, async () => {
+        const eod = 9;
+        const draws = hashedUniform(SEED, t, batch * t, 1); // in [-1, 1): about one in eight below -0.76
+        const ids = Uint32Array.from({ length: batch * t }, (_, i) =>
+          draws[i]! < -0.76 || i % t === 0 || i % t === t - 1 || i === 3 || i === 4 ? eod : 1,
+        );
+        const qkv = rand(batch * t * 3 * c, 2),
+          dy = rand(batch * t * c);
+        const device = kernel === 'fused' ? fusedCtx : unfused;
+        const g = new Graph(device);
+        g.documents = documentInputs(g, documentStarts(ids, t, eod), t, { positions: false, attention: true });
+        const starts = g.integerInput(g.documents.starts!)!;
+        expect(Math.max(...starts), msg('documents start after the first token')).toBeGreaterThan(1);
+        const qt = g.input(qkv, [batch, t, 3 * c], 'qkv', true);
+        const y = causalAttention(g, qt, heads);
+        g.backwardFrom(y, dy);
+        const want = ref.attention(qkv, batch, t, c, heads, dy, starts);
+        expectClose(await g.read(y), want.y, 'y');
+        expectClose(await g.read(g.gradOf(qt)), want.dqkv, 'dqkv');
+        // The masks matter: attention over the whole sample differs.
+        expect(ref.relError(await g.read(y), ref.attention(qkv, batch, t, c, heads, dy).y)).toBeGreaterThan(0.05);
+        g.release();
+      });
+    }
+  }
+
   // The fused kernel draws its dropout masks as the dropout op does on the unfused path's
   // probabilities: with the same graph seed and samples the two agree, forward and backward.
   // Lavapipe runs wide heads with the row loops' count from the uniforms; the constant-count form a
@@ -875,9 +956,11 @@ describe('causal self-attention', () => {
       for (const hd of [64, 96])
         for (const [entry, constants] of [
           ['forward', {}],
+          ['forward', { DOCS: 1 }],
           ['backward_d', {}],
           ['backward_dq', {}],
-          ...[1, 2, 3].map((DKV) => ['backward_dkv', { DKV }] as const),
+          ['backward_dq', { DOCS: 1 }],
+          ...[1, 2, 3].flatMap((DKV) => [['backward_dkv', { DKV }] as const, ['backward_dkv', { DKV, DOCS: 1 }] as const]),
         ] as const) {
           nul.device.pushErrorScope('validation');
           const { br, bc } = attentionBlocks(hd, false, nul.limits.maxComputeWorkgroupStorageSize);
@@ -896,8 +979,11 @@ describe('causal self-attention', () => {
       const [batch, t, heads, p] = [2, 19, 2, 0.3];
       const qkv = rand(batch * t * 3 * c, 2);
       const dy = rand(batch * t * c);
+      // Within documents (--reset-attention-mask) as well: the masks and the dropout together.
+      const ids = Uint32Array.from({ length: batch * t }, (_, i) => (i % 7 === 3 ? 0 : 1));
       const run = async (device: GpuContext) => {
         const g = new Graph(device, { seed: SEED, samples: { first: 5, count: batch } });
+        g.documents = documentInputs(g, documentStarts(ids, t, 0), t, { positions: false, attention: c === 128 });
         const qt = g.input(qkv, [batch, t, 3 * c], 'qkv', true);
         // A dropout call before the attention's, as the embedding's: the attention takes the next seed.
         dropout(g, g.input(rand(4), [4], 'x'), 0.5);
@@ -913,7 +999,7 @@ describe('causal self-attention', () => {
       expectClose(fused.y, plain.y, 'y with dropout');
       expectClose(fused.dqkv, plain.dqkv, 'dqkv with dropout');
       // Dropout did something: the output differs from attention without it.
-      const none = ref.attention(qkv, batch, t, c, heads, dy);
+      const none = ref.attention(qkv, batch, t, c, heads, dy, c === 128 ? documentStarts(ids, t, 0) : undefined);
       expect(ref.relError(fused.y, none.y)).toBeGreaterThan(0.05);
     });
 });

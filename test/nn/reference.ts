@@ -59,16 +59,18 @@ export function embedding(
   c: number,
   dy: ArrayLike<number>,
   vocab: number,
+  positions?: ArrayLike<number>,
 ) {
   const y = new Float64Array(batch * t * c);
   const dwte = new Float64Array(vocab * c);
   const dwpe = new Float64Array(wpe.length);
   for (let r = 0; r < batch * t; r++) {
     const id = ids[r]!;
+    const p = positions ? positions[r]! : r % t;
     for (let j = 0; j < c; j++) {
-      y[r * c + j] = wte[id * c + j]! + wpe[(r % t) * c + j]!;
+      y[r * c + j] = wte[id * c + j]! + wpe[p * c + j]!;
       dwte[id * c + j]! += dy[r * c + j]!;
-      dwpe[(r % t) * c + j]! += dy[r * c + j]!;
+      dwpe[p * c + j]! += dy[r * c + j]!;
     }
   }
   return { y, dwte, dwpe };
@@ -166,8 +168,19 @@ export function gelu(x: ArrayLike<number>, dy: ArrayLike<number>) {
   return { y, dx };
 }
 
-/** Causal attention on qkv [B, T, 3C] with H heads; grads for dy [B, T, C]. */
-export function attention(qkv: ArrayLike<number>, batch: number, t: number, c: number, heads: number, dy: ArrayLike<number>) {
+/**
+ * Causal attention on qkv [B, T, 3C] with H heads; grads for dy [B, T, C]. With `starts` (one per
+ * query, [B · T]), query i of sample b sees keys starts[b T + i] ..= i only.
+ */
+export function attention(
+  qkv: ArrayLike<number>,
+  batch: number,
+  t: number,
+  c: number,
+  heads: number,
+  dy: ArrayLike<number>,
+  starts?: ArrayLike<number>,
+) {
   const hd = c / heads;
   const scale = 1 / Math.sqrt(hd);
   const y = new Float64Array(batch * t * c);
@@ -177,35 +190,37 @@ export function attention(qkv: ArrayLike<number>, batch: number, t: number, c: n
     for (let h = 0; h < heads; h++) {
       const p = new Float64Array(t * t);
       for (let i = 0; i < t; i++) {
+        const lo = starts ? starts[b * t + i]! : 0;
         let m = -Infinity;
         const s = new Float64Array(i + 1);
-        for (let j = 0; j <= i; j++) {
+        for (let j = lo; j <= i; j++) {
           let dot = 0;
           for (let d = 0; d < hd; d++) dot += qkv[at(b, i, 0, h, d)]! * qkv[at(b, j, 1, h, d)]!;
           s[j] = dot * scale;
           m = Math.max(m, s[j]!);
         }
         let sum = 0;
-        for (let j = 0; j <= i; j++) sum += Math.exp(s[j]! - m);
-        for (let j = 0; j <= i; j++) p[i * t + j] = Math.exp(s[j]! - m) / sum;
+        for (let j = lo; j <= i; j++) sum += Math.exp(s[j]! - m);
+        for (let j = lo; j <= i; j++) p[i * t + j] = Math.exp(s[j]! - m) / sum;
         for (let d = 0; d < hd; d++) {
           let acc = 0;
-          for (let j = 0; j <= i; j++) acc += p[i * t + j]! * qkv[at(b, j, 2, h, d)]!;
+          for (let j = lo; j <= i; j++) acc += p[i * t + j]! * qkv[at(b, j, 2, h, d)]!;
           y[b * t * c + i * c + h * hd + d] = acc;
         }
       }
       for (let i = 0; i < t; i++) {
+        const lo = starts ? starts[b * t + i]! : 0;
         const dyi = (d: number) => dy[b * t * c + i * c + h * hd + d]!;
         const dp = new Float64Array(i + 1);
-        for (let j = 0; j <= i; j++) {
+        for (let j = lo; j <= i; j++) {
           for (let d = 0; d < hd; d++) {
             dp[j]! += dyi(d) * qkv[at(b, j, 2, h, d)]!;
             dqkv[at(b, j, 2, h, d)]! += p[i * t + j]! * dyi(d);
           }
         }
         let dot = 0;
-        for (let j = 0; j <= i; j++) dot += p[i * t + j]! * dp[j]!;
-        for (let j = 0; j <= i; j++) {
+        for (let j = lo; j <= i; j++) dot += p[i * t + j]! * dp[j]!;
+        for (let j = lo; j <= i; j++) {
           const ds = p[i * t + j]! * (dp[j]! - dot) * scale;
           for (let d = 0; d < hd; d++) {
             dqkv[at(b, i, 0, h, d)]! += ds * qkv[at(b, j, 1, h, d)]!;
