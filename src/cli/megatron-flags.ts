@@ -82,18 +82,6 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
     refused:
       "selective recomputation here is the fused attention's (the probabilities); --recompute-modules is not built: give --recompute-granularity selective or full",
   },
-  'reset-position-ids': {
-    kind: 'boolean',
-    help: 'positions restarting at each document',
-    refused:
-      "positions restarting after each end-of-document token are not built: a sample's positions run 0 to seq-length - 1; leave it out (--eod-mask-loss masks the loss at documents' ends)",
-  },
-  'reset-attention-mask': {
-    kind: 'boolean',
-    help: 'attention within each document only',
-    refused:
-      "attention within each document only is not built: the mask is causal over the whole sample; leave it out (--eod-mask-loss masks the loss at documents' ends)",
-  },
   'wandb-project': {
     kind: 'string',
     help: 'Weights & Biases',

@@ -370,6 +370,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: "mask the loss where the input token is the tokenizer's end-of-document token (the prediction across a document boundary)",
   }),
+  'reset-position-ids': flag('data and dataloader', {
+    kind: 'boolean',
+    help: 'learned positions restart at 0 after each end-of-document token (rope rotates by the place in the sample, as in Megatron)',
+  }),
+  'reset-attention-mask': flag('data and dataloader', {
+    kind: 'boolean',
+    help: "each token attends only to its own document's tokens: none before the last end-of-document token before it",
+  }),
   'calculate-per-token-loss': flag('data and dataloader', {
     kind: 'boolean',
     help: "the loss and grads averaged over the global batch's unmasked tokens, instead of over each micro-batch's, then over the micro-batches",
@@ -776,6 +784,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     tokenizerVocabSize,
     mockData,
     eodMaskLoss: Boolean(v['eod-mask-loss']),
+    resetPositionIds: Boolean(v['reset-position-ids']),
+    resetAttentionMask: Boolean(v['reset-attention-mask']),
     calculatePerTokenLoss: Boolean(v['calculate-per-token-loss']),
     vocabFile,
     mergeFile,

@@ -23,8 +23,11 @@ export interface GptSampleSource {
   /** Samples per epoch (of a blend: of all its datasets together). */
   readonly count: number;
   readonly seqLength: number;
-  /** Inputs [n, T] and targets [n, T] of the samples first..first+n-1. */
-  batch(first: number, n: number): { ids: Uint32Array; targets: Uint32Array };
+  /**
+   * Inputs [n, T] and targets [n, T] of the samples first..first+n-1; with documents inside the samples
+   * (--reset-position-ids, --reset-attention-mask), where each input token's document starts in its sample.
+   */
+  batch(first: number, n: number): { ids: Uint32Array; targets: Uint32Array; starts?: Uint32Array };
 }
 
 /** Documents the samples are cut from: an indexed dataset's (IndexedDataset), or mock data's (MockDocuments). */

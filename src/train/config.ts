@@ -167,6 +167,10 @@ export interface TrainConfig extends ScheduleFlags {
   mockData: boolean;
   /** --eod-mask-loss: no loss where the input token is the tokenizer's end-of-document token. */
   eodMaskLoss: boolean;
+  /** --reset-position-ids: a token's learned position is its place in its document (after the last end of document). */
+  resetPositionIds: boolean;
+  /** --reset-attention-mask: a token attends only to the tokens of its own document. */
+  resetAttentionMask: boolean;
   /** --calculate-per-token-loss: one mean over the global batch's unmasked tokens, not a mean of the micro-batches' means. */
   calculatePerTokenLoss: boolean;
   vocabFile: string | null;

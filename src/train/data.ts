@@ -15,6 +15,9 @@ import { ConfigError } from '../errors.js';
 import { readFolderTokenizer } from '../hf/tokenizer.js';
 import { MockDocuments } from '../data/mock.js';
 import { IGNORED_TARGET } from '../nn/ops.js';
+import { type Documents, documentInputs, documentStarts, NO_DOCUMENTS } from '../nn/documents.js';
+import type { Graph } from '../nn/graph.js';
+import { type GptShape, learnedPositions } from '../nn/gpt-spec.js';
 import { isFolder } from '../hf/weights.js';
 import type { TrainConfig } from './config.js';
 import { type TrainerState, TrainingError } from './state.js';
@@ -136,30 +139,45 @@ function checkSplitDataPaths(cfg: TrainConfig): 'indexed' {
 
 /**
  * The run's samples: indexed datasets (--data-path PREFIX or a blend), else a text corpus (a file, or
- * Moby-Dick); with --eod-mask-loss, every split's targets masked where the input is the end of a document.
+ * Moby-Dick); with --eod-mask-loss, every split's targets masked where the input is the end of a
+ * document; with --reset-position-ids or --reset-attention-mask, every batch with its documents' starts.
  */
 export async function openData(cfg: TrainConfig): Promise<TrainData> {
   const data = await openSamples(cfg);
-  if (!cfg.eodMaskLoss) return data;
+  const given = EOD_FLAGS.filter((f) => cfg[f.field]);
+  if (given.length === 0) return data;
   const eod = data.tokenizer.eod;
+  const first = given[0]!;
   if (eod === null) {
     data.close();
     throw new ConfigError(
-      `eodMaskLoss: ${data.tokenizer.type} has no end-of-document token to mask; leave out --eod-mask-loss, or train with a tokenizer that has one (GPT2BPETokenizer)`,
-      'eodMaskLoss',
+      `${first.field}: ${data.tokenizer.type} has no end-of-document token ${first.purpose}; leave out ${given.map((f) => f.flag).join(' and ')}, or train with a tokenizer that has one (GPT2BPETokenizer)`,
+      first.field,
     );
   }
   // Opened above, so the data is mock, indexed datasets throughout or one text: the first path says which.
   if (!cfg.mockData && !cfg.splitDataBlends && (!cfg.dataBlend || dataKind(cfg.dataBlend[0]!.path) === 'text')) {
     data.close();
     throw new ConfigError(
-      `eodMaskLoss: ${data.name} is text, whose documents are joined without end-of-document tokens, so nothing would be masked; make an indexed dataset with webtron preprocess-data --append-eod and train on it`,
-      'eodMaskLoss',
+      `${first.field}: ${data.name} is text, whose documents are joined without end-of-document tokens, so ${first.nothing}; make an indexed dataset with webtron preprocess-data --append-eod and train on it`,
+      first.field,
     );
   }
-  const masked = (source: GptSampleSource | null) => source && eodMasked(source, eod);
-  return { ...data, train: masked(data.train)!, valid: masked(data.valid), test: masked(data.test) };
+  const documents = cfg.resetPositionIds || cfg.resetAttentionMask;
+  const wrap = (source: GptSampleSource | null) => {
+    if (!source) return null;
+    const inDocuments = documents ? withDocumentStarts(source, eod) : source;
+    return cfg.eodMaskLoss ? eodMasked(inDocuments, eod) : inDocuments;
+  };
+  return { ...data, train: wrap(data.train)!, valid: wrap(data.valid), test: wrap(data.test) };
 }
+
+/** The flags that need end-of-document tokens in the data, with what their errors say. */
+const EOD_FLAGS = [
+  { field: 'eodMaskLoss', flag: '--eod-mask-loss', purpose: 'to mask', nothing: 'nothing would be masked' },
+  { field: 'resetPositionIds', flag: '--reset-position-ids', purpose: 'to restart positions at', nothing: 'no position would restart' },
+  { field: 'resetAttentionMask', flag: '--reset-attention-mask', purpose: 'to end attention at', nothing: 'no attention would end' },
+] as const;
 
 /**
  * Megatron's --eod-mask-loss: `source` with the target IGNORED_TARGET wherever the input token is
@@ -170,11 +188,36 @@ export function eodMasked(source: GptSampleSource, eod: number): GptSampleSource
     count: source.count,
     seqLength: source.seqLength,
     batch(first, n) {
-      const { ids, targets } = source.batch(first, n);
+      const batch = source.batch(first, n);
+      const { ids, targets } = batch;
       for (let i = 0; i < ids.length; i++) if (ids[i] === eod) targets[i] = IGNORED_TARGET;
-      return { ids, targets };
+      return batch;
     },
   };
+}
+
+/** `source` whose batches say where each input token's document starts (src/nn/documents.ts). */
+export function withDocumentStarts(source: GptSampleSource, eod: number): GptSampleSource {
+  return {
+    count: source.count,
+    seqLength: source.seqLength,
+    batch(first, n) {
+      const batch = source.batch(first, n);
+      return { ...batch, starts: documentStarts(batch.ids, source.seqLength, eod) };
+    },
+  };
+}
+
+/**
+ * The graph inputs of a batch's documents (none without --reset-position-ids and
+ * --reset-attention-mask): positions only where the model has a learned position table.
+ */
+export function batchDocuments(g: Graph, cfg: TrainConfig, model: GptShape, starts: Uint32Array | undefined): Documents {
+  if (!starts) return NO_DOCUMENTS;
+  return documentInputs(g, starts, cfg.seqLength, {
+    positions: cfg.resetPositionIds && learnedPositions(model),
+    attention: cfg.resetAttentionMask,
+  });
 }
 
 /** The number of targets that are not masked (IGNORED_TARGET): the tokens a micro-batch's loss is the mean over. */

@@ -4,7 +4,7 @@
  */
 import type { GptSampleSource } from '../data/gpt-dataset.js';
 import { Graph } from '../nn/graph.js';
-import { countedTargets } from './data.js';
+import { batchDocuments, countedTargets } from './data.js';
 import type { TrainRun } from './setup.js';
 import { LossTally, reportedLoss } from './step.js';
 
@@ -17,8 +17,9 @@ export async function evaluate(run: TrainRun, samples: GptSampleSource | null): 
   for (let b = 0; b < cfg.evalIters; b++) {
     for (let m = 0; m < cfg.gradAccumulation; m++) {
       const first = b * cfg.globalBatchSize + (rank * cfg.globalBatchSize) / d + m * cfg.microBatchSize;
-      const { ids, targets } = samples.batch(first, cfg.microBatchSize);
+      const { ids, targets, starts } = samples.batch(first, cfg.microBatchSize);
       const g = new Graph(ctx, { training: false, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
+      g.documents = batchDocuments(g, cfg, run.model, starts);
       const idsT = g.input(ids, [cfg.microBatchSize, cfg.seqLength], 'ids');
       const targetsT = g.input(targets, [targets.length], 'targets');
       // Sharded params (optim_grads_params) are gathered section by section and released after.

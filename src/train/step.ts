@@ -15,7 +15,7 @@ import { wordsToFloat32 } from '../collectives/reduce.js';
 import { slowData } from '../faults.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GptSampleSource } from '../data/gpt-dataset.js';
-import { countedTargets } from './data.js';
+import { batchDocuments, countedTargets } from './data.js';
 import { type BackwardOptions, Graph } from '../nn/graph.js';
 import type { StepResult } from '../optimizer/optimizer.js';
 import { learningRate, weightDecay } from './schedule.js';
@@ -91,7 +91,7 @@ async function microBatch(
 ): Promise<{ loss: number; counted: number }> {
   const { cfg, ctx, ddp, gpt } = run;
   const slow = slowData(run.rank);
-  const { ids, targets } = await ddp.phases.time('data', async () => {
+  const { ids, targets, starts } = await ddp.phases.time('data', async () => {
     // Node's timers may fire a little before their time by performance.now(): sleep until it says so.
     for (const t0 = performance.now(); performance.now() - t0 < slow; ) {
       await new Promise((resolve) => setTimeout(resolve, Math.max(1, slow - (performance.now() - t0))));
@@ -100,6 +100,7 @@ async function microBatch(
   });
   const counted = countedTargets(targets);
   const g = new Graph(ctx, { seed: cfg.seed, samples: { first, count: cfg.microBatchSize }, pinParamCopies: !ddp.shardedParams });
+  g.documents = batchDocuments(g, cfg, run.model, starts);
   if (stepTimer) g.runner.timer = stepTimer.gpu;
   // With --timing, forward and backward are phases of their own, each run to completion on the GPU.
   const phase = async <T>(name: string, work: () => Promise<T>): Promise<T> => {

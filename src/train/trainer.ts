@@ -17,7 +17,7 @@ import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { NO_PROGRESS } from '../progress.js';
 import { ATTENTION_KERNEL_OF, type TrainConfig } from './config.js';
-import { recomputeText } from '../nn/gpt-spec.js';
+import { type GptShape, learnedPositions, recomputeText } from '../nn/gpt-spec.js';
 import { openData, type TrainData } from './data.js';
 import { evaluate } from './evaluate.js';
 import { ExitConditions } from './exit.js';
@@ -134,15 +134,21 @@ function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number
   const { cfg, d, model, layout } = run;
   return (
     `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads${model.kvChannels === undefined ? '' : ` of ${model.kvChannels}`}, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}${recomputation(cfg)}, ` +
-    `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, ${batchText(cfg, d)}${lossText(cfg, data)}${decoupledText(run)}; ` +
+    `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, ${batchText(cfg, d)}${lossText(cfg, data, model)}${decoupledText(run)}; ` +
     `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${data.train.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens${data.testTokens > 0 ? `, ${data.testTokens.toLocaleString('en-US')} test tokens` : ''}; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`
   );
 }
 
-/** The header's words for --eod-mask-loss and --calculate-per-token-loss, after the batch. */
-function lossText(cfg: TrainConfig, data: TrainData): string {
-  const mask = cfg.eodMaskLoss ? `, no loss where the input is the end-of-document token ${data.tokenizer.eod}` : '';
-  return cfg.calculatePerTokenLoss ? `${mask}, the loss a mean over the global batch's tokens` : mask;
+/** The header's words for --eod-mask-loss, --reset-position-ids, --reset-attention-mask and --calculate-per-token-loss, after the batch. */
+function lossText(cfg: TrainConfig, data: TrainData, model: GptShape): string {
+  const eod = data.tokenizer.eod;
+  const mask = cfg.eodMaskLoss ? `, no loss where the input is the end-of-document token ${eod}` : '';
+  // Rope rotates by the place in the sample (as Megatron's does): only a learned table's positions restart.
+  const positions = cfg.resetPositionIds && learnedPositions(model);
+  const reset = [positions ? 'positions' : '', cfg.resetAttentionMask ? 'attention' : ''].filter((w) => w !== '');
+  const documents = reset.length > 0 ? `, ${reset.join(' and ')} restarting after each end-of-document token ${eod}` : '';
+  const perToken = cfg.calculatePerTokenLoss ? ", the loss a mean over the global batch's tokens" : '';
+  return mask + documents + perToken;
 }
 
 /** Whether iteration `iteration` (from 1) is timed: every one with --timing, those of --profile's window with --profile. */

@@ -156,6 +156,7 @@ export class TrainingLog {
             halfGrads: layout.buffers.some((b) => b.gradDtype !== 'float32'),
             attention: ctx.attentionKernel,
             recompute: cfg.recompute,
+            documents: { positions: cfg.resetPositionIds, attention: cfg.resetAttentionMask },
           }),
         ),
       );

@@ -1,5 +1,5 @@
 /**
- * `--eod-mask-loss` and `--calculate-per-token-loss` as a user runs them, on an indexed dataset of
+ * `--eod-mask-loss`, `--calculate-per-token-loss`, `--reset-position-ids` and `--reset-attention-mask` as a user runs them, on an indexed dataset of
  * short documents (many ends of documents in every sample, a different number in every micro-batch)
  * made by `webtron preprocess-data --append-eod` with a small GPT-2 BPE vocabulary.
  *
@@ -27,13 +27,18 @@ function tinyBpe(base: string): string[] {
 
 /**
  * 600 documents, each of 1 or 2 letters or of 20 to 39 letters and spaces (so that micro-batches hold
- * very different numbers of document ends), preprocessed with an end-of-document token each; returns the prefix.
+ * very different numbers of document ends), preprocessed with an end-of-document token each; returns
+ * the prefix. `lengthOf` draws other lengths (after the first letter).
  */
-function shortDocuments(base: string, tokenizer: string[]): string {
+function shortDocuments(
+  base: string,
+  tokenizer: string[],
+  lengthOf = (random: () => number) => (random() < 0.5 ? Math.floor(random() * 2) : 20 + Math.floor(random() * 20)),
+): string {
   const { random } = seeded('loss-mask documents');
   const letters = 'abcdefgh ';
   const lines = Array.from({ length: 600 }, () => {
-    const length = random() < 0.5 ? Math.floor(random() * 2) : 20 + Math.floor(random() * 20);
+    const length = lengthOf(random);
     const text = Array.from({ length }, () => letters[Math.floor(random() * letters.length)]).join('');
     return JSON.stringify({ text: `a${text}` }); // never only spaces
   });
@@ -105,19 +110,74 @@ describe('loss masks', () => {
     expect(apart(means)).toBeGreaterThan(1e-4);
   });
 
+  it('--reset-position-ids and --reset-attention-mask train within documents: the memory line stays equal, and the first loss is not that of attention across documents', async () => {
+    const base = dir();
+    const tokenizer = tinyBpe(base);
+    // Documents of 2 to 9 letters: two or three ends of documents in every sample of 16 tokens.
+    const prefix = shortDocuments(base, tokenizer, (random) => 1 + Math.floor(random() * 8));
+    const run = async (name: string, extra: string[]) => {
+      const runDir = join(base, name);
+      const r = await train([
+        ...TINY,
+        ...tokenizer,
+        '--data-path',
+        prefix,
+        '--train-iters',
+        '3',
+        '--global-batch-size',
+        '4',
+        '--eval-interval',
+        '3',
+        '--eval-iters',
+        '1',
+        '--hidden-dropout',
+        '0',
+        '--attention-dropout',
+        '0',
+        '--run-dir',
+        runDir,
+        ...extra,
+      ]);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      return { stdout: r.stdout, losses: losses(runDir), validation: metricsOf(runDir).find((m) => m.val_loss !== undefined)?.val_loss };
+    };
+    // Params 10 times as large as by default: what a token sees and its position matter from the first step.
+    const inside = await run('documents', ['--reset-position-ids', '--reset-attention-mask', '--init-method-std', '0.2']);
+    expect(inside.stdout).toMatch(/micro-batches, positions and attention restarting after each end-of-document token 9;/);
+    expect(inside.stdout).toMatch(/activations peak [^(]+\(predicted for one micro-batch [^)]+, equal\)/);
+    expect(inside.validation).toBeGreaterThan(0);
+    const across = await run('across', ['--init-method-std', '0.2']);
+    console.log(`first loss within documents ${inside.losses.get(1)}, across them ${across.losses.get(1)}`);
+    expect(Math.abs(inside.losses.get(1)! - across.losses.get(1)!) / across.losses.get(1)!).toBeGreaterThan(2e-3);
+  });
+
   it.each([
     [
       'on a text corpus (no end-of-document tokens)',
       'GPT2BPETokenizer',
+      '--eod-mask-loss',
       /Moby-Dick.* is text, whose documents are joined without end-of-document tokens, so nothing would be masked; make an indexed dataset with webtron preprocess-data --append-eod/,
     ],
     [
       'with a tokenizer that has no end-of-document token',
       'ByteTokenizer',
+      '--eod-mask-loss',
       /ByteTokenizer has no end-of-document token to mask; leave out --eod-mask-loss, or train with a tokenizer that has one/,
     ],
-  ])('--eod-mask-loss %s is one line', async (_what, tokenizer, line) => {
-    const r = await train([...TINY, '--tokenizer-type', tokenizer, '--eod-mask-loss', '--train-iters', '4', '--global-batch-size', '2']);
+    [
+      'on a text corpus (no end-of-document tokens)',
+      'GPT2BPETokenizer',
+      '--reset-attention-mask',
+      /Moby-Dick.* is text, whose documents are joined without end-of-document tokens, so no attention would end; make an indexed dataset/,
+    ],
+    [
+      'with a tokenizer that has no end-of-document token',
+      'ByteTokenizer',
+      '--reset-position-ids',
+      /ByteTokenizer has no end-of-document token to restart positions at; leave out --reset-position-ids, or train with a tokenizer that has one/,
+    ],
+  ])('%s: %s with %s is one line', async (_what, tokenizer, flag, line) => {
+    const r = await train([...TINY, '--tokenizer-type', tokenizer, flag, '--train-iters', '4', '--global-batch-size', '2']);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(line)]);
   });
