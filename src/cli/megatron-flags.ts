@@ -51,6 +51,15 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
     help: "Megatron-FSDP's double-buffered NCCL memory; webtron's gathers stage through buffers of their own",
   },
   'fsdp-manual-registration': { kind: 'boolean', help: "NCCL buffer registration for Megatron-FSDP; webtron's collectives are its own" },
+  'logging-level': {
+    kind: 'int',
+    help: "Python's logging level for Megatron's modules; webtron prints the lines Megatron prints, which no logging level holds back",
+  },
+  'record-memory-history': {
+    kind: 'boolean',
+    help: "PyTorch's CUDA allocator history; webtron prints its GPU bytes by category after the first iteration, beside the prediction",
+  },
+  'memory-snapshot-path': { kind: 'string', help: "where --record-memory-history's PyTorch snapshot goes; webtron writes none" },
 };
 
 const FP8 = 'WebGPU has no fp8 type; train in --bf16 (or --fp16)';

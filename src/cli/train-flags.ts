@@ -432,6 +432,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   }),
   'profile-step-start': flag('logging', { kind: 'int', default: 10, help: 'with --profile: iterations done before timing starts' }),
   'profile-step-end': flag('logging', { kind: 'int', default: 12, help: 'with --profile: the last iteration timed' }),
+  'profile-ranks': flag('logging', { kind: 'strings', help: 'with --profile: the ranks timed, e.g. 0 1 (default: every rank)' }),
   'run-dir': flag('logging', {
     kind: 'string',
     help: 'where metrics.jsonl, config.json, summary.json and loss.svg go (default runs/<timestamp>)',
@@ -793,6 +794,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     logInterval: int('log-interval', 1),
     timing: Boolean(v.timing),
     profileSteps: profileSteps(v),
+    profileRanks: profileRanks(v, d),
     logThroughput: Boolean(v['log-throughput']),
     logStraggler: Boolean(v['log-straggler']),
     logParamsNorm: Boolean(v['log-params-norm']),
@@ -831,6 +833,20 @@ function attentionBackendOf(v: FlagValues, given: AttentionBackend): AttentionBa
   if (given !== 'auto' && ATTENTION_KERNEL_OF[given] !== 'fused')
     throw new FlagError(`--use-flash-attn is --attention-backend flash; it contradicts --attention-backend ${given}: give one`);
   return given === 'auto' ? 'flash' : given;
+}
+
+/** --profile-ranks: the ranks --profile times, in order without repeats; empty (every rank) without it. */
+function profileRanks(v: FlagValues, d: number): number[] {
+  const given = v['profile-ranks'] as string[] | undefined;
+  if (!given) return [];
+  if (!v.profile) throw new FlagError('--profile-ranks needs --profile (it says which ranks to time)');
+  const ranks = given.map((word) => {
+    const r = Number(word);
+    if (!Number.isInteger(r) || r < 0 || r >= d)
+      throw new FlagError(`--profile-ranks: '${word}' is not a rank of this run; give ranks from 0 to ${d - 1} (the world is ${d})`);
+    return r;
+  });
+  return [...new Set(ranks)].sort((a, b) => a - b);
 }
 
 /** --profile's window of iterations, as Megatron's --profile-step-start and --profile-step-end give it; null without --profile. */

@@ -185,6 +185,8 @@ export interface TrainConfig extends ScheduleFlags {
    * step E); null without --profile.
    */
   profileSteps: [start: number, end: number] | null;
+  /** --profile-ranks: the ranks --profile times; empty: every rank (Megatron's default). */
+  profileRanks: number[];
   /** --log-params-norm: the main params' L2 norm at logged iterations. */
   logParamsNorm: boolean;
   /** --log-straggler: the ranks' times every log interval, and the slowest rank's slowest phase. */

@@ -134,10 +134,11 @@ export const PHASE_COLORS: Record<string, string> = {
   'optimizer step': '#e8e8e8',
 };
 
-/** timeline.svg in `dir`: iteration `iteration` of every rank whose timing file is there; returns its path. */
-export async function writeTimeline(dir: string, world: number, iteration: number, what: string): Promise<string> {
+/** timeline.svg in `dir`: iteration `iteration` of every rank whose timing file has it; returns its path (null: no rank there has it). */
+export async function writeTimeline(dir: string, world: number, iteration: number, what: string): Promise<string | null> {
   const { timelineSvg } = await import('../plot/svg.js');
   const records = readIteration(dir, world, iteration);
+  if (records.length === 0) return null; // no rank in this folder timed it (--profile-ranks)
   const t0 = Math.min(...records.map((r) => r.start));
   const lanes = records.map((r) => ({
     label: `rank ${r.rank}`,

@@ -157,6 +157,11 @@ function timed(cfg: TrainConfig, iteration: number): boolean {
   return cfg.profileSteps !== null && iteration > cfg.profileSteps[0] && iteration <= cfg.profileSteps[1];
 }
 
+/** Whether `rank` records the timed iterations: every rank with --timing, those of --profile-ranks (all by default) with --profile. */
+function timedRank(cfg: TrainConfig, rank: number): boolean {
+  return cfg.timing || cfg.profileRanks.length === 0 || cfg.profileRanks.includes(rank);
+}
+
 /** The header's words for --decoupled-lr, after the loss's. */
 function decoupledText(run: TrainRun): string {
   const s = run.decoupledSchedule;
@@ -204,13 +209,15 @@ async function train(
   const exits = new ExitConditions(cfg, performance.now());
   while (counters.iteration < cfg.trainIters && !cfg.skipTrain) {
     const stepStart = performance.now();
-    const timer = timed(cfg, counters.iteration + 1) ? stepTimer : null;
+    // Every rank knows which iterations are timed (rank 0 draws the last one, timed on it or not).
+    const inWindow = stepTimer !== null && timed(cfg, counters.iteration + 1);
+    const timer = inWindow && timedRank(cfg, run.rank) ? stepTimer : null;
     const outcome = await trainStep(run, data.train, counters, timer);
     const iteration = counters.iteration;
     tellLauncher({ iteration });
     onIteration?.(iteration, outcome.loss, outcome.rankLoss);
     const timing = timer ? await timer.end(iteration, ddp.phases) : null;
-    if (timing) lastTimed = iteration;
+    if (inWindow) lastTimed = iteration;
     const stepMs = performance.now() - stepStart;
     const logs = log.logs(iteration);
     // Collectives on every rank at the same iterations, outside the training time.
@@ -329,7 +336,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       await run.group.barrier();
       if (rank === 0 && lastTimed > 0 && stepTimer.dir) {
         const svg = await writeTimeline(stepTimer.dir, d, lastTimed, `${run.layout.paramCount.toLocaleString('en-US')}-param GPT`);
-        say(`webtron train: timeline of iteration ${lastTimed} on ${svg}`);
+        if (svg) say(`webtron train: timeline of iteration ${lastTimed} on ${svg}`);
       }
       stepTimer.destroy();
     }

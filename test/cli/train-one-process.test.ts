@@ -102,6 +102,11 @@ describe('webtron train, one process', () => {
       ['--profile', '--profile-step-start', '2', '--profile-step-end', '2'],
       /^webtron train: --profile-step-end 2 must be above --profile-step-start 2/,
     ],
+    [['--profile-ranks', '0'], /^webtron train: --profile-ranks needs --profile \(it says which ranks to time\)$/],
+    [
+      ['--profile', '--profile-ranks', '0', '1'],
+      /^webtron train: --profile-ranks: '1' is not a rank of this run; give ranks from 0 to 0 \(the world is 1\)$/,
+    ],
     [
       ['--vocab-size', '100'],
       /^webtron train: .*--vocab-size is 100, but CharTokenizer has \d+ tokens; leave --vocab-size out \(the tokenizer brings its vocabulary\)$/,
