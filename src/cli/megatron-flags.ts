@@ -60,6 +60,42 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
     help: "PyTorch's CUDA allocator history; webtron prints its GPU bytes by category after the first iteration, beside the prediction",
   },
   'memory-snapshot-path': { kind: 'string', help: "where --record-memory-history's PyTorch snapshot goes; webtron writes none" },
+  'deterministic-mode': {
+    kind: 'boolean',
+    help: "webtron's kernels and collectives add in a fixed order, with no atomics: a run repeats itself to the bit always",
+  },
+  'timing-log-level': { kind: 'int', help: "the detail of Megatron's timers; --timing times every phase of every iteration" },
+  'timing-log-option': { kind: 'string', help: "how Megatron's timers combine ranks; --timing writes every rank's times" },
+  'apply-query-key-layer-scaling': {
+    kind: 'boolean',
+    help: 'it divides fp16 scores by the layer number and multiplies them back in an fp32 softmax; webtron computes the softmax in fp32 from the scores as they are: the same probabilities',
+  },
+  'use-persistent-ckpt-worker': {
+    kind: 'boolean',
+    help: "torch_dist's save worker process; --async-save writes in the background of the training process",
+  },
+  'dist-ckpt-strictness': {
+    kind: 'string',
+    help: "how torch_dist treats keys a checkpoint lacks or adds; webtron's loads check every param by name and shape, and refuse a missing one",
+  },
+  'dist-ckpt-optim-fully-reshardable': {
+    kind: 'boolean',
+    help: "torch_dist's optimizer layout for another data-parallel size; webtron's optimizer state loads at any d always",
+  },
+  'auto-detect-ckpt-format': { kind: 'boolean', help: 'webtron reads its one checkpoint format' },
+  'ckpt-fully-parallel-save': {
+    kind: 'boolean',
+    help: 'how torch_dist shares the writing among ranks; each rank writes its own pieces here',
+  },
+  'no-ckpt-fully-parallel-save': {
+    kind: 'boolean',
+    help: 'how torch_dist shares the writing among ranks; each rank writes its own pieces here',
+  },
+  'ckpt-fully-parallel-load': {
+    kind: 'boolean',
+    help: 'how torch_dist shares the reading among ranks; each rank reads only the ranges it needs here',
+  },
+  'ckpt-assume-constant-structure': { kind: 'boolean', help: "torch_dist's cached save plan; webtron plans each save from the layout" },
 };
 
 const FP8 = 'WebGPU has no fp8 type; train in --bf16 (or --fp16)';
