@@ -1,8 +1,11 @@
 // Sum of squares of a float32 range, or of a 16-bit one (`sumsq_half`), for the global
 // grad norm and the params norm. Each workgroup folds a grid-stride slice into one partial sum; the
-// host adds the partials in float64.
+// host adds the partials in float64. With ZEROS (--log-num-zeros-in-grad) each workgroup also counts
+// the values that are exactly zero, into partials[NW + w] (NW: the partials of sums a window has).
 
 override WG: u32 = 256;
+override ZEROS: bool = false;
+override NW: u32 = 256;
 
 //!include half
 
@@ -39,11 +42,16 @@ fn sumsq(@builtin(workgroup_id) wid: vec3<u32>,
   let w = wid.x + wid.y * nwg.x;
   let stride = nwg.x * nwg.y * WG;
   var s = 0.0;
+  var z = 0.0;
   for (var i = w * WG + lid; i < u.n; i += stride) {
     let v = values[i + u.shift];
     s += v * v;
+    if (ZEROS && v == 0.0) { z += 1.0; }
   }
   fold(s, w, lid);
+  if (ZEROS) {
+    fold(z, NW + w, lid);
+  }
 }
 
 // 16-bit values, two a word (element e in the low half when e is even), stored as DTYPE (DTYPE_BF16
@@ -59,10 +67,15 @@ fn sumsq_half(@builtin(workgroup_id) wid: vec3<u32>,
   let w = wid.x + wid.y * nwg.x;
   let stride = nwg.x * nwg.y * WG;
   var s = 0.0;
+  var z = 0.0;
   for (var i = w * WG + lid; i < u.n; i += stride) {
     let e = i + u.shift;
     let v = half_of(words[e / 2u], e, DTYPE);
     s += v * v;
+    if (ZEROS && v == 0.0) { z += 1.0; }
   }
   fold(s, w, lid);
+  if (ZEROS) {
+    fold(z, NW + w, lid);
+  }
 }

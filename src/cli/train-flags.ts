@@ -392,12 +392,24 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'log-interval': flag('logging', { kind: 'int', default: 100, help: "print Megatron's log line every this many iterations" }),
   'tensorboard-dir': flag('logging', {
     kind: 'string',
-    help: "write TensorBoard event files here (rank 0), with Megatron's tags: lm loss, learning-rate, grad-norm, iteration-time, …",
+    help: "write TensorBoard event files here (rank 0), with Megatron's tags: lm loss, learning-rate, grad-norm, batch-size, …",
   }),
   'tensorboard-log-interval': flag('logging', { kind: 'int', default: 1, help: 'write the training scalars every this many iterations' }),
   'log-memory-to-tensorboard': flag('logging', {
     kind: 'boolean',
     help: 'also write GPU memory: mem-allocated-bytes, mem-max-allocated-bytes and the bytes of each category',
+  }),
+  'log-num-zeros-in-grad': flag('logging', {
+    kind: 'boolean',
+    help: "count the grad elements that are exactly zero at each step (after unscaling, before clipping): 'num zeros' in the log line, num-zeros in TensorBoard",
+  }),
+  'log-timers-to-tensorboard': flag('logging', {
+    kind: 'boolean',
+    help: 'also write iteration-time, throughput (with --log-throughput) and, for iterations --timing or --profile times, each phase as <phase>-time',
+  }),
+  'log-validation-ppl-to-tensorboard': flag('logging', {
+    kind: 'boolean',
+    help: 'also write the validation perplexity: lm loss validation ppl',
   }),
   'log-params-norm': flag('logging', {
     kind: 'boolean',
@@ -689,8 +701,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   for (const name of ['finetune', 'no-load-optim'])
     if (v[name] && v.load === undefined) throw new FlagError(`--${name} needs --load (the checkpoint whose params to start from)`);
   const tensorboard = v['tensorboard-dir'] as string | undefined;
-  if (v['log-memory-to-tensorboard'] && tensorboard === undefined)
-    throw new FlagError('--log-memory-to-tensorboard needs --tensorboard-dir (where to write)');
+  for (const name of ['log-memory-to-tensorboard', 'log-timers-to-tensorboard', 'log-validation-ppl-to-tensorboard'])
+    if (v[name] && tensorboard === undefined) throw new FlagError(`--${name} needs --tensorboard-dir (where to write)`);
   if (tensorboard !== undefined && existsSync(tensorboard) && !statSync(tensorboard).isDirectory())
     throw new FlagError(`--tensorboard-dir: ${tensorboard} is a file; give a folder (it is made if missing)`);
   const positiveNumber = (name: string) => num(name, (x) => x > 0, 'a number > 0');
@@ -802,6 +814,9 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     tensorboardDir: (v['tensorboard-dir'] as string | undefined) ?? null,
     tensorboardLogInterval: int('tensorboard-log-interval', 1),
     logMemoryToTensorboard: Boolean(v['log-memory-to-tensorboard']),
+    logTimersToTensorboard: Boolean(v['log-timers-to-tensorboard']),
+    logNumZerosInGrad: Boolean(v['log-num-zeros-in-grad']),
+    logValidationPplToTensorboard: Boolean(v['log-validation-ppl-to-tensorboard']),
     runDir: (v['run-dir'] as string | undefined) ?? null,
     dataParallelSize: d,
     gradAccumulation: globalBatchSize / (microBatchSize * d),

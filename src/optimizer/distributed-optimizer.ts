@@ -81,6 +81,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
       const grad = gradDtype === 'float16' ? { buffer: mainGrads!, offset: at } : { ...gradShard, dtype: gradDtype };
       if (gradDtype === 'float16') unscaleRanges.push({ narrow: gradShard, wide: grad, length });
       normRanges.push({ operand: grad, length });
+      this.normPadding += length - r.params.reduce((n, p) => n + p.paramLocal.end - p.paramLocal.start, 0);
       const shapeOf = (name: string) => buffer.layout.params.find((x) => x.name === name)!.shape;
       this.addKernels(
         {
@@ -95,7 +96,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
       at += length;
     }
     this.setUpHalves(casts, unscaleRanges);
-    this.norm = new SumOfSquares(ctx, normRanges);
+    this.norm = new SumOfSquares(ctx, normRanges, config.countZeros);
   }
 
   protected async anyRank(foundInf: boolean): Promise<boolean> {
@@ -184,10 +185,10 @@ export class DistributedOptimizer extends AdamOverBuffers {
     return buffers;
   }
 
-  protected async globalSumOfSquares(local: number): Promise<number> {
-    const total = new Float32Array([local]);
+  protected async globalSums(local: number[]): Promise<number[]> {
+    const total = Float32Array.from(local);
     await this.group.allReduce(total, 'sum');
-    return total[0]!;
+    return [...total];
   }
 
   protected async afterUpdate(): Promise<void> {

@@ -44,11 +44,12 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
         unscaleRanges.push({ narrow: { buffer: buffer.grads, offset: 0 }, wide: grad, length: n });
       }
       normRanges.push({ operand: grad, length: n });
+      this.normPadding += n - buffer.layout.params.reduce((sum, p) => sum + p.numel, 0);
       const params = [...buffer.layout.params].sort((a, b) => a.start - b.start);
       this.addKernels({ param, grad, expAvg: { buffer: moments.expAvg }, expAvgSq: { buffer: moments.expAvgSq } }, n, params);
     }
     this.setUpHalves(casts, unscaleRanges);
-    this.norm = new SumOfSquares(ctx, normRanges);
+    this.norm = new SumOfSquares(ctx, normRanges, config.countZeros);
   }
 
   /** The grads were all-reduced: every rank holds the same ones and finds the same. */
@@ -88,7 +89,7 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
   }
 
   /** The grads were all-reduced: every rank already holds all of them. */
-  protected async globalSumOfSquares(local: number): Promise<number> {
+  protected async globalSums(local: number[]): Promise<number[]> {
     return local;
   }
 

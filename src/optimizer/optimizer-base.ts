@@ -35,6 +35,8 @@ export interface OptimizerConfig {
   overlapParamGather?: boolean;
   /** fp16 grads: the dynamic loss scaler's settings (Megatron's defaults otherwise). */
   lossScaler?: Partial<LossScalerConfig>;
+  /** Count the grads that are exactly zero at each step (Megatron's --log-num-zeros-in-grad): StepResult.numZeros. */
+  countZeros?: boolean;
   /**
    * Megatron's precision-aware optimizer (--use-precision-aware-optimizer, distributed optimizer
    * only): how Adam's moments are stored (--exp-avg-dtype, --exp-avg-sq-dtype; default fp32). The
@@ -88,6 +90,8 @@ export interface StepResult {
   skipped: boolean;
   /** fp16: the loss scale for the next backward pass (null without fp16 grads). */
   lossScale: number | null;
+  /** With `countZeros`: how many elements of the params' grads are exactly zero (as the norm sees them); null otherwise, or skipped. */
+  numZeros: number | null;
 }
 
 /** Adam's moments per param, compact (no padding), on the host. */
@@ -190,6 +194,8 @@ export abstract class AdamOverBuffers implements Optimizer {
   protected readonly hyper: AdamHyperParams;
   private decoupledLr: number | null = null;
   protected norm!: SumOfSquares;
+  /** Elements of the norm's ranges that are padding, not params (zero always): the zero count leaves them out. */
+  protected normPadding = 0;
   /** The params the Adam kernels update, for `paramsNorm` (made at its first call). */
   private paramsSumsq: SumOfSquares | null = null;
   /** 16-bit params: fp32 main params are cast into the model params after each update. */
@@ -324,8 +330,8 @@ export abstract class AdamOverBuffers implements Optimizer {
     return buffer;
   }
 
-  /** Sum of squares of the grads this rank owns, added over the ranks that share the work. */
-  protected abstract globalSumOfSquares(local: number): Promise<number>;
+  /** Sums this rank made over the grads or params it owns (sums of squares, zero counts), added over the ranks that share the work. */
+  protected abstract globalSums(local: number[]): Promise<number[]>;
 
   /** After Adam: make every rank's params whole again. */
   protected abstract afterUpdate(): Promise<void>;
@@ -372,11 +378,16 @@ export abstract class AdamOverBuffers implements Optimizer {
       const local = await phases.time('unscale', () => this.unscale!.run(scaler.scale));
       const foundInf = await phases.time('unscale', () => this.anyRank(local));
       scaler.update(foundInf);
-      if (foundInf) return { step: this.steps, gradNorm: NaN, clipCoeff: 1, skipped: true, lossScale: scaler.scale };
+      if (foundInf) return { step: this.steps, gradNorm: NaN, clipCoeff: 1, skipped: true, lossScale: scaler.scale, numZeros: null };
     }
     this.steps += 1;
     const local = await phases.time('grad norm', () => this.norm.run());
-    const gradNorm = Math.sqrt(await phases.time('grad norm', () => this.globalSumOfSquares(local)));
+    // One collective for both: the sum of squares, and the zeros of the params' grads.
+    const sums = await phases.time('grad norm', () =>
+      this.globalSums(local.zeros === null ? [local.sumsq] : [local.sumsq, local.zeros - this.normPadding]),
+    );
+    const gradNorm = Math.sqrt(sums[0]!);
+    const numZeros = sums[1] ?? null;
     const clip = this.config.clipGrad ?? 0;
     const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
     await phases.time('adam', async () => {
@@ -389,7 +400,7 @@ export abstract class AdamOverBuffers implements Optimizer {
     });
     await this.afterUpdate();
     await this.ctx.sync();
-    return { step: this.steps, gradNorm, clipCoeff, skipped: false, lossScale: this.scaler?.scale ?? null };
+    return { step: this.steps, gradNorm, clipCoeff, skipped: false, lossScale: this.scaler?.scale ?? null, numZeros };
   }
 
   async paramsNorm(): Promise<number> {
@@ -400,7 +411,8 @@ export abstract class AdamOverBuffers implements Optimizer {
       this.ctx,
       this.kernels.map(({ kernel }) => ({ operand: kernel.operands.param, length: kernel.operands.length })),
     );
-    return Math.sqrt(await this.globalSumOfSquares(await this.paramsSumsq.run()));
+    const [sumsq] = await this.globalSums([(await this.paramsSumsq.run()).sumsq]);
+    return Math.sqrt(sumsq!);
   }
 
   scalerState(): LossScalerState | null {

@@ -19,15 +19,22 @@ export class SumOfSquares {
   private readonly groups: { group: GPUBindGroup; workgroups: number; pipeline: GPUComputePipeline }[] = [];
   private readonly uniforms: UniformSlots;
 
+  /** Partials a window has: its sums, then with `countZeros` its zero counts. */
+  private readonly perWindow: number;
+
+  /** With `countZeros`, each run also counts the values that are exactly zero (--log-num-zeros-in-grad). */
   constructor(
     private readonly ctx: GpuContext,
     ranges: { operand: StateOperand; length: number }[],
+    private readonly countZeros = false,
   ) {
+    const zeros = { ZEROS: countZeros ? 1 : 0, NW: WORKGROUPS };
+    this.perWindow = (countZeros ? 2 : 1) * WORKGROUPS;
     // The 16-bit entries only for ranges that hold them: each pipeline is about 6 ms of a process's start on lavapipe.
     const pipelineOf = (dtype: StateDtype): GPUComputePipeline =>
       dtype === 'float32'
-        ? ctx.kernels.pipeline('sumsq', 'sumsq', { WG })
-        : ctx.kernels.pipeline('sumsq', 'sumsq_half', { WG, DTYPE: SHADER_DTYPE[dtype] });
+        ? ctx.kernels.pipeline('sumsq', 'sumsq', { WG, ...zeros })
+        : ctx.kernels.pipeline('sumsq', 'sumsq_half', { WG, DTYPE: SHADER_DTYPE[dtype], ...zeros });
     const align = ctx.limits.minStorageBufferOffsetAlignment;
     // Bindings start at the aligned byte at or below the data; the shader adds the shift.
     const windows = ranges.flatMap(({ operand, length }) => {
@@ -40,7 +47,7 @@ export class SumOfSquares {
     });
     this.partials = ctx.createBuffer({
       label: 'sumsq.partials',
-      size: Math.max(1, windows.length) * WORKGROUPS * 4,
+      size: Math.max(1, windows.length) * this.perWindow * 4,
       usage: storageUsage(),
       category: 'other',
     });
@@ -56,7 +63,7 @@ export class SumOfSquares {
         pipeline,
         {
           [w.dtype === 'float32' ? 'values' : 'words']: { buffer: w.buffer, offset: w.start, size },
-          partials: { buffer: this.partials, offset: i * WORKGROUPS * 4, size: WORKGROUPS * 4 },
+          partials: { buffer: this.partials, offset: i * this.perWindow * 4, size: this.perWindow * 4 },
         },
         this.uniforms.binding(i),
       );
@@ -65,18 +72,22 @@ export class SumOfSquares {
     this.uniforms.upload();
   }
 
-  /** The sum of squares of every range, in float64. */
-  async run(): Promise<number> {
-    if (this.groups.length === 0) return 0;
+  /** The sum of squares of every range, in float64, and with `countZeros` how many values are zero (else null). */
+  async run(): Promise<{ sumsq: number; zeros: number | null }> {
+    if (this.groups.length === 0) return { sumsq: 0, zeros: this.countZeros ? 0 : null };
     const encoder = this.ctx.device.createCommandEncoder({ label: 'sumsq' });
     const pass = encoder.beginComputePass({ label: 'sumsq' });
     for (const { group, workgroups, pipeline } of this.groups) this.ctx.kernels.dispatchInPass(pass, pipeline, [group], workgroups);
     pass.end();
     this.ctx.submit([encoder.finish()]);
-    const partials = await this.ctx.transfers.readFloat32(this.partials, 0, this.groups.length * WORKGROUPS);
-    let sum = 0;
-    for (const p of partials) sum += p;
-    return sum;
+    const partials = await this.ctx.transfers.readFloat32(this.partials, 0, this.groups.length * this.perWindow);
+    let sumsq = 0;
+    let zeros = 0;
+    partials.forEach((p, i) => {
+      if (i % this.perWindow < WORKGROUPS) sumsq += p;
+      else zeros += p;
+    });
+    return { sumsq, zeros: this.countZeros ? zeros : null };
   }
 
   destroy(): void {

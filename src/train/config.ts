@@ -200,6 +200,12 @@ export interface TrainConfig extends ScheduleFlags {
   tensorboardLogInterval: number;
   /** --log-memory-to-tensorboard: GPU memory scalars too. */
   logMemoryToTensorboard: boolean;
+  /** --log-num-zeros-in-grad: the grad elements that are exactly zero, in the log line, metrics.jsonl and TensorBoard. */
+  logNumZerosInGrad: boolean;
+  /** --log-timers-to-tensorboard: iteration-time, throughput and, for timed iterations, each phase's time. */
+  logTimersToTensorboard: boolean;
+  /** --log-validation-ppl-to-tensorboard: the validation perplexity beside the loss. */
+  logValidationPplToTensorboard: boolean;
   runDir: string | null;
   /** The data-parallel size the config was resolved for. */
   dataParallelSize: number;

@@ -29,6 +29,8 @@ export interface MetricsLine {
   timing?: IterationTiming;
   /** --log-params-norm: the L2 norm of the main params after this iteration. */
   params_norm?: number;
+  /** --log-num-zeros-in-grad: the grad elements that were exactly zero at the last step (null: it was skipped). */
+  num_zeros?: number | null;
   /** Rank 0's live GPU bytes by category (those not zero) at the logged iteration. */
   memory_bytes?: Record<string, number>;
   /** --log-straggler: every rank's times over the interval and who held the others up. */
@@ -63,6 +65,8 @@ export function megatronLine(o: {
   loss: number | null;
   lossScale: number;
   gradNorm: number | null;
+  /** --log-num-zeros-in-grad: the last step's grad elements that were zero (null: skipped). */
+  numZeros?: number | null;
   skipped: number;
   nan: number;
   tokensPerS: number;
@@ -86,6 +90,7 @@ export function megatronLine(o: {
     o.loss === null ? '' : ` lm loss: ${sci(o.loss)} |`,
     ` loss scale: ${o.lossScale.toFixed(1)} |`,
     o.gradNorm === null ? '' : ` grad norm: ${o.gradNorm.toFixed(3)} |`,
+    o.numZeros === undefined || o.numZeros === null ? '' : ` num zeros: ${o.numZeros.toFixed(1)} |`,
     o.paramsNorm === undefined ? '' : ` params norm: ${o.paramsNorm.toFixed(3)} |`,
     ` number of skipped iterations: ${pad(o.skipped, 3)} |`,
     ` number of nan iterations: ${pad(o.nan, 3)} |`,

@@ -173,6 +173,7 @@ export async function setupModelAndOptimizer(
     stateDtypes: cfg.stateDtypes,
     weightDecayFor: megatronWeightDecay,
     ...(cfg.decoupledLr !== null ? { decoupledLrFor: embeddingOrOutput } : {}),
+    countZeros: cfg.logNumZerosInGrad,
     lossScaler: {
       initialScale: cfg.initialLossScale,
       minScale: cfg.minLossScale,

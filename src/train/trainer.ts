@@ -237,7 +237,7 @@ async function train(
     if (iteration % cfg.evalInterval === 0 || iteration === cfg.trainIters) {
       const t0 = performance.now();
       const value = await evaluate(run, data.valid);
-      val = log.validation(iteration, value, performance.now() - t0);
+      val = log.validation(counters, value, performance.now() - t0);
     }
     log.metric(counters, metrics, val, timing);
     await maybeCorruptParams(run, iteration);
@@ -307,7 +307,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     if (cfg.skipTrain) {
       say('skipping training (--skip-train is on) ...');
       const t0 = performance.now();
-      log.metric(counters, null, log.validation(counters.iteration, await evaluate(run, data.valid), performance.now() - t0), null);
+      log.metric(counters, null, log.validation(counters, await evaluate(run, data.valid), performance.now() - t0), null);
     }
     if (counters.iteration >= cfg.trainIters || cfg.skipTrain) {
       // Megatron's evaluation on the test set, once training is done (every rank: a collective).

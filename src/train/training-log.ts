@@ -42,6 +42,9 @@ const freshInterval = (): Interval => ({
   batch: 0,
 });
 
+/** Megatron's perplexity of a loss: exp(min(20, loss)). */
+const ppl = (loss: number) => Math.exp(Math.min(20, loss));
+
 export class TrainingLog {
   private readonly started = performance.now();
   private interval = freshInterval();
@@ -52,6 +55,10 @@ export class TrainingLog {
   private bestVal: number | null = null;
   private lastTest: number | null = null;
   private lastGradNorm: number | null = null;
+  /** --log-num-zeros-in-grad: the last step's count (null: skipped). */
+  private lastNumZeros: number | null = null;
+  /** Until the first iteration this process trains is logged (Megatron writes no times for it). */
+  private firstStep = true;
   private readonly trainCurve: { x: number; y: number }[] = [];
   private readonly validCurve: { x: number; y: number }[] = [];
   private trainedTokens = 0;
@@ -118,13 +125,15 @@ export class TrainingLog {
       this.interval.lossCount += 1;
       this.lastGradNorm = result.gradNorm;
     }
+    this.lastNumZeros = result.numZeros;
     this.interval.iterations += 1;
     this.interval.tokens += tokens;
     this.interval.batch = outcome.batch;
     if (this.throughput) this.interval.flops += this.throughput.flops(outcome.batch);
     this.trainedTokens += tokens;
     this.lastLoss = loss;
-    if (this.tensorboard && this.logs(iteration).tensorboard) this.tensorboardScalars(counters, outcome, stepMs, paramsNorm);
+    if (this.tensorboard && this.logs(iteration).tensorboard) this.tensorboardScalars(counters, outcome, stepMs, paramsNorm, timing);
+    this.firstStep = false;
     if (timing && this.run.rank === 0) this.line(timingLine(timing));
     this.progress.update(
       iteration,
@@ -189,6 +198,7 @@ export class TrainingLog {
         loss: avg,
         lossScale: optimizer.scaler?.scale ?? 1,
         gradNorm: this.lastGradNorm,
+        ...(cfg.logNumZerosInGrad ? { numZeros: this.lastNumZeros } : {}),
         ...(paramsNorm !== null ? { paramsNorm } : {}),
         skipped: interval.skipped,
         nan: interval.nan,
@@ -203,6 +213,7 @@ export class TrainingLog {
       loss: avg ?? NaN,
       lr,
       grad_norm: this.lastGradNorm,
+      ...(cfg.logNumZerosInGrad ? { num_zeros: this.lastNumZeros } : {}),
       ...(paramsNorm !== null ? { params_norm: paramsNorm } : {}),
       memory_bytes: Object.fromEntries(Object.entries(this.run.ctx.memoryReport().live).filter(([, bytes]) => bytes > 0)),
       loss_scale: optimizer.scaler?.scale ?? null,
@@ -231,7 +242,13 @@ export class TrainingLog {
    * One iteration's scalars under Megatron's tags, by iteration and (the `vs samples` ones) by
    * consumed samples.
    */
-  private tensorboardScalars(counters: Counters, outcome: StepOutcome, stepMs: number, paramsNorm: number | null): void {
+  private tensorboardScalars(
+    counters: Counters,
+    outcome: StepOutcome,
+    stepMs: number,
+    paramsNorm: number | null,
+    timing: IterationTiming | null,
+  ): void {
     const { cfg, optimizer, ctx } = this.run;
     const { loss, result } = outcome;
     const lr = learningRate(this.run.schedule, scheduleCount(this.run, counters));
@@ -239,10 +256,16 @@ export class TrainingLog {
     if (!result.skipped) Object.assign(scalars, { 'lm loss': loss, 'grad-norm': result.gradNorm });
     if (optimizer.scaler) scalars['loss-scale'] = optimizer.scaler.scale;
     if (paramsNorm !== null) scalars['params-norm'] = paramsNorm;
+    if (result.numZeros !== null) scalars['num-zeros'] = result.numZeros;
     const bySamples = Object.fromEntries(Object.entries(scalars).map(([tag, x]) => [`${tag} vs samples`, x]));
-    scalars['iteration-time'] = stepMs / 1000;
-    if (this.throughput)
-      scalars.throughput = throughput(this.throughput.flops(outcome.batch), stepMs, this.run.d, this.throughput.peak).tflops;
+    // --log-timers-to-tensorboard: the times, as Megatron writes them after the first iteration of a process (its set-up aside).
+    if (cfg.logTimersToTensorboard && !this.firstStep) {
+      scalars['iteration-time'] = stepMs / 1000;
+      if (this.throughput)
+        scalars.throughput = throughput(this.throughput.flops(outcome.batch), stepMs, this.run.d, this.throughput.peak).tflops;
+      // Timed iterations (--timing, --profile): each phase's seconds, as Megatron's timers write theirs.
+      for (const [phase, ms] of Object.entries(timing?.phases ?? {})) scalars[`${phase}-time`] = ms / 1000;
+    }
     if (cfg.logMemoryToTensorboard) {
       const memory = ctx.memoryReport();
       scalars['mem-allocated-bytes'] = memory.total;
@@ -270,14 +293,22 @@ export class TrainingLog {
   }
 
   /** Megatron's validation lines; the evaluation's `ms` do not count as training time. */
-  validation(iteration: number, val: number | null, ms: number): number | null {
+  validation(counters: Counters, val: number | null, ms: number): number | null {
+    const { iteration, consumedSamples } = counters;
+    if (val !== null && this.tensorboard) {
+      this.tensorboard.scalars(iteration, { 'lm loss validation': val });
+      this.tensorboard.scalars(consumedSamples, { 'lm loss validation vs samples': val });
+      if (this.run.cfg.logValidationPplToTensorboard) {
+        this.tensorboard.scalars(iteration, { 'lm loss validation ppl': ppl(val) });
+        this.tensorboard.scalars(consumedSamples, { 'lm loss validation ppl vs samples': ppl(val) });
+      }
+    }
     if (val !== null) {
-      this.tensorboard?.scalars(iteration, { 'lm loss validation': val, 'lm loss validation ppl': Math.exp(val) });
       this.lastVal = val;
       this.bestVal = this.bestVal === null ? val : Math.min(this.bestVal, val);
       this.validCurve.push({ x: iteration, y: val });
       this.line(
-        `${'-'.repeat(100)}\n validation loss at iteration ${iteration} | lm loss value: ${sci(val)} | lm loss PPL: ${sci(Math.exp(val))} | (${(ms / 1000).toFixed(1)} s)\n${'-'.repeat(100)}`,
+        `${'-'.repeat(100)}\n validation loss at iteration ${iteration} | lm loss value: ${sci(val)} | lm loss PPL: ${sci(ppl(val))} | (${(ms / 1000).toFixed(1)} s)\n${'-'.repeat(100)}`,
       );
     }
     this.exclude(ms);
@@ -289,7 +320,7 @@ export class TrainingLog {
     if (loss === null) return;
     this.lastTest = loss;
     this.line(
-      `${'-'.repeat(100)}\n validation loss at iteration ${iteration} on test set | lm loss value: ${sci(loss)} | lm loss PPL: ${sci(Math.exp(loss))} | (${(ms / 1000).toFixed(1)} s)\n${'-'.repeat(100)}`,
+      `${'-'.repeat(100)}\n validation loss at iteration ${iteration} on test set | lm loss value: ${sci(loss)} | lm loss PPL: ${sci(ppl(loss))} | (${(ms / 1000).toFixed(1)} s)\n${'-'.repeat(100)}`,
     );
   }
 

@@ -6,6 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { IterationTiming } from '../../src/train/timing.js';
 import { dir, TINY, train } from '../helpers/train.js';
 
 /** CRC-32C (Castagnoli, reflected polynomial 0x82f63b78), bit by bit. */
@@ -111,6 +112,10 @@ describe('--tensorboard-dir', () => {
       tb,
       '--log-memory-to-tensorboard',
       '--log-params-norm',
+      '--log-validation-ppl-to-tensorboard',
+      '--log-timers-to-tensorboard',
+      '--log-num-zeros-in-grad',
+      '--timing',
       '--run-dir',
       join(base, 'run'),
     ]);
@@ -134,6 +139,8 @@ describe('--tensorboard-dir', () => {
             grad_norm?: number;
             params_norm?: number;
             val_loss?: number;
+            num_zeros?: number;
+            timing?: IterationTiming;
           },
       );
     const at = (step: number, tag: string) => events.find((e) => e.step === step && e.scalars.has(tag))?.scalars.get(tag);
@@ -145,17 +152,25 @@ describe('--tensorboard-dir', () => {
       expect(at(m.iteration, 'batch-size')).toBe(4);
       expect(m.params_norm).toBeGreaterThan(0);
       expect(at(m.iteration, 'params-norm')).toBe(Math.fround(m.params_norm!));
-      expect(at(m.iteration, 'iteration-time')).toBeGreaterThan(0);
+      expect(Number.isInteger(m.num_zeros)).toBe(true);
+      expect(at(m.iteration, 'num-zeros')).toBe(m.num_zeros);
+      // Times after the first iteration (Megatron's set-up aside): the step's, and each timed phase's.
+      if (m.iteration === 1) expect(at(1, 'iteration-time')).toBeUndefined();
+      else expect(at(m.iteration, 'iteration-time')).toBeGreaterThan(0);
+      for (const [phase, ms] of Object.entries(m.timing!.phases))
+        expect(at(m.iteration, `${phase}-time`), `${phase} at ${m.iteration}`).toBe(m.iteration === 1 ? undefined : Math.fround(ms / 1000));
       expect(at(m.iteration, 'mem-allocated-bytes')).toBeGreaterThan(0);
       expect(at(m.iteration, 'mem-params-bytes')).toBeGreaterThan(0);
       expect(at(m.consumed_samples, 'lm loss vs samples')).toBe(Math.fround(m.loss!));
       if (m.val_loss !== undefined) {
         expect(at(m.iteration, 'lm loss validation')).toBe(Math.fround(m.val_loss));
         expect(at(m.iteration, 'lm loss validation ppl')).toBe(Math.fround(Math.exp(m.val_loss)));
+        expect(at(m.consumed_samples, 'lm loss validation vs samples')).toBe(Math.fround(m.val_loss));
+        expect(at(m.consumed_samples, 'lm loss validation ppl vs samples')).toBe(Math.fround(Math.exp(m.val_loss)));
       }
     }
     expect(metrics.filter((m) => m.val_loss !== undefined).map((m) => m.iteration)).toEqual([2, 4]);
-    expect(r.stdout).toMatch(/ grad norm: [\d.]+ \| params norm: [\d.]+ \|/);
+    expect(r.stdout).toMatch(/ grad norm: [\d.]+ \| num zeros: \d+\.0 \| params norm: [\d.]+ \|/);
     expect(events.every((e) => e.wallTime > 1.7e9)).toBe(true);
     // Cut anywhere inside the last record: every record before it is still read, CRCs and all.
     const whole = records(file).length;
@@ -165,6 +180,7 @@ describe('--tensorboard-dir', () => {
 
   it.each([
     [['--log-memory-to-tensorboard'], /^webtron train: --log-memory-to-tensorboard needs --tensorboard-dir \(where to write\)$/],
+    [['--log-timers-to-tensorboard'], /^webtron train: --log-timers-to-tensorboard needs --tensorboard-dir \(where to write\)$/],
     [
       ['--tensorboard-dir', 'package.json'],
       /^webtron train: --tensorboard-dir: package\.json is a file; give a folder \(it is made if missing\)$/,
