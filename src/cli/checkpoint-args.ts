@@ -22,6 +22,7 @@ const MODEL_FLAGS: [flag: string, field: keyof TrainConfig][] = [
   ['normalization', 'normalization'],
   ['norm-epsilon', 'normEpsilon'],
   ['swiglu', 'swiglu'],
+  ['squared-relu', 'squaredRelu'],
   ['disable-bias-linear', 'disableBiasLinear'],
   ['add-qkv-bias', 'addQkvBias'],
   ['group-query-attention', 'groupQueryAttention'],

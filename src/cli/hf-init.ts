@@ -27,6 +27,7 @@ export function takeFlag(out: FlagValues, given: Set<string>, flag: string, valu
 const GPT2_HAS = {
   normalization: 'LayerNorm',
   swiglu: 'a GELU MLP',
+  'squared-relu': 'a GELU MLP',
   'disable-bias-linear': 'biases on its linear layers',
   'qk-layernorm': 'no norms of q and k',
 } as const;
@@ -62,6 +63,7 @@ export function withHfInit(values: FlagValues, argv: readonly string[]): { value
   for (const [flag, has] of [
     ['normalization', out.normalization !== 'LayerNorm'],
     ['swiglu', out.swiglu],
+    ['squared-relu', out['squared-relu']],
     ['disable-bias-linear', out['disable-bias-linear']],
     ['qk-layernorm', out['qk-layernorm']],
   ] as const) {
@@ -125,6 +127,7 @@ function withLlamaInit(
       throw new FlagError(`--${flag} contradicts ${file}: ${name} has ${has}; leave the flag out`);
     out[flag] = llama;
   }
+  if (out['squared-relu']) throw new FlagError(`--squared-relu contradicts ${file}: ${name} has a SwiGLU MLP; leave the flag out`);
   Object.assign(out, { swiglu: true, 'disable-bias-linear': true });
   if (hf.numQueryGroups < hf.numAttentionHeads) {
     take('num-query-groups', 'num_key_value_heads', hf.numQueryGroups);

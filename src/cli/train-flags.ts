@@ -84,6 +84,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'boolean',
     help: "a gated MLP: silu(gate) · value (default --ffn-hidden-size then int(8h/3 / 64) · 64, Megatron's)",
   }),
+  'squared-relu': flag('network size', { kind: 'boolean', help: "the MLP's activation max(x, 0)² instead of GELU (not with --swiglu)" }),
   'disable-bias-linear': flag('network size', { kind: 'boolean', help: 'no biases on the linear layers (qkv, projections, MLP)' }),
   'add-qkv-bias': flag('network size', { kind: 'boolean', help: 'keep the qkv bias with --disable-bias-linear' }),
   'group-query-attention': flag('network size', {
@@ -692,6 +693,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
   const saveInterval = optionalInt('save-interval', 1);
   if (saveInterval !== null && save === null) throw new FlagError('--save-interval needs --save (where to save)');
   if (v['async-save'] && save === null) throw new FlagError('--async-save needs --save (where to save)');
+  if (v.swiglu && v['squared-relu'])
+    throw new FlagError('--squared-relu and --swiglu exclude each other (the MLP has one activation); give one');
   const overrideOptParamScheduler = Boolean(v['override-opt_param-scheduler'] || v['override-opt-param-scheduler']);
   const useCheckpointOptParamScheduler = Boolean(v['use-checkpoint-opt_param-scheduler'] || v['use-checkpoint-opt-param-scheduler']);
   if (overrideOptParamScheduler && useCheckpointOptParamScheduler)
@@ -735,6 +738,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     normalization: choice('normalization', NORMALIZATIONS),
     normEpsilon: num('norm-epsilon', (x) => x > 0 && x < 1, 'in (0, 1)'),
     swiglu: Boolean(v.swiglu),
+    squaredRelu: Boolean(v['squared-relu']),
     disableBiasLinear: Boolean(v['disable-bias-linear']),
     groupQueryAttention: Boolean(v['group-query-attention']),
     numQueryGroups: queryGroupsOf(v, numAttentionHeads),

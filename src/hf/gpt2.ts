@@ -225,6 +225,7 @@ export function unlikeGpt2(config: GptShape): string | null {
     return type === 'rope' ? 'rotary positions (rope; GPT-2 has a learned table)' : 'no position embedding (GPT-2 has a learned table)';
   if (!normBias(config)) return 'RMSNorm (GPT-2 has LayerNorm)';
   if (config.swiglu) return 'a SwiGLU MLP (GPT-2 has GELU)';
+  if (config.squaredRelu) return 'a squared-ReLU MLP (GPT-2 has GELU)';
   if (!linearBias(config) || !qkvBias(config)) return 'linear layers without biases (GPT-2 has them)';
   if (headDim(config) * config.numAttentionHeads !== config.hiddenSize)
     return `heads ${headDim(config)} wide by --kv-channels (GPT-2's are n_embd / n_head)`;

@@ -30,7 +30,7 @@ export function unlikeLlama(config: GptShape): string | null {
   if (config.positionEmbeddingType !== 'rope') return 'learned or no positions (Llama has rope)';
   if ((config.rotaryPercent ?? 1) !== 1) return `rope on ${config.rotaryPercent} of each head (Llama rotates all of it)`;
   if (normBias(config)) return 'LayerNorm (Llama has RMSNorm)';
-  if (!config.swiglu) return 'a GELU MLP (Llama has SwiGLU)';
+  if (!config.swiglu) return `a ${config.squaredRelu ? 'squared-ReLU' : 'GELU'} MLP (Llama has SwiGLU)`;
   if (linearBias(config)) return 'linear biases past q, k and v (Llama has none, Qwen2 only those)';
   if (config.qkLayernorm && qkvBias(config)) return 'norms of q and k with q, k and v biases (Qwen3 has the norms, Qwen2 the biases)';
   return null;

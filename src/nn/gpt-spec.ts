@@ -38,6 +38,8 @@ export interface GptShape {
   normalization?: Normalization;
   /** The MLP's fc layer gives a gate and a value, 2f wide, and silu(gate) · value goes on (Megatron's --swiglu). */
   swiglu?: boolean;
+  /** The MLP's activation is max(x, 0)² instead of GELU (Megatron's --squared-relu; not with SwiGLU). */
+  squaredRelu?: boolean;
   /** Biases on the linear layers: qkv, attention projection, fc and MLP projection (default true; Megatron's --disable-bias-linear makes it false). */
   addBiasLinear?: boolean;
   /** A bias on qkv even without the other linear biases (Megatron's --add-qkv-bias). */
@@ -156,6 +158,8 @@ export function checkGptShape(s: GptShape): void {
     throw new ShapeError(`normEpsilon must be in (0, 1), got ${String(s.normEpsilon)}`, ['normEpsilon']);
   if (s.normalization !== undefined && !NORMALIZATIONS.includes(s.normalization))
     throw new ShapeError(`normalization must be LayerNorm or RMSNorm, got ${String(s.normalization)}`, ['normalization']);
+  if (s.squaredRelu && s.swiglu)
+    throw new ShapeError('squaredRelu and swiglu exclude each other: the MLP has one activation', ['squaredRelu']);
   if (s.rotaryBase !== undefined && !(Number.isFinite(s.rotaryBase) && s.rotaryBase > 1))
     throw new ShapeError(`rotaryBase must be a number above 1, got ${String(s.rotaryBase)}`, ['rotaryBase']);
   if (s.ropeScalingFactor !== undefined && !(Number.isFinite(s.ropeScalingFactor) && s.ropeScalingFactor >= 1))

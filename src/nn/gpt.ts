@@ -45,6 +45,7 @@ import {
   qkNorm,
   repeatKv,
   rmsNorm,
+  squaredRelu,
   swiglu,
 } from './ops.js';
 import { rotary, rotaryTable } from './rope.js';
@@ -308,16 +309,18 @@ export class Gpt {
 
   /**
    * The same of the stream after block `l`'s second norm: fc with its GELU (bias and GELU in the
-   * matmul's epilogue where there is a bias), or with SwiGLU, then the projection.
+   * matmul's epilogue where there is a bias), or with SwiGLU or squared ReLU, then the projection.
    */
   private mlpOf(g: Graph, normed: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
     const [w, bias] = [this.p(`${b}.mlp.fc.weight`), this.maybe(`${b}.mlp.fc.bias`)];
     const h = this.config.swiglu
       ? swiglu(g, linear(g, normed, w, bias))
-      : bias
-        ? linearGelu(g, normed, w, bias)
-        : gelu(g, linear(g, normed, w));
+      : this.config.squaredRelu
+        ? squaredRelu(g, linear(g, normed, w, bias))
+        : bias
+          ? linearGelu(g, normed, w, bias)
+          : gelu(g, linear(g, normed, w));
     return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.maybe(`${b}.mlp.proj.bias`));
   }
 

@@ -131,6 +131,19 @@ function scatterRows(g: Graph, ids: Tensor, count: number, grad: Tensor, dy: Bin
   }
 }
 
+/** Squared ReLU (Megatron's --squared-relu): y = max(x, 0)² (shaders/relu2.wgsl). */
+export function squaredRelu(g: Graph, x: Tensor): Tensor {
+  requireF32(x, 'squared ReLU input');
+  const y = g.output(x.shape, 'relu2', x.requiresGrad);
+  const n = x.numel;
+  g.runner.dispatch('relu2', 'forward', { WG }, { n }, { x: x.binding(g.ctx).binding, y: y.binding(g.ctx).binding }, groups(n));
+  g.record('relu2', [x], () => {
+    const bindings = { x: x.binding(g.ctx).binding, y: g.gradOf(x).binding(g.ctx).binding, dy: g.gradOf(y).binding(g.ctx).binding };
+    g.runner.dispatch('relu2', 'backward', { WG }, { n }, bindings, groups(n));
+  });
+  return y;
+}
+
 export function gelu(g: Graph, x: Tensor): Tensor {
   requireF32(x, 'gelu input');
   const y = g.output(x.shape, 'gelu', x.requiresGrad);

@@ -3,7 +3,7 @@
  * output `logits` float [batch, sequence, vocab], both axes dynamic, the params as initializers.
  * The graph computes what src/nn/gpt.ts computes: Gather embeddings, pre-LN blocks with
  * LayerNormalization, a fused qkv MatMul split into heads (q and k rotated, with rope), a causal mask from Range and Greater,
- * Softmax, GELU in its tanh form (GPT-2's, written out: opset 17 has no Gelu), and the head through
+ * Softmax, GELU in its tanh form (GPT-2's, written out: opset 17 has no Gelu; Relu squared with --squared-relu), and the head through
  * the (transposed) token embedding or its own lm_head. Initializers carry Hugging Face's GPT-2 names
  * (`h.0.attn.c_attn.weight`; src/hf/gpt2.ts), the names `webtron export --format hf` writes.
  */
@@ -231,6 +231,9 @@ function buildGptOnnx(
       // SwiGLU: silu(gate) · value, the gate the first half of fc's columns.
       const [gate, value] = opN('Split', [f], { axis: -1 }, 2) as [string, string];
       g = op('Mul', [op('Mul', [gate, op('Sigmoid', [gate])]), value]);
+    } else if (config.squaredRelu) {
+      const r = op('Relu', [f]);
+      g = op('Mul', [r, r]);
     } else {
       // GELU, tanh form: 0.5 f (1 + tanh(sqrt(2/pi) (f + 0.044715 f³)))
       const cube = op('Mul', [f, op('Mul', [f, f])]);

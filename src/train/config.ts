@@ -38,6 +38,8 @@ export interface TrainConfig extends ScheduleFlags {
   normEpsilon: number;
   /** --swiglu: a gated MLP. */
   swiglu: boolean;
+  /** --squared-relu: the MLP's activation max(x, 0)². */
+  squaredRelu: boolean;
   /** --disable-bias-linear: no linear biases (but qkv's with --add-qkv-bias). */
   disableBiasLinear: boolean;
   addQkvBias: boolean;

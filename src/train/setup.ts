@@ -73,6 +73,7 @@ export function gptConfig(cfg: TrainConfig, tokenizer: Tokenizer): GptConfig {
     ...(cfg.normalization !== 'LayerNorm' ? { normalization: cfg.normalization } : {}),
     ...(cfg.normEpsilon !== 1e-5 ? { normEpsilon: cfg.normEpsilon } : {}),
     ...(cfg.swiglu ? { swiglu: true } : {}),
+    ...(cfg.squaredRelu ? { squaredRelu: true } : {}),
     ...(cfg.disableBiasLinear ? { addBiasLinear: false, ...(cfg.addQkvBias ? { addQkvBias: true } : {}) } : {}),
     ...(cfg.numQueryGroups !== cfg.numAttentionHeads ? { numQueryGroups: cfg.numQueryGroups } : {}),
     // Likewise heads of hidden / heads: --kv-channels only where it says otherwise.

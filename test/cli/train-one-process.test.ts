@@ -97,6 +97,10 @@ describe('webtron train, one process', () => {
       /^webtron train: --mock-data needs a tokenizer with an end of document .* CharTokenizer has none; give --tokenizer-type NullTokenizer --vocab-size N/,
     ],
     [['--tokenizer-type', 'NullTokenizer'], /^webtron train: --tokenizer-type NullTokenizer needs --vocab-size/],
+    [
+      ['--squared-relu', '--swiglu'],
+      /^webtron train: --squared-relu and --swiglu exclude each other \(the MLP has one activation\); give one$/,
+    ],
     [['--profile-step-start', '3'], /^webtron train: --profile-step-start needs --profile \(it says which iterations to time\)$/],
     [
       ['--profile', '--profile-step-start', '2', '--profile-step-end', '2'],
@@ -285,6 +289,52 @@ describe('webtron train, one process', () => {
     });
     expect(fromOnnx.status, fromOnnx.stderr).toBe(0);
     expect(fromOnnx.stdout).toBe(sampled.stdout);
+  });
+
+  it('--squared-relu trains, resumes with --use-checkpoint-args, samples and exports to ONNX; Hugging Face has no class for it', async () => {
+    const base = dir();
+    const ckpt = join(base, 'ckpt');
+    const common = [...TINY, '--hidden-dropout', '0', '--global-batch-size', '4', '--lr', '1e-2'];
+    const r = await train([...common, '--squared-relu', '--train-iters', '10', '--save', ckpt, '--run-dir', join(base, 'run')]);
+    expect(r.code, r.stderr).toBe(0);
+    const l = losses(join(base, 'run'));
+    expect(l.get(10)!).toBeLessThan(l.get(1)!);
+    const index = JSON.parse(readFileSync(join(ckpt, 'iter_0000010', 'index.json'), 'utf8')) as {
+      extra: { model: Record<string, unknown> };
+    };
+    expect(index.extra.model).toMatchObject({ squaredRelu: true });
+    // The same first loss as GELU would give only by chance: the activation is in the forward.
+    const gelu = await train([...common, '--train-iters', '3', '--run-dir', join(base, 'gelu')]);
+    expect(gelu.code, gelu.stderr).toBe(0);
+    expect(losses(join(base, 'gelu')).get(1)).not.toBe(l.get(1));
+    const resumed = await train([
+      ...common,
+      '--use-checkpoint-args',
+      '--use-checkpoint-opt_param-scheduler',
+      '--load',
+      ckpt,
+      '--train-iters',
+      '11',
+      '--run-dir',
+      join(base, 'run2'),
+    ]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const sampled = spawnSync('node', [BIN, 'sample', '--load', ckpt, '--prompt', 'Call me', '--tokens', '8', '--temperature', '0'], {
+      encoding: 'utf8',
+    });
+    expect(sampled.status, sampled.stderr).toBe(0);
+    const onnxFile = join(base, 'model.onnx');
+    const exported = spawnSync('node', [BIN, 'export', '--load', ckpt, '--output', onnxFile], { encoding: 'utf8' });
+    expect(exported.status, exported.stderr).toBe(0);
+    const fromOnnx = spawnSync('node', [BIN, 'sample', '--onnx', onnxFile, '--prompt', 'Call me', '--tokens', '8', '--temperature', '0'], {
+      encoding: 'utf8',
+    });
+    expect(fromOnnx.stdout).toBe(sampled.stdout);
+    const hf = spawnSync('node', [BIN, 'export', '--load', ckpt, '--format', 'hf', '--output', join(base, 'hf')], { encoding: 'utf8' });
+    expect(hf.status).toBe(2);
+    expect(hf.stderr.trim()).toMatch(
+      /a squared-ReLU MLP \(GPT-2 has GELU\) and .*: none of Hugging Face's GPT-2, Llama, Qwen2 and Qwen3 holds it; export it with --format onnx$/,
+    );
   });
 
   it('--apply-layernorm-1p: the plain run at the start, bit for bit, its norms saved as gamma - 1; a checkpoint loads only into a run that says the same', async () => {

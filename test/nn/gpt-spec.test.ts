@@ -43,6 +43,9 @@ describe('GPT parameter list', () => {
       [12, 8],
     ]);
     expect(() => gptParams({ ...gpt2Small, ffnHiddenSize: 0 })).toThrow('ffnHiddenSize must be a positive integer, got 0');
+    expect(() => gptParams({ ...gpt2Small, swiglu: true, squaredRelu: true })).toThrow('squaredRelu and swiglu exclude each other');
+    // Squared ReLU changes no param: GPT-2's count.
+    expect(gptParams({ ...gpt2Small, squaredRelu: true }).length).toBe(gptParams(gpt2Small).length);
     // --kv-channels: q, k and v are heads · d wide, and the projection takes heads · d back to h.
     const wide = gptParams({
       numLayers: 1,

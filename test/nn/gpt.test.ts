@@ -101,6 +101,8 @@ describe('GPT', () => {
     // Llama's block: RMSNorm, SwiGLU, no linear biases, rope.
     [false, 0, 12, { positionEmbeddingType: 'rope', normalization: 'RMSNorm', swiglu: true, addBiasLinear: false }],
     [true, 0.2, undefined, { swiglu: true, addBiasLinear: false, addQkvBias: true }],
+    // --squared-relu: max(x, 0)² after fc (its derivative 2 max(x, 0) is continuous: finite differences hold).
+    [false, 0, 12, { squaredRelu: true }],
     // Grouped-query attention: 4 heads sharing 2 key and value heads (heads of 2 for rope).
     [false, 0, undefined, { numAttentionHeads: 4, numQueryGroups: 2, positionEmbeddingType: 'rope' }],
     [true, 0.2, undefined, { numAttentionHeads: 4, numQueryGroups: 1 }],

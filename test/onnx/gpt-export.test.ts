@@ -89,6 +89,11 @@ describe('GPT export to ONNX', () => {
         qkLayernorm: true,
       },
     ],
+    // --squared-relu with Nemotron's other traits: zero-centered LayerNorm, rope on half of each head, untied.
+    [
+      'squared ReLU, zero-centered norms, rope on half of each head, untied',
+      { ...BASE, squaredRelu: true, applyLayernorm1p: true, positionEmbeddingType: 'rope', rotaryPercent: 0.5, tiedHead: false },
+    ],
     // Heads of 8 at 0.5: 4 channels rotated in neighbouring pairs, 4 passed.
     [
       'rope interleaved on half of each head, untied',
