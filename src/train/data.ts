@@ -179,33 +179,29 @@ const EOD_FLAGS = [
   { field: 'resetAttentionMask', flag: '--reset-attention-mask', purpose: 'to end attention at', nothing: 'no attention would end' },
 ] as const;
 
+/** `source` with each batch passed through `f`. */
+function mapBatches(
+  source: GptSampleSource,
+  f: (batch: ReturnType<GptSampleSource['batch']>) => ReturnType<GptSampleSource['batch']>,
+): GptSampleSource {
+  return { count: source.count, seqLength: source.seqLength, batch: (first, n) => f(source.batch(first, n)) };
+}
+
 /**
  * Megatron's --eod-mask-loss: `source` with the target IGNORED_TARGET wherever the input token is
  * `eod`, so that predicting a document's first token from the previous one's end adds no loss.
  */
 export function eodMasked(source: GptSampleSource, eod: number): GptSampleSource {
-  return {
-    count: source.count,
-    seqLength: source.seqLength,
-    batch(first, n) {
-      const batch = source.batch(first, n);
-      const { ids, targets } = batch;
-      for (let i = 0; i < ids.length; i++) if (ids[i] === eod) targets[i] = IGNORED_TARGET;
-      return batch;
-    },
-  };
+  return mapBatches(source, (batch) => {
+    const { ids, targets } = batch;
+    for (let i = 0; i < ids.length; i++) if (ids[i] === eod) targets[i] = IGNORED_TARGET;
+    return batch;
+  });
 }
 
 /** `source` whose batches say where each input token's document starts (src/nn/documents.ts). */
 export function withDocumentStarts(source: GptSampleSource, eod: number): GptSampleSource {
-  return {
-    count: source.count,
-    seqLength: source.seqLength,
-    batch(first, n) {
-      const batch = source.batch(first, n);
-      return { ...batch, starts: documentStarts(batch.ids, source.seqLength, eod) };
-    },
-  };
+  return mapBatches(source, (batch) => ({ ...batch, starts: documentStarts(batch.ids, source.seqLength, eod) }));
 }
 
 /**

@@ -110,7 +110,7 @@ describe('loss masks', () => {
     expect(apart(means)).toBeGreaterThan(1e-4);
   });
 
-  it('--reset-position-ids and --reset-attention-mask train within documents: the memory line stays equal, and the first loss is not that of attention across documents', async () => {
+  it('--reset-position-ids and --reset-attention-mask train within documents: the memory line stays equal, and the losses are not those of attention across documents', async () => {
     const base = dir();
     const tokenizer = tinyBpe(base);
     // Documents of 2 to 9 letters: two or three ends of documents in every sample of 16 tokens.
@@ -147,8 +147,10 @@ describe('loss masks', () => {
     expect(inside.stdout).toMatch(/activations peak [^(]+\(predicted for one micro-batch [^)]+, equal\)/);
     expect(inside.validation).toBeGreaterThan(0);
     const across = await run('across', ['--init-method-std', '0.2']);
-    console.log(`first loss within documents ${inside.losses.get(1)}, across them ${across.losses.get(1)}`);
-    expect(Math.abs(inside.losses.get(1)! - across.losses.get(1)!) / across.losses.get(1)!).toBeGreaterThan(2e-3);
+    // Each iteration's loss differs by a few % either way; that all three land within 0.2 % is no chance.
+    const apart = [1, 2, 3].map((it) => Math.abs(inside.losses.get(it)! - across.losses.get(it)!) / across.losses.get(it)!);
+    console.log(`losses within documents apart from across them: ${apart.map((x) => x.toExponential(1)).join(', ')}`);
+    expect(Math.max(...apart)).toBeGreaterThan(2e-3);
   });
 
   it.each([
