@@ -122,12 +122,12 @@ function withLlamaInit(
     ['rotary-interleaved', false, 'rotate-half rope'],
     ['add-qkv-bias', hf.addQkvBias, hf.addQkvBias ? 'q, k and v biases' : 'no qkv bias'],
     ['qk-layernorm', hf.qkLayernorm, hf.qkLayernorm ? 'norms of q and k' : 'no norms of q and k'],
+    ['squared-relu', false, 'a SwiGLU MLP'],
   ] as const) {
     if (given.has(flag) && out[flag] !== llama)
       throw new FlagError(`--${flag} contradicts ${file}: ${name} has ${has}; leave the flag out`);
     out[flag] = llama;
   }
-  if (out['squared-relu']) throw new FlagError(`--squared-relu contradicts ${file}: ${name} has a SwiGLU MLP; leave the flag out`);
   Object.assign(out, { swiglu: true, 'disable-bias-linear': true });
   if (hf.numQueryGroups < hf.numAttentionHeads) {
     take('num-query-groups', 'num_key_value_heads', hf.numQueryGroups);

@@ -205,15 +205,17 @@ export function withDocumentStarts(source: GptSampleSource, eod: number): GptSam
 }
 
 /**
- * The graph inputs of a batch's documents (none without --reset-position-ids and
- * --reset-attention-mask): positions only where the model has a learned position table.
+ * What --reset-position-ids and --reset-attention-mask restart for `model`: positions only where it
+ * has a learned position table (rope rotates by the place in the sample, as Megatron's does).
  */
+export function documentResets(cfg: TrainConfig, model: GptShape): { positions: boolean; attention: boolean } {
+  return { positions: cfg.resetPositionIds && learnedPositions(model), attention: cfg.resetAttentionMask };
+}
+
+/** The graph inputs of a batch's documents (none without --reset-position-ids and --reset-attention-mask). */
 export function batchDocuments(g: Graph, cfg: TrainConfig, model: GptShape, starts: Uint32Array | undefined): Documents {
   if (!starts) return NO_DOCUMENTS;
-  return documentInputs(g, starts, cfg.seqLength, {
-    positions: cfg.resetPositionIds && learnedPositions(model),
-    attention: cfg.resetAttentionMask,
-  });
+  return documentInputs(g, starts, cfg.seqLength, documentResets(cfg, model));
 }
 
 /** The number of targets that are not masked (IGNORED_TARGET): the tokens a micro-batch's loss is the mean over. */

@@ -17,8 +17,8 @@ import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { NO_PROGRESS } from '../progress.js';
 import { ATTENTION_KERNEL_OF, type TrainConfig } from './config.js';
-import { type GptShape, learnedPositions, recomputeText } from '../nn/gpt-spec.js';
-import { openData, type TrainData } from './data.js';
+import { type GptShape, recomputeText } from '../nn/gpt-spec.js';
+import { documentResets, openData, type TrainData } from './data.js';
 import { evaluate } from './evaluate.js';
 import { ExitConditions } from './exit.js';
 import { tellLauncher } from './lifeline.js';
@@ -143,9 +143,8 @@ function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number
 function lossText(cfg: TrainConfig, data: TrainData, model: GptShape): string {
   const eod = data.tokenizer.eod;
   const mask = cfg.eodMaskLoss ? `, no loss where the input is the end-of-document token ${eod}` : '';
-  // Rope rotates by the place in the sample (as Megatron's does): only a learned table's positions restart.
-  const positions = cfg.resetPositionIds && learnedPositions(model);
-  const reset = [positions ? 'positions' : '', cfg.resetAttentionMask ? 'attention' : ''].filter((w) => w !== '');
+  const { positions, attention } = documentResets(cfg, model);
+  const reset = [positions ? 'positions' : '', attention ? 'attention' : ''].filter((w) => w !== '');
   const documents = reset.length > 0 ? `, ${reset.join(' and ')} restarting after each end-of-document token ${eod}` : '';
   const perToken = cfg.calculatePerTokenLoss ? ", the loss a mean over the global batch's tokens" : '';
   return mask + documents + perToken;

@@ -7,6 +7,7 @@ import { gptActivationBytes } from '../memory/activations.js';
 import { modelStateBytes } from '../memory/model-state.js';
 import type { ProgressDisplay } from '../progress.js';
 import { megatronLine, memoryLine, type MetricsLine, type RunFolder, sci } from './run-log.js';
+import { documentResets } from './data.js';
 import { learningRate } from './schedule.js';
 import type { TrainRun } from './setup.js';
 import type { Counters, TrainSummary } from './state.js';
@@ -165,7 +166,7 @@ export class TrainingLog {
             halfGrads: layout.buffers.some((b) => b.gradDtype !== 'float32'),
             attention: ctx.attentionKernel,
             recompute: cfg.recompute,
-            documents: { positions: cfg.resetPositionIds, attention: cfg.resetAttentionMask },
+            documents: documentResets(cfg, model),
           }),
         ),
       );

@@ -608,6 +608,11 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(llama.stderr.trim()).toMatch(
       /^webtron train: --qk-layernorm contradicts .*config\.json: Llama has no norms of q and k; leave the flag out$/,
     );
+    const relu2 = await train(['--init-from', plain, '--squared-relu', '--train-iters', '1']);
+    expect(relu2.code).toBe(2);
+    expect(relu2.stderr.trim()).toMatch(
+      /^webtron train: --squared-relu contradicts .*config\.json: Llama has a SwiGLU MLP; leave the flag out$/,
+    );
   });
 
   it('a Llama (or Mistral) config.json webtron does not compute is one line naming the field', () => {

@@ -131,51 +131,26 @@ describe('webtron train --timing', () => {
     expect(existsSync(join(base, 'plain', 'timeline.svg'))).toBe(false);
 
     // Megatron's --profile window: after 1 iteration, to the end of iteration 3; the same losses again.
-    const profiled = await train([
-      ...args,
-      '--profile',
-      '--profile-step-start',
-      '1',
-      '--profile-step-end',
-      '3',
-      '--run-dir',
-      join(base, 'profiled'),
-    ]);
+    const window = ['--profile', '--profile-step-start', '1', '--profile-step-end', '3'];
+    /** The iterations a rank of run `name` recorded (none without its file). */
+    const recorded = (name: string, rank: number) => {
+      const file = join(base, name, `timing-rank${rank}.jsonl`);
+      const text = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+      return text === '' ? [] : text.split('\n').map((l) => (JSON.parse(l) as IterationTiming).iteration);
+    };
+    const profiled = await train([...args, ...window, '--run-dir', join(base, 'profiled')]);
     expect(profiled.code, profiled.stderr).toBe(0);
     expectSameLosses(losses(join(base, 'plain')), losses(join(base, 'profiled')), 0, 'without vs with --profile');
-    for (const rank of [0, 1]) {
-      const records = readFileSync(join(base, 'profiled', `timing-rank${rank}.jsonl`), 'utf8')
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l) as IterationTiming);
-      expect(records.map((t) => t.iteration)).toEqual([2, 3]);
-    }
+    for (const rank of [0, 1]) expect(recorded('profiled', rank)).toEqual([2, 3]);
     expect(profiled.stdout.split('\n').filter((l) => l.startsWith(' timing | iteration')).length).toBe(2);
     expect(readFileSync(join(base, 'profiled', 'timeline.svg'), 'utf8')).toContain('iteration 3, 2 ranks');
 
     // --profile-ranks 1: only rank 1 records the window; rank 0 prints no timing lines but draws rank 1's.
-    const one = await train([
-      ...args,
-      '--profile',
-      '--profile-step-start',
-      '1',
-      '--profile-step-end',
-      '3',
-      '--profile-ranks',
-      '1',
-      '--run-dir',
-      join(base, 'rank-1'),
-    ]);
+    const one = await train([...args, ...window, '--profile-ranks', '1', '--run-dir', join(base, 'rank-1')]);
     expect(one.code, one.stderr).toBe(0);
     expectSameLosses(losses(join(base, 'plain')), losses(join(base, 'rank-1')), 0, 'without vs with --profile-ranks 1');
-    const recorded = (rank: number) => {
-      const file = join(base, 'rank-1', `timing-rank${rank}.jsonl`);
-      if (!existsSync(file)) return [];
-      const text = readFileSync(file, 'utf8').trim();
-      return text === '' ? [] : text.split('\n').map((l) => (JSON.parse(l) as IterationTiming).iteration);
-    };
-    expect(recorded(0)).toEqual([]);
-    expect(recorded(1)).toEqual([2, 3]);
+    expect(recorded('rank-1', 0)).toEqual([]);
+    expect(recorded('rank-1', 1)).toEqual([2, 3]);
     expect(one.stdout.split('\n').filter((l) => l.startsWith(' timing | iteration'))).toEqual([]);
     const svg1 = readFileSync(join(base, 'rank-1', 'timeline.svg'), 'utf8');
     expect(svg1).toContain('iteration 3, 1 rank');
