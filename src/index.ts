@@ -50,6 +50,7 @@ export {
   NonDistributedOptimizer,
   type Optimizer,
   type OptimizerConfig,
+  type PreparedStep,
   type StepResult,
 } from './optimizer/optimizer.js';
 export { ADAM_DEFAULTS, ADAMW_DEFAULTS, type AdamHyperParams } from './optimizer/adam-math.js';

@@ -94,6 +94,18 @@ export interface StepResult {
   numZeros: number | null;
 }
 
+/**
+ * The half of a step before anything changes (`prepareStep`): whether fp16 grads overflowed on some
+ * rank, else the global grad norm and the zero count. A caller may look at it, throw the grads away and
+ * make them again (a rerun of the iteration), then `applyStep` the last one.
+ */
+export interface PreparedStep {
+  foundInf: boolean;
+  /** NaN when `foundInf`. */
+  gradNorm: number;
+  numZeros: number | null;
+}
+
 /** Adam's moments per param, compact (no padding), on the host. */
 export interface OptimizerState {
   expAvg: Map<string, Float32Array>;
@@ -132,7 +144,15 @@ export interface Optimizer {
   decoupledLearningRate: number | null;
   /** fp16 grads: the loss scaler (multiply the loss by its scale before backward); null otherwise. */
   readonly scaler: DynamicLossScaler | null;
+  /** `applyStep(await prepareStep())`. */
   step(): Promise<StepResult>;
+  /**
+   * The grad norm of the grads as they are (fp16: unscaled, and whether some rank overflowed); changes
+   * neither the params, the step count nor the loss scale. Collective: every rank must call it.
+   */
+  prepareStep(): Promise<PreparedStep>;
+  /** The step for the grads `prepared` measured: the loss scale's update, clipping, Adam, the param sync. */
+  applyStep(prepared: PreparedStep): Promise<StepResult>;
   /**
    * The L2 norm of the main params (Megatron's params norm: the params the optimizer updates, fp32
    * or its 16-bit main params). Collective with the distributed optimizer: every rank must call it.
@@ -371,23 +391,33 @@ export abstract class AdamOverBuffers implements Optimizer {
   }
 
   async step(): Promise<StepResult> {
+    return this.applyStep(await this.prepareStep());
+  }
+
+  async prepareStep(): Promise<PreparedStep> {
     const phases = this.ddp.phases;
     this.refreshMainParams();
     if (this.unscale && this.scaler) {
       const scaler = this.scaler;
       const local = await phases.time('unscale', () => this.unscale!.run(scaler.scale));
       const foundInf = await phases.time('unscale', () => this.anyRank(local));
-      scaler.update(foundInf);
-      if (foundInf) return { step: this.steps, gradNorm: NaN, clipCoeff: 1, skipped: true, lossScale: scaler.scale, numZeros: null };
+      if (foundInf) return { foundInf, gradNorm: NaN, numZeros: null };
     }
-    this.steps += 1;
     const local = await phases.time('grad norm', () => this.norm.run());
     // One collective for both: the sum of squares, and the zeros of the params' grads.
     const sums = await phases.time('grad norm', () =>
       this.globalSums(local.zeros === null ? [local.sumsq] : [local.sumsq, local.zeros - this.normPadding]),
     );
-    const gradNorm = Math.sqrt(sums[0]!);
-    const numZeros = sums[1] ?? null;
+    return { foundInf: false, gradNorm: Math.sqrt(sums[0]!), numZeros: sums[1] ?? null };
+  }
+
+  async applyStep({ foundInf, gradNorm, numZeros }: PreparedStep): Promise<StepResult> {
+    const phases = this.ddp.phases;
+    if (this.scaler) {
+      this.scaler.update(foundInf);
+      if (foundInf) return { step: this.steps, gradNorm: NaN, clipCoeff: 1, skipped: true, lossScale: this.scaler.scale, numZeros: null };
+    }
+    this.steps += 1;
     const clip = this.config.clipGrad ?? 0;
     const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
     await phases.time('adam', async () => {

@@ -18,7 +18,7 @@ import { DistributedOptimizer } from './distributed-optimizer.js';
 import { NonDistributedOptimizer } from './non-distributed-optimizer.js';
 import type { Optimizer, OptimizerConfig } from './optimizer-base.js';
 
-export type { Optimizer, OptimizerConfig, OptimizerState, StepResult } from './optimizer-base.js';
+export type { Optimizer, OptimizerConfig, OptimizerState, PreparedStep, StepResult } from './optimizer-base.js';
 export { DistributedOptimizer, NonDistributedOptimizer };
 
 /** The optimizer the CLI flag chooses. */
