@@ -12,8 +12,11 @@ export class WebtronError extends Error {
    * change between versions, the code does not.
    */
   readonly code: string = 'ERR_WEBTRON';
-  /** What `webtron` exits with: 2 when what it was given is wrong, 1 when a run failed. */
-  readonly exitCode: 1 | 2 = 2;
+  /**
+   * What `webtron` exits with: 2 when what it was given is wrong, 1 when a run failed; 16 and 17 when
+   * a result failed validation (Megatron's codes, src/train/rerun.ts).
+   */
+  readonly exitCode: number = 2;
   /**
    * Every rank of a job meets this error the same way (a check of the flags against the model):
    * rank 0 says it, and the other workers leave without repeating it.

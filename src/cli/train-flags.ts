@@ -19,6 +19,7 @@ import {
   type TrainConfig,
 } from '../train/config.js';
 import { scheduleFlags } from './schedule-flags.js';
+import { RERUN_DIAGNOSTICS, RERUN_MODES } from '../train/rerun.js';
 import { batchSizeFlags } from './batch-flags.js';
 import { REFUSED, WITHOUT_EFFECT } from './megatron-flags.js';
 import { nullVocabSize } from './preprocess-data.js';
@@ -188,6 +189,37 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'no-check-for-nan-in-loss-and-grad': flag('training', {
     kind: 'boolean',
     help: 'keep going when the loss or the grad norm is NaN or infinite',
+  }),
+  'rerun-mode': flag('training', {
+    kind: 'string',
+    default: 'validate_results',
+    help: 'what a rejected result does: validate_results (run the iteration again: a transient fault exits 17, a reproduced one saves and exits 16 to resume elsewhere), report_stats (run every iteration twice, report how results differ) or disabled',
+  }),
+  'check-for-spiky-loss': flag('training', {
+    kind: 'boolean',
+    help: 'reject a loss 10 times the largest of the first 100 (not fatal: the rerun goes on)',
+  }),
+  'check-for-large-grads': flag('training', {
+    kind: 'boolean',
+    help: 'reject a grad norm 10 times the largest of the first 100 (not fatal: the rerun goes on)',
+  }),
+  'error-injection-rate': flag('training', {
+    kind: 'int',
+    default: 0,
+    help: 'reject about one checked result in this many on purpose, to try the reruns (0: never)',
+  }),
+  'error-injection-type': flag('training', {
+    kind: 'string',
+    default: 'transient_error',
+    help: 'what an injected rejection behaves as: transient_error, persistent_error or correct_result',
+  }),
+  'result-rejected-tracker-filename': flag('training', {
+    kind: 'string',
+    help: 'append a line per rejected result; iterations it shows rejected twice on a rank are skipped',
+  }),
+  'iterations-to-skip': flag('training', {
+    kind: 'strings',
+    help: 'iterations (from 1) to skip: their samples are consumed, nothing trains on them',
   }),
 
   'init-method-std': flag('initialization', {
@@ -759,6 +791,7 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     shardingStrategy,
     stateDtypes,
     checkForNanInLossAndGrad: !v['no-check-for-nan-in-loss-and-grad'],
+    ...rerunFlags(v),
     skipTrain: Boolean(v['skip-train']),
     exitInterval: optionalInt('exit-interval', 1),
     exitDurationInMins: exitDuration,
@@ -852,6 +885,29 @@ function attentionBackendOf(v: FlagValues, given: AttentionBackend): AttentionBa
   if (given !== 'auto' && ATTENTION_KERNEL_OF[given] !== 'fused')
     throw new FlagError(`--use-flash-attn is --attention-backend flash; it contradicts --attention-backend ${given}: give one`);
   return given === 'auto' ? 'flash' : given;
+}
+
+/** Megatron's result validation (src/train/rerun.ts): its mode, checks, error injection, tracker file and skipped iterations. */
+function rerunFlags(v: FlagValues) {
+  const { int, choice } = flagReader(v, TRAIN_FLAGS);
+  const tracker = (v['result-rejected-tracker-filename'] as string | undefined) ?? null;
+  if (tracker !== null && existsSync(tracker) && statSync(tracker).isDirectory())
+    throw new FlagError(`--result-rejected-tracker-filename: ${tracker} is a folder; give a file to append to`);
+  const skip = ((v['iterations-to-skip'] as string[] | undefined) ?? []).map((word) => {
+    const it = Number(word);
+    if (!Number.isInteger(it) || it < 1)
+      throw new FlagError(`--iterations-to-skip: '${word}' is not an iteration; give whole numbers from 1`);
+    return it;
+  });
+  return {
+    rerunMode: choice('rerun-mode', RERUN_MODES),
+    checkForSpikyLoss: Boolean(v['check-for-spiky-loss']),
+    checkForLargeGrads: Boolean(v['check-for-large-grads']),
+    errorInjectionRate: int('error-injection-rate', 0),
+    errorInjectionType: choice('error-injection-type', RERUN_DIAGNOSTICS),
+    resultRejectedTrackerFilename: tracker,
+    iterationsToSkip: [...new Set(skip)].sort((a, b) => a - b),
+  };
 }
 
 /** --profile-ranks: the ranks --profile times, in order without repeats; empty (every rank) without it. */

@@ -9,6 +9,7 @@ import type { StateDtypes } from '../optimizer/optimizer-base.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
 import type { AttentionKernel } from '../gpu/context.js';
 import type { ScheduleFlags, SchedulerState } from './schedule.js';
+import type { RerunDiagnostic, RerunMode } from './rerun.js';
 
 /** --attention-backend's choices (Megatron's), and the kernel each runs; auto: the adapter's. */
 export const ATTENTION_BACKENDS = ['auto', 'flash', 'fused', 'unfused', 'local'] as const;
@@ -94,6 +95,18 @@ export interface TrainConfig extends ScheduleFlags {
   /** How the optimizer stores Adam's moments (Megatron's precision-aware optimizer; fp32 by default). */
   stateDtypes: StateDtypes;
   checkForNanInLossAndGrad: boolean;
+  /** --rerun-mode: what a rejected result does (src/train/rerun.ts). */
+  rerunMode: RerunMode;
+  /** --check-for-spiky-loss, --check-for-large-grads: non-fatal checks of the loss and the grad norm. */
+  checkForSpikyLoss: boolean;
+  checkForLargeGrads: boolean;
+  /** --error-injection-rate and --error-injection-type: rejections made on purpose, to try the reruns. */
+  errorInjectionRate: number;
+  errorInjectionType: RerunDiagnostic;
+  /** --result-rejected-tracker-filename: a line per rejected result; null: none. */
+  resultRejectedTrackerFilename: string | null;
+  /** --iterations-to-skip: iterations (from 1) whose samples are consumed without training, ascending. */
+  iterationsToSkip: number[];
   /** --skip-train: no iteration; the validation and test splits evaluated with the loaded params. */
   skipTrain: boolean;
   /** --exit-interval: exit after an iteration divisible by it. */

@@ -32,6 +32,7 @@ import {
   weightDecayScheduleOf,
 } from './schedule.js';
 import type { Counters, TrainerState } from './state.js';
+import type { RerunCheckpoint, RerunStateMachine } from './rerun.js';
 
 /** One rank's model, optimizer and the facts every part of the loop needs. */
 export interface TrainRun {
@@ -233,7 +234,24 @@ function schedules(cfg: TrainConfig): {
  * without). --finetune takes the params only, Megatron's way: iteration, consumed samples and
  * counters from zero, a fresh optimizer. --no-load-optim takes the params and the counters.
  */
-export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) => void): Promise<Counters> {
+/** A checkpoint saved for a rerun of its next iteration (--rerun-mode validate_results): run it once more, here. */
+function takeUpRerun(run: TrainRun, pending: RerunCheckpoint, rerun: RerunStateMachine, say: (line: string) => void): void {
+  if (run.cfg.rerunMode === 'disabled') {
+    say(`the checkpoint waits for a rerun of iteration ${pending.iteration}; --rerun-mode disabled trains on without it`);
+    return;
+  }
+  if (pending.ranks.length !== run.d) {
+    const e = new ConfigError(
+      `the checkpoint waits for a rerun of iteration ${pending.iteration} by ${pending.ranks.length} ranks, and this run has ${run.d}: resume it with ${pending.ranks.length} ranks, or give --rerun-mode disabled to train on`,
+    );
+    e.sameOnEveryRank = true;
+    throw e;
+  }
+  rerun.load(pending, run.rank);
+  say(`the checkpoint waits for a rerun of iteration ${pending.iteration} on another node or device (--rerun-mode): running it again`);
+}
+
+export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) => void, rerun?: RerunStateMachine): Promise<Counters> {
   const counters: Counters = { iteration: 0, consumedSamples: 0, schedulerSamples: 0, skippedIterations: 0, nanIterations: 0 };
   const { load, finetune, noLoadOptim, skipTrain } = run.cfg;
   if (!load) return counters;
@@ -252,6 +270,7 @@ export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) =
     counters.nanIterations = extra.nanIterations;
     const fresh = noLoadOptim ? '; the optimizer starts afresh (--no-load-optim)' : '';
     say(`loaded ${loaded.dir}: iteration ${counters.iteration}, ${counters.consumedSamples} samples consumed${fresh}`);
+    if (extra.rerun && rerun) takeUpRerun(run, extra.rerun, rerun, say);
   }
   tellLauncher({ checkpoint: loaded.dir, iteration: counters.iteration });
   return counters;

@@ -6,6 +6,7 @@ import type { GptConfig } from '../nn/gpt.js';
 import type { ProgressDisplay } from '../progress.js';
 import type { TrainConfig } from './config.js';
 import type { SchedulerState } from './schedule.js';
+import type { RerunCheckpoint } from './rerun.js';
 
 /** The run stopped for a reason of the run itself (NaN, bad data): one line, exit code 1. */
 export class TrainingError extends WebtronError {
@@ -31,6 +32,8 @@ export interface TrainerState extends Counters {
   args: TrainConfig;
   /** The schedule's values the run trained with, in samples (Megatron's opt_param_scheduler state): what a resume checks its flags against. */
   optParamScheduler: SchedulerState;
+  /** A rerun of the next iteration the checkpoint was saved for (--rerun-mode validate_results); absent otherwise. */
+  rerun?: RerunCheckpoint;
 }
 
 export interface TrainSummary {

@@ -17,7 +17,8 @@ import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { GptSampleSource } from '../data/gpt-dataset.js';
 import { batchDocuments, countedTargets } from './data.js';
 import { type BackwardOptions, Graph } from '../nn/graph.js';
-import type { StepResult } from '../optimizer/optimizer.js';
+import type { PreparedStep, StepResult } from '../optimizer/optimizer.js';
+import type { AnyRank, RerunStateMachine } from './rerun.js';
 import { learningRate, weightDecay } from './schedule.js';
 import type { TrainRun } from './setup.js';
 import { globalBatchAt } from './config.js';
@@ -169,20 +170,82 @@ function globalCounted(run: TrainRun, samples: GptSampleSource, first: number, b
   return n;
 }
 
-/** One iteration; advances `counters` (iteration first, consumed samples and the skip and NaN counts after). */
+/**
+ * The iteration's results failed validation for good (src/train/rerun.ts): leave with `exitCode`,
+ * after saving a checkpoint from before the iteration when `checkpoint`. Thrown by `trainStep` before
+ * the optimizer changes anything, on every rank at once.
+ */
+export class RerunExit {
+  constructor(
+    readonly checkpoint: boolean,
+    readonly exitCode: number,
+  ) {}
+}
+
+/** Each rank's flags → whether any rank's is set: one all-reduce (max). */
+export function anyRankOf(run: TrainRun): AnyRank {
+  return async (flags) => {
+    const values = new Float32Array(flags.map(Number));
+    await run.group.allReduce(values, 'max');
+    return [...values].map((v) => v > 0);
+  };
+}
+
+/** Megatron's checks of a micro-batch's loss on its rank (pretrain_gpt's loss_func). fp16 runs keep going past NaN, as without the checks. */
+function validateLoss(rerun: RerunStateMachine, run: TrainRun, loss: number): void {
+  const { cfg } = run;
+  if (cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
+    rerun.validate(loss, Number.isNaN, 'found NaN in local forward loss calculation', 0, true);
+    rerun.validate(loss, (v) => v === Infinity || v === -Infinity, 'found Inf in local forward loss calculation', 0, true);
+  }
+  if (cfg.checkForSpikyLoss) rerun.validate(loss, (v) => rerun.isUnexpectedlyLarge(v, SPIKY_LOSS_FACTOR, 'loss'), 'Spiky loss', 0, false);
+}
+
+/** A loss at least this many times the largest of the first 100 is spiky (Megatron's factor). */
+const SPIKY_LOSS_FACTOR = 10;
+
+/**
+ * Checks of the grads before the optimizer step: of the global grad norm the step computes anyway
+ * (Megatron checks each bucket's local norm before the grad sync, an extra pass; the state machine
+ * treats both alike), with its tolerance for non-deterministic backward kernels.
+ */
+function validateGrads(rerun: RerunStateMachine, run: TrainRun, prepared: PreparedStep): void {
+  const { cfg } = run;
+  if (prepared.foundInf) return; // fp16: the loss scaler skips the step
+  const norm = prepared.gradNorm;
+  if (cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
+    rerun.validate(norm, Number.isNaN, 'found NaN in the grad norm before the optimizer step', 0.001, true);
+    rerun.validate(norm, (v) => v === Infinity, 'found Inf in the grad norm before the optimizer step', 0.001, true);
+  }
+  if (cfg.checkForLargeGrads)
+    rerun.validate(
+      norm,
+      (v) => rerun.isUnexpectedlyLarge(v, 10, 'grads'),
+      'found unexpected large grads before the optimizer step',
+      0.001,
+      false,
+    );
+}
+
+/**
+ * One iteration; advances `counters` (iteration first, consumed samples and the skip and NaN counts
+ * after). Its forwards and backwards run again while `rerun` asks (result validation); throws
+ * `RerunExit`, with the iteration not applied, when validation ends the run.
+ */
 export async function trainStep(
   run: TrainRun,
   samples: GptSampleSource,
   counters: Counters,
   stepTimer: StepTimer | null,
+  rerun: RerunStateMachine,
 ): Promise<StepOutcome> {
-  const { cfg, rank, d, ddp, optimizer, group, order } = run;
+  const { cfg, rank, d, ddp, optimizer } = run;
   counters.iteration += 1;
+  rerun.iteration = counters.iteration;
   stepTimer?.begin(ddp.phases);
   optimizer.learningRate = learningRate(run.schedule, scheduleCount(run, counters));
   if (run.decoupledSchedule) optimizer.decoupledLearningRate = learningRate(run.decoupledSchedule, scheduleCount(run, counters));
   optimizer.weightDecay = weightDecay(run.weightDecaySchedule, scheduleCount(run, counters));
-  ddp.zeroGradBuffer();
   const scale = optimizer.scaler?.scale ?? 1;
   const batch = globalBatchAt(cfg, counters.consumedSamples);
   const accumulation = batch / (cfg.microBatchSize * d);
@@ -192,27 +255,35 @@ export async function trainStep(
     ? Math.max(await ddp.phases.time('data', async () => globalCounted(run, samples, counters.consumedSamples, batch)), 1)
     : 0;
   const seedOf = cfg.calculatePerTokenLoss ? (n: number) => (scale * d * n) / total : () => scale / accumulation;
-  const local = new LossTally();
-  for (let m = 0; m < accumulation; m++) {
-    const first = counters.consumedSamples + (rank * batch) / d + m * cfg.microBatchSize;
-    const micro = await microBatch(run, samples, first, seedOf, m === accumulation - 1, stepTimer);
-    local.add(micro.loss, micro.counted);
+  let reported = { loss: NaN, rankLoss: NaN };
+  let prepared: PreparedStep = { foundInf: false, gradNorm: NaN, numZeros: null };
+  while (await rerun.shouldRunForwardBackward(anyRankOf(run))) {
+    ddp.zeroGradBuffer();
+    const local = new LossTally();
+    for (let m = 0; m < accumulation; m++) {
+      const first = counters.consumedSamples + (rank * batch) / d + m * cfg.microBatchSize;
+      const micro = await microBatch(run, samples, first, seedOf, m === accumulation - 1, stepTimer);
+      local.add(micro.loss, micro.counted);
+      validateLoss(rerun, run, micro.loss);
+    }
+    await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
+    // Before the step: with --overlap-param-gather the step returns with all-gathers still being
+    // issued, and every rank must issue its collectives in the same order.
+    reported = await reportedLoss(run, local, accumulation);
+    prepared = await ddp.phases.time('optimizer step', () => optimizer.prepareStep());
+    validateGrads(rerun, run, prepared);
   }
-  await ddp.phases.time('grad sync wait', () => ddp.finishGradSync());
-  // Before the step: with --overlap-param-gather the step returns with all-gathers still being
-  // issued, and every rank must issue its collectives in the same order.
-  const { loss, rankLoss } = await reportedLoss(run, local, accumulation);
-  const result = await ddp.phases.time('optimizer step', () => optimizer.step());
+  const verdict = rerun.shouldCheckpointAndExit();
+  if (verdict.exitCode !== null) throw new RerunExit(verdict.checkpoint, verdict.exitCode);
+  const { loss, rankLoss } = reported;
+  const result = await ddp.phases.time('optimizer step', () => optimizer.applyStep(prepared));
   counters.consumedSamples += batch;
   if (!result.skipped) counters.schedulerSamples += batch;
   const nan = !Number.isFinite(loss) || (!result.skipped && !Number.isFinite(result.gradNorm));
   if (nan && cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
-    // The earliest param over all ranks: max of (count - index). After the gathers, for the order of collectives.
+    // After the gathers, for the order of collectives.
     await ddp.finishParamSync();
-    const found = new Float32Array([order.length - (await firstBadGrad(ddp, order, rank, d))]);
-    await group.allReduce(found, 'max');
-    const k = order.length - found[0]!;
-    const where = k < order.length ? `the grad of '${order[k]}' holds a NaN or infinity` : 'no grad holds a NaN or infinity';
+    const where = (await badGrad(run)) ?? 'no grad holds a NaN or infinity';
     throw new TrainingError(
       `iteration ${counters.iteration}: lm loss ${loss}, grad norm ${result.gradNorm}: ${where}; stopping (--no-check-for-nan-in-loss-and-grad trains on)`,
     );
@@ -220,6 +291,16 @@ export async function trainStep(
   if (result.skipped) counters.skippedIterations += 1;
   if (nan) counters.nanIterations += 1;
   return { loss, rankLoss, result, nan, batch, tokens: batch * cfg.seqLength };
+}
+
+/** Which param's grad, the earliest in the model's order on any rank, holds a NaN or infinity (null: none). A collective. */
+export async function badGrad(run: TrainRun): Promise<string | null> {
+  const { ddp, order, rank, d, group } = run;
+  // The earliest param over all ranks: max of (count - index).
+  const found = new Float32Array([order.length - (await firstBadGrad(ddp, order, rank, d))]);
+  await group.allReduce(found, 'max');
+  const k = order.length - found[0]!;
+  return k < order.length ? `the grad of '${order[k]}' holds a NaN or infinity` : null;
 }
 
 /** A rank's micro-batch losses: the sum of their means, and of their sums over their unmasked tokens with those tokens' count. */

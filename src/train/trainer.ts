@@ -27,7 +27,11 @@ import { RunFolder } from './run-log.js';
 import { loadTrainerCheckpoint, setupModelAndOptimizer, type TrainRun } from './setup.js';
 import { type Counters, type TrainerState, TrainingError, type TrainOptions, type TrainSummary } from './state.js';
 import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
-import { trainStep } from './step.js';
+import { badGrad, RerunExit, trainStep } from './step.js';
+import { hostname } from 'node:os';
+import { splitmix32 } from '../data/samples.js';
+import { globalBatchAt } from './config.js';
+import { iterationsToSkip, ResultValidationError, type RerunCheckpoint, RerunStateMachine } from './rerun.js';
 import { schedulerStateOf } from './schedule.js';
 import { StepTimer, writeTimeline } from './timing.js';
 import { TrainingLog } from './training-log.js';
@@ -191,6 +195,93 @@ function openRunFolder(run: TrainRun, data: TrainData, reference: { unigram: num
   return folder;
 }
 
+/** This rank's result validation (--rerun-mode and its flags): its lines go to this rank's stderr. */
+export function rerunStateMachine(run: TrainRun): RerunStateMachine {
+  const { cfg, rank } = run;
+  // The same draws on every rank: (draw + rank) % rate picks one rank to inject at, as Megatron's does.
+  const draw = splitmix32(cfg.seed);
+  return new RerunStateMachine({
+    mode: cfg.rerunMode,
+    errorInjectionRate: cfg.errorInjectionRate,
+    errorInjectionType: cfg.errorInjectionType,
+    trackerFile: cfg.resultRejectedTrackerFilename,
+    rank,
+    where: { node: hostname(), device: Number(process.env.LOCAL_RANK ?? process.env.SLURM_LOCALID ?? 0) },
+    randomInt: (n) => draw() % n,
+    warn: (line) => process.stderr.write(`webtron train: rank ${rank}: ${line}\n`),
+  });
+}
+
+/** Each rank's line → every rank's, in rank order ('' for none): one all-gather of fixed-size messages. */
+async function gatherLines(run: TrainRun, line: string, width = 4096): Promise<string[]> {
+  const all = new Uint16Array(width * run.d);
+  const mine = line.slice(0, width - 1);
+  for (let i = 0; i < mine.length; i++) all[run.rank * width + i] = mine.charCodeAt(i);
+  await run.group.allGather(all);
+  return Array.from({ length: run.d }, (_, r) => String.fromCharCode(...all.subarray(r * width, (r + 1) * width)).replace(/\0+$/, ''));
+}
+
+/**
+ * Result validation ended the run at the iteration after `counters.iteration`, before its update:
+ * save the checkpoint it asks for (with each rank's part of the pending rerun), then the error that
+ * says what the reruns found, with Megatron's exit code.
+ */
+async function leaveForRerun(
+  run: TrainRun,
+  rerun: RerunStateMachine,
+  exit: RerunExit,
+  saver: Saver,
+  state: () => TrainerState,
+): Promise<never> {
+  const { cfg } = run;
+  const iteration = state().iteration + 1;
+  const found = (await gatherLines(run, rerun.findings.join('; '))).flatMap((line, r) => (line ? [`rank ${r}: ${line}`] : []));
+  const grad = cfg.checkForNanInLossAndGrad ? await badGrad(run) : null;
+  const what = [...found, ...(grad ? [grad] : [])].join('; ');
+  let code = exit.exitCode;
+  let next: string;
+  if (exit.checkpoint && cfg.save) {
+    const ranks = (await gatherLines(run, JSON.stringify(rerun.rankState()))).map((json) => JSON.parse(json));
+    const pending: RerunCheckpoint = { mode: rerun.mode, state: rerun.state, iteration, ranks };
+    await saver.save({ ...state(), rerun: pending });
+    await saver.finish();
+    next = `saved ${saver.checkpoint} from before it: resume from it on another node or device to tell a faulty device from a correct result`;
+  } else if (exit.checkpoint) {
+    code = 17;
+    next = 'no --save to resume from on another device: stopping';
+  } else if (rerun.state === 'rerunning_again_from_checkpoint') {
+    next = 'resume from the same checkpoint on another node or device';
+  } else {
+    next = rerun.state === 'rerunning_in_place' ? 'resume from the last checkpoint' : 'stopping';
+  }
+  throw new ResultValidationError(
+    `iteration ${iteration}: a result failed validation (${what}); ${next} (exit code ${code}; --rerun-mode)`,
+    code,
+  );
+}
+
+/** Megatron's report of how results differed between an iteration's two runs (--rerun-mode report_stats), over every rank so far. */
+async function reportDeterminism(run: TrainRun, rerun: RerunStateMachine, say: (line: string) => void): Promise<void> {
+  const messages = [...rerun.stats.keys()].sort();
+  const sums = new Float32Array(
+    messages.flatMap((m) => [rerun.stats.get(m)!.total, rerun.stats.get(m)!.identical, rerun.stats.get(m)!.sum]),
+  );
+  const maxima = new Float32Array(messages.map((m) => rerun.stats.get(m)!.max));
+  await run.group.allReduce(sums, 'sum');
+  await run.group.allReduce(maxima, 'max');
+  say('Stats on computation determinism in validation calls');
+  messages.forEach((m, i) => {
+    const [total, identical, sum] = [sums[3 * i]!, sums[3 * i + 1]!, sums[3 * i + 2]!];
+    const spread =
+      total > identical
+        ? `, rel. variability: avg= ${(sum / total).toExponential(3)}, max: ${maxima[i]!.toExponential(3)}`
+        : ', all identical';
+    say(
+      `  From validation call '${m}': ${total.toLocaleString('en-US')}/${identical.toLocaleString('en-US')} total/identical samples${spread}`,
+    );
+  });
+}
+
 /** The loop: train steps, logs, evaluation and saves until --train-iters; returns the last checkpoint and the last timed iteration. */
 async function train(
   run: TrainRun,
@@ -198,6 +289,7 @@ async function train(
   counters: Counters,
   log: TrainingLog,
   stepTimer: StepTimer | null,
+  { rerun, skip }: { rerun: RerunStateMachine; skip: Set<number> },
   onIteration?: (iteration: number, loss: number, rankLoss: number) => void,
 ): Promise<{ checkpoint: string | null; lastTimed: number }> {
   const { cfg, ddp } = run;
@@ -207,12 +299,25 @@ async function train(
   let lastTimed = 0;
   const exits = new ExitConditions(cfg, performance.now());
   while (counters.iteration < cfg.trainIters && !cfg.skipTrain) {
+    if (skip.has(counters.iteration + 1)) {
+      // Megatron's skip: the samples are consumed, nothing trains on them, the schedules do not move.
+      const batch = globalBatchAt(cfg, counters.consumedSamples);
+      counters.iteration += 1;
+      counters.consumedSamples += batch;
+      log.line(`iteration ${counters.iteration} skipped (--iterations-to-skip): ${batch} samples consumed without training`);
+      continue;
+    }
     const stepStart = performance.now();
     // Every rank knows which iterations are timed (rank 0 draws the last one, timed on it or not).
     const inWindow = stepTimer !== null && timed(cfg, counters.iteration + 1);
     const timer = inWindow && timedRank(cfg, run.rank) ? stepTimer : null;
-    const outcome = await trainStep(run, data.train, counters, timer);
+    const outcome = await trainStep(run, data.train, counters, timer, rerun).catch(async (e: unknown) => {
+      if (!(e instanceof RerunExit)) throw e;
+      counters.iteration -= 1; // the iteration was not applied
+      return leaveForRerun(run, rerun, e, saver, state);
+    });
     const iteration = counters.iteration;
+    if (cfg.rerunMode === 'report_stats' && iteration % 2 === 1) await reportDeterminism(run, rerun, (line) => log.line(line));
     tellLauncher({ iteration });
     onIteration?.(iteration, outcome.loss, outcome.rankLoss);
     const timing = timer ? await timer.end(iteration, ddp.phases) : null;
@@ -278,7 +383,17 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     closeData = data.close;
     const reference = entropies(data.head);
     const run = await setupModelAndOptimizer(ctx, dist, cfg, data.tokenizer);
-    const counters = await loadTrainerCheckpoint(run, say);
+    const rerun = rerunStateMachine(run);
+    const counters = await loadTrainerCheckpoint(run, say, rerun);
+    const skip = new Set(cfg.iterationsToSkip);
+    if (cfg.resultRejectedTrackerFilename) {
+      const tracked = iterationsToSkip(cfg.resultRejectedTrackerFilename).filter((it) => !skip.has(it));
+      for (const it of tracked) skip.add(it);
+      if (tracked.length > 0)
+        say(
+          `webtron train: skipping iteration${tracked.length === 1 ? '' : 's'} ${tracked.join(', ')}: rejected twice on a rank in ${cfg.resultRejectedTrackerFilename}`,
+        );
+    }
     const folder = openRunFolder(run, data, reference);
     say(headerLine(run, data, reference));
     if (cfg.flagsWithoutEffect.length > 0)
@@ -302,7 +417,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
       );
     }
     const stepTimer = cfg.timing || cfg.profileSteps ? new StepTimer(ctx, rank, cfg.runDir) : null;
-    const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer, options.onIteration);
+    const { checkpoint, lastTimed } = await train(run, data, counters, log, stepTimer, { rerun, skip }, options.onIteration);
     if (cfg.skipTrain) {
       say('skipping training (--skip-train is on) ...');
       const t0 = performance.now();

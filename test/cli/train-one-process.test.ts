@@ -428,7 +428,13 @@ describe('webtron train, one process', () => {
   it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {
     // A learning rate that blows the weights up within a few steps, without clipping.
     const diverging = [...TINY, '--lr', '1e30', '--lr-warmup-iters', '0', '--clip-grad', '0', '--global-batch-size', '2'];
-    const r = await train([...diverging, '--train-iters', '20', '--run-dir', join(dir(), 'run')]);
+    // Validated (the default): the iteration runs again, gives the NaN again, and nothing to resume from elsewhere.
+    const validated = await train([...diverging, '--train-iters', '20', '--run-dir', join(dir(), 'run')]);
+    expect(validated.code).toBe(17);
+    expect(validated.stderr).toMatch(
+      /^webtron train: iteration \d+: a result failed validation \(rank 0: found (NaN|Inf) in local forward loss calculation: (NaN|Infinity), the same on a rerun on the same device: it takes a rerun on another device to tell a faulty device from a correct result; the grad of '[\w.]+' holds a NaN or infinity\); no --save to resume from on another device: stopping \(exit code 17; --rerun-mode\)$/m,
+    );
+    const r = await train([...diverging, '--train-iters', '20', '--rerun-mode', 'disabled', '--run-dir', join(dir(), 'run')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
       /^webtron train: iteration \d+: lm loss (NaN|Infinity), grad norm \S+: the grad of '[\w.]+' holds a NaN or infinity; stopping \(--no-check-for-nan-in-loss-and-grad trains on\)$/m,

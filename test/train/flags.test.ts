@@ -150,6 +150,46 @@ describe('Megatron flags a script carries', () => {
     expect(() => resolve([`--${name}`, ...sampleValue(spec)])).toThrow(new FlagError(`--${name}: ${spec.refused}`));
   });
 
+  it("result validation takes Megatron's flags, defaults and choices, and refuses others in one line", () => {
+    expect(resolve([])).toMatchObject({
+      rerunMode: 'validate_results',
+      errorInjectionRate: 0,
+      errorInjectionType: 'transient_error',
+      checkForSpikyLoss: false,
+      checkForLargeGrads: false,
+      resultRejectedTrackerFilename: null,
+      iterationsToSkip: [],
+    });
+    expect(
+      resolve([
+        '--rerun-mode',
+        'report_stats',
+        '--error-injection-rate',
+        '5',
+        '--error-injection-type',
+        'correct_result',
+        '--iterations-to-skip',
+        '9',
+        '3',
+        '9',
+      ]),
+    ).toMatchObject({ rerunMode: 'report_stats', errorInjectionRate: 5, errorInjectionType: 'correct_result', iterationsToSkip: [3, 9] });
+    expect(() => resolve(['--rerun-mode', 'report_determinism_stats'])).toThrow(
+      new FlagError("--rerun-mode must be disabled, validate_results or report_stats, got 'report_determinism_stats'"),
+    );
+    expect(() => resolve(['--error-injection-type', 'flaky'])).toThrow(
+      new FlagError("--error-injection-type must be correct_result, transient_error or persistent_error, got 'flaky'"),
+    );
+    expect(() => resolve(['--error-injection-rate', '-1'])).toThrow(/^--error-injection-rate must be an integer of at least 0, got -1$/);
+    expect(() => resolve(['--iterations-to-skip', '0'])).toThrow(
+      new FlagError("--iterations-to-skip: '0' is not an iteration; give whole numbers from 1"),
+    );
+    const folder = mkdtempSync(join(tmpdir(), 'webtron-tracker-'));
+    expect(() => resolve(['--result-rejected-tracker-filename', folder])).toThrow(
+      new FlagError(`--result-rejected-tracker-filename: ${folder} is a folder; give a file to append to`),
+    );
+  });
+
   it("--split as Megatron's scripts pass it, quotes and all, is the split without them", () => {
     expect(resolve(['--split', "'99,1,0'"]).split).toEqual(resolve(['--split', '99,1,0']).split);
     expect(resolve(['--split', '"98,2"']).split).toEqual([0.98, 0.02, 0]);
