@@ -234,6 +234,7 @@ async function leaveForRerun(
   state: () => TrainerState,
 ): Promise<never> {
   const { cfg } = run;
+  await run.ddp.finishParamSync(); // nothing of the last step's may still be on the wire
   const iteration = state().iteration + 1;
   const found = (await gatherLines(run, rerun.findings.join('; '))).flatMap((line, r) => (line ? [`rank ${r}: ${line}`] : []));
   const grad = cfg.checkForNanInLossAndGrad ? await badGrad(run) : null;
@@ -263,6 +264,9 @@ async function leaveForRerun(
 /** Megatron's report of how results differed between an iteration's two runs (--rerun-mode report_stats), over every rank so far. */
 async function reportDeterminism(run: TrainRun, rerun: RerunStateMachine, say: (line: string) => void): Promise<void> {
   const messages = [...rerun.stats.keys()].sort();
+  if (messages.length === 0) return; // no check ran (fp16 without --check-for-spiky-loss or --check-for-large-grads)
+  // After the step's param gathers (--overlap-param-gather issues them bucket by bucket): this is a collective.
+  await run.ddp.finishParamSync();
   const sums = new Float32Array(
     messages.flatMap((m) => [rerun.stats.get(m)!.total, rerun.stats.get(m)!.identical, rerun.stats.get(m)!.sum]),
   );
@@ -305,6 +309,7 @@ async function train(
       counters.iteration += 1;
       counters.consumedSamples += batch;
       log.line(`iteration ${counters.iteration} skipped (--iterations-to-skip): ${batch} samples consumed without training`);
+      if (cfg.save && counters.iteration === cfg.trainIters) await saver.save(state());
       continue;
     }
     const stepStart = performance.now();

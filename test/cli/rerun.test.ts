@@ -111,17 +111,19 @@ describe('webtron train --rerun-mode validate_results (the default)', () => {
 
   it('report_stats runs every iteration twice, reports them identical, and trains as a run without it', async () => {
     const base = dir();
-    const stats = await train([...D2, '--train-iters', '4', '--rerun-mode', 'report_stats', '--run-dir', join(base, 'stats')]);
+    // With the step's param gathers overlapped, the report's collectives must wait for them.
+    const overlap = [...D2, '--train-iters', '6', '--overlap-grad-reduce', '--overlap-param-gather', '--ddp-bucket-size', '5000'];
+    const stats = await train([...overlap, '--rerun-mode', 'report_stats', '--run-dir', join(base, 'stats')]);
     expect(stats.code, stats.stderr).toBe(0);
     const lines = stats.stdout.split('\n').filter((l) => l.includes('From validation call'));
-    // Reports after iterations 1 and 3, each with the loss checks and the grad norm checks.
-    expect(lines).toHaveLength(8);
+    // Reports after iterations 1, 3 and 5, each with the loss checks and the grad norm checks.
+    expect(lines).toHaveLength(12);
     for (const line of lines) {
       const [, total, identical] = /: (\d+)\/(\d+) total\/identical samples, all identical$/.exec(line) ?? [];
       expect(Number(total), line).toBeGreaterThan(0);
       expect(identical, line).toBe(total);
     }
-    const plain = await train([...D2, '--train-iters', '4', '--rerun-mode', 'disabled', '--run-dir', join(base, 'plain')]);
+    const plain = await train([...overlap, '--rerun-mode', 'disabled', '--run-dir', join(base, 'plain')]);
     expect(plain.code, plain.stderr).toBe(0);
     expectIdenticalLosses(losses(join(base, 'plain')), losses(join(base, 'stats')));
   });
