@@ -229,11 +229,6 @@ function schedules(cfg: TrainConfig): {
   return { schedule: lr, decoupledSchedule: decoupled, weightDecaySchedule: weightDecay };
 }
 
-/**
- * With --load: the checkpoint's params and optimizer state into the run, and its counters (zeros
- * without). --finetune takes the params only, Megatron's way: iteration, consumed samples and
- * counters from zero, a fresh optimizer. --no-load-optim takes the params and the counters.
- */
 /** A checkpoint saved for a rerun of its next iteration (--rerun-mode validate_results): run it once more, here. */
 function takeUpRerun(run: TrainRun, pending: RerunCheckpoint, rerun: RerunStateMachine, say: (line: string) => void): void {
   if (run.cfg.rerunMode === 'disabled') {
@@ -251,6 +246,11 @@ function takeUpRerun(run: TrainRun, pending: RerunCheckpoint, rerun: RerunStateM
   say(`the checkpoint waits for a rerun of iteration ${pending.iteration} on another node or device (--rerun-mode): running it again`);
 }
 
+/**
+ * With --load: the checkpoint's params and optimizer state into the run, and its counters (zeros
+ * without). --finetune takes the params only, Megatron's way: iteration, consumed samples and
+ * counters from zero, a fresh optimizer. --no-load-optim takes the params and the counters.
+ */
 export async function loadTrainerCheckpoint(run: TrainRun, say: (line: string) => void, rerun?: RerunStateMachine): Promise<Counters> {
   const counters: Counters = { iteration: 0, consumedSamples: 0, schedulerSamples: 0, skippedIterations: 0, nanIterations: 0 };
   const { load, finetune, noLoadOptim, skipTrain } = run.cfg;

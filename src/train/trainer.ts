@@ -196,7 +196,7 @@ function openRunFolder(run: TrainRun, data: TrainData, reference: { unigram: num
 }
 
 /** This rank's result validation (--rerun-mode and its flags): its lines go to this rank's stderr. */
-export function rerunStateMachine(run: TrainRun): RerunStateMachine {
+function rerunStateMachine(run: TrainRun): RerunStateMachine {
   const { cfg, rank } = run;
   // The same draws on every rank: (draw + rank) % rate picks one rank to inject at, as Megatron's does.
   const draw = splitmix32(cfg.seed);
