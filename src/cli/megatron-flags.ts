@@ -96,6 +96,11 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
     help: 'how torch_dist shares the reading among ranks; each rank reads only the ranges it needs here',
   },
   'ckpt-assume-constant-structure': { kind: 'boolean', help: "torch_dist's cached save plan; webtron plans each save from the layout" },
+  // Taken only as torch_dist (src/cli/train-flags.ts): the format Megatron writes when the flag is left out.
+  'ckpt-format': {
+    kind: 'string',
+    help: "torch_dist, Megatron's default format; webtron writes its own files in Megatron's folder layout (docs/checkpoints.md), which Megatron's loaders do not read",
+  },
 };
 
 const FP8 = 'WebGPU has no fp8 type; train in --bf16 (or --fp16)';
@@ -111,11 +116,6 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
   'fp8-param-gather': { kind: 'boolean', help: FP8, refused: FP8 },
   'num-experts': { kind: 'string', help: MOE, refused: MOE },
   'moe-router-topk': { kind: 'string', help: MOE, refused: MOE },
-  'ckpt-format': {
-    kind: 'string',
-    help: "the checkpoint's format",
-    refused: "webtron writes one format, Megatron's layout of folders with its own files (docs/checkpoints.md); leave it out",
-  },
   'use-torch-fsdp2': {
     kind: 'boolean',
     help: "PyTorch's FSDP2",

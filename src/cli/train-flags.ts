@@ -735,6 +735,11 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     );
   for (const name of ['finetune', 'no-load-optim'])
     if (v[name] && v.load === undefined) throw new FlagError(`--${name} needs --load (the checkpoint whose params to start from)`);
+  const format = v['ckpt-format'] as string | undefined;
+  if (format !== undefined && format !== 'torch_dist')
+    throw new FlagError(
+      `--ckpt-format ${format}: webtron writes one format, its own files in Megatron's folder layout (docs/checkpoints.md); give torch_dist, Megatron's default, which it stands for, or leave the flag out`,
+    );
   const tensorboard = v['tensorboard-dir'] as string | undefined;
   for (const name of ['log-memory-to-tensorboard', 'log-timers-to-tensorboard', 'log-validation-ppl-to-tensorboard'])
     if (v[name] && tensorboard === undefined) throw new FlagError(`--${name} needs --tensorboard-dir (where to write)`);

@@ -135,15 +135,26 @@ describe('Megatron flags a script carries', () => {
   );
   const resolve = (extra: string[]) => resolveTrainConfig(parseFlags([...base, ...extra], TRAIN_FLAGS, {}).values, 1);
   const sampleValue = (spec: FlagSpec) => (spec.kind === 'boolean' ? [] : spec.kind === 'int' ? ['2'] : ['x']);
+  // --ckpt-format is without effect as torch_dist only: Megatron's default, which webtron's own format stands for.
+  const withoutEffectValue = (name: string, spec: FlagSpec) => (name === 'ckpt-format' ? ['torch_dist'] : sampleValue(spec));
 
   it('without effect: the config of the same flags without them, and each named with why', () => {
-    const given = Object.entries(WITHOUT_EFFECT).flatMap(([name, spec]) => [`--${name}`, ...sampleValue(spec)]);
+    const given = Object.entries(WITHOUT_EFFECT).flatMap(([name, spec]) => [`--${name}`, ...withoutEffectValue(name, spec)]);
     const { flagsWithoutEffect, ...rest } = resolve(given);
     const { flagsWithoutEffect: none, ...plain } = resolve([]);
     expect(rest).toEqual(plain);
     expect(none).toEqual([]);
     expect(flagsWithoutEffect.map((f) => f.flag)).toEqual(Object.keys(WITHOUT_EFFECT).map((name) => `--${name}`));
     for (const f of flagsWithoutEffect) expect(f.why, f.flag).toBe(WITHOUT_EFFECT[f.flag.slice(2)]!.help);
+  });
+
+  it('--ckpt-format other than torch_dist is refused in one line: webtron writes one format', () => {
+    for (const format of ['torch', 'torch_dcp', 'fsdp_dtensor'])
+      expect(() => resolve(['--ckpt-format', format])).toThrow(
+        new FlagError(
+          `--ckpt-format ${format}: webtron writes one format, its own files in Megatron's folder layout (docs/checkpoints.md); give torch_dist, Megatron's default, which it stands for, or leave the flag out`,
+        ),
+      );
   });
 
   it.each(Object.entries(REFUSED))('--%s is refused in one line that says why', (name, spec) => {
