@@ -33,7 +33,16 @@ import { writeFileAtomic } from '../files.js';
 import type { LossScalerState } from '../optimizer/loss-scaler.js';
 import type { StateDtype } from '../optimizer/adam.js';
 import type { Optimizer, StateKind, StatePiece } from '../optimizer/optimizer-base.js';
-import { cleanLeftovers, commitCheckpoint, INDEX, iterName, pruneCheckpoints, resolveCheckpoint } from './dir.js';
+import {
+  cleanLeftovers,
+  commitCheckpoint,
+  dropUnretained,
+  INDEX,
+  iterName,
+  pruneCheckpoints,
+  resolveCheckpoint,
+  trackedIteration,
+} from './dir.js';
 import { CheckpointError } from './errors.js';
 import { checkIndex, layoutHash, type CheckpointIndex, type FileMeta, type PieceRef } from './index-file.js';
 import { readHeader, type SafetensorsDtype } from './safetensors.js';
@@ -67,6 +76,8 @@ export interface SaveOptions {
   extra?: Record<string, unknown>;
   /** Keep only the newest N iteration folders (default 0: keep all). */
   retain?: number;
+  /** Megatron's --save-retain-interval: each save removes the previous checkpoint unless its iteration is a multiple of this. */
+  retainInterval?: number | null;
   /** Bytes per file before a rank starts its next one (default 2 GiB; a param larger than that gets a file of its own). */
   maxFileBytes?: number;
   /** The whole save's deadline on every rank (default 2 h): not the collectives' op timeout. */
@@ -362,7 +373,9 @@ function commitSave(
     join(tmp, 'model.safetensors.index.json'),
     `${JSON.stringify({ metadata: { total_size: ddp.layout.buffers.reduce((s, b) => s + b.paramNumel * BYTES[b.paramDtype], 0), format: CHECKPOINT_FORMAT }, weight_map: weightMap }, null, 1)}\n`,
   );
+  const previous = trackedIteration(saveDir);
   const dir = commitCheckpoint(saveDir, tmp, options.iteration);
+  if (options.retainInterval) dropUnretained(saveDir, previous, options.iteration, options.retainInterval);
   pruneCheckpoints(saveDir, options.retain ?? 0);
   return { dir, totalBytes };
 }

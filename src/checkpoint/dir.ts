@@ -10,7 +10,7 @@
  * last. So at every moment a complete checkpoint is on disk and the tracker names one; whatever an
  * interrupted save leaves (`*.tmp`, `*.old`) is cleaned up by the next save or used by a load.
  */
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fsyncDir, writeFileAtomic } from '../files.js';
 import { CheckpointError } from './errors.js';
@@ -107,6 +107,28 @@ export function commitCheckpoint(saveDir: string, tmp: string, iteration: number
   writeFileAtomic(join(saveDir, TRACKER), `${iteration}\n`);
   rmSync(old, { recursive: true, force: true });
   return final;
+}
+
+/** The iteration the tracker names (null: no tracker, or not a number, e.g. Megatron's 'release'). */
+export function trackedIteration(saveDir: string): number | null {
+  const tracker = join(saveDir, TRACKER);
+  if (!existsSync(tracker)) return null;
+  const it = Number(readFileSync(tracker, 'utf8').trim());
+  return Number.isInteger(it) ? it : null;
+}
+
+/**
+ * Megatron's --save-retain-interval, after the tracker moved from `previous` to `iteration`: the
+ * previous checkpoint goes unless its iteration is a multiple of `interval` (or it is a symbolic
+ * link); so the multiples and the newest stay. Returns the removed iteration, if any.
+ */
+export function dropUnretained(saveDir: string, previous: number | null, iteration: number, interval: number): number | null {
+  if (previous === null || previous <= 0 || previous === iteration || previous % interval === 0) return null;
+  const dir = join(saveDir, iterName(previous));
+  if (!existsSync(dir) || lstatSync(dir).isSymbolicLink()) return null;
+  rmSync(dir, { recursive: true, force: true });
+  fsyncDir(saveDir);
+  return previous;
 }
 
 /** Keep the newest `retain` iteration folders (0: all); the tracker's is always kept. Returns the removed iterations. */
