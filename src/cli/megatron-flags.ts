@@ -96,6 +96,14 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
     help: 'how torch_dist shares the reading among ranks; each rank reads only the ranges it needs here',
   },
   'ckpt-assume-constant-structure': { kind: 'boolean', help: "torch_dist's cached save plan; webtron plans each save from the layout" },
+  'no-save-rng': {
+    kind: 'boolean',
+    help: 'webtron keeps no RNG state: the init, the data order and the dropout masks are functions of --seed and the sample index',
+  },
+  'no-load-rng': {
+    kind: 'boolean',
+    help: 'webtron keeps no RNG state: the init, the data order and the dropout masks are functions of --seed and the sample index',
+  },
   // Taken only as torch_dist (src/cli/train-flags.ts): the format Megatron writes when the flag is left out.
   'ckpt-format': {
     kind: 'string',

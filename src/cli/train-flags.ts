@@ -4,7 +4,7 @@
  * flag and what it accepts, and the combinations Megatron rejects are rejected here, before any
  * worker starts.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { FlagError, flagLine, flagReader, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
 import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
@@ -305,6 +305,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   }),
   'save-interval': flag('checkpointing', { kind: 'int', help: 'save every this many iterations (and at the end)' }),
   'save-retain': flag('checkpointing', { kind: 'int', default: 0, help: 'keep only the newest N checkpoints (0: all)' }),
+  'save-retain-interval': flag('checkpointing', {
+    kind: 'int',
+    help: 'each save removes the previous checkpoint unless its iteration is a multiple of N: the multiples and the newest stay',
+  }),
+  'exit-on-missing-checkpoint': flag('checkpointing', {
+    kind: 'boolean',
+    help: 'with --load: stop when it holds no checkpoint, instead of starting from a random init',
+  }),
   'async-save': flag('checkpointing', {
     kind: 'boolean',
     help: 'copy the checkpoint to host memory at the iteration boundary and write it in the background while training goes on',
@@ -381,6 +389,14 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     help: 'with --train-data-path: indexed datasets to validate on, whole',
   }),
   'test-data-path': flag('data and dataloader', { kind: 'strings', help: 'with --train-data-path: indexed datasets to test on, whole' }),
+  'data-args-path': flag('data and dataloader', {
+    kind: 'string',
+    help: "a file holding --data-path's words (for a blend too long for a command line)",
+  }),
+  'per-split-data-args-path': flag('data and dataloader', {
+    kind: 'string',
+    help: 'a JSON file {"train": ..., "valid": ..., "test": ...} holding --train-data-path\'s, --valid-data-path\'s and --test-data-path\'s words',
+  }),
   split: flag('data and dataloader', {
     kind: 'string',
     default: '969,30,1',
@@ -576,6 +592,64 @@ export function shardingStrategyOf(v: FlagValues, useDistributedOptimizer: boole
 }
 
 /** --train-data-path, --valid-data-path and --test-data-path (Megatron's per-split data), parsed; null when none is given. */
+/**
+ * Megatron's --data-args-path and --per-split-data-args-path: the data paths read from a file (words
+ * split on white space; a JSON object of the three splits, each a list of words or one string of them)
+ * in place of --data-path or --train/valid/test-data-path, which they exclude.
+ */
+function withDataArgsFiles(v: FlagValues): FlagValues {
+  const read = (flag: string, file: string) => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new FlagError(
+        `--${flag} ${file}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); give the file that holds the data paths`,
+      );
+    }
+  };
+  const out = { ...v };
+  const dataArgs = v['data-args-path'] as string | undefined;
+  if (dataArgs !== undefined) {
+    if (v['data-path'] !== undefined)
+      throw new FlagError('--data-path and --data-args-path exclude each other: give the paths or the file that holds them');
+    const words = read('data-args-path', dataArgs).split(/\s+/).filter(Boolean);
+    if (words.length === 0)
+      throw new FlagError(`--data-args-path ${dataArgs}: the file is empty; give the file that holds --data-path's words`);
+    out['data-path'] = words;
+  }
+  const perSplit = v['per-split-data-args-path'] as string | undefined;
+  if (perSplit !== undefined) {
+    for (const part of ['train', 'valid', 'test'])
+      if (v[`${part}-data-path`] !== undefined)
+        throw new FlagError(
+          `--${part}-data-path and --per-split-data-args-path exclude each other: give the paths or the file that holds them`,
+        );
+    let json: unknown;
+    try {
+      json = JSON.parse(read('per-split-data-args-path', perSplit));
+    } catch (error) {
+      if (error instanceof FlagError) throw error;
+      throw new FlagError(
+        `--per-split-data-args-path ${perSplit}: not JSON (${(error as Error).message}); give {"train": [...], "valid": [...], "test": [...]}`,
+      );
+    }
+    const splits = json as Record<string, unknown> | null;
+    if (splits === null || typeof splits !== 'object' || Array.isArray(splits) || splits.train === undefined || splits.train === null)
+      throw new FlagError(`--per-split-data-args-path ${perSplit}: no "train" key; give {"train": [...], "valid": [...], "test": [...]}`);
+    for (const part of ['train', 'valid', 'test']) {
+      const words = splits[part];
+      if (words === undefined || words === null) continue;
+      const list = typeof words === 'string' ? words.split(/\s+/).filter(Boolean) : words;
+      if (!Array.isArray(list) || !list.every((w) => typeof w === 'string' || typeof w === 'number'))
+        throw new FlagError(
+          `--per-split-data-args-path ${perSplit}: "${part}" is neither a string nor a list of words; give a list such as ["0.7", "PREFIX1", "0.3", "PREFIX2"]`,
+        );
+      out[`${part}-data-path`] = list.map(String);
+    }
+  }
+  return out;
+}
+
 function splitDataPaths(v: FlagValues, withDataPath: boolean): TrainConfig['splitDataBlends'] {
   const parse = (part: 'train' | 'valid' | 'test') => {
     const words = v[`${part}-data-path`] as string[] | undefined;
@@ -651,7 +725,8 @@ function positionFlags(
 }
 
 /** Resolve and check the flags for a job of `d` data-parallel ranks. */
-export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
+export function resolveTrainConfig(given: FlagValues, d: number): TrainConfig {
+  const v = withDataArgsFiles(given);
   const { int, optionalInt, num, probability, nonNegative, choice } = flagReader(v, TRAIN_FLAGS);
 
   if (v.fp16 && v.bf16) throw new FlagError('--fp16 and --bf16 exclude each other; give one (or neither for fp32)');
@@ -818,6 +893,8 @@ export function resolveTrainConfig(v: FlagValues, d: number): TrainConfig {
     initFrom: (v['init-from'] as string | undefined) ?? null,
     saveInterval,
     saveRetain: int('save-retain', 0),
+    saveRetainInterval: optionalInt('save-retain-interval', 1),
+    exitOnMissingCheckpoint: Boolean(v['exit-on-missing-checkpoint']),
     asyncSave: Boolean(v['async-save']),
     precision: v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32',
     initialLossScale: positiveNumber('initial-loss-scale'),

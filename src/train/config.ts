@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { INDEX, TRACKER } from '../checkpoint/dir.js';
+import { ConfigError } from '../errors.js';
 import type { DataPathEntry } from '../data/blend.js';
 import type { TokenizerType } from '../data/tokenizer.js';
 import type { Normalization, PositionEmbeddingType, Recompute } from '../nn/gpt-spec.js';
@@ -152,6 +153,10 @@ export interface TrainConfig extends ScheduleFlags {
   initFrom: string | null;
   saveInterval: number | null;
   saveRetain: number;
+  /** --save-retain-interval: each save removes the previous checkpoint unless its iteration is a multiple of this; null: none removed so. */
+  saveRetainInterval: number | null;
+  /** --exit-on-missing-checkpoint: a --load that holds no checkpoint stops the run instead of starting it from a random init. */
+  exitOnMissingCheckpoint: boolean;
   /** --async-save: copy the state to host memory at the iteration boundary and write it while training goes on. */
   asyncSave: boolean;
   precision: 'fp32' | 'bf16' | 'fp16';
@@ -236,13 +241,20 @@ export interface TrainConfig extends ScheduleFlags {
  * --no-save-optim run's holds no optimizer state, so it resumes as with --no-load-optim). A run that
  * loads nothing else starts from --pretrained-checkpoint's params, as with --finetune. A --load that
  * is --save's folder and holds no checkpoint yet (Megatron's `--save DIR --load DIR`, the first time)
- * loads nothing, as in Megatron; any other --load must hold one.
+ * loads nothing, as in Megatron (with --exit-on-missing-checkpoint it stops the run instead); any
+ * other --load must hold one.
  */
 export function withDefaultLoad(cfg: TrainConfig, restarted = false): TrainConfig {
   const saved = cfg.save !== null && existsSync(join(cfg.save, TRACKER));
   if (saved && (cfg.load === null || restarted)) return { ...cfg, load: cfg.save, finetune: false, noLoadOptim: cfg.noSaveOptim };
-  if (!saved && cfg.load !== null && cfg.save !== null && resolve(cfg.load) === resolve(cfg.save) && !existsSync(join(cfg.load, INDEX)))
+  if (!saved && cfg.load !== null && cfg.save !== null && resolve(cfg.load) === resolve(cfg.save) && !existsSync(join(cfg.load, INDEX))) {
+    if (cfg.exitOnMissingCheckpoint)
+      throw new ConfigError(
+        `exitOnMissingCheckpoint: the load folder ${cfg.load} holds no checkpoint (no ${TRACKER}); give a folder a run saved to, or leave the flag out to start from a random init`,
+        'exitOnMissingCheckpoint',
+      );
     return withDefaultLoad({ ...cfg, load: null }, restarted);
+  }
   if (cfg.load === null && cfg.pretrainedCheckpoint) return { ...cfg, load: cfg.pretrainedCheckpoint, finetune: true, noLoadOptim: false };
   return cfg;
 }

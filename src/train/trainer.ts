@@ -86,6 +86,7 @@ class Saver {
       iteration: state.iteration,
       extra: state as unknown as Record<string, unknown>,
       retain: run.cfg.saveRetain,
+      retainInterval: run.cfg.saveRetainInterval,
       optimizerState: !run.cfg.noSaveOptim,
     };
     if (!run.cfg.asyncSave) {

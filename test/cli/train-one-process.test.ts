@@ -452,6 +452,40 @@ describe('webtron train, one process', () => {
   });
 });
 
+describe('webtron train, which checkpoints stay', () => {
+  it("--save-retain-interval keeps Megatron's: the multiples and the newest; --exit-on-missing-checkpoint refuses an empty --load", async () => {
+    const base = dir();
+    const save = join(base, 'ck');
+    const r = await train([
+      ...TINY,
+      '--train-iters',
+      '7',
+      '--global-batch-size',
+      '2',
+      '--save',
+      save,
+      '--save-interval',
+      '1',
+      '--save-retain-interval',
+      '3',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    // Each save removed the one before unless a multiple of 3 (Megatron's rule, written out here).
+    const kept = [1, 2, 3, 4, 5, 6, 7].filter((it) => it % 3 === 0 || it === 7).map((it) => `iter_${String(it).padStart(7, '0')}`);
+    expect(
+      readdirSync(save)
+        .filter((n) => n.startsWith('iter_'))
+        .sort(),
+    ).toEqual(kept);
+    const empty = join(base, 'empty');
+    const missing = await train([...TINY, '--train-iters', '4', '--save', empty, '--load', empty, '--exit-on-missing-checkpoint']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr.trim()).toBe(
+      `webtron train: --exit-on-missing-checkpoint: the load folder ${empty} holds no checkpoint (no latest_checkpointed_iteration.txt); give a folder a run saved to, or leave the flag out to start from a random init`,
+    );
+  });
+});
+
 describe('webtron sample', () => {
   it('continues a prompt from a checkpoint; the same seed gives the same text', async () => {
     const base = dir();

@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TRACKER } from '../../src/checkpoint/dir.js';
+import { ConfigError } from '../../src/errors.js';
 import { type TrainConfig, withDefaultLoad } from '../../src/train/config.js';
 import { describe, expect, it } from 'vitest';
 import { FlagError, nearestFlags, parseFlags, type FlagSpec } from '../../src/cli/flags.js';
@@ -97,6 +98,19 @@ describe('withDefaultLoad: which checkpoint a run, a re-run and a restarted work
     expect(withDefaultLoad(cfg('/pretrained')).load).toBe('/pretrained');
     expect(withDefaultLoad(cfg('/pretrained'), true).load).toBe(save);
     expect(withDefaultLoad({ load: '/pretrained', save: null } as TrainConfig, true).load).toBe('/pretrained');
+  });
+
+  it('--exit-on-missing-checkpoint: --load of an empty --save stops the run instead of starting it from a random init', () => {
+    const save = mkdtempSync(join(tmpdir(), 'webtron-default-load-'));
+    const cfg = { load: save, save, exitOnMissingCheckpoint: true } as TrainConfig;
+    expect(() => withDefaultLoad(cfg)).toThrow(
+      new ConfigError(
+        `exitOnMissingCheckpoint: the load folder ${save} holds no checkpoint (no ${TRACKER}); give a folder a run saved to, or leave the flag out to start from a random init`,
+        'exitOnMissingCheckpoint',
+      ),
+    );
+    writeFileSync(join(save, TRACKER), '5\n');
+    expect(withDefaultLoad(cfg).load).toBe(save);
   });
 });
 
@@ -198,6 +212,43 @@ describe('Megatron flags a script carries', () => {
     const folder = mkdtempSync(join(tmpdir(), 'webtron-tracker-'));
     expect(() => resolve(['--result-rejected-tracker-filename', folder])).toThrow(
       new FlagError(`--result-rejected-tracker-filename: ${folder} is a folder; give a file to append to`),
+    );
+  });
+
+  it('--data-args-path and --per-split-data-args-path read the data paths from a file: the config of the same words given as flags', () => {
+    const folder = mkdtempSync(join(tmpdir(), 'webtron-data-args-'));
+    const file = (name: string, text: string) => {
+      writeFileSync(join(folder, name), text);
+      return join(folder, name);
+    };
+    const blend = ['0.7', '/data/a_text_document', '0.3', '/data/b_text_document'];
+    const plain = resolve(['--data-path', ...blend]);
+    expect(resolve(['--data-args-path', file('blend.txt', `${blend.slice(0, 2).join(' ')}\n${blend.slice(2).join('\t')}\n`)])).toEqual(
+      plain,
+    );
+    const perSplit = resolve([
+      '--train-data-path',
+      ...blend,
+      '--valid-data-path',
+      '/data/v_text_document',
+      '--test-data-path',
+      '/data/t_text_document',
+    ]);
+    const json = { train: blend, valid: '/data/v_text_document', test: ['/data/t_text_document'] };
+    expect(resolve(['--per-split-data-args-path', file('splits.json', JSON.stringify(json))])).toEqual(perSplit);
+    expect(() => resolve(['--data-args-path', join(folder, 'missing.txt')])).toThrow(
+      new FlagError(`--data-args-path ${join(folder, 'missing.txt')}: cannot read it (ENOENT); give the file that holds the data paths`),
+    );
+    expect(() => resolve(['--data-args-path', file('blend2.txt', 'x'), '--data-path', 'y'])).toThrow(
+      new FlagError('--data-path and --data-args-path exclude each other: give the paths or the file that holds them'),
+    );
+    expect(() => resolve(['--per-split-data-args-path', file('bad.json', '{"train": ')])).toThrow(
+      /^--per-split-data-args-path \S+bad\.json: not JSON \(/,
+    );
+    expect(() => resolve(['--per-split-data-args-path', file('nosplit.json', '{"valid": ["v"]}')])).toThrow(
+      new FlagError(
+        `--per-split-data-args-path ${join(folder, 'nosplit.json')}: no "train" key; give {"train": [...], "valid": [...], "test": [...]}`,
+      ),
     );
   });
 
