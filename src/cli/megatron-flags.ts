@@ -104,6 +104,18 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
     kind: 'boolean',
     help: 'webtron keeps no RNG state: the init, the data order and the dropout masks are functions of --seed and the sample index',
   },
+  'verify-integrity': {
+    kind: 'boolean',
+    help: "torch_dist's SHA-256 manifest of every file; webtron checks each 4 MiB block's CRC-32 against the index on every load",
+  },
+  'async-strategy': {
+    kind: 'string',
+    help: "which of Megatron's async checkpoint writers (nvrx or mcore); --async-save here has one writer per rank",
+  },
+  'test-mode': {
+    kind: 'boolean',
+    help: "Megatron's check in each forward that every rank holds the same q and k layer norms; --check-weight-hash-across-dp-replicas-interval compares every param across the replicas",
+  },
   // Taken only as torch_dist (src/cli/train-flags.ts): the format Megatron writes when the flag is left out.
   'ckpt-format': {
     kind: 'string',
