@@ -24,7 +24,7 @@ import { open as openAsync, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CollectiveError } from '../collectives/errors.js';
 import { float32ToWords, wordsToFloat32 } from '../collectives/reduce.js';
-import type { Collectives } from '../collectives/process-group.js';
+import { allGatherText, type Collectives } from '../collectives/process-group.js';
 import type { ParamAndGradBuffer } from '../ddp/buffers.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { BYTES, type ModelLayout, type ParamDtype } from '../ddp/layout.js';
@@ -115,16 +115,7 @@ export function assignParams(layout: ModelLayout, d: number): Map<string, number
 
 /** Statuses of every rank ('' for fine): one all-gather of a fixed-size message per rank, under the op timeout. */
 async function agree(group: Collectives, status: string, what: string): Promise<void> {
-  const width = 512; // UTF-16 code units per rank
-  const all = new Uint16Array(width * group.worldSize);
-  const mine = status.slice(0, width - 1);
-  for (let i = 0; i < mine.length; i++) all[group.rank * width + i] = mine.charCodeAt(i);
-  await group.allGather(all);
-  const failures: string[] = [];
-  for (let r = 0; r < group.worldSize; r++) {
-    const text = String.fromCharCode(...all.subarray(r * width, (r + 1) * width)).replace(/\0+$/, '');
-    if (text) failures.push(`rank ${r}: ${text}`);
-  }
+  const failures = (await allGatherText(group, status, 512)).flatMap((text, r) => (text ? [`rank ${r}: ${text}`] : []));
   if (failures.length > 0) throw new CheckpointError(`${what} failed on ${failures.join('; ')}`);
 }
 

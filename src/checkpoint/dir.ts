@@ -134,7 +134,7 @@ export function dropUnretained(saveDir: string, previous: number | null, iterati
 /** Keep the newest `retain` iteration folders (0: all); the tracker's is always kept. Returns the removed iterations. */
 export function pruneCheckpoints(saveDir: string, retain: number): number[] {
   if (!(retain > 0)) return [];
-  const tracked = Number(readFileSync(join(saveDir, TRACKER), 'utf8').trim());
+  const tracked = trackedIteration(saveDir);
   const all = savedIterations(saveDir);
   const drop = all.slice(0, Math.max(0, all.length - retain)).filter((it) => it !== tracked);
   for (const it of drop) rmSync(join(saveDir, iterName(it)), { recursive: true, force: true });

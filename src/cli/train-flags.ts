@@ -624,11 +624,11 @@ function withDataArgsFiles(v: FlagValues): FlagValues {
         throw new FlagError(
           `--${part}-data-path and --per-split-data-args-path exclude each other: give the paths or the file that holds them`,
         );
+    const text = read('per-split-data-args-path', perSplit);
     let json: unknown;
     try {
-      json = JSON.parse(read('per-split-data-args-path', perSplit));
+      json = JSON.parse(text);
     } catch (error) {
-      if (error instanceof FlagError) throw error;
       throw new FlagError(
         `--per-split-data-args-path ${perSplit}: not JSON (${(error as Error).message}); give {"train": [...], "valid": [...], "test": [...]}`,
       );

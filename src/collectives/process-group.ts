@@ -56,6 +56,20 @@ export interface Collectives {
   readonly sentBytes?: number;
 }
 
+/**
+ * Every rank's `text` in rank order, up to `width` - 1 UTF-16 code units each (longer text is cut):
+ * one all-gather of a fixed-size message per rank. Every rank must call it.
+ */
+export async function allGatherText(group: Collectives, text: string, width: number): Promise<string[]> {
+  const all = new Uint16Array(width * group.worldSize);
+  const mine = text.slice(0, width - 1);
+  for (let i = 0; i < mine.length; i++) all[group.rank * width + i] = mine.charCodeAt(i);
+  await group.allGather(all);
+  return Array.from({ length: group.worldSize }, (_, r) =>
+    String.fromCharCode(...all.subarray(r * width, (r + 1) * width)).replace(/\0+$/, ''),
+  );
+}
+
 export interface ProcessGroupOptions {
   /** Per-op timeout (default 30 s). */
   timeoutMs?: number;

@@ -191,18 +191,21 @@ export function anyRankOf(run: TrainRun): AnyRank {
   };
 }
 
-/** Megatron's checks of a micro-batch's loss on its rank (pretrain_gpt's loss_func). fp16 runs keep going past NaN, as without the checks. */
+/** Whether NaN and infinity in the loss and the grads stop the run (fp16 runs keep going: the loss scaler skips such steps). */
+const nanChecked = (cfg: TrainRun['cfg']) => cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16';
+
+/** A loss or grad norm at least this many times the largest of the first 100 is unexpectedly large (Megatron's factor for both). */
+const LARGE_FACTOR = 10;
+
+/** Megatron's checks of a micro-batch's loss on its rank (pretrain_gpt's loss_func). */
 function validateLoss(rerun: RerunStateMachine, run: TrainRun, loss: number): void {
   const { cfg } = run;
-  if (cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
+  if (nanChecked(cfg)) {
     rerun.validate(loss, Number.isNaN, 'found NaN in local forward loss calculation', 0, true);
     rerun.validate(loss, (v) => v === Infinity || v === -Infinity, 'found Inf in local forward loss calculation', 0, true);
   }
-  if (cfg.checkForSpikyLoss) rerun.validate(loss, (v) => rerun.isUnexpectedlyLarge(v, SPIKY_LOSS_FACTOR, 'loss'), 'Spiky loss', 0, false);
+  if (cfg.checkForSpikyLoss) rerun.validate(loss, (v) => rerun.isUnexpectedlyLarge(v, LARGE_FACTOR, 'loss'), 'Spiky loss', 0, false);
 }
-
-/** A loss at least this many times the largest of the first 100 is spiky (Megatron's factor). */
-const SPIKY_LOSS_FACTOR = 10;
 
 /**
  * Checks of the grads before the optimizer step: of the global grad norm the step computes anyway
@@ -213,14 +216,14 @@ function validateGrads(rerun: RerunStateMachine, run: TrainRun, prepared: Prepar
   const { cfg } = run;
   if (prepared.foundInf) return; // fp16: the loss scaler skips the step
   const norm = prepared.gradNorm;
-  if (cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
+  if (nanChecked(cfg)) {
     rerun.validate(norm, Number.isNaN, 'found NaN in the grad norm before the optimizer step', 0.001, true);
     rerun.validate(norm, (v) => v === Infinity, 'found Inf in the grad norm before the optimizer step', 0.001, true);
   }
   if (cfg.checkForLargeGrads)
     rerun.validate(
       norm,
-      (v) => rerun.isUnexpectedlyLarge(v, 10, 'grads'),
+      (v) => rerun.isUnexpectedlyLarge(v, LARGE_FACTOR, 'grads'),
       'found unexpected large grads before the optimizer step',
       0.001,
       false,
@@ -230,7 +233,7 @@ function validateGrads(rerun: RerunStateMachine, run: TrainRun, prepared: Prepar
 /**
  * One iteration; advances `counters` (iteration first, consumed samples and the skip and NaN counts
  * after). Its forwards and backwards run again while `rerun` asks (result validation); throws
- * `RerunExit`, with the iteration not applied, when validation ends the run.
+ * `RerunExit`, `counters` back as before the iteration, when validation ends the run.
  */
 export async function trainStep(
   run: TrainRun,
@@ -274,13 +277,16 @@ export async function trainStep(
     validateGrads(rerun, run, prepared);
   }
   const verdict = rerun.shouldCheckpointAndExit();
-  if (verdict.exitCode !== null) throw new RerunExit(verdict.checkpoint, verdict.exitCode);
+  if (verdict.exitCode !== null) {
+    counters.iteration -= 1; // not applied: a checkpoint now is one from before it
+    throw new RerunExit(verdict.checkpoint, verdict.exitCode);
+  }
   const { loss, rankLoss } = reported;
   const result = await ddp.phases.time('optimizer step', () => optimizer.applyStep(prepared));
   counters.consumedSamples += batch;
   if (!result.skipped) counters.schedulerSamples += batch;
   const nan = !Number.isFinite(loss) || (!result.skipped && !Number.isFinite(result.gradNorm));
-  if (nan && cfg.checkForNanInLossAndGrad && cfg.precision !== 'fp16') {
+  if (nan && nanChecked(cfg)) {
     // After the gathers, for the order of collectives.
     await ddp.finishParamSync();
     const where = (await badGrad(run)) ?? 'no grad holds a NaN or infinity';

@@ -28,6 +28,7 @@ import { loadTrainerCheckpoint, setupModelAndOptimizer, type TrainRun } from './
 import { type Counters, type TrainerState, TrainingError, type TrainOptions, type TrainSummary } from './state.js';
 import { narrowState, stateDtypesText } from '../optimizer/optimizer-base.js';
 import { badGrad, RerunExit, trainStep } from './step.js';
+import { allGatherText } from '../collectives/process-group.js';
 import { hostname } from 'node:os';
 import { splitmix32 } from '../data/samples.js';
 import { globalBatchAt } from './config.js';
@@ -213,14 +214,8 @@ function rerunStateMachine(run: TrainRun): RerunStateMachine {
   });
 }
 
-/** Each rank's line → every rank's, in rank order ('' for none): one all-gather of fixed-size messages. */
-async function gatherLines(run: TrainRun, line: string, width = 4096): Promise<string[]> {
-  const all = new Uint16Array(width * run.d);
-  const mine = line.slice(0, width - 1);
-  for (let i = 0; i < mine.length; i++) all[run.rank * width + i] = mine.charCodeAt(i);
-  await run.group.allGather(all);
-  return Array.from({ length: run.d }, (_, r) => String.fromCharCode(...all.subarray(r * width, (r + 1) * width)).replace(/\0+$/, ''));
-}
+/** UTF-16 code units per rank for what a rerun's ranks tell each other: their findings, their part of the checkpoint. */
+const RERUN_TEXT_WIDTH = 4096;
 
 /**
  * Result validation ended the run at the iteration after `counters.iteration`, before its update:
@@ -237,13 +232,15 @@ async function leaveForRerun(
   const { cfg } = run;
   await run.ddp.finishParamSync(); // nothing of the last step's may still be on the wire
   const iteration = state().iteration + 1;
-  const found = (await gatherLines(run, rerun.findings.join('; '))).flatMap((line, r) => (line ? [`rank ${r}: ${line}`] : []));
+  const found = (await allGatherText(run.group, rerun.findings.join('; '), RERUN_TEXT_WIDTH)).flatMap((line, r) =>
+    line ? [`rank ${r}: ${line}`] : [],
+  );
   const grad = cfg.checkForNanInLossAndGrad ? await badGrad(run) : null;
   const what = [...found, ...(grad ? [grad] : [])].join('; ');
   let code = exit.exitCode;
   let next: string;
   if (exit.checkpoint && cfg.save) {
-    const ranks = (await gatherLines(run, JSON.stringify(rerun.rankState()))).map((json) => JSON.parse(json));
+    const ranks = (await allGatherText(run.group, JSON.stringify(rerun.rankState()), RERUN_TEXT_WIDTH)).map((json) => JSON.parse(json));
     const pending: RerunCheckpoint = { mode: rerun.mode, state: rerun.state, iteration, ranks };
     await saver.save({ ...state(), rerun: pending });
     await saver.finish();
@@ -268,10 +265,9 @@ async function reportDeterminism(run: TrainRun, rerun: RerunStateMachine, say: (
   if (messages.length === 0) return; // no check ran (fp16 without --check-for-spiky-loss or --check-for-large-grads)
   // After the step's param gathers (--overlap-param-gather issues them bucket by bucket): this is a collective.
   await run.ddp.finishParamSync();
-  const sums = new Float32Array(
-    messages.flatMap((m) => [rerun.stats.get(m)!.total, rerun.stats.get(m)!.identical, rerun.stats.get(m)!.sum]),
-  );
-  const maxima = new Float32Array(messages.map((m) => rerun.stats.get(m)!.max));
+  const stats = messages.map((m) => rerun.stats.get(m)!);
+  const sums = new Float32Array(stats.flatMap((s) => [s.total, s.identical, s.sum]));
+  const maxima = new Float32Array(stats.map((s) => s.max));
   await run.group.allReduce(sums, 'sum');
   await run.group.allReduce(maxima, 'max');
   say('Stats on computation determinism in validation calls');
@@ -319,7 +315,6 @@ async function train(
     const timer = inWindow && timedRank(cfg, run.rank) ? stepTimer : null;
     const outcome = await trainStep(run, data.train, counters, timer, rerun).catch(async (e: unknown) => {
       if (!(e instanceof RerunExit)) throw e;
-      counters.iteration -= 1; // the iteration was not applied
       return leaveForRerun(run, rerun, e, saver, state);
     });
     const iteration = counters.iteration;
