@@ -1,0 +1,184 @@
+/**
+ * Reading torch.save's files without Python: the pickle reader refereed by Python's own pickle
+ * module, and the zip archive by torch's own files and Python's zipfile.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import CRC32 from 'crc-32';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { unpickle } from '../../src/checkpoint/pickle.js';
+import { type TensorRef, TorchArchive } from '../../src/checkpoint/torch-archive.js';
+import { pythonModulesMissing } from '../helpers/apt.js';
+
+const PYTHON = '/usr/bin/python3';
+const dir = mkdtempSync(join(tmpdir(), 'webtron-torch-archive-'));
+let noTorch: string | null = null;
+const skipWithoutTorch = (context: { skip: () => void }) => {
+  if (!noTorch) return;
+  console.log(`skipped: ${noTorch}`);
+  context.skip();
+};
+
+beforeAll(() => {
+  noTorch = pythonModulesMissing(['torch', 'numpy'], ['python3-torch', 'python3-numpy']);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('the pickle reader', () => {
+  it("reads what Python's pickle writes, protocols 2 to 5: ints of any size and sign, floats, text, bytes, containers, shared objects, unknown classes", (context) => {
+    skipWithoutTorch(context);
+    // Python writes the pickles and, beside each, its own reading of them as tagged JSON.
+    const script = String.raw`
+import json, pickle, sys, argparse, collections
+shared = [7]
+value = [0, 1, -1, 255, 256, 65535, 65536, -2**31, 2**31 - 1, 2**31, 2**53, -2**53 - 1, 2**64, -2**64, 2**100, -129,
+         3.5, -0.25, 1.5e-300, 'text', 'ünïcödé ✓', b'\x00\xff', bytearray(b'ab'), True, False, None, (1, 2), (1, 2, 3), (1,), (),
+         [], {}, {'a': [1, {'b': 2.5}]}, {1: 'one', 'two': 2}, {3, 1, 2}, frozenset({5}), shared, shared,
+         argparse.Namespace(num_layers=2, lr=1.5e-4, data_path=['x']), collections.OrderedDict([('k', 1)])]
+def tag(v):
+    if isinstance(v, bool) or v is None: return v
+    if isinstance(v, int): return {'int': str(v)}
+    if isinstance(v, float): return v
+    if isinstance(v, str): return v
+    if isinstance(v, (bytes, bytearray)): return {'bytes': v.hex()}
+    if isinstance(v, (list, tuple)): return [tag(x) for x in v]
+    if isinstance(v, dict): return {'dict': [[tag(k), tag(x)] for k, x in v.items()]}
+    if isinstance(v, (set, frozenset)): return {'set': sorted(tag(x)['int'] for x in v)}
+    if isinstance(v, argparse.Namespace): return {'call': 'argparse.Namespace', 'state': {k: tag(x) for k, x in vars(v).items()}}
+    raise TypeError(type(v))
+out = {'want': tag(value), 'pickles': {p: pickle.dumps(value, protocol=p).hex() for p in (2, 3, 4, 5)}}
+json.dump(out, sys.stdout)
+`;
+    const run = spawnSync(PYTHON, ['-c', script], { encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    const { want, pickles } = JSON.parse(run.stdout) as { want: unknown; pickles: Record<string, string> };
+    const tag = (v: unknown): unknown => {
+      if (v === null || typeof v === 'boolean' || typeof v === 'string') return v;
+      if (typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v))) return { int: String(v) };
+      if (typeof v === 'number') return v;
+      if (v instanceof Uint8Array) return { bytes: Buffer.from(v).toString('hex') };
+      if (Array.isArray(v)) return v.map(tag);
+      if (v instanceof Map) return { dict: [...v].map(([k, x]) => [tag(k), tag(x)]) };
+      if (v instanceof Set) return { set: [...v].map((x) => String(x)).sort() };
+      const call = v as { $call: string; args: unknown[]; [k: string]: unknown };
+      const { $call, args, ...state } = call;
+      expect(args).toEqual([]);
+      return { call: $call, state: Object.fromEntries(Object.entries(state).map(([k, x]) => [k, tag(x)])) };
+    };
+    for (const [protocol, hex] of Object.entries(pickles)) {
+      const got = unpickle(Buffer.from(hex, 'hex'), { globals: { 'collections.OrderedDict': () => new Map() } }) as unknown[];
+      // The shared list is one object, as in Python.
+      expect(got[got.length - 3], `protocol ${protocol}`).toBe(got[got.length - 4]);
+      expect(tag(got), `protocol ${protocol}`).toEqual(want);
+    }
+    // A pickle cut short is an error naming where, not a wrong value.
+    expect(() => unpickle(Buffer.from(pickles['2']!, 'hex').subarray(0, 40))).toThrow(/ends inside|pops an empty stack|no mark/);
+  });
+});
+
+/**
+ * `records` as a zip64 archive: every size and offset in the zip64 extra fields, and the directory
+ * found through the zip64 end record and its locator, as torch.save writes an archive past 4 GiB.
+ */
+function zip64(records: [name: string, data: Buffer][]): Buffer {
+  const parts: Buffer[] = [];
+  const central: Buffer[] = [];
+  let offset = 0;
+  for (const [name, data] of records) {
+    const nameBytes = Buffer.from(name);
+    const crc = CRC32.buf(data) >>> 0;
+    const local = Buffer.alloc(30 + nameBytes.length + 20);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(45, 4);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(0xffffffff, 18);
+    local.writeUInt32LE(0xffffffff, 22);
+    local.writeUInt16LE(nameBytes.length, 26);
+    local.writeUInt16LE(20, 28);
+    nameBytes.copy(local, 30);
+    local.writeUInt16LE(1, 30 + nameBytes.length);
+    local.writeUInt16LE(16, 32 + nameBytes.length);
+    local.writeBigUInt64LE(BigInt(data.length), 34 + nameBytes.length);
+    local.writeBigUInt64LE(BigInt(data.length), 42 + nameBytes.length);
+    const entry = Buffer.alloc(46 + nameBytes.length + 28);
+    entry.writeUInt32LE(0x02014b50, 0);
+    entry.writeUInt16LE(45, 4);
+    entry.writeUInt16LE(45, 6);
+    entry.writeUInt32LE(crc, 16);
+    entry.writeUInt32LE(0xffffffff, 20);
+    entry.writeUInt32LE(0xffffffff, 24);
+    entry.writeUInt16LE(nameBytes.length, 28);
+    entry.writeUInt16LE(28, 30);
+    entry.writeUInt32LE(0xffffffff, 42);
+    nameBytes.copy(entry, 46);
+    entry.writeUInt16LE(1, 46 + nameBytes.length);
+    entry.writeUInt16LE(24, 48 + nameBytes.length);
+    entry.writeBigUInt64LE(BigInt(data.length), 50 + nameBytes.length);
+    entry.writeBigUInt64LE(BigInt(data.length), 58 + nameBytes.length);
+    entry.writeBigUInt64LE(BigInt(offset), 66 + nameBytes.length);
+    parts.push(local, data);
+    central.push(entry);
+    offset += local.length + data.length;
+  }
+  const directory = Buffer.concat(central);
+  const end64 = Buffer.alloc(56);
+  end64.writeUInt32LE(0x06064b50, 0);
+  end64.writeBigUInt64LE(44n, 4);
+  end64.writeUInt16LE(45, 12);
+  end64.writeUInt16LE(45, 14);
+  end64.writeBigUInt64LE(BigInt(records.length), 24);
+  end64.writeBigUInt64LE(BigInt(records.length), 32);
+  end64.writeBigUInt64LE(BigInt(directory.length), 40);
+  end64.writeBigUInt64LE(BigInt(offset), 48);
+  const locator = Buffer.alloc(20);
+  locator.writeUInt32LE(0x07064b50, 0);
+  locator.writeBigUInt64LE(BigInt(offset + directory.length), 8);
+  locator.writeUInt32LE(1, 16);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(0xffff, 8);
+  end.writeUInt16LE(0xffff, 10);
+  end.writeUInt32LE(0xffffffff, 12);
+  end.writeUInt32LE(0xffffffff, 16);
+  return Buffer.concat([...parts, directory, end64, locator, end]);
+}
+
+describe("torch.save's archive", () => {
+  it("reads torch's fp32, fp16 and bf16 tensors, a view at an offset among them, from a plain archive and from its records rewritten as zip64 (which Python's zipfile checks)", (context) => {
+    skipWithoutTorch(context);
+    const plain = join(dir, 'tensors.pt');
+    const script = String.raw`
+import io, json, sys, zipfile, torch
+torch.manual_seed(3)
+base = torch.randn(6, 5)
+tensors = {'f32': base, 'f16': torch.randn(3, 4).half(), 'bf16': torch.randn(7).bfloat16(), 'view': base[2:4]}
+torch.save(tensors, sys.argv[1])
+records = [[i.filename, zipfile.ZipFile(sys.argv[1]).read(i).hex()] for i in zipfile.ZipFile(sys.argv[1]).infolist()]
+json.dump({'want': {k: v.float().flatten().tolist() for k, v in tensors.items()}, 'records': records}, sys.stdout)
+`;
+    const run = spawnSync(PYTHON, ['-c', script, plain], { encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    const { want, records } = JSON.parse(run.stdout) as { want: Record<string, number[]>; records: [string, string][] };
+    // The same records in a zip64 archive, checked by Python's zipfile (CRCs and sizes).
+    const wide = join(dir, 'tensors64.pt');
+    writeFileSync(wide, zip64(records.map(([name, hex]) => [name, Buffer.from(hex, 'hex')])));
+    const check = spawnSync(PYTHON, ['-c', 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).testzip())', wide], {
+      encoding: 'utf8',
+    });
+    expect(check.stdout.trim(), check.stderr).toBe('None');
+    for (const file of [plain, wide]) {
+      const archive = TorchArchive.open(file);
+      try {
+        const root = archive.load() as Map<string, TensorRef>;
+        for (const [name, values] of Object.entries(want)) {
+          const got = archive.read(root.get(name)!, name);
+          expect(Array.from(got), `${file} ${name}`).toEqual(values.map((v) => Math.fround(v)));
+        }
+      } finally {
+        archive.close();
+      }
+    }
+  });
+});
