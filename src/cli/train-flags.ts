@@ -301,7 +301,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   }),
   'init-from': flag('checkpointing', {
     kind: 'string',
-    help: "initialize the params from a Hugging Face GPT-2 folder (its config.json sets the model's flags, its files the tokenizer) or an ONNX model (webtron export)",
+    help: "initialize the params from a Hugging Face GPT-2 or Llama folder (its config.json sets the model's flags, its files the tokenizer), a Megatron-LM checkpoint (--ckpt-format torch; its args set the model's flags) or an ONNX model (webtron export)",
   }),
   'save-interval': flag('checkpointing', { kind: 'int', help: 'save every this many iterations (and at the end)' }),
   'save-retain': flag('checkpointing', { kind: 'int', default: 0, help: 'keep only the newest N checkpoints (0: all)' }),

@@ -13,6 +13,7 @@ import { resolveTrainConfig, TRAIN_FLAGS, trainHelp } from './train-flags.js';
 import { checkDataPath, runTraining } from '../train/trainer.js';
 import { type TrainConfig, withDefaultLoad } from '../train/config.js';
 import { withHfInit } from './hf-init.js';
+import { megatronLoadAsInit, withMegatronInit } from './megatron-init.js';
 import { checkNormCentering, withCheckpointArgs, withCheckpointScheduler } from './checkpoint-args.js';
 import { type Dashboard, startDashboard } from '../dashboard/server.js';
 
@@ -24,10 +25,14 @@ export function defaultRunDir(now = new Date()): string {
 }
 
 /**
- * The run's config from the flags, with the checkpoint's model flags under --use-checkpoint-args, and
- * a Hugging Face folder's model and tokenizer when --init-from names one.
+ * The run's config from the flags, with the checkpoint's model flags under --use-checkpoint-args, a
+ * Hugging Face folder's model and tokenizer when --init-from names one, and a Megatron-LM
+ * checkpoint's model when --init-from, --load with --finetune, or --pretrained-checkpoint names one.
  */
 function resolveWithInit(values: FlagValues, argv: string[], d: number): TrainConfig {
+  // A Megatron-LM checkpoint's args are the model's flags, as --use-checkpoint-args would take them.
+  const megatron = withMegatronInit(megatronLoadAsInit(values), argv);
+  if (megatron) return { ...resolveTrainConfig(megatron.values, d), vocabSize: megatron.vocabSize };
   const saved = withCheckpointArgs(values, argv);
   const hf = withHfInit(saved.values, argv);
   return { ...resolveTrainConfig(hf.values, d), vocabSize: hf.vocabSize ?? saved.vocabSize };

@@ -6,11 +6,12 @@
  */
 import { tellLauncher } from './lifeline.js';
 import { loadCheckpoint } from '../checkpoint/checkpoint.js';
+import { megatronCheckpointFile, megatronWeights, openMegatronCheckpoint } from '../checkpoint/megatron.js';
 import type { Distributed } from '../collectives/init.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { paddedVocabSize } from '../data/tokenizer.js';
 import { DistributedDataParallel } from '../ddp/ddp.js';
-import { computeLayout, type ModelLayout } from '../ddp/layout.js';
+import { computeLayout, type ModelLayout, type ParamSpec } from '../ddp/layout.js';
 import { formatBytes } from '../gpu/memory.js';
 import type { GpuContext } from '../gpu/context.js';
 import { modelDtypes } from '../memory/calculator.js';
@@ -43,6 +44,8 @@ export interface TrainRun {
   /** The data-parallel size. */
   d: number;
   model: GptConfig;
+  /** What the params were initialized from, in words (--init-from); null: the seed. */
+  initializedFrom: string | null;
   layout: ModelLayout;
   ddp: DistributedDataParallel;
   optimizer: Optimizer;
@@ -183,24 +186,11 @@ export async function setupModelAndOptimizer(
       hysteresis: cfg.hysteresis,
     },
   });
-  // Every rank initializes the same params: from the seed, an ONNX model, or a Hugging Face folder
-  // read one param at a time.
-  if (cfg.initFrom && isFolder(cfg.initFrom)) {
-    const weights = openFolderWeights(cfg.initFrom, model);
-    try {
-      ddp.importParams((name) => weights.read(name));
-    } finally {
-      weights.close();
-    }
-  } else if (cfg.initFrom) {
-    // The ONNX reader (protobufjs and onnx-proto) loads only for an ONNX --init-from.
-    ddp.importParams((await import('../onnx/proto.js')).readOnnxParams(cfg.initFrom, specs));
-  } else {
-    ddp.importParams(Gpt.init(model, cfg.seed, cfg.initMethodStd));
-  }
+  const initializedFrom = await initialParams(cfg, model, specs, ddp);
   return {
     cfg,
     ctx,
+    initializedFrom,
     group,
     rank,
     d,
@@ -244,6 +234,33 @@ function takeUpRerun(run: TrainRun, pending: RerunCheckpoint, rerun: RerunStateM
   }
   rerun.load(pending, run.rank);
   say(`the checkpoint waits for a rerun of iteration ${pending.iteration} on another node or device (--rerun-mode): running it again`);
+}
+
+/**
+ * Every rank initializes the same params: from the seed, an ONNX model, or a Megatron checkpoint or a
+ * Hugging Face folder read one param at a time. What they came from, in words (null: the seed).
+ */
+async function initialParams(cfg: TrainConfig, model: GptConfig, specs: ParamSpec[], ddp: DistributedDataParallel): Promise<string | null> {
+  if (!cfg.initFrom) {
+    ddp.importParams(Gpt.init(model, cfg.seed, cfg.initMethodStd));
+    return null;
+  }
+  const megatron = megatronCheckpointFile(cfg.initFrom);
+  const hf = megatron === null && isFolder(cfg.initFrom);
+  if (megatron === null && !hf) {
+    // The ONNX reader (protobufjs and onnx-proto) loads only for an ONNX --init-from.
+    ddp.importParams((await import('../onnx/proto.js')).readOnnxParams(cfg.initFrom, specs));
+    return `the ONNX model ${cfg.initFrom}`;
+  }
+  const checkpoint = megatron === null ? null : openMegatronCheckpoint(megatron);
+  const weights = checkpoint ? megatronWeights(checkpoint, model) : openFolderWeights(cfg.initFrom, model);
+  try {
+    ddp.importParams((name) => weights.read(name));
+  } finally {
+    weights.close();
+  }
+  if (!checkpoint) return `the Hugging Face folder ${cfg.initFrom}`;
+  return `Megatron-LM's ${checkpoint.file}${checkpoint.iteration === null ? '' : ` (iteration ${checkpoint.iteration})`}`;
 }
 
 /**

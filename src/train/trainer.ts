@@ -384,6 +384,7 @@ export async function runTraining(cfg: TrainConfig, options: TrainOptions = {}):
     closeData = data.close;
     const reference = entropies(data.head);
     const run = await setupModelAndOptimizer(ctx, dist, cfg, data.tokenizer);
+    if (run.initializedFrom) say(`webtron train: params initialized from ${run.initializedFrom}`);
     const rerun = rerunStateMachine(run);
     const counters = await loadTrainerCheckpoint(run, say, rerun);
     const skip = new Set(cfg.iterationsToSkip);

@@ -1,0 +1,241 @@
+/**
+ * Megatron-LM's checkpoints as a start for webtron train (`--init-from`).
+ *
+ * The referee is test/megatron/megatron_reference.py: torch writes random checkpoints as Megatron's
+ * save_checkpoint does (torch.save of args, iteration, Megatron-core's state dict, optimizer,
+ * scheduler and RNG states), and runs Megatron-core's GPT forward on them from torch.load, written
+ * from Megatron's code (linear_qkv's per-group rows, fc1's gate then value, its GELU, its rope).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { megatronQkvRow } from '../../src/checkpoint/megatron.js';
+import { GpuContext } from '../../src/gpu/context.js';
+import { Graph } from '../../src/nn/graph.js';
+import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
+import { pythonModulesMissing } from '../helpers/apt.js';
+import { seeded } from '../helpers/seed.js';
+import { BIN, train } from '../helpers/train.js';
+
+const PYTHON = '/usr/bin/python3';
+const REFEREE = fileURLToPath(new URL('./megatron_reference.py', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'webtron-megatron-'));
+let ctx: GpuContext;
+let noTorch: string | null = null;
+const skipWithoutTorch = (context: { skip: () => void }) => {
+  if (!noTorch) return;
+  console.log(`skipped: ${noTorch}`);
+  context.skip();
+};
+
+beforeAll(async () => {
+  ctx = await GpuContext.create();
+  noTorch = pythonModulesMissing(['torch', 'numpy'], ['python3-torch', 'python3-numpy']);
+});
+afterAll(() => {
+  ctx?.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function writeCheckpoint(folder: string, seed: number, kind: 'gpt' | 'llama', ...overrides: string[]): void {
+  const wrote = spawnSync(PYTHON, [REFEREE, 'write-random', folder, String(seed), kind, ...overrides], { encoding: 'utf8' });
+  expect(wrote.status, wrote.stderr).toBe(0);
+}
+
+/** The referee's logits and webtron's for the model a run started --init-from `folder` saved, compared. */
+async function compareLogits(folder: string, saved: string, random: () => number): Promise<number> {
+  const model = await loadCheckpointModel(ctx, saved);
+  const batch = 2;
+  const t = 16;
+  const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
+  const g = new Graph(ctx, { training: false });
+  let want: Float32Array;
+  try {
+    want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
+  } finally {
+    g.release();
+    model.params.destroy();
+  }
+  const idsFile = join(dir, 'ids.bin');
+  const out = join(dir, 'logits.bin');
+  writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
+  const run = spawnSync(PYTHON, [REFEREE, 'logits', folder, idsFile, String(batch), String(t), out], { encoding: 'utf8' });
+  expect(run.status, run.stderr).toBe(0);
+  const bytes = readFileSync(out);
+  const got = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  expect(got.length).toBe(want.length);
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+  return worst;
+}
+
+describe('webtron train --init-from a Megatron checkpoint', () => {
+  it("a GPT-shaped checkpoint (the local spec's names, fp32, LayerNorm, biases, a tied head) starts a run whose forward gives the referee's logits", async (context) => {
+    skipWithoutTorch(context);
+    const { seed, random } = seeded('megatron gpt checkpoint');
+    const folder = join(dir, 'gpt');
+    writeCheckpoint(folder, seed, 'gpt');
+    const saved = join(dir, 'gpt-run');
+    const run = await train([
+      ...['--init-from', folder, '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+      ...['--save', saved, '--run-dir', join(dir, 'run-gpt')],
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/initialized from Megatron-LM's .*model_optim_rng\.pt \(iteration 50\)/);
+    const model = await loadCheckpointModel(ctx, saved);
+    expect(model.config).toMatchObject({ numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, vocabSize: 50304, seqLength: 16 });
+    expect(model.config.tiedHead).not.toBe(false);
+    model.params.destroy();
+    const worst = await compareLogits(folder, saved, random);
+    console.log(`Megatron GPT checkpoint: max abs difference of the logits ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(1e-4);
+    // Megatron's own way to start from it, --load with --finetune, starts from the same params.
+    const finetuned = join(dir, 'gpt-finetune');
+    const again = await train([
+      ...['--load', folder, '--finetune', '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+      ...['--save', finetuned, '--run-dir', join(dir, 'run-gpt-finetune')],
+    ]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(await compareLogits(folder, finetuned, random)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("a Llama-shaped checkpoint (Transformer Engine's names, bf16, RMSNorm, SwiGLU, 8 heads in 2 groups, q and k norms, rope with Llama 3 scaling, an untied head) gives the referee's logits", async (context) => {
+    skipWithoutTorch(context);
+    const { seed, random } = seeded('megatron llama checkpoint');
+    const folder = join(dir, 'llama');
+    writeCheckpoint(folder, seed, 'llama');
+    const saved = join(dir, 'llama-run');
+    // Megatron's --pretrained-checkpoint, naming the iteration folder itself rather than SAVE.
+    const run = await train([
+      ...[
+        '--pretrained-checkpoint',
+        join(folder, 'iter_0000050'),
+        '--mock-data',
+        '--micro-batch-size',
+        '2',
+        '--train-iters',
+        '1',
+        '--lr',
+        '0',
+      ],
+      ...['--save', saved, '--run-dir', join(dir, 'run-llama')],
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    const model = await loadCheckpointModel(ctx, saved);
+    expect(model.config).toMatchObject({
+      numQueryGroups: 2,
+      normalization: 'RMSNorm',
+      normEpsilon: 1e-6,
+      swiglu: true,
+      qkLayernorm: true,
+      positionEmbeddingType: 'rope',
+      rotaryBase: 500000,
+      ropeScalingFactor: 8,
+      tiedHead: false,
+      vocabSize: 1024,
+      ffnHiddenSize: 96,
+    });
+    model.params.destroy();
+    const worst = await compareLogits(folder, saved, random);
+    console.log(`Megatron Llama-shaped checkpoint: max abs difference of the logits ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("linear_qkv's rows: q of each group's heads, then its k, then its v (Megatron's split), for webtron's q, k, v columns", () => {
+    // 4 heads of 2 in 2 groups: Megatron's rows are [q0 q1 k0 v0 | q2 q3 k1 v1], 2 channels each.
+    const row = megatronQkvRow({ numLayers: 1, hiddenSize: 8, numAttentionHeads: 4, numQueryGroups: 2, seqLength: 4, vocabSize: 8 });
+    const megatron = ['q0', 'q1', 'k0', 'v0', 'q2', 'q3', 'k1', 'v1'].flatMap((u) => [`${u}.0`, `${u}.1`]);
+    const webtron = ['q0', 'q1', 'q2', 'q3', 'k0', 'k1', 'v0', 'v1'].flatMap((u) => [`${u}.0`, `${u}.1`]);
+    expect(webtron.map((_, c) => megatron[row(c)])).toEqual(webtron);
+  });
+
+  it('what webtron cannot take is one line naming it, exit code 2, and no run starts', (context) => {
+    skipWithoutTorch(context);
+    const bad = join(dir, 'bad');
+    const cases: [string, () => string, RegExp][] = [
+      [
+        'experts',
+        () => variant('experts', 'num_experts=8'),
+        /num_experts is 8: mixture-of-experts layers, which webtron's GPT does not compute/,
+      ],
+      ['erf GELU', () => variant('erf', 'bias_gelu_fusion=False'), /erf GELU .*webtron's GELU is the tanh form/],
+      ['yarn', () => variant('yarn', "position_embedding_type='yarn'"), /position_embedding_type is "yarn"/],
+      ['a flag that contradicts', () => join(dir, 'gpt'), /--num-layers 3 contradicts .*num_layers is 2; leave the flag out/],
+      [
+        '--load without --finetune',
+        () => join(dir, 'gpt'),
+        /--load .* is a Megatron-LM checkpoint: webtron takes its params, not its optimizer state or counters; add --finetune/,
+      ],
+      [
+        'tensor parallel ranks',
+        () => {
+          const folder = variant('tp2');
+          mkdirSync(join(folder, 'iter_0000050', 'mp_rank_01'));
+          return folder;
+        },
+        /holds 2 model-parallel ranks \(mp_rank_00, mp_rank_01\); webtron reads one: convert it .*--target-tensor-parallel-size 1/,
+      ],
+      [
+        'torch_dist',
+        () => {
+          const folder = join(bad, 'dist');
+          mkdirSync(join(folder, 'iter_0000100'), { recursive: true });
+          writeFileSync(join(folder, 'latest_checkpointed_iteration.txt'), '100');
+          writeFileSync(join(folder, 'iter_0000100', '.metadata'), '');
+          writeFileSync(join(folder, 'iter_0000100', 'common.pt'), '');
+          return folder;
+        },
+        /is Megatron's torch_dist format, which webtron does not read; have Megatron write the torch format: .*--ckpt-convert-format torch/,
+      ],
+      [
+        'a file cut short',
+        () => {
+          const folder = variant('cut');
+          const file = join(folder, 'iter_0000050', 'mp_rank_00', 'model_optim_rng.pt');
+          truncateSync(file, 100_000);
+          return file;
+        },
+        /model_optim_rng\.pt is not a zip archive \(no end of central directory\)/,
+      ],
+      [
+        'a state dict with a tensor no param takes',
+        () => variant('stranger', 'args.num_layers=1'),
+        /holds decoder\.layers\.1\.input_layernorm\.weight, .*which no param of the model takes/,
+      ],
+      [
+        'one shard of a tensor-parallel model',
+        () => join(variant('tp-args', 'args.tensor_model_parallel_size=2'), 'iter_0000050', 'mp_rank_00', 'model_optim_rng.pt'),
+        /tensor_model_parallel_size is 2, so the file holds one shard of the model; convert the checkpoint .*convert\.py/,
+      ],
+      [
+        'a tensor of another shape',
+        () => variant('shape', 'args.ffn_hidden_size=64'),
+        /its decoder\.layers\.0\.mlp\.linear_fc1\.weight is \[128, 32\], where the model's flags make it \[64, 32\]/,
+      ],
+    ];
+    function variant(name: string, ...overrides: string[]): string {
+      const folder = join(bad, name);
+      writeCheckpoint(folder, 1, 'gpt', ...overrides);
+      return folder;
+    }
+    for (const [what, make, message] of cases) {
+      const path = make();
+      const start = what === '--load without --finetune' ? ['--load', path] : ['--init-from', path];
+      const more = what === 'a flag that contradicts' ? ['--num-layers', '3'] : [];
+      const run = spawnSync(
+        process.execPath,
+        [BIN, 'train', ...start, '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0', ...more],
+        {
+          encoding: 'utf8',
+        },
+      );
+      const lines = run.stderr.trim().split('\n');
+      expect(lines, what).toHaveLength(1);
+      expect(lines[0], what).toMatch(message);
+      expect(run.status, what).toBe(2);
+    }
+  });
+});
