@@ -707,6 +707,8 @@ export interface ModelTensors {
   params: { name: string; shape: number[]; dtype: ParamDtype }[];
   /** Param `name`'s bytes as `dtype` (rounded to nearest even when narrower), checked block by block, in order to `sink`. */
   stream(name: string, dtype: ParamDtype, sink: (bytes: Uint8Array) => void): Promise<void>;
+  /** Param `name`'s values as fp32, whole. */
+  values(name: string): Promise<Float32Array>;
   close(): Promise<void>;
 }
 
@@ -734,6 +736,12 @@ export function openModelTensors(path: string): ModelTensors {
         p.shape.reduce((a, b) => a * b, 1),
       );
       await files.fileOf(ref.file).read(at.start, at.end, convertingState(p.dtype, dtype, sink));
+    },
+    async values(name) {
+      const chunks: Uint8Array[] = [];
+      await this.stream(name, 'float32', (chunk) => chunks.push(chunk.slice()));
+      const bytes = Buffer.concat(chunks);
+      return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     },
     close: files.close,
   };

@@ -20,7 +20,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { attentionWidth, fcWidth, ffnWidth, type GptShape, gptParams, headDim, qkvWidth, queryGroups } from '../nn/gpt-spec.js';
+import { type GptShape, gptParams, headDim, queryGroups } from '../nn/gpt-spec.js';
 import { TRACKER } from './dir.js';
 import { isTensorRef, type TensorRef, TorchArchive } from './torch-archive.js';
 
@@ -121,27 +121,17 @@ export interface MegatronWeights {
   close(): void;
 }
 
-/** One webtron param, from which Megatron tensor, and how its values are arranged. */
-interface Source {
-  from: string;
-  arrange: (values: Float32Array) => Float32Array;
+/**
+ * Where one of webtron's params lies in Megatron-core's state dict: the tensor's name, and its
+ * arrangement. A linear weight is transposed (webtron [in, out], torch [out, in]); qkv's outputs are
+ * also regrouped, webtron's output c being Megatron's `row(c)`.
+ */
+interface Placement {
+  name: string;
+  /** webtron [in, out] against torch's [out, in]. */
+  transposed: boolean;
+  row?: (c: number) => number;
 }
-
-/** A torch [out, in] weight as webtron's [in, out], output c taken from torch's row `row(c)`. */
-const transposed =
-  (rows: number, cols: number, row: (c: number) => number = (c) => c) =>
-  (v: Float32Array): Float32Array => {
-    // v is [rows (out), cols (in)]; the result is [cols, rows].
-    const out = new Float32Array(rows * cols);
-    for (let c = 0; c < rows; c++) {
-      const from = row(c) * cols;
-      for (let r = 0; r < cols; r++) out[r * rows + c] = v[from + r]!;
-    }
-    return out;
-  };
-const reordered = (count: number, row: (c: number) => number) => (v: Float32Array) =>
-  Float32Array.from({ length: count }, (_, c) => v[row(c)]!);
-const asIs = (v: Float32Array) => v;
 
 /**
  * linear_qkv's row for webtron's qkv column c: webtron has q of every head, then k of every group,
@@ -162,39 +152,92 @@ export function megatronQkvRow(model: GptShape): (c: number) => number {
   };
 }
 
-/** Where each of webtron's params comes from in Megatron-core's state dict (`has` tells which of two names it uses). */
-function sources(model: GptShape, has: (name: string) => boolean): Map<string, Source> {
-  const h = model.hiddenSize;
-  const map = new Map<string, Source>();
-  const put = (param: string, from: string, arrange: Source['arrange'] = asIs) => map.set(param, { from, arrange });
+/** Megatron's implementations, by their names for the layer norms before qkv and fc1. */
+export type TransformerImpl = 'local' | 'transformer_engine';
+
+/**
+ * Where each of webtron's params lies in Megatron-core's state dict. `fused(layer)` says whether a
+ * norm before qkv or fc1 is Transformer Engine's, fused into the linear layer (`linear_qkv.layer_norm_weight`),
+ * or the local spec's module (`input_layernorm.weight`).
+ */
+function placements(model: GptShape, fused: (local: string) => boolean): Map<string, Placement> {
+  const map = new Map<string, Placement>();
+  const put = (param: string, name: string, transposed = false, row?: (c: number) => number) =>
+    map.set(param, { name, transposed, ...(row ? { row } : {}) });
   const norm = (param: string, local: string, te: string) => {
-    const from = has(`${local}.weight`) || !has(`${te}weight`) ? `${local}.` : te;
-    put(`${param}.weight`, `${from}weight`);
-    put(`${param}.bias`, `${from}bias`);
+    const prefix = fused(local) ? te : `${local}.`;
+    put(`${param}.weight`, `${prefix}weight`);
+    put(`${param}.bias`, `${prefix}bias`);
   };
   put('wte.weight', 'embedding.word_embeddings.weight');
   put('wpe.weight', 'embedding.position_embeddings.weight');
-  const w = qkvWidth(model);
   const row = megatronQkvRow(model);
   for (let l = 0; l < model.numLayers; l++) {
     const b = `blocks.${l}`;
     const m = `decoder.layers.${l}`;
     norm(`${b}.ln_1`, `${m}.input_layernorm`, `${m}.self_attention.linear_qkv.layer_norm_`);
-    put(`${b}.attn.qkv.weight`, `${m}.self_attention.linear_qkv.weight`, transposed(w, h, row));
-    put(`${b}.attn.qkv.bias`, `${m}.self_attention.linear_qkv.bias`, reordered(w, row));
-    norm(`${b}.attn.ln_q`, `${m}.self_attention.q_layernorm`, `${m}.self_attention.q_layernorm.`);
-    norm(`${b}.attn.ln_k`, `${m}.self_attention.k_layernorm`, `${m}.self_attention.k_layernorm.`);
-    put(`${b}.attn.proj.weight`, `${m}.self_attention.linear_proj.weight`, transposed(h, attentionWidth(model)));
+    put(`${b}.attn.qkv.weight`, `${m}.self_attention.linear_qkv.weight`, true, row);
+    put(`${b}.attn.qkv.bias`, `${m}.self_attention.linear_qkv.bias`, false, row);
+    put(`${b}.attn.ln_q.weight`, `${m}.self_attention.q_layernorm.weight`);
+    put(`${b}.attn.ln_q.bias`, `${m}.self_attention.q_layernorm.bias`);
+    put(`${b}.attn.ln_k.weight`, `${m}.self_attention.k_layernorm.weight`);
+    put(`${b}.attn.ln_k.bias`, `${m}.self_attention.k_layernorm.bias`);
+    put(`${b}.attn.proj.weight`, `${m}.self_attention.linear_proj.weight`, true);
     put(`${b}.attn.proj.bias`, `${m}.self_attention.linear_proj.bias`);
     norm(`${b}.ln_2`, `${m}.pre_mlp_layernorm`, `${m}.mlp.linear_fc1.layer_norm_`);
-    put(`${b}.mlp.fc.weight`, `${m}.mlp.linear_fc1.weight`, transposed(fcWidth(model), h));
+    put(`${b}.mlp.fc.weight`, `${m}.mlp.linear_fc1.weight`, true);
     put(`${b}.mlp.fc.bias`, `${m}.mlp.linear_fc1.bias`);
-    put(`${b}.mlp.proj.weight`, `${m}.mlp.linear_fc2.weight`, transposed(h, ffnWidth(model)));
+    put(`${b}.mlp.proj.weight`, `${m}.mlp.linear_fc2.weight`, true);
     put(`${b}.mlp.proj.bias`, `${m}.mlp.linear_fc2.bias`);
   }
-  norm('ln_f', 'decoder.final_layernorm', 'decoder.final_layernorm.');
+  put('ln_f.weight', 'decoder.final_layernorm.weight');
+  put('ln_f.bias', 'decoder.final_layernorm.bias');
   put('lm_head.weight', 'output_layer.weight');
   return map;
+}
+
+/** The torch shape of a param of webtron shape `shape` placed by `p`: [out, in] for a linear weight. */
+const torchShape = (p: Placement, shape: readonly number[]): number[] => (p.transposed ? [...shape].reverse() : [...shape]);
+
+/** A tensor of Megatron's state dict, `values` in torch's layout, as webtron's param of shape `shape`. */
+function toWebtron(p: Placement, shape: readonly number[], values: Float32Array): Float32Array {
+  const row = p.row ?? ((c: number) => c);
+  if (!p.transposed) return p.row ? Float32Array.from({ length: values.length }, (_, c) => values[row(c)]!) : values;
+  const [inputs, outputs] = shape as [number, number];
+  const out = new Float32Array(inputs * outputs);
+  for (let c = 0; c < outputs; c++) {
+    const from = row(c) * inputs;
+    for (let r = 0; r < inputs; r++) out[r * outputs + c] = values[from + r]!;
+  }
+  return out;
+}
+
+/** webtron's param `values` of shape `shape` in torch's layout for Megatron's state dict (toWebtron's inverse). */
+function toMegatron(p: Placement, shape: readonly number[], values: Float32Array): Float32Array {
+  const row = p.row ?? ((c: number) => c);
+  const out = new Float32Array(values.length);
+  if (!p.transposed) {
+    for (let c = 0; c < values.length; c++) out[row(c)] = values[c]!;
+    return out;
+  }
+  const [inputs, outputs] = shape as [number, number];
+  for (let c = 0; c < outputs; c++) {
+    const to = row(c) * inputs;
+    for (let r = 0; r < inputs; r++) out[to + r] = values[r * outputs + c]!;
+  }
+  return out;
+}
+
+/** Megatron-core's state dict for webtron's `model` under `impl`: each tensor's name, torch shape, param, and its values from the param's. */
+export function megatronTensors(
+  model: GptShape,
+  impl: TransformerImpl,
+): { name: string; shape: number[]; param: string; values: (param: Float32Array) => Float32Array }[] {
+  const map = placements(model, () => impl === 'transformer_engine');
+  return gptParams(model).map((spec) => {
+    const p = map.get(spec.name)!;
+    return { name: p.name, shape: torchShape(p, spec.shape), param: spec.name, values: (v) => toMegatron(p, spec.shape, v) };
+  });
 }
 
 /**
@@ -204,20 +247,21 @@ function sources(model: GptShape, has: (name: string) => boolean): Map<string, S
  */
 export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape): MegatronWeights {
   const { tensors, file, archive } = checkpoint;
-  const map = sources(model, (name) => tensors.has(name));
+  // Transformer Engine's fused norms where the file has them, else the local spec's modules.
+  const te = [...tensors.keys()].some((name) => name.includes('.layer_norm_'));
+  const map = placements(model, (local) => te && !tensors.has(`${local}.weight`));
   const used = new Set<string>();
   const problems: string[] = [];
-  const params = gptParams(model);
-  for (const param of params) {
-    const source = map.get(param.name);
-    if (!source) throw fail(`webtron's GPT has a param '${param.name}' that no Megatron-core tensor holds`);
-    used.add(source.from);
-    const tensor = tensors.get(source.from);
-    // torch holds a linear weight [out, in]: webtron's [in, out] reversed.
-    const want = param.shape.length === 2 && !/^(wte|wpe|lm_head)\./.test(param.name) ? [...param.shape].reverse() : param.shape;
-    if (!tensor) problems.push(`it has no ${source.from} [${want.join(', ')}]`);
+  const shapes = new Map(gptParams(model).map((spec) => [spec.name, spec.shape]));
+  for (const [param, shape] of shapes) {
+    const p = map.get(param);
+    if (!p) throw fail(`webtron's GPT has a param '${param}' that no Megatron-core tensor holds`);
+    used.add(p.name);
+    const tensor = tensors.get(p.name);
+    const want = torchShape(p, shape);
+    if (!tensor) problems.push(`it has no ${p.name} [${want.join(', ')}]`);
     else if (tensor.shape.join(',') !== want.join(','))
-      problems.push(`its ${source.from} is [${tensor.shape.join(', ')}], where the model's flags make it [${want.join(', ')}]`);
+      problems.push(`its ${p.name} is [${tensor.shape.join(', ')}], where the model's flags make it [${want.join(', ')}]`);
   }
   const strangers = [...tensors.keys()].filter((name) => !used.has(name) && !(name === 'output_layer.weight' && model.tiedHead !== false));
   if (strangers.length > 0)
@@ -228,8 +272,8 @@ export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape)
   return {
     files: [file],
     read(name) {
-      const source = map.get(name)!;
-      return source.arrange(archive.read(tensors.get(source.from)!, source.from));
+      const p = map.get(name)!;
+      return toWebtron(p, shapes.get(name)!, archive.read(tensors.get(p.name)!, p.name));
     },
     close: () => archive.close(),
   };

@@ -346,3 +346,156 @@ export function unpickle(data: Uint8Array, options: PickleOptions = {}): unknown
     }
   }
 }
+
+// ------------------------------------------------------------------------------------ writing
+
+/** A Python float where the number is whole (3.0 rather than 3). */
+export class PyFloat {
+  constructor(readonly value: number) {}
+}
+
+/** A Python tuple. */
+export class PyTuple {
+  constructor(readonly items: PickleValue[]) {}
+}
+
+/** A class or function by name (`torch.float32`, `argparse.Namespace`), not called. */
+export class PyGlobal {
+  constructor(
+    readonly module: string,
+    readonly name: string,
+  ) {}
+}
+
+/** `callable(*args)`, unpickled by calling it (REDUCE). */
+export class PyCall {
+  constructor(
+    readonly callable: PyGlobal,
+    readonly args: PickleValue[],
+  ) {}
+}
+
+/** An instance of `cls` made without arguments, its attributes `state` (NEWOBJ, then BUILD). */
+export class PyObject {
+  constructor(
+    readonly cls: PyGlobal,
+    readonly state: Map<string, PickleValue>,
+  ) {}
+}
+
+/** What the unpickler's persistent_load gets for `id` (BINPERSID): torch's storages. */
+export class PyPersistent {
+  constructor(readonly id: PickleValue) {}
+}
+
+export type PickleValue =
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | PickleValue[]
+  | Map<PickleValue, PickleValue>
+  | PyFloat
+  | PyTuple
+  | PyGlobal
+  | PyCall
+  | PyObject
+  | PyPersistent;
+
+/**
+ * `value` as a protocol 2 pickle, what torch.save writes: JS integers as Python ints (BININT, or
+ * LONG1 beyond 32 bits), other numbers and PyFloats as floats, arrays as lists, Maps as dicts. No
+ * memo: every object is written where it occurs.
+ */
+export function pickle(value: PickleValue): Uint8Array {
+  const chunks: Uint8Array[] = [Uint8Array.of(0x80, 2)];
+  const op = (...bytes: number[]) => chunks.push(Uint8Array.from(bytes));
+  const raw = (bytes: Uint8Array) => chunks.push(bytes);
+  const u32 = (n: number) => {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, n, true);
+    return b;
+  };
+  const text = (s: string) => {
+    const bytes = new TextEncoder().encode(s);
+    op(0x58);
+    raw(u32(bytes.length));
+    raw(bytes);
+  };
+  const long = (v: bigint) => {
+    const bytes: number[] = [];
+    let x = v;
+    // Little-endian two's complement, as short as keeps the sign.
+    do {
+      bytes.push(Number(x & 0xffn));
+      x >>= 8n;
+    } while (!((x === 0n && (bytes.at(-1)! & 0x80) === 0) || (x === -1n && (bytes.at(-1)! & 0x80) !== 0)));
+    op(0x8a, bytes.length, ...bytes);
+  };
+  const float = (v: number) => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setFloat64(0, v, false);
+    op(0x47);
+    raw(b);
+  };
+  const global = (g: PyGlobal) => raw(new TextEncoder().encode(`c${g.module}\n${g.name}\n`));
+  const write = (v: PickleValue): void => {
+    if (v === null) op(0x4e);
+    else if (v === true) op(0x88);
+    else if (v === false) op(0x89);
+    else if (typeof v === 'bigint') long(v);
+    else if (typeof v === 'number') {
+      if (!Number.isInteger(v) || Object.is(v, -0)) float(v);
+      else if (v >= -(2 ** 31) && v < 2 ** 31) {
+        op(0x4a);
+        raw(u32(v >>> 0));
+      } else long(BigInt(v));
+    } else if (typeof v === 'string') text(v);
+    else if (v instanceof PyFloat) float(v.value);
+    else if (Array.isArray(v)) {
+      op(0x5d);
+      if (v.length > 0) {
+        op(0x28);
+        for (const item of v) write(item);
+        op(0x65);
+      }
+    } else if (v instanceof Map) {
+      op(0x7d);
+      if (v.size > 0) {
+        op(0x28);
+        for (const [key, item] of v) {
+          write(key);
+          write(item);
+        }
+        op(0x75);
+      }
+    } else if (v instanceof PyTuple) {
+      op(0x28);
+      for (const item of v.items) write(item);
+      op(0x74);
+    } else if (v instanceof PyGlobal) global(v);
+    else if (v instanceof PyCall) {
+      global(v.callable);
+      write(new PyTuple(v.args));
+      op(0x52);
+    } else if (v instanceof PyObject) {
+      global(v.cls);
+      op(0x29, 0x81);
+      write(new Map<PickleValue, PickleValue>(v.state));
+      op(0x62);
+    } else if (v instanceof PyPersistent) {
+      write(v.id);
+      op(0x51);
+    } else throw new PickleError(`pickle: ${String(v)} is no value webtron writes`);
+  };
+  write(value);
+  op(0x2e);
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}

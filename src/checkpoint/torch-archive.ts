@@ -7,12 +7,17 @@
  * (`torch._utils._rebuild_tensor_v2`) become `TensorRef`s, whose values are read from their storage
  * record on demand, one tensor at a time.
  *
+ * `writeTorchArchive` writes such an archive, as torch.save lays it out, for `torch.load`.
+ *
  * The zip's directory is read here rather than by a package: the config is resolved synchronously,
  * and a tensor is one positioned read of a stored record, which the zip packages on npm offer only
  * through asynchronous streams (yauzl) or by reading the whole archive into memory (adm-zip).
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import CRC32 from 'crc-32';
 import { wordsToFloat32 } from '../collectives/reduce.js';
+import { fsyncDir } from '../files.js';
 import { CheckpointError } from './errors.js';
 import { type PickleGlobal, unpickle } from './pickle.js';
 
@@ -223,3 +228,129 @@ const TORCH_GLOBALS = (() => {
     'collections.OrderedDict': () => new Map(),
   };
 })();
+
+/** A record of an archive being written: its name and bytes, made when its turn comes (one in memory at a time). */
+export interface ArchiveRecord {
+  name: string;
+  bytes: () => Uint8Array | Promise<Uint8Array>;
+}
+
+/** Where a record's data starts: torch.save aligns each to 64 bytes (so that torch.load can map it). */
+const ALIGN = 64;
+const ZIP64_EXTRA = 0x0001;
+/** The extra field id torch.save pads with. */
+const PADDING_EXTRA = 0x4246;
+
+/**
+ * Write `records` as torch.save's zip archive at `file`: stored, CRC-32 checked, each record's data
+ * at a multiple of 64 bytes, zip64 fields where a size or offset passes 4 GiB (everywhere with
+ * `zip64`, for tests). Under a temporary name, fsynced, then renamed.
+ */
+export async function writeTorchArchive(
+  file: string,
+  records: Iterable<ArchiveRecord>,
+  options: { zip64?: boolean; onRecord?: (name: string, bytes: number) => void } = {},
+): Promise<number> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
+  let open = true;
+  let at = 0;
+  const put = (bytes: Uint8Array) => {
+    for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done, bytes.byteLength - done);
+    at += bytes.byteLength;
+  };
+  const central: Buffer[] = [];
+  try {
+    for (const record of records) {
+      const data = await record.bytes();
+      const name = Buffer.from(record.name);
+      const wide = options.zip64 === true || data.byteLength >= 0xffffffff || at >= 0xffffffff;
+      const zip64 = wide ? 20 : 0;
+      const headerEnd = at + 30 + name.length + zip64 + 4;
+      const padding = (ALIGN - (headerEnd % ALIGN)) % ALIGN;
+      const crc = CRC32.buf(data) >>> 0;
+      const local = Buffer.alloc(30 + name.length + zip64 + 4 + padding);
+      local.writeUInt32LE(0x04034b50, 0);
+      local.writeUInt16LE(wide ? 45 : 20, 4);
+      local.writeUInt32LE(crc, 14);
+      local.writeUInt32LE(wide ? 0xffffffff : data.byteLength, 18);
+      local.writeUInt32LE(wide ? 0xffffffff : data.byteLength, 22);
+      local.writeUInt16LE(name.length, 26);
+      local.writeUInt16LE(zip64 + 4 + padding, 28);
+      name.copy(local, 30);
+      let e = 30 + name.length;
+      if (wide) {
+        local.writeUInt16LE(ZIP64_EXTRA, e);
+        local.writeUInt16LE(16, e + 2);
+        local.writeBigUInt64LE(BigInt(data.byteLength), e + 4);
+        local.writeBigUInt64LE(BigInt(data.byteLength), e + 12);
+        e += 20;
+      }
+      local.writeUInt16LE(PADDING_EXTRA, e);
+      local.writeUInt16LE(padding, e + 2);
+      const offset = at;
+      put(local);
+      put(data);
+      options.onRecord?.(record.name, data.byteLength);
+      const entryExtra = wide ? 28 : 0;
+      const entry = Buffer.alloc(46 + name.length + entryExtra);
+      entry.writeUInt32LE(0x02014b50, 0);
+      entry.writeUInt16LE(wide ? 45 : 20, 4);
+      entry.writeUInt16LE(wide ? 45 : 20, 6);
+      entry.writeUInt32LE(crc, 16);
+      entry.writeUInt32LE(wide ? 0xffffffff : data.byteLength, 20);
+      entry.writeUInt32LE(wide ? 0xffffffff : data.byteLength, 24);
+      entry.writeUInt16LE(name.length, 28);
+      entry.writeUInt16LE(entryExtra, 30);
+      entry.writeUInt32LE(wide ? 0xffffffff : offset, 42);
+      name.copy(entry, 46);
+      if (wide) {
+        const x = 46 + name.length;
+        entry.writeUInt16LE(ZIP64_EXTRA, x);
+        entry.writeUInt16LE(24, x + 2);
+        entry.writeBigUInt64LE(BigInt(data.byteLength), x + 4);
+        entry.writeBigUInt64LE(BigInt(data.byteLength), x + 12);
+        entry.writeBigUInt64LE(BigInt(offset), x + 20);
+      }
+      central.push(entry);
+    }
+    const dirStart = at;
+    const directory = Buffer.concat(central);
+    put(directory);
+    const wide = options.zip64 === true || dirStart + directory.length >= 0xffffffff || central.length >= 0xffff;
+    if (wide) {
+      const end64 = Buffer.alloc(56);
+      end64.writeUInt32LE(0x06064b50, 0);
+      end64.writeBigUInt64LE(44n, 4);
+      end64.writeUInt16LE(45, 12);
+      end64.writeUInt16LE(45, 14);
+      end64.writeBigUInt64LE(BigInt(central.length), 24);
+      end64.writeBigUInt64LE(BigInt(central.length), 32);
+      end64.writeBigUInt64LE(BigInt(directory.length), 40);
+      end64.writeBigUInt64LE(BigInt(dirStart), 48);
+      const locator = Buffer.alloc(20);
+      locator.writeUInt32LE(0x07064b50, 0);
+      locator.writeBigUInt64LE(BigInt(at), 8);
+      locator.writeUInt32LE(1, 16);
+      put(end64);
+      put(locator);
+    }
+    const end = Buffer.alloc(22);
+    end.writeUInt32LE(0x06054b50, 0);
+    end.writeUInt16LE(wide ? 0xffff : central.length, 8);
+    end.writeUInt16LE(wide ? 0xffff : central.length, 10);
+    end.writeUInt32LE(wide ? 0xffffffff : directory.length, 12);
+    end.writeUInt32LE(wide ? 0xffffffff : dirStart, 16);
+    put(end);
+    fsyncSync(fd);
+    closeSync(fd);
+    open = false;
+    renameSync(tmp, file);
+  } catch (error) {
+    if (open) closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw error;
+  }
+  fsyncDir(dirname(file));
+  return at;
+}

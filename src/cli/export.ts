@@ -1,6 +1,7 @@
 /**
  * `webtron export`: a checkpoint of `webtron train` as an ONNX model (src/onnx/gpt.ts), or with
- * `--format hf` as a Hugging Face GPT-2 or Llama folder (src/hf/export.ts).
+ * `--format hf` as a Hugging Face GPT-2 or Llama folder (src/hf/export.ts), or with `--format megatron`
+ * as Megatron-LM's checkpoint (src/checkpoint/megatron-export.ts).
  */
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -8,6 +9,7 @@ import { writeChunksAtomic, writeFileAtomic } from '../files.js';
 import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { gptParams } from '../nn/gpt-spec.js';
+import { exportMegatron } from '../checkpoint/megatron-export.js';
 import { exportHfFolder } from '../hf/export.js';
 import { HF_DTYPES, type HfDtype } from '../hf/gpt2.js';
 import { loadCheckpointModel } from '../train/checkpoint-model.js';
@@ -17,16 +19,21 @@ import { ProgressBar } from './progress.js';
 
 export const EXPORT_FLAGS: Record<string, FlagSpec> = {
   load: { kind: 'string', help: 'a checkpoint of webtron train: its --save folder (the newest) or one iter_NNNNNNN folder' },
-  output: { kind: 'string', help: 'the .onnx file to write, or with --format hf the folder' },
+  output: { kind: 'string', help: 'the .onnx file to write, or with --format hf or megatron the folder' },
   format: {
     kind: 'string',
     default: 'onnx',
-    help: "onnx, or hf: a Hugging Face GPT-2 (or, for Llama-block models, Llama) folder (model.safetensors, config.json, the tokenizer's files) for transformers",
+    help: "onnx; hf: a Hugging Face GPT-2 (or, for Llama-block models, Llama) folder (model.safetensors, config.json, the tokenizer's files) for transformers; megatron: Megatron-LM's --ckpt-format torch checkpoint (release/mp_rank_00/model_optim_rng.pt) for its --load",
   },
   dtype: {
     kind: 'string',
     default: 'fp32',
-    help: 'the weights as fp32, fp16 or bf16 (hf only); fp16 in ONNX computes in half precision too',
+    help: 'the weights as fp32, fp16 or bf16 (hf and megatron only); fp16 in ONNX computes in half precision too',
+  },
+  'transformer-impl': {
+    kind: 'string',
+    default: 'transformer_engine',
+    help: "--format megatron: the names of the Megatron-core spec that loads it, transformer_engine (Megatron's default: norms fused into linear_qkv and linear_fc1) or local",
   },
   'external-data': {
     kind: 'boolean',
@@ -56,9 +63,13 @@ export async function exportCommand(
   const output = values.output as string | undefined;
   if (!output) throw new FlagError('--output is required: the .onnx file to write (or with --format hf, the folder)');
   const format = values.format as string;
-  if (format !== 'onnx' && format !== 'hf') throw new FlagError(`--format must be onnx or hf, got '${format}'`);
+  if (format !== 'onnx' && format !== 'hf' && format !== 'megatron')
+    throw new FlagError(`--format must be onnx, hf or megatron, got '${format}'`);
   const dtypeWord = DTYPE_WORDS[values.dtype as string];
   if (!dtypeWord) throw new FlagError(`--dtype must be fp32, fp16 or bf16, got '${String(values.dtype)}'`);
+  if (format === 'megatron') return exportMegatronCommand(values, path, output, dtypeWord);
+  if (values['transformer-impl'] !== 'transformer_engine')
+    throw new FlagError('--transformer-impl is for --format megatron: the names of the Megatron-core spec that loads it');
   if (format === 'hf') {
     if (values['external-data'])
       throw new FlagError('--external-data is for --format onnx; a Hugging Face folder keeps its weights in model.safetensors');
@@ -110,9 +121,25 @@ export async function exportCommand(
   );
 }
 
+/** `--format megatron`: Megatron-LM's release checkpoint in the folder `output`. */
+async function exportMegatronCommand(values: FlagValues, load: string, output: string, dtype: HfDtype): Promise<void> {
+  const impl = values['transformer-impl'] as string;
+  if (impl !== 'transformer_engine' && impl !== 'local')
+    throw new FlagError(`--transformer-impl must be transformer_engine or local, got '${impl}'`);
+  if (values['external-data'])
+    throw new FlagError('--external-data is for --format onnx; a Megatron checkpoint keeps its weights in model_optim_rng.pt');
+  if (existsSync(output) && !statSync(output).isDirectory())
+    throw new FlagError(`--output ${output} is a file; --format megatron writes a folder (made if missing)`);
+  const bar = new ProgressBar(100, process.stderr, process.stderr.isTTY === true);
+  const done = await exportMegatron(load, output, HF_DTYPES[dtype], impl, bar);
+  console.log(
+    `wrote ${done.file}: ${done.params.toLocaleString('en-US')} params in ${done.tensors} tensors (checkpoint at iteration ${done.iteration}) as ${HF_DTYPES[dtype]}, ${formatBytes(done.bytes)}, Megatron-core's ${impl} names; Megatron-LM loads it with --load ${output} --ckpt-format torch --transformer-impl ${impl}`,
+  );
+}
+
 export const exportCmd: Command = {
   summary:
-    'write a checkpoint of webtron train as an ONNX model or a Hugging Face GPT-2 or Llama folder: webtron export --load DIR --output model.onnx | --format hf --output FOLDER',
+    'write a checkpoint of webtron train as an ONNX model, a Hugging Face GPT-2 or Llama folder, or a Megatron-LM checkpoint: webtron export --load DIR --output model.onnx | --format hf|megatron --output FOLDER',
   flags: { ...GPU_FLAGS, ...EXPORT_FLAGS },
   run: (values) => exportCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
 };

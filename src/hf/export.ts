@@ -48,17 +48,9 @@ function gpt2Weights(model: ModelTensors, config: GptConfig, to: ParamDtype): We
     shape: spec.shape,
     write:
       config.applyLayernorm1p && isNormWeight(spec.name)
-        ? async (sink) => sinkAs(plusOne(await float32Values(model, spec.name)), to, sink)
+        ? async (sink) => sinkAs(plusOne(await model.values(spec.name)), to, sink)
         : (sink) => model.stream(spec.name, to, sink),
   }));
-}
-
-/** Param `name`'s values as fp32, whole. */
-async function float32Values(model: ModelTensors, name: string): Promise<Float32Array> {
-  const chunks: Uint8Array[] = [];
-  await model.stream(name, 'float32', (chunk) => chunks.push(chunk.slice()));
-  const bytes = Buffer.concat(chunks);
-  return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
 }
 
 /** A zero-centered norm weight's gamma: each value plus 1, in fp32. */
@@ -82,7 +74,7 @@ function llamaWeights(model: ModelTensors, config: GptConfig, to: ParamDtype): W
   let last: { name: string; values: Float32Array } | null = null;
   const valuesOf = async (name: string): Promise<Float32Array> => {
     if (last?.name === name) return last.values;
-    const values = await float32Values(model, name);
+    const values = await model.values(name);
     // Llama's norms have no zero-centered form: gamma is the param plus 1 (--apply-layernorm-1p).
     last = { name, values: config.applyLayernorm1p && isNormWeight(name) ? plusOne(values) : values };
     return last.values;

@@ -8,8 +8,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import CRC32 from 'crc-32';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { unpickle } from '../../src/checkpoint/pickle.js';
-import { type TensorRef, TorchArchive } from '../../src/checkpoint/torch-archive.js';
+import {
+  type PickleValue,
+  PyCall,
+  PyFloat,
+  PyGlobal,
+  PyObject,
+  PyPersistent,
+  PyTuple,
+  pickle,
+  unpickle,
+} from '../../src/checkpoint/pickle.js';
+import { type TensorRef, TorchArchive, writeTorchArchive } from '../../src/checkpoint/torch-archive.js';
 import { pythonModulesMissing } from '../helpers/apt.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -179,6 +189,120 @@ json.dump({'want': {k: v.float().flatten().tolist() for k, v in tensors.items()}
       } finally {
         archive.close();
       }
+    }
+  });
+});
+
+describe('writing for torch.load', () => {
+  it("pickle's output is what Python's pickle reads back: ints of any size and sign, floats, text, lists, tuples, dicts, a namespace, globals", (context) => {
+    skipWithoutTorch(context);
+    const value: PickleValue = [
+      0,
+      -1,
+      2 ** 31 - 1,
+      2 ** 31,
+      -(2 ** 31),
+      -(2 ** 31) - 1,
+      2 ** 53,
+      2n ** 64n,
+      -(2n ** 100n),
+      -129,
+      0.1,
+      new PyFloat(3),
+      -0,
+      'ünïcödé ✓',
+      true,
+      false,
+      null,
+      [],
+      new PyTuple([1, 'a']),
+      new Map<PickleValue, PickleValue>([
+        ['k', [1, 2]],
+        [7, 'seven'],
+      ]),
+      new PyObject(new PyGlobal('argparse', 'Namespace'), new Map<string, PickleValue>([['num_layers', 2]])),
+      new PyGlobal('collections', 'OrderedDict'),
+    ];
+    const script = String.raw`
+import json, pickle, sys
+v = pickle.loads(bytes.fromhex(sys.stdin.read()))
+def tag(x):
+    if isinstance(x, bool) or x is None or isinstance(x, str): return x
+    if isinstance(x, int): return {'int': str(x)}
+    if isinstance(x, float): return {'float': repr(x)}
+    if isinstance(x, tuple): return {'tuple': [tag(y) for y in x]}
+    if isinstance(x, list): return [tag(y) for y in x]
+    if isinstance(x, dict): return {'dict': [[tag(k), tag(y)] for k, y in x.items()]}
+    if isinstance(x, type): return {'global': x.__module__ + '.' + x.__name__}
+    return {'object': type(x).__module__ + '.' + type(x).__name__, 'state': {k: tag(y) for k, y in vars(x).items()}}
+json.dump(tag(v), sys.stdout)
+`;
+    const run = spawnSync(PYTHON, ['-c', script], { input: Buffer.from(pickle(value)).toString('hex'), encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    const int = (v: number | bigint) => ({ int: String(v) });
+    expect(JSON.parse(run.stdout)).toEqual([
+      ...[0, -1, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), -(2 ** 31) - 1, 2 ** 53, 2n ** 64n, -(2n ** 100n), -129].map(int),
+      { float: '0.1' },
+      { float: '3.0' },
+      { float: '-0.0' },
+      'ünïcödé ✓',
+      true,
+      false,
+      null,
+      [],
+      { tuple: [int(1), 'a'] },
+      {
+        dict: [
+          ['k', [int(1), int(2)]],
+          [int(7), 'seven'],
+        ],
+      },
+      { object: 'argparse.Namespace', state: { num_layers: int(2) } },
+      { global: 'collections.OrderedDict' },
+    ]);
+    // And webtron's reader reads back what it wrote.
+    const back = unpickle(pickle(value)) as unknown[];
+    // Past 2^53 - 1 an int reads as a bigint, so that no digit is lost.
+    expect(back.slice(0, 10)).toEqual([0, -1, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), -(2 ** 31) - 1, 2n ** 53n, 2n ** 64n, -(2n ** 100n), -129]);
+  });
+
+  it('writeTorchArchive: torch.load reads the tensors it holds, with zip64 fields everywhere or only where needed, and Python checks every CRC', async (context) => {
+    skipWithoutTorch(context);
+    const values = Float32Array.from({ length: 12 }, (_, i) => i / 3 - 1);
+    const storage = new PyPersistent(new PyTuple(['storage', new PyGlobal('torch', 'FloatStorage'), '0', 'cpu', 12]));
+    const tensor = new PyCall(new PyGlobal('torch._utils', '_rebuild_tensor_v2'), [
+      storage,
+      2,
+      new PyTuple([2, 5]),
+      new PyTuple([5, 1]),
+      false,
+      new PyCall(new PyGlobal('collections', 'OrderedDict'), []),
+    ]);
+    const state = new Map<PickleValue, PickleValue>([
+      ['w', tensor],
+      ['iteration', 7],
+    ]);
+    for (const zip64 of [false, true]) {
+      const file = join(dir, `written-${zip64}.pt`);
+      await writeTorchArchive(
+        file,
+        [
+          { name: 'archive/data.pkl', bytes: () => pickle(state) },
+          { name: 'archive/byteorder', bytes: () => new TextEncoder().encode('little') },
+          { name: 'archive/data/0', bytes: () => new Uint8Array(values.buffer) },
+          { name: 'archive/version', bytes: () => new TextEncoder().encode('3\n') },
+        ],
+        { zip64 },
+      );
+      const script = String.raw`
+import json, sys, zipfile, torch
+assert zipfile.ZipFile(sys.argv[1]).testzip() is None
+sd = torch.load(sys.argv[1])
+print(json.dumps({'w': sd['w'].flatten().tolist(), 'shape': list(sd['w'].shape), 'iteration': sd['iteration']}))
+`;
+      const run = spawnSync(PYTHON, ['-c', script, file], { encoding: 'utf8' });
+      expect(run.status, run.stderr).toBe(0);
+      expect(JSON.parse(run.stdout)).toEqual({ w: Array.from(values.subarray(2, 12)), shape: [2, 5], iteration: 7 });
     }
   });
 });

@@ -215,7 +215,10 @@ const CASES: Case[] = [
     args: ['export', '--load', 'corrupt', '--output', 'm.onnx', '--dtype', 'int8'],
     says: /--dtype must be fp32, fp16 or bf16, got 'int8'/,
   },
-  { args: ['export', '--load', 'corrupt', '--output', 'm.onnx', '--format', 'gguf'], says: /--format must be onnx or hf, got 'gguf'/ },
+  {
+    args: ['export', '--load', 'corrupt', '--output', 'm.onnx', '--format', 'gguf'],
+    says: /--format must be onnx, hf or megatron, got 'gguf'/,
+  },
   { args: ['export', '--load', 'corrupt', '--output', 'm.onnx', '--dtype', 'bf16'], says: /--dtype bf16 is for --format hf/ },
   { args: ['export', '--load', 'corrupt', '--format', 'hf', '--output', 'hf'], says: /corrupt.*index\.json/ },
   { args: ['memory', ...GPT, '--vocab-size', '0'], says: /--vocab-size.*0/ },

@@ -16,6 +16,8 @@ import { megatronQkvRow } from '../../src/checkpoint/megatron.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { Graph } from '../../src/nn/graph.js';
 import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
+import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
+import { gptParams } from '../../src/nn/gpt-spec.js';
 import { pythonModulesMissing } from '../helpers/apt.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
@@ -237,5 +239,114 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
       expect(lines[0], what).toMatch(message);
       expect(run.status, what).toBe(2);
     }
+  });
+});
+
+describe('webtron export --format megatron', () => {
+  const exportMegatron = (load: string, output: string, ...more: string[]) =>
+    spawnSync(process.execPath, [BIN, 'export', '--load', load, '--format', 'megatron', '--output', output, ...more], { encoding: 'utf8' });
+  const shape = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16', '--micro-batch-size', '2'];
+  const data = ['--mock-data', '--tokenizer-type', 'NullTokenizer', '--vocab-size', '100', '--make-vocab-size-divisible-by', '8'];
+
+  it("a GPT-2-block model (local names) and a Llama-block one (Transformer Engine's names, grouped heads, q and k norms, scaled rope, zero-centered norms, an untied head): the referee's forward of the export gives webtron's logits, and --init-from the export gives them exactly", async (context) => {
+    skipWithoutTorch(context);
+    const { random } = seeded('megatron export');
+    for (const [name, impl, more] of [
+      ['gpt2-block', 'local', []],
+      [
+        'llama-block',
+        'transformer_engine',
+        [
+          ...['--position-embedding-type', 'rope', '--normalization', 'RMSNorm', '--swiglu', '--ffn-hidden-size', '40'],
+          ...['--disable-bias-linear', '--group-query-attention', '--num-query-groups', '2', '--qk-layernorm', '--apply-layernorm-1p'],
+          ...['--untie-embeddings-and-output-weights', '--rotary-base', '500000', '--use-rope-scaling', '--rope-scaling-factor', '4'],
+        ],
+      ],
+    ] as const) {
+      const trained = join(dir, `${name}-trained`);
+      const run = await train([
+        ...shape,
+        ...data,
+        ...more,
+        '--train-iters',
+        '2',
+        '--lr',
+        '1e-2',
+        '--save',
+        trained,
+        '--run-dir',
+        join(dir, `run-${name}`),
+      ]);
+      expect(run.code, run.stderr).toBe(0);
+      const exported = join(dir, `${name}-megatron`);
+      const wrote = exportMegatron(trained, exported, '--transformer-impl', impl);
+      expect(wrote.status, wrote.stderr).toBe(0);
+      expect(wrote.stdout).toMatch(new RegExp(`model_optim_rng\\.pt: .* Megatron-core's ${impl} names; Megatron-LM loads it with --load`));
+      expect(readFileSync(join(exported, 'latest_checkpointed_iteration.txt'), 'utf8')).toBe('release');
+      const worst = await compareLogits(exported, trained, random);
+      console.log(`${name} exported for Megatron (${impl}): max abs difference of the referee's logits ${worst.toExponential(2)}`);
+      expect(worst).toBeLessThanOrEqual(1e-4);
+      // Back in: the same params, so the same logits to the bit.
+      const back = join(dir, `${name}-back`);
+      const again = await train([
+        ...['--init-from', exported, '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+        ...['--save', back, '--run-dir', join(dir, `run-${name}-back`)],
+      ]);
+      expect(again.code, again.stderr).toBe(0);
+      const [a, b] = [await loadCheckpointModel(ctx, trained), await loadCheckpointModel(ctx, back)];
+      expect(b.config).toEqual(a.config);
+      for (const spec of gptParams(a.config)) expect(await b.params.read(spec.name), spec.name).toEqual(await a.params.read(spec.name));
+      a.params.destroy();
+      b.params.destroy();
+    }
+  });
+
+  it('--dtype bf16 writes bf16 storages that read back as the params rounded to bf16; bad flags are one line', async (context) => {
+    skipWithoutTorch(context);
+    const trained = join(dir, 'gpt2-block-trained');
+    const exported = join(dir, 'gpt2-block-megatron-bf16');
+    const wrote = exportMegatron(trained, exported, '--dtype', 'bf16');
+    expect(wrote.status, wrote.stderr).toBe(0);
+    const check = spawnSync(
+      PYTHON,
+      [
+        '-c',
+        "import sys, torch; sd = torch.load(sys.argv[1], map_location='cpu'); print(sorted({str(t.dtype) for t in sd['model'].values()}), sd['args'].bf16, sd['args'].params_dtype)",
+        join(exported, 'release', 'mp_rank_00', 'model_optim_rng.pt'),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(check.stdout.trim(), check.stderr).toBe("['torch.bfloat16'] True torch.bfloat16");
+    const back = join(dir, 'gpt2-block-back-bf16');
+    const again = await train([
+      ...['--init-from', exported, '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+      ...['--save', back, '--run-dir', join(dir, 'run-gpt2-back-bf16')],
+    ]);
+    expect(again.code, again.stderr).toBe(0);
+    const [a, b] = [await loadCheckpointModel(ctx, trained), await loadCheckpointModel(ctx, back)];
+    for (const spec of gptParams(a.config)) {
+      const rounded = (await a.params.read(spec.name)).map((v) => bf16ToFloat(floatToBf16(v)));
+      expect(await b.params.read(spec.name), spec.name).toEqual(rounded);
+    }
+    a.params.destroy();
+    b.params.destroy();
+    for (const [flags, message] of [
+      [
+        ['--format', 'megatron', '--transformer-impl', 'megatron'],
+        /--transformer-impl must be transformer_engine or local, got 'megatron'/,
+      ],
+      [['--format', 'hf', '--transformer-impl', 'local'], /--transformer-impl is for --format megatron/],
+    ] as const) {
+      const run = spawnSync(process.execPath, [BIN, 'export', '--load', trained, '--output', join(dir, 'nowhere'), ...flags], {
+        encoding: 'utf8',
+      });
+      expect(run.stderr.trim().split('\n'), flags.join(' ')).toHaveLength(1);
+      expect(run.stderr, flags.join(' ')).toMatch(message);
+      expect(run.status).toBe(2);
+    }
+    writeFileSync(join(dir, 'a-file'), '');
+    const onFile = exportMegatron(trained, join(dir, 'a-file'));
+    expect(onFile.stderr).toMatch(/--output .*a-file is a file; --format megatron writes a folder/);
+    expect(onFile.status).toBe(2);
   });
 });

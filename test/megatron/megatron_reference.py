@@ -180,8 +180,9 @@ def write_random(folder, seed, kind, overrides=()):
 
 def checkpoint_file(folder):
     with open(os.path.join(folder, 'latest_checkpointed_iteration.txt')) as f:
-        iteration = int(f.read().strip())
-    return os.path.join(folder, f'iter_{iteration:07d}', 'mp_rank_00', 'model_optim_rng.pt')
+        tracked = f.read().strip()
+    iteration = 'release' if tracked == 'release' else f'iter_{int(tracked):07d}'
+    return os.path.join(folder, iteration, 'mp_rank_00', 'model_optim_rng.pt')
 
 
 def logits(folder, ids_path, batch, seq, out_path):
