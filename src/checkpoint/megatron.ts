@@ -243,7 +243,7 @@ export function megatronTensors(
 /**
  * The params of `model` from an open checkpoint. Every param's tensor must be there at its shape
  * (torch's), and every tensor of the state dict must be some param's (a tied head's
- * `output_layer.weight` aside), else one ConfigError names the first of each.
+ * `output_layer.weight` aside), else one ConfigError names the first three problems.
  */
 export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape): MegatronWeights {
   const { tensors, file, archive } = checkpoint;
@@ -254,8 +254,7 @@ export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape)
   const problems: string[] = [];
   const shapes = new Map(gptParams(model).map((spec) => [spec.name, spec.shape]));
   for (const [param, shape] of shapes) {
-    const p = map.get(param);
-    if (!p) throw fail(`webtron's GPT has a param '${param}' that no Megatron-core tensor holds`);
+    const p = map.get(param)!; // placements places every param gptParams can name
     used.add(p.name);
     const tensor = tensors.get(p.name);
     const want = torchShape(p, shape);
@@ -268,7 +267,11 @@ export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape)
     problems.push(
       `it holds ${strangers.slice(0, 3).join(', ')}${strangers.length > 3 ? ` and ${strangers.length - 3} more` : ''}, which no param of the model takes`,
     );
-  if (problems.length > 0) throw fail(`${file}: ${problems.join('; ')}`);
+  if (problems.length > 0) {
+    archive.close();
+    const more = problems.length > 3 ? `; and ${problems.length - 3} more` : '';
+    throw fail(`${file}: ${problems.slice(0, 3).join('; ')}${more}`);
+  }
   return {
     files: [file],
     read(name) {

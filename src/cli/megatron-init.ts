@@ -13,6 +13,9 @@ import { givenFlags, takeFlag } from './hf-init.js';
 
 type Args = Record<string, unknown>;
 
+/** A saved field's value in a message: JSON where it has one (a big int as digits), else missing. */
+const show = (v: unknown): string => (typeof v === 'bigint' ? String(v) : (JSON.stringify(v) ?? 'missing'));
+
 /** Megatron's fields that change the model's arithmetic, with the value webtron computes. */
 const MUST_BE: [field: string, ok: (v: unknown) => boolean, what: string][] = [
   ['num_experts', (v) => v === undefined || v === null, 'mixture-of-experts layers'],
@@ -75,16 +78,17 @@ export function withMegatronInit(values: FlagValues, argv: readonly string[]): {
   for (const field of ['tensor_model_parallel_size', 'pipeline_model_parallel_size'])
     if (args[field] !== undefined && args[field] !== 1)
       throw new FlagError(
-        `${where}: ${field} is ${JSON.stringify(args[field])}, so the file holds one shard of the model; convert the checkpoint to tensor and pipeline parallel size 1 with Megatron's tools/checkpoint/convert.py`,
+        `${where}: ${field} is ${show(args[field])}, so the file holds one shard of the model; convert the checkpoint to tensor and pipeline parallel size 1 with Megatron's tools/checkpoint/convert.py`,
       );
   for (const [field, ok, what] of MUST_BE)
-    if (!ok(args[field]))
-      throw new FlagError(`${where}: ${field} is ${JSON.stringify(args[field])}: ${what}, which webtron's GPT does not compute`);
+    if (!ok(args[field])) throw new FlagError(`${where}: ${field} is ${show(args[field])}: ${what}, which webtron's GPT does not compute`);
   const given = givenFlags(argv);
   const out: FlagValues = { ...values };
   const take = (flag: string, field: string, value: unknown) => {
-    if (typeof value !== 'number' && typeof value !== 'string' && typeof value !== 'boolean')
-      throw new FlagError(`${where}: ${field} is ${JSON.stringify(value) ?? 'missing'}, where Megatron saves a ${typeof out[flag]}`);
+    if (typeof value !== 'number' && typeof value !== 'string' && typeof value !== 'boolean') {
+      if (given.has(flag)) return;
+      throw new FlagError(`${where}: ${field} is ${show(value)}, not a value webtron can read; give --${flag}`);
+    }
     takeFlag(out, given, flag, value, `${where}: ${field} is ${String(value)}; leave the flag out to take the checkpoint's value`);
   };
   for (const flag of SAME) take(flag, flag.replaceAll('-', '_'), args[flag.replaceAll('-', '_')]);
@@ -111,9 +115,7 @@ export function withMegatronInit(values: FlagValues, argv: readonly string[]): {
     );
   const vocab = args.padded_vocab_size;
   if (!Number.isInteger(vocab))
-    throw new FlagError(
-      `${where}: padded_vocab_size is ${JSON.stringify(vocab) ?? 'missing'}, where Megatron saves the model's vocabulary`,
-    );
+    throw new FlagError(`${where}: padded_vocab_size is ${show(vocab)}, where Megatron saves the model's vocabulary`);
   return { values: out, vocabSize: vocab as number };
 }
 
@@ -121,7 +123,7 @@ export function withMegatronInit(values: FlagValues, argv: readonly string[]): {
 function positionFlags(args: Args, where: string, take: (flag: string, field: string, value: unknown) => void): void {
   const type = args.position_embedding_type ?? (args.use_rotary_position_embeddings ? 'rope' : 'learned_absolute');
   if (type !== 'learned_absolute' && type !== 'rope' && type !== 'none')
-    throw new FlagError(`${where}: position_embedding_type is ${JSON.stringify(type)}; webtron computes learned_absolute, rope and none`);
+    throw new FlagError(`${where}: position_embedding_type is ${show(type)}; webtron computes learned_absolute, rope and none`);
   take('position-embedding-type', 'position_embedding_type', type);
   if (type !== 'rope') return;
   take('rotary-base', 'rotary_base', args.rotary_base ?? 10000);

@@ -3,10 +3,9 @@
  * module, and the zip archive by torch's own files and Python's zipfile.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import CRC32 from 'crc-32';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type PickleValue,
@@ -88,75 +87,8 @@ json.dump(out, sys.stdout)
   });
 });
 
-/**
- * `records` as a zip64 archive: every size and offset in the zip64 extra fields, and the directory
- * found through the zip64 end record and its locator, as torch.save writes an archive past 4 GiB.
- */
-function zip64(records: [name: string, data: Buffer][]): Buffer {
-  const parts: Buffer[] = [];
-  const central: Buffer[] = [];
-  let offset = 0;
-  for (const [name, data] of records) {
-    const nameBytes = Buffer.from(name);
-    const crc = CRC32.buf(data) >>> 0;
-    const local = Buffer.alloc(30 + nameBytes.length + 20);
-    local.writeUInt32LE(0x04034b50, 0);
-    local.writeUInt16LE(45, 4);
-    local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(0xffffffff, 18);
-    local.writeUInt32LE(0xffffffff, 22);
-    local.writeUInt16LE(nameBytes.length, 26);
-    local.writeUInt16LE(20, 28);
-    nameBytes.copy(local, 30);
-    local.writeUInt16LE(1, 30 + nameBytes.length);
-    local.writeUInt16LE(16, 32 + nameBytes.length);
-    local.writeBigUInt64LE(BigInt(data.length), 34 + nameBytes.length);
-    local.writeBigUInt64LE(BigInt(data.length), 42 + nameBytes.length);
-    const entry = Buffer.alloc(46 + nameBytes.length + 28);
-    entry.writeUInt32LE(0x02014b50, 0);
-    entry.writeUInt16LE(45, 4);
-    entry.writeUInt16LE(45, 6);
-    entry.writeUInt32LE(crc, 16);
-    entry.writeUInt32LE(0xffffffff, 20);
-    entry.writeUInt32LE(0xffffffff, 24);
-    entry.writeUInt16LE(nameBytes.length, 28);
-    entry.writeUInt16LE(28, 30);
-    entry.writeUInt32LE(0xffffffff, 42);
-    nameBytes.copy(entry, 46);
-    entry.writeUInt16LE(1, 46 + nameBytes.length);
-    entry.writeUInt16LE(24, 48 + nameBytes.length);
-    entry.writeBigUInt64LE(BigInt(data.length), 50 + nameBytes.length);
-    entry.writeBigUInt64LE(BigInt(data.length), 58 + nameBytes.length);
-    entry.writeBigUInt64LE(BigInt(offset), 66 + nameBytes.length);
-    parts.push(local, data);
-    central.push(entry);
-    offset += local.length + data.length;
-  }
-  const directory = Buffer.concat(central);
-  const end64 = Buffer.alloc(56);
-  end64.writeUInt32LE(0x06064b50, 0);
-  end64.writeBigUInt64LE(44n, 4);
-  end64.writeUInt16LE(45, 12);
-  end64.writeUInt16LE(45, 14);
-  end64.writeBigUInt64LE(BigInt(records.length), 24);
-  end64.writeBigUInt64LE(BigInt(records.length), 32);
-  end64.writeBigUInt64LE(BigInt(directory.length), 40);
-  end64.writeBigUInt64LE(BigInt(offset), 48);
-  const locator = Buffer.alloc(20);
-  locator.writeUInt32LE(0x07064b50, 0);
-  locator.writeBigUInt64LE(BigInt(offset + directory.length), 8);
-  locator.writeUInt32LE(1, 16);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(0xffff, 8);
-  end.writeUInt16LE(0xffff, 10);
-  end.writeUInt32LE(0xffffffff, 12);
-  end.writeUInt32LE(0xffffffff, 16);
-  return Buffer.concat([...parts, directory, end64, locator, end]);
-}
-
 describe("torch.save's archive", () => {
-  it("reads torch's fp32, fp16 and bf16 tensors, a view at an offset among them, from a plain archive and from its records rewritten as zip64 (which Python's zipfile checks)", (context) => {
+  it("reads torch's fp32, fp16 and bf16 tensors, a view at an offset among them, from a plain archive and from its records rewritten as zip64 (which Python's zipfile checks)", async (context) => {
     skipWithoutTorch(context);
     const plain = join(dir, 'tensors.pt');
     const script = String.raw`
@@ -173,7 +105,11 @@ json.dump({'want': {k: v.float().flatten().tolist() for k, v in tensors.items()}
     const { want, records } = JSON.parse(run.stdout) as { want: Record<string, number[]>; records: [string, string][] };
     // The same records in a zip64 archive, checked by Python's zipfile (CRCs and sizes).
     const wide = join(dir, 'tensors64.pt');
-    writeFileSync(wide, zip64(records.map(([name, hex]) => [name, Buffer.from(hex, 'hex')])));
+    await writeTorchArchive(
+      wide,
+      records.map(([name, hex]) => ({ name, bytes: () => Buffer.from(hex, 'hex') })),
+      { zip64: true },
+    );
     const check = spawnSync(PYTHON, ['-c', 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).testzip())', wide], {
       encoding: 'utf8',
     });
