@@ -73,7 +73,8 @@ export function megatronArgs(
     ['max_position_embeddings', config.maxPositionEmbeddings ?? config.seqLength],
     ['seq_length', args.seqLength ?? config.seqLength],
     ['position_embedding_type', config.positionEmbeddingType ?? 'learned_absolute'],
-    ['add_position_embedding', (config.positionEmbeddingType ?? 'learned_absolute') === 'learned_absolute'],
+    // Megatron's default, whatever the positions: its load compares it, and --position-embedding-type decides.
+    ['add_position_embedding', true],
     ['rotary_base', rope ? (config.rotaryBase ?? 10000) : 10000],
     ['rotary_percent', float(config.rotaryPercent ?? 1)],
     ['rotary_interleaved', Boolean(config.rotaryInterleaved)],
