@@ -61,7 +61,7 @@ export async function exportCommand(
   const path = values.load as string | undefined;
   if (!path) throw new FlagError('--load is required: the checkpoint to export (a --save folder of webtron train)');
   const output = values.output as string | undefined;
-  if (!output) throw new FlagError('--output is required: the .onnx file to write (or with --format hf, the folder)');
+  if (!output) throw new FlagError('--output is required: the .onnx file to write (or with --format hf or megatron, the folder)');
   const format = values.format as string;
   if (format !== 'onnx' && format !== 'hf' && format !== 'megatron')
     throw new FlagError(`--format must be onnx, hf or megatron, got '${format}'`);
