@@ -37,3 +37,22 @@ export function pythonModulesMissing(modules: string[], packages: string[]): str
   const failed = aptInstall(packages);
   return failed ?? (importable() ? null : `${packages.join(' and ')} installed, but ${modules.join(', ')} does not import`);
 }
+
+/**
+ * For tests refereed by Debian's torch and numpy: `find()` in beforeAll (installing them as root
+ * where missing), then `skipWithout(context)` first in each such test, which skips it with one line
+ * when they are not there.
+ */
+export function torchReferee(): { find: () => void; skipWithout: (context: { skip: () => void }) => void } {
+  let missing: string | null = null;
+  return {
+    find: () => {
+      missing = pythonModulesMissing(['torch', 'numpy'], ['python3-torch', 'python3-numpy']);
+    },
+    skipWithout: (context) => {
+      if (!missing) return;
+      console.log(`skipped: ${missing}`);
+      context.skip();
+    },
+  };
+}

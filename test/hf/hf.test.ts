@@ -29,7 +29,7 @@ import { Graph } from '../../src/nn/graph.js';
 import { LocalParams } from '../../src/nn/params.js';
 import { vocabWindows } from '../../src/nn/vocab-windows.js';
 import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
-import { pythonModulesMissing } from '../helpers/apt.js';
+import { torchReferee } from '../helpers/apt.js';
 import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
@@ -40,12 +40,8 @@ const REFEREE = fileURLToPath(new URL('./gpt2_reference.py', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-hf-'));
 let ctx: GpuContext;
 
-let noTorch: string | null = null;
-const skipWithoutTorch = (context: { skip: () => void }) => {
-  if (!noTorch) return;
-  console.log(`skipped: ${noTorch}`);
-  context.skip();
-};
+const torch = torchReferee();
+const skipWithoutTorch = torch.skipWithout;
 
 /** Llama's block: rope, RMSNorm, SwiGLU, no linear biases. */
 const LLAMA = [
@@ -65,7 +61,7 @@ const exportHf = (load: string, output: string, ...more: string[]) =>
 
 beforeAll(async () => {
   ctx = await GpuContext.create();
-  noTorch = pythonModulesMissing(['torch', 'numpy'], ['python3-torch', 'python3-numpy']);
+  torch.find();
   const shape = ['--num-layers', '2', '--hidden-size', '32', '--num-attention-heads', '4', '--seq-length', '16', '--micro-batch-size', '2'];
   for (const [name, more] of [
     ['tied', []],

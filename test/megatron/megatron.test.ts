@@ -19,7 +19,7 @@ import { Graph } from '../../src/nn/graph.js';
 import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
 import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { gptParams } from '../../src/nn/gpt-spec.js';
-import { pythonModulesMissing } from '../helpers/apt.js';
+import { torchReferee } from '../helpers/apt.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
 
@@ -27,16 +27,12 @@ const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./megatron_reference.py', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-megatron-'));
 let ctx: GpuContext;
-let noTorch: string | null = null;
-const skipWithoutTorch = (context: { skip: () => void }) => {
-  if (!noTorch) return;
-  console.log(`skipped: ${noTorch}`);
-  context.skip();
-};
+const torch = torchReferee();
+const skipWithoutTorch = torch.skipWithout;
 
 beforeAll(async () => {
   ctx = await GpuContext.create();
-  noTorch = pythonModulesMissing(['torch', 'numpy'], ['python3-torch', 'python3-numpy']);
+  torch.find();
 });
 afterAll(() => {
   ctx?.destroy();

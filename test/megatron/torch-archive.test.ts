@@ -19,19 +19,15 @@ import {
   unpickle,
 } from '../../src/checkpoint/pickle.js';
 import { type TensorRef, TorchArchive, writeTorchArchive } from '../../src/checkpoint/torch-archive.js';
-import { pythonModulesMissing } from '../helpers/apt.js';
+import { torchReferee } from '../helpers/apt.js';
 
 const PYTHON = '/usr/bin/python3';
 const dir = mkdtempSync(join(tmpdir(), 'webtron-torch-archive-'));
-let noTorch: string | null = null;
-const skipWithoutTorch = (context: { skip: () => void }) => {
-  if (!noTorch) return;
-  console.log(`skipped: ${noTorch}`);
-  context.skip();
-};
+const torch = torchReferee();
+const skipWithoutTorch = torch.skipWithout;
 
 beforeAll(() => {
-  noTorch = pythonModulesMissing(['torch', 'numpy'], ['python3-torch', 'python3-numpy']);
+  torch.find();
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
