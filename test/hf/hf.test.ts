@@ -34,6 +34,7 @@ import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
 import { trickyText } from '../helpers/tricky-text.js';
+import { checkpointLogits, logitsDifference, refereeLogits } from '../helpers/referee-logits.js';
 
 const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./gpt2_reference.py', import.meta.url));
@@ -224,46 +225,6 @@ async function webtronLogits(config: GptConfig, values: (name: string) => Float3
   return logits;
 }
 
-/** The referee's logits for the folder `folder`: GPT-2's (gpt2_reference.py) or Llama's (llama_reference.py). */
-/** Random token ids [batch, t] and a checkpoint model's logits of them; the model's params are destroyed after. */
-async function checkpointLogits(
-  model: Awaited<ReturnType<typeof loadCheckpointModel>>,
-  random: () => number,
-  batch: number,
-  t: number,
-): Promise<{ ids: Uint32Array; want: Float32Array }> {
-  const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
-  const g = new Graph(ctx, { training: false });
-  try {
-    return { ids, want: await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits) };
-  } finally {
-    g.release();
-    model.params.destroy();
-  }
-}
-
-function refereeLogits(folder: string, ids: Uint32Array, batch: number, referee = REFEREE): Float32Array {
-  const idsFile = join(dir, 'ids.bin');
-  const out = join(dir, 'logits.bin');
-  writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
-  const run = spawnSync(PYTHON, [referee, 'logits', folder, idsFile, String(batch), String(ids.length / batch), out], { encoding: 'utf8' });
-  expect(run.status, run.stderr).toBe(0);
-  const bytes = readFileSync(out);
-  return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-}
-
-/** The largest absolute difference between two runs' logits, and the largest logit of the first. */
-function logitsDifference(got: Float32Array, want: Float32Array): { worst: number; largest: number } {
-  expect(got.length).toBe(want.length);
-  let worst = 0;
-  let largest = 0;
-  for (let i = 0; i < want.length; i++) {
-    worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
-    largest = Math.max(largest, Math.abs(got[i]!));
-  }
-  return { worst, largest };
-}
-
 /** The error `run` throws (null when it throws none). */
 function errorOf(run: () => unknown): Error | null {
   try {
@@ -320,7 +281,7 @@ describe('webtron export --format hf', () => {
           weights.close();
         }
         model.params.destroy();
-        const { worst } = logitsDifference(refereeLogits(out, ids, batch), want);
+        const { worst } = logitsDifference(refereeLogits(REFEREE, out, ids, batch), want);
         console.log(`${name} head, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
         expect(worst).toBeLessThanOrEqual(1e-4);
       }
@@ -369,7 +330,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       }
       model.params.destroy();
       const want = await webtronLogits({ ...model.config, applyLayernorm1p: false }, (n) => values.get(n)!, ids, batch);
-      const { worst } = logitsDifference(refereeLogits(out, ids, batch, LLAMA_REFEREE), want);
+      const { worst } = logitsDifference(refereeLogits(LLAMA_REFEREE, out, ids, batch), want);
       console.log(`${name}, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
       expect(worst).toBeLessThanOrEqual(1e-4);
     }
@@ -470,8 +431,8 @@ describe('webtron export --format hf of a Llama-block model', () => {
       seqLength: 32,
     });
     const batch = 2;
-    const { ids, want } = await checkpointLogits(model, random, batch, 32);
-    const { worst, largest } = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
+    const { ids, want } = await checkpointLogits(ctx, model, random, batch, 32);
+    const { worst, largest } = logitsDifference(refereeLogits(LLAMA_REFEREE, folder, ids, batch), want);
     console.log(
       `Llama 3-shaped folder from Python: max abs difference of the logits ${worst.toExponential(2)} (largest logit ${largest.toFixed(2)})`,
     );
@@ -498,8 +459,8 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const model = await loadCheckpointModel(ctx, saved);
     expect(model.config).toMatchObject({ hiddenSize: 48, numAttentionHeads: 4, kvChannels: 16, numQueryGroups: 2 });
     const batch = 2;
-    const { ids, want } = await checkpointLogits(model, random, batch, 16);
-    const read = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
+    const { ids, want } = await checkpointLogits(ctx, model, random, batch, 16);
+    const read = logitsDifference(refereeLogits(LLAMA_REFEREE, folder, ids, batch), want);
     console.log(
       `head_dim folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`,
     );
@@ -514,7 +475,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
       num_attention_heads: 4,
       head_dim: 16,
     });
-    expect(logitsDifference(refereeLogits(out, ids, batch, LLAMA_REFEREE), want).worst).toBeLessThanOrEqual(1e-4);
+    expect(logitsDifference(refereeLogits(LLAMA_REFEREE, out, ids, batch), want).worst).toBeLessThanOrEqual(1e-4);
     // A --kv-channels that contradicts the folder is one line.
     const contradicting = await train(['--init-from', folder, '--kv-channels', '12', '--train-iters', '1']);
     expect(contradicting.code).toBe(2);
@@ -545,7 +506,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const weights = openFolderWeights(folder, config);
     const want = await webtronLogits(config, (n) => weights.read(n), ids, batch);
     weights.close();
-    const { worst } = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
+    const { worst } = logitsDifference(refereeLogits(LLAMA_REFEREE, folder, ids, batch), want);
     console.log(`Qwen2 folder from Python: max abs difference of the logits ${worst.toExponential(2)}`);
     expect(worst).toBeLessThanOrEqual(1e-4);
     // A sliding window is refused in one line.
@@ -573,7 +534,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const weights = openFolderWeights(folder, config);
     const want = await webtronLogits(config, (n) => weights.read(n), ids, batch);
     weights.close();
-    const read = logitsDifference(refereeLogits(folder, ids, batch, LLAMA_REFEREE), want);
+    const read = logitsDifference(refereeLogits(LLAMA_REFEREE, folder, ids, batch), want);
     console.log(
       `Qwen3 folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`,
     );
@@ -592,7 +553,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toMatchObject({
       ...{ architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', head_dim: 12, attention_bias: false, use_sliding_window: false },
     });
-    expect(logitsDifference(refereeLogits(out, ids, batch, LLAMA_REFEREE), want).worst).toBeLessThanOrEqual(1e-4);
+    expect(logitsDifference(refereeLogits(LLAMA_REFEREE, out, ids, batch), want).worst).toBeLessThanOrEqual(1e-4);
     // --qk-layernorm belongs to the folder: given against a Llama one it is one line.
     const plain = join(dir, 'llama-without-qk-norms');
     const made = spawnSync(PYTHON, [LLAMA_REFEREE, 'write-random', plain, String(seed), '1', '32', '4', '2', '24', '16'], {
@@ -696,7 +657,7 @@ describe("GPT-2 small's shape", () => {
       const g = new Graph(ctx, { training: false });
       want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
       g.release();
-      const { worst, largest } = logitsDifference(refereeLogits(folder, ids, batch), want);
+      const { worst, largest } = logitsDifference(refereeLogits(REFEREE, folder, ids, batch), want);
       console.log(
         `GPT-2 small's shape, one block, fp32 weights: max abs difference of the logits ${worst.toExponential(2)} (largest logit ${largest.toFixed(2)})`,
       );
@@ -745,7 +706,7 @@ describe("GPT-2 small's shape", () => {
     const want = await g.read(new Gpt(config, params.tensors).forward(g, g.input(ids, [batch, t])).logits);
     g.release();
     params.destroy();
-    const { worst, largest: scale } = logitsDifference(refereeLogits(folder, ids, batch), want);
+    const { worst, largest: scale } = logitsDifference(refereeLogits(REFEREE, folder, ids, batch), want);
     console.log(
       `GPT-2 small's shape, bf16 weights: max abs difference of the logits ${worst.toExponential(2)} (largest logit ${scale.toFixed(2)})`,
     );

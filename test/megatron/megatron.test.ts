@@ -15,13 +15,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { megatronCheckpointFile, megatronQkvRow, megatronWeights, openMegatronCheckpoint } from '../../src/checkpoint/megatron.js';
 import { megatronLoadAsInit } from '../../src/cli/megatron-init.js';
 import { GpuContext } from '../../src/gpu/context.js';
-import { Graph } from '../../src/nn/graph.js';
 import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
 import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { gptParams } from '../../src/nn/gpt-spec.js';
 import { torchReferee } from '../helpers/apt.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
+import { checkpointLogits, logitsDifference, refereeLogits } from '../helpers/referee-logits.js';
 
 const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./megatron_reference.py', import.meta.url));
@@ -44,31 +44,10 @@ function writeCheckpoint(folder: string, seed: number, kind: 'gpt' | 'llama', ..
   expect(wrote.status, wrote.stderr).toBe(0);
 }
 
-/** The referee's logits and webtron's for the model a run started --init-from `folder` saved, compared. */
+/** How far the referee's logits of `folder` are from webtron's of the checkpoint `saved`, on random ids [2, 16]. */
 async function compareLogits(folder: string, saved: string, random: () => number): Promise<number> {
-  const model = await loadCheckpointModel(ctx, saved);
-  const batch = 2;
-  const t = 16;
-  const ids = Uint32Array.from({ length: batch * t }, () => Math.floor(random() * model.config.vocabSize));
-  const g = new Graph(ctx, { training: false });
-  let want: Float32Array;
-  try {
-    want = await g.read(model.gpt.forward(g, g.input(ids, [batch, t])).logits);
-  } finally {
-    g.release();
-    model.params.destroy();
-  }
-  const idsFile = join(dir, 'ids.bin');
-  const out = join(dir, 'logits.bin');
-  writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
-  const run = spawnSync(PYTHON, [REFEREE, 'logits', folder, idsFile, String(batch), String(t), out], { encoding: 'utf8' });
-  expect(run.status, run.stderr).toBe(0);
-  const bytes = readFileSync(out);
-  const got = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-  expect(got.length).toBe(want.length);
-  let worst = 0;
-  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
-  return worst;
+  const { ids, want } = await checkpointLogits(ctx, await loadCheckpointModel(ctx, saved), random, 2, 16);
+  return logitsDifference(refereeLogits(REFEREE, folder, ids, 2), want).worst;
 }
 
 describe('webtron train --init-from a Megatron checkpoint', () => {
