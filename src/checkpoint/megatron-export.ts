@@ -25,10 +25,7 @@ import { TRACKER } from './dir.js';
 import { CheckpointError } from './errors.js';
 import { megatronTensors, type TransformerImpl } from './megatron.js';
 import { type PickleValue, PyCall, PyFloat, PyGlobal, PyObject, PyPersistent, PyTuple, pickle } from './pickle.js';
-import { type ArchiveRecord, writeTorchArchive } from './torch-archive.js';
-
-const STORAGE_CLASS: Record<ParamDtype, string> = { float32: 'FloatStorage', float16: 'HalfStorage', bfloat16: 'BFloat16Storage' };
-const TORCH_DTYPE: Record<ParamDtype, string> = { float32: 'float32', float16: 'float16', bfloat16: 'bfloat16' };
+import { type ArchiveRecord, STORAGE_CLASS, writeTorchArchive } from './torch-archive.js';
 
 const float = (v: number) => new PyFloat(v);
 
@@ -107,7 +104,8 @@ export function megatronArgs(
     ['num_experts', null],
     ['fp16', dtype === 'float16'],
     ['bf16', dtype === 'bfloat16'],
-    ['params_dtype', new PyGlobal('torch', TORCH_DTYPE[dtype])],
+    // webtron's dtype names are torch's (torch.float32, torch.bfloat16, …).
+    ['params_dtype', new PyGlobal('torch', dtype)],
     ['ckpt_format', 'torch'],
     ['iteration', iteration],
     ['micro_batch_size', args.microBatchSize ?? null],

@@ -21,15 +21,18 @@ import { fsyncDir } from '../files.js';
 import { CheckpointError } from './errors.js';
 import { type PickleGlobal, unpickle } from './pickle.js';
 
-/** The dtypes of torch storages webtron reads, by storage class. */
-const STORAGES: Record<string, TensorDtype> = {
-  FloatStorage: 'float32',
-  HalfStorage: 'float16',
-  BFloat16Storage: 'bfloat16',
-  DoubleStorage: 'float64',
-};
+/** The dtypes of torch tensors webtron reads, and their widths in bytes. */
 export type TensorDtype = 'float32' | 'float16' | 'bfloat16' | 'float64';
 const BYTES: Record<TensorDtype, number> = { float32: 4, float16: 2, bfloat16: 2, float64: 8 };
+/** torch's storage class of each dtype webtron reads and writes (the `torch.FloatStorage` of a pickled tensor). */
+export const STORAGE_CLASS: Record<TensorDtype, string> = {
+  float32: 'FloatStorage',
+  float16: 'HalfStorage',
+  bfloat16: 'BFloat16Storage',
+  float64: 'DoubleStorage',
+};
+/** The dtype of each storage class, for reading. */
+const DTYPE_OF_STORAGE = new Map(Object.entries(STORAGE_CLASS).map(([dtype, cls]) => [cls, dtype as TensorDtype]));
 
 /** A tensor in the pickle: where its values lie in which storage, read by `TorchArchive.read`. */
 export interface TensorRef {
@@ -206,7 +209,7 @@ function storageOf(pid: unknown, file: string): { dtype: string; key: string } {
   if (!Array.isArray(pid) || pid[0] !== 'storage' || typeof pid[2] !== 'string')
     throw new CheckpointError(`${file} has a persistent id that is no torch storage (${JSON.stringify(pid)?.slice(0, 80)})`);
   const cls = (pid[1] as PickleGlobal | undefined)?.qualifiedName ?? '';
-  const dtype = STORAGES[cls.replace(/^torch\./, '')] ?? cls;
+  const dtype = DTYPE_OF_STORAGE.get(cls.replace(/^torch\./, '')) ?? cls;
   return { dtype, key: pid[2] };
 }
 

@@ -246,8 +246,7 @@ async function initialParams(cfg: TrainConfig, model: GptConfig, specs: ParamSpe
     return null;
   }
   const megatron = megatronCheckpointFile(cfg.initFrom);
-  const hf = megatron === null && isFolder(cfg.initFrom);
-  if (megatron === null && !hf) {
+  if (megatron === null && !isFolder(cfg.initFrom)) {
     // The ONNX reader (protobufjs and onnx-proto) loads only for an ONNX --init-from.
     ddp.importParams((await import('../onnx/proto.js')).readOnnxParams(cfg.initFrom, specs));
     return `the ONNX model ${cfg.initFrom}`;
