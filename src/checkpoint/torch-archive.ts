@@ -62,19 +62,40 @@ function uint(buf: Buffer, at: number, bytes: 2 | 4 | 8): number {
   return Number(v);
 }
 
+/** Where an archive lies inside a larger file (torch's distributed checkpoint packs many in one): its first byte and length. */
+export interface ArchiveWindow {
+  start: number;
+  length: number;
+}
+
 export class TorchArchive {
   private readonly fd: number;
   private readonly records = new Map<string, ZipRecord>();
   /** The archive's folder name: every record is under it (`model_optim_rng/` for model_optim_rng.pt). */
   readonly prefix: string;
+  /** The archive's first byte in the file; the zip's own offsets count from it. */
+  private readonly start: number;
+  private readonly size: number;
+  private readonly windowed: boolean;
 
-  private constructor(readonly file: string) {
+  private constructor(
+    readonly file: string,
+    window?: ArchiveWindow,
+  ) {
     try {
       this.fd = openSync(file, 'r');
     } catch (error) {
       throw new CheckpointError(`cannot open ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
     }
     try {
+      const fileSize = fstatSync(this.fd).size;
+      this.windowed = window !== undefined;
+      this.start = window?.start ?? 0;
+      this.size = window?.length ?? fileSize;
+      if (this.start + this.size > fileSize)
+        throw new CheckpointError(
+          `${file} is ${fileSize} bytes and ends before the archive at bytes ${this.start} to ${this.start + this.size}; is it cut short?`,
+        );
       this.readDirectory();
       const pickles = [...this.records.keys()].filter((name) => /^[^/]+\/data\.pkl$/.test(name));
       if (pickles.length !== 1) throw this.fail(`holds ${pickles.length} ARCHIVE/data.pkl records, where torch.save writes one`);
@@ -88,20 +109,24 @@ export class TorchArchive {
     }
   }
 
-  /** Open a torch.save archive: its zip directory is read now, its pickle by `load`. */
-  static open(file: string): TorchArchive {
-    return new TorchArchive(file);
+  /** Open a torch.save archive, the whole file or the `window` of it: its zip directory is read now, its pickle by `load`. */
+  static open(file: string, window?: ArchiveWindow): TorchArchive {
+    return new TorchArchive(file, window);
   }
 
   private fail(message: string): CheckpointError {
-    return new CheckpointError(`${this.file} ${message}`);
+    const where = this.windowed ? ` (the archive at byte ${this.start})` : '';
+    return new CheckpointError(`${this.file}${where} ${message}`);
   }
 
+  /** `length` bytes at `position` of the archive (counted from its start in the file). */
   private readAt(position: number, length: number): Buffer {
+    if (position + length > this.size)
+      throw this.fail(`ends at byte ${this.size}, inside a record that should run to ${position + length}`);
     const buf = Buffer.alloc(length);
     let done = 0;
     while (done < length) {
-      const n = readSync(this.fd, buf, done, length - done, position + done);
+      const n = readSync(this.fd, buf, done, length - done, this.start + position + done);
       if (n === 0) throw this.fail(`ends at byte ${position + done}, inside a record that should run to ${position + length}`);
       done += n;
     }
@@ -110,7 +135,7 @@ export class TorchArchive {
 
   /** The central directory (zip64 where the archive needs it): every record's name and where its bytes start. */
   private readDirectory(): void {
-    const size = fstatSync(this.fd).size;
+    const size = this.size;
     const tailLength = Math.min(size, 22 + 0xffff);
     const tail = this.readAt(size - tailLength, tailLength);
     let end = -1;
