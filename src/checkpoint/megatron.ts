@@ -6,7 +6,9 @@
  *   SAVE/iter_0000050/mp_rank_00/model_optim_rng.pt
  *
  * whose torch.save dict holds `args` (the argparse namespace the run had), `iteration` and `model`,
- * Megatron-core GPTModel's state dict. Its names and layouts, from megatron/core:
+ * Megatron-core GPTModel's state dict; or the `--ckpt-format torch_dist` folder (Megatron's
+ * default), SAVE/iter_0000050/ holding torch's distributed checkpoint of the same tensors, global
+ * whatever the parallel sizes (openDist). Their names and layouts, from megatron/core:
  * - `embedding.word_embeddings.weight` [padded vocab, h], `embedding.position_embeddings.weight`;
  * - per layer `decoder.layers.N.`: the input norm (`input_layernorm.*`, or Transformer Engine's
  *   `self_attention.linear_qkv.layer_norm_*`), `self_attention.linear_qkv` whose rows are the query
@@ -23,6 +25,7 @@ import { ConfigError } from '../errors.js';
 import { type GptShape, gptParams, headDim, queryGroups } from '../nn/gpt-spec.js';
 import { TRACKER } from './dir.js';
 import { isTensorRef, type TensorRef, TorchArchive } from './torch-archive.js';
+import { DistributedCheckpoint, METADATA_FILE } from './torch-dcp.js';
 
 const fail = (message: string) => new ConfigError(`initFrom: ${message}`, 'initFrom');
 
@@ -37,58 +40,80 @@ function trackedFolder(dir: string): string {
 }
 
 /**
- * The model_optim_rng.pt that `path` means, when it is a Megatron checkpoint: the file itself, a
- * rank folder (mp_rank_00), an iteration folder, or SAVE with its tracker. Null for anything else
- * (a Hugging Face folder, a webtron checkpoint, an ONNX model). Megatron's other layouts are one
- * line each: several model-parallel ranks, and torch_dist's sharded files.
+ * The Megatron checkpoint that `path` means: the model_optim_rng.pt of the torch format (the file
+ * itself, a rank folder mp_rank_00, an iteration folder, or SAVE with its tracker), or the folder
+ * of the torch_dist format (an iteration folder, or SAVE with its tracker). Null for anything else
+ * (a Hugging Face folder, a webtron checkpoint, an ONNX model). The torch format's files of several
+ * model-parallel ranks are one line.
  */
-export function megatronCheckpointFile(path: string): string | null {
+export function megatronCheckpointPath(path: string): string | null {
   if (!existsSync(path)) return null;
   if (!statSync(path).isDirectory()) return path.endsWith('.pt') ? path : null;
   if (existsSync(join(path, RANK_FILE))) return join(path, RANK_FILE);
   const iteration = existsSync(join(path, TRACKER)) ? trackedFolder(path) : path;
   if (!existsSync(iteration) || !statSync(iteration).isDirectory()) return null;
+  if (existsSync(join(iteration, METADATA_FILE))) return iteration;
   const names = readdirSync(iteration);
   const ranks = names.filter((n) => /^mp_rank_\d\d(_\d{3}){0,2}$/.test(n)).sort();
   if (ranks.length > 1 || (ranks.length === 1 && ranks[0] !== 'mp_rank_00'))
     throw fail(
-      `${iteration} holds ${ranks.length} model-parallel ranks (${ranks.slice(0, 3).join(', ')}${ranks.length > 3 ? ', …' : ''}); webtron reads one: convert it to tensor and pipeline parallel size 1 with Megatron's tools/checkpoint/convert.py (--target-tensor-parallel-size 1 --target-pipeline-parallel-size 1)`,
+      `${iteration} holds ${ranks.length} model-parallel ranks (${ranks.slice(0, 3).join(', ')}${ranks.length > 3 ? ', …' : ''}); webtron reads one: convert it to tensor and pipeline parallel size 1 with Megatron's tools/checkpoint/convert.py (--target-tensor-parallel-size 1 --target-pipeline-parallel-size 1), or have Megatron save --ckpt-format torch_dist, which webtron reads at any parallel sizes`,
     );
   if (ranks.length === 1) {
     const file = join(iteration, ranks[0]!, RANK_FILE);
     if (!existsSync(file)) throw fail(`${join(iteration, ranks[0]!)} has no ${RANK_FILE}`);
     return file;
   }
-  if (names.includes('.metadata') || names.includes('common.pt'))
-    throw fail(
-      `${iteration} is Megatron's torch_dist format, which webtron does not read; have Megatron write the torch format: its training command with --load this folder --ckpt-convert-format torch --ckpt-convert-save NEW_DIR`,
-    );
   return null;
 }
 
-/** What a Megatron checkpoint file holds that webtron reads. */
+/** What a Megatron checkpoint holds that webtron reads. */
 export interface MegatronCheckpoint {
-  file: string;
+  /** The torch format's .pt file, or the torch_dist format's folder. */
+  path: string;
+  format: 'torch' | 'torch_dist';
   /** The run's argparse namespace, field by field. */
   args: Record<string, unknown>;
   iteration: number | null;
-  /** The model's state dict: tensors by name (Transformer Engine's `_extra_state` left out). */
-  tensors: Map<string, TensorRef>;
-  archive: TorchArchive;
+  /**
+   * The model's tensors, by their names in one rank's state dict (`decoder.layers.0.…`), with
+   * torch's shapes; Transformer Engine's `_extra_state` records and the optimizer's state left out.
+   */
+  shapes: Map<string, number[]>;
+  /** A tensor of `shapes` as fp32 values. */
+  read(name: string): Float32Array;
+  close(): void;
 }
 
-/** Open `file` (megatronCheckpointFile) and read its pickle: args, iteration and the model's tensors. */
-export function openMegatronCheckpoint(file: string): MegatronCheckpoint {
+/** Open a checkpoint megatronCheckpointPath found: its args, iteration and the model's tensors. */
+export function openMegatronCheckpoint(path: string): MegatronCheckpoint {
+  return statSync(path).isDirectory() ? openDist(path) : openTorch(path);
+}
+
+/** The saved dict's args, iteration and model checked as Megatron's save_checkpoint writes them. */
+function savedState(root: unknown, where: string): { args: Record<string, unknown>; iteration: number | null } {
+  if (!(root instanceof Map)) throw fail(`${where} holds no dict (torch.load would give ${typeof root})`);
+  const args = root.get('args');
+  if (typeof args !== 'object' || args === null || (args as { $call?: string }).$call !== 'argparse.Namespace')
+    throw fail(`${where} holds no 'args' namespace; is it a checkpoint Megatron's save_checkpoint wrote?`);
+  const iteration = root.get('iteration');
+  return { args: args as Record<string, unknown>, iteration: typeof iteration === 'number' ? iteration : null };
+}
+
+const legacyModel = (where: string, names: string[]) =>
+  fail(
+    `${where}'s model holds ${names.slice(0, 2).join(', ')}, not tensors: Megatron's legacy model (language_model.*), which webtron does not read; convert it to Megatron-core's names with Megatron's tools/checkpoint/convert.py --saver core`,
+  );
+
+/** The torch format: one torch.save dict holding args, iteration and the model's state dict. */
+function openTorch(file: string): MegatronCheckpoint {
   const archive = TorchArchive.open(file);
   try {
     const root = archive.load();
-    if (!(root instanceof Map)) throw fail(`${file} holds no dict (torch.load would give ${typeof root})`);
-    const args = root.get('args');
-    if (typeof args !== 'object' || args === null || (args as { $call?: string }).$call !== 'argparse.Namespace')
-      throw fail(`${file} holds no 'args' namespace; is it a checkpoint Megatron's save_checkpoint wrote?`);
-    const model = root.get('model');
+    const { args, iteration } = savedState(root, file);
+    const model = (root as Map<string, unknown>).get('model');
     if (!(model instanceof Map)) {
-      const many = [...root.keys()].filter((k) => /^model\d+$/.test(String(k)));
+      const many = [...(root as Map<string, unknown>).keys()].filter((k) => /^model\d+$/.test(String(k)));
       throw fail(
         many.length > 0
           ? `${file} holds ${many.length} model chunks (virtual pipeline stages); convert it to one with Megatron's tools/checkpoint/convert.py`
@@ -102,15 +127,114 @@ export function openMegatronCheckpoint(file: string): MegatronCheckpoint {
       if (isTensorRef(value)) tensors.set(String(name), value);
       else legacy.push(String(name));
     }
-    if (legacy.length > 0)
-      throw fail(
-        `${file}'s model holds ${legacy.slice(0, 2).join(', ')}, not tensors: Megatron's legacy model (language_model.*), which webtron does not read; convert it to Megatron-core's names with Megatron's tools/checkpoint/convert.py --saver core`,
-      );
-    const iteration = root.get('iteration');
-    return { file, args: args as Record<string, unknown>, iteration: typeof iteration === 'number' ? iteration : null, tensors, archive };
+    if (legacy.length > 0) throw legacyModel(file, legacy);
+    return {
+      path: file,
+      format: 'torch',
+      args,
+      iteration,
+      shapes: new Map([...tensors].map(([name, t]) => [name, t.shape])),
+      read: (name) => archive.read(tensors.get(name)!, name),
+      close: () => archive.close(),
+    };
   } catch (error) {
     archive.close();
     throw error;
+  }
+}
+
+/**
+ * The torch_dist format (megatron/core/dist_checkpointing): torch's distributed checkpoint of the
+ * model's global tensors, whatever the tensor- and pipeline-parallel sizes that wrote it, beside
+ * the optimizer's (`optimizer.…`, passed by); the args in the common state, Megatron's object
+ * `common_state` (a torch.save'd list of the dict) or, before Megatron-core 0.15, common.pt.
+ *
+ * Layers are stacked on a leading axis under one key (`decoder.layers.self_attention.linear_qkv.weight`
+ * [num_layers, …], TransformerBlock.sharded_state_dict's default) or keep their own
+ * (`decoder.layers.0.…`); SwiGLU's linear_fc1 is one tensor, the gate's rows before the value's
+ * (apply_swiglu_sharded_factory), or two, `weight_w` and `weight_v`. Either way the names here are
+ * one rank's state dict's.
+ */
+function openDist(folder: string): MegatronCheckpoint {
+  const dcp = DistributedCheckpoint.open(folder)!;
+  const common = dcp.objects.has(COMMON_OBJECT)
+    ? (dcp.object(COMMON_OBJECT) as unknown[] | undefined)?.[0]
+    : existsSync(join(folder, COMMON_FILE))
+      ? loadWhole(join(folder, COMMON_FILE))
+      : undefined;
+  const where = dcp.objects.has(COMMON_OBJECT) ? `${folder}'s ${COMMON_OBJECT}` : join(folder, COMMON_FILE);
+  if (common === undefined)
+    throw fail(`${folder} has neither Megatron's ${COMMON_OBJECT} nor ${COMMON_FILE}; is it a torch_dist checkpoint Megatron wrote?`);
+  const { args, iteration } = savedState(common, where);
+  const layers = args.num_layers as number;
+  const readers = new Map<string, { shape: number[]; read: () => Float32Array }>();
+  const legacy: string[] = [];
+  for (const [key, tensor] of dcp.tensors) {
+    if (key.startsWith('optimizer.')) continue;
+    if (key.startsWith('language_model.') || key.startsWith('model.language_model.')) legacy.push(key);
+    const stacked = /^decoder\.layers\.[^\d]/.exec(key);
+    if (!stacked) {
+      readers.set(key, {
+        shape: tensor.shape,
+        read: () =>
+          dcp.read(
+            key,
+            tensor.shape.map(() => 0),
+            tensor.shape,
+          ),
+      });
+      continue;
+    }
+    if (tensor.shape[0] !== layers)
+      throw fail(`${folder}'s ${key} stacks ${tensor.shape[0]} layers, where its args say num_layers ${layers}`);
+    const shape = tensor.shape.slice(1);
+    for (let l = 0; l < layers; l++)
+      readers.set(key.replace('decoder.layers.', `decoder.layers.${l}.`), {
+        shape,
+        read: () => dcp.read(key, [l, ...shape.map(() => 0)], [1, ...shape]),
+      });
+  }
+  if (legacy.length > 0) throw legacyModel(folder, legacy);
+  // SwiGLU's linear_fc1 as two tensors (weight_w, weight_v): one, the gate's rows before the value's.
+  for (const [name, w] of [...readers]) {
+    if (!/\.(weight|bias)_w$/.test(name)) continue;
+    const v = readers.get(`${name.slice(0, -2)}_v`);
+    if (!v) throw fail(`${folder} holds ${name} without its ${name.slice(0, -2)}_v`);
+    readers.delete(name);
+    readers.delete(`${name.slice(0, -2)}_v`);
+    readers.set(name.slice(0, -2), {
+      shape: [w.shape[0]! + v.shape[0]!, ...w.shape.slice(1)],
+      read: () => {
+        const [gate, value] = [w.read(), v.read()];
+        const out = new Float32Array(gate.length + value.length);
+        out.set(gate);
+        out.set(value, gate.length);
+        return out;
+      },
+    });
+  }
+  return {
+    path: folder,
+    format: 'torch_dist',
+    args,
+    iteration,
+    shapes: new Map([...readers].map(([name, r]) => [name, r.shape])),
+    read: (name) => readers.get(name)!.read(),
+    close: () => {},
+  };
+}
+
+/** Megatron's common state in a torch_dist checkpoint: its object, or the file older versions wrote. */
+const COMMON_OBJECT = 'common_state/shard_0_1';
+const COMMON_FILE = 'common.pt';
+
+/** What a whole torch.save file holds. */
+function loadWhole(file: string): unknown {
+  const archive = TorchArchive.open(file);
+  try {
+    return archive.load();
+  } finally {
+    archive.close();
   }
 }
 
@@ -246,7 +370,7 @@ export function megatronTensors(
  * `output_layer.weight` aside), else one ConfigError names the first three problems.
  */
 export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape): MegatronWeights {
-  const { tensors, file, archive } = checkpoint;
+  const { shapes: tensors, path: file } = checkpoint;
   // Transformer Engine's fused norms where the file has them, else the local spec's modules.
   const te = [...tensors.keys()].some((name) => name.includes('.layer_norm_'));
   const map = placements(model, (local) => te && !tensors.has(`${local}.weight`));
@@ -256,11 +380,11 @@ export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape)
   for (const [param, shape] of shapes) {
     const p = map.get(param)!; // placements places every param gptParams can name
     used.add(p.name);
-    const tensor = tensors.get(p.name);
+    const have = tensors.get(p.name);
     const want = torchShape(p, shape);
-    if (!tensor) problems.push(`it has no ${p.name} [${want.join(', ')}]`);
-    else if (tensor.shape.join(',') !== want.join(','))
-      problems.push(`its ${p.name} is [${tensor.shape.join(', ')}], where the model's flags make it [${want.join(', ')}]`);
+    if (!have) problems.push(`it has no ${p.name} [${want.join(', ')}]`);
+    else if (have.join(',') !== want.join(','))
+      problems.push(`its ${p.name} is [${have.join(', ')}], where the model's flags make it [${want.join(', ')}]`);
   }
   const strangers = [...tensors.keys()].filter((name) => !used.has(name) && !(name === 'output_layer.weight' && model.tiedHead !== false));
   if (strangers.length > 0)
@@ -268,7 +392,7 @@ export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape)
       `it holds ${strangers.slice(0, 3).join(', ')}${strangers.length > 3 ? ` and ${strangers.length - 3} more` : ''}, which no param of the model takes`,
     );
   if (problems.length > 0) {
-    archive.close();
+    checkpoint.close();
     const more = problems.length > 3 ? `; and ${problems.length - 3} more` : '';
     throw fail(`${file}: ${problems.slice(0, 3).join('; ')}${more}`);
   }
@@ -276,8 +400,8 @@ export function megatronWeights(checkpoint: MegatronCheckpoint, model: GptShape)
     files: [file],
     read(name) {
       const p = map.get(name)!;
-      return toWebtron(p, shapes.get(name)!, archive.read(tensors.get(p.name)!, p.name));
+      return toWebtron(p, shapes.get(name)!, checkpoint.read(p.name));
     },
-    close: () => archive.close(),
+    close: () => checkpoint.close(),
   };
 }

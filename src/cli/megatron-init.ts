@@ -1,12 +1,12 @@
 /**
- * `webtron train --init-from` a Megatron-LM checkpoint (`--ckpt-format torch`, one model-parallel
- * rank): the model's flags from the args the run saved, Megatron's names being webtron's. A flag left
+ * `webtron train --init-from` a Megatron-LM checkpoint (`--ckpt-format torch_dist` at any parallel
+ * sizes, or `torch` of one model-parallel rank): the model's flags from the args the run saved, Megatron's names being webtron's. A flag left
  * out takes the checkpoint's value; a flag given must agree with it, else one line names both. What
  * webtron's GPT does not compute (experts, multi-latent attention, erf GELU, a sliding window, …) is
  * refused in one line naming the field.
  */
 import { existsSync } from 'node:fs';
-import { megatronCheckpointFile, openMegatronCheckpoint } from '../checkpoint/megatron.js';
+import { megatronCheckpointPath, openMegatronCheckpoint } from '../checkpoint/megatron.js';
 import { TOKENIZER_TYPES } from '../data/tokenizer.js';
 import { FlagError, type FlagValues } from './flags.js';
 import { givenFlags, takeFlag } from './hf-init.js';
@@ -47,7 +47,7 @@ const SAME = ['num-layers', 'hidden-size', 'num-attention-heads', 'ffn-hidden-si
 export function megatronLoadAsInit(values: FlagValues): FlagValues {
   if (values['init-from'] !== undefined) return values;
   const load = values.load as string | undefined;
-  if (load !== undefined && megatronCheckpointFile(load) !== null) {
+  if (load !== undefined && megatronCheckpointPath(load) !== null) {
     if (!values.finetune || values['no-load-optim'])
       throw new FlagError(
         `--load ${load} is a Megatron-LM checkpoint: webtron takes its params, not its optimizer state or counters; add --finetune (iteration 0, a fresh optimizer), or give it as --init-from`,
@@ -56,7 +56,7 @@ export function megatronLoadAsInit(values: FlagValues): FlagValues {
     return { ...rest, 'init-from': load };
   }
   const pretrained = values['pretrained-checkpoint'] as string | undefined;
-  if (load === undefined && pretrained !== undefined && megatronCheckpointFile(pretrained) !== null) {
+  if (load === undefined && pretrained !== undefined && megatronCheckpointPath(pretrained) !== null) {
     const { 'pretrained-checkpoint': _pretrained, ...rest } = values;
     return { ...rest, 'init-from': pretrained };
   }
@@ -69,16 +69,17 @@ export function megatronLoadAsInit(values: FlagValues): FlagValues {
  */
 export function withMegatronInit(values: FlagValues, argv: readonly string[]): { values: FlagValues; vocabSize: number } | null {
   const path = values['init-from'] as string | undefined;
-  const file = path === undefined ? null : megatronCheckpointFile(path);
-  if (file === null) return null;
-  const checkpoint = openMegatronCheckpoint(file);
-  checkpoint.archive.close();
+  const found = path === undefined ? null : megatronCheckpointPath(path);
+  if (found === null) return null;
+  const checkpoint = openMegatronCheckpoint(found);
+  checkpoint.close();
   const args = checkpoint.args;
-  const where = `${file}'s args`;
+  const where = `${found}'s args`;
+  // The torch format's file is one rank's shard; torch_dist's tensors are global.
   for (const field of ['tensor_model_parallel_size', 'pipeline_model_parallel_size'])
-    if (args[field] !== undefined && args[field] !== 1)
+    if (checkpoint.format === 'torch' && args[field] !== undefined && args[field] !== 1)
       throw new FlagError(
-        `${where}: ${field} is ${show(args[field])}, so the file holds one shard of the model; convert the checkpoint to tensor and pipeline parallel size 1 with Megatron's tools/checkpoint/convert.py`,
+        `${where}: ${field} is ${show(args[field])}, so the file holds one shard of the model; convert the checkpoint to tensor and pipeline parallel size 1 with Megatron's tools/checkpoint/convert.py, or have Megatron save --ckpt-format torch_dist, which webtron reads at any parallel sizes`,
       );
   for (const [field, ok, what] of MUST_BE)
     if (!ok(args[field])) throw new FlagError(`${where}: ${field} is ${show(args[field])}: ${what}, which webtron's GPT does not compute`);

@@ -5,7 +5,7 @@
  */
 import { CheckpointError } from '../checkpoint/errors.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
-import { megatronCheckpointFile } from '../checkpoint/megatron.js';
+import { megatronCheckpointPath } from '../checkpoint/megatron.js';
 import { mobyDick, splitTexts, textFile } from '../data/corpus.js';
 import type { DataPathEntry } from '../data/blend.js';
 import { dataKind, openIndexedGptData, type GptSampleSource, type IndexedGptData } from '../data/gpt-dataset.js';
@@ -69,7 +69,7 @@ async function tokenizerOf(cfg: TrainConfig, text: string | null): Promise<Token
       throw new CheckpointError(`${dir}: saved with ${extra.tokenizer.type}, but --tokenizer-type is ${cfg.tokenizerType}`);
     return loadTokenizer(extra.tokenizer);
   }
-  const hfFolder = cfg.initFrom !== null && isFolder(cfg.initFrom) && megatronCheckpointFile(cfg.initFrom) === null;
+  const hfFolder = cfg.initFrom !== null && isFolder(cfg.initFrom) && megatronCheckpointPath(cfg.initFrom) === null;
   const folder = hfFolder ? await readFolderTokenizer(cfg.initFrom!) : null;
   if (folder) return loadTokenizer(folder);
   switch (cfg.tokenizerType) {

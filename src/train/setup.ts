@@ -6,7 +6,7 @@
  */
 import { tellLauncher } from './lifeline.js';
 import { loadCheckpoint } from '../checkpoint/checkpoint.js';
-import { megatronCheckpointFile, megatronWeights, openMegatronCheckpoint } from '../checkpoint/megatron.js';
+import { megatronCheckpointPath, megatronWeights, openMegatronCheckpoint } from '../checkpoint/megatron.js';
 import type { Distributed } from '../collectives/init.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { paddedVocabSize } from '../data/tokenizer.js';
@@ -245,7 +245,7 @@ async function initialParams(cfg: TrainConfig, model: GptConfig, specs: ParamSpe
     ddp.importParams(Gpt.init(model, cfg.seed, cfg.initMethodStd));
     return null;
   }
-  const megatron = megatronCheckpointFile(cfg.initFrom);
+  const megatron = megatronCheckpointPath(cfg.initFrom);
   if (megatron === null && !isFolder(cfg.initFrom)) {
     // The ONNX reader (protobufjs and onnx-proto) loads only for an ONNX --init-from.
     ddp.importParams((await import('../onnx/proto.js')).readOnnxParams(cfg.initFrom, specs));
@@ -259,7 +259,8 @@ async function initialParams(cfg: TrainConfig, model: GptConfig, specs: ParamSpe
     weights.close();
   }
   if (!checkpoint) return `the Hugging Face folder ${cfg.initFrom}`;
-  return `Megatron-LM's ${checkpoint.file}${checkpoint.iteration === null ? '' : ` (iteration ${checkpoint.iteration})`}`;
+  const what = checkpoint.format === 'torch_dist' ? 'torch_dist checkpoint ' : '';
+  return `Megatron-LM's ${what}${checkpoint.path}${checkpoint.iteration === null ? '' : ` (iteration ${checkpoint.iteration})`}`;
 }
 
 /**

@@ -3,8 +3,9 @@
  *
  * The referee is test/megatron/megatron_reference.py: torch writes random checkpoints as Megatron's
  * save_checkpoint does (torch.save of args, iteration, Megatron-core's state dict, optimizer,
- * scheduler and RNG states), and runs Megatron-core's GPT forward on them from torch.load, written
- * from Megatron's code (linear_qkv's per-group rows, fc1's gate then value, its GELU, its rope).
+ * scheduler and RNG states; or torch_dist's distributed checkpoint of tensor-parallel chunks), and
+ * runs Megatron-core's GPT forward on them from torch.load, written from Megatron's code
+ * (linear_qkv's per-group rows, fc1's gate then value, its GELU, its rope).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { megatronCheckpointFile, megatronQkvRow, megatronWeights, openMegatronCheckpoint } from '../../src/checkpoint/megatron.js';
+import { megatronCheckpointPath, megatronQkvRow, megatronWeights, openMegatronCheckpoint } from '../../src/checkpoint/megatron.js';
 import { megatronLoadAsInit } from '../../src/cli/megatron-init.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
@@ -119,6 +120,43 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
     expect(worst).toBeLessThanOrEqual(1e-4);
   });
 
+  it("a torch_dist checkpoint saved at tensor parallel 2 and pipeline parallel 2 (Llama-shaped; layers stacked, SwiGLU's fc1 in 2 · tp chunks, the common state an object) starts a run whose forward gives the referee's logits; the per-layer layout with common.pt and the torch format of the same model read the same params", async (context) => {
+    skipWithoutTorch(context);
+    const { seed, random } = seeded('megatron torch_dist checkpoint');
+    const dist = ["ckpt_format='torch_dist'", 'tensor_model_parallel_size=2', 'pipeline_model_parallel_size=2'];
+    const folder = join(dir, 'llama-dist');
+    writeCheckpoint(folder, seed, 'llama', ...dist);
+    const saved = join(dir, 'llama-dist-run');
+    const run = await train([
+      ...['--load', folder, '--finetune', '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
+      ...['--save', saved, '--run-dir', join(dir, 'run-llama-dist')],
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/initialized from Megatron-LM's torch_dist checkpoint .*iter_0000050 \(iteration 50\)/);
+    const worst = await compareLogits(folder, saved, random);
+    console.log(`Megatron torch_dist checkpoint (tp 2, pp 2): max abs difference of the logits ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(1e-4);
+    // The same model (same seed) in the per-layer layout with common.pt, and in the torch format.
+    const singleton = join(dir, 'llama-dist-singleton');
+    writeCheckpoint(singleton, seed, 'llama', ...dist, 'singleton', 'common.pt');
+    const plain = join(dir, 'llama-plain');
+    writeCheckpoint(plain, seed, 'llama');
+    const model = await loadCheckpointModel(ctx, saved);
+    const readers = [folder, singleton, plain].map((f) =>
+      megatronWeights(openMegatronCheckpoint(megatronCheckpointPath(f)!), model.config),
+    );
+    try {
+      for (const spec of gptParams(model.config)) {
+        const [a, b, c] = readers.map((r) => r.read(spec.name));
+        expect(b, spec.name).toEqual(a);
+        expect(c, spec.name).toEqual(a);
+      }
+    } finally {
+      for (const r of readers) r.close();
+      model.params.destroy();
+    }
+  });
+
   it("linear_qkv's rows: q of each group's heads, then its k, then its v (Megatron's split), for webtron's q, k, v columns", () => {
     // 4 heads of 2 in 2 groups: Megatron's rows are [q0 q1 k0 v0 | q2 q3 k1 v1], 2 channels each.
     const row = megatronQkvRow({ numLayers: 1, hiddenSize: 8, numAttentionHeads: 4, numQueryGroups: 2, seqLength: 4, vocabSize: 8 });
@@ -154,16 +192,20 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
         /holds 2 model-parallel ranks \(mp_rank_00, mp_rank_01\); webtron reads one: convert it .*--target-tensor-parallel-size 1/,
       ],
       [
-        'torch_dist',
+        'a torch_dist folder whose .metadata is no pickle',
         () => {
           const folder = join(bad, 'dist');
           mkdirSync(join(folder, 'iter_0000100'), { recursive: true });
           writeFileSync(join(folder, 'latest_checkpointed_iteration.txt'), '100');
-          writeFileSync(join(folder, 'iter_0000100', '.metadata'), '');
-          writeFileSync(join(folder, 'iter_0000100', 'common.pt'), '');
+          writeFileSync(join(folder, 'iter_0000100', '.metadata'), 'not a pickle');
           return folder;
         },
-        /is Megatron's torch_dist format, which webtron does not read; have Megatron write the torch format: .*--ckpt-convert-format torch/,
+        /iter_0000100\/\.metadata is not a pickle webtron can read .*is it torch\.distributed\.checkpoint's metadata\?/,
+      ],
+      [
+        'a torch_dist stack of other layers than its args say',
+        () => small('dist-layers', "ckpt_format='torch_dist'", 'args.num_layers=3'),
+        /decoder\.layers\.self_attention\.linear_qkv\.layer_norm_weight stacks 2 layers, where its args say num_layers 3/,
       ],
       [
         'a file cut short',
@@ -224,7 +266,7 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
 /** The export of `trained` read back by --init-from's reader: each param as `round` makes the trained one. */
 async function expectReadBack(trained: string, exported: string, round: (v: number) => number): Promise<void> {
   const model = await loadCheckpointModel(ctx, trained);
-  const weights = megatronWeights(openMegatronCheckpoint(megatronCheckpointFile(exported)!), model.config);
+  const weights = megatronWeights(openMegatronCheckpoint(megatronCheckpointPath(exported)!), model.config);
   try {
     for (const spec of gptParams(model.config))
       expect(weights.read(spec.name), spec.name).toEqual((await model.params.read(spec.name)).map(round));

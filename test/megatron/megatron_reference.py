@@ -33,7 +33,9 @@ import enum
 import io
 import math
 import os
+import pickle
 import random
+import re
 import sys
 
 import numpy as np
@@ -81,7 +83,10 @@ def kind_args(kind):
 
 def write_random(folder, seed, kind, overrides=()):
     args = kind_args(kind)
+    overrides = list(overrides)
     for item in overrides:
+        if '=' not in item:
+            continue
         field, value = item.split('=', 1)
         if not field.startswith('args.'):
             setattr(args, field, ast.literal_eval(value))
@@ -168,14 +173,267 @@ def write_random(folder, seed, kind, overrides=()):
     }
     # `args.FIELD=VALUE` changes only what the args say, after the tensors are made.
     for item in overrides:
-        field, value = item.split('=', 1)
+        field, value = item.split('=', 1) if '=' in item else (item, None)
         if field.startswith('args.'):
             setattr(args, field[len('args.'):], ast.literal_eval(value))
-    rank_dir = os.path.join(folder, 'iter_0000050', 'mp_rank_00')
-    os.makedirs(rank_dir, exist_ok=True)
-    torch.save(state, os.path.join(rank_dir, 'model_optim_rng.pt'))
+    if args.ckpt_format == 'torch_dist':
+        write_dist(os.path.join(folder, 'iter_0000050'), state, args, 'singleton' in overrides, 'common.pt' in overrides)
+    else:
+        rank_dir = os.path.join(folder, 'iter_0000050', 'mp_rank_00')
+        os.makedirs(rank_dir, exist_ok=True)
+        torch.save(state, os.path.join(rank_dir, 'model_optim_rng.pt'))
     with open(os.path.join(folder, 'latest_checkpointed_iteration.txt'), 'w') as f:
         f.write('50')
+
+
+# Megatron-core's tensor-parallel split of each tensor (make_sharded_tensors_for_checkpoint): the
+# column-parallel layers' rows (dim 0), the row-parallel layers' columns (dim 1); the rest replicated.
+COLUMN = ('embedding.word_embeddings.weight', 'output_layer.weight', 'linear_qkv.weight', 'linear_qkv.bias',
+          'linear_fc1.weight', 'linear_fc1.bias')
+ROW = ('linear_proj.weight', 'linear_fc2.weight')
+
+
+def dcp_classes():
+    """torch.distributed.checkpoint's metadata classes as PyTorch 2.x defines them (metadata.py,
+    filesystem.py), under their module names, for pickle. Debian's torch 1.13 has no
+    torch.distributed.checkpoint (its predecessor, _shard.checkpoint, does not import on Python 3.11)."""
+    import dataclasses
+    import types
+
+    if 'torch.distributed.checkpoint.metadata' in sys.modules:
+        return sys.modules['torch.distributed.checkpoint.metadata']
+    meta = types.ModuleType('torch.distributed.checkpoint.metadata')
+    fs = types.ModuleType('torch.distributed.checkpoint.filesystem')
+
+    class _MEM_FORMAT_ENCODING(enum.Enum):
+        TORCH_CONTIGUOUS_FORMAT = 0
+        TORCH_CHANNELS_LAST = 1
+        TORCH_PRESERVE_FORMAT = 2
+
+    @dataclasses.dataclass
+    class TensorProperties:
+        dtype: torch.dtype = torch.float32
+        layout: torch.layout = torch.strided
+        requires_grad: bool = False
+        memory_format: torch.memory_format = torch.contiguous_format
+        pin_memory: bool = False
+
+        def __getstate__(self):  # torch.memory_format does not pickle
+            return (self.dtype, self.layout, self.requires_grad, _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT, self.pin_memory)
+
+        def __setstate__(self, state):
+            self.dtype, self.layout, self.requires_grad, _, self.pin_memory = state
+            self.memory_format = torch.contiguous_format
+
+    @dataclasses.dataclass
+    class ChunkStorageMetadata:
+        offsets: torch.Size
+        sizes: torch.Size
+
+    @dataclasses.dataclass
+    class TensorStorageMetadata:
+        properties: TensorProperties
+        size: torch.Size
+        chunks: list
+
+    @dataclasses.dataclass
+    class BytesStorageMetadata:
+        pass
+
+    @dataclasses.dataclass
+    class StorageMeta:
+        checkpoint_id: object = None
+        save_id: object = None
+        load_id: object = None
+        modules: list = dataclasses.field(default_factory=list)
+
+    @dataclasses.dataclass
+    class Metadata:
+        state_dict_metadata: dict
+        planner_data: object = None
+        storage_data: object = None
+        storage_meta: object = None
+        version: object = None
+
+    @dataclasses.dataclass(frozen=True)
+    class MetadataIndex:
+        fqn: str
+        offset: object = None
+        index: object = dataclasses.field(hash=False, compare=False, default=None)
+
+        def __init__(self, fqn, offset=None, index=None):
+            object.__setattr__(self, 'fqn', fqn)
+            object.__setattr__(self, 'index', index)
+            if offset is not None:
+                object.__setattr__(self, 'offset', torch.Size(offset))
+
+    @dataclasses.dataclass
+    class _StorageInfo:
+        relative_path: str
+        offset: int
+        length: int
+        transform_descriptors: object = None
+
+    for module, classes in ((meta, (_MEM_FORMAT_ENCODING, TensorProperties, ChunkStorageMetadata, TensorStorageMetadata,
+                                    BytesStorageMetadata, StorageMeta, Metadata, MetadataIndex)), (fs, (_StorageInfo,))):
+        for cls in classes:
+            cls.__module__ = module.__name__
+            cls.__qualname__ = cls.__name__
+            setattr(module, cls.__name__, cls)
+        sys.modules[module.__name__] = module
+    return meta
+
+
+def write_dist(folder, state, args, singleton, common_pt):
+    """Write `state` as Megatron's torch_dist format does (megatron/core/dist_checkpointing on torch's
+    distributed checkpoint, FileSystemWriter): each tensor's chunks, as tensor-parallel ranks hold
+    them, torch.save'd one after another into __R_N.distcp files; each object (ShardedObject) as the
+    bytes of torch.save([value]); .metadata, the pickled Metadata saying where each lies; the common
+    state (args, iteration, ...) as the object 'common_state' (or, with `common_pt`, in common.pt as
+    before Megatron-core 0.15), and metadata.json.
+
+    Layers stack on a leading axis under one key (decoder.layers.self_attention.linear_qkv.weight
+    [num_layers, ...]) as TransformerBlock.sharded_state_dict keeps them, or with `singleton` keep
+    their own keys (decoder.layers.0....) and SwiGLU's linear_fc1 is two tensors, weight_w and weight_v.
+    SwiGLU's linear_fc1 otherwise splits in 2 · tp chunks, every rank's gate rows before every
+    rank's value rows (apply_swiglu_sharded_factory), which is the one-rank layout.
+    """
+    import uuid
+
+    meta = dcp_classes()
+    fs = sys.modules['torch.distributed.checkpoint.filesystem']
+    os.makedirs(folder, exist_ok=True)
+    tp = args.tensor_model_parallel_size
+    layers = 1 + max(int(re.match(r'decoder\.layers\.(\d+)\.', n).group(1)) for n in state['model'] if n.startswith('decoder.layers.'))
+    tensors = collections.OrderedDict()  # key -> (global shape, dtype, [(offsets, chunk)])
+    objects = collections.OrderedDict()  # key -> bytes
+
+    def chunks(key, tensor, axis, parts, layer=None):
+        shape = ([layers] if layer is not None else []) + list(tensor.shape)
+        held = tensors.setdefault(key, (shape, tensor.dtype, []))[2]
+        at = 0
+        for chunk in torch.chunk(tensor, parts, dim=axis) if axis is not None else (tensor,):
+            offsets = [0] * tensor.dim()
+            if axis is not None:
+                offsets[axis] = at
+                at += chunk.shape[axis]
+            data = chunk.clone()
+            if layer is not None:
+                data, offsets = data.unsqueeze(0), [layer] + offsets
+            held.append((offsets, data))
+
+    def put(name, tensor):
+        m = re.match(r'decoder\.layers\.(\d+)\.(.*)$', name)
+        axis = 0 if name.endswith(COLUMN) else 1 if name.endswith(ROW) else None
+        parts = tp if axis is not None else 1
+        fc1 = name.endswith(('.mlp.linear_fc1.weight', '.mlp.linear_fc1.bias')) and args.swiglu
+        if fc1 and singleton:
+            for half, suffix in zip(torch.chunk(tensor, 2, dim=0), ('_w', '_v')):
+                chunks(name + suffix, half, axis, parts)
+        elif m and not singleton:
+            chunks(f'decoder.layers.{m.group(2)}', tensor, axis, parts * (2 if fc1 else 1), int(m.group(1)))
+        else:
+            chunks(name, tensor, axis, parts * (2 if fc1 else 1))
+
+    def obj(key, value):
+        data = io.BytesIO()
+        torch.save([value], data)
+        objects[key] = data.getvalue()
+
+    for name, value in state['model'].items():
+        if isinstance(value, torch.Tensor):
+            put(name, value)
+        else:  # Transformer Engine's _extra_state: a ShardedObject per layer and rank
+            m = re.match(r'decoder\.layers\.(\d+)\.(.*)$', name)
+            if m and not singleton:
+                key, offset, shape = f'decoder.layers.{m.group(2)}', m.group(1), layers
+            else:
+                key, offset, shape = name, 0, 1
+            for r in range(tp):
+                obj(f'{key}/shard_{offset}.{r}_{shape}.{tp}', b'')
+    # The distributed optimizer's state in model space (optimizer.state.<moment>.<param key>), for a
+    # resume: a reader of the model passes it by.
+    for moment in ('exp_avg', 'exp_avg_sq', 'fp32_param'):
+        chunks(f'optimizer.state.{moment}.decoder.final_layernorm.weight', torch.zeros(args.hidden_size), None, 1)
+    obj('rng_state/shard_0.0_1.1', state['rng_state'][0])
+    common = {k: v for k, v in state.items() if k not in ('model', 'rng_state')}
+    common['optimizer'] = {'param_groups': state['optimizer']['optimizer']['param_groups']}
+    if common_pt:
+        torch.save(common, os.path.join(folder, 'common.pt'))
+    else:
+        obj('common_state/shard_0_1', common)
+
+    # As two ranks write: their objects first, then their tensors' chunks, alternating ranks.
+    sd_meta, storage = {}, {}
+    files = {}
+
+    def write(name, data):
+        if name not in files:
+            files[name] = open(os.path.join(folder, name), 'wb')
+        f = files[name]
+        offset = f.tell()
+        f.write(data)
+        return fs._StorageInfo(name, offset, f.tell() - offset)
+
+    for key, data in objects.items():
+        sd_meta[key] = meta.BytesStorageMetadata()
+        storage[meta.MetadataIndex(key)] = write('__0_1.distcp', data)
+    n = 0
+    for key, (shape, dtype, held) in tensors.items():
+        listed = []
+        for offsets, data in held:
+            listed.append(meta.ChunkStorageMetadata(torch.Size(offsets), torch.Size(data.shape)))
+            saved = io.BytesIO()
+            torch.save(data, saved)
+            storage[meta.MetadataIndex(key, offsets, len(listed) - 1)] = write(f'__{n % 2}_0.distcp', saved.getvalue())
+            n += 1
+        sd_meta[key] = meta.TensorStorageMetadata(meta.TensorProperties(dtype=dtype), torch.Size(shape), listed)
+    for f in files.values():
+        f.close()
+    metadata = meta.Metadata(sd_meta, None, storage, meta.StorageMeta(folder, str(uuid.uuid4())), '1.0.0')
+    with open(os.path.join(folder, '.metadata'), 'wb') as f:
+        pickle.dump(metadata, f)
+    with open(os.path.join(folder, 'metadata.json'), 'w') as f:
+        f.write('{"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", "common_backend_version": 1}')
+
+
+def read_dist(folder):
+    """A torch_dist folder's common state and model tensors, each chunk torch.load'ed from where
+    .metadata says; the layers' stacks unstacked and SwiGLU's weight_w and weight_v joined: the
+    one-rank state dict."""
+    meta = dcp_classes()
+    with open(os.path.join(folder, '.metadata'), 'rb') as f:
+        metadata = pickle.load(f)
+
+    def load(index):
+        info = metadata.storage_data[index]
+        with open(os.path.join(folder, info.relative_path), 'rb') as f:
+            f.seek(info.offset)
+            return torch.load(io.BytesIO(f.read(info.length)))
+
+    sd = {}
+    for key, m in metadata.state_dict_metadata.items():
+        if isinstance(m, meta.TensorStorageMetadata) and not key.startswith('optimizer.'):
+            t = torch.empty(m.size, dtype=m.properties.dtype)
+            for i, chunk in enumerate(m.chunks):
+                box = tuple(slice(o, o + n) for o, n in zip(chunk.offsets, chunk.sizes))
+                t[box] = load(meta.MetadataIndex(key, chunk.offsets, i))
+            sd[key] = t
+    if 'common_state/shard_0_1' in metadata.state_dict_metadata:
+        common = load(meta.MetadataIndex('common_state/shard_0_1'))[0]
+    else:
+        common = torch.load(os.path.join(folder, 'common.pt'))
+    model = {}
+    for key, tensor in sd.items():
+        if key.endswith(('_w', '_v')):
+            if key.endswith('_w'):
+                model[key[:-2]] = torch.cat((tensor, sd[key[:-2] + '_v']), dim=0)
+        elif re.match(r'decoder\.layers\.[a-z]', key):
+            for l in range(common['args'].num_layers):
+                model[key.replace('decoder.layers.', f'decoder.layers.{l}.')] = tensor[l]
+        else:
+            model[key] = tensor
+    return common, model
 
 
 def checkpoint_file(folder):
@@ -186,9 +444,14 @@ def checkpoint_file(folder):
 
 
 def logits(folder, ids_path, batch, seq, out_path):
-    state = torch.load(checkpoint_file(folder), map_location='cpu')
+    path = checkpoint_file(folder)
+    if os.path.exists(os.path.join(os.path.dirname(os.path.dirname(path)), '.metadata')):
+        state, model = read_dist(os.path.dirname(os.path.dirname(path)))
+    else:
+        state = torch.load(path, map_location='cpu')
+        model = state['model']
     args = state['args']
-    w = {k: v.float() for k, v in state['model'].items() if isinstance(v, torch.Tensor)}
+    w = {k: v.float() for k, v in model.items() if isinstance(v, torch.Tensor)}
     ids = torch.from_numpy(np.fromfile(ids_path, dtype=np.int32).astype(np.int64)).reshape(batch, seq)
     h, heads, hd = args.hidden_size, args.num_attention_heads, args.kv_channels
     groups = args.num_query_groups if args.group_query_attention else heads
