@@ -90,7 +90,7 @@ export function openMegatronCheckpoint(path: string): MegatronCheckpoint {
   return statSync(path).isDirectory() ? openDist(path) : openTorch(path);
 }
 
-/** The saved dict's args, iteration and model checked as Megatron's save_checkpoint writes them. */
+/** The saved dict's args and iteration, checked as Megatron's save_checkpoint writes them. */
 function savedState(root: unknown, where: string): { args: Record<string, unknown>; iteration: number | null } {
   if (!(root instanceof Map)) throw fail(`${where} holds no dict (torch.load would give ${typeof root})`);
   const args = root.get('args');
@@ -102,7 +102,7 @@ function savedState(root: unknown, where: string): { args: Record<string, unknow
 
 const legacyModel = (where: string, names: string[]) =>
   fail(
-    `${where}'s model holds ${names.slice(0, 2).join(', ')}, not tensors: Megatron's legacy model (language_model.*), which webtron does not read; convert it to Megatron-core's names with Megatron's tools/checkpoint/convert.py --saver core`,
+    `${where}'s model holds ${names.slice(0, 2).join(', ')}: Megatron's legacy model (language_model.*), which webtron does not read; convert it to Megatron-core's names with Megatron's tools/checkpoint/convert.py --saver core`,
   );
 
 /** The torch format: one torch.save dict holding args, iteration and the model's state dict. */
@@ -147,7 +147,7 @@ function openTorch(file: string): MegatronCheckpoint {
  * The torch_dist format (megatron/core/dist_checkpointing): torch's distributed checkpoint of the
  * model's global tensors, whatever the tensor- and pipeline-parallel sizes that wrote it, beside
  * the optimizer's (`optimizer.…`, passed by); the args in the common state, Megatron's object
- * `common_state` (a torch.save'd list of the dict) or, before Megatron-core 0.15, common.pt.
+ * `common_state` (a torch.save'd list of the dict) or, before Megatron-core 0.19, common.pt.
  *
  * Layers are stacked on a leading axis under one key (`decoder.layers.self_attention.linear_qkv.weight`
  * [num_layers, …], TransformerBlock.sharded_state_dict's default) or keep their own
@@ -171,9 +171,11 @@ function openDist(folder: string): MegatronCheckpoint {
   const legacy: string[] = [];
   for (const [key, tensor] of dcp.tensors) {
     if (key.startsWith('optimizer.')) continue;
-    if (key.startsWith('language_model.') || key.startsWith('model.language_model.')) legacy.push(key);
-    const stacked = /^decoder\.layers\.[^\d]/.exec(key);
-    if (!stacked) {
+    if (key.startsWith('language_model.') || key.startsWith('model.language_model.')) {
+      legacy.push(key);
+      continue;
+    }
+    if (!/^decoder\.layers\.[^\d]/.test(key)) {
       readers.set(key, {
         shape: tensor.shape,
         read: () =>
@@ -224,7 +226,7 @@ function openDist(folder: string): MegatronCheckpoint {
   };
 }
 
-/** Megatron's common state in a torch_dist checkpoint: its object, or the file older versions wrote. */
+/** Megatron's common state in a torch_dist checkpoint: its object, or the file versions before Megatron-core 0.19 wrote. */
 const COMMON_OBJECT = 'common_state/shard_0_1';
 const COMMON_FILE = 'common.pt';
 

@@ -1,7 +1,8 @@
 /**
  * `webtron export`: a checkpoint of `webtron train` as an ONNX model (src/onnx/gpt.ts), or with
  * `--format hf` as a Hugging Face GPT-2 or Llama folder (src/hf/export.ts), or with `--format megatron`
- * as Megatron-LM's checkpoint (src/checkpoint/megatron-export.ts).
+ * as Megatron-LM's checkpoint (src/checkpoint/megatron-export.ts). A Megatron-LM checkpoint exports
+ * as ONNX or a Hugging Face folder too (./megatron-model.ts).
  */
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -9,6 +10,7 @@ import { writeChunksAtomic, writeFileAtomic } from '../files.js';
 import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { gptParams } from '../nn/gpt-spec.js';
+import { megatronCheckpointPath } from '../checkpoint/megatron.js';
 import { exportMegatron } from '../checkpoint/megatron-export.js';
 import { exportHfFolder } from '../hf/export.js';
 import { HF_DTYPES, type HfDtype } from '../hf/gpt2.js';
@@ -18,7 +20,10 @@ import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js
 import { ProgressBar } from './progress.js';
 
 export const EXPORT_FLAGS: Record<string, FlagSpec> = {
-  load: { kind: 'string', help: 'a checkpoint of webtron train: its --save folder (the newest) or one iter_NNNNNNN folder' },
+  load: {
+    kind: 'string',
+    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), or a Megatron-LM checkpoint (torch_dist or torch) for onnx and hf',
+  },
   output: { kind: 'string', help: 'the .onnx file to write, or with --format hf or megatron the folder' },
   format: {
     kind: 'string',
@@ -67,7 +72,15 @@ export async function exportCommand(
     throw new FlagError(`--format must be onnx, hf or megatron, got '${format}'`);
   const dtypeWord = DTYPE_WORDS[values.dtype as string];
   if (!dtypeWord) throw new FlagError(`--dtype must be fp32, fp16 or bf16, got '${String(values.dtype)}'`);
-  if (format === 'megatron') return exportMegatronCommand(values, path, output, dtypeWord);
+  // A Megatron-LM checkpoint exports too: its model as `webtron sample --load` reads it.
+  const megatron = megatronCheckpointPath(path) !== null;
+  if (format === 'megatron') {
+    if (megatron)
+      throw new FlagError(
+        `--load ${path} is a Megatron-LM checkpoint already; --format megatron writes one from a checkpoint of webtron train (Megatron converts its own formats: --ckpt-convert-format)`,
+      );
+    return exportMegatronCommand(values, path, output, dtypeWord);
+  }
   if (values['transformer-impl'] !== 'transformer_engine')
     throw new FlagError('--transformer-impl is for --format megatron: the names of the Megatron-core spec that loads it');
   if (format === 'hf') {
@@ -76,7 +89,7 @@ export async function exportCommand(
     if (existsSync(output) && !statSync(output).isDirectory())
       throw new FlagError(`--output ${output} is a file; --format hf writes a folder (made if missing)`);
     const bar = new ProgressBar(100, process.stderr, process.stderr.isTTY === true);
-    const done = await exportHfFolder(path, output, dtypeWord, bar);
+    const done = await exportHfFolder(megatron ? await megatronSource(path) : path, output, dtypeWord, bar);
     console.log(
       `wrote ${output}: ${done.params.toLocaleString('en-US')} params (${done.checkpointDtype} checkpoint at iteration ${done.iteration}) as ${HF_DTYPES[dtypeWord]}, ${formatBytes(done.bytes)} of model.safetensors; ${done.files.slice(1).join(', ')}; load it with ${done.architecture}.from_pretrained and AutoTokenizer.from_pretrained`,
     );
@@ -88,7 +101,7 @@ export async function exportCommand(
   const { OPSET } = await import('../onnx/proto.js');
   const dtype = dtypeWord === 'fp16' ? 'float16' : 'float32';
   const ctx = await GpuContext.create(gpu);
-  const model = await loadCheckpointModel(ctx, path);
+  const model = megatron ? await (await import('./megatron-model.js')).loadMegatronModel(ctx, path) : await loadCheckpointModel(ctx, path);
   const specs = gptParams(model.config);
   const count = specs.reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0);
   const external = values['external-data'] === true || count * (dtype === 'float16' ? 2 : 4) > PROTOBUF_LIMIT - GRAPH_MARGIN;
@@ -120,6 +133,9 @@ export async function exportCommand(
     `wrote ${output}: ${count.toLocaleString('en-US')} params (${model.dtype} checkpoint at iteration ${model.iteration}) as ${dtype}, opset ${OPSET}, ${formatBytes(onnxBytes.byteLength)}${dataNote}; input input_ids int64 [batch, sequence], output logits [batch, sequence, ${model.config.vocabSize}]`,
   );
 }
+
+/** A Megatron-LM checkpoint as the export's source; its model module loads only for one. */
+const megatronSource = async (path: string) => (await import('./megatron-model.js')).megatronExportSource(path);
 
 /** `--format megatron`: Megatron-LM's release checkpoint in the folder `output`. */
 async function exportMegatronCommand(values: FlagValues, load: string, output: string, dtype: HfDtype): Promise<void> {

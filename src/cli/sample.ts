@@ -1,7 +1,7 @@
 /**
  * `webtron sample --load DIR --prompt TEXT --tokens N`: text from a checkpoint of `webtron train`,
- * on the GPU, one process. The model and its tokenizer come from the checkpoint, or from a Hugging
- * Face folder (src/hf/model.ts). The prompt fills the key/value cache in one prefill, then each new
+ * on the GPU, one process. The model and its tokenizer come from the checkpoint, from a Hugging
+ * Face folder (src/hf/model.ts), or from a Megatron-LM checkpoint (./megatron-model.ts). The prompt fills the key/value cache in one prefill, then each new
  * token runs one position against it (src/nn/decode.ts); the cache is sized for what the run fills
  * within a window of --inference-max-seq-length positions (and the model's), and once the window is
  * full it is rebuilt from the newest half. Sampling: temperature, top-k or top-p, a seeded generator,
@@ -17,6 +17,7 @@ import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import { GpuContext } from '../gpu/context.js';
 import { GptDecoder, positionLimit } from '../nn/decode.js';
 import type { GptConfig } from '../nn/gpt.js';
+import { megatronCheckpointPath } from '../checkpoint/megatron.js';
 import { ConfigError } from '../errors.js';
 import { isHfFolder, loadHfFolderModel } from '../hf/model.js';
 import { loadCheckpointModel } from '../train/checkpoint-model.js';
@@ -26,7 +27,7 @@ import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js
 export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
   load: {
     kind: 'string',
-    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), or a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder',
+    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder, or a Megatron-LM checkpoint (torch_dist or torch)',
   },
   onnx: { kind: 'string', help: 'instead of --load: a model webtron export wrote, run by onnxruntime-node' },
   prompt: { kind: 'string', default: '', help: "text to continue (in the checkpoint's vocabulary)" },
@@ -183,7 +184,11 @@ export async function sampleCommand(
   if (onnxPath) model = await OnnxDecoder.open(onnxPath);
   else {
     const ctx = await GpuContext.create(gpu);
-    const loaded = isHfFolder(path!) ? await loadFolder(ctx, path!) : await loadCheckpointModel(ctx, path!);
+    const loaded = isHfFolder(path!)
+      ? await loadFolder(ctx, path!)
+      : megatronCheckpointPath(path!) !== null
+        ? await (await import('./megatron-model.js')).loadMegatronModel(ctx, path!)
+        : await loadCheckpointModel(ctx, path!);
     model = { decoder: (capacity) => new GptDecoder(ctx, loaded.gpt, capacity), config: loaded.gpt.config, tokenizer: loaded.tokenizer };
     release = () => loaded.params.destroy();
   }
@@ -231,7 +236,8 @@ export async function sampleCommand(
 }
 
 export const sample: Command = {
-  summary: 'generate text from a checkpoint of webtron train or a Hugging Face folder: webtron sample --load DIR --prompt TEXT --tokens N',
+  summary:
+    'generate text from a checkpoint of webtron train, a Hugging Face folder or a Megatron-LM checkpoint: webtron sample --load DIR --prompt TEXT --tokens N',
   flags: { ...GPU_FLAGS, ...SAMPLE_FLAGS },
   run: (values) => sampleCommand(values, { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined }),
 };

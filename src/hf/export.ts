@@ -34,14 +34,56 @@ interface WeightOut {
   write: (sink: (chunk: Uint8Array) => void) => Promise<void>;
 }
 
-type ModelTensors = ReturnType<typeof openModelTensors>;
+/**
+ * What an export reads: a model's config and tokenizer, and its params by webtron's names, streamed
+ * in a dtype or whole as fp32. A checkpoint of webtron train is one (checkpointSource); a Megatron-LM
+ * checkpoint another (src/cli/megatron-model.ts).
+ */
+export interface ExportSource {
+  /** The checkpoint read. */
+  dir: string;
+  iteration: number;
+  /** The params' dtype in the checkpoint. */
+  dtype: ParamDtype;
+  config: GptConfig;
+  tokenizer: TokenizerState;
+  /** Param `name`'s bytes as `dtype` (rounded to nearest even when narrower), in order to `sink`. */
+  stream(name: string, dtype: ParamDtype, sink: (bytes: Uint8Array) => void): Promise<void>;
+  /** Param `name`'s values as fp32, whole. */
+  values(name: string): Promise<Float32Array>;
+  close(): Promise<void>;
+}
+
+/** The checkpoint of webtron train at `load` as an export's source, read from its files without a GPU (openModelTensors). */
+export function checkpointSource(load: string): ExportSource {
+  const model = openModelTensors(load);
+  const extra = model.index.extra as { model?: GptConfig; tokenizer?: TokenizerState };
+  const fail = (message: string) => {
+    void model.close();
+    return new CheckpointError(`${model.dir}: ${message}`);
+  };
+  if (!extra.model || !extra.tokenizer) throw fail('not a checkpoint of webtron train (index.json has no model or tokenizer)');
+  const byName = new Map(model.params.map((p) => [p.name, p]));
+  for (const spec of gptParams(extra.model))
+    if (!byName.has(spec.name)) throw fail(`index.json has no param '${spec.name}' of the model it describes`);
+  return {
+    dir: model.dir,
+    iteration: model.index.iteration,
+    dtype: (model.params[0]?.dtype ?? 'float32') as ParamDtype,
+    config: { ...extra.model },
+    tokenizer: extra.tokenizer,
+    stream: (name, dtype, sink) => model.stream(name, dtype, sink),
+    values: (name) => model.values(name),
+    close: () => model.close(),
+  };
+}
 
 /**
  * GPT-2's tensors: webtron's params as they are, in the model's order (wte first), as transformers
  * saves them; zero-centered norm weights (--apply-layernorm-1p) with their 1 added, as GPT-2's norms
  * have none.
  */
-function gpt2Weights(model: ModelTensors, config: GptConfig, to: ParamDtype): WeightOut[] {
+function gpt2Weights(model: ExportSource, config: GptConfig, to: ParamDtype): WeightOut[] {
   const prefixed = config.tiedHead === false;
   return gptParams(config).map((spec) => ({
     hfName: hfName(spec.name, prefixed),
@@ -57,7 +99,7 @@ function gpt2Weights(model: ModelTensors, config: GptConfig, to: ParamDtype): We
 const plusOne = (values: Float32Array): Float32Array => values.map((v) => v + 1);
 
 /** `values` to `sink` in the folder's dtype (16-bit: rounded to nearest even). */
-function sinkAs(values: Float32Array, to: ParamDtype, sink: (chunk: Uint8Array) => void): void {
+export function sinkAs(values: Float32Array, to: ParamDtype, sink: (chunk: Uint8Array) => void): void {
   if (to === 'float32') sink(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
   else {
     const words = new Uint16Array(values.length);
@@ -70,7 +112,7 @@ function sinkAs(values: Float32Array, to: ParamDtype, sink: (chunk: Uint8Array) 
  * Llama's tensors (llama.ts): each taken from its param's fp32 values, whole, in turn (q, k and v
  * from one read of the fused qkv), and converted to the folder's dtype.
  */
-function llamaWeights(model: ModelTensors, config: GptConfig, to: ParamDtype): WeightOut[] {
+function llamaWeights(model: ExportSource, config: GptConfig, to: ParamDtype): WeightOut[] {
   let last: { name: string; values: Float32Array } | null = null;
   const valuesOf = async (name: string): Promise<Float32Array> => {
     if (last?.name === name) return last.values;
@@ -105,29 +147,22 @@ export interface HfExport {
 
 /** Write the checkpoint at `load` as a Hugging Face GPT-2 folder `output` (made if missing) with weights in `dtype`. */
 export async function exportHfFolder(
-  load: string,
+  load: string | ExportSource,
   output: string,
   dtype: HfDtype,
   progress: ProgressDisplay = NO_PROGRESS,
 ): Promise<HfExport> {
-  const model = openModelTensors(load);
+  const model = typeof load === 'string' ? checkpointSource(load) : load;
   try {
-    const extra = model.index.extra as { model?: GptConfig; tokenizer?: TokenizerState };
-    if (!extra.model || !extra.tokenizer)
-      throw new CheckpointError(`${model.dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
-    const config: GptConfig = { ...extra.model };
+    const { config } = model;
     const notGpt2 = unlikeGpt2(config);
     const notLlama = notGpt2 && unlikeLlama(config);
     if (notGpt2 && notLlama)
       throw new CheckpointError(
         `${model.dir}: the model has ${notGpt2} and ${notLlama}: none of Hugging Face's GPT-2, Llama, Qwen2 and Qwen3 holds it; export it with --format onnx`,
       );
-    const tokenizer = await loadTokenizer(extra.tokenizer);
+    const tokenizer = await loadTokenizer(model.tokenizer);
     const to = HF_DTYPES[dtype];
-    const byName = new Map(model.params.map((p) => [p.name, p]));
-    for (const spec of gptParams(config))
-      if (!byName.has(spec.name))
-        throw new CheckpointError(`${model.dir}: index.json has no param '${spec.name}' of the model it describes`);
     const tensors = notGpt2 ? llamaWeights(model, config, to) : gpt2Weights(model, config, to);
     mkdirSync(output, { recursive: true });
 
@@ -170,19 +205,19 @@ export async function exportHfFolder(
     const files = new Map<string, string>([
       ['config.json', `${JSON.stringify(configJson, null, 2)}\n`],
       ['generation_config.json', `${JSON.stringify(generationConfigJson(tokenizer.eod), null, 2)}\n`],
-      ...(await tokenizerFiles(extra.tokenizer, positions)),
+      ...(await tokenizerFiles(model.tokenizer, positions)),
     ]);
     for (const [name, text] of files) writeFileAtomic(join(output, name), text);
     return {
       dir: model.dir,
-      iteration: model.index.iteration,
-      checkpointDtype: (model.params[0]?.dtype ?? 'float32') as ParamDtype,
+      iteration: model.iteration,
+      checkpointDtype: model.dtype,
       params: total,
       bytes,
       files: ['model.safetensors', ...files.keys()],
       architecture: (configJson.architectures as string[])[0]!,
       config,
-      tokenizer: extra.tokenizer,
+      tokenizer: model.tokenizer,
     };
   } finally {
     await model.close();

@@ -157,6 +157,51 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
     }
   });
 
+  it('webtron sample --load a Megatron checkpoint (torch, and torch_dist at tp 2, pp 2) writes what sample --load of the run started from it writes, token for token', (context) => {
+    skipWithoutTorch(context);
+    const sample = (load: string, prompt: string) => {
+      const run = spawnSync(
+        process.execPath,
+        [BIN, 'sample', '--load', load, '--prompt', prompt, '--tokens', '10', '--temperature', '0.8', '--seed', '5'],
+        { encoding: 'utf8' },
+      );
+      expect(run.status, run.stderr).toBe(0);
+      return run.stdout;
+    };
+    for (const [megatron, run, prompt] of [
+      ['gpt', 'gpt-run', 'The whale'],
+      ['llama-dist', 'llama-dist-run', '1 2 3'],
+    ] as const) {
+      const text = sample(join(dir, megatron), prompt);
+      console.log(`sample --load ${megatron}: ${JSON.stringify(text)}`);
+      expect(text.length).toBeGreaterThan(prompt.length + 1);
+      expect(text).toBe(sample(join(dir, run), prompt));
+    }
+  });
+
+  it('webtron export --load a Megatron checkpoint (torch_dist at tp 2, pp 2) --format hf writes the folder the run started from it exports, byte for byte; --format megatron of it is one line', (context) => {
+    skipWithoutTorch(context);
+    const exportHf = (load: string, output: string) =>
+      spawnSync(process.execPath, [BIN, 'export', '--load', load, '--format', 'hf', '--output', output, '--dtype', 'bf16'], {
+        encoding: 'utf8',
+      });
+    const [fromMegatron, fromRun] = [join(dir, 'hf-from-megatron'), join(dir, 'hf-from-run')];
+    const wrote = exportHf(join(dir, 'llama-dist'), fromMegatron);
+    expect(wrote.status, wrote.stderr).toBe(0);
+    expect(wrote.stdout).toMatch(/bfloat16 checkpoint at iteration 50\) as bfloat16.*Qwen3ForCausalLM/);
+    expect(exportHf(join(dir, 'llama-dist-run'), fromRun).status).toBe(0);
+    for (const file of ['model.safetensors', 'config.json', 'generation_config.json'])
+      expect(readFileSync(join(fromMegatron, file)).equals(readFileSync(join(fromRun, file))), file).toBe(true);
+    const again = spawnSync(
+      process.execPath,
+      [BIN, 'export', '--load', join(dir, 'llama-dist'), '--format', 'megatron', '--output', join(dir, 'nowhere')],
+      { encoding: 'utf8' },
+    );
+    expect(again.stderr.trim().split('\n')).toHaveLength(1);
+    expect(again.stderr).toMatch(/is a Megatron-LM checkpoint already; --format megatron writes one from a checkpoint of webtron train/);
+    expect(again.status).toBe(2);
+  });
+
   it("linear_qkv's rows: q of each group's heads, then its k, then its v (Megatron's split), for webtron's q, k, v columns", () => {
     // 4 heads of 2 in 2 groups: Megatron's rows are [q0 q1 k0 v0 | q2 q3 k1 v1], 2 channels each.
     const row = megatronQkvRow({ numLayers: 1, hiddenSize: 8, numAttentionHeads: 4, numQueryGroups: 2, seqLength: 4, vocabSize: 8 });

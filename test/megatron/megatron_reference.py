@@ -290,7 +290,7 @@ def write_dist(folder, state, args, singleton, common_pt):
     them, torch.save'd one after another into __R_N.distcp files; each object (ShardedObject) as the
     bytes of torch.save([value]); .metadata, the pickled Metadata saying where each lies; the common
     state (args, iteration, ...) as the object 'common_state' (or, with `common_pt`, in common.pt as
-    before Megatron-core 0.15), and metadata.json.
+    before Megatron-core 0.19), and metadata.json.
 
     Layers stack on a leading axis under one key (decoder.layers.self_attention.linear_qkv.weight
     [num_layers, ...]) as TransformerBlock.sharded_state_dict keeps them, or with `singleton` keep

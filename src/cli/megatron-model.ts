@@ -1,0 +1,106 @@
+/**
+ * A Megatron-LM checkpoint as a webtron GPT for inference (`webtron sample --load SAVE`) and for
+ * `webtron export --load SAVE`: the model its saved args describe, read as `webtron train --init-from`
+ * reads them (./megatron-init.ts), its weights as the run's would be, and the tokenizer its args name.
+ */
+import { megatronCheckpointPath, megatronWeights, openMegatronCheckpoint } from '../checkpoint/megatron.js';
+import { loadTokenizer, readTokenizerFiles, type TokenizerState } from '../data/tokenizer.js';
+import type { ParamDtype } from '../ddp/layout.js';
+import { type ExportSource, sinkAs } from '../hf/export.js';
+import { ConfigError } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
+import { Gpt, type GptConfig } from '../nn/gpt.js';
+import { LocalParams } from '../nn/params.js';
+import type { TrainConfig } from '../train/config.js';
+import { gptConfig } from '../train/setup.js';
+import { withMegatronInit } from './megatron-init.js';
+import { parseFlags } from './flags.js';
+import { resolveTrainConfig, TRAIN_FLAGS } from './train-flags.js';
+
+/** The tokenizer the checkpoint's args name, as `webtron train --init-from` would build it. */
+function tokenizerState(cfg: TrainConfig, path: string): TokenizerState {
+  switch (cfg.tokenizerType) {
+    case 'CharTokenizer':
+      throw new ConfigError(
+        `load ${path}: its args name CharTokenizer, whose characters come from the training text and are not in the checkpoint`,
+        'load',
+      );
+    case 'ByteTokenizer':
+      return { type: 'ByteTokenizer' };
+    case 'NullTokenizer':
+      return { type: 'NullTokenizer', vocabSize: cfg.tokenizerVocabSize! };
+    default:
+      return readTokenizerFiles(cfg.tokenizerType, cfg);
+  }
+}
+
+/** The model the checkpoint's args describe (dropout off, its context its positions), and its tokenizer. */
+async function megatronModel(path: string): Promise<{ config: GptConfig; tokenizer: TokenizerState }> {
+  // The flags a run from the checkpoint would have, with Megatron's defaults for the rest.
+  const { values } = parseFlags(
+    ['--init-from', path, '--micro-batch-size', '1', '--train-iters', '1', '--lr', '0', '--mock-data'],
+    TRAIN_FLAGS,
+  );
+  const megatron = withMegatronInit(values, [])!;
+  // withMegatronInit takes the saved tokenizer_model only where it is on this machine.
+  if (megatron.values['tokenizer-type'] === 'HuggingFaceTokenizer' && megatron.values['tokenizer-model'] === undefined)
+    throw new ConfigError(
+      `load ${path}: its args name HuggingFaceTokenizer, whose tokenizer_model is not on this machine at the path the args give; put the tokenizer there`,
+      'load',
+    );
+  const cfg = { ...resolveTrainConfig(megatron.values, 1), vocabSize: megatron.vocabSize };
+  const tokenizer = tokenizerState(cfg, path);
+  const trained = gptConfig(cfg, await loadTokenizer(tokenizer));
+  return { config: { ...trained, seqLength: cfg.maxPositionEmbeddings, hiddenDropout: 0, attentionDropout: 0 }, tokenizer };
+}
+
+/**
+ * The model and tokenizer of the Megatron checkpoint `path` (megatronCheckpointPath found it), its
+ * params fp32 on `ctx`.
+ */
+export async function loadMegatronModel(
+  ctx: GpuContext,
+  path: string,
+): Promise<{
+  dir: string;
+  iteration: number;
+  dtype: ParamDtype;
+  config: GptConfig;
+  tokenizer: TokenizerState;
+  params: LocalParams;
+  gpt: Gpt;
+}> {
+  const source = await megatronExportSource(path);
+  const specs = Gpt.specs(source.config);
+  const params = new LocalParams(ctx, specs);
+  try {
+    // One tensor in host memory at a time.
+    for (const s of specs) params.set(new Map([[s.name, await source.values(s.name)]]));
+  } catch (error) {
+    params.destroy();
+    throw error;
+  } finally {
+    await source.close();
+  }
+  const { dir, iteration, dtype, config, tokenizer } = source;
+  return { dir, iteration, dtype, config, tokenizer, params, gpt: new Gpt(config, params.tensors) };
+}
+
+/** The Megatron checkpoint `path` as what `webtron export` reads: its params by webtron's names, one at a time. */
+export async function megatronExportSource(path: string): Promise<ExportSource> {
+  const { config, tokenizer } = await megatronModel(path);
+  const checkpoint = openMegatronCheckpoint(megatronCheckpointPath(path)!);
+  const weights = megatronWeights(checkpoint, config);
+  const { args } = checkpoint;
+  return {
+    dir: checkpoint.path,
+    iteration: checkpoint.iteration ?? 0,
+    // Megatron keeps the params in its params_dtype: bf16 or fp16 with those flags.
+    dtype: args.bf16 ? 'bfloat16' : args.fp16 ? 'float16' : 'float32',
+    config,
+    tokenizer,
+    stream: async (name, dtype, sink) => sinkAs(weights.read(name), dtype, sink),
+    values: async (name) => weights.read(name),
+    close: async () => weights.close(),
+  };
+}
