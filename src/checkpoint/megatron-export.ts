@@ -20,27 +20,13 @@ import { writeFileAtomic } from '../files.js';
 import type { GptConfig } from '../nn/gpt.js';
 import { ffnWidth, headDim, linearBias, queryGroups } from '../nn/gpt-spec.js';
 import { NO_PROGRESS, type ProgressDisplay } from '../progress.js';
-import { openModelTensors } from './checkpoint.js';
 import { TRACKER } from './dir.js';
-import { CheckpointError } from './errors.js';
+import { checkpointSource, type ExportSource, type RunArgs } from './export-source.js';
 import { megatronTensors, type TransformerImpl } from './megatron.js';
 import { type PickleValue, PyCall, PyFloat, PyGlobal, PyObject, PyPersistent, PyTuple, pickle } from './pickle.js';
 import { type ArchiveRecord, STORAGE_CLASS, writeTorchArchive } from './torch-archive.js';
 
 const float = (v: number) => new PyFloat(v);
-
-/** What of the run's flags (index.json's `args`, TrainConfig's names) goes into Megatron's args. */
-export interface RunArgs {
-  seqLength?: number;
-  makeVocabSizeDivisibleBy?: number;
-  vocabFile?: string | null;
-  mergeFile?: string | null;
-  tokenizerModel?: string | null;
-  hiddenDropout?: number;
-  attentionDropout?: number;
-  microBatchSize?: number;
-  globalBatchSize?: number;
-}
 
 /**
  * The args Megatron would have had to train this model, under its names: what its checks on load
@@ -140,28 +126,27 @@ export interface MegatronExport {
   tensors: number;
 }
 
-/** Write the checkpoint at `load` as Megatron-LM's release checkpoint in `output` (made if missing), weights in `dtype`. */
+/**
+ * Write the checkpoint at `load` (or another source: a Hugging Face folder) as Megatron-LM's release
+ * checkpoint in `output` (made if missing), weights in `dtype`.
+ */
 export async function exportMegatron(
-  load: string,
+  load: string | ExportSource,
   output: string,
   dtype: ParamDtype,
   impl: TransformerImpl,
   progress: ProgressDisplay = NO_PROGRESS,
 ): Promise<MegatronExport> {
-  const model = openModelTensors(load);
+  const model = typeof load === 'string' ? checkpointSource(load) : load;
   try {
-    const extra = model.index.extra as { model?: GptConfig; tokenizer?: TokenizerState; args?: RunArgs };
-    if (!extra.model || !extra.tokenizer)
-      throw new CheckpointError(`${model.dir}: not a checkpoint of webtron train (index.json has no model or tokenizer)`);
-    const config: GptConfig = { ...extra.model };
+    const { config, iteration } = model;
     const tensors = megatronTensors(config, impl);
-    const iteration = model.index.iteration;
     const state = new Map<PickleValue, PickleValue>([
       [
         'args',
         new PyObject(
           new PyGlobal('argparse', 'Namespace'),
-          megatronArgs(config, extra.args ?? {}, extra.tokenizer, impl, dtype, iteration),
+          megatronArgs(config, model.runArgs ?? {}, model.tokenizer, impl, dtype, iteration),
         ),
       ],
       ['checkpoint_version', float(3)],

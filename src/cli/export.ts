@@ -1,8 +1,9 @@
 /**
  * `webtron export`: a checkpoint of `webtron train` as an ONNX model (src/onnx/gpt.ts), or with
  * `--format hf` as a Hugging Face GPT-2 or Llama folder (src/hf/export.ts), or with `--format megatron`
- * as Megatron-LM's checkpoint (src/checkpoint/megatron-export.ts). A Megatron-LM checkpoint exports
- * as ONNX or a Hugging Face folder too (./megatron-model.ts).
+ * as Megatron-LM's checkpoint (src/checkpoint/megatron-export.ts). A Hugging Face folder exports
+ * too (src/hf/model.ts), and a Megatron-LM checkpoint as ONNX or a Hugging Face folder
+ * (./megatron-model.ts): each is an ExportSource (src/checkpoint/export-source.ts).
  */
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -10,7 +11,9 @@ import { writeChunksAtomic, writeFileAtomic } from '../files.js';
 import { GpuContext } from '../gpu/context.js';
 import { formatBytes } from '../gpu/memory.js';
 import { gptParams } from '../nn/gpt-spec.js';
+import { checkpointSource, type ExportSource, loadSourceModel } from '../checkpoint/export-source.js';
 import { megatronCheckpointPath } from '../checkpoint/megatron.js';
+import { asLoadFlag, hfExportSource, isHfFolder } from '../hf/model.js';
 import { exportMegatron } from '../checkpoint/megatron-export.js';
 import { exportHfFolder } from '../hf/export.js';
 import { HF_DTYPES, type HfDtype } from '../hf/gpt2.js';
@@ -22,7 +25,7 @@ import { ProgressBar } from './progress.js';
 export const EXPORT_FLAGS: Record<string, FlagSpec> = {
   load: {
     kind: 'string',
-    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), or a Megatron-LM checkpoint (torch_dist or torch) for onnx and hf',
+    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), a Hugging Face folder, or a Megatron-LM checkpoint (torch_dist or torch; for onnx and hf)',
   },
   output: { kind: 'string', help: 'the .onnx file to write, or with --format hf or megatron the folder' },
   format: {
@@ -72,14 +75,14 @@ export async function exportCommand(
     throw new FlagError(`--format must be onnx, hf or megatron, got '${format}'`);
   const dtypeWord = DTYPE_WORDS[values.dtype as string];
   if (!dtypeWord) throw new FlagError(`--dtype must be fp32, fp16 or bf16, got '${String(values.dtype)}'`);
-  // A Megatron-LM checkpoint exports too: its model as `webtron sample --load` reads it.
-  const megatron = megatronCheckpointPath(path) !== null;
+  // A Megatron-LM checkpoint and a Hugging Face folder export too: their models as `webtron sample --load` reads them.
+  const from = sourceKind(path);
   if (format === 'megatron') {
-    if (megatron)
+    if (from === 'megatron')
       throw new FlagError(
-        `--load ${path} is a Megatron-LM checkpoint already; --format megatron writes one from a checkpoint of webtron train (Megatron converts its own formats: --ckpt-convert-format)`,
+        `--load ${path} is a Megatron-LM checkpoint already; --format megatron writes one from a checkpoint of webtron train or a Hugging Face folder (Megatron converts its own formats: --ckpt-convert-format)`,
       );
-    return exportMegatronCommand(values, path, output, dtypeWord);
+    return exportMegatronCommand(values, from === 'hf' ? await sourceOf(path, from) : path, output, dtypeWord);
   }
   if (values['transformer-impl'] !== 'transformer_engine')
     throw new FlagError('--transformer-impl is for --format megatron: the names of the Megatron-core spec that loads it');
@@ -89,7 +92,7 @@ export async function exportCommand(
     if (existsSync(output) && !statSync(output).isDirectory())
       throw new FlagError(`--output ${output} is a file; --format hf writes a folder (made if missing)`);
     const bar = new ProgressBar(100, process.stderr, process.stderr.isTTY === true);
-    const done = await exportHfFolder(megatron ? await megatronSource(path) : path, output, dtypeWord, bar);
+    const done = await exportHfFolder(await sourceOf(path, from), output, dtypeWord, bar);
     console.log(
       `wrote ${output}: ${done.params.toLocaleString('en-US')} params (${done.checkpointDtype} checkpoint at iteration ${done.iteration}) as ${HF_DTYPES[dtypeWord]}, ${formatBytes(done.bytes)} of model.safetensors; ${done.files.slice(1).join(', ')}; load it with ${done.architecture}.from_pretrained and AutoTokenizer.from_pretrained`,
     );
@@ -101,7 +104,7 @@ export async function exportCommand(
   const { OPSET } = await import('../onnx/proto.js');
   const dtype = dtypeWord === 'fp16' ? 'float16' : 'float32';
   const ctx = await GpuContext.create(gpu);
-  const model = megatron ? await (await import('./megatron-model.js')).loadMegatronModel(ctx, path) : await loadCheckpointModel(ctx, path);
+  const model = from === 'webtron' ? await loadCheckpointModel(ctx, path) : await loadSourceModel(ctx, await sourceOf(path, from));
   const specs = gptParams(model.config);
   const count = specs.reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0);
   const external = values['external-data'] === true || count * (dtype === 'float16' ? 2 : 4) > PROTOBUF_LIMIT - GRAPH_MARGIN;
@@ -134,11 +137,20 @@ export async function exportCommand(
   );
 }
 
-/** A Megatron-LM checkpoint as the export's source; its model module loads only for one. */
-const megatronSource = async (path: string) => (await import('./megatron-model.js')).megatronExportSource(path);
+/** What `--load` names: a checkpoint of webtron train, a Megatron-LM checkpoint or a Hugging Face folder. */
+function sourceKind(path: string): 'webtron' | 'megatron' | 'hf' {
+  if (megatronCheckpointPath(path) !== null) return 'megatron';
+  return isHfFolder(path) ? 'hf' : 'webtron';
+}
+
+/** The export's source for `path` of `kind`; the Megatron module loads only for a Megatron checkpoint. */
+async function sourceOf(path: string, kind: 'webtron' | 'megatron' | 'hf'): Promise<ExportSource> {
+  if (kind === 'megatron') return (await import('./megatron-model.js')).megatronExportSource(path);
+  return kind === 'hf' ? asLoadFlag(() => hfExportSource(path)) : checkpointSource(path);
+}
 
 /** `--format megatron`: Megatron-LM's release checkpoint in the folder `output`. */
-async function exportMegatronCommand(values: FlagValues, load: string, output: string, dtype: HfDtype): Promise<void> {
+async function exportMegatronCommand(values: FlagValues, load: string | ExportSource, output: string, dtype: HfDtype): Promise<void> {
   const impl = values['transformer-impl'] as string;
   if (impl !== 'transformer_engine' && impl !== 'local')
     throw new FlagError(`--transformer-impl must be transformer_engine or local, got '${impl}'`);

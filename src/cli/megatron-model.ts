@@ -5,12 +5,9 @@
  */
 import { megatronCheckpointPath, megatronWeights, openMegatronCheckpoint } from '../checkpoint/megatron.js';
 import { loadTokenizer, readTokenizerFiles, type TokenizerState } from '../data/tokenizer.js';
-import type { ParamDtype } from '../ddp/layout.js';
-import { type ExportSource, sinkAs } from '../hf/export.js';
+import { type ExportSource, sinkAs } from '../checkpoint/export-source.js';
 import { ConfigError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { Gpt, type GptConfig } from '../nn/gpt.js';
-import { LocalParams } from '../nn/params.js';
+import type { GptConfig } from '../nn/gpt.js';
 import type { TrainConfig } from '../train/config.js';
 import { gptConfig } from '../train/setup.js';
 import { withMegatronInit } from './megatron-init.js';
@@ -52,38 +49,6 @@ async function megatronModel(path: string): Promise<{ config: GptConfig; tokeniz
   const tokenizer = tokenizerState(cfg, path);
   const trained = gptConfig(cfg, await loadTokenizer(tokenizer));
   return { config: { ...trained, seqLength: cfg.maxPositionEmbeddings, hiddenDropout: 0, attentionDropout: 0 }, tokenizer };
-}
-
-/**
- * The model and tokenizer of the Megatron checkpoint `path` (megatronCheckpointPath found it), its
- * params fp32 on `ctx`.
- */
-export async function loadMegatronModel(
-  ctx: GpuContext,
-  path: string,
-): Promise<{
-  dir: string;
-  iteration: number;
-  dtype: ParamDtype;
-  config: GptConfig;
-  tokenizer: TokenizerState;
-  params: LocalParams;
-  gpt: Gpt;
-}> {
-  const source = await megatronExportSource(path);
-  const specs = Gpt.specs(source.config);
-  const params = new LocalParams(ctx, specs);
-  try {
-    // One tensor in host memory at a time.
-    for (const s of specs) params.set(new Map([[s.name, await source.values(s.name)]]));
-  } catch (error) {
-    params.destroy();
-    throw error;
-  } finally {
-    await source.close();
-  }
-  const { dir, iteration, dtype, config, tokenizer } = source;
-  return { dir, iteration, dtype, config, tokenizer, params, gpt: new Gpt(config, params.tensors) };
 }
 
 /** The Megatron checkpoint `path` as what `webtron export` reads: its params by webtron's names, one at a time. */

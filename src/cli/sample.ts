@@ -17,9 +17,9 @@ import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import { GpuContext } from '../gpu/context.js';
 import { GptDecoder, positionLimit } from '../nn/decode.js';
 import type { GptConfig } from '../nn/gpt.js';
+import { loadSourceModel } from '../checkpoint/export-source.js';
 import { megatronCheckpointPath } from '../checkpoint/megatron.js';
-import { ConfigError } from '../errors.js';
-import { isHfFolder, loadHfFolderModel } from '../hf/model.js';
+import { asLoadFlag, isHfFolder, loadHfFolderModel } from '../hf/model.js';
 import { loadCheckpointModel } from '../train/checkpoint-model.js';
 import type { Command } from './command.js';
 import { FlagError, GPU_FLAGS, type FlagSpec, type FlagValues } from './flags.js';
@@ -147,16 +147,6 @@ class OnnxDecoder implements Decoder {
   }
 }
 
-/** A Hugging Face folder's model (src/hf/model.ts), its errors naming --load. */
-async function loadFolder(ctx: GpuContext, dir: string): ReturnType<typeof loadHfFolderModel> {
-  try {
-    return await loadHfFolderModel(ctx, dir);
-  } catch (error) {
-    if (error instanceof ConfigError) throw new ConfigError(`--load ${error.message.replace(/^initFrom: /, '')}`);
-    throw error;
-  }
-}
-
 export async function sampleCommand(
   values: FlagValues,
   gpu: { backend?: string | undefined; adapter?: string | undefined },
@@ -185,9 +175,9 @@ export async function sampleCommand(
   else {
     const ctx = await GpuContext.create(gpu);
     const loaded = isHfFolder(path!)
-      ? await loadFolder(ctx, path!)
+      ? await asLoadFlag(() => loadHfFolderModel(ctx, path!))
       : megatronCheckpointPath(path!) !== null
-        ? await (await import('./megatron-model.js')).loadMegatronModel(ctx, path!)
+        ? await loadSourceModel(ctx, await (await import('./megatron-model.js')).megatronExportSource(path!))
         : await loadCheckpointModel(ctx, path!);
     model = { decoder: (capacity) => new GptDecoder(ctx, loaded.gpt, capacity), config: loaded.gpt.config, tokenizer: loaded.tokenizer };
     release = () => loaded.params.destroy();

@@ -13,12 +13,12 @@
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { openModelTensors, SAFETENSORS_DTYPE } from '../checkpoint/checkpoint.js';
+import { SAFETENSORS_DTYPE } from '../checkpoint/checkpoint.js';
+import { checkpointSource, type ExportSource, sinkAs } from '../checkpoint/export-source.js';
 import { CheckpointError } from '../checkpoint/errors.js';
 import { encodeHeader } from '../checkpoint/safetensors.js';
 import { loadTokenizer, type TokenizerState } from '../data/tokenizer.js';
 import type { ParamDtype } from '../ddp/layout.js';
-import { float32ToWords } from '../collectives/reduce.js';
 import { fsyncDir, writeFileAtomic } from '../files.js';
 import type { GptConfig } from '../nn/gpt.js';
 import { gptParams, isNormWeight } from '../nn/gpt-spec.js';
@@ -32,50 +32,6 @@ interface WeightOut {
   hfName: string;
   shape: readonly number[];
   write: (sink: (chunk: Uint8Array) => void) => Promise<void>;
-}
-
-/**
- * What an export reads: a model's config and tokenizer, and its params by webtron's names, streamed
- * in a dtype or whole as fp32. A checkpoint of webtron train is one (checkpointSource); a Megatron-LM
- * checkpoint another (src/cli/megatron-model.ts).
- */
-export interface ExportSource {
-  /** The checkpoint read. */
-  dir: string;
-  iteration: number;
-  /** The params' dtype in the checkpoint. */
-  dtype: ParamDtype;
-  config: GptConfig;
-  tokenizer: TokenizerState;
-  /** Param `name`'s bytes as `dtype` (rounded to nearest even when narrower), in order to `sink`. */
-  stream(name: string, dtype: ParamDtype, sink: (bytes: Uint8Array) => void): Promise<void>;
-  /** Param `name`'s values as fp32, whole. */
-  values(name: string): Promise<Float32Array>;
-  close(): Promise<void>;
-}
-
-/** The checkpoint of webtron train at `load` as an export's source, read from its files without a GPU (openModelTensors). */
-export function checkpointSource(load: string): ExportSource {
-  const model = openModelTensors(load);
-  const extra = model.index.extra as { model?: GptConfig; tokenizer?: TokenizerState };
-  const fail = (message: string) => {
-    void model.close();
-    return new CheckpointError(`${model.dir}: ${message}`);
-  };
-  if (!extra.model || !extra.tokenizer) throw fail('not a checkpoint of webtron train (index.json has no model or tokenizer)');
-  const byName = new Map(model.params.map((p) => [p.name, p]));
-  for (const spec of gptParams(extra.model))
-    if (!byName.has(spec.name)) throw fail(`index.json has no param '${spec.name}' of the model it describes`);
-  return {
-    dir: model.dir,
-    iteration: model.index.iteration,
-    dtype: (model.params[0]?.dtype ?? 'float32') as ParamDtype,
-    config: { ...extra.model },
-    tokenizer: extra.tokenizer,
-    stream: (name, dtype, sink) => model.stream(name, dtype, sink),
-    values: (name) => model.values(name),
-    close: () => model.close(),
-  };
 }
 
 /**
@@ -97,16 +53,6 @@ function gpt2Weights(model: ExportSource, config: GptConfig, to: ParamDtype): We
 
 /** A zero-centered norm weight's gamma: each value plus 1, in fp32. */
 const plusOne = (values: Float32Array): Float32Array => values.map((v) => v + 1);
-
-/** `values` to `sink` in the folder's dtype (16-bit: rounded to nearest even). */
-export function sinkAs(values: Float32Array, to: ParamDtype, sink: (chunk: Uint8Array) => void): void {
-  if (to === 'float32') sink(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
-  else {
-    const words = new Uint16Array(values.length);
-    float32ToWords(values, to, words);
-    sink(new Uint8Array(words.buffer));
-  }
-}
 
 /**
  * Llama's tensors (llama.ts): each taken from its param's fp32 values, whole, in turn (q, k and v

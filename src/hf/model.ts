@@ -3,13 +3,14 @@
  * config.json describes (GPT-2's block, or Llama's, with Qwen2's q, k and v biases), its weights
  * read as `--init-from` reads them, and its tokenizer.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type ExportSource, loadSourceModel, sinkAs } from '../checkpoint/export-source.js';
 import type { TokenizerState } from '../data/tokenizer.js';
+import type { ParamDtype } from '../ddp/layout.js';
 import { ConfigError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { Gpt, type GptConfig } from '../nn/gpt.js';
-import { LocalParams } from '../nn/params.js';
+import type { GptConfig } from '../nn/gpt.js';
 import { readHfConfig } from './llama.js';
 import { readFolderTokenizer } from './tokenizer.js';
 import { openFolderWeights } from './weights.js';
@@ -58,27 +59,50 @@ export function hfGptConfig(dir: string): GptConfig {
 }
 
 /** The model and tokenizer of the Hugging Face folder `dir`, its params fp32 on `ctx`; a folder webtron cannot read is one ConfigError. */
-export async function loadHfFolderModel(
-  ctx: GpuContext,
-  dir: string,
-): Promise<{ config: GptConfig; tokenizer: TokenizerState; params: LocalParams; gpt: Gpt }> {
-  const config = hfGptConfig(dir);
+export async function loadHfFolderModel(ctx: GpuContext, dir: string): ReturnType<typeof loadSourceModel> {
+  return loadSourceModel(ctx, await hfExportSource(dir));
+}
+
+/** `load` of a Hugging Face folder for a command's --load (sample, export): its errors name --load, not --init-from. */
+export async function asLoadFlag<T>(load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError(`--load ${error.message.replace(/^initFrom: /, '')}`);
+    throw error;
+  }
+}
+
+/** The folder's tokenizer, one ConfigError where it has none. */
+async function folderTokenizer(dir: string): Promise<TokenizerState> {
   const tokenizer = await readFolderTokenizer(dir);
   if (!tokenizer)
     throw new ConfigError(
       `${dir} has no tokenizer files (vocab.json and merges.txt, or tokenizer.json); copy the model's tokenizer into it`,
     );
+  return tokenizer;
+}
+
+/**
+ * The Hugging Face folder `dir` as what `webtron export` reads (to Megatron-LM's checkpoint or ONNX):
+ * the model of its config.json, its weights one tensor at a time as `--init-from` reads them.
+ */
+export async function hfExportSource(dir: string): Promise<ExportSource> {
+  const config = hfGptConfig(dir);
+  const tokenizer = await folderTokenizer(dir);
   const weights = openFolderWeights(dir, config);
-  const specs = Gpt.specs(config);
-  const params = new LocalParams(ctx, specs);
-  try {
-    // One tensor in host memory at a time.
-    for (const s of specs) params.set(new Map([[s.name, weights.read(s.name)]]));
-  } catch (error) {
-    params.destroy();
-    throw error;
-  } finally {
-    weights.close();
-  }
-  return { config, tokenizer, params, gpt: new Gpt(config, params.tensors) };
+  // config.json's dtype (transformers' torch_dtype, or dtype since 4.56): the weights' own.
+  const json = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { torch_dtype?: string; dtype?: string };
+  const named = json.dtype ?? json.torch_dtype;
+  const dtype: ParamDtype = named === 'bfloat16' || named === 'float16' ? named : 'float32';
+  return {
+    dir,
+    iteration: 0,
+    dtype,
+    config,
+    tokenizer,
+    stream: async (name, to, sink) => sinkAs(weights.read(name), to, sink),
+    values: async (name) => weights.read(name),
+    close: async () => weights.close(),
+  };
 }

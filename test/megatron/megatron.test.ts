@@ -26,6 +26,7 @@ import { checkpointLogits, logitsDifference, refereeLogits } from '../helpers/re
 
 const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./megatron_reference.py', import.meta.url));
+const HF_LLAMA_REFEREE = fileURLToPath(new URL('../hf/llama_reference.py', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-megatron-'));
 let ctx: GpuContext;
 const torch = torchReferee();
@@ -379,6 +380,25 @@ describe('webtron export --format megatron', () => {
     expect(b.config).toEqual(a.config);
     a.params.destroy();
     b.params.destroy();
+  });
+
+  it("a Hugging Face Llama folder (grouped heads, Llama 3's rope scaling, an untied head) exports as a Megatron checkpoint whose forward by Megatron's referee gives transformers' referee's logits of the folder", (context) => {
+    skipWithoutTorch(context);
+    const { seed, random } = seeded('megatron export of a hugging face folder');
+    const folder = join(dir, 'hf-llama');
+    const wrote = spawnSync(PYTHON, [HF_LLAMA_REFEREE, 'write-random', folder, String(seed), '2', '64', '8', '2', '56', '32'], {
+      encoding: 'utf8',
+    });
+    expect(wrote.status, wrote.stderr).toBe(0);
+    const exported = join(dir, 'hf-llama-megatron');
+    const run = exportMegatron(folder, exported, '--transformer-impl', 'local');
+    expect(run.status, run.stderr).toBe(0);
+    const ids = Uint32Array.from({ length: 2 * 16 }, () => Math.floor(random() * 257));
+    const { worst } = logitsDifference(refereeLogits(REFEREE, exported, ids, 2), refereeLogits(HF_LLAMA_REFEREE, folder, ids, 2));
+    console.log(
+      `Hugging Face Llama folder exported for Megatron: max abs difference of the two referees' logits ${worst.toExponential(2)}`,
+    );
+    expect(worst).toBeLessThanOrEqual(1e-4);
   });
 
   it('--dtype bf16 writes bf16 storages that read back as the params rounded to bf16; bad flags are one line', async (context) => {
