@@ -1,6 +1,6 @@
 /**
- * A checkpoint of `webtron train` as Megatron-LM's own (`--ckpt-format torch`, one model-parallel
- * rank), the inverse of megatron.ts:
+ * A checkpoint of `webtron train`, or a Hugging Face folder (an ExportSource), as Megatron-LM's own
+ * (`--ckpt-format torch`, one model-parallel rank), the inverse of megatron.ts:
  *
  *   OUTPUT/latest_checkpointed_iteration.txt   "release"
  *   OUTPUT/release/mp_rank_00/model_optim_rng.pt

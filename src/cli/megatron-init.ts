@@ -1,9 +1,9 @@
 /**
  * `webtron train --init-from` a Megatron-LM checkpoint (`--ckpt-format torch_dist` at any parallel
- * sizes, or `torch` of one model-parallel rank): the model's flags from the args the run saved, Megatron's names being webtron's. A flag left
- * out takes the checkpoint's value; a flag given must agree with it, else one line names both. What
- * webtron's GPT does not compute (experts, multi-latent attention, erf GELU, a sliding window, …) is
- * refused in one line naming the field.
+ * sizes, or `torch` of one model-parallel rank): the model's flags from the args the run saved,
+ * Megatron's names being webtron's. A flag left out takes the checkpoint's value; a flag given must
+ * agree with it, else one line names both. What webtron's GPT does not compute (experts,
+ * multi-latent attention, erf GELU, a sliding window, …) is refused in one line naming the field.
  */
 import { existsSync } from 'node:fs';
 import { megatronCheckpointPath, openMegatronCheckpoint } from '../checkpoint/megatron.js';

@@ -1,8 +1,8 @@
 /**
  * `webtron sample --load DIR --prompt TEXT --tokens N`: text from a checkpoint of `webtron train`,
  * on the GPU, one process. The model and its tokenizer come from the checkpoint, from a Hugging
- * Face folder (src/hf/model.ts), or from a Megatron-LM checkpoint (./megatron-model.ts). The prompt fills the key/value cache in one prefill, then each new
- * token runs one position against it (src/nn/decode.ts); the cache is sized for what the run fills
+ * Face folder (src/hf/model.ts), or from a Megatron-LM checkpoint (./megatron-model.ts). The prompt
+ * fills the key/value cache in one prefill, then each new token runs one position against it (src/nn/decode.ts); the cache is sized for what the run fills
  * within a window of --inference-max-seq-length positions (and the model's), and once the window is
  * full it is rebuilt from the newest half. Sampling: temperature, top-k or top-p, a seeded generator,
  * so the same seed gives the same text.

@@ -1,5 +1,6 @@
 /**
- * A checkpoint of `webtron train` as a Hugging Face GPT-2 folder, or a Llama one for a model with
+ * A checkpoint of `webtron train` (or a Megatron-LM one: any ExportSource, src/checkpoint/export-source.ts)
+ * as a Hugging Face GPT-2 folder, or a Llama one for a model with
  * Llama's block (a Qwen2 one with biases on q, k and v; llama.ts), the files `transformers` reads:
  * model.safetensors, config.json, generation_config.json and the tokenizer's files (tokenizer.ts).
  *
@@ -91,7 +92,10 @@ export interface HfExport {
   tokenizer: TokenizerState;
 }
 
-/** Write the checkpoint at `load` as a Hugging Face GPT-2 folder `output` (made if missing) with weights in `dtype`. */
+/**
+ * Write the checkpoint at `load` (or another source: a Megatron-LM checkpoint) as a Hugging Face
+ * folder `output` (made if missing) with weights in `dtype`.
+ */
 export async function exportHfFolder(
   load: string | ExportSource,
   output: string,
