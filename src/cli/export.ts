@@ -25,7 +25,7 @@ import { ProgressBar } from './progress.js';
 export const EXPORT_FLAGS: Record<string, FlagSpec> = {
   load: {
     kind: 'string',
-    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), a Hugging Face folder, or a Megatron-LM checkpoint (torch_dist or torch; for onnx and hf)',
+    help: 'a checkpoint of webtron train (its --save folder, the newest, or one iter_NNNNNNN folder), a Hugging Face folder, or a Megatron-LM checkpoint (torch_dist or torch)',
   },
   output: { kind: 'string', help: 'the .onnx file to write, or with --format hf or megatron the folder' },
   format: {
@@ -77,13 +77,9 @@ export async function exportCommand(
   if (!dtypeWord) throw new FlagError(`--dtype must be fp32, fp16 or bf16, got '${String(values.dtype)}'`);
   // A Megatron-LM checkpoint and a Hugging Face folder export too: their models as `webtron sample --load` reads them.
   const from = sourceKind(path);
-  if (format === 'megatron') {
-    if (from === 'megatron')
-      throw new FlagError(
-        `--load ${path} is a Megatron-LM checkpoint already; --format megatron writes one from a checkpoint of webtron train or a Hugging Face folder (Megatron converts its own formats: --ckpt-convert-format)`,
-      );
-    return exportMegatronCommand(values, from === 'hf' ? await sourceOf(path, from) : path, output, dtypeWord);
-  }
+  // A Megatron checkpoint to --format megatron: torch_dist at any parallel sizes as the torch format at 1.
+  if (format === 'megatron')
+    return exportMegatronCommand(values, from === 'webtron' ? path : await sourceOf(path, from), output, dtypeWord);
   if (values['transformer-impl'] !== 'transformer_engine')
     throw new FlagError('--transformer-impl is for --format megatron: the names of the Megatron-core spec that loads it');
   if (format === 'hf') {

@@ -57,8 +57,22 @@ export async function megatronExportSource(path: string): Promise<ExportSource> 
   const checkpoint = openMegatronCheckpoint(megatronCheckpointPath(path)!);
   const weights = megatronWeights(checkpoint, config);
   const { args } = checkpoint;
+  const text = (v: unknown) => (typeof v === 'string' ? v : null);
+  const count = (v: unknown) => (typeof v === 'number' ? v : undefined);
   return {
     dir: checkpoint.path,
+    // What a Megatron export writes back into the args, as the run had it.
+    runArgs: {
+      seqLength: count(args.seq_length),
+      makeVocabSizeDivisibleBy: count(args.make_vocab_size_divisible_by),
+      vocabFile: text(args.vocab_file),
+      mergeFile: text(args.merge_file),
+      tokenizerModel: text(args.tokenizer_model),
+      hiddenDropout: count(args.hidden_dropout),
+      attentionDropout: count(args.attention_dropout),
+      microBatchSize: count(args.micro_batch_size),
+      globalBatchSize: count(args.global_batch_size),
+    },
     iteration: checkpoint.iteration ?? 0,
     // Megatron keeps the params in its params_dtype: bf16 or fp16 with those flags.
     dtype: args.bf16 ? 'bfloat16' : args.fp16 ? 'float16' : 'float32',
