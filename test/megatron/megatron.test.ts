@@ -121,7 +121,7 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
     expect(worst).toBeLessThanOrEqual(1e-4);
   });
 
-  it("a torch_dist checkpoint saved at tensor parallel 2 and pipeline parallel 2 (Llama-shaped; layers stacked, SwiGLU's fc1 in 2 · tp chunks, the common state an object) starts a run whose forward gives the referee's logits; the per-layer layout with common.pt and the torch format of the same model read the same params", async (context) => {
+  it("a torch_dist checkpoint saved at tensor parallel 2 and pipeline parallel 2 (Llama-shaped; layers stacked, SwiGLU's fc1 in 2 · tp chunks, the common state an object) starts a run whose forward gives the referee's logits; the per-layer layout with common.pt and the torch format of the same model read the same params, as a GPT-shaped one's do", async (context) => {
     skipWithoutTorch(context);
     const { seed, random } = seeded('megatron torch_dist checkpoint');
     const dist = ["ckpt_format='torch_dist'", 'tensor_model_parallel_size=2', 'pipeline_model_parallel_size=2'];
@@ -155,6 +155,19 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
     } finally {
       for (const r of readers) r.close();
       model.params.destroy();
+    }
+    // A GPT-shaped one too (biases split with their rows or kept whole, learned positions, a tied head, fp32).
+    const [gptDist, gptPlain] = [join(dir, 'gpt-dist'), join(dir, 'gpt-plain')];
+    writeCheckpoint(gptDist, seed, 'gpt', ...dist);
+    writeCheckpoint(gptPlain, seed, 'gpt');
+    const gpt = await loadCheckpointModel(ctx, join(dir, 'gpt-run'));
+    const [d, p] = [gptDist, gptPlain].map((f) => megatronWeights(openMegatronCheckpoint(megatronCheckpointPath(f)!), gpt.config));
+    try {
+      for (const spec of gptParams(gpt.config)) expect(d!.read(spec.name), spec.name).toEqual(p!.read(spec.name));
+    } finally {
+      d!.close();
+      p!.close();
+      gpt.params.destroy();
     }
   });
 
