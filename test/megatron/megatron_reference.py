@@ -14,17 +14,21 @@ library, numpy and torch only:
 - the local spec's names (input_layernorm, pre_mlp_layernorm) and Transformer Engine's
   (linear_qkv.layer_norm_weight, linear_fc1.layer_norm_weight, `_extra_state` records).
 
-    megatron_reference.py write-random DIR SEED KIND [FIELD=VALUE ...]
+    megatron_reference.py write-random DIR SEED KIND [FIELD=VALUE ...] [singleton] [common.pt]
         Write a random checkpoint of KIND to DIR as Megatron's save_checkpoint writes one at
         iteration 50: `gpt` (LayerNorm, biases, learned positions, GELU fused with its bias, a tied
         head, fp32 tensors, GPT2BPETokenizer, the local spec's names) or `llama` (RMSNorm, rope with
         Llama 3's scaling, SwiGLU, no biases, 8 heads in 2 query groups, q and k norms, an untied
         head, bf16 tensors, NullTokenizer, Transformer Engine's names with `_extra_state`). Each
         FIELD=VALUE (a Python literal) sets one of the args, for the checks of what is refused;
-        args.FIELD=VALUE sets it in the saved args only, after the tensors are made.
+        args.FIELD=VALUE sets it in the saved args only, after the tensors are made. With
+        ckpt_format='torch_dist' (and tensor_model_parallel_size=N), the torch_dist format in N
+        chunks per split tensor (write_dist): `singleton` keeps each layer's own keys, `common.pt`
+        writes the common state in that file instead of the common_state object.
     megatron_reference.py logits DIR IDS.bin BATCH SEQ OUT.bin
-        torch.load DIR's checkpoint, run Megatron's forward (fp32) on the int32 ids [BATCH, SEQ]
-        and write the logits [BATCH, SEQ, padded vocab] as float32.
+        Load DIR's checkpoint (torch.load, or read_dist for torch_dist), run Megatron's forward
+        (fp32) on the int32 ids [BATCH, SEQ] and write the logits [BATCH, SEQ, padded vocab] as
+        float32.
 """
 import argparse
 import ast
