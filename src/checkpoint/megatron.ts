@@ -157,12 +157,9 @@ function openTorch(file: string): MegatronCheckpoint {
  */
 function openDist(folder: string): MegatronCheckpoint {
   const dcp = DistributedCheckpoint.open(folder)!;
-  const common = dcp.objects.has(COMMON_OBJECT)
-    ? (dcp.object(COMMON_OBJECT) as unknown[] | undefined)?.[0]
-    : existsSync(join(folder, COMMON_FILE))
-      ? loadWhole(join(folder, COMMON_FILE))
-      : undefined;
-  const where = dcp.objects.has(COMMON_OBJECT) ? `${folder}'s ${COMMON_OBJECT}` : join(folder, COMMON_FILE);
+  const inObject = dcp.objects.has(COMMON_OBJECT);
+  const where = inObject ? `${folder}'s ${COMMON_OBJECT}` : join(folder, COMMON_FILE);
+  const common = inObject ? (dcp.object(COMMON_OBJECT) as unknown[] | undefined)?.[0] : existsSync(where) ? loadWhole(where) : undefined;
   if (common === undefined)
     throw fail(`${folder} has neither Megatron's ${COMMON_OBJECT} nor ${COMMON_FILE}; is it a torch_dist checkpoint Megatron wrote?`);
   const { args, iteration } = savedState(common, where);

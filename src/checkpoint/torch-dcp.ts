@@ -17,7 +17,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CheckpointError } from './errors.js';
-import { type PickleCall, type PickleGlobal, unpickle } from './pickle.js';
+import { type PickleCall, unpickle } from './pickle.js';
 import { type ArchiveWindow, isTensorRef, TorchArchive } from './torch-archive.js';
 
 /** Where one item lies: a file of the folder and its bytes there. */
@@ -31,9 +31,8 @@ interface Chunk {
   at: ItemAt;
 }
 
-/** A tensor of the checkpoint: its dtype (torch's name, `float32`), global shape and chunks. */
+/** A tensor of the checkpoint: its global shape and chunks (each chunk's archive says its dtype). */
 export interface DcpTensor {
-  dtype: string;
   shape: number[];
   chunks: Chunk[];
 }
@@ -97,7 +96,7 @@ export class DistributedCheckpoint {
         const offsets = ints(c.offsets, `${fqn}'s chunk offsets`, fail);
         return { offsets, sizes: ints(c.sizes, `${fqn}'s chunk sizes`, fail), at: find(fqn, offsets) };
       });
-      this.tensors.set(fqn, { dtype: dtypeOf(entry.properties), shape, chunks });
+      this.tensors.set(fqn, { shape, chunks });
     }
   }
 
@@ -167,13 +166,6 @@ export class DistributedCheckpoint {
       archive.close();
     }
   }
-}
-
-/** TensorProperties' dtype: its pickled state is (dtype, layout, requires_grad, memory format, pin_memory), or a dict. */
-function dtypeOf(properties: unknown): string {
-  const p = properties as PickleCall | undefined;
-  const dtype = Array.isArray(p?.$state) ? p.$state[0] : p?.dtype;
-  return ((dtype as PickleGlobal | undefined)?.qualifiedName ?? String(dtype)).replace(/^torch\./, '');
 }
 
 /**

@@ -6,7 +6,7 @@
  * multi-latent attention, erf GELU, a sliding window, …) is refused in one line naming the field.
  */
 import { existsSync } from 'node:fs';
-import { megatronCheckpointPath, openMegatronCheckpoint } from '../checkpoint/megatron.js';
+import { type MegatronCheckpoint, megatronCheckpointPath, openMegatronCheckpoint } from '../checkpoint/megatron.js';
 import { TOKENIZER_TYPES } from '../data/tokenizer.js';
 import { FlagError, type FlagValues } from './flags.js';
 import { givenFlags, takeFlag } from './hf-init.js';
@@ -73,8 +73,17 @@ export function withMegatronInit(values: FlagValues, argv: readonly string[]): {
   if (found === null) return null;
   const checkpoint = openMegatronCheckpoint(found);
   checkpoint.close();
+  return withMegatronArgs(checkpoint, values, argv);
+}
+
+/** withMegatronInit for a checkpoint already open (its args only are read). */
+export function withMegatronArgs(
+  checkpoint: MegatronCheckpoint,
+  values: FlagValues,
+  argv: readonly string[],
+): { values: FlagValues; vocabSize: number } {
   const args = checkpoint.args;
-  const where = `${found}'s args`;
+  const where = `${checkpoint.path}'s args`;
   // The torch format's file is one rank's shard; torch_dist's tensors are global.
   for (const field of ['tensor_model_parallel_size', 'pipeline_model_parallel_size'])
     if (checkpoint.format === 'torch' && args[field] !== undefined && args[field] !== 1)

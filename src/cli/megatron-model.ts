@@ -3,14 +3,14 @@
  * `webtron export --load SAVE`: the model its saved args describe, read as `webtron train --init-from`
  * reads them (./megatron-init.ts), its weights as the run's would be, and the tokenizer its args name.
  */
-import { megatronCheckpointPath, megatronWeights, openMegatronCheckpoint } from '../checkpoint/megatron.js';
+import { type MegatronCheckpoint, megatronCheckpointPath, megatronWeights, openMegatronCheckpoint } from '../checkpoint/megatron.js';
 import { loadTokenizer, readTokenizerFiles, type TokenizerState } from '../data/tokenizer.js';
 import { type ExportSource, sinkAs } from '../checkpoint/export-source.js';
 import { ConfigError } from '../errors.js';
 import type { GptConfig } from '../nn/gpt.js';
 import type { TrainConfig } from '../train/config.js';
 import { gptConfig } from '../train/setup.js';
-import { withMegatronInit } from './megatron-init.js';
+import { withMegatronArgs } from './megatron-init.js';
 import { parseFlags } from './flags.js';
 import { resolveTrainConfig, TRAIN_FLAGS } from './train-flags.js';
 
@@ -31,14 +31,14 @@ function tokenizerState(cfg: TrainConfig, path: string): TokenizerState {
   }
 }
 
-/** The model the checkpoint's args describe (dropout off, its context its positions), and its tokenizer. */
-async function megatronModel(path: string): Promise<{ config: GptConfig; tokenizer: TokenizerState }> {
+/** The model `checkpoint`'s args describe (dropout off, its context its positions), and its tokenizer. */
+async function megatronModel(checkpoint: MegatronCheckpoint, path: string): Promise<{ config: GptConfig; tokenizer: TokenizerState }> {
   // The flags a run from the checkpoint would have, with Megatron's defaults for the rest.
   const { values } = parseFlags(
     ['--init-from', path, '--micro-batch-size', '1', '--train-iters', '1', '--lr', '0', '--mock-data'],
     TRAIN_FLAGS,
   );
-  const megatron = withMegatronInit(values, [])!;
+  const megatron = withMegatronArgs(checkpoint, values, []);
   // withMegatronInit takes the saved tokenizer_model only where it is on this machine.
   if (megatron.values['tokenizer-type'] === 'HuggingFaceTokenizer' && megatron.values['tokenizer-model'] === undefined)
     throw new ConfigError(
@@ -53,8 +53,16 @@ async function megatronModel(path: string): Promise<{ config: GptConfig; tokeniz
 
 /** The Megatron checkpoint `path` as what `webtron export` reads: its params by webtron's names, one at a time. */
 export async function megatronExportSource(path: string): Promise<ExportSource> {
-  const { config, tokenizer } = await megatronModel(path);
+  // Opened once: its args give the model, its tensors the weights.
   const checkpoint = openMegatronCheckpoint(megatronCheckpointPath(path)!);
+  let model: { config: GptConfig; tokenizer: TokenizerState };
+  try {
+    model = await megatronModel(checkpoint, path);
+  } catch (error) {
+    checkpoint.close();
+    throw error;
+  }
+  const { config, tokenizer } = model;
   const weights = megatronWeights(checkpoint, config);
   const { args } = checkpoint;
   const text = (v: unknown) => (typeof v === 'string' ? v : null);
