@@ -249,14 +249,15 @@ export function parseFlags(
   return { values, positional };
 }
 
-/** Help text: one line per flag. */
 /** One flag's help line: its name and value, then its help from column `width`, its env variable and default. */
 export function flagLine(name: string, s: FlagSpec, width = 34): string {
   const value = s.kind === 'boolean' ? '' : s.kind === 'strings' ? ' <string>...' : ` <${s.kind}>`;
   const extra = [s.env && `env ${s.env}`, s.default !== undefined && `default ${String(s.default)}`].filter(Boolean).join(', ');
-  return `  --${name}${value}`.padEnd(width) + s.help + (extra ? ` (${extra})` : '');
+  // At least two spaces before the help, where a long flag passes the column.
+  return `${`  --${name}${value}`.padEnd(width - 2)}  ${s.help}${extra ? ` (${extra})` : ''}`;
 }
 
+/** Help text: one line per flag. */
 export function flagHelp(specs: Record<string, FlagSpec>): string {
   return Object.entries(specs)
     .map(([name, s]) => flagLine(name, s))

@@ -9,6 +9,7 @@ import { launchCommand } from './launch.js';
 import { memoryCommand } from './memory.js';
 import { preprocessData } from './preprocess-data.js';
 import { sample } from './sample.js';
+import { serve } from './serve.js';
 import { train } from './train.js';
 import { reportsToLauncher } from '../train/lifeline.js';
 
@@ -16,6 +17,7 @@ const COMMANDS: Record<string, Command> = {
   train,
   'preprocess-data': preprocessData,
   sample,
+  serve,
   export: exportCmd,
   memory: memoryCommand,
   launch: launchCommand,

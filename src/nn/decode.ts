@@ -75,6 +75,27 @@ export class GptDecoder {
    * other causally, as a full forward's would.
    */
   async append(tokens: readonly number[], chunk = this.prefillChunk): Promise<Float32Array> {
+    this.check(tokens);
+    let logits: Float32Array | null = null;
+    for (let from = 0; from < tokens.length; from += chunk) logits = await this.forward(tokens.slice(from, from + chunk), false);
+    return logits!;
+  }
+
+  /**
+   * As append, but the logits after every one of `tokens`: tokens.length rows of the vocabulary,
+   * row i the logits for the position after tokens[i] (what a prompt's log-probabilities need).
+   */
+  async appendEvery(tokens: readonly number[], chunk = this.prefillChunk): Promise<Float32Array> {
+    this.check(tokens);
+    const vocab = this.gpt.config.vocabSize;
+    const rows = new Float32Array(tokens.length * vocab);
+    for (let from = 0; from < tokens.length; from += chunk)
+      rows.set(await this.forward(tokens.slice(from, from + chunk), true), from * vocab);
+    return rows;
+  }
+
+  /** Tokens that fit in the cache and are in the vocabulary, or an error saying which is not. */
+  private check(tokens: readonly number[]): void {
     const c = this.gpt.config;
     if (tokens.length === 0) throw new ShapeMismatch('append: no tokens');
     if (this.length + tokens.length > this.capacity)
@@ -84,13 +105,10 @@ export class GptDecoder {
     for (const token of tokens)
       if (!Number.isInteger(token) || token < 0 || token >= c.vocabSize)
         throw new ShapeMismatch(`token ${token} is not in the vocabulary of ${c.vocabSize}`);
-    let logits: Float32Array | null = null;
-    for (let from = 0; from < tokens.length; from += chunk) logits = await this.forward(tokens.slice(from, from + chunk));
-    return logits!;
   }
 
-  /** One forward of `tokens` at positions from `length`: their k and v into the caches, the last one's logits. */
-  private async forward(tokens: readonly number[]): Promise<Float32Array> {
+  /** One forward of `tokens` at positions from `length`: their k and v into the caches, the last one's logits (or every one's). */
+  private async forward(tokens: readonly number[], every: boolean): Promise<Float32Array> {
     const c = this.gpt.config;
     const h = c.hiddenSize;
     const heads = c.numAttentionHeads;
@@ -150,7 +168,7 @@ export class GptDecoder {
         x = add(g, x, this.gpt.projection(g, y, l));
         x = add(g, x, this.gpt.mlp(g, x, l));
       }
-      const last = new Tensor(x.buffer, x.offset + (t - 1) * h, [1, 1, h], 'float32');
+      const last = every ? x : new Tensor(x.buffer, x.offset + (t - 1) * h, [1, 1, h], 'float32');
       const out = await g.read(this.gpt.logits(g, last));
       this.length = n;
       return Float32Array.from(out);

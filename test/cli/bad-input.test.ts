@@ -209,6 +209,14 @@ const CASES: Case[] = [
     says: /--inference-max-seq-length must be a positive integer \(positions of context\), got 0/,
   },
   { args: ['sample', '--load', 'corrupt', '--top-k', '3', '--top-p', '0.9'], says: /--top-k and --top-p exclude each other/ },
+  { args: ['serve', '--load', 'nowhere'], says: /nowhere/ },
+  { args: ['serve', '--load', 'corrupt'], says: /corrupt.*index\.json/ },
+  { args: ['serve'], says: /give one of --load .* or --onnx/ },
+  { args: ['serve', '--load', 'corrupt', '--port', '70000'], says: /--port must be an integer from 0 to 65535, got 70000/ },
+  {
+    args: ['serve', '--load', 'corrupt', '--inference-max-seq-length', '0'],
+    says: /--inference-max-seq-length must be a positive integer \(positions of context\), got 0/,
+  },
   { args: ['export', '--load', 'nowhere', '--output', 'm.onnx'], says: /nowhere/ },
   { args: ['export', '--load', 'corrupt', '--output', 'm.onnx'], says: /corrupt.*index\.json/ },
   {

@@ -3,7 +3,7 @@
  * temperature, top-k, and top-p (nucleus) sampling.
  */
 import { describe, expect, it } from 'vitest';
-import { pickToken } from '../../src/cli/sample.js';
+import { pickToken } from '../../src/cli/generate.js';
 import { splitmix32 } from '../../src/data/samples.js';
 import { seeded } from '../helpers/seed.js';
 

@@ -72,6 +72,11 @@ describe('GPT decoding with a KV cache', () => {
           relativeError(await decoder.step(tokens[i]!), full.subarray(i * v, (i + 1) * v)),
           `position ${i} after the prefill`,
         ).toBeLessThanOrEqual(1e-5);
+      // Every position's logits from one prefill in forwards of 3, 3 and 2: the full forward's rows.
+      decoder.reset();
+      const every = await decoder.appendEvery(tokens, 3);
+      expect(every.length).toBe(tokens.length * v);
+      expect(relativeError(every, full.subarray(0, tokens.length * v)), 'every position of a prefill').toBeLessThanOrEqual(1e-5);
       decoder.destroy();
       params.destroy();
     });

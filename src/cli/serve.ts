@@ -1,0 +1,476 @@
+/**
+ * `webtron serve --load DIR`: Megatron-LM's text generation server (tools/run_text_generation_server.py)
+ * for any model `webtron sample` reads, on this machine's GPU, one request at a time:
+ *
+ * - `PUT /api`: Megatron's own request (`prompts`, `tokens_to_generate`, `temperature`, `top_k`,
+ *   `top_p`, `random_seed`, `logprobs`, `add_BOS`, `stop_on_eol`, `stop_on_double_eol`,
+ *   `stop_token`) and answer (`text`, `segments`, `tokens`, `logprobs`), with its defaults and its
+ *   refusals;
+ * - `POST /completions` (and `/v1/completions`): OpenAI's legacy completions, as Megatron's server
+ *   mimics them, with `echo` and `logprobs` as evaluation harnesses use them (the log-probability of
+ *   every prompt token, and the most likely tokens beside each);
+ * - `GET /health` and `GET /v1/models`.
+ *
+ * Log-probabilities are the model's own (temperature 1, over the tokenizer's tokens), before any
+ * sampling filter. The context is a window of --inference-max-seq-length positions (at most the
+ * model's) as in `webtron sample`: a longer prompt keeps its newest tokens, and once generation fills
+ * the window its newest half is run again; a prompt's own log-probabilities need it whole in the
+ * window. Bad requests are HTTP 400 with `{"message": ...}`.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { basename, resolve } from 'node:path';
+import { hostPort } from '../collectives/transport.js';
+import { splitmix32 } from '../data/samples.js';
+import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import { positionLimit } from '../nn/decode.js';
+import type { Command } from './command.js';
+import { FlagError, GPU_FLAGS, type FlagSpec } from './flags.js';
+import { generate, logProbs, openSampledModel, type SampledModel } from './generate.js';
+
+export const SERVE_FLAGS: Record<string, FlagSpec> = {
+  load: {
+    kind: 'string',
+    help: 'a checkpoint of webtron train, a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder, or a Megatron-LM checkpoint (torch_dist or torch)',
+  },
+  onnx: { kind: 'string', help: 'instead of --load: a model webtron export wrote, run by onnxruntime-node' },
+  host: {
+    kind: 'string',
+    default: '127.0.0.1',
+    help: "the address to listen on (127.0.0.1: this machine only; 0.0.0.0, Megatron's, serves the network: there is no authentication)",
+  },
+  port: { kind: 'int', default: 5000, help: "the port (Megatron's default; 0: any free one)" },
+  seed: { kind: 'int', default: 1234, help: 'seed of the sampling for requests that give none (random_seed, seed)' },
+  'inference-max-seq-length': {
+    kind: 'int',
+    default: 2560,
+    help: "the most positions the context holds, prompt and new tokens (and at most the model's --max-position-embeddings); past it the context keeps its newest half",
+  },
+};
+
+/** A request the server refuses: HTTP 400 with this message. */
+class RequestError extends Error {}
+
+/** One prompt's tokens, what to generate after them, and how. */
+interface Job {
+  context: number[];
+  tokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  random: () => number;
+  /** The log-probability of every prompt token but the first. */
+  promptLogprobs: boolean;
+  /** The log-probability of each token (of the prompt too with promptLogprobs), and this many most likely tokens beside each (-1: none). */
+  top: number;
+  /** After each new token (the ones so far given): whether to stop. */
+  stop: (generated: readonly number[]) => boolean;
+}
+
+interface Done {
+  /** Prompt and generated tokens. */
+  tokens: number[];
+  generated: number;
+  /** For prompt tokens 1.. (the first has no context): log-probabilities, and the most likely tokens with theirs. */
+  prompt: { logprobs: number[]; top: [number, number][][] };
+  /** For the generated tokens. */
+  logprobs: number[];
+  top: [number, number][][];
+  stopped: boolean;
+}
+
+/** What the server holds: the model, its tokenizer and window, and the generator of unseeded requests. */
+interface Served {
+  model: SampledModel;
+  tokenizer: Tokenizer;
+  window: number;
+  random: () => number;
+  name: string;
+}
+
+/** Run one job on the model: prefill (every position's logits where log-probabilities are asked), then generate. */
+async function run(s: Served, job: Job): Promise<Done> {
+  const { context } = job;
+  if (job.promptLogprobs && context.length > s.window)
+    throw new RequestError(
+      `the log-probabilities of a prompt of ${context.length} tokens need it whole in the window of ${s.window} positions (--inference-max-seq-length, at most the model's positions): give a shorter prompt`,
+    );
+  const decoder = s.model.decoder(Math.max(1, Math.min(s.window, context.length + job.tokens)));
+  try {
+    const vocab = s.tokenizer.vocabSize;
+    const done: Done = { tokens: [...context], generated: 0, prompt: { logprobs: [], top: [] }, logprobs: [], top: [], stopped: false };
+    let logits: Float32Array;
+    if (job.promptLogprobs) {
+      const width = s.model.config.vocabSize;
+      const rows = await decoder.appendEvery(context);
+      for (let i = 1; i < context.length; i++) {
+        const { logprob, top } = logProbs(rows.subarray((i - 1) * width, i * width), vocab, context[i]!, Math.max(0, job.top));
+        done.prompt.logprobs.push(logprob);
+        done.prompt.top.push(top);
+      }
+      logits = rows.subarray((context.length - 1) * width);
+    } else logits = await decoder.append(context.slice(-decoder.capacity));
+    const generated = await generate(decoder, done.tokens, logits, {
+      tokens: job.tokens,
+      temperature: job.temperature,
+      topK: job.topK,
+      topP: job.topP,
+      random: job.random,
+      vocab,
+      logprobs: job.top,
+      onToken: () => job.stop(done.tokens.slice(context.length)),
+    });
+    done.generated = generated.tokens.length;
+    done.logprobs = generated.logprobs;
+    done.top = generated.top;
+    done.stopped = generated.stopped;
+    return done;
+  } finally {
+    decoder.destroy();
+  }
+}
+
+/** A JSON body's field checked by `ok`, or `fallback` where it is absent; `message` where it fails. */
+function field<T>(body: Record<string, unknown>, name: string, fallback: T, ok: (v: unknown) => boolean, message: string): T {
+  if (!(name in body) || body[name] === null) return fallback;
+  if (!ok(body[name])) throw new RequestError(message);
+  return body[name] as T;
+}
+
+const isInt = (v: unknown): boolean => Number.isInteger(v);
+const isNumber = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v);
+const isBool = (v: unknown): boolean => typeof v === 'boolean';
+
+/** The tokens of a text prompt, or the tokenizer's complaint as a bad request. */
+function encode(s: Served, text: string): number[] {
+  try {
+    return [...s.tokenizer.encode(text)];
+  } catch (error) {
+    throw new RequestError(`prompt ${JSON.stringify(text.slice(0, 40))}: ${(error as Error).message}`);
+  }
+}
+
+/** Megatron's PUT /api: its fields, defaults and refusals (megatron/core/inference/text_generation_server). */
+async function megatronApi(s: Served, body: Record<string, unknown>): Promise<unknown> {
+  if (!('prompts' in body)) throw new RequestError('prompts argument required');
+  if ('max_len' in body) throw new RequestError('max_len is no longer used.  Replace with tokens_to_generate');
+  if ('sentences' in body) throw new RequestError('sentences is no longer used.  Replace with prompts');
+  if ('beam_width' in body) throw new RequestError('Beam search is no longer supported.');
+  const prompts = body.prompts;
+  if (!Array.isArray(prompts) || !prompts.every((p) => typeof p === 'string')) throw new RequestError('prompts is not a list of strings');
+  if (prompts.length === 0) throw new RequestError('prompts is empty');
+  if (prompts.length > 128) throw new RequestError('Maximum number of prompts is 128');
+  const tokens = field<number>(
+    body,
+    'tokens_to_generate',
+    64,
+    (v) => isInt(v) && (v as number) >= 0,
+    'tokens_to_generate must be an integer greater than or equal to 0',
+  );
+  const logprobs = field<boolean>(body, 'logprobs', false, isBool, 'logprobs must be a boolean value');
+  if (tokens === 0 && !logprobs) throw new RequestError('tokens_to_generate=0 implies logprobs should be True');
+  const temperature = field<number>(
+    body,
+    'temperature',
+    1.0,
+    (v) => isNumber(v) && (v as number) > 0 && (v as number) <= 100,
+    'temperature must be a positive number less than or equal to 100.0',
+  );
+  const topK = field<number>(
+    body,
+    'top_k',
+    0,
+    (v) => isInt(v) && (v as number) >= 0 && (v as number) <= 1000,
+    'top_k must be equal to or greater than 0 and less than or equal to 1000',
+  );
+  const topP = field<number>(
+    body,
+    'top_p',
+    0,
+    (v) => isNumber(v) && (v as number) >= 0 && (v as number) <= 1,
+    'top_p must be less than or equal to 1.0',
+  );
+  if (topP > 0 && topK > 0) throw new RequestError('cannot set both top-k and top-p samplings.');
+  const addBos = field<boolean>(body, 'add_BOS', false, isBool, 'add_BOS must be a boolean value');
+  if (prompts.some((p) => p.length === 0) && !addBos) throw new RequestError('Empty prompts require add_BOS=true');
+  const eol = field<boolean>(body, 'stop_on_eol', false, isBool, 'stop_on_eol must be a boolean value');
+  const doubleEol = field<boolean>(body, 'stop_on_double_eol', false, isBool, 'stop_on_double_eol must be a boolean value');
+  const seed = field<number>(body, 'random_seed', -1, (v) => isInt(v) && (v as number) >= 0, 'random_seed must be a positive integer');
+  const eod = s.tokenizer.eod;
+  const stopToken = field<number | null>(body, 'stop_token', eod, isInt, 'stop_token must be an integer');
+  if (addBos && eod === null)
+    throw new RequestError(
+      `add_BOS puts the end-of-document token first, and this model's ${s.tokenizer.type} has none: leave add_BOS out`,
+    );
+  const random = seed >= 0 ? splitmix32(seed) : s.random;
+  const stop = (generated: readonly number[]): boolean => {
+    if (generated.at(-1) === stopToken) return true;
+    if (!eol && !doubleEol) return false;
+    const text = s.tokenizer.decode(generated);
+    return eol ? text.includes('\n') : text.includes('\n\n');
+  };
+  const out = { text: [] as string[], segments: [] as string[][], tokens: [] as number[][], logprobs: [] as number[][] };
+  for (const prompt of prompts as string[]) {
+    const context = [...(addBos ? [eod!] : []), ...encode(s, prompt)];
+    const done = await run(s, { context, tokens, temperature, topK, topP, random, promptLogprobs: logprobs, top: logprobs ? 0 : -1, stop });
+    out.text.push(prompt + s.tokenizer.decode(done.tokens.slice(context.length)));
+    out.segments.push(done.tokens.map((t) => s.tokenizer.decode([t])));
+    out.tokens.push(done.tokens);
+    out.logprobs.push([...done.prompt.logprobs, ...done.logprobs]);
+  }
+  return logprobs ? out : { text: out.text, segments: out.segments, tokens: out.tokens };
+}
+
+/** A completions prompt: text, texts, tokens or lists of tokens (OpenAI's four forms). */
+function completionPrompts(s: Served, prompt: unknown): { text: string; context: number[] }[] {
+  const ids = (list: unknown[]): number[] => {
+    for (const t of list)
+      if (!isInt(t) || (t as number) < 0 || (t as number) >= s.tokenizer.vocabSize)
+        throw new RequestError(`prompt token ${JSON.stringify(t)} is not in the vocabulary of ${s.tokenizer.vocabSize} tokens`);
+    return list as number[];
+  };
+  const start = (context: number[], what: string): number[] => {
+    if (context.length > 0) return context;
+    if (s.tokenizer.eod === null)
+      throw new RequestError(
+        `${what} is empty, and this model's ${s.tokenizer.type} has no end-of-document token to start from: give a prompt`,
+      );
+    return [s.tokenizer.eod];
+  };
+  const text = (p: string) => ({ text: p, context: start(encode(s, p), 'prompt') });
+  const tokens = (p: unknown[]) => ({ text: s.tokenizer.decode(ids(p)), context: start(ids(p), 'a prompt of tokens') });
+  if (typeof prompt === 'string') return [text(prompt)];
+  if (Array.isArray(prompt) && prompt.length > 0) {
+    if (prompt.every((p) => typeof p === 'string')) return prompt.map(text);
+    if (prompt.every(isInt)) return [tokens(prompt)];
+    if (prompt.every((p) => Array.isArray(p))) return prompt.map((p) => tokens(p as unknown[]));
+  }
+  throw new RequestError('prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids');
+}
+
+/** OpenAI's POST /completions, as Megatron's server gives it. */
+async function completions(s: Served, body: Record<string, unknown>, id: number): Promise<unknown> {
+  if (!('prompt' in body)) throw new RequestError('prompt argument required');
+  if (body.stream === true) throw new RequestError('stream is not served: leave it out, and the whole completion comes in one answer');
+  if (field<number>(body, 'n', 1, isInt, 'n must be an integer') > 1) throw new RequestError('n > 1 not supported');
+  if (field<number>(body, 'best_of', 1, isInt, 'best_of must be an integer') > 1) throw new RequestError('best_of > 1 not supported');
+  const tokens = field<number>(
+    body,
+    'max_tokens',
+    16,
+    (v) => isInt(v) && (v as number) >= 0,
+    'max_tokens must be an integer greater than or equal to 0',
+  );
+  const temperature = field<number>(
+    body,
+    'temperature',
+    1.0,
+    (v) => isNumber(v) && (v as number) >= 0 && (v as number) <= 100,
+    'temperature must be a number from 0 to 100',
+  );
+  const topK = field<number>(
+    body,
+    'top_k',
+    0,
+    (v) => isInt(v) && (v as number) >= 0,
+    'top_k must be an integer greater than or equal to 0',
+  );
+  let topP = field<number>(
+    body,
+    'top_p',
+    1.0,
+    (v) => isNumber(v) && (v as number) >= 0 && (v as number) <= 1,
+    'top_p must be a number from 0 to 1',
+  );
+  if (topP === 1) topP = 0;
+  if (topP > 0 && topK > 0) throw new RequestError('cannot set both top_k and top_p');
+  const echo = field<boolean>(body, 'echo', false, isBool, 'echo must be a boolean value');
+  if (!echo && tokens === 0) throw new RequestError('echo=False not supported when max_tokens == 0');
+  const logprobs = field<number>(
+    body,
+    'logprobs',
+    -1,
+    (v) => isInt(v) && (v as number) >= 0 && (v as number) <= 20,
+    'logprobs must be an integer from 0 to 20',
+  );
+  const seed = field<number>(body, 'seed', -1, isInt, 'seed must be an integer');
+  const eod = s.tokenizer.eod;
+  const stops = field<unknown>(
+    body,
+    'stop',
+    [],
+    (v) => typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string')),
+    'stop must be a string or a list of strings',
+  );
+  const stopTexts = (typeof stops === 'string' ? [stops] : (stops as string[])).filter((x) => x.length > 0);
+  const random = seed >= 0 ? splitmix32(seed >>> 0) : s.random;
+  const choices = [];
+  let [promptTokens, completionTokens] = [0, 0];
+  for (const [index, prompt] of completionPrompts(s, body.prompt).entries()) {
+    const n = prompt.context.length;
+    const stop = (generated: readonly number[]) =>
+      generated.at(-1) === eod || (stopTexts.length > 0 && stopTexts.some((t) => s.tokenizer.decode(generated).includes(t)));
+    const done = await run(s, {
+      context: prompt.context,
+      tokens,
+      temperature,
+      topK,
+      topP,
+      random,
+      promptLogprobs: echo && logprobs >= 0,
+      top: logprobs,
+      stop,
+    });
+    let generated = done.tokens.slice(n);
+    if (generated.at(-1) === eod) generated = generated.slice(0, -1);
+    const full = s.tokenizer.decode(generated);
+    const cut = Math.min(...stopTexts.map((t) => full.indexOf(t)).filter((i) => i >= 0), full.length);
+    const text = full.slice(0, cut);
+    // The generated tokens that begin before the cut (all of them where nothing was cut).
+    let kept = generated.length;
+    if (cut < full.length) for (kept = 0; kept < generated.length && s.tokenizer.decode(generated.slice(0, kept)).length < cut; ) kept++;
+    promptTokens += n;
+    completionTokens += done.generated;
+    choices.push({
+      index,
+      text: echo ? prompt.text + text : text,
+      logprobs: logprobs >= 0 ? completionLogprobs(s, prompt, done, kept, echo) : null,
+      finish_reason: done.stopped ? 'stop' : 'length',
+    });
+  }
+  return {
+    id: `cmpl-${id}`,
+    object: 'text_completion',
+    created: Math.floor(Date.now() / 1000),
+    model: s.name,
+    choices,
+    usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+  };
+}
+
+/** OpenAI's logprobs object: tokens, their log-probabilities (null for the first), the most likely beside each, text offsets. */
+function completionLogprobs(s: Served, prompt: { text: string; context: number[] }, done: Done, kept: number, echo: boolean) {
+  const n = prompt.context.length;
+  const from = echo ? 0 : n;
+  const listed = done.tokens.slice(from, n + kept);
+  // Token i's: none for the first, the prompt's for the rest of the prompt, then the generated ones'.
+  const at = (i: number): [number, [number, number][]] | null =>
+    i === 0 ? null : i < n ? [done.prompt.logprobs[i - 1]!, done.prompt.top[i - 1]!] : [done.logprobs[i - n]!, done.top[i - n]!];
+  const base = echo ? 0 : prompt.text.length;
+  return {
+    tokens: listed.map((t) => s.tokenizer.decode([t])),
+    token_logprobs: listed.map((_, j) => at(from + j)?.[0] ?? null),
+    top_logprobs: listed.map((_, j) => {
+      const got = at(from + j);
+      return got ? Object.fromEntries(got[1].map(([t, l]) => [s.tokenizer.decode([t]), l])) : null;
+    }),
+    text_offset: listed.map((_, j) => base + s.tokenizer.decode(done.tokens.slice(from, from + j)).length),
+  };
+}
+
+/** A request's JSON body: an object, at most 64 MiB. */
+async function readBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > 64 * 2 ** 20) throw new RequestError('the body is over 64 MiB');
+    chunks.push(chunk);
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (error) {
+    throw new RequestError(`the body is not JSON: ${(error as Error).message}`);
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError('the body is not a JSON object');
+  return body as Record<string, unknown>;
+}
+
+/** The routes: the method each takes, and what it answers. */
+type Route = { method: string; answer: (s: Served, body: Record<string, unknown>, id: number) => Promise<unknown> };
+const ROUTES: Record<string, Route> = {
+  '/api': { method: 'PUT', answer: megatronApi },
+  '/completions': { method: 'POST', answer: completions },
+  '/v1/completions': { method: 'POST', answer: completions },
+};
+
+/** Serve `s` on host:port; one request runs on the GPU at a time, the rest wait their turn. */
+async function startServer(s: Served, host: string, port: number): Promise<{ url: string; close: () => Promise<void> }> {
+  let turn: Promise<unknown> = Promise.resolve();
+  let requests = 0;
+  const send = (res: ServerResponse, status: number, value: unknown) =>
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(`${JSON.stringify(value)}\n`);
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (req.method === 'GET' && path === '/health') return send(res, 200, { status: 'ok' });
+    if (req.method === 'GET' && (path === '/v1/models' || path === '/models'))
+      return send(res, 200, { object: 'list', data: [{ id: s.name, object: 'model', owned_by: 'webtron' }] });
+    const route = ROUTES[path];
+    if (!route) return send(res, 404, { message: `no ${path} here: PUT /api (Megatron's) or POST /completions (OpenAI's)` });
+    if (req.method !== route.method) return send(res, 405, { message: `${path} takes ${route.method}, not ${req.method}` });
+    const id = ++requests;
+    const started = performance.now();
+    const work = async () => {
+      try {
+        const answer = await route.answer(s, await readBody(req), id);
+        send(res, 200, answer);
+        console.error(`webtron serve: ${req.method} ${path} #${id}: 200 in ${((performance.now() - started) / 1000).toFixed(2)} s`);
+      } catch (error) {
+        const bad = error instanceof RequestError;
+        send(res, bad ? 400 : 500, { message: (error as Error).message });
+        console.error(`webtron serve: ${req.method} ${path} #${id}: ${bad ? 400 : 500}: ${(error as Error).message}`);
+      }
+    };
+    turn = turn.then(work);
+  });
+  await new Promise<void>((done, fail) => {
+    server.once('error', fail);
+    server.listen(port, host, () => done());
+  });
+  const address = server.address();
+  const bound = typeof address === 'object' && address ? address.port : port;
+  return { url: `http://${hostPort(host, bound)}/`, close: () => new Promise<void>((done) => server.close(() => done())) };
+}
+
+export const serve: Command = {
+  summary:
+    "serve a model over HTTP as Megatron-LM's text generation server (PUT /api) and OpenAI's completions (POST /completions): webtron serve --load DIR",
+  flags: { ...GPU_FLAGS, ...SERVE_FLAGS },
+  async run(values) {
+    const port = values.port as number;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FlagError(`--port must be an integer from 0 to 65535, got ${port}`);
+    const maxSeq = values['inference-max-seq-length'] as number;
+    if (!Number.isInteger(maxSeq) || maxSeq < 1)
+      throw new FlagError(`--inference-max-seq-length must be a positive integer (positions of context), got ${maxSeq}`);
+    const load = values.load as string | undefined;
+    const onnx = values.onnx as string | undefined;
+    const gpu = { backend: values.backend as string | undefined, adapter: values.adapter as string | undefined };
+    const model = await openSampledModel(load, onnx, gpu);
+    const tokenizer = await loadTokenizer(model.tokenizer);
+    if (tokenizer.vocabSize > model.config.vocabSize)
+      throw new FlagError(
+        `${load ?? onnx}: its tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocabulary of ${model.config.vocabSize}; give a model and tokenizer that belong together`,
+      );
+    const window = Math.min(positionLimit(model.config), maxSeq);
+    const name = basename(resolve(load ?? onnx!));
+    const served: Served = { model, tokenizer, window, random: splitmix32(values.seed as number), name };
+    const host = values.host as string;
+    const server = await startServer(served, host, port).catch((e: Error) => {
+      throw new FlagError(`--host ${host} --port ${port}: ${e.message}; give another port (0 picks a free one)`);
+    });
+    const c = model.config;
+    console.log(
+      `webtron serve: ${server.url} (${name}: ${c.numLayers} layers, hidden ${c.hiddenSize}, ${tokenizer.type} of ${tokenizer.vocabSize} tokens, ${window} positions; PUT /api, POST /completions; Ctrl-C stops it)`,
+    );
+    await new Promise<void>((done) => {
+      const stop = () => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        void server.close().then(done);
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+    model.release();
+  },
+};

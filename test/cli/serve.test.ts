@@ -1,0 +1,191 @@
+/**
+ * `webtron serve` as a client uses it: Megatron's PUT /api and OpenAI's POST /completions over HTTP,
+ * against `webtron sample` (the same text at the same seed) and against a full forward of the
+ * checkpoint in this process, without the server's key/value cache (every log-probability, and the
+ * greedy tokens).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
+import { GpuContext } from '../../src/gpu/context.js';
+import { Graph } from '../../src/nn/graph.js';
+import { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
+import { BIN, dir, TINY, train } from '../helpers/train.js';
+
+const ctx = await GpuContext.create();
+const base = dir();
+const ckpt = join(base, 'ckpt');
+let server: ChildProcess;
+let url = '';
+let tokenizer: Tokenizer;
+
+beforeAll(async () => {
+  const r = await train([...TINY, '--train-iters', '30', '--global-batch-size', '4', '--save', ckpt, '--run-dir', join(base, 'run')]);
+  expect(r.code, r.stderr).toBe(0);
+  server = spawn('node', [BIN, 'serve', '--load', ckpt, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  url = await new Promise<string>((done, fail) => {
+    let out = '';
+    server.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      const found = /webtron serve: (http:\S+)/.exec(out);
+      if (found) done(found[1]!);
+    });
+    server.on('exit', (code) => fail(new Error(`webtron serve exited ${code} before it listened`)));
+  });
+  tokenizer = await loadTokenizer((await loadCheckpointModel(ctx, ckpt)).tokenizer);
+}, 120_000);
+
+afterAll(async () => {
+  if (server?.exitCode === null) {
+    const exited = new Promise((done) => server.once('exit', done));
+    process.kill(server.pid!, 'SIGTERM');
+    await exited;
+  }
+  ctx.destroy();
+  rmSync(base, { recursive: true, force: true });
+});
+
+async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(new URL(path, url), {
+    method,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+/** Log-softmax over the tokenizer's tokens of every position's logits, from a full forward of `tokens` (float64). */
+async function fullForward(tokens: number[]): Promise<Float64Array[]> {
+  const model = await loadCheckpointModel(ctx, ckpt);
+  const g = new Graph(ctx, { training: false });
+  const logits = await g.read(model.gpt.forward(g, g.input(Uint32Array.from(tokens), [1, tokens.length], 'ids')).logits);
+  g.release();
+  model.params.destroy();
+  const width = model.config.vocabSize;
+  return tokens.map((_, i) => {
+    const row = Float64Array.from(logits.subarray(i * width, i * width + tokenizer.vocabSize));
+    const max = Math.max(...row);
+    const norm = max + Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0));
+    return row.map((x) => x - norm);
+  });
+}
+
+const argmax = (row: Float64Array) => row.indexOf(Math.max(...row));
+
+describe('webtron serve', () => {
+  it('PUT /api writes what webtron sample writes at the same seed, past the 16-position window too', async () => {
+    const put = async (seed: number) => {
+      const r = await call('PUT', '/api', { prompts: ['Call me '], tokens_to_generate: 40, random_seed: seed, temperature: 0.8 });
+      expect(r.status, JSON.stringify(r.json)).toBe(200);
+      return (r.json.text as string[])[0]!;
+    };
+    const sampled = execFileSync(
+      'node',
+      [BIN, 'sample', '--load', ckpt, '--prompt', 'Call me ', '--tokens', '40', '--seed', '5', '--temperature', '0.8'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    const text = await put(5);
+    expect(`${text}\n`).toBe(sampled);
+    expect(Array.from(text).length).toBe('Call me '.length + 40);
+    expect(await put(6)).not.toBe(text);
+  });
+
+  it("PUT /api's log-probabilities are a full forward's, and top_k 1 takes its most likely token each time", async () => {
+    const prompts = ['Call me ', 'The whale'];
+    const r = await call('PUT', '/api', { prompts, tokens_to_generate: 4, logprobs: true, top_k: 1 });
+    expect(r.status, JSON.stringify(r.json)).toBe(200);
+    const { text, segments, tokens, logprobs } = r.json as {
+      text: string[];
+      segments: string[][];
+      tokens: number[][];
+      logprobs: number[][];
+    };
+    for (const [i, prompt] of prompts.entries()) {
+      const ids = tokens[i]!;
+      const n = tokenizer.encode(prompt).length;
+      expect(ids.slice(0, n)).toEqual([...tokenizer.encode(prompt)]);
+      expect(ids.length).toBe(n + 4);
+      expect(text[i]).toBe(prompt + tokenizer.decode(ids.slice(n)));
+      expect(segments[i]!.join('')).toBe(text[i]);
+      const want = await fullForward(ids);
+      expect(logprobs[i]!.length).toBe(ids.length - 1);
+      for (let j = 1; j < ids.length; j++) expect(Math.abs(logprobs[i]![j - 1]! - want[j - 1]![ids[j]!]!), `token ${j}`).toBeLessThan(1e-4);
+      for (let j = n; j < ids.length; j++) expect(ids[j], `generated token ${j}`).toBe(argmax(want[j - 1]!));
+    }
+  });
+
+  it('POST /completions: echo and logprobs as evaluation harnesses ask for them, stop strings, token prompts', async () => {
+    // lm-evaluation-harness's log-likelihood request: the prompt echoed with every token's log-probability.
+    const prompt = 'Call me Ishmael';
+    const ids = [...tokenizer.encode(prompt)];
+    const r = await call('POST', '/v1/completions', { prompt, max_tokens: 1, temperature: 0, logprobs: 1, echo: true, seed: 1234 });
+    expect(r.status, JSON.stringify(r.json)).toBe(200);
+    const choice = (r.json.choices as Record<string, unknown>[])[0]!;
+    const lp = choice.logprobs as {
+      tokens: string[];
+      token_logprobs: (number | null)[];
+      top_logprobs: (Record<string, number> | null)[];
+      text_offset: number[];
+    };
+    expect(lp.tokens.length).toBe(ids.length + 1);
+    expect(choice.text).toBe(prompt + lp.tokens.at(-1));
+    expect(lp.text_offset).toEqual(lp.tokens.map((_, i) => i));
+    expect(lp.token_logprobs[0]).toBeNull();
+    expect(lp.top_logprobs[0]).toBeNull();
+    const all = [...ids, ...tokenizer.encode(lp.tokens.at(-1)!)];
+    const want = await fullForward(all);
+    for (let j = 1; j < all.length; j++) {
+      expect(Math.abs(lp.token_logprobs[j]! - want[j - 1]![all[j]!]!), `token ${j}`).toBeLessThan(1e-4);
+      // The one most likely token beside each, as the harness reads it to tell a greedy continuation.
+      const [[best, value]] = Object.entries(lp.top_logprobs[j]!) as [[string, number]];
+      expect(tokenizer.encode(best)[0]).toBe(argmax(want[j - 1]!));
+      expect(Math.abs(value - Math.max(...want[j - 1]!))).toBeLessThan(1e-4);
+    }
+    expect(lp.token_logprobs.at(-1)).toBe(Object.values(lp.top_logprobs.at(-1)!)[0]);
+    expect(r.json.usage).toEqual({ prompt_tokens: ids.length, completion_tokens: 1, total_tokens: ids.length + 1 });
+
+    // Seeded text, then the same request stopped at a piece of it: the text ends before the piece.
+    const seeded = async (body: Record<string, unknown>) => {
+      const c = await call('POST', '/completions', { prompt: 'The whale', max_tokens: 6, seed: 7, ...body });
+      expect(c.status, JSON.stringify(c.json)).toBe(200);
+      return (c.json.choices as { text: string; finish_reason: string }[])[0]!;
+    };
+    const whole = await seeded({});
+    expect(whole.finish_reason).toBe('length');
+    expect(Array.from(whole.text).length).toBe(6);
+    const stop = whole.text.slice(3, 5);
+    const stopped = await seeded({ stop: [stop] });
+    expect(stopped).toEqual({ ...stopped, text: whole.text.slice(0, whole.text.indexOf(stop)), finish_reason: 'stop' });
+    expect(stopped.text.length).toBeLessThan(whole.text.length);
+    // The prompt as token ids gives the text of the prompt as text.
+    expect((await seeded({ prompt: [...tokenizer.encode('The whale')] })).text).toBe(whole.text);
+  });
+
+  it("bad requests are HTTP 400 with Megatron's messages, and the server goes on", async () => {
+    const refused = async (method: string, path: string, body: unknown, status: number, message: RegExp) => {
+      const r = await call(method, path, body);
+      expect(r.status, JSON.stringify(r.json)).toBe(status);
+      expect(r.json.message).toMatch(message);
+    };
+    await refused('PUT', '/api', { prompts: 'Call me' }, 400, /^prompts is not a list of strings$/);
+    await refused('PUT', '/api', { prompts: ['Call'], top_k: 2, top_p: 0.5 }, 400, /^cannot set both top-k and top-p samplings\.$/);
+    await refused('PUT', '/api', { prompts: [''] }, 400, /^Empty prompts require add_BOS=true$/);
+    await refused('PUT', '/api', { prompts: ['Call'], tokens_to_generate: 0 }, 400, /tokens_to_generate=0 implies logprobs/);
+    await refused('PUT', '/api', { prompts: ['日本'] }, 400, /日.*not in the vocabulary/);
+    await refused('PUT', '/api', 'not json', 400, /the body is not JSON/);
+    await refused('POST', '/api', { prompts: ['Call'] }, 405, /\/api takes PUT, not POST/);
+    await refused('POST', '/completions', { prompt: 'Call', n: 2 }, 400, /n > 1 not supported/);
+    await refused('POST', '/completions', { prompt: [1, 500] }, 400, /prompt token 500 is not in the vocabulary of 89 tokens/);
+    await refused('POST', '/nowhere', {}, 404, /no \/nowhere here/);
+    // A prompt's own log-probabilities need it whole in the window of 16 positions.
+    await refused(
+      'PUT',
+      '/api',
+      { prompts: ['x'.repeat(17)], logprobs: true, tokens_to_generate: 1 },
+      400,
+      /prompt of 17 tokens .* window of 16/,
+    );
+    expect(await call('GET', '/health')).toEqual({ status: 200, json: { status: 'ok' } });
+  });
+});
