@@ -9,6 +9,8 @@
  * - `POST /completions` (and `/v1/completions`): OpenAI's legacy completions, as Megatron's server
  *   mimics them, with `echo` and `logprobs` as evaluation harnesses use them (the log-probability of
  *   every prompt token, and the most likely tokens beside each);
+ * - vLLM's tokenizer endpoints (`GET /tokenizer_info`, `POST /tokenize`, `POST /detokenize`), through
+ *   which lm-evaluation-harness tokenizes with the server's own tokenizer;
  * - `GET /health` and `GET /v1/models`.
  *
  * Log-probabilities are the model's own (temperature 1, over the tokenizer's tokens), before any
@@ -85,6 +87,8 @@ interface Served {
   window: number;
   random: () => number;
   name: string;
+  /** The end-of-document token, read as one token where its text is in a prompt. */
+  special: { id: number; text: string } | null;
 }
 
 /** Run one job on the model: prefill (every position's logits where log-probabilities are asked), then generate. */
@@ -140,12 +144,32 @@ const isInt = (v: unknown): boolean => Number.isInteger(v);
 const isNumber = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v);
 const isBool = (v: unknown): boolean => typeof v === 'boolean';
 
-/** The tokens of a text prompt, or the tokenizer's complaint as a bad request. */
+/**
+ * The tokens of a text prompt, or the tokenizer's complaint as a bad request. The end-of-document
+ * token's text (GPT-2's `<|endoftext|>`) is that token, as Hugging Face tokenizers read special
+ * tokens in text, so that `/tokenize` gives a harness the id it stops on.
+ */
 function encode(s: Served, text: string): number[] {
   try {
-    return [...s.tokenizer.encode(text)];
+    const special = s.special;
+    if (special === null) return [...s.tokenizer.encode(text)];
+    return text.split(special.text).flatMap((piece, i) => [...(i > 0 ? [special.id] : []), ...s.tokenizer.encode(piece)]);
   } catch (error) {
     throw new RequestError(`prompt ${JSON.stringify(text.slice(0, 40))}: ${(error as Error).message}`);
+  }
+}
+
+/** The end-of-document token and its text, where the tokenizer reads that text as other tokens (else null). */
+function specialToken(tokenizer: Tokenizer): { id: number; text: string } | null {
+  const id = tokenizer.eod;
+  if (id === null) return null;
+  const text = tokenizer.decode([id]);
+  if (text.length === 0 || text.includes('\uFFFD')) return null;
+  try {
+    const plain = tokenizer.encode(text);
+    return plain.length === 1 && plain[0] === id ? null : { id, text };
+  } catch {
+    return { id, text };
   }
 }
 
@@ -386,12 +410,28 @@ async function readBody(req: IncomingMessage): Promise<Record<string, unknown>> 
   return body as Record<string, unknown>;
 }
 
+/** The tokenizer endpoints of vLLM's server, which evaluation harnesses ask for the server's own tokens. */
+async function tokenize(s: Served, body: Record<string, unknown>): Promise<unknown> {
+  if (typeof body.prompt !== 'string') throw new RequestError('prompt must be a string');
+  const tokens = encode(s, body.prompt);
+  return { tokens, count: tokens.length, max_model_len: s.window };
+}
+
+async function detokenize(s: Served, body: Record<string, unknown>): Promise<unknown> {
+  const tokens = body.tokens;
+  if (!Array.isArray(tokens) || !tokens.every((t) => isInt(t) && t >= 0 && t < s.tokenizer.vocabSize))
+    throw new RequestError(`tokens must be a list of token ids below ${s.tokenizer.vocabSize}`);
+  return { prompt: s.tokenizer.decode(tokens as number[]) };
+}
+
 /** The routes: the method each takes, and what it answers. */
 type Route = { method: string; answer: (s: Served, body: Record<string, unknown>, id: number) => Promise<unknown> };
 const ROUTES: Record<string, Route> = {
   '/api': { method: 'PUT', answer: megatronApi },
   '/completions': { method: 'POST', answer: completions },
   '/v1/completions': { method: 'POST', answer: completions },
+  '/tokenize': { method: 'POST', answer: tokenize },
+  '/detokenize': { method: 'POST', answer: detokenize },
 };
 
 /** Serve `s` on host:port; one request runs on the GPU at a time, the rest wait their turn. */
@@ -403,6 +443,15 @@ async function startServer(s: Served, host: string, port: number): Promise<{ url
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
     if (req.method === 'GET' && path === '/health') return send(res, 200, { status: 'ok' });
+    if (req.method === 'GET' && path === '/tokenizer_info')
+      return send(res, 200, {
+        tokenizer_class: s.tokenizer.type,
+        vocab_size: s.tokenizer.vocabSize,
+        model_max_length: s.window,
+        eos_token: s.special?.text ?? null,
+        bos_token: null,
+        pad_token: null,
+      });
     if (req.method === 'GET' && (path === '/v1/models' || path === '/models'))
       return send(res, 200, { object: 'list', data: [{ id: s.name, object: 'model', owned_by: 'webtron' }] });
     const route = ROUTES[path];
@@ -453,7 +502,7 @@ export const serve: Command = {
       );
     const window = Math.min(positionLimit(model.config), maxSeq);
     const name = basename(resolve(load ?? onnx!));
-    const served: Served = { model, tokenizer, window, random: splitmix32(values.seed as number), name };
+    const served: Served = { model, tokenizer, window, random: splitmix32(values.seed as number), name, special: specialToken(tokenizer) };
     const host = values.host as string;
     const server = await startServer(served, host, port).catch((e: Error) => {
       throw new FlagError(`--host ${host} --port ${port}: ${e.message}; give another port (0 picks a free one)`);

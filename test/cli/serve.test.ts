@@ -17,15 +17,16 @@ import { BIN, dir, TINY, train } from '../helpers/train.js';
 const ctx = await GpuContext.create();
 const base = dir();
 const ckpt = join(base, 'ckpt');
-let server: ChildProcess;
+const servers: ChildProcess[] = [];
 let url = '';
+let gpt2Url = '';
 let tokenizer: Tokenizer;
 
-beforeAll(async () => {
-  const r = await train([...TINY, '--train-iters', '30', '--global-batch-size', '4', '--save', ckpt, '--run-dir', join(base, 'run')]);
-  expect(r.code, r.stderr).toBe(0);
-  server = spawn('node', [BIN, 'serve', '--load', ckpt, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  url = await new Promise<string>((done, fail) => {
+/** `webtron serve --load load --port 0`, once it listens: its URL. */
+async function serve(load: string): Promise<string> {
+  const server = spawn('node', [BIN, 'serve', '--load', load, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  servers.push(server);
+  return new Promise<string>((done, fail) => {
     let out = '';
     server.stdout!.on('data', (c: Buffer) => {
       out += c.toString();
@@ -34,21 +35,44 @@ beforeAll(async () => {
     });
     server.on('exit', (code) => fail(new Error(`webtron serve exited ${code} before it listened`)));
   });
+}
+
+beforeAll(async () => {
+  const r = await train([...TINY, '--train-iters', '30', '--global-batch-size', '4', '--save', ckpt, '--run-dir', join(base, 'run')]);
+  expect(r.code, r.stderr).toBe(0);
+  // GPT-2's tokenizer, whose end-of-document token has a text of its own.
+  const gpt2 = ['--num-layers', '1', '--hidden-size', '16', '--num-attention-heads', '2', '--seq-length', '16', '--micro-batch-size', '2'];
+  const g = await train([
+    ...gpt2,
+    '--train-iters',
+    '1',
+    '--lr',
+    '1e-3',
+    '--tokenizer-type',
+    'GPT2BPETokenizer',
+    '--eval-iters',
+    '0',
+    '--save',
+    join(base, 'gpt2'),
+  ]);
+  expect(g.code, g.stderr).toBe(0);
+  [url, gpt2Url] = await Promise.all([serve(ckpt), serve(join(base, 'gpt2'))]);
   tokenizer = await loadTokenizer((await loadCheckpointModel(ctx, ckpt)).tokenizer);
 }, 120_000);
 
 afterAll(async () => {
-  if (server?.exitCode === null) {
-    const exited = new Promise((done) => server.once('exit', done));
-    process.kill(server.pid!, 'SIGTERM');
-    await exited;
-  }
+  for (const server of servers)
+    if (server.exitCode === null) {
+      const exited = new Promise((done) => server.once('exit', done));
+      process.kill(server.pid!, 'SIGTERM');
+      await exited;
+    }
   ctx.destroy();
   rmSync(base, { recursive: true, force: true });
 });
 
-async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await fetch(new URL(path, url), {
+async function call(method: string, path: string, body?: unknown, at = url): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(new URL(path, at), {
     method,
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
@@ -115,7 +139,7 @@ describe('webtron serve', () => {
     }
   });
 
-  it('POST /completions: echo and logprobs as evaluation harnesses ask for them, stop strings, token prompts', async () => {
+  it('POST /completions: echo and logprobs as evaluation harnesses ask for them, their tokenizer endpoints, stop strings, token prompts', async () => {
     // lm-evaluation-harness's log-likelihood request: the prompt echoed with every token's log-probability.
     const prompt = 'Call me Ishmael';
     const ids = [...tokenizer.encode(prompt)];
@@ -144,6 +168,16 @@ describe('webtron serve', () => {
     }
     expect(lp.token_logprobs.at(-1)).toBe(Object.values(lp.top_logprobs.at(-1)!)[0]);
     expect(r.json.usage).toEqual({ prompt_tokens: ids.length, completion_tokens: 1, total_tokens: ids.length + 1 });
+
+    // The harness tokenizes with the server's tokenizer through vLLM's endpoints.
+    expect((await call('POST', '/tokenize', { prompt, add_special_tokens: false })).json).toEqual({
+      tokens: ids,
+      count: ids.length,
+      max_model_len: 16,
+    });
+    expect((await call('POST', '/detokenize', { tokens: ids })).json).toEqual({ prompt });
+    const info = (await call('GET', '/tokenizer_info')).json;
+    expect(info).toEqual({ ...info, tokenizer_class: 'CharTokenizer', vocab_size: tokenizer.vocabSize, eos_token: null });
 
     // Seeded text, then the same request stopped at a piece of it: the text ends before the piece.
     const seeded = async (body: Record<string, unknown>) => {
@@ -187,5 +221,24 @@ describe('webtron serve', () => {
       /prompt of 17 tokens .* window of 16/,
     );
     expect(await call('GET', '/health')).toEqual({ status: 200, json: { status: 'ok' } });
+  });
+
+  it("GPT-2's <|endoftext|> in a prompt is its one token, and generation stops after stop_token", async () => {
+    const gpt2 = await loadTokenizer({ type: 'GPT2BPETokenizer' });
+    const at = gpt2Url;
+    expect((await call('GET', '/tokenizer_info', undefined, at)).json.eos_token).toBe('<|endoftext|>');
+    const text = 'Call me<|endoftext|>Ishmael';
+    const want = [...gpt2.encode('Call me'), 50256, ...gpt2.encode('Ishmael')];
+    expect((await call('POST', '/tokenize', { prompt: text }, at)).json.tokens).toEqual(want);
+    // The first greedy token, then the same request told to stop on it: one token only.
+    const put = async (extra: Record<string, unknown>) => {
+      const r = await call('PUT', '/api', { prompts: [text], tokens_to_generate: 5, top_k: 1, ...extra }, at);
+      expect(r.status, JSON.stringify(r.json)).toBe(200);
+      return (r.json.tokens as number[][])[0]!;
+    };
+    const free = await put({ stop_token: -1 });
+    expect(free.slice(0, want.length)).toEqual(want);
+    expect(free.length).toBe(want.length + 5);
+    expect(await put({ stop_token: free[want.length] })).toEqual(free.slice(0, want.length + 1));
   });
 });
