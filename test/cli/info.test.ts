@@ -124,7 +124,7 @@ describe('webtron info', () => {
     const unknown = spawnSync('node', [bin, 'nope'], { encoding: 'utf8' });
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toMatch(
-      /unknown command 'nope'; commands: train, preprocess-data, sample, export, memory, launch, dashboard, info/,
+      /unknown command 'nope'; commands: train, preprocess-data, sample, serve, export, memory, launch, dashboard, info/,
     );
   });
 });
