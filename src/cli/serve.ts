@@ -8,7 +8,9 @@
  *   refusals;
  * - `POST /completions` (and `/v1/completions`): OpenAI's legacy completions, as Megatron's server
  *   mimics them, with `echo` and `logprobs` as evaluation harnesses use them (the log-probability of
- *   every prompt token, and the most likely tokens beside each);
+ *   every prompt token, and the most likely tokens beside each), and `stream` (server-sent events);
+ * - `POST /chat/completions` (and `/v1/chat/completions`): OpenAI's chat, the messages through the
+ *   model's chat template (./chat-template.ts), then a completion of what it writes;
  * - vLLM's tokenizer endpoints (`GET /tokenizer_info`, `POST /tokenize`, `POST /detokenize`), through
  *   which lm-evaluation-harness tokenizes with the server's own tokenizer;
  * - `GET /health` and `GET /v1/models`.
@@ -27,7 +29,9 @@ import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { positionLimit } from '../nn/decode.js';
 import type { Command } from './command.js';
 import { FlagError, GPU_FLAGS, type FlagSpec } from './flags.js';
+import { type ChatTemplate, chatTemplateOf } from './chat-template.js';
 import { generate, logProbs, openSampledModel, type SampledModel } from './generate.js';
+import { isHfFolder } from '../hf/model.js';
 
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
   load: {
@@ -42,6 +46,10 @@ export const SERVE_FLAGS: Record<string, FlagSpec> = {
   },
   port: { kind: 'int', default: 5000, help: "the port (Megatron's default; 0: any free one)" },
   seed: { kind: 'int', default: 1234, help: 'seed of the sampling for requests that give none (random_seed, seed)' },
+  'chat-template': {
+    kind: 'string',
+    help: "a Jinja chat template for /chat/completions (default: a Hugging Face folder's chat_template.jinja, or its tokenizer_config.json's chat_template)",
+  },
   'inference-max-seq-length': {
     kind: 'int',
     default: 2560,
@@ -89,6 +97,8 @@ interface Served {
   name: string;
   /** The end-of-document token, read as one token where its text is in a prompt. */
   special: { id: number; text: string } | null;
+  /** The chat template and the special tokens it is given, where the model has one. */
+  chat: ChatTemplate | null;
 }
 
 /** Run one job on the model: prefill (every position's logits where log-probabilities are asked), then generate. */
@@ -271,10 +281,24 @@ function completionPrompts(s: Served, prompt: unknown): { text: string; context:
   throw new RequestError('prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids');
 }
 
-/** OpenAI's POST /completions, as Megatron's server gives it. */
-async function completions(s: Served, body: Record<string, unknown>, id: number): Promise<unknown> {
+/** A completions request, checked: what to generate and how. */
+interface CompletionAsk {
+  tokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  echo: boolean;
+  /** The most likely tokens to give beside each token's log-probability (-1: no log-probabilities). */
+  logprobs: number;
+  stopTexts: string[];
+  random: () => number;
+  stream: boolean;
+}
+
+/** OpenAI's completions fields, checked as Megatron's server checks them. */
+function completionAsk(s: Served, body: Record<string, unknown>): CompletionAsk {
   if (!('prompt' in body)) throw new RequestError('prompt argument required');
-  if (body.stream === true) throw new RequestError('stream is not served: leave it out, and the whole completion comes in one answer');
+  const stream = field<boolean>(body, 'stream', false, isBool, 'stream must be a boolean value');
   if (field<number>(body, 'n', 1, isInt, 'n must be an integer') > 1) throw new RequestError('n > 1 not supported');
   if (field<number>(body, 'best_of', 1, isInt, 'best_of must be an integer') > 1) throw new RequestError('best_of > 1 not supported');
   const tokens = field<number>(
@@ -317,7 +341,6 @@ async function completions(s: Served, body: Record<string, unknown>, id: number)
     'logprobs must be an integer from 0 to 20',
   );
   const seed = field<number>(body, 'seed', -1, isInt, 'seed must be an integer');
-  const eod = s.tokenizer.eod;
   const stops = field<unknown>(
     body,
     'stop',
@@ -326,46 +349,83 @@ async function completions(s: Served, body: Record<string, unknown>, id: number)
     'stop must be a string or a list of strings',
   );
   const stopTexts = (typeof stops === 'string' ? [stops] : (stops as string[])).filter((x) => x.length > 0);
+  if (stream && logprobs >= 0) throw new RequestError('logprobs are not streamed: leave stream out to get them');
   const random = seed >= 0 ? splitmix32(seed >>> 0) : s.random;
+  return { tokens, temperature, topK, topP, echo, logprobs, stopTexts, random, stream };
+}
+
+/**
+ * One prompt's completion. With `emit`, its text goes out as it grows: all of it that neither a stop
+ * string nor a character still unfinished can change (the last stop's length less one, and any
+ * trailing U+FFFD, are held back).
+ */
+async function completionChoice(s: Served, ask: CompletionAsk, prompt: { text: string; context: number[] }, emit?: (text: string) => void) {
+  const n = prompt.context.length;
+  const eod = s.tokenizer.eod;
+  const textOf = (generated: readonly number[]) => s.tokenizer.decode(generated.at(-1) === eod ? generated.slice(0, -1) : generated);
+  const stopAt = (text: string) => Math.min(...ask.stopTexts.map((t) => text.indexOf(t)).filter((i) => i >= 0), text.length);
+  const hold = Math.max(0, ...ask.stopTexts.map((t) => t.length - 1));
+  let sent = 0;
+  const flush = (text: string, final: boolean) => {
+    let upto = final ? text.length : text.length - hold;
+    if (!final) while (upto > sent && text[upto - 1] === '\uFFFD') upto--;
+    if (emit && upto > sent) emit(text.slice(sent, upto));
+    sent = Math.max(sent, upto);
+  };
+  if (ask.echo) emit?.(prompt.text);
+  const stop = (generated: readonly number[]) => {
+    const text = textOf(generated);
+    const cut = stopAt(text);
+    flush(text.slice(0, cut), false);
+    return generated.at(-1) === eod || cut < text.length;
+  };
+  const done = await run(s, {
+    context: prompt.context,
+    tokens: ask.tokens,
+    temperature: ask.temperature,
+    topK: ask.topK,
+    topP: ask.topP,
+    random: ask.random,
+    promptLogprobs: ask.echo && ask.logprobs >= 0,
+    top: ask.logprobs,
+    stop: emit || ask.stopTexts.length > 0 || eod !== null ? stop : () => false,
+  });
+  let generated = done.tokens.slice(n);
+  if (generated.at(-1) === eod) generated = generated.slice(0, -1);
+  const full = s.tokenizer.decode(generated);
+  const cut = stopAt(full);
+  const text = full.slice(0, cut);
+  flush(text, true);
+  // The generated tokens that begin before the cut (all of them where nothing was cut).
+  let kept = generated.length;
+  if (cut < full.length) for (kept = 0; kept < generated.length && s.tokenizer.decode(generated.slice(0, kept)).length < cut; ) kept++;
+  return {
+    text: ask.echo ? prompt.text + text : text,
+    logprobs: ask.logprobs >= 0 ? completionLogprobs(s, prompt, done, kept, ask.echo) : null,
+    finish_reason: done.stopped ? 'stop' : 'length',
+    usage: { prompt: n, completion: done.generated },
+  };
+}
+
+/** OpenAI's POST /completions, as Megatron's server gives it; with `stream`, as server-sent events. */
+async function completions(s: Served, body: Record<string, unknown>, id: number, events: Events): Promise<unknown> {
+  const ask = completionAsk(s, body);
+  const head = { id: `cmpl-${id}`, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: s.name };
+  const prompts = completionPrompts(s, body.prompt);
   const choices = [];
   let [promptTokens, completionTokens] = [0, 0];
-  for (const [index, prompt] of completionPrompts(s, body.prompt).entries()) {
-    const n = prompt.context.length;
-    const stop = (generated: readonly number[]) =>
-      generated.at(-1) === eod || (stopTexts.length > 0 && stopTexts.some((t) => s.tokenizer.decode(generated).includes(t)));
-    const done = await run(s, {
-      context: prompt.context,
-      tokens,
-      temperature,
-      topK,
-      topP,
-      random,
-      promptLogprobs: echo && logprobs >= 0,
-      top: logprobs,
-      stop,
-    });
-    let generated = done.tokens.slice(n);
-    if (generated.at(-1) === eod) generated = generated.slice(0, -1);
-    const full = s.tokenizer.decode(generated);
-    const cut = Math.min(...stopTexts.map((t) => full.indexOf(t)).filter((i) => i >= 0), full.length);
-    const text = full.slice(0, cut);
-    // The generated tokens that begin before the cut (all of them where nothing was cut).
-    let kept = generated.length;
-    if (cut < full.length) for (kept = 0; kept < generated.length && s.tokenizer.decode(generated.slice(0, kept)).length < cut; ) kept++;
-    promptTokens += n;
-    completionTokens += done.generated;
-    choices.push({
-      index,
-      text: echo ? prompt.text + text : text,
-      logprobs: logprobs >= 0 ? completionLogprobs(s, prompt, done, kept, echo) : null,
-      finish_reason: done.stopped ? 'stop' : 'length',
-    });
+  for (const [index, prompt] of prompts.entries()) {
+    const piece = (text: string, finish: string | null) =>
+      events.send({ ...head, choices: [{ index, text, logprobs: null, finish_reason: finish }] });
+    const { usage, ...choice } = await completionChoice(s, ask, prompt, ask.stream ? (text) => piece(text, null) : undefined);
+    if (ask.stream) piece('', choice.finish_reason);
+    choices.push({ index, ...choice });
+    promptTokens += usage.prompt;
+    completionTokens += usage.completion;
   }
+  if (ask.stream) return undefined;
   return {
-    id: `cmpl-${id}`,
-    object: 'text_completion',
-    created: Math.floor(Date.now() / 1000),
-    model: s.name,
+    ...head,
     choices,
     usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
   };
@@ -424,12 +484,72 @@ async function detokenize(s: Served, body: Record<string, unknown>): Promise<unk
   return { prompt: s.tokenizer.decode(tokens as number[]) };
 }
 
+/** A message's text: a string, or OpenAI's list of parts, whose text parts join. */
+function messageText(content: unknown, at: number): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content) && content.every((p) => typeof p === 'object' && p !== null && (p as { type?: unknown }).type === 'text'))
+    return content.map((p) => String((p as { text?: unknown }).text ?? '')).join('');
+  throw new RequestError(`messages[${at}].content must be a string or a list of text parts`);
+}
+
+/** OpenAI's POST /chat/completions: the messages through the model's chat template, then a completion of what it writes. */
+async function chatCompletions(s: Served, body: Record<string, unknown>, id: number, events: Events): Promise<unknown> {
+  if (!s.chat) throw new RequestError(`${s.name} has no chat template: serve it with --chat-template FILE, or use /completions`);
+  const messages = body.messages;
+  if (!Array.isArray(messages) || messages.length === 0) throw new RequestError('messages must be a non-empty list');
+  const turns = messages.map((m, i) => {
+    if (typeof m !== 'object' || m === null || typeof (m as { role?: unknown }).role !== 'string')
+      throw new RequestError(`messages[${i}] must be an object with a role`);
+    return { ...(m as Record<string, unknown>), content: messageText((m as { content?: unknown }).content ?? '', i) };
+  });
+  if (body.logprobs === true)
+    throw new RequestError('logprobs are not given by /chat/completions here: use /completions with the prompt the chat template writes');
+  let text: string;
+  try {
+    text = s.chat.render({ messages: turns, add_generation_prompt: true, ...s.chat.tokens });
+  } catch (error) {
+    throw new RequestError(`the chat template: ${(error as Error).message}`);
+  }
+  const context = encode(s, text);
+  // OpenAI's default: as many tokens as the window leaves.
+  const room = Math.max(1, s.window - context.length);
+  const limit = body.max_completion_tokens ?? body.max_tokens ?? room;
+  const ask = completionAsk(s, { ...body, prompt: text, max_tokens: limit, echo: false, logprobs: null });
+  const head = {
+    id: `chatcmpl-${id}`,
+    object: ask.stream ? 'chat.completion.chunk' : 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model: s.name,
+  };
+  const chunk = (delta: Record<string, string>, finish: string | null) =>
+    events.send({ ...head, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] });
+  if (ask.stream) chunk({ role: 'assistant', content: '' }, null);
+  const choice = await completionChoice(s, ask, { text, context }, ask.stream ? (piece) => chunk({ content: piece }, null) : undefined);
+  if (ask.stream) {
+    chunk({}, choice.finish_reason);
+    return undefined;
+  }
+  const { prompt, completion } = choice.usage;
+  return {
+    ...head,
+    choices: [{ index: 0, message: { role: 'assistant', content: choice.text }, logprobs: null, finish_reason: choice.finish_reason }],
+    usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
+  };
+}
+
+/** Server-sent events: the first one starts the stream (status 200), and the route then answers undefined. */
+interface Events {
+  send(value: unknown): void;
+}
+
 /** The routes: the method each takes, and what it answers. */
-type Route = { method: string; answer: (s: Served, body: Record<string, unknown>, id: number) => Promise<unknown> };
+type Route = { method: string; answer: (s: Served, body: Record<string, unknown>, id: number, events: Events) => Promise<unknown> };
 const ROUTES: Record<string, Route> = {
   '/api': { method: 'PUT', answer: megatronApi },
   '/completions': { method: 'POST', answer: completions },
   '/v1/completions': { method: 'POST', answer: completions },
+  '/chat/completions': { method: 'POST', answer: chatCompletions },
+  '/v1/chat/completions': { method: 'POST', answer: chatCompletions },
   '/tokenize': { method: 'POST', answer: tokenize },
   '/detokenize': { method: 'POST', answer: detokenize },
 };
@@ -459,14 +579,25 @@ async function startServer(s: Served, host: string, port: number): Promise<{ url
     if (req.method !== route.method) return send(res, 405, { message: `${path} takes ${route.method}, not ${req.method}` });
     const id = ++requests;
     const started = performance.now();
+    let streaming = false;
+    const events: Events = {
+      send: (value) => {
+        if (!streaming) res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' });
+        streaming = true;
+        res.write(`data: ${JSON.stringify(value)}\n\n`);
+      },
+    };
     const work = async () => {
       try {
-        const answer = await route.answer(s, await readBody(req), id);
-        send(res, 200, answer);
+        const answer = await route.answer(s, await readBody(req), id, events);
+        if (streaming) res.end('data: [DONE]\n\n');
+        else send(res, 200, answer);
         console.error(`webtron serve: ${req.method} ${path} #${id}: 200 in ${((performance.now() - started) / 1000).toFixed(2)} s`);
       } catch (error) {
         const bad = error instanceof RequestError;
-        send(res, bad ? 400 : 500, { message: (error as Error).message });
+        // Once a stream has started its status is sent: the error is its last event.
+        if (streaming) res.end(`data: ${JSON.stringify({ error: { message: (error as Error).message } })}\n\n`);
+        else send(res, bad ? 400 : 500, { message: (error as Error).message });
         console.error(`webtron serve: ${req.method} ${path} #${id}: ${bad ? 400 : 500}: ${(error as Error).message}`);
       }
     };
@@ -502,14 +633,19 @@ export const serve: Command = {
       );
     const window = Math.min(positionLimit(model.config), maxSeq);
     const name = basename(resolve(load ?? onnx!));
-    const served: Served = { model, tokenizer, window, random: splitmix32(values.seed as number), name, special: specialToken(tokenizer) };
+    const chat = chatTemplateOf(model.tokenizer, {
+      file: values['chat-template'] as string | undefined,
+      folder: load !== undefined && isHfFolder(load) ? load : undefined,
+    });
+    const special = specialToken(tokenizer);
+    const served: Served = { model, tokenizer, window, random: splitmix32(values.seed as number), name, special, chat };
     const host = values.host as string;
     const server = await startServer(served, host, port).catch((e: Error) => {
       throw new FlagError(`--host ${host} --port ${port}: ${e.message}; give another port (0 picks a free one)`);
     });
     const c = model.config;
     console.log(
-      `webtron serve: ${server.url} (${name}: ${c.numLayers} layers, hidden ${c.hiddenSize}, ${tokenizer.type} of ${tokenizer.vocabSize} tokens, ${window} positions; PUT /api, POST /completions; Ctrl-C stops it)`,
+      `webtron serve: ${server.url} (${name}: ${c.numLayers} layers, hidden ${c.hiddenSize}, ${tokenizer.type} of ${tokenizer.vocabSize} tokens, ${window} positions; PUT /api, POST /completions${chat ? `, POST /chat/completions (chat template: ${chat.source})` : ''}; Ctrl-C stops it)`,
     );
     await new Promise<void>((done) => {
       const stop = () => {

@@ -4,8 +4,8 @@
  * checkpoint in this process, without the server's key/value cache (every log-probability, and the
  * greedy tokens).
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
@@ -17,14 +17,16 @@ import { BIN, dir, TINY, train } from '../helpers/train.js';
 const ctx = await GpuContext.create();
 const base = dir();
 const ckpt = join(base, 'ckpt');
+/** A chat template in the characters of Moby-Dick, rendered by hand in the chat test. */
+const CHAT = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
 const servers: ChildProcess[] = [];
 let url = '';
 let gpt2Url = '';
 let tokenizer: Tokenizer;
 
 /** `webtron serve --load load --port 0`, once it listens: its URL. */
-async function serve(load: string): Promise<string> {
-  const server = spawn('node', [BIN, 'serve', '--load', load, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function serve(load: string, extra: string[] = []): Promise<string> {
+  const server = spawn('node', [BIN, 'serve', '--load', load, '--port', '0', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   servers.push(server);
   return new Promise<string>((done, fail) => {
     let out = '';
@@ -56,7 +58,8 @@ beforeAll(async () => {
     join(base, 'gpt2'),
   ]);
   expect(g.code, g.stderr).toBe(0);
-  [url, gpt2Url] = await Promise.all([serve(ckpt), serve(join(base, 'gpt2'))]);
+  writeFileSync(join(base, 'chat.jinja'), CHAT);
+  [url, gpt2Url] = await Promise.all([serve(ckpt, ['--chat-template', join(base, 'chat.jinja')]), serve(join(base, 'gpt2'))]);
   tokenizer = await loadTokenizer((await loadCheckpointModel(ctx, ckpt)).tokenizer);
 }, 120_000);
 
@@ -139,7 +142,7 @@ describe('webtron serve', () => {
     }
   });
 
-  it('POST /completions: echo and logprobs as evaluation harnesses ask for them, their tokenizer endpoints, stop strings, token prompts', async () => {
+  it('POST /completions: echo and logprobs as evaluation harnesses ask for them, their tokenizer endpoints, stop strings, streaming, token prompts', async () => {
     // lm-evaluation-harness's log-likelihood request: the prompt echoed with every token's log-probability.
     const prompt = 'Call me Ishmael';
     const ids = [...tokenizer.encode(prompt)];
@@ -192,6 +195,23 @@ describe('webtron serve', () => {
     const stopped = await seeded({ stop: [stop] });
     expect(stopped).toEqual({ ...stopped, text: whole.text.slice(0, whole.text.indexOf(stop)), finish_reason: 'stop' });
     expect(stopped.text.length).toBeLessThan(whole.text.length);
+    // Streamed as server-sent events, the pieces of each choice join into its text, a stop string
+    // held back until it is whole or ruled out; the last event of each gives its finish_reason.
+    const ask = { prompt: ['The whale', 'Call me'], max_tokens: 6, seed: 7, echo: true, stop: [stop] };
+    const once = (await call('POST', '/completions', ask)).json.choices as { index: number; text: string; finish_reason: string }[];
+    const res = await fetch(new URL('/completions', url), { method: 'POST', body: JSON.stringify({ ...ask, stream: true }) });
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const events = (await res.text()).split('\n\n').filter(Boolean);
+    expect(events.at(-1)).toBe('data: [DONE]');
+    const pieces = events
+      .slice(0, -1)
+      .map((e) => (JSON.parse(e.replace(/^data: /, '')) as { choices: (typeof once)[number][] }).choices[0]!);
+    for (const want of once) {
+      const mine = pieces.filter((p) => p.index === want.index);
+      expect(mine.map((p) => p.text).join('')).toBe(want.text);
+      expect(mine.at(-1)!.finish_reason).toBe(want.finish_reason);
+      expect(mine.slice(0, -1).every((p) => p.finish_reason === null)).toBe(true);
+    }
     // The prompt as token ids gives the text of the prompt as text.
     expect((await seeded({ prompt: [...tokenizer.encode('The whale')] })).text).toBe(whole.text);
   });
@@ -221,6 +241,70 @@ describe('webtron serve', () => {
       /prompt of 17 tokens .* window of 16/,
     );
     expect(await call('GET', '/health')).toEqual({ status: 200, json: { status: 'ok' } });
+  });
+
+  it('POST /chat/completions: the messages through the chat template, then the completion of what it writes; streamed as deltas', async () => {
+    const messages = [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Call me' },
+    ];
+    const rendered = 'system: Be brief.\nuser: Call me\nassistant:';
+    const completed = await call('POST', '/v1/completions', { prompt: rendered, max_tokens: 6, seed: 7 });
+    const want = (completed.json.choices as { text: string; finish_reason: string }[])[0]!;
+    const chat = await call('POST', '/v1/chat/completions', { messages, max_tokens: 6, seed: 7 });
+    expect(chat.status, JSON.stringify(chat.json)).toBe(200);
+    expect(chat.json.object).toBe('chat.completion');
+    const choice = (chat.json.choices as { message: { role: string; content: string }; finish_reason: string }[])[0]!;
+    expect(choice.message).toEqual({ role: 'assistant', content: want.text });
+    expect(choice.finish_reason).toBe(want.finish_reason);
+    expect(chat.json.usage).toEqual({ prompt_tokens: rendered.length, completion_tokens: 6, total_tokens: rendered.length + 6 });
+    // Content as OpenAI's list of text parts reads as the parts joined.
+    const parts = [
+      messages[0],
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'Call ' },
+          { type: 'text', text: 'me' },
+        ],
+      },
+    ];
+    const again = await call('POST', '/chat/completions', { messages: parts, max_completion_tokens: 6, seed: 7 });
+    expect((again.json.choices as (typeof choice)[])[0]!.message.content).toBe(want.text);
+    // Streamed: a first delta with the role, the content in pieces, a last delta with the finish_reason.
+    const res = await fetch(new URL('/v1/chat/completions', url), {
+      method: 'POST',
+      body: JSON.stringify({ messages, max_tokens: 6, seed: 7, stream: true }),
+    });
+    const events = (await res.text()).split('\n\n').filter(Boolean);
+    expect(events.at(-1)).toBe('data: [DONE]');
+    const chunks = events
+      .slice(0, -1)
+      .map(
+        (e) =>
+          JSON.parse(e.replace(/^data: /, '')) as {
+            object: string;
+            choices: { delta: { role?: string; content?: string }; finish_reason: string | null }[];
+          },
+      );
+    expect(chunks.every((c) => c.object === 'chat.completion.chunk')).toBe(true);
+    expect(chunks[0]!.choices[0]!.delta).toEqual({ role: 'assistant', content: '' });
+    expect(chunks.map((c) => c.choices[0]!.delta.content ?? '').join('')).toBe(want.text);
+    expect(chunks.at(-1)!.choices[0]).toEqual({ index: 0, delta: {}, logprobs: null, finish_reason: want.finish_reason });
+    // A model without a chat template says so; a template that cannot be read stops the server at start.
+    const none = await call('POST', '/v1/chat/completions', { messages }, gpt2Url);
+    expect(none.status).toBe(400);
+    expect(none.json.message).toMatch(/has no chat template: serve it with --chat-template FILE/);
+    writeFileSync(join(base, 'broken.jinja'), '{% for m in messages %}');
+    for (const [file, says] of [
+      [join(base, 'nowhere.jinja'), /--chat-template: cannot read .*nowhere\.jinja: ENOENT/],
+      [join(base, 'broken.jinja'), /broken\.jinja: not a chat template Jinja can read/],
+    ] as const) {
+      const r = spawnSync('node', [BIN, 'serve', '--load', ckpt, '--port', '0', '--chat-template', file], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(says);
+    }
   });
 
   it("GPT-2's <|endoftext|> in a prompt is its one token, and generation stops after stop_token", async () => {
