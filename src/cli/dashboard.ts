@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startDashboard } from '../dashboard/server.js';
-import type { Command } from './command.js';
+import { type Command, listenFlag, untilStopped } from './command.js';
 import { FlagError } from './flags.js';
 
 export const DASHBOARD_FLAGS = {
@@ -25,20 +25,8 @@ export const dashboardCommand: Command = {
       if (!existsSync(join(dir, 'metrics.jsonl')) && !existsSync(join(dir, 'config.json')))
         throw new FlagError(`${dir}: no metrics.jsonl or config.json; give a run folder (the --run-dir of webtron train)`);
     }
-    const port = values.port as number;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FlagError(`--port must be an integer from 0 to 65535, got ${port}`);
-    const dashboard = await startDashboard({ runs: positional, host: values.host as string, port }).catch((e: Error) => {
-      throw new FlagError(`--host ${values.host as string} --port ${port}: ${e.message}; give another port (0 picks a free one)`);
-    });
+    const dashboard = await listenFlag(values, (host, port) => startDashboard({ runs: positional, host, port }));
     console.log(`webtron dashboard: ${dashboard.url} (${positional.length} run${positional.length === 1 ? '' : 's'}; Ctrl-C stops it)`);
-    await new Promise<void>((done) => {
-      const stop = () => {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-        void dashboard.close().then(done);
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
+    await untilStopped(dashboard.close);
   },
 };

@@ -27,18 +27,16 @@ import { hostPort } from '../collectives/transport.js';
 import { splitmix32 } from '../data/samples.js';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { positionLimit } from '../nn/decode.js';
-import type { Command } from './command.js';
+import { type Command, listenFlag, portFlag, untilStopped } from './command.js';
 import { FlagError, GPU_FLAGS, type FlagSpec } from './flags.js';
 import { type ChatTemplate, chatTemplateOf } from './chat-template.js';
 import { generate, logProbs, openSampledModel, type SampledModel } from './generate.js';
+import { SAMPLE_FLAGS } from './sample.js';
 import { isHfFolder } from '../hf/model.js';
 
 export const SERVE_FLAGS: Record<string, FlagSpec> = {
-  load: {
-    kind: 'string',
-    help: 'a checkpoint of webtron train, a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder, or a Megatron-LM checkpoint (torch_dist or torch)',
-  },
-  onnx: { kind: 'string', help: 'instead of --load: a model webtron export wrote, run by onnxruntime-node' },
+  load: SAMPLE_FLAGS.load!,
+  onnx: SAMPLE_FLAGS.onnx!,
   host: {
     kind: 'string',
     default: '127.0.0.1',
@@ -50,11 +48,7 @@ export const SERVE_FLAGS: Record<string, FlagSpec> = {
     kind: 'string',
     help: "a Jinja chat template for /chat/completions (default: a Hugging Face folder's chat_template.jinja, or its tokenizer_config.json's chat_template)",
   },
-  'inference-max-seq-length': {
-    kind: 'int',
-    default: 2560,
-    help: "the most positions the context holds, prompt and new tokens (and at most the model's --max-position-embeddings); past it the context keeps its newest half",
-  },
+  'inference-max-seq-length': SAMPLE_FLAGS['inference-max-seq-length']!,
 };
 
 /** A request the server refuses: HTTP 400 with this message. */
@@ -617,8 +611,7 @@ export const serve: Command = {
     "serve a model over HTTP as Megatron-LM's text generation server (PUT /api) and OpenAI's completions (POST /completions): webtron serve --load DIR",
   flags: { ...GPU_FLAGS, ...SERVE_FLAGS },
   async run(values) {
-    const port = values.port as number;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FlagError(`--port must be an integer from 0 to 65535, got ${port}`);
+    portFlag(values);
     const maxSeq = values['inference-max-seq-length'] as number;
     if (!Number.isInteger(maxSeq) || maxSeq < 1)
       throw new FlagError(`--inference-max-seq-length must be a positive integer (positions of context), got ${maxSeq}`);
@@ -639,23 +632,12 @@ export const serve: Command = {
     });
     const special = specialToken(tokenizer);
     const served: Served = { model, tokenizer, window, random: splitmix32(values.seed as number), name, special, chat };
-    const host = values.host as string;
-    const server = await startServer(served, host, port).catch((e: Error) => {
-      throw new FlagError(`--host ${host} --port ${port}: ${e.message}; give another port (0 picks a free one)`);
-    });
+    const server = await listenFlag(values, (host, port) => startServer(served, host, port));
     const c = model.config;
     console.log(
       `webtron serve: ${server.url} (${name}: ${c.numLayers} layers, hidden ${c.hiddenSize}, ${tokenizer.type} of ${tokenizer.vocabSize} tokens, ${window} positions; PUT /api, POST /completions${chat ? `, POST /chat/completions (chat template: ${chat.source})` : ''}; Ctrl-C stops it)`,
     );
-    await new Promise<void>((done) => {
-      const stop = () => {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-        void server.close().then(done);
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
+    await untilStopped(server.close);
     model.release();
   },
 };

@@ -278,15 +278,13 @@ describe('webtron serve', () => {
     });
     const events = (await res.text()).split('\n\n').filter(Boolean);
     expect(events.at(-1)).toBe('data: [DONE]');
-    const chunks = events
-      .slice(0, -1)
-      .map(
-        (e) =>
-          JSON.parse(e.replace(/^data: /, '')) as {
-            object: string;
-            choices: { delta: { role?: string; content?: string }; finish_reason: string | null }[];
-          },
-      );
+    const chunks = events.slice(0, -1).map(
+      (e) =>
+        JSON.parse(e.replace(/^data: /, '')) as {
+          object: string;
+          choices: { delta: { role?: string; content?: string }; finish_reason: string | null }[];
+        },
+    );
     expect(chunks.every((c) => c.object === 'chat.completion.chunk')).toBe(true);
     expect(chunks[0]!.choices[0]!.delta).toEqual({ role: 'assistant', content: '' });
     expect(chunks.map((c) => c.choices[0]!.delta.content ?? '').join('')).toBe(want.text);
