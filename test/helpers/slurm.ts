@@ -69,6 +69,8 @@ export class OneHostSlurm {
         `SlurmdLogFile=${d}/slurmd.log`,
         'ProctrackType=proctrack/linuxproc',
         'TaskPlugin=task/none',
+        // The main scheduling loop every 2 s, not 60: a requeued job starts once its wait is over, not a minute later.
+        'SchedulerParameters=sched_interval=2',
         'SelectType=select/cons_tres',
         'SelectTypeParameters=CR_Core',
         'MpiDefault=none',
