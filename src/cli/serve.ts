@@ -177,6 +177,29 @@ function specialToken(tokenizer: Tokenizer): { id: number; text: string } | null
   }
 }
 
+/**
+ * Fields of Megatron's older generation that its server still checks but its engine no longer
+ * reads (top_p_decay, top_p_bound, prevent_newline_after_colon, length_penalty): checked as it
+ * checks them, and, as there, without effect.
+ */
+function legacyFields(body: Record<string, unknown>, topP: number): void {
+  const value = (name: string) => body[name] as number;
+  if ('top_p_decay' in body) {
+    if (!isNumber(body.top_p_decay)) throw new RequestError('top_p_decay must be a positive float less than or equal to 1.0');
+    if (topP === 0) throw new RequestError('top_p_decay cannot be set without top_p');
+    if (!(value('top_p_decay') >= 0 && value('top_p_decay') <= 1)) throw new RequestError('top_p_decay must be less than or equal to 1.0');
+  }
+  if ('top_p_bound' in body) {
+    if (!isNumber(body.top_p_bound)) throw new RequestError('top_p_bound must be a positive float less than or equal to top_p');
+    if (topP === 0) throw new RequestError('top_p_bound cannot be set without top_p');
+    if (!(value('top_p_bound') > 0 && value('top_p_bound') <= topP))
+      throw new RequestError('top_p_bound must be greater than 0 and less than top_p');
+  }
+  if ('prevent_newline_after_colon' in body && !isBool(body.prevent_newline_after_colon))
+    throw new RequestError('prevent_newline_after_colon must be a boolean value');
+  if ('length_penalty' in body && !isNumber(body.length_penalty)) throw new RequestError('length_penalty must be a float');
+}
+
 /** Megatron's PUT /api: its fields, defaults and refusals (megatron/core/inference/text_generation_server). */
 async function megatronApi(s: Served, body: Record<string, unknown>): Promise<unknown> {
   if (!('prompts' in body)) throw new RequestError('prompts argument required');
@@ -225,6 +248,7 @@ async function megatronApi(s: Served, body: Record<string, unknown>): Promise<un
   const seed = field<number>(body, 'random_seed', -1, (v) => isInt(v) && (v as number) >= 0, 'random_seed must be a positive integer');
   const eod = s.tokenizer.eod;
   const stopToken = field<number | null>(body, 'stop_token', eod, isInt, 'stop_token must be an integer');
+  legacyFields(body, topP);
   if (addBos && eod === null)
     throw new RequestError(
       `add_BOS puts the end-of-document token first, and this model's ${s.tokenizer.type} has none: leave add_BOS out`,
@@ -398,6 +422,8 @@ async function completionChoice(s: Served, ask: CompletionAsk, prompt: { text: s
     logprobs: ask.logprobs >= 0 ? completionLogprobs(s, prompt, done, kept, ask.echo) : null,
     finish_reason: done.stopped ? 'stop' : 'length',
     usage: { prompt: n, completion: done.generated },
+    // The kept generated tokens with their log-probabilities, for the chat's own format.
+    chosen: ask.logprobs >= 0 ? generated.slice(0, kept).map((id, j) => ({ id, logprob: done.logprobs[j]!, top: done.top[j]! })) : [],
   };
 }
 
@@ -411,7 +437,7 @@ async function completions(s: Served, body: Record<string, unknown>, id: number,
   for (const [index, prompt] of prompts.entries()) {
     const piece = (text: string, finish: string | null) =>
       events.send({ ...head, choices: [{ index, text, logprobs: null, finish_reason: finish }] });
-    const { usage, ...choice } = await completionChoice(s, ask, prompt, ask.stream ? (text) => piece(text, null) : undefined);
+    const { usage, chosen: _, ...choice } = await completionChoice(s, ask, prompt, ask.stream ? (text) => piece(text, null) : undefined);
     if (ask.stream) piece('', choice.finish_reason);
     choices.push({ index, ...choice });
     promptTokens += usage.prompt;
@@ -486,6 +512,12 @@ function messageText(content: unknown, at: number): string {
   throw new RequestError(`messages[${at}].content must be a string or a list of text parts`);
 }
 
+/** A token as OpenAI's chat logprobs give it: its text, log-probability, and the text's UTF-8 bytes. */
+const tokenEntry = (s: Served, id: number, logprob: number) => {
+  const token = s.tokenizer.decode([id]);
+  return { token, logprob, bytes: [...Buffer.from(token, 'utf8')] };
+};
+
 /** OpenAI's POST /chat/completions: the messages through the model's chat template, then a completion of what it writes. */
 async function chatCompletions(s: Served, body: Record<string, unknown>, id: number, events: Events): Promise<unknown> {
   if (!s.chat) throw new RequestError(`${s.name} has no chat template: serve it with --chat-template FILE, or use /completions`);
@@ -496,8 +528,14 @@ async function chatCompletions(s: Served, body: Record<string, unknown>, id: num
       throw new RequestError(`messages[${i}] must be an object with a role`);
     return { ...(m as Record<string, unknown>), content: messageText((m as { content?: unknown }).content ?? '', i) };
   });
-  if (body.logprobs === true)
-    throw new RequestError('logprobs are not given by /chat/completions here: use /completions with the prompt the chat template writes');
+  const logprobs = field<boolean>(body, 'logprobs', false, isBool, 'logprobs must be a boolean value');
+  const top = field<number>(
+    body,
+    'top_logprobs',
+    0,
+    (v) => isInt(v) && (v as number) >= 0 && (v as number) <= 20,
+    'top_logprobs must be an integer from 0 to 20',
+  );
   let text: string;
   try {
     text = s.chat.render({ messages: turns, add_generation_prompt: true, ...s.chat.tokens });
@@ -508,7 +546,7 @@ async function chatCompletions(s: Served, body: Record<string, unknown>, id: num
   // OpenAI's default: as many tokens as the window leaves.
   const room = Math.max(1, s.window - context.length);
   const limit = body.max_completion_tokens ?? body.max_tokens ?? room;
-  const ask = completionAsk(s, { ...body, prompt: text, max_tokens: limit, echo: false, logprobs: null });
+  const ask = completionAsk(s, { ...body, prompt: text, max_tokens: limit, echo: false, logprobs: logprobs ? top : null });
   const head = {
     id: `chatcmpl-${id}`,
     object: ask.stream ? 'chat.completion.chunk' : 'chat.completion',
@@ -526,7 +564,21 @@ async function chatCompletions(s: Served, body: Record<string, unknown>, id: num
   const { prompt, completion } = choice.usage;
   return {
     ...head,
-    choices: [{ index: 0, message: { role: 'assistant', content: choice.text }, logprobs: null, finish_reason: choice.finish_reason }],
+    choices: [
+      {
+        index: 0,
+        message: { role: 'assistant', content: choice.text },
+        logprobs: logprobs
+          ? {
+              content: choice.chosen.map((c) => ({
+                ...tokenEntry(s, c.id, c.logprob),
+                top_logprobs: c.top.map(([t, l]) => tokenEntry(s, t, l)),
+              })),
+            }
+          : null,
+        finish_reason: choice.finish_reason,
+      },
+    ],
     usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
   };
 }

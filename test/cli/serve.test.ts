@@ -228,6 +228,18 @@ describe('webtron serve', () => {
     await refused('PUT', '/api', { prompts: ['Call'], tokens_to_generate: 0 }, 400, /tokens_to_generate=0 implies logprobs/);
     await refused('PUT', '/api', { prompts: ['日本'] }, 400, /日.*not in the vocabulary/);
     await refused('PUT', '/api', 'not json', 400, /the body is not JSON/);
+    // Fields Megatron's server checks though its engine no longer reads them.
+    await refused('PUT', '/api', { prompts: ['Call'], top_p_decay: 0.5 }, 400, /^top_p_decay cannot be set without top_p$/);
+    await refused(
+      'PUT',
+      '/api',
+      { prompts: ['Call'], top_p: 0.5, top_p_bound: 0.9 },
+      400,
+      /^top_p_bound must be greater than 0 and less than top_p$/,
+    );
+    expect(
+      (await call('PUT', '/api', { prompts: ['Call'], tokens_to_generate: 1, top_p: 0.5, top_p_decay: 0.5, length_penalty: 1.5 })).status,
+    ).toBe(200);
     await refused('POST', '/api', { prompts: ['Call'] }, 405, /\/api takes PUT, not POST/);
     await refused('POST', '/completions', { prompt: 'Call', n: 2 }, 400, /n > 1 not supported/);
     await refused('POST', '/completions', { prompt: [1, 500] }, 400, /prompt token 500 is not in the vocabulary of 89 tokens/);
@@ -289,6 +301,27 @@ describe('webtron serve', () => {
     expect(chunks[0]!.choices[0]!.delta).toEqual({ role: 'assistant', content: '' });
     expect(chunks.map((c) => c.choices[0]!.delta.content ?? '').join('')).toBe(want.text);
     expect(chunks.at(-1)!.choices[0]).toEqual({ index: 0, delta: {}, logprobs: null, finish_reason: want.finish_reason });
+    // Log-probabilities in the chat's format: each generated token's, with the most likely beside it,
+    // as /completions gives them for the template's text.
+    const greedy = { max_tokens: 4, temperature: 0 };
+    const plain = await call('POST', '/completions', { prompt: rendered, ...greedy, logprobs: 2 });
+    const legacy = (
+      plain.json.choices as { logprobs: { tokens: string[]; token_logprobs: number[]; top_logprobs: Record<string, number>[] } }[]
+    )[0]!.logprobs;
+    const scored = await call('POST', '/v1/chat/completions', { messages, ...greedy, logprobs: true, top_logprobs: 2 });
+    expect(scored.status, JSON.stringify(scored.json)).toBe(200);
+    const content = (
+      scored.json.choices as {
+        logprobs: { content: { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number }[] }[] };
+      }[]
+    )[0]!.logprobs.content;
+    expect(content.map((c) => c.token)).toEqual(legacy.tokens);
+    expect(content.map((c) => c.logprob)).toEqual(legacy.token_logprobs);
+    for (const [j, c] of content.entries()) {
+      expect(c.bytes).toEqual([...Buffer.from(c.token)]);
+      expect(Object.fromEntries(c.top_logprobs.map((t) => [t.token, t.logprob]))).toEqual(legacy.top_logprobs[j]);
+      expect(c.top_logprobs[0]!.token).toBe(c.token); // greedy: the most likely
+    }
     // A model without a chat template says so; a template that cannot be read stops the server at start.
     const none = await call('POST', '/v1/chat/completions', { messages }, gpt2Url);
     expect(none.status).toBe(400);
