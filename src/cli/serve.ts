@@ -93,6 +93,8 @@ interface Served {
   special: { id: number; text: string } | null;
   /** The chat template and the special tokens it is given, where the model has one. */
   chat: ChatTemplate | null;
+  /** Tokens the request being answered has run through the model: prompts, and generated. */
+  counted: { prompt: number; generated: number };
 }
 
 /** Run one job on the model: prefill (every position's logits where log-probabilities are asked), then generate. */
@@ -128,6 +130,8 @@ async function run(s: Served, job: Job): Promise<Done> {
       onToken: () => job.stop(done.tokens.slice(context.length)),
     });
     done.generated = generated.tokens.length;
+    s.counted.prompt += context.length;
+    s.counted.generated += done.generated;
     done.logprobs = generated.logprobs;
     done.top = generated.top;
     done.stopped = generated.stopped;
@@ -624,7 +628,6 @@ async function startServer(s: Served, host: string, port: number): Promise<{ url
     if (!route) return send(res, 404, { message: `no ${path} here: PUT /api (Megatron's) or POST /completions (OpenAI's)` });
     if (req.method !== route.method) return send(res, 405, { message: `${path} takes ${route.method}, not ${req.method}` });
     const id = ++requests;
-    const started = performance.now();
     let streaming = false;
     const events: Events = {
       send: (value) => {
@@ -634,11 +637,17 @@ async function startServer(s: Served, host: string, port: number): Promise<{ url
       },
     };
     const work = async () => {
+      s.counted = { prompt: 0, generated: 0 };
+      const started = performance.now();
       try {
         const answer = await route.answer(s, await readBody(req), id, events);
         if (streaming) res.end('data: [DONE]\n\n');
         else send(res, 200, answer);
-        console.error(`webtron serve: ${req.method} ${path} #${id}: 200 in ${((performance.now() - started) / 1000).toFixed(2)} s`);
+        const seconds = (performance.now() - started) / 1000;
+        const { prompt, generated } = s.counted;
+        const rate = generated > 0 ? ` (${(generated / seconds).toFixed(1)} tokens/s)` : '';
+        const tokens = prompt + generated > 0 ? `, ${prompt} prompt + ${generated} new tokens${rate}` : '';
+        console.error(`webtron serve: ${req.method} ${path} #${id}: 200 in ${seconds.toFixed(2)} s${tokens}`);
       } catch (error) {
         const bad = error instanceof RequestError;
         // Once a stream has started its status is sent: the error is its last event.
@@ -683,7 +692,16 @@ export const serve: Command = {
       folder: load !== undefined && isHfFolder(load) ? load : undefined,
     });
     const special = specialToken(tokenizer);
-    const served: Served = { model, tokenizer, window, random: splitmix32(values.seed as number), name, special, chat };
+    const served: Served = {
+      model,
+      tokenizer,
+      window,
+      random: splitmix32(values.seed as number),
+      name,
+      special,
+      chat,
+      counted: { prompt: 0, generated: 0 },
+    };
     const server = await listenFlag(values, (host, port) => startServer(served, host, port));
     const c = model.config;
     console.log(
