@@ -103,7 +103,7 @@ class OnnxDecoder implements Decoder {
     try {
       ort = (await import('onnxruntime-node')).default as unknown as typeof import('onnxruntime-node');
     } catch {
-      throw new OnnxError('webtron sample --onnx runs models with onnxruntime-node, which is not installed: npm install onnxruntime-node');
+      throw new OnnxError('--onnx runs models with onnxruntime-node, which is not installed: npm install onnxruntime-node');
     }
     let session: import('onnxruntime-node').InferenceSession;
     try {
@@ -141,6 +141,7 @@ class OnnxDecoder implements Decoder {
     return rows instanceof Float32Array ? Float32Array.from(rows) : wordsToFloat32(rows, 'float16');
   }
 
+  /** The session is the model's: its release() frees it. */
   destroy(): void {}
 }
 

@@ -384,7 +384,6 @@ function completionAsk(s: Served, body: Record<string, unknown>): CompletionAsk 
 async function completionChoice(s: Served, ask: CompletionAsk, prompt: { text: string; context: number[] }, emit?: (text: string) => void) {
   const n = prompt.context.length;
   const eod = s.tokenizer.eod;
-  const textOf = (generated: readonly number[]) => s.tokenizer.decode(generated.at(-1) === eod ? generated.slice(0, -1) : generated);
   const stopAt = (text: string) => Math.min(...ask.stopTexts.map((t) => text.indexOf(t)).filter((i) => i >= 0), text.length);
   const hold = Math.max(0, ...ask.stopTexts.map((t) => t.length - 1));
   let sent = 0;
@@ -396,10 +395,12 @@ async function completionChoice(s: Served, ask: CompletionAsk, prompt: { text: s
   };
   if (ask.echo) emit?.(prompt.text);
   const stop = (generated: readonly number[]) => {
-    const text = textOf(generated);
+    if (generated.at(-1) === eod) return true;
+    if (!emit && ask.stopTexts.length === 0) return false;
+    const text = s.tokenizer.decode(generated);
     const cut = stopAt(text);
     flush(text.slice(0, cut), false);
-    return generated.at(-1) === eod || cut < text.length;
+    return cut < text.length;
   };
   const done = await run(s, {
     context: prompt.context,
@@ -410,7 +411,7 @@ async function completionChoice(s: Served, ask: CompletionAsk, prompt: { text: s
     random: ask.random,
     promptLogprobs: ask.echo && ask.logprobs >= 0,
     top: ask.logprobs,
-    stop: emit || ask.stopTexts.length > 0 || eod !== null ? stop : () => false,
+    stop,
   });
   let generated = done.tokens.slice(n);
   if (generated.at(-1) === eod) generated = generated.slice(0, -1);
