@@ -139,10 +139,25 @@ function readJson(file: string): Json {
 }
 
 /**
+ * Whether a tokenizer.json is what vocab.json and merges.txt beside it say: GPT-2's byte-level BPE
+ * (its regex, no normalizer) with no added token but `<|endoftext|>`. Qwen's folders also ship
+ * vocab.json and merges.txt, but split text by a regex of their own and add chat tokens: only
+ * their tokenizer.json tokenizes as transformers does.
+ */
+function plainGpt2Json(file: string): boolean {
+  const json = readJson(file);
+  const pre = json.pre_tokenizer as Json | null | undefined;
+  const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : [];
+  return (
+    (json.normalizer ?? null) === null && pre?.type === 'ByteLevel' && pre.use_regex !== false && added.every((t) => t.content === EOT)
+  );
+}
+
+/**
  * Which tokenizer a Hugging Face folder's files make, and where they are, or null when it holds
  * none: webtron's Char or Byte (tokenizer_config.json's `webtron_tokenizer`), GPT-2's BPE
- * (vocab.json and merges.txt), else a Hugging Face tokenizer (tokenizer.json). Reads only
- * tokenizer_config.json.
+ * (vocab.json and merges.txt, where a tokenizer.json beside them is GPT-2's kind: plainGpt2Json),
+ * else a Hugging Face tokenizer (tokenizer.json).
  */
 export function folderTokenizer(
   dir: string,
@@ -153,9 +168,10 @@ export function folderTokenizer(
   const configFile = join(dir, 'tokenizer_config.json');
   const kind = existsSync(configFile) ? readJson(configFile).webtron_tokenizer : undefined;
   if (kind === 'ByteTokenizer' || kind === 'CharTokenizer') return { type: kind, tokenizerModel: join(dir, 'tokenizer.json') };
-  const [vocabFile, mergeFile] = [join(dir, 'vocab.json'), join(dir, 'merges.txt')];
-  if (existsSync(vocabFile) && existsSync(mergeFile)) return { type: 'GPT2BPETokenizer', vocabFile, mergeFile };
-  if (existsSync(join(dir, 'tokenizer.json'))) return { type: 'HuggingFaceTokenizer', tokenizerModel: dir };
+  const [vocabFile, mergeFile, json] = [join(dir, 'vocab.json'), join(dir, 'merges.txt'), join(dir, 'tokenizer.json')];
+  if (existsSync(vocabFile) && existsSync(mergeFile) && (!existsSync(json) || plainGpt2Json(json)))
+    return { type: 'GPT2BPETokenizer', vocabFile, mergeFile };
+  if (existsSync(json)) return { type: 'HuggingFaceTokenizer', tokenizerModel: dir };
   return null;
 }
 

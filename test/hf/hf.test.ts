@@ -212,6 +212,43 @@ describe('tokenizer files', () => {
       expect(await readFolderTokenizer(folder)).toEqual(state);
     }
   });
+
+  it("vocab.json and merges.txt beside a tokenizer.json of another kind (Qwen's: its own regex, chat tokens) read as the tokenizer.json", async () => {
+    const folder = mkdtempSync(join(dir, 'qwen-like-'));
+    const files = await tokenizerFiles({ type: 'GPT2BPETokenizer' }, 64);
+    for (const [name, content] of files) writeFileSync(join(folder, name), content);
+    const json = JSON.parse(files.get('tokenizer.json')!) as Record<string, unknown>;
+    // Qwen2's split: digits one by one, then byte-level without GPT-2's regex; two chat tokens.
+    const regex =
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    json.pre_tokenizer = {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false },
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+      ],
+    };
+    const special = (id: number, content: string) => ({
+      id,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
+    json.added_tokens = [...(json.added_tokens as unknown[]), special(50257, '<|im_start|>'), special(50258, '<|im_end|>')];
+    writeFileSync(join(folder, 'tokenizer.json'), JSON.stringify(json));
+    const state = await readFolderTokenizer(folder);
+    expect(state?.type).toBe('HuggingFaceTokenizer');
+    const tokenizer = await loadTokenizer(state!);
+    const { vocab } = await builtinGpt2Files();
+    const digits = [vocab['2'], vocab['0'], vocab['2'], vocab['4']];
+    expect([...tokenizer.encode('<|im_start|>2024<|im_end|>')]).toEqual([50257, ...digits, 50258]);
+    // GPT-2's own reading of the same year merges digits, which is why vocab.json and merges.txt are not enough.
+    const gpt2 = await loadTokenizer({ type: 'GPT2BPETokenizer' });
+    expect([...gpt2.encode('2024')]).not.toEqual(digits);
+  });
 });
 
 /** webtron's logits [batch, t, vocab] for `ids` from a GPT and its params' values. */
