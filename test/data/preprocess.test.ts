@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { IndexedDataset } from '../../src/data/indexed.js';
 import { seeded } from '../helpers/seed.js';
 import { trickyText } from '../helpers/tricky-text.js';
+import { addedToken } from '../helpers/added-token.js';
 
 const BIN = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-preprocess-'));
@@ -113,20 +114,11 @@ describe('webtron preprocess-data', () => {
   it('a Hugging Face WordPiece tokenizer.json with ids past 65535: int32 tokens, equal to a plain WordPiece', () => {
     const words = ['[UNK]', '[SEP]', 'the', 'whale', 'ship', 'sea', 'ahab', 'white', 'call', 'me', 'ish', '##mael', '.', ',', '##s', '!'];
     const vocab = Object.fromEntries(words.map((w, i) => [w, i === 0 ? 0 : 70_000 + i]));
-    const special = (id: number, content: string) => ({
-      id,
-      content,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    });
     const tokenizer = {
       version: '1.0',
       truncation: null,
       padding: null,
-      added_tokens: [special(0, '[UNK]'), special(70_001, '[SEP]')],
+      added_tokens: [addedToken(0, '[UNK]'), addedToken(70_001, '[SEP]')],
       normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
       pre_tokenizer: { type: 'BertPreTokenizer' },
       post_processor: null,

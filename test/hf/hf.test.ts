@@ -35,6 +35,7 @@ import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
 import { trickyText } from '../helpers/tricky-text.js';
 import { checkpointLogits, logitsDifference, refereeLogits } from '../helpers/referee-logits.js';
+import { addedToken } from '../helpers/added-token.js';
 
 const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./gpt2_reference.py', import.meta.url));
@@ -228,16 +229,7 @@ describe('tokenizer files', () => {
         { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
       ],
     };
-    const special = (id: number, content: string) => ({
-      id,
-      content,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    });
-    json.added_tokens = [...(json.added_tokens as unknown[]), special(50257, '<|im_start|>'), special(50258, '<|im_end|>')];
+    json.added_tokens = [...(json.added_tokens as unknown[]), addedToken(50257, '<|im_start|>'), addedToken(50258, '<|im_end|>')];
     writeFileSync(join(folder, 'tokenizer.json'), JSON.stringify(json));
     const state = await readFolderTokenizer(folder);
     expect(state?.type).toBe('HuggingFaceTokenizer');
