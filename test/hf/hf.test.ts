@@ -7,7 +7,7 @@
  * It also writes random GPT-2 folders as transformers saves them, for the import. Tokenizer files
  * are refereed by @huggingface/tokenizers against webtron's own tokenizers.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -513,7 +513,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     );
   });
 
-  it("a Qwen2 folder written by Python (q, k and v biases, a tied head, no sliding window) reads as Qwen2's block and gives the referee's logits", async (context) => {
+  it("a Qwen2 folder written by Python (q, k and v biases, a tied head, no sliding window) reads as Qwen2's block and gives the referee's logits; webtron serve chats through its chat_template.jinja", async (context) => {
     skipWithoutTorch(context);
     const { seed, random } = seeded('hf qwen2 folder from python');
     const folder = join(dir, 'qwen2-python');
@@ -543,6 +543,36 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(() => parseLlamaConfig({ ...raw, use_sliding_window: true }, 'c.json')).toThrow(
       /^initFrom: c\.json: use_sliding_window is true, which webtron does not compute \(it computes full attention in every layer, false\)$/,
     );
+    // webtron serve finds the folder's chat_template.jinja: a chat is the completion of the text it
+    // renders, whose <|endoftext|> is the one token 256.
+    writeFileSync(join(folder, 'chat_template.jinja'), '{% for m in messages %}{{ m.role }}:{{ m.content }}<|endoftext|>{% endfor %}A:');
+    const server = spawn('node', [BIN, 'serve', '--load', folder, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const line = await new Promise<string>((done, fail) => {
+        let out = '';
+        server.stdout.on('data', (c: Buffer) => {
+          out += c.toString();
+          if (out.includes('\n')) done(out.split('\n')[0]!);
+        });
+        server.on('exit', (code) => fail(new Error(`webtron serve exited ${code}: ${out}`)));
+      });
+      expect(line).toMatch(/POST \/chat\/completions \(chat template: \S+chat_template\.jinja\)/);
+      const url = /webtron serve: (http:\S+)/.exec(line)![1]!;
+      const post = async (path: string, body: unknown) =>
+        (await (await fetch(new URL(path, url), { method: 'POST', body: JSON.stringify(body) })).json()) as Record<string, unknown>;
+      const rendered = 'user:Call me<|endoftext|>A:';
+      expect((await post('/tokenize', { prompt: rendered })).tokens).toEqual([...Buffer.from('user:Call me'), 256, ...Buffer.from('A:')]);
+      const ask = { max_tokens: 4, temperature: 0 };
+      const chat = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'Call me' }], ...ask });
+      const plain = await post('/v1/completions', { prompt: rendered, ...ask });
+      const content = (chat.choices as { message: { content: string } }[])[0]!.message.content;
+      expect(content).toBe((plain.choices as { text: string }[])[0]!.text);
+      expect(chat.usage).toEqual(plain.usage);
+    } finally {
+      const exited = new Promise((done) => server.once('exit', done));
+      server.kill('SIGTERM');
+      await exited;
+    }
   });
 
   it("a Qwen3 folder written by Python (q and k norms, heads of head_dim, a tied head) reads as Qwen3's block, gives the referee's logits and exports back as Qwen3's", async (context) => {
