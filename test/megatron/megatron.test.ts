@@ -52,6 +52,21 @@ async function compareLogits(folder: string, saved: string, random: () => number
   return logitsDifference(refereeLogits(REFEREE, folder, ids, 2), want).worst;
 }
 
+/** Every param of the Megatron checkpoints in `folders`, read as the model of the run checkpoint `run`, equals the first folder's. */
+async function expectSameParams(run: string, folders: string[]): Promise<void> {
+  const model = await loadCheckpointModel(ctx, run);
+  const readers = folders.map((f) => megatronWeights(openMegatronCheckpoint(megatronCheckpointPath(f)!), model.config));
+  try {
+    for (const spec of gptParams(model.config)) {
+      const [first, ...rest] = readers.map((r) => r.read(spec.name));
+      for (const [i, other] of rest.entries()) expect(other, `${spec.name} of ${folders[i + 1]}`).toEqual(first);
+    }
+  } finally {
+    for (const r of readers) r.close();
+    model.params.destroy();
+  }
+}
+
 describe('webtron train --init-from a Megatron checkpoint', () => {
   it("a GPT-shaped checkpoint (the local spec's names, fp32, LayerNorm, biases, a tied head) starts a run whose forward gives the referee's logits", async (context) => {
     skipWithoutTorch(context);
@@ -142,33 +157,12 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
     writeCheckpoint(singleton, seed, 'llama', ...dist, 'singleton', 'common.pt');
     const plain = join(dir, 'llama-plain');
     writeCheckpoint(plain, seed, 'llama');
-    const model = await loadCheckpointModel(ctx, saved);
-    const readers = [folder, singleton, plain].map((f) =>
-      megatronWeights(openMegatronCheckpoint(megatronCheckpointPath(f)!), model.config),
-    );
-    try {
-      for (const spec of gptParams(model.config)) {
-        const [a, b, c] = readers.map((r) => r.read(spec.name));
-        expect(b, spec.name).toEqual(a);
-        expect(c, spec.name).toEqual(a);
-      }
-    } finally {
-      for (const r of readers) r.close();
-      model.params.destroy();
-    }
+    await expectSameParams(saved, [folder, singleton, plain]);
     // A GPT-shaped one too (biases split with their rows or kept whole, learned positions, a tied head, fp32).
     const [gptDist, gptPlain] = [join(dir, 'gpt-dist'), join(dir, 'gpt-plain')];
     writeCheckpoint(gptDist, seed, 'gpt', ...dist);
     writeCheckpoint(gptPlain, seed, 'gpt');
-    const gpt = await loadCheckpointModel(ctx, join(dir, 'gpt-run'));
-    const [d, p] = [gptDist, gptPlain].map((f) => megatronWeights(openMegatronCheckpoint(megatronCheckpointPath(f)!), gpt.config));
-    try {
-      for (const spec of gptParams(gpt.config)) expect(d!.read(spec.name), spec.name).toEqual(p!.read(spec.name));
-    } finally {
-      d!.close();
-      p!.close();
-      gpt.params.destroy();
-    }
+    await expectSameParams(join(dir, 'gpt-run'), [gptPlain, gptDist]);
   });
 
   it('webtron sample --load a Megatron checkpoint (torch, and torch_dist at tp 2, pp 2) writes what sample --load of the run started from it writes, token for token', (context) => {
@@ -214,17 +208,7 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
       { encoding: 'utf8' },
     );
     expect(again.status, again.stderr).toBe(0);
-    const model = await loadCheckpointModel(ctx, join(dir, 'llama-dist-run'));
-    const [a, b] = [join(dir, 'llama-dist'), converted].map((f) =>
-      megatronWeights(openMegatronCheckpoint(megatronCheckpointPath(f)!), model.config),
-    );
-    try {
-      for (const spec of gptParams(model.config)) expect(b!.read(spec.name), spec.name).toEqual(a!.read(spec.name));
-    } finally {
-      a!.close();
-      b!.close();
-      model.params.destroy();
-    }
+    await expectSameParams(join(dir, 'llama-dist-run'), [join(dir, 'llama-dist'), converted]);
     const torchFormat = openMegatronCheckpoint(megatronCheckpointPath(converted)!);
     expect(torchFormat.format).toBe('torch');
     expect(torchFormat.args).toMatchObject({ seq_length: 16, tensor_model_parallel_size: 1, ckpt_format: 'torch', bf16: true });
