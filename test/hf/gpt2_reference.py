@@ -50,16 +50,19 @@ def write_safetensors(path, tensors, dtype="F32"):
     """Write float32 arrays as safetensors (F32, or BF16 rounded to nearest even), format pt."""
     header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
     for name, arr in tensors.items():
-        if dtype == "BF16":  # round to nearest even, as torch's float32 -> bfloat16
-            bits = arr.view(np.uint32).astype(np.uint64)
-            arr = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+        if dtype == "BF16":  # torch's float32 -> bfloat16: round to nearest even
+            import torch
+
+            arr = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.bfloat16).view(torch.int16).numpy().view("<u2")
         blob = arr.tobytes()
         header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
         offset += len(blob)
         blobs.append(blob)
     text = json.dumps(header).encode("utf-8")
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+        f.write(struct.pack("<Q", len(text)) + text)
+        for blob in blobs:
+            f.write(blob)
 
 
 def gelu_new(x, torch):
@@ -138,7 +141,7 @@ def write_random(folder, seed, layers, hidden, heads, positions, n_vocab=None, d
     n_vocab = n_vocab or len(vocab)
     os.makedirs(folder, exist_ok=True)
     tensors = {}
-    r = lambda *shape: (rng.standard_normal(shape) * 0.2).astype("<f4")  # noqa: E731
+    r = lambda *shape: rng.standard_normal(shape, dtype=np.float32) * np.float32(0.2)  # noqa: E731
     tensors["transformer.wte.weight"] = r(n_vocab, hidden)
     tensors["transformer.wpe.weight"] = r(positions, hidden)
     for l in range(layers):
