@@ -3,21 +3,14 @@ import './test/helpers/quiet-dawn.js';
 
 /**
  * Files whose tests start several worker processes that watch each other with op and join timeouts
- * the test sets short, or time how soon a stop is seen (collectives, launches, nodes, restarts,
- * browser tabs): they run one at a time, after the rest, so that a second file's load never stretches
- * a healthy op past such a timeout. Runs that only have to agree run with the rest, two at a time.
+ * (collectives, launches, nodes, restarts, browser tabs): they run one at a time, after the rest, so
+ * that a second file's load never stretches a healthy op past a timeout the test sets short.
  */
 const ONE_AT_A_TIME = [
-  'test/train/stops.test.ts',
-  'test/train/launcher.test.ts',
-  'test/train/stragglers.test.ts',
-  'test/checkpoint/checkpoint.test.ts',
-  'test/collectives/failures.test.ts',
-  'test/collectives/hardening.test.ts',
-  'test/collectives/ops.test.ts',
-  'test/collectives/store.test.ts',
-  'test/collectives/websocket.test.ts',
+  'test/train/**/*.test.ts',
   'test/multihost/**/*.test.ts',
+  'test/collectives/**/*.test.ts',
+  'test/checkpoint/**/*.test.ts',
   'test/browser/**/*.test.ts',
 ];
 
