@@ -54,6 +54,7 @@ export {
   type StepResult,
 } from './optimizer/optimizer.js';
 export { ADAM_DEFAULTS, ADAMW_DEFAULTS, type AdamHyperParams } from './optimizer/adam-math.js';
+export { momentKinds, type MomentKind, type OptimizerName } from './optimizer/momentum-math.js';
 
 // Training
 export { runTraining, type TrainOptions, type TrainSummary } from './train/trainer.js';

@@ -60,7 +60,7 @@ import {
 export { CheckpointError, layoutHash, type CheckpointIndex };
 
 export const CHECKPOINT_FORMAT = 'webtron-checkpoint/2';
-const STATE_KINDS: readonly StateKind[] = ['exp_avg', 'exp_avg_sq', 'main_params'];
+const STATE_KINDS: readonly StateKind[] = ['exp_avg', 'exp_avg_sq', 'momentum_buffer', 'main_params'];
 /** A param dtype's safetensors name. */
 export const SAFETENSORS_DTYPE: Record<ParamDtype, SafetensorsDtype> = { float32: 'F32', bfloat16: 'BF16', float16: 'F16' };
 
@@ -308,6 +308,8 @@ function outcome(writing: Promise<RankManifest>): Promise<string> & { manifest: 
 
 /** What index.json records besides the files, taken when the buffers are (the step, the loss scaler, the trainer's JSON). */
 interface SavedState {
+  /** With the optimizer's state: whose it is. */
+  optimizer?: Optimizer['name'];
   step: number;
   scaler: Record<string, number> | null;
   extra: Record<string, unknown>;
@@ -318,7 +320,7 @@ function stateOf(parts: CheckpointParts, options: SaveOptions): SavedState {
   // A copy through JSON: a background save commits it later, when the trainer's objects have moved on.
   const extra = JSON.parse(JSON.stringify(options.extra ?? {})) as Record<string, unknown>;
   if (options.optimizerState === false) return { step: 0, scaler: null, extra };
-  return { step: optimizer.stepCount, scaler: optimizer.scalerState() as Record<string, number> | null, extra };
+  return { optimizer: optimizer.name, step: optimizer.stepCount, scaler: optimizer.scalerState() as Record<string, number> | null, extra };
 }
 
 /** Rank 0: merge every rank's manifest into index.json and the weight map, commit the folder, prune. Returns the folder and the checkpoint's bytes. */
@@ -344,6 +346,7 @@ function commitSave(
     params: ddp.layout.buffers.flatMap((b) => b.params.map((p) => ({ name: p.name, shape: [...p.shape], dtype: b.paramDtype }))),
     scaler: state.scaler,
     extra: state.extra,
+    ...(state.optimizer ? { optimizer: state.optimizer } : {}),
     files: Object.assign({}, ...manifests.map((m) => m.files)) as Record<string, FileMeta>,
     model: Object.assign({}, ...manifests.map((m) => m.model)) as CheckpointIndex['model'],
     state: {},
@@ -747,9 +750,19 @@ export function openModelTensors(path: string): ModelTensors {
   };
 }
 
-/** Whether a checkpoint holds the optimizer's state: every optimizer has some, so none means it was saved without (--no-save-optim). */
+/**
+ * Whether a checkpoint holds the optimizer's state: it names its optimizer, or (written before it
+ * did) holds Adam's moments; neither means it was saved without (--no-save-optim).
+ */
 export function savedOptimizerState(index: CheckpointIndex): boolean {
-  return Object.keys(index.state).length > 0;
+  return index.optimizer !== undefined || Object.keys(index.state).length > 0;
+}
+
+/** Why the optimizer state a checkpoint holds cannot resume a run of `optimizer` (another optimizer's), or null. */
+export function otherOptimizer(index: CheckpointIndex, optimizer: Optimizer['name']): string | null {
+  const saved = index.optimizer ?? 'adam';
+  if (saved === optimizer) return null;
+  return `holds the state of --optimizer ${saved}, not of this run's ${optimizer}; resume with --optimizer ${saved}, or take its params alone with --no-load-optim or --finetune`;
 }
 
 /** This rank's part of a load: every model param, and the state pieces it holds (with `optimizerState`). */
@@ -769,6 +782,8 @@ async function loadRank(path: string, parts: CheckpointParts, optimizerState: bo
         throw new CheckpointError(
           `${join(dir, INDEX)}: saved without the optimizer's state (--no-save-optim); load its params with --no-load-optim or --finetune`,
         );
+      const mismatch = otherOptimizer(index, parts.optimizer.name);
+      if (mismatch) throw new CheckpointError(`${join(dir, INDEX)}: ${mismatch}`);
       bytesRead += await readOptimizerState(dir, index, parts, fileOf, locate);
     }
     await ctx.sync();

@@ -2,6 +2,7 @@
  * index.json of a checkpoint: its type, the layout hash that says which model it belongs to, and a
  * field-by-field check of a file read from disk (every problem names the field). Pure.
  */
+import { OPTIMIZER_NAMES, type OptimizerName } from '../optimizer/momentum-math.js';
 import { createHash } from 'node:crypto';
 import type { ModelLayout } from '../ddp/layout.js';
 import { BLOCK_BYTES } from './blocks.js';
@@ -36,8 +37,10 @@ export interface CheckpointIndex {
   files: Record<string, FileMeta>;
   /** Where each param's values are (a whole tensor in its own dtype). */
   model: Record<string, { file: string; tensor: string }>;
-  /** Per state kind (exp_avg, exp_avg_sq, main_params) and param: the pieces that hold it. */
+  /** Per state kind (exp_avg, exp_avg_sq, momentum_buffer, main_params) and param: the pieces that hold it. */
   state: Record<string, Record<string, PieceRef[]>>;
+  /** The optimizer whose state it holds (--optimizer); absent without its state, or from Adam before this field. */
+  optimizer?: OptimizerName;
 }
 
 /** A hash of what the checkpoint's tensors mean: names, shapes and dtypes, in order; not d or buckets. */
@@ -104,5 +107,7 @@ export function checkIndex(raw: unknown, path: string, format: string): Checkpoi
   }
   if (raw.scaler !== null && !isObject(raw.scaler)) throw bad('scaler', 'is neither null nor an object');
   if (!isObject(raw.extra)) throw bad('extra', 'is not an object');
+  if (raw.optimizer !== undefined && !OPTIMIZER_NAMES.includes(raw.optimizer as OptimizerName))
+    throw bad('optimizer', `is ${JSON.stringify(raw.optimizer)}, expected one of ${OPTIMIZER_NAMES.join(', ')}`);
   return raw as unknown as CheckpointIndex;
 }

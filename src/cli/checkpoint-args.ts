@@ -6,7 +6,7 @@
  * And the schedule a resume trains with: the flags' or the checkpoint's, as Megatron checks them.
  */
 import { join } from 'node:path';
-import { readCheckpointIndex, savedOptimizerState } from '../checkpoint/checkpoint.js';
+import { otherOptimizer, readCheckpointIndex, savedOptimizerState } from '../checkpoint/checkpoint.js';
 import type { TrainConfig } from '../train/config.js';
 import { SCHEDULER_FIELDS, type SchedulerState, schedulerStateOf } from '../train/schedule.js';
 import { FlagError, type FlagValues } from './flags.js';
@@ -101,7 +101,7 @@ export function checkNormCentering(cfg: TrainConfig): TrainConfig {
  * line, unless --override-opt_param-scheduler takes the flags' or --use-checkpoint-opt_param-scheduler
  * the checkpoint's. A checkpoint that saved no schedule (older than the check) is not checked, nor
  * is one loaded by --skip-train, which takes no optimizer step; one saved without the optimizer's
- * state (--no-save-optim) needs --no-load-optim or --finetune.
+ * state (--no-save-optim) needs --no-load-optim or --finetune, and one of another --optimizer too.
  */
 export function withCheckpointScheduler(cfg: TrainConfig): TrainConfig {
   if (!cfg.load || cfg.finetune || cfg.noLoadOptim || cfg.skipTrain) return cfg;
@@ -111,6 +111,8 @@ export function withCheckpointScheduler(cfg: TrainConfig): TrainConfig {
     throw new FlagError(
       `${file}: saved without the optimizer's state (--no-save-optim); give --no-load-optim (or --finetune) to load its params`,
     );
+  const mismatch = otherOptimizer(index, cfg.optimizer);
+  if (mismatch) throw new FlagError(`${file}: ${mismatch}`);
   if (cfg.overrideOptParamScheduler) return cfg;
   const saved = (index.extra as { optParamScheduler?: SchedulerState }).optParamScheduler;
   if (!saved) {

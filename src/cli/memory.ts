@@ -10,7 +10,7 @@ import { formatBytes } from '../gpu/memory.js';
 import { ADAMW_DEFAULTS } from '../optimizer/adam-math.js';
 import { createOptimizer } from '../optimizer/optimizer.js';
 import { FlagError, GPU_FLAGS, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
-import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
+import { OPTIMIZER_FLAGS, optimizerOf, PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
 import { narrowState, stateDtypesText, type StateDtypes } from '../optimizer/optimizer-base.js';
 import { readCheckpointIndex } from '../checkpoint/checkpoint.js';
@@ -66,6 +66,7 @@ export const MEMORY_FLAGS: Record<string, FlagSpec> = {
     help: 'with --use-megatron-fsdp: which of optim, optim_grads, optim_grads_params to show (default all three)',
   },
   'grad-accumulation': { kind: 'int', default: 1, help: 'micro-batches per step (sharded grads stay whole until the last)' },
+  ...OPTIMIZER_FLAGS,
   ...PRECISION_AWARE_FLAGS,
   'micro-batch-size': { kind: 'int', default: 1, help: 'micro-batch of the activations' },
   'no-dropout': { kind: 'boolean', help: 'activations of training without dropout (--hidden-dropout 0 --attention-dropout 0)' },
@@ -183,6 +184,7 @@ export async function rowsFor(v: FlagValues): Promise<{ source: ModelSource; row
   if (attention !== 'fused' && attention !== 'unfused') throw new FlagError(`--attention: '${attention}' is neither fused nor unfused`);
   // The precision-aware optimizer is the distributed one's: its dtypes apply to the distributed rows.
   const stateDtypes = stateDtypesOf(v, true, precision, (p) => `--${p} or --precision ${p}`);
+  const { optimizer } = optimizerOf(v);
   const strategies = strategiesOf(v);
   const gradAccumulation = (v['grad-accumulation'] as number | undefined) ?? 1;
   if (!(gradAccumulation >= 1)) throw new FlagError(`--grad-accumulation must be at least 1, got ${gradAccumulation}`);
@@ -191,6 +193,7 @@ export async function rowsFor(v: FlagValues): Promise<{ source: ModelSource; row
   const rows = memoryRows(source, {
     recompute,
     stateDtypes,
+    optimizer,
     strategies,
     gradAccumulation,
     attention,
@@ -235,7 +238,14 @@ export async function measure(
   const group = new ProcessGroup(0, r.data_parallel_size, null);
   const strategy = r.strategy === 'no_shard' ? 'optim' : r.strategy;
   const ddp = new DistributedDataParallel(ctx, group, layout, { shardingStrategy: strategy });
-  const optimizer = createOptimizer(ctx, group, ddp, { hyper: ADAMW_DEFAULTS, stateDtypes });
+  // SGD keeps no moment only at momentum 0.
+  const sgdMomentum = r.optimizer === 'sgd' && r.moments.length === 0 ? 0 : undefined;
+  const optimizer = createOptimizer(ctx, group, ddp, {
+    hyper: ADAMW_DEFAULTS,
+    stateDtypes,
+    optimizer: r.optimizer,
+    ...(sgdMomentum === undefined ? {} : { sgdMomentum }),
+  });
   await ctx.sync();
   const after = ctx.memoryReport().live;
   optimizer.destroy();
@@ -281,19 +291,29 @@ export async function measureActivations(
   return { measured, predicted: activationBytes(source, micro, gradDtype, dropout, ctx.attentionKernel, recompute) };
 }
 
-/** The optimizer state's dtypes of a row. */
+/** The optimizer state of a row: its dtypes and moments. */
 function rowState(r: MemoryRow): StateDtypes {
-  return { expAvg: r.exp_avg_dtype, expAvgSq: r.exp_avg_sq_dtype, mainParams: r.main_params_dtype, mainGrads: r.main_grads_dtype };
+  return {
+    expAvg: r.exp_avg_dtype,
+    expAvgSq: r.exp_avg_sq_dtype,
+    mainParams: r.main_params_dtype,
+    mainGrads: r.main_grads_dtype,
+    ...(r.optimizer === 'adam' ? {} : { moments: r.moments }),
+  };
 }
 
 const human = (n: number) => formatBytes(n);
 
-/** 'non-distributed', 'distributed', 'optim_grads_params', with ', bf16 exp_avg, bf16 exp_avg_sq' for the precision-aware optimizer. */
+/**
+ * 'non-distributed', 'distributed', 'optim_grads_params', with ', bf16 exp_avg, bf16 exp_avg_sq' for
+ * the precision-aware optimizer, and ', sgd' or ', lion' for those optimizers.
+ */
 function optimizerName(r: MemoryRow): string {
-  if (!r.distributed) return 'non-distributed';
+  const which = r.optimizer === 'adam' ? '' : `, ${r.optimizer}`;
+  if (!r.distributed) return `non-distributed${which}`;
   const state = rowState(r);
   const name = r.strategy === 'optim' ? 'distributed' : r.strategy;
-  return narrowState(state) ? `${name}, ${stateDtypesText(state)}` : name;
+  return (narrowState(state) ? `${name}, ${stateDtypesText(state)}` : name) + which;
 }
 
 export function renderTable(rows: MemoryRow[]): string {

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { FlagError, flagLine, flagReader, parseBytes, type FlagSpec, type FlagValues } from './flags.js';
-import { PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
+import { OPTIMIZER_FLAGS, optimizerOf, PRECISION_AWARE_FLAGS, stateDtypesOf } from './precision-flags.js';
 import { SHARDING_STRATEGIES, type ShardingStrategy } from '../ddp/ddp.js';
 import { TOKENIZER_TYPES, tokenizerFilesProblem, type TokenizerType } from '../data/tokenizer.js';
 import { parseDataPath } from '../data/blend.js';
@@ -120,7 +120,11 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
 
   'hidden-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on embeddings and residual branches' }),
   'attention-dropout': flag('regularization', { kind: 'number', default: 0.1, help: 'dropout on attention probabilities' }),
-  'weight-decay': flag('regularization', { kind: 'number', default: 0.01, help: 'AdamW weight decay (not on biases and norms)' }),
+  'weight-decay': flag('regularization', {
+    kind: 'number',
+    default: 0.01,
+    help: 'weight decay, decoupled for adam and lion, L2 for sgd (not on biases and norms)',
+  }),
   'start-weight-decay': flag('regularization', {
     kind: 'number',
     help: 'weight decay at the start, with --weight-decay-incr-style linear or cosine',
@@ -138,6 +142,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
   'adam-beta1': flag('regularization', { kind: 'number', default: 0.9, help: 'Adam beta1' }),
   'adam-beta2': flag('regularization', { kind: 'number', default: 0.999, help: 'Adam beta2' }),
   'adam-eps': flag('regularization', { kind: 'number', default: 1e-8, help: 'Adam epsilon' }),
+  ...Object.fromEntries(Object.entries(OPTIMIZER_FLAGS).map(([name, spec]) => [name, flag('regularization', spec)])),
 
   'micro-batch-size': flag('training', { kind: 'int', help: 'samples per forward/backward on each rank' }),
   'global-batch-size': flag('training', {
@@ -863,6 +868,7 @@ export function resolveTrainConfig(given: FlagValues, d: number): TrainConfig {
     adamBeta1: probability('adam-beta1'),
     adamBeta2: probability('adam-beta2'),
     adamEps: nonNegative('adam-eps'),
+    ...optimizerOf(v),
     microBatchSize,
     globalBatchSize,
     batchSizeSchedule: batches?.schedule ?? null,

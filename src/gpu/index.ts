@@ -13,3 +13,5 @@ export { Transfers } from './transfers.js';
 export { MEMORY_CATEGORIES, formatBytes, type MemoryCategory, type MemoryReport } from './memory.js';
 export { AdamKernel, type AdamOperands } from '../optimizer/adam.js';
 export { adamReferenceStep } from '../optimizer/adam-math.js';
+export { MomentumKernel, type MomentumOperands } from '../optimizer/momentum.js';
+export { momentumReferenceStep, type LionHyperParams, type SgdHyperParams } from '../optimizer/momentum-math.js';

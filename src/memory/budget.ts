@@ -112,6 +112,9 @@ interface Alternative {
 const BF16_MOMENTS: StateDtypes = { expAvg: 'bfloat16', expAvgSq: 'bfloat16' };
 const BF16_MOMENTS_FLAGS = '--use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16';
 
+/** 16-bit moments are Adam's (the precision-aware optimizer): not for SGD or Lion. */
+const adam = (run: RunShape) => run.stateDtypes.moments === undefined;
+
 const FSDP = (strategy: ShardingStrategy) => `--use-megatron-fsdp --data-parallel-sharding-strategy ${strategy}`;
 
 /**
@@ -128,12 +131,13 @@ const ALTERNATIVES: Alternative[] = [
   },
   {
     flags: BF16_MOMENTS_FLAGS,
-    applies: (run) => run.distributedOptimizer && (run.stateDtypes.expAvg ?? 'float32') === 'float32',
+    applies: (run) => adam(run) && run.distributedOptimizer && (run.stateDtypes.expAvg ?? 'float32') === 'float32',
     change: (run) => ({ ...run, stateDtypes: { ...run.stateDtypes, ...BF16_MOMENTS } }),
   },
   {
     flags: `${BF16_MOMENTS_FLAGS} --main-params-dtype fp16 --main-grads-dtype bf16`,
-    applies: (run) => run.distributedOptimizer && run.specs.some((p) => p.dtype === 'bfloat16') && run.stateDtypes.mainGrads !== 'bfloat16',
+    applies: (run) =>
+      adam(run) && run.distributedOptimizer && run.specs.some((p) => p.dtype === 'bfloat16') && run.stateDtypes.mainGrads !== 'bfloat16',
     change: (run) => ({
       ...run,
       stateDtypes: { ...run.stateDtypes, ...BF16_MOMENTS, mainParams: 'float16', mainGrads: 'bfloat16' },
@@ -144,7 +148,7 @@ const ALTERNATIVES: Alternative[] = [
   },
   {
     flags: `--use-distributed-optimizer ${BF16_MOMENTS_FLAGS}`,
-    applies: (run) => !run.distributedOptimizer,
+    applies: (run) => adam(run) && !run.distributedOptimizer,
     change: (run) => ({ ...run, distributedOptimizer: true, stateDtypes: { ...run.stateDtypes, ...BF16_MOMENTS } }),
   },
   ...(['optim_grads', 'optim_grads_params'] as const).map((strategy) => ({

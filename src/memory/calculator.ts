@@ -13,6 +13,7 @@ import { syncStagingBytes } from '../ddp/sync-plan.js';
 import { gptParamCount, gptParams, type GptShape, passSections, type Recompute } from '../nn/gpt-spec.js';
 import type { StateDtype } from '../optimizer/adam.js';
 import type { StateDtypes } from '../optimizer/optimizer-base.js';
+import { type MomentKind, momentKinds, type OptimizerName } from '../optimizer/momentum-math.js';
 import { gptActivationBytes } from './activations.js';
 import { bucketSizeFor, transientBucketBytes } from './budget.js';
 import type { ShardingStrategy } from '../ddp/ddp.js';
@@ -46,8 +47,13 @@ export interface CalculatorOptions {
   bucketSize?: number;
   /** Bytes a rank may use; rows then say whether the model fits and what the largest that fits is. */
   gpuMemory?: number;
-  /** The distributed optimizer's moment dtypes (the precision-aware optimizer); fp32 by default. */
+  /**
+   * The moments the optimizer keeps (every row; default Adam's) and the distributed optimizer's
+   * dtypes (the precision-aware optimizer; fp32 by default).
+   */
   stateDtypes?: StateDtypes;
+  /** The optimizer the rows are for (default adam): its name in the rows. */
+  optimizer?: OptimizerName;
   /** The distributed optimizer's rows: one per Megatron-FSDP strategy (default ['optim'], ZeRO-1). */
   strategies?: ShardingStrategy[];
   /** Micro-batches per step (sharded grads stay whole until the last one): default 1. */
@@ -74,6 +80,9 @@ export interface MemoryRow {
   strategy: 'no_shard' | ShardingStrategy;
   /** Elements per bucket of the layout (sharded strategies: one transformer layer by default). */
   bucket_size: number;
+  /** --optimizer, and the moments it keeps per element. */
+  optimizer: OptimizerName;
+  moments: MomentKind[];
   /** How Adam's moments are stored: 'float32' unless the precision-aware optimizer narrows them. */
   exp_avg_dtype: StateDtype;
   exp_avg_sq_dtype: StateDtype;
@@ -149,7 +158,9 @@ function row(
   const sharded = strategy === 'optim_grads' || strategy === 'optim_grads_params';
   // Sharded strategies: one transformer layer per bucket unless given, as `webtron train` does.
   const bucketSize = bucketSizeFor(strategy, source.kind === 'gpt' ? source.shape : null, o.bucketSize);
-  const state = distributed ? (o.stateDtypes ?? {}) : {};
+  // The precision-aware optimizer is the distributed one's; the moments are every row's.
+  const moments = o.stateDtypes?.moments;
+  const state = distributed ? (o.stateDtypes ?? {}) : moments ? { moments } : {};
   const specs = paramSpecs(source, precision, state);
   const layout = computeLayout(specs, {
     dataParallelSize: d,
@@ -187,6 +198,8 @@ function row(
     distributed,
     strategy,
     bucket_size: layout.bucketSize,
+    optimizer: o.optimizer ?? 'adam',
+    moments: [...(moments ?? momentKinds('adam'))],
     exp_avg_dtype: state.expAvg ?? 'float32',
     exp_avg_sq_dtype: state.expAvgSq ?? 'float32',
     main_params_dtype: state.mainParams ?? 'float32',

@@ -13,6 +13,9 @@
  * the grads and params (`optim_grads_params`: 16/d) between uses; the buckets whole while used
  * (gathered params, grads until their reduce-scatter) are transient and not counted here.
  *
+ * The optimizer state is Adam's two moments (8 bytes a param in fp32); Lion keeps one (4), SGD its
+ * momentum buffer (4, or none at momentum 0).
+ *
  * Megatron's precision-aware optimizer stores the moments in 16 bits where asked (--exp-avg-dtype,
  * --exp-avg-sq-dtype): 2 bytes each instead of 4; and the main params of 16-bit params in fp16
  * (--main-params-dtype fp16): 2 bytes for bf16 params, none for fp16 params (their own).
@@ -47,7 +50,8 @@ function perElement(
   b: BufferLayout,
   state: StateDtypes,
 ): { model: Record<ModelStateCategory, number>; optimizer: Record<ModelStateCategory, number> } {
-  const moments = BYTES[state.expAvg ?? 'float32'] + BYTES[state.expAvgSq ?? 'float32'];
+  const dtypeOf = { exp_avg: state.expAvg, exp_avg_sq: state.expAvgSq, momentum_buffer: undefined };
+  const moments = (state.moments ?? ['exp_avg', 'exp_avg_sq']).reduce((sum, kind) => sum + BYTES[dtypeOf[kind] ?? 'float32'], 0);
   const mainDtype = state.mainParams ?? 'float32';
   // fp32 params, and fp16 params with fp16 main params, are their own main params.
   const mainParams = b.paramDtype === 'float32' || b.paramDtype === mainDtype ? 0 : BYTES[mainDtype];

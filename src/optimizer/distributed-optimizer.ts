@@ -1,6 +1,6 @@
 /**
  * ZeRO-1 (Megatron's --use-distributed-optimizer): after the grads are reduce-scattered, each rank
- * runs Adam on its own shard of every bucket only, then all-gathers the updated params bucket by
+ * runs the update (Adam, SGD or Lion) on its own shard of every bucket only, then all-gathers the updated params bucket by
  * bucket (in the background with `overlapParamGather`). A bucket gathers in the grad sync's chunks
  * (slice k of every shard together), pipelined the same way: this rank's slices are read back
  * through staging of their own, chunk k is gathered while the next ones map, and the other ranks'
@@ -12,24 +12,30 @@ import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { BYTES } from '../ddp/layout.js';
 import { EARLY_READBACK_BYTES, planSyncChunks, READS_AHEAD, type SyncChunk } from '../ddp/sync-plan.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
-import type { StateDtype, StateOperand } from './adam.js';
+import type { StateOperand } from './adam.js';
 import { wordsToFloat32 } from '../collectives/reduce.js';
 import type { CastRange } from './cast.js';
-import { AdamOverBuffers, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
+import type { MomentKind } from './momentum-math.js';
+import {
+  emptyOptimizerState,
+  type OptimizerConfig,
+  OptimizerOverBuffers,
+  type OptimizerState,
+  STATE_FIELD,
+  type StatePiece,
+} from './optimizer-base.js';
 import { shardRanges, type ShardRange } from './ranges.js';
 import { SumOfSquares } from './sumsq.js';
 import type { UnscaleRange } from './unscale.js';
 
-export class DistributedOptimizer extends AdamOverBuffers {
+export class DistributedOptimizer extends OptimizerOverBuffers {
   readonly distributed = true;
   private readonly ranges: ShardRange[];
   /** The param all-gather's chunks of each shard range's bucket. */
   private readonly gatherChunks: SyncChunk[][];
-  private readonly expAvg: DeviceBuffer;
-  private readonly expAvgSq: DeviceBuffer;
+  /** Each moment the update keeps, for this rank's shards. */
+  private readonly momentBuffers: [MomentKind, DeviceBuffer][];
   private readonly main: DeviceBuffer | null;
-  /** How the moments are stored. */
-  private readonly dtypes: { expAvg: StateDtype; expAvgSq: StateDtype };
 
   constructor(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
@@ -45,11 +51,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
       return planSyncChunks(bucket, BYTES[buffer.layout.paramDtype], group.worldSize, group.rank, ddp.syncChunkBytes);
     });
     const shardElements = this.ranges.reduce((n, r) => n + (r.gbufLocal.end - r.gbufLocal.start), 0);
-    this.dtypes = { expAvg: config.stateDtypes?.expAvg ?? 'float32', expAvgSq: config.stateDtypes?.expAvgSq ?? 'float32' };
-    const expAvg = this.stateBuffer('exp_avg (shard)', shardElements, this.dtypes.expAvg);
-    const expAvgSq = this.stateBuffer('exp_avg_sq (shard)', shardElements, this.dtypes.expAvgSq);
-    this.expAvg = expAvg;
-    this.expAvgSq = expAvgSq;
+    this.momentBuffers = this.moments.map((kind) => [kind, this.stateBuffer(`${kind} (shard)`, shardElements, this.momentDtype(kind))]);
     const layoutOf = (r: ShardRange) => ddp.buffers[r.buffer]!.layout;
     // fp32 params (and fp16 params with fp16 main params): the main params are the param buffer's
     // shard itself; otherwise a copy, fp32 or (--main-params-dtype fp16) fp16.
@@ -87,8 +89,9 @@ export class DistributedOptimizer extends AdamOverBuffers {
         {
           param,
           grad,
-          expAvg: { buffer: expAvg, offset: at, dtype: this.dtypes.expAvg },
-          expAvgSq: { buffer: expAvgSq, offset: at, dtype: this.dtypes.expAvgSq },
+          moments: Object.fromEntries(
+            this.momentBuffers.map(([kind, buffer]) => [kind, { buffer, offset: at, dtype: this.momentDtype(kind) }]),
+          ),
         },
         length,
         r.params.map((p) => ({ name: p.name, shape: shapeOf(p.name), start: p.paramLocal.start })),
@@ -118,10 +121,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
     for (const r of this.ranges) {
       for (const p of r.params) {
         const place = { name: p.name, range: p.param, offset: at + p.paramLocal.start };
-        pieces.push(
-          { kind: 'exp_avg', buffer: this.expAvg, dtype: this.dtypes.expAvg, ...place },
-          { kind: 'exp_avg_sq', buffer: this.expAvgSq, dtype: this.dtypes.expAvgSq, ...place },
-        );
+        for (const [kind, buffer] of this.momentBuffers) pieces.push({ kind, buffer, dtype: this.momentDtype(kind), ...place });
         const { paramDtype } = this.ddp.buffers[r.buffer]!.layout;
         if (this.hasMain(r)) {
           pieces.push({ kind: 'main_params', buffer: this.main!, dtype: this.mainParamsDtype, ...place });
@@ -147,7 +147,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
   async exportState(): Promise<OptimizerState> {
     await this.ddp.finishParamSync(); // the gathers use the same host staging
     this.refreshMainParams();
-    const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map(), ...(this.main ? { main: new Map() } : {}) };
+    const state: OptimizerState = { ...emptyOptimizerState(), ...(this.main ? { main: new Map() } : {}) };
     for (const [which, moments] of this.stateBuffers()) {
       let at = 0;
       for (const r of this.ranges) {
@@ -157,7 +157,7 @@ export class DistributedOptimizer extends AdamOverBuffers {
           const bucket = this.ddp.buffers[r.buffer]!.layout.buckets[r.bucket]!;
           const host = this.ddp.hostBucket(r.buffer, r.bucket);
           const mine = host.subarray(this.group.rank * s, (this.group.rank + 1) * s);
-          const dtype = which === 'main' ? this.mainParamsDtype : this.dtypes[which];
+          const dtype = which === 'main' ? this.mainParamsDtype : this.momentDtype(which);
           if (dtype === 'float32') {
             await this.ctx.transfers.readback(moments, at * 4, s * 4, new Uint8Array(mine.buffer, mine.byteOffset, s * 4));
           } else {
@@ -166,7 +166,8 @@ export class DistributedOptimizer extends AdamOverBuffers {
           }
           await this.group.allGather(host);
           for (const p of this.ddp.buffers[r.buffer]!.layout.params) {
-            if (p.bucket === r.bucket) state[which]!.set(p.name, host.slice(p.start - bucket.start, p.end - bucket.start));
+            if (p.bucket === r.bucket)
+              state[which === 'main' ? 'main' : STATE_FIELD[which]]!.set(p.name, host.slice(p.start - bucket.start, p.end - bucket.start));
           }
         }
         at += s;
@@ -175,14 +176,9 @@ export class DistributedOptimizer extends AdamOverBuffers {
     return state;
   }
 
-  /** The fp32 state buffers of this rank's shards, by the name `OptimizerState` gives them. */
-  private stateBuffers(): ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] {
-    const buffers: ['expAvg' | 'expAvgSq' | 'main', DeviceBuffer][] = [
-      ['expAvg', this.expAvg],
-      ['expAvgSq', this.expAvgSq],
-    ];
-    if (this.main) buffers.push(['main', this.main]);
-    return buffers;
+  /** The state buffers of this rank's shards: each moment, and the main params. */
+  private stateBuffers(): [MomentKind | 'main', DeviceBuffer][] {
+    return this.main ? [...this.momentBuffers, ['main', this.main]] : this.momentBuffers;
   }
 
   protected async globalSums(local: number[]): Promise<number[]> {

@@ -1,21 +1,31 @@
-/** The non-distributed twin: grads all-reduced, Adam on the whole buffer on every rank, full moments. */
+/** The non-distributed twin: grads all-reduced, the update on the whole buffer on every rank, full moments. */
 import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import type { DeviceBuffer, GpuContext } from '../gpu/context.js';
 import type { Float32Operand } from './adam.js';
 import type { CastRange } from './cast.js';
-import { AdamOverBuffers, type OptimizerConfig, type OptimizerState, type StatePiece } from './optimizer-base.js';
+import type { MomentKind } from './momentum-math.js';
+import {
+  emptyOptimizerState,
+  type OptimizerConfig,
+  OptimizerOverBuffers,
+  type OptimizerState,
+  STATE_FIELD,
+  type StatePiece,
+} from './optimizer-base.js';
 import { SumOfSquares } from './sumsq.js';
 import type { UnscaleRange } from './unscale.js';
 
-export class NonDistributedOptimizer extends AdamOverBuffers {
+export class NonDistributedOptimizer extends OptimizerOverBuffers {
   readonly distributed = false;
-  private readonly state: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer }[] = [];
+  /** Per DDP buffer: each moment's buffer, and the main params of 16-bit params. */
+  private readonly state: { moments: [MomentKind, DeviceBuffer][]; main?: DeviceBuffer }[] = [];
 
   constructor(ctx: GpuContext, group: Collectives, ddp: DistributedDataParallel, config: OptimizerConfig) {
     super(ctx, group, ddp, config);
-    const narrow = Object.entries(config.stateDtypes ?? {}).find(([, dtype]) => dtype !== 'float32');
+    const { moments: _, ...dtypes } = config.stateDtypes ?? {};
+    const narrow = Object.entries(dtypes).find(([, dtype]) => dtype !== undefined && dtype !== 'float32');
     if (narrow) {
       throw new ConfigError(
         `${narrow[0]} stored as ${narrow[1]} needs the distributed optimizer (Megatron's precision-aware optimizer); this one keeps fp32 state`,
@@ -27,15 +37,15 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
     const normRanges: { operand: Float32Operand; length: number }[] = [];
     for (const buffer of ddp.buffers) {
       const { numel: n, paramDtype, gradDtype } = buffer.layout;
-      const moments: { expAvg: DeviceBuffer; expAvgSq: DeviceBuffer; main?: DeviceBuffer } = {
-        expAvg: this.fp32Buffer(`exp_avg #${buffer.index}`, n),
-        expAvgSq: this.fp32Buffer(`exp_avg_sq #${buffer.index}`, n),
+      const state: { moments: [MomentKind, DeviceBuffer][]; main?: DeviceBuffer } = {
+        moments: this.moments.map((kind) => [kind, this.fp32Buffer(`${kind} #${buffer.index}`, n)]),
       };
-      this.state.push(moments);
+      this.state.push(state);
       let param = { buffer: buffer.params, offset: 0 };
       if (paramDtype !== 'float32') {
-        moments.main = this.fp32Buffer(`main params #${buffer.index}`, n, 'main-params');
-        param = { buffer: moments.main, offset: 0 };
+        const main = this.fp32Buffer(`main params #${buffer.index}`, n, 'main-params');
+        state.main = main;
+        param = { buffer: main, offset: 0 };
         casts[paramDtype].push({ wide: param, narrow: { buffer: buffer.params, offset: 0 }, length: n });
       }
       let grad = { buffer: buffer.grads, offset: 0 };
@@ -46,7 +56,7 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
       normRanges.push({ operand: grad, length: n });
       this.normPadding += n - buffer.layout.params.reduce((sum, p) => sum + p.numel, 0);
       const params = [...buffer.layout.params].sort((a, b) => a.start - b.start);
-      this.addKernels({ param, grad, expAvg: { buffer: moments.expAvg }, expAvgSq: { buffer: moments.expAvgSq } }, n, params);
+      this.addKernels({ param, grad, moments: Object.fromEntries(state.moments.map(([kind, b]) => [kind, { buffer: b }])) }, n, params);
     }
     this.setUpHalves(casts, unscaleRanges);
     this.norm = new SumOfSquares(ctx, normRanges, config.countZeros);
@@ -62,10 +72,10 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
     this.refreshMainParams();
     const pieces: StatePiece[] = [];
     for (const [i, buffer] of this.ddp.buffers.entries()) {
-      const { expAvg, expAvgSq, main } = this.state[i]!;
+      const { moments, main } = this.state[i]!;
       for (const p of buffer.layout.params) {
         const place = { name: p.name, range: { start: 0, end: p.numel }, offset: p.start, dtype: 'float32' as const };
-        pieces.push({ kind: 'exp_avg', buffer: expAvg, ...place }, { kind: 'exp_avg_sq', buffer: expAvgSq, ...place });
+        for (const [kind, b] of moments) pieces.push({ kind, buffer: b, ...place });
         if (main) pieces.push({ kind: 'main_params', buffer: main, ...place });
       }
     }
@@ -74,11 +84,16 @@ export class NonDistributedOptimizer extends AdamOverBuffers {
 
   async exportState(): Promise<OptimizerState> {
     this.refreshMainParams();
-    const state: OptimizerState = { expAvg: new Map(), expAvgSq: new Map() };
+    const state: OptimizerState = emptyOptimizerState();
     for (const [i, buffer] of this.ddp.buffers.entries()) {
-      for (const which of ['expAvg', 'expAvgSq', 'main'] as const) {
-        const source = this.state[i]![which];
-        if (!source) continue; // fp32 params are their own main params
+      const { moments, main } = this.state[i]!;
+      // fp32 params are their own main params.
+      const sources: ['expAvg' | 'expAvgSq' | 'momentumBuffer' | 'main', DeviceBuffer][] = moments.map(([kind, b]) => [
+        STATE_FIELD[kind],
+        b,
+      ]);
+      if (main) sources.push(['main', main]);
+      for (const [which, source] of sources) {
         const all = await this.ctx.transfers.readFloat32(source, 0, buffer.layout.numel);
         state[which] ??= new Map();
         const into = state[which];

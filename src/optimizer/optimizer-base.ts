@@ -1,19 +1,33 @@
-/** What both optimizers share: the interface, the step sequence, grad norm and clipping, 16-bit set-up. */
+/**
+ * What both optimizers share: the interface, the step sequence, grad norm and clipping, 16-bit
+ * set-up, and the update each runs on the params it owns: Adam (AdamW by default), SGD or Lion
+ * (Megatron's --optimizer).
+ */
 import { GpuError } from '../gpu/errors.js';
 import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';
 import type { DistributedDataParallel } from '../ddp/ddp.js';
 import { storageUsage, type DeviceBuffer, type GpuContext } from '../gpu/context.js';
-import { AdamKernel, type AdamOperands, type Float32Operand, type StateDtype } from './adam.js';
+import { AdamKernel, type StateDtype, type StateOperand } from './adam.js';
 import { BYTES, type ParamDtype } from '../ddp/layout.js';
 import { HalfCast, type CastRange } from './cast.js';
 import { DynamicLossScaler, type LossScalerConfig, type LossScalerState } from './loss-scaler.js';
 import { Unscale, type UnscaleRange } from './unscale.js';
 import { checkHyperParams, type AdamHyperParams } from './adam-math.js';
 import { SumOfSquares } from './sumsq.js';
+import { MomentumKernel } from './momentum.js';
+import { checkMomentumHyperParams, type MomentKind, momentKinds, type OptimizerName } from './momentum-math.js';
+import type { Float32Operand } from './windowed.js';
 
 export interface OptimizerConfig {
+  /** Adam's hyper-parameters; SGD and Lion take the learning rate, weight decay and `maximize` from them. */
   hyper: AdamHyperParams;
+  /** Megatron's --optimizer (default 'adam'; `hyper.decoupled` chooses AdamW). */
+  optimizer?: OptimizerName;
+  /** SGD's momentum (Megatron's --sgd-momentum, default 0.9); 0 keeps no state. */
+  sgdMomentum?: number;
+  /** Lion's beta1 and beta2 (Megatron's --lion-beta1, --lion-beta2; default 0.95, 0.98). */
+  lionBetas?: [number, number];
   /**
    * Param groups: whether a param gets weight decay (default: every param). Megatron's default
    * leaves biases and 1-D params (norms) out: `megatronWeightDecay`.
@@ -47,6 +61,11 @@ export interface OptimizerConfig {
 
 /** How the optimizer stores its state (fp32 where absent). */
 export interface StateDtypes {
+  /**
+   * The moments the optimizer keeps per element (default Adam's: exp_avg and exp_avg_sq; see
+   * `momentKinds`). What memory estimates count; an optimizer checks it against its own.
+   */
+  moments?: readonly MomentKind[];
   expAvg?: StateDtype;
   expAvgSq?: StateDtype;
   /**
@@ -68,7 +87,8 @@ const SHORT = Object.fromEntries(Object.entries(STATE_DTYPE_NAMES).map(([name, d
 
 /** Whether any state is stored narrower than fp32 (the precision-aware optimizer is at work). */
 export function narrowState(state: StateDtypes): boolean {
-  return Object.values(state).some((dtype) => dtype !== 'float32');
+  const { moments: _, ...dtypes } = state;
+  return Object.values(dtypes).some((dtype) => dtype !== undefined && dtype !== 'float32');
 }
 
 /** 'bf16 exp_avg, fp32 exp_avg_sq' (and the main params' and grads' dtypes where not fp32): for logs and tables. */
@@ -106,15 +126,29 @@ export interface PreparedStep {
   numZeros: number | null;
 }
 
-/** Adam's moments per param, compact (no padding), on the host. */
+/** The optimizer's moments per param, compact (no padding), on the host; empty for moments it does not keep. */
 export interface OptimizerState {
   expAvg: Map<string, Float32Array>;
   expAvgSq: Map<string, Float32Array>;
+  /** SGD's momentum buffer. */
+  momentumBuffer: Map<string, Float32Array>;
   /** The main params of 16-bit params, as fp32 values (fp32 params, and fp16 params with fp16 main params, are their own). */
   main?: Map<string, Float32Array>;
 }
 
-export type StateKind = 'exp_avg' | 'exp_avg_sq' | 'main_params';
+export type StateKind = MomentKind | 'main_params';
+
+/** `OptimizerState`'s name of each moment. */
+export const STATE_FIELD: Record<MomentKind, 'expAvg' | 'expAvgSq' | 'momentumBuffer'> = {
+  exp_avg: 'expAvg',
+  exp_avg_sq: 'expAvgSq',
+  momentum_buffer: 'momentumBuffer',
+};
+
+/** An empty `OptimizerState`. */
+export function emptyOptimizerState(): OptimizerState {
+  return { expAvg: new Map(), expAvgSq: new Map(), momentumBuffer: new Map() };
+}
 
 /**
  * A contiguous piece of one param's optimizer state on this rank's GPU: elements
@@ -132,6 +166,10 @@ export interface StatePiece {
 
 export interface Optimizer {
   readonly distributed: boolean;
+  /** Which update it runs (Megatron's --optimizer). */
+  readonly name: OptimizerName;
+  /** The moments it keeps per element. */
+  readonly moments: readonly MomentKind[];
   readonly stepCount: number;
   /** The learning rate of the next step (a schedule sets it before each step). */
   learningRate: number;
@@ -151,7 +189,7 @@ export interface Optimizer {
    * neither the params, the step count nor the loss scale. Collective: every rank must call it.
    */
   prepareStep(): Promise<PreparedStep>;
-  /** The step for the grads `prepared` measured: the loss scale's update, clipping, Adam, the param sync. */
+  /** The step for the grads `prepared` measured: the loss scale's update, clipping, the update, the param sync. */
   applyStep(prepared: PreparedStep): Promise<StepResult>;
   /**
    * The L2 norm of the main params (Megatron's params norm: the params the optimizer updates, fp32
@@ -204,12 +242,17 @@ export function groupRuns(
   return runs.filter((r) => r.end > r.start);
 }
 
-export abstract class AdamOverBuffers implements Optimizer {
+/** The update of a run of params of one group. */
+type UpdateKernel = AdamKernel | MomentumKernel;
+
+export abstract class OptimizerOverBuffers implements Optimizer {
   abstract readonly distributed: boolean;
+  readonly name: OptimizerName;
+  readonly moments: readonly MomentKind[];
   protected steps = 0;
   protected readonly owned: DeviceBuffer[] = [];
-  /** Adam over runs of params of one group each. */
-  protected kernels: ({ kernel: AdamKernel } & ParamGroup)[] = [];
+  /** The update over runs of params of one group each. */
+  protected kernels: ({ kernel: UpdateKernel } & ParamGroup)[] = [];
   /** A copy of the config's hyper-parameters: the learning rate changes step by step. */
   protected readonly hyper: AdamHyperParams;
   private decoupledLr: number | null = null;
@@ -234,6 +277,23 @@ export abstract class AdamOverBuffers implements Optimizer {
   ) {
     checkHyperParams(config.hyper);
     this.hyper = { ...config.hyper };
+    this.name = config.optimizer ?? 'adam';
+    this.moments = momentKinds(this.name, this.sgdMomentum);
+    if (this.name !== 'adam') {
+      checkMomentumHyperParams(this.name, this.momentumHyper(config.hyper.lr, config.hyper.weightDecay));
+      // bf16 grads the update reads as they are; the rest of the precision-aware optimizer is Adam's.
+      if (narrowState({ ...config.stateDtypes, mainGrads: undefined }))
+        throw new ConfigError(
+          `the precision-aware optimizer's 16-bit state is Adam's; ${this.name === 'sgd' ? 'SGD' : 'Lion'} keeps fp32 state and main params`,
+          'stateDtypes',
+        );
+    }
+    const asked = config.stateDtypes?.moments;
+    if (asked && asked.join() !== this.moments.join())
+      throw new ConfigError(
+        `stateDtypes.moments [${asked.join(', ')}] is not what ${this.name} keeps: [${this.moments.join(', ')}]`,
+        'stateDtypes',
+      );
     if (ddp.layout.buffers.some((b) => b.paramDtype === 'float16') && !ctx.hasF16) {
       throw new GpuError(
         `fp16 params need the shader-f16 feature, which adapter '${ctx.adapterName}' does not offer; use bf16 (--bf16) or fp32 instead`,
@@ -256,6 +316,24 @@ export abstract class AdamOverBuffers implements Optimizer {
         'stateDtypes',
       );
     }
+  }
+
+  private get sgdMomentum(): number {
+    return this.config.sgdMomentum ?? 0.9;
+  }
+
+  /** SGD's or Lion's hyper-parameters at this learning rate and weight decay. */
+  private momentumHyper(lr: number, weightDecay: number) {
+    if (this.name === 'sgd') return { lr, momentum: this.sgdMomentum, weightDecay };
+    const [beta1, beta2] = this.config.lionBetas ?? [0.95, 0.98];
+    return { lr, beta1, beta2, weightDecay };
+  }
+
+  /** How a moment is stored (the precision-aware optimizer narrows Adam's). */
+  protected momentDtype(kind: MomentKind): StateDtype {
+    if (kind === 'exp_avg') return this.config.stateDtypes?.expAvg ?? 'float32';
+    if (kind === 'exp_avg_sq') return this.config.stateDtypes?.expAvgSq ?? 'float32';
+    return 'float32';
   }
 
   /** How the main params of 16-bit params are stored (fp16 params in fp16 are their own). */
@@ -301,9 +379,9 @@ export abstract class AdamOverBuffers implements Optimizer {
     return this.config.weightDecayFor?.(name, shape) ?? true;
   }
 
-  /** Adam kernels over a range of the buffers, one per run of params of one group. */
+  /** Update kernels over a range of the buffers, one per run of params of one group; `moments` holds each of `this.moments`. */
   protected addKernels(
-    operands: Omit<AdamOperands, 'length'>,
+    operands: { param: StateOperand; grad: StateOperand; moments: Partial<Record<MomentKind, StateOperand>> },
     length: number,
     params: readonly { name: string; shape: readonly number[]; start: number }[],
   ): void {
@@ -316,13 +394,19 @@ export abstract class AdamOverBuffers implements Optimizer {
       })),
       length,
     )) {
-      const kernel = new AdamKernel(this.ctx, {
-        param: at(operands.param, run.start),
-        grad: at(operands.grad, run.start),
-        expAvg: at(operands.expAvg, run.start),
-        expAvgSq: at(operands.expAvgSq, run.start),
-        length: run.end - run.start,
-      });
+      const moment = (kind: MomentKind) => at(operands.moments[kind]!, run.start);
+      const param = at(operands.param, run.start);
+      const grad = at(operands.grad, run.start);
+      const n = run.end - run.start;
+      const kernel =
+        this.name === 'adam'
+          ? new AdamKernel(this.ctx, { param, grad, expAvg: moment('exp_avg'), expAvgSq: moment('exp_avg_sq'), length: n })
+          : new MomentumKernel(this.ctx, this.name, {
+              param,
+              grad,
+              state: this.moments.length === 0 ? null : moment(this.moments[0]!),
+              length: n,
+            });
       this.kernels.push({ kernel, decay: run.decay, decoupled: run.decoupled });
     }
   }
@@ -421,10 +505,14 @@ export abstract class AdamOverBuffers implements Optimizer {
     const clip = this.config.clipGrad ?? 0;
     const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
     await phases.time('adam', async () => {
-      // AdamW's decoupled decay scales by the group's own rate: p *= 1 - lr·wd.
+      // AdamW's and Lion's decoupled decay scales by the group's own rate: p *= 1 - lr·wd.
       const lrOf = (decoupled: boolean) => (decoupled ? (this.decoupledLr ?? this.hyper.lr) : this.hyper.lr);
-      for (const { kernel, decay, decoupled } of this.kernels)
-        kernel.step({ ...this.hyper, lr: lrOf(decoupled), weightDecay: decay ? this.hyper.weightDecay : 0 }, this.steps, clipCoeff);
+      const sign = this.hyper.maximize ? -1 : 1;
+      for (const { kernel, decay, decoupled } of this.kernels) {
+        const [lr, weightDecay] = [lrOf(decoupled), decay ? this.hyper.weightDecay : 0];
+        if (kernel instanceof AdamKernel) kernel.step({ ...this.hyper, lr, weightDecay }, this.steps, clipCoeff);
+        else kernel.step(this.momentumHyper(lr, weightDecay), sign * clipCoeff);
+      }
       for (const cast of this.casts) cast.toModel();
       await this.ctx.sync();
     });

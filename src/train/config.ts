@@ -1,4 +1,5 @@
 /** A resolved `webtron train` config: every flag checked, Megatron's rules applied (src/cli/train-flags.ts makes it). */
+import type { OptimizerName } from '../optimizer/momentum-math.js';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { INDEX, TRACKER } from '../checkpoint/dir.js';
@@ -81,6 +82,12 @@ export interface TrainConfig extends ScheduleFlags {
   adamBeta1: number;
   adamBeta2: number;
   adamEps: number;
+  /** --optimizer: Adam (AdamW), SGD or Lion. */
+  optimizer: OptimizerName;
+  /** --sgd-momentum (SGD only). */
+  sgdMomentum: number;
+  /** --lion-beta1, --lion-beta2 (Lion only). */
+  lionBetas: [number, number];
   microBatchSize: number;
   /** The global batch: --global-batch-size, or the last of a batch-size schedule. */
   globalBatchSize: number;

@@ -140,9 +140,16 @@ function headerLine(run: TrainRun, data: TrainData, reference: { unigram: number
   const { cfg, d, model, layout } = run;
   return (
     `webtron train: ${layout.paramCount.toLocaleString('en-US')} params (${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numAttentionHeads} heads${model.kvChannels === undefined ? '' : ` of ${model.kvChannels}`}, vocab ${data.tokenizer.vocabSize} padded to ${model.vocabSize}), ${cfg.precision}${recomputation(cfg)}, ` +
-    `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}, ${batchText(cfg, d)}${lossText(cfg, data, model)}${decoupledText(run)}; ` +
+    `${d} rank${d === 1 ? '' : 's'}, ${cfg.useDistributedOptimizer ? 'distributed optimizer' : 'non-distributed optimizer'}${narrowState(cfg.stateDtypes) ? ` (${stateDtypesText(cfg.stateDtypes)})` : ''}${optimizerText(cfg)}, ${batchText(cfg, d)}${lossText(cfg, data, model)}${decoupledText(run)}; ` +
     `${data.name}: ${data.trainTokens.toLocaleString('en-US')} train tokens (${data.train.count} samples of ${cfg.seqLength}), ${data.validTokens.toLocaleString('en-US')} validation tokens${data.testTokens > 0 ? `, ${data.testTokens.toLocaleString('en-US')} test tokens` : ''}; unigram entropy ${reference.unigram.toFixed(3)}${reference.bigram === null ? ' nats (too few tokens per pair for a bigram figure)' : `, bigram ${reference.bigram.toFixed(3)} nats`}`
   );
+}
+
+/** The header's words for --optimizer sgd or lion, with their settings; none for Adam. */
+function optimizerText(cfg: TrainConfig): string {
+  if (cfg.optimizer === 'sgd') return `, SGD with momentum ${cfg.sgdMomentum}`;
+  if (cfg.optimizer === 'lion') return `, Lion with betas ${cfg.lionBetas.join(', ')}`;
+  return '';
 }
 
 /** The header's words for --eod-mask-loss, --reset-position-ids, --reset-attention-mask and --calculate-per-token-loss, after the batch. */

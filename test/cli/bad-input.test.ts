@@ -160,6 +160,20 @@ const CASES: Case[] = [
     says: /--main-grads-dtype bf16 needs bf16 params \(--bf16 or --precision bf16\)/,
   },
   { args: ['memory', ...GPT, '--vocab-size', '64', '--exp-avg-dtype', 'half'], says: /--exp-avg-dtype: 'half' is not a dtype/ },
+  {
+    args: ['train', ...TRAIN, '--optimizer', 'muon'],
+    says: /--optimizer muon: webtron runs adam, sgd and lion, .*Megatron's muon is not built/,
+  },
+  { args: ['train', ...TRAIN, '--optimizer', 'rmsprop'], says: /--optimizer: 'rmsprop' is not an optimizer; use adam, sgd or lion/ },
+  { args: ['train', ...TRAIN, '--optimizer', 'sgd', '--sgd-momentum', '1'], says: /--sgd-momentum 1 is not in \[0, 1\)/ },
+  {
+    args: ['memory', ...GPT, '--vocab-size', '64', '--optimizer', 'lion', '--lion-beta2', '-0.5'],
+    says: /--lion-beta2 -0\.5 is not in \[0, 1\]/,
+  },
+  {
+    args: ['train', ...TRAIN, '--optimizer', 'lion', '--use-distributed-optimizer', '--use-precision-aware-optimizer'],
+    says: /--use-precision-aware-optimizer keeps Adam's state in 16 bits; --optimizer lion keeps fp32 state and main params: leave one of them out/,
+  },
   { args: ['preprocess-data', '--output-prefix', 'out', '--tokenizer-type', 'ByteTokenizer'], says: /--input is required/ },
   {
     args: ['preprocess-data', '--input', 'corpus.jsonl', '--output-prefix', 'corpus.jsonl/out/x', '--tokenizer-type', 'ByteTokenizer'],

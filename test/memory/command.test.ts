@@ -17,6 +17,9 @@ describe('webtron memory', () => {
     [['--bf16', '--use-precision-aware-optimizer', '--exp-avg-dtype', 'bf16', '--exp-avg-sq-dtype', 'fp16']],
     [['--bf16', '--use-precision-aware-optimizer', '--main-grads-dtype', 'bf16', '--main-params-dtype', 'fp16']],
     [['--precision', 'fp16', '--use-precision-aware-optimizer', '--main-params-dtype', 'fp16']],
+    // One moment a param (Lion's exp_avg), or none (plain SGD).
+    [['--bf16', '--optimizer', 'lion']],
+    [['--optimizer', 'sgd', '--sgd-momentum', '0']],
     // Llama's block: rope, RMSNorm, SwiGLU at Megatron's default width (128 at h 64), no linear biases, 2 key and value heads for 4.
     [
       [
@@ -82,6 +85,28 @@ describe('webtron memory', () => {
       }
     },
   );
+
+  it('--optimizer sgd and lion keep one fp32 moment a param, 4 bytes fewer than Adam; sgd at momentum 0 none', () => {
+    const rows = (...flags: string[]) =>
+      run(...small, ...flags, '--data-parallel-size', '1', '--json')
+        .stdout.trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { bytes_per_param: number; optimizer: string; moments: string[] });
+    const [adam] = rows();
+    const [sgd] = rows('--optimizer', 'sgd');
+    const [lion] = rows('--optimizer', 'lion');
+    const [plain] = rows('--optimizer', 'sgd', '--sgd-momentum', '0');
+    expect([adam!.optimizer, sgd!.optimizer, lion!.optimizer]).toEqual(['adam', 'sgd', 'lion']);
+    expect([adam!.moments, sgd!.moments, lion!.moments, plain!.moments]).toEqual([
+      ['exp_avg', 'exp_avg_sq'],
+      ['momentum_buffer'],
+      ['exp_avg'],
+      [],
+    ]);
+    // fp32, non-distributed: Megatron's 16 bytes a param for Adam.
+    expect(adam!.bytes_per_param).toBe(16);
+    expect([sgd!.bytes_per_param, lion!.bytes_per_param, plain!.bytes_per_param]).toEqual([12, 12, 8]);
+  });
 
   it('--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 saves 4 bytes per param of optimizer state before sharding: 4/d per rank', () => {
     const rows = (...extra: string[]) => {

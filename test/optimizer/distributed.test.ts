@@ -90,6 +90,32 @@ describe("DistributedOptimizer and its non-distributed twin: Megatron's three pr
     },
   );
 
+  it.each([
+    [2, true, 'sgd', 0.9, 'float32', {}],
+    [3, true, 'sgd', 0, 'bfloat16', {}],
+    [2, false, 'sgd', 0.5, 'float16', {}],
+    [2, false, 'lion', 0, 'float32', {}],
+    [4, true, 'lion', 0, 'float16', {}],
+    [3, true, 'lion', 0, 'bfloat16', { mainGrads: 'bfloat16' }],
+  ] as [number, boolean, 'sgd' | 'lion', number, 'float32' | 'bfloat16' | 'float16', StateDtypes][])(
+    'world %i, distributed %s, --optimizer %s (momentum %s), params %s, state %j: k steps equal the single-process update; memory matches',
+    async (world, distributed, optimizer, sgdMomentum, dtype, stateDtypes) => {
+      const ranks = await job(world, { distributed, clip: 1.0, steps: 4, dtype, stateDtypes, optimizer, sgdMomentum });
+      for (const [rank, lines] of ranks.entries()) {
+        const failed = lines.filter((l) => 'check' in l && l.ok !== true);
+        expect(failed, `rank ${rank}: ${JSON.stringify(lines)}`).toEqual([]);
+        expect(
+          lines.some((l) => String(l.check).startsWith('params equal')),
+          JSON.stringify(lines),
+        ).toBe(true);
+        const memory = lines.find((l) => l.check === 'memory by category')!.detail as { got: Record<string, number> };
+        // One fp32 moment a param (Lion's exp_avg, SGD's momentum buffer), none for plain SGD.
+        if (optimizer === 'sgd' && sgdMomentum === 0) expect(memory.got['optimizer-state']).toBe(0);
+        else expect(memory.got['optimizer-state']).toBeGreaterThan(0);
+      }
+    },
+  );
+
   it('bf16 grads go with bf16 params only, and the optimizer is told about them (stateDtypes.mainGrads)', async () => {
     const ctx = await GpuContext.create();
     const dist = await initProcessGroup({ rank: 0, worldSize: 1 });

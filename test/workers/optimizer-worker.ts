@@ -1,8 +1,9 @@
 /**
  * One rank of an optimizer test job (spawned by test/optimizer/distributed.test.ts). Grads are a
  * deterministic function of (rank, step, element); after k steps every rank's params must equal a
- * single-process Adam on the averaged grads (with the same clipping), and the GPU's live bytes must
- * match Megatron's table for fp32 params and grads: 16 B per param, or 8 + 8/d distributed.
+ * single-process Adam (or SGD, or Lion) on the averaged grads (with the same clipping), and the GPU's
+ * live bytes must match Megatron's table for fp32 params and grads: 16 B per param, or 8 + 8/d
+ * distributed (Adam's two moments; one for Lion and SGD, none for SGD at momentum 0).
  */
 import { initProcessGroup } from '../../src/collectives/init.js';
 import { DistributedDataParallel } from '../../src/ddp/ddp.js';
@@ -16,6 +17,7 @@ import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/co
 import { loadCheckpoint, saveCheckpoint } from '../../src/checkpoint/checkpoint.js';
 import type { StateDtype } from '../../src/optimizer/adam.js';
 import type { StateDtypes } from '../../src/optimizer/optimizer-base.js';
+import { momentKinds, momentumReferenceStep } from '../../src/optimizer/momentum-math.js';
 import { bf16Reference, fp16Reference } from '../helpers/bf16.js';
 
 interface CheckpointConfig {
@@ -44,6 +46,9 @@ const config = JSON.parse(process.argv[2] ?? '{}') as {
   checkpoint?: CheckpointConfig;
   /** The precision-aware optimizer's moment dtypes. */
   stateDtypes?: StateDtypes;
+  /** SGD or Lion instead of Adam, and SGD's momentum (default 0.9). */
+  optimizer?: 'sgd' | 'lion';
+  sgdMomentum?: number;
 };
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const dtype = config.dtype ?? 'float32';
@@ -59,6 +64,10 @@ const roundHalf = (x: number) => fromWord(toWord(x));
 const LOSS_SCALE = 2 ** 10;
 const MODEL = [f32('embed', 33, 8), f32('w1', 8, 16), f32('b1', 16), f32('w2', 16, 5), f32('b2', 5), f32('odd', 101)];
 const hyper = { ...ADAMW_DEFAULTS, lr: 1e-2, weightDecay: 0.1 };
+const sgdMomentum = config.sgdMomentum ?? 0.9;
+/** The optimizer the config asks for, as createOptimizer takes it, and SGD's or Lion's hyper-parameters. */
+const which = config.optimizer ? { optimizer: config.optimizer, sgdMomentum, lionBetas: [0.95, 0.98] as [number, number] } : {};
+const momentumHyper = { lr: hyper.lr, weightDecay: hyper.weightDecay, momentum: sgdMomentum, beta1: 0.95, beta2: 0.98 };
 
 /** `values` rounded in place to `dtype` by the test's own float64 rounding. */
 function roundState(values: Float32Array, dtype: StateDtype = 'float32'): void {
@@ -171,6 +180,7 @@ async function main(): Promise<void> {
     overlapParamGather: config.overlapParamGather ?? false,
     lossScaler: { initialScale: LOSS_SCALE },
     ...(config.stateDtypes ? { stateDtypes: config.stateDtypes } : {}),
+    ...which,
   });
 
   const ref = { p: initial(0), m: new Float32Array(n), v: new Float32Array(n) };
@@ -223,7 +233,10 @@ async function main(): Promise<void> {
     const coeff = config.clip > 0 && config.clip / (norm + 1e-6) < 1 ? config.clip / (norm + 1e-6) : 1;
     if (coeff < 1) clipped += 1;
     worstNorm = Math.max(worstNorm, Math.abs(result.gradNorm - norm) / norm);
-    adamReferenceStep(hyper, adamSteps, ref.p, avg, ref.m, ref.v, coeff);
+    if (config.optimizer) {
+      const state = config.optimizer === 'sgd' && sgdMomentum === 0 ? null : ref.m;
+      momentumReferenceStep(config.optimizer, momentumHyper, ref.p, avg, state, coeff);
+    } else adamReferenceStep(hyper, adamSteps, ref.p, avg, ref.m, ref.v, coeff);
     // The precision-aware optimizer keeps the moments rounded to their dtypes.
     roundState(ref.m, config.stateDtypes?.expAvg);
     roundState(ref.v, config.stateDtypes?.expAvgSq);
@@ -291,7 +304,8 @@ async function main(): Promise<void> {
   const live = ctx.memoryReport().live;
   // Megatron's rows (fp32 16 | 8 + 8/d; bf16 18 | 6 + 12/d; fp16 20 | 4 + 16/d) from the pure
   // accounting of src/memory, with this rank's padding on its own.
-  const expected = modelStateBytes(layout, rank, config.stateDtypes ?? {});
+  const moments = config.optimizer ? { moments: momentKinds(config.optimizer, sgdMomentum) } : {};
+  const expected = modelStateBytes(layout, rank, { ...config.stateDtypes, ...moments });
   const want = expected.byCategory;
   const got = { params: live.params, grads: live.grads, 'main-params': live['main-params'], 'optimizer-state': live['optimizer-state'] };
   say({
