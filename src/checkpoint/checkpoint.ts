@@ -758,11 +758,19 @@ export function savedOptimizerState(index: CheckpointIndex): boolean {
   return index.optimizer !== undefined || Object.keys(index.state).length > 0;
 }
 
-/** Why the optimizer state a checkpoint holds cannot resume a run of `optimizer` (another optimizer's), or null. */
-export function otherOptimizer(index: CheckpointIndex, optimizer: Optimizer['name']): string | null {
+/**
+ * Why the optimizer state a checkpoint holds cannot resume a run of `optimizer` keeping `moments`
+ * (another optimizer's state, or SGD's saved at momentum 0), or null.
+ */
+export function otherOptimizer(index: CheckpointIndex, optimizer: Optimizer['name'], moments: readonly string[]): string | null {
   const saved = index.optimizer ?? 'adam';
-  if (saved === optimizer) return null;
-  return `holds the state of --optimizer ${saved}, not of this run's ${optimizer}; resume with --optimizer ${saved}, or take its params alone with --no-load-optim or --finetune`;
+  const alone = 'or take its params alone with --no-load-optim or --finetune';
+  if (saved !== optimizer)
+    return `holds the state of --optimizer ${saved}, not of this run's ${optimizer}; resume with --optimizer ${saved}, ${alone}`;
+  // A checkpoint of Adam or Lion without its moments is damaged: the load names what is missing.
+  const missing = optimizer === 'sgd' && moments.find((kind) => !(kind in index.state));
+  if (missing) return `holds no ${missing}: saved by SGD at --sgd-momentum 0, which keeps none; resume with --sgd-momentum 0, ${alone}`;
+  return null;
 }
 
 /** This rank's part of a load: every model param, and the state pieces it holds (with `optimizerState`). */
@@ -782,7 +790,7 @@ async function loadRank(path: string, parts: CheckpointParts, optimizerState: bo
         throw new CheckpointError(
           `${join(dir, INDEX)}: saved without the optimizer's state (--no-save-optim); load its params with --no-load-optim or --finetune`,
         );
-      const mismatch = otherOptimizer(index, parts.optimizer.name);
+      const mismatch = otherOptimizer(index, parts.optimizer.name, parts.optimizer.moments);
       if (mismatch) throw new CheckpointError(`${join(dir, INDEX)}: ${mismatch}`);
       bytesRead += await readOptimizerState(dir, index, parts, fileOf, locate);
     }

@@ -5,6 +5,7 @@
  * with it, else one line names both; --seq-length may be any length the position embeddings hold.
  * And the schedule a resume trains with: the flags' or the checkpoint's, as Megatron checks them.
  */
+import { momentKinds } from '../optimizer/momentum-math.js';
 import { join } from 'node:path';
 import { otherOptimizer, readCheckpointIndex, savedOptimizerState } from '../checkpoint/checkpoint.js';
 import type { TrainConfig } from '../train/config.js';
@@ -111,7 +112,7 @@ export function withCheckpointScheduler(cfg: TrainConfig): TrainConfig {
     throw new FlagError(
       `${file}: saved without the optimizer's state (--no-save-optim); give --no-load-optim (or --finetune) to load its params`,
     );
-  const mismatch = otherOptimizer(index, cfg.optimizer);
+  const mismatch = otherOptimizer(index, cfg.optimizer, momentKinds(cfg.optimizer, cfg.sgdMomentum));
   if (mismatch) throw new FlagError(`${file}: ${mismatch}`);
   if (cfg.overrideOptParamScheduler) return cfg;
   const saved = (index.extra as { optParamScheduler?: SchedulerState }).optParamScheduler;

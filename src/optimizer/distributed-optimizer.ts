@@ -1,10 +1,10 @@
 /**
  * ZeRO-1 (Megatron's --use-distributed-optimizer): after the grads are reduce-scattered, each rank
- * runs the update (Adam, SGD or Lion) on its own shard of every bucket only, then all-gathers the updated params bucket by
- * bucket (in the background with `overlapParamGather`). A bucket gathers in the grad sync's chunks
- * (slice k of every shard together), pipelined the same way: this rank's slices are read back
- * through staging of their own, chunk k is gathered while the next ones map, and the other ranks'
- * slices go up as soon as it ends.
+ * runs the update (Adam, SGD or Lion) on its own shard of every bucket only, then all-gathers the
+ * updated params bucket by bucket (in the background with `overlapParamGather`). A bucket gathers
+ * in the grad sync's chunks (slice k of every shard together), pipelined the same way: this rank's
+ * slices are read back through staging of their own, chunk k is gathered while the next ones map,
+ * and the other ranks' slices go up as soon as it ends.
  */
 import { ConfigError } from '../errors.js';
 import type { Collectives } from '../collectives/process-group.js';

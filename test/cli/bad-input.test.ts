@@ -50,6 +50,12 @@ function fixtures(dir: string): void {
   bytes.finish();
   writeFileSync(join(dir, 'corpus.jsonl'), '{"text": "fine"}\n');
   writeFileSync(join(dir, 'vocab.json'), '{"a": 0}');
+  // The index of a checkpoint saved by SGD at momentum 0: optimizer state, but no moment.
+  mkdirSync(join(dir, 'sgd-plain', 'iter_0000001'), { recursive: true });
+  writeFileSync(join(dir, 'sgd-plain', 'latest_checkpointed_iteration.txt'), '1\n');
+  const index = { format: 'webtron-checkpoint/2', iteration: 1, step: 1, savedAtDataParallelSize: 1, distributedOptimizer: false };
+  const empty = { layoutHash: '0', params: [], scaler: null, extra: {}, files: {}, model: {}, state: {}, optimizer: 'sgd' };
+  writeFileSync(join(dir, 'sgd-plain', 'iter_0000001', 'index.json'), JSON.stringify({ ...index, ...empty }));
 }
 
 interface Case {
@@ -163,6 +169,10 @@ const CASES: Case[] = [
   {
     args: ['train', ...TRAIN, '--optimizer', 'muon'],
     says: /--optimizer muon: webtron runs adam, sgd and lion, .*Megatron's muon is not built/,
+  },
+  {
+    args: ['train', ...TRAIN, '--optimizer', 'sgd', '--load', 'sgd-plain'],
+    says: /sgd-plain\/iter_0000001\/index\.json: holds no momentum_buffer: saved by SGD at --sgd-momentum 0, which keeps none; resume with --sgd-momentum 0/,
   },
   { args: ['train', ...TRAIN, '--optimizer', 'rmsprop'], says: /--optimizer: 'rmsprop' is not an optimizer; use adam, sgd or lion/ },
   { args: ['train', ...TRAIN, '--optimizer', 'sgd', '--sgd-momentum', '1'], says: /--sgd-momentum 1 is not in \[0, 1\)/ },
