@@ -325,6 +325,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
 
   fp16: flag('mixed precision', { kind: 'boolean', help: 'fp16 params and grads, dynamic loss scaling (needs shader-f16)' }),
   bf16: flag('mixed precision', { kind: 'boolean', help: 'bf16 params, fp32 grads and main params' }),
+  'loss-scale': flag('mixed precision', {
+    kind: 'number',
+    help: "fp16: a static loss scale (Megatron's ConstantGradScaler) instead of the dynamic one; steps with inf or NaN grads are still skipped",
+  }),
   'initial-loss-scale': flag('mixed precision', { kind: 'number', default: 2 ** 32, help: 'fp16: the dynamic loss scale to start from' }),
   'min-loss-scale': flag('mixed precision', { kind: 'number', default: 1, help: 'fp16: the smallest loss scale' }),
   'loss-scale-window': flag('mixed precision', {
@@ -904,6 +908,7 @@ export function resolveTrainConfig(given: FlagValues, d: number): TrainConfig {
     asyncSave: Boolean(v['async-save']),
     precision: v.fp16 ? 'fp16' : v.bf16 ? 'bf16' : 'fp32',
     initialLossScale: positiveNumber('initial-loss-scale'),
+    lossScale: staticLossScale(v),
     minLossScale: positiveNumber('min-loss-scale'),
     lossScaleWindow: int('loss-scale-window', 1),
     hysteresis: int('hysteresis', 1),
@@ -1026,4 +1031,14 @@ function profileSteps(v: FlagValues): [number, number] | null {
       `--profile-step-end ${end} must be above --profile-step-start ${start}: --profile times the iterations after the start, up to the end`,
     );
   return [start, end];
+}
+
+/** --loss-scale: fp16's static loss scale, or null for the dynamic one. */
+function staticLossScale(v: FlagValues): number | null {
+  const scale = v['loss-scale'] as number | undefined;
+  if (scale === undefined) return null;
+  if (!v.fp16)
+    throw new FlagError(`--loss-scale ${scale}: webtron scales the loss of fp16 runs (--fp16) only; bf16 and fp32 grads need no scaling`);
+  if (!(scale > 0) || !Number.isFinite(scale)) throw new FlagError(`--loss-scale must be a positive number, got ${scale}`);
+  return scale;
 }

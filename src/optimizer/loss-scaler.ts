@@ -4,7 +4,8 @@ import { ConfigError } from '../errors.js';
  * backward pass; after it, grads with an inf or NaN on any rank skip the step. Every non-finite
  * step uses up one unit of hysteresis, and once none is left the scale is multiplied by `backoff`
  * (never below `minScale`); `growthInterval` finite steps in a row multiply it by `growth` and
- * restore the hysteresis.
+ * restore the hysteresis. With `constant` (Megatron's --loss-scale, its ConstantGradScaler) the scale
+ * never changes; non-finite grads still skip the step.
  */
 
 export interface LossScalerConfig {
@@ -14,6 +15,8 @@ export interface LossScalerConfig {
   backoff: number;
   growthInterval: number;
   hysteresis: number;
+  /** Keep `initialScale` whatever happens (Megatron's --loss-scale). */
+  constant: boolean;
 }
 
 /** Megatron's defaults. */
@@ -24,6 +27,7 @@ export const LOSS_SCALER_DEFAULTS: LossScalerConfig = {
   backoff: 0.5,
   growthInterval: 1000,
   hysteresis: 2,
+  constant: false,
 };
 
 export interface LossScalerState {
@@ -63,6 +67,10 @@ export class DynamicLossScaler {
   update(foundInf: boolean): void {
     const s = this.state;
     const c = this.config;
+    if (c.constant) {
+      if (foundInf) s.skippedSteps += 1;
+      return;
+    }
     if (foundInf) {
       s.skippedSteps += 1;
       s.growthTracker = 0;
@@ -87,6 +95,7 @@ export class DynamicLossScaler {
       if (typeof state[key] !== 'number' || !Number.isFinite(state[key]))
         throw new ConfigError(`loss scaler state: field '${key}' is ${String(state[key])}`);
     }
-    this.state = { ...state };
+    // A constant scale is the flag's, not the checkpoint's (Megatron's ConstantGradScaler loads nothing).
+    this.state = this.config.constant ? { ...this.state, skippedSteps: state.skippedSteps } : { ...state };
   }
 }

@@ -168,6 +168,8 @@ export interface TrainConfig extends ScheduleFlags {
   asyncSave: boolean;
   precision: 'fp32' | 'bf16' | 'fp16';
   initialLossScale: number;
+  /** --loss-scale: a static loss scale for fp16 (Megatron's ConstantGradScaler); null: the dynamic scaler. */
+  lossScale: number | null;
   minLossScale: number;
   lossScaleWindow: number;
   hysteresis: number;

@@ -183,7 +183,8 @@ export async function setupModelAndOptimizer(
     ...(cfg.decoupledLr !== null ? { decoupledLrFor: embeddingOrOutput } : {}),
     countZeros: cfg.logNumZerosInGrad,
     lossScaler: {
-      initialScale: cfg.initialLossScale,
+      initialScale: cfg.lossScale ?? cfg.initialLossScale,
+      constant: cfg.lossScale !== null,
       minScale: cfg.minLossScale,
       growthInterval: cfg.lossScaleWindow,
       hysteresis: cfg.hysteresis,

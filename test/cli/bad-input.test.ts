@@ -174,6 +174,11 @@ const CASES: Case[] = [
     args: ['train', ...TRAIN, '--optimizer', 'sgd', '--load', 'sgd-plain'],
     says: /sgd-plain\/iter_0000001\/index\.json: holds no momentum_buffer: saved by SGD at --sgd-momentum 0, which keeps none; resume with --sgd-momentum 0/,
   },
+  {
+    args: ['train', ...TRAIN, '--bf16', '--loss-scale', '1024'],
+    says: /--loss-scale 1024: webtron scales the loss of fp16 runs \(--fp16\) only/,
+  },
+  { args: ['train', ...TRAIN, '--fp16', '--loss-scale', '0'], says: /--loss-scale must be a positive number, got 0/ },
   { args: ['train', ...TRAIN, '--optimizer', 'rmsprop'], says: /--optimizer: 'rmsprop' is not an optimizer; use adam, sgd or lion/ },
   { args: ['train', ...TRAIN, '--optimizer', 'sgd', '--sgd-momentum', '1'], says: /--sgd-momentum 1 is not in \[0, 1\)/ },
   {

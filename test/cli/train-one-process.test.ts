@@ -425,6 +425,25 @@ describe('webtron train, one process', () => {
     expect(sampled.stdout.trim()).toBe(Array.from({ length: 12 }, (_, i) => 20 + i).join(' '));
   });
 
+  it("--fp16 --loss-scale keeps Megatron's static scale every iteration, where the dynamic one from the same scale grows; until it does, the same losses", async () => {
+    const base = dir();
+    const fp16 = [...TINY, '--fp16', '--train-iters', '5', '--global-batch-size', '2'];
+    const scales = (runDir: string) =>
+      readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { loss_scale: number }).loss_scale);
+    const fixed = await train([...fp16, '--loss-scale', '1024', '--loss-scale-window', '2', '--run-dir', join(base, 'static')]);
+    expect(fixed.code, fixed.stderr).toBe(0);
+    expect(fixed.stdout).toMatch(/loss scale: 1024\.0 \|/);
+    const dynamic = await train([...fp16, '--initial-loss-scale', '1024', '--loss-scale-window', '2', '--run-dir', join(base, 'dynamic')]);
+    expect(dynamic.code, dynamic.stderr).toBe(0);
+    expect(scales(join(base, 'static'))).toEqual([1024, 1024, 1024, 1024, 1024]);
+    expect(scales(join(base, 'dynamic'))).toEqual([1024, 2048, 2048, 4096, 4096]);
+    const [a, b] = [losses(join(base, 'static')), losses(join(base, 'dynamic'))];
+    expect(a.get(1)).toBe(b.get(1));
+  });
+
   it('a NaN loss stops the run with the iteration and the first param whose grad holds it', async () => {
     // A learning rate that blows the weights up within a few steps, without clipping.
     const diverging = [...TINY, '--lr', '1e30', '--lr-warmup-iters', '0', '--clip-grad', '0', '--global-batch-size', '2'];

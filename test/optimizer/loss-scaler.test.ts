@@ -10,7 +10,22 @@ describe('dynamic loss scaler (Megatron semantics)', () => {
       backoff: 0.5,
       growthInterval: 1000,
       hysteresis: 2,
+      constant: false,
     });
+  });
+
+  it("--loss-scale (Megatron's ConstantGradScaler): the scale never moves, through overflows and growth intervals; a resume keeps the flag's", () => {
+    const s = new DynamicLossScaler({ initialScale: 1024, growthInterval: 2, hysteresis: 1, constant: true });
+    for (const overflow of [true, true, false, false, false, true, false, false]) {
+      s.update(overflow);
+      expect(s.scale).toBe(1024);
+    }
+    expect(s.skippedSteps).toBe(3);
+    const dynamic = new DynamicLossScaler({ initialScale: 8 });
+    dynamic.update(true);
+    s.loadStateDict(dynamic.stateDict());
+    expect(s.scale).toBe(1024);
+    expect(s.skippedSteps).toBe(1);
   });
 
   it('backs off only once the hysteresis is used up, then on every overflow, never below the minimum', () => {
