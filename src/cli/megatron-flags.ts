@@ -38,6 +38,10 @@ export const WITHOUT_EFFECT: Record<string, FlagSpec> = {
   'empty-unused-memory-level': { kind: 'int', help: "PyTorch's caching allocator; webtron's buffers are its own" },
   'num-workers': { kind: 'int', help: "PyTorch's DataLoader worker processes; webtron reads batches in the training process" },
   'no-mmap-bin-files': { kind: 'boolean', help: 'webtron reads .bin files by ranges, without mmap, either way' },
+  'use-cpu-initialization': {
+    kind: 'boolean',
+    help: "Megatron's init that does not depend on the tensor-parallel size; webtron initializes every param whole, on the host, always",
+  },
   'data-cache-path': { kind: 'string', help: "where Megatron caches its dataset's index files; webtron builds its sample order in memory" },
   'distributed-backend': { kind: 'string', help: "torch.distributed's backend, nccl or gloo; webtron's collectives are its own, over TCP" },
   'tiktoken-pattern': {

@@ -406,6 +406,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec & { group: Group }> = {
     kind: 'string',
     help: 'a JSON file {"train": ..., "valid": ..., "test": ...} holding --train-data-path\'s, --valid-data-path\'s and --test-data-path\'s words',
   }),
+  'dataloader-type': flag('data and dataloader', {
+    kind: 'string',
+    help: "Megatron's sampler: single (its default for pretraining: each sample once, in order, the order webtron reads); cyclic and external are not built",
+  }),
   split: flag('data and dataloader', {
     kind: 'string',
     default: '969,30,1',
@@ -739,6 +743,10 @@ export function resolveTrainConfig(given: FlagValues, d: number): TrainConfig {
   const { int, optionalInt, num, probability, nonNegative, choice } = flagReader(v, TRAIN_FLAGS);
 
   if (v.fp16 && v.bf16) throw new FlagError('--fp16 and --bf16 exclude each other; give one (or neither for fp32)');
+  if (v['dataloader-type'] !== undefined && v['dataloader-type'] !== 'single')
+    throw new FlagError(
+      `--dataloader-type ${String(v['dataloader-type'])}: webtron reads Megatron's single order (MegatronPretrainingSampler); its cyclic and external samplers are not built: give single, or leave the flag out`,
+    );
   const numLayers = int('num-layers', 1);
   const hiddenSize = int('hidden-size', 1);
   const numAttentionHeads = int('num-attention-heads', 1);

@@ -179,6 +179,7 @@ const CASES: Case[] = [
     says: /--loss-scale 1024: webtron scales the loss of fp16 runs \(--fp16\) only/,
   },
   { args: ['train', ...TRAIN, '--fp16', '--loss-scale', '0'], says: /--loss-scale must be a positive number, got 0/ },
+  { args: ['train', ...TRAIN, '--dataloader-type', 'cyclic'], says: /--dataloader-type cyclic: webtron reads Megatron's single order/ },
   { args: ['train', ...TRAIN, '--optimizer', 'rmsprop'], says: /--optimizer: 'rmsprop' is not an optimizer; use adam, sgd or lion/ },
   { args: ['train', ...TRAIN, '--optimizer', 'sgd', '--sgd-momentum', '1'], says: /--sgd-momentum 1 is not in \[0, 1\)/ },
   {

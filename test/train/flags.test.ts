@@ -162,6 +162,11 @@ describe('Megatron flags a script carries', () => {
     for (const f of flagsWithoutEffect) expect(f.why, f.flag).toBe(WITHOUT_EFFECT[f.flag.slice(2)]!.help);
   });
 
+  it("--dataloader-type single is Megatron's default for pretraining, webtron's order: the config without it; cyclic and external are refused", () => {
+    expect(resolve(['--dataloader-type', 'single'])).toEqual(resolve([]));
+    for (const other of ['cyclic', 'external']) expect(() => resolve(['--dataloader-type', other])).toThrow(/are not built: give single/);
+  });
+
   it('--ckpt-format other than torch_dist is refused in one line: webtron writes one format', () => {
     for (const format of ['torch', 'torch_dcp', 'fsdp_dtensor'])
       expect(() => resolve(['--ckpt-format', format])).toThrow(
