@@ -30,7 +30,7 @@ export const DASHBOARD_PAGE = `<!doctype html>
 <section id="lanes-section" hidden><h2 id="lanes-title">phases of the last timed iteration, one lane per rank</h2><svg id="lanes" width="100%" height="0"></svg></section>
 <script>
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
-const PHASE_COLORS = { data: '#bcbd22', forward: '#1f77b4', backward: '#2ca02c', 'forward+backward': '#1f77b4', 'grad readback': '#9467bd', 'reduce-scatter': '#d62728', 'all-reduce': '#d62728', 'grad upload': '#8c564b', 'grad sync wait': '#ff9896', 'grad norm': '#e377c2', adam: '#ff7f0e', 'optimizer step': '#ffbb78', 'param readback': '#c5b0d5', 'all-gather': '#17becf', 'param upload': '#c49c94' };
+const PHASE_COLORS = { data: '#bcbd22', forward: '#1f77b4', backward: '#2ca02c', 'forward+backward': '#1f77b4', 'grad readback': '#9467bd', 'reduce-scatter': '#d62728', 'all-reduce': '#d62728', 'grad upload': '#8c564b', 'grad sync wait': '#ff9896', 'grad norm': '#e377c2', adam: '#ff7f0e', sgd: '#ff7f0e', lion: '#ff7f0e', 'optimizer step': '#ffbb78', 'param readback': '#c5b0d5', 'all-gather': '#17becf', 'param upload': '#c49c94' };
 const runs = [];
 const name = (run, what) => (runs.length > 1 ? run.name + ': ' : '') + what;
 const finite = (x) => typeof x === 'number' && Number.isFinite(x);

@@ -504,7 +504,8 @@ export abstract class OptimizerOverBuffers implements Optimizer {
     this.steps += 1;
     const clip = this.config.clipGrad ?? 0;
     const clipCoeff = clip > 0 && clip / (gradNorm + 1e-6) < 1 ? clip / (gradNorm + 1e-6) : 1;
-    await phases.time('adam', async () => {
+    // The timing phase of the update takes the optimizer's name: adam, sgd or lion.
+    await phases.time(this.name, async () => {
       // AdamW's and Lion's decoupled decay scales by the group's own rate: p *= 1 - lr·wd.
       const lrOf = (decoupled: boolean) => (decoupled ? (this.decoupledLr ?? this.hyper.lr) : this.hyper.lr);
       const sign = this.hyper.maximize ? -1 : 1;

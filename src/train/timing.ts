@@ -128,6 +128,8 @@ export const PHASE_COLORS: Record<string, string> = {
   'grad norm': '#59a14f',
   unscale: '#8cd17d',
   adam: '#2f8f3a',
+  sgd: '#2f8f3a',
+  lion: '#2f8f3a',
   'param readback': '#edc948',
   'all-gather': '#b07aa1',
   'param upload': '#9c755f',

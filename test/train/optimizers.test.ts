@@ -16,7 +16,7 @@ async function run(base: string, name: string, extra: string[]) {
   expect(r.code, `${name}: ${r.stderr}`).toBe(0);
   const memory = r.stdout.split('\n').find((l) => l.includes('GPU memory:'))!;
   expect(memory, `${name}: optimizer state`).toMatch(/optimizer-state [^|]*\(predicted [^,]*, equal\)/);
-  return { losses: losses(join(base, name)), header: r.stdout.split('\n')[0]!, memory };
+  return { losses: losses(join(base, name)), header: r.stdout.split('\n')[0]!, memory, stdout: r.stdout };
 }
 
 /** The memory line's optimizer-state bytes. */
@@ -61,8 +61,10 @@ describe('webtron train --optimizer', () => {
   it('lion: Megatron-FSDP optim_grads_params repeats ZeRO-1 bit for bit, and the loss falls', async () => {
     const base = dir();
     const lion = ['--optimizer', 'lion', '--lr', '1e-3', '--weight-decay', '0.1', ...ZERO1];
-    const zero1 = await run(base, 'zero1', lion);
+    const zero1 = await run(base, 'zero1', [...lion, '--timing']);
     expect(zero1.header).toMatch(/distributed optimizer, Lion with betas 0\.95, 0\.98/);
+    // The update's timing phase is named for the optimizer.
+    expect(zero1.stdout).toMatch(/timing \| iteration \d+ \| rank 0 \|.* \| lion [\d.]+ \|/);
     const fsdp = await run(base, 'fsdp', [
       ...lion,
       '--use-megatron-fsdp',
