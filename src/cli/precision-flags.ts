@@ -7,7 +7,7 @@
  * Megatron-LM, a dtype other than fp32 needs the flag, and the flag needs the distributed optimizer.
  */
 import type { StateDtype } from '../optimizer/adam.js';
-import { momentKinds, OPTIMIZER_NAMES, type OptimizerName } from '../optimizer/momentum-math.js';
+import { LION_BETAS, momentKinds, OPTIMIZER_NAMES, type OptimizerName, SGD_MOMENTUM } from '../optimizer/momentum-math.js';
 import { STATE_DTYPE_NAMES, type StateDtypes } from '../optimizer/optimizer-base.js';
 import type { Precision } from '../memory/calculator.js';
 import { FlagError, type FlagSpec, type FlagValues } from './flags.js';
@@ -18,9 +18,9 @@ export const OPTIMIZER_FLAGS: Record<string, FlagSpec> = {
     default: 'adam',
     help: 'adam (AdamW: decoupled weight decay), sgd (momentum, L2 weight decay) or lion (one moment, the sign of the update, decoupled weight decay)',
   },
-  'sgd-momentum': { kind: 'number', default: 0.9, help: "SGD's momentum (0: plain SGD, no state)" },
-  'lion-beta1': { kind: 'number', default: 0.95, help: "Lion's beta1: the blend of momentum and grad whose sign is the update" },
-  'lion-beta2': { kind: 'number', default: 0.98, help: "Lion's beta2: the momentum's decay" },
+  'sgd-momentum': { kind: 'number', default: SGD_MOMENTUM, help: "SGD's momentum (0: plain SGD, no state)" },
+  'lion-beta1': { kind: 'number', default: LION_BETAS[0], help: "Lion's beta1: the blend of momentum and grad whose sign is the update" },
+  'lion-beta2': { kind: 'number', default: LION_BETAS[1], help: "Lion's beta2: the momentum's decay" },
 };
 
 /** Megatron's --optimizer choices that webtron does not run. */

@@ -28,6 +28,8 @@ export type AdamKernelOptions = WindowedKernelOptions;
 
 const OPERANDS = ['param', 'grad', 'expAvg', 'expAvgSq'] as const;
 const SHADER_NAMES = { param: 'param', grad: 'grad', expAvg: 'exp_avg', expAvgSq: 'exp_avg_sq' } as const;
+/** The uniforms (AdamUniforms) that hold each operand's shift. */
+const SHIFTS = { param: 'shift_p', grad: 'shift_g', expAvg: 'shift_m', expAvgSq: 'shift_v' } as const;
 
 const dtypeOf = (operands: AdamOperands, name: (typeof OPERANDS)[number]): StateDtype => operands[name].dtype ?? 'float32';
 
@@ -62,7 +64,12 @@ export class AdamKernel {
     this.kernel = new WindowedKernel(
       ctx,
       'Adam',
-      OPERANDS.map((name) => ({ name, operand: operands[name], variables: { vec4: variable(name, '4'), tail: variable(name, '1') } })),
+      OPERANDS.map((name) => ({
+        name,
+        operand: operands[name],
+        variables: { vec4: variable(name, '4'), tail: variable(name, '1') },
+        shift: SHIFTS[name],
+      })),
       operands.length,
       {
         vec4: ctx.kernels.pipeline(shader, `adam_vec4${entry}`, { WG: wg, ITEMS: items, ...(packed ? dtypes : {}) }),
@@ -102,7 +109,7 @@ export class AdamKernel {
       decay_factor: s.decayFactor,
       grad_scale: Math.fround(gradScale) * s.gradSign,
     };
-    this.kernel.encode(encoder, values, ['p', 'g', 'm', 'v'], timestampWrites);
+    this.kernel.encode(encoder, values, timestampWrites);
   }
 
   /**

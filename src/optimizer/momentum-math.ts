@@ -12,6 +12,10 @@ export type OptimizerName = 'adam' | 'sgd' | 'lion';
 
 export const OPTIMIZER_NAMES: readonly OptimizerName[] = ['adam', 'sgd', 'lion'];
 
+/** Megatron's defaults: --sgd-momentum, and --lion-beta1 and --lion-beta2. */
+export const SGD_MOMENTUM = 0.9;
+export const LION_BETAS: readonly [number, number] = [0.95, 0.98];
+
 /**
  * The state an optimizer keeps per element of the params it updates, under torch's names: Adam's
  * two moments, Lion's one (`exp_avg`), SGD's momentum buffer (none at momentum 0).

@@ -36,10 +36,10 @@ export class MomentumKernel {
     const plain = operands.state === null;
     const constants = { ALGO: optimizer === 'lion' ? 1 : 0, BF16_GRADS: gradDtype === 'bfloat16' ? 1 : 0 };
     const list: WindowedOperand[] = [
-      { name: 'param', operand: operands.param, variables: { vec4: 'param4', tail: 'param1' } },
+      { name: 'param', operand: operands.param, variables: { vec4: 'param4', tail: 'param1' }, shift: 'shift_p' },
       // bf16 grads are words of two: the binding is in their bytes, the shader halves the index.
-      { name: 'grad', operand: operands.grad, variables: { vec4: 'grad', tail: 'grad' } },
-      ...(plain ? [] : [{ name: 'state', operand: operands.state!, variables: { vec4: 'state4', tail: 'state1' } }]),
+      { name: 'grad', operand: operands.grad, variables: { vec4: 'grad', tail: 'grad' }, shift: 'shift_g' },
+      ...(plain ? [] : [{ name: 'state', operand: operands.state!, variables: { vec4: 'state4', tail: 'state1' }, shift: 'shift_m' }]),
     ];
     const wg = options.workgroupSize ?? 64;
     const items = options.itemsPerThread ?? 16;
@@ -83,7 +83,7 @@ export class MomentumKernel {
       decay_factor: s.decayFactor,
       grad_scale: gradScale,
     };
-    this.kernel.encode(encoder, values, this.operands.state === null ? ['p', 'g'] : ['p', 'g', 'm'], timestampWrites);
+    this.kernel.encode(encoder, values, timestampWrites);
   }
 
   /** Encode and submit one step, grads multiplied by `gradScale` first (the clipping coefficient). */

@@ -16,7 +16,7 @@ import { Unscale, type UnscaleRange } from './unscale.js';
 import { checkHyperParams, type AdamHyperParams } from './adam-math.js';
 import { SumOfSquares } from './sumsq.js';
 import { MomentumKernel } from './momentum.js';
-import { checkMomentumHyperParams, type MomentKind, momentKinds, type OptimizerName } from './momentum-math.js';
+import { checkMomentumHyperParams, LION_BETAS, type MomentKind, momentKinds, type OptimizerName, SGD_MOMENTUM } from './momentum-math.js';
 import type { Float32Operand } from './windowed.js';
 
 export interface OptimizerConfig {
@@ -319,13 +319,13 @@ export abstract class OptimizerOverBuffers implements Optimizer {
   }
 
   private get sgdMomentum(): number {
-    return this.config.sgdMomentum ?? 0.9;
+    return this.config.sgdMomentum ?? SGD_MOMENTUM;
   }
 
   /** SGD's or Lion's hyper-parameters at this learning rate and weight decay. */
   private momentumHyper(lr: number, weightDecay: number) {
     if (this.name === 'sgd') return { lr, momentum: this.sgdMomentum, weightDecay };
-    const [beta1, beta2] = this.config.lionBetas ?? [0.95, 0.98];
+    const [beta1, beta2] = this.config.lionBetas ?? LION_BETAS;
     return { lr, beta1, beta2, weightDecay };
   }
 

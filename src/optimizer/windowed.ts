@@ -43,6 +43,8 @@ export interface WindowedOperand {
   operand: StateOperand;
   /** The variable in the vec4 entry point and in the tail entry point. */
   variables: { vec4: string; tail: string };
+  /** The uniform that holds the elements from its binding's aligned start to its data ('shift_p'). */
+  shift: string;
 }
 
 /** A kernel's two entry points, already made with their override constants. */
@@ -54,7 +56,9 @@ export interface WindowedPipelines {
 export class WindowedKernel {
   readonly windows: Window[];
   /** Per operand: elements from its aligned binding start to its data. */
-  readonly shifts: number[];
+  private readonly shifts: number[];
+  /** The same as the uniforms that hold them. */
+  private readonly shiftUniforms: UniformValues;
   private readonly uniforms: UniformSlots;
   private readonly vec4Groups: (GPUBindGroup | null)[];
   private readonly tailGroup: GPUBindGroup | null;
@@ -67,7 +71,7 @@ export class WindowedKernel {
   constructor(
     private readonly ctx: GpuContext,
     private readonly what: string,
-    private readonly operands: readonly WindowedOperand[],
+    operands: readonly WindowedOperand[],
     readonly length: number,
     private readonly pipelines: WindowedPipelines,
     options: WindowedKernelOptions = {},
@@ -77,9 +81,8 @@ export class WindowedKernel {
     const bytes = operands.map((o) => BYTES[o.operand.dtype ?? 'float32']);
     // 16-bit operands are bound as words: a binding's size rounds up to a whole word.
     const wordBytes = (elements: number, k: number) => Math.ceil((elements * bytes[k]!) / 4) * 4;
-    for (const { name, operand } of operands) {
+    for (const [k, { name, operand }] of operands.entries()) {
       const { buffer, offset = 0 } = operand;
-      const k = operands.findIndex((o) => o.name === name);
       // vec4 loads need the data itself 16-byte aligned (8 bytes for 16-bit data).
       if (offset % 4 !== 0) throw new GpuError(`${what} operand '${name}': element offset ${offset} is not a multiple of 4 (vec4 loads)`);
       if (wordBytes(offset + length, k) > buffer.size) {
@@ -93,6 +96,7 @@ export class WindowedKernel {
     const maxBinding = Math.min(options.maxBindingBytes ?? Infinity, limits.maxStorageBufferBindingSize) - align;
     this.windows = windowsFor(length, 4, maxBinding, packed ? 2 * align : align);
     this.shifts = operands.map((o, k) => alignDown((o.operand.offset ?? 0) * bytes[k]!, align).shift / bytes[k]!);
+    this.shiftUniforms = Object.fromEntries(operands.map((o, k) => [o.shift, this.shifts[k]!]));
     this.vec4sPerWorkgroup = (options.workgroupSize ?? 64) * (options.itemsPerThread ?? 16);
     this.uniforms = new UniformSlots(ctx, pipelines.vec4, this.windows.length, `${what}.uniforms`);
     const bindGroup = (pipeline: GPUComputePipeline, tail: boolean, w: number, window: Window, elements: number) =>
@@ -119,32 +123,19 @@ export class WindowedKernel {
     this.tailGroup = lastWindow.count % 4 === 0 ? null : bindGroup(pipelines.tail, true, last, lastWindow, lastWindow.count);
   }
 
-  /** The operand named `name`. */
-  operand(name: string): StateOperand {
-    const found = this.operands.find((o) => o.name === name);
-    if (!found) throw new GpuError(`${this.what} has no operand '${name}'`);
-    return found.operand;
-  }
-
   /**
    * Queue the uniforms of every window (`values` are the step's, the same for all; the window's
-   * counts and the operands' shifts, as `shift_<name>` of `shiftNames`, are added) and record the
-   * kernel into `encoder` as one compute pass. Submit this encoder before encoding the next step.
+   * counts and the operands' shifts are added) and record the kernel into `encoder` as one compute
+   * pass. Submit this encoder before encoding the next step.
    */
-  encode(
-    encoder: GPUCommandEncoder,
-    values: UniformValues,
-    shiftNames: readonly string[],
-    timestampWrites?: GPUComputePassTimestampWrites,
-  ): void {
+  encode(encoder: GPUCommandEncoder, values: UniformValues, timestampWrites?: GPUComputePassTimestampWrites): void {
     for (const [w, window] of this.windows.entries()) {
-      const shifts = Object.fromEntries(shiftNames.map((name, k) => [`shift_${name}`, this.shifts[k]!]));
       this.uniforms.set(w, {
         n4: Math.floor(window.count / 4),
         tail_start: window.count - (window.count % 4),
         tail_count: window.count % 4,
         ...values,
-        ...shifts,
+        ...this.shiftUniforms,
       });
     }
     this.uniforms.upload();
