@@ -53,6 +53,17 @@ def b64(a):
     return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
 
 
+def write_fixture(name, out):
+    """Write `out` as test/fixtures/NAME: to a temporary name, fsynced, then renamed."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures", name)
+    with open(path + ".tmp", "w") as f:
+        json.dump(out, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path} with torch {torch.__version__}")
+
+
 def run(case, seed):
     param = torch.tensor(hashed_uniform(seed, 0, LENGTH, 1.0), requires_grad=True)
     cls = torch.optim.AdamW if case["optimizer"] == "AdamW" else torch.optim.Adam
@@ -73,11 +84,7 @@ def main():
     out = dict(torch_version=torch.__version__, length=LENGTH, steps=STEPS, cases=[])
     for seed, case in enumerate(CASES, start=1):
         out["cases"].append(dict(case, betas=list(case["betas"]), seed=seed, states=run(case, seed)))
-    path = os.path.join(os.path.dirname(__file__), "..", "test", "fixtures", "adam-torch.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(path + ".tmp", path)
-    print(f"wrote {path} with torch {torch.__version__}")
+    write_fixture("adam-torch.json", out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the state before the step (rounded) and after it: the param in fp32 before round
 rounded moments and param. Params and grads come from the hash in test/helpers/hash.ts.
 """
 import base64
-import json
 import os
 import sys
 from importlib import import_module
@@ -26,7 +25,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 # The hash of test/helpers/hash.ts, as scripts/make-adam-fixtures.py writes it.
 sys.path.insert(0, os.path.dirname(__file__))
-hashed_uniform = import_module("make-adam-fixtures").hashed_uniform
+adam_fixtures = import_module("make-adam-fixtures")
+hashed_uniform = adam_fixtures.hashed_uniform
 
 
 CASES = [
@@ -76,13 +76,7 @@ def main():
     out = dict(torch_version=torch.__version__, length=LENGTH, hyper=dict(HYPER, betas=list(HYPER["betas"])), cases=[])
     for seed, case in enumerate(CASES, start=31):
         out["cases"].append(dict(case, seed=seed, steps=run(case, seed)))
-    path = os.path.join(os.path.dirname(__file__), "..", "test", "fixtures", "adam-precision-torch.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(out, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
-    print(f"wrote {path} with torch {torch.__version__}")
+    adam_fixtures.write_fixture("adam-precision-torch.json", out)
 
 
 if __name__ == "__main__":

@@ -8,19 +8,17 @@ Run with Debian's python3-torch: /usr/bin/python3 scripts/make-momentum-fixtures
 Initial params and every step's grads come from the hash of scripts/make-adam-fixtures.py (and
 test/helpers/hash.ts), so the fixture stores only the hyper-parameters and the resulting states.
 """
-import base64
-import importlib.util
-import json
 import os
+import sys
+from importlib import import_module
 
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-spec = importlib.util.spec_from_file_location("adam_fixtures", os.path.join(HERE, "make-adam-fixtures.py"))
-adam_fixtures = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(adam_fixtures)
-hashed_uniform = adam_fixtures.hashed_uniform
+# The hash of test/helpers/hash.ts, and the fixture writer, of scripts/make-adam-fixtures.py.
+sys.path.insert(0, os.path.dirname(__file__))
+adam_fixtures = import_module("make-adam-fixtures")
+hashed_uniform, b64 = adam_fixtures.hashed_uniform, adam_fixtures.b64
 
 LENGTH = 1031  # odd, not a multiple of 4, more than one 1024-element block
 STEPS = 120
@@ -34,10 +32,6 @@ CASES = [
     dict(name="lion-megatron-defaults", optimizer="lion", lr=1e-4, betas=(0.95, 0.98), weight_decay=1e-2, grad_scale=1.0),
     dict(name="lion-paper", optimizer="lion", lr=3e-4, betas=(0.9, 0.99), weight_decay=1.0, grad_scale=0.25),
 ]
-
-
-def b64(a):
-    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
 
 
 def run_sgd(case, seed):
@@ -76,13 +70,7 @@ def main():
     for seed, case in enumerate(CASES, start=11):
         states = run_sgd(case, seed) if case["optimizer"] == "sgd" else run_lion(case, seed)
         out["cases"].append(dict(case, **({"betas": list(case["betas"])} if "betas" in case else {}), seed=seed, states=states))
-    path = os.path.join(HERE, "..", "test", "fixtures", "momentum-torch.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(out, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
-    print(f"wrote {path} with torch {torch.__version__}")
+    adam_fixtures.write_fixture("momentum-torch.json", out)
 
 
 if __name__ == "__main__":
