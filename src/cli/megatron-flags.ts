@@ -145,12 +145,6 @@ export const REFUSED: Record<string, FlagSpec & { refused: string }> = {
     help: "PyTorch's FSDP2",
     refused: "PyTorch's FSDP is not here; --use-megatron-fsdp shards grads and params the Megatron-FSDP way",
   },
-  'recompute-modules': {
-    kind: 'string',
-    help: 'which modules selective recomputation recomputes',
-    refused:
-      "selective recomputation here is the fused attention's (the probabilities); --recompute-modules is not built: give --recompute-granularity selective or full",
-  },
   'wandb-project': {
     kind: 'string',
     help: 'Weights & Biases',

@@ -208,10 +208,10 @@ export async function rowsFor(v: FlagValues): Promise<{ source: ModelSource; row
   return { source, rows, recompute };
 }
 
-/** Full recomputation's spans, for a GPT (whose blocks they are); the flags are refused for other sources. */
+/** What recomputation runs again (full's spans, or each block's MLP), for a GPT (whose blocks they are); the flags are refused for other sources. */
 function recomputeOf(v: FlagValues, source: ModelSource, attention: 'fused' | 'unfused'): Recompute | null {
   if (source.kind === 'gpt') return recomputeFlags(v, source.shape.numLayers, attention).recompute;
-  const given = ['recompute-granularity', 'recompute-activations', 'recompute-method'].find(
+  const given = ['recompute-granularity', 'recompute-activations', 'recompute-method', 'recompute-modules'].find(
     (name) => v[name] !== undefined && v[name] !== false,
   );
   if (given) throw new FlagError(`--${given} changes a GPT's activations: give the GPT's shape (--num-layers --hidden-size …)`);

@@ -963,8 +963,8 @@ export function resolveTrainConfig(given: FlagValues, d: number): TrainConfig {
 
 /**
  * The attention kernel and the recomputation: --attention-backend, where Megatron's older
- * --use-flash-attn and selective recomputation make auto flash (selective is the fused kernel's: it
- * recomputes the probabilities it never stores).
+ * --use-flash-attn and selective recomputation of core_attn make auto flash (that is the fused
+ * kernel's: it recomputes the probabilities it never stores).
  */
 function attentionOf(
   v: FlagValues,
@@ -972,9 +972,9 @@ function attentionOf(
   numLayers: number,
 ): Pick<TrainConfig, 'attentionBackend' | 'recomputeGranularity' | 'recompute'> {
   const backend = attentionBackendOf(v, given);
-  const { granularity, recompute } = recomputeFlags(v, numLayers, ATTENTION_KERNEL_OF[backend] ?? 'auto');
+  const { granularity, recompute, coreAttention } = recomputeFlags(v, numLayers, ATTENTION_KERNEL_OF[backend] ?? 'auto');
   return {
-    attentionBackend: granularity === 'selective' && backend === 'auto' ? 'flash' : backend,
+    attentionBackend: coreAttention && backend === 'auto' ? 'flash' : backend,
     recomputeGranularity: granularity,
     recompute,
   };

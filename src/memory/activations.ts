@@ -6,7 +6,8 @@
  * for the last block's output, and each residual add hands its output's grad on to its input
  * (Graph.shareGrad), back to the embedding (or its dropout). With full recomputation the blocks of
  * a recomputed span run in child graphs that hand their buffers on by size, so of the spans' buffers
- * the peak holds, of each size, the most one span holds at once. So the prediction equals the
+ * the peak holds, of each size, the most one span holds at once; so do the MLPs that selective
+ * recomputation runs again (--recompute-modules mlp). So the prediction equals the
  * allocator's peak (test/memory/activations.test.ts checks it on real forward and backward passes).
  * Pure.
  */
@@ -21,6 +22,7 @@ import {
   qkvWidth,
   queryGroups,
   type Recompute,
+  recomputesMlp,
   rotaryDim,
   blockSpans,
 } from '../nn/gpt-spec.js';
@@ -43,7 +45,10 @@ export interface ActivationOptions {
    * plus a row sum in the backward. Default unfused.
    */
   attention?: 'fused' | 'unfused';
-  /** Megatron's full recomputation: the spans it names keep only their output stream (training only). */
+  /**
+   * Megatron's full recomputation: the spans it names keep only their output stream; selective with
+   * the MLP: each block's MLP keeps only its output (training only).
+   */
   recompute?: Recompute | null;
   /**
    * Documents inside the samples (src/nn/documents.ts): a position per token for a learned table
@@ -73,10 +78,21 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
   // together they hold, of each size, the most any one of them holds at once.
   const children = new Map<number, number>();
   const mainOps: string[][] = [...embeddingOp(shape), ...normOp(shape, L > 0 ? 'blocks.0.ln_1' : 'ln_f')];
+  const childNeeds = (buffers: Buffers, ops: string[][]) => {
+    const need = new Map<number, number>();
+    for (const [n, grad] of buffers) for (let k = grad ? 2 : 1; k > 0; k--) need.set(alloc(n), (need.get(alloc(n)) ?? 0) + 1);
+    if (o.halfGrads) for (const [size, count] of halfGradScratches(shape, ops)) need.set(size, (need.get(size) ?? 0) + count);
+    for (const [size, count] of need) children.set(size, Math.max(children.get(size) ?? 0, count));
+  };
+  const mlpAgain = train && recomputesMlp(o.recompute);
   for (const span of blockSpans(L, train ? o.recompute : null)) {
     const body: Buffers = [];
-    for (let l = span.first; l < span.end; l++) body.push(...blockBuffers(shape, o, !span.recompute && l === L - 1));
-    const ops = Array.from({ length: span.end - span.first }, (_, i) => blockOps(shape, span.first + i)).flat();
+    for (let l = span.first; l < span.end; l++) {
+      body.push(...blockBuffers(shape, o, !span.recompute && l === L - 1, mlpAgain));
+      // The MLP's child in the backward: its buffers with their grads, but the output's, which the top graph holds.
+      if (mlpAgain) childNeeds([...mlpBuffers(shape, o).slice(0, -1), [rows * C, false]], mlpOps(shape, l));
+    }
+    const ops = Array.from({ length: span.end - span.first }, (_, i) => blockOps(shape, span.first + i, mlpAgain)).flat();
     if (!span.recompute) {
       main.push(...body);
       mainOps.push(...ops);
@@ -86,10 +102,7 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
     // and the grad of its last norm's output there, not in the child.
     main.push([rows * C, span.end === L], [rows * C, true]);
     body[body.length - 2] = [rows * C, false];
-    const need = new Map<number, number>();
-    for (const [n, grad] of body) for (let k = grad ? 2 : 1; k > 0; k--) need.set(alloc(n), (need.get(alloc(n)) ?? 0) + 1);
-    if (o.halfGrads) for (const [size, count] of halfGradScratches(shape, ops)) need.set(size, (need.get(size) ?? 0) + count);
-    for (const [size, count] of need) children.set(size, Math.max(children.get(size) ?? 0, count));
+    childNeeds(body, ops);
   }
   main.push([rows * V, true], [rows * 2, false], [1, true]); // logits, log-sum-exp rows, loss
   mainOps.push([shape.tiedHead === false ? 'lm_head.weight' : 'wte.weight']);
@@ -109,11 +122,10 @@ type Buffers = [number, boolean][];
  * the residual stream: its grad is made there only by the last block (`makesStreamGrad`); every
  * other block's is handed on from the block after it.
  */
-function blockBuffers(shape: GptShape, o: ActivationOptions, makesStreamGrad: boolean): Buffers {
+function blockBuffers(shape: GptShape, o: ActivationOptions, makesStreamGrad: boolean, mlpAgain: boolean): Buffers {
   const { hiddenSize: C, numAttentionHeads: H, seqLength: T } = shape;
   const B = o.microBatchSize;
   const rows = B * T;
-  const F = ffnWidth(shape);
   const A = attentionWidth(shape); // q of every head, the attention's output (C unless --kv-channels)
   const buffers: Buffers = [[rows * qkvWidth(shape), true]]; // qkv
   if (shape.qkLayernorm) {
@@ -140,11 +152,22 @@ function blockBuffers(shape: GptShape, o: ActivationOptions, makesStreamGrad: bo
   }
   buffers.push([rows * A, true], [rows * C, true]); // attention output, projection
   if (o.hiddenDropout) buffers.push([rows * C, true]);
-  // add, ln_2 (+ stats), fc (gate and value with SwiGLU), GELU or SwiGLU, projection
-  buffers.push([rows * C, false], [rows * C, true], [rows * 2, false], [rows * fcWidth(shape), true], [rows * F, true], [rows * C, true]);
+  buffers.push([rows * C, false], [rows * C, true], [rows * 2, false]); // add, ln_2 (+ stats)
+  // The MLP's buffers, or with it recomputed the copy of its output.
+  buffers.push(...(mlpAgain ? ([[rows * C, true]] as Buffers) : mlpBuffers(shape, o)));
   if (o.hiddenDropout) buffers.push([rows * C, true]);
   buffers.push([rows * C, makesStreamGrad], [rows * C, true], [rows * 2, false]); // add, the next norm (+ stats)
   return buffers;
+}
+
+/** The MLP's buffers: fc (gate and value with SwiGLU), GELU (or SwiGLU, or squared ReLU), projection. */
+function mlpBuffers(shape: GptShape, o: ActivationOptions): Buffers {
+  const rows = o.microBatchSize * shape.seqLength;
+  return [
+    [rows * fcWidth(shape), true],
+    [rows * ffnWidth(shape), true],
+    [rows * shape.hiddenSize, true],
+  ];
 }
 
 /** The param-using op of the embedding: the token table, and the position table where there is one. */
@@ -158,15 +181,22 @@ function normOp(shape: GptShape, prefix: string): string[][] {
   return [[`${prefix}.weight`, `${prefix}.bias`].filter((name) => have.has(name))];
 }
 
-/** Block `l`'s param-using ops in forward order, the norm after its last add (the next ln_1, or ln_f) last. */
-function blockOps(shape: GptShape, l: number): string[][] {
+/**
+ * Block `l`'s param-using ops in forward order, the norm after its last add (the next ln_1, or ln_f)
+ * last; the MLP's only where it runs in this graph (not `mlpAgain`).
+ */
+function blockOps(shape: GptShape, l: number, mlpAgain: boolean): string[][] {
   const next = l + 1 < shape.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f';
   return [
-    ...['attn.qkv', 'attn.ln_q', 'attn.ln_k', 'attn.proj', 'ln_2', 'mlp.fc', 'mlp.proj'].flatMap((part) =>
-      normOp(shape, `blocks.${l}.${part}`),
-    ),
+    ...['attn.qkv', 'attn.ln_q', 'attn.ln_k', 'attn.proj', 'ln_2'].flatMap((part) => normOp(shape, `blocks.${l}.${part}`)),
+    ...(mlpAgain ? [] : mlpOps(shape, l)),
     ...normOp(shape, next),
   ].filter((op) => op.length > 0);
+}
+
+/** Block `l`'s MLP ops: fc, then the projection. */
+function mlpOps(shape: GptShape, l: number): string[][] {
+  return ['mlp.fc', 'mlp.proj'].flatMap((part) => normOp(shape, `blocks.${l}.${part}`)).filter((op) => op.length > 0);
 }
 
 /**

@@ -120,8 +120,9 @@ const FSDP = (strategy: ShardingStrategy) => `--use-megatron-fsdp --data-paralle
 /**
  * From the least change on: the distributed optimizer, 16-bit moments (and for bf16 params fp16
  * main params and bf16 grads), then sharded grads and params (Megatron-FSDP, with one layer per
- * bucket unless --ddp-bucket-size says otherwise), then recomputing every block in the backward
- * (which costs a forward's compute again rather than a setting's memory).
+ * bucket unless --ddp-bucket-size says otherwise), then recomputing each block's MLP in the
+ * backward, then every block (which cost part of a forward's compute again, or all of it, rather
+ * than a setting's memory).
  */
 const ALTERNATIVES: Alternative[] = [
   {
@@ -161,9 +162,14 @@ const ALTERNATIVES: Alternative[] = [
     applies: (run: RunShape) => !run.distributedOptimizer && run.dataParallelSize > 1,
     change: (run: RunShape) => ({ ...run, distributedOptimizer: true, strategy }),
   })),
+  ...(['fused', 'unfused'] as const).map((attention) => ({
+    flags: `--recompute-granularity selective --recompute-modules ${attention === 'fused' ? 'core_attn mlp' : 'mlp'}`,
+    applies: (run: RunShape) => !run.activations.recompute && (run.activations.attention ?? 'unfused') === attention,
+    change: (run: RunShape) => ({ ...run, activations: { ...run.activations, recompute: { method: 'mlp' as const } } }),
+  })),
   {
     flags: '--recompute-granularity full --recompute-method uniform',
-    applies: (run) => !run.activations.recompute,
+    applies: (run) => run.activations.recompute?.method !== 'uniform',
     change: (run) => ({ ...run, activations: { ...run.activations, recompute: { method: 'uniform', numLayers: 1 } } }),
   },
 ];

@@ -296,14 +296,25 @@ function gptSectionsOfAll(shape: GptShape): string[][] {
 }
 
 /**
- * Megatron's full activation recomputation (--recompute-granularity full): `uniform` splits the
- * layers into spans of `numLayers` (the last may be shorter) and recomputes every span; `block`
- * recomputes each of the first `numLayers` layers on its own and none after them.
+ * Activation recomputation in the backward. Megatron's full recomputation (--recompute-granularity
+ * full): `uniform` splits the layers into spans of `numLayers` (the last may be shorter) and
+ * recomputes every span; `block` recomputes each of the first `numLayers` layers on its own and none
+ * after them. Selective recomputation with `mlp` in --recompute-modules: `mlp` keeps only each
+ * block's MLP output and runs the MLP again in the backward, from its input.
  */
-export interface Recompute {
+export type Recompute = SpanRecompute | MlpRecompute;
+
+export interface SpanRecompute {
   method: 'uniform' | 'block';
   numLayers: number;
 }
+
+export interface MlpRecompute {
+  method: 'mlp';
+}
+
+/** Whether a training forward under `r` runs each block's MLP in a child graph and again in the backward. */
+export const recomputesMlp = (r: Recompute | null | undefined): boolean => r?.method === 'mlp';
 
 /** A run of blocks [first, end): recomputed in the backward from its input, or kept whole. */
 export interface BlockSpan {
@@ -312,13 +323,14 @@ export interface BlockSpan {
   recompute: boolean;
 }
 
-/** The blocks in the order they run, as spans: the recomputed ones `recompute` gives, each other block alone. */
+/** The blocks in the order they run, as spans: the recomputed ones full recomputation gives, each other block alone. */
 export function blockSpans(numLayers: number, recompute?: Recompute | null): BlockSpan[] {
+  const full = recompute && recompute.method !== 'mlp' ? recompute : null;
   const spans: BlockSpan[] = [];
-  const n = recompute?.numLayers ?? 0;
+  const n = full?.numLayers ?? 0;
   for (let l = 0; l < numLayers; ) {
-    const width = !recompute ? 1 : recompute.method === 'uniform' ? Math.min(n, numLayers - l) : 1;
-    const again = !!recompute && (recompute.method === 'uniform' || l < n);
+    const width = full?.method === 'uniform' ? Math.min(n, numLayers - l) : 1;
+    const again = !!full && (full.method === 'uniform' || l < n);
     spans.push({ first: l, end: l + width, recompute: again });
     l += width;
   }
@@ -327,6 +339,7 @@ export function blockSpans(numLayers: number, recompute?: Recompute | null): Blo
 
 /** The recomputation in words: `every span of 2 blocks recomputed in the backward`. */
 export function recomputeText(r: Recompute): string {
+  if (r.method === 'mlp') return "each block's MLP recomputed in the backward";
   const n = r.numLayers;
   const which =
     r.method === 'uniform' ? `every ${n === 1 ? 'block' : `span of ${n} blocks`}` : `the first ${n === 1 ? 'block' : `${n} blocks`}`;
@@ -340,7 +353,7 @@ export function recomputeText(r: Recompute): string {
  */
 export function passSections(shape: GptShape, recompute?: Recompute | null): string[][] {
   const sections = gptSections(shape);
-  if (!recompute) return sections;
+  if (!recompute || recompute.method === 'mlp') return sections;
   const merged = [sections[0]!];
   for (const span of blockSpans(shape.numLayers, recompute)) merged.push(sections.slice(span.first + 1, span.end + 1).flat());
   merged.push(sections.at(-1)!);

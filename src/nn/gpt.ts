@@ -14,6 +14,8 @@
  * recomputed span of blocks in a child graph and keeps only its output stream; one tape entry per
  * span runs the span again in a child graph in the backward, from its input stream, with the same
  * dropout masks, and backpropagates through it, so the span's activations live one span at a time.
+ * With selective recomputation of the MLP (Megatron's --recompute-modules mlp) each block's MLP runs
+ * that way on its own: the forward keeps its output, the backward runs it again from its input.
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
@@ -28,6 +30,7 @@ import {
   normEpsilon,
   queryGroups,
   type Recompute,
+  recomputesMlp,
 } from './gpt-spec.js';
 import { addInto } from './add.js';
 import { initParams } from './init.js';
@@ -57,7 +60,7 @@ export interface GptConfig extends GptShape {
   hiddenDropout?: number;
   /** Dropout on the attention probabilities (Megatron's --attention-dropout). */
   attentionDropout?: number;
-  /** Recompute spans of blocks in the backward instead of keeping their activations (training graphs only). */
+  /** Recompute spans of blocks, or each block's MLP, in the backward instead of keeping their activations (training graphs only). */
   recompute?: Recompute | null;
 }
 
@@ -263,7 +266,7 @@ export class Gpt {
     const hidden = this.config.hiddenDropout ?? 0;
     const y = causalAttention(g, this.qkvOf(g, s.normed, l, rope), this.config.numAttentionHeads, this.config.attentionDropout ?? 0);
     const mid = this.addNorm(g, s.x, dropout(g, this.projection(g, y, l), hidden), `${b}.ln_2`);
-    const m = this.mlpOf(g, mid.y, l);
+    const m = g.training && recomputesMlp(this.config.recompute) ? this.recomputedMlp(g, mid.y, l) : this.mlpOf(g, mid.y, l);
     const next = l + 1 < this.config.numLayers ? `blocks.${l + 1}.ln_1` : 'ln_f';
     const out = this.addNorm(g, mid.sum, dropout(g, m, hidden), next);
     return { x: out.sum, normed: out.y };
@@ -322,6 +325,27 @@ export class Gpt {
           ? linearGelu(g, normed, w, bias)
           : gelu(g, linear(g, normed, w));
     return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.maybe(`${b}.mlp.proj.bias`));
+  }
+
+  /**
+   * Block `l`'s MLP branch under --recompute-modules mlp: run in a child graph, whose buffers go back
+   * to the spares once its output is copied into `g`, and a tape entry that runs it again in a child
+   * graph in the backward, from its input, and backpropagates through it into `g`'s grad of the input
+   * and the params' grads. So the MLP's wide activations live one block at a time.
+   */
+  private recomputedMlp(g: Graph, normed: Tensor, l: number): Tensor {
+    const first = g.child();
+    const out = copyInto(g, this.mlpOf(first, normed, l), 'recompute.mlp');
+    first.release();
+    const params = ['fc.weight', 'fc.bias', 'proj.weight', 'proj.bias'].flatMap((name) => this.maybe(`blocks.${l}.mlp.${name}`) ?? []);
+    g.record('recompute.mlp', [normed, ...params], () => {
+      const again = g.child();
+      again.seedGrad(normed, g.gradOf(normed));
+      again.seedGrad(this.mlpOf(again, normed, l), g.gradOf(out));
+      again.backwardSeeded();
+      again.release();
+    });
+    return out;
   }
 
   /** The final layernorm and the output head: logits [.., V]. */

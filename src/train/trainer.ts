@@ -182,8 +182,13 @@ function decoupledText(run: TrainRun): string {
 
 /** The header's words for --recompute-granularity, after the precision. */
 function recomputation(cfg: TrainConfig): string {
-  if (cfg.recompute) return `, ${recomputeText(cfg.recompute)}`;
-  return cfg.recomputeGranularity === 'selective' ? ", selective recomputation (the fused attention's)" : '';
+  if (cfg.recompute && cfg.recompute.method !== 'mlp') return `, ${recomputeText(cfg.recompute)}`;
+  if (cfg.recomputeGranularity !== 'selective') return '';
+  const what = [
+    ATTENTION_KERNEL_OF[cfg.attentionBackend] === 'fused' ? "the fused attention's" : '',
+    cfg.recompute ? "each block's MLP" : '',
+  ];
+  return `, selective recomputation (${what.filter(Boolean).join(' and ')})`;
 }
 
 /** rank 0 with a run folder: config.json, every resolved flag and what the run found. */

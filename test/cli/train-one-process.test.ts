@@ -86,9 +86,21 @@ describe('webtron train, one process', () => {
     ],
     [
       ['--recompute-activations', '--attention-backend', 'unfused'],
-      /^webtron train: selective recomputation recomputes the attention's probabilities, which the unfused attention stores; use --attention-backend flash/,
+      /^webtron train: selective recomputation of core_attn recomputes the attention's probabilities, which the unfused attention stores; use --attention-backend flash/,
     ],
     [['--recompute-method', 'block'], /^webtron train: --recompute-method needs --recompute-granularity full$/],
+    [
+      ['--recompute-activations', '--recompute-modules', 'mlp', 'layernorm'],
+      /^webtron train: --recompute-modules layernorm: webtron fuses each norm with the residual add before it .*; give core_attn and\/or mlp$/,
+    ],
+    [
+      ['--recompute-activations', '--recompute-modules', 'attn'],
+      /^webtron train: --recompute-modules: 'attn' is not one of Megatron's modules; give core_attn and\/or mlp$/,
+    ],
+    [
+      ['--recompute-modules', 'mlp'],
+      /^webtron train: --recompute-modules is for --recompute-granularity selective; full recomputation runs whole blocks again$/,
+    ],
     [['--fp8-format', 'hybrid'], /^webtron train: --fp8-format: WebGPU has no fp8 type; train in --bf16 \(or --fp16\)$/],
     [['--group-query-attention', '--num-query-groups', '3'], /^webtron train: --num-query-groups 3 must divide --num-attention-heads 2$/],
     [['--mock-data', '--data-path', 'corpus.txt'], /^webtron train: --mock-data and --data-path exclude each other/],
@@ -133,7 +145,7 @@ describe('webtron train, one process', () => {
     expect(existsSync(runDir) && readdirSync(runDir).some((f) => f !== 'config.json')).toBe(false);
   });
 
-  it("--recompute-activations (selective) is the fused attention's: the losses of Megatron's --use-flash-attn, bit for bit, which flags of Megatron's scripts leave as they are and name", async () => {
+  it("--recompute-activations (selective) is the fused attention's, with --recompute-modules mlp each MLP's too: the losses of Megatron's --use-flash-attn, bit for bit, which flags of Megatron's scripts leave as they are and name", async () => {
     const base = dir();
     const run = async (name: string, extra: string[]) => {
       const r = await train([...TINY, '--train-iters', '4', '--global-batch-size', '4', '--run-dir', join(base, name), ...extra]);
@@ -142,8 +154,14 @@ describe('webtron train, one process', () => {
     };
     const flash = await run('flash', ['--use-flash-attn', '--use-mcore-models', '--sequence-parallel', '--num-workers', '2']);
     const selective = await run('selective', ['--recompute-activations']);
+    // --recompute-modules mlp as well: each block's MLP runs again in the backward, the same values.
+    const mlp = await run('mlp', ['--recompute-granularity', 'selective', '--recompute-modules', 'core_attn', 'mlp']);
     expectIdenticalLosses(flash.losses, selective.losses);
+    expectIdenticalLosses(flash.losses, mlp.losses);
     expect(selective.lines[0]).toMatch(/^webtron train: .*, fp32, selective recomputation \(the fused attention's\), 1 rank,/);
+    expect(mlp.lines[0]).toMatch(
+      /^webtron train: .*, fp32, selective recomputation \(the fused attention's and each block's MLP\), 1 rank,/,
+    );
     expect(selective.lines[1]).not.toMatch(/without effect/);
     expect(flash.lines[0]).not.toMatch(/recomput/);
     expect(flash.lines[1]).toBe(

@@ -256,6 +256,32 @@ describe('GPT activation bytes', () => {
       0.1,
       0,
     ],
+    // Selective recomputation of each block's MLP (--recompute-modules mlp): GPT-2's (bias and GELU in
+    // the fc's epilogue), Llama's SwiGLU with 16-bit grads, squared ReLU at a width that is no vec4.
+    [{ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11 }, { method: 'mlp' }, 'float32', 0.1, 0.1],
+    [
+      {
+        numLayers: 2,
+        hiddenSize: 8,
+        numAttentionHeads: 2,
+        seqLength: 5,
+        vocabSize: 11,
+        normalization: 'RMSNorm',
+        swiglu: true,
+        addBiasLinear: false,
+      },
+      { method: 'mlp' },
+      'bfloat16',
+      0,
+      0.1,
+    ],
+    [
+      { numLayers: 2, hiddenSize: 6, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, squaredRelu: true, ffnHiddenSize: 10 },
+      { method: 'mlp' },
+      'float32',
+      0.1,
+      0,
+    ],
   ] as const)(
     '%j recomputed %j, %s grads: the loss and every grad of the run without, bit for bit; predicted = measured, both attention kernels',
     async (shape, recompute, grads, hidden, attention) => {

@@ -54,6 +54,34 @@ describe('--max-device-memory', () => {
     expect(budgetProblem(shape(), recomputed - 1)).toMatch(/the smallest is with .*: .*; no optimizer setting fits/);
   });
 
+  it("selective recomputation of the MLPs comes before full recomputation, with core_attn only for the fused attention's kernel", () => {
+    const moments = { expAvg: 'bfloat16', expAvgSq: 'bfloat16' } as const;
+    const run = (attention: 'fused' | 'unfused', recompute?: { method: 'mlp' }) =>
+      shape({
+        distributedOptimizer: true,
+        stateDtypes: moments,
+        activations: { ...shape().activations, attention, ...(recompute ? { recompute } : {}) },
+      });
+    for (const [attention, modules] of [
+      ['fused', 'core_attn mlp'],
+      ['unfused', 'mlp'],
+    ] as const) {
+      const whole = runBytes(run(attention)).total;
+      const mlp = runBytes(run(attention, { method: 'mlp' })).total;
+      expect(mlp).toBeLessThan(whole);
+      expect(budgetProblem(run(attention), whole - 1)).toMatch(
+        new RegExp(`; with --recompute-granularity selective --recompute-modules ${modules} it needs .* and fits$`),
+      );
+      // Full recomputation is offered where the MLPs' is not enough.
+      expect(budgetProblem(run(attention), mlp - 1)).toMatch(
+        /; with --recompute-granularity full --recompute-method uniform it needs .* and fits$/,
+      );
+      expect(budgetProblem(run(attention, { method: 'mlp' }), mlp - 1)).toMatch(
+        /; with --recompute-granularity full --recompute-method uniform it needs .* and fits$/,
+      );
+    }
+  });
+
   it('bf16 params: fp16 main params and bf16 grads come after 16-bit moments, counted as the calculator counts them', () => {
     const bf16 = (over: Partial<RunShape>) => shape({ specs: gptParams(gpt, 'bfloat16', 'float32'), distributedOptimizer: true, ...over });
     const moments = { expAvg: 'bfloat16', expAvgSq: 'bfloat16' } as const;

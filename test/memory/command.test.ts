@@ -183,7 +183,7 @@ describe('webtron memory', () => {
     expect((JSON.parse(out.stdout.trim().split('\n')[0]!) as { params: number }).params).toBe(torch.params);
   });
 
-  it('--recompute-granularity full: the activations of one span at a time, measured equal to the table; a deeper model needs less', () => {
+  it('--recompute-granularity full: the activations of one span at a time, selective with mlp of one MLP at a time, measured equal to the table', () => {
     const deep = ['--num-layers', '4', ...small.slice(2)];
     const activations = (...flags: string[]) => {
       const out = run(...deep, ...flags, '--data-parallel-size', '2', '--use-distributed-optimizer', '--measure', '--json');
@@ -195,8 +195,10 @@ describe('webtron memory', () => {
     const whole = activations();
     const uniform = activations('--recompute-granularity', 'full', '--recompute-method', 'uniform');
     const block = activations('--recompute-granularity', 'full', '--recompute-method', 'block', '--recompute-num-layers', '2');
+    const mlp = activations('--recompute-granularity', 'selective', '--recompute-modules', 'core_attn', 'mlp');
     expect(uniform).toBeLessThan(block);
     expect(block).toBeLessThan(whole);
+    expect(mlp).toBeLessThan(whole);
   });
 
   it('prints a table with human units', () => {
@@ -229,6 +231,10 @@ describe('webtron memory', () => {
     [
       [...small, '--recompute-granularity', 'full'],
       /^webtron memory: --recompute-granularity full needs --recompute-method uniform or block$/,
+    ],
+    [
+      [...small, '--recompute-activations', '--recompute-modules', 'moe'],
+      /^webtron memory: --recompute-modules moe: webtron builds dense GPTs, without mixture-of-experts layers; give core_attn and\/or mlp$/,
     ],
   ])('bad input %j is a one-line error', (args, message) => {
     const out = run(...args);

@@ -263,13 +263,24 @@ describe('Megatron flags a script carries', () => {
     expect(() => resolve(['--split', "'99,x'"])).toThrow(/^--split: expected one to three non-negative proportions/);
   });
 
-  it("--use-flash-attn is --attention-backend flash, and contradicts the unfused kernel's names", () => {
+  it("--use-flash-attn is --attention-backend flash, and contradicts the unfused kernel's names; selective recomputation's modules", () => {
     expect(resolve(['--use-flash-attn']).attentionBackend).toBe('flash');
     expect(resolve(['--use-flash-attn', '--attention-backend', 'fused']).attentionBackend).toBe('fused');
     expect(resolve([]).attentionBackend).toBe('auto');
     // Selective recomputation is the fused kernel's: it makes auto flash too.
     expect(resolve(['--recompute-activations']).attentionBackend).toBe('flash');
     expect(resolve(['--recompute-granularity', 'selective', '--attention-backend', 'fused']).attentionBackend).toBe('fused');
+    // --recompute-modules: core_attn (the default) is the fused kernel's; mlp alone leaves the backend as it is.
+    const mlp = resolve(['--recompute-granularity', 'selective', '--recompute-modules', 'mlp']);
+    expect([mlp.attentionBackend, mlp.recompute]).toEqual(['auto', { method: 'mlp' }]);
+    const both = resolve(['--recompute-activations', '--recompute-modules', 'core_attn', 'mlp']);
+    expect([both.attentionBackend, both.recompute]).toEqual(['flash', { method: 'mlp' }]);
+    const unfused = resolve(['--recompute-activations', '--recompute-modules', 'mlp', '--attention-backend', 'unfused']);
+    expect([unfused.attentionBackend, unfused.recompute, unfused.recomputeGranularity]).toEqual([
+      'unfused',
+      { method: 'mlp' },
+      'selective',
+    ]);
     expect(() => resolve(['--use-flash-attn', '--attention-backend', 'local'])).toThrow(
       new FlagError('--use-flash-attn is --attention-backend flash; it contradicts --attention-backend local: give one'),
     );
