@@ -112,8 +112,11 @@ interface Variant {
   busyPoll: boolean;
   /** Megatron-FSDP's strategy (with the distributed optimizer): optim is ZeRO-1. */
   strategy?: 'optim_grads' | 'optim_grads_params';
-  /** Every block recomputed in the backward (--recompute-granularity full --recompute-method uniform). */
-  recompute?: boolean;
+  /**
+   * Recomputed in the backward: `full` every block (--recompute-granularity full --recompute-method
+   * uniform), `mlp` each block's MLP (--recompute-granularity selective --recompute-modules mlp).
+   */
+  recompute?: 'full' | 'mlp';
 }
 
 const VARIANTS: Record<string, Variant> = {
@@ -126,7 +129,14 @@ const VARIANTS: Record<string, Variant> = {
   // Sharded grads always sync each bucket as soon as it is final (as --overlap-grad-reduce).
   'optim-grads': { distributed: true, overlap: true, bf16: false, busyPoll: false, strategy: 'optim_grads' },
   'optim-grads-params': { distributed: true, overlap: true, bf16: false, busyPoll: false, strategy: 'optim_grads_params' },
-  'distributed-overlap-recompute': { distributed: true, overlap: true, bf16: false, busyPoll: false, recompute: true },
+  'distributed-overlap-recompute': { distributed: true, overlap: true, bf16: false, busyPoll: false, recompute: 'full' },
+  'distributed-overlap-recompute-mlp': { distributed: true, overlap: true, bf16: false, busyPoll: false, recompute: 'mlp' },
+};
+
+const RECOMPUTED = { full: 'every block', mlp: "each block's MLP" };
+const RECOMPUTE_FLAGS = {
+  full: ['--recompute-granularity', 'full', '--recompute-method', 'uniform'],
+  mlp: ['--recompute-granularity', 'selective', '--recompute-modules', 'mlp'],
 };
 
 /** Phases of a step that are collectives (grad sync and the distributed optimizer's param gather). */
@@ -269,9 +279,9 @@ export const trainBench: Bench = {
     try {
       for (let k = 0; k < repeat; k++) {
         for (const [i, { world, distributed, overlap, bf16, busyPoll, strategy, recompute }] of configurations.entries()) {
-          const label = `d = ${world}, ${strategy ?? (distributed ? 'distributed' : 'non-distributed')}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}${busyPoll ? ", Dawn's busy GPU wait" : ''}${recompute ? ', every block recomputed' : ''}`;
+          const label = `d = ${world}, ${strategy ?? (distributed ? 'distributed' : 'non-distributed')}, ${overlap ? 'overlap' : 'no overlap'}${bf16 ? ', grads reduced in bf16' : ''}${busyPoll ? ", Dawn's busy GPU wait" : ''}${recompute ? `, ${RECOMPUTED[recompute]} recomputed` : ''}`;
           progress(`train ${name}: ${label}, ${iters} iterations${repeat > 1 ? `, run ${k + 1}/${repeat}` : ''}`);
-          const key = `${world}-${distributed}-${overlap}-${bf16}-${busyPoll}-${strategy ?? ''}-${recompute ? 'recompute' : ''}`;
+          const key = `${world}-${distributed}-${overlap}-${bf16}-${busyPoll}-${strategy ?? ''}-${recompute ?? ''}`;
           const runDir = join(base, `${key}-${k}`);
           const args = [
             ...model,
@@ -307,7 +317,7 @@ export const trainBench: Bench = {
             ...(overlap ? ['--overlap-grad-reduce', ...(distributed ? ['--overlap-param-gather'] : [])] : []),
             ...(bf16 ? ['--grad-reduce-in-bf16'] : []),
             ...(strategy ? ['--use-megatron-fsdp', '--data-parallel-sharding-strategy', strategy] : []),
-            ...(recompute ? ['--recompute-granularity', 'full', '--recompute-method', 'uniform'] : []),
+            ...(recompute ? RECOMPUTE_FLAGS[recompute] : []),
           ];
           const r = await run(args, busyPoll ? { WEBTRON_GPU_POLL_MS: '0' } : {});
           if (r.code !== 0)
@@ -329,7 +339,7 @@ export const trainBench: Bench = {
               grad_reduce_in_bf16: bf16,
               busy_poll: busyPoll,
               strategy: strategy ?? (distributed ? 'optim' : 'no_shard'),
-              recompute: !!recompute,
+              recompute: recompute ?? false,
               config: name,
               tokens_per_s: last.tokens_per_s,
               step_ms: last.step_ms,
