@@ -79,7 +79,11 @@ export function recomputeFlags(v: FlagValues, numLayers: number, attention: 'fus
     return { granularity, recompute: named.includes('mlp') ? { method: 'mlp' } : null, coreAttention };
   }
   if (modules !== undefined)
-    throw new FlagError('--recompute-modules is for --recompute-granularity selective; full recomputation runs whole blocks again');
+    throw new FlagError(
+      granularity === 'full'
+        ? '--recompute-modules is for --recompute-granularity selective; full recomputation runs whole blocks again'
+        : '--recompute-modules needs --recompute-granularity selective (or --recompute-activations)',
+    );
   if (granularity === null) {
     if (method !== undefined) throw new FlagError('--recompute-method needs --recompute-granularity full');
     return { granularity, recompute: null, coreAttention: false };

@@ -93,14 +93,6 @@ describe('webtron train, one process', () => {
       ['--recompute-activations', '--recompute-modules', 'mlp', 'layernorm'],
       /^webtron train: --recompute-modules layernorm: webtron fuses each norm with the residual add before it .*; give core_attn and\/or mlp$/,
     ],
-    [
-      ['--recompute-activations', '--recompute-modules', 'attn'],
-      /^webtron train: --recompute-modules: 'attn' is not one of Megatron's modules; give core_attn and\/or mlp$/,
-    ],
-    [
-      ['--recompute-modules', 'mlp'],
-      /^webtron train: --recompute-modules is for --recompute-granularity selective; full recomputation runs whole blocks again$/,
-    ],
     [['--fp8-format', 'hybrid'], /^webtron train: --fp8-format: WebGPU has no fp8 type; train in --bf16 \(or --fp16\)$/],
     [['--group-query-attention', '--num-query-groups', '3'], /^webtron train: --num-query-groups 3 must divide --num-attention-heads 2$/],
     [['--mock-data', '--data-path', 'corpus.txt'], /^webtron train: --mock-data and --data-path exclude each other/],

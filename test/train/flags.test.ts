@@ -275,6 +275,22 @@ describe('Megatron flags a script carries', () => {
     expect([mlp.attentionBackend, mlp.recompute]).toEqual(['auto', { method: 'mlp' }]);
     const both = resolve(['--recompute-activations', '--recompute-modules', 'core_attn', 'mlp']);
     expect([both.attentionBackend, both.recompute]).toEqual(['flash', { method: 'mlp' }]);
+    for (const [flags, message] of [
+      [
+        ['--recompute-activations', '--recompute-modules', 'attn'],
+        "--recompute-modules: 'attn' is not one of Megatron's modules; give core_attn and/or mlp",
+      ],
+      [['--recompute-modules', 'mlp'], '--recompute-modules needs --recompute-granularity selective (or --recompute-activations)'],
+      [
+        ['--recompute-granularity', 'full', '--recompute-method', 'uniform', '--recompute-modules', 'mlp'],
+        '--recompute-modules is for --recompute-granularity selective; full recomputation runs whole blocks again',
+      ],
+      [
+        ['--recompute-activations', '--recompute-modules', 'mlp', 'moe_act'],
+        '--recompute-modules moe_act: webtron builds dense GPTs, without mixture-of-experts layers; give core_attn and/or mlp',
+      ],
+    ] as const)
+      expect(() => resolve([...flags]), flags.join(' ')).toThrow(new FlagError(message));
     const unfused = resolve(['--recompute-activations', '--recompute-modules', 'mlp', '--attention-backend', 'unfused']);
     expect([unfused.attentionBackend, unfused.recompute, unfused.recomputeGranularity]).toEqual([
       'unfused',
