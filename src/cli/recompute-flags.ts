@@ -6,7 +6,7 @@
  * recomputes what --recompute-modules names (Megatron's default: core_attn): core_attn is the
  * attention's probabilities, which the fused attention kernel recomputes by design (it stores none,
  * and recomputes them block by block in its backward); mlp keeps each block's MLP output alone and
- * runs the MLP again in the backward.
+ * runs its fc and activation again in the backward.
  */
 import type { Recompute } from '../nn/gpt-spec.js';
 import { FlagError, type FlagSpec, type FlagValues } from './flags.js';

@@ -89,8 +89,15 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
     const body: Buffers = [];
     for (let l = span.first; l < span.end; l++) {
       body.push(...blockBuffers(shape, o, !span.recompute && l === L - 1, mlpAgain));
-      // The MLP's child in the backward: its buffers with their grads, but the output's, which the top graph holds.
-      if (mlpAgain) childNeeds([...mlpBuffers(shape, o).slice(0, -1), [rows * C, false]], mlpOps(shape, l));
+      // The MLP's children: the forward's, its buffers without grads; the backward's, the fc's and
+      // the activation's with their grads (the projection's backward needs its input, not its output).
+      if (mlpAgain) {
+        childNeeds(
+          mlpBuffers(shape, o).map(([n]) => [n, false]),
+          [],
+        );
+        childNeeds(mlpBuffers(shape, o).slice(0, -1), mlpOps(shape, l));
+      }
     }
     const ops = Array.from({ length: span.end - span.first }, (_, i) => blockOps(shape, span.first + i, mlpAgain)).flat();
     if (!span.recompute) {

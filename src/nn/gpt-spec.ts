@@ -300,7 +300,7 @@ function gptSectionsOfAll(shape: GptShape): string[][] {
  * full): `uniform` splits the layers into spans of `numLayers` (the last may be shorter) and
  * recomputes every span; `block` recomputes each of the first `numLayers` layers on its own and none
  * after them. Selective recomputation with `mlp` in --recompute-modules: `mlp` keeps only each
- * block's MLP output and runs the MLP again in the backward, from its input.
+ * block's MLP output and runs its fc and activation again in the backward, from its input.
  */
 export type Recompute = SpanRecompute | MlpRecompute;
 

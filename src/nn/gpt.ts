@@ -15,7 +15,8 @@
  * span runs the span again in a child graph in the backward, from its input stream, with the same
  * dropout masks, and backpropagates through it, so the span's activations live one span at a time.
  * With selective recomputation of the MLP (Megatron's --recompute-modules mlp) each block's MLP runs
- * that way on its own: the forward keeps its output, the backward runs it again from its input.
+ * that way on its own: the forward keeps its output, the backward runs its fc and activation again
+ * from its input and records the projection's backward alone (linearBackwardOf).
  */
 import type { GradDtype, ParamDtype, ParamSpec } from '../ddp/layout.js';
 import type { Graph } from './graph.js';
@@ -44,6 +45,7 @@ import {
   gelu,
   layerNorm,
   linear,
+  linearBackwardOf,
   linearGelu,
   qkNorm,
   repeatKv,
@@ -310,28 +312,33 @@ export class Gpt {
     return this.mlpOf(g, this.norm(g, x, `blocks.${l}.ln_2`), l);
   }
 
-  /**
-   * The same of the stream after block `l`'s second norm: fc with its GELU (bias and GELU in the
-   * matmul's epilogue where there is a bias), or with SwiGLU or squared ReLU, then the projection.
-   */
+  /** The same of the stream after block `l`'s second norm: its activation, then the projection. */
   private mlpOf(g: Graph, normed: Tensor, l: number): Tensor {
+    return linear(g, this.mlpHidden(g, normed, l), this.p(`blocks.${l}.mlp.proj.weight`), this.maybe(`blocks.${l}.mlp.proj.bias`));
+  }
+
+  /**
+   * Block `l`'s MLP up to its projection: fc with its GELU (bias and GELU in the matmul's epilogue
+   * where there is a bias), or with SwiGLU or squared ReLU.
+   */
+  private mlpHidden(g: Graph, normed: Tensor, l: number): Tensor {
     const b = `blocks.${l}`;
     const [w, bias] = [this.p(`${b}.mlp.fc.weight`), this.maybe(`${b}.mlp.fc.bias`)];
-    const h = this.config.swiglu
+    return this.config.swiglu
       ? swiglu(g, linear(g, normed, w, bias))
       : this.config.squaredRelu
         ? squaredRelu(g, linear(g, normed, w, bias))
         : bias
           ? linearGelu(g, normed, w, bias)
           : gelu(g, linear(g, normed, w));
-    return linear(g, h, this.p(`${b}.mlp.proj.weight`), this.maybe(`${b}.mlp.proj.bias`));
   }
 
   /**
    * Block `l`'s MLP branch under --recompute-modules mlp: run in a child graph, whose buffers go back
    * to the spares once its output is copied into `g`, and a tape entry that runs it again in a child
-   * graph in the backward, from its input, and backpropagates through it into `g`'s grad of the input
-   * and the params' grads. So the MLP's wide activations live one block at a time.
+   * graph in the backward, from its input, up to the projection (whose backward needs its input, not
+   * its output), and backpropagates through it into `g`'s grad of the input and the params' grads.
+   * So the MLP's wide activations live one block at a time, for one more fc and activation a block.
    */
   private recomputedMlp(g: Graph, normed: Tensor, l: number): Tensor {
     const first = g.child();
@@ -341,7 +348,8 @@ export class Gpt {
     g.record('recompute.mlp', [normed, ...params], () => {
       const again = g.child();
       again.seedGrad(normed, g.gradOf(normed));
-      again.seedGrad(this.mlpOf(again, normed, l), g.gradOf(out));
+      const h = this.mlpHidden(again, normed, l);
+      linearBackwardOf(again, h, this.p(`blocks.${l}.mlp.proj.weight`), this.maybe(`blocks.${l}.mlp.proj.bias`), g.gradOf(out));
       again.backwardSeeded();
       again.release();
     });

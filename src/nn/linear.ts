@@ -108,12 +108,27 @@ export function linear(g: Graph, x: Tensor, w: Tensor, b?: Tensor, options: { tr
     { t: y, rs: l.outF, cs: 1 },
     b ? { bias: b } : {},
   );
+  recordLinearBackward(g, x, w, b, l, () => g.gradOf(y));
+  return y;
+}
+
+/**
+ * The backward of y = x W + b recorded on `g` without its forward, for a y whose grad is `dy` (a
+ * grad another graph holds): what recomputation records for a layer whose input it needs again but
+ * whose output it does not.
+ */
+export function linearBackwardOf(g: Graph, x: Tensor, w: Tensor, b: Tensor | undefined, dy: Tensor): void {
+  const l = linearShape(x, w, b, false);
+  if (dy.numel !== l.rows * l.outF) throw new ShapeMismatch(`linear backward: grad ${shapeOf(dy)} does not match ${l.rows} × ${l.outF}`);
+  recordLinearBackward(g, x, w, b, l, () => dy);
+}
+
+function recordLinearBackward(g: Graph, x: Tensor, w: Tensor, b: Tensor | undefined, l: LinearShape, gradOfY: () => Tensor): void {
   g.record('linear', b ? [x, w, b] : [x, w], () => {
-    const dy = g.gradOf(y);
+    const dy = gradOfY();
     linearBackward(g, x, w, dy, l);
     if (b?.requiresGrad) columnSumsInto(g, dy, l.rows, l.outF, g.gradOf(b));
   });
-  return y;
 }
 
 /**

@@ -14,7 +14,7 @@ import { vocabWindows } from './vocab-windows.js';
 import { paramCode, ShapeMismatch, type Tensor } from './tensor.js';
 
 export { matmulInto, type MatmulShape, type Operand } from './matmul.js';
-export { linear, linearGelu } from './linear.js';
+export { linear, linearBackwardOf, linearGelu } from './linear.js';
 import { geluBackwardInto, geluInto } from './linear.js';
 export { dropoutSeed } from './dropout-seed.js';
 export { addLayerNorm, addRmsNorm, layerNorm, rmsNorm } from './norm.js';
