@@ -9,6 +9,18 @@ import { learnedPositions } from '../../src/nn/gpt-spec.js';
 import { documentInputs, documentStarts } from '../../src/nn/documents.js';
 import { LocalParams } from '../../src/nn/params.js';
 
+/** Llama's block at a tiny size: RMSNorm, SwiGLU, no linear biases. */
+const LLAMA = {
+  numLayers: 2,
+  hiddenSize: 8,
+  numAttentionHeads: 2,
+  seqLength: 5,
+  vocabSize: 11,
+  normalization: 'RMSNorm',
+  swiglu: true,
+  addBiasLinear: false,
+} as const;
+
 const contexts = {
   fused: await GpuContext.create({ attentionKernel: 'fused' }),
   unfused: await GpuContext.create({ attentionKernel: 'unfused' }),
@@ -89,24 +101,7 @@ describe('GPT activation bytes', () => {
       0,
     ],
     // Llama's block: RMSNorm, SwiGLU, no linear biases; then GELU without a bias (no fused epilogue).
-    [
-      {
-        numLayers: 2,
-        hiddenSize: 8,
-        numAttentionHeads: 2,
-        seqLength: 5,
-        vocabSize: 11,
-        normalization: 'RMSNorm',
-        swiglu: true,
-        addBiasLinear: false,
-        ffnHiddenSize: 12,
-      },
-      2,
-      'float32',
-      'float32',
-      0.2,
-      0,
-    ],
+    [{ ...LLAMA, ffnHiddenSize: 12 }, 2, 'float32', 'float32', 0.2, 0],
     [
       { numLayers: 3, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, normalization: 'RMSNorm', swiglu: true },
       2,
@@ -259,22 +254,7 @@ describe('GPT activation bytes', () => {
     // Selective recomputation of each block's MLP (--recompute-modules mlp): GPT-2's (bias and GELU in
     // the fc's epilogue), Llama's SwiGLU with 16-bit grads, squared ReLU at a width that is no vec4.
     [{ numLayers: 2, hiddenSize: 8, numAttentionHeads: 2, seqLength: 5, vocabSize: 11 }, { method: 'mlp' }, 'float32', 0.1, 0.1],
-    [
-      {
-        numLayers: 2,
-        hiddenSize: 8,
-        numAttentionHeads: 2,
-        seqLength: 5,
-        vocabSize: 11,
-        normalization: 'RMSNorm',
-        swiglu: true,
-        addBiasLinear: false,
-      },
-      { method: 'mlp' },
-      'bfloat16',
-      0,
-      0.1,
-    ],
+    [LLAMA, { method: 'mlp' }, 'bfloat16', 0, 0.1],
     [
       { numLayers: 2, hiddenSize: 6, numAttentionHeads: 2, seqLength: 5, vocabSize: 11, squaredRelu: true, ffnHiddenSize: 10 },
       { method: 'mlp' },
