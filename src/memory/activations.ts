@@ -85,19 +85,20 @@ export function gptActivationBytes(shape: GptShape, o: ActivationOptions): numbe
     for (const [size, count] of need) children.set(size, Math.max(children.get(size) ?? 0, count));
   };
   const mlpAgain = train && recomputesMlp(o.recompute);
+  // The MLP's children: the forward's, its buffers without grads (the same for every block); the
+  // backward's, the fc's and the activation's with their grads (the projection's backward needs its
+  // input, not its output).
+  const mlp = mlpBuffers(shape, o);
+  if (mlpAgain)
+    childNeeds(
+      mlp.map(([n]) => [n, false]),
+      [],
+    );
   for (const span of blockSpans(L, train ? o.recompute : null)) {
     const body: Buffers = [];
     for (let l = span.first; l < span.end; l++) {
       body.push(...blockBuffers(shape, o, !span.recompute && l === L - 1, mlpAgain));
-      // The MLP's children: the forward's, its buffers without grads; the backward's, the fc's and
-      // the activation's with their grads (the projection's backward needs its input, not its output).
-      if (mlpAgain) {
-        childNeeds(
-          mlpBuffers(shape, o).map(([n]) => [n, false]),
-          [],
-        );
-        childNeeds(mlpBuffers(shape, o).slice(0, -1), mlpOps(shape, l));
-      }
+      if (mlpAgain) childNeeds(mlp.slice(0, -1), mlpOps(shape, l));
     }
     const ops = Array.from({ length: span.end - span.first }, (_, i) => blockOps(shape, span.first + i, mlpAgain)).flat();
     if (!span.recompute) {
