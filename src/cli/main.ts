@@ -35,10 +35,10 @@ function usage(): string {
 /** Library option names that are spelled differently as flags. */
 const FLAG_OF_OPTION: Record<string, string> = { beta1: 'adam-beta1', beta2: 'adam-beta2', eps: 'adam-eps', bucketSize: 'ddp-bucket-size' };
 
-/** The one line for a webtron error: where the library's API names an option, the command's flag for it. */
 /** How long a worker that leaves rank 0 to report an error every rank met waits before exiting. */
 const QUIET_EXIT_DELAY_MS = 2000;
 
+/** The one line for a webtron error: where the library's API names an option, the command's flag for it. */
 export function oneLine(e: WebtronError, flags: Record<string, FlagSpec>): string {
   let message = e.message;
   for (const option of e.options) {
