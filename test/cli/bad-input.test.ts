@@ -1,7 +1,9 @@
 /**
  * Every command against a corpus of bad input: unknown flags, bad numbers, missing and corrupt
  * files, impossible shapes. Each must end in exactly one line on stderr that names the input, the
- * exit code for bad input (2), nothing on stdout, and nothing written.
+ * exit code for bad input (2), nothing on stdout, and nothing written. The first case of each command
+ * runs `bin/webtron.js` as a user does; the rest run the CLI's main() in this process, which is
+ * what that child runs, without two Node start-ups a case.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +16,7 @@ import { ConfigError } from '../../src/errors.js';
 import { ShapeError } from '../../src/nn/gpt-spec.js';
 import { oneLine } from '../../src/cli/main.js';
 import { TRAIN_FLAGS } from '../../src/cli/train-flags.js';
+import { cliInProcess } from '../helpers/cli.js';
 
 const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'webtron-bad-input-'));
@@ -269,7 +272,7 @@ const CASES: Case[] = [
   { args: ['info', '--backend', 'glide'], says: /^webtron info: --backend 'glide' is not a backend Dawn knows/ },
 ];
 
-function run(args: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], cwd: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [bin, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -280,24 +283,30 @@ function run(args: string[], cwd: string): Promise<{ code: number | null; stdout
     child.stderr.on('data', (c: Buffer) => {
       stderr += c.toString('utf8');
     });
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
   });
 }
 
+/** Each command's first case, run through bin/webtron.js. */
+const THROUGH_BIN = new Set(CASES.filter((c, i) => CASES.findIndex((o) => o.args[0] === c.args[0]) === i));
+
 describe('bad input to every command', () => {
-  it.each(CASES.map((c) => [c.args.join(' '), c] as const))('webtron %s: one line, exit 2, nothing written', async (_name, c) => {
-    const dir = mkdtempSync(join(root, 'case-'));
-    fixtures(dir);
-    const before = readdirSync(dir, { recursive: true }).sort();
-    const r = await run(c.args, dir);
-    const lines = r.stderr.split('\n').filter((l) => l !== '');
-    expect(lines, r.stderr).toHaveLength(1);
-    expect(lines[0]).toMatch(/^webtron( [a-z-]+)?: /);
-    expect(lines[0]).toMatch(c.says);
-    expect(r.code, r.stderr).toBe(2);
-    expect(r.stdout).toBe('');
-    expect(readdirSync(dir, { recursive: true }).sort()).toEqual(before);
-  });
+  it.each(CASES.map((c) => [c.args.join(' '), THROUGH_BIN.has(c) ? 'bin/webtron.js' : 'main() in process', c] as const))(
+    'webtron %s (%s): one line, exit 2, nothing written',
+    async (_name, _how, c) => {
+      const dir = mkdtempSync(join(root, 'case-'));
+      fixtures(dir);
+      const before = readdirSync(dir, { recursive: true }).sort();
+      const r = THROUGH_BIN.has(c) ? await run(c.args, dir) : await cliInProcess(c.args, dir);
+      const lines = r.stderr.split('\n').filter((l) => l !== '');
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(/^webtron( [a-z-]+)?: /);
+      expect(lines[0]).toMatch(c.says);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(readdirSync(dir, { recursive: true }).sort()).toEqual(before);
+    },
+  );
 
   it("a library option's name becomes the command's flag in the one line", () => {
     expect(oneLine(new ConfigError('clipGrad must be >= 0, got -1', 'clipGrad'), TRAIN_FLAGS)).toBe('--clip-grad must be >= 0, got -1');
