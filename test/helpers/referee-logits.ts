@@ -4,7 +4,6 @@
  * script's forward of the same ids (`REFEREE logits FOLDER IDS.bin BATCH SEQ OUT.bin`), and how far
  * apart they are.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,8 +11,7 @@ import { expect } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { Graph } from '../../src/nn/graph.js';
 import type { loadCheckpointModel } from '../../src/train/checkpoint-model.js';
-
-const PYTHON = '/usr/bin/python3';
+import { pythonRuns } from './python.js';
 
 /** Random token ids [batch, t] and a checkpoint model's logits of them; the model's params are destroyed after. */
 export async function checkpointLogits(
@@ -35,17 +33,26 @@ export async function checkpointLogits(
 
 /** The referee script `referee`'s logits of `ids` [batch, ids.length / batch] for the model in `folder`. */
 export function refereeLogits(referee: string, folder: string, ids: Uint32Array, batch: number): Float32Array {
+  return refereeLogitsMany(referee, [{ folder, ids, batch }])[0]!;
+}
+
+/** The referee's logits of each job's ids for its folder, in one interpreter. */
+export function refereeLogitsMany(referee: string, jobs: { folder: string; ids: Uint32Array; batch: number }[]): Float32Array[] {
   const scratch = mkdtempSync(join(tmpdir(), 'webtron-referee-'));
   try {
-    const idsFile = join(scratch, 'ids.bin');
-    const out = join(scratch, 'logits.bin');
-    writeFileSync(idsFile, Buffer.from(Int32Array.from(ids).buffer));
-    const run = spawnSync(PYTHON, [referee, 'logits', folder, idsFile, String(batch), String(ids.length / batch), out], {
-      encoding: 'utf8',
+    const files = jobs.map((job, i) => {
+      const ids = join(scratch, `ids-${i}.bin`);
+      writeFileSync(ids, Buffer.from(Int32Array.from(job.ids).buffer));
+      return { ids, out: join(scratch, `logits-${i}.bin`) };
     });
-    expect(run.status, run.stderr).toBe(0);
-    const bytes = readFileSync(out);
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    pythonRuns(
+      referee,
+      jobs.map((job, i) => ['logits', job.folder, files[i]!.ids, job.batch, job.ids.length / job.batch, files[i]!.out]),
+    );
+    return files.map(({ out }) => {
+      const bytes = readFileSync(out);
+      return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    });
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
@@ -61,4 +68,23 @@ export function logitsDifference(got: Float32Array, want: Float32Array): { worst
     largest = Math.max(largest, Math.abs(got[i]!));
   }
   return { worst, largest };
+}
+
+/** One comparison for expectRefereeLogits: webtron's logits `want` of `ids` for the model in `folder`. */
+export interface LogitsCheck {
+  what: string;
+  folder: string;
+  ids: Uint32Array;
+  batch: number;
+  want: Float32Array;
+}
+
+/** The referee's logits of every check, in one interpreter, each within `tolerance` of webtron's; each difference is printed. */
+export function expectRefereeLogits(referee: string, checks: LogitsCheck[], tolerance: number, note = 'the logits'): void {
+  const got = refereeLogitsMany(referee, checks);
+  for (const [i, { what, want }] of checks.entries()) {
+    const { worst } = logitsDifference(got[i]!, want);
+    console.log(`${what}: max abs difference of ${note} ${worst.toExponential(2)}`);
+    expect(worst, what).toBeLessThanOrEqual(tolerance);
+  }
 }

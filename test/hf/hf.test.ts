@@ -34,8 +34,10 @@ import { bf16ToFloat, floatToBf16 } from '../../src/collectives/reduce.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
 import { trickyText } from '../helpers/tricky-text.js';
-import { checkpointLogits, logitsDifference, refereeLogits } from '../helpers/referee-logits.js';
+import { checkpointLogits, logitsDifference, expectRefereeLogits, type LogitsCheck, refereeLogits } from '../helpers/referee-logits.js';
 import { addedToken } from '../helpers/added-token.js';
+import { cliInProcess } from '../helpers/cli.js';
+import { pythonRuns } from '../helpers/python.js';
 
 const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./gpt2_reference.py', import.meta.url));
@@ -290,6 +292,7 @@ describe('webtron export --format hf', () => {
   it("the referee's GPT-2 forward of the folder gives webtron's logits within 1e-4: tied and untied heads, fp32 and bf16", async (context) => {
     skipWithoutTorch(context);
     const { random } = seeded('hf export logits');
+    const checks: LogitsCheck[] = [];
     for (const name of ['tied', 'untied'])
       for (const dtype of ['fp32', 'bf16']) {
         const out = join(dir, `${name}-${dtype}`);
@@ -310,10 +313,9 @@ describe('webtron export --format hf', () => {
           weights.close();
         }
         model.params.destroy();
-        const { worst } = logitsDifference(refereeLogits(REFEREE, out, ids, batch), want);
-        console.log(`${name} head, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
-        expect(worst).toBeLessThanOrEqual(1e-4);
+        checks.push({ what: `${name} head, ${dtype}`, folder: out, ids, batch, want });
       }
+    expectRefereeLogits(REFEREE, checks, 1e-4);
   });
 });
 
@@ -321,6 +323,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
   it("writes LlamaForCausalLM's folder, or Qwen2ForCausalLM's with q, k and v biases; the referee's forward gives webtron's logits within 1e-4 (grouped and rotate-half, or interleaved rope; fp32 and bf16)", async (context) => {
     skipWithoutTorch(context);
     const { random } = seeded('hf export llama logits');
+    const checks: LogitsCheck[] = [];
     for (const [name, dtype] of [
       ['llama', 'fp32'],
       ['llama', 'bf16'],
@@ -359,10 +362,9 @@ describe('webtron export --format hf of a Llama-block model', () => {
       }
       model.params.destroy();
       const want = await webtronLogits({ ...model.config, applyLayernorm1p: false }, (n) => values.get(n)!, ids, batch);
-      const { worst } = logitsDifference(refereeLogits(LLAMA_REFEREE, out, ids, batch), want);
-      console.log(`${name}, ${dtype}: max abs difference of the logits ${worst.toExponential(2)}`);
-      expect(worst).toBeLessThanOrEqual(1e-4);
+      checks.push({ what: `${name}, ${dtype}`, folder: out, ids, batch, want });
     }
+    expectRefereeLogits(LLAMA_REFEREE, checks, 1e-4);
   });
 
   it('--init-from the exported Llama or Qwen2 folder gives the logits of the checkpoint it came from (interleaved rope read back as rotate-half, zero-centered norms as zero-centered)', async () => {
@@ -473,9 +475,7 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const { seed, random } = seeded('hf head_dim folder from python');
     const folder = join(dir, 'head-dim-python');
     // hidden 48 and 4 heads of 16 (64 in all, where 48 / 4 would give 12), 2 key and value heads.
-    const args = ['write-random', folder, String(seed), '2', '48', '4', '2', '40', '16', 'head_dim=16'];
-    const wrote = spawnSync(PYTHON, [LLAMA_REFEREE, ...args], { encoding: 'utf8' });
-    expect(wrote.status, wrote.stderr).toBe(0);
+    pythonRuns(LLAMA_REFEREE, [['write-random', folder, seed, 2, 48, 4, 2, 40, 16, 'head_dim=16']]);
     // webtron sample --load builds the same model from the folder.
     expect(hfGptConfig(folder)).toMatchObject({ hiddenSize: 48, numAttentionHeads: 4, kvChannels: 16, numQueryGroups: 2 });
     const saved = join(dir, 'head-dim-ck');
@@ -489,11 +489,6 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(model.config).toMatchObject({ hiddenSize: 48, numAttentionHeads: 4, kvChannels: 16, numQueryGroups: 2 });
     const batch = 2;
     const { ids, want } = await checkpointLogits(ctx, model, random, batch, 16);
-    const read = logitsDifference(refereeLogits(LLAMA_REFEREE, folder, ids, batch), want);
-    console.log(
-      `head_dim folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`,
-    );
-    expect(read.worst).toBeLessThanOrEqual(1e-4);
     // Exported again: head_dim in config.json, and the referee's logits of the new folder.
     const out = join(dir, 'head-dim-out');
     const exported = exportHf(saved, out);
@@ -504,10 +499,17 @@ describe('webtron export --format hf of a Llama-block model', () => {
       num_attention_heads: 4,
       head_dim: 16,
     });
-    expect(logitsDifference(refereeLogits(LLAMA_REFEREE, out, ids, batch), want).worst).toBeLessThanOrEqual(1e-4);
-    // A --kv-channels that contradicts the folder is one line.
-    const contradicting = await train(['--init-from', folder, '--kv-channels', '12', '--train-iters', '1']);
-    expect(contradicting.code).toBe(2);
+    expectRefereeLogits(
+      LLAMA_REFEREE,
+      [
+        { what: 'head_dim folder from Python', folder, ids, batch, want },
+        { what: 'head_dim folder exported again', folder: out, ids, batch, want },
+      ],
+      1e-4,
+    );
+    // A --kv-channels that contradicts the folder is one line (main() in this process).
+    const contradicting = await cliInProcess(['train', '--init-from', folder, '--kv-channels', '12', '--train-iters', '1'], dir);
+    expect(contradicting.status).toBe(2);
     expect(contradicting.stderr.trim()).toMatch(
       /^webtron train: --kv-channels 12 contradicts .*config\.json: head_dim is 16; leave the flag out to take the folder's value$/,
     );
@@ -580,9 +582,12 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const { seed, random } = seeded('hf qwen3 folder from python');
     const folder = join(dir, 'qwen3-python');
     // 4 heads of 12 (48 in all, where 32 / 4 would give 8) sharing 2 key and value heads, an MLP of 24.
-    const args = ['write-random', folder, String(seed), '2', '32', '4', '2', '24', '16', 'qwen3', 'head_dim=12'];
-    const wrote = spawnSync(PYTHON, [LLAMA_REFEREE, ...args], { encoding: 'utf8' });
-    expect(wrote.status, wrote.stderr).toBe(0);
+    // And a Llama folder without q and k norms, for the flags that contradict it below.
+    const plain = join(dir, 'llama-without-qk-norms');
+    pythonRuns(LLAMA_REFEREE, [
+      ['write-random', folder, seed, 2, 32, 4, 2, 24, 16, 'qwen3', 'head_dim=12'],
+      ['write-random', plain, seed, 1, 32, 4, 2, 24, 16],
+    ]);
     const config = hfGptConfig(folder);
     expect(config).toMatchObject({
       ...{ hiddenSize: 32, numAttentionHeads: 4, numQueryGroups: 2, kvChannels: 12, qkLayernorm: true, tiedHead: true },
@@ -593,11 +598,6 @@ describe('webtron export --format hf of a Llama-block model', () => {
     const weights = openFolderWeights(folder, config);
     const want = await webtronLogits(config, (n) => weights.read(n), ids, batch);
     weights.close();
-    const read = logitsDifference(refereeLogits(LLAMA_REFEREE, folder, ids, batch), want);
-    console.log(
-      `Qwen3 folder from Python: max abs difference of the logits ${read.worst.toExponential(2)} (largest ${read.largest.toFixed(2)})`,
-    );
-    expect(read.worst).toBeLessThanOrEqual(1e-4);
     // Trained a step at lr 0 and exported: Qwen3's config.json, and the referee's logits of the new folder.
     const saved = join(dir, 'qwen3-ck');
     const run = await train([
@@ -612,20 +612,22 @@ describe('webtron export --format hf of a Llama-block model', () => {
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toMatchObject({
       ...{ architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', head_dim: 12, attention_bias: false, use_sliding_window: false },
     });
-    expect(logitsDifference(refereeLogits(LLAMA_REFEREE, out, ids, batch), want).worst).toBeLessThanOrEqual(1e-4);
-    // --qk-layernorm belongs to the folder: given against a Llama one it is one line.
-    const plain = join(dir, 'llama-without-qk-norms');
-    const made = spawnSync(PYTHON, [LLAMA_REFEREE, 'write-random', plain, String(seed), '1', '32', '4', '2', '24', '16'], {
-      encoding: 'utf8',
-    });
-    expect(made.status, made.stderr).toBe(0);
-    const llama = await train(['--init-from', plain, '--qk-layernorm', '--train-iters', '1']);
-    expect(llama.code).toBe(2);
+    expectRefereeLogits(
+      LLAMA_REFEREE,
+      [
+        { what: 'Qwen3 folder from Python', folder, ids, batch, want },
+        { what: 'Qwen3 folder exported again', folder: out, ids, batch, want },
+      ],
+      1e-4,
+    );
+    // --qk-layernorm belongs to the folder: given against a Llama one it is one line (main() in this process).
+    const llama = await cliInProcess(['train', '--init-from', plain, '--qk-layernorm', '--train-iters', '1'], dir);
+    expect(llama.status).toBe(2);
     expect(llama.stderr.trim()).toMatch(
       /^webtron train: --qk-layernorm contradicts .*config\.json: Llama has no norms of q and k; leave the flag out$/,
     );
-    const relu2 = await train(['--init-from', plain, '--squared-relu', '--train-iters', '1']);
-    expect(relu2.code).toBe(2);
+    const relu2 = await cliInProcess(['train', '--init-from', plain, '--squared-relu', '--train-iters', '1'], dir);
+    expect(relu2.status).toBe(2);
     expect(relu2.stderr.trim()).toMatch(
       /^webtron train: --squared-relu contradicts .*config\.json: Llama has a SwiGLU MLP; leave the flag out$/,
     );
@@ -860,7 +862,7 @@ describe('webtron train --init-from a Hugging Face folder', () => {
       expect(config[key], key).toBe(source[key]);
   }, 120_000);
 
-  it('bad folders and contradicting flags are one line and exit 2', () => {
+  it('bad folders and contradicting flags are one line and exit 2', async () => {
     const good = join(dir, 'names-tied');
     const bad = (name: string, edit: (config: Record<string, unknown>) => void) => {
       const folder = join(dir, `bad-${name}`);
@@ -907,13 +909,9 @@ describe('webtron train --init-from a Hugging Face folder', () => {
         /--tokenizer-type ByteTokenizer contradicts --init-from .*: its files are a CharTokenizer/,
       ],
     ] as const) {
-      const run = spawnSync(
-        process.execPath,
-        [BIN, 'train', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0', ...args, '--run-dir', join(dir, 'bad-run')],
-        {
-          encoding: 'utf8',
-        },
-      );
+      // The first case runs bin/webtron.js as a user does; the rest run its main() in this process.
+      const argv = ['train', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0', ...args, '--run-dir', join(dir, 'bad-run')];
+      const run = args[1] === noConfig ? spawnSync(process.execPath, [BIN, ...argv], { encoding: 'utf8' }) : await cliInProcess(argv, dir);
       expect(run.status, run.stderr).toBe(2);
       const lines = run.stderr.trim().split('\n');
       expect(lines, run.stderr).toHaveLength(1);

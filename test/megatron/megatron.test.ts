@@ -22,7 +22,9 @@ import { gptParams } from '../../src/nn/gpt-spec.js';
 import { torchReferee } from '../helpers/apt.js';
 import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
-import { checkpointLogits, logitsDifference, refereeLogits } from '../helpers/referee-logits.js';
+import { checkpointLogits, logitsDifference, expectRefereeLogits, type LogitsCheck, refereeLogits } from '../helpers/referee-logits.js';
+import { cliInProcess } from '../helpers/cli.js';
+import { pythonRuns } from '../helpers/python.js';
 
 const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./megatron_reference.py', import.meta.url));
@@ -42,8 +44,15 @@ afterAll(() => {
 });
 
 function writeCheckpoint(folder: string, seed: number, kind: 'gpt' | 'llama', ...overrides: string[]): void {
-  const wrote = spawnSync(PYTHON, [REFEREE, 'write-random', folder, String(seed), kind, ...overrides], { encoding: 'utf8' });
-  expect(wrote.status, wrote.stderr).toBe(0);
+  writeCheckpoints([[folder, seed, kind, ...overrides]]);
+}
+
+/** The referee's write-random of each [folder, seed, kind, ...overrides], in one interpreter. */
+function writeCheckpoints(jobs: [string, number, 'gpt' | 'llama', ...string[]][]): void {
+  pythonRuns(
+    REFEREE,
+    jobs.map((job) => ['write-random', ...job]),
+  );
 }
 
 /** How far the referee's logits of `folder` are from webtron's of the checkpoint `saved`, on random ids [2, 16]. */
@@ -141,7 +150,18 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
     const { seed, random } = seeded('megatron torch_dist checkpoint');
     const dist = ["ckpt_format='torch_dist'", 'tensor_model_parallel_size=2', 'pipeline_model_parallel_size=2'];
     const folder = join(dir, 'llama-dist');
-    writeCheckpoint(folder, seed, 'llama', ...dist);
+    // The same model (same seed) in the per-layer layout with common.pt and in the torch format, and a
+    // GPT-shaped one (biases split with their rows or kept whole, learned positions, a tied head, fp32).
+    const singleton = join(dir, 'llama-dist-singleton');
+    const plain = join(dir, 'llama-plain');
+    const [gptDist, gptPlain] = [join(dir, 'gpt-dist'), join(dir, 'gpt-plain')];
+    writeCheckpoints([
+      [folder, seed, 'llama', ...dist],
+      [singleton, seed, 'llama', ...dist, 'singleton', 'common.pt'],
+      [plain, seed, 'llama'],
+      [gptDist, seed, 'gpt', ...dist],
+      [gptPlain, seed, 'gpt'],
+    ]);
     const saved = join(dir, 'llama-dist-run');
     const run = await train([
       ...['--load', folder, '--finetune', '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0'],
@@ -152,16 +172,7 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
     const worst = await compareLogits(folder, saved, random);
     console.log(`Megatron torch_dist checkpoint (tp 2, pp 2): max abs difference of the logits ${worst.toExponential(2)}`);
     expect(worst).toBeLessThanOrEqual(1e-4);
-    // The same model (same seed) in the per-layer layout with common.pt, and in the torch format.
-    const singleton = join(dir, 'llama-dist-singleton');
-    writeCheckpoint(singleton, seed, 'llama', ...dist, 'singleton', 'common.pt');
-    const plain = join(dir, 'llama-plain');
-    writeCheckpoint(plain, seed, 'llama');
     await expectSameParams(saved, [folder, singleton, plain]);
-    // A GPT-shaped one too (biases split with their rows or kept whole, learned positions, a tied head, fp32).
-    const [gptDist, gptPlain] = [join(dir, 'gpt-dist'), join(dir, 'gpt-plain')];
-    writeCheckpoint(gptDist, seed, 'gpt', ...dist);
-    writeCheckpoint(gptPlain, seed, 'gpt');
     await expectSameParams(join(dir, 'gpt-run'), [gptPlain, gptDist]);
   });
 
@@ -223,99 +234,106 @@ describe('webtron train --init-from a Megatron checkpoint', () => {
     expect(webtron.map((_, c) => megatron[row(c)])).toEqual(webtron);
   });
 
-  it('what webtron cannot take is one line naming it, exit code 2, and no run starts', (context) => {
+  it('what webtron cannot take is one line naming it, exit code 2, and no run starts', async (context) => {
     skipWithoutTorch(context);
     const bad = join(dir, 'bad');
-    const cases: [string, () => string, RegExp][] = [
-      [
-        'experts',
-        () => small('experts', 'num_experts=8'),
-        /num_experts is 8: mixture-of-experts layers, which webtron's GPT does not compute/,
-      ],
-      ['erf GELU', () => variant('erf', 'bias_gelu_fusion=False'), /erf GELU .*webtron's GELU is the tanh form/],
-      ['yarn', () => small('yarn', "position_embedding_type='yarn'"), /position_embedding_type is "yarn"/],
-      ['a flag that contradicts', () => join(dir, 'gpt'), /--num-layers 3 contradicts .*num_layers is 2; leave the flag out/],
-      [
-        '--load without --finetune',
-        () => join(dir, 'gpt'),
-        /--load .* is a Megatron-LM checkpoint: webtron takes its params, not its optimizer state or counters; add --finetune/,
-      ],
-      [
-        'tensor parallel ranks',
-        () => {
-          const folder = small('tp2');
+    /** A variant the referee writes: GPT-shaped, or Llama-shaped (its vocabulary of 1,024 writes faster than GPT-2's). */
+    const write = (name: string, kind: 'gpt' | 'llama', ...overrides: string[]) => ({ name, kind, overrides });
+    const cases: {
+      what: string;
+      /** The checkpoint to write, or the folder to use. */
+      from: ReturnType<typeof write> | (() => string);
+      /** What to make of the written folder before the run. */
+      after?: (folder: string) => string;
+      says: RegExp;
+    }[] = [
+      {
+        what: 'experts',
+        from: write('experts', 'llama', 'num_experts=8'),
+        says: /num_experts is 8: mixture-of-experts layers, which webtron's GPT does not compute/,
+      },
+      { what: 'erf GELU', from: write('erf', 'gpt', 'bias_gelu_fusion=False'), says: /erf GELU .*webtron's GELU is the tanh form/ },
+      { what: 'yarn', from: write('yarn', 'llama', "position_embedding_type='yarn'"), says: /position_embedding_type is "yarn"/ },
+      {
+        what: 'a flag that contradicts',
+        from: () => join(dir, 'gpt'),
+        says: /--num-layers 3 contradicts .*num_layers is 2; leave the flag out/,
+      },
+      {
+        what: '--load without --finetune',
+        from: () => join(dir, 'gpt'),
+        says: /--load .* is a Megatron-LM checkpoint: webtron takes its params, not its optimizer state or counters; add --finetune/,
+      },
+      {
+        what: 'tensor parallel ranks',
+        from: write('tp2', 'llama'),
+        after: (folder) => {
           mkdirSync(join(folder, 'iter_0000050', 'mp_rank_01'));
           return folder;
         },
-        /holds 2 model-parallel ranks \(mp_rank_00, mp_rank_01\); webtron reads one: convert it .*--target-tensor-parallel-size 1/,
-      ],
-      [
-        'a torch_dist folder whose .metadata is no pickle',
-        () => {
+        says: /holds 2 model-parallel ranks \(mp_rank_00, mp_rank_01\); webtron reads one: convert it .*--target-tensor-parallel-size 1/,
+      },
+      {
+        what: 'a torch_dist folder whose .metadata is no pickle',
+        from: () => {
           const folder = join(bad, 'dist');
           mkdirSync(join(folder, 'iter_0000100'), { recursive: true });
           writeFileSync(join(folder, 'latest_checkpointed_iteration.txt'), '100');
           writeFileSync(join(folder, 'iter_0000100', '.metadata'), 'not a pickle');
           return folder;
         },
-        /iter_0000100\/\.metadata is not a pickle webtron can read .*is it torch\.distributed\.checkpoint's metadata\?/,
-      ],
-      [
-        'a torch_dist stack of other layers than its args say',
-        () => small('dist-layers', "ckpt_format='torch_dist'", 'args.num_layers=3'),
-        /decoder\.layers\.self_attention\.linear_qkv\.layer_norm_weight stacks 2 layers, where its args say num_layers 3/,
-      ],
-      [
-        'a file cut short',
-        () => {
-          const folder = small('cut');
+        says: /iter_0000100\/\.metadata is not a pickle webtron can read .*is it torch\.distributed\.checkpoint's metadata\?/,
+      },
+      {
+        what: 'a torch_dist stack of other layers than its args say',
+        from: write('dist-layers', 'llama', "ckpt_format='torch_dist'", 'args.num_layers=3'),
+        says: /decoder\.layers\.self_attention\.linear_qkv\.layer_norm_weight stacks 2 layers, where its args say num_layers 3/,
+      },
+      {
+        what: 'a file cut short',
+        from: write('cut', 'llama'),
+        after: (folder) => {
           const file = join(folder, 'iter_0000050', 'mp_rank_00', 'model_optim_rng.pt');
           truncateSync(file, 100_000);
           return file;
         },
-        /model_optim_rng\.pt is not a zip archive \(no end of central directory\)/,
-      ],
-      [
-        'a state dict with a tensor no param takes',
-        () => variant('stranger', 'args.num_layers=1'),
-        /holds decoder\.layers\.1\.input_layernorm\.weight, .*which no param of the model takes/,
-      ],
-      [
-        'one shard of a tensor-parallel model',
-        () => join(small('tp-args', 'args.tensor_model_parallel_size=2'), 'iter_0000050', 'mp_rank_00', 'model_optim_rng.pt'),
-        /tensor_model_parallel_size is 2, so the file holds one shard of the model; convert the checkpoint .*convert\.py/,
-      ],
-      [
-        'a tensor of another shape',
-        () => variant('shape', 'args.ffn_hidden_size=64'),
-        /its decoder\.layers\.0\.mlp\.linear_fc1\.weight is \[128, 32\], where the model's flags make it \[64, 32\]/,
-      ],
+        says: /model_optim_rng\.pt is not a zip archive \(no end of central directory\)/,
+      },
+      {
+        what: 'a state dict with a tensor no param takes',
+        from: write('stranger', 'gpt', 'args.num_layers=1'),
+        says: /holds decoder\.layers\.1\.input_layernorm\.weight, .*which no param of the model takes/,
+      },
+      {
+        what: 'one shard of a tensor-parallel model',
+        from: write('tp-args', 'llama', 'args.tensor_model_parallel_size=2'),
+        after: (folder) => join(folder, 'iter_0000050', 'mp_rank_00', 'model_optim_rng.pt'),
+        says: /tensor_model_parallel_size is 2, so the file holds one shard of the model; convert the checkpoint .*convert\.py/,
+      },
+      {
+        what: 'a tensor of another shape',
+        from: write('shape', 'gpt', 'args.ffn_hidden_size=64'),
+        says: /its decoder\.layers\.0\.mlp\.linear_fc1\.weight is \[128, 32\], where the model's flags make it \[64, 32\]/,
+      },
     ];
-    function variant(name: string, ...overrides: string[]): string {
-      const folder = join(bad, name);
-      writeCheckpoint(folder, 1, 'gpt', ...overrides);
-      return folder;
-    }
-    /** A Llama-shaped variant: its vocabulary of 1,024 writes faster than GPT-2's. */
-    function small(name: string, ...overrides: string[]): string {
-      const folder = join(bad, name);
-      writeCheckpoint(folder, 1, 'llama', ...overrides);
-      return folder;
-    }
-    for (const [what, make, message] of cases) {
-      const path = make();
+    // One interpreter writes every variant: an import of torch costs seconds.
+    const jobs = cases.flatMap(({ from }) =>
+      typeof from === 'function'
+        ? []
+        : [[join(bad, from.name), 1, from.kind, ...from.overrides] as [string, number, 'gpt' | 'llama', ...string[]]],
+    );
+    writeCheckpoints(jobs);
+    // The first case runs bin/webtron.js as a user does; the rest run its main() in this process.
+    for (const [i, { what, from, after, says }] of cases.entries()) {
+      const folder = typeof from === 'function' ? from() : join(bad, from.name);
+      const path = after ? after(folder) : folder;
       const start = what === '--load without --finetune' ? ['--load', path] : ['--init-from', path];
       const more = what === 'a flag that contradicts' ? ['--num-layers', '3'] : [];
-      const run = spawnSync(
-        process.execPath,
-        [BIN, 'train', ...start, '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0', ...more],
-        {
-          encoding: 'utf8',
-        },
-      );
+      const args = ['train', ...start, '--mock-data', '--micro-batch-size', '2', '--train-iters', '1', '--lr', '0', ...more];
+      const run = i === 0 ? spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' }) : await cliInProcess(args, dir);
       const lines = run.stderr.trim().split('\n');
       expect(lines, what).toHaveLength(1);
-      expect(lines[0], what).toMatch(message);
+      expect(lines[0], what).toMatch(says);
       expect(run.status, what).toBe(2);
     }
   });
@@ -343,6 +361,7 @@ describe('webtron export --format megatron', () => {
   it("a GPT-2-block model (local names) and a Llama-block one (Transformer Engine's names, grouped heads, q and k norms, scaled rope, zero-centered norms, an untied head): the referee's forward of the export gives webtron's logits, --init-from's reader gives back the params to the bit, and a run started from the export has the model", async (context) => {
     skipWithoutTorch(context);
     const { random } = seeded('megatron export');
+    const checks: LogitsCheck[] = [];
     for (const [name, impl, more] of [
       ['gpt2-block', 'local', []],
       [
@@ -375,12 +394,12 @@ describe('webtron export --format megatron', () => {
       expect(wrote.status, wrote.stderr).toBe(0);
       expect(wrote.stdout).toMatch(new RegExp(`model_optim_rng\\.pt: .* Megatron-core's ${impl} names; Megatron-LM loads it with --load`));
       expect(readFileSync(join(exported, 'latest_checkpointed_iteration.txt'), 'utf8')).toBe('release');
-      const worst = await compareLogits(exported, trained, random);
-      console.log(`${name} exported for Megatron (${impl}): max abs difference of the referee's logits ${worst.toExponential(2)}`);
-      expect(worst).toBeLessThanOrEqual(1e-4);
+      const { ids, want } = await checkpointLogits(ctx, await loadCheckpointModel(ctx, trained), random, 2, 16);
+      checks.push({ what: `${name} exported for Megatron (${impl})`, folder: exported, ids, batch: 2, want });
       // Read back, the same params to the bit.
       await expectReadBack(trained, exported, (v) => v);
     }
+    expectRefereeLogits(REFEREE, checks, 1e-4, "the referee's logits");
     // And a run started --init-from the export has the model it came from.
     const back = join(dir, 'llama-block-back');
     const again = await train([
