@@ -4,10 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { cliInProcess } from '../helpers/cli.js';
 
 const bin = fileURLToPath(new URL('../../bin/webtron.js', import.meta.url));
 const small = ['--num-layers', '2', '--hidden-size', '64', '--num-attention-heads', '4', '--seq-length', '32', '--vocab-size', '81'];
-const run = (...args: string[]) => spawnSync('node', [bin, 'memory', ...args], { encoding: 'utf8' });
+/** `webtron memory ARGS` through bin/webtron.js, as a user runs it. */
+const runBin = (...args: string[]) => spawnSync('node', [bin, 'memory', ...args], { encoding: 'utf8' });
+/** The same through the CLI's main() in this process: what bin/webtron.js's child runs, without two Node start-ups. */
+const run = (...args: string[]) => cliInProcess(['memory', ...args], process.cwd());
 
 describe('webtron memory', () => {
   it.each([
@@ -36,8 +40,17 @@ describe('webtron memory', () => {
         '2',
       ],
     ],
-  ])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', (precision) => {
-    const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,5,6,7,8', '--ddp-bucket-size', '20000', '--measure', '--json');
+  ])('%j: measured on the GPU equals the prediction to the byte, d = 1..8, both optimizers', async (precision) => {
+    const out = await run(
+      ...small,
+      ...precision,
+      '--data-parallel-size',
+      '1,2,3,4,5,6,7,8',
+      '--ddp-bucket-size',
+      '20000',
+      '--measure',
+      '--json',
+    );
     expect(out.status, out.stderr).toBe(0);
     const rows = out.stdout
       .trim()
@@ -67,8 +80,8 @@ describe('webtron memory', () => {
     ['bf16', ['--bf16'], (d: number) => [2 + 16 / d, 18 / d]],
   ] as const)(
     "%s, --use-megatron-fsdp: optim_grads and optim_grads_params at Megatron-FSDP's bytes per param, measured equal to predicted, d = 1..8",
-    (_name, precision, table) => {
-      const out = run(...small, ...precision, '--data-parallel-size', '1,2,3,4,8', '--use-megatron-fsdp', '--measure', '--json');
+    async (_name, precision, table) => {
+      const out = await run(...small, ...precision, '--data-parallel-size', '1,2,3,4,8', '--use-megatron-fsdp', '--measure', '--json');
       expect(out.status, out.stderr).toBe(0);
       const rows = out.stdout
         .trim()
@@ -86,16 +99,16 @@ describe('webtron memory', () => {
     },
   );
 
-  it('--optimizer sgd and lion keep one fp32 moment a param, 4 bytes fewer than Adam; sgd at momentum 0 none', () => {
-    const rows = (...flags: string[]) =>
-      run(...small, ...flags, '--data-parallel-size', '1', '--json')
-        .stdout.trim()
+  it('--optimizer sgd and lion keep one fp32 moment a param, 4 bytes fewer than Adam; sgd at momentum 0 none', async () => {
+    const rows = async (...flags: string[]) =>
+      (await run(...small, ...flags, '--data-parallel-size', '1', '--json')).stdout
+        .trim()
         .split('\n')
         .map((l) => JSON.parse(l) as { bytes_per_param: number; optimizer: string; moments: string[] });
-    const [adam] = rows();
-    const [sgd] = rows('--optimizer', 'sgd');
-    const [lion] = rows('--optimizer', 'lion');
-    const [plain] = rows('--optimizer', 'sgd', '--sgd-momentum', '0');
+    const [adam] = await rows();
+    const [sgd] = await rows('--optimizer', 'sgd');
+    const [lion] = await rows('--optimizer', 'lion');
+    const [plain] = await rows('--optimizer', 'sgd', '--sgd-momentum', '0');
     expect([adam!.optimizer, sgd!.optimizer, lion!.optimizer]).toEqual(['adam', 'sgd', 'lion']);
     expect([adam!.moments, sgd!.moments, lion!.moments, plain!.moments]).toEqual([
       ['exp_avg', 'exp_avg_sq'],
@@ -108,17 +121,17 @@ describe('webtron memory', () => {
     expect([sgd!.bytes_per_param, lion!.bytes_per_param, plain!.bytes_per_param]).toEqual([12, 12, 8]);
   });
 
-  it('--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 saves 4 bytes per param of optimizer state before sharding: 4/d per rank', () => {
-    const rows = (...extra: string[]) => {
-      const out = run(...small, '--bf16', '--data-parallel-size', '1,2,4', '--use-distributed-optimizer', '--json', ...extra);
+  it('--exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 saves 4 bytes per param of optimizer state before sharding: 4/d per rank', async () => {
+    const rows = async (...extra: string[]) => {
+      const out = await run(...small, '--bf16', '--data-parallel-size', '1,2,4', '--use-distributed-optimizer', '--json', ...extra);
       expect(out.status, out.stderr).toBe(0);
       return out.stdout
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l) as { data_parallel_size: number; bytes_per_param: number; exp_avg_dtype: string });
     };
-    const fp32 = rows();
-    const narrow = rows('--use-precision-aware-optimizer', '--exp-avg-dtype', 'bf16', '--exp-avg-sq-dtype', 'bf16');
+    const fp32 = await rows();
+    const narrow = await rows('--use-precision-aware-optimizer', '--exp-avg-dtype', 'bf16', '--exp-avg-sq-dtype', 'bf16');
     for (const [k, r] of narrow.entries()) {
       const d = r.data_parallel_size;
       expect(r.exp_avg_dtype).toBe('bfloat16');
@@ -137,8 +150,8 @@ describe('webtron memory', () => {
     [['--fp16', '--main-params-dtype', 'fp16'], (d: number) => [4 + 12 / d, 2 + 14 / d, 16 / d]],
   ] as const)(
     '%j: bytes per param of each strategy (distributed, optim_grads, optim_grads_params), measured equal to predicted',
-    (flags, table) => {
-      const out = run(
+    async (flags, table) => {
+      const out = await run(
         ...small,
         ...flags,
         '--use-precision-aware-optimizer',
@@ -164,45 +177,45 @@ describe('webtron memory', () => {
     },
   );
 
-  it('--plot writes an SVG with one stacked bar per configuration', () => {
+  it('--plot writes an SVG with one stacked bar per configuration', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'webtron-plot-')), 'memory.svg');
-    const out = run(...small, '--data-parallel-size', '1,2,4', '--plot', path);
+    const out = await run(...small, '--data-parallel-size', '1,2,4', '--plot', path);
     expect(out.status, out.stderr).toBe(0);
     const svg = readFileSync(path, 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
     for (const d of [1, 2, 4]) for (const which of ['plain', 'Z1']) expect(svg).toContain(`<title>d=${d}\n${which}, params:`);
     expect(existsSync(`${path}.tmp`)).toBe(false);
-    expect(run(...small, '--plot', join(tmpdir(), 'x.png')).stderr).toMatch(/--plot: '.*x\.png' must name an \.svg file/);
+    expect((await run(...small, '--plot', join(tmpdir(), 'x.png'))).stderr).toMatch(/--plot: '.*x\.png' must name an \.svg file/);
   });
 
-  it('counts the params of an .onnx model from its initializers', () => {
+  it('counts the params of an .onnx model from its initializers', async () => {
     const model = fileURLToPath(new URL('../fixtures/tiny.onnx', import.meta.url));
     const torch = JSON.parse(readFileSync(`${model}.json`, 'utf8')) as { params: number };
-    const out = run('--onnx', model, '--data-parallel-size', '1', '--json');
+    const out = await run('--onnx', model, '--data-parallel-size', '1', '--json');
     expect(out.status, out.stderr).toBe(0);
     expect((JSON.parse(out.stdout.trim().split('\n')[0]!) as { params: number }).params).toBe(torch.params);
   });
 
-  it('--recompute-granularity full: the activations of one span at a time, selective with mlp of one MLP at a time, measured equal to the table', () => {
+  it('--recompute-granularity full: the activations of one span at a time, selective with mlp of one MLP at a time, measured equal to the table', async () => {
     const deep = ['--num-layers', '4', ...small.slice(2)];
-    const activations = (...flags: string[]) => {
-      const out = run(...deep, ...flags, '--data-parallel-size', '2', '--use-distributed-optimizer', '--measure', '--json');
+    const activations = async (...flags: string[]) => {
+      const out = await run(...deep, ...flags, '--data-parallel-size', '2', '--use-distributed-optimizer', '--measure', '--json');
       expect(out.status, out.stderr).toBe(0);
       const r = JSON.parse(out.stdout.trim().split('\n')[0]!) as { measured_activations: number; by_category: { activations: number } };
       expect(r.measured_activations, flags.join(' ')).toBe(r.by_category.activations);
       return r.by_category.activations;
     };
-    const whole = activations();
-    const uniform = activations('--recompute-granularity', 'full', '--recompute-method', 'uniform');
-    const block = activations('--recompute-granularity', 'full', '--recompute-method', 'block', '--recompute-num-layers', '2');
-    const mlp = activations('--recompute-granularity', 'selective', '--recompute-modules', 'core_attn', 'mlp');
+    const whole = await activations();
+    const uniform = await activations('--recompute-granularity', 'full', '--recompute-method', 'uniform');
+    const block = await activations('--recompute-granularity', 'full', '--recompute-method', 'block', '--recompute-num-layers', '2');
+    const mlp = await activations('--recompute-granularity', 'selective', '--recompute-modules', 'core_attn', 'mlp');
     expect(uniform).toBeLessThan(block);
     expect(block).toBeLessThan(whole);
     expect(mlp).toBeLessThan(whole);
   });
 
-  it('prints a table with human units', () => {
-    const out = run(...small, '--data-parallel-size', '2');
+  it('prints a table with human units (through bin/webtron.js)', () => {
+    const out = runBin(...small, '--data-parallel-size', '2');
     expect(out.status, out.stderr).toBe(0);
     expect(out.stdout).toMatch(/\| d \| +optimizer \| B\/param \|/);
     expect(out.stdout).toMatch(/\| 2 \| +distributed \| +12 \|/);
@@ -236,8 +249,8 @@ describe('webtron memory', () => {
       [...small, '--recompute-activations', '--recompute-modules', 'moe'],
       /^webtron memory: --recompute-modules moe: webtron builds dense GPTs, without mixture-of-experts layers; give core_attn and\/or mlp$/,
     ],
-  ])('bad input %j is a one-line error', (args, message) => {
-    const out = run(...args);
+  ])('bad input %j is a one-line error', async (args, message) => {
+    const out = await run(...args);
     expect(out.status).toBe(2);
     expect(
       out.stderr
