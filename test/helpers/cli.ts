@@ -1,8 +1,8 @@
 /**
- * The CLI's `main()` in the test's own process, for the many bad-input cases that end before any
- * worker starts: the same code `bin/webtron.js` runs in its child, without the two Node start-ups
- * (about half a second of CPU each case). Each test file that uses it also runs a case through
- * `bin/webtron.js`, the path a user takes.
+ * The CLI's `main()` in the test's own process, for commands that start no worker process (bad
+ * input, which ends before any does; `webtron memory`): the same code `bin/webtron.js` runs in its
+ * child, without its two Node start-ups (about half a second of CPU a run). Each test file that
+ * uses it also runs a case through `bin/webtron.js`, the path a user takes.
  */
 import { main } from '../../src/cli/main.js';
 

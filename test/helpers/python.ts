@@ -9,7 +9,7 @@ import { expect } from 'vitest';
 
 export const PYTHON = '/usr/bin/python3';
 
-/** Run the script once per argv in one run of the module `runpy`: each as `__main__`, in order; an error stops them all. */
+/** Runs the script (argv[1]) as `__main__` once per line of stdin, a JSON list of its arguments; an error stops them all. */
 const DRIVER = `
 import json, os, runpy, sys
 script = sys.argv[1]
