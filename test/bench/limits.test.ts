@@ -2,8 +2,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { BaselineError, fractionOf, gptTrainFlopsPerToken, requireOptimizedBlas, type TorchEnv } from '../../bench/limits.js';
+import { PYTHON } from '../helpers/python.js';
 
-const PYTHON = '/usr/bin/python3';
 const hasTorch = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 
 function env(kind: string, device = 'cpu'): TorchEnv {

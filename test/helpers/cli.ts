@@ -4,6 +4,7 @@
  * child, without its two Node start-ups (about half a second of CPU a run). Each test file that
  * uses it also runs a case through `bin/webtron.js`, the path a user takes.
  */
+import { format } from 'node:util';
 import { main } from '../../src/cli/main.js';
 
 /** As spawnSync gives it: the exit code as `status`. */
@@ -19,7 +20,8 @@ type Write = typeof process.stdout.write;
 export async function cliInProcess(args: string[], cwd: string): Promise<CliRun> {
   const out: string[] = [];
   const err: string[] = [];
-  const text = (parts: unknown[]) => `${parts.map((p) => (typeof p === 'string' ? p : String(p))).join(' ')}\n`;
+  // As console formats them: util.format, then a newline.
+  const text = (parts: unknown[]) => `${format(...parts)}\n`;
   const saved = {
     log: console.log,
     info: console.info,

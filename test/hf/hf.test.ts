@@ -37,9 +37,8 @@ import { trickyText } from '../helpers/tricky-text.js';
 import { checkpointLogits, logitsDifference, expectRefereeLogits, type LogitsCheck, refereeLogits } from '../helpers/referee-logits.js';
 import { addedToken } from '../helpers/added-token.js';
 import { cliInProcess } from '../helpers/cli.js';
-import { pythonRuns } from '../helpers/python.js';
+import { PYTHON, pythonRuns } from '../helpers/python.js';
 
-const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./gpt2_reference.py', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-hf-'));
 let ctx: GpuContext;

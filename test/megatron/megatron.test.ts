@@ -24,9 +24,8 @@ import { seeded } from '../helpers/seed.js';
 import { BIN, train } from '../helpers/train.js';
 import { checkpointLogits, logitsDifference, expectRefereeLogits, type LogitsCheck, refereeLogits } from '../helpers/referee-logits.js';
 import { cliInProcess } from '../helpers/cli.js';
-import { pythonRuns } from '../helpers/python.js';
+import { PYTHON, pythonRuns } from '../helpers/python.js';
 
-const PYTHON = '/usr/bin/python3';
 const REFEREE = fileURLToPath(new URL('./megatron_reference.py', import.meta.url));
 const HF_LLAMA_REFEREE = fileURLToPath(new URL('../hf/llama_reference.py', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'webtron-megatron-'));

@@ -20,8 +20,8 @@ import {
 } from '../../src/checkpoint/pickle.js';
 import { type TensorRef, TorchArchive, writeTorchArchive } from '../../src/checkpoint/torch-archive.js';
 import { torchReferee } from '../helpers/apt.js';
+import { PYTHON } from '../helpers/python.js';
 
-const PYTHON = '/usr/bin/python3';
 const dir = mkdtempSync(join(tmpdir(), 'webtron-torch-archive-'));
 const torch = torchReferee();
 const skipWithoutTorch = torch.skipWithout;
